@@ -1,0 +1,3 @@
+from hermes_relay.cli.main import entry
+
+entry()

@@ -1,0 +1,42 @@
+"""Pairing codes: 6 characters from A-Z and 0-9 (pure helpers shared by the CLI, agent and relay)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from hermes_relay.core.errors import PayloadError
+
+CODE_LENGTH = 6
+CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
+_VALID = re.compile(rf"^[A-Z0-9]{{{CODE_LENGTH}}}$")
+
+
+def clean_code(raw: str) -> str:
+    """Strip ANSI sequences (bracketed-paste markers included) and keep only A-Z and 0-9, upper-cased.
+
+    The result is not cut to length: a caller that gets 7 characters should say so, not guess.
+    """
+    text = _ANSI.sub("", raw or "")
+    return "".join(ch for ch in text.upper() if ch in CODE_ALPHABET)
+
+
+def is_valid_code(code: str) -> bool:
+    return bool(_VALID.match(code or ""))
+
+
+def validate_code(raw: str) -> str:
+    """Return the cleaned code or raise PayloadError naming what was wrong with it."""
+    cleaned = clean_code(raw)
+    if is_valid_code(cleaned):
+        return cleaned
+    raise PayloadError(
+        f'invalid code format: need {CODE_LENGTH} characters of A-Z or 0-9, got "{raw}" '
+        f"({len(cleaned)} valid characters)",
+        hint="run `hermes-pair` on the relay host and copy the Code it prints",
+    )
+
+
+def generate_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))

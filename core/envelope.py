@@ -1,0 +1,64 @@
+"""The relay's WebSocket envelope: one JSON text frame per message (sans-IO).
+
+    {"channel": str, "type": str, "id": str, "payload": object}
+
+``decode`` is strict about shape (an object with string channel and type, an object payload) and
+lenient about extras, which it keeps, because other relay versions add fields. Anything else raises
+RemoteProtocolError so the caller can close with a clear reason instead of crashing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from hermes_relay.core.errors import RemoteProtocolError
+
+MAX_ENVELOPE = 1 << 20  # 1 MiB, matching trio-websocket's default message cap
+
+SYSTEM = "system"
+AUTH = "auth"
+AUTH_OK = "auth.ok"
+AUTH_FAIL = "auth.fail"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    channel: str
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        obj: dict[str, Any] = dict(self.extra)
+        obj.update({"channel": self.channel, "type": self.type, "id": self.id, "payload": self.payload})
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(message: str | bytes, *, max_size: int = MAX_ENVELOPE) -> Envelope:
+    if len(message) > max_size:
+        raise RemoteProtocolError(f"message of {len(message)} bytes exceeds {max_size}", close_code_hint=1009)
+    if isinstance(message, bytes):
+        try:
+            message = message.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RemoteProtocolError("binary frame is not UTF-8 JSON", close_code_hint=1003) from exc
+    try:
+        obj = json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise RemoteProtocolError(f"invalid JSON: {exc.msg}", close_code_hint=1003) from exc
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("envelope must be a JSON object", close_code_hint=1003)
+    channel, typ = obj.pop("channel", None), obj.pop("type", None)
+    if not isinstance(channel, str) or not isinstance(typ, str):
+        raise RemoteProtocolError("envelope needs string 'channel' and 'type' fields", close_code_hint=1003)
+    payload = obj.pop("payload", None)
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise RemoteProtocolError("envelope 'payload' must be an object", close_code_hint=1003)
+    msg_id = obj.pop("id", None)
+    return Envelope(channel, typ, payload, str(msg_id) if msg_id is not None else "", obj)

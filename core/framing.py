@@ -1,0 +1,98 @@
+"""IPC framing, sans-IO: a 4-byte big-endian length, then a msgpack body.
+
+The length prefix counts body bytes only. The size limit is checked as soon as the prefix has
+arrived, before any body is buffered, so a hostile peer cannot make us allocate more than the limit.
+Both the trio adapter in the agent and the blocking socket in the CLI drive the same decoder
+(wsproto's synchronous-example pattern), which is why no I/O happens here.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+
+from hermes_relay.core.errors import FrameTooLargeError, RemoteProtocolError
+
+MAX_FRAME = 1 << 20  # 1 MiB: trio-websocket's default message cap, ample for status of many relays
+_HEADER = struct.Struct(">I")
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(body: bytes, *, max_size: int = MAX_FRAME) -> Any:
+    """Decode one msgpack body with strict, bounded settings."""
+    try:
+        return msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            max_buffer_size=max_size,
+            max_str_len=max_size,
+            max_bin_len=max_size,
+            max_array_len=max_size,
+            max_map_len=max_size,
+        )
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
+        raise RemoteProtocolError(f"undecodable msgpack frame: {exc}") from exc
+
+
+def encode_frame(obj: Any, *, max_frame: int = MAX_FRAME) -> bytes:
+    body = pack(obj)
+    if len(body) > max_frame:
+        raise FrameTooLargeError(len(body), max_frame)
+    return _HEADER.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Feed bytes in, iterate decoded objects out.
+
+    After an error the decoder is poisoned: the stream position is unknowable, so the connection
+    must be closed.
+    """
+
+    def __init__(self, max_frame: int = MAX_FRAME):
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._error: Exception | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        if len(self._buf) >= _HEADER.size:
+            (length,) = _HEADER.unpack_from(self._buf)
+            if length > self.max_frame:
+                self._error = FrameTooLargeError(length, self.max_frame)
+                raise self._error
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered that do not yet form a complete frame."""
+        return len(self._buf)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if len(self._buf) < _HEADER.size:
+                return
+            (length,) = _HEADER.unpack_from(self._buf)
+            if length > self.max_frame:
+                self._error = FrameTooLargeError(length, self.max_frame)
+                raise self._error
+            end = _HEADER.size + length
+            if len(self._buf) < end:
+                return
+            body = bytes(self._buf[_HEADER.size : end])
+            del self._buf[:end]
+            try:
+                obj = unpack(body, max_size=self.max_frame)
+            except RemoteProtocolError as exc:
+                self._error = exc
+                raise
+            yield obj

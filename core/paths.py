@@ -1,0 +1,120 @@
+"""Where every file lives, one function per path, each with an environment override.
+
+``~/.hermes`` is shared with the other Hermes clients (the session store, the device id). The
+runtime directory (socket, instance lock, route indicator) prefers ``$XDG_RUNTIME_DIR`` because it is
+per-user, 0700 and cleared at logout; elsewhere it falls back to ``~/.hermes/run``.
+
+Functions take an optional ``env`` mapping so that callers resolve configuration once and tests can
+pass an explicit environment instead of mutating ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+Env = Mapping[str, str]
+
+
+def _env(env: Env | None) -> Env:
+    return os.environ if env is None else env
+
+
+def home_dir(env: Env | None = None) -> Path:
+    e = _env(env)
+    if e.get("HOME"):
+        return Path(e["HOME"])
+    if sys.platform == "win32" and e.get("USERPROFILE"):
+        return Path(e["USERPROFILE"])
+    return Path.home()
+
+
+def hermes_home(env: Env | None = None) -> Path:
+    """``~/.hermes`` (override: ``HERMES_HOME``)."""
+    e = _env(env)
+    if e.get("HERMES_HOME"):
+        return Path(e["HERMES_HOME"])
+    return home_dir(e) / ".hermes"
+
+
+def sessions_file(env: Env | None = None) -> Path:
+    """The session store shared with other Hermes clients (override: ``HERMES_RELAY_SESSIONS_FILE``)."""
+    e = _env(env)
+    if e.get("HERMES_RELAY_SESSIONS_FILE"):
+        return Path(e["HERMES_RELAY_SESSIONS_FILE"])
+    return hermes_home(e) / "remote-sessions.json"
+
+
+def device_id_file(env: Env | None = None) -> Path:
+    """Random per-install id sent as ``device_id`` (the same file the reference client uses)."""
+    return hermes_home(env) / "desktop-device-id"
+
+
+def agent_state_file(env: Env | None = None) -> Path:
+    """The agent's own per-relay facts (revoked, expired) that do not belong in the shared store."""
+    return hermes_home(env) / "hermes-relay-agent.json"
+
+
+def runtime_dir(env: Env | None = None) -> Path:
+    """Socket, instance lock and route indicator (override: ``HERMES_RELAY_RUNTIME_DIR``)."""
+    e = _env(env)
+    if e.get("HERMES_RELAY_RUNTIME_DIR"):
+        return Path(e["HERMES_RELAY_RUNTIME_DIR"])
+    if sys.platform.startswith("linux") and e.get("XDG_RUNTIME_DIR"):
+        return Path(e["XDG_RUNTIME_DIR"]) / "hermes-relay"
+    return hermes_home(e) / "run"
+
+
+def socket_path(env: Env | None = None) -> str:
+    """The agent's IPC endpoint: a Unix socket path, or a named pipe name on Windows."""
+    e = _env(env)
+    if e.get("HERMES_RELAY_SOCKET"):
+        return e["HERMES_RELAY_SOCKET"]
+    if sys.platform == "win32":
+        user = e.get("USERNAME", "user")
+        return rf"\\.\pipe\hermes-relay-{user}"
+    return str(runtime_dir(e) / "agent.sock")
+
+
+def instance_lock_file(env: Env | None = None) -> Path:
+    return runtime_dir(env) / "agent.lock"
+
+
+def spawn_lock_file(env: Env | None = None) -> Path:
+    """Serialises CLI autostarts so that many CLIs at once start one agent."""
+    return runtime_dir(env) / "spawn.lock"
+
+
+def route_file(env: Env | None = None) -> Path:
+    """One line for the shell prompt: ``<label> <valid-until epoch>``."""
+    return runtime_dir(env) / "route"
+
+
+def route_json_file(env: Env | None = None) -> Path:
+    return runtime_dir(env) / "route.json"
+
+
+def log_dir(env: Env | None = None) -> Path:
+    e = _env(env)
+    if e.get("HERMES_RELAY_LOG_DIR"):
+        return Path(e["HERMES_RELAY_LOG_DIR"])
+    return hermes_home(e) / "logs"
+
+
+def agent_log_file(env: Env | None = None) -> Path:
+    return log_dir(env) / "hermes-relay-agent.log"
+
+
+def relay_state_dir(env: Env | None = None) -> Path:
+    """The relay server's sessions, certificate and keys (override: ``HERMES_RELAY_SERVER_DIR``)."""
+    e = _env(env)
+    if e.get("HERMES_RELAY_SERVER_DIR"):
+        return Path(e["HERMES_RELAY_SERVER_DIR"])
+    return hermes_home(e) / "relay"
+
+
+def qr_secret_file(env: Env | None = None) -> Path:
+    """HMAC key for signed pairing payloads (same name as the reference relay's)."""
+    return hermes_home(env) / "hermes-relay-qr-secret"

@@ -1,0 +1,83 @@
+"""IPC message shapes between the CLI and the agent (msgpack-RPC arrays).
+
+    [0, msgid, method, params]   request   (params: a map)
+    [1, msgid, error, result]    response  (error: None or {"code", "message", "data"})
+    [2, method, params]          notify    (streamed progress or watch events for the open request)
+
+The first request on every connection is ``hello``; it answers ``{api_version, agent_version}``.
+Streaming methods (``pair.start``, ``watch``) send notifies, then one final response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hermes_relay.core.errors import RemoteProtocolError
+
+API_VERSION = 1
+
+REQUEST = 0
+RESPONSE = 1
+NOTIFY = 2
+
+
+@dataclass(frozen=True)
+class Request:
+    msgid: int
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> list[Any]:
+        return [REQUEST, self.msgid, self.method, self.params]
+
+
+@dataclass(frozen=True)
+class Response:
+    msgid: int
+    error: dict[str, Any] | None
+    result: Any
+
+    def to_wire(self) -> list[Any]:
+        return [RESPONSE, self.msgid, self.error, self.result]
+
+
+@dataclass(frozen=True)
+class Notify:
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> list[Any]:
+        return [NOTIFY, self.method, self.params]
+
+
+Message = Request | Response | Notify
+
+
+def parse_message(obj: Any) -> Message:
+    """Validate a decoded frame and return the typed message. Raises RemoteProtocolError."""
+    if not isinstance(obj, list) or not obj:
+        raise RemoteProtocolError(f"IPC message must be a non-empty array, got {type(obj).__name__}")
+    kind = obj[0]
+    if kind == REQUEST and len(obj) == 4:
+        _, msgid, method, params = obj
+        if not isinstance(msgid, int) or isinstance(msgid, bool) or not isinstance(method, str):
+            raise RemoteProtocolError("request needs an integer msgid and a string method")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise RemoteProtocolError(f"request params must be a map, got {type(params).__name__}")
+        return Request(msgid, method, params)
+    if kind == RESPONSE and len(obj) == 4:
+        _, msgid, error, result = obj
+        if not isinstance(msgid, int) or isinstance(msgid, bool):
+            raise RemoteProtocolError("response needs an integer msgid")
+        if error is not None and not isinstance(error, dict):
+            raise RemoteProtocolError("response error must be a map or nil")
+        return Response(msgid, error, result)
+    if kind == NOTIFY and len(obj) == 3:
+        _, method, params = obj
+        if not isinstance(method, str) or not isinstance(params, dict):
+            raise RemoteProtocolError("notify needs a string method and a map of params")
+        return Notify(method, params)
+    raise RemoteProtocolError(f"unknown IPC message kind {kind!r} with {len(obj)} elements")

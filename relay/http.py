@@ -1,0 +1,170 @@
+"""Minimal HTTP/1.1 plumbing for the relay on top of h11 (no hand-rolled parsing).
+
+The relay serves WebSocket and plain HTTP on one port. ``read_request_head`` parses the request line
+and headers with h11 under a size limit and keeps the raw bytes, so a WebSocket upgrade can be
+replayed into trio-websocket through ``ReplayStream``. Every plain response closes the connection:
+the API is a handful of tiny calls, and one request per connection keeps slow clients cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+import trio
+
+MAX_HEAD = 16 * 1024  # request line + headers
+MAX_BODY = 64 * 1024  # JSON bodies here are a few hundred bytes
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    target: str
+    headers: dict[str, str]
+    raw: bytes
+    conn: h11.Connection
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    def is_websocket_upgrade(self) -> bool:
+        return (
+            self.method == "GET"
+            and "websocket" in self.headers.get("upgrade", "").lower()
+            and "upgrade" in self.headers.get("connection", "").lower()
+        )
+
+
+async def read_request_head(stream: trio.abc.Stream) -> HttpRequest | None:
+    """Read one request head. Returns None if the client closed before sending anything."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+    raw = bytearray()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest(exc.error_status_hint, f"malformed HTTP request: {exc}") from None
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(4096)
+            if not data and not raw:
+                return None
+            raw += data
+            if len(raw) > MAX_HEAD + MAX_BODY:
+                raise BadRequest(431, "request head too large")
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.Request):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+            return HttpRequest(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(raw), conn)
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        raise BadRequest(400, "unexpected HTTP event")
+
+
+async def read_body(stream: trio.abc.Stream, req: HttpRequest) -> bytes:
+    body = bytearray()
+    while True:
+        try:
+            event = req.conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest(400, f"malformed HTTP body: {exc}") from None
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(4096)
+            if not data:
+                raise BadRequest(400, "connection closed inside the request body")
+            req.conn.receive_data(data)
+            continue
+        if isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY:
+                raise BadRequest(413, f"request body larger than {MAX_BODY} bytes")
+            continue
+        if isinstance(event, h11.EndOfMessage):
+            return bytes(body)
+        raise BadRequest(400, "unexpected HTTP event in body")
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadRequest(400, "body must be a JSON object")
+    return obj
+
+
+async def send_json(stream: trio.abc.Stream, status: int, obj: Any, conn: h11.Connection | None = None) -> None:
+    body = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    await send_response(stream, status, body, b"application/json", conn)
+
+
+async def send_response(
+    stream: trio.abc.Stream, status: int, body: bytes, content_type: bytes, conn: h11.Connection | None = None
+) -> None:
+    if conn is None or conn.our_state is not h11.SEND_RESPONSE:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.next_event()
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        (b"cache-control", b"no-store"),
+    ]
+    data = conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+    data += conn.send(h11.Data(data=body)) or b""
+    data += conn.send(h11.EndOfMessage()) or b""
+    await stream.send_all(data)
+
+
+def _reason(status: int) -> bytes:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+class ReplayStream(trio.abc.Stream):
+    """A stream that first yields bytes already read from ``inner`` (the upgrade request)."""
+
+    def __init__(self, prefix: bytes, inner: trio.abc.Stream):
+        self._prefix = bytearray(prefix)
+        self.inner = inner
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            out = bytes(self._prefix[:n])
+            del self._prefix[:n]
+            return out
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:  # pragma: no cover - not used by trio-websocket's server side
+        send_eof = getattr(self.inner, "send_eof", None)
+        if send_eof is not None:
+            await send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

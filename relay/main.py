@@ -1,0 +1,86 @@
+"""``hermes-relay-server``: run the relay in the foreground (a service manager restarts it)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from hermes_relay import __version__
+from hermes_relay.core import paths
+from hermes_relay.core.errors import HermesError
+from hermes_relay.relay import tls
+from hermes_relay.relay.server import RelayConfig, RelayInfo, serve_relay
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hermes-relay-server",
+        description="Hermes relay server: pairing codes, session tokens and the WebSocket relay on one port.",
+        epilog="Mint a pairing code on this host with `hermes-pair`. Exit codes: 0 clean stop, 1 error, 2 usage.",
+    )
+    p.add_argument("--host", default=os.environ.get("RELAY_HOST", "127.0.0.1"),
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for LAN/Tailscale clients)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("RELAY_PORT", "8767")), help="port (default 8767)")
+    p.add_argument("--tls", action="store_true", help="serve wss:// (self-signed certificate unless --cert/--key)")
+    p.add_argument("--cert", type=Path, help="PEM certificate chain for wss://")
+    p.add_argument("--key", type=Path, help="PEM private key for wss://")
+    p.add_argument("--state-dir", type=Path, help="where sessions and the certificate live (default ~/.hermes/relay)")
+    p.add_argument("--memory", action="store_true", help="keep sessions in memory only (lost on restart)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version=f"hermes-relay-server {__version__}")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RelayConfig:
+    state_dir = args.state_dir or paths.relay_state_dir()
+    ssl_context, pin = None, None
+    if args.cert or args.key:
+        if not (args.cert and args.key):
+            raise HermesError("--cert and --key go together", hint="pass both, or --tls alone for a self-signed certificate")
+        ssl_context, pin = tls.load_server_context(args.cert, args.key)
+    elif args.tls:
+        cert, key = tls.ensure_certificate(state_dir, [args.host])
+        ssl_context, pin = tls.load_server_context(cert, key)
+    return RelayConfig(
+        host=args.host,
+        port=args.port,
+        state_dir=None if args.memory else state_dir,
+        ssl_context=ssl_context,
+        cert_pin=pin,
+    )
+
+
+async def _run(config: RelayConfig) -> None:
+    async with trio.open_nursery() as nursery:
+        info: RelayInfo = await nursery.start(serve_relay, config)
+        print(f"hermes-relay-server {__version__} listening on {info.url}", flush=True)
+        if info.cert_pin:
+            print(f"certificate pin: {info.cert_pin}", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = config_from_args(args)
+        trio.run(_run, config)
+    except HermesError as exc:
+        print(f"hermes-relay-server: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

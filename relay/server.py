@@ -1,0 +1,447 @@
+"""The relay server: WebSocket at ``/`` and ``/ws`` plus a small HTTP API, on one port.
+
+Each connection starts with an h11-parsed request head. A WebSocket upgrade is replayed into
+trio-websocket (the only module here that speaks WebSocket); anything else is one HTTP request and
+one JSON response. The first WebSocket frame must be ``system/auth`` within ``auth_timeout``;
+credentials are tried in the order session token, refresh token, pairing code. Failures are
+counted per IP in two buckets (codes, tokens); a blocked IP gets HTTP 429 before any upgrade.
+Every per-connection failure is contained to that connection (a supervision point).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_websocket
+
+from hermes_relay import __version__
+from hermes_relay.core import envelope
+from hermes_relay.core.errors import AmbiguousError, HermesError, NotFoundError, RemoteProtocolError, UsageError
+from hermes_relay.relay import http
+from hermes_relay.relay.pairing import (
+    DEFAULT_SESSION_TTL,
+    TRANSPORT_HINTS,
+    PairingCodes,
+    Session,
+    SessionBook,
+    validate_grants,
+)
+from hermes_relay.relay.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+SERVER_VERSION = __version__
+AUTH_TIMEOUT = 30.0  # seconds without an auth frame before the relay gives up (reference: 30 s)
+HEAD_TIMEOUT = 10.0  # seconds to send a request head; slow-loris clients are dropped
+MAX_MESSAGE = 1 << 20  # 1 MiB per WebSocket message
+AUTH_FAIL_REASON = "Invalid pairing code or session token"
+AUTH_TIMEOUT_REASON = "Authentication timeout"
+RATE_LIMIT_BODY = "Too many failed authentication attempts. Try again later."
+CLOSE_AUTH_FAILED = 4001  # application close code: credentials rejected or revoked
+CLOSE_POLICY = 1008
+# Reference relay: 5 bad tokens in 60 s block for 5 min; 10 bad codes in 60 s block for 2 min.
+SESSION_FAIL_LIMIT, SESSION_FAIL_WINDOW, SESSION_BLOCK = 5, 60.0, 300.0
+PAIRING_FAIL_LIMIT, PAIRING_FAIL_WINDOW, PAIRING_BLOCK = 10, 60.0, 120.0
+EXPIRY_SWEEP = 60.0  # seconds between expired-session sweeps
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8767
+    state_dir: Path | None = None  # None: sessions live in memory only
+    ssl_context: ssl.SSLContext | None = None
+    cert_pin: str | None = None
+    auth_timeout: float = AUTH_TIMEOUT
+    head_timeout: float = HEAD_TIMEOUT
+    max_message: int = MAX_MESSAGE
+    wall_clock: Callable[[], float] = field(default=time.time)
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.ssl_context else "ws"
+
+
+@dataclass(frozen=True)
+class RelayInfo:
+    """What ``nursery.start(serve_relay, cfg)`` returns."""
+
+    host: str
+    port: int
+    scheme: str
+    cert_pin: str | None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+class Relay:
+    """The relay's state and request handlers, independent of how connections arrive."""
+
+    def __init__(self, config: RelayConfig):
+        self.config = config
+        clock = config.wall_clock
+        self.codes = PairingCodes(clock)
+        sessions_path = config.state_dir / "sessions.json" if config.state_dir else None
+        self.book = SessionBook(sessions_path, clock)
+        self.pair_limiter = RateLimiter(limit=PAIRING_FAIL_LIMIT, window=PAIRING_FAIL_WINDOW, block=PAIRING_BLOCK)
+        self.token_limiter = RateLimiter(limit=SESSION_FAIL_LIMIT, window=SESSION_FAIL_WINDOW, block=SESSION_BLOCK)
+        self.live: dict[str, set[trio_websocket.WebSocketConnection]] = {}
+        self.open_connections = 0
+
+    def now(self) -> float:
+        return self.config.wall_clock()
+
+    def blocked_for(self, ip: str) -> float:
+        now = self.now()
+        return max(self.pair_limiter.blocked_for(ip, now), self.token_limiter.blocked_for(ip, now))
+
+    # -- connections ---------------------------------------------------------------------------
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        ip = _peer_ip(stream)
+        self.open_connections += 1
+        try:
+            await self._handle_stream(stream, ip)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass
+        except trio.TooSlowError:
+            pass
+        except Exception:  # supervision point: one broken connection never stops the relay
+            log.exception("connection_crashed peer=%s", ip)
+        finally:
+            self.open_connections -= 1
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await stream.aclose()
+
+    async def _handle_stream(self, stream: trio.abc.Stream, ip: str) -> None:
+        try:
+            with trio.fail_after(self.config.head_timeout):
+                req = await http.read_request_head(stream)
+                if req is None:
+                    return
+                if req.is_websocket_upgrade():
+                    await self._upgrade(stream, req, ip)
+                    return
+                body = await http.read_body(stream, req) if req.method in ("POST", "PATCH", "PUT", "DELETE") else b""
+        except http.BadRequest as exc:
+            await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
+            return
+        except trio.TooSlowError:
+            with trio.move_on_after(1):
+                await http.send_json(stream, 408, {"ok": False, "error": "request head not received in time"})
+            return
+        status, obj = self.route_http(req, body, ip)
+        await http.send_json(stream, status, obj, req.conn)
+
+    async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
+        if req.path not in ("/", "/ws"):
+            await http.send_json(stream, 404, {"ok": False, "error": f"no WebSocket endpoint at {req.path}; use / or /ws"})
+            return
+        blocked = self.blocked_for(ip)
+        if blocked > 0:
+            log.info("upgrade_rate_limited peer=%s seconds_left=%d", ip, blocked)
+            await http.send_response(stream, 429, RATE_LIMIT_BODY.encode(), b"text/plain; charset=utf-8")
+            return
+        replay = http.ReplayStream(req.raw, stream)
+        async with trio.open_nursery() as nursery:
+            request = await trio_websocket.wrap_server_stream(nursery, replay, max_message_size=self.config.max_message)
+            ws = await request.accept()
+            await self._ws_session_then_close(ws, ip)
+
+    async def _ws_session_then_close(self, ws: trio_websocket.WebSocketConnection, ip: str) -> None:
+        try:
+            await self.ws_session(ws, ip)
+        except trio_websocket.ConnectionClosed:
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(2):
+                    await ws.aclose()
+
+    async def _send(self, ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any], msg_id: str | None = None) -> None:
+        env = envelope.Envelope(channel, typ, payload) if msg_id is None else envelope.Envelope(channel, typ, payload, msg_id)
+        await ws.send_message(env.encode())
+
+    async def _fail(self, ws: trio_websocket.WebSocketConnection, reason: str, code: int = CLOSE_AUTH_FAILED) -> None:
+        await self._send(ws, envelope.SYSTEM, envelope.AUTH_FAIL, {"reason": reason})
+        await ws.aclose(code, reason[:120])
+
+    async def ws_session(self, ws: trio_websocket.WebSocketConnection, ip: str) -> None:
+        first: str | bytes | None = None
+        with trio.move_on_after(self.config.auth_timeout):
+            first = await ws.get_message()
+        if first is None:
+            await self._fail(ws, AUTH_TIMEOUT_REASON, CLOSE_POLICY)
+            return
+        try:
+            env = envelope.decode(first, max_size=self.config.max_message)
+        except RemoteProtocolError as exc:
+            await self._fail(ws, f"Malformed auth frame: {exc}", CLOSE_POLICY)
+            return
+        if env.channel != envelope.SYSTEM or env.type != envelope.AUTH:
+            await self._fail(ws, "First message must be system/auth", CLOSE_POLICY)
+            return
+        outcome = self.authenticate(env.payload, ip)
+        if outcome is None:
+            await self._fail(ws, AUTH_FAIL_REASON)
+            return
+        sess, reply = outcome
+        await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, env.id or None)
+        log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
+        await self._serve_authed(ws, sess)
+
+    async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
+        key = sess.token_hash
+        self.live.setdefault(key, set()).add(ws)
+        try:
+            while True:
+                deadline = sess.expires_at - self.now() if sess.expires_at is not None else float("inf")
+                with trio.move_on_after(max(deadline, 0)):
+                    message = await ws.get_message()
+                    await self._on_message(ws, sess, message)
+                    continue
+                await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
+                return
+        finally:
+            conns = self.live.get(key)
+            if conns is not None:
+                conns.discard(ws)
+                if not conns:
+                    self.live.pop(key, None)
+
+    async def _on_message(self, ws: trio_websocket.WebSocketConnection, sess: Session, message: str | bytes) -> None:
+        try:
+            env = envelope.decode(message, max_size=self.config.max_message)
+        except RemoteProtocolError as exc:
+            await self._send(ws, envelope.SYSTEM, "error", {"reason": f"malformed message: {exc}"})
+            return
+        if env.channel == envelope.SYSTEM and env.type == "ping":
+            sess.last_seen = self.now()
+            await self._send(ws, envelope.SYSTEM, "pong", {"ts": env.payload.get("ts")}, env.id or None)
+            return
+        if env.channel == envelope.SYSTEM and env.type == envelope.AUTH:
+            await self._send(ws, envelope.SYSTEM, "error", {"reason": "already authenticated"}, env.id or None)
+            return
+        await self._send(
+            ws, envelope.SYSTEM, "error",
+            {"reason": f"channel {env.channel!r} is not served by this relay", "channel": env.channel}, env.id or None,
+        )
+
+    # -- authentication ------------------------------------------------------------------------
+    def authenticate(self, payload: dict[str, Any], ip: str) -> tuple[Session, dict[str, Any]] | None:
+        """Try session token, then refresh token, then pairing code. Counts failures per IP."""
+        device = {k: payload.get(k) for k in ("device_name", "device_id", "device_hostname", "client_surface",
+                                               "device_form_factor", "device_model", "device_platform")}
+        token, refresh, code = payload.get("session_token"), payload.get("refresh_token"), payload.get("pairing_code")
+        now = self.now()
+        if token:
+            sess = self.book.authenticate(token)
+            if sess is not None:
+                self.book.touch(sess, device)
+                self.token_limiter.record_success(ip)
+                return sess, self._auth_ok(sess, token, None)
+        if refresh:
+            rotated = self.book.refresh(refresh)
+            if rotated is not None:
+                new_token, new_refresh, sess = rotated
+                self.book.touch(sess, device)
+                self.token_limiter.record_success(ip)
+                self._close_live(sess.token_hash, "session token rotated")
+                return sess, self._auth_ok(sess, new_token, new_refresh)
+        if code:
+            pending = self.codes.consume(str(code))
+            if pending is not None:
+                new_token, new_refresh, sess, replaced = self.book.create(pending, device)
+                for old in replaced:
+                    self._close_live(old.token_hash, "replaced by a new pairing of this device")
+                self.pair_limiter.record_success(ip)
+                log.info("paired device=%s prefix=%s", sess.device_name, sess.token_prefix)
+                return sess, self._auth_ok(sess, new_token, new_refresh)
+            if self.pair_limiter.record_failure(ip, now):
+                log.warning("rate_limit_block bucket=pairing peer=%s", ip)
+        if token or refresh:
+            if self.token_limiter.record_failure(ip, now):
+                log.warning("rate_limit_block bucket=session peer=%s", ip)
+        if not (token or refresh or code):
+            self.token_limiter.record_failure(ip, now)
+        return None
+
+    def _auth_ok(self, sess: Session, token: str, refresh: str | None) -> dict[str, Any]:
+        reply: dict[str, Any] = {
+            "session_token": token,
+            "server_version": SERVER_VERSION,
+            "profiles": [],
+            "expires_at": sess.expires_at,
+            "grants": dict(sess.grants),
+            "transport_hint": sess.transport_hint,
+            "client_surface": sess.client_surface,
+            "device_form_factor": sess.device_form_factor,
+        }
+        if refresh is not None:
+            reply["refresh_token"] = refresh
+        return reply
+
+    def _close_live(self, key: str, reason: str) -> None:
+        for ws in list(self.live.pop(key, ())):
+            _spawn_close(ws, reason)
+
+    # -- HTTP API ------------------------------------------------------------------------------
+    def route_http(self, req: http.HttpRequest, body: bytes, ip: str) -> tuple[int, dict[str, Any]]:
+        path, method = req.path.rstrip("/") or "/", req.method
+        try:
+            if path == "/health" and method == "GET":
+                return 200, self.health()
+            if path == "/pairing/register":
+                if method != "POST":
+                    return 405, {"ok": False, "error": "use POST"}
+                return self.pairing_register(http.parse_json_body(body), ip)
+            if path == "/sessions" or path.startswith("/sessions/"):
+                return self.sessions_api(method, path, req.headers.get("authorization", ""), body, ip)
+        except http.BadRequest as exc:
+            return exc.status, {"ok": False, "error": exc.message}
+        except UsageError as exc:
+            return 400, {"ok": False, "error": exc.message}
+        return 404, {"ok": False, "error": f"no route for {method} {req.path}"}
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": SERVER_VERSION,
+            "sessions": len(self.book),
+            "connections": sum(len(v) for v in self.live.values()),
+            "pending_codes": len(self.codes),
+            "tls": self.config.ssl_context is not None,
+        }
+
+    def pairing_register(self, obj: dict[str, Any], ip: str) -> tuple[int, dict[str, Any]]:
+        if not _is_loopback(ip):
+            return 403, {"ok": False, "error": "pairing codes can only be registered from the relay host (loopback)"}
+        code = obj.get("code")
+        if code is not None and not isinstance(code, str):
+            return 400, {"ok": False, "error": "code must be a string"}
+        ttl = obj.get("ttl_seconds", DEFAULT_SESSION_TTL)
+        hint = obj.get("transport_hint")
+        if hint is not None and hint not in TRANSPORT_HINTS:
+            return 400, {"ok": False, "error": "transport_hint must be 'ws' or 'wss'"}
+        try:
+            pending = self.codes.register(code, ttl_seconds=ttl, grants=validate_grants(obj.get("grants")),
+                                          transport_hint=hint or self.config.scheme)
+        except UsageError as exc:
+            return 400, {"ok": False, "error": exc.message}
+        log.info("pairing_code_registered ttl=%s", pending.ttl_seconds)
+        return 200, {"ok": True, "code": pending.code, "expires_at": pending.expires_at}
+
+    def sessions_api(self, method: str, path: str, auth: str, body: bytes, ip: str) -> tuple[int, dict[str, Any]]:
+        now = self.now()
+        if self.token_limiter.blocked_for(ip, now) > 0:
+            return 429, {"ok": False, "error": RATE_LIMIT_BODY}
+        scheme, _, token = auth.partition(" ")
+        caller = self.book.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        if caller is None:
+            self.token_limiter.record_failure(ip, now)
+            return 401, {"ok": False, "error": "missing or invalid bearer token"}
+        self.token_limiter.record_success(ip)
+        if path == "/sessions":
+            if method != "GET":
+                return 405, {"ok": False, "error": "use GET /sessions"}
+            return 200, {"sessions": [s.public(current=s is caller) for s in self.book.all()]}
+        prefix = path[len("/sessions/"):]
+        try:
+            target = self.book.find_prefix(prefix)
+        except NotFoundError as exc:
+            return 404, {"ok": False, "error": exc.message}
+        except AmbiguousError as exc:
+            return 409, {"ok": False, "error": exc.message}
+        if method == "DELETE":
+            self.book.revoke(target)
+            self._close_live(target.token_hash, "session revoked")
+            log.info("session_revoked prefix=%s by=%s", target.token_prefix, caller.token_prefix)
+            return 200, {"ok": True, "revoked": target.token_prefix, "is_current": target is caller}
+        if method == "PATCH":
+            obj = http.parse_json_body(body)
+            ttl = obj.get("ttl_seconds")
+            if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
+                return 400, {"ok": False, "error": "ttl_seconds must be a non-negative integer (0 = never)"}
+            grants = validate_grants(obj.get("grants"))
+            if ttl is None and not grants:
+                return 400, {"ok": False, "error": "nothing to change: pass ttl_seconds and/or grants"}
+            self.book.extend(target, ttl, grants)
+            return 200, {"ok": True, "session": target.public(current=target is caller)}
+        return 405, {"ok": False, "error": f"use GET, DELETE or PATCH on {path}"}
+
+
+def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str) -> None:
+    """Close a live socket from synchronous code: the close runs in the system nursery."""
+
+    async def close() -> None:
+        with trio.move_on_after(2):
+            try:
+                await ws.aclose(CLOSE_AUTH_FAILED, reason)
+            except Exception:  # the socket may already be gone; nothing else to do
+                pass
+
+    trio.lowlevel.spawn_system_task(close)
+
+
+def _peer_ip(stream: trio.abc.Stream) -> str:
+    s = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    sock = getattr(s, "socket", None)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+async def _sweep(relay: Relay) -> None:
+    while True:
+        await trio.sleep(EXPIRY_SWEEP)
+        removed = relay.book.purge_expired()
+        if removed:
+            log.info("sessions_expired count=%d", removed)
+
+
+async def serve_relay(
+    config: RelayConfig, *, task_status: trio.TaskStatus[RelayInfo] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the relay until cancelled. ``task_status.started`` receives a RelayInfo with the bound port."""
+    relay = Relay(config)
+    try:
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    except OSError as exc:
+        raise HermesError(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+            hint="another relay may already be running there; pick another --port",
+        ) from exc
+    if config.ssl_context is not None:
+        listeners = [trio.SSLListener(l, config.ssl_context, https_compatible=True) for l in listeners]
+    port = _bound_port(listeners[0])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_sweep, relay)
+        await nursery.start(trio.serve_listeners, relay.handle_stream, listeners)
+        task_status.started(RelayInfo(config.host, port, config.scheme, config.cert_pin))
+
+
+def _bound_port(listener: Any) -> int:
+    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    return int(inner.socket.getsockname()[1])

@@ -1,0 +1,112 @@
+"""The agent's IPC endpoint: a per-user Unix socket (a named pipe on Windows).
+
+Single ownership comes from the instance lock, not from the socket file: the agent first takes an
+exclusive lock on ``agent.lock`` (held for its lifetime, released by the kernel if it dies). Holding
+the lock proves that any socket file already present is stale, so it is unlinked and re-bound
+(ssh-agent's stale-socket dance without the connect-probe race). The directory is 0700, the socket
+0600, and each accepted peer's uid is checked (SO_PEERCRED on Linux, LOCAL_PEERCRED on macOS), so
+another local user cannot talk to this agent even if permissions are loosened by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import trio
+
+from hermes_relay.core import fileio
+from hermes_relay.core.errors import AgentAlreadyRunningError, IpcError
+
+log = logging.getLogger(__name__)
+SOCKET_MODE = 0o600
+LISTEN_BACKLOG = 128  # many CLIs may connect at once during an autostart race
+
+
+@contextlib.contextmanager
+def instance_lock(lock_path: Path) -> Iterator[None]:
+    """Hold the per-user instance lock or raise AgentAlreadyRunningError."""
+    lock = fileio.FileLock(lock_path, suffix="")
+    if not lock.acquire(blocking=False):
+        raise AgentAlreadyRunningError(
+            f"another hermes-relay agent is already running for this user (lock {lock_path} is held)",
+            hint="use `hermes-relay agent status`, or `hermes-relay agent stop` before starting a new one",
+        )
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def bind_unix_socket(path: str) -> socket.socket:
+    """Create, bind and listen on ``path`` (0600 in a 0700 directory). Call only under the instance lock."""
+    p = Path(path)
+    fileio.ensure_private_dir(p.parent)
+    if len(os.fsencode(path)) > 100:
+        raise IpcError(
+            f"socket path is too long for AF_UNIX ({len(path)} bytes): {path}",
+            hint="set HERMES_RELAY_RUNTIME_DIR to a shorter directory",
+        )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # stale: we hold the instance lock, so nobody else serves it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, SOCKET_MODE)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise IpcError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def open_ipc_listener(path: str) -> trio.SocketListener:
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        raise IpcError(
+            "named-pipe IPC is not implemented in this build",
+            hint="run the agent and CLI under WSL, or follow packaging/windows/README.md",
+        )
+    sock = bind_unix_socket(path)
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+def peer_uid(sock: trio.socket.SocketType) -> int | None:
+    """The uid of the process at the other end of a Unix socket, None where the OS cannot tell."""
+    try:
+        if hasattr(socket, "SO_PEERCRED"):
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+            return uid
+        if sys.platform == "darwin":  # pragma: no cover - macOS only
+            local_peercred = getattr(socket, "LOCAL_PEERCRED", 0x001)
+            raw = sock.getsockopt(0, local_peercred, struct.calcsize("IIh16I"))
+            _version, uid = struct.unpack_from("Ii", raw)
+            return uid
+    except OSError as exc:
+        if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
+            log.warning("peer_credentials_unavailable error=%s", exc)
+    return None
+
+
+def peer_allowed(stream: trio.SocketStream) -> bool:
+    if os.name != "posix":  # pragma: no cover
+        return True
+    uid = peer_uid(stream.socket)
+    return uid is None or uid == os.getuid()
+
+
+def remove_socket(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -1,0 +1,146 @@
+"""Serve the msgpack-RPC IPC protocol on a trio listener.
+
+Each connection is handled on its own: a malformed, truncated or oversize frame, an unknown method,
+or a handler bug closes or fails *that* client only, never the agent (a supervision point, so
+``except Exception`` is allowed here and logged). Requests on one connection run one at a time; the
+first must be ``hello`` so that version mismatches are caught before anything else is said.
+Streaming handlers send Notify messages through their ``CallContext`` before their final response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from hermes_relay.agent.ipc_endpoint import peer_allowed
+from hermes_relay.core import framing, rpc
+from hermes_relay.core.errors import HermesError, RemoteProtocolError, UsageError
+
+log = logging.getLogger(__name__)
+
+FIRST_FRAME_TIMEOUT = 10.0  # a client that connects and says nothing is dropped
+READ_CHUNK = 65536
+
+
+@dataclass
+class CallContext:
+    """What a handler gets besides its params: a way to stream notifies and the connection's state."""
+
+    _send: Callable[[Any], Awaitable[None]]
+    closed: trio.Event = field(default_factory=trio.Event)
+    peer: dict[str, Any] = field(default_factory=dict)
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        await self._send(rpc.Notify(method, params).to_wire())
+
+
+Handler = Callable[[dict[str, Any], CallContext], Awaitable[Any]]
+
+
+class _Conn:
+    def __init__(self, stream: trio.abc.Stream):
+        self.stream = stream
+        self.decoder = framing.FrameDecoder()
+        self.send_lock = trio.Lock()
+
+    async def send(self, obj: Any) -> None:
+        data = framing.encode_frame(obj)
+        async with self.send_lock:
+            await self.stream.send_all(data)
+
+    async def messages(self):
+        while True:
+            for obj in self.decoder:
+                yield rpc.parse_message(obj)
+            data = await self.stream.receive_some(READ_CHUNK)
+            if not data:
+                if self.decoder.pending:
+                    raise RemoteProtocolError(f"connection closed inside a frame ({self.decoder.pending} bytes pending)")
+                return
+            self.decoder.feed(data)
+
+
+async def handle_connection(stream: trio.abc.Stream, handlers: dict[str, Handler]) -> None:
+    """Serve one client until it disconnects or breaks the protocol."""
+    conn = _Conn(stream)
+    ctx = CallContext(conn.send)
+    greeted = False
+    try:
+        with trio.move_on_after(FIRST_FRAME_TIMEOUT) as first_scope:
+            agen = conn.messages()
+            first = await agen.__anext__()
+        if first_scope.cancelled_caught:
+            log.debug("ipc_client_idle_dropped")
+            return
+        pending: list[rpc.Message] = [first]
+        while True:
+            msg = pending.pop() if pending else await agen.__anext__()
+            if not isinstance(msg, rpc.Request):
+                raise RemoteProtocolError("clients may only send requests")
+            if not greeted and msg.method != "hello":
+                await conn.send(
+                    rpc.Response(msg.msgid, UsageError("the first request must be hello").to_wire(), None).to_wire()
+                )
+                continue
+            greeted = True
+            await _dispatch(conn, ctx, handlers, msg)
+    except StopAsyncIteration:
+        pass
+    except RemoteProtocolError as exc:
+        log.warning("ipc_client_protocol_error error=%s", exc)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        ctx.closed.set()
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+async def _dispatch(conn: _Conn, ctx: CallContext, handlers: dict[str, Handler], msg: rpc.Request) -> None:
+    handler = handlers.get(msg.method)
+    error: dict[str, Any] | None = None
+    result: Any = None
+    if handler is None:
+        error = UsageError(f"unknown method {msg.method!r}", hint="the CLI and agent versions may differ").to_wire()
+        error["code"] = "unknown_method"
+    else:
+        try:
+            result = await handler(msg.params, ctx)
+        except HermesError as exc:
+            error = exc.to_wire()
+        except Exception as exc:  # supervision point: a handler bug fails this call only
+            log.exception("ipc_handler_crashed method=%s", msg.method)
+            error = {"code": "internal_error", "message": f"agent error in {msg.method}: {exc!r}", "data": {}}
+    await conn.send(rpc.Response(msg.msgid, error, result).to_wire())
+
+
+async def serve_ipc(
+    listener: trio.SocketListener,
+    handlers: dict[str, Handler],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept clients forever, each in its own task."""
+
+    async def one(stream: trio.SocketStream) -> None:
+        if not peer_allowed(stream):
+            log.warning("ipc_peer_rejected reason=uid_mismatch")
+            await stream.aclose()
+            return
+        await handle_connection(stream, handlers)
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                    log.warning("ipc_accept_failed error=%s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(one, stream)

@@ -43,3 +43,24 @@ def ttl_words(seconds: int) -> str:
             n = seconds // size
             return f"{n} {word}{'s' if n != 1 else ''}"
     return f"{seconds} seconds"
+
+
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_ttl(raw: str | int, *, flag: str = "--ttl") -> int:
+    """Seconds from ``2592000``, ``30d``, ``12h``, ``1y`` or ``never`` (0 = never expires).
+
+    Raises UsageError naming the flag and the accepted forms.
+    """
+    from hermes_relay.core.errors import UsageError
+
+    text = str(raw).strip().lower()
+    if text in ("never", "0"):
+        return 0
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in _TTL_UNITS else (text, "s")
+    if not number.isdigit():
+        raise UsageError(
+            f'{flag} must be a non-negative number of seconds or a duration like 30d, 12h, 1y or never (got "{raw}")'
+        )
+    return int(number) * _TTL_UNITS[unit]

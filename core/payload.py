@@ -1,0 +1,262 @@
+"""Pairing invites (the QR payload): parse, build, sign and verify (pure).
+
+An invite is a JSON object with ``"hermes": 1|2|3``. It travels as compact JSON, as base64 of that
+JSON (standard or URL-safe), or inside ``hermes-relay://pair?payload=...`` (``?p=`` too). Version 3
+adds ``endpoints``: the same relay reached over several routes, each with a role and a priority.
+
+Signatures are HMAC-SHA256 over the canonical form of the payload without ``sig``: keys sorted at
+every depth, no whitespace, ASCII-escaped, NaN refused. That is byte-for-byte what the reference
+relay signs, so invites minted by either side verify on the other. The secret never leaves the relay
+host; a client can verify only when it runs there (it finds the secret file) and otherwise says the
+invite was not verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from hermes_relay.core import codes, fileio
+from hermes_relay.core.errors import PayloadError, UsageError
+from hermes_relay.core.routes import ROLE_PRIORITY, Route, make_routes, normalize_relay_url
+
+SIG_FIELD = "sig"
+SECRET_BYTES = 32
+MIN_SECRET_BYTES = 16
+MAX_INVITE_CHARS = 64 * 1024
+INVITE_SCHEME = "hermes-relay"
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=_-]+$")
+
+
+# -- signing ---------------------------------------------------------------------------------------
+def canonicalize(payload: dict[str, Any]) -> bytes:
+    """The exact bytes that get signed: ``payload`` minus ``sig``, sorted, compact, ASCII."""
+    if not isinstance(payload, dict):
+        raise TypeError("canonicalize() needs a dict")
+    unsigned = {k: v for k, v in payload.items() if k != SIG_FIELD}
+    return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def sign(payload: dict[str, Any], secret: bytes) -> str:
+    return base64.b64encode(hmac.new(secret, canonicalize(payload), hashlib.sha256).digest()).decode("ascii")
+
+
+def verify(payload: dict[str, Any], secret: bytes) -> bool:
+    """True only when ``payload["sig"]`` is a valid signature under ``secret``. Never raises."""
+    sig = payload.get(SIG_FIELD)
+    if not isinstance(sig, str):
+        return False
+    try:
+        expected = hmac.new(secret, canonicalize(payload), hashlib.sha256).digest()
+        given = base64.b64decode(sig, validate=True)
+    except (TypeError, ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(expected, given)
+
+
+def load_secret(path: Path) -> bytes | None:
+    """The signing secret if this host has one (it is the relay host), else None."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PayloadError(f"cannot read the pairing secret {path}: {exc.strerror or exc}") from exc
+    return data if len(data) >= MIN_SECRET_BYTES else None
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Read the relay host's signing secret, creating 32 random bytes (mode 0600) the first time."""
+    import secrets as _secrets
+
+    existing = load_secret(path)
+    if existing is not None:
+        return existing
+    secret = _secrets.token_bytes(SECRET_BYTES)
+    fileio.atomic_write(path, secret)
+    return secret
+
+
+# -- building (relay side) -------------------------------------------------------------------------
+def build(
+    *,
+    code: str,
+    ttl_seconds: int,
+    transport_hint: str,
+    endpoints: list[tuple[str, str]],
+    grants: dict[str, int] | None = None,
+    secret: bytes | None = None,
+) -> dict[str, Any]:
+    """An invite for ``endpoints`` = [(role, relay_url)], most preferred first.
+
+    One endpoint gives a v2 invite; several give v3 with ``endpoints`` ordered by priority (lan 0,
+    tailscale 1, public 2). The top-level ``host``/``port``/``tls`` and each endpoint's ``api`` name
+    the relay's own HTTP port (it serves ``/health``), so clients that probe ``api`` reach it.
+    """
+    if not endpoints:
+        raise UsageError("an invite needs at least one relay URL")
+    first_host, first_port, first_tls = _api_of(endpoints[0][1])
+    relay: dict[str, Any] = {"url": endpoints[0][1], "code": code, "ttl_seconds": ttl_seconds,
+                             "transport_hint": transport_hint}
+    if grants:
+        relay["grants"] = grants
+    payload: dict[str, Any] = {"hermes": 2, "host": first_host, "port": first_port, "key": "", "tls": first_tls,
+                               "relay": relay}
+    if len(endpoints) > 1:
+        payload["hermes"] = 3
+        payload["endpoints"] = []
+        for role, url in endpoints:
+            host, port, tls = _api_of(url)
+            payload["endpoints"].append({
+                "role": role,
+                "priority": ROLE_PRIORITY.get(role, len(ROLE_PRIORITY)),
+                "api": {"host": host, "port": port, "tls": tls},
+                "relay": {"url": url, "transport_hint": "wss" if tls else "ws"},
+            })
+    if secret is not None:
+        payload[SIG_FIELD] = sign(payload, secret)
+    return payload
+
+
+def _api_of(url: str) -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    tls = parts.scheme == "wss"
+    return parts.hostname or "", parts.port or (443 if tls else 80), tls
+
+
+def encode(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def invite_url(payload: dict[str, Any]) -> str:
+    """``hermes-relay://pair?payload=<url-safe base64>``: survives shells, chats and QR scanners."""
+    b64 = base64.urlsafe_b64encode(encode(payload).encode()).decode("ascii").rstrip("=")
+    return f"{INVITE_SCHEME}://pair?payload={b64}"
+
+
+# -- parsing (client side) -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Invite:
+    raw: dict[str, Any]
+    version: int
+    code: str
+    routes: list[Route]
+    ttl_seconds: int | None
+    transport_hint: str | None
+    cert_pin: str | None
+
+    @property
+    def signed(self) -> bool:
+        return isinstance(self.raw.get(SIG_FIELD), str)
+
+    def route_candidates(self) -> list[dict[str, Any]]:
+        """The store's ``route_candidates``: every route of this pairing, in priority order."""
+        return [{"url": r.url, "role": r.role, "priority": r.priority} for r in self.routes]
+
+
+def parse(text: str) -> Invite:
+    """Parse an invite in any of its three wrappings; PayloadError names what is wrong."""
+    return from_dict(decode(text))
+
+
+def decode(text: str) -> dict[str, Any]:
+    raw = (text or "").strip()
+    if not raw:
+        raise PayloadError("invalid --pair-qr payload: empty payload")
+    if len(raw) > MAX_INVITE_CHARS:
+        raise PayloadError(f"invalid --pair-qr payload: {len(raw)} characters is more than an invite can be")
+    if raw.lower().startswith(f"{INVITE_SCHEME}://"):
+        query = parse_qs(urlsplit(raw).query)
+        values = query.get("payload") or query.get("p")
+        if not values:
+            raise PayloadError("invalid --pair-qr payload: the hermes-relay:// link has no payload= (or p=) parameter")
+        raw = values[0].strip()
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        obj = _decode_base64_json(raw)
+    if not isinstance(obj, dict):
+        raise PayloadError("invalid --pair-qr payload: not a JSON object")
+    return obj
+
+
+def _decode_base64_json(raw: str) -> Any:
+    if not _BASE64.match(raw):
+        raise PayloadError("invalid --pair-qr payload: neither valid JSON nor base64")
+    normalized = raw.replace("-", "+").replace("_", "/")
+    normalized += "=" * (-len(normalized) % 4)
+    try:
+        return json.loads(base64.b64decode(normalized, validate=True).decode("utf-8"))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise PayloadError("invalid --pair-qr payload: failed base64→JSON decode") from None
+
+
+def from_dict(obj: dict[str, Any]) -> Invite:
+    version = obj.get("hermes", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise PayloadError(f"invalid --pair-qr payload: unsupported schema version {version!r}")
+    relay = obj.get("relay")
+    if not isinstance(relay, dict) or not isinstance(relay.get("code"), str) or not relay.get("code"):
+        raise PayloadError(
+            "invalid --pair-qr payload: pairing invite has no relay.code",
+            hint="start the relay on the server and mint a new invite with `hermes-pair`",
+        )
+    try:
+        code = codes.validate_code(relay["code"])
+    except PayloadError as exc:
+        raise PayloadError(f"invalid --pair-qr payload: relay.code: {exc.message}") from None
+    candidates: list[tuple[str, str | None, int | None]] = []
+    endpoints = obj.get("endpoints")
+    if isinstance(endpoints, list):
+        for entry in endpoints:
+            candidate = _endpoint_candidate(entry)
+            if candidate is not None:
+                candidates.append(candidate)
+    if not candidates and isinstance(relay.get("url"), str):
+        candidates.append((_url(relay["url"]), None, 0))
+    if not candidates:
+        raise PayloadError("invalid --pair-qr payload: no relay URL in relay.url or endpoints[].relay.url")
+    ttl = relay.get("ttl_seconds")
+    pin = obj.get("cert_pin_sha256") or relay.get("cert_pin_sha256")
+    return Invite(
+        raw=obj,
+        version=version,
+        code=code,
+        routes=make_routes(candidates),
+        ttl_seconds=ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None,
+        transport_hint=relay.get("transport_hint") if isinstance(relay.get("transport_hint"), str) else None,
+        cert_pin=pin if isinstance(pin, str) else None,
+    )
+
+
+def _endpoint_candidate(entry: Any) -> tuple[str, str | None, int | None] | None:
+    """One ``endpoints[]`` record as (url, role, priority); malformed records are skipped."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("relay"), dict):
+        return None
+    url = entry["relay"].get("url")
+    if not isinstance(url, str):
+        return None
+    try:
+        url = _url(url)
+    except PayloadError:
+        return None
+    role = entry.get("role") if isinstance(entry.get("role"), str) and entry.get("role") else None
+    priority = entry.get("priority")
+    if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
+        priority = None
+    return url, role, priority
+
+
+def _url(raw: str) -> str:
+    try:
+        return normalize_relay_url(raw)[0]
+    except UsageError as exc:
+        raise PayloadError(f"invalid --pair-qr payload: {exc.message}") from None

@@ -1,0 +1,221 @@
+"""``hermes-pair``: mint a one-time pairing code on the relay host and show it (and an invite QR).
+
+Runs next to the relay: it registers the code over loopback (``POST /pairing/register`` is refused
+from anywhere else), then prints ``Code``, ``Relay`` and ``Session TTL``. With more than one route
+(LAN, Tailscale, public URL) it also prints a signed v3 invite and a terminal QR of it. This module is
+plain blocking Python: it neither needs nor imports trio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from hermes_relay import __version__
+from hermes_relay.core import codes, paths, payload, timefmt
+from hermes_relay.core.errors import HermesError, TransportError, UsageError
+from hermes_relay.core.routes import infer_role, normalize_relay_url
+
+DEFAULT_TTL = 30 * 86400  # the reference hermes-pair's default session TTL: 30 days
+DEFAULT_RELAY = "ws://127.0.0.1:8767"
+REGISTER_TIMEOUT = 5.0
+MODES = ("auto", "lan", "tailscale", "public")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hermes-pair",
+        description="Mint a one-time pairing code on this relay host (valid 10 minutes, single use).",
+        epilog="Pair a computer with: hermes-relay pair CODE --remote URL, or hermes-relay pair --pair-qr INVITE. "
+               "Exit codes: 0 ok, 1 relay unreachable or refused, 2 usage.",
+    )
+    p.add_argument("--ttl", default=str(DEFAULT_TTL),
+                   help="session lifetime: seconds, or 1d/7d/30d/90d/1y, or 0/never (default 30 days)")
+    p.add_argument("--mode", choices=MODES, default="auto",
+                   help="which routes the invite offers (default auto: every route found)")
+    p.add_argument("--public-url", help="the relay's public URL, e.g. wss://relay.example.com")
+    p.add_argument("--lan-host", help="LAN address to advertise (default: this host's outbound address)")
+    p.add_argument("--tailscale-host", help="Tailscale address or MagicDNS name (default: `tailscale ip -4`)")
+    p.add_argument("--relay", default=DEFAULT_RELAY, help=f"the local relay to register with (default {DEFAULT_RELAY})")
+    p.add_argument("--code", help="use this code instead of a random one (6 chars A-Z/0-9)")
+    p.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--version", action="version", version=f"hermes-pair {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except HermesError as exc:
+        print(f"hermes-pair: {exc.message}", file=err)
+        if exc.hint:
+            print(f"  {exc.hint}", file=err)
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(result, indent=2), file=out)
+    else:
+        _print_text(result, out, qr=not args.no_qr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ttl = timefmt.parse_ttl(args.ttl)
+    code = codes.validate_code(args.code) if args.code else codes.generate_code()
+    local, _ = normalize_relay_url(args.relay)
+    endpoints = select_endpoints(args.mode, local, args)
+    hint = "wss" if local.startswith("wss://") else "ws"
+    registered = register(local, code, ttl)
+    secret = payload.load_or_create_secret(paths.qr_secret_file())
+    invite = payload.build(code=registered["code"], ttl_seconds=ttl, transport_hint=hint, endpoints=endpoints,
+                           secret=secret)
+    return {
+        "code": registered["code"],
+        "relay_url": endpoints[0][1],
+        "ttl_seconds": ttl,
+        "code_expires_at": registered.get("expires_at"),
+        "endpoints": [{"role": role, "url": url} for role, url in endpoints],
+        "payload": invite,
+        "invite_url": payload.invite_url(invite),
+    }
+
+
+def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """[(role, url)] in priority order for ``mode``; a mode that finds nothing is a UsageError."""
+    parts = urlsplit(local)
+    scheme, port = parts.scheme, parts.port
+
+    def at(host: str) -> str:
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{port}"
+
+    found: list[tuple[str, str]] = []
+    if mode in ("auto", "lan"):
+        host = args.lan_host or (parts.hostname if infer_role(local) == "lan" and not _is_loopback_host(parts.hostname) else None) or _lan_address()
+        if host:
+            found.append(("lan", at(host)))
+        elif mode == "lan":
+            raise UsageError("no LAN address found for this host", hint="pass --lan-host ADDRESS")
+    if mode in ("auto", "tailscale"):
+        host = args.tailscale_host or _tailscale_address()
+        if host:
+            found.append(("tailscale", at(host)))
+        elif mode == "tailscale":
+            raise UsageError("no Tailscale address found (is `tailscale up`?)", hint="pass --tailscale-host ADDRESS")
+    if mode in ("auto", "public"):
+        if args.public_url:
+            found.append(("public", normalize_relay_url(args.public_url)[0]))
+        elif mode == "public":
+            raise UsageError("--mode public needs --public-url URL")
+    if not found:
+        found.append((infer_role(local), local))
+    return found
+
+
+def register(relay_url: str, code: str, ttl: int) -> dict[str, Any]:
+    """``POST /pairing/register`` on the local relay; errors say whether it is down or refusing."""
+    base = relay_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+    body = json.dumps({"code": code, "ttl_seconds": ttl}).encode()
+    req = urllib.request.Request(f"{base}/pairing/register", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    ctx = None
+    if base.startswith("https://"):
+        # Loopback to our own relay, whose certificate is self-signed: the pin is checked by clients.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(req, timeout=REGISTER_TIMEOUT, context=ctx) as resp:
+            reply = json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        detail = _error_text(exc)
+        if exc.code == 403:
+            raise TransportError(f"the relay at {base} refused to register a code: {detail}",
+                                 hint="run hermes-pair on the relay host itself (registration is loopback-only)") from None
+        raise TransportError(f"the relay at {base} refused the code (HTTP {exc.code}): {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TransportError(f"cannot reach the relay at {base}: {reason}",
+                             hint="start it with `hermes-relay-server`, or point --relay at the running relay") from None
+    except ValueError:
+        raise TransportError(f"the relay at {base} answered with something that is not JSON",
+                             hint="is --relay pointing at a Hermes relay?") from None
+    if not reply.get("ok") or not isinstance(reply.get("code"), str):
+        raise TransportError(f"the relay at {base} did not accept the code: {reply.get('error', reply)}")
+    return reply
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(exc.read()).get("error", exc.reason))
+    except (ValueError, OSError, AttributeError):
+        return str(exc.reason)
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    return host in (None, "", "localhost") or (host or "").startswith("127.") or host == "::1"
+
+
+def _lan_address() -> str | None:
+    """This host's outbound IPv4 address (a UDP connect sends nothing), or None offline."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: only selects the route
+        addr = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def _tailscale_address() -> str | None:
+    exe = shutil.which("tailscale")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "ip", "-4"], capture_output=True, text=True, timeout=3, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = out.strip().splitlines()[0] if out.strip() else ""
+    return first or None
+
+
+def _print_text(result: dict[str, Any], out: TextIO, *, qr: bool) -> None:
+    ttl = result["ttl_seconds"]
+    print(f"Code : {result['code']}", file=out)
+    print(f"Relay : {result['relay_url']}", file=out)
+    print(f"Session TTL : {ttl} seconds ({timefmt.ttl_words(ttl)})", file=out)
+    print("The code is valid for 10 minutes and works once.", file=out)
+    if len(result["endpoints"]) > 1:
+        print("Routes (strict priority):", file=out)
+        for i, ep in enumerate(result["endpoints"]):
+            print(f"  {i}. {ep['role']:<10} {ep['url']}", file=out)
+        if qr:
+            _print_qr(payload.encode(result["payload"]), out)
+        print("Invite payload:", file=out)
+        print(payload.encode(result["payload"]), file=out)
+    print(f"On the computer: hermes-relay pair {result['code']} --remote {result['relay_url']}", file=out)
+    if len(result["endpoints"]) > 1:
+        print(f"  or: hermes-relay pair --pair-qr '{result['invite_url']}'", file=out)
+
+
+def _print_qr(text: str, out: TextIO) -> None:
+    import segno  # only when a QR is drawn
+
+    segno.make(text, error="m").terminal(out=out, compact=True)
+
+
+def entry() -> None:
+    sys.exit(main())

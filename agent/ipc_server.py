@@ -41,6 +41,14 @@ class CallContext:
 Handler = Callable[[dict[str, Any], CallContext], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class AfterResponse:
+    """A handler result whose ``then`` runs once the response is on the wire (e.g. ``agent.stop``)."""
+
+    result: Any
+    then: Callable[[], None]
+
+
 class _Conn:
     def __init__(self, stream: trio.abc.Stream):
         self.stream = stream
@@ -115,7 +123,14 @@ async def _dispatch(conn: _Conn, ctx: CallContext, handlers: dict[str, Handler],
         except Exception as exc:  # supervision point: a handler bug fails this call only
             log.exception("ipc_handler_crashed method=%s", msg.method)
             error = {"code": "internal_error", "message": f"agent error in {msg.method}: {exc!r}", "data": {}}
-    await conn.send(rpc.Response(msg.msgid, error, result).to_wire())
+    then = None
+    if isinstance(result, AfterResponse):
+        result, then = result.result, result.then
+    try:
+        await conn.send(rpc.Response(msg.msgid, error, result).to_wire())
+    finally:
+        if then is not None:
+            then()
 
 
 async def serve_ipc(

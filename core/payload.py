@@ -158,8 +158,16 @@ class Invite:
         return isinstance(self.raw.get(SIG_FIELD), str)
 
     def route_candidates(self) -> list[dict[str, Any]]:
-        """The store's ``route_candidates``: every route of this pairing, in priority order."""
-        return [{"url": r.url, "role": r.role, "priority": r.priority} for r in self.routes]
+        """The store's ``route_candidates``: every route of this pairing, in priority order.
+
+        The shape is the reference client's (``relay.url``, camelCase ``transportHint``): it reads
+        ``candidate.relay.url`` unguarded, so any other shape would hide the record from it.
+        """
+        return [
+            {"role": r.role, "priority": r.priority,
+             "relay": {"url": r.url, "transportHint": "wss" if r.secure else "ws"}}
+            for r in self.routes
+        ]
 
 
 def parse(text: str) -> Invite:

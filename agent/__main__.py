@@ -1,0 +1,3 @@
+from hermes_relay.agent.main import entry
+
+entry()

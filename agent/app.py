@@ -1,0 +1,223 @@
+"""The agent: one per user. Owns the root nursery and wires the parts together.
+
+    instance lock → IPC listener → one RelayLink per stored pairing → network watcher → clock watch
+    → route indicator heartbeat → serve IPC until ``agent.stop`` or a signal
+
+Every stored pairing gets a link. Links publish their state here; this fans it out to ``watch``
+clients and the route indicator. Network changes and wall-clock jumps (sleep/resume) clear the
+reachability cache and wake every link so nobody waits out a backoff on a network that just came back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import sys
+import uuid
+from typing import Any
+
+import trio
+
+from hermes_relay import __version__
+from hermes_relay.agent import handlers, ipc_endpoint, prober
+from hermes_relay.agent.config import AgentConfig
+from hermes_relay.agent.indicator import Indicator, summarize
+from hermes_relay.agent.ipc_server import serve_ipc
+from hermes_relay.agent.link import RelayLink, owner_urls
+from hermes_relay.agent.marks import Marks
+from hermes_relay.core import fileio
+from hermes_relay.core.errors import StateError
+from hermes_relay.core.store import SessionStore, resolve_in
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, watcher: Any = None):
+        self.config = config
+        self.store = SessionStore(config.sessions_file)
+        self.marks = Marks(config.state_file)
+        self.cache = prober.ReachabilityCache(config.probe_cache_ttl)
+        self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat)
+        self.links: dict[str, RelayLink] = {}
+        self.watchers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+        self.watcher = watcher
+        self.started_at = config.wall_clock()
+        self.stop_event = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._device: dict[str, Any] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with ipc_endpoint.instance_lock(self.config.lock_file):
+            listener = ipc_endpoint.open_ipc_listener(self.config.socket_path)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self.reload()
+                    self._refresh_indicator()
+                    nursery.start_soon(self._indicator_heartbeat)
+                    nursery.start_soon(self._clock_watch)
+                    if self.watcher is not None:
+                        nursery.start_soon(self._netwatch)
+                    await nursery.start(serve_ipc, listener, handlers.table(self))
+                    log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), self.config.socket_path, len(self.links))
+                    task_status.started()
+                    await self.stop_event.wait()
+                    nursery.cancel_scope.cancel()
+            finally:
+                ipc_endpoint.remove_socket(self.config.socket_path)
+                self.indicator.write_stopped(self.config.wall_clock())
+                log.info("agent_stopped")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def reload(self) -> int:
+        """Start a link for every stored pairing, stop links whose pairing is gone, wake the rest."""
+        try:
+            urls = owner_urls(self.store.sessions())
+        except StateError as exc:
+            log.error("store_unreadable error=%s", exc.message)
+            urls = list(self.links)
+        for url in list(self.links):
+            if url not in urls:
+                self.links.pop(url).cancel_scope.cancel()
+        for url in urls:
+            if url in self.links:
+                self.links[url].wake()
+            else:
+                self._start_link(url)
+        self._refresh_indicator()
+        return len(self.links)
+
+    def _start_link(self, url: str) -> RelayLink:
+        assert self._nursery is not None
+        link = RelayLink(self, url)
+        self.links[url] = link
+        self._nursery.start_soon(link.run)
+        return link
+
+    def link_for(self, url: str) -> RelayLink:
+        if url not in self.links:
+            return self._start_link(url)
+        return self.links[url]
+
+    # -- state fan-out -------------------------------------------------------------------------
+    def publish(self, link: RelayLink) -> None:
+        state = link.snapshot()
+        for chan in list(self.watchers):
+            try:
+                chan.send_nowait(state)
+            except trio.WouldBlock:  # a slow watcher misses intermediate states, never blocks links
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.watchers.discard(chan)
+        self._refresh_indicator()
+
+    def states(self) -> list[dict[str, Any]]:
+        return [link.snapshot() for link in self.links.values()]
+
+    def _refresh_indicator(self) -> dict[str, Any]:
+        return self.indicator.write(summarize(self.states()), self.config.wall_clock())
+
+    async def _indicator_heartbeat(self) -> None:
+        while True:
+            await trio.sleep(self.config.indicator_heartbeat)
+            self._refresh_indicator()
+
+    # -- network and clock ---------------------------------------------------------------------
+    def network_changed(self, reason: str) -> None:
+        log.info("network_changed reason=%s", reason)
+        self.cache.clear()
+        for link in self.links.values():
+            link.network_changed()
+
+    async def _netwatch(self) -> None:
+        send, receive = trio.open_memory_channel[Any](16)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.watcher.run, send)
+            async for change in receive:
+                if change.major:
+                    self.network_changed(change.reason)
+                else:
+                    log.debug("network_minor_change reason=%s", change.reason)
+
+    async def _clock_watch(self) -> None:
+        """Sleep/resume shows as the wall clock moving much further than trio's monotonic clock."""
+        wall, mono = self.config.wall_clock(), trio.current_time()
+        while True:
+            await trio.sleep(self.config.clock_check_interval)
+            new_wall, new_mono = self.config.wall_clock(), trio.current_time()
+            jump = (new_wall - wall) - (new_mono - mono)
+            wall, mono = new_wall, new_mono
+            if abs(jump) >= self.config.clock_jump_threshold:
+                log.info("clock_jump seconds=%.0f (sleep/resume or clock change)", jump)
+                if self.watcher is not None:
+                    self.watcher.poke("clock jump")
+                self.network_changed("clock jump")
+
+    # -- relay facts ---------------------------------------------------------------------------
+    def device(self) -> dict[str, Any]:
+        if self._device is None:
+            self._device = {
+                "device_name": socket.gethostname() or "computer",
+                "device_id": self._device_id(),
+                "device_hostname": socket.gethostname(),
+                "client_surface": "desktop",
+                "device_form_factor": "desktop",
+                "device_model": platform.machine() or "unknown",
+                "device_platform": sys.platform,
+                "supports": [],
+            }
+        return self._device
+
+    def _device_id(self) -> str:
+        path = self.config.device_id_file
+        try:
+            existing = path.read_text().strip()
+            if existing:
+                return existing
+        except OSError:
+            pass
+        new = str(uuid.uuid4())
+        try:
+            fileio.atomic_write(path, (new + "\n").encode())
+        except OSError as exc:
+            log.warning("device_id_not_saved error=%s", exc)
+        return new
+
+    def auth_payload(self, **credentials: Any) -> dict[str, Any]:
+        return {**credentials, **self.device()}
+
+    def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None) -> None:
+        """Record what auth.ok told us (token rotation, expiry, grants) and the pin on first use."""
+
+        def apply(sessions: dict[str, dict[str, Any]]) -> None:
+            found = resolve_in(sessions, owner)
+            if found is None:
+                return  # the user removed the pairing meanwhile; do not resurrect it
+            _, rec = found
+            if isinstance(ok.get("session_token"), str) and ok["session_token"]:
+                rec["token"] = ok["session_token"]
+            if isinstance(ok.get("refresh_token"), str) and ok["refresh_token"]:
+                rec["refresh_token"] = ok["refresh_token"]
+            if ok.get("server_version"):
+                rec["server_version"] = ok["server_version"]
+            if "expires_at" in ok:
+                rec["ttl_expires_at"] = ok["expires_at"]
+            if isinstance(ok.get("grants"), dict):
+                rec["grants"] = ok["grants"]
+            if pin:
+                if route_url == owner:
+                    rec.setdefault("cert_pin_sha256", None)
+                    if not rec["cert_pin_sha256"]:
+                        rec["cert_pin_sha256"] = pin
+                else:
+                    pins = rec.get("route_cert_pins") if isinstance(rec.get("route_cert_pins"), dict) else {}
+                    pins.setdefault(route_url, pin)
+                    rec["route_cert_pins"] = pins
+
+        self.store.update(apply)

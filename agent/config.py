@@ -1,0 +1,77 @@
+"""AgentConfig: every path and timing the agent uses, resolved once from the environment.
+
+Precedence: explicit arguments (tests, flags) > environment > defaults. Timings are plain numbers so
+tests can shrink them; every wait still goes through trio so MockClock controls it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hermes_relay.core import paths
+
+
+def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env[name]) if env.get(name) else default
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    env: Mapping[str, str]
+    sessions_file: Path
+    state_file: Path
+    socket_path: str
+    lock_file: Path
+    route_file: Path
+    route_json_file: Path
+    log_file: Path
+    qr_secret_file: Path
+    device_id_file: Path
+    ping_interval: float = 20.0  # keepalive; a silent link is declared dead within 2 intervals
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+    stable_after: float = 60.0  # a link up this long resets the backoff schedule
+    upgrade_interval: float = 30.0  # while on a lower tier, probe higher tiers this often
+    upgrade_hysteresis: float = 5.0  # a higher tier must answer twice this far apart before we move
+    probe_timeout: float = 4.0
+    probe_stagger: float = 0.25
+    probe_cache_ttl: float = 60.0
+    indicator_heartbeat: float = 30.0  # the route file is rewritten at least this often
+    clock_check_interval: float = 5.0
+    clock_jump_threshold: float = 10.0
+    netwatch_debounce: float = 1.0
+    netwatch_poll_interval: float = 10.0
+    netwatch: bool = True
+    wall_clock: Callable[[], float] = field(default=time.time)
+    rng: random.Random = field(default_factory=random.Random)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> AgentConfig:
+        e = dict(os.environ if env is None else env)
+        base: dict[str, object] = dict(
+            env=e,
+            sessions_file=paths.sessions_file(e),
+            state_file=paths.agent_state_file(e),
+            socket_path=paths.socket_path(e),
+            lock_file=paths.instance_lock_file(e),
+            route_file=paths.route_file(e),
+            route_json_file=paths.route_json_file(e),
+            log_file=paths.agent_log_file(e),
+            qr_secret_file=paths.qr_secret_file(e),
+            device_id_file=paths.device_id_file(e),
+            ping_interval=_float_env(e, "HERMES_RELAY_PING_INTERVAL", 20.0),
+            backoff_cap=_float_env(e, "HERMES_RELAY_BACKOFF_CAP", 30.0),
+            upgrade_interval=_float_env(e, "HERMES_RELAY_UPGRADE_INTERVAL", 30.0),
+            probe_timeout=_float_env(e, "HERMES_RELAY_PROBE_TIMEOUT", 4.0),
+            netwatch=e.get("HERMES_RELAY_NETWATCH", "1") != "0",
+        )
+        base.update(overrides)
+        return cls(**base)  # type: ignore[arg-type]

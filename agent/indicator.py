@@ -1,0 +1,60 @@
+"""The route indicator: a tiny file the shell prompt reads without starting any process.
+
+``route`` holds one line, ``<valid_until epoch seconds> <label>``, e.g. ``1795650000 LAN``; the prompt
+snippet compares the first field with the shell's own clock and shows the label as stale when the
+agent stopped refreshing it. ``route.json`` holds the same state with details for ``hermes-relay
+route``. Both are written atomically on every change and at least every ``heartbeat`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hermes_relay.core import api, fileio
+
+log = logging.getLogger(__name__)
+VALIDITY_HEARTBEATS = 3  # the file stays "fresh" this many heartbeats past its last write
+
+
+def summarize(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one state the prompt shows: the best connected relay, else the most hopeful other one."""
+    connected = [s for s in states if s["state"] == api.CONNECTED and s.get("route")]
+    if connected:
+        best = min(connected, key=lambda s: (s["route"]["priority"], s["url"]))
+        route = best["route"]
+        return {"label": route["label"], "state": api.CONNECTED, "url": route["url"], "role": route["role"],
+                "since": best.get("since"), "relay": best["url"]}
+    state = next((s["state"] for s in states if s["state"] in (api.CONNECTING, api.BACKOFF, api.RATE_LIMITED)),
+                 states[0]["state"] if states else "not_paired")
+    return {"label": api.OFFLINE, "state": state, "url": None, "role": None, "since": None, "relay": None}
+
+
+class Indicator:
+    def __init__(self, route_file: Path, json_file: Path, heartbeat: float):
+        self.route_file = route_file
+        self.json_file = json_file
+        self.heartbeat = heartbeat
+        self.current: dict[str, Any] = {"label": api.OFFLINE, "state": "starting", "url": None, "role": None,
+                                        "since": None, "relay": None}
+
+    def write(self, summary: dict[str, Any], now: float) -> dict[str, Any]:
+        valid_until = int(now + VALIDITY_HEARTBEATS * self.heartbeat)
+        self.current = {**summary, "updated_at": now, "valid_until": valid_until}
+        try:
+            fileio.atomic_write(self.route_file, f"{valid_until} {summary['label']}\n".encode())
+            fileio.atomic_write(self.json_file, fileio.dump_json(self.current))
+        except OSError as exc:  # a full disk must not take the agent down; the prompt goes stale
+            log.warning("indicator_write_failed error=%s", exc)
+        return self.current
+
+    def write_stopped(self, now: float) -> None:
+        """On a clean stop: offline, and valid for a long time (it is the truth until the next start)."""
+        summary = {"label": api.OFFLINE, "state": "stopped", "url": None, "role": None, "since": None, "relay": None}
+        self.current = {**summary, "updated_at": now, "valid_until": int(now + 10 * 365 * 86400)}
+        try:
+            fileio.atomic_write(self.route_file, f"{self.current['valid_until']} {api.OFFLINE}\n".encode())
+            fileio.atomic_write(self.json_file, fileio.dump_json(self.current))
+        except OSError as exc:
+            log.warning("indicator_write_failed error=%s", exc)

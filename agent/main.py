@@ -1,0 +1,111 @@
+"""``python -m hermes_relay.agent run``: argv/env → AgentConfig → trio.run(Agent.run).
+
+The CLI's ``hermes-relay agent run`` execs this. Logs go to a rotating file (and stderr unless
+``--detached``); a filter masks anything shaped like a token, as a second line of defence behind the
+rule that tokens are never passed to a logger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import re
+import signal
+import sys
+
+from hermes_relay import __version__
+from hermes_relay.core import fileio
+from hermes_relay.core.errors import HermesError
+
+LOG_BYTES = 1 << 20
+LOG_BACKUPS = 3
+_TOKENISH = re.compile(r"\b[A-Za-z0-9_\-]{32,}\b")
+
+
+class RedactTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        cleaned = _TOKENISH.sub(lambda m: m.group(0)[:4] + "…(redacted)", msg)
+        if cleaned != msg:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def setup_logging(log_file, *, to_stderr: bool, level: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    redact = RedactTokens()
+    fileio.ensure_private_dir(log_file.parent)
+    handlers: list[logging.Handler] = [
+        logging.handlers.RotatingFileHandler(log_file, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
+    ]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.addFilter(redact)
+        root.addHandler(h)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hermes-relay-agent", description="The per-user hermes-relay agent.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent in the foreground")
+    run.add_argument("--detached", action="store_true", help="started by the CLI: log to the file only")
+    run.add_argument("--foreground", action="store_true", help="(default) log to stderr as well")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version=f"hermes-relay-agent {__version__}")
+    return p
+
+
+async def _serve(config) -> None:
+    import trio
+
+    from hermes_relay.agent.app import Agent
+
+    watcher = None
+    if config.netwatch:
+        from hermes_relay.agent.netwatch import InterfaceWatcher
+
+        watcher = InterfaceWatcher(debounce=config.netwatch_debounce, poll_interval=config.netwatch_poll_interval)
+    agent = Agent(config, watcher=watcher)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            nursery.start_soon(_stop_on_signal, signals, agent)
+            await agent.stop_event.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(signals, agent) -> None:
+    async for signum in signals:
+        logging.getLogger(__name__).info("agent_signal signal=%s", signal.Signals(signum).name)
+        agent.stop()
+        return
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import trio
+
+    from hermes_relay.agent.config import AgentConfig
+
+    config = AgentConfig.from_env()
+    setup_logging(config.log_file, to_stderr=not args.detached, level=args.log_level)
+    try:
+        trio.run(_serve, config)
+    except HermesError as exc:
+        logging.getLogger(__name__).error("agent_failed error=%s", exc.message)
+        print(f"hermes-relay agent: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Reaching a relay: TCP (+TLS with a pin check), the WebSocket handshake, auth, and HTTP calls.
+
+This is the boundary where library exceptions (OSError, ssl, trio-websocket) become HermesErrors
+that say which step failed: refused, unknown host, timed out, TLS, pin mismatch, HTTP status at the
+upgrade (429 is RateLimitedError), or credentials rejected. Nothing above this module sees a library
+exception type.
+
+Certificates are trusted by pin, not by CA: the relay typically runs a self-signed certificate on a
+LAN or tailnet. The pin is checked right after the TLS handshake, before a single byte of HTTP (and
+so before any token) is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+import trio
+import trio_websocket
+
+from hermes_relay.core import envelope
+from hermes_relay.core.errors import (
+    AmbiguousError,
+    NotFoundError,
+    AuthRejectedError,
+    ConnectionLostError,
+    ConnectRefusedError,
+    ConnectTimeoutError,
+    HandshakeRejectedError,
+    HermesError,
+    HostNotFoundError,
+    HttpStatusError,
+    PinMismatchError,
+    RateLimitedError,
+    RemoteProtocolError,
+    TlsError,
+    TransportError,
+)
+from hermes_relay.core.pin import spki_pin_from_der
+from hermes_relay.core.routes import Route, host_port
+
+DIAL_TIMEOUT = 4.0  # per candidate: connect + TLS
+HANDSHAKE_TIMEOUT = 10.0  # WebSocket upgrade
+AUTH_TIMEOUT = 15.0  # first reply to system/auth
+HTTP_TIMEOUT = 10.0
+MAX_HTTP_BODY = 4 << 20
+RATE_LIMIT_DEFAULT_WAIT = 300.0  # the reference relay's longest block when it does not say
+
+
+@dataclass
+class Dialed:
+    """A connected byte stream to one route, with the certificate pin it presented (wss only)."""
+
+    route: Route
+    stream: trio.abc.Stream
+    pin: str | None
+    elapsed: float
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(1):
+                await self.stream.aclose()
+
+
+def _client_ssl_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    # Trust comes from the SPKI pin (checked in dial), as with the reference client's TOFU.
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_TIMEOUT) -> Dialed:
+    """Open TCP (and TLS for wss) to ``route``. A wss pin that differs from ``expected_pin`` refuses."""
+    global _SSL_CONTEXT
+    host, port = host_port(route.url)
+    started = trio.current_time()
+    stream: trio.abc.Stream
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+            pin = None
+            if route.secure:
+                _SSL_CONTEXT = _SSL_CONTEXT or _client_ssl_context()
+                tls = trio.SSLStream(stream, _SSL_CONTEXT, server_hostname=host, https_compatible=True)
+                try:
+                    await tls.do_handshake()
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
+                der = tls.getpeercert(binary_form=True)
+                if not der:
+                    await trio.aclose_forcefully(tls)
+                    raise TlsError(f"{route.url} presented no certificate")
+                pin = spki_pin_from_der(der)
+                if expected_pin and pin != expected_pin:
+                    await trio.aclose_forcefully(tls)
+                    raise PinMismatchError(route.url, expected_pin, pin)
+                stream = tls
+    except trio.TooSlowError:
+        raise ConnectTimeoutError(f"{route.url}: no answer within {timeout:g}s (host down, firewalled or black-holed)",
+                                  hint="check the address is reachable from this network") from None
+    except HermesError:
+        raise
+    except (ssl.SSLError, trio.BrokenResourceError) as exc:
+        raise TlsError(f"{route.url}: TLS handshake failed: {_reason(exc)}",
+                       hint="is this a wss:// relay? for a plain relay use ws://") from None
+    except OSError as exc:
+        raise _os_error(route.url, host, port, exc) from None
+    return Dialed(route, stream, pin, trio.current_time() - started)
+
+
+def _reason(exc: BaseException) -> str:
+    inner = exc.__cause__ or exc.__context__
+    text = str(exc) or type(exc).__name__
+    return f"{text} ({inner})" if inner is not None and str(inner) not in text else text
+
+
+def _os_error(url: str, host: str, port: int, exc: OSError) -> TransportError:
+    if isinstance(exc, socket.gaierror) or "Name or service not known" in str(exc) or "nodename" in str(exc):
+        return HostNotFoundError(f"{url}: cannot resolve {host}", hint="check the host name, or use its IP address")
+    text = str(exc).lower()
+    causes = [exc, exc.__cause__, exc.__context__]
+    if any(isinstance(c, ConnectionRefusedError) for c in causes) or "refused" in text:
+        return ConnectRefusedError(f"{url}: connection refused on port {port}",
+                                   hint="the relay is not running there, or the port is wrong (the relay's default is 8767)")
+    return TransportError(f"{url}: cannot connect: {exc.strerror or exc}", hint="check the network and the relay address")
+
+
+async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: float = HANDSHAKE_TIMEOUT) -> trio_websocket.WebSocketConnection:
+    """Run the WebSocket upgrade over ``dialed``; the connection's reader task lives in ``nursery``."""
+    host, port = host_port(dialed.route.url)
+    path = urlsplit(dialed.route.url).path or "/"
+    try:
+        with trio.fail_after(timeout):
+            return await trio_websocket.wrap_client_stream(
+                nursery, dialed.stream, f"{host}:{port}", path, max_message_size=envelope.MAX_ENVELOPE
+            )
+    except trio_websocket.ConnectionRejected as exc:
+        await dialed.aclose()
+        body = (exc.body or b"").decode("utf-8", "replace")[:200]
+        if exc.status_code == 429:
+            retry = _retry_after(exc.headers)
+            raise RateLimitedError(body, retry_after=retry) from None
+        raise HandshakeRejectedError(exc.status_code, body) from None
+    except trio.TooSlowError:
+        await dialed.aclose()
+        raise ConnectTimeoutError(f"{dialed.route.url}: the WebSocket upgrade got no answer within {timeout:g}s",
+                                  hint="is this port a Hermes relay?") from None
+    except (trio_websocket.HandshakeError, trio.BrokenResourceError, OSError, ssl.SSLError) as exc:
+        await dialed.aclose()
+        raise TransportError(f"{dialed.route.url}: WebSocket upgrade failed: {_reason(exc)}",
+                             hint="is this port a Hermes relay? (wrong port or wrong scheme)") from None
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name, value in headers or ():
+        if bytes(name).lower() == b"retry-after":
+            try:
+                return float(bytes(value).decode())
+            except ValueError:
+                return None
+    return None
+
+
+async def authenticate(ws: trio_websocket.WebSocketConnection, payload: dict[str, Any], *,
+                       timeout: float = AUTH_TIMEOUT, url: str = "") -> dict[str, Any]:
+    """Send ``system/auth`` and return the ``auth.ok`` payload, or raise AuthRejectedError/transport errors."""
+    try:
+        await ws.send_message(envelope.Envelope(envelope.SYSTEM, envelope.AUTH, payload).encode())
+        with trio.fail_after(timeout):
+            while True:
+                reply = envelope.decode(await ws.get_message())
+                if reply.channel != envelope.SYSTEM:
+                    continue
+                if reply.type == envelope.AUTH_OK:
+                    return reply.payload
+                if reply.type == envelope.AUTH_FAIL:
+                    reason = str(reply.payload.get("reason") or "auth failed")
+                    raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {reason}", data={"reason": reason})
+    except trio.TooSlowError:
+        raise ConnectTimeoutError(f"{url}: no auth reply within {timeout:g}s",
+                                  hint="the relay may be overloaded; it will be retried") from None
+    except trio_websocket.ConnectionClosed as exc:
+        reason = exc.reason
+        if reason is not None and reason.code == 4001:
+            raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {reason.reason or 'auth failed'}",
+                                    data={"reason": reason.reason or ""}) from None
+        raise ConnectionLostError(f"{url}: the relay closed the connection during auth ({_close_text(reason)})") from None
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"{url}: the relay sent a malformed auth reply: {exc.message}") from None
+
+
+def _close_text(reason: Any) -> str:
+    if reason is None:
+        return "no close frame"
+    return f"code {reason.code}{': ' + reason.reason if reason.reason else ''}"
+
+
+def close_text(exc: trio_websocket.ConnectionClosed) -> str:
+    return _close_text(exc.reason)
+
+
+async def http_request(dialed: Dialed, method: str, path: str, *, token: str | None = None,
+                       body: dict[str, Any] | None = None, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
+    """One HTTP/1.1 request over ``dialed`` (closed afterwards); returns (status, parsed JSON or text)."""
+    host, port = host_port(dialed.route.url)
+    data = json.dumps(body).encode() if body is not None else b""
+    headers = [("Host", f"{host}:{port}"), ("Connection", "close"), ("Accept", "application/json"),
+               ("Content-Length", str(len(data)))]
+    if body is not None:
+        headers.append(("Content-Type", "application/json"))
+    if token:
+        headers.append(("Authorization", f"Bearer {token}"))
+    conn = h11.Connection(h11.CLIENT)
+    try:
+        with trio.fail_after(timeout):
+            out = conn.send(h11.Request(method=method, target=path, headers=headers))
+            out += conn.send(h11.Data(data=data)) if data else b""
+            out += conn.send(h11.EndOfMessage())
+            await dialed.stream.send_all(out)
+            status, chunks, size = 0, [], 0
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await dialed.stream.receive_some(65536))
+                    continue
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > MAX_HTTP_BODY:
+                        raise RemoteProtocolError(f"{dialed.route.url}: HTTP response larger than {MAX_HTTP_BODY} bytes")
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+    except trio.TooSlowError:
+        raise ConnectTimeoutError(f"{dialed.route.url}: {method} {path} got no answer within {timeout:g}s") from None
+    except h11.RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"{dialed.route.url}: bad HTTP response to {method} {path}: {exc}") from None
+    except (trio.BrokenResourceError, OSError, ssl.SSLError) as exc:
+        raise ConnectionLostError(f"{dialed.route.url}: connection lost during {method} {path}: {_reason(exc)}") from None
+    finally:
+        await dialed.aclose()
+    raw = b"".join(chunks)
+    try:
+        parsed: Any = json.loads(raw) if raw else {}
+    except ValueError:
+        parsed = raw.decode("utf-8", "replace")
+    return status, parsed
+
+
+def http_error(dialed_url: str, method: str, path: str, status: int, obj: Any) -> HermesError:
+    """The HermesError for a non-2xx answer from the relay's HTTP API."""
+    text = obj.get("error") if isinstance(obj, dict) else str(obj)
+    if status == 429:
+        return RateLimitedError(str(text))
+    if status == 401:
+        return AuthRejectedError(f"{dialed_url} rejected the stored token ({text})",
+                                 hint="the session was revoked or expired; pair again with `hermes-relay pair`")
+    if status == 404:
+        return NotFoundError(f"{dialed_url}: {text}", hint="list the sessions with `hermes-relay devices`")
+    if status == 409:
+        return AmbiguousError(f"{dialed_url}: {text}", hint="give more characters of the token prefix")
+    return HttpStatusError(method, path, status, str(text))
+
+
+def wall_now() -> float:
+    return time.time()

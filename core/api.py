@@ -1,0 +1,68 @@
+"""The agent's IPC methods and the shapes of their params and results (the CLI ⇄ agent contract).
+
+Every value is plain msgpack data (dicts, lists, str, int, float, bool, None). Times are epoch
+seconds (float) from the agent's wall clock; ``None`` means never/unknown. Tokens never cross this
+API except in ``status`` with ``reveal_tokens=True``.
+
+``hello`` {client_version, api_version} -> {api_version, agent_version, pid, started_at}
+
+``status`` {reveal_tokens?: bool} -> {
+    agent: {pid, version, started_at, socket, netwatch: <backend name>, store: <path>,
+            store_error: {code, message, hint} | None},
+    relays: [RelayState, ...]}
+  RelayState = {url, state, route: RouteInfo | None, since, latency_ms, attempts,
+                last_error: {code, message, hint} | None, next_retry_at, routes: [RouteInfo],
+                server_version, token_prefix, token?: str (only with reveal_tokens)}
+  RouteInfo = {url, role, label, priority}
+  state is one of STATES below.
+
+``pair.start`` {url?: str, code?: str, invite?: str, device_name?: str}
+  Notifies ``pair.progress`` {kind: "info"|"probe"|"pick"|"warn", line: str, route?: RouteInfo,
+                             ok?: bool, ms?: float}
+  -> {url: <store key>, server_version, route: RouteInfo, expires_at, grants, port_added: bool,
+      verified: True | False | None, verify_note: str}
+
+``devices.list`` {url?} -> {url, sessions: [server session dicts as GET /sessions returns them]}
+``devices.revoke`` {url?, prefix} -> {url, revoked: <prefix>, is_current: bool}
+``devices.extend`` {url?, prefix, ttl_seconds} -> {url, session: <server session dict>}
+  ``url`` picks one relay when several are paired; omitted with several is an AmbiguousError.
+
+``route`` {} -> RouteIndicator = {label, state, url, role, since, updated_at, valid_until}
+``watch`` {} -> Notifies ``state`` RelayState on every change until the client disconnects.
+``pin.accept`` {url} -> {url, old_pin, new_pin}
+``reload`` {} -> {relays: int}           re-read the store, (re)start links, clear revoked marks
+                                          for records whose token changed
+``agent.stop`` {} -> {stopping: True}
+"""
+
+from __future__ import annotations
+
+from hermes_relay.core.rpc import API_VERSION  # noqa: F401  (re-exported: one version number)
+
+HELLO = "hello"
+STATUS = "status"
+PAIR_START = "pair.start"
+PAIR_PROGRESS = "pair.progress"
+DEVICES_LIST = "devices.list"
+DEVICES_REVOKE = "devices.revoke"
+DEVICES_EXTEND = "devices.extend"
+ROUTE = "route"
+WATCH = "watch"
+STATE = "state"
+PIN_ACCEPT = "pin.accept"
+RELOAD = "reload"
+AGENT_STOP = "agent.stop"
+
+# Relay link states.
+CONNECTING = "connecting"
+CONNECTED = "connected"
+BACKOFF = "backoff"  # waiting before the next attempt after a network failure
+REVOKED = "revoked"  # the relay rejected the stored credentials; needs a new pairing
+EXPIRED = "expired"  # the session's TTL ran out; needs a new pairing
+PIN_MISMATCH = "pin_mismatch"  # the certificate changed; needs `hermes-relay pin accept URL`
+RATE_LIMITED = "rate_limited"  # HTTP 429: waiting out the relay's block
+STATES = (CONNECTING, CONNECTED, BACKOFF, REVOKED, EXPIRED, PIN_MISMATCH, RATE_LIMITED)
+STOPPED_STATES = (REVOKED, EXPIRED, PIN_MISMATCH)
+
+# Route indicator labels (the shell prompt shows these).
+OFFLINE = "offline"

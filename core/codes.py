@@ -23,7 +23,7 @@ def clean_code(raw: str) -> str:
 
 
 def is_valid_code(code: str) -> bool:
-    return bool(_VALID.match(code or ""))
+    return bool(_VALID.fullmatch(code or ""))  # fullmatch: "$" alone lets a trailing "\n" through
 
 
 def validate_code(raw: str) -> str:

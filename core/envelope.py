@@ -50,6 +50,8 @@ def decode(message: str | bytes, *, max_size: int = MAX_ENVELOPE) -> Envelope:
         obj = json.loads(message)
     except json.JSONDecodeError as exc:
         raise RemoteProtocolError(f"invalid JSON: {exc.msg}", close_code_hint=1003) from exc
+    except RecursionError:  # "[[[[..." within the size cap exhausts the parser's stack
+        raise RemoteProtocolError("invalid JSON: nested too deeply", close_code_hint=1003) from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError("envelope must be a JSON object", close_code_hint=1003)
     channel, typ = obj.pop("channel", None), obj.pop("type", None)

@@ -119,7 +119,11 @@ class FrameTooLargeError(RemoteProtocolError):
     code = "frame_too_large"
 
     def __init__(self, size: int, limit: int):
-        super().__init__(f"frame of {size} bytes exceeds the {limit}-byte limit", close_code_hint=1009)
+        super().__init__(
+            f"frame of {size} bytes exceeds the {limit}-byte limit",
+            close_code_hint=1009,
+            data={"size": size, "limit": limit},
+        )
         self.size = size
         self.limit = limit
 
@@ -170,7 +174,7 @@ class HandshakeRejectedError(TransportError):
         msg = kw.pop("message", None) or f"relay refused the WebSocket upgrade with HTTP {status}"
         if body and "message" not in kw:
             msg += f": {body}"
-        super().__init__(msg, data={"status": status}, **kw)
+        super().__init__(msg, data={"status": status, **kw.pop("data", {})}, **kw)
         self.status = status
 
 
@@ -183,6 +187,7 @@ class RateLimitedError(HandshakeRejectedError):
             message="relay is rate limiting this address after repeated failed attempts (HTTP 429)"
             + (f": {body}" if body else ""),
             hint="wait a few minutes before trying again; more failed attempts extend the block",
+            data={"retry_after": retry_after},
         )
         self.retry_after = retry_after
 
@@ -293,6 +298,9 @@ class RpcError(IpcError):
         super().__init__(message, data=data)
         self.remote_code = code
 
+    def to_wire(self) -> dict[str, Any]:
+        return {**super().to_wire(), "code": self.remote_code}
+
 
 def _all_subclasses(cls: type) -> list[type]:
     out = []
@@ -312,17 +320,17 @@ def error_from_wire(obj: Any) -> HermesError:
         return RpcError("rpc_error", f"agent sent a malformed error: {obj!r}")
     code = str(obj.get("code", "rpc_error"))
     message = str(obj.get("message", "unknown error"))
-    data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+    data = dict(obj["data"]) if isinstance(obj.get("data"), dict) else {}
     hint = data.pop("hint", None) if data else None
     for cls in _all_subclasses(HermesError):
         if cls.__dict__.get("code") == code and cls is not RpcError:
             err = cls.__new__(cls)
             HermesError.__init__(err, message, hint=hint, data=data)
-            for key in ("path", "url", "expected", "got", "status"):
+            for key in ("path", "url", "expected", "got", "status", "size", "limit", "retry_after"):
                 if key in data:
                     setattr(err, key, data[key])
             if isinstance(err, RemoteProtocolError):
-                err.close_code_hint = 1002
+                err.close_code_hint = 1009 if isinstance(err, FrameTooLargeError) else 1002
             if isinstance(err, NoRouteError):
                 err.attempts = list(data.get("attempts", []))
             return err

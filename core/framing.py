@@ -31,13 +31,12 @@ def unpack(body: bytes, *, max_size: int = MAX_FRAME) -> Any:
             body,
             raw=False,
             strict_map_key=True,
-            max_buffer_size=max_size,
             max_str_len=max_size,
             max_bin_len=max_size,
             max_array_len=max_size,
             max_map_len=max_size,
         )
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
+    except ValueError as exc:  # ExtraData, FormatError, StackError and UnicodeDecodeError included
         raise RemoteProtocolError(f"undecodable msgpack frame: {exc}") from exc
 
 

@@ -40,7 +40,7 @@ def spki_pin_from_pem(cert_pem: bytes) -> str:
 
 
 def is_valid_pin(pin: str) -> bool:
-    return bool(_PIN_RE.match(pin or ""))
+    return bool(_PIN_RE.fullmatch(pin or ""))  # fullmatch: "$" alone lets a trailing "\n" through
 
 
 def short_pin(pin: str) -> str:

@@ -91,7 +91,8 @@ def normalize_relay_url(raw: str) -> tuple[str, bool]:
     if not text:
         raise UsageError("empty relay URL; expected ws://HOST:PORT or wss://HOST[:PORT]")
     if "://" not in text:
-        raise UsageError(f'invalid relay URL "{raw}": add a scheme, e.g. ws://{text}:{DEFAULT_RELAY_PORT}')
+        example = f"ws://{text}" if _has_port(text) else f"ws://{text}:{DEFAULT_RELAY_PORT}"
+        raise UsageError(f'invalid relay URL "{raw}": add a scheme, e.g. {example}')
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
@@ -102,14 +103,23 @@ def normalize_relay_url(raw: str) -> tuple[str, bool]:
     try:
         port = parts.port
     except ValueError:
-        raise UsageError(f'invalid relay URL "{raw}": the port is not a number from 1 to 65535') from None
+        port = 0  # not a number, or outside 0-65535
     netloc = parts.netloc
+    if port == 0 or netloc.endswith(":"):  # urlsplit accepts ":0" and reads a bare ":" as no port
+        raise UsageError(f'invalid relay URL "{raw}": the port is not a number from 1 to 65535')
     added = False
     if port is None and scheme == "ws":
         netloc = f"{netloc}:{DEFAULT_RELAY_PORT}"
         added = True
     path = parts.path if parts.path not in ("", "/") else ""
     return urlunsplit((scheme, netloc, path, parts.query, "")), added
+
+
+def _has_port(host_port_text: str) -> bool:
+    try:
+        return urlsplit(f"//{host_port_text}").port is not None
+    except ValueError:
+        return False
 
 
 def host_port(url: str) -> tuple[str, int]:

@@ -59,6 +59,8 @@ def parse_message(obj: Any) -> Message:
     if not isinstance(obj, list) or not obj:
         raise RemoteProtocolError(f"IPC message must be a non-empty array, got {type(obj).__name__}")
     kind = obj[0]
+    if isinstance(kind, bool) or not isinstance(kind, int):  # True == 1 and 1.0 == 1 are not kinds
+        raise RemoteProtocolError(f"unknown IPC message kind {kind!r} with {len(obj)} elements")
     if kind == REQUEST and len(obj) == 4:
         _, msgid, method, params = obj
         if not isinstance(msgid, int) or isinstance(msgid, bool) or not isinstance(method, str):

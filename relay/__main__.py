@@ -1,0 +1,3 @@
+from hermes_relay.relay.main import entry
+
+entry()

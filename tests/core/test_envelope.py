@@ -1,0 +1,109 @@
+"""The relay's JSON envelope: strict about shape, lenient about extra fields."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hermes_relay.core import envelope
+from hermes_relay.core.envelope import Envelope, decode
+from hermes_relay.core.errors import HermesError, RemoteProtocolError
+
+
+def test_encode_decode_round_trip_keeps_extras() -> None:
+    env = Envelope("system", "auth.ok", {"session_token": "t", "expires_at": 1.5}, id="abc", extra={"v": 2, "trace": [1]})
+    wire = env.encode()
+    assert json.loads(wire) == {"v": 2, "trace": [1], "channel": "system", "type": "auth.ok", "id": "abc", "payload": {"session_token": "t", "expires_at": 1.5}}
+    assert decode(wire) == env
+    assert decode(wire.encode()) == env
+
+
+def test_extra_fields_cannot_override_the_core_fields() -> None:
+    env = Envelope("chat", "message", {}, id="1", extra={"channel": "evil", "type": "evil"})
+    assert json.loads(env.encode())["channel"] == "chat"
+    assert json.loads(env.encode())["type"] == "message"
+
+
+def test_default_ids_are_unique() -> None:
+    assert Envelope("a", "b").id != Envelope("a", "b").id
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('{"channel":"c","type":"t"}', Envelope("c", "t", {}, "", {})),
+        ('{"channel":"c","type":"t","payload":null}', Envelope("c", "t", {}, "", {})),
+        ('{"channel":"c","type":"t","id":7}', Envelope("c", "t", {}, "7", {})),
+        ('{"channel":"c","type":"t","id":null,"x":{"y":1}}', Envelope("c", "t", {}, "", {"x": {"y": 1}})),
+    ],
+)
+def test_lenient_decoding(raw: str, expected: Envelope) -> None:
+    assert decode(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message", "close_code"),
+    [
+        pytest.param(b"\xff\xfe{}", "binary frame is not UTF-8 JSON", 1003, id="not-utf8"),
+        pytest.param("{", "invalid JSON: ", 1003, id="truncated"),
+        pytest.param("", "invalid JSON: ", 1003, id="empty"),
+        pytest.param("[1,2]", "envelope must be a JSON object", 1003, id="array"),
+        pytest.param('"x"', "envelope must be a JSON object", 1003, id="string"),
+        pytest.param("null", "envelope must be a JSON object", 1003, id="null"),
+        pytest.param('{"type":"t"}', "envelope needs string 'channel' and 'type' fields", 1003, id="no-channel"),
+        pytest.param('{"channel":"c"}', "envelope needs string 'channel' and 'type' fields", 1003, id="no-type"),
+        pytest.param('{"channel":1,"type":"t"}', "envelope needs string 'channel' and 'type' fields", 1003, id="int-channel"),
+        pytest.param('{"channel":"c","type":["t"]}', "envelope needs string 'channel' and 'type' fields", 1003, id="list-type"),
+        pytest.param('{"channel":"c","type":"t","payload":[]}', "envelope 'payload' must be an object", 1003, id="list-payload"),
+        pytest.param('{"channel":"c","type":"t","payload":"x"}', "envelope 'payload' must be an object", 1003, id="str-payload"),
+        pytest.param("[" * 100_000 + "]" * 100_000, "invalid JSON: nested too deeply", 1003, id="nested-too-deep"),
+        pytest.param('{"payload":' * 50_000 + "1" + "}" * 50_000, "invalid JSON: nested too deeply", 1003, id="objects-nested-too-deep"),
+    ],
+)
+def test_strict_decode_errors(raw: str | bytes, message: str, close_code: int) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(raw)
+    assert info.value.message.startswith(message)
+    assert info.value.close_code_hint == close_code
+
+
+def test_oversize_message_is_refused_before_parsing() -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode("{" * 101, max_size=100)
+    assert info.value.message == "message of 101 bytes exceeds 100"
+    assert info.value.close_code_hint == 1009
+    assert envelope.MAX_ENVELOPE == 1 << 20
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)
+_reserved = {"channel", "type", "id", "payload"}
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    channel=st.text(max_size=10),
+    typ=st.text(max_size=10),
+    payload=st.dictionaries(st.text(max_size=6), _json, max_size=4),
+    msg_id=st.text(max_size=12),
+    extra=st.dictionaries(st.text(max_size=6).filter(lambda k: k not in _reserved), _json, max_size=3),
+)
+def test_property_encode_then_decode_is_identity(channel: str, typ: str, payload: dict[str, Any], msg_id: str, extra: dict[str, Any]) -> None:
+    env = Envelope(channel, typ, payload, msg_id, extra)
+    assert decode(env.encode()) == env
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.one_of(st.binary(max_size=100), st.text(max_size=100), _json.map(json.dumps)))
+def test_property_garbage_raises_only_remote_protocol_errors(raw: str | bytes) -> None:
+    try:
+        decode(raw)
+    except HermesError as exc:
+        assert isinstance(exc, RemoteProtocolError)

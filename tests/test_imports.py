@@ -1,0 +1,74 @@
+"""Import rules (house style B2): core stays pure, and the CLI never pays for importing trio."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hermes_relay.core
+
+FORBIDDEN_IN_CORE = frozenset({"trio", "trio_websocket", "netifaces"})
+CORE_DIR = Path(hermes_relay.core.__file__).parent
+_cli_spec = importlib.util.find_spec("hermes_relay.cli")
+assert _cli_spec is not None and _cli_spec.submodule_search_locations
+CLI_DIR = Path(next(iter(_cli_spec.submodule_search_locations)))
+
+
+def forbidden_imports(source: str, filename: str = "<source>") -> list[str]:
+    """``line: module`` for every import, at any depth, whose top-level package is forbidden."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [f"{node.lineno}: {name}" for name in names if name.split(".")[0] in FORBIDDEN_IN_CORE]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("source", "hits"),
+    [
+        ("import trio", ["1: trio"]),
+        ("import os, trio.lowlevel as ll", ["1: trio.lowlevel"]),
+        ("from trio_websocket import open_websocket_url", ["1: trio_websocket"]),
+        ("def f():\n    import netifaces\n", ["2: netifaces"]),
+        ("try:\n    pass\nexcept ImportError:\n    from trio import sleep\n", ["4: trio"]),
+        ("import triodb\nimport msgpack\nfrom . import trio\nfrom hermes_relay.core import framing", []),
+    ],
+)
+def test_the_import_checker_finds_nested_and_dotted_imports(source: str, hits: list[str]) -> None:
+    assert forbidden_imports(source) == hits
+
+
+def test_core_modules_exist_where_we_look() -> None:
+    assert (CORE_DIR / "framing.py").is_file()
+    assert len(list(CORE_DIR.glob("*.py"))) >= 10
+
+
+@pytest.mark.parametrize("module", sorted(CORE_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_core_imports_no_trio_or_netifaces(module: Path) -> None:
+    assert forbidden_imports(module.read_text(encoding="utf-8"), str(module)) == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "hermes_relay.cli.client",
+        pytest.param(
+            "hermes_relay.cli.main",
+            marks=pytest.mark.skipif(not (CLI_DIR / "main.py").exists(), reason="cli/main.py not written yet"),
+        ),
+    ],
+)
+def test_cli_import_does_not_load_trio(module: str, tmp_path: Path) -> None:
+    code = f"import {module}, sys; assert 'trio' not in sys.modules, sorted(m for m in sys.modules if m.startswith('trio'))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,76 @@
+"""macOS (and BSD) wakeups from a PF_ROUTE raw socket; needs no privileges.
+
+A route socket receives every routing message (RTM_IFINFO, RTM_NEWADDR, RTM_DELADDR, RTM_ADD, ...).
+Each readable burst is one wakeup: the socket is drained and the messages are discarded unparsed.
+tailscale ``netmon_darwin.go`` parses them to skip ARP/neighbour noise; here that noise costs at most
+one cheap snapshot per debounce period, and ``core.netif.diff`` reports nothing for it.
+Untested in CI (no macOS runner); kept deliberately small.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Final
+
+import trio
+
+RECV_CHUNK: Final = 65536  # larger than any single routing message; contents are discarded anyway
+
+
+class RouteSocketWakeups:
+    """An open, non-blocking PF_ROUTE socket; each readable burst is one wakeup."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    async def wait(self) -> str:
+        """Wait until the kernel sends a routing message, then drain the socket.
+
+        Returns:
+            ``"route-socket"``, or ``"route-socket-overrun"`` when the kernel dropped messages.
+
+        Raises:
+            OSError: the socket failed in a way other than an overrun.
+        """
+        await trio.lowlevel.wait_readable(self._sock)
+        overrun = False
+        while True:
+            try:
+                if not self._sock.recv(RECV_CHUNK):
+                    break
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                overrun = True
+        return "route-socket-overrun" if overrun else "route-socket"
+
+    def close(self) -> None:
+        trio.lowlevel.notify_closing(self._sock)
+        self._sock.close()
+
+
+def open_route_wakeups() -> RouteSocketWakeups:
+    """Open the PF_ROUTE wakeup source.
+
+    Returns:
+        The open source; the caller must ``close()`` it.
+
+    Raises:
+        OSError: route sockets are unavailable on this platform.
+
+    Not for Linux, where ``AF_ROUTE`` is an alias of ``AF_NETLINK`` and joins no groups; the
+    watcher uses ``_netwatch_linux`` there.
+    """
+    family = getattr(socket, "AF_ROUTE", None)
+    if family is None:
+        raise OSError(errno.EAFNOSUPPORT, "AF_ROUTE is not available on this platform")
+    sock = socket.socket(family, socket.SOCK_RAW, socket.AF_UNSPEC)
+    try:
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return RouteSocketWakeups(sock)

@@ -1,0 +1,34 @@
+"""Polling wakeups: "look again" every ``interval`` seconds (tailscale ``net/netmon/polling.go``).
+
+The fallback wherever no change notification is available (Windows, or a Linux without an openable
+NETLINK_ROUTE socket). It holds no OS resource, so ``close()`` does nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import trio
+
+DEFAULT_POLL_INTERVAL: Final = 10.0  # house style B3 e): poll every 10 s where the OS cannot tell us
+
+
+class PollWakeups:
+    """A wakeup source that fires every ``interval`` seconds of trio time."""
+
+    def __init__(self, interval: float = DEFAULT_POLL_INTERVAL):
+        if interval <= 0:
+            raise ValueError(f"poll interval must be positive, got {interval!r}")
+        self.interval = interval
+
+    async def wait(self) -> str:
+        """Sleep one interval.
+
+        Returns:
+            ``"poll"``, the wakeup reason for logs.
+        """
+        await trio.sleep(self.interval)
+        return "poll"
+
+    def close(self) -> None:
+        pass

@@ -12,8 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from hermes_relay.agent import prober, transport
 from hermes_relay.agent.link import route_info
 from hermes_relay.core import codes, payload
@@ -82,15 +80,10 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
     if len(routes) > 1:
         await progress({"kind": "pick", "route": route_info(route),
                         "line": f"→ using {route.label} route {route.url}"})
-    async with trio.open_nursery() as nursery:
-        ws = await transport.open_websocket(nursery, dialed)
-        try:
-            ok = await transport.authenticate(ws, agent.auth_payload(pairing_code=code), url=route.url)
-        except AuthRejectedError as exc:
-            raise PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}") from None
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await ws.aclose()
+    try:
+        ok = await transport.auth_once(dialed, agent.auth_payload(pairing_code=code), url=route.url)
+    except AuthRejectedError as exc:
+        raise PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}") from None
     token = ok.get("session_token")
     if not isinstance(token, str) or not token:
         raise PairingRejectedError("the relay accepted the code but sent no session token", hint="is it a Hermes relay?")

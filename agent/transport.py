@@ -129,12 +129,27 @@ def _reason(exc: BaseException) -> str:
 def _os_error(url: str, host: str, port: int, exc: OSError) -> TransportError:
     if isinstance(exc, socket.gaierror) or "Name or service not known" in str(exc) or "nodename" in str(exc):
         return HostNotFoundError(f"{url}: cannot resolve {host}", hint="check the host name, or use its IP address")
-    text = str(exc).lower()
-    causes = [exc, exc.__cause__, exc.__context__]
-    if any(isinstance(c, ConnectionRefusedError) for c in causes) or "refused" in text:
+    leaves = _leaves(exc)
+    if any(isinstance(c, ConnectionRefusedError) for c in leaves):
         return ConnectRefusedError(f"{url}: connection refused on port {port}",
                                    hint="the relay is not running there, or the port is wrong (the relay's default is 8767)")
-    return TransportError(f"{url}: cannot connect: {exc.strerror or exc}", hint="check the network and the relay address")
+    detail = next((c.strerror for c in leaves if isinstance(c, OSError) and c.strerror), None) or str(exc)
+    return TransportError(f"{url}: cannot connect: {detail}", hint="check the network and the relay address")
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes, and every member of a group among them (trio's happy eyeballs)."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or e in out:
+            continue
+        out.append(e)
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        todo.extend([e.__cause__, e.__context__])
+    return out
 
 
 async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: float = HANDSHAKE_TIMEOUT) -> trio_websocket.WebSocketConnection:
@@ -277,3 +292,26 @@ def http_error(dialed_url: str, method: str, path: str, status: int, obj: Any) -
 
 def wall_now() -> float:
     return time.time()
+
+
+async def auth_once(dialed: Dialed, payload: dict[str, Any], *, url: str) -> dict[str, Any]:
+    """Upgrade, authenticate and close: for pairing, where the connection is not kept.
+
+    The outcome is carried out of the nursery by hand so that callers see the HermesError itself,
+    not an exception group.
+    """
+    outcome: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        try:
+            ws = await open_websocket(nursery, dialed)
+            try:
+                outcome.append(await authenticate(ws, payload, url=url))
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await ws.aclose()
+        except HermesError as exc:
+            outcome.append(exc)
+        nursery.cancel_scope.cancel()
+    if isinstance(outcome[0], HermesError):
+        raise outcome[0]
+    return outcome[0]

@@ -194,9 +194,12 @@ def ensure_agent(
         delay = 0.01
         while True:
             try:
-                return AgentClient.connect(path, stderr=stderr, quiet=quiet)
+                client = AgentClient.connect(path, stderr=stderr, quiet=quiet)
             except AgentNotRunningError:
                 pass
+            else:
+                _reap_later(proc)
+                return client
             code = proc.poll()
             if code is not None:
                 detail = _tail(paths.log_dir(env) / "agent-start.err")
@@ -207,6 +210,16 @@ def ensure_agent(
                                            hint="see `hermes-relay agent logs`")
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+def _reap_later(proc: subprocess.Popen[bytes]) -> None:
+    """Collect the agent's exit status if it ends while this process lives (no zombie, no warning).
+
+    A short-lived CLI exits long before the agent, which the init process then adopts.
+    """
+    import threading
+
+    threading.Thread(target=proc.wait, name="reap-agent", daemon=True).start()
 
 
 def _tail(path: Path, lines: int = 3) -> str:

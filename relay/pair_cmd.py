@@ -219,3 +219,7 @@ def _print_qr(text: str, out: TextIO) -> None:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

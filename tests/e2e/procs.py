@@ -1,0 +1,233 @@
+"""Real processes for end-to-end tests: relay servers, agents and a controllable TCP proxy.
+
+Everything here is blocking (subprocess + sockets) so e2e tests can be plain sync tests; waiting is
+always on an event from the process (a line on stdout, a watch notification, an exit), with a
+deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hermes_relay.cli.client import AgentClient, ensure_agent
+from hermes_relay.core import api, paths
+
+PY = sys.executable
+TOOLS = Path(__file__).parent
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"no output from pid {proc.pid} within {timeout}s")
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"pid {proc.pid} exited with {proc.wait()} before printing")
+    return line.strip()
+
+
+class RelayProc:
+    """``hermes-relay-server`` in its own process, on a fixed or free port."""
+
+    def __init__(self, state_dir: Path, *, port: int = 0, tls: bool = False, extra: list[str] | None = None):
+        self.state_dir = state_dir
+        self.tls = tls
+        self.port = port
+        self.extra = extra or []
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.pin: str | None = None
+
+    def start(self) -> RelayProc:
+        cmd = [PY, "-m", "hermes_relay.relay", "--port", str(self.port), "--state-dir", str(self.state_dir),
+               "--log-level", "WARNING", *self.extra]
+        if self.tls:
+            cmd.append("--tls")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = read_line(self.proc, 20)
+        self.url = line.rsplit(" ", 1)[-1]
+        self.port = int(self.url.rsplit(":", 1)[-1])
+        if self.tls:
+            self.pin = read_line(self.proc, 5).rsplit(" ", 1)[-1]
+        return self
+
+    @property
+    def http(self) -> str:
+        return self.url.replace("wss://", "https://").replace("ws://", "http://")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+    def mint_code(self, ttl: str | None = None) -> str:
+        cmd = [PY, "-m", "hermes_relay.relay.pair_cmd", "--relay", self.url, "--json", "--mode", "lan",
+               "--lan-host", "127.0.0.1"]
+        if ttl is not None:
+            cmd += ["--ttl", ttl]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=pair_env(self.state_dir))
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["code"]
+
+
+def pair_env(state_dir: Path) -> dict[str, str]:
+    """hermes-pair runs on the relay host: its own HERMES_HOME (the QR secret lives there)."""
+    return {**os.environ, "HERMES_HOME": str(state_dir / "relay-home")}
+
+
+class AgentEnv:
+    """One user's world: a home, a runtime dir (short path: Unix socket names are limited) and env."""
+
+    def __init__(self, root: Path, **extra_env: str):
+        self.home = root / "home"
+        self.run = Path(tempfile.mkdtemp(prefix="hr-"))
+        self.env = {
+            **os.environ,
+            "HERMES_HOME": str(self.home),
+            "HERMES_RELAY_RUNTIME_DIR": str(self.run),
+            "HERMES_RELAY_NETWATCH": "0",
+            "HERMES_RELAY_PROBE_TIMEOUT": "1.5",
+            **extra_env,
+        }
+        self.pids: list[int] = []
+
+    @property
+    def store_path(self) -> Path:
+        return paths.sessions_file(self.env)
+
+    def store(self) -> dict[str, Any]:
+        return json.loads(self.store_path.read_text())
+
+    def client(self, *, autostart: bool = True) -> AgentClient:
+        client = ensure_agent(self.env, autostart=autostart, stderr=sys.stderr)
+        pid = client.hello.get("pid")
+        if isinstance(pid, int) and pid not in self.pids:
+            self.pids.append(pid)
+        return client
+
+    def cli(self, *args: str, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PY, "-m", "hermes_relay.cli", *args], capture_output=True, text=True,
+                              timeout=timeout, env=self.env, input=input)
+
+    def stop(self) -> None:
+        try:
+            with AgentClient.connect(paths.socket_path(self.env), timeout=2) as c:
+                c.call("agent.stop", {}, timeout=5)
+        except Exception:
+            pass
+        for pid in self.pids:
+            _wait_gone(pid, 10)
+
+    def pair(self, relay: RelayProc) -> dict[str, Any]:
+        with self.client() as c:
+            return c.call(api.PAIR_START, {"url": relay.url, "code": relay.mint_code()}, timeout=30)
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:
+            pass
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+
+
+def wait_state(env: AgentEnv, pred: Callable[[dict[str, Any]], bool], timeout: float = 20) -> dict[str, Any]:
+    """Follow the agent's ``watch`` stream until a relay state satisfies ``pred``; return it."""
+    seen: list[dict[str, Any]] = []
+
+    class Found(Exception):
+        pass
+
+    def on_notify(method: str, params: dict[str, Any]) -> None:
+        if method == api.STATE:
+            seen.append(params)
+            if pred(params):
+                raise Found()
+
+    with env.client() as c:
+        try:
+            c.call(api.WATCH, {}, timeout=timeout, on_notify=on_notify)
+        except Found:
+            return seen[-1]
+    raise AssertionError(f"no matching state within {timeout}s; saw {[(s['state'], (s.get('route') or {}).get('url')) for s in seen]}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BlackHole:
+    """A port whose SYNs are never answered: a listener with a full accept queue that never accepts."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fillers = []
+        for _ in range(4):  # fill the accept queue; later SYNs are dropped by the kernel
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self.fillers.append(s)
+
+    def close(self) -> None:
+        for s in self.fillers:
+            s.close()
+        self.listener.close()
+
+
+class Proxy:
+    """tests/e2e/tcp_proxy.py in a process: forwards a port to the relay; `down`, `up`, `blackhole`."""
+
+    def __init__(self, target_port: int, port: int = 0):
+        self.proc = subprocess.Popen([PY, str(TOOLS / "tcp_proxy.py"), str(target_port), str(port)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.port = int(read_line(self.proc, 10))
+
+    def command(self, cmd: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        assert read_line(self.proc, 10) == f"ok {cmd}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                f.close()

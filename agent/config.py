@@ -70,6 +70,8 @@ class AgentConfig:
             ping_interval=_float_env(e, "HERMES_RELAY_PING_INTERVAL", 20.0),
             backoff_cap=_float_env(e, "HERMES_RELAY_BACKOFF_CAP", 30.0),
             upgrade_interval=_float_env(e, "HERMES_RELAY_UPGRADE_INTERVAL", 30.0),
+            upgrade_hysteresis=_float_env(e, "HERMES_RELAY_UPGRADE_HYSTERESIS", 5.0),
+            backoff_base=_float_env(e, "HERMES_RELAY_BACKOFF_BASE", 1.0),
             probe_timeout=_float_env(e, "HERMES_RELAY_PROBE_TIMEOUT", 4.0),
             netwatch=e.get("HERMES_RELAY_NETWATCH", "1") != "0",
         )

@@ -216,14 +216,13 @@ class RelayLink:
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    won = await self._race(self.routes, record)
-                    dialed = won.value
-                    ws = await transport.open_websocket(nursery, dialed)
+                    won = await self._race(nursery, self.routes, record)
+                    dialed, ws = won.value
                     sockets.append(ws)
                     try:
                         ok = await transport.authenticate(ws, self.agent.auth_payload(session_token=token), url=dialed.route.url)
                     except AuthRejectedError:
-                        await _close(ws)
+                        await transport.close_ws(ws)
                         ok, ws = await self._refresh(nursery, record, dialed.route)
                         sockets.append(ws)
                     self.agent.save_auth(self.url, dialed.route.url, ok, dialed.pin)
@@ -252,24 +251,20 @@ class RelayLink:
                     nursery.cancel_scope.cancel()
         finally:
             for sock in sockets:
-                await _close(sock)
+                await transport.close_ws(sock)
         if failure:
             raise failure[0]
         raise ConnectionLostError(f"{self.url}: connection ended")
 
-    async def _race(self, routes: list[Route], record: dict[str, Any], *, use_cache: bool = True,
-                    on_attempt: prober.OnAttempt | None = None) -> prober.Won[transport.Dialed]:
-        async def connect(route: Route) -> transport.Dialed:
-            return await transport.dial(route, expected_pin=pin_for(self.url, record, route.url),
-                                        timeout=self.config.probe_timeout)
-
-        async def discard(dialed: transport.Dialed) -> None:
-            await dialed.aclose()
+    async def _race(self, nursery: trio.Nursery, routes: list[Route], record: dict[str, Any], *,
+                    use_cache: bool = True) -> prober.Won[transport.Connected]:
+        async def connect(route: Route) -> transport.Connected:
+            return await transport.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
+                                           timeout=self.config.probe_timeout)
 
         try:
-            return await prober.race(routes, connect, discard, stagger=self.config.probe_stagger,
-                                     timeout=self.config.probe_timeout,
-                                     cache=self.agent.cache if use_cache else None, on_attempt=on_attempt)
+            return await prober.race(routes, connect, transport.discard, stagger=self.config.probe_stagger,
+                                     timeout=self.config.probe_timeout, cache=self.agent.cache if use_cache else None)
         except NoRouteError as exc:
             pins = [a for a in exc.attempts if a.get("code") == "pin_mismatch"]
             if pins and len(pins) == len([a for a in exc.attempts if not a.get("skipped")]):
@@ -284,13 +279,12 @@ class RelayLink:
         if not isinstance(refresh, str) or not refresh:
             raise AuthRejectedError(f"{self.url} rejected the stored session token",
                                     hint="the session was revoked or expired: pair again with `hermes-relay pair`")
-        dialed = await transport.dial(route, expected_pin=pin_for(self.url, record, route.url),
-                                      timeout=self.config.probe_timeout)
-        ws = await transport.open_websocket(nursery, dialed)
+        _, ws = await transport.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
+                                        timeout=self.config.probe_timeout)
         try:
             ok = await transport.authenticate(ws, self.agent.auth_payload(refresh_token=refresh), url=route.url)
         except AuthRejectedError:
-            await _close(ws)
+            await transport.close_ws(ws)
             raise
         log.info("link_token_refreshed url=%s", self.url)
         return ok, ws
@@ -326,18 +320,30 @@ class RelayLink:
             return _Reconnect(f"relay closed the session ({transport.close_text(exc)})")
         return ConnectionLostError(f"{self.url}: the relay closed the connection ({transport.close_text(exc)})")
 
+    async def _probe(self, routes: list[Route], record: dict[str, Any]) -> prober.Won[transport.Connected] | None:
+        """Is one of ``routes`` answering right now? (uncached; the connection is closed again)"""
+        result: list[prober.Won[transport.Connected]] = []
+        async with trio.open_nursery() as nursery:
+            try:
+                won = await self._race(nursery, routes, record, use_cache=False)
+            except (NoRouteError, PinMismatchError):
+                pass
+            else:
+                result.append(won)
+                await transport.close_ws(won.value[1])
+            nursery.cancel_scope.cancel()
+        return result[0] if result else None
+
     async def _upgrade_watch(self, higher: list[Route], record: dict[str, Any]) -> None:
         confirmations = 0
         while True:
             wait = self.config.upgrade_hysteresis if confirmations else self.config.upgrade_interval
             with trio.move_on_after(wait):
                 await self.net_signal.wait()
-            try:
-                won = await self._race(higher, record, use_cache=False)
-            except (NoRouteError, PinMismatchError):
+            won = await self._probe(higher, record)
+            if won is None:
                 confirmations = 0
                 continue
-            await won.value.aclose()
             self.agent.cache.record(won.route.url, True)
             confirmations += 1
             if confirmations >= 2:
@@ -351,15 +357,6 @@ def _expired(record: dict[str, Any], now: float) -> bool:
 
 def _got_pin(message: str) -> str:
     return message.rsplit("got ", 1)[-1] if "got " in message else ""
-
-
-async def _close(ws: trio_websocket.WebSocketConnection) -> None:
-    with trio.CancelScope(shield=True):
-        with trio.move_on_after(1):
-            try:
-                await ws.aclose()
-            except Exception:  # already broken: nothing left to close politely
-                pass
 
 
 def owner_urls(sessions: dict[str, dict[str, Any]]) -> list[str]:

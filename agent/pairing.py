@@ -12,10 +12,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from hermes_relay.agent import prober, transport
 from hermes_relay.agent.link import route_info
 from hermes_relay.core import codes, payload
-from hermes_relay.core.errors import AuthRejectedError, PairingRejectedError, UsageError
+from hermes_relay.core.errors import AuthRejectedError, HermesError, PairingRejectedError, UsageError
 from hermes_relay.core.routes import Route, make_routes, normalize_relay_url
 from hermes_relay.core.store import resolve_in
 
@@ -67,23 +69,31 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         await progress({"kind": "probe", "ok": a.ok, "ms": round(a.ms, 1), "route": route_info(a.route),
                         "line": f"  {mark} {a.route.label:<10} {a.route.url}  {detail}"})
 
-    async def connect(route: Route) -> transport.Dialed:
-        pin = invite.cert_pin if invite is not None else None
-        return await transport.dial(route, expected_pin=pin, timeout=agent.config.probe_timeout)
+    pin = invite.cert_pin if invite is not None else None
+    outcome: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        try:
+            async def connect(route: Route) -> transport.Connected:
+                return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
 
-    async def discard(d: transport.Dialed) -> None:
-        await d.aclose()
-
-    won = await prober.race(routes, connect, discard, stagger=agent.config.probe_stagger,
-                            timeout=agent.config.probe_timeout, cache=None, on_attempt=on_attempt)
-    route, dialed = won.route, won.value
-    if len(routes) > 1:
-        await progress({"kind": "pick", "route": route_info(route),
-                        "line": f"→ using {route.label} route {route.url}"})
-    try:
-        ok = await transport.auth_once(dialed, agent.auth_payload(pairing_code=code), url=route.url)
-    except AuthRejectedError as exc:
-        raise PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}") from None
+            won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
+                                    timeout=agent.config.probe_timeout, cache=None, on_attempt=on_attempt)
+            (dialed, ws) = won.value
+            if len(routes) > 1:
+                await progress({"kind": "pick", "route": route_info(won.route),
+                                "line": f"→ using {won.route.label} route {won.route.url}"})
+            try:
+                outcome.append(await transport.authenticate(ws, agent.auth_payload(pairing_code=code), url=won.route.url))
+            finally:
+                await transport.close_ws(ws)
+        except AuthRejectedError as exc:
+            outcome.append(PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}"))
+        except HermesError as exc:
+            outcome.append(exc)
+        nursery.cancel_scope.cancel()
+    if isinstance(outcome[0], HermesError):
+        raise outcome[0]
+    ok, route = outcome[0], won.route
     token = ok.get("session_token")
     if not isinstance(token, str) or not token:
         raise PairingRejectedError("the relay accepted the code but sent no session token", hint="is it a Hermes relay?")

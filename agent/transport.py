@@ -176,6 +176,33 @@ async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: floa
         await dialed.aclose()
         raise TransportError(f"{dialed.route.url}: WebSocket upgrade failed: {_reason(exc)}",
                              hint="is this port a Hermes relay? (wrong port or wrong scheme)") from None
+    except BaseException:  # cancelled mid-upgrade (a race lost): do not leak the socket
+        await dialed.aclose()
+        raise
+
+
+Connected = tuple[Dialed, trio_websocket.WebSocketConnection]
+
+
+async def connect(nursery: trio.Nursery, route: Route, *, expected_pin: str | None,
+                  timeout: float = DIAL_TIMEOUT) -> Connected:
+    """Dial and upgrade: a route counts as reachable only once a relay has answered the upgrade, so a
+    port that accepts TCP and then stays silent (a black hole, a dead proxy) loses the race."""
+    dialed = await dial(route, expected_pin=expected_pin, timeout=timeout)
+    return dialed, await open_websocket(nursery, dialed, timeout=timeout)
+
+
+async def close_ws(ws: trio_websocket.WebSocketConnection) -> None:
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(1):
+            try:
+                await ws.aclose()
+            except Exception:  # already broken: nothing left to close politely
+                pass
+
+
+async def discard(conn: Connected) -> None:
+    await close_ws(conn[1])
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -293,25 +320,3 @@ def http_error(dialed_url: str, method: str, path: str, status: int, obj: Any) -
 def wall_now() -> float:
     return time.time()
 
-
-async def auth_once(dialed: Dialed, payload: dict[str, Any], *, url: str) -> dict[str, Any]:
-    """Upgrade, authenticate and close: for pairing, where the connection is not kept.
-
-    The outcome is carried out of the nursery by hand so that callers see the HermesError itself,
-    not an exception group.
-    """
-    outcome: list[Any] = []
-    async with trio.open_nursery() as nursery:
-        try:
-            ws = await open_websocket(nursery, dialed)
-            try:
-                outcome.append(await authenticate(ws, payload, url=url))
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    await ws.aclose()
-        except HermesError as exc:
-            outcome.append(exc)
-        nursery.cancel_scope.cancel()
-    if isinstance(outcome[0], HermesError):
-        raise outcome[0]
-    return outcome[0]

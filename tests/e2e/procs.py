@@ -27,15 +27,27 @@ PY = sys.executable
 TOOLS = Path(__file__).parent
 
 
-def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+_BUFFERS: dict[int, bytes] = {}
+
+
+def read_line(proc: subprocess.Popen[Any], timeout: float) -> str:
+    """The next line the process prints, waiting at most ``timeout`` (unbuffered: select + os.read)."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        raise TimeoutError(f"no output from pid {proc.pid} within {timeout}s")
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"pid {proc.pid} exited with {proc.wait()} before printing")
-    return line.strip()
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buf = _BUFFERS.get(fd, b"")
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(left, 0))
+        if not ready:
+            raise TimeoutError(f"no output from pid {proc.pid} within {timeout}s")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise RuntimeError(f"pid {proc.pid} exited with {proc.wait()} before printing")
+        buf += chunk
+    line, rest = buf.split(b"\n", 1)
+    _BUFFERS[fd] = rest
+    return line.decode().strip()
 
 
 class RelayProc:
@@ -46,7 +58,7 @@ class RelayProc:
         self.tls = tls
         self.port = port
         self.extra = extra or []
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.pin: str | None = None
 
@@ -55,7 +67,7 @@ class RelayProc:
                "--log-level", "WARNING", *self.extra]
         if self.tls:
             cmd.append("--tls")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         line = read_line(self.proc, 20)
         self.url = line.rsplit(" ", 1)[-1]
         self.port = int(self.url.rsplit(":", 1)[-1])
@@ -76,6 +88,7 @@ class RelayProc:
                 self.proc.kill()
                 self.proc.wait()
         if self.proc is not None and self.proc.stdout is not None:
+            _BUFFERS.pop(self.proc.stdout.fileno(), None)
             self.proc.stdout.close()
         self.proc = None
 
@@ -215,12 +228,12 @@ class Proxy:
 
     def __init__(self, target_port: int, port: int = 0):
         self.proc = subprocess.Popen([PY, str(TOOLS / "tcp_proxy.py"), str(target_port), str(port)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.port = int(read_line(self.proc, 10))
 
     def command(self, cmd: str) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.write((cmd + "\n").encode())
         self.proc.stdin.flush()
         assert read_line(self.proc, 10) == f"ok {cmd}"
 
@@ -228,6 +241,8 @@ class Proxy:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.proc.stdout is not None:
+            _BUFFERS.pop(self.proc.stdout.fileno(), None)
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
                 f.close()

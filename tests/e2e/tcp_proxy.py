@@ -17,7 +17,7 @@ import trio
 class ProxyState:
     def __init__(self, target: int):
         self.target = target
-        self.conns = trio.CancelScope()
+        self.conns: set[trio.CancelScope] = set()
         self.listener_scope = trio.CancelScope()
         self.blackholed = False
 
@@ -33,8 +33,10 @@ async def pipe(src: trio.SocketStream, dst: trio.SocketStream, state: ProxyState
         await dst.send_all(data)
 
 
-async def handle(client: trio.SocketStream, state: ProxyState, conns: trio.CancelScope) -> None:
-    with conns:
+async def handle(client: trio.SocketStream, state: ProxyState) -> None:
+    scope = trio.CancelScope()
+    state.conns.add(scope)
+    with scope:
         try:
             upstream = await trio.open_tcp_stream("127.0.0.1", state.target)
         except OSError:
@@ -47,6 +49,9 @@ async def handle(client: trio.SocketStream, state: ProxyState, conns: trio.Cance
                     n.start_soon(pipe, upstream, client, state)
             except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
+    state.conns.discard(scope)
+    with trio.CancelScope(shield=True):
+        await client.aclose()
 
 
 async def serve(port: int, state: ProxyState, nursery: trio.Nursery, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -57,7 +62,7 @@ async def serve(port: int, state: ProxyState, nursery: trio.Nursery, *, task_sta
             task_status.started(bound)
             while True:
                 client = await listener.accept()
-                nursery.start_soon(handle, client, state, state.conns)
+                nursery.start_soon(handle, client, state)
 
 
 async def main() -> None:
@@ -80,9 +85,9 @@ async def main() -> None:
                 cmd = line.decode().strip()
                 if cmd == "down":
                     state.listener_scope.cancel()
-                    state.conns.cancel()
+                    for scope in list(state.conns):
+                        scope.cancel()
                     await trio.sleep(0)  # let the cancelled tasks close their sockets before acking
-                    state.conns = trio.CancelScope()
                     state.listener_scope = trio.CancelScope()
                 elif cmd == "up":
                     state.blackholed = False

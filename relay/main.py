@@ -13,7 +13,7 @@ import trio
 
 from hermes_relay import __version__
 from hermes_relay.core import paths
-from hermes_relay.core.errors import HermesError
+from hermes_relay.core.errors import ConfigError, HermesError
 from hermes_relay.relay import tls
 from hermes_relay.relay.server import RelayConfig, RelayInfo, serve_relay
 
@@ -42,7 +42,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     ssl_context, pin = None, None
     if args.cert or args.key:
         if not (args.cert and args.key):
-            raise HermesError("--cert and --key go together", hint="pass both, or --tls alone for a self-signed certificate")
+            raise ConfigError("--cert and --key go together", hint="pass both, or --tls alone for a self-signed certificate")
         ssl_context, pin = tls.load_server_context(args.cert, args.key)
     elif args.tls:
         cert, key = tls.ensure_certificate(state_dir, [args.host])
@@ -57,15 +57,25 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
 
 
 async def _run(config: RelayConfig) -> None:
-    async with trio.open_nursery() as nursery:
-        info: RelayInfo = await nursery.start(serve_relay, config)
-        print(f"hermes-relay-server {__version__} listening on {info.url}", flush=True)
-        if info.cert_pin:
-            print(f"certificate pin: {info.cert_pin}", flush=True)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
+    # Signals are caught before the "listening" line: a supervisor may stop us as soon as it reads it.
+    # A start-up failure is re-raised outside the nursery so main() gets the HermesError itself,
+    # not an ExceptionGroup wrapping it.
+    failure: HermesError | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                info: RelayInfo = await nursery.start(serve_relay, config)
+            except HermesError as exc:
+                failure = exc
+            else:
+                print(f"hermes-relay-server {__version__} listening on {info.url}", flush=True)
+                if info.cert_pin:
+                    print(f"certificate pin: {info.cert_pin}", flush=True)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+    if failure is not None:
+        raise failure
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -278,6 +278,12 @@ class SessionBook:
             return None
         return sess
 
+    def session_hash_for_refresh(self, refresh_token: str) -> str | None:
+        """The current token hash of the session a refresh token belongs to (before it rotates)."""
+        if not isinstance(refresh_token, str) or not refresh_token:
+            return None
+        return self._by_refresh.get(token_hash(refresh_token))
+
     def refresh(self, refresh_token: str) -> tuple[str, str, Session] | None:
         """Rotate a session's tokens using its refresh token; the old token stops working."""
         if not isinstance(refresh_token, str) or not refresh_token:

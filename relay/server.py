@@ -125,21 +125,25 @@ class Relay:
                     await stream.aclose()
 
     async def _handle_stream(self, stream: trio.abc.Stream, ip: str) -> None:
+        # head_timeout bounds reading the request only: an upgraded WebSocket lives on past it.
         try:
             with trio.fail_after(self.config.head_timeout):
                 req = await http.read_request_head(stream)
                 if req is None:
                     return
-                if req.is_websocket_upgrade():
-                    await self._upgrade(stream, req, ip)
-                    return
-                body = await http.read_body(stream, req) if req.method in ("POST", "PATCH", "PUT", "DELETE") else b""
+                upgrade = req.is_websocket_upgrade()
+                body = b""
+                if not upgrade and req.method in ("POST", "PATCH", "PUT", "DELETE"):
+                    body = await http.read_body(stream, req)
         except http.BadRequest as exc:
             await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
             return
         except trio.TooSlowError:
             with trio.move_on_after(1):
                 await http.send_json(stream, 408, {"ok": False, "error": "request head not received in time"})
+            return
+        if upgrade:
+            await self._upgrade(stream, req, ip)
             return
         status, obj = self.route_http(req, body, ip)
         await http.send_json(stream, status, obj, req.conn)
@@ -206,13 +210,14 @@ class Relay:
         self.live.setdefault(key, set()).add(ws)
         try:
             while True:
-                deadline = sess.expires_at - self.now() if sess.expires_at is not None else float("inf")
-                with trio.move_on_after(max(deadline, 0)):
+                remaining = sess.expires_at - self.now() if sess.expires_at is not None else float("inf")
+                if remaining <= 0:
+                    await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
+                    return
+                # Re-read the expiry at least once per sweep interval: PATCH /sessions may have moved it.
+                with trio.move_on_after(min(remaining, EXPIRY_SWEEP)):
                     message = await ws.get_message()
                     await self._on_message(ws, sess, message)
-                    continue
-                await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
-                return
         finally:
             conns = self.live.get(key)
             if conns is not None:
@@ -252,12 +257,14 @@ class Relay:
                 self.token_limiter.record_success(ip)
                 return sess, self._auth_ok(sess, token, None)
         if refresh:
+            old_hash = self.book.session_hash_for_refresh(refresh)
             rotated = self.book.refresh(refresh)
             if rotated is not None:
                 new_token, new_refresh, sess = rotated
                 self.book.touch(sess, device)
                 self.token_limiter.record_success(ip)
-                self._close_live(sess.token_hash, "session token rotated")
+                if old_hash is not None:  # sockets still on the retired token
+                    self._close_live(old_hash, "session token rotated")
                 return sess, self._auth_ok(sess, new_token, new_refresh)
         if code:
             pending = self.codes.consume(str(code))

@@ -1,0 +1,265 @@
+"""Client-side helpers for tests that talk to a real relay over loopback sockets.
+
+Importable as ``helpers`` (``pythonpath = ["tests"]`` in pyproject). Everything here speaks the wire
+protocol the way an outside client would: raw HTTP/1.1 through h11 and WebSocket through
+trio-websocket, so the tests exercise the relay's real parsing and never its internals.
+
+WebSocket clients need a nursery for their reader task. ``ws_auth`` takes one explicitly or uses the
+one published by the ``relay_factory`` fixture (``CLIENT_NURSERY``); that fixture also closes every
+client it opened before stopping the relays, so tests need no teardown of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import sys
+import uuid
+from contextvars import ContextVar
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+import trio
+import trio_websocket
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+HANDSHAKE_TIMEOUT = 5.0  # trio-websocket waits forever for a 101 if the server just hangs up
+
+CLIENT_NURSERY: ContextVar[trio.Nursery] = ContextVar("CLIENT_NURSERY")
+OPEN_CLIENTS: ContextVar[list[trio.abc.AsyncResource]] = ContextVar("OPEN_CLIENTS")
+
+
+class FakeWallClock:
+    """A wall clock for ``RelayConfig(wall_clock=...)`` that only moves when the test says so."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def client_ssl_context() -> ssl.SSLContext:
+    """A client context that accepts any certificate: tests check the pin themselves."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def open_stream(url: str, ssl_context: ssl.SSLContext | None = None) -> trio.abc.Stream:
+    """A TCP (or TLS, for https/wss URLs or an explicit context) stream to the URL's host and port."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    secure = parts.scheme in ("https", "wss")
+    port = parts.port or (443 if secure else 80)
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    if secure or ssl_context is not None:
+        # https_compatible: the relay (like most HTTPS servers) closes without a TLS close_notify.
+        stream = trio.SSLStream(stream, ssl_context or client_ssl_context(), server_hostname=host, https_compatible=True)
+    return stream
+
+
+async def read_to_eof(stream: trio.abc.Stream) -> bytes:
+    data = bytearray()
+    while True:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Parse one complete HTTP/1.1 response with h11: (status, lower-cased headers, body)."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(raw)
+    conn.receive_data(b"")
+    status, headers, body = 0, {}, bytearray()
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Response):
+            status = event.status_code
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)) or event is h11.NEED_DATA:
+            return status, headers, bytes(body)
+
+
+async def raw_http(url: str, data: bytes, ssl_context: ssl.SSLContext | None = None) -> bytes:
+    """Send ``data`` as-is and return every byte the server sends until it closes."""
+    stream = await open_stream(url, ssl_context)
+    async with stream:
+        await stream.send_all(data)
+        return await read_to_eof(stream)
+
+
+async def http_request(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request over a fresh connection: (status, headers, body)."""
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn = h11.Connection(h11.CLIENT)
+    hdrs = [("Host", parts.netloc), ("Connection", "close"), *(headers or [])]
+    if body is not None:
+        hdrs.append(("Content-Length", str(len(body))))
+    data = conn.send(h11.Request(method=method, target=target, headers=hdrs))
+    if body:
+        data += conn.send(h11.Data(data=body))
+    data += conn.send(h11.EndOfMessage())
+    return parse_response(await raw_http(url, data, ssl_context))
+
+
+async def http_json(
+    method: str,
+    url: str,
+    body: Any = None,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[int, Any]:
+    """A JSON request (``body`` is serialised unless it is already bytes): (status, decoded JSON)."""
+    headers = [("Accept", "application/json")]
+    if token is not None:
+        headers.append(("Authorization", f"Bearer {token}"))
+    raw: bytes | None = None
+    if body is not None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        headers.append(("Content-Type", "application/json"))
+    status, _, payload = await http_request(method, url, raw, headers, ssl_context)
+    return status, json.loads(payload) if payload else None
+
+
+async def register_code(
+    http_base: str,
+    ttl_seconds: int | None = None,
+    code: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    **extra: Any,
+) -> str:
+    """Mint a pairing code through ``POST /pairing/register`` (as ``hermes-pair`` does) and return it."""
+    body: dict[str, Any] = dict(extra)
+    if ttl_seconds is not None:
+        body["ttl_seconds"] = ttl_seconds
+    if code is not None:
+        body["code"] = code
+    status, obj = await http_json("POST", f"{http_base}/pairing/register", body, ssl_context=ssl_context)
+    assert status == 200, (status, obj)
+    assert obj["ok"] is True
+    return str(obj["code"])
+
+
+def auth_frame(payload: dict[str, Any], msg_id: str | None = None) -> str:
+    return json.dumps({"channel": "system", "type": "auth", "id": msg_id or str(uuid.uuid4()), "payload": payload})
+
+
+async def ws_connect(
+    url: str, ssl_context: ssl.SSLContext | None = None, *, nursery: trio.Nursery | None = None
+) -> trio_websocket.WebSocketConnection:
+    """Open a WebSocket client in ``nursery`` (default: the ``relay_factory`` fixture's client nursery).
+
+    The TCP/TLS stream is opened here and handed to ``trio_websocket.wrap_client_stream`` so the test
+    owns it: trio-websocket leaves a client stream open after a close the server started, and the
+    fixture closes every stream it registered. Raises trio_websocket.ConnectionRejected when the relay
+    answers the upgrade with an HTTP status instead of 101.
+    """
+    if nursery is None:
+        try:
+            nursery = CLIENT_NURSERY.get()
+        except LookupError:
+            raise RuntimeError("ws_connect needs nursery= outside the relay_factory/relay fixtures") from None
+    parts = urlsplit(url)
+    stream = await open_stream(url, ssl_context)
+    registry = OPEN_CLIENTS.get(None)
+    if registry is not None:
+        registry.append(stream)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        ws = await nursery.start(_hold_client, stream, parts.hostname or "127.0.0.1", resource)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        raise
+    if registry is not None:
+        registry.append(ws)
+    return ws
+
+
+async def _hold_client(
+    stream: trio.abc.Stream, host: str, resource: str, *, task_status: trio.TaskStatus[trio_websocket.WebSocketConnection]
+) -> None:
+    # trio-websocket raises a rejected handshake (e.g. HTTP 429) inside the nursery that runs the
+    # reader task; a private nursery per connection turns that back into one plain exception.
+    try:
+        async with trio.open_nursery() as private:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                ws = await trio_websocket.wrap_client_stream(private, stream, host, resource)
+            task_status.started(ws)
+    except BaseExceptionGroup as group:
+        raise _sole_exception(group) from None
+
+
+def _sole_exception(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def receive_json(ws: trio_websocket.WebSocketConnection) -> dict[str, Any]:
+    message = await ws.get_message()
+    obj = json.loads(message)
+    assert isinstance(obj, dict)
+    return obj
+
+
+async def send_json(ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any] | None = None,
+                    msg_id: str | None = None) -> str:
+    msg_id = msg_id or str(uuid.uuid4())
+    await ws.send_message(json.dumps({"channel": channel, "type": typ, "id": msg_id, "payload": payload or {}}))
+    return msg_id
+
+
+async def ws_auth(
+    url: str,
+    payload: dict[str, Any],
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    nursery: trio.Nursery | None = None,
+) -> tuple[trio_websocket.WebSocketConnection, dict[str, Any]]:
+    """Connect, send ``system/auth`` with ``payload`` and return (ws, the relay's first reply)."""
+    ws = await ws_connect(url, ssl_context, nursery=nursery)
+    await ws.send_message(auth_frame(payload))
+    return ws, await receive_json(ws)
+
+
+async def pair(url: str, http_base: str, ssl_context: ssl.SSLContext | None = None, *, ttl_seconds: int | None = None,
+               **device: Any) -> tuple[trio_websocket.WebSocketConnection, dict[str, Any]]:
+    """Register a code and pair with it; returns (ws, auth.ok payload). Asserts the pairing worked."""
+    code = await register_code(http_base, ttl_seconds, ssl_context=ssl_context)
+    payload = {"pairing_code": code, "device_name": "test device", "device_id": uuid.uuid4().hex,
+               "client_surface": "desktop", **device}
+    ws, reply = await ws_auth(url, payload, ssl_context)
+    assert reply["type"] == "auth.ok", reply
+    return ws, reply["payload"]
+
+
+async def expect_closed(ws: trio_websocket.WebSocketConnection) -> trio_websocket.CloseReason:
+    """Wait (reading and discarding messages) until the relay closes ``ws``; return the close reason."""
+    while True:
+        try:
+            await ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            assert exc.reason is not None
+            return exc.reason

@@ -1,0 +1,315 @@
+"""The relay's plain HTTP routes: /health, /pairing/register and /sessions (list, extend, revoke)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import trio
+
+import hermes_relay
+from helpers import (
+    FakeWallClock,
+    expect_closed,
+    http_json,
+    http_request,
+    pair,
+    receive_json,
+    register_code,
+    send_json,
+    ws_auth,
+)
+from hermes_relay.relay.pairing import token_hash
+from hermes_relay.relay.server import CLOSE_AUTH_FAILED, Relay, RelayConfig
+
+SESSION_FIELDS = {
+    "token_prefix", "device_name", "device_id", "created_at", "first_seen", "last_seen", "expires_at", "grants",
+    "transport_hint", "client_surface", "device_form_factor", "device_model", "device_platform", "is_current",
+}
+
+
+# -- /health ---------------------------------------------------------------------------------------
+
+async def test_health_reports_version_and_counts(relay):
+    status, obj = await http_json("GET", f"{relay.http}/health")
+    assert status == 200
+    assert obj == {"status": "ok", "version": hermes_relay.__version__, "sessions": 0, "connections": 0,
+                   "pending_codes": 0, "tls": False}
+
+    await register_code(relay.http)
+    await register_code(relay.http)
+    _, obj = await http_json("GET", f"{relay.http}/health")
+    assert obj["pending_codes"] == 2
+
+    await pair(relay.url, relay.http)  # spends a third code and stays connected
+    _, obj = await http_json("GET", f"{relay.http}/health")
+    assert (obj["sessions"], obj["connections"], obj["pending_codes"]) == (1, 1, 2)
+
+
+async def test_unknown_route_is_404_json(relay):
+    status, obj = await http_json("GET", f"{relay.http}/nope")
+    assert status == 404
+    assert obj["ok"] is False and "/nope" in obj["error"]
+
+
+async def test_plain_get_on_the_websocket_path_is_404_not_a_hang(relay):
+    status, headers, _ = await http_request("GET", f"{relay.http}/")
+    assert status == 404
+    assert headers["connection"] == "close"
+
+
+# -- /pairing/register -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ip", ["10.0.0.5", "192.168.1.20", "100.64.0.1", "203.0.113.9", "::ffff:10.0.0.5",
+                                "fe80::1", "unknown"])
+def test_pairing_register_refuses_callers_that_are_not_loopback(ip):
+    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    status, obj = relay.pairing_register({}, ip)
+    assert status == 403
+    assert obj["ok"] is False
+    assert len(relay.codes) == 0
+
+
+@pytest.mark.parametrize("ip", ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"])
+def test_pairing_register_accepts_loopback_callers(ip):
+    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    status, obj = relay.pairing_register({}, ip)
+    assert status == 200 and obj["ok"] is True
+
+
+@pytest.mark.parametrize("body", [
+    b"not json",
+    b"[1, 2]",
+    b"\xff\xfe",
+    {"code": "abc"},
+    {"code": "ABCDE!"},
+    {"code": 123456},
+    {"ttl_seconds": -1},
+    {"ttl_seconds": "600"},
+    {"ttl_seconds": True},
+    {"ttl_seconds": None},
+    {"transport_hint": "http"},
+    {"grants": ["chat"]},
+    {"grants": {"chat": -5}},
+    {"grants": {"chat": "forever"}},
+    {"grants": {"": 60}},
+])
+async def test_pairing_register_rejects_bad_bodies_with_400(relay, body):
+    status, obj = await http_json("POST", f"{relay.http}/pairing/register", body)
+    assert status == 400
+    assert obj["ok"] is False and isinstance(obj["error"], str) and obj["error"]
+    _, health = await http_json("GET", f"{relay.http}/health")
+    assert health["pending_codes"] == 0
+
+
+async def test_pairing_register_only_accepts_post(relay):
+    status, obj = await http_json("GET", f"{relay.http}/pairing/register")
+    assert status == 405 and obj["ok"] is False
+
+
+# -- /sessions: authentication ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Token abc", "Basic abc", "Bearer not-a-token"])
+@pytest.mark.parametrize("method,path", [("GET", "/sessions"), ("DELETE", "/sessions/abcd"),
+                                         ("PATCH", "/sessions/abcd")])
+async def test_sessions_api_needs_a_valid_bearer_token(relay, authorization, method, path):
+    headers = [] if authorization is None else [("Authorization", authorization)]
+    status, _, body = await http_request(method, f"{relay.http}{path}", b"{}", headers)
+    assert status == 401
+    assert json.loads(body)["ok"] is False
+
+
+# -- /sessions: list -------------------------------------------------------------------------------
+
+async def test_sessions_list_shows_every_device_with_prefix_and_current_flag(relay):
+    _, a = await pair(relay.url, relay.http, device_name="alpha", device_id="id-a", device_platform="linux")
+    _, b = await pair(relay.url, relay.http, device_name="beta", device_id="id-b")
+
+    status, obj = await http_json("GET", f"{relay.http}/sessions", token=a["session_token"])
+    assert status == 200
+    listed = {s["device_name"]: s for s in obj["sessions"]}
+    assert set(listed) == {"alpha", "beta"}
+    for s in listed.values():
+        assert set(s) == SESSION_FIELDS
+        assert len(s["token_prefix"]) == 8
+    assert listed["alpha"]["token_prefix"] == a["session_token"][:8]
+    assert listed["beta"]["token_prefix"] == b["session_token"][:8]
+    assert (listed["alpha"]["is_current"], listed["beta"]["is_current"]) == (True, False)
+    assert listed["alpha"]["device_platform"] == "linux"
+
+    _, from_b = await http_json("GET", f"{relay.http}/sessions", token=b["session_token"])
+    assert {s["device_name"]: s["is_current"] for s in from_b["sessions"]} == {"alpha": False, "beta": True}
+
+
+async def test_sessions_list_never_reveals_tokens_or_hashes(relay):
+    _, ok = await pair(relay.url, relay.http)
+    _, _, body = await http_request("GET", f"{relay.http}/sessions", None,
+                                    [("Authorization", f"Bearer {ok['session_token']}")])
+    text = body.decode()
+    for secret in (ok["session_token"], ok["refresh_token"], token_hash(ok["session_token"]),
+                   token_hash(ok["refresh_token"])):
+        assert secret not in text
+    assert "hash" not in text
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/sessions"), ("DELETE", "/sessions"), ("GET", "/sessions/{p}"),
+                                         ("POST", "/sessions/{p}")])
+async def test_sessions_api_wrong_method_is_405(relay, method, path):
+    _, ok = await pair(relay.url, relay.http)
+    url = relay.http + path.format(p=ok["session_token"][:8])
+    status, obj = await http_json(method, url, {}, token=ok["session_token"])
+    assert status == 405 and obj["ok"] is False
+
+
+# -- /sessions/{prefix}: extend --------------------------------------------------------------------
+
+async def test_patch_extends_a_session_and_its_grants(relay_factory):
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock)
+    _, admin = await pair(relay.url, relay.http, ttl_seconds=0)
+    _, dev = await pair(relay.url, relay.http, ttl_seconds=600)
+    prefix = dev["session_token"][:8]
+    clock.advance(100)
+
+    status, obj = await http_json("PATCH", f"{relay.http}/sessions/{prefix}", {"ttl_seconds": 3600},
+                                  token=admin["session_token"])
+    assert status == 200 and obj["ok"] is True
+    assert obj["session"]["token_prefix"] == prefix
+    assert obj["session"]["is_current"] is False
+    assert obj["session"]["expires_at"] == clock.now + 3600
+    assert set(obj["session"]["grants"].values()) == {clock.now + 3600}  # grants that lasted the session follow it
+
+    _, reply = await ws_auth(relay.url, {"session_token": dev["session_token"]})
+    assert reply["payload"]["expires_at"] == clock.now + 3600
+
+    status, obj = await http_json("PATCH", f"{relay.http}/sessions/{prefix}",
+                                  {"ttl_seconds": 0, "grants": {"terminal": 60}}, token=dev["session_token"])
+    assert status == 200
+    assert obj["session"]["is_current"] is True
+    assert obj["session"]["expires_at"] is None
+    grants = obj["session"]["grants"]
+    assert grants.pop("terminal") == clock.now + 60
+    assert set(grants.values()) == {None}
+
+
+async def test_patched_expiry_is_enforced(relay_factory):
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock)
+    _, admin = await pair(relay.url, relay.http, ttl_seconds=0)
+    _, dev = await pair(relay.url, relay.http, ttl_seconds=0)
+    status, _ = await http_json("PATCH", f"{relay.http}/sessions/{dev['session_token'][:8]}", {"ttl_seconds": 60},
+                                token=admin["session_token"])
+    assert status == 200
+    clock.advance(60)
+    ws, reply = await ws_auth(relay.url, {"session_token": dev["session_token"]})
+    assert reply["type"] == "auth.fail"
+
+
+async def test_live_connection_is_closed_once_its_session_has_expired(relay_factory):
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock)
+    ws, _ = await pair(relay.url, relay.http, ttl_seconds=600)
+    clock.advance(600)
+    await send_json(ws, "system", "ping", {"ts": 1})  # wakes the relay's wait on this socket
+    assert (await receive_json(ws))["type"] == "pong"
+    closed = await expect_closed(ws)
+    assert (closed.code, closed.reason) == (CLOSE_AUTH_FAILED, "session expired")
+
+
+async def test_extending_a_live_session_keeps_its_connection_open_past_the_old_expiry(relay):
+    # Real wall clock: the shortest session is 1 s, and crossing its old expiry takes real time.
+    ws, ok = await pair(relay.url, relay.http, ttl_seconds=1)
+    paired_at = trio.current_time()
+    status, _ = await http_json("PATCH", f"{relay.http}/sessions/{ok['session_token'][:8]}", {"ttl_seconds": 3600},
+                                token=ok["session_token"])
+    assert status == 200
+    await trio.sleep_until(paired_at + 1.3)
+    await send_json(ws, "system", "ping", {"ts": 2})
+    assert (await receive_json(ws))["type"] == "pong"
+
+
+@pytest.mark.parametrize("body", [{}, {"ttl_seconds": -1}, {"ttl_seconds": "60"}, {"ttl_seconds": 1.5},
+                                  {"ttl_seconds": True}, {"grants": {"chat": -1}}, b"nope", b"[]"])
+async def test_patch_rejects_bad_bodies_with_400(relay, body):
+    _, ok = await pair(relay.url, relay.http)
+    before = ok["expires_at"]
+    status, obj = await http_json("PATCH", f"{relay.http}/sessions/{ok['session_token'][:8]}", body,
+                                  token=ok["session_token"])
+    assert status == 400 and obj["ok"] is False
+    _, listing = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
+    assert listing["sessions"][0]["expires_at"] == before
+
+
+# -- /sessions/{prefix}: revoke --------------------------------------------------------------------
+
+async def test_delete_revokes_and_closes_the_other_clients_socket_at_once(relay):
+    ws_a, a = await pair(relay.url, relay.http, device_name="alpha")
+    _, b = await pair(relay.url, relay.http, device_name="beta")
+    prefix = a["session_token"][:8]
+
+    status, obj = await http_json("DELETE", f"{relay.http}/sessions/{prefix}", token=b["session_token"])
+    assert (status, obj) == (200, {"ok": True, "revoked": prefix, "is_current": False})
+
+    closed = await expect_closed(ws_a)
+    assert (closed.code, closed.reason) == (CLOSE_AUTH_FAILED, "session revoked")
+    ws, reply = await ws_auth(relay.url, {"session_token": a["session_token"]})
+    assert reply["type"] == "auth.fail"
+    ws, reply = await ws_auth(relay.url, {"refresh_token": a["refresh_token"]})
+    assert reply["type"] == "auth.fail"
+    _, listing = await http_json("GET", f"{relay.http}/sessions", token=b["session_token"])
+    assert [s["device_name"] for s in listing["sessions"]] == ["beta"]
+
+
+async def test_revoking_your_own_session_logs_you_out(relay):
+    _, ok = await pair(relay.url, relay.http)
+    prefix = ok["session_token"][:8]
+    status, obj = await http_json("DELETE", f"{relay.http}/sessions/{prefix}", token=ok["session_token"])
+    assert (status, obj["is_current"]) == (200, True)
+    status, _ = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
+    assert status == 401
+
+
+def _stored_session(token: str, name: str, now: float) -> dict:
+    return {
+        "token_hash": token_hash(token), "token_prefix": token[:8], "device_name": name, "device_id": name,
+        "created_at": now, "first_seen": now, "last_seen": now, "expires_at": None,
+        "grants": {"chat": None}, "transport_hint": "ws",
+    }
+
+
+@pytest.fixture
+def state_with_similar_prefixes(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A sessions.json whose tokens were chosen so that two prefixes share their first four characters."""
+    tokens = {"admin": "zzzzzzzz" + "a" * 35, "one": "abcd1234" + "b" * 35, "two": "abcd5678" + "c" * 35}
+    now = FakeWallClock().now
+    doc = {"version": 1, "sessions": [_stored_session(t, name, now) for name, t in tokens.items()]}
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "sessions.json").write_text(json.dumps(doc))
+    return state, tokens
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PATCH"])
+async def test_ambiguous_prefix_is_409_and_unknown_prefix_is_404(relay_factory, state_with_similar_prefixes, method):
+    state, tokens = state_with_similar_prefixes
+    relay = await relay_factory(state_dir=state, wall_clock=FakeWallClock())
+    admin = tokens["admin"]
+    body = {"ttl_seconds": 60} if method == "PATCH" else None
+
+    status, obj = await http_json(method, f"{relay.http}/sessions/abcd", body, token=admin)
+    assert status == 409 and obj["ok"] is False
+    status, obj = await http_json(method, f"{relay.http}/sessions/qqqq", body, token=admin)
+    assert status == 404 and obj["ok"] is False
+
+    status, obj = await http_json(method, f"{relay.http}/sessions/abcd1", body, token=admin)
+    assert status == 200
+    _, listing = await http_json("GET", f"{relay.http}/sessions", token=admin)
+    assert len(listing["sessions"]) == (2 if method == "DELETE" else 3)
+
+
+async def test_prefix_longer_than_eight_characters_still_names_the_session(relay):
+    _, ok = await pair(relay.url, relay.http)
+    status, obj = await http_json("DELETE", f"{relay.http}/sessions/{ok['session_token'][:12]}",
+                                  token=ok["session_token"])
+    assert (status, obj["revoked"]) == (200, ok["session_token"][:8])

@@ -1,0 +1,145 @@
+"""Per-IP failure limits: 10 bad codes or 5 bad tokens block the address, in separate buckets.
+
+The limiter is sans-IO (tables below, explicit ``now``); the loopback tests check the wire effect:
+a blocked address gets HTTP 429 on the WebSocket upgrade. Every client here is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio_websocket
+
+from helpers import FakeWallClock, http_json, pair, register_code, ws_auth, ws_connect
+from hermes_relay.relay.ratelimit import RateLimiter
+from hermes_relay.relay.server import (
+    PAIRING_BLOCK,
+    PAIRING_FAIL_LIMIT,
+    RATE_LIMIT_BODY,
+    SESSION_BLOCK,
+    SESSION_FAIL_LIMIT,
+)
+
+IP = "198.51.100.7"
+
+
+# -- RateLimiter (sans-IO) -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("failure_times,now,blocked_for", [
+    ([0, 1, 2], 3, 0.0),                 # under the limit
+    ([0, 1, 2, 3], 3, 100.0),            # 4th failure inside the window blocks for `block`
+    ([0, 1, 2, 3], 50, 53.0),
+    ([0, 1, 2, 3], 103, 0.0),            # the block ends
+    ([0, 1, 2, 11], 11, 0.0),            # the first failure left the 10 s window
+    ([0, 5, 9.9, 10.5], 10.5, 0.0),      # failure at 0 expired at exactly 10
+    ([1, 5, 9.9, 10.5], 10.5, 100.0),
+])
+def test_limiter_blocks_after_limit_failures_inside_the_window(failure_times, now, blocked_for):
+    limiter = RateLimiter(limit=4, window=10, block=100)
+    for t in failure_times:
+        limiter.record_failure(IP, t)
+    assert limiter.blocked_for(IP, now) == blocked_for
+    assert limiter.blocked_for("192.0.2.1", now) == 0.0
+
+
+def test_limiter_reports_the_failure_that_starts_a_block_once():
+    limiter = RateLimiter(limit=2, window=10, block=100)
+    assert [limiter.record_failure(IP, t) for t in (0, 1, 2, 3)] == [False, True, False, False]
+
+
+def test_limiter_success_forgets_earlier_failures():
+    limiter = RateLimiter(limit=3, window=10, block=100)
+    limiter.record_failure(IP, 0)
+    limiter.record_failure(IP, 1)
+    limiter.record_success(IP)
+    limiter.record_failure(IP, 2)
+    limiter.record_failure(IP, 3)
+    assert limiter.blocked_for(IP, 3) == 0.0
+    assert len(limiter) == 1
+
+
+def test_limiter_prune_drops_idle_addresses_only():
+    limiter = RateLimiter(limit=2, window=10, block=100)
+    limiter.record_failure("192.0.2.1", 0)       # idle after t=10
+    limiter.record_failure(IP, 0)
+    limiter.record_failure(IP, 1)                # blocked until 101
+    limiter.prune(50)
+    assert len(limiter) == 1
+    assert limiter.blocked_for(IP, 50) == 51.0
+
+
+# -- over the wire ---------------------------------------------------------------------------------
+
+async def fail_with_codes(relay, n: int) -> None:
+    for i in range(n):
+        _, reply = await ws_auth(relay.url, {"pairing_code": f"BAD{i:03d}"})
+        assert reply["type"] == "auth.fail"
+
+
+async def fail_with_tokens(relay, n: int) -> None:
+    for i in range(n):
+        _, reply = await ws_auth(relay.url, {"session_token": f"bogus-token-{i}"})
+        assert reply["type"] == "auth.fail"
+
+
+async def assert_upgrade_refused(relay) -> None:
+    with pytest.raises(trio_websocket.ConnectionRejected) as info:
+        await ws_connect(relay.url)
+    assert info.value.status_code == 429
+    assert info.value.body == RATE_LIMIT_BODY.encode()
+
+
+async def test_ten_bad_codes_get_the_next_upgrade_refused_with_429(relay_factory):
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock)
+    assert PAIRING_FAIL_LIMIT == 10
+    code = await register_code(relay.http)
+    await fail_with_codes(relay, PAIRING_FAIL_LIMIT)
+
+    await assert_upgrade_refused(relay)  # even a valid code cannot get in now
+    status, _ = await http_json("GET", f"{relay.http}/health")
+    assert status == 200  # plain HTTP is not part of the block
+
+    clock.advance(PAIRING_BLOCK - 1)
+    await assert_upgrade_refused(relay)
+    clock.advance(1)
+    _, reply = await ws_auth(relay.url, {"pairing_code": code})
+    assert reply["type"] == "auth.ok"
+
+
+async def test_nine_bad_codes_do_not_block(relay):
+    await fail_with_codes(relay, PAIRING_FAIL_LIMIT - 1)
+    await pair(relay.url, relay.http)
+
+
+async def test_bad_tokens_and_bad_codes_count_in_separate_buckets(relay):
+    assert SESSION_FAIL_LIMIT == 5
+    await fail_with_tokens(relay, SESSION_FAIL_LIMIT - 1)
+    await fail_with_codes(relay, PAIRING_FAIL_LIMIT - 1)
+    _, ok = await pair(relay.url, relay.http)  # 4 + 9 failures, yet neither bucket is full
+
+    await fail_with_tokens(relay, 1)  # the token bucket's own 5th failure
+    await assert_upgrade_refused(relay)
+
+
+async def test_successful_pairing_resets_the_code_bucket(relay):
+    await fail_with_codes(relay, PAIRING_FAIL_LIMIT - 1)
+    await pair(relay.url, relay.http)
+    await fail_with_codes(relay, PAIRING_FAIL_LIMIT - 1)
+    await pair(relay.url, relay.http)
+
+
+async def test_five_bad_bearer_tokens_block_the_sessions_api_and_upgrades(relay_factory):
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock)
+    _, ok = await pair(relay.url, relay.http)
+    for _ in range(SESSION_FAIL_LIMIT):
+        status, _ = await http_json("GET", f"{relay.http}/sessions", token="wrong")
+        assert status == 401
+
+    status, obj = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
+    assert (status, obj) == (429, {"ok": False, "error": RATE_LIMIT_BODY})
+    await assert_upgrade_refused(relay)
+
+    clock.advance(SESSION_BLOCK)
+    status, _ = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
+    assert status == 200

@@ -1,0 +1,116 @@
+"""The ``hermes-relay-server`` console script as a subprocess: start-up line, clean stop, exit codes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+import hermes_relay
+from helpers import http_json
+from hermes_relay.core.pin import is_valid_pin
+
+SCRIPT = Path(sys.executable).with_name("hermes-relay-server")
+SUBPROCESS_GUARD = 20.0  # seconds; interpreter start-up plus imports dominate
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not SCRIPT.exists(), reason="console script not installed in this environment"),
+    pytest.mark.skipif(os.name != "posix", reason="stops the server with SIGTERM"),
+]
+
+
+def server_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "HERMES_"))}
+    env.update(HOME=str(tmp_path / "home"), HERMES_RELAY_SERVER_DIR=str(tmp_path / "relay-state"))
+    return env
+
+
+async def read_lines(stream: trio.abc.ReceiveStream, count: int) -> list[str]:
+    buf = b""
+    while buf.count(b"\n") < count:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode().splitlines()
+
+
+async def test_server_prints_its_bound_url_and_pin_serves_and_stops_cleanly_on_sigterm(tmp_path):
+    state = tmp_path / "state"
+    with trio.fail_after(SUBPROCESS_GUARD), open(tmp_path / "stderr.log", "wb") as errlog:
+        proc = await trio.lowlevel.open_process(
+            [str(SCRIPT), "--port", "0", "--tls", "--state-dir", str(state)],
+            stdout=subprocess.PIPE, stderr=errlog, env=server_env(tmp_path),
+        )
+        try:
+            assert proc.stdout is not None
+            lines = await read_lines(proc.stdout, 2)
+            match = re.fullmatch(rf"hermes-relay-server {re.escape(hermes_relay.__version__)} listening on "
+                                 r"wss://127\.0\.0\.1:(\d+)", lines[0])
+            assert match, lines
+            pin = lines[1].removeprefix("certificate pin: ")
+            assert is_valid_pin(pin)
+
+            status, health = await http_json("GET", f"https://127.0.0.1:{match[1]}/health")
+            assert (status, health["tls"]) == (200, True)
+
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+                if proc.stdout is not None:
+                    await proc.stdout.aclose()
+    assert (state / "relay-cert.pem").exists()
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--cert", "cert.pem"], 2, "--cert and --key go together"),
+    (["--cert", "missing.pem", "--key", "missing-key.pem"], 2, "cannot read TLS certificate"),
+    (["--port", "nope"], 2, "invalid int value"),
+])
+async def test_bad_arguments_exit_with_usage_code(tmp_path, args, code, message):
+    with trio.fail_after(SUBPROCESS_GUARD):
+        result = await trio.run_process([str(SCRIPT), *args], capture_stdout=True, capture_stderr=True,
+                                        check=False, env=server_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == code
+    assert message in result.stderr.decode()
+
+
+async def test_corrupt_sessions_file_exits_1_naming_the_file(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "sessions.json").write_text("{oops")
+    with trio.fail_after(SUBPROCESS_GUARD):
+        result = await trio.run_process([str(SCRIPT), "--port", "0", "--state-dir", str(state)], capture_stdout=True,
+                                        capture_stderr=True, check=False, env=server_env(tmp_path))
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.startswith(f"hermes-relay-server: {state / 'sessions.json'} cannot be parsed")
+    assert "Traceback" not in err
+    assert result.stdout == b""
+
+
+async def test_busy_port_exits_1_with_a_hint(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with trio.fail_after(SUBPROCESS_GUARD):
+            result = await trio.run_process([str(SCRIPT), "--port", str(port), "--memory"], capture_stdout=True,
+                                            capture_stderr=True, check=False, env=server_env(tmp_path))
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "pick another --port" in err
+    assert "Traceback" not in err

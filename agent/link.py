@@ -212,19 +212,20 @@ class RelayLink:
         if not token:
             raise AuthRejectedError(f"no token stored for {self.url}", hint="pair again with `hermes-relay pair`")
         failure: list[BaseException] = []
-        sockets: list[trio_websocket.WebSocketConnection] = []
+        conns: list[transport.Connected] = []
         try:
             async with trio.open_nursery() as nursery:
                 try:
                     won = await self._race(nursery, self.routes, record)
                     dialed, ws = won.value
-                    sockets.append(ws)
+                    conns.append(won.value)
                     try:
                         ok = await transport.authenticate(ws, self.agent.auth_payload(session_token=token), url=dialed.route.url)
                     except AuthRejectedError:
-                        await transport.close_ws(ws)
-                        ok, ws = await self._refresh(nursery, record, dialed.route)
-                        sockets.append(ws)
+                        await transport.discard(won.value)
+                        refreshed, ok = await self._refresh(nursery, record, dialed.route)
+                        conns.append(refreshed)
+                        ws = refreshed[1]
                     self.agent.save_auth(self.url, dialed.route.url, ok, dialed.pin)
                     connected_at.append(trio.current_time())
                     self.attempts = 0
@@ -250,8 +251,8 @@ class RelayLink:
                     failure.append(exc)
                     nursery.cancel_scope.cancel()
         finally:
-            for sock in sockets:
-                await transport.close_ws(sock)
+            for conn in conns:
+                await transport.discard(conn)
         if failure:
             raise failure[0]
         raise ConnectionLostError(f"{self.url}: connection ended")
@@ -273,21 +274,21 @@ class RelayLink:
             raise
 
     async def _refresh(self, nursery: trio.Nursery, record: dict[str, Any],
-                       route: Route) -> tuple[dict[str, Any], trio_websocket.WebSocketConnection]:
+                       route: Route) -> tuple[transport.Connected, dict[str, Any]]:
         """The stored token was refused: try the refresh token once on the same route."""
         refresh = record.get("refresh_token")
         if not isinstance(refresh, str) or not refresh:
             raise AuthRejectedError(f"{self.url} rejected the stored session token",
                                     hint="the session was revoked or expired: pair again with `hermes-relay pair`")
-        _, ws = await transport.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
-                                        timeout=self.config.probe_timeout)
+        conn = await transport.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
+                                       timeout=self.config.probe_timeout)
         try:
-            ok = await transport.authenticate(ws, self.agent.auth_payload(refresh_token=refresh), url=route.url)
+            ok = await transport.authenticate(conn[1], self.agent.auth_payload(refresh_token=refresh), url=route.url)
         except AuthRejectedError:
-            await transport.close_ws(ws)
+            await transport.discard(conn)
             raise
         log.info("link_token_refreshed url=%s", self.url)
-        return ok, ws
+        return conn, ok
 
     async def _keepalive(self, ws: trio_websocket.WebSocketConnection) -> None:
         interval = self.config.ping_interval
@@ -330,7 +331,7 @@ class RelayLink:
                 pass
             else:
                 result.append(won)
-                await transport.close_ws(won.value[1])
+                await transport.discard(won.value)
             nursery.cancel_scope.cancel()
         return result[0] if result else None
 

@@ -85,7 +85,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
             try:
                 outcome.append(await transport.authenticate(ws, agent.auth_payload(pairing_code=code), url=won.route.url))
             finally:
-                await transport.close_ws(ws)
+                await transport.discard(won.value)
         except AuthRejectedError as exc:
             outcome.append(PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}"))
         except HermesError as exc:

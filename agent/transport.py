@@ -202,7 +202,10 @@ async def close_ws(ws: trio_websocket.WebSocketConnection) -> None:
 
 
 async def discard(conn: Connected) -> None:
+    """Close the WebSocket, then the stream under it: trio-websocket leaves the socket open when the
+    peer closed first, so the stream is always closed explicitly."""
     await close_ws(conn[1])
+    await conn[0].aclose()
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -1,0 +1,298 @@
+"""``hermes-relay agent start|stop|restart|status|logs|run``: the per-user agent's lifecycle.
+
+``start`` uses the same autostart path as every other command (cli/client.py: spawn lock, detached
+child, socket poll). ``stop`` asks the agent to exit over IPC, then waits until nothing listens on
+the socket and the process is gone, polling with growing sleeps under a deadline: a ``restart``
+must not start the new agent while the old one still holds the instance lock. ``run`` replaces this
+process with the agent in the foreground, for service managers and debugging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from hermes_relay.cli.context import Context, add_common_flags
+from hermes_relay.core.errors import AgentNotRunningError, IpcError, NotFoundError, UsageError
+
+STOP_TIMEOUT = 10.0  # seconds for the agent to close its links and exit after agent.stop
+DEFAULT_LOG_LINES = 50
+FOLLOW_POLL = 0.25  # seconds between looks at a followed log file, as `tail -f` (GNU: 1 s)
+_TAIL_BLOCK = 8192
+
+_execve = os.execve  # replaced by tests; os.execve never returns
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("agent", help="start, stop, restart, inspect or run the background agent",
+                       description="Manage the per-user agent that keeps relay connections alive.")
+    verbs = p.add_subparsers(dest="agent_cmd", prog="hermes-relay agent", metavar="{start,stop,restart,status,logs,run}")
+    parsers = [
+        verbs.add_parser("start", help="start the agent if it is not running"),
+        verbs.add_parser("stop", help="stop the agent (not running is fine)"),
+        verbs.add_parser("restart", help="stop the agent, wait until it is gone, start it again"),
+        verbs.add_parser("status", help="pid, version, uptime and socket; exit 3 when not running"),
+    ]
+    logs = verbs.add_parser("logs", help="print the end of the agent's log")
+    logs.add_argument("-n", "--lines", type=_count, default=DEFAULT_LOG_LINES, metavar="N",
+                      help=f"how many lines (default {DEFAULT_LOG_LINES})")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
+    run_p = verbs.add_parser("run", help="run the agent in the foreground (for service managers)",
+                             description="Replace this process with the agent. Extra arguments are passed on.")
+    run_p.add_argument("--detached", action="store_true", help="log to the log file, not the terminal")
+    run_p.add_argument("--foreground", action="store_true", help="stay attached to the terminal (the default)")
+    run_p.set_defaults(accepts_extra=True)
+    for parser in (p, *parsers, logs, run_p):
+        add_common_flags(parser)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    verb = getattr(args, "agent_cmd", None)
+    if verb is None:
+        raise UsageError("agent needs a subcommand: start, stop, restart, status, logs or run",
+                         hint="see `hermes-relay agent --help`")
+    return {"start": _start, "stop": _stop, "restart": _restart, "status": _status,
+            "logs": _logs, "run": _run}[verb](args, ctx)
+
+
+# -- start / stop / restart ------------------------------------------------------------------------
+def _start(args: argparse.Namespace, ctx: Context) -> int:
+    try:
+        with ctx.client(autostart=False) as client:
+            hello = dict(client.hello)
+        started = False
+    except AgentNotRunningError:
+        with ctx.client(autostart=True) as client:
+            hello = dict(client.hello)
+        started = True
+    _report_running(args, ctx, hello, "started" if started else "already running")
+    return 0
+
+
+def _report_running(args: argparse.Namespace, ctx: Context, hello: dict[str, Any], what: str) -> None:
+    from hermes_relay.cli import render
+    from hermes_relay.core import paths
+
+    socket, log = paths.socket_path(ctx.env), str(paths.agent_log_file(ctx.env))
+    if getattr(args, "json", False):
+        ctx.print_json({"state": what, "pid": hello.get("pid"), "version": hello.get("agent_version"),
+                        "socket": socket, "log": log})
+        return
+    mark = ctx.style.ok("✓") + " " if what != "already running" else ""
+    ctx.out(f"{mark}agent: {what} (pid {hello.get('pid', '?')})")
+    ctx.out(f"  socket: {socket}")
+    ctx.out(f"  logs:   {render.tilde(log, str(paths.home_dir(ctx.env)))}")
+
+
+def _stop(args: argparse.Namespace, ctx: Context) -> int:
+    was_running, pid = stop_agent(ctx)
+    if getattr(args, "json", False):
+        ctx.print_json({"state": "stopped" if was_running else "not running", "pid": pid})
+    elif not was_running:
+        ctx.out("agent: not running")
+    else:
+        ctx.out(ctx.style.ok("✓") + f" agent: stopped (pid {pid if pid is not None else '?'})")
+    return 0
+
+
+def stop_agent(ctx: Context, timeout: float = STOP_TIMEOUT) -> tuple[bool, int | None]:
+    """Stop the agent and wait for it to be gone. Returns (it was running, its pid)."""
+    from hermes_relay.core import paths
+
+    try:
+        client = ctx.client(autostart=False)
+    except AgentNotRunningError:
+        return False, None
+    with client:
+        pid = client.hello.get("pid")
+        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+        try:
+            client.call("agent.stop", {})
+        except IpcError as exc:
+            if type(exc) is not IpcError:  # the agent refused; a plain IpcError is the link closing
+                raise
+    if not wait_until_stopped(paths.socket_path(ctx.env), pid, timeout):
+        raise IpcError(f"the agent (pid {pid}) did not stop within {timeout:g}s",
+                       hint="see `hermes-relay agent logs`; if it hangs, end that process yourself")
+    return True, pid
+
+
+def wait_until_stopped(socket_path: str, pid: int | None, timeout: float) -> bool:
+    """Poll until nothing listens at ``socket_path`` and ``pid`` has exited, or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        if not _listening(socket_path) and not _pid_alive(pid):
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.1)
+
+
+def _listening(path: str) -> bool:
+    if sys.platform == "win32" or not os.path.exists(path):  # pragma: no cover - Windows: no AF_UNIX
+        return False
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(0.5)
+    try:
+        sock.connect(path)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def _pid_alive(pid: int | None) -> bool:
+    # The pid is our own when the agent ran inside this process (in-process end-to-end tests).
+    if pid is None or pid <= 0 or pid == os.getpid() or os.name != "posix":
+        return False
+    try:  # an agent this process autostarted is our child: reap it, or it lingers as a zombie
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _restart(args: argparse.Namespace, ctx: Context) -> int:
+    was_running, _ = stop_agent(ctx)
+    with ctx.client(autostart=True) as client:
+        hello = dict(client.hello)
+    what = "restarted" if was_running else "started"
+    _report_running(args, ctx, hello, what)
+    return 0
+
+
+# -- status ----------------------------------------------------------------------------------------
+def _status(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.cli import render
+    from hermes_relay.core import paths
+
+    socket, log = paths.socket_path(ctx.env), str(paths.agent_log_file(ctx.env))
+    try:
+        with ctx.client(autostart=False) as client:
+            hello = dict(client.hello)
+    except AgentNotRunningError:
+        if not getattr(args, "json", False):
+            raise
+        ctx.print_json({"running": False, "socket": socket, "log": log})
+        return 3
+    now = ctx.now()
+    started = render.to_epoch(hello.get("started_at"))
+    if getattr(args, "json", False):
+        ctx.print_json({"running": True, "pid": hello.get("pid"), "version": hello.get("agent_version"),
+                        "api_version": hello.get("api_version"), "started_at": started,
+                        "uptime_seconds": None if started is None else max(0.0, now - started),
+                        "socket": socket, "log": log})
+        return 0
+    ctx.out("agent: " + ctx.style.ok("running"))
+    ctx.out(f"  pid:      {hello.get('pid', '?')}")
+    ctx.out(f"  version:  {hello.get('agent_version', '?')} (IPC API {hello.get('api_version', '?')})")
+    ctx.out(f"  uptime:   {render.uptime(started, now)}")
+    ctx.out(f"  socket:   {socket}")
+    ctx.out(f"  logs:     {render.tilde(log, str(paths.home_dir(ctx.env)))}")
+    return 0
+
+
+# -- logs ------------------------------------------------------------------------------------------
+def _logs(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.core import paths
+
+    path = paths.agent_log_file(ctx.env)
+    try:
+        lines, offset = tail(path, args.lines)
+    except FileNotFoundError:
+        raise NotFoundError(f"no agent log at {path}",
+                            hint="the agent writes it once it has started (`hermes-relay agent start`); "
+                                 f"start-up failures go to {paths.log_dir(ctx.env) / 'agent-start.err'}") from None
+    except OSError as exc:
+        raise NotFoundError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for line in lines:
+        ctx.out(line)
+    ctx.flush()
+    if args.follow:
+        follow(path, offset, ctx)
+    return 0
+
+
+def tail(path: Any, n: int) -> tuple[list[str], int]:
+    """The last ``n`` lines of ``path`` and the file size they end at. Reads backwards in blocks."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos, data = end, b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(_TAIL_BLOCK, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return (lines[-n:] if n else []), end
+
+
+def follow(path: Any, offset: int, ctx: Context, *, poll: float = FOLLOW_POLL,
+           keep_going: Any = lambda: True) -> None:
+    """Print what is appended to ``path`` from ``offset`` on; reopen it after rotation or truncation."""
+    ino = _inode(path)
+    pending = b""
+    while keep_going():
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (st.st_ino != ino or st.st_size < offset):
+            ino, offset, pending = st.st_ino, 0, b""  # rotated or truncated: start from its beginning
+        if st is not None and st.st_size > offset:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            offset += len(chunk)
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                ctx.out(raw.decode("utf-8", errors="replace"))
+            ctx.flush()
+        time.sleep(poll)
+
+
+def _inode(path: Any) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of lines, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of lines, got {text!r}")
+    return value
+
+
+# -- run -------------------------------------------------------------------------------------------
+def _run(args: argparse.Namespace, ctx: Context) -> int:
+    rest = [flag for flag, on in (("--detached", args.detached), ("--foreground", args.foreground)) if on]
+    extra = list(getattr(args, "extra", []) or [])
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    argv = [sys.executable, "-m", "hermes_relay.agent", "run", *rest, *extra]
+    ctx.flush()
+    _execve(sys.executable, argv, dict(ctx.env))
+    return 0  # only reached when tests replace _execve

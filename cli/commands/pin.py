@@ -1,0 +1,53 @@
+"""``hermes-relay pin accept URL``: trust a relay's new TLS certificate on purpose.
+
+The agent pins each ``wss://`` relay's certificate key on first use and stops the link when it
+changes (state ``pin_mismatch``). Accepting the new pin is a trust decision only the user can make,
+so it is a separate, explicit command rather than something re-pairing does silently (the reference
+client kept the old pin and left no way out but editing the store: anchor-cli §12a).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hermes_relay.cli.context import Context, add_common_flags
+from hermes_relay.core.errors import UsageError
+
+EXPLANATION = (
+    "This deliberately trusts the certificate the relay presents now. Do it only if you (or the relay's "
+    "operator) changed the relay's certificate; an unexpected change can mean someone is intercepting "
+    "the connection."
+)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("pin", help="accept a relay's new TLS certificate after a deliberate change",
+                       description="Manage certificate pins. " + EXPLANATION)
+    verbs = p.add_subparsers(dest="pin_cmd", prog="hermes-relay pin", metavar="{accept}")
+    accept = verbs.add_parser("accept", help="trust the certificate the relay presents now",
+                              description=EXPLANATION)
+    accept.add_argument("url", metavar="URL", help="the relay URL shown by `hermes-relay status`")
+    for parser in (p, accept):
+        add_common_flags(parser)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    if getattr(args, "pin_cmd", None) != "accept":
+        raise UsageError("pin needs a subcommand: accept URL", hint="see `hermes-relay pin --help`")
+    from hermes_relay.core.routes import normalize_relay_url
+
+    url, _ = normalize_relay_url(args.url)
+    if not url.startswith("wss://"):
+        raise UsageError(f"{url} is not a wss:// URL: only TLS relays have a certificate pin")
+    with ctx.client() as client:
+        result = client.call("pin.accept", {"url": url})
+    if getattr(args, "json", False):
+        ctx.print_json(result)
+        return 0
+    ctx.out(ctx.style.ok("✓") + f" accepted the new certificate for {result.get('url') or url}")
+    ctx.out(f"  old pin: {result.get('old_pin') or '(none)'}")
+    ctx.out(f"  new pin: {result.get('new_pin') or '(none)'}")
+    ctx.out(ctx.style.dim(EXPLANATION))
+    return 0

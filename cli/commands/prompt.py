@@ -1,0 +1,207 @@
+"""``hermes-relay prompt init bash|zsh|fish`` and ``prompt show``: the route in the shell prompt.
+
+The agent keeps one line in the route file: ``<valid_until_epoch> <label words>``. The snippets read
+it with shell builtins only, so drawing a prompt starts no process (no ``hermes-relay``, no ``cat``,
+no ``date``): bash uses ``read`` and ``$EPOCHSECONDS`` (bash 5) or ``printf '%(%s)T'`` (bash 4.2);
+zsh uses ``read`` and ``$EPOCHSECONDS`` from zsh/datetime; fish uses ``read`` and derives the time
+from the file's own mtime (``path mtime``, fish 3.5+). Where a shell has no builtin clock the label
+is shown without the staleness check. The route file's path is resolved once, at init, and quoted.
+
+Shown: ``[LAN]``, ``[Tailscale]``, ``[Public]`` (any label the agent writes), ``[LAN?]`` when the
+line is past its valid-until (the agent stopped updating it), ``[offline]`` without a file.
+``render.prompt_indicator`` is the same rule in Python, used by ``prompt show`` and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hermes_relay.cli.context import Context, add_common_flags
+
+SHELLS = ("bash", "zsh", "fish")
+
+_BASH = r"""# hermes-relay route indicator for bash, from: hermes-relay prompt init bash
+# Each prompt reads one line from the route file with builtins (no process is started).
+# [LAN] fresh, [LAN?] stale (the agent stopped updating it), [offline] without a file.
+# If your prompt framework rewrites PS1, put ${HERMES_RELAY_INDICATOR} into it yourself.
+__hermes_relay_route_file=@PATH@
+__hermes_relay_prompt() {
+    local __hr_status=$? __hr_until= __hr_label= __hr_now=
+    HERMES_RELAY_INDICATOR='[offline]'
+    { IFS=$' \t' read -r __hr_until __hr_label < "$__hermes_relay_route_file"; } 2>/dev/null
+    __hr_label=${__hr_label//[^[:print:]]/}
+    case $__hr_label in
+        '' | [Oo][Ff][Ff][Ll][Ii][Nn][Ee]) return $__hr_status ;;
+    esac
+    if [[ -n ${EPOCHSECONDS-} ]]; then
+        __hr_now=$EPOCHSECONDS
+    else
+        { printf -v __hr_now '%(%s)T' -1; } 2>/dev/null
+    fi
+    if [[ -z $__hr_now || $__hr_now == *[!0-9]* ]]; then
+        HERMES_RELAY_INDICATOR="[$__hr_label]"  # no builtin clock (bash < 4.2): unchecked
+    elif [[ -n $__hr_until && $__hr_until != *[!0-9]* ]] && (( 10#$__hr_now <= 10#$__hr_until )); then
+        HERMES_RELAY_INDICATOR="[$__hr_label]"
+    else
+        HERMES_RELAY_INDICATOR="[$__hr_label?]"
+    fi
+    return $__hr_status
+}
+if [[ ${PROMPT_COMMAND-} != *__hermes_relay_prompt* ]]; then
+    PROMPT_COMMAND="__hermes_relay_prompt${PROMPT_COMMAND:+;$PROMPT_COMMAND}"
+fi
+if [[ ${PS1-} != *HERMES_RELAY_INDICATOR* ]]; then
+    PS1='${HERMES_RELAY_INDICATOR:+$HERMES_RELAY_INDICATOR }'"${PS1-}"
+fi
+"""
+
+_ZSH = r"""# hermes-relay route indicator for zsh, from: hermes-relay prompt init zsh
+# Each prompt reads one line from the route file with builtins (no process is started).
+# [LAN] fresh, [LAN?] stale (the agent stopped updating it), [offline] without a file.
+# Without the zsh/datetime module there is no clock, and the label is shown unchecked.
+# If your prompt framework rewrites PROMPT, put ${HERMES_RELAY_INDICATOR} into it yourself.
+zmodload zsh/datetime 2>/dev/null
+typeset -g __hermes_relay_route_file=@PATH@
+typeset -g HERMES_RELAY_INDICATOR='[offline]'
+__hermes_relay_precmd() {
+    local __hr_status=$?
+    emulate -L zsh
+    local __hr_until= __hr_label=
+    HERMES_RELAY_INDICATOR='[offline]'
+    { IFS=$' \t' read -r __hr_until __hr_label < $__hermes_relay_route_file; } 2>/dev/null
+    __hr_label=${__hr_label//[^[:print:]]/}
+    __hr_label=${__hr_label//\%/%%}
+    if [[ -z $__hr_label || ${(L)__hr_label} == offline ]]; then
+        return $__hr_status
+    fi
+    if (( ! ${+EPOCHSECONDS} )); then
+        HERMES_RELAY_INDICATOR="[$__hr_label]"
+    elif [[ $__hr_until == <-> ]] && (( EPOCHSECONDS <= 10#$__hr_until )); then
+        HERMES_RELAY_INDICATOR="[$__hr_label]"
+    else
+        HERMES_RELAY_INDICATOR="[$__hr_label?]"
+    fi
+    return $__hr_status
+}
+autoload -Uz add-zsh-hook
+add-zsh-hook precmd __hermes_relay_precmd
+setopt prompt_subst
+if [[ $PROMPT != *HERMES_RELAY_INDICATOR* ]]; then
+    PROMPT='${HERMES_RELAY_INDICATOR:+$HERMES_RELAY_INDICATOR }'$PROMPT
+fi
+"""
+
+_FISH = r"""# hermes-relay route indicator for fish, from: hermes-relay prompt init fish
+# Each prompt reads one line from the route file with builtins (no process is started).
+# [LAN] fresh, [LAN?] stale (the agent stopped updating it), [offline] without a file.
+# fish has no clock variable: the time is the file's mtime plus its age (path mtime, fish 3.5+);
+# without it the label is shown unchecked. If a theme replaces fish_prompt after this runs, call
+# __hermes_relay_indicator from it yourself.
+set -g __hermes_relay_route_file @PATH@
+set -g __hermes_relay_has_path 0
+# Probed once, here: path is a builtin from fish 3.5, and only then is it safe to call per prompt.
+if contains -- path (builtin -n); and path mtime --relative -- / >/dev/null 2>/dev/null
+    set -g __hermes_relay_has_path 1
+end
+function __hermes_relay_indicator --description 'hermes-relay route indicator'
+    set -l line
+    if test -r $__hermes_relay_route_file
+        read line < $__hermes_relay_route_file 2>/dev/null  # no -l: that would scope it to this block
+    end
+    set -l parts (string split -m 1 ' ' -- (string trim -- "$line"))
+    set -l until $parts[1]
+    set -l label (string replace -ra '[^[:print:]]' '' -- (string trim -- "$parts[2]"))
+    if test -z "$label"; or test (string lower -- $label) = offline
+        echo '[offline]'
+        return 0
+    end
+    if test $__hermes_relay_has_path = 0
+        echo "[$label]"
+        return 0
+    end
+    set -l mtime (path mtime -- $__hermes_relay_route_file 2>/dev/null)
+    set -l age (path mtime --relative -- $__hermes_relay_route_file 2>/dev/null)
+    if string match -qr '^[0-9]+$' -- "$until"
+        and string match -qr '^[0-9]+$' -- "$mtime"
+        and string match -qr '^[0-9]+$' -- "$age"
+        and test (math $mtime + $age) -le $until
+        echo "[$label]"
+    else
+        echo "[$label?]"
+    end
+end
+if not functions -q __hermes_relay_orig_fish_prompt
+    functions -q fish_prompt; and functions -c fish_prompt __hermes_relay_orig_fish_prompt
+    function __hermes_relay_set_status
+        return $argv[1]
+    end
+    function fish_prompt
+        set -l __hr_status $status
+        printf '%s ' (__hermes_relay_indicator)
+        if functions -q __hermes_relay_orig_fish_prompt
+            __hermes_relay_set_status $__hr_status
+            __hermes_relay_orig_fish_prompt
+        end
+    end
+end
+"""
+
+_TEMPLATES = {"bash": _BASH, "zsh": _ZSH, "fish": _FISH}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("prompt", help="show the route in your shell prompt",
+                       description="Put the route indicator ([LAN], [Tailscale], [Public], [offline]) into "
+                                   "your shell prompt without running any program per prompt.",
+                       epilog="setup, once:\n"
+                              "  bash (~/.bashrc):  eval \"$(hermes-relay prompt init bash)\"\n"
+                              "  zsh (~/.zshrc):    eval \"$(hermes-relay prompt init zsh)\"\n"
+                              "  fish (config.fish): hermes-relay prompt init fish | source",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = p.add_subparsers(dest="prompt_cmd", prog="hermes-relay prompt", metavar="{init,show}")
+    init = verbs.add_parser("init", help="print the snippet for your shell's startup file")
+    init.add_argument("shell", choices=SHELLS)
+    show = verbs.add_parser("show", help="print the indicator once")
+    for parser in (p, init, show):
+        add_common_flags(parser, json=False)
+    p.set_defaults(run=run)
+
+
+def snippet(shell: str, route_file: str) -> str:
+    """The init snippet for ``shell`` with ``route_file`` embedded, quoted for that shell."""
+    quoted = _fish_quote(route_file) if shell == "fish" else _posix_quote(route_file)
+    return _TEMPLATES[shell].replace("@PATH@", quoted)
+
+
+def read_route_line(path: Any) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline()
+    except OSError:
+        return None
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.core import paths
+    from hermes_relay.core.errors import UsageError
+
+    verb = getattr(args, "prompt_cmd", None)
+    route_file = paths.route_file(ctx.env)
+    if verb == "init":
+        ctx.stdout.write(snippet(args.shell, str(route_file)))
+        return 0
+    if verb == "show":
+        from hermes_relay.cli import render
+
+        ctx.out(render.prompt_indicator(read_route_line(route_file), ctx.now()))
+        return 0
+    raise UsageError("prompt needs a subcommand: init SHELL or show", hint="see `hermes-relay prompt --help`")
+
+
+def _posix_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _fish_quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

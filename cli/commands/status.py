@@ -1,0 +1,270 @@
+"""``hermes-relay status``: what is paired (from the store) and how each link is doing (from the agent).
+
+The store is read directly, so ``status`` works with the agent down, and the agent is asked without
+autostart: looking must never start anything. The two views are merged by relay URL (a live relay
+also matches a record through its alternate routes). A store that cannot be read is reported after
+everything else has been shown, as the command's error (exit 1), and the file is left untouched.
+
+Tokens are redacted unless ``--reveal-tokens``, in the text and in ``--json`` alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hermes_relay.cli.context import Context, add_common_flags
+from hermes_relay.core.errors import AgentNotRunningError, HermesError, StateError
+
+NOT_RUNNING = "not running (start it with `hermes-relay agent start`)"
+STATUS_TIMEOUT = 5.0  # seconds: status answers from memory; a slower agent is reported as not answering
+_LABEL_WIDTH = 10
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("status", help="paired relays and the live state of each link",
+                       description="Show the paired relays from the session store and, when the agent "
+                                   "is running, the live state of each link. Never starts the agent.")
+    p.add_argument("--reveal-tokens", action="store_true", help="show session tokens instead of (redacted)")
+    add_common_flags(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.core import paths
+    from hermes_relay.core.store import SessionStore
+
+    reveal = bool(args.reveal_tokens)
+    store_path = paths.sessions_file(ctx.env)
+    sessions: dict[str, dict[str, Any]] = {}
+    store_error: HermesError | None = None
+    try:
+        sessions = SessionStore(store_path).sessions()
+    except StateError as exc:
+        store_error = exc
+    except OSError as exc:
+        store_error = StateError(f"cannot read {store_path}: {exc.strerror or exc}")
+
+    agent_info: dict[str, Any] | None = None
+    live: list[dict[str, Any]] = []
+    agent_error: HermesError | None = None
+    try:
+        with ctx.client(autostart=False) as client:
+            reply = client.call("status", {"reveal_tokens": reveal}, timeout=STATUS_TIMEOUT)
+        agent_info = reply.get("agent") or {}
+        live = [r for r in reply.get("relays") or [] if isinstance(r, dict)]
+    except AgentNotRunningError:
+        pass
+    except HermesError as exc:
+        agent_error = exc
+
+    entries = merge(sessions, live)
+    if getattr(args, "json", False):
+        ctx.print_json(json_view(str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal))
+    else:
+        for line in text_view(ctx, str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal):
+            ctx.out(line)
+    if store_error is not None:
+        raise store_error
+    if agent_error is not None:
+        raise agent_error
+    return 0
+
+
+def merge(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]]) -> list[tuple[str, dict | None, dict | None]]:
+    """(url, store record or None, live RelayState or None), store order first, then agent-only relays."""
+    from hermes_relay.core.store import resolve_in
+
+    by_key: dict[str, dict[str, Any]] = {}
+    extra: list[dict[str, Any]] = []
+    for state in live:
+        url = str(state.get("url") or "")
+        found = resolve_in(sessions, url) if url else None
+        if found is not None and found[0] not in by_key:
+            by_key[found[0]] = state
+        else:
+            extra.append(state)
+    out: list[tuple[str, dict | None, dict | None]] = [(url, rec, by_key.get(url)) for url, rec in sessions.items()]
+    out.extend((str(state.get("url") or "?"), None, state) for state in extra)
+    return out
+
+
+# -- text ------------------------------------------------------------------------------------------
+def text_view(ctx: Context, store_path: str, store_error: HermesError | None, agent: dict | None,
+              agent_error: HermesError | None, entries: list, *, reveal: bool) -> list[str]:
+    from hermes_relay.cli import render
+    from hermes_relay.core import paths
+
+    now, style = ctx.now(), ctx.style
+    lines = [f"agent: {_agent_text(agent, agent_error, now, style)}"]
+    store_text = render.tilde(store_path, str(paths.home_dir(ctx.env)))
+    if store_error is not None:
+        store_text += "  " + style.bad("(unreadable: see the error below)")
+    lines.append(f"store: {store_text}")
+    lines.append("")
+    if not entries:
+        if store_error is None:
+            lines.append("No paired relays. Run `hermes-relay pair --remote ws://HOST:8767 CODE` to pair.")
+        return lines
+    lines.append(style.bold(f"Paired relays ({len(entries)})"))
+    for url, record, state in entries:
+        lines.append("")
+        lines.extend(relay_lines(url, record, state, now=now, style=style, reveal=reveal,
+                                 agent_running=agent is not None))
+    return lines
+
+
+def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float, style: Any,
+                reveal: bool, agent_running: bool) -> list[str]:
+    """The block for one relay: stored facts, then the live state when the agent reported one."""
+    from hermes_relay.cli import render
+    from hermes_relay.core.routes import role_label
+    from hermes_relay.core.store import route_urls
+
+    rec = record or {}
+    st = state or {}
+    lines = [f"  {style.bold(url)}"]
+    server = rec.get("server_version") or st.get("server_version") or "(unknown)"
+    lines.append(_field("server", str(server), 4))
+    if record is None:
+        lines.append(_field("paired", "not in the store (known only to the agent)", 4))
+    else:
+        lines.append(_field("paired", render.ago(rec.get("paired_at"), now), 4))
+    if record is not None or st.get("token"):
+        token_line = render.token_text(rec.get("token") if record is not None else st.get("token"), reveal=reveal)
+    elif st.get("token_prefix"):
+        token_line = f"{st['token_prefix']}… (prefix only)" if reveal else render.REDACTED
+    else:
+        token_line = render.NONE_MARK
+    lines.append(_field("token", token_line, 4))
+    if record is not None:
+        expires = render.expiry(rec.get("ttl_expires_at"), now) if "ttl_expires_at" in rec else "unknown"
+        lines.append(_field("expires", style.bad(expires) if expires == "expired" else expires, 4))
+        if rec.get("grants"):
+            lines.append(_field("grants", render.grants_text(rec.get("grants"), now), 4))
+        if rec.get("endpoint_role"):
+            lines.append(_field("route", role_label(str(rec["endpoint_role"])), 4))
+        alternates = route_urls(rec)
+        if alternates:
+            lines.append(_field("routes", ", ".join(alternates), 4))
+        if rec.get("cert_pin_sha256"):
+            lines.append(_field("cert", str(rec["cert_pin_sha256"]), 4))
+    if state is not None:
+        lines.extend(_live_lines(st, now, style))
+    elif agent_running:
+        lines.append(_field("live", style.dim("not managed by the agent (run `hermes-relay agent restart`?)"), 4))
+    return lines
+
+
+def _live_lines(st: dict[str, Any], now: float, style: Any) -> list[str]:
+    from hermes_relay.cli import render
+
+    state = str(st.get("state") or "unknown")
+    route = st.get("route") if isinstance(st.get("route"), dict) else None
+    via = ""
+    if route:
+        via = f" via {route.get('label') or route.get('role') or '?'}" + (f" ({route['url']})" if route.get("url") else "")
+    attempts = st.get("attempts") or 0
+    if state == "connected":
+        text = style.ok("●") + f" connected{via}"
+        if st.get("since") is not None:
+            text += f" since {render.ago(st.get('since'), now)}"
+        if isinstance(st.get("latency_ms"), (int, float)):
+            text += f", {st['latency_ms']:.0f} ms"
+    elif state == "connecting":
+        text = "◌ connecting" + (f" (attempt {attempts})" if attempts else "")
+    elif state == "backoff":
+        text = style.warn("○") + f" waiting to reconnect (attempt {attempts}, next try {render.countdown(st.get('next_retry_at'), now)})"
+    elif state == "rate_limited":
+        text = style.warn("○") + f" rate limited by the relay (next try {render.countdown(st.get('next_retry_at'), now)})"
+    elif state == "revoked":
+        text = style.bad("✗") + " revoked: the relay no longer accepts this computer's session"
+    elif state == "expired":
+        text = style.bad("✗") + " session expired"
+    elif state == "pin_mismatch":
+        text = style.bad("✗") + " stopped: the relay's certificate changed"
+    elif state == "not_paired":
+        text = "○ not paired (no session token in the store)"
+    else:
+        text = state
+    lines = [_field("live", text, 4)]
+    if attempts and state not in ("connected", "connecting", "backoff"):  # those lines carry it already
+        lines.append(_field("attempts", str(attempts), 4))
+    error = st.get("last_error")
+    if isinstance(error, dict) and error.get("message"):
+        lines.append(_field("error", str(error["message"]), 4))
+        hint = _error_hint(error)
+        if hint:
+            lines.append(" " * (4 + _LABEL_WIDTH) + f"hint: {hint}")
+    return lines
+
+
+def _error_hint(error: dict[str, Any]) -> str | None:
+    """The hint of an error object: top-level, or inside ``data`` as HermesError.to_wire() puts it."""
+    hint = error.get("hint")
+    data = error.get("data")
+    if not hint and isinstance(data, dict):
+        hint = data.get("hint")
+    return str(hint) if hint else None
+
+
+def _agent_text(agent: dict | None, agent_error: HermesError | None, now: float, style: Any) -> str:
+    from hermes_relay.cli import render
+
+    if agent_error is not None:
+        return style.bad(f"not answering ({agent_error.message})")
+    if agent is None:
+        return NOT_RUNNING
+    parts = [f"pid {agent.get('pid', '?')}"]
+    if agent.get("version"):
+        parts.append(str(agent["version"]))
+    if agent.get("started_at") is not None:
+        parts.append(f"up {render.uptime(agent.get('started_at'), now)}")
+    return "running (" + ", ".join(parts) + ")"
+
+
+def _field(label: str, value: str, indent: int = 0) -> str:
+    return " " * indent + f"{label + ':':<{_LABEL_WIDTH}}{value}"
+
+
+# -- json ------------------------------------------------------------------------------------------
+def json_view(store_path: str, store_error: HermesError | None, agent: dict | None,
+              agent_error: HermesError | None, entries: list, *, reveal: bool) -> dict[str, Any]:
+    from hermes_relay.cli import render
+    from hermes_relay.core.store import redact_record
+
+    relays = []
+    for url, record, state in entries:
+        rec = record or {}
+        live = dict(state) if state is not None else None
+        if live is not None and not reveal:
+            live = redact_record(live)
+            if live.get("token_prefix"):
+                live["token_prefix"] = render.REDACTED
+        token = rec.get("token")
+        relays.append({
+            "url": url,
+            "in_store": record is not None,
+            "server_version": rec.get("server_version") or (state or {}).get("server_version"),
+            "paired_at": render.to_epoch(rec.get("paired_at")),
+            "expires_at": render.to_epoch(rec.get("ttl_expires_at")),
+            "token": token if reveal or not token else render.REDACTED,
+            "grants": rec.get("grants") or {},
+            "role": rec.get("endpoint_role"),
+            "cert_pin_sha256": rec.get("cert_pin_sha256"),
+            "record": (rec if reveal else redact_record(rec)) if record is not None else None,
+            "live": live,
+        })
+    return {
+        "store": store_path,
+        "store_error": _error_json(store_error),
+        "agent": agent,
+        "agent_error": _error_json(agent_error),
+        "relays": relays,
+    }
+
+
+def _error_json(exc: HermesError | None) -> dict[str, Any] | None:
+    if exc is None:
+        return None
+    return {"code": exc.code, "message": exc.message, "hint": exc.hint}

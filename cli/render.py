@@ -1,0 +1,256 @@
+"""Pure formatting for the CLI: colour, human times, tables, redaction and the route indicator.
+
+Nothing here reads files, the environment or the clock: callers pass ``now``, a ``Style`` and the
+data. That keeps every user-visible string testable as a golden string (house style B6).
+
+Times from other Hermes clients are not always epoch seconds: the reference TypeScript client stores
+ISO-8601 strings or ``Date.now()`` milliseconds. ``to_epoch`` accepts all three, so ``status`` never
+shows a pairing as made in the year 50000 or crashes on a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hermes_relay.core import timefmt
+
+REDACTED = "(redacted)"
+TOKEN_PREFIX_CHARS = 8  # the relay's own token prefix length (relay/pairing.py TOKEN_PREFIX_LEN)
+# A timestamp larger than this cannot be epoch seconds (it is past the year 5000), so it is read as
+# epoch milliseconds: JavaScript's Date.now(), which the reference client writes.
+MS_EPOCH_THRESHOLD = 1e11
+OFFLINE_LABEL = "offline"
+NONE_MARK = "—"
+
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+
+
+# -- colour ----------------------------------------------------------------------------------------
+def colour_enabled(stream: Any, env: Mapping[str, str]) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (no-color.org) or TERM is dumb."""
+    if env.get("NO_COLOR") or env.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except (ValueError, OSError):  # a closed or detached stream
+        return False
+
+
+class Style:
+    """SGR colouring that is a no-op when colour is off. (Not a dataclass: that import costs ~5 ms.)"""
+
+    __slots__ = ("color",)
+
+    def __init__(self, color: bool = False):
+        self.color = color
+
+    def __repr__(self) -> str:
+        return f"Style(color={self.color})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Style) and other.color == self.color
+
+    def __hash__(self) -> int:
+        return hash(self.color)
+
+    def paint(self, text: str, *styles: str) -> str:
+        if not self.color or not styles or not text:
+            return text
+        codes = ";".join(_SGR[s] for s in styles)
+        return f"\x1b[{codes}m{text}\x1b[0m"
+
+    def ok(self, text: str) -> str:
+        return self.paint(text, "green")
+
+    def warn(self, text: str) -> str:
+        return self.paint(text, "yellow")
+
+    def bad(self, text: str) -> str:
+        return self.paint(text, "red")
+
+    def dim(self, text: str) -> str:
+        return self.paint(text, "dim")
+
+    def bold(self, text: str) -> str:
+        return self.paint(text, "bold")
+
+
+# -- time ------------------------------------------------------------------------------------------
+def to_epoch(value: Any) -> float | None:
+    """Epoch seconds from epoch seconds, epoch milliseconds, a numeric string or an ISO-8601 string.
+
+    Returns None for None and for anything that cannot be read as a time.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            return None
+        return number / 1000.0 if abs(number) > MS_EPOCH_THRESHOLD else number
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return to_epoch(float(text))
+    except ValueError:
+        pass
+    from datetime import datetime, timezone
+
+    if text[-1] in "Zz":  # Python 3.10's fromisoformat does not accept the UTC designator
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def ago(value: Any, now: float) -> str:
+    """``3m ago``, ``just now`` (also for a time in the future), or ``—`` when unknown."""
+    return timefmt.age(to_epoch(value), now)
+
+
+def expiry(value: Any, now: float) -> str:
+    """``in 9m``, ``expired`` or ``never`` (for None); ``unknown`` for a value that is not a time."""
+    if value is None:
+        return "never"
+    when = to_epoch(value)
+    if when is None:
+        return "unknown"
+    return timefmt.expiry(when, now)
+
+
+def countdown(value: Any, now: float) -> str:
+    """``in 9s``; ``now`` once the time has come (never a negative duration)."""
+    when = to_epoch(value)
+    if when is None:
+        return NONE_MARK
+    if when - now < 1:
+        return "now"
+    return f"in {timefmt.short_duration(when - now)}"
+
+
+def uptime(started_at: Any, now: float) -> str:
+    started = to_epoch(started_at)
+    return NONE_MARK if started is None else timefmt.short_duration(now - started)
+
+
+def grants_text(grants: Any, now: float) -> str:
+    """``bridge (in 6d), chat (never)``, sorted by channel; ``—`` for none."""
+    if not isinstance(grants, Mapping) or not grants:
+        return NONE_MARK
+    return ", ".join(f"{channel} ({expiry(grants[channel], now)})" for channel in sorted(grants, key=str))
+
+
+# -- tables ----------------------------------------------------------------------------------------
+def display_width(text: str) -> int:
+    """Terminal columns of ``text``: East Asian wide and fullwidth characters take two."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, style: Style = Style(),
+          indent: str = "  ", gap: str = "  ") -> list[str]:
+    """Left-aligned columns under a dim header. The last column is not padded (no trailing spaces)."""
+    ncols = len(headers)
+    widths = [display_width(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row[:ncols]):
+            widths[i] = max(widths[i], display_width(cell))
+
+    def line(cells: Sequence[str], paint: Any = None) -> str:
+        parts = []
+        for i, cell in enumerate(cells):
+            pad = "" if i == ncols - 1 else " " * (widths[i] - display_width(cell))
+            parts.append((paint(cell) if paint else cell) + pad)
+        return indent + gap.join(parts).rstrip()
+
+    out = [line(list(headers), style.dim)]
+    out.extend(line([str(c) for c in row]) for row in rows)
+    return out
+
+
+# -- secrets and paths -----------------------------------------------------------------------------
+def token_text(token: Any, *, reveal: bool) -> str:
+    """The token itself with ``reveal``, else ``(redacted)``; ``—`` when there is none."""
+    if not isinstance(token, str) or not token:
+        return NONE_MARK
+    return token if reveal else REDACTED
+
+
+def token_prefix(token: Any) -> str | None:
+    return token[:TOKEN_PREFIX_CHARS] if isinstance(token, str) and token else None
+
+
+def tilde(path: str, home: str | None) -> str:
+    """``~/.hermes/remote-sessions.json`` for a path under ``home``; other paths unchanged."""
+    import os
+
+    text = str(path)
+    if not home:
+        return text
+    home = str(home).rstrip("/\\") or str(home)
+    if text == home:
+        return "~"
+    for sep in {os.sep, "/"}:
+        if text.startswith(home + sep):
+            return "~" + sep + text[len(home) + 1:]
+    return text
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes, so raw input never drives the terminal."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+# -- route indicator -------------------------------------------------------------------------------
+def route_text(indicator: Mapping[str, Any] | None, now: float) -> str:
+    """One line for ``hermes-relay route`` from a RouteIndicator dict (core/api.py).
+
+    ``offline (agent not running)`` without one; ``<label> (stale: agent not updating)`` once
+    ``valid_until`` has passed; otherwise the label with the URL, a non-connected state and its age.
+    """
+    if indicator is None:
+        return f"{OFFLINE_LABEL} (agent not running)"
+    label = printable(str(indicator.get("label") or OFFLINE_LABEL))
+    valid_until = to_epoch(indicator.get("valid_until"))
+    if valid_until is None or now > valid_until:
+        return f"{label} (stale: agent not updating)"
+    details = []
+    url = indicator.get("url")
+    if isinstance(url, str) and url and label != OFFLINE_LABEL:
+        details.append(printable(url))
+    state = indicator.get("state")
+    if isinstance(state, str) and state and state != "connected":
+        details.append("agent stopped" if state == "stopped" else printable(state.replace("_", " ")))
+    if to_epoch(indicator.get("since")) is not None:
+        details.append(f"since {ago(indicator.get('since'), now)}")
+    return f"{label} ({', '.join(details)})" if details else label
+
+
+def prompt_indicator(line: str | None, now: float) -> str:
+    """The prompt text for one route-file line ``<valid_until_epoch> <label words>``.
+
+    ``[offline]`` without a file or label (or when the label is offline), ``[LAN]`` while fresh,
+    ``[LAN?]`` once stale or when the epoch is not a whole number. The shell snippets from
+    ``prompt init`` implement exactly this with builtins.
+    """
+    if line is None:
+        return f"[{OFFLINE_LABEL}]"
+    parts = line.strip().split(None, 1)
+    until = parts[0] if parts else ""
+    label = "".join(ch for ch in (parts[1] if len(parts) > 1 else "") if ch.isprintable()).strip()
+    if not label or label.lower() == OFFLINE_LABEL:
+        return f"[{OFFLINE_LABEL}]"
+    fresh = until.isascii() and until.isdigit() and int(now) <= int(until)
+    return f"[{label}]" if fresh else f"[{label}?]"

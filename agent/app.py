@@ -190,7 +190,7 @@ class Agent:
         return new
 
     def auth_payload(self, **credentials: Any) -> dict[str, Any]:
-        return {**credentials, **self.device()}
+        return {**self.device(), **credentials}
 
     def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None) -> None:
         """Record what auth.ok told us (token rotation, expiry, grants) and the pin on first use."""

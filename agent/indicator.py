@@ -27,7 +27,7 @@ def summarize(states: list[dict[str, Any]]) -> dict[str, Any]:
         return {"label": route["label"], "state": api.CONNECTED, "url": route["url"], "role": route["role"],
                 "since": best.get("since"), "relay": best["url"]}
     state = next((s["state"] for s in states if s["state"] in (api.CONNECTING, api.BACKOFF, api.RATE_LIMITED)),
-                 states[0]["state"] if states else "not_paired")
+                 states[0]["state"] if states else api.NOT_PAIRED)
     return {"label": api.OFFLINE, "state": state, "url": None, "role": None, "since": None, "relay": None}
 
 
@@ -51,7 +51,7 @@ class Indicator:
 
     def write_stopped(self, now: float) -> None:
         """On a clean stop: offline, and valid for a long time (it is the truth until the next start)."""
-        summary = {"label": api.OFFLINE, "state": "stopped", "url": None, "role": None, "since": None, "relay": None}
+        summary = {"label": api.OFFLINE, "state": api.STOPPED, "url": None, "role": None, "since": None, "relay": None}
         self.current = {**summary, "updated_at": now, "valid_until": int(now + 10 * 365 * 86400)}
         try:
             fileio.atomic_write(self.route_file, f"{self.current['valid_until']} {api.OFFLINE}\n".encode())

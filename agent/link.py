@@ -159,7 +159,7 @@ class RelayLink:
                 await self._sleep_or_wake(30)
                 continue
             if found is None:
-                self._set("not_paired", route=None, last_error=None)
+                self._set(api.NOT_PAIRED, route=None, last_error=None)
                 await self.wake_signal.wait()
                 continue
             _, record = found

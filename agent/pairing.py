@@ -57,6 +57,7 @@ def _verify(agent: Agent, invite: payload.Invite | None) -> tuple[bool | None, s
 
 async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
     routes, code, invite, port_added = _plan(params)
+    device_name = _device_name(params)
     verified, note = _verify(agent, invite)
     if verified is False:
         await progress({"kind": "warn", "line": f"! invite signature: {note}"})
@@ -83,7 +84,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
                 await progress({"kind": "pick", "route": route_info(won.route),
                                 "line": f"→ using {won.route.label} route {won.route.url}"})
             try:
-                outcome.append(await transport.authenticate(ws, agent.auth_payload(pairing_code=code), url=won.route.url))
+                outcome.append(await transport.authenticate(ws, agent.auth_payload(pairing_code=code, **device_name), url=won.route.url))
             finally:
                 await transport.discard(won.value)
         except AuthRejectedError as exc:
@@ -106,7 +107,17 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         "url": owner, "server_version": ok.get("server_version"), "route": route_info(route),
         "expires_at": ok.get("expires_at"), "grants": ok.get("grants") or {}, "port_added": port_added,
         "verified": verified, "verify_note": note, "attempts": [a.to_dict() for a in won.attempts],
+        "store": str(agent.config.sessions_file),
     }
+
+
+def _device_name(params: dict[str, Any]) -> dict[str, Any]:
+    name = params.get("device_name")
+    if name is None:
+        return {}
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise UsageError("the device name must be 1 to 100 characters")
+    return {"device_name": name.strip()}
 
 
 def _store(agent: Agent, route: Route, routes: list[Route], ok: dict[str, Any], pin: str | None,

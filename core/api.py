@@ -11,7 +11,7 @@ API except in ``status`` with ``reveal_tokens=True``.
             store_error: {code, message, hint} | None},
     relays: [RelayState, ...]}
   RelayState = {url, state, route: RouteInfo | None, since, latency_ms, attempts,
-                last_error: {code, message, hint} | None, next_retry_at, routes: [RouteInfo],
+                last_error: {code, message, data: {hint?, ...}} | None, next_retry_at, routes: [RouteInfo],
                 server_version, token_prefix, token?: str (only with reveal_tokens)}
   RouteInfo = {url, role, label, priority}
   state is one of STATES below.
@@ -20,7 +20,7 @@ API except in ``status`` with ``reveal_tokens=True``.
   Notifies ``pair.progress`` {kind: "info"|"probe"|"pick"|"warn", line: str, route?: RouteInfo,
                              ok?: bool, ms?: float}
   -> {url: <store key>, server_version, route: RouteInfo, expires_at, grants, port_added: bool,
-      verified: True | False | None, verify_note: str}
+      verified: True | False | None, verify_note: str, attempts: [...], store: <store path>}
 
 ``devices.list`` {url?} -> {url, sessions: [server session dicts as GET /sessions returns them]}
 ``devices.revoke`` {url?, prefix} -> {url, revoked: <prefix>, is_current: bool}
@@ -61,7 +61,9 @@ REVOKED = "revoked"  # the relay rejected the stored credentials; needs a new pa
 EXPIRED = "expired"  # the session's TTL ran out; needs a new pairing
 PIN_MISMATCH = "pin_mismatch"  # the certificate changed; needs `hermes-relay pin accept URL`
 RATE_LIMITED = "rate_limited"  # HTTP 429: waiting out the relay's block
-STATES = (CONNECTING, CONNECTED, BACKOFF, REVOKED, EXPIRED, PIN_MISMATCH, RATE_LIMITED)
+NOT_PAIRED = "not_paired"  # the record was removed from the store while the link ran
+STOPPED = "stopped"  # the agent stopped cleanly (route indicator only)
+STATES = (CONNECTING, CONNECTED, BACKOFF, REVOKED, EXPIRED, PIN_MISMATCH, RATE_LIMITED, NOT_PAIRED)
 STOPPED_STATES = (REVOKED, EXPIRED, PIN_MISMATCH)
 
 # Route indicator labels (the shell prompt shows these).

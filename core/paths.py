@@ -88,7 +88,7 @@ def spawn_lock_file(env: Env | None = None) -> Path:
 
 
 def route_file(env: Env | None = None) -> Path:
-    """One line for the shell prompt: ``<label> <valid-until epoch>``."""
+    """One line for the shell prompt: ``<valid-until epoch> <label>``."""
     return runtime_dir(env) / "route"
 
 

@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     config = AgentConfig.from_env()
     setup_logging(config.log_file, to_stderr=not args.detached, level=args.log_level)
     try:
-        trio.run(_serve, config)
+        try:
+            trio.run(_serve, config)
+        except BaseExceptionGroup as group:
+            raise _sole_error(group) from None
     except HermesError as exc:
         logging.getLogger(__name__).error("agent_failed error=%s", exc.message)
         print(f"hermes-relay agent: {exc.message}", file=sys.stderr)
@@ -105,6 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _sole_error(group: BaseExceptionGroup) -> BaseException:
+    """A start-up failure inside the agent's nurseries, as the HermesError itself when there is one."""
+    leaves: list[BaseException] = []
+    todo: list[BaseException] = [group]
+    while todo:
+        exc = todo.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            todo.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    errors = [e for e in leaves if isinstance(e, HermesError)]
+    return errors[0] if errors else group
 
 
 def entry() -> None:

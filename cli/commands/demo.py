@@ -10,16 +10,16 @@ is stopped at the end. Each step prints the command it runs, so the demo doubles
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hermes_relay.cli.context import Context
+
+if TYPE_CHECKING:
+    import subprocess
+
+# subprocess, tempfile and friends are imported inside the functions: this module is imported on
+# every CLI start (to register the subcommand), and `route`/`prompt` must stay lean.
 
 RELAY_START_TIMEOUT = 20.0
 RECONNECT_TIMEOUT = 30.0
@@ -35,6 +35,11 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    import os
+    import shlex
+    import subprocess
+    import tempfile
+
     from hermes_relay.core.errors import HermesError
 
     base = Path(tempfile.mkdtemp(prefix="hermes-relay-demo-"))
@@ -73,6 +78,10 @@ class _Demo:
         self.ctx.flush()
 
     def show(self, *args: str, env: dict[str, str] | None = None) -> str:
+        import shlex
+        import subprocess
+        import sys
+
         self.ctx.out("$ " + " ".join(shlex.quote(a) for a in args))
         self.ctx.flush()
         prog = {"hermes-relay": "hermes_relay.cli", "hermes-pair": "hermes_relay.relay.pair_cmd"}[args[0]]
@@ -86,6 +95,9 @@ class _Demo:
         return out.stdout
 
     def start_relay(self, port: int = 0) -> None:
+        import subprocess
+        import sys
+
         cmd = [sys.executable, "-m", "hermes_relay.relay", "--port", str(port), "--state-dir",
                str(self.base / "relay-state"), "--log-level", "WARNING"]
         self.relay = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.relay_env)
@@ -103,6 +115,8 @@ class _Demo:
             self.relay = None
 
     def run(self) -> None:
+        import time
+
         self.step("Start a relay on this machine (hermes-relay-server)")
         self.start_relay()
         self.step("On the relay host: mint a one-time pairing code (hermes-pair)")
@@ -163,7 +177,9 @@ class _Demo:
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    import os
     import select
+    import time
 
     assert proc.stdout is not None
     fd, buf = proc.stdout.fileno(), b""

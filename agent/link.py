@@ -267,10 +267,15 @@ class RelayLink:
             return await prober.race(routes, connect, transport.discard, stagger=self.config.probe_stagger,
                                      timeout=self.config.probe_timeout, cache=self.agent.cache if use_cache else None)
         except NoRouteError as exc:
-            pins = [a for a in exc.attempts if a.get("code") == "pin_mismatch"]
-            if pins and len(pins) == len([a for a in exc.attempts if not a.get("skipped")]):
-                url = pins[0]["url"]
-                raise PinMismatchError(url, pin_for(self.url, record, url) or "", _got_pin(pins[0]["error"])) from None
+            tried = [a for a in exc.attempts if not a.get("skipped")]
+            pins = [a for a in tried if a.get("code") == "pin_mismatch"]
+            if pins and len(pins) == len(tried):
+                data = pins[0]["data"]
+                raise PinMismatchError(data["url"], data["expected"], data["got"]) from None
+            limited = [a for a in tried if a.get("code") == "rate_limited"]
+            if limited:  # never hammer a relay that asked us to back off, whatever the other routes did
+                waits = [a["data"].get("retry_after") for a in limited if a["data"].get("retry_after")]
+                raise RateLimitedError(retry_after=max(waits) if waits else None) from None
             raise
 
     async def _refresh(self, nursery: trio.Nursery, record: dict[str, Any],
@@ -354,10 +359,6 @@ class RelayLink:
 def _expired(record: dict[str, Any], now: float) -> bool:
     exp = record.get("ttl_expires_at")
     return isinstance(exp, (int, float)) and not isinstance(exp, bool) and exp <= now
-
-
-def _got_pin(message: str) -> str:
-    return message.rsplit("got ", 1)[-1] if "got " in message else ""
 
 
 def owner_urls(sessions: dict[str, dict[str, Any]]) -> list[str]:

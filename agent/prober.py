@@ -35,11 +35,12 @@ class Attempt:
     error: str = ""
     code: str = ""
     skipped: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"url": self.route.url, "role": self.route.role, "label": self.route.label,
                 "priority": self.route.priority, "ok": self.ok, "ms": round(self.ms, 1),
-                "error": self.error, "code": self.code, "skipped": self.skipped}
+                "error": self.error, "code": self.code, "skipped": self.skipped, "data": self.data}
 
 
 @dataclass
@@ -120,7 +121,8 @@ async def race(
             failed.set()
             return
         except HermesError as exc:
-            await record(Attempt(route, False, (trio.current_time() - started) * 1000, exc.message, exc.code))
+            await record(Attempt(route, False, (trio.current_time() - started) * 1000, exc.message, exc.code,
+                                 data=dict(exc.data)))
             failed.set()
             return
         if held[slot] is not None or tier_scope.cancel_called:

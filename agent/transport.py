@@ -13,6 +13,7 @@ so before any token) is sent.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import ssl
 import time
@@ -50,6 +51,7 @@ HANDSHAKE_TIMEOUT = 10.0  # WebSocket upgrade
 AUTH_TIMEOUT = 15.0  # first reply to system/auth
 HTTP_TIMEOUT = 10.0
 MAX_HTTP_BODY = 4 << 20
+log = logging.getLogger(__name__)
 RATE_LIMIT_DEFAULT_WAIT = 300.0  # the reference relay's longest block when it does not say
 
 
@@ -153,32 +155,56 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: float = HANDSHAKE_TIMEOUT) -> trio_websocket.WebSocketConnection:
-    """Run the WebSocket upgrade over ``dialed``; the connection's reader task lives in ``nursery``."""
+    """Run the WebSocket upgrade over ``dialed``; the connection lives in a task of ``nursery``.
+
+    trio-websocket raises a rejected upgrade (e.g. HTTP 429) from its reader task, i.e. into the
+    nursery it was given, not to the caller. So each connection gets a nursery of its own inside a
+    host task: failures before the handshake completes come back from ``nursery.start`` as one
+    HermesError, and nothing the reader task does later can take the caller's nursery down.
+    """
+    ws: trio_websocket.WebSocketConnection = await nursery.start(_host_websocket, dialed, timeout)
+    return ws
+
+
+async def _host_websocket(dialed: Dialed, timeout: float, *,
+                          task_status: trio.TaskStatus[trio_websocket.WebSocketConnection]) -> None:
     host, port = host_port(dialed.route.url)
     path = urlsplit(dialed.route.url).path or "/"
+    started = False
     try:
-        with trio.fail_after(timeout):
-            return await trio_websocket.wrap_client_stream(
-                nursery, dialed.stream, f"{host}:{port}", path, max_message_size=envelope.MAX_ENVELOPE
-            )
-    except trio_websocket.ConnectionRejected as exc:
+        async with trio.open_nursery() as own:
+            with trio.fail_after(timeout):
+                ws = await trio_websocket.wrap_client_stream(
+                    own, dialed.stream, f"{host}:{port}", path, max_message_size=envelope.MAX_ENVELOPE
+                )
+            task_status.started(ws)
+            started = True
+    except BaseException as exc:
+        leaves = _leaves(exc)
+        if any(isinstance(e, trio.Cancelled) for e in leaves):
+            await dialed.aclose()
+            raise
+        if started:  # the link notices through get_message/ping; the reader's own failure is only logged
+            log.debug("websocket_reader_ended url=%s error=%r", dialed.route.url, exc)
+            return
         await dialed.aclose()
-        body = (exc.body or b"").decode("utf-8", "replace")[:200]
-        if exc.status_code == 429:
-            retry = _retry_after(exc.headers)
-            raise RateLimitedError(body, retry_after=retry) from None
-        raise HandshakeRejectedError(exc.status_code, body) from None
-    except trio.TooSlowError:
-        await dialed.aclose()
-        raise ConnectTimeoutError(f"{dialed.route.url}: the WebSocket upgrade got no answer within {timeout:g}s",
-                                  hint="is this port a Hermes relay?") from None
-    except (trio_websocket.HandshakeError, trio.BrokenResourceError, OSError, ssl.SSLError) as exc:
-        await dialed.aclose()
-        raise TransportError(f"{dialed.route.url}: WebSocket upgrade failed: {_reason(exc)}",
-                             hint="is this port a Hermes relay? (wrong port or wrong scheme)") from None
-    except BaseException:  # cancelled mid-upgrade (a race lost): do not leak the socket
-        await dialed.aclose()
-        raise
+        raise _handshake_error(dialed.route.url, leaves, timeout) from None
+
+
+def _handshake_error(url: str, leaves: list[BaseException], timeout: float) -> HermesError:
+    for exc in leaves:
+        if isinstance(exc, HermesError):
+            return exc
+        if isinstance(exc, trio_websocket.ConnectionRejected):
+            body = (exc.body or b"").decode("utf-8", "replace")[:200]
+            if exc.status_code == 429:
+                return RateLimitedError(body, retry_after=_retry_after(exc.headers))
+            return HandshakeRejectedError(exc.status_code, body)
+    if any(isinstance(exc, trio.TooSlowError) for exc in leaves):
+        return ConnectTimeoutError(f"{url}: the WebSocket upgrade got no answer within {timeout:g}s",
+                                   hint="is this port a Hermes relay?")
+    return TransportError(f"{url}: WebSocket upgrade failed: {_reason(leaves[0])}",
+                          hint="is this port a Hermes relay? (wrong port or wrong scheme)")
 
 
 Connected = tuple[Dialed, trio_websocket.WebSocketConnection]

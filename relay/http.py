@@ -113,7 +113,8 @@ async def send_json(stream: trio.abc.Stream, status: int, obj: Any, conn: h11.Co
 
 
 async def send_response(
-    stream: trio.abc.Stream, status: int, body: bytes, content_type: bytes, conn: h11.Connection | None = None
+    stream: trio.abc.Stream, status: int, body: bytes, content_type: bytes, conn: h11.Connection | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     if conn is None or conn.our_state is not h11.SEND_RESPONSE:
         conn = h11.Connection(h11.SERVER)
@@ -124,6 +125,7 @@ async def send_response(
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
         (b"cache-control", b"no-store"),
+        *(extra_headers or []),
     ]
     data = conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
     data += conn.send(h11.Data(data=body)) or b""

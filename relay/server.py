@@ -11,6 +11,7 @@ Every per-connection failure is contained to that connection (a supervision poin
 from __future__ import annotations
 
 import ipaddress
+import math
 import logging
 import ssl
 import time
@@ -155,7 +156,8 @@ class Relay:
         blocked = self.blocked_for(ip)
         if blocked > 0:
             log.info("upgrade_rate_limited peer=%s seconds_left=%d", ip, blocked)
-            await http.send_response(stream, 429, RATE_LIMIT_BODY.encode(), b"text/plain; charset=utf-8")
+            await http.send_response(stream, 429, RATE_LIMIT_BODY.encode(), b"text/plain; charset=utf-8",
+                                     extra_headers=[(b"retry-after", str(math.ceil(blocked)).encode())])
             return
         replay = http.ReplayStream(req.raw, stream)
         async with trio.open_nursery() as nursery:

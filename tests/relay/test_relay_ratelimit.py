@@ -86,6 +86,8 @@ async def assert_upgrade_refused(relay) -> None:
         await ws_connect(relay.url)
     assert info.value.status_code == 429
     assert info.value.body == RATE_LIMIT_BODY.encode()
+    retry_after = dict(info.value.headers)[b"retry-after"]
+    assert 0 < int(retry_after) <= max(PAIRING_BLOCK, SESSION_BLOCK)  # whole seconds left in the block
 
 
 async def test_ten_bad_codes_get_the_next_upgrade_refused_with_429(relay_factory):

@@ -52,7 +52,7 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with ipc_endpoint.instance_lock(self.config.lock_file):
-            listener = ipc_endpoint.open_ipc_listener(self.config.socket_path)
+            listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode)
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery

@@ -29,6 +29,7 @@ class AgentConfig:
     sessions_file: Path
     state_file: Path
     socket_path: str
+    ipc_mode: str
     lock_file: Path
     route_file: Path
     route_json_file: Path
@@ -61,6 +62,7 @@ class AgentConfig:
             sessions_file=paths.sessions_file(e),
             state_file=paths.agent_state_file(e),
             socket_path=paths.socket_path(e),
+            ipc_mode=paths.ipc_mode(e),
             lock_file=paths.instance_lock_file(e),
             route_file=paths.route_file(e),
             route_json_file=paths.route_json_file(e),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hmac
 import logging
 import os
 import socket
@@ -22,12 +23,13 @@ from pathlib import Path
 
 import trio
 
-from hermes_relay.core import fileio
+from hermes_relay.core import endpoint, fileio
 from hermes_relay.core.errors import AgentAlreadyRunningError, IpcError
 
 log = logging.getLogger(__name__)
 SOCKET_MODE = 0o600
 LISTEN_BACKLOG = 128  # many CLIs may connect at once during an autostart race
+NONCE_TIMEOUT = 5.0  # a tcp-mode client must prove itself this fast
 
 
 @contextlib.contextmanager
@@ -72,14 +74,38 @@ def bind_unix_socket(path: str) -> socket.socket:
     return sock
 
 
-def open_ipc_listener(path: str) -> trio.SocketListener:
-    if sys.platform == "win32":  # pragma: no cover - Windows only
-        raise IpcError(
-            "named-pipe IPC is not implemented in this build",
-            hint="run the agent and CLI under WSL, or follow packaging/windows/README.md",
-        )
+class IpcListener:
+    """A bound IPC listener plus the check each accepted connection must pass."""
+
+    def __init__(self, listener: trio.SocketListener, path: str, nonce: bytes | None):
+        self.listener = listener
+        self.path = path
+        self.nonce = nonce
+
+    async def admit(self, stream: trio.SocketStream) -> bool:
+        """Unix: the peer's uid is ours. TCP: the peer sends the nonce from the endpoint file first."""
+        if self.nonce is None:
+            return peer_allowed(stream)
+        got = b""
+        with trio.move_on_after(NONCE_TIMEOUT):
+            while len(got) < len(self.nonce):
+                chunk = await stream.receive_some(len(self.nonce) - len(got))
+                if not chunk:
+                    break
+                got += chunk
+        return hmac.compare_digest(got, self.nonce)
+
+
+async def open_ipc_listener(path: str, mode: str) -> IpcListener:
+    """Bind the agent's endpoint; call only under the instance lock."""
+    if mode == "tcp":
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=LISTEN_BACKLOG)
+        listener = listeners[0]
+        nonce = endpoint.new_nonce()
+        endpoint.write(Path(path), listener.socket.getsockname()[1], nonce, os.getpid())
+        return IpcListener(listener, path, nonce)
     sock = bind_unix_socket(path)
-    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    return IpcListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), path, None)
 
 
 def peer_uid(sock: trio.socket.SocketType) -> int | None:

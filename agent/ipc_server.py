@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent.ipc_endpoint import peer_allowed
+from hermes_relay.agent.ipc_endpoint import IpcListener
 from hermes_relay.core import framing, rpc
 from hermes_relay.core.errors import HermesError, RemoteProtocolError, UsageError
 
@@ -134,7 +134,7 @@ async def _dispatch(conn: _Conn, ctx: CallContext, handlers: dict[str, Handler],
 
 
 async def serve_ipc(
-    listener: trio.SocketListener,
+    ipc: IpcListener,
     handlers: dict[str, Handler],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -142,15 +142,15 @@ async def serve_ipc(
     """Accept clients forever, each in its own task."""
 
     async def one(stream: trio.SocketStream) -> None:
-        if not peer_allowed(stream):
-            log.warning("ipc_peer_rejected reason=uid_mismatch")
+        if not await ipc.admit(stream):
+            log.warning("ipc_peer_rejected path=%s", ipc.path)
             await stream.aclose()
             return
         await handle_connection(stream, handlers)
 
     async with trio.open_nursery() as nursery:
         task_status.started()
-        async with listener:
+        async with ipc.listener as listener:
             while True:
                 try:
                     stream = await listener.accept()

@@ -48,17 +48,7 @@ class AgentClient:
     @classmethod
     def connect(cls, path: str, *, timeout: float = 2.0, stderr: TextIO | None = None, quiet: bool = False) -> AgentClient:
         """Connect and say hello. Raises AgentNotRunningError when nothing listens at ``path``."""
-        if sys.platform == "win32":  # pragma: no cover - Windows only
-            raise AgentNotRunningError(path, "named-pipe IPC is not available in this build")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except OSError as exc:
-            sock.close()
-            if exc.errno in _CONNECT_ERRNOS or isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
-                raise AgentNotRunningError(path) from None
-            raise AgentNotRunningError(path, exc.strerror or str(exc)) from None
+        sock = _open_socket(path, timeout)
         client = cls(sock, path)
         try:
             client.hello = client.call("hello", {"client_version": __version__, "api_version": rpc.API_VERSION}, timeout=timeout)
@@ -136,6 +126,30 @@ class AgentClient:
             if not data:
                 raise IpcError("the agent closed the connection", hint="see `hermes-relay agent logs`")
             self._decoder.feed(data)
+
+
+def _open_socket(path: str, timeout: float) -> socket.socket:
+    """Connect to the agent's endpoint: a Unix socket, or (tcp mode) loopback port + nonce from a file."""
+    if path.endswith(".endpoint"):
+        from hermes_relay.core import endpoint
+
+        port, nonce = endpoint.read(path)
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            sock.sendall(nonce)
+        except OSError as exc:
+            raise AgentNotRunningError(path, exc.strerror or str(exc)) from None
+        return sock
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in _CONNECT_ERRNOS or isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+            raise AgentNotRunningError(path) from None
+        raise AgentNotRunningError(path, exc.strerror or str(exc)) from None
+    return sock
 
 
 def agent_command() -> list[str]:

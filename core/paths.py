@@ -67,15 +67,26 @@ def runtime_dir(env: Env | None = None) -> Path:
     return hermes_home(e) / "run"
 
 
+def ipc_mode(env: Env | None = None) -> str:
+    """``unix`` (a 0600 Unix socket, peer uid checked) or ``tcp`` (loopback port + secret nonce).
+
+    Windows uses ``tcp``: Python has no AF_UNIX there and trio no named-pipe server, so the agent
+    listens on 127.0.0.1 and proves itself with a nonce kept in a per-user file, as gpg-agent's
+    socket emulation does. ``HERMES_RELAY_IPC=tcp`` selects it elsewhere (tests, odd filesystems).
+    """
+    e = _env(env)
+    if e.get("HERMES_RELAY_IPC") in ("unix", "tcp"):
+        return e["HERMES_RELAY_IPC"]
+    return "tcp" if sys.platform == "win32" else "unix"
+
+
 def socket_path(env: Env | None = None) -> str:
-    """The agent's IPC endpoint: a Unix socket path, or a named pipe name on Windows."""
+    """The agent's IPC endpoint: the Unix socket, or in ``tcp`` mode the file naming port and nonce."""
     e = _env(env)
     if e.get("HERMES_RELAY_SOCKET"):
         return e["HERMES_RELAY_SOCKET"]
-    if sys.platform == "win32":
-        user = e.get("USERNAME", "user")
-        return rf"\\.\pipe\hermes-relay-{user}"
-    return str(runtime_dir(e) / "agent.sock")
+    name = "agent.endpoint" if ipc_mode(e) == "tcp" else "agent.sock"
+    return str(runtime_dir(e) / name)
 
 
 def instance_lock_file(env: Env | None = None) -> Path:

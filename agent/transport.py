@@ -139,6 +139,13 @@ def _os_error(url: str, host: str, port: int, exc: OSError) -> TransportError:
     return TransportError(f"{url}: cannot connect: {detail}", hint="check the network and the relay address")
 
 
+def _members(exc: BaseException) -> list[BaseException]:
+    """The exception itself, or every member of it as a (nested) group; causes are not followed."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for member in exc.exceptions for leaf in _members(member)]
+    return [exc]
+
+
 def _leaves(exc: BaseException) -> list[BaseException]:
     """The exception, its causes, and every member of a group among them (trio's happy eyeballs)."""
     out: list[BaseException] = []
@@ -180,7 +187,7 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
             task_status.started(ws)
             started = True
     except BaseException as exc:
-        leaves = _leaves(exc)
+        leaves = _members(exc)
         if any(isinstance(e, trio.Cancelled) for e in leaves):
             await dialed.aclose()
             raise

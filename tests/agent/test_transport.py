@@ -1,0 +1,79 @@
+"""transport.py maps every library failure at the boundary to one HermesError (real loopback sockets)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from hermes_relay.agent import transport
+from hermes_relay.core.errors import ConnectRefusedError, ConnectTimeoutError, HandshakeRejectedError, TransportError
+from hermes_relay.core.routes import Route
+
+
+async def _silent_server(*, task_status: trio.TaskStatus[int]) -> None:
+    """Accepts TCP and never says a word (a dead proxy in front of a relay)."""
+    held: list[trio.SocketStream] = []
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    try:
+        async with listeners[0] as listener:
+            task_status.started(listener.socket.getsockname()[1])
+            while True:
+                held.append(await listener.accept())
+    finally:
+        for stream in held:
+            await trio.aclose_forcefully(stream)
+
+
+async def _http_server(reply: bytes, *, task_status: trio.TaskStatus[int]) -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listeners[0] as listener:
+        task_status.started(listener.socket.getsockname()[1])
+        while True:
+            stream = await listener.accept()
+            async with stream:
+                await stream.receive_some(65536)
+                await stream.send_all(reply)
+
+
+def _route(port: int) -> Route:
+    return Route(0, 0, "lan", f"ws://127.0.0.1:{port}")
+
+
+async def test_silent_upgrade_is_a_timeout_not_an_exception_group() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_silent_server)
+        dialed = await transport.dial(_route(port), expected_pin=None)
+        with pytest.raises(ConnectTimeoutError) as info:
+            await transport.open_websocket(nursery, dialed, timeout=0.2)
+        assert "no answer within 0.2s" in info.value.message
+        nursery.cancel_scope.cancel()
+
+
+async def test_refused_port_names_the_cause() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_silent_server)
+        nursery.cancel_scope.cancel()
+    with pytest.raises(ConnectRefusedError) as info:
+        await transport.dial(_route(port), expected_pin=None)
+    assert "8767" in (info.value.hint or "")
+
+
+async def test_non_websocket_http_server_is_a_rejected_handshake() -> None:
+    reply = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot here!"
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_http_server, reply)
+        dialed = await transport.dial(_route(port), expected_pin=None)
+        with pytest.raises(HandshakeRejectedError) as info:
+            await transport.open_websocket(nursery, dialed, timeout=2)
+        assert info.value.status == 404 and "not here!" in info.value.message
+        nursery.cancel_scope.cancel()
+
+
+async def test_plain_tcp_garbage_is_a_failed_upgrade() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_http_server, b"SSH-2.0-OpenSSH_9.6\r\n")
+        dialed = await transport.dial(_route(port), expected_pin=None)
+        with pytest.raises(TransportError) as info:  # a failed or unanswered upgrade, never a library error
+            await transport.open_websocket(nursery, dialed, timeout=0.5)
+        assert "WebSocket upgrade" in info.value.message
+        nursery.cancel_scope.cancel()

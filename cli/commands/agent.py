@@ -1,10 +1,16 @@
-"""``hermes-relay agent start|stop|restart|status|logs|run``: the per-user agent's lifecycle.
+"""``hermes-relay agent start|stop|restart|status|logs|run|install|uninstall``: the agent's lifecycle.
 
 ``start`` uses the same autostart path as every other command (cli/client.py: spawn lock, detached
 child, socket poll). ``stop`` asks the agent to exit over IPC, then waits until nothing listens on
 the socket and the process is gone, polling with growing sleeps under a deadline: a ``restart``
 must not start the new agent while the old one still holds the instance lock. ``run`` replaces this
 process with the agent in the foreground, for service managers and debugging.
+
+``install`` hands the agent to the per-user service manager (cli/service.py: systemd, launchd, the
+Windows Run key), stopping a CLI-started agent first so the service is its single owner.
+Once a service is installed, enabled and reachable, ``start``, ``stop`` and ``restart`` go through
+the manager (``systemctl --user start`` ...) rather than spawning or signalling the agent
+themselves; without one they behave exactly as before, at the cost of one stat.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from hermes_relay.cli.context import Context, add_common_flags
 from hermes_relay.core.errors import AgentNotRunningError, IpcError, NotFoundError, UsageError
 
 STOP_TIMEOUT = 10.0  # seconds for the agent to close its links and exit after agent.stop
+SERVICE_START_WAIT = 10.0  # seconds for a service manager's agent to answer; the CLI's AUTOSTART_WAIT
 DEFAULT_LOG_LINES = 50
 FOLLOW_POLL = 0.25  # seconds between looks at a followed log file, as `tail -f` (GNU: 1 s)
 _TAIL_BLOCK = 8192
@@ -29,7 +36,8 @@ _execve = os.execve  # replaced by tests; os.execve never returns
 def register(sub: Any) -> None:
     p = sub.add_parser("agent", help="start, stop, restart, inspect or run the background agent",
                        description="Manage the per-user agent that keeps relay connections alive.")
-    verbs = p.add_subparsers(dest="agent_cmd", prog="hermes-relay agent", metavar="{start,stop,restart,status,logs,run}")
+    verbs = p.add_subparsers(dest="agent_cmd", prog="hermes-relay agent",
+                             metavar="{start,stop,restart,status,logs,run,install,uninstall}")
     parsers = [
         verbs.add_parser("start", help="start the agent if it is not running"),
         verbs.add_parser("stop", help="stop the agent (not running is fine)"),
@@ -45,7 +53,16 @@ def register(sub: Any) -> None:
     run_p.add_argument("--detached", action="store_true", help="log to the log file, not the terminal")
     run_p.add_argument("--foreground", action="store_true", help="stay attached to the terminal (the default)")
     run_p.set_defaults(accepts_extra=True)
-    for parser in (p, *parsers, logs, run_p):
+    install = verbs.add_parser(
+        "install", help="run the agent as a per-user service (systemd, launchd or the Windows Run key)",
+        description="Write the service file for this platform's per-user service manager and enable it, "
+                    "so the agent starts at login and restarts after a crash. Safe to repeat.")
+    install.add_argument("--dry-run", action="store_true", help="show what would be written and run; change nothing")
+    install.add_argument("--print", dest="print_only", action="store_true",
+                         help="print the service file(s) that would be written, and nothing else")
+    uninstall = verbs.add_parser("uninstall", help="stop and remove the per-user service (not installed is fine)")
+    uninstall.add_argument("--dry-run", action="store_true", help="show what would be removed and run; change nothing")
+    for parser in (p, *parsers, logs, run_p, install, uninstall):
         add_common_flags(parser)
     p.set_defaults(run=run)
 
@@ -53,10 +70,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     verb = getattr(args, "agent_cmd", None)
     if verb is None:
-        raise UsageError("agent needs a subcommand: start, stop, restart, status, logs or run",
+        raise UsageError("agent needs a subcommand: start, stop, restart, status, logs, run, install or uninstall",
                          hint="see `hermes-relay agent --help`")
     return {"start": _start, "stop": _stop, "restart": _restart, "status": _status,
-            "logs": _logs, "run": _run}[verb](args, ctx)
+            "logs": _logs, "run": _run, "install": _install, "uninstall": _uninstall}[verb](args, ctx)
 
 
 # -- start / stop / restart ------------------------------------------------------------------------
@@ -66,8 +83,12 @@ def _start(args: argparse.Namespace, ctx: Context) -> int:
             hello = dict(client.hello)
         started = False
     except AgentNotRunningError:
-        with ctx.client(autostart=True) as client:
-            hello = dict(client.hello)
+        manager = _service(ctx)
+        if manager is not None:
+            hello = _service_control(ctx, manager, "start")
+        else:
+            with ctx.client(autostart=True) as client:
+                hello = dict(client.hello)
         started = True
     _report_running(args, ctx, hello, "started" if started else "already running")
     return 0
@@ -89,7 +110,11 @@ def _report_running(args: argparse.Namespace, ctx: Context, hello: dict[str, Any
 
 
 def _stop(args: argparse.Namespace, ctx: Context) -> int:
-    was_running, pid = stop_agent(ctx)
+    manager = _service(ctx)
+    if manager is not None and manager.active():
+        was_running, pid = _stop_service(ctx, manager)
+    else:
+        was_running, pid = stop_agent(ctx)
     if getattr(args, "json", False):
         ctx.print_json({"state": "stopped" if was_running else "not running", "pid": pid})
     elif not was_running:
@@ -170,9 +195,17 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 def _restart(args: argparse.Namespace, ctx: Context) -> int:
-    was_running, _ = stop_agent(ctx)
-    with ctx.client(autostart=True) as client:
-        hello = dict(client.hello)
+    manager = _service(ctx)
+    if manager is not None:
+        if manager.active():
+            was_running = _answers(ctx)
+        else:  # a CLI-started agent would keep the service's agent from taking the instance lock
+            was_running, _ = stop_agent(ctx)
+        hello = _service_control(ctx, manager, "restart")
+    else:
+        was_running, _ = stop_agent(ctx)
+        with ctx.client(autostart=True) as client:
+            hello = dict(client.hello)
     what = "restarted" if was_running else "started"
     _report_running(args, ctx, hello, what)
     return 0
@@ -296,3 +329,186 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.flush()
     _execve(sys.executable, argv, dict(ctx.env))
     return 0  # only reached when tests replace _execve
+
+
+# -- the per-user service --------------------------------------------------------------------------
+def _service(ctx: Context) -> Any:
+    """The service manager that owns the agent (installed, reachable, enabled), or None: the CLI does."""
+    from hermes_relay.cli import service
+
+    return service.controlling_manager(ctx.env)
+
+
+def _answers(ctx: Context) -> bool:
+    try:
+        with ctx.client(autostart=False):
+            return True
+    except AgentNotRunningError:
+        return False
+
+
+def wait_for_agent(ctx: Context, timeout: float, *, hint: str | None = None) -> dict[str, Any]:
+    """Poll until the agent answers (never starting one) and return its hello; IpcError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            with ctx.client(autostart=False) as client:
+                return dict(client.hello)
+        except AgentNotRunningError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise IpcError(f"the service's agent did not answer within {timeout:g}s",
+                           hint=hint or "see `hermes-relay agent logs`")
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.2)
+
+
+def _service_control(ctx: Context, manager: Any, verb: str) -> dict[str, Any]:
+    from hermes_relay.cli import service
+
+    for step in manager.control(verb):
+        service.run_step(manager, step)
+    return wait_for_agent(ctx, SERVICE_START_WAIT, hint=manager.status_hint())
+
+
+def _stop_service(ctx: Context, manager: Any) -> tuple[bool, int | None]:
+    from hermes_relay.cli import service
+    from hermes_relay.core import paths
+
+    pid = None
+    try:
+        with ctx.client(autostart=False) as client:
+            raw = client.hello.get("pid")
+            pid = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+        was_running = True
+    except AgentNotRunningError:
+        was_running = False
+    for step in manager.control("stop"):
+        service.run_step(manager, step)
+    if not wait_until_stopped(paths.socket_path(ctx.env), pid, STOP_TIMEOUT):
+        raise IpcError(f"the agent (pid {pid}) did not stop within {STOP_TIMEOUT:g}s", hint=manager.status_hint())
+    return was_running, pid
+
+
+def _stop_cli_agent(ctx: Context) -> str:
+    was_running, pid = stop_agent(ctx)
+    if not was_running:
+        return "no CLI-started agent was running"
+    return f"stopped the agent the CLI had started (pid {pid if pid is not None else '?'})"
+
+
+def _install(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.cli import service
+
+    manager = service.manager_for(ctx.env)
+    if args.print_only:
+        targets = manager.targets()
+        for target in targets:
+            if len(targets) > 1:
+                ctx.out(f"==> {target.path} <==")
+            ctx.stdout.write(target.content.lstrip("\ufeff"))
+        return 0
+    stop = service.Step("stop the agent the CLI started, if one answers", action=lambda: _stop_cli_agent(ctx))
+    return _carry_out(args, ctx, service.plan_install(manager, stop))
+
+
+def _uninstall(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.cli import service
+
+    return _carry_out(args, ctx, service.plan_uninstall(service.manager_for(ctx.env)))
+
+
+def _carry_out(args: argparse.Namespace, ctx: Context, plan: Any) -> int:
+    from hermes_relay.cli import service
+
+    as_json = getattr(args, "json", False)
+    if args.dry_run:
+        if as_json:
+            ctx.print_json(_plan_json(plan, dry_run=True))
+        else:
+            _print_dry_run(ctx, plan)
+        return 0
+    service.execute(plan, (lambda line: None) if as_json else (lambda line: ctx.out("  " + line)))
+    pid = None
+    if plan.starts:
+        pid = wait_for_agent(ctx, SERVICE_START_WAIT, hint=plan.manager.status_hint()).get("pid")
+    if as_json:
+        ctx.print_json({**_plan_json(plan, dry_run=False), "pid": pid})
+    else:
+        _print_outcome(ctx, plan, pid)
+    return 0
+
+
+def _plan_json(plan: Any, *, dry_run: bool) -> dict[str, Any]:
+    return {"manager": plan.manager.kind, "state": plan.state, "dry_run": dry_run,
+            "files": [str(p) for p in plan.files], "steps": [step.text for step in plan.steps],
+            "pending": list(plan.pending), "unreachable": plan.reason}
+
+
+def _print_dry_run(ctx: Context, plan: Any) -> None:
+    what = plan.manager.what
+    ctx.out("dry run: nothing is written, removed or run")
+    if plan.state == "not installed":
+        ctx.out(f"agent: no {what} is installed; nothing to do")
+    elif plan.state == "already installed":
+        done = "; nothing to do" if not plan.steps and plan.reason is None else ""
+        ctx.out(f"agent: already installed as a {what} ({', '.join(map(str, plan.files))} unchanged){done}")
+    for target, step in zip(plan.writes, plan.steps):
+        ctx.out(f"would {step.text}, mode {target.mode:04o}:")
+        for line in target.content.lstrip("\ufeff").splitlines():
+            ctx.out(f"    {line}".rstrip())
+    rest = plan.steps[len(plan.writes):]
+    if rest:
+        ctx.out("would then:" if plan.writes else "would:")
+        for step in rest:
+            ctx.out(f"  {step.text}")
+    if plan.reason is not None and plan.state != "uninstalled":
+        ctx.out(f"would not enable it: {plan.reason}")
+    _print_pending(ctx, plan, dry_run=True)
+
+
+def _print_pending(ctx: Context, plan: Any, indent: str = "", *, dry_run: bool = False) -> None:
+    if plan.reason is None or not plan.pending:
+        return
+    if plan.state == "uninstalled":
+        told = "would not be told" if dry_run else "was not told"
+        ctx.out(f"{indent}{plan.reason}, so the service manager {told}; "
+                "if the service still runs, run this in a login session:")
+    else:
+        ctx.out(f"{indent}to enable it, run this in a login session:")
+    for line in plan.pending:
+        ctx.out(f"{indent}  {line}")
+
+
+def _print_outcome(ctx: Context, plan: Any, pid: Any) -> None:
+    from hermes_relay.cli import render
+    from hermes_relay.core import paths
+
+    what, ok = plan.manager.what, ctx.style.ok("✓") + " "
+    if plan.state == "not installed":
+        ctx.out(f"agent: no {what} is installed; nothing to do")
+        return
+    if plan.state == "uninstalled":
+        ctx.out(f"{ok}agent: removed the {what}; the CLI starts the agent on demand again")
+        _print_pending(ctx, plan, "  ")
+        return
+    if plan.reason is not None:
+        ctx.out(f"agent: {plan.state} as a {what}, not enabled ({plan.reason})")
+    elif plan.starts:
+        ctx.out(f"{ok}agent: {plan.state} as a {what}, running (pid {pid if pid is not None else '?'})")
+    elif plan.steps:
+        ctx.out(f"{ok}agent: {plan.state} as a {what}")
+    else:
+        settled = "" if plan.manager.kind == "windows" else ", enabled and running"
+        ctx.out(f"agent: already installed as a {what}{settled}; nothing changed")
+    home = str(paths.home_dir(ctx.env))
+    for path in plan.files:
+        ctx.out(f"  file: {render.tilde(str(path), home)}")
+    ctx.out(f"  logs: {render.tilde(str(paths.agent_log_file(ctx.env)), home)}")
+    _print_pending(ctx, plan, "  ")
+    if plan.manager.kind == "systemd" and plan.state != "already installed":
+        ctx.out("  note: user services stop at logout unless lingering is on (`loginctl enable-linger`)")
+    if plan.manager.kind == "windows" and plan.reason is None:
+        ctx.out("  note: it starts at your next logon; `hermes-relay agent start` starts it now")

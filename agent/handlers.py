@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from hermes_relay import __version__
-from hermes_relay.agent import pairing, prober, transport
+from hermes_relay.agent import doctor, pairing, prober, transport
 from hermes_relay.agent.ipc_server import AfterResponse, CallContext, Handler
 from hermes_relay.agent.link import pin_for, routes_for
 from hermes_relay.core import api
@@ -130,6 +130,7 @@ def table(agent: Agent) -> dict[str, Handler]:
         api.HELLO: hello, api.STATUS: status, api.PAIR_START: pair_start, api.DEVICES_LIST: devices_list,
         api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
+        api.DOCTOR: doctor.handler(agent),
     }
 
 

@@ -33,6 +33,13 @@ API except in ``status`` with ``reveal_tokens=True``.
 ``reload`` {} -> {relays: int}           re-read the store, (re)start links, clear revoked marks
                                           for records whose token changed
 ``agent.stop`` {} -> {stopping: True}
+``doctor`` {deadline?: float (s, default 10)} -> {netwatch: {backend, enabled}, store_error, deadline,
+                                                  elapsed_ms, relays: [DoctorRelay]}
+  Checks every route of every stored relay on its own short-lived connections; changes nothing.
+  DoctorRelay = {url, status, working_routes, link: RelayState | None, link_status, routes: [DoctorRoute]}
+  DoctorRoute = {url, role, label, priority, address, status, steps: [DoctorStep]}
+  DoctorStep = {step: "dns"|"tcp"|"tls"|"ws"|"auth", status: "ok"|"warn"|"fail"|"skip", summary, ms,
+                detail, fix, ...step facts (addresses, error, http_status, recorded_pin, presented_pin, reason)}
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ STATE = "state"
 PIN_ACCEPT = "pin.accept"
 RELOAD = "reload"
 AGENT_STOP = "agent.stop"
+DOCTOR = "doctor"
 
 # Relay link states.
 CONNECTING = "connecting"

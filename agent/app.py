@@ -48,11 +48,13 @@ class Agent:
         self.stop_event = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._device: dict[str, Any] | None = None
+        self._endpoint_identity: tuple[int, int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with ipc_endpoint.instance_lock(self.config.lock_file):
             listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode)
+            self._endpoint_identity = _identity(self.config.socket_path)
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
@@ -60,6 +62,7 @@ class Agent:
                     self._refresh_indicator()
                     nursery.start_soon(self._indicator_heartbeat)
                     nursery.start_soon(self._clock_watch)
+                    nursery.start_soon(self._fence, self._endpoint_identity)
                     if self.watcher is not None:
                         nursery.start_soon(self._netwatch)
                     await nursery.start(serve_ipc, listener, handlers.table(self))
@@ -68,7 +71,8 @@ class Agent:
                     await self.stop_event.wait()
                     nursery.cancel_scope.cancel()
             finally:
-                ipc_endpoint.remove_socket(self.config.socket_path)
+                if _identity(self.config.socket_path) == self._endpoint_identity:
+                    ipc_endpoint.remove_socket(self.config.socket_path)
                 self.indicator.write_stopped(self.config.wall_clock())
                 log.info("agent_stopped")
 
@@ -127,6 +131,18 @@ class Agent:
         while True:
             await trio.sleep(self.config.indicator_heartbeat)
             self._refresh_indicator()
+
+    async def _fence(self, identity: tuple[int, int] | None) -> None:
+        """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody
+        can reach must not keep relay connections and the route indicator to itself."""
+        while True:
+            await trio.sleep(self.config.fence_interval)
+            now = _identity(self.config.socket_path)
+            if now != identity:
+                log.warning("agent_fenced endpoint=%s reason=%s", self.config.socket_path,
+                            "removed" if now is None else "replaced by another process")
+                self.stop()
+                return
 
     # -- network and clock ---------------------------------------------------------------------
     def network_changed(self, reason: str) -> None:
@@ -221,3 +237,12 @@ class Agent:
                     rec["route_cert_pins"] = pins
 
         self.store.update(apply)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the endpoint file, or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -47,6 +47,7 @@ class AgentConfig:
     probe_cache_ttl: float = 60.0
     indicator_heartbeat: float = 30.0  # the route file is rewritten at least this often
     clock_check_interval: float = 5.0
+    fence_interval: float = 60.0  # how often the agent checks its endpoint is still its own
     clock_jump_threshold: float = 10.0
     netwatch_debounce: float = 1.0
     netwatch_poll_interval: float = 10.0
@@ -76,6 +77,7 @@ class AgentConfig:
             backoff_base=_float_env(e, "HERMES_RELAY_BACKOFF_BASE", 1.0),
             probe_timeout=_float_env(e, "HERMES_RELAY_PROBE_TIMEOUT", 4.0),
             netwatch=e.get("HERMES_RELAY_NETWATCH", "1") != "0",
+            fence_interval=_float_env(e, "HERMES_RELAY_FENCE_INTERVAL", 60.0),
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]

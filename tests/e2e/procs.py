@@ -148,28 +148,30 @@ class AgentEnv:
         except Exception:
             pass
         for pid in self.pids:
-            _wait_gone(pid, 10)
+            if not wait_gone(pid, 10):
+                os.kill(pid, signal.SIGKILL)
 
     def pair(self, relay: RelayProc) -> dict[str, Any]:
         with self.client() as c:
             return c.call(api.PAIR_START, {"url": relay.url, "code": relay.mint_code()}, timeout=30)
 
 
-def _wait_gone(pid: int, timeout: float) -> None:
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait for process ``pid`` to end (reaping it if it is our child); False when it is still alive."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        try:
             done, _ = os.waitpid(pid, os.WNOHANG)
             if done:
-                return
+                return True
         except ChildProcessError:
             pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
         time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
+    return False
 
 
 def wait_state(env: AgentEnv, pred: Callable[[dict[str, Any]], bool], timeout: float = 20) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 
 from hermes_relay.cli.client import AgentClient
 from hermes_relay.core import api, framing, paths
-from procs import wait_state
+from procs import wait_gone, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +130,14 @@ def test_status_never_shows_tokens_unless_asked(relay_proc, agent_env) -> None:
     assert revealed["relays"][0]["token"] == token
     log = paths.agent_log_file(agent_env.env).read_text()
     assert token not in log and token[:12] not in log
+
+
+def test_agent_exits_when_its_socket_is_removed(make_agent_env) -> None:
+    env = make_agent_env(HERMES_RELAY_FENCE_INTERVAL="0.2")
+    with env.client() as c:
+        pid = c.hello["pid"]
+    os.unlink(paths.socket_path(env.env))
+    assert wait_gone(pid, 10), "the agent kept running after its socket was removed"
+    log = paths.agent_log_file(env.env).read_text()
+    assert "agent_fenced" in log and "removed" in log
+

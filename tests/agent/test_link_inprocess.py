@@ -1,5 +1,6 @@
-"""Link behaviour that needs the clock or the relay's limiter under control: the relay and the agent
-run in this test's trio loop over real loopback sockets."""
+"""Link behaviour that needs the clock, the relay's limiter or the network under control: the relay and
+the agent run in this test's trio loop over real loopback sockets; only interface snapshots are
+scripted (a test cannot plug in a cable)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,23 @@ import helpers
 from hermes_relay.agent import pairing
 from hermes_relay.agent.app import Agent
 from hermes_relay.agent.config import AgentConfig
+from hermes_relay.agent.netwatch import InterfaceWatcher
 from hermes_relay.core import api
+from hermes_relay.core.netif import make_snapshot
 from hermes_relay.relay.server import SESSION_BLOCK, SESSION_FAIL_LIMIT
 
 LONG = 20.0
+
+
+class QuietOS:
+    """A wakeup source that never fires: only ``poke`` makes the watcher look."""
+
+    async def wait(self) -> str:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        pass
 
 
 class CeilingRng(random.Random):
@@ -32,10 +46,11 @@ async def _until(receive: trio.MemoryReceiveChannel[dict[str, Any]], state: str)
     raise AssertionError("watch channel closed")
 
 
-async def _agent(tmp_path: Path, nursery: trio.Nursery, **overrides: Any) -> tuple[Agent, trio.MemoryReceiveChannel[dict[str, Any]]]:
+async def _agent(tmp_path: Path, nursery: trio.Nursery, *, watcher: Any = None,
+                 **overrides: Any) -> tuple[Agent, trio.MemoryReceiveChannel[dict[str, Any]]]:
     run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
     env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir)}
-    agent = Agent(AgentConfig.from_env(env, **overrides))
+    agent = Agent(AgentConfig.from_env(env, **overrides), watcher=watcher)
     send, receive = trio.open_memory_channel[dict[str, Any]](100)
     agent.watchers.add(send)
     await nursery.start(agent.run)
@@ -98,4 +113,26 @@ async def test_wall_clock_jump_skips_the_backoff(relay_factory, tmp_path: Path) 
         with trio.fail_after(3):
             up = await _until(states, api.CONNECTED)
         assert up["route"]["url"] == relay.url
+        agent.stop()
+
+
+async def test_network_change_skips_the_backoff(relay_factory, tmp_path: Path) -> None:
+    relay = await relay_factory(state_dir=tmp_path / "relay")
+    port = relay.info.port
+    snapshots = [make_snapshot({"wlan0": ["192.168.1.20"]}, "wlan0")]
+    watcher = InterfaceWatcher(snapshot=lambda: snapshots[-1], wakeups=QuietOS, debounce=0.01)
+    async with trio.open_nursery() as nursery:
+        agent, receive = await _agent(tmp_path, nursery, watcher=watcher, backoff_base=LONG, backoff_cap=LONG,
+                                      rng=CeilingRng())
+        await _pair(agent, relay)
+        await _until(receive, api.CONNECTED)
+        await relay.stop()
+        down = await _until(receive, api.BACKOFF)
+        assert down["next_retry_at"] - agent.config.wall_clock() > LONG - 5
+        relay = await relay_factory(state_dir=tmp_path / "relay", port=port)
+        snapshots.append(make_snapshot({"eth0": ["10.0.0.7"]}, "eth0"))  # moved from Wi-Fi to a cable
+        watcher.poke("test: link change")
+        with trio.fail_after(3):
+            up = await _until(receive, api.CONNECTED)
+        assert up["route"]["url"] == f"ws://127.0.0.1:{port}"
         agent.stop()

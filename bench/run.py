@@ -1,0 +1,656 @@
+#!/usr/bin/env python3
+"""hermes-relay performance bench: real relay, agent, proxy and CLI processes on loopback.
+
+    python bench/run.py [--quick]
+
+Measures every metric of the performance issue in one run and prints ONE table
+(metric | value | target | pass/fail) on stdout; progress goes to stderr. Exit status: 0 when every
+metric with a target passes, 1 when one misses (or errors), 130 on Ctrl-C. Every process the bench
+starts (relays, agents, proxies) is stopped on the way out, also on Ctrl-C or SIGTERM.
+
+The helpers of the end-to-end tests (tests/e2e/procs.py) are imported, not copied. See
+bench/README.md for what each metric measures and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from procs import PY, AgentEnv, BlackHole, Proxy, RelayProc, free_port  # noqa: E402
+
+from hermes_relay.cli.client import AgentClient  # noqa: E402
+from hermes_relay.core import api, envelope, paths, payload  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEFAULT_PROBE_TIMEOUT = "4"  # the agent's default; set explicitly because AgentEnv defaults to 1.5
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    metric: str
+    value: str
+    target: str = "-"
+    verdict: str = "info"  # PASS, FAIL, info, skip, ERROR
+
+
+ROWS: list[Row] = []
+
+
+def add(metric: str, value: str, target: str = "-", ok: bool | None = None) -> None:
+    verdict = "info" if ok is None else ("PASS" if ok else "FAIL")
+    ROWS.append(Row(metric, value, target, verdict))
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def print_table(rows: list[Row]) -> None:
+    head = Row("metric", "value", "target", "pass/fail")
+    cols = [[r.metric, r.value, r.target, r.verdict] for r in [head, *rows]]
+    widths = [max(len(c[i]) for c in cols) for i in range(4)]
+    line = "-+-".join("-" * w for w in widths)
+    out = []
+    for n, c in enumerate(cols):
+        out.append(" | ".join(c[i].ljust(widths[i]) for i in range(4)).rstrip())
+        if n == 0:
+            out.append(line)
+    print("\n".join(out), flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def pctl(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+# -- process facts --------------------------------------------------------------------------------
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of the whole process (every thread, live or exited) in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), counted after "(comm)"
+
+
+def cpu_ns(pid: int) -> int | None:
+    """On-CPU nanoseconds summed over the live threads (/proc/PID/task/*/schedstat); finer than ticks."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+# -- agent watch stream in a thread ----------------------------------------------------------------
+class Watcher:
+    """Follows one agent's ``watch`` stream; every state is kept with its arrival time."""
+
+    def __init__(self, env: AgentEnv):
+        self.client = env.client()
+        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="watch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        def on_notify(method: str, params: dict[str, Any]) -> None:
+            if method == api.STATE:
+                with self.cond:
+                    self.events.append((time.monotonic(), params))
+                    self.cond.notify_all()
+
+        try:
+            self.client.call(api.WATCH, {}, timeout=None, on_notify=on_notify)
+        except Exception:  # the socket was shut down by close(), or the agent went away
+            pass
+
+    def mark(self) -> int:
+        with self.cond:
+            return len(self.events)
+
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool], start: int = 0,
+                 timeout: float = 30) -> tuple[int, float, dict[str, Any]]:
+        """The first state at index >= start that satisfies pred: (index, arrival time, state)."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            i = start
+            while True:
+                while i < len(self.events):
+                    t, state = self.events[i]
+                    if pred(state):
+                        return i, t, state
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = [(s["state"], (s.get("route") or {}).get("role")) for _, s in self.events[start:]]
+                    raise TimeoutError(f"no matching state within {timeout:g}s; saw {seen}")
+                self.cond.wait(left)
+
+    def close(self) -> None:
+        try:
+            self.client._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.client.close()
+        self.thread.join(2)
+
+
+def connected(role: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    def pred(s: dict[str, Any]) -> bool:
+        return s["state"] == api.CONNECTED and (role is None or (s.get("route") or {}).get("role") == role)
+    return pred
+
+
+def not_connected(s: dict[str, Any]) -> bool:
+    return s["state"] != api.CONNECTED
+
+
+def close_proxy(proxy: Proxy) -> None:
+    """Proxy.close, safe to call twice."""
+    if proxy.proc.stdout is not None and not proxy.proc.stdout.closed:
+        proxy.close()
+
+
+def agent_pid(env: AgentEnv) -> int:
+    with env.client() as c:
+        return int(c.hello["pid"])
+
+
+# -- the bench -----------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, quick: bool, stack: ExitStack):
+        self.quick = quick
+        self.stack = stack
+        self.root = Path(tempfile.mkdtemp(prefix="hr-bench-"))
+        stack.callback(shutil.rmtree, self.root, True)
+        _bytecode_cache(self.root)
+        self.n_cli = 10 if quick else 30
+        self.idle_seconds = 10.0 if quick else 60.0
+        self.failover_cycles = 3 if quick else 5
+        self.restart_agents = 3 if quick else 5
+        self.n_handshakes = 200
+        self.n_idle_conns = 1000
+        self.relay: RelayProc | None = None
+        self.user: AgentEnv | None = None  # paired by code, idle-connected to self.relay
+
+    # -- lifecycle helpers -------------------------------------------------------------------------
+    def on_exit(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the way out; a failing cleanup (already closed) never hides the others."""
+
+        def safe() -> None:
+            try:
+                fn()
+            except Exception as exc:
+                log(f"cleanup {getattr(fn, '__qualname__', fn)}: {exc!r}")
+
+        self.stack.callback(safe)
+
+    def start_relay(self, name: str, *, port: int = 0) -> RelayProc:
+        relay = RelayProc(self.root / name, port=port)
+        self.on_exit(relay.stop)  # registered first: RelayProc.stop is safe before/after start
+        return relay.start()
+
+    def agent_env(self, name: str, **extra: str) -> AgentEnv:
+        env = AgentEnv(self.root / name, HERMES_RELAY_PROBE_TIMEOUT=DEFAULT_PROBE_TIMEOUT,
+                       HERMES_RELAY_NETWATCH="1", **extra)
+
+        def stop() -> None:
+            env.stop()
+            shutil.rmtree(env.run, ignore_errors=True)
+
+        self.on_exit(stop)
+        return env
+
+    def proxy(self, target_port: int) -> Proxy:
+        proxy = Proxy(target_port)
+        self.on_exit(lambda: close_proxy(proxy))
+        return proxy
+
+    def cli_cmd(self) -> list[str]:
+        script = Path(PY).parent / "hermes-relay"
+        return [str(script)] if script.exists() else [PY, "-m", "hermes_relay.cli"]
+
+    # -- 1. pair by code ---------------------------------------------------------------------------
+    def pair_by_code(self) -> None:
+        log("pair by code (agent up, relay up)")
+        self.relay = self.start_relay("relay-a", port=free_port())
+        self.user = self.agent_env("user")
+        with self.user.client():  # autostart the agent first: pairing time excludes agent start-up
+            pass
+        times = []
+        for _ in range(1 if self.quick else 3):
+            code = self.relay.mint_code()  # hermes-pair on the relay host, not part of the measurement
+            with self.user.client() as c:
+                t0 = time.perf_counter()
+                result = c.call(api.PAIR_START, {"url": self.relay.url, "code": code}, timeout=30)
+                times.append(time.perf_counter() - t0)
+            assert result["url"] == self.relay.url, result
+            watcher = Watcher(self.user)
+            try:
+                watcher.wait_for(connected(), timeout=20)
+            finally:
+                watcher.close()
+        value = ms(statistics.median(times))
+        if len(times) > 1:
+            value += f" (median of {len(times)}; min {ms(min(times))}, max {ms(max(times))})"
+        add("pair.start by code (IPC call wall time)", value)
+
+    # -- 2. CLI latency ----------------------------------------------------------------------------
+    def _interleaved(self, commands: dict[str, list[str]], env: dict[str, str], n: int) -> dict[str, list[float]]:
+        """Whole-process wall times, N rounds of one run of each command in turn.
+
+        Interleaving puts every command under the same background load, so the breakdown rows can
+        be subtracted from each other even on a busy machine.
+        """
+        for _ in range(2):  # warm the page cache and the bytecode cache
+            for argv in commands.values():
+                subprocess.run(argv, env=env, capture_output=True, timeout=30)
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(n):
+            for name, argv in commands.items():
+                t0 = time.perf_counter()
+                out = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+                times[name].append(time.perf_counter() - t0)
+                if out.returncode != 0:
+                    raise RuntimeError(f"{' '.join(argv)} exited {out.returncode}: {out.stderr.decode()[-300:]}")
+        return times
+
+    def cli_latency(self) -> None:
+        assert self.user is not None
+        env = self.user.env
+        n = self.n_cli
+        log(f"CLI latency: {n} rounds of whole-process runs of status, route and the baselines")
+        load0 = os.getloadavg()[0]
+        times = self._interleaved({
+            "status": self.cli_cmd() + ["status"],
+            "route": self.cli_cmd() + ["route"],
+            "bare": [PY, "-S", "-c", "pass"],
+            "site": [PY, "-c", "pass"],
+            "imports": [PY, "-c", "import hermes_relay.cli.main, hermes_relay.cli.commands.status, "
+                                  "hermes_relay.core.store, hermes_relay.cli.client"],
+        }, env, n)
+        for name in ("status", "route"):
+            med, p95 = statistics.median(times[name]), pctl(times[name], 95)
+            add(f"CLI `{name}` latency, agent up (N={n}) median", ms(med), "< 50 ms", med < 0.050)
+            add(f"CLI `{name}` latency, agent up (N={n}) p95", ms(p95))
+        # What a `status` run is made of (informational; see README "reading the results").
+        add("  breakdown: bare interpreter (`python -S -c pass`)", ms(statistics.median(times["bare"])))
+        add("  breakdown: + site, venv .pth incl. editable finder", ms(statistics.median(times["site"])))
+        add("  breakdown: + imports of status's code path (whole process)", ms(statistics.median(times["imports"])))
+        ipc = []
+        sock = paths.socket_path(env)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            with AgentClient.connect(sock, timeout=5) as c:
+                c.call(api.STATUS, {}, timeout=5)
+            ipc.append(time.perf_counter() - t0)
+        add("  breakdown: IPC connect+hello+status (in-process)", ms(statistics.median(ipc)))
+        load1 = os.getloadavg()[0]
+        add("  host: CPUs, 1-min load average before/after these runs",
+            f"{os.cpu_count()} CPUs, load {load0:.2f} / {load1:.2f}")
+
+    # -- 3. prompt snippet -------------------------------------------------------------------------
+    def prompt_cost(self) -> None:
+        assert self.user is not None
+        iterations = 1000
+        log(f"prompt snippet: {iterations} prompt evaluations inside one bash")
+        env = {**self.user.env, "LC_ALL": "C"}
+        snippet = subprocess.run(self.cli_cmd() + ["prompt", "init", "bash"], env=env, capture_output=True,
+                                 text=True, timeout=30, check=True).stdout
+        snippet_file = self.root / "prompt.bash"
+        snippet_file.write_text(snippet)
+        # Each iteration is what bash does per prompt: run PROMPT_COMMAND, then expand PS1 (${PS1@P}).
+        # The same loop without the snippet (plain PS1, empty PROMPT_COMMAND) is the loop's own cost.
+        script = r'''
+PS1='\u@\h:\w\$ '
+PROMPT_COMMAND=
+n=$1
+t0=$EPOCHREALTIME
+for ((i = 0; i < n; i++)); do eval "$PROMPT_COMMAND"; __p=${PS1@P}; done
+t1=$EPOCHREALTIME
+source "$2"
+t2=$EPOCHREALTIME
+for ((i = 0; i < n; i++)); do eval "$PROMPT_COMMAND"; __p=${PS1@P}; done
+t3=$EPOCHREALTIME
+printf '%s %s %s %s\n' "$t0" "$t1" "$t2" "$t3"
+printf '%s\n' "$__p"
+'''
+        out = subprocess.run(["bash", "--norc", "--noprofile", "-c", script, "bench", str(iterations),
+                              str(snippet_file)], env=env, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"bash exited {out.returncode}: {out.stderr[-300:]}")
+        stamps, prompt = out.stdout.splitlines()[:2]
+        t0, t1, t2, t3 = (float(x) for x in stamps.split())
+        gross = (t3 - t2) / iterations
+        base = (t1 - t0) / iterations
+        shown = prompt.split(" ", 1)[0]
+        add("prompt snippet cost per prompt (bash, PROMPT_COMMAND + PS1)",
+            f"{gross * 1e6:.1f} us (bare loop {base * 1e6:.1f} us; prompt shows {shown})", "< 2 ms", gross < 0.002)
+
+    # -- 4. pair by a three-tier invite with a black-holed top tier ------------------------------------
+    def pair_three_tiers(self) -> None:
+        assert self.relay is not None
+        log("pair by 3-tier invite: LAN black-holed, Tailscale via proxy, Public direct (probe timeout 4 s)")
+        env = self.agent_env("tiers")
+        hole = BlackHole()
+        self.on_exit(hole.close)
+        middle = self.proxy(self.relay.port)
+        invite = payload.build(code=self.relay.mint_code(), ttl_seconds=3600, transport_hint="ws", endpoints=[
+            ("lan", f"ws://127.0.0.1:{hole.port}"),
+            ("tailscale", f"ws://127.0.0.1:{middle.port}"),
+            ("public", self.relay.url),
+        ])
+        with env.client() as c:
+            t0 = time.perf_counter()
+            result = c.call(api.PAIR_START, {"invite": payload.invite_url(invite)}, timeout=30)
+            elapsed = time.perf_counter() - t0
+        picked = result["route"]["label"]
+        add("pair.start by 3-tier invite, top tier black-holed", f"{ms(elapsed)} (picked {picked})", "< 4.5 s",
+            elapsed < 4.5 and result["route"]["role"] == "tailscale")
+        env.stop()
+        close_proxy(middle)
+        hole.close()
+
+    # -- 5. failover -----------------------------------------------------------------------------
+    def failover(self) -> None:
+        assert self.relay is not None
+        cycles = self.failover_cycles
+        log(f"failover LAN (proxy) -> Public (direct): {cycles} cycles")
+        # Backoff stays at its defaults (they decide the failover time). The upgrade settings only
+        # bring the link back to LAN between cycles; they play no part while failing over.
+        env = self.agent_env("failover", HERMES_RELAY_UPGRADE_INTERVAL="0.5", HERMES_RELAY_UPGRADE_HYSTERESIS="0.3")
+        lan = self.proxy(self.relay.port)
+        invite = payload.build(code=self.relay.mint_code(), ttl_seconds=3600, transport_hint="ws",
+                               endpoints=[("lan", f"ws://127.0.0.1:{lan.port}"), ("public", self.relay.url)])
+        with env.client() as c:
+            c.call(api.PAIR_START, {"invite": payload.invite_url(invite)}, timeout=30)
+        watcher = Watcher(env)
+        times = []
+        try:
+            watcher.wait_for(connected("lan"), timeout=20)
+            for _ in range(cycles):
+                mark = watcher.mark()
+                lan.command("down")
+                acked = time.monotonic()
+                _, t, _ = watcher.wait_for(connected("public"), start=mark, timeout=40)
+                times.append(max(0.0, t - acked))
+                mark = watcher.mark()
+                lan.command("up")
+                watcher.wait_for(connected("lan"), start=mark, timeout=40)
+        finally:
+            watcher.close()
+        med, worst = statistics.median(times), max(times)
+        add(f"failover LAN->Public after proxy down ({cycles} cycles) median", ms(med))
+        add(f"failover LAN->Public after proxy down ({cycles} cycles) max", ms(worst), "< 1.5 s", worst < 1.5)
+        env.stop()
+        close_proxy(lan)
+
+    # -- 6. idle agent -----------------------------------------------------------------------------
+    def idle_agent(self) -> None:
+        assert self.user is not None
+        seconds = self.idle_seconds
+        pid = agent_pid(self.user)
+        log(f"agent RSS and idle CPU over {seconds:g} s (pid {pid}, one relay, netwatch on)")
+        time.sleep(1.0)  # let the last IPC connection wind down
+        rss0, ticks0, ns0, t0 = rss_kb(pid), cpu_ticks(pid), cpu_ns(pid), time.monotonic()
+        time.sleep(seconds)
+        rss1, ticks1, ns1, t1 = rss_kb(pid), cpu_ticks(pid), cpu_ns(pid), time.monotonic()
+        wall = t1 - t0
+        rss = max(rss0, rss1) / 1024
+        add("agent RSS (VmRSS, idle, one relay)", f"{rss:.1f} MB", "< 40 MB", rss < 40)
+        pct = (ticks1 - ticks0) / CLK_TCK / wall * 100
+        resolution = 1 / CLK_TCK / wall * 100
+        value = f"{pct:.3f} % ({ticks1 - ticks0} ticks in {wall:.0f} s; 1 tick = {resolution:.3f} %"
+        if ns0 is not None and ns1 is not None:
+            value += f"; schedstat {(ns1 - ns0) / 1e9 / wall * 100:.4f} %"
+        add("agent idle CPU (utime+stime)", value + ")", "< 0.1 %", pct < 0.1)
+
+    # -- 7. reconnect after a relay restart ---------------------------------------------------------
+    def reconnect(self) -> None:
+        assert self.relay is not None and self.user is not None
+        k = self.restart_agents
+        log(f"reconnect after a relay restart (same port and state dir): {k} agents, default backoff")
+        envs = [self.user]
+        for i in range(1, k):
+            env = self.agent_env(f"restart{i}")
+            env.pair(self.relay)
+            envs.append(env)
+        watchers = []
+        try:
+            for env in envs:
+                watchers.append(Watcher(env))
+            for w in watchers:
+                w.wait_for(connected(), timeout=20)
+            marks = [w.mark() for w in watchers]
+            stopping = time.monotonic()
+            self.relay.stop()
+            stopped = time.monotonic()
+            downs = [w.wait_for(not_connected, start=m, timeout=20)[0] for w, m in zip(watchers, marks)]
+            starting = time.monotonic()
+            self.relay.start()
+            listening = time.monotonic()
+            times = []
+            for w, d in zip(watchers, downs):
+                _, t, _ = w.wait_for(connected(), start=d, timeout=60)
+                times.append(max(0.0, t - listening))
+        finally:
+            for w in watchers:
+                w.close()
+        add(f"reconnect after relay restart ({k} agents) median",
+            f"{ms(statistics.median(times))} (relay stop took {ms(stopped - stopping)}, start {ms(listening - starting)})")
+        add(f"reconnect after relay restart ({k} agents) max", ms(max(times)))
+        for env in envs[1:]:
+            env.stop()
+
+    # -- 8. relay handshakes and idle connections ------------------------------------------------------
+    def relay_capacity(self) -> None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        relay = self.start_relay("relay-b")  # inherits this process's (raised) RLIMIT_NOFILE
+        code = relay.mint_code()
+        n_idle = min(self.n_idle_conns, soft - 200)
+        log(f"relay: {self.n_handshakes} authenticated WebSocket handshakes, then {n_idle} idle connections")
+        import trio
+
+        result = trio.run(_relay_capacity, relay.url, code, relay.proc.pid, self.n_handshakes,
+                          max(n_idle, 0))
+        rate, wall, relay_cpu, client_cpu = result["handshakes"]
+        add(f"relay auth handshakes/s ({self.n_handshakes}, 10 concurrent)",
+            f"{rate:.0f}/s ({wall:.2f} s; relay CPU {relay_cpu:.0f} %, bench client CPU {client_cpu:.0f} %)")
+        if n_idle < 100:
+            ROWS.append(Row("relay memory per idle authenticated connection",
+                            f"skipped: RLIMIT_NOFILE soft limit {soft} too low", "-", "skip"))
+        else:
+            before, after, n = result["idle"]
+            per = (after - before) / n
+            add(f"relay memory per idle authenticated connection ({n})",
+                f"{per:.1f} KB (RSS {before / 1024:.1f} -> {after / 1024:.1f} MB)")
+        relay.stop()
+
+
+async def _auth(ws: Any, credentials: dict[str, Any]) -> dict[str, Any]:
+    await ws.send_message(envelope.Envelope(envelope.SYSTEM, envelope.AUTH, credentials).encode())
+    while True:
+        reply = envelope.decode(await ws.get_message())
+        if reply.channel == envelope.SYSTEM and reply.type == envelope.AUTH_OK:
+            return reply.payload
+        if reply.channel == envelope.SYSTEM and reply.type == envelope.AUTH_FAIL:
+            raise RuntimeError(f"auth failed: {reply.payload}")
+
+
+async def _relay_capacity(url: str, code: str, relay_pid: int, n_handshakes: int, n_idle: int) -> dict[str, Any]:
+    import trio
+    import trio_websocket
+
+    async with trio_websocket.open_websocket_url(url) as ws:  # this bench's own session
+        token = (await _auth(ws, {"pairing_code": code, "device_name": "bench"}))["session_token"]
+    creds = {"session_token": token}
+    out: dict[str, Any] = {}
+
+    # Handshakes: connect + upgrade + system/auth + auth.ok + close, at most 10 in flight.
+    limiter = trio.CapacityLimiter(10)
+
+    async def handshake() -> None:
+        async with limiter:
+            async with trio_websocket.open_websocket_url(url) as ws:
+                await _auth(ws, creds)
+
+    cpu0, self0 = cpu_ticks(relay_pid), time.process_time()
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(n_handshakes):
+            nursery.start_soon(handshake)
+    wall = time.perf_counter() - t0
+    relay_cpu = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK / wall * 100
+    client_cpu = (time.process_time() - self0) / wall * 100
+    out["handshakes"] = (n_handshakes / wall, wall, relay_cpu, client_cpu)
+    if n_idle < 100:
+        return out
+
+    # Idle connections: open and authenticate n_idle, hold them, compare the relay's RSS.
+    await trio.sleep(1.0)
+    before = rss_kb(relay_pid)
+    release = trio.Event()
+    opened = 0
+    all_open = trio.Event()
+    open_limiter = trio.CapacityLimiter(50)
+
+    async def hold(nursery: trio.Nursery) -> None:
+        nonlocal opened
+        async with open_limiter:
+            ws = await trio_websocket.connect_websocket_url(nursery, url)
+            await _auth(ws, creds)
+        opened += 1
+        if opened == n_idle:
+            all_open.set()
+        await release.wait()
+        with trio.move_on_after(5):
+            await ws.aclose()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(n_idle):
+            nursery.start_soon(hold, nursery)
+        with trio.fail_after(120):
+            await all_open.wait()
+        await trio.sleep(1.0)
+        after = rss_kb(relay_pid)
+        release.set()
+    out["idle"] = (before, after, n_idle)
+    return out
+
+
+# -- main ----------------------------------------------------------------------------------------
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def _clean_environment() -> None:
+    """No HERMES_* settings of the caller may leak into the bench's agents and relays."""
+    for key in list(os.environ):
+        if key.startswith("HERMES_"):
+            del os.environ[key]
+
+
+def _bytecode_cache(root: Path) -> None:
+    """Let every child process cache bytecode, as an installed package does, but outside the repo.
+
+    With PYTHONDONTWRITEBYTECODE set (some sandboxes do) and no up-to-date __pycache__ in the
+    source tree, every CLI run would recompile the changed modules and the timings would be
+    those of a first run. PYTHONPYCACHEPREFIX keeps the caches under the bench's temp directory;
+    the warm-up runs fill it.
+    """
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and a 10 s idle window (under a minute)")
+    args = parser.parse_args(argv)
+    if not sys.platform.startswith("linux"):
+        print("bench/run.py reads /proc: it runs on Linux only", file=sys.stderr)
+        return 2
+    _clean_environment()
+    _raise_nofile()
+    started = time.monotonic()
+    failed = False
+    with _sigterm_as_interrupt(), ExitStack() as stack:
+        bench = Bench(args.quick, stack)
+        steps = [bench.pair_by_code, bench.cli_latency, bench.prompt_cost, bench.pair_three_tiers,
+                 bench.failover, bench.idle_agent, bench.reconnect, bench.relay_capacity]
+        try:
+            for step in steps:
+                try:
+                    step()
+                except Exception as exc:  # one broken measurement must not hide the others
+                    failed = True
+                    ROWS.append(Row(step.__name__.replace("_", " "), f"error: {type(exc).__name__}: {exc}"[:160],
+                                    "-", "ERROR"))
+                    log(f"{step.__name__} failed: {exc!r}")
+        except KeyboardInterrupt:
+            log("interrupted: stopping every process the bench started")
+            stack.close()
+            if ROWS:
+                print_table(ROWS)
+            return 130
+        log("stopping relays, agents and proxies")
+    elapsed = time.monotonic() - started
+    ROWS.append(Row("bench wall time", f"{elapsed:.0f} s ({'quick' if args.quick else 'full'} run)"))
+    print_table(ROWS)
+    return 1 if failed or any(r.verdict == "FAIL" for r in ROWS) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

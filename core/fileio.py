@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = FILE_MODE) -> bool:
             return False
     except OSError:
         pass
+    import tempfile  # only writers pay for it (~2.5 ms): `status` and `route` only read
+
     ensure_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -10,8 +10,7 @@ Streaming methods (``pair.start``, ``watch``) send notifies, then one final resp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from hermes_relay.core.errors import RemoteProtocolError
 
@@ -22,18 +21,17 @@ RESPONSE = 1
 NOTIFY = 2
 
 
-@dataclass(frozen=True)
-class Request:
+# NamedTuples, not dataclasses: importing dataclasses costs the CLI ~5 ms on every command.
+class Request(NamedTuple):
     msgid: int
     method: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any]
 
     def to_wire(self) -> list[Any]:
         return [REQUEST, self.msgid, self.method, self.params]
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     msgid: int
     error: dict[str, Any] | None
     result: Any
@@ -42,10 +40,9 @@ class Response:
         return [RESPONSE, self.msgid, self.error, self.result]
 
 
-@dataclass(frozen=True)
-class Notify:
+class Notify(NamedTuple):
     method: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any]
 
     def to_wire(self) -> list[Any]:
         return [NOTIFY, self.method, self.params]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hermes_relay.cli.commands import completion
+from hermes_relay.cli import completion_scripts as completion
+from hermes_relay.cli.commands import completion as completion_command
 from hermes_relay.cli.main import build_parser
 
 SHELL_CHECKS = {"bash": ["bash", "-n"], "zsh": ["zsh", "-n"], "fish": ["fish", "--no-execute"]}
@@ -179,3 +180,7 @@ def test_zsh_walks_to_the_right_candidates(tmp_path: Path, scripts: dict[str, st
     lines = done.stdout.splitlines()
     assert lines[0] == "compdef _hermes_relay hermes-relay"  # sourcing registers the function
     assert lines[1:] == expected
+
+
+def test_command_and_generator_agree_on_shells() -> None:
+    assert completion_command.SHELLS == completion.SHELLS

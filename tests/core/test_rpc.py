@@ -46,9 +46,9 @@ def test_messages_round_trip_through_a_frame(msg: rpc.Message) -> None:
 
 def test_kind_constants_match_msgpack_rpc() -> None:
     assert (rpc.REQUEST, rpc.RESPONSE, rpc.NOTIFY) == (0, 1, 2)
-    assert Request(1, "m").to_wire() == [0, 1, "m", {}]
+    assert Request(1, "m", {}).to_wire() == [0, 1, "m", {}]
     assert Response(1, None, 5).to_wire() == [1, 1, None, 5]
-    assert Notify("n").to_wire() == [2, "n", {}]
+    assert Notify("n", {}).to_wire() == [2, "n", {}]
 
 
 @pytest.mark.parametrize(

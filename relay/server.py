@@ -48,6 +48,9 @@ AUTH_TIMEOUT_REASON = "Authentication timeout"
 RATE_LIMIT_BODY = "Too many failed authentication attempts. Try again later."
 CLOSE_AUTH_FAILED = 4001  # application close code: credentials rejected or revoked
 CLOSE_POLICY = 1008
+CLOSE_GOING_AWAY = 1001
+CLOSE_GRACE = 2.0  # seconds to wait for a client's close reply
+SHUTDOWN_CLOSE_GRACE = 0.05  # on shutdown: send the close frame, do not wait for the reply
 # Reference relay: 5 bad tokens in 60 s block for 5 min; 10 bad codes in 60 s block for 2 min.
 SESSION_FAIL_LIMIT, SESSION_FAIL_WINDOW, SESSION_BLOCK = 5, 60.0, 300.0
 PAIRING_FAIL_LIMIT, PAIRING_FAIL_WINDOW, PAIRING_BLOCK = 10, 60.0, 120.0
@@ -170,9 +173,16 @@ class Relay:
             await self.ws_session(ws, ip)
         except trio_websocket.ConnectionClosed:
             pass
+        except trio.Cancelled:
+            # Shutting down: say "going away" but do not wait for the reply, which the cancelled
+            # reader task can no longer receive (waiting stalled every restart by CLOSE_GRACE).
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(SHUTDOWN_CLOSE_GRACE):
+                    await ws.aclose(CLOSE_GOING_AWAY, "relay shutting down")
+            raise
         finally:
             with trio.CancelScope(shield=True):
-                with trio.move_on_after(2):
+                with trio.move_on_after(CLOSE_GRACE):
                     await ws.aclose()
 
     async def _send(self, ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any], msg_id: str | None = None) -> None:

@@ -44,7 +44,8 @@ def table(agent: Agent) -> dict[str, Handler]:
         return {
             "agent": {"pid": os.getpid(), "version": __version__, "started_at": agent.started_at,
                       "socket": agent.config.socket_path, "store": str(agent.config.sessions_file),
-                      "store_error": store_error, "netwatch": getattr(watcher, "backend", None) or "off"},
+                      "store_error": store_error, "netwatch": getattr(watcher, "backend", None) or "off",
+                      "tasks": _task_count(), "open_files": _open_files()},
             "relays": relays,
         }
 
@@ -132,6 +133,25 @@ def table(agent: Agent) -> dict[str, Handler]:
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
         api.DOCTOR: doctor.handler(agent),
     }
+
+
+def _task_count() -> int:
+    """Live trio tasks: a number that must stay flat across reconnects (leak check, doctor)."""
+    count, todo = 0, [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return count
+
+
+def _open_files() -> int | None:
+    """Open file descriptors of this process (Linux; None elsewhere)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
 
 
 def _prefix(params: dict[str, Any]) -> str:

@@ -49,11 +49,13 @@ class Agent:
         self._nursery: trio.Nursery | None = None
         self._device: dict[str, Any] | None = None
         self._endpoint_identity: tuple[int, int] | None = None
+        self.ipc: ipc_endpoint.IpcListener | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with ipc_endpoint.instance_lock(self.config.lock_file):
             listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode)
+            self.ipc = listener
             self._endpoint_identity = _identity(self.config.socket_path)
             try:
                 async with trio.open_nursery() as nursery:

@@ -45,7 +45,7 @@ def table(agent: Agent) -> dict[str, Handler]:
             "agent": {"pid": os.getpid(), "version": __version__, "started_at": agent.started_at,
                       "socket": agent.config.socket_path, "store": str(agent.config.sessions_file),
                       "store_error": store_error, "netwatch": getattr(watcher, "backend", None) or "off",
-                      "tasks": _task_count(), "open_files": _open_files()},
+                      **_resources(agent)},
             "relays": relays,
         }
 
@@ -79,13 +79,21 @@ def table(agent: Agent) -> dict[str, Handler]:
         send, receive = trio.open_memory_channel[dict[str, Any]](64)
         agent.watchers.add(send)
         try:
-            for state in agent.states():
-                await ctx.notify(api.STATE, state)
-            async with receive:
-                async for state in receive:
-                    await ctx.notify(api.STATE, state)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return None
+            async with trio.open_nursery() as nursery:
+
+                async def until_client_leaves() -> None:
+                    await ctx.closed.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(until_client_leaves)
+                try:
+                    for state in agent.states():
+                        await ctx.notify(api.STATE, state)
+                    async with receive:
+                        async for state in receive:
+                            await ctx.notify(api.STATE, state)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    nursery.cancel_scope.cancel()
         finally:
             agent.watchers.discard(send)
 
@@ -135,15 +143,19 @@ def table(agent: Agent) -> dict[str, Handler]:
     }
 
 
-def _task_count() -> int:
-    """Live trio tasks: a number that must stay flat across reconnects (leak check, doctor)."""
+def _resources(agent: Agent) -> dict[str, Any]:
+    """Live trio tasks outside the IPC clients' own, and open files: both must stay flat across
+    reconnects (the soak test and doctor read them)."""
+    clients = agent.ipc.clients if agent.ipc is not None else None
     count, todo = 0, [trio.lowlevel.current_root_task()]
     while todo:
         task = todo.pop()
         count += 1
         for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return count
+            if nursery is not clients:
+                todo.extend(nursery.child_tasks)
+    return {"tasks": count, "ipc_clients": len(clients.child_tasks) if clients is not None else 0,
+            "open_files": _open_files()}
 
 
 def _open_files() -> int | None:

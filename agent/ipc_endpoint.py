@@ -81,6 +81,7 @@ class IpcListener:
         self.listener = listener
         self.path = path
         self.nonce = nonce
+        self.clients: trio.Nursery | None = None  # one task per connected client (set by serve_ipc)
 
     async def admit(self, stream: trio.SocketStream) -> bool:
         """Unix: the peer's uid is ours. TCP: the peer sends the nonce from the endpoint file first."""

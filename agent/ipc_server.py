@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FIRST_FRAME_TIMEOUT = 10.0  # a client that connects and says nothing is dropped
 READ_CHUNK = 65536
+MAX_QUEUED = 16  # requests read ahead of the one being handled
 
 
 @dataclass
@@ -73,39 +74,62 @@ class _Conn:
 
 
 async def handle_connection(stream: trio.abc.Stream, handlers: dict[str, Handler]) -> None:
-    """Serve one client until it disconnects or breaks the protocol."""
+    """Serve one client until it disconnects or breaks the protocol.
+
+    A reader task keeps reading while a request is being handled, so the end of the client's input
+    is noticed even during a streaming call (``ctx.closed``): a ``watch`` whose client has gone does
+    not linger until the next state change.
+    """
     conn = _Conn(stream)
     ctx = CallContext(conn.send)
-    greeted = False
+    send, receive = trio.open_memory_channel[rpc.Message](MAX_QUEUED)
     try:
-        with trio.move_on_after(FIRST_FRAME_TIMEOUT) as first_scope:
-            agen = conn.messages()
-            first = await agen.__anext__()
-        if first_scope.cancelled_caught:
-            log.debug("ipc_client_idle_dropped")
-            return
-        pending: list[rpc.Message] = [first]
-        while True:
-            msg = pending.pop() if pending else await agen.__anext__()
-            if not isinstance(msg, rpc.Request):
-                raise RemoteProtocolError("clients may only send requests")
-            if not greeted and msg.method != "hello":
-                await conn.send(
-                    rpc.Response(msg.msgid, UsageError("the first request must be hello").to_wire(), None).to_wire()
-                )
-                continue
-            greeted = True
-            await _dispatch(conn, ctx, handlers, msg)
-    except StopAsyncIteration:
-        pass
-    except RemoteProtocolError as exc:
-        log.warning("ipc_client_protocol_error error=%s", exc)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_requests, conn, ctx, send, nursery.cancel_scope)
+            greeted = False
+            try:
+                async with receive:
+                    async for msg in receive:
+                        if not greeted and msg.method != "hello":  # type: ignore[union-attr]
+                            await conn.send(rpc.Response(msg.msgid, UsageError(  # type: ignore[union-attr]
+                                "the first request must be hello").to_wire(), None).to_wire())
+                            continue
+                        greeted = True
+                        await _dispatch(conn, ctx, handlers, msg)  # type: ignore[arg-type]
+            except (trio.BrokenResourceError, trio.ClosedResourceError):  # the client left mid-answer
+                pass
+            nursery.cancel_scope.cancel()
     finally:
         ctx.closed.set()
         with trio.CancelScope(shield=True):
             await stream.aclose()
+
+
+async def _read_requests(conn: _Conn, ctx: CallContext, send: trio.MemorySendChannel[rpc.Message],
+                         scope: trio.CancelScope) -> None:
+    """Feed requests to the dispatcher; on garbage, drop the client; at end of input, say so."""
+    async with send:
+        try:
+            agen = conn.messages()
+            with trio.move_on_after(FIRST_FRAME_TIMEOUT) as first_scope:
+                first = await agen.__anext__()
+            if first_scope.cancelled_caught:
+                log.debug("ipc_client_idle_dropped")
+                scope.cancel()
+                return
+            pending = [first]
+            while True:
+                msg = pending.pop() if pending else await agen.__anext__()
+                if not isinstance(msg, rpc.Request):
+                    raise RemoteProtocolError("clients may only send requests")
+                await send.send(msg)
+        except StopAsyncIteration:
+            ctx.closed.set()  # the client will send nothing more; queued requests still run
+        except RemoteProtocolError as exc:
+            log.warning("ipc_client_protocol_error error=%s", exc)
+            scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            scope.cancel()
 
 
 async def _dispatch(conn: _Conn, ctx: CallContext, handlers: dict[str, Handler], msg: rpc.Request) -> None:
@@ -142,13 +166,19 @@ async def serve_ipc(
     """Accept clients forever, each in its own task."""
 
     async def one(stream: trio.SocketStream) -> None:
-        if not await ipc.admit(stream):
-            log.warning("ipc_peer_rejected path=%s", ipc.path)
-            await stream.aclose()
-            return
-        await handle_connection(stream, handlers)
+        try:
+            if not await ipc.admit(stream):
+                log.warning("ipc_peer_rejected path=%s", ipc.path)
+                await stream.aclose()
+                return
+            await handle_connection(stream, handlers)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:  # supervision point: one client can never take the agent down
+            log.exception("ipc_connection_crashed")
 
     async with trio.open_nursery() as nursery:
+        ipc.clients = nursery
         task_status.started()
         async with ipc.listener as listener:
             while True:

@@ -8,7 +8,8 @@ API except in ``status`` with ``reveal_tokens=True``.
 
 ``status`` {reveal_tokens?: bool} -> {
     agent: {pid, version, started_at, socket, netwatch: <backend name>, store: <path>,
-            store_error: {code, message, data} | None, tasks: int, open_files: int | None},
+            store_error: {code, message, data} | None, tasks: int (not counting IPC clients'),
+            ipc_clients: int, open_files: int | None},
     relays: [RelayState, ...]}
   RelayState = {url, state, route: RouteInfo | None, since, latency_ms, attempts,
                 last_error: {code, message, data: {hint?, ...}} | None, next_retry_at, routes: [RouteInfo],

@@ -136,7 +136,10 @@ _WRITER = textwrap.dedent(
 )
 
 
-def test_concurrent_updates_from_eight_processes_lose_nothing(path: Path) -> None:
+WRITERS = 20  # the reliability target: 20 processes updating the store at once
+
+
+def test_concurrent_updates_from_twenty_processes_lose_nothing(path: Path) -> None:
     _write(path, json.dumps(FOREIGN_DOC).encode())
     procs = [
         subprocess.Popen(
@@ -145,7 +148,7 @@ def test_concurrent_updates_from_eight_processes_lose_nothing(path: Path) -> Non
             stderr=subprocess.PIPE,
             text=True,
         )
-        for w in range(8)
+        for w in range(WRITERS)
     ]
     for proc in procs:
         assert proc.stdin is not None
@@ -160,7 +163,7 @@ def test_concurrent_updates_from_eight_processes_lose_nothing(path: Path) -> Non
 
     sessions = SessionStore(path).sessions()
     written = {k for k in sessions if k not in FOREIGN_DOC["sessions"]}
-    assert written == {f"ws://writer{w}-{i}.test:8767" for w in range(8) for i in range(25)}
+    assert written == {f"ws://writer{w}-{i}.test:8767" for w in range(WRITERS) for i in range(25)}
     assert sessions["ws://writer3-7.test:8767"] == {"token": "t-3-7", "writer": "3"}
     assert sessions[OWNER] == FOREIGN_DOC["sessions"][OWNER]
     assert json.loads(path.read_text())["written_by"] == "hermes-desktop 2.3"

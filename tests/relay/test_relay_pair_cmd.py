@@ -1,0 +1,86 @@
+"""`hermes-pair` as the operator runs it: a real process registering codes with a real relay."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from helpers import ws_auth
+from hermes_relay.core import payload
+
+
+async def hermes_pair(home: Path, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "HERMES_HOME": str(home)}
+    result = await trio.run_process([sys.executable, "-m", "hermes_relay.relay.pair_cmd", *args], env=env,
+                                    capture_stdout=True, capture_stderr=True, check=False)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_default_output_and_the_code_pairs_once(relay, tmp_path: Path) -> None:
+    code, out, err = await hermes_pair(tmp_path, "--relay", relay.url, "--mode", "lan", "--lan-host", "127.0.0.1")
+    assert code == 0, err
+    lines = out.splitlines()
+    minted = lines[0].removeprefix("Code : ")
+    assert len(minted) == 6 and minted.isalnum() and minted.isupper()
+    assert lines[1] == f"Relay : {relay.url}"
+    assert lines[2] == "Session TTL : 2592000 seconds (30 days)"  # the reference hermes-pair's default
+    _, reply = await ws_auth(relay.url, {"pairing_code": minted})
+    assert reply["type"] == "auth.ok"
+    _, again = await ws_auth(relay.url, {"pairing_code": minted})
+    assert again["type"] == "auth.fail"
+
+
+@pytest.mark.parametrize(("ttl", "seconds"), [("0", 0), ("never", 0), ("7d", 604800), ("3600", 3600)])
+async def test_ttl_forms(relay, tmp_path: Path, ttl: str, seconds: int) -> None:
+    code, out, _ = await hermes_pair(tmp_path, "--relay", relay.url, "--mode", "lan", "--lan-host", "127.0.0.1",
+                                     "--ttl", ttl, "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["ttl_seconds"] == seconds
+    _, reply = await ws_auth(relay.url, {"pairing_code": result["code"]})
+    assert (reply["payload"]["expires_at"] is None) == (seconds == 0)
+
+
+async def test_multi_route_invite_is_signed_and_drawn(relay, tmp_path: Path) -> None:
+    code, out, err = await hermes_pair(tmp_path, "--relay", relay.url, "--lan-host", "192.168.1.20",
+                                       "--tailscale-host", "100.101.102.103", "--public-url", "https://relay.example.com")
+    assert code == 0, err
+    port = relay.info.port
+    assert "Routes (strict priority):" in out
+    assert "\u2588" in out or "\u2580" in out or "\u2584" in out  # a terminal QR code was drawn
+    invite = json.loads(out.split("Invite payload:\n", 1)[1].splitlines()[0])
+    assert invite["hermes"] == 3
+    assert [(e["role"], e["priority"], e["relay"]["url"]) for e in invite["endpoints"]] == [
+        ("lan", 0, f"ws://192.168.1.20:{port}"), ("tailscale", 1, f"ws://100.101.102.103:{port}"),
+        ("public", 2, "wss://relay.example.com"),
+    ]
+    secret_file = tmp_path / "hermes-relay-qr-secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert payload.verify(invite, secret_file.read_bytes())
+    link = next(line for line in out.splitlines() if "--pair-qr" in line)
+    assert payload.parse(link.split("'")[1]).code == invite["relay"]["code"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--mode", "public"], "--mode public needs --public-url"),
+    (["--ttl", "3x"], "--ttl must be"),
+    (["--code", "AB-1"], "invalid code format"),
+    (["--relay", "ftp://x"], "ws:// or wss://"),
+])
+async def test_usage_errors_exit_2(relay, tmp_path: Path, args: list[str], needle: str) -> None:
+    code, _, err = await hermes_pair(tmp_path, "--relay", relay.url, *args)
+    assert code == 2 and needle in err
+
+
+async def test_relay_down_says_how_to_start_it(tmp_path: Path) -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    await listeners[0].aclose()  # a port nobody listens on
+    code, _, err = await hermes_pair(tmp_path, "--relay", f"ws://127.0.0.1:{port}")
+    assert code == 1 and "cannot reach the relay" in err and "hermes-relay-server" in err

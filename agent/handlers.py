@@ -12,7 +12,7 @@ from hermes_relay.agent import doctor, pairing, prober, transport
 from hermes_relay.agent.ipc_server import AfterResponse, CallContext, Handler
 from hermes_relay.agent.link import pin_for, routes_for
 from hermes_relay.core import api
-from hermes_relay.core.errors import AmbiguousError, NotPairedError, StateError, UsageError
+from hermes_relay.core.errors import AmbiguousError, NoRouteError, NotPairedError, StateError, UsageError
 from hermes_relay.core.store import resolve_in
 
 if TYPE_CHECKING:
@@ -201,8 +201,11 @@ async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
     async def discard(d: transport.Dialed) -> None:
         await d.aclose()
 
-    won = await prober.race(routes, connect, discard, stagger=agent.config.probe_stagger,
-                            timeout=agent.config.probe_timeout, cache=agent.cache)
+    try:
+        won = await prober.race(routes, connect, discard, stagger=agent.config.probe_stagger,
+                                timeout=agent.config.probe_timeout, cache=agent.cache)
+    except NoRouteError as exc:
+        raise prober.decisive(exc) from None
     status, obj = await transport.http_request(won.value, method, path, token=rec.get("token"), body=body)
     if not 200 <= status < 300:
         raise transport.http_error(won.route.url, method, path, status, obj)

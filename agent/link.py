@@ -267,16 +267,7 @@ class RelayLink:
             return await prober.race(routes, connect, transport.discard, stagger=self.config.probe_stagger,
                                      timeout=self.config.probe_timeout, cache=self.agent.cache if use_cache else None)
         except NoRouteError as exc:
-            tried = [a for a in exc.attempts if not a.get("skipped")]
-            pins = [a for a in tried if a.get("code") == "pin_mismatch"]
-            if pins and len(pins) == len(tried):
-                data = pins[0]["data"]
-                raise PinMismatchError(data["url"], data["expected"], data["got"]) from None
-            limited = [a for a in tried if a.get("code") == "rate_limited"]
-            if limited:  # never hammer a relay that asked us to back off, whatever the other routes did
-                waits = [a["data"].get("retry_after") for a in limited if a["data"].get("retry_after")]
-                raise RateLimitedError(retry_after=max(waits) if waits else None) from None
-            raise
+            raise prober.decisive(exc) from None
 
     async def _refresh(self, nursery: trio.Nursery, record: dict[str, Any],
                        route: Route) -> tuple[transport.Connected, dict[str, Any]]:

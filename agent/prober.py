@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from hermes_relay.core.errors import HermesError, NoRouteError
+from hermes_relay.core.errors import HermesError, NoRouteError, PinMismatchError, RateLimitedError
 from hermes_relay.core.routes import Route, tiers
 
 T = TypeVar("T")
@@ -163,3 +163,22 @@ async def race(
                            attempts=[a.to_dict() for a in attempts],
                            hint="check that the relay is running and reachable from this network")
     return Won(winner[0], winner[1], attempts)
+
+
+def decisive(exc: NoRouteError) -> HermesError:
+    """The error that should drive the caller when every route failed.
+
+    A pin mismatch on every route tried is a PinMismatchError (stop, ask the user); a rate limit on
+    any route is a RateLimitedError (wait it out: never hammer a relay that asked us to back off);
+    anything else stays the NoRouteError with every attempt's outcome.
+    """
+    tried = [a for a in exc.attempts if not a.get("skipped")]
+    pins = [a for a in tried if a.get("code") == "pin_mismatch"]
+    if pins and len(pins) == len(tried):
+        data = pins[0]["data"]
+        return PinMismatchError(data["url"], data["expected"], data["got"])
+    limited = [a for a in tried if a.get("code") == "rate_limited"]
+    if limited:
+        waits = [a["data"].get("retry_after") for a in limited if a["data"].get("retry_after")]
+        return RateLimitedError(retry_after=max(waits) if waits else None)
+    return exc

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from hermes_relay.core import api, payload
+from hermes_relay.core.errors import PinMismatchError
 from hermes_relay.relay import tls
 from procs import Proxy, RelayProc, free_port, wait_state
 
@@ -67,6 +68,10 @@ def test_new_certificate_is_refused_until_accepted(tmp_path, make_agent_env) -> 
         assert err["data"]["expected"] == first_pin and err["data"]["got"] == relay.pin != first_pin
         assert "hermes-relay pin accept" in err["data"]["hint"]
         assert env.store()["sessions"][relay.url]["cert_pin_sha256"] == first_pin  # never re-pinned silently
+        with env.client() as c:  # the pin guards the session-management calls too: no token is sent
+            with pytest.raises(PinMismatchError) as info:
+                c.call(api.DEVICES_LIST, {}, timeout=20)
+        assert info.value.data["got"] == relay.pin and "pin accept" in (info.value.hint or "")
         with env.client() as c:
             accepted = c.call(api.PIN_ACCEPT, {"url": relay.url}, timeout=20)
         assert accepted == {"url": relay.url, "old_pin": first_pin, "new_pin": relay.pin}

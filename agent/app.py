@@ -210,14 +210,20 @@ class Agent:
     def auth_payload(self, **credentials: Any) -> dict[str, Any]:
         return {**self.device(), **credentials}
 
-    def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None) -> None:
-        """Record what auth.ok told us (token rotation, expiry, grants) and the pin on first use."""
+    def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
+                  used_token: str | None) -> None:
+        """Record what auth.ok told us (token rotation, expiry, grants) and the pin on first use.
+
+        Only if the record still holds ``used_token``: a re-pairing that landed meanwhile is newer.
+        """
 
         def apply(sessions: dict[str, dict[str, Any]]) -> None:
             found = resolve_in(sessions, owner)
             if found is None:
                 return  # the user removed the pairing meanwhile; do not resurrect it
             _, rec = found
+            if rec.get("token") != used_token:
+                return
             if isinstance(ok.get("session_token"), str) and ok["session_token"]:
                 rec["token"] = ok["session_token"]
             if isinstance(ok.get("refresh_token"), str) and ok["refresh_token"]:

@@ -385,12 +385,17 @@ async def _connect_any(addrs: list[tuple[int, Any]],
         won.append((trio.SocketStream(sock), _fmt(sockaddr)))
         scope.cancel()
 
-    async with trio.open_nursery() as nursery:
-        for family, sockaddr in addrs:
-            failed = trio.Event()
-            nursery.start_soon(attempt, family, sockaddr, failed, nursery.cancel_scope)
-            with trio.move_on_after(CONNECT_STAGGER):
-                await failed.wait()
+    try:
+        async with trio.open_nursery() as nursery:
+            for family, sockaddr in addrs:
+                failed = trio.Event()
+                nursery.start_soon(attempt, family, sockaddr, failed, nursery.cancel_scope)
+                with trio.move_on_after(CONNECT_STAGGER):
+                    await failed.wait()
+    except BaseException:  # the overall deadline: a connection won at that instant must not leak
+        for stream, _ in won:
+            await trio.aclose_forcefully(stream)
+        raise
     return won[0] if won else (None, None)
 
 
@@ -449,6 +454,9 @@ async def _tls(check: RouteCheck, owner: str, rec: dict[str, Any], stream: trio.
         await trio.aclose_forcefully(stream)
         check.end(FAIL, f"TLS handshake failed: {_reason(exc)}", fix=FIX_TLS)
         return None, None
+    except BaseException:  # cancelled by the overall deadline: close before leaving
+        await trio.aclose_forcefully(stream)
+        raise
     recorded = pin_for(owner, rec, route.url)
     if recorded and recorded != presented:
         await trio.aclose_forcefully(tls)

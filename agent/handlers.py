@@ -12,7 +12,14 @@ from hermes_relay.agent import doctor, pairing, prober, transport
 from hermes_relay.agent.ipc_server import AfterResponse, CallContext, Handler
 from hermes_relay.agent.link import pin_for, routes_for
 from hermes_relay.core import api
-from hermes_relay.core.errors import AmbiguousError, NoRouteError, NotPairedError, StateError, UsageError
+from hermes_relay.core.errors import (
+    AmbiguousError,
+    NoRouteError,
+    NotPairedError,
+    SessionRevokedError,
+    StateError,
+    UsageError,
+)
 from hermes_relay.core.store import resolve_in
 
 if TYPE_CHECKING:
@@ -125,7 +132,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                 record["route_cert_pins"] = pins
 
         agent.store.update(apply)
-        agent.marks.clear(owner)
+        agent.marks.clear(owner, only=api.PIN_MISMATCH)  # a revoked pairing stays revoked
         agent.link_for(owner).wake()
         return {"url": route.url, "old_pin": old, "new_pin": new}
 
@@ -193,6 +200,11 @@ async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
                 body: dict[str, Any] | None = None) -> tuple[str, int, Any]:
     """Call the relay's session API over the live route if there is one, else the best reachable route."""
     owner, rec = _resolve(agent, params.get("url"))
+    mark = agent.marks.get(owner, rec.get("token"))
+    if mark is not None and mark.get("state") in (api.REVOKED, api.EXPIRED):
+        # Sending a token the relay already refused only counts toward its per-IP block.
+        raise SessionRevokedError(f"the session for {owner} was {mark['state']}; the relay no longer accepts it",
+                                  hint=f"pair again: hermes-relay pair --remote {owner} CODE")
     routes = routes_for(owner, rec)
 
     async def connect(route: Any) -> transport.Dialed:

@@ -43,8 +43,9 @@ class Indicator:
         valid_until = int(now + VALIDITY_HEARTBEATS * self.heartbeat)
         self.current = {**summary, "updated_at": now, "valid_until": valid_until}
         try:
-            fileio.atomic_write(self.route_file, f"{valid_until} {summary['label']}\n".encode())
-            fileio.atomic_write(self.json_file, fileio.dump_json(self.current))
+            # Not fsynced: rewritten on every change and heartbeat, and only ever describes the present.
+            fileio.atomic_write(self.route_file, f"{valid_until} {summary['label']}\n".encode(), durable=False)
+            fileio.atomic_write(self.json_file, fileio.dump_json(self.current), durable=False)
         except OSError as exc:  # a full disk must not take the agent down; the prompt goes stale
             log.warning("indicator_write_failed error=%s", exc)
         return self.current

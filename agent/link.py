@@ -35,8 +35,9 @@ from hermes_relay.core.errors import (
     RateLimitedError,
     StateError,
     TransportError,
+    UsageError,
 )
-from hermes_relay.core.routes import Route, make_routes
+from hermes_relay.core.routes import Route, host_port, make_routes, normalize_relay_url
 from hermes_relay.core.store import resolve_in, route_urls
 
 if TYPE_CHECKING:
@@ -60,7 +61,12 @@ class Signal:
 
 
 class _Reconnect(Exception):
-    """Leave the current connection on purpose (a better route, or the relay closed us with 4001)."""
+    """Leave the current connection on purpose: a better route (at once), or the relay closed us with
+    4001 (after the usual backoff delay, so a relay that keeps doing it cannot cause a hot loop)."""
+
+    def __init__(self, reason: str, *, immediate: bool):
+        super().__init__(reason)
+        self.immediate = immediate
 
 
 def routes_for(url: str, record: dict[str, Any]) -> list[Route]:
@@ -79,7 +85,18 @@ def routes_for(url: str, record: dict[str, Any]) -> list[Route]:
     if url not in [c[0] for c in candidates]:
         role = record.get("endpoint_role") if isinstance(record.get("endpoint_role"), str) else None
         candidates.insert(0, (url, role, 0 if not candidates else None))
-    return make_routes(candidates)
+    # Other clients write this file too: a URL we cannot use is skipped, never fatal.
+    return make_routes([c for c in candidates if _usable(c[0])])
+
+
+def _usable(url: str) -> bool:
+    try:
+        normalize_relay_url(url)
+        host_port(url)
+    except (UsageError, ValueError):
+        log.warning("route_unusable url=%r", url)
+        return False
+    return True
 
 
 def pin_for(owner: str, record: dict[str, Any], url: str) -> str | None:
@@ -114,6 +131,10 @@ class RelayLink:
         self.wake_signal = Signal()  # skip the backoff wait / leave a stopped state to re-check
         self.net_signal = Signal()  # the network changed: check the link and the higher tiers now
         self.cancel_scope = trio.CancelScope()
+        # Credentials the relay issued that could not be written to the store yet (disk full, lock
+        # held): (token they replace, auth.ok payload, route URL, pin). Used instead of the stale
+        # stored ones, so a failed write cannot turn a refresh into a revoked pairing.
+        self._unsaved: tuple[str | None, dict[str, Any], str, str | None] | None = None
 
     # -- public --------------------------------------------------------------------------------
     def wake(self) -> None:
@@ -133,7 +154,16 @@ class RelayLink:
 
     async def run(self) -> None:
         with self.cancel_scope:
-            await self._loop()
+            while True:
+                try:
+                    await self._loop()
+                except Exception as exc:  # supervision point: one broken pairing never stops the agent
+                    log.exception("link_crashed url=%s", self.url)
+                    wait = self.config.backoff_cap
+                    self._set(api.BACKOFF, route=None, since=None, next_retry_at=self._now() + wait, last_error={
+                        "code": "internal_error", "message": f"agent error while keeping {self.url}: {exc!r}",
+                        "data": {"hint": "see `hermes-relay agent logs`; the link retries by itself"}})
+                    await self._sleep_or_wake(wait)
 
     # -- the loop ------------------------------------------------------------------------------
     def _set(self, state: str, **fields: Any) -> None:
@@ -164,6 +194,14 @@ class RelayLink:
                 continue
             _, record = found
             token = record.get("token") if isinstance(record.get("token"), str) else None
+            if self._unsaved is not None and self._unsaved[0] == token:
+                self._flush_unsaved()
+                if self._unsaved is not None:
+                    record = {**record, "token": self._unsaved[1]["session_token"],
+                              "refresh_token": self._unsaved[1].get("refresh_token") or record.get("refresh_token")}
+                    token = record["token"]
+            else:
+                self._unsaved = None  # re-paired meanwhile: the store's credentials are newer
             self.routes = routes_for(self.url, record)
             self.server_version = record.get("server_version")
             mark = self.agent.marks.get(self.url, token)
@@ -177,7 +215,12 @@ class RelayLink:
                 await self._session(record, token, connected_at)
             except _Reconnect as why:
                 log.info("link_reconnect url=%s reason=%s", self.url, why)
-                delays = self._delays()
+                if why.immediate:
+                    delays = self._delays()
+                    continue
+                delay = next(delays)
+                self._set(api.BACKOFF, last_error=None, route=None, since=None, next_retry_at=self._now() + delay)
+                await self._sleep_or_wake(delay)
                 continue
             except PinMismatchError as exc:
                 log.warning("link_pin_mismatch url=%s expected=%s got=%s", self.url, exc.expected, exc.got)
@@ -205,6 +248,18 @@ class RelayLink:
                           next_retry_at=self._now() + delay)
                 await self._sleep_or_wake(delay)
 
+    def _flush_unsaved(self) -> None:
+        """Write what the last auth.ok said to the store; on failure keep it for the next try."""
+        if self._unsaved is None:
+            return
+        used, ok, route_url, pin = self._unsaved
+        try:
+            self.agent.save_auth(self.url, route_url, ok, pin, used_token=used)
+        except (StateError, OSError) as exc:
+            log.error("store_write_failed url=%s error=%s (kept in memory, retried)", self.url, exc)
+            return
+        self._unsaved = None
+
     def _delays(self):
         return backoff.full_jitter(base=self.config.backoff_base, cap=self.config.backoff_cap, rng=self.config.rng)
 
@@ -226,7 +281,8 @@ class RelayLink:
                         refreshed, ok = await self._refresh(nursery, record, dialed.route)
                         conns.append(refreshed)
                         ws = refreshed[1]
-                    self.agent.save_auth(self.url, dialed.route.url, ok, dialed.pin)
+                    self._unsaved = (token, ok, dialed.route.url, dialed.pin)
+                    self._flush_unsaved()
                     connected_at.append(trio.current_time())
                     self.attempts = 0
                     log.info("link_up url=%s route=%s latency_ms=%.0f", self.url, dialed.route.url, dialed.elapsed * 1000)
@@ -289,9 +345,11 @@ class RelayLink:
     async def _keepalive(self, ws: trio_websocket.WebSocketConnection) -> None:
         interval = self.config.ping_interval
         while True:
+            limit = interval
             with trio.move_on_after(interval):
                 await self.net_signal.wait()
-            limit = interval
+                limit = min(interval, self.config.probe_timeout)  # the network changed: is this path alive?
+            self._flush_unsaved()
             started = trio.current_time()
             try:
                 with trio.fail_after(limit):
@@ -314,7 +372,7 @@ class RelayLink:
         if exc.reason is not None and exc.reason.code == 4001:
             # The relay ended this session (revoked, rotated or replaced): ask it again at once;
             # only its auth.fail, not this close, decides that the pairing is gone.
-            return _Reconnect(f"relay closed the session ({transport.close_text(exc)})")
+            return _Reconnect(f"relay closed the session ({transport.close_text(exc)})", immediate=False)
         return ConnectionLostError(f"{self.url}: the relay closed the connection ({transport.close_text(exc)})")
 
     async def _probe(self, routes: list[Route], record: dict[str, Any]) -> prober.Won[transport.Connected] | None:
@@ -323,8 +381,8 @@ class RelayLink:
         async with trio.open_nursery() as nursery:
             try:
                 won = await self._race(nursery, routes, record, use_cache=False)
-            except (NoRouteError, PinMismatchError):
-                pass
+            except HermesError as exc:  # the higher tier is not usable now (down, pin, rate limited)
+                log.debug("upgrade_probe_failed url=%s error=%s", self.url, exc.message)
             else:
                 result.append(won)
                 await transport.discard(won.value)
@@ -334,9 +392,13 @@ class RelayLink:
     async def _upgrade_watch(self, higher: list[Route], record: dict[str, Any]) -> None:
         confirmations = 0
         while True:
-            wait = self.config.upgrade_hysteresis if confirmations else self.config.upgrade_interval
-            with trio.move_on_after(wait):
-                await self.net_signal.wait()
+            if confirmations:
+                # Hysteresis: a second answer a full interval later, whatever the network does
+                # meanwhile, so a route that flaps during a Wi-Fi join is not chosen.
+                await trio.sleep(self.config.upgrade_hysteresis)
+            else:
+                with trio.move_on_after(self.config.upgrade_interval):
+                    await self.net_signal.wait()
             won = await self._probe(higher, record)
             if won is None:
                 confirmations = 0
@@ -344,7 +406,7 @@ class RelayLink:
             self.agent.cache.record(won.route.url, True)
             confirmations += 1
             if confirmations >= 2:
-                raise _Reconnect(f"moving up to {won.route.label} {won.route.url}")
+                raise _Reconnect(f"moving up to {won.route.label} {won.route.url}", immediate=True)
 
 
 def _expired(record: dict[str, Any], now: float) -> bool:

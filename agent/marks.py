@@ -9,12 +9,14 @@ was reached with, so a new pairing (a new token) clears it without anyone having
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
 from hermes_relay.core import fileio
 from hermes_relay.core.errors import StateError
 
+log = logging.getLogger(__name__)
 MARKS_VERSION = 1
 
 
@@ -29,8 +31,11 @@ class Marks:
     def _read(self) -> dict[str, Any]:
         try:
             doc = fileio.read_json_versioned(self.path, supported=MARKS_VERSION)
-        except StateError:
-            # Our own cache of verdicts: unreadable means "no verdicts"; the file is kept for doctor.
+        except StateError as exc:
+            # Unreadable: set it aside (kept for inspection, never overwritten) and start afresh.
+            # Losing verdicts costs at most one more rejected auth per pairing.
+            moved = fileio.quarantine(self.path)
+            log.warning("marks_file_unreadable error=%s moved_to=%s", exc.message, moved)
             return {}
         relays = (doc or {}).get("relays")
         return relays if isinstance(relays, dict) else {}
@@ -47,10 +52,13 @@ class Marks:
             relays[url] = {"state": state, "error": error, "at": at, "token_fp": token_fingerprint(token)}
             fileio.atomic_write(self.path, fileio.dump_json({"version": MARKS_VERSION, "relays": relays}))
 
-    def clear(self, url: str) -> bool:
+    def clear(self, url: str, *, only: str | None = None) -> bool:
+        """Forget the verdict on ``url`` (only if it is ``only``, when given)."""
         with fileio.FileLock(self.path):
             relays = self._read()
-            if relays.pop(url, None) is None:
+            mark = relays.get(url)
+            if mark is None or (only is not None and isinstance(mark, dict) and mark.get("state") != only):
                 return False
+            del relays[url]
             fileio.atomic_write(self.path, fileio.dump_json({"version": MARKS_VERSION, "relays": relays}))
             return True

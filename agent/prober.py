@@ -16,11 +16,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import logging
+
 import trio
 
 from hermes_relay.core.errors import HermesError, NoRouteError, PinMismatchError, RateLimitedError
 from hermes_relay.core.routes import Route, tiers
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 STAGGER = 0.25
 ATTEMPT_TIMEOUT = 4.0
@@ -125,6 +128,12 @@ async def race(
                                  data=dict(exc.data)))
             failed.set()
             return
+        except Exception as exc:  # a bug or an odd route (bad URL from another client): this route only
+            log.exception("probe_crashed url=%s", route.url)
+            await record(Attempt(route, False, (trio.current_time() - started) * 1000, f"internal error: {exc!r}",
+                                 "internal_error"))
+            failed.set()
+            return
         if held[slot] is not None or tier_scope.cancel_called:
             await discard(value)  # a sibling won the same instant
             return
@@ -144,18 +153,24 @@ async def race(
             done[slot].set()
 
     winner: tuple[Route, T] | None = None
-    async with trio.open_nursery() as nursery:
-        for slot, tier in enumerate(groups):
-            nursery.start_soon(run_tier, slot, tier)
-        for slot in range(len(groups)):
-            await done[slot].wait()
-            if held[slot] is not None:
-                winner = held[slot]
-                break
-        nursery.cancel_scope.cancel()
-    for slot, entry in enumerate(held):
-        if entry is not None and entry is not winner:
-            await discard(entry[1])
+    try:
+        async with trio.open_nursery() as nursery:
+            for slot, tier in enumerate(groups):
+                nursery.start_soon(run_tier, slot, tier)
+            for slot in range(len(groups)):
+                await done[slot].wait()
+                if held[slot] is not None:
+                    winner = held[slot]
+                    break
+            nursery.cancel_scope.cancel()
+    finally:  # also when the caller is cancelled: nothing we connected is left open
+        with trio.CancelScope(shield=True):
+            for entry in held:
+                if entry is not None and entry is not winner:
+                    await discard(entry[1])
+        if winner is not None and trio.current_effective_deadline() == -float("inf"):
+            with trio.CancelScope(shield=True):
+                await discard(winner[1])
     if winner is None:
         tried = [a for a in attempts if not a.skipped]
         summary = "; ".join(f"{a.route.label} {a.route.url}: {a.error}" for a in tried)

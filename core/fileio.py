@@ -36,8 +36,12 @@ def ensure_private_dir(path: Path) -> None:
             os.chmod(path, DIR_MODE)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = FILE_MODE) -> bool:
-    """Replace ``path`` with ``data`` atomically. Returns False when the contents were already equal."""
+def atomic_write(path: Path, data: bytes, *, mode: int = FILE_MODE, durable: bool = True) -> bool:
+    """Replace ``path`` with ``data`` atomically. Returns False when the contents were already equal.
+
+    ``durable=False`` skips the fsyncs: still atomic for readers, but may be lost in a power cut
+    (right for files rewritten every few seconds that describe the present, like the route indicator).
+    """
     try:
         if path.read_bytes() == data:
             if os.name == "posix" and path.stat().st_mode & 0o777 != mode:
@@ -55,7 +59,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = FILE_MODE) -> bool:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -63,7 +68,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = FILE_MODE) -> bool:
         except OSError:
             pass
         raise
-    if os.name == "posix":
+    if durable and os.name == "posix":
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)

@@ -11,7 +11,7 @@ from hermes_relay import __version__
 from hermes_relay.agent import doctor, pairing, prober, transport
 from hermes_relay.agent.ipc_server import AfterResponse, CallContext, Handler
 from hermes_relay.agent.link import pin_for, routes_for
-from hermes_relay.core import api
+from hermes_relay.core import api, codes
 from hermes_relay.core.errors import (
     AmbiguousError,
     NoRouteError,
@@ -175,9 +175,9 @@ def _open_files() -> int | None:
 
 def _prefix(params: dict[str, Any]) -> str:
     prefix = params.get("prefix")
-    if not isinstance(prefix, str) or not prefix.strip() or "/" in prefix:
+    if not isinstance(prefix, str):
         raise UsageError("a token prefix is required (the 8 characters `hermes-relay devices` shows)")
-    return prefix.strip()
+    return codes.validate_token_prefix(prefix)
 
 
 def _resolve(agent: Agent, url: str | None) -> tuple[str, dict[str, Any]]:

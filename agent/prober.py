@@ -20,7 +20,7 @@ import logging
 
 import trio
 
-from hermes_relay.core.errors import HermesError, NoRouteError, PinMismatchError, RateLimitedError
+from hermes_relay.core.errors import HermesError, NoRouteError, PinMismatchError, RateLimitedError, error_from_wire
 from hermes_relay.core.routes import Route, tiers
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ async def race(
             return
         except HermesError as exc:
             await record(Attempt(route, False, (trio.current_time() - started) * 1000, exc.message, exc.code,
-                                 data=dict(exc.data)))
+                                 data=exc.to_wire()["data"]))
             failed.set()
             return
         except Exception as exc:  # a bug or an odd route (bad URL from another client): this route only
@@ -196,4 +196,8 @@ def decisive(exc: NoRouteError) -> HermesError:
     if limited:
         waits = [a["data"].get("retry_after") for a in limited if a["data"].get("retry_after")]
         return RateLimitedError(retry_after=max(waits) if waits else None)
+    if len(tried) == 1:  # one route: its own error says more (refused vs TLS vs not a relay) than "no route"
+        (only,) = tried
+        message = only["error"] if only["url"] in only["error"] else f"{only['url']}: {only['error']}"
+        return error_from_wire({"code": only["code"], "message": message, "data": dict(only["data"])})
     return exc

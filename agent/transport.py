@@ -115,7 +115,12 @@ async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_
     except HermesError:
         raise
     except (ssl.SSLError, trio.BrokenResourceError) as exc:
-        raise TlsError(f"{route.url}: TLS handshake failed: {_reason(exc)}",
+        text = _reason(exc)
+        if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version number" in text:
+            plain = "ws://" + route.url.split("://", 1)[1]
+            raise TlsError(f"{route.url}: the server does not speak TLS (it answered in plain text)",
+                           hint=f"it is probably a plain relay: use {plain}") from None
+        raise TlsError(f"{route.url}: TLS handshake failed: {text}",
                        hint="is this a wss:// relay? for a plain relay use ws://") from None
     except OSError as exc:
         raise _os_error(route.url, host, port, exc) from None
@@ -206,7 +211,10 @@ def _handshake_error(url: str, leaves: list[BaseException], timeout: float) -> H
             body = (exc.body or b"").decode("utf-8", "replace")[:200]
             if exc.status_code == 429:
                 return RateLimitedError(body, retry_after=_retry_after(exc.headers))
-            return HandshakeRejectedError(exc.status_code, body)
+            return HandshakeRejectedError(
+                exc.status_code, " ".join(body.split())[:120],
+                hint="this port answers HTTP but not as a Hermes relay: check the port (the relay's default is 8767)",
+            )
     if any(isinstance(exc, trio.TooSlowError) for exc in leaves):
         return ConnectTimeoutError(f"{url}: the WebSocket upgrade got no answer within {timeout:g}s",
                                    hint="is this port a Hermes relay?")

@@ -156,10 +156,19 @@ def invoke(
 
 def report_error(exc: HermesError, stderr: TextIO) -> int:
     """Print ``hermes-relay: <message>`` and the hint; return the error's exit code."""
-    stderr.write(f"hermes-relay: {exc.message}\n")
+    # Messages can carry text from the network (an HTTP body, a relay's reason): never let it drive
+    # the terminal, and never let a whole HTML page through.
+    stderr.write(f"hermes-relay: {_clip(render.printable(exc.message))}\n")
     if exc.hint:
-        stderr.write(f"  hint: {exc.hint}\n")
+        stderr.write(f"  hint: {_clip(render.printable(exc.hint))}\n")
     return int(getattr(exc, "exit_code", EXIT_FAILURE))
+
+
+MAX_ERROR_CHARS = 400
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "… (cut)"
 
 
 def main(

@@ -40,3 +40,22 @@ def validate_code(raw: str) -> str:
 
 def generate_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+_TOKEN_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def validate_token_prefix(raw: str) -> str:
+    """A session-token prefix as ``devices`` shows it (URL-safe base64 characters), or UsageError.
+
+    Checked on both sides of the IPC socket: the prefix becomes part of an HTTP path on the relay.
+    """
+    from hermes_relay.core.errors import UsageError
+
+    prefix = (raw or "").strip()
+    if not _TOKEN_PREFIX.fullmatch(prefix):
+        raise UsageError(
+            f"invalid token prefix {raw!r}: copy it from the PREFIX column of `hermes-relay devices` "
+            "(letters, digits, - and _)"
+        )
+    return prefix

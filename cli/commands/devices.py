@@ -142,7 +142,6 @@ def _relay_url(args: argparse.Namespace, ctx: Context) -> str | None:
 
 
 def _prefix(raw: str) -> str:
-    prefix = raw.strip()
-    if not prefix or not prefix.isprintable() or any(ch.isspace() for ch in prefix):
-        raise UsageError(f"invalid token prefix {raw!r}: copy it from the PREFIX column of `hermes-relay devices`")
-    return prefix
+    from hermes_relay.core.codes import validate_token_prefix
+
+    return validate_token_prefix(raw)

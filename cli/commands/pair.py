@@ -62,7 +62,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     def on_notify(method: str, notify: dict[str, Any]) -> None:
         if method == "pair.progress" and isinstance(notify.get("line"), str):
-            line = notify["line"]
+            from hermes_relay.cli.render import printable
+
+            line = printable(notify["line"])
             ctx.err(ctx.style.warn(line) if notify.get("kind") == "warn" else line)
             ctx.flush()
 
@@ -186,9 +188,9 @@ def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list
     from hermes_relay.core import paths
 
     now = ctx.now()
-    store = render.tilde(str(paths.sessions_file(ctx.env)), str(paths.home_dir(ctx.env)))
+    store = render.tilde(str(result.get("store") or paths.sessions_file(ctx.env)), str(paths.home_dir(ctx.env)))
     lines = [ctx.style.ok("✓") + f" Paired. Token stored in {store}"]
-    lines.append(f"  Server: {result.get('server_version') or '(unknown)'}")
+    lines.append(f"  Server: {render.printable(str(result.get('server_version') or '(unknown)'))}")
     lines.append(f"  Relay: {result.get('url')}")
     route = result.get("route")
     if isinstance(route, dict):

@@ -124,7 +124,7 @@ function __hermes_relay_indicator --description 'hermes-relay route indicator'
     set -l age (path mtime --relative -- $__hermes_relay_route_file 2>/dev/null)
     if string match -qr '^[0-9]+$' -- "$until"
         and string match -qr '^[0-9]+$' -- "$mtime"
-        and string match -qr '^[0-9]+$' -- "$age"
+        and string match -qr '^-?[0-9]+$' -- "$age"
         and test (math $mtime + $age) -le $until
         echo "[$label]"
     else

@@ -124,7 +124,7 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
     rec = record or {}
     st = state or {}
     lines = [f"  {style.bold(url)}"]
-    server = rec.get("server_version") or st.get("server_version") or "(unknown)"
+    server = render.printable(str(rec.get("server_version") or st.get("server_version") or "(unknown)"))
     lines.append(_field("server", str(server), 4))
     if record is None:
         lines.append(_field("paired", "not in the store (known only to the agent)", 4))

@@ -78,3 +78,39 @@ def test_expired_session_stops_retrying(relay_proc, make_agent_env) -> None:
         (state,) = c.call(api.STATUS, {})["relays"]
     assert state["state"] == api.EXPIRED
     assert relay_proc.url in env.store()["sessions"]
+
+
+def test_wrong_scheme_is_named(relay_proc, agent_env) -> None:
+    wss = relay_proc.url.replace("ws://", "wss://")
+    result = agent_env.cli("pair", "ABC123", "--remote", wss)
+    assert result.returncode == 1
+    assert "does not speak TLS" in result.stderr and f"use {relay_proc.url}" in result.stderr
+
+
+def test_a_web_server_on_the_port_is_named_and_its_text_cannot_drive_the_terminal(agent_env, tmp_path) -> None:
+    import http.server
+    import threading
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            body = b"\x1b]0;PWNED\x07\x1b[2J<html>" + b"x" * 5000 + b"</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hostile)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = agent_env.cli("pair", "ABC123", "--remote", f"ws://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    assert "not as a Hermes relay" in result.stderr
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert len(result.stderr) < 1500

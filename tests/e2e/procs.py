@@ -68,11 +68,15 @@ class RelayProc:
         if self.tls:
             cmd.append("--tls")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        line = read_line(self.proc, 20)
-        self.url = line.rsplit(" ", 1)[-1]
-        self.port = int(self.url.rsplit(":", 1)[-1])
-        if self.tls:
-            self.pin = read_line(self.proc, 5).rsplit(" ", 1)[-1]
+        try:
+            line = read_line(self.proc, 20)
+            self.url = line.rsplit(" ", 1)[-1]
+            self.port = int(self.url.rsplit(":", 1)[-1])
+            if self.tls:
+                self.pin = read_line(self.proc, 5).rsplit(" ", 1)[-1]
+        except BaseException:  # never leave a half-started relay behind a failed test
+            self.stop()
+            raise
         return self
 
     @property

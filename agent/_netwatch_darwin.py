@@ -11,48 +11,11 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Final
 
-import trio
-
-RECV_CHUNK: Final = 65536  # larger than any single routing message; contents are discarded anyway
+from hermes_relay.agent._netwatch_socket import SocketWakeups
 
 
-class RouteSocketWakeups:
-    """An open, non-blocking PF_ROUTE socket; each readable burst is one wakeup."""
-
-    def __init__(self, sock: socket.socket):
-        self._sock = sock
-
-    async def wait(self) -> str:
-        """Wait until the kernel sends a routing message, then drain the socket.
-
-        Returns:
-            ``"route-socket"``, or ``"route-socket-overrun"`` when the kernel dropped messages.
-
-        Raises:
-            OSError: the socket failed in a way other than an overrun.
-        """
-        await trio.lowlevel.wait_readable(self._sock)
-        overrun = False
-        while True:
-            try:
-                if not self._sock.recv(RECV_CHUNK):
-                    break
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                overrun = True
-        return "route-socket-overrun" if overrun else "route-socket"
-
-    def close(self) -> None:
-        trio.lowlevel.notify_closing(self._sock)
-        self._sock.close()
-
-
-def open_route_wakeups() -> RouteSocketWakeups:
+def open_route_wakeups() -> SocketWakeups:
     """Open the PF_ROUTE wakeup source.
 
     Returns:
@@ -73,4 +36,4 @@ def open_route_wakeups() -> RouteSocketWakeups:
     except OSError:
         sock.close()
         raise
-    return RouteSocketWakeups(sock)
+    return SocketWakeups(sock, "route-socket")

@@ -16,7 +16,7 @@ import errno
 import socket
 from typing import Final
 
-import trio
+from hermes_relay.agent._netwatch_socket import SocketWakeups
 
 RTMGRP_LINK: Final = 0x1
 RTMGRP_IPV4_IFADDR: Final = 0x10
@@ -26,44 +26,9 @@ RTMGRP_IPV6_ROUTE: Final = 0x400
 GROUPS: Final = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
 
 NETLINK_ROUTE: Final = 0  # linux/netlink.h; also socket.NETLINK_ROUTE where Python defines it
-RECV_CHUNK: Final = 65536  # larger than any single rtnetlink message; contents are discarded anyway
 
 
-class NetlinkWakeups:
-    """An open, non-blocking NETLINK_ROUTE socket; each readable burst is one wakeup."""
-
-    def __init__(self, sock: socket.socket):
-        self._sock = sock
-
-    async def wait(self) -> str:
-        """Wait until the kernel reports a link, address or route change, then drain the socket.
-
-        Returns:
-            ``"netlink"``, or ``"netlink-overrun"`` when the kernel dropped messages (ENOBUFS).
-
-        Raises:
-            OSError: the socket failed in a way other than an overrun.
-        """
-        await trio.lowlevel.wait_readable(self._sock)
-        overrun = False
-        while True:
-            try:
-                if not self._sock.recv(RECV_CHUNK):
-                    break
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                overrun = True
-        return "netlink-overrun" if overrun else "netlink"
-
-    def close(self) -> None:
-        trio.lowlevel.notify_closing(self._sock)
-        self._sock.close()
-
-
-def open_netlink_wakeups(*, rcvbuf: int | None = None) -> NetlinkWakeups:
+def open_netlink_wakeups(*, rcvbuf: int | None = None) -> SocketWakeups:
     """Open the NETLINK_ROUTE wakeup source.
 
     Args:
@@ -88,4 +53,4 @@ def open_netlink_wakeups(*, rcvbuf: int | None = None) -> NetlinkWakeups:
     except OSError:
         sock.close()
         raise
-    return NetlinkWakeups(sock)
+    return SocketWakeups(sock, "netlink")

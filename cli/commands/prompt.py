@@ -163,8 +163,9 @@ def register(sub: Any) -> None:
     init = verbs.add_parser("init", help="print the snippet for your shell's startup file")
     init.add_argument("shell", choices=SHELLS)
     show = verbs.add_parser("show", help="print the indicator once")
-    for parser in (p, init, show):
+    for parser in (p, init):
         add_common_flags(parser, json=False)
+    add_common_flags(show)
     p.set_defaults(run=run)
 
 
@@ -194,7 +195,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if verb == "show":
         from hermes_relay.cli import render
 
-        ctx.out(render.prompt_indicator(read_route_line(route_file), ctx.now()))
+        text = render.prompt_indicator(read_route_line(route_file), ctx.now())
+        if getattr(args, "json", False):
+            ctx.print_json({"text": text, "stale": text.endswith("?]"), "route_file": str(route_file)})
+        else:
+            ctx.out(text)
         return 0
     raise UsageError("prompt needs a subcommand: init SHELL or show", hint="see `hermes-relay prompt --help`")
 

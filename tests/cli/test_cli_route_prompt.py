@@ -99,6 +99,8 @@ def test_prompt_show(cli, env, line, shown) -> None:
         write_route_line(env, line)
     result = cli("prompt", "show")
     assert (result.code, result.out) == (0, shown + "\n")
+    as_json = json.loads(cli("prompt", "show", "--json").out)
+    assert as_json["text"] == shown and as_json["stale"] == shown.endswith("?]")
 
 
 # -- prompt init -----------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
         if exc.hint:
             print(f"  {exc.hint}", file=err)
         return exc.exit_code
+    for warning in result.pop("warnings"):
+        print(f"hermes-pair: warning: {warning}", file=err)
     if args.json:
         print(json.dumps(result, indent=2), file=out)
     else:
@@ -74,7 +76,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ttl = timefmt.parse_ttl(args.ttl)
     code = codes.validate_code(args.code) if args.code else codes.generate_code()
     local, _ = normalize_relay_url(args.relay)
+    local, health = find_relay(local)
     endpoints = select_endpoints(args.mode, local, args)
+    warnings = _reachability_warnings(health, endpoints)
     hint = "wss" if local.startswith("wss://") else "ws"
     registered = register(local, code, ttl)
     secret = payload.load_or_create_secret(paths.qr_secret_file())
@@ -88,7 +92,64 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "endpoints": [{"role": role, "url": url} for role, url in endpoints],
         "payload": invite,
         "invite_url": payload.invite_url(invite),
+        "warnings": warnings,
     }
+
+
+def find_relay(relay_url: str) -> tuple[str, dict[str, Any]]:
+    """``GET /health`` on the local relay; a ws:// URL that meets a TLS relay is upgraded to wss://.
+
+    The default ``--relay`` is ws://127.0.0.1:8767, but the README's own first step may have been
+    ``hermes-relay-server --tls``: rather than fail with "cannot reach", find out and say nothing.
+    """
+    try:
+        return relay_url, _get_json(_http_base(relay_url) + "/health")
+    except TransportError:
+        if not relay_url.startswith("ws://"):
+            raise
+        secure = "wss://" + relay_url[len("ws://"):]
+        try:
+            return secure, _get_json(_http_base(secure) + "/health")
+        except TransportError:
+            pass
+        raise
+
+
+def _http_base(relay_url: str) -> str:
+    return relay_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+
+
+def _context(url: str) -> ssl.SSLContext | None:
+    if not url.startswith("https://"):
+        return None
+    # Loopback to our own relay, whose certificate is self-signed: clients check its pin.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=REGISTER_TIMEOUT, context=_context(url)) as resp:
+            obj = json.loads(resp.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TransportError(f"cannot reach the relay at {url.rsplit('/', 1)[0]}: {reason}",
+                             hint="start it with `hermes-relay-server`, or point --relay at the running relay") from None
+    return obj if isinstance(obj, dict) else {}
+
+
+def _reachability_warnings(health: dict[str, Any], endpoints: list[tuple[str, str]]) -> list[str]:
+    bound = health.get("host")
+    if bound not in ("127.0.0.1", "::1", "localhost"):
+        return []
+    remote = [url for _, url in endpoints if urlsplit(url).hostname not in ("127.0.0.1", "::1", "localhost")
+              and not _is_loopback_host(urlsplit(url).hostname)]
+    if not remote or all(role == "public" for role, _ in endpoints):
+        return []  # a public URL usually sits behind a reverse proxy on this host
+    return [f"the relay listens on {bound} only, so other machines cannot reach {remote[0]}; "
+            "restart it with `hermes-relay-server --host 0.0.0.0`"]
 
 
 def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -125,18 +186,12 @@ def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tu
 
 def register(relay_url: str, code: str, ttl: int) -> dict[str, Any]:
     """``POST /pairing/register`` on the local relay; errors say whether it is down or refusing."""
-    base = relay_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+    base = _http_base(relay_url)
     body = json.dumps({"code": code, "ttl_seconds": ttl}).encode()
     req = urllib.request.Request(f"{base}/pairing/register", data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
-    ctx = None
-    if base.startswith("https://"):
-        # Loopback to our own relay, whose certificate is self-signed: the pin is checked by clients.
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(req, timeout=REGISTER_TIMEOUT, context=ctx) as resp:
+        with urllib.request.urlopen(req, timeout=REGISTER_TIMEOUT, context=_context(base)) as resp:
             reply = json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         detail = _error_text(exc)

@@ -84,3 +84,19 @@ async def test_relay_down_says_how_to_start_it(tmp_path: Path) -> None:
     await listeners[0].aclose()  # a port nobody listens on
     code, _, err = await hermes_pair(tmp_path, "--relay", f"ws://127.0.0.1:{port}")
     assert code == 1 and "cannot reach the relay" in err and "hermes-relay-server" in err
+
+
+async def test_a_tls_relay_is_found_from_its_plain_url(relay_factory, tmp_path: Path) -> None:
+    relay = await relay_factory(tls=True)
+    plain = relay.url.replace("wss://", "ws://")
+    code, out, err = await hermes_pair(tmp_path, "--relay", plain, "--mode", "lan", "--lan-host", "127.0.0.1")
+    assert code == 0, err
+    assert f"Relay : {relay.url}" in out  # the invite names the scheme the relay really speaks
+
+
+async def test_warns_when_the_relay_only_listens_on_loopback(relay, tmp_path: Path) -> None:
+    code, _, err = await hermes_pair(tmp_path, "--relay", relay.url, "--mode", "lan", "--lan-host", "192.168.1.20")
+    assert code == 0
+    assert "listens on 127.0.0.1 only" in err and "--host 0.0.0.0" in err
+    code, _, quiet = await hermes_pair(tmp_path, "--relay", relay.url, "--mode", "lan", "--lan-host", "127.0.0.1")
+    assert code == 0 and "warning" not in quiet

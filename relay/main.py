@@ -18,6 +18,20 @@ from hermes_relay.relay import tls
 from hermes_relay.relay.server import RelayConfig, RelayInfo, serve_relay
 
 
+def port_number(text: str) -> int:
+    """argparse type for --port (and its RELAY_PORT default): 0..65535, 0 = any free port."""
+    try:
+        port = int(text.strip())
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port number: use 0-65535 (0 = any free port); "
+            "when --port is not given it comes from RELAY_PORT"
+        )
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hermes-relay-server",
@@ -26,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default=os.environ.get("RELAY_HOST", "127.0.0.1"),
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for LAN/Tailscale clients)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("RELAY_PORT", "8767")), help="port (default 8767)")
+    # A string default goes through `type` too, so a bad RELAY_PORT is a usage error (exit 2), not a traceback.
+    p.add_argument("--port", type=port_number, default=os.environ.get("RELAY_PORT", "8767"),
+                   help="port, 0-65535; 0 picks any free port (default 8767, or RELAY_PORT)")
     p.add_argument("--tls", action="store_true", help="serve wss:// (self-signed certificate unless --cert/--key)")
     p.add_argument("--cert", type=Path, help="PEM certificate chain for wss://")
     p.add_argument("--key", type=Path, help="PEM private key for wss://")

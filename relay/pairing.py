@@ -8,8 +8,13 @@
   device's older session, so re-pairing a machine does not pile up stale devices while several
   machines stay paired side by side.
 - Refresh tokens are issued with every session and rotate on use.
-- Persistence: ``sessions.json`` (0600) written atomically on every change; expired sessions are
-  dropped on load and by ``purge_expired``.
+- Persistence: ``sessions.json`` (0600) written atomically whenever a session is created, refreshed,
+  revoked or extended. ``touch`` (every successful authentication) only updates the session in memory
+  and marks the book dirty: the relay's periodic sweep and its shutdown call ``flush``, so a busy relay
+  does not fsync on the event loop for every reconnect. Expired sessions are dropped on load and by
+  ``purge_expired``.
+- Durations (session TTLs and grants) are whole seconds from 0 to ``MAX_DURATION`` (10 years), so an
+  absurd value gets a 400 instead of overflowing a float later.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ SESSIONS_VERSION = 1
 DEFAULT_CHANNELS = ("chat", "terminal", "bridge", "tui", "voice:config", "voice:stt", "voice:tts", "voice:realtime")
 # Per-channel caps the reference relay applies to default grants (seconds); others follow the session.
 DEFAULT_GRANT_CAPS = {"terminal": 30 * 86400, "bridge": 7 * 86400}
-TRANSPORT_HINTS = ("ws", "wss")
+TRANSPORT_HINTS = ("ws", "wss", "unknown")  # what the reference relay accepts; stored as given
+MAX_DURATION = 10 * 365 * 86400  # 315360000 s: the longest session TTL or grant accepted (10 years)
 
 Clock = Callable[[], float]
 
@@ -112,6 +118,15 @@ def compute_grants(
     return out
 
 
+def validate_seconds(value: Any, what: str) -> int:
+    """A duration in whole seconds, 0..MAX_DURATION: an int, or a float with no fraction (86400.0)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DURATION:
+        raise UsageError(f"{what} must be a whole number of seconds from 0 to {MAX_DURATION} (10 years); 0 = never expire")
+    return value
+
+
 def validate_grants(raw: Any) -> dict[str, int] | None:
     if raw is None:
         return None
@@ -121,9 +136,7 @@ def validate_grants(raw: Any) -> dict[str, int] | None:
     for ch, secs in raw.items():
         if not isinstance(ch, str) or not ch or len(ch) > 64:
             raise UsageError(f"invalid grant channel {ch!r}")
-        if not isinstance(secs, int) or isinstance(secs, bool) or secs < 0:
-            raise UsageError(f"grant for {ch} must be a non-negative integer number of seconds")
-        out[ch] = secs
+        out[ch] = validate_seconds(secs, f"grant for {ch}")
     return out
 
 
@@ -152,10 +165,9 @@ class PairingCodes:
         code = code.upper() if isinstance(code, str) else code
         if not isinstance(code, str) or not is_valid_code(code):
             raise UsageError("pairing code must be exactly 6 characters from A-Z and 0-9")
-        if not isinstance(ttl_seconds, int) or isinstance(ttl_seconds, bool) or ttl_seconds < 0:
-            raise UsageError("ttl_seconds must be a non-negative integer (0 = never expire)")
+        ttl_seconds = validate_seconds(ttl_seconds, "ttl_seconds")
         if transport_hint is not None and transport_hint not in TRANSPORT_HINTS:
-            raise UsageError("transport_hint must be 'ws' or 'wss'")
+            raise UsageError("transport_hint must be 'ws', 'wss' or 'unknown'")
         if len(self._codes) >= MAX_PENDING_CODES and code not in self._codes:
             raise UsageError(f"too many pending pairing codes (limit {MAX_PENDING_CODES}); wait for some to expire")
         pending = PendingCode(code, now, now + self.code_ttl, ttl_seconds, grants, transport_hint)
@@ -190,8 +202,16 @@ class SessionBook:
         self.clock = clock
         self._by_hash: dict[str, Session] = {}
         self._by_refresh: dict[str, str] = {}
+        self.dirty = False  # in-memory changes (last_seen, device details) not yet written
         if path is not None:
-            self._load()
+            try:
+                self._load()
+            except StateCorruptError as exc:
+                # The generic hint points at `hermes-relay doctor --fix`, which repairs the client's
+                # store, not this file: say what to do with the relay's own.
+                exc.hint = (f"move {path} aside (e.g. `mv {path} {path}.bad`) and start the relay again, "
+                            "or start it with --state-dir pointing elsewhere; paired devices will need to pair again")
+                raise
 
     # -- persistence ---------------------------------------------------------------------------
     def _load(self) -> None:
@@ -215,10 +235,18 @@ class SessionBook:
                 self._add(sess)
 
     def save(self) -> None:
+        self.dirty = False
         if self.path is None:
             return
         doc = {"version": SESSIONS_VERSION, "sessions": [asdict(s) for s in self._by_hash.values()]}
         fileio.atomic_write(self.path, fileio.dump_json(doc))
+
+    def flush(self) -> bool:
+        """Write pending in-memory changes (from ``touch``), if any. Returns True when it wrote."""
+        if not self.dirty:
+            return False
+        self.save()
+        return True
 
     def _add(self, sess: Session) -> None:
         self._by_hash[sess.token_hash] = sess
@@ -300,12 +328,13 @@ class SessionBook:
         return token, refresh, sess
 
     def touch(self, sess: Session, device: dict[str, Any] | None = None) -> None:
+        """Record activity in memory only; ``flush`` (periodic and at shutdown) writes it."""
         sess.last_seen = self.clock()
         if device:
             for key in ("device_name", "client_surface", "device_form_factor", "device_model", "device_platform", "device_hostname"):
                 if isinstance(device.get(key), str) and device[key]:
                     setattr(sess, key, device[key][:128])
-        self.save()
+        self.dirty = True
 
     def find_prefix(self, prefix: str) -> Session:
         """The one session whose token prefix starts with ``prefix``; NotFoundError / AmbiguousError."""

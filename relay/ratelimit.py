@@ -2,16 +2,38 @@
 
 Two independent buckets, as in the reference relay: failed pairing codes and failed session tokens.
 ``limit`` failures inside ``window`` seconds block the address for ``block`` seconds; a blocked address
-gets HTTP 429 on the WebSocket upgrade. Successful authentication clears that address's failures.
-Memory stays bounded: stale entries are pruned whenever the table grows past ``MAX_TRACKED``.
+gets HTTP 429 on the WebSocket upgrade (and ``auth.fail`` on a connection opened before the block).
+Successful authentication clears that address's failures. Memory stays bounded: stale entries are
+pruned whenever the table grows past ``MAX_TRACKED``.
+
+Addresses are bucketed by ``rate_key``: an IPv4 address (or an IPv4-mapped IPv6 one) counts alone, but
+an IPv6 address counts as its whole /64, the smallest block a single host or LAN is usually given, so
+rotating through addresses inside one's own /64 does not reset the count.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
 
 MAX_TRACKED = 10_000  # addresses remembered at once; beyond that the oldest idle ones are dropped
+IPV6_BUCKET_PREFIX = 64
+
+
+def rate_key(ip: str) -> str:
+    """The bucket an address counts in: itself for IPv4 (and IPv4-mapped IPv6), its /64 for IPv6."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip  # "unknown" and the like: a bucket of their own
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        host_bits = 128 - IPV6_BUCKET_PREFIX
+        network = ipaddress.IPv6Address(int(addr) >> host_bits << host_bits)  # drops any %scope too
+        return f"{network}/{IPV6_BUCKET_PREFIX}"
+    return str(addr)
 
 
 @dataclass
@@ -29,18 +51,19 @@ class RateLimiter:
 
     def blocked_for(self, ip: str, now: float) -> float:
         """Seconds left on this address's block, 0 when it may try."""
-        entry = self._entries.get(ip)
+        entry = self._entries.get(rate_key(ip))
         if entry is None:
             return 0.0
         return max(0.0, entry.blocked_until - now)
 
     def record_failure(self, ip: str, now: float) -> bool:
         """Count one failure. Returns True when this failure started a block."""
-        entry = self._entries.get(ip)
+        key = rate_key(ip)
+        entry = self._entries.get(key)
         if entry is None:
             if len(self._entries) >= MAX_TRACKED:
                 self.prune(now)
-            entry = self._entries[ip] = _Entry()
+            entry = self._entries[key] = _Entry()
         while entry.failures and entry.failures[0] <= now - self.window:
             entry.failures.popleft()
         entry.failures.append(now)
@@ -51,11 +74,16 @@ class RateLimiter:
         return False
 
     def record_success(self, ip: str) -> None:
-        entry = self._entries.get(ip)
+        key = rate_key(ip)
+        entry = self._entries.get(key)
         if entry is not None and not entry.blocked_until:
-            del self._entries[ip]
+            del self._entries[key]
         elif entry is not None:
             entry.failures.clear()
+
+    def clear(self) -> None:
+        """Forget every address's failures and blocks (the operator just minted a fresh pairing code)."""
+        self._entries.clear()
 
     def prune(self, now: float) -> None:
         for ip in [ip for ip, e in self._entries.items() if e.blocked_until <= now and (not e.failures or e.failures[-1] <= now - self.window)]:

@@ -4,8 +4,27 @@ Each connection starts with an h11-parsed request head. A WebSocket upgrade is r
 trio-websocket (the only module here that speaks WebSocket); anything else is one HTTP request and
 one JSON response. The first WebSocket frame must be ``system/auth`` within ``auth_timeout``;
 credentials are tried in the order session token, refresh token, pairing code. Failures are
-counted per IP in two buckets (codes, tokens); a blocked IP gets HTTP 429 before any upgrade.
+counted per IP in two buckets (codes, tokens); a blocked IP gets HTTP 429 before any upgrade, and
+``auth.fail`` (with nothing tried or counted) on a connection it opened before the block.
 Every per-connection failure is contained to that connection (a supervision point).
+
+Resource bounds before authentication: a WebSocket message is at most ``MAX_MESSAGE`` (64 KiB), and at
+most ``MAX_UNAUTHED_PER_IP`` upgraded-but-unauthenticated connections per address (IPv6: per /64) and
+``MAX_UNAUTHED`` in all may be open at once. An upgrade over either cap gets HTTP 503 with
+``Retry-After: 1`` and a text body: 503 rather than 429 because it is a capacity limit, not a verdict
+on the address, so clients treat it as a transient failure and retry with backoff instead of waiting
+out an authentication block.
+
+After authentication the relay sends a WebSocket ping every ``heartbeat`` seconds; a client whose pong
+has not arrived within another ``heartbeat`` is presumed gone (half-open TCP) and closed with
+``CLOSE_HEARTBEAT`` (4000, "heartbeat timeout"): an application code distinct from 1001 (the relay
+shutting down) and from 4001 (credentials rejected, which makes clients stop), so clients reconnect.
+
+``POST /pairing/register`` is for ``hermes-pair`` on the relay host. Besides the loopback peer check,
+it refuses anything a web browser could send cross-site: a request with an ``Origin`` header or a
+``Sec-Fetch-Site`` other than ``none``/``same-origin`` (403), a ``Host`` that is not a loopback name
+(403: DNS rebinding), and a body that is not ``Content-Type: application/json`` (415: browsers can
+only send text/plain, form or multipart bodies without a CORS preflight).
 """
 
 from __future__ import annotations
@@ -34,21 +53,31 @@ from hermes_relay.relay.pairing import (
     Session,
     SessionBook,
     validate_grants,
+    validate_seconds,
 )
-from hermes_relay.relay.ratelimit import RateLimiter
+from hermes_relay.relay.ratelimit import RateLimiter, rate_key
 
 log = logging.getLogger(__name__)
 
 SERVER_VERSION = __version__
 AUTH_TIMEOUT = 30.0  # seconds without an auth frame before the relay gives up (reference: 30 s)
 HEAD_TIMEOUT = 10.0  # seconds to send a request head; slow-loris clients are dropped
-MAX_MESSAGE = 1 << 20  # 1 MiB per WebSocket message
+# 64 KiB per WebSocket message. This relay serves only system messages (auth, ping, errors), each a
+# few hundred bytes, and until authentication every connection may hold a partial message in memory:
+# a 1 MiB limit let a few hundred idle sockets pin hundreds of MiB for the whole auth window.
+MAX_MESSAGE = 64 * 1024
+MAX_UNAUTHED_PER_IP = 32  # upgraded, not yet authenticated connections per address (IPv6: per /64)
+MAX_UNAUTHED = 1024  # the same, over all addresses
+HEARTBEAT = 30.0  # seconds between pings to an authenticated client, and to wait for its pong
 AUTH_FAIL_REASON = "Invalid pairing code or session token"
 AUTH_TIMEOUT_REASON = "Authentication timeout"
 RATE_LIMIT_BODY = "Too many failed authentication attempts. Try again later."
+BUSY_PER_IP_BODY = "Too many unauthenticated connections from this address. Authenticate or close some, then retry."
+BUSY_BODY = "The relay has too many unauthenticated connections right now. Retry shortly."
 CLOSE_AUTH_FAILED = 4001  # application close code: credentials rejected or revoked
 CLOSE_POLICY = 1008
 CLOSE_GOING_AWAY = 1001
+CLOSE_HEARTBEAT = 4000  # no pong within the heartbeat: the client is presumed gone; it may reconnect
 CLOSE_GRACE = 2.0  # seconds to wait for a client's close reply
 SHUTDOWN_CLOSE_GRACE = 0.05  # on shutdown: send the close frame, do not wait for the reply
 # Reference relay: 5 bad tokens in 60 s block for 5 min; 10 bad codes in 60 s block for 2 min.
@@ -67,6 +96,9 @@ class RelayConfig:
     auth_timeout: float = AUTH_TIMEOUT
     head_timeout: float = HEAD_TIMEOUT
     max_message: int = MAX_MESSAGE
+    max_unauthed_per_ip: int = MAX_UNAUTHED_PER_IP
+    max_unauthed: int = MAX_UNAUTHED
+    heartbeat: float = HEARTBEAT  # 0 disables the relay's pings
     wall_clock: Callable[[], float] = field(default=time.time)
 
     @property
@@ -89,6 +121,25 @@ class RelayInfo:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+class _UnauthedSlot:
+    """One counted unauthenticated connection; ``release`` (idempotent) gives the place back."""
+
+    def __init__(self, relay: Relay, key: str):
+        self._relay: Relay | None = relay
+        self._key = key
+
+    def release(self) -> None:
+        relay, self._relay = self._relay, None
+        if relay is None:
+            return
+        relay.unauthed -= 1
+        left = relay.unauthed_by_key.get(self._key, 0) - 1
+        if left > 0:
+            relay.unauthed_by_key[self._key] = left
+        else:
+            relay.unauthed_by_key.pop(self._key, None)
+
+
 class Relay:
     """The relay's state and request handlers, independent of how connections arrive."""
 
@@ -102,6 +153,8 @@ class Relay:
         self.token_limiter = RateLimiter(limit=SESSION_FAIL_LIMIT, window=SESSION_FAIL_WINDOW, block=SESSION_BLOCK)
         self.live: dict[str, set[trio_websocket.WebSocketConnection]] = {}
         self.open_connections = 0
+        self.unauthed = 0  # upgraded connections that have not finished authenticating
+        self.unauthed_by_key: dict[str, int] = {}  # the same per rate_key(ip)
 
     def now(self) -> float:
         return self.config.wall_clock()
@@ -162,15 +215,36 @@ class Relay:
             await http.send_response(stream, 429, RATE_LIMIT_BODY.encode(), b"text/plain; charset=utf-8",
                                      extra_headers=[(b"retry-after", str(math.ceil(blocked)).encode())])
             return
-        replay = http.ReplayStream(req.raw, stream)
-        async with trio.open_nursery() as nursery:
-            request = await trio_websocket.wrap_server_stream(nursery, replay, max_message_size=self.config.max_message)
-            ws = await request.accept()
-            await self._ws_session_then_close(ws, ip)
-
-    async def _ws_session_then_close(self, ws: trio_websocket.WebSocketConnection, ip: str) -> None:
+        slot = self._take_unauthed_slot(ip)
+        if isinstance(slot, str):
+            log.warning("upgrade_refused_busy peer=%s unauthenticated=%d", ip, self.unauthed)
+            await http.send_response(stream, 503, slot.encode(), b"text/plain; charset=utf-8",
+                                     extra_headers=[(b"retry-after", b"1")])
+            return
         try:
-            await self.ws_session(ws, ip)
+            replay = http.ReplayStream(req.raw, stream)
+            async with trio.open_nursery() as nursery:
+                request = await trio_websocket.wrap_server_stream(nursery, replay, max_message_size=self.config.max_message)
+                ws = await request.accept()
+                await self._ws_session_then_close(ws, ip, slot, nursery)
+        finally:
+            slot.release()
+
+    def _take_unauthed_slot(self, ip: str) -> _UnauthedSlot | str:
+        """Count one more unauthenticated connection, or the 503 body when a cap is reached."""
+        key = rate_key(ip)
+        if self.unauthed_by_key.get(key, 0) >= self.config.max_unauthed_per_ip:
+            return BUSY_PER_IP_BODY
+        if self.unauthed >= self.config.max_unauthed:
+            return BUSY_BODY
+        self.unauthed += 1
+        self.unauthed_by_key[key] = self.unauthed_by_key.get(key, 0) + 1
+        return _UnauthedSlot(self, key)
+
+    async def _ws_session_then_close(self, ws: trio_websocket.WebSocketConnection, ip: str,
+                                     slot: _UnauthedSlot | None = None, nursery: trio.Nursery | None = None) -> None:
+        try:
+            await self.ws_session(ws, ip, slot, nursery)
         except trio_websocket.ConnectionClosed:
             pass
         except trio.Cancelled:
@@ -193,10 +267,15 @@ class Relay:
         await self._send(ws, envelope.SYSTEM, envelope.AUTH_FAIL, {"reason": reason})
         await ws.aclose(code, reason[:120])
 
-    async def ws_session(self, ws: trio_websocket.WebSocketConnection, ip: str) -> None:
+    async def ws_session(self, ws: trio_websocket.WebSocketConnection, ip: str, slot: _UnauthedSlot | None = None,
+                         nursery: trio.Nursery | None = None) -> None:
+        """Authenticate, then serve. ``slot`` is released once authentication is decided; ``nursery``
+        (the connection's own) runs the heartbeat, which is skipped without one."""
         first: str | bytes | None = None
         with trio.move_on_after(self.config.auth_timeout):
             first = await ws.get_message()
+        if slot is not None:
+            slot.release()
         if first is None:
             await self._fail(ws, AUTH_TIMEOUT_REASON, CLOSE_POLICY)
             return
@@ -213,29 +292,71 @@ class Relay:
             await self._fail(ws, AUTH_FAIL_REASON)
             return
         sess, reply = outcome
-        await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, env.id or None)
-        log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
-        await self._serve_authed(ws, sess)
-
-    async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
+        # Register the socket in `live` before the first await: a DELETE /sessions landing while
+        # auth.ok is on its way must find it and close it (authenticate above is synchronous).
         key = sess.token_hash
         self.live.setdefault(key, set()).add(ws)
         try:
-            while True:
-                remaining = sess.expires_at - self.now() if sess.expires_at is not None else float("inf")
-                if remaining <= 0:
-                    await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
-                    return
-                # Re-read the expiry at least once per sweep interval: PATCH /sessions may have moved it.
-                with trio.move_on_after(min(remaining, EXPIRY_SWEEP)):
-                    message = await ws.get_message()
-                    await self._on_message(ws, sess, message)
+            await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, env.id or None)
+            log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
+            await self._serve_authed(ws, sess, nursery)
         finally:
-            conns = self.live.get(key)
-            if conns is not None:
-                conns.discard(ws)
-                if not conns:
-                    self.live.pop(key, None)
+            self._unregister(key, ws)
+
+    def _unregister(self, key: str, ws: trio_websocket.WebSocketConnection) -> None:
+        conns = self.live.get(key)
+        if conns is not None:
+            conns.discard(ws)
+            if not conns:
+                self.live.pop(key, None)
+
+    async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session,
+                            nursery: trio.Nursery | None = None) -> None:
+        serving = trio.CancelScope()
+        heartbeat = trio.CancelScope()
+        if nursery is not None and self.config.heartbeat > 0:
+            nursery.start_soon(self._heartbeat, ws, heartbeat, serving)
+        try:
+            with serving:
+                while True:
+                    remaining = sess.expires_at - self.now() if sess.expires_at is not None else float("inf")
+                    if remaining <= 0:
+                        await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
+                        return
+                    # Re-read the expiry at least once per sweep interval: PATCH /sessions may have moved it.
+                    with trio.move_on_after(min(remaining, EXPIRY_SWEEP)):
+                        message = await ws.get_message()
+                        await self._on_message(ws, sess, message)
+        finally:
+            heartbeat.cancel()
+        if serving.cancelled_caught:  # the heartbeat gave up on this client
+            log.info("heartbeat_timeout prefix=%s", sess.token_prefix)
+            self._unregister(sess.token_hash, ws)  # gone from /health before the client sees the close
+            # The peer is not answering, so do not wait long for its half of the close handshake.
+            with trio.move_on_after(min(CLOSE_GRACE, self.config.heartbeat)):
+                await ws.aclose(CLOSE_HEARTBEAT, "heartbeat timeout")
+
+    async def _heartbeat(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope,
+                         on_timeout: trio.CancelScope) -> None:
+        """Ping every ``heartbeat`` s; no pong within another ``heartbeat`` cancels ``on_timeout``.
+
+        Runs in the connection's nursery, so it never raises: a closed socket just ends it.
+        """
+        interval = self.config.heartbeat
+        with scope:
+            try:
+                while True:
+                    await trio.sleep(interval)
+                    with trio.move_on_after(interval) as wait:
+                        await ws.ping()
+                    if wait.cancelled_caught:
+                        on_timeout.cancel()
+                        return
+            except trio_websocket.ConnectionClosed:
+                return
+            except Exception:  # supervision point: a heartbeat failure must not crash the connection
+                log.exception("heartbeat_crashed")
+                on_timeout.cancel()
 
     async def _on_message(self, ws: trio_websocket.WebSocketConnection, sess: Session, message: str | bytes) -> None:
         try:
@@ -244,7 +365,7 @@ class Relay:
             await self._send(ws, envelope.SYSTEM, "error", {"reason": f"malformed message: {exc}"})
             return
         if env.channel == envelope.SYSTEM and env.type == "ping":
-            sess.last_seen = self.now()
+            self.book.touch(sess)
             await self._send(ws, envelope.SYSTEM, "pong", {"ts": env.payload.get("ts")}, env.id or None)
             return
         if env.channel == envelope.SYSTEM and env.type == envelope.AUTH:
@@ -262,6 +383,11 @@ class Relay:
                                                "device_form_factor", "device_model", "device_platform")}
         token, refresh, code = payload.get("session_token"), payload.get("refresh_token"), payload.get("pairing_code")
         now = self.now()
+        if self.blocked_for(ip) > 0:
+            # A connection opened before the block started: it gets no more tries, and nothing more
+            # is counted (or consumed, such as a pairing code).
+            log.info("auth_refused_rate_limited peer=%s", ip)
+            return None
         if token:
             sess = self.book.authenticate(token)
             if sess is not None:
@@ -324,6 +450,10 @@ class Relay:
             if path == "/pairing/register":
                 if method != "POST":
                     return 405, {"ok": False, "error": "use POST"}
+                refused = register_request_refusal(req, ip)
+                if refused is not None:
+                    log.warning("pairing_register_refused peer=%s status=%d", ip, refused[0])
+                    return refused
                 return self.pairing_register(http.parse_json_body(body), ip)
             if path == "/sessions" or path.startswith("/sessions/"):
                 return self.sessions_api(method, path, req.headers.get("authorization", ""), body, ip)
@@ -341,6 +471,7 @@ class Relay:
             "connections": sum(len(v) for v in self.live.values()),
             "pending_codes": len(self.codes),
             "tls": self.config.ssl_context is not None,
+            "host": self.config.host,  # the bind address: hermes-pair warns when it is loopback only
         }
 
     def pairing_register(self, obj: dict[str, Any], ip: str) -> tuple[int, dict[str, Any]]:
@@ -352,12 +483,18 @@ class Relay:
         ttl = obj.get("ttl_seconds", DEFAULT_SESSION_TTL)
         hint = obj.get("transport_hint")
         if hint is not None and hint not in TRANSPORT_HINTS:
-            return 400, {"ok": False, "error": "transport_hint must be 'ws' or 'wss'"}
+            return 400, {"ok": False, "error": "transport_hint must be 'ws', 'wss' or 'unknown'"}
         try:
             pending = self.codes.register(code, ttl_seconds=ttl, grants=validate_grants(obj.get("grants")),
                                           transport_hint=hint or self.config.scheme)
         except UsageError as exc:
             return 400, {"ok": False, "error": exc.message}
+        # As the reference relay does: the operator is at the relay host minting a code for someone,
+        # so lift every address's rate-limit block (both buckets), not just the caller's (always
+        # loopback): the device about to use this code may be the one that tripped a block, and its
+        # address is unknown here. Registration is loopback-only, so a remote guesser cannot trigger it.
+        self.pair_limiter.clear()
+        self.token_limiter.clear()
         log.info("pairing_code_registered ttl=%s", pending.ttl_seconds)
         return 200, {"ok": True, "code": pending.code, "expires_at": pending.expires_at}
 
@@ -390,14 +527,56 @@ class Relay:
         if method == "PATCH":
             obj = http.parse_json_body(body)
             ttl = obj.get("ttl_seconds")
-            if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
-                return 400, {"ok": False, "error": "ttl_seconds must be a non-negative integer (0 = never)"}
+            if ttl is not None:
+                ttl = validate_seconds(ttl, "ttl_seconds")
             grants = validate_grants(obj.get("grants"))
             if ttl is None and not grants:
                 return 400, {"ok": False, "error": "nothing to change: pass ttl_seconds and/or grants"}
             self.book.extend(target, ttl, grants)
             return 200, {"ok": True, "session": target.public(current=target is caller)}
         return 405, {"ok": False, "error": f"use GET, DELETE or PATCH on {path}"}
+
+
+LOOPBACK_NAMES = ("localhost", "localhost.")
+
+
+def register_request_refusal(req: http.HttpRequest, ip: str) -> tuple[int, dict[str, Any]] | None:
+    """Why a ``POST /pairing/register`` must be refused before its body is looked at, or None.
+
+    hermes-pair (urllib) sends ``Host: 127.0.0.1:PORT`` and ``Content-Type: application/json`` and no
+    Origin or Sec-Fetch-* headers. A web page in a browser on this host always adds ``Origin`` to a
+    cross-site POST, and may only send text/plain, form or multipart bodies without a preflight.
+    """
+    if not _is_loopback(ip):
+        return 403, {"ok": False, "error": "pairing codes can only be registered from the relay host (loopback)"}
+    if "origin" in req.headers:
+        return 403, {"ok": False, "error": "pairing codes cannot be registered from a web page (Origin header present); "
+                                           "run hermes-pair on the relay host"}
+    fetch_site = req.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.strip().lower() not in ("none", "same-origin"):
+        return 403, {"ok": False, "error": f"pairing codes cannot be registered by a cross-site request "
+                                           f"(Sec-Fetch-Site: {fetch_site[:40]}); run hermes-pair on the relay host"}
+    if not _is_loopback_host_header(req.headers.get("host", "")):
+        return 403, {"ok": False, "error": "the Host header must name this machine's loopback address "
+                                           "(127.0.0.1, ::1 or localhost) to register a pairing code"}
+    media_type = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        return 415, {"ok": False, "error": "POST /pairing/register needs Content-Type: application/json"}
+    return None
+
+
+def _is_loopback_host_header(host: str) -> bool:
+    """True for a Host header naming a loopback address or localhost, with or without a port."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1] or [::1]:8767
+        name, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return False
+    else:
+        name, _, port = host.partition(":") if host.count(":") == 1 else (host, "", "")
+        if port and not port.isdigit():
+            return False
+    return name in LOOPBACK_NAMES or _is_loopback(name)
 
 
 def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str) -> None:
@@ -433,11 +612,23 @@ def _is_loopback(ip: str) -> bool:
 
 
 async def _sweep(relay: Relay) -> None:
+    """Once a minute: drop expired sessions and write what ``touch`` changed in memory."""
     while True:
         await trio.sleep(EXPIRY_SWEEP)
-        removed = relay.book.purge_expired()
-        if removed:
-            log.info("sessions_expired count=%d", removed)
+        try:
+            removed = relay.book.purge_expired()
+            if removed:
+                log.info("sessions_expired count=%d", removed)
+            relay.book.flush()
+        except (OSError, HermesError) as exc:  # a full disk must not stop the relay; retried next sweep
+            log.warning("sessions_save_failed error=%s", exc)
+
+
+def _final_flush(relay: Relay) -> None:
+    try:
+        relay.book.flush()
+    except (OSError, HermesError) as exc:
+        log.warning("sessions_save_failed error=%s", exc)
 
 
 async def serve_relay(
@@ -455,10 +646,13 @@ async def serve_relay(
     if config.ssl_context is not None:
         listeners = [trio.SSLListener(l, config.ssl_context, https_compatible=True) for l in listeners]
     port = _bound_port(listeners[0])
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_sweep, relay)
-        await nursery.start(trio.serve_listeners, relay.handle_stream, listeners)
-        task_status.started(RelayInfo(config.host, port, config.scheme, config.cert_pin))
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sweep, relay)
+            await nursery.start(trio.serve_listeners, relay.handle_stream, listeners)
+            task_status.started(RelayInfo(config.host, port, config.scheme, config.cert_pin))
+    finally:
+        _final_flush(relay)  # last_seen and device details touched since the last sweep
 
 
 def _bound_port(listener: Any) -> int:

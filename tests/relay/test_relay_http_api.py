@@ -15,12 +15,14 @@ from helpers import (
     http_json,
     http_request,
     pair,
+    parse_response,
+    raw_http,
     receive_json,
     register_code,
     send_json,
     ws_auth,
 )
-from hermes_relay.relay.pairing import token_hash
+from hermes_relay.relay.pairing import MAX_DURATION, token_hash
 from hermes_relay.relay.server import CLOSE_AUTH_FAILED, Relay, RelayConfig
 
 SESSION_FIELDS = {
@@ -35,7 +37,7 @@ async def test_health_reports_version_and_counts(relay):
     status, obj = await http_json("GET", f"{relay.http}/health")
     assert status == 200
     assert obj == {"status": "ok", "version": hermes_relay.__version__, "sessions": 0, "connections": 0,
-                   "pending_codes": 0, "tls": False}
+                   "pending_codes": 0, "tls": False, "host": "127.0.0.1"}
 
     await register_code(relay.http)
     await register_code(relay.http)
@@ -94,6 +96,15 @@ def test_pairing_register_accepts_loopback_callers(ip):
     {"grants": {"chat": -5}},
     {"grants": {"chat": "forever"}},
     {"grants": {"": 60}},
+    {"ttl_seconds": 10**400},             # used to pass here, then overflow at pairing time
+    {"ttl_seconds": MAX_DURATION + 1},
+    {"ttl_seconds": 1.5},
+    b'{"ttl_seconds": 1e999}',            # inf
+    b'{"ttl_seconds": NaN}',
+    {"grants": {"chat": 10**400}},
+    {"grants": {"chat": MAX_DURATION + 1}},
+    {"grants": {"chat": 0.5}},
+    {"transport_hint": 7},
 ])
 async def test_pairing_register_rejects_bad_bodies_with_400(relay, body):
     status, obj = await http_json("POST", f"{relay.http}/pairing/register", body)
@@ -101,6 +112,115 @@ async def test_pairing_register_rejects_bad_bodies_with_400(relay, body):
     assert obj["ok"] is False and isinstance(obj["error"], str) and obj["error"]
     _, health = await http_json("GET", f"{relay.http}/health")
     assert health["pending_codes"] == 0
+
+
+@pytest.mark.parametrize("ttl,grants,expires_in,chat_in", [
+    (MAX_DURATION, None, MAX_DURATION, MAX_DURATION),            # 10 years is the longest allowed
+    (86400.0, {"chat": 3600.0}, 86400, 3600),                    # whole-number floats, as the reference takes
+    (0, {"chat": MAX_DURATION}, None, MAX_DURATION),
+])
+async def test_pairing_register_accepts_durations_up_to_ten_years(relay_factory, ttl, grants, expires_in, chat_in):
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock)
+    extra = {} if grants is None else {"grants": grants}
+    code = await register_code(relay.http, ttl, **extra)
+    _, reply = await ws_auth(relay.url, {"pairing_code": code})
+    assert reply["type"] == "auth.ok"
+    ok = reply["payload"]
+    assert ok["expires_at"] == (None if expires_in is None else clock.now + expires_in)
+    assert ok["grants"]["chat"] == clock.now + chat_in
+
+
+@pytest.mark.parametrize("hint", ["ws", "wss", "unknown"])
+async def test_pairing_register_accepts_the_reference_transport_hints(relay, hint):
+    code = await register_code(relay.http, transport_hint=hint)
+    _, reply = await ws_auth(relay.url, {"pairing_code": code})
+    assert reply["payload"]["transport_hint"] == hint
+    _, listing = await http_json("GET", f"{relay.http}/sessions", token=reply["payload"]["session_token"])
+    assert listing["sessions"][0]["transport_hint"] == hint
+
+
+async def post_register(relay, headers: list[tuple[str, str]], host: str | None = None,
+                        body: bytes = b"{}") -> tuple[int, dict]:
+    """A hand-built ``POST /pairing/register``: exactly these headers, plus Host and Content-Length."""
+    lines = ["POST /pairing/register HTTP/1.1", f"Host: {host or f'127.0.0.1:{relay.info.port}'}",
+             "Connection: close", f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers)]
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    status, _, payload = parse_response(await raw_http(relay.http, raw))
+    return status, json.loads(payload)
+
+
+async def pending_codes(relay) -> int:
+    _, health = await http_json("GET", f"{relay.http}/health")
+    return int(health["pending_codes"])
+
+
+JSON = ("Content-Type", "application/json")
+
+
+async def test_pairing_register_refuses_a_browsers_cross_site_simple_post(relay):
+    # What a web page open in a browser on the relay host can send without a CORS preflight.
+    status, obj = await post_register(relay, [
+        ("Content-Type", "text/plain;charset=UTF-8"), ("Origin", "https://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Mode", "no-cors"),
+    ], body=b'{"code": "EVIL00", "ttl_seconds": 0}')
+    assert status == 403
+    assert obj["ok"] is False and "Origin" in obj["error"]
+    assert await pending_codes(relay) == 0
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "text/plain; charset=utf-8",
+                                          "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                                          "application/jsonp", ""])
+async def test_pairing_register_needs_a_json_content_type(relay, content_type):
+    headers = [] if content_type is None else [("Content-Type", content_type)]
+    status, obj = await post_register(relay, headers)
+    assert status == 415
+    assert obj == {"ok": False, "error": "POST /pairing/register needs Content-Type: application/json"}
+    assert await pending_codes(relay) == 0
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"])
+async def test_pairing_register_accepts_json_content_types(relay, content_type):
+    status, obj = await post_register(relay, [("Content-Type", content_type)])
+    assert status == 200 and obj["ok"] is True
+
+
+@pytest.mark.parametrize("headers", [
+    [("Origin", "https://evil.example")],
+    [("Origin", "null")],                      # sandboxed iframes, file:// pages
+    [("Origin", "http://127.0.0.1")],          # even a page served from this host
+    [("Sec-Fetch-Site", "cross-site")],
+    [("Sec-Fetch-Site", "same-site")],
+])
+async def test_pairing_register_refuses_browser_requests_with_403(relay, headers):
+    status, obj = await post_register(relay, [JSON, *headers])
+    assert status == 403
+    assert obj["ok"] is False and headers[0][0] in obj["error"]
+    assert await pending_codes(relay) == 0
+
+
+@pytest.mark.parametrize("site", ["none", "same-origin"])
+async def test_pairing_register_allows_sec_fetch_site_none_and_same_origin(relay, site):
+    status, _ = await post_register(relay, [JSON, ("Sec-Fetch-Site", site)])
+    assert status == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.nip.io:{port}", "10.0.0.5:{port}",
+                                  "[2001:db8::1]:{port}", "localhost.evil.example", "127.0.0.1:x"])
+async def test_pairing_register_refuses_a_host_header_that_is_not_loopback(relay, host):
+    # DNS rebinding: a page at http://evil.example:PORT whose name now resolves to 127.0.0.1.
+    status, obj = await post_register(relay, [JSON], host=host.format(port=relay.info.port))
+    assert status == 403
+    assert "Host header" in obj["error"]
+    assert await pending_codes(relay) == 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:{port}", "localhost", "localhost:{port}", "LocalHost:{port}",
+                                  "[::1]:{port}", "[::1]"])
+async def test_pairing_register_accepts_loopback_host_headers(relay, host):
+    status, _ = await post_register(relay, [JSON], host=host.format(port=relay.info.port))
+    assert status == 200
 
 
 async def test_pairing_register_only_accepts_post(relay):
@@ -230,15 +350,32 @@ async def test_extending_a_live_session_keeps_its_connection_open_past_the_old_e
 
 
 @pytest.mark.parametrize("body", [{}, {"ttl_seconds": -1}, {"ttl_seconds": "60"}, {"ttl_seconds": 1.5},
-                                  {"ttl_seconds": True}, {"grants": {"chat": -1}}, b"nope", b"[]"])
+                                  {"ttl_seconds": True}, {"grants": {"chat": -1}}, b"nope", b"[]",
+                                  {"ttl_seconds": 10**400}, {"ttl_seconds": MAX_DURATION + 1}, b'{"ttl_seconds": 1e999}',
+                                  {"grants": {"chat": 10**400}}, {"ttl_seconds": 60, "grants": {"chat": MAX_DURATION + 1}}])
 async def test_patch_rejects_bad_bodies_with_400(relay, body):
     _, ok = await pair(relay.url, relay.http)
     before = ok["expires_at"]
     status, obj = await http_json("PATCH", f"{relay.http}/sessions/{ok['session_token'][:8]}", body,
                                   token=ok["session_token"])
     assert status == 400 and obj["ok"] is False
+    if isinstance(body, dict) and body:
+        assert "315360000" in obj["error"]  # names the 10-year bound
     _, listing = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
     assert listing["sessions"][0]["expires_at"] == before
+
+
+@pytest.mark.parametrize("ttl,expires_in", [(MAX_DURATION, MAX_DURATION), (86400.0, 86400), (0, None)])
+async def test_patch_accepts_durations_up_to_ten_years(relay_factory, ttl, expires_in):
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock)
+    _, ok = await pair(relay.url, relay.http, ttl_seconds=600)
+    status, obj = await http_json("PATCH", f"{relay.http}/sessions/{ok['session_token'][:8]}",
+                                  {"ttl_seconds": ttl, "grants": {"chat": float(MAX_DURATION)}}, token=ok["session_token"])
+    assert status == 200, obj
+    expected = None if expires_in is None else clock.now + expires_in
+    assert obj["session"]["expires_at"] == expected
+    assert obj["session"]["grants"]["chat"] == (clock.now + MAX_DURATION if expected is None else expected)
 
 
 # -- /sessions/{prefix}: revoke --------------------------------------------------------------------

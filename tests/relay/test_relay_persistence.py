@@ -82,13 +82,19 @@ async def test_sessions_file_is_private_and_holds_hashes_not_tokens(relay_factor
     assert entry["token_prefix"] == ok["session_token"][:8]
 
 
-async def test_corrupt_sessions_file_stops_start_up_and_is_left_alone(relay_factory, tmp_path):
+@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "sessions": {}}', '{"version": 1, "sessions": [7]}'])
+async def test_corrupt_sessions_file_stops_start_up_and_is_left_alone(relay_factory, tmp_path, content):
     state = tmp_path / "state"
     state.mkdir()
-    (state / "sessions.json").write_text("{not json")
-    with pytest.raises(StateCorruptError):
+    path = state / "sessions.json"
+    path.write_text(content)
+    with pytest.raises(StateCorruptError) as info:
         await relay_factory(state_dir=state)
-    assert (state / "sessions.json").read_text() == "{not json"
+    assert path.read_text() == content
+    # The hint is about the relay's own file: `hermes-relay doctor --fix` only repairs the client store.
+    hint = info.value.hint
+    assert hint is not None and "doctor" not in hint
+    assert f"move {path} aside" in hint and "--state-dir" in hint
 
 
 async def test_sessions_file_from_a_newer_relay_is_refused_not_overwritten(relay_factory, tmp_path):
@@ -155,3 +161,65 @@ async def test_sweep_purges_expired_sessions_once_a_minute(autojump_clock):
         assert len(relay.book) == 1
         assert trio.current_time() == pytest.approx(EXPIRY_SWEEP + 0.001)
         nursery.cancel_scope.cancel()
+
+
+# -- last_seen is written in batches ---------------------------------------------------------------
+
+def stored_last_seen(state) -> float:
+    (entry,) = json.loads((state / "sessions.json").read_text())["sessions"]
+    return entry["last_seen"]
+
+
+async def test_authentication_does_not_write_the_file_and_shutdown_does(relay_factory, tmp_path):
+    clock = FakeWallClock()
+    state = tmp_path / "state"
+    relay = await relay_factory(state_dir=state, wall_clock=clock)
+    ws, ok = await pair(relay.url, relay.http, device_name="old name")
+    await ws.aclose()
+    paired_at = clock.now
+    before = (state / "sessions.json").read_bytes()
+
+    clock.advance(50)
+    _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"], "device_name": "new name"})
+    assert reply["type"] == "auth.ok"
+    assert (state / "sessions.json").read_bytes() == before  # no fsync on the event loop per authentication
+    _, listing = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
+    assert (listing["sessions"][0]["last_seen"], listing["sessions"][0]["device_name"]) == (paired_at + 50, "new name")
+
+    await relay.stop()
+    assert stored_last_seen(state) == paired_at + 50
+    assert "new name" in (state / "sessions.json").read_text()
+
+
+async def test_sweep_writes_touched_sessions(autojump_clock, tmp_path):
+    wall = FakeWallClock()
+    state = tmp_path / "state"
+    relay = Relay(RelayConfig(state_dir=state, wall_clock=wall))
+    token, _, _, _ = relay.book.create(relay.codes.register(None, ttl_seconds=0), {"device_id": "dev"})
+    created = wall.now
+    wall.advance(10)
+    assert relay.authenticate({"session_token": token}, "127.0.0.1") is not None
+    assert stored_last_seen(state) == created
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_sweep, relay)
+        await trio.sleep(EXPIRY_SWEEP - 0.001)
+        assert stored_last_seen(state) == created
+        await trio.sleep(0.002)
+        assert stored_last_seen(state) == created + 10
+        assert relay.book.dirty is False
+        nursery.cancel_scope.cancel()
+
+
+def test_token_creation_refresh_revoke_and_extend_still_write_at_once(tmp_path):
+    wall = FakeWallClock()
+    state = tmp_path / "state"
+    relay = Relay(RelayConfig(state_dir=state, wall_clock=wall))
+    path = state / "sessions.json"
+    token, refresh, sess, _ = relay.book.create(relay.codes.register(None), {"device_id": "dev"})
+    assert token_hash(token) in path.read_text()
+    new_token, _, sess = relay.book.refresh(refresh)
+    assert token_hash(new_token) in path.read_text() and token_hash(token) not in path.read_text()
+    relay.book.extend(sess, 0, None)
+    assert json.loads(path.read_text())["sessions"][0]["expires_at"] is None
+    relay.book.revoke(sess)
+    assert json.loads(path.read_text())["sessions"] == []

@@ -9,14 +9,17 @@ from __future__ import annotations
 import pytest
 import trio_websocket
 
-from helpers import FakeWallClock, http_json, pair, register_code, ws_auth, ws_connect
-from hermes_relay.relay.ratelimit import RateLimiter
+from helpers import FakeWallClock, auth_frame, http_json, pair, receive_json, register_code, ws_auth, ws_connect
+from hermes_relay.relay.ratelimit import RateLimiter, rate_key
 from hermes_relay.relay.server import (
+    AUTH_FAIL_REASON,
     PAIRING_BLOCK,
     PAIRING_FAIL_LIMIT,
     RATE_LIMIT_BODY,
     SESSION_BLOCK,
     SESSION_FAIL_LIMIT,
+    Relay,
+    RelayConfig,
 )
 
 IP = "198.51.100.7"
@@ -67,6 +70,56 @@ def test_limiter_prune_drops_idle_addresses_only():
     assert limiter.blocked_for(IP, 50) == 51.0
 
 
+@pytest.mark.parametrize("ip,key", [
+    ("198.51.100.7", "198.51.100.7"),
+    ("::ffff:198.51.100.7", "198.51.100.7"),                     # IPv4-mapped counts as the IPv4 address
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("2001:DB8:1:2:0:0:0:7", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("::1", "::/64"),
+    ("unknown", "unknown"),
+])
+def test_rate_key_buckets_ipv6_by_its_slash_64(ip, key):
+    assert rate_key(ip) == key
+
+
+def test_limiter_blocks_a_whole_ipv6_slash_64_but_not_its_neighbours():
+    limiter = RateLimiter(limit=4, window=10, block=100)
+    for i in range(4):  # a new address from the same /64 for every try
+        limiter.record_failure(f"2001:db8:1:2::{i + 1:x}", i)
+    assert limiter.blocked_for("2001:db8:1:2:abcd::99", 4) == 99.0  # blocked at t=3 for 100 s
+    assert limiter.blocked_for("2001:db8:1:3::1", 4) == 0.0
+    for i in range(4):  # IPv4 addresses still count one by one
+        limiter.record_failure(f"198.51.100.{i + 1}", i)
+    assert limiter.blocked_for("198.51.100.1", 4) == 0.0
+
+
+def test_limiter_clear_forgets_every_address():
+    limiter = RateLimiter(limit=2, window=10, block=100)
+    for ip in (IP, "2001:db8::1", "192.0.2.1"):
+        limiter.record_failure(ip, 0)
+        limiter.record_failure(ip, 1)
+        assert limiter.blocked_for(ip, 1) > 0
+    limiter.clear()
+    assert len(limiter) == 0
+    assert all(limiter.blocked_for(ip, 1) == 0.0 for ip in (IP, "2001:db8::1", "192.0.2.1"))
+
+
+def test_registering_a_code_lifts_the_blocks_of_every_address():
+    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    now = relay.now()
+    for _ in range(PAIRING_FAIL_LIMIT):
+        relay.pair_limiter.record_failure("203.0.113.9", now)
+    for _ in range(SESSION_FAIL_LIMIT):
+        relay.token_limiter.record_failure("2001:db8::5", now)
+    assert relay.blocked_for("203.0.113.9") > 0 and relay.blocked_for("2001:db8::5") > 0
+    status, _ = relay.pairing_register({}, "127.0.0.1")
+    assert status == 200
+    assert relay.blocked_for("203.0.113.9") == 0.0 and relay.blocked_for("2001:db8::5") == 0.0
+
+
 # -- over the wire ---------------------------------------------------------------------------------
 
 async def fail_with_codes(relay, n: int) -> None:
@@ -109,25 +162,30 @@ async def test_ten_bad_codes_get_the_next_upgrade_refused_with_429(relay_factory
 
 
 async def test_nine_bad_codes_do_not_block(relay):
+    code = await register_code(relay.http)  # first: registering a code lifts every block
     await fail_with_codes(relay, PAIRING_FAIL_LIMIT - 1)
-    await pair(relay.url, relay.http)
+    _, reply = await ws_auth(relay.url, {"pairing_code": code})
+    assert reply["type"] == "auth.ok"
 
 
 async def test_bad_tokens_and_bad_codes_count_in_separate_buckets(relay):
     assert SESSION_FAIL_LIMIT == 5
+    code = await register_code(relay.http)  # before the failures: registering a code clears every block
     await fail_with_tokens(relay, SESSION_FAIL_LIMIT - 1)
     await fail_with_codes(relay, PAIRING_FAIL_LIMIT - 1)
-    _, ok = await pair(relay.url, relay.http)  # 4 + 9 failures, yet neither bucket is full
+    _, reply = await ws_auth(relay.url, {"pairing_code": code})  # 4 + 9 failures, yet neither bucket is full
+    assert reply["type"] == "auth.ok"
 
     await fail_with_tokens(relay, 1)  # the token bucket's own 5th failure
     await assert_upgrade_refused(relay)
 
 
 async def test_successful_pairing_resets_the_code_bucket(relay):
-    await fail_with_codes(relay, PAIRING_FAIL_LIMIT - 1)
-    await pair(relay.url, relay.http)
-    await fail_with_codes(relay, PAIRING_FAIL_LIMIT - 1)
-    await pair(relay.url, relay.http)
+    codes = [await register_code(relay.http) for _ in range(2)]
+    for code in codes:
+        await fail_with_codes(relay, PAIRING_FAIL_LIMIT - 1)
+        _, reply = await ws_auth(relay.url, {"pairing_code": code})
+        assert reply["type"] == "auth.ok"
 
 
 async def test_five_bad_bearer_tokens_block_the_sessions_api_and_upgrades(relay_factory):
@@ -145,3 +203,47 @@ async def test_five_bad_bearer_tokens_block_the_sessions_api_and_upgrades(relay_
     clock.advance(SESSION_BLOCK)
     status, _ = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
     assert status == 200
+
+
+async def test_registering_a_code_lifts_a_block_over_the_wire(relay):
+    await fail_with_tokens(relay, SESSION_FAIL_LIMIT - 1)
+    await fail_with_codes(relay, PAIRING_FAIL_LIMIT)
+    await assert_upgrade_refused(relay)
+
+    code = await register_code(relay.http)  # the operator, at the relay host, mints a fresh code
+    _, reply = await ws_auth(relay.url, {"pairing_code": code})
+    assert reply["type"] == "auth.ok"
+    # Both buckets were emptied: four more bad tokens would have made nine (blocked) otherwise.
+    await fail_with_tokens(relay, SESSION_FAIL_LIMIT - 1)
+    await ws_connect(relay.url)
+
+
+async def test_connections_opened_before_a_code_block_get_no_more_tries(relay_factory):
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock)
+    code = await register_code(relay.http)
+    sockets = [await ws_connect(relay.url) for _ in range(PAIRING_FAIL_LIMIT + 3)]  # all upgraded before the block
+    for i, ws in enumerate(sockets[:-1]):  # 12 bad codes: the 10th starts the block
+        await ws.send_message(auth_frame({"pairing_code": f"BAD{i:03d}"}))
+        assert (await receive_json(ws))["type"] == "auth.fail"
+
+    await sockets[-1].send_message(auth_frame({"pairing_code": code}))
+    reply = await receive_json(sockets[-1])
+    assert (reply["type"], reply["payload"]) == ("auth.fail", {"reason": AUTH_FAIL_REASON})
+    _, health = await http_json("GET", f"{relay.http}/health")
+    assert health["pending_codes"] == 1  # refused without being tried: the code was not spent
+
+    clock.advance(PAIRING_BLOCK)
+    _, reply = await ws_auth(relay.url, {"pairing_code": code})
+    assert reply["type"] == "auth.ok"
+
+
+async def test_connections_opened_before_a_token_block_get_no_more_tries(relay):
+    _, ok = await pair(relay.url, relay.http)
+    sockets = [await ws_connect(relay.url) for _ in range(SESSION_FAIL_LIMIT + 2)]
+    for i, ws in enumerate(sockets[:-1]):
+        await ws.send_message(auth_frame({"session_token": f"bogus-{i}"}))
+        assert (await receive_json(ws))["type"] == "auth.fail"
+
+    await sockets[-1].send_message(auth_frame({"session_token": ok["session_token"]}))
+    assert (await receive_json(sockets[-1]))["type"] == "auth.fail"

@@ -28,7 +28,16 @@ from helpers import (
     ws_connect,
 )
 from hermes_relay.relay.http import MAX_HEAD
-from hermes_relay.relay.server import AUTH_TIMEOUT_REASON, CLOSE_POLICY, MAX_MESSAGE
+from hermes_relay.relay.server import (
+    AUTH_TIMEOUT_REASON,
+    BUSY_BODY,
+    BUSY_PER_IP_BODY,
+    CLOSE_POLICY,
+    MAX_MESSAGE,
+    MAX_UNAUTHED_PER_IP,
+    Relay,
+    RelayConfig,
+)
 
 TINY_TIMEOUT = 0.2  # seconds; short enough for the suite, long enough for loopback round trips
 
@@ -69,8 +78,13 @@ async def test_first_frame_that_is_not_system_auth_is_refused(relay, channel, ty
     assert (await expect_closed(ws)).code == CLOSE_POLICY
 
 
+def test_message_limit_is_64_kib():
+    # Only system messages travel here; a bigger limit lets unauthenticated sockets pin memory.
+    assert MAX_MESSAGE == 64 * 1024
+
+
 @pytest.mark.parametrize("when", ["before_auth", "after_auth"])
-async def test_frame_over_one_mib_closes_that_connection_only(relay, when):
+async def test_frame_over_the_message_limit_closes_that_connection_only(relay, when):
     _, bystander = await pair(relay.url, relay.http)
     bystander_ws, _ = await ws_auth(relay.url, {"session_token": bystander["session_token"]})
     if when == "after_auth":
@@ -89,7 +103,7 @@ async def test_frame_over_one_mib_closes_that_connection_only(relay, when):
     await assert_still_serving(relay)
 
 
-async def test_frame_of_exactly_one_mib_is_accepted(relay):
+async def test_frame_just_under_the_message_limit_is_accepted(relay):
     ws, _ = await pair(relay.url, relay.http)
     padding = "x" * (MAX_MESSAGE - 200)
     message = json.dumps({"channel": "system", "type": "ping", "id": "big", "payload": {"pad": padding}})
@@ -212,3 +226,70 @@ async def test_auth_reply_echoes_the_auth_frame_id(relay):
     ws = await ws_connect(relay.url)
     await ws.send_message(auth_frame({"pairing_code": code}, msg_id="xyz-1"))
     assert (await receive_json(ws))["id"] == "xyz-1"
+
+
+# -- caps on unauthenticated connections -----------------------------------------------------------
+
+async def assert_upgrade_busy(relay, body: str) -> None:
+    with pytest.raises(trio_websocket.ConnectionRejected) as info:
+        await ws_connect(relay.url)
+    assert info.value.status_code == 503
+    assert info.value.body == body.encode()
+    assert dict(info.value.headers)[b"retry-after"] == b"1"
+
+
+async def test_unauthenticated_connections_per_address_are_capped(relay):
+    assert MAX_UNAUTHED_PER_IP == 32
+    code = await register_code(relay.http)
+    held = [await ws_connect(relay.url) for _ in range(MAX_UNAUTHED_PER_IP)]
+    await assert_upgrade_busy(relay, BUSY_PER_IP_BODY)  # the 33rd
+
+    # Plain HTTP is not part of the cap.
+    status, health = await http_json("GET", f"{relay.http}/health")
+    assert (status, health["connections"]) == (200, 0)
+
+    # A connection stops counting once its authentication is decided, either way: the relay frees
+    # the place before it answers, so the reply is enough to know the next upgrade fits.
+    await held[0].send_message(auth_frame({"pairing_code": code}))
+    assert (await receive_json(held[0]))["type"] == "auth.ok"
+    extra = await ws_connect(relay.url)
+    await assert_upgrade_busy(relay, BUSY_PER_IP_BODY)
+    await held[1].send_message(auth_frame({"pairing_code": "NOPE00"}))
+    assert (await receive_json(held[1]))["type"] == "auth.fail"
+    await ws_connect(relay.url)
+    await assert_upgrade_busy(relay, BUSY_PER_IP_BODY)
+    # The authenticated one still works.
+    await send_json(held[0], "system", "ping", {"ts": 1})
+    assert (await receive_json(held[0]))["type"] == "pong"
+    assert extra.closed is None
+
+
+async def test_unauthenticated_connections_are_capped_over_all_addresses(relay_factory):
+    relay = await relay_factory(max_unauthed=3)
+    for _ in range(3):
+        await ws_connect(relay.url)
+    await assert_upgrade_busy(relay, BUSY_BODY)
+
+
+async def test_a_connection_that_times_out_before_auth_gives_its_place_back(relay_factory):
+    relay = await relay_factory(max_unauthed_per_ip=1, auth_timeout=0.5)
+    silent = await ws_connect(relay.url)
+    await assert_upgrade_busy(relay, BUSY_PER_IP_BODY)
+    assert (await receive_json(silent))["payload"] == {"reason": AUTH_TIMEOUT_REASON}
+    await ws_connect(relay.url)
+
+
+@pytest.mark.parametrize("same,other", [
+    (["2001:db8:0:1::1", "2001:db8:0:1:ffff::2"], "2001:db8:0:2::1"),  # IPv6 counts per /64
+    (["198.51.100.7", "::ffff:198.51.100.7"], "198.51.100.8"),       # IPv4 (mapped or not) per address
+])
+def test_unauthenticated_cap_counts_per_rate_limit_bucket(same, other):
+    relay = Relay(RelayConfig(max_unauthed_per_ip=2))
+    slots = [relay._take_unauthed_slot(ip) for ip in same]
+    assert not any(isinstance(s, str) for s in slots)
+    assert relay._take_unauthed_slot(same[0]) == BUSY_PER_IP_BODY
+    assert not isinstance(relay._take_unauthed_slot(other), str)
+    slots[0].release()
+    slots[0].release()  # idempotent
+    assert relay.unauthed == 2
+    assert not isinstance(relay._take_unauthed_slot(same[1]), str)

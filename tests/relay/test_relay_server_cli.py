@@ -16,6 +16,7 @@ import trio
 import hermes_relay
 from helpers import http_json
 from hermes_relay.core.pin import is_valid_pin
+from hermes_relay.relay.main import build_parser
 
 SCRIPT = Path(sys.executable).with_name("hermes-relay-server")
 SUBPROCESS_GUARD = 20.0  # seconds; interpreter start-up plus imports dominate
@@ -77,7 +78,8 @@ async def test_server_prints_its_bound_url_and_pin_serves_and_stops_cleanly_on_s
 @pytest.mark.parametrize("args,code,message", [
     (["--cert", "cert.pem"], 2, "--cert and --key go together"),
     (["--cert", "missing.pem", "--key", "missing-key.pem"], 2, "cannot read TLS certificate"),
-    (["--port", "nope"], 2, "invalid int value"),
+    (["--port", "nope"], 2, "'nope' is not a port number"),
+    (["--port", "70000"], 2, "'70000' is not a port number"),  # used to bind 70000 % 65536 = 4464
 ])
 async def test_bad_arguments_exit_with_usage_code(tmp_path, args, code, message):
     with trio.fail_after(SUBPROCESS_GUARD):
@@ -85,6 +87,33 @@ async def test_bad_arguments_exit_with_usage_code(tmp_path, args, code, message)
                                         check=False, env=server_env(tmp_path), cwd=tmp_path)
     assert result.returncode == code
     assert message in result.stderr.decode()
+
+
+@pytest.mark.parametrize("value", ["70000", "65536", "-1", "abc", "80.5", ""])
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_port_outside_0_to_65535_is_a_usage_error(monkeypatch, capsys, source, value):
+    monkeypatch.delenv("RELAY_PORT", raising=False)
+    if source == "env":
+        monkeypatch.setenv("RELAY_PORT", value)
+        argv = []
+    else:
+        argv = [f"--port={value}"]
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)  # what main() runs first; never main() itself, which would serve
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --port: {value!r} is not a port number: use 0-65535 (0 = any free port)" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,env,port", [
+    ([], None, 8767), ([], "0", 0), (["--port", "0"], "abc", 0), (["--port", "65535"], None, 65535), ([], "9000", 9000),
+])
+def test_valid_ports_and_relay_port_default(monkeypatch, argv, env, port):
+    monkeypatch.delenv("RELAY_PORT", raising=False)
+    if env is not None:
+        monkeypatch.setenv("RELAY_PORT", env)
+    assert build_parser().parse_args(argv).port == port
 
 
 async def test_corrupt_sessions_file_exits_1_naming_the_file(tmp_path):
@@ -97,6 +126,8 @@ async def test_corrupt_sessions_file_exits_1_naming_the_file(tmp_path):
     assert result.returncode == 1
     err = result.stderr.decode()
     assert err.startswith(f"hermes-relay-server: {state / 'sessions.json'} cannot be parsed")
+    assert f"move {state / 'sessions.json'} aside" in err and "--state-dir" in err
+    assert "doctor" not in err  # `hermes-relay doctor --fix` repairs the client's store, not this file
     assert "Traceback" not in err
     assert result.stdout == b""
 

@@ -547,7 +547,7 @@ async def _relay_capacity(url: str, code: str, relay_pid: int, n_handshakes: int
     release = trio.Event()
     opened = 0
     all_open = trio.Event()
-    open_limiter = trio.CapacityLimiter(50)
+    open_limiter = trio.CapacityLimiter(16)  # the relay caps unauthenticated connections at 32 per address
 
     async def hold(nursery: trio.Nursery) -> None:
         nonlocal opened

@@ -20,7 +20,6 @@ from typing import Any
 
 import trio
 
-from hermes_relay import __version__
 from hermes_relay.agent import handlers, ipc_endpoint, prober
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.indicator import Indicator, summarize
@@ -61,7 +60,6 @@ class Agent:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     self.reload()
-                    self._refresh_indicator()
                     nursery.start_soon(self._indicator_heartbeat)
                     nursery.start_soon(self._clock_watch)
                     nursery.start_soon(self._fence, self._endpoint_identity)

@@ -41,8 +41,9 @@ from hermes_relay.core.errors import (
     RateLimitedError,
     StateError,
     TlsError,
+    members,
 )
-from hermes_relay.core.pin import spki_pin_from_der
+from hermes_relay.core.pin import pinned_trust_context, spki_pin_from_der
 from hermes_relay.core.routes import Route, host_port
 
 if TYPE_CHECKING:
@@ -243,8 +244,7 @@ async def _reach_guarded(agent: Agent, owner: str, rec: dict[str, Any], check: R
         conns[i] = await _reach(agent, owner, rec, check, ws_nursery)
     except Exception as exc:
         log.exception("doctor_check_crashed route=%s", check.route.url)
-        while isinstance(exc, ExceptionGroup) and exc.exceptions:
-            exc = exc.exceptions[0]
+        exc = members(exc)[0]
         if check.running is not None:
             check.end(FAIL, f"internal error: {type(exc).__name__}: {exc}", fix="see `hermes-relay agent logs`")
         check.skip_rest("not tried")
@@ -416,21 +416,6 @@ def _fmt(sockaddr: Any) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-_SSL_CONTEXT: ssl.SSLContext | None = None
-
-
-def _ssl_context() -> ssl.SSLContext:
-    global _SSL_CONTEXT
-    if _SSL_CONTEXT is None:
-        ctx = ssl.create_default_context()
-        # Trust comes from the recorded pin, compared below, as in transport.dial.
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        _SSL_CONTEXT = ctx
-    return _SSL_CONTEXT
-
-
 async def _tls(check: RouteCheck, owner: str, rec: dict[str, Any], stream: trio.SocketStream, host: str,
                timeout: float) -> tuple[trio.abc.Stream | None, str | None]:
     route = check.route
@@ -438,7 +423,7 @@ async def _tls(check: RouteCheck, owner: str, rec: dict[str, Any], stream: trio.
         check.skip("tls", "plain ws:// (no TLS)")
         return stream, None
     check.begin("tls")
-    tls = trio.SSLStream(stream, _ssl_context(), server_hostname=host, https_compatible=True)
+    tls = trio.SSLStream(stream, pinned_trust_context(), server_hostname=host, https_compatible=True)
     try:
         with trio.fail_after(timeout):
             await tls.do_handshake()

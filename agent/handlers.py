@@ -14,7 +14,6 @@ from hermes_relay.agent.link import pin_for, routes_for
 from hermes_relay.core import api, codes
 from hermes_relay.core.errors import (
     AmbiguousError,
-    NoRouteError,
     NotPairedError,
     SessionRevokedError,
     StateError,
@@ -213,11 +212,8 @@ async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
     async def discard(d: transport.Dialed) -> None:
         await d.aclose()
 
-    try:
-        won = await prober.race(routes, connect, discard, stagger=agent.config.probe_stagger,
-                                timeout=agent.config.probe_timeout, cache=agent.cache)
-    except NoRouteError as exc:
-        raise prober.decisive(exc) from None
+    won = await prober.race(routes, connect, discard, stagger=agent.config.probe_stagger,
+                            timeout=agent.config.probe_timeout, cache=agent.cache)
     status, obj = await transport.http_request(won.value, method, path, token=rec.get("token"), body=body)
     if not 200 <= status < 300:
         raise transport.http_error(won.route.url, method, path, status, obj)

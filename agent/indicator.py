@@ -16,6 +16,11 @@ from hermes_relay.core import api, fileio
 
 log = logging.getLogger(__name__)
 VALIDITY_HEARTBEATS = 3  # the file stays "fresh" this many heartbeats past its last write
+STOPPED_VALIDITY = 10 * 365 * 86400  # a clean stop's "offline" is true until the next start
+
+
+def offline(state: str) -> dict[str, Any]:
+    return {"label": api.OFFLINE, "state": state, "url": None, "role": None, "since": None, "relay": None}
 
 
 def summarize(states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -28,7 +33,7 @@ def summarize(states: list[dict[str, Any]]) -> dict[str, Any]:
                 "since": best.get("since"), "relay": best["url"]}
     state = next((s["state"] for s in states if s["state"] in (api.CONNECTING, api.BACKOFF, api.RATE_LIMITED)),
                  states[0]["state"] if states else api.NOT_PAIRED)
-    return {"label": api.OFFLINE, "state": state, "url": None, "role": None, "since": None, "relay": None}
+    return offline(state)
 
 
 class Indicator:
@@ -36,26 +41,23 @@ class Indicator:
         self.route_file = route_file
         self.json_file = json_file
         self.heartbeat = heartbeat
-        self.current: dict[str, Any] = {"label": api.OFFLINE, "state": "starting", "url": None, "role": None,
-                                        "since": None, "relay": None}
+        self.current: dict[str, Any] = offline("starting")
 
-    def write(self, summary: dict[str, Any], now: float) -> dict[str, Any]:
-        valid_until = int(now + VALIDITY_HEARTBEATS * self.heartbeat)
+    def write(self, summary: dict[str, Any], now: float, *, valid_for: float | None = None,
+              durable: bool = False) -> dict[str, Any]:
+        """Publish ``summary``, fresh for ``valid_for`` seconds (default: a few heartbeats).
+
+        Not fsynced by default: rewritten on every change and heartbeat, it only describes the present.
+        """
+        valid_until = int(now + (VALIDITY_HEARTBEATS * self.heartbeat if valid_for is None else valid_for))
         self.current = {**summary, "updated_at": now, "valid_until": valid_until}
         try:
-            # Not fsynced: rewritten on every change and heartbeat, and only ever describes the present.
-            fileio.atomic_write(self.route_file, f"{valid_until} {summary['label']}\n".encode(), durable=False)
-            fileio.atomic_write(self.json_file, fileio.dump_json(self.current), durable=False)
+            fileio.atomic_write(self.route_file, f"{valid_until} {summary['label']}\n".encode(), durable=durable)
+            fileio.atomic_write(self.json_file, fileio.dump_json(self.current), durable=durable)
         except OSError as exc:  # a full disk must not take the agent down; the prompt goes stale
             log.warning("indicator_write_failed error=%s", exc)
         return self.current
 
     def write_stopped(self, now: float) -> None:
         """On a clean stop: offline, and valid for a long time (it is the truth until the next start)."""
-        summary = {"label": api.OFFLINE, "state": api.STOPPED, "url": None, "role": None, "since": None, "relay": None}
-        self.current = {**summary, "updated_at": now, "valid_until": int(now + 10 * 365 * 86400)}
-        try:
-            fileio.atomic_write(self.route_file, f"{self.current['valid_until']} {api.OFFLINE}\n".encode())
-            fileio.atomic_write(self.json_file, fileio.dump_json(self.current))
-        except OSError as exc:
-            log.warning("indicator_write_failed error=%s", exc)
+        self.write(offline(api.STOPPED), now, valid_for=STOPPED_VALIDITY, durable=True)

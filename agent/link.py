@@ -29,7 +29,6 @@ from hermes_relay.core.errors import (
     AuthRejectedError,
     ConnectionLostError,
     HermesError,
-    NoRouteError,
     PinMismatchError,
     ProtocolError,
     RateLimitedError,
@@ -38,7 +37,7 @@ from hermes_relay.core.errors import (
     UsageError,
 )
 from hermes_relay.core.routes import Route, host_port, make_routes, normalize_relay_url
-from hermes_relay.core.store import resolve_in, route_urls
+from hermes_relay.core.store import resolve_in
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
@@ -319,11 +318,8 @@ class RelayLink:
             return await transport.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
                                            timeout=self.config.probe_timeout)
 
-        try:
-            return await prober.race(routes, connect, transport.discard, stagger=self.config.probe_stagger,
-                                     timeout=self.config.probe_timeout, cache=self.agent.cache if use_cache else None)
-        except NoRouteError as exc:
-            raise prober.decisive(exc) from None
+        return await prober.race(routes, connect, transport.discard, stagger=self.config.probe_stagger,
+                                 timeout=self.config.probe_timeout, cache=self.agent.cache if use_cache else None)
 
     async def _refresh(self, nursery: trio.Nursery, record: dict[str, Any],
                        route: Route) -> tuple[transport.Connected, dict[str, Any]]:
@@ -418,5 +414,3 @@ def owner_urls(sessions: dict[str, dict[str, Any]]) -> list[str]:
     """Every record that has a token (one link each); alternate routes are not separate links."""
     return [url for url, rec in sessions.items() if isinstance(rec.get("token"), str) and rec.get("token")]
 
-
-__all__ = ["RelayLink", "Signal", "routes_for", "pin_for", "route_info", "owner_urls", "route_urls"]

@@ -16,7 +16,7 @@ import sys
 
 from hermes_relay import __version__
 from hermes_relay.core import fileio
-from hermes_relay.core.errors import HermesError
+from hermes_relay.core.errors import HermesError, members
 
 LOG_BYTES = 1 << 20
 LOG_BACKUPS = 3
@@ -112,15 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sole_error(group: BaseExceptionGroup) -> BaseException:
     """A start-up failure inside the agent's nurseries, as the HermesError itself when there is one."""
-    leaves: list[BaseException] = []
-    todo: list[BaseException] = [group]
-    while todo:
-        exc = todo.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            todo.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    errors = [e for e in leaves if isinstance(e, HermesError)]
+    errors = [e for e in members(group) if isinstance(e, HermesError)]
     return errors[0] if errors else group
 
 

@@ -17,7 +17,7 @@ import trio
 from hermes_relay.agent import prober, transport
 from hermes_relay.agent.link import route_info
 from hermes_relay.core import codes, payload
-from hermes_relay.core.errors import AuthRejectedError, HermesError, NoRouteError, PairingRejectedError, UsageError
+from hermes_relay.core.errors import AuthRejectedError, HermesError, PairingRejectedError, UsageError
 from hermes_relay.core.routes import Route, make_routes, normalize_relay_url
 from hermes_relay.core.store import resolve_in
 
@@ -77,11 +77,8 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
             async def connect(route: Route) -> transport.Connected:
                 return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
 
-            try:
-                won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
-                                        timeout=agent.config.probe_timeout, cache=None, on_attempt=on_attempt)
-            except NoRouteError as exc:
-                raise prober.decisive(exc) from None
+            won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
+                                    timeout=agent.config.probe_timeout, cache=None, on_attempt=on_attempt)
             (dialed, ws) = won.value
             if len(routes) > 1:
                 await progress({"kind": "pick", "route": route_info(won.route),

@@ -87,9 +87,13 @@ async def race(
     cache: ReachabilityCache | None = None,
     on_attempt: OnAttempt | None = None,
 ) -> Won[T]:
-    """Connect to the best reachable route. Raises NoRouteError listing every attempt."""
+    """Connect to the best reachable route.
+
+    When every route fails it raises ``decisive(...)`` of the NoRouteError listing every attempt.
+    """
     if not routes:
-        raise NoRouteError("no routes to try", attempts=[])
+        raise NoRouteError("no usable route to try (the stored URLs are invalid)", attempts=[],
+                           hint="pair again with `hermes-relay pair`")
     attempts: list[Attempt] = []
     live = list(routes)
     if cache is not None:
@@ -174,9 +178,9 @@ async def race(
     if winner is None:
         tried = [a for a in attempts if not a.skipped]
         summary = "; ".join(f"{a.route.label} {a.route.url}: {a.error}" for a in tried)
-        raise NoRouteError(f"no route to the relay answered ({summary})",
-                           attempts=[a.to_dict() for a in attempts],
-                           hint="check that the relay is running and reachable from this network")
+        raise decisive(NoRouteError(f"no route to the relay answered ({summary})",
+                                    attempts=[a.to_dict() for a in attempts],
+                                    hint="check that the relay is running and reachable from this network"))
     return Won(winner[0], winner[1], attempts)
 
 

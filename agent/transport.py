@@ -16,7 +16,6 @@ import json
 import logging
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +26,7 @@ import trio_websocket
 
 from hermes_relay.core import envelope
 from hermes_relay.core.errors import (
+    members,
     AmbiguousError,
     NotFoundError,
     AuthRejectedError,
@@ -43,7 +43,7 @@ from hermes_relay.core.errors import (
     TlsError,
     TransportError,
 )
-from hermes_relay.core.pin import spki_pin_from_der
+from hermes_relay.core.pin import pinned_trust_context, spki_pin_from_der
 from hermes_relay.core.routes import Route, host_port
 
 DIAL_TIMEOUT = 4.0  # per candidate: connect + TLS
@@ -70,21 +70,8 @@ class Dialed:
                 await self.stream.aclose()
 
 
-def _client_ssl_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    # Trust comes from the SPKI pin (checked in dial), as with the reference client's TOFU.
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
-
-
-_SSL_CONTEXT: ssl.SSLContext | None = None
-
-
 async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_TIMEOUT) -> Dialed:
     """Open TCP (and TLS for wss) to ``route``. A wss pin that differs from ``expected_pin`` refuses."""
-    global _SSL_CONTEXT
     host, port = host_port(route.url)
     started = trio.current_time()
     stream: trio.abc.Stream
@@ -93,8 +80,7 @@ async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_
             stream = await trio.open_tcp_stream(host, port)
             pin = None
             if route.secure:
-                _SSL_CONTEXT = _SSL_CONTEXT or _client_ssl_context()
-                tls = trio.SSLStream(stream, _SSL_CONTEXT, server_hostname=host, https_compatible=True)
+                tls = trio.SSLStream(stream, pinned_trust_context(), server_hostname=host, https_compatible=True)
                 try:
                     await tls.do_handshake()
                 except BaseException:
@@ -144,13 +130,6 @@ def _os_error(url: str, host: str, port: int, exc: OSError) -> TransportError:
     return TransportError(f"{url}: cannot connect: {detail}", hint="check the network and the relay address")
 
 
-def _members(exc: BaseException) -> list[BaseException]:
-    """The exception itself, or every member of it as a (nested) group; causes are not followed."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for member in exc.exceptions for leaf in _members(member)]
-    return [exc]
-
-
 def _leaves(exc: BaseException) -> list[BaseException]:
     """The exception, its causes, and every member of a group among them (trio's happy eyeballs)."""
     out: list[BaseException] = []
@@ -192,7 +171,7 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
             task_status.started(ws)
             started = True
     except BaseException as exc:
-        leaves = _members(exc)
+        leaves = members(exc)
         if any(isinstance(e, trio.Cancelled) for e in leaves):
             await dialed.aclose()
             raise
@@ -359,8 +338,3 @@ def http_error(dialed_url: str, method: str, path: str, status: int, obj: Any) -
     if status == 409:
         return AmbiguousError(f"{dialed_url}: {text}", hint="give more characters of the token prefix")
     return HttpStatusError(method, path, status, str(text))
-
-
-def wall_now() -> float:
-    return time.time()
-

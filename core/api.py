@@ -45,7 +45,9 @@ API except in ``status`` with ``reveal_tokens=True``.
 
 from __future__ import annotations
 
-from hermes_relay.core.rpc import API_VERSION  # noqa: F401  (re-exported: one version number)
+from hermes_relay.core import rpc
+
+API_VERSION = rpc.API_VERSION  # one version number, defined with the message shapes
 
 HELLO = "hello"
 STATUS = "status"
@@ -73,7 +75,6 @@ RATE_LIMITED = "rate_limited"  # HTTP 429: waiting out the relay's block
 NOT_PAIRED = "not_paired"  # the record was removed from the store while the link ran
 STOPPED = "stopped"  # the agent stopped cleanly (route indicator only)
 STATES = (CONNECTING, CONNECTED, BACKOFF, REVOKED, EXPIRED, PIN_MISMATCH, RATE_LIMITED, NOT_PAIRED)
-STOPPED_STATES = (REVOKED, EXPIRED, PIN_MISMATCH)
 
 # Route indicator labels (the shell prompt shows these).
 OFFLINE = "offline"

@@ -17,8 +17,7 @@ def full_jitter(*, base: float = DEFAULT_BASE, cap: float = DEFAULT_CAP, rng: ra
     rng = rng or random.Random()
     attempt = 0
     while True:
-        ceiling = min(cap, base * (2 ** min(attempt, 32)))
-        yield rng.uniform(0, ceiling)
+        yield rng.uniform(0, ceiling(attempt, base=base, cap=cap))
         attempt += 1
 
 

@@ -337,3 +337,10 @@ def error_from_wire(obj: Any) -> HermesError:
     err = RpcError(code, message, data)
     err.hint = hint
     return err
+
+
+def members(exc: BaseException) -> list[BaseException]:
+    """The exception itself, or every member of it as a (nested) group; causes are not followed."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for member in exc.exceptions for leaf in members(member)]
+    return [exc]

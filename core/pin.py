@@ -46,3 +46,21 @@ def is_valid_pin(pin: str) -> bool:
 def short_pin(pin: str) -> str:
     """``sha256/AbCdEfGhIjKl…`` for tables; the full pin is in ``status --json``."""
     return pin[: len(PIN_PREFIX) + 12] + "…" if len(pin) > len(PIN_PREFIX) + 12 else pin
+
+
+_CLIENT_CONTEXT = None
+
+
+def pinned_trust_context():  # -> ssl.SSLContext (ssl imported lazily: the CLI formats pins only)
+    """The client TLS context for relays: no CA or host name check, because trust comes from the
+    SPKI pin compared right after the handshake (trust on first use, as the reference client does)."""
+    global _CLIENT_CONTEXT
+    if _CLIENT_CONTEXT is None:
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        _CLIENT_CONTEXT = ctx
+    return _CLIENT_CONTEXT

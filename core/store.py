@@ -48,7 +48,8 @@ def route_urls(record: dict[str, Any]) -> list[str]:
         if isinstance(cand, str):
             out.append(cand)
         elif isinstance(cand, dict):
-            url = cand.get("url") or (cand.get("relay") or {}).get("url") if isinstance(cand.get("relay"), dict) or cand.get("url") else None
+            relay = cand.get("relay")
+            url = cand.get("url") or (relay.get("url") if isinstance(relay, dict) else None)
             if isinstance(url, str):
                 out.append(url)
     return out

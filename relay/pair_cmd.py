@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from hermes_relay import __version__
 from hermes_relay.core import codes, paths, payload, timefmt
 from hermes_relay.core.errors import HermesError, TransportError, UsageError
-from hermes_relay.core.routes import infer_role, normalize_relay_url
+from hermes_relay.core.pin import pinned_trust_context
+from hermes_relay.core.routes import http_base, infer_role, normalize_relay_url
 
 DEFAULT_TTL = 30 * 86400  # the reference hermes-pair's default session TTL: 30 days
 DEFAULT_RELAY = "ws://127.0.0.1:8767"
@@ -103,30 +104,21 @@ def find_relay(relay_url: str) -> tuple[str, dict[str, Any]]:
     ``hermes-relay-server --tls``: rather than fail with "cannot reach", find out and say nothing.
     """
     try:
-        return relay_url, _get_json(_http_base(relay_url) + "/health")
+        return relay_url, _get_json(http_base(relay_url) + "/health")
     except TransportError:
         if not relay_url.startswith("ws://"):
             raise
         secure = "wss://" + relay_url[len("ws://"):]
         try:
-            return secure, _get_json(_http_base(secure) + "/health")
+            return secure, _get_json(http_base(secure) + "/health")
         except TransportError:
             pass
         raise
 
 
-def _http_base(relay_url: str) -> str:
-    return relay_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
-
-
 def _context(url: str) -> ssl.SSLContext | None:
-    if not url.startswith("https://"):
-        return None
     # Loopback to our own relay, whose certificate is self-signed: clients check its pin.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return pinned_trust_context() if url.startswith("https://") else None
 
 
 def _get_json(url: str) -> dict[str, Any]:
@@ -144,8 +136,7 @@ def _reachability_warnings(health: dict[str, Any], endpoints: list[tuple[str, st
     bound = health.get("host")
     if bound not in ("127.0.0.1", "::1", "localhost"):
         return []
-    remote = [url for _, url in endpoints if urlsplit(url).hostname not in ("127.0.0.1", "::1", "localhost")
-              and not _is_loopback_host(urlsplit(url).hostname)]
+    remote = [url for _, url in endpoints if not _is_loopback_host(urlsplit(url).hostname)]
     if not remote or all(role == "public" for role, _ in endpoints):
         return []  # a public URL usually sits behind a reverse proxy on this host
     return [f"the relay listens on {bound} only, so other machines cannot reach {remote[0]}; "
@@ -186,7 +177,7 @@ def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tu
 
 def register(relay_url: str, code: str, ttl: int) -> dict[str, Any]:
     """``POST /pairing/register`` on the local relay; errors say whether it is down or refusing."""
-    base = _http_base(relay_url)
+    base = http_base(relay_url)
     body = json.dumps({"code": code, "ttl_seconds": ttl}).encode()
     req = urllib.request.Request(f"{base}/pairing/register", data=body, method="POST",
                                  headers={"Content-Type": "application/json"})

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -104,7 +103,7 @@ class Session:
 
 
 def compute_grants(
-    ttl_seconds: int, requested: dict[str, int] | None, now: float, expires_at: float | None
+    requested: dict[str, int] | None, now: float, expires_at: float | None
 ) -> dict[str, float | None]:
     """Grant expiries per channel: requested durations, else defaults with caps; never past the session."""
     out: dict[str, float | None] = {}
@@ -280,7 +279,7 @@ class SessionBook:
             first_seen=now,
             last_seen=now,
             expires_at=expires_at,
-            grants=compute_grants(pending.ttl_seconds, pending.grants, now, expires_at),
+            grants=compute_grants(pending.grants, now, expires_at),
             transport_hint=pending.transport_hint or str(device.get("transport_hint") or "ws"),
             client_surface=_opt_str(device.get("client_surface")),
             device_form_factor=_opt_str(device.get("device_form_factor")),
@@ -391,6 +390,3 @@ class SessionBook:
 def _opt_str(v: Any) -> str | None:
     return v[:128] if isinstance(v, str) and v else None
 
-
-def constant_time_eq(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())

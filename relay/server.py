@@ -152,7 +152,6 @@ class Relay:
         self.pair_limiter = RateLimiter(limit=PAIRING_FAIL_LIMIT, window=PAIRING_FAIL_WINDOW, block=PAIRING_BLOCK)
         self.token_limiter = RateLimiter(limit=SESSION_FAIL_LIMIT, window=SESSION_FAIL_WINDOW, block=SESSION_BLOCK)
         self.live: dict[str, set[trio_websocket.WebSocketConnection]] = {}
-        self.open_connections = 0
         self.unauthed = 0  # upgraded connections that have not finished authenticating
         self.unauthed_by_key: dict[str, int] = {}  # the same per rate_key(ip)
 
@@ -166,7 +165,6 @@ class Relay:
     # -- connections ---------------------------------------------------------------------------
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         ip = _peer_ip(stream)
-        self.open_connections += 1
         try:
             await self._handle_stream(stream, ip)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
@@ -176,7 +174,6 @@ class Relay:
         except Exception:  # supervision point: one broken connection never stops the relay
             log.exception("connection_crashed peer=%s", ip)
         finally:
-            self.open_connections -= 1
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
                     await stream.aclose()

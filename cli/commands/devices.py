@@ -10,7 +10,6 @@ import argparse
 from typing import Any
 
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import UsageError
 
 DEFAULT_EXTEND_TTL = "86400"  # one day, the reference CLI's default for `devices extend`
 HEADERS = ("PREFIX", "DEVICE", "PLATFORM", "CREATED", "LAST SEEN", "EXPIRES")

@@ -27,7 +27,6 @@ MIN_PLAUSIBLE_YEAR = 2024  # an earlier clock is certainly wrong: TLS and sessio
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-_RANK = {SKIP: 0, OK: 1, WARN: 2, FAIL: 3}
 _SECTIONS = {"system": "System", "store": "Session store", "runtime": "Files", "logs": "Files", "agent": "Agent",
              "relays": "Relays"}
 START_AGENT = "start it with `hermes-relay agent start`, then run doctor again"

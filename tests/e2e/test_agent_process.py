@@ -12,7 +12,6 @@ import sys
 import msgpack
 import pytest
 
-from hermes_relay.cli.client import AgentClient
 from hermes_relay.core import api, framing, paths
 from procs import wait_gone, wait_state
 

@@ -52,7 +52,11 @@ AUTH_TIMEOUT = 15.0  # first reply to system/auth
 HTTP_TIMEOUT = 10.0
 MAX_HTTP_BODY = 4 << 20
 log = logging.getLogger(__name__)
-RATE_LIMIT_DEFAULT_WAIT = 300.0  # the reference relay's longest block when it does not say
+RATE_LIMIT_DEFAULT_WAIT = 300.0
+# Our relay refuses auth on a socket opened before its address was blocked with this reason and
+# close code 1013; the reference relay blocks at the upgrade (HTTP 429) only.
+RATE_LIMIT_REASON_PREFIX = "Too many failed authentication attempts"
+CLOSE_TRY_AGAIN_LATER = 1013  # the reference relay's longest block when it does not say
 
 
 @dataclass
@@ -252,12 +256,16 @@ async def authenticate(ws: trio_websocket.WebSocketConnection, payload: dict[str
                     return reply.payload
                 if reply.type == envelope.AUTH_FAIL:
                     reason = str(reply.payload.get("reason") or "auth failed")
+                    if reason.startswith(RATE_LIMIT_REASON_PREFIX):  # "wait", not "your token is bad"
+                        raise RateLimitedError(reason)
                     raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {reason}", data={"reason": reason})
     except trio.TooSlowError:
         raise ConnectTimeoutError(f"{url}: no auth reply within {timeout:g}s",
                                   hint="the relay may be overloaded; it will be retried") from None
     except trio_websocket.ConnectionClosed as exc:
         reason = exc.reason
+        if reason is not None and reason.code == CLOSE_TRY_AGAIN_LATER:
+            raise RateLimitedError(reason.reason or "") from None
         if reason is not None and reason.code == 4001:
             raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {reason.reason or 'auth failed'}",
                                     data={"reason": reason.reason or ""}) from None

@@ -118,12 +118,14 @@ def compute_grants(
 
 
 def validate_seconds(value: Any, what: str) -> int:
-    """A duration in whole seconds, 0..MAX_DURATION: an int, or a float with no fraction (86400.0)."""
+    """A duration in whole seconds (an int, or a float with no fraction such as 86400.0), at most
+    MAX_DURATION: longer ones are clamped, not refused, because the reference relay accepts any
+    non-negative number (its hermes-pair sends e.g. 20 years) and clamping keeps the arithmetic sane."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DURATION:
-        raise UsageError(f"{what} must be a whole number of seconds from 0 to {MAX_DURATION} (10 years); 0 = never expire")
-    return value
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UsageError(f"{what} must be a whole, non-negative number of seconds; 0 = never expire")
+    return min(value, MAX_DURATION)
 
 
 def validate_grants(raw: Any) -> dict[str, int] | None:
@@ -234,11 +236,10 @@ class SessionBook:
                 self._add(sess)
 
     def save(self) -> None:
-        self.dirty = False
-        if self.path is None:
-            return
-        doc = {"version": SESSIONS_VERSION, "sessions": [asdict(s) for s in self._by_hash.values()]}
-        fileio.atomic_write(self.path, fileio.dump_json(doc))
+        if self.path is not None:
+            doc = {"version": SESSIONS_VERSION, "sessions": [asdict(s) for s in self._by_hash.values()]}
+            fileio.atomic_write(self.path, fileio.dump_json(doc))
+        self.dirty = False  # only once written: a failed write is retried by the next flush
 
     def flush(self) -> bool:
         """Write pending in-memory changes (from ``touch``), if any. Returns True when it wrote."""

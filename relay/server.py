@@ -44,7 +44,7 @@ import trio_websocket
 
 from hermes_relay import __version__
 from hermes_relay.core import envelope
-from hermes_relay.core.errors import AmbiguousError, HermesError, NotFoundError, RemoteProtocolError, UsageError
+from hermes_relay.core.errors import members, AmbiguousError, HermesError, NotFoundError, RemoteProtocolError, UsageError
 from hermes_relay.relay import http
 from hermes_relay.relay.pairing import (
     DEFAULT_SESSION_TTL,
@@ -77,6 +77,10 @@ BUSY_BODY = "The relay has too many unauthenticated connections right now. Retry
 CLOSE_AUTH_FAILED = 4001  # application close code: credentials rejected or revoked
 CLOSE_POLICY = 1008
 CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: "Try Again Later"
+# What a client that goes away or misbehaves on the wire can cause: routine, not worth a traceback.
+_PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError, trio.TooSlowError,
+              trio_websocket.ConnectionClosed)
 CLOSE_HEARTBEAT = 4000  # no pong within the heartbeat: the client is presumed gone; it may reconnect
 CLOSE_GRACE = 2.0  # seconds to wait for a client's close reply
 SHUTDOWN_CLOSE_GRACE = 0.05  # on shutdown: send the close frame, do not wait for the reply
@@ -167,12 +171,9 @@ class Relay:
         ip = _peer_ip(stream)
         try:
             await self._handle_stream(stream, ip)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-            pass
-        except trio.TooSlowError:
-            pass
-        except Exception:  # supervision point: one broken connection never stops the relay
-            log.exception("connection_crashed peer=%s", ip)
+        except Exception as exc:  # supervision point: one broken connection never stops the relay
+            if not all(isinstance(e, _PEER_GONE) for e in members(exc)):
+                log.exception("connection_crashed peer=%s", ip)
         finally:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
@@ -221,8 +222,19 @@ class Relay:
         try:
             replay = http.ReplayStream(req.raw, stream)
             async with trio.open_nursery() as nursery:
-                request = await trio_websocket.wrap_server_stream(nursery, replay, max_message_size=self.config.max_message)
-                ws = await request.accept()
+                ws = None
+                # A request trio-websocket refuses (no Sec-WebSocket-Key, wrong version) gets its 400
+                # and then nothing more: bound the wait so the slot is always given back.
+                with trio.move_on_after(self.config.head_timeout):
+                    try:
+                        request = await trio_websocket.wrap_server_stream(
+                            nursery, replay, max_message_size=self.config.max_message)
+                        ws = await request.accept()
+                    except trio_websocket.ConnectionClosed:  # the client left mid-handshake
+                        pass
+                if ws is None:
+                    nursery.cancel_scope.cancel()
+                    return
                 await self._ws_session_then_close(ws, ip, slot, nursery)
         finally:
             slot.release()
@@ -283,6 +295,12 @@ class Relay:
             return
         if env.channel != envelope.SYSTEM or env.type != envelope.AUTH:
             await self._fail(ws, "First message must be system/auth", CLOSE_POLICY)
+            return
+        if self.blocked_for(ip) > 0:
+            # Opened before the block started: no more tries, nothing counted or consumed. The
+            # reason and close code say "wait", so a client does not take it for a revoked token.
+            log.info("auth_refused_rate_limited peer=%s", ip)
+            await self._fail(ws, RATE_LIMIT_BODY, CLOSE_TRY_AGAIN_LATER)
             return
         outcome = self.authenticate(env.payload, ip)
         if outcome is None:
@@ -380,10 +398,7 @@ class Relay:
                                                "device_form_factor", "device_model", "device_platform")}
         token, refresh, code = payload.get("session_token"), payload.get("refresh_token"), payload.get("pairing_code")
         now = self.now()
-        if self.blocked_for(ip) > 0:
-            # A connection opened before the block started: it gets no more tries, and nothing more
-            # is counted (or consumed, such as a pairing code).
-            log.info("auth_refused_rate_limited peer=%s", ip)
+        if self.blocked_for(ip) > 0:  # see ws_session: refused before anything is counted or consumed
             return None
         if token:
             sess = self.book.authenticate(token)
@@ -466,6 +481,7 @@ class Relay:
             "version": SERVER_VERSION,
             "sessions": len(self.book),
             "connections": sum(len(v) for v in self.live.values()),
+            "unauthenticated": self.unauthed,  # upgraded, not yet authenticated (capped)
             "pending_codes": len(self.codes),
             "tls": self.config.ssl_context is not None,
             "host": self.config.host,  # the bind address: hermes-pair warns when it is loopback only

@@ -37,7 +37,7 @@ async def test_health_reports_version_and_counts(relay):
     status, obj = await http_json("GET", f"{relay.http}/health")
     assert status == 200
     assert obj == {"status": "ok", "version": hermes_relay.__version__, "sessions": 0, "connections": 0,
-                   "pending_codes": 0, "tls": False, "host": "127.0.0.1"}
+                   "unauthenticated": 0, "pending_codes": 0, "tls": False, "host": "127.0.0.1"}
 
     await register_code(relay.http)
     await register_code(relay.http)
@@ -96,13 +96,9 @@ def test_pairing_register_accepts_loopback_callers(ip):
     {"grants": {"chat": -5}},
     {"grants": {"chat": "forever"}},
     {"grants": {"": 60}},
-    {"ttl_seconds": 10**400},             # used to pass here, then overflow at pairing time
-    {"ttl_seconds": MAX_DURATION + 1},
     {"ttl_seconds": 1.5},
     b'{"ttl_seconds": 1e999}',            # inf
     b'{"ttl_seconds": NaN}',
-    {"grants": {"chat": 10**400}},
-    {"grants": {"chat": MAX_DURATION + 1}},
     {"grants": {"chat": 0.5}},
     {"transport_hint": 7},
 ])
@@ -115,9 +111,12 @@ async def test_pairing_register_rejects_bad_bodies_with_400(relay, body):
 
 
 @pytest.mark.parametrize("ttl,grants,expires_in,chat_in", [
-    (MAX_DURATION, None, MAX_DURATION, MAX_DURATION),            # 10 years is the longest allowed
+    (MAX_DURATION, None, MAX_DURATION, MAX_DURATION),            # 10 years is the longest kept
     (86400.0, {"chat": 3600.0}, 86400, 3600),                    # whole-number floats, as the reference takes
     (0, {"chat": MAX_DURATION}, None, MAX_DURATION),
+    (MAX_DURATION + 1, None, MAX_DURATION, MAX_DURATION),        # longer is clamped, as the reference accepts it
+    (10**400, {"chat": 10**400}, MAX_DURATION, MAX_DURATION),    # used to overflow at pairing time
+    (20 * 365 * 86400, None, MAX_DURATION, MAX_DURATION),        # the reference hermes-pair's `--ttl 20y`
 ])
 async def test_pairing_register_accepts_durations_up_to_ten_years(relay_factory, ttl, grants, expires_in, chat_in):
     clock = FakeWallClock()
@@ -351,8 +350,7 @@ async def test_extending_a_live_session_keeps_its_connection_open_past_the_old_e
 
 @pytest.mark.parametrize("body", [{}, {"ttl_seconds": -1}, {"ttl_seconds": "60"}, {"ttl_seconds": 1.5},
                                   {"ttl_seconds": True}, {"grants": {"chat": -1}}, b"nope", b"[]",
-                                  {"ttl_seconds": 10**400}, {"ttl_seconds": MAX_DURATION + 1}, b'{"ttl_seconds": 1e999}',
-                                  {"grants": {"chat": 10**400}}, {"ttl_seconds": 60, "grants": {"chat": MAX_DURATION + 1}}])
+                                  b'{"ttl_seconds": 1e999}', {"ttl_seconds": 60, "grants": {"chat": 0.5}}])
 async def test_patch_rejects_bad_bodies_with_400(relay, body):
     _, ok = await pair(relay.url, relay.http)
     before = ok["expires_at"]
@@ -360,12 +358,13 @@ async def test_patch_rejects_bad_bodies_with_400(relay, body):
                                   token=ok["session_token"])
     assert status == 400 and obj["ok"] is False
     if isinstance(body, dict) and body:
-        assert "315360000" in obj["error"]  # names the 10-year bound
+        assert "seconds" in obj["error"]  # names what a valid value is
     _, listing = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
     assert listing["sessions"][0]["expires_at"] == before
 
 
-@pytest.mark.parametrize("ttl,expires_in", [(MAX_DURATION, MAX_DURATION), (86400.0, 86400), (0, None)])
+@pytest.mark.parametrize("ttl,expires_in", [(MAX_DURATION, MAX_DURATION), (86400.0, 86400), (0, None),
+                                            (10**400, MAX_DURATION), (MAX_DURATION + 1, MAX_DURATION)])
 async def test_patch_accepts_durations_up_to_ten_years(relay_factory, ttl, expires_in):
     clock = FakeWallClock()
     relay = await relay_factory(wall_clock=clock)

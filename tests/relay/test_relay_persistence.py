@@ -223,3 +223,22 @@ def test_token_creation_refresh_revoke_and_extend_still_write_at_once(tmp_path):
     assert json.loads(path.read_text())["sessions"][0]["expires_at"] is None
     relay.book.revoke(sess)
     assert json.loads(path.read_text())["sessions"] == []
+
+
+def test_a_failed_flush_is_retried_by_the_next(tmp_path):
+    wall = FakeWallClock()
+    state = tmp_path / "state"
+    relay = Relay(RelayConfig(state_dir=state, wall_clock=wall))
+    token, _, _, _ = relay.book.create(relay.codes.register(None, ttl_seconds=0), {"device_id": "dev"})
+    created = wall.now
+    wall.advance(10)
+    assert relay.authenticate({"session_token": token}, "127.0.0.1") is not None
+    state.rename(tmp_path / "elsewhere")
+    state.write_text("not a directory")  # the disk refuses the write
+    with pytest.raises(OSError):
+        relay.book.flush()
+    assert relay.book.dirty  # the change is still pending
+    state.unlink()
+    (tmp_path / "elsewhere").rename(state)
+    assert relay.book.flush() is True
+    assert stored_last_seen(state) == created + 10

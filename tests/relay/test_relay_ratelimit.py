@@ -9,10 +9,19 @@ from __future__ import annotations
 import pytest
 import trio_websocket
 
-from helpers import FakeWallClock, auth_frame, http_json, pair, receive_json, register_code, ws_auth, ws_connect
+from helpers import (
+    FakeWallClock,
+    auth_frame,
+    expect_closed,
+    http_json,
+    pair,
+    receive_json,
+    register_code,
+    ws_auth,
+    ws_connect,
+)
 from hermes_relay.relay.ratelimit import RateLimiter, rate_key
 from hermes_relay.relay.server import (
-    AUTH_FAIL_REASON,
     PAIRING_BLOCK,
     PAIRING_FAIL_LIMIT,
     RATE_LIMIT_BODY,
@@ -229,7 +238,9 @@ async def test_connections_opened_before_a_code_block_get_no_more_tries(relay_fa
 
     await sockets[-1].send_message(auth_frame({"pairing_code": code}))
     reply = await receive_json(sockets[-1])
-    assert (reply["type"], reply["payload"]) == ("auth.fail", {"reason": AUTH_FAIL_REASON})
+    # Told to wait, with "Try Again Later", not that the code is wrong.
+    assert (reply["type"], reply["payload"]) == ("auth.fail", {"reason": RATE_LIMIT_BODY})
+    assert (await expect_closed(sockets[-1])).code == 1013
     _, health = await http_json("GET", f"{relay.http}/health")
     assert health["pending_codes"] == 1  # refused without being tried: the code was not spent
 

@@ -293,3 +293,21 @@ def test_unauthenticated_cap_counts_per_rate_limit_bucket(same, other):
     slots[0].release()  # idempotent
     assert relay.unauthed == 2
     assert not isinstance(relay._take_unauthed_slot(same[1]), str)
+
+
+async def test_an_upgrade_the_websocket_layer_refuses_gives_its_place_back(relay_factory):
+    # Passes our own check (GET + Upgrade + Connection) but has no Sec-WebSocket-Key: trio-websocket
+    # answers 400 and then waits for nothing. The relay must still end the connection and free the
+    # place, or a few such requests would lock every client out with 503s.
+    relay = await relay_factory(max_unauthed_per_ip=1, head_timeout=0.3)
+    stream = await open_stream(relay.url)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    with trio.fail_after(3):
+        raw = await read_to_eof(stream)
+    await stream.aclose()
+    assert raw.startswith(b"HTTP/1.1 4")
+    with trio.fail_after(3):  # within head_timeout the place is given back (before the fix: never)
+        while (await http_json("GET", f"{relay.http}/health"))[1]["unauthenticated"]:
+            await trio.sleep(0.02)
+    ws = await ws_connect(relay.url)  # the single place is free again
+    assert ws.closed is None

@@ -177,19 +177,12 @@ class _Demo:
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-    import os
-    import select
-    import time
+    from hermes_relay.cli.lines import LineReader
 
     assert proc.stdout is not None
-    fd, buf = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in buf:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            raise TimeoutError(f"the relay did not start within {timeout:g}s")
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise OSError(f"the relay exited with status {proc.wait()} while starting")
-        buf += chunk
-    return buf.split(b"\n", 1)[0].decode().strip()
+    try:
+        return LineReader(proc.stdout).read(timeout)
+    except TimeoutError:
+        raise TimeoutError(f"the relay did not start within {timeout:g}s") from None
+    except EOFError:
+        raise OSError(f"the relay exited with status {proc.wait()} while starting") from None

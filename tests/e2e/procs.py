@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -21,33 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from hermes_relay.cli.client import AgentClient, ensure_agent
+from hermes_relay.cli.lines import LineReader
 from hermes_relay.core import api, paths
 
 PY = sys.executable
 TOOLS = Path(__file__).parent
 
 
-_BUFFERS: dict[int, bytes] = {}
+_READERS: dict[int, LineReader] = {}
 
 
 def read_line(proc: subprocess.Popen[Any], timeout: float) -> str:
-    """The next line the process prints, waiting at most ``timeout`` (unbuffered: select + os.read)."""
+    """The next line the process prints, waiting at most ``timeout``."""
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    buf = _BUFFERS.get(fd, b"")
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        ready, _, _ = select.select([fd], [], [], max(left, 0))
-        if not ready:
-            raise TimeoutError(f"no output from pid {proc.pid} within {timeout}s")
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise RuntimeError(f"pid {proc.pid} exited with {proc.wait()} before printing")
-        buf += chunk
-    line, rest = buf.split(b"\n", 1)
-    _BUFFERS[fd] = rest
-    return line.decode().strip()
+    reader = _READERS.setdefault(proc.stdout.fileno(), LineReader(proc.stdout))
+    try:
+        return reader.read(timeout)
+    except TimeoutError:
+        raise TimeoutError(f"no output from pid {proc.pid} within {timeout}s") from None
+    except EOFError:
+        raise RuntimeError(f"pid {proc.pid} exited with {proc.wait()} before printing") from None
 
 
 class RelayProc:
@@ -92,7 +84,7 @@ class RelayProc:
                 self.proc.kill()
                 self.proc.wait()
         if self.proc is not None and self.proc.stdout is not None:
-            _BUFFERS.pop(self.proc.stdout.fileno(), None)
+            _READERS.pop(self.proc.stdout.fileno(), None)
             self.proc.stdout.close()
         self.proc = None
 
@@ -248,7 +240,7 @@ class Proxy:
             self.proc.kill()
             self.proc.wait()
         if self.proc.stdout is not None:
-            _BUFFERS.pop(self.proc.stdout.fileno(), None)
+            _READERS.pop(self.proc.stdout.fileno(), None)
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
                 f.close()

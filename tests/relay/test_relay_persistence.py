@@ -191,14 +191,20 @@ async def test_authentication_does_not_write_the_file_and_shutdown_does(relay_fa
     assert "new name" in (state / "sessions.json").read_text()
 
 
-async def test_sweep_writes_touched_sessions(autojump_clock, tmp_path):
+def _touched_relay(state) -> tuple[Relay, float]:  # type: ignore[no-untyped-def]
+    """A relay with one session that authenticated 10 s after it was created; returns (relay, created)."""
     wall = FakeWallClock()
-    state = tmp_path / "state"
     relay = Relay(RelayConfig(state_dir=state, wall_clock=wall))
     token, _, _, _ = relay.book.create(relay.codes.register(None, ttl_seconds=0), {"device_id": "dev"})
     created = wall.now
     wall.advance(10)
     assert relay.authenticate({"session_token": token}, "127.0.0.1") is not None
+    return relay, created
+
+
+async def test_sweep_writes_touched_sessions(autojump_clock, tmp_path):
+    state = tmp_path / "state"
+    relay, created = _touched_relay(state)
     assert stored_last_seen(state) == created
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_sweep, relay)
@@ -226,13 +232,8 @@ def test_token_creation_refresh_revoke_and_extend_still_write_at_once(tmp_path):
 
 
 def test_a_failed_flush_is_retried_by_the_next(tmp_path):
-    wall = FakeWallClock()
     state = tmp_path / "state"
-    relay = Relay(RelayConfig(state_dir=state, wall_clock=wall))
-    token, _, _, _ = relay.book.create(relay.codes.register(None, ttl_seconds=0), {"device_id": "dev"})
-    created = wall.now
-    wall.advance(10)
-    assert relay.authenticate({"session_token": token}, "127.0.0.1") is not None
+    relay, created = _touched_relay(state)
     state.rename(tmp_path / "elsewhere")
     state.write_text("not a directory")  # the disk refuses the write
     with pytest.raises(OSError):

@@ -22,6 +22,7 @@ import trio
 
 from hermes_relay.agent import handlers, ipc_endpoint, prober
 from hermes_relay.agent.config import AgentConfig
+from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.indicator import Indicator, summarize
 from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, owner_urls
@@ -49,6 +50,7 @@ class Agent:
         self._device: dict[str, Any] | None = None
         self._endpoint_identity: tuple[int, int] | None = None
         self.ipc: ipc_endpoint.IpcListener | None = None
+        self.desktop = DesktopService(config)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

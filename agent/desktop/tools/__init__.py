@@ -1,0 +1,9 @@
+"""The desktop tools, one module per family; ``all_tools()`` is the table the dispatcher serves."""
+
+from __future__ import annotations
+
+from hermes_relay.core.desktop import ToolSpec
+
+
+def all_tools() -> list[ToolSpec]:
+    return []

@@ -164,7 +164,7 @@ async def test_a_pending_call_fails_with_502_as_soon_as_its_socket_closes(relay)
         status, body = await call.wait()
     assert status == 502
     assert body["ok"] is False and body["error"].startswith("Desktop client disconnected (WORKPC (")
-    assert trio.current_time() - started < 2.0
+    assert trio.current_time() - started < 3.0  # far below the 30 s the relay would otherwise wait
     status, body = await http_json("GET", f"{relay.http}/desktop/health")
     assert body["pending_commands"] == 0 and body["connected"] is False
     assert body["recent_commands"][-1]["decision"] == "error"

@@ -44,6 +44,8 @@ ADB_TIMEOUT = 300.0  # desktop_adb_*
 RECENT_MAX = 100  # calls kept in memory (the reference's ring size)
 HEALTH_RECENT = 20  # of which GET /desktop/health shows the newest
 SUMMARY_MAX = 500  # characters of a result kept in the ring
+ARG_PREVIEW = 200  # characters of one string argument kept in the ring (a written file can be 2 MiB)
+ARG_ITEMS = 20  # list items and object keys kept per level
 SECRET_MARKERS = ("token", "secret", "password", "key", "auth")
 REDACTED = "[redacted]"
 NO_CLIENT = "No desktop client connected. Start the Hermes desktop CLI and pair it."
@@ -81,6 +83,20 @@ def redact(value: Any) -> Any:
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    return value
+
+
+def preview(value: Any, depth: int = 0) -> Any:
+    """``value`` redacted and cut down for the in-memory ring: short strings, few items, shallow."""
+    value = redact(value) if depth == 0 else value
+    if isinstance(value, str):
+        return value if len(value) <= ARG_PREVIEW else f"{value[:ARG_PREVIEW]}... ({len(value)} chars)"
+    if depth >= 4 and isinstance(value, (dict, list)):
+        return "..."
+    if isinstance(value, dict):
+        return {str(k)[:ARG_PREVIEW]: preview(v, depth + 1) for k, v in itertools.islice(value.items(), ARG_ITEMS)}
+    if isinstance(value, list):
+        return [preview(v, depth + 1) for v in value[:ARG_ITEMS]]
     return value
 
 
@@ -275,7 +291,7 @@ class DesktopRouter:
             limit = min(limit, timeout)
         request_id = str(uuid.uuid4())
         record: dict[str, Any] = {
-            "request_id": request_id, "tool": tool, "args": redact(args), "sent_at": int(self.wall_clock() * 1000),
+            "request_id": request_id, "tool": tool, "args": preview(args), "sent_at": int(self.wall_clock() * 1000),
             "target": target.public(), "response_status": None, "duration_ms": None, "ok": None,
             "result_summary": None, "error": None, "decision": "pending",
         }

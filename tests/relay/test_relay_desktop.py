@@ -231,6 +231,10 @@ async def test_request_bodies_up_to_2_mib_are_forwarded_and_larger_ones_are_413(
     assert status == 200 and command["payload"]["args"]["content"] == content
     status, body = await post_tool(relay, "desktop_write_file", {"path": "f", "content": "z" * (2 << 20)})
     assert status == 413 and body["ok"] is False
+    # The ring of recent calls keeps a preview of the arguments, not the 2 MiB.
+    _, health = await http_json("GET", f"{relay.http}/desktop/health")
+    kept = health["recent_commands"][-1]["args"]["content"]
+    assert kept.startswith("yyy") and kept.endswith(f"... ({len(content)} chars)") and len(kept) < 300
 
 
 @pytest.mark.parametrize("body, error", [

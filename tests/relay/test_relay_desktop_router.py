@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from hermes_relay.core.envelope import Envelope
-from hermes_relay.relay.desktop import HEALTH_RECENT, DesktopRouter, redact, response_timeout
+from hermes_relay.relay.desktop import HEALTH_RECENT, DesktopRouter, preview, redact, response_timeout
 
 
 class RecordingSocket:
@@ -84,6 +84,17 @@ def test_redaction_matches_secret_looking_keys_at_any_depth_and_leaves_the_input
     assert redact(args) == {"AUTH_HEADER": "[redacted]", "apiKey": "[redacted]",
                             "nested": [{"refresh_token": "[redacted]", "path": "/x"}], "Secret": "[redacted]"}
     assert args["apiKey"] == "b"
+
+
+def test_previews_are_redacted_short_and_shallow():
+    deep: Any = "bottom"
+    for _ in range(6):
+        deep = [deep]
+    got = preview({"token": "t" * 1000, "list": list(range(50)), "deep": deep, "text": "a" * 250})
+    assert got["token"] == "[redacted]"
+    assert got["list"] == list(range(20))
+    assert got["deep"] == [[["..."]]]  # four levels below the arguments object
+    assert got["text"] == "a" * 200 + "... (250 chars)"
 
 
 def test_unknown_identity_words_are_no_device_id():

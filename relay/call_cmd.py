@@ -25,6 +25,7 @@ from hermes_relay.core.routes import http_base, normalize_relay_url
 from hermes_relay.relay.pair_cmd import DEFAULT_RELAY, find_relay
 
 PROG = "hermes-relay-server call"
+HEALTH_TOOL = "desktop_health"  # answered by the relay from its cache, even when the client is wedged
 EXIT_NO_DESKTOP = EXIT_AGENT_NOT_RUNNING  # 3: nothing to call, as the CLI's "agent not running"
 # Without --timeout, wait past the relay's longest class timeout (ADB, 300 s): the relay answers 504 itself.
 DEFAULT_WAIT = 305.0
@@ -69,14 +70,20 @@ def parse_args_object(text: str) -> dict[str, Any]:
 
 
 def call(relay_url: str, tool: str, args: dict[str, Any], timeout: float | None) -> tuple[int, dict[str, Any]]:
-    """``POST /desktop/<tool>`` on the local relay: (HTTP status, JSON answer)."""
+    """``POST /desktop/<tool>`` on the local relay: (HTTP status, JSON answer).
+
+    ``desktop_health`` is answered by the relay itself (``GET /desktop/health``), as in the reference.
+    """
     url, _ = normalize_relay_url(relay_url)
     url, _ = find_relay(url)
     base = http_base(url)
-    query = f"?timeout={timeout:g}" if timeout is not None else ""
-    req = urllib.request.Request(f"{base}/desktop/{urllib.parse.quote(tool, safe='')}{query}",
-                                 data=json.dumps(args).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    if tool == HEALTH_TOOL:
+        req = urllib.request.Request(f"{base}/desktop/health", method="GET")
+    else:
+        query = f"?timeout={timeout:g}" if timeout is not None else ""
+        req = urllib.request.Request(f"{base}/desktop/{urllib.parse.quote(tool, safe='')}{query}",
+                                     data=json.dumps(args).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
     wait = timeout + HTTP_GRACE if timeout is not None else DEFAULT_WAIT
     context = pinned_trust_context() if base.startswith("https://") else None
     try:
@@ -87,14 +94,14 @@ def call(relay_url: str, tool: str, args: dict[str, Any], timeout: float | None)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TransportError(f"no answer from the relay at {base}: {reason}",
-                          hint="is hermes-relay-server running here? point --relay at it") from None
+                             hint="is hermes-relay-server running here? point --relay at it") from None
     try:
         body = json.loads(raw or b"{}")
     except ValueError:
         body = None
     if not isinstance(body, dict):
         raise TransportError(f"the relay at {base} answered HTTP {status} with something that is not JSON",
-                          hint="is --relay pointing at a Hermes relay?")
+                             hint="is --relay pointing at a Hermes relay?")
     return status, body
 
 
@@ -105,6 +112,9 @@ def render(tool: str, status: int, body: dict[str, Any], out: TextIO, err: TextI
         if status in HINTS:
             print(f"  {HINTS[status]}", file=err)
         return EXIT_NO_DESKTOP if status == 503 else EXIT_FAILURE
+    if tool == HEALTH_TOOL:
+        print(json.dumps(body, indent=2, ensure_ascii=False), file=out)
+        return EXIT_OK
     target = body.get("target") or {}
     where = target.get("device_name") or target.get("device_id") or "the desktop"
     if body.get("ok") is not True:

@@ -93,3 +93,11 @@ async def test_bad_arguments_exit_2_before_anything_is_sent(relay):
     assert proc.returncode == 3  # no stdin read without "-": {} was sent, and nobody is connected
     proc = await run_call(TERMINAL, "-", "--relay", relay.url, stdin=b'{"command": 1')
     assert proc.returncode == 2
+
+
+async def test_desktop_health_is_answered_by_the_relay(relay):
+    _, _, device_id = await desktop_client(relay, "WORKPC")
+    proc = await run_call("desktop_health", "--relay", relay.url)
+    health = json.loads(proc.stdout)
+    assert proc.returncode == 0
+    assert [c["device_id"] for c in health["clients"]] == [device_id]

@@ -33,6 +33,7 @@ import trio
 import trio_websocket
 
 from hermes_relay.core import envelope
+from hermes_relay.core.wire import MAX_DEVICE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,8 @@ class Target:
 
     @property
     def device_name(self) -> str:
-        return self.auth_device_name or _clean(self.status.get("device_name")) or _clean(self.status.get("host"))
+        name = self.auth_device_name or _clean(self.status.get("device_name")) or _clean(self.status.get("host"))
+        return name[:MAX_DEVICE_NAME]
 
     def names(self) -> set[str]:
         return {n for n in (self.auth_device_id, self.auth_device_name, _clean(self.status.get("device_id")),
@@ -176,7 +178,7 @@ class DesktopRouter:
         if device_id.casefold() in ("unknown", "none", "null"):
             device_id = ""
         name = _clean(auth_payload.get("device_name")) or _clean(auth_payload.get("device_hostname"))
-        self._identity[ws] = (device_id, name)
+        self._identity[ws] = (device_id, name[:MAX_DEVICE_NAME])
 
     def detach(self, ws: Socket) -> None:
         """The socket closed: it is no longer a target, and its pending calls fail now (502)."""

@@ -72,7 +72,7 @@ async def read_request_head(stream: trio.abc.Stream) -> HttpRequest | None:
         raise BadRequest(400, "unexpected HTTP event")
 
 
-async def read_body(stream: trio.abc.Stream, req: HttpRequest) -> bytes:
+async def read_body(stream: trio.abc.Stream, req: HttpRequest, limit: int = MAX_BODY) -> bytes:
     body = bytearray()
     while True:
         try:
@@ -80,15 +80,15 @@ async def read_body(stream: trio.abc.Stream, req: HttpRequest) -> bytes:
         except h11.RemoteProtocolError as exc:
             raise BadRequest(400, f"malformed HTTP body: {exc}") from None
         if event is h11.NEED_DATA:
-            data = await stream.receive_some(4096)
+            data = await stream.receive_some(65536)
             if not data:
                 raise BadRequest(400, "connection closed inside the request body")
             req.conn.receive_data(data)
             continue
         if isinstance(event, h11.Data):
             body += event.data
-            if len(body) > MAX_BODY:
-                raise BadRequest(413, f"request body larger than {MAX_BODY} bytes")
+            if len(body) > limit:
+                raise BadRequest(413, f"request body larger than {limit} bytes")
             continue
         if isinstance(event, h11.EndOfMessage):
             return bytes(body)

@@ -8,7 +8,8 @@ counted per IP in two buckets (codes, tokens); a blocked IP gets HTTP 429 before
 ``auth.fail`` (with nothing tried or counted) on a connection it opened before the block.
 Every per-connection failure is contained to that connection (a supervision point).
 
-Resource bounds before authentication: a WebSocket message is at most ``MAX_MESSAGE`` (64 KiB), and at
+Resource bounds before authentication: a WebSocket message is at most ``MAX_MESSAGE`` (64 KiB; after
+authentication 4 MiB, for desktop tool results, see relay/desktop.py), and at
 most ``MAX_UNAUTHED_PER_IP`` upgraded-but-unauthenticated connections per address (IPv6: per /64) and
 ``MAX_UNAUTHED`` in all may be open at once. An upgrade over either cap gets HTTP 503 with
 ``Retry-After: 1`` and a text body: 503 rather than 429 because it is a capacity limit, not a verdict
@@ -43,9 +44,9 @@ import trio
 import trio_websocket
 
 from hermes_relay import __version__
-from hermes_relay.core import envelope
+from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import members, AmbiguousError, HermesError, NotFoundError, RemoteProtocolError, UsageError
-from hermes_relay.relay import http
+from hermes_relay.relay import desktop, desktop_http, http
 from hermes_relay.relay.pairing import (
     DEFAULT_SESSION_TTL,
     TRANSPORT_HINTS,
@@ -103,6 +104,8 @@ class RelayConfig:
     max_unauthed_per_ip: int = MAX_UNAUTHED_PER_IP
     max_unauthed: int = MAX_UNAUTHED
     heartbeat: float = HEARTBEAT  # 0 disables the relay's pings
+    max_message_authed: int = wire.MAX_WS_MESSAGE  # after auth: desktop tool results are up to 4 MiB
+    desktop_timeout: float | None = None  # None: each desktop tool's class timeout (30/180/300 s)
     wall_clock: Callable[[], float] = field(default=time.time)
 
     @property
@@ -158,6 +161,7 @@ class Relay:
         self.live: dict[str, set[trio_websocket.WebSocketConnection]] = {}
         self.unauthed = 0  # upgraded connections that have not finished authenticating
         self.unauthed_by_key: dict[str, int] = {}  # the same per rate_key(ip)
+        self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
 
     def now(self) -> float:
         return self.config.wall_clock()
@@ -189,7 +193,7 @@ class Relay:
                 upgrade = req.is_websocket_upgrade()
                 body = b""
                 if not upgrade and req.method in ("POST", "PATCH", "PUT", "DELETE"):
-                    body = await http.read_body(stream, req)
+                    body = await http.read_body(stream, req, desktop_http.body_limit(req))
         except http.BadRequest as exc:
             await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
             return
@@ -200,7 +204,11 @@ class Relay:
         if upgrade:
             await self._upgrade(stream, req, ip)
             return
-        status, obj = self.route_http(req, body, ip)
+        if desktop_http.is_desktop_path(req.path):
+            status, obj = await desktop_http.handle(self.desktop, req, body, ip, is_loopback=_is_loopback,
+                                                    is_loopback_host=_is_loopback_host_header)
+        else:
+            status, obj = self.route_http(req, body, ip)
         await http.send_json(stream, status, obj, req.conn)
 
     async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
@@ -311,12 +319,16 @@ class Relay:
         # auth.ok is on its way must find it and close it (authenticate above is synchronous).
         key = sess.token_hash
         self.live.setdefault(key, set()).add(ws)
+        self.desktop.authed(ws, env.payload)
+        # trio-websocket has no public setter; the small pre-auth cap only guards unauthenticated memory.
+        ws._max_message_size = self.config.max_message_authed
         try:
             await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, env.id or None)
             log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
             await self._serve_authed(ws, sess, nursery)
         finally:
             self._unregister(key, ws)
+            self.desktop.detach(ws)
 
     def _unregister(self, key: str, ws: trio_websocket.WebSocketConnection) -> None:
         conns = self.live.get(key)
@@ -375,13 +387,18 @@ class Relay:
 
     async def _on_message(self, ws: trio_websocket.WebSocketConnection, sess: Session, message: str | bytes) -> None:
         try:
-            env = envelope.decode(message, max_size=self.config.max_message)
+            env = envelope.decode(message, max_size=self.config.max_message_authed)
         except RemoteProtocolError as exc:
             await self._send(ws, envelope.SYSTEM, "error", {"reason": f"malformed message: {exc}"})
             return
+        if env.channel == desktop.CHANNEL:
+            self.book.touch(sess)
+            self.desktop.on_envelope(ws, env)
+            return
         if env.channel == envelope.SYSTEM and env.type == "ping":
             self.book.touch(sess)
-            await self._send(ws, envelope.SYSTEM, "pong", {"ts": env.payload.get("ts")}, env.id or None)
+            ts = env.payload.get("ts")
+            await self._send(ws, envelope.SYSTEM, "pong", {"ts": self.now() if ts is None else ts}, env.id or None)
             return
         if env.channel == envelope.SYSTEM and env.type == envelope.AUTH:
             await self._send(ws, envelope.SYSTEM, "error", {"reason": "already authenticated"}, env.id or None)

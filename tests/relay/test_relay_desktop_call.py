@@ -1,0 +1,103 @@
+"""``hermes-relay-server call`` as a process against a real relay and a scripted desktop client."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from relay_desktop_clients import READ_FILE, TERMINAL, answer, desktop_client, next_command
+
+SCRIPT = Path(sys.executable).with_name("hermes-relay-server")
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not SCRIPT.exists(), reason="console script not installed in this environment"),
+]
+
+
+@pytest.fixture
+def relay_test_guard() -> float:
+    return 30.0  # interpreter start-up of each `call` process dominates
+
+
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "HERMES_"))}
+
+
+async def run_call(*argv: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process([str(SCRIPT), "call", *argv], stdin=stdin, capture_stdout=True,
+                                  capture_stderr=True, check=False, env=env())
+
+
+async def call_answered(relay, ws, argv, result=None, *, ok=True, error=None):
+    """Run ``call`` while ``ws`` answers its command: (completed process, the command envelope)."""
+    done: list[subprocess.CompletedProcess[bytes]] = []
+
+    async def run() -> None:
+        done.append(await run_call(*argv, "--relay", relay.url))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        command = await next_command(ws)
+        await answer(ws, command["payload"]["request_id"], result, ok=ok, error=error)
+    return done[0], command
+
+
+async def test_a_command_runs_and_its_output_is_ours(relay):
+    ws, _, _ = await desktop_client(relay, "WORKPC")
+    await desktop_client(relay, "LAPTOP")
+    result = {"stdout": "Linux WORKPC 6.8.0\n", "stderr": "warning: x\n", "exit_code": 0, "duration_ms": 4}
+    proc, command = await call_answered(relay, ws, [TERMINAL, '{"command": "uname -a"}', "--device", "workpc"], result)
+    assert command["payload"]["tool"] == TERMINAL
+    assert command["payload"]["args"] == {"command": "uname -a"}
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"Linux WORKPC 6.8.0\n", b"warning: x\n")
+
+
+async def test_text_results_print_as_is_and_json_prints_the_whole_answer(relay):
+    ws, _, device_id = await desktop_client(relay, "WORKPC")
+    proc, _ = await call_answered(relay, ws, [READ_FILE, '{"path": "notes.txt"}'], "hello\nworld")
+    assert (proc.returncode, proc.stdout) == (0, b"hello\nworld\n")
+
+    proc, _ = await call_answered(relay, ws, [READ_FILE, '{"path": "notes.txt"}', "--json"], "hi")
+    body = json.loads(proc.stdout)
+    assert proc.returncode == 0
+    assert (body["ok"], body["result"], body["target"]) == (True, "hi", {"device_id": device_id, "device_name": "WORKPC"})
+
+
+async def test_a_tool_error_exits_1_and_names_the_computer(relay):
+    ws, _, _ = await desktop_client(relay, "WORKPC")
+    proc, _ = await call_answered(relay, ws, [READ_FILE, '{"path": "/nope"}'], ok=False, error="ENOENT: /nope")
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert proc.stderr.decode() == "hermes-relay-server call: desktop_read_file failed on WORKPC: ENOENT: /nope\n"
+
+
+async def test_no_desktop_client_exits_3_with_a_hint(relay):
+    proc = await run_call(TERMINAL, '{"command": "id"}', "--relay", relay.url)
+    assert proc.returncode == 3
+    err = proc.stderr.decode()
+    assert "No desktop client connected" in err and "hermes-relay-agent" in err
+
+
+async def test_bad_arguments_exit_2_before_anything_is_sent(relay):
+    proc = await run_call(TERMINAL, "{not json", "--relay", relay.url)
+    assert proc.returncode == 2 and b"not valid JSON" in proc.stderr
+    proc = await run_call(TERMINAL, "[1]", "--relay", relay.url)
+    assert proc.returncode == 2 and b"must be a JSON object" in proc.stderr
+    proc = await run_call(TERMINAL, "--relay", relay.url, stdin=b'{"command": 1')
+    assert proc.returncode == 3  # no stdin read without "-": {} was sent, and nobody is connected
+    proc = await run_call(TERMINAL, "-", "--relay", relay.url, stdin=b'{"command": 1')
+    assert proc.returncode == 2
+
+
+async def test_desktop_health_is_answered_by_the_relay(relay):
+    _, _, device_id = await desktop_client(relay, "WORKPC")
+    proc = await run_call("desktop_health", "--relay", relay.url)
+    health = json.loads(proc.stdout)
+    assert proc.returncode == 0
+    assert [c["device_id"] for c in health["clients"]] == [device_id]

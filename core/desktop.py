@@ -259,9 +259,9 @@ def bound_response(envelope: dict[str, Any], limit: int = MAX_FRAME - FRAME_MARG
         for key in path[:-1]:
             parent = parent[key]
         key = path[-1]
-        # JSON escaping can make a string's encoding up to 6x its bytes; cut with that in mind
-        keep = max(0, nbytes - over * 2 - 1024) if over * 2 < nbytes else 0
         text = parent[key]
+        ratio = max(1.0, encoded_size(text) / max(1, nbytes))  # JSON escaping can grow a string up to 6x
+        keep = max(0, int(nbytes - (over + 1024) / ratio) - 1024)
         if parent is holder:
             parent[key] = _cut_utf8(text, keep) + f"\n[... truncated at {keep} bytes of {nbytes}]"
         else:

@@ -134,7 +134,7 @@ class DesktopChannel:
             _add_outputs(record, result)
             service.record_call(url, record)
         envelope = desktop.response_envelope(command.request_id, ok, result=result, error=error)
-        await self._send(await trio.to_thread.run_sync(desktop.bound_response, envelope))
+        await self._send(desktop.bound_response(envelope))
 
     async def _run(self, command: Command, spec: desktop.ToolSpec | None, preview: str,
                    started: float) -> tuple[bool, Any, str | None]:

@@ -308,16 +308,16 @@ def audit_file(env: Any = None) -> Path:
     return paths.hermes_home(env) / "desktop-audit.jsonl"
 
 
-_SECRET = None
+_SECRETS: list[Any] = []
 
 
 def redact(text: str) -> str:
-    """Hide bearer tokens, ``token=``/``password=``-style values and long hex/base64 secrets."""
-    global _SECRET
+    """Hide bearer/basic credentials, ``token=``/``password:``-style values and similar secrets."""
     import re
 
-    if _SECRET is None:
-        _SECRET = re.compile(
-            r"(?i)(bearer\s+|(?:token|password|passwd|secret|api[_-]?key|authorization)[\"']?\s*[=:]\s*[\"']?)"
-            r"[^\s\"'&,;]+")
-    return _SECRET.sub(lambda m: m.group(1) + "***", text)
+    if not _SECRETS:
+        _SECRETS.append(re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"'&,;]+"))
+        _SECRETS.append(re.compile(r"(?i)\b(token|password|passwd|secret|api[_-]?key|authorization)"
+                                   r"([\"']?\s*[=:]\s*[\"']?)(?!bearer\b|basic\b)[^\s\"'&,;]+"))
+    text = _SECRETS[0].sub(lambda m: m.group(1) + " ***", text)
+    return _SECRETS[1].sub(lambda m: m.group(1) + m.group(2) + "***", text)

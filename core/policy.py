@@ -249,9 +249,11 @@ def _update(path: Path, url: str, change: Any, now: float | None) -> HostPolicy:
         hosts: dict[str, Any] = doc["hosts"]
         current = parse({"hosts": hosts}).hosts.get(key)
         dupes = [k for k in hosts if k != key and canonical_url(k) == key]
-        raw = hosts.get(key) if isinstance(hosts.get(key), dict) else {}
-        for k in dupes:
-            hosts.pop(k)
+        raw: dict[str, Any] = {}
+        for k in [*dupes, key]:  # folded duplicates keep their unknown fields; the canonical key's win
+            value = hosts.pop(k, None)
+            if isinstance(value, dict):
+                raw.update(value)
         policy = change(current)
         if policy is None:
             return current or RESTRICTED

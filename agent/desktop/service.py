@@ -31,7 +31,6 @@ from hermes_relay.agent.desktop.audit import AuditLog
 from hermes_relay.core import desktop, paths, policy
 from hermes_relay.core.desktop import ToolSpec, ToolTable
 from hermes_relay.core.errors import HermesError
-from hermes_relay.core.store import resolve_in
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +122,12 @@ class DesktopService:
             sessions = SessionStore(sessions_file).sessions()
         except HermesError:
             return {}
-        return {url: rec.get("tools_consented") is True for url, rec in sessions.items() if isinstance(rec, dict)}
+        return {policy.canonical_url(url) or url: rec.get("tools_consented") is True
+                for url, rec in sessions.items() if isinstance(rec, dict)}
 
     def consented(self, url: str) -> bool:
-        found = resolve_in({u: {} for u in self._consented}, url)
-        return bool(found and self._consented.get(found[0]))
+        """The legacy per-URL consent other clients stored (``tools_consented``): restricted => trusted."""
+        return self._consented.get(policy.canonical_url(url) or url, False)
 
     def host_policy(self, url: str) -> policy.HostPolicy:
         return self.policy().for_url(url, legacy_consented=self.consented(url))

@@ -16,7 +16,7 @@ import trio
 
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop.service import DesktopService
-from hermes_relay.core import desktop, policy, wire
+from hermes_relay.core import desktop, fileio, policy, wire
 from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec
 from hermes_relay.core.errors import ConnectionLostError, NotFoundError
 
@@ -358,3 +358,17 @@ async def test_unanswered_approval_expires_before_the_deadline_and_a_late_yes_ru
     await trio.sleep(120)
     assert not served.probe.marker.exists()
     assert len(served.port.responses()) == 1
+
+
+@pytest.mark.parametrize("served", [None], indirect=True)
+async def test_legacy_tools_consent_without_a_policy_record_is_trusted(served: Harness,
+                                                                      autojump_clock: trio.abc.Clock) -> None:
+    first = await served.port.next("desktop.status")
+    assert first["payload"]["advertised_tools"] == ["desktop_big", "desktop_crash"]
+    fileio.atomic_write(served.config.sessions_file, json.dumps(
+        {"version": 1, "sessions": {URL + "/": {"token": "t", "tools_consented": True}}}).encode())
+    status = await served.port.next("desktop.status")
+    assert "desktop_terminal" in status["payload"]["advertised_tools"]
+    await served.command("legacy", "desktop_terminal", {"text": "ok"})
+    assert (await served.response())["ok"] is True
+    assert served.service.status_for(URL)["policy"] == policy.TRUSTED

@@ -42,7 +42,8 @@ def table(agent: Agent) -> dict[str, Handler]:
         for state in agent.states():
             rec = sessions.get(state["url"], {})
             token = rec.get("token") if isinstance(rec.get("token"), str) else ""
-            state = {**state, "token_prefix": token[:TOKEN_PREFIX] if token else None}
+            state = {**state, "token_prefix": token[:TOKEN_PREFIX] if token else None,
+                     "desktop": agent.desktop.status_for(state["url"])}
             if params.get("reveal_tokens"):
                 state["token"] = token
             relays.append(state)

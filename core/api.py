@@ -13,7 +13,10 @@ API except in ``status`` with ``reveal_tokens=True``.
     relays: [RelayState, ...]}
   RelayState = {url, state, route: RouteInfo | None, since, latency_ms, attempts,
                 last_error: {code, message, data: {hint?, ...}} | None, next_retry_at, routes: [RouteInfo],
-                server_version, token_prefix, token?: str (only with reveal_tokens)}
+                server_version, token_prefix, token?: str (only with reveal_tokens),
+                desktop: DesktopSummary | None}
+  DesktopSummary = {tools_advertised: int, policy: <access_mode>, policy_error: str | None,
+                    calls_today: int, last_call: {tool, ok, ts} | None, pending_approvals: int}
   RouteInfo = {url, role, label, priority}
   state is one of STATES below.
 

@@ -41,3 +41,20 @@ class AuditLog:
                 os.close(fd)
         except OSError as exc:
             log.warning("audit_write_failed path=%s error=%s", self.path, exc)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every readable record, oldest first (the rotated ``.1`` then the live file)."""
+        out: list[dict[str, Any]] = []
+        for path in (self.path.with_name(self.path.name + ".1"), self.path):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            for line in data.splitlines():
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    out.append(obj)
+        return out

@@ -177,15 +177,32 @@ class DesktopService:
     # -- calls -----------------------------------------------------------------------------------
     def record_call(self, url: str, record: dict[str, Any]) -> None:
         """Audit one finished call and keep the per-relay summary ``status`` shows."""
+        entry = self._summary(url)  # seeded before this record is in the log
         self.audit.write(record)
         day = datetime.date.fromtimestamp(record["ts"] / 1000).isoformat()
-        entry = self._calls.setdefault(url, {"day": day, "count": 0, "last": None})
         if entry["day"] != day:
             entry.update(day=day, count=0)
         entry["count"] += 1
         entry["last"] = {"tool": record["tool"], "ok": record["ok"], "ts": record["ts"] / 1000}
         if not record["ok"]:
             self.last_error = {"message": record.get("error"), "tool": record["tool"], "ts": record["ts"]}
+
+    def _summary(self, url: str) -> dict[str, Any]:
+        """Today's call count and the last call for ``url``; seeded once from the audit log so a
+        restarted agent still knows them."""
+        if url not in self._calls:
+            today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
+            entry: dict[str, Any] = {"day": today, "count": 0, "last": None}
+            for record in self.audit.read():
+                ts = record.get("ts")
+                if (record.get("kind") != "tool.completed" or record.get("host_url") != url
+                        or not isinstance(ts, (int, float))):
+                    continue
+                entry["last"] = {"tool": record.get("tool"), "ok": record.get("ok") is True, "ts": ts / 1000}
+                if datetime.date.fromtimestamp(ts / 1000).isoformat() == today:
+                    entry["count"] += 1
+            self._calls[url] = entry
+        return self._calls[url]
 
     def record_link(self, url: str, state: str, **fields: Any) -> None:
         self.audit.write({"ts": int(self.wall_clock() * 1000), "kind": "connection.state", "tool": state,
@@ -194,7 +211,7 @@ class DesktopService:
     def status_for(self, url: str) -> dict[str, Any] | None:
         """The per-relay summary ``status`` shows (tools advertised, policy, calls today, last call)."""
         host = self.host_policy(url)
-        entry = self._calls.get(url) or {}
+        entry = self._summary(url)
         today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
         return {
             "tools_advertised": len(self.advertised(url)),

@@ -372,3 +372,33 @@ async def test_legacy_tools_consent_without_a_policy_record_is_trusted(served: H
     await served.command("legacy", "desktop_terminal", {"text": "ok"})
     assert (await served.response())["ok"] is True
     assert served.service.status_for(URL)["policy"] == policy.TRUSTED
+
+
+async def test_audit_rotates_at_its_limit_to_one_file(tmp_path: Path) -> None:
+    from hermes_relay.agent.desktop.audit import AuditLog
+
+    log = AuditLog(tmp_path / "desktop-audit.jsonl", max_bytes=1000)
+    for i in range(30):
+        log.write({"ts": i, "kind": "tool.completed", "tool": "t", "pad": "p" * 50})
+    rotated = tmp_path / "desktop-audit.jsonl.1"
+    assert rotated.exists() and log.path.stat().st_size <= 1000 and rotated.stat().st_size <= 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["desktop-audit.jsonl", "desktop-audit.jsonl.1"]
+    ts = [r["ts"] for r in log.read()]
+    assert ts == sorted(ts) and ts[-1] == 29 and len(ts) < 30
+    assert os.stat(log.path).st_mode & 0o777 == 0o600
+
+
+async def test_a_restarted_service_still_knows_todays_calls(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    first = Harness(tmp_path, policy.TRUSTED)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first.service.serve_link, first.port, first.inbound)
+        await first.command("c-1", "desktop_terminal", {"text": "a"})
+        await first.command("c-2", "desktop_crash")
+        await first.response()
+        await first.response()
+        nursery.cancel_scope.cancel()
+    again = Harness(tmp_path, None)
+    summary = again.service.status_for(URL)
+    assert summary is not None and summary["calls_today"] == 2
+    assert summary["last_call"]["tool"] in ("desktop_terminal", "desktop_crash")
+    assert again.service.status_for("ws://elsewhere:1")["calls_today"] == 0

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 REQUESTED = "approval.requested"
 RESOLVED = "approval.resolved"
+MAX_PENDING = 32  # more waiting requests than anyone can read are refused at once
 APPROVED, DENIED, EXPIRED, WITHDRAWN = "approved", "denied", "expired", "withdrawn"
 
 
@@ -90,6 +91,9 @@ class Approvals:
     async def request(self, *, url: str, tool: str, capability: str, preview: str, reason: str,
                       request_id: str, expires_at: float) -> Decision:
         """Wait for the user until ``expires_at`` (trio time). Cancellation withdraws the request."""
+        if len(self.pending) >= MAX_PENDING:
+            return Decision(False, f"{len(self.pending)} desktop calls are already waiting for approval; "
+                                   "refused without asking")
         now_trio, now_wall = trio.current_time(), self._wall()
         pid = secrets.token_hex(4)
         while pid in self.pending:

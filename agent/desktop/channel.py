@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 APPROVAL_MARGIN = 3.0  # an unanswered approval expires this long before the call's deadline
+MAX_IN_FLIGHT = 64  # calls running at once per link; more are refused, not queued past their deadline
+BUSY = f"too many desktop calls in flight (limit {MAX_IN_FLIGHT}); try again when some have finished"
 AUDIT_PREVIEW = 4096  # bytes of stdout/stderr kept in an audit record
 
 
@@ -44,6 +46,7 @@ class DesktopChannel:
         self.port = port
         self.ids = RequestIds()
         self._send_lock = trio.Lock()
+        self.in_flight = 0
 
     async def run(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
         self.service.record_link(self.port.url, "agent.connected", route=self.port.route_url)
@@ -106,6 +109,10 @@ class DesktopChannel:
         if not self.ids.admit(command.request_id):
             nursery.start_soon(self._answer_now, command.request_id, desktop.INVALID_ID)
             return
+        if self.in_flight >= MAX_IN_FLIGHT:
+            nursery.start_soon(self._answer_now, command.request_id, BUSY)
+            return
+        self.in_flight += 1
         nursery.start_soon(self._call, command)
 
     async def _answer_now(self, request_id: str, error: str) -> None:
@@ -125,6 +132,7 @@ class DesktopChannel:
         try:
             ok, result, error = await self._run(command, spec, preview, started)
         finally:
+            self.in_flight -= 1
             record["duration_ms"] = int((trio.current_time() - started) * 1000)
             record["ok"] = ok
             if error == desktop.ABORTED:

@@ -225,7 +225,8 @@ async def test_malformed_commands_are_answered_when_they_can_be_and_never_end_th
     await send({"channel": "desktop", "type": "desktop.control_session_end", "payload": {"version": 1, "id": "c-1"}})
     await send({"channel": "desktop", "type": "workspace", "id": "h", "payload": {}})
     await served.command("ok-1", "desktop_terminal", {"text": "still here"})
-    answers = [await served.response() for _ in range(3)]
+    answers = sorted([await served.response() for _ in range(3)], key=lambda a: a["request_id"])
+    answers = [answers[1], answers[2], answers[0]]  # m-1, m-2, ok-1
     assert answers[0] == {"request_id": "m-1", "ok": False,
                           "error": "malformed desktop.command: 'args' of desktop_terminal must be an object"}
     assert answers[1]["request_id"] == "m-2" and answers[1]["ok"] is False and "'tool'" in answers[1]["error"]
@@ -402,3 +403,27 @@ async def test_a_restarted_service_still_knows_todays_calls(tmp_path: Path, auto
     assert summary is not None and summary["calls_today"] == 2
     assert summary["last_call"]["tool"] in ("desktop_terminal", "desktop_crash")
     assert again.service.status_for("ws://elsewhere:1")["calls_today"] == 0
+
+
+async def test_calls_in_flight_are_capped_per_link(served: Harness, autojump_clock: trio.abc.Clock) -> None:
+    from hermes_relay.agent.desktop import channel
+
+    for i in range(channel.MAX_IN_FLIGHT + 1):
+        await served.command(f"s-{i}", "desktop_sleep")
+    busy = await served.response()
+    assert busy == {"request_id": f"s-{channel.MAX_IN_FLIGHT}", "ok": False, "error": channel.BUSY}
+    answers = [await served.response() for _ in range(channel.MAX_IN_FLIGHT)]
+    assert {a["error"] for a in answers} == {"aborted"}
+    await served.command("after", "desktop_terminal", {"text": "free again"})
+    assert (await served.response())["ok"] is True
+
+
+@pytest.mark.parametrize("served", [policy.ASK_EVERY_TIME], indirect=True)
+async def test_waiting_approvals_are_capped(served: Harness, autojump_clock: trio.abc.Clock) -> None:
+    from hermes_relay.agent.desktop import approvals
+
+    for i in range(approvals.MAX_PENDING + 1):
+        await served.command(f"w-{i}", "desktop_write_file")
+    refused = await served.response()
+    assert refused["ok"] is False and "already waiting" in refused["error"]
+    assert len(served.service.approvals.pending) == approvals.MAX_PENDING

@@ -64,8 +64,8 @@ class DesktopChannel:
             async with self._send_lock:
                 await self.port.send(envelope)
             return True
-        except HermesError as exc:
-            log.info("desktop_send_failed url=%s type=%s error=%s", self.port.url, envelope.get("type"), exc.message)
+        except (HermesError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.info("desktop_send_failed url=%s type=%s error=%s", self.port.url, envelope.get("type"), exc)
             return False
 
     # -- heartbeat -------------------------------------------------------------------------------

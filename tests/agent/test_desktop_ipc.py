@@ -119,3 +119,80 @@ async def test_a_fresh_pairing_writes_ask_every_time(relay_factory, tmp_path: Pa
         summary = agent.desktop.status_for(relay.url)
         assert summary is not None and summary["policy"] == policy.TRUSTED and summary["calls_today"] == 0
         agent.stop()
+
+
+async def test_approvals_watch_cli_answers_a_real_agent(tmp_path: Path) -> None:
+    import io
+
+    from hermes_relay.cli.main import invoke
+
+    ran: list[str] = []
+
+    async def touch(args: dict[str, Any], ctx: ToolContext) -> Any:
+        ran.append(args["path"])
+        return {"ok": True}
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            agent = await _agent(tmp_path, nursery)
+            agent.desktop.table = ToolTable([ToolSpec("desktop_write_file", desktop.FILES, touch, deadline=10.0,
+                                                      preview=lambda a: a["path"])])
+            policy.set_mode(agent.desktop.policy_path, URL, policy.ASK_EVERY_TIME)
+            port = FakePort(URL)
+            inbound_send, inbound = trio.open_memory_channel[Any](10)
+            nursery.start_soon(agent.desktop.serve_link, port, inbound)
+            out, err = io.StringIO(), io.StringIO()
+            env = {**agent.config.env, "NO_COLOR": "1"}
+
+            def cli() -> int:
+                return invoke(["--no-autostart", "approvals", "--watch"], stdout=out, stderr=err, env=env,
+                              stdin=io.StringIO("y\n"))
+
+            async def command(rid: str, path: str) -> None:
+                await inbound_send.send({"channel": "desktop", "type": "desktop.command", "id": rid,
+                                         "payload": {"request_id": rid, "tool": "desktop_write_file",
+                                                     "args": {"path": path}}})
+
+            codes: list[int] = []
+
+            async def run_cli() -> None:
+                codes.append(await trio.to_thread.run_sync(cli))
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(run_cli)
+                await command("r-1", "/tmp/first")
+                first = (await port.next("desktop.response", timeout=10))["payload"]
+                assert first == {"request_id": "r-1", "ok": True, "result": {"ok": True}}
+                await command("r-2", "/tmp/second")  # the CLI prompts again, reads EOF and exits
+            assert codes == [0], err.getvalue()
+            assert ran == ["/tmp/first"]
+            text = out.getvalue()
+            assert f"{URL} wants to run desktop_write_file (files)" in text and "/tmp/second" in text
+            assert "✓ approved" in text
+            (pending,) = agent.desktop.approvals.list()  # the CLI left it unanswered
+            agent.desktop.approvals.decide(pending["id"], False, reason="left unanswered")
+            second = (await port.next("desktop.response", timeout=10))["payload"]
+            assert second == {"request_id": "r-2", "ok": False, "error": "left unanswered"}
+            assert ran == ["/tmp/first"]
+            agent.stop()
+            nursery.cancel_scope.cancel()
+
+
+async def test_status_over_ipc_carries_the_desktop_summary(relay_factory, tmp_path: Path) -> None:
+    relay = await relay_factory()
+    async with trio.open_nursery() as nursery:
+        agent = await _agent(tmp_path, nursery)
+
+        async def progress(event: dict[str, Any]) -> None:
+            pass
+
+        await pairing.pair(agent, {"url": relay.url, "code": await helpers.register_code(relay.http)}, progress)
+
+        def status() -> Any:
+            with AgentClient.connect(agent.config.socket_path, timeout=5) as client:
+                return client.call(api.STATUS, {})
+
+        relays = (await trio.to_thread.run_sync(status))["relays"]
+        assert relays[0]["desktop"]["policy"] == policy.ASK_EVERY_TIME
+        assert relays[0]["desktop"]["calls_today"] == 0 and relays[0]["desktop"]["last_call"] is None
+        agent.stop()

@@ -50,7 +50,7 @@ class Agent:
         self._device: dict[str, Any] | None = None
         self._endpoint_identity: tuple[int, int] | None = None
         self.ipc: ipc_endpoint.IpcListener | None = None
-        self.desktop = DesktopService(config)
+        self.desktop = DesktopService(config, device=self.device)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

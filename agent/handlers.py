@@ -42,7 +42,8 @@ def table(agent: Agent) -> dict[str, Handler]:
         for state in agent.states():
             rec = sessions.get(state["url"], {})
             token = rec.get("token") if isinstance(rec.get("token"), str) else ""
-            state = {**state, "token_prefix": token[:TOKEN_PREFIX] if token else None}
+            state = {**state, "token_prefix": token[:TOKEN_PREFIX] if token else None,
+                     "desktop": agent.desktop.status_for(state["url"])}
             if params.get("reveal_tokens"):
                 state["token"] = token
             relays.append(state)
@@ -92,6 +93,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(until_client_leaves)
+                nursery.start_soon(_forward_approvals, agent, ctx)
                 try:
                     for state in agent.states():
                         await ctx.notify(api.STATE, state)
@@ -138,6 +140,15 @@ def table(agent: Agent) -> dict[str, Handler]:
     async def reload(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"relays": agent.reload()}
 
+    async def approvals_list(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return {"approvals": agent.desktop.approvals.list()}
+
+    async def approvals_decide(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        reason = params.get("reason")
+        return agent.desktop.approvals.decide(params.get("id"), params.get("approve"),
+                                              always=params.get("always") is True,
+                                              reason=reason if isinstance(reason, str) else None)
+
     async def agent_stop(params: dict[str, Any], ctx: CallContext) -> AfterResponse:
         return AfterResponse({"stopping": True}, agent.stop)
 
@@ -145,8 +156,22 @@ def table(agent: Agent) -> dict[str, Handler]:
         api.HELLO: hello, api.STATUS: status, api.PAIR_START: pair_start, api.DEVICES_LIST: devices_list,
         api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
-        api.DOCTOR: doctor.handler(agent),
+        api.DOCTOR: doctor.handler(agent), api.APPROVALS_LIST: approvals_list,
+        api.APPROVALS_DECIDE: approvals_decide,
     }
+
+
+async def _forward_approvals(agent: Agent, ctx: CallContext) -> None:
+    """The watch stream's approval events: every pending request first, then each new one and outcome."""
+    approvals = agent.desktop.approvals
+    try:
+        with approvals.subscribe() as events:
+            for item in approvals.list():
+                await ctx.notify(api.APPROVAL, {"event": "approval.requested", **item})
+            async for event in events:
+                await ctx.notify(api.APPROVAL, event)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):  # the client left
+        pass
 
 
 def _resources(agent: Agent) -> dict[str, Any]:

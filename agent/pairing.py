@@ -100,6 +100,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         raise PairingRejectedError("the relay accepted the code but sent no session token", hint="is it a Hermes relay?")
     owner = _store(agent, route, routes, ok, dialed.pin, invite)
     agent.marks.clear(owner)
+    agent.desktop.paired(owner)
     agent.reload()  # starts the link for the new record and stops one whose record this replaced
     log.info("paired url=%s route=%s", owner, route.url)
     return {

@@ -13,7 +13,10 @@ API except in ``status`` with ``reveal_tokens=True``.
     relays: [RelayState, ...]}
   RelayState = {url, state, route: RouteInfo | None, since, latency_ms, attempts,
                 last_error: {code, message, data: {hint?, ...}} | None, next_retry_at, routes: [RouteInfo],
-                server_version, token_prefix, token?: str (only with reveal_tokens)}
+                server_version, token_prefix, token?: str (only with reveal_tokens),
+                desktop: DesktopSummary | None}
+  DesktopSummary = {tools_advertised: int, policy: <access_mode>, policy_error: str | None,
+                    calls_today: int, last_call: {tool, ok, ts} | None, pending_approvals: int}
   RouteInfo = {url, role, label, priority}
   state is one of STATES below.
 
@@ -34,6 +37,14 @@ API except in ``status`` with ``reveal_tokens=True``.
 ``reload`` {} -> {relays: int}           re-read the store, (re)start links, clear revoked marks
                                           for records whose token changed
 ``agent.stop`` {} -> {stopping: True}
+``approvals.list`` {} -> {approvals: [Approval]}
+  Approval = {id, url, tool, capability, preview, reason, request_id, created_at, expires_at}
+``approvals.decide`` {id, approve: bool, always?: bool, reason?: str} -> {id, approved, always, tool, url,
+                                                                          capability}
+  NotFoundError when the request was answered, expired or its call ended (a late answer runs nothing).
+  ``always`` with ``approve`` sets that capability to ``allow`` for that host in the policy file.
+``watch`` also notifies ``approval`` {event: "approval.requested", ...Approval} (first for every pending
+  one) and {event: "approval.resolved", id, outcome: approved|denied|expired|withdrawn, tool, url}.
 ``doctor`` {deadline?: float (s, default 10)} -> {netwatch: {backend, enabled}, store_error, deadline,
                                                   elapsed_ms, relays: [DoctorRelay]}
   Checks every route of every stored relay on its own short-lived connections; changes nothing.
@@ -63,6 +74,9 @@ PIN_ACCEPT = "pin.accept"
 RELOAD = "reload"
 AGENT_STOP = "agent.stop"
 DOCTOR = "doctor"
+APPROVALS_LIST = "approvals.list"
+APPROVALS_DECIDE = "approvals.decide"
+APPROVAL = "approval"
 
 # Relay link states.
 CONNECTING = "connecting"

@@ -1,20 +1,40 @@
-"""The agent's desktop endpoint: one service for all links (policy, approvals, audit, jobs).
+"""The agent's desktop endpoint: one service for all links (policy, approvals, audit, tool table).
 
 Seam with the link (``agent/link.py``): after ``auth.ok`` the link starts
 ``service.serve_link(port, inbound)`` in the connection's nursery and feeds ``inbound`` every
 envelope that is not on the ``system`` channel (the link answers ``system/ping`` itself). The link
 cancels ``serve_link`` when the connection ends. ``serve_link`` never raises for a bad message or
-a failed tool: one broken call must not take the link down.
+a failed tool: one broken call must not take the link down (``channel.py`` serves one link).
+
+The policy file is the source of truth and may be edited by anyone (our CLI, another Hermes
+client, a text editor): ``policy()`` re-reads it whenever its stat changes, and every link polls
+that about once a second, so an edit takes effect within 2 s without a restart.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
+import platform
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
+from hermes_relay import __version__
+from hermes_relay.agent.desktop.approvals import Approvals
+from hermes_relay.agent.desktop.audit import AuditLog
+from hermes_relay.core import desktop, paths, policy
+from hermes_relay.core.desktop import ToolSpec, ToolTable
+from hermes_relay.core.errors import HermesError
+
 log = logging.getLogger(__name__)
+
+POLICY_POLL_INTERVAL = 1.0
 
 
 class LinkPort(Protocol):
@@ -28,14 +48,181 @@ class LinkPort(Protocol):
         ...
 
 
-class DesktopService:
-    def __init__(self, config: Any) -> None:
-        self.config = config
+def _arch() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine or "unknown")
 
-    async def serve_link(self, port: LinkPort, inbound: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
-        async for message in inbound:
-            log.debug("desktop_message_ignored url=%s type=%s", port.url, message.get("type"))
+
+def _platform() -> str:
+    return "win32" if sys.platform.startswith("win") else "darwin" if sys.platform == "darwin" else sys.platform
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class DesktopService:
+    def __init__(self, config: Any, *, tools: list[ToolSpec] | None = None,
+                 device: Callable[[], dict[str, Any]] | None = None):
+        self.config = config
+        env = getattr(config, "env", os.environ)
+        self.env = env
+        if tools is None:
+            from hermes_relay.agent.desktop.tools import all_tools
+
+            tools = all_tools()
+        self.table = ToolTable(tools)
+        self.home = paths.hermes_home(env)
+        self.cwd = paths.home_dir(env)
+        self.policy_path = policy.policy_file(env)
+        self.audit = AuditLog(desktop.audit_file(env))
+        self.wall_clock: Callable[[], float] = getattr(config, "wall_clock", None) or __import__("time").time
+        self.started_at = self.wall_clock()
+        self.started_mono: float | None = None
+        self.approvals = Approvals(wall_clock=self.wall_clock, env=env, on_always=self._allow_always)
+        self._device = device
+        self._policies = policy.Policies()
+        self._policy_key: Any = object()
+        self._policy_error: str | None = None
+        self._consented: dict[str, bool] = {}
+        self.last_error: dict[str, Any] | None = None
+        self._calls: dict[str, dict[str, Any]] = {}  # url -> {day, count, last}
+        self._advertised: dict[str, list[str]] = {}
+
+    # -- policy ----------------------------------------------------------------------------------
+    def policy(self) -> policy.Policies:
+        """The current policies, re-read when the file (or the session store) changed."""
+        sessions_file = getattr(self.config, "sessions_file", None)
+        key = (_stat_key(self.policy_path), _stat_key(sessions_file) if sessions_file else None)
+        if key == self._policy_key:
+            return self._policies
+        self._policy_key = key
+        try:
+            self._policies = policy.load(self.policy_path)
+            self._policy_error = None
+        except HermesError as exc:
+            self._policies = policy.Policies()
+            if self._policy_error != exc.message:
+                log.error("desktop_policy_unreadable error=%s (every host restricted until fixed)", exc.message)
+            self._policy_error = exc.message
+            self.last_error = {"message": exc.message, "tool": None, "ts": int(self.wall_clock() * 1000)}
+        self._consented = self._legacy_consent(sessions_file)
+        return self._policies
+
+    def _legacy_consent(self, sessions_file: Path | None) -> dict[str, bool]:
+        if sessions_file is None:
+            return {}
+        from hermes_relay.core.store import SessionStore
+
+        try:
+            sessions = SessionStore(sessions_file).sessions()
+        except HermesError:
+            return {}
+        return {policy.canonical_url(url) or url: rec.get("tools_consented") is True
+                for url, rec in sessions.items() if isinstance(rec, dict)}
+
+    def consented(self, url: str) -> bool:
+        """The legacy per-URL consent other clients stored (``tools_consented``): restricted => trusted."""
+        return self._consented.get(policy.canonical_url(url) or url, False)
+
+    def host_policy(self, url: str) -> policy.HostPolicy:
+        return self.policy().for_url(url, legacy_consented=self.consented(url))
+
+    def decide(self, url: str, tool: str) -> str:
+        return policy.decide(self.policy(), url, self.table.capability(tool), legacy_consented=self.consented(url))
+
+    def advertised(self, url: str) -> list[str]:
+        names = [n for n in self.table.names() if self.decide(url, n) != policy.DECIDE_DENY]
+        self._advertised[url] = names
+        return names
+
+    def paired(self, url: str) -> None:
+        """A fresh pairing starts at ``ask_every_time`` (an existing record is kept). Never fails pairing."""
+        try:
+            policy.init_paired(self.policy_path, url, now=self.wall_clock())
+        except HermesError as exc:
+            log.error("desktop_policy_not_initialised url=%s error=%s", url, exc.message)
+
+    def _allow_always(self, url: str, capability: str) -> None:
+        policy.set_capability(self.policy_path, url, capability, policy.ALLOW, now=self.wall_clock())
+
+    # -- heartbeat facts -------------------------------------------------------------------------
+    def device(self) -> dict[str, Any]:
+        if self._device is not None:
+            return self._device()
+        return {"device_id": None, "device_name": socket.gethostname() or "computer"}
+
+    def status_payload(self, url: str, advertised: list[str]) -> dict[str, Any]:
+        device = self.device()
+        now = self.wall_clock()
+        return {
+            "advertised_tools": advertised,
+            "device_id": device.get("device_id"),
+            "device_name": device.get("device_name"),
+            "host": socket.gethostname(),
+            "platform": _platform(),
+            "arch": _arch(),
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at_ms": int(self.started_at * 1000),
+            "uptime_ms": max(0, int((now - self.started_at) * 1000)),
+            "interactive": False,
+            "last_error": self.last_error,
+        }
+
+    # -- calls -----------------------------------------------------------------------------------
+    def record_call(self, url: str, record: dict[str, Any]) -> None:
+        """Audit one finished call and keep the per-relay summary ``status`` shows."""
+        entry = self._summary(url)  # seeded before this record is in the log
+        self.audit.write(record)
+        day = datetime.date.fromtimestamp(record["ts"] / 1000).isoformat()
+        if entry["day"] != day:
+            entry.update(day=day, count=0)
+        entry["count"] += 1
+        entry["last"] = {"tool": record["tool"], "ok": record["ok"], "ts": record["ts"] / 1000}
+        if not record["ok"]:
+            self.last_error = {"message": record.get("error"), "tool": record["tool"], "ts": record["ts"]}
+
+    def _summary(self, url: str) -> dict[str, Any]:
+        """Today's call count and the last call for ``url``; seeded once from the audit log so a
+        restarted agent still knows them."""
+        if url not in self._calls:
+            today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
+            entry: dict[str, Any] = {"day": today, "count": 0, "last": None}
+            for record in self.audit.read():
+                ts = record.get("ts")
+                if (record.get("kind") != "tool.completed" or record.get("host_url") != url
+                        or not isinstance(ts, (int, float))):
+                    continue
+                entry["last"] = {"tool": record.get("tool"), "ok": record.get("ok") is True, "ts": ts / 1000}
+                if datetime.date.fromtimestamp(ts / 1000).isoformat() == today:
+                    entry["count"] += 1
+            self._calls[url] = entry
+        return self._calls[url]
+
+    def record_link(self, url: str, state: str, **fields: Any) -> None:
+        self.audit.write({"ts": int(self.wall_clock() * 1000), "kind": "connection.state", "tool": state,
+                          "host_url": url, **fields})
 
     def status_for(self, url: str) -> dict[str, Any] | None:
         """The per-relay summary ``status`` shows (tools advertised, policy, calls today, last call)."""
-        return None
+        host = self.host_policy(url)
+        entry = self._summary(url)
+        today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
+        return {
+            "tools_advertised": len(self.advertised(url)),
+            "policy": host.access_mode,
+            "policy_error": self._policy_error,
+            "calls_today": entry.get("count", 0) if entry.get("day") == today else 0,
+            "last_call": entry.get("last"),
+            "pending_approvals": sum(1 for p in self.approvals.pending.values() if p.url == url),
+        }
+
+    async def serve_link(self, port: LinkPort, inbound: trio.MemoryReceiveChannel[Any]) -> None:
+        from hermes_relay.agent.desktop.channel import DesktopChannel
+
+        await DesktopChannel(self, port).run(inbound)

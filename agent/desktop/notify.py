@@ -1,0 +1,45 @@
+"""A desktop notification for a pending approval: notify-send (Linux) or osascript (macOS).
+
+Best effort by design: when neither exists, or it hangs, the approval still waits on the watch
+stream and ``hermes-relay approvals``. Never blocks a call beyond ``NOTIFY_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+
+import trio
+
+log = logging.getLogger(__name__)
+
+NOTIFY_TIMEOUT = 3.0
+
+
+def command(title: str, body: str, env: Mapping[str, str]) -> list[str] | None:
+    """The argv that shows a notification here, or None (disabled with HERMES_RELAY_NOTIFY=0)."""
+    if env.get("HERMES_RELAY_NOTIFY", "1") == "0":
+        return None
+    if sys.platform == "darwin" and shutil.which("osascript"):
+        quoted = body.replace("\\", "\\\\").replace('"', '\\"')
+        return ["osascript", "-e", f'display notification "{quoted}" with title "{title}"']
+    if shutil.which("notify-send", path=env.get("PATH")):
+        return ["notify-send", "--app-name=hermes-relay", title, body]
+    return None
+
+
+async def notify(title: str, body: str, env: Mapping[str, str]) -> bool:
+    argv = command(title, body, env)
+    if argv is None:
+        return False
+    with trio.move_on_after(NOTIFY_TIMEOUT):
+        try:
+            result = await trio.run_process(argv, check=False, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(env))
+            return result.returncode == 0
+        except OSError as exc:
+            log.debug("notify_failed error=%s", exc)
+    return False

@@ -1,0 +1,164 @@
+"""The host access policy file: presets, canonical URLs, least privilege, legacy consent, safe writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hermes_relay.core import policy
+from hermes_relay.core.errors import StateCorruptError, StateVersionError, UsageError
+
+URL = "wss://relay.example:8767"
+
+
+@pytest.mark.parametrize(("raw", "canonical"), [
+    ("wss://relay.example:8767", "wss://relay.example:8767"),
+    ("WSS://Relay.Example:8767/", "wss://relay.example:8767"),
+    ("ws://host:80/", "ws://host"),
+    ("wss://host:443", "wss://host"),
+    ("ws://host:8767/relay//", "ws://host:8767/relay"),
+    ("ws://[::1]:8767", "ws://[::1]:8767"),
+    (" ws://10.0.0.2:8767 ", "ws://10.0.0.2:8767"),
+])
+def test_canonical_url(raw: str, canonical: str) -> None:
+    assert policy.canonical_url(raw) == canonical
+
+
+@pytest.mark.parametrize("raw", ["http://host", "ws://user:pw@host", "ws://host/?a=1", "ws://host/#x", "ws://",
+                                 "not a url", "ws://host:99999"])
+def test_urls_without_a_policy_key(raw: str) -> None:
+    assert policy.canonical_url(raw) is None
+
+
+def test_presets_match_the_reference_table() -> None:
+    p = policy.PRESETS
+    assert set(p[policy.ASK].values()) == {"disabled"}
+    assert p[policy.ASK_EVERY_TIME] == {"commands": "ask", "files": "ask", "screen_input": "ask", "usb": "ask",
+                                        "microphone": "disabled", "camera": "disabled"}
+    assert (p[policy.STRUCTURED]["commands"], p[policy.STRUCTURED]["files"]) == ("disabled", "allow")
+    assert (p[policy.TRUSTED]["commands"], p[policy.TRUSTED]["files"], p[policy.TRUSTED]["usb"]) == ("allow", "allow", "ask")
+    assert set(p[policy.FULL_ACCESS].values()) == {"allow"}
+
+
+def test_no_record_is_restricted_and_decide_follows_the_capabilities() -> None:
+    empty = policy.parse({})
+    assert empty.for_url(URL).access_mode == policy.ASK
+    assert policy.decide(empty, URL, "commands") == "deny"
+    assert policy.decide(empty, URL, None) == "allow"
+    trusted = policy.parse({"version": 2, "hosts": {URL: {"access_mode": "trusted"}}})
+    assert policy.decide(trusted, URL + "/", "commands") == "allow"
+    assert policy.decide(trusted, URL, "screen_input") == "ask"
+    assert policy.decide(trusted, URL, "camera") == "deny"
+    assert policy.decide(trusted, "wss://other:8767", "files") == "deny"
+
+
+def test_explicit_capabilities_make_a_custom_mode_and_full_access_is_absolute() -> None:
+    parsed = policy.parse({"hosts": {
+        URL: {"access_mode": "trusted", "capabilities": {"commands": "ask", "bogus": "allow", "files": "maybe"}},
+        "ws://b:1": {"access_mode": "full_access", "capabilities": {"usb": "ask"}},
+        "ws://c:1": {"access_mode": "structured", "capabilities": dict(policy.PRESETS[policy.STRUCTURED])},
+        "ws://d:1": "trusted",
+        "ws://e:1": {"access_mode": "root"},
+    }})
+    host = parsed.for_url(URL)
+    assert host.access_mode == policy.CUSTOM and host.capabilities["commands"] == "ask"
+    assert host.capabilities["files"] == "allow"
+    assert parsed.for_url("ws://b:1").capabilities["usb"] == "allow"
+    assert parsed.for_url("ws://c:1").access_mode == policy.STRUCTURED
+    assert parsed.for_url("ws://d:1").access_mode == policy.TRUSTED
+    assert parsed.for_url("ws://e:1").access_mode == policy.ASK  # unknown mode: restricted
+
+
+def test_duplicate_urls_resolve_to_the_least_privilege() -> None:
+    parsed = policy.parse({"hosts": {
+        "wss://relay.example:8767": {"access_mode": "full_access"},
+        "WSS://relay.example:8767/": {"access_mode": "structured"},
+    }, "trusted_hosts": ["wss://relay.example:8767"]})
+    host = parsed.for_url(URL)
+    assert host.capabilities == policy.PRESETS[policy.STRUCTURED]
+    assert host.access_mode == policy.STRUCTURED
+
+
+def test_legacy_tools_consented_with_stored_ask_is_trusted() -> None:
+    parsed = policy.parse({"hosts": {URL: {"access_mode": "ask"}}})
+    assert parsed.for_url(URL, legacy_consented=True).access_mode == policy.TRUSTED
+    assert policy.decide(parsed, URL, "commands", legacy_consented=True) == "allow"
+    assert policy.decide(policy.parse({}), URL, "commands", legacy_consented=True) == "allow"
+    explicit = policy.parse({"hosts": {URL: {"access_mode": "structured"}}})
+    assert policy.decide(explicit, URL, "commands", legacy_consented=True) == "deny"
+
+
+def test_writes_keep_unknown_fields_and_fold_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "desktop-host-access.json"
+    path.write_text(json.dumps({
+        "version": 2, "written_by": "tray",
+        "hosts": {URL + "/": {"access_mode": "structured", "note": "office", "capabilities": {}},
+                  "ws://other:1": {"access_mode": "trusted", "x": 1}},
+    }))
+    written = policy.set_mode(path, URL, policy.TRUSTED, now=1_800_000_000.0)
+    assert written.access_mode == policy.TRUSTED
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 2 and doc["written_by"] == "tray"
+    assert doc["hosts"]["ws://other:1"] == {"access_mode": "trusted", "x": 1}
+    assert list(doc["hosts"]) == ["ws://other:1", URL]
+    assert doc["hosts"][URL]["note"] == "office"
+    assert doc["hosts"][URL]["capabilities"] == policy.PRESETS[policy.TRUSTED]
+    assert doc["hosts"][URL]["updated_at"] == "2027-01-15T08:00:00.000Z"
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_set_capability_infers_the_mode(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    assert policy.set_capability(path, URL, "files", "allow").access_mode == policy.CUSTOM
+    assert policy.set_capability(path, URL, "screen_input", "ask").access_mode == policy.CUSTOM
+    assert policy.set_capability(path, URL, "usb", "ask").access_mode == policy.STRUCTURED
+    assert policy.load(path).for_url(URL).access_mode == policy.STRUCTURED
+    with pytest.raises(UsageError):
+        policy.set_capability(path, URL, "teleport", "allow")
+    with pytest.raises(UsageError):
+        policy.set_capability(path, URL, "files", "sometimes")
+    with pytest.raises(UsageError):
+        policy.set_mode(path, "http://nope", policy.TRUSTED)
+
+
+def test_a_fresh_pairing_writes_ask_every_time_once(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    assert policy.init_paired(path, URL).access_mode == policy.ASK_EVERY_TIME
+    policy.set_mode(path, URL, policy.TRUSTED)
+    assert policy.init_paired(path, URL + "/").access_mode == policy.TRUSTED
+    assert policy.load(path).for_url(URL).access_mode == policy.TRUSTED
+
+
+@pytest.mark.parametrize("content", ["{ nope", "[1, 2]", '{"version": "two"}', "\xff\xfe"])
+def test_an_unparseable_file_is_an_error_and_is_never_overwritten(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "p.json"
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(StateCorruptError) as err:
+        policy.load(path)
+    assert str(path) in err.value.message and "restricted" in (err.value.hint or "")
+    with pytest.raises(StateCorruptError):
+        policy.set_mode(path, URL, policy.TRUSTED)
+    assert path.read_bytes() == content.encode("latin-1")
+
+
+def test_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text('{"version": 3, "hosts": {}}')
+    with pytest.raises(StateVersionError):
+        policy.load(path)
+
+
+def test_missing_or_empty_file_means_no_hosts(tmp_path: Path) -> None:
+    assert policy.load(tmp_path / "missing.json").hosts == {}
+    (tmp_path / "empty.json").write_text("  \n")
+    assert policy.load(tmp_path / "empty.json").hosts == {}
+
+
+def test_mode_names_from_the_command_line() -> None:
+    assert policy.normalize_mode("restricted") == policy.ASK
+    assert policy.normalize_mode("standard") == policy.STRUCTURED
+    assert policy.normalize_mode("Full-Access") == policy.FULL_ACCESS
+    with pytest.raises(UsageError):
+        policy.normalize_mode("root")

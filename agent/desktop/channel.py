@@ -153,7 +153,8 @@ class DesktopChannel:
         if decision == policy.DECIDE_DENY:
             return False, None, (f"{spec.name} needs the '{spec.capability}' capability, which is disabled for "
                                  f"this relay on the desktop; the user can change it with `hermes-relay access`")
-        deadline = started + spec.deadline
+        cap = self.service.deadline_cap
+        deadline = started + (spec.deadline if cap is None else min(spec.deadline, cap))
         approved = "auto"
         with trio.move_on_at(deadline) as scope:
             if decision == policy.DECIDE_ASK:

@@ -258,6 +258,28 @@ async def test_deadline_cancels_the_tool_and_answers_aborted(served: Harness, au
     assert record["aborted"] is True and record["ok"] is False
 
 
+async def test_the_deadline_cap_shortens_calls_and_never_lengthens_them(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    h = Harness(tmp_path, policy.TRUSTED)
+    h.service.deadline_cap = 4.0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(h.service.serve_link, h.port, h.inbound)
+        t0 = trio.current_time()
+        await h.command("slow", "desktop_sleep")
+        assert await h.response() == {"request_id": "slow", "ok": False, "error": "aborted"}
+        assert trio.current_time() - t0 == pytest.approx(4.0)
+        h.service.deadline_cap = 100.0
+        t0 = trio.current_time()
+        await h.command("slow-2", "desktop_sleep")
+        assert (await h.response())["error"] == "aborted"
+        assert trio.current_time() - t0 == pytest.approx(desktop.DEFAULT_DEADLINE)
+        nursery.cancel_scope.cancel()
+    from hermes_relay.agent.desktop import service as service_mod
+
+    assert service_mod._deadline_cap({"HERMES_RELAY_DESKTOP_DEADLINE": "2.5"}) == 2.5
+    assert service_mod._deadline_cap({"HERMES_RELAY_DESKTOP_DEADLINE": "soon"}) is None
+    assert service_mod._deadline_cap({}) is None
+
+
 async def test_a_9_mb_result_is_bounded_under_the_frame_limit(served: Harness, autojump_clock: trio.abc.Clock) -> None:
     await served.command("big", "desktop_big")
     envelope = await served.port.next("desktop.response")

@@ -1,6 +1,7 @@
 """The tiny detached runner behind desktop_job_start and desktop_spawn_detached (stdlib only).
 
-``python -I _jobrunner.py DIR`` reads ``DIR/meta.json``, starts the
+``python -I _jobrunner.py DIR`` forks once (its parent exits at once, so the agent is left with
+no child to reap), reads ``DIR/meta.json``, starts the
 job's command in its own session with its output going straight to the log files named there,
 records the pid in meta.json, prints ``pid N`` (or ``error MESSAGE``) on stdout for the agent and
 closes it, then waits and records ``ended_at_ms``, ``exit_code`` and ``signal``. Because the runner
@@ -54,6 +55,8 @@ def main(argv: list[str]) -> int:
     for name in ("SIGINT", "SIGHUP", "SIGPIPE"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if os.name != "nt" and os.fork() != 0:
+        os._exit(0)  # the agent reaps this parent at once; the runner lives on, adopted by init
     job_dir = Path(argv[1])
     meta = read_meta(job_dir)
     logs = meta["log_paths"]

@@ -110,7 +110,8 @@ async def _launch(ctx: ToolContext, job_dir: Path, meta: dict[str, Any], env: di
             )
         except OSError as exc:
             raise ToolError(f"could not start the job runner: {exc.strerror or exc}") from exc
-    trio.lowlevel.spawn_system_task(proc.wait)
+    if os.name == "nt":
+        trio.lowlevel.spawn_system_task(proc.wait)
     assert proc.stdout is not None
     if stdin is not None and proc.stdin is not None:
         with trio.move_on_after(STDIN_WRITE):
@@ -124,6 +125,9 @@ async def _launch(ctx: ToolContext, job_dir: Path, meta: dict[str, Any], env: di
         async with proc.stdout:
             while chunk := await proc.stdout.receive_some(4096):
                 reply += chunk
+    if os.name != "nt":
+        with trio.move_on_after(RUNNER_START):
+            await proc.wait()
     line = reply.decode("utf-8", "replace").strip()
     if line.startswith("pid "):
         return int(line[4:])

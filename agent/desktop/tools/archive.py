@@ -124,17 +124,17 @@ def _inside(dest_real: str, target: Path) -> bool:
 def _unzip(stop: threading.Event, source: Path, dest: Path) -> tuple[int, int]:
     with zipfile.ZipFile(source) as zf:
         members = zf.infolist()
+        dest_real = os.path.realpath(dest)
         for m in members:
-            _safe_name(m.filename)
+            target = dest / _safe_name(m.filename)
+            if not _inside(dest_real, target if m.is_dir() else target.parent):
+                raise ToolError(f"archive entry {m.filename!r} would be written through a link out of {dest}; nothing was extracted")
         _check_total(sum(m.file_size for m in members), len(members))
         dest.mkdir(parents=True, exist_ok=True)
-        dest_real = os.path.realpath(dest)
         written = files = 0
         for m in members:
             _thread.check(stop)
             target = dest / _safe_name(m.filename)
-            if not _inside(dest_real, target.parent if not m.is_dir() else target):
-                raise ToolError(f"archive entry {m.filename!r} would be written through a link out of {dest}")
             if m.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
@@ -162,14 +162,15 @@ def _untar(stop: threading.Event, source: Path, dest: Path) -> tuple[int, int]:
                 checked.append(tarfile.data_filter(m, dest_abs))
             except tarfile.FilterError as exc:
                 raise ToolError(f"archive entry {m.name!r} refused ({exc}); nothing was extracted") from None
+        dest_real = os.path.realpath(dest)
+        for m in checked:
+            if not _inside(dest_real, (dest / m.name).parent):
+                raise ToolError(f"archive entry {m.name!r} would be written through a link out of {dest}; nothing was extracted")
         _check_total(sum(m.size for m in checked if m.isfile()), len(checked))
         dest.mkdir(parents=True, exist_ok=True)
-        dest_real = os.path.realpath(dest)
         files = written = 0
         for m in checked:
             _thread.check(stop)
-            if not _inside(dest_real, (dest / m.name).parent):
-                raise ToolError(f"archive entry {m.name!r} would be written through a link out of {dest}")
             tf.extract(m, dest, filter="data")
             if m.isfile():
                 files += 1

@@ -3,7 +3,8 @@
 The command runs through ``bash -c`` (``sh -c`` without bash) in its own session with stdin closed.
 Each stream is read as it arrives: at most ``ctx.max_output`` bytes are kept and the rest is only
 counted, so a command that prints gigabytes costs no memory. The command's own ``timeout`` (30 s by
-default, 10 min at most) or the call's cancellation kills the whole process tree; long work belongs
+default, 10 min at most, and never past the call's deadline, so the caller reads "timed out" rather
+than "aborted") or the call's cancellation kills the whole process tree; long work belongs
 in desktop_job_start. When the shell exits, output still arriving from processes it left behind is
 read for a short moment, then those processes are killed too: nothing outlives the call.
 """
@@ -24,6 +25,7 @@ from . import _args, _proc
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 600.0
 LINGER = 0.5  # seconds to keep reading after the shell exits, for output its children still write
+DEADLINE_MARGIN = 0.5  # seconds kept before the call's deadline so the timeout error still gets out
 _CHUNK = 64 << 10
 
 
@@ -126,6 +128,9 @@ async def desktop_terminal(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     command = _args.text(args, "command")
     cwd = _args.directory(args, "cwd", ctx)
     timeout = timeout_seconds(args)
+    budget = ctx.deadline - trio.current_time() - DEADLINE_MARGIN
+    if budget < timeout:
+        timeout = max(budget, 0.05)
     env = _args.base_env(ctx)
     argv, shell = _proc.shell_argv(command, env)
     started = trio.current_time()

@@ -103,3 +103,11 @@ def test_timeout_defaults_wins_and_clamps():
 async def test_bad_arguments_are_named(ctx, args, message):
     with pytest.raises(ToolError, match=message):
         await desktop_terminal(args, ctx)
+
+
+async def test_the_timeout_stops_short_of_the_call_deadline(ctx):
+    soon = replace(ctx, deadline=trio.current_time() + 0.8)
+    with trio.fail_after(5):
+        with pytest.raises(ToolError, match="desktop_job_start"):
+            await desktop_terminal({"command": "sleep 30"}, soon)
+    assert trio.current_time() < soon.deadline

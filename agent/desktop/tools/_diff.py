@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _NO_EOL = "\\"
+_GIT_HEADERS = ("diff ", "index ", "new file mode", "deleted file mode", "old mode", "new mode", "similarity index")
 
 
 class PatchError(ValueError):
@@ -53,6 +54,9 @@ def parse(text: str) -> Diff:
             targets += 1
             creates = line[4:].split("\t")[0].strip() == "/dev/null"
             i += 2
+            continue
+        if line.startswith(_GIT_HEADERS):
+            i += 1
             continue
         match = _HUNK.match(line)
         if not match:

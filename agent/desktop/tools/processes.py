@@ -1,5 +1,6 @@
 """Process tools: desktop_list_processes, desktop_kill_process, desktop_find_pid_by_port (psutil).
 
+``cpu_pct`` is the process's average over its lifetime (one snapshot cannot give a current rate).
 Killing refuses pid 1, pids below 1 (which would signal whole groups) and the agent itself, so a
 careless ``name`` never takes the agent or the system down; by name it signals every match.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import psutil
@@ -19,7 +21,7 @@ from . import _args, _thread
 
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 10_000
-_ATTRS = ["pid", "ppid", "username", "name", "cmdline", "memory_info"]
+_ATTRS = ["pid", "ppid", "username", "name", "cmdline", "memory_info", "cpu_times", "create_time"]
 
 
 def _command(info: dict[str, Any]) -> str:
@@ -41,10 +43,9 @@ def snapshot(stop: threading.Event, needle: str) -> list[dict[str, Any]]:
             entry["ppid"] = info["ppid"]
         if info.get("username"):
             entry["user"] = info["username"]
-        try:
-            entry["cpu_pct"] = proc.cpu_percent(None)
-        except psutil.Error:
-            pass
+        cpu, created = info.get("cpu_times"), info.get("create_time")
+        if cpu is not None and created:
+            entry["cpu_pct"] = round(100 * (cpu.user + cpu.system) / max(time.time() - created, 0.01), 1)
         memory = info.get("memory_info")
         if memory is not None:
             entry["mem_mb"] = round(memory.rss / (1 << 20), 1)

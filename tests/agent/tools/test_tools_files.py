@@ -192,10 +192,16 @@ async def test_patch_has_no_fuzz_a_shifted_hunk_is_refused(ctx):
 
 async def test_patch_refuses_a_diff_for_several_files(ctx):
     (ctx.cwd / "f.txt").write_text(ORIGINAL)
-    other = TWO_HUNKS.replace("f.txt", "g.txt")
+    other = "diff --git a/g.txt b/g.txt\nindex 1111111..2222222 100644\n" + TWO_HUNKS.replace("f.txt", "g.txt")
     with pytest.raises(ToolError, match="changes 2 files"):
         await desktop_patch({"path": "f.txt", "patch": TWO_HUNKS + other}, ctx)
     assert (ctx.cwd / "f.txt").read_text() == ORIGINAL
+
+
+async def test_patch_accepts_git_headers(ctx):
+    (ctx.cwd / "f.txt").write_text(ORIGINAL)
+    diff = "diff --git a/f.txt b/f.txt\nindex 1111111..2222222 100644\n" + TWO_HUNKS
+    assert (await desktop_patch({"path": "f.txt", "patch": diff}, ctx))["hunks_applied"] == 2
 
 
 async def test_patch_creates_a_file_from_dev_null(ctx):

@@ -47,7 +47,7 @@ async def test_list_filters_by_command_substring(ctx, sleepers):
     entry = result["processes"][0]
     assert sleepers.marker in entry["command"]
     assert entry["ppid"] == os.getpid()
-    assert isinstance(entry["mem_mb"], float)
+    assert isinstance(entry["mem_mb"], float) and entry["cpu_pct"] >= 0
 
 
 async def test_list_limit_truncates(ctx, sleepers):

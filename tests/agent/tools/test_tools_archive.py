@@ -128,6 +128,10 @@ async def test_unzip_refuses_what_is_not_an_archive(ctx):
         await desktop_unzip({"source": "plain.txt", "dest": "out"}, ctx)
     with pytest.raises(ToolError, match="is not a file"):
         await desktop_unzip({"source": "missing.zip", "dest": "out"}, ctx)
+    with pytest.raises(ToolError, match='missing required argument "dest"'):
+        await desktop_unzip({"source": "plain.txt"}, ctx)
+    with pytest.raises(ToolError, match="exists and is not a directory"):
+        await desktop_unzip({"source": "plain.txt", "dest": "plain.txt"}, ctx)
 
 
 @pytest.mark.parametrize(

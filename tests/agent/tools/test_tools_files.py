@@ -328,3 +328,5 @@ async def test_copy_directory_refuses_a_dest_inside_the_source_and_a_file_source
         await desktop_copy_directory({"source": "src/a.txt", "dest": "x"}, ctx)
     with pytest.raises(ToolError, match='missing required argument "dest"'):
         await desktop_copy_directory({"source": "src"}, ctx)
+    with pytest.raises(ToolError, match='"overwrite" must be true or false'):
+        await desktop_copy_directory({"source": "src", "dest": "x", "overwrite": 1}, ctx)

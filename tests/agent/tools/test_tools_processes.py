@@ -148,3 +148,15 @@ async def test_find_pid_by_port_with_nothing_listening(ctx):
 async def test_find_pid_bad_arguments_are_named(ctx, args, message):
     with pytest.raises(ToolError, match=message):
         await desktop_find_pid_by_port(args, ctx)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"limit": 0}, '"limit" must be at least 1'),
+        ({"filter": 5}, '"filter" must be a string'),
+    ],
+)
+async def test_list_bad_arguments_are_named(ctx, args, message):
+    with pytest.raises(ToolError, match=message):
+        await desktop_list_processes(args, ctx)

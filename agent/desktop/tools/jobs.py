@@ -33,6 +33,7 @@ STATES = ("running", "exited", "killed", "failed", "unknown")
 DEFAULT_LOG_LIMIT = 8192
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
+LIST_COMMAND = 2000  # characters of each command kept by desktop_job_list, so a listing stays small
 RUNNER_START = 10.0  # seconds for the runner to report the job's pid
 STDIN_WRITE = 5.0  # seconds to hand ``stdin`` to the job
 RUNNER = Path(__file__).with_name("_jobrunner.py")  # run as a script: the job inherits an untouched environment
@@ -90,9 +91,13 @@ def job_state(job_dir: Path, meta: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _public(job_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def _public(job_dir: Path, meta: dict[str, Any], *, brief: bool = False) -> dict[str, Any]:
     out = {k: v for k, v in meta.items() if k not in ("argv", "pid_create_time")}
     out["state"] = job_state(job_dir, meta)
+    command = out.get("command")
+    if brief and isinstance(command, str) and len(command) > LIST_COMMAND:
+        out["command"] = command[:LIST_COMMAND]
+        out["command_truncated"] = True
     return out
 
 
@@ -278,7 +283,7 @@ async def desktop_job_list(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
             started = meta.get("started_at_ms")
             if not isinstance(started, int) or started < since:
                 continue
-            entry = _public(job_dir, meta)
+            entry = _public(job_dir, meta, brief=True)
             if wanted in ("any", entry["state"]):
                 found.append(entry)
         found.sort(key=lambda e: e["started_at_ms"], reverse=True)

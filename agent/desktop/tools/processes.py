@@ -20,6 +20,7 @@ from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec
 from . import _args, _thread
 
 DEFAULT_LIMIT = 200
+MAX_COMMAND = 2000  # characters of one command line kept in a listing (a JVM's can be 100 KB)
 MAX_LIMIT = 10_000
 _ATTRS = ["pid", "ppid", "username", "name", "cmdline", "memory_info", "cpu_times", "create_time"]
 
@@ -38,7 +39,9 @@ def snapshot(stop: threading.Event, needle: str) -> list[dict[str, Any]]:
         command = _command(info)
         if needle and needle not in command.lower():
             continue
-        entry: dict[str, Any] = {"pid": info["pid"], "command": command}
+        entry: dict[str, Any] = {"pid": info["pid"], "command": command[:MAX_COMMAND]}
+        if len(command) > MAX_COMMAND:
+            entry["command_truncated"] = True
         if info.get("ppid") is not None:
             entry["ppid"] = info["ppid"]
         if info.get("username"):

@@ -201,3 +201,12 @@ async def test_bad_arguments_are_named(ctx, tool, args, message):
     with pytest.raises(ToolError, match=message):
         await tool(args, ctx)
     assert not any(Path(ctx.home / "desktop-jobs").glob("*/meta.json"))
+
+
+async def test_list_cuts_long_commands_but_status_keeps_them(ctx):
+    command = "true " + "x" * 3000
+    await jobs.desktop_job_start({"command": command, "job_id": "long"}, ctx)
+    status = await finished(ctx, "long")
+    assert status["command"] == command
+    (entry,) = (await jobs.desktop_job_list({}, ctx))["jobs"]
+    assert len(entry["command"]) == 2000 and entry["command_truncated"] is True

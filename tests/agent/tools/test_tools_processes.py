@@ -160,3 +160,15 @@ async def test_find_pid_bad_arguments_are_named(ctx, args, message):
 async def test_list_bad_arguments_are_named(ctx, args, message):
     with pytest.raises(ToolError, match=message):
         await desktop_list_processes(args, ctx)
+
+
+async def test_long_command_lines_are_cut_in_listings(ctx):
+    marker = "y" * 5000
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker], stdin=subprocess.DEVNULL)
+    try:
+        result = await desktop_list_processes({"filter": marker[:3000]}, ctx)
+    finally:
+        proc.kill()
+        proc.wait()
+    (entry,) = [p for p in result["processes"] if p["pid"] == proc.pid]
+    assert len(entry["command"]) == 2000 and entry["command_truncated"] is True

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import trio
 
-KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+KILL_GRACE = 1.0  # seconds between SIGTERM and SIGKILL
 _POLL = 0.02
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import pytest
 import trio
 
+from hermes_relay.agent.desktop.tools._proc import KILL_GRACE
 from hermes_relay.agent.desktop.tools.terminal import MAX_TIMEOUT, desktop_terminal, timeout_seconds
 from hermes_relay.core.desktop import ToolError
 from toolwait import gone, line_of, wait_gone
@@ -111,3 +113,18 @@ async def test_the_timeout_stops_short_of_the_call_deadline(ctx):
         with pytest.raises(ToolError, match="desktop_job_start"):
             await desktop_terminal({"command": "sleep 30"}, soon)
     assert trio.current_time() < soon.deadline
+
+
+async def test_a_process_ignoring_sigterm_is_killed_after_the_grace(ctx):
+    pids = ctx.cwd / "pids"
+    script = (
+        "import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}}\\n'); time.sleep(30)"
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(desktop_terminal, {"command": f"{sys.executable} -c \"{script}\""}, ctx)
+        pid = int(await line_of(pids))
+        cancelled_at = trio.current_time()
+        nursery.cancel_scope.cancel()
+    assert gone(pid)
+    assert KILL_GRACE <= trio.current_time() - cancelled_at < KILL_GRACE + 3

@@ -201,7 +201,11 @@ async def desktop_job_status(args: dict[str, Any], ctx: ToolContext) -> dict[str
 
 
 def read_window(file: str, offset: int | None, limit: int) -> dict[str, Any]:
-    """Up to ``limit`` bytes of ``file``: from ``offset`` (negative = from the end), else its tail."""
+    """Up to ``limit`` bytes of ``file``: from ``offset`` (negative = from the end), else its tail.
+
+    As in the reference, ``truncated`` means more bytes follow (``offset`` is where to read next);
+    ``start`` says where the window began, so a tail that skipped the head is visible too.
+    """
     try:
         with open(file, "rb") as f:
             total = os.fstat(f.fileno()).st_size
@@ -219,7 +223,7 @@ def read_window(file: str, offset: int | None, limit: int) -> dict[str, Any]:
     return {
         "content": data.decode("utf-8", "replace"),
         "total_bytes": total,
-        "truncated": end < total or start > 0,
+        "truncated": end < total,
         "offset": end,
         "start": start,
     }

@@ -6,4 +6,6 @@ from hermes_relay.core.desktop import ToolSpec
 
 
 def all_tools() -> list[ToolSpec]:
-    return []
+    from . import archive, files, jobs, processes, search, terminal
+
+    return [*files.TOOLS, *search.TOOLS, *terminal.TOOLS, *jobs.TOOLS, *processes.TOOLS, *archive.TOOLS]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from hermes_relay import __version__
-from hermes_relay.agent import doctor, pairing, prober, transport
+from hermes_relay.agent import doctor, forget, pairing, prober, transport
 from hermes_relay.agent.ipc_server import AfterResponse, CallContext, Handler
 from hermes_relay.agent.link import pin_for, routes_for
 from hermes_relay.core import api, codes
@@ -135,6 +135,16 @@ def table(agent: Agent) -> dict[str, Handler]:
         agent.link_for(owner).wake()
         return {"url": route.url, "old_pin": old, "new_pin": new}
 
+    async def forget_pairing(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        url = params.get("url")
+        if not isinstance(url, str) or not url:
+            raise UsageError("forget needs the relay URL of the pairing to remove")
+
+        async def revoke(owner: str, rec: dict[str, Any], prefix: str) -> Any:
+            return await _session_call(agent, owner, rec, "DELETE", f"/sessions/{prefix}")
+
+        return await forget.forget(agent, url, revoke, contact_relay=params.get("contact_relay", True) is not False)
+
     async def reload(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"relays": agent.reload()}
 
@@ -145,7 +155,7 @@ def table(agent: Agent) -> dict[str, Handler]:
         api.HELLO: hello, api.STATUS: status, api.PAIR_START: pair_start, api.DEVICES_LIST: devices_list,
         api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
-        api.DOCTOR: doctor.handler(agent),
+        api.DOCTOR: doctor.handler(agent), api.FORGET: forget_pairing,
     }
 
 
@@ -204,6 +214,11 @@ async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
         # Sending a token the relay already refused only counts toward its per-IP block.
         raise SessionRevokedError(f"the session for {owner} was {mark['state']}; the relay no longer accepts it",
                                   hint=f"pair again: hermes-relay pair --remote {owner} CODE")
+    return await _session_call(agent, owner, rec, method, path, body)
+
+
+async def _session_call(agent: Agent, owner: str, rec: dict[str, Any], method: str, path: str,
+                        body: dict[str, Any] | None = None) -> tuple[str, int, Any]:
     routes = routes_for(owner, rec)
 
     async def connect(route: Any) -> transport.Dialed:

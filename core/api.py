@@ -28,6 +28,11 @@ API except in ``status`` with ``reveal_tokens=True``.
 ``devices.extend`` {url?, prefix, ttl_seconds} -> {url, session: <server session dict>}
   ``url`` picks one relay when several are paired; omitted with several is an AmbiguousError.
 
+``forget`` {url, contact_relay?: bool (default True)} -> {url: <store key>, prefix, removed: [str],
+    relay: {status: "revoked"|"already_ended"|"unreachable"|"skipped", message?}}
+  Revokes this computer's session on the relay (when reachable), then removes the record (routes,
+  pins), the verdict, the refresh token and the desktop access-policy entry.
+
 ``route`` {} -> RouteIndicator = {label, state, url, role, since, updated_at, valid_until}
 ``watch`` {} -> Notifies ``state`` RelayState on every change until the client disconnects.
 ``pin.accept`` {url} -> {url, old_pin, new_pin}
@@ -63,6 +68,7 @@ PIN_ACCEPT = "pin.accept"
 RELOAD = "reload"
 AGENT_STOP = "agent.stop"
 DOCTOR = "doctor"
+FORGET = "forget"
 
 # Relay link states.
 CONNECTING = "connecting"

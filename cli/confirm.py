@@ -1,0 +1,37 @@
+"""Yes/no confirmation before a destructive command: asked on a terminal, ``--yes`` for scripts.
+
+Without a terminal and without ``--yes`` the command refuses (exit 2) instead of guessing: a script
+that forgot the flag must not revoke or forget anything by accident, and must not hang on a prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hermes_relay.core.errors import UsageError
+
+
+def add_yes_flag(parser: Any) -> None:
+    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (for scripts)")
+
+
+def confirm(ctx: Any, question: str, *, yes: bool, what: str) -> bool:
+    """True when the user agreed (or passed ``--yes``); raises UsageError when nobody can be asked."""
+    if yes:
+        return True
+    stdin = ctx.stdin
+    if stdin is None or not _isatty(stdin):
+        raise UsageError(f"{what} needs confirmation: run it on a terminal or pass --yes")
+    ctx.stderr.write(f"{question} [y/N] ")
+    ctx.flush()
+    answer = stdin.readline()
+    if not answer:
+        ctx.stderr.write("\n")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False

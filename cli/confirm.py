@@ -15,13 +15,18 @@ def add_yes_flag(parser: Any) -> None:
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (for scripts)")
 
 
+def require_answerable(ctx: Any, *, yes: bool, what: str) -> None:
+    """Raise UsageError (before anything is contacted) when a confirmation would be needed and nobody can answer."""
+    if not yes and (ctx.stdin is None or not _isatty(ctx.stdin)):
+        raise UsageError(f"{what} needs confirmation: run it on a terminal or pass --yes")
+
+
 def confirm(ctx: Any, question: str, *, yes: bool, what: str) -> bool:
     """True when the user agreed (or passed ``--yes``); raises UsageError when nobody can be asked."""
     if yes:
         return True
+    require_answerable(ctx, yes=yes, what=what)
     stdin = ctx.stdin
-    if stdin is None or not _isatty(stdin):
-        raise UsageError(f"{what} needs confirmation: run it on a terminal or pass --yes")
     ctx.stderr.write(f"{question} [y/N] ")
     ctx.flush()
     answer = stdin.readline()

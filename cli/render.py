@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hermes_relay.core import timefmt
+from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
 REDACTED = "(redacted)"
-TOKEN_PREFIX_CHARS = 8  # the relay's own token prefix length (relay/pairing.py TOKEN_PREFIX_LEN)
+TOKEN_PREFIX_CHARS = TOKEN_PREFIX_LEN
 # A timestamp larger than this cannot be epoch seconds (it is past the year 5000), so it is read as
 # epoch milliseconds: JavaScript's Date.now(), which the reference client writes.
 MS_EPOCH_THRESHOLD = 1e11
@@ -182,10 +183,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, style: Style
 
 # -- secrets and paths -----------------------------------------------------------------------------
 def token_text(token: Any, *, reveal: bool) -> str:
-    """The token itself with ``reveal``, else ``(redacted)``; ``—`` when there is none."""
+    """The token with ``reveal``, else its prefix (as ``devices`` lists it) and ``(redacted)``; ``—`` for none."""
     if not isinstance(token, str) or not token:
         return NONE_MARK
-    return token if reveal else REDACTED
+    return token if reveal else f"{token[:TOKEN_PREFIX_CHARS]}… {REDACTED}"
 
 
 def token_prefix(token: Any) -> str | None:

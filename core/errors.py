@@ -261,6 +261,12 @@ class NotFoundError(HermesError):
     code = "not_found"
 
 
+class ForbiddenError(HermesError):
+    """The relay understood the request and refused it (HTTP 403): a policy, not a fault."""
+
+    code = "forbidden"
+
+
 class AmbiguousError(HermesError):
     code = "ambiguous"
 

@@ -27,16 +27,17 @@ SESSIONS = [
 
 # -- devices ---------------------------------------------------------------------------------------
 def test_devices_lists_a_table_marking_this_device(cli, make_agent) -> None:
-    agent = make_agent(results={"devices.list": {"url": URL, "sessions": SESSIONS}})
+    online = {**SESSIONS[1], "connected": True}
+    agent = make_agent(results={"devices.list": {"url": URL, "sessions": [SESSIONS[0], online]}})
     result = cli("devices", agent=agent)
     assert result.code == 0, result.err
     assert agent.calls == [("devices.list", {}, 30.0)]
     assert result.out.splitlines() == [
         f"Devices paired with {URL} (2)",
         "",
-        "  PREFIX    DEVICE                PLATFORM           CREATED  LAST SEEN  EXPIRES",
-        "  abcd1234  laptop (this device)  linux · desktop    3d ago   2m ago     in 27d",
-        "  ef567890  Pixel 9               Pixel 9 · android  40d ago  —          never",
+        "  PREFIX    DEVICE                  PLATFORM           CREATED  LAST SEEN  EXPIRES",
+        "  abcd1234  laptop ● (this device)  linux · desktop    3d ago   2m ago     in 27d",
+        "  ef567890  Pixel 9                 Pixel 9 · android  40d ago  online     never",
         "",
         "revoke: hermes-relay devices revoke PREFIX    extend: hermes-relay devices extend PREFIX --ttl 30d",
     ]
@@ -53,36 +54,105 @@ def test_devices_list_with_remote_and_json(cli, make_agent) -> None:
 
 def test_devices_revoke_and_extend(cli, make_agent) -> None:
     agent = make_agent(results={
+        "devices.list": {"url": URL, "sessions": SESSIONS},
         "devices.revoke": {"url": URL, "revoked": "abcd1234", "is_current": True},
-        "devices.extend": {"url": URL, "session": {**SESSIONS[1], "expires_at": NOW + 30 * 86400}},
+        "devices.extend": {"url": URL, "session": {**SESSIONS[1], "expires_at": NOW + 30 * 86400 - 2}},
     })
-    result = cli("devices", "revoke", "abcd1234", agent=agent)
+    result = cli("devices", "revoke", "abcd1234", "--yes", agent=agent)
     assert result.out == "✓ revoked abcd1234 (this device: pair again to reconnect)\n"
+    # The reference relay says revoked_self instead of is_current.
+    agent.results["devices.revoke"] = {"url": URL, "revoked": "abcd1234", "revoked_self": True}
+    assert cli("devices", "revoke", "abcd", "-y", agent=agent).out == (
+        "✓ revoked abcd1234 (this device: pair again to reconnect)\n")
     result = cli("devices", "extend", "ef567890", "--ttl", "30d", agent=agent)
-    assert result.out == "✓ extended ef567890: now expires in 30 days\n"
-    # The relay capped the TTL: what is actually left is shown.
-    assert cli("devices", "extend", "ef567890", agent=agent).out == "✓ extended ef567890: now expires in 30d\n"
+    assert result.code == 0, result.err
+    assert result.out == "✓ extended ef567890: now expires in 30d\n"  # 2 s short of 30 days still reads 30d
+    assert result.err == "warning: ef567890 never expires now; this shortens it to 30d\n"
     agent.results["devices.extend"] = {"url": URL, "session": {**SESSIONS[1], "expires_at": None}}
     assert cli("devices", "extend", "ef567890", "--ttl", "never", agent=agent).out == (
         "✓ extended ef567890: now never expires\n")
-    assert agent.calls == [
+    assert [c for c in agent.calls if c[0] != "devices.list"] == [
         ("devices.revoke", {"prefix": "abcd1234"}, 30.0),
+        ("devices.revoke", {"prefix": "abcd"}, 30.0),
         ("devices.extend", {"prefix": "ef567890", "ttl_seconds": 30 * 86400}, 30.0),
-        ("devices.extend", {"prefix": "ef567890", "ttl_seconds": 86400}, 30.0),
         ("devices.extend", {"prefix": "ef567890", "ttl_seconds": 0}, 30.0),
     ]
+
+
+def test_extend_reads_the_reference_relays_flat_answer_and_a_one_day_extend_reads_1d(cli, make_agent) -> None:
+    soon = {**SESSIONS[0], "expires_at": NOW + 7200}
+    agent = make_agent(results={
+        "devices.list": {"url": URL, "sessions": [soon]},
+        "devices.extend": {"url": URL, "ok": True, "token_prefix": "abcd1234", "expires_at": NOW + 86400 - 1,
+                           "grants": {}, "store_updated": True},
+    })
+    result = cli("devices", "extend", "abcd1234", agent=agent)
+    assert (result.code, result.err) == (0, "")
+    assert result.out.splitlines() == ["✓ extended abcd1234: now expires in 1d",
+                                       "  (this device: the stored expiry was updated)"]
+
+
+def test_extend_refuses_to_shorten_a_never_expiring_session_by_default(cli, make_agent) -> None:
+    agent = make_agent(results={"devices.list": {"url": URL, "sessions": SESSIONS}})
+    result = cli("devices", "extend", "ef567890", agent=agent)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        "hermes-relay: ef567890 never expires now: extending it by the default 1 day would shorten it",
+        "  hint: pass the lifetime you want: hermes-relay devices extend ef567890 --ttl never (or --ttl 30d)",
+    ]
+    assert agent.methods() == ["devices.list"]
+
+
+def test_extend_forbidden_explains_what_the_relay_allows(cli, make_agent) -> None:
+    from hermes_relay.core.errors import ForbiddenError
+
+    agent = make_agent(results={
+        "devices.list": {"url": URL, "sessions": SESSIONS},
+        "devices.extend": ForbiddenError(
+            "the relay refused to change ef567890: cannot modify another session",
+            hint="the relay only lets a device shorten its own session; extend from the relay host: "
+                 "hermes-relay-server sessions extend ef567890 --ttl …"),
+    })
+    result = cli("devices", "extend", "ef567890", "--ttl", "never", agent=agent)
+    assert result.code == 1
+    assert result.err.splitlines() == [
+        "hermes-relay: the relay refused to change ef567890: cannot modify another session",
+        "  hint: the relay only lets a device shorten its own session; extend from the relay host: "
+        "hermes-relay-server sessions extend ef567890 --ttl …",
+    ]
+
+
+def test_revoke_needs_four_characters_and_asks_on_a_terminal(cli, make_agent, tty) -> None:
+    agent = make_agent(results={"devices.list": {"url": URL, "sessions": SESSIONS},
+                                "devices.revoke": {"url": URL, "revoked": "ef567890", "is_current": False}})
+    short = cli("devices", "revoke", "e", "--yes", agent=agent)
+    assert short.code == 2
+    assert short.err.splitlines() == ['hermes-relay: token prefix "e" is too short: give at least 4 characters',
+                                      "  hint: copy the whole PREFIX column of `hermes-relay devices`"]
+    script = cli("devices", "revoke", "ef567890", agent=agent)  # no terminal, no --yes
+    assert script.code == 2
+    assert script.err == "hermes-relay: devices revoke needs confirmation: run it on a terminal or pass --yes\n"
+    assert agent.calls == []
+    declined = cli("devices", "revoke", "ef56", agent=agent, stdin=tty("\n"))
+    assert declined.code == 1
+    assert declined.err == "Revoke ef567890 (Pixel 9, never seen)? [y/N] not revoked: nothing changed\n"
+    assert agent.methods() == ["devices.list"]
+    mine = cli("devices", "revoke", "abcd", agent=agent, stdin=tty("y\n"))
+    assert mine.code == 0
+    assert mine.err == "Revoke abcd1234 (laptop, this device, last seen 2m ago)? [y/N] "
+    assert agent.calls[-1] == ("devices.revoke", {"prefix": "abcd1234"}, 30.0)
 
 
 @pytest.mark.parametrize(
     ("error", "lines"),
     [
-        (NotFoundError('no session matches prefix "zz"'), ['hermes-relay: no session matches prefix "zz"']),
+        (NotFoundError('no session matches prefix "zzzz"'), ['hermes-relay: no session matches prefix "zzzz"']),
         (AmbiguousError("2 relays are paired; choose one with --remote URL", hint="paired: ws://a, ws://b"),
          ["hermes-relay: 2 relays are paired; choose one with --remote URL", "  hint: paired: ws://a, ws://b"]),
     ],
 )
 def test_devices_errors_from_the_agent_exit_1(cli, make_agent, error, lines) -> None:
-    result = cli("devices", "revoke", "zz", agent=make_agent(results={"devices.revoke": error}))
+    result = cli("devices", "revoke", "zzzz", "--yes", agent=make_agent(results={"devices.revoke": error}))
     assert (result.code, result.out, result.err.splitlines()) == (1, "", lines)
 
 

@@ -44,6 +44,7 @@ SAMPLES: dict[type[HermesError], Callable[[], HermesError]] = {
     errors.PairingRejectedError: lambda: errors.PairingRejectedError("pairing code rejected"),
     errors.SessionRevokedError: lambda: errors.SessionRevokedError("session revoked on the relay"),
     errors.NotFoundError: lambda: errors.NotFoundError("no device named laptop"),
+    errors.ForbiddenError: lambda: errors.ForbiddenError("cannot modify another session", hint="extend from the relay host"),
     errors.AmbiguousError: lambda: errors.AmbiguousError("'lap' matches 2 devices", data={"matches": ["a", "b"]}),
     errors.IpcError: lambda: errors.IpcError("ipc failed"),
     errors.AgentNotRunningError: lambda: errors.AgentNotRunningError("/run/user/1/hermes-relay/agent.sock", "refused"),

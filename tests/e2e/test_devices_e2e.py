@@ -1,0 +1,35 @@
+"""`devices extend` / `devices revoke` through the CLI against a real relay and agent."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hermes_relay.core import api
+from procs import wait_state
+
+pytestmark = pytest.mark.integration
+
+
+def test_shortening_this_devices_session_updates_the_stored_expiry(relay_proc, agent_env) -> None:
+    agent_env.pair(relay_proc)
+    wait_state(agent_env, lambda s: s["state"] == api.CONNECTED)
+    token = agent_env.store()["sessions"][relay_proc.url]["token"]
+    prefix = token[:8]
+
+    default = agent_env.cli("devices", "extend", prefix)  # 30 days left: a 1-day default would shorten it
+    assert default.returncode == 2
+    assert f"hermes-relay: {prefix} expires in 30d now: extending it by the default 1 day would shorten it" in default.stderr
+
+    before = time.time()
+    result = agent_env.cli("devices", "extend", prefix, "--ttl", "1h")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.endswith(f"warning: {prefix} expires in 30d now; this shortens it to 1h\n")
+    assert result.stdout.splitlines() == [f"✓ extended {prefix}: now expires in 1h",
+                                          "  (this device: the stored expiry was updated)"]
+    stored = agent_env.store()["sessions"][relay_proc.url]["ttl_expires_at"]
+    assert before + 3600 - 5 <= stored <= time.time() + 3600 + 5
+
+    short = agent_env.cli("devices", "revoke", prefix[:3], "--yes")
+    assert short.returncode == 2 and "too short: give at least 4 characters" in short.stderr

@@ -180,3 +180,13 @@ def test_agent_not_running_message_and_hint() -> None:
     assert str(err) == "the hermes-relay agent is not running (no answer on /run/agent.sock): connection refused"
     assert err.hint == "start it with `hermes-relay agent start`"
     assert err.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "wait"),
+    [(120.0, "2 min"), (90.0, "2 min"), (45.2, "46 s"), (300.0, "5 min"), (7200.0, "2 h"), (None, "a few minutes")],
+)
+def test_rate_limit_hint_uses_the_servers_retry_after(retry_after: float | None, wait: str) -> None:
+    exc = errors.RateLimitedError("", retry_after=retry_after)
+    assert exc.hint == f"try again in {wait} (or mint a new code with `hermes-pair`, which lifts the block)"
+    assert "extend the block" not in exc.hint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -33,3 +34,18 @@ def test_shortening_this_devices_session_updates_the_stored_expiry(relay_proc, a
 
     short = agent_env.cli("devices", "revoke", prefix[:3], "--yes")
     assert short.returncode == 2 and "too short: give at least 4 characters" in short.stderr
+
+
+def test_a_rate_limited_pairing_says_when_to_try_again_from_the_relays_retry_after(relay_proc, agent_env) -> None:
+    relay_proc.mint_code()  # a code is pending, so wrong guesses count as failures
+    for _ in range(16):  # the relay blocks after 10 failures a minute
+        result = agent_env.cli("pair", "ZZZZZZ", "--remote", relay_proc.url)
+        assert result.returncode != 0
+        if "rate limiting" in result.stderr:
+            break
+    else:
+        pytest.fail("the relay never rate limited the wrong codes")
+    hint = result.stderr.splitlines()[-1]
+    assert re.fullmatch(r"  hint: try again in [1-9]\d* min \(or mint a new code with `hermes-pair`, which lifts "
+                        r"the block\)", hint), result.stderr
+    assert "extend the block" not in result.stderr

@@ -17,6 +17,7 @@ from hermes_relay.core.errors import (
     ForbiddenError,
     HttpStatusError,
     NotPairedError,
+    PinMismatchError,
     SessionRevokedError,
     StateError,
     UsageError,
@@ -131,6 +132,12 @@ def table(agent: Agent) -> dict[str, Handler]:
         dialed = await transport.dial(route, expected_pin=None, timeout=agent.config.probe_timeout)
         await dialed.aclose()
         new = dialed.pin
+        changed = new != old
+        shown = params.get("pin")
+        if shown is not None and shown != new:
+            raise PinMismatchError(route.url, str(shown), str(new))  # it changed again while the user decided
+        if params.get("apply") is False or not changed:
+            return {"url": route.url, "old_pin": old, "new_pin": new, "changed": changed, "applied": False}
 
         def apply(sessions: dict[str, dict[str, Any]]) -> None:
             found = resolve_in(sessions, owner)
@@ -147,7 +154,7 @@ def table(agent: Agent) -> dict[str, Handler]:
         agent.store.update(apply)
         agent.marks.clear(owner, only=api.PIN_MISMATCH)  # a revoked pairing stays revoked
         agent.link_for(owner).wake()
-        return {"url": route.url, "old_pin": old, "new_pin": new}
+        return {"url": route.url, "old_pin": old, "new_pin": new, "changed": True, "applied": True}
 
     async def forget_pairing(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         url = params.get("url")

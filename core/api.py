@@ -35,7 +35,9 @@ API except in ``status`` with ``reveal_tokens=True``.
 
 ``route`` {} -> RouteIndicator = {label, state, url, role, since, updated_at, valid_until}
 ``watch`` {} -> Notifies ``state`` RelayState on every change until the client disconnects.
-``pin.accept`` {url} -> {url, old_pin, new_pin}
+``pin.accept`` {url, apply?: bool (default True), pin?: str} -> {url, old_pin, new_pin, changed, applied}
+  ``apply: False`` only reports the presented certificate; ``pin`` refuses (PinMismatchError) when the
+  relay now presents another one than the user was shown. An unchanged pin is never rewritten.
 ``reload`` {} -> {relays: int}           re-read the store, (re)start links, clear revoked marks
                                           for records whose token changed
 ``agent.stop`` {} -> {stopping: True}

@@ -271,13 +271,40 @@ def test_agent_without_a_subcommand_is_a_usage_error(cli) -> None:
 
 
 # -- pin -------------------------------------------------------------------------------------------
-def test_pin_accept_prints_both_pins_and_why(cli, make_agent) -> None:
+def test_pin_accept_shows_both_pins_asks_and_stores_exactly_what_was_shown(cli, make_agent, tty) -> None:
     old, new = "sha256/" + "A" * 43 + "=", "sha256/" + "B" * 43 + "="
-    agent = make_agent(results={"pin.accept": {"url": "wss://relay.example.com", "old_pin": old, "new_pin": new}})
-    result = cli("pin", "accept", "https://relay.example.com/", agent=agent)
+
+    def answer(params: dict) -> dict:
+        applied = params.get("apply", True) is not False
+        return {"url": "wss://relay.example.com", "old_pin": old, "new_pin": new, "changed": True, "applied": applied}
+
+    agent = make_agent(results={"pin.accept": answer})
+    declined = cli("pin", "accept", "https://relay.example.com/", agent=agent, stdin=tty("n\n"))
+    assert declined.code == 1
+    assert declined.out.splitlines()[:3] == ["wss://relay.example.com presents a different certificate:",
+                                             f"  old pin: {old}", f"  new pin: {new}"]
+    assert declined.out.splitlines()[3].startswith("This deliberately trusts the certificate the relay presents now.")
+    assert declined.err == "Trust the new certificate? [y/N] not accepted: nothing changed\n"
+    assert agent.calls == [("pin.accept", {"url": "wss://relay.example.com", "apply": False}, 30.0)]
+
+    script = cli("pin", "accept", "wss://relay.example.com", agent=agent)  # no terminal, no --yes
+    assert script.code == 2
+    assert script.err == "hermes-relay: pin accept needs confirmation: run it on a terminal or pass --yes\n"
+
+    accepted = cli("pin", "accept", "wss://relay.example.com", "--yes", agent=agent)
+    assert accepted.code == 0
+    assert accepted.out.splitlines()[-1] == "✓ accepted the new certificate for wss://relay.example.com"
+    assert agent.calls[-1] == ("pin.accept", {"url": "wss://relay.example.com", "pin": new}, 30.0)
+
+
+def test_pin_accept_with_an_unchanged_certificate_changes_nothing(cli, make_agent) -> None:
+    pin = "sha256/" + "A" * 43 + "="
+    agent = make_agent(results={"pin.accept": {"url": "wss://relay.example.com", "old_pin": pin, "new_pin": pin,
+                                               "changed": False, "applied": False}})
+    result = cli("pin", "accept", "wss://relay.example.com", agent=agent)
     assert result.code == 0
-    assert agent.calls == [("pin.accept", {"url": "wss://relay.example.com"}, 30.0)]
-    lines = result.out.splitlines()
-    assert lines[:3] == ["✓ accepted the new certificate for wss://relay.example.com",
-                         f"  old pin: {old}", f"  new pin: {new}"]
-    assert lines[3].startswith("This deliberately trusts the certificate the relay presents now.")
+    assert result.out.splitlines() == [
+        "✓ wss://relay.example.com: this certificate is already trusted; nothing changed",
+        f"  pin: {pin}",
+    ]
+    assert agent.methods() == ["pin.accept"]

@@ -65,7 +65,7 @@ def test_pair_without_a_terminal_or_code_explains_every_way_to_give_one(cli) -> 
     assert result.code == 2
     assert result.err.splitlines()[-1] == (
         "hermes-relay: No TTY for interactive pairing. Pass the code (`hermes-relay pair CODE --remote URL`), "
-        "use --code CODE, set HERMES_RELAY_CODE, or pair from an invite with --pair-qr INVITE."
+        "use --code - (stdin), set HERMES_RELAY_CODE, or pair from an invite with --pair-qr INVITE."
     )
 
 

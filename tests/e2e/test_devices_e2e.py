@@ -49,3 +49,17 @@ def test_a_rate_limited_pairing_says_when_to_try_again_from_the_relays_retry_aft
     assert re.fullmatch(r"  hint: try again in [1-9]\d* min \(or mint a new code with `hermes-pair`, which lifts "
                         r"the block\)", hint), result.stderr
     assert "extend the block" not in result.stderr
+
+
+def test_wss_pairing_prints_the_pin_and_accepting_the_same_pin_changes_nothing(make_relay, agent_env) -> None:
+    relay = make_relay(tls=True)
+    paired = agent_env.cli("pair", "--code", "-", "--remote", relay.url, input=relay.mint_code() + "\n")
+    assert paired.returncode == 0, paired.stderr
+    assert (f"  Certificate pin: {relay.pin} (trusted from now on; check it matches the relay's)"
+            in paired.stdout.splitlines())
+    before = agent_env.store_path.read_bytes()
+    same = agent_env.cli("pin", "accept", relay.url)  # no terminal and no --yes: fine, nothing to confirm
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.splitlines() == [f"✓ {relay.url}: this certificate is already trusted; nothing changed",
+                                        f"  pin: {relay.pin}"]
+    assert agent_env.store_path.read_bytes() == before

@@ -63,6 +63,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         params["ttl_seconds"] = parse_ttl(args.ttl) if explicit_ttl else DEFAULT_EXTEND_TTL
     if verb == "revoke":
         require_answerable(ctx, yes=args.yes, what="devices revoke")
+    from hermes_relay.cli.local import require_paired
+
+    require_paired(ctx, url)
     with ctx.client() as client:
         if verb == "revoke" and not args.yes:
             listed = client.call("devices.list", {k: v for k, v in params.items() if k == "url"})

@@ -14,7 +14,7 @@ from typing import Any
 
 from hermes_relay.cli.confirm import add_yes_flag, confirm
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import EXIT_FAILURE, NotPairedError
+from hermes_relay.core.errors import EXIT_FAILURE
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
 FORGET_TIMEOUT = 30.0  # seconds: route probes plus one HTTP request to the relay
@@ -38,17 +38,11 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core import paths
+    from hermes_relay.cli.local import find_pairing
     from hermes_relay.core.routes import normalize_relay_url
-    from hermes_relay.core.store import SessionStore, resolve_in
 
     url, _ = normalize_relay_url(args.url)
-    sessions = SessionStore(paths.sessions_file(ctx.env)).sessions()
-    found = resolve_in(sessions, url) or resolve_in(sessions, args.url.strip())
-    if found is None:
-        paired = ", ".join(sessions) if sessions else "none"
-        raise NotPairedError(f"no pairing stored for {url}", hint=f"paired relays: {paired}")
-    owner, rec = found
+    owner, rec = find_pairing(ctx, url, args.url.strip())
     token = rec.get("token") if isinstance(rec.get("token"), str) else ""
     revokes = f"revokes its session {token[:TOKEN_PREFIX_LEN]} on the relay and " if token else ""
     question = f"Forget {owner}? This {revokes}removes the pairing, its routes and pins from this computer."

@@ -27,7 +27,7 @@ import re
 from typing import Any, TextIO
 
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import UsageError
+from hermes_relay.core.errors import AgentNotRunningError, HermesError, UsageError
 from hermes_relay.core.wire import MAX_DEVICE_NAME
 
 REACH_TIMEOUT = 4.0  # seconds for the TCP check before the interactive prompt (a route probe's budget)
@@ -82,14 +82,43 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             ctx.err(ctx.style.warn(line) if notify.get("kind") == "warn" else line)
             ctx.flush()
 
-    with ctx.client() as client:
-        result = client.call("pair.start", params, timeout=PAIR_TIMEOUT, on_notify=on_notify)
+    client, started = _agent(ctx)
+    with client:
+        try:
+            result = client.call("pair.start", params, timeout=PAIR_TIMEOUT, on_notify=on_notify)
+        except HermesError:
+            if started:
+                _stop_if_nothing_paired(ctx, client)
+            raise
     if getattr(args, "json", False):
         ctx.print_json(result)
     else:
         for line in success_lines(result, ctx, invite="invite" in params):
             ctx.out(line)
     return 0
+
+
+def _agent(ctx: Context) -> tuple[Any, bool]:
+    """A client, and whether this command had to start the agent for it."""
+    try:
+        return ctx.client(autostart=False), False
+    except AgentNotRunningError:
+        if not ctx.autostart:
+            raise
+    return ctx.client(), True
+
+
+def _stop_if_nothing_paired(ctx: Context, client: Any) -> None:
+    """After a failed first pairing, stop the agent this command started: it has nothing to keep connected."""
+    from hermes_relay.cli.local import paired_urls, stored_sessions
+
+    sessions = stored_sessions(ctx)
+    if sessions is None or paired_urls(sessions):
+        return
+    try:
+        client.call("agent.stop", {}, timeout=5.0)
+    except HermesError:
+        pass
 
 
 def build_request(args: argparse.Namespace, ctx: Context) -> tuple[dict[str, Any], str]:

@@ -47,6 +47,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     url, _ = normalize_relay_url(args.url)
     if not url.startswith("wss://"):
         raise UsageError(f"{url} is not a wss:// URL: only TLS relays have a certificate pin")
+    from hermes_relay.cli.local import require_paired
+
+    require_paired(ctx, url)
     as_json = getattr(args, "json", False)
     with ctx.client() as client:
         seen = client.call("pin.accept", {"url": url, "apply": False})

@@ -25,6 +25,15 @@ SESSIONS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def paired(env) -> None:
+    """devices and pin need a pairing in the store (without one they fail before contacting the agent)."""
+    store = paths.sessions_file(env)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text(json.dumps({"version": 1, "sessions": {URL: {"token": "abcd1234" + "t" * 35},
+                                                            "wss://relay.example.com": {"token": "q" * 43}}}))
+
+
 # -- devices ---------------------------------------------------------------------------------------
 def test_devices_lists_a_table_marking_this_device(cli, make_agent) -> None:
     online = {**SESSIONS[1], "connected": True}
@@ -308,3 +317,12 @@ def test_pin_accept_with_an_unchanged_certificate_changes_nothing(cli, make_agen
         f"  pin: {pin}",
     ]
     assert agent.methods() == ["pin.accept"]
+
+
+def test_devices_and_pin_on_an_unpaired_machine_fail_without_starting_an_agent(cli, env) -> None:
+    paths.sessions_file(env).unlink()
+    for argv in (("devices",), ("devices", "extend", "abcd1234", "--ttl", "1d"), ("pin", "accept", "wss://r.example")):
+        result = cli(*argv)  # the default test connection fails the test if the agent is contacted
+        assert result.code == 1
+        assert result.err.splitlines()[0] in ("hermes-relay: this computer is not paired with any relay",
+                                              "hermes-relay: no pairing stored for wss://r.example")

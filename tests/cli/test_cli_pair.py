@@ -29,7 +29,7 @@ def test_pair_by_code_sends_the_cleaned_code_and_prints_the_result(cli, make_age
     assert result.code == 0, result.err
     assert agent.calls == [("pair.start", {"url": "ws://192.168.1.5:8767", "code": "F3W7EY", "device_name": "laptop"},
                             60.0)]
-    assert agent.autostarts == [True]
+    assert agent.autostarts == [False]  # the agent was running already
     assert result.err.splitlines() == [
         "(no port given: using 8767)",
         "Pairing with ws://192.168.1.5:8767…",
@@ -110,9 +110,15 @@ def test_never_expiring_sessions_say_so(cli, make_agent) -> None:
 def test_a_rejected_code_is_printed_by_main_with_its_hint(cli, make_agent) -> None:
     from hermes_relay.core.errors import PairingRejectedError
 
-    agent = make_agent(results={"pair.start": PairingRejectedError("pairing failed: Invalid pairing code or session token")})
+    agent = make_agent(results={"pair.start": PairingRejectedError("pairing failed: Invalid pairing code or session token"),
+                                "agent.stop": {"stopping": True}}, running=False)
     result = cli("pair", "F3W7EY", "--remote", "ws://h:8767", agent=agent)
     assert result.code == 1
+    # It started the agent for this pairing, which failed on a machine with no pairing: stopped again.
+    assert agent.autostarts == [False, True] and agent.methods() == ["pair.start", "agent.stop"]
+    running = make_agent(results={"pair.start": PairingRejectedError("pairing failed")})
+    assert cli("pair", "F3W7EY", "--remote", "ws://h:8767", agent=running).code == 1
+    assert running.methods() == ["pair.start"]  # an agent the user started stays
     assert result.out == ""
     assert result.err.splitlines()[-2:] == [
         "hermes-relay: pairing failed: Invalid pairing code or session token",

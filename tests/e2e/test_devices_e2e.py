@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -63,3 +64,24 @@ def test_wss_pairing_prints_the_pin_and_accepting_the_same_pin_changes_nothing(m
     assert same.stdout.splitlines() == [f"✓ {relay.url}: this certificate is already trusted; nothing changed",
                                         f"  pin: {relay.pin}"]
     assert agent_env.store_path.read_bytes() == before
+
+
+def test_an_unpaired_machine_is_left_without_an_agent(relay_proc, agent_env) -> None:
+    from hermes_relay.cli.client import AgentClient
+    from hermes_relay.core import paths
+    from hermes_relay.core.errors import AgentNotRunningError
+
+    devices = agent_env.cli("devices")
+    assert devices.returncode == 1 and "not paired with any relay" in devices.stderr
+    assert not os.path.exists(paths.socket_path(agent_env.env))  # never started
+
+    relay_proc.mint_code()
+    failed = agent_env.cli("pair", "ZZZZZZ", "--remote", relay_proc.url)
+    assert failed.returncode == 1 and "Invalid pairing code" in failed.stderr
+    deadline = time.monotonic() + 10
+    while True:  # the agent it started for the pairing stops again
+        try:
+            AgentClient.connect(paths.socket_path(agent_env.env), timeout=1).close()
+        except AgentNotRunningError:
+            break
+        assert time.monotonic() < deadline, "the agent started for a failed first pairing is still running"

@@ -11,6 +11,7 @@ from typing import Any
 
 from hermes_relay.cli.confirm import add_yes_flag, confirm, require_answerable
 from hermes_relay.cli.context import Context, add_common_flags
+from hermes_relay.cli.render import NONE_MARK, Style
 from hermes_relay.core.errors import AmbiguousError, NotFoundError, UsageError
 from hermes_relay.core.wire import MIN_PREFIX_LEN
 
@@ -154,7 +155,7 @@ def list_lines(result: dict[str, Any], ctx: Context) -> list[str]:
     for s in sessions:
         name = render.printable(str(s.get("device_name") or "(unnamed)"))
         if _is_current(s):
-            name += " " + style.ok("●") + " (this device)"
+            name += " ● (this device)"  # plain: colour codes would throw the columns off
         details: list[str] = []
         for key in ("device_model", "device_platform", "client_surface"):
             value = str(s.get(key) or "")
@@ -165,15 +166,33 @@ def list_lines(result: dict[str, Any], ctx: Context) -> list[str]:
             name,
             render.printable(" · ".join(details)) if details else render.NONE_MARK,
             render.ago(s.get("created_at"), now),
-            style.ok("online") if s.get("connected") is True or s.get("online") is True else render.ago(s.get("last_seen"), now),
+            "online" if s.get("connected") is True or s.get("online") is True else render.ago(s.get("last_seen"), now),
             render.expiry(s.get("expires_at"), now),
         ])
     lines = [style.bold(f"Devices paired with {url} ({len(sessions)})"), ""]
+    table = render.table(HEADERS, rows, style=Style())
+    width = render.terminal_width(ctx.stdout, ctx.env)
+    if width is not None and max(render.display_width(line) for line in table) > width:
+        lines.extend(_blocks(rows))  # too narrow for columns: one block per device
+        return lines + [style.dim("revoke: hermes-relay devices revoke PREFIX"),
+                        style.dim("extend: hermes-relay devices extend PREFIX --ttl 30d")]
     lines.extend(render.table(HEADERS, rows, style=style))
     lines.append("")
     lines.append(style.dim("revoke: hermes-relay devices revoke PREFIX    "
                            "extend: hermes-relay devices extend PREFIX --ttl 30d"))
     return lines
+
+
+def _blocks(rows: list[list[str]]) -> list[str]:
+    out: list[str] = []
+    for prefix, name, platform, created, seen, expires in rows:
+        out.append(f"  {prefix}  {name}")
+        if platform != NONE_MARK:
+            out.append(f"      platform:  {platform}")
+        out.append(f"      created:   {created}, last seen {seen}")
+        out.append(f"      expires:   {expires}")
+        out.append("")
+    return out
 
 
 def revoke_lines(result: dict[str, Any], ctx: Context) -> list[str]:

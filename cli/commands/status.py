@@ -62,7 +62,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if getattr(args, "json", False):
         ctx.print_json(json_view(str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal))
     else:
-        for line in text_view(ctx, str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal):
+        from hermes_relay.cli.render import terminal_width, wrap_lines
+
+        lines = text_view(ctx, str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal)
+        for line in wrap_lines(lines, terminal_width(ctx.stdout, ctx.env)):
             ctx.out(line)
     if store_error is not None:
         raise store_error

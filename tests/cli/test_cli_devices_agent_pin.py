@@ -326,3 +326,47 @@ def test_devices_and_pin_on_an_unpaired_machine_fail_without_starting_an_agent(c
         assert result.code == 1
         assert result.err.splitlines()[0] in ("hermes-relay: this computer is not paired with any relay",
                                               "hermes-relay: no pairing stored for wss://r.example")
+
+
+def test_devices_and_status_fit_60_columns(cli, env, make_agent) -> None:
+    environ = {**env, "COLUMNS": "60"}
+    agent = make_agent(results={"devices.list": {"url": URL, "sessions": SESSIONS}})
+    result = cli("devices", agent=agent, environ=environ)
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
+        f"Devices paired with {URL} (2)",
+        "",
+        "  abcd1234  laptop ● (this device)",
+        "      platform:  linux · desktop",
+        "      created:   3d ago, last seen 2m ago",
+        "      expires:   in 27d",
+        "",
+        "  ef567890  Pixel 9",
+        "      platform:  Pixel 9 · android",
+        "      created:   40d ago, last seen —",
+        "      expires:   never",
+        "",
+        "revoke: hermes-relay devices revoke PREFIX",
+        "extend: hermes-relay devices extend PREFIX --ttl 30d",
+    ]
+    revoked = {"url": "wss://relay.example.com", "state": "revoked", "route": None, "attempts": 1, "last_error": None}
+    status_agent = make_agent(results={"status": {"agent": {"pid": 7, "version": "0.1.0", "started_at": NOW - 30},
+                                                  "relays": [revoked]}})
+    status = cli("status", agent=status_agent, environ=environ)
+    lines = status.out.splitlines()
+    assert all(len(line) <= 60 for line in lines), "\n".join(lines)
+    assert lines[-11:] == [
+        "  wss://relay.example.com",
+        "    server:   (unknown)",
+        "    paired:   —",
+        "    token:    qqqqqqqq… (redacted)",
+        "    tools:    restricted: no desktop tools",
+        "    live:     ✗ revoked: the relay no longer accepts this",
+        "              computer's session",
+        "    attempts: 1",
+        "    fix:      run hermes-pair on the relay host, then",
+        "              hermes-relay pair CODE --remote",
+        "              wss://relay.example.com",
+    ]
+    # Without a width (a pipe) nothing is wrapped.
+    assert cli("status", agent=status_agent).out.splitlines()[-1].endswith("--remote wss://relay.example.com")

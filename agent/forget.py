@@ -46,22 +46,23 @@ async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool 
     link = agent.links.pop(owner, None)
     if link is not None:
         link.cancel_scope.cancel()
+    try:  # whatever fails, reload() restarts the link of a pairing that is still stored
+        relay = await _revoke_on_relay(agent, owner, rec, token, revoke, contact_relay)
+        removed = [_describe_record(rec)]
 
-    relay = await _revoke_on_relay(agent, owner, rec, token, revoke, contact_relay)
-    removed = [_describe_record(rec)]
+        def drop(sessions: dict[str, dict[str, Any]]) -> None:
+            sessions.pop(owner, None)
 
-    def drop(sessions: dict[str, dict[str, Any]]) -> None:
-        sessions.pop(owner, None)
-
-    agent.store.update(drop)
-    if _step("verdict", lambda: agent.marks.clear(owner)):
-        removed.append("verdict")
-    if _step("refresh token", lambda: _forget_credentials(owner)):
-        removed.append("refresh token")
-    policy = Path(agent.config.sessions_file).parent / POLICY_FILE
-    if _step("desktop access policy", lambda: forget_policy(policy, [owner, *route_urls(rec)])):
-        removed.append("desktop access policy")
-    agent.reload()
+        agent.store.update(drop)
+        if _step("verdict", lambda: agent.marks.clear(owner)):
+            removed.append("verdict")
+        if _step("refresh token", lambda: _forget_credentials(owner)):
+            removed.append("refresh token")
+        policy = Path(agent.config.sessions_file).parent / POLICY_FILE
+        if _step("desktop access policy", lambda: forget_policy(policy, [owner, *route_urls(rec)])):
+            removed.append("desktop access policy")
+    finally:
+        agent.reload()
     return {"url": owner, "prefix": prefix, "relay": relay, "removed": removed}
 
 

@@ -72,3 +72,22 @@ def test_forget_with_the_relay_down_removes_locally_and_says_the_session_stays(m
                         f"device: hermes-relay devices revoke {token[:8]}")
     assert lines[3] == "  removed: pairing"
     assert agent_env.store()["sessions"] == {}
+
+
+def test_forgetting_a_revoked_pairing_skips_the_relay_and_drops_the_verdict(relay_proc, agent_env) -> None:
+    agent_env.pair(relay_proc)
+    wait_state(agent_env, lambda s: s["state"] == api.CONNECTED)
+    token = agent_env.store()["sessions"][relay_proc.url]["token"]
+    assert agent_env.cli("devices", "revoke", token[:8], "--yes").returncode == 0
+    wait_state(agent_env, lambda s: s["state"] == api.REVOKED)
+    marks = Marks(paths.agent_state_file(agent_env.env))
+    assert marks.get(relay_proc.url, token)["state"] == api.REVOKED
+
+    result = agent_env.cli("forget", relay_proc.url, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        "  relay:   the session had already ended (the relay had already revoked it)",
+        "  removed: pairing, verdict",
+    ]
+    assert marks.get(relay_proc.url, token) is None
+    assert agent_env.cli("status").returncode == 0  # nothing revoked is left to report

@@ -237,8 +237,9 @@ def _code_from_stdin(ctx: Context) -> str:
 
 
 def _hide_code_from_ps(args: argparse.Namespace, ctx: Context) -> None:
-    """Overwrite a code given on the command line in the process's arguments; warn if others could look."""
-    given = [v for v in (args.code_arg, args.code) if isinstance(v, str) and v and v != "-"]
+    """Overwrite a code (or an invite) given on the command line in the process's arguments; warn if others could look."""
+    given = [v for v in (args.code_arg, args.code, args.pair_qr) if isinstance(v, str) and v and v != "-"
+             and not v.strip().lower().startswith(("ws://", "wss://", "http://", "https://"))]  # an invite holds a code
     if not given:
         return
     from hermes_relay.cli import proctitle

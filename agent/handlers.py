@@ -72,7 +72,7 @@ def table(agent: Agent) -> dict[str, Handler]:
         prefix = _prefix(params)
         url, _, obj = await _http(agent, params, "DELETE", f"/sessions/{prefix}")
         obj = obj if isinstance(obj, dict) else {}
-        mine = bool(obj.get("is_current") or obj.get("revoked_self"))  # ours says is_current, the reference revoked_self
+        mine = bool(obj.get("is_current") or obj.get("revoked_self"))  # ours: is_current; the reference: revoked_self
         return {"url": url, "revoked": obj.get("revoked", prefix), "is_current": mine, "revoked_self": mine}
 
     async def devices_extend(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:

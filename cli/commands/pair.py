@@ -232,12 +232,13 @@ def _code_from_stdin(ctx: Context) -> str:
     stdin = ctx.stdin
     line = stdin.readline() if stdin is not None else ""
     if not line.strip():
-        raise UsageError("--code - read no code from stdin", hint="e.g. `echo F3W7EY | hermes-relay pair --code - --remote URL`")
+        raise UsageError("--code - read no code from stdin",
+                         hint="e.g. `echo F3W7EY | hermes-relay pair --code - --remote URL`")
     return line.strip()
 
 
 def _hide_code_from_ps(args: argparse.Namespace, ctx: Context) -> None:
-    """Overwrite a code (or an invite) given on the command line in the process's arguments; warn if others could look."""
+    """Overwrite a code (or invite) from the command line in this process's arguments; warn if others could look."""
     given = [v for v in (args.code_arg, args.code, args.pair_qr) if isinstance(v, str) and v and v != "-"
              and not v.strip().lower().startswith(("ws://", "wss://", "http://", "https://"))]  # an invite holds a code
     if not given:

@@ -192,7 +192,7 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
     if record is not None or st.get("token"):
         token_line = render.token_text(rec.get("token") if record is not None else st.get("token"), reveal=reveal)
     elif st.get("token_prefix"):
-        token_line = f"{st['token_prefix']}… (prefix only)" if reveal else f"{st['token_prefix']}… {render.REDACTED}"
+        token_line = f"{st['token_prefix']}… " + ("(prefix only)" if reveal else render.REDACTED)
     else:
         token_line = render.NONE_MARK
     lines.append(_field("token", token_line, 4))

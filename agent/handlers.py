@@ -8,23 +8,26 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from hermes_relay import __version__
-from hermes_relay.agent import doctor, pairing, prober, transport
+from hermes_relay.agent import doctor, forget, pairing, prober, transport
 from hermes_relay.agent.ipc_server import AfterResponse, CallContext, Handler
 from hermes_relay.agent.link import pin_for, routes_for
 from hermes_relay.core import api, codes
 from hermes_relay.core.errors import (
     AmbiguousError,
+    ForbiddenError,
+    HttpStatusError,
     NotPairedError,
+    PinMismatchError,
     SessionRevokedError,
     StateError,
     UsageError,
 )
 from hermes_relay.core.store import resolve_in
+from hermes_relay.core.wire import MIN_PREFIX_LEN, TOKEN_PREFIX_LEN
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
 
-TOKEN_PREFIX = 8
 
 
 def table(agent: Agent) -> dict[str, Handler]:
@@ -42,7 +45,7 @@ def table(agent: Agent) -> dict[str, Handler]:
         for state in agent.states():
             rec = sessions.get(state["url"], {})
             token = rec.get("token") if isinstance(rec.get("token"), str) else ""
-            state = {**state, "token_prefix": token[:TOKEN_PREFIX] if token else None,
+            state = {**state, "token_prefix": token[:TOKEN_PREFIX_LEN] if token else None,
                      "desktop": agent.desktop.status_for(state["url"])}
             if params.get("reveal_tokens"):
                 state["token"] = token
@@ -69,15 +72,27 @@ def table(agent: Agent) -> dict[str, Handler]:
     async def devices_revoke(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         prefix = _prefix(params)
         url, _, obj = await _http(agent, params, "DELETE", f"/sessions/{prefix}")
-        return {"url": url, "revoked": obj.get("revoked", prefix), "is_current": bool(obj.get("is_current"))}
+        obj = obj if isinstance(obj, dict) else {}
+        mine = bool(obj.get("is_current") or obj.get("revoked_self"))  # ours: is_current; the reference: revoked_self
+        return {"url": url, "revoked": obj.get("revoked", prefix), "is_current": mine, "revoked_self": mine}
 
     async def devices_extend(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         prefix = _prefix(params)
         ttl = params.get("ttl_seconds", 86400)
         if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
             raise UsageError(f"ttl_seconds must be a non-negative integer (got {ttl!r})")
-        url, _, obj = await _http(agent, params, "PATCH", f"/sessions/{prefix}", body={"ttl_seconds": ttl})
-        return {"url": url, "session": obj.get("session", {})}
+        try:
+            url, _, obj = await _http(agent, params, "PATCH", f"/sessions/{prefix}", body={"ttl_seconds": ttl})
+        except HttpStatusError as exc:
+            if exc.status != 403:
+                raise
+            raise ForbiddenError(
+                f"the relay refused to change {prefix}: {exc.message.split(': ', 1)[-1]}",
+                hint="the relay only lets a device shorten its own session; extend from the relay host: "
+                     f"hermes-relay-server sessions extend {prefix} --ttl …",
+            ) from None
+        session = _patched_session(obj)
+        return {"url": url, "session": session, "store_updated": _store_expiry(agent, url, session)}
 
     async def route(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return dict(agent.indicator.current)
@@ -119,6 +134,12 @@ def table(agent: Agent) -> dict[str, Handler]:
         dialed = await transport.dial(route, expected_pin=None, timeout=agent.config.probe_timeout)
         await dialed.aclose()
         new = dialed.pin
+        changed = new != old
+        shown = params.get("pin")
+        if shown is not None and shown != new:
+            raise PinMismatchError(route.url, str(shown), str(new))  # it changed again while the user decided
+        if params.get("apply") is False or not changed:
+            return {"url": route.url, "old_pin": old, "new_pin": new, "changed": changed, "applied": False}
 
         def apply(sessions: dict[str, dict[str, Any]]) -> None:
             found = resolve_in(sessions, owner)
@@ -135,7 +156,17 @@ def table(agent: Agent) -> dict[str, Handler]:
         agent.store.update(apply)
         agent.marks.clear(owner, only=api.PIN_MISMATCH)  # a revoked pairing stays revoked
         agent.link_for(owner).wake()
-        return {"url": route.url, "old_pin": old, "new_pin": new}
+        return {"url": route.url, "old_pin": old, "new_pin": new, "changed": True, "applied": True}
+
+    async def forget_pairing(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        url = params.get("url")
+        if not isinstance(url, str) or not url:
+            raise UsageError("forget needs the relay URL of the pairing to remove")
+
+        async def revoke(owner: str, rec: dict[str, Any], prefix: str) -> Any:
+            return await _session_call(agent, owner, rec, "DELETE", f"/sessions/{prefix}")
+
+        return await forget.forget(agent, url, revoke, contact_relay=params.get("contact_relay", True) is not False)
 
     async def reload(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"relays": agent.reload()}
@@ -157,7 +188,7 @@ def table(agent: Agent) -> dict[str, Handler]:
         api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
         api.DOCTOR: doctor.handler(agent), api.APPROVALS_LIST: approvals_list,
-        api.APPROVALS_DECIDE: approvals_decide,
+        api.APPROVALS_DECIDE: approvals_decide, api.FORGET: forget_pairing,
     }
 
 
@@ -197,11 +228,42 @@ def _open_files() -> int | None:
         return None
 
 
+def _patched_session(obj: Any) -> dict[str, Any]:
+    """The session from a PATCH answer: ours nests it under ``session``, the reference relay's is flat."""
+    if not isinstance(obj, dict):
+        return {}
+    if isinstance(obj.get("session"), dict):
+        return obj["session"]
+    return {k: obj[k] for k in ("token_prefix", "expires_at", "grants") if k in obj}
+
+
+def _store_expiry(agent: Agent, owner: str, session: dict[str, Any]) -> bool:
+    """Copy a new expiry (and grants) into the stored record when the changed session is this device's."""
+    prefix = session.get("token_prefix")
+    if not isinstance(prefix, str) or "expires_at" not in session:
+        return False
+
+    def apply(sessions: dict[str, dict[str, Any]]) -> bool:
+        rec = sessions.get(owner)
+        token = rec.get("token") if isinstance(rec, dict) else None
+        if not isinstance(token, str) or not prefix or not token.startswith(prefix):
+            return False
+        rec["ttl_expires_at"] = session["expires_at"]
+        if isinstance(session.get("grants"), dict):
+            rec["grants"] = session["grants"]
+        return True
+
+    return bool(agent.store.update(apply))
+
+
 def _prefix(params: dict[str, Any]) -> str:
     prefix = params.get("prefix")
     if not isinstance(prefix, str):
-        raise UsageError("a token prefix is required (the 8 characters `hermes-relay devices` shows)")
-    return codes.validate_token_prefix(prefix)
+        raise UsageError("a token prefix is required (as `hermes-relay devices` shows it)")
+    prefix = codes.validate_token_prefix(prefix)
+    if len(prefix) < MIN_PREFIX_LEN:
+        raise UsageError(f'token prefix "{prefix}" is too short: give at least {MIN_PREFIX_LEN} characters')
+    return prefix
 
 
 def _resolve(agent: Agent, url: str | None) -> tuple[str, dict[str, Any]]:
@@ -229,6 +291,11 @@ async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
         # Sending a token the relay already refused only counts toward its per-IP block.
         raise SessionRevokedError(f"the session for {owner} was {mark['state']}; the relay no longer accepts it",
                                   hint=f"pair again: hermes-relay pair --remote {owner} CODE")
+    return await _session_call(agent, owner, rec, method, path, body)
+
+
+async def _session_call(agent: Agent, owner: str, rec: dict[str, Any], method: str, path: str,
+                        body: dict[str, Any] | None = None) -> tuple[str, int, Any]:
     routes = routes_for(owner, rec)
 
     async def connect(route: Any) -> transport.Dialed:

@@ -19,13 +19,13 @@ from typing import Any, NoReturn, TextIO
 
 from hermes_relay import __version__
 from hermes_relay.cli import render
-from hermes_relay.cli.commands import agent, demo, devices, doctor, pair, pin, prompt, route, status
+from hermes_relay.cli.commands import agent, demo, devices, doctor, forget, pair, pin, prompt, route, status
 from hermes_relay.cli.commands import access, approvals, audit, completion
 from hermes_relay.cli.context import Connect, Context
 from hermes_relay.core.errors import EXIT_FAILURE, EXIT_USAGE, HermesError, UsageError
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
-COMMANDS = (pair, status, devices, route, prompt, agent, pin, demo, doctor, approvals, access, audit, completion)
+COMMANDS = (pair, status, devices, forget, route, prompt, agent, pin, demo, doctor, approvals, access, audit, completion)
 
 EPILOG = """\
 exit status:

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hermes_relay.core import timefmt
+from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
 REDACTED = "(redacted)"
-TOKEN_PREFIX_CHARS = 8  # the relay's own token prefix length (relay/pairing.py TOKEN_PREFIX_LEN)
+TOKEN_PREFIX_CHARS = TOKEN_PREFIX_LEN
 # A timestamp larger than this cannot be epoch seconds (it is past the year 5000), so it is read as
 # epoch milliseconds: JavaScript's Date.now(), which the reference client writes.
 MS_EPOCH_THRESHOLD = 1e11
@@ -180,12 +181,58 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, style: Style
     return out
 
 
+def terminal_width(stream: Any, env: Mapping[str, str]) -> int | None:
+    """Columns to fit: ``$COLUMNS``, else the terminal's width; None for a pipe or file (never wrapped)."""
+    try:
+        columns = int(env.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        if not stream.isatty():
+            return None
+        import os
+
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+MIN_WRAP_WIDTH = 30  # narrower than this, wrapping makes things worse
+
+
+def wrap_lines(lines: Sequence[str], width: int | None) -> list[str]:
+    """Lines longer than ``width`` wrapped at spaces, continuing under their value (``  label:  value``).
+
+    Coloured lines are left alone (escape codes would be counted as columns), and so are words longer
+    than a line (a URL or a pin stays copyable).
+    """
+    if width is None or width < MIN_WRAP_WIDTH:
+        return list(lines)
+    out: list[str] = []
+    for line in lines:
+        if display_width(line) <= width or "\x1b" in line:
+            out.append(line)
+            continue
+        import re
+        import textwrap
+
+        head = re.match(r"^(\s*(?:[\w ]+:|[•●○◌✗✓!-])\s+)", line) or re.match(r"^(\s*)", line)
+        indent = " " * len(head.group(1)) if head else ""
+        if len(indent) > width // 2:
+            indent = " " * (len(line) - len(line.lstrip()) + 2)
+        out.extend(textwrap.wrap(line, width=width, subsequent_indent=indent, break_long_words=False,
+                                 break_on_hyphens=False) or [line])
+    return out
+
+
 # -- secrets and paths -----------------------------------------------------------------------------
 def token_text(token: Any, *, reveal: bool) -> str:
-    """The token itself with ``reveal``, else ``(redacted)``; ``—`` when there is none."""
+    """The token with ``reveal``, else its prefix (as ``devices`` lists it) and ``(redacted)``; ``—`` for none."""
     if not isinstance(token, str) or not token:
         return NONE_MARK
-    return token if reveal else REDACTED
+    return token if reveal else f"{token[:TOKEN_PREFIX_CHARS]}… {REDACTED}"
 
 
 def token_prefix(token: Any) -> str | None:

@@ -31,9 +31,16 @@ API except in ``status`` with ``reveal_tokens=True``.
 ``devices.extend`` {url?, prefix, ttl_seconds} -> {url, session: <server session dict>}
   ``url`` picks one relay when several are paired; omitted with several is an AmbiguousError.
 
+``forget`` {url, contact_relay?: bool (default True)} -> {url: <store key>, prefix, removed: [str],
+    relay: {status: "revoked"|"already_ended"|"unreachable"|"skipped", message?}}
+  Revokes this computer's session on the relay (when reachable), then removes the record (routes,
+  pins), the verdict, the refresh token and the desktop access-policy entry.
+
 ``route`` {} -> RouteIndicator = {label, state, url, role, since, updated_at, valid_until}
 ``watch`` {} -> Notifies ``state`` RelayState on every change until the client disconnects.
-``pin.accept`` {url} -> {url, old_pin, new_pin}
+``pin.accept`` {url, apply?: bool (default True), pin?: str} -> {url, old_pin, new_pin, changed, applied}
+  ``apply: False`` only reports the presented certificate; ``pin`` refuses (PinMismatchError) when the
+  relay now presents another one than the user was shown. An unchanged pin is never rewritten.
 ``reload`` {} -> {relays: int}           re-read the store, (re)start links, clear revoked marks
                                           for records whose token changed
 ``agent.stop`` {} -> {stopping: True}
@@ -77,6 +84,7 @@ DOCTOR = "doctor"
 APPROVALS_LIST = "approvals.list"
 APPROVALS_DECIDE = "approvals.decide"
 APPROVAL = "approval"
+FORGET = "forget"
 
 # Relay link states.
 CONNECTING = "connecting"

@@ -186,10 +186,23 @@ class RateLimitedError(HandshakeRejectedError):
             429,
             message="relay is rate limiting this address after repeated failed attempts (HTTP 429)"
             + (f": {body}" if body else ""),
-            hint="wait a few minutes before trying again; more failed attempts extend the block",
+            hint=f"try again in {_wait_words(retry_after)} (or mint a new code with `hermes-pair`, which lifts the block)",
             data={"retry_after": retry_after},
         )
         self.retry_after = retry_after
+
+
+def _wait_words(seconds: float | None) -> str:
+    """``45 s``, ``2 min``, ``1 h``, rounded up (waiting a little longer is safe); ``a few minutes`` unknown."""
+    if seconds is None or seconds != seconds or seconds <= 0:
+        return "a few minutes"
+    import math
+
+    if seconds < 60:
+        return f"{math.ceil(seconds)} s"
+    if seconds < 3600:
+        return f"{math.ceil(seconds / 60)} min"
+    return f"{math.ceil(seconds / 3600)} h"
 
 
 class ConnectionLostError(TransportError):
@@ -259,6 +272,12 @@ class SessionRevokedError(AuthRejectedError):
 
 class NotFoundError(HermesError):
     code = "not_found"
+
+
+class ForbiddenError(HermesError):
+    """The relay understood the request and refused it (HTTP 403): a policy, not a fault."""
+
+    code = "forbidden"
 
 
 class AmbiguousError(HermesError):

@@ -1,17 +1,25 @@
-"""Human time strings: one unit, rounded down, never negative (``in 9m``, ``3m ago``)."""
+"""Human time strings: one unit, rounded to the nearest the way people read them (``in 7d``, ``3m ago``).
+
+A session created with ``--ttl 7d`` and looked at a second later has 6d 23h 59m 59s left: that reads
+"in 7d", not "in 6d". Each value is rounded in the smallest unit first and promoted while the rounded
+count reaches the next unit (59.6 s is "1m", 23.99 h is "1d").
+"""
 
 from __future__ import annotations
 
-_UNITS = ((86400, "d"), (3600, "h"), (60, "m"), (1, "s"))
+import math
+
+_UNITS = ((1, "s", 60), (60, "m", 60), (3600, "h", 24), (86400, "d", None))
 
 
 def short_duration(seconds: float) -> str:
-    """``42s``, ``9m``, ``5h``, ``29d``: the largest whole unit, rounded down; negatives read as 0s."""
-    s = max(0, int(seconds))
-    for size, unit in _UNITS:
-        if s >= size:
-            return f"{s // size}{unit}"
-    return "0s"
+    """``42s``, ``9m``, ``5h``, ``29d``: one unit, rounded to the nearest; negatives read as 0s."""
+    s = max(0.0, float(seconds))
+    for size, unit, next_at in _UNITS:
+        count = math.floor(s / size + 0.5)
+        if next_at is None or count < next_at:
+            return f"{count}{unit}"
+    raise AssertionError("unreachable")
 
 
 def expiry(expires_at: float | None, now: float) -> str:

@@ -449,9 +449,12 @@ def _plan_json(plan: Any, *, dry_run: bool) -> dict[str, Any]:
 
 def _print_dry_run(ctx: Context, plan: Any) -> None:
     what = plan.manager.what
+    removing = plan.state in ("uninstalled", "not installed")
     ctx.out("dry run: nothing is written, removed or run")
     if plan.state == "not installed":
         ctx.out(f"agent: no {what} is installed; nothing to do")
+    elif plan.state == "uninstalled":
+        ctx.out(f"would remove the {what}: {', '.join(map(str, plan.files)) or '(registration only)'}")
     elif plan.state == "already installed":
         done = "; nothing to do" if not plan.steps and plan.reason is None else ""
         ctx.out(f"agent: already installed as a {what} ({', '.join(map(str, plan.files))} unchanged){done}")
@@ -464,7 +467,7 @@ def _print_dry_run(ctx: Context, plan: Any) -> None:
         ctx.out("would then:" if plan.writes else "would:")
         for step in rest:
             ctx.out(f"  {step.text}")
-    if plan.reason is not None and plan.state != "uninstalled":
+    if plan.reason is not None and not removing:
         ctx.out(f"would not enable it: {plan.reason}")
     _print_pending(ctx, plan, dry_run=True)
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hermes_relay.cli.confirm import add_yes_flag, confirm, require_answerable
 from hermes_relay.cli.context import Context, add_common_flags
+from hermes_relay.cli.render import NONE_MARK, Style
+from hermes_relay.core.errors import AmbiguousError, NotFoundError, UsageError
+from hermes_relay.core.wire import MIN_PREFIX_LEN
 
-DEFAULT_EXTEND_TTL = "86400"  # one day, the reference CLI's default for `devices extend`
+DEFAULT_EXTEND_TTL = 86400  # one day, the reference CLI's default for `devices extend`
 HEADERS = ("PREFIX", "DEVICE", "PLATFORM", "CREATED", "LAST SEEN", "EXPIRES")
 
 
@@ -24,12 +28,15 @@ def register(sub: Any) -> None:
     lst = verbs.add_parser("list", help="list the paired devices (the default)")
     _relay_flags(lst, suppress=True)
     rev = verbs.add_parser("revoke", help="end a device's session by its token prefix")
-    rev.add_argument("prefix", metavar="PREFIX", help="the token prefix shown by `hermes-relay devices`")
+    rev.add_argument("prefix", metavar="PREFIX",
+                     help=f"the token prefix shown by `hermes-relay devices` (at least {MIN_PREFIX_LEN} characters)")
+    add_yes_flag(rev)
     _relay_flags(rev, suppress=True)
     ext = verbs.add_parser("extend", help="give a device's session a new lifetime")
     ext.add_argument("prefix", metavar="PREFIX", help="the token prefix shown by `hermes-relay devices`")
-    ext.add_argument("--ttl", default=DEFAULT_EXTEND_TTL,
-                     help="new lifetime from now: seconds, 12h, 30d, 1y, or never (default 86400 = 1 day)")
+    ext.add_argument("--ttl", default=None,
+                     help="new lifetime from now: seconds, 12h, 30d, 1y, or never (default 86400 = 1 day; "
+                          "required when it would shorten the session)")
     _relay_flags(ext, suppress=True)
     for parser in (p, lst, rev, ext):
         parser.set_defaults(run=run)
@@ -50,11 +57,27 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         params["url"] = url
     if verb in ("revoke", "extend"):
         params["prefix"] = _prefix(args.prefix)
+    explicit_ttl = verb == "extend" and args.ttl is not None
     if verb == "extend":
         from hermes_relay.core.timefmt import parse_ttl
 
-        params["ttl_seconds"] = parse_ttl(args.ttl)
+        params["ttl_seconds"] = parse_ttl(args.ttl) if explicit_ttl else DEFAULT_EXTEND_TTL
+    if verb == "revoke":
+        require_answerable(ctx, yes=args.yes, what="devices revoke")
+    from hermes_relay.cli.local import require_paired
+
+    require_paired(ctx, url)
     with ctx.client() as client:
+        if verb == "revoke" and not args.yes:
+            listed = client.call("devices.list", {k: v for k, v in params.items() if k == "url"})
+            target = _match(listed, params["prefix"])
+            if not confirm(ctx, f"Revoke {_describe(target, ctx)}?", yes=False, what="devices revoke"):
+                ctx.err("not revoked: nothing changed")
+                return 1
+            params["prefix"] = str(target.get("token_prefix") or params["prefix"])
+        if verb == "extend":
+            listed = client.call("devices.list", {k: v for k, v in params.items() if k == "url"})
+            _check_not_shorter(_match(listed, params["prefix"]), params["ttl_seconds"], explicit_ttl, ctx)
         result = client.call(f"devices.{verb}", params)
     if getattr(args, "json", False):
         ctx.print_json(result)
@@ -68,6 +91,58 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _match(listed: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The one listed session whose token prefix starts with ``prefix``."""
+    sessions = [s for s in listed.get("sessions") or [] if isinstance(s, dict)]
+    hits = [s for s in sessions if str(s.get("token_prefix") or "").startswith(prefix)]
+    if not hits:
+        raise NotFoundError(f'no session on {listed.get("url") or "the relay"} matches prefix "{prefix}"',
+                            hint="list the sessions with `hermes-relay devices`")
+    if len(hits) > 1:
+        raise AmbiguousError(f'prefix "{prefix}" matches {len(hits)} sessions: '
+                             + ", ".join(str(s.get("token_prefix")) for s in hits),
+                             hint="give more characters of the token prefix")
+    return hits[0]
+
+
+def _describe(session: dict[str, Any], ctx: Context) -> str:
+    """``kd214La2 (vm, last seen 5m ago)``; ``this device`` is named so nobody cuts off their own link."""
+    from hermes_relay.cli import render
+
+    details = [render.printable(str(session.get("device_name") or "(unnamed)"))]
+    if _is_current(session):
+        details.append("this device")
+    seen = session.get("last_seen")
+    details.append(f"last seen {render.ago(seen, ctx.now())}" if seen is not None else "never seen")
+    return f"{session.get('token_prefix')} ({', '.join(details)})"
+
+
+def _check_not_shorter(session: dict[str, Any], ttl: int, explicit: bool, ctx: Context) -> None:
+    """Refuse to shorten a session by the default TTL; warn when an explicit TTL shortens it."""
+    from hermes_relay.cli import render
+
+    if ttl == 0:
+        return
+    expires = session.get("expires_at")
+    now = ctx.now()
+    current = render.to_epoch(expires)
+    if expires is not None and (current is None or current <= now + ttl):
+        return
+    left = "never expires" if expires is None else f"expires {render.expiry(expires, now)}"
+    prefix = session.get("token_prefix")
+    if not explicit:
+        raise UsageError(f"{prefix} {left} now: extending it by the default 1 day would shorten it",
+                         hint=f"pass the lifetime you want: hermes-relay devices extend {prefix} --ttl never "
+                              "(or --ttl 30d)")
+    from hermes_relay.core.timefmt import short_duration
+
+    ctx.err(ctx.style.warn(f"warning: {prefix} {left} now; this shortens it to {short_duration(ttl)}"))
+
+
+def _is_current(session: dict[str, Any]) -> bool:
+    return bool(session.get("is_current") or session.get("revoked_self"))
+
+
 def list_lines(result: dict[str, Any], ctx: Context) -> list[str]:
     from hermes_relay.cli import render
 
@@ -79,8 +154,8 @@ def list_lines(result: dict[str, Any], ctx: Context) -> list[str]:
     rows = []
     for s in sessions:
         name = render.printable(str(s.get("device_name") or "(unnamed)"))
-        if s.get("is_current"):
-            name += " (this device)"
+        if _is_current(s):
+            name += " ● (this device)"  # plain: colour codes would throw the columns off
         details: list[str] = []
         for key in ("device_model", "device_platform", "client_surface"):
             value = str(s.get(key) or "")
@@ -91,10 +166,16 @@ def list_lines(result: dict[str, Any], ctx: Context) -> list[str]:
             name,
             render.printable(" · ".join(details)) if details else render.NONE_MARK,
             render.ago(s.get("created_at"), now),
-            render.ago(s.get("last_seen"), now),
+            "online" if s.get("connected") is True or s.get("online") is True else render.ago(s.get("last_seen"), now),
             render.expiry(s.get("expires_at"), now),
         ])
     lines = [style.bold(f"Devices paired with {url} ({len(sessions)})"), ""]
+    table = render.table(HEADERS, rows, style=Style())
+    width = render.terminal_width(ctx.stdout, ctx.env)
+    if width is not None and max(render.display_width(line) for line in table) > width:
+        lines.extend(_blocks(rows))  # too narrow for columns: one block per device
+        return lines + [style.dim("revoke: hermes-relay devices revoke PREFIX"),
+                        style.dim("extend: hermes-relay devices extend PREFIX --ttl 30d")]
     lines.extend(render.table(HEADERS, rows, style=style))
     lines.append("")
     lines.append(style.dim("revoke: hermes-relay devices revoke PREFIX    "
@@ -102,33 +183,49 @@ def list_lines(result: dict[str, Any], ctx: Context) -> list[str]:
     return lines
 
 
+def _blocks(rows: list[list[str]]) -> list[str]:
+    out: list[str] = []
+    for prefix, name, platform, created, seen, expires in rows:
+        out.append(f"  {prefix}  {name}")
+        if platform != NONE_MARK:
+            out.append(f"      platform:  {platform}")
+        out.append(f"      created:   {created}, last seen {seen}")
+        out.append(f"      expires:   {expires}")
+        out.append("")
+    return out
+
+
 def revoke_lines(result: dict[str, Any], ctx: Context) -> list[str]:
     line = ctx.style.ok("✓") + f" revoked {result.get('revoked')}"
-    if result.get("is_current"):
+    if result.get("is_current") or result.get("revoked_self"):
         line += " (this device: pair again to reconnect)"
     return [line]
 
 
+def session_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The session from a PATCH answer: nested under ``session`` (ours) or flat (the reference relay)."""
+    nested = result.get("session")
+    if isinstance(nested, dict):
+        return nested
+    return {k: result[k] for k in ("token_prefix", "expires_at", "grants") if k in result}
+
+
 def extend_lines(result: dict[str, Any], ctx: Context, ttl_seconds: int) -> list[str]:
-    """``✓ extended <prefix>: now expires in 7 days``.
-
-    The relay counted the TTL from its own clock a moment ago, so the time left is a little under
-    the TTL asked for and would round down to ``6d``; when it matches the request (within a
-    minute) the requested TTL is shown, otherwise (the relay capped it) the time actually left.
-    """
+    """``✓ extended <prefix>: now expires in 7d`` (the time left as the relay answered it)."""
     from hermes_relay.cli import render
-    from hermes_relay.core import timefmt
 
-    session = result.get("session") or {}
-    expires_at = render.to_epoch(session.get("expires_at"))
-    now = ctx.now()
-    if session.get("expires_at") is None and "expires_at" in session:
+    session = session_of(result)
+    if "expires_at" not in session:
+        when = "expires at a time the relay did not say"
+    elif session.get("expires_at") is None:
         when = "never expires"
-    elif expires_at is not None and ttl_seconds > 0 and abs(expires_at - now - ttl_seconds) < 60:
-        when = f"expires in {timefmt.ttl_words(ttl_seconds)}"
     else:
-        when = f"expires {render.expiry(session.get('expires_at'), now)}"
-    return [ctx.style.ok("✓") + f" extended {session.get('token_prefix') or '?'}: now {when}"]
+        when = f"expires {render.expiry(session.get('expires_at'), ctx.now())}"
+    line = ctx.style.ok("✓") + f" extended {session.get('token_prefix') or '?'}: now {when}"
+    lines = [line]
+    if result.get("store_updated"):
+        lines.append("  (this device: the stored expiry was updated)")
+    return lines
 
 
 def _relay_url(args: argparse.Namespace, ctx: Context) -> str | None:
@@ -143,4 +240,12 @@ def _relay_url(args: argparse.Namespace, ctx: Context) -> str | None:
 def _prefix(raw: str) -> str:
     from hermes_relay.core.codes import validate_token_prefix
 
-    return validate_token_prefix(raw)
+    return check_prefix_length(validate_token_prefix(raw))
+
+
+def check_prefix_length(prefix: str) -> str:
+    """A prefix of fewer than MIN_PREFIX_LEN characters could match someone else's device: refused."""
+    if len(prefix) < MIN_PREFIX_LEN:
+        raise UsageError(f'token prefix "{prefix}" is too short: give at least {MIN_PREFIX_LEN} characters',
+                         hint="copy the whole PREFIX column of `hermes-relay devices`")
+    return prefix

@@ -10,26 +10,34 @@ Which input wins: an explicit ``--pair-qr``; then an explicit ``--remote`` or co
 ``HERMES_RELAY_PAIR_QR``; then ``HERMES_RELAY_URL`` with ``HERMES_RELAY_CODE`` or a prompt. So a
 flag always beats the environment, and an invite beats a URL given the same way.
 
-The interactive prompt cleans pasted text (bracketed-paste markers, ANSI, spaces) and echoes the
-code it will use, because terminals that ignore the bracketed-paste switch are common (anchor-cli
-§12a).
+The interactive prompt cleans pasted text (bracketed-paste markers, ANSI, spaces, a pasted
+``Code :`` label) and echoes the code it will use, because terminals that ignore the bracketed-paste
+switch are common (anchor-cli §12a). Before asking it checks that the relay answers at all, so
+nobody types a code for a relay that is not there.
+
+A code given on the command line is visible to other local users in the process list: it is
+overwritten in this process's argument memory at once (cli/proctitle.py), a warning names the safer
+forms when other users are present, and ``--code -`` (stdin) or ``HERMES_RELAY_CODE`` avoid it.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any, TextIO
 
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import UsageError
+from hermes_relay.core.errors import AgentNotRunningError, HermesError, UsageError
+from hermes_relay.core.wire import MAX_DEVICE_NAME
 
+REACH_TIMEOUT = 4.0  # seconds for the TCP check before the interactive prompt (a route probe's budget)
 PAIR_TIMEOUT = 60.0  # seconds: route probes (4 s each, tiered) plus the auth handshake, with margin
 CODE_ATTEMPTS = 3  # as the reference CLI
-MAX_DEVICE_NAME = 64  # the reference client's limit for host display names
 BRACKETED_PASTE_OFF = "\x1b[?2004l"
 # Bracketed-paste markers whose ESC was eaten on the way (Windows Terminal, old WezTerm: anchor-cli
 # §12a). Left in, their digits would become part of the code ("200F3W7EY201").
 _BARE_PASTE_MARKERS = ("[200~", "[201~")
+_CODE_LABEL = re.compile(r"^\s*(?:\x1b\[200~)?\s*code\s*:\s*", re.IGNORECASE)
 
 
 def register(sub: Any) -> None:
@@ -40,23 +48,29 @@ def register(sub: Any) -> None:
                     "`hermes-pair` on the relay host; the code is valid for 10 minutes, once.",
         epilog="examples:\n"
                "  hermes-relay pair F3W7EY --remote ws://192.168.1.5:8767\n"
+               "  hermes-relay pair --code - --remote ws://192.168.1.5:8767   (code on stdin: not in `ps`)\n"
+               "  HERMES_RELAY_CODE=F3W7EY hermes-relay pair --remote ws://192.168.1.5:8767\n"
                "  hermes-relay pair --pair-qr 'hermes-relay://pair?payload=...'\n"
                "precedence: --pair-qr, then --remote/CODE/--code, then HERMES_RELAY_PAIR_QR, "
                "then HERMES_RELAY_URL with HERMES_RELAY_CODE (or a prompt on a terminal).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("code_arg", nargs="?", metavar="CODE", help="the 6-character pairing code")
-    p.add_argument("--code", help="the pairing code (same as CODE)")
+    p.add_argument("--code", help="the pairing code (same as CODE); `-` reads it from stdin, out of sight of `ps`")
     p.add_argument("--remote", metavar="URL", help="relay URL, ws://HOST:PORT or wss://HOST[:PORT] (env HERMES_RELAY_URL)")
     p.add_argument("--pair-qr", metavar="INVITE",
                    help="an invite from hermes-pair: JSON, base64 or hermes-relay://pair?payload=... "
                         "(env HERMES_RELAY_PAIR_QR); wins over --remote and --code")
     p.add_argument("--name", metavar="DEVICE_NAME", help="how this computer is listed on the relay (default: host name)")
+    p.add_argument("--ignore-signature", action="store_true",
+                   help="pair from an invite even though its signature does not match this relay host's key "
+                        "(only if you know why it was altered)")
     add_common_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    _hide_code_from_ps(args, ctx)
     params, target = build_request(args, ctx)
     ctx.err(ctx.style.dim(f"Pairing {target}…"))
 
@@ -68,14 +82,43 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             ctx.err(ctx.style.warn(line) if notify.get("kind") == "warn" else line)
             ctx.flush()
 
-    with ctx.client() as client:
-        result = client.call("pair.start", params, timeout=PAIR_TIMEOUT, on_notify=on_notify)
+    client, started = _agent(ctx)
+    with client:
+        try:
+            result = client.call("pair.start", params, timeout=PAIR_TIMEOUT, on_notify=on_notify)
+        except HermesError:
+            if started:
+                _stop_if_nothing_paired(ctx, client)
+            raise
     if getattr(args, "json", False):
         ctx.print_json(result)
     else:
         for line in success_lines(result, ctx, invite="invite" in params):
             ctx.out(line)
     return 0
+
+
+def _agent(ctx: Context) -> tuple[Any, bool]:
+    """A client, and whether this command had to start the agent for it."""
+    try:
+        return ctx.client(autostart=False), False
+    except AgentNotRunningError:
+        if not ctx.autostart:
+            raise
+    return ctx.client(), True
+
+
+def _stop_if_nothing_paired(ctx: Context, client: Any) -> None:
+    """After a failed first pairing, stop the agent this command started: it has nothing to keep connected."""
+    from hermes_relay.cli.local import paired_urls, stored_sessions
+
+    sessions = stored_sessions(ctx)
+    if sessions is None or paired_urls(sessions):
+        return
+    try:
+        client.call("agent.stop", {}, timeout=5.0)
+    except HermesError:
+        pass
 
 
 def build_request(args: argparse.Namespace, ctx: Context) -> tuple[dict[str, Any], str]:
@@ -87,6 +130,11 @@ def build_request(args: argparse.Namespace, ctx: Context) -> tuple[dict[str, Any
     params: dict[str, Any] = {}
     if args.name is not None:
         params["device_name"] = _device_name(args.name)
+    if getattr(args, "ignore_signature", False):
+        params["ignore_signature"] = True
+    _refuse_url_as_code(args)
+    if args.code == "-":
+        args.code = _code_from_stdin(ctx)
     code_given = args.code_arg is not None or args.code is not None
     # A mistyped code fails first, whatever else is missing (unless --pair-qr overrides it anyway).
     given_code = _given_code(args) if args.pair_qr is None else None
@@ -142,9 +190,66 @@ def _other_code(ctx: Context, url: str) -> str:
     if stdin is None or not _isatty(stdin):
         raise UsageError(
             "No TTY for interactive pairing. Pass the code (`hermes-relay pair CODE --remote URL`), "
-            "use --code CODE, set HERMES_RELAY_CODE, or pair from an invite with --pair-qr INVITE."
+            "use --code - (stdin), set HERMES_RELAY_CODE, or pair from an invite with --pair-qr INVITE."
         )
+    check_reachable(url)
     return prompt_for_code(url, stdin=stdin, stderr=ctx.stderr)
+
+
+def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
+    """Raise a TransportError naming the problem when nothing accepts a TCP connection at the relay."""
+    import socket
+
+    from hermes_relay.core.errors import ConnectRefusedError, ConnectTimeoutError, HostNotFoundError
+    from hermes_relay.core.routes import host_port
+
+    host, port = host_port(url)
+    hint = "check the URL and that hermes-relay-server runs there; `hermes-relay doctor` checks each step"
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except socket.gaierror:
+        raise HostNotFoundError(f"cannot reach {url}: the host name {host} does not resolve", hint=hint) from None
+    except TimeoutError:
+        raise ConnectTimeoutError(f"cannot reach {url}: nothing answered within {timeout:g}s "
+                                  "(a firewall, or the wrong address)", hint=hint) from None
+    except ConnectionRefusedError:
+        raise ConnectRefusedError(f"cannot reach {url}: connection refused (nothing listens on port {port})",
+                                  hint=hint) from None
+    except OSError as exc:
+        raise ConnectRefusedError(f"cannot reach {url}: {exc.strerror or exc}", hint=hint) from None
+
+
+def _refuse_url_as_code(args: argparse.Namespace) -> None:
+    """``hermes-relay pair ws://host:8767``: the URL went where the code goes."""
+    for value in (args.code_arg, args.code):
+        if isinstance(value, str) and value.strip().lower().startswith(("ws://", "wss://", "http://", "https://")):
+            raise UsageError(f"that is a relay URL: `hermes-relay pair CODE --remote {value.strip()}`",
+                             hint="get the CODE by running `hermes-pair` on the relay host")
+
+
+def _code_from_stdin(ctx: Context) -> str:
+    """``--code -``: one line from stdin (a pipe, a file or a terminal), never from the command line."""
+    stdin = ctx.stdin
+    line = stdin.readline() if stdin is not None else ""
+    if not line.strip():
+        raise UsageError("--code - read no code from stdin",
+                         hint="e.g. `echo F3W7EY | hermes-relay pair --code - --remote URL`")
+    return line.strip()
+
+
+def _hide_code_from_ps(args: argparse.Namespace, ctx: Context) -> None:
+    """Overwrite a code (or invite) from the command line in this process's arguments; warn if others could look."""
+    given = [v for v in (args.code_arg, args.code, args.pair_qr) if isinstance(v, str) and v and v != "-"
+             and not v.strip().lower().startswith(("ws://", "wss://", "http://", "https://"))]  # an invite holds a code
+    if not given:
+        return
+    from hermes_relay.cli import proctitle
+
+    proctitle.scrub(given)
+    if proctitle.other_users_present():
+        ctx.err(ctx.style.warn(
+            "warning: other users are on this machine and could read the code in the process list before it was "
+            "hidden; use `--code -` (stdin), HERMES_RELAY_CODE or the prompt instead"))
 
 
 def prompt_for_code(url: str, *, stdin: TextIO, stderr: TextIO, attempts: int = CODE_ATTEMPTS) -> str:
@@ -201,19 +306,48 @@ def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list
     grants = result.get("grants")
     if isinstance(grants, dict) and grants:
         lines.append(f"  Grants: {render.grants_text(grants, now)}")
+    pin = _stored_pin(ctx, result)
+    if pin:
+        lines.append(f"  Certificate pin: {pin} (trusted from now on; check it matches the relay's)")
     if invite:
+        note = str(result.get("verify_note") or "")
         if result.get("verified") is True:
             lines.append("  Invite signature verified")
+        elif result.get("verified") is False:
+            lines.append(ctx.style.warn(f"  Invite signature does NOT match: {render.printable(note)}"))
+        elif "no signature" in note:
+            lines.append(ctx.style.warn("  Invite signature: none (the invite is unsigned)"))
         else:
-            note = result.get("verify_note") or "no signature could be checked"
-            lines.append(ctx.style.warn(f"  Invite signature NOT verified: {note}"))
+            lines.append("  Invite signature: not checkable here (normal)")
     return lines
 
 
+def _stored_pin(ctx: Context, result: dict[str, Any]) -> str | None:
+    """The certificate pin recorded for a wss:// pairing (read back from the store)."""
+    url = result.get("url")
+    if not isinstance(url, str) or not url.startswith("wss://"):
+        return None
+    if isinstance(result.get("cert_pin_sha256"), str):
+        return str(result["cert_pin_sha256"])
+    from hermes_relay.core import paths
+    from hermes_relay.core.errors import StateError
+    from hermes_relay.core.store import SessionStore, resolve_in
+
+    try:
+        from pathlib import Path
+
+        found = resolve_in(SessionStore(Path(result.get("store") or paths.sessions_file(ctx.env))).sessions(), url)
+    except (StateError, OSError):
+        return None
+    pin = found[1].get("cert_pin_sha256") if found else None
+    return pin if isinstance(pin, str) and pin else None
+
+
 def _strip_paste_markers(text: str) -> str:
+    """Remove bare bracketed-paste markers and a pasted ``Code :`` label (as hermes-pair prints it)."""
     for marker in _BARE_PASTE_MARKERS:
         text = text.replace(marker, "")
-    return text
+    return _CODE_LABEL.sub("", text, count=1)
 
 
 def _device_name(raw: str) -> str:

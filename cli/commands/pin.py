@@ -4,6 +4,10 @@ The agent pins each ``wss://`` relay's certificate key on first use and stops th
 changes (state ``pin_mismatch``). Accepting the new pin is a trust decision only the user can make,
 so it is a separate, explicit command rather than something re-pairing does silently (the reference
 client kept the old pin and left no way out but editing the store: anchor-cli §12a).
+
+It looks before it acts: the agent first reports the certificate the relay presents now, the user
+sees both fingerprints and confirms (``--yes`` for scripts), then exactly the fingerprint shown is
+stored. An unchanged pin is reported as such and nothing is written.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hermes_relay.cli.confirm import add_yes_flag, confirm
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import UsageError
+from hermes_relay.core.errors import EXIT_FAILURE, UsageError
 
 EXPLANATION = (
     "This deliberately trusts the certificate the relay presents now. Do it only if you (or the relay's "
@@ -28,6 +33,7 @@ def register(sub: Any) -> None:
     accept = verbs.add_parser("accept", help="trust the certificate the relay presents now",
                               description=EXPLANATION)
     accept.add_argument("url", metavar="URL", help="the relay URL shown by `hermes-relay status`")
+    add_yes_flag(accept)
     for parser in (p, accept):
         add_common_flags(parser)
     p.set_defaults(run=run)
@@ -41,13 +47,32 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     url, _ = normalize_relay_url(args.url)
     if not url.startswith("wss://"):
         raise UsageError(f"{url} is not a wss:// URL: only TLS relays have a certificate pin")
+    from hermes_relay.cli.local import require_paired
+
+    require_paired(ctx, url)
+    as_json = getattr(args, "json", False)
     with ctx.client() as client:
-        result = client.call("pin.accept", {"url": url})
-    if getattr(args, "json", False):
+        seen = client.call("pin.accept", {"url": url, "apply": False})
+        shown_url = seen.get("url") or url
+        if not seen.get("changed"):
+            if as_json:
+                ctx.print_json(seen)
+            else:
+                ctx.out(ctx.style.ok("✓") + f" {shown_url}: this certificate is already trusted; nothing changed")
+                ctx.out(f"  pin: {seen.get('new_pin') or '(none)'}")
+            return 0
+        if not as_json:
+            ctx.out(f"{shown_url} presents a different certificate:")
+            ctx.out(f"  old pin: {seen.get('old_pin') or '(none)'}")
+            ctx.out(f"  new pin: {seen.get('new_pin') or '(none)'}")
+            ctx.out(ctx.style.warn(EXPLANATION))
+            ctx.flush()
+        if not confirm(ctx, "Trust the new certificate?", yes=args.yes, what="pin accept"):
+            ctx.err("not accepted: nothing changed")
+            return EXIT_FAILURE
+        result = client.call("pin.accept", {"url": url, "pin": seen.get("new_pin")})
+    if as_json:
         ctx.print_json(result)
         return 0
-    ctx.out(ctx.style.ok("✓") + f" accepted the new certificate for {result.get('url') or url}")
-    ctx.out(f"  old pin: {result.get('old_pin') or '(none)'}")
-    ctx.out(f"  new pin: {result.get('new_pin') or '(none)'}")
-    ctx.out(ctx.style.dim(EXPLANATION))
+    ctx.out(ctx.style.ok("✓") + f" accepted the new certificate for {result.get('url') or shown_url}")
     return 0

@@ -62,13 +62,33 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if getattr(args, "json", False):
         ctx.print_json(json_view(str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal))
     else:
-        for line in text_view(ctx, str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal):
+        from hermes_relay.cli.render import terminal_width, wrap_lines
+
+        lines = text_view(ctx, str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal)
+        for line in wrap_lines(lines, terminal_width(ctx.stdout, ctx.env)):
             ctx.out(line)
     if store_error is not None:
         raise store_error
     if agent_error is not None:
         raise agent_error
-    return 0
+    now = ctx.now()
+    return 1 if any(ended(record, state, now) for _, record, state in entries) else 0
+
+
+def ended(record: dict | None, state: dict | None, now: float) -> str | None:
+    """``revoked`` or ``expired`` when the pairing no longer works and needs a new code, else None.
+
+    The agent's verdict wins; with the agent down (or not managing the relay) the stored expiry decides.
+    """
+    from hermes_relay.cli import render
+
+    live = (state or {}).get("state")
+    if live in ("revoked", "expired"):
+        return str(live)
+    if live is None and record is not None and "ttl_expires_at" in record:
+        if render.expiry(record.get("ttl_expires_at"), now) == "expired":
+            return "expired"
+    return None
 
 
 def merge(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]]) -> list[tuple[str, dict | None, dict | None]]:
@@ -107,15 +127,54 @@ def text_view(ctx: Context, store_path: str, store_error: HermesError | None, ag
             lines.append("No paired relays. Run `hermes-relay pair --remote ws://HOST:8767 CODE` to pair.")
         return lines
     lines.append(style.bold(f"Paired relays ({len(entries)})"))
+    hosts = _policy_hosts(paths.hermes_home(ctx.env) / "desktop-host-access.json")
     for url, record, state in entries:
         lines.append("")
         lines.extend(relay_lines(url, record, state, now=now, style=style, reveal=reveal,
-                                 agent_running=agent is not None))
+                                 agent_running=agent is not None, tools=tool_consent(url, record, hosts)))
     return lines
 
 
+# PLACEHOLDER until core/policy.py is merged: read the desktop access policy through it
+# (effective mode per host, duplicate URLs merged to the least privilege) instead of _policy_hosts.
+_ACCESS_WORDS = {
+    "ask": "restricted: no desktop tools",
+    "ask_every_time": "ask every time",
+    "structured": "standard",
+    "trusted": "trusted",
+    "full_access": "full access",
+    "custom": "custom",
+}
+
+
+def _policy_hosts(path: Any) -> dict[str, Any] | None:
+    """The ``hosts`` of the access policy file; None when it is missing or unreadable."""
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read(1 << 20) or b"{}")
+    except (OSError, ValueError):
+        return None
+    hosts = doc.get("hosts") if isinstance(doc, dict) else None
+    return hosts if isinstance(hosts, dict) else None
+
+
+def tool_consent(url: str, record: dict | None, hosts: dict[str, Any] | None) -> str | None:
+    """The desktop tool access for one relay, in words; None for a relay that is not in the store."""
+    if record is None:
+        return None
+    entry = (hosts or {}).get(url) or (hosts or {}).get(url.rstrip("/"))
+    mode = entry.get("access_mode") if isinstance(entry, dict) else None
+    if mode in (None, "ask") and record.get("tools_consented") is True:
+        return "trusted (consented earlier)"
+    if mode is None:
+        return _ACCESS_WORDS["ask"]
+    return _ACCESS_WORDS.get(str(mode), f"unknown mode {mode!r} (treated as restricted)")
+
+
 def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float, style: Any,
-                reveal: bool, agent_running: bool) -> list[str]:
+                reveal: bool, agent_running: bool, tools: str | None = None) -> list[str]:
     """The block for one relay: stored facts, then the live state when the agent reported one."""
     from hermes_relay.cli import render
     from hermes_relay.core.routes import role_label
@@ -133,14 +192,19 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
     if record is not None or st.get("token"):
         token_line = render.token_text(rec.get("token") if record is not None else st.get("token"), reveal=reveal)
     elif st.get("token_prefix"):
-        token_line = f"{st['token_prefix']}… (prefix only)" if reveal else render.REDACTED
+        token_line = f"{st['token_prefix']}… " + ("(prefix only)" if reveal else render.REDACTED)
     else:
         token_line = render.NONE_MARK
     lines.append(_field("token", token_line, 4))
+    verdict = ended(record, state, now)
+    stale = verdict is not None or st.get("state") == "replaced"  # the stored expiry and grants no longer apply
     if record is not None:
-        expires = render.expiry(rec.get("ttl_expires_at"), now) if "ttl_expires_at" in rec else "unknown"
-        lines.append(_field("expires", style.bad(expires) if expires == "expired" else expires, 4))
-        if rec.get("grants"):
+        if verdict == "expired":
+            lines.append(_field("expires", style.bad("expired"), 4))
+        elif not stale:
+            expires = render.expiry(rec.get("ttl_expires_at"), now) if "ttl_expires_at" in rec else "unknown"
+            lines.append(_field("expires", expires, 4))
+        if rec.get("grants") and not stale:
             lines.append(_field("grants", render.grants_text(rec.get("grants"), now), 4))
         if rec.get("endpoint_role"):
             lines.append(_field("route", role_label(str(rec["endpoint_role"])), 4))
@@ -149,14 +213,21 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
             lines.append(_field("routes", ", ".join(alternates), 4))
         if rec.get("cert_pin_sha256"):
             lines.append(_field("cert", str(rec["cert_pin_sha256"]), 4))
+    if tools is not None:
+        lines.append(_field("tools", tools, 4))
     if state is not None:
-        lines.extend(_live_lines(st, now, style))
+        lines.extend(_live_lines(st, now, style, fixed=verdict is not None))
     elif agent_running:
         lines.append(_field("live", style.dim("not managed by the agent (run `hermes-relay agent restart`?)"), 4))
+    if verdict is not None:
+        lines.append(_field("fix", f"run hermes-pair on the relay host, then hermes-relay pair CODE --remote {url}", 4))
+    elif st.get("state") == "replaced":
+        lines.append(_field("fix", f"remove the old pairing: hermes-relay forget {url}", 4))
     return lines
 
 
-def _live_lines(st: dict[str, Any], now: float, style: Any) -> list[str]:
+def _live_lines(st: dict[str, Any], now: float, style: Any, *, fixed: bool = False) -> list[str]:
+    """The agent's view of one link; ``fixed`` when a fix line follows (the error's own hint is then left out)."""
     from hermes_relay.cli import render
 
     state = str(st.get("state") or "unknown")
@@ -181,6 +252,9 @@ def _live_lines(st: dict[str, Any], now: float, style: Any) -> list[str]:
         text = style.bad("✗") + " revoked: the relay no longer accepts this computer's session"
     elif state == "expired":
         text = style.bad("✗") + " session expired"
+    elif state == "replaced":
+        newer = st.get("replaced_by")
+        text = style.warn("○") + " replaced by a newer pairing" + (f" ({render.printable(str(newer))})" if newer else "")
     elif state == "pin_mismatch":
         text = style.bad("✗") + " stopped: the relay's certificate changed"
     elif state == "not_paired":
@@ -193,7 +267,7 @@ def _live_lines(st: dict[str, Any], now: float, style: Any) -> list[str]:
     error = st.get("last_error")
     if isinstance(error, dict) and error.get("message"):
         lines.append(_field("error", str(error["message"]), 4))
-        hint = _error_hint(error)
+        hint = None if fixed else _error_hint(error)
         if hint:
             lines.append(" " * (4 + _LABEL_WIDTH) + f"hint: {hint}")
     return lines
@@ -239,8 +313,6 @@ def json_view(store_path: str, store_error: HermesError | None, agent: dict | No
         live = dict(state) if state is not None else None
         if live is not None and not reveal:
             live = redact_record(live)
-            if live.get("token_prefix"):
-                live["token_prefix"] = render.REDACTED
         token = rec.get("token")
         relays.append({
             "url": url,
@@ -249,6 +321,7 @@ def json_view(store_path: str, store_error: HermesError | None, agent: dict | No
             "paired_at": render.to_epoch(rec.get("paired_at")),
             "expires_at": render.to_epoch(rec.get("ttl_expires_at")),
             "token": token if reveal or not token else render.REDACTED,
+            "token_prefix": render.token_prefix(token) or (state or {}).get("token_prefix"),
             "grants": rec.get("grants") or {},
             "role": rec.get("endpoint_role"),
             "cert_pin_sha256": rec.get("cert_pin_sha256"),

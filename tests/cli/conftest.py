@@ -50,6 +50,8 @@ class FakeClient:
             assert on_notify is not None, f"{method} streams notifies but the CLI passed no on_notify"
             on_notify(notify_method, notify_params)
         result = self.agent.results[method]
+        if callable(result):  # answers that depend on the params
+            result = result(dict(params or {}))
         if isinstance(result, BaseException):
             raise result
         return result

@@ -25,18 +25,28 @@ SESSIONS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def paired(env) -> None:
+    """devices and pin need a pairing in the store (without one they fail before contacting the agent)."""
+    store = paths.sessions_file(env)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text(json.dumps({"version": 1, "sessions": {URL: {"token": "abcd1234" + "t" * 35},
+                                                            "wss://relay.example.com": {"token": "q" * 43}}}))
+
+
 # -- devices ---------------------------------------------------------------------------------------
 def test_devices_lists_a_table_marking_this_device(cli, make_agent) -> None:
-    agent = make_agent(results={"devices.list": {"url": URL, "sessions": SESSIONS}})
+    online = {**SESSIONS[1], "connected": True}
+    agent = make_agent(results={"devices.list": {"url": URL, "sessions": [SESSIONS[0], online]}})
     result = cli("devices", agent=agent)
     assert result.code == 0, result.err
     assert agent.calls == [("devices.list", {}, 30.0)]
     assert result.out.splitlines() == [
         f"Devices paired with {URL} (2)",
         "",
-        "  PREFIX    DEVICE                PLATFORM           CREATED  LAST SEEN  EXPIRES",
-        "  abcd1234  laptop (this device)  linux · desktop    3d ago   2m ago     in 27d",
-        "  ef567890  Pixel 9               Pixel 9 · android  40d ago  —          never",
+        "  PREFIX    DEVICE                  PLATFORM           CREATED  LAST SEEN  EXPIRES",
+        "  abcd1234  laptop ● (this device)  linux · desktop    3d ago   2m ago     in 27d",
+        "  ef567890  Pixel 9                 Pixel 9 · android  40d ago  online     never",
         "",
         "revoke: hermes-relay devices revoke PREFIX    extend: hermes-relay devices extend PREFIX --ttl 30d",
     ]
@@ -53,36 +63,105 @@ def test_devices_list_with_remote_and_json(cli, make_agent) -> None:
 
 def test_devices_revoke_and_extend(cli, make_agent) -> None:
     agent = make_agent(results={
+        "devices.list": {"url": URL, "sessions": SESSIONS},
         "devices.revoke": {"url": URL, "revoked": "abcd1234", "is_current": True},
-        "devices.extend": {"url": URL, "session": {**SESSIONS[1], "expires_at": NOW + 30 * 86400}},
+        "devices.extend": {"url": URL, "session": {**SESSIONS[1], "expires_at": NOW + 30 * 86400 - 2}},
     })
-    result = cli("devices", "revoke", "abcd1234", agent=agent)
+    result = cli("devices", "revoke", "abcd1234", "--yes", agent=agent)
     assert result.out == "✓ revoked abcd1234 (this device: pair again to reconnect)\n"
+    # The reference relay says revoked_self instead of is_current.
+    agent.results["devices.revoke"] = {"url": URL, "revoked": "abcd1234", "revoked_self": True}
+    assert cli("devices", "revoke", "abcd", "-y", agent=agent).out == (
+        "✓ revoked abcd1234 (this device: pair again to reconnect)\n")
     result = cli("devices", "extend", "ef567890", "--ttl", "30d", agent=agent)
-    assert result.out == "✓ extended ef567890: now expires in 30 days\n"
-    # The relay capped the TTL: what is actually left is shown.
-    assert cli("devices", "extend", "ef567890", agent=agent).out == "✓ extended ef567890: now expires in 30d\n"
+    assert result.code == 0, result.err
+    assert result.out == "✓ extended ef567890: now expires in 30d\n"  # 2 s short of 30 days still reads 30d
+    assert result.err == "warning: ef567890 never expires now; this shortens it to 30d\n"
     agent.results["devices.extend"] = {"url": URL, "session": {**SESSIONS[1], "expires_at": None}}
     assert cli("devices", "extend", "ef567890", "--ttl", "never", agent=agent).out == (
         "✓ extended ef567890: now never expires\n")
-    assert agent.calls == [
+    assert [c for c in agent.calls if c[0] != "devices.list"] == [
         ("devices.revoke", {"prefix": "abcd1234"}, 30.0),
+        ("devices.revoke", {"prefix": "abcd"}, 30.0),
         ("devices.extend", {"prefix": "ef567890", "ttl_seconds": 30 * 86400}, 30.0),
-        ("devices.extend", {"prefix": "ef567890", "ttl_seconds": 86400}, 30.0),
         ("devices.extend", {"prefix": "ef567890", "ttl_seconds": 0}, 30.0),
     ]
+
+
+def test_extend_reads_the_reference_relays_flat_answer_and_a_one_day_extend_reads_1d(cli, make_agent) -> None:
+    soon = {**SESSIONS[0], "expires_at": NOW + 7200}
+    agent = make_agent(results={
+        "devices.list": {"url": URL, "sessions": [soon]},
+        "devices.extend": {"url": URL, "ok": True, "token_prefix": "abcd1234", "expires_at": NOW + 86400 - 1,
+                           "grants": {}, "store_updated": True},
+    })
+    result = cli("devices", "extend", "abcd1234", agent=agent)
+    assert (result.code, result.err) == (0, "")
+    assert result.out.splitlines() == ["✓ extended abcd1234: now expires in 1d",
+                                       "  (this device: the stored expiry was updated)"]
+
+
+def test_extend_refuses_to_shorten_a_never_expiring_session_by_default(cli, make_agent) -> None:
+    agent = make_agent(results={"devices.list": {"url": URL, "sessions": SESSIONS}})
+    result = cli("devices", "extend", "ef567890", agent=agent)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        "hermes-relay: ef567890 never expires now: extending it by the default 1 day would shorten it",
+        "  hint: pass the lifetime you want: hermes-relay devices extend ef567890 --ttl never (or --ttl 30d)",
+    ]
+    assert agent.methods() == ["devices.list"]
+
+
+def test_extend_forbidden_explains_what_the_relay_allows(cli, make_agent) -> None:
+    from hermes_relay.core.errors import ForbiddenError
+
+    agent = make_agent(results={
+        "devices.list": {"url": URL, "sessions": SESSIONS},
+        "devices.extend": ForbiddenError(
+            "the relay refused to change ef567890: cannot modify another session",
+            hint="the relay only lets a device shorten its own session; extend from the relay host: "
+                 "hermes-relay-server sessions extend ef567890 --ttl …"),
+    })
+    result = cli("devices", "extend", "ef567890", "--ttl", "never", agent=agent)
+    assert result.code == 1
+    assert result.err.splitlines() == [
+        "hermes-relay: the relay refused to change ef567890: cannot modify another session",
+        "  hint: the relay only lets a device shorten its own session; extend from the relay host: "
+        "hermes-relay-server sessions extend ef567890 --ttl …",
+    ]
+
+
+def test_revoke_needs_four_characters_and_asks_on_a_terminal(cli, make_agent, tty) -> None:
+    agent = make_agent(results={"devices.list": {"url": URL, "sessions": SESSIONS},
+                                "devices.revoke": {"url": URL, "revoked": "ef567890", "is_current": False}})
+    short = cli("devices", "revoke", "e", "--yes", agent=agent)
+    assert short.code == 2
+    assert short.err.splitlines() == ['hermes-relay: token prefix "e" is too short: give at least 4 characters',
+                                      "  hint: copy the whole PREFIX column of `hermes-relay devices`"]
+    script = cli("devices", "revoke", "ef567890", agent=agent)  # no terminal, no --yes
+    assert script.code == 2
+    assert script.err == "hermes-relay: devices revoke needs confirmation: run it on a terminal or pass --yes\n"
+    assert agent.calls == []
+    declined = cli("devices", "revoke", "ef56", agent=agent, stdin=tty("\n"))
+    assert declined.code == 1
+    assert declined.err == "Revoke ef567890 (Pixel 9, never seen)? [y/N] not revoked: nothing changed\n"
+    assert agent.methods() == ["devices.list"]
+    mine = cli("devices", "revoke", "abcd", agent=agent, stdin=tty("y\n"))
+    assert mine.code == 0
+    assert mine.err == "Revoke abcd1234 (laptop, this device, last seen 2m ago)? [y/N] "
+    assert agent.calls[-1] == ("devices.revoke", {"prefix": "abcd1234"}, 30.0)
 
 
 @pytest.mark.parametrize(
     ("error", "lines"),
     [
-        (NotFoundError('no session matches prefix "zz"'), ['hermes-relay: no session matches prefix "zz"']),
+        (NotFoundError('no session matches prefix "zzzz"'), ['hermes-relay: no session matches prefix "zzzz"']),
         (AmbiguousError("2 relays are paired; choose one with --remote URL", hint="paired: ws://a, ws://b"),
          ["hermes-relay: 2 relays are paired; choose one with --remote URL", "  hint: paired: ws://a, ws://b"]),
     ],
 )
 def test_devices_errors_from_the_agent_exit_1(cli, make_agent, error, lines) -> None:
-    result = cli("devices", "revoke", "zz", agent=make_agent(results={"devices.revoke": error}))
+    result = cli("devices", "revoke", "zzzz", "--yes", agent=make_agent(results={"devices.revoke": error}))
     assert (result.code, result.out, result.err.splitlines()) == (1, "", lines)
 
 
@@ -201,13 +280,93 @@ def test_agent_without_a_subcommand_is_a_usage_error(cli) -> None:
 
 
 # -- pin -------------------------------------------------------------------------------------------
-def test_pin_accept_prints_both_pins_and_why(cli, make_agent) -> None:
+def test_pin_accept_shows_both_pins_asks_and_stores_exactly_what_was_shown(cli, make_agent, tty) -> None:
     old, new = "sha256/" + "A" * 43 + "=", "sha256/" + "B" * 43 + "="
-    agent = make_agent(results={"pin.accept": {"url": "wss://relay.example.com", "old_pin": old, "new_pin": new}})
-    result = cli("pin", "accept", "https://relay.example.com/", agent=agent)
+
+    def answer(params: dict) -> dict:
+        applied = params.get("apply", True) is not False
+        return {"url": "wss://relay.example.com", "old_pin": old, "new_pin": new, "changed": True, "applied": applied}
+
+    agent = make_agent(results={"pin.accept": answer})
+    declined = cli("pin", "accept", "https://relay.example.com/", agent=agent, stdin=tty("n\n"))
+    assert declined.code == 1
+    assert declined.out.splitlines()[:3] == ["wss://relay.example.com presents a different certificate:",
+                                             f"  old pin: {old}", f"  new pin: {new}"]
+    assert declined.out.splitlines()[3].startswith("This deliberately trusts the certificate the relay presents now.")
+    assert declined.err == "Trust the new certificate? [y/N] not accepted: nothing changed\n"
+    assert agent.calls == [("pin.accept", {"url": "wss://relay.example.com", "apply": False}, 30.0)]
+
+    script = cli("pin", "accept", "wss://relay.example.com", agent=agent)  # no terminal, no --yes
+    assert script.code == 2
+    assert script.err == "hermes-relay: pin accept needs confirmation: run it on a terminal or pass --yes\n"
+
+    accepted = cli("pin", "accept", "wss://relay.example.com", "--yes", agent=agent)
+    assert accepted.code == 0
+    assert accepted.out.splitlines()[-1] == "✓ accepted the new certificate for wss://relay.example.com"
+    assert agent.calls[-1] == ("pin.accept", {"url": "wss://relay.example.com", "pin": new}, 30.0)
+
+
+def test_pin_accept_with_an_unchanged_certificate_changes_nothing(cli, make_agent) -> None:
+    pin = "sha256/" + "A" * 43 + "="
+    agent = make_agent(results={"pin.accept": {"url": "wss://relay.example.com", "old_pin": pin, "new_pin": pin,
+                                               "changed": False, "applied": False}})
+    result = cli("pin", "accept", "wss://relay.example.com", agent=agent)
     assert result.code == 0
-    assert agent.calls == [("pin.accept", {"url": "wss://relay.example.com"}, 30.0)]
-    lines = result.out.splitlines()
-    assert lines[:3] == ["✓ accepted the new certificate for wss://relay.example.com",
-                         f"  old pin: {old}", f"  new pin: {new}"]
-    assert lines[3].startswith("This deliberately trusts the certificate the relay presents now.")
+    assert result.out.splitlines() == [
+        "✓ wss://relay.example.com: this certificate is already trusted; nothing changed",
+        f"  pin: {pin}",
+    ]
+    assert agent.methods() == ["pin.accept"]
+
+
+def test_devices_and_pin_on_an_unpaired_machine_fail_without_starting_an_agent(cli, env) -> None:
+    paths.sessions_file(env).unlink()
+    for argv in (("devices",), ("devices", "extend", "abcd1234", "--ttl", "1d"), ("pin", "accept", "wss://r.example")):
+        result = cli(*argv)  # the default test connection fails the test if the agent is contacted
+        assert result.code == 1
+        assert result.err.splitlines()[0] in ("hermes-relay: this computer is not paired with any relay",
+                                              "hermes-relay: no pairing stored for wss://r.example")
+
+
+def test_devices_and_status_fit_60_columns(cli, env, make_agent) -> None:
+    environ = {**env, "COLUMNS": "60"}
+    agent = make_agent(results={"devices.list": {"url": URL, "sessions": SESSIONS}})
+    result = cli("devices", agent=agent, environ=environ)
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
+        f"Devices paired with {URL} (2)",
+        "",
+        "  abcd1234  laptop ● (this device)",
+        "      platform:  linux · desktop",
+        "      created:   3d ago, last seen 2m ago",
+        "      expires:   in 27d",
+        "",
+        "  ef567890  Pixel 9",
+        "      platform:  Pixel 9 · android",
+        "      created:   40d ago, last seen —",
+        "      expires:   never",
+        "",
+        "revoke: hermes-relay devices revoke PREFIX",
+        "extend: hermes-relay devices extend PREFIX --ttl 30d",
+    ]
+    revoked = {"url": "wss://relay.example.com", "state": "revoked", "route": None, "attempts": 1, "last_error": None}
+    status_agent = make_agent(results={"status": {"agent": {"pid": 7, "version": "0.1.0", "started_at": NOW - 30},
+                                                  "relays": [revoked]}})
+    status = cli("status", agent=status_agent, environ=environ)
+    lines = status.out.splitlines()
+    assert all(len(line) <= 60 for line in lines), "\n".join(lines)
+    assert lines[-11:] == [
+        "  wss://relay.example.com",
+        "    server:   (unknown)",
+        "    paired:   —",
+        "    token:    qqqqqqqq… (redacted)",
+        "    tools:    restricted: no desktop tools",
+        "    live:     ✗ revoked: the relay no longer accepts this",
+        "              computer's session",
+        "    attempts: 1",
+        "    fix:      run hermes-pair on the relay host, then",
+        "              hermes-relay pair CODE --remote",
+        "              wss://relay.example.com",
+    ]
+    # Without a width (a pipe) nothing is wrapped.
+    assert cli("status", agent=status_agent).out.splitlines()[-1].endswith("--remote wss://relay.example.com")

@@ -50,9 +50,9 @@ def write_store(env: dict[str, str], doc: Any) -> Path:
 def test_status_with_the_agent_down_shows_the_store_with_tokens_redacted(cli, env) -> None:
     write_store(env, STORE)
     result = cli("status", real_client=True)
-    assert result.code == 0, result.err
+    assert result.code == 1, result.err  # one pairing has expired: it needs a new code
     assert result.err == ""
-    assert TOKEN not in result.out and TOKEN[:8] not in result.out and "refresh-secret" not in result.out
+    assert TOKEN not in result.out and "refresh-secret" not in result.out
     assert result.out.splitlines() == [
         "agent: not running (start it with `hermes-relay agent start`)",
         "store: ~/.hermes/remote-sessions.json",
@@ -62,25 +62,28 @@ def test_status_with_the_agent_down_shows_the_store_with_tokens_redacted(cli, en
         "  ws://192.168.1.5:8767",
         "    server:   0.1.0",
         "    paired:   3d ago",
-        "    token:    (redacted)",
+        "    token:    abcd1234… (redacted)",
         "    expires:  in 27d",
         "    grants:   bridge (in 6d), chat (never), terminal (in 29d)",
         "    route:    LAN",
         "    routes:   ws://192.168.1.5:8767, ws://100.64.1.2:8767",
         f"    cert:     {PIN}",
+        "    tools:    trusted (consented earlier)",
         "",
         "  wss://relay.example.com",
         "    server:   1.9.0",
         "    paired:   1d ago",
-        "    token:    (redacted)",
+        "    token:    zzzz9999… (redacted)",
         "    expires:  expired",
+        "    tools:    restricted: no desktop tools",
+        "    fix:      run hermes-pair on the relay host, then hermes-relay pair CODE --remote wss://relay.example.com",
     ]
 
 
 def test_reveal_tokens_shows_them(cli, env) -> None:
     write_store(env, STORE)
     result = cli("status", "--reveal-tokens", real_client=True)
-    assert result.code == 0
+    assert result.code == 1
     assert f"    token:    {TOKEN}" in result.out.splitlines()
     assert f"    token:    {OTHER_TOKEN}" in result.out.splitlines()
 
@@ -88,13 +91,13 @@ def test_reveal_tokens_shows_them(cli, env) -> None:
 def test_status_json_redacts_every_secret_unless_revealed(cli, env) -> None:
     store_path = write_store(env, STORE)
     result = cli("status", "--json", real_client=True)
-    assert result.code == 0
+    assert result.code == 1  # the expired pairing
     doc = json.loads(result.out)
     assert doc["store"] == str(store_path)
     assert doc["store_error"] is None and doc["agent"] is None
     assert [r["url"] for r in doc["relays"]] == ["ws://192.168.1.5:8767", "wss://relay.example.com"]
     lan = doc["relays"][0]
-    assert lan["token"] == "(redacted)"
+    assert lan["token"] == "(redacted)" and lan["token_prefix"] == TOKEN[:8]
     assert lan["record"]["token"] == "(redacted)" and lan["record"]["refresh_token"] == "(redacted)"
     assert lan["paired_at"] == NOW - 3 * 86400 and lan["role"] == "lan" and lan["cert_pin_sha256"] == PIN
     assert doc["relays"][1]["expires_at"] == NOW - 60  # milliseconds read as such
@@ -138,7 +141,7 @@ def test_a_corrupt_store_is_reported_left_untouched_and_exits_1(cli, env, make_a
     doc = json.loads(as_json.out)
     assert doc["store_error"]["code"] == "state_corrupt"
     assert doc["store_error"]["hint"] == "run `hermes-relay doctor --fix` to move it aside and start a fresh one"
-    assert doc["relays"][0]["live"]["token_prefix"] == "(redacted)"
+    assert doc["relays"][0]["live"]["token_prefix"] == "abc"  # a prefix is not a secret: `devices` lists it
     assert path.read_bytes() == garbage
 
 
@@ -152,7 +155,7 @@ def test_a_newer_store_version_is_refused(cli, env) -> None:
 def test_live_state_is_merged_by_url_and_alternate_route(cli, env, make_agent) -> None:
     write_store(env, STORE)
     backoff = {"url": "ws://100.64.1.2:8767", "state": "backoff", "route": None, "since": None, "latency_ms": None,
-               "attempts": 3, "next_retry_at": NOW + 9.5, "routes": [], "server_version": None,
+               "attempts": 3, "next_retry_at": NOW + 9.4, "routes": [], "server_version": None,
                "last_error": {"code": "no_route", "message": "no route to ws://192.168.1.5:8767 answered",
                               "data": {"hint": "is the relay running?"}}}
     revoked = {"url": "wss://relay.example.com", "state": "revoked", "route": None, "attempts": 1,
@@ -161,7 +164,7 @@ def test_live_state_is_merged_by_url_and_alternate_route(cli, env, make_agent) -
     agent = make_agent(results={"status": {"agent": {"pid": 7, "version": "0.1.0", "started_at": NOW - 30},
                                            "relays": [backoff, revoked]}})
     result = cli("status", agent=agent)
-    assert result.code == 0, result.err
+    assert result.code == 1, result.err  # revoked
     lines = result.out.splitlines()
     assert lines[0] == "agent: running (pid 7, 0.1.0, up 30s)"
     first = lines.index("  ws://192.168.1.5:8767")
@@ -171,11 +174,16 @@ def test_live_state_is_merged_by_url_and_alternate_route(cli, env, make_agent) -
         "              hint: is the relay running?",
     ]
     assert "    live:     ○ waiting to reconnect (attempt 3, next try in 9s)" in lines[first:second]
-    assert lines[second + 5:] == [
+    assert lines[second:] == [  # no stale expiry; the fix replaces the error's own hint
+        "  wss://relay.example.com",
+        "    server:   1.9.0",
+        "    paired:   1d ago",
+        "    token:    zzzz9999… (redacted)",
+        "    tools:    restricted: no desktop tools",
         "    live:     ✗ revoked: the relay no longer accepts this computer's session",
         "    attempts: 1",
         "    error:    the relay revoked this session",
-        "              hint: pair again",
+        "    fix:      run hermes-pair on the relay host, then hermes-relay pair CODE --remote wss://relay.example.com",
     ]
     assert agent.calls == [("status", {"reveal_tokens": False}, 5.0)]
 
@@ -192,3 +200,30 @@ def test_an_agent_that_does_not_answer_is_an_error_after_the_store_is_shown(cli,
     assert "Paired relays (2)" in result.out
     assert result.err == ("hermes-relay: the agent did not answer status in time\n"
                           "  hint: see `hermes-relay agent logs`\n")
+
+
+def test_a_working_pairing_exits_0_and_a_replaced_one_points_to_forget(cli, env, make_agent) -> None:
+    url = "ws://192.168.1.5:8767"
+    write_store(env, {"version": 1, "sessions": {url: {"token": TOKEN, "ttl_expires_at": NOW + 7 * 86400}}})
+    paths.hermes_home(env).mkdir(parents=True, exist_ok=True)
+    (paths.hermes_home(env) / "desktop-host-access.json").write_text(json.dumps(
+        {"version": 2, "hosts": {url: {"access_mode": "ask_every_time"}}}))
+    result = cli("status", real_client=True)
+    assert result.code == 0, result.out
+    assert "    expires:  in 7d" in result.out and "    tools:    ask every time" in result.out
+    replaced = {"url": url, "state": "replaced", "replaced_by": "ws://10.0.0.2:8767", "route": None, "attempts": 0,
+                "last_error": None}
+    agent = make_agent(results={"status": {"agent": {"pid": 7, "version": "0.1.0", "started_at": NOW - 30},
+                                           "relays": [replaced]}})
+    result = cli("status", agent=agent)
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines[lines.index(f"  {url}"):] == [
+        f"  {url}",
+        "    server:   (unknown)",
+        "    paired:   —",
+        "    token:    abcd1234… (redacted)",
+        "    tools:    ask every time",
+        "    live:     ○ replaced by a newer pairing (ws://10.0.0.2:8767)",
+        f"    fix:      remove the old pairing: hermes-relay forget {url}",
+    ]

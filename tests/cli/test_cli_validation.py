@@ -65,7 +65,7 @@ def test_pair_without_a_terminal_or_code_explains_every_way_to_give_one(cli) -> 
     assert result.code == 2
     assert result.err.splitlines()[-1] == (
         "hermes-relay: No TTY for interactive pairing. Pass the code (`hermes-relay pair CODE --remote URL`), "
-        "use --code CODE, set HERMES_RELAY_CODE, or pair from an invite with --pair-qr INVITE."
+        "use --code - (stdin), set HERMES_RELAY_CODE, or pair from an invite with --pair-qr INVITE."
     )
 
 
@@ -96,7 +96,12 @@ def test_no_command_prints_help_and_exits_2(cli) -> None:
     assert "usage: hermes-relay" in result.err and result.out == ""
 
 
-def test_no_autostart_makes_a_down_agent_exit_3(cli, make_agent) -> None:
+def test_no_autostart_makes_a_down_agent_exit_3(cli, env, make_agent) -> None:
+    from hermes_relay.core import paths
+
+    store = paths.sessions_file(env)  # paired: otherwise devices fails before looking for the agent
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text('{"version": 1, "sessions": {"ws://h:8767": {"token": "t"}}}')
     agent = make_agent(running=False)
     result = cli("--no-autostart", "devices", agent=agent)
     assert result.code == 3

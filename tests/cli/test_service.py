@@ -298,6 +298,16 @@ def test_install_twice_then_uninstall_without_systemctl(cli, env, unit_dir) -> N
     dry = cli("agent", "install", "--dry-run")
     assert f"agent: already installed as a systemd user service ({unit} unchanged)" in dry.out
 
+    dry_gone = cli("agent", "uninstall", "--dry-run")
+    assert dry_gone.code == 0, dry_gone.err
+    assert dry_gone.out.splitlines()[:4] == [
+        "dry run: nothing is written, removed or run",
+        f"would remove the systemd user service: {unit}",
+        "would:",
+        f"  remove {unit}",
+    ]
+    assert "would not enable" not in dry_gone.out and unit.exists()
+
     gone = cli("agent", "uninstall")
     assert gone.code == 0, gone.err
     assert gone.out.splitlines()[:2] == [
@@ -307,6 +317,9 @@ def test_install_twice_then_uninstall_without_systemctl(cli, env, unit_dir) -> N
     assert not unit.exists()
     again = cli("agent", "uninstall")
     assert (again.code, again.out) == (0, "agent: no systemd user service is installed; nothing to do\n")
+    dry_again = cli("agent", "uninstall", "--dry-run")
+    assert dry_again.out.splitlines() == ["dry run: nothing is written, removed or run",
+                                          "agent: no systemd user service is installed; nothing to do"]
 
 
 def test_a_changed_unit_is_rewritten(cli, env, unit_dir) -> None:

@@ -44,6 +44,7 @@ SAMPLES: dict[type[HermesError], Callable[[], HermesError]] = {
     errors.PairingRejectedError: lambda: errors.PairingRejectedError("pairing code rejected"),
     errors.SessionRevokedError: lambda: errors.SessionRevokedError("session revoked on the relay"),
     errors.NotFoundError: lambda: errors.NotFoundError("no device named laptop"),
+    errors.ForbiddenError: lambda: errors.ForbiddenError("cannot modify another session", hint="extend from the relay host"),
     errors.AmbiguousError: lambda: errors.AmbiguousError("'lap' matches 2 devices", data={"matches": ["a", "b"]}),
     errors.IpcError: lambda: errors.IpcError("ipc failed"),
     errors.AgentNotRunningError: lambda: errors.AgentNotRunningError("/run/user/1/hermes-relay/agent.sock", "refused"),
@@ -179,3 +180,13 @@ def test_agent_not_running_message_and_hint() -> None:
     assert str(err) == "the hermes-relay agent is not running (no answer on /run/agent.sock): connection refused"
     assert err.hint == "start it with `hermes-relay agent start`"
     assert err.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "wait"),
+    [(120.0, "2 min"), (90.0, "2 min"), (45.2, "46 s"), (300.0, "5 min"), (7200.0, "2 h"), (None, "a few minutes")],
+)
+def test_rate_limit_hint_uses_the_servers_retry_after(retry_after: float | None, wait: str) -> None:
+    exc = errors.RateLimitedError("", retry_after=retry_after)
+    assert exc.hint == f"try again in {wait} (or mint a new code with `hermes-pair`, which lifts the block)"
+    assert "extend the block" not in exc.hint

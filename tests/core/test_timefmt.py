@@ -1,4 +1,4 @@
-"""Human time strings: one unit, rounded down, never negative."""
+"""Human time strings: one unit, rounded to the nearest as people read them, never negative."""
 
 from __future__ import annotations
 
@@ -13,21 +13,29 @@ NOW = 1_767_225_600.0
     ("seconds", "text"),
     [
         (0, "0s"),
-        (0.9, "0s"),
+        (0.4, "0s"),
+        (0.9, "1s"),
         (-5, "0s"),
         (-86400, "0s"),
         (42, "42s"),
-        (59.99, "59s"),
+        (59.4, "59s"),
+        (59.99, "1m"),
         (60, "1m"),
-        (599, "9m"),
-        (3599, "59m"),
+        (89, "1m"),
+        (90, "2m"),
+        (599, "10m"),
+        (3599, "1h"),
         (3600, "1h"),
-        (5 * 3600 + 3599, "5h"),
+        (5 * 3600 + 1799, "5h"),
+        (5 * 3600 + 1800, "6h"),
+        (23 * 3600 + 1799, "23h"),
+        (86400 - 1, "1d"),  # a 1-day extend looked at a second later
         (86400, "1d"),
-        (29 * 86400 + 86399, "29d"),
+        (7 * 86400 - 1, "7d"),  # `--ttl 7d` looked at a second later
+        (29 * 86400 + 86399, "30d"),
     ],
 )
-def test_short_duration_rounds_down_to_one_unit(seconds: float, text: str) -> None:
+def test_short_duration_rounds_to_the_nearest_unit(seconds: float, text: str) -> None:
     assert timefmt.short_duration(seconds) == text
 
 
@@ -35,7 +43,8 @@ def test_short_duration_rounds_down_to_one_unit(seconds: float, text: str) -> No
     ("then", "text"),
     [
         (NOW - 180, "3m ago"),
-        (NOW - 239, "3m ago"),
+        (NOW - 209, "3m ago"),
+        (NOW - 239, "4m ago"),
         (NOW - 1, "1s ago"),
         (NOW - 0.5, "just now"),
         (NOW, "just now"),
@@ -52,7 +61,9 @@ def test_age(then: float | None, text: str) -> None:
     ("expires_at", "text"),
     [
         (NOW + 9 * 60, "in 9m"),
-        (NOW + 9 * 60 + 59, "in 9m"),
+        (NOW + 9 * 60 + 29, "in 9m"),
+        (NOW + 9 * 60 + 59, "in 10m"),
+        (NOW + 7 * 86400 - 1, "in 7d"),
         (NOW + 30 * 86400, "in 30d"),
         (NOW, "expired"),
         (NOW - 3600, "expired"),

@@ -25,7 +25,7 @@ def test_pair_status_devices_route_and_revoke_through_the_cli(relay_proc, agent_
     status = agent_env.cli("status")
     token = agent_env.store()["sessions"][relay_proc.url]["token"]
     assert status.returncode == 0 and "connected via LAN" in status.stdout
-    assert token not in status.stdout and token[:8] not in status.stdout and "(redacted)" in status.stdout
+    assert token not in status.stdout and f"{token[:8]}… (redacted)" in status.stdout
     revealed = agent_env.cli("status", "--reveal-tokens")
     assert token in revealed.stdout
 
@@ -39,11 +39,15 @@ def test_pair_status_devices_route_and_revoke_through_the_cli(relay_proc, agent_
     route = agent_env.cli("route")
     assert route.returncode == 0 and route.stdout.startswith("LAN")
 
-    revoke = agent_env.cli("devices", "revoke", token[:8])
+    revoke = agent_env.cli("devices", "revoke", token[:8], "--yes")
     assert revoke.returncode == 0, revoke.stderr
     wait_state(agent_env, lambda s: s["state"] == api.REVOKED)
     after = agent_env.cli("status")
+    assert after.returncode == 1  # a revoked pairing needs the user
     assert "revoked" in after.stdout and relay_proc.url in after.stdout
+    assert (f"    fix:      run hermes-pair on the relay host, then hermes-relay pair CODE --remote {relay_proc.url}"
+            in after.stdout.splitlines())
+    assert "expires:" not in after.stdout  # the stale expiry is hidden
     assert relay_proc.url in agent_env.store()["sessions"]  # kept until the user removes it
 
 

@@ -74,7 +74,8 @@ def test_new_certificate_is_refused_until_accepted(tmp_path, make_agent_env) -> 
         assert info.value.data["got"] == relay.pin and "pin accept" in (info.value.hint or "")
         with env.client() as c:
             accepted = c.call(api.PIN_ACCEPT, {"url": relay.url}, timeout=20)
-        assert accepted == {"url": relay.url, "old_pin": first_pin, "new_pin": relay.pin}
+        assert accepted == {"url": relay.url, "old_pin": first_pin, "new_pin": relay.pin, "changed": True,
+                            "applied": True}
         wait_state(env, lambda s: s["state"] == api.CONNECTED)
         assert env.store()["sessions"][relay.url]["cert_pin_sha256"] == relay.pin
     finally:

@@ -1,0 +1,142 @@
+"""``forget``: remove one pairing and everything this computer keeps about it.
+
+The steps, in order: stop the relay's link (so it cannot write a verdict behind our back), revoke
+the session on the relay while the token still exists (skipped when the relay already ended it,
+reported when the relay cannot be reached), then delete the store record (its alternate routes and
+certificate pins live inside it), the agent's verdict, the refresh token kept in the agent's own
+credentials file, and the host's entry in the desktop access policy. Local removal happens even
+when the relay is unreachable: the user asked for it, and the result says the session stays valid
+on the relay until it expires or is revoked there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hermes_relay.core import api, fileio
+from hermes_relay.core.errors import HermesError, NotPairedError, StateError
+from hermes_relay.core.store import resolve_in, route_urls
+from hermes_relay.core.wire import TOKEN_PREFIX_LEN
+
+if TYPE_CHECKING:
+    from hermes_relay.agent.app import Agent
+
+log = logging.getLogger(__name__)
+
+POLICY_FILE = "desktop-host-access.json"  # the reference desktop client's per-host access policy
+# What the relay answered: the session is gone there, it had already ended, it could not be reached,
+# or the caller asked not to contact it.
+REVOKED, ALREADY_ENDED, UNREACHABLE, SKIPPED = "revoked", "already_ended", "unreachable", "skipped"
+
+Revoke = Callable[[str, dict[str, Any], str], Awaitable[Any]]  # (owner, record, prefix) -> relay answer
+
+
+async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool = True) -> dict[str, Any]:
+    """Remove the pairing owning ``url``; return ``{url, prefix, relay: {status, message?}, removed}``."""
+    found = resolve_in(agent.store.sessions(), url)
+    if found is None:
+        raise NotPairedError(f"no pairing stored for {url}", hint="`hermes-relay status` lists the paired relays")
+    owner, rec = found
+    token = rec.get("token") if isinstance(rec.get("token"), str) else ""
+    prefix = token[:TOKEN_PREFIX_LEN] if token else None
+
+    link = agent.links.pop(owner, None)
+    if link is not None:
+        link.cancel_scope.cancel()
+    try:  # whatever fails, reload() restarts the link of a pairing that is still stored
+        relay = await _revoke_on_relay(agent, owner, rec, token, revoke, contact_relay)
+        removed = [_describe_record(rec)]
+
+        def drop(sessions: dict[str, dict[str, Any]]) -> None:
+            sessions.pop(owner, None)
+
+        agent.store.update(drop)
+        if _step("verdict", lambda: agent.marks.clear(owner)):
+            removed.append("verdict")
+        if _step("refresh token", lambda: _forget_credentials(owner)):
+            removed.append("refresh token")
+        policy = Path(agent.config.sessions_file).parent / POLICY_FILE
+        if _step("desktop access policy", lambda: forget_policy(policy, [owner, *route_urls(rec)])):
+            removed.append("desktop access policy")
+    finally:
+        agent.reload()
+    return {"url": owner, "prefix": prefix, "relay": relay, "removed": removed}
+
+
+async def _revoke_on_relay(agent: Agent, owner: str, rec: dict[str, Any], token: str, revoke: Revoke,
+                           contact_relay: bool) -> dict[str, Any]:
+    if not contact_relay:
+        return {"status": SKIPPED}
+    if not token:
+        return {"status": ALREADY_ENDED, "message": "no session token was stored"}
+    mark = agent.marks.get(owner, token)
+    if mark is not None and mark.get("state") in (api.REVOKED, api.EXPIRED):
+        return {"status": ALREADY_ENDED, "message": f"the relay had already {mark['state']} it"}
+    try:
+        await revoke(owner, rec, token[:TOKEN_PREFIX_LEN])
+    except HermesError as exc:
+        if exc.code in ("auth_rejected", "session_revoked", "token_expired", "not_found"):
+            return {"status": ALREADY_ENDED, "message": exc.message}
+        return {"status": UNREACHABLE, "message": exc.message}
+    return {"status": REVOKED}
+
+
+def _describe_record(rec: dict[str, Any]) -> str:
+    extras = []
+    routes = len(route_urls(rec))
+    if routes:
+        extras.append(f"{routes} alternate route{'s' if routes != 1 else ''}")
+    pins = rec.get("route_cert_pins") if isinstance(rec.get("route_cert_pins"), dict) else {}
+    npins = len(pins) + (1 if rec.get("cert_pin_sha256") else 0)
+    if npins:
+        extras.append(f"{npins} certificate pin{'s' if npins != 1 else ''}")
+    return "pairing" + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _step(what: str, fn: Callable[[], bool]) -> bool:
+    """Run one clean-up step; a failure is logged and reported as not removed, never raised."""
+    try:
+        return bool(fn())
+    except (HermesError, OSError) as exc:
+        log.warning("forget_step_failed step=%s error=%s", what, getattr(exc, "message", exc))
+        return False
+
+
+def _forget_credentials(owner: str) -> bool:
+    """Drop the refresh token kept for ``owner`` by agent/credentials.py, when that module exists."""
+    try:
+        from hermes_relay.agent import credentials  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    remove = getattr(credentials, "forget", None)
+    return bool(remove(owner)) if callable(remove) else False
+
+
+def forget_policy(path: Path, urls: list[str]) -> bool:
+    """Remove ``urls`` from the ``hosts`` of the access policy file; True when something went.
+
+    An unreadable policy file is left as it is (StateError, reported by the caller as not removed).
+    """
+    if not path.exists():
+        return False
+    with fileio.FileLock(path):
+        import json
+
+        try:
+            doc = json.loads(path.read_bytes() or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StateError(f"{path} cannot be parsed ({exc}); it was left untouched") from None
+        hosts = doc.get("hosts") if isinstance(doc, dict) else None
+        if not isinstance(hosts, dict):
+            return False
+        wanted = {u.rstrip("/") for u in urls}
+        gone = [key for key in hosts if isinstance(key, str) and key.rstrip("/") in wanted]
+        if not gone:
+            return False
+        for key in gone:
+            del hosts[key]
+        fileio.atomic_write(path, fileio.dump_json(doc))
+        return True

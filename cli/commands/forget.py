@@ -1,0 +1,87 @@
+"""``hermes-relay forget URL``: remove a pairing and everything this computer keeps about it.
+
+The pairing is looked up in the store first (so a wrong URL fails without touching the agent), the
+user confirms on a terminal (``--yes`` for scripts), then the agent revokes the session on the relay
+when it can reach it and removes the record, its routes and pins, its verdict, refresh token and
+desktop access policy (agent/forget.py). When the relay cannot be reached the local removal still
+happens and the output says the session stays valid on the relay, and how to end it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hermes_relay.cli.confirm import add_yes_flag, confirm
+from hermes_relay.cli.context import Context, add_common_flags
+from hermes_relay.core.errors import EXIT_FAILURE
+from hermes_relay.core.wire import TOKEN_PREFIX_LEN
+
+FORGET_TIMEOUT = 30.0  # seconds: route probes plus one HTTP request to the relay
+_LABEL_WIDTH = 9
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "forget", help="remove a pairing (revokes its session on the relay first)",
+        description="Remove the pairing with a relay: its session is revoked on the relay when it can be "
+                    "reached, then the stored session, its alternate routes, certificate pins, refresh "
+                    "token and desktop access policy are removed from this computer.",
+        epilog="examples:\n  hermes-relay forget ws://192.168.1.5:8767\n"
+               "  hermes-relay forget ws://192.168.1.5:8767 --yes   (in scripts)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("url", metavar="URL", help="the relay URL shown by `hermes-relay status`")
+    add_yes_flag(p)
+    add_common_flags(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.cli.local import find_pairing
+    from hermes_relay.core.routes import normalize_relay_url
+
+    url, _ = normalize_relay_url(args.url)
+    owner, rec = find_pairing(ctx, url, args.url.strip())
+    token = rec.get("token") if isinstance(rec.get("token"), str) else ""
+    revokes = f"revokes its session {token[:TOKEN_PREFIX_LEN]} on the relay and " if token else ""
+    question = f"Forget {owner}? This {revokes}removes the pairing, its routes and pins from this computer."
+    if not confirm(ctx, question, yes=args.yes, what="forget"):
+        ctx.err("not forgotten: nothing changed")
+        return EXIT_FAILURE
+    with ctx.client() as client:
+        result = client.call("forget", {"url": owner}, timeout=FORGET_TIMEOUT)
+    if getattr(args, "json", False):
+        ctx.print_json(result)
+        return 0
+    for line in result_lines(result, ctx):
+        ctx.out(line)
+    return 0
+
+
+def result_lines(result: dict[str, Any], ctx: Context) -> list[str]:
+    from hermes_relay.cli.render import printable
+
+    style = ctx.style
+    prefix = result.get("prefix") or "?"
+    relay = result.get("relay") if isinstance(result.get("relay"), dict) else {}
+    status, message = relay.get("status"), printable(str(relay.get("message") or ""))
+    lines = [style.ok("✓") + f" forgot {result.get('url')}"]
+    if status == "revoked":
+        lines.append(_field("relay", f"session {prefix} revoked"))
+    elif status == "already_ended":
+        lines.append(_field("relay", "the session had already ended" + (f" ({message})" if message else "")))
+    elif status == "unreachable":
+        lines.append(_field("relay", style.warn("session NOT revoked: the relay could not be reached")
+                            + (f" ({message})" if message else "")))
+        lines.append(" " * (2 + _LABEL_WIDTH) + "it stays valid there until it expires; end it from the relay "
+                     f"host or another device: hermes-relay devices revoke {prefix}")
+    else:
+        lines.append(_field("relay", "not contacted"))
+    removed = [printable(str(r)) for r in result.get("removed") or []]
+    lines.append(_field("removed", ", ".join(removed) if removed else "nothing"))
+    return lines
+
+
+def _field(label: str, value: str) -> str:
+    return f"  {label + ':':<{_LABEL_WIDTH}}{value}"

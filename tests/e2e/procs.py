@@ -115,6 +115,7 @@ class AgentEnv:
             "HERMES_RELAY_RUNTIME_DIR": str(self.run),
             "HERMES_RELAY_NETWATCH": "0",
             "HERMES_RELAY_PROBE_TIMEOUT": "1.5",
+            "HERMES_RELAY_NOTIFY": "0",  # no desktop notifications from test agents
             **extra_env,
         }
         self.pids: list[int] = []

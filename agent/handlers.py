@@ -19,7 +19,8 @@ from hermes_relay.core.errors import (
     StateError,
     UsageError,
 )
-from hermes_relay.core.store import resolve_in
+from hermes_relay.core.routes import role_label
+from hermes_relay.core.store import redact_record, resolve_in, route_urls
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
@@ -33,6 +34,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                 "started_at": agent.started_at}
 
     async def status(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        reveal = bool(params.get("reveal_tokens"))
         store_error = None
         try:
             sessions = agent.store.sessions()
@@ -43,7 +45,7 @@ def table(agent: Agent) -> dict[str, Handler]:
             rec = sessions.get(state["url"], {})
             token = rec.get("token") if isinstance(rec.get("token"), str) else ""
             state = {**state, "token_prefix": token[:TOKEN_PREFIX] if token else None}
-            if params.get("reveal_tokens"):
+            if reveal:
                 state["token"] = token
             relays.append(state)
         watcher = agent.watcher
@@ -53,6 +55,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                       "store_error": store_error, "netwatch": getattr(watcher, "backend", None) or "off",
                       **_resources(agent)},
             "relays": relays,
+            "paired": paired_view(sessions, relays, reveal=reveal),
         }
 
     async def pair_start(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -147,6 +150,32 @@ def table(agent: Agent) -> dict[str, Handler]:
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
         api.DOCTOR: doctor.handler(agent),
     }
+
+
+def paired_view(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]], *,
+                reveal: bool) -> list[dict[str, Any]]:
+    """Store records joined with live states (api.PairedRelay), so ``status`` needs no store read.
+
+    Store order first, then relays only the agent knows; a live relay also matches a record through
+    its alternate routes. Records are redacted unless ``reveal``.
+    """
+    by_key: dict[str, dict[str, Any]] = {}
+    extra: list[dict[str, Any]] = []
+    for state in live:
+        url = str(state.get("url") or "")
+        found = resolve_in(sessions, url) if url else None
+        if found is not None and found[0] not in by_key:
+            by_key[found[0]] = state
+        else:
+            extra.append(state)
+    out = []
+    for url, rec in sessions.items():
+        role = rec.get("endpoint_role")
+        out.append({"url": url, "record": rec if reveal else redact_record(rec), "live": by_key.get(url),
+                    "alternates": route_urls(rec), "role_label": role_label(str(role)) if role else None})
+    out.extend({"url": str(s.get("url") or "?"), "record": None, "live": s, "alternates": [], "role_label": None}
+               for s in extra)
+    return out
 
 
 def _resources(agent: Agent) -> dict[str, Any]:

@@ -10,8 +10,10 @@ shows a pairing as made in the year 50000 or crashes on a string.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+TYPE_CHECKING = False  # collections.abc and typing cost `status` ~4 ms per start
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 from hermes_relay.core import timefmt
 
@@ -144,7 +146,7 @@ def uptime(started_at: Any, now: float) -> str:
 
 def grants_text(grants: Any, now: float) -> str:
     """``bridge (in 6d), chat (never)``, sorted by channel; ``—`` for none."""
-    if not isinstance(grants, Mapping) or not grants:
+    if not isinstance(grants, dict) or not grants:  # msgpack and json give dicts
         return NONE_MARK
     return ", ".join(f"{channel} ({expiry(grants[channel], now)})" for channel in sorted(grants, key=str))
 

@@ -325,7 +325,9 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     extra = list(getattr(args, "extra", []) or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    argv = [sys.executable, "-m", "hermes_relay.agent", "run", *rest, *extra]
+    from hermes_relay.cli.client import agent_command
+
+    argv = [*agent_command(), *rest, *extra]
     ctx.flush()
     _execve(sys.executable, argv, dict(ctx.env))
     return 0  # only reached when tests replace _execve

@@ -188,8 +188,8 @@ def test_agent_run_replaces_the_process_with_the_agent(cli, env, monkeypatch) ->
     assert cli("agent", "run", "--foreground", "--log-level", "debug").code == 0
     assert cli("agent", "run", "--", "--detached").code == 0
     assert [s[1] for s in seen] == [
-        [sys.executable, "-m", "hermes_relay.agent", "run", "--foreground", "--log-level", "debug"],
-        [sys.executable, "-m", "hermes_relay.agent", "run", "--detached"],
+        [sys.executable, "-I", "-m", "hermes_relay.agent", "run", "--foreground", "--log-level", "debug"],
+        [sys.executable, "-I", "-m", "hermes_relay.agent", "run", "--detached"],
     ]
     assert seen[0][0] == sys.executable and seen[0][2] == env
 

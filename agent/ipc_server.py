@@ -53,7 +53,7 @@ class AfterResponse:
 class _Conn:
     def __init__(self, stream: trio.abc.Stream):
         self.stream = stream
-        self.decoder = framing.FrameDecoder()
+        self.decoder = framing.FrameDecoder(**framing.REQUEST_LIMITS)
         self.send_lock = trio.Lock()
 
     async def send(self, obj: Any) -> None:

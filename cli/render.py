@@ -233,7 +233,7 @@ def route_text(indicator: Mapping[str, Any] | None, now: float) -> str:
     if isinstance(url, str) and url and label != OFFLINE_LABEL:
         details.append(printable(url))
     state = indicator.get("state")
-    if isinstance(state, str) and state and state != "connected":
+    if isinstance(state, str) and state and state != "connected" and state != label:
         details.append("agent stopped" if state == "stopped" else printable(state.replace("_", " ")))
     if to_epoch(indicator.get("since")) is not None:
         details.append(f"since {ago(indicator.get('since'), now)}")

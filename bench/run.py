@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from procs import PY, AgentEnv, BlackHole, Proxy, RelayProc, free_port  # noqa: E402
+from procs import PY, AgentEnv, BlackHole, Proxy, RelayProc, free_port, wheel_venv  # noqa: E402
 
 from hermes_relay.cli.client import AgentClient  # noqa: E402
 from hermes_relay.core import api, envelope, paths, payload  # noqa: E402
@@ -196,28 +196,6 @@ CLI_TARGETS: dict[str, float | None] = {
     "status": 2.6, "route": 1.5, "status --json": None, "route --json": None,
     "status, agent down": None, "devices": None,
 }
-
-
-def wheel_venv(where: Path) -> Path:
-    """A venv holding this project as a built wheel (no editable finder), its dependencies borrowed.
-
-    The dependencies are those of the interpreter running the bench, reached through a ``.pth``
-    line (a plain path: no import hook runs at start-up).
-    """
-    import sysconfig
-
-    wheels = where / "dist"
-    subprocess.run([PY, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT),
-                    "-w", str(wheels)], check=True, capture_output=True, timeout=300)
-    venv = where / "venv"
-    subprocess.run([PY, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, timeout=120)
-    vpy = venv / "bin" / "python"
-    subprocess.run([PY, "-m", "pip", "--python", str(vpy), "install", "-q", "--no-deps", "--no-index",
-                    *map(str, wheels.glob("*.whl"))], check=True, capture_output=True, timeout=300)
-    site = subprocess.run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True, timeout=30).stdout.strip()
-    Path(site, "_bench_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return venv
 
 
 # -- the bench -----------------------------------------------------------------------------------

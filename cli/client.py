@@ -339,7 +339,7 @@ def ensure_agent(
             raise
     from hermes_relay.core import fileio
 
-    ownership.check_private(paths.runtime_dir_str(env), directory=True)
+    ownership.check_private(paths.runtime_dir_str(env), directory=True)  # before creating anything in it
     lock_path = paths.spawn_lock_file(env)
     ownership.check_private(str(lock_path), directory=False)
     with fileio.FileLock(lock_path, timeout=wait + 5, suffix=""):

@@ -194,8 +194,31 @@ def agent_pid(env: AgentEnv) -> int:
 # CLI rows: target ratio to `python -c pass` (None: printed for information).
 CLI_TARGETS: dict[str, float | None] = {
     "status": 2.6, "route": 1.5, "status --json": None, "route --json": None,
-    "status, agent down": None, "devices": None,
+    "status, agent down": None, "devices": None, "minimal client": None,
 }
+
+# The floor for a status client in this stack (issue 12): socket, struct, json and msgpack, hello,
+# status, one line per relay. `status` should stay within ~10 % of it.
+MINIMAL_STATUS_CLIENT = """\
+import json, socket, struct, sys
+import msgpack
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+def call(msgid, method, params):
+    body = msgpack.packb([0, msgid, method, params])
+    s.sendall(struct.pack(">I", len(body)) + body)
+    head = b""
+    while len(head) < 4:
+        head += s.recv(4 - len(head))
+    (n,) = struct.unpack(">I", head)
+    body = b""
+    while len(body) < n:
+        body += s.recv(n - len(body))
+    return msgpack.unpackb(body)[3]
+call(1, "hello", {"client_version": "0", "api_version": 1})
+for relay in call(2, "status", {})["relays"]:
+    print(relay["url"], relay["state"], json.dumps(relay.get("route")))
+"""
 
 
 # -- the bench -----------------------------------------------------------------------------------
@@ -308,8 +331,11 @@ class Bench:
         down = {**up, "HERMES_RELAY_RUNTIME_DIR": str(self.root / "no-agent-run")}
         log(f"CLI latency (wheel install in {venv}): {n} interleaved rounds")
         load0 = os.getloadavg()[0]
+        floor = self.root / "minimal_status_client.py"
+        floor.write_text(MINIMAL_STATUS_CLIENT)
         times = self._interleaved({
             "python -c pass": ([py, "-c", "pass"], up, 0),
+            "minimal client": ([py, str(floor), paths.socket_path(up)], up, 0),
             "status": ([cli, "status"], up, 0),
             "route": ([cli, "route"], up, 0),
             "status --json": ([cli, "status", "--json"], up, 0),

@@ -79,16 +79,17 @@ class Context:
         self.printed_json = True
 
 
-def add_common_flags(parser: argparse.ArgumentParser, *, json: bool = True) -> None:
-    """Let ``--no-autostart`` (and ``--json``) also follow the subcommand.
+def add_common_flags(parser: argparse.ArgumentParser, *, json: bool = True, autostart: bool = True) -> None:
+    """Let ``--no-autostart`` and ``--json`` also follow the subcommand (each only where it means something).
 
     The defaults are SUPPRESS so a subcommand's parser never overwrites a value the top-level
     parser already set (``hermes-relay --json status`` and ``hermes-relay status --json`` agree).
     """
     import argparse
 
-    parser.add_argument("--no-autostart", action="store_true", default=argparse.SUPPRESS,
-                        help="never start the agent; exit 3 if it is not running")
+    if autostart:
+        parser.add_argument("--no-autostart", action="store_true", default=argparse.SUPPRESS,
+                            help="never start the agent; exit 3 if it is not running")
     if json:
         parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                             help="print machine-readable JSON")

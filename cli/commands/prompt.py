@@ -164,12 +164,18 @@ def register(sub: Any) -> None:
                               "  fish (config.fish): hermes-relay prompt init fish | source",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="prompt_cmd", prog="hermes-relay prompt", metavar="{init,show}")
-    init = verbs.add_parser("init", help="print the snippet for your shell's startup file")
+    init = verbs.add_parser("init", help="print the snippet for your shell's startup file",
+                            description="Print the prompt snippet for SHELL. It reads the agent's route file "
+                                        "with shell builtins on each prompt: no program runs.",
+                            epilog="example:\n  eval \"$(hermes-relay prompt init bash)\"    # in ~/.bashrc",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     init.add_argument("shell", choices=SHELLS)
-    show = verbs.add_parser("show", help="print the indicator once")
-    for parser in (p, init):
-        add_common_flags(parser, json=False)
-    add_common_flags(show)
+    show = verbs.add_parser("show", help="print the indicator once",
+                            description="Print the indicator as the prompt would show it: [LAN], [LAN?] when "
+                                        "stale, [revoked], [offline].",
+                            epilog="example:\n  hermes-relay prompt show        # [LAN]",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(show, autostart=False)  # prompt never talks to the agent
     p.set_defaults(run=run)
 
 

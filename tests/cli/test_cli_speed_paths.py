@@ -132,3 +132,21 @@ def test_the_hot_path_and_argparse_agree_on_flag_positions(cli, env) -> None:
                                                          ["--no-autostart", "route", "--json"])}
     assert len(set(outputs.values())) == 1
     assert cli("route", "--bogus").code == 2  # not a hot-path flag: argparse reports it
+
+
+# -- help ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("verb", ["start", "stop", "restart", "status", "logs", "run", "install", "uninstall"])
+def test_agent_verbs_help_has_a_description_an_example_and_no_meaningless_flags(cli, verb) -> None:
+    result = cli("agent", verb, "--help")
+    assert result.code == 0
+    usage, blank, description = result.out.splitlines()[:3]
+    assert usage.startswith(f"usage: hermes-relay agent {verb} ") and blank == "" and description
+    assert f"example:\n  hermes-relay agent {verb}" in result.out
+    assert "--no-autostart" not in result.out
+    assert ("--json" in result.out) is (verb not in ("logs", "run"))
+
+
+@pytest.mark.parametrize("verb", ["init", "show"])
+def test_prompt_verbs_help_has_an_example(cli, verb) -> None:
+    result = cli("prompt", verb, "--help")
+    assert result.code == 0 and "example:\n  " in result.out and "--no-autostart" not in result.out

@@ -170,9 +170,15 @@ def paired_view(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]],
             extra.append(state)
     out = []
     for url, rec in sessions.items():
+        if not isinstance(rec, dict):
+            continue
         role = rec.get("endpoint_role")
+        try:
+            alternates = route_urls(rec)
+        except TypeError:  # a malformed route_candidates must not take status down
+            alternates = []
         out.append({"url": url, "record": rec if reveal else redact_record(rec), "live": by_key.get(url),
-                    "alternates": route_urls(rec), "role_label": role_label(str(role)) if role else None})
+                    "alternates": alternates, "role_label": role_label(str(role)) if role else None})
     out.extend({"url": str(s.get("url") or "?"), "record": None, "live": s, "alternates": [], "role_label": None}
                for s in extra)
     return out

@@ -129,13 +129,16 @@ def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParse
 
 
 def _suggest_choice(message: str) -> str | None:
-    """The closest valid choice named in argparse's "invalid choice: 'x' (choose from ...)" message."""
+    """The closest valid choice named in argparse's "invalid choice: 'x' (choose from ...)" message.
+
+    Quotes around the names vary between Python versions, so they are stripped, not required.
+    """
     import re
 
-    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    found = re.search(r"invalid choice: '?(.*?)'? \(choose from (.*)\)", message)
     if not found:
         return None
-    choices = re.findall(r"'([^']*)'", found.group(2))
+    choices = [choice.strip().strip("'\"") for choice in found.group(2).split(",")]
     return _closest(found.group(1), choices)
 
 

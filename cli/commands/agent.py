@@ -164,7 +164,7 @@ def stop_agent(ctx: Context, timeout: float = STOP_TIMEOUT) -> tuple[bool, int |
         pid = client.hello.get("pid")
         pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
         try:
-            client.call("agent.stop", {})
+            client.stop()
         except IpcError as exc:
             if type(exc) is not IpcError:  # the agent refused; a plain IpcError is the link closing
                 raise

@@ -150,3 +150,29 @@ def test_agent_verbs_help_has_a_description_an_example_and_no_meaningless_flags(
 def test_prompt_verbs_help_has_an_example(cli, verb) -> None:
     result = cli("prompt", verb, "--help")
     assert result.code == 0 and "example:\n  " in result.out and "--no-autostart" not in result.out
+
+
+# -- prompt snippets -------------------------------------------------------------------------------
+_DRAW = {"bash": (["--norc", "--noprofile", "-c"], "PS1='$ '; source {init}; __hermes_relay_prompt"),
+         "zsh": (["-f", "-c"], "PROMPT=''; source {init}; __hermes_relay_precmd")}
+
+
+@pytest.mark.parametrize("shell", sorted(_DRAW))
+def test_bash_and_zsh_snippets_mark_a_dead_agents_label_stale_with_kill_0(shell, tmp_path, dead_pid) -> None:
+    import shutil
+    import time
+
+    from hermes_relay.cli.commands.prompt import snippet
+
+    path = shutil.which(shell)
+    if path is None:
+        pytest.skip(f"{shell} is not installed")
+    route = tmp_path / "route"
+    init = tmp_path / "init"
+    init.write_text(snippet(shell, str(route)))
+    flags, program = _DRAW[shell]
+    for pid, shown in ((dead_pid, "[LAN?]"), (os.getpid(), "[LAN]")):
+        route.write_text(f"{int(time.time()) + 60} LAN\n{pid} connected - ws://10.0.0.2:8767\n")
+        drawn = subprocess.run([path, *flags, program.format(init=init) + '; printf %s "$HERMES_RELAY_INDICATOR"'],
+                               capture_output=True, text=True, timeout=30, env={"PATH": "/nonexistent"})
+        assert (drawn.stdout, drawn.stderr) == (shown, "")

@@ -83,14 +83,17 @@ def test_after_kill_9_route_prompt_and_json_say_stale_not_lan(relay_proc, agent_
     doc = json.loads(agent_env.cli("route", "--json").stdout)
     assert doc["running"] is False and doc["stale"] is True and doc["pid"] == pid
     assert agent_env.cli("prompt", "show").stdout == "[LAN?]\n"
-    bash = shutil.which("bash")
-    if bash:
-        init = tmp_path / "init.bash"
-        init.write_text(snippet("bash", str(paths.route_file(agent_env.env))))
-        drawn = subprocess.run([bash, "--norc", "--noprofile", "-c",
-                                f"PS1='$ '; source {init}; __hermes_relay_prompt; printf '%s' \"$HERMES_RELAY_INDICATOR\""],
+    draws = {"bash": ("--norc --noprofile -c", "PS1='$ '; source {init}; __hermes_relay_prompt"),
+             "zsh": ("-f -c", "PROMPT=''; source {init}; __hermes_relay_precmd")}
+    for shell, (flags, program) in draws.items():
+        path = shutil.which(shell)
+        if path is None:
+            continue
+        init = tmp_path / f"init.{shell}"
+        init.write_text(snippet(shell, str(paths.route_file(agent_env.env))))
+        drawn = subprocess.run([path, *flags.split(), program.format(init=init) + '; printf %s "$HERMES_RELAY_INDICATOR"'],
                                capture_output=True, text=True, timeout=30, env={"PATH": "/nonexistent"})
-        assert drawn.stdout == "[LAN?]", drawn.stderr
+        assert drawn.stdout == "[LAN?]", (shell, drawn.stderr)
     status = json.loads(agent_env.cli("status", "--json").stdout)
     assert status["agent"] is None  # nothing answers: not "running"
 

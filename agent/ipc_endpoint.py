@@ -14,13 +14,10 @@ agent there or hold the lock.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hmac
 import logging
 import os
 import socket
-import struct
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,28 +122,10 @@ async def open_ipc_listener(path: str, mode: str) -> IpcListener:
     return IpcListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), path, None)
 
 
-def peer_uid(sock: trio.socket.SocketType) -> int | None:
-    """The uid of the process at the other end of a Unix socket, None where the OS cannot tell."""
-    try:
-        if hasattr(socket, "SO_PEERCRED"):
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
-            return uid
-        if sys.platform == "darwin":  # pragma: no cover - macOS only
-            local_peercred = getattr(socket, "LOCAL_PEERCRED", 0x001)
-            raw = sock.getsockopt(0, local_peercred, struct.calcsize("IIh16I"))
-            _version, uid = struct.unpack_from("Ii", raw)
-            return uid
-    except OSError as exc:
-        if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
-            log.warning("peer_credentials_unavailable error=%s", exc)
-    return None
-
-
 def peer_allowed(stream: trio.SocketStream) -> bool:
     if os.name != "posix":  # pragma: no cover
         return True
-    uid = peer_uid(stream.socket)
+    uid = ownership.peer_uid(stream.socket)
     return uid is None or uid == os.getuid()
 
 

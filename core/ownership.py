@@ -34,7 +34,7 @@ def peer_uid(sock: Any) -> int | None:
     try:
         if hasattr(_socket, "SO_PEERCRED"):
             raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
-            return int.from_bytes(raw[4:8], sys.byteorder, signed=True)
+            return int.from_bytes(raw[4:8], sys.byteorder, signed=False)  # struct ucred: pid, uid, gid
         if sys.platform == "darwin" or "bsd" in sys.platform:  # pragma: no cover - not Linux
             raw = sock.getsockopt(0, getattr(_socket, "LOCAL_PEERCRED", 0x001), _XUCRED_SIZE)
             return int.from_bytes(raw[4:8], sys.byteorder, signed=False)

@@ -22,7 +22,8 @@ from hermes_relay.core.errors import (
     StateError,
     UsageError,
 )
-from hermes_relay.core.store import resolve_in
+from hermes_relay.core.routes import role_label
+from hermes_relay.core.store import redact_record, resolve_in, route_urls
 from hermes_relay.core.wire import MIN_PREFIX_LEN, TOKEN_PREFIX_LEN
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                 "started_at": agent.started_at}
 
     async def status(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        reveal = bool(params.get("reveal_tokens"))
         store_error = None
         try:
             sessions = agent.store.sessions()
@@ -47,7 +49,7 @@ def table(agent: Agent) -> dict[str, Handler]:
             token = rec.get("token") if isinstance(rec.get("token"), str) else ""
             state = {**state, "token_prefix": token[:TOKEN_PREFIX_LEN] if token else None,
                      "desktop": agent.desktop.status_for(state["url"])}
-            if params.get("reveal_tokens"):
+            if reveal:
                 state["token"] = token
             relays.append(state)
         watcher = agent.watcher
@@ -57,6 +59,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                       "store_error": store_error, "netwatch": getattr(watcher, "backend", None) or "off",
                       **_resources(agent)},
             "relays": relays,
+            "paired": paired_view(sessions, relays, reveal=reveal),
         }
 
     async def pair_start(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -203,6 +206,47 @@ async def _forward_approvals(agent: Agent, ctx: CallContext) -> None:
                 await ctx.notify(api.APPROVAL, event)
     except (trio.BrokenResourceError, trio.ClosedResourceError):  # the client left
         pass
+
+
+def _redacted(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record for the CLI without secrets; the token keeps only its prefix, which ``status`` shows."""
+    out = redact_record(rec)
+    token = rec.get("token")
+    if isinstance(token, str) and token:
+        out["token"] = token[:TOKEN_PREFIX_LEN]
+    return out
+
+
+def paired_view(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]], *,
+                reveal: bool) -> list[dict[str, Any]]:
+    """Store records joined with live states (api.PairedRelay), so ``status`` needs no store read.
+
+    Store order first, then relays only the agent knows; a live relay also matches a record through
+    its alternate routes. Records are redacted unless ``reveal``.
+    """
+    by_key: dict[str, dict[str, Any]] = {}
+    extra: list[dict[str, Any]] = []
+    for state in live:
+        url = str(state.get("url") or "")
+        found = resolve_in(sessions, url) if url else None
+        if found is not None and found[0] not in by_key:
+            by_key[found[0]] = state
+        else:
+            extra.append(state)
+    out = []
+    for url, rec in sessions.items():
+        if not isinstance(rec, dict):
+            continue
+        role = rec.get("endpoint_role")
+        try:
+            alternates = route_urls(rec)
+        except TypeError:  # a malformed route_candidates must not take status down
+            alternates = []
+        out.append({"url": url, "record": rec if reveal else _redacted(rec), "live": by_key.get(url),
+                    "alternates": alternates, "role_label": role_label(str(role)) if role else None})
+    out.extend({"url": str(s.get("url") or "?"), "record": None, "live": s, "alternates": [], "role_label": None}
+               for s in extra)
+    return out
 
 
 def _resources(agent: Agent) -> dict[str, Any]:

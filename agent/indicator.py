@@ -1,14 +1,21 @@
 """The route indicator: a tiny file the shell prompt reads without starting any process.
 
-``route`` holds one line, ``<valid_until epoch seconds> <label>``, e.g. ``1795650000 LAN``; the prompt
-snippet compares the first field with the shell's own clock and shows the label as stale when the
-agent stopped refreshing it. ``route.json`` holds the same state with details for ``hermes-relay
-route``. Both are written atomically on every change and at least every ``heartbeat`` seconds.
+``route`` holds two lines of plain text (no json needed to read it)::
+
+    <valid_until epoch seconds> <label>             e.g.  1795650000 LAN
+    <agent pid> <state> <since epoch or -> <url or ->      4242 connected 1795649000.5 ws://10.0.0.2:8767
+
+The prompt snippets read the first line (and bash/zsh the pid) with builtins: the label is shown
+stale when the agent stopped refreshing it or its pid is gone. ``hermes-relay route`` reads both.
+The label is the route's (``LAN``, ``Tailscale``, ...), ``expired`` or ``revoked`` when the link needs
+a new pairing, else ``offline``. ``route.json`` holds the same state for other programs. Both are
+written atomically on every change and at least every ``heartbeat`` seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +26,23 @@ VALIDITY_HEARTBEATS = 3  # the file stays "fresh" this many heartbeats past its 
 STOPPED_VALIDITY = 10 * 365 * 86400  # a clean stop's "offline" is true until the next start
 
 
+# Offline states the prompt names instead of "offline": the user has to pair again.
+NAMED_STATES = (api.EXPIRED, api.REVOKED)
+
+
 def offline(state: str) -> dict[str, Any]:
-    return {"label": api.OFFLINE, "state": state, "url": None, "role": None, "since": None, "relay": None}
+    label = state if state in NAMED_STATES else api.OFFLINE
+    return {"label": label, "state": state, "url": None, "role": None, "since": None, "relay": None}
+
+
+def route_lines(current: dict[str, Any], pid: int) -> bytes:
+    """The route file's two lines for an indicator dict (see the module docstring)."""
+    since = current.get("since")
+    url = current.get("url")
+    second = [str(pid), str(current.get("state") or "unknown"),
+              repr(float(since)) if isinstance(since, (int, float)) else "-",
+              url if isinstance(url, str) and url and not any(c.isspace() for c in url) else "-"]
+    return f"{current['valid_until']} {current['label']}\n{' '.join(second)}\n".encode()
 
 
 def summarize(states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -50,9 +72,9 @@ class Indicator:
         Not fsynced by default: rewritten on every change and heartbeat, it only describes the present.
         """
         valid_until = int(now + (VALIDITY_HEARTBEATS * self.heartbeat if valid_for is None else valid_for))
-        self.current = {**summary, "updated_at": now, "valid_until": valid_until}
+        self.current = {**summary, "updated_at": now, "valid_until": valid_until, "pid": os.getpid()}
         try:
-            fileio.atomic_write(self.route_file, f"{valid_until} {summary['label']}\n".encode(), durable=durable)
+            fileio.atomic_write(self.route_file, route_lines(self.current, os.getpid()), durable=durable)
             fileio.atomic_write(self.json_file, fileio.dump_json(self.current), durable=durable)
         except OSError as exc:  # a full disk must not take the agent down; the prompt goes stale
             log.warning("indicator_write_failed error=%s", exc)

@@ -1,29 +1,29 @@
-"""The agent's IPC endpoint: a per-user Unix socket (a named pipe on Windows).
+"""The agent's IPC endpoint: a per-user Unix socket (loopback TCP + nonce on Windows).
 
 Single ownership comes from the instance lock, not from the socket file: the agent first takes an
 exclusive lock on ``agent.lock`` (held for its lifetime, released by the kernel if it dies). Holding
 the lock proves that any socket file already present is stale, so it is unlinked and re-bound
 (ssh-agent's stale-socket dance without the connect-probe race). The directory is 0700, the socket
 0600, and each accepted peer's uid is checked (SO_PEERCRED on Linux, LOCAL_PEERCRED on macOS), so
-another local user cannot talk to this agent even if permissions are loosened by hand.
+another local user cannot talk to this agent even if permissions are loosened by hand. A runtime
+directory, lock file or socket directory that another user owns, or that others can write, is
+refused before anything is created in it (core/ownership.py): whoever controls it could serve a fake
+agent there or hold the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hmac
 import logging
 import os
 import socket
-import struct
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import trio
 
-from hermes_relay.core import endpoint, fileio
+from hermes_relay.core import endpoint, fileio, ownership
 from hermes_relay.core.errors import AgentAlreadyRunningError, IpcError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,10 @@ NONCE_TIMEOUT = 5.0  # a tcp-mode client must prove itself this fast
 
 @contextlib.contextmanager
 def instance_lock(lock_path: Path) -> Iterator[None]:
-    """Hold the per-user instance lock or raise AgentAlreadyRunningError."""
+    """Hold the per-user instance lock or raise AgentAlreadyRunningError (UnsafeRuntimeError for a
+    directory or lock file that is not ours alone)."""
+    private_dir(lock_path.parent)
+    ownership.check_private(str(lock_path), directory=False)
     lock = fileio.FileLock(lock_path, suffix="")
     if not lock.acquire(blocking=False):
         raise AgentAlreadyRunningError(
@@ -50,7 +53,7 @@ def instance_lock(lock_path: Path) -> Iterator[None]:
 def bind_unix_socket(path: str) -> socket.socket:
     """Create, bind and listen on ``path`` (0600 in a 0700 directory). Call only under the instance lock."""
     p = Path(path)
-    fileio.ensure_private_dir(p.parent)
+    private_dir(p.parent)
     if len(os.fsencode(path)) > 100:
         raise IpcError(
             f"socket path is too long for AF_UNIX ({len(path)} bytes): {path}",
@@ -72,6 +75,16 @@ def bind_unix_socket(path: str) -> socket.socket:
         raise IpcError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
     sock.setblocking(False)
     return sock
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` 0700, or accept an existing one only if it is ours and closed to others.
+
+    Checked again after creating it: another user may have created it in between.
+    """
+    ownership.check_private(str(path), directory=True)
+    fileio.ensure_private_dir(path)
+    ownership.check_private(str(path), directory=True)
 
 
 class IpcListener:
@@ -109,28 +122,10 @@ async def open_ipc_listener(path: str, mode: str) -> IpcListener:
     return IpcListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), path, None)
 
 
-def peer_uid(sock: trio.socket.SocketType) -> int | None:
-    """The uid of the process at the other end of a Unix socket, None where the OS cannot tell."""
-    try:
-        if hasattr(socket, "SO_PEERCRED"):
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
-            return uid
-        if sys.platform == "darwin":  # pragma: no cover - macOS only
-            local_peercred = getattr(socket, "LOCAL_PEERCRED", 0x001)
-            raw = sock.getsockopt(0, local_peercred, struct.calcsize("IIh16I"))
-            _version, uid = struct.unpack_from("Ii", raw)
-            return uid
-    except OSError as exc:
-        if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
-            log.warning("peer_credentials_unavailable error=%s", exc)
-    return None
-
-
 def peer_allowed(stream: trio.SocketStream) -> bool:
     if os.name != "posix":  # pragma: no cover
         return True
-    uid = peer_uid(stream.socket)
+    uid = ownership.peer_uid(stream.socket)
     return uid is None or uid == os.getuid()
 
 

@@ -53,7 +53,7 @@ class AfterResponse:
 class _Conn:
     def __init__(self, stream: trio.abc.Stream):
         self.stream = stream
-        self.decoder = framing.FrameDecoder()
+        self.decoder = framing.FrameDecoder(**framing.REQUEST_LIMITS)
         self.send_lock = trio.Lock()
 
     async def send(self, obj: Any) -> None:
@@ -82,7 +82,7 @@ async def handle_connection(stream: trio.abc.Stream, handlers: dict[str, Handler
     """
     conn = _Conn(stream)
     ctx = CallContext(conn.send)
-    send, receive = trio.open_memory_channel[rpc.Message](MAX_QUEUED)
+    send, receive = trio.open_memory_channel[rpc.Request](MAX_QUEUED)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_read_requests, conn, ctx, send, nursery.cancel_scope)
@@ -90,12 +90,12 @@ async def handle_connection(stream: trio.abc.Stream, handlers: dict[str, Handler
             try:
                 async with receive:
                     async for msg in receive:
-                        if not greeted and msg.method != "hello":  # type: ignore[union-attr]
-                            await conn.send(rpc.Response(msg.msgid, UsageError(  # type: ignore[union-attr]
+                        if not greeted and msg.method != "hello":
+                            await conn.send(rpc.Response(msg.msgid, UsageError(
                                 "the first request must be hello").to_wire(), None).to_wire())
                             continue
                         greeted = True
-                        await _dispatch(conn, ctx, handlers, msg)  # type: ignore[arg-type]
+                        await _dispatch(conn, ctx, handlers, msg)
             except (trio.BrokenResourceError, trio.ClosedResourceError):  # the client left mid-answer
                 pass
             nursery.cancel_scope.cancel()
@@ -105,7 +105,7 @@ async def handle_connection(stream: trio.abc.Stream, handlers: dict[str, Handler
             await stream.aclose()
 
 
-async def _read_requests(conn: _Conn, ctx: CallContext, send: trio.MemorySendChannel[rpc.Message],
+async def _read_requests(conn: _Conn, ctx: CallContext, send: trio.MemorySendChannel[rpc.Request],
                          scope: trio.CancelScope) -> None:
     """Feed requests to the dispatcher; on garbage, drop the client; at end of input, say so."""
     async with send:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import re
 import signal
 import sys
@@ -21,6 +22,16 @@ from hermes_relay.core.errors import HermesError, members
 LOG_BYTES = 1 << 20
 LOG_BACKUPS = 3
 _TOKENISH = re.compile(r"\b[A-Za-z0-9_\-]{32,}\b")
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Creates the log file (and each rotated successor) 0600 whatever the umask: logs name relays and devices."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, fileio.FILE_MODE)
+        if os.name == "posix":
+            os.fchmod(fd, fileio.FILE_MODE)
+        return os.fdopen(fd, self.mode.replace("w", "a"), encoding=self.encoding, errors=self.errors)
 
 
 class RedactTokens(logging.Filter):
@@ -39,7 +50,7 @@ def setup_logging(log_file, *, to_stderr: bool, level: str) -> None:
     redact = RedactTokens()
     fileio.ensure_private_dir(log_file.parent)
     handlers: list[logging.Handler] = [
-        logging.handlers.RotatingFileHandler(log_file, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
+        PrivateRotatingFileHandler(log_file, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
     ]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))

@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from procs import PY, AgentEnv, BlackHole, Proxy, RelayProc, free_port  # noqa: E402
+from procs import PY, AgentEnv, BlackHole, Proxy, RelayProc, free_port, wheel_venv  # noqa: E402
 
 from hermes_relay.cli.client import AgentClient  # noqa: E402
 from hermes_relay.core import api, envelope, paths, payload  # noqa: E402
@@ -191,6 +191,36 @@ def agent_pid(env: AgentEnv) -> int:
         return int(c.hello["pid"])
 
 
+# CLI rows: target ratio to `python -c pass` (None: printed for information).
+CLI_TARGETS: dict[str, float | None] = {
+    "status": 2.6, "route": 1.5, "status --json": None, "route --json": None,
+    "status, agent down": None, "devices": None, "minimal client": None,
+}
+
+# The floor for a status client in this stack (issue 12): socket, struct, json and msgpack, hello,
+# status, one line per relay. `status` should stay within ~10 % of it.
+MINIMAL_STATUS_CLIENT = """\
+import json, socket, struct, sys
+import msgpack
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+def call(msgid, method, params):
+    body = msgpack.packb([0, msgid, method, params])
+    s.sendall(struct.pack(">I", len(body)) + body)
+    head = b""
+    while len(head) < 4:
+        head += s.recv(4 - len(head))
+    (n,) = struct.unpack(">I", head)
+    body = b""
+    while len(body) < n:
+        body += s.recv(n - len(body))
+    return msgpack.unpackb(body)[3]
+call(1, "hello", {"client_version": "0", "api_version": 1})
+for relay in call(2, "status", {})["relays"]:
+    print(relay["url"], relay["state"], json.dumps(relay.get("route")))
+"""
+
+
 # -- the bench -----------------------------------------------------------------------------------
 class Bench:
     def __init__(self, quick: bool, stack: ExitStack):
@@ -271,55 +301,66 @@ class Bench:
         add("pair.start by code (IPC call wall time)", value)
 
     # -- 2. CLI latency ----------------------------------------------------------------------------
-    def _interleaved(self, commands: dict[str, list[str]], env: dict[str, str], n: int) -> dict[str, list[float]]:
+    def _interleaved(self, commands: dict[str, tuple[list[str], dict[str, str], int]],
+                     n: int) -> dict[str, list[float]]:
         """Whole-process wall times, N rounds of one run of each command in turn.
 
-        Interleaving puts every command under the same background load, so the breakdown rows can
-        be subtracted from each other even on a busy machine.
+        ``commands`` maps a row name to (argv, env, expected exit status). Interleaving puts every
+        command under the same background load, so ratios to the interpreter's own start-up
+        (``python -c pass``, measured in the same rounds) hold on a busy machine.
         """
         for _ in range(2):  # warm the page cache and the bytecode cache
-            for argv in commands.values():
+            for argv, env, _code in commands.values():
                 subprocess.run(argv, env=env, capture_output=True, timeout=30)
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(n):
-            for name, argv in commands.items():
+            for name, (argv, env, code) in commands.items():
                 t0 = time.perf_counter()
                 out = subprocess.run(argv, env=env, capture_output=True, timeout=30)
                 times[name].append(time.perf_counter() - t0)
-                if out.returncode != 0:
+                if out.returncode != code:
                     raise RuntimeError(f"{' '.join(argv)} exited {out.returncode}: {out.stderr.decode()[-300:]}")
         return times
 
     def cli_latency(self) -> None:
-        assert self.user is not None
-        env = self.user.env
+        assert self.user is not None and self.relay is not None
         n = self.n_cli
-        log(f"CLI latency: {n} rounds of whole-process runs of status, route and the baselines")
+        venv = wheel_venv(self.root / "wheel")
+        py, cli = str(venv / "bin" / "python"), str(venv / "bin" / "hermes-relay")
+        up = self.user.env
+        down = {**up, "HERMES_RELAY_RUNTIME_DIR": str(self.root / "no-agent-run")}
+        log(f"CLI latency (wheel install in {venv}): {n} interleaved rounds")
         load0 = os.getloadavg()[0]
+        floor = self.root / "minimal_status_client.py"
+        floor.write_text(MINIMAL_STATUS_CLIENT)
         times = self._interleaved({
-            "status": self.cli_cmd() + ["status"],
-            "route": self.cli_cmd() + ["route"],
-            "bare": [PY, "-S", "-c", "pass"],
-            "site": [PY, "-c", "pass"],
-            "imports": [PY, "-c", "import hermes_relay.cli.main, hermes_relay.cli.commands.status, "
-                                  "hermes_relay.core.store, hermes_relay.cli.client"],
-        }, env, n)
-        for name in ("status", "route"):
-            med, p95 = statistics.median(times[name]), pctl(times[name], 95)
-            add(f"CLI `{name}` latency, agent up (N={n}) median", ms(med), "< 50 ms", med < 0.050)
-            add(f"CLI `{name}` latency, agent up (N={n}) p95", ms(p95))
-        # What a `status` run is made of (informational; see README "reading the results").
-        add("  breakdown: bare interpreter (`python -S -c pass`)", ms(statistics.median(times["bare"])))
-        add("  breakdown: + site, venv .pth incl. editable finder", ms(statistics.median(times["site"])))
-        add("  breakdown: + imports of status's code path (whole process)", ms(statistics.median(times["imports"])))
+            "python -c pass": ([py, "-c", "pass"], up, 0),
+            "minimal client": ([py, str(floor), paths.socket_path(up)], up, 0),
+            "status": ([cli, "status"], up, 0),
+            "route": ([cli, "route"], up, 0),
+            "status --json": ([cli, "status", "--json"], up, 0),
+            "route --json": ([cli, "route", "--json"], up, 0),
+            "status, agent down": ([cli, "status"], down, 0),
+            "devices": ([cli, "devices", "--no-autostart"], up, 0),
+        }, n)
+        base = statistics.median(times["python -c pass"])
+        add(f"CLI baseline `python -c pass` (N={n}) median", ms(base))
+        for name, target in CLI_TARGETS.items():
+            med = statistics.median(times[name])
+            ratio = med / base
+            value = f"{ratio:.2f} x ({ms(med)}, p95 {ms(pctl(times[name], 95))})"
+            if target is None:
+                add(f"CLI `{name}` / `python -c pass`", value)
+            else:
+                add(f"CLI `{name}` / `python -c pass`", value, f"<= {target} x", ratio <= target)
         ipc = []
-        sock = paths.socket_path(env)
+        sock = paths.socket_path(up)
         for _ in range(n):
             t0 = time.perf_counter()
             with AgentClient.connect(sock, timeout=5) as c:
                 c.call(api.STATUS, {}, timeout=5)
             ipc.append(time.perf_counter() - t0)
-        add("  breakdown: IPC connect+hello+status (in-process)", ms(statistics.median(ipc)))
+        add("  breakdown: IPC connect+status (in-process)", ms(statistics.median(ipc)))
         load1 = os.getloadavg()[0]
         add("  host: CPUs, 1-min load average before/after these runs",
             f"{os.cpu_count()} CPUs, load {load0:.2f} / {load1:.2f}")
@@ -618,6 +659,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and a 10 s idle window (under a minute)")
+    parser.add_argument("--only", choices=["cli"], help="run one section (cli: pair once, then the CLI rows)")
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("bench/run.py reads /proc: it runs on Linux only", file=sys.stderr)
@@ -630,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args.quick, stack)
         steps = [bench.pair_by_code, bench.cli_latency, bench.prompt_cost, bench.pair_three_tiers,
                  bench.failover, bench.idle_agent, bench.reconnect, bench.relay_capacity]
+        if args.only == "cli":
+            steps = [bench.pair_by_code, bench.cli_latency]
         try:
             for step in steps:
                 try:

@@ -1,28 +1,30 @@
 """The CLI's side of the IPC connection: a blocking socket, the shared sans-IO framing, no trio.
 
-``AgentClient.connect`` says hello and checks the API version (a mismatch warns once on stderr).
+``AgentClient.connect`` opens the socket, checks that the agent at the other end runs as this user,
+and sends ``hello`` without waiting for its answer: the first call's request follows it on the wire
+and both answers come back in one round trip (the agent answers in order). The API version is
+checked when the hello answer arrives (a mismatch warns once on stderr). ``AgentCalls`` gives every
+IPC method a typed wrapper (core/api.py), shared with the CLI tests' fake client, and ``watch()``
+is an iterator of relay states.
+
 ``ensure_agent`` starts the agent when nothing answers: under an exclusive spawn lock it re-checks,
-spawns ``python -m hermes_relay.agent run`` detached in its own session, then polls the socket with
-growing sleeps (gpg-agent's autostart), so many CLIs started at once produce exactly one agent.
+spawns the agent detached in its own session, then polls the socket with growing sleeps
+(gpg-agent's autostart), so many CLIs started at once produce exactly one agent.
+
+This module runs on every ``status``: it uses ``_socket`` (``socket`` pulls in enum and
+selectors) and imports pathlib, subprocess and the file helpers only where an agent is spawned.
 """
 
 from __future__ import annotations
 
+import _socket
 import errno
-import itertools
 import os
-import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
 
 from hermes_relay import __version__
-from hermes_relay.core import fileio, framing, paths, rpc
-
-if TYPE_CHECKING:
-    import subprocess  # imported where an agent is spawned: commands that only talk to it skip ~1.3 ms
+from hermes_relay.core import api, framing, ownership, paths, rpc
 from hermes_relay.core.errors import (
     AgentNotRunningError,
     IpcError,
@@ -30,41 +32,126 @@ from hermes_relay.core.errors import (
     error_from_wire,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any, TextIO
+
+    from hermes_relay.core.apitypes import (
+        DevicesExtendReply,
+        DevicesListReply,
+        DevicesRevokeReply,
+        HelloReply,
+        PairProgress,
+        PairReply,
+        PinAcceptReply,
+        RelayState,
+        RouteIndicator,
+        StatusReply,
+    )
+
+    NotifyFn = Callable[[str, dict[str, Any]], None]
+
 DEFAULT_CALL_TIMEOUT = 30.0  # seconds; pairing and probes report progress well within this
 AUTOSTART_WAIT = 10.0  # seconds to wait for a freshly spawned agent's socket
 _CONNECT_ERRNOS = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES)
 
-NotifyFn = Callable[[str, dict[str, Any]], None]
+
+class AgentCalls:
+    """Typed wrappers over ``call`` for every IPC method (the contract is in core/api.py)."""
+
+    def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = DEFAULT_CALL_TIMEOUT,
+             on_notify: NotifyFn | None = None) -> Any:
+        raise NotImplementedError
+
+    def status(self, *, reveal_tokens: bool = False, timeout: float = DEFAULT_CALL_TIMEOUT) -> StatusReply:
+        return self.call(api.STATUS, {"reveal_tokens": reveal_tokens}, timeout=timeout)  # type: ignore[no-any-return]
+
+    def route(self) -> RouteIndicator:
+        return self.call(api.ROUTE, {})  # type: ignore[no-any-return]
+
+    def pair_start(self, params: dict[str, Any], *, on_progress: Callable[[PairProgress], None] | None = None,
+                   timeout: float | None = DEFAULT_CALL_TIMEOUT) -> PairReply:
+        def notify(method: str, p: dict[str, Any]) -> None:
+            if method == api.PAIR_PROGRESS and on_progress is not None:
+                on_progress(p)  # type: ignore[arg-type]
+
+        return self.call(api.PAIR_START, params, timeout=timeout, on_notify=notify)  # type: ignore[no-any-return]
+
+    def devices_list(self, url: str | None = None) -> DevicesListReply:
+        return self.call(api.DEVICES_LIST, _url(url))  # type: ignore[no-any-return]
+
+    def devices_revoke(self, prefix: str, url: str | None = None) -> DevicesRevokeReply:
+        return self.call(api.DEVICES_REVOKE, {**_url(url), "prefix": prefix})  # type: ignore[no-any-return]
+
+    def devices_extend(self, prefix: str, ttl_seconds: int, url: str | None = None) -> DevicesExtendReply:
+        return self.call(api.DEVICES_EXTEND, {**_url(url), "prefix": prefix,  # type: ignore[no-any-return]
+                                              "ttl_seconds": ttl_seconds})
+
+    def pin_accept(self, url: str) -> PinAcceptReply:
+        return self.call(api.PIN_ACCEPT, {"url": url})  # type: ignore[no-any-return]
+
+    def reload(self) -> dict[str, Any]:
+        return self.call(api.RELOAD, {})  # type: ignore[no-any-return]
+
+    def stop(self) -> dict[str, Any]:
+        return self.call(api.AGENT_STOP, {})  # type: ignore[no-any-return]
 
 
-class AgentClient:
+def _url(url: str | None) -> dict[str, Any]:
+    return {"url": url} if url else {}
+
+
+class AgentClient(AgentCalls):
     """One IPC connection to the agent."""
 
-    def __init__(self, sock: socket.socket, path: str):
+    def __init__(self, sock: Any, path: str, *, stderr: TextIO | None = None, quiet: bool = False):
         self._sock = sock
         self.path = path
         self._decoder = framing.FrameDecoder()
-        self._ids = itertools.count(1)
-        self.hello: dict[str, Any] = {}
+        self._next_id = 1
+        self._hello: dict[str, Any] | None = None
+        self._hello_id: int | None = None
+        self._stderr = stderr
+        self._quiet = quiet
 
     @classmethod
     def connect(cls, path: str, *, timeout: float = 2.0, stderr: TextIO | None = None, quiet: bool = False) -> AgentClient:
-        """Connect and say hello. Raises AgentNotRunningError when nothing listens at ``path``."""
+        """Connect and send hello. Raises AgentNotRunningError when nothing listens at ``path``."""
         sock = _open_socket(path, timeout)
-        client = cls(sock, path)
+        client = cls(sock, path, stderr=stderr, quiet=quiet)
         try:
-            client.hello = client.call("hello", {"client_version": __version__, "api_version": rpc.API_VERSION}, timeout=timeout)
+            if not path.endswith(".endpoint"):
+                ownership.check_peer(sock, path)
+            client._hello_id = client._send_request(
+                api.HELLO, {"client_version": __version__, "api_version": rpc.API_VERSION})
         except Exception:
             client.close()
             raise
-        theirs = client.hello.get("api_version")
-        if theirs != rpc.API_VERSION and not quiet and stderr is not None:
-            stderr.write(
+        return client
+
+    @property
+    def hello(self) -> HelloReply:
+        """The agent's hello answer (read from the socket on first use if no call has read it yet)."""
+        if self._hello is None:
+            self._finish_hello(time.monotonic() + DEFAULT_CALL_TIMEOUT)
+        assert self._hello is not None
+        return self._hello  # type: ignore[return-value]
+
+    def _finish_hello(self, deadline: float | None) -> None:
+        msgid, self._hello_id = self._hello_id, None
+        if msgid is None:
+            self._hello = self._hello or {}
+            return
+        self._hello = self._result(msgid, deadline, api.HELLO, None)
+        theirs = self._hello.get("api_version") if isinstance(self._hello, dict) else None
+        if theirs != rpc.API_VERSION and not self._quiet and self._stderr is not None:
+            self._stderr.write(
                 f"hermes-relay: warning: agent speaks IPC API {theirs}, this CLI speaks {rpc.API_VERSION} "
-                f"(agent {client.hello.get('agent_version')}, CLI {__version__}); "
+                f"(agent {self._hello.get('agent_version')}, CLI {__version__}); "
                 "run `hermes-relay agent restart`\n"
             )
-        return client
 
     def close(self) -> None:
         try:
@@ -87,9 +174,36 @@ class AgentClient:
         on_notify: NotifyFn | None = None,
     ) -> Any:
         """Send one request and return its result, passing streamed notifies to ``on_notify``."""
-        msgid = next(self._ids)
-        self._send(rpc.Request(msgid, method, params or {}).to_wire())
+        msgid = self._send_request(method, params or {})
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._hello_id is not None:
+            self._finish_hello(deadline)
+        return self._result(msgid, deadline, method, on_notify)
+
+    def watch(self) -> Iterator[RelayState]:
+        """Every relay's state now, then each change, until the caller stops iterating (or the agent goes)."""
+        msgid = self._send_request(api.WATCH, {})
+        if self._hello_id is not None:
+            self._finish_hello(time.monotonic() + DEFAULT_CALL_TIMEOUT)
+        while True:
+            msg = self._receive(None, api.WATCH)
+            if isinstance(msg, rpc.Notify):
+                if msg.method == api.STATE:
+                    yield msg.params  # type: ignore[misc]
+                continue
+            if isinstance(msg, rpc.Response) and msg.msgid == msgid:
+                if msg.error is not None:
+                    raise error_from_wire(msg.error)
+                return
+            raise RemoteProtocolError(f"agent sent an unexpected message: {msg!r}")
+
+    def _send_request(self, method: str, params: dict[str, Any]) -> int:
+        msgid = self._next_id
+        self._next_id += 1
+        self._send(rpc.Request(msgid, method, params).to_wire())
+        return msgid
+
+    def _result(self, msgid: int, deadline: float | None, method: str, on_notify: NotifyFn | None) -> Any:
         while True:
             msg = self._receive(deadline, method)
             if isinstance(msg, rpc.Notify):
@@ -121,7 +235,7 @@ class AgentClient:
                 self._sock.settimeout(None)
             try:
                 data = self._sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise IpcError(f"the agent did not answer {method} in time", hint="see `hermes-relay agent logs`") from None
             except OSError as exc:
                 raise IpcError(f"lost the connection to the agent: {exc.strerror or exc}") from exc
@@ -130,9 +244,11 @@ class AgentClient:
             self._decoder.feed(data)
 
 
-def _open_socket(path: str, timeout: float) -> socket.socket:
+def _open_socket(path: str, timeout: float) -> Any:
     """Connect to the agent's endpoint: a Unix socket, or (tcp mode) loopback port + nonce from a file."""
     if path.endswith(".endpoint"):
+        import socket
+
         from hermes_relay.core import endpoint
 
         port, nonce = endpoint.read(path)
@@ -142,7 +258,7 @@ def _open_socket(path: str, timeout: float) -> socket.socket:
         except OSError as exc:
             raise AgentNotRunningError(path, exc.strerror or str(exc)) from None
         return sock
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
@@ -155,16 +271,35 @@ def _open_socket(path: str, timeout: float) -> socket.socket:
 
 
 def agent_command() -> list[str]:
-    return [sys.executable, "-m", "hermes_relay.agent", "run"]
+    """How the agent is started: ``-I`` keeps the current directory, PYTHONPATH and the user site off
+    ``sys.path``, so a folder named ``hermes_relay`` where the user stands cannot shadow the install."""
+    return [sys.executable, "-I", "-m", "hermes_relay.agent", "run"]
+
+
+# Path settings the agent reads; made absolute before it starts in ``/``.
+_PATH_VARS = ("HOME", "HERMES_HOME", "HERMES_RELAY_RUNTIME_DIR", "HERMES_RELAY_SOCKET",
+              "HERMES_RELAY_SESSIONS_FILE", "HERMES_RELAY_LOG_DIR", "XDG_RUNTIME_DIR")
+
+
+def daemon_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with every path setting absolute, as seen from the caller's directory."""
+    out = dict(env)
+    for key in _PATH_VARS:
+        if out.get(key) and not os.path.isabs(out[key]):
+            out[key] = os.path.abspath(out[key])
+    return out
 
 
 def spawn_agent(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start the agent detached from this terminal; its own log file receives its output."""
+    """Start the agent detached from this terminal, in ``/``; its own log file receives its output."""
     import subprocess
+
+    from hermes_relay.core import fileio
 
     log_dir = paths.log_dir(env)
     fileio.ensure_private_dir(log_dir)
-    out = open(log_dir / "agent-start.err", "ab")
+    fd = os.open(log_dir / "agent-start.err", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    out = os.fdopen(fd, "ab")
     try:
         kwargs: dict[str, Any] = {}
         if os.name == "posix":
@@ -178,7 +313,8 @@ def spawn_agent(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=out,
-            env=dict(env),
+            env=daemon_env(env),
+            cwd=os.path.abspath(os.sep),
             close_fds=True,
             **kwargs,
         )
@@ -201,7 +337,11 @@ def ensure_agent(
     except AgentNotRunningError:
         if not autostart:
             raise
+    from hermes_relay.core import fileio
+
+    ownership.check_private(paths.runtime_dir_str(env), directory=True)  # before creating anything in it
     lock_path = paths.spawn_lock_file(env)
+    ownership.check_private(str(lock_path), directory=False)
     with fileio.FileLock(lock_path, timeout=wait + 5, suffix=""):
         try:
             return AgentClient.connect(path, stderr=stderr, quiet=quiet)
@@ -220,7 +360,7 @@ def ensure_agent(
                 return client
             code = proc.poll()
             if code is not None:
-                detail = _tail(paths.log_dir(env) / "agent-start.err")
+                detail = _tail(str(paths.log_dir(env) / "agent-start.err"))
                 raise AgentNotRunningError(path, f"the agent exited with status {code} while starting{detail}",
                                            hint="see `hermes-relay agent logs`, or run `hermes-relay agent run` to watch it start")
             if time.monotonic() >= deadline:
@@ -240,9 +380,10 @@ def _reap_later(proc: subprocess.Popen[bytes]) -> None:
     threading.Thread(target=proc.wait, name="reap-agent", daemon=True).start()
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def _tail(path: str, lines: int = 3) -> str:
     try:
-        text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read().strip().splitlines()[-lines:]
     except OSError:
         return ""
     return (": " + " | ".join(text)) if text else ""

@@ -8,14 +8,17 @@ subprocess and msgpack, which ``route`` and ``prompt`` never need). Tests build 
 
 from __future__ import annotations
 
-import argparse
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TextIO
 
 from hermes_relay.cli.render import Style
 
-Connect = Callable[..., Any]  # (env, *, autostart: bool, stderr: TextIO) -> AgentClient
+TYPE_CHECKING = False  # on every command's path: argparse, typing and collections.abc load only for checkers
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Mapping
+    from typing import Any, TextIO
+
+    Connect = Callable[..., Any]  # (env, *, autostart: bool, stderr: TextIO) -> AgentClient
 
 
 class Context:
@@ -41,6 +44,7 @@ class Context:
         self.style = style if style is not None else Style()
         self.now = now
         self.connect = connect
+        self.printed_json = False
 
     def client(self, *, autostart: bool | None = None) -> Any:
         """An ``AgentClient`` (use it as a context manager). Starts the agent when allowed.
@@ -72,16 +76,20 @@ class Context:
         import json
 
         self.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+        self.printed_json = True
 
 
-def add_common_flags(parser: argparse.ArgumentParser, *, json: bool = True) -> None:
-    """Let ``--no-autostart`` (and ``--json``) also follow the subcommand.
+def add_common_flags(parser: argparse.ArgumentParser, *, json: bool = True, autostart: bool = True) -> None:
+    """Let ``--no-autostart`` and ``--json`` also follow the subcommand (each only where it means something).
 
     The defaults are SUPPRESS so a subcommand's parser never overwrites a value the top-level
     parser already set (``hermes-relay --json status`` and ``hermes-relay status --json`` agree).
     """
-    parser.add_argument("--no-autostart", action="store_true", default=argparse.SUPPRESS,
-                        help="never start the agent; exit 3 if it is not running")
+    import argparse
+
+    if autostart:
+        parser.add_argument("--no-autostart", action="store_true", default=argparse.SUPPRESS,
+                            help="never start the agent; exit 3 if it is not running")
     if json:
         parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                             help="print machine-readable JSON")

@@ -1,31 +1,63 @@
-"""``hermes-relay``: the command line. Parses arguments, runs one command, prints errors, exits.
+"""``hermes-relay``: the command line. Finds the command, runs it, prints errors, exits.
 
 This is the only place that prints errors: commands raise ``HermesError`` subclasses and ``main``
-prints ``hermes-relay: <message>`` and ``  hint: <hint>`` on stderr and returns the error's exit
+prints ``hermes-relay: <message>`` and ``  hint: <hint>`` on stderr (with ``--json``: one JSON
+object ``{"ok": false, "error": {code, message, hint}}`` on stdout) and returns the error's exit
 code (click's model, house style B5). argparse is subclassed so that usage errors take the same
 path (exit 2) and every byte goes to the streams given to ``main``, which tests pass as StringIO.
 
-Startup cost matters because ``route`` and ``prompt show`` can run on every shell prompt: nothing
-here, nor any command module at import time, imports trio, the IPC client or heavy stdlib modules.
+Start-up cost matters because ``status`` and ``route`` run from scripts, status bars and prompts:
+- ``COMMANDS`` names each command's module; only the invoked command's module is imported and only
+  its parser is built (the full parser is built for ``--help``, completion and mistakes).
+- ``status`` and ``route`` with their plain flags skip argparse altogether (``HOT``): argparse
+  pulls in re and gettext, more than the rest of ``route`` costs.
+- Nothing here imports trio, the IPC client, pathlib, typing or json at module level.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn, TextIO
 
 from hermes_relay import __version__
-from hermes_relay.cli import render
-from hermes_relay.cli.commands import agent, demo, devices, doctor, forget, pair, pin, prompt, route, status
-from hermes_relay.cli.commands import access, approvals, audit, completion
-from hermes_relay.cli.context import Connect, Context
 from hermes_relay.core.errors import EXIT_FAILURE, EXIT_USAGE, HermesError, UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Mapping, Sequence
+    from types import ModuleType
+    from typing import Any, NoReturn, TextIO
+
+    from hermes_relay.cli.context import Connect
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
-COMMANDS = (pair, status, devices, forget, route, prompt, agent, pin, demo, doctor, approvals, access, audit, completion)
+
+# Every command: name -> module under hermes_relay.cli.commands (each has register(sub) and run(args, ctx)).
+# The order is the order of `hermes-relay --help`.
+COMMANDS: dict[str, str] = {
+    "pair": "pair",
+    "status": "status",
+    "devices": "devices",
+    "route": "route",
+    "prompt": "prompt",
+    "agent": "agent",
+    "pin": "pin",
+    "demo": "demo",
+    "doctor": "doctor",
+    "forget": "forget",
+    "approvals": "approvals",
+    "access": "access",
+    "audit": "audit",
+    "completion": "completion",
+}
+
+# Commands dispatched without argparse when every argument is one of these flags.
+HOT: dict[str, frozenset[str]] = {
+    "status": frozenset({"--json", "--no-autostart", "--reveal-tokens"}),
+    "route": frozenset({"--json", "--no-autostart"}),
+}
+GLOBAL_FLAGS = frozenset({"--json", "--no-autostart"})
 
 EPILOG = """\
 exit status:
@@ -42,6 +74,9 @@ environment:
   HERMES_HOME            instead of ~/.hermes (session store, logs)
   HERMES_RELAY_RUNTIME_DIR  where the agent socket and route indicator live
   NO_COLOR               never colour the output
+
+with --json, a failure prints {"ok": false, "error": {"code", "message", "hint"}} on stdout
+(the exit status is the same).
 """
 
 
@@ -51,7 +86,25 @@ class _ParserExit(Exception):
         self.status = status
 
 
+class Args:
+    """The parsed arguments of a hot command (what argparse's Namespace would hold)."""
+
+    def __init__(self, **values: Any):
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"Args({self.__dict__!r})"
+
+
+def command_module(name: str) -> ModuleType:
+    module = f"hermes_relay.cli.commands.{COMMANDS[name]}"
+    __import__(module)  # importlib itself would cost every run ~1 ms
+    return sys.modules[module]
+
+
 def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParser]:
+    import argparse
+
     class Parser(argparse.ArgumentParser):
         """Writes to our streams and raises instead of calling sys.exit."""
 
@@ -66,13 +119,38 @@ def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParse
 
         def error(self, message: str) -> NoReturn:
             self.print_usage(sys.stderr)
-            raise UsageError(message, hint=f"see `{self.prog} --help`")
+            hint = f"see `{self.prog} --help`"
+            suggestion = _suggest_choice(message)
+            if suggestion:
+                hint = f"did you mean `{self.prog} {suggestion}`? {hint}"
+            raise UsageError(message, hint=hint)
 
         def _get_formatter(self) -> argparse.HelpFormatter:
             # argparse's own sizing imports shutil on every add_argument (~2 ms of startup).
             return self.formatter_class(prog=self.prog, width=_help_width())
 
     return Parser
+
+
+def _suggest_choice(message: str) -> str | None:
+    """The closest valid choice named in argparse's "invalid choice: 'x' (choose from ...)" message.
+
+    Quotes around the names vary between Python versions, so they are stripped, not required.
+    """
+    import re
+
+    found = re.search(r"invalid choice: '?(.*?)'? \(choose from (.*)\)", message)
+    if not found:
+        return None
+    choices = [choice.strip().strip("'\"") for choice in found.group(2).split(",")]
+    return _closest(found.group(1), choices)
+
+
+def _closest(word: str, choices: Sequence[str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
 
 
 def _help_width() -> int:
@@ -89,7 +167,11 @@ def _help_width() -> int:
     return max(columns - 2, 20)
 
 
-def build_parser(stdout: TextIO | None = None, stderr: TextIO | None = None) -> argparse.ArgumentParser:
+def build_parser(stdout: TextIO | None = None, stderr: TextIO | None = None, *,
+                 only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``only`` of that one command (what a normal run needs)."""
+    import argparse
+
     parser_class = _parser_class(stdout or sys.stdout, stderr or sys.stderr)
     parser = parser_class(
         prog="hermes-relay",
@@ -103,9 +185,26 @@ def build_parser(stdout: TextIO | None = None, stderr: TextIO | None = None) -> 
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON (where supported)")
     # An explicit prog keeps argparse from building a help formatter (and importing shutil) here.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", prog="hermes-relay")
-    for module in COMMANDS:
-        module.register(sub)
+    for name in COMMANDS if only is None else (only,):
+        command_module(name).register(sub)
     return parser
+
+
+def split_command(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:
+    """(command word, global flags before it, arguments after it); command None when there is none."""
+    flags: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg in GLOBAL_FLAGS:
+            flags.append(arg)
+            continue
+        if arg.startswith("-"):
+            return None, flags, list(argv[i:])
+        return arg, flags, list(argv[i + 1:])
+    return None, flags, []
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    return "--json" in (argv[: list(argv).index("--")] if "--" in argv else argv)
 
 
 def invoke(
@@ -122,17 +221,15 @@ def invoke(
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     environ = os.environ if env is None else env
+    words = list(sys.argv[1:] if argv is None else argv)
+    ctx = None
     try:
-        parser = build_parser(out, err)
-        args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-        if extra and not getattr(args, "accepts_extra", False):
-            where = f"hermes-relay {args.command}" if getattr(args, "command", None) else "hermes-relay"
-            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", hint=f"see `{where} --help`")
-        args.extra = extra
-        run = getattr(args, "run", None)
+        args, run = _parse(words, out, err)
         if run is None:
-            parser.print_help(sys.stderr)
             return EXIT_USAGE
+        from hermes_relay.cli import render
+        from hermes_relay.cli.context import Context
+
         ctx = Context(
             stdout=out,
             stderr=err,
@@ -148,19 +245,60 @@ def invoke(
     except _ParserExit as exc:
         return exc.status
     except HermesError as exc:
+        # A command that already printed its JSON document carries the error inside it.
+        if _wants_json(words) and not (ctx is not None and ctx.printed_json):
+            return report_error_json(exc, out)
         return report_error(exc, err)
     except KeyboardInterrupt:
         err.write("\n")
         return EXIT_INTERRUPTED
 
 
+def _parse(words: list[str], out: TextIO, err: TextIO) -> tuple[Any, Callable[..., int] | None]:
+    """(args, the command's run function); run is None after printing help for a bare invocation."""
+    command, flags, rest = split_command(words)
+    hot = HOT.get(command or "")
+    if hot is not None and all(arg in hot for arg in rest):
+        given = set(flags) | set(rest)
+        args = Args(command=command, json="--json" in given, no_autostart="--no-autostart" in given,
+                    reveal_tokens="--reveal-tokens" in given, extra=[])
+        return args, command_module(command).run  # type: ignore[arg-type]
+    if command is not None and command not in COMMANDS:
+        suggestion = _closest(command, list(COMMANDS))
+        hint = "see `hermes-relay --help`"
+        if suggestion:
+            hint = f"did you mean `hermes-relay {suggestion}`? {hint}"
+        raise UsageError(f"unknown command {command!r}", hint=hint)
+    parser = build_parser(out, err, only=command)
+    args, extra = parser.parse_known_args(words)
+    if extra and not getattr(args, "accepts_extra", False):
+        where = f"hermes-relay {args.command}" if getattr(args, "command", None) else "hermes-relay"
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}", hint=f"see `{where} --help`")
+    args.extra = extra
+    run = getattr(args, "run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+    return args, run
+
+
 def report_error(exc: HermesError, stderr: TextIO) -> int:
     """Print ``hermes-relay: <message>`` and the hint; return the error's exit code."""
+    from hermes_relay.cli import render
+
     # Messages can carry text from the network (an HTTP body, a relay's reason): never let it drive
     # the terminal, and never let a whole HTML page through.
     stderr.write(f"hermes-relay: {_clip(render.printable(exc.message))}\n")
     if exc.hint:
         stderr.write(f"  hint: {_clip(render.printable(exc.hint))}\n")
+    return int(getattr(exc, "exit_code", EXIT_FAILURE))
+
+
+def report_error_json(exc: HermesError, stdout: TextIO) -> int:
+    """Print ``{"ok": false, "error": {code, message, hint}}`` on stdout; return the error's exit code."""
+    import json
+
+    error = {"code": exc.code, "message": _clip(exc.message), "hint": _clip(exc.hint) if exc.hint else None}
+    stdout.write(json.dumps({"ok": False, "error": error}, indent=2, ensure_ascii=False) + "\n")
     return int(getattr(exc, "exit_code", EXIT_FAILURE))
 
 

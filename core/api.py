@@ -1,5 +1,10 @@
 """The agent's IPC methods and the shapes of their params and results (the CLI ⇄ agent contract).
 
+The method names below are the constants every caller uses; the shapes are typed in
+core/apitypes.py (one TypedDict each, checked against the real agent and the CLI tests' fake), and
+``cli.client.AgentCalls`` wraps each method in a typed call. This module stays import-free for the
+CLI's start-up.
+
 Every value is plain msgpack data (dicts, lists, str, int, float, bool, None). Times are epoch
 seconds (float) from the agent's wall clock; ``None`` means never/unknown. Tokens never cross this
 API except in ``status`` with ``reveal_tokens=True``.
@@ -10,7 +15,11 @@ API except in ``status`` with ``reveal_tokens=True``.
     agent: {pid, version, started_at, socket, netwatch: <backend name>, store: <path>,
             store_error: {code, message, data} | None, tasks: int (not counting IPC clients'),
             ipc_clients: int, open_files: int | None},
-    relays: [RelayState, ...]}
+    relays: [RelayState, ...],
+    paired: [PairedRelay, ...]}
+  PairedRelay = {url, record: <store record, redacted unless reveal_tokens> | None, live: RelayState | None,
+                 alternates: [url], role_label: str | None}: the store joined with the live states
+                 (store order, then relays only the agent knows), so ``status`` reads no file
   RelayState = {url, state, route: RouteInfo | None, since, latency_ms, attempts,
                 last_error: {code, message, data: {hint?, ...}} | None, next_retry_at, routes: [RouteInfo],
                 server_version, token_prefix, token?: str (only with reveal_tokens),
@@ -36,7 +45,7 @@ API except in ``status`` with ``reveal_tokens=True``.
   Revokes this computer's session on the relay (when reachable), then removes the record (routes,
   pins), the verdict, the refresh token and the desktop access-policy entry.
 
-``route`` {} -> RouteIndicator = {label, state, url, role, since, updated_at, valid_until}
+``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at, valid_until, pid}
 ``watch`` {} -> Notifies ``state`` RelayState on every change until the client disconnects.
 ``pin.accept`` {url, apply?: bool (default True), pin?: str} -> {url, old_pin, new_pin, changed, applied}
   ``apply: False`` only reports the presented certificate; ``pin`` refuses (PinMismatchError) when the

@@ -4,28 +4,52 @@ The length prefix counts body bytes only. The size limit is checked as soon as t
 arrived, before any body is buffered, so a hostile peer cannot make us allocate more than the limit.
 Both the trio adapter in the agent and the blocking socket in the CLI drive the same decoder
 (wsproto's synchronous-example pattern), which is why no I/O happens here.
+
+Decoding is bounded too: msgpack turns one byte into a whole Python object (an empty map is ~64
+bytes), so besides the frame size a frame may hold at most ``max_containers`` maps and arrays. The
+agent reads client requests with the small ``REQUEST_LIMITS`` (the biggest request, a pairing
+invite, is a few KiB), which keeps what one connection can make it allocate near 1 MB.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-from typing import Any
 
 import msgpack
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 from hermes_relay.core.errors import FrameTooLargeError, RemoteProtocolError
 
 MAX_FRAME = 1 << 20  # 1 MiB: trio-websocket's default message cap, ample for status of many relays
+MAX_CONTAINERS = 1 << 16  # maps + arrays in one frame (a status reply uses ~25 per relay)
+MAX_REQUEST_FRAME = 64 << 10  # what the agent reads from a client
+MAX_REQUEST_CONTAINERS = 4096
+REQUEST_LIMITS = {"max_frame": MAX_REQUEST_FRAME, "max_containers": MAX_REQUEST_CONTAINERS}
 _HEADER = struct.Struct(">I")
+
+
+class _TooManyContainers(Exception):
+    pass
 
 
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpack(body: bytes, *, max_size: int = MAX_FRAME) -> Any:
+def unpack(body: bytes, *, max_size: int = MAX_FRAME, max_containers: int = MAX_CONTAINERS) -> Any:
     """Decode one msgpack body with strict, bounded settings."""
+    left = [max_containers]
+
+    def count(obj: Any) -> Any:
+        left[0] -= 1
+        if left[0] < 0:
+            raise _TooManyContainers
+        return obj
+
     try:
         return msgpack.unpackb(
             body,
@@ -35,7 +59,11 @@ def unpack(body: bytes, *, max_size: int = MAX_FRAME) -> Any:
             max_bin_len=max_size,
             max_array_len=max_size,
             max_map_len=max_size,
+            list_hook=count,
+            object_hook=count,
         )
+    except _TooManyContainers:
+        raise RemoteProtocolError(f"msgpack frame holds more than {max_containers} maps and arrays") from None
     except ValueError as exc:  # ExtraData, FormatError, StackError and UnicodeDecodeError included
         raise RemoteProtocolError(f"undecodable msgpack frame: {exc}") from exc
 
@@ -54,8 +82,9 @@ class FrameDecoder:
     must be closed.
     """
 
-    def __init__(self, max_frame: int = MAX_FRAME):
+    def __init__(self, max_frame: int = MAX_FRAME, max_containers: int = MAX_CONTAINERS):
         self.max_frame = max_frame
+        self.max_containers = max_containers
         self._buf = bytearray()
         self._error: Exception | None = None
 
@@ -90,7 +119,7 @@ class FrameDecoder:
             body = bytes(self._buf[_HEADER.size : end])
             del self._buf[:end]
             try:
-                obj = unpack(body, max_size=self.max_frame)
+                obj = unpack(body, max_size=self.max_frame, max_containers=self.max_containers)
             except RemoteProtocolError as exc:
                 self._error = exc
                 raise

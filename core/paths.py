@@ -6,45 +6,70 @@ per-user, 0700 and cleared at logout; elsewhere it falls back to ``~/.hermes/run
 
 Functions take an optional ``env`` mapping so that callers resolve configuration once and tests can
 pass an explicit environment instead of mutating ``os.environ``.
+
+The ``*_str`` functions resolve the paths the per-prompt commands need as plain strings: importing
+pathlib costs a CLI start ~5 ms (it pulls in re and urllib), so this module imports it only inside
+the functions that return a ``Path``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
-from pathlib import Path
 
-Env = Mapping[str, str]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    Env = Mapping[str, str]
 
 
 def _env(env: Env | None) -> Env:
     return os.environ if env is None else env
 
 
-def home_dir(env: Env | None = None) -> Path:
+def _path(text: str) -> Path:
+    from pathlib import Path
+
+    return Path(text)
+
+
+def home_dir_str(env: Env | None = None) -> str:
     e = _env(env)
     if e.get("HOME"):
-        return Path(e["HOME"])
+        return e["HOME"]
     if sys.platform == "win32" and e.get("USERPROFILE"):
-        return Path(e["USERPROFILE"])
-    return Path.home()
+        return e["USERPROFILE"]
+    return os.path.expanduser("~")  # what Path.home() does
+
+
+def home_dir(env: Env | None = None) -> Path:
+    return _path(home_dir_str(env))
+
+
+def hermes_home_str(env: Env | None = None) -> str:
+    e = _env(env)
+    if e.get("HERMES_HOME"):
+        return e["HERMES_HOME"]
+    return os.path.join(home_dir_str(e), ".hermes")
 
 
 def hermes_home(env: Env | None = None) -> Path:
     """``~/.hermes`` (override: ``HERMES_HOME``)."""
-    e = _env(env)
-    if e.get("HERMES_HOME"):
-        return Path(e["HERMES_HOME"])
-    return home_dir(e) / ".hermes"
+    return _path(hermes_home_str(env))
 
 
 def sessions_file(env: Env | None = None) -> Path:
     """The session store shared with other Hermes clients (override: ``HERMES_RELAY_SESSIONS_FILE``)."""
+    return _path(sessions_file_str(env))
+
+
+def sessions_file_str(env: Env | None = None) -> str:
     e = _env(env)
     if e.get("HERMES_RELAY_SESSIONS_FILE"):
-        return Path(e["HERMES_RELAY_SESSIONS_FILE"])
-    return hermes_home(e) / "remote-sessions.json"
+        return e["HERMES_RELAY_SESSIONS_FILE"]
+    return os.path.join(hermes_home_str(e), "remote-sessions.json")
 
 
 def device_id_file(env: Env | None = None) -> Path:
@@ -57,14 +82,18 @@ def agent_state_file(env: Env | None = None) -> Path:
     return hermes_home(env) / "hermes-relay-agent.json"
 
 
-def runtime_dir(env: Env | None = None) -> Path:
-    """Socket, instance lock and route indicator (override: ``HERMES_RELAY_RUNTIME_DIR``)."""
+def runtime_dir_str(env: Env | None = None) -> str:
     e = _env(env)
     if e.get("HERMES_RELAY_RUNTIME_DIR"):
-        return Path(e["HERMES_RELAY_RUNTIME_DIR"])
+        return e["HERMES_RELAY_RUNTIME_DIR"]
     if sys.platform.startswith("linux") and e.get("XDG_RUNTIME_DIR"):
-        return Path(e["XDG_RUNTIME_DIR"]) / "hermes-relay"
-    return hermes_home(e) / "run"
+        return os.path.join(e["XDG_RUNTIME_DIR"], "hermes-relay")
+    return os.path.join(hermes_home_str(e), "run")
+
+
+def runtime_dir(env: Env | None = None) -> Path:
+    """Socket, instance lock and route indicator (override: ``HERMES_RELAY_RUNTIME_DIR``)."""
+    return _path(runtime_dir_str(env))
 
 
 def ipc_mode(env: Env | None = None) -> str:
@@ -86,11 +115,15 @@ def socket_path(env: Env | None = None) -> str:
     if e.get("HERMES_RELAY_SOCKET"):
         return e["HERMES_RELAY_SOCKET"]
     name = "agent.endpoint" if ipc_mode(e) == "tcp" else "agent.sock"
-    return str(runtime_dir(e) / name)
+    return os.path.join(runtime_dir_str(e), name)
 
 
 def instance_lock_file(env: Env | None = None) -> Path:
     return runtime_dir(env) / "agent.lock"
+
+
+def instance_lock_str(env: Env | None = None) -> str:
+    return os.path.join(runtime_dir_str(env), "agent.lock")
 
 
 def spawn_lock_file(env: Env | None = None) -> Path:
@@ -99,8 +132,12 @@ def spawn_lock_file(env: Env | None = None) -> Path:
 
 
 def route_file(env: Env | None = None) -> Path:
-    """One line for the shell prompt: ``<valid-until epoch> <label>``."""
-    return runtime_dir(env) / "route"
+    """The route indicator in plain text (agent/indicator.py): the shell prompt reads its first line."""
+    return _path(route_file_str(env))
+
+
+def route_file_str(env: Env | None = None) -> str:
+    return os.path.join(runtime_dir_str(env), "route")
 
 
 def route_json_file(env: Env | None = None) -> Path:
@@ -110,7 +147,7 @@ def route_json_file(env: Env | None = None) -> Path:
 def log_dir(env: Env | None = None) -> Path:
     e = _env(env)
     if e.get("HERMES_RELAY_LOG_DIR"):
-        return Path(e["HERMES_RELAY_LOG_DIR"])
+        return _path(e["HERMES_RELAY_LOG_DIR"])
     return hermes_home(e) / "logs"
 
 
@@ -122,7 +159,7 @@ def relay_state_dir(env: Env | None = None) -> Path:
     """The relay server's sessions, certificate and keys (override: ``HERMES_RELAY_SERVER_DIR``)."""
     e = _env(env)
     if e.get("HERMES_RELAY_SERVER_DIR"):
-        return Path(e["HERMES_RELAY_SERVER_DIR"])
+        return _path(e["HERMES_RELAY_SERVER_DIR"])
     return hermes_home(e) / "relay"
 
 

@@ -5,14 +5,18 @@
     [2, method, params]          notify    (streamed progress or watch events for the open request)
 
 The first request on every connection is ``hello``; it answers ``{api_version, agent_version}``.
+A client may send its next request right behind ``hello`` without waiting (requests on one
+connection are answered in order), which makes ``hello`` + the first call one round trip.
 Streaming methods (``pair.start``, ``watch``) send notifies, then one final response.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 from hermes_relay.core.errors import RemoteProtocolError
+
+TYPE_CHECKING = False  # the CLI imports this on every call: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any, Union
 
 API_VERSION = 1
 
@@ -21,34 +25,57 @@ RESPONSE = 1
 NOTIFY = 2
 
 
-# NamedTuples, not dataclasses: importing dataclasses costs the CLI ~5 ms on every command.
-class Request(NamedTuple):
-    msgid: int
-    method: str
-    params: dict[str, Any]
+# Plain slotted classes: dataclasses and typing.NamedTuple each cost the CLI milliseconds per start.
+class Request:
+    __slots__ = ("msgid", "method", "params")
+
+    def __init__(self, msgid: int, method: str, params: dict[str, Any]):
+        self.msgid, self.method, self.params = msgid, method, params
 
     def to_wire(self) -> list[Any]:
         return [REQUEST, self.msgid, self.method, self.params]
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and self.to_wire() == other.to_wire()
 
-class Response(NamedTuple):
-    msgid: int
-    error: dict[str, Any] | None
-    result: Any
+    def __repr__(self) -> str:
+        return f"Request({self.msgid!r}, {self.method!r}, {self.params!r})"
+
+
+class Response:
+    __slots__ = ("msgid", "error", "result")
+
+    def __init__(self, msgid: int, error: dict[str, Any] | None, result: Any):
+        self.msgid, self.error, self.result = msgid, error, result
 
     def to_wire(self) -> list[Any]:
         return [RESPONSE, self.msgid, self.error, self.result]
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Response) and self.to_wire() == other.to_wire()
 
-class Notify(NamedTuple):
-    method: str
-    params: dict[str, Any]
+    def __repr__(self) -> str:
+        return f"Response({self.msgid!r}, {self.error!r}, {self.result!r})"
+
+
+class Notify:
+    __slots__ = ("method", "params")
+
+    def __init__(self, method: str, params: dict[str, Any]):
+        self.method, self.params = method, params
 
     def to_wire(self) -> list[Any]:
         return [NOTIFY, self.method, self.params]
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Notify) and self.to_wire() == other.to_wire()
 
-Message = Request | Response | Notify
+    def __repr__(self) -> str:
+        return f"Notify({self.method!r}, {self.params!r})"
+
+
+if TYPE_CHECKING:
+    Message = Union[Request, Response, Notify]
 
 
 def parse_message(obj: Any) -> Message:

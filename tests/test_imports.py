@@ -66,3 +66,59 @@ def test_cli_import_does_not_load_trio(module: str, tmp_path: Path) -> None:
     code = f"import {module}, sys; assert 'trio' not in sys.modules, sorted(m for m in sys.modules if m.startswith('trio'))"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# The hot paths (house style: start-up is a feature). Each lists every module the command may add
+# to what the interpreter loaded at start; anything else (pathlib, json, typing, argparse, socket,
+# the store, another command's module) is a regression this test names.
+_HOT_BASE = {
+    "__future__", "hermes_relay", "hermes_relay.cli", "hermes_relay.cli.main", "hermes_relay.cli.commands",
+    "hermes_relay.cli.context", "hermes_relay.cli.render", "hermes_relay.core", "hermes_relay.core.errors",
+    "hermes_relay.core.paths", "hermes_relay.core.timefmt", "hermes_relay.core.wire", "math",
+}
+_MSGPACK = {"msgpack", "msgpack.exceptions", "msgpack.ext", "msgpack._cmsgpack", "msgpack.fallback", "datetime",
+            "_datetime", "collections", "_collections", "keyword", "operator", "_operator", "reprlib", "itertools",
+            "math", "_struct", "struct", "cython_runtime"}
+HOT_PATH_ALLOWED = {
+    "route": _HOT_BASE | {"hermes_relay.cli.commands.route"},
+    "status": _HOT_BASE | _MSGPACK | {"hermes_relay.cli.commands.status", "hermes_relay.cli.client", "_socket",
+                                      "errno", "hermes_relay.core.api", "hermes_relay.core.rpc",
+                                      "hermes_relay.core.framing", "hermes_relay.core.ownership"},
+}
+
+_HOT_PROBE = r"""
+import os, sys, io
+before = set(sys.modules)
+from hermes_relay.cli.main import invoke
+
+class Agent:
+    def __enter__(self): return self
+    def __exit__(self, *exc): pass
+    def status(self, **kw):
+        live = {"url": "ws://h:1", "state": "connected", "route": {"url": "ws://h:1", "role": "lan", "label": "LAN",
+                "priority": 0}, "since": 1.0, "latency_ms": 2.0, "attempts": 0, "last_error": None,
+                "next_retry_at": None, "routes": [], "server_version": "1",
+                "desktop": {"tools_advertised": 18, "policy": "trusted", "policy_label": "trusted", "policy_error": None, "calls_today": 2,
+                            "last_call": {"tool": "desktop_terminal", "ok": True, "ts": 2.0}, "pending_approvals": 0}}
+        return {"agent": {"pid": 1, "version": "1", "started_at": 1.0, "store_error": None}, "relays": [live],
+                "paired": [{"url": "ws://h:1", "record": {"token": "(redacted)", "paired_at": 1.0,
+                            "ttl_expires_at": 9e9, "grants": {"chat": None}, "endpoint_role": "lan"},
+                            "live": live, "alternates": ["ws://h:1"], "role_label": "LAN"}]}
+
+out = io.StringIO()
+code = invoke(sys.argv[1:], stdout=out, stderr=out, connect=lambda env, **kw: Agent())
+assert code == 0, out.getvalue()
+print("\n".join(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.parametrize("argv", sorted(HOT_PATH_ALLOWED))
+def test_hot_paths_import_only_their_listed_modules(argv: str, tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "HERMES_HOME": str(tmp_path / "h"), "HERMES_RELAY_RUNTIME_DIR": str(tmp_path / "r"),
+           "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", _HOT_PROBE, argv], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    loaded = {name for name in done.stdout.split() if not name.startswith("_cython_")}  # msgpack's runtime
+    assert f"hermes_relay.cli.commands.{argv}" in loaded  # the probe ran the command
+    assert loaded - HOT_PATH_ALLOWED[argv] == set()

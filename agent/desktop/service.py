@@ -226,6 +226,7 @@ class DesktopService:
         return {
             "tools_advertised": len(self.advertised(url)),
             "policy": host.access_mode,
+            "policy_label": host.label,
             "policy_error": self._policy_error,
             "calls_today": entry.get("count", 0) if entry.get("day") == today else 0,
             "last_call": entry.get("last"),

@@ -6,7 +6,6 @@
 
 Reads and writes ``~/.hermes/desktop-host-access.json`` directly (no agent needed): the agent
 re-reads the file within 2 s. ``full_access`` lets the relay host do anything, so it needs ``--yes``.
-Also home of ``desktop_status_lines``, the pure renderer ``status`` uses for the desktop summary.
 """
 
 from __future__ import annotations
@@ -181,27 +180,3 @@ def _paint(mode: str, style: Any) -> str:
     return {"allow": style.ok, "ask": style.warn}.get(mode, style.dim)(mode)
 
 
-def desktop_status_lines(summary: dict[str, Any] | None, now: float, style: Any = None) -> list[str]:
-    """The desktop part of ``status`` for one relay, from ``DesktopService.status_for``."""
-    from hermes_relay.cli import render
-    from hermes_relay.core import policy
-
-    if not summary:
-        return []
-    style = style or render.Style()
-    mode = summary.get("policy")
-    label = policy.MODE_LABELS.get(mode, str(mode)) if isinstance(mode, str) else "?"
-    parts = [label, f"{summary.get('tools_advertised', 0)} tools", f"{summary.get('calls_today', 0)} calls today"]
-    line = "desktop: " + " · ".join(parts)
-    last = summary.get("last_call")
-    if isinstance(last, dict) and last.get("tool"):
-        mark = style.ok("✓") if last.get("ok") else style.bad("✗")
-        line += f" · last {render.printable(str(last['tool']))} {mark} {render.ago(last.get('ts'), now)}"
-    lines = [line]
-    if summary.get("pending_approvals"):
-        lines.append(style.warn(f"desktop: {summary['pending_approvals']} call(s) waiting for approval: "
-                                "hermes-relay approvals"))
-    if summary.get("policy_error"):
-        lines.append(style.bad("desktop policy file unreadable (every host restricted): ")
-                     + render.printable(str(summary["policy_error"])))
-    return lines

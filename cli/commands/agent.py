@@ -33,37 +33,65 @@ _TAIL_BLOCK = 8192
 _execve = os.execve  # replaced by tests; os.execve never returns
 
 
+def _verb(verbs: Any, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A sub-subcommand whose --help says what it does and shows it used."""
+    import textwrap
+
+    return verbs.add_parser(name, help=help, description=textwrap.fill(description, 78),
+                            epilog="example:\n  " + example.replace("\n", "\n  "),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("agent", help="start, stop, restart, inspect or run the background agent",
-                       description="Manage the per-user agent that keeps relay connections alive.")
+                       description="Manage the per-user agent that keeps relay connections alive.",
+                       epilog="examples:\n  hermes-relay agent status\n  hermes-relay agent logs -f\n"
+                              "  hermes-relay agent install     # start at login, restart after a crash",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="agent_cmd", prog="hermes-relay agent",
                              metavar="{start,stop,restart,status,logs,run,install,uninstall}")
-    parsers = [
-        verbs.add_parser("start", help="start the agent if it is not running"),
-        verbs.add_parser("stop", help="stop the agent (not running is fine)"),
-        verbs.add_parser("restart", help="stop the agent, wait until it is gone, start it again"),
-        verbs.add_parser("status", help="pid, version, uptime and socket; exit 3 when not running"),
-    ]
-    logs = verbs.add_parser("logs", help="print the end of the agent's log")
+    start = _verb(verbs, "start", "start the agent if it is not running",
+                  "Start the agent in the background (through the per-user service when one is installed). "
+                  "Does nothing when it is already running.",
+                  "hermes-relay agent start         # agent: started (pid 4242, 0.1.0)")
+    stop = _verb(verbs, "stop", "stop the agent (not running is fine)",
+                 "Ask the agent to close its relay links and exit. Pairings stay in the store.",
+                 "hermes-relay agent stop")
+    restart = _verb(verbs, "restart", "stop the agent, wait until it is gone, start it again",
+                    "Stop the agent, wait for it to exit, and start it again (after an upgrade, for example).",
+                    "hermes-relay agent restart")
+    status = _verb(verbs, "status", "pid, version, uptime and socket; exit 3 when not running",
+                   "Say whether the agent runs, with its pid, version, uptime, socket and log file. "
+                   "Exits 3 when it does not run (for scripts). Never starts it.",
+                   "hermes-relay agent status --json")
+    logs = _verb(verbs, "logs", "print the end of the agent's log",
+                 "Print the last lines of the agent's log file; with -f, keep printing new ones.",
+                 "hermes-relay agent logs -n 100\nhermes-relay agent logs -f")
     logs.add_argument("-n", "--lines", type=_count, default=DEFAULT_LOG_LINES, metavar="N",
                       help=f"how many lines (default {DEFAULT_LOG_LINES})")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
-    run_p = verbs.add_parser("run", help="run the agent in the foreground (for service managers)",
-                             description="Replace this process with the agent. Extra arguments are passed on.")
+    run_p = _verb(verbs, "run", "run the agent in the foreground (for service managers)",
+                  "Replace this process with the agent. Extra arguments are passed on.",
+                  "hermes-relay agent run                      # logs on the terminal; Ctrl-C stops it\n"
+                  "hermes-relay agent run -- --log-level DEBUG")
     run_p.add_argument("--detached", action="store_true", help="log to the log file, not the terminal")
     run_p.add_argument("--foreground", action="store_true", help="stay attached to the terminal (the default)")
     run_p.set_defaults(accepts_extra=True)
-    install = verbs.add_parser(
-        "install", help="run the agent as a per-user service (systemd, launchd or the Windows Run key)",
-        description="Write the service file for this platform's per-user service manager and enable it, "
-                    "so the agent starts at login and restarts after a crash. Safe to repeat.")
+    install = _verb(verbs, "install", "run the agent as a per-user service (systemd, launchd or the Windows Run key)",
+                    "Write the service file for this platform's per-user service manager and enable it, "
+                    "so the agent starts at login and restarts after a crash. Safe to repeat.",
+                    "hermes-relay agent install --dry-run     # show the file and the commands first")
     install.add_argument("--dry-run", action="store_true", help="show what would be written and run; change nothing")
     install.add_argument("--print", dest="print_only", action="store_true",
                          help="print the service file(s) that would be written, and nothing else")
-    uninstall = verbs.add_parser("uninstall", help="stop and remove the per-user service (not installed is fine)")
+    uninstall = _verb(verbs, "uninstall", "stop and remove the per-user service (not installed is fine)",
+                      "Stop the per-user service and remove its file. Pairings stay in the store.",
+                      "hermes-relay agent uninstall --dry-run")
     uninstall.add_argument("--dry-run", action="store_true", help="show what would be removed and run; change nothing")
-    for parser in (p, *parsers, logs, run_p, install, uninstall):
-        add_common_flags(parser)
+    # --no-autostart means nothing here (these verbs decide themselves whether to start the agent);
+    # --json only where a verb prints a result.
+    for parser in (p, start, stop, restart, status, install, uninstall):
+        add_common_flags(parser, autostart=False)
     p.set_defaults(run=run)
 
 
@@ -136,7 +164,7 @@ def stop_agent(ctx: Context, timeout: float = STOP_TIMEOUT) -> tuple[bool, int |
         pid = client.hello.get("pid")
         pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
         try:
-            client.call("agent.stop", {})
+            client.stop()
         except IpcError as exc:
             if type(exc) is not IpcError:  # the agent refused; a plain IpcError is the link closing
                 raise
@@ -325,7 +353,9 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     extra = list(getattr(args, "extra", []) or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    argv = [sys.executable, "-m", "hermes_relay.agent", "run", *rest, *extra]
+    from hermes_relay.cli.client import agent_command
+
+    argv = [*agent_command(), *rest, *extra]
     ctx.flush()
     _execve(sys.executable, argv, dict(ctx.env))
     return 0  # only reached when tests replace _execve

@@ -7,9 +7,11 @@ zsh uses ``read`` and ``$EPOCHSECONDS`` from zsh/datetime; fish uses ``read`` an
 from the file's own mtime (``path mtime``, fish 3.5+). Where a shell has no builtin clock the label
 is shown without the staleness check. The route file's path is resolved once, at init, and quoted.
 
-Shown: ``[LAN]``, ``[Tailscale]``, ``[Public]`` (any label the agent writes), ``[LAN?]`` when the
-line is past its valid-until (the agent stopped updating it), ``[offline]`` without a file.
-``render.prompt_indicator`` is the same rule in Python, used by ``prompt show`` and the tests.
+Shown: ``[LAN]``, ``[Tailscale]``, ``[Public]`` (any label the agent writes, ``[expired]`` and
+``[revoked]`` included), ``[LAN?]`` when the line is past its valid-until (the agent stopped updating
+it) or, in bash and zsh, when the agent pid on the file's second line is gone (``kill -0``, a
+builtin), ``[offline]`` without a file. ``render.prompt_indicator`` plus the pid check is the same
+rule in Python, used by ``prompt show`` and the tests.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ _BASH = r"""# hermes-relay route indicator for bash, from: hermes-relay prompt i
 # If your prompt framework rewrites PS1, put ${HERMES_RELAY_INDICATOR} into it yourself.
 __hermes_relay_route_file=@PATH@
 __hermes_relay_prompt() {
-    local __hr_status=$? __hr_until= __hr_label= __hr_now=
+    local __hr_status=$? __hr_until= __hr_label= __hr_now= __hr_pid= __hr_rest=
     HERMES_RELAY_INDICATOR='[offline]'
-    { IFS=$' \t' read -r __hr_until __hr_label < "$__hermes_relay_route_file"; } 2>/dev/null
+    { { IFS=$' \t' read -r __hr_until __hr_label; IFS=$' \t' read -r __hr_pid __hr_rest; } < "$__hermes_relay_route_file"; } 2>/dev/null
     __hr_label=${__hr_label//[^[:print:]]/}
     case $__hr_label in
         '' | [Oo][Ff][Ff][Ll][Ii][Nn][Ee]) return $__hr_status ;;
@@ -41,7 +43,8 @@ __hermes_relay_prompt() {
     fi
     if [[ -z $__hr_now || $__hr_now == *[!0-9]* ]]; then
         HERMES_RELAY_INDICATOR="[$__hr_label]"  # no builtin clock (bash < 4.2): unchecked
-    elif [[ -n $__hr_until && $__hr_until != *[!0-9]* ]] && (( 10#$__hr_now <= 10#$__hr_until )); then
+    elif [[ -n $__hr_until && $__hr_until != *[!0-9]* ]] && (( 10#$__hr_now <= 10#$__hr_until )) &&
+         { [[ $__hr_pid != [1-9]* || $__hr_pid == *[!0-9]* ]] || kill -0 "$__hr_pid" 2>/dev/null; }; then
         HERMES_RELAY_INDICATOR="[$__hr_label]"
     else
         HERMES_RELAY_INDICATOR="[$__hr_label?]"
@@ -67,9 +70,9 @@ typeset -g HERMES_RELAY_INDICATOR='[offline]'
 __hermes_relay_precmd() {
     local __hr_status=$?
     emulate -L zsh
-    local __hr_until= __hr_label=
+    local __hr_until= __hr_label= __hr_pid= __hr_rest=
     HERMES_RELAY_INDICATOR='[offline]'
-    { IFS=$' \t' read -r __hr_until __hr_label < $__hermes_relay_route_file; } 2>/dev/null
+    { { IFS=$' \t' read -r __hr_until __hr_label; IFS=$' \t' read -r __hr_pid __hr_rest; } < $__hermes_relay_route_file; } 2>/dev/null
     __hr_label=${__hr_label//[^[:print:]]/}
     __hr_label=${__hr_label//\%/%%}
     if [[ -z $__hr_label || ${(L)__hr_label} == offline ]]; then
@@ -77,7 +80,8 @@ __hermes_relay_precmd() {
     fi
     if (( ! ${+EPOCHSECONDS} )); then
         HERMES_RELAY_INDICATOR="[$__hr_label]"
-    elif [[ $__hr_until == <-> ]] && (( EPOCHSECONDS <= 10#$__hr_until )); then
+    elif [[ $__hr_until == <-> ]] && (( EPOCHSECONDS <= 10#$__hr_until )) &&
+         { [[ $__hr_pid != <1-> ]] || kill -0 $__hr_pid 2>/dev/null; }; then
         HERMES_RELAY_INDICATOR="[$__hr_label]"
     else
         HERMES_RELAY_INDICATOR="[$__hr_label?]"
@@ -160,12 +164,18 @@ def register(sub: Any) -> None:
                               "  fish (config.fish): hermes-relay prompt init fish | source",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="prompt_cmd", prog="hermes-relay prompt", metavar="{init,show}")
-    init = verbs.add_parser("init", help="print the snippet for your shell's startup file")
+    init = verbs.add_parser("init", help="print the snippet for your shell's startup file",
+                            description="Print the prompt snippet for SHELL. It reads the agent's route file "
+                                        "with shell builtins on each prompt: no program runs.",
+                            epilog="example:\n  eval \"$(hermes-relay prompt init bash)\"    # in ~/.bashrc",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     init.add_argument("shell", choices=SHELLS)
-    show = verbs.add_parser("show", help="print the indicator once")
-    for parser in (p, init):
-        add_common_flags(parser, json=False)
-    add_common_flags(show)
+    show = verbs.add_parser("show", help="print the indicator once",
+                            description="Print the indicator as the prompt would show it: [LAN], [LAN?] when "
+                                        "stale, [revoked], [offline].",
+                            epilog="example:\n  hermes-relay prompt show        # [LAN]",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(show, autostart=False)  # prompt never talks to the agent
     p.set_defaults(run=run)
 
 
@@ -175,12 +185,15 @@ def snippet(shell: str, route_file: str) -> str:
     return _TEMPLATES[shell].replace("@PATH@", quoted)
 
 
-def read_route_line(path: Any) -> str | None:
+def read_route_lines(path: Any) -> tuple[str | None, int | None]:
+    """The route file's first line and the agent pid from its second line (None where absent)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return f.readline()
+            first, second = f.readline(), f.readline()
     except OSError:
-        return None
+        return None, None
+    word = second.split(None, 1)[0] if second.strip() else ""
+    return first, int(word) if word.isascii() and word.isdigit() and int(word) > 0 else None
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -194,8 +207,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     if verb == "show":
         from hermes_relay.cli import render
+        from hermes_relay.cli.commands.route import agent_alive
 
-        text = render.prompt_indicator(read_route_line(route_file), ctx.now())
+        line, pid = read_route_lines(route_file)
+        text = render.prompt_indicator(line, ctx.now())
+        if text != f"[{render.OFFLINE_LABEL}]" and not text.endswith("?]") and agent_alive(pid) is False:
+            text = text[:-1] + "?]"
         if getattr(args, "json", False):
             ctx.print_json({"text": text, "stale": text.endswith("?]"), "route_file": str(route_file)})
         else:

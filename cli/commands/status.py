@@ -1,20 +1,25 @@
 """``hermes-relay status``: what is paired (from the store) and how each link is doing (from the agent).
 
-The store is read directly, so ``status`` works with the agent down, and the agent is asked without
-autostart: looking must never start anything. The two views are merged by relay URL (a live relay
-also matches a record through its alternate routes). A store that cannot be read is reported after
-everything else has been shown, as the command's error (exit 1), and the file is left untouched.
+The agent is asked first, without autostart (looking must never start anything); its answer carries
+the store's records already joined with the live states (``paired``), so with the agent up this is
+one IPC round trip and no file read. With the agent down the store is read directly and merged here
+by relay URL (a live relay also matches a record through its alternate routes). A store that cannot
+be read is reported after everything else has been shown, as the command's error (exit 1), and the
+file is left untouched.
 
-Tokens are redacted unless ``--reveal-tokens``, in the text and in ``--json`` alike.
+Tokens are redacted unless ``--reveal-tokens``, in the text and in ``--json`` alike. This module is
+on the hot path: heavy modules (the store, routes, pathlib, json) load only where they are needed.
 """
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import AgentNotRunningError, HermesError, StateError
+from hermes_relay.core.errors import AgentNotRunningError, HermesError, StateError, error_from_wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 NOT_RUNNING = "not running (start it with `hermes-relay agent start`)"
 STATUS_TIMEOUT = 5.0  # seconds: status answers from memory; a slower agent is reported as not answering
@@ -32,39 +37,41 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from hermes_relay.core import paths
-    from hermes_relay.core.store import SessionStore
 
-    reveal = bool(args.reveal_tokens)
-    store_path = paths.sessions_file(ctx.env)
-    sessions: dict[str, dict[str, Any]] = {}
+    reveal = bool(getattr(args, "reveal_tokens", False))
+    store_path = paths.sessions_file_str(ctx.env)
     store_error: HermesError | None = None
-    try:
-        sessions = SessionStore(store_path).sessions()
-    except StateError as exc:
-        store_error = exc
-    except OSError as exc:
-        store_error = StateError(f"cannot read {store_path}: {exc.strerror or exc}")
-
     agent_info: dict[str, Any] | None = None
-    live: list[dict[str, Any]] = []
     agent_error: HermesError | None = None
+    entries: list[tuple[str, dict | None, dict | None]] | None = None
+    derived: dict[str, tuple[list[str], str | None]] = {}
+    live: list[dict[str, Any]] = []
     try:
         with ctx.client(autostart=False) as client:
-            reply = client.call("status", {"reveal_tokens": reveal}, timeout=STATUS_TIMEOUT)
+            reply = client.status(reveal_tokens=reveal, timeout=STATUS_TIMEOUT)
         agent_info = reply.get("agent") or {}
         live = [r for r in reply.get("relays") or [] if isinstance(r, dict)]
+        paired = reply.get("paired")
+        if isinstance(paired, list):  # the agent read the store: no second read here
+            entries, derived = _from_agent(paired)
+            wire_error = agent_info.get("store_error")
+            if isinstance(wire_error, dict):
+                store_error = error_from_wire(wire_error)
     except AgentNotRunningError:
         pass
     except HermesError as exc:
         agent_error = exc
 
-    entries = merge(sessions, live)
+    if entries is None:
+        sessions, store_error = _read_store(store_path)
+        entries = merge(sessions, live)
     if getattr(args, "json", False):
-        ctx.print_json(json_view(str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal))
+        ctx.print_json(json_view(store_path, store_error, agent_info, agent_error, entries, reveal=reveal))
     else:
         from hermes_relay.cli.render import terminal_width, wrap_lines
 
-        lines = text_view(ctx, str(store_path), store_error, agent_info, agent_error, entries, reveal=reveal)
+        lines = text_view(ctx, store_path, store_error, agent_info, agent_error, entries, reveal=reveal,
+                          derived=derived)
         for line in wrap_lines(lines, terminal_width(ctx.stdout, ctx.env)):
             ctx.out(line)
     if store_error is not None:
@@ -91,6 +98,41 @@ def ended(record: dict | None, state: dict | None, now: float) -> str | None:
     return None
 
 
+def _read_store(store_path: str) -> tuple[dict[str, dict[str, Any]], HermesError | None]:
+    from hermes_relay.core.store import SessionStore
+
+    try:
+        return SessionStore(_as_path(store_path)).sessions(), None
+    except StateError as exc:
+        return {}, exc
+    except OSError as exc:
+        return {}, StateError(f"cannot read {store_path}: {exc.strerror or exc}")
+
+
+def _as_path(text: str) -> Any:
+    from pathlib import Path
+
+    return Path(text)
+
+
+def _from_agent(paired: list[Any]) -> tuple[list[tuple[str, dict | None, dict | None]],
+                                             dict[str, tuple[list[str], str | None]]]:
+    """Entries from the agent's ``paired`` view (api.PairedRelay), and each record's derived facts."""
+    entries: list[tuple[str, dict | None, dict | None]] = []
+    derived: dict[str, tuple[list[str], str | None]] = {}
+    for item in paired:
+        if not isinstance(item, dict):
+            continue
+        url = str(item.get("url") or "?")
+        record = item.get("record") if isinstance(item.get("record"), dict) else None
+        state = item.get("live") if isinstance(item.get("live"), dict) else None
+        entries.append((url, record, state))
+        alternates = [str(u) for u in item.get("alternates") or [] if isinstance(u, str)]
+        role = item.get("role_label")
+        derived[url] = (alternates, str(role) if role else None)
+    return entries, derived
+
+
 def merge(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]]) -> list[tuple[str, dict | None, dict | None]]:
     """(url, store record or None, live RelayState or None), store order first, then agent-only relays."""
     from hermes_relay.core.store import resolve_in
@@ -111,13 +153,14 @@ def merge(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]]) -> li
 
 # -- text ------------------------------------------------------------------------------------------
 def text_view(ctx: Context, store_path: str, store_error: HermesError | None, agent: dict | None,
-              agent_error: HermesError | None, entries: list, *, reveal: bool) -> list[str]:
+              agent_error: HermesError | None, entries: list, *, reveal: bool,
+              derived: dict[str, tuple[list[str], str | None]] | None = None) -> list[str]:
     from hermes_relay.cli import render
     from hermes_relay.core import paths
 
     now, style = ctx.now(), ctx.style
     lines = [f"agent: {_agent_text(agent, agent_error, now, style)}"]
-    store_text = render.tilde(store_path, str(paths.home_dir(ctx.env)))
+    store_text = render.tilde(store_path, paths.home_dir_str(ctx.env))
     if store_error is not None:
         store_text += "  " + style.bad("(unreadable: see the error below)")
     lines.append(f"store: {store_text}")
@@ -127,58 +170,50 @@ def text_view(ctx: Context, store_path: str, store_error: HermesError | None, ag
             lines.append("No paired relays. Run `hermes-relay pair --remote ws://HOST:8767 CODE` to pair.")
         return lines
     lines.append(style.bold(f"Paired relays ({len(entries)})"))
-    hosts = _policy_hosts(paths.hermes_home(ctx.env) / "desktop-host-access.json")
     for url, record, state in entries:
+        alternates, role = (derived or {}).get(url, (None, None))
         lines.append("")
         lines.extend(relay_lines(url, record, state, now=now, style=style, reveal=reveal,
-                                 agent_running=agent is not None, tools=tool_consent(url, record, hosts)))
+                                 agent_running=agent is not None, alternates=alternates, role=role,
+                                 tools=tool_lines(url, record, state, now=now, style=style, env=ctx.env)))
     return lines
 
 
-# PLACEHOLDER until core/policy.py is merged: read the desktop access policy through it
-# (effective mode per host, duplicate URLs merged to the least privilege) instead of _policy_hosts.
-_ACCESS_WORDS = {
-    "ask": "restricted: no desktop tools",
-    "ask_every_time": "ask every time",
-    "structured": "standard",
-    "trusted": "trusted",
-    "full_access": "full access",
-    "custom": "custom",
-}
+def tool_lines(url: str, record: dict | None, state: dict | None, *, now: float, style: Any,
+               env: Any) -> list[str]:
+    """Desktop tool access for one relay: the agent's live summary, else the policy file's words."""
+    if record is None:
+        return []
+    summary = state.get("desktop") if isinstance(state, dict) else None
+    if isinstance(summary, dict):
+        from hermes_relay.cli.render import desktop_status_lines
+
+        return desktop_status_lines(summary, now, style)
+    return [_policy_words(url, record, env)]
 
 
-def _policy_hosts(path: Any) -> dict[str, Any] | None:
-    """The ``hosts`` of the access policy file; None when it is missing or unreadable."""
-    import json
+def _policy_words(url: str, record: dict, env: Any) -> str:
+    from hermes_relay.core import policy
+    from hermes_relay.core.errors import HermesError
 
     try:
-        with open(path, "rb") as fh:
-            doc = json.loads(fh.read(1 << 20) or b"{}")
-    except (OSError, ValueError):
-        return None
-    hosts = doc.get("hosts") if isinstance(doc, dict) else None
-    return hosts if isinstance(hosts, dict) else None
-
-
-def tool_consent(url: str, record: dict | None, hosts: dict[str, Any] | None) -> str | None:
-    """The desktop tool access for one relay, in words; None for a relay that is not in the store."""
-    if record is None:
-        return None
-    entry = (hosts or {}).get(url) or (hosts or {}).get(url.rstrip("/"))
-    mode = entry.get("access_mode") if isinstance(entry, dict) else None
-    if mode in (None, "ask") and record.get("tools_consented") is True:
-        return "trusted (consented earlier)"
-    if mode is None:
-        return _ACCESS_WORDS["ask"]
-    return _ACCESS_WORDS.get(str(mode), f"unknown mode {mode!r} (treated as restricted)")
+        policies = policy.load(policy.policy_file(env))
+    except HermesError:
+        return "restricted: the access policy file is unreadable (see `hermes-relay access`)"
+    stored = policies.for_url(url)
+    if stored.access_mode == policy.ASK:
+        return "trusted (consented earlier)" if record.get("tools_consented") is True else "restricted: no desktop tools"
+    return stored.label
 
 
 def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float, style: Any,
-                reveal: bool, agent_running: bool, tools: str | None = None) -> list[str]:
-    """The block for one relay: stored facts, then the live state when the agent reported one."""
+                reveal: bool, agent_running: bool, alternates: list[str] | None = None,
+                role: str | None = None, tools: list[str] | None = None) -> list[str]:
+    """The block for one relay: stored facts, then the live state when the agent reported one.
+
+    ``alternates`` and ``role`` come with the agent's view; without it they are derived here.
+    """
     from hermes_relay.cli import render
-    from hermes_relay.core.routes import role_label
-    from hermes_relay.core.store import route_urls
 
     rec = record or {}
     st = state or {}
@@ -207,14 +242,21 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
         if rec.get("grants") and not stale:
             lines.append(_field("grants", render.grants_text(rec.get("grants"), now), 4))
         if rec.get("endpoint_role"):
-            lines.append(_field("route", role_label(str(rec["endpoint_role"])), 4))
-        alternates = route_urls(rec)
+            if role is None:
+                from hermes_relay.core.routes import role_label
+
+                role = role_label(str(rec["endpoint_role"]))
+            lines.append(_field("route", role, 4))
+        if alternates is None:
+            from hermes_relay.core.store import route_urls
+
+            alternates = route_urls(rec)
         if alternates:
             lines.append(_field("routes", ", ".join(alternates), 4))
         if rec.get("cert_pin_sha256"):
             lines.append(_field("cert", str(rec["cert_pin_sha256"]), 4))
-    if tools is not None:
-        lines.append(_field("tools", tools, 4))
+    for text in tools or ():
+        lines.append(_field("tools", text, 4))
     if state is not None:
         lines.extend(_live_lines(st, now, style, fixed=verdict is not None))
     elif agent_running:

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from hermes_relay.cli.client import AgentCalls
 from hermes_relay.cli.main import invoke
+from hermes_relay.core import apitypes
 from hermes_relay.core.errors import AgentNotRunningError
 
 NOW = 1_800_000_000.0
@@ -37,7 +39,9 @@ class FakeTTY(io.StringIO):
         return True
 
 
-class FakeClient:
+class FakeClient(AgentCalls):
+    """The real client's typed methods over scripted answers; every answer must fit the IPC types."""
+
     def __init__(self, agent: FakeAgent):
         self.agent = agent
         self.hello = dict(agent.hello)
@@ -48,12 +52,18 @@ class FakeClient:
         self.agent.calls.append((method, dict(params or {}), timeout))
         for notify_method, notify_params in self.agent.notifies.get(method, []):
             assert on_notify is not None, f"{method} streams notifies but the CLI passed no on_notify"
+            if notify_method in apitypes.NOTIFIES:
+                assert not apitypes.check(notify_params, apitypes.NOTIFIES[notify_method], partial=True,
+                                          where=notify_method)
             on_notify(notify_method, notify_params)
         result = self.agent.results[method]
         if callable(result):  # answers that depend on the params
             result = result(dict(params or {}))
         if isinstance(result, BaseException):
             raise result
+        if method in apitypes.METHODS:
+            problems = apitypes.check(result, apitypes.METHODS[method][1], partial=True, where=method)
+            assert not problems, f"the fake's {method} reply does not fit core/apitypes.py: {problems}"
         return result
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hermes_relay.cli import render
 from hermes_relay.cli.commands import access as access_cmd
 from hermes_relay.cli.commands import audit as audit_cmd
 from hermes_relay.core import fileio, policy
@@ -186,15 +187,15 @@ def test_legacy_tools_consent_shows_as_trusted(cli, env) -> None:
 
 
 def test_desktop_status_lines() -> None:
-    summary = {"tools_advertised": 18, "policy": "trusted", "calls_today": 4, "policy_error": None,
+    summary = {"tools_advertised": 18, "policy": "trusted", "policy_label": "trusted", "calls_today": 4, "policy_error": None,
                "last_call": {"tool": "desktop_terminal", "ok": True, "ts": NOW - 120}, "pending_approvals": 1}
-    assert access_cmd.desktop_status_lines(summary, NOW) == [
-        "desktop: trusted · 18 tools · 4 calls today · last desktop_terminal ✓ 2m ago",
-        "desktop: 1 call(s) waiting for approval: hermes-relay approvals",
+    assert render.desktop_status_lines(summary, NOW) == [
+        "trusted · 18 tools · 4 calls today · last desktop_terminal ✓ 2m ago",
+        "1 call(s) waiting for approval: hermes-relay approvals",
     ]
-    assert access_cmd.desktop_status_lines({"policy": "ask", "tools_advertised": 0, "calls_today": 0}, NOW) == [
-        "desktop: restricted · 0 tools · 0 calls today"]
-    assert access_cmd.desktop_status_lines(None, NOW) == []
+    assert render.desktop_status_lines({"policy": "ask", "policy_label": "restricted", "tools_advertised": 0, "calls_today": 0}, NOW) == [
+        "restricted · 0 tools · 0 calls today"]
+    assert render.desktop_status_lines(None, NOW) == []
 
 
 # -- audit -----------------------------------------------------------------------------------------

@@ -88,12 +88,12 @@ def test_devices_revoke_and_extend(cli, make_agent) -> None:
     ]
 
 
-def test_extend_reads_the_reference_relays_flat_answer_and_a_one_day_extend_reads_1d(cli, make_agent) -> None:
+def test_a_one_day_extend_reads_1d_and_notes_this_devices_stored_expiry(cli, make_agent) -> None:
     soon = {**SESSIONS[0], "expires_at": NOW + 7200}
     agent = make_agent(results={
         "devices.list": {"url": URL, "sessions": [soon]},
-        "devices.extend": {"url": URL, "ok": True, "token_prefix": "abcd1234", "expires_at": NOW + 86400 - 1,
-                           "grants": {}, "store_updated": True},
+        "devices.extend": {"url": URL, "session": {"token_prefix": "abcd1234", "expires_at": NOW + 86400 - 1,
+                                                   "grants": {}}, "store_updated": True},
     })
     result = cli("devices", "extend", "abcd1234", agent=agent)
     assert (result.code, result.err) == (0, "")
@@ -267,8 +267,8 @@ def test_agent_run_replaces_the_process_with_the_agent(cli, env, monkeypatch) ->
     assert cli("agent", "run", "--foreground", "--log-level", "debug").code == 0
     assert cli("agent", "run", "--", "--detached").code == 0
     assert [s[1] for s in seen] == [
-        [sys.executable, "-m", "hermes_relay.agent", "run", "--foreground", "--log-level", "debug"],
-        [sys.executable, "-m", "hermes_relay.agent", "run", "--detached"],
+        [sys.executable, "-I", "-m", "hermes_relay.agent", "run", "--foreground", "--log-level", "debug"],
+        [sys.executable, "-I", "-m", "hermes_relay.agent", "run", "--detached"],
     ]
     assert seen[0][0] == sys.executable and seen[0][2] == env
 

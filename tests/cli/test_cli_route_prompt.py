@@ -15,10 +15,12 @@ from hermes_relay.core import paths
 NOW = 1_800_000_000.0
 
 
-def write_route_json(env: dict[str, str], **fields: object) -> Path:
-    path = paths.route_json_file(env)
+def write_route_json(env: dict[str, str], *, label: str, state: str, url: str | None, since: float | None,
+                     valid_until: float, pid: int | None = None, **_: object) -> Path:
+    """The agent's plain route file (agent/indicator.py's format) holding these fields."""
+    path = paths.route_file(env)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fields))
+    path.write_text(f"{int(valid_until)} {label}\n{pid or 0} {state} {since if since is not None else '-'} {url or '-'}\n")
     return path
 
 
@@ -70,12 +72,12 @@ def test_route_json(cli, env) -> None:
 
 
 def test_route_with_a_damaged_file_still_exits_0(cli, env) -> None:
-    path = paths.route_json_file(env)
+    path = paths.route_file(env)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("{nope")
     result = cli("route")
     assert result.code == 0
-    assert result.out.startswith(f"unknown ({path} is not valid JSON: ")
+    assert result.out == f"unknown ({path} is not a route indicator (expected `<valid-until> <label>`))\n"
 
 
 # -- prompt show -----------------------------------------------------------------------------------

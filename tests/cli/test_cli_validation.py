@@ -40,7 +40,7 @@ GOOD_INVITE = json.dumps({"hermes": 2, "relay": {"url": "ws://192.168.1.5:8767",
         (["pin", "accept", "gopher://h"], "invalid relay URL"),
         (["agent", "logs", "-n", "-3"], "expected a whole number of lines"),
         (["prompt", "init", "tcsh"], "invalid choice: 'tcsh'"),
-        (["stauts"], "invalid choice: 'stauts'"),
+        (["stauts"], "unknown command 'stauts'"),
         (["status", "--bogus"], "unrecognized arguments: --bogus"),
     ],
 )

@@ -163,7 +163,7 @@ _files() { print -r -- files }
                                              "install", "uninstall"]),
         (["hermes-relay", "--json", "completion", ""], "", ["command", "bash", "zsh", "fish"]),
         (["hermes-relay", "agent", "uninstall", "--"], "--",
-         ["option", "-h", "--help", "--dry-run", "--no-autostart", "--json"]),
+         ["option", "-h", "--help", "--dry-run", "--json"]),
         (["hermes-relay", "devices", "--remote", ""], "", ["files"]),
     ],
 )

@@ -260,7 +260,7 @@ def test_install_dry_run_shows_the_file_and_the_commands_but_changes_nothing(cli
     lines = result.out.splitlines()
     assert lines[0] == "dry run: nothing is written, removed or run"
     assert lines[1] == f"would write {unit_dir / UNIT} (new), mode 0644:"
-    assert f"    ExecStart={sys.executable} -m hermes_relay.agent run --detached" in lines
+    assert f"    ExecStart={sys.executable} -I -m hermes_relay.agent run --detached" in lines
     assert f"    Environment=HERMES_HOME={env['HERMES_HOME']}" in lines
     assert lines[-5:] == [
         "would not enable it: systemctl is not on PATH",

@@ -49,6 +49,7 @@ SAMPLES: dict[type[HermesError], Callable[[], HermesError]] = {
     errors.IpcError: lambda: errors.IpcError("ipc failed"),
     errors.AgentNotRunningError: lambda: errors.AgentNotRunningError("/run/user/1/hermes-relay/agent.sock", "refused"),
     errors.AgentAlreadyRunningError: lambda: errors.AgentAlreadyRunningError("another agent answers on the socket"),
+    errors.UnsafeRuntimeError: lambda: errors.UnsafeRuntimeError("the runtime directory /run/x belongs to uid 0"),
     errors.AgentVersionError: lambda: errors.AgentVersionError("agent speaks API 2, CLI speaks 1"),
     errors.RpcError: lambda: errors.RpcError("brand_new_code", "something the CLI does not know", {"k": 1}),
 }

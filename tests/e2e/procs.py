@@ -245,3 +245,27 @@ class Proxy:
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
                 f.close()
+
+
+def wheel_venv(where: Path) -> Path:
+    """A venv holding this project as a built wheel (no editable finder), its dependencies borrowed.
+
+    The dependencies are this interpreter's, reached through a ``.pth`` line (a plain path: no
+    import hook runs at start-up). Building needs the ``wheel`` package (the test extra).
+    """
+    import sysconfig
+
+    where.mkdir(parents=True, exist_ok=True)
+    wheels = where / "dist"
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([PY, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(root), "-w", str(wheels)],
+                   check=True, capture_output=True, timeout=300)
+    venv = where / "venv"
+    subprocess.run([PY, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, timeout=120)
+    vpy = venv / "bin" / "python"
+    subprocess.run([PY, "-m", "pip", "--python", str(vpy), "install", "-q", "--no-deps", "--no-index",
+                    *map(str, wheels.glob("*.whl"))], check=True, capture_output=True, timeout=300)
+    site = subprocess.run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+    Path(site, "_borrowed_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return venv

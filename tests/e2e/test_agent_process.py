@@ -112,10 +112,12 @@ def test_route_file_follows_the_link(relay_proc, agent_env) -> None:
     with agent_env.client() as c:
         indicator = c.call(api.ROUTE, {})
     assert indicator["label"] == "LAN" and indicator["state"] == api.CONNECTED
-    line = paths.route_file(agent_env.env).read_text().split(maxsplit=1)
-    assert line[1].strip() == "LAN" and int(line[0]) == indicator["valid_until"]
+    first, second = paths.route_file(agent_env.env).read_text().splitlines()
+    assert first == f"{indicator['valid_until']} LAN"
+    assert second == f"{indicator['pid']} connected {float(indicator['since'])!r} {relay_proc.url}"
     agent_env.stop()
-    assert paths.route_file(agent_env.env).read_text().split(maxsplit=1)[1].strip() == "offline"
+    first, second = paths.route_file(agent_env.env).read_text().splitlines()
+    assert first.split(maxsplit=1)[1] == "offline" and second.split()[1:] == ["stopped", "-", "-"]
     assert not os.path.exists(paths.socket_path(agent_env.env))
 
 

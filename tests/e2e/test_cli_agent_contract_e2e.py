@@ -151,7 +151,7 @@ def test_the_agent_refuses_a_runtime_directory_owned_by_another_uid(tmp_path) ->
         assert (f"hermes-relay agent: the runtime directory {run} belongs to uid {NOBODY}, not to you "
                 f"(uid 0): refusing to use it") in done.stderr
         assert os.listdir(run) == []  # nothing created in it: no lock, no socket
-        cli = subprocess.run([PY, "-m", "hermes_relay.cli", "devices"], capture_output=True, text=True, env=env,
+        cli = subprocess.run([PY, "-m", "hermes_relay.cli", "agent", "start"], capture_output=True, text=True, env=env,
                              timeout=60)  # autostart refuses before taking the spawn lock there
         assert cli.returncode == 1 and f"the runtime directory {run} belongs to uid {NOBODY}" in cli.stderr
         assert os.listdir(run) == []

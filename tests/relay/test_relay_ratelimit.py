@@ -20,8 +20,11 @@ from helpers import (
     ws_auth,
     ws_connect,
 )
+from hermes_relay.relay import api, peers
 from hermes_relay.relay.ratelimit import RateLimiter, rate_key
 from hermes_relay.relay.server import (
+    HTTP_BLOCK,
+    HTTP_FAIL_LIMIT,
     PAIRING_BLOCK,
     PAIRING_FAIL_LIMIT,
     RATE_LIMIT_BODY,
@@ -124,7 +127,7 @@ def test_registering_a_code_lifts_the_blocks_of_every_address():
     for _ in range(SESSION_FAIL_LIMIT):
         relay.token_limiter.record_failure("2001:db8::5", now)
     assert relay.blocked_for("203.0.113.9") > 0 and relay.blocked_for("2001:db8::5") > 0
-    status, _ = relay.pairing_register({}, "127.0.0.1")
+    status, _ = api.pairing_mint(relay, {}, peers.resolve("127.0.0.1", {}))
     assert status == 200
     assert relay.blocked_for("203.0.113.9") == 0.0 and relay.blocked_for("2001:db8::5") == 0.0
 
@@ -197,19 +200,32 @@ async def test_successful_pairing_resets_the_code_bucket(relay):
         assert reply["type"] == "auth.ok"
 
 
-async def test_five_bad_bearer_tokens_block_the_sessions_api_and_upgrades(relay_factory):
+async def test_bad_bearer_tokens_block_only_the_http_api_in_a_gentler_bucket(relay_factory):
     clock = FakeWallClock()
     relay = await relay_factory(wall_clock=clock)
-    _, ok = await pair(relay.url, relay.http)
-    for _ in range(SESSION_FAIL_LIMIT):
+    ws_ok, ok = await pair(relay.url, relay.http)
+    for _ in range(HTTP_FAIL_LIMIT):
         status, _ = await http_json("GET", f"{relay.http}/sessions", token="wrong")
         assert status == 401
 
     status, obj = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
     assert (status, obj) == (429, {"ok": False, "error": RATE_LIMIT_BODY})
-    await assert_upgrade_refused(relay)
+    # The WebSocket side is untouched: the valid token still connects, no 429 on the upgrade.
+    _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"]})
+    assert reply["type"] == "auth.ok"
 
-    clock.advance(SESSION_BLOCK)
+    clock.advance(HTTP_BLOCK)
+    status, _ = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
+    assert status == 200
+
+
+async def test_five_failed_bearer_checks_do_not_lock_the_address_out_of_websockets(relay):
+    _, ok = await pair(relay.url, relay.http)
+    for _ in range(SESSION_FAIL_LIMIT):
+        status, _ = await http_json("GET", f"{relay.http}/sessions", token="wrong")
+        assert status == 401
+    _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"]})
+    assert reply["type"] == "auth.ok"
     status, _ = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
     assert status == 200
 

@@ -1,4 +1,8 @@
-"""``hermes-relay-server``: run the relay in the foreground (a service manager restarts it)."""
+"""``hermes-relay-server``: run the relay in the foreground (a service manager restarts it).
+
+``HERMES_RELAY_FAULT_SAVE=PATH`` (tests only): while PATH exists every sessions.json write fails as on a
+full disk, so a test can prove that nothing changes unless it was saved.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from hermes_relay import __version__
 from hermes_relay.core import paths
+from hermes_relay.relay import peers
 from hermes_relay.core.errors import ConfigError, HermesError
 from hermes_relay.relay import tls
 from hermes_relay.relay.server import RelayConfig, RelayInfo, serve_relay
@@ -48,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, help="PEM private key for wss://")
     p.add_argument("--state-dir", type=Path, help="where sessions and the certificate live (default ~/.hermes/relay)")
     p.add_argument("--memory", action="store_true", help="keep sessions in memory only (lost on restart)")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
+                   help="a reverse proxy's address or network whose X-Forwarded-For/Forwarded headers are believed "
+                        "(repeatable); proxied requests never count as the relay host itself")
+    p.add_argument("--keep-revoked-sockets", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"hermes-relay-server {__version__}")
     return p
@@ -63,13 +73,28 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     elif args.tls:
         cert, key = tls.ensure_certificate(state_dir, [args.host])
         ssl_context, pin = tls.load_server_context(cert, key)
+    try:
+        trusted = peers.parse_trusted(args.trusted_proxy)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return RelayConfig(
         host=args.host,
         port=args.port,
         state_dir=None if args.memory else state_dir,
         ssl_context=ssl_context,
         cert_pin=pin,
+        trusted_proxies=trusted,
+        close_on_revoke=not args.keep_revoked_sockets,
+        save_fault=fault_from_env(),
     )
+
+
+def fault_from_env() -> Callable[[], bool] | None:
+    flag = os.environ.get("HERMES_RELAY_FAULT_SAVE")
+    if not flag:
+        return None
+    path = Path(flag)
+    return path.exists
 
 
 async def _run(config: RelayConfig) -> None:

@@ -190,7 +190,7 @@ def _patch(relay: Relay, target: Session, caller: Session | None, obj: dict[str,
     if caller is not None:
         if target is not caller:
             return 403, {"ok": False, "error": "cannot modify another session"}
-        if _lengthens(target, relay.book.preview_extend(target, ttl, grants)):
+        if _lengthens(target, relay.book.preview_extend(target, ttl, grants), grants, relay.now()):
             return 403, {"ok": False, "error": "operator approval required to extend session",
                          "hint": "run `hermes-relay-server sessions extend PREFIX --ttl 30d` on the relay host"}
     relay.book.extend(target, ttl, grants)
@@ -205,10 +205,15 @@ def _later(new: float | None, old: float | None) -> bool:
     return old is not None and new > old
 
 
-def _lengthens(old: Session, new: Session) -> bool:
+def _lengthens(old: Session, new: Session, requested: dict[str, int] | None, now: float) -> bool:
+    """True when the change makes the session or any grant last longer (requested grants judged as asked,
+    before the session's expiry caps them)."""
     if _later(new.expires_at, old.expires_at):
         return True
-    return any(ch not in old.grants or _later(exp, old.grants[ch]) for ch, exp in new.grants.items())
+    for ch, secs in (requested or {}).items():
+        if ch not in old.grants or _later(None if secs == 0 else now + secs, old.grants[ch]):
+            return True
+    return False
 
 
 # -- request checks ----------------------------------------------------------------------------------

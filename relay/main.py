@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hermes-relay-server",
         description="Hermes relay server: pairing codes, session tokens and the WebSocket relay on one port.",
-        epilog="Mint a pairing code on this host with `hermes-pair`. Exit codes: 0 clean stop, 1 error, 2 usage.",
+        epilog="Mint a pairing code on this host with `hermes-pair`; list, extend or revoke sessions with "
+               "`hermes-relay-server sessions --help`. Exit codes: 0 clean stop, 1 error, 2 usage.",
     )
     p.add_argument("--host", default=os.environ.get("RELAY_HOST", "127.0.0.1"),
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for LAN/Tailscale clients)")
@@ -120,6 +121,11 @@ async def _run(config: RelayConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sessions"]:
+        from hermes_relay.relay import sessions_cmd
+
+        return sessions_cmd.main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

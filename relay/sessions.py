@@ -37,11 +37,7 @@ Clock = Callable[[], float]
 Fault = Callable[[], bool]
 
 
-class SaveError(StateError):
-    """sessions.json could not be written; the change was not made."""
-
-    code = "relay_save_failed"
-
+SaveError = StateError  # what a failed sessions.json write raises; the change was not made
 
 @dataclass
 class Session:

@@ -47,7 +47,7 @@ from hermes_relay.relay import api, http, peers, unserved
 from hermes_relay.relay.api import RATE_LIMIT_BODY
 from hermes_relay.relay.pairing import PairingCodes
 from hermes_relay.relay.peers import Peer
-from hermes_relay.relay.ratelimit import RateLimiter, rate_key
+from hermes_relay.relay.ratelimit import GlobalCap, RateLimiter, rate_key
 from hermes_relay.relay.sessions import SaveError, Session, SessionBook
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ SESSION_FAIL_LIMIT, SESSION_FAIL_WINDOW, SESSION_BLOCK = 5, 60.0, 300.0
 PAIRING_FAIL_LIMIT, PAIRING_FAIL_WINDOW, PAIRING_BLOCK = 10, 60.0, 120.0
 # Failed bearer checks on the HTTP API: a gentler bucket of its own, never the WebSocket limiter's.
 HTTP_FAIL_LIMIT, HTTP_FAIL_WINDOW, HTTP_BLOCK = 20, 60.0, 60.0
+# Failed pairing codes over ALL addresses: 60 a minute makes guessing a 6-character code take centuries.
+CODE_FAILS_PER_MINUTE = 60
 EXPIRY_SWEEP = 60.0  # seconds between expired-session sweeps
 
 
@@ -154,6 +156,7 @@ class Relay:
         self.pair_limiter = RateLimiter(limit=PAIRING_FAIL_LIMIT, window=PAIRING_FAIL_WINDOW, block=PAIRING_BLOCK)
         self.token_limiter = RateLimiter(limit=SESSION_FAIL_LIMIT, window=SESSION_FAIL_WINDOW, block=SESSION_BLOCK)
         self.http_limiter = RateLimiter(limit=HTTP_FAIL_LIMIT, window=HTTP_FAIL_WINDOW, block=HTTP_BLOCK)
+        self.code_cap = GlobalCap(limit=CODE_FAILS_PER_MINUTE, window=60.0)
         self.server_version = SERVER_VERSION
         self.port = config.port  # the bound port once listening
         self.live: dict[str, set[trio_websocket.WebSocketConnection]] = {}
@@ -304,6 +307,12 @@ class Relay:
             log.info("auth_refused_rate_limited peer=%s", ip)
             await self._fail(ws, RATE_LIMIT_BODY, CLOSE_TRY_AGAIN_LATER)
             return
+        p = env.payload
+        if p.get("pairing_code") and not (p.get("session_token") or p.get("refresh_token")) \
+                and self.code_cap.exceeded(self.now()) > 0:
+            log.warning("auth_refused_code_cap peer=%s", ip)
+            await self._fail(ws, RATE_LIMIT_BODY, CLOSE_TRY_AGAIN_LATER)
+            return
         try:
             outcome = self.authenticate(env.payload, ip)
         except SaveError as exc:
@@ -429,7 +438,7 @@ class Relay:
                 if old_hash is not None:  # sockets still on the retired token
                     self._close_live(old_hash, "session token rotated")
                 return sess, self._auth_ok(sess, new_token, new_refresh)
-        if code:
+        if code and self.code_cap.exceeded(now) == 0:
             pending = self.codes.consume(str(code))
             if pending is not None:
                 try:
@@ -442,6 +451,7 @@ class Relay:
                 self.pair_limiter.record_success(ip)
                 log.info("paired device=%s prefix=%s", sess.device_name, sess.token_prefix)
                 return sess, self._auth_ok(sess, new_token, new_refresh)
+            self.code_cap.record_failure(now)
             if self.pair_limiter.record_failure(ip, now):
                 log.warning("rate_limit_block bucket=pairing peer=%s", ip)
         if token or refresh:

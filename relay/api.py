@@ -73,6 +73,7 @@ def health(relay: Relay) -> dict[str, Any]:
         "sessions": len(relay.book),
         "connections": sum(len(v) for v in relay.live.values()),
         "unauthenticated": relay.unauthed,  # upgraded, not yet authenticated (capped)
+        "pending": relay.pending.count,  # connected, request not yet received (capped)
         "pending_codes": len(relay.codes),
         "tls": relay.config.ssl_context is not None,
         "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only

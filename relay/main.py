@@ -18,7 +18,7 @@ import trio
 
 from hermes_relay import __version__
 from hermes_relay.core import paths
-from hermes_relay.relay import peers
+from hermes_relay.relay import capacity, peers
 from hermes_relay.core.errors import ConfigError, HermesError
 from hermes_relay.relay import tls
 from hermes_relay.relay.server import RelayConfig, RelayInfo, serve_relay
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = config_from_args(args)
+        capacity.raise_fd_limit()
         trio.run(_run, config)
     except HermesError as exc:
         print(f"hermes-relay-server: {exc.message}", file=sys.stderr)

@@ -42,11 +42,11 @@ def resolve(socket_ip: str, headers: Mapping[str, str],
     forwarded = any(h in headers for h in FORWARDING_HEADERS)
     if not forwarded:
         return Peer(socket_ip, is_loopback(socket_ip))
-    if not _in(socket_ip, trusted):
+    if not in_networks(socket_ip, trusted):
         return Peer(socket_ip, False, proxied=True)
     chain = _forwarded_chain(headers)
     for addr in reversed(chain):
-        if not _in(addr, trusted):
+        if not in_networks(addr, trusted):
             return Peer(addr, False, proxied=True)
     return Peer(chain[0] if chain else socket_ip, False, proxied=True)
 
@@ -79,7 +79,7 @@ def _bare(value: str) -> str | None:
         return None
 
 
-def _in(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+def in_networks(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:

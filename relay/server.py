@@ -41,9 +41,9 @@ import trio_websocket
 
 from hermes_relay import __version__
 from hermes_relay.core import envelope
-from hermes_relay.core import wire
+from hermes_relay.core import fileio, wire
 from hermes_relay.core.errors import members, HermesError, RemoteProtocolError
-from hermes_relay.relay import api, http, peers, unserved
+from hermes_relay.relay import api, capacity, http, peers, unserved
 from hermes_relay.relay.api import RATE_LIMIT_BODY
 from hermes_relay.relay.pairing import PairingCodes
 from hermes_relay.relay.peers import Peer
@@ -99,6 +99,8 @@ class RelayConfig:
     max_message: int = MAX_MESSAGE
     max_unauthed_per_ip: int = MAX_UNAUTHED_PER_IP
     max_unauthed: int = MAX_UNAUTHED
+    max_pending: int = capacity.MAX_PENDING  # connections whose request head has not arrived yet
+    max_pending_per_ip: int = capacity.MAX_PENDING_PER_IP
     heartbeat: float = HEARTBEAT  # 0 disables the relay's pings
     wall_clock: Callable[[], float] = field(default=time.time)
     close_on_revoke: bool = True  # False keeps revoked sockets open, as the reference relay does (tests)
@@ -160,6 +162,9 @@ class Relay:
         self.server_version = SERVER_VERSION
         self.port = config.port  # the bound port once listening
         self.live: dict[str, set[trio_websocket.WebSocketConnection]] = {}
+        nofile = capacity.fd_limit()
+        self.pending = capacity.Gate(capacity.phase_cap(config.max_pending, nofile), config.max_pending_per_ip)
+        self.max_unauthed = capacity.phase_cap(config.max_unauthed, nofile)
         self.unauthed = 0  # upgraded connections that have not finished authenticating
         self.unauthed_by_key: dict[str, int] = {}  # the same per rate_key(ip)
 
@@ -184,22 +189,18 @@ class Relay:
                     await stream.aclose()
 
     async def _handle_stream(self, stream: trio.abc.Stream, ip: str) -> None:
-        # head_timeout bounds reading the request only: an upgraded WebSocket lives on past it.
-        try:
-            with trio.fail_after(self.config.head_timeout):
-                req = await http.read_request_head(stream)
-                if req is None:
-                    return
-                upgrade = req.is_websocket_upgrade()
-                body = b""
-                if not upgrade and req.method in ("POST", "PATCH", "PUT", "DELETE"):
-                    body = await http.read_body(stream, req)
-        except http.BadRequest as exc:
-            await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
+        key = rate_key(ip)
+        if not self.pending.enter(key, per_key=not peers.in_networks(ip, self.config.trusted_proxies)):
+            log.warning("connection_refused_busy peer=%s pending=%d", ip, self.pending.count)
+            with trio.move_on_after(SHUTDOWN_CLOSE_GRACE):
+                await http.send_response(stream, 503, BUSY_BODY.encode(), b"text/plain; charset=utf-8",
+                                         extra_headers=[(b"retry-after", b"1")])
             return
-        except trio.TooSlowError:
-            with trio.move_on_after(1):
-                await http.send_json(stream, 408, {"ok": False, "error": "request head not received in time"})
+        try:
+            req, body, upgrade = await self._read_request(stream)
+        finally:
+            self.pending.leave(key)
+        if req is None:
             return
         peer = peers.resolve(ip, req.headers, self.config.trusted_proxies)
         if upgrade:
@@ -207,6 +208,28 @@ class Relay:
             return
         status, obj = self.route_http(req, body, peer)
         await http.send_json(stream, status, obj, req.conn)
+
+    async def _read_request(self, stream: trio.abc.Stream) -> tuple[http.HttpRequest | None, bytes, bool]:
+        """The request head (and a small body), or None once any error was answered."""
+        # head_timeout bounds reading the request only: an upgraded WebSocket lives on past it.
+        try:
+            with trio.fail_after(self.config.head_timeout):
+                req = await http.read_request_head(stream)
+                if req is None:
+                    return None, b"", False
+                upgrade = req.is_websocket_upgrade()
+                body = b""
+                if not upgrade and req.method in ("POST", "PATCH", "PUT", "DELETE"):
+                    body = await http.read_body(stream, req)
+        except http.BadRequest as exc:
+            with trio.move_on_after(1):
+                await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
+            return None, b"", False
+        except trio.TooSlowError:
+            with trio.move_on_after(1):
+                await http.send_json(stream, 408, {"ok": False, "error": "request head not received in time"})
+            return None, b"", False
+        return req, body, upgrade
 
     async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
         if req.path not in ("/", "/ws"):
@@ -249,7 +272,7 @@ class Relay:
         key = rate_key(ip)
         if self.unauthed_by_key.get(key, 0) >= self.config.max_unauthed_per_ip:
             return BUSY_PER_IP_BODY
-        if self.unauthed >= self.config.max_unauthed:
+        if self.unauthed >= self.max_unauthed:
             return BUSY_BODY
         self.unauthed += 1
         self.unauthed_by_key[key] = self.unauthed_by_key.get(key, 0) + 1
@@ -536,6 +559,29 @@ async def serve_relay(
     config: RelayConfig, *, task_status: trio.TaskStatus[RelayInfo] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the relay until cancelled. ``task_status.started`` receives a RelayInfo with the bound port."""
+    lock = _lock_state_dir(config.state_dir) if config.state_dir is not None else None
+    try:
+        await _serve(config, task_status)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_state_dir(state_dir: Path) -> fileio.FileLock:
+    """An exclusive lock on the state directory: a second relay on it would overwrite the first's sessions."""
+    lock = fileio.FileLock(state_dir / "relay", suffix=".lock")
+    try:
+        held = lock.acquire(blocking=False)
+    except OSError as exc:
+        raise HermesError(f"cannot lock the state directory {state_dir}: {exc.strerror or exc}",
+                          hint="check its owner and permissions, or pass another --state-dir") from exc
+    if not held:
+        raise HermesError(f"another relay is already using the state directory {state_dir} (it holds {lock.path})",
+                          hint="stop that relay first, or give this one its own --state-dir")
+    return lock
+
+
+async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -> None:
     relay = Relay(config)
     try:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from hermes_relay.core import codes, fileio
 from hermes_relay.core.errors import PayloadError, UsageError
+from hermes_relay.core.pin import is_valid_pin
 from hermes_relay.core.routes import ROLE_PRIORITY, Route, make_routes, normalize_relay_url
 
 SIG_FIELD = "sig"
@@ -94,12 +95,17 @@ def build(
     endpoints: list[tuple[str, str]],
     grants: dict[str, int] | None = None,
     secret: bytes | None = None,
+    cert_pin: str | None = None,
 ) -> dict[str, Any]:
     """An invite for ``endpoints`` = [(role, relay_url)], most preferred first.
 
     One endpoint gives a v2 invite; several give v3 with ``endpoints`` ordered by priority (lan 0,
     tailscale 1, public 2). The top-level ``host``/``port``/``tls`` and each endpoint's ``api`` name
     the relay's own HTTP port (it serves ``/health``), so clients that probe ``api`` reach it.
+
+    ``cert_pin`` (the relay's own certificate, for a ``--tls`` relay) goes where the reference client
+    looks for the expected pin of a route, ``endpoints[].proxy.pinSha256`` on every wss:// route (so an
+    invite with a pin is always v3), and into ``relay.cert_pin_sha256`` for this project's clients.
     """
     if not endpoints:
         raise UsageError("an invite needs at least one relay URL")
@@ -108,19 +114,24 @@ def build(
                              "transport_hint": transport_hint}
     if grants:
         relay["grants"] = grants
+    if cert_pin:
+        relay["cert_pin_sha256"] = cert_pin
     payload: dict[str, Any] = {"hermes": 2, "host": first_host, "port": first_port, "key": "", "tls": first_tls,
                                "relay": relay}
-    if len(endpoints) > 1:
+    if len(endpoints) > 1 or cert_pin:
         payload["hermes"] = 3
         payload["endpoints"] = []
         for role, url in endpoints:
             host, port, tls = _api_of(url)
-            payload["endpoints"].append({
+            entry: dict[str, Any] = {
                 "role": role,
                 "priority": ROLE_PRIORITY.get(role, len(ROLE_PRIORITY)),
                 "api": {"host": host, "port": port, "tls": tls},
                 "relay": {"url": url, "transport_hint": "wss" if tls else "ws"},
-            })
+            }
+            if cert_pin and tls and role != "public":  # a public URL usually ends at a proxy's own certificate
+                entry["proxy"] = {"url": url, "transport_hint": "wss", "pinSha256": cert_pin}
+            payload["endpoints"].append(entry)
     if secret is not None:
         payload[SIG_FIELD] = sign(payload, secret)
     return payload
@@ -233,7 +244,7 @@ def from_dict(obj: dict[str, Any]) -> Invite:
     if not candidates:
         raise PayloadError("invalid --pair-qr payload: no relay URL in relay.url or endpoints[].relay.url")
     ttl = relay.get("ttl_seconds")
-    pin = obj.get("cert_pin_sha256") or relay.get("cert_pin_sha256")
+    pin = obj.get("cert_pin_sha256") or relay.get("cert_pin_sha256") or _endpoint_pin(endpoints)
     return Invite(
         raw=obj,
         version=version,
@@ -243,6 +254,16 @@ def from_dict(obj: dict[str, Any]) -> Invite:
         transport_hint=relay.get("transport_hint") if isinstance(relay.get("transport_hint"), str) else None,
         cert_pin=pin if isinstance(pin, str) else None,
     )
+
+
+def _endpoint_pin(endpoints: Any) -> str | None:
+    """The first ``endpoints[].proxy.pinSha256`` (where the reference client reads the expected pin)."""
+    for entry in endpoints if isinstance(endpoints, list) else ():
+        proxy = entry.get("proxy") if isinstance(entry, dict) else None
+        pin = proxy.get("pinSha256") if isinstance(proxy, dict) else None
+        if isinstance(pin, str) and is_valid_pin(pin):
+            return pin
+    return None
 
 
 def _endpoint_candidate(entry: Any) -> tuple[str, str | None, int | None] | None:

@@ -1,6 +1,7 @@
 """The relay's HTTP API: one parsed request in, one ``(status, JSON object)`` out. No I/O here.
 
-- ``GET /health``: version and counts (no secrets).
+- ``GET /health`` (also ``/relay/health``, where reference clients probe a pinned route): version and
+  counts (no secrets).
 - ``POST /pairing/register`` (``{"code", "ttl_seconds"?, "grants"?, "transport_hint"?}``) and
   ``POST /pairing/mint`` (the relay picks the code): for ``hermes-pair`` on the relay host only. Besides
   the loopback peer check (a proxied request is never loopback), anything a web browser could send
@@ -41,7 +42,7 @@ NOT_LOOPBACK = "pairing codes can only be registered from the relay host (loopba
 def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply:
     path, method = req.path, req.method
     try:
-        if path.rstrip("/") == "/health" and method == "GET":
+        if path.rstrip("/") in ("/health", "/relay/health") and method == "GET":  # the second: reference proxy probe
             return 200, health(relay)
         if path.rstrip("/") in ("/pairing/register", "/pairing/mint"):
             if method != "POST":

@@ -27,6 +27,7 @@ Channels this relay does not serve (``tui``, ``terminal``, ``chat``) are answere
 
 from __future__ import annotations
 
+import errno
 import math
 import logging
 import ssl
@@ -586,6 +587,9 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
     try:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise HermesError(f"cannot listen on {config.host}:{config.port}: {config.host} is not an address of this machine",
+                              hint="use --host 0.0.0.0 (every address) or one of this machine's own addresses") from exc
         raise HermesError(
             f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
             hint="another relay may already be running there; pick another --port",

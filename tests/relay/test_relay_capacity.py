@@ -94,3 +94,11 @@ async def test_a_second_relay_on_the_same_state_directory_refuses_to_start(relay
     second = await relay_factory(state_dir=state)  # the lock went with the first relay
     status, _ = await http_json("GET", f"{second.http}/health")
     assert status == 200
+
+
+async def test_binding_an_address_this_machine_does_not_have_says_so(relay_factory):
+    with pytest.raises(HermesError) as info:
+        await relay_factory(host="192.0.2.77")  # TEST-NET-1: never a local address
+    assert "192.0.2.77 is not an address of this machine" in info.value.message
+    assert "--host 0.0.0.0" in (info.value.hint or "")
+    assert "another relay" not in info.value.message + (info.value.hint or "")

@@ -44,7 +44,7 @@ from hermes_relay import __version__
 from hermes_relay.core import envelope
 from hermes_relay.core import fileio, wire
 from hermes_relay.core.errors import members, HermesError, RemoteProtocolError
-from hermes_relay.relay import api, capacity, http, peers, unserved
+from hermes_relay.relay import api, auth, capacity, http, peers, unserved
 from hermes_relay.relay.api import RATE_LIMIT_BODY
 from hermes_relay.relay.pairing import PairingCodes
 from hermes_relay.relay.peers import Peer
@@ -437,68 +437,15 @@ class Relay:
                  "message": f"Unknown channel: {env.channel}"}, env.id or None,
             )
 
-    # -- authentication ------------------------------------------------------------------------
+    # -- authentication (relay/auth.py) --------------------------------------------------------
     def authenticate(self, payload: dict[str, Any], ip: str) -> tuple[Session, dict[str, Any]] | None:
-        """Try session token, then refresh token, then pairing code. Counts failures per IP."""
-        device = {k: payload.get(k) for k in ("device_name", "device_id", "device_hostname", "client_surface",
-                                               "device_form_factor", "device_model", "device_platform")}
-        token, refresh, code = payload.get("session_token"), payload.get("refresh_token"), payload.get("pairing_code")
-        now = self.now()
-        if self.blocked_for(ip) > 0:  # see ws_session: refused before anything is counted or consumed
+        """Decide an auth frame (auth.authenticate), then close the sockets whose token it retired."""
+        result = auth.authenticate(self, payload, ip)
+        if result is None:
             return None
-        if token:
-            sess = self.book.authenticate(token)
-            if sess is not None:
-                self.book.touch(sess, device)
-                self.token_limiter.record_success(ip)
-                return sess, self._auth_ok(sess, token, None)
-        if refresh:
-            old_hash = self.book.session_hash_for_refresh(refresh)
-            rotated = self.book.refresh(refresh, device.get("device_id"))
-            if rotated is not None:
-                new_token, new_refresh, sess = rotated
-                self.book.touch(sess, device)
-                self.token_limiter.record_success(ip)
-                if old_hash is not None:  # sockets still on the retired token
-                    self._close_live(old_hash, "session token rotated")
-                return sess, self._auth_ok(sess, new_token, new_refresh)
-        if code and self.code_cap.exceeded(now) == 0:
-            pending = self.codes.consume(str(code))
-            if pending is not None:
-                try:
-                    new_token, new_refresh, sess, replaced = self.book.create(pending, device)
-                except SaveError:
-                    self.codes.restore(pending)  # not saved, so not spent: the device can try again
-                    raise
-                for old in replaced:
-                    self._close_live(old.token_hash, "replaced by a new pairing of this device")
-                self.pair_limiter.record_success(ip)
-                log.info("paired device=%s prefix=%s", sess.device_name, sess.token_prefix)
-                return sess, self._auth_ok(sess, new_token, new_refresh)
-            self.code_cap.record_failure(now)
-            if self.pair_limiter.record_failure(ip, now):
-                log.warning("rate_limit_block bucket=pairing peer=%s", ip)
-        if token or refresh:
-            if self.token_limiter.record_failure(ip, now):
-                log.warning("rate_limit_block bucket=session peer=%s", ip)
-        if not (token or refresh or code):
-            self.token_limiter.record_failure(ip, now)
-        return None
-
-    def _auth_ok(self, sess: Session, token: str, refresh: str | None) -> dict[str, Any]:
-        reply: dict[str, Any] = {
-            "session_token": token,
-            "server_version": SERVER_VERSION,
-            "profiles": [],
-            "expires_at": sess.expires_at,
-            "grants": dict(sess.grants),
-            "transport_hint": sess.transport_hint,
-            "client_surface": sess.client_surface or "unknown",
-            "device_form_factor": sess.device_form_factor or "unknown",
-        }
-        if refresh is not None:
-            reply["refresh_token"] = refresh
-        return reply
+        for key, reason in result.retired:
+            self._close_live(key, reason)
+        return result.session, result.reply
 
     def _close_live(self, key: str, reason: str) -> None:
         for ws in list(self.live.pop(key, ())):

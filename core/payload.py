@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -104,8 +104,9 @@ def build(
     the relay's own HTTP port (it serves ``/health``), so clients that probe ``api`` reach it.
 
     ``cert_pin`` (the relay's own certificate, for a ``--tls`` relay) goes where the reference client
-    looks for the expected pin of a route, ``endpoints[].proxy.pinSha256`` on every wss:// route (so an
-    invite with a pin is always v3), and into ``relay.cert_pin_sha256`` for this project's clients.
+    looks for the expected pin of a route, ``endpoints[].proxy.pinSha256``, on every wss:// route but a
+    public one (a public URL usually ends at a proxy with its own certificate), so an invite with a pin
+    is always v3. Without a public route it also goes into ``relay.cert_pin_sha256`` (every route).
     """
     if not endpoints:
         raise UsageError("an invite needs at least one relay URL")
@@ -114,7 +115,7 @@ def build(
                              "transport_hint": transport_hint}
     if grants:
         relay["grants"] = grants
-    if cert_pin:
+    if cert_pin and all(role != "public" for role, _ in endpoints):
         relay["cert_pin_sha256"] = cert_pin
     payload: dict[str, Any] = {"hermes": 2, "host": first_host, "port": first_port, "key": "", "tls": first_tls,
                                "relay": relay}
@@ -162,7 +163,12 @@ class Invite:
     routes: list[Route]
     ttl_seconds: int | None
     transport_hint: str | None
-    cert_pin: str | None
+    cert_pin: str | None  # the expected pin of every route
+    route_pins: dict[str, str] = field(default_factory=dict)  # route URL -> expected pin (endpoints[].proxy)
+
+    def pin_for(self, url: str) -> str | None:
+        """The certificate pin expected when dialing ``url`` for this pairing, if the invite names one."""
+        return self.route_pins.get(url) or self.cert_pin
 
     @property
     def signed(self) -> bool:
@@ -244,7 +250,7 @@ def from_dict(obj: dict[str, Any]) -> Invite:
     if not candidates:
         raise PayloadError("invalid --pair-qr payload: no relay URL in relay.url or endpoints[].relay.url")
     ttl = relay.get("ttl_seconds")
-    pin = obj.get("cert_pin_sha256") or relay.get("cert_pin_sha256") or _endpoint_pin(endpoints)
+    pin = obj.get("cert_pin_sha256") or relay.get("cert_pin_sha256")
     return Invite(
         raw=obj,
         version=version,
@@ -252,18 +258,21 @@ def from_dict(obj: dict[str, Any]) -> Invite:
         routes=make_routes(candidates),
         ttl_seconds=ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None,
         transport_hint=relay.get("transport_hint") if isinstance(relay.get("transport_hint"), str) else None,
-        cert_pin=pin if isinstance(pin, str) else None,
+        cert_pin=pin if isinstance(pin, str) and is_valid_pin(pin) else None,
+        route_pins=_endpoint_pins(endpoints),
     )
 
 
-def _endpoint_pin(endpoints: Any) -> str | None:
-    """The first ``endpoints[].proxy.pinSha256`` (where the reference client reads the expected pin)."""
+def _endpoint_pins(endpoints: Any) -> dict[str, str]:
+    """``{route URL: pin}`` from ``endpoints[].proxy.pinSha256``, where the reference client reads it."""
+    pins: dict[str, str] = {}
     for entry in endpoints if isinstance(endpoints, list) else ():
         proxy = entry.get("proxy") if isinstance(entry, dict) else None
         pin = proxy.get("pinSha256") if isinstance(proxy, dict) else None
-        if isinstance(pin, str) and is_valid_pin(pin):
-            return pin
-    return None
+        candidate = _endpoint_candidate(entry)
+        if isinstance(pin, str) and is_valid_pin(pin) and candidate is not None:
+            pins[candidate[0]] = pin
+    return pins
 
 
 def _endpoint_candidate(entry: Any) -> tuple[str, str | None, int | None] | None:

@@ -142,12 +142,13 @@ async def test_a_tls_relay_puts_its_certificate_pin_where_the_reference_client_r
     assert invite["hermes"] == 3
     (endpoint,) = invite["endpoints"]
     assert endpoint["proxy"] == {"url": relay.url, "transport_hint": "wss", "pinSha256": relay.info.cert_pin}
-    assert payload.parse(result["invite_url"]).cert_pin == relay.info.cert_pin
+    assert payload.parse(result["invite_url"]).pin_for(relay.url) == relay.info.cert_pin
     assert payload.verify(invite, (tmp_path / "hermes-relay-qr-secret").read_bytes())
-    # A pin only in the reference's place is read too.
+    # A pin only in the reference's place is read too, for its route.
     bare = {k: v for k, v in invite.items() if k != "sig"}
     bare["relay"] = {k: v for k, v in invite["relay"].items() if k != "cert_pin_sha256"}
-    assert payload.from_dict(bare).cert_pin == relay.info.cert_pin
+    parsed = payload.from_dict(bare)
+    assert (parsed.cert_pin, parsed.pin_for(relay.url)) == (None, relay.info.cert_pin)
     code, out, _ = await hermes_pair(tmp_path, "--relay", relay.url)
     assert f"Certificate pin : {relay.info.cert_pin}" in out and "--pair-qr" in out
 
@@ -157,4 +158,15 @@ def test_a_malformed_pin_in_an_invite_is_ignored() -> None:
                            endpoints=[("lan", "wss://10.0.0.2:8767")], cert_pin="sha256/" + "A" * 43 + "=")
     invite["relay"].pop("cert_pin_sha256")
     invite["endpoints"][0]["proxy"]["pinSha256"] = "not-a-pin"
-    assert payload.from_dict(invite).cert_pin is None
+    assert payload.from_dict(invite).pin_for("wss://10.0.0.2:8767") is None
+
+
+def test_a_public_route_gets_no_pin_it_could_not_match() -> None:
+    pin = "sha256/" + "A" * 43 + "="
+    invite = payload.build(code="ABC234", ttl_seconds=60, transport_hint="wss", cert_pin=pin,
+                           endpoints=[("lan", "wss://10.0.0.2:8767"), ("public", "wss://relay.example.com")])
+    assert "cert_pin_sha256" not in invite["relay"]
+    assert [("proxy" in e) for e in invite["endpoints"]] == [True, False]
+    parsed = payload.from_dict(invite)
+    assert parsed.pin_for("wss://10.0.0.2:8767") == pin
+    assert parsed.pin_for(parsed.routes[1].url) is None

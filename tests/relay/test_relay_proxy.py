@@ -74,3 +74,22 @@ async def test_a_proxied_request_can_never_register_a_pairing_code(relay_factory
         [("Content-Type", "application/json"), ("X-Forwarded-For", "127.0.0.1")])
     assert status == 403
     assert "not through a proxy" in json.loads(body)["error"]
+
+
+def test_server_flags_reach_the_config(tmp_path):
+    from hermes_relay.relay.main import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--memory", "--trusted-proxy", "127.0.0.1", "--trusted-proxy", "10.0.0.0/8",
+                                      "--keep-revoked-sockets"])
+    config = config_from_args(args)
+    assert [str(n) for n in config.trusted_proxies] == ["127.0.0.1/32", "10.0.0.0/8"]
+    assert config.close_on_revoke is False
+    assert config_from_args(build_parser().parse_args(["--memory"])).close_on_revoke is True
+    assert "--keep-revoked-sockets" not in build_parser().format_help()  # test-only, hidden
+
+
+def test_a_bad_trusted_proxy_is_a_usage_error(capsys):
+    from hermes_relay.relay.main import main
+
+    assert main(["--memory", "--trusted-proxy", "proxy.example"]) == 2
+    assert "--trusted-proxy 'proxy.example' is not an IP address or network" in capsys.readouterr().err

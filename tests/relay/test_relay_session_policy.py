@@ -127,3 +127,12 @@ async def test_sessions_command_explains_a_bad_prefix(relay):
     code, _, err = await run_cmd(["--relay", relay.url, "revoke", "ab"])
     assert code == 1
     assert "HTTP 400" in err and "at least 4" in err
+
+
+async def test_hermes_relay_server_dispatches_the_sessions_subcommand(relay, capsys):
+    from hermes_relay.relay.main import main
+
+    _, ok = await pair(relay.url, relay.http, device_name="vm")
+    code = await trio.to_thread.run_sync(lambda: main(["sessions", "--relay", relay.url, "--json", "list"]))
+    assert code == 0
+    assert '"token_prefix": "%s"' % ok["session_token"][:8] in capsys.readouterr().out

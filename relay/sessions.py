@@ -331,7 +331,7 @@ class SessionBook:
         self.dirty = True
 
     def find_prefix(self, prefix: str) -> Session:
-        """The one session whose token prefix starts with exactly ``prefix``.
+        """The one session (of ``all``) whose token prefix starts with exactly ``prefix``.
 
         UsageError for a prefix shorter than MIN_PREFIX_LEN or longer than TOKEN_PREFIX_LEN (only that
         much of a token is known here), NotFoundError, AmbiguousError.
@@ -393,8 +393,9 @@ class SessionBook:
         return dropped
 
     def all(self) -> list[Session]:
-        now = self.clock()
-        return sorted((s for s in self._by_hash.values() if not s.expired(now)), key=lambda s: s.created_at)
+        """Every session held, expired ones included while a refresh token could revive them (so they can be
+        seen and revoked)."""
+        return sorted(self._by_hash.values(), key=lambda s: s.created_at)
 
     def __len__(self) -> int:
         now = self.clock()

@@ -101,10 +101,13 @@ async def test_refresh_token_outlives_its_session_for_180_days(relay_factory):
     assert reply["type"] == "auth.fail"  # 180 days after it was issued
 
 
-async def test_revoking_a_session_kills_its_refresh_token(relay_factory):
+@pytest.mark.parametrize("expired", [False, True])
+async def test_revoking_a_session_kills_its_refresh_token(relay_factory, expired):
     clock = FakeWallClock()
     relay = await relay_factory(wall_clock=clock)
     _, ok = await pair(relay.url, relay.http, device_id="laptop", ttl_seconds=600)
+    if expired:  # an expired session its refresh token could revive is still listed and revocable
+        clock.advance(601)
     status, _ = await http_json("DELETE", f"{relay.http}/sessions/{ok['session_token'][:8]}")
     assert status == 200
     _, reply = await ws_auth(relay.url, {"refresh_token": ok["refresh_token"], "device_id": "laptop"})

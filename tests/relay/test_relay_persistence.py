@@ -127,7 +127,8 @@ async def test_expired_session_is_rejected_but_its_refresh_token_starts_a_new_on
     _, reply = await ws_auth(relay.url, {"session_token": short["session_token"]})
     assert reply["type"] == "auth.fail"
     _, listing = await http_json("GET", f"{relay.http}/sessions", token=keeper["session_token"])
-    assert [s["token_prefix"] for s in listing["sessions"]] == [keeper["session_token"][:8]]
+    expired = {s["token_prefix"]: s["expires_at"] for s in listing["sessions"]}
+    assert expired == {keeper["session_token"][:8]: None, short["session_token"][:8]: clock.now}  # still revocable
 
     clock.advance(86400)  # a day later the refresh token (180 days) still mints a session of the same lifetime
     _, reply = await ws_auth(relay.url, {"refresh_token": short["refresh_token"], "device_id": "short"})

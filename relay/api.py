@@ -22,7 +22,9 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
-from hermes_relay.core.errors import AmbiguousError, NotFoundError, UsageError
+from hermes_relay.core import paths, payload
+from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
+from hermes_relay.core.routes import infer_role
 from hermes_relay.relay import http
 from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, validate_grants, validate_seconds
 from hermes_relay.relay.peers import Peer, is_loopback
@@ -113,10 +115,23 @@ def pairing_register(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
 
 
 def pairing_mint(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
+    """The relay picks the code and answers with an invite for it, shaped like the reference relay's answer:
+    ``qr_payload`` (the invite as JSON text, signed when this host has the pairing secret), ``pairing_url``,
+    ``relay_url`` and the relay's own ``host``/``port``/``tls``."""
     if not peer.loopback:
         return 403, {"ok": False, "error": NOT_LOOPBACK}
+    if obj.get("endpoints") is not None and not isinstance(obj["endpoints"], list):
+        return 400, {"ok": False, "error": "endpoints must be an array"}
     status, reply = _registered(relay, None, obj)
-    reply["relay_url"] = relay_url(relay)
+    url = relay_url(relay)
+    try:
+        secret = payload.load_secret(paths.qr_secret_file())
+    except PayloadError:
+        secret = None  # an unreadable secret: the invite goes unsigned, which clients accept
+    invite = payload.build(code=reply["code"], ttl_seconds=reply["ttl_seconds"], transport_hint=relay.config.scheme,
+                           endpoints=[(infer_role(url), url)], secret=secret, cert_pin=relay.config.cert_pin)
+    reply.update(relay_url=url, qr_payload=payload.encode(invite), pairing_url=payload.invite_url(invite),
+                 host=invite["host"], port=invite["port"], tls=invite["tls"])
     return status, reply
 
 

@@ -10,6 +10,7 @@ import trio
 
 from helpers import FakeWallClock, expect_closed, http_json, http_request, pair, receive_json, register_code, send_json, ws_auth
 from hermes_relay import __version__
+from hermes_relay.core import payload
 from hermes_relay.core.codes import CODE_ALPHABET, generate_code
 from hermes_relay.relay.sessions import REFRESH_TTL
 from hermes_relay.relay.server import CLOSE_AUTH_FAILED
@@ -141,8 +142,14 @@ async def test_register_without_a_code_is_400_and_mint_picks_one(relay):
     assert status == 200
     assert obj["ok"] is True and len(obj["code"]) == 6 and obj["ttl_seconds"] == 3600
     assert obj["relay_url"] == relay.url
+    assert (obj["host"], obj["port"], obj["tls"]) == ("127.0.0.1", relay.info.port, False)
+    invite = payload.parse(obj["qr_payload"])  # the reference relay's answer carries the invite as JSON text
+    assert (invite.code, invite.routes[0].url, invite.ttl_seconds) == (obj["code"], relay.url, 3600)
+    assert payload.parse(obj["pairing_url"]).code == obj["code"]
     _, reply = await ws_auth(relay.url, {"pairing_code": obj["code"], "device_id": "x"})
     assert reply["type"] == "auth.ok"
+    status, obj = await http_json("POST", f"{relay.http}/pairing/mint", {"endpoints": {}})
+    assert status == 400 and "endpoints" in obj["error"]
 
 
 async def test_mint_is_for_the_relay_host_only(relay):

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from helpers import FakeWallClock, expect_closed, http_json, pair, register_code, ws_auth
 from hermes_relay.core.errors import StateCorruptError
@@ -148,3 +152,39 @@ async def test_save_fault_switch_from_the_environment_is_a_file_that_exists(tmp_
     assert fault_from_env() is None
 
 
+
+
+async def test_a_relay_process_on_a_full_disk_answers_500_logs_it_and_keeps_the_session(relay_factory, tmp_path):
+    # relay_factory only provides the client nursery here; the relay under test is its own process.
+    flag = tmp_path / "disk-full"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "HERMES_"))}
+    env.update(HOME=str(tmp_path / "home"), HERMES_RELAY_FAULT_SAVE=str(flag))
+    errlog = tmp_path / "stderr.log"
+    with trio.fail_after(30), open(errlog, "wb") as err:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "hermes_relay.relay", "--port", "0", "--state-dir", str(tmp_path / "state")],
+            stdout=subprocess.PIPE, stderr=err, env=env)
+        try:
+            assert proc.stdout is not None
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await proc.stdout.receive_some(1)
+            url = line.decode().split()[-1]
+            http = url.replace("ws://", "http://")
+            _, minted = await http_json("POST", f"{http}/pairing/mint", {})
+            _, reply = await ws_auth(url, {"pairing_code": minted["code"], "device_id": "d"})
+            token = reply["payload"]["session_token"]
+
+            flag.touch()
+            status, obj = await http_json("DELETE", f"{http}/sessions/{token[:8]}", token=token)
+            assert status == 500 and "No space left on device" in obj["error"]
+            flag.unlink()
+            _, reply = await ws_auth(url, {"session_token": token})
+            assert reply["type"] == "auth.ok"
+        finally:
+            proc.terminate()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+                if proc.stdout is not None:
+                    await proc.stdout.aclose()
+    assert "sessions_save_failed" in errlog.read_text()

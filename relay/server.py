@@ -341,8 +341,8 @@ class Relay:
             outcome = self.authenticate(env.payload, ip)
         except SaveError as exc:
             log.error("sessions_save_failed during=auth peer=%s error=%s", ip, exc.message)
-            await self._fail(ws, f"the relay could not save the session ({exc.message}); try again later",
-                             CLOSE_INTERNAL_ERROR)
+            await self._fail(ws, "the relay could not save the session (its disk may be full); nothing was "
+                                 "changed, try again later", CLOSE_INTERNAL_ERROR)
             return
         if outcome is None:
             await self._fail(ws, AUTH_FAIL_REASON)

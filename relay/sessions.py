@@ -138,6 +138,9 @@ def _session_from(item: Any, i: int) -> Session:
     for ch, exp in fields["grants"].items():
         if not isinstance(exp, _NUM) and exp is not None or isinstance(exp, bool):
             raise ValueError(f"sessions[{i}] grant '{ch}' must be a number or null, not {type(exp).__name__}")
+    for ch, secs in (fields.get("requested_grants") or {}).items():
+        if not isinstance(secs, int) or isinstance(secs, bool) or secs < 0:
+            raise ValueError(f"sessions[{i}] requested grant '{ch}' must be whole seconds, not {str(secs)[:40]!r}")
     return Session(**fields)
 
 

@@ -112,6 +112,8 @@ def _entry(**over) -> dict:
     ({"version": 1, "sessions": [_entry(grants=[])]}, "field 'grants' must be object"),
     ({"version": 1, "sessions": [_entry(grants={"chat": "x"})]}, "grant 'chat' must be a number or null"),
     ({"version": 1, "sessions": [_entry(created_at=True)]}, "field 'created_at'"),
+    ({"version": 1, "sessions": [_entry(requested_grants={"chat": "1d"})]}, "requested grant 'chat' must be whole"),
+    ({"version": 1, "sessions": [_entry(session_ttl=1.5)]}, "field 'session_ttl' must be int"),
     ({"version": 1, "sessions": [{"token_hash": "x"}]}, "sessions[0] has no 'token_prefix'"),
     ({"version": 1, "sessions": [], "refresh_tokens": [{"refresh_hash": 5}]}, "refresh_tokens[0]"),
     ({"version": 1, "sessions": [], "refresh_tokens": {}}, "'refresh_tokens' must be a list"),

@@ -341,8 +341,9 @@ class Relay:
             outcome = self.authenticate(env.payload, ip)
         except SaveError as exc:
             log.error("sessions_save_failed during=auth peer=%s error=%s", ip, exc.message)
-            await self._fail(ws, "the relay could not save the session (its disk may be full); nothing was "
-                                 "changed, try again later", CLOSE_INTERNAL_ERROR)
+            # No auth.fail: clients take that for rejected credentials. A close with 1011 reads as a
+            # transient failure, and nothing was spent or changed.
+            await ws.aclose(CLOSE_INTERNAL_ERROR, "relay could not save the session; try again later")
             return
         if outcome is None:
             await self._fail(ws, AUTH_FAIL_REASON)

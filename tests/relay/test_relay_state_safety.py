@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from helpers import FakeWallClock, expect_closed, http_json, pair, register_code, ws_auth
+from helpers import FakeWallClock, auth_frame, expect_closed, http_json, pair, register_code, ws_auth, ws_connect
 from hermes_relay.core.errors import StateCorruptError
 from hermes_relay.relay.server import CLOSE_INTERNAL_ERROR
 
@@ -74,11 +74,10 @@ async def test_failed_save_while_pairing_fails_the_auth_and_does_not_spend_the_c
     relay, disk, path = faulty
     code = await register_code(relay.http)
     disk.full = True
-    ws, reply = await ws_auth(relay.url, {"pairing_code": code, "device_id": "d1"})
-    assert reply["type"] == "auth.fail"
-    assert "could not save" in reply["payload"]["reason"]
-    closed = await expect_closed(ws)
-    assert closed.code == CLOSE_INTERNAL_ERROR  # not 4001: nothing was rejected, try again later
+    ws = await ws_connect(relay.url)
+    await ws.send_message(auth_frame({"pairing_code": code, "device_id": "d1"}))
+    closed = await expect_closed(ws)  # no auth.fail: clients would take it for rejected credentials
+    assert (closed.code, closed.reason) == (CLOSE_INTERNAL_ERROR, "relay could not save the session; try again later")
     assert not path.exists()
 
     disk.full = False
@@ -90,8 +89,9 @@ async def test_failed_save_while_refreshing_keeps_the_old_tokens(faulty):
     relay, disk, _ = faulty
     _, ok = await pair(relay.url, relay.http, device_id="d1")
     disk.full = True
-    _, reply = await ws_auth(relay.url, {"refresh_token": ok["refresh_token"], "device_id": "d1"})
-    assert reply["type"] == "auth.fail"
+    ws = await ws_connect(relay.url)
+    await ws.send_message(auth_frame({"refresh_token": ok["refresh_token"], "device_id": "d1"}))
+    assert (await expect_closed(ws)).code == CLOSE_INTERNAL_ERROR
     disk.full = False
     _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"]})
     assert reply["type"] == "auth.ok"

@@ -70,11 +70,11 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         await progress({"kind": "probe", "ok": a.ok, "ms": round(a.ms, 1), "route": route_info(a.route),
                         "line": f"  {mark} {a.route.label:<10} {a.route.url}  {detail}"})
 
-    pin = invite.cert_pin if invite is not None else None
     outcome: list[Any] = []
     async with trio.open_nursery() as nursery:
         try:
             async def connect(route: Route) -> transport.Connected:
+                pin = invite.pin_for(route.url) if invite is not None else None
                 return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
 
             won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,

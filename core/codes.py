@@ -8,7 +8,9 @@ import secrets
 from hermes_relay.core.errors import PayloadError
 
 CODE_LENGTH = 6
-CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"  # what a code may contain (typed or registered)
+# What minted codes use: no O/0 or I/1, which read alike on screens and paper (32 characters).
+MINT_ALPHABET = "".join(ch for ch in CODE_ALPHABET if ch not in "O0I1")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
 _VALID = re.compile(rf"^[A-Z0-9]{{{CODE_LENGTH}}}$")
 
@@ -39,7 +41,7 @@ def validate_code(raw: str) -> str:
 
 
 def generate_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    return "".join(secrets.choice(MINT_ALPHABET) for _ in range(CODE_LENGTH))
 
 
 _TOKEN_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")

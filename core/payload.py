@@ -19,13 +19,14 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hermes_relay.core import codes, fileio
 from hermes_relay.core.errors import PayloadError, UsageError
+from hermes_relay.core.pin import is_valid_pin
 from hermes_relay.core.routes import ROLE_PRIORITY, Route, make_routes, normalize_relay_url
 
 SIG_FIELD = "sig"
@@ -94,12 +95,18 @@ def build(
     endpoints: list[tuple[str, str]],
     grants: dict[str, int] | None = None,
     secret: bytes | None = None,
+    cert_pin: str | None = None,
 ) -> dict[str, Any]:
     """An invite for ``endpoints`` = [(role, relay_url)], most preferred first.
 
     One endpoint gives a v2 invite; several give v3 with ``endpoints`` ordered by priority (lan 0,
     tailscale 1, public 2). The top-level ``host``/``port``/``tls`` and each endpoint's ``api`` name
     the relay's own HTTP port (it serves ``/health``), so clients that probe ``api`` reach it.
+
+    ``cert_pin`` (the relay's own certificate, for a ``--tls`` relay) goes where the reference client
+    looks for the expected pin of a route, ``endpoints[].proxy.pinSha256``, on every wss:// route but a
+    public one (a public URL usually ends at a proxy with its own certificate), so an invite with a pin
+    is always v3. Without a public route it also goes into ``relay.cert_pin_sha256`` (every route).
     """
     if not endpoints:
         raise UsageError("an invite needs at least one relay URL")
@@ -108,19 +115,24 @@ def build(
                              "transport_hint": transport_hint}
     if grants:
         relay["grants"] = grants
+    if cert_pin and all(role != "public" for role, _ in endpoints):
+        relay["cert_pin_sha256"] = cert_pin
     payload: dict[str, Any] = {"hermes": 2, "host": first_host, "port": first_port, "key": "", "tls": first_tls,
                                "relay": relay}
-    if len(endpoints) > 1:
+    if len(endpoints) > 1 or cert_pin:
         payload["hermes"] = 3
         payload["endpoints"] = []
         for role, url in endpoints:
             host, port, tls = _api_of(url)
-            payload["endpoints"].append({
+            entry: dict[str, Any] = {
                 "role": role,
                 "priority": ROLE_PRIORITY.get(role, len(ROLE_PRIORITY)),
                 "api": {"host": host, "port": port, "tls": tls},
                 "relay": {"url": url, "transport_hint": "wss" if tls else "ws"},
-            })
+            }
+            if cert_pin and tls and role != "public":  # a public URL usually ends at a proxy's own certificate
+                entry["proxy"] = {"url": url, "transport_hint": "wss", "pinSha256": cert_pin}
+            payload["endpoints"].append(entry)
     if secret is not None:
         payload[SIG_FIELD] = sign(payload, secret)
     return payload
@@ -151,7 +163,12 @@ class Invite:
     routes: list[Route]
     ttl_seconds: int | None
     transport_hint: str | None
-    cert_pin: str | None
+    cert_pin: str | None  # the expected pin of every route
+    route_pins: dict[str, str] = field(default_factory=dict)  # route URL -> expected pin (endpoints[].proxy)
+
+    def pin_for(self, url: str) -> str | None:
+        """The certificate pin expected when dialing ``url`` for this pairing, if the invite names one."""
+        return self.route_pins.get(url) or self.cert_pin
 
     @property
     def signed(self) -> bool:
@@ -241,8 +258,21 @@ def from_dict(obj: dict[str, Any]) -> Invite:
         routes=make_routes(candidates),
         ttl_seconds=ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None,
         transport_hint=relay.get("transport_hint") if isinstance(relay.get("transport_hint"), str) else None,
-        cert_pin=pin if isinstance(pin, str) else None,
+        cert_pin=pin if isinstance(pin, str) and is_valid_pin(pin) else None,
+        route_pins=_endpoint_pins(endpoints),
     )
+
+
+def _endpoint_pins(endpoints: Any) -> dict[str, str]:
+    """``{route URL: pin}`` from ``endpoints[].proxy.pinSha256``, where the reference client reads it."""
+    pins: dict[str, str] = {}
+    for entry in endpoints if isinstance(endpoints, list) else ():
+        proxy = entry.get("proxy") if isinstance(entry, dict) else None
+        pin = proxy.get("pinSha256") if isinstance(proxy, dict) else None
+        candidate = _endpoint_candidate(entry)
+        if isinstance(pin, str) and is_valid_pin(pin) and candidate is not None:
+            pins[candidate[0]] = pin
+    return pins
 
 
 def _endpoint_candidate(entry: Any) -> tuple[str, str | None, int | None] | None:

@@ -1,4 +1,8 @@
-"""``hermes-relay-server``: run the relay in the foreground (a service manager restarts it)."""
+"""``hermes-relay-server``: run the relay in the foreground (a service manager restarts it).
+
+``HERMES_RELAY_FAULT_SAVE=PATH`` (tests only): while PATH exists every sessions.json write fails as on a
+full disk, so a test can prove that nothing changes unless it was saved.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from hermes_relay import __version__
 from hermes_relay.core import paths
+from hermes_relay.relay import capacity, peers
 from hermes_relay.core.errors import ConfigError, HermesError
 from hermes_relay.relay import tls
 from hermes_relay.relay.server import RelayConfig, RelayInfo, serve_relay
@@ -36,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hermes-relay-server",
         description="Hermes relay server: pairing codes, session tokens and the WebSocket relay on one port.",
-        epilog="Mint a pairing code on this host with `hermes-pair`. Call a tool on a paired desktop with "
+        epilog="Mint a pairing code on this host with `hermes-pair`; list, extend or revoke sessions with "
+               "`hermes-relay-server sessions --help`; call a tool on a paired desktop with "
                "`hermes-relay-server call TOOL '{...}'` (see `hermes-relay-server call --help`). "
                "Exit codes: 0 clean stop, 1 error, 2 usage.",
     )
@@ -50,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, help="PEM private key for wss://")
     p.add_argument("--state-dir", type=Path, help="where sessions and the certificate live (default ~/.hermes/relay)")
     p.add_argument("--memory", action="store_true", help="keep sessions in memory only (lost on restart)")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
+                   help="a reverse proxy's address or network whose X-Forwarded-For/Forwarded headers are believed "
+                        "(repeatable); proxied requests never count as the relay host itself")
+    p.add_argument("--keep-revoked-sockets", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"hermes-relay-server {__version__}")
     return p
@@ -65,13 +76,28 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     elif args.tls:
         cert, key = tls.ensure_certificate(state_dir, [args.host])
         ssl_context, pin = tls.load_server_context(cert, key)
+    try:
+        trusted = peers.parse_trusted(args.trusted_proxy)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return RelayConfig(
         host=args.host,
         port=args.port,
         state_dir=None if args.memory else state_dir,
         ssl_context=ssl_context,
         cert_pin=pin,
+        trusted_proxies=trusted,
+        close_on_revoke=not args.keep_revoked_sockets,
+        save_fault=fault_from_env(),
     )
+
+
+def fault_from_env() -> Callable[[], bool] | None:
+    flag = os.environ.get("HERMES_RELAY_FAULT_SAVE")
+    if not flag:
+        return None
+    path = Path(flag)
+    return path.exists
 
 
 async def _run(config: RelayConfig) -> None:
@@ -102,10 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         from hermes_relay.relay import call_cmd  # blocking HTTP only: no relay start-up cost
 
         return call_cmd.main(argv[1:])
+    if argv[:1] == ["sessions"]:
+        from hermes_relay.relay import sessions_cmd
+
+        return sessions_cmd.main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = config_from_args(args)
+        capacity.raise_fd_limit()
         trio.run(_run, config)
     except HermesError as exc:
         print(f"hermes-relay-server: {exc.message}", file=sys.stderr)

@@ -2,8 +2,10 @@
 
 Runs next to the relay: it registers the code over loopback (``POST /pairing/register`` is refused
 from anywhere else), then prints ``Code``, ``Relay`` and ``Session TTL``. With more than one route
-(LAN, Tailscale, public URL) it also prints a signed v3 invite and a terminal QR of it. This module is
-plain blocking Python: it neither needs nor imports trio.
+(LAN, Tailscale, public URL), or a TLS relay whose certificate pin the invite carries, it also prints a
+signed v3 invite, and a terminal QR of it when stdout is a terminal. A relay listening on loopback only
+is offered as its loopback URL (nothing else could reach it). Minted codes avoid look-alike characters.
+This module is plain blocking Python: it neither needs nor imports trio.
 """
 
 from __future__ import annotations
@@ -69,22 +71,26 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
     if args.json:
         print(json.dumps(result, indent=2), file=out)
     else:
-        _print_text(result, out, qr=not args.no_qr)
+        _print_text(result, out, qr=not args.no_qr and _is_terminal(out))
     return 0
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ttl = timefmt.parse_ttl(args.ttl)
-    code = codes.validate_code(args.code) if args.code else codes.generate_code()
+    code = _chosen_code(args.code) if args.code else codes.generate_code()
     local, _ = normalize_relay_url(args.relay)
     local, health = find_relay(local)
-    endpoints = select_endpoints(args.mode, local, args)
+    if _loopback_only(health, args):
+        endpoints = [("lan", local)]
+    else:
+        endpoints = select_endpoints(args.mode, local, args)
     warnings = _reachability_warnings(health, endpoints)
     hint = "wss" if local.startswith("wss://") else "ws"
+    pin = relay_pin(local) if hint == "wss" else None
     registered = register(local, code, ttl)
     secret = payload.load_or_create_secret(paths.qr_secret_file())
     invite = payload.build(code=registered["code"], ttl_seconds=ttl, transport_hint=hint, endpoints=endpoints,
-                           secret=secret)
+                           secret=secret, cert_pin=pin)
     return {
         "code": registered["code"],
         "relay_url": endpoints[0][1],
@@ -93,8 +99,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "endpoints": [{"role": role, "url": url} for role, url in endpoints],
         "payload": invite,
         "invite_url": payload.invite_url(invite),
+        "cert_pin": pin,
         "warnings": warnings,
     }
+
+
+def _chosen_code(raw: str) -> str:
+    try:
+        return codes.validate_code(raw)
+    except HermesError:
+        raise UsageError(f'--code "{raw}" is not a pairing code: use 6 characters A-Z/0-9') from None
+
+
+def _loopback_only(health: dict[str, Any], args: argparse.Namespace) -> bool:
+    """A relay bound to loopback, and no route asked for: only its loopback URL can reach it."""
+    explicit = args.lan_host or args.tailscale_host or args.public_url or args.mode != "auto"
+    return health.get("host") in ("127.0.0.1", "::1", "localhost") and not explicit
+
+
+def relay_pin(relay_url: str) -> str | None:
+    """The certificate pin the local TLS relay presents (read over loopback), or None if it cannot be read."""
+    from hermes_relay.core.pin import spki_pin_from_der
+
+    parts = urlsplit(relay_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 443
+    try:
+        with socket.create_connection((host, port), timeout=REGISTER_TIMEOUT) as raw:
+            with pinned_trust_context().wrap_socket(raw, server_hostname=host) as tls:
+                der = tls.getpeercert(binary_form=True)
+        return spki_pin_from_der(der) if der else None
+    except (OSError, HermesError):
+        return None
 
 
 def find_relay(relay_url: str) -> tuple[str, dict[str, Any]]:
@@ -238,13 +273,22 @@ def _tailscale_address() -> str | None:
     return first or None
 
 
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return bool(out.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def _print_text(result: dict[str, Any], out: TextIO, *, qr: bool) -> None:
     ttl = result["ttl_seconds"]
     print(f"Code : {result['code']}", file=out)
     print(f"Relay : {result['relay_url']}", file=out)
     print(f"Session TTL : {ttl} seconds ({timefmt.ttl_words(ttl)})", file=out)
     print("The code is valid for 10 minutes and works once.", file=out)
-    if len(result["endpoints"]) > 1:
+    if result.get("cert_pin"):
+        print(f"Certificate pin : {result['cert_pin']}", file=out)
+    if len(result["endpoints"]) > 1 or result.get("cert_pin"):
         print("Routes (strict priority):", file=out)
         for i, ep in enumerate(result["endpoints"]):
             print(f"  {i}. {ep['role']:<10} {ep['url']}", file=out)
@@ -253,7 +297,7 @@ def _print_text(result: dict[str, Any], out: TextIO, *, qr: bool) -> None:
         print("Invite payload:", file=out)
         print(payload.encode(result["payload"]), file=out)
     print(f"On the computer: hermes-relay pair {result['code']} --remote {result['relay_url']}", file=out)
-    if len(result["endpoints"]) > 1:
+    if len(result["endpoints"]) > 1 or result.get("cert_pin"):
         print(f"  or: hermes-relay pair --pair-qr '{result['invite_url']}'", file=out)
 
 

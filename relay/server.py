@@ -1,8 +1,9 @@
-"""The relay server: WebSocket at ``/`` and ``/ws`` plus a small HTTP API, on one port.
+"""The relay server's trio I/O: WebSocket at ``/`` and ``/ws`` plus the HTTP API (relay/api.py), on one port.
 
 Each connection starts with an h11-parsed request head. A WebSocket upgrade is replayed into
 trio-websocket (the only module here that speaks WebSocket); anything else is one HTTP request and
-one JSON response. The first WebSocket frame must be ``system/auth`` within ``auth_timeout``;
+one JSON response from ``api.route``. The client's address comes from ``peers.resolve`` (forwarding
+headers count only from ``--trusted-proxy`` addresses). The first WebSocket frame must be ``system/auth`` within ``auth_timeout``;
 credentials are tried in the order session token, refresh token, pairing code. Failures are
 counted per IP in two buckets (codes, tokens); a blocked IP gets HTTP 429 before any upgrade, and
 ``auth.fail`` (with nothing tried or counted) on a connection it opened before the block.
@@ -21,16 +22,13 @@ has not arrived within another ``heartbeat`` is presumed gone (half-open TCP) an
 ``CLOSE_HEARTBEAT`` (4000, "heartbeat timeout"): an application code distinct from 1001 (the relay
 shutting down) and from 4001 (credentials rejected, which makes clients stop), so clients reconnect.
 
-``POST /pairing/register`` is for ``hermes-pair`` on the relay host. Besides the loopback peer check,
-it refuses anything a web browser could send cross-site: a request with an ``Origin`` header or a
-``Sec-Fetch-Site`` other than ``none``/``same-origin`` (403), a ``Host`` that is not a loopback name
-(403: DNS rebinding), and a body that is not ``Content-Type: application/json`` (415: browsers can
-only send text/plain, form or multipart bodies without a CORS preflight).
+Channels this relay does not serve (``tui``, ``terminal``, ``chat``) are answered on their own channel
+(relay/unserved.py) so clients fail at once instead of waiting for a reply that never comes.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import errno
 import math
 import logging
 import ssl
@@ -44,19 +42,14 @@ import trio
 import trio_websocket
 
 from hermes_relay import __version__
-from hermes_relay.core import envelope, wire
-from hermes_relay.core.errors import members, AmbiguousError, HermesError, NotFoundError, RemoteProtocolError, UsageError
-from hermes_relay.relay import desktop, desktop_http, http
-from hermes_relay.relay.pairing import (
-    DEFAULT_SESSION_TTL,
-    TRANSPORT_HINTS,
-    PairingCodes,
-    Session,
-    SessionBook,
-    validate_grants,
-    validate_seconds,
-)
-from hermes_relay.relay.ratelimit import RateLimiter, rate_key
+from hermes_relay.core import envelope, fileio, wire
+from hermes_relay.core.errors import members, HermesError, RemoteProtocolError
+from hermes_relay.relay import api, auth, capacity, desktop, desktop_http, http, peers, unserved
+from hermes_relay.relay.api import RATE_LIMIT_BODY
+from hermes_relay.relay.pairing import PairingCodes
+from hermes_relay.relay.peers import Peer
+from hermes_relay.relay.ratelimit import GlobalCap, RateLimiter, rate_key
+from hermes_relay.relay.sessions import SaveError, Session, SessionBook
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +65,13 @@ MAX_UNAUTHED = 1024  # the same, over all addresses
 HEARTBEAT = 30.0  # seconds between pings to an authenticated client, and to wait for its pong
 AUTH_FAIL_REASON = "Invalid pairing code or session token"
 AUTH_TIMEOUT_REASON = "Authentication timeout"
-RATE_LIMIT_BODY = "Too many failed authentication attempts. Try again later."
 BUSY_PER_IP_BODY = "Too many unauthenticated connections from this address. Authenticate or close some, then retry."
 BUSY_BODY = "The relay has too many unauthenticated connections right now. Retry shortly."
-CLOSE_AUTH_FAILED = 4001  # application close code: credentials rejected or revoked
+CLOSE_AUTH_FAILED = wire.CLOSE_AUTH_FAILED
 CLOSE_POLICY = 1008
-CLOSE_GOING_AWAY = 1001
-CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: "Try Again Later"
+CLOSE_GOING_AWAY = wire.CLOSE_GOING_AWAY
+CLOSE_TRY_AGAIN_LATER = wire.CLOSE_TRY_AGAIN_LATER
+CLOSE_INTERNAL_ERROR = 1011  # the relay could not save the new session: retry later, nothing was lost
 # What a client that goes away or misbehaves on the wire can cause: routine, not worth a traceback.
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError, trio.TooSlowError,
               trio_websocket.ConnectionClosed)
@@ -88,6 +81,10 @@ SHUTDOWN_CLOSE_GRACE = 0.05  # on shutdown: send the close frame, do not wait fo
 # Reference relay: 5 bad tokens in 60 s block for 5 min; 10 bad codes in 60 s block for 2 min.
 SESSION_FAIL_LIMIT, SESSION_FAIL_WINDOW, SESSION_BLOCK = 5, 60.0, 300.0
 PAIRING_FAIL_LIMIT, PAIRING_FAIL_WINDOW, PAIRING_BLOCK = 10, 60.0, 120.0
+# Failed bearer checks on the HTTP API: a gentler bucket of its own, never the WebSocket limiter's.
+HTTP_FAIL_LIMIT, HTTP_FAIL_WINDOW, HTTP_BLOCK = 20, 60.0, 60.0
+# Failed pairing codes over ALL addresses: 60 a minute makes guessing a 6-character code take centuries.
+CODE_FAILS_PER_MINUTE = 60
 EXPIRY_SWEEP = 60.0  # seconds between expired-session sweeps
 
 
@@ -103,10 +100,15 @@ class RelayConfig:
     max_message: int = MAX_MESSAGE
     max_unauthed_per_ip: int = MAX_UNAUTHED_PER_IP
     max_unauthed: int = MAX_UNAUTHED
+    max_pending: int = capacity.MAX_PENDING  # connections whose request head has not arrived yet
+    max_pending_per_ip: int = capacity.MAX_PENDING_PER_IP
     heartbeat: float = HEARTBEAT  # 0 disables the relay's pings
     max_message_authed: int = wire.MAX_WS_MESSAGE  # after auth: desktop tool results are up to 4 MiB
     desktop_timeout: float | None = None  # None: each desktop tool's class timeout (30/180/300 s)
     wall_clock: Callable[[], float] = field(default=time.time)
+    close_on_revoke: bool = True  # False keeps revoked sockets open, as the reference relay does (tests)
+    trusted_proxies: tuple[Any, ...] = ()  # peers.parse_trusted(--trusted-proxy ...)
+    save_fault: Callable[[], bool] | None = None  # test-only: True makes sessions.json writes fail
 
     @property
     def scheme(self) -> str:
@@ -155,10 +157,17 @@ class Relay:
         clock = config.wall_clock
         self.codes = PairingCodes(clock)
         sessions_path = config.state_dir / "sessions.json" if config.state_dir else None
-        self.book = SessionBook(sessions_path, clock)
+        self.book = SessionBook(sessions_path, clock, fault=config.save_fault)
         self.pair_limiter = RateLimiter(limit=PAIRING_FAIL_LIMIT, window=PAIRING_FAIL_WINDOW, block=PAIRING_BLOCK)
         self.token_limiter = RateLimiter(limit=SESSION_FAIL_LIMIT, window=SESSION_FAIL_WINDOW, block=SESSION_BLOCK)
+        self.http_limiter = RateLimiter(limit=HTTP_FAIL_LIMIT, window=HTTP_FAIL_WINDOW, block=HTTP_BLOCK)
+        self.code_cap = GlobalCap(limit=CODE_FAILS_PER_MINUTE, window=60.0)
+        self.server_version = SERVER_VERSION
+        self.port = config.port  # the bound port once listening
         self.live: dict[str, set[trio_websocket.WebSocketConnection]] = {}
+        nofile = capacity.fd_limit()
+        self.pending = capacity.Gate(capacity.phase_cap(config.max_pending, nofile), config.max_pending_per_ip)
+        self.max_unauthed = capacity.phase_cap(config.max_unauthed, nofile)
         self.unauthed = 0  # upgraded connections that have not finished authenticating
         self.unauthed_by_key: dict[str, int] = {}  # the same per rate_key(ip)
         self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
@@ -184,32 +193,52 @@ class Relay:
                     await stream.aclose()
 
     async def _handle_stream(self, stream: trio.abc.Stream, ip: str) -> None:
+        key = rate_key(ip)
+        if not self.pending.enter(key, per_key=not peers.in_networks(ip, self.config.trusted_proxies)):
+            log.warning("connection_refused_busy peer=%s pending=%d", ip, self.pending.count)
+            with trio.move_on_after(SHUTDOWN_CLOSE_GRACE):
+                await http.send_response(stream, 503, BUSY_BODY.encode(), b"text/plain; charset=utf-8",
+                                         extra_headers=[(b"retry-after", b"1")])
+            return
+        try:
+            req, body, upgrade = await self._read_request(stream)
+        finally:
+            self.pending.leave(key)
+        if req is None:
+            return
+        peer = peers.resolve(ip, req.headers, self.config.trusted_proxies)
+        if upgrade:
+            await self._upgrade(stream, req, peer.addr)
+            return
+        if desktop_http.is_desktop_path(req.path):
+            status, obj = await desktop_http.handle(self.desktop, req, body, peer.addr,
+                                                    is_loopback=lambda _addr: peer.loopback,
+                                                    is_loopback_host=api.is_loopback_host_header)
+        else:
+            status, obj = self.route_http(req, body, peer)
+        await http.send_json(stream, status, obj, req.conn)
+
+    async def _read_request(self, stream: trio.abc.Stream) -> tuple[http.HttpRequest | None, bytes, bool]:
+        """The request head (and a small body), or None once any error was answered."""
         # head_timeout bounds reading the request only: an upgraded WebSocket lives on past it.
         try:
             with trio.fail_after(self.config.head_timeout):
                 req = await http.read_request_head(stream)
                 if req is None:
-                    return
+                    return None, b"", False
                 upgrade = req.is_websocket_upgrade()
                 body = b""
                 if not upgrade and req.method in ("POST", "PATCH", "PUT", "DELETE"):
                     body = await http.read_body(stream, req, desktop_http.body_limit(req))
         except http.BadRequest as exc:
-            await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
-            return
+            with trio.move_on_after(1):
+                await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
+            return None, b"", False
         except trio.TooSlowError:
             with trio.move_on_after(1):
                 await http.send_json(stream, 408, {"ok": False, "error": "request head not received in time"})
-            return
-        if upgrade:
-            await self._upgrade(stream, req, ip)
-            return
-        if desktop_http.is_desktop_path(req.path):
-            status, obj = await desktop_http.handle(self.desktop, req, body, ip, is_loopback=_is_loopback,
-                                                    is_loopback_host=_is_loopback_host_header)
-        else:
-            status, obj = self.route_http(req, body, ip)
-        await http.send_json(stream, status, obj, req.conn)
+            return None, b"", False
+        return req, body, upgrade
 
     async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
         if req.path not in ("/", "/ws"):
@@ -252,7 +281,7 @@ class Relay:
         key = rate_key(ip)
         if self.unauthed_by_key.get(key, 0) >= self.config.max_unauthed_per_ip:
             return BUSY_PER_IP_BODY
-        if self.unauthed >= self.config.max_unauthed:
+        if self.unauthed >= self.max_unauthed:
             return BUSY_BODY
         self.unauthed += 1
         self.unauthed_by_key[key] = self.unauthed_by_key.get(key, 0) + 1
@@ -310,7 +339,20 @@ class Relay:
             log.info("auth_refused_rate_limited peer=%s", ip)
             await self._fail(ws, RATE_LIMIT_BODY, CLOSE_TRY_AGAIN_LATER)
             return
-        outcome = self.authenticate(env.payload, ip)
+        p = env.payload
+        if p.get("pairing_code") and not (p.get("session_token") or p.get("refresh_token")) \
+                and self.code_cap.exceeded(self.now()) > 0:
+            log.warning("auth_refused_code_cap peer=%s", ip)
+            await self._fail(ws, RATE_LIMIT_BODY, CLOSE_TRY_AGAIN_LATER)
+            return
+        try:
+            outcome = self.authenticate(env.payload, ip)
+        except SaveError as exc:
+            log.error("sessions_save_failed during=auth peer=%s error=%s", ip, exc.message)
+            # No auth.fail: clients take that for rejected credentials. A close with 1011 reads as a
+            # transient failure, and nothing was spent or changed.
+            await ws.aclose(CLOSE_INTERNAL_ERROR, "relay could not save the session; try again later")
+            return
         if outcome is None:
             await self._fail(ws, AUTH_FAIL_REASON)
             return
@@ -403,210 +445,38 @@ class Relay:
         if env.channel == envelope.SYSTEM and env.type == envelope.AUTH:
             await self._send(ws, envelope.SYSTEM, "error", {"reason": "already authenticated"}, env.id or None)
             return
-        await self._send(
-            ws, envelope.SYSTEM, "error",
-            {"reason": f"channel {env.channel!r} is not served by this relay", "channel": env.channel}, env.id or None,
-        )
+        answers = unserved.replies(env, SERVER_VERSION)
+        for answer in answers:
+            await ws.send_message(answer.encode())
+        if not answers and env.channel not in unserved.CHANNELS:
+            await self._send(
+                ws, envelope.SYSTEM, "error",
+                {"reason": f"channel {env.channel!r} is not served by this relay", "channel": env.channel,
+                 "message": f"Unknown channel: {env.channel}"}, env.id or None,
+            )
 
-    # -- authentication ------------------------------------------------------------------------
+    # -- authentication (relay/auth.py) --------------------------------------------------------
     def authenticate(self, payload: dict[str, Any], ip: str) -> tuple[Session, dict[str, Any]] | None:
-        """Try session token, then refresh token, then pairing code. Counts failures per IP."""
-        device = {k: payload.get(k) for k in ("device_name", "device_id", "device_hostname", "client_surface",
-                                               "device_form_factor", "device_model", "device_platform")}
-        token, refresh, code = payload.get("session_token"), payload.get("refresh_token"), payload.get("pairing_code")
-        now = self.now()
-        if self.blocked_for(ip) > 0:  # see ws_session: refused before anything is counted or consumed
+        """Decide an auth frame (auth.authenticate), then close the sockets whose token it retired."""
+        result = auth.authenticate(self, payload, ip)
+        if result is None:
             return None
-        if token:
-            sess = self.book.authenticate(token)
-            if sess is not None:
-                self.book.touch(sess, device)
-                self.token_limiter.record_success(ip)
-                return sess, self._auth_ok(sess, token, None)
-        if refresh:
-            old_hash = self.book.session_hash_for_refresh(refresh)
-            rotated = self.book.refresh(refresh)
-            if rotated is not None:
-                new_token, new_refresh, sess = rotated
-                self.book.touch(sess, device)
-                self.token_limiter.record_success(ip)
-                if old_hash is not None:  # sockets still on the retired token
-                    self._close_live(old_hash, "session token rotated")
-                return sess, self._auth_ok(sess, new_token, new_refresh)
-        if code:
-            pending = self.codes.consume(str(code))
-            if pending is not None:
-                new_token, new_refresh, sess, replaced = self.book.create(pending, device)
-                for old in replaced:
-                    self._close_live(old.token_hash, "replaced by a new pairing of this device")
-                self.pair_limiter.record_success(ip)
-                log.info("paired device=%s prefix=%s", sess.device_name, sess.token_prefix)
-                return sess, self._auth_ok(sess, new_token, new_refresh)
-            if self.pair_limiter.record_failure(ip, now):
-                log.warning("rate_limit_block bucket=pairing peer=%s", ip)
-        if token or refresh:
-            if self.token_limiter.record_failure(ip, now):
-                log.warning("rate_limit_block bucket=session peer=%s", ip)
-        if not (token or refresh or code):
-            self.token_limiter.record_failure(ip, now)
-        return None
-
-    def _auth_ok(self, sess: Session, token: str, refresh: str | None) -> dict[str, Any]:
-        reply: dict[str, Any] = {
-            "session_token": token,
-            "server_version": SERVER_VERSION,
-            "profiles": [],
-            "expires_at": sess.expires_at,
-            "grants": dict(sess.grants),
-            "transport_hint": sess.transport_hint,
-            "client_surface": sess.client_surface,
-            "device_form_factor": sess.device_form_factor,
-        }
-        if refresh is not None:
-            reply["refresh_token"] = refresh
-        return reply
+        for key, reason in result.retired:
+            self._close_live(key, reason)
+        return result.session, result.reply
 
     def _close_live(self, key: str, reason: str) -> None:
         for ws in list(self.live.pop(key, ())):
             _spawn_close(ws, reason)
 
-    # -- HTTP API ------------------------------------------------------------------------------
-    def route_http(self, req: http.HttpRequest, body: bytes, ip: str) -> tuple[int, dict[str, Any]]:
-        path, method = req.path.rstrip("/") or "/", req.method
-        try:
-            if path == "/health" and method == "GET":
-                return 200, self.health()
-            if path == "/pairing/register":
-                if method != "POST":
-                    return 405, {"ok": False, "error": "use POST"}
-                refused = register_request_refusal(req, ip)
-                if refused is not None:
-                    log.warning("pairing_register_refused peer=%s status=%d", ip, refused[0])
-                    return refused
-                return self.pairing_register(http.parse_json_body(body), ip)
-            if path == "/sessions" or path.startswith("/sessions/"):
-                return self.sessions_api(method, path, req.headers.get("authorization", ""), body, ip)
-        except http.BadRequest as exc:
-            return exc.status, {"ok": False, "error": exc.message}
-        except UsageError as exc:
-            return 400, {"ok": False, "error": exc.message}
-        return 404, {"ok": False, "error": f"no route for {method} {req.path}"}
+    # -- HTTP API (relay/api.py) -------------------------------------------------------------
+    def route_http(self, req: http.HttpRequest, body: bytes, peer: Peer) -> tuple[int, dict[str, Any]]:
+        return api.route(self, req, body, peer)
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "version": SERVER_VERSION,
-            "sessions": len(self.book),
-            "connections": sum(len(v) for v in self.live.values()),
-            "unauthenticated": self.unauthed,  # upgraded, not yet authenticated (capped)
-            "pending_codes": len(self.codes),
-            "tls": self.config.ssl_context is not None,
-            "host": self.config.host,  # the bind address: hermes-pair warns when it is loopback only
-        }
-
-    def pairing_register(self, obj: dict[str, Any], ip: str) -> tuple[int, dict[str, Any]]:
-        if not _is_loopback(ip):
-            return 403, {"ok": False, "error": "pairing codes can only be registered from the relay host (loopback)"}
-        code = obj.get("code")
-        if code is not None and not isinstance(code, str):
-            return 400, {"ok": False, "error": "code must be a string"}
-        ttl = obj.get("ttl_seconds", DEFAULT_SESSION_TTL)
-        hint = obj.get("transport_hint")
-        if hint is not None and hint not in TRANSPORT_HINTS:
-            return 400, {"ok": False, "error": "transport_hint must be 'ws', 'wss' or 'unknown'"}
-        try:
-            pending = self.codes.register(code, ttl_seconds=ttl, grants=validate_grants(obj.get("grants")),
-                                          transport_hint=hint or self.config.scheme)
-        except UsageError as exc:
-            return 400, {"ok": False, "error": exc.message}
-        # As the reference relay does: the operator is at the relay host minting a code for someone,
-        # so lift every address's rate-limit block (both buckets), not just the caller's (always
-        # loopback): the device about to use this code may be the one that tripped a block, and its
-        # address is unknown here. Registration is loopback-only, so a remote guesser cannot trigger it.
-        self.pair_limiter.clear()
-        self.token_limiter.clear()
-        log.info("pairing_code_registered ttl=%s", pending.ttl_seconds)
-        return 200, {"ok": True, "code": pending.code, "expires_at": pending.expires_at}
-
-    def sessions_api(self, method: str, path: str, auth: str, body: bytes, ip: str) -> tuple[int, dict[str, Any]]:
-        now = self.now()
-        if self.token_limiter.blocked_for(ip, now) > 0:
-            return 429, {"ok": False, "error": RATE_LIMIT_BODY}
-        scheme, _, token = auth.partition(" ")
-        caller = self.book.authenticate(token.strip()) if scheme.lower() == "bearer" else None
-        if caller is None:
-            self.token_limiter.record_failure(ip, now)
-            return 401, {"ok": False, "error": "missing or invalid bearer token"}
-        self.token_limiter.record_success(ip)
-        if path == "/sessions":
-            if method != "GET":
-                return 405, {"ok": False, "error": "use GET /sessions"}
-            return 200, {"sessions": [s.public(current=s is caller) for s in self.book.all()]}
-        prefix = path[len("/sessions/"):]
-        try:
-            target = self.book.find_prefix(prefix)
-        except NotFoundError as exc:
-            return 404, {"ok": False, "error": exc.message}
-        except AmbiguousError as exc:
-            return 409, {"ok": False, "error": exc.message}
-        if method == "DELETE":
-            self.book.revoke(target)
-            self._close_live(target.token_hash, "session revoked")
-            log.info("session_revoked prefix=%s by=%s", target.token_prefix, caller.token_prefix)
-            return 200, {"ok": True, "revoked": target.token_prefix, "is_current": target is caller}
-        if method == "PATCH":
-            obj = http.parse_json_body(body)
-            ttl = obj.get("ttl_seconds")
-            if ttl is not None:
-                ttl = validate_seconds(ttl, "ttl_seconds")
-            grants = validate_grants(obj.get("grants"))
-            if ttl is None and not grants:
-                return 400, {"ok": False, "error": "nothing to change: pass ttl_seconds and/or grants"}
-            self.book.extend(target, ttl, grants)
-            return 200, {"ok": True, "session": target.public(current=target is caller)}
-        return 405, {"ok": False, "error": f"use GET, DELETE or PATCH on {path}"}
-
-
-LOOPBACK_NAMES = ("localhost", "localhost.")
-
-
-def register_request_refusal(req: http.HttpRequest, ip: str) -> tuple[int, dict[str, Any]] | None:
-    """Why a ``POST /pairing/register`` must be refused before its body is looked at, or None.
-
-    hermes-pair (urllib) sends ``Host: 127.0.0.1:PORT`` and ``Content-Type: application/json`` and no
-    Origin or Sec-Fetch-* headers. A web page in a browser on this host always adds ``Origin`` to a
-    cross-site POST, and may only send text/plain, form or multipart bodies without a preflight.
-    """
-    if not _is_loopback(ip):
-        return 403, {"ok": False, "error": "pairing codes can only be registered from the relay host (loopback)"}
-    if "origin" in req.headers:
-        return 403, {"ok": False, "error": "pairing codes cannot be registered from a web page (Origin header present); "
-                                           "run hermes-pair on the relay host"}
-    fetch_site = req.headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site.strip().lower() not in ("none", "same-origin"):
-        return 403, {"ok": False, "error": f"pairing codes cannot be registered by a cross-site request "
-                                           f"(Sec-Fetch-Site: {fetch_site[:40]}); run hermes-pair on the relay host"}
-    if not _is_loopback_host_header(req.headers.get("host", "")):
-        return 403, {"ok": False, "error": "the Host header must name this machine's loopback address "
-                                           "(127.0.0.1, ::1 or localhost) to register a pairing code"}
-    media_type = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        return 415, {"ok": False, "error": "POST /pairing/register needs Content-Type: application/json"}
-    return None
-
-
-def _is_loopback_host_header(host: str) -> bool:
-    """True for a Host header naming a loopback address or localhost, with or without a port."""
-    host = host.strip().lower()
-    if host.startswith("["):  # [::1] or [::1]:8767
-        name, sep, rest = host[1:].partition("]")
-        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
-            return False
-    else:
-        name, _, port = host.partition(":") if host.count(":") == 1 else (host, "", "")
-        if port and not port.isdigit():
-            return False
-    return name in LOOPBACK_NAMES or _is_loopback(name)
+    def session_revoked(self, sess: Session) -> None:
+        """A revoked session's sockets are closed at once, unless configured to keep them as the reference does."""
+        if self.config.close_on_revoke:
+            self._close_live(sess.token_hash, "session revoked")
 
 
 def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str) -> None:
@@ -629,16 +499,6 @@ def _peer_ip(stream: trio.abc.Stream) -> str:
         return str(sock.getpeername()[0]) if sock is not None else "unknown"
     except OSError:
         return "unknown"
-
-
-def _is_loopback(ip: str) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
 
 
 async def _sweep(relay: Relay) -> None:
@@ -665,17 +525,43 @@ async def serve_relay(
     config: RelayConfig, *, task_status: trio.TaskStatus[RelayInfo] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the relay until cancelled. ``task_status.started`` receives a RelayInfo with the bound port."""
+    lock = _lock_state_dir(config.state_dir) if config.state_dir is not None else None
+    try:
+        await _serve(config, task_status)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_state_dir(state_dir: Path) -> fileio.FileLock:
+    """An exclusive lock on the state directory: a second relay on it would overwrite the first's sessions."""
+    lock = fileio.FileLock(state_dir / "relay", suffix=".lock")
+    try:
+        held = lock.acquire(blocking=False)
+    except OSError as exc:
+        raise HermesError(f"cannot lock the state directory {state_dir}: {exc.strerror or exc}",
+                          hint="check its owner and permissions, or pass another --state-dir") from exc
+    if not held:
+        raise HermesError(f"another relay is already using the state directory {state_dir} (it holds {lock.path})",
+                          hint="stop that relay first, or give this one its own --state-dir")
+    return lock
+
+
+async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -> None:
     relay = Relay(config)
     try:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise HermesError(f"cannot listen on {config.host}:{config.port}: {config.host} is not an address of this machine",
+                              hint="use --host 0.0.0.0 (every address) or one of this machine's own addresses") from exc
         raise HermesError(
             f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
             hint="another relay may already be running there; pick another --port",
         ) from exc
     if config.ssl_context is not None:
         listeners = [trio.SSLListener(l, config.ssl_context, https_compatible=True) for l in listeners]
-    port = _bound_port(listeners[0])
+    port = relay.port = _bound_port(listeners[0])
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep, relay)

@@ -149,13 +149,15 @@ async def register_code(
     ssl_context: ssl.SSLContext | None = None,
     **extra: Any,
 ) -> str:
-    """Mint a pairing code through ``POST /pairing/register`` (as ``hermes-pair`` does) and return it."""
+    """Register ``code`` through ``POST /pairing/register`` (as ``hermes-pair`` does), or without one have
+    the relay mint it (``POST /pairing/mint``), and return the code."""
     body: dict[str, Any] = dict(extra)
     if ttl_seconds is not None:
         body["ttl_seconds"] = ttl_seconds
     if code is not None:
         body["code"] = code
-    status, obj = await http_json("POST", f"{http_base}/pairing/register", body, ssl_context=ssl_context)
+    route = "register" if code is not None else "mint"
+    status, obj = await http_json("POST", f"{http_base}/pairing/{route}", body, ssl_context=ssl_context)
     assert status == 200, (status, obj)
     assert obj["ok"] is True
     return str(obj["code"])

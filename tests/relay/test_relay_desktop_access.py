@@ -15,7 +15,8 @@ from relay_desktop_clients import TERMINAL, desktop_client, sync
 from hermes_relay.relay import desktop_http
 from hermes_relay.relay.desktop import DesktopRouter
 from hermes_relay.relay.http import HttpRequest
-from hermes_relay.relay.server import _is_loopback, _is_loopback_host_header
+from hermes_relay.relay.api import is_loopback_host_header as _is_loopback_host_header
+from hermes_relay.relay.peers import is_loopback as _is_loopback
 
 JSON = ("Content-Type", "application/json")
 
@@ -36,6 +37,9 @@ def non_loopback_address() -> str | None:
     ([JSON, ("Sec-Fetch-Site", "cross-site")], 403, "cross-site"),
     ([("Content-Type", "text/plain")], 415, "application/json"),
     ([], 415, "application/json"),
+    # Through a reverse proxy on this host the socket is loopback, but the caller is not the relay host.
+    ([JSON, ("X-Forwarded-For", "203.0.113.9")], 403, "relay host"),
+    ([JSON, ("Forwarded", "for=203.0.113.9")], 403, "relay host"),
 ])
 async def test_requests_a_browser_could_send_are_refused(relay, headers, status, error):
     ws, _, _ = await desktop_client(relay)

@@ -16,6 +16,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request, TextMessage
 
 from helpers import FakeWallClock, auth_frame, http_json, open_stream, register_code
+from hermes_relay.relay import api, peers
 from hermes_relay.relay.server import CLOSE_AUTH_FAILED, CLOSE_HEARTBEAT, HEARTBEAT, Relay, RelayConfig
 
 HB = 0.1  # seconds; the relay pings this often and waits as long for the pong
@@ -154,7 +155,8 @@ async def test_revocation_while_auth_ok_is_being_sent_still_closes_the_socket():
         # DELETE /sessions/{prefix} handled while the relay is still sending auth.ok to this client.
         if envelope["type"] == "auth.ok":
             token = envelope["payload"]["session_token"]
-            revoked.append(relay.sessions_api("DELETE", f"/sessions/{token[:8]}", f"Bearer {token}", b"", "127.0.0.1"))
+            revoked.append(api.sessions_api(relay, "DELETE", f"/sessions/{token[:8]}", f"Bearer {token}", b"",
+                                            peers.resolve("127.0.0.1", {})))
 
     ws = ScriptedWs(auth_frame({"pairing_code": code}), on_send)
     with trio.fail_after(1):  # before the fix the socket was never found, so this waited forever

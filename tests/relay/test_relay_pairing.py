@@ -72,7 +72,7 @@ async def test_pairing_code_yields_auth_ok_with_exactly_the_reference_fields(rel
 async def test_registered_code_is_six_characters_and_valid_for_ten_minutes(relay_factory):
     clock = FakeWallClock()
     relay = await relay_factory(wall_clock=clock)
-    status, obj = await http_json("POST", f"{relay.http}/pairing/register", {})
+    status, obj = await http_json("POST", f"{relay.http}/pairing/mint", {})
     assert status == 200
     assert obj["ok"] is True
     assert re.fullmatch(r"[A-Z0-9]{6}", obj["code"])
@@ -92,8 +92,7 @@ async def test_ttl_zero_gives_a_session_that_never_expires(relay_factory):
     relay = await relay_factory(wall_clock=clock)
     _, ok = await pair(relay.url, relay.http, ttl_seconds=0)
     assert ok["expires_at"] is None
-    capped = {"terminal": clock.now + 30 * DAY, "bridge": clock.now + 7 * DAY}
-    assert ok["grants"] == {ch: capped.get(ch) for ch in CHANNELS}
+    assert ok["grants"] == {ch: None for ch in CHANNELS}  # as the reference relay: every grant never expires
 
 
 async def test_requested_grants_and_transport_hint_are_carried_by_the_code(relay_factory):
@@ -176,9 +175,9 @@ async def test_session_token_reconnects_to_the_same_session(relay_factory):
 
 
 async def test_refresh_token_rotates_both_tokens_and_retires_the_old_ones(relay):
-    ws_old, ok = await pair(relay.url, relay.http)
+    ws_old, ok = await pair(relay.url, relay.http, device_id="dev-1")
 
-    _, reply = await ws_auth(relay.url, {"refresh_token": ok["refresh_token"]})
+    _, reply = await ws_auth(relay.url, {"refresh_token": ok["refresh_token"], "device_id": "dev-1"})
     assert reply["type"] == "auth.ok"
     new = reply["payload"]
     assert set(new) == AUTH_OK_FIELDS
@@ -189,7 +188,7 @@ async def test_refresh_token_rotates_both_tokens_and_retires_the_old_ones(relay)
     closed = await expect_closed(ws_old)  # the socket on the retired token is closed at once
     assert (closed.code, closed.reason) == (CLOSE_AUTH_FAILED, "session token rotated")
 
-    for stale in ({"session_token": ok["session_token"]}, {"refresh_token": ok["refresh_token"]}):
+    for stale in ({"session_token": ok["session_token"]}, {"refresh_token": ok["refresh_token"], "device_id": "dev-1"}):
         ws, rejected = await ws_auth(relay.url, stale)
         await assert_rejected(ws, rejected)
 

@@ -12,6 +12,7 @@ import trio
 from helpers import FakeWallClock, http_json, pair, ws_auth
 from hermes_relay.core.errors import StateCorruptError, StateVersionError
 from hermes_relay.relay.pairing import token_hash
+from hermes_relay.relay.sessions import REFRESH_TTL, SaveError
 from hermes_relay.relay.server import EXPIRY_SWEEP, Relay, RelayConfig, _sweep
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
@@ -38,12 +39,12 @@ async def test_session_token_still_works_after_a_restart(relay_factory, tmp_path
 async def test_refresh_token_still_works_after_a_restart(relay_factory, tmp_path):
     state = tmp_path / "state"
     first = await relay_factory(state_dir=state)
-    ws, ok = await pair(first.url, first.http)
+    ws, ok = await pair(first.url, first.http, device_id="dev-1")
     await ws.aclose()
     await first.stop()
 
     second = await relay_factory(state_dir=state)
-    _, reply = await ws_auth(second.url, {"refresh_token": ok["refresh_token"]})
+    _, reply = await ws_auth(second.url, {"refresh_token": ok["refresh_token"], "device_id": "dev-1"})
     assert reply["type"] == "auth.ok"
     assert reply["payload"]["session_token"] != ok["session_token"]
 
@@ -78,7 +79,8 @@ async def test_sessions_file_is_private_and_holds_hashes_not_tokens(relay_factor
     assert doc["version"] == 1
     (entry,) = doc["sessions"]
     assert entry["token_hash"] == token_hash(ok["session_token"])
-    assert entry["refresh_hash"] == token_hash(ok["refresh_token"])
+    (grant,) = doc["refresh_tokens"]
+    assert (grant["refresh_hash"], grant["session_hash"]) == (token_hash(ok["refresh_token"]), entry["token_hash"])
     assert entry["token_prefix"] == ok["session_token"][:8]
 
 
@@ -109,12 +111,12 @@ async def test_sessions_file_from_a_newer_relay_is_refused_not_overwritten(relay
 
 # -- expiry ----------------------------------------------------------------------------------------
 
-async def test_expired_session_is_rejected_and_forgotten(relay_factory, tmp_path):
+async def test_expired_session_is_rejected_but_its_refresh_token_starts_a_new_one(relay_factory, tmp_path):
     clock = FakeWallClock()
     state = tmp_path / "state"
     relay = await relay_factory(state_dir=state, wall_clock=clock)
     _, keeper = await pair(relay.url, relay.http, ttl_seconds=0)
-    ws, short = await pair(relay.url, relay.http, ttl_seconds=60)
+    ws, short = await pair(relay.url, relay.http, ttl_seconds=60, device_id="short")
     await ws.aclose()
 
     clock.advance(59)
@@ -124,11 +126,22 @@ async def test_expired_session_is_rejected_and_forgotten(relay_factory, tmp_path
     clock.advance(1)
     _, reply = await ws_auth(relay.url, {"session_token": short["session_token"]})
     assert reply["type"] == "auth.fail"
-    _, reply = await ws_auth(relay.url, {"refresh_token": short["refresh_token"]})
-    assert reply["type"] == "auth.fail"
     _, listing = await http_json("GET", f"{relay.http}/sessions", token=keeper["session_token"])
-    assert [s["token_prefix"] for s in listing["sessions"]] == [keeper["session_token"][:8]]
-    assert token_hash(short["session_token"]) not in (state / "sessions.json").read_text()
+    expired = {s["token_prefix"]: s["expires_at"] for s in listing["sessions"]}
+    assert expired == {keeper["session_token"][:8]: None, short["session_token"][:8]: clock.now}  # still revocable
+
+    clock.advance(86400)  # a day later the refresh token (180 days) still mints a session of the same lifetime
+    _, reply = await ws_auth(relay.url, {"refresh_token": short["refresh_token"], "device_id": "short"})
+    assert reply["type"] == "auth.ok"
+    renewed = reply["payload"]
+    assert renewed["expires_at"] == clock.now + 60
+    assert renewed["refresh_token"] != short["refresh_token"]
+    _, listing = await http_json("GET", f"{relay.http}/sessions", token=keeper["session_token"])
+    assert {s["token_prefix"] for s in listing["sessions"]} == {keeper["session_token"][:8], renewed["session_token"][:8]}
+    text = (state / "sessions.json").read_text()
+    assert token_hash(short["session_token"]) not in text and token_hash(short["refresh_token"]) not in text
+    _, reply = await ws_auth(relay.url, {"refresh_token": short["refresh_token"], "device_id": "short"})
+    assert reply["type"] == "auth.fail"  # rotated on use
 
 
 async def test_expired_sessions_are_dropped_when_the_file_is_loaded(relay_factory, tmp_path):
@@ -146,18 +159,24 @@ async def test_expired_sessions_are_dropped_when_the_file_is_loaded(relay_factor
     assert health["sessions"] == 1
 
 
-async def test_sweep_purges_expired_sessions_once_a_minute(autojump_clock):
+async def test_sweep_purges_expired_sessions_once_their_refresh_tokens_expired(autojump_clock, tmp_path):
     # No sockets here: autojump and real I/O do not mix, so the sweep runs against a bare Relay.
     wall = FakeWallClock()
-    relay = Relay(RelayConfig(wall_clock=wall))
+    relay = Relay(RelayConfig(wall_clock=wall, state_dir=tmp_path))
     for ttl in (30, 0):
         relay.book.create(relay.codes.register(None, ttl_seconds=ttl), {"device_id": f"dev-{ttl}"})
-    wall.advance(31)
+    wall.advance(REFRESH_TTL + 1)
+
+    def stored() -> tuple[int, int]:
+        doc = json.loads((tmp_path / "sessions.json").read_text())
+        return len(doc["sessions"]), len(doc["refresh_tokens"])
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_sweep, relay)
         await trio.sleep(EXPIRY_SWEEP - 0.001)
-        assert len(relay.book) == 2
+        assert stored() == (2, 2)
         await trio.sleep(0.002)
+        assert stored() == (1, 0)  # the never-expiring session stays; its refresh token has expired
         assert len(relay.book) == 1
         assert trio.current_time() == pytest.approx(EXPIRY_SWEEP + 0.001)
         nursery.cancel_scope.cancel()
@@ -223,7 +242,7 @@ def test_token_creation_refresh_revoke_and_extend_still_write_at_once(tmp_path):
     path = state / "sessions.json"
     token, refresh, sess, _ = relay.book.create(relay.codes.register(None), {"device_id": "dev"})
     assert token_hash(token) in path.read_text()
-    new_token, _, sess = relay.book.refresh(refresh)
+    new_token, _, sess = relay.book.refresh(refresh, "dev")
     assert token_hash(new_token) in path.read_text() and token_hash(token) not in path.read_text()
     relay.book.extend(sess, 0, None)
     assert json.loads(path.read_text())["sessions"][0]["expires_at"] is None
@@ -236,7 +255,7 @@ def test_a_failed_flush_is_retried_by_the_next(tmp_path):
     relay, created = _touched_relay(state)
     state.rename(tmp_path / "elsewhere")
     state.write_text("not a directory")  # the disk refuses the write
-    with pytest.raises(OSError):
+    with pytest.raises(SaveError):
         relay.book.flush()
     assert relay.book.dirty  # the change is still pending
     state.unlink()

@@ -6,6 +6,8 @@ a blocked address gets HTTP 429 on the WebSocket upgrade. Every client here is 1
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import trio_websocket
 
@@ -20,8 +22,13 @@ from helpers import (
     ws_auth,
     ws_connect,
 )
+from hermes_relay.relay import api, peers
 from hermes_relay.relay.ratelimit import RateLimiter, rate_key
 from hermes_relay.relay.server import (
+    CLOSE_TRY_AGAIN_LATER,
+    CODE_FAILS_PER_MINUTE,
+    HTTP_BLOCK,
+    HTTP_FAIL_LIMIT,
     PAIRING_BLOCK,
     PAIRING_FAIL_LIMIT,
     RATE_LIMIT_BODY,
@@ -124,7 +131,7 @@ def test_registering_a_code_lifts_the_blocks_of_every_address():
     for _ in range(SESSION_FAIL_LIMIT):
         relay.token_limiter.record_failure("2001:db8::5", now)
     assert relay.blocked_for("203.0.113.9") > 0 and relay.blocked_for("2001:db8::5") > 0
-    status, _ = relay.pairing_register({}, "127.0.0.1")
+    status, _ = api.pairing_mint(relay, {}, peers.resolve("127.0.0.1", {}))
     assert status == 200
     assert relay.blocked_for("203.0.113.9") == 0.0 and relay.blocked_for("2001:db8::5") == 0.0
 
@@ -197,19 +204,32 @@ async def test_successful_pairing_resets_the_code_bucket(relay):
         assert reply["type"] == "auth.ok"
 
 
-async def test_five_bad_bearer_tokens_block_the_sessions_api_and_upgrades(relay_factory):
+async def test_bad_bearer_tokens_block_only_the_http_api_in_a_gentler_bucket(relay_factory):
     clock = FakeWallClock()
     relay = await relay_factory(wall_clock=clock)
-    _, ok = await pair(relay.url, relay.http)
-    for _ in range(SESSION_FAIL_LIMIT):
+    ws_ok, ok = await pair(relay.url, relay.http)
+    for _ in range(HTTP_FAIL_LIMIT):
         status, _ = await http_json("GET", f"{relay.http}/sessions", token="wrong")
         assert status == 401
 
     status, obj = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
     assert (status, obj) == (429, {"ok": False, "error": RATE_LIMIT_BODY})
-    await assert_upgrade_refused(relay)
+    # The WebSocket side is untouched: the valid token still connects, no 429 on the upgrade.
+    _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"]})
+    assert reply["type"] == "auth.ok"
 
-    clock.advance(SESSION_BLOCK)
+    clock.advance(HTTP_BLOCK)
+    status, _ = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
+    assert status == 200
+
+
+async def test_five_failed_bearer_checks_do_not_lock_the_address_out_of_websockets(relay):
+    _, ok = await pair(relay.url, relay.http)
+    for _ in range(SESSION_FAIL_LIMIT):
+        status, _ = await http_json("GET", f"{relay.http}/sessions", token="wrong")
+        assert status == 401
+    _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"]})
+    assert reply["type"] == "auth.ok"
     status, _ = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
     assert status == 200
 
@@ -258,3 +278,78 @@ async def test_connections_opened_before_a_token_block_get_no_more_tries(relay):
 
     await sockets[-1].send_message(auth_frame({"session_token": ok["session_token"]}))
     assert (await receive_json(sockets[-1]))["type"] == "auth.fail"
+
+
+# -- eviction keeps attackers' counts; the global cap on code guesses ----------------------------------------
+
+def test_a_full_table_drops_only_idle_entries_and_keeps_attackers_counts():
+    limiter = RateLimiter(limit=3, window=10, block=100, max_tracked=4)
+    limiter.record_failure("192.0.2.1", 0)                      # idle once t > 10
+    for ip in ("192.0.2.2", "192.0.2.3", "192.0.2.4"):         # attackers: 2 of 3 failures, still counting
+        limiter.record_failure(ip, 15)
+        limiter.record_failure(ip, 16)
+    assert limiter.record_failure("192.0.2.5", 17) is False     # room made by dropping the idle entry only
+    assert len(limiter) == 4
+    for ip in ("192.0.2.2", "192.0.2.3", "192.0.2.4"):
+        assert limiter.record_failure(ip, 18) is True           # their third failure still blocks them
+
+
+def test_a_table_full_of_live_entries_fails_closed_for_unknown_addresses():
+    limiter = RateLimiter(limit=3, window=10, block=100, max_tracked=3)
+    for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        limiter.record_failure(ip, 0)
+    assert limiter.blocked_for("198.51.100.9", 1) == 0.0        # not full of failures yet: may try
+    assert limiter.record_failure("198.51.100.9", 1) is True    # no room to count it: refused, not let in
+    assert limiter.blocked_for("198.51.100.9", 1) == 10.0
+    assert limiter.blocked_for("198.51.100.10", 1) > 0          # nor any other newcomer while full
+    assert len(limiter) == 3                                    # nobody was evicted to make room
+    assert limiter.blocked_for("198.51.100.9", 11) == 0.0       # the old entries went idle: room again
+
+
+def test_thousands_of_addresses_cannot_reset_a_blocked_attacker():
+    limiter = RateLimiter(limit=2, window=60, block=300, max_tracked=100)
+    limiter.record_failure(IP, 0)
+    limiter.record_failure(IP, 0)
+    for i in range(1000):
+        limiter.record_failure(f"10.{i // 250}.{i % 250}.1", 1)
+    assert limiter.blocked_for(IP, 2) == 298.0
+
+
+def test_failed_codes_over_all_addresses_are_capped_per_minute():
+    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    code = relay.codes.register(None).code
+    for i in range(CODE_FAILS_PER_MINUTE):
+        assert relay.authenticate({"pairing_code": "ZZZZZ9" if code != "ZZZZZ9" else "ZZZZZ8"}, f"10.0.{i}.1") is None
+    # A new address with the right code is not even tried while the cap is reached, and the code stays valid.
+    assert relay.authenticate({"pairing_code": code}, "10.9.9.9") is None
+    assert len(relay.codes) == 1
+    relay.config.wall_clock.advance(60)  # type: ignore[attr-defined]
+    assert relay.authenticate({"pairing_code": code}, "10.9.9.9") is not None
+
+
+class _OneFrameWs:
+    """Just enough of a WebSocket for ws_session: one auth frame in, what the relay sends and how it closed."""
+
+    def __init__(self, frame: str):
+        self.frame, self.sent, self.closed = frame, [], None
+
+    async def get_message(self) -> str:
+        return self.frame
+
+    async def send_message(self, message: str) -> None:
+        self.sent.append(json.loads(message))
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed = (code, reason)
+
+
+async def test_over_the_cap_a_code_auth_is_told_to_wait_not_that_the_code_is_wrong():
+    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    code = relay.codes.register(None).code
+    for i in range(CODE_FAILS_PER_MINUTE):
+        relay.code_cap.record_failure(relay.now())
+    ws = _OneFrameWs(auth_frame({"pairing_code": code}))
+    await relay.ws_session(ws, "10.1.2.3")  # type: ignore[arg-type]
+    assert ws.sent[0]["type"] == "auth.fail" and ws.sent[0]["payload"]["reason"] == RATE_LIMIT_BODY
+    assert ws.closed[0] == CLOSE_TRY_AGAIN_LATER
+    assert len(relay.codes) == 1

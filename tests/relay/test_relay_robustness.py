@@ -131,9 +131,10 @@ async def test_authenticated_connection_answers_ping_and_reports_bad_frames_with
     reply = await receive_json(ws)
     assert (reply["type"], reply["id"], reply["payload"]) == ("error", auth_id, {"reason": "already authenticated"})
 
-    chat_id = await send_json(ws, "chat", "message", {"text": "hi"})
+    other_id = await send_json(ws, "bridge", "message", {"text": "hi"})
     reply = await receive_json(ws)
-    assert (reply["type"], reply["id"], reply["payload"]["channel"]) == ("error", chat_id, "chat")
+    assert (reply["type"], reply["id"], reply["payload"]["channel"]) == ("error", other_id, "bridge")
+    assert reply["payload"]["message"] == "Unknown channel: bridge"
 
     await send_json(ws, "system", "ping", {"ts": 5})
     assert (await receive_json(ws))["type"] == "pong"

@@ -1,0 +1,274 @@
+"""The relay's HTTP API: one parsed request in, one ``(status, JSON object)`` out. No I/O here.
+
+- ``GET /health`` (also ``/relay/health``, where reference clients probe a pinned route): version and
+  counts (no secrets).
+- ``POST /pairing/register`` (``{"code", "ttl_seconds"?, "grants"?, "transport_hint"?}``) and
+  ``POST /pairing/mint`` (the relay picks the code): for ``hermes-pair`` on the relay host only. Besides
+  the loopback peer check (a proxied request is never loopback), anything a web browser could send
+  cross-site is refused: an ``Origin`` header or a ``Sec-Fetch-Site`` other than ``none``/``same-origin``
+  (403), a ``Host`` that is not a loopback name (403: DNS rebinding), a body that is not
+  ``Content-Type: application/json`` (415).
+- ``/sessions``: ``GET`` lists, ``DELETE /sessions/{prefix}`` revokes, ``PATCH /sessions/{prefix}``
+  changes expiry and grants. A bearer token may list, revoke any session, and only REDUCE its own
+  session (as the reference relay: 403 otherwise). The operator (a direct loopback caller with no
+  ``Authorization`` header) may do everything, including extending any session. Failed bearer checks
+  count in an HTTP bucket of their own, never in the WebSocket authentication limiter.
+- Every state change is saved before it is answered; a failed save is a 500 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from hermes_relay.core import paths, payload
+from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
+from hermes_relay.core.routes import infer_role
+from hermes_relay.relay import http
+from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, validate_grants, validate_seconds
+from hermes_relay.relay.peers import Peer, is_loopback
+from hermes_relay.relay.sessions import SaveError, Session
+
+if TYPE_CHECKING:
+    from hermes_relay.relay.server import Relay
+
+log = logging.getLogger(__name__)
+
+Reply = tuple[int, dict[str, Any]]
+RATE_LIMIT_BODY = "Too many failed authentication attempts. Try again later."
+LOOPBACK_NAMES = ("localhost", "localhost.")
+NOT_LOOPBACK = "pairing codes can only be registered from the relay host (loopback, not through a proxy)"
+
+
+def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply:
+    path, method = req.path, req.method
+    try:
+        if path.rstrip("/") in ("/health", "/relay/health") and method == "GET":  # the second: reference proxy probe
+            return 200, health(relay)
+        if path.rstrip("/") in ("/pairing/register", "/pairing/mint"):
+            if method != "POST":
+                return 405, {"ok": False, "error": "use POST"}
+            refused = register_request_refusal(req, peer)
+            if refused is not None:
+                log.warning("pairing_register_refused peer=%s status=%d", peer.addr, refused[0])
+                return refused
+            obj = http.parse_json_body(body)
+            if path.rstrip("/") == "/pairing/mint":
+                return pairing_mint(relay, obj, peer)
+            return pairing_register(relay, obj, peer)
+        if path.rstrip("/") == "/sessions" or path.startswith("/sessions/"):
+            return sessions_api(relay, method, path, req.headers.get("authorization"), body, peer)
+    except http.BadRequest as exc:
+        return exc.status, {"ok": False, "error": exc.message}
+    except UsageError as exc:
+        return 400, {"ok": False, "error": exc.message}
+    except SaveError as exc:
+        log.error("sessions_save_failed error=%s", exc.message)
+        return 500, {"ok": False, "error": exc.message, "hint": exc.hint}
+    return 404, {"ok": False, "error": f"no route for {method} {req.path}"}
+
+
+def health(relay: Relay) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "version": relay.server_version,
+        "sessions": len(relay.book),
+        "connections": sum(len(v) for v in relay.live.values()),
+        "unauthenticated": relay.unauthed,  # upgraded, not yet authenticated (capped)
+        "pending": relay.pending.count,  # connected, request not yet received (capped)
+        "pending_codes": len(relay.codes),
+        "tls": relay.config.ssl_context is not None,
+        "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only
+    }
+
+
+def _pairing_options(relay: Relay, obj: dict[str, Any]) -> tuple[int, dict[str, int] | None, str]:
+    ttl = validate_seconds(obj.get("ttl_seconds", DEFAULT_SESSION_TTL), "ttl_seconds")
+    hint = obj.get("transport_hint")
+    if hint is not None and hint not in TRANSPORT_HINTS:
+        raise UsageError("transport_hint must be 'ws', 'wss' or 'unknown'")
+    return ttl, validate_grants(obj.get("grants")), hint or relay.config.scheme
+
+
+def _registered(relay: Relay, code: str | None, obj: dict[str, Any]) -> Reply:
+    ttl, grants, hint = _pairing_options(relay, obj)
+    pending = relay.codes.register(code, ttl_seconds=ttl, grants=grants, transport_hint=hint)
+    # As the reference relay does: the operator is at the relay host minting a code for someone, so
+    # lift every address's WebSocket authentication block: the device about to use this code may be
+    # the one that tripped it, and its address is unknown here.
+    relay.pair_limiter.clear()
+    relay.token_limiter.clear()
+    log.info("pairing_code_registered ttl=%s", pending.ttl_seconds)
+    return 200, {"ok": True, "code": pending.code, "expires_at": pending.expires_at, "ttl_seconds": pending.ttl_seconds}
+
+
+def pairing_register(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
+    if not peer.loopback:
+        return 403, {"ok": False, "error": NOT_LOOPBACK}
+    code = obj.get("code")
+    if code is None or code == "":
+        return 400, {"ok": False, "error": "missing 'code': send {\"code\": \"ABC123\"}, or POST /pairing/mint to have the relay pick one"}
+    if not isinstance(code, str):
+        return 400, {"ok": False, "error": "code must be a string"}
+    return _registered(relay, code.strip(), obj)
+
+
+def pairing_mint(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
+    """The relay picks the code and answers with an invite for it, shaped like the reference relay's answer:
+    ``qr_payload`` (the invite as JSON text, signed when this host has the pairing secret), ``pairing_url``,
+    ``relay_url`` and the relay's own ``host``/``port``/``tls``."""
+    if not peer.loopback:
+        return 403, {"ok": False, "error": NOT_LOOPBACK}
+    if obj.get("endpoints") is not None and not isinstance(obj["endpoints"], list):
+        return 400, {"ok": False, "error": "endpoints must be an array"}
+    status, reply = _registered(relay, None, obj)
+    url = relay_url(relay)
+    try:
+        secret = payload.load_secret(paths.qr_secret_file())
+    except PayloadError:
+        secret = None  # an unreadable secret: the invite goes unsigned, which clients accept
+    invite = payload.build(code=reply["code"], ttl_seconds=reply["ttl_seconds"], transport_hint=relay.config.scheme,
+                           endpoints=[(infer_role(url), url)], secret=secret, cert_pin=relay.config.cert_pin)
+    reply.update(relay_url=url, qr_payload=payload.encode(invite), pairing_url=payload.invite_url(invite),
+                 host=invite["host"], port=invite["port"], tls=invite["tls"])
+    return status, reply
+
+
+def relay_url(relay: Relay) -> str:
+    """Where other machines reach this relay: the bind address, or this host's LAN address for a wildcard."""
+    host = relay.config.host
+    if host in ("0.0.0.0", "::", ""):
+        host = _lan_address() or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"{relay.config.scheme}://{host}:{relay.port}"
+
+
+def _lan_address() -> str | None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: selects the outbound route, sends nothing
+        addr = str(s.getsockname()[0])
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+# -- /sessions ---------------------------------------------------------------------------------------
+
+def sessions_api(relay: Relay, method: str, path: str, auth: str | None, body: bytes, peer: Peer) -> Reply:
+    now = relay.now()
+    operator = auth is None and peer.loopback
+    caller: Session | None = None
+    if not operator:
+        if relay.http_limiter.blocked_for(peer.addr, now) > 0:
+            return 429, {"ok": False, "error": RATE_LIMIT_BODY}
+        scheme, _, token = (auth or "").partition(" ")
+        caller = relay.book.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        if caller is None:
+            if relay.http_limiter.record_failure(peer.addr, now):
+                log.warning("rate_limit_block bucket=http peer=%s", peer.addr)
+            return 401, {"ok": False, "error": "missing or invalid bearer token"}
+        relay.http_limiter.record_success(peer.addr)
+    if path.rstrip("/") == "/sessions" and not path.endswith("/sessions/"):
+        if method != "GET":
+            return 405, {"ok": False, "error": "use GET /sessions to list sessions"}
+        return 200, {"sessions": [s.public(current=s is caller) for s in relay.book.all()]}
+    prefix = path[len("/sessions/"):]
+    if not prefix:
+        return 404, {"ok": False, "error": "no session prefix given: use /sessions/PREFIX"}
+    if method not in ("DELETE", "PATCH"):
+        return 405, {"ok": False, "error": f"use DELETE (revoke) or PATCH (change expiry) on /sessions/{prefix[:16]}"}
+    try:
+        target = relay.book.find_prefix(prefix)
+    except NotFoundError as exc:
+        return 404, {"ok": False, "error": exc.message}
+    except AmbiguousError as exc:
+        return 409, {"ok": False, "error": exc.message}
+    by = caller.token_prefix if caller is not None else "operator"
+    if method == "DELETE":
+        relay.book.revoke(target)
+        relay.session_revoked(target)
+        log.info("session_revoked prefix=%s by=%s", target.token_prefix, by)
+        current = target is caller
+        return 200, {"ok": True, "revoked": target.token_prefix, "revoked_self": current, "is_current": current}
+    return _patch(relay, target, caller, http.parse_json_body(body), by)
+
+
+def _patch(relay: Relay, target: Session, caller: Session | None, obj: dict[str, Any], by: str) -> Reply:
+    ttl = obj.get("ttl_seconds")
+    if ttl is not None:
+        ttl = validate_seconds(ttl, "ttl_seconds")
+    grants = validate_grants(obj.get("grants"))
+    if ttl is None and not grants:
+        return 400, {"ok": False, "error": "nothing to change: pass ttl_seconds and/or grants (seconds; 0 = never)"}
+    if caller is not None:
+        if target is not caller:
+            return 403, {"ok": False, "error": "cannot modify another session"}
+        if _lengthens(target, relay.book.preview_extend(target, ttl, grants), grants, relay.now()):
+            return 403, {"ok": False, "error": "operator approval required to extend session",
+                         "hint": "run `hermes-relay-server sessions extend PREFIX --ttl 30d` on the relay host"}
+    relay.book.extend(target, ttl, grants)
+    log.info("session_changed prefix=%s by=%s", target.token_prefix, by)
+    return 200, {"ok": True, "token_prefix": target.token_prefix, "expires_at": target.expires_at,
+                 "grants": dict(target.grants), "session": target.public(current=target is caller)}
+
+
+def _later(new: float | None, old: float | None) -> bool:
+    if new is None:
+        return old is not None
+    return old is not None and new > old
+
+
+def _lengthens(old: Session, new: Session, requested: dict[str, int] | None, now: float) -> bool:
+    """True when the change makes the session or any grant last longer (requested grants judged as asked,
+    before the session's expiry caps them)."""
+    if _later(new.expires_at, old.expires_at):
+        return True
+    for ch, secs in (requested or {}).items():
+        if ch not in old.grants or _later(None if secs == 0 else now + secs, old.grants[ch]):
+            return True
+    return False
+
+
+# -- request checks ----------------------------------------------------------------------------------
+
+def register_request_refusal(req: http.HttpRequest, peer: Peer) -> Reply | None:
+    """Why a pairing registration must be refused before its body is looked at, or None.
+
+    hermes-pair (urllib) sends ``Host: 127.0.0.1:PORT`` and ``Content-Type: application/json`` and no
+    Origin or Sec-Fetch-* headers. A web page in a browser on this host always adds ``Origin`` to a
+    cross-site POST, and may only send text/plain, form or multipart bodies without a preflight.
+    """
+    if not peer.loopback:
+        return 403, {"ok": False, "error": NOT_LOOPBACK}
+    if "origin" in req.headers:
+        return 403, {"ok": False, "error": "pairing codes cannot be registered from a web page (Origin header present); "
+                                           "run hermes-pair on the relay host"}
+    fetch_site = req.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.strip().lower() not in ("none", "same-origin"):
+        return 403, {"ok": False, "error": f"pairing codes cannot be registered by a cross-site request "
+                                           f"(Sec-Fetch-Site: {fetch_site[:40]}); run hermes-pair on the relay host"}
+    if not is_loopback_host_header(req.headers.get("host", "")):
+        return 403, {"ok": False, "error": "the Host header must name this machine's loopback address "
+                                           "(127.0.0.1, ::1 or localhost) to register a pairing code"}
+    media_type = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        return 415, {"ok": False, "error": f"POST {req.path} needs Content-Type: application/json"}
+    return None
+
+
+def is_loopback_host_header(host: str) -> bool:
+    """True for a Host header naming a loopback address or localhost, with or without a port."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1] or [::1]:8767
+        name, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return False
+    else:
+        name, _, port = host.partition(":") if host.count(":") == 1 else (host, "", "")
+        if port and not port.isdigit():
+            return False
+    return name in LOOPBACK_NAMES or is_loopback(name)

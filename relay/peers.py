@@ -1,0 +1,99 @@
+"""Who is calling: the client address used for rate limits and whether the caller is the relay host itself.
+
+A request arriving through a reverse proxy on this host comes from a loopback socket, yet its sender may be
+anywhere. So:
+
+- ``X-Forwarded-For`` / ``Forwarded`` / ``X-Real-IP`` are honoured only when the socket peer is one of the
+  configured trusted proxies (``--trusted-proxy``); the client is then the right-most address that is not a
+  trusted proxy itself, and every proxied client counts in its own rate-limit bucket.
+- A request that carries any of those headers is never "loopback" (operator, pairing registration), whether
+  or not its proxy is trusted: a same-host proxy must not lend its loopback address to remote callers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+@dataclass(frozen=True)
+class Peer:
+    addr: str  # the client's address: rate-limit bucket and log field
+    loopback: bool  # a direct connection from this host (no proxy headers): operator privileges
+    proxied: bool = False
+
+
+def parse_trusted(values: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``--trusted-proxy`` values (addresses or networks) as networks; ValueError names a bad one."""
+    out = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"--trusted-proxy {value!r} is not an IP address or network (e.g. 127.0.0.1 or 10.0.0.0/8)") from None
+    return tuple(out)
+
+
+def resolve(socket_ip: str, headers: Mapping[str, str],
+            trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()) -> Peer:
+    forwarded = any(h in headers for h in FORWARDING_HEADERS)
+    if not forwarded:
+        return Peer(socket_ip, is_loopback(socket_ip))
+    if not in_networks(socket_ip, trusted):
+        return Peer(socket_ip, False, proxied=True)
+    chain = _forwarded_chain(headers)
+    for addr in reversed(chain):
+        if not in_networks(addr, trusted):
+            return Peer(addr, False, proxied=True)
+    return Peer(chain[0] if chain else socket_ip, False, proxied=True)
+
+
+def _forwarded_chain(headers: Mapping[str, str]) -> list[str]:
+    """Addresses from the forwarding headers, client first; entries that are not IP addresses are skipped."""
+    raw: list[str] = []
+    if "forwarded" in headers:
+        for element in headers["forwarded"].split(","):
+            for pair in element.split(";"):
+                key, _, value = pair.strip().partition("=")
+                if key.strip().lower() == "for":
+                    raw.append(value.strip().strip('"'))
+    elif "x-forwarded-for" in headers:
+        raw = [part.strip() for part in headers["x-forwarded-for"].split(",")]
+    else:
+        raw = [headers.get("x-real-ip", "").strip()]
+    return [addr for addr in (_bare(r) for r in raw) if addr is not None]
+
+
+def _bare(value: str) -> str | None:
+    """``1.2.3.4``, ``1.2.3.4:5678``, ``[2001:db8::1]:443`` or ``2001:db8::1`` as a plain address."""
+    if value.startswith("["):
+        value = value[1:].partition("]")[0]
+    elif value.count(":") == 1:
+        value = value.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def in_networks(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in networks)
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback

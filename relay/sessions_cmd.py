@@ -1,0 +1,101 @@
+"""``hermes-relay-server sessions``: the operator's view of paired devices, run on the relay host.
+
+``list``, ``extend PREFIX --ttl 30d`` and ``revoke PREFIX`` call the relay's ``/sessions`` API over loopback
+without a bearer token: the relay treats a direct loopback caller as the operator, who (unlike a paired
+device) may extend any session. Plain blocking Python, no trio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, TextIO
+
+from hermes_relay.core import timefmt
+from hermes_relay.core.errors import HermesError, TransportError
+from hermes_relay.core.routes import http_base, normalize_relay_url
+from hermes_relay.relay.pair_cmd import DEFAULT_RELAY, REGISTER_TIMEOUT, _context, find_relay
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hermes-relay-server sessions",
+        description="List, extend or revoke paired devices' sessions (run on the relay host).",
+        epilog="Examples: hermes-relay-server sessions list; hermes-relay-server sessions extend kd21 --ttl 30d; "
+               "hermes-relay-server sessions revoke kd21",
+    )
+    p.add_argument("--relay", default=DEFAULT_RELAY, help=f"the local relay (default {DEFAULT_RELAY})")
+    p.add_argument("--json", action="store_true", help="print the relay's JSON answer")
+    sub = p.add_subparsers(dest="action")
+    sub.add_parser("list", help="every session (the default)")
+    ext = sub.add_parser("extend", help="give a session a new lifetime, counted from now")
+    ext.add_argument("prefix", help="the session's token prefix (4-8 characters, from `list`)")
+    ext.add_argument("--ttl", required=True, help="seconds, or 1d/7d/30d/90d/1y, or 0/never")
+    rev = sub.add_parser("revoke", help="end a session and its refresh token")
+    rev.add_argument("prefix", help="the session's token prefix (4-8 characters, from `list`)")
+    return p
+
+
+def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        base = http_base(find_relay(normalize_relay_url(args.relay)[0])[0])
+        action = args.action or "list"
+        if action == "list":
+            reply = _call("GET", f"{base}/sessions")
+        elif action == "extend":
+            reply = _call("PATCH", f"{base}/sessions/{args.prefix}", {"ttl_seconds": timefmt.parse_ttl(args.ttl)})
+        else:
+            reply = _call("DELETE", f"{base}/sessions/{args.prefix}")
+    except HermesError as exc:
+        print(f"hermes-relay-server sessions: {exc.message}", file=err)
+        if exc.hint:
+            print(f"  {exc.hint}", file=err)
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(reply, indent=2), file=out)
+    elif action == "list":
+        _print_list(reply.get("sessions", []), out)
+    elif action == "extend":
+        print(f"extended {reply['token_prefix']}: now expires {timefmt.expiry(reply['expires_at'], time.time())}", file=out)
+    else:
+        print(f"revoked {reply['revoked']}", file=out)
+    return 0
+
+
+def _call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=REGISTER_TIMEOUT, context=_context(url)) as resp:
+            reply = json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("error", exc.reason)
+        except (ValueError, OSError, AttributeError):
+            detail = exc.reason
+        hint = "run this on the relay host itself" if exc.code in (401, 403) else None
+        raise TransportError(f"the relay refused {method} {url.split('/', 3)[-1]} (HTTP {exc.code}): {detail}",
+                             hint=hint) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise TransportError(f"cannot reach the relay at {url.rsplit('/sessions', 1)[0]}: {getattr(exc, 'reason', exc)}",
+                             hint="start it with `hermes-relay-server`, or point --relay at the running relay") from None
+    return reply if isinstance(reply, dict) else {}
+
+
+def _print_list(sessions: list[dict[str, Any]], out: TextIO) -> None:
+    if not sessions:
+        print("no paired devices", file=out)
+        return
+    now = time.time()
+    print(f"{'PREFIX':<9} {'DEVICE':<24} {'EXPIRES':<14} LAST SEEN", file=out)
+    for s in sessions:
+        name = str(s.get("device_name", "?")).replace("\n", " ")[:24]
+        print(f"{s.get('token_prefix', '?'):<9} {name:<24} {timefmt.expiry(s.get('expires_at'), now):<14} "
+              f"{timefmt.age(s.get('last_seen'), now)}", file=out)

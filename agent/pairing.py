@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 PENDING_RETRY = 5.0  # seconds between attempts to write credentials the store did not take
+SILENT_HINT = ("nothing answered in time: the host may be off or asleep, a firewall may drop the packets, the "
+               "address may not be reachable from this network, or the port is not a Hermes relay (it does not "
+               "speak TLS either); run `hermes-relay doctor` for step-by-step checks")
 
 
 def _plan(params: dict[str, Any]) -> tuple[list[Route], str, payload.Invite | None, bool]:
@@ -254,8 +257,13 @@ def _unsaved(agent: Agent, owner: str, exc: StateError, kept_error: str | None) 
     )
 
 
-async def keep_pending(agent: Agent, *, interval: float = PENDING_RETRY) -> None:
+async def keep_pending(agent: Agent, *, interval: float | None = None) -> None:
     """Write pending credentials into the store until it takes them (runs for the agent's lifetime)."""
+    if interval is None:
+        try:
+            interval = float(agent.config.env.get("HERMES_RELAY_PENDING_RETRY") or PENDING_RETRY)
+        except ValueError:
+            interval = PENDING_RETRY
     while True:
         entries = await trio.to_thread.run_sync(agent.pending.all)
         wrote = False
@@ -302,13 +310,13 @@ async def _explain(exc: HermesError, routes: list[Route], timeout: float) -> Her
             or isinstance(exc, (ConnectRefusedError, HostNotFoundError, HandshakeRejectedError, PinMismatchError)):
         return exc
     route = routes[0]
-    if isinstance(exc, ConnectTimeoutError) and "accepted the connection" not in exc.message:
-        return exc  # nothing answered TCP: a TLS handshake cannot get further
     tls_url = "wss://" + route.url.split("://", 1)[1]
     try:
         dialed = await transport.dial(Route(route.priority, route.index, route.role, tls_url), expected_pin=None,
                                       timeout=min(timeout, 3.0))
     except HermesError:
+        if isinstance(exc, ConnectTimeoutError) and not exc.hint:
+            return ConnectTimeoutError(exc.message, hint=SILENT_HINT, data=exc.data)
         return exc
     await dialed.aclose()
     return TlsError(f"{route.url}: this port speaks TLS: use {tls_url}",

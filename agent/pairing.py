@@ -264,16 +264,21 @@ async def keep_pending(agent: Agent, *, interval: float | None = None) -> None:
             interval = float(agent.config.env.get("HERMES_RELAY_PENDING_RETRY") or PENDING_RETRY)
         except ValueError:
             interval = PENDING_RETRY
+    logged: dict[str, str] = {}
     while True:
         entries = await trio.to_thread.run_sync(agent.pending.all)
         wrote = False
         for owner, entry in entries.items():
+            agent.pending.memory.setdefault(owner, entry)  # shown by status, also after a restart
             try:
                 await trio.to_thread.run_sync(_write, agent.store, entry, _test_faults(agent))
             except StateError as exc:
                 agent.pending.note(owner, exc.message)
-                log.warning("pending_credentials_not_saved url=%s error=%s", owner, exc.message)
+                if logged.get(owner) != exc.message:  # once per distinct reason, not every retry
+                    log.warning("pending_credentials_not_saved url=%s error=%s", owner, exc.message)
+                    logged[owner] = exc.message
                 continue
+            logged.pop(owner, None)
             await trio.to_thread.run_sync(agent.pending.done, owner, entry["fields"]["token"])
             log.info("pending_credentials_saved url=%s", owner)
             wrote = True

@@ -187,8 +187,9 @@ def test_a_store_that_is_not_a_file_is_reported_and_never_hangs_the_agent(relay_
             c.call(api.PAIR_START, {"url": relay_proc.url, "code": relay_proc.mint_code()}, timeout=30)
         assert "not a regular file" in info.value.message
         assert c.call(api.DOCTOR, {"deadline": 5}, timeout=15)["store_error"]["code"] == "state_error"
-    cli = agent_env.cli("status")
-    assert "Traceback" not in cli.stderr and "not a regular file" in cli.stdout + cli.stderr
+    for command in ("status", "doctor"):
+        cli = agent_env.cli(command, timeout=30)
+        assert "Traceback" not in cli.stderr and "not a regular file" in cli.stdout + cli.stderr, (command, cli)
 
 
 def test_a_malformed_record_from_another_client_is_reported_not_fatal(relay_proc, agent_env) -> None:
@@ -252,3 +253,19 @@ def test_a_silent_host_says_what_silence_means_and_points_to_doctor(agent_env) -
     assert info.value.message == f"ws://127.0.0.1:{hole.port}: timed out after 1.5s"
     assert (info.value.hint or "").startswith("nothing answered in time: the host may be off or asleep")
     assert "hermes-relay doctor" in (info.value.hint or "")
+
+
+def test_unsaved_credentials_show_in_status_and_survive_an_agent_restart(relay_proc, make_agent_env) -> None:
+    env = make_agent_env(HERMES_RELAY_TEST_STORE_WRITE_FAULTS="1000000")
+    with env.client() as c:
+        with pytest.raises(StateError):
+            c.call(api.PAIR_START, {"url": relay_proc.url, "code": relay_proc.mint_code()}, timeout=30)
+        (unsaved,) = c.call(api.STATUS, {})["agent"]["unsaved_pairings"]
+    assert unsaved["url"] == relay_proc.url and "No space left on device" in unsaved["error"]
+    assert "token" not in json.dumps(unsaved)
+    env.stop()
+    env.env.pop("HERMES_RELAY_TEST_STORE_WRITE_FAULTS")  # the disk has room again
+    state = wait_state(env, lambda s: s["state"] == api.CONNECTED)
+    assert state["url"] == relay_proc.url
+    with env.client() as c:
+        assert c.call(api.STATUS, {})["agent"]["unsaved_pairings"] == []

@@ -215,9 +215,18 @@ def test_a_fresh_home_gets_a_private_hermes_dir(relay_proc, make_agent_env, tmp_
     home.mkdir()
     env.env.pop("HERMES_HOME")
     env.env["HOME"] = str(home)
-    env.pair(relay_proc)
     hermes = home / ".hermes"
     assert env.store_path == hermes / "remote-sessions.json"
+    old = os.umask(0o022)  # the usual umask: directories would be 0755 unless created private
+    try:
+        with env.client() as c:  # starting the agent creates ~/.hermes/logs before any store exists
+            c.call(api.STATUS, {})
+        created = [hermes, *(p for p in hermes.rglob("*") if p.is_dir())]
+        assert len(created) >= 2
+        assert {str(p): stat.S_IMODE(p.stat().st_mode) for p in created} == {str(p): 0o700 for p in created}
+        env.pair(relay_proc)
+    finally:
+        os.umask(old)
     created = [hermes, *(p for p in hermes.rglob("*") if p.is_dir())]
     assert {str(p): stat.S_IMODE(p.stat().st_mode) for p in created} == {str(p): 0o700 for p in created}
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent import handlers, ipc_endpoint, prober
+from hermes_relay.agent import handlers, ipc_endpoint, pairing, prober
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.indicator import Indicator, summarize
 from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, owner_urls
-from hermes_relay.agent.marks import Marks
+from hermes_relay.agent.marks import Marks, Pending
 from hermes_relay.core import fileio
 from hermes_relay.core.errors import StateError
 from hermes_relay.core.store import SessionStore, resolve_in
@@ -39,6 +39,7 @@ class Agent:
         self.config = config
         self.store = SessionStore(config.sessions_file)
         self.marks = Marks(config.state_file)
+        self.pending = Pending(config.state_file.with_name("hermes-relay-pending.json"))
         self.cache = prober.ReachabilityCache(config.probe_cache_ttl)
         self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat)
         self.links: dict[str, RelayLink] = {}
@@ -63,6 +64,7 @@ class Agent:
                     self._nursery = nursery
                     self.reload()
                     nursery.start_soon(self._indicator_heartbeat)
+                    nursery.start_soon(pairing.keep_pending, self)
                     nursery.start_soon(self._clock_watch)
                     nursery.start_soon(self._fence, self._endpoint_identity)
                     if self.watcher is not None:

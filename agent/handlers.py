@@ -10,8 +10,7 @@ import trio
 from hermes_relay import __version__
 from hermes_relay.agent import doctor, forget, pairing, prober, transport
 from hermes_relay.agent.ipc_server import AfterResponse, CallContext, Handler
-from hermes_relay.agent.link import pin_for, routes_for
-from hermes_relay.core import api, codes
+from hermes_relay.core import api, codes, record, wire
 from hermes_relay.core.errors import (
     AmbiguousError,
     ForbiddenError,
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
 
 
-
 def table(agent: Agent) -> dict[str, Handler]:
     async def hello(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"api_version": api.API_VERSION, "agent_version": __version__, "pid": os.getpid(),
@@ -38,16 +36,20 @@ def table(agent: Agent) -> dict[str, Handler]:
 
     async def status(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         reveal = bool(params.get("reveal_tokens"))
-        store_error = None
+        store_error, problems = None, []
+        sessions: dict[str, dict[str, Any]] = {}
         try:
-            sessions = agent.store.sessions()
+            raw = agent.store.read()["sessions"]
+            sessions = {url: rec for url, rec in raw.items() if isinstance(rec, dict)}
+            parsed = record.parse_sessions(raw)
+            records, problems = parsed.records, parsed.problems()
         except StateError as exc:
-            sessions, store_error = {}, exc.to_wire()
+            records, store_error = {}, exc.to_wire()
         relays = []
         for state in agent.states():
-            rec = sessions.get(state["url"], {})
-            token = rec.get("token") if isinstance(rec.get("token"), str) else ""
-            state = {**state, "token_prefix": token[:TOKEN_PREFIX_LEN] if token else None,
+            rec = records.get(state["url"])
+            token = rec.token if rec is not None and rec.token else ""
+            state = {**state, "token_prefix": token[:wire.TOKEN_PREFIX_LEN] if token else None,
                      "desktop": agent.desktop.status_for(state["url"])}
             if reveal:
                 state["token"] = token
@@ -56,7 +58,8 @@ def table(agent: Agent) -> dict[str, Handler]:
         return {
             "agent": {"pid": os.getpid(), "version": __version__, "started_at": agent.started_at,
                       "socket": agent.config.socket_path, "store": str(agent.config.sessions_file),
-                      "store_error": store_error, "netwatch": getattr(watcher, "backend", None) or "off",
+                      "store_error": store_error, "store_problems": problems,
+                      "unsaved_pairings": pairing.pending_status(agent), "netwatch": getattr(watcher, "backend", None) or "off",
                       **_resources(agent)},
             "relays": relays,
             "paired": paired_view(sessions, relays, reveal=reveal),
@@ -127,13 +130,16 @@ def table(agent: Agent) -> dict[str, Handler]:
         url = params.get("url")
         if not isinstance(url, str) or not url:
             raise UsageError("pin.accept needs the relay URL whose new certificate you trust")
-        owner, rec = _resolve(agent, url)
-        route = next((r for r in routes_for(owner, rec) if r.url.rstrip("/") == url.rstrip("/")), None)
-        if route is None:
-            route = routes_for(owner, rec)[0]
+        owner, raw = _resolve(agent, url)
+        rec = record.from_dict(owner, raw)
+        routes = rec.routes()
+        if not routes:
+            raise UsageError(f"the pairing for {owner} has no usable ws:// or wss:// URL",
+                             hint="pair again: hermes-relay pair --remote URL CODE")
+        route = next((r for r in routes if r.url.rstrip("/") == url.rstrip("/")), routes[0])
         if not route.secure:
             raise UsageError(f"{route.url} is plain ws://: there is no certificate to pin")
-        old = pin_for(owner, rec, route.url)
+        old = rec.pin_for(route.url)
         dialed = await transport.dial(route, expected_pin=None, timeout=agent.config.probe_timeout)
         await dialed.aclose()
         new = dialed.pin
@@ -156,8 +162,8 @@ def table(agent: Agent) -> dict[str, Handler]:
                 pins[route.url] = new
                 record["route_cert_pins"] = pins
 
-        agent.store.update(apply)
-        agent.marks.clear(owner, only=api.PIN_MISMATCH)  # a revoked pairing stays revoked
+        await trio.to_thread.run_sync(agent.store.update, apply)
+        await trio.to_thread.run_sync(lambda: agent.marks.clear(owner, only=api.PIN_MISMATCH))  # a revoked pairing stays revoked
         agent.link_for(owner).wake()
         return {"url": route.url, "old_pin": old, "new_pin": new, "changed": True, "applied": True}
 
@@ -330,7 +336,7 @@ async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
                 body: dict[str, Any] | None = None) -> tuple[str, int, Any]:
     """Call the relay's session API over the live route if there is one, else the best reachable route."""
     owner, rec = _resolve(agent, params.get("url"))
-    mark = agent.marks.get(owner, rec.get("token"))
+    mark = agent.marks.get(owner, rec.get("token") if isinstance(rec.get("token"), str) else None)
     if mark is not None and mark.get("state") in (api.REVOKED, api.EXPIRED):
         # Sending a token the relay already refused only counts toward its per-IP block.
         raise SessionRevokedError(f"the session for {owner} was {mark['state']}; the relay no longer accepts it",
@@ -340,17 +346,21 @@ async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
 
 async def _session_call(agent: Agent, owner: str, rec: dict[str, Any], method: str, path: str,
                         body: dict[str, Any] | None = None) -> tuple[str, int, Any]:
-    routes = routes_for(owner, rec)
+    view = record.from_dict(owner, rec)
+    routes = view.routes()
+    if not routes:
+        raise UsageError(f"the pairing for {owner} has no usable ws:// or wss:// URL",
+                         hint="pair again: hermes-relay pair --remote URL CODE")
 
     async def connect(route: Any) -> transport.Dialed:
-        return await transport.dial(route, expected_pin=pin_for(owner, rec, route.url), timeout=agent.config.probe_timeout)
+        return await transport.dial(route, expected_pin=view.pin_for(route.url), timeout=agent.config.probe_timeout)
 
     async def discard(d: transport.Dialed) -> None:
         await d.aclose()
 
     won = await prober.race(routes, connect, discard, stagger=agent.config.probe_stagger,
                             timeout=agent.config.probe_timeout, cache=agent.cache)
-    status, obj = await transport.http_request(won.value, method, path, token=rec.get("token"), body=body)
+    status, obj = await transport.http_request(won.value, method, path, token=view.token, body=body)
     if not 200 <= status < 300:
         raise transport.http_error(won.route.url, method, path, status, obj)
     return owner, status, obj

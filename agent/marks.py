@@ -62,3 +62,68 @@ class Marks:
             del relays[url]
             fileio.atomic_write(self.path, fileio.dump_json({"version": MARKS_VERSION, "relays": relays}))
             return True
+
+
+PENDING_VERSION = 1
+
+
+class Pending:
+    """Pairing credentials the relay issued that are not in the shared store yet (its write failed:
+    disk full, lock held, store unreadable, or the agent died in between).
+
+    A re-pairing spends the code and makes the relay replace this device's old session, so once
+    ``auth.ok`` arrived these are the only credentials that work: they are kept in memory and in a
+    0600 file of the agent's own (``hermes-relay-pending.json``, keyed by owner URL) until the store
+    write succeeds, and a restarted agent picks them up. Never logged (they hold tokens).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.memory: dict[str, dict[str, Any]] = {}
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            doc = fileio.read_json_versioned(self.path, supported=PENDING_VERSION)
+        except StateError as exc:
+            log.error("pending_file_unreadable error=%s", exc.message)
+            return {}
+        entries = (doc or {}).get("pending")
+        return {k: v for k, v in entries.items() if _entry_ok(v)} if isinstance(entries, dict) else {}
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return {**self._read(), **self.memory}
+
+    def save(self, owner: str, entry: dict[str, Any]) -> str | None:
+        """Keep ``entry`` for ``owner``; the error text when only the in-memory copy could be kept."""
+        self.memory[owner] = entry
+        try:
+            with fileio.FileLock(self.path):
+                entries = self._read()
+                entries[owner] = entry
+                fileio.atomic_write(self.path, fileio.dump_json({"version": PENDING_VERSION, "pending": entries}))
+        except (OSError, StateError) as exc:
+            return getattr(exc, "message", None) or exc.strerror or str(exc)  # type: ignore[union-attr]
+        return None
+
+    def note(self, owner: str, error: str | None) -> None:
+        if owner in self.memory:
+            self.memory[owner]["last_error"] = error
+
+    def done(self, owner: str, token: str) -> None:
+        """The store now holds (or superseded) ``token`` for ``owner``: forget the pending copy."""
+        mem = self.memory.get(owner)
+        if mem is not None and mem["fields"].get("token") == token:
+            del self.memory[owner]
+        try:
+            with fileio.FileLock(self.path):
+                entries = self._read()
+                if owner in entries and entries[owner]["fields"].get("token") == token:
+                    del entries[owner]
+                    fileio.atomic_write(self.path, fileio.dump_json({"version": PENDING_VERSION, "pending": entries}))
+        except (OSError, StateError) as exc:
+            log.warning("pending_file_not_cleared url=%s error=%s", owner, getattr(exc, "message", exc))
+
+
+def _entry_ok(v: Any) -> bool:
+    return (isinstance(v, dict) and isinstance(v.get("fields"), dict) and isinstance(v["fields"].get("token"), str)
+            and isinstance(v.get("urls"), list) and isinstance(v.get("at"), (int, float)))

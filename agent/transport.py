@@ -57,6 +57,8 @@ RATE_LIMIT_DEFAULT_WAIT = 300.0
 # close code 1013; the reference relay blocks at the upgrade (HTTP 429) only.
 RATE_LIMIT_REASON_PREFIX = "Too many failed authentication attempts"
 CLOSE_TRY_AGAIN_LATER = 1013  # the reference relay's longest block when it does not say
+SILENT_HOST_HINT = ("nothing answered at all: the host is off or asleep, a firewall drops the packets, or the address "
+                    "is not reachable from this network; run `hermes-relay doctor` for step-by-step checks")
 
 
 @dataclass
@@ -101,7 +103,7 @@ async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_
                 stream = tls
     except trio.TooSlowError:
         raise ConnectTimeoutError(f"{route.url}: no answer within {timeout:g}s (host down, firewalled or black-holed)",
-                                  hint="check the address is reachable from this network") from None
+                                  hint=SILENT_HOST_HINT) from None
     except HermesError:
         raise
     except (ssl.SSLError, trio.BrokenResourceError) as exc:
@@ -194,13 +196,18 @@ def _handshake_error(url: str, leaves: list[BaseException], timeout: float) -> H
             body = (exc.body or b"").decode("utf-8", "replace")[:200]
             if exc.status_code == 429:
                 return RateLimitedError(body, retry_after=_retry_after(exc.headers))
-            return HandshakeRejectedError(
-                exc.status_code, " ".join(body.split())[:120],
-                hint="this port answers HTTP but not as a Hermes relay: check the port (the relay's default is 8767)",
-            )
+            parts = urlsplit(url)
+            if exc.status_code == 404 and parts.path not in ("", "/", "/ws"):
+                hint = (f"no WebSocket endpoint at {parts.path}: use {parts.scheme}://{parts.netloc} "
+                        "(a Hermes relay listens at / on its port)")
+            else:
+                hint = "this port answers HTTP but not as a Hermes relay: check the port (the relay's default is 8767)"
+            return HandshakeRejectedError(exc.status_code, " ".join(body.split())[:120], hint=hint)
     if any(isinstance(exc, trio.TooSlowError) for exc in leaves):
-        return ConnectTimeoutError(f"{url}: the WebSocket upgrade got no answer within {timeout:g}s",
-                                   hint="is this port a Hermes relay?")
+        return ConnectTimeoutError(
+            f"{url}: the port accepted the connection but the WebSocket upgrade got no answer within {timeout:g}s",
+            hint=(("if the relay uses TLS, use wss://; otherwise " if url.startswith("ws://") else "")
+                  + "this port is not a Hermes relay; run `hermes-relay doctor` for step-by-step checks"))
     return TransportError(f"{url}: WebSocket upgrade failed: {_reason(leaves[0])}",
                           hint="is this port a Hermes relay? (wrong port or wrong scheme)")
 

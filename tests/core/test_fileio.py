@@ -15,13 +15,45 @@ from pathlib import Path
 import pytest
 
 from hermes_relay.core import fileio
-from hermes_relay.core.errors import StateCorruptError, StateLockError, StateVersionError
+from hermes_relay.core.errors import StateCorruptError, StateError, StateLockError, StateVersionError
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+# ---- bounded reads -----------------------------------------------------------------------------
+
+
+@posix_only
+def test_read_bounded_refuses_a_fifo_at_once_instead_of_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "state.json"
+    os.mkfifo(fifo)
+    with pytest.raises(StateError) as info:
+        fileio.read_bounded(fifo)
+    assert info.value.message == f"{fifo} is a named pipe (FIFO), not a regular file; it was left untouched"
+
+
+def test_read_bounded_caps_the_size(tmp_path: Path) -> None:
+    big = tmp_path / "state.json"
+    big.write_bytes(b" " * 2049)
+    with pytest.raises(StateError) as info:
+        fileio.read_bounded(big, limit=2048)
+    assert "2049 bytes" in info.value.message and "was not read" in info.value.message
+    assert fileio.read_bounded(big, limit=4096) == b" " * 2049
+    assert fileio.read_bounded(tmp_path / "missing") is None
+    assert fileio.MAX_STATE_BYTES == 16 << 20
+
+
+def test_read_json_versioned_empty_is_missing_only_when_allowed(tmp_path: Path) -> None:
+    empty = tmp_path / "state.json"
+    empty.write_bytes(b"")
+    assert fileio.read_json_versioned(empty, supported=1) is None
+    with pytest.raises(StateCorruptError) as info:
+        fileio.read_json_versioned(empty, supported=1, empty_ok=False)
+    assert "empty (0 bytes)" in info.value.message
 
 
 # ---- ensure_private_dir / atomic_write ----------------------------------------------------------
@@ -33,6 +65,20 @@ def test_ensure_private_dir_creates_parents_and_makes_the_leaf_0700(tmp_path: Pa
     fileio.ensure_private_dir(target)
     assert target.is_dir()
     assert _mode(target) == 0o700
+
+
+@posix_only
+def test_ensure_private_dir_creates_every_missing_parent_0700_whatever_the_umask(tmp_path: Path) -> None:
+    existing = tmp_path / "home"
+    existing.mkdir()
+    os.chmod(existing, 0o755)
+    old = os.umask(0o022)
+    try:
+        fileio.ensure_private_dir(existing / ".hermes" / "run" / "x")
+    finally:
+        os.umask(old)
+    assert [_mode(p) for p in (existing / ".hermes", existing / ".hermes" / "run", existing / ".hermes" / "run" / "x")] == [0o700] * 3
+    assert _mode(existing) == 0o755  # not created here: left alone
 
 
 @posix_only

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from hermes_relay.core import store
-from hermes_relay.core.errors import NotPairedError, StateCorruptError, StateVersionError
+from hermes_relay.core.errors import NotPairedError, StateCorruptError, StateError, StateVersionError
 from hermes_relay.core.store import SessionStore, redact_record, resolve_in, route_urls
 
 OWNER = "ws://192.168.1.20:8767"
@@ -92,7 +92,8 @@ def test_first_write_creates_a_0600_file_in_a_0700_dir(path: Path) -> None:
         pytest.param(b'{"version": 1, "sessions": {"ws://h:8767": {"tok', StateCorruptError, id="truncated"),
         pytest.param(b"\x00\x00\x00garbage", StateCorruptError, id="binary"),
         pytest.param(b'{"version": 1, "sessions": []}', StateCorruptError, id="sessions-not-a-map"),
-        pytest.param(b'{"version": 1, "sessions": {"ws://h:8767": "tok"}}', StateCorruptError, id="record-not-a-map"),
+        pytest.param(b"", StateCorruptError, id="empty"),
+        pytest.param(b"  \n", StateCorruptError, id="whitespace-only"),
         pytest.param(b'{"version": 2, "sessions": {}}', StateVersionError, id="newer-version"),
     ],
 )
@@ -109,10 +110,116 @@ def test_damaged_or_newer_file_is_never_overwritten(path: Path, raw: bytes, erro
         SessionStore(path).read()
 
 
-def test_empty_file_counts_as_missing_and_is_replaced_on_update(path: Path) -> None:
+def test_an_empty_store_is_unreadable_not_no_pairings(path: Path) -> None:
     _write(path, b"")
-    SessionStore(path).update(lambda s: s.setdefault("ws://h:8767", {"token": "t"}))
-    assert json.loads(path.read_text())["sessions"] == {"ws://h:8767": {"token": "t"}}
+    with pytest.raises(StateCorruptError) as info:
+        SessionStore(path).sessions()
+    assert "is empty (0 bytes)" in info.value.message and "left untouched" in info.value.message
+    assert "doctor --fix" in (info.value.hint or "") and "backup" in (info.value.hint or "")
+    assert path.read_bytes() == b""
+
+
+def test_a_record_that_is_not_an_object_is_kept_skipped_and_reported(path: Path) -> None:
+    doc = {"version": 1, "sessions": {"ws://h:8767": "tok", OWNER: {"token": "t", "route_candidates": 5}}}
+    _write(path, json.dumps(doc).encode())
+    s = SessionStore(path)
+    assert s.sessions() == {OWNER: {"token": "t", "route_candidates": 5}}
+    parsed = s.records()
+    assert parsed.problems() == [
+        {"url": "ws://h:8767", "problem": "the record is str, expected an object: skipped"},
+        {"url": OWNER, "problem": "route_candidates is int, expected a list: ignored"},
+    ]
+    assert resolve_in(json.loads(path.read_text())["sessions"], "ws://h:8767") is None
+    s.update(lambda sessions: sessions[OWNER].__setitem__("token", "t2"))
+    assert json.loads(path.read_text())["sessions"]["ws://h:8767"] == "tok"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file types")
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_store_that_is_not_a_regular_file_is_refused_without_hanging(path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True)
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    with pytest.raises(StateError) as info:
+        SessionStore(path).sessions()
+    assert str(path) in info.value.message and "not a regular file" in info.value.message
+    assert "move" in (info.value.hint or "")
+    with pytest.raises(StateError):
+        SessionStore(path, lock_timeout=1).update(lambda s: s.clear())
+    assert path.is_dir() if kind == "directory" else stat.S_ISFIFO(os.stat(path).st_mode)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads mode-000 files")
+def test_an_unreadable_store_is_a_state_error_naming_the_file(path: Path) -> None:
+    _write(path, json.dumps(FOREIGN_DOC).encode())
+    os.chmod(path, 0)
+    with pytest.raises(StateError) as info:
+        SessionStore(path).sessions()
+    assert info.value.message == f"cannot read {path}: Permission denied"
+    assert "0600" in (info.value.hint or "")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symlinks")
+def test_a_symlinked_store_is_written_through_to_its_target(path: Path, tmp_path: Path) -> None:
+    real = tmp_path / "synced" / "remote-sessions.json"
+    _write(real, json.dumps(FOREIGN_DOC).encode())
+    path.parent.mkdir(parents=True)
+    path.symlink_to(real)
+    SessionStore(path).update(lambda s: s.__setitem__("ws://new:8767", {"token": "n"}))
+    assert path.is_symlink() and os.readlink(path) == str(real)
+    assert json.loads(real.read_text())["sessions"]["ws://new:8767"] == {"token": "n"}
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.name != "posix", reason="device files")
+def test_a_store_linked_to_dev_zero_is_refused_not_read_into_memory(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.symlink_to("/dev/zero")
+    with pytest.raises(StateError) as info:
+        SessionStore(path).sessions()
+    assert "a device, not a regular file" in info.value.message
+
+
+def test_a_full_disk_is_a_state_error_that_keeps_the_store(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(path, json.dumps(FOREIGN_DOC).encode())
+    s = SessionStore(path)
+    real_open = os.open
+
+    def full(p, flags, *a):  # type: ignore[no-untyped-def]
+        if flags & os.O_CREAT and ".lock" not in str(p):
+            raise OSError(28, "No space left on device")
+        return real_open(p, flags, *a)
+
+    monkeypatch.setattr(os, "open", full)
+    with pytest.raises(StateError) as info:
+        s.check_writable()
+    assert info.value.message == f"cannot write {path}: No space left on device"
+    assert "free some disk space" in (info.value.hint or "")
+    with pytest.raises(StateError) as info:
+        s.update(lambda sessions: sessions.__setitem__("ws://new:8767", {"token": "n"}))
+    assert "No space left on device" in info.value.message
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == FOREIGN_DOC
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_a_failed_write_is_a_state_error_and_check_writable_finds_it_first(path: Path) -> None:
+    _write(path, json.dumps(FOREIGN_DOC).encode())
+    s = SessionStore(path)
+    s.check_writable()
+    os.chmod(path.parent, 0o500)
+    try:
+        with pytest.raises(StateError) as info:
+            s.check_writable()
+        assert info.value.message.startswith(f"cannot write {path}: Permission denied")
+        assert "writable" in (info.value.hint or "")
+        with pytest.raises(StateError):
+            s.update(lambda sessions: sessions.__setitem__("ws://new:8767", {"token": "n"}))
+    finally:
+        os.chmod(path.parent, 0o700)
+    assert json.loads(path.read_text()) == FOREIGN_DOC
 
 
 def test_document_without_sessions_key_gets_one(path: Path) -> None:
@@ -210,7 +317,7 @@ def test_route_urls_reads_every_candidate_shape() -> None:
             "ws://a:8767",
             {"url": "ws://b:8767"},
             {"relay": {"url": "ws://c:8767"}},
-            {"url": "ws://d:8767", "relay": {"url": "ws://ignored:8767"}},
+            {"url": "ws://ignored:8767", "relay": {"url": "ws://d:8767"}},  # relay.url wins, as the reference reads it
             {"relay": "not a map"},
             {"url": 5},
             42,
@@ -218,6 +325,7 @@ def test_route_urls_reads_every_candidate_shape() -> None:
         ]
     }
     assert route_urls(record) == ["ws://a:8767", "ws://b:8767", "ws://c:8767", "ws://d:8767"]
+    assert route_urls({"route_candidates": 5}) == [] and route_urls({"route_candidates": ["http//x"]}) == []
     assert route_urls({}) == []
     assert route_urls({"route_candidates": None}) == []
 

@@ -22,12 +22,13 @@ import trio
 
 from hermes_relay.agent import handlers, ipc_endpoint, prober
 from hermes_relay.agent.config import AgentConfig
+from hermes_relay.agent.credentials import Credentials
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.indicator import Indicator, summarize
 from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, owner_urls
 from hermes_relay.agent.marks import Marks
-from hermes_relay.core import fileio
+from hermes_relay.core import fileio, wire
 from hermes_relay.core.errors import StateError
 from hermes_relay.core.store import SessionStore, resolve_in
 
@@ -39,6 +40,7 @@ class Agent:
         self.config = config
         self.store = SessionStore(config.sessions_file)
         self.marks = Marks(config.state_file)
+        self.credentials = Credentials(config.credentials_file)
         self.cache = prober.ReachabilityCache(config.probe_cache_ttl)
         self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat)
         self.links: dict[str, RelayLink] = {}
@@ -188,7 +190,7 @@ class Agent:
                 "device_form_factor": "desktop",
                 "device_model": platform.machine() or "unknown",
                 "device_platform": sys.platform,
-                "supports": [],
+                "supports": {"typed_stream_events": True, "event_schema_version": 1},
             }
         return self._device
 
@@ -207,8 +209,17 @@ class Agent:
             log.warning("device_id_not_saved error=%s", exc)
         return new
 
-    def auth_payload(self, **credentials: Any) -> dict[str, Any]:
-        return {**self.device(), **credentials}
+    def auth_payload(self, record: dict[str, Any] | None = None, **credentials: Any) -> dict[str, Any]:
+        """The ``system/auth`` payload: this device, the name chosen for the pairing (``pair --name``,
+        stored as the record's ``device_name``) on every login, and the credentials."""
+        payload = dict(self.device())
+        name = (record or {}).get("device_name")
+        if isinstance(name, str) and name.strip():
+            payload["device_name"] = name.strip()[:wire.MAX_DEVICE_NAME]
+        return {**payload, **credentials}
+
+    def read_sessions(self) -> dict[str, dict[str, Any]]:
+        return self.store.sessions()
 
     def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
                   used_token: str | None) -> None:

@@ -185,7 +185,7 @@ async def _check_relay(agent: Agent, owner: str, rec: dict[str, Any], checks: li
                 for i, check in enumerate(checks):
                     nursery.start_soon(_reach_guarded, agent, owner, rec, check, ws_nursery, conns, i)
             reached = sorted((i for i, c in enumerate(conns) if c is not None), key=lambda i: checks[i].route)
-            await _authenticate_all(agent, token, checks, conns, reached)
+            await _authenticate_all(agent, rec, token, checks, conns, reached)
         finally:
             for conn in conns:
                 if conn is not None:
@@ -193,7 +193,7 @@ async def _check_relay(agent: Agent, owner: str, rec: dict[str, Any], checks: li
             ws_nursery.cancel_scope.cancel()
 
 
-async def _authenticate_all(agent: Agent, token: str | None, checks: list[RouteCheck],
+async def _authenticate_all(agent: Agent, rec: dict[str, Any], token: str | None, checks: list[RouteCheck],
                             conns: list[transport.Connected | None], reached: list[int]) -> None:
     if token is None:
         for i in reached:
@@ -203,7 +203,7 @@ async def _authenticate_all(agent: Agent, token: str | None, checks: list[RouteC
     pending = list(reached)
     while pending:  # until one route gets a verdict on the credentials
         i = pending.pop(0)
-        verdict = await _auth(agent, token, checks[i], conns[i])
+        verdict = await _auth(agent, rec, token, checks[i], conns[i])
         if verdict == "rejected":
             for j in pending:
                 checks[j].skip("auth", f"not tried: the relay already rejected the token on {checks[i].route.url} "
@@ -212,17 +212,16 @@ async def _authenticate_all(agent: Agent, token: str | None, checks: list[RouteC
         if verdict == "ok":
             async with trio.open_nursery() as nursery:
                 for j in pending:
-                    nursery.start_soon(_auth, agent, token, checks[j], conns[j])
+                    nursery.start_soon(_auth, agent, rec, token, checks[j], conns[j])
             return
 
 
-async def _auth(agent: Agent, token: str, check: RouteCheck, conn: transport.Connected | None) -> str:
+async def _auth(agent: Agent, rec: dict[str, Any], token: str, check: RouteCheck, conn: transport.Connected | None) -> str:
     """Run the auth step on ``conn``: ``"ok"``, ``"rejected"`` or ``"error"`` (no verdict)."""
     assert conn is not None
-    dialed, ws = conn
     check.begin("auth")
     try:
-        ok = await transport.authenticate(ws, agent.auth_payload(session_token=token), timeout=AUTH_TIMEOUT,
+        ok = await transport.authenticate(conn, agent.auth_payload(rec, session_token=token), timeout=AUTH_TIMEOUT,
                                           url=check.route.url)
     except AuthRejectedError as exc:
         reason = str(exc.data.get("reason") or exc.message)
@@ -274,7 +273,7 @@ async def _reach(agent: Agent, owner: str, rec: dict[str, Any], check: RouteChec
         # Our own deadline, a little ahead of transport's: a cancelled upgrade comes back as a clean
         # cancellation here, whatever shape trio-websocket's nursery gives the timeout inside.
         with trio.move_on_after(timeout) as upgrade:
-            ws = await transport.open_websocket(ws_nursery, dialed, timeout=timeout + WS_TIMEOUT_MARGIN)
+            conn = await transport.open_websocket(ws_nursery, dialed, timeout=timeout + WS_TIMEOUT_MARGIN)
         if upgrade.cancelled_caught:
             raise ConnectTimeoutError("no answer to the upgrade")
     except RateLimitedError as exc:
@@ -293,7 +292,7 @@ async def _reach(agent: Agent, owner: str, rec: dict[str, Any], check: RouteChec
         check.end(FAIL, exc.message, fix=FIX_WS)
         return None
     check.end(OK, "WebSocket upgrade accepted")
-    return dialed, ws
+    return conn
 
 
 async def _dns(check: RouteCheck, host: str, port: int) -> list[tuple[int, Any]] | None:

@@ -17,6 +17,7 @@ import logging
 import socket
 import ssl
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ import h11
 import trio
 import trio_websocket
 
-from hermes_relay.core import envelope
+from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import (
     members,
     AmbiguousError,
@@ -52,11 +53,10 @@ AUTH_TIMEOUT = 15.0  # first reply to system/auth
 HTTP_TIMEOUT = 10.0
 MAX_HTTP_BODY = 4 << 20
 log = logging.getLogger(__name__)
-RATE_LIMIT_DEFAULT_WAIT = 300.0
+RATE_LIMIT_DEFAULT_WAIT = 300.0  # the reference relay's longest block, when a 429 does not say
 # Our relay refuses auth on a socket opened before its address was blocked with this reason and
 # close code 1013; the reference relay blocks at the upgrade (HTTP 429) only.
 RATE_LIMIT_REASON_PREFIX = "Too many failed authentication attempts"
-CLOSE_TRY_AGAIN_LATER = 1013  # the reference relay's longest block when it does not say
 
 
 @dataclass
@@ -149,7 +149,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return out
 
 
-async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: float = HANDSHAKE_TIMEOUT) -> trio_websocket.WebSocketConnection:
+async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: float = HANDSHAKE_TIMEOUT) -> Connection:
     """Run the WebSocket upgrade over ``dialed``; the connection lives in a task of ``nursery``.
 
     trio-websocket raises a rejected upgrade (e.g. HTTP 429) from its reader task, i.e. into the
@@ -158,7 +158,7 @@ async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: floa
     HermesError, and nothing the reader task does later can take the caller's nursery down.
     """
     ws: trio_websocket.WebSocketConnection = await nursery.start(_host_websocket, dialed, timeout)
-    return ws
+    return Connection(dialed, ws)
 
 
 async def _host_websocket(dialed: Dialed, timeout: float, *,
@@ -170,7 +170,7 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
         async with trio.open_nursery() as own:
             with trio.fail_after(timeout):
                 ws = await trio_websocket.wrap_client_stream(
-                    own, dialed.stream, f"{host}:{port}", path, max_message_size=envelope.MAX_ENVELOPE
+                    own, dialed.stream, f"{host}:{port}", path, max_message_size=wire.MAX_WS_MESSAGE
                 )
             task_status.started(ws)
             started = True
@@ -184,6 +184,80 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
             return
         await dialed.aclose()
         raise _handshake_error(dialed.route.url, leaves, timeout) from None
+
+
+def close_text(exc: ConnectionClosedError) -> str:
+    if exc.close_code is None:
+        return "no close frame"
+    return f"code {exc.close_code}{': ' + exc.reason if exc.reason else ''}"
+
+
+class ConnectionClosedError(ConnectionLostError):
+    """The relay closed the WebSocket; ``close_code`` is its close code (None: no close frame)."""
+
+    def __init__(self, url: str, close_code: int | None, reason: str):
+        self.close_code = close_code
+        self.reason = reason
+        super().__init__(f"{url}: the relay closed the connection ({close_text(self)})",
+                         data={"close_code": close_code, "reason": reason})
+
+
+class Connection:
+    """One authenticated-or-not WebSocket to a relay. Sends are serialised; every failure is a
+    ConnectionLostError (a ConnectionClosedError carrying the close code when the relay closed)."""
+
+    def __init__(self, dialed: Dialed, ws: trio_websocket.WebSocketConnection):
+        self.dialed = dialed
+        self._ws = ws
+        self._send_lock = trio.Lock()
+
+    @property
+    def route(self) -> Route:
+        return self.dialed.route
+
+    def __iter__(self) -> Iterator[Any]:
+        """Unpacks as ``(dialed, connection)`` for callers written against the older pair."""
+        return iter((self.dialed, self))
+
+    def _closed(self, exc: trio_websocket.ConnectionClosed) -> ConnectionClosedError:
+        reason = exc.reason
+        return ConnectionClosedError(self.route.url, reason.code if reason is not None else None,
+                                     (reason.reason or "") if reason is not None else "")
+
+    async def send_text(self, text: str) -> None:
+        async with self._send_lock:
+            try:
+                await self._ws.send_message(text)
+            except trio_websocket.ConnectionClosed as exc:
+                raise self._closed(exc) from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ConnectionLostError(f"{self.route.url}: the connection is closed ({exc!r})") from None
+
+    async def get_message(self) -> str | bytes:
+        try:
+            message: str | bytes = await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        return message
+
+    async def ping(self) -> None:
+        try:
+            await self._ws.ping()
+        except trio_websocket.ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionLostError(f"{self.route.url}: the connection is closed ({exc!r})") from None
+
+    async def aclose(self) -> None:
+        """Close the WebSocket, then the stream under it: trio-websocket leaves the socket open when
+        the peer closed first, so the stream is always closed explicitly."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(1):
+                try:
+                    await self._ws.aclose()
+                except Exception:  # already broken: nothing left to close politely
+                    pass
+        await self.dialed.aclose()
 
 
 def _handshake_error(url: str, leaves: list[BaseException], timeout: float) -> HermesError:
@@ -205,31 +279,19 @@ def _handshake_error(url: str, leaves: list[BaseException], timeout: float) -> H
                           hint="is this port a Hermes relay? (wrong port or wrong scheme)")
 
 
-Connected = tuple[Dialed, trio_websocket.WebSocketConnection]
+Connected = Connection
 
 
 async def connect(nursery: trio.Nursery, route: Route, *, expected_pin: str | None,
-                  timeout: float = DIAL_TIMEOUT) -> Connected:
+                  timeout: float = DIAL_TIMEOUT) -> Connection:
     """Dial and upgrade: a route counts as reachable only once a relay has answered the upgrade, so a
     port that accepts TCP and then stays silent (a black hole, a dead proxy) loses the race."""
     dialed = await dial(route, expected_pin=expected_pin, timeout=timeout)
-    return dialed, await open_websocket(nursery, dialed, timeout=timeout)
+    return await open_websocket(nursery, dialed, timeout=timeout)
 
 
-async def close_ws(ws: trio_websocket.WebSocketConnection) -> None:
-    with trio.CancelScope(shield=True):
-        with trio.move_on_after(1):
-            try:
-                await ws.aclose()
-            except Exception:  # already broken: nothing left to close politely
-                pass
-
-
-async def discard(conn: Connected) -> None:
-    """Close the WebSocket, then the stream under it: trio-websocket leaves the socket open when the
-    peer closed first, so the stream is always closed explicitly."""
-    await close_ws(conn[1])
-    await conn[0].aclose()
+async def discard(conn: Connection) -> None:
+    await conn.aclose()
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -242,14 +304,14 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-async def authenticate(ws: trio_websocket.WebSocketConnection, payload: dict[str, Any], *,
+async def authenticate(conn: Connection, payload: dict[str, Any], *,
                        timeout: float = AUTH_TIMEOUT, url: str = "") -> dict[str, Any]:
     """Send ``system/auth`` and return the ``auth.ok`` payload, or raise AuthRejectedError/transport errors."""
     try:
-        await ws.send_message(envelope.Envelope(envelope.SYSTEM, envelope.AUTH, payload).encode())
+        await conn.send_text(envelope.Envelope(envelope.SYSTEM, envelope.AUTH, payload).encode())
         with trio.fail_after(timeout):
             while True:
-                reply = envelope.decode(await ws.get_message())
+                reply = envelope.decode(await conn.get_message(), max_size=wire.MAX_WS_MESSAGE)
                 if reply.channel != envelope.SYSTEM:
                     continue
                 if reply.type == envelope.AUTH_OK:
@@ -262,26 +324,15 @@ async def authenticate(ws: trio_websocket.WebSocketConnection, payload: dict[str
     except trio.TooSlowError:
         raise ConnectTimeoutError(f"{url}: no auth reply within {timeout:g}s",
                                   hint="the relay may be overloaded; it will be retried") from None
-    except trio_websocket.ConnectionClosed as exc:
-        reason = exc.reason
-        if reason is not None and reason.code == CLOSE_TRY_AGAIN_LATER:
-            raise RateLimitedError(reason.reason or "") from None
-        if reason is not None and reason.code == 4001:
-            raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {reason.reason or 'auth failed'}",
-                                    data={"reason": reason.reason or ""}) from None
-        raise ConnectionLostError(f"{url}: the relay closed the connection during auth ({_close_text(reason)})") from None
+    except ConnectionClosedError as exc:
+        if exc.close_code == wire.CLOSE_TRY_AGAIN_LATER:
+            raise RateLimitedError(exc.reason) from None
+        if exc.close_code == wire.CLOSE_AUTH_FAILED:
+            raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {exc.reason or 'auth failed'}",
+                                    data={"reason": exc.reason}) from None
+        raise ConnectionLostError(f"{url}: the relay closed the connection during auth ({close_text(exc)})") from None
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{url}: the relay sent a malformed auth reply: {exc.message}") from None
-
-
-def _close_text(reason: Any) -> str:
-    if reason is None:
-        return "no close frame"
-    return f"code {reason.code}{': ' + reason.reason if reason.reason else ''}"
-
-
-def close_text(exc: trio_websocket.ConnectionClosed) -> str:
-    return _close_text(exc.reason)
 
 
 async def http_request(dialed: Dialed, method: str, path: str, *, token: str | None = None,

@@ -194,6 +194,7 @@ class RelayLink:
         # held): (token they replace, auth.ok payload, route URL, pin). Used instead of the stale
         # stored ones, so a failed write cannot turn a refresh into a revoked pairing.
         self._unsaved: tuple[str | None, dict[str, Any], str, str | None] | None = None
+        self._published: linkstate.LinkSnapshot | None = None
 
     # -- public --------------------------------------------------------------------------------
     @property
@@ -227,7 +228,10 @@ class RelayLink:
 
     def _event(self, event: linkstate.Event) -> Next:
         nxt = self.machine.handle(event, self._now())
-        self.host.publish(self)
+        shown = self.machine.snapshot()
+        if shown != self._published:  # watchers see changes, not every step that changed nothing
+            self._published = shown
+            self.host.publish(self)
         return nxt
 
     async def _follow(self, nxt: Next) -> None:

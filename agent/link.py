@@ -443,7 +443,7 @@ class RelayLink:
                     await conn.ping()
             except trio.TooSlowError:
                 raise ConnectionLostError(f"{self.url}: no keepalive answer within {limit:g}s (link is silent)") from None
-            except transport.ConnectionClosedError as exc:
+            except ConnectionLostError as exc:
                 raise self._closed(exc) from None
             self.machine.measured(round((trio.current_time() - started) * 1000, 1))
 
@@ -452,7 +452,7 @@ class RelayLink:
             while True:
                 try:
                     message = await conn.get_message()
-                except transport.ConnectionClosedError as exc:
+                except ConnectionLostError as exc:
                     raise self._closed(exc) from None
                 try:
                     env = envelope.decode(message, max_size=wire.MAX_WS_MESSAGE)
@@ -482,8 +482,8 @@ class RelayLink:
             except Exception:
                 log.exception("desktop_service_failed url=%s (the link stays up)", self.url)
 
-    def _closed(self, exc: transport.ConnectionClosedError) -> Exception:
-        if exc.close_code == wire.CLOSE_AUTH_FAILED:
+    def _closed(self, exc: ConnectionLostError) -> Exception:
+        if transport.close_code(exc) == wire.CLOSE_AUTH_FAILED:
             # The relay ended this session (revoked, rotated or replaced): ask it again after the
             # usual delay; only its auth.fail, not this close, decides that the pairing is gone.
             return _Again(f"relay closed the session ({transport.close_text(exc)})", immediate=False)

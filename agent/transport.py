@@ -186,25 +186,29 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
         raise _handshake_error(dialed.route.url, leaves, timeout) from None
 
 
-def close_text(exc: ConnectionClosedError) -> str:
-    if exc.close_code is None:
-        return "no close frame"
-    return f"code {exc.close_code}{': ' + exc.reason if exc.reason else ''}"
+def close_code(exc: ConnectionLostError) -> int | None:
+    """The relay's close code behind ``exc`` (None: no close frame, or not a close)."""
+    code = exc.data.get("close_code")
+    return code if isinstance(code, int) else None
 
 
-class ConnectionClosedError(ConnectionLostError):
-    """The relay closed the WebSocket; ``close_code`` is its close code (None: no close frame)."""
+def _close_words(code: int | None, reason: str) -> str:
+    return "no close frame" if code is None else f"code {code}{': ' + reason if reason else ''}"
 
-    def __init__(self, url: str, close_code: int | None, reason: str):
-        self.close_code = close_code
-        self.reason = reason
-        super().__init__(f"{url}: the relay closed the connection ({close_text(self)})",
-                         data={"close_code": close_code, "reason": reason})
+
+def close_text(exc: ConnectionLostError) -> str:
+    return _close_words(close_code(exc), str(exc.data.get("reason") or ""))
+
+
+def closed_error(url: str, code: int | None, reason: str) -> ConnectionLostError:
+    """The relay closed the WebSocket: a ConnectionLostError whose data carries the close code."""
+    return ConnectionLostError(f"{url}: the relay closed the connection ({_close_words(code, reason)})",
+                               data={"close_code": code, "reason": reason})
 
 
 class Connection:
-    """One authenticated-or-not WebSocket to a relay. Sends are serialised; every failure is a
-    ConnectionLostError (a ConnectionClosedError carrying the close code when the relay closed)."""
+    """One WebSocket to a relay. Sends are serialised; every failure is a ConnectionLostError (its
+    ``close_code(exc)`` says how the relay closed)."""
 
     def __init__(self, dialed: Dialed, ws: trio_websocket.WebSocketConnection):
         self.dialed = dialed
@@ -219,10 +223,10 @@ class Connection:
         """Unpacks as ``(dialed, connection)`` for callers written against the older pair."""
         return iter((self.dialed, self))
 
-    def _closed(self, exc: trio_websocket.ConnectionClosed) -> ConnectionClosedError:
+    def _closed(self, exc: trio_websocket.ConnectionClosed) -> ConnectionLostError:
         reason = exc.reason
-        return ConnectionClosedError(self.route.url, reason.code if reason is not None else None,
-                                     (reason.reason or "") if reason is not None else "")
+        return closed_error(self.route.url, reason.code if reason is not None else None,
+                            (reason.reason or "") if reason is not None else "")
 
     async def send_text(self, text: str) -> None:
         async with self._send_lock:
@@ -324,12 +328,13 @@ async def authenticate(conn: Connection, payload: dict[str, Any], *,
     except trio.TooSlowError:
         raise ConnectTimeoutError(f"{url}: no auth reply within {timeout:g}s",
                                   hint="the relay may be overloaded; it will be retried") from None
-    except ConnectionClosedError as exc:
-        if exc.close_code == wire.CLOSE_TRY_AGAIN_LATER:
-            raise RateLimitedError(exc.reason) from None
-        if exc.close_code == wire.CLOSE_AUTH_FAILED:
-            raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {exc.reason or 'auth failed'}",
-                                    data={"reason": exc.reason}) from None
+    except ConnectionLostError as exc:
+        reason = str(exc.data.get("reason") or "")
+        if close_code(exc) == wire.CLOSE_TRY_AGAIN_LATER:
+            raise RateLimitedError(reason) from None
+        if close_code(exc) == wire.CLOSE_AUTH_FAILED:
+            raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {reason or 'auth failed'}",
+                                    data={"reason": reason}) from None
         raise ConnectionLostError(f"{url}: the relay closed the connection during auth ({close_text(exc)})") from None
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{url}: the relay sent a malformed auth reply: {exc.message}") from None

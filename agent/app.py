@@ -218,11 +218,28 @@ class Agent:
             payload["device_name"] = name.strip()[:wire.MAX_DEVICE_NAME]
         return {**payload, **credentials}
 
-    def read_sessions(self) -> dict[str, dict[str, Any]]:
-        return self.store.sessions()
+    # -- the links' file access (agent/link.py LinkHost), in worker threads -------------------
+    async def read_sessions(self) -> dict[str, dict[str, Any]]:
+        return await trio.to_thread.run_sync(self.store.sessions)
 
-    def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
-                  used_token: str | None) -> None:
+    async def verdict(self, url: str, token: str | None) -> dict[str, Any] | None:
+        return await trio.to_thread.run_sync(self.marks.get, url, token)
+
+    async def set_verdict(self, url: str, token: str | None, state: str, error: dict[str, Any], at: float) -> None:
+        await trio.to_thread.run_sync(self.marks.set, url, token, state, error, at)
+
+    async def refresh_token(self, url: str, token: str | None) -> str | None:
+        return await trio.to_thread.run_sync(self.credentials.refresh_token, url, token)
+
+    async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None:
+        await trio.to_thread.run_sync(self.credentials.save, url, token, refresh, at)
+
+    async def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
+                        used_token: str | None) -> None:
+        await trio.to_thread.run_sync(lambda: self.save_auth_sync(owner, route_url, ok, pin, used_token=used_token))
+
+    def save_auth_sync(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
+                       used_token: str | None) -> None:
         """Record what auth.ok told us (token rotation, expiry, grants) and the pin on first use.
 
         Only if the record still holds ``used_token``: a re-pairing that landed meanwhile is newer.

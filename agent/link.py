@@ -65,22 +65,46 @@ class Signal:
 
 
 class LinkHost(Protocol):
-    """What a link needs from the agent (agent/app.py's Agent provides it)."""
+    """What a link needs from the agent (agent/app.py's Agent provides it). File access is async:
+    the agent runs it in worker threads, so a held lock or a slow disk never blocks the event loop."""
 
     config: Any  # AgentConfig: timings, wall_clock, rng
     cache: prober.ReachabilityCache
-    marks: Any  # agent/marks.py Marks: get(url, token), set(url, token, state, error, at)
-    credentials: Any  # agent/credentials.py Credentials: refresh_token(url, token), save(...)
     desktop: Any  # agent/desktop/service.py DesktopService: serve_link(port, inbound)
 
-    def read_sessions(self) -> dict[str, dict[str, Any]]: ...
+    async def read_sessions(self) -> dict[str, dict[str, Any]]: ...
 
-    def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
-                  used_token: str | None) -> None: ...
+    async def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
+                        used_token: str | None) -> None: ...
+
+    async def verdict(self, url: str, token: str | None) -> dict[str, Any] | None: ...
+
+    async def set_verdict(self, url: str, token: str | None, state: str, error: dict[str, Any], at: float) -> None: ...
+
+    async def refresh_token(self, url: str, token: str | None) -> str | None: ...
+
+    async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None: ...
 
     def publish(self, link: RelayLink) -> None: ...
 
     def auth_payload(self, record: dict[str, Any] | None = None, **credentials: Any) -> dict[str, Any]: ...
+
+
+class Net(Protocol):
+    """The network calls a link makes (agent/transport.py; scripted in tests)."""
+
+    async def connect(self, nursery: trio.Nursery, route: Route, *, expected_pin: str | None,
+                      timeout: float = ...) -> Any: ...
+
+    async def authenticate(self, conn: Any, payload: dict[str, Any], *, timeout: float = ...,
+                           url: str = "") -> dict[str, Any]: ...
+
+    async def discard(self, conn: Any) -> None: ...
+
+    async def dial(self, route: Route, *, expected_pin: str | None, timeout: float = ...) -> Any: ...
+
+    async def http_request(self, dialed: Any, method: str, path: str, *, token: str | None = None,
+                           body: dict[str, Any] | None = None, timeout: float = ...) -> tuple[int, Any]: ...
 
 
 class _Again(Exception):
@@ -180,8 +204,9 @@ class _Port:
 
 # -- the driver ---------------------------------------------------------------------------------------
 class RelayLink:
-    def __init__(self, host: LinkHost, url: str):
+    def __init__(self, host: LinkHost, url: str, *, net: Net = transport):  # type: ignore[assignment]
         self.host = host
+        self.net = net
         self.config = host.config
         self.url = url
         self.machine = LinkMachine(url, backoff_base=self.config.backoff_base, backoff_cap=self.config.backoff_cap,
@@ -247,7 +272,7 @@ class RelayLink:
     async def _loop(self) -> None:
         while True:
             try:
-                sessions = await trio.to_thread.run_sync(self.host.read_sessions)
+                sessions = await self.host.read_sessions()
             except StateError as exc:
                 await self._follow(self._event(linkstate.StoreUnreadable(exc.to_wire())))
                 continue
@@ -265,7 +290,7 @@ class RelayLink:
                     token = record["token"]
             else:
                 self._unsaved = None  # re-paired meanwhile: the store's credentials are newer
-            mark = await trio.to_thread.run_sync(self.host.marks.get, self.url, token)
+            mark = await self.host.verdict(self.url, token)
             if mark is not None:
                 error = mark.get("error") if isinstance(mark.get("error"), dict) else None
                 replaced_by = ((error or {}).get("data") or {}).get("replaced_by")
@@ -312,7 +337,7 @@ class RelayLink:
     async def _mark(self, token: str | None, verdict: LinkState, error: dict[str, Any]) -> None:
         """Record a verdict beside the token, so a restarted agent does not ask the relay again."""
         try:
-            await trio.to_thread.run_sync(self.host.marks.set, self.url, token, verdict.value, error, self._now())
+            await self.host.set_verdict(self.url, token, verdict.value, error, self._now())
         except (StateError, OSError) as exc:  # shown now; only a restart asks the relay again
             log.error("verdict_not_saved url=%s error=%s", self.url, exc)
 
@@ -322,7 +347,7 @@ class RelayLink:
             return
         used, ok, route_url, pin = self._unsaved
         try:
-            await trio.to_thread.run_sync(lambda: self.host.save_auth(self.url, route_url, ok, pin, used_token=used))
+            await self.host.save_auth(self.url, route_url, ok, pin, used_token=used)
         except (StateError, OSError) as exc:
             log.error("store_write_failed url=%s error=%s (kept in memory, retried)", self.url, exc)
             return
@@ -334,7 +359,7 @@ class RelayLink:
         if not refresh:
             return
         try:
-            await trio.to_thread.run_sync(self.host.credentials.save, self.url, token, refresh, self._now())
+            await self.host.keep_refresh_token(self.url, token, refresh, self._now())
         except (StateError, OSError) as exc:
             log.error("credentials_write_failed url=%s error=%s", self.url, exc)
 
@@ -392,7 +417,7 @@ class RelayLink:
                     nursery.cancel_scope.cancel()
         finally:
             for c in conns:
-                await transport.discard(c)
+                await self.net.discard(c)
         if failure:
             raise failure[0]
         raise ConnectionLostError(f"{self.url}: connection ended")
@@ -402,30 +427,30 @@ class RelayLink:
         """auth.ok on ``conn`` with the token, else on a fresh connection with the refresh token.
         Returns (connection, auth.ok payload, the credential that was accepted)."""
         try:
-            ok = await transport.authenticate(conn, self.host.auth_payload(record, session_token=token), url=conn.route.url)
+            ok = await self.net.authenticate(conn, self.host.auth_payload(record, session_token=token), url=conn.route.url)
             return conn, ok, token
         except AuthRejectedError:
-            await transport.discard(conn)
-            refresh = await trio.to_thread.run_sync(self.host.credentials.refresh_token, self.url, token)
+            await self.net.discard(conn)
+            refresh = await self.host.refresh_token(self.url, token)
             if refresh is None and isinstance(record.get("refresh_token"), str) and record["refresh_token"]:
                 refresh = record["refresh_token"]
             if refresh is None:
                 raise AuthRejectedError(f"{self.url} rejected the stored session token",
                                         hint="the session was revoked or expired: pair again with `hermes-relay pair`") from None
-        fresh = await transport.connect(nursery, conn.route, expected_pin=pin_for(self.url, record, conn.route.url),
+        fresh = await self.net.connect(nursery, conn.route, expected_pin=pin_for(self.url, record, conn.route.url),
                                         timeout=self.config.probe_timeout)
         conns.append(fresh)
-        ok = await transport.authenticate(fresh, self.host.auth_payload(record, refresh_token=refresh), url=conn.route.url)
+        ok = await self.net.authenticate(fresh, self.host.auth_payload(record, refresh_token=refresh), url=conn.route.url)
         log.info("link_token_refreshed url=%s", self.url)
         return fresh, ok, refresh
 
     async def _race(self, nursery: trio.Nursery, routes: list[Route], record: dict[str, Any], *,
                     use_cache: bool = True) -> prober.Won[transport.Connection]:
         async def connect(route: Route) -> transport.Connection:
-            return await transport.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
+            return await self.net.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
                                            timeout=self.config.probe_timeout)
 
-        return await prober.race(routes, connect, transport.discard, stagger=self.config.probe_stagger,
+        return await prober.race(routes, connect, self.net.discard, stagger=self.config.probe_stagger,
                                  timeout=self.config.probe_timeout, cache=self.host.cache if use_cache else None)
 
     # -- while connected -----------------------------------------------------------------------
@@ -508,10 +533,10 @@ class RelayLink:
     async def _bearer_status(self, route: Route, record: dict[str, Any], token: str) -> int | None:
         """The HTTP status of ``GET /sessions`` with ``token`` on ``route`` (None: no answer)."""
         try:
-            dialed = await transport.dial(route, expected_pin=pin_for(self.url, record, route.url),
+            dialed = await self.net.dial(route, expected_pin=pin_for(self.url, record, route.url),
                                           timeout=self.config.probe_timeout)
             try:
-                status, _ = await transport.http_request(dialed, "GET", "/sessions", token=token,
+                status, _ = await self.net.http_request(dialed, "GET", "/sessions", token=token,
                                                          timeout=self.config.probe_timeout)
             finally:
                 await dialed.aclose()
@@ -559,7 +584,7 @@ class RelayLink:
                 log.debug("upgrade_probe_failed url=%s error=%s", self.url, exc.message)
             else:
                 result.append(won)
-                await transport.discard(won.value)
+                await self.net.discard(won.value)
             nursery.cancel_scope.cancel()
         return result[0] if result else None
 

@@ -57,7 +57,8 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with ipc_endpoint.instance_lock(self.config.lock_file):
-            listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode)
+            listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode,
+                                                            nonce_timeout=self.config.ipc_nonce_timeout)
             self.ipc = listener
             self._endpoint_identity = _identity(self.config.socket_path)
             try:

@@ -49,6 +49,7 @@ class AgentConfig:
     probe_cache_ttl: float = 60.0
     indicator_heartbeat: float = 30.0  # the route file is rewritten at least this often
     clock_check_interval: float = 5.0
+    ipc_nonce_timeout: float = 5.0  # a tcp-mode IPC client must send the endpoint's nonce this fast
     fence_interval: float = 60.0  # how often the agent checks its endpoint is still its own
     clock_jump_threshold: float = 10.0
     netwatch_debounce: float = 1.0

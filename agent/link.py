@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import trio
 
 from hermes_relay.agent import prober, transport
-from hermes_relay.core import api, envelope, linkstate, wire
+from hermes_relay.core import envelope, linkstate, wire
 from hermes_relay.core.errors import (
     AuthRejectedError,
     ConnectionLostError,

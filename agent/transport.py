@@ -12,6 +12,7 @@ so before any token) is sent.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import socket
@@ -59,6 +60,14 @@ RATE_LIMIT_DEFAULT_WAIT = 300.0  # the reference relay's longest block, when a 4
 RATE_LIMIT_REASON_PREFIX = "Too many failed authentication attempts"
 
 
+class OSErrorGroup(OSError):
+    """Every address of a host failed; ``exceptions`` are the failures (``_leaves`` reads them)."""
+
+    def __init__(self, message: str, exceptions: list[OSError]):
+        super().__init__(message)
+        self.exceptions = exceptions
+
+
 @dataclass
 class Dialed:
     """A connected byte stream to one route, with the certificate pin it presented (wss only)."""
@@ -74,6 +83,90 @@ class Dialed:
                 await self.stream.aclose()
 
 
+Address = tuple[int, Any]  # (socket family, sockaddr)
+CONNECT_STAGGER = 0.25  # the next address is tried after a failure or this long (RFC 8305's default)
+
+
+async def resolve(host: str, port: int) -> list[Address]:
+    """The addresses of ``host`` in resolver order, without a lookup for an IP literal. Raises OSError."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if ip.version == 6:
+            return [(trio.socket.AF_INET6, (host, port, 0, 0))]
+        return [(trio.socket.AF_INET, (host, port))]
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    addrs: list[Address] = []
+    for family, _, _, _, sockaddr in infos:
+        if (family, sockaddr) not in addrs:
+            addrs.append((family, sockaddr))
+    return addrs
+
+
+def format_address(sockaddr: Any) -> str:
+    host, port = sockaddr[0], sockaddr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+async def connect_tcp(addrs: list[Address], errors: list[tuple[str, OSError]]) -> tuple[trio.SocketStream, str] | None:
+    """Try ``addrs`` staggered (the next starts after a failure or CONNECT_STAGGER); the first to connect
+    wins and the rest are cancelled. Each failure is appended to ``errors``; None when all failed."""
+    won: list[tuple[trio.SocketStream, str]] = []
+
+    async def attempt(family: int, sockaddr: Any, failed: trio.Event, scope: trio.CancelScope) -> None:
+        try:
+            sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+        except OSError as exc:  # e.g. no IPv6 on this host
+            errors.append((format_address(sockaddr), exc))
+            failed.set()
+            return
+        try:
+            await sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            errors.append((format_address(sockaddr), exc))
+            failed.set()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        if won:
+            sock.close()
+            return
+        won.append((trio.SocketStream(sock), format_address(sockaddr)))
+        scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for family, sockaddr in addrs:
+                failed = trio.Event()
+                nursery.start_soon(attempt, family, sockaddr, failed, nursery.cancel_scope)
+                with trio.move_on_after(CONNECT_STAGGER):
+                    await failed.wait()
+    except BaseException:  # cancelled from outside: a connection won at that instant must not leak
+        for stream, _ in won:
+            await trio.aclose_forcefully(stream)
+        raise
+    return won[0] if won else None
+
+
+async def start_tls(stream: trio.abc.Stream, host: str) -> tuple[trio.SSLStream[trio.abc.Stream], str]:
+    """The TLS handshake over ``stream`` and the certificate pin it presented. On any failure the
+    stream is closed and the error raised (ssl.SSLError, trio.BrokenResourceError, OSError, TlsError)."""
+    tls = trio.SSLStream(stream, pinned_trust_context(), server_hostname=host, https_compatible=True)
+    try:
+        await tls.do_handshake()
+        der = tls.getpeercert(binary_form=True)
+        if not der:
+            raise TlsError("the relay presented no certificate")
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return tls, spki_pin_from_der(der)
+
+
 async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_TIMEOUT) -> Dialed:
     """Open TCP (and TLS for wss) to ``route``. A wss pin that differs from ``expected_pin`` refuses."""
     host, port = host_port(route.url)
@@ -81,20 +174,15 @@ async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_
     stream: trio.abc.Stream
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(host, port)
+            errors: list[tuple[str, OSError]] = []
+            won = await connect_tcp(await resolve(host, port), errors)
+            if won is None:
+                failures = [e for _, e in errors]
+                raise failures[0] if len(failures) == 1 else OSErrorGroup("cannot connect", failures)
+            stream = won[0]
             pin = None
             if route.secure:
-                tls = trio.SSLStream(stream, pinned_trust_context(), server_hostname=host, https_compatible=True)
-                try:
-                    await tls.do_handshake()
-                except BaseException:
-                    await trio.aclose_forcefully(stream)
-                    raise
-                der = tls.getpeercert(binary_form=True)
-                if not der:
-                    await trio.aclose_forcefully(tls)
-                    raise TlsError(f"{route.url} presented no certificate")
-                pin = spki_pin_from_der(der)
+                tls, pin = await start_tls(stream, host)
                 if expected_pin and pin != expected_pin:
                     await trio.aclose_forcefully(tls)
                     raise PinMismatchError(route.url, expected_pin, pin)
@@ -102,6 +190,8 @@ async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_
     except trio.TooSlowError:
         raise ConnectTimeoutError(f"{route.url}: no answer within {timeout:g}s (host down, firewalled or black-holed)",
                                   hint="check the address is reachable from this network") from None
+    except TlsError as exc:
+        raise TlsError(f"{route.url}: {exc.message}") from None
     except HermesError:
         raise
     except (ssl.SSLError, trio.BrokenResourceError) as exc:
@@ -121,6 +211,11 @@ def _reason(exc: BaseException) -> str:
     inner = exc.__cause__ or exc.__context__
     text = str(exc) or type(exc).__name__
     return f"{text} ({inner})" if inner is not None and str(inner) not in text else text
+
+
+def describe(exc: BaseException) -> str:
+    """A library exception in one line, with its cause when that adds something (for step reports)."""
+    return _reason(exc)
 
 
 def _os_error(url: str, host: str, port: int, exc: OSError) -> TransportError:
@@ -143,7 +238,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
         if e is None or e in out:
             continue
         out.append(e)
-        if isinstance(e, BaseExceptionGroup):
+        if isinstance(e, (BaseExceptionGroup, OSErrorGroup)):
             todo.extend(e.exceptions)
         todo.extend([e.__cause__, e.__context__])
     return out

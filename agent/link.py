@@ -39,10 +39,20 @@ from hermes_relay.core.errors import (
     RateLimitedError,
     StateError,
     TransportError,
-    UsageError,
 )
 from hermes_relay.core.linkstate import Do, LinkMachine, LinkState, Next
-from hermes_relay.core.routes import Route, host_port, make_routes, normalize_relay_url
+from hermes_relay.agent.linkrecord import (  # noqa: F401  (owner_urls, pin_for, routes_for, route_info: re-exported)
+    expiry_of,
+    owner_urls,
+    paired_at,
+    pin_for,
+    record_expired,
+    route_info,
+    routes_for,
+    shares_route_or_pin,
+    token_of,
+)
+from hermes_relay.core.routes import Route, host_port
 from hermes_relay.core.store import resolve_in
 
 log = logging.getLogger(__name__)
@@ -103,6 +113,8 @@ class Net(Protocol):
 
     async def dial(self, route: Route, *, expected_pin: str | None, timeout: float = ...) -> Any: ...
 
+    async def resolve(self, host: str, port: int) -> list[Any]: ...
+
     async def http_request(self, dialed: Any, method: str, path: str, *, token: str | None = None,
                            body: dict[str, Any] | None = None, timeout: float = ...) -> tuple[int, Any]: ...
 
@@ -115,76 +127,6 @@ class _Again(Exception):
     def __init__(self, reason: str, *, immediate: bool):
         super().__init__(reason)
         self.immediate = immediate
-
-
-# -- reading a pairing record (kept together: core/record.py's typed view can replace them) -----------
-def routes_for(url: str, record: dict[str, Any]) -> list[Route]:
-    """The owner URL plus every alternate route of the pairing, in strict priority order."""
-    candidates: list[tuple[str, str | None, int | None]] = []
-    offered = record.get("route_candidates")
-    for cand in offered if isinstance(offered, list) else []:
-        if isinstance(cand, dict):
-            relay = cand.get("relay") if isinstance(cand.get("relay"), dict) else {}
-            c_url = relay.get("url") or cand.get("url")
-            prio = cand.get("priority")
-            if isinstance(c_url, str):
-                candidates.append((c_url, cand.get("role") if isinstance(cand.get("role"), str) else None,
-                                   prio if isinstance(prio, int) and not isinstance(prio, bool) else None))
-        elif isinstance(cand, str):
-            candidates.append((cand, None, None))
-    if url not in [c[0] for c in candidates]:
-        role = record.get("endpoint_role") if isinstance(record.get("endpoint_role"), str) else None
-        candidates.insert(0, (url, role, 0 if not candidates else None))
-    # Other clients write this file too: a URL we cannot use is skipped, never fatal.
-    return make_routes([c for c in candidates if _usable(c[0])])
-
-
-def _usable(url: str) -> bool:
-    try:
-        normalize_relay_url(url)
-        host_port(url)
-    except (UsageError, ValueError):
-        log.warning("route_unusable url=%r", url)
-        return False
-    return True
-
-
-def pin_for(owner: str, record: dict[str, Any], url: str) -> str | None:
-    if url == owner:
-        pin = record.get("cert_pin_sha256")
-    else:
-        pins = record.get("route_cert_pins") if isinstance(record.get("route_cert_pins"), dict) else {}
-        pin = pins.get(url)
-    return pin if isinstance(pin, str) and pin else None
-
-
-def token_of(record: dict[str, Any]) -> str | None:
-    token = record.get("token")
-    return token if isinstance(token, str) and token else None
-
-
-def _expired(record: dict[str, Any], now: float) -> bool:
-    return linkstate.expired(record.get("ttl_expires_at"), now)
-
-
-def _expiry(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
-
-
-def _paired_at(record: dict[str, Any]) -> float:
-    value = record.get("paired_at")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
-
-def owner_urls(sessions: dict[str, dict[str, Any]]) -> list[str]:
-    """Every record that has a token (one link each); alternate routes are not separate links."""
-    return [url for url, rec in sessions.items() if token_of(rec)]
-
-
-def route_info(route: Route | None) -> dict[str, Any] | None:
-    if route is None:
-        return None
-    return {"url": route.url, "role": route.role, "label": route.label, "priority": route.priority}
 
 
 # -- the desktop seam ---------------------------------------------------------------------------------
@@ -315,7 +257,7 @@ class RelayLink:
                 await self._mark(token, LinkState.PIN_MISMATCH, exc.to_wire())
                 await self._follow(nxt)
             except AuthRejectedError as exc:
-                expired = _expired(record, self._now())
+                expired = record_expired(record, self._now())
                 replaced_by = None if expired else await self._replaced_by(record, routes, sessions)
                 error = exc.to_wire()
                 if replaced_by:
@@ -390,7 +332,7 @@ class RelayLink:
                     log.info("link_up url=%s route=%s latency_ms=%.0f", self.url, conn.route.url, elapsed * 1000)
                     self._event(linkstate.Authenticated(route_info(conn.route) or {}, round(elapsed * 1000, 1),
                                                         ok.get("server_version") if isinstance(ok.get("server_version"), str) else None,
-                                                        _expiry(ok.get("expires_at", record.get("ttl_expires_at")))))
+                                                        expiry_of(ok.get("expires_at", record.get("ttl_expires_at")))))
 
                     def guard(fn: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
                         async def task() -> None:
@@ -405,7 +347,7 @@ class RelayLink:
                     nursery.start_soon(self._desktop, _Port(self.url, conn), inbound_receive)
                     nursery.start_soon(guard(self._keepalive, conn))
                     nursery.start_soon(guard(self._reader, conn, inbound_send))
-                    expires_at = _expiry(ok["expires_at"]) if "expires_at" in ok else _expiry(record.get("ttl_expires_at"))
+                    expires_at = expiry_of(ok["expires_at"]) if "expires_at" in ok else expiry_of(record.get("ttl_expires_at"))
                     if expires_at is not None and expires_at > self._now():
                         nursery.start_soon(guard(self._expiry_watch, expires_at))
                     nursery.start_soon(guard(self._revocation_watch, conn.route, record, session_token))
@@ -547,16 +489,37 @@ class RelayLink:
 
     async def _replaced_by(self, record: dict[str, Any], routes: list[Route],
                            sessions: dict[str, dict[str, Any]]) -> str | None:
-        """A newer pairing stored under another URL whose token this relay accepts: the same relay,
-        paired again, replaced this session."""
-        mine = _paired_at(record)
-        newer = sorted(((u, r) for u, r in sessions.items() if u != self.url and token_of(r) and _paired_at(r) >= mine),
-                       key=lambda item: -_paired_at(item[1]))
-        for other_url, other in newer[:3]:
-            for route in routes[:1]:
-                if await self._bearer_status(route, record, token_of(other) or "") == 200:
-                    return other_url
+        """The newer pairing, stored under another URL, of this same relay: pairing this device again
+        made the relay replace this session. "Same relay" is decided without sending anything: a
+        shared route URL or certificate pin, or the same port on an address both URLs resolve to
+        (a token is never sent to a relay it was not issued by)."""
+        mine = paired_at(record)
+        newer = sorted(((u, r) for u, r in sessions.items() if u != self.url and token_of(r) and paired_at(r) >= mine),
+                       key=lambda item: -paired_at(item[1]))
+        for other_url, other in newer:
+            theirs = routes_for(other_url, other)
+            if shares_route_or_pin(self.url, record, routes, other_url, other, theirs):
+                return other_url
+            if await self._share_an_address(routes, theirs):
+                return other_url
         return None
+
+    async def _share_an_address(self, mine: list[Route], theirs: list[Route]) -> bool:
+        async def addresses(route: Route) -> set[tuple[str, int]]:
+            host, port = host_port(route.url)
+            with trio.move_on_after(self.config.probe_timeout):
+                try:
+                    return {(str(sockaddr[0]), port) for _, sockaddr in await self.net.resolve(host, port)}
+                except OSError:
+                    pass
+            return set()
+
+        for a in mine:
+            for b in theirs:
+                if a.secure == b.secure and host_port(a.url)[1] == host_port(b.url)[1]:
+                    if await addresses(a) & await addresses(b):
+                        return True
+        return False
 
     async def _upgrade_watch(self, higher: list[Route], record: dict[str, Any]) -> None:
         upgrade = linkstate.Upgrade(self.config.upgrade_interval, self.config.upgrade_hysteresis)

@@ -94,6 +94,9 @@ class ScriptedNet:
         await trio.sleep(HOP)
         return FakeConn(self, route)
 
+    async def resolve(self, host: str, port: int) -> list[Any]:
+        return [(2, (host, port))]
+
     async def http_request(self, dialed: FakeConn, method: str, path: str, *, token: str | None = None,
                            body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
         self.bearer_checks.append(trio.current_time())

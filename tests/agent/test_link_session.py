@@ -132,3 +132,21 @@ async def test_a_pairing_replaced_under_another_url_says_so(relay_factory, tmp_p
         assert old["last_error"]["data"]["replaced_by"] == new_url
         assert agent.links[new_url].state in (api.CONNECTING, api.CONNECTED)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_newer_pairing_of_another_relay_does_not_make_a_revocation_a_replacement(
+        relay_factory, tmp_path: Path) -> None:
+    first, second = await relay_factory(), await relay_factory()
+    async with trio.open_nursery() as nursery:
+        agent, states = await start_agent(tmp_path, nursery)
+        await pair(agent, first.url, first.http)
+        await states_until(states, first.url, api.CONNECTED)
+        agent.store.update(lambda s: s[first.url].__setitem__("paired_at", s[first.url]["paired_at"] - 10))
+        await pair(agent, second.url, second.http)  # newer, but another relay (another port)
+        token = agent.store.sessions()[first.url]["token"]
+        status, _ = await helpers.http_json("DELETE", f"{first.http}/sessions/{token[:8]}", token=token)
+        assert status == 200
+        revoked = await states_until(states, first.url, api.REVOKED)
+        assert api.REPLACED not in revoked
+        assert agent.links[first.url].snapshot()["replaced_by"] is None
+        nursery.cancel_scope.cancel()

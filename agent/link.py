@@ -331,8 +331,7 @@ class RelayLink:
                     elapsed = conn.dialed.elapsed
                     log.info("link_up url=%s route=%s latency_ms=%.0f", self.url, conn.route.url, elapsed * 1000)
                     self._event(linkstate.Authenticated(route_info(conn.route) or {}, round(elapsed * 1000, 1),
-                                                        ok.get("server_version") if isinstance(ok.get("server_version"), str) else None,
-                                                        expiry_of(ok.get("expires_at", record.get("ttl_expires_at")))))
+                                                        ok.get("server_version") if isinstance(ok.get("server_version"), str) else None))
 
                     def guard(fn: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
                         async def task() -> None:

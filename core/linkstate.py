@@ -92,7 +92,6 @@ class Authenticated:
     route: dict[str, Any]
     latency_ms: float
     server_version: str | None
-    expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -253,8 +252,7 @@ class LinkMachine:
             return Next(Do.IDLE)
         if isinstance(event, Dial):
             self.state, self.route, self.next_retry_at, self.replaced_by = LinkState.CONNECTING, None, None, None
-            if event.routes:
-                self.routes = list(event.routes)
+            self.routes = list(event.routes)
             self.server_version = event.server_version or self.server_version
             return Next(Do.DIAL)
         if isinstance(event, Authenticated):

@@ -29,6 +29,17 @@ from typing import Any, Protocol
 import trio
 
 from hermes_relay.agent import prober, transport
+from hermes_relay.agent.linkrecord import (  # noqa: F401  (owner_urls, pin_for, routes_for: re-exported)
+    expiry_of,
+    owner_urls,
+    paired_at,
+    pin_for,
+    record_expired,
+    route_info,
+    routes_for,
+    shares_route_or_pin,
+    token_of,
+)
 from hermes_relay.core import envelope, linkstate, wire
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -41,23 +52,11 @@ from hermes_relay.core.errors import (
     TransportError,
 )
 from hermes_relay.core.linkstate import Do, LinkMachine, LinkState, Next
-from hermes_relay.agent.linkrecord import (  # noqa: F401  (owner_urls, pin_for, routes_for, route_info: re-exported)
-    expiry_of,
-    owner_urls,
-    paired_at,
-    pin_for,
-    record_expired,
-    route_info,
-    routes_for,
-    shares_route_or_pin,
-    token_of,
-)
 from hermes_relay.core.routes import Route, host_port
 from hermes_relay.core.store import resolve_in
 
 log = logging.getLogger(__name__)
 INBOUND_BUFFER = 64  # envelopes waiting for the desktop service before the reader waits too
-STORE_WRITE_RETRY = 5.0  # while connected, unsaved credentials are retried this often
 
 
 class Signal:
@@ -127,6 +126,20 @@ class _Again(Exception):
     def __init__(self, reason: str, *, immediate: bool):
         super().__init__(reason)
         self.immediate = immediate
+
+
+def _stored_verdict(mark: dict[str, Any] | None) -> linkstate.VerdictStored | None:
+    """The verdict event for a mark from agent/marks.py (None: no mark, or one this version does not know)."""
+    if mark is None:
+        return None
+    try:
+        verdict = LinkState(mark.get("state"))
+    except ValueError:
+        log.warning("verdict_unknown state=%r (ignored)", mark.get("state"))
+        return None
+    error = mark.get("error") if isinstance(mark.get("error"), dict) else None
+    replaced_by = ((error or {}).get("data") or {}).get("replaced_by")
+    return linkstate.VerdictStored(verdict, error, replaced_by if isinstance(replaced_by, str) else None)
 
 
 # -- the desktop seam ---------------------------------------------------------------------------------
@@ -227,17 +240,15 @@ class RelayLink:
             if self._unsaved is not None and self._unsaved[0] == token:
                 await self._flush_unsaved()
                 if self._unsaved is not None:
-                    record = {**record, "token": self._unsaved[1]["session_token"],
+                    record = {**record, "token": self._unsaved[1].get("session_token") or token,
                               "refresh_token": self._unsaved[1].get("refresh_token") or record.get("refresh_token")}
                     token = record["token"]
             else:
                 self._unsaved = None  # re-paired meanwhile: the store's credentials are newer
             mark = await self.host.verdict(self.url, token)
-            if mark is not None:
-                error = mark.get("error") if isinstance(mark.get("error"), dict) else None
-                replaced_by = ((error or {}).get("data") or {}).get("replaced_by")
-                await self._follow(self._event(linkstate.VerdictStored(LinkState(mark["state"]), error,
-                                                                       replaced_by if isinstance(replaced_by, str) else None)))
+            stored = _stored_verdict(mark)
+            if stored is not None:
+                await self._follow(self._event(stored))
                 continue
             routes = routes_for(self.url, record)
             self._event(linkstate.Dial(tuple(route_info(r) for r in routes),  # type: ignore[misc]

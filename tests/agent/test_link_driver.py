@@ -285,3 +285,20 @@ async def test_a_failed_bearer_check_asks_the_relay_again(autojump_clock: trio.a
     await run_until(host, net, 1000.0, script=revoke)
     assert net.bearer_checks == approx([300.03, 600.04])  # connected at 0.02, each check dials one hop
     assert host.times(api.REVOKED) == approx([600.06])  # connect and auth hops after the refused check
+
+
+async def test_a_stored_verdict_is_shown_without_asking_the_relay(autojump_clock: trio.abc.Clock,
+                                                                  tmp_path: Path) -> None:
+    host, net = FakeHost(config(tmp_path), {"token": "T1"}), ScriptedNet({LAN})
+    error = {"code": "replaced", "message": "replaced", "data": {"replaced_by": TAIL}}
+    host.marks[(LAN, "T1")] = {"state": api.REPLACED, "error": error}
+    link = await run_until(host, net, 10.0)
+    assert net.connects == []
+    assert (link.snapshot()["state"], link.snapshot()["replaced_by"]) == (api.REPLACED, TAIL)
+
+
+async def test_a_verdict_this_version_does_not_know_is_ignored(autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
+    host, net = FakeHost(config(tmp_path), {"token": "T1"}), ScriptedNet({LAN})
+    host.marks[(LAN, "T1")] = {"state": "quarantined-by-a-future-version", "error": None}
+    link = await run_until(host, net, 10.0)
+    assert link.state == api.CONNECTED

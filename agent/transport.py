@@ -3,7 +3,10 @@
 This is the boundary where library exceptions (OSError, ssl, trio-websocket) become HermesErrors
 that say which step failed: refused, unknown host, timed out, TLS, pin mismatch, HTTP status at the
 upgrade (429 is RateLimitedError), or credentials rejected. Nothing above this module sees a library
-exception type.
+exception type, and only this module (and the relay) imports trio_websocket: a link holds a
+``Connection`` (send_text, get_message, ping, aclose) whose failures are ConnectionLostError, with the
+relay's close code in ``close_code(exc)``. The dial steps (``resolve``, ``connect_tcp``, ``start_tls``)
+are public so doctor can time each one.
 
 Certificates are trusted by pin, not by CA: the relay typically runs a self-signed certificate on a
 LAN or tailnet. The pin is checked right after the TLS handshake, before a single byte of HTTP (and

@@ -216,3 +216,11 @@ async def test_without_a_refresh_token_a_refused_token_is_revoked_and_kept(tmp_p
             assert agent.store.sessions()[relay.url]["token"] == "T1"
         relay.done.set()
         nursery.cancel_scope.cancel()
+
+
+def test_a_fresh_install_gets_one_device_id_shared_through_its_file(tmp_path: Path) -> None:
+    first = agent_for(tmp_path).device()["device_id"]
+    assert uuid.UUID(first).version == 4
+    path = agent_for(tmp_path).config.device_id_file
+    assert path.read_text().strip() == first and path.stat().st_mode & 0o777 == 0o600
+    assert agent_for(tmp_path).device()["device_id"] == first  # the next start (or another client) reads it

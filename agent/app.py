@@ -22,12 +22,13 @@ import trio
 
 from hermes_relay.agent import handlers, ipc_endpoint, pairing, prober
 from hermes_relay.agent.config import AgentConfig
+from hermes_relay.agent.credentials import Credentials
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.indicator import Indicator, summarize
 from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, owner_urls
 from hermes_relay.agent.marks import Marks, Pending
-from hermes_relay.core import fileio
+from hermes_relay.core import fileio, wire
 from hermes_relay.core.errors import StateError
 from hermes_relay.core.store import SessionStore, resolve_in
 
@@ -40,6 +41,7 @@ class Agent:
         self.store = SessionStore(config.sessions_file)
         self.marks = Marks(config.state_file)
         self.pending = Pending(config.state_file.with_name("hermes-relay-pending.json"))
+        self.credentials = Credentials(config.credentials_file)
         self.cache = prober.ReachabilityCache(config.probe_cache_ttl)
         self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat)
         self.links: dict[str, RelayLink] = {}
@@ -56,7 +58,8 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with ipc_endpoint.instance_lock(self.config.lock_file):
-            listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode)
+            listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode,
+                                                            nonce_timeout=self.config.ipc_nonce_timeout)
             self.ipc = listener
             self._endpoint_identity = _identity(self.config.socket_path)
             try:
@@ -190,7 +193,7 @@ class Agent:
                 "device_form_factor": "desktop",
                 "device_model": platform.machine() or "unknown",
                 "device_platform": sys.platform,
-                "supports": [],
+                "supports": {"typed_stream_events": True, "event_schema_version": 1},
             }
         return self._device
 
@@ -209,11 +212,37 @@ class Agent:
             log.warning("device_id_not_saved error=%s", exc)
         return new
 
-    def auth_payload(self, **credentials: Any) -> dict[str, Any]:
-        return {**self.device(), **credentials}
+    def auth_payload(self, record: dict[str, Any] | None = None, **credentials: Any) -> dict[str, Any]:
+        """The ``system/auth`` payload: this device, the name chosen for the pairing (``pair --name``,
+        stored as the record's ``device_name``) on every login, and the credentials."""
+        payload = dict(self.device())
+        name = (record or {}).get("device_name")
+        if isinstance(name, str) and name.strip():
+            payload["device_name"] = name.strip()[:wire.MAX_DEVICE_NAME]
+        return {**payload, **credentials}
 
-    def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
-                  used_token: str | None) -> None:
+    # -- the links' file access (agent/link.py LinkHost), in worker threads -------------------
+    async def read_sessions(self) -> dict[str, dict[str, Any]]:
+        return await trio.to_thread.run_sync(self.store.sessions)
+
+    async def verdict(self, url: str, token: str | None) -> dict[str, Any] | None:
+        return await trio.to_thread.run_sync(self.marks.get, url, token)
+
+    async def set_verdict(self, url: str, token: str | None, state: str, error: dict[str, Any], at: float) -> None:
+        await trio.to_thread.run_sync(self.marks.set, url, token, state, error, at)
+
+    async def refresh_token(self, url: str, token: str | None) -> str | None:
+        return await trio.to_thread.run_sync(self.credentials.refresh_token, url, token)
+
+    async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None:
+        await trio.to_thread.run_sync(self.credentials.save, url, token, refresh, at)
+
+    async def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
+                        used_token: str | None) -> None:
+        await trio.to_thread.run_sync(lambda: self.save_auth_sync(owner, route_url, ok, pin, used_token=used_token))
+
+    def save_auth_sync(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
+                       used_token: str | None) -> None:
         """Record what auth.ok told us (token rotation, expiry, grants) and the pin on first use.
 
         Only if the record still holds ``used_token``: a re-pairing that landed meanwhile is newer.

@@ -36,6 +36,7 @@ class AgentConfig:
     log_file: Path
     qr_secret_file: Path
     device_id_file: Path
+    credentials_file: Path
     ping_interval: float = 20.0  # keepalive; a silent link is declared dead within 2 intervals
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
@@ -43,10 +44,12 @@ class AgentConfig:
     upgrade_interval: float = 30.0  # while on a lower tier, probe higher tiers this often
     upgrade_hysteresis: float = 5.0  # a higher tier must answer twice this far apart before we move
     probe_timeout: float = 4.0
+    revocation_check_interval: float = 300.0  # while connected, a bearer check this often (relays that keep revoked sockets)
     probe_stagger: float = 0.25
     probe_cache_ttl: float = 60.0
     indicator_heartbeat: float = 30.0  # the route file is rewritten at least this often
     clock_check_interval: float = 5.0
+    ipc_nonce_timeout: float = 5.0  # a tcp-mode IPC client must send the endpoint's nonce this fast
     fence_interval: float = 60.0  # how often the agent checks its endpoint is still its own
     clock_jump_threshold: float = 10.0
     netwatch_debounce: float = 1.0
@@ -70,6 +73,7 @@ class AgentConfig:
             log_file=paths.agent_log_file(e),
             qr_secret_file=paths.qr_secret_file(e),
             device_id_file=paths.device_id_file(e),
+            credentials_file=paths.hermes_home(e) / "hermes-relay-credentials.json",
             ping_interval=_float_env(e, "HERMES_RELAY_PING_INTERVAL", 20.0),
             backoff_cap=_float_env(e, "HERMES_RELAY_BACKOFF_CAP", 30.0),
             upgrade_interval=_float_env(e, "HERMES_RELAY_UPGRADE_INTERVAL", 30.0),
@@ -78,6 +82,7 @@ class AgentConfig:
             probe_timeout=_float_env(e, "HERMES_RELAY_PROBE_TIMEOUT", 4.0),
             netwatch=e.get("HERMES_RELAY_NETWATCH", "1") != "0",
             fence_interval=_float_env(e, "HERMES_RELAY_FENCE_INTERVAL", 60.0),
+            revocation_check_interval=_float_env(e, "HERMES_RELAY_REVOCATION_CHECK_INTERVAL", 300.0),
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]

@@ -13,9 +13,9 @@ and the others ask only after it was accepted. A rejected token is therefore sen
 keeps repeated runs clear of the relay's failed-auth block (5 failures in 60 s block the address).
 No token is ever sent over a TLS connection whose certificate is not the pinned one.
 
-Like transport.py this is a boundary module: transport.dial does DNS, TCP and TLS in one call, so
-doctor dials step by step itself and turns OSError/ssl errors into step results here. The WebSocket
-upgrade and auth reuse transport's functions, so doctor sees what the links see.
+Every step is transport's own (``resolve``, ``connect_tcp``, ``start_tls``, ``open_websocket``,
+``authenticate``: the pieces ``transport.dial`` and ``transport.connect`` are made of), so doctor sees
+what the links see; this module only times each step and turns its OSError/ssl errors into step results.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from hermes_relay.core.errors import (
     TlsError,
     members,
 )
-from hermes_relay.core.pin import pinned_trust_context, spki_pin_from_der
 from hermes_relay.core.routes import Route, host_port
 
 if TYPE_CHECKING:
@@ -185,7 +184,7 @@ async def _check_relay(agent: Agent, owner: str, rec: dict[str, Any], checks: li
                 for i, check in enumerate(checks):
                     nursery.start_soon(_reach_guarded, agent, owner, rec, check, ws_nursery, conns, i)
             reached = sorted((i for i, c in enumerate(conns) if c is not None), key=lambda i: checks[i].route)
-            await _authenticate_all(agent, token, checks, conns, reached)
+            await _authenticate_all(agent, rec, token, checks, conns, reached)
         finally:
             for conn in conns:
                 if conn is not None:
@@ -193,7 +192,7 @@ async def _check_relay(agent: Agent, owner: str, rec: dict[str, Any], checks: li
             ws_nursery.cancel_scope.cancel()
 
 
-async def _authenticate_all(agent: Agent, token: str | None, checks: list[RouteCheck],
+async def _authenticate_all(agent: Agent, rec: dict[str, Any], token: str | None, checks: list[RouteCheck],
                             conns: list[transport.Connected | None], reached: list[int]) -> None:
     if token is None:
         for i in reached:
@@ -203,7 +202,7 @@ async def _authenticate_all(agent: Agent, token: str | None, checks: list[RouteC
     pending = list(reached)
     while pending:  # until one route gets a verdict on the credentials
         i = pending.pop(0)
-        verdict = await _auth(agent, token, checks[i], conns[i])
+        verdict = await _auth(agent, rec, token, checks[i], conns[i])
         if verdict == "rejected":
             for j in pending:
                 checks[j].skip("auth", f"not tried: the relay already rejected the token on {checks[i].route.url} "
@@ -212,17 +211,16 @@ async def _authenticate_all(agent: Agent, token: str | None, checks: list[RouteC
         if verdict == "ok":
             async with trio.open_nursery() as nursery:
                 for j in pending:
-                    nursery.start_soon(_auth, agent, token, checks[j], conns[j])
+                    nursery.start_soon(_auth, agent, rec, token, checks[j], conns[j])
             return
 
 
-async def _auth(agent: Agent, token: str, check: RouteCheck, conn: transport.Connected | None) -> str:
+async def _auth(agent: Agent, rec: dict[str, Any], token: str, check: RouteCheck, conn: transport.Connected | None) -> str:
     """Run the auth step on ``conn``: ``"ok"``, ``"rejected"`` or ``"error"`` (no verdict)."""
     assert conn is not None
-    dialed, ws = conn
     check.begin("auth")
     try:
-        ok = await transport.authenticate(ws, agent.auth_payload(session_token=token), timeout=AUTH_TIMEOUT,
+        ok = await transport.authenticate(conn, agent.auth_payload(rec, session_token=token), timeout=AUTH_TIMEOUT,
                                           url=check.route.url)
     except AuthRejectedError as exc:
         reason = str(exc.data.get("reason") or exc.message)
@@ -274,7 +272,7 @@ async def _reach(agent: Agent, owner: str, rec: dict[str, Any], check: RouteChec
         # Our own deadline, a little ahead of transport's: a cancelled upgrade comes back as a clean
         # cancellation here, whatever shape trio-websocket's nursery gives the timeout inside.
         with trio.move_on_after(timeout) as upgrade:
-            ws = await transport.open_websocket(ws_nursery, dialed, timeout=timeout + WS_TIMEOUT_MARGIN)
+            conn = await transport.open_websocket(ws_nursery, dialed, timeout=timeout + WS_TIMEOUT_MARGIN)
         if upgrade.cancelled_caught:
             raise ConnectTimeoutError("no answer to the upgrade")
     except RateLimitedError as exc:
@@ -293,26 +291,17 @@ async def _reach(agent: Agent, owner: str, rec: dict[str, Any], check: RouteChec
         check.end(FAIL, exc.message, fix=FIX_WS)
         return None
     check.end(OK, "WebSocket upgrade accepted")
-    return dialed, ws
+    return conn
 
 
-async def _dns(check: RouteCheck, host: str, port: int) -> list[tuple[int, Any]] | None:
+async def _dns(check: RouteCheck, host: str, port: int) -> list[transport.Address] | None:
     check.begin("dns")
     if not host:
         check.end(FAIL, f"{check.route.url} has no host", fix="pair again with a valid relay URL")
         return None
     try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        family = trio.socket.AF_INET6 if ip.version == 6 else trio.socket.AF_INET
-        sockaddr: Any = (host, port, 0, 0) if ip.version == 6 else (host, port)
-        check.end(OK, f"{host} is an IP address (no lookup)", addresses=[host])
-        return [(family, sockaddr)]
-    try:
         with trio.fail_after(DNS_TIMEOUT):
-            infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+            addrs = await transport.resolve(host, port)
     except trio.TooSlowError:
         check.end(FAIL, f"no DNS answer for {host} within {DNS_TIMEOUT:g}s", fix=FIX_DNS_SLOW)
         return None
@@ -320,28 +309,35 @@ async def _dns(check: RouteCheck, host: str, port: int) -> list[tuple[int, Any]]
         check.end(FAIL, f"cannot resolve {host}: {exc.strerror or exc}",
                   fix=f"check the host name ({host}) is right and resolvable on this network, or pair with its IP address")
         return None
-    addrs: list[tuple[int, Any]] = []
-    for family, _, _, _, sockaddr in infos:
-        if (family, sockaddr) not in addrs:
-            addrs.append((family, sockaddr))
     shown = [str(a[1][0]) for a in addrs]
-    check.end(OK, f"{host} → {', '.join(shown[:MAX_ADDRESSES])}", addresses=shown)
+    if _is_ip(host):
+        check.end(OK, f"{host} is an IP address (no lookup)", addresses=shown)
+    else:
+        check.end(OK, f"{host} → {', '.join(shown[:MAX_ADDRESSES])}", addresses=shown)
     return addrs[:MAX_ADDRESSES]
 
 
-async def _tcp(check: RouteCheck, addrs: list[tuple[int, Any]], timeout: float) -> trio.SocketStream | None:
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _tcp(check: RouteCheck, addrs: list[transport.Address], timeout: float) -> trio.SocketStream | None:
     check.begin("tcp")
     port = addrs[0][1][1]
     errors: list[tuple[str, OSError]] = []
     try:
         with trio.fail_after(timeout):
-            stream, address = await _connect_any(addrs, errors)
+            won = await transport.connect_tcp(addrs, errors)
     except trio.TooSlowError:
-        tried = ", ".join(_fmt(a[1]) for a in addrs)
+        tried = ", ".join(transport.format_address(a[1]) for a in addrs)
         check.end(FAIL, f"no answer from {tried} within {timeout:g}s", fix=FIX_TIMEOUT,
                   detail="; ".join(f"{a}: {_strerror(e)}" for a, e in errors) or None, error="timeout")
         return None
-    if stream is None:
+    if won is None:
         detail = "; ".join(f"{a}: {_strerror(e)}" for a, e in errors)
         if any(isinstance(e, ConnectionRefusedError) for _, e in errors):
             check.end(FAIL, f"connection refused on port {port}", detail=detail if len(errors) > 1 else None,
@@ -352,68 +348,15 @@ async def _tcp(check: RouteCheck, addrs: list[tuple[int, Any]], timeout: float) 
         else:
             check.end(FAIL, f"cannot connect: {detail}", fix=FIX_TIMEOUT, error="os_error")
         return None
+    stream, address = won
     check.address = address
     check.end(OK, f"connected to {address}")
     return stream
 
 
-async def _connect_any(addrs: list[tuple[int, Any]],
-                       errors: list[tuple[str, OSError]]) -> tuple[trio.SocketStream | None, str | None]:
-    """Try the addresses staggered (the next starts after a failure or CONNECT_STAGGER); first wins."""
-    won: list[tuple[trio.SocketStream, str]] = []
-
-    async def attempt(family: int, sockaddr: Any, failed: trio.Event, scope: trio.CancelScope) -> None:
-        try:
-            sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
-        except OSError as exc:  # e.g. no IPv6 on this host
-            errors.append((_fmt(sockaddr), exc))
-            failed.set()
-            return
-        try:
-            await sock.connect(sockaddr)
-        except OSError as exc:
-            sock.close()
-            errors.append((_fmt(sockaddr), exc))
-            failed.set()
-            return
-        except BaseException:
-            sock.close()
-            raise
-        if won:
-            sock.close()
-            return
-        won.append((trio.SocketStream(sock), _fmt(sockaddr)))
-        scope.cancel()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            for family, sockaddr in addrs:
-                failed = trio.Event()
-                nursery.start_soon(attempt, family, sockaddr, failed, nursery.cancel_scope)
-                with trio.move_on_after(CONNECT_STAGGER):
-                    await failed.wait()
-    except BaseException:  # the overall deadline: a connection won at that instant must not leak
-        for stream, _ in won:
-            await trio.aclose_forcefully(stream)
-        raise
-    return won[0] if won else (None, None)
-
-
 def _strerror(exc: OSError) -> str:
     # trio's connect error reads "Error connecting to ('h', p): <strerror>"; the address is shown already.
     return os.strerror(exc.errno) if exc.errno else str(exc)
-
-
-def _reason(exc: BaseException) -> str:
-    text, inner = str(exc), exc.__cause__ or exc.__context__
-    if inner is not None and str(inner) and str(inner) not in text:
-        return f"{text} ({inner})" if text else str(inner)
-    return text or type(exc).__name__
-
-
-def _fmt(sockaddr: Any) -> str:
-    host, port = sockaddr[0], sockaddr[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 async def _tls(check: RouteCheck, owner: str, rec: dict[str, Any], stream: trio.SocketStream, host: str,
@@ -423,25 +366,15 @@ async def _tls(check: RouteCheck, owner: str, rec: dict[str, Any], stream: trio.
         check.skip("tls", "plain ws:// (no TLS)")
         return stream, None
     check.begin("tls")
-    tls = trio.SSLStream(stream, pinned_trust_context(), server_hostname=host, https_compatible=True)
     try:
         with trio.fail_after(timeout):
-            await tls.do_handshake()
-        der = tls.getpeercert(binary_form=True)
-        if not der:
-            raise TlsError("the relay presented no certificate")
-        presented = spki_pin_from_der(der)
+            tls, presented = await transport.start_tls(stream, host)  # closes the stream on any failure
     except trio.TooSlowError:
-        await trio.aclose_forcefully(stream)
         check.end(FAIL, f"no TLS handshake within {timeout:g}s", fix=FIX_TLS)
         return None, None
     except (ssl.SSLError, trio.BrokenResourceError, OSError, TlsError) as exc:
-        await trio.aclose_forcefully(stream)
-        check.end(FAIL, f"TLS handshake failed: {_reason(exc)}", fix=FIX_TLS)
+        check.end(FAIL, f"TLS handshake failed: {transport.describe(exc)}", fix=FIX_TLS)
         return None, None
-    except BaseException:  # cancelled by the overall deadline: close before leaving
-        await trio.aclose_forcefully(stream)
-        raise
     recorded = pin_for(owner, rec, route.url)
     if recorded and recorded != presented:
         await trio.aclose_forcefully(tls)
@@ -458,7 +391,8 @@ async def _tls(check: RouteCheck, owner: str, rec: dict[str, Any], stream: trio.
 
 # -- reporting ---------------------------------------------------------------------------------------
 _LINK_STATUS = {api.CONNECTED: OK, api.CONNECTING: WARN, api.BACKOFF: WARN, api.RATE_LIMITED: WARN,
-                api.REVOKED: FAIL, api.EXPIRED: FAIL, api.PIN_MISMATCH: FAIL, api.NOT_PAIRED: WARN}
+                api.REVOKED: FAIL, api.EXPIRED: FAIL, api.REPLACED: FAIL, api.PIN_MISMATCH: FAIL,
+                api.NOT_PAIRED: WARN}
 
 
 def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck]) -> dict[str, Any]:

@@ -90,10 +90,12 @@ def private_dir(path: Path) -> None:
 class IpcListener:
     """A bound IPC listener plus the check each accepted connection must pass."""
 
-    def __init__(self, listener: trio.SocketListener, path: str, nonce: bytes | None):
+    def __init__(self, listener: trio.SocketListener, path: str, nonce: bytes | None, *,
+                 nonce_timeout: float = NONCE_TIMEOUT):
         self.listener = listener
         self.path = path
         self.nonce = nonce
+        self.nonce_timeout = nonce_timeout
         self.clients: trio.Nursery | None = None  # one task per connected client (set by serve_ipc)
 
     async def admit(self, stream: trio.SocketStream) -> bool:
@@ -101,7 +103,7 @@ class IpcListener:
         if self.nonce is None:
             return peer_allowed(stream)
         got = b""
-        with trio.move_on_after(NONCE_TIMEOUT):
+        with trio.move_on_after(self.nonce_timeout):
             while len(got) < len(self.nonce):
                 chunk = await stream.receive_some(len(self.nonce) - len(got))
                 if not chunk:
@@ -110,14 +112,14 @@ class IpcListener:
         return hmac.compare_digest(got, self.nonce)
 
 
-async def open_ipc_listener(path: str, mode: str) -> IpcListener:
+async def open_ipc_listener(path: str, mode: str, *, nonce_timeout: float = NONCE_TIMEOUT) -> IpcListener:
     """Bind the agent's endpoint; call only under the instance lock."""
     if mode == "tcp":
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=LISTEN_BACKLOG)
         listener = listeners[0]
         nonce = endpoint.new_nonce()
         endpoint.write(Path(path), listener.socket.getsockname()[1], nonce, os.getpid())
-        return IpcListener(listener, path, nonce)
+        return IpcListener(listener, path, nonce, nonce_timeout=nonce_timeout)
     sock = bind_unix_socket(path)
     return IpcListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), path, None)
 

@@ -1,30 +1,46 @@
-"""One paired relay kept connected: probe → connect → auth → keepalive → (drop) → backoff → repeat.
+"""One paired relay kept connected: the trio driver over the state machine in core/linkstate.py.
 
-Failure classes and what each does (the pairing in the store is never deleted here):
-- network errors and timeouts: back off with full jitter (1 s doubling to 30 s), retry; a network
-  change, a wall-clock jump or ``reload`` skips the wait;
-- ``auth.fail`` on the stored token: try the refresh token once, then record a verdict (revoked, or
-  expired when the session's TTL has passed) and stop, so we never trip the relay's per-IP block;
-- HTTP 429: wait out the block (Retry-After, else the relay's longest block);
-- certificate pin mismatch: record a verdict and stop until ``pin accept`` or a new pairing.
+``core/linkstate.py`` decides (states, transitions, backoff, verdicts, hysteresis; its header has the
+table of what happens on a network change). This module does the I/O and reports each outcome to it
+as an event: store reads and writes (in worker threads, so a held store lock never freezes the
+agent), route races and auth (agent/transport.py), and, while connected, these tasks:
 
-While connected: a WebSocket ping every ``ping_interval`` (a link that does not answer within one
-interval is dead, so silence is detected within two), an immediate ping on a network change, and
-while on a lower-priority route, probes of the higher tiers (periodically and on every change); the
-link moves up only after the higher tier answers twice ``upgrade_hysteresis`` apart.
+- keepalive: a WebSocket ping every ``ping_interval`` (at once, with the probe timeout, on a network
+  change); a link that does not answer is dead;
+- reader: decodes each envelope; answers ``system/ping``; hands every non-system envelope to the
+  desktop service (``serve_link``), which runs beside it and can never take the link down;
+- upgrade watch (on a lower-priority route): probes of the higher tiers, with hysteresis;
+- expiry watch: when the stored expiry passes, authenticate again (the relay decides: a refresh, or
+  the verdict "expired"), so ``connected`` is never shown beside an expired session;
+- revocation check: every ``revocation_check_interval`` a bearer ``GET /sessions``; 401/403 means the
+  relay no longer accepts the token although it kept the socket open: authenticate again.
+
+A refused token is retried once with the refresh token (the agent's own copy in agent/credentials.py,
+else the store's); only when both are refused is a verdict recorded. The pairing is never deleted here.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
-import trio_websocket
 
 from hermes_relay.agent import prober, transport
-from hermes_relay.core import api, backoff
+from hermes_relay.agent.linkrecord import (  # noqa: F401  (owner_urls, pin_for, routes_for: re-exported)
+    expiry_of,
+    owner_urls,
+    paired_at,
+    pin_for,
+    record_expired,
+    route_info,
+    routes_for,
+    shares_route_or_pin,
+    token_of,
+)
+from hermes_relay.core import envelope, linkstate, wire
 from hermes_relay.core.errors import (
     AuthRejectedError,
     ConnectionLostError,
@@ -34,108 +50,147 @@ from hermes_relay.core.errors import (
     RateLimitedError,
     StateError,
     TransportError,
-    UsageError,
 )
-from hermes_relay.core.routes import Route, host_port, make_routes, normalize_relay_url
+from hermes_relay.core.linkstate import Do, LinkMachine, LinkState, Next
+from hermes_relay.core.routes import Route, host_port
 from hermes_relay.core.store import resolve_in
 
-if TYPE_CHECKING:
-    from hermes_relay.agent.app import Agent
-
 log = logging.getLogger(__name__)
+INBOUND_BUFFER = 64  # envelopes waiting for the desktop service before the reader waits too
 
 
 class Signal:
-    """A re-armable broadcast: ``fire`` wakes every current waiter."""
+    """A re-armable broadcast: ``fire`` wakes every current waiter.
+
+    ``generation`` counts the fires, so a task that must not miss one between deciding to wait and
+    waiting (the link records its verdict in a worker thread first) waits with ``wait(since=...)``.
+    """
 
     def __init__(self) -> None:
         self._event = trio.Event()
+        self.generation = 0
 
     def fire(self) -> None:
+        self.generation += 1
         self._event.set()
         self._event = trio.Event()
 
-    async def wait(self) -> None:
+    async def wait(self, since: int | None = None) -> None:
+        if since is not None and self.generation != since:
+            await trio.lowlevel.checkpoint()
+            return
         await self._event.wait()
 
 
-class _Reconnect(Exception):
-    """Leave the current connection on purpose: a better route (at once), or the relay closed us with
-    4001 (after the usual backoff delay, so a relay that keeps doing it cannot cause a hot loop)."""
+class LinkHost(Protocol):
+    """What a link needs from the agent (agent/app.py's Agent provides it). File access is async:
+    the agent runs it in worker threads, so a held lock or a slow disk never blocks the event loop."""
+
+    config: Any  # AgentConfig: timings, wall_clock, rng
+    cache: prober.ReachabilityCache
+    desktop: Any  # agent/desktop/service.py DesktopService: serve_link(port, inbound)
+
+    async def read_sessions(self) -> dict[str, dict[str, Any]]: ...
+
+    async def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
+                        used_token: str | None) -> None: ...
+
+    async def verdict(self, url: str, token: str | None) -> dict[str, Any] | None: ...
+
+    async def set_verdict(self, url: str, token: str | None, state: str, error: dict[str, Any], at: float) -> None: ...
+
+    async def refresh_token(self, url: str, token: str | None) -> str | None: ...
+
+    async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None: ...
+
+    def publish(self, link: RelayLink) -> None: ...
+
+    def auth_payload(self, record: dict[str, Any] | None = None, **credentials: Any) -> dict[str, Any]: ...
+
+
+class Net(Protocol):
+    """The network calls a link makes (agent/transport.py; scripted in tests)."""
+
+    async def connect(self, nursery: trio.Nursery, route: Route, *, expected_pin: str | None,
+                      timeout: float = ...) -> Any: ...
+
+    async def authenticate(self, conn: Any, payload: dict[str, Any], *, timeout: float = ...,
+                           url: str = "") -> dict[str, Any]: ...
+
+    async def discard(self, conn: Any) -> None: ...
+
+    async def dial(self, route: Route, *, expected_pin: str | None, timeout: float = ...) -> Any: ...
+
+    async def resolve(self, host: str, port: int) -> list[Any]: ...
+
+    async def http_request(self, dialed: Any, method: str, path: str, *, token: str | None = None,
+                           body: dict[str, Any] | None = None, timeout: float = ...) -> tuple[int, Any]: ...
+
+
+class _Again(Exception):
+    """Leave the connection on purpose and authenticate again: at once (a better route, expiry, a failed
+    bearer check) or after the usual delay (the relay closed us with CLOSE_AUTH_FAILED, so a relay that
+    keeps doing it cannot cause a hot loop)."""
 
     def __init__(self, reason: str, *, immediate: bool):
         super().__init__(reason)
         self.immediate = immediate
 
 
-def routes_for(url: str, record: dict[str, Any]) -> list[Route]:
-    """The owner URL plus every alternate route of the pairing, in strict priority order."""
-    candidates: list[tuple[str, str | None, int | None]] = []
-    for cand in record.get("route_candidates") or []:
-        if isinstance(cand, dict):
-            relay = cand.get("relay") if isinstance(cand.get("relay"), dict) else {}
-            c_url = relay.get("url") or cand.get("url")
-            prio = cand.get("priority")
-            if isinstance(c_url, str):
-                candidates.append((c_url, cand.get("role") if isinstance(cand.get("role"), str) else None,
-                                   prio if isinstance(prio, int) and not isinstance(prio, bool) else None))
-        elif isinstance(cand, str):
-            candidates.append((cand, None, None))
-    if url not in [c[0] for c in candidates]:
-        role = record.get("endpoint_role") if isinstance(record.get("endpoint_role"), str) else None
-        candidates.insert(0, (url, role, 0 if not candidates else None))
-    # Other clients write this file too: a URL we cannot use is skipped, never fatal.
-    return make_routes([c for c in candidates if _usable(c[0])])
-
-
-def _usable(url: str) -> bool:
-    try:
-        normalize_relay_url(url)
-        host_port(url)
-    except (UsageError, ValueError):
-        log.warning("route_unusable url=%r", url)
-        return False
-    return True
-
-
-def pin_for(owner: str, record: dict[str, Any], url: str) -> str | None:
-    if url == owner:
-        pin = record.get("cert_pin_sha256")
-    else:
-        pins = record.get("route_cert_pins") if isinstance(record.get("route_cert_pins"), dict) else {}
-        pin = pins.get(url)
-    return pin if isinstance(pin, str) and pin else None
-
-
-def route_info(route: Route | None) -> dict[str, Any] | None:
-    if route is None:
+def _stored_verdict(mark: dict[str, Any] | None) -> linkstate.VerdictStored | None:
+    """The verdict event for a mark from agent/marks.py (None: no mark, or one this version does not know)."""
+    if mark is None:
         return None
-    return {"url": route.url, "role": route.role, "label": route.label, "priority": route.priority}
+    try:
+        verdict = LinkState(mark.get("state"))
+    except ValueError:
+        log.warning("verdict_unknown state=%r (ignored)", mark.get("state"))
+        return None
+    error = mark.get("error") if isinstance(mark.get("error"), dict) else None
+    replaced_by = ((error or {}).get("data") or {}).get("replaced_by")
+    return linkstate.VerdictStored(verdict, error, replaced_by if isinstance(replaced_by, str) else None)
 
 
-class RelayLink:
-    def __init__(self, agent: Agent, url: str):
-        self.agent = agent
-        self.config = agent.config
+# -- the desktop seam ---------------------------------------------------------------------------------
+class _Port:
+    """agent/desktop/service.py's LinkPort over one authenticated connection."""
+
+    def __init__(self, url: str, conn: transport.Connection):
         self.url = url
-        self.state = api.CONNECTING
-        self.route: Route | None = None
-        self.routes: list[Route] = []
-        self.since: float | None = None
-        self.latency_ms: float | None = None
-        self.attempts = 0
-        self.last_error: dict[str, Any] | None = None
-        self.next_retry_at: float | None = None
-        self.server_version: str | None = None
+        self.route_url = conn.route.url
+        self._conn = conn
+
+    async def send(self, message: dict[str, Any]) -> None:
+        env = envelope.Envelope(str(message.get("channel") or ""), str(message.get("type") or ""),
+                                message.get("payload") or {}, str(message.get("id") or uuid.uuid4()))
+        await self._conn.send_text(env.encode())
+
+
+# -- the driver ---------------------------------------------------------------------------------------
+class RelayLink:
+    def __init__(self, host: LinkHost, url: str, *, net: Net = transport):  # type: ignore[assignment]
+        self.host = host
+        self.net = net
+        self.config = host.config
+        self.url = url
+        self.machine = LinkMachine(url, backoff_base=self.config.backoff_base, backoff_cap=self.config.backoff_cap,
+                                   stable_after=self.config.stable_after,
+                                   rate_limit_wait=transport.RATE_LIMIT_DEFAULT_WAIT, rng=self.config.rng)
         self.wake_signal = Signal()  # skip the backoff wait / leave a stopped state to re-check
+        self._woken_at = 0  # wake_signal.generation when the last event was handled
         self.net_signal = Signal()  # the network changed: check the link and the higher tiers now
         self.cancel_scope = trio.CancelScope()
         # Credentials the relay issued that could not be written to the store yet (disk full, lock
         # held): (token they replace, auth.ok payload, route URL, pin). Used instead of the stale
         # stored ones, so a failed write cannot turn a refresh into a revoked pairing.
         self._unsaved: tuple[str | None, dict[str, Any], str, str | None] | None = None
+        self._published: linkstate.LinkSnapshot | None = None
 
     # -- public --------------------------------------------------------------------------------
+    @property
+    def state(self) -> LinkState:
+        return self.machine.state
+
     def wake(self) -> None:
         self.wake_signal.fire()
 
@@ -144,12 +199,7 @@ class RelayLink:
         self.wake_signal.fire()
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "url": self.url, "state": self.state, "route": route_info(self.route), "since": self.since,
-            "latency_ms": self.latency_ms, "attempts": self.attempts, "last_error": self.last_error,
-            "next_retry_at": self.next_retry_at, "routes": [route_info(r) for r in self.routes],
-            "server_version": self.server_version,
-        }
+        return self.machine.snapshot().to_wire()
 
     async def run(self) -> None:
         with self.cancel_scope:
@@ -158,222 +208,369 @@ class RelayLink:
                     await self._loop()
                 except Exception as exc:  # supervision point: one broken pairing never stops the agent
                     log.exception("link_crashed url=%s", self.url)
-                    wait = self.config.backoff_cap
-                    self._set(api.BACKOFF, route=None, since=None, next_retry_at=self._now() + wait, last_error={
+                    await self._follow(self._event(linkstate.Crashed({
                         "code": "internal_error", "message": f"agent error while keeping {self.url}: {exc!r}",
-                        "data": {"hint": "see `hermes-relay agent logs`; the link retries by itself"}})
-                    await self._sleep_or_wake(wait)
+                        "data": {"hint": "see `hermes-relay agent logs`; the link retries by itself"}})))
+
+    # -- state ---------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return float(self.config.wall_clock())
+
+    def _event(self, event: linkstate.Event) -> Next:
+        self._woken_at = self.wake_signal.generation  # a wake-up from here on ends the next wait
+        nxt = self.machine.handle(event, self._now())
+        shown = self.machine.snapshot()
+        if shown != self._published:  # watchers see changes, not every step that changed nothing
+            self._published = shown
+            self.host.publish(self)
+        return nxt
+
+    async def _follow(self, nxt: Next) -> None:
+        if nxt.do is Do.WAIT:
+            with trio.move_on_after(nxt.delay):
+                await self.wake_signal.wait(since=self._woken_at)
+        elif nxt.do is Do.WAIT_FULL:
+            await trio.sleep(nxt.delay)  # a rate-limit block does not end sooner because the network changed
+        elif nxt.do is Do.IDLE:
+            await self.wake_signal.wait(since=self._woken_at)
 
     # -- the loop ------------------------------------------------------------------------------
-    def _set(self, state: str, **fields: Any) -> None:
-        self.state = state
-        for key, value in fields.items():
-            setattr(self, key, value)
-        self.agent.publish(self)
-
-    def _now(self) -> float:
-        return self.config.wall_clock()
-
-    async def _sleep_or_wake(self, seconds: float) -> None:
-        with trio.move_on_after(seconds):
-            await self.wake_signal.wait()
-
     async def _loop(self) -> None:
-        delays = self._delays()
         while True:
             try:
-                found = resolve_in(self.agent.store.sessions(), self.url)
+                sessions = await self.host.read_sessions()
             except StateError as exc:
-                self._set(api.BACKOFF, last_error=exc.to_wire(), route=None, next_retry_at=self._now() + 30)
-                await self._sleep_or_wake(30)
+                await self._follow(self._event(linkstate.StoreUnreadable(exc.to_wire())))
                 continue
+            found = resolve_in(sessions, self.url)
             if found is None:
-                self._set(api.NOT_PAIRED, route=None, last_error=None)
-                await self.wake_signal.wait()
+                await self._follow(self._event(linkstate.Unpaired()))
                 continue
             _, record = found
-            token = record.get("token") if isinstance(record.get("token"), str) else None
+            token = token_of(record)
             if self._unsaved is not None and self._unsaved[0] == token:
-                self._flush_unsaved()
+                await self._flush_unsaved()
                 if self._unsaved is not None:
-                    record = {**record, "token": self._unsaved[1]["session_token"],
+                    record = {**record, "token": self._unsaved[1].get("session_token") or token,
                               "refresh_token": self._unsaved[1].get("refresh_token") or record.get("refresh_token")}
                     token = record["token"]
             else:
                 self._unsaved = None  # re-paired meanwhile: the store's credentials are newer
-            self.routes = routes_for(self.url, record)
-            self.server_version = record.get("server_version")
-            mark = self.agent.marks.get(self.url, token)
-            if mark is not None:
-                self._set(mark["state"], route=None, last_error=mark.get("error"), next_retry_at=None, since=None)
-                await self.wake_signal.wait()
+            mark = await self.host.verdict(self.url, token)
+            stored = _stored_verdict(mark)
+            if stored is not None and stored.verdict is LinkState.REVOKED:
+                # Pairing again under another URL makes the relay refuse this token before the new
+                # pairing reaches the store; once it has, the refusal reads as what it was.
+                replaced_by = await self._replaced_by(record, routes_for(self.url, record), sessions)
+                if replaced_by:
+                    error = self._replaced_error(replaced_by)
+                    await self._mark(token, LinkState.REPLACED, error)
+                    stored = linkstate.VerdictStored(LinkState.REPLACED, error, replaced_by)
+            if stored is not None:
+                await self._follow(self._event(stored))
                 continue
-            self._set(api.CONNECTING, route=None, next_retry_at=None)
+            routes = routes_for(self.url, record)
+            self._event(linkstate.Dial(tuple(route_info(r) for r in routes),  # type: ignore[misc]
+                                       record.get("server_version") if isinstance(record.get("server_version"), str) else None))
             connected_at: list[float] = []
             try:
-                await self._session(record, token, connected_at)
-            except _Reconnect as why:
+                await self._session(record, routes, token, connected_at)
+            except _Again as why:
                 log.info("link_reconnect url=%s reason=%s", self.url, why)
                 if why.immediate:
-                    delays = self._delays()
-                    continue
-                delay = next(delays)
-                self._set(api.BACKOFF, last_error=None, route=None, since=None, next_retry_at=self._now() + delay)
-                await self._sleep_or_wake(delay)
-                continue
+                    self._event(linkstate.Reauthenticate(str(why)))
+                else:
+                    await self._follow(self._event(linkstate.SessionEnded(str(why))))
             except PinMismatchError as exc:
                 log.warning("link_pin_mismatch url=%s expected=%s got=%s", self.url, exc.expected, exc.got)
-                self.agent.marks.set(self.url, token, api.PIN_MISMATCH, exc.to_wire(), self._now())
-                continue
+                await self._mark(token, LinkState.PIN_MISMATCH, exc.to_wire())
+                await self._follow(self._event(linkstate.PinChanged(exc.to_wire())))
             except AuthRejectedError as exc:
-                verdict = api.EXPIRED if _expired(record, self._now()) else api.REVOKED
-                log.warning("link_credentials_rejected url=%s verdict=%s", self.url, verdict)
-                self.agent.marks.set(self.url, token, verdict, exc.to_wire(), self._now())
-                continue
+                expired = record_expired(record, self._now())
+                replaced_by = None if expired else await self._replaced_by(record, routes, sessions)
+                error = exc.to_wire()
+                if replaced_by:
+                    error = self._replaced_error(replaced_by)
+                verdict = linkstate.verdict_for(expired=expired, replaced_by=replaced_by)
+                log.warning("link_credentials_rejected url=%s verdict=%s", self.url, verdict.value)
+                await self._mark(token, verdict, error)  # recorded before anyone is shown it
+                await self._follow(self._event(linkstate.Rejected(error, expired, replaced_by)))
             except RateLimitedError as exc:
-                wait = exc.retry_after or transport.RATE_LIMIT_DEFAULT_WAIT
-                self.attempts += 1
-                self._set(api.RATE_LIMITED, last_error=exc.to_wire(), route=None, next_retry_at=self._now() + wait)
-                with trio.move_on_after(wait):
-                    await trio.sleep_forever()  # the block does not end sooner because the network changed
-                continue
+                await self._follow(self._event(linkstate.Limited(exc.to_wire(), exc.retry_after)))
             except (TransportError, ProtocolError) as exc:
-                if connected_at and trio.current_time() - connected_at[0] >= self.config.stable_after:
-                    delays = self._delays()
-                delay = next(delays)
-                self.attempts += 1
-                log.info("link_down url=%s error=%s retry_in=%.1fs", self.url, exc.message, delay)
-                self._set(api.BACKOFF, last_error=exc.to_wire(), route=None, since=None,
-                          next_retry_at=self._now() + delay)
-                await self._sleep_or_wake(delay)
+                up_for = trio.current_time() - connected_at[0] if connected_at else None
+                nxt = self._event(linkstate.Dropped(exc.to_wire(), up_for))
+                log.info("link_down url=%s error=%s retry_in=%.1fs", self.url, exc.message, nxt.delay)
+                await self._follow(nxt)
 
-    def _flush_unsaved(self) -> None:
+    def _replaced_error(self, replaced_by: str) -> dict[str, Any]:
+        return {"code": "replaced", "message": f"{self.url}: replaced by a newer pairing ({replaced_by})",
+                "data": {"replaced_by": replaced_by, "hint": f"this relay is paired as {replaced_by}; "
+                         f"remove the old pairing with `hermes-relay forget {self.url}`"}}
+
+    async def _mark(self, token: str | None, verdict: LinkState, error: dict[str, Any]) -> None:
+        """Record a verdict beside the token, so a restarted agent does not ask the relay again."""
+        try:
+            await self.host.set_verdict(self.url, token, verdict.value, error, self._now())
+        except (StateError, OSError) as exc:  # shown now; only a restart asks the relay again
+            log.error("verdict_not_saved url=%s error=%s", self.url, exc)
+
+    async def _flush_unsaved(self) -> None:
         """Write what the last auth.ok said to the store; on failure keep it for the next try."""
         if self._unsaved is None:
             return
         used, ok, route_url, pin = self._unsaved
         try:
-            self.agent.save_auth(self.url, route_url, ok, pin, used_token=used)
+            await self.host.save_auth(self.url, route_url, ok, pin, used_token=used)
         except (StateError, OSError) as exc:
             log.error("store_write_failed url=%s error=%s (kept in memory, retried)", self.url, exc)
             return
-        self._unsaved = None
+        if self._unsaved is not None and self._unsaved[1] is ok:
+            self._unsaved = None
 
-    def _delays(self):
-        return backoff.full_jitter(base=self.config.backoff_base, cap=self.config.backoff_cap, rng=self.config.rng)
+    async def _keep_refresh(self, token: str, refresh: str | None) -> None:
+        """Keep the refresh token of session ``token`` in the agent's own file."""
+        if not refresh:
+            return
+        try:
+            await self.host.keep_refresh_token(self.url, token, refresh, self._now())
+        except (StateError, OSError) as exc:
+            log.error("credentials_write_failed url=%s error=%s", self.url, exc)
 
-    async def _session(self, record: dict[str, Any], token: str | None, connected_at: list[float]) -> None:
+    # -- one connection ------------------------------------------------------------------------
+    async def _session(self, record: dict[str, Any], routes: list[Route], token: str | None,
+                       connected_at: list[float]) -> None:
         if not token:
             raise AuthRejectedError(f"no token stored for {self.url}", hint="pair again with `hermes-relay pair`")
         failure: list[BaseException] = []
-        conns: list[transport.Connected] = []
+        conns: list[transport.Connection] = []
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    won = await self._race(nursery, self.routes, record)
-                    dialed, ws = won.value
+                    won = await self._race(nursery, routes, record)
                     conns.append(won.value)
-                    try:
-                        ok = await transport.authenticate(ws, self.agent.auth_payload(session_token=token), url=dialed.route.url)
-                    except AuthRejectedError:
-                        await transport.discard(won.value)
-                        refreshed, ok = await self._refresh(nursery, record, dialed.route)
-                        conns.append(refreshed)
-                        ws = refreshed[1]
-                    self._unsaved = (token, ok, dialed.route.url, dialed.pin)
-                    self._flush_unsaved()
+                    conn, ok, used = await self._authenticate(nursery, won.value, record, token, conns)
+                    new_token = ok.get("session_token") if isinstance(ok.get("session_token"), str) else None
+                    self._unsaved = (token, ok, conn.route.url, conn.dialed.pin)
+                    await self._flush_unsaved()
+                    session_token = new_token or used
+                    refresh = ok.get("refresh_token") if isinstance(ok.get("refresh_token"), str) else None
+                    if refresh is None and used == token:
+                        stored = record.get("refresh_token")
+                        refresh = stored if isinstance(stored, str) and stored else None
+                    await self._keep_refresh(session_token, refresh)
                     connected_at.append(trio.current_time())
-                    self.attempts = 0
-                    log.info("link_up url=%s route=%s latency_ms=%.0f", self.url, dialed.route.url, dialed.elapsed * 1000)
-                    self._set(api.CONNECTED, route=dialed.route, since=self._now(), latency_ms=round(dialed.elapsed * 1000, 1),
-                              last_error=None, server_version=ok.get("server_version") or self.server_version)
+                    elapsed = conn.dialed.elapsed
+                    log.info("link_up url=%s route=%s latency_ms=%.0f", self.url, conn.route.url, elapsed * 1000)
+                    self._event(linkstate.Authenticated(route_info(conn.route) or {}, round(elapsed * 1000, 1),
+                                                        ok.get("server_version") if isinstance(ok.get("server_version"), str) else None))
 
                     def guard(fn: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
                         async def task() -> None:
                             try:
                                 await fn(*args)
-                            except (HermesError, _Reconnect) as exc:
+                            except (HermesError, _Again) as exc:
                                 failure.append(exc)
                                 nursery.cancel_scope.cancel()
                         return task
 
-                    nursery.start_soon(guard(self._keepalive, ws))
-                    nursery.start_soon(guard(self._reader, ws))
-                    higher = [r for r in self.routes if r.priority < dialed.route.priority]
+                    inbound_send, inbound_receive = trio.open_memory_channel[dict[str, Any]](INBOUND_BUFFER)
+                    nursery.start_soon(self._desktop, _Port(self.url, conn), inbound_receive)
+                    nursery.start_soon(guard(self._keepalive, conn))
+                    nursery.start_soon(guard(self._reader, conn, inbound_send))
+                    expires_at = expiry_of(ok["expires_at"]) if "expires_at" in ok else expiry_of(record.get("ttl_expires_at"))
+                    if expires_at is not None and expires_at > self._now():
+                        nursery.start_soon(guard(self._expiry_watch, expires_at))
+                    nursery.start_soon(guard(self._revocation_watch, conn.route, record, session_token))
+                    higher = [r for r in routes if r.priority < conn.route.priority]
                     if higher:
                         nursery.start_soon(guard(self._upgrade_watch, higher, record))
-                except (HermesError, _Reconnect) as exc:
+                except (HermesError, _Again) as exc:
                     failure.append(exc)
                     nursery.cancel_scope.cancel()
         finally:
-            for conn in conns:
-                await transport.discard(conn)
+            for c in conns:
+                await self.net.discard(c)
         if failure:
             raise failure[0]
         raise ConnectionLostError(f"{self.url}: connection ended")
 
+    async def _authenticate(self, nursery: trio.Nursery, conn: transport.Connection, record: dict[str, Any],
+                            token: str, conns: list[transport.Connection]) -> tuple[transport.Connection, dict[str, Any], str]:
+        """auth.ok on ``conn`` with the token, else on a fresh connection with the refresh token.
+        Returns (connection, auth.ok payload, the credential that was accepted)."""
+        try:
+            ok = await self.net.authenticate(conn, self.host.auth_payload(record, session_token=token), url=conn.route.url)
+            return conn, ok, token
+        except AuthRejectedError:
+            await self.net.discard(conn)
+            refresh = await self.host.refresh_token(self.url, token)
+            if refresh is None and isinstance(record.get("refresh_token"), str) and record["refresh_token"]:
+                refresh = record["refresh_token"]
+            if refresh is None:
+                raise AuthRejectedError(f"{self.url} rejected the stored session token",
+                                        hint="the session was revoked or expired: pair again with `hermes-relay pair`") from None
+        fresh = await self.net.connect(nursery, conn.route, expected_pin=pin_for(self.url, record, conn.route.url),
+                                        timeout=self.config.probe_timeout)
+        conns.append(fresh)
+        ok = await self.net.authenticate(fresh, self.host.auth_payload(record, refresh_token=refresh), url=conn.route.url)
+        log.info("link_token_refreshed url=%s", self.url)
+        return fresh, ok, refresh
+
     async def _race(self, nursery: trio.Nursery, routes: list[Route], record: dict[str, Any], *,
-                    use_cache: bool = True) -> prober.Won[transport.Connected]:
-        async def connect(route: Route) -> transport.Connected:
-            return await transport.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
+                    use_cache: bool = True) -> prober.Won[transport.Connection]:
+        async def connect(route: Route) -> transport.Connection:
+            return await self.net.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
                                            timeout=self.config.probe_timeout)
 
-        return await prober.race(routes, connect, transport.discard, stagger=self.config.probe_stagger,
-                                 timeout=self.config.probe_timeout, cache=self.agent.cache if use_cache else None)
+        return await prober.race(routes, connect, self.net.discard, stagger=self.config.probe_stagger,
+                                 timeout=self.config.probe_timeout, cache=self.host.cache if use_cache else None)
 
-    async def _refresh(self, nursery: trio.Nursery, record: dict[str, Any],
-                       route: Route) -> tuple[transport.Connected, dict[str, Any]]:
-        """The stored token was refused: try the refresh token once on the same route."""
-        refresh = record.get("refresh_token")
-        if not isinstance(refresh, str) or not refresh:
-            raise AuthRejectedError(f"{self.url} rejected the stored session token",
-                                    hint="the session was revoked or expired: pair again with `hermes-relay pair`")
-        conn = await transport.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
-                                       timeout=self.config.probe_timeout)
-        try:
-            ok = await transport.authenticate(conn[1], self.agent.auth_payload(refresh_token=refresh), url=route.url)
-        except AuthRejectedError:
-            await transport.discard(conn)
-            raise
-        log.info("link_token_refreshed url=%s", self.url)
-        return conn, ok
-
-    async def _keepalive(self, ws: trio_websocket.WebSocketConnection) -> None:
+    # -- while connected -----------------------------------------------------------------------
+    async def _keepalive(self, conn: transport.Connection) -> None:
         interval = self.config.ping_interval
         while True:
             limit = interval
             with trio.move_on_after(interval):
                 await self.net_signal.wait()
                 limit = min(interval, self.config.probe_timeout)  # the network changed: is this path alive?
-            self._flush_unsaved()
+            await self._flush_unsaved()
             started = trio.current_time()
             try:
                 with trio.fail_after(limit):
-                    await ws.ping()
+                    await conn.ping()
             except trio.TooSlowError:
                 raise ConnectionLostError(f"{self.url}: no keepalive answer within {limit:g}s (link is silent)") from None
-            except trio_websocket.ConnectionClosed as exc:
+            except ConnectionLostError as exc:
                 raise self._closed(exc) from None
-            self.latency_ms = round((trio.current_time() - started) * 1000, 1)
+            self.machine.measured(round((trio.current_time() - started) * 1000, 1))
 
-    async def _reader(self, ws: trio_websocket.WebSocketConnection) -> None:
-        while True:
+    async def _reader(self, conn: transport.Connection, inbound: trio.MemorySendChannel[dict[str, Any]]) -> None:
+        async with inbound:
+            while True:
+                try:
+                    message = await conn.get_message()
+                except ConnectionLostError as exc:
+                    raise self._closed(exc) from None
+                try:
+                    env = envelope.decode(message, max_size=wire.MAX_WS_MESSAGE)
+                except ProtocolError as exc:
+                    log.debug("link_message_malformed url=%s bytes=%d error=%s", self.url, len(message), exc.message)
+                    continue
+                if env.channel == envelope.SYSTEM:
+                    if env.type == "ping":
+                        ts = env.payload.get("ts")
+                        pong = envelope.Envelope(envelope.SYSTEM, "pong",
+                                                 {"ts": ts if ts is not None else int(self._now() * 1000)}, env.id)
+                        await conn.send_text(pong.encode())
+                    else:
+                        log.debug("link_system_message url=%s type=%s", self.url, env.type)
+                    continue
+                try:
+                    await inbound.send({"channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload})
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    log.debug("link_message_dropped url=%s channel=%s type=%s (desktop service gone)",
+                              self.url, env.channel, env.type)
+
+    async def _desktop(self, port: _Port, inbound: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        """The desktop service for this connection; its failure is logged, never the link's."""
+        async with inbound:
             try:
-                message = await ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                raise self._closed(exc) from None
-            log.debug("link_message url=%s bytes=%d", self.url, len(message))
+                await self.host.desktop.serve_link(port, inbound)
+            except Exception:
+                log.exception("desktop_service_failed url=%s (the link stays up)", self.url)
 
-    def _closed(self, exc: trio_websocket.ConnectionClosed) -> Exception:
-        if exc.reason is not None and exc.reason.code == 4001:
-            # The relay ended this session (revoked, rotated or replaced): ask it again at once;
-            # only its auth.fail, not this close, decides that the pairing is gone.
-            return _Reconnect(f"relay closed the session ({transport.close_text(exc)})", immediate=False)
-        return ConnectionLostError(f"{self.url}: the relay closed the connection ({transport.close_text(exc)})")
+    def _closed(self, exc: ConnectionLostError) -> Exception:
+        if transport.close_code(exc) == wire.CLOSE_AUTH_FAILED:
+            # The relay ended this session (revoked, rotated or replaced): ask it again after the
+            # usual delay; only its auth.fail, not this close, decides that the pairing is gone.
+            return _Again(f"relay closed the session ({transport.close_text(exc)})", immediate=False)
+        return exc
 
-    async def _probe(self, routes: list[Route], record: dict[str, Any]) -> prober.Won[transport.Connected] | None:
+    async def _expiry_watch(self, expires_at: float) -> None:
+        """Authenticate again once the wall clock passes the session's expiry (re-checked, so a
+        suspend/resume that jumps past it is noticed within ``clock_check_interval``)."""
+        while (left := expires_at - self._now()) > 0:
+            await trio.sleep(min(left, self.config.clock_check_interval))
+        raise _Again("the session's expiry passed: asking the relay again", immediate=True)
+
+    async def _revocation_watch(self, route: Route, record: dict[str, Any], token: str) -> None:
+        """A bearer check every ``revocation_check_interval``: relays that keep a revoked session's
+        socket open still refuse its token over HTTP."""
+        while True:
+            await trio.sleep(self.config.revocation_check_interval)
+            status = await self._bearer_status(route, record, token)
+            if status in (401, 403):
+                raise _Again(f"the relay refused the session token (HTTP {status}): asking it again", immediate=True)
+
+    async def _bearer_status(self, route: Route, record: dict[str, Any], token: str) -> int | None:
+        """The HTTP status of ``GET /sessions`` with ``token`` on ``route`` (None: no answer)."""
+        try:
+            dialed = await self.net.dial(route, expected_pin=pin_for(self.url, record, route.url),
+                                          timeout=self.config.probe_timeout)
+            try:
+                status, _ = await self.net.http_request(dialed, "GET", "/sessions", token=token,
+                                                         timeout=self.config.probe_timeout)
+            finally:
+                await dialed.aclose()
+        except HermesError as exc:
+            log.debug("bearer_check_failed url=%s error=%s", route.url, exc.message)
+            return None
+        return status
+
+    async def _replaced_by(self, record: dict[str, Any], routes: list[Route],
+                           sessions: dict[str, dict[str, Any]]) -> str | None:
+        """The newer pairing, stored under another URL, of this same relay: pairing this device again
+        made the relay replace this session. "Same relay" is decided without sending anything: a
+        shared route URL or certificate pin, or the same port on an address both URLs resolve to
+        (a token is never sent to a relay it was not issued by)."""
+        mine = paired_at(record)
+        newer = sorted(((u, r) for u, r in sessions.items() if u != self.url and token_of(r) and paired_at(r) >= mine),
+                       key=lambda item: -paired_at(item[1]))
+        for other_url, other in newer:
+            theirs = routes_for(other_url, other)
+            if shares_route_or_pin(self.url, record, routes, other_url, other, theirs):
+                return other_url
+            if await self._share_an_address(routes, theirs):
+                return other_url
+        return None
+
+    async def _share_an_address(self, mine: list[Route], theirs: list[Route]) -> bool:
+        async def addresses(route: Route) -> set[tuple[str, int]]:
+            host, port = host_port(route.url)
+            with trio.move_on_after(self.config.probe_timeout):
+                try:
+                    return {(str(sockaddr[0]), port) for _, sockaddr in await self.net.resolve(host, port)}
+                except OSError:
+                    pass
+            return set()
+
+        for a in mine:
+            for b in theirs:
+                if a.secure == b.secure and host_port(a.url)[1] == host_port(b.url)[1]:
+                    if await addresses(a) & await addresses(b):
+                        return True
+        return False
+
+    async def _upgrade_watch(self, higher: list[Route], record: dict[str, Any]) -> None:
+        upgrade = linkstate.Upgrade(self.config.upgrade_interval, self.config.upgrade_hysteresis)
+        while True:
+            wait, network_cuts_short = upgrade.next_wait()
+            with trio.move_on_after(wait):
+                if network_cuts_short:
+                    await self.net_signal.wait()
+                else:
+                    await trio.sleep_forever()
+            won = await self._probe(higher, record)
+            if won is not None:
+                self.host.cache.record(won.route.url, True)
+            if upgrade.observe(won is not None):
+                assert won is not None
+                raise _Again(f"moving up to {won.route.label} {won.route.url}", immediate=True)
+
+    async def _probe(self, routes: list[Route], record: dict[str, Any]) -> prober.Won[transport.Connection] | None:
         """Is one of ``routes`` answering right now? (uncached; the connection is closed again)"""
-        result: list[prober.Won[transport.Connected]] = []
+        result: list[prober.Won[transport.Connection]] = []
         async with trio.open_nursery() as nursery:
             try:
                 won = await self._race(nursery, routes, record, use_cache=False)
@@ -381,36 +578,7 @@ class RelayLink:
                 log.debug("upgrade_probe_failed url=%s error=%s", self.url, exc.message)
             else:
                 result.append(won)
-                await transport.discard(won.value)
+                await self.net.discard(won.value)
             nursery.cancel_scope.cancel()
         return result[0] if result else None
-
-    async def _upgrade_watch(self, higher: list[Route], record: dict[str, Any]) -> None:
-        confirmations = 0
-        while True:
-            if confirmations:
-                # Hysteresis: a second answer a full interval later, whatever the network does
-                # meanwhile, so a route that flaps during a Wi-Fi join is not chosen.
-                await trio.sleep(self.config.upgrade_hysteresis)
-            else:
-                with trio.move_on_after(self.config.upgrade_interval):
-                    await self.net_signal.wait()
-            won = await self._probe(higher, record)
-            if won is None:
-                confirmations = 0
-                continue
-            self.agent.cache.record(won.route.url, True)
-            confirmations += 1
-            if confirmations >= 2:
-                raise _Reconnect(f"moving up to {won.route.label} {won.route.url}", immediate=True)
-
-
-def _expired(record: dict[str, Any], now: float) -> bool:
-    exp = record.get("ttl_expires_at")
-    return isinstance(exp, (int, float)) and not isinstance(exp, bool) and exp <= now
-
-
-def owner_urls(sessions: dict[str, dict[str, Any]]) -> list[str]:
-    """Every record that has a token (one link each); alternate routes are not separate links."""
-    return [url for url, rec in sessions.items() if isinstance(rec.get("token"), str) and rec.get("token")]
 

@@ -3,7 +3,10 @@
 This is the boundary where library exceptions (OSError, ssl, trio-websocket) become HermesErrors
 that say which step failed: refused, unknown host, timed out, TLS, pin mismatch, HTTP status at the
 upgrade (429 is RateLimitedError), or credentials rejected. Nothing above this module sees a library
-exception type.
+exception type, and only this module (and the relay) imports trio_websocket: a link holds a
+``Connection`` (send_text, get_message, ping, aclose) whose failures are ConnectionLostError, with the
+relay's close code in ``close_code(exc)``. The dial steps (``resolve``, ``connect_tcp``, ``start_tls``)
+are public so doctor can time each one.
 
 Certificates are trusted by pin, not by CA: the relay typically runs a self-signed certificate on a
 LAN or tailnet. The pin is checked right after the TLS handshake, before a single byte of HTTP (and
@@ -12,11 +15,13 @@ so before any token) is sent.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import socket
 import ssl
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +29,7 @@ import h11
 import trio
 import trio_websocket
 
-from hermes_relay.core import envelope
+from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import (
     members,
     AmbiguousError,
@@ -52,13 +57,20 @@ AUTH_TIMEOUT = 15.0  # first reply to system/auth
 HTTP_TIMEOUT = 10.0
 MAX_HTTP_BODY = 4 << 20
 log = logging.getLogger(__name__)
-RATE_LIMIT_DEFAULT_WAIT = 300.0
+RATE_LIMIT_DEFAULT_WAIT = 300.0  # the reference relay's longest block, when a 429 does not say
 # Our relay refuses auth on a socket opened before its address was blocked with this reason and
 # close code 1013; the reference relay blocks at the upgrade (HTTP 429) only.
 RATE_LIMIT_REASON_PREFIX = "Too many failed authentication attempts"
-CLOSE_TRY_AGAIN_LATER = 1013  # the reference relay's longest block when it does not say
 SILENT_HOST_HINT = ("nothing answered at all: the host is off or asleep, a firewall drops the packets, or the address "
                     "is not reachable from this network; run `hermes-relay doctor` for step-by-step checks")
+
+
+class OSErrorGroup(OSError):
+    """Every address of a host failed; ``exceptions`` are the failures (``_leaves`` reads them)."""
+
+    def __init__(self, message: str, exceptions: list[OSError]):
+        super().__init__(message)
+        self.exceptions = exceptions
 
 
 @dataclass
@@ -76,6 +88,90 @@ class Dialed:
                 await self.stream.aclose()
 
 
+Address = tuple[int, Any]  # (socket family, sockaddr)
+CONNECT_STAGGER = 0.25  # the next address is tried after a failure or this long (RFC 8305's default)
+
+
+async def resolve(host: str, port: int) -> list[Address]:
+    """The addresses of ``host`` in resolver order, without a lookup for an IP literal. Raises OSError."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if ip.version == 6:
+            return [(trio.socket.AF_INET6, (host, port, 0, 0))]
+        return [(trio.socket.AF_INET, (host, port))]
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    addrs: list[Address] = []
+    for family, _, _, _, sockaddr in infos:
+        if (family, sockaddr) not in addrs:
+            addrs.append((family, sockaddr))
+    return addrs
+
+
+def format_address(sockaddr: Any) -> str:
+    host, port = sockaddr[0], sockaddr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+async def connect_tcp(addrs: list[Address], errors: list[tuple[str, OSError]]) -> tuple[trio.SocketStream, str] | None:
+    """Try ``addrs`` staggered (the next starts after a failure or CONNECT_STAGGER); the first to connect
+    wins and the rest are cancelled. Each failure is appended to ``errors``; None when all failed."""
+    won: list[tuple[trio.SocketStream, str]] = []
+
+    async def attempt(family: int, sockaddr: Any, failed: trio.Event, scope: trio.CancelScope) -> None:
+        try:
+            sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+        except OSError as exc:  # e.g. no IPv6 on this host
+            errors.append((format_address(sockaddr), exc))
+            failed.set()
+            return
+        try:
+            await sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            errors.append((format_address(sockaddr), exc))
+            failed.set()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        if won:
+            sock.close()
+            return
+        won.append((trio.SocketStream(sock), format_address(sockaddr)))
+        scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for family, sockaddr in addrs:
+                failed = trio.Event()
+                nursery.start_soon(attempt, family, sockaddr, failed, nursery.cancel_scope)
+                with trio.move_on_after(CONNECT_STAGGER):
+                    await failed.wait()
+    except BaseException:  # cancelled from outside: a connection won at that instant must not leak
+        for stream, _ in won:
+            await trio.aclose_forcefully(stream)
+        raise
+    return won[0] if won else None
+
+
+async def start_tls(stream: trio.abc.Stream, host: str) -> tuple[trio.SSLStream[trio.abc.Stream], str]:
+    """The TLS handshake over ``stream`` and the certificate pin it presented. On any failure the
+    stream is closed and the error raised (ssl.SSLError, trio.BrokenResourceError, OSError, TlsError)."""
+    tls = trio.SSLStream(stream, pinned_trust_context(), server_hostname=host, https_compatible=True)
+    try:
+        await tls.do_handshake()
+        der = tls.getpeercert(binary_form=True)
+        if not der:
+            raise TlsError("the relay presented no certificate")
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return tls, spki_pin_from_der(der)
+
+
 async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_TIMEOUT) -> Dialed:
     """Open TCP (and TLS for wss) to ``route``. A wss pin that differs from ``expected_pin`` refuses."""
     host, port = host_port(route.url)
@@ -83,20 +179,15 @@ async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_
     stream: trio.abc.Stream
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(host, port)
+            errors: list[tuple[str, OSError]] = []
+            won = await connect_tcp(await resolve(host, port), errors)
+            if won is None:
+                failures = [e for _, e in errors]
+                raise failures[0] if len(failures) == 1 else OSErrorGroup("cannot connect", failures)
+            stream = won[0]
             pin = None
             if route.secure:
-                tls = trio.SSLStream(stream, pinned_trust_context(), server_hostname=host, https_compatible=True)
-                try:
-                    await tls.do_handshake()
-                except BaseException:
-                    await trio.aclose_forcefully(stream)
-                    raise
-                der = tls.getpeercert(binary_form=True)
-                if not der:
-                    await trio.aclose_forcefully(tls)
-                    raise TlsError(f"{route.url} presented no certificate")
-                pin = spki_pin_from_der(der)
+                tls, pin = await start_tls(stream, host)
                 if expected_pin and pin != expected_pin:
                     await trio.aclose_forcefully(tls)
                     raise PinMismatchError(route.url, expected_pin, pin)
@@ -104,6 +195,8 @@ async def dial(route: Route, *, expected_pin: str | None, timeout: float = DIAL_
     except trio.TooSlowError:
         raise ConnectTimeoutError(f"{route.url}: no answer within {timeout:g}s (host down, firewalled or black-holed)",
                                   hint=SILENT_HOST_HINT) from None
+    except TlsError as exc:
+        raise TlsError(f"{route.url}: {exc.message}") from None
     except HermesError:
         raise
     except (ssl.SSLError, trio.BrokenResourceError) as exc:
@@ -123,6 +216,11 @@ def _reason(exc: BaseException) -> str:
     inner = exc.__cause__ or exc.__context__
     text = str(exc) or type(exc).__name__
     return f"{text} ({inner})" if inner is not None and str(inner) not in text else text
+
+
+def describe(exc: BaseException) -> str:
+    """A library exception in one line, with its cause when that adds something (for step reports)."""
+    return _reason(exc)
 
 
 def _os_error(url: str, host: str, port: int, exc: OSError) -> TransportError:
@@ -145,13 +243,13 @@ def _leaves(exc: BaseException) -> list[BaseException]:
         if e is None or e in out:
             continue
         out.append(e)
-        if isinstance(e, BaseExceptionGroup):
+        if isinstance(e, (BaseExceptionGroup, OSErrorGroup)):
             todo.extend(e.exceptions)
         todo.extend([e.__cause__, e.__context__])
     return out
 
 
-async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: float = HANDSHAKE_TIMEOUT) -> trio_websocket.WebSocketConnection:
+async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: float = HANDSHAKE_TIMEOUT) -> Connection:
     """Run the WebSocket upgrade over ``dialed``; the connection lives in a task of ``nursery``.
 
     trio-websocket raises a rejected upgrade (e.g. HTTP 429) from its reader task, i.e. into the
@@ -160,7 +258,7 @@ async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: floa
     HermesError, and nothing the reader task does later can take the caller's nursery down.
     """
     ws: trio_websocket.WebSocketConnection = await nursery.start(_host_websocket, dialed, timeout)
-    return ws
+    return Connection(dialed, ws)
 
 
 async def _host_websocket(dialed: Dialed, timeout: float, *,
@@ -172,7 +270,7 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
         async with trio.open_nursery() as own:
             with trio.fail_after(timeout):
                 ws = await trio_websocket.wrap_client_stream(
-                    own, dialed.stream, f"{host}:{port}", path, max_message_size=envelope.MAX_ENVELOPE
+                    own, dialed.stream, f"{host}:{port}", path, max_message_size=wire.MAX_WS_MESSAGE
                 )
             task_status.started(ws)
             started = True
@@ -186,6 +284,84 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
             return
         await dialed.aclose()
         raise _handshake_error(dialed.route.url, leaves, timeout) from None
+
+
+def close_code(exc: ConnectionLostError) -> int | None:
+    """The relay's close code behind ``exc`` (None: no close frame, or not a close)."""
+    code = exc.data.get("close_code")
+    return code if isinstance(code, int) else None
+
+
+def _close_words(code: int | None, reason: str) -> str:
+    return "no close frame" if code is None else f"code {code}{': ' + reason if reason else ''}"
+
+
+def close_text(exc: ConnectionLostError) -> str:
+    return _close_words(close_code(exc), str(exc.data.get("reason") or ""))
+
+
+def closed_error(url: str, code: int | None, reason: str) -> ConnectionLostError:
+    """The relay closed the WebSocket: a ConnectionLostError whose data carries the close code."""
+    return ConnectionLostError(f"{url}: the relay closed the connection ({_close_words(code, reason)})",
+                               data={"close_code": code, "reason": reason})
+
+
+class Connection:
+    """One WebSocket to a relay. Sends are serialised; every failure is a ConnectionLostError (its
+    ``close_code(exc)`` says how the relay closed)."""
+
+    def __init__(self, dialed: Dialed, ws: trio_websocket.WebSocketConnection):
+        self.dialed = dialed
+        self._ws = ws
+        self._send_lock = trio.Lock()
+
+    @property
+    def route(self) -> Route:
+        return self.dialed.route
+
+    def __iter__(self) -> Iterator[Any]:
+        """Unpacks as ``(dialed, connection)`` for callers written against the older pair."""
+        return iter((self.dialed, self))
+
+    def _closed(self, exc: trio_websocket.ConnectionClosed) -> ConnectionLostError:
+        reason = exc.reason
+        return closed_error(self.route.url, reason.code if reason is not None else None,
+                            (reason.reason or "") if reason is not None else "")
+
+    async def send_text(self, text: str) -> None:
+        async with self._send_lock:
+            try:
+                await self._ws.send_message(text)
+            except trio_websocket.ConnectionClosed as exc:
+                raise self._closed(exc) from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ConnectionLostError(f"{self.route.url}: the connection is closed ({exc!r})") from None
+
+    async def get_message(self) -> str | bytes:
+        try:
+            message: str | bytes = await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        return message
+
+    async def ping(self) -> None:
+        try:
+            await self._ws.ping()
+        except trio_websocket.ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionLostError(f"{self.route.url}: the connection is closed ({exc!r})") from None
+
+    async def aclose(self) -> None:
+        """Close the WebSocket, then the stream under it: trio-websocket leaves the socket open when
+        the peer closed first, so the stream is always closed explicitly."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(1):
+                try:
+                    await self._ws.aclose()
+                except Exception:  # already broken: nothing left to close politely
+                    pass
+        await self.dialed.aclose()
 
 
 def _handshake_error(url: str, leaves: list[BaseException], timeout: float) -> HermesError:
@@ -212,31 +388,19 @@ def _handshake_error(url: str, leaves: list[BaseException], timeout: float) -> H
                           hint="is this port a Hermes relay? (wrong port or wrong scheme)")
 
 
-Connected = tuple[Dialed, trio_websocket.WebSocketConnection]
+Connected = Connection
 
 
 async def connect(nursery: trio.Nursery, route: Route, *, expected_pin: str | None,
-                  timeout: float = DIAL_TIMEOUT) -> Connected:
+                  timeout: float = DIAL_TIMEOUT) -> Connection:
     """Dial and upgrade: a route counts as reachable only once a relay has answered the upgrade, so a
     port that accepts TCP and then stays silent (a black hole, a dead proxy) loses the race."""
     dialed = await dial(route, expected_pin=expected_pin, timeout=timeout)
-    return dialed, await open_websocket(nursery, dialed, timeout=timeout)
+    return await open_websocket(nursery, dialed, timeout=timeout)
 
 
-async def close_ws(ws: trio_websocket.WebSocketConnection) -> None:
-    with trio.CancelScope(shield=True):
-        with trio.move_on_after(1):
-            try:
-                await ws.aclose()
-            except Exception:  # already broken: nothing left to close politely
-                pass
-
-
-async def discard(conn: Connected) -> None:
-    """Close the WebSocket, then the stream under it: trio-websocket leaves the socket open when the
-    peer closed first, so the stream is always closed explicitly."""
-    await close_ws(conn[1])
-    await conn[0].aclose()
+async def discard(conn: Connection) -> None:
+    await conn.aclose()
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -249,14 +413,14 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-async def authenticate(ws: trio_websocket.WebSocketConnection, payload: dict[str, Any], *,
+async def authenticate(conn: Connection, payload: dict[str, Any], *,
                        timeout: float = AUTH_TIMEOUT, url: str = "") -> dict[str, Any]:
     """Send ``system/auth`` and return the ``auth.ok`` payload, or raise AuthRejectedError/transport errors."""
     try:
-        await ws.send_message(envelope.Envelope(envelope.SYSTEM, envelope.AUTH, payload).encode())
+        await conn.send_text(envelope.Envelope(envelope.SYSTEM, envelope.AUTH, payload).encode())
         with trio.fail_after(timeout):
             while True:
-                reply = envelope.decode(await ws.get_message())
+                reply = envelope.decode(await conn.get_message(), max_size=wire.MAX_WS_MESSAGE)
                 if reply.channel != envelope.SYSTEM:
                     continue
                 if reply.type == envelope.AUTH_OK:
@@ -269,26 +433,16 @@ async def authenticate(ws: trio_websocket.WebSocketConnection, payload: dict[str
     except trio.TooSlowError:
         raise ConnectTimeoutError(f"{url}: no auth reply within {timeout:g}s",
                                   hint="the relay may be overloaded; it will be retried") from None
-    except trio_websocket.ConnectionClosed as exc:
-        reason = exc.reason
-        if reason is not None and reason.code == CLOSE_TRY_AGAIN_LATER:
-            raise RateLimitedError(reason.reason or "") from None
-        if reason is not None and reason.code == 4001:
-            raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {reason.reason or 'auth failed'}",
-                                    data={"reason": reason.reason or ""}) from None
-        raise ConnectionLostError(f"{url}: the relay closed the connection during auth ({_close_text(reason)})") from None
+    except ConnectionLostError as exc:
+        reason = str(exc.data.get("reason") or "")
+        if close_code(exc) == wire.CLOSE_TRY_AGAIN_LATER:
+            raise RateLimitedError(reason) from None
+        if close_code(exc) == wire.CLOSE_AUTH_FAILED:
+            raise AuthRejectedError(f"{url or 'relay'} rejected the credentials: {reason or 'auth failed'}",
+                                    data={"reason": reason}) from None
+        raise ConnectionLostError(f"{url}: the relay closed the connection during auth ({close_text(exc)})") from None
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{url}: the relay sent a malformed auth reply: {exc.message}") from None
-
-
-def _close_text(reason: Any) -> str:
-    if reason is None:
-        return "no close frame"
-    return f"code {reason.code}{': ' + reason.reason if reason.reason else ''}"
-
-
-def close_text(exc: trio_websocket.ConnectionClosed) -> str:
-    return _close_text(exc.reason)
 
 
 async def http_request(dialed: Dialed, method: str, path: str, *, token: str | None = None,

@@ -22,12 +22,12 @@ API except in ``status`` with ``reveal_tokens=True``.
                  (store order, then relays only the agent knows), so ``status`` reads no file
   RelayState = {url, state, route: RouteInfo | None, since, latency_ms, attempts,
                 last_error: {code, message, data: {hint?, ...}} | None, next_retry_at, routes: [RouteInfo],
-                server_version, token_prefix, token?: str (only with reveal_tokens),
-                desktop: DesktopSummary | None}
-  DesktopSummary = {tools_advertised: int, policy: <access_mode>, policy_error: str | None,
+                server_version, replaced_by: URL | None (state "replaced": the newer pairing),
+                token_prefix, token?: str (only with reveal_tokens), desktop: DesktopSummary | None}
+  DesktopSummary = {tools_advertised: int, policy: <access_mode>, policy_label: str, policy_error: str | None,
                     calls_today: int, last_call: {tool, ok, ts} | None, pending_approvals: int}
   RouteInfo = {url, role, label, priority}
-  state is one of STATES below.
+  state is one of STATES below (core/linkstate.LinkState; its module header says what changes them).
 
 ``pair.start`` {url?: str, code?: str, invite?: str, device_name?: str}
   Notifies ``pair.progress`` {kind: "info"|"probe"|"pick"|"warn", line: str, route?: RouteInfo,
@@ -101,11 +101,12 @@ CONNECTED = "connected"
 BACKOFF = "backoff"  # waiting before the next attempt after a network failure
 REVOKED = "revoked"  # the relay rejected the stored credentials; needs a new pairing
 EXPIRED = "expired"  # the session's TTL ran out; needs a new pairing
+REPLACED = "replaced"  # a newer pairing of the same relay (under another URL) replaced this session
 PIN_MISMATCH = "pin_mismatch"  # the certificate changed; needs `hermes-relay pin accept URL`
 RATE_LIMITED = "rate_limited"  # HTTP 429: waiting out the relay's block
 NOT_PAIRED = "not_paired"  # the record was removed from the store while the link ran
 STOPPED = "stopped"  # the agent stopped cleanly (route indicator only)
-STATES = (CONNECTING, CONNECTED, BACKOFF, REVOKED, EXPIRED, PIN_MISMATCH, RATE_LIMITED, NOT_PAIRED)
+STATES = (CONNECTING, CONNECTED, BACKOFF, REVOKED, EXPIRED, REPLACED, PIN_MISMATCH, RATE_LIMITED, NOT_PAIRED)
 
 # Route indicator labels (the shell prompt shows these).
 OFFLINE = "offline"

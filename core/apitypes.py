@@ -77,6 +77,17 @@ class RelayState(_RelayStateBase, total=False):
     replaced_by: str | None  # state "replaced": the newer pairing of the same relay
 
 
+class StoreProblem(TypedDict):
+    url: str
+    problem: str
+
+
+class UnsavedPairing(TypedDict):
+    url: str
+    since: float | None
+    error: str | None
+
+
 class AgentInfo(TypedDict):
     pid: int
     version: str
@@ -88,6 +99,8 @@ class AgentInfo(TypedDict):
     tasks: int
     ipc_clients: int
     open_files: int | None
+    store_problems: list[StoreProblem]  # records skipped as malformed, and why
+    unsaved_pairings: list[UnsavedPairing]  # pairings held by the agent until the store can be written
 
 
 class PairedRelay(TypedDict):
@@ -115,6 +128,7 @@ class PairStartParams(TypedDict, total=False):
     code: str
     invite: str
     device_name: str
+    ignore_signature: bool
 
 
 class _PairProgressBase(TypedDict):
@@ -139,6 +153,7 @@ class PairReply(TypedDict):
     verify_note: str
     attempts: list[dict[str, Any]]
     store: str
+    device_name: str | None
 
 
 class DevicesListReply(TypedDict):

@@ -122,3 +122,44 @@ def test_hot_paths_import_only_their_listed_modules(argv: str, tmp_path: Path) -
     loaded = {name for name in done.stdout.split() if not name.startswith("_cython_")}  # msgpack's runtime
     assert f"hermes_relay.cli.commands.{argv}" in loaded  # the probe ran the command
     assert loaded - HOT_PATH_ALLOWED[argv] == set()
+
+
+PACKAGE_ROOT = CORE_DIR.parent
+WEBSOCKET_BOUNDARY = {PACKAGE_ROOT / "agent" / "transport.py"}
+
+
+def imports_of(source: str, filename: str, package: str) -> list[str]:
+    """``line: module`` for every import of top-level package ``package``, at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [f"{node.lineno}: {name}" for name in names if name.split(".")[0] == package]
+    return found
+
+
+def _package_modules() -> list[Path]:
+    """Every module outside the relay (relay/ serves WebSockets itself and may import the library)."""
+    found: set[Path] = set()
+    for name in ("agent", "cli", "core", "packaging"):
+        if (PACKAGE_ROOT / name).is_dir():
+            found.update((PACKAGE_ROOT / name).rglob("*.py"))
+    return sorted(found)
+
+
+def test_the_websocket_library_is_found_where_it_is_used() -> None:
+    transport = (PACKAGE_ROOT / "agent" / "transport.py").read_text(encoding="utf-8")
+    assert imports_of(transport, "transport.py", "trio_websocket")
+    assert len(_package_modules()) >= 40
+
+
+@pytest.mark.parametrize("module", _package_modules(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_only_transport_and_the_relay_import_trio_websocket(module: Path) -> None:
+    """One error boundary: trio_websocket's exceptions never reach code above agent/transport.py."""
+    if module in WEBSOCKET_BOUNDARY:
+        return
+    assert imports_of(module.read_text(encoding="utf-8"), str(module), "trio_websocket") == []

@@ -91,7 +91,7 @@ async def test_rate_limited_link_waits_out_the_block(relay_factory, tmp_path: Pa
         with trio.move_on_after(0.5):
             again = await _until(states, api.CONNECTING)
             raise AssertionError(f"retried during the block: {again}")
-        assert link.attempts == attempts and link.state == api.RATE_LIMITED
+        assert link.machine.attempts == attempts and link.state == api.RATE_LIMITED
         assert relay.url in agent.store.sessions()  # the pairing is kept
         agent.stop()
 

@@ -87,11 +87,11 @@ async def test_auth_refused_for_a_block_is_rate_limited_not_rejected(relay_facto
     relay = await relay_factory()
     async with trio.open_nursery() as nursery:
         dialed = await transport.dial(Route(0, 0, "lan", relay.url), expected_pin=None)
-        ws = await transport.open_websocket(nursery, dialed)  # opened before the block
+        conn = await transport.open_websocket(nursery, dialed)  # opened before the block
         for i in range(SESSION_FAIL_LIMIT):
             _, reply = await helpers.ws_auth(relay.url, {"session_token": f"guess-{i}"})
             assert reply["type"] == "auth.fail"
         with pytest.raises(RateLimitedError):  # a pairing must not be marked revoked for this
-            await transport.authenticate(ws, {"session_token": "whatever"}, url=relay.url)
-        await transport.discard((dialed, ws))
+            await transport.authenticate(conn, {"session_token": "whatever"}, url=relay.url)
+        await conn.aclose()
         nursery.cancel_scope.cancel()

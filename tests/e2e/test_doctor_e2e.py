@@ -7,7 +7,6 @@ apart, say what to do about each, and change nothing while it looks.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -114,16 +113,17 @@ def test_black_holed_routes_cost_one_timeout_not_one_each(relay_proc, agent_env)
         with agent_env.client() as c:
             c.call(api.PAIR_START, {"invite": json.dumps(invite)}, timeout=30)
         with agent_env.client() as c:
-            started = time.monotonic()
             result = c.call(api.DOCTOR, {}, timeout=20)
-            elapsed = time.monotonic() - started
-        probe_timeout = float(agent_env.env["HERMES_RELAY_PROBE_TIMEOUT"])
-        assert elapsed < 2 * probe_timeout  # the two dead routes were checked side by side
         [relay] = result["relays"]
         by_role = {r["role"]: r for r in relay["routes"]}
+        dead_ms = []
         for role in ("lan", "tailscale"):
             tcp = {s["step"]: s for s in by_role[role]["steps"]}["tcp"]
             assert tcp["status"] == "fail" and tcp["error"] == "timeout" and "firewall" in tcp["fix"]
+            dead_ms.append(tcp["ms"])
+        # Measured by the agent's own clock: the whole run took less than the two timeouts one after
+        # the other, so the dead routes were checked side by side (no bound on how busy this machine is).
+        assert result["elapsed_ms"] < sum(dead_ms)
         assert by_role["public"]["status"] == "ok"
         assert relay["status"] == "warn" and relay["working_routes"] == 1  # reachable, just not by every route
     finally:

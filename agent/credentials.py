@@ -1,0 +1,72 @@
+"""Refresh tokens kept where no other client can drop them: ``~/.hermes/hermes-relay-credentials.json``.
+
+Other Hermes clients rewrite the shared store and drop fields they do not know, so a refresh token
+kept only there can vanish. The agent keeps its own copy in this 0600 file, keyed by the pairing's
+owner URL and a SHA-256 of the session token it belongs to: a new pairing (a new token) never picks
+up an old pairing's refresh token, and the file names no token.
+
+    {"version": 1, "relays": {URL: {"token_sha256": hex, "refresh_token": str, "at": epoch s}}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from hermes_relay.core import fileio
+from hermes_relay.core.errors import StateError
+
+log = logging.getLogger(__name__)
+CREDENTIALS_VERSION = 1
+FILE_NAME = "hermes-relay-credentials.json"
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Credentials:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            doc = fileio.read_json_versioned(self.path, supported=CREDENTIALS_VERSION)
+        except StateError as exc:
+            log.warning("credentials_file_unreadable error=%s (ignored; the store's refresh token is used)",
+                        exc.message)
+            return {}
+        relays = (doc or {}).get("relays")
+        return relays if isinstance(relays, dict) else {}
+
+    def refresh_token(self, url: str, token: str | None) -> str | None:
+        """The refresh token stored for ``url`` beside session ``token``, if any."""
+        if not token:
+            return None
+        entry = self._read().get(url)
+        if isinstance(entry, dict) and entry.get("token_sha256") == token_sha256(token):
+            refresh = entry.get("refresh_token")
+            return refresh if isinstance(refresh, str) and refresh else None
+        return None
+
+    def save(self, url: str, token: str, refresh_token: str, at: float) -> None:
+        """Remember ``refresh_token`` for session ``token`` of ``url`` (replacing the previous pair)."""
+        with fileio.FileLock(self.path):
+            relays = self._read()
+            entry = {"token_sha256": token_sha256(token), "refresh_token": refresh_token, "at": at}
+            old = relays.get(url)
+            if isinstance(old, dict) and all(old.get(k) == entry[k] for k in ("token_sha256", "refresh_token")):
+                return
+            relays[url] = entry
+            fileio.atomic_write(self.path, fileio.dump_json({"version": CREDENTIALS_VERSION, "relays": relays}))
+
+    def forget(self, url: str) -> bool:
+        with fileio.FileLock(self.path):
+            relays = self._read()
+            if url not in relays:
+                return False
+            del relays[url]
+            fileio.atomic_write(self.path, fileio.dump_json({"version": CREDENTIALS_VERSION, "relays": relays}))
+            return True

@@ -1,0 +1,51 @@
+"""Another process holding the store lock never freezes the agent: the link's store write waits in a
+worker thread while ``status`` keeps answering at once (real relay and agent processes)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from hermes_relay.core import api, fileio
+from procs import RelayProc, free_port, wait_state
+
+pytestmark = pytest.mark.integration
+
+FAST = {"HERMES_RELAY_BACKOFF_CAP": "0.5", "HERMES_RELAY_BACKOFF_BASE": "0.1"}
+STATUS_BUDGET = 0.1  # seconds
+
+
+def _authed_sockets(relay: RelayProc) -> int:
+    with urllib.request.urlopen(f"{relay.http}/health", timeout=5) as reply:
+        return int(json.load(reply)["connections"])
+
+
+def test_a_held_store_lock_never_freezes_the_agent(tmp_path, make_agent_env) -> None:
+    relay = RelayProc(tmp_path / "relay", port=free_port()).start()
+    env = make_agent_env(**FAST)
+    try:
+        env.pair(relay)
+        wait_state(env, lambda s: s["state"] == api.CONNECTED)
+        with env.client() as c:
+            relay.stop()
+            wait_state(env, lambda s: s["state"] == api.BACKOFF)
+            with fileio.FileLock(env.store_path, timeout=5):  # held by this process, as another client would
+                relay.start()
+                deadline = time.monotonic() + 20
+                while _authed_sockets(relay) < 1:  # the agent is authenticated and now wants to save
+                    assert time.monotonic() < deadline, "the agent never reconnected"
+                took = []
+                for _ in range(20):
+                    started = time.monotonic()
+                    status = c.call(api.STATUS, {}, timeout=5)
+                    took.append(time.monotonic() - started)
+                    (link,) = status["relays"]
+                    assert link["state"] == api.CONNECTING  # its store write is still waiting for the lock
+                assert max(took) < STATUS_BUDGET, took
+            up = wait_state(env, lambda s: s["state"] == api.CONNECTED)
+            assert up["route"]["url"] == relay.url
+    finally:
+        relay.stop()

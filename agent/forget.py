@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hermes_relay.core import api, fileio
-from hermes_relay.core.errors import HermesError, NotPairedError, StateError
+from hermes_relay.core import api, policy
+from hermes_relay.core.errors import HermesError, NotPairedError
 from hermes_relay.core.store import resolve_in, route_urls
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLICY_FILE = "desktop-host-access.json"  # the reference desktop client's per-host access policy
 # What the relay answered: the session is gone there, it had already ended, it could not be reached,
 # or the caller asked not to contact it.
 REVOKED, ALREADY_ENDED, UNREACHABLE, SKIPPED = "revoked", "already_ended", "unreachable", "skipped"
@@ -56,10 +54,9 @@ async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool 
         agent.store.update(drop)
         if _step("verdict", lambda: agent.marks.clear(owner)):
             removed.append("verdict")
-        if _step("refresh token", lambda: _forget_credentials(owner)):
+        if _step("refresh token", lambda: agent.credentials.forget(owner)):
             removed.append("refresh token")
-        policy = Path(agent.config.sessions_file).parent / POLICY_FILE
-        if _step("desktop access policy", lambda: forget_policy(policy, [owner, *route_urls(rec)])):
+        if _step("desktop access policy", lambda: policy.forget(agent.desktop.policy_path, [owner, *route_urls(rec)])):
             removed.append("desktop access policy")
     finally:
         agent.reload()
@@ -103,40 +100,3 @@ def _step(what: str, fn: Callable[[], bool]) -> bool:
     except (HermesError, OSError) as exc:
         log.warning("forget_step_failed step=%s error=%s", what, getattr(exc, "message", exc))
         return False
-
-
-def _forget_credentials(owner: str) -> bool:
-    """Drop the refresh token kept for ``owner`` by agent/credentials.py, when that module exists."""
-    try:
-        from hermes_relay.agent import credentials  # type: ignore[attr-defined]
-    except ImportError:
-        return False
-    remove = getattr(credentials, "forget", None)
-    return bool(remove(owner)) if callable(remove) else False
-
-
-def forget_policy(path: Path, urls: list[str]) -> bool:
-    """Remove ``urls`` from the ``hosts`` of the access policy file; True when something went.
-
-    An unreadable policy file is left as it is (StateError, reported by the caller as not removed).
-    """
-    if not path.exists():
-        return False
-    with fileio.FileLock(path):
-        import json
-
-        try:
-            doc = json.loads(path.read_bytes() or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise StateError(f"{path} cannot be parsed ({exc}); it was left untouched") from None
-        hosts = doc.get("hosts") if isinstance(doc, dict) else None
-        if not isinstance(hosts, dict):
-            return False
-        wanted = {u.rstrip("/") for u in urls}
-        gone = [key for key in hosts if isinstance(key, str) and key.rstrip("/") in wanted]
-        if not gone:
-            return False
-        for key in gone:
-            del hosts[key]
-        fileio.atomic_write(path, fileio.dump_json(doc))
-        return True

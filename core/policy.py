@@ -208,12 +208,10 @@ def load(path: Path) -> Policies:
 def _read(path: Path) -> dict[str, Any] | None:
     hint = f"fix or delete {path}; until then every relay host is restricted"
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from exc
-    if not raw.strip():
+        raw = fileio.read_bounded(path)  # a directory, FIFO, device or huge file is refused, never hangs
+    except StateError as exc:
+        raise StateError(exc.message, hint=hint, data=exc.data) from exc
+    if raw is None or not raw.strip():
         return None
     try:
         doc = json.loads(raw.decode("utf-8"))
@@ -293,6 +291,29 @@ def set_capability(path: Path, url: str, capability: str, mode: str, *, now: flo
         return HostPolicy(infer_mode(caps), caps)
 
     return _update(path, url, change, now)
+
+
+def forget(path: Path, urls: list[str]) -> bool:
+    """Remove every host entry naming one of ``urls`` (duplicates of its canonical URL too).
+
+    True when something was removed. An unparseable file raises and is left untouched; the other
+    hosts and every unknown field are kept.
+    """
+    keys = {k for k in (canonical_url(u) for u in urls) if k}
+    if not keys:
+        return False
+    with fileio.FileLock(path):
+        doc = _read(path)
+        hosts = doc.get("hosts") if doc is not None else None
+        if not isinstance(hosts, dict):
+            return False
+        gone = [k for k in hosts if canonical_url(k) in keys]
+        if not gone:
+            return False
+        for k in gone:
+            del hosts[k]
+        fileio.atomic_write(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode())
+        return True
 
 
 def init_paired(path: Path, url: str, *, now: float | None = None) -> HostPolicy:

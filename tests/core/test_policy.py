@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from hermes_relay.core import policy
-from hermes_relay.core.errors import StateCorruptError, StateVersionError, UsageError
+from hermes_relay.core import fileio, policy
+from hermes_relay.core.errors import StateCorruptError, StateError, StateVersionError, UsageError
 
 URL = "wss://relay.example:8767"
 
@@ -162,3 +163,39 @@ def test_mode_names_from_the_command_line() -> None:
     assert policy.normalize_mode("Full-Access") == policy.FULL_ACCESS
     with pytest.raises(UsageError):
         policy.normalize_mode("root")
+
+
+# -- forget (hermes-relay forget) ------------------------------------------------------------------
+def test_forget_removes_only_the_forgotten_hosts_and_keeps_unknown_fields(tmp_path) -> None:
+    path = tmp_path / "desktop-host-access.json"
+    doc = {"version": 2, "hosts": {"ws://a:8767": {"access_mode": "trusted"}, "WS://B:8767/": {"access_mode": "ask"},
+                                   "ws://c:8767": {"access_mode": "structured"}}, "extra": [1]}
+    path.write_text(json.dumps(doc))
+    assert policy.forget(path, ["ws://a:8767", "ws://b:8767"]) is True  # the same host under another spelling too
+    assert json.loads(path.read_text()) == {"version": 2, "hosts": {"ws://c:8767": {"access_mode": "structured"}},
+                                            "extra": [1]}
+    assert policy.forget(path, ["ws://a:8767"]) is False
+    assert policy.forget(tmp_path / "missing.json", ["ws://a:8767"]) is False
+
+
+def test_forget_leaves_an_unparseable_policy_untouched(tmp_path) -> None:
+    path = tmp_path / "desktop-host-access.json"
+    path.write_bytes(b'{"version": 2, "hosts": {"ws://a:8767"')
+    with pytest.raises(StateError, match="not valid JSON"):
+        policy.forget(path, ["ws://a:8767"])
+    assert path.read_bytes() == b'{"version": 2, "hosts": {"ws://a:8767"'
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "huge"])
+def test_a_policy_that_is_not_a_small_regular_file_is_refused_without_hanging(tmp_path, kind) -> None:
+    path = tmp_path / "desktop-host-access.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        with open(path, "wb") as f:
+            f.truncate(fileio.MAX_STATE_BYTES + 1)
+    with pytest.raises(StateError, match="not a regular file|more than") as info:
+        policy.load(path)
+    assert "every relay host is restricted" in (info.value.hint or "")

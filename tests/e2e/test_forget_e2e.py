@@ -43,7 +43,7 @@ def test_forget_revokes_on_the_relay_then_removes_record_policy_and_verdict(rela
     assert result.stdout.splitlines() == [
         f"✓ forgot {relay_proc.url}",
         f"  relay:   session {token[:8]} revoked",
-        "  removed: pairing, desktop access policy",
+        "  removed: pairing, refresh token, desktop access policy",
     ]
     assert agent_env.store()["sessions"] == {}
     assert json.loads(policy.read_text())["hosts"] == {other: {"access_mode": "ask"}}
@@ -70,7 +70,7 @@ def test_forget_with_the_relay_down_removes_locally_and_says_the_session_stays(m
     assert lines[1].startswith("  relay:   session NOT revoked: the relay could not be reached (")
     assert lines[2] == ("           it stays valid there until it expires; end it from the relay host or another "
                         f"device: hermes-relay devices revoke {token[:8]}")
-    assert lines[3] == "  removed: pairing, desktop access policy"
+    assert lines[3] == "  removed: pairing, refresh token, desktop access policy"
     assert agent_env.store()["sessions"] == {}
 
 
@@ -87,7 +87,7 @@ def test_forgetting_a_revoked_pairing_skips_the_relay_and_drops_the_verdict(rela
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1:] == [
         "  relay:   the session had already ended (the relay had already revoked it)",
-        "  removed: pairing, verdict, desktop access policy",
+        "  removed: pairing, verdict, refresh token, desktop access policy",
     ]
     assert marks.get(relay_proc.url, token) is None
     assert agent_env.cli("status").returncode == 0  # nothing revoked is left to report

@@ -12,11 +12,10 @@ untried; a network change clears the memory (``ReachabilityCache.clear``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-
-import logging
 
 import trio
 

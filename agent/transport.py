@@ -20,8 +20,8 @@ import json
 import logging
 import socket
 import ssl
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,9 +31,7 @@ import trio_websocket
 
 from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import (
-    members,
     AmbiguousError,
-    NotFoundError,
     AuthRejectedError,
     ConnectionLostError,
     ConnectRefusedError,
@@ -42,11 +40,13 @@ from hermes_relay.core.errors import (
     HermesError,
     HostNotFoundError,
     HttpStatusError,
+    NotFoundError,
     PinMismatchError,
     RateLimitedError,
     RemoteProtocolError,
     TlsError,
     TransportError,
+    members,
 )
 from hermes_relay.core.pin import pinned_trust_context, spki_pin_from_der
 from hermes_relay.core.routes import Route, host_port

@@ -82,8 +82,8 @@ def check_private(path: str, *, directory: bool) -> None:
     if st.st_uid != os.getuid():
         raise UnsafeRuntimeError(
             f"the runtime {kind} {path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): refusing to use it",
-            hint=f"another user may have created it: remove it (as its owner or root), or set "
-                 f"HERMES_RELAY_RUNTIME_DIR to a directory only you can write",
+            hint="another user may have created it: remove it (as its owner or root), or set "
+                 "HERMES_RELAY_RUNTIME_DIR to a directory only you can write",
             data={"path": path, "uid": st.st_uid},
         )
     if st.st_mode & 0o022:

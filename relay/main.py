@@ -18,9 +18,8 @@ import trio
 
 from hermes_relay import __version__
 from hermes_relay.core import paths
-from hermes_relay.relay import capacity, peers
 from hermes_relay.core.errors import ConfigError, HermesError
-from hermes_relay.relay import tls
+from hermes_relay.relay import capacity, peers, tls
 from hermes_relay.relay.server import RelayConfig, RelayInfo, serve_relay
 
 

@@ -29,8 +29,8 @@ Channels this relay does not serve (``tui``, ``terminal``, ``chat``) are answere
 from __future__ import annotations
 
 import errno
-import math
 import logging
+import math
 import ssl
 import time
 from collections.abc import Callable
@@ -43,7 +43,7 @@ import trio_websocket
 
 from hermes_relay import __version__
 from hermes_relay.core import envelope, fileio, wire
-from hermes_relay.core.errors import members, HermesError, RemoteProtocolError
+from hermes_relay.core.errors import HermesError, RemoteProtocolError, members
 from hermes_relay.relay import api, auth, capacity, desktop, desktop_http, http, peers, unserved
 from hermes_relay.relay.api import RATE_LIMIT_BODY
 from hermes_relay.relay.pairing import PairingCodes

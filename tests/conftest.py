@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 import trio
 
-import helpers
 from hermes_relay.relay import tls as relay_tls
 from hermes_relay.relay.server import RelayConfig, RelayInfo, serve_relay
 

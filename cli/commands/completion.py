@@ -34,9 +34,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli.main import build_parser
-
     from hermes_relay.cli.completion_scripts import script  # dataclasses & co: only for this command
+    from hermes_relay.cli.main import build_parser
 
     ctx.stdout.write(script(args.shell, build_parser()))
     return 0

@@ -16,8 +16,8 @@ is used instead; both just hold an address.
 from __future__ import annotations
 
 import json
-import subprocess
 import math
+import subprocess
 import sys
 from typing import Any
 

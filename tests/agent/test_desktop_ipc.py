@@ -8,8 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 import trio
+from test_desktop_channel import FakePort
 
 from hermes_relay.agent import pairing
 from hermes_relay.agent.app import Agent
@@ -18,9 +20,6 @@ from hermes_relay.cli.client import AgentClient
 from hermes_relay.core import api, desktop, policy
 from hermes_relay.core.desktop import ToolContext, ToolSpec, ToolTable
 from hermes_relay.core.errors import NotFoundError
-
-import helpers
-from test_desktop_channel import FakePort
 
 URL = "ws://relay.test:8767"
 

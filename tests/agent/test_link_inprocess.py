@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import helpers
 import trio
 
-import helpers
 from hermes_relay.agent import pairing
 from hermes_relay.agent.app import Agent
 from hermes_relay.agent.config import AgentConfig

@@ -81,6 +81,7 @@ async def test_plain_tcp_garbage_is_a_failed_upgrade() -> None:
 
 async def test_auth_refused_for_a_block_is_rate_limited_not_rejected(relay_factory) -> None:
     import helpers
+
     from hermes_relay.core.errors import RateLimitedError
     from hermes_relay.relay.server import SESSION_FAIL_LIMIT
 

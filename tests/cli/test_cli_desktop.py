@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from hermes_relay.cli import render
-from hermes_relay.cli.commands import access as access_cmd
 from hermes_relay.cli.commands import audit as audit_cmd
 from hermes_relay.core import fileio, policy
 from hermes_relay.core.errors import NotFoundError

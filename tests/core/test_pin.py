@@ -18,7 +18,7 @@ from hermes_relay.core.errors import TlsError
 
 def _self_signed(key: ec.EllipticCurvePrivateKey, serial: int = 1) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
-    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)

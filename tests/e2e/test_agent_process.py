@@ -11,9 +11,9 @@ import sys
 
 import msgpack
 import pytest
+from procs import wait_gone, wait_state
 
 from hermes_relay.core import api, framing, paths
-from procs import wait_gone, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def _drain(s: socket.socket) -> bytes:
     try:
         while chunk := s.recv(65536):
             out += chunk
-    except (socket.timeout, ConnectionResetError):
+    except (TimeoutError, ConnectionResetError):
         pass
     return out
 

@@ -13,12 +13,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from procs import PY, wait_gone, wait_state
 
 from hermes_relay.cli.client import AgentClient, ensure_agent
 from hermes_relay.cli.commands.prompt import snippet
 from hermes_relay.core import api, apitypes, paths
 from hermes_relay.core.errors import UnsafeRuntimeError
-from procs import PY, wait_gone, wait_state
 
 pytestmark = pytest.mark.integration
 NOBODY = 65534

@@ -6,9 +6,9 @@ import json
 import os
 
 import pytest
+from procs import wait_state
 
 from hermes_relay.core import api, paths
-from procs import wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import AgentEnv, RelayProc, wait_state
 
 from hermes_relay.core import api, paths
-from procs import AgentEnv, RelayProc, wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import trio
 import trio_websocket
+from procs import AgentEnv
 
 from hermes_relay.core import fileio, paths, policy
-from procs import AgentEnv
 
 pytestmark = pytest.mark.integration
 

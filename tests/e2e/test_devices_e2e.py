@@ -7,9 +7,9 @@ import re
 import time
 
 import pytest
+from procs import wait_state
 
 from hermes_relay.core import api
-from procs import wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 import pytest
+from procs import AgentEnv, BlackHole, RelayProc, free_port, wait_state
 
 from hermes_relay.core import api, payload
 from hermes_relay.relay import tls
-from procs import AgentEnv, BlackHole, RelayProc, free_port, wait_state
 
 pytestmark = pytest.mark.integration
 

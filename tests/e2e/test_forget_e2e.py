@@ -7,10 +7,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from procs import wait_state
 
 from hermes_relay.agent.marks import Marks
 from hermes_relay.core import api, paths
-from procs import wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ import json
 import subprocess
 
 import pytest
+from procs import PY, pair_env
 
 from hermes_relay.core import api, payload
 from hermes_relay.core.errors import HermesError
-from procs import PY, pair_env
 
 pytestmark = pytest.mark.integration
 

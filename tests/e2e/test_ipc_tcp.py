@@ -9,9 +9,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from procs import wait_state
 
 from hermes_relay.core import api, framing, paths, rpc
-from procs import wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from procs import Proxy, RelayProc, free_port, wait_state
 
 from hermes_relay.core import api, payload
 from hermes_relay.core.errors import PinMismatchError
 from hermes_relay.relay import tls
-from procs import Proxy, RelayProc, free_port, wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from procs import _READERS, BlackHole, read_line
 
 pytestmark = [pytest.mark.integration,

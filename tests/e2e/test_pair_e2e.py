@@ -8,10 +8,10 @@ import stat
 import time
 
 import pytest
+from procs import BlackHole, free_port, wait_state
 
 from hermes_relay.core import api, payload
 from hermes_relay.core.errors import PairingRejectedError, PayloadError
-from procs import BlackHole, free_port, wait_state
 
 pytestmark = pytest.mark.integration
 

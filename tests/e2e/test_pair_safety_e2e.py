@@ -11,7 +11,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -19,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import PY, read_line, wait_state
 
 from hermes_relay.core import api, payload
 from hermes_relay.core.errors import HermesError, StateCorruptError, StateError, StateLockError, UsageError
-from procs import PY, read_line, wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import json
 import urllib.request
 
 import pytest
+from procs import wait_state
 
 from hermes_relay.core import api, payload
-from procs import wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from procs import Proxy, wait_state
 
 from hermes_relay.core import api, payload
-from procs import Proxy, wait_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

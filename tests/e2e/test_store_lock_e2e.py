@@ -8,9 +8,9 @@ import time
 import urllib.request
 
 import pytest
+from procs import RelayProc, free_port, wait_state
 
 from hermes_relay.core import api, fileio
-from procs import RelayProc, free_port, wait_state
 
 pytestmark = pytest.mark.integration
 

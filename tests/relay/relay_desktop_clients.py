@@ -8,9 +8,9 @@ from typing import Any
 
 import trio
 import trio_websocket
+from helpers import http_request, pair, receive_json, send_json, ws_auth
 
 from hermes_relay.core.wire import MAX_WS_MESSAGE
-from helpers import http_request, pair, receive_json, send_json, ws_auth
 
 TERMINAL = "desktop_terminal"
 READ_FILE = "desktop_read_file"

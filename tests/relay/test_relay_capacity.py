@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import trio
-
 from helpers import http_json, open_stream, pair, parse_response, raw_http, read_to_eof, receive_json, send_json
+
 from hermes_relay.core.errors import HermesError
 from hermes_relay.relay import capacity
 from hermes_relay.relay.server import BUSY_BODY

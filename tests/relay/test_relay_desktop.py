@@ -10,7 +10,6 @@ import json
 
 import pytest
 import trio
-
 from helpers import http_json, http_request, pair, receive_json, send_json
 from relay_desktop_clients import (
     READ_FILE,
@@ -23,6 +22,7 @@ from relay_desktop_clients import (
     post_tool,
     sync,
 )
+
 from hermes_relay.core.wire import MAX_WS_MESSAGE
 from hermes_relay.relay.desktop import NO_CLIENT
 

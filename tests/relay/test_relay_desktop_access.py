@@ -9,13 +9,13 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from helpers import http_request, parse_response, raw_http
 from relay_desktop_clients import TERMINAL, desktop_client, sync
+
 from hermes_relay.relay import desktop_http
+from hermes_relay.relay.api import is_loopback_host_header as _is_loopback_host_header
 from hermes_relay.relay.desktop import DesktopRouter
 from hermes_relay.relay.http import HttpRequest
-from hermes_relay.relay.api import is_loopback_host_header as _is_loopback_host_header
 from hermes_relay.relay.peers import is_loopback as _is_loopback
 
 JSON = ("Content-Type", "application/json")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from relay_desktop_clients import READ_FILE, TERMINAL, answer, desktop_client, next_command
 
 SCRIPT = Path(sys.executable).with_name("hermes-relay-server")

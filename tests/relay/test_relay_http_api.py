@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-import hermes_relay
 from helpers import (
     FakeWallClock,
     expect_closed,
@@ -21,6 +19,8 @@ from helpers import (
     send_json,
     ws_auth,
 )
+
+import hermes_relay
 from hermes_relay.relay import api, peers
 from hermes_relay.relay.pairing import MAX_DURATION, token_hash
 from hermes_relay.relay.server import CLOSE_AUTH_FAILED, Relay, RelayConfig

@@ -7,13 +7,13 @@ import json
 
 import pytest
 import trio
-
 from helpers import FakeWallClock, expect_closed, http_json, http_request, pair, receive_json, register_code, send_json, ws_auth
+
 from hermes_relay import __version__
 from hermes_relay.core import payload
 from hermes_relay.core.codes import CODE_ALPHABET, generate_code
-from hermes_relay.relay.sessions import REFRESH_TTL
 from hermes_relay.relay.server import CLOSE_AUTH_FAILED
+from hermes_relay.relay.sessions import REFRESH_TTL
 
 DAY = 86400
 FAIL_FAST = 1.0  # seconds: reference clients otherwise wait 30-60 s

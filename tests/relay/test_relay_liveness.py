@@ -12,10 +12,10 @@ import json
 import pytest
 import trio
 import trio_websocket
+from helpers import FakeWallClock, auth_frame, http_json, open_stream, register_code
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request, TextMessage
 
-from helpers import FakeWallClock, auth_frame, http_json, open_stream, register_code
 from hermes_relay.relay import api, peers
 from hermes_relay.relay.server import CLOSE_AUTH_FAILED, CLOSE_HEARTBEAT, HEARTBEAT, Relay, RelayConfig
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from helpers import ws_auth
+
 from hermes_relay.core import payload
 from hermes_relay.relay import pair_cmd
 

@@ -11,8 +11,6 @@ import uuid
 
 import pytest
 import trio_websocket
-
-import hermes_relay
 from helpers import (
     FakeWallClock,
     auth_frame,
@@ -24,6 +22,8 @@ from helpers import (
     ws_auth,
     ws_connect,
 )
+
+import hermes_relay
 from hermes_relay.relay.pairing import CODE_TTL, DEFAULT_SESSION_TTL
 from hermes_relay.relay.server import AUTH_FAIL_REASON, CLOSE_AUTH_FAILED
 

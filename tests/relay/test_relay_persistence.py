@@ -8,12 +8,12 @@ import stat
 
 import pytest
 import trio
-
 from helpers import FakeWallClock, http_json, pair, ws_auth
+
 from hermes_relay.core.errors import StateCorruptError, StateVersionError
 from hermes_relay.relay.pairing import token_hash
-from hermes_relay.relay.sessions import REFRESH_TTL, SaveError
 from hermes_relay.relay.server import EXPIRY_SWEEP, Relay, RelayConfig, _sweep
+from hermes_relay.relay.sessions import REFRESH_TTL, SaveError
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 

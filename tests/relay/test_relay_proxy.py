@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import http_request, pair
+
 from hermes_relay.relay import peers
 from hermes_relay.relay.server import HTTP_FAIL_LIMIT
 

@@ -10,7 +10,6 @@ import json
 
 import pytest
 import trio_websocket
-
 from helpers import (
     FakeWallClock,
     auth_frame,
@@ -22,6 +21,7 @@ from helpers import (
     ws_auth,
     ws_connect,
 )
+
 from hermes_relay.relay import api, peers
 from hermes_relay.relay.ratelimit import RateLimiter, rate_key
 from hermes_relay.relay.server import (

@@ -11,7 +11,6 @@ import json
 import pytest
 import trio
 import trio_websocket
-
 from helpers import (
     auth_frame,
     expect_closed,
@@ -27,6 +26,7 @@ from helpers import (
     ws_auth,
     ws_connect,
 )
+
 from hermes_relay.core.wire import MAX_WS_MESSAGE
 from hermes_relay.relay.http import MAX_HEAD
 from hermes_relay.relay.server import (

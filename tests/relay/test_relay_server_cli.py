@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import http_json
 
 import hermes_relay
-from helpers import http_json
 from hermes_relay.core.pin import is_valid_pin
 from hermes_relay.relay.main import build_parser
 

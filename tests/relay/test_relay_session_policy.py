@@ -8,8 +8,8 @@ import io
 
 import pytest
 import trio
-
 from helpers import FakeWallClock, http_json, http_request, pair
+
 from hermes_relay.relay import sessions_cmd
 
 DAY = 86400

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from helpers import FakeWallClock, auth_frame, expect_closed, http_json, pair, register_code, ws_auth, ws_connect
+
 from hermes_relay.core.errors import StateCorruptError
 from hermes_relay.relay.server import CLOSE_INTERNAL_ERROR
 

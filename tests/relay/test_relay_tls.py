@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import stat
 import ssl
+import stat
 
 import pytest
 import trio
-
 from helpers import client_ssl_context, http_json, pair, raw_http, ws_auth
+
 from hermes_relay.core.errors import ConfigError
 from hermes_relay.core.pin import is_valid_pin, spki_pin_from_der, spki_pin_from_pem
 from hermes_relay.relay import tls

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from toolwait import gone, line_of, until
 
 from hermes_relay.agent.desktop.tools import jobs
 from hermes_relay.core.desktop import ToolError
-from toolwait import gone, line_of, until
 
 
 async def finished(ctx, job_id: str, timeout: float = 10.0) -> dict:

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 import trio
+from toolwait import gone, line_of, wait_gone
 
 from hermes_relay.agent.desktop.tools._proc import KILL_GRACE
 from hermes_relay.agent.desktop.tools.terminal import MAX_TIMEOUT, desktop_terminal, timeout_seconds
 from hermes_relay.core.desktop import ToolError
-from toolwait import gone, line_of, wait_gone
 
 
 async def test_output_exit_code_and_duration(ctx):

@@ -15,8 +15,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-from datetime import UTC
-
 from hermes_relay.core import timefmt
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
@@ -104,7 +102,7 @@ def to_epoch(value: Any) -> float | None:
         return to_epoch(float(text))
     except ValueError:
         pass
-    from datetime import datetime
+    from datetime import UTC, datetime
 
     if text[-1] in "Zz":  # Python 3.10's fromisoformat does not accept the UTC designator
         text = text[:-1] + "+00:00"

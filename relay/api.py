@@ -175,7 +175,8 @@ def sessions_api(relay: Relay, method: str, path: str, auth: str | None, body: b
     if path.rstrip("/") == "/sessions" and not path.endswith("/sessions/"):
         if method != "GET":
             return 405, {"ok": False, "error": "use GET /sessions to list sessions"}
-        return 200, {"sessions": [s.public(current=s is caller) for s in relay.book.all()]}
+        return 200, {"sessions": [{**s.public(current=s is caller), "connected": bool(relay.live.get(s.token_hash))}
+                                  for s in relay.book.all()]}
     prefix = path[len("/sessions/"):]
     if not prefix:
         return 404, {"ok": False, "error": "no session prefix given: use /sessions/PREFIX"}

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import trio
 from helpers import (
     FakeWallClock,
     expect_closed,
@@ -28,6 +29,7 @@ from hermes_relay.relay.server import CLOSE_AUTH_FAILED, Relay, RelayConfig
 SESSION_FIELDS = {
     "token_prefix", "device_name", "device_id", "created_at", "first_seen", "last_seen", "expires_at", "grants",
     "transport_hint", "client_surface", "device_form_factor", "device_model", "device_platform", "is_current",
+    "connected",
 }
 
 
@@ -461,3 +463,17 @@ async def test_prefix_of_four_to_eight_characters_names_the_session(relay, lengt
     status, obj = await http_json("DELETE", f"{relay.http}/sessions/{ok['session_token'][:length]}",
                                   token=ok["session_token"])
     assert (status, obj["revoked"], obj["revoked_self"]) == (200, ok["session_token"][:8], True)
+
+
+async def test_sessions_list_marks_the_devices_connected_right_now(relay):
+    pairing_ws, a = await pair(relay.url, relay.http, device_name="alpha", device_id="id-a")
+    _, b = await pair(relay.url, relay.http, device_name="beta", device_id="id-b")  # its socket stays open
+    await pairing_ws.aclose()
+
+    async def listing() -> dict[str, bool]:
+        _, obj = await http_json("GET", f"{relay.http}/sessions", token=a["session_token"])
+        return {s["device_name"]: s["connected"] for s in obj["sessions"]}
+
+    while (seen := await listing()) != {"alpha": False, "beta": True}:  # until the relay has seen alpha leave
+        assert seen["beta"] is True
+        await trio.sleep(0.01)

@@ -35,9 +35,11 @@ MAX_STATE_BYTES = 16 << 20  # far above any real state file; stops a link to /de
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` and every missing parent 0700 (whatever the umask); make ``path`` 0700 on POSIX.
+    """Create ``path`` and every missing parent 0700 (whatever the umask); on POSIX take group and other
+    access away from an existing ``path`` of ours (0755 -> 0700).
 
-    Existing parents are left as they are: only directories this call creates are ours to set.
+    Existing parents are left as they are: only directories this call creates are ours to set. The
+    owner's own bits are never widened: a directory the user made read-only stays read-only.
     """
     missing = []
     p = path
@@ -55,8 +57,8 @@ def ensure_private_dir(path: Path) -> None:
             os.chmod(d, DIR_MODE)
     if os.name == "posix":
         st = path.stat()
-        if st.st_mode & 0o777 != DIR_MODE and st.st_uid == os.getuid():
-            os.chmod(path, DIR_MODE)
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            os.chmod(path, st.st_mode & 0o700)
 
 
 def write_target(path: Path) -> Path:

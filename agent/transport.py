@@ -261,17 +261,66 @@ async def open_websocket(nursery: trio.Nursery, dialed: Dialed, *, timeout: floa
     return Connection(dialed, ws)
 
 
+class _WatchedStream(trio.abc.Stream):
+    """The dialed stream, noting when the peer closes or resets it.
+
+    trio-websocket does not end its upgrade when the peer hangs up first; it waits for the timeout.
+    This wrapper lets the upgrade fail at once and say what happened.
+    """
+
+    def __init__(self, stream: trio.abc.Stream):
+        self._stream = stream
+        self.ended = trio.Event()
+        self.how = ""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, OSError) as exc:
+            self.how = f"reset the connection ({_reason(exc)})"
+            self.ended.set()
+            raise
+        if not data:
+            self.how = "closed the connection"
+            self.ended.set()
+        return data
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def _end_upgrade_on_hangup(stream: _WatchedStream, upgrade: trio.CancelScope) -> None:
+    await stream.ended.wait()
+    upgrade.cancel()  # harmless once the upgrade is done: the scope has exited
+
+
 async def _host_websocket(dialed: Dialed, timeout: float, *,
                           task_status: trio.TaskStatus[trio_websocket.WebSocketConnection]) -> None:
     host, port = host_port(dialed.route.url)
     path = urlsplit(dialed.route.url).path or "/"
     started = False
+    watched = _WatchedStream(dialed.stream)
     try:
         async with trio.open_nursery() as own:
+            ws = None
             with trio.fail_after(timeout):
-                ws = await trio_websocket.wrap_client_stream(
-                    own, dialed.stream, f"{host}:{port}", path, max_message_size=wire.MAX_WS_MESSAGE
-                )
+                with trio.CancelScope() as upgrade:
+                    own.start_soon(_end_upgrade_on_hangup, watched, upgrade)
+                    ws = await trio_websocket.wrap_client_stream(
+                        own, watched, f"{host}:{port}", path, max_message_size=wire.MAX_WS_MESSAGE
+                    )
+            if ws is None:
+                raise ConnectionLostError(
+                    f"{dialed.route.url}: the port accepted the connection, then {watched.how} without answering "
+                    "the WebSocket upgrade",
+                    hint="a relay that is shutting down or restarting, a proxy with no relay behind it, or a "
+                         "service on this port that is not a Hermes relay; run `hermes-relay doctor` for step-by-step checks")
             task_status.started(ws)
             started = True
     except BaseException as exc:

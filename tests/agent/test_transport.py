@@ -96,3 +96,35 @@ async def test_auth_refused_for_a_block_is_rate_limited_not_rejected(relay_facto
             await transport.authenticate(conn, {"session_token": "whatever"}, url=relay.url)
         await conn.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def _hanging_up_server(how: str, *, task_status: trio.TaskStatus[int]) -> None:
+    """Accepts, reads the upgrade request, then closes (or resets) without a word."""
+    import socket
+    import struct
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listeners[0] as listener:
+        task_status.started(listener.socket.getsockname()[1])
+        while True:
+            stream = await listener.accept()
+            await stream.receive_some(65536)
+            if how == "reset":
+                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()
+
+
+@pytest.mark.parametrize(("how", "words"), [("close", "then closed the connection"),
+                                            ("reset", "then reset the connection")])
+async def test_a_port_that_hangs_up_during_the_upgrade_says_so_at_once(how: str, words: str) -> None:
+    from hermes_relay.core.errors import ConnectionLostError
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_hanging_up_server, how)
+        dialed = await transport.dial(_route(port), expected_pin=None)
+        with trio.fail_after(5):  # not the 30 s upgrade timeout: the hang-up ends the wait
+            with pytest.raises(ConnectionLostError) as info:
+                await transport.open_websocket(nursery, dialed, timeout=30)
+        assert words in info.value.message and "without answering the WebSocket upgrade" in info.value.message
+        assert "timed out" not in info.value.message and "no answer" not in info.value.message
+        nursery.cancel_scope.cancel()

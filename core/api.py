@@ -10,57 +10,73 @@ seconds (float) from the agent's wall clock; ``None`` means never/unknown. Token
 API except in ``status`` with ``reveal_tokens=True``.
 
 ``hello`` {client_version, api_version} -> {api_version, agent_version, pid, started_at}
+  The first request on every connection; the client may send its first call right behind it
+  without waiting, so hello + one call is one round trip.
 
 ``status`` {reveal_tokens?: bool} -> {
-    agent: {pid, version, started_at, socket, netwatch: <backend name>, store: <path>,
-            store_error: {code, message, data} | None, tasks: int (not counting IPC clients'),
-            ipc_clients: int, open_files: int | None},
+    agent: AgentInfo,
     relays: [RelayState, ...],
     paired: [PairedRelay, ...]}
+  AgentInfo = {pid, version, started_at, socket, netwatch: <backend name> | "off", store: <path>,
+               store_error: {code, message, data} | None,
+               store_problems: [{url, problem}] (records skipped as malformed and fields ignored, why),
+               unsaved_pairings: [{url, since, error}] (paired, but held by the agent until the store
+                                  can be written; never the token),
+               tasks: int (not counting IPC clients'), ipc_clients: int, open_files: int | None}
   PairedRelay = {url, record: <store record, redacted unless reveal_tokens> | None, live: RelayState | None,
                  alternates: [url], role_label: str | None}: the store joined with the live states
                  (store order, then relays only the agent knows), so ``status`` reads no file
   RelayState = {url, state, route: RouteInfo | None, since, latency_ms, attempts,
                 last_error: {code, message, data: {hint?, ...}} | None, next_retry_at, routes: [RouteInfo],
-                server_version, replaced_by: URL | None (state "replaced": the newer pairing),
-                token_prefix, token?: str (only with reveal_tokens), desktop: DesktopSummary | None}
+                server_version, replaced_by?: URL | None (state "replaced": the newer pairing),
+                token_prefix?, token?: str (only with reveal_tokens),
+                desktop?: DesktopSummary | None (the desktop channel on this relay)}
   DesktopSummary = {tools_advertised: int, policy: <access_mode>, policy_label: str, policy_error: str | None,
                     calls_today: int, last_call: {tool, ok, ts} | None, pending_approvals: int}
   RouteInfo = {url, role, label, priority}
   state is one of STATES below (core/linkstate.LinkState; its module header says what changes them).
 
-``pair.start`` {url?: str, code?: str, invite?: str, device_name?: str}
+``pair.start`` {url?: str, code?: str, invite?: str, device_name?: str, ignore_signature?: bool}
+  An invite whose signature fails is refused (UsageError) unless ``ignore_signature``; then it is used
+  with a ``warn`` progress line. ``device_name`` is stored with the pairing and sent on every login;
+  omitted, a re-pairing keeps the stored name. Everything the store write needs is checked before
+  the code is spent; credentials the store cannot take yet are held (``status`` unsaved_pairings).
   Notifies ``pair.progress`` {kind: "info"|"probe"|"pick"|"warn", line: str, route?: RouteInfo,
                              ok?: bool, ms?: float}
   -> {url: <store key>, server_version, route: RouteInfo, expires_at, grants, port_added: bool,
-      verified: True | False | None, verify_note: str, attempts: [...], store: <store path>}
+      verified: True | False | None, verify_note: str, attempts: [...], store: <store path>,
+      device_name: str | None (the name sent, None for the agent's default)}
 
 ``devices.list`` {url?} -> {url, sessions: [server session dicts as GET /sessions returns them]}
-``devices.revoke`` {url?, prefix} -> {url, revoked: <prefix>, is_current: bool}
-``devices.extend`` {url?, prefix, ttl_seconds} -> {url, session: <server session dict>}
+``devices.revoke`` {url?, prefix} -> {url, revoked: <prefix>, is_current: bool, revoked_self: bool}
+  ``is_current`` and ``revoked_self`` are equal: this computer's own session was revoked.
+``devices.extend`` {url?, prefix, ttl_seconds?: int >= 0 (0 = never; default 86400)}
+  -> {url, session: <server session dict>, store_updated: bool}
+  ``store_updated``: it was this computer's session and the stored expiry was updated.
   ``url`` picks one relay when several are paired; omitted with several is an AmbiguousError.
 
-``forget`` {url, contact_relay?: bool (default True)} -> {url: <store key>, prefix, removed: [str],
+``forget`` {url, contact_relay?: bool (default True)} -> {url: <store key>, prefix: str | None, removed: [str],
     relay: {status: "revoked"|"already_ended"|"unreachable"|"skipped", message?}}
   Revokes this computer's session on the relay (when reachable), then removes the record (routes,
   pins), the verdict, the refresh token and the desktop access-policy entry.
 
-``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at, valid_until, pid}
-``watch`` {} -> Notifies ``state`` RelayState on every change until the client disconnects.
+``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?}
+``watch`` {} -> never answers; notifies until the client disconnects:
+  ``state`` RelayState: every relay's state first, then on every change;
+  ``approval`` {event: "approval.requested", ...Approval} (first for every pending one, then each new
+  one) and {event: "approval.resolved", id, outcome: "approved"|"denied"|"expired"|"withdrawn", tool, url}.
 ``pin.accept`` {url, apply?: bool (default True), pin?: str} -> {url, old_pin, new_pin, changed, applied}
   ``apply: False`` only reports the presented certificate; ``pin`` refuses (PinMismatchError) when the
   relay now presents another one than the user was shown. An unchanged pin is never rewritten.
 ``reload`` {} -> {relays: int}           re-read the store, (re)start links, clear revoked marks
                                           for records whose token changed
-``agent.stop`` {} -> {stopping: True}
+``agent.stop`` {} -> {stopping: True}     answered first, then the agent stops
 ``approvals.list`` {} -> {approvals: [Approval]}
   Approval = {id, url, tool, capability, preview, reason, request_id, created_at, expires_at}
 ``approvals.decide`` {id, approve: bool, always?: bool, reason?: str} -> {id, approved, always, tool, url,
                                                                           capability}
   NotFoundError when the request was answered, expired or its call ended (a late answer runs nothing).
   ``always`` with ``approve`` sets that capability to ``allow`` for that host in the policy file.
-``watch`` also notifies ``approval`` {event: "approval.requested", ...Approval} (first for every pending
-  one) and {event: "approval.resolved", id, outcome: approved|denied|expired|withdrawn, tool, url}.
 ``doctor`` {deadline?: float (s, default 10)} -> {netwatch: {backend, enabled}, store_error, deadline,
                                                   elapsed_ms, relays: [DoctorRelay]}
   Checks every route of every stored relay on its own short-lived connections; changes nothing.
@@ -68,6 +84,8 @@ API except in ``status`` with ``reveal_tokens=True``.
   DoctorRoute = {url, role, label, priority, address, status, steps: [DoctorStep]}
   DoctorStep = {step: "dns"|"tcp"|"tls"|"ws"|"auth", status: "ok"|"warn"|"fail"|"skip", summary, ms,
                 detail, fix, ...step facts (addresses, error, http_status, recorded_pin, presented_pin, reason)}
+
+Errors answer with {code, message, data: {hint?, ...}} from core/errors.py's HermesError tree.
 """
 
 from __future__ import annotations

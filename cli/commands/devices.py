@@ -25,14 +25,25 @@ def register(sub: Any) -> None:
                                    "other desktops). Without a subcommand: list.")
     _relay_flags(p, suppress=False)
     verbs = p.add_subparsers(dest="devices_cmd", prog="hermes-relay devices", metavar="{list,revoke,extend}")
-    lst = verbs.add_parser("list", help="list the paired devices (the default)")
+    lst = _verb(verbs, "list", "list the paired devices (the default)",
+                "List every session on the relay: token prefix, device, platform, when it was created and "
+                "last seen (or online), and when it expires. This computer is marked with ●.",
+                "hermes-relay devices list --remote wss://relay.example.com")
     _relay_flags(lst, suppress=True)
-    rev = verbs.add_parser("revoke", help="end a device's session by its token prefix")
+    rev = _verb(verbs, "revoke", "end a device's session by its token prefix",
+                "End a device's session on the relay: it is disconnected and its token stops working. "
+                f"Give at least {MIN_PREFIX_LEN} characters of its token prefix; on a terminal you are asked "
+                "to confirm (--yes for scripts).",
+                "hermes-relay devices revoke kd214La2")
     rev.add_argument("prefix", metavar="PREFIX",
                      help=f"the token prefix shown by `hermes-relay devices` (at least {MIN_PREFIX_LEN} characters)")
     add_yes_flag(rev)
     _relay_flags(rev, suppress=True)
-    ext = verbs.add_parser("extend", help="give a device's session a new lifetime")
+    ext = _verb(verbs, "extend", "give a device's session a new lifetime",
+                "Give a device's session a new lifetime counted from now (default 1 day). A session that "
+                "would end sooner than it does now needs an explicit --ttl.",
+                "hermes-relay devices extend kd214La2 --ttl 30d\n"
+                "hermes-relay devices extend kd214La2 --ttl never")
     ext.add_argument("prefix", metavar="PREFIX", help="the token prefix shown by `hermes-relay devices`")
     ext.add_argument("--ttl", default=None,
                      help="new lifetime from now: seconds, 12h, 30d, 1y, or never (default 86400 = 1 day; "
@@ -40,6 +51,15 @@ def register(sub: Any) -> None:
     _relay_flags(ext, suppress=True)
     for parser in (p, lst, rev, ext):
         parser.set_defaults(run=run)
+
+
+def _verb(verbs: Any, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A sub-subcommand whose --help says what it does and shows it used."""
+    import textwrap
+
+    return verbs.add_parser(name, help=help, description=textwrap.fill(description, 78),
+                            epilog="example:\n  " + example.replace("\n", "\n  "),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _relay_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:

@@ -9,8 +9,9 @@ is shown without the staleness check. The route file's path is resolved once, at
 
 Shown: ``[LAN]``, ``[Tailscale]``, ``[Public]`` (any label the agent writes, ``[expired]`` and
 ``[revoked]`` included), ``[LAN?]`` when the line is past its valid-until (the agent stopped updating
-it) or, in bash and zsh, when the agent pid on the file's second line is gone (``kill -0``, a
-builtin), ``[offline]`` without a file. ``render.prompt_indicator`` plus the pid check is the same
+it) or when the agent pid on the file's second line is gone (bash and zsh: the ``kill -0``
+builtin; fish, which has no kill builtin: ``test -d /proc/PID``, skipped where there is no ``/proc``),
+``[offline]`` without a file. ``render.prompt_indicator`` plus the pid check is the same
 rule in Python, used by ``prompt show`` and the tests.
 """
 
@@ -100,24 +101,38 @@ _FISH = r"""# hermes-relay route indicator for fish, from: hermes-relay prompt i
 # Each prompt reads one line from the route file with builtins (no process is started).
 # [LAN] fresh, [LAN?] stale (the agent stopped updating it), [offline] without a file.
 # fish has no clock variable: the time is the file's mtime plus its age (path mtime, fish 3.5+);
-# without it the label is shown unchecked. If a theme replaces fish_prompt after this runs, call
-# __hermes_relay_indicator from it yourself.
+# without it the label is shown unchecked. fish has no kill builtin: a dead agent (the pid on the
+# file's second line) is seen through /proc where there is one. If a theme replaces fish_prompt after
+# this runs, call __hermes_relay_indicator from it yourself.
 set -g __hermes_relay_route_file @PATH@
 set -g __hermes_relay_has_path 0
+set -g __hermes_relay_has_proc 0
 # Probed once, here: path is a builtin from fish 3.5, and only then is it safe to call per prompt.
 if contains -- path (builtin -n); and path mtime --relative -- / >/dev/null 2>/dev/null
     set -g __hermes_relay_has_path 1
 end
+if test -d /proc/$fish_pid
+    set -g __hermes_relay_has_proc 1
+end
 function __hermes_relay_indicator --description 'hermes-relay route indicator'
     set -l line
+    set -l second
     if test -r $__hermes_relay_route_file
-        read line < $__hermes_relay_route_file 2>/dev/null  # no -l: that would scope it to this block
+        begin
+            read line; read second
+        end < $__hermes_relay_route_file 2>/dev/null  # no -l: that would scope them to this block
     end
     set -l parts (string split -m 1 ' ' -- (string trim -- "$line"))
     set -l until $parts[1]
     set -l label (string replace -ra '[^[:print:]]' '' -- (string trim -- "$parts[2]"))
     if test -z "$label"; or test (string lower -- $label) = offline
         echo '[offline]'
+        return 0
+    end
+    set -l pid (string split -m 1 ' ' -- (string trim -- "$second"))[1]
+    if test $__hermes_relay_has_proc = 1; and string match -qr '^[1-9][0-9]*$' -- "$pid"
+        and not test -d /proc/$pid
+        echo "[$label?]"
         return 0
     end
     if test $__hermes_relay_has_path = 0

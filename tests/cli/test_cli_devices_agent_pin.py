@@ -370,3 +370,19 @@ def test_devices_and_status_fit_60_columns(cli, env, make_agent) -> None:
     ]
     # Without a width (a pipe) nothing is wrapped.
     assert cli("status", agent=status_agent).out.splitlines()[-1].endswith("--remote wss://relay.example.com")
+
+
+@pytest.mark.parametrize("argv, example", [
+    (("devices", "list"), "hermes-relay devices list --remote wss://"),
+    (("devices", "revoke"), "hermes-relay devices revoke kd214La2"),
+    (("devices", "extend"), "hermes-relay devices extend kd214La2 --ttl 30d"),
+    (("pin", "accept"), "hermes-relay pin accept wss://"),
+])
+def test_devices_and_pin_verbs_help_has_a_description_and_an_example(cli, argv, example) -> None:
+    result = cli(*argv, "--help")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line == "") + 1  # the usage may wrap
+    assert lines[0].startswith(f"usage: hermes-relay {' '.join(argv)} ")
+    assert lines[start] and not lines[start].startswith(("positional", "options"))
+    assert f"example:\n  {example}" in result.out

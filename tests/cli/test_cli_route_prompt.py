@@ -215,6 +215,31 @@ def test_fish_snippet_wraps_the_existing_prompt(tmp_path) -> None:
     assert _run_shell(["fish", "--no-config", "-c"], script, tmp_path) == "[LAN] status=1> "
 
 
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="fish sees a dead agent through /proc only")
+def test_fish_snippet_marks_a_dead_agents_label_stale(tmp_path) -> None:
+    import os
+    import sys
+    import time
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = int(gone.stdout)
+    route = tmp_path / "route"
+    init = tmp_path / "init"
+    init.write_text(snippet("fish", str(route)))
+    until = int(time.time()) + 60
+    for second_line, shown in ((f"{dead} connected - ws://10.0.0.2:8767", "[LAN?]"),
+                               (f"{os.getpid()} connected - ws://10.0.0.2:8767", "[LAN]"),
+                               ("0 connected - -", "[LAN]"),  # no pid recorded: judged by time alone
+                               ("x1 junk", "[LAN]")):
+        route.write_text(f"{until} LAN\n{second_line}\n")
+        out = _run_shell(["fish", "--no-config", "-c"], f"source {init}; __hermes_relay_indicator", tmp_path)
+        assert out == shown + "\n", second_line
+    route.write_text(f"{int(time.time()) - 5} LAN\n{os.getpid()} connected - -\n")
+    assert _run_shell(["fish", "--no-config", "-c"], f"source {init}; __hermes_relay_indicator", tmp_path) == "[LAN?]\n"
+
+
 def test_snippets_have_no_tabs_or_trailing_spaces() -> None:
     for shell in ("bash", "zsh", "fish"):
         for line in snippet(shell, "/r").splitlines():

@@ -258,7 +258,20 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "approvals.list": (dict, ApprovalsListReply),
     "approvals.decide": (dict, ApprovalsDecideReply),
 }
-NOTIFIES: dict[str, Any] = {"pair.progress": PairProgress, "state": RelayState}
+class ApprovalRequested(Approval):
+    event: Literal["approval.requested"]
+
+
+class ApprovalResolved(TypedDict):
+    event: Literal["approval.resolved"]
+    id: str
+    outcome: Literal["approved", "denied", "expired", "withdrawn"]
+    tool: str
+    url: str
+
+
+NOTIFIES: dict[str, Any] = {"pair.progress": PairProgress, "state": RelayState,
+                            "approval": ApprovalRequested | ApprovalResolved}
 
 
 def check(value: Any, tp: Any, *, partial: bool = False, where: str = "reply") -> list[str]:

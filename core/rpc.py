@@ -4,7 +4,7 @@
     [1, msgid, error, result]    response  (error: None or {"code", "message", "data"})
     [2, method, params]          notify    (streamed progress or watch events for the open request)
 
-The first request on every connection is ``hello``; it answers ``{api_version, agent_version}``.
+The first request on every connection is ``hello``; it answers ``{api_version, agent_version, pid, started_at}``.
 A client may send its next request right behind ``hello`` without waiting (requests on one
 connection are answered in order), which makes ``hello`` + the first call one round trip.
 Streaming methods (``pair.start``, ``watch``) send notifies, then one final response.

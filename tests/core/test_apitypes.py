@@ -34,4 +34,5 @@ def test_every_request_reply_method_in_core_api_has_types() -> None:
                api.ROUTE, api.PIN_ACCEPT, api.RELOAD, api.AGENT_STOP, api.FORGET, api.APPROVALS_LIST,
                api.APPROVALS_DECIDE}
     assert set(apitypes.METHODS) == methods  # doctor's reply is typed by its own module; watch only streams
-    assert set(apitypes.NOTIFIES) == {api.PAIR_PROGRESS, api.STATE}
+    assert set(apitypes.NOTIFIES) == {api.PAIR_PROGRESS, api.STATE, api.APPROVAL}
+

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 from hermes_relay.core import paths, payload
 from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
 from hermes_relay.core.routes import infer_role
-from hermes_relay.relay import http
+from hermes_relay.relay import http, peers
 from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, validate_grants, validate_seconds
-from hermes_relay.relay.peers import Peer, is_loopback
+from hermes_relay.relay.peers import Peer
 from hermes_relay.relay.sessions import SaveError, Session
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 Reply = tuple[int, dict[str, Any]]
 RATE_LIMIT_BODY = "Too many failed authentication attempts. Try again later."
-LOOPBACK_NAMES = ("localhost", "localhost.")
 NOT_LOOPBACK = "pairing codes can only be registered from the relay host (loopback, not through a proxy)"
 
 
@@ -237,39 +236,7 @@ def _lengthens(old: Session, new: Session, requested: dict[str, int] | None, now
 # -- request checks ----------------------------------------------------------------------------------
 
 def register_request_refusal(req: http.HttpRequest, peer: Peer) -> Reply | None:
-    """Why a pairing registration must be refused before its body is looked at, or None.
-
-    hermes-pair (urllib) sends ``Host: 127.0.0.1:PORT`` and ``Content-Type: application/json`` and no
-    Origin or Sec-Fetch-* headers. A web page in a browser on this host always adds ``Origin`` to a
-    cross-site POST, and may only send text/plain, form or multipart bodies without a preflight.
-    """
-    if not peer.loopback:
-        return 403, {"ok": False, "error": NOT_LOOPBACK}
-    if "origin" in req.headers:
-        return 403, {"ok": False, "error": "pairing codes cannot be registered from a web page (Origin header present); "
-                                           "run hermes-pair on the relay host"}
-    fetch_site = req.headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site.strip().lower() not in ("none", "same-origin"):
-        return 403, {"ok": False, "error": f"pairing codes cannot be registered by a cross-site request "
-                                           f"(Sec-Fetch-Site: {fetch_site[:40]}); run hermes-pair on the relay host"}
-    if not is_loopback_host_header(req.headers.get("host", "")):
-        return 403, {"ok": False, "error": "the Host header must name this machine's loopback address "
-                                           "(127.0.0.1, ::1 or localhost) to register a pairing code"}
-    media_type = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        return 415, {"ok": False, "error": f"POST {req.path} needs Content-Type: application/json"}
-    return None
-
-
-def is_loopback_host_header(host: str) -> bool:
-    """True for a Host header naming a loopback address or localhost, with or without a port."""
-    host = host.strip().lower()
-    if host.startswith("["):  # [::1] or [::1]:8767
-        name, sep, rest = host[1:].partition("]")
-        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
-            return False
-    else:
-        name, _, port = host.partition(":") if host.count(":") == 1 else (host, "", "")
-        if port and not port.isdigit():
-            return False
-    return name in LOOPBACK_NAMES or is_loopback(name)
+    """Why a pairing registration must be refused before its body is looked at, or None."""
+    return peers.local_request_refusal(req.headers, req.path, loopback=peer.loopback, not_local=NOT_LOOPBACK,
+                                       action="pairing codes cannot be registered", purpose="register a pairing code",
+                                       remedy="run hermes-pair on the relay host")

@@ -16,11 +16,10 @@ capped at 2 MiB (413), the reference relay's limit.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hermes_relay.relay import http
+from hermes_relay.relay import http, peers
 from hermes_relay.relay.desktop import DesktopRouter
 
 PREFIX = "/desktop"
@@ -40,31 +39,12 @@ def body_limit(req: http.HttpRequest) -> int:
     return MAX_BODY if is_desktop_path(req.path) else http.MAX_BODY
 
 
-def refusal(req: http.HttpRequest, ip: str, is_loopback: Callable[[str], bool],
-            is_loopback_host: Callable[[str], bool]) -> Result | None:
-    """Why a desktop request must be refused before anything runs, or None."""
-    if not is_loopback(ip):
-        return 403, {"ok": False, "error": "desktop tools can only be called from the relay host (loopback)"}
-    if "origin" in req.headers:
-        return 403, {"ok": False, "error": "desktop tools cannot be called from a web page (Origin header present)"}
-    fetch_site = req.headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site.strip().lower() not in ("none", "same-origin"):
-        return 403, {"ok": False, "error": f"desktop tools cannot be called by a cross-site request "
-                                           f"(Sec-Fetch-Site: {fetch_site[:40]})"}
-    if not is_loopback_host(req.headers.get("host", "")):
-        return 403, {"ok": False, "error": "the Host header must name this machine's loopback address "
-                                           "(127.0.0.1, ::1 or localhost) to call desktop tools"}
-    if req.method == "POST":
-        media_type = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type != "application/json":
-            return 415, {"ok": False, "error": "POST /desktop/<tool> needs Content-Type: application/json"}
-    return None
-
-
-async def handle(router: DesktopRouter, req: http.HttpRequest, body: bytes, ip: str, *,
-                 is_loopback: Callable[[str], bool], is_loopback_host: Callable[[str], bool]) -> Result:
-    """Serve one ``/desktop`` request. The two predicates are the relay's loopback checks."""
-    refused = refusal(req, ip, is_loopback, is_loopback_host)
+async def handle(router: DesktopRouter, req: http.HttpRequest, body: bytes, *, loopback: bool) -> Result:
+    """Serve one ``/desktop`` request; ``loopback``: the caller is the relay host itself (no proxy)."""
+    refused = peers.local_request_refusal(
+        req.headers, req.path, loopback=loopback, not_local="desktop tools can only be called from the relay host "
+        "(loopback, not through a proxy)", action="desktop tools cannot be called", purpose="call desktop tools",
+        json_body=req.method == "POST")
     if refused is not None:
         return refused
     name = req.path[len(PREFIX):].strip("/")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
@@ -79,21 +80,64 @@ def _bare(value: str) -> str | None:
         return None
 
 
-def in_networks(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``ip`` names (an IPv4-mapped IPv6 address as IPv4); None when it is not one."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
-        return False
+        return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return any(addr in net for net in networks)
+        return addr.ipv4_mapped
+    return addr
+
+
+def in_networks(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    addr = _address(ip)
+    return addr is not None and any(addr in net for net in networks)
 
 
 def is_loopback(ip: str) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+    addr = _address(ip)
+    return addr is not None and addr.is_loopback
+
+
+LOOPBACK_NAMES = ("localhost", "localhost.")
+
+
+def is_loopback_host_header(host: str) -> bool:
+    """True for a Host header naming a loopback address or localhost, with or without a port."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1] or [::1]:8767
+        name, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return False
+    else:
+        name, _, port = host.partition(":") if host.count(":") == 1 else (host, "", "")
+        if port and not port.isdigit():
+            return False
+    return name in LOOPBACK_NAMES or is_loopback(name)
+
+
+def local_request_refusal(headers: Mapping[str, str], path: str, *, loopback: bool, not_local: str, action: str,
+                          purpose: str, remedy: str = "", json_body: bool = True) -> tuple[int, dict[str, Any]] | None:
+    """Why a relay-host-only request (pairing registration, desktop tools) must be refused, or None.
+
+    The relay host's own programs (urllib, requests) send ``Host: 127.0.0.1:PORT``, a JSON body and no
+    Origin or Sec-Fetch-* headers. A web page in a browser on this host always adds ``Origin`` to a
+    cross-site request, names its own host in ``Host`` after DNS rebinding, and may only send text/plain,
+    form or multipart bodies without a preflight: each of those is refused.
+    """
+    tail = f"; {remedy}" if remedy else ""
+    if not loopback:
+        return 403, {"ok": False, "error": not_local}
+    if "origin" in headers:
+        return 403, {"ok": False, "error": f"{action} from a web page (Origin header present){tail}"}
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.strip().lower() not in ("none", "same-origin"):
+        return 403, {"ok": False, "error": f"{action} by a cross-site request (Sec-Fetch-Site: {fetch_site[:40]}){tail}"}
+    if not is_loopback_host_header(headers.get("host", "")):
+        return 403, {"ok": False, "error": "the Host header must name this machine's loopback address "
+                                           f"(127.0.0.1, ::1 or localhost) to {purpose}"}
+    if json_body and headers.get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
+        return 415, {"ok": False, "error": f"POST {path} needs Content-Type: application/json"}
+    return None

@@ -211,9 +211,7 @@ class Relay:
             await self._upgrade(stream, req, peer.addr)
             return
         if desktop_http.is_desktop_path(req.path):
-            status, obj = await desktop_http.handle(self.desktop, req, body, peer.addr,
-                                                    is_loopback=lambda _addr: peer.loopback,
-                                                    is_loopback_host=api.is_loopback_host_header)
+            status, obj = await desktop_http.handle(self.desktop, req, body, loopback=peer.loopback)
         else:
             status, obj = self.route_http(req, body, peer)
         await http.send_json(stream, status, obj, req.conn)

@@ -13,7 +13,6 @@ from helpers import http_request, parse_response, raw_http
 from relay_desktop_clients import TERMINAL, desktop_client, sync
 
 from hermes_relay.relay import desktop_http
-from hermes_relay.relay.api import is_loopback_host_header as _is_loopback_host_header
 from hermes_relay.relay.desktop import DesktopRouter
 from hermes_relay.relay.http import HttpRequest
 from hermes_relay.relay.peers import is_loopback as _is_loopback
@@ -61,8 +60,7 @@ async def test_a_caller_that_is_not_loopback_is_refused_before_anything_is_sent(
     router = DesktopRouter()
     req = HttpRequest("POST", f"/desktop/{TERMINAL}", {"host": "127.0.0.1:8767", "content-type": "application/json"},
                       b"", None)  # type: ignore[arg-type]
-    status, body = await desktop_http.handle(router, req, b'{"command": "id"}', "192.0.2.7",
-                                             is_loopback=_is_loopback, is_loopback_host=_is_loopback_host_header)
+    status, body = await desktop_http.handle(router, req, b'{"command": "id"}', loopback=_is_loopback("192.0.2.7"))
     assert (status, body["ok"]) == (403, False) and "loopback" in body["error"]
     assert router.health()["recent_commands"] == []
 

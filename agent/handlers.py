@@ -22,7 +22,7 @@ from hermes_relay.core.errors import (
     UsageError,
 )
 from hermes_relay.core.routes import role_label
-from hermes_relay.core.store import redact_record, resolve_in, route_urls
+from hermes_relay.core.store import join, redact_record, resolve_in, route_urls
 from hermes_relay.core.wire import MIN_PREFIX_LEN, TOKEN_PREFIX_LEN
 
 if TYPE_CHECKING:
@@ -230,28 +230,14 @@ def paired_view(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]],
     Store order first, then relays only the agent knows; a live relay also matches a record through
     its alternate routes. Records are redacted unless ``reveal``.
     """
-    by_key: dict[str, dict[str, Any]] = {}
-    extra: list[dict[str, Any]] = []
-    for state in live:
-        url = str(state.get("url") or "")
-        found = resolve_in(sessions, url) if url else None
-        if found is not None and found[0] not in by_key:
-            by_key[found[0]] = state
-        else:
-            extra.append(state)
     out = []
-    for url, rec in sessions.items():
-        if not isinstance(rec, dict):
+    for url, rec, state in join(sessions, live):
+        if rec is None:
+            out.append({"url": url, "record": None, "live": state, "alternates": [], "role_label": None})
             continue
         role = rec.get("endpoint_role")
-        try:
-            alternates = route_urls(rec)
-        except TypeError:  # a malformed route_candidates must not take status down
-            alternates = []
-        out.append({"url": url, "record": rec if reveal else _redacted(rec), "live": by_key.get(url),
-                    "alternates": alternates, "role_label": role_label(str(role)) if role else None})
-    out.extend({"url": str(s.get("url") or "?"), "record": None, "live": s, "alternates": [], "role_label": None}
-               for s in extra)
+        out.append({"url": url, "record": rec if reveal else _redacted(rec), "live": state,
+                    "alternates": route_urls(rec), "role_label": role_label(str(role)) if role else None})
     return out
 
 

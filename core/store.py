@@ -149,3 +149,22 @@ def redact_record(record: dict[str, Any]) -> dict[str, Any]:
 def _secret_key(key: str) -> bool:
     k = key.lower()
     return k in ("token", "refresh_token", "session_token", "key", "api_key", "secret") or k.endswith("_token")
+
+
+def join(sessions: dict[str, dict[str, Any]],
+         live: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]]:
+    """(url, store record or None, live link state or None): store order first, then the links only
+    the agent knows. A live link matches a record by its key or one of its alternate routes."""
+    by_key: dict[str, dict[str, Any]] = {}
+    extra: list[dict[str, Any]] = []
+    for state in live:
+        url = str(state.get("url") or "")
+        found = resolve_in(sessions, url) if url else None
+        if found is not None and found[0] not in by_key:
+            by_key[found[0]] = state
+        else:
+            extra.append(state)
+    out: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = [
+        (url, rec, by_key.get(url)) for url, rec in sessions.items() if isinstance(rec, dict)]
+    out.extend((str(state.get("url") or "?"), None, state) for state in extra)
+    return out

@@ -64,7 +64,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     if entries is None:
         sessions, store_error = _read_store(store_path)
-        entries = merge(sessions, live)
+        from hermes_relay.core.store import join
+
+        entries = join(sessions, live)
     if getattr(args, "json", False):
         ctx.print_json(json_view(store_path, store_error, agent_info, agent_error, entries, reveal=reveal))
     else:
@@ -131,24 +133,6 @@ def _from_agent(paired: list[Any]) -> tuple[list[tuple[str, dict | None, dict | 
         role = item.get("role_label")
         derived[url] = (alternates, str(role) if role else None)
     return entries, derived
-
-
-def merge(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]]) -> list[tuple[str, dict | None, dict | None]]:
-    """(url, store record or None, live RelayState or None), store order first, then agent-only relays."""
-    from hermes_relay.core.store import resolve_in
-
-    by_key: dict[str, dict[str, Any]] = {}
-    extra: list[dict[str, Any]] = []
-    for state in live:
-        url = str(state.get("url") or "")
-        found = resolve_in(sessions, url) if url else None
-        if found is not None and found[0] not in by_key:
-            by_key[found[0]] = state
-        else:
-            extra.append(state)
-    out: list[tuple[str, dict | None, dict | None]] = [(url, rec, by_key.get(url)) for url, rec in sessions.items()]
-    out.extend((str(state.get("url") or "?"), None, state) for state in extra)
-    return out
 
 
 # -- text ------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from hermes_relay.agent import prober, transport
-from hermes_relay.agent.link import route_info
 from hermes_relay.core import codes, payload, record, wire
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -40,7 +39,7 @@ from hermes_relay.core.errors import (
     TransportError,
     UsageError,
 )
-from hermes_relay.core.routes import Route, make_routes, normalize_relay_url
+from hermes_relay.core.routes import Route, make_routes, normalize_relay_url, route_info
 from hermes_relay.core.store import SessionStore, resolve_in
 
 if TYPE_CHECKING:

@@ -175,13 +175,6 @@ def test_store_trouble_and_crashes_retry_on_their_own_schedule() -> None:
     assert m.next_retry_at == NOW + 30.0
 
 
-@pytest.mark.parametrize(("value", "result"), [
-    (NOW - 1, True), (NOW, True), (NOW + 1, False), (None, False), (0, False), (True, False), ("soon", False),
-])
-def test_expired(value: Any, result: bool) -> None:
-    assert ls.expired(value, NOW) is result
-
-
 def test_upgrade_needs_two_answers_a_hysteresis_apart() -> None:
     up = ls.Upgrade(interval=30.0, hysteresis=5.0)
     assert up.next_wait() == (30.0, True)  # first probe: periodic, or sooner on a network change

@@ -164,13 +164,3 @@ def tiers(routes: Iterable[Route]) -> list[list[Route]]:
     for route in sorted(routes):
         out.setdefault(route.priority, []).append(route)
     return [out[p] for p in sorted(out)]
-
-
-def security_label(route: Route) -> str:
-    if route.secure:
-        return "Encrypted with TLS"
-    if route.role == "tailscale" or infer_role(route.url) == "tailscale":
-        return "Encrypted by Tailscale"
-    if route.role == "wireguard":
-        return "Encrypted by WireGuard"
-    return "Unencrypted relay connection"

@@ -75,7 +75,6 @@ def register(sub: Any) -> None:
                   "hermes-relay agent run                      # logs on the terminal; Ctrl-C stops it\n"
                   "hermes-relay agent run -- --log-level DEBUG")
     run_p.add_argument("--detached", action="store_true", help="log to the log file, not the terminal")
-    run_p.add_argument("--foreground", action="store_true", help="stay attached to the terminal (the default)")
     run_p.set_defaults(accepts_extra=True)
     install = _verb(verbs, "install", "run the agent as a per-user service (systemd, launchd or the Windows Run key)",
                     "Write the service file for this platform's per-user service manager and enable it, "
@@ -349,7 +348,7 @@ def _count(text: str) -> int:
 
 # -- run -------------------------------------------------------------------------------------------
 def _run(args: argparse.Namespace, ctx: Context) -> int:
-    rest = [flag for flag, on in (("--detached", args.detached), ("--foreground", args.foreground)) if on]
+    rest = ["--detached"] if args.detached else []
     extra = list(getattr(args, "extra", []) or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]

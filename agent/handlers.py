@@ -331,7 +331,8 @@ def _resolve(agent: Agent, url: str | None) -> tuple[str, dict[str, Any]]:
 
 async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
                 body: dict[str, Any] | None = None) -> tuple[str, int, Any]:
-    """Call the relay's session API over the live route if there is one, else the best reachable route."""
+    """Call the relay's session API with the pairing's token on a fresh HTTP connection over the best
+    reachable route (not through the live link); refused up front when the token is known to be dead."""
     owner, rec = _resolve(agent, params.get("url"))
     mark = agent.marks.get(owner, record.from_dict(owner, rec).token)
     if mark is not None and mark.get("state") in (api.REVOKED, api.EXPIRED):

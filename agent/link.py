@@ -242,8 +242,9 @@ class RelayLink:
             if self._unsaved is not None and self._unsaved[0] == token:
                 await self._flush_unsaved()
                 if self._unsaved is not None:
-                    record = from_dict(self.url, {**raw, "token": self._unsaved[1].get("session_token") or token,
-                                                  "refresh_token": self._unsaved[1].get("refresh_token") or raw.get("refresh_token")})
+                    ok = self._unsaved[1]
+                    record = from_dict(self.url, {**raw, "token": ok.get("session_token") or token,
+                                                  "refresh_token": ok.get("refresh_token") or raw.get("refresh_token")})
                     token = record.token
             else:
                 self._unsaved = None  # re-paired meanwhile: the store's credentials are newer

@@ -2,8 +2,8 @@
 
 A route socket receives every routing message (RTM_IFINFO, RTM_NEWADDR, RTM_DELADDR, RTM_ADD, ...).
 Each readable burst is one wakeup: the socket is drained and the messages are discarded unparsed.
-tailscale ``netmon_darwin.go`` parses them to skip ARP/neighbour noise; here that noise costs at most
-one cheap snapshot per debounce period, and ``core.netif.diff`` reports nothing for it.
+Parsing them could skip ARP/neighbour noise; unparsed, that noise costs at most one cheap
+snapshot per debounce period, and ``core.netif.diff`` reports nothing for it.
 Untested in CI (no macOS runner); kept deliberately small.
 """
 

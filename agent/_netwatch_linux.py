@@ -2,8 +2,8 @@
 
 The socket joins the link, IPv4/IPv6 address and IPv4/IPv6 route groups. Each readable burst is one
 wakeup: the socket is drained and the messages are discarded unparsed, because the watcher re-reads
-the whole interface state anyway (tailscale ``netmon_linux.go`` parses them to filter noise; the
-debounce plus ``core.netif.diff`` do that job here for far less code). ENOBUFS means the kernel
+the whole interface state anyway (parsing them to filter noise would duplicate what the debounce
+plus ``core.netif.diff`` already do, for far more code). ENOBUFS means the kernel
 dropped messages because we read too slowly; that is reported as a wakeup too, since whatever was
 lost can only be recovered by looking again.
 

@@ -1,4 +1,4 @@
-"""Polling wakeups: "look again" every ``interval`` seconds (tailscale ``net/netmon/polling.go``).
+"""Polling wakeups: "look again" every ``interval`` seconds.
 
 The fallback wherever no change notification is available (Windows, or a Linux without an openable
 NETLINK_ROUTE socket). It holds no OS resource, so ``close()`` does nothing.

@@ -26,10 +26,11 @@ from hermes_relay.agent.credentials import Credentials
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.indicator import Indicator, summarize
 from hermes_relay.agent.ipc_server import serve_ipc
-from hermes_relay.agent.link import RelayLink, owner_urls
+from hermes_relay.agent.link import RelayLink
 from hermes_relay.agent.marks import Marks, Pending
 from hermes_relay.core import fileio, wire
 from hermes_relay.core.errors import StateError
+from hermes_relay.core.record import Record, owner_urls
 from hermes_relay.core.store import SessionStore, resolve_in
 
 log = logging.getLogger(__name__)
@@ -212,12 +213,12 @@ class Agent:
             log.warning("device_id_not_saved error=%s", exc)
         return new
 
-    def auth_payload(self, record: dict[str, Any] | None = None, **credentials: Any) -> dict[str, Any]:
+    def auth_payload(self, record: Record | None = None, **credentials: Any) -> dict[str, Any]:
         """The ``system/auth`` payload: this device, the name chosen for the pairing (``pair --name``,
         stored as the record's ``device_name``) on every login, and the credentials."""
         payload = dict(self.device())
-        name = (record or {}).get("device_name")
-        if isinstance(name, str) and name.strip():
+        name = record.device_name if record is not None else None
+        if name and name.strip():
             payload["device_name"] = name.strip()[:wire.MAX_DEVICE_NAME]
         return {**payload, **credentials}
 

@@ -31,7 +31,6 @@ import trio
 
 from hermes_relay.agent import transport
 from hermes_relay.agent.ipc_server import CallContext, Handler
-from hermes_relay.agent.link import pin_for, routes_for
 from hermes_relay.core import api
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -43,6 +42,7 @@ from hermes_relay.core.errors import (
     TlsError,
     members,
 )
+from hermes_relay.core.record import Record, from_dict
 from hermes_relay.core.routes import Route, host_port
 
 if TYPE_CHECKING:
@@ -142,7 +142,8 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
         sessions = agent.store.sessions()
     except StateError as exc:
         sessions, store_error = {}, exc.to_wire()
-    plans = [(owner, rec, [RouteCheck(r) for r in routes_for(owner, rec)]) for owner, rec in sessions.items()]
+    views = [from_dict(owner, raw) for owner, raw in sessions.items()]
+    plans = [(rec.owner, rec, [RouteCheck(r) for r in rec.routes()]) for rec in views]
     started = trio.current_time()
     with trio.move_on_after(deadline) as scope:
         async with trio.open_nursery() as nursery:
@@ -175,8 +176,8 @@ def handler(agent: Agent) -> Handler:
 
 
 # -- one relay ---------------------------------------------------------------------------------------
-async def _check_relay(agent: Agent, owner: str, rec: dict[str, Any], checks: list[RouteCheck]) -> None:
-    token = rec.get("token") if isinstance(rec.get("token"), str) and rec.get("token") else None
+async def _check_relay(agent: Agent, owner: str, rec: Record, checks: list[RouteCheck]) -> None:
+    token = rec.token
     conns: list[transport.Connected | None] = [None] * len(checks)
     async with trio.open_nursery() as ws_nursery:  # the WebSocket reader tasks live here
         try:
@@ -192,7 +193,7 @@ async def _check_relay(agent: Agent, owner: str, rec: dict[str, Any], checks: li
             ws_nursery.cancel_scope.cancel()
 
 
-async def _authenticate_all(agent: Agent, rec: dict[str, Any], token: str | None, checks: list[RouteCheck],
+async def _authenticate_all(agent: Agent, rec: Record, token: str | None, checks: list[RouteCheck],
                             conns: list[transport.Connected | None], reached: list[int]) -> None:
     if token is None:
         for i in reached:
@@ -215,7 +216,7 @@ async def _authenticate_all(agent: Agent, rec: dict[str, Any], token: str | None
             return
 
 
-async def _auth(agent: Agent, rec: dict[str, Any], token: str, check: RouteCheck, conn: transport.Connected | None) -> str:
+async def _auth(agent: Agent, rec: Record, token: str, check: RouteCheck, conn: transport.Connected | None) -> str:
     """Run the auth step on ``conn``: ``"ok"``, ``"rejected"`` or ``"error"`` (no verdict)."""
     assert conn is not None
     check.begin("auth")
@@ -235,7 +236,7 @@ async def _auth(agent: Agent, rec: dict[str, Any], token: str, check: RouteCheck
     return "ok"
 
 
-async def _reach_guarded(agent: Agent, owner: str, rec: dict[str, Any], check: RouteCheck,
+async def _reach_guarded(agent: Agent, owner: str, rec: Record, check: RouteCheck,
                          ws_nursery: trio.Nursery, conns: list[transport.Connected | None], i: int) -> None:
     # A bug in one route's check must not hide every other result: report it as that route's failure.
     try:
@@ -249,7 +250,7 @@ async def _reach_guarded(agent: Agent, owner: str, rec: dict[str, Any], check: R
 
 
 # -- one route: DNS → TCP → TLS → WebSocket ---------------------------------------------------------
-async def _reach(agent: Agent, owner: str, rec: dict[str, Any], check: RouteCheck,
+async def _reach(agent: Agent, owner: str, rec: Record, check: RouteCheck,
                  ws_nursery: trio.Nursery) -> transport.Connected | None:
     route = check.route
     host, port = host_port(route.url)
@@ -359,7 +360,7 @@ def _strerror(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
-async def _tls(check: RouteCheck, owner: str, rec: dict[str, Any], stream: trio.SocketStream, host: str,
+async def _tls(check: RouteCheck, owner: str, rec: Record, stream: trio.SocketStream, host: str,
                timeout: float) -> tuple[trio.abc.Stream | None, str | None]:
     route = check.route
     if not route.secure:
@@ -375,7 +376,7 @@ async def _tls(check: RouteCheck, owner: str, rec: dict[str, Any], stream: trio.
     except (ssl.SSLError, trio.BrokenResourceError, OSError, TlsError) as exc:
         check.end(FAIL, f"TLS handshake failed: {transport.describe(exc)}", fix=FIX_TLS)
         return None, None
-    recorded = pin_for(owner, rec, route.url)
+    recorded = rec.pin_for(route.url)
     if recorded and recorded != presented:
         await trio.aclose_forcefully(tls)
         check.end(FAIL, "the certificate is not the pinned one", recorded_pin=recorded, presented_pin=presented,

@@ -15,9 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from hermes_relay.core import api, policy
+from hermes_relay.core import api, policy, record
 from hermes_relay.core.errors import HermesError, NotPairedError
-from hermes_relay.core.store import resolve_in, route_urls
+from hermes_relay.core.store import resolve_in
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool 
     if found is None:
         raise NotPairedError(f"no pairing stored for {url}", hint="`hermes-relay status` lists the paired relays")
     owner, rec = found
-    token = rec.get("token") if isinstance(rec.get("token"), str) else ""
+    token = record.from_dict(owner, rec).token or ""
     prefix = token[:TOKEN_PREFIX_LEN] if token else None
 
     link = agent.links.pop(owner, None)
@@ -56,7 +56,7 @@ async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool 
             removed.append("verdict")
         if _step("refresh token", lambda: agent.credentials.forget(owner)):
             removed.append("refresh token")
-        if _step("desktop access policy", lambda: policy.forget(agent.desktop.policy_path, [owner, *route_urls(rec)])):
+        if _step("desktop access policy", lambda: policy.forget(agent.desktop.policy_path, record.from_dict(owner, rec).urls())):
             removed.append("desktop access policy")
     finally:
         agent.reload()
@@ -83,11 +83,11 @@ async def _revoke_on_relay(agent: Agent, owner: str, rec: dict[str, Any], token:
 
 def _describe_record(rec: dict[str, Any]) -> str:
     extras = []
-    routes = len(route_urls(rec))
+    view = record.from_dict("", rec)
+    routes = len(view.candidates)
     if routes:
         extras.append(f"{routes} alternate route{'s' if routes != 1 else ''}")
-    pins = rec.get("route_cert_pins") if isinstance(rec.get("route_cert_pins"), dict) else {}
-    npins = len(pins) + (1 if rec.get("cert_pin_sha256") else 0)
+    npins = len(view.route_pins) + (1 if view.cert_pin else 0)
     if npins:
         extras.append(f"{npins} certificate pin{'s' if npins != 1 else ''}")
     return "pairing" + (f" ({', '.join(extras)})" if extras else "")

@@ -22,7 +22,7 @@ from hermes_relay.core.errors import (
     UsageError,
 )
 from hermes_relay.core.routes import role_label
-from hermes_relay.core.store import join, redact_record, resolve_in, route_urls
+from hermes_relay.core.store import join, redact_record, resolve_in
 from hermes_relay.core.wire import MIN_PREFIX_LEN, TOKEN_PREFIX_LEN
 
 if TYPE_CHECKING:
@@ -217,8 +217,8 @@ async def _forward_approvals(agent: Agent, ctx: CallContext) -> None:
 def _redacted(rec: dict[str, Any]) -> dict[str, Any]:
     """A record for the CLI without secrets; the token keeps only its prefix, which ``status`` shows."""
     out = redact_record(rec)
-    token = rec.get("token")
-    if isinstance(token, str) and token:
+    token = record.from_dict("", rec).token
+    if token:
         out["token"] = token[:TOKEN_PREFIX_LEN]
     return out
 
@@ -235,9 +235,10 @@ def paired_view(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]],
         if rec is None:
             out.append({"url": url, "record": None, "live": state, "alternates": [], "role_label": None})
             continue
-        role = rec.get("endpoint_role")
+        view = record.from_dict(url, rec)
+        role = view.endpoint_role
         out.append({"url": url, "record": rec if reveal else _redacted(rec), "live": state,
-                    "alternates": route_urls(rec), "role_label": role_label(str(role)) if role else None})
+                    "alternates": [c.url for c in view.candidates], "role_label": role_label(role) if role else None})
     return out
 
 
@@ -309,7 +310,7 @@ def _resolve(agent: Agent, url: str | None) -> tuple[str, dict[str, Any]]:
         if found is None:
             raise NotPairedError(f"no pairing stored for {url}")
         return found
-    paired = [(k, v) for k, v in sessions.items() if isinstance(v.get("token"), str) and v.get("token")]
+    paired = [(k, sessions[k]) for k in record.owner_urls(sessions)]
     if not paired:
         raise NotPairedError("this computer is not paired with any relay")
     if len(paired) > 1:
@@ -320,9 +321,10 @@ def _resolve(agent: Agent, url: str | None) -> tuple[str, dict[str, Any]]:
 
 async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
                 body: dict[str, Any] | None = None) -> tuple[str, int, Any]:
-    """Call the relay's session API over the live route if there is one, else the best reachable route."""
+    """Call the relay's session API with the pairing's token on a fresh HTTP connection over the best
+    reachable route (not through the live link); refused up front when the token is known to be dead."""
     owner, rec = _resolve(agent, params.get("url"))
-    mark = agent.marks.get(owner, rec.get("token") if isinstance(rec.get("token"), str) else None)
+    mark = agent.marks.get(owner, record.from_dict(owner, rec).token)
     if mark is not None and mark.get("state") in (api.REVOKED, api.EXPIRED):
         # Sending a token the relay already refused only counts toward its per-IP block.
         raise SessionRevokedError(f"the session for {owner} was {mark['state']}; the relay no longer accepts it",

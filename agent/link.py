@@ -29,17 +29,6 @@ from typing import Any, Protocol
 import trio
 
 from hermes_relay.agent import prober, transport
-from hermes_relay.agent.linkrecord import (  # noqa: F401  (owner_urls, pin_for, routes_for: re-exported)
-    expiry_of,
-    owner_urls,
-    paired_at,
-    pin_for,
-    record_expired,
-    route_info,
-    routes_for,
-    shares_route_or_pin,
-    token_of,
-)
 from hermes_relay.core import envelope, linkstate, wire
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -52,7 +41,8 @@ from hermes_relay.core.errors import (
     TransportError,
 )
 from hermes_relay.core.linkstate import Do, LinkMachine, LinkState, Next
-from hermes_relay.core.routes import Route, host_port
+from hermes_relay.core.record import Record, expiry, from_dict
+from hermes_relay.core.routes import Route, host_port, route_info
 from hermes_relay.core.store import resolve_in
 
 log = logging.getLogger(__name__)
@@ -105,7 +95,7 @@ class LinkHost(Protocol):
 
     def publish(self, link: RelayLink) -> None: ...
 
-    def auth_payload(self, record: dict[str, Any] | None = None, **credentials: Any) -> dict[str, Any]: ...
+    def auth_payload(self, record: Record | None = None, **credentials: Any) -> dict[str, Any]: ...
 
 
 class Net(Protocol):
@@ -246,14 +236,16 @@ class RelayLink:
             if found is None:
                 await self._follow(self._event(linkstate.Unpaired()))
                 continue
-            _, record = found
-            token = token_of(record)
+            _, raw = found
+            record = from_dict(self.url, raw)
+            token = record.token
             if self._unsaved is not None and self._unsaved[0] == token:
                 await self._flush_unsaved()
                 if self._unsaved is not None:
-                    record = {**record, "token": self._unsaved[1].get("session_token") or token,
-                              "refresh_token": self._unsaved[1].get("refresh_token") or record.get("refresh_token")}
-                    token = record["token"]
+                    ok = self._unsaved[1]
+                    record = from_dict(self.url, {**raw, "token": ok.get("session_token") or token,
+                                                  "refresh_token": ok.get("refresh_token") or raw.get("refresh_token")})
+                    token = record.token
             else:
                 self._unsaved = None  # re-paired meanwhile: the store's credentials are newer
             mark = await self.host.verdict(self.url, token)
@@ -261,7 +253,7 @@ class RelayLink:
             if stored is not None and stored.verdict is LinkState.REVOKED:
                 # Pairing again under another URL makes the relay refuse this token before the new
                 # pairing reaches the store; once it has, the refusal reads as what it was.
-                replaced_by = await self._replaced_by(record, routes_for(self.url, record), sessions)
+                replaced_by = await self._replaced_by(record, sessions)
                 if replaced_by:
                     error = self._replaced_error(replaced_by)
                     await self._mark(token, LinkState.REPLACED, error)
@@ -269,9 +261,9 @@ class RelayLink:
             if stored is not None:
                 await self._follow(self._event(stored))
                 continue
-            routes = routes_for(self.url, record)
+            routes = record.routes()
             self._event(linkstate.Dial(tuple(route_info(r) for r in routes),  # type: ignore[misc]
-                                       record.get("server_version") if isinstance(record.get("server_version"), str) else None))
+                                       record.server_version))
             connected_at: list[float] = []
             try:
                 await self._session(record, routes, token, connected_at)
@@ -286,8 +278,8 @@ class RelayLink:
                 await self._mark(token, LinkState.PIN_MISMATCH, exc.to_wire())
                 await self._follow(self._event(linkstate.PinChanged(exc.to_wire())))
             except AuthRejectedError as exc:
-                expired = record_expired(record, self._now())
-                replaced_by = None if expired else await self._replaced_by(record, routes, sessions)
+                expired = record.expired(self._now())
+                replaced_by = None if expired else await self._replaced_by(record, sessions)
                 error = exc.to_wire()
                 if replaced_by:
                     error = self._replaced_error(replaced_by)
@@ -338,7 +330,7 @@ class RelayLink:
             log.error("credentials_write_failed url=%s error=%s", self.url, exc)
 
     # -- one connection ------------------------------------------------------------------------
-    async def _session(self, record: dict[str, Any], routes: list[Route], token: str | None,
+    async def _session(self, record: Record, routes: list[Route], token: str | None,
                        connected_at: list[float]) -> None:
         if not token:
             raise AuthRejectedError(f"no token stored for {self.url}", hint="pair again with `hermes-relay pair`")
@@ -356,8 +348,7 @@ class RelayLink:
                     session_token = new_token or used
                     refresh = ok.get("refresh_token") if isinstance(ok.get("refresh_token"), str) else None
                     if refresh is None and used == token:
-                        stored = record.get("refresh_token")
-                        refresh = stored if isinstance(stored, str) and stored else None
+                        refresh = record.refresh_token
                     await self._keep_refresh(session_token, refresh)
                     connected_at.append(trio.current_time())
                     elapsed = conn.dialed.elapsed
@@ -378,7 +369,7 @@ class RelayLink:
                     nursery.start_soon(self._desktop, _Port(self.url, conn), inbound_receive)
                     nursery.start_soon(guard(self._keepalive, conn))
                     nursery.start_soon(guard(self._reader, conn, inbound_send))
-                    expires_at = expiry_of(ok["expires_at"]) if "expires_at" in ok else expiry_of(record.get("ttl_expires_at"))
+                    expires_at = expiry(ok["expires_at"]) if "expires_at" in ok else record.expires_at
                     if expires_at is not None and expires_at > self._now():
                         nursery.start_soon(guard(self._expiry_watch, expires_at))
                     nursery.start_soon(guard(self._revocation_watch, conn.route, record, session_token))
@@ -395,7 +386,7 @@ class RelayLink:
             raise failure[0]
         raise ConnectionLostError(f"{self.url}: connection ended")
 
-    async def _authenticate(self, nursery: trio.Nursery, conn: transport.Connection, record: dict[str, Any],
+    async def _authenticate(self, nursery: trio.Nursery, conn: transport.Connection, record: Record,
                             token: str, conns: list[transport.Connection]) -> tuple[transport.Connection, dict[str, Any], str]:
         """auth.ok on ``conn`` with the token, else on a fresh connection with the refresh token.
         Returns (connection, auth.ok payload, the credential that was accepted)."""
@@ -405,22 +396,22 @@ class RelayLink:
         except AuthRejectedError:
             await self.net.discard(conn)
             refresh = await self.host.refresh_token(self.url, token)
-            if refresh is None and isinstance(record.get("refresh_token"), str) and record["refresh_token"]:
-                refresh = record["refresh_token"]
+            if refresh is None:
+                refresh = record.refresh_token
             if refresh is None:
                 raise AuthRejectedError(f"{self.url} rejected the stored session token",
                                         hint="the session was revoked or expired: pair again with `hermes-relay pair`") from None
-        fresh = await self.net.connect(nursery, conn.route, expected_pin=pin_for(self.url, record, conn.route.url),
+        fresh = await self.net.connect(nursery, conn.route, expected_pin=record.pin_for(conn.route.url),
                                         timeout=self.config.probe_timeout)
         conns.append(fresh)
         ok = await self.net.authenticate(fresh, self.host.auth_payload(record, refresh_token=refresh), url=conn.route.url)
         log.info("link_token_refreshed url=%s", self.url)
         return fresh, ok, refresh
 
-    async def _race(self, nursery: trio.Nursery, routes: list[Route], record: dict[str, Any], *,
+    async def _race(self, nursery: trio.Nursery, routes: list[Route], record: Record, *,
                     use_cache: bool = True) -> prober.Won[transport.Connection]:
         async def connect(route: Route) -> transport.Connection:
-            return await self.net.connect(nursery, route, expected_pin=pin_for(self.url, record, route.url),
+            return await self.net.connect(nursery, route, expected_pin=record.pin_for(route.url),
                                            timeout=self.config.probe_timeout)
 
         return await prober.race(routes, connect, self.net.discard, stagger=self.config.probe_stagger,
@@ -494,7 +485,7 @@ class RelayLink:
             await trio.sleep(min(left, self.config.clock_check_interval))
         raise _Again("the session's expiry passed: asking the relay again", immediate=True)
 
-    async def _revocation_watch(self, route: Route, record: dict[str, Any], token: str) -> None:
+    async def _revocation_watch(self, route: Route, record: Record, token: str) -> None:
         """A bearer check every ``revocation_check_interval``: relays that keep a revoked session's
         socket open still refuse its token over HTTP."""
         while True:
@@ -503,10 +494,10 @@ class RelayLink:
             if status in (401, 403):
                 raise _Again(f"the relay refused the session token (HTTP {status}): asking it again", immediate=True)
 
-    async def _bearer_status(self, route: Route, record: dict[str, Any], token: str) -> int | None:
+    async def _bearer_status(self, route: Route, record: Record, token: str) -> int | None:
         """The HTTP status of ``GET /sessions`` with ``token`` on ``route`` (None: no answer)."""
         try:
-            dialed = await self.net.dial(route, expected_pin=pin_for(self.url, record, route.url),
+            dialed = await self.net.dial(route, expected_pin=record.pin_for(route.url),
                                           timeout=self.config.probe_timeout)
             try:
                 status, _ = await self.net.http_request(dialed, "GET", "/sessions", token=token,
@@ -518,21 +509,19 @@ class RelayLink:
             return None
         return status
 
-    async def _replaced_by(self, record: dict[str, Any], routes: list[Route],
-                           sessions: dict[str, dict[str, Any]]) -> str | None:
+    async def _replaced_by(self, record: Record, sessions: dict[str, dict[str, Any]]) -> str | None:
         """The newer pairing, stored under another URL, of this same relay: pairing this device again
         made the relay replace this session. "Same relay" is decided without sending anything: a
         shared route URL or certificate pin, or the same port on an address both URLs resolve to
         (a token is never sent to a relay it was not issued by)."""
-        mine = paired_at(record)
-        newer = sorted(((u, r) for u, r in sessions.items() if u != self.url and token_of(r) and paired_at(r) >= mine),
-                       key=lambda item: -paired_at(item[1]))
-        for other_url, other in newer:
-            theirs = routes_for(other_url, other)
-            if shares_route_or_pin(self.url, record, routes, other_url, other, theirs):
-                return other_url
-            if await self._share_an_address(routes, theirs):
-                return other_url
+        mine = record.paired_at or 0.0
+        others = [from_dict(u, r) for u, r in sessions.items() if u != self.url]
+        newer = sorted((o for o in others if o.token and (o.paired_at or 0.0) >= mine), key=lambda o: -(o.paired_at or 0.0))
+        for other in newer:
+            if record.same_relay(other):
+                return other.owner
+            if await self._share_an_address(record.routes(), other.routes()):
+                return other.owner
         return None
 
     async def _share_an_address(self, mine: list[Route], theirs: list[Route]) -> bool:
@@ -552,7 +541,7 @@ class RelayLink:
                         return True
         return False
 
-    async def _upgrade_watch(self, higher: list[Route], record: dict[str, Any]) -> None:
+    async def _upgrade_watch(self, higher: list[Route], record: Record) -> None:
         upgrade = linkstate.Upgrade(self.config.upgrade_interval, self.config.upgrade_hysteresis)
         while True:
             wait, network_cuts_short = upgrade.next_wait()
@@ -568,7 +557,7 @@ class RelayLink:
                 assert won is not None
                 raise _Again(f"moving up to {won.route.label} {won.route.url}", immediate=True)
 
-    async def _probe(self, routes: list[Route], record: dict[str, Any]) -> prober.Won[transport.Connection] | None:
+    async def _probe(self, routes: list[Route], record: Record) -> prober.Won[transport.Connection] | None:
         """Is one of ``routes`` answering right now? (uncached; the connection is closed again)"""
         result: list[prober.Won[transport.Connection]] = []
         async with trio.open_nursery() as nursery:

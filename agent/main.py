@@ -65,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent in the foreground")
     run.add_argument("--detached", action="store_true", help="started by the CLI: log to the file only")
-    run.add_argument("--foreground", action="store_true", help="(default) log to stderr as well")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"hermes-relay-agent {__version__}")
     return p

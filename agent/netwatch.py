@@ -1,10 +1,10 @@
-"""Watch the network and report changes that may need a re-probe (tailscale ``net/netmon``).
+"""Watch the network and report changes that may need a re-probe.
 
 ``InterfaceWatcher.run`` loops: await a wakeup, take a snapshot, diff it against the last one with
 ``core.netif.diff``, send any ``NetChange`` (major and minor; consumers decide), then sleep
 ``debounce``. Wakeups only say "look again": they come from an OS source (NETLINK_ROUTE on Linux,
 a route socket on macOS, polling elsewhere or when the OS source cannot be opened), from ``poke()``
-(tests, the sleep/wake detector; tailscale ``InjectEvent``), or from a safety timer, because a lost
+(tests, the sleep/wake detector), or from a safety timer, because a lost
 notification must not leave a stale snapshot forever. Wakeups that arrive while a look or the
 debounce sleep is in progress are merged into one later look, so a burst shorter than the debounce
 costs at most two looks: one at its first event and one after the debounce.

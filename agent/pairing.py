@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from hermes_relay.agent import prober, transport
-from hermes_relay.agent.link import route_info
 from hermes_relay.core import codes, payload, record, wire
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -40,7 +39,7 @@ from hermes_relay.core.errors import (
     TransportError,
     UsageError,
 )
-from hermes_relay.core.routes import Route, make_routes, normalize_relay_url
+from hermes_relay.core.routes import Route, make_routes, normalize_relay_url, route_info
 from hermes_relay.core.store import SessionStore, resolve_in
 
 if TYPE_CHECKING:
@@ -215,10 +214,11 @@ def _write(store: SessionStore, entry: dict[str, Any], faults: int = 0) -> str:
     owner, fields = entry["owner"], entry["fields"]
 
     def apply(sessions: dict[str, Any]) -> str:
-        current = resolve_in(sessions, owner)
-        if current is not None and isinstance(current[1].get("paired_at"), int) \
-                and current[1]["paired_at"] > entry["at"] and current[1].get("token") != fields["token"]:
-            return current[0]  # a newer pairing landed meanwhile: it wins
+        found = resolve_in(sessions, owner)
+        current = record.from_dict(*found) if found is not None else None
+        if current is not None and current.paired_at is not None and current.paired_at > entry["at"] \
+                and current.token != fields["token"]:
+            return current.owner  # a newer pairing landed meanwhile: it wins
         previous: dict[str, Any] = {}
         for url in entry["urls"]:  # one pairing per relay: a re-pair replaces the old record of any of its routes
             found = resolve_in(sessions, url)

@@ -1,4 +1,4 @@
-"""Pick a route by strict priority, racing reachability inside a tier (trio's happy-eyeballs shape).
+"""Pick a route by strict priority, racing reachability inside a tier (staggered, happy-eyeballs style).
 
 Every tier starts at once, so a dead top tier costs one timeout in total, not one per tier. Inside a
 tier attempts are staggered: the next starts when the current one fails or after ``stagger`` seconds,

@@ -235,7 +235,7 @@ def _os_error(url: str, host: str, port: int, exc: OSError) -> TransportError:
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exception, its causes, and every member of a group among them (trio's happy eyeballs)."""
+    """The exception, its causes, and every member of a group among them (a staggered connect raises a group)."""
     out: list[BaseException] = []
     todo: list[BaseException | None] = [exc]
     while todo:

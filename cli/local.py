@@ -24,7 +24,9 @@ def stored_sessions(ctx: Any) -> dict[str, dict[str, Any]] | None:
 
 
 def paired_urls(sessions: dict[str, dict[str, Any]]) -> list[str]:
-    return [url for url, rec in sessions.items() if isinstance(rec.get("token"), str) and rec.get("token")]
+    from hermes_relay.core.record import owner_urls
+
+    return owner_urls(sessions)
 
 
 def require_paired(ctx: Any, url: str | None = None) -> None:

@@ -34,7 +34,7 @@ API except in ``status`` with ``reveal_tokens=True``.
   DesktopSummary = {tools_advertised: int, policy: <access_mode>, policy_label: str, policy_error: str | None,
                     calls_today: int, last_call: {tool, ok, ts} | None, pending_approvals: int}
   RouteInfo = {url, role, label, priority}
-  state is one of STATES below (core/linkstate.LinkState; its module header says what changes them).
+  state is one of the link states below (core/linkstate.LinkState; its module header says what changes them).
 
 ``pair.start`` {url?: str, code?: str, invite?: str, device_name?: str, ignore_signature?: bool}
   An invite whose signature fails is refused (UsageError) unless ``ignore_signature``; then it is used
@@ -124,7 +124,6 @@ PIN_MISMATCH = "pin_mismatch"  # the certificate changed; needs `hermes-relay pi
 RATE_LIMITED = "rate_limited"  # HTTP 429: waiting out the relay's block
 NOT_PAIRED = "not_paired"  # the record was removed from the store while the link ran
 STOPPED = "stopped"  # the agent stopped cleanly (route indicator only)
-STATES = (CONNECTING, CONNECTED, BACKOFF, REVOKED, EXPIRED, REPLACED, PIN_MISMATCH, RATE_LIMITED, NOT_PAIRED)
 
 # Route indicator labels (the shell prompt shows these).
 OFFLINE = "offline"

@@ -97,14 +97,8 @@ class ProtocolError(HermesError):
 
     def __init__(self, message: str, **kw: Any):
         if type(self) is ProtocolError:
-            raise TypeError("ProtocolError is abstract; raise LocalProtocolError or RemoteProtocolError")
+            raise TypeError("ProtocolError is abstract; raise RemoteProtocolError or a subclass")
         super().__init__(message, **kw)
-
-
-class LocalProtocolError(ProtocolError):
-    """We tried to send something illegal: a bug on our side."""
-
-    code = "local_protocol_error"
 
 
 class RemoteProtocolError(ProtocolError):
@@ -250,10 +244,6 @@ class NotPairedError(AuthError):
     default_hint = "run `hermes-relay pair --remote ws://HOST:8767 CODE` (or `hermes-relay pair --pair-qr INVITE`)"
 
 
-class TokenExpiredError(AuthError):
-    code = "token_expired"
-
-
 class AuthRejectedError(AuthError):
     """The relay answered system/auth.fail to our credentials."""
 
@@ -310,10 +300,6 @@ class UnsafeRuntimeError(IpcError):
     """The runtime directory, a file in it, or the agent at the socket belongs to someone else."""
 
     code = "unsafe_runtime"
-
-
-class AgentVersionError(IpcError):
-    code = "agent_version"
 
 
 class RpcError(IpcError):

@@ -315,12 +315,6 @@ def verdict_for(*, expired: bool, replaced_by: str | None) -> LinkState:
     return LinkState.EXPIRED if expired else LinkState.REVOKED
 
 
-def expired(expires_at: Any, now: float) -> bool:
-    """Whether a stored ``ttl_expires_at`` (epoch seconds; None or 0 = never) has passed."""
-    return (isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool)
-            and expires_at > 0 and expires_at <= now)
-
-
 @dataclass
 class Upgrade:
     """Hysteresis for moving up to a higher-priority route while connected on a lower one.

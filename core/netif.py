@@ -8,8 +8,8 @@ interface. ``diff(old, new)`` says whether routes must be re-probed:
 - minor: only addresses changed on interfaces that already had others (IPv6 privacy rotation);
 - nothing: identical, or only ignorable interfaces changed (loopback, link-local churn).
 
-Modelled on tailscale's netmon ``ChangeDelta`` / ``TestRebindRequired``; rejected alternative: acting
-on every netlink message, which on a busy host (docker, IPv6 RA) re-probes many times a minute.
+Rejected alternative: acting on every netlink message, which on a busy host (docker, IPv6 RA)
+re-probes many times a minute.
 """
 
 from __future__ import annotations

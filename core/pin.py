@@ -43,11 +43,6 @@ def is_valid_pin(pin: str) -> bool:
     return bool(_PIN_RE.fullmatch(pin or ""))  # fullmatch: "$" alone lets a trailing "\n" through
 
 
-def short_pin(pin: str) -> str:
-    """``sha256/AbCdEfGhIjKl…`` for tables; the full pin is in ``status --json``."""
-    return pin[: len(PIN_PREFIX) + 12] + "…" if len(pin) > len(PIN_PREFIX) + 12 else pin
-
-
 _CLIENT_CONTEXT = None
 
 

@@ -38,8 +38,8 @@ class Record:
     token: str | None = None
     refresh_token: str | None = None
     server_version: str | None = None
-    paired_at: int | None = None
-    expires_at: float | None = None  # ttl_expires_at; None = never expires (or not known)
+    paired_at: float | None = None
+    expires_at: float | None = None  # ttl_expires_at; None (or 0) = never expires (or not known)
     grants: Mapping[str, float | None] = field(default_factory=dict)
     cert_pin: str | None = None
     route_pins: Mapping[str, str] = field(default_factory=dict)
@@ -74,6 +74,14 @@ class Record:
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+    def same_relay(self, other: Record) -> bool:
+        """Whether two pairings name the same relay by a common route URL or certificate pin."""
+        mine, theirs = self.routes(), other.routes()
+        if {r.url.rstrip("/") for r in mine} & {r.url.rstrip("/") for r in theirs}:
+            return True
+        pins = {self.pin_for(r.url) for r in mine} - {None}
+        return bool(pins & ({other.pin_for(r.url) for r in theirs} - {None}))
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,12 @@ def _number(v: Any) -> float | None:
     return v
 
 
+def expiry(value: Any) -> float | None:
+    """An expiry time (epoch seconds) as stored or sent by the relay; None, 0 or not a number = never."""
+    n = _number(value)
+    return float(n) if n is not None and n > 0 else None
+
+
 def from_dict(owner: str, raw: Mapping[str, Any]) -> Record:
     """The typed view of ``raw`` stored under ``owner``. Never raises."""
     problems: list[str] = []
@@ -135,7 +149,7 @@ def from_dict(owner: str, raw: Mapping[str, Any]) -> Record:
     token, refresh, version = text("token"), text("refresh_token"), text("server_version")
     pin, role, name = text("cert_pin_sha256"), text("endpoint_role"), text("device_name")
     paired_at = number("paired_at")
-    expires_at = number("ttl_expires_at")
+    expires_at = expiry(number("ttl_expires_at"))
 
     grants: dict[str, float | None] = {}
     g = raw.get("grants")
@@ -175,7 +189,7 @@ def from_dict(owner: str, raw: Mapping[str, Any]) -> Record:
 
     return Record(
         owner=owner, token=token, refresh_token=refresh, server_version=version,
-        paired_at=int(paired_at) if paired_at is not None else None, expires_at=expires_at,
+        paired_at=paired_at, expires_at=expires_at,
         grants=grants, cert_pin=pin, route_pins=pins, endpoint_role=role, candidates=tuple(cands),
         device_name=name, problems=tuple(problems),
     )
@@ -257,19 +271,6 @@ def _api_of(url: str) -> dict[str, Any]:
     except ValueError:
         port = None
     return {"host": parts.hostname or "", "port": port or (443 if tls else 80), "tls": tls}
-
-
-# -- the same meaning as the dict-based helpers the link used, for callers holding raw dicts --------
-def routes_for(url: str, raw: Mapping[str, Any]) -> list[Route]:
-    return from_dict(url, raw).routes()
-
-
-def pin_for(owner: str, raw: Mapping[str, Any], url: str) -> str | None:
-    return from_dict(owner, raw).pin_for(url)
-
-
-def expired(raw: Mapping[str, Any], now: float) -> bool:
-    return from_dict("", raw).expired(now)
 
 
 def owner_urls(sessions: Any) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from hermes_relay.core.errors import UsageError
@@ -50,6 +51,13 @@ class Route:
     @property
     def secure(self) -> bool:
         return self.url.startswith("wss://")
+
+
+def route_info(route: Route | None) -> dict[str, Any] | None:
+    """A route as the agent reports it (status, pairing progress)."""
+    if route is None:
+        return None
+    return {"url": route.url, "role": route.role, "label": route.label, "priority": route.priority}
 
 
 def role_label(role: str | None) -> str:
@@ -156,13 +164,3 @@ def tiers(routes: Iterable[Route]) -> list[list[Route]]:
     for route in sorted(routes):
         out.setdefault(route.priority, []).append(route)
     return [out[p] for p in sorted(out)]
-
-
-def security_label(route: Route) -> str:
-    if route.secure:
-        return "Encrypted with TLS"
-    if route.role == "tailscale" or infer_role(route.url) == "tailscale":
-        return "Encrypted by Tailscale"
-    if route.role == "wireguard":
-        return "Encrypted by WireGuard"
-    return "Unencrypted relay connection"

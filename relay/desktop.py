@@ -345,10 +345,6 @@ class DesktopRouter:
         return 200, {"ok": True, "connected": True, "tool": tool, "target": target.public(),
                      "advertised_tools": sorted(target.advertised)}
 
-    @property
-    def pending_count(self) -> int:
-        return len(self._pending)
-
     def health(self) -> dict[str, Any]:
         """``GET /desktop/health``: clients, advertised tools, latest status, pending, recent calls."""
         chosen = set(map(id, self.targets()))

@@ -38,10 +38,11 @@ def register(sub: Any) -> None:
 
 def _paired(ctx: Context) -> list[str]:
     from hermes_relay.core import paths
+    from hermes_relay.core.record import owner_urls
     from hermes_relay.core.store import SessionStore
 
     sessions = SessionStore(paths.sessions_file(ctx.env)).sessions()
-    return [url for url, rec in sessions.items() if isinstance(rec, dict) and rec.get("token")]
+    return owner_urls(sessions)
 
 
 def _consented(ctx: Context, url: str) -> bool:

@@ -6,7 +6,7 @@ the socket and the process is gone, polling with growing sleeps under a deadline
 must not start the new agent while the old one still holds the instance lock. ``run`` replaces this
 process with the agent in the foreground, for service managers and debugging.
 
-``install`` hands the agent to the per-user service manager (cli/service.py: systemd, launchd, the
+``install`` hands the agent to the per-user service manager (cli/service/: systemd, launchd, the
 Windows Run key), stopping a CLI-started agent first so the service is its single owner.
 Once a service is installed, enabled and reachable, ``start``, ``stop`` and ``restart`` go through
 the manager (``systemctl --user start`` ...) rather than spawning or signalling the agent
@@ -75,7 +75,6 @@ def register(sub: Any) -> None:
                   "hermes-relay agent run                      # logs on the terminal; Ctrl-C stops it\n"
                   "hermes-relay agent run -- --log-level DEBUG")
     run_p.add_argument("--detached", action="store_true", help="log to the log file, not the terminal")
-    run_p.add_argument("--foreground", action="store_true", help="stay attached to the terminal (the default)")
     run_p.set_defaults(accepts_extra=True)
     install = _verb(verbs, "install", "run the agent as a per-user service (systemd, launchd or the Windows Run key)",
                     "Write the service file for this platform's per-user service manager and enable it, "
@@ -349,7 +348,7 @@ def _count(text: str) -> int:
 
 # -- run -------------------------------------------------------------------------------------------
 def _run(args: argparse.Namespace, ctx: Context) -> int:
-    rest = [flag for flag, on in (("--detached", args.detached), ("--foreground", args.foreground)) if on]
+    rest = ["--detached"] if args.detached else []
     extra = list(getattr(args, "extra", []) or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]
@@ -364,9 +363,9 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
 # -- the per-user service --------------------------------------------------------------------------
 def _service(ctx: Context) -> Any:
     """The service manager that owns the agent (installed, reachable, enabled), or None: the CLI does."""
-    from hermes_relay.cli import service
+    from hermes_relay.cli.service import platforms
 
-    return service.controlling_manager(ctx.env)
+    return platforms.controlling_manager(ctx.env)
 
 
 def _answers(ctx: Context) -> bool:
@@ -396,15 +395,15 @@ def wait_for_agent(ctx: Context, timeout: float, *, hint: str | None = None) -> 
 
 
 def _service_control(ctx: Context, manager: Any, verb: str) -> dict[str, Any]:
-    from hermes_relay.cli import service
+    from hermes_relay.cli.service import plan as plans
 
     for step in manager.control(verb):
-        service.run_step(manager, step)
+        plans.run_step(manager, step)
     return wait_for_agent(ctx, SERVICE_START_WAIT, hint=manager.status_hint())
 
 
 def _stop_service(ctx: Context, manager: Any) -> tuple[bool, int | None]:
-    from hermes_relay.cli import service
+    from hermes_relay.cli.service import plan as plans
     from hermes_relay.core import paths
 
     pid = None
@@ -416,7 +415,7 @@ def _stop_service(ctx: Context, manager: Any) -> tuple[bool, int | None]:
     except AgentNotRunningError:
         was_running = False
     for step in manager.control("stop"):
-        service.run_step(manager, step)
+        plans.run_step(manager, step)
     if not wait_until_stopped(paths.socket_path(ctx.env), pid, STOP_TIMEOUT):
         raise IpcError(f"the agent (pid {pid}) did not stop within {STOP_TIMEOUT:g}s", hint=manager.status_hint())
     return was_running, pid
@@ -430,9 +429,10 @@ def _stop_cli_agent(ctx: Context) -> str:
 
 
 def _install(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli import service
+    from hermes_relay.cli.service import plan as plans
+    from hermes_relay.cli.service import platforms
 
-    manager = service.manager_for(ctx.env)
+    manager = platforms.manager_for(ctx.env)
     if args.print_only:
         targets = manager.targets()
         for target in targets:
@@ -440,18 +440,19 @@ def _install(args: argparse.Namespace, ctx: Context) -> int:
                 ctx.out(f"==> {target.path} <==")
             ctx.stdout.write(target.content.lstrip("\ufeff"))
         return 0
-    stop = service.Step("stop the agent the CLI started, if one answers", action=lambda: _stop_cli_agent(ctx))
-    return _carry_out(args, ctx, service.plan_install(manager, stop))
+    stop = plans.Step("stop the agent the CLI started, if one answers", action=lambda: _stop_cli_agent(ctx))
+    return _carry_out(args, ctx, plans.plan_install(manager, stop))
 
 
 def _uninstall(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli import service
+    from hermes_relay.cli.service import plan as plans
+    from hermes_relay.cli.service import platforms
 
-    return _carry_out(args, ctx, service.plan_uninstall(service.manager_for(ctx.env)))
+    return _carry_out(args, ctx, plans.plan_uninstall(platforms.manager_for(ctx.env)))
 
 
 def _carry_out(args: argparse.Namespace, ctx: Context, plan: Any) -> int:
-    from hermes_relay.cli import service
+    from hermes_relay.cli.service import plan as plans
 
     as_json = getattr(args, "json", False)
     if args.dry_run:
@@ -460,7 +461,7 @@ def _carry_out(args: argparse.Namespace, ctx: Context, plan: Any) -> int:
         else:
             _print_dry_run(ctx, plan)
         return 0
-    service.execute(plan, (lambda line: None) if as_json else (lambda line: ctx.out("  " + line)))
+    plans.execute(plan, (lambda line: None) if as_json else (lambda line: ctx.out("  " + line)))
     pid = None
     if plan.starts:
         pid = wait_for_agent(ctx, SERVICE_START_WAIT, hint=plan.manager.status_hint()).get("pid")

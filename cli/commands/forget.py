@@ -39,11 +39,12 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from hermes_relay.cli.local import find_pairing
+    from hermes_relay.core.record import from_dict
     from hermes_relay.core.routes import normalize_relay_url
 
     url, _ = normalize_relay_url(args.url)
     owner, rec = find_pairing(ctx, url, args.url.strip())
-    token = rec.get("token") if isinstance(rec.get("token"), str) else ""
+    token = from_dict(owner, rec).token or ""
     revokes = f"revokes its session {token[:TOKEN_PREFIX_LEN]} on the relay and " if token else ""
     question = f"Forget {owner}? This {revokes}removes the pairing, its routes and pins from this computer."
     if not confirm(ctx, question, yes=args.yes, what="forget"):

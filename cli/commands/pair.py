@@ -329,7 +329,7 @@ def _stored_pin(ctx: Context, result: dict[str, Any]) -> str | None:
         return None
     if isinstance(result.get("cert_pin_sha256"), str):
         return str(result["cert_pin_sha256"])
-    from hermes_relay.core import paths
+    from hermes_relay.core import paths, record
     from hermes_relay.core.errors import StateError
     from hermes_relay.core.store import SessionStore, resolve_in
 
@@ -339,8 +339,7 @@ def _stored_pin(ctx: Context, result: dict[str, Any]) -> str | None:
         found = resolve_in(SessionStore(Path(result.get("store") or paths.sessions_file(ctx.env))).sessions(), url)
     except (StateError, OSError):
         return None
-    pin = found[1].get("cert_pin_sha256") if found else None
-    return pin if isinstance(pin, str) and pin else None
+    return record.from_dict(*found).cert_pin if found else None
 
 
 def _strip_paste_markers(text: str) -> str:

@@ -19,6 +19,7 @@ from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.link import RelayLink
 from hermes_relay.core import api
 from hermes_relay.core.errors import AuthRejectedError, ConnectionLostError, ConnectRefusedError, RateLimitedError
+from hermes_relay.core.record import Record
 from hermes_relay.core.routes import Route
 
 LAN = "ws://10.0.0.2:8767"
@@ -141,7 +142,7 @@ class FakeHost:
     def publish(self, link: RelayLink) -> None:
         self.states.append((trio.current_time(), link.snapshot()))
 
-    def auth_payload(self, record: dict[str, Any] | None = None, **credentials: Any) -> dict[str, Any]:
+    def auth_payload(self, record: Record | None = None, **credentials: Any) -> dict[str, Any]:
         return dict(credentials)
 
     def times(self, state: str) -> list[float]:

@@ -264,10 +264,10 @@ def test_agent_logs_follow_prints_appended_lines_and_survives_truncation(env, tm
 def test_agent_run_replaces_the_process_with_the_agent(cli, env, monkeypatch) -> None:
     seen = []
     monkeypatch.setattr(agent_cmd, "_execve", lambda path, argv, environ: seen.append((path, argv, environ)))
-    assert cli("agent", "run", "--foreground", "--log-level", "debug").code == 0
+    assert cli("agent", "run", "--log-level", "debug").code == 0
     assert cli("agent", "run", "--", "--detached").code == 0
     assert [s[1] for s in seen] == [
-        [sys.executable, "-I", "-m", "hermes_relay.agent", "run", "--foreground", "--log-level", "debug"],
+        [sys.executable, "-I", "-m", "hermes_relay.agent", "run", "--log-level", "debug"],
         [sys.executable, "-I", "-m", "hermes_relay.agent", "run", "--detached"],
     ]
     assert seen[0][0] == sys.executable and seen[0][2] == env

@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
-from hermes_relay.cli import service
 from hermes_relay.cli.client import agent_command
+from hermes_relay.cli.service import launchd, platforms, quoting, systemd, windows
+from hermes_relay.cli.service import plan as plans
 from hermes_relay.core import paths
 
-UNIT = service.UNIT_NAME
+UNIT = systemd.UNIT_NAME
 PLACEHOLDER = re.compile(r"@[A-Z][A-Z_]*@")
 
 FAKE_SYSTEMCTL = r"""#!/bin/sh
@@ -114,18 +115,18 @@ def linux_only() -> None:
 
 
 # -- templates -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", [service.UNIT_NAME, service.PLIST_NAME, service.WINDOWS_CMD_NAME,
-                                  service.WINDOWS_PS1_NAME, "README.md"])
+@pytest.mark.parametrize("name", [systemd.UNIT_NAME, launchd.PLIST_NAME, windows.WINDOWS_CMD_NAME,
+                                  windows.WINDOWS_PS1_NAME, "README.md"])
 def test_templates_ship_as_package_data(name: str) -> None:
-    assert service.read_template(name).strip()
+    assert quoting.read_template(name).strip()
 
 
 def test_fill_replaces_every_placeholder_and_drops_empty_block_lines() -> None:
     template = "a=@A@\n    @BLOCK@\nb=@B@ @A@\n"
-    assert service.fill(template, {"A": "x@Y@", "B": "2", "BLOCK": ""}) == "a=x@Y@\nb=2 x@Y@\n"
-    assert service.fill(template, {"A": "1", "B": "2", "BLOCK": "k=v\n"}) == "a=1\nk=v\nb=2 1\n"
+    assert quoting.fill(template, {"A": "x@Y@", "B": "2", "BLOCK": ""}) == "a=x@Y@\nb=2 x@Y@\n"
+    assert quoting.fill(template, {"A": "1", "B": "2", "BLOCK": "k=v\n"}) == "a=1\nk=v\nb=2 1\n"
     with pytest.raises(KeyError):
-        service.fill("@MISSING@", {})
+        quoting.fill("@MISSING@", {})
 
 
 @pytest.mark.parametrize(
@@ -139,14 +140,14 @@ def test_fill_replaces_every_placeholder_and_drops_empty_block_lines() -> None:
     ],
 )
 def test_systemd_quote(value: str, quoted: str) -> None:
-    assert service.systemd_quote(value) == quoted
+    assert quoting.systemd_quote(value) == quoted
 
 
 def test_a_value_with_a_line_break_is_refused() -> None:
     from hermes_relay.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="line break"):
-        service.render_systemd_unit("/usr/bin/python3", {"HERMES_HOME": "/a\nExecStartPre=/bin/evil"})
+        systemd.render_systemd_unit("/usr/bin/python3", {"HERMES_HOME": "/a\nExecStartPre=/bin/evil"})
 
 
 def _unit_values(unit: str, key: str) -> list[str]:
@@ -154,7 +155,7 @@ def _unit_values(unit: str, key: str) -> list[str]:
 
 
 def test_systemd_unit_runs_the_venv_python_with_the_clients_agent_command() -> None:
-    unit = service.render_systemd_unit(sys.executable, {})
+    unit = systemd.render_systemd_unit(sys.executable, {})
     assert not PLACEHOLDER.search(unit)
     [exec_start] = _unit_values(unit, "ExecStart")
     assert shlex.split(exec_start) == agent_command() + ["--detached"]
@@ -171,7 +172,7 @@ def test_systemd_unit_runs_the_venv_python_with_the_clients_agent_command() -> N
 def test_systemd_unit_pins_the_path_variables_set_at_install_time() -> None:
     env = {"HERMES_HOME": "/srv/my hermes", "HERMES_RELAY_LOG_DIR": "/var/log/h%r", "UNRELATED": "x",
            "HERMES_RELAY_RUNTIME_DIR": ""}
-    unit = service.render_systemd_unit("/usr/bin/python3", env)
+    unit = systemd.render_systemd_unit("/usr/bin/python3", env)
     assert _unit_values(unit, "Environment") == ['"HERMES_HOME=/srv/my hermes"', '"HERMES_RELAY_LOG_DIR=/var/log/h%%r"']
 
 
@@ -193,7 +194,7 @@ def test_systemd_analyze_verify_accepts_the_rendered_unit(tmp_path: Path, odd_di
     units = tmp_path / "units"
     units.mkdir()
     unit = units / UNIT
-    unit.write_text(service.render_systemd_unit(python, {"HERMES_HOME": str(tmp_path / "hermes home")}))
+    unit.write_text(systemd.render_systemd_unit(python, {"HERMES_HOME": str(tmp_path / "hermes home")}))
     runtime = tmp_path / "xdg-runtime"
     runtime.mkdir(mode=0o700)
     done = subprocess.run(
@@ -208,10 +209,10 @@ def test_systemd_analyze_verify_accepts_the_rendered_unit(tmp_path: Path, odd_di
 
 def test_launchd_plist_is_valid_and_keeps_the_agent_alive_after_crashes() -> None:
     env = {"HOME": "/Users/ann", "HERMES_HOME": "/Users/ann/R&D <x>/.hermes"}
-    text = service.render_launchd_plist("/Users/ann/venv/bin/python", env)
+    text = launchd.render_launchd_plist("/Users/ann/venv/bin/python", env)
     assert not PLACEHOLDER.search(text)
     plist = plistlib.loads(text.encode())
-    assert plist["Label"] == service.LAUNCHD_LABEL
+    assert plist["Label"] == launchd.LAUNCHD_LABEL
     assert plist["ProgramArguments"] == ["/Users/ann/venv/bin/python", "-m", "hermes_relay.agent", "run", "--detached"]
     assert plist["RunAtLoad"] is True
     assert plist["KeepAlive"] == {"SuccessfulExit": False, "Crashed": True}
@@ -219,17 +220,17 @@ def test_launchd_plist_is_valid_and_keeps_the_agent_alive_after_crashes() -> Non
     log_dir = str(paths.log_dir(env))
     assert plist["StandardErrorPath"] == log_dir + "/agent-launchd.err"
     assert plist["StandardOutPath"] == log_dir + "/agent-launchd.out"
-    assert "EnvironmentVariables" not in plistlib.loads(service.render_launchd_plist(sys.executable, {}).encode())
+    assert "EnvironmentVariables" not in plistlib.loads(launchd.render_launchd_plist(sys.executable, {}).encode())
 
 
 def test_windows_cmd_and_ps1_carry_the_python_path_in_their_own_quoting() -> None:
     python = r"C:\Users\O'Neil\100%\venv\Scripts\python.exe"
-    cmd = service.render_windows_cmd(python, {"HERMES_HOME": r"C:\Users\O'Neil\hermes"})
+    cmd = windows.render_windows_cmd(python, {"HERMES_HOME": r"C:\Users\O'Neil\hermes"})
     assert not PLACEHOLDER.search(cmd)
     assert "\r\n" in cmd and "\n" not in cmd.replace("\r\n", "")
     assert r'"C:\Users\O' + "'" + r'Neil\100%%\venv\Scripts\python.exe" -m hermes_relay.agent run --detached' in cmd
     assert 'set "HERMES_HOME=C:\\Users\\O\'Neil\\hermes"' in cmd
-    ps1 = service.render_windows_ps1(python, Path(r"C:\Users\O'Neil\AppData\Local\hermes-relay\x.cmd"))
+    ps1 = windows.render_windows_ps1(python, Path(r"C:\Users\O'Neil\AppData\Local\hermes-relay\x.cmd"))
     assert not PLACEHOLDER.search(ps1)
     assert ps1.startswith("\ufeff") and "\r\n" in ps1
     assert r"$Python = 'C:\Users\O''Neil\100%\venv\Scripts\python.exe'" in ps1
@@ -240,7 +241,7 @@ def test_windows_cmd_and_ps1_carry_the_python_path_in_their_own_quoting() -> Non
 def test_windows_cmd_prefers_pythonw_next_to_python(tmp_path: Path) -> None:
     (tmp_path / "python.exe").write_text("")
     (tmp_path / "pythonw.exe").write_text("")
-    cmd = service.render_windows_cmd(str(tmp_path / "python.exe"), {})
+    cmd = windows.render_windows_cmd(str(tmp_path / "python.exe"), {})
     assert f'"{tmp_path / "pythonw.exe"}" -m hermes_relay.agent' in cmd
 
 
@@ -249,7 +250,7 @@ def test_install_print_shows_the_unit_and_writes_nothing(cli, env, unit_dir) -> 
     linux_only()
     result = cli("agent", "install", "--print")
     assert result.code == 0, result.err
-    assert result.out == service.render_systemd_unit(sys.executable, env)
+    assert result.out == systemd.render_systemd_unit(sys.executable, env)
     assert not unit_dir.exists()
 
 
@@ -282,7 +283,7 @@ def test_install_twice_then_uninstall_without_systemctl(cli, env, unit_dir) -> N
         "agent: installed as a systemd user service, not enabled (systemctl is not on PATH)",
     ]
     assert f"    systemctl --user enable --now {UNIT}" in first.out.splitlines()
-    assert unit.read_text() == service.render_systemd_unit(sys.executable, env)
+    assert unit.read_text() == systemd.render_systemd_unit(sys.executable, env)
     assert unit.stat().st_mode & 0o777 == 0o644
     stamp = unit.stat().st_mtime_ns
     os.utime(unit, ns=(stamp - 10**9, stamp - 10**9))  # any rewrite would now show in the mtime
@@ -332,13 +333,13 @@ def test_a_changed_unit_is_rewritten(cli, env, unit_dir) -> None:
     assert (report["manager"], report["state"]) == ("systemd", "updated")
     assert report["unreachable"] == "systemctl is not on PATH"
     assert report["steps"] == [f"write {unit_dir / UNIT} (changed)"]
-    assert (unit_dir / UNIT).read_text() == service.render_systemd_unit(sys.executable, env)
+    assert (unit_dir / UNIT).read_text() == systemd.render_systemd_unit(sys.executable, env)
 
 
 def test_unit_dir_follows_xdg_config_home_then_home(env, bin_dir, tmp_path) -> None:
-    manager = service.SystemdUser(dict(env))
+    manager = systemd.SystemdUser(dict(env))
     assert manager.paths() == [Path(env["HOME"]) / ".config/systemd/user" / UNIT]
-    manager = service.SystemdUser({**env, "XDG_CONFIG_HOME": str(tmp_path / "cfg")})
+    manager = systemd.SystemdUser({**env, "XDG_CONFIG_HOME": str(tmp_path / "cfg")})
     assert manager.paths() == [tmp_path / "cfg/systemd/user" / UNIT]
 
 
@@ -524,9 +525,9 @@ class RecordingRunner:
         self.ok = ok
         self.argv: list[tuple[str, ...]] = []
 
-    def __call__(self, argv) -> service.Proc:
+    def __call__(self, argv) -> plans.Proc:
         self.argv.append(tuple(argv))
-        return service.Proc(0 if any(word in self.ok for word in argv) else 1)
+        return plans.Proc(0 if any(word in self.ok for word in argv) else 1)
 
 
 def test_launchd_plan_bootstraps_the_plist_in_the_gui_domain(tmp_path: Path, env) -> None:
@@ -536,38 +537,38 @@ def test_launchd_plan_bootstraps_the_plist_in_the_gui_domain(tmp_path: Path, env
     launchctl.chmod(0o755)
     env = {**env, "PATH": str(tmp_path / "bin"), "HERMES_RELAY_LAUNCHD_DIR": str(tmp_path / "agents")}
     run = RecordingRunner(ok={f"gui/{os.getuid()}"})
-    manager = service.manager_for(env, platform="darwin", run=run)
-    stop = service.Step("stop the agent the CLI started, if one answers")
-    plan = service.plan_install(manager, stop)
-    plist = tmp_path / "agents" / service.PLIST_NAME
+    manager = platforms.manager_for(env, platform="darwin", run=run)
+    stop = plans.Step("stop the agent the CLI started, if one answers")
+    plan = plans.plan_install(manager, stop)
+    plist = tmp_path / "agents" / launchd.PLIST_NAME
     assert [s.text for s in plan.steps] == [
         f"write {plist} (new)",
         f"create {paths.log_dir(env)}",
-        f"launchctl enable gui/{os.getuid()}/{service.LAUNCHD_LABEL}",
+        f"launchctl enable gui/{os.getuid()}/{launchd.LAUNCHD_LABEL}",
         "stop the agent the CLI started, if one answers",
         f"launchctl bootstrap gui/{os.getuid()} {plist}",
     ]
     assert plan.steps[-1].argv[0] == str(launchctl) and plan.starts
-    assert plistlib.loads(plan.writes[0].data)["Label"] == service.LAUNCHD_LABEL
-    job = f"gui/{os.getuid()}/{service.LAUNCHD_LABEL}"
+    assert plistlib.loads(plan.writes[0].data)["Label"] == launchd.LAUNCHD_LABEL
+    job = f"gui/{os.getuid()}/{launchd.LAUNCHD_LABEL}"
     assert run.argv == [(str(launchctl), "print", f"gui/{os.getuid()}"), (str(launchctl), "print", job),
                         (str(launchctl), "print", job)]  # nothing but read-only queries while planning
 
 
 def test_windows_plan_off_windows_only_writes_files_and_explains(tmp_path: Path, env) -> None:
     env = {**env, "HERMES_RELAY_WINDOWS_DIR": str(tmp_path / "win")}
-    manager = service.manager_for(env, platform="win32", run=RecordingRunner(ok=set()))
-    plan = service.plan_install(manager, service.Step("stop"))
-    assert [s.text for s in plan.steps] == [f"write {tmp_path / 'win' / service.WINDOWS_CMD_NAME} (new)",
-                                            f"write {tmp_path / 'win' / service.WINDOWS_PS1_NAME} (new)"]
+    manager = platforms.manager_for(env, platform="win32", run=RecordingRunner(ok=set()))
+    plan = plans.plan_install(manager, plans.Step("stop"))
+    assert [s.text for s in plan.steps] == [f"write {tmp_path / 'win' / windows.WINDOWS_CMD_NAME} (new)",
+                                            f"write {tmp_path / 'win' / windows.WINDOWS_PS1_NAME} (new)"]
     assert plan.reason == "the Windows registry exists only on Windows"
-    assert plan.pending == [f'powershell -ExecutionPolicy Bypass -File "{tmp_path / "win" / service.WINDOWS_PS1_NAME}"']
-    assert service.controlling_manager(env, platform="win32") is None
+    assert plan.pending == [f'powershell -ExecutionPolicy Bypass -File "{tmp_path / "win" / windows.WINDOWS_PS1_NAME}"']
+    assert platforms.controlling_manager(env, platform="win32") is None
 
 
 def test_unsupported_platform_is_a_usage_error(env) -> None:
     from hermes_relay.core.errors import UsageError
 
     with pytest.raises(UsageError, match="no per-user service manager on sunos5"):
-        service.manager_for(env, platform="sunos5")
-    assert service.controlling_manager(env, platform="sunos5") is None
+        platforms.manager_for(env, platform="sunos5")
+    assert platforms.controlling_manager(env, platform="sunos5") is None

@@ -19,7 +19,6 @@ SAMPLES: dict[type[HermesError], Callable[[], HermesError]] = {
     errors.StateCorruptError: lambda: errors.StateCorruptError("/h/.hermes/s.json", "not valid JSON"),
     errors.StateVersionError: lambda: errors.StateVersionError("/h/.hermes/s.json", 7, 1),
     errors.StateLockError: lambda: errors.StateLockError("timed out waiting for the lock"),
-    errors.LocalProtocolError: lambda: errors.LocalProtocolError("request sent before hello"),
     errors.RemoteProtocolError: lambda: errors.RemoteProtocolError("peer sent garbage"),
     errors.FrameTooLargeError: lambda: errors.FrameTooLargeError(2_000_000, 1 << 20),
     errors.PayloadError: lambda: errors.PayloadError("invite is not JSON", hint="copy the whole invite"),
@@ -39,7 +38,6 @@ SAMPLES: dict[type[HermesError], Callable[[], HermesError]] = {
     errors.HttpStatusError: lambda: errors.HttpStatusError("POST", "/pairing/register", 403, "loopback only"),
     errors.AuthError: lambda: errors.AuthError("authentication failed"),
     errors.NotPairedError: lambda: errors.NotPairedError("no stored session for ws://h:8767"),
-    errors.TokenExpiredError: lambda: errors.TokenExpiredError("session token expired", hint="re-pair"),
     errors.AuthRejectedError: lambda: errors.AuthRejectedError("relay rejected the token"),
     errors.PairingRejectedError: lambda: errors.PairingRejectedError("pairing code rejected"),
     errors.SessionRevokedError: lambda: errors.SessionRevokedError("session revoked on the relay"),
@@ -50,7 +48,6 @@ SAMPLES: dict[type[HermesError], Callable[[], HermesError]] = {
     errors.AgentNotRunningError: lambda: errors.AgentNotRunningError("/run/user/1/hermes-relay/agent.sock", "refused"),
     errors.AgentAlreadyRunningError: lambda: errors.AgentAlreadyRunningError("another agent answers on the socket"),
     errors.UnsafeRuntimeError: lambda: errors.UnsafeRuntimeError("the runtime directory /run/x belongs to uid 0"),
-    errors.AgentVersionError: lambda: errors.AgentVersionError("agent speaks API 2, CLI speaks 1"),
     errors.RpcError: lambda: errors.RpcError("brand_new_code", "something the CLI does not know", {"k": 1}),
 }
 
@@ -148,8 +145,8 @@ def test_malformed_error_object_becomes_rpc_error(obj: object) -> None:
 
 
 def test_missing_fields_get_defaults() -> None:
-    err = error_from_wire({"code": "token_expired", "data": "not a map"})
-    assert type(err) is errors.TokenExpiredError
+    err = error_from_wire({"code": "auth_rejected", "data": "not a map"})
+    assert type(err) is errors.AuthRejectedError
     assert err.message == "unknown error"
     assert err.data == {}
     assert err.hint is None

@@ -83,9 +83,3 @@ def test_garbage_is_a_tls_error() -> None:
 )
 def test_is_valid_pin(text: str, ok: bool) -> None:
     assert pin.is_valid_pin(text) is ok
-
-
-def test_short_pin() -> None:
-    full = "sha256/AbCdEfGhIjKlMnOp" + "Q" * 27 + "="
-    assert pin.short_pin(full) == "sha256/AbCdEfGhIjKl…"
-    assert pin.short_pin("sha256/short") == "sha256/short"

@@ -78,11 +78,11 @@ def test_owner_urls_are_the_records_with_a_token() -> None:
 def test_routes_insert_the_owner_and_skip_unusable_urls() -> None:
     raw = {"token": "t", "endpoint_role": "tailscale",
            "route_candidates": ["ws://10.0.0.2:8767", {"url": "not a url"}, {"relay": {"url": "wss://pub.example.com"}}]}
-    routes = record.routes_for("ws://100.100.1.1:8767", raw)
+    routes = record.from_dict("ws://100.100.1.1:8767", raw).routes()
     assert [(r.url, r.role) for r in routes] == [
         ("ws://10.0.0.2:8767", "lan"), ("ws://100.100.1.1:8767", "tailscale"), ("wss://pub.example.com", "public")]
     # a record with no candidates has the owner at priority 0 whatever its role
-    assert record.routes_for(OWNER, {"token": "t", "endpoint_role": "public"})[0].priority == 0
+    assert record.from_dict(OWNER, {"token": "t", "endpoint_role": "public"}).routes()[0].priority == 0
 
 
 def test_resolve_maps_any_route_to_its_owner_and_prefers_a_direct_key() -> None:
@@ -108,3 +108,51 @@ def test_stored_candidates_are_in_the_reference_shape_and_read_back() -> None:
     ]
     back = record.from_dict("ws://192.168.1.20:8767", {"token": "t", "route_candidates": stored})
     assert back.routes() == [Route(0, 0, "lan", "ws://192.168.1.20:8767"), Route(2, 1, "public", "wss://relay.example.com")]
+
+
+A, B = "ws://10.0.0.2:8767", "ws://100.64.0.2:8767"
+PIN = "sha256/" + "A" * 43 + "="
+
+
+@pytest.mark.parametrize("candidates", [5, "ws://x", None, [5, None, {"url": 7}], {"url": B}])
+def test_malformed_route_candidates_leave_the_owner_route(candidates: Any) -> None:
+    assert [r.url for r in record.from_dict(A, {"route_candidates": candidates}).routes()] == [A]
+
+
+def test_candidates_in_both_shapes_are_read_in_priority_order() -> None:
+    raw = {"route_candidates": [{"role": "tailscale", "priority": 1, "relay": {"url": B}},
+                                {"url": A, "role": "lan", "priority": 0}, "wss://relay.example:8767", "not a url"]}
+    routes = record.from_dict(A, raw).routes()
+    assert [(r.url, r.priority) for r in routes] == [(A, 0), (B, 1), ("wss://relay.example:8767", 2)]
+
+
+def test_pins_tokens_and_expiry() -> None:
+    rec = record.from_dict(A, {"token": "T", "cert_pin_sha256": PIN, "route_cert_pins": {B: "sha256/other"},
+                               "ttl_expires_at": 100})
+    assert (rec.pin_for(A), rec.pin_for(B), rec.pin_for("ws://c:1")) == (PIN, "sha256/other", None)
+    assert rec.token == "T" and record.from_dict(A, {"token": 5}).token is None
+    assert record.from_dict(A, {"token": ""}).token is None
+    assert rec.expired(100.0) and not rec.expired(99.0)
+    # 0 (and anything not a positive number) means the pairing never expires
+    assert not record.from_dict(A, {"token": "T", "ttl_expires_at": 0}).expired(1e12)
+    assert record.expiry(100) == 100.0 and record.expiry(None) is None and record.expiry(0) is None
+    assert record.expiry(True) is None and record.expiry(-5) is None
+
+
+def test_two_records_name_the_same_relay_by_a_shared_route_or_pin() -> None:
+    first = record.from_dict(A, {"token": "T1"})
+    listing = record.from_dict(B, {"token": "T2", "route_candidates": [{"url": B}, {"url": A}]})
+    assert first.same_relay(listing) and listing.same_relay(first)
+    tls_a, tls_b = "wss://10.0.0.2:8767", "wss://100.64.0.2:8767"
+    pinned_a = record.from_dict(tls_a, {"token": "T1", "cert_pin_sha256": PIN})
+    assert pinned_a.same_relay(record.from_dict(tls_b, {"token": "T2", "cert_pin_sha256": PIN}))
+    other = record.from_dict(tls_b, {"token": "T3", "cert_pin_sha256": "sha256/" + "B" * 43 + "="})
+    assert not pinned_a.same_relay(other)
+    assert not first.same_relay(record.from_dict(B, {"token": "T2"}))
+
+
+@pytest.mark.parametrize(("value", "result"), [
+    (999.0, True), (1000.0, True), (1001.0, False), (None, False), (0, False), (-1, False), (True, False), ("soon", False),
+])
+def test_expired_at_the_stored_expiry_and_never_without_one(value: Any, result: bool) -> None:
+    assert record.from_dict(A, {"token": "T", "ttl_expires_at": value}).expired(1000.0) is result

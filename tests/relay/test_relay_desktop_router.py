@@ -47,7 +47,7 @@ async def test_a_silent_client_times_out_at_its_tool_class_deadline(autojump_clo
     assert trio.current_time() - start == pytest.approx(seconds)
     assert (status, body) == (504, {"ok": False, "error": f"Desktop client did not respond within {seconds:g}s (timeout)"})
     assert response_timeout(tool) == seconds
-    assert router.pending_count == 0
+    assert router.health()["pending_commands"] == 0
 
 
 async def test_an_answer_just_before_the_deadline_wins(autojump_clock):

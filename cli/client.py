@@ -362,7 +362,8 @@ def ensure_agent(
             if code is not None:
                 detail = _tail(str(paths.log_dir(env) / "agent-start.err"))
                 raise AgentNotRunningError(path, f"the agent exited with status {code} while starting{detail}",
-                                           hint="see `hermes-relay agent logs`, or run `hermes-relay agent run` to watch it start")
+                                           hint="see `hermes-relay agent logs`, "
+                                                "or run `hermes-relay agent run` to watch it start")
             if time.monotonic() >= deadline:
                 raise AgentNotRunningError(path, f"started the agent (pid {proc.pid}) but it did not answer within {wait:g}s",
                                            hint="see `hermes-relay agent logs`")

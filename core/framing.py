@@ -17,12 +17,12 @@ import struct
 
 import msgpack
 
+from hermes_relay.core.errors import FrameTooLargeError, RemoteProtocolError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
-
-from hermes_relay.core.errors import FrameTooLargeError, RemoteProtocolError
 
 MAX_FRAME = 1 << 20  # 1 MiB: trio-websocket's default message cap, ample for status of many relays
 MAX_CONTAINERS = 1 << 16  # maps + arrays in one frame (a status reply uses ~25 per relay)

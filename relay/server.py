@@ -305,7 +305,8 @@ class Relay:
                 with trio.move_on_after(CLOSE_GRACE):
                     await ws.aclose()
 
-    async def _send(self, ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any], msg_id: str | None = None) -> None:
+    async def _send(self, ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any],
+                    msg_id: str | None = None) -> None:
         env = envelope.Envelope(channel, typ, payload) if msg_id is None else envelope.Envelope(channel, typ, payload, msg_id)
         await ws.send_message(env.encode())
 
@@ -560,7 +561,7 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
             hint="another relay may already be running there; pick another --port",
         ) from exc
     if config.ssl_context is not None:
-        listeners = [trio.SSLListener(l, config.ssl_context, https_compatible=True) for l in listeners]
+        listeners = [trio.SSLListener(lst, config.ssl_context, https_compatible=True) for lst in listeners]
     port = relay.port = _bound_port(listeners[0])
     try:
         async with trio.open_nursery() as nursery:

@@ -328,7 +328,8 @@ class SessionBook:
         """Record activity in memory only; ``flush`` (periodic and at shutdown) writes it."""
         sess.last_seen = self.clock()
         if device:
-            for key in ("device_name", "client_surface", "device_form_factor", "device_model", "device_platform", "device_hostname"):
+            for key in ("device_name", "client_surface", "device_form_factor", "device_model", "device_platform",
+                        "device_hostname"):
                 if isinstance(device.get(key), str) and device[key]:
                     setattr(sess, key, device[key][:MAX_TEXT])
         self.dirty = True

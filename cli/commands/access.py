@@ -146,7 +146,8 @@ def _show(ctx: Context, args: argparse.Namespace, url: str | None) -> int:
         legacy = _consented(ctx, u)
         host = policies.for_url(u, legacy_consented=legacy)
         hosts.append({"url": policy.canonical_url(u), "access_mode": host.access_mode, "label": host.label,
-                      "capabilities": host.capabilities, "legacy_consent": legacy and host.access_mode != policies.for_url(u).access_mode,
+                      "capabilities": host.capabilities,
+                      "legacy_consent": legacy and host.access_mode != policies.for_url(u).access_mode,
                       "updated_at": host.updated_at})
     if getattr(args, "json", False):
         ctx.print_json({"file": str(policy.policy_file(ctx.env)), "hosts": hosts})

@@ -380,7 +380,8 @@ def _link_text(link: Any, now: float) -> tuple[str, str, str | None, str | None]
     route = link.get("route") if isinstance(link.get("route"), dict) else {}
     if state == "connected":
         latency = f", {link['latency_ms']:.0f} ms" if isinstance(link.get("latency_ms"), (int, float)) else ""
-        return OK, f"link: connected via {route.get('label')} ({route.get('url')}) since {render.ago(link.get('since'), now)}{latency}", None, None
+        since = render.ago(link.get("since"), now)
+        return OK, f"link: connected via {route.get('label')} ({route.get('url')}) since {since}{latency}", None, None
     if state == "backoff":
         return WARN, (f"link: waiting to reconnect (attempt {link.get('attempts') or 0}, next try "
                       f"{render.countdown(link.get('next_retry_at'), now)})"), message, "see the route checks below"

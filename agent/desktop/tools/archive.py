@@ -128,7 +128,8 @@ def _unzip(stop: threading.Event, source: Path, dest: Path) -> tuple[int, int]:
         for m in members:
             target = dest / _safe_name(m.filename)
             if not _inside(dest_real, target if m.is_dir() else target.parent):
-                raise ToolError(f"archive entry {m.filename!r} would be written through a link out of {dest}; nothing was extracted")
+                raise ToolError(f"archive entry {m.filename!r} would be written through a link out of {dest}; "
+                                "nothing was extracted")
         _check_total(sum(m.file_size for m in members), len(members))
         dest.mkdir(parents=True, exist_ok=True)
         written = files = 0

@@ -37,7 +37,8 @@ class _TooManyContainers(Exception):
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    return body
 
 
 def unpack(body: bytes, *, max_size: int = MAX_FRAME, max_containers: int = MAX_CONTAINERS) -> Any:

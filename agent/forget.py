@@ -38,7 +38,8 @@ async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool 
     if found is None:
         raise NotPairedError(f"no pairing stored for {url}", hint="`hermes-relay status` lists the paired relays")
     owner, rec = found
-    token = rec.get("token") if isinstance(rec.get("token"), str) else ""
+    stored = rec.get("token")
+    token = stored if isinstance(stored, str) else ""
     prefix = token[:TOKEN_PREFIX_LEN] if token else None
 
     link = agent.links.pop(owner, None)
@@ -86,7 +87,8 @@ def _describe_record(rec: dict[str, Any]) -> str:
     routes = len(route_urls(rec))
     if routes:
         extras.append(f"{routes} alternate route{'s' if routes != 1 else ''}")
-    pins = rec.get("route_cert_pins") if isinstance(rec.get("route_cert_pins"), dict) else {}
+    given = rec.get("route_cert_pins")
+    pins = given if isinstance(given, dict) else {}
     npins = len(pins) + (1 if rec.get("cert_pin_sha256") else 0)
     if npins:
         extras.append(f"{npins} certificate pin{'s' if npins != 1 else ''}")

@@ -158,7 +158,8 @@ def table(agent: Agent) -> dict[str, Handler]:
             if route.url == owner:
                 record["cert_pin_sha256"] = new
             else:
-                pins = record.get("route_cert_pins") if isinstance(record.get("route_cert_pins"), dict) else {}
+                given = record.get("route_cert_pins")
+                pins = given if isinstance(given, dict) else {}
                 pins[route.url] = new
                 record["route_cert_pins"] = pins
 
@@ -259,7 +260,8 @@ def _resources(agent: Agent) -> dict[str, Any]:
     """Live trio tasks outside the IPC clients' own, and open files: both must stay flat across
     reconnects (the soak test and doctor read them)."""
     clients = agent.ipc.clients if agent.ipc is not None else None
-    count, todo = 0, [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    count, todo = 0, [root] if root is not None else []
     while todo:
         task = todo.pop()
         count += 1
@@ -295,7 +297,9 @@ def _store_expiry(agent: Agent, owner: str, session: dict[str, Any]) -> bool:
 
     def apply(sessions: dict[str, dict[str, Any]]) -> bool:
         rec = sessions.get(owner)
-        token = rec.get("token") if isinstance(rec, dict) else None
+        if not isinstance(rec, dict):
+            return False
+        token = rec.get("token")
         if not isinstance(token, str) or not prefix or not token.startswith(prefix):
             return False
         rec["ttl_expires_at"] = session["expires_at"]

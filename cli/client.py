@@ -253,11 +253,11 @@ def _open_socket(path: str, timeout: float) -> Any:
 
         port, nonce = endpoint.read(path)
         try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-            sock.sendall(nonce)
+            tcp = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            tcp.sendall(nonce)
         except OSError as exc:
             raise AgentNotRunningError(path, exc.strerror or str(exc)) from None
-        return sock
+        return tcp
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

@@ -89,7 +89,7 @@ class FrameDecoder:
         self._buf = bytearray()
         self._error: Exception | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._error is not None:
             raise self._error
         self._buf += data

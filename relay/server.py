@@ -551,7 +551,7 @@ def _lock_state_dir(state_dir: Path) -> fileio.FileLock:
 async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -> None:
     relay = Relay(config)
     try:
-        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        listeners: list[Any] = await trio.open_tcp_listeners(config.port, host=config.host)
     except OSError as exc:
         if exc.errno == errno.EADDRNOTAVAIL:
             raise HermesError(f"cannot listen on {config.host}:{config.port}: {config.host} is not an address of this machine",
@@ -573,5 +573,5 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
 
 
 def _bound_port(listener: Any) -> int:
-    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    inner: Any = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
     return int(inner.socket.getsockname()[1])

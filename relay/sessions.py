@@ -117,7 +117,7 @@ def _check(item: Any, where: str, types: dict[str, tuple[tuple[type, ...], bool]
     for name in required:
         if name not in item:
             raise ValueError(f"{where} has no '{name}'")
-    out = {}
+    out: dict[str, Any] = {}
     for name, value in item.items():
         if name not in types:
             continue

@@ -84,12 +84,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             raise UsageError(f"unknown capability {words[1]!r}", hint="use one of: " + ", ".join(policy.CAPABILITIES))
         if mode not in policy.CAP_MODES:
             raise UsageError(f"unknown capability mode {words[2]!r}", hint="use one of: disabled, ask, allow")
-        url = _one_url(ctx, words[3] if len(words) == 4 else None)
-        host = policy.set_capability(path, url, cap, mode, now=ctx.now())
-        return _changed(ctx, args, url, host)
+        target = _one_url(ctx, words[3] if len(words) == 4 else None)
+        host = policy.set_capability(path, target, cap, mode, now=ctx.now())
+        return _changed(ctx, args, target, host)
     if len(words) > 2:
         raise UsageError("too many arguments", hint="hermes-relay access [URL] [PRESET]")
-    url = preset = None
+    url: str | None = None
+    preset: str | None = None
     for word in words:
         if "://" in word:
             url = word

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
 
@@ -61,7 +61,7 @@ def _write_archive(stop: threading.Event, source: Path, dest: Path, fmt: str, tm
                 elif item.is_file():
                     zf.write(item, name)
         return "python-zipfile"
-    mode = "w" if fmt == "tar" else "w:gz"
+    mode: Literal["w", "w:gz"] = "w" if fmt == "tar" else "w:gz"
     with tarfile.open(tmp, mode) as tf:
         for item, name in _entries(stop, source, skip):
             tf.add(item, name, recursive=False)

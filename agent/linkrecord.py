@@ -21,7 +21,8 @@ def routes_for(url: str, record: dict[str, Any]) -> list[Route]:
     offered = record.get("route_candidates")
     for cand in offered if isinstance(offered, list) else []:
         if isinstance(cand, dict):
-            relay = cand.get("relay") if isinstance(cand.get("relay"), dict) else {}
+            given = cand.get("relay")
+            relay = given if isinstance(given, dict) else {}
             c_url = relay.get("url") or cand.get("url")
             prio = cand.get("priority")
             if isinstance(c_url, str):
@@ -50,7 +51,8 @@ def pin_for(owner: str, record: dict[str, Any], url: str) -> str | None:
     if url == owner:
         pin = record.get("cert_pin_sha256")
     else:
-        pins = record.get("route_cert_pins") if isinstance(record.get("route_cert_pins"), dict) else {}
+        given = record.get("route_cert_pins")
+        pins = given if isinstance(given, dict) else {}
         pin = pins.get(url)
     return pin if isinstance(pin, str) and pin else None
 

@@ -272,7 +272,8 @@ class Agent:
                     if not rec["cert_pin_sha256"]:
                         rec["cert_pin_sha256"] = pin
                 else:
-                    pins = rec.get("route_cert_pins") if isinstance(rec.get("route_cert_pins"), dict) else {}
+                    given = rec.get("route_cert_pins")
+                    pins = given if isinstance(given, dict) else {}
                     pins.setdefault(route_url, pin)
                     rec["route_cert_pins"] = pins
 

@@ -243,9 +243,9 @@ async def _reach_guarded(agent: Agent, owner: str, rec: Record, check: RouteChec
         conns[i] = await _reach(agent, owner, rec, check, ws_nursery)
     except Exception as exc:
         log.exception("doctor_check_crashed route=%s", check.route.url)
-        exc = members(exc)[0]
+        first = members(exc)[0]
         if check.running is not None:
-            check.end(FAIL, f"internal error: {type(exc).__name__}: {exc}", fix="see `hermes-relay agent logs`")
+            check.end(FAIL, f"internal error: {type(first).__name__}: {first}", fix="see `hermes-relay agent logs`")
         check.skip_rest("not tried")
 
 

@@ -158,7 +158,8 @@ def table(agent: Agent) -> dict[str, Handler]:
             if route.url == owner:
                 record["cert_pin_sha256"] = new
             else:
-                pins = record.get("route_cert_pins") if isinstance(record.get("route_cert_pins"), dict) else {}
+                given = record.get("route_cert_pins")
+                pins = given if isinstance(given, dict) else {}
                 pins[route.url] = new
                 record["route_cert_pins"] = pins
 
@@ -230,7 +231,7 @@ def paired_view(sessions: dict[str, dict[str, Any]], live: list[dict[str, Any]],
     Store order first, then relays only the agent knows; a live relay also matches a record through
     its alternate routes. Records are redacted unless ``reveal``.
     """
-    out = []
+    out: list[dict[str, Any]] = []
     for url, rec, state in join(sessions, live):
         if rec is None:
             out.append({"url": url, "record": None, "live": state, "alternates": [], "role_label": None})
@@ -246,7 +247,8 @@ def _resources(agent: Agent) -> dict[str, Any]:
     """Live trio tasks outside the IPC clients' own, and open files: both must stay flat across
     reconnects (the soak test and doctor read them)."""
     clients = agent.ipc.clients if agent.ipc is not None else None
-    count, todo = 0, [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    count, todo = 0, [root] if root is not None else []
     while todo:
         task = todo.pop()
         count += 1
@@ -282,7 +284,9 @@ def _store_expiry(agent: Agent, owner: str, session: dict[str, Any]) -> bool:
 
     def apply(sessions: dict[str, dict[str, Any]]) -> bool:
         rec = sessions.get(owner)
-        token = rec.get("token") if isinstance(rec, dict) else None
+        if not isinstance(rec, dict):
+            return False
+        token = rec.get("token")
         if not isinstance(token, str) or not prefix or not token.startswith(prefix):
             return False
         rec["ttl_expires_at"] = session["expires_at"]

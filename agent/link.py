@@ -353,8 +353,9 @@ class RelayLink:
                     connected_at.append(trio.current_time())
                     elapsed = conn.dialed.elapsed
                     log.info("link_up url=%s route=%s latency_ms=%.0f", self.url, conn.route.url, elapsed * 1000)
+                    server_version = ok.get("server_version")
                     self._event(linkstate.Authenticated(route_info(conn.route) or {}, round(elapsed * 1000, 1),
-                                                        ok.get("server_version") if isinstance(ok.get("server_version"), str) else None))
+                                                        server_version if isinstance(server_version, str) else None))
 
                     def guard(fn: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
                         async def task() -> None:

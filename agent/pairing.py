@@ -125,7 +125,8 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
                 await progress({"kind": "pick", "route": route_info(won.route),
                                 "line": f"→ using {won.route.label} route {won.route.url}"})
             try:
-                outcome.append(await transport.authenticate(ws, agent.auth_payload(pairing_code=code, **device_name), url=won.route.url))
+                auth_msg = agent.auth_payload(pairing_code=code, **device_name)
+                outcome.append(await transport.authenticate(ws, auth_msg, url=won.route.url))
             finally:
                 await transport.discard(won.value)
         except AuthRejectedError as exc:

@@ -313,7 +313,8 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
                 with trio.CancelScope() as upgrade:
                     own.start_soon(_end_upgrade_on_hangup, watched, upgrade)
                     ws = await trio_websocket.wrap_client_stream(
-                        own, watched, f"{host}:{port}", path, max_message_size=wire.MAX_WS_MESSAGE
+                        own, watched,  # type: ignore[arg-type]  # any trio Stream works; the stub names two
+                        f"{host}:{port}", path, max_message_size=wire.MAX_WS_MESSAGE
                     )
             if ws is None:
                 raise ConnectionLostError(
@@ -516,7 +517,7 @@ async def http_request(dialed: Dialed, method: str, path: str, *, token: str | N
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    conn.receive_data(await dialed.stream.receive_some(65536))
+                    conn.receive_data(await dialed.stream.receive_some(65536))  # type: ignore[arg-type]  # h11 takes any bytes-like
                     continue
                 if isinstance(event, h11.Response):
                     status = event.status_code

@@ -501,12 +501,12 @@ printf '%s\n' "$__p"
             stopping = time.monotonic()
             self.relay.stop()
             stopped = time.monotonic()
-            downs = [w.wait_for(not_connected, start=m, timeout=20)[0] for w, m in zip(watchers, marks)]
+            downs = [w.wait_for(not_connected, start=m, timeout=20)[0] for w, m in zip(watchers, marks, strict=True)]
             starting = time.monotonic()
             self.relay.start()
             listening = time.monotonic()
             times = []
-            for w, d in zip(watchers, downs):
+            for w, d in zip(watchers, downs, strict=True):
                 _, t, _ = w.wait_for(connected(), start=d, timeout=60)
                 times.append(max(0.0, t - listening))
         finally:

@@ -253,11 +253,11 @@ def _open_socket(path: str, timeout: float) -> Any:
 
         port, nonce = endpoint.read(path)
         try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-            sock.sendall(nonce)
+            tcp = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            tcp.sendall(nonce)
         except OSError as exc:
             raise AgentNotRunningError(path, exc.strerror or str(exc)) from None
-        return sock
+        return tcp
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -362,7 +362,8 @@ def ensure_agent(
             if code is not None:
                 detail = _tail(str(paths.log_dir(env) / "agent-start.err"))
                 raise AgentNotRunningError(path, f"the agent exited with status {code} while starting{detail}",
-                                           hint="see `hermes-relay agent logs`, or run `hermes-relay agent run` to watch it start")
+                                           hint="see `hermes-relay agent logs`, "
+                                                "or run `hermes-relay agent run` to watch it start")
             if time.monotonic() >= deadline:
                 raise AgentNotRunningError(path, f"started the agent (pid {proc.pid}) but it did not answer within {wait:g}s",
                                            hint="see `hermes-relay agent logs`")

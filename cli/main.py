@@ -127,7 +127,7 @@ def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParse
 
         def _get_formatter(self) -> argparse.HelpFormatter:
             # argparse's own sizing imports shutil on every add_argument (~2 ms of startup).
-            return self.formatter_class(prog=self.prog, width=_help_width())
+            return self.formatter_class(prog=self.prog, width=_help_width())  # type: ignore[call-arg]  # stub omits width
 
     return Parser
 
@@ -260,9 +260,9 @@ def _parse(words: list[str], out: TextIO, err: TextIO) -> tuple[Any, Callable[..
     hot = HOT.get(command or "")
     if hot is not None and all(arg in hot for arg in rest):
         given = set(flags) | set(rest)
-        args = Args(command=command, json="--json" in given, no_autostart="--no-autostart" in given,
-                    reveal_tokens="--reveal-tokens" in given, extra=[])
-        return args, command_module(command).run  # type: ignore[arg-type]
+        hot_args = Args(command=command, json="--json" in given, no_autostart="--no-autostart" in given,
+                        reveal_tokens="--reveal-tokens" in given, extra=[])
+        return hot_args, command_module(command).run  # type: ignore[arg-type]
     if command is not None and command not in COMMANDS:
         suggestion = _closest(command, list(COMMANDS))
         hint = "see `hermes-relay --help`"

@@ -10,13 +10,13 @@ shows a pairing as made in the year 50000 or crashes on a string.
 
 from __future__ import annotations
 
+from hermes_relay.core import timefmt
+from hermes_relay.core.wire import TOKEN_PREFIX_LEN
+
 TYPE_CHECKING = False  # collections.abc and typing cost `status` ~4 ms per start
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
-
-from hermes_relay.core import timefmt
-from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
 REDACTED = "(redacted)"
 TOKEN_PREFIX_CHARS = TOKEN_PREFIX_LEN
@@ -78,6 +78,9 @@ class Style:
 
     def bold(self, text: str) -> str:
         return self.paint(text, "bold")
+
+
+_PLAIN = Style()
 
 
 # -- time ------------------------------------------------------------------------------------------
@@ -162,7 +165,7 @@ def display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, style: Style = Style(),
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, style: Style = _PLAIN,
           indent: str = "  ", gap: str = "  ") -> list[str]:
     """Left-aligned columns under a dim header. The last column is not padded (no trailing spaces)."""
     ncols = len(headers)

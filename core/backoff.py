@@ -23,4 +23,4 @@ def full_jitter(*, base: float = DEFAULT_BASE, cap: float = DEFAULT_CAP, rng: ra
 
 def ceiling(attempt: int, *, base: float = DEFAULT_BASE, cap: float = DEFAULT_CAP) -> float:
     """The upper bound of the ``attempt``-th delay (0-based), for display and tests."""
-    return min(cap, base * (2 ** min(attempt, 32)))
+    return min(cap, base * (2.0 ** min(attempt, 32)))

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    import re
 
 CHANNEL: Final = "desktop"
 MAX_FRAME: Final = 4 << 20  # the reference relay closes a socket on a bigger inbound message (1009)
@@ -308,7 +311,7 @@ def audit_file(env: Any = None) -> Path:
     return paths.hermes_home(env) / "desktop-audit.jsonl"
 
 
-_SECRETS: list[Any] = []
+_SECRETS: list[re.Pattern[str]] = []
 
 
 def redact(text: str) -> str:

@@ -315,8 +315,8 @@ class RpcError(IpcError):
         return {**super().to_wire(), "code": self.remote_code}
 
 
-def _all_subclasses(cls: type) -> list[type]:
-    out = []
+def _all_subclasses(cls: type[HermesError]) -> list[type[HermesError]]:
+    out: list[type[HermesError]] = []
     for sub in cls.__subclasses__():
         out.append(sub)
         out.extend(_all_subclasses(sub))

@@ -17,12 +17,12 @@ import struct
 
 import msgpack
 
+from hermes_relay.core.errors import FrameTooLargeError, RemoteProtocolError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
-
-from hermes_relay.core.errors import FrameTooLargeError, RemoteProtocolError
 
 MAX_FRAME = 1 << 20  # 1 MiB: trio-websocket's default message cap, ample for status of many relays
 MAX_CONTAINERS = 1 << 16  # maps + arrays in one frame (a status reply uses ~25 per relay)
@@ -37,7 +37,8 @@ class _TooManyContainers(Exception):
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    return body
 
 
 def unpack(body: bytes, *, max_size: int = MAX_FRAME, max_containers: int = MAX_CONTAINERS) -> Any:
@@ -88,7 +89,7 @@ class FrameDecoder:
         self._buf = bytearray()
         self._error: Exception | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._error is not None:
             raise self._error
         self._buf += data

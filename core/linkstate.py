@@ -37,12 +37,12 @@ import enum
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Union
+from typing import Any, Final
 
 from hermes_relay.core import api, backoff
 
 
-class LinkState(str, enum.Enum):
+class LinkState(str, enum.Enum):  # noqa: UP042 - StrEnum would change str() and format() of a state
     """The link's state; each value is the wire string ``status`` and ``watch`` show."""
 
     CONNECTING = api.CONNECTING
@@ -141,8 +141,8 @@ class Crashed:
     error: dict[str, Any]
 
 
-Event = Union[StoreUnreadable, Unpaired, VerdictStored, Dial, Authenticated, Dropped, SessionEnded,
-              Reauthenticate, Rejected, PinChanged, Limited, Crashed]
+Event = (StoreUnreadable | Unpaired | VerdictStored | Dial | Authenticated | Dropped | SessionEnded
+         | Reauthenticate | Rejected | PinChanged | Limited | Crashed)
 
 _ACTIVE: Final = frozenset({LinkState.CONNECTING, LinkState.CONNECTED})
 _WAITING: Final = ANY - _ACTIVE

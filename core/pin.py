@@ -8,6 +8,10 @@ import re
 
 from hermes_relay.core.errors import TlsError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
+
 PIN_PREFIX = "sha256/"
 _PIN_RE = re.compile(r"^sha256/[A-Za-z0-9+/]{43}=$")
 
@@ -43,10 +47,10 @@ def is_valid_pin(pin: str) -> bool:
     return bool(_PIN_RE.fullmatch(pin or ""))  # fullmatch: "$" alone lets a trailing "\n" through
 
 
-_CLIENT_CONTEXT = None
+_CLIENT_CONTEXT: ssl.SSLContext | None = None
 
 
-def pinned_trust_context():  # -> ssl.SSLContext (ssl imported lazily: the CLI formats pins only)
+def pinned_trust_context() -> ssl.SSLContext:  # ssl is imported lazily: the CLI formats pins only
     """The client TLS context for relays: no CA or host name check, because trust comes from the
     SPKI pin compared right after the handshake (trust on first use, as the reference client does)."""
     global _CLIENT_CONTEXT

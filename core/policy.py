@@ -145,7 +145,8 @@ def _parse_host(value: Any) -> HostPolicy | None:
     if mode not in MODES:
         return None
     caps = dict(PRESETS.get(mode, PRESETS[ASK]))
-    raw_caps = value.get("capabilities") if isinstance(value.get("capabilities"), dict) else {}
+    given = value.get("capabilities")
+    raw_caps = given if isinstance(given, dict) else {}
     explicit = False
     for cap in CAPABILITIES:
         if raw_caps.get(cap) in CAP_MODES:
@@ -177,7 +178,8 @@ def parse(doc: Any) -> Policies:
             return
         hosts[key] = _least(hosts[key], policy) if key in hosts else policy
 
-    table = doc.get("hosts") if isinstance(doc.get("hosts"), dict) else doc
+    listed = doc.get("hosts")
+    table = listed if isinstance(listed, dict) else doc
     for url, value in table.items():
         policy = _parse_host(value)
         if policy is not None:

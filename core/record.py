@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from hermes_relay.core.errors import UsageError
@@ -258,7 +258,7 @@ def stored_candidates(routes: Iterable[Route], endpoints: Any = None) -> list[di
     return out
 
 
-def _api_ok(api: Any) -> bool:
+def _api_ok(api: Any) -> TypeGuard[Mapping[str, Any]]:
     return (isinstance(api, Mapping) and isinstance(api.get("host"), str) and isinstance(api.get("port"), int)
             and not isinstance(api.get("port"), bool) and isinstance(api.get("tls", False), bool))
 

@@ -16,7 +16,7 @@ from hermes_relay.core.errors import RemoteProtocolError
 
 TYPE_CHECKING = False  # the CLI imports this on every call: no typing at run time
 if TYPE_CHECKING:
-    from typing import Any, Union
+    from typing import Any
 
 API_VERSION = 1
 
@@ -75,7 +75,7 @@ class Notify:
 
 
 if TYPE_CHECKING:
-    Message = Union[Request, Response, Notify]
+    Message = Request | Response | Notify
 
 
 def parse_message(obj: Any) -> Message:

@@ -143,7 +143,8 @@ def redact_record(record: dict[str, Any]) -> dict[str, Any]:
             return [walk(v) for v in obj]
         return obj
 
-    return walk(record)
+    redacted: dict[str, Any] = walk(record)
+    return redacted
 
 
 def _secret_key(key: str) -> bool:

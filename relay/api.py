@@ -107,7 +107,8 @@ def pairing_register(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
         return 403, {"ok": False, "error": NOT_LOOPBACK}
     code = obj.get("code")
     if code is None or code == "":
-        return 400, {"ok": False, "error": "missing 'code': send {\"code\": \"ABC123\"}, or POST /pairing/mint to have the relay pick one"}
+        return 400, {"ok": False,
+                     "error": "missing 'code': send {\"code\": \"ABC123\"}, or POST /pairing/mint to have the relay pick one"}
     if not isinstance(code, str):
         return 400, {"ok": False, "error": "code must be a string"}
     return _registered(relay, code.strip(), obj)

@@ -209,7 +209,8 @@ class DesktopRouter:
             target.status = dict(payload)
             target.has_status = True
             tools = payload.get("advertised_tools")
-            target.advertised = frozenset(t for t in tools if isinstance(t, str) and t) if isinstance(tools, list) else frozenset()
+            names = tools if isinstance(tools, list) else []
+            target.advertised = frozenset(t for t in names if isinstance(t, str) and t)
             self._latest_status = target.status
         elif typ == "response":
             self._on_response(target, payload)

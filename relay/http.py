@@ -62,7 +62,7 @@ async def read_request_head(stream: trio.abc.Stream) -> HttpRequest | None:
             raw += data
             if len(raw) > MAX_HEAD + MAX_BODY:
                 raise BadRequest(431, "request head too large")
-            conn.receive_data(data)
+            conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes any bytes-like; its stub says bytes
             continue
         if isinstance(event, h11.Request):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
@@ -83,7 +83,7 @@ async def read_body(stream: trio.abc.Stream, req: HttpRequest, limit: int = MAX_
             data = await stream.receive_some(65536)
             if not data:
                 raise BadRequest(400, "connection closed inside the request body")
-            req.conn.receive_data(data)
+            req.conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes any bytes-like; its stub says bytes
             continue
         if isinstance(event, h11.Data):
             body += event.data
@@ -149,7 +149,7 @@ class ReplayStream(trio.abc.Stream):
         self._prefix = bytearray(prefix)
         self.inner = inner
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._prefix:
             n = len(self._prefix) if max_bytes is None else max_bytes
             out = bytes(self._prefix[:n])

@@ -189,7 +189,8 @@ def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tu
 
     found: list[tuple[str, str]] = []
     if mode in ("auto", "lan"):
-        host = args.lan_host or (parts.hostname if infer_role(local) == "lan" and not _is_loopback_host(parts.hostname) else None) or _lan_address()
+        own = parts.hostname if infer_role(local) == "lan" and not _is_loopback_host(parts.hostname) else None
+        host = args.lan_host or own or _lan_address()
         if host:
             found.append(("lan", at(host)))
         elif mode == "lan":

@@ -34,7 +34,8 @@ def parse_trusted(values: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddr
         try:
             out.append(ipaddress.ip_network(value.strip(), strict=False))
         except ValueError:
-            raise ValueError(f"--trusted-proxy {value!r} is not an IP address or network (e.g. 127.0.0.1 or 10.0.0.0/8)") from None
+            raise ValueError(f"--trusted-proxy {value!r} is not an IP address or network "
+                             "(e.g. 127.0.0.1 or 10.0.0.0/8)") from None
     return tuple(out)
 
 

@@ -102,7 +102,9 @@ class RateLimiter:
 
     def prune(self, now: float) -> None:
         """Drop idle entries only: no failure inside the window and no block in force."""
-        for ip in [ip for ip, e in self._entries.items() if e.blocked_until <= now and (not e.failures or e.failures[-1] <= now - self.window)]:
+        idle = [ip for ip, e in self._entries.items()
+                if e.blocked_until <= now and (not e.failures or e.failures[-1] <= now - self.window)]
+        for ip in idle:
             del self._entries[ip]
 
     def __len__(self) -> int:

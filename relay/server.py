@@ -303,7 +303,8 @@ class Relay:
                 with trio.move_on_after(CLOSE_GRACE):
                     await ws.aclose()
 
-    async def _send(self, ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any], msg_id: str | None = None) -> None:
+    async def _send(self, ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any],
+                    msg_id: str | None = None) -> None:
         env = envelope.Envelope(channel, typ, payload) if msg_id is None else envelope.Envelope(channel, typ, payload, msg_id)
         await ws.send_message(env.encode())
 
@@ -548,7 +549,7 @@ def _lock_state_dir(state_dir: Path) -> fileio.FileLock:
 async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -> None:
     relay = Relay(config)
     try:
-        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        listeners: list[Any] = await trio.open_tcp_listeners(config.port, host=config.host)
     except OSError as exc:
         if exc.errno == errno.EADDRNOTAVAIL:
             raise HermesError(f"cannot listen on {config.host}:{config.port}: {config.host} is not an address of this machine",
@@ -558,7 +559,7 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
             hint="another relay may already be running there; pick another --port",
         ) from exc
     if config.ssl_context is not None:
-        listeners = [trio.SSLListener(l, config.ssl_context, https_compatible=True) for l in listeners]
+        listeners = [trio.SSLListener(lst, config.ssl_context, https_compatible=True) for lst in listeners]
     port = relay.port = _bound_port(listeners[0])
     try:
         async with trio.open_nursery() as nursery:
@@ -570,5 +571,5 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
 
 
 def _bound_port(listener: Any) -> int:
-    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    inner: Any = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
     return int(inner.socket.getsockname()[1])

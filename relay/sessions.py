@@ -117,7 +117,7 @@ def _check(item: Any, where: str, types: dict[str, tuple[tuple[type, ...], bool]
     for name in required:
         if name not in item:
             raise ValueError(f"{where} has no '{name}'")
-    out = {}
+    out: dict[str, Any] = {}
     for name, value in item.items():
         if name not in types:
             continue
@@ -328,7 +328,8 @@ class SessionBook:
         """Record activity in memory only; ``flush`` (periodic and at shutdown) writes it."""
         sess.last_seen = self.clock()
         if device:
-            for key in ("device_name", "client_surface", "device_form_factor", "device_model", "device_platform", "device_hostname"):
+            for key in ("device_name", "client_surface", "device_form_factor", "device_model", "device_platform",
+                        "device_hostname"):
                 if isinstance(device.get(key), str) and device[key]:
                     setattr(sess, key, device[key][:MAX_TEXT])
         self.dirty = True

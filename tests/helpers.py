@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import sys
 import uuid
 from contextvars import ContextVar
 from pathlib import Path
@@ -24,9 +23,6 @@ from urllib.parse import urlsplit
 import h11
 import trio
 import trio_websocket
-
-if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup
 
 HANDSHAKE_TIMEOUT = 5.0  # trio-websocket waits forever for a 101 if the server just hangs up
 

@@ -128,6 +128,7 @@ class DesktopChannel:
             "category": desktop.category(spec.capability if spec else None), "ok": False,
             "request_id": command.request_id, "host_url": url, "args_preview": preview,
         }
+        error: str | None
         ok, result, error = False, None, desktop.ABORTED  # stays so when the link goes mid-call
         try:
             ok, result, error = await self._run(command, spec, preview, started)

@@ -31,6 +31,7 @@ from hermes_relay.agent.desktop.audit import AuditLog
 from hermes_relay.core import desktop, paths, policy
 from hermes_relay.core.desktop import ToolSpec, ToolTable
 from hermes_relay.core.errors import HermesError
+from hermes_relay.core.policy import HostPolicy
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class DesktopService:
         """The legacy per-URL consent other clients stored (``tools_consented``): restricted => trusted."""
         return self._consented.get(policy.canonical_url(url) or url, False)
 
-    def host_policy(self, url: str) -> policy.HostPolicy:
+    def host_policy(self, url: str) -> HostPolicy:
         return self.policy().for_url(url, legacy_consented=self.consented(url))
 
     def decide(self, url: str, tool: str) -> str:

@@ -85,12 +85,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             raise UsageError(f"unknown capability {words[1]!r}", hint="use one of: " + ", ".join(policy.CAPABILITIES))
         if mode not in policy.CAP_MODES:
             raise UsageError(f"unknown capability mode {words[2]!r}", hint="use one of: disabled, ask, allow")
-        url = _one_url(ctx, words[3] if len(words) == 4 else None)
-        host = policy.set_capability(path, url, cap, mode, now=ctx.now())
-        return _changed(ctx, args, url, host)
+        target = _one_url(ctx, words[3] if len(words) == 4 else None)
+        host = policy.set_capability(path, target, cap, mode, now=ctx.now())
+        return _changed(ctx, args, target, host)
     if len(words) > 2:
         raise UsageError("too many arguments", hint="hermes-relay access [URL] [PRESET]")
-    url = preset = None
+    url: str | None = None
+    preset: str | None = None
     for word in words:
         if "://" in word:
             url = word
@@ -147,7 +148,8 @@ def _show(ctx: Context, args: argparse.Namespace, url: str | None) -> int:
         legacy = _consented(ctx, u)
         host = policies.for_url(u, legacy_consented=legacy)
         hosts.append({"url": policy.canonical_url(u), "access_mode": host.access_mode, "label": host.label,
-                      "capabilities": host.capabilities, "legacy_consent": legacy and host.access_mode != policies.for_url(u).access_mode,
+                      "capabilities": host.capabilities,
+                      "legacy_consent": legacy and host.access_mode != policies.for_url(u).access_mode,
                       "updated_at": host.updated_at})
     if getattr(args, "json", False):
         ctx.print_json({"file": str(policy.policy_file(ctx.env)), "hosts": hosts})

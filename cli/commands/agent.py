@@ -489,7 +489,7 @@ def _print_dry_run(ctx: Context, plan: Any) -> None:
     elif plan.state == "already installed":
         done = "; nothing to do" if not plan.steps and plan.reason is None else ""
         ctx.out(f"agent: already installed as a {what} ({', '.join(map(str, plan.files))} unchanged){done}")
-    for target, step in zip(plan.writes, plan.steps):
+    for target, step in zip(plan.writes, plan.steps, strict=False):
         ctx.out(f"would {step.text}, mode {target.mode:04o}:")
         for line in target.content.lstrip("\ufeff").splitlines():
             ctx.out(f"    {line}".rstrip())

@@ -374,13 +374,15 @@ def _link_text(link: Any, now: float) -> tuple[str, str, str | None, str | None]
     if not isinstance(link, dict):
         return WARN, "link: the agent runs no link for this relay", None, "hermes-relay agent restart"
     state = str(link.get("state") or "unknown")
-    error = link.get("last_error") if isinstance(link.get("last_error"), dict) else {}
+    last_error, given_route = link.get("last_error"), link.get("route")
+    error = last_error if isinstance(last_error, dict) else {}
     message = error.get("message") or None
-    data = error.get("data") if isinstance(error.get("data"), dict) else {}
-    route = link.get("route") if isinstance(link.get("route"), dict) else {}
+    data = error["data"] if isinstance(error.get("data"), dict) else {}
+    route = given_route if isinstance(given_route, dict) else {}
     if state == "connected":
         latency = f", {link['latency_ms']:.0f} ms" if isinstance(link.get("latency_ms"), (int, float)) else ""
-        return OK, f"link: connected via {route.get('label')} ({route.get('url')}) since {render.ago(link.get('since'), now)}{latency}", None, None
+        since = render.ago(link.get("since"), now)
+        return OK, f"link: connected via {route.get('label')} ({route.get('url')}) since {since}{latency}", None, None
     if state == "backoff":
         return WARN, (f"link: waiting to reconnect (attempt {link.get('attempts') or 0}, next try "
                       f"{render.countdown(link.get('next_retry_at'), now)})"), message, "see the route checks below"

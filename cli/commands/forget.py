@@ -65,7 +65,8 @@ def result_lines(result: dict[str, Any], ctx: Context) -> list[str]:
 
     style = ctx.style
     prefix = result.get("prefix") or "?"
-    relay = result.get("relay") if isinstance(result.get("relay"), dict) else {}
+    given = result.get("relay")
+    relay = given if isinstance(given, dict) else {}
     status, message = relay.get("status"), printable(str(relay.get("message") or ""))
     lines = [style.ok("✓") + f" forgot {result.get('url')}"]
     if status == "revoked":

@@ -58,7 +58,7 @@ fi
 if [[ ${PS1-} != *HERMES_RELAY_INDICATOR* ]]; then
     PS1='${HERMES_RELAY_INDICATOR:+$HERMES_RELAY_INDICATOR }'"${PS1-}"
 fi
-"""
+"""  # noqa: E501 - shell code emitted as written
 
 _ZSH = r"""# hermes-relay route indicator for zsh, from: hermes-relay prompt init zsh
 # Each prompt reads one line from the route file with builtins (no process is started).
@@ -95,7 +95,7 @@ setopt prompt_subst
 if [[ $PROMPT != *HERMES_RELAY_INDICATOR* ]]; then
     PROMPT='${HERMES_RELAY_INDICATOR:+$HERMES_RELAY_INDICATOR }'$PROMPT
 fi
-"""
+"""  # noqa: E501 - shell code emitted as written
 
 _FISH = r"""# hermes-relay route indicator for fish, from: hermes-relay prompt init fish
 # Each prompt reads one line from the route file with builtins (no process is started).

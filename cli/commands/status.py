@@ -271,7 +271,8 @@ def _live_lines(st: dict[str, Any], now: float, style: Any, *, fixed: bool = Fal
     elif state == "connecting":
         text = "◌ connecting" + (f" (attempt {attempts})" if attempts else "")
     elif state == "backoff":
-        text = style.warn("○") + f" waiting to reconnect (attempt {attempts}, next try {render.countdown(st.get('next_retry_at'), now)})"
+        next_try = render.countdown(st.get("next_retry_at"), now)
+        text = style.warn("○") + f" waiting to reconnect (attempt {attempts}, next try {next_try})"
     elif state == "rate_limited":
         text = style.warn("○") + f" rate limited by the relay (next try {render.countdown(st.get('next_retry_at'), now)})"
     elif state == "revoked":

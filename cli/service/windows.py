@@ -68,6 +68,8 @@ class WindowsRunKey(Manager):
         return self.registered()
 
     def registered(self) -> bool:  # pragma: no cover - Windows only
+        if sys.platform != "win32":  # winreg exists only there (mypy checks what follows only there)
+            raise OSError("the Run key exists only on Windows")
         import winreg
 
         try:
@@ -81,6 +83,8 @@ class WindowsRunKey(Manager):
             return []
 
         def set_value() -> None:  # pragma: no cover - Windows only
+            if sys.platform != "win32":  # winreg exists only there (mypy checks what follows only there)
+                raise OSError("the Run key exists only on Windows")
             import winreg
 
             with winreg.CreateKey(winreg.HKEY_CURRENT_USER, RUN_KEY) as key:
@@ -90,6 +94,8 @@ class WindowsRunKey(Manager):
 
     def deactivate(self) -> list[Step]:
         def delete_value() -> None:  # pragma: no cover - Windows only
+            if sys.platform != "win32":  # winreg exists only there (mypy checks what follows only there)
+                raise OSError("the Run key exists only on Windows")
             import winreg
 
             try:

@@ -211,7 +211,7 @@ def test_property_frames_survive_any_chunking(objs: list[Any], cuts: list[int]) 
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     dec = FrameDecoder()
     out: list[Any] = []
-    for start, end in zip(points, points[1:]):
+    for start, end in zip(points, points[1:], strict=False):
         dec.feed(data[start:end])
         out.extend(dec)
     assert out == objs

@@ -12,9 +12,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import helpers
+import pytest
 
 from hermes_relay.core import store
 from hermes_relay.core.errors import NotPairedError, StateCorruptError, StateError, StateVersionError

@@ -65,9 +65,9 @@ async def test_a_reference_style_daemon_stays_connected_while_tools_and_chat_req
 
 async def test_tui_error_is_never_sent(relay):
     ws, _ = await pair(relay.url, relay.http)
-    for typ, payload in (("tui.rpc.request", {"id": 5, "method": "session.create"}), ("tui.attach", {}),
-                         ("tui.detach", {}), ("tui.unknown", {})):
-        await send_json(ws, "tui", typ, payload)
+    for typ, body in (("tui.rpc.request", {"id": 5, "method": "session.create"}), ("tui.attach", {}),
+                      ("tui.detach", {}), ("tui.unknown", {})):
+        await send_json(ws, "tui", typ, body)
     await send_json(ws, "system", "ping", {"ts": 1})
     seen = []
     with trio.fail_after(FAIL_FAST):

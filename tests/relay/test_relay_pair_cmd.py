@@ -114,7 +114,7 @@ async def test_the_qr_is_drawn_only_on_a_terminal(relay, tmp_path: Path, monkeyp
     monkeypatch.setenv("HERMES_HOME", str(tmp_path))
     argv = ["--relay", relay.url, "--lan-host", "192.168.1.20", "--tailscale-host", "100.101.102.103"]
     for out, drawn in ((_Terminal(), True), (io.StringIO(), False)):
-        code = await trio.to_thread.run_sync(lambda: pair_cmd.main(argv, stdout=out, stderr=io.StringIO()))
+        code = await trio.to_thread.run_sync(lambda out=out: pair_cmd.main(argv, stdout=out, stderr=io.StringIO()))
         assert code == 0
         assert any(ch in out.getvalue() for ch in "\u2588\u2580\u2584") is drawn
 

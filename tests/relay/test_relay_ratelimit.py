@@ -346,7 +346,7 @@ class _OneFrameWs:
 async def test_over_the_cap_a_code_auth_is_told_to_wait_not_that_the_code_is_wrong():
     relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
     code = relay.codes.register(None).code
-    for i in range(CODE_FAILS_PER_MINUTE):
+    for _ in range(CODE_FAILS_PER_MINUTE):
         relay.code_cap.record_failure(relay.now())
     ws = _OneFrameWs(auth_frame({"pairing_code": code}))
     await relay.ws_session(ws, "10.1.2.3")  # type: ignore[arg-type]

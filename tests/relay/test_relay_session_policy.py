@@ -135,4 +135,4 @@ async def test_hermes_relay_server_dispatches_the_sessions_subcommand(relay, cap
     _, ok = await pair(relay.url, relay.http, device_name="vm")
     code = await trio.to_thread.run_sync(lambda: main(["sessions", "--relay", relay.url, "--json", "list"]))
     assert code == 0
-    assert '"token_prefix": "%s"' % ok["session_token"][:8] in capsys.readouterr().out
+    assert f'"token_prefix": "{ok["session_token"][:8]}"' in capsys.readouterr().out

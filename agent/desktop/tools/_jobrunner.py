@@ -63,7 +63,11 @@ def main(argv: list[str]) -> int:
     out = _open_log(logs.get("stdout") or logs["combined"])
     err = _open_log(logs["stderr"]) if "stderr" in logs else out
     stdin = sys.stdin.fileno() if meta.get("had_stdin") else subprocess.DEVNULL
-    session = {"start_new_session": True} if os.name != "nt" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    session: dict[str, Any]
+    if sys.platform == "win32":
+        session = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    else:
+        session = {"start_new_session": True}
     try:
         proc = subprocess.Popen(
             meta["argv"], cwd=meta["cwd"], stdin=stdin, stdout=out, stderr=err, close_fds=True, **session

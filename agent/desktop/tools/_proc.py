@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 from typing import Any
 
 import psutil
@@ -32,7 +33,7 @@ def shell_argv(command: str, env: dict[str, str] | None = None) -> tuple[list[st
 
 def session_kwargs() -> dict[str, Any]:
     """Popen keyword arguments that start a child in its own session / process group."""
-    if os.name == "nt":
+    if sys.platform == "win32":
         import subprocess
 
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}

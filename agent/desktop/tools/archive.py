@@ -15,7 +15,7 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
 
@@ -61,7 +61,7 @@ def _write_archive(stop: threading.Event, source: Path, dest: Path, fmt: str, tm
                 elif item.is_file():
                     zf.write(item, name)
         return "python-zipfile"
-    mode = "w" if fmt == "tar" else "w:gz"
+    mode: Literal["w", "w:gz"] = "w" if fmt == "tar" else "w:gz"
     with tarfile.open(tmp, mode) as tf:
         for item, name in _entries(stop, source, skip):
             tf.add(item, name, recursive=False)
@@ -128,7 +128,8 @@ def _unzip(stop: threading.Event, source: Path, dest: Path) -> tuple[int, int]:
         for m in members:
             target = dest / _safe_name(m.filename)
             if not _inside(dest_real, target if m.is_dir() else target.parent):
-                raise ToolError(f"archive entry {m.filename!r} would be written through a link out of {dest}; nothing was extracted")
+                raise ToolError(f"archive entry {m.filename!r} would be written through a link out of {dest}; "
+                                "nothing was extracted")
         _check_total(sum(m.file_size for m in members), len(members))
         dest.mkdir(parents=True, exist_ok=True)
         written = files = 0

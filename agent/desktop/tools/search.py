@@ -101,7 +101,7 @@ async def ripgrep_search(rg: str, root: Path, pattern: str, limit: int) -> tuple
     matches: list[str] = []
     truncated = False
     buffer = b""
-    errors = b""
+    errors: bytes | bytearray = b""
     try:
         assert proc.stdout is not None and proc.stderr is not None
         async with proc.stdout:

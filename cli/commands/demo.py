@@ -4,9 +4,9 @@ Starts ``hermes-relay-server`` on a free loopback port, mints a code with ``herm
 through the agent, shows ``status``, ``devices`` and ``route``, then the desktop channel: the relay
 host runs a command on this computer (policy ``trusted``) and makes a call that waits for the user
 (policy ``ask_every_time``) until ``hermes-relay approvals approve ID`` lets it run. Last, it restarts
-the relay and shows the agent reconnecting by itself. Everything runs as real processes in a throw-away home directory (the
-user's own ``~/.hermes`` is never touched unless ``--home`` points there), and everything it started
-is stopped at the end. Each step prints the command it runs, so the demo doubles as a tutorial.
+the relay and shows the agent reconnecting by itself. Everything runs as real processes in a
+throw-away home directory (the user's own ``~/.hermes`` is never touched unless ``--home`` points
+there), and everything it started is stopped at the end. Each step prints the command it runs, so the demo doubles as a tutorial.
 """
 
 from __future__ import annotations

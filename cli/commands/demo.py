@@ -1,10 +1,12 @@
 """``hermes-relay demo``: the whole product on this machine, against an embedded local relay.
 
 Starts ``hermes-relay-server`` on a free loopback port, mints a code with ``hermes-pair``, pairs
-through the agent, shows ``status``, ``devices`` and ``route``, then restarts the relay and shows the
-agent reconnecting by itself. Everything runs as real processes in a throw-away home directory (the
-user's own ``~/.hermes`` is never touched unless ``--home`` points there), and everything it started
-is stopped at the end. Each step prints the command it runs, so the demo doubles as a tutorial.
+through the agent, shows ``status``, ``devices`` and ``route``, then the desktop channel: the relay
+host runs a command on this computer (policy ``trusted``) and makes a call that waits for the user
+(policy ``ask_every_time``) until ``hermes-relay approvals approve ID`` lets it run. Last, it restarts
+the relay and shows the agent reconnecting by itself. Everything runs as real processes in a
+throw-away home directory (the user's own ``~/.hermes`` is never touched unless ``--home`` points
+there), and everything it started is stopped at the end. Each step prints the command it runs, so the demo doubles as a tutorial.
 """
 
 from __future__ import annotations
@@ -17,18 +19,24 @@ from hermes_relay.cli.context import Context
 
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Callable
 
 # subprocess, tempfile and friends are imported inside the functions: this module is imported on
 # every CLI start (to register the subcommand), and `route`/`prompt` must stay lean.
 
 RELAY_START_TIMEOUT = 20.0
 RECONNECT_TIMEOUT = 30.0
+ROUTE_TIMEOUT = 20.0  # until the relay routes desktop tools to the agent (its desktop.status arrived)
+CALL_TIMEOUT = 60.0
+PROGRAMS = {"hermes-relay": "hermes_relay.cli", "hermes-pair": "hermes_relay.relay.pair_cmd",
+            "hermes-relay-server": "hermes_relay.relay"}
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run everything locally: relay, pairing, agent, reconnect",
-                       description="Start an embedded local relay, pair with it, and show the agent keeping "
-                                   "the connection through a relay restart. Uses a temporary home directory.")
+    p = sub.add_parser("demo", help="run everything locally: relay, pairing, desktop tools, approvals, reconnect",
+                       description="Start an embedded local relay, pair with it, let the relay host run a "
+                                   "command here and ask for your approval, and show the agent keeping the "
+                                   "connection through a relay restart. Uses a temporary home directory.")
     p.add_argument("--home", type=Path, help="use this directory as HERMES_HOME (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="leave the relay and agent running and the files in place")
     p.set_defaults(run=run)
@@ -77,15 +85,19 @@ class _Demo:
         self.ctx.out(f"\n{self.ctx.style.bold('==> ' + title)}")
         self.ctx.flush()
 
-    def show(self, *args: str, env: dict[str, str] | None = None) -> str:
+    def command(self, args: tuple[str, ...], suffix: str = "") -> list[str]:
+        """Print ``args`` as the user would type them; the argv that runs them here."""
         import shlex
-        import subprocess
         import sys
 
-        self.ctx.out("$ " + " ".join(shlex.quote(a) for a in args))
+        self.ctx.out("$ " + " ".join(shlex.quote(a) for a in args) + suffix)
         self.ctx.flush()
-        prog = {"hermes-relay": "hermes_relay.cli", "hermes-pair": "hermes_relay.relay.pair_cmd"}[args[0]]
-        out = subprocess.run([sys.executable, "-m", prog, *args[1:]], env=env or self.env, stdout=subprocess.PIPE,
+        return [sys.executable, "-m", PROGRAMS[args[0]], *args[1:]]
+
+    def show(self, *args: str, env: dict[str, str] | None = None) -> str:
+        import subprocess
+
+        out = subprocess.run(self.command(args), env=env or self.env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, timeout=120)
         text = out.stdout.rstrip()
         if text:
@@ -130,6 +142,7 @@ class _Demo:
         self.show("hermes-relay", "status")
         self.show("hermes-relay", "devices")
         self.show("hermes-relay", "route")
+        self.desktop()
         self.step("The relay restarts: the agent notices and reconnects with the stored token")
         self.stop_relay()
         self.wait_for("backoff")
@@ -141,24 +154,88 @@ class _Demo:
         self.show("hermes-relay", "route")
         self.step("Done")
         self.ctx.out("Pair your own relay with: hermes-relay pair CODE --remote ws://HOST:8767")
+        self.ctx.out("Then choose what its host may do here with `hermes-relay access` and answer its requests "
+                     "with `hermes-relay approvals --watch`.")
+
+    def desktop(self) -> None:
+        import json
+        import subprocess
+
+        from hermes_relay.core import api
+
+        self.step("The relay host runs a command on this computer (desktop channel, policy: trusted)")
+        self.show("hermes-relay", "access", self.url, "trusted")
+        self.wait_routed("desktop_terminal")
+        self.show("hermes-relay-server", "call", "--relay", self.url, "desktop_terminal",
+                  json.dumps({"command": "uname -a"}), env=self.relay_env)
+
+        self.step("Ask every time: the relay host's call waits until you approve it (hermes-relay approvals)")
+        self.show("hermes-relay", "access", self.url, "ask_every_time")
+        argv = self.command(("hermes-relay-server", "call", "--relay", self.url, "desktop_terminal",
+                             json.dumps({"command": "echo approved on $(uname -n)"})),
+                            "   # on the relay host, in the background: it waits for you")
+        call = subprocess.Popen(argv, env=self.relay_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            request = self.follow(lambda m, p: m == api.APPROVAL and p.get("event") == "approval.requested",
+                                  ROUTE_TIMEOUT, "the approval request")
+            self.show("hermes-relay", "approvals")
+            self.show("hermes-relay", "approvals", "approve", str(request["id"]))
+            text, _ = call.communicate(timeout=CALL_TIMEOUT)
+        finally:
+            if call.poll() is None:
+                call.kill()
+                call.communicate()
+        self.ctx.out(f"the relay host's call returned (exit status {call.returncode}):")
+        self.ctx.out(text.rstrip())
+        if call.returncode != 0:
+            raise subprocess.SubprocessError(f"the approved call exited with {call.returncode}")
+
+    def wait_routed(self, tool: str) -> None:
+        """Poll the relay's ``GET /desktop/_ping`` until it would forward ``tool`` to the agent."""
+        import time
+        import urllib.error
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.port}/desktop/_ping?tool={tool}"
+        deadline = time.monotonic() + ROUTE_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the relay did not route {tool} to this computer within {ROUTE_TIMEOUT:g}s")
+            time.sleep(0.1)
 
     def wait_for(self, state: str) -> None:
         """Follow the agent's watch stream until the relay reaches ``state``."""
+        from hermes_relay.core import api
+
+        self.follow(lambda m, p: m == api.STATE and p.get("state") == state, RECONNECT_TIMEOUT, f"state {state}")
+
+    def follow(self, match: Callable[[str, dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
+        """The first notification on the agent's watch stream that ``match`` accepts."""
         from hermes_relay.cli.client import ensure_agent
         from hermes_relay.core import api
 
         class Reached(Exception):
             pass
 
+        found: list[dict[str, Any]] = []
+
         def on_notify(method: str, params: dict[str, Any]) -> None:
-            if method == api.STATE and params.get("state") == state:
+            if match(method, params):
+                found.append(params)
                 raise Reached
 
         with ensure_agent(self.env, stderr=self.ctx.stderr) as client:
             try:
-                client.call(api.WATCH, {}, timeout=RECONNECT_TIMEOUT, on_notify=on_notify)
+                client.call(api.WATCH, {}, timeout=timeout, on_notify=on_notify)
             except Reached:
-                return
+                return found[0]
+        raise TimeoutError(f"no {what} within {timeout:g}s")
 
     def cleanup(self) -> None:
         from hermes_relay.cli.client import AgentClient

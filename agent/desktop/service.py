@@ -102,7 +102,7 @@ class DesktopService:
         self._consented: dict[str, bool] = {}
         self.last_error: dict[str, Any] | None = None
         self._calls: dict[str, dict[str, Any]] = {}  # url -> {day, count, last}
-        self._advertised: dict[str, list[str]] = {}
+        self._advertised: dict[str, tuple[Any, list[str]]] = {}  # url -> (policy key, names)
 
     # -- policy ----------------------------------------------------------------------------------
     def policy(self) -> policy.Policies:
@@ -147,8 +147,15 @@ class DesktopService:
         return policy.decide(self.policy(), url, self.table.capability(tool), legacy_consented=self.consented(url))
 
     def advertised(self, url: str) -> list[str]:
+        """The tools this relay may call: recomputed only when the policy or the store changed (the
+        heartbeat asks every second, so an edit is seen within 2 s without re-deciding every tool)."""
+        self.policy()
+        key = (self._policy_key, id(self.table))
+        cached = self._advertised.get(url)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         names = [n for n in self.table.names() if self.decide(url, n) != policy.DECIDE_DENY]
-        self._advertised[url] = names
+        self._advertised[url] = (key, names)
         return names
 
     def paired(self, url: str) -> None:

@@ -295,9 +295,10 @@ class _WatchedStream(trio.abc.Stream):
         await self._stream.aclose()
 
 
-async def _end_upgrade_on_hangup(stream: _WatchedStream, upgrade: trio.CancelScope) -> None:
-    await stream.ended.wait()
-    upgrade.cancel()  # harmless once the upgrade is done: the scope has exited
+async def _end_upgrade_on_hangup(stream: _WatchedStream, upgrade: trio.CancelScope, watch: trio.CancelScope) -> None:
+    with watch:  # cancelled as soon as the upgrade is answered: this task lives only as long as the upgrade
+        await stream.ended.wait()
+        upgrade.cancel()
 
 
 async def _host_websocket(dialed: Dialed, timeout: float, *,
@@ -310,12 +311,14 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
         async with trio.open_nursery() as own:
             ws = None
             with trio.fail_after(timeout):
+                watch = trio.CancelScope()
                 with trio.CancelScope() as upgrade:
-                    own.start_soon(_end_upgrade_on_hangup, watched, upgrade)
+                    own.start_soon(_end_upgrade_on_hangup, watched, upgrade, watch)
                     ws = await trio_websocket.wrap_client_stream(
                         own, watched,  # type: ignore[arg-type]  # any trio Stream works; the stub names two
                         f"{host}:{port}", path, max_message_size=wire.MAX_WS_MESSAGE
                     )
+                watch.cancel()
             if ws is None:
                 raise ConnectionLostError(
                     f"{dialed.route.url}: the port accepted the connection, then {watched.how} without answering "

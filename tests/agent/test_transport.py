@@ -128,3 +128,13 @@ async def test_a_port_that_hangs_up_during_the_upgrade_says_so_at_once(how: str,
         assert words in info.value.message and "without answering the WebSocket upgrade" in info.value.message
         assert "timed out" not in info.value.message and "no answer" not in info.value.message
         nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_closed_by_us_leaves_no_task_behind(relay_factory) -> None:
+    # Probe connections are opened and discarded all the time: none of their tasks may outlive them.
+    relay = await relay_factory()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:  # exits only once every task of the connection ended
+            dialed = await transport.dial(Route(0, 0, "lan", relay.url), expected_pin=None)
+            await transport.open_websocket(nursery, dialed)
+            await dialed.aclose()  # closed under the WebSocket, as a discard that cannot wait does

@@ -26,7 +26,7 @@ from hermes_relay.agent.credentials import Credentials
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.indicator import Indicator, summarize
 from hermes_relay.agent.ipc_server import serve_ipc
-from hermes_relay.agent.link import RelayLink
+from hermes_relay.agent.link import RelayLink, Signal
 from hermes_relay.agent.marks import Marks, Pending
 from hermes_relay.core import fileio, wire
 from hermes_relay.core.errors import StateError
@@ -42,6 +42,7 @@ class Agent:
         self.store = SessionStore(config.sessions_file)
         self.marks = Marks(config.state_file)
         self.pending = Pending(config.state_file.with_name("hermes-relay-pending.json"))
+        self.pending_signal = Signal()  # fired when a pairing's credentials could not be stored
         self.credentials = Credentials(config.credentials_file)
         self.cache = prober.ReachabilityCache(config.probe_cache_ttl)
         self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat)

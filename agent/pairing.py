@@ -151,6 +151,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
     except StateError as exc:
         log.error("pairing_not_saved url=%s error=%s", route.url, exc.message)
         agent.pending.note(route.url, exc.message)
+        agent.pending_signal.fire()  # keep_pending retries it from now on
         raise _unsaved(agent, route.url, exc, kept_error) from None
     await trio.to_thread.run_sync(agent.pending.done, route.url, token)
     await trio.to_thread.run_sync(agent.marks.clear, owner)
@@ -268,6 +269,7 @@ async def keep_pending(agent: Agent, *, interval: float | None = None) -> None:
             interval = PENDING_RETRY
     logged: dict[str, str] = {}
     while True:
+        seen = agent.pending_signal.generation
         entries = await trio.to_thread.run_sync(agent.pending.all)
         wrote = False
         for owner, entry in entries.items():
@@ -286,7 +288,10 @@ async def keep_pending(agent: Agent, *, interval: float | None = None) -> None:
             wrote = True
         if wrote:
             agent.reload()
-        await trio.sleep(interval)
+        if entries and not wrote:
+            await trio.sleep(interval)
+        elif not entries:  # nothing waits to be stored: sleep until a pairing leaves something behind
+            await agent.pending_signal.wait(since=seen)
 
 
 def pending_status(agent: Agent) -> list[dict[str, Any]]:

@@ -153,7 +153,7 @@ class _Demo:
         self.ctx.out(f"reconnected {time.monotonic() - started:.1f}s after the relay came back")
         self.show("hermes-relay", "route")
         self.step("Done")
-        self.ctx.out("Pair your own relay with: hermes-relay pair CODE --remote ws://HOST:8767")
+        self.ctx.out("Pair your own relay with: hermes-relay pair --remote ws://HOST:8767 (it asks for the code)")
         self.ctx.out("Then choose what its host may do here with `hermes-relay access` and answer its requests "
                      "with `hermes-relay approvals --watch`.")
 

@@ -99,13 +99,20 @@ async def test_no_bearer_check_before_its_interval(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def _paired_for_an_hour(relay_factory: Any, tmp_path: Path, nursery: trio.Nursery,
+                              clock: helpers.FakeWallClock) -> tuple[Any, Agent, trio.MemoryReceiveChannel[dict[str, Any]]]:
+    """An agent paired for one hour with a relay, both on ``clock``; expiry is re-checked every 50 ms."""
+    relay = await relay_factory(wall_clock=clock)
+    agent, states = await start_agent(tmp_path, nursery, wall_clock=clock, clock_check_interval=0.05,
+                                      clock_jump_threshold=1e9)
+    await pair(agent, relay.url, relay.http, ttl_seconds=3600)
+    return relay, agent, states
+
+
 async def test_when_the_stored_expiry_passes_the_link_asks_the_relay_again(relay_factory, tmp_path: Path) -> None:
     clock = helpers.FakeWallClock()
-    relay = await relay_factory(wall_clock=clock)
     async with trio.open_nursery() as nursery:
-        agent, states = await start_agent(tmp_path, nursery, wall_clock=clock, clock_check_interval=0.05,
-                                          clock_jump_threshold=1e9)
-        await pair(agent, relay.url, relay.http, ttl_seconds=3600)
+        relay, agent, states = await _paired_for_an_hour(relay_factory, tmp_path, nursery, clock)
         connected = await states_until(states, relay.url, api.CONNECTED)
         assert connected[-1] == api.CONNECTED
         first = agent.store.sessions()[relay.url]
@@ -123,11 +130,8 @@ async def test_when_the_stored_expiry_passes_the_link_asks_the_relay_again(relay
 
 async def test_once_the_refresh_token_is_past_its_life_too_the_pairing_is_expired(relay_factory, tmp_path: Path) -> None:
     clock = helpers.FakeWallClock()
-    relay = await relay_factory(wall_clock=clock)
     async with trio.open_nursery() as nursery:
-        agent, states = await start_agent(tmp_path, nursery, wall_clock=clock, clock_check_interval=0.05,
-                                          clock_jump_threshold=1e9)
-        await pair(agent, relay.url, relay.http, ttl_seconds=3600)
+        relay, agent, states = await _paired_for_an_hour(relay_factory, tmp_path, nursery, clock)
         await states_until(states, relay.url, api.CONNECTED)
         clock.advance(181 * 86400)  # past the refresh token's 180 days
         seen = await states_until(states, relay.url, api.EXPIRED)

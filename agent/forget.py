@@ -75,7 +75,7 @@ async def _revoke_on_relay(agent: Agent, owner: str, rec: dict[str, Any], token:
     try:
         await revoke(owner, rec, token[:TOKEN_PREFIX_LEN])
     except HermesError as exc:
-        if exc.code in ("auth_rejected", "session_revoked", "token_expired", "not_found"):
+        if exc.code in ("auth_rejected", "session_revoked", "not_found"):
             return {"status": ALREADY_ENDED, "message": exc.message}
         return {"status": UNREACHABLE, "message": exc.message}
     return {"status": REVOKED}

@@ -83,9 +83,19 @@ def atomic_write(path: Path, data: bytes, *, mode: int = FILE_MODE, durable: boo
             return False
     except OSError:
         pass
+    ensure_private_dir(path.parent)
+    replace_file(path, data, mode=mode, durable=durable)
+    return True
+
+
+def replace_file(path: Path, data: bytes, *, mode: int, durable: bool = True) -> None:
+    """Write ``data`` to a temp file beside ``path`` with ``mode``, then rename it over ``path``.
+
+    Readers see the old or the new contents, never a mix. The directory is used as it is (state files
+    go through ``atomic_write``, which also makes it private).
+    """
     import tempfile  # only writers pay for it (~2.5 ms): `status` and `route` only read
 
-    ensure_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         if os.name == "posix":
@@ -108,7 +118,6 @@ def atomic_write(path: Path, data: bytes, *, mode: int = FILE_MODE, durable: boo
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    return True
 
 
 def dump_json(obj: Any) -> bytes:

@@ -11,11 +11,11 @@ import hashlib
 import os
 import shutil
 import stat
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from hermes_relay.core import fileio
 from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
 
 from . import _args, _diff, _thread
@@ -52,27 +52,14 @@ def _regular(target: Path) -> os.stat_result:
 
 def write_atomic(target: Path, data: bytes) -> None:
     """Replace ``target`` (following a symlink to its file) with ``data``, keeping its mode."""
-    real = Path(os.path.realpath(target))
+    real = fileio.write_target(target)
     try:
         mode = stat.S_IMODE(real.stat().st_mode)
     except FileNotFoundError:
         mask = os.umask(0)
         os.umask(mask)
         mode = 0o666 & ~mask
-    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, real)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    fileio.replace_file(real, data, mode=mode)
 
 
 async def desktop_read_file(args: dict[str, Any], ctx: ToolContext) -> str:

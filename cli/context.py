@@ -79,6 +79,16 @@ class Context:
         self.printed_json = True
 
 
+def add_verb(verbs: Any, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A sub-subcommand whose --help says what it does and shows it used."""
+    import argparse
+    import textwrap
+
+    return verbs.add_parser(name, help=help, description=textwrap.fill(description, 78),
+                            epilog="example:\n  " + example.replace("\n", "\n  "),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_common_flags(parser: argparse.ArgumentParser, *, json: bool = True, autostart: bool = True) -> None:
     """Let ``--no-autostart`` and ``--json`` also follow the subcommand (each only where it means something).
 

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from hermes_relay.cli.context import Context, add_common_flags
+from hermes_relay.cli.context import Context, add_common_flags, add_verb
 from hermes_relay.core.errors import AgentNotRunningError, IpcError, NotFoundError, UsageError
 
 STOP_TIMEOUT = 10.0  # seconds for the agent to close its links and exit after agent.stop
@@ -33,15 +33,6 @@ _TAIL_BLOCK = 8192
 _execve = os.execve  # replaced by tests; os.execve never returns
 
 
-def _verb(verbs: Any, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
-    """A sub-subcommand whose --help says what it does and shows it used."""
-    import textwrap
-
-    return verbs.add_parser(name, help=help, description=textwrap.fill(description, 78),
-                            epilog="example:\n  " + example.replace("\n", "\n  "),
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser("agent", help="start, stop, restart, inspect or run the background agent",
                        description="Manage the per-user agent that keeps relay connections alive.",
@@ -50,40 +41,40 @@ def register(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="agent_cmd", prog="hermes-relay agent",
                              metavar="{start,stop,restart,status,logs,run,install,uninstall}")
-    start = _verb(verbs, "start", "start the agent if it is not running",
+    start = add_verb(verbs, "start", "start the agent if it is not running",
                   "Start the agent in the background (through the per-user service when one is installed). "
                   "Does nothing when it is already running.",
                   "hermes-relay agent start         # agent: started (pid 4242, 0.1.0)")
-    stop = _verb(verbs, "stop", "stop the agent (not running is fine)",
+    stop = add_verb(verbs, "stop", "stop the agent (not running is fine)",
                  "Ask the agent to close its relay links and exit. Pairings stay in the store.",
                  "hermes-relay agent stop")
-    restart = _verb(verbs, "restart", "stop the agent, wait until it is gone, start it again",
+    restart = add_verb(verbs, "restart", "stop the agent, wait until it is gone, start it again",
                     "Stop the agent, wait for it to exit, and start it again (after an upgrade, for example).",
                     "hermes-relay agent restart")
-    status = _verb(verbs, "status", "pid, version, uptime and socket; exit 3 when not running",
+    status = add_verb(verbs, "status", "pid, version, uptime and socket; exit 3 when not running",
                    "Say whether the agent runs, with its pid, version, uptime, socket and log file. "
                    "Exits 3 when it does not run (for scripts). Never starts it.",
                    "hermes-relay agent status --json")
-    logs = _verb(verbs, "logs", "print the end of the agent's log",
+    logs = add_verb(verbs, "logs", "print the end of the agent's log",
                  "Print the last lines of the agent's log file; with -f, keep printing new ones.",
                  "hermes-relay agent logs -n 100\nhermes-relay agent logs -f")
     logs.add_argument("-n", "--lines", type=_count, default=DEFAULT_LOG_LINES, metavar="N",
                       help=f"how many lines (default {DEFAULT_LOG_LINES})")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
-    run_p = _verb(verbs, "run", "run the agent in the foreground (for service managers)",
+    run_p = add_verb(verbs, "run", "run the agent in the foreground (for service managers)",
                   "Replace this process with the agent. Extra arguments are passed on.",
                   "hermes-relay agent run                      # logs on the terminal; Ctrl-C stops it\n"
                   "hermes-relay agent run -- --log-level DEBUG")
     run_p.add_argument("--detached", action="store_true", help="log to the log file, not the terminal")
     run_p.set_defaults(accepts_extra=True)
-    install = _verb(verbs, "install", "run the agent as a per-user service (systemd, launchd or the Windows Run key)",
+    install = add_verb(verbs, "install", "run the agent as a per-user service (systemd, launchd or the Windows Run key)",
                     "Write the service file for this platform's per-user service manager and enable it, "
                     "so the agent starts at login and restarts after a crash. Safe to repeat.",
                     "hermes-relay agent install --dry-run     # show the file and the commands first")
     install.add_argument("--dry-run", action="store_true", help="show what would be written and run; change nothing")
     install.add_argument("--print", dest="print_only", action="store_true",
                          help="print the service file(s) that would be written, and nothing else")
-    uninstall = _verb(verbs, "uninstall", "stop and remove the per-user service (not installed is fine)",
+    uninstall = add_verb(verbs, "uninstall", "stop and remove the per-user service (not installed is fine)",
                       "Stop the per-user service and remove its file. Pairings stay in the store.",
                       "hermes-relay agent uninstall --dry-run")
     uninstall.add_argument("--dry-run", action="store_true", help="show what would be removed and run; change nothing")

@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from hermes_relay.cli.confirm import add_yes_flag, confirm, require_answerable
-from hermes_relay.cli.context import Context, add_common_flags
+from hermes_relay.cli.context import Context, add_common_flags, add_verb
 from hermes_relay.cli.render import NONE_MARK, Style
 from hermes_relay.core.errors import AmbiguousError, NotFoundError, UsageError
 from hermes_relay.core.wire import MIN_PREFIX_LEN
@@ -25,12 +25,12 @@ def register(sub: Any) -> None:
                                    "other desktops). Without a subcommand: list.")
     _relay_flags(p, suppress=False)
     verbs = p.add_subparsers(dest="devices_cmd", prog="hermes-relay devices", metavar="{list,revoke,extend}")
-    lst = _verb(verbs, "list", "list the paired devices (the default)",
+    lst = add_verb(verbs, "list", "list the paired devices (the default)",
                 "List every session on the relay: token prefix, device, platform, when it was created and "
                 "last seen (or online), and when it expires. This computer is marked with ●.",
                 "hermes-relay devices list --remote wss://relay.example.com")
     _relay_flags(lst, suppress=True)
-    rev = _verb(verbs, "revoke", "end a device's session by its token prefix",
+    rev = add_verb(verbs, "revoke", "end a device's session by its token prefix",
                 "End a device's session on the relay: it is disconnected and its token stops working. "
                 f"Give at least {MIN_PREFIX_LEN} characters of its token prefix; on a terminal you are asked "
                 "to confirm (--yes for scripts).",
@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
                      help=f"the token prefix shown by `hermes-relay devices` (at least {MIN_PREFIX_LEN} characters)")
     add_yes_flag(rev)
     _relay_flags(rev, suppress=True)
-    ext = _verb(verbs, "extend", "give a device's session a new lifetime",
+    ext = add_verb(verbs, "extend", "give a device's session a new lifetime",
                 "Give a device's session a new lifetime counted from now (default 1 day). A session that "
                 "would end sooner than it does now needs an explicit --ttl.",
                 "hermes-relay devices extend kd214La2 --ttl 30d\n"
@@ -51,15 +51,6 @@ def register(sub: Any) -> None:
     _relay_flags(ext, suppress=True)
     for parser in (p, lst, rev, ext):
         parser.set_defaults(run=run)
-
-
-def _verb(verbs: Any, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
-    """A sub-subcommand whose --help says what it does and shows it used."""
-    import textwrap
-
-    return verbs.add_parser(name, help=help, description=textwrap.fill(description, 78),
-                            epilog="example:\n  " + example.replace("\n", "\n  "),
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _relay_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:

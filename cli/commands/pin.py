@@ -16,7 +16,7 @@ import argparse
 from typing import Any
 
 from hermes_relay.cli.confirm import add_yes_flag, confirm
-from hermes_relay.cli.context import Context, add_common_flags
+from hermes_relay.cli.context import Context, add_common_flags, add_verb
 from hermes_relay.core.errors import EXIT_FAILURE, UsageError
 
 EXPLANATION = (
@@ -30,14 +30,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("pin", help="accept a relay's new TLS certificate after a deliberate change",
                        description="Manage certificate pins. " + EXPLANATION)
     verbs = p.add_subparsers(dest="pin_cmd", prog="hermes-relay pin", metavar="{accept}")
-    import textwrap
-
-    accept = verbs.add_parser("accept", help="trust the certificate the relay presents now",
-                              description=textwrap.fill(
-                                  "Show the certificate the relay presents now next to the pinned one, ask, "
-                                  "and pin exactly the one shown (--yes for scripts). " + EXPLANATION, 78),
-                              epilog="example:\n  hermes-relay pin accept wss://relay.example.com",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    accept = add_verb(verbs, "accept", "trust the certificate the relay presents now",
+                      "Show the certificate the relay presents now next to the pinned one, ask, "
+                      "and pin exactly the one shown (--yes for scripts). " + EXPLANATION,
+                      "hermes-relay pin accept wss://relay.example.com")
     accept.add_argument("url", metavar="URL", help="the relay URL shown by `hermes-relay status`")
     add_yes_flag(accept)
     for parser in (p, accept):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing costs the CLI ~3 ms per start; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Any, ClassVar
+    from typing import Any, ClassVar, TextIO
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -34,6 +34,13 @@ class HermesError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def report(self, prog: str, stream: TextIO) -> int:
+        """Print ``prog: message`` and the hint to ``stream``; the exit code (relay-host commands)."""
+        print(f"{prog}: {self.message}", file=stream)
+        if self.hint:
+            print(f"  {self.hint}", file=stream)
+        return self.exit_code
 
     def to_wire(self) -> dict[str, Any]:
         """The ``{"code", "message", "data"}`` error object sent over IPC."""

@@ -145,10 +145,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
             tool_args["device"] = args.device
         status, body = call(args.relay, args.tool, tool_args, args.timeout)
     except HermesError as exc:
-        print(f"{PROG}: {exc.message}", file=err)
-        if exc.hint:
-            print(f"  {exc.hint}", file=err)
-        return exc.exit_code
+        return exc.report(PROG, err)
     if args.json:
         print(json.dumps(body, indent=2, ensure_ascii=False), file=out)
         if status == 200 and body.get("ok") is True:

@@ -138,10 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         capacity.raise_fd_limit()
         trio.run(_run, config)
     except HermesError as exc:
-        print(f"hermes-relay-server: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"  {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+        return exc.report("hermes-relay-server", sys.stderr)
     return 0
 
 

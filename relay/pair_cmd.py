@@ -62,10 +62,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
     try:
         result = run(args)
     except HermesError as exc:
-        print(f"hermes-pair: {exc.message}", file=err)
-        if exc.hint:
-            print(f"  {exc.hint}", file=err)
-        return exc.exit_code
+        return exc.report("hermes-pair", err)
     for warning in result.pop("warnings"):
         print(f"hermes-pair: warning: {warning}", file=err)
     if args.json:

@@ -53,10 +53,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
         else:
             reply = _call("DELETE", f"{base}/sessions/{args.prefix}")
     except HermesError as exc:
-        print(f"hermes-relay-server sessions: {exc.message}", file=err)
-        if exc.hint:
-            print(f"  {exc.hint}", file=err)
-        return exc.exit_code
+        return exc.report("hermes-relay-server sessions", err)
     if args.json:
         print(json.dumps(reply, indent=2), file=out)
     elif action == "list":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hermes_relay.core import paths, payload
@@ -57,7 +58,7 @@ def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply
                 return pairing_mint(relay, obj, peer)
             return pairing_register(relay, obj, peer)
         if path.rstrip("/") == "/sessions" or path.startswith("/sessions/"):
-            return sessions_api(relay, method, path, req.headers.get("authorization"), body, peer)
+            return sessions_api(relay, method, path, req.headers, body, peer)
     except http.BadRequest as exc:
         return exc.status, {"ok": False, "error": exc.message}
     except UsageError as exc:
@@ -158,11 +159,19 @@ def _lan_address() -> str | None:
 
 # -- /sessions ---------------------------------------------------------------------------------------
 
-def sessions_api(relay: Relay, method: str, path: str, auth: str | None, body: bytes, peer: Peer) -> Reply:
+def sessions_api(relay: Relay, method: str, path: str, headers: Mapping[str, str], body: bytes, peer: Peer) -> Reply:
     now = relay.now()
+    auth = headers.get("authorization")
     operator = auth is None and peer.loopback
     caller: Session | None = None
-    if not operator:
+    if operator:  # the relay host's own tools; a web page on this host must not borrow that standing
+        refused = peers.local_request_refusal(headers, path, loopback=True, not_local="", action="sessions cannot be "
+                                              "managed", purpose="manage sessions without a bearer token",
+                                              json_body=method == "PATCH")
+        if refused is not None:
+            log.warning("operator_request_refused peer=%s status=%d", peer.addr, refused[0])
+            return refused
+    else:
         if relay.http_limiter.blocked_for(peer.addr, now) > 0:
             return 429, {"ok": False, "error": RATE_LIMIT_BODY}
         scheme, _, token = (auth or "").partition(" ")

@@ -155,7 +155,7 @@ async def test_revocation_while_auth_ok_is_being_sent_still_closes_the_socket():
         # DELETE /sessions/{prefix} handled while the relay is still sending auth.ok to this client.
         if envelope["type"] == "auth.ok":
             token = envelope["payload"]["session_token"]
-            revoked.append(api.sessions_api(relay, "DELETE", f"/sessions/{token[:8]}", f"Bearer {token}", b"",
+            revoked.append(api.sessions_api(relay, "DELETE", f"/sessions/{token[:8]}", {"authorization": f"Bearer {token}"}, b"",
                                             peers.resolve("127.0.0.1", {})))
 
     ws = ScriptedWs(auth_frame({"pairing_code": code}), on_send)

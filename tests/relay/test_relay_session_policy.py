@@ -8,7 +8,7 @@ import io
 
 import pytest
 import trio
-from helpers import FakeWallClock, http_json, http_request, pair
+from helpers import FakeWallClock, http_json, http_request, pair, parse_response, raw_http
 
 from hermes_relay.relay import sessions_cmd
 
@@ -78,6 +78,35 @@ async def test_the_operator_on_loopback_may_extend_any_session_to_never(timed):
     assert status == 200 and {s["is_current"] for s in obj["sessions"]} == {False}
     status, obj = await http_json("DELETE", f"{relay.http}/sessions/{a['session_token'][:8]}")
     assert status == 200 and obj["revoked_self"] is False
+
+
+@pytest.mark.parametrize(("method", "headers", "status"), [
+    ("GET", [("Origin", "http://evil.example")], 403),
+    ("GET", [("Sec-Fetch-Site", "cross-site")], 403),
+    ("DELETE", [("Origin", "http://evil.example")], 403),
+    ("PATCH", [("Content-Type", "text/plain")], 415),  # a simple cross-site POST/PATCH needs no preflight
+])
+async def test_a_web_page_on_the_relay_host_is_never_the_operator(timed, method, headers, status):
+    relay, _ = timed
+    _, ok = await pair(relay.url, relay.http, ttl_seconds=600)
+    prefix = ok["session_token"][:8]
+    path = "/sessions" if method == "GET" else f"/sessions/{prefix}"
+    body = b'{"ttl_seconds": 0}' if method == "PATCH" else None
+    got, _, _ = await http_request(method, f"{relay.http}{path}", body, headers)
+    assert got == status
+    listing = await listed(relay, ok["session_token"])
+    assert listing[prefix]["expires_at"] is not None  # nothing was extended or revoked
+
+
+async def test_a_rebound_host_name_is_never_the_operator(timed):
+    # DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own name as Host.
+    relay, _ = timed
+    _, ok = await pair(relay.url, relay.http, ttl_seconds=600)
+    data = (f"DELETE /sessions/{ok['session_token'][:8]} HTTP/1.1\r\nHost: evil.example:{relay.info.port}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    status, _, body = parse_response(await raw_http(relay.http, data))
+    assert status == 403 and b"Host header" in body
+    assert ok["session_token"][:8] in await listed(relay, ok["session_token"])
 
 
 @pytest.mark.parametrize("header", [("X-Forwarded-For", "203.0.113.7"), ("Forwarded", "for=203.0.113.7"),

@@ -115,12 +115,14 @@ class AgentClient(AgentCalls):
         self._hello_id: int | None = None
         self._stderr = stderr
         self._quiet = quiet
+        self._hello_timeout = DEFAULT_CALL_TIMEOUT  # connect() sets its own: a hung agent fails as fast as a dead one
 
     @classmethod
     def connect(cls, path: str, *, timeout: float = 2.0, stderr: TextIO | None = None, quiet: bool = False) -> AgentClient:
         """Connect and send hello. Raises AgentNotRunningError when nothing listens at ``path``."""
         sock = _open_socket(path, timeout)
         client = cls(sock, path, stderr=stderr, quiet=quiet)
+        client._hello_timeout = timeout
         try:
             if not path.endswith(".endpoint"):
                 ownership.check_peer(sock, path)
@@ -135,7 +137,7 @@ class AgentClient(AgentCalls):
     def hello(self) -> HelloReply:
         """The agent's hello answer (read from the socket on first use if no call has read it yet)."""
         if self._hello is None:
-            self._finish_hello(time.monotonic() + DEFAULT_CALL_TIMEOUT)
+            self._finish_hello(time.monotonic() + self._hello_timeout)
         assert self._hello is not None
         return self._hello  # type: ignore[return-value]
 
@@ -184,7 +186,7 @@ class AgentClient(AgentCalls):
         """Every relay's state now, then each change, until the caller stops iterating (or the agent goes)."""
         msgid = self._send_request(api.WATCH, {})
         if self._hello_id is not None:
-            self._finish_hello(time.monotonic() + DEFAULT_CALL_TIMEOUT)
+            self._finish_hello(time.monotonic() + self._hello_timeout)
         while True:
             msg = self._receive(None, api.WATCH)
             if isinstance(msg, rpc.Notify):

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from hermes_relay.core import api, policy, record
 from hermes_relay.core.errors import HermesError, NotPairedError
 from hermes_relay.core.store import resolve_in
@@ -34,7 +36,7 @@ Revoke = Callable[[str, dict[str, Any], str], Awaitable[Any]]  # (owner, record,
 
 async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool = True) -> dict[str, Any]:
     """Remove the pairing owning ``url``; return ``{url, prefix, relay: {status, message?}, removed}``."""
-    found = resolve_in(agent.store.sessions(), url)
+    found = resolve_in(await agent.read_sessions(), url)
     if found is None:
         raise NotPairedError(f"no pairing stored for {url}", hint="`hermes-relay status` lists the paired relays")
     owner, rec = found
@@ -46,21 +48,28 @@ async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool 
         link.cancel_scope.cancel()
     try:  # whatever fails, reload() restarts the link of a pairing that is still stored
         relay = await _revoke_on_relay(agent, owner, rec, token, revoke, contact_relay)
-        removed = [_describe_record(rec)]
-
-        def drop(sessions: dict[str, dict[str, Any]]) -> None:
-            sessions.pop(owner, None)
-
-        agent.store.update(drop)
-        if _step("verdict", lambda: agent.marks.clear(owner)):
-            removed.append("verdict")
-        if _step("refresh token", lambda: agent.credentials.forget(owner)):
-            removed.append("refresh token")
-        if _step("desktop access policy", lambda: policy.forget(agent.desktop.policy_path, record.from_dict(owner, rec).urls())):
-            removed.append("desktop access policy")
+        # Every step below takes a file lock: in a worker thread, so a lock held elsewhere never stalls the agent.
+        removed = await trio.to_thread.run_sync(_remove_locally, agent, owner, rec)
     finally:
         agent.reload()
     return {"url": owner, "prefix": prefix, "relay": relay, "removed": removed}
+
+
+def _remove_locally(agent: Agent, owner: str, rec: dict[str, Any]) -> list[str]:
+    """Drop the record, then its verdict, refresh token and policy entry; what went, in words."""
+    removed = [_describe_record(rec)]
+
+    def drop(sessions: dict[str, dict[str, Any]]) -> None:
+        sessions.pop(owner, None)
+
+    agent.store.update(drop)
+    if _step("verdict", lambda: agent.marks.clear(owner)):
+        removed.append("verdict")
+    if _step("refresh token", lambda: agent.credentials.forget(owner)):
+        removed.append("refresh token")
+    if _step("desktop access policy", lambda: policy.forget(agent.desktop.policy_path, record.from_dict(owner, rec).urls())):
+        removed.append("desktop access policy")
+    return removed
 
 
 async def _revoke_on_relay(agent: Agent, owner: str, rec: dict[str, Any], token: str, revoke: Revoke,
@@ -69,7 +78,7 @@ async def _revoke_on_relay(agent: Agent, owner: str, rec: dict[str, Any], token:
         return {"status": SKIPPED}
     if not token:
         return {"status": ALREADY_ENDED, "message": "no session token was stored"}
-    mark = agent.marks.get(owner, token)
+    mark = await agent.verdict(owner, token)
     if mark is not None and mark.get("state") in (api.REVOKED, api.EXPIRED):
         return {"status": ALREADY_ENDED, "message": f"the relay had already {mark['state']} it"}
     try:

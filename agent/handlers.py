@@ -98,7 +98,8 @@ def table(agent: Agent) -> dict[str, Handler]:
                      f"hermes-relay-server sessions extend {prefix} --ttl …",
             ) from None
         session = _patched_session(obj)
-        return {"url": url, "session": session, "store_updated": _store_expiry(agent, url, session)}
+        stored = await trio.to_thread.run_sync(_store_expiry, agent, url, session)  # under the store lock
+        return {"url": url, "session": session, "store_updated": stored}
 
     async def route(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return dict(agent.indicator.current)
@@ -186,7 +187,7 @@ def table(agent: Agent) -> dict[str, Handler]:
 
     async def approvals_decide(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         reason = params.get("reason")
-        return agent.desktop.approvals.decide(params.get("id"), params.get("approve"),
+        return await agent.desktop.approvals.decide(params.get("id"), params.get("approve"),
                                               always=params.get("always") is True,
                                               reason=reason if isinstance(reason, str) else None)
 

@@ -286,8 +286,12 @@ def rerun_without_file_permission_bypass(nodeid: str) -> None:
         import pytest
 
         pytest.skip("running as root and setpriv is missing: file modes cannot be enforced here")
+    import tempfile
+
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m", "pytest",
-                           "-q", "-p", "no:cacheprovider", nodeid], cwd=root, capture_output=True, text=True, timeout=300)
+    with tempfile.TemporaryDirectory(prefix="hr-nodac-") as base:  # pytest's shared basetemp may hold dirs it cannot clean
+        done = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m",
+                               "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(Path(base) / "t"), nodeid],
+                              cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-500:]

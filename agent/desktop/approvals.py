@@ -120,19 +120,23 @@ class Approvals:
             self._publish({"event": RESOLVED, "id": pid, "outcome": outcome, "tool": tool, "url": url})
             log.info("approval_resolved id=%s outcome=%s", pid, outcome)
 
-    def decide(self, pid: Any, approve: Any, *, always: bool = False, reason: str | None = None) -> dict[str, Any]:
+    async def decide(self, pid: Any, approve: Any, *, always: bool = False, reason: str | None = None) -> dict[str, Any]:
         if not isinstance(pid, str) or not pid:
             raise UsageError("approvals.decide needs the approval id `hermes-relay approvals` shows")
         if not isinstance(approve, bool):
             raise UsageError("approvals.decide needs approve: true or false")
+        pending = self._waiting(pid)
+        pending.decision = Decision(approve, "approved" if approve else (reason or "Rejected from CLI"),
+                                    always and approve)
+        pending.done.set()
+        if approve and always:  # after the call was let go: the policy file is written under its lock, in a thread
+            await trio.to_thread.run_sync(self._on_always, pending.url, pending.capability)
+        return {"id": pid, "approved": approve, "always": always and approve, "tool": pending.tool,
+                "url": pending.url, "capability": pending.capability}
+
+    def _waiting(self, pid: str) -> Pending:
         pending = self.pending.get(pid)
         if pending is None or pending.done.is_set():
             raise NotFoundError(f"no pending approval {pid!r}: it was already answered, it expired, or its call ended",
                                 hint="see the pending ones with `hermes-relay approvals`")
-        if approve and always:
-            self._on_always(pending.url, pending.capability)
-        pending.decision = Decision(approve, "approved" if approve else (reason or "Rejected from CLI"),
-                                    always and approve)
-        pending.done.set()
-        return {"id": pid, "approved": approve, "always": always and approve, "tool": pending.tool,
-                "url": pending.url, "capability": pending.capability}
+        return pending

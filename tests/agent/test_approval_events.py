@@ -19,7 +19,7 @@ async def test_the_approval_events_the_agent_publishes_fit_their_types() -> None
 
             nursery.start_soon(ask)
             requested = await events.receive()
-            approvals.decide(requested["id"], False, reason="no")
+            await approvals.decide(requested["id"], False, reason="no")
             resolved = await events.receive()
     for event in (requested, resolved):
         assert apitypes.check(event, apitypes.NOTIFIES[api.APPROVAL], where="approval") == []

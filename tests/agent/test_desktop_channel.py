@@ -332,7 +332,7 @@ async def test_ask_approved_runs_and_denied_does_not(served: Harness, autojump_c
         assert requested["event"] == "approval.requested" and requested["tool"] == "desktop_write_file"
         assert requested["capability"] == "files" and requested["reason"] == "save notes"
         assert not served.probe.marker.exists()
-        served.service.approvals.decide(requested["id"], True)
+        await served.service.approvals.decide(requested["id"], True)
         assert (await served.response())["ok"] is True
         assert served.probe.marker.exists()
         assert (await events.receive())["outcome"] == "approved"
@@ -340,19 +340,19 @@ async def test_ask_approved_runs_and_denied_does_not(served: Harness, autojump_c
 
         await served.command("a-2", "desktop_write_file", {"path": "m"})
         pending = await _pending(served)
-        served.service.approvals.decide(pending["id"], False, reason="not now")
+        await served.service.approvals.decide(pending["id"], False, reason="not now")
         assert await served.response() == {"request_id": "a-2", "ok": False, "error": "not now"}
         assert not served.probe.marker.exists()
 
         await served.command("a-3", "desktop_patch", {"path": "f", "patch": ""})
-        served.service.approvals.decide((await _pending(served))["id"], True)
+        await served.service.approvals.decide((await _pending(served))["id"], True)
         assert (await served.response())["result"]["approved"] == "user"
 
 
 @pytest.mark.parametrize("served", [policy.ASK_EVERY_TIME], indirect=True)
 async def test_always_allows_that_capability_for_that_host(served: Harness, autojump_clock: trio.abc.Clock) -> None:
     await served.command("w-1", "desktop_write_file")
-    answer = served.service.approvals.decide((await _pending(served))["id"], True, always=True)
+    answer = await served.service.approvals.decide((await _pending(served))["id"], True, always=True)
     assert answer["always"] is True
     assert (await served.response())["ok"] is True
     doc = json.loads(served.service.policy_path.read_text())
@@ -376,7 +376,7 @@ async def test_unanswered_approval_expires_before_the_deadline_and_a_late_yes_ru
     assert waited < desktop.DEFAULT_DEADLINE  # the refusal reaches the relay before it gives up
     assert waited == pytest.approx(desktop.DEFAULT_DEADLINE - 3.0)
     with pytest.raises(NotFoundError):
-        served.service.approvals.decide(pending["id"], True)
+        await served.service.approvals.decide(pending["id"], True)
     await trio.sleep(120)
     assert not served.probe.marker.exists()
     assert len(served.port.responses()) == 1

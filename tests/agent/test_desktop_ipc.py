@@ -169,7 +169,7 @@ async def test_approvals_watch_cli_answers_a_real_agent(tmp_path: Path) -> None:
             assert f"{URL} wants to run desktop_write_file (files)" in text and "/tmp/second" in text
             assert "✓ approved" in text
             (pending,) = agent.desktop.approvals.list()  # the CLI left it unanswered
-            agent.desktop.approvals.decide(pending["id"], False, reason="left unanswered")
+            await agent.desktop.approvals.decide(pending["id"], False, reason="left unanswered")
             second = (await port.next("desktop.response", timeout=10))["payload"]
             assert second == {"request_id": "r-2", "ok": False, "error": "left unanswered"}
             assert ran == ["/tmp/first"]

@@ -49,3 +49,34 @@ def test_a_held_store_lock_never_freezes_the_agent(tmp_path, make_agent_env) -> 
             assert up["route"]["url"] == relay.url
     finally:
         relay.stop()
+
+
+def test_forget_waits_for_a_held_store_lock_without_freezing_the_agent(tmp_path, make_agent_env) -> None:
+    import threading
+
+    relay = RelayProc(tmp_path / "relay").start()
+    env = make_agent_env(**FAST)
+    try:
+        env.pair(relay)
+        wait_state(env, lambda s: s["state"] == api.CONNECTED)
+        answer: dict[str, object] = {}
+        with fileio.FileLock(env.store_path, timeout=5):  # held while the agent removes the pairing
+            def forget() -> None:
+                with env.client() as fc:
+                    answer.update(fc.call(api.FORGET, {"url": relay.url}, timeout=30))
+
+            worker = threading.Thread(target=forget)
+            worker.start()
+            with env.client() as c:
+                took = []
+                for _ in range(20):
+                    started = time.monotonic()
+                    c.call(api.STATUS, {}, timeout=5)
+                    took.append(time.monotonic() - started)
+                assert max(took) < STATUS_BUDGET, took
+            assert relay.url in env.store()["sessions"]  # nothing removed while the lock is held elsewhere
+        worker.join(30)
+        assert answer["url"] == relay.url and "pairing" in str(answer["removed"])
+        assert env.store()["sessions"] == {}
+    finally:
+        relay.stop()

@@ -34,9 +34,10 @@ def is_desktop_path(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-def body_limit(req: http.HttpRequest) -> int:
-    """How many body bytes the relay reads for this request."""
-    return MAX_BODY if is_desktop_path(req.path) else http.MAX_BODY
+def body_limit(req: http.HttpRequest, *, loopback: bool) -> int:
+    """How many body bytes the relay reads for this request: tool arguments up to 2 MiB, and only from
+    the relay host itself (anyone else is refused, so it never gets to make the relay buffer that much)."""
+    return MAX_BODY if loopback and is_desktop_path(req.path) else http.MAX_BODY
 
 
 async def handle(router: DesktopRouter, req: http.HttpRequest, body: bytes, *, loopback: bool) -> Result:

@@ -201,12 +201,11 @@ class Relay:
                                          extra_headers=[(b"retry-after", b"1")])
             return
         try:
-            req, body, upgrade = await self._read_request(stream)
+            req, body, upgrade, peer = await self._read_request(stream, ip)
         finally:
             self.pending.leave(key)
-        if req is None:
+        if req is None or peer is None:
             return
-        peer = peers.resolve(ip, req.headers, self.config.trusted_proxies)
         if upgrade:
             await self._upgrade(stream, req, peer.addr)
             return
@@ -216,27 +215,30 @@ class Relay:
             status, obj = self.route_http(req, body, peer)
         await http.send_json(stream, status, obj, req.conn)
 
-    async def _read_request(self, stream: trio.abc.Stream) -> tuple[http.HttpRequest | None, bytes, bool]:
-        """The request head (and a small body), or None once any error was answered."""
+    async def _read_request(self, stream: trio.abc.Stream,
+                            ip: str) -> tuple[http.HttpRequest | None, bytes, bool, Peer | None]:
+        """The request head, its sender, and a small body; None once any error was answered."""
         # head_timeout bounds reading the request only: an upgraded WebSocket lives on past it.
         try:
             with trio.fail_after(self.config.head_timeout):
                 req = await http.read_request_head(stream)
                 if req is None:
-                    return None, b"", False
+                    return None, b"", False, None
+                peer = peers.resolve(ip, req.headers, self.config.trusted_proxies)
                 upgrade = req.is_websocket_upgrade()
                 body = b""
                 if not upgrade and req.method in ("POST", "PATCH", "PUT", "DELETE"):
-                    body = await http.read_body(stream, req, desktop_http.body_limit(req))
+                    body = await http.read_body(stream, req, desktop_http.body_limit(req, loopback=peer.loopback),
+                                                refuse_from_head=not peer.loopback)
         except http.BadRequest as exc:
             with trio.move_on_after(1):
                 await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
-            return None, b"", False
+            return None, b"", False, None
         except trio.TooSlowError:
             with trio.move_on_after(1):
                 await http.send_json(stream, 408, {"ok": False, "error": "request head not received in time"})
-            return None, b"", False
-        return req, body, upgrade
+            return None, b"", False, None
+        return req, body, upgrade, peer
 
     async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
         if req.path not in ("/", "/ws"):

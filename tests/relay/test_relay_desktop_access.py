@@ -73,3 +73,16 @@ async def test_a_remote_peer_over_a_real_interface_is_refused(relay_factory):
     data = f"GET /desktop/health HTTP/1.1\r\nHost: 127.0.0.1:{relay.info.port}\r\nConnection: close\r\n\r\n"
     status, _, body = parse_response(await raw_http(f"http://{address}:{relay.info.port}", data.encode()))
     assert status == 403 and b"loopback" in body
+
+
+
+async def test_a_caller_that_is_not_the_relay_host_cannot_make_the_relay_buffer_a_large_body(relay):
+    # 2 MiB of tool arguments are read for the relay host only (tests/relay/test_relay_desktop.py); a caller
+    # through a proxy announcing 512 KiB is refused from its head, before the relay buffers any of it.
+    ws, _, _ = await desktop_client(relay)
+    head = (f"POST /desktop/{TERMINAL} HTTP/1.1\r\nHost: 127.0.0.1:{relay.info.port}\r\n"
+            "Content-Type: application/json\r\nX-Forwarded-For: 203.0.113.9\r\n"
+            f"Content-Length: {512 << 10}\r\nConnection: close\r\n\r\n").encode()
+    status, _, _ = parse_response(await raw_http(relay.http, head))
+    assert status == 413
+    await sync(ws)

@@ -239,7 +239,7 @@ class SessionBook:
     def create(self, pending: PendingCode, device: dict[str, Any]) -> tuple[str, str, Session, list[Session]]:
         """Start a session from a consumed code. Returns (token, refresh_token, session, replaced)."""
         now = self.clock()
-        device_id = str(device.get("device_id") or "")[:MAX_TEXT]
+        device_id = device_id_of(device.get("device_id"))
         replaced = [s for s in self._by_hash.values() if device_id and s.device_id == device_id]
         token = self._new_token()
         expires_at = None if pending.ttl_seconds == 0 else now + pending.ttl_seconds
@@ -282,7 +282,7 @@ class SessionBook:
         grant = self._refresh.get(token_hash(refresh_token))
         return grant.session_hash if grant is not None else None
 
-    def refresh(self, refresh_token: str, device_id: str | None = None) -> tuple[str, str, Session] | None:
+    def refresh(self, refresh_token: str, device_id: Any = None) -> tuple[str, str, Session] | None:
         """Rotate a refresh token: a new session token (and a new session if the old one expired).
 
         The refresh token must be unexpired and presented with the ``device_id`` it was issued to.
@@ -293,7 +293,7 @@ class SessionBook:
         grant = self._refresh.get(token_hash(refresh_token))
         if grant is None or grant.expires_at <= now:
             return None
-        if grant.device_id and grant.device_id != (device_id or ""):
+        if grant.device_id and grant.device_id != device_id_of(device_id):
             return None
         old = self._by_hash.get(grant.session_hash)
         if old is None:
@@ -408,3 +408,9 @@ class SessionBook:
 
 def _opt_str(v: Any) -> str | None:
     return v[:MAX_TEXT] if isinstance(v, str) and v else None
+
+
+def device_id_of(raw: Any) -> str:
+    """A device_id as sessions keep it (text, at most MAX_TEXT characters; "" for none), so the refresh
+    check compares what was stored with the same normalisation."""
+    return str(raw or "")[:MAX_TEXT]

@@ -193,3 +193,11 @@ async def test_a_registered_code_with_look_alikes_still_pairs(relay):
     code = await register_code(relay.http, code="O0I1AB")
     _, reply = await ws_auth(relay.url, {"pairing_code": code.lower(), "device_id": "x"})
     assert reply["type"] == "auth.ok"
+
+
+async def test_a_refresh_token_works_for_a_long_or_non_text_device_id(relay):
+    # The session keeps the device_id cut to its text limit; the refresh check compares the same form.
+    for device_id in ("d" * 300, 12345):
+        _, paired = await pair(relay.url, relay.http, device_id=device_id)
+        _, reply = await ws_auth(relay.url, {"refresh_token": paired["refresh_token"], "device_id": device_id})
+        assert reply["type"] == "auth.ok"

@@ -24,7 +24,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from hermes_relay.core import fileio
-from hermes_relay.core.errors import StateCorruptError, StateError, StateVersionError, UsageError
+from hermes_relay.core.errors import StateError, StateVersionError, UsageError
 
 VERSION: Final = 2
 
@@ -208,25 +208,14 @@ def load(path: Path) -> Policies:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    hint = f"fix or delete {path}; until then every relay host is restricted"
+    """The policy document; None when missing or empty. Bounded, and never turns damage into "no hosts"."""
     try:
-        raw = fileio.read_bounded(path)  # a directory, FIFO, device or huge file is refused, never hangs
+        return fileio.read_json_versioned(path, supported=VERSION)
+    except StateVersionError:
+        raise
     except StateError as exc:
-        raise StateError(exc.message, hint=hint, data=exc.data) from exc
-    if raw is None or not raw.strip():
-        return None
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StateCorruptError(str(path), f"not valid JSON: {exc}", hint=hint) from None
-    if not isinstance(doc, dict):
-        raise StateCorruptError(str(path), f"top level is {type(doc).__name__}, expected an object", hint=hint)
-    version = doc.get("version", VERSION)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise StateCorruptError(str(path), f"version is {version!r}, expected an integer", hint=hint)
-    if version > VERSION:
-        raise StateVersionError(str(path), version, VERSION)
-    return doc
+        exc.hint = f"fix or delete {path}; until then every relay host is restricted"
+        raise
 
 
 def _now_iso(now: float | None) -> str:

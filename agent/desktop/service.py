@@ -121,7 +121,8 @@ class DesktopService:
                 log.error("desktop_policy_unreadable error=%s (every host restricted until fixed)", exc.message)
             self._policy_error = exc.message
             self.last_error = {"message": exc.message, "tool": None, "ts": int(self.wall_clock() * 1000)}
-        self._consented = self._legacy_consent(sessions_file)
+        # While the policy file is unreadable every host is restricted: an old consent flag must not lift that.
+        self._consented = {} if self._policy_error else self._legacy_consent(sessions_file)
         return self._policies
 
     def _legacy_consent(self, sessions_file: Path | None) -> dict[str, bool]:

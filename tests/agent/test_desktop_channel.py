@@ -396,6 +396,20 @@ async def test_legacy_tools_consent_without_a_policy_record_is_trusted(served: H
     assert served.service.status_for(URL)["policy"] == policy.TRUSTED
 
 
+@pytest.mark.parametrize("served", [policy.ASK_EVERY_TIME], indirect=True)
+async def test_an_unreadable_policy_restricts_everyone_even_with_an_old_consent(served: Harness,
+                                                                                autojump_clock: trio.abc.Clock) -> None:
+    await served.port.next("desktop.status")
+    fileio.atomic_write(served.config.sessions_file, json.dumps(
+        {"version": 1, "sessions": {URL: {"token": "t", "tools_consented": True}}}).encode())
+    served.service.policy_path.write_text("{not json")
+    status = await served.port.next("desktop.status")
+    assert "desktop_terminal" not in status["payload"]["advertised_tools"]
+    await served.command("locked", "desktop_terminal", {"text": "no"})
+    assert (await served.response())["ok"] is False
+    assert served.service.status_for(URL)["policy"] == policy.ASK  # restricted, as the log says
+
+
 async def test_audit_rotates_at_its_limit_to_one_file(tmp_path: Path) -> None:
     from hermes_relay.agent.desktop.audit import AuditLog
 

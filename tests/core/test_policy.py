@@ -199,3 +199,11 @@ def test_a_policy_that_is_not_a_small_regular_file_is_refused_without_hanging(tm
     with pytest.raises(StateError, match="not a regular file|more than") as info:
         policy.load(path)
     assert "every relay host is restricted" in (info.value.hint or "")
+
+
+def test_a_policy_nested_too_deeply_is_a_clear_error_not_a_crash(tmp_path) -> None:
+    path = tmp_path / "desktop-host-access.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(StateError) as info:
+        policy.load(path)
+    assert "every relay host is restricted" in (info.value.hint or "")

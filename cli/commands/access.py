@@ -60,7 +60,12 @@ def _one_url(ctx: Context, url: str | None) -> str:
         if policy.canonical_url(url) is None:
             raise UsageError(f"{url!r} is not a relay URL",
                              hint="use the ws:// or wss:// URL `hermes-relay status` shows")
-        return url
+        from hermes_relay.core import paths
+        from hermes_relay.core.store import SessionStore, resolve_in
+
+        # One of a pairing's other routes names the pairing: the agent keys its policy by the stored URL.
+        found = resolve_in(SessionStore(paths.sessions_file(ctx.env)).sessions(), url)
+        return found[0] if found is not None else url
     paired = _paired(ctx)
     if not paired:
         raise NotPairedError("this computer is not paired with any relay; name the relay URL",

@@ -147,6 +147,17 @@ def test_access_presets_and_single_capabilities_write_the_shared_file(cli, env) 
     assert shown["hosts"][0]["access_mode"] == "structured"
 
 
+def test_access_by_another_route_of_a_pairing_sets_the_policy_the_agent_reads(cli, env) -> None:
+    tailscale = "ws://100.64.1.2:8767"
+    fileio.atomic_write(Path(env["HERMES_HOME"]) / "remote-sessions.json", json.dumps({"version": 1, "sessions": {
+        URL: {"token": "tok", "route_candidates": [{"role": "tailscale", "priority": 1,
+                                                    "relay": {"url": tailscale, "transport_hint": "ws"}}]}}}).encode())
+    result = cli("access", tailscale, "trusted")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0] == f"✓ {URL}: trusted"  # the pairing's own URL: the key the agent looks up
+    assert set(_policy_doc(env)["hosts"]) == {URL}
+
+
 def test_full_access_needs_yes(cli, env) -> None:
     _pair(env, URL)
     refused = cli("access", "full_access")

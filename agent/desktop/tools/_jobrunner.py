@@ -92,7 +92,10 @@ def main(argv: list[str]) -> int:
     meta["ended_at_ms"] = now_ms()
     if code < 0:
         meta["exit_code"] = None
-        meta["signal"] = signal.Signals(-code).name
+        try:
+            meta["signal"] = signal.Signals(-code).name
+        except ValueError:  # a real-time signal has no name
+            meta["signal"] = str(-code)
     else:
         meta["exit_code"] = code
     if (job_dir / CANCELLED).exists():

@@ -50,15 +50,22 @@ def _regular(target: Path) -> os.stat_result:
     return info
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any tool thread runs
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # a new file gets 0666 minus this, as open() would give it
+
+
 def write_atomic(target: Path, data: bytes) -> None:
     """Replace ``target`` (following a symlink to its file) with ``data``, keeping its mode."""
     real = fileio.write_target(target)
     try:
         mode = stat.S_IMODE(real.stat().st_mode)
     except FileNotFoundError:
-        mask = os.umask(0)
-        os.umask(mask)
-        mode = 0o666 & ~mask
+        mode = 0o666 & ~_UMASK
     fileio.replace_file(real, data, mode=mode)
 
 

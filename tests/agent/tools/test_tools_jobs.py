@@ -210,3 +210,12 @@ async def test_list_cuts_long_commands_but_status_keeps_them(ctx):
     assert status["command"] == command
     (entry,) = (await jobs.desktop_job_list({}, ctx))["jobs"]
     assert len(entry["command"]) == 2000 and entry["command_truncated"] is True
+
+
+async def test_a_job_ended_by_a_signal_without_a_name_is_still_recorded(ctx):
+    import signal
+
+    unnamed = next(n for n in range(signal.SIGRTMIN + 1, signal.SIGRTMAX) if n not in {s.value for s in signal.Signals})
+    started = await jobs.desktop_job_start({"command": f"kill -{unnamed} $$"}, ctx)
+    status = await finished(ctx, started["job_id"])
+    assert status["state"] == "killed" and status["signal"] == str(unnamed)

@@ -213,19 +213,12 @@ def revoke_lines(result: dict[str, Any], ctx: Context) -> list[str]:
     return [line]
 
 
-def session_of(result: dict[str, Any]) -> dict[str, Any]:
-    """The session from a PATCH answer: nested under ``session`` (ours) or flat (the reference relay)."""
-    nested = result.get("session")
-    if isinstance(nested, dict):
-        return nested
-    return {k: result[k] for k in ("token_prefix", "expires_at", "grants") if k in result}
-
-
 def extend_lines(result: dict[str, Any], ctx: Context, ttl_seconds: int) -> list[str]:
     """``✓ extended <prefix>: now expires in 7d`` (the time left as the relay answered it)."""
     from hermes_relay.cli import render
 
-    session = session_of(result)
+    given = result.get("session")  # the agent reads both relays' PATCH answers and always nests the session
+    session: dict[str, Any] = given if isinstance(given, dict) else {}
     if "expires_at" not in session:
         when = "expires at a time the relay did not say"
     elif session.get("expires_at") is None:

@@ -19,6 +19,7 @@ from hermes_relay.core.errors import AgentNotRunningError, HermesError, StateErr
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
     from typing import Any
 
 NOT_RUNNING = "not running (start it with `hermes-relay agent start`)"
@@ -154,18 +155,21 @@ def text_view(ctx: Context, store_path: str, store_error: HermesError | None, ag
             lines.append("No paired relays. Run `hermes-relay pair --remote ws://HOST:8767 CODE` to pair.")
         return lines
     lines.append(style.bold(f"Paired relays ({len(entries)})"))
+    policies = _policy_loader(ctx.env)
     for url, record, state in entries:
         alternates, role = (derived or {}).get(url, (None, None))
         lines.append("")
         lines.extend(relay_lines(url, record, state, now=now, style=style, reveal=reveal,
                                  agent_running=agent is not None, alternates=alternates, role=role,
-                                 tools=tool_lines(url, record, state, now=now, style=style, env=ctx.env)))
+                                 tools=tool_lines(url, record, state, now=now, style=style, policies=policies)))
     return lines
 
 
 def tool_lines(url: str, record: dict | None, state: dict | None, *, now: float, style: Any,
-               env: Any) -> list[str]:
-    """Desktop tool access for one relay: the agent's live summary, else the policy file's words."""
+               policies: Callable[[], Any]) -> list[str]:
+    """Desktop tool access for one relay: the agent's live summary, else the policy file's words.
+
+    ``policies()`` loads the policy file (once per ``status``; None when it is unreadable)."""
     if record is None:
         return []
     summary = state.get("desktop") if isinstance(state, dict) else None
@@ -173,21 +177,33 @@ def tool_lines(url: str, record: dict | None, state: dict | None, *, now: float,
         from hermes_relay.cli.render import desktop_status_lines
 
         return desktop_status_lines(summary, now, style)
-    return [_policy_words(url, record, env)]
-
-
-def _policy_words(url: str, record: dict, env: Any) -> str:
+    loaded = policies()
+    if loaded is None:
+        return ["restricted: the access policy file is unreadable (see `hermes-relay access`)"]
     from hermes_relay.core import policy
-    from hermes_relay.core.errors import HermesError
 
-    try:
-        policies = policy.load(policy.policy_file(env))
-    except HermesError:
-        return "restricted: the access policy file is unreadable (see `hermes-relay access`)"
-    stored = policies.for_url(url)
+    stored = loaded.for_url(url)
     if stored.access_mode == policy.ASK:
-        return "trusted (consented earlier)" if record.get("tools_consented") is True else "restricted: no desktop tools"
-    return stored.label
+        return ["trusted (consented earlier)" if record.get("tools_consented") is True else "restricted: no desktop tools"]
+    return [stored.label]
+
+
+def _policy_loader(env: Any) -> Callable[[], Any]:
+    """A loader that reads the desktop policy file on first use only (relays the agent reports need none)."""
+    cache: list[Any] = []
+
+    def load() -> Any:
+        if not cache:
+            from hermes_relay.core import policy
+            from hermes_relay.core.errors import HermesError
+
+            try:
+                cache.append(policy.load(policy.policy_file(env)))
+            except HermesError:
+                cache.append(None)
+        return cache[0]
+
+    return load
 
 
 def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float, style: Any,

@@ -23,7 +23,7 @@ from hermes_relay.core.errors import (
 )
 from hermes_relay.core.routes import role_label
 from hermes_relay.core.store import join, redact_record, resolve_in
-from hermes_relay.core.wire import MIN_PREFIX_LEN, TOKEN_PREFIX_LEN
+from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
@@ -302,10 +302,7 @@ def _prefix(params: dict[str, Any]) -> str:
     prefix = params.get("prefix")
     if not isinstance(prefix, str):
         raise UsageError("a token prefix is required (as `hermes-relay devices` shows it)")
-    prefix = codes.validate_token_prefix(prefix)
-    if len(prefix) < MIN_PREFIX_LEN:
-        raise UsageError(f'token prefix "{prefix}" is too short: give at least {MIN_PREFIX_LEN} characters')
-    return prefix
+    return codes.validate_token_prefix(prefix)
 
 
 def _resolve(agent: Agent, url: str | None) -> tuple[str, dict[str, Any]]:

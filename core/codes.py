@@ -6,6 +6,7 @@ import re
 import secrets
 
 from hermes_relay.core.errors import PayloadError
+from hermes_relay.core.wire import MIN_PREFIX_LEN
 
 CODE_LENGTH = 6
 CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"  # what a code may contain (typed or registered)
@@ -48,7 +49,8 @@ _TOKEN_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def validate_token_prefix(raw: str) -> str:
-    """A session-token prefix as ``devices`` shows it (URL-safe base64 characters), or UsageError.
+    """A session-token prefix as ``devices`` shows it (URL-safe base64 characters, at least
+    MIN_PREFIX_LEN of them), or UsageError.
 
     Checked on both sides of the IPC socket: the prefix becomes part of an HTTP path on the relay.
     """
@@ -60,4 +62,7 @@ def validate_token_prefix(raw: str) -> str:
             f"invalid token prefix {raw!r}: copy it from the PREFIX column of `hermes-relay devices` "
             "(letters, digits, - and _)"
         )
+    if len(prefix) < MIN_PREFIX_LEN:  # so short it could match someone else's device
+        raise UsageError(f'token prefix "{prefix}" is too short: give at least {MIN_PREFIX_LEN} characters',
+                         hint="copy the whole PREFIX column of `hermes-relay devices`")
     return prefix

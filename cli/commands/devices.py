@@ -244,12 +244,4 @@ def _relay_url(args: argparse.Namespace, ctx: Context) -> str | None:
 def _prefix(raw: str) -> str:
     from hermes_relay.core.codes import validate_token_prefix
 
-    return check_prefix_length(validate_token_prefix(raw))
-
-
-def check_prefix_length(prefix: str) -> str:
-    """A prefix of fewer than MIN_PREFIX_LEN characters could match someone else's device: refused."""
-    if len(prefix) < MIN_PREFIX_LEN:
-        raise UsageError(f'token prefix "{prefix}" is too short: give at least {MIN_PREFIX_LEN} characters',
-                         hint="copy the whole PREFIX column of `hermes-relay devices`")
-    return prefix
+    return validate_token_prefix(raw)

@@ -64,3 +64,13 @@ def test_generated_codes_are_valid_and_vary() -> None:
     generated = {codes.generate_code() for _ in range(50)}
     assert all(codes.is_valid_code(c) for c in generated)
     assert len(generated) > 1
+
+
+@pytest.mark.parametrize("raw", ["k", "kd2", " kd2 "])
+def test_a_token_prefix_too_short_to_name_one_device_is_refused(raw: str) -> None:
+    from hermes_relay.core.codes import validate_token_prefix
+    from hermes_relay.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="too short: give at least 4 characters"):
+        validate_token_prefix(raw)
+    assert validate_token_prefix(" kd21 ") == "kd21"

@@ -200,7 +200,7 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
     """Raise a TransportError naming the problem when nothing accepts a TCP connection at the relay."""
     import socket
 
-    from hermes_relay.core.errors import ConnectRefusedError, ConnectTimeoutError, HostNotFoundError
+    from hermes_relay.core.errors import ConnectRefusedError, ConnectTimeoutError, HostNotFoundError, TransportError
     from hermes_relay.core.routes import host_port
 
     host, port = host_port(url)
@@ -215,8 +215,8 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
     except ConnectionRefusedError:
         raise ConnectRefusedError(f"cannot reach {url}: connection refused (nothing listens on port {port})",
                                   hint=hint) from None
-    except OSError as exc:
-        raise ConnectRefusedError(f"cannot reach {url}: {exc.strerror or exc}", hint=hint) from None
+    except OSError as exc:  # unreachable network or host, ...: not a refusal
+        raise TransportError(f"cannot reach {url}: {exc.strerror or exc}", hint=hint) from None
 
 
 def _refuse_url_as_code(args: argparse.Namespace) -> None:

@@ -13,14 +13,17 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-import trio
+from typing import TYPE_CHECKING
 
 from hermes_relay import __version__
 from hermes_relay.core import paths
 from hermes_relay.core.errors import ConfigError, HermesError
-from hermes_relay.relay import capacity, peers, tls
-from hermes_relay.relay.server import RelayConfig, RelayInfo, serve_relay
+
+if TYPE_CHECKING:
+    from hermes_relay.relay.server import RelayConfig
+
+# The server's modules (trio, trio-websocket, cryptography for TLS) load only when the relay runs: the
+# relay-host subcommands (`call`, `sessions`) are blocking HTTP clients and start without them.
 
 
 def port_number(text: str) -> int:
@@ -66,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RelayConfig:
+    from hermes_relay.relay import peers, tls
+    from hermes_relay.relay.server import RelayConfig
+
     state_dir = args.state_dir or paths.relay_state_dir()
     ssl_context, pin = None, None
     if args.cert or args.key:
@@ -100,6 +106,10 @@ def fault_from_env() -> Callable[[], bool] | None:
 
 
 async def _run(config: RelayConfig) -> None:
+    import trio
+
+    from hermes_relay.relay.server import RelayInfo, serve_relay
+
     # Signals are caught before the "listening" line: a supervisor may stop us as soon as it reads it.
     # A start-up failure is re-raised outside the nursery so main() gets the HermesError itself,
     # not an ExceptionGroup wrapping it.
@@ -135,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = config_from_args(args)
+        import trio
+
+        from hermes_relay.relay import capacity
+
         capacity.raise_fd_limit()
         trio.run(_run, config)
     except HermesError as exc:

@@ -163,3 +163,12 @@ def test_only_transport_and_the_relay_import_trio_websocket(module: Path) -> Non
     if module in WEBSOCKET_BOUNDARY:
         return
     assert imports_of(module.read_text(encoding="utf-8"), str(module), "trio_websocket") == []
+
+
+def test_the_relay_host_subcommands_load_no_server(tmp_path: Path) -> None:
+    """`hermes-relay-server call|sessions` are blocking HTTP clients: no trio, WebSocket or TLS stack."""
+    code = ("import sys, hermes_relay.relay.main, hermes_relay.relay.call_cmd, hermes_relay.relay.sessions_cmd; "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'trio_websocket', 'cryptography')); "
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

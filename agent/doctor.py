@@ -54,7 +54,6 @@ DEFAULT_DEADLINE = 10.0  # seconds for the whole run; a black-holed route costs 
 MAX_DEADLINE = 60.0
 DNS_TIMEOUT = 3.0  # a resolver that has not answered in 3 s is broken for our purposes
 AUTH_TIMEOUT = 5.0
-CONNECT_STAGGER = 0.25  # RFC 8305 §5: recommended connection-attempt delay between addresses
 MAX_ADDRESSES = 4
 WS_TIMEOUT_MARGIN = 1.0  # transport's own upgrade timeout is set this much later than doctor's
 

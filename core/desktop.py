@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from hermes_relay.core import wire
+
 if TYPE_CHECKING:
     import re
 
 CHANNEL: Final = "desktop"
-MAX_FRAME: Final = 4 << 20  # the reference relay closes a socket on a bigger inbound message (1009)
-RESULT_BUDGET: Final = 3 << 20  # what a tool result may take, leaving room for JSON escaping and envelope
 DEFAULT_DEADLINE: Final = 30.0  # the relay waits 30 s for desktop.response
 HEARTBEAT_INTERVAL: Final = 30.0  # desktop.status cadence
 MAX_REQUEST_ID: Final = 256
@@ -44,7 +44,7 @@ class ToolContext:
     home: Path  # ~/.hermes (jobs live in home / "desktop-jobs")
     cwd: Path  # relative paths resolve against this
     deadline: float
-    max_output: int = 1 << 20  # per stream / per read, bytes; results stay under RESULT_BUDGET
+    max_output: int = 1 << 20  # per stream / per read, bytes; a response frame stays under wire.MAX_WS_MESSAGE
     env: dict[str, str] = field(default_factory=dict)  # the agent's environment for child processes
 
 
@@ -231,7 +231,7 @@ def _largest_string(obj: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ..
     return best
 
 
-def bound_response(envelope: dict[str, Any], limit: int = MAX_FRAME - FRAME_MARGIN) -> dict[str, Any]:
+def bound_response(envelope: dict[str, Any], limit: int = wire.MAX_WS_MESSAGE - FRAME_MARGIN) -> dict[str, Any]:
     """``envelope`` if it encodes under ``limit`` bytes, else a copy whose result fits.
 
     The largest strings are cut (a dict field ``f`` gains ``f_truncated: true`` and ``f_bytes``, and

@@ -32,14 +32,15 @@ from typing import Any, Protocol
 import trio
 import trio_websocket
 
+from hermes_relay.core import desktop as desktop_wire
 from hermes_relay.core import envelope
 from hermes_relay.core.wire import MAX_DEVICE_NAME
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "desktop"
+CHANNEL = desktop_wire.CHANNEL
 PREFIX = "desktop."
-RESPONSE_TIMEOUT = 30.0  # seconds the relay waits for desktop.response (reference: 30 s)
+RESPONSE_TIMEOUT = desktop_wire.DEFAULT_DEADLINE  # seconds the relay waits for desktop.response (reference: 30 s)
 COMPUTER_TIMEOUT = 180.0  # desktop_computer_*
 ADB_TIMEOUT = 300.0  # desktop_adb_*
 RECENT_MAX = 100  # calls kept in memory (the reference's ring size)

@@ -59,7 +59,7 @@ HEAD_TIMEOUT = 10.0  # seconds to send a request head; slow-loris clients are dr
 # 64 KiB per WebSocket message. This relay serves only system messages (auth, ping, errors), each a
 # few hundred bytes, and until authentication every connection may hold a partial message in memory:
 # a 1 MiB limit let a few hundred idle sockets pin hundreds of MiB for the whole auth window.
-MAX_MESSAGE = 64 * 1024
+MAX_MESSAGE = wire.MAX_PREAUTH_MESSAGE
 MAX_UNAUTHED_PER_IP = 32  # upgraded, not yet authenticated connections per address (IPv6: per /64)
 MAX_UNAUTHED = 1024  # the same, over all addresses
 HEARTBEAT = 30.0  # seconds between pings to an authenticated client, and to wait for its pong

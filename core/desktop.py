@@ -311,6 +311,32 @@ def audit_file(env: Any = None) -> Path:
     return paths.hermes_home(env) / "desktop-audit.jsonl"
 
 
+def audit_records(data: bytes) -> list[dict[str, Any]]:
+    """The records in JSONL ``data``; a line cut by a crash or written by something else is skipped."""
+    import json
+
+    out = []
+    for raw in data.splitlines():
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    """Every readable record, oldest first: the rotated ``.1``, then the live file (an unreadable one is skipped)."""
+    out: list[dict[str, Any]] = []
+    for part in (path.with_name(path.name + ".1"), path):
+        try:
+            out += audit_records(part.read_bytes())
+        except OSError:
+            continue
+    return out
+
+
 _SECRETS: list[re.Pattern[str]] = []
 
 

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hermes_relay.core import desktop
+
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 1_000_000
@@ -44,17 +46,4 @@ class AuditLog:
 
     def read(self) -> list[dict[str, Any]]:
         """Every readable record, oldest first (the rotated ``.1`` then the live file)."""
-        out: list[dict[str, Any]] = []
-        for path in (self.path.with_name(self.path.name + ".1"), self.path):
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            for line in data.splitlines():
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(obj, dict):
-                    out.append(obj)
-        return out
+        return desktop.read_audit(self.path)

@@ -31,31 +31,13 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _records(data: bytes) -> list[dict[str, Any]]:
-    out = []
-    for raw in data.splitlines():
-        try:
-            obj = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # a line cut by a crash or written by something else: skip, never fail
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out
-
-
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core.desktop import audit_file
+    from hermes_relay.core.desktop import audit_file, read_audit
 
     if args.lines < 0:
         raise UsageError(f"-n must be 0 or more (got {args.lines})")
     path = audit_file(ctx.env)
-    data = b""
-    for p in (path.with_name(path.name + ".1"), path):
-        try:
-            data += p.read_bytes()
-        except FileNotFoundError:
-            pass
-    records = _records(data)
+    records = read_audit(path)
     shown = records[-args.lines:] if args.lines else []
     as_json = getattr(args, "json", False)
     if not records and not args.follow and not as_json:
@@ -76,6 +58,8 @@ def _print(ctx: Context, record: dict[str, Any], as_json: bool) -> None:
 
 
 def _follow(ctx: Context, path: Path, as_json: bool) -> None:
+    from hermes_relay.core.desktop import audit_records
+
     def identity() -> tuple[int, int] | None:
         try:
             st = path.stat()
@@ -102,7 +86,7 @@ def _follow(ctx: Context, path: Path, as_json: bool) -> None:
         offset += len(chunk)
         data = partial + chunk
         complete, _, partial = data.rpartition(b"\n")
-        for record in _records(complete):
+        for record in audit_records(complete):
             _print(ctx, record, as_json)
         ctx.flush()
 

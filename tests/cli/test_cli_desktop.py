@@ -255,6 +255,14 @@ def test_audit_golden(cli, env, utc) -> None:
     assert cli("audit", "-n", "-1").code == 2
 
 
+def test_audit_skips_a_rotated_part_it_cannot_read(cli, env, utc) -> None:
+    (Path(env["HERMES_HOME"]) / "desktop-audit.jsonl.1").mkdir(parents=True)  # not a file: unreadable
+    _write_audit(env, RECORDS[1:2])
+    result = cli("audit")
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [f"2027-01-15 08:00:01  ✓ desktop_terminal  14 ms  {URL}  uname -a"]
+
+
 def test_audit_without_a_log(cli, env) -> None:
     result = cli("audit")
     assert result.code == 0 and result.out.startswith("(no desktop calls recorded yet in ")

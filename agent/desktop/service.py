@@ -102,6 +102,7 @@ class DesktopService:
         self._consented: dict[str, bool] = {}
         self.last_error: dict[str, Any] | None = None
         self._calls: dict[str, dict[str, Any]] = {}  # url -> {day, count, last}
+        self._calls_seeded = False
         self._advertised: dict[str, tuple[Any, list[str]]] = {}  # url -> (policy key, names)
 
     # -- policy ----------------------------------------------------------------------------------
@@ -207,21 +208,20 @@ class DesktopService:
             self.last_error = {"message": record.get("error"), "tool": record["tool"], "ts": record["ts"]}
 
     def _summary(self, url: str) -> dict[str, Any]:
-        """Today's call count and the last call for ``url``; seeded once from the audit log so a
-        restarted agent still knows them."""
-        if url not in self._calls:
-            today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
-            entry: dict[str, Any] = {"day": today, "count": 0, "last": None}
+        """Today's call count and the last call for ``url``; the audit log is read once, on first use,
+        for every relay at once, so a restarted agent still knows them."""
+        today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
+        if not self._calls_seeded:
+            self._calls_seeded = True
             for record in self.audit.read():
-                ts = record.get("ts")
-                if (record.get("kind") != "tool.completed" or record.get("host_url") != url
-                        or not isinstance(ts, (int, float))):
+                ts, host = record.get("ts"), record.get("host_url")
+                if record.get("kind") != "tool.completed" or not isinstance(host, str) or not isinstance(ts, (int, float)):
                     continue
+                entry = self._calls.setdefault(host, {"day": today, "count": 0, "last": None})
                 entry["last"] = {"tool": record.get("tool"), "ok": record.get("ok") is True, "ts": ts / 1000}
                 if datetime.date.fromtimestamp(ts / 1000).isoformat() == today:
                     entry["count"] += 1
-            self._calls[url] = entry
-        return self._calls[url]
+        return self._calls.setdefault(url, {"day": today, "count": 0, "last": None})
 
     def record_link(self, url: str, state: str, **fields: Any) -> None:
         self.audit.write({"ts": int(self.wall_clock() * 1000), "kind": "connection.state", "tool": state,

@@ -209,10 +209,11 @@ def args_preview(spec: ToolSpec | None, args: dict[str, Any]) -> str:
 
 # -- bounding ------------------------------------------------------------------------------------
 def encoded_size(obj: Any) -> int:
-    """Bytes of ``obj`` as the link sends it (compact JSON, UTF-8)."""
+    """Bytes of ``obj`` as the link sends it (compact JSON, UTF-8; the same encoder, so a value the link
+    could not send raises TypeError or ValueError here, where the caller can still answer with an error)."""
     import json
 
-    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8"))
+    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 def _cut_utf8(text: str, max_bytes: int) -> str:

@@ -143,7 +143,13 @@ class DesktopChannel:
             _add_outputs(record, result)
             service.record_call(url, record)
         envelope = desktop.response_envelope(command.request_id, ok, result=result, error=error)
-        await self._send(desktop.bound_response(envelope))
+        try:
+            bounded = desktop.bound_response(envelope)
+        except (TypeError, ValueError) as exc:  # a tool returned something JSON cannot carry: a bug, answered
+            log.error("desktop_result_not_json tool=%s error=%s", command.tool, exc)
+            bounded = desktop.response_envelope(command.request_id, False,
+                                                error=f"{command.tool} returned a result that is not JSON ({exc})")
+        await self._send(bounded)
 
     async def _run(self, command: Command, spec: desktop.ToolSpec | None, preview: str,
                    started: float) -> tuple[bool, Any, str | None]:

@@ -17,7 +17,7 @@ import trio
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.core import desktop, fileio, policy, wire
-from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec
+from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec, ToolTable
 from hermes_relay.core.errors import ConnectionLostError, NotFoundError
 
 URL = "ws://relay.test:8767"
@@ -60,7 +60,6 @@ def tools(probe: Probe) -> list[ToolSpec]:
 
     async def crash(args: dict[str, Any], ctx: ToolContext) -> Any:
         raise RuntimeError("boom")
-
     return [
         ToolSpec("desktop_terminal", desktop.COMMANDS, echo, preview=lambda a: str(a.get("text", ""))),
         ToolSpec("desktop_sleep", desktop.COMMANDS, sleeper),
@@ -290,6 +289,20 @@ async def test_a_9_mb_result_is_bounded_under_the_frame_limit(served: Harness, a
     assert result["stdout_bytes"] == 9 << 20
     assert result["exit_code"] == 0 and len(result["stdout"]) > 1 << 20
     await served.command("after", "desktop_terminal", {"text": "link still up"})
+    assert (await served.response())["ok"] is True
+
+
+async def test_a_result_json_cannot_carry_is_answered_as_an_error_and_the_link_serves_on(
+        served: Harness, autojump_clock: trio.abc.Clock) -> None:
+    async def not_json(args: dict[str, Any], ctx: ToolContext) -> Any:
+        return {"when": object()}
+
+    table = served.service.table
+    served.service.table = ToolTable([*(table.get(n) for n in table.names()), ToolSpec("desktop_not_json", None, not_json)])
+    await served.command("odd", "desktop_not_json")
+    odd = await served.response()
+    assert odd["request_id"] == "odd" and odd["ok"] is False and "not JSON" in odd["error"]
+    await served.command("after", "desktop_terminal", {"text": "still here"})
     assert (await served.response())["ok"] is True
 
 

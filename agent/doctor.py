@@ -177,7 +177,7 @@ def handler(agent: Agent) -> Handler:
 # -- one relay ---------------------------------------------------------------------------------------
 async def _check_relay(agent: Agent, owner: str, rec: Record, checks: list[RouteCheck]) -> None:
     token = rec.token
-    conns: list[transport.Connected | None] = [None] * len(checks)
+    conns: list[transport.Connection | None] = [None] * len(checks)
     async with trio.open_nursery() as ws_nursery:  # the WebSocket reader tasks live here
         try:
             async with trio.open_nursery() as nursery:
@@ -193,7 +193,7 @@ async def _check_relay(agent: Agent, owner: str, rec: Record, checks: list[Route
 
 
 async def _authenticate_all(agent: Agent, rec: Record, token: str | None, checks: list[RouteCheck],
-                            conns: list[transport.Connected | None], reached: list[int]) -> None:
+                            conns: list[transport.Connection | None], reached: list[int]) -> None:
     if token is None:
         for i in reached:
             checks[i].begin("auth")
@@ -215,7 +215,7 @@ async def _authenticate_all(agent: Agent, rec: Record, token: str | None, checks
             return
 
 
-async def _auth(agent: Agent, rec: Record, token: str, check: RouteCheck, conn: transport.Connected | None) -> str:
+async def _auth(agent: Agent, rec: Record, token: str, check: RouteCheck, conn: transport.Connection | None) -> str:
     """Run the auth step on ``conn``: ``"ok"``, ``"rejected"`` or ``"error"`` (no verdict)."""
     assert conn is not None
     check.begin("auth")
@@ -236,7 +236,7 @@ async def _auth(agent: Agent, rec: Record, token: str, check: RouteCheck, conn: 
 
 
 async def _reach_guarded(agent: Agent, owner: str, rec: Record, check: RouteCheck,
-                         ws_nursery: trio.Nursery, conns: list[transport.Connected | None], i: int) -> None:
+                         ws_nursery: trio.Nursery, conns: list[transport.Connection | None], i: int) -> None:
     # A bug in one route's check must not hide every other result: report it as that route's failure.
     try:
         conns[i] = await _reach(agent, owner, rec, check, ws_nursery)
@@ -250,7 +250,7 @@ async def _reach_guarded(agent: Agent, owner: str, rec: Record, check: RouteChec
 
 # -- one route: DNS → TCP → TLS → WebSocket ---------------------------------------------------------
 async def _reach(agent: Agent, owner: str, rec: Record, check: RouteCheck,
-                 ws_nursery: trio.Nursery) -> transport.Connected | None:
+                 ws_nursery: trio.Nursery) -> transport.Connection | None:
     route = check.route
     host, port = host_port(route.url)
     timeout = agent.config.probe_timeout

@@ -114,21 +114,21 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
     outcome: list[Any] = []
     async with trio.open_nursery() as nursery:
         try:
-            async def connect(route: Route) -> transport.Connected:
+            async def connect(route: Route) -> transport.Connection:
                 pin = invite.pin_for(route.url) if invite is not None else None
                 return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
 
             won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
                                     timeout=agent.config.probe_timeout, cache=None, on_attempt=on_attempt)
-            (dialed, ws) = won.value
+            conn = won.value
             if len(routes) > 1:
                 await progress({"kind": "pick", "route": route_info(won.route),
                                 "line": f"→ using {won.route.label} route {won.route.url}"})
             try:
                 auth_msg = agent.auth_payload(pairing_code=code, **device_name)
-                outcome.append(await transport.authenticate(ws, auth_msg, url=won.route.url))
+                outcome.append(await transport.authenticate(conn, auth_msg, url=won.route.url))
             finally:
-                await transport.discard(won.value)
+                await transport.discard(conn)
         except AuthRejectedError as exc:
             outcome.append(PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}"))
         except HermesError as exc:
@@ -140,7 +140,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
     token = ok.get("session_token")
     if not isinstance(token, str) or not token:
         raise PairingRejectedError("the relay accepted the code but sent no session token", hint="is it a Hermes relay?")
-    fields = _fields(agent, route, routes, ok, dialed.pin, invite, device_name)
+    fields = _fields(agent, route, routes, ok, conn.dialed.pin, invite, device_name)
     entry = {"owner": route.url, "urls": [r.url for r in routes], "fields": fields, "at": fields["paired_at"]}
     kept_error = await trio.to_thread.run_sync(agent.pending.save, route.url, entry)
     if kept_error is not None:

@@ -20,7 +20,6 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -372,10 +371,6 @@ class Connection:
     def route(self) -> Route:
         return self.dialed.route
 
-    def __iter__(self) -> Iterator[Any]:
-        """Unpacks as ``(dialed, connection)`` for callers written against the older pair."""
-        return iter((self.dialed, self))
-
     def _closed(self, exc: trio_websocket.ConnectionClosed) -> ConnectionLostError:
         reason = exc.reason
         return closed_error(self.route.url, reason.code if reason is not None else None,
@@ -441,7 +436,6 @@ def _handshake_error(url: str, leaves: list[BaseException], timeout: float) -> H
                           hint="is this port a Hermes relay? (wrong port or wrong scheme)")
 
 
-Connected = Connection
 
 
 async def connect(nursery: trio.Nursery, route: Route, *, expected_pin: str | None,

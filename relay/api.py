@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError
 from hermes_relay.core.routes import infer_role
 from hermes_relay.relay import http, peers
 from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, validate_grants, validate_seconds
-from hermes_relay.relay.peers import Peer
+from hermes_relay.relay.peers import Peer, lan_address
 from hermes_relay.relay.sessions import SaveError, Session
 
 if TYPE_CHECKING:
@@ -140,21 +139,9 @@ def relay_url(relay: Relay) -> str:
     """Where other machines reach this relay: the bind address, or this host's LAN address for a wildcard."""
     host = relay.config.host
     if host in ("0.0.0.0", "::", ""):
-        host = _lan_address() or "127.0.0.1"
+        host = lan_address() or "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     return f"{relay.config.scheme}://{host}:{relay.port}"
-
-
-def _lan_address() -> str | None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))  # TEST-NET-1: selects the outbound route, sends nothing
-        addr = str(s.getsockname()[0])
-    except OSError:
-        return None
-    finally:
-        s.close()
-    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
 
 
 # -- /sessions ---------------------------------------------------------------------------------------

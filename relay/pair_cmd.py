@@ -27,6 +27,7 @@ from hermes_relay.core import codes, paths, payload, timefmt
 from hermes_relay.core.errors import HermesError, TransportError, UsageError
 from hermes_relay.core.pin import pinned_trust_context
 from hermes_relay.core.routes import http_base, infer_role, normalize_relay_url
+from hermes_relay.relay.peers import lan_address
 
 DEFAULT_TTL = 30 * 86400  # the reference hermes-pair's default session TTL: 30 days
 DEFAULT_RELAY = "ws://127.0.0.1:8767"
@@ -187,7 +188,7 @@ def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tu
     found: list[tuple[str, str]] = []
     if mode in ("auto", "lan"):
         own = parts.hostname if infer_role(local) == "lan" and not _is_loopback_host(parts.hostname) else None
-        host = args.lan_host or own or _lan_address()
+        host = args.lan_host or own or lan_address()
         if host:
             found.append(("lan", at(host)))
         elif mode == "lan":
@@ -244,19 +245,6 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
 
 def _is_loopback_host(host: str | None) -> bool:
     return host in (None, "", "localhost") or (host or "").startswith("127.") or host == "::1"
-
-
-def _lan_address() -> str | None:
-    """This host's outbound IPv4 address (a UDP connect sends nothing), or None offline."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))  # TEST-NET-1: only selects the route
-        addr = s.getsockname()[0]
-    except OSError:
-        return None
-    finally:
-        s.close()
-    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
 
 
 def _tailscale_address() -> str | None:

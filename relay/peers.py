@@ -13,6 +13,7 @@ anywhere. So:
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -142,3 +143,16 @@ def local_request_refusal(headers: Mapping[str, str], path: str, *, loopback: bo
     if json_body and headers.get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
         return 415, {"ok": False, "error": f"POST {path} needs Content-Type: application/json"}
     return None
+
+
+def lan_address() -> str | None:
+    """This host's outbound IPv4 address (a UDP connect sends nothing), or None offline."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: only selects the route
+        addr = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr

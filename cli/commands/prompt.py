@@ -200,17 +200,6 @@ def snippet(shell: str, route_file: str) -> str:
     return _TEMPLATES[shell].replace("@PATH@", quoted)
 
 
-def read_route_lines(path: Any) -> tuple[str | None, int | None]:
-    """The route file's first line and the agent pid from its second line (None where absent)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            first, second = f.readline(), f.readline()
-    except OSError:
-        return None, None
-    word = second.split(None, 1)[0] if second.strip() else ""
-    return first, int(word) if word.isascii() and word.isdigit() and int(word) > 0 else None
-
-
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from hermes_relay.core import paths
     from hermes_relay.core.errors import UsageError
@@ -222,9 +211,15 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     if verb == "show":
         from hermes_relay.cli import render
-        from hermes_relay.cli.commands.route import agent_alive
+        from hermes_relay.cli.commands.route import agent_alive, parse_route_file
 
-        line, pid = read_route_lines(route_file)
+        try:
+            with open(route_file, encoding="utf-8", errors="replace") as f:
+                raw: str | None = f.read(4096)
+        except OSError:
+            raw = None
+        line = raw.splitlines()[0] if raw else None
+        pid = parse_route_file(raw).get("pid") if raw else None
         text = render.prompt_indicator(line, ctx.now())
         if text != f"[{render.OFFLINE_LABEL}]" and not text.endswith("?]") and agent_alive(pid) is False:
             text = text[:-1] + "?]"

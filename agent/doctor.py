@@ -43,7 +43,7 @@ from hermes_relay.core.errors import (
     members,
 )
 from hermes_relay.core.record import Record, from_dict
-from hermes_relay.core.routes import Route, host_port
+from hermes_relay.core.routes import Route, host_port, route_info
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
@@ -126,8 +126,7 @@ class RouteCheck:
         return any(s["status"] == FAIL for s in self.steps)
 
     def report(self) -> dict[str, Any]:
-        r = self.route
-        return {"url": r.url, "role": r.role, "label": r.label, "priority": r.priority, "address": self.address,
+        return {**route_info(self.route), "address": self.address,
                 "status": worst(s["status"] for s in self.steps), "steps": list(self.steps)}
 
 

@@ -262,7 +262,7 @@ class RelayLink:
                 await self._follow(self._event(stored))
                 continue
             routes = record.routes()
-            self._event(linkstate.Dial(tuple(route_info(r) for r in routes),  # type: ignore[misc]
+            self._event(linkstate.Dial(tuple(route_info(r) for r in routes),
                                        record.server_version))
             connected_at: list[float] = []
             try:
@@ -354,7 +354,7 @@ class RelayLink:
                     elapsed = conn.dialed.elapsed
                     log.info("link_up url=%s route=%s latency_ms=%.0f", self.url, conn.route.url, elapsed * 1000)
                     server_version = ok.get("server_version")
-                    self._event(linkstate.Authenticated(route_info(conn.route) or {}, round(elapsed * 1000, 1),
+                    self._event(linkstate.Authenticated(route_info(conn.route), round(elapsed * 1000, 1),
                                                         server_version if isinstance(server_version, str) else None))
 
                     def guard(fn: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 import trio
 
 from hermes_relay.core.errors import HermesError, NoRouteError, PinMismatchError, RateLimitedError, error_from_wire
-from hermes_relay.core.routes import Route, tiers
+from hermes_relay.core.routes import Route, route_info, tiers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,8 +40,7 @@ class Attempt:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"url": self.route.url, "role": self.route.role, "label": self.route.label,
-                "priority": self.route.priority, "ok": self.ok, "ms": round(self.ms, 1),
+        return {**route_info(self.route), "ok": self.ok, "ms": round(self.ms, 1),
                 "error": self.error, "code": self.code, "skipped": self.skipped, "data": self.data}
 
 

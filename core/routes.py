@@ -53,10 +53,8 @@ class Route:
         return self.url.startswith("wss://")
 
 
-def route_info(route: Route | None) -> dict[str, Any] | None:
-    """A route as the agent reports it (status, pairing progress)."""
-    if route is None:
-        return None
+def route_info(route: Route) -> dict[str, Any]:
+    """A route as the agent reports it (status, pairing progress, doctor)."""
     return {"url": route.url, "role": route.role, "label": route.label, "priority": route.priority}
 
 

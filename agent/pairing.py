@@ -163,6 +163,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         "expires_at": ok.get("expires_at"), "grants": ok.get("grants") or {}, "port_added": port_added,
         "verified": verified, "verify_note": note, "attempts": [a.to_dict() for a in won.attempts],
         "store": str(agent.config.sessions_file), "device_name": device_name.get("device_name"),
+        "cert_pin_sha256": conn.dialed.pin,  # the certificate this pairing trusts from now on (wss:// only)
     }
 
 

@@ -45,7 +45,8 @@ API except in ``status`` with ``reveal_tokens=True``.
                              ok?: bool, ms?: float}
   -> {url: <store key>, server_version, route: RouteInfo, expires_at, grants, port_added: bool,
       verified: True | False | None, verify_note: str, attempts: [...], store: <store path>,
-      device_name: str | None (the name sent, None for the agent's default)}
+      device_name: str | None (the name sent, None for the agent's default),
+      cert_pin_sha256: str | None (the certificate pinned from now on; wss:// only)}
 
 ``devices.list`` {url?} -> {url, sessions: [server session dicts as GET /sessions returns them]}
 ``devices.revoke`` {url?, prefix} -> {url, revoked: <prefix>, is_current: bool, revoked_self: bool}

@@ -154,6 +154,7 @@ class PairReply(TypedDict):
     attempts: list[dict[str, Any]]
     store: str
     device_name: str | None
+    cert_pin_sha256: str | None  # the certificate pinned by this pairing (wss:// only)
 
 
 class DevicesListReply(TypedDict):

@@ -306,8 +306,8 @@ def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list
     grants = result.get("grants")
     if isinstance(grants, dict) and grants:
         lines.append(f"  Grants: {render.grants_text(grants, now)}")
-    pin = _stored_pin(ctx, result)
-    if pin:
+    pin = result.get("cert_pin_sha256")
+    if isinstance(pin, str) and pin:
         lines.append(f"  Certificate pin: {pin} (trusted from now on; check it matches the relay's)")
     if invite:
         note = str(result.get("verify_note") or "")
@@ -320,26 +320,6 @@ def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list
         else:
             lines.append("  Invite signature: not checkable here (normal)")
     return lines
-
-
-def _stored_pin(ctx: Context, result: dict[str, Any]) -> str | None:
-    """The certificate pin recorded for a wss:// pairing (read back from the store)."""
-    url = result.get("url")
-    if not isinstance(url, str) or not url.startswith("wss://"):
-        return None
-    if isinstance(result.get("cert_pin_sha256"), str):
-        return str(result["cert_pin_sha256"])
-    from hermes_relay.core import paths, record
-    from hermes_relay.core.errors import StateError
-    from hermes_relay.core.store import SessionStore, resolve_in
-
-    try:
-        from pathlib import Path
-
-        found = resolve_in(SessionStore(Path(result.get("store") or paths.sessions_file(ctx.env))).sessions(), url)
-    except (StateError, OSError):
-        return None
-    return record.from_dict(*found).cert_pin if found else None
 
 
 def _strip_paste_markers(text: str) -> str:

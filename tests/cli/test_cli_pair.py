@@ -245,14 +245,8 @@ def test_code_dash_reads_the_code_from_stdin(cli, make_agent) -> None:
 
 
 def test_a_wss_pairing_prints_the_pinned_fingerprint(cli, env, make_agent) -> None:
-    from hermes_relay.core import paths
-
     pin = "sha256/" + "Q" * 43 + "="
-    store = paths.sessions_file(env)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    store.write_text(json.dumps({"version": 1, "sessions": {"wss://relay.example.com": {"token": "t" * 43,
-                                                                                        "cert_pin_sha256": pin}}}))
     result = cli("pair", "F3W7EY", "--remote", "wss://relay.example.com",
-                 agent=agent_for(make_agent, {**RESULT, "url": "wss://relay.example.com"}))
+                 agent=agent_for(make_agent, {**RESULT, "url": "wss://relay.example.com", "cert_pin_sha256": pin}))
     assert result.code == 0, result.err
     assert f"  Certificate pin: {pin} (trusted from now on; check it matches the relay's)" in result.out.splitlines()

@@ -15,12 +15,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hermes_relay.agent.marks import update_entries
 from hermes_relay.core import fileio
 from hermes_relay.core.errors import StateError
 
 log = logging.getLogger(__name__)
 CREDENTIALS_VERSION = 1
-FILE_NAME = "hermes-relay-credentials.json"
 
 
 def token_sha256(token: str) -> str:
@@ -53,20 +53,19 @@ class Credentials:
 
     def save(self, url: str, token: str, refresh_token: str, at: float) -> None:
         """Remember ``refresh_token`` for session ``token`` of ``url`` (replacing the previous pair)."""
-        with fileio.FileLock(self.path):
-            relays = self._read()
-            entry = {"token_sha256": token_sha256(token), "refresh_token": refresh_token, "at": at}
+        entry = {"token_sha256": token_sha256(token), "refresh_token": refresh_token, "at": at}
+
+        def change(relays: dict[str, Any]) -> bool:
             old = relays.get(url)
             if isinstance(old, dict) and all(old.get(k) == entry[k] for k in ("token_sha256", "refresh_token")):
-                return
+                return False
             relays[url] = entry
-            fileio.atomic_write(self.path, fileio.dump_json({"version": CREDENTIALS_VERSION, "relays": relays}))
+            return True
+
+        update_entries(self.path, CREDENTIALS_VERSION, "relays", self._read, change)
 
     def forget(self, url: str) -> bool:
-        with fileio.FileLock(self.path):
-            relays = self._read()
-            if url not in relays:
-                return False
-            del relays[url]
-            fileio.atomic_write(self.path, fileio.dump_json({"version": CREDENTIALS_VERSION, "relays": relays}))
-            return True
+        def change(relays: dict[str, Any]) -> bool:
+            return relays.pop(url, None) is not None
+
+        return update_entries(self.path, CREDENTIALS_VERSION, "relays", self._read, change)

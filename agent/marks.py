@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,18 @@ MARKS_VERSION = 1
 
 def token_fingerprint(token: str | None) -> str:
     return hashlib.sha256((token or "").encode()).hexdigest()[:16]
+
+
+def update_entries(path: Path, version: int, key: str, read: Callable[[], dict[str, Any]],
+                   change: Callable[[dict[str, Any]], bool]) -> bool:
+    """Under the file's lock: read the ``{"version", key: {...}}`` entries, let ``change`` edit them, and
+    write them back when it says it changed something (the agent's small state files share this)."""
+    with fileio.FileLock(path):
+        entries = read()
+        if not change(entries):
+            return False
+        fileio.atomic_write(path, fileio.dump_json({"version": version, key: entries}))
+        return True
 
 
 class Marks:
@@ -47,21 +60,22 @@ class Marks:
         return None
 
     def set(self, url: str, token: str | None, state: str, error: dict[str, Any], at: float) -> None:
-        with fileio.FileLock(self.path):
-            relays = self._read()
+        def change(relays: dict[str, Any]) -> bool:
             relays[url] = {"state": state, "error": error, "at": at, "token_fp": token_fingerprint(token)}
-            fileio.atomic_write(self.path, fileio.dump_json({"version": MARKS_VERSION, "relays": relays}))
+            return True
+
+        update_entries(self.path, MARKS_VERSION, "relays", self._read, change)
 
     def clear(self, url: str, *, only: str | None = None) -> bool:
         """Forget the verdict on ``url`` (only if it is ``only``, when given)."""
-        with fileio.FileLock(self.path):
-            relays = self._read()
+        def change(relays: dict[str, Any]) -> bool:
             mark = relays.get(url)
             if mark is None or (only is not None and isinstance(mark, dict) and mark.get("state") != only):
                 return False
             del relays[url]
-            fileio.atomic_write(self.path, fileio.dump_json({"version": MARKS_VERSION, "relays": relays}))
             return True
+
+        return update_entries(self.path, MARKS_VERSION, "relays", self._read, change)
 
 
 PENDING_VERSION = 1
@@ -96,11 +110,13 @@ class Pending:
     def save(self, owner: str, entry: dict[str, Any]) -> str | None:
         """Keep ``entry`` for ``owner``; the error text when only the in-memory copy could be kept."""
         self.memory[owner] = entry
+
+        def change(entries: dict[str, Any]) -> bool:
+            entries[owner] = entry
+            return True
+
         try:
-            with fileio.FileLock(self.path):
-                entries = self._read()
-                entries[owner] = entry
-                fileio.atomic_write(self.path, fileio.dump_json({"version": PENDING_VERSION, "pending": entries}))
+            update_entries(self.path, PENDING_VERSION, "pending", self._read, change)
         except (OSError, StateError) as exc:
             return getattr(exc, "message", None) or exc.strerror or str(exc)  # type: ignore[union-attr]
         return None
@@ -114,12 +130,14 @@ class Pending:
         mem = self.memory.get(owner)
         if mem is not None and mem["fields"].get("token") == token:
             del self.memory[owner]
+        def change(entries: dict[str, Any]) -> bool:
+            if owner in entries and entries[owner]["fields"].get("token") == token:
+                del entries[owner]
+                return True
+            return False
+
         try:
-            with fileio.FileLock(self.path):
-                entries = self._read()
-                if owner in entries and entries[owner]["fields"].get("token") == token:
-                    del entries[owner]
-                    fileio.atomic_write(self.path, fileio.dump_json({"version": PENDING_VERSION, "pending": entries}))
+            update_entries(self.path, PENDING_VERSION, "pending", self._read, change)
         except (OSError, StateError) as exc:
             log.warning("pending_file_not_cleared url=%s error=%s", owner, getattr(exc, "message", exc))
 

@@ -19,10 +19,9 @@ import urllib.request
 from typing import Any, TextIO
 
 from hermes_relay import __version__
-from hermes_relay.core.errors import EXIT_AGENT_NOT_RUNNING, EXIT_FAILURE, EXIT_OK, HermesError, TransportError, UsageError
-from hermes_relay.core.pin import pinned_trust_context
+from hermes_relay.core.errors import EXIT_AGENT_NOT_RUNNING, EXIT_FAILURE, EXIT_OK, HermesError, UsageError
 from hermes_relay.core.routes import http_base, normalize_relay_url
-from hermes_relay.relay.pair_cmd import DEFAULT_RELAY, find_relay
+from hermes_relay.relay.pair_cmd import DEFAULT_RELAY, find_relay, request_json
 
 PROG = "hermes-relay-server call"
 HEALTH_TOOL = "desktop_health"  # answered by the relay from its cache, even when the client is wedged
@@ -77,32 +76,11 @@ def call(relay_url: str, tool: str, args: dict[str, Any], timeout: float | None)
     url, _ = normalize_relay_url(relay_url)
     url, _ = find_relay(url)
     base = http_base(url)
-    if tool == HEALTH_TOOL:
-        req = urllib.request.Request(f"{base}/desktop/health", method="GET")
-    else:
-        query = f"?timeout={timeout:g}" if timeout is not None else ""
-        req = urllib.request.Request(f"{base}/desktop/{urllib.parse.quote(tool, safe='')}{query}",
-                                     data=json.dumps(args).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
     wait = timeout + HTTP_GRACE if timeout is not None else DEFAULT_WAIT
-    context = pinned_trust_context() if base.startswith("https://") else None
-    try:
-        with urllib.request.urlopen(req, timeout=wait, context=context) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TransportError(f"no answer from the relay at {base}: {reason}",
-                             hint="is hermes-relay-server running here? point --relay at it") from None
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise TransportError(f"the relay at {base} answered HTTP {status} with something that is not JSON",
-                             hint="is --relay pointing at a Hermes relay?")
-    return status, body
+    if tool == HEALTH_TOOL:
+        return request_json("GET", f"{base}/desktop/health", timeout=wait)
+    query = f"?timeout={timeout:g}" if timeout is not None else ""
+    return request_json("POST", f"{base}/desktop/{urllib.parse.quote(tool, safe='')}{query}", args, timeout=wait)
 
 
 def render(tool: str, status: int, body: dict[str, Any], out: TextIO, err: TextIO) -> int:

@@ -154,15 +154,41 @@ def _context(url: str) -> ssl.SSLContext | None:
     return pinned_trust_context() if url.startswith("https://") else None
 
 
-def _get_json(url: str) -> dict[str, Any]:
+def request_json(method: str, url: str, body: dict[str, Any] | None = None, *,
+                 timeout: float = REGISTER_TIMEOUT) -> tuple[int, dict[str, Any]]:
+    """One JSON request to the relay on this host: (HTTP status, JSON object), error statuses included.
+
+    Raises TransportError when nothing answers, or when the answer is not a JSON object.
+    """
+    base = url.split("/", 3)
+    origin = "/".join(base[:3])
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data is not None else {})
     try:
-        with urllib.request.urlopen(url, timeout=REGISTER_TIMEOUT, context=_context(url)) as resp:
-            obj = json.loads(resp.read() or b"{}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TransportError(f"cannot reach the relay at {url.rsplit('/', 1)[0]}: {reason}",
+        with urllib.request.urlopen(req, timeout=timeout, context=_context(url)) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise TransportError(f"cannot reach the relay at {origin}: {getattr(exc, 'reason', exc)}",
                              hint="start it with `hermes-relay-server`, or point --relay at the running relay") from None
-    return obj if isinstance(obj, dict) else {}
+    try:
+        obj = json.loads(raw or b"{}")
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise TransportError(f"the relay at {origin} answered HTTP {status} with something that is not JSON",
+                             hint="is --relay pointing at a Hermes relay?")
+    return status, obj
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    status, obj = request_json("GET", url)
+    if status != 200:
+        raise TransportError(f"the relay at {url.rsplit('/', 1)[0]} answered HTTP {status}: {obj.get('error', '')}",
+                             hint="is --relay pointing at a Hermes relay?")
+    return obj
 
 
 def _reachability_warnings(health: dict[str, Any], endpoints: list[tuple[str, str]]) -> list[str]:
@@ -212,35 +238,15 @@ def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tu
 def register(relay_url: str, code: str, ttl: int) -> dict[str, Any]:
     """``POST /pairing/register`` on the local relay; errors say whether it is down or refusing."""
     base = http_base(relay_url)
-    body = json.dumps({"code": code, "ttl_seconds": ttl}).encode()
-    req = urllib.request.Request(f"{base}/pairing/register", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=REGISTER_TIMEOUT, context=_context(base)) as resp:
-            reply = json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        detail = _error_text(exc)
-        if exc.code == 403:
-            raise TransportError(f"the relay at {base} refused to register a code: {detail}",
-                                 hint="run hermes-pair on the relay host itself (registration is loopback-only)") from None
-        raise TransportError(f"the relay at {base} refused the code (HTTP {exc.code}): {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TransportError(f"cannot reach the relay at {base}: {reason}",
-                             hint="start it with `hermes-relay-server`, or point --relay at the running relay") from None
-    except ValueError:
-        raise TransportError(f"the relay at {base} answered with something that is not JSON",
-                             hint="is --relay pointing at a Hermes relay?") from None
+    status, reply = request_json("POST", f"{base}/pairing/register", {"code": code, "ttl_seconds": ttl})
+    if status == 403:
+        raise TransportError(f"the relay at {base} refused to register a code: {reply.get('error', '')}",
+                             hint="run hermes-pair on the relay host itself (registration is loopback-only)")
+    if status != 200:
+        raise TransportError(f"the relay at {base} refused the code (HTTP {status}): {reply.get('error', '')}")
     if not reply.get("ok") or not isinstance(reply.get("code"), str):
         raise TransportError(f"the relay at {base} did not accept the code: {reply.get('error', reply)}")
     return reply
-
-
-def _error_text(exc: urllib.error.HTTPError) -> str:
-    try:
-        return str(json.loads(exc.read()).get("error", exc.reason))
-    except (ValueError, OSError, AttributeError):
-        return str(exc.reason)
 
 
 def _is_loopback_host(host: str | None) -> bool:

@@ -11,14 +11,12 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any, TextIO
 
 from hermes_relay.core import timefmt
 from hermes_relay.core.errors import HermesError, TransportError
 from hermes_relay.core.routes import http_base, normalize_relay_url
-from hermes_relay.relay.pair_cmd import DEFAULT_RELAY, REGISTER_TIMEOUT, _context, find_relay
+from hermes_relay.relay.pair_cmd import DEFAULT_RELAY, find_relay, request_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,24 +64,12 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
 
 
 def _call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=REGISTER_TIMEOUT, context=_context(url)) as resp:
-            reply = json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("error", exc.reason)
-        except (ValueError, OSError, AttributeError):
-            detail = exc.reason
-        hint = "run this on the relay host itself" if exc.code in (401, 403) else None
-        raise TransportError(f"the relay refused {method} {url.split('/', 3)[-1]} (HTTP {exc.code}): {detail}",
-                             hint=hint) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise TransportError(f"cannot reach the relay at {url.rsplit('/sessions', 1)[0]}: {getattr(exc, 'reason', exc)}",
-                             hint="start it with `hermes-relay-server`, or point --relay at the running relay") from None
-    return reply if isinstance(reply, dict) else {}
+    status, reply = request_json(method, url, body)
+    if status >= 400:
+        hint = "run this on the relay host itself" if status in (401, 403) else None
+        raise TransportError(f"the relay refused {method} {url.split('/', 3)[-1]} (HTTP {status}): "
+                             f"{reply.get('error', '')}", hint=hint)
+    return reply
 
 
 def _print_list(sessions: list[dict[str, Any]], out: TextIO) -> None:

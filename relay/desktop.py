@@ -329,7 +329,7 @@ class DesktopRouter:
         if error is not None:
             record["error"] = str(error)[:SUMMARY_MAX]
         if "result" in body:
-            summary = json.dumps(redact(body["result"]), default=str, ensure_ascii=False)
+            summary = json.dumps(preview(body["result"]), default=str, ensure_ascii=False)  # bounded before encoding
             record["result_summary"] = summary if len(summary) <= SUMMARY_MAX else summary[:SUMMARY_MAX - 3] + "..."
         record["decision"] = "timeout" if status == 504 else "executed" if status == 200 and ok else "error"
         return status, body

@@ -78,6 +78,7 @@ def health(relay: Relay) -> dict[str, Any]:
         "pending": relay.pending.count,  # connected, request not yet received (capped)
         "pending_codes": len(relay.codes),
         "tls": relay.config.ssl_context is not None,
+        "cert_pin": relay.config.cert_pin,  # public (every TLS client sees the certificate): hermes-pair puts it in invites
         "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only
     }
 

@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         endpoints = select_endpoints(args.mode, local, args)
     warnings = _reachability_warnings(health, endpoints)
     hint = "wss" if local.startswith("wss://") else "ws"
-    pin = relay_pin(local) if hint == "wss" else None
+    pin = None
+    if hint == "wss":  # the relay says its pin in /health; an older relay's is read off a TLS handshake
+        pin = health.get("cert_pin") if isinstance(health.get("cert_pin"), str) else relay_pin(local)
     registered = register(local, code, ttl)
     secret = payload.load_or_create_secret(paths.qr_secret_file())
     invite = payload.build(code=registered["code"], ttl_seconds=ttl, transport_hint=hint, endpoints=endpoints,

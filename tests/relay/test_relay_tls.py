@@ -41,6 +41,7 @@ async def test_wss_pairing_works_with_an_unverified_context_and_the_pin_matches(
 
     status, health = await http_json("GET", f"{relay.http}/health", ssl_context=ctx)
     assert (status, health["tls"], health["sessions"]) == (200, True, 1)
+    assert health["cert_pin"] == relay.info.cert_pin == spki_pin_from_der(der)  # what every TLS client sees
 
 
 async def test_default_client_context_rejects_the_self_signed_certificate(relay_factory):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 CHANNEL: Final = "desktop"
 DEFAULT_DEADLINE: Final = 30.0  # the relay waits 30 s for desktop.response
 HEARTBEAT_INTERVAL: Final = 30.0  # desktop.status cadence
+POLICY_POLL_INTERVAL: Final = 1.0  # how often the agent looks for policy edits (they apply within 2 s)
 MAX_REQUEST_ID: Final = 256
 REMEMBERED_REQUEST_IDS: Final = 2048
 

@@ -80,12 +80,7 @@ class DesktopChannel:
                     log.info("desktop_advertised_changed url=%s tools=%d", self.port.url, len(advertised))
                 await self._send(desktop.status_envelope(self.service.status_payload(self.port.url, advertised)))
                 last, next_beat = advertised, now + desktop.HEARTBEAT_INTERVAL
-            await trio.sleep_until(min(next_beat, trio.current_time() + self.service_poll()))
-
-    def service_poll(self) -> float:
-        from hermes_relay.agent.desktop.service import POLICY_POLL_INTERVAL
-
-        return POLICY_POLL_INTERVAL
+            await trio.sleep_until(min(next_beat, trio.current_time() + desktop.POLICY_POLL_INTERVAL))
 
     # -- commands --------------------------------------------------------------------------------
     def _dispatch(self, nursery: trio.Nursery, message: dict[str, Any]) -> None:

@@ -35,7 +35,6 @@ from hermes_relay.core.policy import HostPolicy
 
 log = logging.getLogger(__name__)
 
-POLICY_POLL_INTERVAL = 1.0
 
 
 class LinkPort(Protocol):
@@ -52,10 +51,6 @@ class LinkPort(Protocol):
 def _arch() -> str:
     machine = platform.machine().lower()
     return {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine or "unknown")
-
-
-def _platform() -> str:
-    return "win32" if sys.platform.startswith("win") else "darwin" if sys.platform == "darwin" else sys.platform
 
 
 def _stat_key(path: Path) -> tuple[int, int, int] | None:
@@ -93,7 +88,6 @@ class DesktopService:
         self.audit = AuditLog(desktop.audit_file(env))
         self.wall_clock: Callable[[], float] = getattr(config, "wall_clock", None) or __import__("time").time
         self.started_at = self.wall_clock()
-        self.started_mono: float | None = None
         self.approvals = Approvals(wall_clock=self.wall_clock, env=env, on_always=self._allow_always)
         self._device = device
         self._policies = policy.Policies()
@@ -184,7 +178,7 @@ class DesktopService:
             "device_id": device.get("device_id"),
             "device_name": device.get("device_name"),
             "host": socket.gethostname(),
-            "platform": _platform(),
+            "platform": sys.platform,  # win32 / darwin / linux, the names the reference sends
             "arch": _arch(),
             "version": __version__,
             "pid": os.getpid(),

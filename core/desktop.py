@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hermes_relay.core import wire
+from hermes_relay.core.confine import UNCONFINED, Confinement
 
 if TYPE_CHECKING:
     import re
@@ -47,6 +48,8 @@ class ToolContext:
     deadline: float
     max_output: int = 1 << 20  # per stream / per read, bytes; a response frame stays under wire.MAX_WS_MESSAGE
     env: dict[str, str] = field(default_factory=dict)  # the agent's environment for child processes
+    # What this call may touch (core/confine.py); the service sets it from the host's policy.
+    confinement: Confinement = UNCONFINED
 
 
 ToolFn = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]

@@ -1,0 +1,85 @@
+"""What one desktop call may touch on this computer: the confinement a host's policy gives it.
+
+This module is the seam between the consent model (``core/policy.py``, which decides *which*
+confinement a relay host gets) and the enforcement (the file tools' kernel-helped path checks, the
+command sandbox, the process and job tools). It is pure: no trio, no I/O beyond ``os.path`` names.
+
+- ``unconfined``: ``full_access``. Nothing is checked; the agent's own state is reachable too.
+- otherwise every file and process tool refuses the ``protected`` paths (the agent's own state:
+  ``~/.hermes`` with the store, credentials, policy, audit and jobs' metadata, and the runtime
+  directory with the IPC socket), reads only below ``roots`` and ``read_only``, writes only below
+  ``roots`` and never below ``write_protected`` (login and persistence paths) or a ``.git`` folder.
+- ``kernel_commands``: commands (terminal, jobs) run inside the kernel sandbox (the ``workspace``
+  preset); otherwise they run with the user's full rights and are labelled so.
+- ``owner``: the pairing's owner URL; jobs and processes a host started are recorded under it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from hermes_relay.core import paths
+
+
+@dataclass(frozen=True)
+class Confinement:
+    owner: str = ""
+    unconfined: bool = False
+    roots: tuple[Path, ...] = ()
+    read_only: tuple[Path, ...] = ()
+    protected: tuple[Path, ...] = ()
+    write_protected: tuple[Path, ...] = ()
+    kernel_commands: bool = False
+    network: bool = True
+
+
+UNCONFINED: Final = Confinement(unconfined=True)
+
+# Read-only system paths a confined call may read (never write): programs, libraries, configuration.
+SYSTEM_READ_ONLY: Final = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+                           "/nix/store", "/System", "/Library", "/Applications", "/private/etc")
+
+
+def protected_paths(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """The agent's own state: out of reach of every tool below ``full_access``."""
+    e = dict(os.environ) if env is None else env
+    found = [paths.hermes_home(e), paths.runtime_dir(e), paths.sessions_file(e), paths.log_dir(e)]
+    out: list[Path] = []
+    for p in found:
+        p = Path(os.path.abspath(p))
+        if p not in out:
+            out.append(p)
+    return tuple(out)
+
+
+# Login and persistence paths below the home directory: writing one is code execution at the next login.
+PERSISTENCE_NAMES: Final = (
+    ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".zshrc", ".zshenv", ".zprofile",
+    ".zlogin", ".zlogout", ".config/fish", ".cshrc", ".tcshrc", ".kshrc", ".mkshrc", ".inputrc", ".xprofile",
+    ".xinitrc", ".xsession", ".xsessionrc", ".pam_environment", ".ssh", ".gnupg", ".config/autostart",
+    ".config/systemd", ".config/environment.d", ".local/share/systemd", ".config/upstart", "Library/LaunchAgents",
+    ".local/bin", "bin", ".config/git", ".gitconfig", ".npmrc", ".pypirc", ".pip", ".config/pip",
+    ".python_history", ".pythonrc", ".config/hermes-relay", ".local/share/hermes-relay",
+)
+
+
+def persistence_paths(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """Paths never writable below ``full_access`` (shell start-up files, keys, autostart, units, PATH)."""
+    e = dict(os.environ) if env is None else env
+    home = Path(os.path.abspath(paths.home_dir(e)))
+    out = [home / name for name in PERSISTENCE_NAMES]
+    for entry in (e.get("PATH") or "").split(os.pathsep):
+        if entry and os.path.isabs(entry):
+            p = Path(os.path.abspath(entry))
+            if p not in out:
+                out.append(p)
+    out.append(Path(os.path.abspath(sys.prefix)))  # the agent's own install
+    out.append(Path(os.path.abspath(os.path.dirname(os.path.dirname(__file__)))))
+    for spool in ("/var/spool/cron", "/var/spool/cron/crontabs", "/etc/cron.d"):
+        out.append(Path(spool))
+    return tuple(out)

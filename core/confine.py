@@ -83,3 +83,22 @@ def persistence_paths(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
     for spool in ("/var/spool/cron", "/var/spool/cron/crontabs", "/etc/cron.d"):
         out.append(Path(spool))
     return tuple(out)
+
+
+_LANDLOCK_CREATE_RULESET: Final = 444  # the same number on every Linux architecture (new syscalls share one table)
+_LANDLOCK_CREATE_RULESET_VERSION: Final = 1
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version the running kernel offers (0: none, not Linux, or disabled)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        version = int(libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                                   ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION)))
+    except (OSError, AttributeError):
+        return 0
+    return version if version > 0 else 0

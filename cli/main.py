@@ -105,8 +105,10 @@ def command_module(name: str) -> ModuleType:
 def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParser]:
     import argparse
 
-    class Parser(argparse.ArgumentParser):
-        """Writes to our streams and raises instead of calling sys.exit."""
+    from hermes_relay.core.cliargs import DashPositionalsMixin
+
+    class Parser(DashPositionalsMixin, argparse.ArgumentParser):
+        """Writes to our streams and raises instead of calling sys.exit; see DashPositionalsMixin."""
 
         def _print_message(self, message: str, file: Any = None) -> None:
             if message:

@@ -14,13 +14,18 @@ import time
 from typing import Any, TextIO
 
 from hermes_relay.core import timefmt
+from hermes_relay.core.cliargs import DashPositionalsMixin
 from hermes_relay.core.errors import HermesError, TransportError
 from hermes_relay.core.routes import http_base, normalize_relay_url
 from hermes_relay.relay.pair_cmd import DEFAULT_RELAY, find_relay, request_json
 
 
+class _Parser(DashPositionalsMixin, argparse.ArgumentParser):
+    pass
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hermes-relay-server sessions",
         description="List, extend or revoke paired devices' sessions (run on the relay host).",
         epilog="Examples: hermes-relay-server sessions list; hermes-relay-server sessions extend kd21 --ttl 30d; "
@@ -31,9 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action")
     sub.add_parser("list", help="every session (the default)")
     ext = sub.add_parser("extend", help="give a session a new lifetime, counted from now")
+    ext.dash_positionals = True  # type: ignore[attr-defined]  # a token prefix may start with "-"
     ext.add_argument("prefix", help="the session's token prefix (4-8 characters, from `list`)")
     ext.add_argument("--ttl", required=True, help="seconds, or 1d/7d/30d/90d/1y, or 0/never")
     rev = sub.add_parser("revoke", help="end a session and its refresh token")
+    rev.dash_positionals = True  # type: ignore[attr-defined]
     rev.add_argument("prefix", help="the session's token prefix (4-8 characters, from `list`)")
     return p
 

@@ -35,6 +35,7 @@ def register(sub: Any) -> None:
                 f"Give at least {MIN_PREFIX_LEN} characters of its token prefix; on a terminal you are asked "
                 "to confirm (--yes for scripts).",
                 "hermes-relay devices revoke kd214La2")
+    rev.dash_positionals = True  # type: ignore[attr-defined]  # cli/main.py Parser: "-meWx" is a prefix
     rev.add_argument("prefix", metavar="PREFIX",
                      help=f"the token prefix shown by `hermes-relay devices` (at least {MIN_PREFIX_LEN} characters)")
     add_yes_flag(rev)
@@ -44,6 +45,7 @@ def register(sub: Any) -> None:
                 "would end sooner than it does now needs an explicit --ttl.",
                 "hermes-relay devices extend kd214La2 --ttl 30d\n"
                 "hermes-relay devices extend kd214La2 --ttl never")
+    ext.dash_positionals = True  # type: ignore[attr-defined]
     ext.add_argument("prefix", metavar="PREFIX", help="the token prefix shown by `hermes-relay devices`")
     ext.add_argument("--ttl", default=None,
                      help="new lifetime from now: seconds, 12h, 30d, 1y, or never (default 86400 = 1 day; "

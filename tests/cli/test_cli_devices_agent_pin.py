@@ -386,3 +386,26 @@ def test_devices_and_pin_verbs_help_has_a_description_and_an_example(cli, argv, 
     assert lines[0].startswith(f"usage: hermes-relay {' '.join(argv)} ")
     assert lines[start] and not lines[start].startswith(("positional", "options"))
     assert f"example:\n  {example}" in result.out
+
+
+def test_a_token_prefix_that_starts_with_a_dash_is_a_prefix_not_an_option(cli, make_agent) -> None:
+    # 1 token in 64 starts with "-" (base64url): `devices revoke -meWxcQq` used to exit 2 as an unknown option.
+    dashed = {**SESSIONS[1], "token_prefix": "-meWxcQq"}
+    agent = make_agent(results={
+        "devices.list": {"url": URL, "sessions": [dashed]},
+        "devices.revoke": {"url": URL, "revoked": "-meWxcQq"},
+        "devices.extend": {"url": URL, "session": {**dashed, "expires_at": NOW + 30 * 86400 - 2}},
+    })
+    result = cli("devices", "revoke", "-meWxcQq", "--yes", agent=agent)
+    assert (result.code, result.err) == (0, "")
+    result = cli("devices", "revoke", "-yab", "-y", agent=agent)  # not "-y" with "ab" glued on
+    assert result.code == 0, result.err
+    result = cli("devices", "extend", "-meW", "--ttl", "30d", agent=agent)
+    assert result.code == 0, result.err
+    assert [c for c in agent.calls if c[0] != "devices.list"] == [
+        ("devices.revoke", {"prefix": "-meWxcQq"}, 30.0),
+        ("devices.revoke", {"prefix": "-yab"}, 30.0),
+        ("devices.extend", {"prefix": "-meW", "ttl_seconds": 30 * 86400}, 30.0),
+    ]
+    # Options still parse where they are spelled out, and an unknown --long option is still refused.
+    assert cli("devices", "revoke", "-meWxcQq", "--bogus", agent=agent).code == 2

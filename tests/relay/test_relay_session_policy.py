@@ -165,3 +165,12 @@ async def test_hermes_relay_server_dispatches_the_sessions_subcommand(relay, cap
     code = await trio.to_thread.run_sync(lambda: main(["sessions", "--relay", relay.url, "--json", "list"]))
     assert code == 0
     assert f'"token_prefix": "{ok["session_token"][:8]}"' in capsys.readouterr().out
+
+
+def test_sessions_command_takes_a_prefix_that_starts_with_a_dash():
+    # 1 token in 64 starts with "-": it is the prefix, not an unknown option (exit 2 before).
+    from hermes_relay.relay.sessions_cmd import build_parser
+
+    assert build_parser().parse_args(["revoke", "-meWxcQq"]).prefix == "-meWxcQq"
+    args = build_parser().parse_args(["extend", "-meW", "--ttl", "30d"])
+    assert (args.prefix, args.ttl) == ("-meW", "30d")

@@ -18,6 +18,7 @@ import hmac
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def instance_lock(lock_path: Path) -> Iterator[None]:
 
 def bind_unix_socket(path: str) -> socket.socket:
     """Create, bind and listen on ``path`` (0600 in a 0700 directory). Call only under the instance lock."""
+    if sys.platform == "win32":  # pragma: no cover - Windows uses the tcp endpoint (core.paths.ipc_mode)
+        raise IpcError("Unix sockets are not available on Windows", hint="unset HERMES_RELAY_IPC (tcp is the default)")
     p = Path(path)
     private_dir(p.parent)
     if len(os.fsencode(path)) > 100:
@@ -125,7 +128,7 @@ async def open_ipc_listener(path: str, mode: str, *, nonce_timeout: float = NONC
 
 
 def peer_allowed(stream: trio.SocketStream) -> bool:
-    if os.name != "posix":  # pragma: no cover
+    if sys.platform == "win32":  # pragma: no cover
         return True
     uid = ownership.peer_uid(stream.socket)
     return uid is None or uid == os.getuid()

@@ -29,7 +29,7 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def _open(self):  # type: ignore[no-untyped-def]
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, fileio.FILE_MODE)
-        if os.name == "posix":
+        if sys.platform != "win32":
             os.fchmod(fd, fileio.FILE_MODE)
         return os.fdopen(fd, self.mode.replace("w", "a"), encoding=self.encoding, errors=self.errors)
 

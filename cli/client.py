@@ -260,6 +260,8 @@ def _open_socket(path: str, timeout: float) -> Any:
         except OSError as exc:
             raise AgentNotRunningError(path, exc.strerror or str(exc)) from None
         return tcp
+    if sys.platform == "win32":  # pragma: no cover - the agent serves the tcp endpoint there
+        raise AgentNotRunningError(path, "Unix sockets are not available on Windows")
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

@@ -97,15 +97,19 @@ def runtime_dir(env: Env | None = None) -> Path:
 
 
 def ipc_mode(env: Env | None = None) -> str:
-    """``unix`` (a 0600 Unix socket, peer uid checked) or ``tcp`` (loopback port + secret nonce).
+    """``unix`` (a 0600 Unix socket, peer uid checked), ``tcp`` (loopback port + secret nonce) or
+    ``pipe`` (a Windows named pipe for this user only, core/winpipe.py).
 
-    Windows uses ``tcp``: Python has no AF_UNIX there and trio no named-pipe server, so the agent
-    listens on 127.0.0.1 and proves itself with a nonce kept in a per-user file, as gpg-agent's
-    socket emulation does. ``HERMES_RELAY_IPC=tcp`` selects it elsewhere (tests, odd filesystems).
+    Windows uses ``tcp`` by default: Python has no AF_UNIX there, so the agent listens on 127.0.0.1 and
+    proves itself with a nonce kept in a per-user file, as gpg-agent's socket emulation does. The
+    named pipe is selected with ``HERMES_RELAY_IPC=pipe`` until a Windows CI run has passed with it.
+    ``HERMES_RELAY_IPC=tcp`` selects tcp elsewhere too (tests, odd filesystems).
     """
     e = _env(env)
     if e.get("HERMES_RELAY_IPC") in ("unix", "tcp"):
         return e["HERMES_RELAY_IPC"]
+    if e.get("HERMES_RELAY_IPC") == "pipe" and sys.platform == "win32":
+        return "pipe"
     return "tcp" if sys.platform == "win32" else "unix"
 
 
@@ -114,7 +118,12 @@ def socket_path(env: Env | None = None) -> str:
     e = _env(env)
     if e.get("HERMES_RELAY_SOCKET"):
         return e["HERMES_RELAY_SOCKET"]
-    name = "agent.endpoint" if ipc_mode(e) == "tcp" else "agent.sock"
+    mode = ipc_mode(e)
+    if mode == "pipe":
+        from hermes_relay.core import winpipe, winsec
+
+        return winpipe.pipe_name(winsec.current_user_sid() or "S-1-0-0", hermes_home_str(e))
+    name = "agent.endpoint" if mode == "tcp" else "agent.sock"
     return os.path.join(runtime_dir_str(e), name)
 
 

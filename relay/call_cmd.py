@@ -21,7 +21,8 @@ from typing import Any, TextIO
 from hermes_relay import __version__
 from hermes_relay.core.errors import EXIT_AGENT_NOT_RUNNING, EXIT_FAILURE, EXIT_OK, HermesError, UsageError
 from hermes_relay.core.routes import http_base, normalize_relay_url
-from hermes_relay.relay.pair_cmd import DEFAULT_RELAY, find_relay, request_json
+from hermes_relay.relay import listening
+from hermes_relay.relay.pair_cmd import find_relay, request_json
 
 PROG = "hermes-relay-server call"
 HEALTH_TOOL = "desktop_health"  # answered by the relay from its cache, even when the client is wedged
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="?", default="{}",
                    help="the tool's arguments as a JSON object (default {}); - reads them from stdin")
     p.add_argument("--device", help="which computer, when several are connected: its name, host or device id")
-    p.add_argument("--relay", default=DEFAULT_RELAY, help=f"the local relay (default {DEFAULT_RELAY})")
+    p.add_argument("--relay", help="the local relay (" + listening.RELAY_HELP + ")")
     p.add_argument("--timeout", type=float,
                    help="seconds to wait for the answer (at most the relay's: 30 s, computer use 180 s, ADB 300 s)")
     p.add_argument("--json", action="store_true", help="print the relay's whole JSON answer")
@@ -114,14 +115,14 @@ def render(tool: str, status: int, body: dict[str, Any], out: TextIO, err: TextI
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None,
          stdin: TextIO | None = None) -> int:
     out, err = stdout or sys.stdout, stderr or sys.stderr
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # `call TOOL --json ARGS` too
     try:
         if args.timeout is not None and not 0 < args.timeout <= 3600:
             raise UsageError("--timeout must be between 0 and 3600 seconds")
         tool_args = parse_args_object((stdin or sys.stdin).read() if args.args == "-" else args.args)
         if args.device:
             tool_args["device"] = args.device
-        status, body = call(args.relay, args.tool, tool_args, args.timeout)
+        status, body = call(args.relay or listening.local_relay(), args.tool, tool_args, args.timeout)
     except HermesError as exc:
         return exc.report(PROG, err)
     if args.json:

@@ -105,9 +105,10 @@ def fault_from_env() -> Callable[[], bool] | None:
     return path.exists
 
 
-async def _run(config: RelayConfig) -> None:
+async def _run(config: RelayConfig, listening_dir: Path) -> None:
     import trio
 
+    from hermes_relay.relay import listening
     from hermes_relay.relay.server import RelayInfo, serve_relay
 
     # Signals are caught before the "listening" line: a supervisor may stop us as soon as it reads it.
@@ -124,9 +125,17 @@ async def _run(config: RelayConfig) -> None:
                 print(f"hermes-relay-server {__version__} listening on {info.url}", flush=True)
                 if info.cert_pin:
                     print(f"certificate pin: {info.cert_pin}", flush=True)
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
+                local = listening.local_url(info.scheme, info.host, info.port)
+                listening.record(listening_dir, local, os.getpid())
+                found = listening.local_relay() == local
+                print("next: run `hermes-pair" + ("" if found else f" --relay {local}") + "` on this host to pair a "
+                      "computer (it prints the `hermes-relay pair` command to type there)", flush=True)
+                try:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        break
+                finally:
+                    listening.clear(listening_dir, os.getpid())
     if failure is not None:
         raise failure
 
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         from hermes_relay.relay import capacity
 
         capacity.raise_fd_limit()
-        trio.run(_run, config)
+        trio.run(_run, config, args.state_dir or paths.relay_state_dir())
     except HermesError as exc:
         return exc.report("hermes-relay-server", sys.stderr)
     return 0

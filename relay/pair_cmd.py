@@ -27,10 +27,11 @@ from hermes_relay.core import codes, paths, payload, timefmt
 from hermes_relay.core.errors import HermesError, TransportError, UsageError
 from hermes_relay.core.pin import pinned_trust_context
 from hermes_relay.core.routes import http_base, infer_role, normalize_relay_url
+from hermes_relay.relay import listening
 from hermes_relay.relay.peers import lan_address
 
 DEFAULT_TTL = 30 * 86400  # the reference hermes-pair's default session TTL: 30 days
-DEFAULT_RELAY = "ws://127.0.0.1:8767"
+DEFAULT_RELAY = listening.DEFAULT_RELAY
 REGISTER_TIMEOUT = 5.0
 MODES = ("auto", "lan", "tailscale", "public")
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-url", help="the relay's public URL, e.g. wss://relay.example.com")
     p.add_argument("--lan-host", help="LAN address to advertise (default: this host's outbound address)")
     p.add_argument("--tailscale-host", help="Tailscale address or MagicDNS name (default: `tailscale ip -4`)")
-    p.add_argument("--relay", default=DEFAULT_RELAY, help=f"the local relay to register with (default {DEFAULT_RELAY})")
+    p.add_argument("--relay", help="the local relay to register with; " + listening.RELAY_HELP)
     p.add_argument("--code", help="use this code instead of a random one (6 chars A-Z/0-9)")
     p.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ttl = timefmt.parse_ttl(args.ttl)
     code = _chosen_code(args.code) if args.code else codes.generate_code()
-    local, _ = normalize_relay_url(args.relay)
+    local, _ = normalize_relay_url(args.relay or listening.local_relay())
     local, health = find_relay(local)
     if _loopback_only(health, args):
         endpoints = [("lan", local)]

@@ -100,3 +100,11 @@ async def test_desktop_health_is_answered_by_the_relay(relay):
     health = json.loads(proc.stdout)
     assert proc.returncode == 0
     assert [c["device_id"] for c in health["clients"]] == [device_id]
+
+
+def test_flags_may_follow_the_tool_and_come_before_its_arguments():
+    # `call TOOL --json ARGS` used to leave ARGS unrecognised (exit 2).
+    from hermes_relay.relay.call_cmd import build_parser
+
+    args = build_parser().parse_intermixed_args(["desktop_terminal", "--json", '{"command": "uname"}', "--timeout", "5"])
+    assert (args.tool, args.args, args.json, args.timeout) == ("desktop_terminal", '{"command": "uname"}', True, 5.0)

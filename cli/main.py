@@ -226,6 +226,8 @@ def invoke(
     words = list(sys.argv[1:] if argv is None else argv)
     ctx = None
     try:
+        if words and words[0] == "--version" and len(words) == 1:
+            return _print_version(out, environ, connect)
         args, run = _parse(words, out, err)
         if run is None:
             return EXIT_USAGE
@@ -254,6 +256,23 @@ def invoke(
     except KeyboardInterrupt:
         err.write("\n")
         return EXIT_INTERRUPTED
+
+
+def _print_version(out: TextIO, env: Mapping[str, str], connect: Any) -> int:
+    """``hermes-relay X`` and the running agent's version (never starts one: a version is a question)."""
+    out.write(f"hermes-relay {__version__}\n")
+    try:
+        if connect is None:
+            from hermes_relay.cli.client import ensure_agent as connect
+        with connect(env, autostart=False, stderr=None) as client:
+            hello = client.hello
+        agent = f"agent {hello.get('agent_version', '?')} (pid {hello.get('pid', '?')})"
+        if hello.get("agent_version") != __version__:
+            agent += ": not this CLI's version; `hermes-relay agent restart` runs this one"
+    except HermesError:
+        agent = "agent not running"
+    out.write(agent + "\n")
+    return 0
 
 
 def _parse(words: list[str], out: TextIO, err: TextIO) -> tuple[Any, Callable[..., int] | None]:

@@ -46,9 +46,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError("pin needs a subcommand: accept URL", hint="see `hermes-relay pin --help`")
     from hermes_relay.core.routes import normalize_relay_url
 
-    url, _ = normalize_relay_url(args.url)
+    raw = args.url.strip()
+    # Only TLS relays have a pin, so a bare HOST:PORT means wss:// (the ws:// a plain URL gets would be refused).
+    url, _ = normalize_relay_url(raw if "://" in raw else f"wss://{raw}")
     if not url.startswith("wss://"):
-        raise UsageError(f"{url} is not a wss:// URL: only TLS relays have a certificate pin")
+        raise UsageError(f"{url} is not a wss:// URL: only TLS relays have a certificate pin",
+                         hint="`hermes-relay status` shows each relay's URL and the pin of the wss:// ones")
     from hermes_relay.cli.local import require_paired
 
     require_paired(ctx, url)

@@ -409,3 +409,15 @@ def test_a_token_prefix_that_starts_with_a_dash_is_a_prefix_not_an_option(cli, m
     ]
     # Options still parse where they are spelled out, and an unknown --long option is still refused.
     assert cli("devices", "revoke", "-meWxcQq", "--bogus", agent=agent).code == 2
+
+
+def test_pin_accept_takes_a_bare_host_as_the_wss_relay_it_must_be(cli, make_agent) -> None:
+    # It used to suggest ws://HOST:PORT, which it then refused ("not a wss:// URL").
+    pin = "sha256/" + "A" * 43 + "="
+    agent = make_agent(results={"pin.accept": {"url": "wss://relay.example.com", "old_pin": pin, "new_pin": pin,
+                                               "changed": False, "applied": False}})
+    result = cli("pin", "accept", "relay.example.com", agent=agent)
+    assert (result.code, result.err) == (0, "")
+    assert agent.calls[0][1]["url"] == "wss://relay.example.com"
+    refused = cli("pin", "accept", "ws://relay.example.com:8767", agent=agent)
+    assert refused.code == 2 and "hermes-relay status" in refused.err

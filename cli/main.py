@@ -108,7 +108,15 @@ def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParse
     from hermes_relay.core.cliargs import DashPositionalsMixin
 
     class Parser(DashPositionalsMixin, argparse.ArgumentParser):
-        """Writes to our streams and raises instead of calling sys.exit; see DashPositionalsMixin."""
+        """Writes to our streams and raises instead of calling sys.exit; see DashPositionalsMixin.
+
+        One wrapping style: a long one-line paragraph of a description or epilog is wrapped to the
+        help width, whatever formatter the command chose; indented lines (examples) are kept as typed.
+        """
+
+        def format_help(self) -> str:
+            self.description, self.epilog = _wrap_prose(self.description), _wrap_prose(self.epilog)
+            return super().format_help()
 
         def _print_message(self, message: str, file: Any = None) -> None:
             if message:
@@ -132,6 +140,22 @@ def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParse
             return self.formatter_class(prog=self.prog, width=_help_width())  # type: ignore[call-arg]  # stub omits width
 
     return Parser
+
+
+def _wrap_prose(text: str | None) -> str | None:
+    """Wrap each unindented line longer than the help width; keep short and indented lines as they are."""
+    width = _help_width() - 2
+    if not text or all(len(line) <= width for line in text.splitlines()):
+        return text
+    import textwrap
+
+    lines: list[str] = []
+    for line in text.splitlines():
+        if len(line) <= width or line.startswith(" "):
+            lines.append(line)
+        else:
+            lines.extend(textwrap.wrap(line, width, break_on_hyphens=False, break_long_words=False))
+    return "\n".join(lines)
 
 
 def _suggest_choice(message: str) -> str | None:

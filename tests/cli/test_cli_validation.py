@@ -118,3 +118,14 @@ def test_no_autostart_makes_a_down_agent_exit_3(cli, env, make_agent) -> None:
     # The flag may follow the subcommand too.
     result = cli("devices", "--no-autostart", agent=make_agent(running=False))
     assert result.code == 3
+
+
+def test_every_help_wraps_its_prose_to_the_terminal(cli, env) -> None:
+    # `forget`, `pair` and `prompt` printed one-line paragraphs of 140-230 characters.
+    from hermes_relay.cli.main import COMMANDS
+
+    for name in ["", *COMMANDS]:
+        result = cli(*([name] if name else []), "--help", environ={**env, "COLUMNS": "80"})
+        assert result.code == 0, (name, result.err)
+        long = [line for line in result.out.splitlines() if len(line) > 80 and not line.startswith(" ")]
+        assert not long, (name, long)

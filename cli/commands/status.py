@@ -82,7 +82,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if agent_error is not None:
         raise agent_error
     now = ctx.now()
-    return 1 if any(ended(record, state, now) for _, record, state in entries) else 0
+    # A pairing that needs the user (a new code, or a certificate decision) makes status fail.
+    return 1 if any(ended(record, state, now) or (state or {}).get("state") == "pin_mismatch"
+                    for _, record, state in entries) else 0
 
 
 def ended(record: dict | None, state: dict | None, now: float) -> str | None:
@@ -287,10 +289,9 @@ def _live_lines(st: dict[str, Any], now: float, style: Any, *, fixed: bool = Fal
     elif state == "connecting":
         text = "◌ connecting" + (f" (attempt {attempts})" if attempts else "")
     elif state == "backoff":
-        next_try = render.countdown(st.get("next_retry_at"), now)
-        text = style.warn("○") + f" waiting to reconnect (attempt {attempts}, next try {next_try})"
+        text = style.warn("○") + f" waiting to reconnect (attempt {attempts}, {_next_try(st, now)})"
     elif state == "rate_limited":
-        text = style.warn("○") + f" rate limited by the relay (next try {render.countdown(st.get('next_retry_at'), now)})"
+        text = style.warn("○") + f" rate limited by the relay ({_next_try(st, now)})"
     elif state == "revoked":
         text = style.bad("✗") + " revoked: the relay no longer accepts this computer's session"
     elif state == "expired":
@@ -384,3 +385,11 @@ def _error_json(exc: HermesError | None) -> dict[str, Any] | None:
     if exc is None:
         return None
     return {"code": exc.code, "message": exc.message, "hint": exc.hint}
+
+
+def _next_try(st: dict[str, Any], now: float) -> str:
+    """``next try in 9s``, or ``retrying now`` once the time has come."""
+    from hermes_relay.cli import render
+
+    when = render.countdown(st.get("next_retry_at"), now)
+    return "retrying now" if when == "now" else f"next try {when}"

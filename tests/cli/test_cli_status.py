@@ -227,3 +227,18 @@ def test_a_working_pairing_exits_0_and_a_replaced_one_points_to_forget(cli, env,
         "    live:     ○ replaced by a newer pairing (ws://10.0.0.2:8767)",
         f"    fix:      remove the old pairing: hermes-relay forget {url}",
     ]
+
+
+def test_a_link_stopped_by_a_changed_certificate_fails_status_and_a_due_retry_reads_now(cli, env, make_agent) -> None:
+    write_store(env, STORE)
+    mismatch = {"url": "wss://relay.example.com", "state": "pin_mismatch", "route": None, "attempts": 1,
+                "last_error": {"code": "pin_mismatch", "message": "the relay presents a different certificate",
+                               "hint": "hermes-relay pin accept wss://relay.example.com"}}
+    due = {"url": "ws://192.168.1.5:8767", "state": "backoff", "route": None, "since": None, "latency_ms": None,
+           "attempts": 2, "next_retry_at": NOW - 0.2, "routes": [], "server_version": None, "last_error": None}
+    agent = make_agent(results={"status": {"agent": {"pid": 7, "version": "0.1.0", "started_at": NOW - 30},
+                                           "relays": [due, mismatch]}})
+    result = cli("status", agent=agent)
+    assert result.code == 1, result.out  # exit 0 used to say "all fine" for a link that is stopped
+    assert "    live:     ○ waiting to reconnect (attempt 2, retrying now)" in result.out.splitlines()
+    assert "next try now" not in result.out

@@ -69,8 +69,8 @@ def save(ctx: ToolContext, record: dict[str, Any]) -> None:
     fileio.ensure_private_dir(root)
     if os.path.islink(root) or not root.is_dir():
         raise OSError(f"{root} is not a directory of the agent's own")
-    fileio.replace_file(record_path(ctx, record["job_id"]), fileio.dump_json({"version": VERSION, **record}),
-                        mode=fileio.FILE_MODE, durable=False)
+    data = json.dumps({"version": VERSION, **record}, indent=2, ensure_ascii=True).encode("ascii")  # lone surrogates too
+    fileio.replace_file(record_path(ctx, record["job_id"]), data, mode=fileio.FILE_MODE, durable=False)
 
 
 def load(ctx: ToolContext, job_id: str) -> dict[str, Any] | None:
@@ -155,6 +155,13 @@ def job_process(record: dict[str, Any]) -> psutil.Process | None:
         except psutil.Error:
             return None
     return proc
+
+
+def create_private(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (created 0600), never through a symlink planted there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "ab") as f:
+        f.write(data)
 
 
 def _ours(st: os.stat_result) -> bool:

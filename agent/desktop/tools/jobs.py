@@ -47,9 +47,9 @@ RUNNER_START = 10.0  # seconds for the runner to report the job's pid
 STDIN_WRITE = 5.0  # seconds to hand ``stdin`` to the job
 RUNNER = Path(__file__).with_name("_jobrunner.py")  # run as a script: the job inherits an untouched environment
 # What a job's view shows: from the agent's record, and (end facts only, informational) from meta.json.
-RECORD_KEYS: Final = ("job_id", "command", "cwd", "shell", "started_at_ms", "log_paths", "detached", "pid",
+RECORD_KEYS: Final[tuple[str, ...]] = ("job_id", "command", "cwd", "shell", "started_at_ms", "log_paths", "detached", "pid",
                       "runner_pid", "had_stdin", "env_keys")
-END_KEYS: Final = ("ended_at_ms", "exit_code", "signal", "killed_by", "error")
+END_KEYS: Final[tuple[str, ...]] = ("ended_at_ms", "exit_code", "signal", "killed_by", "error")
 MAX_META_TEXT: Final = 2000  # characters kept of a text field read from meta.json
 UNKNOWN = "unknown job_id: {} (desktop_job_list shows the known jobs)"
 
@@ -130,7 +130,9 @@ def _view(ctx: ToolContext, job_id: str, record: dict[str, Any] | None, *, brief
 
 async def _launch(ctx: ToolContext, job_dir: Path, spec: dict[str, Any], stdin: str | None) -> dict[str, Any]:
     """Start the runner with the agent's own environment; hand it ``spec`` and ``stdin``; its report."""
-    with open(job_dir / "runner.log", "ab") as runner_log:
+    runner_log_fd = os.open(job_dir / "runner.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                            | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(runner_log_fd, "ab") as runner_log:
         try:
             proc = await trio.lowlevel.open_process(
                 [sys.executable, "-I", str(RUNNER), str(job_dir)],
@@ -321,7 +323,10 @@ def _cancel(ctx: ToolContext, job_id: str, force: bool) -> dict[str, Any]:
     if reason:
         raise ToolError(f"job {job_id}: {reason}")
     members = [m for m in _proc.descendants(proc.pid) if _procguard.refusal(m.pid) is None]
-    (job_dir(ctx, job_id) / CANCELLED).write_text(str(int(time.time() * 1000)), "utf-8")
+    try:
+        _jobrecord.create_private(job_dir(ctx, job_id) / CANCELLED, str(int(time.time() * 1000)).encode())
+    except OSError:  # the marker only names who ended the job; the cancel goes on without it
+        pass
     sig = signal.SIGKILL if force and hasattr(signal, "SIGKILL") else signal.SIGTERM
     try:
         _signal_job(proc, members, sig)

@@ -202,6 +202,9 @@ async def test_the_sandbox_wraps_what_the_runner_executes_and_the_runner_stays_c
     assert count == "0"  # neither the override nor the sandbox's wrapping reached the runner itself
     ((argv, confinement, cwd),) = seen
     assert argv[-1] == command and confinement is a.confinement and cwd == str(a.cwd)
+    spawned = await jobs.desktop_spawn_detached({"command": 'echo "$HERMES_WRAPPED"'}, a)
+    await until(lambda: _ended(a, spawned["job_id"]))
+    assert Path(spawned["log_path"]).read_text() == "yes\n" and len(seen) == 2
 
 
 async def _ended(ctx, job_id: str):

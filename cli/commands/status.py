@@ -154,7 +154,7 @@ def text_view(ctx: Context, store_path: str, store_error: HermesError | None, ag
     lines.append("")
     if not entries:
         if store_error is None:
-            lines.append("No paired relays. Run `hermes-relay pair --remote ws://HOST:8767 CODE` to pair.")
+            lines.append("No paired relays. Run `hermes-relay pair --remote ws://HOST:8767` to pair (it asks for the code).")
         return lines
     lines.append(style.bold(f"Paired relays ({len(entries)})"))
     policies = _policy_loader(ctx.env)
@@ -264,7 +264,7 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
     elif agent_running:
         lines.append(_field("live", style.dim("not managed by the agent (run `hermes-relay agent restart`?)"), 4))
     if verdict is not None:
-        lines.append(_field("fix", f"run hermes-pair on the relay host, then hermes-relay pair CODE --remote {url}", 4))
+        lines.append(_field("fix", f"run hermes-pair on the relay host, then hermes-relay pair --remote {url} (it asks for the code)", 4))
     elif st.get("state") == "replaced":
         lines.append(_field("fix", f"remove the old pairing: hermes-relay forget {url}", 4))
     return lines

@@ -365,11 +365,12 @@ def test_devices_and_status_fit_60_columns(cli, env, make_agent) -> None:
         "              computer's session",
         "    attempts: 1",
         "    fix:      run hermes-pair on the relay host, then",
-        "              hermes-relay pair CODE --remote",
-        "              wss://relay.example.com",
+        "              hermes-relay pair --remote",
+        "              wss://relay.example.com (it asks for the code)",
     ]
     # Without a width (a pipe) nothing is wrapped.
-    assert cli("status", agent=status_agent).out.splitlines()[-1].endswith("--remote wss://relay.example.com")
+    assert cli("status", agent=status_agent).out.splitlines()[-1].endswith(
+        "--remote wss://relay.example.com (it asks for the code)")
 
 
 @pytest.mark.parametrize("argv, example", [

@@ -76,7 +76,7 @@ def test_status_with_the_agent_down_shows_the_store_with_tokens_redacted(cli, en
         "    token:    zzzz9999… (redacted)",
         "    expires:  expired",
         "    tools:    restricted: no desktop tools",
-        "    fix:      run hermes-pair on the relay host, then hermes-relay pair CODE --remote wss://relay.example.com",
+        "    fix:      run hermes-pair on the relay host, then hermes-relay pair --remote wss://relay.example.com (it asks for the code)",
     ]
 
 
@@ -111,7 +111,7 @@ def test_status_json_redacts_every_secret_unless_revealed(cli, env) -> None:
 def test_no_store_means_no_paired_relays(cli) -> None:
     result = cli("status", real_client=True)
     assert result.code == 0
-    assert result.out.splitlines()[-1] == "No paired relays. Run `hermes-relay pair --remote ws://HOST:8767 CODE` to pair."
+    assert result.out.splitlines()[-1] == "No paired relays. Run `hermes-relay pair --remote ws://HOST:8767` to pair (it asks for the code)."
 
 
 def test_a_corrupt_store_is_reported_left_untouched_and_exits_1(cli, env, make_agent) -> None:
@@ -183,7 +183,7 @@ def test_live_state_is_merged_by_url_and_alternate_route(cli, env, make_agent) -
         "    live:     ✗ revoked: the relay no longer accepts this computer's session",
         "    attempts: 1",
         "    error:    the relay revoked this session",
-        "    fix:      run hermes-pair on the relay host, then hermes-relay pair CODE --remote wss://relay.example.com",
+        "    fix:      run hermes-pair on the relay host, then hermes-relay pair --remote wss://relay.example.com (it asks for the code)",
     ]
     assert agent.calls == [("status", {"reveal_tokens": False}, 5.0)]
 

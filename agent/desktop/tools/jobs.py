@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import trio
 
-from hermes_relay.core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
+from hermes_relay.core.desktop import COMMANDS, FILES, ToolContext, ToolError, ToolSpec
 
 from . import _args, _proc
 from ._jobrunner import CANCELLED, META, read_meta, write_meta
@@ -307,8 +307,8 @@ def _preview(args: dict[str, Any]) -> str:
 TOOLS = [
     ToolSpec("desktop_job_start", COMMANDS, desktop_job_start, preview=_preview),
     ToolSpec("desktop_spawn_detached", COMMANDS, desktop_spawn_detached, preview=_preview),
-    ToolSpec("desktop_job_status", None, desktop_job_status, preview=_preview),
-    ToolSpec("desktop_job_logs", None, desktop_job_logs, preview=_preview),
-    ToolSpec("desktop_job_cancel", None, desktop_job_cancel, preview=_preview),
-    ToolSpec("desktop_job_list", None, desktop_job_list, preview=_preview),
+    ToolSpec("desktop_job_status", FILES, desktop_job_status, preview=_preview),
+    ToolSpec("desktop_job_logs", FILES, desktop_job_logs, preview=_preview),
+    ToolSpec("desktop_job_cancel", COMMANDS, desktop_job_cancel, preview=_preview),
+    ToolSpec("desktop_job_list", FILES, desktop_job_list, preview=_preview),
 ]

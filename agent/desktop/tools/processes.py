@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec
+from hermes_relay.core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
 
 from . import _args, _thread
 
@@ -146,7 +146,7 @@ def _preview(args: dict[str, Any]) -> str:
 
 
 TOOLS = [
-    ToolSpec("desktop_list_processes", None, desktop_list_processes, preview=_preview),
-    ToolSpec("desktop_kill_process", None, desktop_kill_process, preview=_preview),
-    ToolSpec("desktop_find_pid_by_port", None, desktop_find_pid_by_port, preview=_preview),
+    ToolSpec("desktop_list_processes", COMMANDS, desktop_list_processes, preview=_preview),
+    ToolSpec("desktop_kill_process", COMMANDS, desktop_kill_process, preview=_preview),
+    ToolSpec("desktop_find_pid_by_port", COMMANDS, desktop_find_pid_by_port, preview=_preview),
 ]

@@ -195,7 +195,8 @@ def table(agent: Agent) -> dict[str, Handler]:
         url = params.get("url")
         if not isinstance(url, str) or not url:
             raise UsageError("access.changing needs the relay URL whose policy is about to change")
-        return {"url": agent.desktop.announce(url, policy_log.BY_ACCESS)}
+        by = policy_log.BY_FORGET if params.get("command") == "forget" else policy_log.BY_ACCESS
+        return {"url": agent.desktop.announce(url, by)}
 
     async def agent_stop(params: dict[str, Any], ctx: CallContext) -> AfterResponse:
         return AfterResponse({"stopping": True}, agent.stop)

@@ -18,20 +18,21 @@ from hermes_relay.core.errors import EXIT_FAILURE
 ANNOUNCE_TIMEOUT = 2.0  # seconds; the agent answers from memory
 
 
-def _snapshot(ctx: Context) -> tuple[Any, Any]:
+def snapshot(ctx: Context) -> tuple[Any, Any]:
     from hermes_relay.core import policy, roots
 
     return policy.load(policy.policy_file(ctx.env)), roots.load(roots.roots_file(ctx.env))
 
 
-def _announce(ctx: Context, url: str) -> bool:
+def announce(ctx: Context, url: str, command: str = "access") -> bool:
     """True when a running agent will record the change (False: no agent is running)."""
     from hermes_relay.core import api
     from hermes_relay.core.errors import AgentNotRunningError, HermesError
 
     try:
         with ctx.client(autostart=False) as client:
-            client.call(api.ACCESS_CHANGING, {"url": url}, timeout=ANNOUNCE_TIMEOUT)
+            client.call(api.ACCESS_CHANGING, {"url": url, **({"command": command} if command != "access" else {})},
+                        timeout=ANNOUNCE_TIMEOUT)
     except AgentNotRunningError:
         return False
     except HermesError:  # an older agent: it still records the change, as seen in the file
@@ -39,13 +40,12 @@ def _announce(ctx: Context, url: str) -> bool:
     return True
 
 
-def _audit_locally(ctx: Context, before: tuple[Any, Any], after: tuple[Any, Any]) -> None:
+def audit_locally(ctx: Context, before: tuple[Any, Any], after: tuple[Any, Any], by: str) -> None:
     from hermes_relay.core import desktop, policy_log
 
     for host, old, new in policy_log.changes(before, after):
         try:
-            policy_log.append(desktop.audit_file(ctx.env), policy_log.record(ctx.now(), host, old, new,
-                                                                              policy_log.BY_ACCESS))
+            policy_log.append(desktop.audit_file(ctx.env), policy_log.record(ctx.now(), host, old, new, by))
         except OSError as exc:
             ctx.err(f"hermes-relay: the change is applied but could not be recorded in the audit log: {exc}")
             return
@@ -56,8 +56,8 @@ def apply(ctx: Context, args: argparse.Namespace, url: str, mode: str | None, si
     from hermes_relay.cli.commands.access import host_view
     from hermes_relay.core import confine, policy, roots
 
-    before = _snapshot(ctx)  # an unparseable file fails here, before anything is written
-    recorded = _announce(ctx, url)
+    before = snapshot(ctx)  # an unparseable file fails here, before anything is written
+    recorded = announce(ctx, url)
     notes: list[str] = []
     failed = False
     ppath, rpath = policy.policy_file(ctx.env), roots.roots_file(ctx.env)
@@ -79,9 +79,11 @@ def apply(ctx: Context, args: argparse.Namespace, url: str, mode: str | None, si
         notes.append(f"root {root} added" + (" (it replaces the default, your home directory)" if replaced else ""))
         for path in inside:
             notes.append(f"{path} inside it stays out of reach (the agent's own state)")
-    after = _snapshot(ctx)
+    after = snapshot(ctx)
     if not recorded:
-        _audit_locally(ctx, before, after)
+        from hermes_relay.core import policy_log
+
+        audit_locally(ctx, before, after, policy_log.BY_ACCESS)
     view = host_view(after[0], after[1], url, False, ctx.env)
     if getattr(args, "json", False):
         ctx.print_json({**view, "notes": notes})

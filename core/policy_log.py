@@ -2,7 +2,7 @@
 
 The agent compares each re-read of the policy and roots files with the previous one and writes one
 record per host whose view changed, with ``before`` and ``after``. ``by`` says who: the agent's own
-writers (``hermes-relay access``, ``approvals --always``, ``pair``) announce a change just before
+writers (``hermes-relay access``, ``approvals --always``, ``pair``, ``forget``) announce a change just before
 they write it; anything else is "changed outside hermes-relay access" (another client, an editor, a
 restored backup). When the agent is not running, ``hermes-relay access`` appends its own record.
 """
@@ -21,6 +21,7 @@ KIND: Final = "policy.changed"
 BY_ACCESS: Final = "hermes-relay access"
 BY_ALWAYS: Final = "hermes-relay approvals (always)"
 BY_PAIR: Final = "hermes-relay pair"
+BY_FORGET: Final = "hermes-relay forget"
 BY_OUTSIDE: Final = "changed outside hermes-relay access"
 ANNOUNCE_TTL: Final = 10.0  # seconds an announced change waits to be seen (the agent polls every second)
 

@@ -109,10 +109,10 @@ def _parse(args: argparse.Namespace) -> tuple[str | None, str | None, tuple[str,
             raise UsageError(f"unknown capability {words[1]!r}", hint="use one of: " + ", ".join(policy.CAPABILITIES))
         if mode not in policy.CAP_MODES:
             raise UsageError(f"unknown capability mode {words[2]!r}", hint="use one of: disabled, ask, allow")
-        url = words[3] if len(words) == 4 else None
-        if url is not None:
-            _check_url(url)
-        return url, None, (cap, mode)
+        named = words[3] if len(words) == 4 else None
+        if named is not None:
+            _check_url(named)
+        return named, None, (cap, mode)
     if len(words) > 2:
         raise UsageError("too many arguments", hint="hermes-relay access [URL] [PRESET]")
     url: str | None = None

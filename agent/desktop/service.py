@@ -180,8 +180,13 @@ class DesktopService:
         if host.access_mode == policy.FULL_ACCESS and not host.confined:
             return Confinement(owner=url, unconfined=True)
         protected = confine.protected_paths(self.env)
+        try:
+            reach = roots.expand(self.roots_for(url).roots, protected)
+        except (OSError, ValueError) as exc:  # fail closed: a root that cannot be resolved reaches nothing
+            log.warning("desktop_roots_unresolvable url=%s error=%s", url, exc)
+            reach = ()
         return Confinement(
-            owner=url, roots=roots.expand(self.roots_for(url).roots, protected),
+            owner=url, roots=reach,
             read_only=tuple(Path(p) for p in confine.SYSTEM_READ_ONLY), protected=protected,
             write_protected=confine.persistence_paths(self.env), kernel_commands=host.confined,
             network=not host.confined)

@@ -11,7 +11,7 @@ import pytest
 
 from hermes_relay.cli import render
 from hermes_relay.cli.commands import audit as audit_cmd
-from hermes_relay.core import fileio, policy
+from hermes_relay.core import policy
 from hermes_relay.core.errors import NotFoundError
 
 NOW = 1_800_000_000.0
@@ -19,16 +19,6 @@ URL = "ws://192.168.1.5:8767"
 PENDING = {"id": "a1b2c3d4", "url": URL, "tool": "desktop_terminal", "capability": "commands",
            "preview": "uname -a", "reason": "Run desktop_terminal", "request_id": "r-1",
            "created_at": NOW - 5, "expires_at": NOW + 22}
-
-
-def _pair(env: dict[str, str], *urls: str, consented: bool = False) -> None:
-    sessions = {u: {"token": f"tok-{i}", "tools_consented": consented} for i, u in enumerate(urls)}
-    fileio.atomic_write(Path(env["HERMES_HOME"]) / "remote-sessions.json",
-                        json.dumps({"version": 1, "sessions": sessions}).encode())
-
-
-def _policy_doc(env: dict[str, str]) -> dict:
-    return json.loads((Path(env["HERMES_HOME"]) / "desktop-host-access.json").read_text())
 
 
 # -- approvals -------------------------------------------------------------------------------------

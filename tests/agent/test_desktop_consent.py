@@ -177,3 +177,11 @@ async def test_each_call_gets_its_hosts_confinement(service: DesktopService, env
         nursery.cancel_scope.cancel()
     assert seen[0].confinement == service.confinement(URL)
     assert seen[0].confinement.kernel_commands and seen[0].confinement.owner == URL
+
+
+def test_an_announcement_names_a_relay_url_or_is_refused(service: DesktopService) -> None:
+    from hermes_relay.core.errors import UsageError
+
+    assert service.announce("WS://Relay.Test:8767/", policy_log.BY_ACCESS) == URL
+    with pytest.raises(UsageError):
+        service.announce("http://relay.test", policy_log.BY_ACCESS)

@@ -246,7 +246,7 @@ def _read(path: Path) -> dict[str, Any] | None:
         raise
 
 
-def _now_iso(now: float | None) -> str:
+def now_iso(now: float | None) -> str:
     t = time.time() if now is None else now
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
@@ -276,7 +276,7 @@ def _update(path: Path, url: str, change: Any, now: float | None) -> HostPolicy:
             return current or RESTRICTED
         entry = dict(raw)
         entry.update({"access_mode": policy.access_mode, "capabilities": dict(policy.capabilities),
-                      "updated_at": _now_iso(now)})
+                      "updated_at": now_iso(now)})
         entry.pop("mode", None)
         if policy.confined:
             entry["confined"] = True

@@ -153,14 +153,8 @@ def expand(roots: tuple[Path, ...], protected: tuple[Path, ...]) -> tuple[Path, 
 
 
 # -- writes ----------------------------------------------------------------------------------------
-def _now_iso(now: float | None) -> str:
-    from hermes_relay.core.policy import _now_iso as stamp
-
-    return stamp(now)
-
-
 def _update(path: Path, url: str, change: Callable[[list[Any] | None], list[Any] | None], now: float | None) -> None:
-    from hermes_relay.core.policy import canonical_url
+    from hermes_relay.core.policy import canonical_url, now_iso
 
     key = _key(url)
     with fileio.FileLock(path):
@@ -177,7 +171,7 @@ def _update(path: Path, url: str, change: Callable[[list[Any] | None], list[Any]
             raw.pop("roots", None)
         else:
             raw["roots"] = new
-            raw["updated_at"] = _now_iso(now)
+            raw["updated_at"] = now_iso(now)
         if raw:
             hosts[key] = raw
         out = {"version": VERSION, "hosts": hosts, **{k: v for k, v in doc.items() if k not in ("version", "hosts")}}

@@ -165,7 +165,10 @@ class DesktopService:
             expiry, by = self._announced.pop(host, (0.0, policy_log.BY_OUTSIDE))
             by = by if expiry >= now else policy_log.BY_OUTSIDE
             log.info("desktop_policy_changed url=%s by=%s", host, by)
-            self.audit.write(policy_log.record(now, host, old, new, by))
+            try:
+                self.audit.write(policy_log.record(now, host, old, new, by))
+            except (OSError, HermesError) as exc:  # the change applies all the same; the log says it went unrecorded
+                log.error("desktop_policy_change_unrecorded url=%s error=%s", host, exc)
 
     def roots_for(self, url: str) -> roots.HostRoots:
         """The host's roots as configured (an unreadable roots file: none)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.core import api, policy, record
+from hermes_relay.core import api, policy, policy_log, record, roots
 from hermes_relay.core.errors import HermesError, NotPairedError
 from hermes_relay.core.store import resolve_in
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
@@ -67,8 +67,14 @@ def _remove_locally(agent: Agent, owner: str, rec: dict[str, Any]) -> list[str]:
         removed.append("verdict")
     if _step("refresh token", lambda: agent.credentials.forget(owner)):
         removed.append("refresh token")
-    if _step("desktop access policy", lambda: policy.forget(agent.desktop.policy_path, record.from_dict(owner, rec).urls())):
+    urls = record.from_dict(owner, rec).urls()
+    for url in urls:
+        if policy.canonical_url(url):
+            agent.desktop.announce(url, policy_log.BY_FORGET)
+    if _step("desktop access policy", lambda: policy.forget(agent.desktop.policy_path, urls)):
         removed.append("desktop access policy")
+    if _step("desktop roots", lambda: roots.forget(agent.desktop.roots_path, urls)):
+        removed.append("desktop roots")
     return removed
 
 

@@ -10,7 +10,7 @@ import trio
 from hermes_relay import __version__
 from hermes_relay.agent import doctor, forget, pairing, prober, transport
 from hermes_relay.agent.ipc_server import AfterResponse, CallContext, Handler
-from hermes_relay.core import api, codes, record, wire
+from hermes_relay.core import api, codes, policy_log, record, wire
 from hermes_relay.core.errors import (
     AmbiguousError,
     ForbiddenError,
@@ -191,6 +191,13 @@ def table(agent: Agent) -> dict[str, Handler]:
                                               always=params.get("always") is True,
                                               reason=reason if isinstance(reason, str) else None)
 
+    async def access_changing(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        url = params.get("url")
+        if not isinstance(url, str) or not url:
+            raise UsageError("access.changing needs the relay URL whose policy is about to change")
+        by = policy_log.BY_FORGET if params.get("command") == "forget" else policy_log.BY_ACCESS
+        return {"url": agent.desktop.announce(url, by)}
+
     async def agent_stop(params: dict[str, Any], ctx: CallContext) -> AfterResponse:
         return AfterResponse({"stopping": True}, agent.stop)
 
@@ -199,7 +206,7 @@ def table(agent: Agent) -> dict[str, Handler]:
         api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
         api.DOCTOR: doctor.handler(agent), api.APPROVALS_LIST: approvals_list,
-        api.APPROVALS_DECIDE: approvals_decide, api.FORGET: forget_pairing,
+        api.APPROVALS_DECIDE: approvals_decide, api.FORGET: forget_pairing, api.ACCESS_CHANGING: access_changing,
     }
 
 

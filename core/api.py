@@ -113,6 +113,7 @@ APPROVALS_LIST = "approvals.list"
 APPROVALS_DECIDE = "approvals.decide"
 APPROVAL = "approval"
 FORGET = "forget"
+ACCESS_CHANGING = "access.changing"  # the CLI is about to change a host's policy or roots (for the audit)
 
 # Relay link states.
 CONNECTING = "connecting"

@@ -239,6 +239,10 @@ class ReloadReply(TypedDict):
     relays: int
 
 
+class AccessChangingReply(TypedDict):
+    url: str
+
+
 class StopReply(TypedDict):
     stopping: bool
 
@@ -258,6 +262,7 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "forget": (dict, ForgetReply),
     "approvals.list": (dict, ApprovalsListReply),
     "approvals.decide": (dict, ApprovalsDecideReply),
+    "access.changing": (dict, AccessChangingReply),
 }
 class ApprovalRequested(Approval):
     event: Literal["approval.requested"]

@@ -82,6 +82,12 @@ def agent_state_file(env: Env | None = None) -> Path:
     return hermes_home(env) / "hermes-relay-agent.json"
 
 
+def desktop_roots_file(env: Env | None = None) -> Path:
+    """Per relay host, the directories its file tools and confined commands may reach (ours alone: the
+    shared policy file is rewritten by other clients, which drop what they do not know)."""
+    return hermes_home(env) / "hermes-relay-desktop-roots.json"
+
+
 def runtime_dir_str(env: Env | None = None) -> str:
     e = _env(env)
     if e.get("HERMES_RELAY_RUNTIME_DIR"):

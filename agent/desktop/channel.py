@@ -169,7 +169,7 @@ class DesktopChannel:
                 approved = "user"
                 await trio.lowlevel.checkpoint()  # a deadline that passed meanwhile cancels here
             context = ToolContext(home=self.service.home, cwd=self.service.cwd, deadline=deadline,
-                                  env=dict(self.service.env))
+                                  env=dict(self.service.env), confinement=self.service.confinement(url))
             try:
                 result = await spec.run(command.args, context)
             except ToolError as exc:

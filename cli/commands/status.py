@@ -184,10 +184,8 @@ def tool_lines(url: str, record: dict | None, state: dict | None, *, now: float,
         return ["restricted: the access policy file is unreadable (see `hermes-relay access`)"]
     from hermes_relay.core import policy
 
-    stored = loaded.for_url(url)
-    if stored.access_mode == policy.ASK:
-        return ["trusted (consented earlier)" if record.get("tools_consented") is True else "restricted: no desktop tools"]
-    return [stored.label]
+    stored = loaded.for_url(url, legacy_consented=record.get("tools_consented") is True)
+    return ["restricted: no desktop tools"] if stored.access_mode == policy.ASK else [stored.label]
 
 
 def _policy_loader(env: Any) -> Callable[[], Any]:

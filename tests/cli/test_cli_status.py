@@ -68,7 +68,7 @@ def test_status_with_the_agent_down_shows_the_store_with_tokens_redacted(cli, en
         "    route:    LAN",
         "    routes:   ws://192.168.1.5:8767, ws://100.64.1.2:8767",
         f"    cert:     {PIN}",
-        "    tools:    trusted (consented earlier)",
+        "    tools:    trusted (legacy consent)",
         "",
         "  wss://relay.example.com",
         "    server:   1.9.0",

@@ -262,7 +262,8 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
     elif agent_running:
         lines.append(_field("live", style.dim("not managed by the agent (run `hermes-relay agent restart`?)"), 4))
     if verdict is not None:
-        lines.append(_field("fix", f"run hermes-pair on the relay host, then hermes-relay pair --remote {url} (it asks for the code)", 4))
+        lines.append(_field("fix", "run hermes-pair on the relay host, then "
+                                   f"hermes-relay pair --remote {url} (it asks for the code)", 4))
     elif st.get("state") == "replaced":
         lines.append(_field("fix", f"remove the old pairing: hermes-relay forget {url}", 4))
     return lines

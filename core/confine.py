@@ -78,8 +78,13 @@ def persistence_paths(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
             p = Path(os.path.abspath(entry))
             if p not in out:
                 out.append(p)
-    out.append(Path(os.path.abspath(sys.prefix)))  # the agent's own install
-    out.append(Path(os.path.abspath(os.path.dirname(os.path.dirname(__file__)))))
+    # The agent's own install: its environment, the interpreter it was built on (a pyenv or a venv's base
+    # under the home directory is otherwise a root), the interpreter binary and this package's code.
+    for own in (sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+                os.path.dirname(os.path.dirname(os.path.realpath(__file__)))):
+        p = Path(os.path.abspath(own))
+        if p not in out:
+            out.append(p)
     for spool in ("/var/spool/cron", "/var/spool/cron/crontabs", "/etc/cron.d"):
         out.append(Path(spool))
     return tuple(out)

@@ -91,9 +91,12 @@ def tar_entries(tf: tarfile.TarFile, dest: Path) -> list[Entry]:
 
 def check(g: _guard.Guard, entries: list[Entry], dest: Path, dest_fd: int | None, parent: _guard.Slot | None) -> None:
     """Refuse the whole archive if any entry may not be written (nothing is created here)."""
+    links = {e.parts for e in entries if e.kind == "link"}
     for e in entries:
         path = dest.joinpath(*e.parts)
         try:
+            if any(e.parts[:i] in links for i in range(1, len(e.parts))):
+                raise ToolError(f"archive entry {e.name!r} would be written through a link in the same archive")
             if g.confined and ".git" in e.parts:
                 raise _guard.in_git(path)
             if dest_fd is None:

@@ -364,20 +364,29 @@ class Guard:
         return fd
 
     def make_dirs(self, path: Path) -> int:
-        """``path`` as a directory for writing, made (with its missing parents) when absent."""
-        try:
-            return self.open_dir(path, write=True)
-        except FileNotFoundError:
-            pass
+        """``path`` as a directory for writing, made (with its missing parents) when absent. Every
+        missing name is checked before the first folder is made."""
         if not self.confined:
             os.makedirs(path, exist_ok=True)
             return self.open_dir(path, write=True)
-        parent = self.make_dirs(path.parent) if path.parent != path else None
-        if parent is None:
-            raise ToolError(f"cannot create {path}")
-        self.check_create(parent, [path.name], path)
-        self.mkdir(parent, path.name)
-        return self.open_dir(path, write=True)
+        missing: list[str] = []
+        cur = path
+        while True:
+            try:
+                fd = self.open_dir(cur, write=True)
+                break
+            except FileNotFoundError:
+                if cur == cur.parent:
+                    raise
+                missing.insert(0, cur.name)
+                cur = cur.parent
+        if missing:
+            self.check_create(fd, missing, path)
+        for name in missing:
+            self.mkdir(fd, name)
+            fd = self.keep(os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=fd))
+            self.check_file(os.fstat(fd), path, write=True)
+        return fd
 
     def mkdir(self, dirfd: int, name: str) -> None:
         os.mkdir(name, 0o777, dir_fd=dirfd)

@@ -20,6 +20,7 @@ import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -59,7 +60,7 @@ def zip_entries(zf: zipfile.ZipFile) -> list[Entry]:
         if not parts:
             continue
         kind = "dir" if m.is_dir() else "file"
-        out.append(Entry(m.filename, parts, kind, m.file_size, data=lambda m=m: zf.open(m)))
+        out.append(Entry(m.filename, parts, kind, m.file_size, data=partial(zf.open, m)))
     return out
 
 
@@ -83,7 +84,7 @@ def tar_entries(tf: tarfile.TarFile, dest: Path) -> list[Entry]:
             out.append(Entry(m.name, parts, "link", link=m.linkname))
         elif m.isfile() or m.islnk():  # a hard link is written as a copy of its target's data
             size = m.size if m.isfile() else 0
-            out.append(Entry(m.name, parts, "file", size, m.mode, m.mtime, data=lambda m=m: tf.extractfile(m)))
+            out.append(Entry(m.name, parts, "file", size, m.mode, m.mtime, data=partial(tf.extractfile, m)))
         else:
             raise ToolError(f"archive entry {m.name!r} refused (a special file); {_NOTHING}")
     return out

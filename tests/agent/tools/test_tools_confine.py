@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import make_ctx
 
-from hermes_relay.agent.desktop.tools import _fs
+from hermes_relay.agent.desktop.tools import _fs, _guard
 from hermes_relay.agent.desktop.tools.archive import desktop_unzip, desktop_zip
 from hermes_relay.agent.desktop.tools.files import (
     desktop_checksum,
@@ -356,10 +356,24 @@ async def test_search_inside_the_agent_state_is_refused(world, cwd):
 
 
 def test_the_running_kernel_resolves_with_openat2():
+    import re
     import sys
 
-    if sys.platform.startswith("linux") and os.uname().release >= "5.6":
+    version = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    if sys.platform.startswith("linux") and version and (int(version[1]), int(version[2])) >= (5, 6):
         assert _fs.openat2_available()
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_does_not_redirect_the_write(world):
+    ctx, home = world
+    (home / "proj" / "a").mkdir()
+    with _guard.Guard(ctx.confinement) as g:
+        slot = g.locate(home / "proj" / "a" / "f", write=True)
+        os.rename(home / "proj" / "a", home / "proj" / "a-moved")
+        os.symlink("../.hermes", home / "proj" / "a")
+        _fs.replace_at(slot.dirfd, slot.name, b"written", 0o600)
+    assert (home / "proj" / "a-moved" / "f").read_bytes() == b"written"
+    _untouched(home)
 
 
 def test_open_beneath_refuses_every_way_out(tmp_path, resolver):

@@ -42,6 +42,8 @@ from . import _fs
 Ident = tuple[int, int]
 MAX_DEPTH: Final = 4096  # ancestors followed up to "/" (PATH_MAX / 2 would be one-letter folders)
 MAX_PROTECTED_SCAN: Final = 100_000  # entries looked at to find hard links into protected folders
+# Going up needs only search permission with O_PATH (Linux); elsewhere the folder must be readable.
+_UP_FLAGS: Final = (getattr(os, "O_PATH", 0) | _fs.O_DIRECTORY | _fs.O_CLOEXEC) if hasattr(os, "O_PATH") else _fs.DIR_FLAGS
 
 
 def ident(info: os.stat_result) -> Ident:
@@ -171,7 +173,8 @@ class Guard:
             return
         self._rules()
         seen_root = root is None
-        for here, git in _ancestry(fd, git=write):
+        chain, complete = _ancestry(fd, git=write)
+        for here, git in chain:
             seen_root = seen_root or here == root
             if here in self._p_ids:
                 raise protected(path)
@@ -180,6 +183,8 @@ class Guard:
             if git:
                 raise in_git(path)
         if not seen_root:
+            if not complete:
+                raise ToolError(f"the folders above {path} cannot be searched, so it cannot be checked; nothing was done")
             raise ToolError(f"{path} was moved out of its folder while it was opened; nothing was done")
 
     def check_create(self, dirfd: int, names: list[str], path: Path | str) -> None:
@@ -400,18 +405,19 @@ def _lstat(dirfd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _ancestry(fd: int, *, git: bool) -> list[tuple[Ident, bool]]:
-    """(identity, is a folder named .git) for the directory ``fd`` and each ancestor up to ``/``."""
+def _ancestry(fd: int, *, git: bool) -> tuple[list[tuple[Ident, bool]], bool]:
+    """(identity, is a folder named .git) for the directory ``fd`` and each ancestor up to ``/``,
+    and whether ``/`` was reached (an ancestor we may not search ends the walk early)."""
     out: list[tuple[Ident, bool]] = []
     here = os.fstat(fd)
     cur = fd
     try:
         for _ in range(MAX_DEPTH):
             try:
-                parent = os.open("..", _fs.DIR_FLAGS, dir_fd=cur)
+                parent = os.open("..", _UP_FLAGS, dir_fd=cur)
             except OSError:
-                out.append((ident(here), False))  # an ancestor we may not search: the checks so far stand
-                break
+                out.append((ident(here), False))
+                return out, False
             up = os.fstat(parent)
             top = ident(up) == ident(here)  # "/" (or a chroot's top) is its own parent
             is_git = False
@@ -425,8 +431,8 @@ def _ancestry(fd: int, *, git: bool) -> list[tuple[Ident, bool]]:
                 os.close(cur)
             cur, here = parent, up
             if top:
-                break
+                return out, True
     finally:
         if cur != fd:
             os.close(cur)
-    return out
+    return out, False

@@ -136,6 +136,8 @@ def content_search(stop: threading.Event, confinement: Confinement, root: Path, 
                 opened = os.fstat(fd)
                 if not stat.S_ISREG(opened.st_mode) or _guard.ident(opened) != _guard.ident(info):
                     continue
+                if opened.st_size == 0:
+                    continue  # no line to match; and /proc's files (kmsg: it would take the kernel's log) say 0
                 if not g.allowed(opened):
                     continue
                 found = _matches(fd, regex, stop)

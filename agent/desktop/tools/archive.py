@@ -4,6 +4,12 @@ desktop_unzip looks at every entry before it writes anything: an entry with an a
 ``..`` that leaves ``dest``, a link pointing out of ``dest`` or a special file refuses the whole
 archive, and so does a total size above MAX_EXTRACT_BYTES. desktop_zip writes to a temporary file
 beside ``dest`` and renames it into place, then reports its size and SHA-256.
+
+desktop_zip walks its source by descriptor and never enters a link to a folder; a link to a file
+is stored as a link in a tar and followed (inside the roots only, under a confinement) in a zip.
+FIFOs, sockets and devices are left out. Under a confinement, protected folders and files are left
+out before they are opened, and desktop_unzip's checks (``_extract.py``) also refuse entries into
+protected folders, persistence paths and ``.git`` folders.
 """
 
 from __future__ import annotations

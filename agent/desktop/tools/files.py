@@ -3,6 +3,11 @@
 Reads are bounded (``max_bytes``, never more than ``ctx.max_output``) and say when they cut; writes
 go to a temporary file beside the target and replace it in one rename, so a failed write or a
 rejected patch leaves the old file as it was. Paths resolve against the call's cwd.
+
+Every path goes through the call's guard (``_guard.Guard`` over ``ctx.confinement``): under a
+confinement it is opened beneath its root and checked by identity, and the tool then works on the
+opened descriptors. Only regular files are read, opened without blocking (a FIFO or a device is
+refused at once), in bounded chunks.
 """
 
 from __future__ import annotations

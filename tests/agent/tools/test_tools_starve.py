@@ -41,7 +41,7 @@ async def test_fifo_content_searches_leave_read_file_and_the_default_limiter_wor
     results: list[dict] = []
 
     async def search_once() -> None:
-        with trio.move_on_after(0.5):
+        with trio.move_on_after(2):  # before the fix: a search stuck in open() is abandoned here
             results.append(await desktop_search_files({"pattern": "needle", "content": True, "cwd": "tree"}, plain))
 
     try:
@@ -95,7 +95,7 @@ async def test_a_full_tool_limiter_answers_busy_and_the_agent_keeps_its_threads(
         start = trio.current_time()
         with pytest.raises(ToolError, match="busy: all 16 tool threads are still working"):
             await _thread.run(lambda stop: 1)
-        assert 0.2 <= trio.current_time() - start < 1
+        assert 0.2 <= trio.current_time() - start < 1.5
         with trio.fail_after(1):
             assert await trio.to_thread.run_sync(lambda: 7) == 7
     finally:

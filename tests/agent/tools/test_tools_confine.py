@@ -405,3 +405,53 @@ async def test_checksum_of_an_allowed_file_is_the_same_confined_or_not(world):
     confined = await desktop_checksum({"path": "notes.txt"}, ctx)
     assert confined["hash"] == hashlib.sha256(b"hello\n").hexdigest()
     assert confined == await desktop_checksum({"path": "notes.txt"}, replace(ctx, confinement=UNCONFINED))
+
+
+_BIND_CHILD = """
+import json, sys, trio
+from pathlib import Path
+from hermes_relay.agent.desktop.tools.files import desktop_read_file
+from hermes_relay.agent.desktop.tools.search import desktop_search_files
+from hermes_relay.core.confine import Confinement
+from hermes_relay.core.desktop import ToolContext, ToolError
+
+home, run = Path(sys.argv[1]), Path(sys.argv[2])
+ctx = ToolContext(home=home, cwd=home / "proj", deadline=float("inf"), env={"PATH": "/nonexistent"},
+                  confinement=Confinement(roots=(home,), protected=(home / ".hermes", run)))
+
+async def main():
+    out = {"listed": (home / "proj" / "m" / "credentials").exists()}
+    try:
+        out["read"] = await desktop_read_file({"path": "m/credentials"}, ctx)
+    except ToolError as exc:
+        out["read"] = str(exc)
+    found = await desktop_search_files({"pattern": "TOKEN", "content": True, "cwd": str(home)}, ctx)
+    out["search"] = found["matches"]
+    print(json.dumps(out))
+
+trio.run(main)
+"""
+
+
+def test_a_bind_mount_of_the_agent_state_inside_a_root_is_the_agent_state(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private mount namespace")
+    home = tmp_path / "home"
+    (home / ".hermes").mkdir(parents=True)
+    (home / "proj" / "m").mkdir(parents=True)
+    (home / ".hermes" / "credentials").write_bytes(SECRET)
+    script = (f"mount --bind {home / '.hermes'} {home / 'proj' / 'm'} && "
+              f"exec {sys.executable} -c '{_BIND_CHILD}' {home} {tmp_path / 'run'}")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["listed"] is True  # the mount is there: the file is reachable by path
+    assert OWN_STATE in out["read"]
+    assert out["search"] == []
+    assert not (home / "proj" / "m" / "credentials").exists()  # the mount stayed in its namespace

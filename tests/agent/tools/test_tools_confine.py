@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import make_ctx
+from toolctx import make_ctx
 
 from hermes_relay.agent.desktop.tools import _fs, _guard
 from hermes_relay.agent.desktop.tools.archive import desktop_unzip, desktop_zip

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 import trio
-from conftest import make_ctx
+from toolctx import make_ctx
 from toolwait import gone, line_of, until
 
 from hermes_relay.agent.desktop.tools import _jobrecord, _jobrunner, _sandbox, jobs

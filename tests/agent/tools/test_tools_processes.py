@@ -11,7 +11,7 @@ import uuid
 import psutil
 import pytest
 import trio
-from conftest import make_ctx
+from toolctx import make_ctx
 from toolwait import gone, line_of, until
 
 from hermes_relay.agent.desktop.tools import jobs

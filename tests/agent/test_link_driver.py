@@ -288,6 +288,29 @@ async def test_a_failed_bearer_check_asks_the_relay_again(autojump_clock: trio.a
     assert host.times(api.REVOKED) == approx([600.06])  # connect and auth hops after the refused check
 
 
+async def test_no_bearer_check_before_its_interval(autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
+    # Revoked at 1 s on a relay that keeps the socket open: nothing tells the link until its check.
+    host = FakeHost(config(tmp_path, revocation_check_interval=60.0, ping_interval=1000.0), {"token": "T1"})
+    net = ScriptedNet({LAN})
+
+    def auth(payload: dict[str, Any]) -> dict[str, Any]:
+        if net.bearer_status == 401:
+            raise AuthRejectedError("invalid token")
+        return {"expires_at": None}
+
+    net.auth = auth
+
+    async def revoke(link: RelayLink) -> None:
+        await trio.sleep_until(1.0)
+        net.bearer_status = 401
+
+    await run_until(host, net, 100.0, script=revoke)
+    assert net.bearer_checks == approx([60.03])  # what the interval exists for: the relay is asked rarely
+    assert [(t, s["state"]) for t, s in host.states if t < 60.03] == [
+        (0.0, api.CONNECTING), (pytest.approx(0.02), api.CONNECTED)]
+    assert host.times(api.REVOKED) == approx([60.05])  # the check, then connect and auth hops
+
+
 async def test_a_stored_verdict_is_shown_without_asking_the_relay(autojump_clock: trio.abc.Clock,
                                                                   tmp_path: Path) -> None:
     host, net = FakeHost(config(tmp_path), {"token": "T1"}), ScriptedNet({LAN})

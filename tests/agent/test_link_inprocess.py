@@ -86,12 +86,10 @@ async def test_rate_limited_link_waits_out_the_block(relay_factory, tmp_path: Pa
         wait = limited["next_retry_at"] - agent.config.wall_clock()
         assert SESSION_BLOCK - 5 < wait <= SESSION_BLOCK + 1  # the relay's Retry-After, not the backoff
         assert limited["last_error"]["code"] == "rate_limited"
-        attempts = limited["attempts"]
-        link.network_changed()  # a network change does not shorten a block
-        with trio.move_on_after(0.5):
-            again = await _until(states, api.CONNECTING)
-            raise AssertionError(f"retried during the block: {again}")
-        assert link.machine.attempts == attempts and link.state == api.RATE_LIMITED
+        # That a network change does not shorten the block is proved at exact virtual times by
+        # test_link_driver.py::test_a_rate_limit_is_waited_out_whatever_the_network_does; a real-clock
+        # wait here could only show that nothing happened *yet*.
+        assert link.state == api.RATE_LIMITED
         assert relay.url in agent.store.sessions()  # the pairing is kept
         agent.stop()
 

@@ -83,22 +83,6 @@ async def test_revoked_on_a_relay_that_keeps_the_socket_is_noticed_by_the_bearer
         nursery.cancel_scope.cancel()
 
 
-async def test_no_bearer_check_before_its_interval(tmp_path: Path) -> None:
-    async with trio.open_nursery() as nursery:
-        url, http_base = await serve_keeping_sockets(nursery)
-        agent, states = await start_agent(tmp_path, nursery, revocation_check_interval=60.0)
-        with trio.fail_after(DEADLINE):
-            await pair(agent, url, http_base)
-            await states_until(states, url, api.CONNECTED)
-            token = agent.store.sessions()[url]["token"]
-            await helpers.http_json("DELETE", f"{http_base}/sessions/{token[:8]}", token=token)
-        with trio.move_on_after(0.5):
-            seen = await states_until(states, url, api.REVOKED)
-            raise AssertionError(f"revoked without a check: {seen}")
-        assert agent.links[url].state == api.CONNECTED  # what the interval exists for: the relay is asked rarely
-        nursery.cancel_scope.cancel()
-
-
 async def _paired_for_an_hour(relay_factory: Any, tmp_path: Path, nursery: trio.Nursery,
                               clock: helpers.FakeWallClock) -> tuple[Any, Agent, trio.MemoryReceiveChannel[dict[str, Any]]]:
     """An agent paired for one hour with a relay, both on ``clock``; expiry is re-checked every 50 ms."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from procs import wait_state
 
-from hermes_relay.core import api, framing, paths, rpc
+from hermes_relay.core import api, endpoint, framing, paths, rpc
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,14 @@ def test_tcp_ipc_refuses_a_client_without_the_nonce(make_agent_env) -> None:
     with env.client() as c:
         pid = c.hello["pid"]
     port = json.loads(Path(paths.socket_path(env.env)).read_text())["port"]
-    for opening in (b"\x00" * 32, framing.encode_frame(rpc.Request(1, "hello", {}).to_wire())):
+    status = framing.encode_frame(rpc.Request(2, "status", {}).to_wire())
+    speaks_the_protocol = framing.encode_frame(rpc.Request(1, "hello", {}).to_wire()) + status + status
+    # Each opening is at least a nonce long, so the agent decides on what it read, at once; a client
+    # that sends less is refused when the nonce timeout passes (test_ipc_nonce.py, on the fake clock).
+    for opening in (b"\x00" * endpoint.NONCE_BYTES + status, speaks_the_protocol):
+        assert len(opening) >= endpoint.NONCE_BYTES
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(opening + framing.encode_frame(rpc.Request(2, "status", {}).to_wire()))
+            s.sendall(opening)
             try:
                 reply = s.recv(65536)
             except ConnectionResetError:  # closed with our bytes unread

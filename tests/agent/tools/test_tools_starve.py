@@ -17,6 +17,8 @@ from hermes_relay.agent.desktop.tools.files import desktop_checksum, desktop_rea
 from hermes_relay.agent.desktop.tools.search import desktop_search_files
 from hermes_relay.core.desktop import ToolError
 
+HANG_GUARD = 20.0  # seconds; only a hung call reaches it (a loaded machine takes well under one)
+
 
 def _release_readers(fifo: Path) -> None:
     """Give any reader stuck in open() of ``fifo`` a writer, so it sees end of file and ends."""
@@ -41,18 +43,19 @@ async def test_fifo_content_searches_leave_read_file_and_the_default_limiter_wor
     results: list[dict] = []
 
     async def search_once() -> None:
-        with trio.move_on_after(2):  # before the fix: a search stuck in open() is abandoned here
+        # A hang guard, not a time budget: before the fix a search stuck in open() never ended.
+        with trio.fail_after(HANG_GUARD):
             results.append(await desktop_search_files({"pattern": "needle", "content": True, "cwd": "tree"}, plain))
 
     try:
         async with trio.open_nursery() as nursery:
             for _ in range(50):
                 nursery.start_soon(search_once)
-        start = trio.current_time()
-        with trio.fail_after(1):
+        assert _thread.limiter().inner.borrowed_tokens == 0  # no tool thread is left stuck in the FIFO
+        assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+        with trio.fail_after(HANG_GUARD):
             assert await desktop_read_file({"path": "readme.txt"}, ctx) == "fine"
             assert await trio.to_thread.run_sync(lambda: 42) == 42
-        assert trio.current_time() - start < 1
         assert len(results) == 50
         assert all(r["matches"] == [str(tree / "hit.txt")] for r in results)
     finally:
@@ -67,7 +70,7 @@ async def test_read_and_checksum_refuse_what_is_not_a_regular_file_at_once(ctx, 
     else:
         target = Path("/dev/zero")
     try:
-        with trio.fail_after(1):
+        with trio.fail_after(HANG_GUARD):
             with pytest.raises(ToolError, match="not a regular file"):
                 await desktop_read_file({"path": str(target)}, ctx)
             with pytest.raises(ToolError, match="not a regular file"):
@@ -77,27 +80,28 @@ async def test_read_and_checksum_refuse_what_is_not_a_regular_file_at_once(ctx, 
             _release_readers(target)
 
 
-async def test_a_full_tool_limiter_answers_busy_and_the_agent_keeps_its_threads(monkeypatch):
-    monkeypatch.setattr(_thread, "BUSY_WAIT", 0.2)
+async def test_a_full_tool_limiter_answers_busy_and_the_agent_keeps_its_threads(autojump_clock: trio.abc.Clock) -> None:
     release = threading.Event()
 
     def stuck(stop: threading.Event) -> None:
         release.wait(30)  # a thread in a system call that does not come back (a hung mount, a FIFO)
 
     async def abandoned() -> None:
-        with trio.move_on_after(0.3):
+        with trio.move_on_after(0.3):  # virtual seconds: the caller gives up, its thread stays stuck
             await _thread.run(stuck)
 
     try:
         async with trio.open_nursery() as nursery:
             for _ in range(_thread.MAX_TOOL_THREADS):
                 nursery.start_soon(abandoned)
+        assert _thread.limiter().inner.borrowed_tokens == _thread.MAX_TOOL_THREADS  # every tool thread is stuck
         start = trio.current_time()
         with pytest.raises(ToolError, match="busy: all 16 tool threads are still working"):
             await _thread.run(lambda stop: 1)
-        assert 0.2 <= trio.current_time() - start < 1.5
-        with trio.fail_after(1):
-            assert await trio.to_thread.run_sync(lambda: 7) == 7
+        assert trio.current_time() - start == pytest.approx(_thread.BUSY_WAIT)  # neither at once nor later
+        # The agent's own threads draw from trio's default limiter, which the stuck tool threads never touched.
+        assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+        assert await trio.to_thread.run_sync(lambda: 7) == 7
     finally:
         release.set()
 

@@ -61,11 +61,9 @@ def test_pair_by_invite_with_dead_routes_picks_the_live_tier(relay_proc, agent_e
             ("public", relay_proc.url),
         ])
         lines: list[str] = []
-        started = time.monotonic()
         with agent_env.client() as c:
             result = c.call(api.PAIR_START, {"invite": payload.invite_url(invite)}, timeout=30,
                             on_notify=lambda m, p: lines.append(p["line"]))
-        elapsed = time.monotonic() - started
     finally:
         hole.close()
     assert result["route"]["role"] == "public" and result["url"] == relay_proc.url
@@ -73,8 +71,12 @@ def test_pair_by_invite_with_dead_routes_picks_the_live_tier(relay_proc, agent_e
     assert f"✗ Tailscale  ws://127.0.0.1:{refused}" in text and "refused" in text
     assert f"✗ LAN        ws://127.0.0.1:{hole.port}" in text and "timed out after 1.5s" in text
     assert f"✓ Public     {relay_proc.url}" in text and "→ using Public route" in text
-    # Tiers are probed in parallel: the dead top tier costs one timeout (1.5 s), not one per tier.
-    assert elapsed < 1.5 * 2
+    # Tiers are probed side by side: the public route answered while the dead top tier was still waiting
+    # out its 1.5 s timeout (probed one tier after the other, its line could only come after). The margin
+    # is the whole probe timeout against one loopback connect, not a bound on how busy this machine is.
+    lan_timeout = next(i for i, line in enumerate(lines) if "timed out after" in line)
+    public_ok = next(i for i, line in enumerate(lines) if line.lstrip().startswith("✓ Public"))
+    assert public_ok < lan_timeout, lines
     record = agent_env.store()["sessions"][relay_proc.url]
     assert [c["relay"]["url"] for c in record["route_candidates"]] == [
         f"ws://127.0.0.1:{hole.port}", f"ws://127.0.0.1:{refused}", relay_proc.url]

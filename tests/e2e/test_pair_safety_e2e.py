@@ -57,7 +57,8 @@ def test_unparseable_store_fails_before_the_code_is_spent(relay_proc, agent_env)
 
 
 def test_held_store_lock_fails_before_the_code_is_spent_and_status_keeps_answering(relay_proc, make_agent_env) -> None:
-    env = make_agent_env(HERMES_RELAY_STORE_LOCK_TIMEOUT="3")
+    lock_timeout = 3.0
+    env = make_agent_env(HERMES_RELAY_STORE_LOCK_TIMEOUT=str(lock_timeout))
     env.store_path.parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen([PY, "-c", _HOLD_LOCK, str(env.store_path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, env=env.env)
@@ -87,7 +88,9 @@ def test_held_store_lock_fails_before_the_code_is_spent_and_status_keeps_answeri
     finally:
         holder.kill()
         holder.communicate()
-    assert len(latencies) >= 5 and sorted(latencies)[len(latencies) // 2] < 0.1 and max(latencies) < 0.5, latencies
+    # A loop frozen by the pairing's lock wait would hold every answer for up to the lock timeout; half of
+    # it tells the two apart however busy this machine is (the answers take milliseconds).
+    assert len(latencies) >= 5 and max(latencies) < lock_timeout / 2, latencies
     (err,) = outcome
     assert isinstance(err, StateLockError) and "waiting for the lock" in err.message
     with env.client() as c:  # the code was never sent: it still pairs

@@ -15,7 +15,10 @@ from hermes_relay.core import api, fileio
 pytestmark = pytest.mark.integration
 
 FAST = {"HERMES_RELAY_BACKOFF_CAP": "0.5", "HERMES_RELAY_BACKOFF_BASE": "0.1"}
-STATUS_BUDGET = 0.1  # seconds
+# A frozen event loop would answer status only once the lock is free or the agent's lock wait gives up
+# (DEFAULT_LOCK_TIMEOUT, 10 s; the test holds the lock through every call, whose own timeout is 5 s). A
+# quarter of that wait tells the two apart however busy this machine is; the answers take milliseconds.
+STATUS_BUDGET = fileio.DEFAULT_LOCK_TIMEOUT / 4  # seconds
 
 
 def _authed_sockets(relay: RelayProc) -> int:

@@ -60,12 +60,11 @@ async def test_the_own_timeout_kills_the_tree_and_names_the_job_api(ctx):
 async def test_cancellation_kills_the_tree_including_a_process_that_left_the_group(ctx):
     pids = ctx.cwd / "pids"
     command = f"sleep 30 & setsid sleep 31 & echo $$ $! > {pids}; wait"
-    with trio.move_on_after(5) as scope:
+    with trio.fail_after(5):  # a hang guard: the call ends as soon as it is cancelled
         async with trio.open_nursery() as nursery:
             nursery.start_soon(desktop_terminal, {"command": command}, ctx)
             text = await line_of(pids)
             nursery.cancel_scope.cancel()
-    assert not scope.cancelled_caught
     shell, setsid_child = map(int, text.split())
     assert gone(shell)
     assert gone(setsid_child)

@@ -134,6 +134,6 @@ async def test_cancelling_the_race_closes_what_it_holds(autojump_clock: trio.abc
     assert s.now() == pytest.approx(1.0)
 
 
-async def test_no_routes_is_a_clear_error() -> None:
+async def test_no_routes_is_a_clear_error(autojump_clock: trio.abc.Clock) -> None:
     with pytest.raises(NoRouteError, match="no usable route"):
         await prober.race([], Script({}).connect, Script({}).discard)

@@ -153,18 +153,17 @@ async def test_a_new_status_replaces_the_advertised_set(relay):
 
 
 async def test_a_pending_call_fails_with_502_as_soon_as_its_socket_closes(relay):
-    # The relay waits 30 s for an answer; the 5 s test guard proves the 502 comes from the close.
+    # The relay waits 30 s for an answer and then says 504; the 502, within the 5 s test guard, comes
+    # from the close.
     ws, _, _ = await desktop_client(relay)
     call = Call()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(call.run, relay, TERMINAL, {"command": "sleep 100"})
         await next_command(ws)
-        started = trio.current_time()
         await ws.aclose()
         status, body = await call.wait()
     assert status == 502
     assert body["ok"] is False and body["error"].startswith("Desktop client disconnected (WORKPC (")
-    assert trio.current_time() - started < 3.0  # far below the 30 s the relay would otherwise wait
     status, body = await http_json("GET", f"{relay.http}/desktop/health")
     assert body["pending_commands"] == 0 and body["connected"] is False
     assert body["recent_commands"][-1]["decision"] == "error"

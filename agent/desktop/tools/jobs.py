@@ -118,9 +118,13 @@ def _state(ctx: ToolContext, job_id: str, record: dict[str, Any] | None, meta: d
 
 def _view(ctx: ToolContext, job_id: str, record: dict[str, Any] | None, *, brief: bool = False) -> dict[str, Any]:
     meta = read_meta(job_dir(ctx, job_id))
+    state = _state(ctx, job_id, record, meta)
+    if state == "unknown":  # the runner records the end, then exits: both may have happened since the read
+        meta = read_meta(job_dir(ctx, job_id))
+        state = _state(ctx, job_id, record, meta)
     out = {k: record[k] for k in RECORD_KEYS if k in record} if record else _legacy(ctx, job_id, meta)
     out.update(_end(meta))
-    out["state"] = _state(ctx, job_id, record, meta)
+    out["state"] = state
     command = out.get("command")
     if brief and isinstance(command, str) and len(command) > LIST_COMMAND:
         out["command"] = command[:LIST_COMMAND]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from toolwait import gone, line_of, until
+from toolwait import gone, line_of, until, wait_gone
 
 from hermes_relay.agent.desktop.tools import jobs
 from hermes_relay.core.desktop import ToolError
@@ -219,3 +220,26 @@ async def test_a_job_ended_by_a_signal_without_a_name_is_still_recorded(ctx):
     started = await jobs.desktop_job_start({"command": f"kill -{unnamed} $$"}, ctx)
     status = await finished(ctx, started["job_id"])
     assert status["state"] == "killed" and status["signal"] == str(unnamed)
+
+
+async def test_a_job_ending_while_its_status_is_read_is_not_unknown(ctx, monkeypatch):
+    # The runner records the end in meta.json, then exits. A status call that read meta.json just before
+    # the write and looked for the processes just after the exit must not call the job "unknown". The
+    # interleaving is forced: the first read of meta.json lets the job end and waits for its runner to go.
+    os.mkfifo(ctx.cwd / "go.fifo")
+    await jobs.desktop_job_start({"command": "read go < go.fifo; exit 4", "job_id": "racy"}, ctx)
+    real_read_meta = jobs.read_meta
+    first: list[dict] = []
+
+    def read_meta_then_end_the_job(folder):
+        meta = real_read_meta(folder)
+        if not first:
+            first.append(meta)
+            (ctx.cwd / "go.fifo").write_text("go\n")
+            trio.from_thread.run(wait_gone, meta["runner_pid"], 10.0)  # the runner wrote the end and exited
+        return meta
+
+    monkeypatch.setattr(jobs, "read_meta", read_meta_then_end_the_job)
+    status = await jobs.desktop_job_status({"job_id": "racy"}, ctx)
+    assert "ended_at_ms" not in first[0]  # the first read was before the end
+    assert status["state"] == "failed" and status["exit_code"] == 4

@@ -5,6 +5,7 @@ this test's trio loop over real loopback sockets."""
 
 from __future__ import annotations
 
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,13 @@ from hermes_relay.core import api
 from hermes_relay.relay.server import Relay, RelayConfig
 
 DEADLINE = 4.0
+
+
+class CeilingRng(random.Random):
+    """Full jitter at its ceiling: every backoff is exactly ``backoff_base``."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
 
 
 class KeepsRevokedSockets(Relay):
@@ -128,7 +136,12 @@ async def test_a_pairing_replaced_under_another_url_says_so(relay_factory, tmp_p
     relay = await relay_factory()
     old_url, new_url = relay.url, relay.url.replace("127.0.0.1", "localhost")
     async with trio.open_nursery() as nursery:
-        agent, states = await start_agent(tmp_path, nursery, backoff_base=0.05, backoff_cap=0.05)
+        # The relay ends the old session when the device pairs again, before the new pairing is stored;
+        # a link that retried at once could be refused before then, and say "revoked" until it is
+        # (the next test). Here the old link waits out a long backoff until storing the new pairing
+        # wakes every link, so it asks again only once the store can tell it was replaced.
+        agent, states = await start_agent(tmp_path, nursery, backoff_base=60.0, backoff_cap=60.0,
+                                          rng=CeilingRng())
         await pair(agent, old_url, relay.http)
         await states_until(states, old_url, api.CONNECTED)
         agent.store.update(lambda s: s[old_url].__setitem__("paired_at", s[old_url]["paired_at"] - 10))

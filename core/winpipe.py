@@ -19,16 +19,17 @@ IOCP) and ``cli/_winpipe.py`` (the blocking client); this module holds the names
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-from typing import Final
 
 from hermes_relay.core.errors import UnsafeRuntimeError, UsageError
 
+TYPE_CHECKING = False  # the CLI imports this module on every call: typing, re and hashlib cost it ~15 ms
+if TYPE_CHECKING:
+    from typing import Final
+
 PREFIX: Final = "\\\\.\\pipe\\"
 _NAME: Final = "hermes-relay"
-_SID: Final = re.compile(r"S-1-[0-9]+(-[0-9]+)+")
+_SID: Final = r"S-1-[0-9]+(-[0-9]+)+"
 
 # CreateNamedPipeW open mode and pipe mode (winbase.h).
 PIPE_ACCESS_DUPLEX: Final = 0x00000003
@@ -65,13 +66,17 @@ DISCONNECTED: Final = frozenset({ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_NO
 
 
 def valid_sid(sid: str) -> bool:
-    return bool(_SID.fullmatch(sid))
+    import re
+
+    return bool(re.fullmatch(_SID, sid))
 
 
 def pipe_name(sid: str, hermes_home: str) -> str:
     """The agent's pipe for this user and this Hermes home."""
     if not valid_sid(sid):
         raise UsageError(f"not a Windows security identifier: {sid!r}")
+    import hashlib
+
     home = os.path.normcase(os.path.abspath(hermes_home))
     digest = hashlib.sha256(home.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{PREFIX}{_NAME}.{sid}.{digest}"

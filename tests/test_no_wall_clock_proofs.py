@@ -14,7 +14,8 @@ clock when every async test of its module is), it finds:
 
 and anywhere under tests/:
 
-- ``sleep``: ``time.sleep(...)``: sleeping is not synchronisation; poll a condition with a deadline.
+- ``sleep``: ``time.sleep(...)``, and off the fake clock a ``trio.sleep(N)`` that is not between the
+  looks of a polling loop: sleeping is not synchronisation; poll a condition with a deadline.
 - ``elapsed``: a measured wall-clock duration, ``time.monotonic() - start`` (also ``time.time``,
   ``perf_counter``, and ``trio.current_time`` off the fake clock), unless it is only bounded from
   below (``x - start >= timeout`` holds on any machine): an upper bound is one a busy machine may cross.
@@ -40,6 +41,8 @@ WALL_CLOCKS = frozenset({"time.monotonic", "time.time", "time.perf_counter", "ti
 ALLOWED: dict[tuple[str, str, str], str] = {
     ("conftest.py", "relay_factory", "move-on"):
         "teardown closes leftover clients best-effort; the bound only keeps a hung client from hanging it",
+    ("conftest.py", "_guard", "sleep"):
+        "the real-socket tests' hang guard (RELAY_TEST_GUARD): it fails the test when the time is up",
     ("e2e/procs.py", "wait_gone", "sleep"):
         "polls a process's exit (an OS event this process cannot wait on directly) until a deadline",
     ("e2e/test_desktop_e2e.py", "until", "sleep"):
@@ -136,12 +139,20 @@ def _only_bounded_below(tree: ast.AST) -> set[int]:
     return safe
 
 
+def _in_loops(tree: ast.AST) -> set[int]:
+    return {id(sub) for loop in ast.walk(tree) if isinstance(loop, ast.While | ast.For | ast.AsyncFor)
+            for sub in ast.walk(loop)}
+
+
 def _findings_in(node: ast.AST, on_fake_clock: bool, constants: dict[str, float]) -> Iterator[tuple[str, int]]:
-    lower_bounds = _only_bounded_below(node)
+    lower_bounds, polling = _only_bounded_below(node), _in_loops(node)
     for sub in ast.walk(node):
         if isinstance(sub, ast.Call):
             name = _dotted(sub.func)
             if name == "time.sleep":
+                yield "sleep", sub.lineno
+            elif (not on_fake_clock and name == "trio.sleep" and id(sub) not in polling
+                  and not (sub.args and _seconds(sub.args[0], constants) == 0)):
                 yield "sleep", sub.lineno
             elif not on_fake_clock and name.rsplit(".", 1)[-1] in ("move_on_after", "move_on_at"):
                 yield "move-on", sub.lineno
@@ -218,6 +229,9 @@ REAL = "import time\nimport trio\nHALF = 0.5\n"
     ("async def test_x():\n    with trio.fail_after(HALF):\n        pass\n", ["budget"]),
     ("async def test_x():\n    with trio.fail_after(0.2):\n        pass\n", ["budget"]),
     ("def test_x():\n    time.sleep(0.1)\n", ["sleep"]),
+    ("async def test_x():\n    await trio.sleep(0.5)\n    await trio.sleep(0)\n"
+     "    while not done():\n        await trio.sleep(0.01)\n", ["sleep"]),
+    ("async def test_x(autojump_clock):\n    await trio.sleep(60)\n", []),
     ("async def test_x(autojump_clock):\n    time.sleep(0.1)\n", ["sleep"]),
     ("def test_x():\n    started = time.monotonic()\n    go()\n    assert time.monotonic() - started < 5\n",
      ["elapsed"]),

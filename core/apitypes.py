@@ -210,7 +210,23 @@ class ForgetReply(TypedDict):
     relay: ForgetRelay
 
 
-class Approval(TypedDict):
+class ApprovalDetails(TypedDict, total=False):
+    """What will run, exactly and unredacted (control characters escaped visibly): core/desktop.call_details."""
+
+    command: str
+    cwd: str
+    env: dict[str, str]
+    dangerous_env: list[str]
+    stdin: str
+    paths: dict[str, str]
+    reason: str
+
+
+class _ApprovalOptional(TypedDict, total=False):
+    details: ApprovalDetails
+
+
+class Approval(_ApprovalOptional):
     id: str
     url: str
     tool: str

@@ -302,7 +302,9 @@ class DesktopRouter:
         self._recent.append(record)
         pending = _Pending(target, record)
         self._pending[request_id] = pending
-        payload = {"request_id": request_id, "tool": tool, "args": args, "target_device_id": target.device_id or None}
+        # budget_ms: the caller's remaining time, so the agent never runs (or asks about) a call nobody waits for
+        payload = {"request_id": request_id, "tool": tool, "args": args, "target_device_id": target.device_id or None,
+                   "budget_ms": int(limit * 1000)}
         started = trio.current_time()
         try:
             with trio.move_on_after(limit):

@@ -394,19 +394,22 @@ def audit_segments(path: Path) -> list[Path]:
     return sorted(p for p in names if p.name[len(stem) + 1:len(stem) + 2].isdigit())
 
 
-def read_audit(path: Path) -> list[dict[str, Any]]:
+def read_audit(path: Path, *, since: float | None = None) -> list[dict[str, Any]]:
     """Every readable record, oldest first: the kept segments, another client's rotated ``.1``, the live file.
 
+    Args:
+        since: epoch seconds; segments last written before it are not read (their records are older).
+
     Raises:
-        StateError: the live file exists but cannot be read (a directory, no permission): an audit that
-            cannot be read is never shown as an empty one.
+        StateError: the live file exists but cannot be read (a directory, a device, no permission): an
+            audit that cannot be read is never shown as an empty one.
     """
     from hermes_relay.core.errors import StateError
 
     out: list[dict[str, Any]] = []
     for part in (*audit_segments(path), path.with_name(path.name + ".1"), path):
         try:
-            out += audit_records(part.read_bytes())
+            data = _read_regular(part, since=None if part == path else since)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -415,9 +418,32 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
                                  hint="the agent refuses desktop calls until it can write it again; "
                                       "move whatever is at that path aside") from None
             continue
+        out += audit_records(data)
     if any(isinstance(r.get("ts"), (int, float)) for r in out):
         out.sort(key=lambda r: r["ts"] if isinstance(r.get("ts"), (int, float)) else 0)
     return out
+
+
+def _read_regular(path: Path, *, since: float | None) -> bytes:
+    """A regular file's bytes; a FIFO or a device (``/dev/full`` reads zeros forever) is an error, not a hang."""
+    import errno
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL,
+                          "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        if since is not None and st.st_mtime < since:
+            return b""
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 _SECRETS: list[re.Pattern[str]] = []

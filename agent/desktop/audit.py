@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import trio
+
 from hermes_relay.core import desktop
 from hermes_relay.core.errors import HermesError
 
@@ -60,12 +62,14 @@ class _Run:
 
 class AuditLog:
     def __init__(self, path: Path, *, segment_bytes: int = SEGMENT_BYTES, max_total: int = MAX_TOTAL,
-                 hard_total: int | None = None, wall_clock: Callable[[], float] = time.time):
+                 hard_total: int | None = None, wall_clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = trio.current_time):
         self.path = path
         self.segment_bytes = segment_bytes
         self.max_total = max_total
         self.hard_total = hard_total if hard_total is not None else max_total + max_total // 8
         self._wall = wall_clock
+        self._clock = clock  # coalescing windows (trio time: tests drive it)
         self._runs: dict[tuple[str, str, str], _Run] = {}
         self._kept: int | None = None  # bytes in kept segments (summed once, then tracked)
         self.dropped = 0  # low-value records not written because the log is at its cap
@@ -87,7 +91,7 @@ class AuditLog:
         """Append an outcome record, coalesced per (host, tool, outcome): a flood of one kind of call
         leaves a count, not lines that push earlier evidence out."""
         key = (str(record.get("host_url")), str(record.get("tool")), outcome)
-        now = self._wall()
+        now = self._clock()
         run = self._runs.get(key)
         if run is not None and now - run.window_start >= WINDOW:
             self._flush_run(key, run)
@@ -101,14 +105,14 @@ class AuditLog:
             run.written += 1
             self.write(record)
             return
-        ts = int(record.get("ts") or now * 1000)
+        ts = int(record.get("ts") or self._wall() * 1000)
         run.first_ts = run.first_ts or ts
         run.last_ts = ts
         run.suppressed += 1
 
     def flush(self, *, everything: bool = False) -> None:
         """Write the summaries of coalescing windows that have ended (all of them with ``everything``)."""
-        now = self._wall()
+        now = self._clock()
         for key, run in list(self._runs.items()):
             if everything or now - run.window_start >= WINDOW:
                 self._flush_run(key, run)
@@ -178,9 +182,9 @@ class AuditLog:
             self._kept -= st.st_size
 
     # -- reading ---------------------------------------------------------------------------------
-    def read(self) -> list[dict[str, Any]]:
+    def read(self, *, since: float | None = None) -> list[dict[str, Any]]:
         """Every readable record, oldest first (segments, another client's ``.1``, the live file)."""
-        return desktop.read_audit(self.path)
+        return desktop.read_audit(self.path, since=since)
 
 
 def _regular(mode: int) -> bool:

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 64  # calls running at once per link; more are refused, not queued past their deadline
 BUSY = f"too many desktop calls in flight (limit {MAX_IN_FLIGHT}); try again when some have finished"
+DRAIN_TIMEOUT = 1.0  # seconds withdrawn calls get to send their answers before the link reconnects
 AUDIT_PREVIEW = 4096  # characters of stdout/stderr kept in an audit record
 NOT_SERVED = ("this computer serves no desktop tools to this relay host (its access is restricted); "
               "the user can change that with `hermes-relay access`")
@@ -121,9 +122,12 @@ class DesktopChannel:
             self.service.audit.flush()
             now = trio.current_time()
             if not advertised:
-                if self.announced:  # the relay still routes to us: make it forget this connection
+                if self.announced and not self._dropping:  # the relay still routes to us: make it forget us
+                    with trio.move_on_after(DRAIN_TIMEOUT):  # the withdrawn calls' answers go out first
+                        while self.in_flight:
+                            await trio.sleep(0.01)
                     self._reconnect("this relay host may no longer call any desktop tool")
-                last = advertised
+                last, next_beat = advertised, now + desktop.HEARTBEAT_INTERVAL
             elif advertised != last or now >= next_beat:
                 if last is not None and advertised != last:
                     log.info("desktop_advertised_changed url=%s tools=%d", self.port.url, len(advertised))

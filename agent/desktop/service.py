@@ -215,8 +215,8 @@ class DesktopService:
         today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
         if not self._calls_seeded:
             self._calls_seeded = True
-            try:
-                records = self.audit.read()
+            try:  # today's records only: the live file and segments written since yesterday
+                records = self.audit.read(since=self.wall_clock() - 86_400)
             except HermesError as exc:
                 log.error("desktop_audit_unreadable error=%s", exc.message)
                 records = []

@@ -62,7 +62,7 @@ class Decision:
     approved: bool
     reason: str
     always: bool = False
-    how: str = ""  # for the audit: "user", "always", "denied", "expired" or "not_asked"
+    how: str = ""  # for the audit: "user", "always", "rejected" (by the user), "expired" or "not_asked"
 
 
 @dataclass
@@ -190,7 +190,7 @@ class Approvals:
         pending = self._waiting(pid)
         always = always and approve
         pending.decision = Decision(approve, "approved" if approve else (reason or "Rejected from CLI"), always,
-                                    how="always" if always else "user" if approve else "denied")
+                                    how="always" if always else "user" if approve else "rejected")
         pending.done.set()
         if approve and always:  # after the call was let go: the policy file is written under its lock, in a thread
             await trio.to_thread.run_sync(self._on_always, pending.url, pending.capability)

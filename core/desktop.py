@@ -523,7 +523,8 @@ def call_details(args: dict[str, Any], cwd: Path) -> dict[str, Any]:
         details["cwd"] = resolved(args.get("cwd")) or str(cwd)
     env = args.get("env")
     if isinstance(env, dict) and env:
-        details["env"] = {str(k): v if isinstance(v, str) else repr(v) for k, v in env.items()}
+        details["env"] = {str(k): v if isinstance(v, str) else f"(not a string: {type(v).__name__})"
+                          for k, v in env.items()}
         risky = sorted(k for k in details["env"] if dangerous_env(k))
         if risky:
             details["dangerous_env"] = risky
@@ -549,33 +550,3 @@ def _flat(obj: Any, key: str = "") -> list[tuple[str, Any]]:
     if isinstance(obj, list):
         return [kv for v in obj for kv in _flat(v, key)]
     return [(key, obj)]
-
-
-def scrub(obj: Any) -> Any:
-    """A copy of a JSON value whose lone surrogates (in strings and keys) are replaced by U+FFFD, for
-    what must be valid UTF-8 (msgpack over IPC). Deeply nested values are walked without recursion."""
-    import re
-
-    bad = re.compile("[\ud800-\udfff]")
-
-    def fix(value: Any) -> Any:
-        return bad.sub("\ufffd", value) if isinstance(value, str) else value
-
-    if not isinstance(obj, (dict, list)):
-        return fix(obj)
-    root: Any = {} if isinstance(obj, dict) else []
-    stack: list[tuple[Any, Any]] = [(obj, root)]
-    while stack:
-        src, dst = stack.pop()
-        items = src.items() if isinstance(src, dict) else enumerate(src)
-        for key, value in items:
-            if isinstance(value, (dict, list)):
-                child: Any = {} if isinstance(value, dict) else []
-                stack.append((value, child))
-            else:
-                child = fix(value)
-            if isinstance(dst, dict):
-                dst[fix(key)] = child
-            else:
-                dst.append(child)
-    return root

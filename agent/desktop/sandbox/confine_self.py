@@ -1,24 +1,24 @@
 """Confining the calling process just before it executes a command (Linux).
 
-``prepare(spec)`` runs in the unconfined, single-threaded reaper (or trampoline): it plans the
-Landlock rules, opens the paths, creates the rule set and assembles the seccomp filter. ``apply()``
-runs in the command's own process between fork and exec: no_new_privs, every capability dropped
-(bounding set, ambient, effective/permitted/inheritable; the agent may run as root, and Landlock
-alone does not stop a root child), the Landlock rule set, then the seccomp filter. Any failure raises:
-the caller must then not run the command.
+``apply(spec, abi)`` runs in the command's own single-threaded process between fork and exec (or in
+the exec trampoline): no_new_privs; a private mount view for the read-only and hidden paths inside
+the roots (``mounts``); the Landlock rule set planned and built; every capability dropped (bounding
+set, ambient, effective/permitted/inheritable: the agent may run as root, and Landlock alone does not
+stop a root child); the rule set enforced; then the seccomp filter. Any failure raises: the caller
+must then not run the command.
 
 ``spec`` is the JSON form of a ``Confinement`` (``spec_of`` in ``tools/_sandbox.py``): ``roots``,
-``read_only``, ``protected``, ``write_protected`` (lists of paths) and ``network`` (bool).
+``read_only``, ``protected``, ``write_protected`` (lists of paths), ``network`` (bool) and
+``mounts`` (bool: whether to try the private mount view; without it the Landlock plan splits roots).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
 from typing import Any, Final
 
-from . import landlock, seccomp
+from . import landlock, mounts, seccomp
 
 _PR_SET_NO_NEW_PRIVS: Final = 38
 _PR_CAPBSET_DROP: Final = 24
@@ -28,13 +28,6 @@ _PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
 # NOROOT, NO_SETUID_FIXUP and KEEP_CAPS, each with its lock bit: uid 0 gains nothing at exec.
 _SECUREBITS: Final = 0x01 | 0x02 | 0x04 | 0x08 | 0x20
 _CAP_VERSION_3: Final = 0x20080522
-
-
-@dataclass(frozen=True)
-class Prepared:
-    ruleset_fd: int
-    filter: bytes
-    last_cap: int
 
 
 class _CapHeader(ctypes.Structure):
@@ -51,18 +44,6 @@ def _last_cap() -> int:
             return int(f.read())
     except (OSError, ValueError):
         return 63
-
-
-def prepare(spec: dict[str, Any], abi: int) -> Prepared:
-    """Build the rule set and filter for ``spec`` (before fork, unconfined)."""
-    rules = landlock.plan(spec["roots"], spec["read_only"], spec["protected"], spec["write_protected"])
-    fd = landlock.build_ruleset(rules, abi, bool(spec["network"]))
-    try:
-        code = seccomp.program(bool(spec["network"]))
-    except ValueError:
-        os.close(fd)
-        raise
-    return Prepared(fd, code, _last_cap())
 
 
 def _prctl(libc: ctypes.CDLL, option: int, arg: int = 0, arg3: int = 0) -> int:
@@ -89,13 +70,19 @@ def drop_capabilities(last_cap: int) -> None:
         raise OSError("capabilities are still held after dropping them")
 
 
-def apply(prepared: Prepared) -> None:
-    """Confine the calling process (single-threaded, between fork and exec); raises on any failure."""
+def apply(spec: dict[str, Any], abi: int) -> None:
+    """Confine the calling process (single-threaded, between fork and exec) as ``spec`` says; raises on
+    any failure, and the caller must then not run the command."""
+    code = seccomp.program(bool(spec["network"]))  # ValueError on an architecture without a filter
     libc = ctypes.CDLL(None, use_errno=True)
     err = _prctl(libc, _PR_SET_NO_NEW_PRIVS, 1)
     if err:
         raise OSError(err, f"no_new_privs: {os.strerror(err)}")
-    drop_capabilities(prepared.last_cap)
-    landlock.restrict_self(prepared.ruleset_fd)
-    os.close(prepared.ruleset_fd)
-    seccomp.install(prepared.filter)
+    lay = landlock.layout(spec["roots"], spec["read_only"], spec["protected"], spec["write_protected"])
+    isolated = bool(spec.get("mounts", True)) and mounts.isolate(lay.inside_roots(lay.hidden),
+                                                                lay.inside_roots(lay.frozen))
+    ruleset = landlock.build_ruleset(landlock.plan(lay, isolated), abi, bool(spec["network"]))
+    drop_capabilities(_last_cap())
+    landlock.restrict_self(ruleset)
+    os.close(ruleset)
+    seccomp.install(code)

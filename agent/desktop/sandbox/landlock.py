@@ -114,19 +114,42 @@ def git_dirs(roots: Iterable[str], children: Callable[[str], list[str]] = _child
     return found
 
 
-def plan(roots: Iterable[object], read_only: Iterable[object], protected: Iterable[object],
-         write_protected: Iterable[object], children: Callable[[str], list[str]] = _children) -> list[Rule]:
-    """The rules: read-write below ``roots``, read below ``read_only`` and the write-protected parts of
-    the roots, the harmless devices; nothing below ``protected``."""
+@dataclass(frozen=True)
+class Layout:
+    """Real paths: the roots (existing), what must stay hidden, and what must stay read-only."""
+
+    roots: list[str]
+    read_only: list[str]
+    hidden: list[str]
+    frozen: list[str]
+
+    def inside_roots(self, paths: list[str]) -> list[str]:
+        return [p for p in paths if any(_within(p, r) and p != r for r in self.roots)]
+
+
+def layout(roots: Iterable[object], read_only: Iterable[object], protected: Iterable[object],
+           write_protected: Iterable[object], children: Callable[[str], list[str]] = _children) -> Layout:
     real_roots = [r for r in _real(roots) if os.path.exists(r)]
-    hidden = _real(protected)
-    frozen = _real(write_protected) + git_dirs(real_roots, children)
+    return Layout(real_roots, [p for p in _real(read_only) if os.path.exists(p)], _real(protected),
+                  _real(write_protected) + git_dirs(real_roots, children))
+
+
+def plan(lay: Layout, isolated: bool = False, children: Callable[[str], list[str]] = _children) -> list[Rule]:
+    """The rules: read-write below the roots, read below ``read_only`` and the write-protected parts of
+    the roots, the harmless devices; nothing below a hidden path. ``isolated``: the hidden and frozen
+    paths inside the roots are already covered by a private mount view (``mounts.isolate``), so the
+    roots are granted whole."""
+    hidden, frozen = lay.hidden, lay.frozen
+    if isolated:
+        handled = lay.inside_roots(hidden + frozen)
+        hidden = [p for p in hidden if p not in handled]
+        frozen = [p for p in frozen if p not in handled]
     rules: list[Rule] = []
-    for root in real_roots:
+    for root in lay.roots:
         _grant(root, WRITE, hidden + frozen, rules, children)
-    readable = [p for p in _real(read_only) if os.path.exists(p)]
-    readable += [f for f in frozen if any(_within(f, r) for r in real_roots) and os.path.lexists(f)]
-    readable += [r for r in real_roots if any(_within(r, f) for f in frozen)]  # a root inside a frozen path
+    readable = list(lay.read_only)
+    readable += [f for f in lay.inside_roots(frozen) if os.path.lexists(f)]
+    readable += [r for r in lay.roots if any(_within(r, f) for f in frozen)]  # a root inside a frozen path
     for path in readable:
         _grant(path, READ, hidden, rules, children)
     rules += [Rule(d, DEVICE) for d in DEVICES if os.path.exists(d)]

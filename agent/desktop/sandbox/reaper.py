@@ -131,16 +131,11 @@ class Reaper:
 
     def start(self, request: dict[str, Any]) -> bool:
         argv = [str(a) for a in request["argv"]]
-        prepared = None
-        if request.get("confine") is not None:
-            prepared = confine_self.prepare(request["confine"], int(request["abi"]))
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            _child(argv, request, prepared, err_w)  # never returns
+            _child(argv, request, err_w)  # never returns
         os.close(err_w)
-        if prepared is not None:
-            os.close(prepared.ruleset_fd)
         with os.fdopen(err_r, "rb") as f:
             failure = f.read()
         self.main_pid = pid
@@ -181,7 +176,7 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _child(argv: list[str], request: dict[str, Any], prepared: confine_self.Prepared | None, err_w: int) -> None:
+def _child(argv: list[str], request: dict[str, Any], err_w: int) -> None:
     """In the forked command process: stdio, session, confinement, exec. Reports failures on ``err_w``."""
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ):
@@ -200,10 +195,10 @@ def _child(argv: list[str], request: dict[str, Any], prepared: confine_self.Prep
                     pass
         os.chdir(str(request["cwd"]))
         env = {str(k): str(v) for k, v in dict(request["env"]).items()}
-        if prepared is not None:
+        if request.get("confine") is not None:
             try:
-                confine_self.apply(prepared)
-            except OSError as exc:
+                confine_self.apply(request["confine"], int(request["abi"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
                 os.write(err_w, f"could not confine the command: {exc}".encode())
                 os._exit(126)
         os.execve(argv[0], argv, env)

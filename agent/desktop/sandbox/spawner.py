@@ -52,8 +52,7 @@ def serve(sock: socket.socket) -> int:
 def exec_confined(spec_json: str, argv: list[str]) -> int:
     try:
         request = json.loads(spec_json)
-        prepared = confine_self.prepare(request["confine"], int(request["abi"]))
-        confine_self.apply(prepared)
+        confine_self.apply(request["confine"], int(request["abi"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"hermes-relay: could not confine the command, so it did not run: {exc}", file=sys.stderr)
         return 126

@@ -34,6 +34,7 @@ from . import _proc
 
 _MODULE = "hermes_relay.agent.desktop.sandbox.spawner"
 _DONE_MARGIN = 5.0  # seconds past the kill grace to wait for the reaper's "done"
+MOUNTS = True  # a private mount view for .git / protected paths inside roots where the kernel allows it
 
 
 @functools.cache
@@ -49,6 +50,7 @@ def spec_of(confinement: Confinement) -> dict[str, Any]:
         "protected": [str(p) for p in confinement.protected],
         "write_protected": [str(p) for p in confinement.write_protected],
         "network": confinement.network,
+        "mounts": MOUNTS,
     }
 
 

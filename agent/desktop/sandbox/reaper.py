@@ -100,7 +100,7 @@ class Reaper:
             self.stop = self.stop or b"T"
 
     def _wait(self, timeout: float | None, *, control: bool = True) -> None:
-        fds = [self.wake_r, self.ctl] if control else [self.wake_r]
+        fds = [self.wake_r, self.ctl.fileno()] if control else [self.wake_r]
         try:
             ready, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
@@ -110,7 +110,7 @@ class Reaper:
                 os.read(self.wake_r, 512)
             except BlockingIOError:
                 pass
-        if control and self.ctl in ready:
+        if control and self.ctl.fileno() in ready:
             try:
                 data = self.ctl.recv(64)
             except OSError:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from toolwait import line_of
+from toolwait import line_of, wait_gone
 
 from hermes_relay.agent.desktop.tools import _sandbox
 from hermes_relay.agent.desktop.tools.terminal import desktop_terminal
@@ -224,3 +224,39 @@ async def test_nothing_outlives_a_workspace_call(box):
     command = f"nohup sleep {marker} >/dev/null 2>&1 & setsid sleep {marker} >/dev/null 2>&1 & echo started"
     assert (await run(ctx, command))["stdout"] == "started\n"
     assert not [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or ())]
+
+
+@pytest.mark.parametrize("abi", range(1, 8))
+async def test_every_landlock_abi_confines_writes_and_reads(box, monkeypatch, abi):
+    if abi > landlock_abi():
+        pytest.skip(f"the kernel offers Landlock ABI {landlock_abi()}")
+    monkeypatch.setattr(_sandbox, "abi", lambda: abi)  # the rule set an older kernel would get
+    ctx, root, prot, outside, _ = box
+    result = await run(ctx, f"echo in > inside; cat {prot}/secret; echo out > {outside}/new")
+    assert (root / "inside").read_text() == "in\n"
+    assert "token-123" not in result["stdout"] and not (outside / "new").exists()
+
+
+async def test_the_reaper_ends_the_command_when_the_agent_goes_away(box):
+    ctx, root, *_ = box
+    marker = f"300.{os.getpid()}777"
+    for conf in (ctx.confinement, Confinement()):
+        command = await _sandbox.start(["/bin/sh", "-c", f"setsid sleep {marker} & echo $! > pid; wait"],
+                                       cwd=str(root), env={}, confinement=conf)
+        pid = int(await line_of(root / "pid"))
+        command.ctl.close()  # as when the agent dies: the reaper reads EOF
+        assert await wait_gone(pid)
+        (root / "pid").unlink()
+        for stream in (command.stdout, command.stderr):
+            await stream.aclose()
+
+
+async def test_a_dead_spawn_server_is_started_again(box):
+    ctx, *_ = box
+    assert (await run(ctx, "echo one"))["stdout"] == "one\n"
+    spawner = _sandbox._SPAWNER.proc
+    assert spawner is not None
+    spawner.kill()
+    spawner.wait()
+    assert (await run(ctx, "echo two"))["stdout"] == "two\n"
+    assert _sandbox._SPAWNER.proc is not spawner

@@ -150,6 +150,7 @@ class _Reaped(Command):
         self.stdout = trio.lowlevel.FdStream(stdout_fd)
         self.stderr = trio.lowlevel.FdStream(stderr_fd)
         self.returncode: int | None = None
+        self.done = False
 
     async def line(self) -> str:
         while b"\n" not in self.buffer:
@@ -167,11 +168,13 @@ class _Reaped(Command):
                 raise ToolError("the command's reaper ended unexpectedly")
             if line.startswith("exit "):
                 self.returncode = int(line[5:])
+        if self.buffer.startswith(b"done\n"):
+            self.done = True  # the reaper found nothing left behind
         return self.returncode
 
     async def finish(self, *, at_once: bool, grace: float) -> None:
         with trio.CancelScope(shield=True):
-            with trio.move_on_after(grace + _DONE_MARGIN):
+            with trio.move_on_after(0 if self.done else grace + _DONE_MARGIN):
                 try:
                     await self.ctl.send(b"K" if at_once else b"T")
                     while (line := await self.line()) and line != "done":

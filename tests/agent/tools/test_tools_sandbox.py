@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import trio
 from toolwait import line_of, wait_gone
 
 from hermes_relay.agent.desktop.tools import _sandbox
@@ -260,3 +261,21 @@ async def test_a_dead_spawn_server_is_started_again(box):
     spawner.wait()
     assert (await run(ctx, "echo two"))["stdout"] == "two\n"
     assert _sandbox._SPAWNER.proc is not spawner
+
+
+async def test_reapers_serve_concurrent_calls_and_one_call_never_confines_the_next(box):
+    ctx, root, prot, outside, _ = box
+    trusted = replace(ctx, confinement=Confinement())
+    results: dict[int, dict] = {}
+
+    async def one(i: int) -> None:
+        which = ctx if i % 2 else trusted
+        results[i] = await run(which, f"sleep 0.2; echo {i} > {outside}/{i} && echo wrote")
+
+    async with trio.open_nursery() as nursery:
+        for i in range(6):
+            nursery.start_soon(one, i)
+    assert sorted(p.name for p in outside.iterdir()) == ["0", "2", "4", "notes"]
+    assert [results[i]["stdout"] for i in range(6)] == ["wrote\n", "", "wrote\n", "", "wrote\n", ""]
+    after = await run(trusted, f"cat {prot}/secret")  # reapers reused after confined calls stay unconfined
+    assert after["stdout"] == "token-123\n"

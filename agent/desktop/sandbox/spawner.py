@@ -50,6 +50,7 @@ def serve(sock: socket.socket) -> int:
     reapers: dict[int, int] = {}  # pid -> pidfd
     idle: set[int] = set()
     pending = b""
+    ready_sent = False
     while True:
         if not idle:
             forked = _fork_standby(sock, notify_w)
@@ -58,6 +59,9 @@ def serve(sock: socket.socket) -> int:
                 continue
             reapers[forked[0]] = forked[1]
             idle.add(forked[0])
+            if not ready_sent:
+                sock.send(b"r")  # the agent waits for this before its first call
+                ready_sent = True
         pidfds = {fd: pid for pid, fd in reapers.items()}
         ready, _, _ = select.select([notify_r, *pidfds], [], [])
         for fd in ready:

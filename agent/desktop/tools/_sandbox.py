@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import trio
@@ -33,6 +35,9 @@ from hermes_relay.core.desktop import ToolError
 from . import _proc
 
 _MODULE = "hermes_relay.agent.desktop.sandbox.spawner"
+log = logging.getLogger(__name__)
+
+_READY_TIMEOUT = 30.0  # seconds for the spawner's Python start-up on a loaded machine
 _DONE_MARGIN = 5.0  # seconds past the kill grace to wait for the reaper's "done"
 MOUNTS = True  # a private mount view for .git / protected paths inside roots where the kernel allows it
 
@@ -78,26 +83,42 @@ def command_argv(argv: list[str], confinement: Confinement, cwd: str) -> list[st
 
 
 class _Spawner:
-    """The agent's one spawn server, started on first use and again if it died."""
+    """The agent's one spawn server, started on first use (in a worker thread: it takes a Python
+    start-up) and again if it died."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
 
-    def _start(self) -> None:
-        self.close()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-m", _MODULE], stdin=theirs.fileno(), stdout=subprocess.DEVNULL,
-                close_fds=True, start_new_session=True, env={"PATH": os.defpath},
-            )
-        except OSError:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self.sock = ours
+    def healthy(self) -> bool:
+        return self.sock is not None and self.proc is not None and self.proc.poll() is None
+
+    def ensure(self) -> None:
+        """Start the spawner unless it runs; returns once it is ready for calls (OSError if not)."""
+        with self.lock:
+            if self.healthy():
+                return
+            self.close()
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                try:
+                    self.proc = subprocess.Popen(
+                        [sys.executable, "-I", "-m", _MODULE], stdin=theirs.fileno(), stdout=subprocess.DEVNULL,
+                        close_fds=True, start_new_session=True, env={"PATH": os.defpath},
+                    )
+                finally:
+                    theirs.close()  # the spawner's end: its exit must read as EOF here
+                ours.settimeout(_READY_TIMEOUT)
+                if ours.recv(16) != b"r":
+                    raise OSError("the spawner exited before it was ready")
+                ours.settimeout(None)
+            except OSError:
+                ours.close()
+                self.close()
+                raise
+            self.sock = ours
+            log.info("sandbox_spawner_started pid=%s", self.proc.pid)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -111,18 +132,22 @@ class _Spawner:
                 self.proc.wait()
             self.proc = None
 
-    def send(self, fds: list[int]) -> None:
+    async def send(self, fds: list[int]) -> None:
         for attempt in (0, 1):
-            if self.sock is None or self.proc is None or self.proc.poll() is not None:
-                self._start()
-            assert self.sock is not None
+            if not self.healthy():
+                await trio.to_thread.run_sync(self.ensure, abandon_on_cancel=True)  # it finishes on its own
+            sock = self.sock
             try:
-                socket.send_fds(self.sock, [b"c"], fds)
+                if sock is None:
+                    raise OSError("the spawner is not running")
+                socket.send_fds(sock, [b"c"], fds)
                 return
             except OSError:
                 if attempt:
                     raise
-                self.close()
+                with self.lock:
+                    if self.sock is sock:
+                        self.close()
 
 
 _SPAWNER = _Spawner()
@@ -206,19 +231,23 @@ class _Plain(Command):
                 await stream.aclose()
 
 
+async def _start_plain(argv: list[str], cwd: str, env: dict[str, str], confinement: Confinement) -> Command:
+    try:
+        proc = await trio.lowlevel.open_process(
+            command_argv(argv, confinement, cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, cwd=cwd, env=env, **_proc.session_kwargs(),
+        )
+    except OSError as exc:
+        raise ToolError(f"could not start {argv[0]}: {exc.strerror or exc}") from exc
+    return _Plain(proc)
+
+
 async def start(argv: list[str], *, cwd: str, env: dict[str, str], confinement: Confinement,
                 grace: float = _proc.KILL_GRACE) -> Command:
     """Start ``argv`` (stdin closed, its own session) under ``confinement``; ToolError when it cannot start."""
     confined = _confined(confinement)
     if not sys.platform.startswith("linux"):
-        try:
-            proc = await trio.lowlevel.open_process(
-                command_argv(argv, confinement, cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=cwd, env=env, **_proc.session_kwargs(),
-            )
-        except OSError as exc:
-            raise ToolError(f"could not start {argv[0]}: {exc.strerror or exc}") from exc
-        return _Plain(proc)
+        return await _start_plain(argv, cwd, env, confinement)
     request = {"argv": argv, "cwd": cwd, "env": env, "grace": grace,
                "confine": spec_of(confinement) if confined else None, "abi": abi()}
     body = json.dumps(request).encode("utf-8", "surrogatepass")
@@ -226,16 +255,22 @@ async def start(argv: list[str], *, cwd: str, env: dict[str, str], confinement: 
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        _SPAWNER.send([theirs.fileno(), out_w, err_w])
-    except OSError as exc:
+        try:
+            await _SPAWNER.send([theirs.fileno(), out_w, err_w])
+        finally:
+            theirs.close()
+            os.close(out_w)
+            os.close(err_w)
+    except BaseException as exc:
         for fd in (out_r, err_r):
             os.close(fd)
         ours.close()
-        raise ToolError(f"could not start the command sandbox: {exc.strerror or exc}") from exc
-    finally:
-        theirs.close()
-        os.close(out_w)
-        os.close(err_w)
+        if not isinstance(exc, OSError):
+            raise
+        if confined:
+            raise ToolError(f"could not start the command sandbox, so the command did not run: {exc}") from exc
+        log.warning("sandbox_spawner_failed error=%s (commands run without a reaper)", exc)
+        return await _start_plain(argv, cwd, env, confinement)
     command = _Reaped(trio.socket.from_stdlib_socket(ours), out_r, err_r)
     try:
         await command.ctl.send(struct.pack(">I", len(body)))

@@ -279,3 +279,13 @@ async def test_reapers_serve_concurrent_calls_and_one_call_never_confines_the_ne
     assert [results[i]["stdout"] for i in range(6)] == ["wrote\n", "", "wrote\n", "", "wrote\n", ""]
     after = await run(trusted, f"cat {prot}/secret")  # reapers reused after confined calls stay unconfined
     assert after["stdout"] == "token-123\n"
+
+
+async def test_without_a_spawner_trusted_commands_still_run_and_workspace_ones_do_not(box, monkeypatch):
+    ctx, root, *_ = box
+    monkeypatch.setattr(_sandbox, "_MODULE", "hermes_relay.no_such_module")  # a spawner that cannot start
+    monkeypatch.setattr(_sandbox, "_SPAWNER", _sandbox._Spawner())
+    assert (await run(replace(ctx, confinement=Confinement()), "echo ok"))["stdout"] == "ok\n"
+    with pytest.raises(ToolError, match="could not start the command sandbox, so the command did not run"):
+        await run(ctx, "echo ran > marker")
+    assert not (root / "marker").exists()

@@ -8,8 +8,14 @@ path, which gets fewer (or none). Symbolic links met on the way are skipped, nev
 price: nothing can be created or listed directly in such a split folder.
 
 ``plan()`` decides the rules (pure apart from listing split folders); ``build_ruleset()`` opens the
-paths and creates the kernel rule set in the (unconfined) reaper; ``restrict_self()`` applies it in
-the command's process just before exec. Every ABI from 1 to 7 is handled: rights a kernel does not
+paths and creates the kernel rule set; ``restrict_self()`` enforces it. Both run in the command's own
+process just before exec (``confine_self.apply``).
+
+Nothing else is granted: no ``/proc`` (other processes' command lines, the agent's ``/proc`` entries),
+no ``/sys``, no ``/tmp`` or ``/dev/shm`` unless a root holds them (shared with every other program),
+and of ``/dev`` only null, zero, random and urandom. ``/dev/tty`` is not granted: a command runs in
+its own session with no controlling terminal, so it could not be opened anyway. ``/dev/fd/N`` and
+``/dev/stdin`` still work (the kernel checks the already-open pipe, not a path). Every ABI from 1 to 7 is handled: rights a kernel does not
 know are left out of the rule set (``handled_rights``); ``core.confine.missing_protections`` names them.
 """
 

@@ -116,6 +116,7 @@ class Reaper:
         self.main_pid = 0
         self.stop = None
         self.drain_wakeups()
+        os.chdir("/")  # hold no folder of the last call busy
 
     def _wait(self, timeout: float | None, *, control: bool = True) -> None:
         fds = [self.wake_r, self.ctl.fileno()] if control else [self.wake_r]

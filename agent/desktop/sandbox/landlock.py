@@ -5,7 +5,9 @@ everything below it, and nothing can take it back further down. So a folder that
 command must not reach (``~/.hermes`` inside a readable home, ``.git`` inside a writable root) gets
 no right itself; each of its children gets the rights instead, recursively down to the excluded
 path, which gets fewer (or none). Symbolic links met on the way are skipped, never followed. The
-price: nothing can be created or listed directly in such a split folder.
+price: nothing can be created or listed directly in such a split folder, which is why a private
+mount view (``mounts.py``) covers the paths inside the roots where the kernel allows one; the split
+remains for the rest and as the fallback.
 
 ``plan()`` decides the rules (pure apart from listing split folders); ``build_ruleset()`` opens the
 paths and creates the kernel rule set; ``restrict_self()`` enforces it. Both run in the command's own
@@ -15,8 +17,10 @@ Nothing else is granted: no ``/proc`` (other processes' command lines, the agent
 no ``/sys``, no ``/tmp`` or ``/dev/shm`` unless a root holds them (shared with every other program),
 and of ``/dev`` only null, zero, random and urandom. ``/dev/tty`` is not granted: a command runs in
 its own session with no controlling terminal, so it could not be opened anyway. ``/dev/fd/N`` and
-``/dev/stdin`` still work (the kernel checks the already-open pipe, not a path). Every ABI from 1 to 7 is handled: rights a kernel does not
-know are left out of the rule set (``handled_rights``); ``core.confine.missing_protections`` names them.
+``/dev/stdin`` still work (the kernel checks the already-open pipe, not a path).
+
+Every ABI from 1 to 7 is handled: rights a kernel does not know are left out of the rule set
+(``handled_rights``); ``core.confine.missing_protections`` names what that leaves unguarded.
 """
 
 from __future__ import annotations

@@ -249,6 +249,13 @@ def _child(argv: list[str], request: dict[str, Any], err_w: int) -> None:
     os._exit(127)
 
 
+def _tell(notify: int, what: str) -> None:
+    try:
+        os.write(notify, f"{what} {os.getpid()}\n".encode())
+    except OSError:
+        pass  # the spawner is gone: the agent starts another one; this call still runs to its end
+
+
 def standby(sock: socket.socket, notify: int) -> None:
     """A reaper forked ahead of its calls: it takes calls off the spawner's socket one at a time and
     serves each to its end, telling the spawner on ``notify`` (``b PID`` busy, ``i PID`` idle again,
@@ -260,12 +267,11 @@ def standby(sock: socket.socket, notify: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), ctypes.c_ulong(0),
                                                 ctypes.c_ulong(0), ctypes.c_ulong(0))
         reaper = Reaper()
-        me = os.getpid()
         sock.setblocking(False)
         while reaper.stop is None:
             ready, _, _ = select.select([sock.fileno(), reaper.wake_r], [], [], IDLE_EXIT)
             if not ready:
-                os.write(notify, f"x {me}\n".encode())
+                _tell(notify, "x")
                 break
             if sock.fileno() not in ready:
                 reaper.drain_wakeups()
@@ -280,13 +286,13 @@ def standby(sock: socket.socket, notify: int) -> None:
                 for fd in fds:
                     os.close(fd)
                 if not msg:
-                    os.write(notify, f"q {me}\n".encode())
+                    _tell(notify, "q")
                     break
                 continue
-            os.write(notify, f"b {me}\n".encode())
+            _tell(notify, "b")
             serve(reaper, *fds)
             reaper.reset()
-            os.write(notify, f"i {me}\n".encode())
+            _tell(notify, "i")
     except BaseException:  # noqa: BLE001 - a forked child must never return into the spawner's loop
         code = 1
     os._exit(code)

@@ -159,8 +159,9 @@ class Command:
     stdout: trio.abc.ReceiveStream
     stderr: trio.abc.ReceiveStream
 
-    async def wait_exit(self) -> int:
-        """The command's return code once its own process ended (negative: the signal)."""
+    async def wait_exit(self) -> int | None:
+        """The command's return code once its own process ended (negative: the signal); None when
+        its reaper vanished (killed from outside) and the end cannot be known."""
         raise NotImplementedError
 
     async def finish(self, *, at_once: bool, grace: float) -> None:
@@ -186,11 +187,11 @@ class _Reaped(Command):
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line.decode("utf-8", "replace")
 
-    async def wait_exit(self) -> int:
+    async def wait_exit(self) -> int | None:
         while self.returncode is None:
             line = await self.line()
             if not line:
-                raise ToolError("the command's reaper ended unexpectedly")
+                return None
             if line.startswith("exit "):
                 self.returncode = int(line[5:])
         if self.buffer.startswith(b"done\n"):
@@ -199,12 +200,13 @@ class _Reaped(Command):
 
     async def finish(self, *, at_once: bool, grace: float) -> None:
         with trio.CancelScope(shield=True):
-            with trio.move_on_after(0 if self.done else grace + _DONE_MARGIN):
+            with trio.move_on_after(grace + _DONE_MARGIN):
                 try:
-                    await self.ctl.send(b"K" if at_once else b"T")
-                    while (line := await self.line()) and line != "done":
-                        if line.startswith("exit "):
-                            self.returncode = int(line[5:])
+                    if not self.done:
+                        await self.ctl.send(b"K" if at_once else b"T")
+                        while (line := await self.line()) and line != "done":
+                            if line.startswith("exit "):
+                                self.returncode = int(line[5:])
                 except OSError:
                     pass
             self.ctl.close()
@@ -218,7 +220,7 @@ class _Plain(Command):
         assert proc.stdout is not None and proc.stderr is not None
         self.stdout, self.stderr = proc.stdout, proc.stderr
 
-    async def wait_exit(self) -> int:
+    async def wait_exit(self) -> int | None:
         return await self.proc.wait()
 
     async def finish(self, *, at_once: bool, grace: float) -> None:

@@ -84,19 +84,24 @@ async def run_captured(
     out, err = Capture(limit), Capture(limit)
     command = await _sandbox.start(argv, cwd=cwd, env=env, confinement=confinement)
     returncode: int | None = None
+    ended = False
     try:
         with trio.move_on_after(timeout) as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(out.drain, command.stdout)
                 nursery.start_soon(err.drain, command.stderr)
                 returncode = await command.wait_exit()
-                with trio.move_on_after(LINGER):
-                    await out.eof.wait()
-                    await err.eof.wait()
+                ended = True
+                if returncode is not None:
+                    with trio.move_on_after(LINGER):
+                        await out.eof.wait()
+                        await err.eof.wait()
                 nursery.cancel_scope.cancel()
     finally:
         await command.finish(at_once=returncode is not None, grace=_proc.KILL_GRACE)
-    return returncode, out, err, scope.cancelled_caught and returncode is None
+    if ended and returncode is None:
+        raise ToolError("the command's sandbox process ended unexpectedly (killed from outside?)")
+    return returncode, out, err, scope.cancelled_caught and not ended
 
 
 def exit_fields(returncode: int | None) -> dict[str, Any]:

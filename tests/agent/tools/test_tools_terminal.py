@@ -182,3 +182,26 @@ async def test_nothing_outlives_a_cancelled_call(ctx, marker):
 async def test_late_output_of_a_background_process_is_still_read(ctx):
     result = await desktop_terminal({"command": "(sleep 0.1; echo late) & echo early"}, ctx)
     assert result["stdout"] == "early\nlate\n"
+
+
+async def test_a_reaper_killed_from_outside_is_a_clear_error(ctx):
+    pids = ctx.cwd / "pids"
+    failure: list[BaseException] = []
+    answered = trio.Event()
+
+    async def call() -> None:
+        try:
+            await desktop_terminal({"command": f"echo $$ > {pids}; exec sleep 30"}, ctx)
+        except ToolError as exc:
+            failure.append(exc)
+        answered.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        shell = psutil.Process(int(await line_of(pids)))
+        reaper = psutil.Process(shell.ppid())
+        reaper.kill()
+        with trio.fail_after(10):
+            await answered.wait()
+    shell.kill()  # orphaned when its reaper died: ours to clean up here
+    assert "ended unexpectedly" in str(failure[0])

@@ -10,7 +10,9 @@ The one place the tools that start processes go through:
 - ``command_argv()`` (detached jobs): the argv to execute, wrapped in the confining trampoline under
   ``kernel_commands``, unchanged otherwise.
 
-Where a workspace command cannot be confined (no Landlock), it does not run: ``ToolError``.
+Where a workspace command cannot be confined (no Landlock), it does not run: ``ToolError``. What
+the user is told about it comes from ``core.confine.commands_label`` ("kernel-enforced" from Landlock
+ABI 6, "partially enforced: …" below, "refused: …" without Landlock).
 """
 
 from __future__ import annotations

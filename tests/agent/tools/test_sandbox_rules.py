@@ -3,8 +3,11 @@ interpreter), the Landlock plan for split folders, and the macOS sandbox-exec pr
 
 from __future__ import annotations
 
+import ast
 import errno
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,13 @@ def test_seatbelt_quotes_paths_and_refuses_control_characters():
     assert seatbelt.quote('/a "b"\\c') == '"/a \\"b\\"\\\\c"'
     with pytest.raises(ValueError, match="control characters"):
         seatbelt.profile({"roots": ["/a\nb"], "read_only": [], "protected": [], "write_protected": []})
+
+
+def test_the_spawner_loads_no_trio_and_nothing_of_the_agent_beyond_the_sandbox():
+    code = ("import sys, hermes_relay.agent.desktop.sandbox.spawner; "
+            "print(sorted(m for m in sys.modules if m == 'trio' or m.startswith('hermes_relay.')))")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = ast.literal_eval(out)
+    assert "trio" not in loaded
+    assert all(m.startswith("hermes_relay.agent.desktop.sandbox") or m in ("hermes_relay.agent",
+               "hermes_relay.agent.desktop") for m in loaded), loaded

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -289,3 +290,23 @@ async def test_without_a_spawner_trusted_commands_still_run_and_workspace_ones_d
     with pytest.raises(ToolError, match="could not start the command sandbox, so the command did not run"):
         await run(ctx, "echo ran > marker")
     assert not (root / "marker").exists()
+
+
+async def test_the_mount_view_cannot_be_undone_from_inside(tmp_path):
+    home = tmp_path / "home"
+    state = home / ".hermes"
+    state.mkdir(parents=True)
+    (state / "credentials.json").write_text("token-123\n")
+    conf = Confinement(roots=(home,), read_only=(*map(Path, SYSTEM_READ_ONLY), Path(sys.base_prefix)),
+                       protected=(state,), kernel_commands=True, network=False)
+    ctx = ToolContext(home=home, cwd=home, deadline=math.inf, env=dict(os.environ), confinement=conf)
+    code = (  # a new user + mount namespace of its own, where it holds every capability, then umount
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print('unshare', libc.unshare(0x10000000 | 0x20000))\n"
+        f"print('umount', libc.umount2({bytes(state)!r}, 2))\n"
+        f"print(open({str(state / 'credentials.json')!r}).read())\n"
+    )
+    result = await run(ctx, f"{PYTHON} -I -S -c {shlex.quote(code)}")
+    assert result["stdout"].startswith("unshare 0\numount -1\n")
+    assert "token-123" not in result["stdout"] and "PermissionError" in result["stderr"]

@@ -27,9 +27,10 @@ SHELLS = ("bash", "zsh", "fish")  # kept in step with completion_scripts.SHELLS 
 def register(sub: Any) -> None:
     p = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
                        description="Print a completion script for hermes-relay's commands and flags.",
-                       epilog="bash:  source <(hermes-relay completion bash)     (e.g. in ~/.bashrc)\n"
-                              "zsh:   source <(hermes-relay completion zsh)      (after compinit, in ~/.zshrc)\n"
-                              "fish:  hermes-relay completion fish > ~/.config/fish/completions/hermes-relay.fish",
+                       epilog="examples (once):\n"
+                              "  source <(hermes-relay completion bash)    # bash, in ~/.bashrc\n"
+                              "  source <(hermes-relay completion zsh)     # zsh, in ~/.zshrc after compinit\n"
+                              "  hermes-relay completion fish > ~/.config/fish/completions/hermes-relay.fish",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("shell", choices=SHELLS, help="the shell to complete for")
     p.set_defaults(run=run)

@@ -24,7 +24,12 @@ HEADERS = ("PREFIX", "DEVICE", "PLATFORM", "CREATED", "LAST SEEN", "EXPIRES")
 def register(sub: Any) -> None:
     p = sub.add_parser("devices", help="list, revoke or extend the devices paired with a relay",
                        description="Manage every device paired with a relay (this computer, phones, "
-                                   "other desktops). Without a subcommand: list.")
+                                   "other desktops). Without a subcommand: list.",
+                       epilog="examples:\n"
+                              "  hermes-relay devices                     # the devices on the paired relay\n"
+                              "  hermes-relay devices --remote wss://relay.example.com\n"
+                              "  hermes-relay devices revoke kd214La2",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _relay_flags(p, suppress=False)
     verbs = p.add_subparsers(dest="devices_cmd", prog="hermes-relay devices", metavar="{list,revoke,extend}")
     lst = add_verb(verbs, "list", "list the paired devices (the default)",

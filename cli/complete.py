@@ -12,7 +12,7 @@ error into the middle of the line being typed. It never starts the agent.
 
 Each source is read on its own: an unreadable store still leaves the names, and the other way round.
 A candidate that a shell could not take as one word (whitespace, control characters, text that is not
-valid Unicode) is left out.
+valid Unicode, characters the shell would act on: bash inserts candidates unquoted) is left out.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ COMMAND = "__complete"
 AGENT_TIMEOUT = 0.3  # seconds for connecting and for the answer: Tab must not hang on a wedged agent
 CONTROL_FILE = "desktop-control.json"
 MAX_CONTROL_BYTES = 1 << 20
+SHELL_SPECIAL = frozenset("`$;&|<>()\\\"'!*?{}")  # never offered: a name is typed, a command line runs
 
 
 def run(words: list[str], out: TextIO, env: Env, connect: Any = None) -> int:
@@ -51,6 +52,8 @@ def run(words: list[str], out: TextIO, env: Env, connect: Any = None) -> int:
 
 def _one_word(word: Any) -> bool:
     if not isinstance(word, str) or not word or not word.isprintable() or any(c.isspace() for c in word):
+        return False
+    if word[0] in "-~#" or not SHELL_SPECIAL.isdisjoint(word):  # bash puts a candidate in the line unquoted
         return False
     try:
         word.encode("utf-8")

@@ -313,6 +313,7 @@ def _fish(nodes: list[Node]) -> str:
         f"function __hermes_relay_ask  # KIND: what `{PROG} __complete KIND` answers, asked of the program being completed",
         "    set -l prog (commandline -opc)[1]",
         "    string match -q -- '~/*' $prog; and set prog $HOME/(string sub -s 3 -- $prog)",
+        "    command -s $prog >/dev/null 2>&1; or return 0  # fish itself would complain of a missing program",
         "    for kind in $argv",
         "        command $prog __complete $kind 2>/dev/null </dev/null",
         "    end",

@@ -66,11 +66,12 @@ def test_a_control_file_that_is_not_what_we_expect_leaves_the_urls(cli, env, two
 
 def test_names_a_shell_cannot_take_as_one_word_are_left_out(cli, env, two_relays) -> None:
     aliases = {"home": LAN, "two words": LAN, "bell\a": LAN, "lone\ud800": LAN, "new\nline": LAN, "": LAN,
-               "no-url": 5, "empty-url": "", "café": PUBLIC, "office": LAN}
+               "no-url": 5, "empty-url": "", "café": PUBLIC, "$(touch pwned)": LAN, "a;b": LAN, "`id`": LAN,
+               "-rf": LAN, "~root": LAN, "lab[2]": LAN, "office": LAN}
     write_control(env, json.dumps({"host_aliases": aliases}))  # ASCII JSON: the lone surrogate as \\ud800
     result = cli("__complete", "relays")
     assert (result.code, result.err) == (0, "")
-    assert result.out.splitlines() == [LAN, PUBLIC, "home", "café", "office"]
+    assert result.out.splitlines() == [LAN, PUBLIC, "home", "café", "lab[2]", "office"]
 
 
 def test_each_source_stands_alone(cli, env, two_relays) -> None:

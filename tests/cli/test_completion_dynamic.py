@@ -184,3 +184,23 @@ def test_fish_offers_relays_presets_and_approvals(scripts: dict[str, Path], shel
     assert sorted(row[0] for row in rows) == expected
     if line.endswith("--re"):
         assert rows[0][1].startswith("which relay")
+
+
+@pytest.mark.parametrize("shell", completion.SHELLS)
+def test_a_missing_program_completes_nothing_without_a_word_on_stderr(scripts: dict[str, Path],
+                                                                       shell_env: dict[str, str], shell: str) -> None:
+    prog = "/nonexistent/hermes-relay"
+    environ = {**shell_env, "PATH": "/usr/bin:/bin"}
+    if shell == "bash":
+        program = (f"source {scripts['bash']}; COMP_LINE='{prog} forget '; COMP_POINT={len(prog) + 8}; "
+                   f"COMP_WORDS=({prog} forget ''); COMP_CWORD=2; _hermes_relay; echo \"[${{COMPREPLY[*]}}]\"")
+        argv = [_shell("bash"), "--norc", "-c", program]
+    elif shell == "zsh":
+        program = (f"{_ZSH_STUBS}\nsource {scripts['zsh']}\nwords=({prog} forget ''); CURRENT=3; PREFIX=''\n"
+                   "_hermes_relay; print -r -- '[]'")
+        argv = [_shell("zsh"), "-f", "-c", program]
+    else:
+        argv = [_shell("fish"), "--no-config", "-c", f"source {scripts['fish']}; complete -C 'hermes-relay forget '; "
+                "echo '[]'"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=environ)
+    assert (done.stdout, done.stderr) == ("[]\n", "")

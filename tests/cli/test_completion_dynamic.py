@@ -127,6 +127,18 @@ def test_bash_completes_from_the_middle_of_a_line(scripts: dict[str, Path], shel
     assert done.stdout.splitlines() == ["//192.168.1.5:8767"]  # what follows "ws:", which readline keeps
 
 
+def test_bash_without_colon_in_comp_wordbreaks_gets_whole_urls(scripts: dict[str, Path],
+                                                                shell_env: dict[str, str]) -> None:
+    # Some setups take ':' (and '=') out of COMP_WORDBREAKS: COMP_WORDS then holds whole URLs, and so must COMPREPLY.
+    line = "hermes-relay devices --remote=ws://19"
+    program = (f"source {scripts['bash']}; COMP_WORDBREAKS=$' \\t\\n\"\\'><;|&('; COMP_LINE={shlex.quote(line)}; "
+               f"COMP_POINT={len(line)}; COMP_WORDS=(hermes-relay devices --remote=ws://19); COMP_CWORD=2; "
+               '_hermes_relay; printf "%s\\n" "${COMPREPLY[@]}"')
+    done = subprocess.run([_shell("bash"), "--norc", "-c", program], capture_output=True, text=True, timeout=60,
+                          env=shell_env)
+    assert (done.stdout, done.stderr) == (f"--remote={LAN}\n", "")
+
+
 # -- zsh -------------------------------------------------------------------------------------------
 # Stand-ins for the compsys builtins (see test_completion.py): each prints what it would offer.
 _ZSH_STUBS = r"""

@@ -252,6 +252,10 @@ def invoke(
     try:
         if words and words[0] == "--version" and len(words) == 1:
             return _print_version(out, environ, connect)
+        if words and words[0] == "__complete":  # hidden: what the completion scripts ask for on Tab
+            from hermes_relay.cli import complete
+
+            return complete.run(words[1:], out, environ, connect)
         args, run = _parse(words, out, err)
         if run is None:
             return EXIT_USAGE

@@ -43,11 +43,18 @@ def port_number(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hermes-relay-server",
-        description="Hermes relay server: pairing codes, session tokens and the WebSocket relay on one port.",
-        epilog="Mint a pairing code on this host with `hermes-pair`; list, extend or revoke sessions with "
-               "`hermes-relay-server sessions --help`; call a tool on a paired desktop with "
-               "`hermes-relay-server call TOOL '{...}'` (see `hermes-relay-server call --help`). "
-               "Exit codes: 0 clean stop, 1 error, 2 usage.",
+        description="Hermes relay server: pairing codes, session tokens and the WebSocket relay,\non one port.",
+        epilog="examples:\n"
+               "  hermes-relay-server                       # on 127.0.0.1:8767, this host only\n"
+               "  hermes-relay-server --host 0.0.0.0        # also for the LAN and Tailscale\n"
+               "  hermes-relay-server --host 0.0.0.0 --tls  # wss://, self-signed certificate\n"
+               "then, on this host:\n"
+               "  hermes-pair                               # a code for a computer to pair\n"
+               "  hermes-relay-server sessions list         # paired devices; extend, revoke\n"
+               "  hermes-relay-server call desktop_terminal '{\"command\": \"uname -a\"}'\n"
+               "\n"
+               "exit codes: 0 clean stop, 1 error, 2 usage",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default=os.environ.get("RELAY_HOST", "127.0.0.1"),
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for LAN/Tailscale clients)")

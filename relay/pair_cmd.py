@@ -40,8 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hermes-pair",
         description="Mint a one-time pairing code on this relay host (valid 10 minutes, single use).",
-        epilog="Pair a computer with: hermes-relay pair CODE --remote URL, or hermes-relay pair --pair-qr INVITE. "
-               "Exit codes: 0 ok, 1 relay unreachable or refused, 2 usage.",
+        epilog="examples:\n"
+               "  hermes-pair                      # a code and an invite for this host's relay\n"
+               "  hermes-pair --ttl 7d             # the paired computer's session: 7 days\n"
+               "  hermes-pair --mode tailscale     # offer only the Tailscale route\n"
+               "  hermes-pair --public-url wss://relay.example.com\n"
+               "then, on the computer to pair:\n"
+               "  hermes-relay pair --remote ws://192.168.1.5:8767   # then type the code\n"
+               "  hermes-relay pair --pair-qr 'hermes-relay://pair?payload=...'\n"
+               "\n"
+               "exit codes: 0 ok, 1 relay unreachable or refused, 2 usage",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--ttl", default=str(DEFAULT_TTL),
                    help="session lifetime: seconds, or 1d/7d/30d/90d/1y, or 0/never (default 30 days)")

@@ -36,7 +36,15 @@ def register(sub: Any) -> None:
                     "with your full rights, files), full_access (everything; needs --yes). "
                     "`access set CAP MODE [URL]` changes one capability (commands, files, screen_input, "
                     "usb, microphone, camera) to disabled, ask or allow. Below full access, file tools "
-                    "reach only the host's roots (default: your home directory without ~/.hermes).")
+                    "reach only the host's roots (default: your home directory without ~/.hermes).",
+        epilog="examples:\n"
+               "  hermes-relay access                       # every paired relay's policy\n"
+               "  hermes-relay access standard              # the paired relay: files only\n"
+               "  hermes-relay access ws://192.168.1.5:8767 trusted\n"
+               "  hermes-relay access workspace --root ~/src/project\n"
+               "  hermes-relay access set commands ask      # ask before each command\n"
+               "  hermes-relay access full_access --yes",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("words", nargs="*", metavar="[URL] [PRESET] | set CAP MODE [URL]",
                    help="what to show or change")
     p.add_argument("--root", action="append", default=[], metavar="DIR", help="add a root for the host")

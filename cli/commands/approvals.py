@@ -24,16 +24,29 @@ MAX_REASON = 200
 def register(sub: Any) -> None:
     p = sub.add_parser("approvals", help="approve or deny desktop tool calls waiting for you",
                        description="Desktop tool calls under an `ask` policy wait here for your answer "
-                                   "until shortly before the relay gives up on them.")
+                                   "until shortly before the relay gives up on them.",
+                       epilog="examples:\n"
+                              "  hermes-relay approvals                  # the calls waiting now, with ids\n"
+                              "  hermes-relay approvals approve 3f9a2c1e\n"
+                              "  hermes-relay approvals deny 3f9a2c1e --reason 'not on this machine'\n"
+                              "  hermes-relay approvals --watch          # answer each as it comes: y/n/a",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--watch", action="store_true", help="prompt for each request as it arrives (y/n/a)")
     add_common_flags(p)
     verbs = p.add_subparsers(dest="approvals_cmd", prog="hermes-relay approvals", metavar="{list,approve,deny}")
-    lst = verbs.add_parser("list", help="the calls waiting now (the default)")
-    approve = verbs.add_parser("approve", help="let one waiting call run")
+    lst = verbs.add_parser("list", help="the calls waiting now (the default)",
+                           epilog="examples:\n  hermes-relay approvals list\n  hermes-relay approvals list --json",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    approve = verbs.add_parser("approve", help="let one waiting call run",
+                               epilog="examples:\n  hermes-relay approvals approve 3f9a2c1e\n"
+                                      "  hermes-relay approvals approve 3f9a2c1e --always   # and from now on",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     approve.add_argument("id", metavar="ID", help="the id `hermes-relay approvals` shows")
     approve.add_argument("--always", action="store_true",
                          help="also allow this capability for this relay host from now on")
-    deny = verbs.add_parser("deny", help="refuse one waiting call")
+    deny = verbs.add_parser("deny", help="refuse one waiting call",
+                            epilog="example:\n  hermes-relay approvals deny 3f9a2c1e --reason 'not on this machine'",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     deny.add_argument("id", metavar="ID", help="the id `hermes-relay approvals` shows")
     deny.add_argument("--reason", metavar="TEXT", help="told to the relay host's agent")
     for parser in (lst, approve, deny):

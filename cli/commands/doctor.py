@@ -36,7 +36,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("doctor", help="check the installation, the agent and every route to each relay",
                        description="Check versions, the clock, the session store and file permissions, the "
                                    "agent, and every route of every paired relay (DNS, TCP, TLS and pin, "
-                                   "WebSocket, auth). Never starts the agent. Exit status 1 when a check fails.")
+                                   "WebSocket, auth). Never starts the agent. Exit status 1 when a check fails.",
+                       epilog="examples:\n"
+                              "  hermes-relay doctor          # every check, and how to fix what fails\n"
+                              "  hermes-relay doctor --fix    # also repair modes, move a broken store aside\n"
+                              "  hermes-relay doctor --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fix", action="store_true",
                    help="repair what is safe to repair: file modes, and a store that cannot be parsed "
                         "(moved aside as <name>.corrupt-<time>, never deleted)")

@@ -28,7 +28,9 @@ EXPLANATION = (
 
 def register(sub: Any) -> None:
     p = sub.add_parser("pin", help="accept a relay's new TLS certificate after a deliberate change",
-                       description="Manage certificate pins. " + EXPLANATION)
+                       description="Manage certificate pins. " + EXPLANATION,
+                       epilog="example:\n  hermes-relay pin accept wss://relay.example.com",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="pin_cmd", prog="hermes-relay pin", metavar="{accept}")
     accept = add_verb(verbs, "accept", "trust the certificate the relay presents now",
                       "Show the certificate the relay presents now next to the pinned one, ask, "

@@ -173,7 +173,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("prompt", help="show the route in your shell prompt",
                        description="Put the route indicator ([LAN], [Tailscale], [Public], [offline]) into "
                                    "your shell prompt without running any program per prompt.",
-                       epilog="setup, once:\n"
+                       epilog="examples (once, in your shell's startup file):\n"
                               "  bash (~/.bashrc):  eval \"$(hermes-relay prompt init bash)\"\n"
                               "  zsh (~/.zshrc):    eval \"$(hermes-relay prompt init zsh)\"\n"
                               "  fish (config.fish): hermes-relay prompt init fish | source",

@@ -28,9 +28,15 @@ _LABEL_WIDTH = 10
 
 
 def register(sub: Any) -> None:
+    import argparse
+
     p = sub.add_parser("status", help="paired relays and the live state of each link",
                        description="Show the paired relays from the session store and, when the agent "
-                                   "is running, the live state of each link. Never starts the agent.")
+                                   "is running, the live state of each link. Never starts the agent.",
+                       epilog="examples:\n"
+                              "  hermes-relay status              # every relay, its link and its tools\n"
+                              "  hermes-relay status --json       # the same for scripts (tokens redacted)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reveal-tokens", action="store_true", help="show session tokens instead of (redacted)")
     add_common_flags(p)
     p.set_defaults(run=run)

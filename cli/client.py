@@ -24,7 +24,7 @@ import sys
 import time
 
 from hermes_relay import __version__
-from hermes_relay.core import api, framing, ownership, paths, rpc, winpipe
+from hermes_relay.core import api, framing, ownership, paths, rpc
 from hermes_relay.core.errors import (
     AgentNotRunningError,
     IpcError,
@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 DEFAULT_CALL_TIMEOUT = 30.0  # seconds; pairing and probes report progress well within this
 AUTOSTART_WAIT = 10.0  # seconds to wait for a freshly spawned agent's socket
 _CONNECT_ERRNOS = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES)
+
+_PIPE_PREFIX = "\\\\.\\pipe\\"  # core.winpipe.PREFIX, spelled out: the hot paths never import it
 
 
 class AgentCalls:
@@ -124,7 +126,7 @@ class AgentClient(AgentCalls):
         client = cls(sock, path, stderr=stderr, quiet=quiet)
         client._hello_timeout = timeout
         try:
-            if not path.endswith(".endpoint") and not winpipe.is_pipe_path(path):  # those prove themselves
+            if not path.endswith(".endpoint") and not path.startswith(_PIPE_PREFIX):  # those prove themselves
                 ownership.check_peer(sock, path)
             client._hello_id = client._send_request(
                 api.HELLO, {"client_version": __version__, "api_version": rpc.API_VERSION})
@@ -248,7 +250,7 @@ class AgentClient(AgentCalls):
 
 def _open_socket(path: str, timeout: float) -> Any:
     """Connect to the agent's endpoint: a Unix socket, or (tcp mode) loopback port + nonce from a file."""
-    if winpipe.is_pipe_path(path):
+    if path.startswith(_PIPE_PREFIX):
         from hermes_relay.cli import _winpipe
 
         return _winpipe.connect(path, timeout)

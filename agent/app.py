@@ -1,6 +1,6 @@
 """The agent: one per user. Owns the root nursery and wires the parts together.
 
-    instance lock → IPC listener → one RelayLink per stored pairing → network watcher → clock watch
+    instance locks (per HOME and host, per runtime dir) → IPC listener → one RelayLink per stored pairing → network watcher → clock watch
     → route indicator heartbeat → serve IPC until ``agent.stop`` or a signal
 
 Every stored pairing gets a link. Links publish their state here; this fans it out to ``watch``
@@ -28,7 +28,7 @@ from hermes_relay.agent.indicator import Indicator, summarize
 from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, Signal
 from hermes_relay.agent.marks import Marks, Pending
-from hermes_relay.core import fileio, wire
+from hermes_relay.core import fileio, instance, paths, wire
 from hermes_relay.core.errors import StateError
 from hermes_relay.core.record import Record, owner_urls
 from hermes_relay.core.store import SessionStore, resolve_in
@@ -59,7 +59,9 @@ class Agent:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with ipc_endpoint.instance_lock(self.config.lock_file):
+        owner = instance.owner_record(socket_path=self.config.socket_path, started_at=self.started_at,
+                                      runtime_dir=paths.runtime_dir_str(self.config.env))
+        with instance.hold(self.config.home_lock_file, owner), ipc_endpoint.instance_lock(self.config.lock_file):
             listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode,
                                                             nonce_timeout=self.config.ipc_nonce_timeout)
             self.ipc = listener

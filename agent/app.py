@@ -1,6 +1,7 @@
 """The agent: one per user. Owns the root nursery and wires the parts together.
 
-    instance locks (per HOME and host, per runtime dir) → IPC listener → one RelayLink per stored pairing → network watcher → clock watch
+    instance locks (per HOME and host, per runtime dir) → IPC listener → kept credentials into the store
+    → one RelayLink per stored pairing → store watcher → network watcher → clock watch
     → route indicator heartbeat → serve IPC until ``agent.stop`` or a signal
 
 Every stored pairing gets a link. Links publish their state here; this fans it out to ``watch``
@@ -20,7 +21,8 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent import handlers, ipc_endpoint, pairing, prober
+from hermes_relay.agent import checkpoints, handlers, ipc_endpoint, pairing, prober
+from hermes_relay.agent.checkpoints import checkpoint
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.credentials import Credentials
 from hermes_relay.agent.desktop.service import DesktopService
@@ -34,6 +36,7 @@ from hermes_relay.core.record import Record, owner_urls
 from hermes_relay.core.store import SessionStore, resolve_in
 
 log = logging.getLogger(__name__)
+RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
 
 
 class Agent:
@@ -69,6 +72,7 @@ class Agent:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    await self._recover_pending()
                     self.reload()
                     nursery.start_soon(self._indicator_heartbeat)
                     nursery.start_soon(pairing.keep_pending, self)
@@ -86,6 +90,14 @@ class Agent:
                     ipc_endpoint.remove_socket(self.config.socket_path)
                 self.indicator.write_stopped(self.config.wall_clock())
                 log.info("agent_stopped")
+
+    async def _recover_pending(self) -> None:
+        """Credentials a crashed agent kept but did not store go into the store before any link starts
+        (a link would otherwise try the retired token first). A busy store is left to keep_pending."""
+        try:
+            await pairing.flush_pending(self, store=SessionStore(self.store.path, lock_timeout=RECOVER_LOCK_TIMEOUT))
+        except (StateError, OSError) as exc:
+            log.warning("pending_recovery_deferred error=%s", exc)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -246,11 +258,23 @@ class Agent:
         await trio.to_thread.run_sync(lambda: self.save_auth_sync(owner, route_url, ok, pin, used_token=used_token))
 
     def save_auth_sync(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
-                       used_token: str | None) -> None:
+                       used_token: str | None, store: SessionStore | None = None, keep: bool = True) -> None:
         """Record what auth.ok told us (token rotation, expiry, grants) and the pin on first use.
 
         Only if the record still holds ``used_token``: a re-pairing that landed meanwhile is newer.
+        A rotation (a refresh: the relay retired ``used_token`` when it answered) is first kept in the
+        pending file, fsynced, so a crash before the store write loses nothing (``keep=False``: it
+        is being written from there).
         """
+        new_token = ok.get("session_token")
+        key = None
+        if keep and isinstance(new_token, str) and new_token and new_token != used_token:
+            key = pairing.rotation_key(owner)
+            entry = pairing.rotation_entry(owner, used_token, ok, route_url, pin, self.config.wall_clock())
+            kept_error = self.pending.save(key, entry)
+            if kept_error is not None:
+                log.error("rotated_credentials_memory_only url=%s error=%s", owner, kept_error)
+            checkpoint(self.config.env, checkpoints.REFRESH_KEPT)
 
         def apply(sessions: dict[str, dict[str, Any]]) -> None:
             found = resolve_in(sessions, owner)
@@ -280,7 +304,10 @@ class Agent:
                     pins.setdefault(route_url, pin)
                     rec["route_cert_pins"] = pins
 
-        self.store.update(apply)
+        (store or self.store).update(apply)
+        if key is not None:
+            checkpoint(self.config.env, checkpoints.REFRESH_STORED)
+            self.pending.done(key, str(new_token))
 
 
 def _identity(path: str) -> tuple[int, int] | None:

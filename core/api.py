@@ -61,6 +61,12 @@ API except in ``status`` with ``reveal_tokens=True``.
   Revokes this computer's session on the relay (when reachable), then removes the record (routes,
   pins), the verdict, the refresh token and the desktop access-policy entry.
 
+``restore`` {url} -> {url: <store key>, restored: bool}
+  Puts a pairing another client removed from the store (``status`` shows it as state "paused", its
+  record kept by the agent) back into the store and reconnects it. ``restored`` is False when the
+  store already holds a pairing for that relay again (the paused copy is dropped). ``forget`` also
+  accepts a paused pairing.
+
 ``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?}
 ``watch`` {} -> never answers; notifies until the client disconnects:
   ``state`` RelayState: every relay's state first, then on every change;
@@ -113,6 +119,7 @@ APPROVALS_LIST = "approvals.list"
 APPROVALS_DECIDE = "approvals.decide"
 APPROVAL = "approval"
 FORGET = "forget"
+RESTORE = "restore"
 
 # Relay link states.
 CONNECTING = "connecting"
@@ -124,6 +131,7 @@ REPLACED = "replaced"  # a newer pairing of the same relay (under another URL) r
 PIN_MISMATCH = "pin_mismatch"  # the certificate changed; needs `hermes-relay pin accept URL`
 RATE_LIMITED = "rate_limited"  # HTTP 429: waiting out the relay's block
 NOT_PAIRED = "not_paired"  # the record was removed from the store while the link ran
+PAUSED = "paused"  # another client removed the record; the agent keeps it aside (`restore` / `forget`)
 STOPPED = "stopped"  # the agent stopped cleanly (route indicator only)
 
 # Route indicator labels (the shell prompt shows these).

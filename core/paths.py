@@ -83,6 +83,14 @@ def agent_state_file(env: Env | None = None) -> Path:
     return hermes_home(env) / "hermes-relay-agent.json"
 
 
+PAUSED_FILE_NAME = "hermes-relay-paused.json"
+
+
+def paused_file(env: Env | None = None) -> Path:
+    """Pairings another client removed from the store, kept by the agent until restored or forgotten."""
+    return hermes_home(env) / PAUSED_FILE_NAME
+
+
 def runtime_dir_str(env: Env | None = None) -> str:
     e = _env(env)
     if e.get("HERMES_RELAY_RUNTIME_DIR"):

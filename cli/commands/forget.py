@@ -14,7 +14,7 @@ from typing import Any
 
 from hermes_relay.cli.confirm import add_yes_flag, confirm
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import EXIT_FAILURE
+from hermes_relay.core.errors import EXIT_FAILURE, NotPairedError
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
 FORGET_TIMEOUT = 30.0  # seconds: route probes plus one HTTP request to the relay
@@ -43,7 +43,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from hermes_relay.core.routes import normalize_relay_url
 
     url, _ = normalize_relay_url(args.url)
-    owner, rec = find_pairing(ctx, url, args.url.strip())
+    try:
+        owner, rec = find_pairing(ctx, url, args.url.strip())
+    except NotPairedError as exc:
+        owner, rec = _paused(ctx, url, exc)  # removed from the store by another client, kept by the agent
     token = from_dict(owner, rec).token or ""
     revokes = f"revokes its session {token[:TOKEN_PREFIX_LEN]} on the relay and " if token else ""
     question = f"Forget {owner}? This {revokes}removes the pairing, its routes and pins from this computer."
@@ -58,6 +61,23 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     for line in result_lines(result, ctx):
         ctx.out(line)
     return 0
+
+
+def _paused(ctx: Context, url: str, missing: NotPairedError) -> tuple[str, dict[str, Any]]:
+    """The pairing the agent keeps paused for ``url`` (another client removed it from the store), read
+    from the agent's file without contacting it; NotPairedError when there is none."""
+    from hermes_relay.core import fileio, paths
+    from hermes_relay.core.errors import StateError
+
+    try:
+        doc = fileio.read_json_versioned(paths.paused_file(ctx.env), supported=1) or {}
+    except StateError:
+        doc = {}
+    kept = doc.get("paused")
+    entry = kept.get(url) if isinstance(kept, dict) else None
+    if isinstance(entry, dict) and isinstance(entry.get("record"), dict):
+        return url, entry["record"]
+    raise missing
 
 
 def result_lines(result: dict[str, Any], ctx: Context) -> list[str]:

@@ -303,6 +303,8 @@ def _live_lines(st: dict[str, Any], now: float, style: Any, *, fixed: bool = Fal
         text = style.warn("○") + " replaced by a newer pairing" + (f" ({render.printable(str(newer))})" if newer else "")
     elif state == "pin_mismatch":
         text = style.bad("✗") + " stopped: the relay's certificate changed"
+    elif state == "paused":
+        text = style.warn("‖") + " paused: another client removed it from the store (this computer keeps it)"
     elif state == "not_paired":
         text = "○ not paired (no session token in the store)"
     else:

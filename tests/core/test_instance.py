@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -44,9 +45,9 @@ def test_two_hosts_sharing_a_home_each_get_their_agent(tmp_path: Path) -> None:
 
 def test_a_stale_record_of_a_dead_agent_is_not_reported(tmp_path: Path) -> None:
     lock = tmp_path / "agent-x.lock"
-    lock.write_text('{"pid": 999999999, "host": "%s", "socket": "/s"}' % instance.host_name())
+    lock.write_text(json.dumps({"pid": 999999999, "host": instance.host_name(), "socket": "/s"}))
     assert instance.running_owner(lock) is None
-    lock.write_text('{"pid": %d, "host": "%s", "socket": "/s"}' % (os.getpid(), instance.host_name()))
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": instance.host_name(), "socket": "/s"}))
     assert instance.running_owner(lock)["socket"] == "/s"  # type: ignore[index]
     lock.write_text("not json")
     assert instance.running_owner(lock) is None

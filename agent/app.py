@@ -111,8 +111,9 @@ class Agent:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def reload(self) -> int:
-        """Start a link for every stored pairing, stop links whose pairing is gone, wake the rest.
+    def reload(self, *, wake_all: bool = True) -> int:
+        """Start a link for every stored pairing, stop links whose pairing is gone, wake the rest (or,
+        without ``wake_all``, only those whose record changed: a link in backoff keeps its delay).
 
         Follows what other clients did to the store since the last look: a new record gets a link, a
         record whose token or routes someone else changed gets a fresh link (it reconnects with them),
@@ -124,17 +125,19 @@ class Agent:
             log.error("store_unreadable error=%s", exc.message)
             sessions = None
         restart: set[str] = set()
+        changed: set[str] | None = None
         if sessions is None:
             urls = list(self.links)
         else:
             urls = owner_urls(sessions)
-            restart = self._follow_store(sessions, urls)
+            restart, changed = self._follow_store(sessions, urls)
         for url in list(self.links):
             if url not in urls or url in restart:
                 self.links.pop(url).cancel_scope.cancel()
         for url in urls:
             if url in self.links:
-                self.links[url].wake()
+                if wake_all or changed is None or url in changed:
+                    self.links[url].wake()
             else:
                 self._start_link(url)
         for state, _ in self.paused_states() if self._paused_now else ():
@@ -146,22 +149,25 @@ class Agent:
 
     def store_changed(self) -> None:
         """The store file changed (agent/storewatch.py): whoever wrote it, follow it now."""
-        log.info("store_changed_on_disk relays=%d", self.reload())
+        log.info("store_changed_on_disk relays=%d", self.reload(wake_all=False))
 
-    def _follow_store(self, sessions: dict[str, dict[str, Any]], urls: list[str]) -> set[str]:
+    def _follow_store(self, sessions: dict[str, dict[str, Any]], urls: list[str]) -> tuple[set[str], set[str] | None]:
         """Compare the store with the records of the last reload; pause what another client removed.
-        Returns the pairings whose credentials or routes another client changed."""
+        Returns the pairings whose credentials or routes another client changed, and those whose
+        record changed at all (None: no earlier look to compare with)."""
         known, self._known = self._known, {url: sessions[url] for url in urls}
         paused = self._paused_entries()
         for url in urls:
             if url in paused:  # back in the store (restored by hand, re-paired): no longer paused
                 self._unpause(url)
         if known is None:
-            return set()
-        restart = set()
+            return set(), None
+        restart, changed = set(), set()
         for url, old in known.items():
             if url in sessions:
                 new = sessions[url]
+                if new != old:
+                    changed.add(url)
                 if _link_facts(url, old) != _link_facts(url, new) and new.get("token") != self._written_tokens.get(url):
                     log.info("pairing_changed_by_another_client url=%s (reconnecting with the stored credentials)", url)
                     restart.add(url)
@@ -171,7 +177,7 @@ class Agent:
                 continue  # re-paired under another URL of the same relay: replaced, not removed
             else:
                 self._pause(url, old)
-        return restart
+        return restart, changed
 
     def _pause(self, url: str, rec: dict[str, Any]) -> None:
         try:
@@ -350,7 +356,22 @@ class Agent:
 
     # -- the links' file access (agent/link.py LinkHost), in worker threads -------------------
     async def read_sessions(self) -> dict[str, dict[str, Any]]:
-        return await trio.to_thread.run_sync(self.store.sessions)
+        """The store as the links see it: with pairings the relay already made but the store does not
+        hold yet (agent/marks.Pending), so a link whose session such a pairing replaced says so."""
+        return self._with_pending(await trio.to_thread.run_sync(self.store.sessions))
+
+    def _with_pending(self, sessions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for entry in list(self.pending.memory.values()):
+            if entry.get("kind") == pairing.ROTATION:
+                continue
+            owner, fields = entry["owner"], entry["fields"]
+            current = sessions.get(owner)
+            if current is not None:
+                view = record.from_dict(owner, current)
+                if view.token == fields["token"] or (view.paired_at or 0) > entry["at"]:
+                    continue  # stored already, or a newer pairing landed
+            sessions[owner] = {**(current or {}), **{k: v for k, v in fields.items() if v is not None}}
+        return sessions
 
     async def verdict(self, url: str, token: str | None) -> dict[str, Any] | None:
         return await trio.to_thread.run_sync(self.marks.get, url, token)

@@ -11,6 +11,7 @@ import json
 import subprocess
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,21 @@ def test_a_paused_pairing_can_be_forgotten_for_good(relay_proc, agent_env) -> No
     assert status["relays"] == [] and status["paired"] == []
     restore = agent_env.cli("restore", relay_proc.url)
     assert restore.returncode == 1 and "no paused pairing" in restore.stderr
+
+
+def test_credentials_another_client_changes_are_used_at_once(relay_proc, make_agent_env) -> None:
+    env = make_agent_env("user")
+    env.pair(relay_proc)
+    wait_state(env, lambda s: s["state"] == api.CONNECTED)
+    other = make_agent_env("other-client")  # another client's pairing of the same relay: a second valid token
+    other.pair(relay_proc)
+    theirs = other.store()["sessions"][relay_proc.url]["token"]
+    other.stop()
+    doc = env.store()
+    doc["sessions"][relay_proc.url]["token"] = theirs
+    written = time.time()
+    _other_client_writes(env.store_path, doc)
+    wait_state(env, lambda s: s["state"] == api.CONNECTED and (s.get("since") or 0) >= written, timeout=5)
+    with urllib.request.urlopen(f"{relay_proc.http}/sessions", timeout=5) as resp:  # the operator's view
+        sessions = json.loads(resp.read())["sessions"]
+    assert [s["token_prefix"] for s in sessions if s["connected"]] == [theirs[:8]]  # reconnected with the new token

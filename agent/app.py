@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent import checkpoints, handlers, ipc_endpoint, pairing, prober
+from hermes_relay.agent import checkpoints, handlers, ipc_endpoint, pairing, prober, storefollow
 from hermes_relay.agent.checkpoints import checkpoint
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.credentials import Credentials, Paused
@@ -31,13 +31,12 @@ from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, Signal
 from hermes_relay.agent.marks import Marks, Pending
 from hermes_relay.agent.storewatch import StoreWatcher
-from hermes_relay.core import api, fileio, instance, paths, record, wire
-from hermes_relay.core.errors import NotPairedError, StateError
+from hermes_relay.core import fileio, instance, paths, record, wire
+from hermes_relay.core.errors import StateError
 from hermes_relay.core.record import Record, owner_urls
 from hermes_relay.core.store import SessionStore, resolve_in
 
 log = logging.getLogger(__name__)
-PAUSED_REASON = "removed from the store by another client; paused (the agent keeps its credentials)"
 RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
 
 
@@ -50,11 +49,8 @@ class Agent:
         self.pending_signal = Signal()  # fired when a pairing's credentials could not be stored
         self.credentials = Credentials(config.credentials_file)
         self.paused = Paused(config.state_file.with_name(paths.PAUSED_FILE_NAME))
+        self.follower = storefollow.StoreFollower(self.paused, config.wall_clock)
         self.store_watcher = StoreWatcher(config.sessions_file)
-        self._known: dict[str, dict[str, Any]] | None = None  # the records at the last reload (None: not read yet)
-        self.dropping: set[str] = set()  # pairings our own forget is removing (not "removed by another client")
-        self._paused_now: set[str] = set()  # paused by the reload in progress (announced once its link stopped)
-        self._written_tokens: dict[str, str] = {}  # the token this agent last stored per pairing (a rotation)
         self.cache = prober.ReachabilityCache(config.probe_cache_ttl)
         self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat)
         self.links: dict[str, RelayLink] = {}
@@ -130,7 +126,7 @@ class Agent:
             urls = list(self.links)
         else:
             urls = owner_urls(sessions)
-            restart, changed = self._follow_store(sessions, urls)
+            restart, changed = self.follower.follow(sessions, urls)
         for url in list(self.links):
             if url not in urls or url in restart:
                 self.links.pop(url).cancel_scope.cancel()
@@ -140,10 +136,8 @@ class Agent:
                     self.links[url].wake()
             else:
                 self._start_link(url)
-        for state, _ in self.paused_states() if self._paused_now else ():
-            if state["url"] in self._paused_now:
-                self._fan_out(state)  # watchers see the link stop as "paused"
-        self._paused_now = set()
+        for state in self.follower.just_paused(self.links):
+            self._fan_out(state)  # watchers see the link stop as "paused"
         self._refresh_indicator()
         return len(self.links)
 
@@ -151,89 +145,12 @@ class Agent:
         """The store file changed (agent/storewatch.py): whoever wrote it, follow it now."""
         log.info("store_changed_on_disk relays=%d", self.reload(wake_all=False))
 
-    def _follow_store(self, sessions: dict[str, dict[str, Any]], urls: list[str]) -> tuple[set[str], set[str] | None]:
-        """Compare the store with the records of the last reload; pause what another client removed.
-        Returns the pairings whose credentials or routes another client changed, and those whose
-        record changed at all (None: no earlier look to compare with)."""
-        known, self._known = self._known, {url: sessions[url] for url in urls}
-        paused = self._paused_entries()
-        for url in urls:
-            if url in paused:  # back in the store (restored by hand, re-paired): no longer paused
-                self._unpause(url)
-        if known is None:
-            return set(), None
-        restart, changed = set(), set()
-        for url, old in known.items():
-            if url in sessions:
-                new = sessions[url]
-                if new != old:
-                    changed.add(url)
-                if _link_facts(url, old) != _link_facts(url, new) and new.get("token") != self._written_tokens.get(url):
-                    log.info("pairing_changed_by_another_client url=%s (reconnecting with the stored credentials)", url)
-                    restart.add(url)
-            elif url in self.dropping:
-                self.dropping.discard(url)
-            elif any(resolve_in(sessions, u) is not None for u in record.from_dict(url, old).urls()):
-                continue  # re-paired under another URL of the same relay: replaced, not removed
-            else:
-                self._pause(url, old)
-        return restart, changed
-
-    def _pause(self, url: str, rec: dict[str, Any]) -> None:
-        try:
-            self.paused.pause(url, rec, PAUSED_REASON, self.config.wall_clock())
-        except (StateError, OSError) as exc:
-            log.error("pairing_not_paused url=%s error=%s (the record is lost unless restored by hand)", url, exc)
-            return
-        self._paused_now.add(url)
-        log.warning("pairing_paused url=%s reason=removed from the store by another client", url)
-
-    def _unpause(self, url: str) -> None:
-        try:
-            self.paused.drop(url)
-        except (StateError, OSError) as exc:
-            log.warning("paused_entry_not_dropped url=%s error=%s", url, exc)
-
-    def _paused_entries(self) -> dict[str, dict[str, Any]]:
-        try:
-            return self.paused.all()
-        except OSError:
-            return {}
-
     def paused_states(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """(live state, record) of every paused pairing, for ``status``."""
-        out: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for url, entry in self._paused_entries().items():
-            if url in self.links:
-                continue
-            rec = entry["record"]
-            out.append(({"url": url, "state": api.PAUSED, "route": None, "since": entry.get("at"), "latency_ms": None,
-                         "attempts": 0, "next_retry_at": None, "routes": [],
-                         "server_version": rec.get("server_version") if isinstance(rec.get("server_version"), str) else None,
-                         "last_error": {"code": "paused", "message": str(entry.get("reason") or PAUSED_REASON),
-                                        "data": {"hint": f"restore it: hermes-relay restore {url}; "
-                                                         f"remove it for good: hermes-relay forget {url}"}}}, rec))
-        return out
+        """(live state, record) of every paused pairing, for ``status`` and ``watch``."""
+        return self.follower.paused_states(self.links)
 
     async def restore(self, url: str) -> dict[str, Any]:
-        """Put a paused pairing back into the store and reconnect it."""
-        entry = await trio.to_thread.run_sync(self.paused.get, url)
-        if entry is None:
-            raise NotPairedError(f"no paused pairing for {url}",
-                                 hint="`hermes-relay status` lists paused pairings with the URL to restore")
-
-        def apply(sessions: dict[str, dict[str, Any]]) -> tuple[str, bool]:
-            found = resolve_in(sessions, url)
-            if found is not None:
-                return found[0], False  # the store holds a pairing for it again (re-paired meanwhile)
-            sessions[url] = entry["record"]
-            return url, True
-
-        owner, restored = await trio.to_thread.run_sync(self.store.update, apply)
-        await trio.to_thread.run_sync(self.paused.drop, url)
-        self.reload()
-        log.info("pairing_restored url=%s restored=%s", owner, restored)
-        return {"url": owner, "restored": restored}
+        return await storefollow.restore(self, url)
 
     def _start_link(self, url: str) -> RelayLink:
         assert self._nursery is not None
@@ -438,16 +355,10 @@ class Agent:
 
         (store or self.store).update(apply)
         if isinstance(new_token, str) and new_token:
-            self._written_tokens[owner] = new_token
+            self.follower.written_tokens[owner] = new_token
         if key is not None:
             checkpoint(self.config.env, checkpoints.REFRESH_STORED)
             self.pending.done(key, str(new_token))
-
-
-def _link_facts(url: str, rec: dict[str, Any]) -> tuple[Any, ...]:
-    """What a running link depends on: its token and its routes."""
-    view = record.from_dict(url, rec)
-    return view.token, tuple(r.url for r in view.routes())
 
 
 def _identity(path: str) -> tuple[int, int] | None:

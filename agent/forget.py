@@ -64,7 +64,7 @@ def _remove_locally(agent: Agent, owner: str, rec: dict[str, Any]) -> list[str]:
 
     def drop(sessions: dict[str, dict[str, Any]]) -> None:
         if owner in sessions:
-            agent.dropping.add(owner)  # the store watcher must not take this removal for another client's
+            agent.follower.dropping.add(owner)  # the store watcher must not take this removal for another client's
             del sessions[owner]
 
     agent.store.update(drop)

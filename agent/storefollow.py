@@ -69,7 +69,7 @@ class StoreFollower:
                 if new != old:
                     changed.add(url)
                 if link_facts(url, old) != link_facts(url, new) and new.get("token") != self.written_tokens.get(url):
-                    log.info("pairing_changed_by_another_client url=%s (reconnecting with the stored credentials)", url)
+                    log.info("pairing_changed_on_disk url=%s (reconnecting with the stored credentials)", url)
                     restart.add(url)
             elif url in self.dropping:
                 self.dropping.discard(url)

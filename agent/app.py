@@ -353,9 +353,9 @@ class Agent:
                     pins.setdefault(route_url, pin)
                     rec["route_cert_pins"] = pins
 
-        (store or self.store).update(apply)
         if isinstance(new_token, str) and new_token:
-            self.follower.written_tokens[owner] = new_token
+            self.follower.written_tokens[owner] = new_token  # before the write: the store watcher may see it at once
+        (store or self.store).update(apply)
         if key is not None:
             checkpoint(self.config.env, checkpoints.REFRESH_STORED)
             self.pending.done(key, str(new_token))

@@ -3,8 +3,8 @@
 The steps, in order: stop the relay's link (so it cannot write a verdict behind our back), revoke
 the session on the relay while the token still exists (skipped when the relay already ended it,
 reported when the relay cannot be reached), then delete the store record (its alternate routes and
-certificate pins live inside it) or the agent's paused copy of it, the agent's verdict, the refresh token kept in the agent's own
-credentials file, and the host's entry in the desktop access policy. Local removal happens even
+certificate pins live inside it) or the agent's paused copy of it, the agent's verdict, the refresh
+token kept in the agent's own credentials file, and the host's entry in the desktop access policy. Local removal happens even
 when the relay is unreachable: the user asked for it, and the result says the session stays valid
 on the relay until it expires or is revoked there.
 """
@@ -36,7 +36,7 @@ Revoke = Callable[[str, dict[str, Any], str], Awaitable[Any]]  # (owner, record,
 
 async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool = True) -> dict[str, Any]:
     """Remove the pairing owning ``url``; return ``{url, prefix, relay: {status, message?}, removed}``."""
-    found = resolve_in(await agent.read_sessions(), url)
+    found = resolve_in(await trio.to_thread.run_sync(agent.store.sessions), url)
     if found is None:  # a pairing another client removed from the store: the agent keeps it paused
         entry = await trio.to_thread.run_sync(agent.paused.get, url)
         if entry is None:

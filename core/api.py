@@ -15,7 +15,8 @@ API except in ``status`` with ``reveal_tokens=True``.
 
 ``status`` {reveal_tokens?: bool} -> {
     agent: AgentInfo,
-    relays: [RelayState, ...],
+    relays: [RelayState, ...] (every link, then every paused pairing: state "paused", its hint says
+            how to restore or forget it; ``paired`` shows the record the agent keeps for it),
     paired: [PairedRelay, ...]}
   AgentInfo = {pid, version, started_at, socket, netwatch: <backend name> | "off", store: <path>,
                store_error: {code, message, data} | None,
@@ -69,7 +70,8 @@ API except in ``status`` with ``reveal_tokens=True``.
 
 ``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?}
 ``watch`` {} -> never answers; notifies until the client disconnects:
-  ``state`` RelayState: every relay's state first, then on every change;
+  ``state`` RelayState: every relay's state first (paused pairings too), then on every change (a
+  pairing another client removed from the store shows up once as "paused");
   ``approval`` {event: "approval.requested", ...Approval} (first for every pending one, then each new
   one) and {event: "approval.resolved", id, outcome: "approved"|"denied"|"expired"|"withdrawn", tool, url}.
 ``pin.accept`` {url, apply?: bool (default True), pin?: str} -> {url, old_pin, new_pin, changed, applied}

@@ -344,9 +344,9 @@ def ensure_agent(
     path = paths.socket_path(env)
     try:
         return AgentClient.connect(path, stderr=stderr, quiet=quiet)
-    except AgentNotRunningError:
+    except AgentNotRunningError as exc:
         if not autostart:
-            raise
+            raise _elsewhere(env, path) or exc from None
     from hermes_relay.core import fileio
 
     ownership.check_private(paths.runtime_dir_str(env), directory=True)  # before creating anything in it
@@ -370,6 +370,9 @@ def ensure_agent(
                 return client
             code = proc.poll()
             if code is not None:
+                other = _elsewhere(env, path)
+                if other is not None:
+                    raise other
                 detail = _tail(str(paths.log_dir(env) / "agent-start.err"))
                 raise AgentNotRunningError(path, f"the agent exited with status {code} while starting{detail}",
                                            hint="see `hermes-relay agent logs`, "
@@ -379,6 +382,18 @@ def ensure_agent(
                                            hint="see `hermes-relay agent logs`")
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+def _elsewhere(env: Mapping[str, str], path: str) -> AgentNotRunningError | None:
+    """An agent runs for this HOME (it holds ~/.hermes/agent-<host>.lock) but on another socket: say where."""
+    from hermes_relay.core import instance
+
+    owner = instance.running_owner(paths.home_lock_file(env))
+    if not owner or owner.get("socket") == path:
+        return None
+    return AgentNotRunningError(
+        path, f"an agent for this home runs with another runtime directory ({instance.describe(owner)})",
+        hint=instance.reach_hint(owner))
 
 
 def _reap_later(proc: subprocess.Popen[bytes]) -> None:

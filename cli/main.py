@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "doctor": "doctor",
     "forget": "forget",
+    "restore": "restore",
     "approvals": "approvals",
     "access": "access",
     "audit": "audit",

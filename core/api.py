@@ -15,7 +15,8 @@ API except in ``status`` with ``reveal_tokens=True``.
 
 ``status`` {reveal_tokens?: bool} -> {
     agent: AgentInfo,
-    relays: [RelayState, ...],
+    relays: [RelayState, ...] (every link, then every paused pairing: state "paused", its hint says
+            how to restore or forget it; ``paired`` shows the record the agent keeps for it),
     paired: [PairedRelay, ...]}
   AgentInfo = {pid, version, started_at, socket, netwatch: <backend name> | "off", store: <path>,
                store_error: {code, message, data} | None,
@@ -61,9 +62,16 @@ API except in ``status`` with ``reveal_tokens=True``.
   Revokes this computer's session on the relay (when reachable), then removes the record (routes,
   pins), the verdict, the refresh token and the desktop access-policy entry.
 
+``restore`` {url} -> {url: <store key>, restored: bool}
+  Puts a pairing another client removed from the store (``status`` shows it as state "paused", its
+  record kept by the agent) back into the store and reconnects it. ``restored`` is False when the
+  store already holds a pairing for that relay again (the paused copy is dropped). ``forget`` also
+  accepts a paused pairing.
+
 ``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?}
 ``watch`` {} -> never answers; notifies until the client disconnects:
-  ``state`` RelayState: every relay's state first, then on every change;
+  ``state`` RelayState: every relay's state first (paused pairings too), then on every change (a
+  pairing another client removed from the store shows up once as "paused");
   ``approval`` {event: "approval.requested", ...Approval} (first for every pending one, then each new
   one) and {event: "approval.resolved", id, outcome: "approved"|"denied"|"expired"|"withdrawn", tool, url}.
 ``pin.accept`` {url, apply?: bool (default True), pin?: str} -> {url, old_pin, new_pin, changed, applied}
@@ -114,6 +122,7 @@ APPROVALS_DECIDE = "approvals.decide"
 APPROVAL = "approval"
 FORGET = "forget"
 ACCESS_CHANGING = "access.changing"  # the CLI is about to change a host's policy or roots (for the audit)
+RESTORE = "restore"
 
 # Relay link states.
 CONNECTING = "connecting"
@@ -125,6 +134,7 @@ REPLACED = "replaced"  # a newer pairing of the same relay (under another URL) r
 PIN_MISMATCH = "pin_mismatch"  # the certificate changed; needs `hermes-relay pin accept URL`
 RATE_LIMITED = "rate_limited"  # HTTP 429: waiting out the relay's block
 NOT_PAIRED = "not_paired"  # the record was removed from the store while the link ran
+PAUSED = "paused"  # another client removed the record; the agent keeps it aside (`restore` / `forget`)
 STOPPED = "stopped"  # the agent stopped cleanly (route indicator only)
 
 # Route indicator labels (the shell prompt shows these).

@@ -210,6 +210,11 @@ class ForgetReply(TypedDict):
     relay: ForgetRelay
 
 
+class RestoreReply(TypedDict):
+    url: str
+    restored: bool
+
+
 class Approval(TypedDict):
     id: str
     url: str
@@ -260,6 +265,7 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "reload": (dict, ReloadReply),
     "agent.stop": (dict, StopReply),
     "forget": (dict, ForgetReply),
+    "restore": (dict, RestoreReply),
     "approvals.list": (dict, ApprovalsListReply),
     "approvals.decide": (dict, ApprovalsDecideReply),
     "access.changing": (dict, AccessChangingReply),

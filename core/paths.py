@@ -1,7 +1,8 @@
 """Where every file lives, one function per path, each with an environment override.
 
-``~/.hermes`` is shared with the other Hermes clients (the session store, the device id). The
-runtime directory (socket, instance lock, route indicator) prefers ``$XDG_RUNTIME_DIR`` because it is
+``~/.hermes`` is shared with the other Hermes clients (the session store, the device id) and holds
+the per-host agent lock (one agent per HOME and host). The runtime directory (socket, the socket's
+lock, route indicator) prefers ``$XDG_RUNTIME_DIR`` because it is
 per-user, 0700 and cleared at logout; elsewhere it falls back to ``~/.hermes/run``.
 
 Functions take an optional ``env`` mapping so that callers resolve configuration once and tests can
@@ -88,6 +89,14 @@ def desktop_roots_file(env: Env | None = None) -> Path:
     return hermes_home(env) / "hermes-relay-desktop-roots.json"
 
 
+PAUSED_FILE_NAME = "hermes-relay-paused.json"
+
+
+def paused_file(env: Env | None = None) -> Path:
+    """Pairings another client removed from the store, kept by the agent until restored or forgotten."""
+    return hermes_home(env) / PAUSED_FILE_NAME
+
+
 def runtime_dir_str(env: Env | None = None) -> str:
     e = _env(env)
     if e.get("HERMES_RELAY_RUNTIME_DIR"):
@@ -139,6 +148,13 @@ def instance_lock_file(env: Env | None = None) -> Path:
 
 def instance_lock_str(env: Env | None = None) -> str:
     return os.path.join(runtime_dir_str(env), "agent.lock")
+
+
+def home_lock_file(env: Env | None = None, host: str | None = None) -> Path:
+    """One agent per user, HOME and host (core/instance.py): ``~/.hermes/agent-<host>.lock``."""
+    from hermes_relay.core import instance
+
+    return hermes_home(env) / f"agent-{host or instance.host_name()}.lock"
 
 
 def spawn_lock_file(env: Env | None = None) -> Path:

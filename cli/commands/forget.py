@@ -48,10 +48,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     url, _ = normalize_relay_url(args.url)
     try:
         owner, rec = find_pairing(ctx, url, args.url.strip())
-    except NotPairedError:
-        if not _policy_only(ctx, args.url.strip()):
-            raise
-        return _forget_policy_only(ctx, args)
+    except NotPairedError as exc:
+        try:
+            owner, rec = _paused(ctx, url, exc)  # removed from the store by another client, kept by the agent
+        except NotPairedError:
+            if not _policy_only(ctx, args.url.strip()):
+                raise
+            return _forget_policy_only(ctx, args)
     token = from_dict(owner, rec).token or ""
     revokes = f"revokes its session {token[:TOKEN_PREFIX_LEN]} on the relay and " if token else ""
     question = f"Forget {owner}? This {revokes}removes the pairing, its routes and pins from this computer."
@@ -104,6 +107,23 @@ def _forget_policy_only(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out(_field("relay", "not paired: nothing to revoke"))
     ctx.out(_field("removed", ", ".join(removed) if removed else "nothing"))
     return 0
+
+
+def _paused(ctx: Context, url: str, missing: NotPairedError) -> tuple[str, dict[str, Any]]:
+    """The pairing the agent keeps paused for ``url`` (another client removed it from the store), read
+    from the agent's file without contacting it; NotPairedError when there is none."""
+    from hermes_relay.core import fileio, paths
+    from hermes_relay.core.errors import StateError
+
+    try:
+        doc = fileio.read_json_versioned(paths.paused_file(ctx.env), supported=1) or {}
+    except StateError:
+        doc = {}
+    kept = doc.get("paused")
+    entry = kept.get(url) if isinstance(kept, dict) else None
+    if isinstance(entry, dict) and isinstance(entry.get("record"), dict):
+        return url, entry["record"]
+    raise missing
 
 
 def result_lines(result: dict[str, Any], ctx: Context) -> list[str]:

@@ -116,8 +116,10 @@ class Target:
 
     ws: Socket
     seq: int  # order of arrival: a higher number is a newer socket
-    auth_device_id: str = ""
+    auth_device_id: str = ""  # from the session the socket authenticated with, never from the client's words
     auth_device_name: str = ""
+    hostname: str = ""  # the session's device_hostname (given at pairing)
+    key: str = ""  # sockets with one key are one install (the device id, else the session)
     status: dict[str, Any] = field(default_factory=dict)
     advertised: frozenset[str] = frozenset()
     has_status: bool = False
@@ -127,22 +129,31 @@ class Target:
 
     @property
     def device_id(self) -> str:
-        return self.auth_device_id or _clean(self.status.get("device_id"))
+        return self.auth_device_id
 
     @property
     def device_name(self) -> str:
-        name = self.auth_device_name or _clean(self.status.get("device_name")) or _clean(self.status.get("host"))
-        return name[:MAX_DEVICE_NAME]
+        return self.auth_device_name[:MAX_DEVICE_NAME]
 
     def names(self) -> set[str]:
-        return {n for n in (self.auth_device_id, self.auth_device_name, _clean(self.status.get("device_id")),
-                            _clean(self.status.get("device_name")), _clean(self.status.get("host"))) if n}
+        """What a selector may match: the identity its session was paired with (never its status)."""
+        return {n for n in (self.auth_device_id, self.auth_device_name, self.hostname) if n}
 
     def label(self) -> str:
         return f"{self.device_name or 'desktop'} ({self.device_id or 'legacy'})"
 
     def public(self) -> dict[str, Any]:
         return {"device_id": self.device_id or None, "device_name": self.device_name or None}
+
+
+@dataclass(eq=False)
+class _Identity:
+    device_id: str
+    name: str
+    hostname: str
+    key: str
+    desktop: bool
+    warned: bool = False
 
 
 @dataclass(eq=False)
@@ -165,7 +176,7 @@ class DesktopRouter:
     def __init__(self, wall_clock: Callable[[], float] = time.time, timeout: float | None = None):
         self.wall_clock = wall_clock
         self.timeout = timeout
-        self._identity: dict[Socket, tuple[str, str]] = {}
+        self._identity: dict[Socket, _Identity] = {}
         self._targets: dict[Socket, Target] = {}
         self._pending: dict[str, _Pending] = {}
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_MAX)
@@ -173,13 +184,17 @@ class DesktopRouter:
         self._latest_status: dict[str, Any] = {}
 
     # -- sockets -----------------------------------------------------------------------------
-    def authed(self, ws: Socket, auth_payload: dict[str, Any]) -> None:
-        """Remember the identity a socket authenticated with (its ``device_id`` and name)."""
-        device_id = _clean(auth_payload.get("device_id"))
+    def authed(self, ws: Socket, *, device_id: str, name: str, hostname: str = "", session_key: str = "",
+               desktop: bool = True) -> None:
+        """Remember who a socket is: the identity its SESSION was paired with (``device_id``, name, host
+        name), never what its auth frame or status claims. Only a session paired as a desktop surface
+        (``desktop``) may become a target; another socket's desktop envelopes are ignored."""
+        device_id = _clean(device_id)
         if device_id.casefold() in ("unknown", "none", "null"):
             device_id = ""
-        name = _clean(auth_payload.get("device_name")) or _clean(auth_payload.get("device_hostname"))
-        self._identity[ws] = (device_id, name[:MAX_DEVICE_NAME])
+        key = f"device:{device_id.casefold()}" if device_id else f"session:{session_key or id(ws)}"
+        self._identity[ws] = _Identity(device_id, (_clean(name) or _clean(hostname))[:MAX_DEVICE_NAME],
+                                       _clean(hostname)[:MAX_DEVICE_NAME], key, desktop)
 
     def detach(self, ws: Socket) -> None:
         """The socket closed: it is no longer a target, and its pending calls fail now (502)."""
@@ -200,8 +215,14 @@ class DesktopRouter:
         typ = env.type[len(PREFIX):] if env.type.startswith(PREFIX) else env.type
         target = self._targets.get(ws)
         if target is None:
-            device_id, name = self._identity.get(ws, ("", ""))
-            target = Target(ws, next(self._seq), device_id, name)
+            who = self._identity.get(ws)
+            if who is None or not who.desktop:
+                if who is not None and not who.warned:
+                    who.warned = True
+                    log.warning("desktop_envelope_refused device=%s reason=session_not_paired_as_desktop",
+                                who.device_id or "legacy")
+                return
+            target = Target(ws, next(self._seq), who.device_id, who.name, who.hostname, who.key)
             self._targets[ws] = target
             log.info("desktop_target device=%s", target.label())
         target.last_seen_at = self.wall_clock()
@@ -237,9 +258,9 @@ class DesktopRouter:
     # -- selection ---------------------------------------------------------------------------
     def targets(self) -> list[Target]:
         """One target per install: sockets sharing a ``device_id`` collapse to the best one."""
-        best: dict[object, Target] = {}
+        best: dict[str, Target] = {}
         for t in self._targets.values():
-            key: object = t.device_id.casefold() if t.device_id else t
+            key = t.key or f"socket:{id(t)}"
             current = best.get(key)
             if current is None or (t.has_status, t.seq) > (current.has_status, current.seq):
                 best[key] = t
@@ -251,6 +272,8 @@ class DesktopRouter:
         raw = (selector or "").strip()
         if raw:
             folded, norm = raw.casefold(), _normalized(raw)
+            # Only the session's identity counts: a status naming another device (its id, name or host)
+            # would otherwise take that device's calls whenever it is offline.
             matches = [t for t in targets
                        if any(n.casefold() == folded or (norm and _normalized(n) == norm) for n in t.names())]
             if not matches:

@@ -86,6 +86,7 @@ HTTP_FAIL_LIMIT, HTTP_FAIL_WINDOW, HTTP_BLOCK = 20, 60.0, 60.0
 # Failed pairing codes over ALL addresses: 60 a minute makes guessing a 6-character code take centuries.
 CODE_FAILS_PER_MINUTE = 60
 EXPIRY_SWEEP = 60.0  # seconds between expired-session sweeps
+DESKTOP_SURFACE = "desktop"  # the client_surface a session must be paired with to serve desktop tools
 
 
 @dataclass(frozen=True)
@@ -362,7 +363,9 @@ class Relay:
         # auth.ok is on its way must find it and close it (authenticate above is synchronous).
         key = sess.token_hash
         self.live.setdefault(key, set()).add(ws)
-        self.desktop.authed(ws, env.payload)
+        # Who this socket is comes from its session (what it was paired as), never from this frame.
+        self.desktop.authed(ws, device_id=sess.device_id, name=sess.device_name, hostname=sess.device_hostname or "",
+                            session_key=sess.token_hash, desktop=sess.client_surface == DESKTOP_SURFACE)
         # trio-websocket has no public setter; the small pre-auth cap only guards unauthenticated memory.
         ws._max_message_size = self.config.max_message_authed
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -35,6 +36,7 @@ import trio_websocket
 from hermes_relay.core import desktop as desktop_wire
 from hermes_relay.core import envelope
 from hermes_relay.core.wire import MAX_DEVICE_NAME
+from hermes_relay.relay import http
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ ARG_PREVIEW = 200  # characters of one string argument kept in the ring (a writt
 ARG_ITEMS = 20  # list items and object keys kept per level
 SECRET_MARKERS = ("token", "secret", "password", "key", "auth")
 REDACTED = "[redacted]"
+MAX_NESTING = 64  # levels redact() copies; deeper values are cut off
 NO_CLIENT = "No desktop client connected. Start the Hermes desktop CLI and pair it."
 _PEER_GONE = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -78,28 +81,47 @@ def response_timeout(tool: str) -> float:
     return RESPONSE_TIMEOUT
 
 
-def redact(value: Any) -> Any:
-    """A copy of ``value`` whose secret-looking keys (token, secret, password, key, auth) are masked."""
+def _secret_key(key: Any) -> bool:
+    return isinstance(key, str) and any(m in key.lower() for m in SECRET_MARKERS)
+
+
+def redact(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` whose secret-looking keys (token, secret, password, key, auth) are masked
+    (nesting past ``MAX_NESTING`` is cut off: a body may nest as deep as the JSON parser allows)."""
+    if depth >= MAX_NESTING and isinstance(value, (dict, list)):
+        return "..."
     if isinstance(value, dict):
-        return {k: REDACTED if isinstance(k, str) and any(m in k.lower() for m in SECRET_MARKERS) else redact(v)
-                for k, v in value.items()}
+        return {k: REDACTED if _secret_key(k) else redact(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [redact(v, depth + 1) for v in value]
     return value
 
 
 def preview(value: Any, depth: int = 0) -> Any:
     """``value`` redacted and cut down for the in-memory ring: short strings, few items, shallow."""
-    value = redact(value) if depth == 0 else value
     if isinstance(value, str):
         return value if len(value) <= ARG_PREVIEW else f"{value[:ARG_PREVIEW]}... ({len(value)} chars)"
     if depth >= 4 and isinstance(value, (dict, list)):
         return "..."
     if isinstance(value, dict):
-        return {str(k)[:ARG_PREVIEW]: preview(v, depth + 1) for k, v in itertools.islice(value.items(), ARG_ITEMS)}
+        return {str(k)[:ARG_PREVIEW]: REDACTED if _secret_key(k) else preview(v, depth + 1)
+                for k, v in itertools.islice(value.items(), ARG_ITEMS)}
     if isinstance(value, list):
         return [preview(v, depth + 1) for v in value[:ARG_ITEMS]]
     return value
+
+
+def _encode(env: envelope.Envelope) -> str:
+    """The envelope as one text frame. A lone surrogate (JSON's ``"\\udce9"``, what a non-UTF-8 file name
+    becomes) cannot be sent as UTF-8, so such a message goes ASCII-escaped: the client decodes it to the
+    very same string."""
+    text = env.encode()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        obj = {**env.extra, "channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload}
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+    return text
 
 
 def _clean(value: Any) -> str:
@@ -227,6 +249,13 @@ class DesktopRouter:
             log.info("desktop_target device=%s", target.label())
         target.last_seen_at = self.wall_clock()
         payload = env.payload
+        if http.nesting(payload) > http.MAX_NESTING:  # kept or returned, it could not be encoded again
+            log.warning("desktop_envelope_too_deep type=%.64s device=%s", env.type, target.label())
+            if typ == "response":
+                self._on_response(target, {"request_id": payload.get("request_id"), "ok": False,
+                                           "error": f"the desktop client's answer nests more than "
+                                                    f"{http.MAX_NESTING} levels"})
+            return
         if typ == "status":
             target.status = dict(payload)
             target.has_status = True
@@ -325,12 +354,24 @@ class DesktopRouter:
         self._recent.append(record)
         pending = _Pending(target, record)
         self._pending[request_id] = pending
-        payload = {"request_id": request_id, "tool": tool, "args": args, "target_device_id": target.device_id or None}
         started = trio.current_time()
+        deadline = started + limit
         try:
-            with trio.move_on_after(limit):
+            with trio.move_on_at(deadline):
+                # The caller's remaining time travels beside args (relative ms: clocks differ), so the
+                # client can give up, and withdraw an approval prompt, when nobody waits any more.
+                budget_ms = max(1, math.floor((deadline - trio.current_time()) * 1000))
+                payload = {"request_id": request_id, "tool": tool, "args": args,
+                           "target_device_id": target.device_id or None, "budget_ms": budget_ms}
                 try:
-                    await target.ws.send_message(envelope.Envelope(CHANNEL, "desktop.command", payload, request_id).encode())
+                    message = _encode(envelope.Envelope(CHANNEL, "desktop.command", payload, request_id))
+                except (ValueError, TypeError, RecursionError) as exc:
+                    pending.failure = f"the arguments cannot be sent: {exc.__class__.__name__}"
+                    pending.done.set()
+                    message = None
+                try:
+                    if message is not None:
+                        await target.ws.send_message(message)
                 except _PEER_GONE as exc:
                     pending.failure = f"Failed to send command to desktop client: {exc.__class__.__name__}"
                     pending.done.set()

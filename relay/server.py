@@ -434,8 +434,8 @@ class Relay:
     async def _on_message(self, ws: trio_websocket.WebSocketConnection, sess: Session, message: str | bytes) -> None:
         try:
             env = envelope.decode(message, max_size=self.config.max_message_authed)
-        except RemoteProtocolError as exc:
-            await self._send(ws, envelope.SYSTEM, "error", {"reason": f"malformed message: {exc}"})
+        except (RemoteProtocolError, ValueError) as exc:  # ValueError: e.g. an integer of 5000 digits
+            await self._send(ws, envelope.SYSTEM, "error", {"reason": f"malformed message: {str(exc)[:200]}"})
             return
         if env.channel == desktop.CHANNEL:
             self.book.touch(sess)

@@ -1,7 +1,10 @@
 """The relay's ``desktop`` channel router: which socket serves a tool call, and the call's life.
 
-A *target* is an authenticated socket that has sent any ``desktop`` envelope (bare or
-``desktop.``-prefixed type). ``desktop.status`` replaces that socket's advertised tool set and its
+A *target* is an authenticated socket whose session was paired as a desktop surface
+(``client_surface: "desktop"``) and that has sent any ``desktop`` envelope (bare or
+``desktop.``-prefixed type). Its ``device_id``, name and host name are the ones its session was paired
+with: neither the auth frame nor ``desktop.status`` can claim another device's (a phone reconnecting
+with the desktop's id is still the phone, and never a target). ``desktop.status`` replaces that socket's advertised tool set and its
 latest status; ``workspace`` and ``active_editor`` snapshots are kept per socket, in memory only.
 
 Selection follows the reference relay 1.9.0 (shared/reference/desktop-channel.md §3.3) with one
@@ -14,7 +17,8 @@ every such call as ambiguous until one socket goes away.
 A call (``call``) is bound to the socket it was sent on: only that socket's ``desktop.response``
 answers it (responses from other sockets and unknown or late ids are dropped), and it fails at once
 with 502 when that socket closes (``detach``), not after its timeout. Timeouts are per tool class:
-30 s, ``desktop_computer_*`` 180 s, ``desktop_adb_*`` 300 s; a silent client yields 504.
+30 s, ``desktop_computer_*`` 180 s, ``desktop_adb_*`` 300 s; a silent client yields 504. The command
+carries ``budget_ms`` beside ``args``: the caller's remaining time, in relative milliseconds.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ SECRET_MARKERS = ("token", "secret", "password", "key", "auth")
 REDACTED = "[redacted]"
 MAX_NESTING = 64  # levels redact() copies; deeper values are cut off
 NO_CLIENT = "No desktop client connected. Start the Hermes desktop CLI and pair it."
+SHUTTING_DOWN = "Desktop client disconnected (Relay server shutting down)"  # the reference's 502 on shutdown
 _PEER_GONE = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -66,10 +71,11 @@ class Socket(Protocol):
 class RouteFailure(Exception):
     """A call that cannot be routed: ``status`` is the HTTP status, ``message`` says why."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, target: Target | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.target = target  # the target that refused the tool, for check_tool
 
 
 def response_timeout(tool: str) -> float:
@@ -324,9 +330,10 @@ class DesktopRouter:
     def check_tool(target: Target, tool: str) -> None:
         """Fail closed for a tool the target did not advertise (§3.2); RouteFailure(404)."""
         if tool.startswith("desktop_computer_") and tool not in target.advertised:
-            raise RouteFailure(404, f"Desktop client has not advertised experimental computer-use tool {tool!r}")
+            raise RouteFailure(404, f"Desktop client has not advertised experimental computer-use tool {tool!r}",
+                               target)
         if target.advertised and tool not in target.advertised:
-            raise RouteFailure(404, f"Desktop client does not advertise tool {tool!r}")
+            raise RouteFailure(404, f"Desktop client does not advertise tool {tool!r}", target)
 
     # -- calls -------------------------------------------------------------------------------
     async def call(self, tool: str, args: dict[str, Any], selector: str | None = None,
@@ -400,16 +407,37 @@ class DesktopRouter:
 
     # -- diagnostics -------------------------------------------------------------------------
     def ping(self, tool: str | None, selector: str | None) -> tuple[int, dict[str, Any]]:
-        """``GET /desktop/_ping``: 200 when a call to ``tool`` would be forwarded, else 503."""
+        """``GET /desktop/_ping``: 200 when a call to ``tool`` could be forwarded, else 503.
+
+        Without a selector, as the reference relay: 200 when ANY connected client offers the tool (the
+        Hermes agent's availability check never names a device; with several computers the call itself
+        then asks for one, listing them).
+        """
         connected = bool(self._targets)
         try:
-            target = self.resolve(selector)
+            if selector and selector.strip():
+                offering = [self.resolve(selector)]
+            else:
+                offering = self.targets()
+                if not offering:
+                    raise RouteFailure(503, NO_CLIENT)
             if tool:
-                self.check_tool(target, tool)
+                failures: list[RouteFailure] = []
+                for target in offering:
+                    try:
+                        self.check_tool(target, tool)
+                    except RouteFailure as exc:
+                        failures.append(exc)
+                if len(failures) == len(offering):
+                    raise failures[0]
+                offering = [t for t in offering if not any(f.target is t for f in failures)]
         except RouteFailure as exc:
             return 503, {"ok": False, "connected": connected, "tool": tool, "error": exc.message}
-        return 200, {"ok": True, "connected": True, "tool": tool, "target": target.public(),
-                     "advertised_tools": sorted(target.advertised)}
+        reply: dict[str, Any] = {"ok": True, "connected": True, "tool": tool, "target": offering[0].public(),
+                                 "advertised_tools": sorted(offering[0].advertised)}
+        if len(offering) > 1 or len(self.targets()) > 1:
+            reply["targets"] = [t.public() for t in offering]
+        return 200, reply
 
     def health(self) -> dict[str, Any]:
         """``GET /desktop/health``: clients, advertised tools, latest status, pending, recent calls."""

@@ -78,6 +78,7 @@ _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, 
 CLOSE_HEARTBEAT = 4000  # no pong within the heartbeat: the client is presumed gone; it may reconnect
 CLOSE_GRACE = 2.0  # seconds to wait for a client's close reply
 SHUTDOWN_CLOSE_GRACE = 0.05  # on shutdown: send the close frame, do not wait for the reply
+SHUTDOWN_ANSWER_GRACE = 1.0  # on shutdown: seconds to answer a desktop call still in flight
 # Reference relay: 5 bad tokens in 60 s block for 5 min; 10 bad codes in 60 s block for 2 min.
 SESSION_FAIL_LIMIT, SESSION_FAIL_WINDOW, SESSION_BLOCK = 5, 60.0, 300.0
 PAIRING_FAIL_LIMIT, PAIRING_FAIL_WINDOW, PAIRING_BLOCK = 10, 60.0, 120.0
@@ -211,7 +212,12 @@ class Relay:
             await self._upgrade(stream, req, peer.addr)
             return
         if desktop_http.is_desktop_path(req.path):
-            status, obj = await desktop_http.handle(self.desktop, req, body, loopback=peer.loopback)
+            try:
+                status, obj = await desktop_http.handle(self.desktop, req, body, loopback=peer.loopback)
+            except trio.Cancelled:  # only a shutdown cancels a request: the caller still gets its answer
+                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_ANSWER_GRACE):
+                    await http.send_json(stream, 502, {"ok": False, "error": desktop.SHUTTING_DOWN}, req.conn)
+                raise
         else:
             status, obj = self.route_http(req, body, peer)
         await http.send_json(stream, status, obj, req.conn)

@@ -1,7 +1,9 @@
 """The relay's HTTP API: one parsed request in, one ``(status, JSON object)`` out. No I/O here.
 
 - ``GET /health`` (also ``/relay/health``, where reference clients probe a pinned route): version and
-  counts (no secrets).
+  counts, the certificate's pin and the certificate (public, no secrets).
+- ``GET /relay/info`` (loopback only, as ``/desktop``): version, uptime, sessions, pending calls, in the
+  reference relay's shape.
 - ``POST /pairing/register`` (``{"code", "ttl_seconds"?, "grants"?, "transport_hint"?}``) and
   ``POST /pairing/mint`` (the relay picks the code): for ``hermes-pair`` on the relay host only. Besides
   the loopback peer check (a proxied request is never loopback), anything a web browser could send
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 Reply = tuple[int, dict[str, Any]]
 RATE_LIMIT_BODY = "Too many failed authentication attempts. Try again later."
 NOT_LOOPBACK = "pairing codes can only be registered from the relay host (loopback, not through a proxy)"
+INFO_NOT_LOCAL = "/relay/info is loopback-only: run this on the relay host"
 
 
 def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply:
@@ -45,6 +49,13 @@ def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply
     try:
         if path.rstrip("/") in ("/health", "/relay/health") and method == "GET":  # the second: reference proxy probe
             return 200, health(relay)
+        if path.rstrip("/") == "/relay/info":
+            if method != "GET":
+                return 405, {"ok": False, "error": "use GET /relay/info"}
+            refused = peers.local_request_refusal(req.headers, path, loopback=peer.loopback, not_local=INFO_NOT_LOCAL,
+                                                  action="relay info cannot be read", purpose="read relay info",
+                                                  json_body=False)
+            return refused or (200, relay_info(relay))
         if path.rstrip("/") in ("/pairing/register", "/pairing/mint"):
             if method != "POST":
                 return 405, {"ok": False, "error": "use POST"}
@@ -79,7 +90,26 @@ def health(relay: Relay) -> dict[str, Any]:
         "pending_codes": len(relay.codes),
         "tls": relay.config.ssl_context is not None,
         "cert_pin": relay.config.cert_pin,  # public (every TLS client sees the certificate): hermes-pair puts it in invites
+        "cert_der": relay.config.cert_der,  # the certificate itself, for the invite's pinned-TLS (plugin_proxy) route
         "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only
+    }
+
+
+def relay_info(relay: Relay) -> dict[str, Any]:
+    """``GET /relay/info`` (loopback only), in the reference relay's shape: what its CLI's ``relay info`` shows."""
+    sessions = len(relay.book)
+    return {
+        "version": relay.server_version,
+        "plugin_version": relay.server_version,
+        "protocol_version": 1,
+        "capabilities": ["desktop"],
+        "profiles": [],
+        "uptime_seconds": int(time.monotonic() - relay.started),
+        "session_count": sessions,
+        "paired_device_count": sessions,  # sessions are paired devices, as in the reference
+        "pending_commands": relay.desktop.pending_count,
+        "media_entry_count": 0,
+        "health": "ok",
     }
 
 

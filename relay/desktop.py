@@ -211,6 +211,11 @@ class DesktopRouter:
         self._seq = itertools.count(1)
         self._latest_status: dict[str, Any] = {}
 
+    @property
+    def pending_count(self) -> int:
+        """Calls waiting for their client's answer."""
+        return len(self._pending)
+
     # -- sockets -----------------------------------------------------------------------------
     def authed(self, ws: Socket, *, device_id: str, name: str, hostname: str = "", session_key: str = "",
                desktop: bool = True) -> None:

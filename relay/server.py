@@ -1,4 +1,4 @@
-"""The relay server's trio I/O: WebSocket at ``/`` and ``/ws`` plus the HTTP API (relay/api.py), on one port.
+"""The relay server's trio I/O: WebSocket at ``/``, ``/ws`` and ``/relay/ws`` plus the HTTP API (relay/api.py), on one port.
 
 Each connection starts with an h11-parsed request head. A WebSocket upgrade is replayed into
 trio-websocket (the only module here that speaks WebSocket); anything else is one HTTP request and
@@ -87,6 +87,10 @@ HTTP_FAIL_LIMIT, HTTP_FAIL_WINDOW, HTTP_BLOCK = 20, 60.0, 60.0
 # Failed pairing codes over ALL addresses: 60 a minute makes guessing a 6-character code take centuries.
 CODE_FAILS_PER_MINUTE = 60
 EXPIRY_SWEEP = 60.0  # seconds between expired-session sweeps
+# /relay/ws: where the reference desktop CLI connects on a pinned-TLS (plugin_proxy) route. It also sends
+# X-Hermes-Relay-Session (its session token) on that upgrade and on /relay/health: the reference's TLS
+# proxy drops that header, and so does this relay (only the first frame authenticates; never logged).
+WS_PATHS = ("/", "/ws", "/relay/ws")
 DESKTOP_SURFACE = "desktop"  # the client_surface a session must be paired with to serve desktop tools
 
 
@@ -97,6 +101,7 @@ class RelayConfig:
     state_dir: Path | None = None  # None: sessions live in memory only
     ssl_context: ssl.SSLContext | None = None
     cert_pin: str | None = None
+    cert_der: str | None = None  # the leaf certificate, base64 DER: invites carry it for pinned-TLS clients
     auth_timeout: float = AUTH_TIMEOUT
     head_timeout: float = HEAD_TIMEOUT
     max_message: int = MAX_MESSAGE
@@ -173,6 +178,7 @@ class Relay:
         self.unauthed = 0  # upgraded connections that have not finished authenticating
         self.unauthed_by_key: dict[str, int] = {}  # the same per rate_key(ip)
         self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
+        self.started = time.monotonic()
 
     def now(self) -> float:
         return self.config.wall_clock()
@@ -248,7 +254,7 @@ class Relay:
         return req, body, upgrade, peer
 
     async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
-        if req.path not in ("/", "/ws"):
+        if req.path not in WS_PATHS:
             await http.send_json(stream, 404, {"ok": False, "error": f"no WebSocket endpoint at {req.path}; use / or /ws"})
             return
         blocked = self.blocked_for(ip)

@@ -165,13 +165,14 @@ def compact(invite: dict[str, Any], secret: bytes | None = None) -> dict[str, An
     """
     relay = dict(invite.get("relay") or {})
     endpoints = [e for e in invite.get("endpoints") or () if isinstance(e, dict) and isinstance(e.get("relay"), dict)]
-    small = {k: invite[k] for k in ("hermes", "host", "port", "key", "tls") if k in invite}
+    small: dict[str, Any] = {k: invite[k] for k in ("hermes", "host", "port", "key", "tls") if k in invite}
     small["hermes"] = min(2, int(invite.get("hermes") or 2))
     if endpoints:
         best = endpoints[0]
         relay["url"] = best["relay"].get("url", relay.get("url"))
-        api = best.get("api") if isinstance(best.get("api"), dict) else {}
-        small.update({k: api[k] for k in ("host", "port", "tls") if k in api})
+        api = best.get("api")
+        if isinstance(api, dict):
+            small.update({k: api[k] for k in ("host", "port", "tls") if k in api})
         proxy = best.get("proxy")
         pin = proxy.get("pinSha256") if isinstance(proxy, dict) else None
         if isinstance(pin, str):
@@ -290,7 +291,7 @@ def from_dict(obj: dict[str, Any]) -> Invite:
             if candidate is not None:
                 candidates.append(candidate)
     pins = _endpoint_pins(endpoints)
-    for url, pin, priority in _pinned_proxies(endpoints):
+    for url, proxy_pin, priority in _pinned_proxies(endpoints):
         # The same relay as a plain wss:// route of this invite: that route gets the pin. Otherwise the
         # pinned proxy is a route of this pairing of its own, at the path its clients dial.
         origin = urlsplit(url).netloc
@@ -299,7 +300,7 @@ def from_dict(obj: dict[str, Any]) -> Invite:
             same = [url]
             candidates.append((url, PLUGIN_PROXY, priority))
         for route_url in same:
-            pins.setdefault(route_url, pin)
+            pins.setdefault(route_url, proxy_pin)
     if not candidates and isinstance(relay.get("url"), str):
         candidates.append((_url(relay["url"]), None, 0))
     if not candidates:

@@ -4,8 +4,9 @@ A *target* is an authenticated socket whose session was paired as a desktop surf
 (``client_surface: "desktop"``) and that has sent any ``desktop`` envelope (bare or
 ``desktop.``-prefixed type). Its ``device_id``, name and host name are the ones its session was paired
 with: neither the auth frame nor ``desktop.status`` can claim another device's (a phone reconnecting
-with the desktop's id is still the phone, and never a target). ``desktop.status`` replaces that socket's advertised tool set and its
-latest status; ``workspace`` and ``active_editor`` snapshots are kept per socket, in memory only.
+with the desktop's id is still the phone, and never a target). ``desktop.status`` replaces that
+socket's advertised tool set and its latest status; ``workspace`` and ``active_editor`` snapshots are
+kept per socket, in memory only.
 
 Selection follows the reference relay 1.9.0 (shared/reference/desktop-channel.md §3.3) with one
 deliberate change: sockets that share a ``device_id`` are ONE target, because they are the same
@@ -40,15 +41,15 @@ import trio_websocket
 from hermes_relay.core import desktop as desktop_wire
 from hermes_relay.core import envelope
 from hermes_relay.core.wire import MAX_DEVICE_NAME
-from hermes_relay.relay import http
+from hermes_relay.relay import catalogue, http
 
 log = logging.getLogger(__name__)
 
 CHANNEL = desktop_wire.CHANNEL
 PREFIX = "desktop."
-RESPONSE_TIMEOUT = desktop_wire.DEFAULT_DEADLINE  # seconds the relay waits for desktop.response (reference: 30 s)
-COMPUTER_TIMEOUT = 180.0  # desktop_computer_*
-ADB_TIMEOUT = 300.0  # desktop_adb_*
+RESPONSE_TIMEOUT, COMPUTER_TIMEOUT, ADB_TIMEOUT = (catalogue.RESPONSE_TIMEOUT, catalogue.COMPUTER_TIMEOUT,
+                                                   catalogue.ADB_TIMEOUT)
+response_timeout = catalogue.response_timeout  # seconds the relay waits for a tool's answer, per class
 RECENT_MAX = 100  # calls kept in memory (the reference's ring size)
 HEALTH_RECENT = 20  # of which GET /desktop/health shows the newest
 SUMMARY_MAX = 500  # characters of a result kept in the ring
@@ -76,15 +77,6 @@ class RouteFailure(Exception):
         self.status = status
         self.message = message
         self.target = target  # the target that refused the tool, for check_tool
-
-
-def response_timeout(tool: str) -> float:
-    """Seconds the relay waits for a tool's answer (desktop-channel.md §2.7)."""
-    if tool.startswith("desktop_computer_"):
-        return COMPUTER_TIMEOUT
-    if tool.startswith("desktop_adb_"):
-        return ADB_TIMEOUT
-    return RESPONSE_TIMEOUT
 
 
 def _secret_key(key: Any) -> bool:

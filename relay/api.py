@@ -24,11 +24,12 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from hermes_relay.core import paths, payload
 from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
 from hermes_relay.core.routes import infer_role
-from hermes_relay.relay import http, peers
+from hermes_relay.relay import http, peers, tls
 from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, validate_grants, validate_seconds
 from hermes_relay.relay.peers import Peer, lan_address
 from hermes_relay.relay.sessions import SaveError, Session
@@ -159,8 +160,11 @@ def pairing_mint(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
         secret = payload.load_secret(paths.qr_secret_file())
     except PayloadError:
         secret = None  # an unreadable secret: the invite goes unsigned, which clients accept
+    der = relay.config.cert_der
+    named = der is not None and tls.names_host(der, urlsplit(url).hostname or "")
     invite = payload.build(code=reply["code"], ttl_seconds=reply["ttl_seconds"], transport_hint=relay.config.scheme,
-                           endpoints=[(infer_role(url), url)], secret=secret, cert_pin=relay.config.cert_pin)
+                           endpoints=[(infer_role(url), url)], secret=secret, cert_pin=relay.config.cert_pin,
+                           cert_der=der if named else None)
     reply.update(relay_url=url, qr_payload=payload.encode(invite), pairing_url=payload.invite_url(invite),
                  host=invite["host"], port=invite["port"], tls=invite["tls"])
     return status, reply

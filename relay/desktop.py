@@ -142,6 +142,7 @@ class Target:
     key: str = ""  # sockets with one key are one install (the device id, else the session)
     status: dict[str, Any] = field(default_factory=dict)
     advertised: frozenset[str] = frozenset()
+    listed: bool = False  # its status carried an advertised_tools list: that list is all it serves, even empty
     has_status: bool = False
     workspace: dict[str, Any] | None = None
     active_editor: dict[str, Any] | None = None
@@ -265,6 +266,7 @@ class DesktopRouter:
             tools = payload.get("advertised_tools")
             names = tools if isinstance(tools, list) else []
             target.advertised = frozenset(t for t in names if isinstance(t, str) and t)
+            target.listed = isinstance(tools, list)
             self._latest_status = target.status
         elif typ == "response":
             self._on_response(target, payload)
@@ -325,11 +327,15 @@ class DesktopRouter:
 
     @staticmethod
     def check_tool(target: Target, tool: str) -> None:
-        """Fail closed for a tool the target did not advertise (§3.2); RouteFailure(404)."""
+        """Fail closed for a tool the target did not advertise (§3.2); RouteFailure(404).
+
+        Only a client that never listed its tools (no ``desktop.status`` with ``advertised_tools``: an
+        older client) is taken to serve any tool; an empty list is a locked client (restricted), which
+        serves nothing, where the reference relay would forward every call to it."""
         if tool.startswith("desktop_computer_") and tool not in target.advertised:
             raise RouteFailure(404, f"Desktop client has not advertised experimental computer-use tool {tool!r}",
                                target)
-        if target.advertised and tool not in target.advertised:
+        if (target.listed or target.advertised) and tool not in target.advertised:
             raise RouteFailure(404, f"Desktop client does not advertise tool {tool!r}", target)
 
     # -- calls -------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ class RecordingSocket:
 def attach(router: DesktopRouter, device_id: str = "dev-1", tools: list[str] | None = None) -> RecordingSocket:
     ws = RecordingSocket()
     router.authed(ws, device_id=device_id, name="WORKPC")
-    router.on_envelope(ws, Envelope("desktop", "desktop.status", {"advertised_tools": tools or []}))
+    status = {"advertised_tools": tools} if tools is not None else {}  # None: an older client, any tool
+    router.on_envelope(ws, Envelope("desktop", "desktop.status", status))
     return ws
 
 

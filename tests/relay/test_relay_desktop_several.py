@@ -74,3 +74,14 @@ async def test_a_call_in_flight_when_the_relay_stops_gets_the_references_502(rel
         await relay.stop()
         status, body = await call.wait()
     assert (status, body) == (502, {"ok": False, "error": "Desktop client disconnected (Relay server shutting down)"})
+
+
+async def test_a_client_that_lists_no_tools_is_locked_not_a_legacy_client_that_takes_any(relay):
+    # The reference daemon in restricted mode connects "locked": a status whose advertised_tools is [].
+    locked, _, _ = await desktop_client(relay, "LOCKED", tools=())
+    status, body = await ping(relay, f"tool={TERMINAL}")
+    assert status == 503 and "does not advertise tool" in body["error"], body
+    status, body = await post_tool(relay, TERMINAL, {"command": "id"})
+    assert status == 404, body
+    status, body = await ping(relay, f"tool={TERMINAL}&device=locked")
+    assert status == 503, body

@@ -157,3 +157,14 @@ def test_a_wildcard_relays_certificate_names_its_lan_address(tmp_path: Path, mon
     for host in ("192.0.2.55", "127.0.0.1", "localhost"):
         assert relay_tls.names_host(config.cert_der, host), host
     assert not relay_tls.names_host(config.cert_der, "192.0.2.56")
+
+
+async def test_a_minted_invite_from_a_tls_relay_has_the_pinned_proxy_route_too(relay_factory, tmp_path: Path):
+    relay = await tls_relay(relay_factory, tmp_path)
+    status, _, body = await http_request("POST", f"{relay.http}/pairing/mint", b"{}",
+                                         [("Content-Type", "application/json")], relay.ssl_context)
+    assert status == 200
+    invite = json.loads(json.loads(body)["qr_payload"])
+    (proxy,) = [e for e in invite["endpoints"] if e["role"] == "plugin_proxy"]
+    assert proxy["proxy"]["pin_sha256"] == relay.info.cert_pin
+    assert proxy["proxy"]["url"] == f"https://127.0.0.1:{relay.info.port}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import ssl
 import sys
 from pathlib import Path
@@ -64,6 +65,9 @@ async def test_the_invite_has_a_pinned_proxy_route_the_reference_cli_can_probe_a
     assert proxy["proxy"]["url"] == f"https://127.0.0.1:{relay.info.port}"
     assert proxy["proxy"]["pin_sha256"] == relay.info.cert_pin
     assert spki_pin_from_der(base64.b64decode(proxy["proxy"]["cert_der"])) == relay.info.cert_pin
+    # The reference CLI's own acceptance checks (isValidPinnedProxyCandidate), as stated there.
+    assert re.fullmatch(r"sha256/[A-Za-z0-9+/]{43}=", proxy["proxy"]["pin_sha256"])
+    assert len(proxy["proxy"]["cert_der"]) <= 8192 and re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", proxy["proxy"]["cert_der"])
     plain = [e for e in invite["endpoints"] if e["role"] != "plugin_proxy"]
     assert [e["relay"]["url"] for e in plain] == [relay.url]  # what we already sent is still there
 

@@ -81,8 +81,10 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         der = tls.leaf_der_b64(args.cert)
     elif args.tls:
         hosts = [args.host]
-        if args.host in ("0.0.0.0", "::", ""):  # offered under this host's LAN address (hermes-pair)
-            hosts.append(peers.lan_address() or "")
+        if args.host in ("0.0.0.0", "::", ""):  # offered under this host's LAN and Tailscale addresses (hermes-pair)
+            from hermes_relay.relay.pair_cmd import tailscale_address
+
+            hosts += [peers.lan_address() or "", tailscale_address() or ""]
         cert, key = tls.ensure_certificate(state_dir, hosts)
         ssl_context, pin = tls.load_server_context(cert, key)
         der = tls.leaf_der_b64(cert)

@@ -249,7 +249,7 @@ def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tu
         elif mode == "lan":
             raise UsageError("no LAN address found for this host", hint="pass --lan-host ADDRESS")
     if mode in ("auto", "tailscale"):
-        host = args.tailscale_host or _tailscale_address()
+        host = args.tailscale_host or tailscale_address()
         if host:
             found.append(("tailscale", at(host)))
         elif mode == "tailscale":
@@ -282,7 +282,8 @@ def _is_loopback_host(host: str | None) -> bool:
     return host in (None, "", "localhost") or (host or "").startswith("127.") or host == "::1"
 
 
-def _tailscale_address() -> str | None:
+def tailscale_address() -> str | None:
+    """This host's Tailscale IPv4 address (``tailscale ip -4``), or None without Tailscale."""
     exe = shutil.which("tailscale")
     if exe is None:
         return None

@@ -490,7 +490,10 @@ class Relay:
         return api.route(self, req, body, peer)
 
     def session_revoked(self, sess: Session) -> None:
-        """A revoked session's sockets are closed at once, unless configured to keep them as the reference does."""
+        """A revoked session's sockets are closed at once, unless configured to keep them as the reference does;
+        kept or not, they serve no desktop tools from now on."""
+        for ws in self.live.get(sess.token_hash, ()):
+            self.desktop.detach(ws)
         if self.config.close_on_revoke:
             self._close_live(sess.token_hash, "session revoked")
 

@@ -98,3 +98,16 @@ async def test_an_auth_frame_cannot_rename_a_session_or_make_it_a_desktop(relay)
     status, listed = await http_json("GET", f"{relay.http}/sessions")
     mine = [s for s in listed["sessions"] if s["device_id"] == "phone-1"]
     assert [(s["device_name"], s["client_surface"]) for s in mine] == [("Pixel", "android")]
+
+
+async def test_a_revoked_session_kept_open_serves_no_more_calls(relay_factory):
+    relay = await relay_factory(close_on_revoke=False)  # as the reference relay: revoked sockets stay open
+    ws, token, _ = await desktop_client(relay, "WORKPC")
+    status, _ = await http_json("DELETE", f"{relay.http}/sessions/{token[:8]}")
+    assert status == 200
+    status, body = await post_tool(relay, TERMINAL, {"command": "id"})
+    assert status == 503, body
+    await advertise(ws, "x", "WORKPC")  # speaking again does not make it a target again
+    status, body = await post_tool(relay, TERMINAL, {"command": "id"})
+    assert status == 503, body
+    assert await commands_until_synced(ws) == []

@@ -36,6 +36,7 @@ DEFAULT_TTL = 30 * 86400  # the reference hermes-pair's default session TTL: 30 
 DEFAULT_RELAY = "ws://127.0.0.1:8767"
 REGISTER_TIMEOUT = 5.0
 MODES = ("auto", "lan", "tailscale", "public")
+QR_MAX_BYTES = 458  # what a QR code drawn in an 80-column terminal holds (segno, error level M)
 CERT_FILES = "relay-cert.pem and relay-key.pem in its state directory"
 
 
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "endpoints": [{"role": role, "url": url} for role, url in endpoints],
         "payload": invite,
         "invite_url": payload.invite_url(invite),
-        "qr_payload": payload.encode(payload.compact(invite, secret)),
+        "qr_payload": _qr_text(invite, secret),
         "cert_pin": pin,
         "warnings": warnings,
     }
@@ -129,6 +130,12 @@ def _named_routes(cert_der: str, endpoints: list[tuple[str, str]]) -> tuple[list
         else:
             unnamed.append(host)
     return named, unnamed
+
+
+def _qr_text(invite: dict[str, Any], secret: bytes) -> str:
+    """What the QR code holds: the whole invite when it fits an 80-column terminal's QR, else the compact one."""
+    full = payload.encode(invite)
+    return full if len(full.encode()) <= QR_MAX_BYTES else payload.encode(payload.compact(invite, secret))
 
 
 def _chosen_code(raw: str) -> str:
@@ -317,7 +324,8 @@ def _print_text(result: dict[str, Any], out: TextIO, *, qr: bool) -> None:
             print(f"  {i}. {ep['role']:<10} {ep['url']}", file=out)
         if qr:  # a QR holds about 458 bytes in 80 columns: the best route and its pin, not the certificate
             _print_qr(result["qr_payload"], out)
-            print("The QR code has the first route; the invite below has them all.", file=out)
+            if result["qr_payload"] != payload.encode(result["payload"]):
+                print("The QR code has the first route; the invite below has them all.", file=out)
     print(f"On the computer: hermes-relay pair {result['code']} --remote {result['relay_url']}", file=out)
     if invite:
         print(f"  or: hermes-relay pair --pair-qr '{result['invite_url']}'", file=out)

@@ -172,3 +172,16 @@ async def test_a_minted_invite_from_a_tls_relay_has_the_pinned_proxy_route_too(r
     (proxy,) = [e for e in invite["endpoints"] if e["role"] == "plugin_proxy"]
     assert proxy["proxy"]["pin_sha256"] == relay.info.cert_pin
     assert proxy["proxy"]["url"] == f"https://127.0.0.1:{relay.info.port}"
+
+
+async def test_an_invite_that_fits_goes_into_the_qr_whole(relay, tmp_path: Path):
+    code, out, err = await hermes_pair(tmp_path, "--relay", relay.url, "--mode", "lan", "--lan-host", "192.0.2.20",
+                                       "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["qr_payload"] == payload.encode(result["payload"])  # small enough: the signed invite itself
+    code, out, err = await hermes_pair(tmp_path, "--relay", relay.url, "--lan-host", "192.0.2.20",
+                                       "--tailscale-host", "100.101.102.103", "--json")
+    result = json.loads(out)
+    assert len(result["qr_payload"].encode()) <= QR_BYTES < len(payload.encode(result["payload"]).encode())
+    assert [r.url for r in payload.parse(result["qr_payload"]).routes] == [f"ws://192.0.2.20:{relay.info.port}"]

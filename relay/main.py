@@ -80,14 +80,21 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     from hermes_relay.relay.server import RelayConfig
 
     state_dir = args.state_dir or paths.relay_state_dir()
-    ssl_context, pin = None, None
+    ssl_context, pin, der = None, None, None
     if args.cert or args.key:
         if not (args.cert and args.key):
             raise ConfigError("--cert and --key go together", hint="pass both, or --tls alone for a self-signed certificate")
         ssl_context, pin = tls.load_server_context(args.cert, args.key)
+        der = tls.leaf_der_b64(args.cert)
     elif args.tls:
-        cert, key = tls.ensure_certificate(state_dir, [args.host])
+        hosts = [args.host]
+        if args.host in ("0.0.0.0", "::", ""):  # offered under this host's LAN and Tailscale addresses (hermes-pair)
+            from hermes_relay.relay.pair_cmd import tailscale_address
+
+            hosts += [peers.lan_address() or "", tailscale_address() or ""]
+        cert, key = tls.ensure_certificate(state_dir, hosts)
         ssl_context, pin = tls.load_server_context(cert, key)
+        der = tls.leaf_der_b64(cert)
     try:
         trusted = peers.parse_trusted(args.trusted_proxy)
     except ValueError as exc:
@@ -98,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         state_dir=None if args.memory else state_dir,
         ssl_context=ssl_context,
         cert_pin=pin,
+        cert_der=der,
         trusted_proxies=trusted,
         close_on_revoke=not args.keep_revoked_sockets,
         save_fault=fault_from_env(),

@@ -46,6 +46,9 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "doctor": "doctor",
     "forget": "forget",
+    "hosts": "hosts",
+    "use": "use",
+    "rename": "rename",
     "approvals": "approvals",
     "access": "access",
     "audit": "audit",
@@ -68,7 +71,8 @@ exit status:
   130  interrupted (Ctrl-C)
 
 environment:
-  HERMES_RELAY_URL       default relay URL for pair and devices (--remote)
+  HERMES_RELAY_URL       default relay URL or name for pair and devices (--remote);
+                         else the default relay (`hermes-relay use`)
   HERMES_RELAY_CODE      default pairing code for pair
   HERMES_RELAY_PAIR_QR   default invite for pair (--pair-qr)
   HERMES_HOME            instead of ~/.hermes (session store, logs)

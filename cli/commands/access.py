@@ -56,7 +56,10 @@ def _consented(ctx: Context, url: str) -> bool:
 def _one_url(ctx: Context, url: str | None) -> str:
     from hermes_relay.core import policy
 
+    from hermes_relay.cli import relays
+
     if url is not None:
+        url = relays.control(ctx).url_for(url) or url  # a relay name given with `hermes-relay rename`
         if policy.canonical_url(url) is None:
             raise UsageError(f"{url!r} is not a relay URL",
                              hint="use the ws:// or wss:// URL `hermes-relay status` shows")
@@ -66,6 +69,9 @@ def _one_url(ctx: Context, url: str | None) -> str:
         # One of a pairing's other routes names the pairing: the agent keys its policy by the stored URL.
         found = resolve_in(SessionStore(paths.sessions_file(ctx.env)).sessions(), url)
         return found[0] if found is not None else url
+    chosen = relays.resolve(ctx, None)  # HERMES_RELAY_URL, else the default relay (`hermes-relay use`)
+    if chosen is not None:
+        return _one_url(ctx, chosen)
     paired = _paired(ctx)
     if not paired:
         raise NotPairedError("this computer is not paired with any relay; name the relay URL",
@@ -74,6 +80,12 @@ def _one_url(ctx: Context, url: str | None) -> str:
         raise AmbiguousError(f"{len(paired)} relays are paired; name the one to change",
                              hint="paired: " + ", ".join(paired))
     return paired[0]
+
+
+def _names(ctx: Context) -> Any:
+    from hermes_relay.cli import relays
+
+    return relays.control(ctx)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -97,9 +109,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError("too many arguments", hint="hermes-relay access [URL] [PRESET]")
     url: str | None = None
     preset: str | None = None
+    names = _names(ctx)
     for word in words:
-        if "://" in word:
-            url = word
+        if "://" in word or names.url_for(word):
+            url = names.url_for(word) or word
         elif preset is None:
             preset = word
         else:

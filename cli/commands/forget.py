@@ -31,18 +31,19 @@ def register(sub: Any) -> None:
                "  hermes-relay forget ws://192.168.1.5:8767 --yes   (in scripts)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("url", metavar="URL", help="the relay URL shown by `hermes-relay status`")
+    p.add_argument("url", metavar="URL|NAME", help="the relay URL shown by `hermes-relay status`, or its name "
+                                                   "(never the default relay: forget needs its target named)")
     add_yes_flag(p)
     add_common_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.cli import relays
     from hermes_relay.cli.local import find_pairing
     from hermes_relay.core.record import from_dict
-    from hermes_relay.core.routes import normalize_relay_url
 
-    url, _ = normalize_relay_url(args.url)
+    url = relays.explicit(ctx, args.url)  # a URL or a relay name; never the default relay: forget names its target
     owner, rec = find_pairing(ctx, url, args.url.strip())
     token = from_dict(owner, rec).token or ""
     revokes = f"revokes its session {token[:TOKEN_PREFIX_LEN]} on the relay and " if token else ""
@@ -52,12 +53,24 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return EXIT_FAILURE
     with ctx.client() as client:
         result = client.call("forget", {"url": owner}, timeout=FORGET_TIMEOUT)
+    _forget_names(ctx, owner)
     if getattr(args, "json", False):
         ctx.print_json(result)
         return 0
     for line in result_lines(result, ctx):
         ctx.out(line)
     return 0
+
+
+def _forget_names(ctx: Context, owner: str) -> None:
+    """Drop the relay's name, and the default when it was this relay (core/hosts.py)."""
+    from hermes_relay.core import hosts
+    from hermes_relay.core.errors import HermesError
+
+    try:
+        hosts.forget(hosts.control_file(ctx.env), [owner])
+    except HermesError as exc:
+        ctx.err(f"hermes-relay: the relay's name was not removed: {exc.message}")
 
 
 def result_lines(result: dict[str, Any], ctx: Context) -> list[str]:

@@ -159,6 +159,10 @@ def build_request(args: argparse.Namespace, ctx: Context) -> tuple[dict[str, Any
             "no relay URL: pass --remote ws://HOST:8767 or set HERMES_RELAY_URL",
             hint="or pair from an invite with `hermes-relay pair --pair-qr INVITE`",
         )
+    if "://" not in raw_url:  # a relay's name (`hermes-relay rename`): pair it again
+        from hermes_relay.cli import relays
+
+        raw_url = relays.control(ctx).url_for(raw_url) or raw_url
     url, port_added = normalize_relay_url(raw_url)
     if port_added:
         ctx.err(f"(no port given: using {DEFAULT_RELAY_PORT})")

@@ -44,9 +44,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     if getattr(args, "pin_cmd", None) != "accept":
         raise UsageError("pin needs a subcommand: accept URL", hint="see `hermes-relay pin --help`")
-    from hermes_relay.core.routes import normalize_relay_url
+    from hermes_relay.cli import relays
 
-    url, _ = normalize_relay_url(args.url)
+    url = relays.explicit(ctx, args.url)  # a URL or a relay's name
     if not url.startswith("wss://"):
         raise UsageError(f"{url} is not a wss:// URL: only TLS relays have a certificate pin")
     from hermes_relay.cli.local import require_paired

@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from hermes_relay.core import api
-from hermes_relay.core.errors import HermesError
+from hermes_relay.core.errors import HermesError, IpcError
 
 RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between reconnects; the last one repeats
 STALE_ANSWER_WINDOW = 0.5  # seconds: a line arriving this soon after the next prompt was typed for the expired one
@@ -211,10 +211,11 @@ class _Watch:
             connected_once, failures = True, 0
             try:
                 client.call(api.WATCH, {}, timeout=None, on_notify=lambda m, p: self.inbox.put(("event", m, p)))
-            except HermesError as exc:
+            except (HermesError, OSError) as exc:  # OSError: the main loop closed the socket under the read
                 if self.stop.is_set():
                     return
-                self.inbox.put(("lost", exc))
+                lost = exc if isinstance(exc, HermesError) else IpcError(f"lost the connection to the agent: {exc}")
+                self.inbox.put(("lost", lost))
                 continue
             finally:
                 client.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 from hermes_relay.core.errors import HermesError, UsageError
 
+
 def control(ctx: Any) -> Any:
     """The default relay and names (core/hosts.py Control); the file's problems raise with their fix."""
     from hermes_relay.core import hosts

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core import fileio
+from hermes_relay.core import fileio, policy
 from hermes_relay.core.errors import StateCorruptError, StateError, UsageError
-from hermes_relay.core import policy
 from hermes_relay.core.policy import canonical_url
 
 MAX_NAME = 64  # the reference client's limit

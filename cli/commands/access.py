@@ -54,9 +54,8 @@ def _consented(ctx: Context, url: str) -> bool:
 
 
 def _one_url(ctx: Context, url: str | None) -> str:
-    from hermes_relay.core import policy
-
     from hermes_relay.cli import relays
+    from hermes_relay.core import policy
 
     if url is not None:
         url = relays.control(ctx).url_for(url) or url  # a relay name given with `hermes-relay rename`

@@ -15,7 +15,7 @@ import argparse
 from typing import Any
 
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import HermesError, UsageError
+from hermes_relay.core.errors import UsageError
 
 HEADERS = ("ID", "TOOL", "RELAY", "EXPIRES", "WHAT")
 MAX_REASON = 200

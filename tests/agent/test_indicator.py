@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from hermes_relay.agent.indicator import Indicator, offline, route_lines, summarize
-from hermes_relay.cli.commands.route import parse_route_file
 from hermes_relay.cli import render
+from hermes_relay.cli.commands.route import parse_route_file
 from hermes_relay.core import api, hosts
 
 LAN = {"url": "ws://10.0.0.2:8767", "role": "lan", "label": "LAN", "priority": 0}

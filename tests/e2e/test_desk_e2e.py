@@ -115,3 +115,25 @@ def test_hosts_test_use_rename_and_doctor_against_a_real_agent(desk: tuple[Relay
     doctor: dict[str, Any] = json.loads(env.cli("doctor", "--json").stdout)
     notify = {c["id"]: c for c in doctor["checks"]}["desktop.notify"]
     assert notify["summary"] == "desktop notifications are off (HERMES_RELAY_NOTIFY=0)"
+
+
+def test_two_relays_a_default_and_a_name_in_the_prompt_and_for_devices(
+        desk: tuple[RelayProc, AgentEnv], make_relay: Callable[..., RelayProc]) -> None:
+    first, env = desk
+    second = make_relay("second")
+    env.pair(second)
+    wait_state(env, lambda s: s["url"] == second.url and s["state"] == "connected")
+    without = env.cli("devices")
+    assert without.returncode == 1 and "hermes-relay use URL|NAME" in without.stderr  # which one?
+    assert env.cli("rename", first.url, "home").returncode == 0
+    used = env.cli("use", second.url)
+    assert used.returncode == 0, used.stderr
+    # the agent rereads the names within 2 s: the default first and unnamed, the other by its name
+    label = until(lambda: (lambda t: t if " | home: " in t else None)(route_label(env)), 10, "both relays named")
+    part = label.split(" | ", 1)[0]
+    assert label == f"{part} | home: {part}"
+    devices = env.cli("devices", "--json")
+    assert devices.returncode == 0, devices.stderr
+    assert json.loads(devices.stdout)["url"] == second.url  # the default, without --remote
+    named = env.cli("devices", "--remote", "home", "--json")
+    assert json.loads(named.stdout)["url"] == first.url

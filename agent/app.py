@@ -58,6 +58,7 @@ class Agent:
         self._endpoint_identity: tuple[int, int] | None = None
         self.ipc: ipc_endpoint.IpcListener | None = None
         self.desktop = DesktopService(config, device=self.device)
+        self.approvals = self.desktop.approvals  # counted in the route indicator ([LAN !1])
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -137,7 +138,7 @@ class Agent:
         return [link.snapshot() for link in self.links.values()]
 
     def _refresh_indicator(self) -> dict[str, Any]:
-        summary = summarize(self.states(), waiting=len(self.desktop.approvals.pending), names=self.indicator.names())
+        summary = summarize(self.states(), waiting=len(self.approvals.pending), names=self.indicator.names())
         return self.indicator.write(summary, self.config.wall_clock())
 
     async def _indicator_heartbeat(self) -> None:
@@ -151,7 +152,7 @@ class Agent:
 
     async def _indicator_approvals(self) -> None:
         """The prompt counts waiting approvals (``[LAN !1]``): rewrite it when one is requested or resolved."""
-        with self.desktop.approvals.subscribe() as events:
+        with self.approvals.subscribe() as events:
             async for _ in events:
                 self._refresh_indicator()
 

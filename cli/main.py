@@ -77,6 +77,8 @@ environment:
   HERMES_RELAY_PAIR_QR   default invite for pair (--pair-qr)
   HERMES_HOME            instead of ~/.hermes (session store, logs)
   HERMES_RELAY_RUNTIME_DIR  where the agent socket and route indicator live
+  HERMES_RELAY_NOTIFY=0  no desktop notification for a call waiting for approval (the agent's
+                         environment; see `hermes-relay doctor`)
   NO_COLOR               never colour the output
 
 with --json, a failure prints {"ok": false, "error": {"code", "message", "hint"}} on stdout

@@ -144,3 +144,16 @@ def test_the_names_module_keeps_lone_surrogates_and_other_fields(tmp_path: Path)
     with pytest.raises(Exception, match="host_aliases is not an object"):
         hosts.rename(path, HOME, "home")
     assert path.read_text() == '{"host_aliases": []}'
+
+
+def test_a_damaged_names_file_matters_only_when_the_default_would(cli, env, make_agent) -> None:
+    paths.desktop_control_file(env).write_bytes(b"[1, 2")
+    agent = make_agent(results={"devices.list": {"url": HOME, "sessions": []}})
+    assert cli("devices", "--remote", HOME, agent=agent).code == 0  # named: the names file is not needed
+    result = cli("devices", agent=make_agent(results={"devices.list": {"url": HOME, "sessions": []}}))
+    assert result.code == 1 and "desktop-control.json cannot be parsed" in result.err  # two paired: it decides
+    store = paths.sessions_file(env)
+    store.write_text(json.dumps({"version": 1, "sessions": {HOME: {"token": "abcd1234" + "t" * 35}}}))
+    agent = make_agent(results={"devices.list": {"url": HOME, "sessions": []}})
+    assert cli("devices", agent=agent).code == 0  # one pairing: the agent takes it
+    assert agent.calls[0][:2] == ("devices.list", {})

@@ -17,6 +17,7 @@ from hermes_relay.cli.context import Context, add_common_flags
 from hermes_relay.core.errors import AmbiguousError, NotPairedError, UsageError
 
 PRESET_NAMES = ("restricted", "ask_every_time", "standard", "trusted", "full_access")
+PRESET_WORDS = frozenset((*PRESET_NAMES, "ask", "structured", "custom", "ask-every-time", "full-access"))
 FULL_ACCESS_WARNING = ("full_access lets the relay host run any command, read and change any file, and use "
                        "the screen, USB devices, microphone and camera without asking")
 
@@ -58,7 +59,8 @@ def _one_url(ctx: Context, url: str | None) -> str:
     from hermes_relay.core import policy
 
     if url is not None:
-        url = relays.control(ctx).url_for(url) or url  # a relay name given with `hermes-relay rename`
+        if "://" not in url:  # a relay name given with `hermes-relay rename`
+            url = relays.control(ctx).url_for(url) or url
         if policy.canonical_url(url) is None:
             raise UsageError(f"{url!r} is not a relay URL",
                              hint="use the ws:// or wss:// URL `hermes-relay status` shows")
@@ -108,10 +110,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError("too many arguments", hint="hermes-relay access [URL] [PRESET]")
     url: str | None = None
     preset: str | None = None
-    names = _names(ctx)
     for word in words:
-        if "://" in word or names.url_for(word):
-            url = names.url_for(word) or word
+        if "://" in word:
+            url = word
+        elif url is None and word.lower() not in PRESET_WORDS and _names(ctx).url_for(word):
+            url = _names(ctx).url_for(word)  # a relay's name (names are never preset words)
         elif preset is None:
             preset = word
         else:

@@ -13,6 +13,7 @@ asks the agent, which holds the dialer and the pins, to walk each route (its ``d
 from __future__ import annotations
 
 import argparse
+import textwrap
 from typing import Any
 
 from hermes_relay.cli.context import Context, add_common_flags, add_verb
@@ -31,8 +32,8 @@ RENAME_DESCRIPTION = ("Give a paired relay a name (1 to 64 characters). Every co
 
 def register(sub: Any) -> None:
     p = sub.add_parser("hosts", help="the paired relays: default, names, route test",
-                       description="List the paired relays with their names and the default; choose the "
-                                   "default, name a relay, or test every saved route of a pairing.",
+                       description=textwrap.fill("List the paired relays with their names and the default; choose "
+                                                 "the default, name a relay, or test every saved route of a pairing.", 78),
                        epilog="examples:\n  hermes-relay hosts\n  hermes-relay hosts use office\n"
                               "  hermes-relay hosts rename ws://10.0.0.2:8767 home\n  hermes-relay hosts test home",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +41,9 @@ def register(sub: Any) -> None:
     verbs = p.add_subparsers(dest="hosts_cmd", prog="hermes-relay hosts", metavar="{list,use,rename,test}")
     lst = add_verb(verbs, "list", "every paired relay (the default)",
                    "List every paired relay: its name, its URL, and * for the default.", "hermes-relay hosts list")
-    use = add_verb(verbs, "use", "make a relay the default", USE_DESCRIPTION, "hermes-relay hosts use office")
+    use = verbs.add_parser("use", aliases=["select"], help="make a relay the default",
+                           description=textwrap.fill(USE_DESCRIPTION, 78), epilog="example:\n  hermes-relay hosts use office",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     _use_args(use)
     ren = add_verb(verbs, "rename", "name a relay", RENAME_DESCRIPTION, "hermes-relay hosts rename ws://10.0.0.2:8767 home")
     _rename_args(ren)
@@ -57,7 +60,8 @@ def register(sub: Any) -> None:
 
 
 def register_use(sub: Any) -> None:
-    p = sub.add_parser("use", help="make a relay the default (when several are paired)", description=USE_DESCRIPTION,
+    p = sub.add_parser("use", help="make a relay the default (when several are paired)",
+                       description=textwrap.fill(USE_DESCRIPTION, 78),
                        epilog="examples:\n  hermes-relay use office\n  hermes-relay use ws://10.0.0.2:8767\n"
                               "  hermes-relay use --none      (no default)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,7 +72,7 @@ def register_use(sub: Any) -> None:
 
 def register_rename(sub: Any) -> None:
     p = sub.add_parser("rename", help="name a relay (then use the name wherever a URL goes)",
-                       description=RENAME_DESCRIPTION,
+                       description=textwrap.fill(RENAME_DESCRIPTION, 78),
                        epilog="examples:\n  hermes-relay rename ws://10.0.0.2:8767 home\n"
                               "  hermes-relay rename home office\n  hermes-relay rename office --clear",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,7 +94,7 @@ def _rename_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     verb = getattr(args, "hosts_cmd", None) or "list"
-    if verb == "use":
+    if verb in ("use", "select"):  # select: the reference client's word
         return _use(args, ctx)
     if verb == "rename":
         return _rename(args, ctx)

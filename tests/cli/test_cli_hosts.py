@@ -44,6 +44,7 @@ def test_use_and_rename_write_the_reference_file_keeping_unknown_fields(cli, env
 
 def test_two_relays_with_a_default_need_no_remote(cli, env, make_agent) -> None:
     agent = make_agent(results={"devices.list": {"url": OFFICE, "sessions": []}})
+    assert cli("hosts", "select", HOME).code == 0 and control(env)["relay_url"] == HOME  # the reference's word
     assert cli("use", OFFICE).code == 0
     result = cli("devices", agent=agent)
     assert result.code == 0, result.err

@@ -61,7 +61,10 @@ API except in ``status`` with ``reveal_tokens=True``.
   Revokes this computer's session on the relay (when reachable), then removes the record (routes,
   pins), the verdict, the refresh token and the desktop access-policy entry.
 
-``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?}
+``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?,
+                                   approvals_waiting?, relays?: [{url, name, label, state}]}
+  ``label`` carries every relay when several are paired and one is connected (``LAN | office: Tailscale``)
+  and the waiting approvals (``LAN !1``); agent/indicator.py.
 ``watch`` {} -> never answers; notifies until the client disconnects:
   ``state`` RelayState: every relay's state first, then on every change;
   ``approval`` {event: "approval.requested", ...Approval} (first for every pending one, then each new

@@ -91,10 +91,15 @@ class _Watch:
         elif event.get("event") == "approval.resolved":
             self._resolved(pid, str(event.get("outcome")))
 
+    def _shown(self, text: Any) -> str:
+        from hermes_relay.cli import render
+
+        return render.printable(str(text))  # from the agent, but never allowed to drive the terminal
+
     def _resolved(self, pid: str, outcome: str) -> None:
         style = self.ctx.style
         if self.open is not None and str(self.open.get("id")) == pid:
-            self.ctx.stdout.write(style.warn(_GONE.get(outcome, outcome)) + "\n")
+            self.ctx.stdout.write(style.warn(self._shown(_GONE.get(outcome, outcome))) + "\n")
             self._close_prompt()
             self._show_next()
             return
@@ -102,9 +107,9 @@ class _Watch:
         if queued is not None:
             self.waiting.remove(queued)
             self.handled.add(pid)
-            self._note(style.dim(f"  {pid}: {_GONE.get(outcome, outcome)} before its turn"))
+            self._note(style.dim(f"  {self._shown(pid)}: {self._shown(_GONE.get(outcome, outcome))} before its turn"))
         elif pid not in self.handled:
-            self._note(style.dim(f"  {pid}: {outcome}"))
+            self._note(style.dim(f"  {self._shown(pid)}: {self._shown(outcome)}"))
 
     def _note(self, line: str) -> None:
         """A line about something else; an open prompt is shown again below it."""
@@ -141,7 +146,7 @@ class _Watch:
             self._close_prompt()
         for request in self.waiting:
             self.handled.add(str(request.get("id")))
-            ctx.out(ctx.style.dim(f"  {request.get('id')}: gone with the agent (it did not run)"))
+            ctx.out(ctx.style.dim(f"  {self._shown(request.get('id'))}: gone with the agent (it did not run)"))
         self.waiting.clear()
         if self.decider is not None:
             self.decider.close()
@@ -189,7 +194,7 @@ class _Watch:
             return
         ctx.out("  " + self.render_decided(result, ctx))
         if result.get("always"):
-            ctx.out(f"  {result.get('capability')} is now allowed for {result.get('url')}")
+            ctx.out(f"  {self._shown(result.get('capability'))} is now allowed for {self._shown(result.get('url'))}")
 
     # -- the threads ---------------------------------------------------------------------------
     def _stream(self) -> None:

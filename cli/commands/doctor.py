@@ -29,8 +29,8 @@ DIR_MODE = 0o700
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 _SECTIONS = {"system": "System", "store": "Session store", "runtime": "Files", "logs": "Files", "agent": "Agent",
              "desktop": "Desktop", "relays": "Relays"}
-NO_NOTIFIER = ("approvals then show only in `hermes-relay approvals --watch` and in the prompt indicator "
-               "([LAN !1], `hermes-relay prompt init`)")
+NO_NOTIFIER = ("a desktop call waiting for your approval then shows only in `hermes-relay approvals --watch` "
+               "and in the prompt indicator ([LAN !1], see `hermes-relay prompt init`)")
 START_AGENT = "start it with `hermes-relay agent start`, then run doctor again"
 
 

@@ -137,3 +137,17 @@ def test_two_relays_a_default_and_a_name_in_the_prompt_and_for_devices(
     assert json.loads(devices.stdout)["url"] == second.url  # the default, without --remote
     named = env.cli("devices", "--remote", "home", "--json")
     assert json.loads(named.stdout)["url"] == first.url
+
+
+def test_pair_prints_what_the_new_relay_host_may_do_here(make_relay: Callable[..., RelayProc],
+                                                          make_agent_env: Callable[..., AgentEnv]) -> None:
+    relay, env = make_relay(), make_agent_env(HERMES_RELAY_NOTIFY="0")
+    paired = env.cli("pair", relay.mint_code(), "--remote", relay.url)
+    assert paired.returncode == 0, paired.stderr
+    lines = paired.stdout.splitlines()
+    at = lines.index("  Desktop access: ask every time")
+    assert lines[at + 1:] == [
+        "    This relay host may now ask to run commands and use files here; you approve",
+        "    each call (`hermes-relay approvals`).",
+        f"    Change it: hermes-relay access {relay.url} standard|trusted|restricted",
+    ]

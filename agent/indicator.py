@@ -85,11 +85,19 @@ def _every_relay(states: list[dict[str, Any]], best: dict[str, Any],
     ordered = [first, *(s for s in states if s is not first)]
     parts, relays = [], []
     for s in ordered:
-        name = _name(names.name_for(s["url"]) or urlsplit(s["url"]).hostname or s["url"])
+        name = _name(names.name_for(s["url"]) or _host(s["url"]))
         label = _relay_label(s)
         parts.append(label if s is first else f"{name}: {label}")
         relays.append({"url": s["url"], "name": name, "label": label, "state": s["state"]})
     return " | ".join(parts), relays
+
+
+def _host(url: str) -> str:
+    """The relay's host, the way a user names it; the URL itself when it has none (another client's odd record)."""
+    try:
+        return urlsplit(url).hostname or url
+    except ValueError:  # "ws://[not-ipv6": kept in the store, shown as it is
+        return url
 
 
 def _name(text: str) -> str:

@@ -44,7 +44,8 @@ class Control:
         return next((u for u, n in self.aliases.items() if n.casefold() == wanted), None)
 
     def is_default(self, url: str) -> bool:
-        return self.relay_url is not None and canonical_url(self.relay_url) == canonical_url(url)
+        key = canonical_url(url)
+        return key is not None and self.relay_url is not None and canonical_url(self.relay_url) == key
 
 
 def load(path: Path) -> Control:

@@ -58,6 +58,8 @@ def test_several_relays_share_one_line_the_default_first_and_the_others_by_name(
     assert named["label"] == "Tailscale | home?x: LAN | lab.local: offline"
     assert named["url"] == LAN["url"]  # the route and URL stay the best connected relay's
     assert [r["name"] for r in named["relays"]] == ["office", "home?x", "lab.local"]
+    odd = summarize([_state(home, api.CONNECTED, LAN), _state("ws://[bad", api.BACKOFF)])  # another client's record
+    assert odd["label"] == "LAN | ws://[bad: offline"
     # nothing connected: one word, as with one relay
     assert summarize([_state(home, api.BACKOFF), _state(office, api.REVOKED)])["label"] == api.OFFLINE
 

@@ -141,6 +141,7 @@ def test_the_names_module_keeps_lone_surrogates_and_other_fields(tmp_path: Path)
     doc = json.loads(path.read_text())
     assert doc == {"note": "\udce9", "relay_url": 5, "host_aliases": {HOME: "héme"}}
     assert hosts.load(path).url_for("HÉME") == HOME
+    assert not hosts.Control(relay_url="not a url").is_default("ws://[bad")  # two unreadable URLs are not one relay
     path.write_text('{"host_aliases": []}')
     with pytest.raises(Exception, match="host_aliases is not an object"):
         hosts.rename(path, HOME, "home")

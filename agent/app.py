@@ -38,6 +38,7 @@ from hermes_relay.core.store import SessionStore, resolve_in
 
 log = logging.getLogger(__name__)
 RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
+NAMES_POLL = 2.0  # seconds: how soon the prompt shows a relay's new name or the new default
 
 
 class Agent:
@@ -52,7 +53,8 @@ class Agent:
         self.follower = storefollow.StoreFollower(self.paused, config.wall_clock)
         self.store_watcher = StoreWatcher(config.sessions_file)
         self.cache = prober.ReachabilityCache(config.probe_cache_ttl)
-        self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat)
+        self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat,
+                                   paths.desktop_control_file(config.env))
         self.links: dict[str, RelayLink] = {}
         self.watchers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
         self.watcher = watcher
@@ -63,6 +65,7 @@ class Agent:
         self._endpoint_identity: tuple[int, int] | None = None
         self.ipc: ipc_endpoint.IpcListener | None = None
         self.desktop = DesktopService(config, device=self.device)
+        self.approvals = self.desktop.approvals  # counted in the route indicator ([LAN !1])
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -80,6 +83,7 @@ class Agent:
                     self.reload()
                     nursery.start_soon(self._indicator_heartbeat)
                     nursery.start_soon(self.store_watcher.run, self.store_changed)
+                    nursery.start_soon(self._indicator_approvals)
                     nursery.start_soon(pairing.keep_pending, self)
                     nursery.start_soon(self._clock_watch)
                     nursery.start_soon(self._fence, self._endpoint_identity)
@@ -182,12 +186,23 @@ class Agent:
         return [link.snapshot() for link in self.links.values()]
 
     def _refresh_indicator(self) -> dict[str, Any]:
-        return self.indicator.write(summarize(self.states()), self.config.wall_clock())
+        summary = summarize(self.states(), waiting=len(self.approvals.pending), names=self.indicator.names())
+        return self.indicator.write(summary, self.config.wall_clock())
 
     async def _indicator_heartbeat(self) -> None:
+        """Rewrite the route file every heartbeat, and within NAMES_POLL of a rename or a new default."""
+        due = trio.current_time() + self.config.indicator_heartbeat
         while True:
-            await trio.sleep(self.config.indicator_heartbeat)
-            self._refresh_indicator()
+            await trio.sleep(max(0.0, min(NAMES_POLL, due - trio.current_time())))
+            if self.indicator.names_changed() or trio.current_time() >= due:
+                self._refresh_indicator()
+                due = trio.current_time() + self.config.indicator_heartbeat
+
+    async def _indicator_approvals(self) -> None:
+        """The prompt counts waiting approvals (``[LAN !1]``): rewrite it when one is requested or resolved."""
+        with self.approvals.subscribe() as events:
+            async for _ in events:
+                self._refresh_indicator()
 
     async def _fence(self, identity: tuple[int, int] | None) -> None:
         """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody

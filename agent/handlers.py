@@ -337,8 +337,8 @@ def _resolve(agent: Agent, url: str | None) -> tuple[str, dict[str, Any]]:
     if not paired:
         raise NotPairedError("this computer is not paired with any relay")
     if len(paired) > 1:
-        raise AmbiguousError(f"{len(paired)} relays are paired; choose one with --remote URL",
-                             hint="paired: " + ", ".join(k for k, _ in paired))
+        raise AmbiguousError(f"{len(paired)} relays are paired; choose one with --remote URL|NAME",
+                             hint="or set a default: hermes-relay use URL|NAME; paired: " + ", ".join(k for k, _ in paired))
     return paired[0]
 
 

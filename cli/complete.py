@@ -83,7 +83,7 @@ def _host_names(env: Env, connect: Any) -> list[str]:
     aliases = doc.get("host_aliases") if isinstance(doc, dict) else None
     if not isinstance(aliases, dict):
         return []
-    return [name for name, url in aliases.items() if isinstance(url, str) and url]
+    return [name for url, name in aliases.items() if isinstance(name, str) and name]  # {relay URL: name}
 
 
 def _presets(env: Env, connect: Any) -> Iterable[str]:

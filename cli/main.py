@@ -47,6 +47,9 @@ COMMANDS: dict[str, str] = {
     "doctor": "doctor",
     "forget": "forget",
     "restore": "restore",
+    "hosts": "hosts",
+    "use": "use",
+    "rename": "rename",
     "approvals": "approvals",
     "access": "access",
     "audit": "audit",
@@ -69,11 +72,14 @@ exit status:
   130  interrupted (Ctrl-C)
 
 environment:
-  HERMES_RELAY_URL       default relay URL for pair and devices (--remote)
+  HERMES_RELAY_URL       default relay URL or name for pair and devices (--remote);
+                         else the default relay (`hermes-relay use`)
   HERMES_RELAY_CODE      default pairing code for pair
   HERMES_RELAY_PAIR_QR   default invite for pair (--pair-qr)
   HERMES_HOME            instead of ~/.hermes (session store, logs)
   HERMES_RELAY_RUNTIME_DIR  where the agent socket and route indicator live
+  HERMES_RELAY_NOTIFY=0  no desktop notification for a call waiting for approval (the agent's
+                         environment; see `hermes-relay doctor`)
   NO_COLOR               never colour the output
 
 with --json, a failure prints {"ok": false, "error": {"code", "message", "hint"}} on stdout

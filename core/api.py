@@ -68,7 +68,10 @@ API except in ``status`` with ``reveal_tokens=True``.
   store already holds a pairing for that relay again (the paused copy is dropped). ``forget`` also
   accepts a paused pairing.
 
-``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?}
+``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?,
+                                   approvals_waiting?, relays?: [{url, name, label, state}]}
+  ``label`` carries every relay when several are paired and one is connected (``LAN | office: Tailscale``)
+  and the waiting approvals (``LAN !1``); agent/indicator.py.
 ``watch`` {} -> never answers; notifies until the client disconnects:
   ``state`` RelayState: every relay's state first (paused pairings too), then on every change (a
   pairing another client removed from the store shows up once as "paused");
@@ -86,9 +89,11 @@ API except in ``status`` with ``reveal_tokens=True``.
                                                                           capability}
   NotFoundError when the request was answered, expired or its call ended (a late answer runs nothing).
   ``always`` with ``approve`` sets that capability to ``allow`` for that host in the policy file.
-``doctor`` {deadline?: float (s, default 10)} -> {netwatch: {backend, enabled}, store_error, deadline,
-                                                  elapsed_ms, relays: [DoctorRelay]}
-  Checks every route of every stored relay on its own short-lived connections; changes nothing.
+``doctor`` {deadline?: float (s, default 10), url?: str} -> {netwatch: {backend, enabled}, store_error, deadline,
+                                                  elapsed_ms, relays: [DoctorRelay],
+                                                  desktop: {notify: {program: str | None, disabled: str | None}}}
+  Checks every route of every stored relay (with ``url``: of that pairing only, else NotPairedError) on
+  its own short-lived connections; changes nothing. ``desktop.notify`` names the notifier approvals use.
   DoctorRelay = {url, status, working_routes, link: RelayState | None, link_status, routes: [DoctorRoute]}
   DoctorRoute = {url, role, label, priority, address, status, steps: [DoctorStep]}
   DoctorStep = {step: "dns"|"tcp"|"tls"|"ws"|"auth", status: "ok"|"warn"|"fail"|"skip", summary, ms,

@@ -184,10 +184,19 @@ class _RouteIndicatorBase(TypedDict):
     relay: str | None
 
 
+class IndicatorRelay(TypedDict):
+    url: str
+    name: str
+    label: str
+    state: str
+
+
 class RouteIndicator(_RouteIndicatorBase, total=False):
     updated_at: float
     valid_until: int
     pid: int
+    approvals_waiting: int  # desktop calls waiting for approval (the label ends in " !N")
+    relays: list[IndicatorRelay]  # every relay's part of the label, when several are paired and one is connected
 
 
 class PinAcceptReply(TypedDict):

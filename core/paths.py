@@ -78,6 +78,11 @@ def device_id_file(env: Env | None = None) -> Path:
     return hermes_home(env) / "desktop-device-id"
 
 
+def desktop_control_file(env: Env | None = None) -> Path:
+    """The default relay and relay names, shared with the reference client (``relay_url``, ``host_aliases``)."""
+    return hermes_home(env) / "desktop-control.json"
+
+
 def agent_state_file(env: Env | None = None) -> Path:
     """The agent's own per-relay facts (revoked, expired) that do not belong in the shared store."""
     return hermes_home(env) / "hermes-relay-agent.json"

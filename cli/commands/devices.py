@@ -66,8 +66,9 @@ def register(sub: Any) -> None:
 
 def _relay_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--remote", metavar="URL", default=default,
-                        help="which relay, when several are paired (env HERMES_RELAY_URL)")
+    parser.add_argument("--remote", metavar="URL|NAME", default=default,
+                        help="which relay, when several are paired (env HERMES_RELAY_URL; else the "
+                             "default relay, see `hermes-relay use`)")
     add_common_flags(parser)
 
 
@@ -264,12 +265,9 @@ def extend_lines(result: dict[str, Any], ctx: Context, ttl_seconds: int) -> list
 
 
 def _relay_url(args: argparse.Namespace, ctx: Context) -> str | None:
-    raw = getattr(args, "remote", None) or ctx.env.get("HERMES_RELAY_URL")
-    if not raw:
-        return None
-    from hermes_relay.core.routes import normalize_relay_url
+    from hermes_relay.cli import relays
 
-    return normalize_relay_url(raw)[0]
+    return relays.resolve(ctx, getattr(args, "remote", None))  # a URL or name, HERMES_RELAY_URL, the default
 
 
 def _prefix(raw: str) -> str:

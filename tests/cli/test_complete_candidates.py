@@ -42,7 +42,7 @@ def two_relays(env: dict[str, str]) -> None:
     write_store(env, {LAN: {"token": "a" * 43, "route_candidates": [{"url": "ws://100.64.0.5:8767", "role": "tailscale"}]},
                       PUBLIC: {"token": "b" * 43},
                       "ws://half.example:8767": {"relay_url": "ws://half.example:8767"}})  # no token: not paired
-    write_control(env, {"relay_url": LAN, "host_aliases": {"office": LAN}, "future_field": [1]})
+    write_control(env, {"relay_url": LAN, "host_aliases": {LAN: "office"}, "future_field": [1]})
 
 
 def test_relays_are_the_paired_urls_then_the_names(cli, two_relays) -> None:
@@ -65,9 +65,9 @@ def test_a_control_file_that_is_not_what_we_expect_leaves_the_urls(cli, env, two
 
 
 def test_names_a_shell_cannot_take_as_one_word_are_left_out(cli, env, two_relays) -> None:
-    aliases = {"home": LAN, "two words": LAN, "bell\a": LAN, "lone\ud800": LAN, "new\nline": LAN, "": LAN,
-               "no-url": 5, "empty-url": "", "café": PUBLIC, "$(touch pwned)": LAN, "a;b": LAN, "`id`": LAN,
-               "-rf": LAN, "~root": LAN, "lab[2]": LAN, "office": LAN}
+    names = ["home", "two words", "bell\a", "lone\ud800", "new\nline", "", 5, None, "café", "$(touch pwned)", "a;b",
+             "`id`", "-rf", "~root", "lab[2]", "office"]
+    aliases = {f"ws://10.0.0.{n}:8767": name for n, name in enumerate(names)}  # {relay URL: name}, as the reference
     write_control(env, json.dumps({"host_aliases": aliases}))  # ASCII JSON: the lone surrogate as \\ud800
     result = cli("__complete", "relays")
     assert (result.code, result.err) == (0, "")

@@ -36,7 +36,7 @@ def shell_env(env: dict[str, str]) -> dict[str, str]:
     store = paths.sessions_file(env)
     store.parent.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps({"version": 1, "sessions": {LAN: {"token": "a" * 43}, PUBLIC: {"token": "b" * 43}}}))
-    (store.parent / "desktop-control.json").write_text(json.dumps({"relay_url": LAN, "host_aliases": {"office": LAN}}))
+    (store.parent / "desktop-control.json").write_text(json.dumps({"relay_url": LAN, "host_aliases": {LAN: "office"}}))
     return {**env, "PATH": f"{BIN}:/usr/bin:/bin", "XDG_CONFIG_HOME": str(Path(env["HOME"]) / ".config")}
 
 

@@ -12,7 +12,7 @@ PROG = "hermes-relay"
 # What the program itself completes while Tab is pressed: `hermes-relay __complete KIND` prints the
 # candidates of KIND (cli/complete.py: relays, presets, approvals). The one table of where each applies:
 OPTION_KINDS: dict[str, tuple[str, ...]] = {"--remote": ("relays",)}  # the value of these options, anywhere
-METAVAR_KINDS: dict[str, tuple[str, ...]] = {"URL": ("relays",)}  # positional arguments shown as these
+METAVAR_KINDS: dict[str, tuple[str, ...]] = {"URL": ("relays",), "URL|NAME": ("relays",)}  # positionals shown as these
 COMMAND_KINDS: dict[str, tuple[str, ...]] = {  # the positional words of these commands
     "access": ("relays", "presets"),  # [URL] [PRESET] | set CAP MODE [URL]
     "approvals approve": ("approvals",),  # ID

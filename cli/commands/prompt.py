@@ -178,7 +178,7 @@ def register(sub: Any) -> None:
                                    "your shell prompt without running any program per prompt. Desktop calls "
                                    "waiting for your approval are counted ([LAN !1]); with several relays "
                                    "paired, each is shown ([LAN | office: Tailscale]).",
-                       epilog="setup, once:\n"
+                       epilog="examples (once, in your shell's startup file):\n"
                               "  bash (~/.bashrc):  eval \"$(hermes-relay prompt init bash)\"\n"
                               "  zsh (~/.zshrc):    eval \"$(hermes-relay prompt init zsh)\"\n"
                               "  fish (config.fish): hermes-relay prompt init fish | source",

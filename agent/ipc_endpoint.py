@@ -18,12 +18,14 @@ import hmac
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from hermes_relay.core import endpoint, fileio, ownership
+from hermes_relay.core import endpoint, fileio, ownership, winpipe
 from hermes_relay.core.errors import AgentAlreadyRunningError, IpcError
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ def instance_lock(lock_path: Path) -> Iterator[None]:
 
 def bind_unix_socket(path: str) -> socket.socket:
     """Create, bind and listen on ``path`` (0600 in a 0700 directory). Call only under the instance lock."""
+    if sys.platform == "win32":  # pragma: no cover - Windows uses the tcp endpoint (core.paths.ipc_mode)
+        raise IpcError("Unix sockets are not available on Windows", hint="unset HERMES_RELAY_IPC (tcp is the default)")
     p = Path(path)
     private_dir(p.parent)
     if len(os.fsencode(path)) > 100:
@@ -90,16 +94,20 @@ def private_dir(path: Path) -> None:
 class IpcListener:
     """A bound IPC listener plus the check each accepted connection must pass."""
 
-    def __init__(self, listener: trio.SocketListener, path: str, nonce: bytes | None, *,
+    def __init__(self, listener: trio.abc.Listener[Any], path: str, nonce: bytes | None, *,
                  nonce_timeout: float = NONCE_TIMEOUT):
         self.listener = listener
         self.path = path
         self.nonce = nonce
         self.nonce_timeout = nonce_timeout
+        self.pipe = winpipe.is_pipe_path(path)
         self.clients: trio.Nursery | None = None  # one task per connected client (set by serve_ipc)
 
-    async def admit(self, stream: trio.SocketStream) -> bool:
-        """Unix: the peer's uid is ours. TCP: the peer sends the nonce from the endpoint file first."""
+    async def admit(self, stream: Any) -> bool:
+        """Unix: the peer's uid is ours. TCP: the peer sends the nonce from the endpoint file first.
+        Pipe: the pipe's DACL admits only this user."""
+        if self.pipe:
+            return True
         if self.nonce is None:
             return peer_allowed(stream)
         got = b""
@@ -114,6 +122,15 @@ class IpcListener:
 
 async def open_ipc_listener(path: str, mode: str, *, nonce_timeout: float = NONCE_TIMEOUT) -> IpcListener:
     """Bind the agent's endpoint; call only under the instance lock."""
+    if mode == "pipe":
+        from hermes_relay.agent._winpipe import PipeListener
+        from hermes_relay.core import winsec
+
+        sid = winsec.current_user_sid()
+        if sid is None:
+            raise IpcError("cannot read this user's security identifier for the agent pipe",
+                           hint="unset HERMES_RELAY_IPC to use the loopback endpoint")
+        return IpcListener(PipeListener(path, winpipe.pipe_sddl(sid)), path, None)
     if mode == "tcp":
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=LISTEN_BACKLOG)
         listener = listeners[0]
@@ -125,7 +142,7 @@ async def open_ipc_listener(path: str, mode: str, *, nonce_timeout: float = NONC
 
 
 def peer_allowed(stream: trio.SocketStream) -> bool:
-    if os.name != "posix":  # pragma: no cover
+    if sys.platform == "win32":  # pragma: no cover
         return True
     uid = ownership.peer_uid(stream.socket)
     return uid is None or uid == os.getuid()

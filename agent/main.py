@@ -29,7 +29,7 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def _open(self):  # type: ignore[no-untyped-def]
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, fileio.FILE_MODE)
-        if os.name == "posix":
+        if sys.platform != "win32":
             os.fchmod(fd, fileio.FILE_MODE)
         return os.fdopen(fd, self.mode.replace("w", "a"), encoding=self.encoding, errors=self.errors)
 
@@ -53,7 +53,9 @@ def setup_logging(log_file, *, to_stderr: bool, level: str) -> None:
         PrivateRotatingFileHandler(log_file, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
     ]
     if to_stderr:
-        handlers.append(logging.StreamHandler(sys.stderr))
+        console = logging.StreamHandler(sys.stderr)
+        console.addFilter(lambda record: not getattr(record, "file_only", False))
+        handlers.append(console)
     for h in handlers:
         h.setFormatter(fmt)
         h.addFilter(redact)
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         except BaseExceptionGroup as group:
             raise _sole_error(group) from None
     except HermesError as exc:
-        logging.getLogger(__name__).error("agent_failed error=%s", exc.message)
+        # The log file keeps it; the terminal gets it once, with its hint, just below.
+        logging.getLogger(__name__).error("agent_failed error=%s", exc.message, extra={"file_only": True})
         print(f"hermes-relay agent: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"  hint: {exc.hint}", file=sys.stderr)

@@ -46,6 +46,10 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "doctor": "doctor",
     "forget": "forget",
+    "restore": "restore",
+    "hosts": "hosts",
+    "use": "use",
+    "rename": "rename",
     "approvals": "approvals",
     "access": "access",
     "audit": "audit",
@@ -68,11 +72,14 @@ exit status:
   130  interrupted (Ctrl-C)
 
 environment:
-  HERMES_RELAY_URL       default relay URL for pair and devices (--remote)
+  HERMES_RELAY_URL       default relay URL or name for pair and devices (--remote);
+                         else the default relay (`hermes-relay use`)
   HERMES_RELAY_CODE      default pairing code for pair
   HERMES_RELAY_PAIR_QR   default invite for pair (--pair-qr)
   HERMES_HOME            instead of ~/.hermes (session store, logs)
   HERMES_RELAY_RUNTIME_DIR  where the agent socket and route indicator live
+  HERMES_RELAY_NOTIFY=0  no desktop notification for a call waiting for approval (the agent's
+                         environment; see `hermes-relay doctor`)
   NO_COLOR               never colour the output
 
 with --json, a failure prints {"ok": false, "error": {"code", "message", "hint"}} on stdout
@@ -105,8 +112,18 @@ def command_module(name: str) -> ModuleType:
 def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParser]:
     import argparse
 
-    class Parser(argparse.ArgumentParser):
-        """Writes to our streams and raises instead of calling sys.exit."""
+    from hermes_relay.core.cliargs import DashPositionalsMixin
+
+    class Parser(DashPositionalsMixin, argparse.ArgumentParser):
+        """Writes to our streams and raises instead of calling sys.exit; see DashPositionalsMixin.
+
+        One wrapping style: a long one-line paragraph of a description or epilog is wrapped to the
+        help width, whatever formatter the command chose; indented lines (examples) are kept as typed.
+        """
+
+        def format_help(self) -> str:
+            self.description, self.epilog = _wrap_prose(self.description), _wrap_prose(self.epilog)
+            return super().format_help()
 
         def _print_message(self, message: str, file: Any = None) -> None:
             if message:
@@ -130,6 +147,22 @@ def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParse
             return self.formatter_class(prog=self.prog, width=_help_width())  # type: ignore[call-arg]  # stub omits width
 
     return Parser
+
+
+def _wrap_prose(text: str | None) -> str | None:
+    """Wrap each unindented line longer than the help width; keep short and indented lines as they are."""
+    width = _help_width() - 2
+    if not text or all(len(line) <= width for line in text.splitlines()):
+        return text
+    import textwrap
+
+    lines: list[str] = []
+    for line in text.splitlines():
+        if len(line) <= width or line.startswith(" "):
+            lines.append(line)
+        else:
+            lines.extend(textwrap.wrap(line, width, break_on_hyphens=False, break_long_words=False))
+    return "\n".join(lines)
 
 
 def _suggest_choice(message: str) -> str | None:
@@ -224,6 +257,12 @@ def invoke(
     words = list(sys.argv[1:] if argv is None else argv)
     ctx = None
     try:
+        if words and words[0] == "--version" and len(words) == 1:
+            return _print_version(out, environ, connect)
+        if words and words[0] == "__complete":  # hidden: what the completion scripts ask for on Tab
+            from hermes_relay.cli import complete
+
+            return complete.run(words[1:], out, environ, connect)
         args, run = _parse(words, out, err)
         if run is None:
             return EXIT_USAGE
@@ -252,6 +291,23 @@ def invoke(
     except KeyboardInterrupt:
         err.write("\n")
         return EXIT_INTERRUPTED
+
+
+def _print_version(out: TextIO, env: Mapping[str, str], connect: Any) -> int:
+    """``hermes-relay X`` and the running agent's version (never starts one: a version is a question)."""
+    out.write(f"hermes-relay {__version__}\n")
+    try:
+        if connect is None:
+            from hermes_relay.cli.client import ensure_agent as connect
+        with connect(env, autostart=False, stderr=None) as client:
+            hello = client.hello
+        agent = f"agent {hello.get('agent_version', '?')} (pid {hello.get('pid', '?')})"
+        if hello.get("agent_version") != __version__:
+            agent += ": not this CLI's version; `hermes-relay agent restart` runs this one"
+    except HermesError:
+        agent = "agent not running"
+    out.write(agent + "\n")
+    return 0
 
 
 def _parse(words: list[str], out: TextIO, err: TextIO) -> tuple[Any, Callable[..., int] | None]:

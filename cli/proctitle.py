@@ -62,6 +62,8 @@ def _scrub_linux(wanted: list[bytes]) -> bool:
 
 def other_users_present(proc: str = "/proc", me: int | None = None) -> bool:
     """True when a process of another human user runs here (someone who could read ``ps``)."""
+    if sys.platform == "win32":  # no /proc, no uids: nothing to look at
+        return False
     me = os.getuid() if me is None else me
     return any(_is_other_human(uid, me) for uid in _process_uids(proc))
 

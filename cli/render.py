@@ -152,7 +152,11 @@ def grants_text(grants: Any, now: float) -> str:
     """``bridge (in 6d), chat (never)``, sorted by channel; ``—`` for none."""
     if not isinstance(grants, dict) or not grants:  # msgpack and json give dicts
         return NONE_MARK
-    return ", ".join(f"{channel} ({expiry(grants[channel], now)})" for channel in sorted(grants, key=str))
+    by_expiry: dict[str, list[str]] = {}  # channels that end together are listed together: one short line
+    for channel in sorted(grants, key=str):
+        by_expiry.setdefault(expiry(grants[channel], now), []).append(str(channel))
+    sep = "; " if any(len(channels) > 1 for channels in by_expiry.values()) else ", "
+    return sep.join(f"{', '.join(channels)} ({when})" for when, channels in by_expiry.items())
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -315,7 +319,7 @@ def desktop_status_lines(summary: dict[str, Any] | None, now: float, style: Any 
     style = style or Style()
     label = summary.get("policy_label") or summary.get("policy") or "?"
     label = printable(str(label))
-    parts = [label, f"{summary.get('tools_advertised', 0)} tools", f"{summary.get('calls_today', 0)} calls today"]
+    parts = [label, f"{summary.get('tools_advertised', 0)} tools", _plural(summary.get("calls_today", 0), "call") + " today"]
     line = " · ".join(parts)
     last = summary.get("last_call")
     if isinstance(last, dict) and last.get("tool"):
@@ -329,3 +333,9 @@ def desktop_status_lines(summary: dict[str, Any] | None, now: float, style: Any 
         lines.append(style.bad("policy file unreadable (every host restricted): ")
                      + printable(str(summary["policy_error"])))
     return lines
+
+
+def _plural(count: Any, noun: str) -> str:
+    """``1 call``, ``3 calls``."""
+    n = count if isinstance(count, int) else 0
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

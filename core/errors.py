@@ -248,7 +248,8 @@ class AuthError(HermesError):
 
 class NotPairedError(AuthError):
     code = "not_paired"
-    default_hint = "run `hermes-relay pair --remote ws://HOST:8767 CODE` (or `hermes-relay pair --pair-qr INVITE`)"
+    default_hint = ("run `hermes-relay pair --remote ws://HOST:8767` (it asks for the code), "
+                    "or `hermes-relay pair --pair-qr INVITE`")
 
 
 class AuthRejectedError(AuthError):

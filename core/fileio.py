@@ -53,9 +53,9 @@ def ensure_private_dir(path: Path) -> None:
             os.mkdir(d, DIR_MODE)
         except FileExistsError:
             continue
-        if os.name == "posix":
+        if sys.platform != "win32":
             os.chmod(d, DIR_MODE)
-    if os.name == "posix":
+    if sys.platform != "win32":
         st = path.stat()
         if st.st_mode & 0o077 and st.st_uid == os.getuid():
             os.chmod(path, st.st_mode & 0o700)
@@ -78,7 +78,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = FILE_MODE, durable: boo
     path = write_target(path)
     try:
         if path.is_file() and path.read_bytes() == data:
-            if os.name == "posix" and path.stat().st_mode & 0o777 != mode:
+            if sys.platform != "win32" and path.stat().st_mode & 0o777 != mode:
                 os.chmod(path, mode)
             return False
     except OSError:
@@ -98,7 +98,7 @@ def replace_file(path: Path, data: bytes, *, mode: int, durable: bool = True) ->
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        if os.name == "posix":
+        if sys.platform != "win32":
             os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -112,7 +112,7 @@ def replace_file(path: Path, data: bytes, *, mode: int, durable: bool = True) ->
         except OSError:
             pass
         raise
-    if durable and os.name == "posix":
+    if durable and sys.platform != "win32":
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -282,6 +282,11 @@ class FileLock:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    @property
+    def fd(self) -> int | None:
+        """The locked file's descriptor while held (the agent's instance lock writes its owner into it)."""
+        return self._fd
 
     def release(self) -> None:
         if self._fd is not None:

@@ -45,7 +45,7 @@ def peer_uid(sock: Any) -> int | None:
 
 def check_peer(sock: Any, path: str) -> None:
     """Raise UnsafeRuntimeError unless the process at the other end of ``sock`` runs as this user."""
-    if os.name != "posix":  # pragma: no cover - tcp mode proves the agent with the nonce instead
+    if sys.platform == "win32":  # pragma: no cover - tcp mode proves the agent with the nonce instead
         return
     uid = peer_uid(sock)
     if uid is not None and uid != os.getuid():
@@ -64,7 +64,7 @@ def check_private(path: str, *, directory: bool) -> None:
     A missing path is fine (the caller creates it privately). A symlink is judged by its target,
     and the target must be of the expected kind.
     """
-    if os.name != "posix":  # pragma: no cover - Windows keeps these under the user's profile
+    if sys.platform == "win32":  # pragma: no cover - Windows keeps these under the user's profile
         return
     import stat
 

@@ -1,7 +1,8 @@
 """Where every file lives, one function per path, each with an environment override.
 
-``~/.hermes`` is shared with the other Hermes clients (the session store, the device id). The
-runtime directory (socket, instance lock, route indicator) prefers ``$XDG_RUNTIME_DIR`` because it is
+``~/.hermes`` is shared with the other Hermes clients (the session store, the device id) and holds
+the per-host agent lock (one agent per HOME and host). The runtime directory (socket, the socket's
+lock, route indicator) prefers ``$XDG_RUNTIME_DIR`` because it is
 per-user, 0700 and cleared at logout; elsewhere it falls back to ``~/.hermes/run``.
 
 Functions take an optional ``env`` mapping so that callers resolve configuration once and tests can
@@ -77,9 +78,28 @@ def device_id_file(env: Env | None = None) -> Path:
     return hermes_home(env) / "desktop-device-id"
 
 
+def desktop_control_file(env: Env | None = None) -> Path:
+    """The default relay and relay names, shared with the reference client (``relay_url``, ``host_aliases``)."""
+    return hermes_home(env) / "desktop-control.json"
+
+
 def agent_state_file(env: Env | None = None) -> Path:
     """The agent's own per-relay facts (revoked, expired) that do not belong in the shared store."""
     return hermes_home(env) / "hermes-relay-agent.json"
+
+
+def desktop_roots_file(env: Env | None = None) -> Path:
+    """Per relay host, the directories its file tools and confined commands may reach (ours alone: the
+    shared policy file is rewritten by other clients, which drop what they do not know)."""
+    return hermes_home(env) / "hermes-relay-desktop-roots.json"
+
+
+PAUSED_FILE_NAME = "hermes-relay-paused.json"
+
+
+def paused_file(env: Env | None = None) -> Path:
+    """Pairings another client removed from the store, kept by the agent until restored or forgotten."""
+    return hermes_home(env) / PAUSED_FILE_NAME
 
 
 def runtime_dir_str(env: Env | None = None) -> str:
@@ -97,15 +117,19 @@ def runtime_dir(env: Env | None = None) -> Path:
 
 
 def ipc_mode(env: Env | None = None) -> str:
-    """``unix`` (a 0600 Unix socket, peer uid checked) or ``tcp`` (loopback port + secret nonce).
+    """``unix`` (a 0600 Unix socket, peer uid checked), ``tcp`` (loopback port + secret nonce) or
+    ``pipe`` (a Windows named pipe for this user only, core/winpipe.py).
 
-    Windows uses ``tcp``: Python has no AF_UNIX there and trio no named-pipe server, so the agent
-    listens on 127.0.0.1 and proves itself with a nonce kept in a per-user file, as gpg-agent's
-    socket emulation does. ``HERMES_RELAY_IPC=tcp`` selects it elsewhere (tests, odd filesystems).
+    Windows uses ``tcp`` by default: Python has no AF_UNIX there, so the agent listens on 127.0.0.1 and
+    proves itself with a nonce kept in a per-user file, as gpg-agent's socket emulation does. The
+    named pipe is selected with ``HERMES_RELAY_IPC=pipe`` until a Windows CI run has passed with it.
+    ``HERMES_RELAY_IPC=tcp`` selects tcp elsewhere too (tests, odd filesystems).
     """
     e = _env(env)
     if e.get("HERMES_RELAY_IPC") in ("unix", "tcp"):
         return e["HERMES_RELAY_IPC"]
+    if e.get("HERMES_RELAY_IPC") == "pipe" and sys.platform == "win32":
+        return "pipe"
     return "tcp" if sys.platform == "win32" else "unix"
 
 
@@ -114,7 +138,12 @@ def socket_path(env: Env | None = None) -> str:
     e = _env(env)
     if e.get("HERMES_RELAY_SOCKET"):
         return e["HERMES_RELAY_SOCKET"]
-    name = "agent.endpoint" if ipc_mode(e) == "tcp" else "agent.sock"
+    mode = ipc_mode(e)
+    if mode == "pipe":
+        from hermes_relay.core import winpipe, winsec
+
+        return winpipe.pipe_name(winsec.current_user_sid() or "S-1-0-0", hermes_home_str(e))
+    name = "agent.endpoint" if mode == "tcp" else "agent.sock"
     return os.path.join(runtime_dir_str(e), name)
 
 
@@ -124,6 +153,13 @@ def instance_lock_file(env: Env | None = None) -> Path:
 
 def instance_lock_str(env: Env | None = None) -> str:
     return os.path.join(runtime_dir_str(env), "agent.lock")
+
+
+def home_lock_file(env: Env | None = None, host: str | None = None) -> Path:
+    """One agent per user, HOME and host (core/instance.py): ``~/.hermes/agent-<host>.lock``."""
+    from hermes_relay.core import instance
+
+    return hermes_home(env) / f"agent-{host or instance.host_name()}.lock"
 
 
 def spawn_lock_file(env: Env | None = None) -> Path:

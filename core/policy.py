@@ -8,9 +8,21 @@ Hermes clients read and write (version 2)::
                                                          "updated_at": "2026-...Z"}}}
 
 Safe by default: a host with no record, an unparseable file or an unknown value is *restricted*
-(everything disabled). Duplicate keys for one canonical URL resolve to the least privilege, so a
-hand edit can never widen access by accident. Writes keep every field this module does not know, and
-an unparseable file is never overwritten (the caller reports it; the user fixes or removes it).
+(everything disabled), and a tool without a capability is denied. Duplicate keys for one canonical
+URL resolve to the least privilege, so a hand edit can never widen access by accident. Writes keep
+every field this module does not know, and an unparseable file is never overwritten (the caller
+reports it; the user fixes or removes it).
+
+``workspace`` (ours; other clients do not know it and read it as restricted) is *confinement*, not
+a set of capabilities: commands run in the kernel sandbox, confined to the host's roots, without
+network. It is kept as ``"access_mode": "workspace"`` plus ``"confined": true`` whatever the
+capabilities become: a capability edit, an "always" answer or a least-privilege merge keeps it, and
+a mode is never *inferred* to be workspace (only an explicit preset enters or leaves it). "Always"
+for ``commands`` on an unconfined host allows commands only inside that sandbox.
+
+The legacy ``tools_consented: true`` flag of a pairing (written by earlier clients) lifts a host
+with *no record at all* to trusted, shown as "trusted (legacy consent)"; it never lifts an explicit
+record (restricted, workspace or any other), and an unreadable policy file ignores it.
 """
 
 from __future__ import annotations
@@ -34,9 +46,11 @@ STRUCTURED: Final = "structured"  # shown as "standard"
 TRUSTED: Final = "trusted"
 FULL_ACCESS: Final = "full_access"
 CUSTOM: Final = "custom"
-MODES: Final = (ASK, ASK_EVERY_TIME, STRUCTURED, TRUSTED, FULL_ACCESS, CUSTOM)
+WORKSPACE: Final = "workspace"  # ours: commands and files confined to the host's roots (kernel sandbox)
+MODES: Final = (ASK, ASK_EVERY_TIME, STRUCTURED, WORKSPACE, TRUSTED, FULL_ACCESS, CUSTOM)
 MODE_LABELS: Final = {ASK: "restricted", ASK_EVERY_TIME: "ask every time", STRUCTURED: "standard",
-                      TRUSTED: "trusted", FULL_ACCESS: "full access", CUSTOM: "custom"}
+                      WORKSPACE: "workspace", TRUSTED: "trusted", FULL_ACCESS: "full access", CUSTOM: "custom"}
+LEGACY_LABEL: Final = "trusted (legacy consent)"
 PRESET_ALIASES: Final = {"restricted": ASK, "standard": STRUCTURED, "ask-every-time": ASK_EVERY_TIME,
                          "full-access": FULL_ACCESS}
 
@@ -60,6 +74,7 @@ PRESETS: Final[dict[str, dict[str, str]]] = {
     ASK: _caps(DISABLED, DISABLED, DISABLED, DISABLED, DISABLED),
     ASK_EVERY_TIME: _caps(ASK, ASK, ASK, ASK, DISABLED),
     STRUCTURED: _caps(DISABLED, ALLOW, ASK, ASK, DISABLED),
+    WORKSPACE: _caps(ALLOW, ALLOW, DISABLED, DISABLED, DISABLED),
     TRUSTED: _caps(ALLOW, ALLOW, ASK, ASK, DISABLED),
     FULL_ACCESS: _caps(ALLOW, ALLOW, ALLOW, ALLOW, ALLOW),
 }
@@ -70,9 +85,15 @@ class HostPolicy:
     access_mode: str
     capabilities: dict[str, str]
     updated_at: str | None = None
+    confined: bool = False  # workspace: commands in the kernel sandbox, confined to the roots
+    legacy: bool = False  # lifted to trusted by a pairing's legacy ``tools_consented`` flag
 
     @property
     def label(self) -> str:
+        if self.legacy:
+            return LEGACY_LABEL
+        if self.confined:
+            return "workspace" if self.capabilities == PRESETS[WORKSPACE] else "workspace (custom)"
         return MODE_LABELS[self.access_mode]
 
 
@@ -88,9 +109,9 @@ class Policies:
     def for_url(self, url: str, *, legacy_consented: bool = False) -> HostPolicy:
         """The effective policy for a relay URL (restricted when unknown)."""
         key = canonical_url(url)
-        policy = self.hosts.get(key, RESTRICTED) if key else RESTRICTED
-        if policy.access_mode == ASK and legacy_consented:
-            return HostPolicy(TRUSTED, dict(PRESETS[TRUSTED]), policy.updated_at)
+        policy = self.hosts.get(key) if key else None
+        if policy is None:
+            return HostPolicy(TRUSTED, dict(PRESETS[TRUSTED]), legacy=True) if legacy_consented else RESTRICTED
         return policy
 
 
@@ -121,8 +142,10 @@ def canonical_url(raw: str) -> str | None:
 
 
 def infer_mode(capabilities: Mapping[str, str]) -> str:
+    """The unconfined preset these capabilities match, else ``custom`` (never ``workspace``: confinement
+    is chosen explicitly, not read off a set of capabilities)."""
     for mode, preset in PRESETS.items():
-        if all(capabilities.get(c) == preset[c] for c in CAPABILITIES):
+        if mode != WORKSPACE and all(capabilities.get(c) == preset[c] for c in CAPABILITIES):
             return mode
     return CUSTOM
 
@@ -132,13 +155,17 @@ def normalize_mode(name: str) -> str:
     mode = PRESET_ALIASES.get(name.lower(), name.lower())
     if mode not in MODES:
         raise UsageError(f"unknown access mode {name!r}",
-                         hint="use one of: restricted, ask_every_time, standard, trusted, full_access")
+                         hint="use one of: restricted, ask_every_time, standard, workspace, trusted, full_access")
     return mode
+
+
+def _host(caps: dict[str, str], confined: bool, updated: str | None = None) -> HostPolicy:
+    return HostPolicy(WORKSPACE if confined else infer_mode(caps), caps, updated, confined)
 
 
 def _parse_host(value: Any) -> HostPolicy | None:
     if isinstance(value, str) and value in MODES:
-        return HostPolicy(value, dict(PRESETS.get(value, PRESETS[ASK])))
+        return HostPolicy(value, dict(PRESETS.get(value, PRESETS[ASK])), confined=value == WORKSPACE)
     if not isinstance(value, dict):
         return None
     mode = value.get("access_mode", value.get("mode"))
@@ -152,17 +179,18 @@ def _parse_host(value: Any) -> HostPolicy | None:
         if raw_caps.get(cap) in CAP_MODES:
             caps[cap] = raw_caps[cap]
             explicit = True
-    if mode == FULL_ACCESS:
+    confined = mode == WORKSPACE or value.get("confined") is True  # the flag only ever narrows
+    if mode == FULL_ACCESS and not confined:
         caps = dict(PRESETS[FULL_ACCESS])
-    if mode != CUSTOM and explicit:
-        mode = infer_mode(caps)
+    if confined or (mode != CUSTOM and explicit):
+        mode = WORKSPACE if confined else infer_mode(caps)
     updated = value.get("updated_at") if isinstance(value.get("updated_at"), str) else None
-    return HostPolicy(mode, caps, updated)
+    return HostPolicy(mode, caps, updated, confined)
 
 
 def _least(a: HostPolicy, b: HostPolicy) -> HostPolicy:
     caps = {c: min(a.capabilities[c], b.capabilities[c], key=CAP_MODES.index) for c in CAPABILITIES}
-    return HostPolicy(infer_mode(caps), caps)
+    return _host(caps, a.confined or b.confined)
 
 
 def parse(doc: Any) -> Policies:
@@ -193,9 +221,9 @@ def parse(doc: Any) -> Policies:
 
 
 def decide(policies: Policies, url: str, capability: str | None, *, legacy_consented: bool = False) -> str:
-    """``allow`` | ``ask`` | ``deny`` for a tool needing ``capability`` (None: always allowed)."""
+    """``allow`` | ``ask`` | ``deny`` for a tool needing ``capability`` (None: denied, every tool has one)."""
     if capability is None:
-        return DECIDE_ALLOW
+        return DECIDE_DENY
     mode = policies.for_url(url, legacy_consented=legacy_consented).capabilities.get(capability, DISABLED)
     return {ALLOW: DECIDE_ALLOW, ASK: DECIDE_ASK}.get(mode, DECIDE_DENY)
 
@@ -218,7 +246,7 @@ def _read(path: Path) -> dict[str, Any] | None:
         raise
 
 
-def _now_iso(now: float | None) -> str:
+def now_iso(now: float | None) -> str:
     t = time.time() if now is None else now
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
@@ -248,12 +276,16 @@ def _update(path: Path, url: str, change: Any, now: float | None) -> HostPolicy:
             return current or RESTRICTED
         entry = dict(raw)
         entry.update({"access_mode": policy.access_mode, "capabilities": dict(policy.capabilities),
-                      "updated_at": _now_iso(now)})
+                      "updated_at": now_iso(now)})
         entry.pop("mode", None)
+        if policy.confined:
+            entry["confined"] = True
+        else:
+            entry.pop("confined", None)
         hosts[key] = entry
         ordered = {"version": VERSION, "hosts": hosts, **{k: v for k, v in doc.items() if k not in ("version", "hosts")}}
         fileio.atomic_write(path, (json.dumps(ordered, indent=2, ensure_ascii=False) + "\n").encode())
-        return HostPolicy(policy.access_mode, dict(policy.capabilities), entry["updated_at"])
+        return HostPolicy(policy.access_mode, dict(policy.capabilities), entry["updated_at"], policy.confined)
 
 
 def set_mode(path: Path, url: str, mode: str, *, now: float | None = None) -> HostPolicy:
@@ -263,23 +295,46 @@ def set_mode(path: Path, url: str, mode: str, *, now: float | None = None) -> Ho
 
     def change(current: HostPolicy | None) -> HostPolicy:
         if mode == CUSTOM:
-            return HostPolicy(CUSTOM, dict((current or RESTRICTED).capabilities))
-        return HostPolicy(mode, dict(PRESETS[mode]))
+            host = current or RESTRICTED
+            return _host(dict(host.capabilities), host.confined) if host.confined else HostPolicy(CUSTOM, dict(host.capabilities))
+        return HostPolicy(mode, dict(PRESETS[mode]), confined=mode == WORKSPACE)
 
     return _update(path, url, change, now)
 
 
 def set_capability(path: Path, url: str, capability: str, mode: str, *, now: float | None = None) -> HostPolicy:
-    """Set one capability to disabled|ask|allow for one host; the access_mode follows (preset or custom)."""
+    """Set one capability to disabled|ask|allow for one host; the access_mode follows (preset or custom,
+    a confined host stays confined)."""
     if capability not in CAPABILITIES:
         raise UsageError(f"unknown capability {capability!r}", hint="use one of: " + ", ".join(CAPABILITIES))
     if mode not in CAP_MODES:
         raise UsageError(f"unknown capability mode {mode!r}", hint="use one of: disabled, ask, allow")
 
     def change(current: HostPolicy | None) -> HostPolicy:
-        caps = dict((current or RESTRICTED).capabilities)
+        host = current or RESTRICTED
+        caps = dict(host.capabilities)
         caps[capability] = mode
-        return HostPolicy(infer_mode(caps), caps)
+        return _host(caps, host.confined)
+
+    return _update(path, url, change, now)
+
+
+def allow_always(path: Path, url: str, capability: str, *, now: float | None = None) -> HostPolicy:
+    """The user answered "always" for ``capability``: allow it from now on, within the host's confinement.
+
+    ``commands`` on an unconfined host (ask every time, custom) become allowed *inside the workspace
+    sandbox*: one approved ``ls`` never turns into unconfined commands for ever.
+    """
+    if capability not in CAPABILITIES:
+        raise UsageError(f"unknown capability {capability!r}", hint="use one of: " + ", ".join(CAPABILITIES))
+
+    def change(current: HostPolicy | None) -> HostPolicy:
+        host = current or RESTRICTED
+        caps = dict(host.capabilities)
+        if caps[capability] == ALLOW:
+            return host
+        caps[capability] = ALLOW
+        return _host(caps, host.confined or capability == "commands")
 
     return _update(path, url, change, now)
 

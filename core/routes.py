@@ -9,6 +9,7 @@ failed. Reachability only breaks ties *inside* one tier. Roles we do not know ar
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,11 @@ def normalize_relay_url(raw: str) -> tuple[str, bool]:
     if not text:
         raise UsageError("empty relay URL; expected ws://HOST:PORT or wss://HOST[:PORT]")
     if "://" not in text:
+        slip = _MISSPELT_SCHEME.fullmatch(text)  # ws//host:port, wss:/host: a scheme typed without "://"
+        if slip:
+            scheme, rest = {"http": "ws", "https": "wss"}.get(slip[1].lower(), slip[1].lower()), slip[2]
+            example = f"{scheme}://{rest}" if _has_port(rest) or scheme == "wss" else f"{scheme}://{rest}:{DEFAULT_RELAY_PORT}"
+            raise UsageError(f'invalid relay URL "{raw}": the scheme needs "://", e.g. {example}')
         example = f"ws://{text}" if _has_port(text) else f"ws://{text}:{DEFAULT_RELAY_PORT}"
         raise UsageError(f'invalid relay URL "{raw}": add a scheme, e.g. {example}')
     parts = urlsplit(text)
@@ -119,6 +125,9 @@ def normalize_relay_url(raw: str) -> tuple[str, bool]:
         added = True
     path = parts.path if parts.path not in ("", "/") else ""
     return urlunsplit((scheme, netloc, path, parts.query, "")), added
+
+
+_MISSPELT_SCHEME = re.compile(r"(wss?|https?):?/+([^/].*)", re.IGNORECASE)
 
 
 def _has_port(host_port_text: str) -> bool:

@@ -10,6 +10,8 @@ hard one (``raise_fd_limit``), so the default 1,024 rarely applies.
 
 from __future__ import annotations
 
+import sys
+
 MAX_PENDING = 512  # connections whose request head has not arrived yet, over all addresses
 MAX_PENDING_PER_IP = 16  # the same per address (IPv6: per /64); trusted proxies count only in the total
 FALLBACK_NOFILE_CAP = 65536  # soft limit chosen when the hard limit is "unlimited"
@@ -42,20 +44,20 @@ class Gate:
 
 def fd_limit() -> int | None:
     """The soft RLIMIT_NOFILE, or None where there is no such limit (Windows)."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover - no such limit
         return None
+    import resource
+
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def raise_fd_limit() -> int | None:
     """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover
         return None
+    import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = FALLBACK_NOFILE_CAP if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < target:

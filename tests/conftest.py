@@ -125,3 +125,20 @@ async def relay_factory(tmp_path: Path, relay_test_guard: float) -> AsyncIterato
 async def relay(relay_factory: StartRelay) -> RelayHandle:
     """A started relay with in-memory sessions on ``ws://127.0.0.1:PORT``."""
     return await relay_factory()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip, with the reason, what cannot apply on this platform (tests/platforms.py; none on Linux)."""
+    import sys
+
+    import platforms
+
+    root = Path(__file__).parent
+    for item in items:
+        try:
+            rel = Path(str(item.fspath)).relative_to(root).as_posix()
+        except ValueError:
+            continue
+        reason = platforms.reason_to_skip(sys.platform, rel)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))

@@ -41,6 +41,7 @@ MAX_TOTAL: Final = 64_000_000  # all segments: past this only records of calls t
 RETAIN: Final = 7 * 24 * 3600.0  # segments younger than this are never deleted
 WINDOW: Final = 60.0  # seconds over which repeats of one (host, tool, outcome) are coalesced
 BURST: Final = 5  # records of one key written in full per window
+HIGH_VALUE: Final = ("tool.started", "policy.")  # kinds written past MAX_TOTAL (up to the hard cap)
 MAX_KEYS: Final = 4096  # coalescing keys remembered (hosts x tools x outcomes); oldest forgotten first
 
 
@@ -79,8 +80,9 @@ class AuditLog:
         """Append one record. ``essential`` (a call about to run): raise AuditError when it cannot be
         written; otherwise a failure is logged and the record dropped."""
         line = (json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str) + "\n").encode("ascii")
+        high_value = essential or str(record.get("kind") or "").startswith(HIGH_VALUE)
         try:
-            self._append(line, essential=essential)
+            self._append(line, high_value=high_value)
         except OSError as exc:
             log.warning("audit_write_failed path=%s error=%s", self.path, exc)
             if essential:
@@ -124,7 +126,7 @@ class AuditLog:
                         "outcome": run.outcome, "count": run.suppressed, "first_ts": run.first_ts,
                         "last_ts": run.last_ts})
 
-    def _append(self, line: bytes, *, essential: bool) -> None:
+    def _append(self, line: bytes, *, high_value: bool) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             st = os.stat(self.path)
@@ -133,9 +135,9 @@ class AuditLog:
             size = 0
         kept = self._kept_bytes()
         total = kept + size + len(line)
-        if total > self.hard_total or (total > self.max_total and not essential):
+        if total > self.hard_total or (total > self.max_total and not high_value):
             self.dropped += 1
-            if essential:
+            if high_value:
                 raise OSError(28, f"the desktop audit log is at its cap ({self.max_total} bytes kept)")
             log.debug("audit_record_dropped at_cap total=%d", total)
             return

@@ -29,7 +29,6 @@ import trio
 
 from hermes_relay.agent.desktop.audit import AuditError
 from hermes_relay.core import desktop, policy
-from hermes_relay.core.confine import UNCONFINED
 from hermes_relay.core.desktop import BadCommand, Command, RequestIds, ToolContext, ToolError
 from hermes_relay.core.errors import HermesError
 
@@ -268,7 +267,7 @@ class DesktopChannel:
                                      "duration_ms": None, "ok": None}, essential=True)
                 live.running = True
                 context = ToolContext(home=service.home, cwd=service.cwd, deadline=deadline,
-                                      env=dict(service.env), confinement=self._confinement())
+                                      env=dict(service.env), confinement=service.confinement(url))
                 try:
                     result = await spec.run(command.args, context)
                 except ToolError as exc:
@@ -290,10 +289,6 @@ class DesktopChannel:
         if spec.name == "desktop_patch" and isinstance(result, dict):
             result = {**result, "approved": "auto" if how == "policy" else "user"}
         return True, result, None, how
-
-    def _confinement(self) -> Any:
-        confinement = getattr(self.service, "confinement", None)
-        return confinement(self.port.url) if callable(confinement) else UNCONFINED
 
 
 def _add_outputs(record: dict[str, Any], result: Any) -> None:

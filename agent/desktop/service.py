@@ -9,8 +9,15 @@ fails anyway, the link reconnects (``LinkPort.reconnect``): a relay must never r
 connection whose desktop service is gone.
 
 The policy file is the source of truth and may be edited by anyone (our CLI, another Hermes
-client, a text editor): ``policy()`` re-reads it whenever its stat changes, and every link polls
-that about once a second, so an edit takes effect within 2 s without a restart.
+client, a text editor): ``policy()`` re-reads it (and the roots file, core/roots.py) whenever its
+stat changes, and every link polls that about once a second, so an edit takes effect within 2 s
+without a restart. Each change to a host is audited (core/policy_log.py): ``announce()`` names our
+own writers just before they write; any other change is "changed outside hermes-relay access".
+
+``confinement(url)`` composes what one call of that host may touch (core/confine.py): unconfined
+only under full access; otherwise the host's roots (expanded around the agent's own state), the
+read-only system paths, the protected and write-protected paths, and for a confined (workspace)
+host the kernel sandbox for commands without network. An unreadable roots file reaches nothing.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ import trio
 from hermes_relay import __version__
 from hermes_relay.agent.desktop.approvals import Approvals
 from hermes_relay.agent.desktop.audit import AuditLog
-from hermes_relay.core import desktop, paths, policy
+from hermes_relay.core import confine, desktop, paths, policy, policy_log, roots
+from hermes_relay.core.confine import Confinement
 from hermes_relay.core.desktop import ToolSpec, ToolTable
-from hermes_relay.core.errors import HermesError
+from hermes_relay.core.errors import HermesError, UsageError
 from hermes_relay.core.policy import HostPolicy
 
 log = logging.getLogger(__name__)
@@ -101,6 +109,11 @@ class DesktopService:
         self._policy_key: Any = object()
         self._policy_error: str | None = None
         self._consented: dict[str, bool] = {}
+        self.roots_path = roots.roots_file(env)
+        self._roots: dict[str, tuple[Path, ...]] = {}
+        self._roots_error: str | None = None
+        self._seen: tuple[policy.Policies, dict[str, tuple[Path, ...]]] | None = None  # last view, for the audit
+        self._announced: dict[str, tuple[float, str]] = {}  # host -> (wall-clock expiry, who)
         self.last_error: dict[str, Any] | None = None
         self._calls: dict[str, dict[str, Any]] = {}  # url -> {day, count, last}
         self._calls_seeded = False
@@ -110,10 +123,12 @@ class DesktopService:
     def policy(self) -> policy.Policies:
         """The current policies, re-read when the file (or the session store) changed."""
         sessions_file = getattr(self.config, "sessions_file", None)
-        key = (_stat_key(self.policy_path), _stat_key(sessions_file) if sessions_file else None)
+        key = (_stat_key(self.policy_path), _stat_key(sessions_file) if sessions_file else None,
+               _stat_key(self.roots_path))
         if key == self._policy_key:
             return self._policies
         self._policy_key = key
+        self._load_roots()
         try:
             self._policies = policy.load(self.policy_path)
             self._policy_error = None
@@ -125,7 +140,66 @@ class DesktopService:
             self.last_error = {"message": exc.message, "tool": None, "ts": int(self.wall_clock() * 1000)}
         # While the policy file is unreadable every host is restricted: an old consent flag must not lift that.
         self._consented = {} if self._policy_error else self._legacy_consent(sessions_file)
+        self._audit_changes()
         return self._policies
+
+    def _load_roots(self) -> None:
+        try:
+            self._roots = roots.load(self.roots_path)
+            self._roots_error = None
+        except HermesError as exc:
+            self._roots = {}
+            if self._roots_error != exc.message:
+                log.error("desktop_roots_unreadable error=%s (file tools reach nothing until fixed)", exc.message)
+            self._roots_error = exc.message
+            self.last_error = {"message": exc.message, "tool": None, "ts": int(self.wall_clock() * 1000)}
+
+    def announce(self, url: str, by: str) -> str:
+        """Our own writer ``by`` is about to change ``url``'s policy or roots: the audit names it."""
+        key = policy.canonical_url(url)
+        if key is None:
+            raise UsageError(f"{url!r} is not a relay URL a policy can name")
+        self._announced[key] = (self.wall_clock() + policy_log.ANNOUNCE_TTL, by)
+        return key
+
+    def _audit_changes(self) -> None:
+        now = self.wall_clock()
+        current = (self._policies, dict(self._roots))
+        before, self._seen = self._seen, current
+        if before is None:  # the first read is the baseline, not a change
+            return
+        for host, old, new in policy_log.changes(before, current):
+            expiry, by = self._announced.pop(host, (0.0, policy_log.BY_OUTSIDE))
+            by = by if expiry >= now else policy_log.BY_OUTSIDE
+            log.info("desktop_policy_changed url=%s by=%s", host, by)
+            try:
+                self.audit.write(policy_log.record(now, host, old, new, by))
+            except (OSError, HermesError) as exc:  # the change applies all the same; the log says it went unrecorded
+                log.error("desktop_policy_change_unrecorded url=%s error=%s", host, exc)
+
+    def roots_for(self, url: str) -> roots.HostRoots:
+        """The host's roots as configured (an unreadable roots file: none)."""
+        self.policy()
+        if self._roots_error:
+            return roots.HostRoots((), False)
+        return roots.for_url(self._roots, url, self.env)
+
+    def confinement(self, url: str) -> Confinement:
+        """What a call of ``url``'s host may touch now (composed per call, so new entries of a root count)."""
+        host = self.host_policy(url)
+        if host.access_mode == policy.FULL_ACCESS and not host.confined:
+            return Confinement(owner=url, unconfined=True)
+        protected = confine.protected_paths(self.env)
+        try:
+            reach = roots.expand(self.roots_for(url).roots, protected)
+        except (OSError, ValueError) as exc:  # fail closed: a root that cannot be resolved reaches nothing
+            log.warning("desktop_roots_unresolvable url=%s error=%s", url, exc)
+            reach = ()
+        return Confinement(
+            owner=url, roots=reach,
+            read_only=tuple(Path(p) for p in confine.SYSTEM_READ_ONLY), protected=protected,
+            write_protected=confine.persistence_paths(self.env), kernel_commands=host.confined,
+            network=not host.confined)
 
     def _legacy_consent(self, sessions_file: Path | None) -> dict[str, bool]:
         if sessions_file is None:
@@ -164,12 +238,15 @@ class DesktopService:
     def paired(self, url: str) -> None:
         """A fresh pairing starts at ``ask_every_time`` (an existing record is kept). Never fails pairing."""
         try:
+            self.announce(url, policy_log.BY_PAIR)
             policy.init_paired(self.policy_path, url, now=self.wall_clock())
         except HermesError as exc:
             log.error("desktop_policy_not_initialised url=%s error=%s", url, exc.message)
 
     def _allow_always(self, url: str, capability: str) -> None:
-        policy.set_capability(self.policy_path, url, capability, policy.ALLOW, now=self.wall_clock())
+        """"Always": allowed from now on, within the host's confinement (core/policy.allow_always)."""
+        self.announce(url, policy_log.BY_ALWAYS)
+        policy.allow_always(self.policy_path, url, capability, now=self.wall_clock())
 
     # -- heartbeat facts -------------------------------------------------------------------------
     def device(self) -> dict[str, Any]:

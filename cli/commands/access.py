@@ -1,72 +1,107 @@
 """``hermes-relay access``: show or change what each relay host may do on this computer.
 
-    hermes-relay access                      every paired relay's policy
-    hermes-relay access [URL] PRESET         restricted | ask_every_time | standard | trusted | full_access
+    hermes-relay access                      every paired relay's policy and roots
+    hermes-relay access [URL] PRESET         restricted | ask_every_time | standard | workspace | trusted | full_access
     hermes-relay access set CAP MODE [URL]   one capability: disabled | ask | allow
+    hermes-relay access [URL] --root DIR     add a root (--remove-root DIR, --reset-roots)
 
-Reads and writes ``~/.hermes/desktop-host-access.json`` directly (no agent needed): the agent
-re-reads the file within 2 s. ``full_access`` lets the relay host do anything, so it needs ``--yes``.
+Reads and writes ``~/.hermes/desktop-host-access.json`` and the roots file directly (no agent
+needed): the agent re-reads them within 2 s. Only paired relays can be named (``--force`` for
+another). A running agent is told first, so its audit names ``hermes-relay access`` as the author;
+when none runs, this command appends the audit record itself. ``full_access`` needs ``--yes``;
+``workspace`` is refused where the system offers no sandbox for its commands.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from hermes_relay.cli import consent
 from hermes_relay.cli.context import Context, add_common_flags
 from hermes_relay.core.errors import AmbiguousError, NotPairedError, UsageError
 
-PRESET_NAMES = ("restricted", "ask_every_time", "standard", "trusted", "full_access")
-FULL_ACCESS_WARNING = ("full_access lets the relay host run any command, read and change any file, and use "
-                       "the screen, USB devices, microphone and camera without asking")
+PRESET_NAMES = ("restricted", "ask_every_time", "standard", "workspace", "trusted", "full_access")
+PRESET_WORDS = frozenset((*PRESET_NAMES, "ask", "structured", "custom", "ask-every-time", "full-access"))
+FULL_ACCESS_WARNING = ("full_access lets the relay host run any command, read and change any file (the agent's "
+                       "own state included), and use the screen, USB devices, microphone and camera without asking")
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "access", help="show or change what a relay host may do on this computer",
         description="Show or change the desktop access policy per relay host. Presets: restricted "
-                    "(nothing), ask_every_time (ask for each call), standard (files only), trusted "
-                    "(commands and files), full_access (everything; needs --yes). "
+                    "(nothing), ask_every_time (ask for each call), standard (files only), workspace "
+                    "(commands and files confined to the host's roots, no network), trusted (commands "
+                    "with your full rights, files), full_access (everything; needs --yes). "
                     "`access set CAP MODE [URL]` changes one capability (commands, files, screen_input, "
-                    "usb, microphone, camera) to disabled, ask or allow.")
+                    "usb, microphone, camera) to disabled, ask or allow. Below full access, file tools "
+                    "reach only the host's roots (default: your home directory without ~/.hermes).",
+        epilog="examples:\n"
+               "  hermes-relay access                       # every paired relay's policy\n"
+               "  hermes-relay access standard              # the paired relay: files only\n"
+               "  hermes-relay access ws://192.168.1.5:8767 trusted\n"
+               "  hermes-relay access workspace --root ~/src/project\n"
+               "  hermes-relay access set commands ask      # ask before each command\n"
+               "  hermes-relay access full_access --yes",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("words", nargs="*", metavar="[URL] [PRESET] | set CAP MODE [URL]",
                    help="what to show or change")
+    p.add_argument("--root", action="append", default=[], metavar="DIR", help="add a root for the host")
+    p.add_argument("--remove-root", action="append", default=[], metavar="DIR", help="remove one of its roots")
+    p.add_argument("--reset-roots", action="store_true", help="back to the default root (your home directory)")
     p.add_argument("--yes", action="store_true", help="confirm full_access")
+    p.add_argument("--force", action="store_true", help="name a relay that is not paired with this computer")
     add_common_flags(p)
     p.set_defaults(run=run)
 
 
-def _paired(ctx: Context) -> list[str]:
+def _sessions(ctx: Context) -> dict[str, dict[str, Any]]:
     from hermes_relay.core import paths
-    from hermes_relay.core.record import owner_urls
     from hermes_relay.core.store import SessionStore
 
-    sessions = SessionStore(paths.sessions_file(ctx.env)).sessions()
-    return owner_urls(sessions)
+    return SessionStore(paths.sessions_file(ctx.env)).sessions()
 
 
-def _consented(ctx: Context, url: str) -> bool:
-    from hermes_relay.core import paths
-    from hermes_relay.core.store import SessionStore, resolve_in
+def _consented(sessions: dict[str, dict[str, Any]], url: str) -> bool:
+    from hermes_relay.core.store import resolve_in
 
-    found = resolve_in(SessionStore(paths.sessions_file(ctx.env)).sessions(), url)
+    found = resolve_in(sessions, url)
     return bool(found and found[1].get("tools_consented") is True)
 
 
-def _one_url(ctx: Context, url: str | None) -> str:
+def _check_url(url: str) -> None:
     from hermes_relay.core import policy
 
-    if url is not None:
-        if policy.canonical_url(url) is None:
-            raise UsageError(f"{url!r} is not a relay URL",
-                             hint="use the ws:// or wss:// URL `hermes-relay status` shows")
-        from hermes_relay.core import paths
-        from hermes_relay.core.store import SessionStore, resolve_in
+    if policy.canonical_url(url) is None:
+        raise UsageError(f"{url!r} is not a relay URL", hint="use the ws:// or wss:// URL `hermes-relay status` shows")
 
+
+def _one_url(ctx: Context, url: str | None, force: bool) -> str:
+    from hermes_relay.core.record import owner_urls
+    from hermes_relay.core.store import resolve_in
+
+    sessions = _sessions(ctx)
+    if url is not None:
+        if "://" not in url:  # a relay name given with `hermes-relay rename`
+            url = _names(ctx).url_for(url) or url
+        _check_url(url)
         # One of a pairing's other routes names the pairing: the agent keys its policy by the stored URL.
-        found = resolve_in(SessionStore(paths.sessions_file(ctx.env)).sessions(), url)
-        return found[0] if found is not None else url
-    paired = _paired(ctx)
+        found = resolve_in(sessions, url)
+        if found is not None:
+            return found[0]
+        if not force:
+            raise NotPairedError(f"{url} is not paired with this computer",
+                                 hint="`hermes-relay status` lists the paired relays; "
+                                      "--force sets a policy for another one anyway")
+        return url
+    from hermes_relay.cli import relays
+
+    chosen = relays.resolve(ctx, None)  # HERMES_RELAY_URL, else the default relay (`hermes-relay use`)
+    if chosen is not None:
+        return _one_url(ctx, chosen, force)
+    paired = owner_urls(sessions)
     if not paired:
         raise NotPairedError("this computer is not paired with any relay; name the relay URL",
                              hint="hermes-relay access ws://HOST:8767 PRESET")
@@ -76,11 +111,17 @@ def _one_url(ctx: Context, url: str | None) -> str:
     return paired[0]
 
 
-def run(args: argparse.Namespace, ctx: Context) -> int:
+def _names(ctx: Context) -> Any:
+    from hermes_relay.cli import relays
+
+    return relays.control(ctx)
+
+
+def _parse(args: argparse.Namespace, ctx: Context) -> tuple[str | None, str | None, tuple[str, str] | None]:
+    """(url, preset, (capability, mode)) from the words, validated before anything is read or written."""
     from hermes_relay.core import policy
 
     words = list(args.words)
-    path = policy.policy_file(ctx.env)
     if words and words[0] == "set":
         if len(words) not in (3, 4):
             raise UsageError("usage: hermes-relay access set CAP MODE [URL]",
@@ -90,9 +131,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             raise UsageError(f"unknown capability {words[1]!r}", hint="use one of: " + ", ".join(policy.CAPABILITIES))
         if mode not in policy.CAP_MODES:
             raise UsageError(f"unknown capability mode {words[2]!r}", hint="use one of: disabled, ask, allow")
-        target = _one_url(ctx, words[3] if len(words) == 4 else None)
-        host = policy.set_capability(path, target, cap, mode, now=ctx.now())
-        return _changed(ctx, args, target, host)
+        named = words[3] if len(words) == 4 else None
+        if named is not None and "://" not in named:
+            named = _names(ctx).url_for(named) or named  # a relay's name
+        if named is not None:
+            _check_url(named)
+        return named, None, (cap, mode)
     if len(words) > 2:
         raise UsageError("too many arguments", hint="hermes-relay access [URL] [PRESET]")
     url: str | None = None
@@ -100,62 +144,70 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     for word in words:
         if "://" in word:
             url = word
+        elif url is None and word.lower() not in PRESET_WORDS and _names(ctx).url_for(word):
+            url = _names(ctx).url_for(word)  # a relay's name (names are never preset words)
         elif preset is None:
             preset = word
         else:
             raise UsageError(f"{word!r} is neither a relay URL nor the only preset",
                              hint="hermes-relay access [URL] [PRESET]")
-    if preset is None:
+    if url is not None:
+        _check_url(url)
+    if preset is not None:
+        mode = policy.normalize_mode(preset)
+        if mode == policy.CUSTOM:
+            raise UsageError("custom is not a preset: change single capabilities with "
+                             "`hermes-relay access set CAP MODE`")
+        if mode == policy.WORKSPACE and not consent.sandbox_available(_abi(), sys.platform):
+            raise UsageError("workspace needs a sandbox for its commands, and this system offers none "
+                             "(no Landlock in this kernel)",
+                             hint="choose standard (files only) or ask_every_time instead")
+        preset = mode
+    return url, preset, None
+
+
+def _abi() -> int:
+    from hermes_relay.core import confine
+
+    return confine.landlock_abi()
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.core import policy
+
+    url, mode, single = _parse(args, ctx)
+    changes_roots = bool(args.root or args.remove_root or args.reset_roots)
+    if mode is None and single is None and not changes_roots:
         return _show(ctx, args, url)
-    mode = policy.normalize_mode(preset)
-    if mode == policy.CUSTOM:
-        raise UsageError("custom is not a preset: change single capabilities with `hermes-relay access set CAP MODE`")
-    url = _one_url(ctx, url)
+    target = _one_url(ctx, url, args.force)
     if mode == policy.FULL_ACCESS and not args.yes:
-        raise UsageError(FULL_ACCESS_WARNING, hint=f"if you mean it: hermes-relay access {url} full_access --yes")
-    host = policy.set_mode(path, url, mode, now=ctx.now())
-    return _changed(ctx, args, url, host)
+        raise UsageError(FULL_ACCESS_WARNING, hint=f"if you mean it: hermes-relay access {target} full_access --yes")
+    added = [_checked_root(ctx, raw) for raw in args.root]
+    from hermes_relay.cli import access_apply
+
+    return access_apply.apply(ctx, args, target, mode, single, added)
 
 
-def _changed(ctx: Context, args: argparse.Namespace, url: str, host: Any) -> int:
-    from hermes_relay.core import policy
+def _checked_root(ctx: Context, raw: str) -> Any:
+    from hermes_relay.core import confine, roots
 
-    key = policy.canonical_url(url)
-    if getattr(args, "json", False):
-        ctx.print_json({"url": key, "access_mode": host.access_mode, "capabilities": host.capabilities})
-        return 0
-    ctx.out(ctx.style.ok("✓") + f" {key}: {host.label}")
-    ctx.out("  " + _caps_text(host.capabilities))
-    ctx.out(ctx.style.dim("the agent applies it within 2 s"))
-    return 0
-
-
-def _caps_text(caps: dict[str, str]) -> str:
-    from hermes_relay.core import policy
-
-    return ", ".join(f"{c} {caps[c]}" for c in policy.CAPABILITIES)
+    return roots.check_root(raw, confine.protected_paths(ctx.env))
 
 
 def _show(ctx: Context, args: argparse.Namespace, url: str | None) -> int:
-    from hermes_relay.core import policy
+    from hermes_relay.core import policy, roots
+    from hermes_relay.core.record import owner_urls
 
     policies = policy.load(policy.policy_file(ctx.env))
+    table = roots.load(roots.roots_file(ctx.env))
+    sessions = _sessions(ctx)
     if url is not None:
-        if policy.canonical_url(url) is None:
-            raise UsageError(f"{url!r} is not a relay URL", hint="use the ws:// or wss:// URL `hermes-relay status` shows")
         urls = [url]
     else:
-        urls = _paired(ctx) or []
+        urls = owner_urls(sessions)
         keys = {policy.canonical_url(u) for u in urls}
         urls += [k for k in policies.hosts if k not in keys]
-    hosts = []
-    for u in urls:
-        legacy = _consented(ctx, u)
-        host = policies.for_url(u, legacy_consented=legacy)
-        hosts.append({"url": policy.canonical_url(u), "access_mode": host.access_mode, "label": host.label,
-                      "capabilities": host.capabilities,
-                      "legacy_consent": legacy and host.access_mode != policies.for_url(u).access_mode,
-                      "updated_at": host.updated_at})
+    hosts = [host_view(policies, table, u, _consented(sessions, u), ctx.env) for u in urls]
     if getattr(args, "json", False):
         ctx.print_json({"file": str(policy.policy_file(ctx.env)), "hosts": hosts})
         return 0
@@ -164,27 +216,37 @@ def _show(ctx: Context, args: argparse.Namespace, url: str | None) -> int:
     return 0
 
 
+def host_view(policies: Any, table: Any, url: str, legacy: bool, env: Any) -> dict[str, Any]:
+    from hermes_relay.core import policy, roots
+
+    host = policies.for_url(url, legacy_consented=legacy)
+    listed = roots.for_url(table, url, env)
+    return {"url": policy.canonical_url(url), "access_mode": host.access_mode, "label": host.label,
+            "capabilities": host.capabilities, "confined": host.confined, "legacy_consent": host.legacy,
+            "updated_at": host.updated_at, "roots": [str(r) for r in listed.roots],
+            "roots_default": listed.default}
+
+
 def show_lines(hosts: list[dict[str, Any]], ctx: Context) -> list[str]:
     from hermes_relay.cli import render
 
     style = ctx.style
     if not hosts:
         return ["(no relay hosts: pair with `hermes-relay pair` first; unknown hosts are restricted)"]
+    abi = _abi()
     lines: list[str] = []
     for host in hosts:
-        title = f"{host['url']}: {host['label']}"
-        if host.get("legacy_consent"):
-            title += " (from an earlier tools consent)"
-        lines.append(style.bold(title))
+        lines.append(style.bold(f"{host['url']}: {host['label']}"))
+        lines.append("  " + consent.describe(host, abi, sys.platform))
         rows = [[cap, _paint(mode, style)] for cap, mode in host["capabilities"].items()]
         lines.extend(render.table(("CAPABILITY", "ACCESS"), rows, style=style))
+        lines.append("  " + consent.roots_line(host))
         lines.append("")
-    lines.append(style.dim("presets: hermes-relay access [URL] restricted|ask_every_time|standard|trusted|full_access"))
+    lines.append(style.dim("presets: hermes-relay access [URL] " + "|".join(PRESET_NAMES)))
     lines.append(style.dim("one capability: hermes-relay access set CAP disabled|ask|allow [URL]"))
+    lines.append(style.dim("roots: hermes-relay access [URL] --root DIR | --remove-root DIR | --reset-roots"))
     return lines
 
 
 def _paint(mode: str, style: Any) -> str:
     return {"allow": style.ok, "ask": style.warn}.get(mode, style.dim)(mode)
-
-

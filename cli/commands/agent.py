@@ -196,7 +196,7 @@ def _listening(path: str) -> bool:
 
 def _pid_alive(pid: int | None) -> bool:
     # The pid is our own when the agent ran inside this process (in-process end-to-end tests).
-    if pid is None or pid <= 0 or pid == os.getpid() or os.name != "posix":
+    if pid is None or pid <= 0 or pid == os.getpid() or sys.platform == "win32":
         return False
     try:  # an agent this process autostarted is our child: reap it, or it lingers as a zombie
         if os.waitpid(pid, os.WNOHANG)[0] == pid:

@@ -28,9 +28,15 @@ _LABEL_WIDTH = 10
 
 
 def register(sub: Any) -> None:
+    import argparse
+
     p = sub.add_parser("status", help="paired relays and the live state of each link",
                        description="Show the paired relays from the session store and, when the agent "
-                                   "is running, the live state of each link. Never starts the agent.")
+                                   "is running, the live state of each link. Never starts the agent.",
+                       epilog="examples:\n"
+                              "  hermes-relay status              # every relay, its link and its tools\n"
+                              "  hermes-relay status --json       # the same for scripts (tokens redacted)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reveal-tokens", action="store_true", help="show session tokens instead of (redacted)")
     add_common_flags(p)
     p.set_defaults(run=run)
@@ -47,6 +53,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     entries: list[tuple[str, dict | None, dict | None]] | None = None
     derived: dict[str, tuple[list[str], str | None]] = {}
     live: list[dict[str, Any]] = []
+    not_running = NOT_RUNNING
     try:
         with ctx.client(autostart=False) as client:
             reply = client.status(reveal_tokens=reveal, timeout=STATUS_TIMEOUT)
@@ -58,8 +65,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             wire_error = agent_info.get("store_error")
             if isinstance(wire_error, dict):
                 store_error = error_from_wire(wire_error)
-    except AgentNotRunningError:
-        pass
+    except AgentNotRunningError as exc:
+        if "another runtime directory" in exc.message:  # cli/client.py found the agent of this home elsewhere
+            not_running = f"not reachable from this shell: {exc.message.split(': ', 1)[-1]}; {exc.hint}"
     except HermesError as exc:
         agent_error = exc
 
@@ -74,7 +82,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         from hermes_relay.cli.render import terminal_width, wrap_lines
 
         lines = text_view(ctx, store_path, store_error, agent_info, agent_error, entries, reveal=reveal,
-                          derived=derived)
+                          derived=derived, not_running=not_running)
         for line in wrap_lines(lines, terminal_width(ctx.stdout, ctx.env)):
             ctx.out(line)
     if store_error is not None:
@@ -82,7 +90,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if agent_error is not None:
         raise agent_error
     now = ctx.now()
-    return 1 if any(ended(record, state, now) for _, record, state in entries) else 0
+    # A pairing that needs the user (a new code, or a certificate decision) makes status fail.
+    return 1 if any(ended(record, state, now) or (state or {}).get("state") == "pin_mismatch"
+                    for _, record, state in entries) else 0
 
 
 def ended(record: dict | None, state: dict | None, now: float) -> str | None:
@@ -139,12 +149,13 @@ def _from_agent(paired: list[Any]) -> tuple[list[tuple[str, dict | None, dict | 
 # -- text ------------------------------------------------------------------------------------------
 def text_view(ctx: Context, store_path: str, store_error: HermesError | None, agent: dict | None,
               agent_error: HermesError | None, entries: list, *, reveal: bool,
-              derived: dict[str, tuple[list[str], str | None]] | None = None) -> list[str]:
+              derived: dict[str, tuple[list[str], str | None]] | None = None,
+              not_running: str = NOT_RUNNING) -> list[str]:
     from hermes_relay.cli import render
     from hermes_relay.core import paths
 
     now, style = ctx.now(), ctx.style
-    lines = [f"agent: {_agent_text(agent, agent_error, now, style)}"]
+    lines = [f"agent: {_agent_text(agent, agent_error, now, style, not_running)}"]
     store_text = render.tilde(store_path, paths.home_dir_str(ctx.env))
     if store_error is not None:
         store_text += "  " + style.bad("(unreadable: see the error below)")
@@ -152,7 +163,7 @@ def text_view(ctx: Context, store_path: str, store_error: HermesError | None, ag
     lines.append("")
     if not entries:
         if store_error is None:
-            lines.append("No paired relays. Run `hermes-relay pair --remote ws://HOST:8767 CODE` to pair.")
+            lines.append("No paired relays. Run `hermes-relay pair --remote ws://HOST:8767` to pair (it asks for the code).")
         return lines
     lines.append(style.bold(f"Paired relays ({len(entries)})"))
     policies = _policy_loader(ctx.env)
@@ -182,10 +193,8 @@ def tool_lines(url: str, record: dict | None, state: dict | None, *, now: float,
         return ["restricted: the access policy file is unreadable (see `hermes-relay access`)"]
     from hermes_relay.core import policy
 
-    stored = loaded.for_url(url)
-    if stored.access_mode == policy.ASK:
-        return ["trusted (consented earlier)" if record.get("tools_consented") is True else "restricted: no desktop tools"]
-    return [stored.label]
+    stored = loaded.for_url(url, legacy_consented=record.get("tools_consented") is True)
+    return ["restricted: no desktop tools"] if stored.access_mode == policy.ASK else [stored.label]
 
 
 def _policy_loader(env: Any) -> Callable[[], Any]:
@@ -262,7 +271,8 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
     elif agent_running:
         lines.append(_field("live", style.dim("not managed by the agent (run `hermes-relay agent restart`?)"), 4))
     if verdict is not None:
-        lines.append(_field("fix", f"run hermes-pair on the relay host, then hermes-relay pair CODE --remote {url}", 4))
+        lines.append(_field("fix", "run hermes-pair on the relay host, then "
+                                   f"hermes-relay pair --remote {url} (it asks for the code)", 4))
     elif st.get("state") == "replaced":
         lines.append(_field("fix", f"remove the old pairing: hermes-relay forget {url}", 4))
     return lines
@@ -287,10 +297,9 @@ def _live_lines(st: dict[str, Any], now: float, style: Any, *, fixed: bool = Fal
     elif state == "connecting":
         text = "◌ connecting" + (f" (attempt {attempts})" if attempts else "")
     elif state == "backoff":
-        next_try = render.countdown(st.get("next_retry_at"), now)
-        text = style.warn("○") + f" waiting to reconnect (attempt {attempts}, next try {next_try})"
+        text = style.warn("○") + f" waiting to reconnect (attempt {attempts}, {_next_try(st, now)})"
     elif state == "rate_limited":
-        text = style.warn("○") + f" rate limited by the relay (next try {render.countdown(st.get('next_retry_at'), now)})"
+        text = style.warn("○") + f" rate limited by the relay ({_next_try(st, now)})"
     elif state == "revoked":
         text = style.bad("✗") + " revoked: the relay no longer accepts this computer's session"
     elif state == "expired":
@@ -300,6 +309,8 @@ def _live_lines(st: dict[str, Any], now: float, style: Any, *, fixed: bool = Fal
         text = style.warn("○") + " replaced by a newer pairing" + (f" ({render.printable(str(newer))})" if newer else "")
     elif state == "pin_mismatch":
         text = style.bad("✗") + " stopped: the relay's certificate changed"
+    elif state == "paused":
+        text = style.warn("‖") + " paused: another client removed it from the store (this computer keeps it)"
     elif state == "not_paired":
         text = "○ not paired (no session token in the store)"
     else:
@@ -325,13 +336,14 @@ def _error_hint(error: dict[str, Any]) -> str | None:
     return str(hint) if hint else None
 
 
-def _agent_text(agent: dict | None, agent_error: HermesError | None, now: float, style: Any) -> str:
+def _agent_text(agent: dict | None, agent_error: HermesError | None, now: float, style: Any,
+                not_running: str = NOT_RUNNING) -> str:
     from hermes_relay.cli import render
 
     if agent_error is not None:
         return style.bad(f"not answering ({agent_error.message})")
     if agent is None:
-        return NOT_RUNNING
+        return not_running
     parts = [f"pid {agent.get('pid', '?')}"]
     if agent.get("version"):
         parts.append(str(agent["version"]))
@@ -384,3 +396,11 @@ def _error_json(exc: HermesError | None) -> dict[str, Any] | None:
     if exc is None:
         return None
     return {"code": exc.code, "message": exc.message, "hint": exc.hint}
+
+
+def _next_try(st: dict[str, Any], now: float) -> str:
+    """``next try in 9s``, or ``retrying now`` once the time has come."""
+    from hermes_relay.cli import render
+
+    when = render.countdown(st.get("next_retry_at"), now)
+    return "retrying now" if when == "now" else f"next try {when}"

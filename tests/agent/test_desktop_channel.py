@@ -65,8 +65,8 @@ def tools(probe: Probe) -> list[ToolSpec]:
         ToolSpec("desktop_sleep", desktop.COMMANDS, sleeper),
         ToolSpec("desktop_write_file", desktop.FILES, touch),
         ToolSpec("desktop_patch", desktop.FILES, patch),
-        ToolSpec("desktop_big", None, big),
-        ToolSpec("desktop_crash", None, crash),
+        ToolSpec("desktop_big", desktop.FILES, big),
+        ToolSpec("desktop_crash", desktop.FILES, crash),
     ]
 
 
@@ -153,9 +153,8 @@ async def test_status_at_once_then_every_30_s(served: Harness, autojump_clock: t
 
 @pytest.mark.parametrize("served", [policy.ASK], indirect=True)
 async def test_policy_edit_changes_the_advertised_set_within_2_s(served: Harness, autojump_clock: trio.abc.Clock) -> None:
-    first = await served.port.next("desktop.status")
-    assert first["payload"]["advertised_tools"] == ["desktop_big", "desktop_crash"]  # restricted: no capability
     await trio.sleep(5)
+    assert served.port.sent == []  # restricted: nothing, not even an empty desktop.status
     edited = trio.current_time()
     policy.set_mode(served.service.policy_path, URL, policy.STRUCTURED)  # as another client would
     status = await served.port.next("desktop.status")
@@ -164,9 +163,10 @@ async def test_policy_edit_changes_the_advertised_set_within_2_s(served: Harness
                                                      "desktop_write_file"]
     # a hand edit to a file nobody can parse: restricted, reported, and the file left as it was
     served.service.policy_path.write_text("{ not json")
-    status = await served.port.next("desktop.status")
-    assert status["payload"]["advertised_tools"] == ["desktop_big", "desktop_crash"]
-    assert "cannot be parsed" in status["payload"]["last_error"]["message"]
+    await trio.sleep(2)
+    assert served.service.advertised(URL) == []  # the link reconnects; no empty status goes out
+    assert [e["type"] for e in served.port.sent] == ["desktop.status"]
+    assert served.service.last_error is not None and "cannot be parsed" in served.service.last_error["message"]
     assert served.service.policy_path.read_text() == "{ not json"
 
 
@@ -298,7 +298,7 @@ async def test_a_result_json_cannot_carry_is_answered_as_an_error_and_the_link_s
         return {"when": object()}
 
     table = served.service.table
-    served.service.table = ToolTable([*(table.get(n) for n in table.names()), ToolSpec("desktop_not_json", None, not_json)])
+    served.service.table = ToolTable([*(table.get(n) for n in table.names()), ToolSpec("desktop_not_json", desktop.FILES, not_json)])
     await served.command("odd", "desktop_not_json")
     odd = await served.response()
     assert odd["request_id"] == "odd" and odd["ok"] is False and "not JSON" in odd["error"]
@@ -398,8 +398,8 @@ async def test_unanswered_approval_expires_before_the_deadline_and_a_late_yes_ru
 @pytest.mark.parametrize("served", [None], indirect=True)
 async def test_legacy_tools_consent_without_a_policy_record_is_trusted(served: Harness,
                                                                       autojump_clock: trio.abc.Clock) -> None:
-    first = await served.port.next("desktop.status")
-    assert first["payload"]["advertised_tools"] == ["desktop_big", "desktop_crash"]
+    await trio.sleep(5)
+    assert served.port.sent == []
     fileio.atomic_write(served.config.sessions_file, json.dumps(
         {"version": 1, "sessions": {URL + "/": {"token": "t", "tools_consented": True}}}).encode())
     status = await served.port.next("desktop.status")
@@ -416,8 +416,8 @@ async def test_an_unreadable_policy_restricts_everyone_even_with_an_old_consent(
     fileio.atomic_write(served.config.sessions_file, json.dumps(
         {"version": 1, "sessions": {URL: {"token": "t", "tools_consented": True}}}).encode())
     served.service.policy_path.write_text("{not json")
-    status = await served.port.next("desktop.status")
-    assert "desktop_terminal" not in status["payload"]["advertised_tools"]
+    await trio.sleep(2)
+    assert served.service.advertised(URL) == []
     await served.command("locked", "desktop_terminal", {"text": "no"})
     assert (await served.response())["ok"] is False
     assert served.service.status_for(URL)["policy"] == policy.ASK  # restricted, as the log says

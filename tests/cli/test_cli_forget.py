@@ -73,3 +73,34 @@ def test_result_lines_for_each_relay_answer(cli, env, make_agent) -> None:
     assert cli("forget", URL, "--yes", agent=agent).out.splitlines()[1] == (
         "  relay:   the session had already ended (the relay had already revoked it)")
     assert json.loads(cli("forget", URL, "--yes", "--json", agent=agent).out)["relay"]["status"] == "already_ended"
+
+
+def test_a_url_with_only_a_policy_is_forgotten_without_a_pairing(cli, env, make_agent) -> None:
+    from hermes_relay.core import desktop, policy, roots
+
+    write_store(env)
+    other = "ws://nosuch:1"
+    policy.set_mode(policy.policy_file(env), other, policy.TRUSTED)
+    policy.set_mode(policy.policy_file(env), URL, policy.STRUCTURED)
+    roots.add(roots.roots_file(env), other + "/", env["HOME"])
+    down = make_agent(running=False)
+    result = cli("forget", other + "/", "--yes", agent=down)
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [f"✓ forgot {other}", "  relay:   not paired: nothing to revoke",
+                                       "  removed: desktop access policy, desktop roots"]
+    assert set(policy.load(policy.policy_file(env)).hosts) == {URL}  # the paired relay's policy is kept
+    assert roots.load(roots.roots_file(env)) == {}
+    records = [r for r in desktop.read_audit(desktop.audit_file(env)) if r.get("kind") == "policy.changed"]
+    assert [(r["host_url"], r["by"], r["after"]) for r in records] == [(other, "hermes-relay forget", None)]
+    gone = cli("forget", other, "--yes")  # nothing left: an unknown URL again, before any agent
+    assert gone.code == 1 and "no pairing stored for ws://nosuch:1" in gone.err
+
+
+def test_forgetting_a_policy_only_url_tells_a_running_agent(cli, env, make_agent) -> None:
+    from hermes_relay.core import policy
+
+    policy.set_mode(policy.policy_file(env), "ws://nosuch:1", policy.TRUSTED)
+    agent = make_agent(results={"access.changing": {"url": "ws://nosuch:1"}})
+    assert cli("forget", "ws://nosuch:1", "--yes", agent=agent).code == 0
+    assert agent.calls == [("access.changing", {"url": "ws://nosuch:1", "command": "forget"}, 2.0)]
+    assert policy.load(policy.policy_file(env)).hosts == {}

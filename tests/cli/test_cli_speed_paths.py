@@ -108,7 +108,7 @@ def test_json_failures_are_json_on_stdout_with_the_same_exit_code(cli, make_agen
     assert result.code == NotPairedError.exit_code and result.err == ""
     assert json.loads(result.out)["error"] == {  # found before asking the agent: nothing is paired here
         "code": "not_paired", "message": "this computer is not paired with any relay",
-        "hint": "run `hermes-relay pair --remote ws://HOST:8767 CODE` (or `hermes-relay pair --pair-qr INVITE`)"}
+        "hint": "run `hermes-relay pair --remote ws://HOST:8767` (it asks for the code), or `hermes-relay pair --pair-qr INVITE`"}
     plain = cli("devices", agent=agent)
     assert plain.out == "" and plain.err.startswith("hermes-relay: this computer is not paired with any relay\n")
 

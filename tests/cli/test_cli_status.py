@@ -68,7 +68,7 @@ def test_status_with_the_agent_down_shows_the_store_with_tokens_redacted(cli, en
         "    route:    LAN",
         "    routes:   ws://192.168.1.5:8767, ws://100.64.1.2:8767",
         f"    cert:     {PIN}",
-        "    tools:    trusted (consented earlier)",
+        "    tools:    trusted (legacy consent)",
         "",
         "  wss://relay.example.com",
         "    server:   1.9.0",
@@ -76,7 +76,7 @@ def test_status_with_the_agent_down_shows_the_store_with_tokens_redacted(cli, en
         "    token:    zzzz9999… (redacted)",
         "    expires:  expired",
         "    tools:    restricted: no desktop tools",
-        "    fix:      run hermes-pair on the relay host, then hermes-relay pair CODE --remote wss://relay.example.com",
+        "    fix:      run hermes-pair on the relay host, then hermes-relay pair --remote wss://relay.example.com (it asks for the code)",
     ]
 
 
@@ -111,7 +111,7 @@ def test_status_json_redacts_every_secret_unless_revealed(cli, env) -> None:
 def test_no_store_means_no_paired_relays(cli) -> None:
     result = cli("status", real_client=True)
     assert result.code == 0
-    assert result.out.splitlines()[-1] == "No paired relays. Run `hermes-relay pair --remote ws://HOST:8767 CODE` to pair."
+    assert result.out.splitlines()[-1] == "No paired relays. Run `hermes-relay pair --remote ws://HOST:8767` to pair (it asks for the code)."
 
 
 def test_a_corrupt_store_is_reported_left_untouched_and_exits_1(cli, env, make_agent) -> None:
@@ -183,7 +183,7 @@ def test_live_state_is_merged_by_url_and_alternate_route(cli, env, make_agent) -
         "    live:     ✗ revoked: the relay no longer accepts this computer's session",
         "    attempts: 1",
         "    error:    the relay revoked this session",
-        "    fix:      run hermes-pair on the relay host, then hermes-relay pair CODE --remote wss://relay.example.com",
+        "    fix:      run hermes-pair on the relay host, then hermes-relay pair --remote wss://relay.example.com (it asks for the code)",
     ]
     assert agent.calls == [("status", {"reveal_tokens": False}, 5.0)]
 
@@ -227,3 +227,18 @@ def test_a_working_pairing_exits_0_and_a_replaced_one_points_to_forget(cli, env,
         "    live:     ○ replaced by a newer pairing (ws://10.0.0.2:8767)",
         f"    fix:      remove the old pairing: hermes-relay forget {url}",
     ]
+
+
+def test_a_link_stopped_by_a_changed_certificate_fails_status_and_a_due_retry_reads_now(cli, env, make_agent) -> None:
+    write_store(env, STORE)
+    mismatch = {"url": "wss://relay.example.com", "state": "pin_mismatch", "route": None, "attempts": 1,
+                "last_error": {"code": "pin_mismatch", "message": "the relay presents a different certificate",
+                               "hint": "hermes-relay pin accept wss://relay.example.com"}}
+    due = {"url": "ws://192.168.1.5:8767", "state": "backoff", "route": None, "since": None, "latency_ms": None,
+           "attempts": 2, "next_retry_at": NOW - 0.2, "routes": [], "server_version": None, "last_error": None}
+    agent = make_agent(results={"status": {"agent": {"pid": 7, "version": "0.1.0", "started_at": NOW - 30},
+                                           "relays": [due, mismatch]}})
+    result = cli("status", agent=agent)
+    assert result.code == 1, result.out  # exit 0 used to say "all fine" for a link that is stopped
+    assert "    live:     ○ waiting to reconnect (attempt 2, retrying now)" in result.out.splitlines()
+    assert "next try now" not in result.out

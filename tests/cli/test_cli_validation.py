@@ -78,9 +78,16 @@ def test_environment_values_are_validated_too(cli, env) -> None:
     assert result.code == 2 and "the scheme must be ws:// or wss://" in result.err
 
 
-def test_version_and_help(cli) -> None:
-    result = cli("--version")
-    assert (result.code, result.out) == (0, f"hermes-relay {__version__}\n")
+def test_version_and_help(cli, make_agent) -> None:
+    stopped = make_agent(running=False)
+    result = cli("--version", agent=stopped)
+    assert (result.code, result.out) == (0, f"hermes-relay {__version__}\nagent not running\n")
+    assert stopped.autostarts == [False]  # asking for the version never starts the agent
+    running = make_agent(hello={"api_version": 1, "agent_version": __version__, "pid": 4242, "started_at": 0})
+    assert cli("--version", agent=running).out == f"hermes-relay {__version__}\nagent {__version__} (pid 4242)\n"
+    older = make_agent(hello={"api_version": 1, "agent_version": "0.0.9", "pid": 7, "started_at": 0})
+    assert cli("--version", agent=older).out.splitlines()[1] == (
+        "agent 0.0.9 (pid 7): not this CLI's version; `hermes-relay agent restart` runs this one")
     result = cli("--help")
     assert result.code == 0
     for line in ("  0    success", "  2    usage: a bad argument, flag, code, URL, invite or TTL",
@@ -111,3 +118,14 @@ def test_no_autostart_makes_a_down_agent_exit_3(cli, env, make_agent) -> None:
     # The flag may follow the subcommand too.
     result = cli("devices", "--no-autostart", agent=make_agent(running=False))
     assert result.code == 3
+
+
+def test_every_help_wraps_its_prose_to_the_terminal(cli, env) -> None:
+    # `forget`, `pair` and `prompt` printed one-line paragraphs of 140-230 characters.
+    from hermes_relay.cli.main import COMMANDS
+
+    for name in ["", *COMMANDS]:
+        result = cli(*([name] if name else []), "--help", environ={**env, "COLUMNS": "80"})
+        assert result.code == 0, (name, result.err)
+        long = [line for line in result.out.splitlines() if len(line) > 80 and not line.startswith(" ")]
+        assert not long, (name, long)

@@ -154,3 +154,14 @@ def test_redaction_and_paths() -> None:
 )
 def test_route_text(indicator, expected) -> None:
     assert render.route_text(indicator, NOW) == expected
+
+
+def test_grants_that_end_together_are_listed_together() -> None:
+    # Five channels of one pairing made a 170-character line.
+    grants = {c: NOW + 30 * 86400 for c in ("terminal", "bridge", "chat", "tui", "desktop")} | {"voice": None}
+    assert render.grants_text(grants, NOW) == "bridge, chat, desktop, terminal, tui (in 30d); voice (never)"
+
+
+def test_one_call_is_not_calls() -> None:
+    line = render.desktop_status_lines({"policy_label": "trusted", "tools_advertised": 3, "calls_today": 1}, NOW)[0]
+    assert line == "trusted · 3 tools · 1 call today"

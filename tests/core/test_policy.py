@@ -47,7 +47,6 @@ def test_no_record_is_restricted_and_decide_follows_the_capabilities() -> None:
     empty = policy.parse({})
     assert empty.for_url(URL).access_mode == policy.ASK
     assert policy.decide(empty, URL, "commands") == "deny"
-    assert policy.decide(empty, URL, None) == "allow"
     trusted = policy.parse({"version": 2, "hosts": {URL: {"access_mode": "trusted"}}})
     assert policy.decide(trusted, URL + "/", "commands") == "allow"
     assert policy.decide(trusted, URL, "screen_input") == "ask"
@@ -80,15 +79,6 @@ def test_duplicate_urls_resolve_to_the_least_privilege() -> None:
     host = parsed.for_url(URL)
     assert host.capabilities == policy.PRESETS[policy.STRUCTURED]
     assert host.access_mode == policy.STRUCTURED
-
-
-def test_legacy_tools_consented_with_stored_ask_is_trusted() -> None:
-    parsed = policy.parse({"hosts": {URL: {"access_mode": "ask"}}})
-    assert parsed.for_url(URL, legacy_consented=True).access_mode == policy.TRUSTED
-    assert policy.decide(parsed, URL, "commands", legacy_consented=True) == "allow"
-    assert policy.decide(policy.parse({}), URL, "commands", legacy_consented=True) == "allow"
-    explicit = policy.parse({"hosts": {URL: {"access_mode": "structured"}}})
-    assert policy.decide(explicit, URL, "commands", legacy_consented=True) == "deny"
 
 
 def test_writes_keep_unknown_fields_and_fold_duplicates(tmp_path: Path) -> None:
@@ -207,3 +197,78 @@ def test_a_policy_nested_too_deeply_is_a_clear_error_not_a_crash(tmp_path) -> No
     with pytest.raises(StateError) as info:
         policy.load(path)
     assert "every relay host is restricted" in (info.value.hint or "")
+
+
+# -- the consent model: no capability-less tools, workspace confinement, legacy consent -----------
+def test_a_tool_without_a_capability_is_denied_everywhere() -> None:
+    full = policy.parse({"hosts": {URL: {"access_mode": "full_access"}}})
+    assert policy.decide(full, URL, None) == "deny"
+    assert policy.decide(policy.parse({}), URL, None) == "deny"
+
+
+def test_workspace_is_a_confined_preset_and_no_caps_make_it_trusted() -> None:
+    parsed = policy.parse({"hosts": {URL: {"access_mode": "workspace"}}})
+    host = parsed.for_url(URL)
+    assert (host.access_mode, host.confined, host.label) == (policy.WORKSPACE, True, "workspace")
+    assert policy.decide(parsed, URL, "commands") == "allow" and policy.decide(parsed, URL, "files") == "allow"
+    assert policy.decide(parsed, URL, "camera") == "deny"
+    trusted_caps = dict(policy.PRESETS[policy.TRUSTED])
+    explicit = policy.parse({"hosts": {URL: {"access_mode": "workspace", "capabilities": trusted_caps}}})
+    assert explicit.for_url(URL).access_mode == policy.WORKSPACE and explicit.for_url(URL).confined
+    assert not policy.parse({"hosts": {URL: {"access_mode": "trusted"}}}).for_url(URL).confined
+    # a "confined" flag beside another mode only ever narrows it
+    flagged = policy.parse({"hosts": {URL: {"access_mode": "trusted", "confined": True}}})
+    assert flagged.for_url(URL).confined and flagged.for_url(URL).access_mode == policy.WORKSPACE
+
+
+def test_workspace_survives_capability_edits_and_merges(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    policy.set_mode(path, URL, policy.WORKSPACE)
+    edited = policy.set_capability(path, URL, "commands", "ask")
+    assert edited.confined and edited.access_mode == policy.WORKSPACE and edited.label == "workspace (custom)"
+    back = policy.set_capability(path, URL, "commands", "allow")
+    assert back.confined and back.label == "workspace"
+    stored = json.loads(path.read_text())["hosts"][URL]
+    assert stored["access_mode"] == "workspace" and stored["confined"] is True  # the reference reads it as restricted
+    assert policy.load(path).for_url(URL).confined
+    merged = policy.parse({"hosts": {URL: {"access_mode": "workspace"}, URL + "/": {"access_mode": "full_access"}}})
+    assert merged.for_url(URL).confined and merged.for_url(URL).access_mode == policy.WORKSPACE
+    assert merged.for_url(URL).capabilities["screen_input"] == "disabled"
+    policy.set_mode(path, URL, policy.TRUSTED)  # only an explicit preset leaves the workspace
+    assert not policy.load(path).for_url(URL).confined
+    assert "confined" not in json.loads(path.read_text())["hosts"][URL]
+
+
+def test_inferring_a_mode_never_yields_workspace(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    policy.set_mode(path, URL, policy.TRUSTED)
+    for cap in ("screen_input", "usb"):
+        host = policy.set_capability(path, URL, cap, "disabled")
+    assert host.capabilities == policy.PRESETS[policy.WORKSPACE]
+    assert not host.confined and host.access_mode == policy.CUSTOM
+
+
+def test_always_for_commands_stays_confined(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    policy.set_mode(path, URL, policy.WORKSPACE)
+    policy.set_capability(path, URL, "commands", "ask")
+    assert policy.allow_always(path, URL, "commands").confined
+    assert policy.load(path).for_url(URL).access_mode == policy.WORKSPACE
+    # on an unconfined host, "always" allows commands only inside the workspace sandbox
+    policy.set_mode(path, URL, policy.ASK_EVERY_TIME)
+    host = policy.allow_always(path, URL, "commands")
+    assert host.confined and host.capabilities["commands"] == "allow" and host.capabilities["files"] == "ask"
+    policy.set_mode(path, URL, policy.ASK_EVERY_TIME)
+    files = policy.allow_always(path, URL, "files")  # files are confined to roots in every mode below full access
+    assert not files.confined and files.capabilities["files"] == "allow"
+
+
+def test_legacy_consent_lifts_only_a_host_without_a_record() -> None:
+    assert policy.parse({}).for_url(URL, legacy_consented=True).access_mode == policy.TRUSTED
+    assert policy.parse({}).for_url(URL, legacy_consented=True).legacy
+    assert policy.decide(policy.parse({}), URL, "commands", legacy_consented=True) == "allow"
+    for mode in ("ask", "workspace", "structured", "ask_every_time"):
+        parsed = policy.parse({"hosts": {URL: {"access_mode": mode}}})
+        assert parsed.for_url(URL, legacy_consented=True) == parsed.for_url(URL)
+        assert policy.decide(parsed, URL, "commands", legacy_consented=True) != "allow" or mode == "workspace"
+    assert policy.parse({}).for_url(URL, legacy_consented=True).label == "trusted (legacy consent)"

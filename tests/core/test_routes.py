@@ -198,3 +198,16 @@ def test_role_labels(role: str | None, label: str) -> None:
 )
 def test_secure_means_a_wss_url(route: Route, secure: bool) -> None:
     assert route.secure is secure
+
+
+@pytest.mark.parametrize("raw,suggested", [
+    ("ws//127.0.0.1:50881", "ws://127.0.0.1:50881"),  # used to suggest ws://ws//127.0.0.1:50881:8767
+    ("ws:/10.0.0.2", "ws://10.0.0.2:8767"),
+    ("wss//relay.example.com", "wss://relay.example.com"),
+    ("https//relay.example.com:8443", "wss://relay.example.com:8443"),
+])
+def test_a_scheme_typed_without_its_colon_slash_slash_gets_the_url_it_meant(raw, suggested):
+    with pytest.raises(UsageError) as info:
+        normalize_relay_url(raw)
+    assert info.value.message.endswith(f'the scheme needs "://", e.g. {suggested}')
+    assert normalize_relay_url(suggested)[0].startswith(suggested.split(":")[0].replace("https", "wss"))

@@ -45,7 +45,8 @@ def test_second_agent_refuses_to_start(agent_env) -> None:
     second = subprocess.run([sys.executable, "-m", "hermes_relay.agent", "run"], env=agent_env.env,
                             capture_output=True, text=True, timeout=30)
     assert second.returncode != 0
-    assert "already running" in second.stderr
+    assert second.stderr.count("already running") == 1, second.stderr  # said once, not log line + report
+    assert second.stderr.startswith("hermes-relay agent: another hermes-relay agent is already running")
 
 
 def _raw(env) -> socket.socket:  # type: ignore[no-untyped-def]

@@ -45,7 +45,7 @@ def test_pair_status_devices_route_and_revoke_through_the_cli(relay_proc, agent_
     after = agent_env.cli("status")
     assert after.returncode == 1  # a revoked pairing needs the user
     assert "revoked" in after.stdout and relay_proc.url in after.stdout
-    assert (f"    fix:      run hermes-pair on the relay host, then hermes-relay pair CODE --remote {relay_proc.url}"
+    assert (f"    fix:      run hermes-pair on the relay host, then hermes-relay pair --remote {relay_proc.url} (it asks for the code)"
             in after.stdout.splitlines())
     assert "expires:" not in after.stdout  # the stale expiry is hidden
     assert relay_proc.url in agent_env.store()["sessions"]  # kept until the user removes it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -145,3 +146,55 @@ async def test_busy_port_exits_1_with_a_hint(tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "pick another --port" in err
     assert "Traceback" not in err
+
+
+async def test_the_relay_host_commands_find_a_relay_started_on_another_port(tmp_path):
+    # `hermes-relay-server --port P` then plain `hermes-pair` / `sessions`: they used to try 8767.
+    env = server_env(tmp_path)
+    state = Path(env["HERMES_RELAY_SERVER_DIR"])
+    pair_script = SCRIPT.with_name("hermes-pair")
+    with trio.fail_after(SUBPROCESS_GUARD), open(tmp_path / "stderr.log", "wb") as errlog:
+        proc = await trio.lowlevel.open_process([str(SCRIPT), "--port", "0"], stdout=subprocess.PIPE, stderr=errlog, env=env)
+        try:
+            assert proc.stdout is not None
+            lines = await read_lines(proc.stdout, 2)
+            url = lines[0].rsplit(" ", 1)[-1]
+            assert lines[1].startswith("next: run `hermes-pair` on this host"), lines  # found without --relay
+            assert json.loads((state / "listening.json").read_text())["url"] == url
+
+            minted = await trio.run_process([str(pair_script), "--json"], capture_stdout=True, capture_stderr=True,
+                                            check=False, env=env)
+            assert minted.returncode == 0, minted.stderr.decode()
+            assert json.loads(minted.stdout)["relay_url"].rsplit(":", 1)[-1] == url.rsplit(":", 1)[-1]
+            listed = await trio.run_process([str(SCRIPT), "sessions", "list", "--json"], capture_stdout=True,
+                                            capture_stderr=True, check=False, env=env)
+            assert (listed.returncode, json.loads(listed.stdout)) == (0, {"sessions": []}), listed.stderr.decode()
+
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+            assert not (state / "listening.json").exists()  # a stopped relay is not found any more
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+                if proc.stdout is not None:
+                    await proc.stdout.aclose()
+
+
+def test_the_local_relay_is_the_listening_file_then_relay_port_then_8767(tmp_path, monkeypatch):
+    from hermes_relay.relay import listening
+
+    env = {"HERMES_RELAY_SERVER_DIR": str(tmp_path)}
+    assert listening.local_relay(env) == "ws://127.0.0.1:8767"
+    assert listening.local_relay({**env, "RELAY_PORT": "50881"}) == "ws://127.0.0.1:50881"
+    assert listening.local_relay({**env, "RELAY_PORT": "nonsense"}) == "ws://127.0.0.1:8767"
+    listening.record(tmp_path, "wss://127.0.0.1:50999", os.getpid())
+    assert listening.local_relay({**env, "RELAY_PORT": "50881"}) == "wss://127.0.0.1:50999"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    listening.record(tmp_path, "ws://127.0.0.1:50998", int(dead.stdout))  # a relay killed with -9 left it behind
+    assert listening.local_relay(env) == "ws://127.0.0.1:8767"
+    (tmp_path / "listening.json").write_text("{not json")
+    assert listening.local_relay(env) == "ws://127.0.0.1:8767"
+    assert listening.local_url("ws", "0.0.0.0", 1) == "ws://127.0.0.1:1"
+    assert listening.local_url("ws", "::1", 1) == "ws://[::1]:1"

@@ -5,6 +5,7 @@ relay host (a direct loopback caller without a bearer) may extend any, also thro
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 import trio
@@ -146,14 +147,18 @@ async def test_sessions_command_lists_extends_and_revokes_over_loopback(relay):
     _, obj = await http_json("GET", f"{relay.http}/sessions")
     assert obj["sessions"][0]["expires_at"] is None
 
-    code, out, _ = await run_cmd(["--relay", relay.url, "revoke", prefix])
+    code, out, err = await run_cmd(["--relay", relay.url, "revoke", prefix])  # no terminal, no --yes
+    assert code == 2 and "pass --yes" in err and "revoked" not in out
+    code, out, _ = await run_cmd(["--relay", relay.url, "list", "--json"])  # flags after the subcommand
+    assert code == 0 and json.loads(out)["sessions"][0]["token_prefix"] == prefix
+    code, out, _ = await run_cmd(["revoke", prefix, "--relay", relay.url, "--yes"])
     assert (code, out.strip()) == (0, f"revoked {prefix}")
     code, out, _ = await run_cmd(["--relay", relay.url])
     assert (code, out.strip()) == (0, "no paired devices")
 
 
 async def test_sessions_command_explains_a_bad_prefix(relay):
-    code, _, err = await run_cmd(["--relay", relay.url, "revoke", "ab"])
+    code, _, err = await run_cmd(["--relay", relay.url, "revoke", "ab", "--yes"])
     assert code == 1
     assert "HTTP 400" in err and "at least 4" in err
 
@@ -165,3 +170,12 @@ async def test_hermes_relay_server_dispatches_the_sessions_subcommand(relay, cap
     code = await trio.to_thread.run_sync(lambda: main(["sessions", "--relay", relay.url, "--json", "list"]))
     assert code == 0
     assert f'"token_prefix": "{ok["session_token"][:8]}"' in capsys.readouterr().out
+
+
+def test_sessions_command_takes_a_prefix_that_starts_with_a_dash():
+    # 1 token in 64 starts with "-": it is the prefix, not an unknown option (exit 2 before).
+    from hermes_relay.relay.sessions_cmd import build_parser
+
+    assert build_parser().parse_args(["revoke", "-meWxcQq"]).prefix == "-meWxcQq"
+    args = build_parser().parse_args(["extend", "-meW", "--ttl", "30d"])
+    assert (args.prefix, args.ttl) == ("-meW", "30d")

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hermes_relay.core import envguard
 from hermes_relay.core.desktop import ToolContext, ToolError
 
 _MISSING = object()
@@ -91,7 +92,11 @@ def choice(args: dict[str, Any], name: str, options: tuple[str, ...], default: s
 
 
 def env_map(args: dict[str, Any], name: str = "env") -> dict[str, str]:
-    """An object of string to string (environment overrides); absent gives {}."""
+    """An object of string to string (environment overrides); absent gives {}.
+
+    A name that changes what the command loads or runs (``core.envguard.dangerous_env``: ``BASH_FUNC_*``,
+    ``LD_PRELOAD``, ``BASH_ENV``, ``PATH`` ...) is refused, naming the variable.
+    """
     value = args.get(name)
     if value is None:
         return {}
@@ -101,6 +106,10 @@ def env_map(args: dict[str, Any], name: str = "env") -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str) or not key or "=" in key or "\x00" in key or "\x00" in item:
             raise ToolError(f'argument "{name}" entry {key!r} must be a non-empty name without "=" mapped to a string')
+        reason = envguard.dangerous_env(key)
+        if reason:
+            raise ToolError(f'refusing the environment override in "{name}": {reason}; '
+                            f"set it inside the command instead, where the approval shows it")
         out[key] = item
     return out
 

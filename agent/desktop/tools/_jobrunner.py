@@ -1,12 +1,19 @@
-"""The tiny detached runner behind desktop_job_start and desktop_spawn_detached (stdlib only).
+"""The tiny detached runner behind desktop_job_start and desktop_spawn_detached (stdlib + psutil).
 
-``python -I _jobrunner.py DIR`` forks once (its parent exits at once, so the agent is left with
-no child to reap), reads ``DIR/meta.json``, starts the
-job's command in its own session with its output going straight to the log files named there,
-records the pid in meta.json, prints ``pid N`` (or ``error MESSAGE``) on stdout for the agent and
-closes it, then waits and records ``ended_at_ms``, ``exit_code`` and ``signal``. Because the runner
-and the job outlive the agent, a job keeps running and its end is recorded across agent restarts.
-A ``cancelled`` file in DIR (written by desktop_job_cancel) marks the end as a kill by the user.
+``python -I _jobrunner.py DIR`` forks once (its parent exits at once, so the agent is left with no
+child to reap), then reads what to run from its stdin: a decimal length, a newline, and that many bytes
+of JSON ``{argv, cwd, env, logs, stdin}`` (``argv`` is already wrapped by the command sandbox; ``env``
+holds only the call's overrides). Whatever follows on stdin is the job's own stdin. The runner never
+reads what to run from a file: ``DIR/meta.json`` is shared with other clients and forgeable.
+
+It starts the job in its own session with its output going straight to the log files, prints
+``ok {pid, pid_create_time, runner_pid, runner_create_time}`` (or ``error MESSAGE``) on stdout for the
+agent and closes it, then waits and records ``ended_at_ms``, ``exit_code`` and ``signal`` in meta.json
+(informational: the agent decides nothing from it). The runner is trusted code: it runs unconfined with
+the agent's environment (``-I``; the overrides reach only the job), and confines nothing itself: the
+sandbox wraps the job's argv. A ``cancelled`` file in DIR (written by desktop_job_cancel) marks the end
+as a kill by the user. Because the runner and the job outlive the agent, a job's end is recorded across
+agent restarts.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,6 +30,8 @@ from typing import Any
 
 META = "meta.json"
 CANCELLED = "cancelled"
+MAX_SPEC = 64 << 20  # bytes; a spec holds one command (bounded by the relay frame) and a few paths
+MAX_META = 16 << 20
 
 
 def now_ms() -> int:
@@ -29,26 +39,79 @@ def now_ms() -> int:
 
 
 def read_meta(job_dir: Path) -> dict[str, Any]:
-    return json.loads((job_dir / META).read_text("utf-8"))
+    """meta.json of ``job_dir``; {} when it is missing, not a regular file, too large or not an object."""
+    try:
+        fd = os.open(job_dir / META, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return {}
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return {}
+            meta = json.loads(f.read(MAX_META + 1)[:MAX_META])
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def write_meta(job_dir: Path, meta: dict[str, Any]) -> None:
     tmp = job_dir / f".{META}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True), "utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(meta, indent=2, sort_keys=True))
     os.replace(tmp, job_dir / META)
 
 
+def _record(job_dir: Path, meta: dict[str, Any]) -> None:
+    try:
+        write_meta(job_dir, meta)
+    except OSError:  # meta.json is informational; a job must not fail for it
+        pass
+
+
+def read_spec(fd: int = 0) -> dict[str, Any]:
+    """The job's spec from ``fd``: ``<length>\\n`` then that many bytes of JSON; the rest stays unread."""
+    header = b""
+    while not header.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte or len(header) > 20:
+            raise ValueError("no job spec on stdin")
+        header += byte
+    size = int(header)
+    if not 0 < size <= MAX_SPEC:
+        raise ValueError(f"job spec of {size} bytes")
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise ValueError("job spec cut short")
+        data += chunk
+    spec = json.loads(data)
+    if not isinstance(spec, dict):
+        raise ValueError("job spec is not an object")
+    return spec
+
+
+def encode_spec(spec: dict[str, Any]) -> bytes:
+    data = json.dumps(spec, ensure_ascii=True).encode("ascii")
+    return b"%d\n" % len(data) + data
+
+
 def _open_log(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
 
 
 def _create_time(pid: int) -> float | None:
     try:
         import psutil
 
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except Exception:
         return None
+
+
+def _reply(line: str) -> None:
+    print(line, flush=True)
 
 
 def main(argv: list[str]) -> int:
@@ -58,37 +121,48 @@ def main(argv: list[str]) -> int:
     if os.name != "nt" and os.fork() != 0:
         os._exit(0)  # the agent reaps this parent at once; the runner lives on, adopted by init
     job_dir = Path(argv[1])
-    meta = read_meta(job_dir)
-    logs = meta["log_paths"]
-    out = _open_log(logs.get("stdout") or logs["combined"])
-    err = _open_log(logs["stderr"]) if "stderr" in logs else out
-    stdin = sys.stdin.fileno() if meta.get("had_stdin") else subprocess.DEVNULL
+    try:
+        spec = read_spec()
+        logs = spec["logs"]
+        env = dict(os.environ)
+        env.update(spec.get("env") or {})
+        out = _open_log(logs.get("stdout") or logs["combined"])
+        err = _open_log(logs["stderr"]) if "stderr" in logs else out
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _reply(f"error could not start: {exc}")
+        return 1
+    stdin = 0 if spec.get("stdin") else subprocess.DEVNULL
     session: dict[str, Any]
     if sys.platform == "win32":
         session = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
     else:
         session = {"start_new_session": True}
+    meta = read_meta(job_dir)
     try:
         proc = subprocess.Popen(
-            meta["argv"], cwd=meta["cwd"], stdin=stdin, stdout=out, stderr=err, close_fds=True, **session
+            list(spec["argv"]), cwd=spec["cwd"], env=env, stdin=stdin, stdout=out, stderr=err, close_fds=True,
+            **session,
         )
-    except OSError as exc:
-        meta.update(ended_at_ms=now_ms(), exit_code=None, error=f"could not start: {exc.strerror or exc}")
-        write_meta(job_dir, meta)
-        print(f"error {meta['error']}", flush=True)
+    except (OSError, ValueError, TypeError) as exc:
+        error = f"could not start: {getattr(exc, 'strerror', None) or exc}"
+        meta.update(ended_at_ms=now_ms(), exit_code=None, error=error)
+        _record(job_dir, meta)
+        _reply(f"error {error}")
         return 1
     finally:
         os.close(out)
         if err != out:
             os.close(err)
-    meta.update(pid=proc.pid, pid_create_time=_create_time(proc.pid), runner_pid=os.getpid())
-    write_meta(job_dir, meta)
-    print(f"pid {proc.pid}", flush=True)
+    started = {"pid": proc.pid, "pid_create_time": _create_time(proc.pid), "runner_pid": os.getpid(),
+               "runner_create_time": _create_time(os.getpid())}
+    meta.update(pid=proc.pid, runner_pid=os.getpid())
+    _record(job_dir, meta)
+    _reply("ok " + json.dumps(started))
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(devnull, fd)
     code = proc.wait()
-    meta = read_meta(job_dir)
+    meta = read_meta(job_dir) or meta
     meta["ended_at_ms"] = now_ms()
     if code < 0:
         meta["exit_code"] = None
@@ -102,7 +176,7 @@ def main(argv: list[str]) -> int:
         meta["killed_by"] = "user"
     elif code < 0:
         meta["killed_by"] = "signal"
-    write_meta(job_dir, meta)
+    _record(job_dir, meta)
     return 0
 
 

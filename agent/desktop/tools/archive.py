@@ -4,109 +4,275 @@ desktop_unzip looks at every entry before it writes anything: an entry with an a
 ``..`` that leaves ``dest``, a link pointing out of ``dest`` or a special file refuses the whole
 archive, and so does a total size above MAX_EXTRACT_BYTES. desktop_zip writes to a temporary file
 beside ``dest`` and renames it into place, then reports its size and SHA-256.
+
+desktop_zip walks its source by descriptor and never enters a link to a folder; a link to a file
+is stored as a link in a tar and followed (inside the roots only, under a confinement) in a zip.
+FIFOs, sockets and devices are left out. Under a confinement, protected folders and files are left
+out before they are opened, and desktop_unzip's checks (``_extract.py``) also refuse entries into
+protected folders, persistence paths and ``.git`` folders.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import os
+import stat
 import tarfile
-import tempfile
 import threading
+import time
 import zipfile
-from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
 
 from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
 
-from . import _args, _thread
+from . import _args, _extract, _fs, _guard, _thread
 
 MAX_EXTRACT_BYTES = 4 << 30
 MAX_ENTRIES = 200_000
 FORMATS = ("zip", "tar", "tar.gz", "tgz")
+MAX_DEPTH = 256  # folders deeper than this are left out (each level is a nested generator)
 _CHUNK = 1 << 20
+_ZIP64_FROM = (1 << 31) - (1 << 20)  # zipfile needs zip64 announced for members it cannot size otherwise
 
 
-def _sha256(stop: threading.Event, target: Path) -> str:
+def _sha256(stop: threading.Event, f: IO[bytes]) -> str:
     h = hashlib.sha256()
-    with open(target, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            _thread.check(stop)
-            h.update(chunk)
+    f.seek(0)
+    while chunk := f.read(_CHUNK):
+        _thread.check(stop)
+        h.update(chunk)
     return h.hexdigest()
 
 
-def _entries(stop: threading.Event, source: Path, skip: set[Path]):
-    """(path, name in archive) for ``source`` and everything under it, parents before children."""
-    base = source.parent
-    yield source, source.name
-    if not source.is_dir() or source.is_symlink():
-        return
-    for here, dirs, files in os.walk(source):
+@dataclass
+class _Item:
+    arcname: str
+    kind: str  # "dir", "file" or "link"
+    info: os.stat_result
+    dirfd: int | None  # the folder the entry is in (valid until the walk moves on)
+    name: str
+    path: Path
+
+
+def _items(g: _guard.Guard, stop: threading.Event, dirfd: int, arc: str, here: Path, skip: set[_guard.Ident],
+           depth: int = 0) -> Iterator[_Item]:
+    """Entries below the open folder ``dirfd`` in os.walk order: the folder's subfolders, then its
+    other entries, then each subfolder's contents. Links are never entered; protected entries
+    (under a confinement) are left out before they are opened."""
+    entries: list[tuple[str, os.stat_result]] = []
+    for name in sorted(os.listdir(dirfd)):
+        try:
+            entries.append((name, os.stat(name, dir_fd=dirfd, follow_symlinks=False)))
+        except FileNotFoundError:
+            continue
+    folders = [(n, i) for n, i in entries if stat.S_ISDIR(i.st_mode) and g.allowed(i)]
+    for name, info in folders:
+        yield _Item(f"{arc}/{name}", "dir", info, dirfd, name, here / name)
+    for name, info in entries:
         _thread.check(stop)
-        dirs.sort()
-        for name in sorted(dirs) + sorted(files):
-            item = Path(here) / name
-            if item not in skip:
-                yield item, item.relative_to(base).as_posix()
+        if _guard.ident(info) in skip or stat.S_ISDIR(info.st_mode):
+            continue
+        kind = "file" if stat.S_ISREG(info.st_mode) else "link" if stat.S_ISLNK(info.st_mode) else ""
+        if kind:
+            yield _Item(f"{arc}/{name}", kind, info, dirfd, name, here / name)
+    if depth >= MAX_DEPTH:
+        return
+    for name, _info in folders:
+        try:
+            sub = os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=dirfd)
+        except OSError:
+            continue
+        try:
+            if g.allowed(os.fstat(sub)):
+                yield from _items(g, stop, sub, f"{arc}/{name}", here / name, skip, depth + 1)
+        finally:
+            os.close(sub)
 
 
-def _write_archive(stop: threading.Event, source: Path, dest: Path, fmt: str, tmp: Path) -> str:
-    skip = {dest, tmp}
-    if fmt == "zip":
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for item, name in _entries(stop, source, skip):
-                if item.is_dir() and not item.is_symlink():
-                    zf.write(item, name + "/")
-                elif item.is_file():
-                    zf.write(item, name)
-        return "python-zipfile"
+def _open_item(g: _guard.Guard, item: _Item, *, follow: bool) -> tuple[int, os.stat_result] | None:
+    """The regular file an entry is (or a link leads to, when ``follow``), opened; None to leave it out."""
+    assert item.dirfd is not None
+    try:
+        if item.kind == "file":
+            return g.open_entry(item.dirfd, item.name, item.path)
+        if not follow:
+            return None
+        if g.confined:
+            return g.open_file(item.path)  # followed inside the roots only
+        return g.open_entry(item.dirfd, item.name, item.path, follow=True)
+    except (ToolError, OSError):
+        return None
+
+
+def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
+    t = time.localtime(mtime)
+    return (1980, 1, 1, 0, 0, 0) if t.tm_year < 1980 else (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min,
+                                                             t.tm_sec)
+
+
+def _write_zip(g: _guard.Guard, stop: threading.Event, out: IO[bytes], items: Iterator[_Item]) -> None:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for item in items:
+            if item.kind == "dir":
+                zi = zipfile.ZipInfo(item.arcname + "/", _zip_time(item.info.st_mtime))
+                zi.external_attr = (stat.S_IMODE(item.info.st_mode) | stat.S_IFDIR) << 16 | 0x10
+                zf.writestr(zi, b"")
+                continue
+            opened = _open_item(g, item, follow=True)
+            if opened is None:
+                continue
+            fd, info = opened
+            try:
+                zi = zipfile.ZipInfo(item.arcname, _zip_time(info.st_mtime))
+                zi.external_attr = (info.st_mode & 0xFFFF) << 16
+                zi.compress_type = zipfile.ZIP_DEFLATED
+                zi.file_size = info.st_size
+                with zf.open(zi, "w", force_zip64=info.st_size > _ZIP64_FROM) as dst:
+                    while chunk := os.read(fd, _CHUNK):
+                        _thread.check(stop)
+                        dst.write(chunk)
+            finally:
+                g.release(fd)
+
+
+def _write_tar(g: _guard.Guard, stop: threading.Event, out: IO[bytes], items: Iterator[_Item], fmt: str) -> None:
     mode: Literal["w", "w:gz"] = "w" if fmt == "tar" else "w:gz"
-    with tarfile.open(tmp, mode) as tf:
-        for item, name in _entries(stop, source, skip):
-            tf.add(item, name, recursive=False)
-    return "python-tarfile"
+    with tarfile.open(fileobj=out, mode=mode) as tf:
+        for item in items:
+            ti = tarfile.TarInfo(item.arcname)
+            info = item.info
+            ti.mode, ti.mtime, ti.uid, ti.gid = stat.S_IMODE(info.st_mode), int(info.st_mtime), info.st_uid, info.st_gid
+            if item.kind == "dir":
+                ti.type = tarfile.DIRTYPE
+                tf.addfile(ti)
+            elif item.kind == "link":
+                assert item.dirfd is not None
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = os.readlink(item.name, dir_fd=item.dirfd)
+                tf.addfile(ti)
+            else:
+                opened = _open_item(g, item, follow=False)
+                if opened is None:
+                    continue
+                fd, info = opened
+                try:
+                    ti.size = info.st_size
+                    with io.FileIO(fd, closefd=False) as src:
+                        tf.addfile(ti, _Checked(src, stop))
+                finally:
+                    g.release(fd)
+
+
+class _Checked(io.RawIOBase):
+    """A reader that stops with its call (tarfile copies a member in one go)."""
+
+    def __init__(self, src: io.FileIO, stop: threading.Event) -> None:
+        self.src, self.stop = src, stop
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        _thread.check(self.stop)
+        return self.src.read(size if size >= 0 else _CHUNK) or b""
+
+
+def _source(g: _guard.Guard, source: Path) -> tuple[int, os.stat_result, bool]:
+    try:
+        fd = g.open_dir(source)
+        return fd, os.fstat(fd), True
+    except NotADirectoryError:
+        pass
+    except FileNotFoundError:
+        raise ToolError(f"source {source} does not exist") from None
+    try:
+        fd, info = g.open_file(source)
+    except FileNotFoundError:
+        raise ToolError(f"source {source} does not exist") from None
+    return fd, info, False
+
+
+def _build(g: _guard.Guard, stop: threading.Event, source: Path, dest: Path, fmt: str) -> tuple[str, int, str]:
+    src, src_info, is_dir = _source(g, source)
+    try:
+        slot = g.locate(dest, write=True)
+    except FileNotFoundError:
+        raise ToolError(f"directory {dest.parent} does not exist") from None
+    if slot.info is not None and stat.S_ISDIR(slot.info.st_mode):
+        raise ToolError(f"dest {dest} is a directory; pass the archive's file path")
+    tmp, tfd = _fs.create_temp(slot.dirfd, slot.name)
+    try:
+        with os.fdopen(tfd, "w+b") as out:
+            skip = {_guard.ident(os.fstat(out.fileno()))} | ({_guard.ident(slot.info)} if slot.info else set())
+            top = _Item(source.name, "dir" if is_dir else "file", src_info, None, source.name, source)
+            if fmt == "zip":
+                impl = "python-zipfile"
+                if is_dir:
+                    _write_zip(g, stop, out, itertools.chain([top], _items(g, stop, src, source.name, source, skip)))
+                else:
+                    _write_zip_file(stop, out, top, src, src_info)
+            else:
+                impl = "python-tarfile"
+                if is_dir:
+                    _write_tar(g, stop, out, itertools.chain([top], _items(g, stop, src, source.name, source, skip)), fmt)
+                else:
+                    _write_tar_file(stop, out, top, src, fmt)
+            out.flush()
+            os.fsync(out.fileno())
+            digest = _sha256(stop, out)
+            size = os.fstat(out.fileno()).st_size
+        os.rename(tmp, slot.name, src_dir_fd=slot.dirfd, dst_dir_fd=slot.dirfd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=slot.dirfd)
+        except OSError:
+            pass
+        raise
+    return impl, size, digest
+
+
+def _write_zip_file(stop: threading.Event, out: IO[bytes], item: _Item, fd: int, info: os.stat_result) -> None:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zi = zipfile.ZipInfo(item.arcname, _zip_time(info.st_mtime))
+        zi.external_attr = (info.st_mode & 0xFFFF) << 16
+        zi.compress_type = zipfile.ZIP_DEFLATED
+        zi.file_size = info.st_size
+        with zf.open(zi, "w", force_zip64=info.st_size > _ZIP64_FROM) as dst:
+            while chunk := os.read(fd, _CHUNK):
+                _thread.check(stop)
+                dst.write(chunk)
+
+
+def _write_tar_file(stop: threading.Event, out: IO[bytes], item: _Item, fd: int, fmt: str) -> None:
+    mode: Literal["w", "w:gz"] = "w" if fmt == "tar" else "w:gz"
+    info = item.info
+    with tarfile.open(fileobj=out, mode=mode) as tf:
+        ti = tarfile.TarInfo(item.arcname)
+        ti.mode, ti.mtime, ti.uid, ti.gid = stat.S_IMODE(info.st_mode), int(info.st_mtime), info.st_uid, info.st_gid
+        ti.size = info.st_size
+        with io.FileIO(fd, closefd=False) as src:
+            tf.addfile(ti, _Checked(src, stop))
 
 
 async def desktop_zip(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     source = _args.path(args, "source", ctx)
     dest = _args.path(args, "dest", ctx)
     fmt = _args.choice(args, "format", FORMATS, "zip")
-    if not source.exists():
-        raise ToolError(f"source {source} does not exist")
-    if dest.is_dir():
-        raise ToolError(f"dest {dest} is a directory; pass the archive's file path")
-    if not dest.parent.is_dir():
-        raise ToolError(f"directory {dest.parent} does not exist")
 
     def build(stop: threading.Event) -> tuple[str, int, str]:
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            impl = _write_archive(stop, source, dest, fmt, tmp)
-            digest = _sha256(stop, tmp)
-            size = tmp.stat().st_size
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return impl, size, digest
+        with _guard.Guard(ctx.confinement) as g:
+            return _build(g, stop, source, dest, fmt)
 
     try:
         impl, size, digest = await _thread.run(build)
     except OSError as exc:
         raise ToolError(f"could not write {dest}: {exc}") from exc
     return {"ok": True, "dest": str(dest), "size_bytes": size, "sha256": digest, "impl": impl, "format": fmt}
-
-
-def _safe_name(name: str) -> PurePosixPath:
-    posix = PurePosixPath(name.replace("\\", "/"))
-    if posix.is_absolute() or (posix.parts and posix.parts[0].endswith(":")):
-        raise ToolError(f"archive entry {name!r} has an absolute path; nothing was extracted")
-    if ".." in posix.parts:
-        raise ToolError(f"archive entry {name!r} leaves the destination; nothing was extracted")
-    return posix
 
 
 def _check_total(total: int, count: int) -> None:
@@ -116,83 +282,54 @@ def _check_total(total: int, count: int) -> None:
         raise ToolError(f"archive would extract {total} bytes, over the {MAX_EXTRACT_BYTES}-byte limit; nothing was extracted")
 
 
-def _inside(dest_real: str, target: Path) -> bool:
-    real = os.path.realpath(target)
-    return real == dest_real or real.startswith(dest_real + os.sep)
+def _unpack(g: _guard.Guard, stop: threading.Event, f: IO[bytes], source: Path, dest: Path) -> tuple[str, int, int]:
+    try:
+        slot = g.locate(dest, write=True)
+    except FileNotFoundError:
+        slot = None  # its parent is missing too: made below, each level checked
+    if slot is not None and slot.info is not None and not stat.S_ISDIR(slot.info.st_mode):
+        raise ToolError(f"dest {dest} exists and is not a directory")
+    if zipfile.is_zipfile(f):
+        f.seek(0)
+        with zipfile.ZipFile(f) as zf:
+            return ("python-zipfile", *_unpack_entries(g, stop, _extract.zip_entries(zf), dest, slot))
+    f.seek(0)
+    try:
+        tf = tarfile.open(fileobj=f)
+    except tarfile.TarError:
+        raise ToolError(f"{source} is neither a zip nor a tar archive") from None
+    with tf:
+        return ("python-tarfile", *_unpack_entries(g, stop, _extract.tar_entries(tf, dest), dest, slot))
 
 
-def _unzip(stop: threading.Event, source: Path, dest: Path) -> tuple[int, int]:
-    with zipfile.ZipFile(source) as zf:
-        members = zf.infolist()
-        dest_real = os.path.realpath(dest)
-        for m in members:
-            target = dest / _safe_name(m.filename)
-            if not _inside(dest_real, target if m.is_dir() else target.parent):
-                raise ToolError(f"archive entry {m.filename!r} would be written through a link out of {dest}; "
-                                "nothing was extracted")
-        _check_total(sum(m.file_size for m in members), len(members))
-        dest.mkdir(parents=True, exist_ok=True)
-        written = files = 0
-        for m in members:
-            _thread.check(stop)
-            target = dest / _safe_name(m.filename)
-            if m.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_symlink():
-                target.unlink()
-            with zf.open(m) as src, open(target, "wb") as out:
-                while chunk := src.read(_CHUNK):
-                    written += len(chunk)
-                    if written > MAX_EXTRACT_BYTES:
-                        raise ToolError(f"extraction passed the {MAX_EXTRACT_BYTES}-byte limit and stopped")
-                    out.write(chunk)
-            files += 1
-    return files, written
-
-
-def _untar(stop: threading.Event, source: Path, dest: Path) -> tuple[int, int]:
-    with tarfile.open(source) as tf:
-        members = tf.getmembers()
-        dest_abs = os.path.abspath(dest)
-        checked = []
-        for m in members:
-            _safe_name(m.name)
-            try:
-                checked.append(tarfile.data_filter(m, dest_abs))
-            except tarfile.FilterError as exc:
-                raise ToolError(f"archive entry {m.name!r} refused ({exc}); nothing was extracted") from None
-        dest_real = os.path.realpath(dest)
-        for m in checked:
-            if not _inside(dest_real, (dest / m.name).parent):
-                raise ToolError(f"archive entry {m.name!r} would be written through a link out of {dest}; nothing was extracted")
-        _check_total(sum(m.size for m in checked if m.isfile()), len(checked))
-        dest.mkdir(parents=True, exist_ok=True)
-        files = written = 0
-        for m in checked:
-            _thread.check(stop)
-            tf.extract(m, dest, filter="data")
-            if m.isfile():
-                files += 1
-                written += m.size
-    return files, written
+def _unpack_entries(g: _guard.Guard, stop: threading.Event, entries: list[_extract.Entry], dest: Path,
+                    slot: _guard.Slot | None) -> tuple[int, int]:
+    dest_fd = None
+    if slot is not None and slot.info is not None:
+        dest_fd = g.open_dir(dest, write=True)
+    _extract.check(g, entries, dest, dest_fd, slot)
+    _check_total(sum(e.size for e in entries if e.kind == "file"), len(entries))
+    if dest_fd is None:
+        dest_fd = g.make_dirs(dest)
+    return _extract.extract(g, stop, entries, dest_fd, dest, MAX_EXTRACT_BYTES)
 
 
 async def desktop_unzip(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     source = _args.path(args, "source", ctx)
     dest = _args.path(args, "dest", ctx)
-    if not source.is_file():
-        raise ToolError(f"source {source} is not a file")
-    if dest.exists() and not dest.is_dir():
-        raise ToolError(f"dest {dest} exists and is not a directory")
 
     def extract(stop: threading.Event) -> tuple[str, int, int]:
-        if zipfile.is_zipfile(source):
-            return ("python-zipfile", *_unzip(stop, source, dest))
-        if tarfile.is_tarfile(source):
-            return ("python-tarfile", *_untar(stop, source, dest))
-        raise ToolError(f"{source} is neither a zip nor a tar archive")
+        with _guard.Guard(ctx.confinement) as g:
+            try:
+                fd, _ = g.open_file(source)
+            except (FileNotFoundError, NotADirectoryError):
+                raise ToolError(f"source {source} is not a file") from None
+            except ToolError as exc:
+                if str(exc).startswith("not a regular file") or str(exc).startswith("no such file"):
+                    raise ToolError(f"source {source} is not a file") from None
+                raise
+            with io.BufferedReader(io.FileIO(fd, closefd=False)) as f:
+                return _unpack(g, stop, f, source, dest)
 
     try:
         impl, files, written = await _thread.run(extract)

@@ -3,22 +3,26 @@
 Reads are bounded (``max_bytes``, never more than ``ctx.max_output``) and say when they cut; writes
 go to a temporary file beside the target and replace it in one rename, so a failed write or a
 rejected patch leaves the old file as it was. Paths resolve against the call's cwd.
+
+Every path goes through the call's guard (``_guard.Guard`` over ``ctx.confinement``): under a
+confinement it is opened beneath its root and checked by identity, and the tool then works on the
+opened descriptors. Only regular files are read, opened without blocking (a FIFO or a device is
+refused at once), in bounded chunks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core import fileio
 from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
 
-from . import _args, _diff, _thread
+from . import _args, _copy, _diff, _fs, _guard, _thread
 
 DEFAULT_READ = 1_000_000
 _CHUNK = 1 << 20
@@ -38,18 +42,6 @@ def _utf8_prefix(data: bytes) -> bytes:
     return data
 
 
-def _regular(target: Path) -> os.stat_result:
-    try:
-        info = target.stat()
-    except FileNotFoundError:
-        raise ToolError(f"no such file: {target}") from None
-    except OSError as exc:
-        raise _os_error("read", target, exc) from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise ToolError(f"not a regular file: {target}")
-    return info
-
-
 def _read_umask() -> int:
     mask = os.umask(0)  # the only way to read it; done once, at import, before any tool thread runs
     os.umask(mask)
@@ -59,14 +51,38 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # a new file gets 0666 minus this, as open() would give it
 
 
-def write_atomic(target: Path, data: bytes) -> None:
-    """Replace ``target`` (following a symlink to its file) with ``data``, keeping its mode."""
-    real = fileio.write_target(target)
+def _read_fd(fd: int, target: Path, limit: int, stop: threading.Event) -> bytes:
     try:
-        mode = stat.S_IMODE(real.stat().st_mode)
+        return _fs.read_upto(fd, limit, partial(_thread.check, stop), _CHUNK)
+    except BlockingIOError:
+        raise ToolError(f"{target} did not answer (reading it would wait); only regular files are read") from None
+    except OSError as exc:
+        raise _os_error("read", target, exc) from exc
+
+
+def _slot(g: _guard.Guard, target: Path, *, create_dirs: bool = False) -> _guard.Slot:
+    """Where a write to ``target`` lands (its folder made first when ``create_dirs``)."""
+    try:
+        return g.locate(target, write=True)
     except FileNotFoundError:
-        mode = 0o666 & ~_UMASK
-    fileio.replace_file(real, data, mode=mode)
+        pass
+    if not create_dirs:
+        raise ToolError(f"directory {target.parent} does not exist; pass create_dirs: true to create it")
+    try:
+        g.make_dirs(target.parent)
+        return g.locate(target, write=True)
+    except FileNotFoundError as exc:
+        raise _os_error("create directory", target.parent, exc) from exc
+
+
+def _write(slot: _guard.Slot, target: Path, data: bytes) -> None:
+    if slot.info is not None and stat.S_ISDIR(slot.info.st_mode):
+        raise ToolError(f"{target} is a directory; pass the path of a file")
+    mode = stat.S_IMODE(slot.info.st_mode) if slot.info is not None else 0o666 & ~_UMASK
+    try:
+        _fs.replace_at(slot.dirfd, slot.name, data, mode)
+    except OSError as exc:
+        raise _os_error("write", target, exc) from exc
 
 
 async def desktop_read_file(args: dict[str, Any], ctx: ToolContext) -> str:
@@ -74,18 +90,26 @@ async def desktop_read_file(args: dict[str, Any], ctx: ToolContext) -> str:
     limit = min(_args.integer(args, "max_bytes", default=DEFAULT_READ, minimum=0), ctx.max_output)
 
     def read(stop: threading.Event) -> str:
-        _regular(target)
-        try:
-            with open(target, "rb") as f:
-                data = f.read(limit + 1)
-        except OSError as exc:
-            raise _os_error("read", target, exc) from exc
+        with _guard.Guard(ctx.confinement) as g:
+            fd, _ = _open(g, target)
+            data = _read_fd(fd, target, limit + 1, stop)
         if len(data) <= limit:
             return data.decode("utf-8", "replace")
         head = _utf8_prefix(data[:limit]).decode("utf-8", "replace")
         return f"{head}\n[... truncated at {limit} bytes]"
 
     return await _thread.run(read)
+
+
+def _open(g: _guard.Guard, target: Path) -> tuple[int, os.stat_result]:
+    try:
+        return g.open_file(target)
+    except FileNotFoundError:
+        raise ToolError(f"no such file: {target}") from None
+    except NotADirectoryError:
+        raise ToolError(f"no such file: {target} (a part of it is not a directory)") from None
+    except OSError as exc:
+        raise _os_error("read", target, exc) from exc
 
 
 async def desktop_write_file(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -95,20 +119,11 @@ async def desktop_write_file(args: dict[str, Any], ctx: ToolContext) -> dict[str
     data = content.encode("utf-8", "surrogatepass")
 
     def write(stop: threading.Event) -> None:
-        if target.is_dir():
-            raise ToolError(f"{target} is a directory; pass the path of a file")
-        parent = target.parent
-        if not parent.is_dir():
-            if not create_dirs:
-                raise ToolError(f"directory {parent} does not exist; pass create_dirs: true to create it")
+        with _guard.Guard(ctx.confinement) as g:
             try:
-                parent.mkdir(parents=True, exist_ok=True)
+                _write(_slot(g, target, create_dirs=create_dirs), target, data)
             except OSError as exc:
-                raise _os_error("create directory", parent, exc) from exc
-        try:
-            write_atomic(target, data)
-        except OSError as exc:
-            raise _os_error("write", target, exc) from exc
+                raise _os_error("write", target, exc) from exc
 
     await _thread.run(write)
     return {"ok": True, "bytes_written": len(data), "path": str(target)}
@@ -123,25 +138,26 @@ async def desktop_patch(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any
         raise ToolError(f"patch did not apply: {exc}") from exc
 
     def apply(stop: threading.Event) -> None:
-        original: str | None = None
-        if target.exists() or target.is_symlink():
-            _regular(target)
+        with _guard.Guard(ctx.confinement) as g:
             try:
-                original = target.read_bytes().decode("utf-8")
-            except UnicodeDecodeError:
-                raise ToolError(f"{target} is not UTF-8 text; desktop_patch leaves it unchanged") from None
-            except OSError as exc:
-                raise _os_error("read", target, exc) from exc
-        elif not target.parent.is_dir():
-            raise ToolError(f"directory {target.parent} does not exist")
-        try:
-            result = _diff.apply(diff, original)
-        except _diff.PatchError as exc:
-            raise ToolError(f"patch did not apply, {target} is unchanged: {exc}") from exc
-        try:
-            write_atomic(target, result.encode("utf-8"))
-        except OSError as exc:
-            raise _os_error("write", target, exc) from exc
+                slot = g.locate(target, write=True)
+            except FileNotFoundError:
+                raise ToolError(f"directory {target.parent} does not exist") from None
+            original: str | None = None
+            if slot.info is not None:
+                if not stat.S_ISREG(slot.info.st_mode):
+                    raise ToolError(f"not a regular file: {target}")
+                fd, info = g.open_entry(slot.dirfd, slot.name, target)
+                raw = _read_fd(fd, target, info.st_size + 1, stop)
+                try:
+                    original = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ToolError(f"{target} is not UTF-8 text; desktop_patch leaves it unchanged") from None
+            try:
+                result = _diff.apply(diff, original)
+            except _diff.PatchError as exc:
+                raise ToolError(f"patch did not apply, {target} is unchanged: {exc}") from exc
+            _write(slot, target, result.encode("utf-8"))
 
     await _thread.run(apply)
     return {"ok": True, "hunks_applied": len(diff.hunks), "path": str(target)}
@@ -152,17 +168,19 @@ async def desktop_checksum(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     algorithm = _args.choice(args, "algorithm", ("sha256", "sha1", "md5"), "sha256")
 
     def digest(stop: threading.Event) -> tuple[str, int]:
-        _regular(target)
         h = hashlib.new(algorithm)
         size = 0
-        try:
-            with open(target, "rb") as f:
-                while chunk := f.read(_CHUNK):
+        with _guard.Guard(ctx.confinement) as g:
+            fd, _ = _open(g, target)
+            try:
+                while chunk := os.read(fd, _CHUNK):
                     _thread.check(stop)
                     h.update(chunk)
                     size += len(chunk)
-        except OSError as exc:
-            raise _os_error("read", target, exc) from exc
+            except BlockingIOError:
+                raise ToolError(f"{target} did not answer (reading it would wait)") from None
+            except OSError as exc:
+                raise _os_error("read", target, exc) from exc
         return h.hexdigest(), size
 
     value, size = await _thread.run(digest)
@@ -175,52 +193,42 @@ async def desktop_copy_directory(args: dict[str, Any], ctx: ToolContext) -> dict
     overwrite = _args.boolean(args, "overwrite", False)
     preserve = _args.boolean(args, "preserve_timestamps", True)
     dereference = _args.boolean(args, "dereference", False)
-    if not source.is_dir():
-        raise ToolError(f"source {source} is not a directory")
     if dest == source or source in dest.parents:
         raise ToolError(f"dest {dest} is inside source {source}; choose a destination outside it")
-    if dest.exists() and not overwrite:
-        raise ToolError(f"dest {dest} already exists; pass overwrite: true to copy over it")
-    counts = {"files": 0, "dirs": 0}
 
-    def copy(stop: threading.Event) -> None:
-        copier = shutil.copy2 if preserve else shutil.copy
-        for root, dirs, files in os.walk(source, followlinks=dereference):
-            _thread.check(stop)
-            rel = Path(root).relative_to(source)
-            out_dir = dest / rel
-            if not out_dir.is_dir():
-                out_dir.mkdir(parents=True, exist_ok=True)
-                counts["dirs"] += 1
-            names = list(files)
-            if not dereference:
-                names += [d for d in dirs if (Path(root) / d).is_symlink()]
-            for name in names:
-                _thread.check(stop)
-                src, dst = Path(root) / name, out_dir / name
-                if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
-                    dst.unlink()
-                if src.is_symlink() and not dereference:
-                    os.symlink(os.readlink(src), dst)
-                elif src.is_file():
-                    copier(src, dst)
-                else:
-                    continue
-                counts["files"] += 1
-            if preserve:
-                shutil.copystat(root, out_dir)
+    def copy(stop: threading.Event) -> _copy.Counts:
+        with _guard.Guard(ctx.confinement) as g:
+            try:
+                src = g.open_dir(source)
+            except (FileNotFoundError, NotADirectoryError):
+                raise ToolError(f"source {source} is not a directory") from None
+            try:
+                existing = g.locate(dest, write=True).info
+            except FileNotFoundError:
+                existing = None
+            if existing is not None and not overwrite:
+                raise ToolError(f"dest {dest} already exists; pass overwrite: true to copy over it")
+            existed = existing is not None and stat.S_ISDIR(existing.st_mode)
+            out = g.make_dirs(dest)
+            counts = _copy.Counts(dirs=0 if existed else 1)
+            _copy.copy_tree(g, stop, src, out, source, dest, preserve=preserve, dereference=dereference, counts=counts)
+            return counts
 
     try:
-        await _thread.run(copy)
+        counts = await _thread.run(copy)
     except OSError as exc:
         raise ToolError(f"copy stopped at an error ({exc}); files copied so far stay in {dest}") from exc
-    return {
+    result: dict[str, Any] = {
         "ok": True,
         "source": str(source),
         "dest": str(dest),
-        "files_copied": counts["files"],
-        "dirs_copied": counts["dirs"],
+        "files_copied": counts.files,
+        "dirs_copied": counts.dirs,
     }
+    if counts.skipped:
+        result["skipped"] = counts.skipped
+        result["skipped_reason"] = "entries this relay host may not read or write (its confinement) were left out"
+    return result
 
 
 def _path_preview(*names: str) -> Any:

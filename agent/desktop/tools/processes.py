@@ -1,13 +1,14 @@
 """Process tools: desktop_list_processes, desktop_kill_process, desktop_find_pid_by_port (psutil).
 
 ``cpu_pct`` is the process's average over its lifetime (one snapshot cannot give a current rate).
-Killing refuses pid 1, pids below 1 (which would signal whole groups) and the agent itself, so a
-careless ``name`` never takes the agent or the system down; by name it signals every match.
+Killing refuses pid 1, pids below 1 (which would signal whole groups), the agent, its process group,
+its ancestors and other users' processes (``_procguard``), so a careless ``name`` never takes the
+agent or the system down; by name it signals every match. Under the ``workspace`` preset every tool
+here sees and signals only the processes the calling host started (its jobs and their descendants).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -15,9 +16,9 @@ from typing import Any
 
 import psutil
 
-from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec
+from hermes_relay.core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
 
-from . import _args, _thread
+from . import _args, _procguard, _thread
 
 DEFAULT_LIMIT = 200
 MAX_COMMAND = 2000  # characters of one command line kept in a listing (a JVM's can be 100 KB)
@@ -30,11 +31,17 @@ def _command(info: dict[str, Any]) -> str:
     return " ".join(cmdline) if cmdline else (info.get("name") or "")
 
 
-def snapshot(stop: threading.Event, needle: str) -> list[dict[str, Any]]:
-    """Every process whose command contains ``needle`` (case-insensitive), oldest pid first."""
+def snapshot(stop: threading.Event, needle: str, ctx: ToolContext | None = None) -> list[dict[str, Any]]:
+    """Every process whose command contains ``needle`` (case-insensitive), oldest pid first.
+
+    With ``ctx`` under the workspace preset: only the processes its host started.
+    """
+    allowed = _procguard.host_pids(stop, ctx) if ctx is not None else None
     out = []
     for proc in psutil.process_iter(_ATTRS):
         _thread.check(stop)
+        if allowed is not None and proc.pid not in allowed:
+            continue
         info = proc.info
         command = _command(info)
         if needle and needle not in command.lower():
@@ -60,18 +67,26 @@ def snapshot(stop: threading.Event, needle: str) -> list[dict[str, Any]]:
 async def desktop_list_processes(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     needle = _args.text(args, "filter", default="").lower()
     limit = _args.integer(args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    found = await _thread.run(snapshot, needle)
+    found = await _thread.run(snapshot, needle, ctx)
     return {"processes": found[:limit], "truncated": len(found) > limit, "count": min(limit, len(found)), "total": len(found)}
 
 
-def _refusal(pid: int) -> str | None:
-    if pid < 1:
-        return "refusing to signal a pid below 1 (that would signal a process group)"
-    if pid == 1:
-        return "refusing to signal pid 1 (the init process)"
-    if pid == os.getpid():
-        return "refusing to signal the Hermes agent itself"
-    return None
+NOT_THIS_HOSTS = ("refusing to signal a process this relay host did not start (under the workspace preset "
+                  "only its jobs and their children may be signalled)")
+
+
+def _refusals(stop: threading.Event, pids: list[int], ctx: ToolContext) -> dict[int, str]:
+    """The refused pids among ``pids`` and why (``_procguard``'s refusals, then the host's own processes)."""
+    allowed = _procguard.host_pids(stop, ctx)
+    out = {}
+    for pid in pids:
+        _thread.check(stop)
+        reason = _procguard.refusal(pid)
+        if reason is None and allowed is not None and pid not in allowed:
+            reason = NOT_THIS_HOSTS
+        if reason:
+            out[pid] = reason
+    return out
 
 
 async def desktop_kill_process(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -83,17 +98,17 @@ async def desktop_kill_process(args: dict[str, Any], ctx: ToolContext) -> dict[s
         raise ToolError('desktop_kill_process needs "pid" (a process id) or "name" (a command substring)')
     sig = signal.SIGKILL if (force or sig_name == "KILL") and hasattr(signal, "SIGKILL") else signal.SIGTERM
     if pid is not None:
-        reason = _refusal(pid)
-        if reason:
-            raise ToolError(reason)
         targets = [pid]
     else:
         assert name is not None
-        targets = [p["pid"] for p in await _thread.run(snapshot, name.lower())]
+        targets = [p["pid"] for p in await _thread.run(snapshot, name.lower(), ctx)]
+    refused = await _thread.run(_refusals, targets, ctx)
+    if pid is not None and pid in refused:
+        raise ToolError(refused[pid])
     killed: list[int] = []
     failed: list[dict[str, Any]] = []
     for target in targets:
-        reason = _refusal(target)
+        reason = refused.get(target)
         if reason:
             failed.append({"pid": target, "error": reason})
             continue
@@ -108,7 +123,7 @@ async def desktop_kill_process(args: dict[str, Any], ctx: ToolContext) -> dict[s
     return {"killed": killed, "failed": failed, "requested": len(targets), "signal": sig.name}
 
 
-def _listeners(stop: threading.Event, port: int, protocol: str) -> list[dict[str, Any]]:
+def _listeners(stop: threading.Event, port: int, protocol: str, ctx: ToolContext) -> list[dict[str, Any]]:
     def matches(conn: Any) -> bool:
         if not conn.laddr or conn.laddr.port != port:
             return False
@@ -124,8 +139,11 @@ def _listeners(stop: threading.Event, port: int, protocol: str) -> list[dict[str
                 conns += [(proc.pid, c) for c in proc.net_connections(kind=protocol) if matches(c)]
             except psutil.Error:
                 continue
+    allowed = _procguard.host_pids(stop, ctx)
     out: list[dict[str, Any]] = []
     for pid, conn in conns:
+        if allowed is not None and pid not in allowed:
+            continue
         host = conn.laddr.ip
         address = f"[{host}]:{conn.laddr.port}" if ":" in host else f"{host}:{conn.laddr.port}"
         entry = {"pid": pid, "address": address}
@@ -137,7 +155,7 @@ def _listeners(stop: threading.Event, port: int, protocol: str) -> list[dict[str
 async def desktop_find_pid_by_port(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     port = _args.integer(args, "port", minimum=1, maximum=65535)
     protocol = _args.choice(args, "protocol", ("tcp", "udp"), "tcp")
-    listeners = await _thread.run(_listeners, port, protocol)
+    listeners = await _thread.run(_listeners, port, protocol, ctx)
     return {"port": port, "protocol": protocol, "listeners": listeners}
 
 
@@ -146,7 +164,7 @@ def _preview(args: dict[str, Any]) -> str:
 
 
 TOOLS = [
-    ToolSpec("desktop_list_processes", None, desktop_list_processes, preview=_preview),
-    ToolSpec("desktop_kill_process", None, desktop_kill_process, preview=_preview),
-    ToolSpec("desktop_find_pid_by_port", None, desktop_find_pid_by_port, preview=_preview),
+    ToolSpec("desktop_list_processes", COMMANDS, desktop_list_processes, preview=_preview),
+    ToolSpec("desktop_kill_process", COMMANDS, desktop_kill_process, preview=_preview),
+    ToolSpec("desktop_find_pid_by_port", COMMANDS, desktop_find_pid_by_port, preview=_preview),
 ]

@@ -5,6 +5,12 @@ segments; a pattern matches the path relative to ``cwd`` or the file's name). ``
 searches contents with ripgrep when ``rg`` is on the agent's PATH, or with a Python walk otherwise.
 Both skip .git, node_modules, dist, .next and .cache, stop at ``max_results`` and say ``truncated``.
 Matches are absolute file paths.
+
+The Python walk opens folders by descriptor with O_NOFOLLOW (links to folders are listed, never
+entered), looks only at regular files for contents (opened O_NONBLOCK and checked with fstat: a
+FIFO or a device never blocks a thread) and reads them in bounded chunks. Under a confinement the
+guard prunes protected folders and files *before* a name or a byte is matched, so a search cannot be
+used as an oracle on the agent's own state; ripgrep is then not used (it cannot prune by identity).
 """
 
 from __future__ import annotations
@@ -12,20 +18,27 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from hermes_relay.core.confine import UNCONFINED, Confinement
 from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
 
-from . import _args, _proc, _thread
+from . import _args, _fs, _guard, _proc, _thread
 
 SKIP_DIRS = frozenset({".git", "node_modules", "dist", ".next", ".cache"})
 DEFAULT_MAX = 100
 MAX_RESULTS = 10_000
+MAX_DEPTH = 256  # folders deeper than this are not entered (each level is a nested generator)
+MAX_LINE = 1 << 20  # a longer line is searched in windows of this size
+_OVERLAP = 4096  # windows overlap by this much, so a match shorter than it is found across an edge
+_READ = 1 << 18
 _BINARY_SNIFF = 8192
 
 
@@ -48,43 +61,119 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
-def _walk(root: Path, stop: threading.Event):
-    for here, dirs, files in os.walk(root):
+def _walk(g: _guard.Guard, stop: threading.Event, dirfd: int, here: Path, depth: int = 0
+          ) -> Iterator[tuple[int, str, Path, os.stat_result]]:
+    """(folder descriptor, name, path, lstat) of every entry below ``dirfd`` that is not a folder,
+    in os.walk's order. Folders are opened with O_NOFOLLOW (links to folders are never entered)
+    and one the guard refuses is pruned before anything in it is looked at."""
+    try:
+        names = sorted(os.listdir(dirfd))
+    except OSError:
+        return
+    folders: list[str] = []
+    for name in names:
         _thread.check(stop)
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        for name in sorted(files):
-            yield Path(here) / name
-
-
-def path_search(stop: threading.Event, root: Path, pattern: str, limit: int) -> tuple[list[str], bool]:
-    regex = glob_regex(pattern)
-    matches: list[str] = []
-    for file in _walk(root, stop):
-        rel = file.relative_to(root).as_posix()
-        if regex.match(rel) or regex.match(file.name):
-            if len(matches) == limit:
-                return matches, True
-            matches.append(str(file))
-    return matches, False
-
-
-def content_search(stop: threading.Event, root: Path, regex: re.Pattern[bytes], limit: int) -> tuple[list[str], bool]:
-    matches: list[str] = []
-    for file in _walk(root, stop):
         try:
-            with open(file, "rb") as f:
-                head = f.read(_BINARY_SNIFF)
-                if b"\x00" in head:
-                    continue
-                f.seek(0)
-                found = any(regex.search(line) for line in f)
+            info = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
         except OSError:
             continue
-        if found:
-            if len(matches) == limit:
-                return matches, True
-            matches.append(str(file))
+        if stat.S_ISDIR(info.st_mode):
+            if name not in SKIP_DIRS:
+                folders.append(name)
+            continue
+        yield dirfd, name, here / name, info
+    if depth >= MAX_DEPTH:
+        return
+    for name in folders:
+        try:
+            sub = os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=dirfd)
+        except OSError:
+            continue
+        try:
+            if g.allowed(os.fstat(sub)):
+                yield from _walk(g, stop, sub, here / name, depth + 1)
+        finally:
+            os.close(sub)
+
+
+def _open_root(g: _guard.Guard, root: Path) -> int:
+    try:
+        return g.open_dir(root)
+    except FileNotFoundError:
+        raise ToolError(f"cwd {root} does not exist; pass an existing directory") from None
+    except NotADirectoryError:
+        raise ToolError(f"cwd {root} is not a directory; pass an existing directory") from None
+
+
+def path_search(stop: threading.Event, confinement: Confinement, root: Path, pattern: str, limit: int
+                ) -> tuple[list[str], bool]:
+    regex = glob_regex(pattern)
+    matches: list[str] = []
+    with _guard.Guard(confinement) as g:
+        for _, _, file, info in _walk(g, stop, _open_root(g, root), root):
+            rel = file.relative_to(root).as_posix()
+            if (regex.match(rel) or regex.match(file.name)) and g.allowed(info):
+                if len(matches) == limit:
+                    return matches, True
+                matches.append(str(file))
     return matches, False
+
+
+def content_search(stop: threading.Event, confinement: Confinement, root: Path, regex: re.Pattern[bytes],
+                   limit: int) -> tuple[list[str], bool]:
+    """Files whose contents match ``regex``: regular files only (never a link, FIFO or device), each
+    opened without blocking and checked by the guard before a byte of it is read."""
+    matches: list[str] = []
+    with _guard.Guard(confinement) as g:
+        for dirfd, name, file, info in _walk(g, stop, _open_root(g, root), root):
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            try:
+                fd = os.open(name, _fs.READ_FLAGS | _fs.O_NOFOLLOW, dir_fd=dirfd)
+            except OSError:
+                continue
+            try:
+                opened = os.fstat(fd)
+                if not stat.S_ISREG(opened.st_mode) or _guard.ident(opened) != _guard.ident(info):
+                    continue
+                if opened.st_size == 0:
+                    continue  # no line to match; and /proc's files (kmsg: it would take the kernel's log) say 0
+                if not g.allowed(opened):
+                    continue
+                found = _matches(fd, regex, stop)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+            if found:
+                if len(matches) == limit:
+                    return matches, True
+                matches.append(str(file))
+    return matches, False
+
+
+def _matches(fd: int, regex: re.Pattern[bytes], stop: threading.Event) -> bool:
+    """Does a line of the open file match? Read in chunks; a line longer than MAX_LINE is searched in
+    MAX_LINE windows overlapping by _OVERLAP bytes, so no file is ever held whole in memory."""
+    pending = os.read(fd, _BINARY_SNIFF)
+    if b"\x00" in pending:
+        return False
+    while True:
+        _thread.check(stop)
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            if regex.search(pending[start : end + 1]):
+                return True
+            start = end + 1
+        pending = pending[start:]
+        while len(pending) > MAX_LINE:
+            if regex.search(pending[:MAX_LINE]):
+                return True
+            pending = pending[MAX_LINE - _OVERLAP :]
+        data = os.read(fd, _READ)
+        if not data:
+            return bool(pending) and regex.search(pending) is not None
+        pending += data
 
 
 async def ripgrep_search(rg: str, root: Path, pattern: str, limit: int) -> tuple[list[str], bool]:
@@ -129,6 +218,11 @@ async def ripgrep_search(rg: str, root: Path, pattern: str, limit: int) -> tuple
     return matches, truncated
 
 
+def _check_root(stop: threading.Event, root: Path) -> None:
+    with _guard.Guard(UNCONFINED) as g:
+        _open_root(g, root)
+
+
 def find_rg(ctx: ToolContext) -> str | None:
     env = _args.base_env(ctx)
     return shutil.which("rg", path=env.get("PATH", os.defpath))
@@ -136,22 +230,23 @@ def find_rg(ctx: ToolContext) -> str | None:
 
 async def desktop_search_files(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     pattern = _args.text(args, "pattern")
-    root = _args.directory(args, "cwd", ctx)
+    root = _args.path(args, "cwd", ctx, default=ctx.cwd)
     limit = _args.integer(args, "max_results", default=DEFAULT_MAX, minimum=1, maximum=MAX_RESULTS)
     content = _args.boolean(args, "content", False)
     if not content:
-        matches, truncated = await _thread.run(path_search, root, pattern, limit)
+        matches, truncated = await _thread.run(path_search, ctx.confinement, root, pattern, limit)
         return {"matches": matches, "truncated": truncated, "mode": "glob"}
     try:
         regex = re.compile(pattern.encode("utf-8"))
     except re.error as exc:
         raise ToolError(f"invalid regex {pattern!r}: {exc}") from exc
-    rg = find_rg(ctx)
+    rg = find_rg(ctx) if ctx.confinement.unconfined else None  # ripgrep cannot prune by identity
     if rg:
+        await _thread.run(_check_root, root)
         matches, truncated = await ripgrep_search(rg, root, pattern, limit)
         impl = "ripgrep"
     else:
-        matches, truncated = await _thread.run(content_search, root, regex, limit)
+        matches, truncated = await _thread.run(content_search, ctx.confinement, root, regex, limit)
         impl = "python"
     return {"matches": matches, "truncated": truncated, "mode": "content", "impl": impl}
 

@@ -149,8 +149,8 @@ async def test_a_dead_pid_without_a_recorded_end_is_unknown(ctx):
     meta = {"job_id": "orphan", "command": "x", "pid": proc.pid, "started_at_ms": 1, "log_paths": {}}
     (job_dir / "meta.json").write_text(json.dumps(meta))
     assert (await jobs.desktop_job_status({"job_id": "orphan"}, ctx))["state"] == "unknown"
-    cancel = await jobs.desktop_job_cancel({"job_id": "orphan"}, ctx)
-    assert cancel["already_exited"] is True and cancel["ok"] is False
+    with pytest.raises(ToolError, match="not started by this agent"):
+        await jobs.desktop_job_cancel({"job_id": "orphan"}, ctx)
 
 
 async def test_a_command_that_cannot_start_fails_clearly(ctx, tmp_path):

@@ -8,14 +8,20 @@ import subprocess
 import sys
 import uuid
 
+import psutil
 import pytest
 import trio
+from toolctx import make_ctx
+from toolwait import gone, line_of, until
 
+from hermes_relay.agent.desktop.tools import jobs
 from hermes_relay.agent.desktop.tools.processes import (
+    TOOLS,
     desktop_find_pid_by_port,
     desktop_kill_process,
     desktop_list_processes,
 )
+from hermes_relay.core.confine import Confinement
 from hermes_relay.core.desktop import ToolError
 
 
@@ -28,7 +34,8 @@ def sleepers():
     def start(count: int = 1) -> list[subprocess.Popen]:
         for _ in range(count):
             started.append(
-                subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)", marker], stdin=subprocess.DEVNULL)
+                subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)", marker],
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
             )
         return started[-count:]
 
@@ -172,3 +179,73 @@ async def test_long_command_lines_are_cut_in_listings(ctx):
         proc.wait()
     (entry,) = [p for p in result["processes"] if p["pid"] == proc.pid]
     assert len(entry["command"]) == 2000 and entry["command_truncated"] is True
+
+
+async def test_kill_refuses_the_agent_group_its_members_and_its_ancestors(ctx):
+    member = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdin=subprocess.DEVNULL)
+    try:
+        ancestors = [p.pid for p in psutil.Process().parents() if p.pid != 1 and os.getpgid(p.pid) != os.getpgrp()]
+        cases = [(os.getpgrp(), "Hermes agent"), (os.getppid(), "Hermes agent"),
+                 (member.pid, "agent's own process group")]
+        for pid, reason in cases + [(pid, "parent of the Hermes agent") for pid in ancestors[:1]]:
+            with pytest.raises(ToolError, match=reason):
+                await desktop_kill_process({"pid": pid, "force": True}, ctx)
+        assert member.poll() is None
+    finally:
+        member.kill()
+        member.wait()
+
+
+@pytest.fixture
+def stranger():
+    """A process of another user (started as nobody when the tests run as root)."""
+    if os.getuid() != 0:
+        others = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real != os.getuid()]
+        if not others:
+            pytest.skip("no process of another user to aim at, and not root to start one")
+        yield others[0].pid
+        return
+    proc = subprocess.Popen(["sleep", "60"], user=65534, group=65534, stdin=subprocess.DEVNULL, start_new_session=True)
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+async def test_kill_refuses_another_users_process(ctx, stranger):
+    with pytest.raises(ToolError, match="another user"):
+        await desktop_kill_process({"pid": stranger, "force": True}, ctx)
+    assert psutil.Process(stranger).status() != psutil.STATUS_ZOMBIE
+
+
+async def test_under_workspace_process_tools_see_and_signal_only_the_hosts_own(tmp_path, sleepers):
+    (other,) = sleepers()
+    roots = (tmp_path / "work",)
+    trusted = make_ctx(tmp_path, confinement=Confinement(owner="wss://a", roots=roots))
+    workspace = make_ctx(tmp_path, confinement=Confinement(owner="wss://a", roots=roots, kernel_commands=True))
+    stranger = make_ctx(tmp_path, confinement=Confinement(owner="wss://b", roots=roots, kernel_commands=True))
+    child_pid = tmp_path / "work" / "child"
+    job = await jobs.desktop_job_start(
+        {"command": f"{sys.executable} -c 'import time; time.sleep(60)' {sleepers.marker} & echo $! > {child_pid}; wait",
+         "job_id": "mine"}, trusted)
+    child = int(await line_of(child_pid))
+    listed = await desktop_list_processes({}, workspace)
+    assert {p["pid"] for p in listed["processes"]} == {job["pid"], child} and listed["total"] == 2
+    assert (await desktop_list_processes({}, stranger))["processes"] == []
+    everyone = await desktop_list_processes({"filter": sleepers.marker}, trusted)
+    assert {other.pid, child} <= {p["pid"] for p in everyone["processes"]}
+    with pytest.raises(ToolError, match="did not start"):
+        await desktop_kill_process({"pid": other.pid}, workspace)
+    by_name = await desktop_kill_process({"name": sleepers.marker, "force": True}, workspace)
+    assert sorted(by_name["killed"]) == sorted([job["pid"], child]) and other.poll() is None  # both name it
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert (await desktop_find_pid_by_port({"port": port}, workspace))["listeners"] == []
+        assert (await desktop_find_pid_by_port({"port": port}, trusted))["listeners"] != []
+    await until(lambda: gone(job["pid"]) and gone(child))
+
+
+async def test_process_tools_need_the_commands_capability():
+    assert {spec.name: spec.capability for spec in TOOLS} == {
+        "desktop_list_processes": "commands", "desktop_kill_process": "commands", "desktop_find_pid_by_port": "commands"}

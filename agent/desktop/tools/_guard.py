@@ -1,0 +1,438 @@
+"""What a confined file tool may touch, checked on opened descriptors, never by string prefix.
+
+A ``Guard`` lives for one call, in its worker thread, over the call's ``Confinement``
+(``core/confine.py``). Under ``unconfined`` (``full_access``) it opens paths as ``open`` would,
+symlinks and all. Otherwise:
+
+- a path is looked up below the outermost root that names it (reads may also use ``read_only``),
+  the root is opened once and everything below it is opened *beneath* that descriptor
+  (``_fs.open_beneath``: openat2 or an ``O_NOFOLLOW`` walk), so a link or ``..`` cannot lead out
+  and a rename after the check cannot redirect the operation, which then works on the descriptor;
+- the directory a file is opened in is checked by identity (``st_dev``, ``st_ino``) together with
+  each of its ancestors up to ``/`` (found with ``..`` from the descriptor itself): a protected folder
+  reached through a symlink, a bind mount or a renamed parent is still the protected folder;
+- a file is refused when it *is* a protected file, and a file with several hard links is read only
+  when none of its links is in a protected folder (the protected folders are scanned once per call);
+- writes go below ``roots`` only, never below ``write_protected`` (nor create one of those paths
+  that does not exist yet), never into a ``.git`` folder (a directory named ``.git`` in its parent,
+  by identity, so a link to it counts) and never name ``.git``. Writes replace a file by renaming a
+  new one over it, so a hard link elsewhere keeps its old contents: no hard-link rule is needed there.
+
+Nothing here checks names a second time after the descriptors are open; tools must operate on the
+descriptors a Guard returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from hermes_relay.core import fileio
+from hermes_relay.core.confine import Confinement
+from hermes_relay.core.desktop import ToolError
+
+from . import _fs
+
+Ident = tuple[int, int]
+MAX_DEPTH: Final = 4096  # ancestors followed up to "/" (PATH_MAX / 2 would be one-letter folders)
+MAX_PROTECTED_SCAN: Final = 100_000  # entries looked at to find hard links into protected folders
+# Going up needs only search permission with O_PATH (Linux); elsewhere the folder must be readable.
+_UP_FLAGS: Final = (getattr(os, "O_PATH", 0) | _fs.O_DIRECTORY | _fs.O_CLOEXEC) if hasattr(os, "O_PATH") else _fs.DIR_FLAGS
+
+
+def ident(info: os.stat_result) -> Ident:
+    return (info.st_dev, info.st_ino)
+
+
+@dataclass
+class Slot:
+    """Where a write lands: a name in an opened, checked directory (``info``: its lstat, or None)."""
+
+    dirfd: int
+    name: str
+    info: os.stat_result | None
+    path: Path
+
+
+def outside(path: Path, c: Confinement, *, write: bool) -> ToolError:
+    roots = ", ".join(str(r) for r in c.roots) or "none"
+    if write and any(_lexically_below(path, r) for r in c.read_only):
+        return ToolError(f"path {path} is in a read-only folder: relay hosts may read it, not write it "
+                         f"(writable roots: {roots}); the user can add one with `hermes-relay access URL --root DIR`")
+    return ToolError(f"path {path} is outside the folders this relay host may use (roots: {roots}); "
+                     "the user can add one with `hermes-relay access URL --root DIR`")
+
+
+def protected(path: Path | str) -> ToolError:
+    return ToolError(f"{path} is hermes-relay's own state; no relay host may touch it below full access")
+
+
+def persistence(path: Path | str) -> ToolError:
+    return ToolError(f"{path} is a login or start-up path (writing it runs code later); "
+                     "no relay host may write it below full access")
+
+
+def in_git(path: Path | str) -> ToolError:
+    return ToolError(f"{path} is inside a .git folder (its hooks and config run code): relay hosts may read it, "
+                     "not write it, below full access")
+
+
+def escapes(path: Path | str, root: Path) -> ToolError:
+    return ToolError(f"{path} leads out of {root} through a symbolic link or '..'; relay hosts may follow "
+                     "links only while they stay inside their folders")
+
+
+def _lexically_below(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _identities(paths: Iterable[Path]) -> tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]]:
+    """Identities of the paths that exist (the link and its target), and for each one that does not,
+    its deepest existing ancestor with the names still missing below it."""
+    ids: set[Ident] = set()
+    pending: list[tuple[Ident, tuple[str, ...]]] = []
+    for p in paths:
+        found = False
+        for follow in (False, True):
+            try:
+                ids.add(ident(os.stat(p, follow_symlinks=follow)))
+                found = True
+            except OSError:
+                pass
+        if found:
+            continue
+        rest: list[str] = []
+        cur = Path(p)
+        while cur != cur.parent:
+            rest.insert(0, cur.name)
+            cur = cur.parent
+            try:
+                pending.append((ident(os.stat(cur)), tuple(rest)))
+                break
+            except OSError:
+                continue
+    return ids, pending
+
+
+class Guard:
+    """The checks and opens of one call. Use as a context manager: it closes what it opened."""
+
+    def __init__(self, confinement: Confinement) -> None:
+        self.c = confinement
+        self.confined = not confinement.unconfined
+        self._fds: set[int] = set()
+        self._stale = True
+        self._protected_files: set[Ident] | None = None
+        self._scan_overflow = False
+        self._roots: dict[Path, tuple[int, Ident]] = {}
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+
+    def keep(self, fd: int) -> int:
+        """Close ``fd`` with the guard."""
+        self._fds.add(fd)
+        return fd
+
+    def release(self, fd: int) -> None:
+        """Close ``fd`` now (walks: a big tree must not hold a descriptor per folder)."""
+        if fd in self._fds:
+            self._fds.discard(fd)
+            os.close(fd)
+
+    # -- the rules -----------------------------------------------------------------------------
+
+    def _rules(self) -> None:
+        if self._stale:
+            self._p_ids, self._p_pending = _identities(self.c.protected)
+            self._w_ids, self._w_pending = _identities(self.c.write_protected)
+            self._stale = False
+
+    def created(self) -> None:
+        """A folder was made: paths that did not exist may now (their missing names are looked up again)."""
+        self._stale = True
+
+    def check_chain(self, fd: int, path: Path | str, *, write: bool, root: Ident | None = None) -> None:
+        """Refuse ``fd`` (a directory) when it or an ancestor is protected (or, for writes, a
+        persistence path or a .git folder), or when it is no longer below ``root``."""
+        if not self.confined:
+            return
+        self._rules()
+        seen_root = root is None
+        chain, complete = _ancestry(fd, git=write)
+        for here, git in chain:
+            seen_root = seen_root or here == root
+            if here in self._p_ids:
+                raise protected(path)
+            if write and here in self._w_ids:
+                raise persistence(path)
+            if git:
+                raise in_git(path)
+        if not seen_root:
+            if not complete:
+                raise ToolError(f"the folders above {path} cannot be searched, so it cannot be checked; nothing was done")
+            raise ToolError(f"{path} was moved out of its folder while it was opened; nothing was done")
+
+    def check_create(self, dirfd: int, names: list[str], path: Path | str) -> None:
+        """Refuse making ``names`` (a chain of new entries) in ``dirfd`` when that makes a protected or
+        persistence path, names .git, or replaces one of those."""
+        if not self.confined:
+            return
+        self._rules()
+        if ".git" in names:
+            raise in_git(path)
+        here = ident(os.fstat(dirfd))
+        want = tuple(names)
+        for anchor, rest in self._p_pending:
+            if anchor == here and want[: len(rest)] == rest:
+                raise protected(path)
+        for anchor, rest in self._w_pending:
+            if anchor == here and want[: len(rest)] == rest:
+                raise persistence(path)
+        try:
+            info = os.stat(names[0], dir_fd=dirfd, follow_symlinks=False)
+        except OSError:
+            return
+        self.check_file(info, path, write=True)
+
+    def check_file(self, info: os.stat_result, path: Path | str, *, write: bool) -> None:
+        if not self.confined:
+            return
+        self._rules()
+        if ident(info) in self._p_ids:
+            raise protected(path)
+        if write and ident(info) in self._w_ids:
+            raise persistence(path)
+        if not write and stat.S_ISREG(info.st_mode) and info.st_nlink > 1 and self._hard_linked(info):
+            raise protected(path)
+
+    def allowed(self, info: os.stat_result, *, write: bool = False) -> bool:
+        """For walks: may this entry (an lstat or fstat) be looked at (or written)?"""
+        try:
+            self.check_file(info, "", write=write)
+        except ToolError:
+            return False
+        return True
+
+    def _hard_linked(self, info: os.stat_result) -> bool:
+        """Is ``info`` one of the several names of a file that also lives in a protected folder?"""
+        if self._protected_files is None:
+            self._protected_files = set()
+            seen = 0
+            for top in self.c.protected:
+                for here, _dirs, files in os.walk(top):
+                    for name in files:
+                        seen += 1
+                        if seen > MAX_PROTECTED_SCAN:
+                            self._scan_overflow = True
+                            return True
+                        try:
+                            st = os.lstat(os.path.join(here, name))
+                        except OSError:
+                            continue
+                        if st.st_nlink > 1:
+                            self._protected_files.add(ident(st))
+        return self._scan_overflow or ident(info) in self._protected_files
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _root(self, path: Path, *, write: bool) -> tuple[Path, int, Ident, str]:
+        for p in self.c.protected:  # the named paths, early and clearly (identity checks follow anyway)
+            if _lexically_below(path, Path(os.path.abspath(p))):
+                raise protected(path)
+        candidates = list(self.c.roots) + ([] if write else list(self.c.read_only))
+        forms: list[Path] = []
+        for r in candidates:
+            forms.append(Path(os.path.abspath(r)))
+            forms.append(Path(os.path.realpath(r)))
+        forms.sort(key=lambda p: len(p.parts))  # the outermost: links may move anywhere inside it
+        for root in forms:
+            if _lexically_below(path, root):
+                if root not in self._roots:
+                    try:
+                        fd = self.keep(os.open(root, _fs.DIR_FLAGS))
+                    except OSError as exc:
+                        raise ToolError(f"the folder {root} cannot be opened: {exc.strerror or exc}") from exc
+                    self._roots[root] = (fd, ident(os.fstat(fd)))
+                fd, rid = self._roots[root]
+                rel = os.path.relpath(path, root)
+                return root, fd, rid, "" if rel == "." else rel
+        raise outside(path, self.c, write=write)
+
+    def _beneath(self, rootfd: int, root: Path, rel: str, flags: int, path: Path, *, write: bool) -> int:
+        try:
+            return _fs.open_beneath(rootfd, rel, flags)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                raise escapes(path, root) from None
+            if exc.errno == errno.ELOOP:
+                raise ToolError(f"{path}: too many symbolic links, or a link where a file was expected") from None
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                self._missing(rootfd, rel, path, write=write)
+            raise
+
+    def _missing(self, rootfd: int, rel: str, path: Path, *, write: bool) -> None:
+        """``rel`` is missing: refuse as protected when the folder it is missing from is protected,
+        so "does not exist" never answers a question about the agent's own state."""
+        head = rel
+        while head not in ("", "."):
+            head = posixpath.dirname(head)
+            try:
+                fd = _fs.open_beneath(rootfd, head, _fs.DIR_FLAGS)
+            except OSError:
+                continue
+            try:
+                self.check_chain(fd, path, write=write)
+            finally:
+                os.close(fd)
+            return
+
+    def locate(self, path: Path, *, write: bool) -> Slot:
+        """The directory ``path``'s last name is in (opened, checked) and that name, with a final
+        symlink followed (inside the root only). Raises FileNotFoundError when the folder is missing."""
+        if not self.confined:
+            real = fileio.write_target(path) if write else path
+            dirfd = self.keep(os.open(real.parent, _fs.DIR_FLAGS))
+            return Slot(dirfd, real.name, _lstat(dirfd, real.name), real)
+        root, rootfd, rid, rel = self._root(path, write=write)
+        for _ in range(_fs.MAX_LINKS):
+            head, name = posixpath.split(rel)
+            if name in ("", ".", ".."):
+                dirfd = self.keep(self._beneath(rootfd, root, rel, _fs.DIR_FLAGS, path, write=write))
+                self.check_chain(dirfd, path, write=write, root=rid)
+                return Slot(dirfd, ".", os.fstat(dirfd), path)
+            dirfd = self.keep(self._beneath(rootfd, root, head, _fs.DIR_FLAGS, path, write=write))
+            info = _lstat(dirfd, name)
+            if info is not None and stat.S_ISLNK(info.st_mode):
+                target = os.readlink(name, dir_fd=dirfd)
+                if target.startswith("/"):
+                    raise escapes(path, root)
+                rel = posixpath.join(head, target)
+                continue
+            self.check_chain(dirfd, path, write=write, root=rid)
+            if info is not None:
+                self.check_file(info, path, write=write)
+            if write:
+                self.check_create(dirfd, [name], path)
+            return Slot(dirfd, name, info, path)
+        raise ToolError(f"{path}: too many symbolic links")
+
+    def open_file(self, path: Path) -> tuple[int, os.stat_result]:
+        """A regular file opened for reading (never blocks: FIFOs, devices and sockets are refused)."""
+        if not self.confined:
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                raise ToolError(f"no such file: {path}") from None
+            if not stat.S_ISREG(info.st_mode):
+                raise ToolError(f"not a regular file: {path}")
+            return self.open_entry(None, str(path), path, follow=True)
+        try:
+            slot = self.locate(path, write=False)
+        except FileNotFoundError:
+            raise ToolError(f"no such file: {path}") from None
+        if slot.info is None:
+            raise ToolError(f"no such file: {path}")
+        if not stat.S_ISREG(slot.info.st_mode):
+            raise ToolError(f"not a regular file: {path}")
+        return self.open_entry(slot.dirfd, slot.name, path, follow=not self.confined)
+
+    def open_entry(self, dirfd: int | None, name: str, path: Path | str, *, follow: bool = False) -> tuple[int, os.stat_result]:
+        fd = self.keep(os.open(name, _fs.READ_FLAGS | (0 if follow else _fs.O_NOFOLLOW), dir_fd=dirfd))
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ToolError(f"not a regular file: {path}")
+        self.check_file(info, path, write=False)
+        return fd, info
+
+    def open_dir(self, path: Path, *, write: bool = False) -> int:
+        """A directory opened and checked (its whole ancestry) for reading or for writing below it."""
+        if not self.confined:
+            return self.keep(os.open(path, _fs.DIR_FLAGS))
+        root, rootfd, rid, rel = self._root(path, write=write)
+        fd = self.keep(self._beneath(rootfd, root, rel, _fs.DIR_FLAGS, path, write=write))
+        self.check_chain(fd, path, write=write, root=rid)
+        return fd
+
+    def make_dirs(self, path: Path) -> int:
+        """``path`` as a directory for writing, made (with its missing parents) when absent. Every
+        missing name is checked before the first folder is made."""
+        if not self.confined:
+            os.makedirs(path, exist_ok=True)
+            return self.open_dir(path, write=True)
+        missing: list[str] = []
+        cur = path
+        while True:
+            try:
+                fd = self.open_dir(cur, write=True)
+                break
+            except FileNotFoundError:
+                if cur == cur.parent:
+                    raise
+                missing.insert(0, cur.name)
+                cur = cur.parent
+        if missing:
+            self.check_create(fd, missing, path)
+        for name in missing:
+            self.mkdir(fd, name)
+            fd = self.keep(os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=fd))
+            self.check_file(os.fstat(fd), path, write=True)
+        return fd
+
+    def mkdir(self, dirfd: int, name: str) -> None:
+        os.mkdir(name, 0o777, dir_fd=dirfd)
+        self.created()
+
+
+def _lstat(dirfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _ancestry(fd: int, *, git: bool) -> tuple[list[tuple[Ident, bool]], bool]:
+    """(identity, is a folder named .git) for the directory ``fd`` and each ancestor up to ``/``,
+    and whether ``/`` was reached (an ancestor we may not search ends the walk early)."""
+    out: list[tuple[Ident, bool]] = []
+    here = os.fstat(fd)
+    cur = fd
+    try:
+        for _ in range(MAX_DEPTH):
+            try:
+                parent = os.open("..", _UP_FLAGS, dir_fd=cur)
+            except OSError:
+                out.append((ident(here), False))
+                return out, False
+            up = os.fstat(parent)
+            top = ident(up) == ident(here)  # "/" (or a chroot's top) is its own parent
+            is_git = False
+            if git and not top:
+                try:
+                    is_git = ident(os.stat(".git", dir_fd=parent, follow_symlinks=False)) == ident(here)
+                except OSError:
+                    pass
+            out.append((ident(here), is_git))
+            if cur != fd:
+                os.close(cur)
+            cur, here = parent, up
+            if top:
+                return out, True
+    finally:
+        if cur != fd:
+            os.close(cur)
+    return out, False

@@ -1,0 +1,187 @@
+"""The consent model in the desktop service: what a host is offered, the confinement its calls get,
+"always" within that confinement, and the audit of every policy change.
+
+The service is the real one over real files under tmp_path (policy, roots, audit) with the real tool
+table; a channel test runs one call through the real dispatcher on a memory-channel link.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from hermes_relay.agent.config import AgentConfig
+from hermes_relay.agent.desktop.service import DesktopService
+from hermes_relay.agent.desktop.tools import all_tools
+from hermes_relay.core import confine, desktop, policy, policy_log, roots
+from hermes_relay.core.desktop import ToolContext, ToolSpec
+
+URL = "ws://relay.test:8767"
+NOW = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    for d in ("src", "docs", ".hermes"):
+        (home / d).mkdir(parents=True)
+    return {"HOME": str(home), "HERMES_HOME": str(home / ".hermes"), "HERMES_RELAY_NOTIFY": "0",
+            "HERMES_RELAY_RUNTIME_DIR": str(tmp_path / "run"), "PATH": "/usr/bin:/bin"}
+
+
+@pytest.fixture
+def service(env: dict[str, str], clock: Clock) -> DesktopService:
+    return DesktopService(AgentConfig.from_env(env, wall_clock=clock), tools=all_tools())
+
+
+def _policy_records(service: DesktopService) -> list[dict[str, Any]]:
+    return [r for r in service.audit.read() if r.get("kind") == "policy.changed"]
+
+
+def test_every_tool_has_a_capability_and_restricted_offers_nothing(service: DesktopService) -> None:
+    assert all(spec.capability in policy.CAPABILITIES for spec in all_tools())
+    assert service.advertised(URL) == []  # no record
+    policy.set_mode(service.policy_path, URL, policy.ASK)
+    assert service.advertised(URL) == []
+    for tool in ("desktop_kill_process", "desktop_list_processes", "desktop_find_pid_by_port", "desktop_job_list"):
+        assert service.decide(URL, tool) == policy.DECIDE_DENY
+    policy.set_mode(service.policy_path, URL, policy.STRUCTURED)
+    standard = service.advertised(URL)
+    assert "desktop_job_list" in standard and "desktop_read_file" in standard
+    assert not {"desktop_kill_process", "desktop_list_processes", "desktop_job_cancel", "desktop_terminal"} & set(standard)
+
+
+def test_confinement_per_preset(service: DesktopService, env: dict[str, str]) -> None:
+    home = Path(env["HOME"]).resolve()
+    policy.set_mode(service.policy_path, URL, policy.FULL_ACCESS)
+    assert service.confinement(URL) == confine.Confinement(owner=URL, unconfined=True)
+    policy.set_mode(service.policy_path, URL, policy.TRUSTED)
+    trusted = service.confinement(URL)
+    assert not trusted.unconfined and trusted.owner == URL
+    assert trusted.roots == (home / "docs", home / "src")  # the default, the home directory, without ~/.hermes
+    assert Path(env["HERMES_HOME"]) in trusted.protected and home / ".bashrc" in trusted.write_protected
+    assert Path("/usr") in trusted.read_only
+    assert (trusted.kernel_commands, trusted.network) == (False, True)
+    policy.set_mode(service.policy_path, URL, policy.WORKSPACE)
+    roots.add(service.roots_path, URL, str(home / "src"))
+    workspace = service.confinement(URL)
+    assert (workspace.roots, workspace.kernel_commands, workspace.network) == ((home / "src",), True, False)
+    assert service.confinement("ws://other:1").roots == (home / "docs", home / "src")  # roots are per host
+
+
+def test_an_unreadable_roots_file_reaches_nothing(service: DesktopService) -> None:
+    policy.set_mode(service.policy_path, URL, policy.TRUSTED)
+    service.roots_path.parent.mkdir(parents=True, exist_ok=True)
+    service.roots_path.write_text("{ broken")
+    assert service.confinement(URL).roots == ()
+    assert "cannot be parsed" in (service.last_error or {}).get("message", "")
+    assert service.roots_path.read_text() == "{ broken"
+
+
+def test_legacy_consent_is_trusted_with_files_still_confined(service: DesktopService, env: dict[str, str]) -> None:
+    Path(env["HERMES_HOME"], "remote-sessions.json").write_text(
+        json.dumps({"version": 1, "sessions": {URL: {"token": "t", "tools_consented": True}}}))
+    host = service.host_policy(URL)
+    assert (host.access_mode, host.label) == (policy.TRUSTED, "trusted (legacy consent)")
+    assert not service.confinement(URL).unconfined
+    policy.set_mode(service.policy_path, URL, policy.WORKSPACE)  # an explicit record is never lifted
+    assert service.host_policy(URL).confined and service.confinement(URL).kernel_commands
+
+
+def test_always_keeps_the_host_confined(service: DesktopService) -> None:
+    policy.set_mode(service.policy_path, URL, policy.WORKSPACE)
+    policy.set_capability(service.policy_path, URL, "commands", "ask")
+    service._allow_always(URL, "commands")
+    assert service.decide(URL, "desktop_terminal") == policy.DECIDE_ALLOW
+    assert service.confinement(URL).kernel_commands and service.host_policy(URL).access_mode == policy.WORKSPACE
+    policy.set_mode(service.policy_path, URL, policy.ASK_EVERY_TIME)
+    service._allow_always(URL, "commands")  # one approved `ls` never becomes unconfined commands
+    assert service.confinement(URL).kernel_commands and not service.confinement(URL).network
+
+
+def test_policy_changes_are_audited_with_who_changed_them(service: DesktopService, clock: Clock) -> None:
+    service.policy()  # the baseline: not a change
+    policy.set_mode(service.policy_path, URL, policy.STRUCTURED)  # another client, an editor
+    service.policy()
+    service.announce(URL + "/", policy_log.BY_ACCESS)
+    policy.set_mode(service.policy_path, URL, policy.WORKSPACE)
+    service.policy()
+    service.announce(URL, policy_log.BY_ACCESS)
+    clock.now += policy_log.ANNOUNCE_TTL + 1  # an announcement nobody followed expires
+    roots.add(service.roots_path, URL, service.env["HOME"] + "/src")
+    service.policy()
+    service._allow_always(URL, "screen_input")
+    service.policy()
+    records = _policy_records(service)
+    assert [(r["host_url"], r["by"]) for r in records] == [
+        (URL, "changed outside hermes-relay access"), (URL, "hermes-relay access"),
+        (URL, "changed outside hermes-relay access"), (URL, "hermes-relay approvals (always)")]
+    assert records[0]["before"] is None and records[0]["after"]["access_mode"] == "structured"
+    assert records[1]["before"]["access_mode"] == "structured"
+    assert records[1]["after"] == {"access_mode": "workspace", "capabilities": policy.PRESETS[policy.WORKSPACE],
+                                   "confined": True}
+    assert "roots" not in records[2]["before"] and records[2]["after"]["roots"] == [
+        str(Path(service.env["HOME"], "src").resolve())]
+    assert records[3]["after"]["capabilities"]["screen_input"] == "allow" and records[3]["after"]["confined"]
+    assert all(isinstance(r["ts"], int) for r in records)
+    service.policy()
+    assert len(_policy_records(service)) == 4  # nothing changed: nothing recorded
+
+
+async def test_each_call_gets_its_hosts_confinement(service: DesktopService, env: dict[str, str],
+                                                    autojump_clock: trio.abc.Clock) -> None:
+    seen: list[ToolContext] = []
+
+    async def probe(args: dict[str, Any], ctx: ToolContext) -> Any:
+        seen.append(ctx)
+        return {"ok": True}
+
+    service.table = desktop.ToolTable([ToolSpec("desktop_probe", desktop.COMMANDS, probe)])
+    policy.set_mode(service.policy_path, URL, policy.WORKSPACE)
+
+    class Port:
+        url = route_url = URL
+
+        def __init__(self) -> None:
+            self.sent, self.receive = trio.open_memory_channel[dict[str, Any]](100)
+
+        async def send(self, envelope: dict[str, Any]) -> None:
+            await self.sent.send(envelope)
+
+    port = Port()
+    inbound_send, inbound = trio.open_memory_channel[Any](10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.serve_link, port, inbound)
+        await inbound_send.send({"channel": "desktop", "type": "desktop.command", "id": "1",
+                                 "payload": {"request_id": "r-1", "tool": "desktop_probe", "args": {}}})
+        with trio.fail_after(60):
+            while (await port.receive.receive())["type"] != "desktop.response":
+                pass
+        nursery.cancel_scope.cancel()
+    assert seen[0].confinement == service.confinement(URL)
+    assert seen[0].confinement.kernel_commands and seen[0].confinement.owner == URL
+
+
+def test_an_announcement_names_a_relay_url_or_is_refused(service: DesktopService) -> None:
+    from hermes_relay.core.errors import UsageError
+
+    assert service.announce("WS://Relay.Test:8767/", policy_log.BY_ACCESS) == URL
+    with pytest.raises(UsageError):
+        service.announce("http://relay.test", policy_log.BY_ACCESS)

@@ -32,7 +32,6 @@ from typing import Any, Final
 import trio
 
 from hermes_relay.core import desktop
-from hermes_relay.core.errors import HermesError
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,12 @@ HIGH_VALUE: Final = ("tool.started", "policy.")  # kinds written past MAX_TOTAL 
 MAX_KEYS: Final = 4096  # coalescing keys remembered (hosts x tools x outcomes); oldest forgotten first
 
 
-class AuditError(HermesError):
-    code = "audit_failed"
+class AuditError(Exception):
+    """A record that must be written before a call runs could not be: the call is refused."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass
@@ -86,8 +89,7 @@ class AuditLog:
         except OSError as exc:
             log.warning("audit_write_failed path=%s error=%s", self.path, exc)
             if essential:
-                raise AuditError(f"cannot record this call: refusing to run it ({exc.strerror or exc})",
-                                 hint=f"free space or fix {self.path}") from None
+                raise AuditError(f"cannot record this call: refusing to run it ({exc.strerror or exc})") from None
 
     def write_outcome(self, record: dict[str, Any], outcome: str) -> None:
         """Append an outcome record, coalesced per (host, tool, outcome): a flood of one kind of call

@@ -480,18 +480,11 @@ def visible(text: str, *, keep_newlines: bool = True) -> str:
     return "".join(out)
 
 
-_DANGEROUS_ENV: Final = frozenset({
-    "BASH_ENV", "ENV", "PATH", "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PERL5OPT", "PERL5LIB", "RUBYOPT",
-    "RUBYLIB", "NODE_OPTIONS", "PROMPT_COMMAND", "SHELLOPTS", "BASHOPTS", "IFS", "CDPATH", "GLOBIGNORE",
-    "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_CONFIG_GLOBAL", "ZDOTDIR", "HOME", "SHELL", "EDITOR", "PAGER"})
-_DANGEROUS_PREFIXES: Final = ("BASH_FUNC_", "LD_", "DYLD_", "GCONV_", "MALLOC_")
+def dangerous_env(name: str) -> str | None:
+    """Why an environment override changes what a command does beyond its text (core/envguard), or None."""
+    from hermes_relay.core import envguard
 
-
-def dangerous_env(name: str) -> bool:
-    """An environment override that changes what a command does beyond what its text shows (a shell
-    function named like a command, a preloaded library, a start-up file, the search path)."""
-    upper = str(name).upper()
-    return upper in _DANGEROUS_ENV or upper.startswith(_DANGEROUS_PREFIXES) or "%%" in upper
+    return envguard.dangerous_env(str(name))
 
 
 PATH_ARGS: Final = ("path", "source", "dest", "log_dir")  # the file tools' path arguments (tools/_args.path)
@@ -525,7 +518,7 @@ def call_details(args: dict[str, Any], cwd: Path) -> dict[str, Any]:
     if isinstance(env, dict) and env:
         details["env"] = {str(k): v if isinstance(v, str) else f"(not a string: {type(v).__name__})"
                           for k, v in env.items()}
-        risky = sorted(k for k in details["env"] if dangerous_env(k))
+        risky = sorted(k for k in details["env"] if dangerous_env(k) is not None)
         if risky:
             details["dangerous_env"] = risky
     stdin = args.get("stdin")

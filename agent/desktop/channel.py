@@ -238,8 +238,10 @@ class DesktopChannel:
             return False, None, (f"{spec.name} needs the '{spec.capability}' capability, which is disabled for "
                                  f"this relay on the desktop; the user can change it with `hermes-relay access`"), "denied"
         details = desktop.call_details(command.args, service.cwd)
-        if decision == policy.DECIDE_ALLOW and details.get("dangerous_env"):
-            decision = policy.DECIDE_ASK  # an override that changes what the command does is never auto-allowed
+        risky = details.get("dangerous_env")
+        if risky:  # never run, never asked about (the tools refuse it too: core/envguard)
+            return False, None, (f'refusing the environment override in "env": {desktop.dangerous_env(risky[0])}; '
+                                 "set it inside the command instead, where the approval shows it"), "refused_env"
         limit = desktop.call_limit(spec.deadline, cap=service.deadline_cap, budget=command.budget)
         deadline = started + limit
         live = _Live(spec.name, decision, trio.CancelScope(deadline=deadline))

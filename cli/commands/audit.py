@@ -23,7 +23,7 @@ AUTHORISED = {  # how a call was authorised (agent/desktop/channel.py), as the a
     "denied": "denied by policy", "rejected": "denied by you", "expired": "approval expired",
     "withdrawn": "withdrawn: access lowered", "not_served": "refused: restricted",
     "not_asked": "refused without asking", "audit_failed": "refused: audit not writable",
-    "unknown_tool": "unknown tool"}
+    "unknown_tool": "unknown tool", "refused_env": "refused: environment override"}
 FOLLOW_INTERVAL = 0.5
 _sleep = time.sleep
 

@@ -283,27 +283,22 @@ async def test_the_approval_shows_the_whole_call_unredacted_and_escaped(tmp_path
         nursery.cancel_scope.cancel()
 
 
-async def test_a_dangerous_env_override_is_shown_and_never_auto_allowed(tmp_path: Path,
-                                                                        autojump_clock: trio.abc.Clock) -> None:
-    h = Harness(tmp_path, policy.TRUSTED)
+@pytest.mark.parametrize("mode", [policy.TRUSTED, policy.ASK_EVERY_TIME])
+async def test_a_dangerous_env_override_is_refused_never_asked_about(tmp_path: Path, autojump_clock: trio.abc.Clock,
+                                                                     mode: str) -> None:
+    h = Harness(tmp_path, mode)
     async with trio.open_nursery() as nursery:
         await serve(h, nursery)
-        await h.command("plain", "desktop_terminal", {"command": "echo hello", "env": {"LANG": "C"}})
-        assert (await h.response())["ok"] is True  # trusted: runs without asking
+        await h.port.next("desktop.status")
         await h.command("func", "desktop_terminal", {"command": "echo hello",
                                                      "env": {"BASH_FUNC_echo%%": "() { id; }"}})
-        shown = await h.pending()
-        assert shown["details"]["dangerous_env"] == ["BASH_FUNC_echo%%"]
-        title, body = approvals_mod.notification(h.service.approvals.pending[shown["id"]])
-        assert "BASH_FUNC_echo%%" in body
-        await h.service.approvals.decide(shown["id"], False)
-        assert (await h.response())["ok"] is False
-        assert [a.get("env") for a in h.probe.ran] == [{"LANG": "C"}]
+        answer = await h.response()
+        assert answer["ok"] is False and "BASH_FUNC_echo%%" in answer["error"]
+        assert "shell function" in answer["error"]
+        assert h.service.approvals.pending == {} and h.probe.ran == []
         nursery.cancel_scope.cancel()
-    for name in ("BASH_ENV", "ENV", "LD_PRELOAD", "DYLD_INSERT_LIBRARIES", "PYTHONSTARTUP", "PATH", "BASH_FUNC_x%%"):
-        assert desktop.dangerous_env(name), name
-    for name in ("LANG", "TERM", "FOO", "COLUMNS"):
-        assert not desktop.dangerous_env(name), name
+    details = desktop.call_details({"command": "x", "env": {"LD_PRELOAD": "/tmp/x.so", "LANG": "C"}}, tmp_path)
+    assert details["dangerous_env"] == ["LD_PRELOAD"] and details["env"]["LANG"] == "C"
 
 
 async def test_approval_requests_are_rate_limited_per_host(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:

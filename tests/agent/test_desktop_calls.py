@@ -409,3 +409,29 @@ async def test_an_approval_with_a_lone_surrogate_can_be_listed_and_answered(tmp_
         await h.service.approvals.decide(shown["id"], True)
         assert (await h.response())["ok"] is True
         nursery.cancel_scope.cancel()
+
+
+async def test_notifications_are_escaped_and_rate_limited_per_host(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shown = tmp_path / "shown"
+    script = bin_dir / "notify-send"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" >> {shown}\nprintf "\\001" >> {shown}\n')
+    script.chmod(0o755)
+    book = approvals_mod.Approvals(wall_clock=lambda: 1_800_000_000.0,
+                                   env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HERMES_RELAY_NOTIFY": "1"},
+                                   on_always=lambda url, cap: None)
+
+    async def ask(i: int) -> None:
+        await book.request(url="ws://h:1", tool="desktop_terminal", capability="commands", preview="x", reason="",
+                           request_id=f"r-{i}", expires_at=trio.current_time() + 1.5,
+                           details={"command": f"echo {i}\x1b[2K\u202e<b>x</b>"})
+
+    async with trio.open_nursery() as nursery:
+        for i in range(approvals_mod.REQUEST_BURST):
+            nursery.start_soon(ask, i)
+    lines = [line for line in shown.read_bytes().split(b"\x01") if line]
+    assert len(lines) == approvals_mod.NOTIFY_BURST  # the other requests wait on watch/list, unannounced
+    for line in lines:
+        text = line.decode()
+        assert "\x1b" not in text and "\u202e" not in text and "\\x1b[2K\\u202e&lt;b&gt;x&lt;/b&gt;" in text

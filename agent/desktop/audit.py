@@ -135,8 +135,10 @@ class AuditLog:
             size = st.st_size if _regular(st.st_mode) else 0
         except FileNotFoundError:
             size = 0
-        kept = self._kept_bytes()
-        total = kept + size + len(line)
+        total = self._kept_bytes() + size + len(line)
+        if total > self.max_total:  # segments may have been removed by hand since: count them again
+            self._kept = None
+            total = self._kept_bytes() + size + len(line)
         if total > self.hard_total or (total > self.max_total and not high_value):
             self.dropped += 1
             if high_value:

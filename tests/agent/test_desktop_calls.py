@@ -435,3 +435,16 @@ async def test_notifications_are_escaped_and_rate_limited_per_host(tmp_path: Pat
     for line in lines:
         text = line.decode()
         assert "\x1b" not in text and "\u202e" not in text and "\\x1b[2K\\u202e&lt;b&gt;x&lt;/b&gt;" in text
+
+
+async def test_segments_removed_by_hand_free_the_cap_at_once(tmp_path: Path) -> None:
+    from hermes_relay.agent.desktop.audit import AuditError, AuditLog
+
+    log = AuditLog(tmp_path / "desktop-audit.jsonl", segment_bytes=1000, max_total=5000, hard_total=6000)
+    with pytest.raises(AuditError):
+        for i in range(200):
+            log.write({"ts": i, "kind": "tool.started", "pad": "p" * 40}, essential=True)
+    for segment in desktop.audit_segments(log.path):
+        segment.unlink()  # the user makes room
+    log.write({"ts": 999, "kind": "tool.started"}, essential=True)
+    assert log.read()[-1]["ts"] == 999

@@ -191,7 +191,7 @@ class DesktopChannel:
         started, wall = trio.current_time(), service.wall_clock()
         record: dict[str, Any] = {
             "ts": int(wall * 1000), "kind": "tool.completed",
-            "tool": command.tool if spec is not None else desktop.clip(command.tool, 64),
+            "tool": command.tool if spec is not None else _shown_name(command.tool),
             "category": desktop.category(spec.capability if spec else None), "ok": False,
             "request_id": command.request_id, "host_url": url,
             "args_preview": desktop.redact(desktop.args_preview(spec, command.args)),
@@ -232,7 +232,7 @@ class DesktopChannel:
         if not service.advertised(url):
             return False, None, NOT_SERVED, "not_served"
         if spec is None:
-            return False, None, f"unknown tool: {desktop.clip(command.tool, 64)}", "unknown_tool"
+            return False, None, f"unknown tool: {_shown_name(command.tool)}", "unknown_tool"
         decision = service.decide(url, spec.name)
         if decision == policy.DECIDE_DENY:
             return False, None, (f"{spec.name} needs the '{spec.capability}' capability, which is disabled for "
@@ -291,6 +291,11 @@ class DesktopChannel:
         if spec.name == "desktop_patch" and isinstance(result, dict):
             result = {**result, "approved": "auto" if how == "policy" else "user"}
         return True, result, None, how
+
+
+def _shown_name(tool: str) -> str:
+    """A tool name a relay made up, as the audit, status and answers show it: short, visible, valid UTF-8."""
+    return desktop.visible(desktop.clip(tool, 64), keep_newlines=False)
 
 
 def _add_outputs(record: dict[str, Any], result: Any) -> None:

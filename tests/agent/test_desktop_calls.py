@@ -448,3 +448,18 @@ async def test_segments_removed_by_hand_free_the_cap_at_once(tmp_path: Path) -> 
         segment.unlink()  # the user makes room
     log.write({"ts": 999, "kind": "tool.started"}, essential=True)
     assert log.read()[-1]["ts"] == 999
+
+
+async def test_a_made_up_tool_name_with_a_lone_surrogate_keeps_status_encodable(tmp_path: Path,
+                                                                                autojump_clock: trio.abc.Clock) -> None:
+    import msgpack
+
+    h = Harness(tmp_path, policy.TRUSTED)
+    async with trio.open_nursery() as nursery:
+        await serve(h, nursery)
+        await h.port.next("desktop.status")
+        await h.command("u", "desktop_\ud800\x1b[2J")
+        answer = await h.response()
+        assert answer["error"] == "unknown tool: desktop_\\ud800\\x1b[2J"
+        msgpack.packb(h.service.status_for(URL))  # what the status IPC call sends
+        nursery.cancel_scope.cancel()

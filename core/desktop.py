@@ -488,7 +488,7 @@ def dangerous_env(name: str) -> str | None:
 
 
 PATH_ARGS: Final = ("path", "source", "dest", "log_dir")  # the file tools' path arguments (tools/_args.path)
-MAX_SHOWN: Final = 16 << 10  # bytes of call details an approval shows whole; a larger call is not asked about
+MAX_SHOWN: Final = 8 << 10  # bytes of call details an approval shows whole; a larger call is not asked about
 
 
 def call_details(args: dict[str, Any], cwd: Path) -> dict[str, Any]:
@@ -534,12 +534,8 @@ def call_details(args: dict[str, Any], cwd: Path) -> dict[str, Any]:
 
 
 def details_size(details: dict[str, Any]) -> int:
-    return sum(len(_utf8(str(k))) + len(_utf8(str(v))) for k, v in _flat(details))
+    """An upper bound of the bytes ``details`` takes once made visible and sent (ASCII-escaped JSON is never
+    shorter than the escaped text), so 32 waiting approvals always fit one IPC frame."""
+    import json
 
-
-def _flat(obj: Any, key: str = "") -> list[tuple[str, Any]]:
-    if isinstance(obj, dict):
-        return [kv for k, v in obj.items() for kv in _flat(v, str(k))]
-    if isinstance(obj, list):
-        return [kv for v in obj for kv in _flat(v, key)]
-    return [(key, obj)]
+    return len(json.dumps(details, ensure_ascii=True))

@@ -471,3 +471,31 @@ async def test_a_made_up_tool_name_with_a_lone_surrogate_keeps_status_encodable(
         assert answer["error"] == "unknown tool: desktop_\\ud800\\x1b[2J"
         msgpack.packb(h.service.status_for(URL))  # what the status IPC call sends
         nursery.cancel_scope.cancel()
+
+
+async def test_calls_too_large_to_show_are_refused_and_32_waiting_ones_fit_one_ipc_frame(
+        tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    from hermes_relay.core import framing
+
+    h = Harness(tmp_path, policy.ASK_EVERY_TIME)
+    async with trio.open_nursery() as nursery:
+        await serve(h, nursery)
+        await h.command("huge", "desktop_terminal", {"command": "echo " + "y" * desktop.MAX_SHOWN})
+        answer = await h.response()
+        assert answer["ok"] is False and "too large to show for approval" in answer["error"]
+        assert h.service.approvals.pending == {}
+        nursery.cancel_scope.cancel()
+
+    book = approvals_mod.Approvals(wall_clock=lambda: 1_800_000_000.0, env={"HERMES_RELAY_NOTIFY": "0"},
+                                   on_always=lambda url, cap: None)
+    worst = {"command": "\x1b" * (desktop.MAX_SHOWN // 12 - 8), "reason": "\U000e0001" * (desktop.MAX_SHOWN // 24 - 8)}
+    assert desktop.details_size(worst) <= desktop.MAX_SHOWN
+    async with trio.open_nursery() as nursery:
+        for i in range(approvals_mod.MAX_PENDING):
+            nursery.start_soon(lambda i=i: book.request(
+                url=f"ws://h{i}:1", tool="desktop_terminal", capability="commands", preview="\x1b" * 120,
+                reason=worst["reason"], request_id="r" * 256, expires_at=trio.current_time() + 5, details=worst))
+        await trio.sleep(1)
+        assert len(book.pending) == approvals_mod.MAX_PENDING
+        framing.encode_frame([1, 1, None, {"approvals": book.list()}])  # raises when over 1 MiB
+        nursery.cancel_scope.cancel()

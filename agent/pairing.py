@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -314,7 +315,7 @@ def _test_faults(agent: Agent) -> int:
 def _test_crash_point(agent: Agent) -> None:
     """Test-only: die like ``kill -9`` right after auth.ok (credentials kept, store not written)."""
     if agent.config.env.get("HERMES_RELAY_TEST_KILL_AFTER_AUTH_OK") == "1":
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL if sys.platform != "win32" else signal.SIGTERM)  # Windows: TerminateProcess
 
 
 async def _explain(exc: HermesError, routes: list[Route], timeout: float) -> HermesError:

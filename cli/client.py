@@ -310,12 +310,10 @@ def spawn_agent(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     out = os.fdopen(fd, "ab")
     try:
         kwargs: dict[str, Any] = {}
-        if os.name == "posix":
+        if sys.platform == "win32":  # pragma: no cover - no console, its own process group
+            kwargs["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+        else:
             kwargs["start_new_session"] = True
-        else:  # pragma: no cover
-            kwargs["creationflags"] = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(
-                subprocess, "CREATE_NEW_PROCESS_GROUP", 0
-            )
         return subprocess.Popen(
             agent_command() + ["--detached"],
             stdin=subprocess.DEVNULL,

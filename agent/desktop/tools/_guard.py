@@ -44,7 +44,10 @@ Ident = tuple[int, int]
 MAX_DEPTH: Final = 4096  # ancestors followed up to "/" (PATH_MAX / 2 would be one-letter folders)
 MAX_PROTECTED_SCAN: Final = 100_000  # entries looked at to find hard links into protected folders
 # Going up needs only search permission with O_PATH (Linux); elsewhere the folder must be readable.
-_UP_FLAGS: Final = (getattr(os, "O_PATH", 0) | _fs.O_DIRECTORY | _fs.O_CLOEXEC) if hasattr(os, "O_PATH") else _fs.DIR_FLAGS
+if sys.platform == "linux":
+    _UP_FLAGS: Final = os.O_PATH | _fs.O_DIRECTORY | _fs.O_CLOEXEC
+else:
+    _UP_FLAGS: Final = _fs.DIR_FLAGS
 
 
 def ident(info: os.stat_result) -> Ident:

@@ -120,7 +120,10 @@ def _detach() -> None:
     adopted by init). On Windows the agent already started the runner detached (DETACHED_PROCESS,
     its own process group, out of the agent's job where allowed: ``_proc.creation_flags``)."""
     if sys.platform == "win32":
+        import msvcrt
+
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        msvcrt.setmode(0, os.O_BINARY)  # the spec's length counts bytes: no CRLF folding on stdin
         return
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)

@@ -32,7 +32,7 @@ import trio
 
 from hermes_relay.core.desktop import COMMANDS, FILES, ToolContext, ToolError, ToolSpec
 
-from . import _args, _jobrecord, _proc, _procguard, _sandbox
+from . import _args, _fs, _jobrecord, _proc, _procguard, _sandbox
 from ._jobrecord import JOB_ID, job_dir, jobs_root
 from ._jobrunner import CANCELLED, encode_spec, read_meta, write_meta
 
@@ -256,7 +256,7 @@ def read_window(file: str, offset: int | None, limit: int) -> dict[str, Any]:
     """
     empty = {"content": "", "total_bytes": 0, "truncated": False, "offset": 0, "start": 0}
     try:
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(file, os.O_RDONLY | _fs.O_NOFOLLOW | _fs.O_NONBLOCK | _fs.O_BINARY)  # Windows: no CRLF folding
     except OSError:
         return empty
     with os.fdopen(fd, "rb") as f:

@@ -103,9 +103,9 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def signal_tree(pid: int, members: list[psutil.Process], sig: int) -> None:
+def signal_tree(pid: int, members: list[psutil.Process], sig: int, platform: str = sys.platform) -> None:
     """Send ``sig`` to the process group led by ``pid`` (Windows: to ``pid`` itself) and to each of ``members``."""
-    if sys.platform == "win32":
+    if platform == "win32" or sys.platform == "win32":
         try:
             psutil.Process(pid).send_signal(sig)
         except psutil.Error:

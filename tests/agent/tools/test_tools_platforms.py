@@ -6,11 +6,15 @@ Windows (creation flags, command lines, the fail-closed refusal, folder handles 
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from toolctx import make_ctx
+from toolwait import until
 
 from hermes_relay.agent.desktop.tools import _at, _guard, _proc, files, search
 from hermes_relay.core.confine import UNCONFINED, Confinement
@@ -113,3 +117,49 @@ def test_folder_paths_never_enter_a_link(tmp_path: Path) -> None:
         _at.sub(str(tmp_path), "link")
     assert _at.sub(str(tmp_path), "link", follow=True) == str(tmp_path / "link")
     assert _at.sub(str(tmp_path), "real") == str(tmp_path / "real")
+
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="starts /bin/sh (the Windows choice is made by parameter)")
+
+
+async def _tree() -> tuple[subprocess.Popen[bytes], list[psutil.Process]]:
+    """A shell leading its own session with two children, as a command of the desktop tools is started."""
+    root = subprocess.Popen(["/bin/sh", "-c", "sleep 60 & sleep 60 & wait"], start_new_session=True)
+    members = await until(lambda: len(_proc.descendants(root.pid)) == 2 and _proc.descendants(root.pid))
+    return root, members
+
+
+def _kill(root: subprocess.Popen[bytes], members: list[psutil.Process]) -> None:
+    for m in members:
+        try:
+            m.kill()
+        except psutil.Error:
+            pass
+    root.kill()
+    root.wait()
+
+
+@posix_only
+async def test_the_windows_tree_kill_signals_the_command_and_its_members_never_a_group() -> None:
+    root, members = await _tree()
+    try:
+        _proc.signal_tree(root.pid, [], signal.SIGTERM, platform="win32")
+        assert root.wait(timeout=10) == -signal.SIGTERM  # the command itself, which Windows must end too
+        assert all(_proc.alive(m) for m in members)  # no process group signal on Windows
+        _proc.signal_tree(root.pid, members, signal.SIGTERM, platform="win32")
+        _, left = psutil.wait_procs(members, timeout=10)
+        assert not left
+    finally:
+        _kill(root, members)
+
+
+@posix_only
+async def test_the_posix_tree_kill_signals_the_whole_group() -> None:
+    root, members = await _tree()
+    try:
+        _proc.signal_tree(root.pid, [], signal.SIGTERM, platform="linux")
+        root.wait(timeout=10)
+        _, left = psutil.wait_procs(members, timeout=10)
+        assert not left
+    finally:
+        _kill(root, members)

@@ -16,7 +16,7 @@ import pytest
 from toolctx import make_ctx
 from toolwait import until
 
-from hermes_relay.agent.desktop.tools import _at, _guard, _proc, files, search
+from hermes_relay.agent.desktop.tools import _at, _guard, _proc, _sandbox, files, search
 from hermes_relay.core.confine import UNCONFINED, Confinement
 from hermes_relay.core.desktop import ToolError
 
@@ -163,3 +163,32 @@ async def test_the_posix_tree_kill_signals_the_whole_group() -> None:
         assert not left
     finally:
         _kill(root, members)
+
+
+class _FakeJob:
+    """Stands in for the Windows Job Object (no such thing here): records what the command asked of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def terminate(self) -> None:
+        self.calls.append("terminate")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+@posix_only
+async def test_a_plain_command_ends_its_job_object_then_its_tree_then_closes_the_job(tmp_path: Path) -> None:
+    command = await _sandbox._start_plain(["/bin/sh", "-c", "sleep 60 & sleep 60 & wait"], str(tmp_path),
+                                          {"PATH": "/usr/bin:/bin"}, UNCONFINED)
+    assert isinstance(command, _sandbox._Plain)
+    assert command.job is None  # no Job Objects off Windows
+    job = _FakeJob()
+    command.job = job
+    members = await until(lambda: len(_proc.descendants(command.proc.pid)) == 2 and _proc.descendants(command.proc.pid))
+    await command.finish(at_once=False, grace=5)
+    assert job.calls == ["terminate", "close"]
+    assert command.proc.returncode is not None
+    _, left = psutil.wait_procs(members, timeout=10)
+    assert not left

@@ -31,6 +31,7 @@ class AgentConfig:
     socket_path: str
     ipc_mode: str
     lock_file: Path
+    home_lock_file: Path  # one agent per HOME and host (core/instance.py)
     route_file: Path
     route_json_file: Path
     log_file: Path
@@ -68,6 +69,7 @@ class AgentConfig:
             socket_path=paths.socket_path(e),
             ipc_mode=paths.ipc_mode(e),
             lock_file=paths.instance_lock_file(e),
+            home_lock_file=paths.home_lock_file(e),
             route_file=paths.route_file(e),
             route_json_file=paths.route_json_file(e),
             log_file=paths.agent_log_file(e),

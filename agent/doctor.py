@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from hermes_relay.agent import transport
+from hermes_relay.agent.desktop import notify
 from hermes_relay.agent.ipc_server import CallContext, Handler
 from hermes_relay.core import api
 from hermes_relay.core.errors import (
@@ -37,6 +38,7 @@ from hermes_relay.core.errors import (
     ConnectTimeoutError,
     HandshakeRejectedError,
     HermesError,
+    NotPairedError,
     RateLimitedError,
     StateError,
     TlsError,
@@ -44,6 +46,7 @@ from hermes_relay.core.errors import (
 )
 from hermes_relay.core.record import Record, from_dict
 from hermes_relay.core.routes import Route, host_port, route_info
+from hermes_relay.core.store import resolve_in
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
@@ -140,6 +143,12 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
         sessions = agent.store.sessions()
     except StateError as exc:
         sessions, store_error = {}, exc.to_wire()
+    only = params.get("url")
+    if isinstance(only, str) and only:  # `hosts test URL`: the routes of one pairing
+        found = resolve_in(sessions, only)
+        if found is None:
+            raise NotPairedError(f"no pairing stored for {only}")
+        sessions = {found[0]: found[1]}
     views = [from_dict(owner, raw) for owner, raw in sessions.items()]
     plans = [(rec.owner, rec, [RouteCheck(r) for r in rec.routes()]) for rec in views]
     started = trio.current_time()
@@ -158,6 +167,7 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
     return {
         "netwatch": {"backend": getattr(watcher, "backend", None) or "off", "enabled": bool(agent.config.netwatch)},
         "relays": relays,
+        "desktop": {"notify": notify.notifier(agent.desktop.env)},
         "store_error": store_error,
         "deadline": deadline,
         "elapsed_ms": round((trio.current_time() - started) * 1000, 1),

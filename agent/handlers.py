@@ -54,6 +54,13 @@ def table(agent: Agent) -> dict[str, Handler]:
             if reveal:
                 state["token"] = token
             relays.append(state)
+        paused = agent.paused_states()
+        relays.extend(state for state, _ in paused)
+        view = paired_view(sessions, relays, reveal=reveal)
+        kept = {state["url"]: rec for state, rec in paused}
+        for item in view:  # a paused pairing shows the record the agent keeps for it
+            if item["record"] is None and item["url"] in kept:
+                item["record"] = kept[item["url"]] if reveal else _redacted(kept[item["url"]])
         watcher = agent.watcher
         return {
             "agent": {"pid": os.getpid(), "version": __version__, "started_at": agent.started_at,
@@ -62,7 +69,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                       "unsaved_pairings": pairing.pending_status(agent), "netwatch": getattr(watcher, "backend", None) or "off",
                       **_resources(agent)},
             "relays": relays,
-            "paired": paired_view(sessions, relays, reveal=reveal),
+            "paired": view,
         }
 
     async def pair_start(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -117,7 +124,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                 nursery.start_soon(until_client_leaves)
                 nursery.start_soon(_forward_approvals, agent, ctx)
                 try:
-                    for state in agent.states():
+                    for state in agent.states() + [paused for paused, _ in agent.paused_states()]:
                         await ctx.notify(api.STATE, state)
                     async with receive:
                         async for state in receive:
@@ -182,6 +189,12 @@ def table(agent: Agent) -> dict[str, Handler]:
     async def reload(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"relays": agent.reload()}
 
+    async def restore(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        url = params.get("url")
+        if not isinstance(url, str) or not url:
+            raise UsageError("restore needs the URL of the paused pairing (as `hermes-relay status` shows it)")
+        return await agent.restore(url)
+
     async def approvals_list(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"approvals": agent.desktop.approvals.list()}
 
@@ -207,6 +220,7 @@ def table(agent: Agent) -> dict[str, Handler]:
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
         api.DOCTOR: doctor.handler(agent), api.APPROVALS_LIST: approvals_list,
         api.APPROVALS_DECIDE: approvals_decide, api.FORGET: forget_pairing, api.ACCESS_CHANGING: access_changing,
+        api.RESTORE: restore,
     }
 
 
@@ -323,8 +337,8 @@ def _resolve(agent: Agent, url: str | None) -> tuple[str, dict[str, Any]]:
     if not paired:
         raise NotPairedError("this computer is not paired with any relay")
     if len(paired) > 1:
-        raise AmbiguousError(f"{len(paired)} relays are paired; choose one with --remote URL",
-                             hint="paired: " + ", ".join(k for k, _ in paired))
+        raise AmbiguousError(f"{len(paired)} relays are paired; choose one with --remote URL|NAME",
+                             hint="or set a default: hermes-relay use URL|NAME; paired: " + ", ".join(k for k, _ in paired))
     return paired[0]
 
 

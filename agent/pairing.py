@@ -7,9 +7,13 @@ the invite, so the link can fail over and move back up later.
 
 Spending the code makes the relay replace this device's previous session, so nothing may drop the
 new credentials: everything a store write needs is checked before the code is sent (the store
-parses, its lock can be taken, its directory accepts a file), and from ``auth.ok`` on the
-credentials are kept (``marks.Pending``: memory and a 0600 file) until the store write succeeds.
-``keep_pending`` retries that write in the background, also after an agent restart. Every store
+parses, its lock can be taken, its directory accepts a file), and the very first thing after
+``auth.ok`` (before the connection is closed, shielded from cancellation) is to keep the credentials
+(``marks.Pending``: memory and a fsynced 0600 file) until the store write succeeds. The later steps
+(store, desktop policy, dropping the pending copy) can each be repeated: ``flush_pending`` redoes them
+at start-up, before any link starts, and ``keep_pending`` retries in the background. A token
+rotation by a refresh goes through the same file (``rotation_entry``; agent/app.py ``save_auth_sync``).
+Each write point is a named crash point for tests (agent/checkpoints.py). Every store
 write runs in a worker thread: a lock held by another process never stops the agent answering.
 """
 
@@ -22,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.agent import prober, transport
+from hermes_relay.agent import checkpoints, prober, transport
+from hermes_relay.agent.checkpoints import checkpoint
 from hermes_relay.core import codes, payload, record, wire
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -125,7 +130,12 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
                                 "line": f"→ using {won.route.label} route {won.route.url}"})
             try:
                 auth_msg = agent.auth_payload(pairing_code=code, **device_name)
-                outcome.append(await transport.authenticate(conn, auth_msg, url=won.route.url))
+                ok = await transport.authenticate(conn, auth_msg, url=won.route.url)
+                # The relay has replaced this device's previous session: the credentials in ``ok`` are
+                # the only ones that work. Keeping them durably is the very next thing, before the
+                # connection is closed, and nothing (not even the caller leaving) may interrupt it.
+                with trio.CancelScope(shield=True):
+                    outcome.append(await _keep(agent, ok, won.route, routes, conn.dialed.pin, invite, device_name))
             finally:
                 await transport.discard(conn)
         except AuthRejectedError as exc:
@@ -135,26 +145,10 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         nursery.cancel_scope.cancel()
     if isinstance(outcome[0], HermesError):
         raise outcome[0]
-    ok, route = outcome[0], won.route
-    token = ok.get("session_token")
-    if not isinstance(token, str) or not token:
-        raise PairingRejectedError("the relay accepted the code but sent no session token", hint="is it a Hermes relay?")
-    fields = _fields(agent, route, routes, ok, conn.dialed.pin, invite, device_name)
-    entry = {"owner": route.url, "urls": [r.url for r in routes], "fields": fields, "at": fields["paired_at"]}
-    kept_error = await trio.to_thread.run_sync(agent.pending.save, route.url, entry)
-    if kept_error is not None:
-        log.error("pending_credentials_memory_only url=%s error=%s", route.url, kept_error)
-    _test_crash_point(agent)
-    try:
-        owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
-    except StateError as exc:
-        log.error("pairing_not_saved url=%s error=%s", route.url, exc.message)
-        agent.pending.note(route.url, exc.message)
-        agent.pending_signal.fire()  # keep_pending retries it from now on
-        raise _unsaved(agent, route.url, exc, kept_error) from None
-    await trio.to_thread.run_sync(agent.pending.done, route.url, token)
-    await trio.to_thread.run_sync(agent.marks.clear, owner)
-    await trio.to_thread.run_sync(agent.desktop.paired, owner)
+    ok, entry, kept_error = outcome[0]
+    route = won.route
+    with trio.CancelScope(shield=True):  # bounded by the store lock's timeout
+        owner = await _store(agent, store, entry, kept_error)
     agent.reload()  # starts the link for the new record and stops one whose record this replaced
     log.info("paired url=%s route=%s", owner, route.url)
     return {
@@ -164,6 +158,49 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         "store": str(agent.config.sessions_file), "device_name": device_name.get("device_name"),
         "cert_pin_sha256": conn.dialed.pin,  # the certificate this pairing trusts from now on (wss:// only)
     }
+
+
+async def _keep(agent: Agent, ok: dict[str, Any], route: Route, routes: list[Route], pin: str | None,
+                invite: payload.Invite | None, device_name: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """Keep the credentials of ``auth.ok`` in the agent's pending file (fsynced) before anything else.
+
+    Returns (auth.ok, the pending entry, the error text when only memory could keep them)."""
+    token = ok.get("session_token")
+    if not isinstance(token, str) or not token:
+        raise PairingRejectedError("the relay accepted the code but sent no session token", hint="is it a Hermes relay?")
+    fields = _fields(agent, route, routes, ok, pin, invite, device_name)
+    entry = {"owner": route.url, "urls": [r.url for r in routes], "fields": fields, "at": fields["paired_at"]}
+    kept_error = await trio.to_thread.run_sync(agent.pending.save, route.url, entry)
+    if kept_error is not None:
+        log.error("pending_credentials_memory_only url=%s error=%s", route.url, kept_error)
+    checkpoint(agent.config.env, checkpoints.PAIR_KEPT)
+    return ok, entry, kept_error
+
+
+async def _store(agent: Agent, store: SessionStore, entry: dict[str, Any], kept_error: str | None) -> str:
+    """Write a kept pairing into the store, then its fresh policy, then drop the pending copy.
+
+    Each step is safe to repeat: after a crash, ``keep_pending`` runs them again from the pending file."""
+    url = entry["owner"]
+    try:
+        owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
+    except StateError as exc:
+        log.error("pairing_not_saved url=%s error=%s", url, exc.message)
+        agent.pending.note(url, exc.message)
+        agent.pending_signal.fire()  # keep_pending retries it from now on
+        raise _unsaved(agent, url, exc, kept_error) from None
+    checkpoint(agent.config.env, checkpoints.PAIR_STORED)
+    await _settle(agent, owner)
+    checkpoint(agent.config.env, checkpoints.PAIR_POLICY)
+    await trio.to_thread.run_sync(agent.pending.done, url, entry["fields"]["token"])
+    checkpoint(agent.config.env, checkpoints.PAIR_DONE)
+    return owner
+
+
+async def _settle(agent: Agent, owner: str) -> None:
+    """What a stored pairing needs besides its record: no verdict of an older token, a desktop policy."""
+    await trio.to_thread.run_sync(agent.marks.clear, owner)
+    await trio.to_thread.run_sync(agent.desktop.paired, owner)
 
 
 def _previous(store: SessionStore, routes: list[Route]) -> record.Record | None:
@@ -270,33 +307,69 @@ async def keep_pending(agent: Agent, *, interval: float | None = None) -> None:
     logged: dict[str, str] = {}
     while True:
         seen = agent.pending_signal.generation
-        entries = await trio.to_thread.run_sync(agent.pending.all)
-        wrote = False
-        for owner, entry in entries.items():
-            agent.pending.memory.setdefault(owner, entry)  # shown by status, also after a restart
-            try:
-                await trio.to_thread.run_sync(_write, agent.store, entry, _test_faults(agent))
-            except StateError as exc:
-                agent.pending.note(owner, exc.message)
-                if logged.get(owner) != exc.message:  # once per distinct reason, not every retry
-                    log.warning("pending_credentials_not_saved url=%s error=%s", owner, exc.message)
-                    logged[owner] = exc.message
-                continue
-            logged.pop(owner, None)
-            await trio.to_thread.run_sync(agent.pending.done, owner, entry["fields"]["token"])
-            log.info("pending_credentials_saved url=%s", owner)
-            wrote = True
-        if wrote:
-            agent.reload()
+        entries, wrote = await flush_pending(agent, logged)
         if entries and not wrote:
             await trio.sleep(interval)
         elif not entries:  # nothing waits to be stored: sleep until a pairing leaves something behind
             await agent.pending_signal.wait(since=seen)
 
 
+async def flush_pending(agent: Agent, logged: dict[str, str] | None = None, *,
+                        store: SessionStore | None = None) -> tuple[int, bool]:
+    """One pass over the kept credentials: write each into the store (a pairing: with its policy; a
+    rotation: only if the store still holds the token it replaced), then drop the pending copy.
+    Returns (entries seen, whether any was written); reloads the links when one was."""
+    logged = {} if logged is None else logged
+    store = agent.store if store is None else store
+    entries = await trio.to_thread.run_sync(agent.pending.all)
+    wrote = False
+    for key, entry in entries.items():
+        agent.pending.memory.setdefault(key, entry)  # shown by status, also after a restart
+        try:
+            if entry.get("kind") == ROTATION:
+                await trio.to_thread.run_sync(_write_rotation, agent, store, entry)
+            else:
+                owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
+                await _settle(agent, owner)
+        except StateError as exc:
+            agent.pending.note(key, exc.message)
+            if logged.get(key) != exc.message:  # once per distinct reason, not every retry
+                log.warning("pending_credentials_not_saved url=%s error=%s", entry.get("owner", key), exc.message)
+                logged[key] = exc.message
+            continue
+        logged.pop(key, None)
+        await trio.to_thread.run_sync(agent.pending.done, key, entry["fields"]["token"])
+        log.info("pending_credentials_saved url=%s kind=%s", entry.get("owner", key), entry.get("kind", "pairing"))
+        wrote = True
+    if wrote:
+        agent.reload()
+    return len(entries), wrote
+
+
+ROTATION = "rotation"
+
+
+def rotation_key(owner: str) -> str:
+    """Where a rotation waits in the pending file (beside a pairing of the same relay, never over it)."""
+    return f"{owner}#rotation"
+
+
+def rotation_entry(owner: str, used_token: str | None, ok: dict[str, Any], route_url: str, pin: str | None,
+                   at: float) -> dict[str, Any]:
+    """A pending entry for tokens a relay rotated (a refresh): what ``save_auth`` would write."""
+    return {"kind": ROTATION, "owner": owner, "urls": [owner], "at": at, "used": used_token, "ok": ok,
+            "route_url": route_url, "pin": pin, "fields": {"token": ok["session_token"]}}
+
+
+def _write_rotation(agent: Agent, store: SessionStore, entry: dict[str, Any]) -> None:
+    agent.save_auth_sync(entry["owner"], str(entry.get("route_url") or entry["owner"]), entry["ok"],
+                         entry.get("pin"), used_token=entry.get("used"), store=store, keep=False)
+
+
 def pending_status(agent: Agent) -> list[dict[str, Any]]:
     """Pairings not yet in the store (for ``status``): URL, since when, and why (never the token)."""
-    return [{"url": url, "since": e.get("at"), "error": e.get("last_error")} for url, e in agent.pending.memory.items()]
+    return [{"url": e.get("owner", key), "since": e.get("at"), "error": e.get("last_error")}
+            for key, e in agent.pending.memory.items()]
 
 
 def _test_faults(agent: Agent) -> int:
@@ -308,12 +381,6 @@ def _test_faults(agent: Agent) -> int:
     if left > 0:
         agent.config.env["HERMES_RELAY_TEST_STORE_WRITE_FAULTS"] = str(left - 1)  # type: ignore[index]
     return left
-
-
-def _test_crash_point(agent: Agent) -> None:
-    """Test-only: die like ``kill -9`` right after auth.ok (credentials kept, store not written)."""
-    if agent.config.env.get("HERMES_RELAY_TEST_KILL_AFTER_AUTH_OK") == "1":
-        os.kill(os.getpid(), 9)  # SIGKILL (9 on every POSIX system); Windows: TerminateProcess, exit code 9
 
 
 async def _explain(exc: HermesError, routes: list[Route], timeout: float) -> HermesError:

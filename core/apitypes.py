@@ -184,10 +184,19 @@ class _RouteIndicatorBase(TypedDict):
     relay: str | None
 
 
+class IndicatorRelay(TypedDict):
+    url: str
+    name: str
+    label: str
+    state: str
+
+
 class RouteIndicator(_RouteIndicatorBase, total=False):
     updated_at: float
     valid_until: int
     pid: int
+    approvals_waiting: int  # desktop calls waiting for approval (the label ends in " !N")
+    relays: list[IndicatorRelay]  # every relay's part of the label, when several are paired and one is connected
 
 
 class PinAcceptReply(TypedDict):
@@ -208,6 +217,11 @@ class ForgetReply(TypedDict):
     prefix: str | None
     removed: list[str]
     relay: ForgetRelay
+
+
+class RestoreReply(TypedDict):
+    url: str
+    restored: bool
 
 
 class Approval(TypedDict):
@@ -260,6 +274,7 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "reload": (dict, ReloadReply),
     "agent.stop": (dict, StopReply),
     "forget": (dict, ForgetReply),
+    "restore": (dict, RestoreReply),
     "approvals.list": (dict, ApprovalsListReply),
     "approvals.decide": (dict, ApprovalsDecideReply),
     "access.changing": (dict, AccessChangingReply),

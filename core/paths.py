@@ -1,9 +1,10 @@
 """Where every file lives, one function per path, each with an environment override.
 
-``~/.hermes`` is shared with the other Hermes clients (the session store, the device id) and stays
-there on every platform. What is this machine's alone goes where the platform keeps such things:
+``~/.hermes`` is shared with the other Hermes clients (the session store, the device id), holds the
+per-host agent lock (one agent per HOME and host), and stays there on every platform. What is this
+machine's alone goes where the platform keeps such things:
 
-- the runtime directory (socket or endpoint file with its nonce, instance lock, route indicator):
+- the runtime directory (socket or endpoint file with its nonce, the socket's lock, route indicator):
   Linux ``$XDG_RUNTIME_DIR/hermes-relay`` (per-user, 0700, cleared at logout); Windows
   ``%LOCALAPPDATA%/hermes-relay/run`` (the profile's local part: never copied by a roaming profile,
   its ACL admits only the user, SYSTEM and administrators); macOS and the rest ``~/.hermes/run``
@@ -85,6 +86,11 @@ def device_id_file(env: Env | None = None) -> Path:
     return hermes_home(env) / "desktop-device-id"
 
 
+def desktop_control_file(env: Env | None = None) -> Path:
+    """The default relay and relay names, shared with the reference client (``relay_url``, ``host_aliases``)."""
+    return hermes_home(env) / "desktop-control.json"
+
+
 def agent_state_file(env: Env | None = None) -> Path:
     """The agent's own per-relay facts (revoked, expired) that do not belong in the shared store."""
     return hermes_home(env) / "hermes-relay-agent.json"
@@ -94,6 +100,14 @@ def desktop_roots_file(env: Env | None = None) -> Path:
     """Per relay host, the directories its file tools and confined commands may reach (ours alone: the
     shared policy file is rewritten by other clients, which drop what they do not know)."""
     return hermes_home(env) / "hermes-relay-desktop-roots.json"
+
+
+PAUSED_FILE_NAME = "hermes-relay-paused.json"
+
+
+def paused_file(env: Env | None = None) -> Path:
+    """Pairings another client removed from the store, kept by the agent until restored or forgotten."""
+    return hermes_home(env) / PAUSED_FILE_NAME
 
 
 def runtime_dir_str(env: Env | None = None, platform: str | None = None) -> str:
@@ -150,6 +164,13 @@ def instance_lock_file(env: Env | None = None) -> Path:
 
 def instance_lock_str(env: Env | None = None) -> str:
     return os.path.join(runtime_dir_str(env), "agent.lock")
+
+
+def home_lock_file(env: Env | None = None, host: str | None = None) -> Path:
+    """One agent per user, HOME and host (core/instance.py): ``~/.hermes/agent-<host>.lock``."""
+    from hermes_relay.core import instance
+
+    return hermes_home(env) / f"agent-{host or instance.host_name()}.lock"
 
 
 def spawn_lock_file(env: Env | None = None) -> Path:

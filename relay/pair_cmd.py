@@ -3,7 +3,10 @@
 Runs next to the relay: it registers the code over loopback (``POST /pairing/register`` is refused
 from anywhere else), then prints ``Code``, ``Relay`` and ``Session TTL``. With more than one route
 (LAN, Tailscale, public URL), or a TLS relay whose certificate pin the invite carries, it also prints a
-signed v3 invite, and a terminal QR of it when stdout is a terminal. A relay listening on loopback only
+signed v3 invite as one ``hermes-relay://`` line (for a TLS relay with the certificate, in the pinned-TLS
+``plugin_proxy`` endpoint the reference desktop CLI needs), and when stdout is a terminal a QR code of a
+compact invite: the first route and its pin (a certificate does not fit an 80-column QR). Raw JSON only
+with ``--json``. A relay listening on loopback only
 is offered as its loopback URL (nothing else could reach it). Minted codes avoid look-alike characters.
 This module is plain blocking Python: it neither needs nor imports trio.
 """
@@ -34,14 +37,25 @@ DEFAULT_TTL = 30 * 86400  # the reference hermes-pair's default session TTL: 30 
 DEFAULT_RELAY = listening.DEFAULT_RELAY
 REGISTER_TIMEOUT = 5.0
 MODES = ("auto", "lan", "tailscale", "public")
+QR_MAX_BYTES = 458  # what a QR code drawn in an 80-column terminal holds (segno, error level M)
+CERT_FILES = "relay-cert.pem and relay-key.pem in its state directory"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hermes-pair",
         description="Mint a one-time pairing code on this relay host (valid 10 minutes, single use).",
-        epilog="Pair a computer with: hermes-relay pair CODE --remote URL, or hermes-relay pair --pair-qr INVITE. "
-               "Exit codes: 0 ok, 1 relay unreachable or refused, 2 usage.",
+        epilog="examples:\n"
+               "  hermes-pair                      # a code and an invite for this host's relay\n"
+               "  hermes-pair --ttl 7d             # the paired computer's session: 7 days\n"
+               "  hermes-pair --mode tailscale     # offer only the Tailscale route\n"
+               "  hermes-pair --public-url wss://relay.example.com\n"
+               "then, on the computer to pair:\n"
+               "  hermes-relay pair --remote ws://192.168.1.5:8767   # then type the code\n"
+               "  hermes-relay pair --pair-qr 'hermes-relay://pair?payload=...'\n"
+               "\n"
+               "exit codes: 0 ok, 1 relay unreachable or refused, 2 usage",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--ttl", default=str(DEFAULT_TTL),
                    help="session lifetime: seconds, or 1d/7d/30d/90d/1y, or 0/never (default 30 days)")
@@ -85,13 +99,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         endpoints = select_endpoints(args.mode, local, args)
     warnings = _reachability_warnings(health, endpoints)
     hint = "wss" if local.startswith("wss://") else "ws"
-    pin = None
+    pin, der, proxied = None, None, None
     if hint == "wss":  # the relay says its pin in /health; an older relay's is read off a TLS handshake
         pin = health.get("cert_pin") if isinstance(health.get("cert_pin"), str) else relay_pin(local)
+        der = health.get("cert_der") if isinstance(health.get("cert_der"), str) and pin else None
+        if der:
+            proxied, unnamed = _named_routes(der, endpoints)
+            warnings += [f"the relay's certificate does not name {host}, so the reference desktop CLI cannot trust "
+                         f"the route through it; to add it, move {CERT_FILES} aside and restart the relay with --tls "
+                         "(paired devices then pair again)" for host in unnamed]
     registered = register(local, code, ttl)
     secret = payload.load_or_create_secret(paths.qr_secret_file())
     invite = payload.build(code=registered["code"], ttl_seconds=ttl, transport_hint=hint, endpoints=endpoints,
-                           secret=secret, cert_pin=pin)
+                           secret=secret, cert_pin=pin, cert_der=der, proxy_urls=proxied)
     return {
         "code": registered["code"],
         "relay_url": endpoints[0][1],
@@ -100,9 +120,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "endpoints": [{"role": role, "url": url} for role, url in endpoints],
         "payload": invite,
         "invite_url": payload.invite_url(invite),
+        "qr_payload": _qr_text(invite, secret),
         "cert_pin": pin,
         "warnings": warnings,
     }
+
+
+def _named_routes(cert_der: str, endpoints: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(the wss:// non-public route URLs whose host the certificate names, the hosts it does not name)."""
+    from hermes_relay.relay.tls import names_host  # cryptography: only for a TLS relay
+
+    named, unnamed = [], []
+    for role, url in endpoints:
+        host = urlsplit(url).hostname or ""
+        if not url.startswith("wss://") or role == "public":
+            continue
+        if names_host(cert_der, host):
+            named.append(url)
+        else:
+            unnamed.append(host)
+    return named, unnamed
+
+
+def _qr_text(invite: dict[str, Any], secret: bytes) -> str:
+    """What the QR code holds: the whole invite when it fits an 80-column terminal's QR, else the compact one."""
+    full = payload.encode(invite)
+    return full if len(full.encode()) <= QR_MAX_BYTES else payload.encode(payload.compact(invite, secret))
 
 
 def _chosen_code(raw: str) -> str:
@@ -223,7 +266,7 @@ def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tu
         elif mode == "lan":
             raise UsageError("no LAN address found for this host", hint="pass --lan-host ADDRESS")
     if mode in ("auto", "tailscale"):
-        host = args.tailscale_host or _tailscale_address()
+        host = args.tailscale_host or tailscale_address()
         if host:
             found.append(("tailscale", at(host)))
         elif mode == "tailscale":
@@ -256,7 +299,8 @@ def _is_loopback_host(host: str | None) -> bool:
     return host in (None, "", "localhost") or (host or "").startswith("127.") or host == "::1"
 
 
-def _tailscale_address() -> str | None:
+def tailscale_address() -> str | None:
+    """This host's Tailscale IPv4 address (``tailscale ip -4``), or None without Tailscale."""
     exe = shutil.which("tailscale")
     if exe is None:
         return None
@@ -283,17 +327,19 @@ def _print_text(result: dict[str, Any], out: TextIO, *, qr: bool) -> None:
     print("The code is valid for 10 minutes and works once.", file=out)
     if result.get("cert_pin"):
         print(f"Certificate pin : {result['cert_pin']}", file=out)
-    if len(result["endpoints"]) > 1 or result.get("cert_pin"):
+    invite = len(result["endpoints"]) > 1 or result.get("cert_pin")
+    if invite:
         print("Routes (strict priority):", file=out)
         for i, ep in enumerate(result["endpoints"]):
             print(f"  {i}. {ep['role']:<10} {ep['url']}", file=out)
-        if qr:
-            _print_qr(payload.encode(result["payload"]), out)
-        print("Invite payload:", file=out)
-        print(payload.encode(result["payload"]), file=out)
+        if qr:  # a QR holds about 458 bytes in 80 columns: the best route and its pin, not the certificate
+            _print_qr(result["qr_payload"], out)
+            if result["qr_payload"] != payload.encode(result["payload"]):
+                print("The QR code has the first route; the invite below has them all.", file=out)
     print(f"On the computer: hermes-relay pair {result['code']} --remote {result['relay_url']}", file=out)
-    if len(result["endpoints"]) > 1 or result.get("cert_pin"):
+    if invite:
         print(f"  or: hermes-relay pair --pair-qr '{result['invite_url']}'", file=out)
+        print("  (the reference desktop CLI's `pair` takes the same invite)", file=out)
 
 
 def _print_qr(text: str, out: TextIO) -> None:

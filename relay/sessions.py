@@ -328,8 +328,9 @@ class SessionBook:
         """Record activity in memory only; ``flush`` (periodic and at shutdown) writes it."""
         sess.last_seen = self.clock()
         if device:
-            for key in ("device_name", "client_surface", "device_form_factor", "device_model", "device_platform",
-                        "device_hostname"):
+            # Identity (device_id, name, host name, client surface) is what the session was paired with: a
+            # later auth frame may not rename it, or turn a phone into a desktop. Descriptive details may change.
+            for key in ("device_form_factor", "device_model", "device_platform"):
                 if isinstance(device.get(key), str) and device[key]:
                     setattr(sess, key, device[key][:MAX_TEXT])
         self.dirty = True

@@ -21,6 +21,7 @@ NOT_ON: dict[str, dict[str, str]] = {
                                               "commands run through cmd.exe in a Job Object",
         "cli/test_cli_route_prompt.py": "bash/zsh/fish prompt snippets",
         "cli/test_completion.py": "bash/zsh/fish completion scripts",
+        "cli/test_completion_dynamic.py": "bash/zsh/fish completion scripts",
         "cli/test_proctitle.py": "/proc and other users' uids",
         "core/test_ownership.py": "POSIX owners and modes (Windows keeps state under the user's profile ACL)",
         "e2e/test_pair_code_hidden_e2e.py": "reads other processes' argv through /proc",

@@ -31,6 +31,14 @@ def command(title: str, body: str, env: Mapping[str, str]) -> list[str] | None:
     return None
 
 
+def notifier(env: Mapping[str, str]) -> dict[str, str | None]:
+    """Which notifier ``notify`` would run here (for doctor): ``{program, disabled}``; program None when none."""
+    if env.get("HERMES_RELAY_NOTIFY", "1") == "0":
+        return {"program": None, "disabled": "HERMES_RELAY_NOTIFY=0"}
+    argv = command("hermes-relay", "doctor", env)
+    return {"program": argv[0] if argv else None, "disabled": None}
+
+
 async def notify(title: str, body: str, env: Mapping[str, str]) -> bool:
     argv = command(title, body, env)
     if argv is None:

@@ -15,7 +15,7 @@ import argparse
 from typing import Any
 
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import HermesError, UsageError
+from hermes_relay.core.errors import UsageError
 
 HEADERS = ("ID", "TOOL", "RELAY", "EXPIRES", "WHAT")
 MAX_REASON = 200
@@ -24,16 +24,29 @@ MAX_REASON = 200
 def register(sub: Any) -> None:
     p = sub.add_parser("approvals", help="approve or deny desktop tool calls waiting for you",
                        description="Desktop tool calls under an `ask` policy wait here for your answer "
-                                   "until shortly before the relay gives up on them.")
+                                   "until shortly before the relay gives up on them.",
+                       epilog="examples:\n"
+                              "  hermes-relay approvals                  # the calls waiting now, with ids\n"
+                              "  hermes-relay approvals approve 3f9a2c1e\n"
+                              "  hermes-relay approvals deny 3f9a2c1e --reason 'not on this machine'\n"
+                              "  hermes-relay approvals --watch          # answer each as it comes: y/n/a",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--watch", action="store_true", help="prompt for each request as it arrives (y/n/a)")
     add_common_flags(p)
     verbs = p.add_subparsers(dest="approvals_cmd", prog="hermes-relay approvals", metavar="{list,approve,deny}")
-    lst = verbs.add_parser("list", help="the calls waiting now (the default)")
-    approve = verbs.add_parser("approve", help="let one waiting call run")
+    lst = verbs.add_parser("list", help="the calls waiting now (the default)",
+                           epilog="examples:\n  hermes-relay approvals list\n  hermes-relay approvals list --json",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    approve = verbs.add_parser("approve", help="let one waiting call run",
+                               epilog="examples:\n  hermes-relay approvals approve 3f9a2c1e\n"
+                                      "  hermes-relay approvals approve 3f9a2c1e --always   # and from now on",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     approve.add_argument("id", metavar="ID", help="the id `hermes-relay approvals` shows")
     approve.add_argument("--always", action="store_true",
                          help="also allow this capability for this relay host from now on")
-    deny = verbs.add_parser("deny", help="refuse one waiting call")
+    deny = verbs.add_parser("deny", help="refuse one waiting call",
+                            epilog="example:\n  hermes-relay approvals deny 3f9a2c1e --reason 'not on this machine'",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     deny.add_argument("id", metavar="ID", help="the id `hermes-relay approvals` shows")
     deny.add_argument("--reason", metavar="TEXT", help="told to the relay host's agent")
     for parser in (lst, approve, deny):
@@ -117,63 +130,7 @@ def request_lines(event: dict[str, Any], ctx: Context) -> list[str]:
 
 
 def _watch(ctx: Context) -> int:
-    """Follow the agent's watch stream; prompt for every request; answer over a second connection."""
-    from hermes_relay.core import api
+    """Prompt for every request as it arrives, across agent restarts (cli/approvals_watch.py)."""
+    from hermes_relay.cli.approvals_watch import watch
 
-    answered: set[str] = set()
-    decider: list[Any] = []
-
-    class EndOfInput(Exception):
-        pass
-
-    def decide(params: dict[str, Any]) -> None:
-        if not decider:
-            decider.append(ctx.client())
-        try:
-            result = decider[0].call(api.APPROVALS_DECIDE, params)
-        except HermesError as exc:  # expired meanwhile, answered elsewhere: say so and keep watching
-            ctx.err(ctx.style.warn(f"  {exc.message}"))
-            return
-        ctx.out("  " + decided_line(result, ctx))
-        if result.get("always"):
-            ctx.out(f"  {result.get('capability')} is now allowed for {result.get('url')}")
-
-    def on_notify(method: str, event: dict[str, Any]) -> None:
-        if method != api.APPROVAL:
-            return
-        pid = str(event.get("id"))
-        if event.get("event") == "approval.resolved":
-            if pid not in answered:
-                ctx.out(ctx.style.dim(f"  {pid}: {event.get('outcome')}"))
-            return
-        if event.get("event") != "approval.requested" or pid in answered:
-            return
-        answered.add(pid)
-        for line in request_lines(event, ctx):
-            ctx.out(line)
-        while True:
-            ctx.stdout.write("allow? [y]es / [n]o / [a]lways for this host: ")
-            ctx.flush()
-            line = ctx.stdin.readline() if ctx.stdin is not None else ""
-            if not line:
-                raise EndOfInput
-            answer = line.strip().lower()
-            if answer in ("y", "yes", "n", "no", "a", "always"):
-                break
-        params: dict[str, Any] = {"id": pid, "approve": answer[0] in "ya"}
-        if answer[0] == "a":
-            params["always"] = True
-        decide(params)
-        ctx.flush()
-
-    ctx.out(ctx.style.dim("waiting for desktop calls that need your approval (Ctrl-C to stop)"))
-    ctx.flush()
-    try:
-        with ctx.client() as client:
-            client.call(api.WATCH, {}, timeout=None, on_notify=on_notify)
-    except EndOfInput:
-        ctx.out("")
-    finally:
-        for c in decider:
-            c.close()
-    return 0
+    return watch(ctx, request_lines, decided_line)

@@ -23,7 +23,12 @@ _sleep = time.sleep
 def register(sub: Any) -> None:
     p = sub.add_parser("audit", help="show the desktop tool calls relay hosts made on this computer",
                        description="Show the desktop audit log (~/.hermes/desktop-audit.jsonl): one line "
-                                   "per tool call and per relay connection event.")
+                                   "per tool call and per relay connection event.",
+                       epilog="examples:\n"
+                              "  hermes-relay audit                # the latest 20 records\n"
+                              "  hermes-relay audit -n 200\n"
+                              "  hermes-relay audit --follow       # new records as they come, until Ctrl-C",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", "--lines", type=int, default=DEFAULT_LINES, metavar="N",
                    help=f"how many of the latest records (default {DEFAULT_LINES})")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new records until Ctrl-C")

@@ -28,7 +28,9 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 _SECTIONS = {"system": "System", "store": "Session store", "runtime": "Files", "logs": "Files", "agent": "Agent",
-             "relays": "Relays"}
+             "desktop": "Desktop", "relays": "Relays"}
+NO_NOTIFIER = ("a desktop call waiting for your approval then shows only in `hermes-relay approvals --watch` "
+               "and in the prompt indicator ([LAN !1], see `hermes-relay prompt init`)")
 START_AGENT = "start it with `hermes-relay agent start`, then run doctor again"
 
 
@@ -36,7 +38,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("doctor", help="check the installation, the agent and every route to each relay",
                        description="Check versions, the clock, the session store and file permissions, the "
                                    "agent, and every route of every paired relay (DNS, TCP, TLS and pin, "
-                                   "WebSocket, auth). Never starts the agent. Exit status 1 when a check fails.")
+                                   "WebSocket, auth). Never starts the agent. Exit status 1 when a check fails.",
+                       epilog="examples:\n"
+                              "  hermes-relay doctor          # every check, and how to fix what fails\n"
+                              "  hermes-relay doctor --fix    # also repair modes, move a broken store aside\n"
+                              "  hermes-relay doctor --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fix", action="store_true",
                    help="repair what is safe to repair: file modes, and a store that cannot be parsed "
                         "(moved aside as <name>.corrupt-<time>, never deleted)")
@@ -256,6 +263,7 @@ def _agent(ctx: Context, *, reload_store: bool) -> tuple[list[dict[str, Any]], l
         client = ctx.client(autostart=False)
     except AgentNotRunningError:
         return [check("agent.running", WARN, "the agent is not running", fix="hermes-relay agent start"),
+                check("desktop.notify", SKIP, "desktop notifications: not checked (the agent reports them)"),
                 check("relays", SKIP, "relay routes not checked: the agent runs those checks", fix=START_AGENT)], []
     except HermesError as exc:
         return [check("agent.running", FAIL, f"the agent is not answering: {exc.message}",
@@ -286,10 +294,28 @@ def _agent(ctx: Context, *, reload_store: bool) -> tuple[list[dict[str, Any]], l
                              fix=exc.hint or "hermes-relay agent restart"))
             return out, []
     out.append(_netwatch(result.get("netwatch") or {}))
+    desktop = result.get("desktop")
+    if isinstance(desktop, dict):  # older agents do not report it
+        out.append(notifier_check(desktop.get("notify")))
     relays = [r for r in result.get("relays") or [] if isinstance(r, dict)]
     if not relays:
         out.append(check("relays", SKIP, "no paired relays to check"))
     return out, relays
+
+
+def notifier_check(info: Any) -> dict[str, Any]:
+    """How a waiting approval reaches the user: a desktop notification, or only the watch and the prompt."""
+    if not isinstance(info, dict):
+        return check("desktop.notify", SKIP, "desktop notifications: not reported by the agent")
+    program = info.get("program")
+    if isinstance(program, str) and program:
+        return check("desktop.notify", OK, f"desktop notifications for approvals: {program}")
+    if info.get("disabled"):
+        return check("desktop.notify", WARN, f"desktop notifications are off ({info['disabled']})",
+                     detail=NO_NOTIFIER, fix="unset HERMES_RELAY_NOTIFY and run `hermes-relay agent restart`")
+    return check("desktop.notify", WARN, "no desktop notifier found (notify-send, osascript)", detail=NO_NOTIFIER,
+                 fix="install notify-send (libnotify-bin / libnotify) where the agent runs, then "
+                     "`hermes-relay agent restart`; or keep `hermes-relay approvals --watch` open")
 
 
 def _netwatch(info: dict[str, Any]) -> dict[str, Any]:

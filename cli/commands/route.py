@@ -23,9 +23,14 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
+    import argparse
+
     p = sub.add_parser("route", help="how the relay is reached right now (LAN, Tailscale, Public, offline)",
                        description="Print the route indicator the agent publishes. Does not contact the agent.",
-                       epilog="example:\n  hermes-relay route        # LAN (ws://192.168.1.5:8767, since 3m ago)")
+                       epilog="examples:\n  hermes-relay route        # LAN (ws://192.168.1.5:8767, since 3m ago)\n"
+                              "  hermes-relay route        # LAN | office: Tailscale !1 (...): two relays, one "
+                              "call waiting for approval",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(p)
     p.set_defaults(run=run)
 

@@ -199,15 +199,15 @@ async def test_authentication_does_not_write_the_file_and_shutdown_does(relay_fa
     before = (state / "sessions.json").read_bytes()
 
     clock.advance(50)
-    _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"], "device_name": "new name"})
+    _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"], "device_model": "new model"})
     assert reply["type"] == "auth.ok"
     assert (state / "sessions.json").read_bytes() == before  # no fsync on the event loop per authentication
     _, listing = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
-    assert (listing["sessions"][0]["last_seen"], listing["sessions"][0]["device_name"]) == (paired_at + 50, "new name")
+    assert (listing["sessions"][0]["last_seen"], listing["sessions"][0]["device_model"]) == (paired_at + 50, "new model")
 
     await relay.stop()
     assert stored_last_seen(state) == paired_at + 50
-    assert "new name" in (state / "sessions.json").read_text()
+    assert "new model" in (state / "sessions.json").read_text()
 
 
 def _touched_relay(state) -> tuple[Relay, float]:  # type: ignore[no-untyped-def]

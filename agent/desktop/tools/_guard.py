@@ -20,6 +20,10 @@ symlinks and all. Otherwise:
 
 Nothing here checks names a second time after the descriptors are open; tools must operate on the
 descriptors a Guard returns.
+
+Windows has no folder descriptors: there a folder is handled by its path (``_at``), which is fine for
+``full_access`` and cannot confine anything, so a confined Guard refuses to start there
+(``confinement_refusal``): the call fails closed with a clear error instead of running unchecked.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ The one place the tools that start processes go through:
   spawn server (``sandbox/spawner.py``), so nothing the command starts outlives the call; under
   ``kernel_commands`` (the ``workspace`` preset) the command is confined before exec (Landlock,
   no_new_privs, no capabilities, seccomp). Elsewhere it is a plain child in its own session (under
-  sandbox-exec on macOS for workspace), killed as a tree.
+  sandbox-exec on macOS for workspace), killed as a tree; on Windows it also runs in a kill-on-close
+  Job Object (``_winjob``), so what it leaves behind ends with the call there too.
 - ``command_argv()`` (detached jobs): the argv to execute, wrapped in the confining trampoline under
   ``kernel_commands``, unchanged otherwise.
 

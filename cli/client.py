@@ -310,14 +310,7 @@ def spawn_agent(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     fileio.ensure_private_dir(log_dir)
     fd = os.open(log_dir / "agent-start.err", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     out = os.fdopen(fd, "ab")
-    try:
-        kwargs: dict[str, Any] = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True
-        else:  # pragma: no cover
-            kwargs["creationflags"] = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(
-                subprocess, "CREATE_NEW_PROCESS_GROUP", 0
-            )
+    def popen(**kwargs: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             agent_command() + ["--detached"],
             stdin=subprocess.DEVNULL,
@@ -328,6 +321,16 @@ def spawn_agent(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
             close_fds=True,
             **kwargs,
         )
+
+    try:
+        if sys.platform == "win32":  # pragma: no cover - no console, its own process group, and out of the
+            # terminal's Job Object where it allows that (an ssh session's job ends its processes at logout)
+            flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+            try:
+                return popen(creationflags=flags | subprocess.CREATE_BREAKAWAY_FROM_JOB)
+            except PermissionError:  # the job forbids breaking away: the agent stays in it
+                return popen(creationflags=flags)
+        return popen(start_new_session=True)
     finally:
         out.close()
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -189,7 +190,7 @@ def _check(result: int, what: str) -> int:
 
 def build_ruleset(rules: list[Rule], abi: int, network: bool) -> int:
     """Create the kernel rule set for ``rules`` (in the unconfined reaper); returns its fd."""
-    if abi < 1:
+    if sys.platform != "linux" or abi < 1:
         raise OSError("this kernel has no Landlock")
     libc = _libc()
     handled = handled_rights(abi)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
+import sys
 from collections.abc import Iterable
 from typing import Final
 
@@ -61,6 +62,8 @@ def isolate(hidden: Iterable[str], frozen: Iterable[str]) -> bool:
     frozen = [p for p in frozen if os.path.lexists(p) and not os.path.islink(p)]
     if not hidden and not frozen:
         return True
+    if sys.platform != "linux":
+        return False
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(ctypes.c_int(_CLONE_NEWUSER | _CLONE_NEWNS)) != 0:

@@ -25,10 +25,14 @@ import select
 import signal
 import socket
 import struct
+import sys
 import time
 from typing import Any, Final
 
 from . import confine_self
+
+if sys.platform != "linux":  # fork, pidfds, subreapers: the spawner is started only on Linux (tools/_sandbox)
+    raise ImportError(f"{__name__} is Linux only")
 
 _PR_SET_CHILD_SUBREAPER: Final = 36
 _KILL_POLL: Final = 0.05

@@ -28,6 +28,9 @@ import time
 
 from . import confine_self, reaper
 
+if sys.platform != "linux":  # fork, pidfds, subreapers: the spawner is started only on Linux (tools/_sandbox)
+    raise ImportError(f"{__name__} is Linux only")
+
 
 def _fork_standby(sock: socket.socket, notify: int) -> tuple[int, int] | None:
     pid = os.fork()

@@ -6,7 +6,8 @@ The one place the tools that start processes go through:
   spawn server (``sandbox/spawner.py``), so nothing the command starts outlives the call; under
   ``kernel_commands`` (the ``workspace`` preset) the command is confined before exec (Landlock,
   no_new_privs, no capabilities, seccomp). Elsewhere it is a plain child in its own session (under
-  sandbox-exec on macOS for workspace), killed as a tree.
+  sandbox-exec on macOS for workspace), killed as a tree; on Windows it also runs in a kill-on-close
+  Job Object (``_winjob``), so what it leaves behind ends with the call there too.
 - ``command_argv()`` (detached jobs): the argv to execute, wrapped in the confining trampoline under
   ``kernel_commands``, unchanged otherwise.
 
@@ -27,7 +28,7 @@ import struct
 import subprocess
 import sys
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -98,6 +99,8 @@ class _Spawner:
 
     def ensure(self) -> None:
         """Start the spawner unless it runs; returns once it is ready for calls (OSError if not)."""
+        if sys.platform == "win32":
+            raise OSError("the spawn server is Linux only")
         with self.lock:
             if self.healthy():
                 return
@@ -135,6 +138,8 @@ class _Spawner:
             self.proc = None
 
     async def send(self, fds: list[int]) -> None:
+        if sys.platform == "win32":
+            raise OSError("the spawn server is Linux only")
         for attempt in (0, 1):
             if not self.healthy():
                 await trio.to_thread.run_sync(self.ensure, abandon_on_cancel=True)  # it finishes on its own
@@ -172,7 +177,14 @@ class Command:
 
 
 class _Reaped(Command):
+    ctl: trio.socket.SocketType
+    buffer: bytes
+    returncode: int | None
+    done: bool
+
     def __init__(self, ctl: trio.socket.SocketType, stdout_fd: int, stderr_fd: int) -> None:
+        if sys.platform == "win32":
+            raise OSError("the spawn server is Linux only")
         self.ctl = ctl
         self.buffer = b""
         self.stdout = trio.lowlevel.FdStream(stdout_fd)
@@ -217,8 +229,11 @@ class _Reaped(Command):
 
 
 class _Plain(Command):
-    def __init__(self, proc: trio.Process) -> None:
+    """A plain child in its own session (macOS; Linux without the spawner; Windows, in a Job Object)."""
+
+    def __init__(self, proc: trio.Process, job: _KillJob | None = None) -> None:
         self.proc = proc
+        self.job = job
         assert proc.stdout is not None and proc.stderr is not None
         self.stdout, self.stderr = proc.stdout, proc.stderr
 
@@ -227,23 +242,56 @@ class _Plain(Command):
 
     async def finish(self, *, at_once: bool, grace: float) -> None:
         with trio.CancelScope(shield=True):
+            if self.job is not None:
+                self.job.terminate()  # every process in the job, orphans included (Windows has no gentler stop)
             if self.proc.returncode is None:
                 await _proc.kill_tree(self.proc, grace)
-            elif at_once and os.name != "nt":
+            elif at_once and sys.platform != "win32":
                 _proc.signal_tree(self.proc.pid, [], signal.SIGKILL)
+            if self.job is not None:
+                self.job.close()
             for stream in (self.stdout, self.stderr):
                 await stream.aclose()
+
+
+class _KillJob(Protocol):
+    """What ``_Plain`` needs of a Windows Job Object (``_winjob.KillOnClose``)."""
+
+    def terminate(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _job_for(pid: int) -> _KillJob | None:
+    """Windows: a kill-on-close Job Object holding ``pid``; None elsewhere, or when Windows refused one
+    (then the psutil tree is all that is killed, and the reason is logged)."""
+    if sys.platform != "win32":
+        return None
+    from . import _winjob
+
+    try:
+        job = _winjob.KillOnClose()
+    except OSError as exc:
+        log.warning("desktop_job_object_failed error=%s (the command's tree is killed through psutil)", exc)
+        return None
+    try:
+        job.add(pid)
+    except OSError as exc:
+        job.close()
+        log.warning("desktop_job_object_failed error=%s (the command's tree is killed through psutil)", exc)
+        return None
+    return job
 
 
 async def _start_plain(argv: list[str], cwd: str, env: dict[str, str], confinement: Confinement) -> Command:
     try:
         proc = await trio.lowlevel.open_process(
-            command_argv(argv, confinement, cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=cwd, env=env, **_proc.session_kwargs(),
+            _proc.command_line(command_argv(argv, confinement, cwd)), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env, **_proc.session_kwargs(),
         )
     except OSError as exc:
         raise ToolError(f"could not start {argv[0]}: {exc.strerror or exc}") from exc
-    return _Plain(proc)
+    return _Plain(proc, _job_for(proc.pid))
 
 
 async def start(argv: list[str], *, cwd: str, env: dict[str, str], confinement: Confinement,

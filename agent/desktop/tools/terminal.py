@@ -1,6 +1,7 @@
 """desktop_terminal: run one shell command and return its bounded output.
 
-The command runs through ``bash -c`` (``sh -c`` without bash) in its own session with stdin closed.
+The command runs through ``bash -c`` (``sh -c`` without bash; ``cmd.exe /d /s /c`` on Windows) in its
+own session with stdin closed.
 Each stream is read as it arrives: at most ``ctx.max_output`` bytes are kept and the rest is only
 counted, so a command that prints gigabytes costs no memory. The command's own ``timeout`` (30 s by
 default, 10 min at most, and never past the call's deadline, so the caller reads "timed out" rather

@@ -141,6 +141,7 @@ def test_seatbelt_quotes_paths_and_refuses_control_characters():
         seatbelt.profile({"roots": ["/a\nb"], "read_only": [], "protected": [], "write_protected": []})
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the spawner is Linux only (it refuses to import elsewhere)")
 def test_the_spawner_loads_no_trio_and_nothing_of_the_agent_beyond_the_sandbox():
     code = ("import sys, hermes_relay.agent.desktop.sandbox.spawner; "
             "print(sorted(m for m in sys.modules if m == 'trio' or m.startswith('hermes_relay.')))")
@@ -149,3 +150,10 @@ def test_the_spawner_loads_no_trio_and_nothing_of_the_agent_beyond_the_sandbox()
     assert "trio" not in loaded
     assert all(m.startswith("hermes_relay.agent.desktop.sandbox") or m in ("hermes_relay.agent",
                "hermes_relay.agent.desktop") for m in loaded), loaded
+
+
+@pytest.mark.skipif(sys.platform == "linux", reason="checks the refusal other platforms get")
+def test_the_spawner_refuses_to_import_off_linux():  # pragma: no cover - macOS and Windows runners
+    code = "import hermes_relay.agent.desktop.sandbox.spawner"
+    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0 and "is Linux only" in proc.stderr

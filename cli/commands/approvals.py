@@ -118,7 +118,10 @@ def _id(value: str) -> str:
 def decided_line(result: dict[str, Any], ctx: Context) -> str:
     verb = "approved" if result.get("approved") else "denied"
     mark = ctx.style.ok("✓") if result.get("approved") else ctx.style.warn("✗")
-    return f"{mark} {verb} {result.get('id')} ({result.get('tool')} for {result.get('url')})"
+    from hermes_relay.cli import render
+
+    shown = [render.printable(str(result.get(k))) for k in ("id", "tool", "url")]
+    return f"{mark} {verb} {shown[0]} ({shown[1]} for {shown[2]})"
 
 
 def list_lines(items: list[dict[str, Any]], ctx: Context) -> list[str]:

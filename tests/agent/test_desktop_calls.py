@@ -499,3 +499,20 @@ async def test_calls_too_large_to_show_are_refused_and_32_waiting_ones_fit_one_i
         assert len(book.pending) == approvals_mod.MAX_PENDING
         framing.encode_frame([1, 1, None, {"approvals": book.list()}])  # raises when over 1 MiB
         nursery.cancel_scope.cancel()
+
+
+async def test_old_segments_make_room_and_young_ones_are_kept(tmp_path: Path) -> None:
+    from hermes_relay.agent.desktop.audit import RETAIN, AuditLog
+
+    now = 1_800_000_000.0
+    log = AuditLog(tmp_path / "desktop-audit.jsonl", segment_bytes=1000, max_total=8000, wall_clock=lambda: now)
+    for age_days, name in ((30, "2027-01-01T000000Z"), (9, "2027-01-06T000000Z"), (2, "2027-01-13T000000Z")):
+        segment = tmp_path / f"desktop-audit.{name}.jsonl"
+        segment.write_text(json.dumps({"ts": int((now - age_days * 86400) * 1000), "pad": "p" * 1900}) + "\n")
+        os.utime(segment, (now - age_days * 86400, now - age_days * 86400))
+    for i in range(40):  # past a segment: the oldest beyond RETAIN go while the total is over half the cap
+        log.write({"ts": int(now * 1000) + i, "kind": "tool.started", "pad": "p" * 40})
+    names = sorted(p.name for p in desktop.audit_segments(log.path))
+    assert "desktop-audit.2027-01-01T000000Z.jsonl" not in names
+    assert "desktop-audit.2027-01-13T000000Z.jsonl" in names  # younger than RETAIN: never deleted
+    assert RETAIN == 7 * 86400

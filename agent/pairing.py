@@ -13,7 +13,10 @@ parses, its lock can be taken, its directory accepts a file), and the very first
 (store, desktop policy, dropping the pending copy) can each be repeated: ``flush_pending`` redoes them
 at start-up, before any link starts, and ``keep_pending`` retries in the background. A token
 rotation by a refresh goes through the same file (``rotation_entry``; agent/app.py ``save_auth_sync``).
-Each write point is a named crash point for tests (agent/checkpoints.py). Every store
+Each write point is a named crash point for tests (agent/checkpoints.py). A kill before the first of
+them (``pair.sent``) loses the answer: our relay keeps the old refresh token on standby for the new
+session, so the restarted agent's link refreshes into it; while a pairing is under way, the links of
+the relay it replaces must not spend that token themselves (``Agent.repairing``). Every store
 write runs in a worker thread: a lock held by another process never stops the agent answering.
 """
 
@@ -115,41 +118,54 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         await progress({"kind": "probe", "ok": a.ok, "ms": round(a.ms, 1), "route": route_info(a.route),
                         "line": f"  {mark} {a.route.label:<10} {a.route.url}  {detail}"})
 
-    outcome: list[Any] = []
-    async with trio.open_nursery() as nursery:
-        try:
-            async def connect(route: Route) -> transport.Connection:
-                pin = invite.pin_for(route.url) if invite is not None else None
-                return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
+    replacing = {r.url for r in routes} | ({previous.owner} if previous is not None else set())
+    for url in replacing:  # their links keep off the old refresh token until this pairing is stored
+        agent.pairing_urls[url] = agent.pairing_urls.get(url, 0) + 1
 
-            won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
-                                    timeout=agent.config.probe_timeout, cache=None, on_attempt=on_attempt)
-            conn = won.value
-            if len(routes) > 1:
-                await progress({"kind": "pick", "route": route_info(won.route),
-                                "line": f"→ using {won.route.label} route {won.route.url}"})
+    def sent() -> None:
+        checkpoint(agent.config.env, checkpoints.PAIR_SENT)
+
+    try:
+        outcome: list[Any] = []
+        async with trio.open_nursery() as nursery:
             try:
-                auth_msg = agent.auth_payload(pairing_code=code, **device_name)
-                ok = await transport.authenticate(conn, auth_msg, url=won.route.url)
-                # The relay has replaced this device's previous session: the credentials in ``ok`` are
-                # the only ones that work. Keeping them durably is the very next thing, before the
-                # connection is closed, and nothing (not even the caller leaving) may interrupt it.
-                with trio.CancelScope(shield=True):
-                    outcome.append(await _keep(agent, ok, won.route, routes, conn.dialed.pin, invite, device_name))
-            finally:
-                await transport.discard(conn)
-        except AuthRejectedError as exc:
-            outcome.append(PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}"))
-        except HermesError as exc:
-            outcome.append(await _explain(exc, routes, agent.config.probe_timeout))
-        nursery.cancel_scope.cancel()
-    if isinstance(outcome[0], HermesError):
-        raise outcome[0]
-    ok, entry, kept_error = outcome[0]
-    route = won.route
-    with trio.CancelScope(shield=True):  # bounded by the store lock's timeout
-        owner = await _store(agent, store, entry, kept_error)
-    agent.reload()  # starts the link for the new record and stops one whose record this replaced
+                async def connect(route: Route) -> transport.Connection:
+                    pin = invite.pin_for(route.url) if invite is not None else None
+                    return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
+
+                won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
+                                        timeout=agent.config.probe_timeout, cache=None, on_attempt=on_attempt)
+                conn = won.value
+                if len(routes) > 1:
+                    await progress({"kind": "pick", "route": route_info(won.route),
+                                    "line": f"→ using {won.route.label} route {won.route.url}"})
+                try:
+                    auth_msg = agent.auth_payload(pairing_code=code, **device_name)
+                    ok = await transport.authenticate(conn, auth_msg, url=won.route.url, arrived=sent)
+                    # The relay has replaced this device's previous session: the credentials in ``ok`` are
+                    # the only ones that work. Keeping them durably is the very next thing, before the
+                    # connection is closed, and nothing (not even the caller leaving) may interrupt it.
+                    with trio.CancelScope(shield=True):
+                        outcome.append(await _keep(agent, ok, won.route, routes, conn.dialed.pin, invite, device_name))
+                finally:
+                    await transport.discard(conn)
+            except AuthRejectedError as exc:
+                outcome.append(PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}"))
+            except HermesError as exc:
+                outcome.append(await _explain(exc, routes, agent.config.probe_timeout))
+            nursery.cancel_scope.cancel()
+        if isinstance(outcome[0], HermesError):
+            raise outcome[0]
+        ok, entry, kept_error = outcome[0]
+        route = won.route
+        with trio.CancelScope(shield=True):  # bounded by the store lock's timeout
+            owner = await _store(agent, store, entry, kept_error)
+        agent.reload()  # starts the link for the new record and stops one whose record this replaced
+    finally:
+        for url in replacing:
+            agent.pairing_urls[url] -= 1
+            if not agent.pairing_urls[url]:
+                del agent.pairing_urls[url]
     log.info("paired url=%s route=%s", owner, route.url)
     return {
         "url": owner, "server_version": ok.get("server_version"), "route": route_info(route),

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.agent import checkpoints, prober, transport
+from hermes_relay.agent import carryover, checkpoints, prober, transport
 from hermes_relay.agent.checkpoints import checkpoint
 from hermes_relay.core import codes, payload, record, wire
 from hermes_relay.core.errors import (
@@ -139,6 +140,10 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
                 if len(routes) > 1:
                     await progress({"kind": "pick", "route": route_info(won.route),
                                     "line": f"→ using {won.route.label} route {won.route.url}"})
+                rid = await _relay_id(won.route, conn.dialed.pin, agent.config.probe_timeout)
+                same = await trio.to_thread.run_sync(_same_relay, agent, store, previous, conn.dialed.pin, rid)
+                if same is not None:
+                    await progress({"kind": "info", "line": _replacing_line(same[0])})
                 try:
                     auth_msg = agent.auth_payload(pairing_code=code, **device_name)
                     ok = await transport.authenticate(conn, auth_msg, url=won.route.url, arrived=sent)
@@ -146,7 +151,8 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
                     # the only ones that work. Keeping them durably is the very next thing, before the
                     # connection is closed, and nothing (not even the caller leaving) may interrupt it.
                     with trio.CancelScope(shield=True):
-                        outcome.append(await _keep(agent, ok, won.route, routes, conn.dialed.pin, invite, device_name))
+                        outcome.append(await _keep(agent, ok, won.route, routes, conn.dialed.pin, invite, device_name,
+                                                   rid, same, bool(params.get("carry_over"))))
                 finally:
                     await transport.discard(conn)
             except AuthRejectedError as exc:
@@ -168,6 +174,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
                 del agent.pairing_urls[url]
     log.info("paired url=%s route=%s", owner, route.url)
     return {
+        "replaced": _replaced_info(agent, entry),
         "url": owner, "server_version": ok.get("server_version"), "route": route_info(route),
         "expires_at": ok.get("expires_at"), "grants": ok.get("grants") or {}, "port_added": port_added,
         "verified": verified, "verify_note": note, "attempts": [a.to_dict() for a in won.attempts],
@@ -177,7 +184,9 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
 
 
 async def _keep(agent: Agent, ok: dict[str, Any], route: Route, routes: list[Route], pin: str | None,
-                invite: payload.Invite | None, device_name: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+                invite: payload.Invite | None, device_name: dict[str, Any], rid: str | None = None,
+                same: tuple[record.Record, bool, str] | None = None,
+                confirmed: bool = False) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """Keep the credentials of ``auth.ok`` in the agent's pending file (fsynced) before anything else.
 
     Returns (auth.ok, the pending entry, the error text when only memory could keep them)."""
@@ -185,7 +194,18 @@ async def _keep(agent: Agent, ok: dict[str, Any], route: Route, routes: list[Rou
     if not isinstance(token, str) or not token:
         raise PairingRejectedError("the relay accepted the code but sent no session token", hint="is it a Hermes relay?")
     fields = _fields(agent, route, routes, ok, pin, invite, device_name)
-    entry = {"owner": route.url, "urls": [r.url for r in routes], "fields": fields, "at": fields["paired_at"]}
+    if rid is not None:
+        fields["relay_id"] = rid
+    entry: dict[str, Any] = {"owner": route.url, "urls": [r.url for r in routes], "fields": fields,
+                             "at": fields["paired_at"]}
+    if same is not None and same[0].owner not in entry["urls"]:
+        # The same relay under another spelling: replaced in place; what lived beside it carried over
+        # only when its identity is authenticated (a matching pin) or the user said so.
+        entry["urls"].append(same[0].owner)
+        entry["replaces"] = {"url": same[0].owner, "device_name": same[0].device_name,
+                             "paired_at": same[0].paired_at, "carry": same[1] or confirmed,
+                             "authenticated": same[1],
+                             "access": same[2]}
     kept_error = await trio.to_thread.run_sync(agent.pending.save, route.url, entry)
     if kept_error is not None:
         log.error("pending_credentials_memory_only url=%s error=%s", route.url, kept_error)
@@ -198,6 +218,7 @@ async def _store(agent: Agent, store: SessionStore, entry: dict[str, Any], kept_
 
     Each step is safe to repeat: after a crash, ``keep_pending`` runs them again from the pending file."""
     url = entry["owner"]
+    _replacing(agent, entry)
     try:
         owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
     except StateError as exc:
@@ -206,17 +227,92 @@ async def _store(agent: Agent, store: SessionStore, entry: dict[str, Any], kept_
         agent.pending_signal.fire()  # keep_pending retries it from now on
         raise _unsaved(agent, url, exc, kept_error) from None
     checkpoint(agent.config.env, checkpoints.PAIR_STORED)
-    await _settle(agent, owner)
+    await _settle(agent, owner, entry)
     checkpoint(agent.config.env, checkpoints.PAIR_POLICY)
     await trio.to_thread.run_sync(agent.pending.done, url, entry["fields"]["token"])
     checkpoint(agent.config.env, checkpoints.PAIR_DONE)
     return owner
 
 
-async def _settle(agent: Agent, owner: str) -> None:
-    """What a stored pairing needs besides its record: no verdict of an older token, a desktop policy."""
+def _replacing(agent: Agent, entry: dict[str, Any]) -> None:
+    """The record a pairing replaces under another URL is removed by us: not paused as another client's doing."""
+    replaces = entry.get("replaces")
+    if isinstance(replaces, dict) and isinstance(replaces.get("url"), str):
+        agent.follower.dropping.add(replaces["url"])
+
+
+async def _settle(agent: Agent, owner: str, entry: dict[str, Any]) -> None:
+    """What a stored pairing needs besides its record: no verdict of an older token, what it replaced
+    under another URL carried over or dropped (agent/carryover.py), a desktop policy."""
     await trio.to_thread.run_sync(agent.marks.clear, owner)
+    replaces = entry.get("replaces")
+    if isinstance(replaces, dict) and replaces.get("url") and replaces["url"] != owner:
+        desk = agent.desktop
+        try:
+            if replaces.get("carry"):
+                await trio.to_thread.run_sync(carryover.carry, desk.policy_path, desk.roots_path, desk.home,
+                                              replaces["url"], owner)
+            else:
+                await trio.to_thread.run_sync(carryover.drop, desk.policy_path, desk.roots_path, replaces["url"])
+        except (OSError, HermesError) as exc:  # never fails a pairing; the new one starts restricted
+            log.error("pairing_carry_over_failed old=%s new=%s error=%s", replaces["url"], owner, exc)
     await trio.to_thread.run_sync(agent.desktop.paired, owner)
+
+
+async def _relay_id(route: Route, pin: str | None, timeout: float) -> str | None:
+    """The ``relay_id`` the relay's ``/health`` shows (our relay; None for one that has none)."""
+    try:
+        with trio.move_on_after(min(timeout, 3.0)):
+            dialed = await transport.dial(route, expected_pin=pin, timeout=min(timeout, 3.0))
+            status, body = await transport.http_request(dialed, "GET", "/health", timeout=min(timeout, 3.0))
+            rid = body.get("relay_id") if status == 200 and isinstance(body, dict) else None
+            return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None
+    except HermesError:
+        pass
+    return None
+
+
+def _same_relay(agent: Agent, store: SessionStore, previous: record.Record | None, pin: str | None,
+                rid: str | None) -> tuple[record.Record, bool, str] | None:
+    """The stored pairing of this relay (same URL, or another URL with the same identity), whether that
+    identity is authenticated (a certificate pin both share), and its desktop access; else None.
+    (Worker thread: reads the store and the policy.)"""
+    found: tuple[record.Record, bool] | None = None
+    if previous is not None:
+        found = previous, bool(pin) and previous.pin_for(previous.owner) == pin
+    else:
+        sessions = store.sessions()
+        for rec in store.records().records.values():
+            pins = {rec.pin_for(r.url) for r in rec.routes()} - {None}
+            if pin and pin in pins:
+                found = rec, True
+                break
+            if rid and (sessions.get(rec.owner) or {}).get("relay_id") == rid:
+                found = rec, False
+                break
+    if found is None:
+        return None
+    try:
+        access = carryover.describe(agent.desktop.policy_path, agent.desktop.roots_path, found[0].owner)
+    except HermesError as exc:
+        access = f"unreadable: {exc.message}"
+    return found[0], found[1], access
+
+
+def _replacing_line(rec: record.Record) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.paired_at)) if rec.paired_at else "an earlier pairing"
+    name = rec.device_name or "this computer"
+    where = f" at {rec.owner}" if rec.owner else ""
+    return f"already paired as {name}{where} since {since}; replacing it"
+
+
+def _replaced_info(agent: Agent, entry: dict[str, Any]) -> dict[str, Any] | None:
+    replaces = entry.get("replaces")
+    if not isinstance(replaces, dict):
+        return None
+    return {"url": replaces.get("url"), "device_name": replaces.get("device_name"),
+            "paired_at": replaces.get("paired_at"), "carried_over": bool(replaces.get("carry")),
+            "authenticated": bool(replaces.get("authenticated")), "access": replaces.get("access")}
 
 
 def _previous(store: SessionStore, routes: list[Route]) -> record.Record | None:
@@ -282,8 +378,10 @@ def _write(store: SessionStore, entry: dict[str, Any], faults: int = 0) -> str:
         rec = dict(previous)
         rec.update({k: v for k, v in fields.items() if k not in ("refresh_token", "route_candidates")})
         rec["prefer_secure_routes"] = bool(previous.get("prefer_secure_routes", False))
-        rec["tools_consented"] = bool(previous.get("tools_consented", False))
-        rec["computer_use_consented"] = bool(previous.get("computer_use_consented", False))
+        replaces = entry.get("replaces")
+        keep_consent = not isinstance(replaces, dict) or bool(replaces.get("carry"))
+        rec["tools_consented"] = keep_consent and bool(previous.get("tools_consented", False))
+        rec["computer_use_consented"] = keep_consent and bool(previous.get("computer_use_consented", False))
         rec.pop("route_cert_pins", None)  # a new pairing starts trust on first use afresh
         for key in ("refresh_token", "route_candidates"):
             if fields.get(key) is not None:
@@ -345,8 +443,9 @@ async def flush_pending(agent: Agent, logged: dict[str, str] | None = None, *,
             if entry.get("kind") == ROTATION:
                 await trio.to_thread.run_sync(_write_rotation, agent, store, entry)
             else:
+                _replacing(agent, entry)
                 owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
-                await _settle(agent, owner)
+                await _settle(agent, owner, entry)
         except StateError as exc:
             agent.pending.note(key, exc.message)
             if logged.get(key) != exc.message:  # once per distinct reason, not every retry

@@ -174,7 +174,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
                 del agent.pairing_urls[url]
     log.info("paired url=%s route=%s", owner, route.url)
     return {
-        "replaced": _replaced_info(agent, entry),
+        "replaced": _replaced_info(entry),
         "url": owner, "server_version": ok.get("server_version"), "route": route_info(route),
         "expires_at": ok.get("expires_at"), "grants": ok.get("grants") or {}, "port_added": port_added,
         "verified": verified, "verify_note": note, "attempts": [a.to_dict() for a in won.attempts],
@@ -198,14 +198,16 @@ async def _keep(agent: Agent, ok: dict[str, Any], route: Route, routes: list[Rou
         fields["relay_id"] = rid
     entry: dict[str, Any] = {"owner": route.url, "urls": [r.url for r in routes], "fields": fields,
                              "at": fields["paired_at"]}
-    if same is not None and same[0].owner not in entry["urls"]:
-        # The same relay under another spelling: replaced in place; what lived beside it carried over
-        # only when its identity is authenticated (a matching pin) or the user said so.
-        entry["urls"].append(same[0].owner)
+    if same is not None:
+        # The same relay, perhaps under another spelling: replaced in place; what lived beside it under
+        # another URL is carried over only when its identity is authenticated (a matching pin) or the
+        # user said so.
+        moved = same[0].owner not in entry["urls"]
+        if moved:
+            entry["urls"].append(same[0].owner)
         entry["replaces"] = {"url": same[0].owner, "device_name": same[0].device_name,
-                             "paired_at": same[0].paired_at, "carry": same[1] or confirmed,
-                             "authenticated": same[1],
-                             "access": same[2]}
+                             "paired_at": same[0].paired_at, "carry": not moved or same[1] or confirmed,
+                             "authenticated": same[1], "access": same[2]}
     kept_error = await trio.to_thread.run_sync(agent.pending.save, route.url, entry)
     if kept_error is not None:
         log.error("pending_credentials_memory_only url=%s error=%s", route.url, kept_error)
@@ -306,13 +308,50 @@ def _replacing_line(rec: record.Record) -> str:
     return f"already paired as {name}{where} since {since}; replacing it"
 
 
-def _replaced_info(agent: Agent, entry: dict[str, Any]) -> dict[str, Any] | None:
+def _replaced_info(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """core/apitypes.PairReplaced for the pairing an entry replaced (None: it replaced none)."""
     replaces = entry.get("replaces")
     if not isinstance(replaces, dict):
         return None
+    moved = replaces.get("url") != entry["owner"]
     return {"url": replaces.get("url"), "device_name": replaces.get("device_name"),
-            "paired_at": replaces.get("paired_at"), "carried_over": bool(replaces.get("carry")),
-            "authenticated": bool(replaces.get("authenticated")), "access": replaces.get("access")}
+            "paired_at": replaces.get("paired_at"), "carried_over": moved and bool(replaces.get("carry")),
+            "authenticated": bool(replaces.get("authenticated")), "access": str(replaces.get("access") or "")}
+
+
+def _replaces_view(rec: record.Record, authenticated: bool, access: str) -> dict[str, Any]:
+    return {"url": rec.owner, "device_name": rec.device_name, "paired_at": rec.paired_at,
+            "authenticated": authenticated, "carried_over": False, "access": access}
+
+
+async def check(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
+    """``pair.check``: the stored pairing a ``pair.start`` with these params would replace, found as
+    ``pair`` finds it (routes raced, the relay's identity asked); no code is sent."""
+    routes, _, invite, _ = _plan(params)
+    store = _store_for(agent)
+    previous = await trio.to_thread.run_sync(_previous, store, routes)
+    if not (await trio.to_thread.run_sync(store.sessions)):
+        return {"replaces": None}
+    found: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        async def connect(route: Route) -> transport.Connection:
+            pin = invite.pin_for(route.url) if invite is not None else None
+            return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
+
+        try:
+            won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
+                                    timeout=agent.config.probe_timeout, cache=None)
+        except HermesError as exc:
+            raise await _explain(exc, routes, agent.config.probe_timeout) from None
+        try:
+            pin = won.value.dialed.pin
+            rid = await _relay_id(won.route, pin, agent.config.probe_timeout)
+            found.append(await trio.to_thread.run_sync(_same_relay, agent, store, previous, pin, rid))
+        finally:
+            await transport.discard(won.value)
+        nursery.cancel_scope.cancel()
+    same = found[0]
+    return {"replaces": None if same is None else _replaces_view(*same)}
 
 
 def _previous(store: SessionStore, routes: list[Route]) -> record.Record | None:

@@ -85,3 +85,20 @@ def test_another_spelling_over_wss_with_the_same_pin_carries_the_access_over(mak
     assert result["replaced"]["authenticated"] is True and result["replaced"]["carried_over"] is True
     assert _one_pairing_connected(env, result["url"])["desktop"]["policy"] == "trusted"
     assert paths.sessions_file(env.env).exists()
+
+
+def test_the_cli_says_it_replaces_and_carries_over_only_when_told(relay_proc, make_agent_env) -> None:
+    env = make_agent_env()
+    env.pair(relay_proc)
+    _customise(env, relay_proc.url)
+    new_url = _other_spelling(relay_proc.url)
+    with env.client() as c:  # the check spends nothing: the code still pairs afterwards
+        check = c.call(api.PAIR_CHECK, {"url": new_url, "code": "AAAAAA"}, timeout=30)
+    assert check["replaces"]["url"] == relay_proc.url and check["replaces"]["authenticated"] is False
+    env.env["HERMES_RELAY_CODE"] = relay_proc.mint_code()
+    done = env.cli("pair", "--remote", new_url, "--carry-over")
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("already paired as ")]
+    assert len(said) == 1 and f" at {relay_proc.url} since " in said[0] and said[0].endswith("; replacing it")
+    assert "carried over, as you confirmed" in done.stdout
+    assert _one_pairing_connected(env, new_url)["desktop"]["policy"] == "trusted"

@@ -24,6 +24,7 @@ from typing import Any
 from hermes_relay.cli.confirm import _isatty
 
 RESTRICTED_LABEL = "ask every time"
+NOTHING_TO_CARRY = (RESTRICTED_LABEL, "restricted")  # what a fresh pairing starts at, or less
 ALREADY = "already paired as "
 
 
@@ -70,7 +71,7 @@ def decide(args: argparse.Namespace, ctx: Any, client: Any, params: dict[str, An
         return False
     moved = replaces.get("url") not in target
     access = str(replaces.get("access") or "")
-    if moved and not replaces.get("authenticated") and access and access != RESTRICTED_LABEL:
+    if moved and not replaces.get("authenticated") and access and access not in NOTHING_TO_CARRY:
         question = f"carry over the desktop access ({access}) from {replaces.get('url')}?"
         if args.carry_over or (interactive and not args.yes and _ask(ctx, question, default=False)):
             params["carry_over"] = True
@@ -97,7 +98,7 @@ def result_lines(result: dict[str, Any]) -> list[str]:
     if replaced.get("carried_over"):
         why = "the certificate pin matches" if replaced.get("authenticated") else "as you confirmed"
         return [f"  Replaced: {old} (the same relay); its desktop access ({access}) carried over, {why}"]
-    if access == RESTRICTED_LABEL:
+    if access in NOTHING_TO_CARRY:
         return [f"  Replaced: {old} (the same relay)"]
     return [f"  Replaced: {old} (the same relay); its desktop access ({access}) was not carried over "
             f"(over ws:// the relay's identity is only a claim): this pairing starts at {RESTRICTED_LABEL}; "

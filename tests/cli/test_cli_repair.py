@@ -125,3 +125,11 @@ def test_an_access_left_behind_is_said_with_how_to_change_it(cli, env, make_agen
     line = next(x for x in result.out.splitlines() if x.startswith("  Replaced:"))
     assert "was not carried over" in line and "starts at ask every time" in line
     assert f"hermes-relay access {NEW}" in line
+
+
+def test_nothing_to_carry_over_asks_nothing(cli, env, make_agent, tty) -> None:
+    _paired(env)
+    for access in ("ask every time", "restricted"):
+        agent = _agent(make_agent, _replaces(OLD, access=access))
+        result = cli("pair", "F3W7EY", "--remote", NEW, agent=agent, stdin=tty("\n"))
+        assert result.code == 0 and "carry over" not in result.err

@@ -167,6 +167,7 @@ class SessionBook:
         self.fault = fault  # test-only: returns True to make the next write fail as a full disk would
         self._by_hash: dict[str, Session] = {}
         self._refresh: dict[str, RefreshGrant] = {}
+        self._standby_for: set[str] = set()  # sessions that old refresh tokens are on standby for
         self.dirty = False  # in-memory changes (last_seen, device details) not yet written
         if path is not None:
             try:
@@ -203,6 +204,7 @@ class SessionBook:
                 sess.refresh_hash = None
         self._refresh = {g.refresh_hash: g for g in grants if g.expires_at > now}
         self._by_hash = {s.token_hash: s for s in sessions if self._kept(s, now, self._refresh)}
+        self._note_standby()
 
     def _write(self, sessions: dict[str, Session], grants: dict[str, RefreshGrant]) -> None:
         if self.path is None:
@@ -220,7 +222,11 @@ class SessionBook:
     def _commit(self, sessions: dict[str, Session], grants: dict[str, RefreshGrant]) -> None:
         self._write(sessions, grants)
         self._by_hash, self._refresh = sessions, grants
+        self._note_standby()
         self.dirty = False
+
+    def _note_standby(self) -> None:
+        self._standby_for = {g.session_hash for g in self._refresh.values() if g.standby_of}
 
     def save(self) -> None:
         self._commit(self._by_hash, self._refresh)
@@ -291,14 +297,15 @@ class SessionBook:
 
     def _first_use(self, sess: Session) -> None:
         """The new session of a re-pairing is used: the old refresh tokens on standby for it end."""
+        if sess.token_hash not in self._standby_for:
+            return  # the common case: no set is built on every authentication
         grants = {h: g for h, g in self._refresh.items() if not (g.standby_of and g.session_hash == sess.token_hash)}
-        if len(grants) == len(self._refresh):
-            return
         try:
             self._commit(self._by_hash, grants)
         except SaveError as exc:  # ended in memory at once; written by the next flush
             log.error("standby_end_not_saved prefix=%s error=%s", sess.token_prefix, exc.message)
             self._refresh = grants
+            self._note_standby()
             self.dirty = True
 
     def authenticate(self, token: str) -> Session | None:

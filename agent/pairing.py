@@ -144,6 +144,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
                 same = await trio.to_thread.run_sync(_same_relay, agent, store, previous, conn.dialed.pin, rid)
                 if same is not None:
                     await progress({"kind": "info", "line": _replacing_line(same[0])})
+                    device_name = _device_name(params, same[0])  # the name chosen under the other spelling
                 try:
                     auth_msg = agent.auth_payload(pairing_code=code, **device_name)
                     ok = await transport.authenticate(conn, auth_msg, url=won.route.url, arrived=sent)

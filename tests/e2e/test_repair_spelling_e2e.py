@@ -40,10 +40,11 @@ def _one_pairing_connected(env, url: str) -> dict:  # type: ignore[no-untyped-de
     assert list(env.store()["sessions"]) == [url]  # the old record is gone: no "replaced" leftover
     wait_state(env, lambda s: s["state"] == api.CONNECTED and s["url"] == url)
     with env.client() as c:
-        assert len(c.call(api.DEVICES_LIST, {})["sessions"]) == 1
+        devices = c.call(api.DEVICES_LIST, {})["sessions"]
         status = c.call(api.STATUS, {})
+    assert len(devices) == 1
     assert [r["url"] for r in status["relays"]] == [url]
-    return status["relays"][0]
+    return {**status["relays"][0], "device_name": devices[0]["device_name"]}
 
 
 def test_another_spelling_over_ws_replaces_in_place_and_starts_at_ask_every_time(relay_proc, make_agent_env) -> None:
@@ -65,12 +66,14 @@ def test_another_spelling_over_ws_replaces_in_place_and_starts_at_ask_every_time
 
 def test_another_spelling_over_ws_carries_the_access_over_when_confirmed(relay_proc, make_agent_env) -> None:
     env = make_agent_env()
-    env.pair(relay_proc)
+    with env.client() as c:
+        c.call(api.PAIR_START, {"url": relay_proc.url, "code": relay_proc.mint_code(), "device_name": "desk"}, timeout=30)
     _customise(env, relay_proc.url)
     result, _ = _pair_again(env, relay_proc, carry_over=True)
     new_url = result["url"]
     assert result["replaced"]["carried_over"] is True
     relay = _one_pairing_connected(env, new_url)
+    assert relay["device_name"] == "desk"  # the name chosen under the other spelling is kept
     assert relay["desktop"]["policy"] == "trusted"
     key = policy.canonical_url(new_url)
     assert list(roots.load(roots.roots_file(env.env))) == [key]

@@ -48,6 +48,7 @@ class Agent:
         self.marks = Marks(config.state_file)
         self.pending = Pending(config.state_file.with_name("hermes-relay-pending.json"))
         self.pending_signal = Signal()  # fired when a pairing's credentials could not be stored
+        self.pairing_urls: dict[str, int] = {}  # relays a pair.start is replacing (agent/pairing.py)
         self.credentials = Credentials(config.credentials_file)
         self.paused = Paused(config.state_file.with_name(paths.PAUSED_FILE_NAME))
         self.follower = storefollow.StoreFollower(self.paused, config.wall_clock)
@@ -316,6 +317,12 @@ class Agent:
 
     async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None:
         await trio.to_thread.run_sync(self.credentials.save, url, token, refresh, at)
+
+    def repairing(self, url: str) -> bool:
+        """A pairing is under way that may replace ``url``'s pairing (the same relay can hide behind
+        another spelling), so its link must not spend the old refresh token: on our relay that token
+        is on standby for the new session and would retire the tokens the pairing is about to store."""
+        return bool(self.pairing_urls)
 
     async def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
                         used_token: str | None) -> None:

@@ -78,6 +78,9 @@ def table(agent: Agent) -> dict[str, Handler]:
 
         return await pairing.pair(agent, params, progress)
 
+    async def pair_check(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return await pairing.check(agent, params)
+
     async def devices_list(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         url, status_code, obj = await _http(agent, params, "GET", "/sessions")
         return {"url": url, "sessions": obj.get("sessions", []) if isinstance(obj, dict) else []}
@@ -216,7 +219,7 @@ def table(agent: Agent) -> dict[str, Handler]:
 
     return {
         api.HELLO: hello, api.STATUS: status, api.PAIR_START: pair_start, api.DEVICES_LIST: devices_list,
-        api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
+        api.PAIR_CHECK: pair_check, api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
         api.DOCTOR: doctor.handler(agent), api.APPROVALS_LIST: approvals_list,
         api.APPROVALS_DECIDE: approvals_decide, api.FORGET: forget_pairing, api.ACCESS_CHANGING: access_changing,

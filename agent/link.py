@@ -93,6 +93,8 @@ class LinkHost(Protocol):
 
     async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None: ...
 
+    def repairing(self, url: str) -> bool: ...
+
     def publish(self, link: RelayLink) -> None: ...
 
     def auth_payload(self, record: Record | None = None, **credentials: Any) -> dict[str, Any]: ...
@@ -401,6 +403,13 @@ class RelayLink:
             return conn, ok, token
         except AuthRejectedError:
             await self.net.discard(conn)
+            if self.host.repairing(self.url):
+                # This pairing is being replaced: its refresh token is on standby for the new session
+                # (our relay), and using it would retire the tokens the pairing is about to store.
+                raise _Again("a new pairing of this relay is under way", immediate=False) from None
+            if await self._replaced_by(record, await self.host.read_sessions()):
+                # ... and once stored (under another URL), the old refresh token is the new pairing's too.
+                raise AuthRejectedError(f"{self.url} rejected the stored session token") from None
             refresh = await self.host.refresh_token(self.url, token)
             if refresh is None:
                 refresh = record.refresh_token

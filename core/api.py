@@ -112,6 +112,7 @@ HELLO = "hello"
 STATUS = "status"
 PAIR_START = "pair.start"
 PAIR_PROGRESS = "pair.progress"
+PAIR_CHECK = "pair.check"  # which stored pairing a pair.start would replace (nothing is sent to the relay)
 DEVICES_LIST = "devices.list"
 DEVICES_REVOKE = "devices.revoke"
 DEVICES_EXTEND = "devices.extend"

@@ -93,6 +93,7 @@ def health(relay: Relay) -> dict[str, Any]:
         "cert_pin": relay.config.cert_pin,  # public (every TLS client sees the certificate): hermes-pair puts it in invites
         "cert_der": relay.config.cert_der,  # the certificate itself, for the invite's pinned-TLS (plugin_proxy) route
         "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only
+        "relay_id": relay.relay_id,  # stable: clients recognise this relay under any spelling of its URL
     }
 
 
@@ -111,6 +112,7 @@ def relay_info(relay: Relay) -> dict[str, Any]:
         "pending_commands": relay.desktop.pending_count,
         "media_entry_count": 0,
         "health": "ok",
+        "relay_id": relay.relay_id,
     }
 
 

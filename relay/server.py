@@ -44,7 +44,7 @@ import trio_websocket
 from hermes_relay import __version__
 from hermes_relay.core import envelope, fileio, wire
 from hermes_relay.core.errors import HermesError, RemoteProtocolError, members
-from hermes_relay.relay import api, auth, capacity, desktop, desktop_http, http, peers, unserved
+from hermes_relay.relay import api, auth, capacity, desktop, desktop_http, http, identity, peers, unserved
 from hermes_relay.relay.api import RATE_LIMIT_BODY
 from hermes_relay.relay.pairing import PairingCodes
 from hermes_relay.relay.peers import Peer
@@ -170,6 +170,7 @@ class Relay:
         self.http_limiter = RateLimiter(limit=HTTP_FAIL_LIMIT, window=HTTP_FAIL_WINDOW, block=HTTP_BLOCK)
         self.code_cap = GlobalCap(limit=CODE_FAILS_PER_MINUTE, window=60.0)
         self.server_version = SERVER_VERSION
+        self.relay_id = identity.relay_id(config.state_dir)  # stable across restarts (relay/identity.py)
         self.port = config.port  # the bound port once listening
         self.live: dict[str, set[trio_websocket.WebSocketConnection]] = {}
         nofile = capacity.fd_limit()

@@ -77,6 +77,7 @@ class DesktopChannel:
         self.announced = False  # a desktop envelope went out on this connection: the relay knows us
         self._live: dict[str, _Live] = {}
         self._dropping = False
+        self._idle = trio.Event()  # set when the last call in flight has answered
 
     async def run(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
         self.service.record_link(self.port.url, "agent.connected", route=self.port.route_url)
@@ -124,7 +125,8 @@ class DesktopChannel:
                 if self.announced and not self._dropping:  # the relay still routes to us: make it forget us
                     with trio.move_on_after(DRAIN_TIMEOUT):  # the withdrawn calls' answers go out first
                         while self.in_flight:
-                            await trio.sleep(0.01)
+                            self._idle = trio.Event()
+                            await self._idle.wait()
                     self._reconnect("this relay host may no longer call any desktop tool")
                 last, next_beat = advertised, now + desktop.HEARTBEAT_INTERVAL
             elif advertised != last or now >= next_beat:
@@ -184,6 +186,8 @@ class DesktopChannel:
             await self._call_once(command)
         finally:
             self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
 
     async def _call_once(self, command: Command) -> None:
         service, url = self.service, self.port.url

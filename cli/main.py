@@ -47,6 +47,8 @@ COMMANDS: dict[str, str] = {
     "doctor": "doctor",
     "forget": "forget",
     "restore": "restore",
+    "down": "down",
+    "up": "up",
     "hosts": "hosts",
     "use": "use",
     "rename": "rename",

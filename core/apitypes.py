@@ -224,6 +224,13 @@ class RestoreReply(TypedDict):
     restored: bool
 
 
+class DownReply(TypedDict):
+    url: str | None
+    down: list[str]
+    all: bool
+    changed: bool
+
+
 class Approval(TypedDict):
     id: str
     url: str
@@ -275,6 +282,8 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "agent.stop": (dict, StopReply),
     "forget": (dict, ForgetReply),
     "restore": (dict, RestoreReply),
+    "down": (dict, DownReply),
+    "up": (dict, DownReply),
     "approvals.list": (dict, ApprovalsListReply),
     "approvals.decide": (dict, ApprovalsDecideReply),
     "access.changing": (dict, AccessChangingReply),

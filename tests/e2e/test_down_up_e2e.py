@@ -1,0 +1,92 @@
+"""``hermes-relay down``/``up`` with real relay, agent and CLI processes: down takes the computer off the
+relay (the relay sees no desktop client: ``_ping`` 503) and stays down across an agent restart and
+autostart, shown by ``status``, ``route`` and the prompt; the shared store is not touched; ``up`` puts
+it back. Waiting is on conditions with deadlines, never on fixed sleeps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from procs import AgentEnv, RelayProc, wait_gone, wait_state
+from test_desktop_e2e import http_json, served, until
+
+from hermes_relay.core import paths
+
+pytestmark = pytest.mark.integration
+
+
+def ping(relay: RelayProc) -> int:
+    return http_json(f"{relay.http}/desktop/_ping?tool=desktop_terminal", timeout=5)[0]
+
+
+def route_label(env: AgentEnv) -> str:
+    return paths.route_file(env.env).read_text().splitlines()[0].split(" ", 1)[1]
+
+
+def test_down_survives_a_restart_and_up_puts_the_computer_back(make_relay: Callable[..., RelayProc],
+                                                               make_agent_env: Callable[..., AgentEnv]) -> None:
+    relay = make_relay()
+    env = make_agent_env()
+    env.pair(relay)
+    wait_state(env, lambda s: s["state"] == "connected")
+    served(relay)
+    store_before = env.store_path.read_bytes()
+
+    down = env.cli("down")
+    assert down.returncode == 0, down.stderr
+    assert "off every relay" in down.stdout
+    until(lambda: ping(relay) == 503, 10, "the relay seeing no desktop client")
+    assert env.store_path.read_bytes() == store_before  # other clients see no change
+    until(lambda: route_label(env) == "down", 10, "the route file saying down")
+    assert env.cli("prompt", "show").stdout == "[down]\n"
+    status = env.cli("status")
+    assert status.returncode == 0, status.stderr
+    assert "down since" in status.stdout and f"hermes-relay up {relay.url}" in status.stdout
+
+    with env.client(autostart=False) as c:  # a restart: stop, then autostart by the next command
+        pid = c.hello["pid"]
+        c.call("agent.stop", {}, timeout=5)
+    assert wait_gone(pid, 10)
+    assert "down (agent stopped)" in env.cli("route").stdout
+    assert env.cli("prompt", "show").stdout == "[down]\n"
+    stopped = env.cli("status", "--no-autostart")
+    assert stopped.returncode == 3 and "down since" in stopped.stdout, stopped
+    listed = env.cli("approvals")  # autostarts the agent: it must stay off the relay
+    assert listed.returncode == 0, listed.stderr
+    with env.client(autostart=False) as c:
+        assert c.hello["pid"] != pid
+        states = c.status()["relays"]
+    assert [s["state"] for s in states] == ["down"]
+    assert ping(relay) == 503
+    assert "down" in env.cli("route").stdout
+    assert "down since" in env.cli("status").stdout
+
+    up = env.cli("up")
+    assert up.returncode == 0, up.stderr
+    assert "back on every relay" in up.stdout
+    served(relay)
+    wait_state(env, lambda s: s["state"] == "connected")
+    until(lambda: route_label(env) != "down", 10, "the route file without down")
+    assert env.store_path.read_bytes() == store_before
+
+
+def test_down_one_relay_keeps_the_other(make_relay: Callable[..., RelayProc],
+                                        make_agent_env: Callable[..., AgentEnv]) -> None:
+    first, second = make_relay("one"), make_relay("two")
+    env = make_agent_env()
+    env.pair(first)
+    env.pair(second)
+    served(first)
+    served(second)
+    assert env.cli("rename", second.url, "office").returncode == 0
+    down = env.cli("down", "office")
+    assert down.returncode == 0, down.stderr
+    until(lambda: ping(second) == 503, 10, "the second relay losing its desktop client")
+    assert ping(first) == 200
+    doc = json.loads(paths.down_file(env.env).read_text())
+    assert doc["all"] is None and list(doc["relays"]) == [second.url]
+    until(lambda: route_label(env).endswith("office: down"), 10, "the route naming the down relay")
+    assert env.cli("up", "office").returncode == 0
+    served(second)

@@ -134,7 +134,7 @@ class Agent:
         else:
             urls = owner_urls(sessions)
             restart, changed = self.follower.follow(sessions, urls)
-            urls = self._not_down(sessions, urls)
+            urls = self.down_states(sessions, urls)
         for url in list(self.links):
             if url not in urls or url in restart:
                 self.links.pop(url).cancel_scope.cancel()
@@ -149,7 +149,7 @@ class Agent:
         self._refresh_indicator()
         return len(self.links)
 
-    def _not_down(self, sessions: dict[str, dict[str, Any]], urls: list[str]) -> list[str]:
+    def down_states(self, sessions: dict[str, dict[str, Any]], urls: list[str]) -> list[str]:
         """The pairings to run links for: those ``hermes-relay down`` did not take off (kept in ``self.down``)."""
         try:
             switch = offline.read(self.down_file)

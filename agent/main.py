@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the agent in the foreground")
     run.add_argument("--detached", action="store_true", help="started by the CLI: log to the file only")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    check = sub.add_parser("doctor", help="check every route of every pairing once, without running the agent "
+                                          "(JSON on stdout; what `hermes-relay doctor` runs when no agent answers)")
+    check.add_argument("--deadline", type=float, default=10.0)
     p.add_argument("--version", action="version", version=f"hermes-relay-agent {__version__}")
     return p
 
@@ -100,6 +103,8 @@ async def _stop_on_signal(signals, agent) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return _doctor_once(args.deadline)
     import trio
 
     from hermes_relay.agent.config import AgentConfig
@@ -120,6 +125,21 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _doctor_once(deadline: float) -> int:
+    import json
+
+    from hermes_relay.agent import doctor
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        result = doctor.standalone({"deadline": deadline})
+    except HermesError as exc:
+        print(f"hermes-relay agent doctor: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result, default=str))
     return 0
 
 

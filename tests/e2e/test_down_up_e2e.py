@@ -6,6 +6,7 @@ it back. Waiting is on conditions with deadlines, never on fixed sleeps."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 
 import pytest
@@ -90,3 +91,29 @@ def test_down_one_relay_keeps_the_other(make_relay: Callable[..., RelayProc],
     until(lambda: route_label(env).endswith("office: down"), 10, "the route naming the down relay")
     assert env.cli("up", "office").returncode == 0
     served(second)
+
+
+def test_doctor_with_the_agent_stopped_checks_the_relay_itself(make_relay: Callable[..., RelayProc],
+                                                               make_agent_env: Callable[..., AgentEnv]) -> None:
+    relay = make_relay()
+    env = make_agent_env()
+    env.pair(relay)
+    wait_state(env, lambda s: s["state"] == "connected")
+    with env.client(autostart=False) as c:
+        pid = c.hello["pid"]
+        c.call("agent.stop", {}, timeout=5)
+    assert wait_gone(pid, 10)
+
+    healthy = env.cli("doctor", "--json")
+    report = json.loads(healthy.stdout)
+    [checked] = report["relays"]
+    assert checked["status"] == "ok" and checked["working_routes"] == 1, checked
+    assert [s["status"] for s in checked["routes"][0]["steps"] if s["step"] in ("tcp", "ws", "auth")] == ["ok"] * 3
+    assert healthy.returncode == 0, healthy.stdout
+    assert "link: none (the agent is not running" in env.cli("doctor").stdout
+
+    relay.stop()
+    broken = env.cli("doctor")
+    assert broken.returncode == 1, broken.stdout
+    assert "connection refused" in broken.stdout
+    assert not os.path.exists(paths.socket_path(env.env))  # doctor started no agent

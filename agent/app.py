@@ -91,6 +91,8 @@ class Agent:
                     nursery.start_soon(self._fence, self._endpoint_identity)
                     if self.watcher is not None:
                         nursery.start_soon(self._netwatch)
+                    if self.config.idle_exit > 0:
+                        nursery.start_soon(self._idle_exit)
                     await nursery.start(serve_ipc, listener, handlers.table(self))
                     log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), self.config.socket_path, len(self.links))
                     task_status.started()
@@ -239,6 +241,27 @@ class Agent:
         with self.approvals.subscribe() as events:
             async for _ in events:
                 self._refresh_indicator()
+
+    async def _idle_exit(self) -> None:
+        """Stop once nothing has been paired (stored, paused, down, or waiting to be stored), no client is
+        connected and no approval waits, for ``idle_exit`` seconds: a command that autostarted the agent on
+        a fresh HOME (``approvals``, ``status --json``...) leaves no agent with no relays behind it."""
+        period = self.config.idle_exit / 2
+        idle_since: float | None = None
+        while True:
+            await trio.sleep(period)
+            paused = await trio.to_thread.run_sync(self.follower.entries)
+            clients = self.ipc.clients if self.ipc is not None else None
+            busy = (self.links or self.down or paused or self.pending.memory or self.follower.known != {}
+                    or self.approvals.pending or (clients is not None and clients.child_tasks))
+            if busy:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = trio.current_time()
+            elif trio.current_time() - idle_since >= self.config.idle_exit - period:
+                log.info("agent_idle_exit reason=nothing paired and no client seconds=%g", self.config.idle_exit)
+                self.stop()
+                return
 
     async def _fence(self, identity: tuple[int, int] | None) -> None:
         """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Mapping
 
 from hermes_relay import __version__
 from hermes_relay.core import fileio
@@ -60,6 +61,9 @@ def setup_logging(log_file, *, to_stderr: bool, level: str) -> None:
         h.setFormatter(fmt)
         h.addFilter(redact)
         root.addHandler(h)
+
+
+IDLE_EXIT = 60.0  # seconds: a command on a fresh HOME (approvals, status...) leaves no agent behind
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hermes_relay.agent.config import AgentConfig
 
-    config = AgentConfig.from_env()
+    config = AgentConfig.from_env(idle_exit=_idle_exit(os.environ))
     setup_logging(config.log_file, to_stderr=not args.detached, level=args.log_level)
     try:
         try:
@@ -126,6 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _idle_exit(env: Mapping[str, str]) -> float:
+    """Seconds an agent process with nothing paired and no client waits before it stops
+    (``HERMES_RELAY_IDLE_EXIT``; 0 never stops it). Only the process sets it: in-process test agents never stop."""
+    try:
+        value = float(env.get("HERMES_RELAY_IDLE_EXIT", IDLE_EXIT))
+    except ValueError:
+        value = IDLE_EXIT
+    return value if value >= 0 else IDLE_EXIT
 
 
 def _doctor_once(deadline: float) -> int:

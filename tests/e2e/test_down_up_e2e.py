@@ -29,7 +29,7 @@ def route_label(env: AgentEnv) -> str:
 def test_down_survives_a_restart_and_up_puts_the_computer_back(make_relay: Callable[..., RelayProc],
                                                                make_agent_env: Callable[..., AgentEnv]) -> None:
     relay = make_relay()
-    env = make_agent_env()
+    env = make_agent_env(HERMES_RELAY_IDLE_EXIT="0.5")  # an agent with every relay down has work: it stays
     env.pair(relay)
     wait_state(env, lambda s: s["state"] == "connected")
     served(relay)
@@ -117,3 +117,13 @@ def test_doctor_with_the_agent_stopped_checks_the_relay_itself(make_relay: Calla
     assert broken.returncode == 1, broken.stdout
     assert "connection refused" in broken.stdout
     assert not os.path.exists(paths.socket_path(env.env))  # doctor started no agent
+
+
+def test_a_command_on_a_fresh_home_leaves_no_agent_behind(make_agent_env: Callable[..., AgentEnv]) -> None:
+    env = make_agent_env(HERMES_RELAY_IDLE_EXIT="0.5")
+    listed = env.cli("approvals")  # autostarts an agent: nothing is paired
+    assert listed.returncode == 0, listed.stderr
+    assert os.path.exists(paths.socket_path(env.env))
+    until(lambda: not os.path.exists(paths.socket_path(env.env)), 10, "the agent stopping again")
+    assert env.cli("route").stdout == "offline (agent stopped)\n"
+    assert env.cli("status", "--no-autostart").returncode == 3

@@ -126,8 +126,7 @@ def _read_for_update(path: Path) -> Switch:
     try:
         return read(path)
     except StateError as exc:  # never write over a file we cannot read: the user may want it back
-        raise StateError(f"{path} cannot be used: {exc.message}",
-                         hint=f"move {path} aside (hermes-relay up then starts from nothing down)") from None
+        raise StateError(exc.message, hint=f"move {path} aside (nothing is down then)") from None
 
 
 def state(url: str, since: float | None, record: dict[str, Any] | None = None) -> dict[str, Any]:

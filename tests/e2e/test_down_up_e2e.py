@@ -91,6 +91,10 @@ def test_down_one_relay_keeps_the_other(make_relay: Callable[..., RelayProc],
     until(lambda: route_label(env).endswith("office: down"), 10, "the route naming the down relay")
     assert env.cli("up", "office").returncode == 0
     served(second)
+    assert env.cli("down", "office").returncode == 0
+    forgotten = env.cli("forget", "office", "--yes")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert json.loads(paths.down_file(env.env).read_text())["relays"] == {}  # paired again later, it starts up
 
 
 def test_doctor_with_the_agent_stopped_checks_the_relay_itself(make_relay: Callable[..., RelayProc],

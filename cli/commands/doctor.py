@@ -265,13 +265,13 @@ def _agent(ctx: Context, *, reload_store: bool) -> tuple[list[dict[str, Any]], l
     try:
         client = ctx.client(autostart=False)
     except AgentNotRunningError:
-        out = [check("agent.running", WARN, "the agent is not running", fix="hermes-relay agent start")]
+        stopped = [check("agent.running", WARN, "the agent is not running", fix="hermes-relay agent start")]
         try:
             result = _standalone(ctx)
         except HermesError as exc:
-            return out + [check("relays", FAIL, f"the relays could not be checked without the agent: {exc.message}",
-                                fix=exc.hint or START_AGENT)], []
-        return _agent_result(out, result)
+            return stopped + [check("relays", FAIL, f"the relays could not be checked without the agent: {exc.message}",
+                                    fix=exc.hint or START_AGENT)], []
+        return _agent_result(stopped, result)
     except HermesError as exc:
         return [check("agent.running", FAIL, f"the agent is not answering: {exc.message}",
                       fix="restart it with `hermes-relay agent restart` (see `hermes-relay agent logs`)"),

@@ -57,7 +57,8 @@ def test_down_survives_a_restart_and_up_puts_the_computer_back(make_relay: Calla
     listed = env.cli("approvals")  # autostarts the agent: it must stay off the relay
     assert listed.returncode == 0, listed.stderr
     with env.client(autostart=False) as c:
-        assert c.hello["pid"] != pid
+        restarted = c.hello["pid"]
+        assert restarted != pid
         states = c.status()["relays"]
     assert [s["state"] for s in states] == ["down"]
     assert ping(relay) == 503
@@ -71,6 +72,8 @@ def test_down_survives_a_restart_and_up_puts_the_computer_back(make_relay: Calla
     wait_state(env, lambda s: s["state"] == "connected")
     until(lambda: route_label(env) != "down", 10, "the route file without down")
     assert env.store_path.read_bytes() == store_before
+    with env.client(autostart=False) as c:  # an agent whose relays are all down has work: it never idled out
+        assert c.hello["pid"] == restarted
 
 
 def test_down_one_relay_keeps_the_other(make_relay: Callable[..., RelayProc],

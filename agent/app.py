@@ -171,6 +171,9 @@ class Agent:
                 raise NotPairedError(f"no pairing stored for {url}",
                                      hint="`hermes-relay hosts` lists the paired relays")
             url = found[0]
+        elif down and not paired:
+            raise NotPairedError("this computer is not paired with any relay: there is nothing to take it off",
+                                 hint="pair first: hermes-relay pair --remote ws://HOST:8767")
         now = self.config.wall_clock()
         if down:
             switch, changed = await trio.to_thread.run_sync(offline.set_down, self.down_file, url, now)

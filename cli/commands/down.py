@@ -46,6 +46,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     verb = args.verb
     url = relays.explicit(ctx, args.url) if args.url else None
+    if verb == "down":  # nothing to take off: no agent is started for it
+        from hermes_relay.cli.local import require_paired
+
+        require_paired(ctx, url)
     with ctx.client() as client:
         result = client.call(verb, {} if url is None else {"url": url}, timeout=CALL_TIMEOUT)
     if getattr(args, "json", False):

@@ -34,7 +34,14 @@ def test_down_asks_the_agent_for_every_relay_or_one_by_name(cli, env, make_agent
     assert back.code == 0 and agent.calls[-1][:2] == ("up", {}) and "back on every relay" in back.out
 
 
+def test_down_with_nothing_paired_starts_no_agent(cli, env) -> None:
+    result = cli("down")  # the default fake fails the test if the agent is contacted
+    assert result.code == 1 and "not paired with any relay" in result.err
+    assert cli("down", "ws://10.9.9.9:8767").code == 1
+
+
 def test_down_and_up_need_the_agent(cli, env, make_agent) -> None:
+    write_store(env)
     agent = make_agent(running=False)
     for verb in ("down", "up"):
         result = cli("--no-autostart", verb, agent=agent)

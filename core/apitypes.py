@@ -240,6 +240,13 @@ class RestoreReply(TypedDict):
     restored: bool
 
 
+class DownReply(TypedDict):
+    url: str | None
+    down: list[str]
+    all: bool
+    changed: bool
+
+
 class ApprovalDetails(TypedDict, total=False):
     """What will run, exactly and unredacted (control characters escaped visibly): core/desktop.call_details."""
 
@@ -308,6 +315,8 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "agent.stop": (dict, StopReply),
     "forget": (dict, ForgetReply),
     "restore": (dict, RestoreReply),
+    "down": (dict, DownReply),
+    "up": (dict, DownReply),
     "approvals.list": (dict, ApprovalsListReply),
     "approvals.decide": (dict, ApprovalsDecideReply),
     "access.changing": (dict, AccessChangingReply),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 
 from hermes_relay.agent._netwatch_socket import SocketWakeups
 
@@ -27,10 +28,9 @@ def open_route_wakeups() -> SocketWakeups:
     Not for Linux, where ``AF_ROUTE`` is an alias of ``AF_NETLINK`` and joins no groups; the
     watcher uses ``_netwatch_linux`` there.
     """
-    family = getattr(socket, "AF_ROUTE", None)
-    if family is None:
+    if sys.platform == "win32" or sys.platform.startswith("linux"):
         raise OSError(errno.EAFNOSUPPORT, "AF_ROUTE is not available on this platform")
-    sock = socket.socket(family, socket.SOCK_RAW, socket.AF_UNSPEC)
+    sock = socket.socket(socket.AF_ROUTE, socket.SOCK_RAW, socket.AF_UNSPEC)
     try:
         sock.setblocking(False)
     except OSError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 from typing import Final
 
 from hermes_relay.agent._netwatch_socket import SocketWakeups
@@ -41,10 +42,9 @@ def open_netlink_wakeups(*, rcvbuf: int | None = None) -> SocketWakeups:
     Raises:
         OSError: netlink is unavailable (not Linux, or blocked by a sandbox/seccomp policy).
     """
-    family = getattr(socket, "AF_NETLINK", None)
-    if family is None:
+    if sys.platform != "linux":
         raise OSError(errno.EAFNOSUPPORT, "AF_NETLINK is not available on this platform")
-    sock = socket.socket(family, socket.SOCK_RAW, NETLINK_ROUTE)
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
     try:
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)

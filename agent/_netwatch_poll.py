@@ -2,6 +2,12 @@
 
 The fallback wherever no change notification is available (Windows, or a Linux without an openable
 NETLINK_ROUTE socket). It holds no OS resource, so ``close()`` does nothing.
+
+Windows polls on purpose, for now: its notifiers (``NotifyIpInterfaceChange``, ``NotifyAddrChange``)
+call back on a thread of the system's or need an overlapped handle wired into trio's IOCP through
+ctypes, untestable here; a look is one GetAdaptersAddresses call (netifaces), so a 10 s poll costs
+little, and a network change is noticed within 10 s plus the debounce. The watcher's ``poke()``
+(the sleep/wake detector) still gives an immediate look after a resume.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The agent: one per user. Owns the root nursery and wires the parts together.
 
-    instance lock → IPC listener → one RelayLink per stored pairing → network watcher → clock watch
+    instance locks (per HOME and host, per runtime dir) → IPC listener → kept credentials into the store
+    → one RelayLink per stored pairing → store watcher → network watcher → clock watch
     → route indicator heartbeat → serve IPC until ``agent.stop`` or a signal
 
 Every stored pairing gets a link. Links publish their state here; this fans it out to ``watch``
@@ -20,20 +21,24 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent import handlers, ipc_endpoint, pairing, prober
+from hermes_relay.agent import checkpoints, handlers, ipc_endpoint, pairing, prober, storefollow
+from hermes_relay.agent.checkpoints import checkpoint
 from hermes_relay.agent.config import AgentConfig
-from hermes_relay.agent.credentials import Credentials
+from hermes_relay.agent.credentials import Credentials, Paused
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.indicator import Indicator, summarize
 from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, Signal
 from hermes_relay.agent.marks import Marks, Pending
-from hermes_relay.core import fileio, wire
-from hermes_relay.core.errors import StateError
+from hermes_relay.agent.storewatch import StoreWatcher
+from hermes_relay.core import api, fileio, instance, offline, paths, record, wire
+from hermes_relay.core.errors import NotPairedError, StateError
 from hermes_relay.core.record import Record, owner_urls
 from hermes_relay.core.store import SessionStore, resolve_in
 
 log = logging.getLogger(__name__)
+RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
+NAMES_POLL = 2.0  # seconds: how soon the prompt shows a relay's new name or the new default
 
 
 class Agent:
@@ -43,9 +48,16 @@ class Agent:
         self.marks = Marks(config.state_file)
         self.pending = Pending(config.state_file.with_name("hermes-relay-pending.json"))
         self.pending_signal = Signal()  # fired when a pairing's credentials could not be stored
+        self.pairing_urls: dict[str, int] = {}  # relays a pair.start is replacing (agent/pairing.py)
         self.credentials = Credentials(config.credentials_file)
+        self.paused = Paused(config.state_file.with_name(paths.PAUSED_FILE_NAME))
+        self.follower = storefollow.StoreFollower(self.paused, config.wall_clock)
+        self.down_file = config.state_file.with_name(paths.DOWN_FILE_NAME)  # `hermes-relay down` (core/offline.py)
+        self.down: dict[str, dict[str, Any]] = {}  # stored pairings that are down now: url -> their RelayState
+        self.store_watcher = StoreWatcher(config.sessions_file)
         self.cache = prober.ReachabilityCache(config.probe_cache_ttl)
-        self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat)
+        self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat,
+                                   paths.desktop_control_file(config.env))
         self.links: dict[str, RelayLink] = {}
         self.watchers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
         self.watcher = watcher
@@ -56,10 +68,13 @@ class Agent:
         self._endpoint_identity: tuple[int, int] | None = None
         self.ipc: ipc_endpoint.IpcListener | None = None
         self.desktop = DesktopService(config, device=self.device)
+        self.approvals = self.desktop.approvals  # counted in the route indicator ([LAN !1])
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with ipc_endpoint.instance_lock(self.config.lock_file):
+        owner = instance.owner_record(socket_path=self.config.socket_path, started_at=self.started_at,
+                                      runtime_dir=paths.runtime_dir_str(self.config.env))
+        with instance.hold(self.config.home_lock_file, owner), ipc_endpoint.instance_lock(self.config.lock_file):
             listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode,
                                                             nonce_timeout=self.config.ipc_nonce_timeout)
             self.ipc = listener
@@ -67,13 +82,18 @@ class Agent:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    await self._recover_pending()
                     self.reload()
                     nursery.start_soon(self._indicator_heartbeat)
+                    nursery.start_soon(self.store_watcher.run, self.store_changed)
+                    nursery.start_soon(self._indicator_approvals)
                     nursery.start_soon(pairing.keep_pending, self)
                     nursery.start_soon(self._clock_watch)
                     nursery.start_soon(self._fence, self._endpoint_identity)
                     if self.watcher is not None:
                         nursery.start_soon(self._netwatch)
+                    if self.config.idle_exit > 0:
+                        nursery.start_soon(self._idle_exit)
                     await nursery.start(serve_ipc, listener, handlers.table(self))
                     log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), self.config.socket_path, len(self.links))
                     task_status.started()
@@ -82,29 +102,100 @@ class Agent:
             finally:
                 if _identity(self.config.socket_path) == self._endpoint_identity:
                     ipc_endpoint.remove_socket(self.config.socket_path)
-                self.indicator.write_stopped(self.config.wall_clock())
+                self.indicator.write_stopped(self.config.wall_clock(),
+                                             api.DOWN if self.down and not self.links else api.STOPPED)
                 log.info("agent_stopped")
+
+    async def _recover_pending(self) -> None:
+        """Credentials a crashed agent kept but did not store go into the store before any link starts
+        (a link would otherwise try the retired token first). A busy store is left to keep_pending."""
+        try:
+            await pairing.flush_pending(self, store=SessionStore(self.store.path, lock_timeout=RECOVER_LOCK_TIMEOUT))
+        except (StateError, OSError) as exc:
+            log.warning("pending_recovery_deferred error=%s", exc)
 
     def stop(self) -> None:
         self.stop_event.set()
 
-    def reload(self) -> int:
-        """Start a link for every stored pairing, stop links whose pairing is gone, wake the rest."""
+    def reload(self, *, wake_all: bool = True) -> int:
+        """Start a link for every stored pairing, stop links whose pairing is gone, wake the rest (or,
+        without ``wake_all``, only those whose record changed: a link in backoff keeps its delay).
+
+        Follows what other clients did to the store since the last look: a new record gets a link, a
+        record whose token or routes someone else changed gets a fresh link (it reconnects with them),
+        and a record another client removed is paused (kept aside with its credentials), not dropped.
+        """
         try:
-            urls = owner_urls(self.store.sessions())
+            sessions: dict[str, dict[str, Any]] | None = self.store.sessions()
         except StateError as exc:
             log.error("store_unreadable error=%s", exc.message)
+            sessions = None
+        restart: set[str] = set()
+        changed: set[str] | None = None
+        if sessions is None:
             urls = list(self.links)
+        else:
+            urls = owner_urls(sessions)
+            restart, changed = self.follower.follow(sessions, urls)
+            urls = self.down_states(sessions, urls)
         for url in list(self.links):
-            if url not in urls:
+            if url not in urls or url in restart:
                 self.links.pop(url).cancel_scope.cancel()
         for url in urls:
             if url in self.links:
-                self.links[url].wake()
+                if wake_all or changed is None or url in changed:
+                    self.links[url].wake()
             else:
                 self._start_link(url)
+        for state in self.follower.just_paused(self.links):
+            self._fan_out(state)  # watchers see the link stop as "paused"
         self._refresh_indicator()
         return len(self.links)
+
+    def down_states(self, sessions: dict[str, dict[str, Any]], urls: list[str]) -> list[str]:
+        """The pairings to run links for: those ``hermes-relay down`` did not take off (kept in ``self.down``)."""
+        try:
+            switch = offline.read(self.down_file)
+        except StateError as exc:  # an unreadable switch keeps what was down before (never connects by accident)
+            log.error("down_file_unreadable error=%s", exc.message)
+            switch = offline.Switch(relays={url: state.get("since") or 0.0 for url, state in self.down.items()})
+        self.down = {url: offline.state(url, switch.since(url), sessions.get(url)) for url in urls if switch.is_down(url)}
+        return [url for url in urls if url not in self.down]
+
+    async def set_down(self, url: str | None, *, down: bool) -> dict[str, Any]:
+        """``down``/``up`` (IPC): change the switch in the agent's own file, then stop or start the links."""
+        sessions = await trio.to_thread.run_sync(self.store.sessions)
+        paired = owner_urls(sessions)
+        if url is not None:
+            found = resolve_in(sessions, url)
+            if found is None:
+                raise NotPairedError(f"no pairing stored for {url}",
+                                     hint="`hermes-relay hosts` lists the paired relays")
+            url = found[0]
+        elif down and not paired:
+            raise NotPairedError("this computer is not paired with any relay: there is nothing to take it off",
+                                 hint="pair first: hermes-relay pair --remote ws://HOST:8767")
+        now = self.config.wall_clock()
+        if down:
+            switch, changed = await trio.to_thread.run_sync(offline.set_down, self.down_file, url, now)
+        else:
+            switch, changed = await trio.to_thread.run_sync(offline.set_up, self.down_file, url, paired, now)
+        log.info("relay_%s url=%s changed=%s", "down" if down else "up", url or "all", changed)
+        self.reload()
+        for state in self.down.values():
+            self._fan_out(state)  # watchers see the stopped links as "down"
+        return {"url": url, "down": sorted(self.down), "all": switch.all_at is not None, "changed": changed}
+
+    def store_changed(self) -> None:
+        """The store file changed (agent/storewatch.py): whoever wrote it, follow it now."""
+        log.info("store_changed_on_disk relays=%d", self.reload(wake_all=False))
+
+    def paused_states(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(live state, record) of every paused pairing, for ``status`` and ``watch``."""
+        return self.follower.paused_states(self.links)
+
+    async def restore(self, url: str) -> dict[str, Any]:
+        return await storefollow.restore(self, url)
 
     def _start_link(self, url: str) -> RelayLink:
         assert self._nursery is not None
@@ -120,7 +211,9 @@ class Agent:
 
     # -- state fan-out -------------------------------------------------------------------------
     def publish(self, link: RelayLink) -> None:
-        state = link.snapshot()
+        self._fan_out(link.snapshot())
+
+    def _fan_out(self, state: dict[str, Any]) -> None:
         for chan in list(self.watchers):
             try:
                 chan.send_nowait(state)
@@ -131,15 +224,48 @@ class Agent:
         self._refresh_indicator()
 
     def states(self) -> list[dict[str, Any]]:
-        return [link.snapshot() for link in self.links.values()]
+        """Every stored pairing's state: the links', then those ``down`` took off."""
+        return [link.snapshot() for link in self.links.values()] + [dict(s) for s in self.down.values()]
 
     def _refresh_indicator(self) -> dict[str, Any]:
-        return self.indicator.write(summarize(self.states()), self.config.wall_clock())
+        summary = summarize(self.states(), waiting=len(self.approvals.pending), names=self.indicator.names())
+        return self.indicator.write(summary, self.config.wall_clock())
 
     async def _indicator_heartbeat(self) -> None:
+        """Rewrite the route file every heartbeat, and within NAMES_POLL of a rename or a new default."""
+        due = trio.current_time() + self.config.indicator_heartbeat
         while True:
-            await trio.sleep(self.config.indicator_heartbeat)
-            self._refresh_indicator()
+            await trio.sleep(max(0.0, min(NAMES_POLL, due - trio.current_time())))
+            if self.indicator.names_changed() or trio.current_time() >= due:
+                self._refresh_indicator()
+                due = trio.current_time() + self.config.indicator_heartbeat
+
+    async def _indicator_approvals(self) -> None:
+        """The prompt counts waiting approvals (``[LAN !1]``): rewrite it when one is requested or resolved."""
+        with self.approvals.subscribe() as events:
+            async for _ in events:
+                self._refresh_indicator()
+
+    async def _idle_exit(self) -> None:
+        """Stop once nothing has been paired (stored, paused, down, or waiting to be stored), no client is
+        connected and no approval waits, for ``idle_exit`` seconds: a command that autostarted the agent on
+        a fresh HOME (``approvals``, ``status --json``...) leaves no agent with no relays behind it."""
+        period = self.config.idle_exit / 2
+        idle_since: float | None = None
+        while True:
+            await trio.sleep(period)
+            paused = await trio.to_thread.run_sync(self.follower.entries)
+            clients = self.ipc.clients if self.ipc is not None else None
+            busy = (self.links or self.down or paused or self.pending.memory or self.follower.known != {}
+                    or self.approvals.pending or (clients is not None and clients.child_tasks))
+            if busy:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = trio.current_time()
+            elif trio.current_time() - idle_since >= self.config.idle_exit - period:
+                log.info("agent_idle_exit reason=nothing paired and no client seconds=%g", self.config.idle_exit)
+                self.stop()
+                return
 
     async def _fence(self, identity: tuple[int, int] | None) -> None:
         """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody
@@ -225,7 +351,22 @@ class Agent:
 
     # -- the links' file access (agent/link.py LinkHost), in worker threads -------------------
     async def read_sessions(self) -> dict[str, dict[str, Any]]:
-        return await trio.to_thread.run_sync(self.store.sessions)
+        """The store as the links see it: with pairings the relay already made but the store does not
+        hold yet (agent/marks.Pending), so a link whose session such a pairing replaced says so."""
+        return self._with_pending(await trio.to_thread.run_sync(self.store.sessions))
+
+    def _with_pending(self, sessions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for entry in list(self.pending.memory.values()):
+            if entry.get("kind") == pairing.ROTATION:
+                continue
+            owner, fields = entry["owner"], entry["fields"]
+            current = sessions.get(owner)
+            if current is not None:
+                view = record.from_dict(owner, current)
+                if view.token == fields["token"] or (view.paired_at or 0) > entry["at"]:
+                    continue  # stored already, or a newer pairing landed
+            sessions[owner] = {**(current or {}), **{k: v for k, v in fields.items() if v is not None}}
+        return sessions
 
     async def verdict(self, url: str, token: str | None) -> dict[str, Any] | None:
         return await trio.to_thread.run_sync(self.marks.get, url, token)
@@ -239,16 +380,34 @@ class Agent:
     async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None:
         await trio.to_thread.run_sync(self.credentials.save, url, token, refresh, at)
 
+    def repairing(self, url: str) -> bool:
+        """A pairing is under way that may replace ``url``'s pairing (the same relay can hide behind
+        another spelling), so its link must not spend the old refresh token: on our relay that token
+        is on standby for the new session and would retire the tokens the pairing is about to store."""
+        return bool(self.pairing_urls)
+
     async def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
                         used_token: str | None) -> None:
         await trio.to_thread.run_sync(lambda: self.save_auth_sync(owner, route_url, ok, pin, used_token=used_token))
 
     def save_auth_sync(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
-                       used_token: str | None) -> None:
+                       used_token: str | None, store: SessionStore | None = None, keep: bool = True) -> None:
         """Record what auth.ok told us (token rotation, expiry, grants) and the pin on first use.
 
         Only if the record still holds ``used_token``: a re-pairing that landed meanwhile is newer.
+        A rotation (a refresh: the relay retired ``used_token`` when it answered) is first kept in the
+        pending file, fsynced, so a crash before the store write loses nothing (``keep=False``: it
+        is being written from there).
         """
+        new_token = ok.get("session_token")
+        key = None
+        if keep and isinstance(new_token, str) and new_token and new_token != used_token:
+            key = pairing.rotation_key(owner)
+            entry = pairing.rotation_entry(owner, used_token, ok, route_url, pin, self.config.wall_clock())
+            kept_error = self.pending.save(key, entry)
+            if kept_error is not None:
+                log.error("rotated_credentials_memory_only url=%s error=%s", owner, kept_error)
+            checkpoint(self.config.env, checkpoints.REFRESH_KEPT)
 
         def apply(sessions: dict[str, dict[str, Any]]) -> None:
             found = resolve_in(sessions, owner)
@@ -278,7 +437,12 @@ class Agent:
                     pins.setdefault(route_url, pin)
                     rec["route_cert_pins"] = pins
 
-        self.store.update(apply)
+        if isinstance(new_token, str) and new_token:
+            self.follower.written_tokens[owner] = new_token  # before the write: the store watcher may see it at once
+        (store or self.store).update(apply)
+        if key is not None:
+            checkpoint(self.config.env, checkpoints.REFRESH_STORED)
+            self.pending.done(key, str(new_token))
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -31,6 +31,7 @@ class AgentConfig:
     socket_path: str
     ipc_mode: str
     lock_file: Path
+    home_lock_file: Path  # one agent per HOME and host (core/instance.py)
     route_file: Path
     route_json_file: Path
     log_file: Path
@@ -51,6 +52,7 @@ class AgentConfig:
     clock_check_interval: float = 5.0
     ipc_nonce_timeout: float = 5.0  # a tcp-mode IPC client must send the endpoint's nonce this fast
     fence_interval: float = 60.0  # how often the agent checks its endpoint is still its own
+    idle_exit: float = 0.0  # stop after this long with nothing paired and no client (0: never; the process: 60 s)
     clock_jump_threshold: float = 10.0
     netwatch_debounce: float = 1.0
     netwatch_poll_interval: float = 10.0
@@ -68,6 +70,7 @@ class AgentConfig:
             socket_path=paths.socket_path(e),
             ipc_mode=paths.ipc_mode(e),
             lock_file=paths.instance_lock_file(e),
+            home_lock_file=paths.home_lock_file(e),
             route_file=paths.route_file(e),
             route_json_file=paths.route_json_file(e),
             log_file=paths.agent_log_file(e),

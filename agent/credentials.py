@@ -69,3 +69,52 @@ class Credentials:
             return relays.pop(url, None) is not None
 
         return update_entries(self.path, CREDENTIALS_VERSION, "relays", self._read, change)
+
+
+PAUSED_VERSION = 1
+
+
+class Paused:
+    """Pairings another client removed from the shared store, kept so the user can take them back.
+
+    The reference CLI deletes a record after a single failed connection, and any client (or a hand
+    edit) may drop one: that must not end a pairing, only ``forget`` or the relay's revocation does.
+    The agent keeps the last record it knew (token included, hence this 0600 file of its own,
+    ``hermes-relay-paused.json``), stops the link, and ``status`` says how to restore it
+    (``hermes-relay restore URL``) or remove it for good (``hermes-relay forget URL``).
+
+        {"version": 1, "paused": {URL: {"record": {...}, "at": epoch s, "reason": str}}}
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            doc = fileio.read_json_versioned(self.path, supported=PAUSED_VERSION)
+        except StateError as exc:
+            log.error("paused_file_unreadable error=%s", exc.message)
+            return {}
+        entries = (doc or {}).get("paused")
+        if not isinstance(entries, dict):
+            return {}
+        return {k: v for k, v in entries.items() if isinstance(v, dict) and isinstance(v.get("record"), dict)}
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return self._read()
+
+    def get(self, url: str) -> dict[str, Any] | None:
+        return self._read().get(url)
+
+    def pause(self, url: str, record: dict[str, Any], reason: str, at: float) -> None:
+        def change(entries: dict[str, Any]) -> bool:
+            entries[url] = {"record": record, "at": at, "reason": reason}
+            return True
+
+        update_entries(self.path, PAUSED_VERSION, "paused", self._read, change)
+
+    def drop(self, url: str) -> bool:
+        def change(entries: dict[str, Any]) -> bool:
+            return entries.pop(url, None) is not None
+
+        return update_entries(self.path, PAUSED_VERSION, "paused", self._read, change)

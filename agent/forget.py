@@ -3,8 +3,8 @@
 The steps, in order: stop the relay's link (so it cannot write a verdict behind our back), revoke
 the session on the relay while the token still exists (skipped when the relay already ended it,
 reported when the relay cannot be reached), then delete the store record (its alternate routes and
-certificate pins live inside it), the agent's verdict, the refresh token kept in the agent's own
-credentials file, and the host's entry in the desktop access policy. Local removal happens even
+certificate pins live inside it) or the agent's paused copy of it, the agent's verdict, the refresh
+token kept in the agent's own credentials file, and the host's entry in the desktop access policy. Local removal happens even
 when the relay is unreachable: the user asked for it, and the result says the session stays valid
 on the relay until it expires or is revoked there.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.core import api, policy, policy_log, record, roots
+from hermes_relay.core import api, offline, policy, policy_log, record, roots
 from hermes_relay.core.errors import HermesError, NotPairedError
 from hermes_relay.core.store import resolve_in
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
@@ -36,9 +36,12 @@ Revoke = Callable[[str, dict[str, Any], str], Awaitable[Any]]  # (owner, record,
 
 async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool = True) -> dict[str, Any]:
     """Remove the pairing owning ``url``; return ``{url, prefix, relay: {status, message?}, removed}``."""
-    found = resolve_in(await agent.read_sessions(), url)
-    if found is None:
-        raise NotPairedError(f"no pairing stored for {url}", hint="`hermes-relay status` lists the paired relays")
+    found = resolve_in(await trio.to_thread.run_sync(agent.store.sessions), url)
+    if found is None:  # a pairing another client removed from the store: the agent keeps it paused
+        entry = await trio.to_thread.run_sync(agent.paused.get, url)
+        if entry is None:
+            raise NotPairedError(f"no pairing stored for {url}", hint="`hermes-relay status` lists the paired relays")
+        found = url, entry["record"]
     owner, rec = found
     token = record.from_dict(owner, rec).token or ""
     prefix = token[:TOKEN_PREFIX_LEN] if token else None
@@ -60,9 +63,14 @@ def _remove_locally(agent: Agent, owner: str, rec: dict[str, Any]) -> list[str]:
     removed = [_describe_record(rec)]
 
     def drop(sessions: dict[str, dict[str, Any]]) -> None:
-        sessions.pop(owner, None)
+        if owner in sessions:
+            agent.follower.dropping.add(owner)  # the store watcher must not take this removal for another client's
+            del sessions[owner]
 
     agent.store.update(drop)
+    if _step("paused copy", lambda: agent.paused.drop(owner)):
+        removed[0] = removed[0] + " (it was paused)"
+    _step("down switch", lambda: offline.drop(agent.down_file, owner))  # a pairing made again later starts up
     if _step("verdict", lambda: agent.marks.clear(owner)):
         removed.append("verdict")
     if _step("refresh token", lambda: agent.credentials.forget(owner)):

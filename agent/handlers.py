@@ -54,6 +54,13 @@ def table(agent: Agent) -> dict[str, Handler]:
             if reveal:
                 state["token"] = token
             relays.append(state)
+        paused = agent.paused_states()
+        relays.extend(state for state, _ in paused)
+        view = paired_view(sessions, relays, reveal=reveal)
+        kept = {state["url"]: rec for state, rec in paused}
+        for item in view:  # a paused pairing shows the record the agent keeps for it
+            if item["record"] is None and item["url"] in kept:
+                item["record"] = kept[item["url"]] if reveal else _redacted(kept[item["url"]])
         watcher = agent.watcher
         return {
             "agent": {"pid": os.getpid(), "version": __version__, "started_at": agent.started_at,
@@ -62,7 +69,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                       "unsaved_pairings": pairing.pending_status(agent), "netwatch": getattr(watcher, "backend", None) or "off",
                       **_resources(agent)},
             "relays": relays,
-            "paired": paired_view(sessions, relays, reveal=reveal),
+            "paired": view,
         }
 
     async def pair_start(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -70,6 +77,9 @@ def table(agent: Agent) -> dict[str, Handler]:
             await ctx.notify(api.PAIR_PROGRESS, event)
 
         return await pairing.pair(agent, params, progress)
+
+    async def pair_check(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return await pairing.check(agent, params)
 
     async def devices_list(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         url, status_code, obj = await _http(agent, params, "GET", "/sessions")
@@ -117,7 +127,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                 nursery.start_soon(until_client_leaves)
                 nursery.start_soon(_forward_approvals, agent, ctx)
                 try:
-                    for state in agent.states():
+                    for state in agent.states() + [paused for paused, _ in agent.paused_states()]:
                         await ctx.notify(api.STATE, state)
                     async with receive:
                         async for state in receive:
@@ -166,7 +176,8 @@ def table(agent: Agent) -> dict[str, Handler]:
 
         await trio.to_thread.run_sync(agent.store.update, apply)
         await trio.to_thread.run_sync(lambda: agent.marks.clear(owner, only=api.PIN_MISMATCH))  # a revoked pairing stays revoked
-        agent.link_for(owner).wake()
+        if owner not in agent.down:  # a relay taken off with `down` stays off
+            agent.link_for(owner).wake()
         return {"url": route.url, "old_pin": old, "new_pin": new, "changed": True, "applied": True}
 
     async def forget_pairing(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -181,6 +192,24 @@ def table(agent: Agent) -> dict[str, Handler]:
 
     async def reload(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"relays": agent.reload()}
+
+    async def restore(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        url = params.get("url")
+        if not isinstance(url, str) or not url:
+            raise UsageError("restore needs the URL of the paused pairing (as `hermes-relay status` shows it)")
+        return await agent.restore(url)
+
+    async def down_up(params: dict[str, Any], down: bool) -> dict[str, Any]:
+        url = params.get("url")
+        if url is not None and (not isinstance(url, str) or not url):
+            raise UsageError("down/up take a relay URL, or nothing for every relay")
+        return await agent.set_down(url, down=down)
+
+    async def down(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return await down_up(params, True)
+
+    async def up(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return await down_up(params, False)
 
     async def approvals_list(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"approvals": agent.desktop.approvals.list()}
@@ -203,10 +232,13 @@ def table(agent: Agent) -> dict[str, Handler]:
 
     return {
         api.HELLO: hello, api.STATUS: status, api.PAIR_START: pair_start, api.DEVICES_LIST: devices_list,
-        api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
+        api.PAIR_CHECK: pair_check, api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
         api.DOCTOR: doctor.handler(agent), api.APPROVALS_LIST: approvals_list,
         api.APPROVALS_DECIDE: approvals_decide, api.FORGET: forget_pairing, api.ACCESS_CHANGING: access_changing,
+        api.RESTORE: restore,
+        api.DOWN_SET: down,
+        api.UP_SET: up,
     }
 
 
@@ -323,8 +355,8 @@ def _resolve(agent: Agent, url: str | None) -> tuple[str, dict[str, Any]]:
     if not paired:
         raise NotPairedError("this computer is not paired with any relay")
     if len(paired) > 1:
-        raise AmbiguousError(f"{len(paired)} relays are paired; choose one with --remote URL",
-                             hint="paired: " + ", ".join(k for k, _ in paired))
+        raise AmbiguousError(f"{len(paired)} relays are paired; choose one with --remote URL|NAME",
+                             hint="or set a default: hermes-relay use URL|NAME; paired: " + ", ".join(k for k, _ in paired))
     return paired[0]
 
 

@@ -608,6 +608,28 @@ printf '%s\n' "$__p"
         return (n / wall, wall, (cpu_ticks(self.relay.proc.pid) - relay0) / CLK_TCK / wall * 100,
                 (cpu_ticks(agent) - agent0) / CLK_TCK / wall * 100, (time.process_time() - self0) / wall * 100)
 
+    # -- 5c. the workspace command sandbox --------------------------------------------------------
+    def sandbox_cost(self) -> None:
+        """desktop_terminal `true` through the tool function in this process, trusted and workspace
+        (Landlock, seccomp, no capabilities) interleaved: the sandbox's extra cost per call."""
+        import trio
+
+        from hermes_relay.core.confine import landlock_abi
+
+        n = self.n_desktop
+        abi = landlock_abi()
+        if abi < 1:
+            add("desktop_terminal workspace / trusted", "skip: this kernel has no Landlock", "report", None)
+            return
+        log(f"desktop_terminal `true`, trusted and workspace (Landlock ABI {abi}): {n} interleaved rounds")
+        times = trio.run(_sandbox_rounds, self.root / "workspace", n)
+        trusted, workspace = statistics.median(times["trusted"]), statistics.median(times["workspace"])
+        add(f"desktop_terminal `true` in-process, trusted (N={n}) median",
+            f"{ms(trusted)} (p99 {ms(pctl(times['trusted'], 99))})")
+        add(f"desktop_terminal workspace / trusted (Landlock ABI {abi}, same rounds)",
+            f"{workspace / trusted:.2f} x (median {ms(workspace)}, +{ms(workspace - trusted)} per call, "
+            f"p99 {ms(pctl(times['workspace'], 99))})", "report")
+
     # -- 6. idle agent -----------------------------------------------------------------------------
     def idle_agent(self) -> None:
         assert self.user is not None
@@ -692,6 +714,36 @@ printf '%s\n' "$__p"
             add(f"relay memory per idle authenticated connection ({n})",
                 f"{per:.1f} KB (RSS {before / 1024:.1f} -> {after / 1024:.1f} MB)")
         relay.stop()
+
+
+async def _sandbox_rounds(root: Path, n: int) -> dict[str, list[float]]:
+    from hermes_relay.agent.desktop.tools.terminal import desktop_terminal
+    from hermes_relay.core.confine import (
+        SYSTEM_READ_ONLY,
+        UNCONFINED,
+        Confinement,
+        persistence_paths,
+        protected_paths,
+    )
+    from hermes_relay.core.desktop import ToolContext
+
+    root.mkdir(exist_ok=True)
+    workspace = Confinement(roots=(root,), read_only=tuple(map(Path, SYSTEM_READ_ONLY)),
+                            protected=protected_paths(), write_protected=persistence_paths(),
+                            kernel_commands=True, network=False)
+    contexts = {name: ToolContext(home=root, cwd=root, deadline=math.inf, env=dict(os.environ), confinement=conf)
+                for name, conf in (("trusted", UNCONFINED), ("workspace", workspace))}
+    times: dict[str, list[float]] = {name: [] for name in contexts}
+    for i in range(10 + n):  # 10 warm-up rounds
+        for name, ctx in contexts.items():
+            t0 = time.perf_counter()
+            result = await desktop_terminal({"command": "true"}, ctx)
+            elapsed = time.perf_counter() - t0
+            if result.get("exit_code") != 0:
+                raise RuntimeError(f"{name} `true`: {result}")
+            if i >= 10:
+                times[name].append(elapsed)
+    return times
 
 
 async def _auth(ws: Any, credentials: dict[str, Any]) -> dict[str, Any]:
@@ -810,9 +862,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and a 10 s idle window (under a minute)")
-    parser.add_argument("--only", choices=["cli", "desktop"],
+    parser.add_argument("--only", choices=["cli", "desktop", "sandbox"],
                         help="run one section (cli: pair once, then the CLI rows; desktop: pair once, then the "
-                             "desktop tool-call rows and the idle agent)")
+                             "desktop tool-call rows and the idle agent; sandbox: the workspace command cost only)")
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("bench/run.py reads /proc: it runs on Linux only", file=sys.stderr)
@@ -824,11 +876,13 @@ def main(argv: list[str] | None = None) -> int:
     with _sigterm_as_interrupt(), ExitStack() as stack:
         bench = Bench(args.quick, stack)
         steps = [bench.pair_by_code, bench.cli_latency, bench.prompt_cost, bench.pair_three_tiers,
-                 bench.failover, bench.desktop_calls, bench.idle_agent, bench.reconnect, bench.relay_capacity]
+                 bench.failover, bench.desktop_calls, bench.sandbox_cost, bench.idle_agent, bench.reconnect, bench.relay_capacity]
         if args.only == "cli":
             steps = [bench.pair_by_code, bench.cli_latency]
         elif args.only == "desktop":
-            steps = [bench.pair_by_code, bench.desktop_calls, bench.idle_agent]
+            steps = [bench.pair_by_code, bench.desktop_calls, bench.sandbox_cost, bench.idle_agent]
+        elif args.only == "sandbox":
+            steps = [bench.sandbox_cost]
         try:
             for step in steps:
                 try:

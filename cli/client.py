@@ -24,7 +24,7 @@ import sys
 import time
 
 from hermes_relay import __version__
-from hermes_relay.core import api, framing, ownership, paths, rpc, winpipe
+from hermes_relay.core import api, framing, ownership, paths, rpc
 from hermes_relay.core.errors import (
     AgentNotRunningError,
     IpcError,
@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 DEFAULT_CALL_TIMEOUT = 30.0  # seconds; pairing and probes report progress well within this
 AUTOSTART_WAIT = 10.0  # seconds to wait for a freshly spawned agent's socket
 _CONNECT_ERRNOS = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES)
+
+_PIPE_PREFIX = "\\\\.\\pipe\\"  # core.winpipe.PREFIX, spelled out: the hot paths never import it
 
 
 class AgentCalls:
@@ -124,7 +126,7 @@ class AgentClient(AgentCalls):
         client = cls(sock, path, stderr=stderr, quiet=quiet)
         client._hello_timeout = timeout
         try:
-            if not path.endswith(".endpoint") and not winpipe.is_pipe_path(path):  # those prove themselves
+            if not path.endswith(".endpoint") and not path.startswith(_PIPE_PREFIX):  # those prove themselves
                 ownership.check_peer(sock, path)
             client._hello_id = client._send_request(
                 api.HELLO, {"client_version": __version__, "api_version": rpc.API_VERSION})
@@ -248,7 +250,7 @@ class AgentClient(AgentCalls):
 
 def _open_socket(path: str, timeout: float) -> Any:
     """Connect to the agent's endpoint: a Unix socket, or (tcp mode) loopback port + nonce from a file."""
-    if winpipe.is_pipe_path(path):
+    if path.startswith(_PIPE_PREFIX):
         from hermes_relay.cli import _winpipe
 
         return _winpipe.connect(path, timeout)
@@ -308,14 +310,7 @@ def spawn_agent(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     fileio.ensure_private_dir(log_dir)
     fd = os.open(log_dir / "agent-start.err", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     out = os.fdopen(fd, "ab")
-    try:
-        kwargs: dict[str, Any] = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True
-        else:  # pragma: no cover
-            kwargs["creationflags"] = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(
-                subprocess, "CREATE_NEW_PROCESS_GROUP", 0
-            )
+    def popen(**kwargs: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             agent_command() + ["--detached"],
             stdin=subprocess.DEVNULL,
@@ -326,6 +321,16 @@ def spawn_agent(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
             close_fds=True,
             **kwargs,
         )
+
+    try:
+        if sys.platform == "win32":  # pragma: no cover - no console, its own process group, and out of the
+            # terminal's Job Object where it allows that (an ssh session's job ends its processes at logout)
+            flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+            try:
+                return popen(creationflags=flags | subprocess.CREATE_BREAKAWAY_FROM_JOB)
+            except PermissionError:  # the job forbids breaking away: the agent stays in it
+                return popen(creationflags=flags)
+        return popen(start_new_session=True)
     finally:
         out.close()
 
@@ -342,9 +347,9 @@ def ensure_agent(
     path = paths.socket_path(env)
     try:
         return AgentClient.connect(path, stderr=stderr, quiet=quiet)
-    except AgentNotRunningError:
+    except AgentNotRunningError as exc:
         if not autostart:
-            raise
+            raise _elsewhere(env, path) or exc from None
     from hermes_relay.core import fileio
 
     ownership.check_private(paths.runtime_dir_str(env), directory=True)  # before creating anything in it
@@ -368,6 +373,9 @@ def ensure_agent(
                 return client
             code = proc.poll()
             if code is not None:
+                other = _elsewhere(env, path)
+                if other is not None:
+                    raise other
                 detail = _tail(str(paths.log_dir(env) / "agent-start.err"))
                 raise AgentNotRunningError(path, f"the agent exited with status {code} while starting{detail}",
                                            hint="see `hermes-relay agent logs`, "
@@ -377,6 +385,18 @@ def ensure_agent(
                                            hint="see `hermes-relay agent logs`")
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+def _elsewhere(env: Mapping[str, str], path: str) -> AgentNotRunningError | None:
+    """An agent runs for this HOME (it holds ~/.hermes/agent-<host>.lock) but on another socket: say where."""
+    from hermes_relay.core import instance
+
+    owner = instance.running_owner(paths.home_lock_file(env))
+    if not owner or owner.get("socket") == path:
+        return None
+    return AgentNotRunningError(
+        path, f"an agent for this home runs with another runtime directory ({instance.describe(owner)})",
+        hint=instance.reach_hint(owner))
 
 
 def _reap_later(proc: subprocess.Popen[bytes]) -> None:

@@ -82,9 +82,10 @@ class Context:
 def add_verb(verbs: Any, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
     """A sub-subcommand whose --help says what it does and shows it used."""
     import argparse
-    import textwrap
 
-    return verbs.add_parser(name, help=help, description=textwrap.fill(description, 78),
+    # The description stays one line: cli/main.py's parser wraps it to the terminal (filled here at 78
+    # columns, it was wrapped twice at 80: a word alone on a line).
+    return verbs.add_parser(name, help=help, description=description,
                             epilog="example:\n  " + example.replace("\n", "\n  "),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
 

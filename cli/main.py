@@ -46,6 +46,12 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "doctor": "doctor",
     "forget": "forget",
+    "restore": "restore",
+    "down": "down",
+    "up": "up",
+    "hosts": "hosts",
+    "use": "use",
+    "rename": "rename",
     "approvals": "approvals",
     "access": "access",
     "audit": "audit",
@@ -67,12 +73,21 @@ exit status:
   3    the agent is not running (with --no-autostart, or `agent status`)
   130  interrupted (Ctrl-C)
 
+--no-autostart never starts the agent: the commands that need it exit 3 when it is not running \
+(pair, devices, approvals, pin, forget, restore, hosts test, down, up), and so do status and route, \
+after printing what the files say. audit, access, hosts, use, rename, prompt and completion read or \
+write files and never need the agent; doctor runs the route checks itself. An agent a command \
+started stops again within a minute when nothing is paired.
+
 environment:
-  HERMES_RELAY_URL       default relay URL for pair and devices (--remote)
+  HERMES_RELAY_URL       default relay URL or name for pair and devices (--remote);
+                         else the default relay (`hermes-relay use`)
   HERMES_RELAY_CODE      default pairing code for pair
   HERMES_RELAY_PAIR_QR   default invite for pair (--pair-qr)
   HERMES_HOME            instead of ~/.hermes (session store, logs)
   HERMES_RELAY_RUNTIME_DIR  where the agent socket and route indicator live
+  HERMES_RELAY_NOTIFY=0  no desktop notification for a call waiting for approval (the agent's
+                         environment; see `hermes-relay doctor`)
   NO_COLOR               never colour the output
 
 with --json, a failure prints {"ok": false, "error": {"code", "message", "hint"}} on stdout
@@ -252,6 +267,10 @@ def invoke(
     try:
         if words and words[0] == "--version" and len(words) == 1:
             return _print_version(out, environ, connect)
+        if words and words[0] == "__complete":  # hidden: what the completion scripts ask for on Tab
+            from hermes_relay.cli import complete
+
+            return complete.run(words[1:], out, environ, connect)
         args, run = _parse(words, out, err)
         if run is None:
             return EXIT_USAGE

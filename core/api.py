@@ -15,7 +15,8 @@ API except in ``status`` with ``reveal_tokens=True``.
 
 ``status`` {reveal_tokens?: bool} -> {
     agent: AgentInfo,
-    relays: [RelayState, ...],
+    relays: [RelayState, ...] (every link, then every paused pairing: state "paused", its hint says
+            how to restore or forget it; ``paired`` shows the record the agent keeps for it),
     paired: [PairedRelay, ...]}
   AgentInfo = {pid, version, started_at, socket, netwatch: <backend name> | "off", store: <path>,
                store_error: {code, message, data} | None,
@@ -61,9 +62,27 @@ API except in ``status`` with ``reveal_tokens=True``.
   Revokes this computer's session on the relay (when reachable), then removes the record (routes,
   pins), the verdict, the refresh token and the desktop access-policy entry.
 
-``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?}
+``restore`` {url} -> {url: <store key>, restored: bool}
+  Puts a pairing another client removed from the store (``status`` shows it as state "paused", its
+  record kept by the agent) back into the store and reconnects it. ``restored`` is False when the
+  store already holds a pairing for that relay again (the paused copy is dropped). ``forget`` also
+  accepts a paused pairing.
+
+``down`` {url?: str} -> {url: str | None, down: [url], all: bool, changed: bool}
+``up`` {url?: str} -> {url: str | None, down: [url], all: bool, changed: bool}
+  ``down`` takes this computer off one relay (``url``) or every relay (none, pairings made later
+  included): the links stop, records, tokens and policies stay; kept in the agent's own file
+  (core/offline.py) across restarts. ``up`` lifts it (``up URL`` while every relay is down keeps the
+  others down). ``down`` lists the relays down now; a down relay's RelayState has state "down".
+  NotPairedError for a URL that is neither stored nor paused.
+
+``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?,
+                                   approvals_waiting?, relays?: [{url, name, label, state}]}
+  ``label`` carries every relay when several are paired and one is connected (``LAN | office: Tailscale``)
+  and the waiting approvals (``LAN !1``); agent/indicator.py.
 ``watch`` {} -> never answers; notifies until the client disconnects:
-  ``state`` RelayState: every relay's state first, then on every change;
+  ``state`` RelayState: every relay's state first (paused pairings too), then on every change (a
+  pairing another client removed from the store shows up once as "paused");
   ``approval`` {event: "approval.requested", ...Approval} (first for every pending one, then each new
   one) and {event: "approval.resolved", id, outcome: "approved"|"denied"|"expired"|"withdrawn", tool, url}.
 ``pin.accept`` {url, apply?: bool (default True), pin?: str} -> {url, old_pin, new_pin, changed, applied}
@@ -78,9 +97,11 @@ API except in ``status`` with ``reveal_tokens=True``.
                                                                           capability}
   NotFoundError when the request was answered, expired or its call ended (a late answer runs nothing).
   ``always`` with ``approve`` sets that capability to ``allow`` for that host in the policy file.
-``doctor`` {deadline?: float (s, default 10)} -> {netwatch: {backend, enabled}, store_error, deadline,
-                                                  elapsed_ms, relays: [DoctorRelay]}
-  Checks every route of every stored relay on its own short-lived connections; changes nothing.
+``doctor`` {deadline?: float (s, default 10), url?: str} -> {netwatch: {backend, enabled}, store_error, deadline,
+                                                  elapsed_ms, relays: [DoctorRelay],
+                                                  desktop: {notify: {program: str | None, disabled: str | None}}}
+  Checks every route of every stored relay (with ``url``: of that pairing only, else NotPairedError) on
+  its own short-lived connections; changes nothing. ``desktop.notify`` names the notifier approvals use.
   DoctorRelay = {url, status, working_routes, link: RelayState | None, link_status, routes: [DoctorRoute]}
   DoctorRoute = {url, role, label, priority, address, status, steps: [DoctorStep]}
   DoctorStep = {step: "dns"|"tcp"|"tls"|"ws"|"auth", status: "ok"|"warn"|"fail"|"skip", summary, ms,
@@ -99,6 +120,7 @@ HELLO = "hello"
 STATUS = "status"
 PAIR_START = "pair.start"
 PAIR_PROGRESS = "pair.progress"
+PAIR_CHECK = "pair.check"  # which stored pairing a pair.start would replace (nothing is sent to the relay)
 DEVICES_LIST = "devices.list"
 DEVICES_REVOKE = "devices.revoke"
 DEVICES_EXTEND = "devices.extend"
@@ -114,6 +136,9 @@ APPROVALS_DECIDE = "approvals.decide"
 APPROVAL = "approval"
 FORGET = "forget"
 ACCESS_CHANGING = "access.changing"  # the CLI is about to change a host's policy or roots (for the audit)
+RESTORE = "restore"
+DOWN_SET = "down"
+UP_SET = "up"
 
 # Relay link states.
 CONNECTING = "connecting"
@@ -125,6 +150,8 @@ REPLACED = "replaced"  # a newer pairing of the same relay (under another URL) r
 PIN_MISMATCH = "pin_mismatch"  # the certificate changed; needs `hermes-relay pin accept URL`
 RATE_LIMITED = "rate_limited"  # HTTP 429: waiting out the relay's block
 NOT_PAIRED = "not_paired"  # the record was removed from the store while the link ran
+DOWN = "down"  # `hermes-relay down`: the user took this computer off the relay (core/offline.py); `up` lifts it
+PAUSED = "paused"  # another client removed the record; the agent keeps it aside (`restore` / `forget`)
 STOPPED = "stopped"  # the agent stopped cleanly (route indicator only)
 
 # Route indicator labels (the shell prompt shows these).

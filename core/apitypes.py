@@ -129,6 +129,21 @@ class PairStartParams(TypedDict, total=False):
     invite: str
     device_name: str
     ignore_signature: bool
+    carry_over: bool  # the same relay under another URL, identified only by its relay_id: carry its access over
+
+
+class PairReplaced(TypedDict):
+    """The stored pairing a pairing replaces (the same relay: same URL, certificate pin or relay_id)."""
+    url: str
+    device_name: str | None
+    paired_at: float | None
+    authenticated: bool  # recognised by a matching certificate pin (not only the relay's claim)
+    carried_over: bool  # its desktop access, roots and jobs moved to the new URL (False when the URL is the same)
+    access: str  # its desktop access as `access` labels it, with its roots: "trusted, roots ~/src"
+
+
+class PairCheckReply(TypedDict):
+    replaces: PairReplaced | None
 
 
 class _PairProgressBase(TypedDict):
@@ -155,6 +170,7 @@ class PairReply(TypedDict):
     store: str
     device_name: str | None
     cert_pin_sha256: str | None  # the certificate pinned by this pairing (wss:// only)
+    replaced: PairReplaced | None  # the pairing of the same relay this one replaced
 
 
 class DevicesListReply(TypedDict):
@@ -184,10 +200,19 @@ class _RouteIndicatorBase(TypedDict):
     relay: str | None
 
 
+class IndicatorRelay(TypedDict):
+    url: str
+    name: str
+    label: str
+    state: str
+
+
 class RouteIndicator(_RouteIndicatorBase, total=False):
     updated_at: float
     valid_until: int
     pid: int
+    approvals_waiting: int  # desktop calls waiting for approval (the label ends in " !N")
+    relays: list[IndicatorRelay]  # every relay's part of the label, when several are paired and one is connected
 
 
 class PinAcceptReply(TypedDict):
@@ -210,7 +235,35 @@ class ForgetReply(TypedDict):
     relay: ForgetRelay
 
 
-class Approval(TypedDict):
+class RestoreReply(TypedDict):
+    url: str
+    restored: bool
+
+
+class DownReply(TypedDict):
+    url: str | None
+    down: list[str]
+    all: bool
+    changed: bool
+
+
+class ApprovalDetails(TypedDict, total=False):
+    """What will run, exactly and unredacted (control characters escaped visibly): core/desktop.call_details."""
+
+    command: str
+    cwd: str
+    env: dict[str, str]
+    dangerous_env: list[str]
+    stdin: str
+    paths: dict[str, str]
+    reason: str
+
+
+class _ApprovalOptional(TypedDict, total=False):
+    details: ApprovalDetails
+
+
+class Approval(_ApprovalOptional):
     id: str
     url: str
     tool: str
@@ -252,6 +305,7 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "hello": (HelloParams, HelloReply),
     "status": (StatusParams, StatusReply),
     "pair.start": (PairStartParams, PairReply),
+    "pair.check": (PairStartParams, PairCheckReply),
     "devices.list": (dict, DevicesListReply),
     "devices.revoke": (dict, DevicesRevokeReply),
     "devices.extend": (dict, DevicesExtendReply),
@@ -260,6 +314,9 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "reload": (dict, ReloadReply),
     "agent.stop": (dict, StopReply),
     "forget": (dict, ForgetReply),
+    "restore": (dict, RestoreReply),
+    "down": (dict, DownReply),
+    "up": (dict, DownReply),
     "approvals.list": (dict, ApprovalsListReply),
     "approvals.decide": (dict, ApprovalsDecideReply),
     "access.changing": (dict, AccessChangingReply),

@@ -107,3 +107,39 @@ def landlock_abi() -> int:
     except (OSError, AttributeError):
         return 0
     return version if version > 0 else 0
+
+
+TRUSTED_COMMANDS: Final = "commands run with your full rights: they can change anything you can, this policy included"
+
+
+def missing_protections(abi: int) -> list[str]:
+    """What a workspace command is NOT kept from on a kernel with Landlock ``abi`` (empty from ABI 6)."""
+    missing = []
+    if abi < 3:
+        missing.append("truncating files it may only read")
+    if abi < 6:
+        missing.append("signalling your other processes, the agent included")
+    return missing
+
+
+def commands_label(confinement: Confinement, abi: int | None = None, platform: str | None = None) -> str:
+    """How commands (terminal, jobs) run under ``confinement`` on this computer, honestly.
+
+    "kernel-enforced" (Landlock ABI 6 and later, with seccomp and no capabilities), "partially
+    enforced: …" (older Landlock: what is missing), "refused: …" (no way to confine here: workspace
+    commands do not run), or the trusted label when commands are not confined at all.
+    """
+    if not confinement.kernel_commands:
+        return TRUSTED_COMMANDS
+    plat = sys.platform if platform is None else platform
+    if plat.startswith("linux"):
+        version = landlock_abi() if abi is None else abi
+        if version <= 0:
+            return "refused: this kernel has no Landlock, so workspace commands cannot be confined and do not run"
+        missing = missing_protections(version)
+        if not missing:
+            return "kernel-enforced"
+        return f"partially enforced: the kernel (Landlock ABI {version}) does not stop " + "; ".join(missing)
+    if plat == "darwin":
+        return "enforced by macOS sandbox-exec"
+    return f"refused: workspace commands cannot be confined on {plat}, so they do not run"

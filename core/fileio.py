@@ -283,6 +283,11 @@ class FileLock:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
+    @property
+    def fd(self) -> int | None:
+        """The locked file's descriptor while held (the agent's instance lock writes its owner into it)."""
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             _unlock(self._fd)

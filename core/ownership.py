@@ -6,6 +6,14 @@ runtime directory, lock file or socket directory that is not ours or that others
 CLI checks the uid of the process at the other end of the socket before sending anything.
 
 Uses ``_socket`` constants and plain ``os`` calls only: the CLI runs this on every ``status``.
+
+Windows: a stat has no owner and the mode bits say nothing of the ACL, so nothing here is checked
+there. What stands instead: the runtime directory and the logs live in ``%LOCALAPPDATA%`` and the
+state in ``~/.hermes`` under the user's profile, whose inherited ACL admits only the user, SYSTEM and
+administrators (who can read everything anyway); the loopback endpoint is proven by a nonce read from
+that directory, and the named pipe's server is checked by its owner SID (``core/winpipe.py``). Not
+checked: a ``HERMES_RELAY_RUNTIME_DIR``/``HERMES_HOME`` override pointing outside the profile (its
+ACL is the user's choice), and an ACL someone with the user's rights loosened by hand.
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ def check_private(path: str, *, directory: bool) -> None:
     A missing path is fine (the caller creates it privately). A symlink is judged by its target,
     and the target must be of the expected kind.
     """
-    if sys.platform == "win32":  # pragma: no cover - Windows keeps these under the user's profile
+    if sys.platform == "win32":  # pragma: no cover - under the user's profile ACL (see the module docstring)
         return
     import stat
 

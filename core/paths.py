@@ -1,8 +1,17 @@
 """Where every file lives, one function per path, each with an environment override.
 
-``~/.hermes`` is shared with the other Hermes clients (the session store, the device id). The
-runtime directory (socket, instance lock, route indicator) prefers ``$XDG_RUNTIME_DIR`` because it is
-per-user, 0700 and cleared at logout; elsewhere it falls back to ``~/.hermes/run``.
+``~/.hermes`` is shared with the other Hermes clients (the session store, the device id), holds the
+per-host agent lock (one agent per HOME and host), and stays there on every platform. What is this
+machine's alone goes where the platform keeps such things:
+
+- the runtime directory (socket or endpoint file with its nonce, the socket's lock, route indicator):
+  Linux ``$XDG_RUNTIME_DIR/hermes-relay`` (per-user, 0700, cleared at logout); Windows
+  ``%LOCALAPPDATA%/hermes-relay/run`` (the profile's local part: never copied by a roaming profile,
+  its ACL admits only the user, SYSTEM and administrators); macOS and the rest ``~/.hermes/run``
+  (macOS has no per-user runtime directory a launchd agent and a Terminal both see: ``$TMPDIR`` is
+  not promised to a LaunchAgent, and the socket path must stay under 104 bytes);
+- logs: macOS ``~/Library/Logs/hermes-relay`` (where Console.app looks), Windows
+  ``%LOCALAPPDATA%/hermes-relay/logs``, elsewhere ``~/.hermes/logs``.
 
 Functions take an optional ``env`` mapping so that callers resolve configuration once and tests can
 pass an explicit environment instead of mutating ``os.environ``.
@@ -77,6 +86,11 @@ def device_id_file(env: Env | None = None) -> Path:
     return hermes_home(env) / "desktop-device-id"
 
 
+def desktop_control_file(env: Env | None = None) -> Path:
+    """The default relay and relay names, shared with the reference client (``relay_url``, ``host_aliases``)."""
+    return hermes_home(env) / "desktop-control.json"
+
+
 def agent_state_file(env: Env | None = None) -> Path:
     """The agent's own per-relay facts (revoked, expired) that do not belong in the shared store."""
     return hermes_home(env) / "hermes-relay-agent.json"
@@ -88,18 +102,35 @@ def desktop_roots_file(env: Env | None = None) -> Path:
     return hermes_home(env) / "hermes-relay-desktop-roots.json"
 
 
-def runtime_dir_str(env: Env | None = None) -> str:
+PAUSED_FILE_NAME = "hermes-relay-paused.json"
+DOWN_FILE_NAME = "hermes-relay-down.json"
+
+
+def down_file(env: Env | None = None) -> Path:
+    """The relays ``hermes-relay down`` took this computer off (core/offline.py; the agent's own file)."""
+    return hermes_home(env) / DOWN_FILE_NAME
+
+
+def paused_file(env: Env | None = None) -> Path:
+    """Pairings another client removed from the store, kept by the agent until restored or forgotten."""
+    return hermes_home(env) / PAUSED_FILE_NAME
+
+
+def runtime_dir_str(env: Env | None = None, platform: str | None = None) -> str:
     e = _env(env)
+    plat = sys.platform if platform is None else platform
     if e.get("HERMES_RELAY_RUNTIME_DIR"):
         return e["HERMES_RELAY_RUNTIME_DIR"]
-    if sys.platform.startswith("linux") and e.get("XDG_RUNTIME_DIR"):
+    if plat.startswith("linux") and e.get("XDG_RUNTIME_DIR"):
         return os.path.join(e["XDG_RUNTIME_DIR"], "hermes-relay")
+    if plat == "win32" and e.get("LOCALAPPDATA"):
+        return os.path.join(e["LOCALAPPDATA"], "hermes-relay", "run")
     return os.path.join(hermes_home_str(e), "run")
 
 
-def runtime_dir(env: Env | None = None) -> Path:
+def runtime_dir(env: Env | None = None, platform: str | None = None) -> Path:
     """Socket, instance lock and route indicator (override: ``HERMES_RELAY_RUNTIME_DIR``)."""
-    return _path(runtime_dir_str(env))
+    return _path(runtime_dir_str(env, platform))
 
 
 def ipc_mode(env: Env | None = None) -> str:
@@ -141,6 +172,13 @@ def instance_lock_str(env: Env | None = None) -> str:
     return os.path.join(runtime_dir_str(env), "agent.lock")
 
 
+def home_lock_file(env: Env | None = None, host: str | None = None) -> Path:
+    """One agent per user, HOME and host (core/instance.py): ``~/.hermes/agent-<host>.lock``."""
+    from hermes_relay.core import instance
+
+    return hermes_home(env) / f"agent-{host or instance.host_name()}.lock"
+
+
 def spawn_lock_file(env: Env | None = None) -> Path:
     """Serialises CLI autostarts so that many CLIs at once start one agent."""
     return runtime_dir(env) / "spawn.lock"
@@ -159,10 +197,16 @@ def route_json_file(env: Env | None = None) -> Path:
     return runtime_dir(env) / "route.json"
 
 
-def log_dir(env: Env | None = None) -> Path:
+def log_dir(env: Env | None = None, platform: str | None = None) -> Path:
+    """The agent's logs (override: ``HERMES_RELAY_LOG_DIR``)."""
     e = _env(env)
+    plat = sys.platform if platform is None else platform
     if e.get("HERMES_RELAY_LOG_DIR"):
         return _path(e["HERMES_RELAY_LOG_DIR"])
+    if plat == "darwin":
+        return home_dir(e) / "Library" / "Logs" / "hermes-relay"
+    if plat == "win32" and e.get("LOCALAPPDATA"):
+        return _path(os.path.join(e["LOCALAPPDATA"], "hermes-relay", "logs"))
     return hermes_home(e) / "logs"
 
 

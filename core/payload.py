@@ -34,6 +34,8 @@ SECRET_BYTES = 32
 MIN_SECRET_BYTES = 16
 MAX_INVITE_CHARS = 64 * 1024
 INVITE_SCHEME = "hermes-relay"
+PLUGIN_PROXY = "plugin_proxy"  # the reference's pinned-TLS route: a proxy object, no relay object
+PROXY_WS_PATH = "/relay/ws"  # where a client of such a route connects
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=_-]+$")
 
 
@@ -96,6 +98,8 @@ def build(
     grants: dict[str, int] | None = None,
     secret: bytes | None = None,
     cert_pin: str | None = None,
+    cert_der: str | None = None,
+    proxy_urls: list[str] | None = None,
 ) -> dict[str, Any]:
     """An invite for ``endpoints`` = [(role, relay_url)], most preferred first.
 
@@ -107,6 +111,12 @@ def build(
     looks for the expected pin of a route, ``endpoints[].proxy.pinSha256``, on every wss:// route but a
     public one (a public URL usually ends at a proxy with its own certificate), so an invite with a pin
     is always v3. Without a public route it also goes into ``relay.cert_pin_sha256`` (every route).
+
+    ``cert_der`` (the certificate, base64 DER) adds, before each such route, the pinned-TLS endpoint the
+    reference desktop CLI requires to trust a self-signed relay: ``role: "plugin_proxy"``, ``security:
+    "pinned_tls"``, ``recommended: true``, ``proxy: {url: "https://HOST:PORT", pin_sha256, cert_der}``;
+    it has no ``relay`` object (that client dials ``wss://HOST:PORT/relay/ws``). ``proxy_urls`` limits
+    those to the routes the certificate names (a client verifies the host name against it).
     """
     if not endpoints:
         raise UsageError("an invite needs at least one relay URL")
@@ -132,10 +142,45 @@ def build(
             }
             if cert_pin and tls and role != "public":  # a public URL usually ends at a proxy's own certificate
                 entry["proxy"] = {"url": url, "transport_hint": "wss", "pinSha256": cert_pin}
+                if cert_der and (proxy_urls is None or url in proxy_urls):
+                    payload["endpoints"].append(_pinned_proxy(host, port, entry["priority"], cert_pin, cert_der))
             payload["endpoints"].append(entry)
     if secret is not None:
         payload[SIG_FIELD] = sign(payload, secret)
     return payload
+
+
+def _pinned_proxy(host: str, port: int, priority: int, pin: str, cert_der: str) -> dict[str, Any]:
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return {"role": PLUGIN_PROXY, "priority": priority, "recommended": True, "security": "pinned_tls",
+            "proxy": {"url": f"https://{netloc}", "transport_hint": "https", "pin_sha256": pin, "cert_der": cert_der,
+                      "surfaces": ["relay"]}}
+
+
+def compact(invite: dict[str, Any], secret: bytes | None = None) -> dict[str, Any]:
+    """The invite for a QR code: a v2 invite of its best route, with that route's certificate pin.
+
+    Certificates, other routes and pinned-proxy entries are left out: a certificate alone is larger
+    than what a QR code in an 80-column terminal holds (331 bytes at level M); the full invite travels as text.
+    """
+    relay = dict(invite.get("relay") or {})
+    endpoints = [e for e in invite.get("endpoints") or () if isinstance(e, dict) and isinstance(e.get("relay"), dict)]
+    small: dict[str, Any] = {k: invite[k] for k in ("hermes", "host", "port", "key", "tls") if k in invite}
+    small["hermes"] = min(2, int(invite.get("hermes") or 2))
+    if endpoints:
+        best = endpoints[0]
+        relay["url"] = best["relay"].get("url", relay.get("url"))
+        api = best.get("api")
+        if isinstance(api, dict):
+            small.update({k: api[k] for k in ("host", "port", "tls") if k in api})
+        proxy = best.get("proxy")
+        pin = proxy.get("pinSha256") if isinstance(proxy, dict) else None
+        if isinstance(pin, str):
+            relay["cert_pin_sha256"] = pin
+    small["relay"] = relay
+    if secret is not None:
+        small[SIG_FIELD] = sign(small, secret)
+    return small
 
 
 def _api_of(url: str) -> tuple[str, int, bool]:
@@ -245,6 +290,17 @@ def from_dict(obj: dict[str, Any]) -> Invite:
             candidate = _endpoint_candidate(entry)
             if candidate is not None:
                 candidates.append(candidate)
+    pins = _endpoint_pins(endpoints)
+    for url, proxy_pin, priority in _pinned_proxies(endpoints):
+        # The same relay as a plain wss:// route of this invite: that route gets the pin. Otherwise the
+        # pinned proxy is a route of this pairing of its own, at the path its clients dial.
+        origin = urlsplit(url).netloc
+        same = [c[0] for c in candidates if c[0].startswith("wss://") and urlsplit(c[0]).netloc == origin]
+        if not same:
+            same = [url]
+            candidates.append((url, PLUGIN_PROXY, priority))
+        for route_url in same:
+            pins.setdefault(route_url, proxy_pin)
     if not candidates and isinstance(relay.get("url"), str):
         candidates.append((_url(relay["url"]), None, 0))
     if not candidates:
@@ -259,8 +315,33 @@ def from_dict(obj: dict[str, Any]) -> Invite:
         ttl_seconds=ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None,
         transport_hint=relay.get("transport_hint") if isinstance(relay.get("transport_hint"), str) else None,
         cert_pin=pin if isinstance(pin, str) and is_valid_pin(pin) else None,
-        route_pins=_endpoint_pins(endpoints),
+        route_pins=pins,
     )
+
+
+def _pinned_proxies(endpoints: Any) -> list[tuple[str, str, int | None]]:
+    """``(wss://HOST:PORT/relay/ws, pin, priority)`` for each well-formed ``plugin_proxy`` endpoint."""
+    found = []
+    for entry in endpoints if isinstance(endpoints, list) else ():
+        if not isinstance(entry, dict) or str(entry.get("role", "")).lower() != PLUGIN_PROXY:
+            continue
+        proxy = entry.get("proxy")
+        if not isinstance(proxy, dict) or not isinstance(proxy.get("url"), str):
+            continue
+        pin = proxy.get("pin_sha256")
+        try:
+            parts = urlsplit(proxy["url"])
+            port = parts.port
+        except ValueError:
+            continue
+        if parts.scheme != "https" or not parts.hostname or not isinstance(pin, str) or not is_valid_pin(pin):
+            continue
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        priority = entry.get("priority")
+        if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
+            priority = None
+        found.append((f"wss://{host}:{port or 443}{PROXY_WS_PATH}", pin, priority))
+    return found
 
 
 def _endpoint_pins(endpoints: Any) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """The relay's HTTP API: one parsed request in, one ``(status, JSON object)`` out. No I/O here.
 
 - ``GET /health`` (also ``/relay/health``, where reference clients probe a pinned route): version and
-  counts (no secrets).
+  counts, the certificate's pin and the certificate (public, no secrets).
+- ``GET /relay/info`` (loopback only, as ``/desktop``): version, uptime, sessions, pending calls, in the
+  reference relay's shape.
 - ``POST /pairing/register`` (``{"code", "ttl_seconds"?, "grants"?, "transport_hint"?}``) and
   ``POST /pairing/mint`` (the relay picks the code): for ``hermes-pair`` on the relay host only. Besides
   the loopback peer check (a proxied request is never loopback), anything a web browser could send
@@ -19,13 +21,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from hermes_relay.core import paths, payload
 from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
 from hermes_relay.core.routes import infer_role
-from hermes_relay.relay import http, peers
+from hermes_relay.relay import http, peers, tls
 from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, validate_grants, validate_seconds
 from hermes_relay.relay.peers import Peer, lan_address
 from hermes_relay.relay.sessions import SaveError, Session
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 Reply = tuple[int, dict[str, Any]]
 RATE_LIMIT_BODY = "Too many failed authentication attempts. Try again later."
 NOT_LOOPBACK = "pairing codes can only be registered from the relay host (loopback, not through a proxy)"
+INFO_NOT_LOCAL = "/relay/info is loopback-only: run this on the relay host"
 
 
 def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply:
@@ -45,6 +50,13 @@ def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply
     try:
         if path.rstrip("/") in ("/health", "/relay/health") and method == "GET":  # the second: reference proxy probe
             return 200, health(relay)
+        if path.rstrip("/") == "/relay/info":
+            if method != "GET":
+                return 405, {"ok": False, "error": "use GET /relay/info"}
+            refused = peers.local_request_refusal(req.headers, path, loopback=peer.loopback, not_local=INFO_NOT_LOCAL,
+                                                  action="relay info cannot be read", purpose="read relay info",
+                                                  json_body=False)
+            return refused or (200, relay_info(relay))
         if path.rstrip("/") in ("/pairing/register", "/pairing/mint"):
             if method != "POST":
                 return 405, {"ok": False, "error": "use POST"}
@@ -79,7 +91,28 @@ def health(relay: Relay) -> dict[str, Any]:
         "pending_codes": len(relay.codes),
         "tls": relay.config.ssl_context is not None,
         "cert_pin": relay.config.cert_pin,  # public (every TLS client sees the certificate): hermes-pair puts it in invites
+        "cert_der": relay.config.cert_der,  # the certificate itself, for the invite's pinned-TLS (plugin_proxy) route
         "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only
+        "relay_id": relay.relay_id,  # stable: clients recognise this relay under any spelling of its URL
+    }
+
+
+def relay_info(relay: Relay) -> dict[str, Any]:
+    """``GET /relay/info`` (loopback only), in the reference relay's shape: what its CLI's ``relay info`` shows."""
+    sessions = len(relay.book)
+    return {
+        "version": relay.server_version,
+        "plugin_version": relay.server_version,
+        "protocol_version": 1,
+        "capabilities": ["desktop"],
+        "profiles": [],
+        "uptime_seconds": int(time.monotonic() - relay.started),
+        "session_count": sessions,
+        "paired_device_count": sessions,  # sessions are paired devices, as in the reference
+        "pending_commands": relay.desktop.pending_count,
+        "media_entry_count": 0,
+        "health": "ok",
+        "relay_id": relay.relay_id,
     }
 
 
@@ -129,8 +162,11 @@ def pairing_mint(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
         secret = payload.load_secret(paths.qr_secret_file())
     except PayloadError:
         secret = None  # an unreadable secret: the invite goes unsigned, which clients accept
+    der = relay.config.cert_der
+    named = der is not None and tls.names_host(der, urlsplit(url).hostname or "")
     invite = payload.build(code=reply["code"], ttl_seconds=reply["ttl_seconds"], transport_hint=relay.config.scheme,
-                           endpoints=[(infer_role(url), url)], secret=secret, cert_pin=relay.config.cert_pin)
+                           endpoints=[(infer_role(url), url)], secret=secret, cert_pin=relay.config.cert_pin,
+                           cert_der=der if named else None)
     reply.update(relay_url=url, qr_payload=payload.encode(invite), pairing_url=payload.invite_url(invite),
                  host=invite["host"], port=invite["port"], tls=invite["tls"])
     return status, reply

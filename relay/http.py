@@ -17,6 +17,7 @@ import trio
 
 MAX_HEAD = 16 * 1024  # request line + headers
 MAX_BODY = 64 * 1024  # JSON bodies here are a few hundred bytes
+MAX_NESTING = 100  # levels of objects and arrays a JSON body (or a desktop answer) may nest
 
 
 class BadRequest(Exception):
@@ -103,19 +104,44 @@ async def read_body(stream: trio.abc.Stream, req: HttpRequest, limit: int = MAX_
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
+    """A JSON object body; BadRequest (400) for anything else, whatever the bytes (never another error)."""
     if not body.strip():
         return {}
     try:
         obj = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(400, f"body is not valid JSON: nested more than {MAX_NESTING} levels") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also an integer of more than 4300 digits
+        raise BadRequest(400, f"body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise BadRequest(400, "body must be a JSON object")
+    if nesting(obj) > MAX_NESTING:
+        raise BadRequest(400, f"body is not valid JSON: nested more than {MAX_NESTING} levels")
     return obj
 
 
+def nesting(value: Any) -> int:
+    """How deeply ``value`` nests objects and arrays (iteratively: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            items: Any = item.values()
+        elif isinstance(item, list):
+            items = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list)))
+    return deepest
+
+
 async def send_json(stream: trio.abc.Stream, status: int, obj: Any, conn: h11.Connection | None = None) -> None:
-    body = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    try:  # ASCII-escaped: lone surrogates and every other code point travel as JSON escapes
+        body = json.dumps(obj, separators=(",", ":")).encode("ascii")
+    except (ValueError, TypeError, RecursionError) as exc:  # never leave a caller without an answer
+        status, body = 500, json.dumps({"ok": False, "error": f"the relay could not encode its answer: "
+                                                              f"{exc.__class__.__name__}"}).encode("ascii")
     await send_response(stream, status, body, b"application/json", conn)
 
 

@@ -43,11 +43,18 @@ def port_number(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hermes-relay-server",
-        description="Hermes relay server: pairing codes, session tokens and the WebSocket relay on one port.",
-        epilog="Mint a pairing code on this host with `hermes-pair`; list, extend or revoke sessions with "
-               "`hermes-relay-server sessions --help`; call a tool on a paired desktop with "
-               "`hermes-relay-server call TOOL '{...}'` (see `hermes-relay-server call --help`). "
-               "Exit codes: 0 clean stop, 1 error, 2 usage.",
+        description="Hermes relay server: pairing codes, session tokens and the WebSocket relay,\non one port.",
+        epilog="examples:\n"
+               "  hermes-relay-server                       # on 127.0.0.1:8767, this host only\n"
+               "  hermes-relay-server --host 0.0.0.0        # also for the LAN and Tailscale\n"
+               "  hermes-relay-server --host 0.0.0.0 --tls  # wss://, self-signed certificate\n"
+               "then, on this host:\n"
+               "  hermes-pair                               # a code for a computer to pair\n"
+               "  hermes-relay-server sessions list         # paired devices; extend, revoke\n"
+               "  hermes-relay-server call desktop_terminal '{\"command\": \"uname -a\"}'\n"
+               "\n"
+               "exit codes: 0 clean stop, 1 error, 2 usage",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default=os.environ.get("RELAY_HOST", "127.0.0.1"),
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for LAN/Tailscale clients)")
@@ -73,14 +80,21 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     from hermes_relay.relay.server import RelayConfig
 
     state_dir = args.state_dir or paths.relay_state_dir()
-    ssl_context, pin = None, None
+    ssl_context, pin, der = None, None, None
     if args.cert or args.key:
         if not (args.cert and args.key):
             raise ConfigError("--cert and --key go together", hint="pass both, or --tls alone for a self-signed certificate")
         ssl_context, pin = tls.load_server_context(args.cert, args.key)
+        der = tls.leaf_der_b64(args.cert)
     elif args.tls:
-        cert, key = tls.ensure_certificate(state_dir, [args.host])
+        hosts = [args.host]
+        if args.host in ("0.0.0.0", "::", ""):  # offered under this host's LAN and Tailscale addresses (hermes-pair)
+            from hermes_relay.relay.pair_cmd import tailscale_address
+
+            hosts += [peers.lan_address() or "", tailscale_address() or ""]
+        cert, key = tls.ensure_certificate(state_dir, hosts)
         ssl_context, pin = tls.load_server_context(cert, key)
+        der = tls.leaf_der_b64(cert)
     try:
         trusted = peers.parse_trusted(args.trusted_proxy)
     except ValueError as exc:
@@ -91,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         state_dir=None if args.memory else state_dir,
         ssl_context=ssl_context,
         cert_pin=pin,
+        cert_der=der,
         trusted_proxies=trusted,
         close_on_revoke=not args.keep_revoked_sockets,
         save_fault=fault_from_env(),

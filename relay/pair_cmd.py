@@ -3,7 +3,11 @@
 Runs next to the relay: it registers the code over loopback (``POST /pairing/register`` is refused
 from anywhere else), then prints ``Code``, ``Relay`` and ``Session TTL``. With more than one route
 (LAN, Tailscale, public URL), or a TLS relay whose certificate pin the invite carries, it also prints a
-signed v3 invite, and a terminal QR of it when stdout is a terminal. A relay listening on loopback only
+signed v3 invite as one ``hermes-relay://`` line (for a TLS relay with the certificate, in the pinned-TLS
+``plugin_proxy`` endpoint the reference desktop CLI needs). When stdout is a terminal it draws a QR code
+that fits its width (relay/qr.py): the whole invite when it fits, else a compact one (the first route
+and its pin), else none, saying so (the code and the invite line are printed either way). Raw JSON only
+with ``--json``. A relay listening on loopback only
 is offered as its loopback URL (nothing else could reach it). Minted codes avoid look-alike characters.
 This module is plain blocking Python: it neither needs nor imports trio.
 """
@@ -27,21 +31,31 @@ from hermes_relay.core import codes, paths, payload, timefmt
 from hermes_relay.core.errors import HermesError, TransportError, UsageError
 from hermes_relay.core.pin import pinned_trust_context
 from hermes_relay.core.routes import http_base, infer_role, normalize_relay_url
-from hermes_relay.relay import listening
+from hermes_relay.relay import listening, qr
 from hermes_relay.relay.peers import lan_address
 
 DEFAULT_TTL = 30 * 86400  # the reference hermes-pair's default session TTL: 30 days
 DEFAULT_RELAY = listening.DEFAULT_RELAY
 REGISTER_TIMEOUT = 5.0
 MODES = ("auto", "lan", "tailscale", "public")
+CERT_FILES = "relay-cert.pem and relay-key.pem in its state directory"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hermes-pair",
         description="Mint a one-time pairing code on this relay host (valid 10 minutes, single use).",
-        epilog="Pair a computer with: hermes-relay pair CODE --remote URL, or hermes-relay pair --pair-qr INVITE. "
-               "Exit codes: 0 ok, 1 relay unreachable or refused, 2 usage.",
+        epilog="examples:\n"
+               "  hermes-pair                      # a code and an invite for this host's relay\n"
+               "  hermes-pair --ttl 7d             # the paired computer's session: 7 days\n"
+               "  hermes-pair --mode tailscale     # offer only the Tailscale route\n"
+               "  hermes-pair --public-url wss://relay.example.com\n"
+               "then, on the computer to pair:\n"
+               "  hermes-relay pair --remote ws://192.168.1.5:8767   # then type the code\n"
+               "  hermes-relay pair --pair-qr 'hermes-relay://pair?payload=...'\n"
+               "\n"
+               "exit codes: 0 ok, 1 relay unreachable or refused, 2 usage",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--ttl", default=str(DEFAULT_TTL),
                    help="session lifetime: seconds, or 1d/7d/30d/90d/1y, or 0/never (default 30 days)")
@@ -67,10 +81,12 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
         return exc.report("hermes-pair", err)
     for warning in result.pop("warnings"):
         print(f"hermes-pair: warning: {warning}", file=err)
+    candidates = result.pop("qr_candidates")
     if args.json:
         print(json.dumps(result, indent=2), file=out)
     else:
-        _print_text(result, out, qr=not args.no_qr and _is_terminal(out))
+        drawn = not args.no_qr and _is_terminal(out)
+        _print_text(result, out, qr=candidates if drawn else None, columns=qr.terminal_columns(out))
     return 0
 
 
@@ -85,13 +101,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         endpoints = select_endpoints(args.mode, local, args)
     warnings = _reachability_warnings(health, endpoints)
     hint = "wss" if local.startswith("wss://") else "ws"
-    pin = None
+    pin, der, proxied = None, None, None
     if hint == "wss":  # the relay says its pin in /health; an older relay's is read off a TLS handshake
         pin = health.get("cert_pin") if isinstance(health.get("cert_pin"), str) else relay_pin(local)
+        der = health.get("cert_der") if isinstance(health.get("cert_der"), str) and pin else None
+        if der:
+            proxied, unnamed = _named_routes(der, endpoints)
+            warnings += [f"the relay's certificate does not name {host}, so the reference desktop CLI cannot trust "
+                         f"the route through it; to add it, move {CERT_FILES} aside and restart the relay with --tls "
+                         "(paired devices then pair again)" for host in unnamed]
     registered = register(local, code, ttl)
     secret = payload.load_or_create_secret(paths.qr_secret_file())
     invite = payload.build(code=registered["code"], ttl_seconds=ttl, transport_hint=hint, endpoints=endpoints,
-                           secret=secret, cert_pin=pin)
+                           secret=secret, cert_pin=pin, cert_der=der, proxy_urls=proxied)
+    full = payload.encode(invite)
+    candidates = [full, payload.encode(payload.compact(invite, secret))]
     return {
         "code": registered["code"],
         "relay_url": endpoints[0][1],
@@ -100,9 +124,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "endpoints": [{"role": role, "url": url} for role, url in endpoints],
         "payload": invite,
         "invite_url": payload.invite_url(invite),
+        "qr_payload": _qr_text(candidates, qr.DEFAULT_COLUMNS),
+        "qr_candidates": candidates,
         "cert_pin": pin,
         "warnings": warnings,
     }
+
+
+def _named_routes(cert_der: str, endpoints: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(the wss:// non-public route URLs whose host the certificate names, the hosts it does not name)."""
+    from hermes_relay.relay.tls import names_host  # cryptography: only for a TLS relay
+
+    named, unnamed = [], []
+    for role, url in endpoints:
+        host = urlsplit(url).hostname or ""
+        if not url.startswith("wss://") or role == "public":
+            continue
+        if names_host(cert_der, host):
+            named.append(url)
+        else:
+            unnamed.append(host)
+    return named, unnamed
+
+
+def _qr_text(candidates: list[str], columns: int) -> str:
+    """What the QR code holds (``--json``'s ``qr_payload``): the whole invite when its QR fits ``columns``,
+    else the compact one."""
+    chosen = qr.pick(candidates[:1], columns)
+    return chosen[0] if chosen is not None else candidates[-1]
 
 
 def _chosen_code(raw: str) -> str:
@@ -223,7 +272,7 @@ def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tu
         elif mode == "lan":
             raise UsageError("no LAN address found for this host", hint="pass --lan-host ADDRESS")
     if mode in ("auto", "tailscale"):
-        host = args.tailscale_host or _tailscale_address()
+        host = args.tailscale_host or tailscale_address()
         if host:
             found.append(("tailscale", at(host)))
         elif mode == "tailscale":
@@ -256,7 +305,8 @@ def _is_loopback_host(host: str | None) -> bool:
     return host in (None, "", "localhost") or (host or "").startswith("127.") or host == "::1"
 
 
-def _tailscale_address() -> str | None:
+def tailscale_address() -> str | None:
+    """This host's Tailscale IPv4 address (``tailscale ip -4``), or None without Tailscale."""
     exe = shutil.which("tailscale")
     if exe is None:
         return None
@@ -275,7 +325,8 @@ def _is_terminal(out: TextIO) -> bool:
         return False
 
 
-def _print_text(result: dict[str, Any], out: TextIO, *, qr: bool) -> None:
+def _print_text(result: dict[str, Any], out: TextIO, *, qr: list[str] | None, columns: int) -> None:
+    """The text output; ``qr``: the invites a QR may hold, best first (None: draw none), fitted to ``columns``."""
     ttl = result["ttl_seconds"]
     print(f"Code : {result['code']}", file=out)
     print(f"Relay : {result['relay_url']}", file=out)
@@ -283,23 +334,31 @@ def _print_text(result: dict[str, Any], out: TextIO, *, qr: bool) -> None:
     print("The code is valid for 10 minutes and works once.", file=out)
     if result.get("cert_pin"):
         print(f"Certificate pin : {result['cert_pin']}", file=out)
-    if len(result["endpoints"]) > 1 or result.get("cert_pin"):
+    invite = len(result["endpoints"]) > 1 or result.get("cert_pin")
+    if invite:
         print("Routes (strict priority):", file=out)
         for i, ep in enumerate(result["endpoints"]):
             print(f"  {i}. {ep['role']:<10} {ep['url']}", file=out)
-        if qr:
-            _print_qr(payload.encode(result["payload"]), out)
-        print("Invite payload:", file=out)
-        print(payload.encode(result["payload"]), file=out)
+    if qr:
+        _print_qr(qr, out, columns)
     print(f"On the computer: hermes-relay pair {result['code']} --remote {result['relay_url']}", file=out)
-    if len(result["endpoints"]) > 1 or result.get("cert_pin"):
+    if invite or qr:
         print(f"  or: hermes-relay pair --pair-qr '{result['invite_url']}'", file=out)
+        print("  (the reference desktop CLI's `pair` takes the same invite)", file=out)
 
 
-def _print_qr(text: str, out: TextIO) -> None:
-    import segno  # only when a QR is drawn
-
-    segno.make(text, error="m").terminal(out=out, compact=True)
+def _print_qr(candidates: list[str], out: TextIO, columns: int) -> None:
+    """The largest invite whose QR fits ``columns`` (quiet zone included), or why there is none."""
+    chosen = qr.pick(candidates, columns)
+    if chosen is None:
+        need = qr.width(qr.make(candidates[-1]))
+        print(f"No QR code: it needs {need} columns, this terminal has {columns}.", file=out)
+        print("Pair with the code, or with the invite line below.", file=out)
+        return
+    text, symbol = chosen
+    qr.draw(symbol, out)
+    if text != candidates[0]:
+        print("The QR code has the first route; the invite below has them all.", file=out)
 
 
 def entry() -> None:

@@ -1,4 +1,4 @@
-"""The relay server's trio I/O: WebSocket at ``/`` and ``/ws`` plus the HTTP API (relay/api.py), on one port.
+"""The relay server's trio I/O: WebSocket at ``/``, ``/ws`` and ``/relay/ws`` plus the HTTP API (relay/api.py), on one port.
 
 Each connection starts with an h11-parsed request head. A WebSocket upgrade is replayed into
 trio-websocket (the only module here that speaks WebSocket); anything else is one HTTP request and
@@ -44,7 +44,7 @@ import trio_websocket
 from hermes_relay import __version__
 from hermes_relay.core import envelope, fileio, wire
 from hermes_relay.core.errors import HermesError, RemoteProtocolError, members
-from hermes_relay.relay import api, auth, capacity, desktop, desktop_http, http, peers, unserved
+from hermes_relay.relay import api, auth, capacity, desktop, desktop_http, http, identity, peers, unserved
 from hermes_relay.relay.api import RATE_LIMIT_BODY
 from hermes_relay.relay.pairing import PairingCodes
 from hermes_relay.relay.peers import Peer
@@ -78,6 +78,7 @@ _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, 
 CLOSE_HEARTBEAT = 4000  # no pong within the heartbeat: the client is presumed gone; it may reconnect
 CLOSE_GRACE = 2.0  # seconds to wait for a client's close reply
 SHUTDOWN_CLOSE_GRACE = 0.05  # on shutdown: send the close frame, do not wait for the reply
+SHUTDOWN_ANSWER_GRACE = 1.0  # on shutdown: seconds to answer a desktop call still in flight
 # Reference relay: 5 bad tokens in 60 s block for 5 min; 10 bad codes in 60 s block for 2 min.
 SESSION_FAIL_LIMIT, SESSION_FAIL_WINDOW, SESSION_BLOCK = 5, 60.0, 300.0
 PAIRING_FAIL_LIMIT, PAIRING_FAIL_WINDOW, PAIRING_BLOCK = 10, 60.0, 120.0
@@ -86,6 +87,11 @@ HTTP_FAIL_LIMIT, HTTP_FAIL_WINDOW, HTTP_BLOCK = 20, 60.0, 60.0
 # Failed pairing codes over ALL addresses: 60 a minute makes guessing a 6-character code take centuries.
 CODE_FAILS_PER_MINUTE = 60
 EXPIRY_SWEEP = 60.0  # seconds between expired-session sweeps
+# /relay/ws: where the reference desktop CLI connects on a pinned-TLS (plugin_proxy) route. It also sends
+# X-Hermes-Relay-Session (its session token) on that upgrade and on /relay/health: the reference's TLS
+# proxy drops that header, and so does this relay (only the first frame authenticates; never logged).
+WS_PATHS = ("/", "/ws", "/relay/ws")
+DESKTOP_SURFACE = "desktop"  # the client_surface a session must be paired with to serve desktop tools
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class RelayConfig:
     state_dir: Path | None = None  # None: sessions live in memory only
     ssl_context: ssl.SSLContext | None = None
     cert_pin: str | None = None
+    cert_der: str | None = None  # the leaf certificate, base64 DER: invites carry it for pinned-TLS clients
     auth_timeout: float = AUTH_TIMEOUT
     head_timeout: float = HEAD_TIMEOUT
     max_message: int = MAX_MESSAGE
@@ -163,6 +170,7 @@ class Relay:
         self.http_limiter = RateLimiter(limit=HTTP_FAIL_LIMIT, window=HTTP_FAIL_WINDOW, block=HTTP_BLOCK)
         self.code_cap = GlobalCap(limit=CODE_FAILS_PER_MINUTE, window=60.0)
         self.server_version = SERVER_VERSION
+        self.relay_id = identity.relay_id(config.state_dir)  # stable across restarts (relay/identity.py)
         self.port = config.port  # the bound port once listening
         self.live: dict[str, set[trio_websocket.WebSocketConnection]] = {}
         nofile = capacity.fd_limit()
@@ -171,6 +179,7 @@ class Relay:
         self.unauthed = 0  # upgraded connections that have not finished authenticating
         self.unauthed_by_key: dict[str, int] = {}  # the same per rate_key(ip)
         self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
+        self.started = time.monotonic()
 
     def now(self) -> float:
         return self.config.wall_clock()
@@ -210,7 +219,12 @@ class Relay:
             await self._upgrade(stream, req, peer.addr)
             return
         if desktop_http.is_desktop_path(req.path):
-            status, obj = await desktop_http.handle(self.desktop, req, body, loopback=peer.loopback)
+            try:
+                status, obj = await desktop_http.handle(self.desktop, req, body, loopback=peer.loopback)
+            except trio.Cancelled:  # only a shutdown cancels a request: the caller still gets its answer
+                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_ANSWER_GRACE):
+                    await http.send_json(stream, 502, {"ok": False, "error": desktop.SHUTTING_DOWN}, req.conn)
+                raise
         else:
             status, obj = self.route_http(req, body, peer)
         await http.send_json(stream, status, obj, req.conn)
@@ -241,7 +255,7 @@ class Relay:
         return req, body, upgrade, peer
 
     async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
-        if req.path not in ("/", "/ws"):
+        if req.path not in WS_PATHS:
             await http.send_json(stream, 404, {"ok": False, "error": f"no WebSocket endpoint at {req.path}; use / or /ws"})
             return
         blocked = self.blocked_for(ip)
@@ -362,7 +376,9 @@ class Relay:
         # auth.ok is on its way must find it and close it (authenticate above is synchronous).
         key = sess.token_hash
         self.live.setdefault(key, set()).add(ws)
-        self.desktop.authed(ws, env.payload)
+        # Who this socket is comes from its session (what it was paired as), never from this frame.
+        self.desktop.authed(ws, device_id=sess.device_id, name=sess.device_name, hostname=sess.device_hostname or "",
+                            session_key=sess.token_hash, desktop=sess.client_surface == DESKTOP_SURFACE)
         # trio-websocket has no public setter; the small pre-auth cap only guards unauthenticated memory.
         ws._max_message_size = self.config.max_message_authed
         try:
@@ -431,8 +447,8 @@ class Relay:
     async def _on_message(self, ws: trio_websocket.WebSocketConnection, sess: Session, message: str | bytes) -> None:
         try:
             env = envelope.decode(message, max_size=self.config.max_message_authed)
-        except RemoteProtocolError as exc:
-            await self._send(ws, envelope.SYSTEM, "error", {"reason": f"malformed message: {exc}"})
+        except (RemoteProtocolError, ValueError) as exc:  # ValueError: e.g. an integer of 5000 digits
+            await self._send(ws, envelope.SYSTEM, "error", {"reason": f"malformed message: {str(exc)[:200]}"})
             return
         if env.channel == desktop.CHANNEL:
             self.book.touch(sess)
@@ -475,7 +491,10 @@ class Relay:
         return api.route(self, req, body, peer)
 
     def session_revoked(self, sess: Session) -> None:
-        """A revoked session's sockets are closed at once, unless configured to keep them as the reference does."""
+        """A revoked session's sockets are closed at once, unless configured to keep them as the reference does;
+        kept or not, they serve no desktop tools from now on."""
+        for ws in self.live.get(sess.token_hash, ()):
+            self.desktop.detach(ws)
         if self.config.close_on_revoke:
             self._close_live(sess.token_hash, "session revoked")
 

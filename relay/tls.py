@@ -2,11 +2,15 @@
 
 The self-signed certificate is created once (EC P-256, ten years) and reused across restarts, so
 clients that pinned it on first use keep connecting. Clients trust it by its SPKI pin, which the
-server prints at start-up; CA validation is not expected for a relay on a LAN or tailnet.
+server prints at start-up; CA validation is not expected for a relay on a LAN or tailnet. Its
+subjectAltName lists every name the relay is offered under (loopback, the host name, the bind address,
+and for a wildcard bind this host's LAN address): the reference desktop CLI uses the certificate itself
+as its CA with host-name verification on, so an invite's ``proxy.url`` host must be one of them.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import socket
@@ -54,6 +58,32 @@ def generate_self_signed(cert_path: Path, key_path: Path, hosts: list[str]) -> N
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
     )
     fileio.atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+
+
+def leaf_der_b64(cert_path: Path) -> str:
+    """The first (leaf) certificate of a PEM file as base64 DER: what invites carry as ``proxy.cert_der``
+    (public: every TLS client is shown it). Raises ConfigError naming the file."""
+    try:
+        pem = cert_path.read_text(encoding="ascii")
+        der = ssl.PEM_cert_to_DER_cert(pem[:pem.index("-----END CERTIFICATE-----") + 25])
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read TLS certificate {cert_path}: {exc}") from exc
+    return base64.b64encode(der).decode("ascii")
+
+
+def names_host(cert_der_b64: str, host: str) -> bool:
+    """Whether the certificate's subjectAltName covers ``host`` exactly (an IP address or a DNS name), as a
+    client verifying the host name requires."""
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode(cert_der_b64))
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host) in sans.get_values_for_type(x509.IPAddress)
+    except ValueError:
+        return host.lower().rstrip(".") in (n.lower() for n in sans.get_values_for_type(x509.DNSName))
 
 
 def load_server_context(cert_path: Path, key_path: Path) -> tuple[ssl.SSLContext, str]:

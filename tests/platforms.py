@@ -10,11 +10,18 @@ from __future__ import annotations
 # module path (relative to tests/) -> reason, per sys.platform prefix
 NOT_ON: dict[str, dict[str, str]] = {
     "win32": {
-        "agent/tools/test_tools_jobs.py": "jobs detach with fork and signal process groups (Windows: job objects, not yet)",
-        "agent/tools/test_tools_processes.py": "process-group signals (SIGTERM/SIGKILL to a pgid) do not exist on Windows",
-        "agent/tools/test_tools_terminal.py": "commands run through bash with POSIX signals",
+        "agent/tools/test_tools_confine.py": "file confinement needs folder descriptors; on Windows a confined call "
+                                             "fails closed (test_tools_platforms.py checks that refusal)",
+        "agent/tools/test_tools_jobs.py": "its commands are POSIX shell (sleep, true, $VAR) and it checks process "
+                                          "groups; the detached runner's Windows flags are in test_tools_platforms.py",
+        "agent/tools/test_tools_jobs_isolation.py": "workspace hosts: confined commands and files do not run on Windows",
+        "agent/tools/test_tools_processes.py": "its commands are POSIX shell and it signals process groups (SIGTERM/SIGKILL "
+                                               "to a pgid), which Windows does not have",
+        "agent/tools/test_tools_terminal.py": "its commands are POSIX shell (bash/sh) with POSIX signals; on Windows "
+                                              "commands run through cmd.exe in a Job Object",
         "cli/test_cli_route_prompt.py": "bash/zsh/fish prompt snippets",
         "cli/test_completion.py": "bash/zsh/fish completion scripts",
+        "cli/test_completion_dynamic.py": "bash/zsh/fish completion scripts",
         "cli/test_proctitle.py": "/proc and other users' uids",
         "core/test_ownership.py": "POSIX owners and modes (Windows keeps state under the user's profile ACL)",
         "e2e/test_pair_code_hidden_e2e.py": "reads other processes' argv through /proc",

@@ -23,6 +23,7 @@ from hermes_relay.cli.context import Context, add_common_flags
 from hermes_relay.core.errors import AmbiguousError, NotPairedError, UsageError
 
 PRESET_NAMES = ("restricted", "ask_every_time", "standard", "workspace", "trusted", "full_access")
+PRESET_WORDS = frozenset((*PRESET_NAMES, "ask", "structured", "custom", "ask-every-time", "full-access"))
 FULL_ACCESS_WARNING = ("full_access lets the relay host run any command, read and change any file (the agent's "
                        "own state included), and use the screen, USB devices, microphone and camera without asking")
 
@@ -36,7 +37,15 @@ def register(sub: Any) -> None:
                     "with your full rights, files), full_access (everything; needs --yes). "
                     "`access set CAP MODE [URL]` changes one capability (commands, files, screen_input, "
                     "usb, microphone, camera) to disabled, ask or allow. Below full access, file tools "
-                    "reach only the host's roots (default: your home directory without ~/.hermes).")
+                    "reach only the host's roots (default: your home directory without ~/.hermes).",
+        epilog="examples:\n"
+               "  hermes-relay access                       # every paired relay's policy\n"
+               "  hermes-relay access standard              # the paired relay: files only\n"
+               "  hermes-relay access ws://192.168.1.5:8767 trusted\n"
+               "  hermes-relay access workspace --root ~/src/project\n"
+               "  hermes-relay access set commands ask      # ask before each command\n"
+               "  hermes-relay access full_access --yes",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("words", nargs="*", metavar="[URL] [PRESET] | set CAP MODE [URL]",
                    help="what to show or change")
     p.add_argument("--root", action="append", default=[], metavar="DIR", help="add a root for the host")
@@ -75,6 +84,8 @@ def _one_url(ctx: Context, url: str | None, force: bool) -> str:
 
     sessions = _sessions(ctx)
     if url is not None:
+        if "://" not in url:  # a relay name given with `hermes-relay rename`
+            url = _names(ctx).url_for(url) or url
         _check_url(url)
         # One of a pairing's other routes names the pairing: the agent keys its policy by the stored URL.
         found = resolve_in(sessions, url)
@@ -85,6 +96,11 @@ def _one_url(ctx: Context, url: str | None, force: bool) -> str:
                                  hint="`hermes-relay status` lists the paired relays; "
                                       "--force sets a policy for another one anyway")
         return url
+    from hermes_relay.cli import relays
+
+    chosen = relays.resolve(ctx, None)  # HERMES_RELAY_URL, else the default relay (`hermes-relay use`)
+    if chosen is not None:
+        return _one_url(ctx, chosen, force)
     paired = owner_urls(sessions)
     if not paired:
         raise NotPairedError("this computer is not paired with any relay; name the relay URL",
@@ -95,7 +111,13 @@ def _one_url(ctx: Context, url: str | None, force: bool) -> str:
     return paired[0]
 
 
-def _parse(args: argparse.Namespace) -> tuple[str | None, str | None, tuple[str, str] | None]:
+def _names(ctx: Context) -> Any:
+    from hermes_relay.cli import relays
+
+    return relays.control(ctx)
+
+
+def _parse(args: argparse.Namespace, ctx: Context) -> tuple[str | None, str | None, tuple[str, str] | None]:
     """(url, preset, (capability, mode)) from the words, validated before anything is read or written."""
     from hermes_relay.core import policy
 
@@ -110,6 +132,8 @@ def _parse(args: argparse.Namespace) -> tuple[str | None, str | None, tuple[str,
         if mode not in policy.CAP_MODES:
             raise UsageError(f"unknown capability mode {words[2]!r}", hint="use one of: disabled, ask, allow")
         named = words[3] if len(words) == 4 else None
+        if named is not None and "://" not in named:
+            named = _names(ctx).url_for(named) or named  # a relay's name
         if named is not None:
             _check_url(named)
         return named, None, (cap, mode)
@@ -120,6 +144,8 @@ def _parse(args: argparse.Namespace) -> tuple[str | None, str | None, tuple[str,
     for word in words:
         if "://" in word:
             url = word
+        elif url is None and word.lower() not in PRESET_WORDS and _names(ctx).url_for(word):
+            url = _names(ctx).url_for(word)  # a relay's name (names are never preset words)
         elif preset is None:
             preset = word
         else:
@@ -149,7 +175,7 @@ def _abi() -> int:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from hermes_relay.core import policy
 
-    url, mode, single = _parse(args)
+    url, mode, single = _parse(args, ctx)
     changes_roots = bool(args.root or args.remove_root or args.reset_roots)
     if mode is None and single is None and not changes_roots:
         return _show(ctx, args, url)

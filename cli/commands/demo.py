@@ -36,7 +36,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run everything locally: relay, pairing, desktop tools, approvals, reconnect",
                        description="Start an embedded local relay, pair with it, let the relay host run a "
                                    "command here and ask for your approval, and show the agent keeping the "
-                                   "connection through a relay restart. Uses a temporary home directory.")
+                                   "connection through a relay restart. Uses a temporary home directory.",
+                       epilog="examples:\n"
+                              "  hermes-relay demo\n"
+                              "  hermes-relay demo --keep --home /tmp/hermes-demo   # then explore it",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", type=Path, help="use this directory as HERMES_HOME (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="leave the relay and agent running and the files in place")
     p.set_defaults(run=run)

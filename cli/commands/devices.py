@@ -12,17 +12,24 @@ from typing import Any
 from hermes_relay.cli.confirm import add_yes_flag, confirm, require_answerable
 from hermes_relay.cli.context import Context, add_common_flags, add_verb
 from hermes_relay.cli.render import NONE_MARK, Style
-from hermes_relay.core.errors import AmbiguousError, NotFoundError, UsageError
+from hermes_relay.core.errors import AmbiguousError, ForbiddenError, NotFoundError, UsageError
 from hermes_relay.core.wire import MIN_PREFIX_LEN
 
 DEFAULT_EXTEND_TTL = 86400  # one day, the reference CLI's default for `devices extend`
+# A device may only shorten its own session; the relay host's operator extends any (relay/api.py).
+OPERATOR_EXTEND = "hermes-relay-server sessions extend {prefix} --ttl {ttl}"
 HEADERS = ("PREFIX", "DEVICE", "PLATFORM", "CREATED", "LAST SEEN", "EXPIRES")
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("devices", help="list, revoke or extend the devices paired with a relay",
                        description="Manage every device paired with a relay (this computer, phones, "
-                                   "other desktops). Without a subcommand: list.")
+                                   "other desktops). Without a subcommand: list.",
+                       epilog="examples:\n"
+                              "  hermes-relay devices                     # the devices on the paired relay\n"
+                              "  hermes-relay devices --remote wss://relay.example.com\n"
+                              "  hermes-relay devices revoke kd214La2",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _relay_flags(p, suppress=False)
     verbs = p.add_subparsers(dest="devices_cmd", prog="hermes-relay devices", metavar="{list,revoke,extend}")
     lst = add_verb(verbs, "list", "list the paired devices (the default)",
@@ -40,16 +47,18 @@ def register(sub: Any) -> None:
                      help=f"the token prefix shown by `hermes-relay devices` (at least {MIN_PREFIX_LEN} characters)")
     add_yes_flag(rev)
     _relay_flags(rev, suppress=True)
-    ext = add_verb(verbs, "extend", "give a device's session a new lifetime",
-                "Give a device's session a new lifetime counted from now (default 1 day). A session that "
-                "would end sooner than it does now needs an explicit --ttl.",
-                "hermes-relay devices extend kd214La2 --ttl 30d\n"
-                "hermes-relay devices extend kd214La2 --ttl never")
+    ext = add_verb(verbs, "extend", "change this device's session lifetime (only shorter: the relay host extends)",
+                "Give this computer's session a new lifetime counted from now (default 1 day; one that ends "
+                "sooner than now needs an explicit --ttl). The relay lets a device only shorten its own "
+                "session: to make a session last longer, run on the relay host: "
+                + OPERATOR_EXTEND.format(prefix="PREFIX", ttl="30d"),
+                "hermes-relay devices extend kd214La2 --ttl 2h           # shorten: ends in 2h\n"
+                "hermes-relay-server sessions extend kd214La2 --ttl 30d  # on the relay host")
     ext.dash_positionals = True  # type: ignore[attr-defined]
     ext.add_argument("prefix", metavar="PREFIX", help="the token prefix shown by `hermes-relay devices`")
     ext.add_argument("--ttl", default=None,
                      help="new lifetime from now: seconds, 12h, 30d, 1y, or never (default 86400 = 1 day; "
-                          "required when it would shorten the session)")
+                          "required when it would shorten the session); the relay accepts only a shorter one")
     _relay_flags(ext, suppress=True)
     for parser in (p, lst, rev, ext):
         parser.set_defaults(run=run)
@@ -57,8 +66,9 @@ def register(sub: Any) -> None:
 
 def _relay_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--remote", metavar="URL", default=default,
-                        help="which relay, when several are paired (env HERMES_RELAY_URL)")
+    parser.add_argument("--remote", metavar="URL|NAME", default=default,
+                        help="which relay, when several are paired (env HERMES_RELAY_URL; else the "
+                             "default relay, see `hermes-relay use`)")
     add_common_flags(parser)
 
 
@@ -90,8 +100,17 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             params["prefix"] = str(target.get("token_prefix") or params["prefix"])
         if verb == "extend":
             listed = client.call("devices.list", {k: v for k, v in params.items() if k == "url"})
-            _check_not_shorter(_match(listed, params["prefix"]), params["ttl_seconds"], explicit_ttl, ctx)
-        result = client.call(f"devices.{verb}", params)
+            target = _match(listed, params["prefix"])
+            _check_not_shorter(target, params["ttl_seconds"], explicit_ttl, ctx)
+            try:
+                result = client.call("devices.extend", params)
+            except ForbiddenError as exc:
+                prefix = str(target.get("token_prefix") or params["prefix"])
+                raise ForbiddenError(exc.message, hint="a device can only shorten its own session; to extend it, "
+                                     "run on the relay host: " + _operator_extend(prefix, params["ttl_seconds"]),
+                                     data=exc.data) from None
+        else:
+            result = client.call(f"devices.{verb}", params)
     if getattr(args, "json", False):
         ctx.print_json(result)
         return 0
@@ -142,14 +161,25 @@ def _check_not_shorter(session: dict[str, Any], ttl: int, explicit: bool, ctx: C
     if expires is not None and (current is None or current <= now + ttl):
         return
     left = "never expires" if expires is None else f"expires {render.expiry(expires, now)}"
-    prefix = session.get("token_prefix")
+    prefix = str(session.get("token_prefix"))
     if not explicit:
-        raise UsageError(f"{prefix} {left} now: extending it by the default 1 day would shorten it",
-                         hint=f"pass the lifetime you want: hermes-relay devices extend {prefix} --ttl never "
-                              "(or --ttl 30d)")
+        # Not `--ttl never` or `--ttl 30d` here: the relay refuses a device any longer lifetime.
+        longer = "it cannot last longer" if expires is None else \
+            "to extend it, run on the relay host: " + _operator_extend(prefix, 30 * 86400)
+        raise UsageError(f"{prefix} {left} now: the default 1 day would shorten it",
+                         hint=f"to shorten it, pass the lifetime: hermes-relay devices extend {prefix} --ttl 1d; "
+                              f"{longer}")
     from hermes_relay.core.timefmt import short_duration
 
     ctx.err(ctx.style.warn(f"warning: {prefix} {left} now; this shortens it to {short_duration(ttl)}"))
+
+
+def _operator_extend(prefix: str, ttl_seconds: int) -> str:
+    """The relay host's command that gives ``prefix`` this lifetime (30d, 12h, never: as --ttl takes it)."""
+    for unit, seconds in (("d", 86400), ("h", 3600)):
+        if ttl_seconds and ttl_seconds % seconds == 0:
+            return OPERATOR_EXTEND.format(prefix=prefix, ttl=f"{ttl_seconds // seconds}{unit}")
+    return OPERATOR_EXTEND.format(prefix=prefix, ttl=ttl_seconds or "never")
 
 
 def _is_current(session: dict[str, Any]) -> bool:
@@ -188,11 +218,11 @@ def list_lines(result: dict[str, Any], ctx: Context) -> list[str]:
     if width is not None and max(render.display_width(line) for line in table) > width:
         lines.extend(_blocks(rows))  # too narrow for columns: one block per device
         return lines + [style.dim("revoke: hermes-relay devices revoke PREFIX"),
-                        style.dim("extend: hermes-relay devices extend PREFIX --ttl 30d")]
+                        style.dim("extend: " + OPERATOR_EXTEND.format(prefix="PREFIX", ttl="30d"))]
     lines.extend(render.table(HEADERS, rows, style=style))
     lines.append("")
-    lines.append(style.dim("revoke: hermes-relay devices revoke PREFIX    "
-                           "extend: hermes-relay devices extend PREFIX --ttl 30d"))
+    lines.append(style.dim("revoke: hermes-relay devices revoke PREFIX"))
+    lines.append(style.dim("extend on the relay host: " + OPERATOR_EXTEND.format(prefix="PREFIX", ttl="30d")))
     return lines
 
 
@@ -235,12 +265,9 @@ def extend_lines(result: dict[str, Any], ctx: Context, ttl_seconds: int) -> list
 
 
 def _relay_url(args: argparse.Namespace, ctx: Context) -> str | None:
-    raw = getattr(args, "remote", None) or ctx.env.get("HERMES_RELAY_URL")
-    if not raw:
-        return None
-    from hermes_relay.core.routes import normalize_relay_url
+    from hermes_relay.cli import relays
 
-    return normalize_relay_url(raw)[0]
+    return relays.resolve(ctx, getattr(args, "remote", None))  # a URL or name, HERMES_RELAY_URL, the default
 
 
 def _prefix(raw: str) -> str:

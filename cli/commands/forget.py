@@ -34,24 +34,29 @@ def register(sub: Any) -> None:
                "  hermes-relay forget ws://192.168.1.5:8767 --yes   (in scripts)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("url", metavar="URL", help="the relay URL shown by `hermes-relay status`")
+    p.add_argument("url", metavar="URL|NAME", help="the relay URL shown by `hermes-relay status`, or its name "
+                                                   "(never the default relay: forget needs its target named)")
     add_yes_flag(p)
     add_common_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    from hermes_relay.cli import relays
     from hermes_relay.cli.local import find_pairing
     from hermes_relay.core.record import from_dict
-    from hermes_relay.core.routes import normalize_relay_url
 
-    url, _ = normalize_relay_url(args.url)
+    url = relays.explicit(ctx, args.url)  # a URL or a relay name; never the default relay: forget names its target
     try:
         owner, rec = find_pairing(ctx, url, args.url.strip())
-    except NotPairedError:
-        if not _policy_only(ctx, args.url.strip()):
-            raise
-        return _forget_policy_only(ctx, args)
+    except NotPairedError as exc:
+        try:
+            owner, rec = _paused(ctx, url, exc)  # removed from the store by another client, kept by the agent
+        except NotPairedError:
+            named = args.url.strip() if "://" in args.url else url  # a policy key is the URL as it was given
+            if not _policy_only(ctx, named):
+                raise
+            return _forget_policy_only(ctx, args, named)
     token = from_dict(owner, rec).token or ""
     revokes = f"revokes its session {token[:TOKEN_PREFIX_LEN]} on the relay and " if token else ""
     question = f"Forget {owner}? This {revokes}removes the pairing, its routes and pins from this computer."
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return EXIT_FAILURE
     with ctx.client() as client:
         result = client.call("forget", {"url": owner}, timeout=FORGET_TIMEOUT)
+    _forget_names(ctx, owner)
     if getattr(args, "json", False):
         ctx.print_json(result)
         return 0
@@ -77,12 +83,12 @@ def _policy_only(ctx: Context, url: str) -> bool:
     return key in policy.load(policy.policy_file(ctx.env)).hosts or key in roots.load(roots.roots_file(ctx.env))
 
 
-def _forget_policy_only(ctx: Context, args: argparse.Namespace) -> int:
+def _forget_policy_only(ctx: Context, args: argparse.Namespace, url: str) -> int:
     """A URL with a policy or roots but no pairing: remove those (the agent is only told, for its audit)."""
     from hermes_relay.cli import access_apply
     from hermes_relay.core import policy, policy_log, roots
 
-    key = policy.canonical_url(args.url.strip()) or args.url
+    key = policy.canonical_url(url) or url
     question = f"Forget {key}? It is not paired; this removes its desktop access policy and roots from this computer."
     if not confirm(ctx, question, yes=args.yes, what="forget"):
         ctx.err("not forgotten: nothing changed")
@@ -104,6 +110,34 @@ def _forget_policy_only(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out(_field("relay", "not paired: nothing to revoke"))
     ctx.out(_field("removed", ", ".join(removed) if removed else "nothing"))
     return 0
+
+
+def _paused(ctx: Context, url: str, missing: NotPairedError) -> tuple[str, dict[str, Any]]:
+    """The pairing the agent keeps paused for ``url`` (another client removed it from the store), read
+    from the agent's file without contacting it; NotPairedError when there is none."""
+    from hermes_relay.core import fileio, paths
+    from hermes_relay.core.errors import StateError
+
+    try:
+        doc = fileio.read_json_versioned(paths.paused_file(ctx.env), supported=1) or {}
+    except StateError:
+        doc = {}
+    kept = doc.get("paused")
+    entry = kept.get(url) if isinstance(kept, dict) else None
+    if isinstance(entry, dict) and isinstance(entry.get("record"), dict):
+        return url, entry["record"]
+    raise missing
+
+
+def _forget_names(ctx: Context, owner: str) -> None:
+    """Drop the relay's name, and the default when it was this relay (core/hosts.py)."""
+    from hermes_relay.core import hosts
+    from hermes_relay.core.errors import HermesError
+
+    try:
+        hosts.forget(hosts.control_file(ctx.env), [owner])
+    except HermesError as exc:
+        ctx.err(f"hermes-relay: the relay's name was not removed: {exc.message}")
 
 
 def result_lines(result: dict[str, Any], ctx: Context) -> list[str]:

@@ -26,6 +26,7 @@ import argparse
 import re
 from typing import Any, TextIO
 
+from hermes_relay.cli import repairing
 from hermes_relay.cli.context import Context, add_common_flags
 from hermes_relay.core.errors import AgentNotRunningError, HermesError, UsageError
 from hermes_relay.core.wire import MAX_DEVICE_NAME
@@ -65,6 +66,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ignore-signature", action="store_true",
                    help="pair from an invite even though its signature does not match this relay host's key "
                         "(only if you know why it was altered)")
+    repairing.add_flags(p)
     add_common_flags(p)
     p.set_defaults(run=run)
 
@@ -74,9 +76,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     params, target = build_request(args, ctx)
     ctx.err(ctx.style.dim(f"Pairing {target}…"))
 
+    said: list[bool] = []  # the "already paired as …" line was printed by the check already
+
     def on_notify(method: str, notify: dict[str, Any]) -> None:
         if method == "pair.progress" and isinstance(notify.get("line"), str):
             from hermes_relay.cli.render import printable
+
+            if said and notify["line"].startswith(repairing.ALREADY):
+                return
 
             line = printable(notify["line"])
             ctx.err(ctx.style.warn(line) if notify.get("kind") == "warn" else line)
@@ -84,6 +91,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     client, started = _agent(ctx)
     with client:
+        if not repairing.decide(args, ctx, client, params):
+            ctx.err("not paired: the existing pairing is kept (the code was not used)")
+            return 1
+        said.append(True)
         try:
             result = client.call("pair.start", params, timeout=PAIR_TIMEOUT, on_notify=on_notify)
         except HermesError:
@@ -159,6 +170,10 @@ def build_request(args: argparse.Namespace, ctx: Context) -> tuple[dict[str, Any
             "no relay URL: pass --remote ws://HOST:8767 or set HERMES_RELAY_URL",
             hint="or pair from an invite with `hermes-relay pair --pair-qr INVITE`",
         )
+    if "://" not in raw_url:  # a relay's name (`hermes-relay rename`): pair it again
+        from hermes_relay.cli import relays
+
+        raw_url = relays.control(ctx).url_for(raw_url) or raw_url
     url, port_added = normalize_relay_url(raw_url)
     if port_added:
         ctx.err(f"(no port given: using {DEFAULT_RELAY_PORT})")
@@ -297,6 +312,7 @@ def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list
     lines = [ctx.style.ok("✓") + f" Paired. Token stored in {store}"]
     lines.append(f"  Server: {render.printable(str(result.get('server_version') or '(unknown)'))}")
     lines.append(f"  Relay: {result.get('url')}")
+    lines.extend(repairing.result_lines(result))
     route = result.get("route")
     if isinstance(route, dict):
         lines.append(f"  Route: {route.get('label') or route.get('role') or '?'} ({route.get('url')})")
@@ -309,6 +325,7 @@ def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list
     pin = result.get("cert_pin_sha256")
     if isinstance(pin, str) and pin:
         lines.append(f"  Certificate pin: {pin} (trusted from now on; check it matches the relay's)")
+    lines.extend(desktop_access_lines(str(result.get("url") or ""), ctx))
     if invite:
         note = str(result.get("verify_note") or "")
         if result.get("verified") is True:
@@ -320,6 +337,35 @@ def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list
         else:
             lines.append("  Invite signature: not checkable here (normal)")
     return lines
+
+
+_ACCESS_MEANING = {
+    "ask_every_time": "This relay host may now ask to run commands and use files here; you approve each call "
+                      "(`hermes-relay approvals`).",
+    "ask": "This relay host cannot use this computer's desktop tools.",
+    "structured": "This relay host may read and change files here without asking; commands are off, the screen "
+                  "and USB ask (`hermes-relay approvals`).",
+    "trusted": "This relay host may run commands and use files here without asking.",
+    "full_access": "This relay host may do anything here without asking.",
+    "custom": "See what this relay host may do: `hermes-relay access URL`.",
+}
+
+
+def desktop_access_lines(url: str, ctx: Context) -> list[str]:
+    """What the new relay host may now do here (the agent starts a fresh pairing at ask_every_time) and how to change it."""
+    import textwrap
+
+    from hermes_relay.core import policy
+    from hermes_relay.core.errors import HermesError
+
+    try:
+        host = policy.load(policy.policy_file(ctx.env)).for_url(url)
+    except HermesError as exc:
+        return [ctx.style.warn(f"  Desktop access: unknown ({exc.message})")]
+    meaning = _ACCESS_MEANING.get(host.access_mode, _ACCESS_MEANING["custom"]).replace("URL", url)
+    body = textwrap.wrap(meaning, 76, break_on_hyphens=False, break_long_words=False)
+    return [f"  Desktop access: {host.label}", *(f"    {line}" for line in body),
+            f"    Change it: hermes-relay access {url} standard|trusted|restricted"]
 
 
 def _strip_paste_markers(text: str) -> str:

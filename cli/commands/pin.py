@@ -28,7 +28,9 @@ EXPLANATION = (
 
 def register(sub: Any) -> None:
     p = sub.add_parser("pin", help="accept a relay's new TLS certificate after a deliberate change",
-                       description="Manage certificate pins. " + EXPLANATION)
+                       description="Manage certificate pins. " + EXPLANATION,
+                       epilog="example:\n  hermes-relay pin accept wss://relay.example.com",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="pin_cmd", prog="hermes-relay pin", metavar="{accept}")
     accept = add_verb(verbs, "accept", "trust the certificate the relay presents now",
                       "Show the certificate the relay presents now next to the pinned one, ask, "
@@ -44,11 +46,12 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     if getattr(args, "pin_cmd", None) != "accept":
         raise UsageError("pin needs a subcommand: accept URL", hint="see `hermes-relay pin --help`")
-    from hermes_relay.core.routes import normalize_relay_url
+    from hermes_relay.cli import relays
 
     raw = args.url.strip()
-    # Only TLS relays have a pin, so a bare HOST:PORT means wss:// (the ws:// a plain URL gets would be refused).
-    url, _ = normalize_relay_url(raw if "://" in raw else f"wss://{raw}")
+    if "://" not in raw and relays.control(ctx).url_for(raw) is None:
+        raw = f"wss://{raw}"  # only TLS relays have a pin: a bare HOST:PORT means wss:// (not the ws:// default)
+    url = relays.explicit(ctx, raw)  # a URL or a relay's name
     if not url.startswith("wss://"):
         raise UsageError(f"{url} is not a wss:// URL: only TLS relays have a certificate pin",
                          hint="`hermes-relay status` shows each relay's URL and the pin of the wss:// ones")

@@ -8,8 +8,9 @@ from the file's own mtime (``path mtime``, fish 3.5+). Where a shell has no buil
 is shown without the staleness check. The route file's path is resolved once, at init, and quoted.
 
 Shown: ``[LAN]``, ``[Tailscale]``, ``[Public]`` (any label the agent writes, ``[expired]`` and
-``[revoked]`` included), ``[LAN?]`` when the line is past its valid-until (the agent stopped updating
-it) or when the agent pid on the file's second line is gone (bash and zsh: the ``kill -0``
+``[revoked]`` included; several relays on one line, ``[LAN | office: Tailscale]``; desktop calls
+waiting for approval counted at the end, ``[LAN !1]``), ``[LAN?]`` when the line is past its
+valid-until (the agent stopped updating it) or when the agent pid on the file's second line is gone (bash and zsh: the ``kill -0``
 builtin; fish, which has no kill builtin: ``test -d /proc/PID``, skipped where there is no ``/proc``),
 ``[offline]`` without a file. ``render.prompt_indicator`` plus the pid check is the same
 rule in Python, used by ``prompt show`` and the tests.
@@ -69,13 +70,15 @@ zmodload zsh/datetime 2>/dev/null
 typeset -g __hermes_relay_route_file=@PATH@
 typeset -g HERMES_RELAY_INDICATOR='[offline]'
 __hermes_relay_precmd() {
-    local __hr_status=$?
+    local __hr_status=$? __hr_bang=0
+    [[ -o prompt_bang ]] && __hr_bang=1  # the user's option, before emulate resets it here
     emulate -L zsh
     local __hr_until= __hr_label= __hr_pid= __hr_rest=
     HERMES_RELAY_INDICATOR='[offline]'
     { { IFS=$' \t' read -r __hr_until __hr_label; IFS=$' \t' read -r __hr_pid __hr_rest; } < $__hermes_relay_route_file; } 2>/dev/null
     __hr_label=${__hr_label//[^[:print:]]/}
     __hr_label=${__hr_label//\%/%%}
+    (( __hr_bang )) && __hr_label=${__hr_label//\!/!!}  # [LAN !1]: with prompt_bang a lone ! is the history number
     if [[ -z $__hr_label || ${(L)__hr_label} == offline ]]; then
         return $__hr_status
     fi
@@ -172,8 +175,10 @@ _TEMPLATES = {"bash": _BASH, "zsh": _ZSH, "fish": _FISH}
 def register(sub: Any) -> None:
     p = sub.add_parser("prompt", help="show the route in your shell prompt",
                        description="Put the route indicator ([LAN], [Tailscale], [Public], [offline]) into "
-                                   "your shell prompt without running any program per prompt.",
-                       epilog="setup, once:\n"
+                                   "your shell prompt without running any program per prompt. Desktop calls "
+                                   "waiting for your approval are counted ([LAN !1]); with several relays "
+                                   "paired, each is shown ([LAN | office: Tailscale]).",
+                       epilog="examples (once, in your shell's startup file):\n"
                               "  bash (~/.bashrc):  eval \"$(hermes-relay prompt init bash)\"\n"
                               "  zsh (~/.zshrc):    eval \"$(hermes-relay prompt init zsh)\"\n"
                               "  fish (config.fish): hermes-relay prompt init fish | source",

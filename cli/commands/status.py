@@ -14,7 +14,13 @@ on the hot path: heavy modules (the store, routes, pathlib, json) load only wher
 from __future__ import annotations
 
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import AgentNotRunningError, HermesError, StateError, error_from_wire
+from hermes_relay.core.errors import (
+    EXIT_AGENT_NOT_RUNNING,
+    AgentNotRunningError,
+    HermesError,
+    StateError,
+    error_from_wire,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,9 +34,17 @@ _LABEL_WIDTH = 10
 
 
 def register(sub: Any) -> None:
+    import argparse
+
     p = sub.add_parser("status", help="paired relays and the live state of each link",
                        description="Show the paired relays from the session store and, when the agent "
-                                   "is running, the live state of each link. Never starts the agent.")
+                                   "is running, the live state of each link (`down` for a relay taken off "
+                                   "with `hermes-relay down`). Never starts the agent: without one it "
+                                   "reads the files, and with --no-autostart then exits 3.",
+                       epilog="examples:\n"
+                              "  hermes-relay status              # every relay, its link and its tools\n"
+                              "  hermes-relay status --json       # the same for scripts (tokens redacted)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reveal-tokens", action="store_true", help="show session tokens instead of (redacted)")
     add_common_flags(p)
     p.set_defaults(run=run)
@@ -47,6 +61,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     entries: list[tuple[str, dict | None, dict | None]] | None = None
     derived: dict[str, tuple[list[str], str | None]] = {}
     live: list[dict[str, Any]] = []
+    not_running = NOT_RUNNING
     try:
         with ctx.client(autostart=False) as client:
             reply = client.status(reveal_tokens=reveal, timeout=STATUS_TIMEOUT)
@@ -58,8 +73,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             wire_error = agent_info.get("store_error")
             if isinstance(wire_error, dict):
                 store_error = error_from_wire(wire_error)
-    except AgentNotRunningError:
-        pass
+    except AgentNotRunningError as exc:
+        if "another runtime directory" in exc.message:  # cli/client.py found the agent of this home elsewhere
+            not_running = f"not reachable from this shell: {exc.message.split(': ', 1)[-1]}; {exc.hint}"
     except HermesError as exc:
         agent_error = exc
 
@@ -67,24 +83,40 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         sessions, store_error = _read_store(store_path)
         from hermes_relay.core.store import join
 
-        entries = join(sessions, live)
+        entries = _with_down(ctx, join(sessions, live))
     if getattr(args, "json", False):
         ctx.print_json(json_view(store_path, store_error, agent_info, agent_error, entries, reveal=reveal))
     else:
         from hermes_relay.cli.render import terminal_width, wrap_lines
 
         lines = text_view(ctx, store_path, store_error, agent_info, agent_error, entries, reveal=reveal,
-                          derived=derived)
+                          derived=derived, not_running=not_running)
         for line in wrap_lines(lines, terminal_width(ctx.stdout, ctx.env)):
             ctx.out(line)
     if store_error is not None:
         raise store_error
     if agent_error is not None:
         raise agent_error
+    if agent_info is None and not ctx.autostart:
+        return EXIT_AGENT_NOT_RUNNING  # --no-autostart: the live state was asked for, and nothing runs to give it
     now = ctx.now()
     # A pairing that needs the user (a new code, or a certificate decision) makes status fail.
     return 1 if any(ended(record, state, now) or (state or {}).get("state") == "pin_mismatch"
                     for _, record, state in entries) else 0
+
+
+def _with_down(ctx: Context, entries: list[tuple[str, dict | None, dict | None]]) -> list[tuple[str, dict | None, dict | None]]:
+    """With the agent down: the relays ``hermes-relay down`` took off, from the agent's own file."""
+    from hermes_relay.core import offline, paths
+
+    try:
+        switch = offline.read(paths.down_file(ctx.env))
+    except (StateError, OSError):
+        return entries
+    if not switch.any():
+        return entries
+    return [(url, record, state if state is not None or not switch.is_down(url)
+             else offline.state(url, switch.since(url), record)) for url, record, state in entries]
 
 
 def ended(record: dict | None, state: dict | None, now: float) -> str | None:
@@ -141,12 +173,13 @@ def _from_agent(paired: list[Any]) -> tuple[list[tuple[str, dict | None, dict | 
 # -- text ------------------------------------------------------------------------------------------
 def text_view(ctx: Context, store_path: str, store_error: HermesError | None, agent: dict | None,
               agent_error: HermesError | None, entries: list, *, reveal: bool,
-              derived: dict[str, tuple[list[str], str | None]] | None = None) -> list[str]:
+              derived: dict[str, tuple[list[str], str | None]] | None = None,
+              not_running: str = NOT_RUNNING) -> list[str]:
     from hermes_relay.cli import render
     from hermes_relay.core import paths
 
     now, style = ctx.now(), ctx.style
-    lines = [f"agent: {_agent_text(agent, agent_error, now, style)}"]
+    lines = [f"agent: {_agent_text(agent, agent_error, now, style, not_running)}"]
     store_text = render.tilde(store_path, paths.home_dir_str(ctx.env))
     if store_error is not None:
         store_text += "  " + style.bad("(unreadable: see the error below)")
@@ -300,6 +333,12 @@ def _live_lines(st: dict[str, Any], now: float, style: Any, *, fixed: bool = Fal
         text = style.warn("○") + " replaced by a newer pairing" + (f" ({render.printable(str(newer))})" if newer else "")
     elif state == "pin_mismatch":
         text = style.bad("✗") + " stopped: the relay's certificate changed"
+    elif state == "down":
+        since = f" since {render.ago(st.get('since'), now)}" if st.get("since") else ""
+        text = style.warn("↓") + f" down{since}: taken off with `hermes-relay down` (no link: the relay host cannot call tools)"
+        return [_field("live", text, 4), " " * (4 + _LABEL_WIDTH) + f"hint: back on: hermes-relay up {st.get('url')}"]
+    elif state == "paused":
+        text = style.warn("‖") + " paused: another client removed it from the store (this computer keeps it)"
     elif state == "not_paired":
         text = "○ not paired (no session token in the store)"
     else:
@@ -325,13 +364,14 @@ def _error_hint(error: dict[str, Any]) -> str | None:
     return str(hint) if hint else None
 
 
-def _agent_text(agent: dict | None, agent_error: HermesError | None, now: float, style: Any) -> str:
+def _agent_text(agent: dict | None, agent_error: HermesError | None, now: float, style: Any,
+                not_running: str = NOT_RUNNING) -> str:
     from hermes_relay.cli import render
 
     if agent_error is not None:
         return style.bad(f"not answering ({agent_error.message})")
     if agent is None:
-        return NOT_RUNNING
+        return not_running
     parts = [f"pid {agent.get('pid', '?')}"]
     if agent.get("version"):
         parts.append(str(agent["version"]))

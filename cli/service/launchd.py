@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from hermes_relay.cli.service.manager import Manager
@@ -40,7 +41,9 @@ class Launchd(Manager):
 
     @property
     def domain(self) -> str:
-        return f"gui/{os.getuid()}" if hasattr(os, "getuid") else "gui/0"
+        if sys.platform == "win32":  # no uid there (and no launchd): only a dry render reaches this
+            return "gui/0"
+        return f"gui/{os.getuid()}"
 
     @property
     def service(self) -> str:

@@ -48,7 +48,8 @@ def test_devices_lists_a_table_marking_this_device(cli, make_agent) -> None:
         "  abcd1234  laptop ● (this device)  linux · desktop    3d ago   2m ago     in 27d",
         "  ef567890  Pixel 9                 Pixel 9 · android  40d ago  online     never",
         "",
-        "revoke: hermes-relay devices revoke PREFIX    extend: hermes-relay devices extend PREFIX --ttl 30d",
+        "revoke: hermes-relay devices revoke PREFIX",
+        "extend on the relay host: hermes-relay-server sessions extend PREFIX --ttl 30d",  # a device cannot
     ]
 
 
@@ -106,9 +107,24 @@ def test_extend_refuses_to_shorten_a_never_expiring_session_by_default(cli, make
     result = cli("devices", "extend", "ef567890", agent=agent)
     assert result.code == 2
     assert result.err.splitlines() == [
-        "hermes-relay: ef567890 never expires now: extending it by the default 1 day would shorten it",
-        "  hint: pass the lifetime you want: hermes-relay devices extend ef567890 --ttl never (or --ttl 30d)",
+        "hermes-relay: ef567890 never expires now: the default 1 day would shorten it",
+        "  hint: to shorten it, pass the lifetime: hermes-relay devices extend ef567890 --ttl 1d; "
+        "it cannot last longer",
     ]
+    assert agent.methods() == ["devices.list"]
+
+
+def test_the_would_shorten_refusal_sends_extending_to_the_relay_host(cli, make_agent) -> None:
+    # It used to hint `--ttl never (or --ttl 30d)`, which the relay then refuses: a device may only shorten.
+    agent = make_agent(results={"devices.list": {"url": URL, "sessions": SESSIONS}})
+    result = cli("devices", "extend", "abcd", agent=agent)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        "hermes-relay: abcd1234 expires in 27d now: the default 1 day would shorten it",
+        "  hint: to shorten it, pass the lifetime: hermes-relay devices extend abcd1234 --ttl 1d; "
+        "to extend it, run on the relay host: hermes-relay-server sessions extend abcd1234 --ttl 30d",
+    ]
+    assert "--ttl never" not in result.err
     assert agent.methods() == ["devices.list"]
 
 
@@ -122,13 +138,40 @@ def test_extend_forbidden_explains_what_the_relay_allows(cli, make_agent) -> Non
             hint="the relay only lets a device shorten its own session; extend from the relay host: "
                  "hermes-relay-server sessions extend ef567890 --ttl …"),
     })
-    result = cli("devices", "extend", "ef567890", "--ttl", "never", agent=agent)
+    result = cli("devices", "extend", "ef56", "--ttl", "never", agent=agent)
     assert result.code == 1
-    assert result.err.splitlines() == [
+    assert result.err.splitlines() == [  # the relay host's command, with the whole prefix and the lifetime asked
         "hermes-relay: the relay refused to change ef567890: cannot modify another session",
-        "  hint: the relay only lets a device shorten its own session; extend from the relay host: "
-        "hermes-relay-server sessions extend ef567890 --ttl …",
+        "  hint: a device can only shorten its own session; to extend it, run on the relay host: "
+        "hermes-relay-server sessions extend ef567890 --ttl never",
     ]
+    result = cli("--json", "devices", "extend", "ef567890", "--ttl", "36h", agent=agent)
+    assert result.code == 1
+    assert json.loads(result.out)["error"]["hint"].endswith("hermes-relay-server sessions extend ef567890 --ttl 36h")
+
+
+def test_a_default_extend_the_relay_refuses_names_the_relay_hosts_command(cli, make_agent) -> None:
+    from hermes_relay.core.errors import ForbiddenError
+
+    soon = {**SESSIONS[0], "expires_at": NOW + 7200}  # 1 day would lengthen this device's session
+    agent = make_agent(results={
+        "devices.list": {"url": URL, "sessions": [soon]},
+        "devices.extend": ForbiddenError("the relay refused to change abcd1234: operator approval required to "
+                                         "extend session"),
+    })
+    result = cli("devices", "extend", "abcd1234", agent=agent)
+    assert result.code == 1
+    assert result.err.splitlines()[1] == (
+        "  hint: a device can only shorten its own session; to extend it, run on the relay host: "
+        "hermes-relay-server sessions extend abcd1234 --ttl 1d")
+
+
+def test_extend_help_says_a_device_only_shortens_and_who_extends(cli) -> None:
+    out = " ".join(cli("devices", "extend", "--help").out.split())
+    assert "The relay lets a device only shorten its own session" in out
+    assert "run on the relay host: hermes-relay-server sessions extend PREFIX --ttl 30d" in out
+    assert "--ttl never" not in out  # the refused spelling is no longer taught
+    assert "only shorter: the relay host extends" in " ".join(cli("devices", "--help").out.split())
 
 
 def test_revoke_needs_four_characters_and_asks_on_a_terminal(cli, make_agent, tty) -> None:
@@ -347,7 +390,7 @@ def test_devices_and_status_fit_60_columns(cli, env, make_agent) -> None:
         "      expires:   never",
         "",
         "revoke: hermes-relay devices revoke PREFIX",
-        "extend: hermes-relay devices extend PREFIX --ttl 30d",
+        "extend: hermes-relay-server sessions extend PREFIX --ttl 30d",
     ]
     revoked = {"url": "wss://relay.example.com", "state": "revoked", "route": None, "attempts": 1, "last_error": None}
     status_agent = make_agent(results={"status": {"agent": {"pid": 7, "version": "0.1.0", "started_at": NOW - 30},
@@ -376,7 +419,7 @@ def test_devices_and_status_fit_60_columns(cli, env, make_agent) -> None:
 @pytest.mark.parametrize("argv, example", [
     (("devices", "list"), "hermes-relay devices list --remote wss://"),
     (("devices", "revoke"), "hermes-relay devices revoke kd214La2"),
-    (("devices", "extend"), "hermes-relay devices extend kd214La2 --ttl 30d"),
+    (("devices", "extend"), "hermes-relay devices extend kd214La2 --ttl 2h"),
     (("pin", "accept"), "hermes-relay pin accept wss://"),
 ])
 def test_devices_and_pin_verbs_help_has_a_description_and_an_example(cli, argv, example) -> None:

@@ -42,6 +42,23 @@ def test_pair_by_code_sends_the_cleaned_code_and_prints_the_result(cli, make_age
         "  Route: LAN (ws://192.168.1.5:8767)",
         "  Session: expires in 30d",
         "  Grants: bridge (in 7d), terminal (in 30d)",
+        "  Desktop access: restricted",  # the scripted agent wrote no policy: a host without a record has none
+        "    This relay host cannot use this computer's desktop tools.",
+        "    Change it: hermes-relay access ws://192.168.1.5:8767 standard|trusted|restricted",
+    ]
+
+
+def test_pair_says_what_the_new_relay_host_may_do_here_and_how_to_change_it(cli, env, make_agent) -> None:
+    from hermes_relay.core import policy
+
+    policy.init_paired(policy.policy_file(env), "ws://192.168.1.5:8767")  # what the agent does on a fresh pairing
+    result = cli("pair", "F3W7EY", "--remote", "ws://192.168.1.5:8767", agent=agent_for(make_agent))
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[-4:] == [
+        "  Desktop access: ask every time",
+        "    This relay host may now ask to run commands and use files here; you approve",
+        "    each call (`hermes-relay approvals`).",
+        "    Change it: hermes-relay access ws://192.168.1.5:8767 standard|trusted|restricted",
     ]
 
 

@@ -138,6 +138,7 @@ def _shell_cases(route: Path, now: int) -> list[tuple[str | None, str]]:
         (f"{now + 3600} LAN\n", "[LAN]"),
         (f"{now - 3600} LAN\n", "[LAN?]"),
         (f"{now + 3600} Custom VPN (wireguard)\n", "[Custom VPN (wireguard)]"),
+        (f"{now + 3600} LAN | office: Tailscale !2\n", "[LAN | office: Tailscale !2]"),
         (f"{now + 3600} offline\n", "[offline]"),
         (f"{now + 3600} Tailscale", "[Tailscale]"),  # no trailing newline
         ("garbage LAN\n", "[LAN?]"),
@@ -244,3 +245,16 @@ def test_snippets_have_no_tabs_or_trailing_spaces() -> None:
     for shell in ("bash", "zsh", "fish"):
         for line in snippet(shell, "/r").splitlines():
             assert line == line.rstrip() and "\t" not in line, (shell, line)
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_snippet_keeps_the_approval_count_under_prompt_bang(tmp_path) -> None:
+    route = tmp_path / "route"
+    route.write_text(f"{2**40} LAN !1\n")
+    init = tmp_path / "init"
+    init.write_text(snippet("zsh", str(route)))
+    for option, shown in (("setopt prompt_bang", "[LAN !1]"), ("unsetopt prompt_bang", "[LAN !1]")):
+        # print -P expands the prompt as zsh draws it, ! included (the (%) flag does not apply prompt_bang)
+        out = _run_shell(["zsh", "-f", "-c"], f"{option}; source {init}; __hermes_relay_precmd; "
+                                              "print -P -- $HERMES_RELAY_INDICATOR", tmp_path)
+        assert out == shown + "\n", option

@@ -164,7 +164,7 @@ _files() { print -r -- files }
         (["hermes-relay", "--json", "completion", ""], "", ["command", "bash", "zsh", "fish"]),
         (["hermes-relay", "agent", "uninstall", "--"], "--",
          ["option", "-h", "--help", "--dry-run", "--json"]),
-        (["hermes-relay", "devices", "--remote", ""], "", ["files"]),
+        (["hermes-relay", "agent", "logs", "--lines", ""], "", ["files"]),  # a value the program does not complete
     ],
 )
 def test_zsh_walks_to_the_right_candidates(tmp_path: Path, scripts: dict[str, str], words: list[str], prefix: str,

@@ -53,3 +53,9 @@ def test_the_client_talks_only_to_a_pipe_its_own_user_serves() -> None:
         winpipe.check_server(name, SID, 4242, None)  # another user's process: its token is not readable
     with pytest.raises(UnsafeRuntimeError, match="cannot tell which process"):
         winpipe.check_server(name, SID, None, None)
+
+
+def test_the_cli_recognises_pipe_paths_without_importing_this_module() -> None:
+    from hermes_relay.cli import client
+
+    assert client._PIPE_PREFIX == winpipe.PREFIX

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 
 import pytest
-from procs import wait_state
+from procs import PY, pair_env, wait_state
 
 from hermes_relay.core import api
 
@@ -22,7 +23,8 @@ def test_shortening_this_devices_session_updates_the_stored_expiry(relay_proc, a
 
     default = agent_env.cli("devices", "extend", prefix)  # 30 days left: a 1-day default would shorten it
     assert default.returncode == 2
-    assert f"hermes-relay: {prefix} expires in 30d now: extending it by the default 1 day would shorten it" in default.stderr
+    assert f"hermes-relay: {prefix} expires in 30d now: the default 1 day would shorten it" in default.stderr
+    assert f"run on the relay host: hermes-relay-server sessions extend {prefix} --ttl 30d" in default.stderr
 
     before = time.time()
     result = agent_env.cli("devices", "extend", prefix, "--ttl", "1h")
@@ -32,6 +34,17 @@ def test_shortening_this_devices_session_updates_the_stored_expiry(relay_proc, a
                                           "  (this device: the stored expiry was updated)"]
     stored = agent_env.store()["sessions"][relay_proc.url]["ttl_expires_at"]
     assert before + 3600 - 5 <= stored <= time.time() + 3600 + 5
+
+    # Longer again: the relay refuses a device that, and the hint is the relay host's command, which works.
+    longer = agent_env.cli("devices", "extend", prefix, "--ttl", "2h")
+    assert longer.returncode == 1
+    operator = f"hermes-relay-server sessions extend {prefix} --ttl 2h"
+    assert longer.stderr.splitlines()[-1] == ("  hint: a device can only shorten its own session; to extend it, "
+                                              f"run on the relay host: {operator}")
+    on_host = subprocess.run([PY, "-m", "hermes_relay.relay", *operator.split()[1:], "--relay", relay_proc.url],
+                             capture_output=True, text=True, timeout=30, env=pair_env(relay_proc.state_dir))
+    assert on_host.returncode == 0, on_host.stderr
+    assert on_host.stdout.startswith(f"extended {prefix}: now expires in 2h")
 
     short = agent_env.cli("devices", "revoke", prefix[:3], "--yes")
     assert short.returncode == 2 and "too short: give at least 4 characters" in short.stderr

@@ -45,3 +45,19 @@ def test_an_invite_with_another_pin_is_refused(make_relay, agent_env) -> None:
     assert "pin" in info.value.message.lower()
     if agent_env.store_path.exists():
         assert relay.url not in agent_env.store().get("sessions", {})
+
+
+def test_an_invite_whose_only_route_is_the_pinned_proxy_pairs_through_relay_ws(make_relay, agent_env) -> None:
+    # What the reference desktop CLI uses on a --tls relay: plugin_proxy (no relay object), at /relay/ws.
+    relay = make_relay(tls=True)
+    invite = mint_invite(relay)["payload"]
+    invite.pop("sig", None)
+    invite["relay"].pop("cert_pin_sha256", None)
+    invite["endpoints"] = [e for e in invite["endpoints"] if e["role"] == "plugin_proxy"]
+    assert len(invite["endpoints"]) == 1
+    with agent_env.client() as c:
+        result = c.call(api.PAIR_START, {"invite": json.dumps(invite)}, timeout=30)
+    proxied = relay.url + "/relay/ws"
+    assert result["url"] == proxied
+    record = agent_env.store()["sessions"][proxied]
+    assert record["cert_pin_sha256"] == relay.pin

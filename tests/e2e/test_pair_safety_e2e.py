@@ -118,7 +118,7 @@ def test_full_disk_after_auth_ok_keeps_the_new_credentials_and_stores_them_later
 
 
 def test_kill_9_right_after_auth_ok_loses_nothing(relay_proc, make_agent_env) -> None:
-    doomed = make_agent_env("user", HERMES_RELAY_TEST_KILL_AFTER_AUTH_OK="1")
+    doomed = make_agent_env("user", HERMES_RELAY_TEST_KILL_AT="pair.kept")
     with doomed.client() as c:
         pid = c.hello["pid"]
         with pytest.raises(HermesError):
@@ -128,7 +128,7 @@ def test_kill_9_right_after_auth_ok_loses_nothing(relay_proc, make_agent_env) ->
     assert not doomed.store_path.exists()
     token = json.loads(_pending_file(doomed).read_text())["pending"][relay_proc.url]["fields"]["token"]
     # the same user's next agent (no crash switch) finds the credentials and connects with them
-    doomed.env.pop("HERMES_RELAY_TEST_KILL_AFTER_AUTH_OK")
+    doomed.env.pop("HERMES_RELAY_TEST_KILL_AT")
     state = wait_state(doomed, lambda s: s["state"] == api.CONNECTED)
     assert state["url"] == relay_proc.url
     assert doomed.store()["sessions"][relay_proc.url]["token"] == token

@@ -49,12 +49,24 @@ async def test_a_call_reaches_the_one_desktop_client_and_returns_its_answer_with
         payload = command["payload"]
         assert command["id"] == payload["request_id"]
         assert payload == {"request_id": payload["request_id"], "tool": TERMINAL,
-                           "args": {"command": "uname -a", "timeout": 30}, "target_device_id": device_id}
+                           "args": {"command": "uname -a", "timeout": 30}, "target_device_id": device_id,
+                           "budget_ms": payload["budget_ms"]}
+        assert 25_000 < payload["budget_ms"] <= 30_000  # the caller's remaining time: the class timeout here
         await answer(ws, payload["request_id"], result, prefixed=prefixed)
         status, body = await call.wait()
     assert status == 200
     assert body == {"request_id": payload["request_id"], "ok": True, "result": result,
                     "target": {"device_id": device_id, "device_name": "WORKPC"}}
+
+
+async def test_the_callers_remaining_time_travels_beside_args_as_budget_ms(relay):
+    ws, _, _ = await desktop_client(relay, "WORKPC")
+    for query, low, high in (("?timeout=3", 2_000, 3_000), ("?timeout=0.5", 1, 500), ("", 25_000, 30_000)):
+        status, body, command = await call_and_answer(relay, ws, TERMINAL, {"command": "x"}, "ok", query)
+        payload = command["payload"]
+        assert status == 200, body
+        assert isinstance(payload["budget_ms"], int) and low <= payload["budget_ms"] <= high, (query, payload)
+        assert payload["args"] == {"command": "x"}  # relative milliseconds, never inside args
 
 
 async def test_a_client_error_answer_is_returned_as_200_with_ok_false(relay):

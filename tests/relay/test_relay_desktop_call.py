@@ -80,7 +80,8 @@ async def test_no_desktop_client_exits_3_with_a_hint(relay):
     proc = await run_call(TERMINAL, '{"command": "id"}', "--relay", relay.url)
     assert proc.returncode == 3
     err = proc.stderr.decode()
-    assert "No desktop client connected" in err and "hermes-relay-agent" in err
+    assert "No desktop client connected" in err and "`hermes-relay agent start`" in err
+    assert "hermes-relay-agent" not in err
 
 
 async def test_bad_arguments_exit_2_before_anything_is_sent(relay):
@@ -108,3 +109,57 @@ def test_flags_may_follow_the_tool_and_come_before_its_arguments():
 
     args = build_parser().parse_intermixed_args(["desktop_terminal", "--json", '{"command": "uname"}', "--timeout", "5"])
     assert (args.tool, args.args, args.json, args.timeout) == ("desktop_terminal", '{"command": "uname"}', True, 5.0)
+
+
+async def test_a_call_not_answered_at_once_says_what_it_waits_for(relay):
+    ws, _, _ = await desktop_client(relay, "WORKPC")
+    await desktop_client(relay, "LAPTOP")
+    argv = [str(SCRIPT), "call", TERMINAL, '{"command": "id"}', "--device", "workpc", "--timeout", "25",
+            "--relay", relay.url]
+    proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    try:
+        command = await next_command(ws)
+        assert 20_000 < command["payload"]["budget_ms"] <= 25_000
+        said = b""
+        while b"\n" not in said:  # the computer is "asking its user": answer only once the wait is announced
+            said += await proc.stderr.receive_some()
+        await answer(ws, command["payload"]["request_id"], "uid=0(root)")
+        out = b""
+        while chunk := await proc.stdout.receive_some():
+            out += chunk
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0 and out == b"uid=0(root)\n"
+    assert said.decode() == "waiting for WORKPC to answer (it may be asking its user for approval); gives up in 24s\n"
+
+
+async def test_a_disabled_tool_and_an_unknown_tool_are_told_apart(relay):
+    await desktop_client(relay, "WORKPC", tools=(READ_FILE,))  # its user has not allowed commands
+    proc = await run_call(TERMINAL, '{"command": "id"}', "--relay", relay.url)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert "desktop_terminal is disabled on that computer (capability commands)" in err and "--list" in err
+    assert "waiting" not in err
+
+    proc = await run_call("desktop_read_fiel", '{"path": "a"}', "--relay", relay.url)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert "unknown tool 'desktop_read_fiel'; did you mean desktop_read_file" in err
+    proc = await run_call("read_file", '{"path": "a"}', "--relay", relay.url)
+    assert "did you mean desktop_read_file" in proc.stderr.decode()
+
+
+async def test_list_shows_each_computer_and_its_tools(relay):
+    proc = await run_call("--list", "--relay", relay.url)
+    assert proc.returncode == 3 and b"no computer is connected" in proc.stdout
+    assert b"`hermes-relay agent start`" in proc.stdout
+    _, _, work_id = await desktop_client(relay, "WORKPC", tools=(READ_FILE, TERMINAL))
+    _, _, laptop_id = await desktop_client(relay, "LAPTOP", tools=(READ_FILE,))
+    proc = await run_call("--list", "--relay", relay.url)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0
+    assert f"WORKPC ({work_id}): 2 tools" in out and f"LAPTOP ({laptop_id}): 1 tool" in out
+    assert "commands:     desktop_terminal" in out and "files:        desktop_read_file" in out

@@ -28,8 +28,9 @@ class RecordingSocket:
 
 def attach(router: DesktopRouter, device_id: str = "dev-1", tools: list[str] | None = None) -> RecordingSocket:
     ws = RecordingSocket()
-    router.authed(ws, {"device_id": device_id, "device_name": "WORKPC"})
-    router.on_envelope(ws, Envelope("desktop", "desktop.status", {"advertised_tools": tools or []}))
+    router.authed(ws, device_id=device_id, name="WORKPC")
+    status = {"advertised_tools": tools} if tools is not None else {}  # None: an older client, any tool
+    router.on_envelope(ws, Envelope("desktop", "desktop.status", status))
     return ws
 
 
@@ -101,7 +102,7 @@ def test_unknown_identity_words_are_no_device_id():
     router = DesktopRouter()
     a, b = RecordingSocket(), RecordingSocket()
     for ws in (a, b):
-        router.authed(ws, {"device_id": "unknown", "device_name": "PC"})
+        router.authed(ws, device_id="unknown", name="PC")
         router.on_envelope(ws, Envelope("desktop", "workspace", {"cwd": "/"}))
     # Two legacy sockets without a real device id stay two targets.
     assert len(router.targets()) == 2

@@ -199,15 +199,15 @@ async def test_authentication_does_not_write_the_file_and_shutdown_does(relay_fa
     before = (state / "sessions.json").read_bytes()
 
     clock.advance(50)
-    _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"], "device_name": "new name"})
+    _, reply = await ws_auth(relay.url, {"session_token": ok["session_token"], "device_model": "new model"})
     assert reply["type"] == "auth.ok"
     assert (state / "sessions.json").read_bytes() == before  # no fsync on the event loop per authentication
     _, listing = await http_json("GET", f"{relay.http}/sessions", token=ok["session_token"])
-    assert (listing["sessions"][0]["last_seen"], listing["sessions"][0]["device_name"]) == (paired_at + 50, "new name")
+    assert (listing["sessions"][0]["last_seen"], listing["sessions"][0]["device_model"]) == (paired_at + 50, "new model")
 
     await relay.stop()
     assert stored_last_seen(state) == paired_at + 50
-    assert "new name" in (state / "sessions.json").read_text()
+    assert "new model" in (state / "sessions.json").read_text()
 
 
 def _touched_relay(state) -> tuple[Relay, float]:  # type: ignore[no-untyped-def]
@@ -262,3 +262,29 @@ def test_a_failed_flush_is_retried_by_the_next(tmp_path):
     (tmp_path / "elsewhere").rename(state)
     assert relay.book.flush() is True
     assert stored_last_seen(state) == created + 10
+
+
+async def test_the_relay_id_is_stable_across_restarts_and_shown_by_health_and_info(relay_factory, tmp_path):
+    state = tmp_path / "state"
+    first = await relay_factory(state_dir=state)
+    _, health = await http_json("GET", f"{first.http}/health")
+    _, info = await http_json("GET", f"{first.http}/relay/info")
+    await first.stop()
+    second = await relay_factory(state_dir=state)
+    _, again = await http_json("GET", f"{second.http}/health")
+    other = await relay_factory(state_dir=tmp_path / "other")
+    _, elsewhere = await http_json("GET", f"{other.http}/health")
+    assert health["relay_id"] == info["relay_id"] == again["relay_id"] != elsewhere["relay_id"]
+    assert len(health["relay_id"]) >= 16
+
+
+async def test_a_re_paired_devices_standby_refresh_token_survives_a_restart(relay_factory, tmp_path):
+    state = tmp_path / "state"
+    first = await relay_factory(state_dir=state)
+    _, old = await pair(first.url, first.http, device_id="dev-1")
+    _, lost = await pair(first.url, first.http, device_id="dev-1")
+    await first.stop()
+    second = await relay_factory(state_dir=state)
+    _, reply = await ws_auth(second.url, {"refresh_token": old["refresh_token"], "device_id": "dev-1"})
+    assert reply["type"] == "auth.ok"
+    assert reply["payload"]["expires_at"] == lost["expires_at"]

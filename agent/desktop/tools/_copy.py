@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hermes_relay.core.desktop import ToolError
 
-from . import _fs, _guard, _thread
+from . import _at, _fs, _guard, _thread
 
 _CHUNK = 1 << 20
 
@@ -29,14 +29,14 @@ class Counts:
     skipped: int = 0
 
 
-def copy_tree(g: _guard.Guard, stop: threading.Event, src: int, out: int, source: Path, dest: Path, *,
+def copy_tree(g: _guard.Guard, stop: threading.Event, src: _at.Dir, out: _at.Dir, source: Path, dest: Path, *,
               preserve: bool, dereference: bool, counts: Counts) -> None:
     """Copy the entries of the open folder ``src`` into the open folder ``out``."""
-    seen = {_guard.ident(os.fstat(src))}
-    _copy_dir(g, stop, src, out, source, dest, preserve, dereference, counts, seen, _guard.ident(os.fstat(out)))
+    seen = {_guard.ident(_at.stat_dir(src))}
+    _copy_dir(g, stop, src, out, source, dest, preserve, dereference, counts, seen, _guard.ident(_at.stat_dir(out)))
 
 
-def _copy_dir(g: _guard.Guard, stop: threading.Event, src: int, out: int, source: Path, dest: Path,
+def _copy_dir(g: _guard.Guard, stop: threading.Event, src: _at.Dir, out: _at.Dir, source: Path, dest: Path,
               preserve: bool, dereference: bool, counts: Counts, seen: set[_guard.Ident], top: _guard.Ident) -> None:
     for name in sorted(os.listdir(src)):
         _thread.check(stop)
@@ -48,16 +48,18 @@ def _copy_dir(g: _guard.Guard, stop: threading.Event, src: int, out: int, source
             counts.skipped += 1
 
 
-def _copy_entry(g: _guard.Guard, stop: threading.Event, src: int, out: int, name: str, spath: Path, dpath: Path,
-                preserve: bool, dereference: bool, counts: Counts, seen: set[_guard.Ident], top: _guard.Ident) -> None:
+def _copy_entry(g: _guard.Guard, stop: threading.Event, src: _at.Dir, out: _at.Dir, name: str, spath: Path,
+                dpath: Path, preserve: bool, dereference: bool, counts: Counts, seen: set[_guard.Ident],
+                top: _guard.Ident) -> None:
     try:
-        info = os.stat(name, dir_fd=src, follow_symlinks=False)
+        info = _at.lstat(src, name)
     except FileNotFoundError:
         return
+    fd: _at.Dir
     if stat.S_ISLNK(info.st_mode) and not dereference:
         g.check_create(out, [name], dpath)
         _clear(out, name)
-        os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=out)
+        _at.symlink(out, _at.readlink(src, name), name)
         counts.files += 1
         return
     if stat.S_ISLNK(info.st_mode):
@@ -66,8 +68,8 @@ def _copy_entry(g: _guard.Guard, stop: threading.Event, src: int, out: int, name
             return
         fd, info = followed
     elif stat.S_ISDIR(info.st_mode):
-        fd = g.keep(os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=src))
-        info = os.fstat(fd)
+        fd = g.keep_dir(_at.sub(src, name))
+        info = _at.stat_dir(fd)
         g.check_file(info, spath, write=False)
     elif stat.S_ISREG(info.st_mode):
         fd, info = g.open_entry(src, name, spath)
@@ -79,7 +81,7 @@ def _copy_entry(g: _guard.Guard, stop: threading.Event, src: int, out: int, name
         g.release(fd)
 
 
-def _copy_opened(g: _guard.Guard, stop: threading.Event, fd: int, info: os.stat_result, out: int, name: str,
+def _copy_opened(g: _guard.Guard, stop: threading.Event, fd: _at.Dir, info: os.stat_result, out: _at.Dir, name: str,
                  spath: Path, dpath: Path, preserve: bool, dereference: bool, counts: Counts,
                  seen: set[_guard.Ident], top: _guard.Ident) -> None:
     if stat.S_ISDIR(info.st_mode):
@@ -87,69 +89,62 @@ def _copy_opened(g: _guard.Guard, stop: threading.Event, fd: int, info: os.stat_
         if key in seen or key == top:
             return  # a link loop, or the destination itself inside the source
         g.check_create(out, [name], dpath)
-        existing = _lstat(out, name)
+        existing = _at.lstat_or_none(out, name)
         if existing is None:
             g.mkdir(out, name)
             counts.dirs += 1
-        sub = g.keep(os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=out))
+        sub = g.keep_dir(_at.sub(out, name))
         try:
-            g.check_file(os.fstat(sub), dpath, write=True)
+            g.check_file(_at.stat_dir(sub), dpath, write=True)
             _copy_dir(g, stop, fd, sub, spath, dpath, preserve, dereference, counts, seen | {key}, top)
             if preserve:
-                os.chmod(sub, stat.S_IMODE(info.st_mode))
-                os.utime(sub, ns=(info.st_atime_ns, info.st_mtime_ns))
+                _at.chmod_dir(sub, stat.S_IMODE(info.st_mode))
+                _at.set_dir_times(sub, (info.st_atime_ns, info.st_mtime_ns))
         finally:
             g.release(sub)
         return
     g.check_create(out, [name], dpath)
     _clear(out, name)
-    wfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.O_NOFOLLOW | _fs.O_CLOEXEC,
-                  stat.S_IMODE(info.st_mode), dir_fd=out)
+    wfd = _at.open_in(out, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.O_NOFOLLOW | _fs.O_CLOEXEC,
+                      stat.S_IMODE(info.st_mode))
     try:
-        while chunk := os.read(fd, _CHUNK):
+        while chunk := os.read(_at.fd(fd), _CHUNK):
             _thread.check(stop)
             view = memoryview(chunk)
             while view:
                 view = view[os.write(wfd, view):]
-        os.fchmod(wfd, stat.S_IMODE(info.st_mode))
+        _at.fchmod(wfd, stat.S_IMODE(info.st_mode))
         if preserve:
-            os.utime(wfd, ns=(info.st_atime_ns, info.st_mtime_ns))
+            _at.set_times(out, name, wfd, (info.st_atime_ns, info.st_mtime_ns))
     finally:
         os.close(wfd)
     counts.files += 1
 
 
-def _follow(g: _guard.Guard, src: int, name: str, spath: Path) -> tuple[int, os.stat_result] | None:
+def _follow(g: _guard.Guard, src: _at.Dir, name: str, spath: Path) -> tuple[_at.Dir, os.stat_result] | None:
     """The folder or regular file a link points to (inside the roots when confined), opened."""
     if g.confined:
         try:
-            fd = g.open_dir(spath)
-            return fd, os.fstat(fd)
+            folder = g.open_dir(spath)
+            return folder, _at.stat_dir(folder)
         except NotADirectoryError:
             return g.open_file(spath)
         except FileNotFoundError:
             return None
     try:
-        info = os.stat(name, dir_fd=src)
+        info = _at.stat_follow(src, name)
     except OSError:
         return None  # a dangling link
     if stat.S_ISDIR(info.st_mode):
-        fd = g.keep(os.open(name, _fs.DIR_FLAGS, dir_fd=src))
-        return fd, os.fstat(fd)
+        folder = g.keep_dir(_at.sub(src, name, follow=True))
+        return folder, _at.stat_dir(folder)
     if stat.S_ISREG(info.st_mode):
         return g.open_entry(src, name, spath, follow=True)
     return None
 
 
-def _lstat(dirfd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _clear(dirfd: int, name: str) -> None:
+def _clear(d: _at.Dir, name: str) -> None:
     """Remove what is at ``name`` (not a folder) so a new file is created there, never written through."""
-    existing = _lstat(dirfd, name)
+    existing = _at.lstat_or_none(d, name)
     if existing is not None and not stat.S_ISDIR(existing.st_mode):
-        os.unlink(name, dir_fd=dirfd)
+        _at.unlink(d, name)

@@ -26,7 +26,7 @@ from typing import IO
 
 from hermes_relay.core.desktop import ToolError
 
-from . import _fs, _guard, _thread
+from . import _at, _fs, _guard, _thread
 
 _CHUNK = 1 << 20
 _NOTHING = "nothing was extracted"
@@ -90,7 +90,8 @@ def tar_entries(tf: tarfile.TarFile, dest: Path) -> list[Entry]:
     return out
 
 
-def check(g: _guard.Guard, entries: list[Entry], dest: Path, dest_fd: int | None, parent: _guard.Slot | None) -> None:
+def check(g: _guard.Guard, entries: list[Entry], dest: Path, dest_fd: _at.Dir | None, parent: _guard.Slot | None
+          ) -> None:
     """Refuse the whole archive if any entry may not be written (nothing is created here)."""
     links = {e.parts for e in entries if e.kind == "link"}
     for e in entries:
@@ -110,11 +111,11 @@ def check(g: _guard.Guard, entries: list[Entry], dest: Path, dest_fd: int | None
             raise ToolError(message if message.endswith(_NOTHING) else f"{message}; {_NOTHING}") from None
 
 
-def _check_below(g: _guard.Guard, dest_fd: int, e: Entry, dest: Path, path: Path) -> None:
+def _check_below(g: _guard.Guard, dest_fd: _at.Dir, e: Entry, dest: Path, path: Path) -> None:
     cur = dest_fd
     try:
         for i, name in enumerate(e.parts):
-            info = _lstat(cur, name)
+            info = _at.lstat_or_none(cur, name)
             if info is None:
                 g.check_create(cur, list(e.parts[i:]), path)
                 return
@@ -126,20 +127,20 @@ def _check_below(g: _guard.Guard, dest_fd: int, e: Entry, dest: Path, path: Path
                 return
             if not stat.S_ISDIR(info.st_mode):
                 raise ToolError(f"archive entry {e.name!r} needs {name!r} to be a folder, but it is a file")
-            nxt = os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=cur)
+            nxt = _at.sub(cur, name)
             if cur != dest_fd:
-                os.close(cur)
+                _at.close(cur)
             cur = nxt
-            g.check_file(os.fstat(cur), path, write=True)
+            g.check_file(_at.stat_dir(cur), path, write=True)
     finally:
         if cur != dest_fd:
-            os.close(cur)
+            _at.close(cur)
 
 
-def extract(g: _guard.Guard, stop: threading.Event, entries: list[Entry], dest_fd: int, dest: Path,
+def extract(g: _guard.Guard, stop: threading.Event, entries: list[Entry], dest_fd: _at.Dir, dest: Path,
             max_bytes: int) -> tuple[int, int]:
     files = written = 0
-    cached: tuple[tuple[str, ...], int] | None = None  # the last entry's folder, kept open for the next
+    cached: tuple[tuple[str, ...], _at.Dir] | None = None  # the last entry's folder, kept open for the next
     try:
         for e in entries:
             _thread.check(stop)
@@ -149,7 +150,7 @@ def extract(g: _guard.Guard, stop: threading.Event, entries: list[Entry], dest_f
                 here = cached[1]
             else:
                 if cached is not None:
-                    os.close(cached[1])
+                    _at.close(cached[1])
                     cached = None
                 here = _enter(g, dest_fd, folder, path, dest)
                 if here != dest_fd:
@@ -158,50 +159,50 @@ def extract(g: _guard.Guard, stop: threading.Event, entries: list[Entry], dest_f
                 continue
             name = e.parts[-1]
             g.check_create(here, [name], path)
-            existing = _lstat(here, name)
+            existing = _at.lstat_or_none(here, name)
             if existing is not None:
                 if stat.S_ISDIR(existing.st_mode):
                     raise ToolError(f"archive entry {e.name!r} is a file but {path} is a folder")
-                os.unlink(name, dir_fd=here)
+                _at.unlink(here, name)
             if e.kind == "link":
-                os.symlink(e.link, name, dir_fd=here)
+                _at.symlink(here, e.link, name)
                 continue
             written += _write(stop, here, name, e, max_bytes - written, max_bytes)
             files += 1
     finally:
         if cached is not None:
-            os.close(cached[1])
+            _at.close(cached[1])
     return files, written
 
 
-def _enter(g: _guard.Guard, dest_fd: int, folder: tuple[str, ...], path: Path, dest: Path) -> int:
+def _enter(g: _guard.Guard, dest_fd: _at.Dir, folder: tuple[str, ...], path: Path, dest: Path) -> _at.Dir:
     """The folder ``folder`` below ``dest_fd``, made where missing, never through a link."""
     cur = dest_fd
     try:
         for name in folder:
-            info = _lstat(cur, name)
+            info = _at.lstat_or_none(cur, name)
             if info is None:
                 g.check_create(cur, [name], path)
                 g.mkdir(cur, name)
             elif not stat.S_ISDIR(info.st_mode):
                 raise ToolError(f"{path} would be written through a link or a file out of {dest}")
-            nxt = os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=cur)
+            nxt = _at.sub(cur, name)
             if cur != dest_fd:
-                os.close(cur)
+                _at.close(cur)
             cur = nxt
-            g.check_file(os.fstat(cur), path, write=True)
+            g.check_file(_at.stat_dir(cur), path, write=True)
     except BaseException:
         if cur != dest_fd:
-            os.close(cur)
+            _at.close(cur)
         raise
     return cur
 
 
-def _write(stop: threading.Event, here: int, name: str, e: Entry, budget: int, max_bytes: int) -> int:
+def _write(stop: threading.Event, here: _at.Dir, name: str, e: Entry, budget: int, max_bytes: int) -> int:
     assert e.data is not None
     src = e.data()
     mode = 0o666 if e.mode is None else e.mode & 0o777
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.O_NOFOLLOW | _fs.O_CLOEXEC, mode, dir_fd=here)
+    fd = _at.open_in(here, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.O_NOFOLLOW | _fs.O_CLOEXEC, mode)
     written = 0
     try:
         if src is not None:
@@ -215,16 +216,11 @@ def _write(stop: threading.Event, here: int, name: str, e: Entry, budget: int, m
                     while view:
                         view = view[os.write(fd, view):]
         if e.mode is not None:
-            os.fchmod(fd, e.mode & 0o7777)
+            _at.fchmod(fd, e.mode & 0o7777)
         if e.mtime is not None:
-            os.utime(fd, (e.mtime, e.mtime))
+            ns = int(e.mtime * 1_000_000_000)
+            _at.set_times(here, name, fd, (ns, ns))
     finally:
         os.close(fd)
     return written
 
-
-def _lstat(dirfd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import secrets
 import stat
 import sys
 from collections.abc import Callable
@@ -38,8 +37,12 @@ O_DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
 O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 O_NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
 O_NOCTTY: Final = getattr(os, "O_NOCTTY", 0)
+if sys.platform == "win32":
+    O_BINARY: Final = os.O_BINARY  # without it Windows reads and writes a descriptor as text (CRLF)
+else:
+    O_BINARY: Final = 0
 DIR_FLAGS: Final = os.O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NONBLOCK
-READ_FLAGS: Final = os.O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY  # O_NONBLOCK: a FIFO or device never blocks open
+READ_FLAGS: Final = os.O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_BINARY  # O_NONBLOCK: a FIFO or device never blocks open
 
 
 class _OpenHow(ctypes.Structure):
@@ -166,44 +169,3 @@ def read_upto(fd: int, limit: int, check: Callable[[], None] | None = None, chun
         parts.append(data)
         got += len(data)
     return b"".join(parts)
-
-
-def replace_at(dirfd: int, name: str, data: bytes, mode: int) -> None:
-    """Write ``data`` to a new file beside ``name`` in ``dirfd`` and rename it over ``name``.
-
-    Readers see the old or the new contents; the old inode is left alone, so another hard link to it
-    keeps its contents. Everything is relative to ``dirfd``: a rename of a parent cannot redirect it.
-    """
-    tmp, fd = create_temp(dirfd, name)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp, dir_fd=dirfd)
-        except OSError:
-            pass
-        raise
-    try:
-        os.fsync(dirfd)
-    except OSError:
-        pass  # some file systems refuse fsync on a directory; the rename itself has happened
-
-
-def create_temp(dirfd: int, name: str) -> tuple[str, int]:
-    """A new, empty, private file ``.<name>.<random>.tmp`` in ``dirfd`` (never through a link)."""
-    for _ in range(100):
-        tmp = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
-        try:
-            return tmp, os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600, dir_fd=dirfd)
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary name", name)

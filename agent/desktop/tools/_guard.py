@@ -20,6 +20,10 @@ symlinks and all. Otherwise:
 
 Nothing here checks names a second time after the descriptors are open; tools must operate on the
 descriptors a Guard returns.
+
+Windows has no folder descriptors: there a folder is handled by its path (``_at``), which is fine for
+``full_access`` and cannot confine anything, so a confined Guard refuses to start there
+(``confinement_refusal``): the call fails closed with a clear error instead of running unchecked.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import errno
 import os
 import posixpath
 import stat
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,24 +42,42 @@ from hermes_relay.core import fileio
 from hermes_relay.core.confine import Confinement
 from hermes_relay.core.desktop import ToolError
 
-from . import _fs
+from . import _at, _fs
 
 Ident = tuple[int, int]
 MAX_DEPTH: Final = 4096  # ancestors followed up to "/" (PATH_MAX / 2 would be one-letter folders)
 MAX_PROTECTED_SCAN: Final = 100_000  # entries looked at to find hard links into protected folders
 # Going up needs only search permission with O_PATH (Linux); elsewhere the folder must be readable.
-_UP_FLAGS: Final = (getattr(os, "O_PATH", 0) | _fs.O_DIRECTORY | _fs.O_CLOEXEC) if hasattr(os, "O_PATH") else _fs.DIR_FLAGS
+if sys.platform == "linux":
+    _UP_FLAGS: Final = os.O_PATH | _fs.O_DIRECTORY | _fs.O_CLOEXEC
+else:
+    _UP_FLAGS: Final = _fs.DIR_FLAGS
 
 
 def ident(info: os.stat_result) -> Ident:
     return (info.st_dev, info.st_ino)
 
 
+CONFINEMENT_NEEDS_POSIX: Final = ("file confinement needs Linux or macOS; only full access works here yet "
+                                   "(the user can grant it with `hermes-relay access URL --preset full_access`)")
+
+
+def confinement_refusal(confinement: Confinement, platform: str = sys.platform) -> str | None:
+    """Why a file tool under ``confinement`` must not run on ``platform``, or None.
+
+    The checks here stand on folder descriptors (``dir_fd``, ``O_NOFOLLOW`` walks, openat2) that
+    Windows does not have; without them a link or a rename could lead a confined call out of its
+    roots, so a confined call fails closed there instead of running unchecked."""
+    if confinement.unconfined or platform != "win32":
+        return None
+    return CONFINEMENT_NEEDS_POSIX
+
+
 @dataclass
 class Slot:
     """Where a write lands: a name in an opened, checked directory (``info``: its lstat, or None)."""
 
-    dirfd: int
+    dirfd: _at.Dir
     name: str
     info: os.stat_result | None
     path: Path
@@ -124,6 +147,11 @@ class Guard:
     """The checks and opens of one call. Use as a context manager: it closes what it opened."""
 
     def __init__(self, confinement: Confinement) -> None:
+        reason = confinement_refusal(confinement)
+        if reason is None and _at.PATHS and not confinement.unconfined:
+            reason = CONFINEMENT_NEEDS_POSIX  # folder paths stand in for descriptors: nothing to confine with
+        if reason:
+            raise ToolError(reason)
         self.c = confinement
         self.confined = not confinement.unconfined
         self._fds: set[int] = set()
@@ -148,9 +176,15 @@ class Guard:
         self._fds.add(fd)
         return fd
 
-    def release(self, fd: int) -> None:
+    def keep_dir(self, d: _at.Dir) -> _at.Dir:
+        """Close the folder ``d`` with the guard (a path needs no closing)."""
+        if isinstance(d, int):
+            self._fds.add(d)
+        return d
+
+    def release(self, fd: _at.Dir) -> None:
         """Close ``fd`` now (walks: a big tree must not hold a descriptor per folder)."""
-        if fd in self._fds:
+        if isinstance(fd, int) and fd in self._fds:
             self._fds.discard(fd)
             os.close(fd)
 
@@ -166,14 +200,14 @@ class Guard:
         """A folder was made: paths that did not exist may now (their missing names are looked up again)."""
         self._stale = True
 
-    def check_chain(self, fd: int, path: Path | str, *, write: bool, root: Ident | None = None) -> None:
+    def check_chain(self, fd: _at.Dir, path: Path | str, *, write: bool, root: Ident | None = None) -> None:
         """Refuse ``fd`` (a directory) when it or an ancestor is protected (or, for writes, a
         persistence path or a .git folder), or when it is no longer below ``root``."""
         if not self.confined:
             return
         self._rules()
         seen_root = root is None
-        chain, complete = _ancestry(fd, git=write)
+        chain, complete = _ancestry(_at.fd(fd), git=write)
         for here, git in chain:
             seen_root = seen_root or here == root
             if here in self._p_ids:
@@ -187,11 +221,12 @@ class Guard:
                 raise ToolError(f"the folders above {path} cannot be searched, so it cannot be checked; nothing was done")
             raise ToolError(f"{path} was moved out of its folder while it was opened; nothing was done")
 
-    def check_create(self, dirfd: int, names: list[str], path: Path | str) -> None:
-        """Refuse making ``names`` (a chain of new entries) in ``dirfd`` when that makes a protected or
+    def check_create(self, d: _at.Dir, names: list[str], path: Path | str) -> None:
+        """Refuse making ``names`` (a chain of new entries) in ``d`` when that makes a protected or
         persistence path, names .git, or replaces one of those."""
         if not self.confined:
             return
+        dirfd = _at.fd(d)
         self._rules()
         if ".git" in names:
             raise in_git(path)
@@ -306,8 +341,8 @@ class Guard:
         symlink followed (inside the root only). Raises FileNotFoundError when the folder is missing."""
         if not self.confined:
             real = fileio.write_target(path) if write else path
-            dirfd = self.keep(os.open(real.parent, _fs.DIR_FLAGS))
-            return Slot(dirfd, real.name, _lstat(dirfd, real.name), real)
+            folder = self.keep_dir(_at.open_dir(real.parent))
+            return Slot(folder, real.name, _at.lstat_or_none(folder, real.name), real)
         root, rootfd, rid, rel = self._root(path, write=write)
         for _ in range(_fs.MAX_LINKS):
             head, name = posixpath.split(rel)
@@ -351,24 +386,25 @@ class Guard:
             raise ToolError(f"not a regular file: {path}")
         return self.open_entry(slot.dirfd, slot.name, path, follow=not self.confined)
 
-    def open_entry(self, dirfd: int | None, name: str, path: Path | str, *, follow: bool = False) -> tuple[int, os.stat_result]:
-        fd = self.keep(os.open(name, _fs.READ_FLAGS | (0 if follow else _fs.O_NOFOLLOW), dir_fd=dirfd))
+    def open_entry(self, dirfd: _at.Dir | None, name: str, path: Path | str, *, follow: bool = False
+                   ) -> tuple[int, os.stat_result]:
+        fd = self.keep(_at.open_in(dirfd, name, _fs.READ_FLAGS | (0 if follow else _fs.O_NOFOLLOW)))
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ToolError(f"not a regular file: {path}")
         self.check_file(info, path, write=False)
         return fd, info
 
-    def open_dir(self, path: Path, *, write: bool = False) -> int:
+    def open_dir(self, path: Path, *, write: bool = False) -> _at.Dir:
         """A directory opened and checked (its whole ancestry) for reading or for writing below it."""
         if not self.confined:
-            return self.keep(os.open(path, _fs.DIR_FLAGS))
+            return self.keep_dir(_at.open_dir(path))
         root, rootfd, rid, rel = self._root(path, write=write)
         fd = self.keep(self._beneath(rootfd, root, rel, _fs.DIR_FLAGS, path, write=write))
         self.check_chain(fd, path, write=write, root=rid)
         return fd
 
-    def make_dirs(self, path: Path) -> int:
+    def make_dirs(self, path: Path) -> _at.Dir:
         """``path`` as a directory for writing, made (with its missing parents) when absent. Every
         missing name is checked before the first folder is made."""
         if not self.confined:
@@ -378,7 +414,7 @@ class Guard:
         cur = path
         while True:
             try:
-                fd = self.open_dir(cur, write=True)
+                fd = _at.fd(self.open_dir(cur, write=True))
                 break
             except FileNotFoundError:
                 if cur == cur.parent:
@@ -393,8 +429,8 @@ class Guard:
             self.check_file(os.fstat(fd), path, write=True)
         return fd
 
-    def mkdir(self, dirfd: int, name: str) -> None:
-        os.mkdir(name, 0o777, dir_fd=dirfd)
+    def mkdir(self, d: _at.Dir, name: str) -> None:
+        _at.mkdir(d, name)
         self.created()
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 from typing import Any, Final
 
@@ -165,7 +166,11 @@ def create_private(path: Path, data: bytes) -> None:
 
 
 def _ours(st: os.stat_result) -> bool:
-    return os.name != "posix" or st.st_uid == os.getuid()
+    """POSIX: owned by the agent's user. Windows reports no owner in a stat; the records folder lives
+    under the user's profile, whose ACL admits only the user (and administrators and SYSTEM)."""
+    if sys.platform == "win32":
+        return True
+    return st.st_uid == os.getuid()
 
 
 def _real_dir(path: Path) -> bool:

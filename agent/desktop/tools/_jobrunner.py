@@ -1,9 +1,10 @@
 """The tiny detached runner behind desktop_job_start and desktop_spawn_detached (stdlib + psutil).
 
 ``python -I _jobrunner.py DIR`` forks once (its parent exits at once, so the agent is left with no
-child to reap), then reads what to run from its stdin: a decimal length, a newline, and that many bytes
-of JSON ``{argv, cwd, env, logs, stdin}`` (``argv`` is already wrapped by the command sandbox; ``env``
-holds only the call's overrides). Whatever follows on stdin is the job's own stdin. The runner never
+child to reap; on Windows the agent starts it detached instead, see ``_detach``), then reads what to
+run from its stdin: a decimal length, a newline, and that many bytes of JSON
+``{argv, cwd, env, logs, stdin}`` (``argv`` is already wrapped by the command sandbox; ``env`` holds
+only the call's overrides). Whatever follows on stdin is the job's own stdin. The runner never
 reads what to run from a file: ``DIR/meta.json`` is shared with other clients and forgeable.
 
 It starts the job in its own session with its output going straight to the log files, prints
@@ -114,12 +115,32 @@ def _reply(line: str) -> None:
     print(line, flush=True)
 
 
+def _detach() -> None:
+    """Leave the agent: POSIX forks once (the agent reaps the parent at once; the runner lives on,
+    adopted by init). On Windows the agent already started the runner detached (DETACHED_PROCESS,
+    its own process group, out of the agent's job where allowed: ``_proc.creation_flags``)."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        msvcrt.setmode(0, os.O_BINARY)  # the spec's length counts bytes: no CRLF folding on stdin
+        return
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    if os.fork() != 0:
+        os._exit(0)
+
+
+def _job_kwargs() -> dict[str, Any]:
+    """The job's own process group; on Windows also no console window (the runner has no console,
+    so a console program would open a window of its own on the user's desktop)."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+    return {"start_new_session": True}
+
+
 def main(argv: list[str]) -> int:
-    for name in ("SIGINT", "SIGHUP", "SIGPIPE"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
-    if os.name != "nt" and os.fork() != 0:
-        os._exit(0)  # the agent reaps this parent at once; the runner lives on, adopted by init
+    _detach()
     job_dir = Path(argv[1])
     try:
         spec = read_spec()
@@ -132,16 +153,12 @@ def main(argv: list[str]) -> int:
         _reply(f"error could not start: {exc}")
         return 1
     stdin = 0 if spec.get("stdin") else subprocess.DEVNULL
-    session: dict[str, Any]
-    if sys.platform == "win32":
-        session = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-    else:
-        session = {"start_new_session": True}
     meta = read_meta(job_dir)
+    command = spec["argv"]  # a list; on Windows a cmd.exe command line may come as one string (``_proc.command_line``)
     try:
         proc = subprocess.Popen(
-            list(spec["argv"]), cwd=spec["cwd"], env=env, stdin=stdin, stdout=out, stderr=err, close_fds=True,
-            **session,
+            command if isinstance(command, str) else list(command), cwd=spec["cwd"], env=env, stdin=stdin,
+            stdout=out, stderr=err, close_fds=True, **_job_kwargs(),
         )
     except (OSError, ValueError, TypeError) as exc:
         error = f"could not start: {getattr(exc, 'strerror', None) or exc}"

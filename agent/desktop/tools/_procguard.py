@@ -12,6 +12,7 @@ act on the user's processes; ``full_access`` is the same, with the same refusals
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import psutil
@@ -30,7 +31,7 @@ def refusal(pid: int) -> str | None:
     me = os.getpid()
     if pid == me:
         return "refusing to signal the Hermes agent itself"
-    if os.name == "posix":
+    if sys.platform != "win32":  # Windows has no process groups to signal
         if pid == os.getpgrp():
             return "refusing to signal the leader of the Hermes agent's process group"
         try:
@@ -54,7 +55,7 @@ def group_refusal(pgid: int) -> str | None:
     """Why the process group ``pgid`` must never be signalled as a whole, or None."""
     if pgid <= 1:
         return "refusing to signal process group 1 or below"
-    if os.name == "posix" and pgid == os.getpgrp():
+    if sys.platform != "win32" and pgid == os.getpgrp():
         return "refusing to signal the Hermes agent's own process group"
     return refusal(pgid)
 
@@ -83,7 +84,9 @@ def host_pids(stop: threading.Event | None, ctx: ToolContext) -> set[int] | None
 
 
 def _same_user(proc: psutil.Process) -> bool:
-    if os.name != "posix":
+    """Windows: the account name (DOMAIN\\user), which psutil reads from the process token; a process
+    of another user (or a protected one) is AccessDenied, so it is refused as unreadable."""
+    if sys.platform == "win32":
         return bool(proc.username() == psutil.Process().username())
     uids = proc.uids()
     return bool(uids.real == os.getuid() and uids.effective == os.getuid())

@@ -30,7 +30,7 @@ from typing import IO, Any, Literal
 
 from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
 
-from . import _args, _extract, _fs, _guard, _thread
+from . import _args, _at, _extract, _guard, _thread
 
 MAX_EXTRACT_BYTES = 4 << 30
 MAX_ENTRIES = 200_000
@@ -54,12 +54,12 @@ class _Item:
     arcname: str
     kind: str  # "dir", "file" or "link"
     info: os.stat_result
-    dirfd: int | None  # the folder the entry is in (valid until the walk moves on)
+    dirfd: _at.Dir | None  # the folder the entry is in (valid until the walk moves on)
     name: str
     path: Path
 
 
-def _items(g: _guard.Guard, stop: threading.Event, dirfd: int, arc: str, here: Path, skip: set[_guard.Ident],
+def _items(g: _guard.Guard, stop: threading.Event, dirfd: _at.Dir, arc: str, here: Path, skip: set[_guard.Ident],
            depth: int = 0) -> Iterator[_Item]:
     """Entries below the open folder ``dirfd`` in os.walk order: the folder's subfolders, then its
     other entries, then each subfolder's contents. Links are never entered; protected entries
@@ -67,7 +67,7 @@ def _items(g: _guard.Guard, stop: threading.Event, dirfd: int, arc: str, here: P
     entries: list[tuple[str, os.stat_result]] = []
     for name in sorted(os.listdir(dirfd)):
         try:
-            entries.append((name, os.stat(name, dir_fd=dirfd, follow_symlinks=False)))
+            entries.append((name, _at.lstat(dirfd, name)))
         except FileNotFoundError:
             continue
     folders = [(n, i) for n, i in entries if stat.S_ISDIR(i.st_mode) and g.allowed(i)]
@@ -84,14 +84,14 @@ def _items(g: _guard.Guard, stop: threading.Event, dirfd: int, arc: str, here: P
         return
     for name, _info in folders:
         try:
-            sub = os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=dirfd)
+            sub = _at.sub(dirfd, name)
         except OSError:
             continue
         try:
-            if g.allowed(os.fstat(sub)):
+            if g.allowed(_at.stat_dir(sub)):
                 yield from _items(g, stop, sub, f"{arc}/{name}", here / name, skip, depth + 1)
         finally:
-            os.close(sub)
+            _at.close(sub)
 
 
 def _open_item(g: _guard.Guard, item: _Item, *, follow: bool) -> tuple[int, os.stat_result] | None:
@@ -153,7 +153,7 @@ def _write_tar(g: _guard.Guard, stop: threading.Event, out: IO[bytes], items: It
             elif item.kind == "link":
                 assert item.dirfd is not None
                 ti.type = tarfile.SYMTYPE
-                ti.linkname = os.readlink(item.name, dir_fd=item.dirfd)
+                ti.linkname = _at.readlink(item.dirfd, item.name)
                 tf.addfile(ti)
             else:
                 opened = _open_item(g, item, follow=False)
@@ -182,10 +182,10 @@ class _Checked(io.RawIOBase):
         return self.src.read(size if size >= 0 else _CHUNK) or b""
 
 
-def _source(g: _guard.Guard, source: Path) -> tuple[int, os.stat_result, bool]:
+def _source(g: _guard.Guard, source: Path) -> tuple[_at.Dir, os.stat_result, bool]:
     try:
-        fd = g.open_dir(source)
-        return fd, os.fstat(fd), True
+        folder = g.open_dir(source)
+        return folder, _at.stat_dir(folder), True
     except NotADirectoryError:
         pass
     except FileNotFoundError:
@@ -205,7 +205,7 @@ def _build(g: _guard.Guard, stop: threading.Event, source: Path, dest: Path, fmt
         raise ToolError(f"directory {dest.parent} does not exist") from None
     if slot.info is not None and stat.S_ISDIR(slot.info.st_mode):
         raise ToolError(f"dest {dest} is a directory; pass the archive's file path")
-    tmp, tfd = _fs.create_temp(slot.dirfd, slot.name)
+    tmp, tfd = _at.create_temp(slot.dirfd, slot.name)
     try:
         with os.fdopen(tfd, "w+b") as out:
             skip = {_guard.ident(os.fstat(out.fileno()))} | ({_guard.ident(slot.info)} if slot.info else set())
@@ -215,21 +215,21 @@ def _build(g: _guard.Guard, stop: threading.Event, source: Path, dest: Path, fmt
                 if is_dir:
                     _write_zip(g, stop, out, itertools.chain([top], _items(g, stop, src, source.name, source, skip)))
                 else:
-                    _write_zip_file(stop, out, top, src, src_info)
+                    _write_zip_file(stop, out, top, _at.fd(src), src_info)
             else:
                 impl = "python-tarfile"
                 if is_dir:
                     _write_tar(g, stop, out, itertools.chain([top], _items(g, stop, src, source.name, source, skip)), fmt)
                 else:
-                    _write_tar_file(stop, out, top, src, fmt)
+                    _write_tar_file(stop, out, top, _at.fd(src), fmt)
             out.flush()
             os.fsync(out.fileno())
             digest = _sha256(stop, out)
             size = os.fstat(out.fileno()).st_size
-        os.rename(tmp, slot.name, src_dir_fd=slot.dirfd, dst_dir_fd=slot.dirfd)
+        _at.replace(slot.dirfd, tmp, slot.name)
     except BaseException:
         try:
-            os.unlink(tmp, dir_fd=slot.dirfd)
+            _at.unlink(slot.dirfd, tmp)
         except OSError:
             pass
         raise
@@ -304,7 +304,7 @@ def _unpack(g: _guard.Guard, stop: threading.Event, f: IO[bytes], source: Path, 
 
 def _unpack_entries(g: _guard.Guard, stop: threading.Event, entries: list[_extract.Entry], dest: Path,
                     slot: _guard.Slot | None) -> tuple[int, int]:
-    dest_fd = None
+    dest_fd: _at.Dir | None = None
     if slot is not None and slot.info is not None:
         dest_fd = g.open_dir(dest, write=True)
     _extract.check(g, entries, dest, dest_fd, slot)

@@ -22,7 +22,7 @@ from typing import Any
 
 from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
 
-from . import _args, _copy, _diff, _fs, _guard, _thread
+from . import _args, _at, _copy, _diff, _fs, _guard, _thread
 
 DEFAULT_READ = 1_000_000
 _CHUNK = 1 << 20
@@ -80,7 +80,7 @@ def _write(slot: _guard.Slot, target: Path, data: bytes) -> None:
         raise ToolError(f"{target} is a directory; pass the path of a file")
     mode = stat.S_IMODE(slot.info.st_mode) if slot.info is not None else 0o666 & ~_UMASK
     try:
-        _fs.replace_at(slot.dirfd, slot.name, data, mode)
+        _at.replace_at(slot.dirfd, slot.name, data, mode)
     except OSError as exc:
         raise _os_error("write", target, exc) from exc
 

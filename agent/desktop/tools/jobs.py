@@ -32,7 +32,7 @@ import trio
 
 from hermes_relay.core.desktop import COMMANDS, FILES, ToolContext, ToolError, ToolSpec
 
-from . import _args, _jobrecord, _proc, _procguard, _sandbox
+from . import _args, _fs, _jobrecord, _proc, _procguard, _sandbox
 from ._jobrecord import JOB_ID, job_dir, jobs_root
 from ._jobrunner import CANCELLED, encode_spec, read_meta, write_meta
 
@@ -137,19 +137,23 @@ async def _launch(ctx: ToolContext, job_dir: Path, spec: dict[str, Any], stdin: 
     runner_log_fd = os.open(job_dir / "runner.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(runner_log_fd, "ab") as runner_log:
-        try:
-            proc = await trio.lowlevel.open_process(
-                [sys.executable, "-I", str(RUNNER), str(job_dir)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=runner_log,
-                cwd=str(job_dir),
-                env=_args.base_env(ctx),
-                **_proc.session_kwargs(),
-            )
-        except OSError as exc:
-            raise ToolError(f"could not start the job runner: {exc.strerror or exc}") from exc
-    if os.name == "nt":
+        for breakaway in (True, False) if sys.platform == "win32" else (False,):
+            try:
+                proc = await trio.lowlevel.open_process(
+                    [sys.executable, "-I", str(RUNNER), str(job_dir)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=runner_log,
+                    cwd=str(job_dir),
+                    env=_args.base_env(ctx),
+                    **_proc.session_kwargs(detached=True, breakaway=breakaway),
+                )
+                break
+            except OSError as exc:
+                if breakaway:  # the agent's own job forbids breaking away: the runner stays in it
+                    continue
+                raise ToolError(f"could not start the job runner: {exc.strerror or exc}") from exc
+    if sys.platform == "win32":  # no fork: the runner stays our child for the job's life; reap it when it ends
         trio.lowlevel.spawn_system_task(proc.wait)
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -166,7 +170,7 @@ async def _launch(ctx: ToolContext, job_dir: Path, spec: dict[str, Any], stdin: 
         async with proc.stdout:
             while chunk := await proc.stdout.receive_some(4096):
                 reply += chunk
-    if os.name != "nt":
+    if sys.platform != "win32":
         with trio.move_on_after(RUNNER_START):
             await proc.wait()
     line = reply.decode("utf-8", "replace").strip()
@@ -222,7 +226,8 @@ async def _start(args: dict[str, Any], ctx: ToolContext, *, detached: bool) -> d
         record["env_keys"] = sorted(overrides)
     _jobrecord.save(ctx, record)  # before anything runs: a job never exists without its owner
     write_meta(root / job_id, {k: record[k] for k in RECORD_KEYS if k in record})
-    spec = {"argv": executed, "cwd": str(cwd), "env": overrides, "logs": log_paths, "stdin": stdin is not None}
+    spec = {"argv": _proc.command_line(executed), "cwd": str(cwd), "env": overrides, "logs": log_paths,
+            "stdin": stdin is not None}
     started = await _launch(ctx, root / job_id, spec, stdin)
     record.update({k: started.get(k) for k in ("pid", "pid_create_time", "runner_pid", "runner_create_time")})
     _jobrecord.save(ctx, record)
@@ -255,7 +260,7 @@ def read_window(file: str, offset: int | None, limit: int) -> dict[str, Any]:
     """
     empty = {"content": "", "total_bytes": 0, "truncated": False, "offset": 0, "start": 0}
     try:
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(file, os.O_RDONLY | _fs.O_NOFOLLOW | _fs.O_NONBLOCK | _fs.O_BINARY)  # Windows: no CRLF folding
     except OSError:
         return empty
     with os.fdopen(fd, "rb") as f:
@@ -331,17 +336,20 @@ def _cancel(ctx: ToolContext, job_id: str, force: bool) -> dict[str, Any]:
         _jobrecord.create_private(job_dir(ctx, job_id) / CANCELLED, str(int(time.time() * 1000)).encode())
     except OSError:  # the marker only names who ended the job; the cancel goes on without it
         pass
-    sig = signal.SIGKILL if force and hasattr(signal, "SIGKILL") else signal.SIGTERM
+    sig = _proc.KILL if force else signal.SIGTERM
     try:
         _signal_job(proc, members, sig)
     except (OSError, psutil.Error) as exc:
         return {"job_id": job_id, "ok": False, "signaled": None, "already_exited": False, "error": str(exc)}
-    return {"job_id": job_id, "ok": True, "signaled": "KILL" if sig != signal.SIGTERM else "TERM", "already_exited": False}
+    return {"job_id": job_id, "ok": True, "signaled": "KILL" if force else "TERM", "already_exited": False}
 
 
 def _signal_job(proc: psutil.Process, members: list[psutil.Process], sig: int) -> None:
-    """Signal the job, its process group (only when the job leads it, as the runner started it) and ``members``."""
-    if os.name != "nt":
+    """Signal the job, its process group (only when the job leads it, as the runner started it) and ``members``.
+
+    Windows has no process groups to signal: the job and ``members`` (its descendants psutil sees) are
+    each ended with TerminateProcess, TERM and KILL alike."""
+    if sys.platform != "win32":
         try:
             leads = os.getpgid(proc.pid) == proc.pid
         except OSError:

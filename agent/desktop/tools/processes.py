@@ -18,7 +18,7 @@ import psutil
 
 from hermes_relay.core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
 
-from . import _args, _procguard, _thread
+from . import _args, _proc, _procguard, _thread
 
 DEFAULT_LIMIT = 200
 MAX_COMMAND = 2000  # characters of one command line kept in a listing (a JVM's can be 100 KB)
@@ -96,7 +96,7 @@ async def desktop_kill_process(args: dict[str, Any], ctx: ToolContext) -> dict[s
     sig_name = _args.choice(args, "signal", ("term", "kill"), "term").upper()
     if pid is None and name is None:
         raise ToolError('desktop_kill_process needs "pid" (a process id) or "name" (a command substring)')
-    sig = signal.SIGKILL if (force or sig_name == "KILL") and hasattr(signal, "SIGKILL") else signal.SIGTERM
+    sig = _proc.KILL if force or sig_name == "KILL" else signal.SIGTERM  # Windows: both TerminateProcess
     if pid is not None:
         targets = [pid]
     else:

@@ -30,7 +30,7 @@ import trio
 from hermes_relay.core.confine import UNCONFINED, Confinement
 from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
 
-from . import _args, _fs, _guard, _proc, _thread
+from . import _args, _at, _fs, _guard, _proc, _thread
 
 SKIP_DIRS = frozenset({".git", "node_modules", "dist", ".next", ".cache"})
 DEFAULT_MAX = 100
@@ -61,8 +61,8 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
-def _walk(g: _guard.Guard, stop: threading.Event, dirfd: int, here: Path, depth: int = 0
-          ) -> Iterator[tuple[int, str, Path, os.stat_result]]:
+def _walk(g: _guard.Guard, stop: threading.Event, dirfd: _at.Dir, here: Path, depth: int = 0
+          ) -> Iterator[tuple[_at.Dir, str, Path, os.stat_result]]:
     """(folder descriptor, name, path, lstat) of every entry below ``dirfd`` that is not a folder,
     in os.walk's order. Folders are opened with O_NOFOLLOW (links to folders are never entered)
     and one the guard refuses is pruned before anything in it is looked at."""
@@ -74,7 +74,7 @@ def _walk(g: _guard.Guard, stop: threading.Event, dirfd: int, here: Path, depth:
     for name in names:
         _thread.check(stop)
         try:
-            info = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            info = _at.lstat(dirfd, name)
         except OSError:
             continue
         if stat.S_ISDIR(info.st_mode):
@@ -86,17 +86,17 @@ def _walk(g: _guard.Guard, stop: threading.Event, dirfd: int, here: Path, depth:
         return
     for name in folders:
         try:
-            sub = os.open(name, _fs.DIR_FLAGS | _fs.O_NOFOLLOW, dir_fd=dirfd)
+            sub = _at.sub(dirfd, name)
         except OSError:
             continue
         try:
-            if g.allowed(os.fstat(sub)):
+            if g.allowed(_at.stat_dir(sub)):
                 yield from _walk(g, stop, sub, here / name, depth + 1)
         finally:
-            os.close(sub)
+            _at.close(sub)
 
 
-def _open_root(g: _guard.Guard, root: Path) -> int:
+def _open_root(g: _guard.Guard, root: Path) -> _at.Dir:
     try:
         return g.open_dir(root)
     except FileNotFoundError:
@@ -129,7 +129,7 @@ def content_search(stop: threading.Event, confinement: Confinement, root: Path, 
             if not stat.S_ISREG(info.st_mode):
                 continue
             try:
-                fd = os.open(name, _fs.READ_FLAGS | _fs.O_NOFOLLOW, dir_fd=dirfd)
+                fd = _at.open_in(dirfd, name, _fs.READ_FLAGS | _fs.O_NOFOLLOW)
             except OSError:
                 continue
             try:

@@ -1,26 +1,29 @@
 """desktop_terminal: run one shell command and return its bounded output.
 
-The command runs through ``bash -c`` (``sh -c`` without bash) in its own session with stdin closed.
+The command runs through ``bash -c`` (``sh -c`` without bash; ``cmd.exe /d /s /c`` on Windows) in its
+own session with stdin closed.
 Each stream is read as it arrives: at most ``ctx.max_output`` bytes are kept and the rest is only
 counted, so a command that prints gigabytes costs no memory. The command's own ``timeout`` (30 s by
 default, 10 min at most, and never past the call's deadline, so the caller reads "timed out" rather
 than "aborted") or the call's cancellation kills the whole process tree; long work belongs
 in desktop_job_start. When the shell exits, output still arriving from processes it left behind is
-read for a short moment, then those processes are killed too: nothing outlives the call.
+read for a short moment, then those processes are killed too: nothing outlives the call. On Linux
+the command runs under a per-call reaper (a child subreaper, see ``_sandbox``), so even processes
+that left the tree (``nohup``, ``setsid``, ``( … & )``) are found and killed; under the ``workspace``
+preset the command is confined by the kernel (Landlock, seccomp, no capabilities).
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 from typing import Any
 
 import trio
 
+from hermes_relay.core.confine import UNCONFINED, Confinement
 from hermes_relay.core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
 
-from . import _args, _proc
+from . import _args, _proc, _sandbox
 
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 600.0
@@ -73,45 +76,33 @@ def timeout_seconds(args: dict[str, Any]) -> float:
 
 
 async def run_captured(
-    argv: list[str], *, cwd: str, env: dict[str, str], timeout: float, limit: int
-) -> tuple[trio.Process, Capture, Capture, bool]:
-    """Run ``argv`` with bounded capture; returns (process, stdout, stderr, timed_out). Kills on exit."""
+    argv: list[str], *, cwd: str, env: dict[str, str], timeout: float, limit: int,
+    confinement: Confinement = UNCONFINED,
+) -> tuple[int | None, Capture, Capture, bool]:
+    """Run ``argv`` with bounded capture; returns (returncode, stdout, stderr, timed_out).
+
+    Whatever the command started is gone when this returns (its reaper kills what is left)."""
     out, err = Capture(limit), Capture(limit)
-    try:
-        proc = await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            **_proc.session_kwargs(),
-        )
-    except OSError as exc:
-        raise ToolError(f"could not start {argv[0]}: {exc.strerror or exc}") from exc
-    exited = False
+    command = await _sandbox.start(argv, cwd=cwd, env=env, confinement=confinement)
+    returncode: int | None = None
+    ended = False
     try:
         with trio.move_on_after(timeout) as scope:
             async with trio.open_nursery() as nursery:
-                assert proc.stdout is not None and proc.stderr is not None
-                nursery.start_soon(out.drain, proc.stdout)
-                nursery.start_soon(err.drain, proc.stderr)
-                await proc.wait()
-                exited = True
-                with trio.move_on_after(LINGER):
-                    await out.eof.wait()
-                    await err.eof.wait()
+                nursery.start_soon(out.drain, command.stdout)
+                nursery.start_soon(err.drain, command.stderr)
+                returncode = await command.wait_exit()
+                ended = True
+                if returncode is not None:
+                    with trio.move_on_after(LINGER):
+                        await out.eof.wait()
+                        await err.eof.wait()
                 nursery.cancel_scope.cancel()
     finally:
-        with trio.CancelScope(shield=True):
-            if proc.returncode is None:
-                await _proc.kill_tree(proc)
-            elif os.name != "nt" and not (out.eof.is_set() and err.eof.is_set()):
-                _proc.signal_tree(proc.pid, [], signal.SIGKILL)
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    await stream.aclose()
-    return proc, out, err, scope.cancelled_caught and not exited
+        await command.finish(at_once=returncode is not None, grace=_proc.KILL_GRACE)
+    if ended and returncode is None:
+        raise ToolError("the command's sandbox process ended unexpectedly (killed from outside?)")
+    return returncode, out, err, scope.cancelled_caught and not ended
 
 
 def exit_fields(returncode: int | None) -> dict[str, Any]:
@@ -134,7 +125,9 @@ async def desktop_terminal(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     env = _args.base_env(ctx)
     argv, shell = _proc.shell_argv(command, env)
     started = trio.current_time()
-    proc, out, err, timed_out = await run_captured(argv, cwd=str(cwd), env=env, timeout=timeout, limit=ctx.max_output)
+    returncode, out, err, timed_out = await run_captured(
+        argv, cwd=str(cwd), env=env, timeout=timeout, limit=ctx.max_output, confinement=ctx.confinement
+    )
     duration_ms = int((trio.current_time() - started) * 1000)
     if timed_out:
         raise ToolError(
@@ -144,7 +137,7 @@ async def desktop_terminal(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     return {
         "stdout": out.text(),
         "stderr": err.text(),
-        **exit_fields(proc.returncode),
+        **exit_fields(returncode),
         "duration_ms": duration_ms,
         "shell": shell,
         "cwd": str(cwd),

@@ -14,6 +14,8 @@ from hermes_relay.agent.desktop.tools import archive
 from hermes_relay.agent.desktop.tools.archive import desktop_unzip, desktop_zip
 from hermes_relay.core.desktop import ToolError
 
+pytestmark = pytest.mark.usefixtures("folder_handles")  # full access: descriptors (POSIX) and paths (Windows)
+
 
 def _project(root):
     (root / "proj" / "sub").mkdir(parents=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from toolctx import make_ctx
 
-from hermes_relay.agent.desktop.tools import _fs, _guard
+from hermes_relay.agent.desktop.tools import _at, _fs, _guard
 from hermes_relay.agent.desktop.tools.archive import desktop_unzip, desktop_zip
 from hermes_relay.agent.desktop.tools.files import (
     desktop_checksum,
@@ -371,7 +371,7 @@ def test_a_folder_swapped_for_a_link_after_the_check_does_not_redirect_the_write
         slot = g.locate(home / "proj" / "a" / "f", write=True)
         os.rename(home / "proj" / "a", home / "proj" / "a-moved")
         os.symlink("../.hermes", home / "proj" / "a")
-        _fs.replace_at(slot.dirfd, slot.name, b"written", 0o600)
+        _at.replace_at(slot.dirfd, slot.name, b"written", 0o600)
     assert (home / "proj" / "a-moved" / "f").read_bytes() == b"written"
     _untouched(home)
 

@@ -19,6 +19,8 @@ from hermes_relay.agent.desktop.tools.files import (
 )
 from hermes_relay.core.desktop import COMMANDS, FILES, ToolError
 
+pytestmark = pytest.mark.usefixtures("folder_handles")  # full access: descriptors (POSIX) and paths (Windows)
+
 EXPECTED = {
     "desktop_read_file": FILES,
     "desktop_write_file": FILES,

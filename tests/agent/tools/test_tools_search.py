@@ -10,6 +10,8 @@ import pytest
 from hermes_relay.agent.desktop.tools.search import desktop_search_files, glob_regex
 from hermes_relay.core.desktop import ToolError
 
+pytestmark = pytest.mark.usefixtures("folder_handles")  # full access: descriptors (POSIX) and paths (Windows)
+
 
 @pytest.fixture
 def tree(ctx):

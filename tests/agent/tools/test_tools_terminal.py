@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 from dataclasses import replace
 
+import psutil
 import pytest
 import trio
-from toolwait import gone, line_of, wait_gone
+from toolwait import gone, line_of, until, wait_gone
 
 from hermes_relay.agent.desktop.tools._proc import KILL_GRACE
 from hermes_relay.agent.desktop.tools.terminal import MAX_TIMEOUT, desktop_terminal, timeout_seconds
@@ -131,3 +134,77 @@ async def test_a_process_ignoring_sigterm_is_killed_after_the_grace(ctx):
     # Never before the grace (a timeout cannot fire early); and killed, not outlived: a child left to
     # run would hold the call for its 30 s, so half of that is a bound no busy machine reaches.
     assert KILL_GRACE <= waited < lives / 2
+
+
+def survivors(marker: str) -> list[int]:
+    """Processes (not zombies) whose argv mentions ``marker``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in arg for arg in proc.info["cmdline"] or ()) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+def detaching(marker: str) -> str:
+    """Ways of leaving a process behind with the output redirected, each running ``sleep MARKER``; the last
+    one leaves both the process group and the tree (an orphan in its own session)."""
+    return (f"nohup sleep {marker} >/dev/null 2>&1 & setsid sleep {marker} >/dev/null 2>&1 & "
+            f"( sleep {marker} & ) >/dev/null 2>&1; ( setsid sleep {marker} & ) >/dev/null 2>&1; echo started")
+
+
+@pytest.fixture
+def marker() -> str:
+    return f"300.{os.getpid()}{secrets.randbelow(10**6):06d}"  # a unique duration, found in argv
+
+
+async def test_nothing_outlives_a_call_nohup_setsid_or_a_subshell(ctx, marker):
+    result = await desktop_terminal({"command": detaching(marker)}, ctx)
+    assert result["stdout"] == "started\n" and result["exit_code"] == 0
+    assert survivors(marker) == []
+
+
+async def test_nothing_outlives_a_timed_out_call(ctx, marker):
+    with pytest.raises(ToolError, match="timed out"):
+        await desktop_terminal({"command": detaching(marker) + "; sleep 30", "timeout_ms": 500}, ctx)
+    assert survivors(marker) == []
+
+
+async def test_nothing_outlives_a_cancelled_call(ctx, marker):
+    flag = ctx.cwd / "flag"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(desktop_terminal, {"command": f"{detaching(marker)}; echo go > {flag}; sleep 30"}, ctx)
+        await line_of(flag)
+        await until(lambda: len(survivors(marker)) == 4)
+        nursery.cancel_scope.cancel()
+    assert survivors(marker) == []
+
+
+async def test_late_output_of_a_background_process_is_still_read(ctx):
+    result = await desktop_terminal({"command": "(sleep 0.1; echo late) & echo early"}, ctx)
+    assert result["stdout"] == "early\nlate\n"
+
+
+async def test_a_reaper_killed_from_outside_is_a_clear_error(ctx):
+    pids = ctx.cwd / "pids"
+    failure: list[BaseException] = []
+    answered = trio.Event()
+
+    async def call() -> None:
+        try:
+            await desktop_terminal({"command": f"echo $$ > {pids}; exec sleep 30"}, ctx)
+        except ToolError as exc:
+            failure.append(exc)
+        answered.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        shell = psutil.Process(int(await line_of(pids)))
+        reaper = psutil.Process(shell.ppid())
+        reaper.kill()
+        with trio.fail_after(10):
+            await answered.wait()
+    shell.kill()  # orphaned when its reaper died: ours to clean up here
+    assert "ended unexpectedly" in str(failure[0])

@@ -1,0 +1,149 @@
+"""Follow the shared session store: a change by any client (or by hand) reaches the agent within 2 s.
+
+The store is replaced by rename on every write (core/fileio.atomic_write, and other Hermes clients do
+the same), so watching the file itself would follow the old inode. On Linux the agent watches the
+store's directory with inotify (ctypes; no dependency) for entries created, moved in or out,
+deleted, or closed after writing; each wake-up is only a hint to look again. What decides is the
+file's key, ``(inode, mtime_ns, size)`` from ``stat`` (following a symlinked store to its target,
+whose directory is watched too): when the key changed, ``on_change`` runs. Elsewhere, or when
+inotify is not available (no more instances, a directory that does not exist yet), a stat poll
+once a second does the same; under inotify a slow poll remains as a safety net (a directory
+replaced under the watch, a missed event). kqueue on macOS would save that poll's few stat calls
+a second; it is not worth a second native backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+log = logging.getLogger(__name__)
+POLL_INTERVAL = 1.0  # seconds between stat polls without inotify (the 2 s promise, with margin)
+SAFETY_INTERVAL = 10.0  # seconds between stat polls under inotify: only catches what events missed
+SETTLE = 0.05  # seconds to let a burst of events (temp file, rename) finish before looking
+
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_IGNORED = 0x400, 0x800, 0x8000
+_IN_NONBLOCK, _IN_CLOEXEC = 0o4000, 0o2000000
+_MASK = (_IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE | _IN_ATTRIB
+         | _IN_DELETE_SELF | _IN_MOVE_SELF)
+_EVENT = struct.Struct("iIII")
+
+Key = tuple[int, int, int] | None
+
+
+def store_key(path: Path) -> Key:
+    """(inode, mtime_ns, size) of the store (through a symlink); None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class _Inotify:
+    """A non-blocking inotify descriptor watching some directories (Linux only)."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._add = libc.inotify_add_watch
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        self.fd = fd
+        self.watched: set[str] = set()
+
+    def watch(self, directory: str) -> bool:
+        if directory in self.watched:
+            return True
+        if self._add(self.fd, os.fsencode(directory), _MASK) < 0:
+            return False
+        self.watched.add(directory)
+        return True
+
+    def drain(self) -> bool:
+        """Read every pending event; True when a watch ended (its directory went away: watch again)."""
+        lost = False
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return lost
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                _, mask, _, length = _EVENT.unpack_from(data, offset)
+                offset += _EVENT.size + length
+                if mask & (_IN_IGNORED | _IN_DELETE_SELF | _IN_MOVE_SELF):
+                    lost = True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class StoreWatcher:
+    """Calls ``on_change()`` whenever the store's key changes (started once, runs until cancelled)."""
+
+    def __init__(self, path: Path, *, poll_interval: float = POLL_INTERVAL, use_inotify: bool = True):
+        self.path = Path(path)
+        self.poll_interval = poll_interval
+        self.use_inotify = use_inotify and sys.platform.startswith("linux")
+        self.backend = "poll"
+
+    def _directories(self) -> list[str]:
+        dirs = [str(self.path.parent)]
+        with contextlib.suppress(OSError):
+            target = os.path.dirname(os.path.realpath(self.path))
+            if target not in dirs:
+                dirs.append(target)
+        return dirs
+
+    def _open(self) -> _Inotify | None:
+        if not self.use_inotify:
+            return None
+        try:
+            return _Inotify()
+        except (OSError, AttributeError) as exc:  # no more instances, or no inotify in this libc
+            log.info("store_watch_poll reason=%s", exc)
+            return None
+
+    async def run(self, on_change: Callable[[], None]) -> None:
+        key = store_key(self.path)
+        notify = self._open()
+        try:
+            while True:
+                covered = notify is not None and all(notify.watch(d) for d in self._directories())
+                self.backend = "inotify" if covered else "poll"
+                with trio.move_on_after(SAFETY_INTERVAL if covered else self.poll_interval):
+                    if covered:
+                        assert notify is not None
+                        await trio.lowlevel.wait_readable(notify.fd)
+                        await trio.sleep(SETTLE)
+                        if notify.drain():
+                            notify.watched.clear()
+                    else:
+                        await trio.sleep_forever()
+                new = store_key(self.path)
+                if new != key:
+                    key = new
+                    log.debug("store_changed key=%s", new)
+                    on_change()
+        finally:
+            if notify is not None:
+                notify.close()

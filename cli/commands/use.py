@@ -1,0 +1,8 @@
+"""``hermes-relay use URL|NAME``: the default relay (the same as ``hermes-relay hosts use``)."""
+
+from __future__ import annotations
+
+from hermes_relay.cli.commands.hosts import register_use as register
+from hermes_relay.cli.commands.hosts import run
+
+__all__ = ["register", "run"]

@@ -3,8 +3,9 @@ synchronisation). A real-time wait proves only that something did not happen *ye
 fails on a loaded machine; both make flaky tests. This scans every file under tests/ with ``ast``.
 
 In test code that does not run on trio's MockClock (a test, or a fixture, that asks for
-``autojump_clock``/``mock_clock`` directly or through a fixture; a module helper counts as on the fake
-clock when every async test of its module is), it finds:
+``autojump_clock``/``mock_clock`` directly or through a fixture, or a function that passes a
+``MockClock`` to ``trio.run``; a module helper counts as on the fake clock when every async test of its
+module is), it finds:
 
 - ``move-on``: ``trio.move_on_after``/``move_on_at``: the test goes on when the time is up, so the time
   is part of what it proves. Use the fake clock, or wait for a condition (an event, a state, a count)
@@ -56,6 +57,15 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("e2e/test_pair_safety_e2e.py",
      "test_held_store_lock_fails_before_the_code_is_spent_and_status_keeps_answering", "elapsed"):
         "real processes; each status answer is bounded by half the 3 s lock wait a frozen loop would show",
+    ("relay/test_relay_desktop_process.py", "relay_process", "move-on"):
+        "teardown closes leftover clients best-effort; the bound only keeps a hung client from hanging it",
+    ("cli/test_complete_candidates.py",
+     "test_an_agent_that_never_answers_costs_the_short_timeout_and_prints_nothing", "elapsed"):
+        "the blocking CLI has no fake clock; 1.5 s lies between the 0.3 s answer wait and the 2 s connect "
+        "timeout it rules out (a thin margin: its owner's call)",
+    ("e2e/test_store_follow_e2e.py", "test_a_pairing_another_client_adds_is_followed_within_2_s", "elapsed"):
+        "real processes; the store watcher's documented 2 s promise (1 s poll without inotify), against its "
+        "10 s safety poll",
     ("cli/test_client_hello.py", "test_an_agent_that_accepts_but_never_says_hello_fails_within_the_connect_timeout",
      "elapsed"):
         "the blocking CLI client has no fake clock; the bound is a third of the 30 s timeout it rules out",
@@ -167,6 +177,12 @@ def _findings_in(node: ast.AST, on_fake_clock: bool, constants: dict[str, float]
                 yield "elapsed", sub.lineno
 
 
+def _runs_on_a_mock_clock(fn: ast.AST) -> bool:
+    """``trio.run(main, clock=MockClock(...))`` inside: everything in ``fn`` runs on the fake clock."""
+    return any(isinstance(sub, ast.Call) and _dotted(sub.func).rsplit(".", 1)[-1] == "MockClock"
+               for sub in ast.walk(fn))
+
+
 def scan(source: str, path: str = "<source>", fixture_trees: tuple[ast.Module, ...] = ()) -> list[Finding]:
     """Every wall-clock proof in one test module; ``fixture_trees`` are the conftests it can use."""
     tree = ast.parse(source, path)
@@ -178,7 +194,9 @@ def scan(source: str, path: str = "<source>", fixture_trees: tuple[ast.Module, .
     found: list[Finding] = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            if node.name.startswith("test") or _is_fixture(node):
+            if _runs_on_a_mock_clock(node):
+                fake = True
+            elif node.name.startswith("test") or _is_fixture(node):
                 fake = bool(_params(node) & clocked)
             else:
                 fake = helpers_on_fake_clock
@@ -244,6 +262,8 @@ REAL = "import time\nimport trio\nHALF = 0.5\n"
      "    assert 1 <= time.monotonic() - start\n", []),
     ("async def test_x():\n    assert 1 <= time.monotonic() - start < 4\n", ["elapsed"]),
     ("def test_x():\n    took = time.monotonic() - started\n", ["elapsed"]),
+    ("def _run():\n    async def main():\n        with trio.move_on_after(1):\n            await trio.sleep(60)\n"
+     "    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))\n", []),
     ("async def test_x(mock_clock):\n    with trio.move_on_after(0.5):\n        pass\n"
      "    with trio.fail_after(0.1):\n        pass\n", []),
     ("async def test_x():\n    with trio.fail_after(5):\n        pass\n    s = 'import time; time.sleep(60)'\n", []),

@@ -415,8 +415,11 @@ async def test_notifications_are_escaped_and_rate_limited_per_host(tmp_path: Pat
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shown = tmp_path / "shown"
+    shown.mkdir()
     script = bin_dir / "notify-send"
-    script.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" >> {shown}\nprintf "\\001" >> {shown}\n')
+    # One file per notification, renamed into place once whole: notifications shown at the same moment
+    # would interleave their writes in one shared file.
+    script.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > {shown}/$$.part\nmv {shown}/$$.part {shown}/$$\n')
     script.chmod(0o755)
     book = approvals_mod.Approvals(wall_clock=lambda: 1_800_000_000.0,
                                    env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HERMES_RELAY_NOTIFY": "1"},
@@ -428,7 +431,7 @@ async def test_notifications_are_escaped_and_rate_limited_per_host(tmp_path: Pat
                            details={"command": f"echo {i}\x1b[2K\u202e<b>x</b>"})
 
     def records() -> list[bytes]:
-        return shown.read_bytes().split(b"\x01")[:-1] if shown.exists() else []  # complete ones only
+        return [p.read_bytes() for p in shown.iterdir() if p.suffix != ".part"]  # complete ones only
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:

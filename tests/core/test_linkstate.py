@@ -11,9 +11,12 @@ import pytest
 
 from hermes_relay.core import api, backoff
 from hermes_relay.core import linkstate as ls
-from hermes_relay.core.linkstate import Do, LinkMachine, LinkState
+from hermes_relay.core.linkstate import Do, LinkError, LinkMachine, LinkState
+from hermes_relay.core.routes import Route
 
-ERR = {"code": "connect_refused", "message": "refused", "data": {}}
+ERR = LinkError("connect_refused", "refused")
+ERR_WIRE = {"code": "connect_refused", "message": "refused", "data": {}}
+LAN = Route(0, 0, "lan", "ws://10.0.0.2:8767")
 ROUTE = {"url": "ws://10.0.0.2:8767", "role": "lan", "label": "LAN", "priority": 0}
 NOW = 1_000_000.0
 
@@ -28,12 +31,12 @@ def sample(kind: type) -> ls.Event:
         ls.StoreUnreadable: ls.StoreUnreadable(ERR),
         ls.Unpaired: ls.Unpaired(),
         ls.VerdictStored: ls.VerdictStored(LinkState.REVOKED, ERR),
-        ls.Dial: ls.Dial((ROUTE,), "1.9.0"),
-        ls.Authenticated: ls.Authenticated(ROUTE, 12.5, "1.9.0"),
+        ls.Dial: ls.Dial((LAN,), "1.9.0"),
+        ls.Authenticated: ls.Authenticated(LAN, 12.5, "1.9.0"),
         ls.Dropped: ls.Dropped(ERR),
         ls.SessionEnded: ls.SessionEnded("code 4001"),
         ls.Reauthenticate: ls.Reauthenticate("expiry passed"),
-        ls.Rejected: ls.Rejected(ERR, expired=False),
+        ls.Rejected: ls.Rejected(ERR, expires_at=None),
         ls.PinChanged: ls.PinChanged(ERR),
         ls.Limited: ls.Limited(ERR, 120.0),
         ls.Crashed: ls.Crashed(ERR),
@@ -87,8 +90,8 @@ def test_state_values_are_the_wire_strings() -> None:
 
 def test_a_connection_cycle_and_what_status_shows() -> None:
     m = machine()
-    assert m.handle(ls.Dial((ROUTE,), "1.9.0"), NOW).do is Do.DIAL
-    m.handle(ls.Authenticated(ROUTE, 7.5, None), NOW + 1)
+    assert m.handle(ls.Dial((LAN,), "1.9.0"), NOW).do is Do.DIAL
+    m.handle(ls.Authenticated(LAN, 7.5, None), NOW + 1)
     snap = m.snapshot().to_wire()
     assert snap == {"url": "ws://relay:8767", "state": "connected", "route": ROUTE, "since": NOW + 1,
                     "latency_ms": 7.5, "attempts": 0, "last_error": None, "next_retry_at": None,
@@ -98,7 +101,7 @@ def test_a_connection_cycle_and_what_status_shows() -> None:
     nxt = m.handle(ls.Dropped(ERR, connected_for=5.0), NOW + 10)
     snap = m.snapshot().to_wire()
     assert (snap["state"], snap["route"], snap["since"], snap["attempts"]) == ("backoff", None, None, 1)
-    assert snap["last_error"] == ERR and snap["next_retry_at"] == NOW + 10 + nxt.delay
+    assert snap["last_error"] == ERR_WIRE and snap["next_retry_at"] == NOW + 10 + nxt.delay
     m.measured(99.0)  # a late keepalive answer does not touch a link that is down
     assert m.latency_ms == 3.0
 
@@ -112,11 +115,11 @@ def test_network_failures_back_off_by_the_full_jitter_ceiling_and_reset_after_a_
     assert delays == [backoff.ceiling(i, base=1.0, cap=30.0) for i in range(7)] == [1, 2, 4, 8, 16, 30, 30]
     assert m.attempts == 7
     m.handle(ls.Dial(), NOW)
-    m.handle(ls.Authenticated(ROUTE, 1.0, None), NOW)
+    m.handle(ls.Authenticated(LAN, 1.0, None), NOW)
     assert m.attempts == 0
     assert m.handle(ls.Dropped(ERR, connected_for=59.0), NOW).delay == 30  # not stable: schedule continues
     m.handle(ls.Dial(), NOW)
-    m.handle(ls.Authenticated(ROUTE, 1.0, None), NOW)
+    m.handle(ls.Authenticated(LAN, 1.0, None), NOW)
     assert m.handle(ls.Dropped(ERR, connected_for=60.0), NOW).delay == 1  # stable: starts over
 
 
@@ -131,7 +134,7 @@ def test_reauthenticate_dials_at_once_and_restarts_the_schedule() -> None:
     for _ in range(3):
         m.handle(ls.Dropped(ERR), NOW)
         m.handle(ls.Dial(), NOW)
-    m.handle(ls.Authenticated(ROUTE, 1.0, None), NOW)
+    m.handle(ls.Authenticated(LAN, 1.0, None), NOW)
     assert m.handle(ls.Reauthenticate("moving up to LAN"), NOW) == ls.Next(Do.DIAL)
     assert (m.state, m.route, m.since) == (LinkState.CONNECTING, None, None)
     assert m.handle(ls.Dropped(ERR), NOW).delay == 1.0
@@ -146,18 +149,21 @@ def test_reauthenticate_dials_at_once_and_restarts_the_schedule() -> None:
 def test_rejected_credentials_become_the_right_verdict(expired: bool, replaced_by: str | None,
                                                        verdict: LinkState) -> None:
     m = machine()
-    assert m.handle(ls.Rejected(ERR, expired=expired, replaced_by=replaced_by), NOW).do is Do.IDLE
+    expires_at = NOW if expired else None
+    assert m.handle(ls.Rejected(ERR, expires_at=expires_at, replaced_by=replaced_by), NOW).do is Do.IDLE
     snap = m.snapshot()
-    assert (snap.state, snap.replaced_by, snap.last_error, snap.next_retry_at) == (verdict, replaced_by, ERR, None)
+    error = ls.replaced_error(m.url, replaced_by) if replaced_by else ERR
+    assert (snap.state, snap.replaced_by, snap.last_error, snap.next_retry_at) == (verdict, replaced_by, error, None)
     m.handle(ls.Dial(), NOW)  # a new pairing: the old verdict's details go
     assert m.snapshot().replaced_by is None
 
 
 def test_a_stored_replaced_verdict_keeps_the_newer_url() -> None:
     m = machine()
-    m.handle(ls.VerdictStored(LinkState.REPLACED, ERR, "ws://b:8767"), NOW)
+    stored = LinkError("replaced", "replaced", data={"replaced_by": "ws://b:8767"})
+    m.handle(ls.VerdictStored(LinkState.REPLACED, stored), NOW)
     assert m.snapshot().to_wire()["replaced_by"] == "ws://b:8767"
-    m.handle(ls.VerdictStored(LinkState.REVOKED, ERR, "ws://b:8767"), NOW)
+    m.handle(ls.VerdictStored(LinkState.REVOKED, stored), NOW)
     assert m.snapshot().replaced_by is None
 
 

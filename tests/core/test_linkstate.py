@@ -191,3 +191,86 @@ def test_upgrade_needs_two_answers_a_hysteresis_apart() -> None:
     assert up.next_wait() == (30.0, True)
     assert up.observe(True) is False
     assert up.observe(True) is True
+
+
+@pytest.mark.parametrize("kind", [ls.Dropped, ls.Crashed, ls.Unpaired, ls.Limited])
+def test_the_table_is_what_decides_the_target(kind: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target changed in TABLE alone changes where the machine goes: no second copy of it exists."""
+    allowed, _ = ls.TABLE[kind]
+    monkeypatch.setitem(ls.TABLE, kind, (allowed, LinkState.NOT_PAIRED if kind is not ls.Unpaired
+                                         else LinkState.BACKOFF))
+    m = machine(LinkState.CONNECTING)
+    m.handle(sample(kind), NOW)
+    assert m.state is ls.TABLE[kind][1]
+
+
+def test_a_row_without_a_target_for_an_event_that_is_no_verdict_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ls.TABLE, ls.Dropped, (ls.ANY, None))
+    m = machine(LinkState.CONNECTED)
+    with pytest.raises(ls.InvalidTransition, match="no target"):
+        m.handle(sample(ls.Dropped), NOW)
+    assert m.state is LinkState.CONNECTED
+
+
+URL, NEWER = "ws://relay:8767", "ws://100.64.0.2:8767"
+PIN = LinkError("pin_mismatch", "certificate changed", "run `hermes-relay pin accept`")
+
+
+FOUND = ls.replaced_error(URL, NEWER)  # the error a newer pairing found in the store reads as
+
+
+@pytest.mark.parametrize(("event", "state", "replaced_by", "error"), [
+    (ls.Rejected(ERR, expires_at=None), LinkState.REVOKED, None, ERR),
+    (ls.Rejected(ERR, expires_at=NOW + 0.001), LinkState.REVOKED, None, ERR),  # not yet
+    (ls.Rejected(ERR, expires_at=NOW), LinkState.EXPIRED, None, ERR),  # the expiry instant itself has passed
+    (ls.Rejected(ERR, expires_at=NOW - 3600), LinkState.EXPIRED, None, ERR),
+    (ls.Rejected(ERR, expires_at=NOW, replaced_by=NEWER), LinkState.REPLACED, NEWER, FOUND),  # replaced wins
+    (ls.Rejected(ERR, expires_at=None, replaced_by=""), LinkState.REVOKED, None, ERR),
+    (ls.PinChanged(PIN), LinkState.PIN_MISMATCH, None, PIN),
+    (ls.VerdictStored(LinkState.REVOKED, ERR), LinkState.REVOKED, None, ERR),
+    (ls.VerdictStored(LinkState.REVOKED, ERR, replaced_by=NEWER), LinkState.REPLACED, NEWER, FOUND),
+    (ls.VerdictStored(LinkState.EXPIRED, ERR, replaced_by=NEWER), LinkState.EXPIRED, None, ERR),
+    (ls.VerdictStored(LinkState.PIN_MISMATCH, PIN), LinkState.PIN_MISMATCH, None, PIN),
+    (ls.VerdictStored(LinkState.REPLACED, FOUND), LinkState.REPLACED, NEWER, FOUND),
+    (ls.VerdictStored(LinkState.REPLACED, None), LinkState.REPLACED, None, None),
+])
+def test_one_function_decides_every_verdict(event: ls.VerdictEvent, state: LinkState, replaced_by: str | None,
+                                            error: LinkError | None) -> None:
+    decided = ls.verdict(URL, event, NOW)
+    assert decided == ls.Verdict(state, error, replaced_by)
+    m = machine()
+    m.handle(event, NOW)  # and the machine shows exactly what it decided
+    assert (m.state, m.last_error, m.replaced_by) == (decided.state, decided.error, decided.replaced_by)
+
+
+def test_events_that_are_no_verdict_get_none() -> None:
+    assert [k for k in ls.TABLE if ls.verdict(URL, sample(k), NOW) is not None] == [
+        ls.VerdictStored, ls.Rejected, ls.PinChanged]
+    assert {k for k, (_, target) in ls.TABLE.items() if target is None} <= {ls.VerdictStored, ls.Rejected}
+
+
+def test_a_replaced_verdict_names_the_newer_pairing_and_the_way_out() -> None:
+    assert ls.replaced_error(URL, NEWER).to_wire() == {
+        "code": "replaced", "message": f"{URL}: replaced by a newer pairing ({NEWER})",
+        "data": {"replaced_by": NEWER, "hint": f"this relay is paired as {NEWER}; remove the old pairing with "
+                                               f"`hermes-relay forget {URL}`"}}
+
+
+def test_only_revoked_and_expired_marks_mean_the_token_is_refused() -> None:
+    assert [s.value for s in LinkState if ls.token_refused(s.value)] == [api.REVOKED, api.EXPIRED]
+    assert not ls.token_refused(None) and not ls.token_refused("quarantined-by-a-future-version")
+
+
+def test_errors_keep_their_wire_shape() -> None:
+    from hermes_relay.core.errors import PinMismatchError, RateLimitedError
+
+    for exc in (PinMismatchError("wss://r:8767", "sha256:aa", "sha256:bb"), RateLimitedError("blocked", retry_after=9.0)):
+        assert LinkError.of(exc).to_wire() == exc.to_wire()
+    assert LinkError.of(PinMismatchError("wss://r:8767", "sha256:aa", "sha256:bb")).hint
+    odd = {"code": "x", "message": "\udcff lone", "data": {"hint": 3, "tried": [{"url": "ws://a"}]}}
+    assert LinkError.from_wire(odd).to_wire() == odd  # a hint that is no string stays data
+    assert LinkError.from_wire({"code": "x", "message": "m", "data": "not a dict"}).to_wire() == {
+        "code": "x", "message": "m", "data": {}}
+    m = machine()
+    m.handle(ls.Dropped(LinkError.of(RateLimitedError("blocked", retry_after=9.0))), NOW)
+    assert m.snapshot().to_wire()["last_error"] == RateLimitedError("blocked", retry_after=9.0).to_wire()

@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -48,6 +48,7 @@ from hermes_relay.core.store import resolve_in
 
 log = logging.getLogger(__name__)
 INBOUND_BUFFER = 64  # envelopes waiting for the desktop service before the reader waits too
+_Refusal = TypeVar("_Refusal", linkstate.Rejected, linkstate.VerdictStored)
 
 
 class Signal:
@@ -292,8 +293,8 @@ class RelayLink:
                 log.info("link_down url=%s error=%s retry_in=%.1fs", self.url, exc.message, nxt.delay)
                 await self._follow(nxt)
 
-    async def _look_for_newer(self, event: linkstate.Rejected | linkstate.VerdictStored, record: Record,
-                              sessions: dict[str, dict[str, Any]], now: float) -> linkstate.Rejected | linkstate.VerdictStored:
+    async def _look_for_newer(self, event: _Refusal, record: Record, sessions: dict[str, dict[str, Any]],
+                              now: float) -> _Refusal:
         """``event`` with the newer pairing of this relay stored under another URL, if one exists and the
         refusal would otherwise read as revoked (an expired or pinned one is what it says)."""
         if verdict(self.url, event, now).state is not LinkState.REVOKED:

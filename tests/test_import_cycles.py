@@ -159,3 +159,11 @@ def test_no_new_import_cycle() -> None:
 @pytest.mark.parametrize("package", ["relay", "cli.service", "core"])
 def test_these_packages_have_no_cycle_at_all(package: str) -> None:
     assert [sorted(c) for c in cycles(graph()) if any(m.startswith(package + ".") for m in c)] == []
+
+
+@pytest.mark.parametrize(("importer", "imported_package"), [("agent", "relay"), ("relay", "agent")])
+def test_agent_and_relay_never_import_each_other(importer: str, imported_package: str) -> None:
+    edges = graph()
+    crossing = sorted(f"{name} -> {target}" for name, targets in edges.items() if name.split(".")[0] == importer
+                      for target in targets if target.split(".")[0] == imported_package)
+    assert crossing == []

@@ -7,6 +7,9 @@ same over the wire; these pin the decisions themselves, one input and one reply 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -252,3 +255,11 @@ def test_pending_heads_are_capped_per_address_except_for_trusted_proxies() -> No
     assert core.admit("10.0.0.1")[1] is None and core.admit("10.0.0.1")[1] is None
     core.pending.leave(key)
     assert core.admit(REMOTE)[1] is None
+
+
+def test_the_core_and_what_it_decides_with_load_no_trio(tmp_path: Path) -> None:
+    modules = ["core", "api", "auth", "config", "httpmsg", "desktop_table"]
+    code = ("import sys\n" + "".join(f"import hermes_relay.relay.{m}\n" for m in modules)
+            + "assert not any(m.split('.')[0] in ('trio', 'trio_websocket') for m in sys.modules), 'trio loaded'\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -31,8 +31,8 @@ from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, Signal
 from hermes_relay.agent.marks import Marks, Pending
 from hermes_relay.agent.storewatch import StoreWatcher
-from hermes_relay.core import fileio, instance, paths, record, wire
-from hermes_relay.core.errors import StateError
+from hermes_relay.core import api, fileio, instance, offline, paths, record, wire
+from hermes_relay.core.errors import NotPairedError, StateError
 from hermes_relay.core.record import Record, owner_urls
 from hermes_relay.core.store import SessionStore, resolve_in
 
@@ -48,9 +48,12 @@ class Agent:
         self.marks = Marks(config.state_file)
         self.pending = Pending(config.state_file.with_name("hermes-relay-pending.json"))
         self.pending_signal = Signal()  # fired when a pairing's credentials could not be stored
+        self.pairing_urls: dict[str, int] = {}  # relays a pair.start is replacing (agent/pairing.py)
         self.credentials = Credentials(config.credentials_file)
         self.paused = Paused(config.state_file.with_name(paths.PAUSED_FILE_NAME))
         self.follower = storefollow.StoreFollower(self.paused, config.wall_clock)
+        self.down_file = config.state_file.with_name(paths.DOWN_FILE_NAME)  # `hermes-relay down` (core/offline.py)
+        self.down: dict[str, dict[str, Any]] = {}  # stored pairings that are down now: url -> their RelayState
         self.store_watcher = StoreWatcher(config.sessions_file)
         self.cache = prober.ReachabilityCache(config.probe_cache_ttl)
         self.indicator = Indicator(config.route_file, config.route_json_file, config.indicator_heartbeat,
@@ -89,6 +92,8 @@ class Agent:
                     nursery.start_soon(self._fence, self._endpoint_identity)
                     if self.watcher is not None:
                         nursery.start_soon(self._netwatch)
+                    if self.config.idle_exit > 0:
+                        nursery.start_soon(self._idle_exit)
                     await nursery.start(serve_ipc, listener, handlers.table(self))
                     log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), self.config.socket_path, len(self.links))
                     task_status.started()
@@ -97,7 +102,8 @@ class Agent:
             finally:
                 if _identity(self.config.socket_path) == self._endpoint_identity:
                     ipc_endpoint.remove_socket(self.config.socket_path)
-                self.indicator.write_stopped(self.config.wall_clock())
+                self.indicator.write_stopped(self.config.wall_clock(),
+                                             api.DOWN if self.down and not self.links else api.STOPPED)
                 log.info("agent_stopped")
 
     async def _recover_pending(self) -> None:
@@ -131,6 +137,7 @@ class Agent:
         else:
             urls = owner_urls(sessions)
             restart, changed = self.follower.follow(sessions, urls)
+            urls = self.down_states(sessions, urls)
         for url in list(self.links):
             if url not in urls or url in restart:
                 self.links.pop(url).cancel_scope.cancel()
@@ -144,6 +151,40 @@ class Agent:
             self._fan_out(state)  # watchers see the link stop as "paused"
         self._refresh_indicator()
         return len(self.links)
+
+    def down_states(self, sessions: dict[str, dict[str, Any]], urls: list[str]) -> list[str]:
+        """The pairings to run links for: those ``hermes-relay down`` did not take off (kept in ``self.down``)."""
+        try:
+            switch = offline.read(self.down_file)
+        except StateError as exc:  # an unreadable switch keeps what was down before (never connects by accident)
+            log.error("down_file_unreadable error=%s", exc.message)
+            switch = offline.Switch(relays={url: state.get("since") or 0.0 for url, state in self.down.items()})
+        self.down = {url: offline.state(url, switch.since(url), sessions.get(url)) for url in urls if switch.is_down(url)}
+        return [url for url in urls if url not in self.down]
+
+    async def set_down(self, url: str | None, *, down: bool) -> dict[str, Any]:
+        """``down``/``up`` (IPC): change the switch in the agent's own file, then stop or start the links."""
+        sessions = await trio.to_thread.run_sync(self.store.sessions)
+        paired = owner_urls(sessions)
+        if url is not None:
+            found = resolve_in(sessions, url)
+            if found is None:
+                raise NotPairedError(f"no pairing stored for {url}",
+                                     hint="`hermes-relay hosts` lists the paired relays")
+            url = found[0]
+        elif down and not paired:
+            raise NotPairedError("this computer is not paired with any relay: there is nothing to take it off",
+                                 hint="pair first: hermes-relay pair --remote ws://HOST:8767")
+        now = self.config.wall_clock()
+        if down:
+            switch, changed = await trio.to_thread.run_sync(offline.set_down, self.down_file, url, now)
+        else:
+            switch, changed = await trio.to_thread.run_sync(offline.set_up, self.down_file, url, paired, now)
+        log.info("relay_%s url=%s changed=%s", "down" if down else "up", url or "all", changed)
+        self.reload()
+        for state in self.down.values():
+            self._fan_out(state)  # watchers see the stopped links as "down"
+        return {"url": url, "down": sorted(self.down), "all": switch.all_at is not None, "changed": changed}
 
     def store_changed(self) -> None:
         """The store file changed (agent/storewatch.py): whoever wrote it, follow it now."""
@@ -183,7 +224,8 @@ class Agent:
         self._refresh_indicator()
 
     def states(self) -> list[dict[str, Any]]:
-        return [link.snapshot() for link in self.links.values()]
+        """Every stored pairing's state: the links', then those ``down`` took off."""
+        return [link.snapshot() for link in self.links.values()] + [dict(s) for s in self.down.values()]
 
     def _refresh_indicator(self) -> dict[str, Any]:
         summary = summarize(self.states(), waiting=len(self.approvals.pending), names=self.indicator.names())
@@ -203,6 +245,27 @@ class Agent:
         with self.approvals.subscribe() as events:
             async for _ in events:
                 self._refresh_indicator()
+
+    async def _idle_exit(self) -> None:
+        """Stop once nothing has been paired (stored, paused, down, or waiting to be stored), no client is
+        connected and no approval waits, for ``idle_exit`` seconds: a command that autostarted the agent on
+        a fresh HOME (``approvals``, ``status --json``...) leaves no agent with no relays behind it."""
+        period = self.config.idle_exit / 2
+        idle_since: float | None = None
+        while True:
+            await trio.sleep(period)
+            paused = await trio.to_thread.run_sync(self.follower.entries)
+            clients = self.ipc.clients if self.ipc is not None else None
+            busy = (self.links or self.down or paused or self.pending.memory or self.follower.known != {}
+                    or self.approvals.pending or (clients is not None and clients.child_tasks))
+            if busy:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = trio.current_time()
+            elif trio.current_time() - idle_since >= self.config.idle_exit - period:
+                log.info("agent_idle_exit reason=nothing paired and no client seconds=%g", self.config.idle_exit)
+                self.stop()
+                return
 
     async def _fence(self, identity: tuple[int, int] | None) -> None:
         """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody
@@ -316,6 +379,12 @@ class Agent:
 
     async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None:
         await trio.to_thread.run_sync(self.credentials.save, url, token, refresh, at)
+
+    def repairing(self, url: str) -> bool:
+        """A pairing is under way that may replace ``url``'s pairing (the same relay can hide behind
+        another spelling), so its link must not spend the old refresh token: on our relay that token
+        is on standby for the new session and would retire the tokens the pairing is about to store."""
+        return bool(self.pairing_urls)
 
     async def save_auth(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
                         used_token: str | None) -> None:

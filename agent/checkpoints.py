@@ -7,8 +7,10 @@ store is named here; ``HERMES_RELAY_TEST_KILL_AT=<name>`` in the agent's environ
 there (SIGKILL: no cleanup, no flush), so an end-to-end test can kill it at every point in turn
 and check the pairing still works after a restart (tests/e2e/test_repair_crash_e2e.py).
 
-The only window left open is between the relay's answer arriving and the first fsync of the
-agent's pending file (``*.kept``): nothing else happens in between.
+Before the first of them (``pair.sent``: the code is sent and the relay's answer has arrived, not yet
+read) only the relay can help: ours keeps the replaced session's refresh token on standby for the new
+session until that session is first used or a grace passes (relay/sessions.py), so an agent restarted
+with its old credentials refreshes into the new session. The reference relay has no such standby.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from collections.abc import Mapping
 
 KILL_ENV = "HERMES_RELAY_TEST_KILL_AT"
 
-# pair.start: the relay answered auth.ok to the code
+# pair.start, then the code is sent and the relay decides (it replaces this device's session)
+PAIR_SENT = "pair.sent"  # the relay's answer has arrived and is not read yet: only the relay knows the new tokens
 PAIR_KEPT = "pair.kept"  # the new credentials are in the pending file (fsynced)
 PAIR_STORED = "pair.stored"  # ... and in the shared store
 PAIR_POLICY = "pair.policy"  # ... the desktop policy of a fresh pairing is written and old verdicts cleared
 PAIR_DONE = "pair.done"  # ... the pending copy is gone
-PAIR = (PAIR_KEPT, PAIR_STORED, PAIR_POLICY, PAIR_DONE)
+PAIR = (PAIR_SENT, PAIR_KEPT, PAIR_STORED, PAIR_POLICY, PAIR_DONE)
 
 # a link authenticated with its refresh token: the relay rotated both tokens
 REFRESH_KEPT = "refresh.kept"

@@ -52,6 +52,7 @@ class AgentConfig:
     clock_check_interval: float = 5.0
     ipc_nonce_timeout: float = 5.0  # a tcp-mode IPC client must send the endpoint's nonce this fast
     fence_interval: float = 60.0  # how often the agent checks its endpoint is still its own
+    idle_exit: float = 0.0  # stop after this long with nothing paired and no client (0: never; the process: 60 s)
     clock_jump_threshold: float = 10.0
     netwatch_debounce: float = 1.0
     netwatch_poll_interval: float = 10.0

@@ -162,7 +162,7 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
             if scope.cancelled_caught:
                 check.cut(deadline)
             check.skip_rest("not tried")
-        relays.append(_relay_report(agent, owner, checks))
+        relays.append(_relay_report(agent, owner, checks, unmanaged=params.get("standalone") is True))
     watcher = agent.watcher
     return {
         "netwatch": {"backend": getattr(watcher, "backend", None) or "off", "enabled": bool(agent.config.netwatch)},
@@ -172,6 +172,23 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
         "deadline": deadline,
         "elapsed_ms": round((trio.current_time() - started) * 1000, 1),
     }
+
+
+def standalone(params: dict[str, Any]) -> dict[str, Any]:
+    """The route checks without a running agent (``python -m hermes_relay.agent doctor``, which the CLI's
+    doctor runs when no agent answers): an agent object that is never started runs no link and opens
+    only doctor's own short-lived connections. A relay taken off with ``down`` shows as down."""
+    from hermes_relay.agent.app import Agent
+    from hermes_relay.agent.config import AgentConfig
+    from hermes_relay.core.record import owner_urls
+
+    agent = Agent(AgentConfig.from_env())
+    try:
+        sessions = agent.store.sessions()
+        agent.down_states(sessions, owner_urls(sessions))
+    except StateError:
+        pass  # run_doctor reports the store's problem
+    return trio.run(run_doctor, agent, {**params, "standalone": True})
 
 
 def handler(agent: Agent) -> Handler:
@@ -401,10 +418,11 @@ async def _tls(check: RouteCheck, owner: str, rec: Record, stream: trio.SocketSt
 # -- reporting ---------------------------------------------------------------------------------------
 _LINK_STATUS = {api.CONNECTED: OK, api.CONNECTING: WARN, api.BACKOFF: WARN, api.RATE_LIMITED: WARN,
                 api.REVOKED: FAIL, api.EXPIRED: FAIL, api.REPLACED: FAIL, api.PIN_MISMATCH: FAIL,
-                api.NOT_PAIRED: WARN}
+                api.NOT_PAIRED: WARN, api.DOWN: OK}
 
 
-def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck]) -> dict[str, Any]:
+def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck], *, unmanaged: bool = False) -> dict[str, Any]:
+    """One relay's verdict: its routes and its link (``unmanaged``: no agent runs links, the standalone run)."""
     routes = [c.report() for c in checks]
     working = [r for r in routes if r["status"] != FAIL]
     if any(s["step"] in ("auth", "tls") and s["status"] == FAIL and (s.get("reason") or s.get("presented_pin"))
@@ -415,7 +433,7 @@ def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck]) -> dict[st
     else:
         route_status = OK if len(working) == len(routes) else WARN
     link = agent.links.get(owner)
-    snap = link.snapshot() if link is not None else None
-    link_status = _LINK_STATUS.get(snap["state"], WARN) if snap is not None else WARN
+    snap = link.snapshot() if link is not None else agent.down.get(owner)  # `hermes-relay down`: no link, on purpose
+    link_status = _LINK_STATUS.get(snap["state"], WARN) if snap is not None else SKIP if unmanaged else WARN
     return {"url": owner, "status": worst([route_status, link_status]), "routes": routes,
             "working_routes": len(working), "link": snap, "link_status": link_status}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.core import api, policy, policy_log, record, roots
+from hermes_relay.core import api, offline, policy, policy_log, record, roots
 from hermes_relay.core.errors import HermesError, NotPairedError
 from hermes_relay.core.store import resolve_in
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
@@ -70,6 +70,7 @@ def _remove_locally(agent: Agent, owner: str, rec: dict[str, Any]) -> list[str]:
     agent.store.update(drop)
     if _step("paused copy", lambda: agent.paused.drop(owner)):
         removed[0] = removed[0] + " (it was paused)"
+    _step("down switch", lambda: offline.drop(agent.down_file, owner))  # a pairing made again later starts up
     if _step("verdict", lambda: agent.marks.clear(owner)):
         removed.append("verdict")
     if _step("refresh token", lambda: agent.credentials.forget(owner)):

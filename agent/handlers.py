@@ -78,6 +78,9 @@ def table(agent: Agent) -> dict[str, Handler]:
 
         return await pairing.pair(agent, params, progress)
 
+    async def pair_check(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return await pairing.check(agent, params)
+
     async def devices_list(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         url, status_code, obj = await _http(agent, params, "GET", "/sessions")
         return {"url": url, "sessions": obj.get("sessions", []) if isinstance(obj, dict) else []}
@@ -173,7 +176,8 @@ def table(agent: Agent) -> dict[str, Handler]:
 
         await trio.to_thread.run_sync(agent.store.update, apply)
         await trio.to_thread.run_sync(lambda: agent.marks.clear(owner, only=api.PIN_MISMATCH))  # a revoked pairing stays revoked
-        agent.link_for(owner).wake()
+        if owner not in agent.down:  # a relay taken off with `down` stays off
+            agent.link_for(owner).wake()
         return {"url": route.url, "old_pin": old, "new_pin": new, "changed": True, "applied": True}
 
     async def forget_pairing(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -194,6 +198,18 @@ def table(agent: Agent) -> dict[str, Handler]:
         if not isinstance(url, str) or not url:
             raise UsageError("restore needs the URL of the paused pairing (as `hermes-relay status` shows it)")
         return await agent.restore(url)
+
+    async def down_up(params: dict[str, Any], down: bool) -> dict[str, Any]:
+        url = params.get("url")
+        if url is not None and (not isinstance(url, str) or not url):
+            raise UsageError("down/up take a relay URL, or nothing for every relay")
+        return await agent.set_down(url, down=down)
+
+    async def down(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return await down_up(params, True)
+
+    async def up(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return await down_up(params, False)
 
     async def approvals_list(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"approvals": agent.desktop.approvals.list()}
@@ -216,11 +232,13 @@ def table(agent: Agent) -> dict[str, Handler]:
 
     return {
         api.HELLO: hello, api.STATUS: status, api.PAIR_START: pair_start, api.DEVICES_LIST: devices_list,
-        api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
+        api.PAIR_CHECK: pair_check, api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend, api.ROUTE: route,
         api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload, api.AGENT_STOP: agent_stop,
         api.DOCTOR: doctor.handler(agent), api.APPROVALS_LIST: approvals_list,
         api.APPROVALS_DECIDE: approvals_decide, api.FORGET: forget_pairing, api.ACCESS_CHANGING: access_changing,
         api.RESTORE: restore,
+        api.DOWN_SET: down,
+        api.UP_SET: up,
     }
 
 

@@ -8,7 +8,8 @@
 The prompt snippets read the first line (and bash/zsh the pid) with builtins: the label is shown
 stale when the agent stopped refreshing it or its pid is gone. ``hermes-relay route`` reads both.
 The label is the route's (``LAN``, ``Tailscale``, ...), ``expired`` or ``revoked`` when the link needs
-a new pairing, else ``offline``. With several relays paired and one connected, every relay is on the
+a new pairing, ``down`` when ``hermes-relay down`` took this computer off (also once the agent
+stopped), else ``offline``. With several relays paired and one connected, every relay is on the
 one line, the default relay (``hermes-relay use``, else the best connected one) first and unnamed, the
 others by name (``hermes-relay rename``, else their host): ``LAN | office: Tailscale``. Desktop calls
 waiting for approval are counted at the end: ``LAN !1``. ``route.json`` holds the same state, plus
@@ -32,7 +33,7 @@ STOPPED_VALIDITY = 10 * 365 * 86400  # a clean stop's "offline" is true until th
 
 
 # Offline states the prompt names instead of "offline": the user has to pair again.
-NAMED_STATES = (api.EXPIRED, api.REVOKED)
+NAMED_STATES = (api.EXPIRED, api.REVOKED, api.DOWN)
 
 
 def offline(state: str) -> dict[str, Any]:
@@ -132,20 +133,24 @@ class Indicator:
         return True
 
     def write(self, summary: dict[str, Any], now: float, *, valid_for: float | None = None,
-              durable: bool = False) -> dict[str, Any]:
+              durable: bool = False, pid: int | None = None) -> dict[str, Any]:
         """Publish ``summary``, fresh for ``valid_for`` seconds (default: a few heartbeats).
 
         Not fsynced by default: rewritten on every change and heartbeat, it only describes the present.
         """
         valid_until = int(now + (VALIDITY_HEARTBEATS * self.heartbeat if valid_for is None else valid_for))
-        self.current = {**summary, "updated_at": now, "valid_until": valid_until, "pid": os.getpid()}
+        pid = os.getpid() if pid is None else pid
+        self.current = {**summary, "updated_at": now, "valid_until": valid_until, "pid": pid}
         try:
-            fileio.atomic_write(self.route_file, route_lines(self.current, os.getpid()), durable=durable)
+            fileio.atomic_write(self.route_file, route_lines(self.current, pid), durable=durable)
             fileio.atomic_write(self.json_file, fileio.dump_json(self.current), durable=durable)
         except OSError as exc:  # a full disk must not take the agent down; the prompt goes stale
             log.warning("indicator_write_failed error=%s", exc)
         return self.current
 
-    def write_stopped(self, now: float) -> None:
-        """On a clean stop: offline, and valid for a long time (it is the truth until the next start)."""
-        self.write(offline(api.STOPPED), now, valid_for=STOPPED_VALIDITY, durable=True)
+    def write_stopped(self, now: float, state: str = api.STOPPED) -> None:
+        """On a clean stop: offline (``down`` when every relay is down), valid for a long time (it is the
+        truth until the next start). The pid is 0: no process to check, so ``[down]`` is not shown stale."""
+        summary = offline(state)
+        summary["state"] = api.STOPPED
+        self.write(summary, now, valid_for=STOPPED_VALIDITY, durable=True, pid=0)

@@ -93,6 +93,8 @@ class LinkHost(Protocol):
 
     async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None: ...
 
+    def repairing(self, url: str) -> bool: ...
+
     def publish(self, link: RelayLink) -> None: ...
 
     def auth_payload(self, record: Record | None = None, **credentials: Any) -> dict[str, Any]: ...
@@ -145,10 +147,11 @@ def _stored_verdict(mark: dict[str, Any] | None) -> linkstate.VerdictStored | No
 class _Port:
     """agent/desktop/service.py's LinkPort over one authenticated connection."""
 
-    def __init__(self, url: str, conn: transport.Connection):
+    def __init__(self, url: str, conn: transport.Connection, reconnect: Callable[..., None]):
         self.url = url
         self.route_url = conn.route.url
         self._conn = conn
+        self.reconnect = reconnect  # end this connection and dial again at once (the relay forgets it)
 
     async def send(self, message: dict[str, Any]) -> None:
         env = envelope.Envelope(str(message.get("channel") or ""), str(message.get("type") or ""),
@@ -366,8 +369,12 @@ class RelayLink:
                                 nursery.cancel_scope.cancel()
                         return task
 
+                    def reconnect(reason: str, *, immediate: bool = True) -> None:
+                        failure.append(_Again(reason, immediate=immediate))
+                        nursery.cancel_scope.cancel()
+
                     inbound_send, inbound_receive = trio.open_memory_channel[dict[str, Any]](INBOUND_BUFFER)
-                    nursery.start_soon(self._desktop, _Port(self.url, conn), inbound_receive)
+                    nursery.start_soon(self._desktop, _Port(self.url, conn, reconnect), inbound_receive)
                     nursery.start_soon(guard(self._keepalive, conn))
                     nursery.start_soon(guard(self._reader, conn, inbound_send))
                     expires_at = expiry(ok["expires_at"]) if "expires_at" in ok else record.expires_at
@@ -396,6 +403,13 @@ class RelayLink:
             return conn, ok, token
         except AuthRejectedError:
             await self.net.discard(conn)
+            if self.host.repairing(self.url):
+                # This pairing is being replaced: its refresh token is on standby for the new session
+                # (our relay), and using it would retire the tokens the pairing is about to store.
+                raise _Again("a new pairing of this relay is under way", immediate=False) from None
+            if await self._replaced_by(record, await self.host.read_sessions()):
+                # ... and once stored (under another URL), the old refresh token is the new pairing's too.
+                raise AuthRejectedError(f"{self.url} rejected the stored session token") from None
             refresh = await self.host.refresh_token(self.url, token)
             if refresh is None:
                 refresh = record.refresh_token
@@ -465,12 +479,14 @@ class RelayLink:
                               self.url, env.channel, env.type)
 
     async def _desktop(self, port: _Port, inbound: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
-        """The desktop service for this connection; its failure is logged, never the link's."""
+        """The desktop service for this connection; if it fails, the connection is re-established (the
+        relay must not keep routing calls to a connection nobody serves)."""
         async with inbound:
             try:
                 await self.host.desktop.serve_link(port, inbound)
             except Exception:
-                log.exception("desktop_service_failed url=%s (the link stays up)", self.url)
+                log.exception("desktop_service_failed url=%s (reconnecting)", self.url)
+                port.reconnect("the desktop service failed", immediate=False)  # after the usual backoff
 
     def _closed(self, exc: ConnectionLostError) -> Exception:
         if transport.close_code(exc) == wire.CLOSE_AUTH_FAILED:

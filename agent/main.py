@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Mapping
 
 from hermes_relay import __version__
 from hermes_relay.core import fileio
@@ -62,12 +63,18 @@ def setup_logging(log_file, *, to_stderr: bool, level: str) -> None:
         root.addHandler(h)
 
 
+IDLE_EXIT = 60.0  # seconds: a command on a fresh HOME (approvals, status...) leaves no agent behind
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hermes-relay-agent", description="The per-user hermes-relay agent.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent in the foreground")
     run.add_argument("--detached", action="store_true", help="started by the CLI: log to the file only")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    check = sub.add_parser("doctor", help="check every route of every pairing once, without running the agent "
+                                          "(JSON on stdout; what `hermes-relay doctor` runs when no agent answers)")
+    check.add_argument("--deadline", type=float, default=10.0)
     p.add_argument("--version", action="version", version=f"hermes-relay-agent {__version__}")
     return p
 
@@ -100,11 +107,13 @@ async def _stop_on_signal(signals, agent) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return _doctor_once(args.deadline)
     import trio
 
     from hermes_relay.agent.config import AgentConfig
 
-    config = AgentConfig.from_env()
+    config = AgentConfig.from_env(idle_exit=_idle_exit(os.environ))
     setup_logging(config.log_file, to_stderr=not args.detached, level=args.log_level)
     try:
         try:
@@ -120,6 +129,31 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _idle_exit(env: Mapping[str, str]) -> float:
+    """Seconds an agent process with nothing paired and no client waits before it stops
+    (``HERMES_RELAY_IDLE_EXIT``; 0 never stops it). Only the process sets it: in-process test agents never stop."""
+    try:
+        value = float(env.get("HERMES_RELAY_IDLE_EXIT", IDLE_EXIT))
+    except ValueError:
+        value = IDLE_EXIT
+    return value if value >= 0 else IDLE_EXIT
+
+
+def _doctor_once(deadline: float) -> int:
+    import json
+
+    from hermes_relay.agent import doctor
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        result = doctor.standalone({"deadline": deadline})
+    except HermesError as exc:
+        print(f"hermes-relay agent doctor: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result, default=str))
     return 0
 
 

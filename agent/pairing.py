@@ -13,7 +13,10 @@ parses, its lock can be taken, its directory accepts a file), and the very first
 (store, desktop policy, dropping the pending copy) can each be repeated: ``flush_pending`` redoes them
 at start-up, before any link starts, and ``keep_pending`` retries in the background. A token
 rotation by a refresh goes through the same file (``rotation_entry``; agent/app.py ``save_auth_sync``).
-Each write point is a named crash point for tests (agent/checkpoints.py). Every store
+Each write point is a named crash point for tests (agent/checkpoints.py). A kill before the first of
+them (``pair.sent``) loses the answer: our relay keeps the old refresh token on standby for the new
+session, so the restarted agent's link refreshes into it; while a pairing is under way, the links of
+the relay it replaces must not spend that token themselves (``Agent.repairing``). Every store
 write runs in a worker thread: a lock held by another process never stops the agent answering.
 """
 
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.agent import checkpoints, prober, transport
+from hermes_relay.agent import carryover, checkpoints, prober, transport
 from hermes_relay.agent.checkpoints import checkpoint
 from hermes_relay.core import codes, payload, record, wire
 from hermes_relay.core.errors import (
@@ -115,43 +119,63 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         await progress({"kind": "probe", "ok": a.ok, "ms": round(a.ms, 1), "route": route_info(a.route),
                         "line": f"  {mark} {a.route.label:<10} {a.route.url}  {detail}"})
 
-    outcome: list[Any] = []
-    async with trio.open_nursery() as nursery:
-        try:
-            async def connect(route: Route) -> transport.Connection:
-                pin = invite.pin_for(route.url) if invite is not None else None
-                return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
+    replacing = {r.url for r in routes} | ({previous.owner} if previous is not None else set())
+    for url in replacing:  # their links keep off the old refresh token until this pairing is stored
+        agent.pairing_urls[url] = agent.pairing_urls.get(url, 0) + 1
 
-            won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
-                                    timeout=agent.config.probe_timeout, cache=None, on_attempt=on_attempt)
-            conn = won.value
-            if len(routes) > 1:
-                await progress({"kind": "pick", "route": route_info(won.route),
-                                "line": f"→ using {won.route.label} route {won.route.url}"})
+    def sent() -> None:
+        checkpoint(agent.config.env, checkpoints.PAIR_SENT)
+
+    try:
+        outcome: list[Any] = []
+        async with trio.open_nursery() as nursery:
             try:
-                auth_msg = agent.auth_payload(pairing_code=code, **device_name)
-                ok = await transport.authenticate(conn, auth_msg, url=won.route.url)
-                # The relay has replaced this device's previous session: the credentials in ``ok`` are
-                # the only ones that work. Keeping them durably is the very next thing, before the
-                # connection is closed, and nothing (not even the caller leaving) may interrupt it.
-                with trio.CancelScope(shield=True):
-                    outcome.append(await _keep(agent, ok, won.route, routes, conn.dialed.pin, invite, device_name))
-            finally:
-                await transport.discard(conn)
-        except AuthRejectedError as exc:
-            outcome.append(PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}"))
-        except HermesError as exc:
-            outcome.append(await _explain(exc, routes, agent.config.probe_timeout))
-        nursery.cancel_scope.cancel()
-    if isinstance(outcome[0], HermesError):
-        raise outcome[0]
-    ok, entry, kept_error = outcome[0]
-    route = won.route
-    with trio.CancelScope(shield=True):  # bounded by the store lock's timeout
-        owner = await _store(agent, store, entry, kept_error)
-    agent.reload()  # starts the link for the new record and stops one whose record this replaced
+                async def connect(route: Route) -> transport.Connection:
+                    pin = invite.pin_for(route.url) if invite is not None else None
+                    return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
+
+                won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
+                                        timeout=agent.config.probe_timeout, cache=None, on_attempt=on_attempt)
+                conn = won.value
+                if len(routes) > 1:
+                    await progress({"kind": "pick", "route": route_info(won.route),
+                                    "line": f"→ using {won.route.label} route {won.route.url}"})
+                rid = await _relay_id(won.route, conn.dialed.pin, agent.config.probe_timeout)
+                same = await trio.to_thread.run_sync(_same_relay, agent, store, previous, conn.dialed.pin, rid)
+                if same is not None:
+                    await progress({"kind": "info", "line": _replacing_line(same[0])})
+                    device_name = _device_name(params, same[0])  # the name chosen under the other spelling
+                try:
+                    auth_msg = agent.auth_payload(pairing_code=code, **device_name)
+                    ok = await transport.authenticate(conn, auth_msg, url=won.route.url, arrived=sent)
+                    # The relay has replaced this device's previous session: the credentials in ``ok`` are
+                    # the only ones that work. Keeping them durably is the very next thing, before the
+                    # connection is closed, and nothing (not even the caller leaving) may interrupt it.
+                    with trio.CancelScope(shield=True):
+                        outcome.append(await _keep(agent, ok, won.route, routes, conn.dialed.pin, invite, device_name,
+                                                   rid, same, bool(params.get("carry_over"))))
+                finally:
+                    await transport.discard(conn)
+            except AuthRejectedError as exc:
+                outcome.append(PairingRejectedError(f"pairing failed: {exc.data.get('reason') or exc.message}"))
+            except HermesError as exc:
+                outcome.append(await _explain(exc, routes, agent.config.probe_timeout))
+            nursery.cancel_scope.cancel()
+        if isinstance(outcome[0], HermesError):
+            raise outcome[0]
+        ok, entry, kept_error = outcome[0]
+        route = won.route
+        with trio.CancelScope(shield=True):  # bounded by the store lock's timeout
+            owner = await _store(agent, store, entry, kept_error)
+        agent.reload()  # starts the link for the new record and stops one whose record this replaced
+    finally:
+        for url in replacing:
+            agent.pairing_urls[url] -= 1
+            if not agent.pairing_urls[url]:
+                del agent.pairing_urls[url]
     log.info("paired url=%s route=%s", owner, route.url)
     return {
+        "replaced": _replaced_info(entry),
         "url": owner, "server_version": ok.get("server_version"), "route": route_info(route),
         "expires_at": ok.get("expires_at"), "grants": ok.get("grants") or {}, "port_added": port_added,
         "verified": verified, "verify_note": note, "attempts": [a.to_dict() for a in won.attempts],
@@ -161,7 +185,9 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
 
 
 async def _keep(agent: Agent, ok: dict[str, Any], route: Route, routes: list[Route], pin: str | None,
-                invite: payload.Invite | None, device_name: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+                invite: payload.Invite | None, device_name: dict[str, Any], rid: str | None = None,
+                same: tuple[record.Record, bool, str] | None = None,
+                confirmed: bool = False) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """Keep the credentials of ``auth.ok`` in the agent's pending file (fsynced) before anything else.
 
     Returns (auth.ok, the pending entry, the error text when only memory could keep them)."""
@@ -169,7 +195,20 @@ async def _keep(agent: Agent, ok: dict[str, Any], route: Route, routes: list[Rou
     if not isinstance(token, str) or not token:
         raise PairingRejectedError("the relay accepted the code but sent no session token", hint="is it a Hermes relay?")
     fields = _fields(agent, route, routes, ok, pin, invite, device_name)
-    entry = {"owner": route.url, "urls": [r.url for r in routes], "fields": fields, "at": fields["paired_at"]}
+    if rid is not None:
+        fields["relay_id"] = rid
+    entry: dict[str, Any] = {"owner": route.url, "urls": [r.url for r in routes], "fields": fields,
+                             "at": fields["paired_at"]}
+    if same is not None:
+        # The same relay, perhaps under another spelling: replaced in place; what lived beside it under
+        # another URL is carried over only when its identity is authenticated (a matching pin) or the
+        # user said so.
+        moved = same[0].owner not in entry["urls"]
+        if moved:
+            entry["urls"].append(same[0].owner)
+        entry["replaces"] = {"url": same[0].owner, "device_name": same[0].device_name,
+                             "paired_at": same[0].paired_at, "carry": not moved or same[1] or confirmed,
+                             "authenticated": same[1], "access": same[2]}
     kept_error = await trio.to_thread.run_sync(agent.pending.save, route.url, entry)
     if kept_error is not None:
         log.error("pending_credentials_memory_only url=%s error=%s", route.url, kept_error)
@@ -182,6 +221,7 @@ async def _store(agent: Agent, store: SessionStore, entry: dict[str, Any], kept_
 
     Each step is safe to repeat: after a crash, ``keep_pending`` runs them again from the pending file."""
     url = entry["owner"]
+    _replacing(agent, entry)
     try:
         owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
     except StateError as exc:
@@ -190,17 +230,129 @@ async def _store(agent: Agent, store: SessionStore, entry: dict[str, Any], kept_
         agent.pending_signal.fire()  # keep_pending retries it from now on
         raise _unsaved(agent, url, exc, kept_error) from None
     checkpoint(agent.config.env, checkpoints.PAIR_STORED)
-    await _settle(agent, owner)
+    await _settle(agent, owner, entry)
     checkpoint(agent.config.env, checkpoints.PAIR_POLICY)
     await trio.to_thread.run_sync(agent.pending.done, url, entry["fields"]["token"])
     checkpoint(agent.config.env, checkpoints.PAIR_DONE)
     return owner
 
 
-async def _settle(agent: Agent, owner: str) -> None:
-    """What a stored pairing needs besides its record: no verdict of an older token, a desktop policy."""
+def _replacing(agent: Agent, entry: dict[str, Any]) -> None:
+    """The record a pairing replaces under another URL is removed by us: not paused as another client's doing."""
+    replaces = entry.get("replaces")
+    if isinstance(replaces, dict) and isinstance(replaces.get("url"), str):
+        agent.follower.dropping.add(replaces["url"])
+
+
+async def _settle(agent: Agent, owner: str, entry: dict[str, Any]) -> None:
+    """What a stored pairing needs besides its record: no verdict of an older token, what it replaced
+    under another URL carried over or dropped (agent/carryover.py), a desktop policy."""
     await trio.to_thread.run_sync(agent.marks.clear, owner)
+    replaces = entry.get("replaces")
+    if isinstance(replaces, dict) and replaces.get("url") and replaces["url"] != owner:
+        desk = agent.desktop
+        try:
+            if replaces.get("carry"):
+                await trio.to_thread.run_sync(carryover.carry, desk.policy_path, desk.roots_path, desk.home,
+                                              replaces["url"], owner)
+            else:
+                await trio.to_thread.run_sync(carryover.drop, desk.policy_path, desk.roots_path, replaces["url"])
+        except (OSError, HermesError) as exc:  # never fails a pairing; the new one starts restricted
+            log.error("pairing_carry_over_failed old=%s new=%s error=%s", replaces["url"], owner, exc)
     await trio.to_thread.run_sync(agent.desktop.paired, owner)
+
+
+async def _relay_id(route: Route, pin: str | None, timeout: float) -> str | None:
+    """The ``relay_id`` the relay's ``/health`` shows (our relay; None for one that has none)."""
+    try:
+        with trio.move_on_after(min(timeout, 3.0)):
+            dialed = await transport.dial(route, expected_pin=pin, timeout=min(timeout, 3.0))
+            status, body = await transport.http_request(dialed, "GET", "/health", timeout=min(timeout, 3.0))
+            rid = body.get("relay_id") if status == 200 and isinstance(body, dict) else None
+            return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None
+    except HermesError:
+        pass
+    return None
+
+
+def _same_relay(agent: Agent, store: SessionStore, previous: record.Record | None, pin: str | None,
+                rid: str | None) -> tuple[record.Record, bool, str] | None:
+    """The stored pairing of this relay (same URL, or another URL with the same identity), whether that
+    identity is authenticated (a certificate pin both share), and its desktop access; else None.
+    (Worker thread: reads the store and the policy.)"""
+    found: tuple[record.Record, bool] | None = None
+    if previous is not None:
+        found = previous, bool(pin) and previous.pin_for(previous.owner) == pin
+    else:
+        sessions = store.sessions()
+        for rec in store.records().records.values():
+            pins = {rec.pin_for(r.url) for r in rec.routes()} - {None}
+            if pin and pin in pins:
+                found = rec, True
+                break
+            if rid and (sessions.get(rec.owner) or {}).get("relay_id") == rid:
+                found = rec, False
+                break
+    if found is None:
+        return None
+    try:
+        access = carryover.describe(agent.desktop.policy_path, agent.desktop.roots_path, found[0].owner)
+    except HermesError as exc:
+        access = f"unreadable: {exc.message}"
+    return found[0], found[1], access
+
+
+def _replacing_line(rec: record.Record) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.paired_at)) if rec.paired_at else "an earlier pairing"
+    name = rec.device_name or "this computer"
+    where = f" at {rec.owner}" if rec.owner else ""
+    return f"already paired as {name}{where} since {since}; replacing it"
+
+
+def _replaced_info(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """core/apitypes.PairReplaced for the pairing an entry replaced (None: it replaced none)."""
+    replaces = entry.get("replaces")
+    if not isinstance(replaces, dict):
+        return None
+    moved = replaces.get("url") != entry["owner"]
+    return {"url": replaces.get("url"), "device_name": replaces.get("device_name"),
+            "paired_at": replaces.get("paired_at"), "carried_over": moved and bool(replaces.get("carry")),
+            "authenticated": bool(replaces.get("authenticated")), "access": str(replaces.get("access") or "")}
+
+
+def _replaces_view(rec: record.Record, authenticated: bool, access: str) -> dict[str, Any]:
+    return {"url": rec.owner, "device_name": rec.device_name, "paired_at": rec.paired_at,
+            "authenticated": authenticated, "carried_over": False, "access": access}
+
+
+async def check(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
+    """``pair.check``: the stored pairing a ``pair.start`` with these params would replace, found as
+    ``pair`` finds it (routes raced, the relay's identity asked); no code is sent."""
+    routes, _, invite, _ = _plan(params)
+    store = _store_for(agent)
+    previous = await trio.to_thread.run_sync(_previous, store, routes)
+    if not (await trio.to_thread.run_sync(store.sessions)):
+        return {"replaces": None}
+    found: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        async def connect(route: Route) -> transport.Connection:
+            pin = invite.pin_for(route.url) if invite is not None else None
+            return await transport.connect(nursery, route, expected_pin=pin, timeout=agent.config.probe_timeout)
+
+        try:
+            won = await prober.race(routes, connect, transport.discard, stagger=agent.config.probe_stagger,
+                                    timeout=agent.config.probe_timeout, cache=None)
+        except HermesError as exc:
+            raise await _explain(exc, routes, agent.config.probe_timeout) from None
+        try:
+            pin = won.value.dialed.pin
+            rid = await _relay_id(won.route, pin, agent.config.probe_timeout)
+            found.append(await trio.to_thread.run_sync(_same_relay, agent, store, previous, pin, rid))
+        finally:
+            await transport.discard(won.value)
+        nursery.cancel_scope.cancel()
+    same = found[0]
+    return {"replaces": None if same is None else _replaces_view(*same)}
 
 
 def _previous(store: SessionStore, routes: list[Route]) -> record.Record | None:
@@ -266,8 +418,10 @@ def _write(store: SessionStore, entry: dict[str, Any], faults: int = 0) -> str:
         rec = dict(previous)
         rec.update({k: v for k, v in fields.items() if k not in ("refresh_token", "route_candidates")})
         rec["prefer_secure_routes"] = bool(previous.get("prefer_secure_routes", False))
-        rec["tools_consented"] = bool(previous.get("tools_consented", False))
-        rec["computer_use_consented"] = bool(previous.get("computer_use_consented", False))
+        replaces = entry.get("replaces")
+        keep_consent = not isinstance(replaces, dict) or bool(replaces.get("carry"))
+        rec["tools_consented"] = keep_consent and bool(previous.get("tools_consented", False))
+        rec["computer_use_consented"] = keep_consent and bool(previous.get("computer_use_consented", False))
         rec.pop("route_cert_pins", None)  # a new pairing starts trust on first use afresh
         for key in ("refresh_token", "route_candidates"):
             if fields.get(key) is not None:
@@ -329,8 +483,9 @@ async def flush_pending(agent: Agent, logged: dict[str, str] | None = None, *,
             if entry.get("kind") == ROTATION:
                 await trio.to_thread.run_sync(_write_rotation, agent, store, entry)
             else:
+                _replacing(agent, entry)
                 owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
-                await _settle(agent, owner)
+                await _settle(agent, owner, entry)
         except StateError as exc:
             agent.pending.note(key, exc.message)
             if logged.get(key) != exc.message:  # once per distinct reason, not every retry

@@ -20,6 +20,7 @@ import json
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -460,14 +461,19 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-async def authenticate(conn: Connection, payload: dict[str, Any], *,
-                       timeout: float = AUTH_TIMEOUT, url: str = "") -> dict[str, Any]:
-    """Send ``system/auth`` and return the ``auth.ok`` payload, or raise AuthRejectedError/transport errors."""
+async def authenticate(conn: Connection, payload: dict[str, Any], *, timeout: float = AUTH_TIMEOUT,
+                       url: str = "", arrived: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Send ``system/auth`` and return the ``auth.ok`` payload, or raise AuthRejectedError/transport errors.
+    ``arrived`` (tests' crash points) runs when the relay's first answer has arrived, before it is read."""
     try:
         await conn.send_text(envelope.Envelope(envelope.SYSTEM, envelope.AUTH, payload).encode())
         with trio.fail_after(timeout):
             while True:
-                reply = envelope.decode(await conn.get_message(), max_size=wire.MAX_WS_MESSAGE)
+                raw = await conn.get_message()
+                if arrived is not None:
+                    arrived()
+                    arrived = None
+                reply = envelope.decode(raw, max_size=wire.MAX_WS_MESSAGE)
                 if reply.channel != envelope.SYSTEM:
                     continue
                 if reply.type == envelope.AUTH_OK:

@@ -14,8 +14,10 @@ What it shows (2026-12, loaded 2-CPU machine, delays up to 150 ms): kills that l
 kept the new credentials (its first act on the relay's answer) never lose a pairing; kills between
 the relay's decision (it replaces the session, fsyncs its own file, then answers) and that first
 write do (7 of 25 iterations), since that stretch is a large part of a loopback pairing.
-No client can close it: the new token exists only in the answer. A relay can, by retiring the old
-session when the new token is first used instead of when the code is accepted.
+No client can close it: the new token exists only in the answer. Our relay now does: the replaced
+session's refresh token stays on standby for the new session until that session is first used (or
+10 minutes pass), and the restarted agent refreshes into it (relay/sessions.py). Same machine, seed 7,
+20 iterations: 16/20 before that change, 20/20 after (twice). The reference relay keeps the window.
 """
 
 from __future__ import annotations

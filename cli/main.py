@@ -47,6 +47,8 @@ COMMANDS: dict[str, str] = {
     "doctor": "doctor",
     "forget": "forget",
     "restore": "restore",
+    "down": "down",
+    "up": "up",
     "hosts": "hosts",
     "use": "use",
     "rename": "rename",
@@ -70,6 +72,12 @@ exit status:
   2    usage: a bad argument, flag, code, URL, invite or TTL
   3    the agent is not running (with --no-autostart, or `agent status`)
   130  interrupted (Ctrl-C)
+
+--no-autostart never starts the agent: the commands that need it exit 3 when it is not running \
+(pair, devices, approvals, pin, forget, restore, hosts test, down, up), and so do status and route, \
+after printing what the files say. audit, access, hosts, use, rename, prompt and completion read or \
+write files and never need the agent; doctor runs the route checks itself. An agent a command \
+started stops again within a minute when nothing is paired.
 
 environment:
   HERMES_RELAY_URL       default relay URL or name for pair and devices (--remote);

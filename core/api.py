@@ -68,6 +68,14 @@ API except in ``status`` with ``reveal_tokens=True``.
   store already holds a pairing for that relay again (the paused copy is dropped). ``forget`` also
   accepts a paused pairing.
 
+``down`` {url?: str} -> {url: str | None, down: [url], all: bool, changed: bool}
+``up`` {url?: str} -> {url: str | None, down: [url], all: bool, changed: bool}
+  ``down`` takes this computer off one relay (``url``) or every relay (none, pairings made later
+  included): the links stop, records, tokens and policies stay; kept in the agent's own file
+  (core/offline.py) across restarts. ``up`` lifts it (``up URL`` while every relay is down keeps the
+  others down). ``down`` lists the relays down now; a down relay's RelayState has state "down".
+  NotPairedError for a URL that is neither stored nor paused.
+
 ``route`` {} -> RouteIndicator = {label, state, url, role, since, relay, updated_at?, valid_until?, pid?,
                                    approvals_waiting?, relays?: [{url, name, label, state}]}
   ``label`` carries every relay when several are paired and one is connected (``LAN | office: Tailscale``)
@@ -112,6 +120,7 @@ HELLO = "hello"
 STATUS = "status"
 PAIR_START = "pair.start"
 PAIR_PROGRESS = "pair.progress"
+PAIR_CHECK = "pair.check"  # which stored pairing a pair.start would replace (nothing is sent to the relay)
 DEVICES_LIST = "devices.list"
 DEVICES_REVOKE = "devices.revoke"
 DEVICES_EXTEND = "devices.extend"
@@ -128,6 +137,8 @@ APPROVAL = "approval"
 FORGET = "forget"
 ACCESS_CHANGING = "access.changing"  # the CLI is about to change a host's policy or roots (for the audit)
 RESTORE = "restore"
+DOWN_SET = "down"
+UP_SET = "up"
 
 # Relay link states.
 CONNECTING = "connecting"
@@ -139,6 +150,7 @@ REPLACED = "replaced"  # a newer pairing of the same relay (under another URL) r
 PIN_MISMATCH = "pin_mismatch"  # the certificate changed; needs `hermes-relay pin accept URL`
 RATE_LIMITED = "rate_limited"  # HTTP 429: waiting out the relay's block
 NOT_PAIRED = "not_paired"  # the record was removed from the store while the link ran
+DOWN = "down"  # `hermes-relay down`: the user took this computer off the relay (core/offline.py); `up` lifts it
 PAUSED = "paused"  # another client removed the record; the agent keeps it aside (`restore` / `forget`)
 STOPPED = "stopped"  # the agent stopped cleanly (route indicator only)
 

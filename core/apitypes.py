@@ -129,6 +129,21 @@ class PairStartParams(TypedDict, total=False):
     invite: str
     device_name: str
     ignore_signature: bool
+    carry_over: bool  # the same relay under another URL, identified only by its relay_id: carry its access over
+
+
+class PairReplaced(TypedDict):
+    """The stored pairing a pairing replaces (the same relay: same URL, certificate pin or relay_id)."""
+    url: str
+    device_name: str | None
+    paired_at: float | None
+    authenticated: bool  # recognised by a matching certificate pin (not only the relay's claim)
+    carried_over: bool  # its desktop access, roots and jobs moved to the new URL (False when the URL is the same)
+    access: str  # its desktop access as `access` labels it, with its roots: "trusted, roots ~/src"
+
+
+class PairCheckReply(TypedDict):
+    replaces: PairReplaced | None
 
 
 class _PairProgressBase(TypedDict):
@@ -155,6 +170,7 @@ class PairReply(TypedDict):
     store: str
     device_name: str | None
     cert_pin_sha256: str | None  # the certificate pinned by this pairing (wss:// only)
+    replaced: PairReplaced | None  # the pairing of the same relay this one replaced
 
 
 class DevicesListReply(TypedDict):
@@ -224,7 +240,30 @@ class RestoreReply(TypedDict):
     restored: bool
 
 
-class Approval(TypedDict):
+class DownReply(TypedDict):
+    url: str | None
+    down: list[str]
+    all: bool
+    changed: bool
+
+
+class ApprovalDetails(TypedDict, total=False):
+    """What will run, exactly and unredacted (control characters escaped visibly): core/desktop.call_details."""
+
+    command: str
+    cwd: str
+    env: dict[str, str]
+    dangerous_env: list[str]
+    stdin: str
+    paths: dict[str, str]
+    reason: str
+
+
+class _ApprovalOptional(TypedDict, total=False):
+    details: ApprovalDetails
+
+
+class Approval(_ApprovalOptional):
     id: str
     url: str
     tool: str
@@ -266,6 +305,7 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "hello": (HelloParams, HelloReply),
     "status": (StatusParams, StatusReply),
     "pair.start": (PairStartParams, PairReply),
+    "pair.check": (PairStartParams, PairCheckReply),
     "devices.list": (dict, DevicesListReply),
     "devices.revoke": (dict, DevicesRevokeReply),
     "devices.extend": (dict, DevicesExtendReply),
@@ -275,6 +315,8 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "agent.stop": (dict, StopReply),
     "forget": (dict, ForgetReply),
     "restore": (dict, RestoreReply),
+    "down": (dict, DownReply),
+    "up": (dict, DownReply),
     "approvals.list": (dict, ApprovalsListReply),
     "approvals.decide": (dict, ApprovalsDecideReply),
     "access.changing": (dict, AccessChangingReply),

@@ -130,6 +130,40 @@ class Command:
     request_id: str
     tool: str
     args: dict[str, Any]
+    budget: float | None = None  # seconds the caller still waits (``budget_ms`` beside args), when the relay says
+
+
+MAX_BUDGET: Final = 24 * 3600.0  # a budget_ms beyond a day is not a deadline anyone waits for: ignored
+
+
+def budget_seconds(value: Any) -> float | None:
+    """``budget_ms`` as seconds, or None when absent or not a positive finite number (then the default holds)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    seconds = float(value) / 1000
+    return seconds if math.isfinite(seconds) and 0 < seconds <= MAX_BUDGET else None
+
+
+def call_limit(default: float, *, cap: float | None = None, budget: float | None = None) -> float:
+    """Seconds a call may take: the tool's default, shortened (never lengthened) by a cap and the caller's
+    budget. A budget keeps back a small answer margin, so the answer reaches a relay that gives up on time."""
+    limit = default if cap is None else min(default, cap)
+    if budget is not None:
+        limit = min(limit, budget - min(ANSWER_MARGIN, budget * 0.05))
+    return max(0.0, limit)
+
+
+def approval_margin(limit: float) -> float:
+    """How long before the call's deadline an unanswered approval expires: 10% of it, 0.5-3 s, so the
+    refusal still reaches the relay in time and a 3 s call keeps a real approval window (2.5 s)."""
+    return min(MAX_APPROVAL_MARGIN, max(MIN_APPROVAL_MARGIN, 0.1 * limit))
+
+
+ANSWER_MARGIN: Final = 0.25  # seconds kept back from a caller's budget for the answer's way back
+MIN_APPROVAL_MARGIN: Final = 0.5
+MAX_APPROVAL_MARGIN: Final = 3.0
 
 
 class BadCommand(Exception):
@@ -157,7 +191,7 @@ def parse_command(payload: Any) -> Command:
         args = {}
     if not isinstance(args, dict):
         raise BadCommand(f"malformed desktop.command: 'args' of {tool} must be an object", rid)
-    return Command(rid, tool, args)
+    return Command(rid, tool, args, budget_seconds(payload.get("budget_ms")))
 
 
 # -- tool table ----------------------------------------------------------------------------------
@@ -207,27 +241,45 @@ def args_preview(spec: ToolSpec | None, args: dict[str, Any]) -> str:
     if not text:
         import json
 
-        text = json.dumps(args, ensure_ascii=False, default=str, separators=(",", ":"))
-    return clip(text)
+        try:
+            text = json.dumps(args, ensure_ascii=False, default=str, separators=(",", ":"))
+        except (ValueError, RecursionError):  # nested deeper than JSON can encode
+            text = "(arguments nested too deeply to show)"
+    return clip(text if isinstance(text, str) else str(text))
 
 
 # -- bounding ------------------------------------------------------------------------------------
 def encoded_size(obj: Any) -> int:
-    """Bytes of ``obj`` as the link sends it (compact JSON, UTF-8; the same encoder, so a value the link
-    could not send raises TypeError or ValueError here, where the caller can still answer with an error)."""
+    """Bytes of ``obj`` as the link sends it (core/envelope.py: compact JSON, UTF-8, and ASCII escapes when a
+    lone surrogate is in it; the same encoder, so a value the link could not send raises TypeError or
+    ValueError here, where the caller can still answer with an error)."""
     import json
 
-    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=True))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # a lone surrogate counts, and is kept, as 3 bytes
 
 
 def _cut_utf8(text: str, max_bytes: int) -> str:
-    return text.encode("utf-8")[: max(0, max_bytes)].decode("utf-8", "ignore")
+    data = _utf8(text)[: max(0, max_bytes)]
+    for trim in range(4):  # a cut through a multi-byte sequence: drop its start
+        try:
+            return data[: len(data) - trim].decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            continue
+    return data.decode("utf-8", "ignore")
 
 
 def _largest_string(obj: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], int] | None:
     best: tuple[tuple[Any, ...], int] | None = None
     if isinstance(obj, str):
-        return path, len(obj.encode("utf-8"))
+        return path, len(_utf8(obj))
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
     for key, value in items:
         found = _largest_string(value, path + (key,))
@@ -331,15 +383,67 @@ def audit_records(data: bytes) -> list[dict[str, Any]]:
     return out
 
 
-def read_audit(path: Path) -> list[dict[str, Any]]:
-    """Every readable record, oldest first: the rotated ``.1``, then the live file (an unreadable one is skipped)."""
+def audit_segments(path: Path) -> list[Path]:
+    """The kept segments of the audit log beside ``path``, oldest first (``desktop-audit.<UTC stamp>.jsonl``:
+    named so the reference daemon's own rotation, to a single ``.1``, never overwrites them)."""
+    stem, suffix = path.stem, path.suffix
+    try:
+        names = [p for p in path.parent.glob(f"{stem}.*{suffix}") if p.name != path.name]
+    except OSError:
+        return []
+    return sorted(p for p in names if p.name[len(stem) + 1:len(stem) + 2].isdigit())
+
+
+def read_audit(path: Path, *, since: float | None = None) -> list[dict[str, Any]]:
+    """Every readable record, oldest first: the kept segments, another client's rotated ``.1``, the live file.
+
+    Args:
+        since: epoch seconds; segments last written before it are not read (their records are older).
+
+    Raises:
+        StateError: the live file exists but cannot be read (a directory, a device, no permission): an
+            audit that cannot be read is never shown as an empty one.
+    """
+    from hermes_relay.core.errors import StateError
+
     out: list[dict[str, Any]] = []
-    for part in (path.with_name(path.name + ".1"), path):
+    for part in (*audit_segments(path), path.with_name(path.name + ".1"), path):
         try:
-            out += audit_records(part.read_bytes())
-        except OSError:
+            data = _read_regular(part, since=None if part == path else since)
+        except FileNotFoundError:
             continue
+        except OSError as exc:
+            if part == path:
+                raise StateError(f"cannot read the desktop audit log {path}: {exc.strerror or exc}",
+                                 hint="the agent refuses desktop calls until it can write it again; "
+                                      "move whatever is at that path aside") from None
+            continue
+        out += audit_records(data)
+    if any(isinstance(r.get("ts"), (int, float)) for r in out):
+        out.sort(key=lambda r: r["ts"] if isinstance(r.get("ts"), (int, float)) else 0)
     return out
+
+
+def _read_regular(path: Path, *, since: float | None) -> bytes:
+    """A regular file's bytes; a FIFO or a device (``/dev/full`` reads zeros forever) is an error, not a hang."""
+    import errno
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL,
+                          "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        if since is not None and st.st_mtime < since:
+            return b""
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 _SECRETS: list[re.Pattern[str]] = []
@@ -355,3 +459,83 @@ def redact(text: str) -> str:
                                    r"([\"']?\s*[=:]\s*[\"']?)(?!bearer\b|basic\b)[^\s\"'&,;]+"))
     text = _SECRETS[0].sub(lambda m: m.group(1) + " ***", text)
     return _SECRETS[1].sub(lambda m: m.group(1) + m.group(2) + "***", text)
+
+
+# -- what the user approves ----------------------------------------------------------------------
+_INVISIBLE: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def visible(text: str, *, keep_newlines: bool = True) -> str:
+    """``text`` with every control character, ANSI escape, bidi control and lone surrogate shown as a
+    visible escape (``\\x1b``, ``\\u202e``, ``\\udce9``), so nothing shown to the user can hide or
+    reorder what runs; newlines are kept (a command's lines shown as they are) unless told otherwise."""
+    out = []
+    for ch in str(text):
+        if ch == "\n" and keep_newlines:
+            out.append(ch)
+        elif ch in _INVISIBLE or not ch.isprintable():
+            out.append(ascii(ch)[1:-1])
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def dangerous_env(name: str) -> str | None:
+    """Why an environment override changes what a command does beyond its text (core/envguard), or None."""
+    from hermes_relay.core import envguard
+
+    return envguard.dangerous_env(str(name))
+
+
+PATH_ARGS: Final = ("path", "source", "dest", "log_dir")  # the file tools' path arguments (tools/_args.path)
+MAX_SHOWN: Final = 8 << 10  # bytes of call details an approval shows whole; a larger call is not asked about
+
+
+def call_details(args: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """What an approval shows of a call, exactly and unredacted: ``command`` (as sent), ``cwd`` and every
+    path argument resolved the way the tools resolve them, ``env`` overrides (``dangerous_env`` names the
+    risky ones), ``stdin`` and the host's ``reason``. Texts are kept raw here; displays pass them through
+    ``visible``."""
+    import os
+
+    def resolved(raw: Any) -> str | None:
+        if not isinstance(raw, str) or not raw:
+            return None
+        try:
+            return os.path.abspath(cwd / Path(raw).expanduser())
+        except (ValueError, RuntimeError):  # a NUL, an unknown ~user: shown as sent
+            return raw
+
+    details: dict[str, Any] = {}
+    command = args.get("command")
+    if isinstance(command, str):
+        details["command"] = command
+    elif isinstance(command, list) and all(isinstance(a, str) for a in command):
+        details["command"] = " ".join(command)
+    if "command" in details or "cwd" in args:
+        details["cwd"] = resolved(args.get("cwd")) or str(cwd)
+    env = args.get("env")
+    if isinstance(env, dict) and env:
+        details["env"] = {str(k): v if isinstance(v, str) else f"(not a string: {type(v).__name__})"
+                          for k, v in env.items()}
+        risky = sorted(k for k in details["env"] if dangerous_env(k) is not None)
+        if risky:
+            details["dangerous_env"] = risky
+    stdin = args.get("stdin")
+    if isinstance(stdin, str) and stdin:
+        details["stdin"] = stdin
+    paths = {key: p for key in PATH_ARGS if (p := resolved(args.get(key))) is not None}
+    if paths:
+        details["paths"] = paths
+    reason = args.get("reason")
+    if isinstance(reason, str) and reason.strip():
+        details["reason"] = reason
+    return details
+
+
+def details_size(details: dict[str, Any]) -> int:
+    """An upper bound of the bytes ``details`` takes once made visible and sent (ASCII-escaped JSON is never
+    shorter than the escaped text), so 32 waiting approvals always fit one IPC frame."""
+    import json
+
+    return len(json.dumps(details, ensure_ascii=True))

@@ -35,7 +35,12 @@ class Envelope:
     def encode(self) -> str:
         obj: dict[str, Any] = dict(self.extra)
         obj.update({"channel": self.channel, "type": self.type, "id": self.id, "payload": self.payload})
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (a non-UTF-8 file name): sent as a \udcXX escape, intact
+            text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+        return text
 
 
 def decode(message: str | bytes, *, max_size: int = MAX_ENVELOPE) -> Envelope:

@@ -103,6 +103,12 @@ def desktop_roots_file(env: Env | None = None) -> Path:
 
 
 PAUSED_FILE_NAME = "hermes-relay-paused.json"
+DOWN_FILE_NAME = "hermes-relay-down.json"
+
+
+def down_file(env: Env | None = None) -> Path:
+    """The relays ``hermes-relay down`` took this computer off (core/offline.py; the agent's own file)."""
+    return hermes_home(env) / DOWN_FILE_NAME
 
 
 def paused_file(env: Env | None = None) -> Path:

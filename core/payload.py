@@ -161,7 +161,7 @@ def compact(invite: dict[str, Any], secret: bytes | None = None) -> dict[str, An
     """The invite for a QR code: a v2 invite of its best route, with that route's certificate pin.
 
     Certificates, other routes and pinned-proxy entries are left out: a certificate alone is larger
-    than what a QR code in an 80-column terminal holds (about 458 bytes); the full invite travels as text.
+    than what a QR code in an 80-column terminal holds (331 bytes at level M); the full invite travels as text.
     """
     relay = dict(invite.get("relay") or {})
     endpoints = [e for e in invite.get("endpoints") or () if isinstance(e, dict) and isinstance(e.get("relay"), dict)]

@@ -47,6 +47,7 @@ class State(Protocol):
 
     config: RelayConfig
     server_version: str
+    relay_id: str
     port: int
     codes: PairingCodes
     book: SessionBook
@@ -115,6 +116,7 @@ def health(relay: State) -> dict[str, Any]:
         "cert_pin": relay.config.cert_pin,  # public (every TLS client sees the certificate): hermes-pair puts it in invites
         "cert_der": relay.config.cert_der,  # the certificate itself, for the invite's pinned-TLS (plugin_proxy) route
         "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only
+        "relay_id": relay.relay_id,  # stable: clients recognise this relay under any spelling of its URL
     }
 
 
@@ -133,6 +135,7 @@ def relay_info(relay: State) -> dict[str, Any]:
         "pending_commands": relay.pending_calls(),
         "media_entry_count": 0,
         "health": "ok",
+        "relay_id": relay.relay_id,
     }
 
 

@@ -4,7 +4,9 @@ Credentials are tried in the order session token, refresh token, pairing code (a
 Failures are counted per address in two buckets (codes, tokens), and failed codes also against a global
 cap; a blocked address is refused before anything is tried, counted or consumed. A pairing code taken
 by a session that could not be saved is put back. No I/O: the sockets whose token was retired (rotated by
-a refresh, replaced by a new pairing of the same device) are returned for the server to close.
+a refresh, replaced by a new pairing of the same device) are returned for the server to close. A
+re-paired device's old refresh token stays on standby for its new session until that session is first
+used (relay/sessions.py), so a device that lost the pairing's answer can still reach it.
 """
 
 from __future__ import annotations

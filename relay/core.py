@@ -24,7 +24,7 @@ from typing import Any
 from hermes_relay.core import desktop as desktop_wire
 from hermes_relay.core import envelope
 from hermes_relay.core.errors import RemoteProtocolError
-from hermes_relay.relay import api, auth, capacity, peers, unserved
+from hermes_relay.relay import api, auth, capacity, identity, peers, unserved
 from hermes_relay.relay.config import (
     AUTH_FAIL_REASON,
     AUTH_TIMEOUT_REASON,
@@ -168,6 +168,7 @@ class RelayCore:
         self.http_limiter = RateLimiter(limit=HTTP_FAIL_LIMIT, window=HTTP_FAIL_WINDOW, block=HTTP_BLOCK)
         self.code_cap = GlobalCap(limit=CODE_FAILS_PER_MINUTE, window=60.0)
         self.server_version = SERVER_VERSION
+        self.relay_id = identity.relay_id(config.state_dir)  # stable across restarts (relay/identity.py)
         self.port = config.port  # the bound port once listening (the driver sets it)
         self.live: dict[str, set[Any]] = {}  # session token hash -> the driver's sockets, opaque here
         self.pending = capacity.Gate(capacity.phase_cap(config.max_pending, nofile), config.max_pending_per_ip)

@@ -4,8 +4,9 @@ Runs next to the relay: it registers the code over loopback (``POST /pairing/reg
 from anywhere else), then prints ``Code``, ``Relay`` and ``Session TTL``. With more than one route
 (LAN, Tailscale, public URL), or a TLS relay whose certificate pin the invite carries, it also prints a
 signed v3 invite as one ``hermes-relay://`` line (for a TLS relay with the certificate, in the pinned-TLS
-``plugin_proxy`` endpoint the reference desktop CLI needs), and when stdout is a terminal a QR code of a
-compact invite: the first route and its pin (a certificate does not fit an 80-column QR). Raw JSON only
+``plugin_proxy`` endpoint the reference desktop CLI needs). When stdout is a terminal it draws a QR code
+that fits its width (relay/qr.py): the whole invite when it fits, else a compact one (the first route
+and its pin), else none, saying so (the code and the invite line are printed either way). Raw JSON only
 with ``--json``. A relay listening on loopback only
 is offered as its loopback URL (nothing else could reach it). Minted codes avoid look-alike characters.
 This module is plain blocking Python: it neither needs nor imports trio.
@@ -30,14 +31,13 @@ from hermes_relay.core import codes, paths, payload, timefmt
 from hermes_relay.core.errors import HermesError, TransportError, UsageError
 from hermes_relay.core.pin import pinned_trust_context
 from hermes_relay.core.routes import http_base, infer_role, normalize_relay_url
-from hermes_relay.relay import listening
+from hermes_relay.relay import listening, qr
 from hermes_relay.relay.peers import lan_address
 
 DEFAULT_TTL = 30 * 86400  # the reference hermes-pair's default session TTL: 30 days
 DEFAULT_RELAY = listening.DEFAULT_RELAY
 REGISTER_TIMEOUT = 5.0
 MODES = ("auto", "lan", "tailscale", "public")
-QR_MAX_BYTES = 458  # what a QR code drawn in an 80-column terminal holds (segno, error level M)
 CERT_FILES = "relay-cert.pem and relay-key.pem in its state directory"
 
 
@@ -81,10 +81,12 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
         return exc.report("hermes-pair", err)
     for warning in result.pop("warnings"):
         print(f"hermes-pair: warning: {warning}", file=err)
+    candidates = result.pop("qr_candidates")
     if args.json:
         print(json.dumps(result, indent=2), file=out)
     else:
-        _print_text(result, out, qr=not args.no_qr and _is_terminal(out))
+        drawn = not args.no_qr and _is_terminal(out)
+        _print_text(result, out, qr=candidates if drawn else None, columns=qr.terminal_columns(out))
     return 0
 
 
@@ -112,6 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     secret = payload.load_or_create_secret(paths.qr_secret_file())
     invite = payload.build(code=registered["code"], ttl_seconds=ttl, transport_hint=hint, endpoints=endpoints,
                            secret=secret, cert_pin=pin, cert_der=der, proxy_urls=proxied)
+    full = payload.encode(invite)
+    candidates = [full, payload.encode(payload.compact(invite, secret))]
     return {
         "code": registered["code"],
         "relay_url": endpoints[0][1],
@@ -120,7 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "endpoints": [{"role": role, "url": url} for role, url in endpoints],
         "payload": invite,
         "invite_url": payload.invite_url(invite),
-        "qr_payload": _qr_text(invite, secret),
+        "qr_payload": _qr_text(candidates, qr.DEFAULT_COLUMNS),
+        "qr_candidates": candidates,
         "cert_pin": pin,
         "warnings": warnings,
     }
@@ -142,10 +147,11 @@ def _named_routes(cert_der: str, endpoints: list[tuple[str, str]]) -> tuple[list
     return named, unnamed
 
 
-def _qr_text(invite: dict[str, Any], secret: bytes) -> str:
-    """What the QR code holds: the whole invite when it fits an 80-column terminal's QR, else the compact one."""
-    full = payload.encode(invite)
-    return full if len(full.encode()) <= QR_MAX_BYTES else payload.encode(payload.compact(invite, secret))
+def _qr_text(candidates: list[str], columns: int) -> str:
+    """What the QR code holds (``--json``'s ``qr_payload``): the whole invite when its QR fits ``columns``,
+    else the compact one."""
+    chosen = qr.pick(candidates[:1], columns)
+    return chosen[0] if chosen is not None else candidates[-1]
 
 
 def _chosen_code(raw: str) -> str:
@@ -319,7 +325,8 @@ def _is_terminal(out: TextIO) -> bool:
         return False
 
 
-def _print_text(result: dict[str, Any], out: TextIO, *, qr: bool) -> None:
+def _print_text(result: dict[str, Any], out: TextIO, *, qr: list[str] | None, columns: int) -> None:
+    """The text output; ``qr``: the invites a QR may hold, best first (None: draw none), fitted to ``columns``."""
     ttl = result["ttl_seconds"]
     print(f"Code : {result['code']}", file=out)
     print(f"Relay : {result['relay_url']}", file=out)
@@ -332,20 +339,26 @@ def _print_text(result: dict[str, Any], out: TextIO, *, qr: bool) -> None:
         print("Routes (strict priority):", file=out)
         for i, ep in enumerate(result["endpoints"]):
             print(f"  {i}. {ep['role']:<10} {ep['url']}", file=out)
-        if qr:  # a QR holds about 458 bytes in 80 columns: the best route and its pin, not the certificate
-            _print_qr(result["qr_payload"], out)
-            if result["qr_payload"] != payload.encode(result["payload"]):
-                print("The QR code has the first route; the invite below has them all.", file=out)
+    if qr:
+        _print_qr(qr, out, columns)
     print(f"On the computer: hermes-relay pair {result['code']} --remote {result['relay_url']}", file=out)
-    if invite:
+    if invite or qr:
         print(f"  or: hermes-relay pair --pair-qr '{result['invite_url']}'", file=out)
         print("  (the reference desktop CLI's `pair` takes the same invite)", file=out)
 
 
-def _print_qr(text: str, out: TextIO) -> None:
-    import segno  # only when a QR is drawn
-
-    segno.make(text, error="m").terminal(out=out, compact=True)
+def _print_qr(candidates: list[str], out: TextIO, columns: int) -> None:
+    """The largest invite whose QR fits ``columns`` (quiet zone included), or why there is none."""
+    chosen = qr.pick(candidates, columns)
+    if chosen is None:
+        need = qr.width(qr.make(candidates[-1]))
+        print(f"No QR code: it needs {need} columns, this terminal has {columns}.", file=out)
+        print("Pair with the code, or with the invite line below.", file=out)
+        return
+    text, symbol = chosen
+    qr.draw(symbol, out)
+    if text != candidates[0]:
+        print("The QR code has the first route; the invite below has them all.", file=out)
 
 
 def entry() -> None:

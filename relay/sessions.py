@@ -5,8 +5,17 @@
   by. A new pairing from the same ``device_id`` replaces that device's older session.
 - Refresh tokens (as the reference relay): 32 random bytes, valid ``REFRESH_TTL`` (180 days), bound to
   the ``device_id`` they were issued to, rotated on every use, and they outlive the session: presenting
-  one after its session expired starts a new session with the same lifetime. Revoking a session (or
-  replacing it by a new pairing) kills its refresh token.
+  one after its session expired starts a new session with the same lifetime. Revoking a session kills
+  its refresh token at once.
+- Re-pairing (``create`` for a ``device_id`` that has a session): the old session ends at once (its token
+  no longer authenticates, its sockets are closed), but its refresh token stays on *standby* for the new
+  session until that session is first used (``authenticate`` with its token, or a refresh) or
+  ``STANDBY_GRACE`` passes. The new tokens exist only in the relay's answer; a device killed before it
+  kept them restarts with its old credentials, its old token is refused, and its old refresh token
+  (still bound to its ``device_id``) rotates the new session into tokens it receives. Only the refresh
+  token is kept, not the old session: nothing can act with the old credentials without turning them
+  into the new session's, and the new pairing's lifetime and grants stand. Revoking the new session
+  (``revoke``) drops its standby tokens with it.
 - Save first: every change (create, refresh, revoke, extend) is written before it takes effect in
   memory; a failed write raises ``SaveError`` and leaves the book as it was. ``touch`` (every successful
   authentication) only changes memory and marks the book dirty; the relay's sweep and shutdown ``flush``.
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -30,8 +40,10 @@ from hermes_relay.core.errors import AmbiguousError, NotFoundError, StateCorrupt
 from hermes_relay.core.wire import MIN_PREFIX_LEN, TOKEN_PREFIX_LEN
 from hermes_relay.relay.pairing import PendingCode, compute_grants, token_hash
 
+log = logging.getLogger(__name__)
 SESSIONS_VERSION = 1
 REFRESH_TTL = 180 * 86400
+STANDBY_GRACE = 600.0  # seconds a re-paired device's old refresh token may still claim its new session
 MAX_TEXT = 128  # device names and details are cut to this many characters
 Clock = Callable[[], float]
 Fault = Callable[[], bool]
@@ -90,6 +102,7 @@ class RefreshGrant:
     session_hash: str  # the session it belongs to; that session may have expired since
     device_id: str
     expires_at: float
+    standby_of: str | None = None  # the token prefix of the session a re-pairing replaced (see the header)
 
 
 _NUM = (int, float)
@@ -104,8 +117,9 @@ _SESSION_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # field -> (types,
 }
 _GRANT_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "refresh_hash": ((str,), False), "session_hash": ((str,), False), "device_id": ((str,), False),
-    "expires_at": (_NUM, False),
+    "expires_at": (_NUM, False), "standby_of": ((str,), True),
 }
+_GRANT_REQUIRED = ("refresh_hash", "session_hash", "device_id", "expires_at")
 _SESSION_REQUIRED = ("token_hash", "token_prefix", "device_name", "device_id", "created_at", "first_seen",
                      "last_seen", "expires_at", "grants", "transport_hint")
 
@@ -153,6 +167,7 @@ class SessionBook:
         self.fault = fault  # test-only: returns True to make the next write fail as a full disk would
         self._by_hash: dict[str, Session] = {}
         self._refresh: dict[str, RefreshGrant] = {}
+        self._standby_for: set[str] = set()  # sessions that old refresh tokens are on standby for
         self.dirty = False  # in-memory changes (last_seen, device details) not yet written
         if path is not None:
             try:
@@ -178,7 +193,7 @@ class SessionBook:
         now = self.clock()
         try:
             sessions = [_session_from(item, i) for i, item in enumerate(raw)]
-            grants = [RefreshGrant(**_check(item, f"refresh_tokens[{i}]", _GRANT_TYPES, tuple(_GRANT_TYPES)))
+            grants = [RefreshGrant(**_check(item, f"refresh_tokens[{i}]", _GRANT_TYPES, _GRANT_REQUIRED))
                       for i, item in enumerate(raw_refresh)]
         except ValueError as exc:
             raise StateCorruptError(str(self.path), str(exc)) from None
@@ -189,6 +204,7 @@ class SessionBook:
                 sess.refresh_hash = None
         self._refresh = {g.refresh_hash: g for g in grants if g.expires_at > now}
         self._by_hash = {s.token_hash: s for s in sessions if self._kept(s, now, self._refresh)}
+        self._note_standby()
 
     def _write(self, sessions: dict[str, Session], grants: dict[str, RefreshGrant]) -> None:
         if self.path is None:
@@ -206,7 +222,11 @@ class SessionBook:
     def _commit(self, sessions: dict[str, Session], grants: dict[str, RefreshGrant]) -> None:
         self._write(sessions, grants)
         self._by_hash, self._refresh = sessions, grants
+        self._note_standby()
         self.dirty = False
+
+    def _note_standby(self) -> None:
+        self._standby_for = {g.session_hash for g in self._refresh.values() if g.standby_of}
 
     def save(self) -> None:
         self._commit(self._by_hash, self._refresh)
@@ -263,9 +283,30 @@ class SessionBook:
             requested_grants=pending.grants,
         )
         refresh, grant = self._grant_for(sess, now)
+        standby = self._standby(replaced, sess, now)
         sessions, grants = self._without(replaced)
-        self._commit({**sessions, sess.token_hash: sess}, {**grants, grant.refresh_hash: grant})
+        self._commit({**sessions, sess.token_hash: sess}, {**grants, grant.refresh_hash: grant, **standby})
         return token, refresh, sess, replaced
+
+    def _standby(self, replaced: list[Session], new: Session, now: float) -> dict[str, RefreshGrant]:
+        """The replaced sessions' live refresh tokens, bound to ``new`` for at most STANDBY_GRACE."""
+        prefixes = {s.token_hash: s.token_prefix for s in replaced}
+        return {h: RefreshGrant(h, new.token_hash, g.device_id, min(g.expires_at, now + STANDBY_GRACE),
+                                standby_of=g.standby_of or prefixes[g.session_hash])
+                for h, g in self._refresh.items() if g.session_hash in prefixes and g.expires_at > now}
+
+    def _first_use(self, sess: Session) -> None:
+        """The new session of a re-pairing is used: the old refresh tokens on standby for it end."""
+        if sess.token_hash not in self._standby_for:
+            return  # the common case: no set is built on every authentication
+        grants = {h: g for h, g in self._refresh.items() if not (g.standby_of and g.session_hash == sess.token_hash)}
+        try:
+            self._commit(self._by_hash, grants)
+        except SaveError as exc:  # ended in memory at once; written by the next flush
+            log.error("standby_end_not_saved prefix=%s error=%s", sess.token_prefix, exc.message)
+            self._refresh = grants
+            self._note_standby()
+            self.dirty = True
 
     def authenticate(self, token: str) -> Session | None:
         if not isinstance(token, str) or not token:
@@ -273,6 +314,7 @@ class SessionBook:
         sess = self._by_hash.get(token_hash(token))
         if sess is None or sess.expired(self.clock()):
             return None  # an expired session is dropped by purge_expired; its refresh token lives on
+        self._first_use(sess)
         return sess
 
     def session_hash_for_refresh(self, refresh_token: str) -> str | None:
@@ -305,8 +347,12 @@ class SessionBook:
         else:
             new = self._revived(old, token, now)
         refresh, new_grant = self._grant_for(new, now)
+        if grant.standby_of:
+            log.info("repair_recovered prefix=%s replaced=%s", old.token_prefix, grant.standby_of)
         sessions = {h: s for h, s in self._by_hash.items() if h != grant.session_hash}
-        grants = {h: g for h, g in self._refresh.items() if h != grant.refresh_hash}
+        # Every refresh token of the session is retired: the one used, and the standby ones of a
+        # re-pairing (or, when a standby one is used, the new pairing's own, lost with its answer).
+        grants = {h: g for h, g in self._refresh.items() if g.session_hash != grant.session_hash}
         self._commit({**sessions, new.token_hash: new}, {**grants, new_grant.refresh_hash: new_grant})
         if alive:
             old.__dict__.update(new.__dict__)  # sockets holding this session see the new token

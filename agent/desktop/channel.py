@@ -2,22 +2,32 @@
 
 Per link, in one nursery:
 - the heartbeat sends ``desktop.status`` at once, every ``HEARTBEAT_INTERVAL``, and as soon as the
-  advertised set changes (the policy is polled about once a second);
-- every ``desktop.command`` runs as its own task under its deadline (approval wait included);
-  whatever happens it is answered exactly once, with ``aborted`` when the deadline passed, and an
-  audit record is written. Nothing runs after the deadline: the tool is started inside the
-  deadline's cancel scope, so a late approval or a late start is cancelled before it begins.
-Malformed commands are answered when they carry a usable ``request_id`` and dropped otherwise;
-nothing a relay sends can end the link from here.
+  advertised set changes (the policy is polled about once a second). A host that may call nothing
+  (restricted, or no record) is sent NO desktop envelope at all: both relays take an empty
+  advertised list from a client as "a legacy client that serves everything". When a host that was
+  sent tools loses them all, the link is re-established (``LinkPort.reconnect``) so the relay
+  forgets this computer as a target;
+- every ``desktop.command`` runs as its own task under its deadline: the tool's default, shortened
+  by the caller's ``budget_ms`` (core/desktop.call_limit). An approval expires before it with a
+  margin that scales with it. The policy is decided when the call arrives, again after the approval
+  and just before the tool starts, and every second while the call lives: a call whose host was
+  lowered below what authorised it is withdrawn (its approval) or cancelled (its tool) at once;
+- the audit: a ``tool.started`` record is written before the tool runs, or it does not run; every
+  outcome is recorded, with how it was authorised, coalesced per (host, tool, outcome).
+Whatever happens a call is answered at most once (never after its deadline; an ``aborted`` answer
+when the deadline passed). Malformed commands are answered when they carry a usable ``request_id``
+and dropped otherwise; nothing a relay sends or a tool returns can end the link from here.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from hermes_relay.agent.desktop.audit import AuditError
 from hermes_relay.core import desktop, policy
 from hermes_relay.core.desktop import BadCommand, Command, RequestIds, ToolContext, ToolError
 from hermes_relay.core.errors import HermesError
@@ -27,10 +37,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-APPROVAL_MARGIN = 3.0  # an unanswered approval expires this long before the call's deadline
 MAX_IN_FLIGHT = 64  # calls running at once per link; more are refused, not queued past their deadline
 BUSY = f"too many desktop calls in flight (limit {MAX_IN_FLIGHT}); try again when some have finished"
-AUDIT_PREVIEW = 4096  # bytes of stdout/stderr kept in an audit record
+DRAIN_TIMEOUT = 1.0  # seconds withdrawn calls get to send their answers before the link reconnects
+AUDIT_PREVIEW = 4096  # characters of stdout/stderr kept in an audit record
+NOT_SERVED = ("this computer serves no desktop tools to this relay host (its access is restricted); "
+              "the user can change that with `hermes-relay access`")
+WITHDRAWN = ("withdrawn: the user lowered this relay host's desktop access while the call {what}; "
+             "it did not run")
+_RANK = {policy.DECIDE_DENY: 0, policy.DECIDE_ASK: 1, policy.DECIDE_ALLOW: 2}
 
 
 def _as_dict(message: Any) -> dict[str, Any]:
@@ -40,6 +55,18 @@ def _as_dict(message: Any) -> dict[str, Any]:
             "id": getattr(message, "id", None), "payload": getattr(message, "payload", None)}
 
 
+@dataclass
+class _Live:
+    """A call between its arrival and its answer: what authorised it, and how to stop it."""
+
+    tool: str
+    level: str  # the decision that let it go on: allow (policy) or ask (the user answers / answered)
+    scope: trio.CancelScope
+    running: bool = False
+    withdrawn: str | None = None
+    how: list[str] = field(default_factory=list)
+
+
 class DesktopChannel:
     def __init__(self, service: DesktopService, port: LinkPort):
         self.service = service
@@ -47,6 +74,10 @@ class DesktopChannel:
         self.ids = RequestIds()
         self._send_lock = trio.Lock()
         self.in_flight = 0
+        self.announced = False  # a desktop envelope went out on this connection: the relay knows us
+        self._live: dict[str, _Live] = {}
+        self._dropping = False
+        self._idle = trio.Event()  # set when the last call in flight has answered
 
     async def run(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
         self.service.record_link(self.port.url, "agent.connected", route=self.port.route_url)
@@ -58,29 +89,64 @@ class DesktopChannel:
                 nursery.cancel_scope.cancel()
         finally:
             self.service.record_link(self.port.url, "agent.disconnected", route=self.port.route_url)
+            self.service.audit.flush(everything=True)
 
     async def _send(self, envelope: dict[str, Any]) -> bool:
         try:
             async with self._send_lock:
+                self.announced = True
                 await self.port.send(envelope)
             return True
         except (HermesError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("desktop_send_failed url=%s type=%s error=%s", self.port.url, envelope.get("type"), exc)
             return False
 
-    # -- heartbeat -------------------------------------------------------------------------------
+    def _reconnect(self, reason: str) -> None:
+        if self._dropping:
+            return
+        hook = getattr(self.port, "reconnect", None)
+        if hook is None:
+            log.warning("desktop_cannot_reconnect url=%s reason=%s", self.port.url, reason)
+            return
+        self._dropping = True
+        log.info("desktop_reconnect url=%s reason=%s", self.port.url, reason)
+        hook(reason)
+
+    # -- heartbeat and policy watch --------------------------------------------------------------
     async def _heartbeat(self) -> None:
         last: list[str] | None = None
         next_beat = trio.current_time()
         while True:
             advertised = self.service.advertised(self.port.url)
+            self._recheck()
+            self.service.audit.flush()
             now = trio.current_time()
-            if advertised != last or now >= next_beat:
+            if not advertised:
+                if self.announced and not self._dropping:  # the relay still routes to us: make it forget us
+                    with trio.move_on_after(DRAIN_TIMEOUT):  # the withdrawn calls' answers go out first
+                        while self.in_flight:
+                            self._idle = trio.Event()
+                            await self._idle.wait()
+                    self._reconnect("this relay host may no longer call any desktop tool")
+                last, next_beat = advertised, now + desktop.HEARTBEAT_INTERVAL
+            elif advertised != last or now >= next_beat:
                 if last is not None and advertised != last:
                     log.info("desktop_advertised_changed url=%s tools=%d", self.port.url, len(advertised))
                 await self._send(desktop.status_envelope(self.service.status_payload(self.port.url, advertised)))
                 last, next_beat = advertised, now + desktop.HEARTBEAT_INTERVAL
             await trio.sleep_until(min(next_beat, trio.current_time() + desktop.POLICY_POLL_INTERVAL))
+
+    def _recheck(self) -> None:
+        """Withdraw or cancel every live call whose host now decides lower than what authorised it."""
+        for live in self._live.values():
+            if live.withdrawn is None and not live.scope.cancel_called and self._lowered(live):
+                live.withdrawn = WITHDRAWN.format(what="was running" if live.running else "waited for approval")
+                log.info("desktop_call_withdrawn url=%s tool=%s", self.port.url, live.tool)
+                live.scope.cancel()
+
+    def _lowered(self, live: _Live) -> bool:
+        now = self.service.decide(self.port.url, live.tool)
+        return _RANK.get(now, 0) < _RANK.get(live.level, 0) or not self.service.advertised(self.port.url)
 
     # -- commands --------------------------------------------------------------------------------
     def _dispatch(self, nursery: trio.Nursery, message: dict[str, Any]) -> None:
@@ -111,79 +177,129 @@ class DesktopChannel:
         nursery.start_soon(self._call, command)
 
     async def _answer_now(self, request_id: str, error: str) -> None:
+        if not self.announced:
+            return  # answering would make the relay take this connection for a legacy desktop client
         await self._send(desktop.response_envelope(request_id, False, error=error))
 
     async def _call(self, command: Command) -> None:
+        try:
+            await self._call_once(command)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def _call_once(self, command: Command) -> None:
         service, url = self.service, self.port.url
         spec = service.table.get(command.tool)
         started, wall = trio.current_time(), service.wall_clock()
-        preview = desktop.redact(desktop.args_preview(spec, command.args))
         record: dict[str, Any] = {
-            "ts": int(wall * 1000), "kind": "tool.completed", "tool": command.tool,
+            "ts": int(wall * 1000), "kind": "tool.completed",
+            "tool": command.tool if spec is not None else _shown_name(command.tool),
             "category": desktop.category(spec.capability if spec else None), "ok": False,
-            "request_id": command.request_id, "host_url": url, "args_preview": preview,
+            "request_id": command.request_id, "host_url": url,
+            "args_preview": desktop.redact(desktop.args_preview(spec, command.args)),
         }
         error: str | None
-        ok, result, error = False, None, desktop.ABORTED  # stays so when the link goes mid-call
+        ok, result, error, how = False, None, desktop.ABORTED, "aborted"  # stays so when the link goes mid-call
         try:
-            ok, result, error = await self._run(command, spec, preview, started)
+            ok, result, error, how = await self._run(command, spec, record, started)
+        except Exception as exc:  # supervision point: a bug here answers the call, never ends the link
+            log.exception("desktop_call_failed tool=%s", command.tool)
+            error, how = f"{command.tool} failed in the agent: {type(exc).__name__}", "failed"
         finally:
-            self.in_flight -= 1
             record["duration_ms"] = int((trio.current_time() - started) * 1000)
             record["ok"] = ok
+            record["authorised"] = how
             if error == desktop.ABORTED:
                 record["aborted"] = True
             if error is not None:
                 record["error"] = desktop.clip(desktop.redact(error), 1000)
             _add_outputs(record, result)
-            service.record_call(url, record)
+            outcome = "ok" if ok else "aborted" if error == desktop.ABORTED else "error"
+            service.record_call(url, record, outcome=f"{how}:{outcome}")
+        if how == "not_served" and not self.announced:
+            return  # answering would make the relay take this connection for a legacy desktop client
         envelope = desktop.response_envelope(command.request_id, ok, result=result, error=error)
         try:
             bounded = desktop.bound_response(envelope)
-        except (TypeError, ValueError) as exc:  # a tool returned something JSON cannot carry: a bug, answered
+        except (TypeError, ValueError, RecursionError) as exc:  # a tool returned what JSON cannot carry: answered
             log.error("desktop_result_not_json tool=%s error=%s", command.tool, exc)
             bounded = desktop.response_envelope(command.request_id, False,
                                                 error=f"{command.tool} returned a result that is not JSON ({exc})")
         await self._send(bounded)
 
-    async def _run(self, command: Command, spec: desktop.ToolSpec | None, preview: str,
-                   started: float) -> tuple[bool, Any, str | None]:
-        url = self.port.url
+    async def _run(self, command: Command, spec: desktop.ToolSpec | None, record: dict[str, Any],
+                   started: float) -> tuple[bool, Any, str | None, str]:
+        """(ok, result, error, how it was authorised) of one call."""
+        service, url = self.service, self.port.url
+        if not service.advertised(url):
+            return False, None, NOT_SERVED, "not_served"
         if spec is None:
-            return False, None, f"unknown tool: {command.tool}"
-        decision = self.service.decide(url, spec.name)
+            return False, None, f"unknown tool: {_shown_name(command.tool)}", "unknown_tool"
+        decision = service.decide(url, spec.name)
         if decision == policy.DECIDE_DENY:
             return False, None, (f"{spec.name} needs the '{spec.capability}' capability, which is disabled for "
-                                 f"this relay on the desktop; the user can change it with `hermes-relay access`")
-        cap = self.service.deadline_cap
-        deadline = started + (spec.deadline if cap is None else min(spec.deadline, cap))
-        approved = "auto"
-        with trio.move_on_at(deadline) as scope:
-            if decision == policy.DECIDE_ASK:
-                answer = await self.service.approvals.request(
-                    url=url, tool=spec.name, capability=spec.capability or "", preview=preview,
-                    reason=str(command.args.get("reason") or f"Run {spec.name}")[:200],
-                    request_id=command.request_id, expires_at=max(started, deadline - APPROVAL_MARGIN))
-                if not answer.approved:
-                    return False, None, answer.reason
-                approved = "user"
-                await trio.lowlevel.checkpoint()  # a deadline that passed meanwhile cancels here
-            context = ToolContext(home=self.service.home, cwd=self.service.cwd, deadline=deadline,
-                                  env=dict(self.service.env), confinement=self.service.confinement(url))
-            try:
-                result = await spec.run(command.args, context)
-            except ToolError as exc:
-                return False, None, str(exc) or "failed"
-            except HermesError as exc:
-                return False, None, exc.message
-            except Exception as exc:  # supervision point: a tool bug answers the call, never ends the link
-                log.exception("desktop_tool_crashed tool=%s", spec.name)
-                return False, None, f"{spec.name} failed: {type(exc).__name__}: {exc}"
-        if scope.cancelled_caught:
-            return False, None, desktop.ABORTED
+                                 f"this relay on the desktop; the user can change it with `hermes-relay access`"), "denied"
+        details = desktop.call_details(command.args, service.cwd)
+        risky = details.get("dangerous_env")
+        if risky:  # never run, never asked about (the tools refuse it too: core/envguard)
+            return False, None, (f'refusing the environment override in "env": {desktop.dangerous_env(risky[0])}; '
+                                 "set it inside the command instead, where the approval shows it"), "refused_env"
+        limit = desktop.call_limit(spec.deadline, cap=service.deadline_cap, budget=command.budget)
+        deadline = started + limit
+        live = _Live(spec.name, decision, trio.CancelScope(deadline=deadline))
+        self._live[command.request_id] = live
+        how = "policy"
+        try:
+            with live.scope:
+                if decision == policy.DECIDE_ASK:
+                    if desktop.details_size(details) > desktop.MAX_SHOWN:
+                        return False, None, (f"{spec.name}'s arguments are too large to show for approval (over "
+                                             f"{desktop.MAX_SHOWN} bytes); refused without asking"), "not_asked"
+                    answer = await service.approvals.request(
+                        url=url, tool=spec.name, capability=spec.capability or "",
+                        preview=desktop.args_preview(spec, command.args),
+                        reason=str(command.args.get("reason") or f"Run {spec.name}"), details=details,
+                        request_id=command.request_id,
+                        expires_at=max(started, deadline - desktop.approval_margin(limit)))
+                    if not answer.approved:
+                        return False, None, answer.reason, answer.how or "denied"
+                    how = answer.how or "user"
+                await trio.lowlevel.checkpoint()  # a deadline or a withdrawal that came meanwhile cancels here
+                if self._lowered(live):  # decided again, just before the tool starts
+                    return False, None, WITHDRAWN.format(what="waited for approval"), "withdrawn"
+                service.audit.write({**record, "kind": "tool.started", "authorised": how,
+                                     "duration_ms": None, "ok": None}, essential=True)
+                live.running = True
+                context = ToolContext(home=service.home, cwd=service.cwd, deadline=deadline,
+                                      env=dict(service.env), confinement=service.confinement(url))
+                try:
+                    result = await spec.run(command.args, context)
+                except ToolError as exc:
+                    return False, None, str(exc) or "failed", how
+                except HermesError as exc:
+                    return False, None, exc.message, how
+                except Exception as exc:  # supervision point: a tool bug answers the call, never ends the link
+                    log.exception("desktop_tool_crashed tool=%s", spec.name)
+                    return False, None, f"{spec.name} failed: {type(exc).__name__}: {exc}", how
+        except AuditError as exc:  # the audit could not record the start: nothing ran
+            log.error("desktop_call_refused_unaudited tool=%s error=%s", spec.name, exc.message)
+            return False, None, exc.message, "audit_failed"
+        finally:
+            self._live.pop(command.request_id, None)
+        if live.scope.cancelled_caught:
+            if live.withdrawn is not None:
+                return False, None, live.withdrawn, "withdrawn"
+            return False, None, desktop.ABORTED, how if live.running else "expired"
         if spec.name == "desktop_patch" and isinstance(result, dict):
-            result = {**result, "approved": approved}
-        return True, result, None
+            result = {**result, "approved": "auto" if how == "policy" else "user"}
+        return True, result, None, how
+
+
+def _shown_name(tool: str) -> str:
+    """A tool name a relay made up, as the audit, status and answers show it: short, visible, valid UTF-8."""
+    return desktop.visible(desktop.clip(tool, 64), keep_newlines=False)
 
 
 def _add_outputs(record: dict[str, Any], result: Any) -> None:
@@ -194,7 +310,6 @@ def _add_outputs(record: dict[str, Any], result: Any) -> None:
     for key in ("stdout", "stderr"):
         value = result.get(key)
         if isinstance(value, str):
-            data = value.encode("utf-8")
-            record[key] = desktop.redact(data[:AUDIT_PREVIEW].decode("utf-8", "ignore"))
-            if len(data) > AUDIT_PREVIEW:
+            record[key] = desktop.redact(value[:AUDIT_PREVIEW])
+            if len(value) > AUDIT_PREVIEW:
                 record[f"{key}_truncated"] = True

@@ -1,7 +1,8 @@
 """A desktop notification for a pending approval: notify-send (Linux) or osascript (macOS).
 
 Best effort by design: when neither exists, or it hangs, the approval still waits on the watch
-stream and ``hermes-relay approvals``. Never blocks a call beyond ``NOTIFY_TIMEOUT``.
+stream and ``hermes-relay approvals``. Never blocks a call beyond ``NOTIFY_TIMEOUT``. The caller
+passes visible text only (approvals.notification: control, ANSI and bidi characters escaped).
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ log = logging.getLogger(__name__)
 NOTIFY_TIMEOUT = 3.0
 
 
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def command(title: str, body: str, env: Mapping[str, str]) -> list[str] | None:
     """The argv that shows a notification here, or None (disabled with HERMES_RELAY_NOTIFY=0)."""
     if env.get("HERMES_RELAY_NOTIFY", "1") == "0":
         return None
     if sys.platform == "darwin" and shutil.which("osascript"):
-        quoted = body.replace("\\", "\\\\").replace('"', '\\"')
-        return ["osascript", "-e", f'display notification "{quoted}" with title "{title}"']
+        return ["osascript", "-e", f'display notification "{_quoted(body)}" with title "{_quoted(title)}"']
     if shutil.which("notify-send", path=env.get("PATH")):
-        return ["notify-send", "--app-name=hermes-relay", title, body]
+        import html  # notification servers read the body as markup: a `<span>` could hide part of it
+
+        return ["notify-send", "--app-name=hermes-relay", title, html.escape(body, quote=False)]
     return None
 
 

@@ -4,7 +4,9 @@ Seam with the link (``agent/link.py``): after ``auth.ok`` the link starts
 ``service.serve_link(port, inbound)`` in the connection's nursery and feeds ``inbound`` every
 envelope that is not on the ``system`` channel (the link answers ``system/ping`` itself). The link
 cancels ``serve_link`` when the connection ends. ``serve_link`` never raises for a bad message or
-a failed tool: one broken call must not take the link down (``channel.py`` serves one link).
+a failed tool: one broken call must not take the link down (``channel.py`` serves one link). If it
+fails anyway, the link reconnects (``LinkPort.reconnect``): a relay must never route calls to a
+connection whose desktop service is gone.
 
 The policy file is the source of truth and may be edited by anyone (our CLI, another Hermes
 client, a text editor): ``policy()`` re-reads it (and the roots file, core/roots.py) whenever its
@@ -55,6 +57,11 @@ class LinkPort(Protocol):
         """Send one envelope ``{channel, type, id, payload}``; raises ConnectionLostError when closed."""
         ...
 
+    def reconnect(self, reason: str) -> None:
+        """End this connection and connect again at once, so the relay forgets it as a desktop target
+        (every desktop tool withdrawn, or the desktop service failed); ``serve_link`` is then cancelled."""
+        ...
+
 
 def _arch() -> str:
     machine = platform.machine().lower()
@@ -93,8 +100,8 @@ class DesktopService:
         self.home = paths.hermes_home(env)
         self.cwd = paths.home_dir(env)
         self.policy_path = policy.policy_file(env)
-        self.audit = AuditLog(desktop.audit_file(env))
         self.wall_clock: Callable[[], float] = getattr(config, "wall_clock", None) or __import__("time").time
+        self.audit = AuditLog(desktop.audit_file(env), wall_clock=self.wall_clock)
         self.started_at = self.wall_clock()
         self.approvals = Approvals(wall_clock=self.wall_clock, env=env, on_always=self._allow_always)
         self._device = device
@@ -266,10 +273,11 @@ class DesktopService:
         }
 
     # -- calls -----------------------------------------------------------------------------------
-    def record_call(self, url: str, record: dict[str, Any]) -> None:
-        """Audit one finished call and keep the per-relay summary ``status`` shows."""
+    def record_call(self, url: str, record: dict[str, Any], *, outcome: str = "") -> None:
+        """Audit one finished call (coalesced per host, tool and ``outcome``) and keep the per-relay
+        summary ``status`` shows."""
         entry = self._summary(url)  # seeded before this record is in the log
-        self.audit.write(record)
+        self.audit.write_outcome(record, outcome or ("ok" if record.get("ok") else "error"))
         day = datetime.date.fromtimestamp(record["ts"] / 1000).isoformat()
         if entry["day"] != day:
             entry.update(day=day, count=0)
@@ -284,7 +292,12 @@ class DesktopService:
         today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
         if not self._calls_seeded:
             self._calls_seeded = True
-            for record in self.audit.read():
+            try:  # today's records only: the live file and segments written since yesterday
+                records = self.audit.read(since=self.wall_clock() - 86_400)
+            except HermesError as exc:
+                log.error("desktop_audit_unreadable error=%s", exc.message)
+                records = []
+            for record in records:
                 ts, host = record.get("ts"), record.get("host_url")
                 if record.get("kind") != "tool.completed" or not isinstance(host, str) or not isinstance(ts, (int, float)):
                     continue
@@ -295,8 +308,8 @@ class DesktopService:
         return self._calls.setdefault(url, {"day": today, "count": 0, "last": None})
 
     def record_link(self, url: str, state: str, **fields: Any) -> None:
-        self.audit.write({"ts": int(self.wall_clock() * 1000), "kind": "connection.state", "tool": state,
-                          "host_url": url, **fields})
+        self.audit.write_outcome({"ts": int(self.wall_clock() * 1000), "kind": "connection.state", "tool": state,
+                                  "host_url": url, **fields}, "link")
 
     def status_for(self, url: str) -> dict[str, Any] | None:
         """The per-relay summary ``status`` shows (tools advertised, policy, calls today, last call)."""

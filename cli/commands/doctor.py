@@ -7,7 +7,9 @@ agent/doctor.py): every route of every relay, step by step (DNS, TCP, TLS and pi
 
 Doctor only looks, unless ``--fix`` is given; then it repairs what is safe to repair without asking
 (file modes, and a store that cannot be parsed, which is moved aside with its bytes intact, never
-deleted). It never starts the agent: an agent that is not running is itself a finding.
+deleted). It never starts the agent: an agent that is not running is itself a finding, and the route
+checks then run once in a process of their own (``python -I -m hermes_relay.agent doctor``), so a
+stopped relay still makes doctor fail.
 
 Every check is ``{id, status, summary, detail, fix, fixable, fixed}`` with status ok, warn, fail or
 skip; the exit status is 1 when anything failed, else 0.
@@ -38,7 +40,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("doctor", help="check the installation, the agent and every route to each relay",
                        description="Check versions, the clock, the session store and file permissions, the "
                                    "agent, and every route of every paired relay (DNS, TCP, TLS and pin, "
-                                   "WebSocket, auth). Never starts the agent. Exit status 1 when a check fails.",
+                                   "WebSocket, auth). Never starts the agent: without one, the route checks run "
+                                   "once in a process of their own. Exit status 1 when a check fails.",
                        epilog="examples:\n"
                               "  hermes-relay doctor          # every check, and how to fix what fails\n"
                               "  hermes-relay doctor --fix    # also repair modes, move a broken store aside\n"
@@ -262,9 +265,13 @@ def _agent(ctx: Context, *, reload_store: bool) -> tuple[list[dict[str, Any]], l
     try:
         client = ctx.client(autostart=False)
     except AgentNotRunningError:
-        return [check("agent.running", WARN, "the agent is not running", fix="hermes-relay agent start"),
-                check("desktop.notify", SKIP, "desktop notifications: not checked (the agent reports them)"),
-                check("relays", SKIP, "relay routes not checked: the agent runs those checks", fix=START_AGENT)], []
+        stopped = [check("agent.running", WARN, "the agent is not running", fix="hermes-relay agent start")]
+        try:
+            result = _standalone(ctx)
+        except HermesError as exc:
+            return stopped + [check("relays", FAIL, f"the relays could not be checked without the agent: {exc.message}",
+                                    fix=exc.hint or START_AGENT)], []
+        return _agent_result(stopped, result)
     except HermesError as exc:
         return [check("agent.running", FAIL, f"the agent is not answering: {exc.message}",
                       fix="restart it with `hermes-relay agent restart` (see `hermes-relay agent logs`)"),
@@ -294,6 +301,10 @@ def _agent(ctx: Context, *, reload_store: bool) -> tuple[list[dict[str, Any]], l
                              fix=exc.hint or "hermes-relay agent restart"))
             return out, []
     out.append(_netwatch(result.get("netwatch") or {}))
+    return _agent_result(out, result)
+
+
+def _agent_result(out: list[dict[str, Any]], result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     desktop = result.get("desktop")
     if isinstance(desktop, dict):  # older agents do not report it
         out.append(notifier_check(desktop.get("notify")))
@@ -301,6 +312,37 @@ def _agent(ctx: Context, *, reload_store: bool) -> tuple[list[dict[str, Any]], l
     if not relays:
         out.append(check("relays", SKIP, "no paired relays to check"))
     return out, relays
+
+
+def _standalone(ctx: Context) -> dict[str, Any]:
+    """The agent's route checks run once in a process of their own (``python -I -m hermes_relay.agent
+    doctor``: the CLI imports no trio), without starting the agent: no link is opened, only doctor's
+    short-lived connections, so a relay taken off with ``down`` stays off."""
+    import json
+    import os
+    import subprocess
+
+    from hermes_relay.cli.client import agent_command, daemon_env
+    from hermes_relay.core.errors import StateError
+
+    command = agent_command()[:-1] + ["doctor", "--deadline", str(DEADLINE)]
+    try:
+        done = subprocess.run(command, env=daemon_env(ctx.env), cwd=os.path.abspath(os.sep), capture_output=True,
+                              timeout=DEADLINE + CALL_SLACK, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise StateError(f"the checks did not finish within {DEADLINE + CALL_SLACK:g}s") from None
+    except OSError as exc:
+        raise StateError(f"cannot run {command[0]}: {exc.strerror or exc}") from None
+    if done.returncode != 0:
+        why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise StateError(why[0])
+    try:
+        result = json.loads(done.stdout)
+    except ValueError:
+        raise StateError("the checks printed no report") from None
+    if not isinstance(result, dict):
+        raise StateError("the checks printed no report")
+    return result
 
 
 def notifier_check(info: Any) -> dict[str, Any]:
@@ -380,6 +422,8 @@ def relay_lines(relay: dict[str, Any], *, style: Any, now: float) -> list[str]:
     lines = [style.bold(f"Relay {relay.get('url')}")]
     link = relay.get("link")
     status, summary, detail, fix = _link_text(link, now)
+    if link is None and relay.get("link_status") == SKIP:
+        summary = "link: none (the agent is not running; these checks ran without it)"
     lines.extend(_item(relay.get("link_status") or status, summary, detail, fix, style, "  "))
     for route in relay.get("routes") or []:
         where = f" ({route['address']})" if route.get("address") and route["address"] not in str(route.get("url")) else ""
@@ -399,6 +443,8 @@ def _link_text(link: Any, now: float) -> tuple[str, str, str | None, str | None]
 
     if not isinstance(link, dict):
         return WARN, "link: the agent runs no link for this relay", None, "hermes-relay agent restart"
+    if link.get("state") == "down":
+        return OK, f"link: down (taken off with `hermes-relay down`; back on: hermes-relay up {link.get('url')})", None, None
     state = str(link.get("state") or "unknown")
     last_error, given_route = link.get("last_error"), link.get("route")
     error = last_error if isinstance(last_error, dict) else {}

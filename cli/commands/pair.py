@@ -26,6 +26,7 @@ import argparse
 import re
 from typing import Any, TextIO
 
+from hermes_relay.cli import repairing
 from hermes_relay.cli.context import Context, add_common_flags
 from hermes_relay.core.errors import AgentNotRunningError, HermesError, UsageError
 from hermes_relay.core.wire import MAX_DEVICE_NAME
@@ -65,6 +66,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ignore-signature", action="store_true",
                    help="pair from an invite even though its signature does not match this relay host's key "
                         "(only if you know why it was altered)")
+    repairing.add_flags(p)
     add_common_flags(p)
     p.set_defaults(run=run)
 
@@ -74,9 +76,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     params, target = build_request(args, ctx)
     ctx.err(ctx.style.dim(f"Pairing {target}…"))
 
+    said: list[bool] = []  # the "already paired as …" line was printed by the check already
+
     def on_notify(method: str, notify: dict[str, Any]) -> None:
         if method == "pair.progress" and isinstance(notify.get("line"), str):
             from hermes_relay.cli.render import printable
+
+            if said and notify["line"].startswith(repairing.ALREADY):
+                return
 
             line = printable(notify["line"])
             ctx.err(ctx.style.warn(line) if notify.get("kind") == "warn" else line)
@@ -84,6 +91,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     client, started = _agent(ctx)
     with client:
+        if not repairing.decide(args, ctx, client, params):
+            ctx.err("not paired: the existing pairing is kept (the code was not used)")
+            return 1
+        said.append(True)
         try:
             result = client.call("pair.start", params, timeout=PAIR_TIMEOUT, on_notify=on_notify)
         except HermesError:
@@ -301,6 +312,7 @@ def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list
     lines = [ctx.style.ok("✓") + f" Paired. Token stored in {store}"]
     lines.append(f"  Server: {render.printable(str(result.get('server_version') or '(unknown)'))}")
     lines.append(f"  Relay: {result.get('url')}")
+    lines.extend(repairing.result_lines(result))
     route = result.get("route")
     if isinstance(route, dict):
         lines.append(f"  Route: {route.get('label') or route.get('role') or '?'} ({route.get('url')})")

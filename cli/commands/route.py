@@ -1,6 +1,8 @@
 """``hermes-relay route``: the current route indicator, read from the agent's plain-text route file.
 
-It never contacts the agent, so it is cheap enough for status bars and always exits 0. The agent
+It never contacts the agent, so it is cheap enough for status bars, and exits 0, except with
+``--no-autostart`` ("I need a running agent"): then 3 when no agent runs (no file, a clean stop, or
+a dead pid), after printing the line as usual. The agent
 rewrites the file (agent/indicator.py) on every change and before ``valid_until``:
 
     <valid_until epoch> <label words>
@@ -26,7 +28,9 @@ def register(sub: Any) -> None:
     import argparse
 
     p = sub.add_parser("route", help="how the relay is reached right now (LAN, Tailscale, Public, offline)",
-                       description="Print the route indicator the agent publishes. Does not contact the agent.",
+                       description="Print the route indicator the agent publishes (`down` after `hermes-relay down`). "
+                                   "Does not contact the agent; exits 0, or with --no-autostart 3 when no agent "
+                                   "is running.",
                        epilog="examples:\n  hermes-relay route        # LAN (ws://192.168.1.5:8767, since 3m ago)\n"
                               "  hermes-relay route        # LAN | office: Tailscale !1 (...): two relays, one "
                               "call waiting for approval",
@@ -117,4 +121,5 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json(view)
     else:
         ctx.out(text)
-    return 0
+    stopped = indicator is None or indicator.get("state") == "stopped" or alive is False
+    return 3 if stopped and not ctx.autostart else 0  # 3: EXIT_AGENT_NOT_RUNNING (not imported: the hot path)

@@ -14,7 +14,13 @@ on the hot path: heavy modules (the store, routes, pathlib, json) load only wher
 from __future__ import annotations
 
 from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import AgentNotRunningError, HermesError, StateError, error_from_wire
+from hermes_relay.core.errors import (
+    EXIT_AGENT_NOT_RUNNING,
+    AgentNotRunningError,
+    HermesError,
+    StateError,
+    error_from_wire,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,7 +38,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("status", help="paired relays and the live state of each link",
                        description="Show the paired relays from the session store and, when the agent "
-                                   "is running, the live state of each link. Never starts the agent.",
+                                   "is running, the live state of each link (`down` for a relay taken off "
+                                   "with `hermes-relay down`). Never starts the agent: without one it "
+                                   "reads the files, and with --no-autostart then exits 3.",
                        epilog="examples:\n"
                               "  hermes-relay status              # every relay, its link and its tools\n"
                               "  hermes-relay status --json       # the same for scripts (tokens redacted)",
@@ -75,7 +83,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         sessions, store_error = _read_store(store_path)
         from hermes_relay.core.store import join
 
-        entries = join(sessions, live)
+        entries = _with_down(ctx, join(sessions, live))
     if getattr(args, "json", False):
         ctx.print_json(json_view(store_path, store_error, agent_info, agent_error, entries, reveal=reveal))
     else:
@@ -89,10 +97,26 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise store_error
     if agent_error is not None:
         raise agent_error
+    if agent_info is None and not ctx.autostart:
+        return EXIT_AGENT_NOT_RUNNING  # --no-autostart: the live state was asked for, and nothing runs to give it
     now = ctx.now()
     # A pairing that needs the user (a new code, or a certificate decision) makes status fail.
     return 1 if any(ended(record, state, now) or (state or {}).get("state") == "pin_mismatch"
                     for _, record, state in entries) else 0
+
+
+def _with_down(ctx: Context, entries: list[tuple[str, dict | None, dict | None]]) -> list[tuple[str, dict | None, dict | None]]:
+    """With the agent down: the relays ``hermes-relay down`` took off, from the agent's own file."""
+    from hermes_relay.core import offline, paths
+
+    try:
+        switch = offline.read(paths.down_file(ctx.env))
+    except (StateError, OSError):
+        return entries
+    if not switch.any():
+        return entries
+    return [(url, record, state if state is not None or not switch.is_down(url)
+             else offline.state(url, switch.since(url), record)) for url, record, state in entries]
 
 
 def ended(record: dict | None, state: dict | None, now: float) -> str | None:
@@ -309,6 +333,10 @@ def _live_lines(st: dict[str, Any], now: float, style: Any, *, fixed: bool = Fal
         text = style.warn("○") + " replaced by a newer pairing" + (f" ({render.printable(str(newer))})" if newer else "")
     elif state == "pin_mismatch":
         text = style.bad("✗") + " stopped: the relay's certificate changed"
+    elif state == "down":
+        since = f" since {render.ago(st.get('since'), now)}" if st.get("since") else ""
+        text = style.warn("↓") + f" down{since}: taken off with `hermes-relay down` (no link: the relay host cannot call tools)"
+        return [_field("live", text, 4), " " * (4 + _LABEL_WIDTH) + f"hint: back on: hermes-relay up {st.get('url')}"]
     elif state == "paused":
         text = style.warn("‖") + " paused: another client removed it from the store (this computer keeps it)"
     elif state == "not_paired":

@@ -139,6 +139,9 @@ class FakeHost:
     async def keep_refresh_token(self, url: str, token: str, refresh: str, at: float) -> None:
         pass
 
+    def repairing(self, url: str) -> bool:
+        return False
+
     def publish(self, link: RelayLink) -> None:
         self.states.append((trio.current_time(), link.snapshot()))
 

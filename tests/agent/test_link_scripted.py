@@ -158,16 +158,21 @@ async def test_auth_payload_and_the_desktop_seam(tmp_path: Path) -> None:
             await send(ws, "tui", "tui.event", {"blob": big})
             assert len((await desktop.received.receive())["payload"]["blob"]) == len(big)
 
-            await send(ws, "desktop", "boom", {})
-            assert (await desktop.received.receive())["type"] == "boom"
-            await send(ws, "system", "ping", {}, "p-2")  # the service is gone; the link is not
+            await send(ws, "system", "ping", {}, "p-2")
             pong = await receive(ws)
             assert (pong["type"], pong["id"]) == ("pong", "p-2") and isinstance(pong["payload"]["ts"], int)
-            await send(ws, "desktop", "desktop.command", {"request_id": "r-2"})  # dropped, not fatal
-            await send(ws, "system", "ping", {}, "p-3")
-            assert (await receive(ws))["id"] == "p-3"
-            assert agent.links[relay.url].state == api.CONNECTED
             assert len(relay.auths) == 1
+            await send(ws, "desktop", "boom", {})
+            assert (await desktop.received.receive())["type"] == "boom"
+            # The service is gone: the link drops this connection (a relay must never route calls to a
+            # connection nobody serves) and connects again with a fresh service.
+            again = await relay.sockets.receive()
+            await until(states, api.CONNECTED)
+            assert len(relay.auths) == 2
+            await send(again, "desktop", "desktop.command", {"request_id": "r-2"}, "c-2")
+            assert (await desktop.received.receive())["id"] == "c-2"
+            assert len(desktop.ports) == 2  # a fresh service for the new connection
+            assert (await receive(again))["payload"] == {"request_id": "r-2", "ok": True}
         relay.done.set()
         nursery.cancel_scope.cancel()
 

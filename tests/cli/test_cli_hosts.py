@@ -165,9 +165,10 @@ def test_a_damaged_names_file_matters_only_when_the_default_would(cli, env, make
 def test_pair_and_pin_accept_take_a_name(cli, make_agent, tty) -> None:
     assert cli("rename", OFFICE, "office").code == 0
     route = {"url": OFFICE, "role": "public", "label": "Public", "priority": 0}
-    agent = make_agent(results={"pair.start": {"url": OFFICE, "route": route, "grants": {}}})
+    agent = make_agent(results={"pair.check": {"replaces": None},
+                                "pair.start": {"url": OFFICE, "route": route, "grants": {}}})
     assert cli("pair", "F3W7EY", "--remote", "office", agent=agent).code == 0
-    assert agent.calls[0][1]["url"] == OFFICE
+    assert [(m, p["url"]) for m, p, _ in agent.calls] == [("pair.check", OFFICE), ("pair.start", OFFICE)]
     pin = "sha256/" + "A" * 43 + "="
     agent = make_agent(results={"pin.accept": {"url": OFFICE, "old_pin": pin, "new_pin": pin, "changed": False,
                                                "applied": False}})

@@ -15,7 +15,8 @@ from hermes_relay.core import paths
 
 NOW = 1_800_000_000.0
 CORRUPT = b'{"version": 1, "sessions": {"ws://192.168.1.5:8767": {"token": "abc'
-STORE = {"version": 1, "sessions": {"ws://127.0.0.1:8767": {"token": "t" * 43, "server_version": "0.1.0"}}}
+# Port 9 (discard) on loopback: nothing listens, so the route checks doctor runs without an agent fail at once.
+STORE = {"version": 1, "sessions": {"ws://127.0.0.1:9": {"token": "t" * 43, "server_version": "0.1.0"}}}
 CHECK_KEYS = {"id", "status", "summary", "detail", "fix", "fixable", "fixed"}
 
 
@@ -78,9 +79,11 @@ def test_loose_permissions_fail_and_fix_tightens_them(cli, env) -> None:
     assert mode_of(path) == 0o644 and mode_of(path.parent) == 0o755  # looking changes nothing
 
     fixed = cli("doctor", "--fix", "--json", real_client=True)
-    assert fixed.code == 0
+    assert fixed.code == 1  # the relay is not there: only that still fails
     assert mode_of(path) == 0o600 and mode_of(path.parent) == 0o700
     checks = by_id(json.loads(fixed.out))
+    assert [c["id"] for c in checks.values() if c["status"] == "fail"] == []
+    assert [r["status"] for r in json.loads(fixed.out)["relays"]] == ["fail"]
     assert checks["store.mode"] == {"id": "store.mode", "status": "ok", "fixed": True, "fixable": False,
                                     "summary": "~/.hermes/remote-sessions.json was mode 0644, now 0600",
                                     "detail": None, "fix": None}
@@ -91,10 +94,14 @@ def test_loose_permissions_fail_and_fix_tightens_them(cli, env) -> None:
 def test_json_shape_with_the_agent_down(cli, env) -> None:
     write_store(env, STORE)
     result = cli("doctor", "--json", real_client=True)
-    assert result.code == 0 and result.err == ""
+    assert result.code == 1 and result.err == ""  # the agent's route checks ran without it: the relay is down
     report = json.loads(result.out)
     assert set(report) == {"checks", "relays", "ok"}
-    assert report["ok"] is True and report["relays"] == []
+    assert report["ok"] is False
+    [relay] = report["relays"]
+    assert relay["url"] == "ws://127.0.0.1:9" and relay["status"] == "fail" and relay["link_status"] == "skip"
+    assert relay["link"] is None and relay["routes"][0]["steps"][1]["step"] == "tcp"
+    assert relay["routes"][0]["steps"][1]["status"] == "fail"
     for c in report["checks"]:
         assert set(c) == CHECK_KEYS and c["status"] in ("ok", "warn", "fail", "skip"), c
         assert isinstance(c["summary"], str) and isinstance(c["fixable"], bool)
@@ -105,7 +112,7 @@ def test_json_shape_with_the_agent_down(cli, env) -> None:
                                     "summary": "~/.hermes/remote-sessions.json: 1 paired relay"}
     assert checks["agent.running"]["status"] == "warn"
     assert checks["agent.running"]["fix"] == "hermes-relay agent start"
-    assert checks["relays"]["status"] == "skip"
+    assert "relays" not in checks  # checked: they are in report["relays"]
     assert "t" * 43 not in result.out
 
 

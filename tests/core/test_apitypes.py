@@ -30,9 +30,9 @@ def test_renamed_missing_and_retyped_fields_are_named() -> None:
 def test_every_request_reply_method_in_core_api_has_types() -> None:
     from hermes_relay.core import api
 
-    methods = {api.HELLO, api.STATUS, api.PAIR_START, api.DEVICES_LIST, api.DEVICES_REVOKE, api.DEVICES_EXTEND,
+    methods = {api.HELLO, api.STATUS, api.PAIR_START, api.PAIR_CHECK, api.DEVICES_LIST, api.DEVICES_REVOKE, api.DEVICES_EXTEND,
                api.ROUTE, api.PIN_ACCEPT, api.RELOAD, api.AGENT_STOP, api.FORGET, api.RESTORE, api.APPROVALS_LIST,
-               api.APPROVALS_DECIDE, api.ACCESS_CHANGING}
+               api.APPROVALS_DECIDE, api.ACCESS_CHANGING, api.DOWN_SET, api.UP_SET}
     assert set(apitypes.METHODS) == methods  # doctor's reply is typed by its own module; watch only streams
     assert set(apitypes.NOTIFIES) == {api.PAIR_PROGRESS, api.STATE, api.APPROVAL}
 

@@ -39,6 +39,8 @@ SESSION_FIELDS = {
 async def test_health_reports_version_and_counts(relay):
     status, obj = await http_json("GET", f"{relay.http}/health")
     assert status == 200
+    relay_id = obj.pop("relay_id")
+    assert isinstance(relay_id, str) and len(relay_id) >= 16
     assert obj == {"status": "ok", "version": hermes_relay.__version__, "sessions": 0, "connections": 0,
                    "unauthenticated": 0, "pending": 0, "pending_codes": 0, "tls": False, "cert_pin": None, "cert_der": None,
                    "host": "127.0.0.1"}

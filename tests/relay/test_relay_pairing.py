@@ -26,6 +26,7 @@ from helpers import (
 import hermes_relay
 from hermes_relay.relay.pairing import CODE_TTL, DEFAULT_SESSION_TTL
 from hermes_relay.relay.server import AUTH_FAIL_REASON, CLOSE_AUTH_FAILED
+from hermes_relay.relay.sessions import STANDBY_GRACE
 
 DAY = 86400
 CHANNELS = {"chat", "terminal", "bridge", "tui", "voice:config", "voice:stt", "voice:tts", "voice:realtime"}
@@ -210,6 +211,8 @@ async def test_session_token_is_tried_before_a_pairing_code(relay):
 
 
 async def test_pairing_the_same_device_again_replaces_its_old_session(relay):
+    """The old session ends at once (token refused, socket closed, not listed); its refresh token is kept
+    on standby for the new session only (see the next tests), so the listing shows one session."""
     device_id = uuid.uuid4().hex
     ws_old, old = await pair(relay.url, relay.http, device_id=device_id)
     _, other = await pair(relay.url, relay.http)
@@ -223,3 +226,74 @@ async def test_pairing_the_same_device_again_replaces_its_old_session(relay):
     _, listing = await http_json("GET", f"{relay.http}/sessions", token=new["session_token"])
     prefixes = {s["token_prefix"] for s in listing["sessions"]}
     assert prefixes == {new["session_token"][:8], other["session_token"][:8]}
+    # The new session was used (the bearer call above): the old refresh token is retired with the session.
+    ws, reply = await ws_auth(relay.url, {"refresh_token": old["refresh_token"], "device_id": device_id})
+    await assert_rejected(ws, reply)
+
+
+async def test_a_re_paired_device_that_lost_the_answer_recovers_the_new_session_with_its_old_refresh_token(relay):
+    device_id = uuid.uuid4().hex
+    _, old = await pair(relay.url, relay.http, device_id=device_id)
+    ws_pairing, lost = await pair(relay.url, relay.http, device_id=device_id)  # the answer a kill -9 loses
+
+    ws, reply = await ws_auth(relay.url, {"session_token": old["session_token"]})
+    await assert_rejected(ws, reply)  # the old session is gone at once
+    _, reply = await ws_auth(relay.url, {"refresh_token": old["refresh_token"], "device_id": device_id})
+    assert reply["type"] == "auth.ok", reply
+    got = reply["payload"]
+    assert got["expires_at"] == lost["expires_at"] and got["grants"] == lost["grants"]  # the new pairing stands
+
+    assert (await expect_closed(ws_pairing)).code == CLOSE_AUTH_FAILED  # the lost answer's tokens are retired
+    for stale in ({"session_token": lost["session_token"]},
+                  {"refresh_token": lost["refresh_token"], "device_id": device_id},
+                  {"refresh_token": old["refresh_token"], "device_id": device_id}):
+        ws, reply = await ws_auth(relay.url, stale)
+        await assert_rejected(ws, reply)
+    _, listing = await http_json("GET", f"{relay.http}/sessions", token=got["session_token"])
+    assert [s["token_prefix"] for s in listing["sessions"]] == [got["session_token"][:8]]
+
+
+async def test_the_old_refresh_token_of_a_re_paired_device_is_bound_to_that_device(relay):
+    device_id = uuid.uuid4().hex
+    _, old = await pair(relay.url, relay.http, device_id=device_id)
+    await pair(relay.url, relay.http, device_id=device_id)
+    ws, reply = await ws_auth(relay.url, {"refresh_token": old["refresh_token"], "device_id": "someone-else"})
+    await assert_rejected(ws, reply)
+
+
+@pytest.mark.parametrize("use", ["session_token", "refresh_token"])
+async def test_the_first_use_of_a_re_pairing_retires_the_old_refresh_token(relay, use):
+    device_id = uuid.uuid4().hex
+    _, old = await pair(relay.url, relay.http, device_id=device_id)
+    _, new = await pair(relay.url, relay.http, device_id=device_id)
+    _, reply = await ws_auth(relay.url, {use: new[use], "device_id": device_id})
+    assert reply["type"] == "auth.ok"
+    ws, reply = await ws_auth(relay.url, {"refresh_token": old["refresh_token"], "device_id": device_id})
+    await assert_rejected(ws, reply)
+
+
+async def test_the_old_refresh_token_of_a_re_paired_device_ends_after_the_grace(relay_factory):
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock)
+    device_id = uuid.uuid4().hex
+    _, old = await pair(relay.url, relay.http, device_id=device_id)
+    await pair(relay.url, relay.http, device_id=device_id)
+    clock.advance(STANDBY_GRACE + 1)
+    ws, reply = await ws_auth(relay.url, {"refresh_token": old["refresh_token"], "device_id": device_id})
+    await assert_rejected(ws, reply)
+
+
+async def test_revoking_a_re_paired_session_kills_the_old_refresh_token_too(relay):
+    device_id = uuid.uuid4().hex
+    _, old = await pair(relay.url, relay.http, device_id=device_id)
+    _, new = await pair(relay.url, relay.http, device_id=device_id)
+    _, other = await pair(relay.url, relay.http)
+    status, _ = await http_json("DELETE", f"{relay.http}/sessions/{new['session_token'][:8]}",
+                                token=other["session_token"])
+    assert status == 200
+    for stale in ({"refresh_token": old["refresh_token"], "device_id": device_id},
+                  {"refresh_token": new["refresh_token"], "device_id": device_id}):
+        ws, reply = await ws_auth(relay.url, stale)
+        await assert_rejected(ws, reply)
+
+

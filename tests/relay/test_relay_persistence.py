@@ -262,3 +262,29 @@ def test_a_failed_flush_is_retried_by_the_next(tmp_path):
     (tmp_path / "elsewhere").rename(state)
     assert relay.core.book.flush() is True
     assert stored_last_seen(state) == created + 10
+
+
+async def test_the_relay_id_is_stable_across_restarts_and_shown_by_health_and_info(relay_factory, tmp_path):
+    state = tmp_path / "state"
+    first = await relay_factory(state_dir=state)
+    _, health = await http_json("GET", f"{first.http}/health")
+    _, info = await http_json("GET", f"{first.http}/relay/info")
+    await first.stop()
+    second = await relay_factory(state_dir=state)
+    _, again = await http_json("GET", f"{second.http}/health")
+    other = await relay_factory(state_dir=tmp_path / "other")
+    _, elsewhere = await http_json("GET", f"{other.http}/health")
+    assert health["relay_id"] == info["relay_id"] == again["relay_id"] != elsewhere["relay_id"]
+    assert len(health["relay_id"]) >= 16
+
+
+async def test_a_re_paired_devices_standby_refresh_token_survives_a_restart(relay_factory, tmp_path):
+    state = tmp_path / "state"
+    first = await relay_factory(state_dir=state)
+    _, old = await pair(first.url, first.http, device_id="dev-1")
+    _, lost = await pair(first.url, first.http, device_id="dev-1")
+    await first.stop()
+    second = await relay_factory(state_dir=state)
+    _, reply = await ws_auth(second.url, {"refresh_token": old["refresh_token"], "device_id": "dev-1"})
+    assert reply["type"] == "auth.ok"
+    assert reply["payload"]["expires_at"] == lost["expires_at"]

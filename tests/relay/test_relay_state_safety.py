@@ -193,3 +193,17 @@ async def test_a_relay_process_on_a_full_disk_answers_500_logs_it_and_keeps_the_
     logged = errlog.read_text()
     assert "sessions_save_failed" in logged
     assert "knob_set name=HERMES_RELAY_FAULT_SAVE test_only=true" in logged and str(flag) not in logged
+
+
+async def test_a_failed_save_at_a_re_pairings_first_use_still_ends_the_old_refresh_token(faulty):
+    relay, disk, path = faulty
+    _, old = await pair(relay.url, relay.http, device_id="dev-1")
+    _, new = await pair(relay.url, relay.http, device_id="dev-1")
+    disk.full = True
+    _, reply = await ws_auth(relay.url, {"session_token": new["session_token"]})
+    assert reply["type"] == "auth.ok"  # the login is not refused for a bookkeeping write
+    ws, reply = await ws_auth(relay.url, {"refresh_token": old["refresh_token"], "device_id": "dev-1"})
+    assert reply["type"] == "auth.fail"  # ended in memory at once ...
+    disk.full = False
+    await relay.stop()  # the shutdown flush writes it
+    assert all(g.get("standby_of") is None for g in json.loads(path.read_text())["refresh_tokens"])  # ... and on disk

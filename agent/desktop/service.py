@@ -15,7 +15,7 @@ without a restart. Each change to a host is audited (core/policy_log.py): ``anno
 own writers just before they write; any other change is "changed outside hermes-relay access".
 
 ``confinement(url)`` composes what one call of that host may touch (core/confine.py): unconfined
-only under full access; otherwise the host's roots (expanded around the agent's own state), the
+only under full access; otherwise the host's roots (the agent's own state carved out of them), the
 read-only system paths, the protected and write-protected paths, and for a confined (workspace)
 host the kernel sandbox for commands without network. An unreadable roots file reaches nothing.
 """
@@ -191,7 +191,7 @@ class DesktopService:
             return Confinement(owner=url, unconfined=True)
         protected = confine.protected_paths(self.env)
         try:
-            reach = roots.expand(self.roots_for(url).roots, protected)
+            reach = roots.reachable(self.roots_for(url).roots, protected)
         except (OSError, ValueError) as exc:  # fail closed: a root that cannot be resolved reaches nothing
             log.warning("desktop_roots_unresolvable url=%s error=%s", url, exc)
             reach = ()

@@ -95,7 +95,9 @@ def for_url(table: Table, url: str, env: Mapping[str, str] | None = None) -> Hos
 
 
 def _within(path: Path, parent: Path) -> bool:
-    return path == parent or parent in path.parents
+    """``path`` is ``parent`` or below it (both absolute and normalised: compared part by part)."""
+    here, top = path.parts, parent.parts
+    return len(here) >= len(top) and here[:len(top)] == top
 
 
 def _forms(paths_: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -126,18 +128,25 @@ def check_root(raw: str, protected: tuple[Path, ...]) -> tuple[Path, list[Path]]
     return root, inside
 
 
-def reachable(roots: tuple[Path, ...], protected: tuple[Path, ...]) -> tuple[Path, ...]:
+def reachable(roots: tuple[Path, ...], protected: tuple[Path, ...],
+              guarded: tuple[Path, ...] | None = None) -> tuple[Path, ...]:
     """The roots a call may reach: each resolved (symlinks followed), those inside a protected path
     dropped, duplicates removed. A root that contains a protected path stays whole: the enforcers
     carve the protected paths out (expanding it instead made every file directly in the home
-    directory a root of its own, and nothing could be created there)."""
-    guarded = _forms(protected)
+    directory a root of its own, and nothing could be created there). ``guarded``: ``guard_forms(protected)``
+    worked out beforehand (the protected paths do not change while the agent runs)."""
+    guarded = guard_forms(protected) if guarded is None else guarded
     out: list[Path] = []
     for root in roots:
         real = Path(os.path.realpath(root))
         if not any(_within(real, p) for p in guarded) and real not in out:
             out.append(real)
     return tuple(out)
+
+
+def guard_forms(protected: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Every spelling of the protected paths a resolved root is compared with (as written and resolved)."""
+    return _forms(protected)
 
 
 def expand(roots: tuple[Path, ...], protected: tuple[Path, ...]) -> tuple[Path, ...]:

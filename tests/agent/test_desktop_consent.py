@@ -57,6 +57,7 @@ def _policy_records(service: DesktopService) -> list[dict[str, Any]]:
 
 def test_every_tool_has_a_capability_and_restricted_offers_nothing(service: DesktopService) -> None:
     assert all(spec.capability in policy.CAPABILITIES for spec in all_tools())
+    assert {spec.capability for spec in all_tools()} == set(policy.SERVED_HERE)  # what `access` marks as served
     assert service.advertised(URL) == []  # no record
     policy.set_mode(service.policy_path, URL, policy.ASK)
     assert service.advertised(URL) == []

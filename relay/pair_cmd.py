@@ -344,7 +344,9 @@ def _print_text(result: dict[str, Any], out: TextIO, *, qr: list[str] | None, co
             print(f"  {i}. {ep['role']:<10} {ep['url']}", file=out)
     if qr:
         _print_qr(qr, out, columns)
-    print(f"On the computer: hermes-relay pair {result['code']} --remote {result['relay_url']}", file=out)
+    # The code at the prompt, not in argv: a command line is readable by other users in the process list.
+    print(f"On the computer: hermes-relay pair --remote {result['relay_url']}", file=out)
+    print(f"  and type the code {result['code']} when it asks", file=out)
     if invite or qr:
         print(f"  or: hermes-relay pair --pair-qr '{result['invite_url']}'", file=out)
         print("  (the reference desktop CLI's `pair` takes the same invite)", file=out)

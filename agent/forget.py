@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.core import api, offline, policy, policy_log, record, roots
+from hermes_relay.core import offline, policy, policy_log, record, roots
 from hermes_relay.core.errors import HermesError, NotPairedError
+from hermes_relay.core.linkstate import token_refused
 from hermes_relay.core.store import resolve_in
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
@@ -93,7 +94,7 @@ async def _revoke_on_relay(agent: Agent, owner: str, rec: dict[str, Any], token:
     if not token:
         return {"status": ALREADY_ENDED, "message": "no session token was stored"}
     mark = await agent.verdict(owner, token)
-    if mark is not None and mark.get("state") in (api.REVOKED, api.EXPIRED):
+    if mark is not None and token_refused(mark.get("state")):
         return {"status": ALREADY_ENDED, "message": f"the relay had already {mark['state']} it"}
     try:
         await revoke(owner, rec, token[:TOKEN_PREFIX_LEN])

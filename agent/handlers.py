@@ -21,6 +21,7 @@ from hermes_relay.core.errors import (
     StateError,
     UsageError,
 )
+from hermes_relay.core.linkstate import token_refused
 from hermes_relay.core.routes import role_label
 from hermes_relay.core.store import join, redact_record, resolve_in
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
@@ -366,7 +367,7 @@ async def _http(agent: Agent, params: dict[str, Any], method: str, path: str,
     reachable route (not through the live link); refused up front when the token is known to be dead."""
     owner, rec = _resolve(agent, params.get("url"))
     mark = agent.marks.get(owner, record.from_dict(owner, rec).token)
-    if mark is not None and mark.get("state") in (api.REVOKED, api.EXPIRED):
+    if mark is not None and token_refused(mark.get("state")):
         # Sending a token the relay already refused only counts toward its per-IP block.
         raise SessionRevokedError(f"the session for {owner} was {mark['state']}; the relay no longer accepts it",
                                   hint=f"pair again: hermes-relay pair --remote {owner} CODE")

@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -40,13 +41,14 @@ from hermes_relay.core.errors import (
     StateError,
     TransportError,
 )
-from hermes_relay.core.linkstate import Do, LinkMachine, LinkState, Next
+from hermes_relay.core.linkstate import Do, LinkError, LinkMachine, LinkState, Next, Verdict, verdict
 from hermes_relay.core.record import Record, expiry, from_dict
-from hermes_relay.core.routes import Route, host_port, route_info
+from hermes_relay.core.routes import Route, host_port
 from hermes_relay.core.store import resolve_in
 
 log = logging.getLogger(__name__)
 INBOUND_BUFFER = 64  # envelopes waiting for the desktop service before the reader waits too
+_Refusal = TypeVar("_Refusal", linkstate.Rejected, linkstate.VerdictStored)
 
 
 class Signal:
@@ -138,9 +140,8 @@ def _stored_verdict(mark: dict[str, Any] | None) -> linkstate.VerdictStored | No
     except ValueError:
         log.warning("verdict_unknown state=%r (ignored)", mark.get("state"))
         return None
-    error = mark.get("error") if isinstance(mark.get("error"), dict) else None
-    replaced_by = ((error or {}).get("data") or {}).get("replaced_by")
-    return linkstate.VerdictStored(verdict, error, replaced_by if isinstance(replaced_by, str) else None)
+    error = mark.get("error")
+    return linkstate.VerdictStored(verdict, LinkError.from_wire(error) if isinstance(error, dict) else None)
 
 
 # -- the desktop seam ---------------------------------------------------------------------------------
@@ -201,17 +202,18 @@ class RelayLink:
                     await self._loop()
                 except Exception as exc:  # supervision point: one broken pairing never stops the agent
                     log.exception("link_crashed url=%s", self.url)
-                    await self._follow(self._event(linkstate.Crashed({
-                        "code": "internal_error", "message": f"agent error while keeping {self.url}: {exc!r}",
-                        "data": {"hint": "see `hermes-relay agent logs`; the link retries by itself"}})))
+                    await self._follow(self._event(linkstate.Crashed(LinkError(
+                        "internal_error", f"agent error while keeping {self.url}: {exc!r}",
+                        "see `hermes-relay agent logs`; the link retries by itself"))))
 
     # -- state ---------------------------------------------------------------------------------
     def _now(self) -> float:
         return float(self.config.wall_clock())
 
-    def _event(self, event: linkstate.Event) -> Next:
+    def _event(self, event: linkstate.Event, now: float | None = None) -> Next:
+        """Hand ``event`` to the machine (at ``now``: the instant its verdict, if any, was decided)."""
         self._woken_at = self.wake_signal.generation  # a wake-up from here on ends the next wait
-        nxt = self.machine.handle(event, self._now())
+        nxt = self.machine.handle(event, self._now() if now is None else now)
         shown = self.machine.snapshot()
         if shown != self._published:  # watchers see changes, not every step that changed nothing
             self._published = shown
@@ -233,7 +235,7 @@ class RelayLink:
             try:
                 sessions = await self.host.read_sessions()
             except StateError as exc:
-                await self._follow(self._event(linkstate.StoreUnreadable(exc.to_wire())))
+                await self._follow(self._event(linkstate.StoreUnreadable(LinkError.of(exc))))
                 continue
             found = resolve_in(sessions, self.url)
             if found is None:
@@ -251,22 +253,19 @@ class RelayLink:
                     token = record.token
             else:
                 self._unsaved = None  # re-paired meanwhile: the store's credentials are newer
-            mark = await self.host.verdict(self.url, token)
-            stored = _stored_verdict(mark)
-            if stored is not None and stored.verdict is LinkState.REVOKED:
+            marked = _stored_verdict(await self.host.verdict(self.url, token))
+            if marked is not None:
                 # Pairing again under another URL makes the relay refuse this token before the new
                 # pairing reaches the store; once it has, the refusal reads as what it was.
-                replaced_by = await self._replaced_by(record, sessions)
-                if replaced_by:
-                    error = self._replaced_error(replaced_by)
-                    await self._mark(token, LinkState.REPLACED, error)
-                    stored = linkstate.VerdictStored(LinkState.REPLACED, error, replaced_by)
-            if stored is not None:
-                await self._follow(self._event(stored))
+                now = self._now()
+                stored = await self._look_for_newer(marked, record, sessions, now)
+                decided = verdict(self.url, stored, now)
+                if decided.state is not marked.verdict:
+                    await self._mark(token, decided, now)
+                await self._follow(self._event(stored, now))
                 continue
             routes = record.routes()
-            self._event(linkstate.Dial(tuple(route_info(r) for r in routes),
-                                       record.server_version))
+            self._event(linkstate.Dial(tuple(routes), record.server_version))
             connected_at: list[float] = []
             try:
                 await self._session(record, routes, token, connected_at)
@@ -278,35 +277,41 @@ class RelayLink:
                     await self._follow(self._event(linkstate.SessionEnded(str(why))))
             except PinMismatchError as exc:
                 log.warning("link_pin_mismatch url=%s expected=%s got=%s", self.url, exc.expected, exc.got)
-                await self._mark(token, LinkState.PIN_MISMATCH, exc.to_wire())
-                await self._follow(self._event(linkstate.PinChanged(exc.to_wire())))
+                await self._decide(token, linkstate.PinChanged(LinkError.of(exc)), self._now())
             except AuthRejectedError as exc:
-                expired = record.expired(self._now())
-                replaced_by = None if expired else await self._replaced_by(record, sessions)
-                error = exc.to_wire()
-                if replaced_by:
-                    error = self._replaced_error(replaced_by)
-                verdict = linkstate.verdict_for(expired=expired, replaced_by=replaced_by)
-                log.warning("link_credentials_rejected url=%s verdict=%s", self.url, verdict.value)
-                await self._mark(token, verdict, error)  # recorded before anyone is shown it
-                await self._follow(self._event(linkstate.Rejected(error, expired, replaced_by)))
+                now = self._now()
+                rejected = await self._look_for_newer(linkstate.Rejected(LinkError.of(exc), record.expires_at),
+                                                      record, sessions, now)
+                log.warning("link_credentials_rejected url=%s verdict=%s", self.url,
+                            verdict(self.url, rejected, now).state.value)
+                await self._decide(token, rejected, now)
             except RateLimitedError as exc:
-                await self._follow(self._event(linkstate.Limited(exc.to_wire(), exc.retry_after)))
+                await self._follow(self._event(linkstate.Limited(LinkError.of(exc), exc.retry_after)))
             except (TransportError, ProtocolError) as exc:
                 up_for = trio.current_time() - connected_at[0] if connected_at else None
-                nxt = self._event(linkstate.Dropped(exc.to_wire(), up_for))
+                nxt = self._event(linkstate.Dropped(LinkError.of(exc), up_for))
                 log.info("link_down url=%s error=%s retry_in=%.1fs", self.url, exc.message, nxt.delay)
                 await self._follow(nxt)
 
-    def _replaced_error(self, replaced_by: str) -> dict[str, Any]:
-        return {"code": "replaced", "message": f"{self.url}: replaced by a newer pairing ({replaced_by})",
-                "data": {"replaced_by": replaced_by, "hint": f"this relay is paired as {replaced_by}; "
-                         f"remove the old pairing with `hermes-relay forget {self.url}`"}}
+    async def _look_for_newer(self, event: _Refusal, record: Record, sessions: dict[str, dict[str, Any]],
+                              now: float) -> _Refusal:
+        """``event`` with the newer pairing of this relay stored under another URL, if one exists and the
+        refusal would otherwise read as revoked (an expired or pinned one is what it says)."""
+        if verdict(self.url, event, now).state is not LinkState.REVOKED:
+            return event
+        newer = await self._replaced_by(record, sessions)
+        return replace(event, replaced_by=newer) if newer else event
 
-    async def _mark(self, token: str | None, verdict: LinkState, error: dict[str, Any]) -> None:
+    async def _decide(self, token: str | None, event: linkstate.VerdictEvent, now: float) -> None:
+        """Record the verdict ``event`` leads to (before anyone is shown it), then show and follow it."""
+        await self._mark(token, verdict(self.url, event, now), now)
+        await self._follow(self._event(event, now))
+
+    async def _mark(self, token: str | None, decided: Verdict, now: float) -> None:
         """Record a verdict beside the token, so a restarted agent does not ask the relay again."""
+        error = decided.error.to_wire() if decided.error else {}
         try:
-            await self.host.set_verdict(self.url, token, verdict.value, error, self._now())
+            await self.host.set_verdict(self.url, token, decided.state.value, error, now)
         except (StateError, OSError) as exc:  # shown now; only a restart asks the relay again
             log.error("verdict_not_saved url=%s error=%s", self.url, exc)
 
@@ -357,7 +362,7 @@ class RelayLink:
                     elapsed = conn.dialed.elapsed
                     log.info("link_up url=%s route=%s latency_ms=%.0f", self.url, conn.route.url, elapsed * 1000)
                     server_version = ok.get("server_version")
-                    self._event(linkstate.Authenticated(route_info(conn.route), round(elapsed * 1000, 1),
+                    self._event(linkstate.Authenticated(conn.route, round(elapsed * 1000, 1),
                                                         server_version if isinstance(server_version, str) else None))
 
                     def guard(fn: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:

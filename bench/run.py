@@ -505,8 +505,9 @@ printf '%s\n' "$__p"
         relay, n = self.relay, self.n_desktop
         log(f"desktop tool calls through the relay's HTTP face: {n} interleaved rounds, then "
             f"{n} calls with {DESKTOP_IN_FLIGHT} in flight")
-        subprocess.run(self.cli_cmd() + ["access", relay.url, "trusted"], env=self.user.env, capture_output=True,
-                       timeout=30, check=True)
+        # The file lives in the bench's folder, outside the default root (the home directory): make it a root.
+        subprocess.run(self.cli_cmd() + ["access", relay.url, "trusted", "--root", str(self.root)], env=self.user.env,
+                       capture_output=True, timeout=30, check=True)
         one_kb = self.root / "one-kb.txt"
         one_kb.write_text("0123456789abcde\n" * 64)
         calls: dict[str, tuple[str, str, dict[str, Any] | None, Callable[[dict[str, Any]], bool]]] = {

@@ -25,7 +25,7 @@ from hermes_relay.core.errors import HermesError, IpcError
 
 RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between reconnects; the last one repeats
 STALE_ANSWER_WINDOW = 0.5  # seconds: a line arriving this soon after the next prompt was typed for the expired one
-PROMPT = "allow? [y]es / [n]o / [a]lways for this host: "
+PROMPT = "allow? [y]es / [n]o / [a]lways (this capability, for this host): "
 ANSWERS = ("y", "yes", "n", "no", "a", "always")
 _GONE = {"expired": "expired (nobody answered in time; it did not run)",
          "withdrawn": "withdrawn (its call ended; it did not run)",

@@ -27,8 +27,9 @@ wall-clock jump after sleep/resume, or ``reload``)::
     pin_mismatch   PinChanged                              nothing                    re-read the store
     not_paired     Unpaired (record removed)               nothing                    re-read the store
 
-``TABLE`` below is the authority; the table above is its reading. A verdict (revoked, expired,
-replaced, pin_mismatch) is recorded beside the pairing and never deletes it.
+``TABLE`` below is the authority (``LinkMachine.handle`` applies its targets); the table above is its
+reading. A verdict (revoked, expired, replaced, pin_mismatch) is decided in one place, ``verdict``,
+recorded beside the pairing by the driver, and never deletes it.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ import enum
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, overload
 
 from hermes_relay.core import api, backoff
+from hermes_relay.core.errors import HermesError
+from hermes_relay.core.routes import Route, route_info
 
 
 class LinkState(str, enum.Enum):  # noqa: UP042 - StrEnum would change str() and format() of a state
@@ -61,10 +64,36 @@ ANY: Final = frozenset(LinkState)
 STORE_RETRY: Final = 30.0  # an unreadable store is re-read this often (or on a wake-up)
 
 
+@dataclass(frozen=True)
+class LinkError:
+    """Why the link left a state, as ``status`` shows it (``last_error``: ``{code, message, data}``)."""
+
+    code: str
+    message: str
+    hint: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)  # the wire ``data`` besides the hint
+
+    @classmethod
+    def of(cls, exc: HermesError) -> LinkError:
+        return cls.from_wire(exc.to_wire())
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> LinkError:
+        data = dict(obj.get("data") or {}) if isinstance(obj.get("data"), Mapping) else {}
+        hint = data.pop("hint") if isinstance(data.get("hint"), str) else None
+        return cls(str(obj.get("code") or "error"), str(obj.get("message") or ""), hint, data)
+
+    def to_wire(self) -> dict[str, Any]:
+        data = dict(self.data)
+        if self.hint:
+            data["hint"] = self.hint
+        return {"code": self.code, "message": self.message, "data": data}
+
+
 # -- events (what the driver observed) ----------------------------------------------------------
 @dataclass(frozen=True)
 class StoreUnreadable:
-    error: dict[str, Any]
+    error: LinkError
 
 
 @dataclass(frozen=True)
@@ -74,22 +103,23 @@ class Unpaired:
 
 @dataclass(frozen=True)
 class VerdictStored:
-    """The agent's own record says this token already got a verdict (survives restarts)."""
+    """The agent's own record says this token already got a verdict (survives restarts).
+    ``replaced_by``: a newer pairing of the same relay the driver found in the store since."""
 
     verdict: LinkState
-    error: dict[str, Any] | None
+    error: LinkError | None
     replaced_by: str | None = None
 
 
 @dataclass(frozen=True)
 class Dial:
-    routes: tuple[dict[str, Any], ...] = ()
+    routes: tuple[Route, ...] = ()
     server_version: str | None = None
 
 
 @dataclass(frozen=True)
 class Authenticated:
-    route: dict[str, Any]
+    route: Route
     latency_ms: float
     server_version: str | None
 
@@ -98,7 +128,7 @@ class Authenticated:
 class Dropped:
     """A network failure (dial, auth timeout, silent link, relay closed the socket)."""
 
-    error: dict[str, Any]
+    error: LinkError
     connected_for: float | None = None  # seconds the link was up before this drop, if it was
 
 
@@ -118,37 +148,39 @@ class Reauthenticate:
 
 @dataclass(frozen=True)
 class Rejected:
-    """auth.fail for the token and for the refresh token."""
+    """auth.fail for the token and for the refresh token. ``expires_at``: the stored record's expiry;
+    ``replaced_by``: a newer pairing of the same relay the driver found in the store."""
 
-    error: dict[str, Any]
-    expired: bool
+    error: LinkError
+    expires_at: float | None
     replaced_by: str | None = None
 
 
 @dataclass(frozen=True)
 class PinChanged:
-    error: dict[str, Any]
+    error: LinkError
 
 
 @dataclass(frozen=True)
 class Limited:
-    error: dict[str, Any]
+    error: LinkError
     retry_after: float | None
 
 
 @dataclass(frozen=True)
 class Crashed:
-    error: dict[str, Any]
+    error: LinkError
 
 
 Event = (StoreUnreadable | Unpaired | VerdictStored | Dial | Authenticated | Dropped | SessionEnded
          | Reauthenticate | Rejected | PinChanged | Limited | Crashed)
+VerdictEvent = VerdictStored | Rejected | PinChanged
 
 _ACTIVE: Final = frozenset({LinkState.CONNECTING, LinkState.CONNECTED})
 _WAITING: Final = ANY - _ACTIVE
 
 # The one transition table: event type -> (states it may arrive in, the state it leads to).
-# ``None`` as the target means "decided by the event" (the verdict it carries).
+# ``None`` as the target means "decided by the verdict" (``verdict`` below). ``handle`` applies it.
 TABLE: Final[Mapping[type, tuple[frozenset[LinkState], LinkState | None]]] = {
     StoreUnreadable: (ANY, LinkState.BACKOFF),
     Unpaired: (ANY, LinkState.NOT_PAIRED),
@@ -169,6 +201,53 @@ class InvalidTransition(Exception):
     """An event arrived in a state the table does not allow: a bug in the driver."""
 
 
+# -- the verdict ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    """What a refusal means for the pairing: recorded beside the token and shown by ``status``."""
+
+    state: LinkState
+    error: LinkError | None
+    replaced_by: str | None = None
+
+
+@overload
+def verdict(url: str, event: VerdictEvent, now: float) -> Verdict: ...
+@overload
+def verdict(url: str, event: Event, now: float) -> Verdict | None: ...
+def verdict(url: str, event: Event, now: float) -> Verdict | None:
+    """The one place a verdict is decided, from the event (with the stored record's facts it carries)
+    and the wall clock ``now``: a newer pairing of the same relay under another URL replaced it, its
+    stored expiry passed, or (otherwise) it was revoked; a changed certificate is a pin mismatch.
+    None for an event that is no verdict."""
+    match event:
+        case PinChanged(error=error):
+            return Verdict(LinkState.PIN_MISMATCH, error)
+        case VerdictStored(verdict=LinkState.REVOKED, replaced_by=str(newer)) | Rejected(replaced_by=str(newer)) if newer:
+            return Verdict(LinkState.REPLACED, replaced_error(url, newer), newer)
+        case VerdictStored(verdict=LinkState.REPLACED, error=error):
+            stored = (error.data if error else {}).get("replaced_by")  # the newer URL, as recorded
+            return Verdict(LinkState.REPLACED, error, stored if isinstance(stored, str) else None)
+        case VerdictStored(verdict=state, error=error):
+            return Verdict(state, error)
+        case Rejected(error=error, expires_at=expires_at):
+            expired = expires_at is not None and expires_at <= now
+            return Verdict(LinkState.EXPIRED if expired else LinkState.REVOKED, error)
+    return None
+
+
+def replaced_error(url: str, replaced_by: str) -> LinkError:
+    return LinkError("replaced", f"{url}: replaced by a newer pairing ({replaced_by})",
+                     f"this relay is paired as {replaced_by}; remove the old pairing with `hermes-relay forget {url}`",
+                     {"replaced_by": replaced_by})
+
+
+def token_refused(state: object) -> bool:
+    """Whether a stored verdict (its wire string) means the relay no longer accepts the token, so
+    sending it again only counts toward the relay's per-IP block."""
+    return state in (LinkState.REVOKED.value, LinkState.EXPIRED.value)
+
+
 # -- what the driver does next --------------------------------------------------------------------
 class Do(enum.Enum):
     DIAL = "dial"  # connect now
@@ -187,24 +266,26 @@ class Next:
 # -- the status view ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LinkSnapshot:
-    """What ``status`` and ``watch`` show for one link (``RelayState`` in core/api.py)."""
+    """What ``status`` and ``watch`` show for one link (``RelayState`` in core/apitypes.py)."""
 
     url: str
     state: LinkState
-    route: dict[str, Any] | None
+    route: Route | None
     since: float | None
     latency_ms: float | None
     attempts: int
-    last_error: dict[str, Any] | None
+    last_error: LinkError | None
     next_retry_at: float | None
-    routes: list[dict[str, Any]]
+    routes: tuple[Route, ...]
     server_version: str | None
     replaced_by: str | None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"url": self.url, "state": self.state.value, "route": self.route, "since": self.since,
-                "latency_ms": self.latency_ms, "attempts": self.attempts, "last_error": self.last_error,
-                "next_retry_at": self.next_retry_at, "routes": list(self.routes),
+        return {"url": self.url, "state": self.state.value,
+                "route": route_info(self.route) if self.route else None, "since": self.since,
+                "latency_ms": self.latency_ms, "attempts": self.attempts,
+                "last_error": self.last_error.to_wire() if self.last_error else None,
+                "next_retry_at": self.next_retry_at, "routes": [route_info(r) for r in self.routes],
                 "server_version": self.server_version, "replaced_by": self.replaced_by}
 
 
@@ -219,13 +300,13 @@ class LinkMachine:
     rate_limit_wait: float = 300.0
     rng: random.Random = field(default_factory=random.Random)
     state: LinkState = LinkState.CONNECTING
-    route: dict[str, Any] | None = None
+    route: Route | None = None
     since: float | None = None
     latency_ms: float | None = None
     attempts: int = 0
-    last_error: dict[str, Any] | None = None
+    last_error: LinkError | None = None
     next_retry_at: float | None = None
-    routes: list[dict[str, Any]] = field(default_factory=list)
+    routes: tuple[Route, ...] = ()
     server_version: str | None = None
     replaced_by: str | None = None
 
@@ -236,83 +317,72 @@ class LinkMachine:
         return backoff.full_jitter(base=self.backoff_base, cap=self.backoff_cap, rng=self.rng)
 
     def handle(self, event: Event, now: float) -> Next:
-        """Apply ``event`` (observed at wall-clock ``now``) and say what the driver does next."""
+        """Apply ``event`` (observed at wall-clock ``now``): the state it leads to is TABLE's target
+        (or, where TABLE says None, the verdict's); say what the driver does next."""
         allowed, target = TABLE[type(event)]
         if self.state not in allowed:
             raise InvalidTransition(f"{type(event).__name__} in state {self.state.value}")
-        if isinstance(event, StoreUnreadable):
-            self._leave(LinkState.BACKOFF, event.error, now + STORE_RETRY)
-            return Next(Do.WAIT, STORE_RETRY)
-        if isinstance(event, Unpaired):
-            self._leave(LinkState.NOT_PAIRED, None, None)
-            return Next(Do.IDLE)
-        if isinstance(event, VerdictStored):
-            self._leave(event.verdict, event.error, None)
-            self.replaced_by = event.replaced_by if event.verdict is LinkState.REPLACED else None
-            return Next(Do.IDLE)
-        if isinstance(event, Dial):
-            self.state, self.route, self.next_retry_at, self.replaced_by = LinkState.CONNECTING, None, None, None
-            self.routes = list(event.routes)
-            self.server_version = event.server_version or self.server_version
-            return Next(Do.DIAL)
-        if isinstance(event, Authenticated):
-            self.state, self.route, self.since = LinkState.CONNECTED, event.route, now
-            self.latency_ms, self.last_error, self.attempts = event.latency_ms, None, 0
-            self.server_version = event.server_version or self.server_version
-            return Next(Do.SERVE)
-        if isinstance(event, Dropped):
-            if event.connected_for is not None and event.connected_for >= self.stable_after:
+        decided = verdict(self.url, event, now)
+        state = target if target is not None else decided.state if decided is not None else None
+        if state is None:
+            raise InvalidTransition(f"{type(event).__name__}: the table names no target and no verdict decides one")
+        match event:
+            case StoreUnreadable(error=error):
+                return self._wait(state, error, now, STORE_RETRY)
+            case Crashed(error=error):
+                return self._wait(state, error, now, self.backoff_cap)
+            case Dropped(error=error, connected_for=up_for):
+                if up_for is not None and up_for >= self.stable_after:
+                    self._delays = self._schedule()
+                self.attempts += 1
+                return self._wait(state, error, now, next(self._delays))
+            case SessionEnded():
+                return self._wait(state, None, now, next(self._delays))
+            case Limited(error=error, retry_after=retry_after):
+                self.attempts += 1
+                return self._wait(state, error, now, retry_after or self.rate_limit_wait, Do.WAIT_FULL)
+            case Unpaired():
+                self._leave(state, None, None)
+                return Next(Do.IDLE)
+            case VerdictStored() | Rejected() | PinChanged():
+                assert decided is not None
+                self._leave(state, decided.error, None)
+                self.replaced_by = decided.replaced_by if state is LinkState.REPLACED else None
+                return Next(Do.IDLE)
+            case Dial(routes=routes, server_version=version):
+                self.state, self.route, self.next_retry_at, self.replaced_by = state, None, None, None
+                self.routes = tuple(routes)
+                self.server_version = version or self.server_version
+                return Next(Do.DIAL)
+            case Authenticated(route=route, latency_ms=latency_ms, server_version=version):
+                self.state, self.route, self.since = state, route, now
+                self.latency_ms, self.last_error, self.attempts = latency_ms, None, 0
+                self.server_version = version or self.server_version
+                return Next(Do.SERVE)
+            case Reauthenticate():
                 self._delays = self._schedule()
-            delay = next(self._delays)
-            self.attempts += 1
-            self._leave(LinkState.BACKOFF, event.error, now + delay)
-            return Next(Do.WAIT, delay)
-        if isinstance(event, SessionEnded):
-            delay = next(self._delays)
-            self._leave(LinkState.BACKOFF, None, now + delay)
-            return Next(Do.WAIT, delay)
-        if isinstance(event, Reauthenticate):
-            self._delays = self._schedule()
-            self.state, self.route, self.since, self.next_retry_at = LinkState.CONNECTING, None, None, None
-            return Next(Do.DIAL)
-        if isinstance(event, Rejected):
-            verdict = verdict_for(expired=event.expired, replaced_by=event.replaced_by)
-            self._leave(verdict, event.error, None)
-            self.replaced_by = event.replaced_by if verdict is LinkState.REPLACED else None
-            return Next(Do.IDLE)
-        if isinstance(event, PinChanged):
-            self._leave(LinkState.PIN_MISMATCH, event.error, None)
-            return Next(Do.IDLE)
-        if isinstance(event, Limited):
-            wait = event.retry_after or self.rate_limit_wait
-            self.attempts += 1
-            self._leave(LinkState.RATE_LIMITED, event.error, now + wait)
-            return Next(Do.WAIT_FULL, wait)
-        assert isinstance(event, Crashed) and target is LinkState.BACKOFF
-        self._leave(LinkState.BACKOFF, event.error, now + self.backoff_cap)
-        return Next(Do.WAIT, self.backoff_cap)
+                self.state, self.route, self.since, self.next_retry_at = state, None, None, None
+                return Next(Do.DIAL)
+        raise InvalidTransition(f"{type(event).__name__} is no link event")
 
     def measured(self, latency_ms: float) -> None:
         """A keepalive round trip while connected."""
         if self.state is LinkState.CONNECTED:
             self.latency_ms = latency_ms
 
-    def _leave(self, state: LinkState, error: dict[str, Any] | None, retry_at: float | None) -> None:
+    def _wait(self, state: LinkState, error: LinkError | None, now: float, delay: float,
+              do: Do = Do.WAIT) -> Next:
+        self._leave(state, error, now + delay)
+        return Next(do, delay)
+
+    def _leave(self, state: LinkState, error: LinkError | None, retry_at: float | None) -> None:
         self.state, self.last_error, self.next_retry_at = state, error, retry_at
         self.route, self.since = None, None
 
     def snapshot(self) -> LinkSnapshot:
         return LinkSnapshot(self.url, self.state, self.route, self.since, self.latency_ms, self.attempts,
-                            self.last_error, self.next_retry_at, list(self.routes), self.server_version,
+                            self.last_error, self.next_retry_at, self.routes, self.server_version,
                             self.replaced_by)
-
-
-def verdict_for(*, expired: bool, replaced_by: str | None) -> LinkState:
-    """Why the relay refused this pairing's credentials: a newer pairing of the same relay under
-    another URL replaced it, its stored expiry passed, or (otherwise) it was revoked."""
-    if replaced_by:
-        return LinkState.REPLACED
-    return LinkState.EXPIRED if expired else LinkState.REVOKED
 
 
 @dataclass

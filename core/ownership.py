@@ -101,3 +101,20 @@ def check_private(path: str, *, directory: bool) -> None:
             hint=f"run `chmod go-w {path}` (0700 for the directory), or set HERMES_RELAY_RUNTIME_DIR elsewhere",
             data={"path": path, "mode": st.st_mode & 0o777},
         )
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (another user's counts too); never signals it."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":
+        import psutil
+
+        return bool(psutil.pid_exists(pid))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -151,10 +151,33 @@ def build(
 
 
 def _pinned_proxy(host: str, port: int, priority: int, pin: str, cert_der: str) -> dict[str, Any]:
+    # The reference client names the TLS server with the proxy's host, and its runtime refuses an IP
+    # address there: a loopback route is offered as localhost, which the relay's certificate names.
+    if is_loopback_ip(host):
+        host = "localhost"
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return {"role": PLUGIN_PROXY, "priority": priority, "recommended": True, "security": "pinned_tls",
             "proxy": {"url": f"https://{netloc}", "transport_hint": "https", "pin_sha256": pin, "cert_der": cert_der,
                       "surfaces": ["relay"]}}
+
+
+def is_loopback_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def compact(invite: dict[str, Any], secret: bytes | None = None) -> dict[str, Any]:
@@ -294,8 +317,8 @@ def from_dict(obj: dict[str, Any]) -> Invite:
     for url, proxy_pin, priority in _pinned_proxies(endpoints):
         # The same relay as a plain wss:// route of this invite: that route gets the pin. Otherwise the
         # pinned proxy is a route of this pairing of its own, at the path its clients dial.
-        origin = urlsplit(url).netloc
-        same = [c[0] for c in candidates if c[0].startswith("wss://") and urlsplit(c[0]).netloc == origin]
+        origin = _origin(url)
+        same = [c[0] for c in candidates if c[0].startswith("wss://") and _origin(c[0]) == origin]
         if not same:
             same = [url]
             candidates.append((url, PLUGIN_PROXY, priority))
@@ -317,6 +340,19 @@ def from_dict(obj: dict[str, Any]) -> Invite:
         cert_pin=pin if isinstance(pin, str) and is_valid_pin(pin) else None,
         route_pins=pins,
     )
+
+
+def _origin(url: str) -> tuple[str, int | None]:
+    """(host, port) of a wss:// URL, with localhost and the loopback addresses one host (a loopback
+    pinned route is offered as localhost beside the plain 127.0.0.1 route: the same relay)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or is_loopback_ip(host):
+        host = "localhost"
+    try:
+        return host, parts.port
+    except ValueError:
+        return host, None
 
 
 def _pinned_proxies(endpoints: Any) -> list[tuple[str, str, int | None]]:

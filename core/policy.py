@@ -58,6 +58,9 @@ CAPABILITIES: Final = ("commands", "files", "screen_input", "usb", "microphone",
 DISABLED: Final = "disabled"
 ALLOW: Final = "allow"
 CAP_MODES: Final = (DISABLED, ASK, ALLOW)  # least to most privilege
+# The capabilities this agent has tools for (tests/agent/test_desktop_consent.py checks it against the tool
+# table); `access` marks the others, which other Hermes clients serve (screen, USB, microphone, camera).
+SERVED_HERE: Final = ("commands", "files")
 
 # decide() answers
 DECIDE_ALLOW: Final = "allow"

@@ -7,9 +7,10 @@ rewritten by other clients from their own model, which drops what they do not kn
 
 A host without an entry has the default root, the home directory. A root never reaches the
 agent's own state (``core.confine.protected_paths``): a root inside a protected path is refused; a
-root containing one is *expanded* when a call's confinement is composed, into its entries minus the
-protected ones (recursively, symlinks resolved), because the kernel sandbox grants rights per tree
-and cannot carve a hole into one. Expansion happens per call, so entries created later are covered.
+root containing one (the home directory holds ``~/.hermes``) keeps it, with the protected paths beside
+it in the call's confinement: the file tools refuse them by identity, and the command sandbox covers
+them (a private mount view, or Landlock rules split around them). ``reachable`` resolves the roots per
+call; ``expand`` lists a root's entries minus the protected ones, for callers that need whole trees.
 
 Writes are atomic (0600), under the file's lock, and keep every field and list item this module
 does not understand; an unparseable file is never overwritten and reaches nothing until fixed.
@@ -94,7 +95,9 @@ def for_url(table: Table, url: str, env: Mapping[str, str] | None = None) -> Hos
 
 
 def _within(path: Path, parent: Path) -> bool:
-    return path == parent or parent in path.parents
+    """``path`` is ``parent`` or below it (both absolute and normalised: compared part by part)."""
+    here, top = path.parts, parent.parts
+    return len(here) >= len(top) and here[:len(top)] == top
 
 
 def _forms(paths_: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -123,6 +126,27 @@ def check_root(raw: str, protected: tuple[Path, ...]) -> tuple[Path, list[Path]]
                              "full access", hint="choose a directory outside it")
     inside = sorted({p for p in _forms(protected) if _within(p, root) and p != root})
     return root, inside
+
+
+def reachable(roots: tuple[Path, ...], protected: tuple[Path, ...],
+              guarded: tuple[Path, ...] | None = None) -> tuple[Path, ...]:
+    """The roots a call may reach: each resolved (symlinks followed), those inside a protected path
+    dropped, duplicates removed. A root that contains a protected path stays whole: the enforcers
+    carve the protected paths out (expanding it instead made every file directly in the home
+    directory a root of its own, and nothing could be created there). ``guarded``: ``guard_forms(protected)``
+    worked out beforehand (the protected paths do not change while the agent runs)."""
+    guarded = guard_forms(protected) if guarded is None else guarded
+    out: list[Path] = []
+    for root in roots:
+        real = Path(os.path.realpath(root))
+        if not any(_within(real, p) for p in guarded) and real not in out:
+            out.append(real)
+    return tuple(out)
+
+
+def guard_forms(protected: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Every spelling of the protected paths a resolved root is compared with (as written and resolved)."""
+    return _forms(protected)
 
 
 def expand(roots: tuple[Path, ...], protected: tuple[Path, ...]) -> tuple[Path, ...]:

@@ -21,31 +21,54 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from hermes_relay.core import paths, payload
 from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
 from hermes_relay.core.routes import infer_role
-from hermes_relay.relay import http, peers, tls
-from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, validate_grants, validate_seconds
+from hermes_relay.relay import httpmsg, peers, tls
+from hermes_relay.relay.capacity import Gate
+from hermes_relay.relay.config import RATE_LIMIT_BODY, RelayConfig
+from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, PairingCodes, validate_grants, validate_seconds
 from hermes_relay.relay.peers import Peer, lan_address
-from hermes_relay.relay.sessions import SaveError, Session
-
-if TYPE_CHECKING:
-    from hermes_relay.relay.server import Relay
+from hermes_relay.relay.ratelimit import RateLimiter
+from hermes_relay.relay.sessions import SaveError, Session, SessionBook
 
 log = logging.getLogger(__name__)
 
 Reply = tuple[int, dict[str, Any]]
-RATE_LIMIT_BODY = "Too many failed authentication attempts. Try again later."
+__all__ = ["RATE_LIMIT_BODY", "Reply", "State", "route"]
+
+
+class State(Protocol):
+    """What the HTTP API reads and changes (relay/core.py's RelayCore)."""
+
+    config: RelayConfig
+    server_version: str
+    relay_id: str
+    port: int
+    codes: PairingCodes
+    book: SessionBook
+    pair_limiter: RateLimiter
+    token_limiter: RateLimiter
+    http_limiter: RateLimiter
+    pending: Gate
+    unauthed: int
+
+    def now(self) -> float: ...
+    def uptime(self) -> float: ...
+    def pending_calls(self) -> int: ...
+    def connections(self) -> int: ...
+    def connected(self, key: str) -> bool: ...
+    def session_revoked(self, sess: Session) -> None: ...
+
 NOT_LOOPBACK = "pairing codes can only be registered from the relay host (loopback, not through a proxy)"
 INFO_NOT_LOCAL = "/relay/info is loopback-only: run this on the relay host"
 
 
-def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply:
+def route(relay: State, req: httpmsg.HttpRequest, body: bytes, peer: Peer) -> Reply:
     path, method = req.path, req.method
     try:
         if path.rstrip("/") in ("/health", "/relay/health") and method == "GET":  # the second: reference proxy probe
@@ -64,13 +87,13 @@ def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply
             if refused is not None:
                 log.warning("pairing_register_refused peer=%s status=%d", peer.addr, refused[0])
                 return refused
-            obj = http.parse_json_body(body)
+            obj = httpmsg.parse_json_body(body)
             if path.rstrip("/") == "/pairing/mint":
                 return pairing_mint(relay, obj, peer)
             return pairing_register(relay, obj, peer)
         if path.rstrip("/") == "/sessions" or path.startswith("/sessions/"):
             return sessions_api(relay, method, path, req.headers, body, peer)
-    except http.BadRequest as exc:
+    except httpmsg.BadRequest as exc:
         return exc.status, {"ok": False, "error": exc.message}
     except UsageError as exc:
         return 400, {"ok": False, "error": exc.message}
@@ -80,12 +103,12 @@ def route(relay: Relay, req: http.HttpRequest, body: bytes, peer: Peer) -> Reply
     return 404, {"ok": False, "error": f"no route for {method} {req.path}"}
 
 
-def health(relay: Relay) -> dict[str, Any]:
+def health(relay: State) -> dict[str, Any]:
     return {
         "status": "ok",
         "version": relay.server_version,
         "sessions": len(relay.book),
-        "connections": sum(len(v) for v in relay.live.values()),
+        "connections": relay.connections(),
         "unauthenticated": relay.unauthed,  # upgraded, not yet authenticated (capped)
         "pending": relay.pending.count,  # connected, request not yet received (capped)
         "pending_codes": len(relay.codes),
@@ -97,7 +120,7 @@ def health(relay: Relay) -> dict[str, Any]:
     }
 
 
-def relay_info(relay: Relay) -> dict[str, Any]:
+def relay_info(relay: State) -> dict[str, Any]:
     """``GET /relay/info`` (loopback only), in the reference relay's shape: what its CLI's ``relay info`` shows."""
     sessions = len(relay.book)
     return {
@@ -106,17 +129,17 @@ def relay_info(relay: Relay) -> dict[str, Any]:
         "protocol_version": 1,
         "capabilities": ["desktop"],
         "profiles": [],
-        "uptime_seconds": int(time.monotonic() - relay.started),
+        "uptime_seconds": int(relay.uptime()),
         "session_count": sessions,
         "paired_device_count": sessions,  # sessions are paired devices, as in the reference
-        "pending_commands": relay.desktop.pending_count,
+        "pending_commands": relay.pending_calls(),
         "media_entry_count": 0,
         "health": "ok",
         "relay_id": relay.relay_id,
     }
 
 
-def _pairing_options(relay: Relay, obj: dict[str, Any]) -> tuple[int, dict[str, int] | None, str]:
+def _pairing_options(relay: State, obj: dict[str, Any]) -> tuple[int, dict[str, int] | None, str]:
     ttl = validate_seconds(obj.get("ttl_seconds", DEFAULT_SESSION_TTL), "ttl_seconds")
     hint = obj.get("transport_hint")
     if hint is not None and hint not in TRANSPORT_HINTS:
@@ -124,7 +147,7 @@ def _pairing_options(relay: Relay, obj: dict[str, Any]) -> tuple[int, dict[str, 
     return ttl, validate_grants(obj.get("grants")), hint or relay.config.scheme
 
 
-def _registered(relay: Relay, code: str | None, obj: dict[str, Any]) -> Reply:
+def _registered(relay: State, code: str | None, obj: dict[str, Any]) -> Reply:
     ttl, grants, hint = _pairing_options(relay, obj)
     pending = relay.codes.register(code, ttl_seconds=ttl, grants=grants, transport_hint=hint)
     # As the reference relay does: the operator is at the relay host minting a code for someone, so
@@ -136,7 +159,7 @@ def _registered(relay: Relay, code: str | None, obj: dict[str, Any]) -> Reply:
     return 200, {"ok": True, "code": pending.code, "expires_at": pending.expires_at, "ttl_seconds": pending.ttl_seconds}
 
 
-def pairing_register(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
+def pairing_register(relay: State, obj: dict[str, Any], peer: Peer) -> Reply:
     if not peer.loopback:
         return 403, {"ok": False, "error": NOT_LOOPBACK}
     code = obj.get("code")
@@ -148,7 +171,7 @@ def pairing_register(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
     return _registered(relay, code.strip(), obj)
 
 
-def pairing_mint(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
+def pairing_mint(relay: State, obj: dict[str, Any], peer: Peer) -> Reply:
     """The relay picks the code and answers with an invite for it, shaped like the reference relay's answer:
     ``qr_payload`` (the invite as JSON text, signed when this host has the pairing secret), ``pairing_url``,
     ``relay_url`` and the relay's own ``host``/``port``/``tls``."""
@@ -172,7 +195,7 @@ def pairing_mint(relay: Relay, obj: dict[str, Any], peer: Peer) -> Reply:
     return status, reply
 
 
-def relay_url(relay: Relay) -> str:
+def relay_url(relay: State) -> str:
     """Where other machines reach this relay: the bind address, or this host's LAN address for a wildcard."""
     host = relay.config.host
     if host in ("0.0.0.0", "::", ""):
@@ -183,7 +206,7 @@ def relay_url(relay: Relay) -> str:
 
 # -- /sessions ---------------------------------------------------------------------------------------
 
-def sessions_api(relay: Relay, method: str, path: str, headers: Mapping[str, str], body: bytes, peer: Peer) -> Reply:
+def sessions_api(relay: State, method: str, path: str, headers: Mapping[str, str], body: bytes, peer: Peer) -> Reply:
     now = relay.now()
     auth = headers.get("authorization")
     operator = auth is None and peer.loopback
@@ -208,7 +231,7 @@ def sessions_api(relay: Relay, method: str, path: str, headers: Mapping[str, str
     if path.rstrip("/") == "/sessions" and not path.endswith("/sessions/"):
         if method != "GET":
             return 405, {"ok": False, "error": "use GET /sessions to list sessions"}
-        return 200, {"sessions": [{**s.public(current=s is caller), "connected": bool(relay.live.get(s.token_hash))}
+        return 200, {"sessions": [{**s.public(current=s is caller), "connected": relay.connected(s.token_hash)}
                                   for s in relay.book.all()]}
     prefix = path[len("/sessions/"):]
     if not prefix:
@@ -228,10 +251,10 @@ def sessions_api(relay: Relay, method: str, path: str, headers: Mapping[str, str
         log.info("session_revoked prefix=%s by=%s", target.token_prefix, by)
         current = target is caller
         return 200, {"ok": True, "revoked": target.token_prefix, "revoked_self": current, "is_current": current}
-    return _patch(relay, target, caller, http.parse_json_body(body), by)
+    return _patch(relay, target, caller, httpmsg.parse_json_body(body), by)
 
 
-def _patch(relay: Relay, target: Session, caller: Session | None, obj: dict[str, Any], by: str) -> Reply:
+def _patch(relay: State, target: Session, caller: Session | None, obj: dict[str, Any], by: str) -> Reply:
     ttl = obj.get("ttl_seconds")
     if ttl is not None:
         ttl = validate_seconds(ttl, "ttl_seconds")
@@ -269,7 +292,7 @@ def _lengthens(old: Session, new: Session, requested: dict[str, int] | None, now
 
 # -- request checks ----------------------------------------------------------------------------------
 
-def register_request_refusal(req: http.HttpRequest, peer: Peer) -> Reply | None:
+def register_request_refusal(req: httpmsg.HttpRequest, peer: Peer) -> Reply | None:
     """Why a pairing registration must be refused before its body is looked at, or None."""
     return peers.local_request_refusal(req.headers, req.path, loopback=peer.loopback, not_local=NOT_LOOPBACK,
                                        action="pairing codes cannot be registered", purpose="register a pairing code",

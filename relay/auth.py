@@ -13,17 +13,30 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from hermes_relay.relay.sessions import SaveError, Session
-
-if TYPE_CHECKING:
-    from hermes_relay.relay.server import Relay
+from hermes_relay.relay.pairing import PairingCodes
+from hermes_relay.relay.ratelimit import GlobalCap, RateLimiter
+from hermes_relay.relay.sessions import SaveError, Session, SessionBook
 
 log = logging.getLogger(__name__)
 
 DEVICE_FIELDS = ("device_name", "device_id", "device_hostname", "client_surface", "device_form_factor",
                  "device_model", "device_platform")
+
+
+class State(Protocol):
+    """What deciding an auth frame reads and changes (relay/core.py's RelayCore)."""
+
+    server_version: str
+    codes: PairingCodes
+    book: SessionBook
+    pair_limiter: RateLimiter
+    token_limiter: RateLimiter
+    code_cap: GlobalCap
+
+    def now(self) -> float: ...
+    def blocked_for(self, ip: str) -> float: ...
 
 
 @dataclass
@@ -33,7 +46,7 @@ class Outcome:
     retired: list[tuple[str, str]] = field(default_factory=list)  # (token hash, close reason)
 
 
-def authenticate(relay: Relay, payload: dict[str, Any], ip: str) -> Outcome | None:
+def authenticate(relay: State, payload: dict[str, Any], ip: str) -> Outcome | None:
     """Try session token, then refresh token, then pairing code. Counts failures per IP."""
     device = {k: payload.get(k) for k in DEVICE_FIELDS}
     token, refresh, code = payload.get("session_token"), payload.get("refresh_token"), payload.get("pairing_code")
@@ -78,7 +91,7 @@ def authenticate(relay: Relay, payload: dict[str, Any], ip: str) -> Outcome | No
     return None
 
 
-def auth_ok(relay: Relay, sess: Session, token: str, refresh: str | None) -> dict[str, Any]:
+def auth_ok(relay: State, sess: Session, token: str, refresh: str | None) -> dict[str, Any]:
     reply: dict[str, Any] = {
         "session_token": token,
         "server_version": relay.server_version,

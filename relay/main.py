@@ -1,5 +1,7 @@
 """``hermes-relay-server``: run the relay in the foreground (a service manager restarts it).
 
+The environment knobs (core/knobs.py ``RELAY``) are read once, in ``config_from_args``, into the config
+and logged at start when set; the code below receives seams built from them, never the environment.
 ``HERMES_RELAY_FAULT_SAVE=PATH`` (tests only): while PATH exists every sessions.json write fails as on a
 full disk, so a test can prove that nothing changes unless it was saved.
 """
@@ -11,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from hermes_relay.core import paths
 from hermes_relay.core.errors import ConfigError, HermesError
 
 if TYPE_CHECKING:
-    from hermes_relay.relay.server import RelayConfig
+    from hermes_relay.relay.config import RelayConfig
 
 # The server's modules (trio, trio-websocket, cryptography for TLS) load only when the relay runs: the
 # relay-host subcommands (`call`, `sessions`) are blocking HTTP clients and start without them.
@@ -76,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RelayConfig:
-    from hermes_relay.relay import peers, tls
-    from hermes_relay.relay.server import RelayConfig
+    from hermes_relay.core import knobs
+    from hermes_relay.relay import config, peers, tls
+    from hermes_relay.relay.config import RelayConfig
+
+    found = knobs.read(os.environ, knobs.RELAY)  # the only place the relay reads its knobs
 
     state_dir = args.state_dir or paths.relay_state_dir()
     ssl_context, pin, der = None, None, None
@@ -108,23 +112,17 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         cert_der=der,
         trusted_proxies=trusted,
         close_on_revoke=not args.keep_revoked_sockets,
-        save_fault=fault_from_env(),
+        save_fault=config.save_fault(found),
+        knobs=found,
     )
-
-
-def fault_from_env() -> Callable[[], bool] | None:
-    flag = os.environ.get("HERMES_RELAY_FAULT_SAVE")
-    if not flag:
-        return None
-    path = Path(flag)
-    return path.exists
 
 
 async def _run(config: RelayConfig, listening_dir: Path) -> None:
     import trio
 
     from hermes_relay.relay import listening
-    from hermes_relay.relay.server import RelayInfo, serve_relay
+    from hermes_relay.relay.config import RelayInfo
+    from hermes_relay.relay.server import serve_relay
 
     # Signals are caught before the "listening" line: a supervisor may stop us as soon as it reads it.
     # A start-up failure is re-raised outside the nursery so main() gets the HermesError itself,

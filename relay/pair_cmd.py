@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             warnings += [f"the relay's certificate does not name {host}, so the reference desktop CLI cannot trust "
                          f"the route through it; to add it, move {CERT_FILES} aside and restart the relay with --tls "
                          "(paired devices then pair again)" for host in unnamed]
+            warnings += [f"the reference desktop CLI refuses an IP address as a TLS server name, so it cannot use the "
+                         f"pinned route to {host}; pass --lan-host with a name of this host the computer resolves "
+                         "(hermes-relay pairs either way)" for host in _ip_routes(proxied or [])]
     registered = register(local, code, ttl)
     secret = payload.load_or_create_secret(paths.qr_secret_file())
     invite = payload.build(code=registered["code"], ttl_seconds=ttl, transport_hint=hint, endpoints=endpoints,
@@ -341,7 +344,9 @@ def _print_text(result: dict[str, Any], out: TextIO, *, qr: list[str] | None, co
             print(f"  {i}. {ep['role']:<10} {ep['url']}", file=out)
     if qr:
         _print_qr(qr, out, columns)
-    print(f"On the computer: hermes-relay pair {result['code']} --remote {result['relay_url']}", file=out)
+    # The code at the prompt, not in argv: a command line is readable by other users in the process list.
+    print(f"On the computer: hermes-relay pair --remote {result['relay_url']}", file=out)
+    print(f"  and type the code {result['code']} when it asks", file=out)
     if invite or qr:
         print(f"  or: hermes-relay pair --pair-qr '{result['invite_url']}'", file=out)
         print("  (the reference desktop CLI's `pair` takes the same invite)", file=out)
@@ -359,6 +364,14 @@ def _print_qr(candidates: list[str], out: TextIO, columns: int) -> None:
     qr.draw(symbol, out)
     if text != candidates[0]:
         print("The QR code has the first route; the invite below has them all.", file=out)
+
+
+def _ip_routes(urls: list[str]) -> list[str]:
+    """The non-loopback IP hosts of the pinned routes (a loopback one is offered as localhost)."""
+    from urllib.parse import urlsplit
+
+    hosts = [urlsplit(u).hostname or "" for u in urls]
+    return [h for h in dict.fromkeys(hosts) if payload.is_ip(h) and not payload.is_loopback_ip(h)]
 
 
 def entry() -> None:

@@ -15,7 +15,7 @@ without a restart. Each change to a host is audited (core/policy_log.py): ``anno
 own writers just before they write; any other change is "changed outside hermes-relay access".
 
 ``confinement(url)`` composes what one call of that host may touch (core/confine.py): unconfined
-only under full access; otherwise the host's roots (expanded around the agent's own state), the
+only under full access; otherwise the host's roots (the agent's own state carved out of them), the
 read-only system paths, the protected and write-protected paths, and for a confined (workspace)
 host the kernel sandbox for commands without network. An unreadable roots file reaches nothing.
 """
@@ -111,6 +111,8 @@ class DesktopService:
         self._consented: dict[str, bool] = {}
         self.roots_path = roots.roots_file(env)
         self._roots: dict[str, tuple[Path, ...]] = {}
+        self._fixed: tuple[tuple[Path, ...], tuple[Path, ...], tuple[Path, ...]] | None = None
+        self._guarded: tuple[Path, ...] = ()
         self._roots_error: str | None = None
         self._seen: tuple[policy.Policies, dict[str, tuple[Path, ...]]] | None = None  # last view, for the audit
         self._announced: dict[str, tuple[float, str]] = {}  # host -> (wall-clock expiry, who)
@@ -189,17 +191,24 @@ class DesktopService:
         host = self.host_policy(url)
         if host.access_mode == policy.FULL_ACCESS and not host.confined:
             return Confinement(owner=url, unconfined=True)
-        protected = confine.protected_paths(self.env)
+        protected, read_only, write_protected = self._fixed_paths()
         try:
-            reach = roots.expand(self.roots_for(url).roots, protected)
+            reach = roots.reachable(self.roots_for(url).roots, protected, self._guarded)
         except (OSError, ValueError) as exc:  # fail closed: a root that cannot be resolved reaches nothing
             log.warning("desktop_roots_unresolvable url=%s error=%s", url, exc)
             reach = ()
         return Confinement(
-            owner=url, roots=reach,
-            read_only=tuple(Path(p) for p in confine.SYSTEM_READ_ONLY), protected=protected,
-            write_protected=confine.persistence_paths(self.env), kernel_commands=host.confined,
-            network=not host.confined)
+            owner=url, roots=reach, read_only=read_only, protected=protected, write_protected=write_protected,
+            kernel_commands=host.confined, network=not host.confined)
+
+    def _fixed_paths(self) -> tuple[tuple[Path, ...], tuple[Path, ...], tuple[Path, ...]]:
+        """(protected, read-only, write-protected): they follow the agent's environment and install, which
+        do not change while it runs, so they are worked out once (0.3 ms a call before: realpaths)."""
+        if self._fixed is None:
+            self._fixed = (confine.protected_paths(self.env), tuple(Path(p) for p in confine.SYSTEM_READ_ONLY),
+                           confine.persistence_paths(self.env))
+            self._guarded = roots.guard_forms(self._fixed[0])
+        return self._fixed
 
     def _legacy_consent(self, sessions_file: Path | None) -> dict[str, bool]:
         if sessions_file is None:

@@ -126,7 +126,7 @@ def _parse(args: argparse.Namespace, ctx: Context) -> tuple[str | None, str | No
         if len(words) not in (3, 4):
             raise UsageError("usage: hermes-relay access set CAP MODE [URL]",
                              hint="CAP: " + ", ".join(policy.CAPABILITIES) + "; MODE: disabled, ask, allow")
-        cap, mode = words[1].lower(), words[2].lower()
+        cap, mode = words[1].lower().replace("-", "_"), words[2].lower()  # screen-input, as the presets' spelling
         if cap not in policy.CAPABILITIES:
             raise UsageError(f"unknown capability {words[1]!r}", hint="use one of: " + ", ".join(policy.CAPABILITIES))
         if mode not in policy.CAP_MODES:
@@ -229,6 +229,7 @@ def host_view(policies: Any, table: Any, url: str, legacy: bool, env: Any) -> di
 
 def show_lines(hosts: list[dict[str, Any]], ctx: Context) -> list[str]:
     from hermes_relay.cli import render
+    from hermes_relay.core import policy
 
     style = ctx.style
     if not hosts:
@@ -238,7 +239,8 @@ def show_lines(hosts: list[dict[str, Any]], ctx: Context) -> list[str]:
     for host in hosts:
         lines.append(style.bold(f"{host['url']}: {host['label']}"))
         lines.append("  " + consent.describe(host, abi, sys.platform))
-        rows = [[cap, _paint(mode, style)] for cap, mode in host["capabilities"].items()]
+        rows = [[cap, _paint(mode, style) + ("" if cap in policy.SERVED_HERE else style.dim("  (no tools here)"))]
+                for cap, mode in host["capabilities"].items()]
         lines.extend(render.table(("CAPABILITY", "ACCESS"), rows, style=style))
         lines.append("  " + consent.roots_line(host))
         lines.append("")

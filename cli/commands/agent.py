@@ -203,13 +203,9 @@ def _pid_alive(pid: int | None) -> bool:
             return False
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from hermes_relay.core.ownership import pid_alive
+
+    return pid_alive(pid)
 
 
 def _restart(args: argparse.Namespace, ctx: Context) -> int:

@@ -138,7 +138,7 @@ def _store(ctx: Context, repair: bool) -> tuple[list[dict[str, Any]], bool]:
         else:
             what = "no paired relays" if path.exists() else "not created yet"
             first = check("store.file", WARN, f"{shown}: {what}",
-                          fix="pair with `hermes-relay pair --remote ws://HOST:8767 CODE`")
+                          fix="pair with `hermes-relay pair --remote ws://HOST:8767` (it asks for the code)")
     modes = [_mode("store.mode", path, shown, FILE_MODE, FAIL, repair, "other users can read the session tokens"),
              _mode("store.dir", path.parent, _shown(ctx, path.parent), DIR_MODE, WARN, repair,
                    "other users can list the Hermes state directory")]

@@ -48,10 +48,10 @@ def register(sub: Any) -> None:
         description="Pair this computer with a Hermes relay. Get a code or invite by running "
                     "`hermes-pair` on the relay host; the code is valid for 10 minutes, once.",
         epilog="examples:\n"
-               "  hermes-relay pair F3W7EY --remote ws://192.168.1.5:8767\n"
+               "  hermes-relay pair --remote ws://192.168.1.5:8767           (asks for the code)\n"
+               "  hermes-relay pair --pair-qr 'hermes-relay://pair?payload=...'\n"
                "  hermes-relay pair --code - --remote ws://192.168.1.5:8767   (code on stdin: not in `ps`)\n"
                "  HERMES_RELAY_CODE=F3W7EY hermes-relay pair --remote ws://192.168.1.5:8767\n"
-               "  hermes-relay pair --pair-qr 'hermes-relay://pair?payload=...'\n"
                "precedence: --pair-qr, then --remote/CODE/--code, then HERMES_RELAY_PAIR_QR, "
                "then HERMES_RELAY_URL with HERMES_RELAY_CODE (or a prompt on a terminal).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -204,8 +204,8 @@ def _other_code(ctx: Context, url: str) -> str:
     stdin = ctx.stdin
     if stdin is None or not _isatty(stdin):
         raise UsageError(
-            "No TTY for interactive pairing. Pass the code (`hermes-relay pair CODE --remote URL`), "
-            "use --code - (stdin), set HERMES_RELAY_CODE, or pair from an invite with --pair-qr INVITE."
+            "No TTY for interactive pairing. Pass the code on stdin (`--code -`), set HERMES_RELAY_CODE, "
+            "or pair from an invite with --pair-qr INVITE (a code on the command line shows in `ps`)."
         )
     check_reachable(url)
     return prompt_for_code(url, stdin=stdin, stderr=ctx.stderr)
@@ -238,8 +238,8 @@ def _refuse_url_as_code(args: argparse.Namespace) -> None:
     """``hermes-relay pair ws://host:8767``: the URL went where the code goes."""
     for value in (args.code_arg, args.code):
         if isinstance(value, str) and value.strip().lower().startswith(("ws://", "wss://", "http://", "https://")):
-            raise UsageError(f"that is a relay URL: `hermes-relay pair CODE --remote {value.strip()}`",
-                             hint="get the CODE by running `hermes-pair` on the relay host")
+            raise UsageError(f"that is a relay URL: `hermes-relay pair --remote {value.strip()}` (it asks for the code)",
+                             hint="get the code by running `hermes-pair` on the relay host")
 
 
 def _code_from_stdin(ctx: Context) -> str:
@@ -299,7 +299,8 @@ def prompt_for_code(url: str, *, stdin: TextIO, stderr: TextIO, attempts: int = 
             f"({len(cleaned)} valid chars after strip). Try typing it manually.\n"
         )
     raise UsageError(f"no valid pairing code after {attempts} attempts",
-                     hint="run `hermes-pair` on the relay host for a fresh code, then pass it as an argument")
+                     hint="run `hermes-pair` on the relay host for a fresh code, then pair again: it asks, or "
+                          "paste it on stdin with `--code -`")
 
 
 def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list[str]:

@@ -6,76 +6,29 @@ what makes a second install say "already installed".
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from hermes_relay.cli.service.manager import Manager
+from hermes_relay.cli.service.steps import (
+    COMMAND_TIMEOUT,
+    SERVICE_FILE_MODE,
+    Env,
+    Proc,
+    Runner,
+    Step,
+    Target,
+    remove_step,
+    subprocess_runner,
+)
 from hermes_relay.core import fileio
 from hermes_relay.core.errors import IpcError, StateError
 
-if TYPE_CHECKING:
-    from hermes_relay.cli.service.manager import Manager
-
-Env = Mapping[str, str]
-
-SERVICE_FILE_MODE = 0o644  # what systemd and launchd expect of unit files; they hold no secrets
-COMMAND_TIMEOUT = 30.0  # seconds for one systemctl/launchctl call (a stop may wait for the agent)
-
-
-@dataclass(frozen=True)
-class Proc:
-    returncode: int
-    stdout: str = ""
-    stderr: str = ""
-
-
-Runner = Callable[[Sequence[str]], Proc]
-
-
-def subprocess_runner(env: Env) -> Runner:
-    def run(argv: Sequence[str]) -> Proc:
-        try:
-            done = subprocess.run(list(argv), env=dict(env), stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=COMMAND_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return Proc(124, "", f"no answer within {COMMAND_TIMEOUT:g}s")
-        except OSError as exc:
-            return Proc(127, "", exc.strerror or str(exc))
-        return Proc(done.returncode, done.stdout, done.stderr)
-
-    return run
-
-
-@dataclass(frozen=True)
-class Target:
-    """A file the install writes."""
-
-    path: Path
-    content: str
-    mode: int = SERVICE_FILE_MODE
-
-    @property
-    def data(self) -> bytes:
-        return self.content.encode("utf-8")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One thing an install or uninstall does: run ``argv``, or call ``action`` (which may return a note).
-
-    ``text`` is what ``--dry-run`` and the progress lines show. A failing step with ``check`` stops
-    the plan; without it, it is reported and the plan goes on. ``starts`` marks the step after which
-    the service's agent should answer.
-    """
-
-    text: str
-    argv: tuple[str, ...] = ()
-    action: Callable[[], str | None] | None = None
-    check: bool = True
-    starts: bool = False
-
+# The building blocks live in steps.py (manager.py needs them, and this module needs the manager);
+# they stay importable from here.
+__all__ = ["COMMAND_TIMEOUT", "SERVICE_FILE_MODE", "Env", "Manager", "Plan", "Proc", "Runner", "Step", "Target",
+           "execute", "plan_install", "plan_uninstall", "remove_step", "run_step", "subprocess_runner"]
 
 @dataclass
 class Plan:
@@ -104,16 +57,6 @@ def _write_step(target: Target, how: str) -> Step:
         fileio.atomic_write(target.path, target.data, mode=target.mode)
 
     return Step(f"write {target.path} ({how})", action=write)
-
-
-def remove_step(path: Path) -> Step:
-    def remove() -> None:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-    return Step(f"remove {path}", action=remove)
 
 
 def plan_install(manager: Manager, stop_agent: Step) -> Plan:

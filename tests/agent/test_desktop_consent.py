@@ -57,6 +57,7 @@ def _policy_records(service: DesktopService) -> list[dict[str, Any]]:
 
 def test_every_tool_has_a_capability_and_restricted_offers_nothing(service: DesktopService) -> None:
     assert all(spec.capability in policy.CAPABILITIES for spec in all_tools())
+    assert {spec.capability for spec in all_tools()} == set(policy.SERVED_HERE)  # what `access` marks as served
     assert service.advertised(URL) == []  # no record
     policy.set_mode(service.policy_path, URL, policy.ASK)
     assert service.advertised(URL) == []
@@ -75,7 +76,7 @@ def test_confinement_per_preset(service: DesktopService, env: dict[str, str]) ->
     policy.set_mode(service.policy_path, URL, policy.TRUSTED)
     trusted = service.confinement(URL)
     assert not trusted.unconfined and trusted.owner == URL
-    assert trusted.roots == (home / "docs", home / "src")  # the default, the home directory, without ~/.hermes
+    assert trusted.roots == (home,)  # the default, the home directory; ~/.hermes carved out as protected
     assert Path(env["HERMES_HOME"]) in trusted.protected and home / ".bashrc" in trusted.write_protected
     assert Path("/usr") in trusted.read_only
     assert (trusted.kernel_commands, trusted.network) == (False, True)
@@ -83,7 +84,7 @@ def test_confinement_per_preset(service: DesktopService, env: dict[str, str]) ->
     roots.add(service.roots_path, URL, str(home / "src"))
     workspace = service.confinement(URL)
     assert (workspace.roots, workspace.kernel_commands, workspace.network) == ((home / "src",), True, False)
-    assert service.confinement("ws://other:1").roots == (home / "docs", home / "src")  # roots are per host
+    assert service.confinement("ws://other:1").roots == (home,)  # roots are per host
 
 
 def test_an_unreadable_roots_file_reaches_nothing(service: DesktopService) -> None:
@@ -185,3 +186,22 @@ def test_an_announcement_names_a_relay_url_or_is_refused(service: DesktopService
     assert service.announce("WS://Relay.Test:8767/", policy_log.BY_ACCESS) == URL
     with pytest.raises(UsageError):
         service.announce("http://relay.test", policy_log.BY_ACCESS)
+
+
+async def test_files_directly_in_the_home_directory_are_reachable_and_its_state_is_not(
+        service: DesktopService, env: dict[str, str]) -> None:
+    # The default root (the home directory) holds ~/.hermes: splitting it into its entries made each file
+    # in it a "root" the file tools could not open ("Not a directory") and left nothing creatable there.
+    home = Path(env["HOME"])
+    (home / "notes.txt").write_text("at home\n")
+    policy.set_mode(service.policy_path, URL, policy.STRUCTURED)
+    spec = {s.name: s for s in all_tools()}
+    ctx = ToolContext(home=Path(env["HERMES_HOME"]), cwd=home, deadline=float("inf"), env=dict(env),
+                      confinement=service.confinement(URL))
+    assert await spec["desktop_read_file"].run({"path": str(home / "notes.txt")}, ctx) == "at home\n"
+    await spec["desktop_write_file"].run({"path": str(home / "new.txt"), "content": "created"}, ctx)
+    assert (home / "new.txt").read_text() == "created"
+    from hermes_relay.core.desktop import ToolError
+
+    with pytest.raises(ToolError, match="own state"):
+        await spec["desktop_read_file"].run({"path": str(home / ".hermes" / "x")}, ctx)

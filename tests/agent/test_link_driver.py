@@ -342,3 +342,31 @@ async def test_a_wake_up_fired_before_the_wait_begins_is_not_lost(autojump_clock
     with trio.move_on_after(5) as scope:
         await signal.wait(since=signal.generation)  # nothing fired since: waits
     assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize(("expires_in", "verdict"), [(0.02, api.EXPIRED), (0.03, api.REVOKED)])
+async def test_a_refusal_at_the_expiry_instant_is_expired_and_recorded_as_shown(
+        autojump_clock: trio.abc.Clock, tmp_path: Path, expires_in: float, verdict: str) -> None:
+    def auth(payload: dict[str, Any]) -> dict[str, Any]:
+        raise AuthRejectedError("invalid token")
+
+    host = FakeHost(config(tmp_path), {"token": "T1", "ttl_expires_at": WALL0 + expires_in})
+    link = await run_until(host, ScriptedNet({LAN}, auth), 10.0)
+    assert host.times(verdict) == approx([0.02])  # connect hop + auth hop: refused at WALL0 + 0.02
+    assert host.marks[(LAN, "T1")] == {"state": verdict, "error": link.snapshot()["last_error"]}
+    assert link.snapshot()["last_error"]["code"] == "auth_rejected"
+
+
+async def test_a_stored_revoked_verdict_reads_as_replaced_once_the_newer_pairing_is_stored(
+        autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
+    newer = "ws://relay.example:8767"
+    host, net = FakeHost(config(tmp_path), {"token": "T1", "paired_at": WALL0 - 100}), ScriptedNet({LAN})
+    host.sessions[newer] = {"token": "T2", "paired_at": WALL0 - 10, "route_candidates": [
+        {"url": newer, "role": "public", "priority": 1}, {"url": LAN, "role": "lan", "priority": 0}]}
+    host.marks[(LAN, "T1")] = {"state": api.REVOKED, "error": {"code": "auth_rejected", "message": "no", "data": {}}}
+    link = await run_until(host, net, 10.0)
+    assert net.connects == []  # a verdict is never asked again
+    shown = link.snapshot()
+    assert (shown["state"], shown["replaced_by"], shown["last_error"]["code"]) == (api.REPLACED, newer, "replaced")
+    assert host.times(api.REPLACED) == approx([0.0])
+    assert host.marks[(LAN, "T1")] == {"state": api.REPLACED, "error": shown["last_error"]}  # recorded as shown

@@ -65,10 +65,10 @@ def test_show_a_host_without_a_record(cli, env, abi) -> None:
         "  CAPABILITY    ACCESS",
         "  commands      disabled",
         "  files         disabled",
-        "  screen_input  disabled",
-        "  usb           disabled",
-        "  microphone    disabled",
-        "  camera        disabled",
+        "  screen_input  disabled  (no tools here)",  # served by other Hermes clients, not this agent
+        "  usb           disabled  (no tools here)",
+        "  microphone    disabled  (no tools here)",
+        "  camera        disabled  (no tools here)",
         f"  roots: {env['HOME']} (the default: your home directory, without the agent's own state)",
         "",
         "presets: hermes-relay access [URL] restricted|ask_every_time|standard|workspace|trusted|full_access",
@@ -265,3 +265,13 @@ def test_without_an_agent_the_change_is_recorded_here(cli, env, down) -> None:
     assert records[1]["before"]["access_mode"] == "structured" and records[1]["after"]["confined"] is True
     assert desktop.audit_file(env).stat().st_mode & 0o777 == 0o600
 
+
+
+def test_a_capability_spelt_with_a_dash_is_the_one_the_presets_name(cli, env, down) -> None:
+    # `access set screen-input ask` was refused while `access ask-every-time` was accepted.
+    from hermes_relay.core import policy
+
+    _pair(env, URL)
+    result = cli("access", "set", "screen-input", "allow", URL, agent=down)
+    assert result.code == 0, result.err
+    assert policy.load(policy.policy_file(env)).for_url(URL).capabilities["screen_input"] == policy.ALLOW

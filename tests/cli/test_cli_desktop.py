@@ -87,7 +87,7 @@ def test_approvals_watch_prompts_and_answers(cli, make_agent) -> None:
         ("approvals.decide", {"id": "a1b2c3d4", "approve": True}),
         ("approvals.decide", {"id": "e5f6a7b8", "approve": False})]
     assert agent.calls[0] == ("watch", {}, None)
-    prompt = "allow? [y]es / [n]o / [a]lways for this host: "
+    prompt = "allow? [y]es / [n]o / [a]lways (this capability, for this host): "  # always is per capability
     out = result.out.replace("\n  ffff0000: expired\n" + prompt, "")  # wherever it landed: it is about another request
     assert "  ffff0000: expired" in result.out
     assert out.splitlines() == [

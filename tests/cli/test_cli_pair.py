@@ -184,7 +184,8 @@ def test_the_prompt_gives_three_attempts(cli, make_agent, tty, relay_port) -> No
     ]
     assert lines[6:] == [
         "hermes-relay: no valid pairing code after 3 attempts",
-        "  hint: run `hermes-pair` on the relay host for a fresh code, then pass it as an argument",
+        "  hint: run `hermes-pair` on the relay host for a fresh code, then pair again: it asks, or paste it on "
+        "stdin with `--code -`",  # not "as an argument": a code on the command line shows in `ps`
     ]
 
 
@@ -245,8 +246,8 @@ def test_a_url_where_the_code_goes_says_how_to_write_it(cli, url) -> None:
     result = cli("pair", url)
     assert result.code == 2
     assert result.err.splitlines() == [
-        f"hermes-relay: that is a relay URL: `hermes-relay pair CODE --remote {url}`",
-        "  hint: get the CODE by running `hermes-pair` on the relay host",
+        f"hermes-relay: that is a relay URL: `hermes-relay pair --remote {url}` (it asks for the code)",
+        "  hint: get the code by running `hermes-pair` on the relay host",
     ]
 
 

@@ -64,8 +64,8 @@ def test_pair_without_a_terminal_or_code_explains_every_way_to_give_one(cli) -> 
     result = cli("pair", "--remote", "ws://192.168.1.5:8767")
     assert result.code == 2
     assert result.err.splitlines()[-1] == (
-        "hermes-relay: No TTY for interactive pairing. Pass the code (`hermes-relay pair CODE --remote URL`), "
-        "use --code - (stdin), set HERMES_RELAY_CODE, or pair from an invite with --pair-qr INVITE."
+        "hermes-relay: No TTY for interactive pairing. Pass the code on stdin (`--code -`), set HERMES_RELAY_CODE, "
+        "or pair from an invite with --pair-qr INVITE (a code on the command line shows in `ps`)."
     )
 
 

@@ -11,9 +11,12 @@ import pytest
 
 from hermes_relay.core import api, backoff
 from hermes_relay.core import linkstate as ls
-from hermes_relay.core.linkstate import Do, LinkMachine, LinkState
+from hermes_relay.core.linkstate import Do, LinkError, LinkMachine, LinkState
+from hermes_relay.core.routes import Route
 
-ERR = {"code": "connect_refused", "message": "refused", "data": {}}
+ERR = LinkError("connect_refused", "refused")
+ERR_WIRE = {"code": "connect_refused", "message": "refused", "data": {}}
+LAN = Route(0, 0, "lan", "ws://10.0.0.2:8767")
 ROUTE = {"url": "ws://10.0.0.2:8767", "role": "lan", "label": "LAN", "priority": 0}
 NOW = 1_000_000.0
 
@@ -28,12 +31,12 @@ def sample(kind: type) -> ls.Event:
         ls.StoreUnreadable: ls.StoreUnreadable(ERR),
         ls.Unpaired: ls.Unpaired(),
         ls.VerdictStored: ls.VerdictStored(LinkState.REVOKED, ERR),
-        ls.Dial: ls.Dial((ROUTE,), "1.9.0"),
-        ls.Authenticated: ls.Authenticated(ROUTE, 12.5, "1.9.0"),
+        ls.Dial: ls.Dial((LAN,), "1.9.0"),
+        ls.Authenticated: ls.Authenticated(LAN, 12.5, "1.9.0"),
         ls.Dropped: ls.Dropped(ERR),
         ls.SessionEnded: ls.SessionEnded("code 4001"),
         ls.Reauthenticate: ls.Reauthenticate("expiry passed"),
-        ls.Rejected: ls.Rejected(ERR, expired=False),
+        ls.Rejected: ls.Rejected(ERR, expires_at=None),
         ls.PinChanged: ls.PinChanged(ERR),
         ls.Limited: ls.Limited(ERR, 120.0),
         ls.Crashed: ls.Crashed(ERR),
@@ -87,8 +90,8 @@ def test_state_values_are_the_wire_strings() -> None:
 
 def test_a_connection_cycle_and_what_status_shows() -> None:
     m = machine()
-    assert m.handle(ls.Dial((ROUTE,), "1.9.0"), NOW).do is Do.DIAL
-    m.handle(ls.Authenticated(ROUTE, 7.5, None), NOW + 1)
+    assert m.handle(ls.Dial((LAN,), "1.9.0"), NOW).do is Do.DIAL
+    m.handle(ls.Authenticated(LAN, 7.5, None), NOW + 1)
     snap = m.snapshot().to_wire()
     assert snap == {"url": "ws://relay:8767", "state": "connected", "route": ROUTE, "since": NOW + 1,
                     "latency_ms": 7.5, "attempts": 0, "last_error": None, "next_retry_at": None,
@@ -98,7 +101,7 @@ def test_a_connection_cycle_and_what_status_shows() -> None:
     nxt = m.handle(ls.Dropped(ERR, connected_for=5.0), NOW + 10)
     snap = m.snapshot().to_wire()
     assert (snap["state"], snap["route"], snap["since"], snap["attempts"]) == ("backoff", None, None, 1)
-    assert snap["last_error"] == ERR and snap["next_retry_at"] == NOW + 10 + nxt.delay
+    assert snap["last_error"] == ERR_WIRE and snap["next_retry_at"] == NOW + 10 + nxt.delay
     m.measured(99.0)  # a late keepalive answer does not touch a link that is down
     assert m.latency_ms == 3.0
 
@@ -112,11 +115,11 @@ def test_network_failures_back_off_by_the_full_jitter_ceiling_and_reset_after_a_
     assert delays == [backoff.ceiling(i, base=1.0, cap=30.0) for i in range(7)] == [1, 2, 4, 8, 16, 30, 30]
     assert m.attempts == 7
     m.handle(ls.Dial(), NOW)
-    m.handle(ls.Authenticated(ROUTE, 1.0, None), NOW)
+    m.handle(ls.Authenticated(LAN, 1.0, None), NOW)
     assert m.attempts == 0
     assert m.handle(ls.Dropped(ERR, connected_for=59.0), NOW).delay == 30  # not stable: schedule continues
     m.handle(ls.Dial(), NOW)
-    m.handle(ls.Authenticated(ROUTE, 1.0, None), NOW)
+    m.handle(ls.Authenticated(LAN, 1.0, None), NOW)
     assert m.handle(ls.Dropped(ERR, connected_for=60.0), NOW).delay == 1  # stable: starts over
 
 
@@ -131,7 +134,7 @@ def test_reauthenticate_dials_at_once_and_restarts_the_schedule() -> None:
     for _ in range(3):
         m.handle(ls.Dropped(ERR), NOW)
         m.handle(ls.Dial(), NOW)
-    m.handle(ls.Authenticated(ROUTE, 1.0, None), NOW)
+    m.handle(ls.Authenticated(LAN, 1.0, None), NOW)
     assert m.handle(ls.Reauthenticate("moving up to LAN"), NOW) == ls.Next(Do.DIAL)
     assert (m.state, m.route, m.since) == (LinkState.CONNECTING, None, None)
     assert m.handle(ls.Dropped(ERR), NOW).delay == 1.0
@@ -146,18 +149,21 @@ def test_reauthenticate_dials_at_once_and_restarts_the_schedule() -> None:
 def test_rejected_credentials_become_the_right_verdict(expired: bool, replaced_by: str | None,
                                                        verdict: LinkState) -> None:
     m = machine()
-    assert m.handle(ls.Rejected(ERR, expired=expired, replaced_by=replaced_by), NOW).do is Do.IDLE
+    expires_at = NOW if expired else None
+    assert m.handle(ls.Rejected(ERR, expires_at=expires_at, replaced_by=replaced_by), NOW).do is Do.IDLE
     snap = m.snapshot()
-    assert (snap.state, snap.replaced_by, snap.last_error, snap.next_retry_at) == (verdict, replaced_by, ERR, None)
+    error = ls.replaced_error(m.url, replaced_by) if replaced_by else ERR
+    assert (snap.state, snap.replaced_by, snap.last_error, snap.next_retry_at) == (verdict, replaced_by, error, None)
     m.handle(ls.Dial(), NOW)  # a new pairing: the old verdict's details go
     assert m.snapshot().replaced_by is None
 
 
 def test_a_stored_replaced_verdict_keeps_the_newer_url() -> None:
     m = machine()
-    m.handle(ls.VerdictStored(LinkState.REPLACED, ERR, "ws://b:8767"), NOW)
+    stored = LinkError("replaced", "replaced", data={"replaced_by": "ws://b:8767"})
+    m.handle(ls.VerdictStored(LinkState.REPLACED, stored), NOW)
     assert m.snapshot().to_wire()["replaced_by"] == "ws://b:8767"
-    m.handle(ls.VerdictStored(LinkState.REVOKED, ERR, "ws://b:8767"), NOW)
+    m.handle(ls.VerdictStored(LinkState.REVOKED, stored), NOW)
     assert m.snapshot().replaced_by is None
 
 
@@ -185,3 +191,86 @@ def test_upgrade_needs_two_answers_a_hysteresis_apart() -> None:
     assert up.next_wait() == (30.0, True)
     assert up.observe(True) is False
     assert up.observe(True) is True
+
+
+@pytest.mark.parametrize("kind", [ls.Dropped, ls.Crashed, ls.Unpaired, ls.Limited])
+def test_the_table_is_what_decides_the_target(kind: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target changed in TABLE alone changes where the machine goes: no second copy of it exists."""
+    allowed, _ = ls.TABLE[kind]
+    monkeypatch.setitem(ls.TABLE, kind, (allowed, LinkState.NOT_PAIRED if kind is not ls.Unpaired
+                                         else LinkState.BACKOFF))
+    m = machine(LinkState.CONNECTING)
+    m.handle(sample(kind), NOW)
+    assert m.state is ls.TABLE[kind][1]
+
+
+def test_a_row_without_a_target_for_an_event_that_is_no_verdict_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ls.TABLE, ls.Dropped, (ls.ANY, None))
+    m = machine(LinkState.CONNECTED)
+    with pytest.raises(ls.InvalidTransition, match="no target"):
+        m.handle(sample(ls.Dropped), NOW)
+    assert m.state is LinkState.CONNECTED
+
+
+URL, NEWER = "ws://relay:8767", "ws://100.64.0.2:8767"
+PIN = LinkError("pin_mismatch", "certificate changed", "run `hermes-relay pin accept`")
+
+
+FOUND = ls.replaced_error(URL, NEWER)  # the error a newer pairing found in the store reads as
+
+
+@pytest.mark.parametrize(("event", "state", "replaced_by", "error"), [
+    (ls.Rejected(ERR, expires_at=None), LinkState.REVOKED, None, ERR),
+    (ls.Rejected(ERR, expires_at=NOW + 0.001), LinkState.REVOKED, None, ERR),  # not yet
+    (ls.Rejected(ERR, expires_at=NOW), LinkState.EXPIRED, None, ERR),  # the expiry instant itself has passed
+    (ls.Rejected(ERR, expires_at=NOW - 3600), LinkState.EXPIRED, None, ERR),
+    (ls.Rejected(ERR, expires_at=NOW, replaced_by=NEWER), LinkState.REPLACED, NEWER, FOUND),  # replaced wins
+    (ls.Rejected(ERR, expires_at=None, replaced_by=""), LinkState.REVOKED, None, ERR),
+    (ls.PinChanged(PIN), LinkState.PIN_MISMATCH, None, PIN),
+    (ls.VerdictStored(LinkState.REVOKED, ERR), LinkState.REVOKED, None, ERR),
+    (ls.VerdictStored(LinkState.REVOKED, ERR, replaced_by=NEWER), LinkState.REPLACED, NEWER, FOUND),
+    (ls.VerdictStored(LinkState.EXPIRED, ERR, replaced_by=NEWER), LinkState.EXPIRED, None, ERR),
+    (ls.VerdictStored(LinkState.PIN_MISMATCH, PIN), LinkState.PIN_MISMATCH, None, PIN),
+    (ls.VerdictStored(LinkState.REPLACED, FOUND), LinkState.REPLACED, NEWER, FOUND),
+    (ls.VerdictStored(LinkState.REPLACED, None), LinkState.REPLACED, None, None),
+])
+def test_one_function_decides_every_verdict(event: ls.VerdictEvent, state: LinkState, replaced_by: str | None,
+                                            error: LinkError | None) -> None:
+    decided = ls.verdict(URL, event, NOW)
+    assert decided == ls.Verdict(state, error, replaced_by)
+    m = machine()
+    m.handle(event, NOW)  # and the machine shows exactly what it decided
+    assert (m.state, m.last_error, m.replaced_by) == (decided.state, decided.error, decided.replaced_by)
+
+
+def test_events_that_are_no_verdict_get_none() -> None:
+    assert [k for k in ls.TABLE if ls.verdict(URL, sample(k), NOW) is not None] == [
+        ls.VerdictStored, ls.Rejected, ls.PinChanged]
+    assert {k for k, (_, target) in ls.TABLE.items() if target is None} <= {ls.VerdictStored, ls.Rejected}
+
+
+def test_a_replaced_verdict_names_the_newer_pairing_and_the_way_out() -> None:
+    assert ls.replaced_error(URL, NEWER).to_wire() == {
+        "code": "replaced", "message": f"{URL}: replaced by a newer pairing ({NEWER})",
+        "data": {"replaced_by": NEWER, "hint": f"this relay is paired as {NEWER}; remove the old pairing with "
+                                               f"`hermes-relay forget {URL}`"}}
+
+
+def test_only_revoked_and_expired_marks_mean_the_token_is_refused() -> None:
+    assert [s.value for s in LinkState if ls.token_refused(s.value)] == [api.REVOKED, api.EXPIRED]
+    assert not ls.token_refused(None) and not ls.token_refused("quarantined-by-a-future-version")
+
+
+def test_errors_keep_their_wire_shape() -> None:
+    from hermes_relay.core.errors import PinMismatchError, RateLimitedError
+
+    for exc in (PinMismatchError("wss://r:8767", "sha256:aa", "sha256:bb"), RateLimitedError("blocked", retry_after=9.0)):
+        assert LinkError.of(exc).to_wire() == exc.to_wire()
+    assert LinkError.of(PinMismatchError("wss://r:8767", "sha256:aa", "sha256:bb")).hint
+    odd = {"code": "x", "message": "\udcff lone", "data": {"hint": 3, "tried": [{"url": "ws://a"}]}}
+    assert LinkError.from_wire(odd).to_wire() == odd  # a hint that is no string stays data
+    assert LinkError.from_wire({"code": "x", "message": "m", "data": "not a dict"}).to_wire() == {
+        "code": "x", "message": "m", "data": {}}
+    m = machine()
+    m.handle(ls.Dropped(LinkError.of(RateLimitedError("blocked", retry_after=9.0))), NOW)
+    assert m.snapshot().to_wire()["last_error"] == RateLimitedError("blocked", retry_after=9.0).to_wire()

@@ -156,3 +156,19 @@ def test_secret_file_is_created_private_and_reused(tmp_path) -> None:
     assert len(first) == 32 and path.stat().st_mode & 0o777 == 0o600
     assert payload.load_or_create_secret(path) == first
     assert payload.load_secret(tmp_path / "missing") is None
+
+
+def test_a_loopback_pinned_route_is_offered_as_localhost_and_parses_as_the_same_relay() -> None:
+    # The reference desktop CLI names the TLS server with the proxy's host and its runtime refuses an IP
+    # there ("Setting the TLS ServerName to an IP address is not permitted"): it could not pair with a
+    # pinned route to https://127.0.0.1:P (checked against the reference CLI under bun).
+    pin = "sha256/" + "A" * 43 + "="
+    der = base64.b64encode(b"certificate").decode()
+    invite = payload.build(code="F3W7EY", ttl_seconds=60, transport_hint="wss", cert_pin=pin, cert_der=der,
+                           endpoints=[("lan", "wss://127.0.0.1:8767"), ("tailscale", "wss://100.64.1.2:8767")])
+    proxies = [e["proxy"]["url"] for e in invite["endpoints"] if e["role"] == "plugin_proxy"]
+    assert proxies == ["https://localhost:8767", "https://100.64.1.2:8767"]
+    parsed = payload.parse(json.dumps(invite))
+    # localhost:8767 is the 127.0.0.1 route: no third route, and it keeps the pin
+    assert [r.url for r in parsed.routes] == ["wss://127.0.0.1:8767", "wss://100.64.1.2:8767"]
+    assert parsed.pin_for("wss://127.0.0.1:8767") == pin

@@ -144,4 +144,17 @@ async def test_the_agent_serves_a_relay_that_behaves_like_the_reference(
         assert after["request_id"] == "r-5" and after["result"]["stdout"] == "alive\n"
         pongs = [m for m in relay.others if (m["channel"], m["type"]) == ("system", "pong")]
         assert pongs and pongs[0]["id"] == "p-1"
+
+        # Lone surrogates, as the reference relay's json.dumps writes a non-UTF-8 file name ("\udce9"), in an
+        # argument and in a tool's output: each call is answered and the service goes on (it used to die).
+        odd = str(tmp_path / "caf\udce9.txt")
+        await relay.command("r-6", "desktop_read_file", {"path": odd})
+        missing = await relay.response()
+        assert missing["request_id"] == "r-6" and missing["ok"] is False
+        await relay.command("r-7", "desktop_terminal", {"command": "printf 'caf\\351\\n'"})  # Latin-1 bytes
+        latin = await relay.response()
+        assert latin["request_id"] == "r-7" and latin["ok"] is True and latin["result"]["stdout"].startswith("caf")
+        await relay.command("r-8", "desktop_terminal", {"command": "echo still-serving"})
+        last = await relay.response()
+        assert last["request_id"] == "r-8" and last["result"]["stdout"] == "still-serving\n"
         nursery.cancel_scope.cancel()

@@ -23,8 +23,9 @@ from helpers import (
 
 import hermes_relay
 from hermes_relay.relay import api, peers
+from hermes_relay.relay.core import RelayCore
 from hermes_relay.relay.pairing import MAX_DURATION, token_hash
-from hermes_relay.relay.server import CLOSE_AUTH_FAILED, Relay, RelayConfig
+from hermes_relay.relay.server import CLOSE_AUTH_FAILED, RelayConfig
 
 SESSION_FIELDS = {
     "token_prefix", "device_name", "device_id", "created_at", "first_seen", "last_seen", "expires_at", "grants",
@@ -71,7 +72,7 @@ async def test_plain_get_on_the_websocket_path_is_404_not_a_hang(relay):
 @pytest.mark.parametrize("ip", ["10.0.0.5", "192.168.1.20", "100.64.0.1", "203.0.113.9", "::ffff:10.0.0.5",
                                 "fe80::1", "unknown"])
 def test_pairing_register_refuses_callers_that_are_not_loopback(ip):
-    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    relay = RelayCore(RelayConfig(wall_clock=FakeWallClock()))
     status, obj = api.pairing_register(relay, {"code": "ABC234"}, peers.resolve(ip, {}))
     assert status == 403
     assert obj["ok"] is False
@@ -80,7 +81,7 @@ def test_pairing_register_refuses_callers_that_are_not_loopback(ip):
 
 @pytest.mark.parametrize("ip", ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"])
 def test_pairing_register_accepts_loopback_callers(ip):
-    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    relay = RelayCore(RelayConfig(wall_clock=FakeWallClock()))
     status, obj = api.pairing_register(relay, {"code": "ABC234"}, peers.resolve(ip, {}))
     assert status == 200 and obj["ok"] is True
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import h11
 import pytest
 import trio
 import trio_websocket
@@ -16,7 +17,8 @@ from helpers import FakeWallClock, auth_frame, http_json, open_stream, register_
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request, TextMessage
 
-from hermes_relay.relay import api, peers
+from hermes_relay.relay import peers
+from hermes_relay.relay.httpmsg import HttpRequest
 from hermes_relay.relay.server import CLOSE_AUTH_FAILED, CLOSE_HEARTBEAT, HEARTBEAT, Relay, RelayConfig
 
 HB = 0.1  # seconds; the relay pings this often and waits as long for the pong
@@ -148,15 +150,16 @@ class ScriptedWs:
 
 async def test_revocation_while_auth_ok_is_being_sent_still_closes_the_socket():
     relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
-    code = relay.codes.register(None).code
+    code = relay.core.codes.register(None).code
     revoked = []
 
     def on_send(envelope: dict) -> None:
         # DELETE /sessions/{prefix} handled while the relay is still sending auth.ok to this client.
         if envelope["type"] == "auth.ok":
             token = envelope["payload"]["session_token"]
-            revoked.append(api.sessions_api(relay, "DELETE", f"/sessions/{token[:8]}", {"authorization": f"Bearer {token}"}, b"",
-                                            peers.resolve("127.0.0.1", {})))
+            path, headers = f"/sessions/{token[:8]}", {"authorization": f"Bearer {token}"}
+            req = HttpRequest("DELETE", path, headers, b"", h11.Connection(h11.SERVER))
+            revoked.append(relay.route_http(req, b"", peers.resolve("127.0.0.1", {})))
 
     ws = ScriptedWs(auth_frame({"pairing_code": code}), on_send)
     with trio.fail_after(1):  # before the fix the socket was never found, so this waited forever
@@ -165,4 +168,4 @@ async def test_revocation_while_auth_ok_is_being_sent_still_closes_the_socket():
     assert revoked and revoked[0][0] == 200
     assert ws.close_reason is not None
     assert (ws.close_reason.code, ws.close_reason.reason) == (CLOSE_AUTH_FAILED, "session revoked")
-    assert relay.live == {}
+    assert relay.core.live == {}

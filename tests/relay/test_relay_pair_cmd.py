@@ -32,6 +32,10 @@ async def test_default_output_and_the_code_pairs_once(relay, tmp_path: Path) -> 
     assert len(minted) == 6 and minted.isalnum() and minted.isupper()
     assert lines[1] == f"Relay : {relay.url}"
     assert lines[2] == "Session TTL : 2592000 seconds (30 days)"  # the reference hermes-pair's default
+    # It teaches the prompt, not the code in argv (readable by other users in the process list).
+    assert f"On the computer: hermes-relay pair --remote {relay.url}" in lines
+    assert f"  and type the code {minted} when it asks" in lines
+    assert not [line for line in lines if f"pair {minted}" in line]
     _, reply = await ws_auth(relay.url, {"pairing_code": minted})
     assert reply["type"] == "auth.ok"
     _, again = await ws_auth(relay.url, {"pairing_code": minted})

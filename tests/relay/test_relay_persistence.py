@@ -164,7 +164,7 @@ async def test_sweep_purges_expired_sessions_once_their_refresh_tokens_expired(a
     wall = FakeWallClock()
     relay = Relay(RelayConfig(wall_clock=wall, state_dir=tmp_path))
     for ttl in (30, 0):
-        relay.book.create(relay.codes.register(None, ttl_seconds=ttl), {"device_id": f"dev-{ttl}"})
+        relay.core.book.create(relay.core.codes.register(None, ttl_seconds=ttl), {"device_id": f"dev-{ttl}"})
     wall.advance(REFRESH_TTL + 1)
 
     def stored() -> tuple[int, int]:
@@ -177,7 +177,7 @@ async def test_sweep_purges_expired_sessions_once_their_refresh_tokens_expired(a
         assert stored() == (2, 2)
         await trio.sleep(0.002)
         assert stored() == (1, 0)  # the never-expiring session stays; its refresh token has expired
-        assert len(relay.book) == 1
+        assert len(relay.core.book) == 1
         assert trio.current_time() == pytest.approx(EXPIRY_SWEEP + 0.001)
         nursery.cancel_scope.cancel()
 
@@ -214,10 +214,10 @@ def _touched_relay(state) -> tuple[Relay, float]:  # type: ignore[no-untyped-def
     """A relay with one session that authenticated 10 s after it was created; returns (relay, created)."""
     wall = FakeWallClock()
     relay = Relay(RelayConfig(state_dir=state, wall_clock=wall))
-    token, _, _, _ = relay.book.create(relay.codes.register(None, ttl_seconds=0), {"device_id": "dev"})
+    token, _, _, _ = relay.core.book.create(relay.core.codes.register(None, ttl_seconds=0), {"device_id": "dev"})
     created = wall.now
     wall.advance(10)
-    assert relay.authenticate({"session_token": token}, "127.0.0.1") is not None
+    assert relay.core.authenticate({"session_token": token}, "127.0.0.1") is not None
     return relay, created
 
 
@@ -231,7 +231,7 @@ async def test_sweep_writes_touched_sessions(autojump_clock, tmp_path):
         assert stored_last_seen(state) == created
         await trio.sleep(0.002)
         assert stored_last_seen(state) == created + 10
-        assert relay.book.dirty is False
+        assert relay.core.book.dirty is False
         nursery.cancel_scope.cancel()
 
 
@@ -240,13 +240,13 @@ def test_token_creation_refresh_revoke_and_extend_still_write_at_once(tmp_path):
     state = tmp_path / "state"
     relay = Relay(RelayConfig(state_dir=state, wall_clock=wall))
     path = state / "sessions.json"
-    token, refresh, sess, _ = relay.book.create(relay.codes.register(None), {"device_id": "dev"})
+    token, refresh, sess, _ = relay.core.book.create(relay.core.codes.register(None), {"device_id": "dev"})
     assert token_hash(token) in path.read_text()
-    new_token, _, sess = relay.book.refresh(refresh, "dev")
+    new_token, _, sess = relay.core.book.refresh(refresh, "dev")
     assert token_hash(new_token) in path.read_text() and token_hash(token) not in path.read_text()
-    relay.book.extend(sess, 0, None)
+    relay.core.book.extend(sess, 0, None)
     assert json.loads(path.read_text())["sessions"][0]["expires_at"] is None
-    relay.book.revoke(sess)
+    relay.core.book.revoke(sess)
     assert json.loads(path.read_text())["sessions"] == []
 
 
@@ -256,11 +256,11 @@ def test_a_failed_flush_is_retried_by_the_next(tmp_path):
     state.rename(tmp_path / "elsewhere")
     state.write_text("not a directory")  # the disk refuses the write
     with pytest.raises(SaveError):
-        relay.book.flush()
-    assert relay.book.dirty  # the change is still pending
+        relay.core.book.flush()
+    assert relay.core.book.dirty  # the change is still pending
     state.unlink()
     (tmp_path / "elsewhere").rename(state)
-    assert relay.book.flush() is True
+    assert relay.core.book.flush() is True
     assert stored_last_seen(state) == created + 10
 
 

@@ -62,7 +62,7 @@ async def test_the_invite_has_a_pinned_proxy_route_the_reference_cli_can_probe_a
     assert len(proxies) == 1
     (proxy,) = proxies
     assert (proxy["security"], proxy["recommended"], "relay" in proxy) == ("pinned_tls", True, False)
-    assert proxy["proxy"]["url"] == f"https://127.0.0.1:{relay.info.port}"
+    assert proxy["proxy"]["url"] == f"https://localhost:{relay.info.port}"  # the reference refuses an IP as TLS server name
     assert proxy["proxy"]["pin_sha256"] == relay.info.cert_pin
     assert spki_pin_from_der(base64.b64decode(proxy["proxy"]["cert_der"])) == relay.info.cert_pin
     # The reference CLI's own acceptance checks (isValidPinnedProxyCandidate), as stated there.
@@ -171,7 +171,7 @@ async def test_a_minted_invite_from_a_tls_relay_has_the_pinned_proxy_route_too(r
     invite = json.loads(json.loads(body)["qr_payload"])
     (proxy,) = [e for e in invite["endpoints"] if e["role"] == "plugin_proxy"]
     assert proxy["proxy"]["pin_sha256"] == relay.info.cert_pin
-    assert proxy["proxy"]["url"] == f"https://127.0.0.1:{relay.info.port}"
+    assert proxy["proxy"]["url"] == f"https://localhost:{relay.info.port}"  # the reference refuses an IP as TLS server name
 
 
 async def test_an_invite_that_fits_goes_into_the_qr_whole(relay, tmp_path: Path):
@@ -185,3 +185,11 @@ async def test_an_invite_that_fits_goes_into_the_qr_whole(relay, tmp_path: Path)
     result = json.loads(out)
     assert len(result["qr_payload"].encode()) <= QR_BYTES < len(payload.encode(result["payload"]).encode())
     assert [r.url for r in payload.parse(result["qr_payload"]).routes] == [f"ws://192.0.2.20:{relay.info.port}"]
+
+
+def test_hermes_pair_warns_that_the_reference_cli_cannot_use_a_pinned_route_named_by_an_ip() -> None:
+    from hermes_relay.relay.pair_cmd import _ip_routes
+
+    urls = ["wss://192.168.1.20:8767", "wss://127.0.0.1:8767", "wss://relay.local:8767", "wss://[fd00::5]:8767",
+            "wss://192.168.1.20:8767"]
+    assert _ip_routes(urls) == ["192.168.1.20", "fd00::5"]  # loopback is offered as localhost; names are fine

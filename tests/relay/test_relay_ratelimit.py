@@ -23,6 +23,7 @@ from helpers import (
 )
 
 from hermes_relay.relay import api, peers
+from hermes_relay.relay.core import RelayCore
 from hermes_relay.relay.ratelimit import RateLimiter, rate_key
 from hermes_relay.relay.server import (
     CLOSE_TRY_AGAIN_LATER,
@@ -124,7 +125,7 @@ def test_limiter_clear_forgets_every_address():
 
 
 def test_registering_a_code_lifts_the_blocks_of_every_address():
-    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    relay = RelayCore(RelayConfig(wall_clock=FakeWallClock()))
     now = relay.now()
     for _ in range(PAIRING_FAIL_LIMIT):
         relay.pair_limiter.record_failure("203.0.113.9", now)
@@ -316,7 +317,7 @@ def test_thousands_of_addresses_cannot_reset_a_blocked_attacker():
 
 
 def test_failed_codes_over_all_addresses_are_capped_per_minute():
-    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    relay = RelayCore(RelayConfig(wall_clock=FakeWallClock()))
     code = relay.codes.register(None).code
     for i in range(CODE_FAILS_PER_MINUTE):
         assert relay.authenticate({"pairing_code": "ZZZZZ9" if code != "ZZZZZ9" else "ZZZZZ8"}, f"10.0.{i}.1") is None
@@ -345,11 +346,11 @@ class _OneFrameWs:
 
 async def test_over_the_cap_a_code_auth_is_told_to_wait_not_that_the_code_is_wrong():
     relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
-    code = relay.codes.register(None).code
+    code = relay.core.codes.register(None).code
     for _ in range(CODE_FAILS_PER_MINUTE):
-        relay.code_cap.record_failure(relay.now())
+        relay.core.code_cap.record_failure(relay.core.now())
     ws = _OneFrameWs(auth_frame({"pairing_code": code}))
     await relay.ws_session(ws, "10.1.2.3")  # type: ignore[arg-type]
     assert ws.sent[0]["type"] == "auth.fail" and ws.sent[0]["payload"]["reason"] == RATE_LIMIT_BODY
     assert ws.closed[0] == CLOSE_TRY_AGAIN_LATER
-    assert len(relay.codes) == 1
+    assert len(relay.core.codes) == 1

@@ -28,6 +28,7 @@ from helpers import (
 )
 
 from hermes_relay.core.wire import MAX_WS_MESSAGE
+from hermes_relay.relay.core import RelayCore
 from hermes_relay.relay.http import MAX_HEAD
 from hermes_relay.relay.server import (
     AUTH_TIMEOUT_REASON,
@@ -36,7 +37,6 @@ from hermes_relay.relay.server import (
     CLOSE_POLICY,
     MAX_MESSAGE,
     MAX_UNAUTHED_PER_IP,
-    Relay,
     RelayConfig,
 )
 
@@ -287,15 +287,15 @@ async def test_a_connection_that_times_out_before_auth_gives_its_place_back(rela
     (["198.51.100.7", "::ffff:198.51.100.7"], "198.51.100.8"),       # IPv4 (mapped or not) per address
 ])
 def test_unauthenticated_cap_counts_per_rate_limit_bucket(same, other):
-    relay = Relay(RelayConfig(max_unauthed_per_ip=2))
-    slots = [relay._take_unauthed_slot(ip) for ip in same]
+    relay = RelayCore(RelayConfig(max_unauthed_per_ip=2))
+    slots = [relay.take_unauthed_slot(ip) for ip in same]
     assert not any(isinstance(s, str) for s in slots)
-    assert relay._take_unauthed_slot(same[0]) == BUSY_PER_IP_BODY
-    assert not isinstance(relay._take_unauthed_slot(other), str)
+    assert relay.take_unauthed_slot(same[0]) == BUSY_PER_IP_BODY
+    assert not isinstance(relay.take_unauthed_slot(other), str)
     slots[0].release()
     slots[0].release()  # idempotent
     assert relay.unauthed == 2
-    assert not isinstance(relay._take_unauthed_slot(same[1]), str)
+    assert not isinstance(relay.take_unauthed_slot(same[1]), str)
 
 
 async def test_an_upgrade_the_websocket_layer_refuses_gives_its_place_back(relay_factory):

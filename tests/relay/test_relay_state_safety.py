@@ -141,19 +141,20 @@ def test_relay_server_refuses_a_mistyped_sessions_file_without_a_traceback(tmp_p
     assert "move" in err  # what to do
 
 
-async def test_save_fault_switch_from_the_environment_is_a_file_that_exists(tmp_path, monkeypatch):
-    from hermes_relay.relay.main import fault_from_env
+def test_save_fault_knob_is_read_once_into_the_config_as_a_checkpoint(tmp_path, monkeypatch):
+    from hermes_relay.relay.main import build_parser, config_from_args
 
     flag = tmp_path / "disk-full"
     monkeypatch.setenv("HERMES_RELAY_FAULT_SAVE", str(flag))
-    fault = fault_from_env()
+    config = config_from_args(build_parser().parse_args(["--memory", "--port", "0"]))
+    monkeypatch.delenv("HERMES_RELAY_FAULT_SAVE")  # read once: the config holds the seam, not the environment
+    fault = config.save_fault
     assert fault is not None and fault() is False
     flag.touch()
     assert fault() is True
-    monkeypatch.delenv("HERMES_RELAY_FAULT_SAVE")
-    assert fault_from_env() is None
-
-
+    assert [k.name for k in config.knobs.set()] == ["HERMES_RELAY_FAULT_SAVE"]
+    unset = config_from_args(build_parser().parse_args(["--memory", "--port", "0"]))
+    assert unset.save_fault is None and unset.knobs.set() == []
 
 
 async def test_a_relay_process_on_a_full_disk_answers_500_logs_it_and_keeps_the_session(relay_factory, tmp_path):
@@ -189,7 +190,9 @@ async def test_a_relay_process_on_a_full_disk_answers_500_logs_it_and_keeps_the_
                 await proc.wait()
                 if proc.stdout is not None:
                     await proc.stdout.aclose()
-    assert "sessions_save_failed" in errlog.read_text()
+    logged = errlog.read_text()
+    assert "sessions_save_failed" in logged
+    assert "knob_set name=HERMES_RELAY_FAULT_SAVE test_only=true" in logged and str(flag) not in logged
 
 
 async def test_a_failed_save_at_a_re_pairings_first_use_still_ends_the_old_refresh_token(faulty):

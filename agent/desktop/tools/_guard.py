@@ -158,7 +158,7 @@ class Guard:
         self._stale = True
         self._protected_files: set[Ident] | None = None
         self._scan_overflow = False
-        self._roots: dict[Path, tuple[int, Ident]] = {}
+        self._roots: dict[Path, tuple[int, Ident, bool]] = {}  # root -> (fd, identity, a file root)
 
     def __enter__(self) -> Guard:
         return self
@@ -299,11 +299,18 @@ class Guard:
             if _lexically_below(path, root):
                 if root not in self._roots:
                     try:
-                        fd = self.keep(os.open(root, _fs.DIR_FLAGS))
+                        fd, is_file = self.keep(os.open(root, _fs.DIR_FLAGS)), False
+                    except NotADirectoryError:
+                        # A root that is a file: a folder holding protected state (the home directory holding
+                        # ~/.hermes) is split into its entries, files included. It reaches that file alone,
+                        # opened by name in its folder (path == root here: nothing is below a file).
+                        fd, is_file = self.keep(os.open(root.parent, _fs.DIR_FLAGS)), True
                     except OSError as exc:
                         raise ToolError(f"the folder {root} cannot be opened: {exc.strerror or exc}") from exc
-                    self._roots[root] = (fd, ident(os.fstat(fd)))
-                fd, rid = self._roots[root]
+                    self._roots[root] = (fd, ident(os.fstat(fd)), is_file)
+                fd, rid, is_file = self._roots[root]
+                if is_file:
+                    return root.parent, fd, rid, root.name
                 rel = os.path.relpath(path, root)
                 return root, fd, rid, "" if rel == "." else rel
         raise outside(path, self.c, write=write)

@@ -337,4 +337,8 @@ async def start(argv: list[str], *, cwd: str, env: dict[str, str], confinement: 
     if line.startswith("started "):
         return command
     await command.finish(at_once=True, grace=grace)
-    raise ToolError(line[6:] if line.startswith("error ") else "the command sandbox failed to start the command")
+    if line.startswith("error "):
+        raise ToolError(line[6:])
+    # No answer at all: the reaper died (killed from outside) before it could say the command started.
+    raise ToolError("the command sandbox ended unexpectedly before the command started" if not line
+                    else "the command sandbox failed to start the command")

@@ -128,14 +128,7 @@ def _write_zip(g: _guard.Guard, stop: threading.Event, out: IO[bytes], items: It
                 continue
             fd, info = opened
             try:
-                zi = zipfile.ZipInfo(item.arcname, _zip_time(info.st_mtime))
-                zi.external_attr = (info.st_mode & 0xFFFF) << 16
-                zi.compress_type = zipfile.ZIP_DEFLATED
-                zi.file_size = info.st_size
-                with zf.open(zi, "w", force_zip64=info.st_size > _ZIP64_FROM) as dst:
-                    while chunk := os.read(fd, _CHUNK):
-                        _thread.check(stop)
-                        dst.write(chunk)
+                _add_to_zip(stop, zf, item, fd, info)
             finally:
                 g.release(fd)
 
@@ -238,14 +231,19 @@ def _build(g: _guard.Guard, stop: threading.Event, source: Path, dest: Path, fmt
 
 def _write_zip_file(stop: threading.Event, out: IO[bytes], item: _Item, fd: int, info: os.stat_result) -> None:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        zi = zipfile.ZipInfo(item.arcname, _zip_time(info.st_mtime))
-        zi.external_attr = (info.st_mode & 0xFFFF) << 16
-        zi.compress_type = zipfile.ZIP_DEFLATED
-        zi.file_size = info.st_size
-        with zf.open(zi, "w", force_zip64=info.st_size > _ZIP64_FROM) as dst:
-            while chunk := os.read(fd, _CHUNK):
-                _thread.check(stop)
-                dst.write(chunk)
+        _add_to_zip(stop, zf, item, fd, info)
+
+
+def _add_to_zip(stop: threading.Event, zf: zipfile.ZipFile, item: _Item, fd: int, info: os.stat_result) -> None:
+    """One opened file into the archive, streamed in chunks (a cancelled call stops between them)."""
+    zi = zipfile.ZipInfo(item.arcname, _zip_time(info.st_mtime))
+    zi.external_attr = (info.st_mode & 0xFFFF) << 16
+    zi.compress_type = zipfile.ZIP_DEFLATED
+    zi.file_size = info.st_size
+    with zf.open(zi, "w", force_zip64=info.st_size > _ZIP64_FROM) as dst:
+        while chunk := os.read(fd, _CHUNK):
+            _thread.check(stop)
+            dst.write(chunk)
 
 
 def _write_tar_file(stop: threading.Event, out: IO[bytes], item: _Item, fd: int, fmt: str) -> None:

@@ -1,0 +1,312 @@
+"""One connection's trio I/O: the request head, an HTTP answer or a WebSocket upgrade, authentication,
+the authenticated session's messages and heartbeat. Every decision is the core's (relay/core.py); this
+class reads, writes, waits and closes. relay/server.py listens and hands each connection here.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import trio
+import trio_websocket
+
+from hermes_relay.core import envelope
+from hermes_relay.core.errors import members
+from hermes_relay.relay import capacity, desktop, desktop_http, http, peers
+from hermes_relay.relay.config import (
+    CLOSE_AUTH_FAILED,
+    CLOSE_GOING_AWAY,
+    CLOSE_GRACE,
+    CLOSE_HEARTBEAT,
+    DESKTOP_SURFACE,
+    EXPIRY_SWEEP,
+    SHUTDOWN_ANSWER_GRACE,
+    SHUTDOWN_CLOSE_GRACE,
+    RelayConfig,
+)
+from hermes_relay.relay.core import (
+    AuthAbort,
+    AuthFail,
+    CloseSession,
+    DetachSession,
+    Effect,
+    Refusal,
+    RelayCore,
+    Send,
+    UnauthedSlot,
+)
+from hermes_relay.relay.peers import Peer
+from hermes_relay.relay.sessions import Session
+
+log = logging.getLogger(__name__)
+
+# What a client that goes away or misbehaves on the wire can cause: routine, not worth a traceback.
+_PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError, trio.TooSlowError,
+              trio_websocket.ConnectionClosed)
+_TEXT = b"text/plain; charset=utf-8"
+
+
+class Relay:
+    """The trio driver: reads connections and messages, asks the core (relay/core.py) what to do, does it."""
+
+    def __init__(self, config: RelayConfig):
+        self.config = config
+        self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
+        self.core = RelayCore(config, nofile=capacity.fd_limit(), pending_calls=lambda: self.desktop.pending_count)
+
+    # -- connections ---------------------------------------------------------------------------
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        ip = _peer_ip(stream)
+        try:
+            await self._handle_stream(stream, ip)
+        except Exception as exc:  # supervision point: one broken connection never stops the relay
+            if not all(isinstance(e, _PEER_GONE) for e in members(exc)):
+                log.exception("connection_crashed peer=%s", ip)
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await stream.aclose()
+
+    async def _handle_stream(self, stream: trio.abc.Stream, ip: str) -> None:
+        key, refused = self.core.admit(ip)
+        if refused is not None:
+            with trio.move_on_after(SHUTDOWN_CLOSE_GRACE):
+                await _refuse(stream, refused)
+            return
+        try:
+            req, body, upgrade, peer = await self._read_request(stream, ip)
+        finally:
+            self.core.pending.leave(key)
+        if req is None or peer is None:
+            return
+        if upgrade:
+            await self._upgrade(stream, req, peer.addr)
+            return
+        if desktop_http.is_desktop_path(req.path):
+            try:
+                status, obj = await desktop_http.handle(self.desktop, req, body, loopback=peer.loopback)
+            except trio.Cancelled:  # only a shutdown cancels a request: the caller still gets its answer
+                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_ANSWER_GRACE):
+                    await http.send_json(stream, 502, {"ok": False, "error": desktop.SHUTTING_DOWN}, req.conn)
+                raise
+        else:
+            status, obj = self.route_http(req, body, peer)
+        await http.send_json(stream, status, obj, req.conn)
+
+    async def _read_request(self, stream: trio.abc.Stream,
+                            ip: str) -> tuple[http.HttpRequest | None, bytes, bool, Peer | None]:
+        """The request head, its sender, and a small body; None once any error was answered."""
+        # head_timeout bounds reading the request only: an upgraded WebSocket lives on past it.
+        try:
+            with trio.fail_after(self.config.head_timeout):
+                req = await http.read_request_head(stream)
+                if req is None:
+                    return None, b"", False, None
+                peer = peers.resolve(ip, req.headers, self.config.trusted_proxies)
+                upgrade = req.is_websocket_upgrade()
+                body = b""
+                if not upgrade and req.method in ("POST", "PATCH", "PUT", "DELETE"):
+                    body = await http.read_body(stream, req, desktop_http.body_limit(req, loopback=peer.loopback),
+                                                refuse_from_head=not peer.loopback)
+        except http.BadRequest as exc:
+            with trio.move_on_after(1):
+                await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
+            return None, b"", False, None
+        except trio.TooSlowError:
+            with trio.move_on_after(1):
+                await http.send_json(stream, 408, {"ok": False, "error": "request head not received in time"})
+            return None, b"", False, None
+        return req, body, upgrade, peer
+
+    async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
+        slot = self.core.upgrade(req.path, ip)
+        if isinstance(slot, Refusal):
+            await _refuse(stream, slot)
+            return
+        try:
+            replay = http.ReplayStream(req.raw, stream)
+            async with trio.open_nursery() as nursery:
+                ws = None
+                # A request trio-websocket refuses (no Sec-WebSocket-Key, wrong version) gets its 400
+                # and then nothing more: bound the wait so the slot is always given back.
+                with trio.move_on_after(self.config.head_timeout):
+                    try:
+                        request = await trio_websocket.wrap_server_stream(
+                            nursery, replay, max_message_size=self.config.max_message)
+                        ws = await request.accept()
+                    except trio_websocket.ConnectionClosed:  # the client left mid-handshake
+                        pass
+                if ws is None:
+                    nursery.cancel_scope.cancel()
+                    return
+                await self._ws_session_then_close(ws, ip, slot, nursery)
+        finally:
+            slot.release()
+
+    async def _ws_session_then_close(self, ws: trio_websocket.WebSocketConnection, ip: str,
+                                     slot: UnauthedSlot | None = None, nursery: trio.Nursery | None = None) -> None:
+        try:
+            await self.ws_session(ws, ip, slot, nursery)
+        except trio_websocket.ConnectionClosed:
+            pass
+        except trio.Cancelled:
+            # Shutting down: say "going away" but do not wait for the reply, which the cancelled
+            # reader task can no longer receive (waiting stalled every restart by CLOSE_GRACE).
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(SHUTDOWN_CLOSE_GRACE):
+                    await ws.aclose(CLOSE_GOING_AWAY, "relay shutting down")
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(CLOSE_GRACE):
+                    await ws.aclose()
+
+    async def _send(self, ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any],
+                    msg_id: str | None = None) -> None:
+        env = envelope.Envelope(channel, typ, payload) if msg_id is None else envelope.Envelope(channel, typ, payload, msg_id)
+        await ws.send_message(env.encode())
+
+    async def _fail(self, ws: trio_websocket.WebSocketConnection, reason: str, code: int = CLOSE_AUTH_FAILED) -> None:
+        await self._send(ws, envelope.SYSTEM, envelope.AUTH_FAIL, {"reason": reason})
+        await ws.aclose(code, reason[:120])
+
+    async def ws_session(self, ws: trio_websocket.WebSocketConnection, ip: str, slot: UnauthedSlot | None = None,
+                         nursery: trio.Nursery | None = None) -> None:
+        """Authenticate, then serve. ``slot`` is released once authentication is decided; ``nursery``
+        (the connection's own) runs the heartbeat, which is skipped without one."""
+        first: str | bytes | None = None
+        with trio.move_on_after(self.config.auth_timeout):
+            first = await ws.get_message()
+        if slot is not None:
+            slot.release()
+        decision = self.core.first_message(first, ip)
+        if isinstance(decision, AuthFail):
+            await self._fail(ws, decision.reason, decision.code)
+            return
+        if isinstance(decision, AuthAbort):
+            await ws.aclose(decision.code, decision.reason)
+            return
+        self._apply(decision.effects)
+        sess = decision.session
+        # Register the socket in `live` before the first await: a DELETE /sessions landing while
+        # auth.ok is on its way must find it and close it (the decision above is synchronous).
+        key = sess.token_hash
+        self.core.attach(key, ws)
+        # Who this socket is comes from its session (what it was paired as), never from this frame.
+        self.desktop.authed(ws, device_id=sess.device_id, name=sess.device_name, hostname=sess.device_hostname or "",
+                            session_key=sess.token_hash, desktop=sess.client_surface == DESKTOP_SURFACE)
+        # trio-websocket has no public setter; the small pre-auth cap only guards unauthenticated memory.
+        ws._max_message_size = self.config.max_message_authed
+        try:
+            await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, decision.reply, decision.msg_id)
+            log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
+            await self._serve_authed(ws, sess, nursery)
+        finally:
+            self.core.detach(key, ws)
+            self.desktop.detach(ws)
+
+    async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session,
+                            nursery: trio.Nursery | None = None) -> None:
+        serving = trio.CancelScope()
+        heartbeat = trio.CancelScope()
+        if nursery is not None and self.config.heartbeat > 0:
+            nursery.start_soon(self._heartbeat, ws, heartbeat, serving)
+        try:
+            with serving:
+                while True:
+                    remaining = self.core.expires_in(sess)
+                    if remaining <= 0:
+                        await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
+                        return
+                    # Re-read the expiry at least once per sweep interval: PATCH /sessions may have moved it.
+                    with trio.move_on_after(min(remaining, EXPIRY_SWEEP)):
+                        message = await ws.get_message()
+                        await self._on_message(ws, sess, message)
+        finally:
+            heartbeat.cancel()
+        if serving.cancelled_caught:  # the heartbeat gave up on this client
+            log.info("heartbeat_timeout prefix=%s", sess.token_prefix)
+            self.core.detach(sess.token_hash, ws)  # gone from /health before the client sees the close
+            # The peer is not answering, so do not wait long for its half of the close handshake.
+            with trio.move_on_after(min(CLOSE_GRACE, self.config.heartbeat)):
+                await ws.aclose(CLOSE_HEARTBEAT, "heartbeat timeout")
+
+    async def _heartbeat(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope,
+                         on_timeout: trio.CancelScope) -> None:
+        """Ping every ``heartbeat`` s; no pong within another ``heartbeat`` cancels ``on_timeout``.
+
+        Runs in the connection's nursery, so it never raises: a closed socket just ends it.
+        """
+        interval = self.config.heartbeat
+        with scope:
+            try:
+                while True:
+                    await trio.sleep(interval)
+                    with trio.move_on_after(interval) as wait:
+                        await ws.ping()
+                    if wait.cancelled_caught:
+                        on_timeout.cancel()
+                        return
+            except trio_websocket.ConnectionClosed:
+                return
+            except Exception:  # supervision point: a heartbeat failure must not crash the connection
+                log.exception("heartbeat_crashed")
+                on_timeout.cancel()
+
+    async def _on_message(self, ws: trio_websocket.WebSocketConnection, sess: Session, message: str | bytes) -> None:
+        for effect in self.core.message(sess, message):
+            if isinstance(effect, Send):
+                await ws.send_message(effect.env.encode())
+            else:
+                self.desktop.on_envelope(ws, effect.env)
+
+    def route_http(self, req: http.HttpRequest, body: bytes, peer: Peer) -> tuple[int, dict[str, Any]]:
+        """One HTTP API request: the core's reply, after what it decided about live sockets was done."""
+        reply = self.core.http(req, body, peer)
+        self._apply(reply.effects)
+        return reply.status, reply.body
+
+    def _apply(self, effects: tuple[Effect, ...]) -> None:
+        """Carry out what the core decided about live sockets (from synchronous code: closes run later)."""
+        for effect in effects:
+            if isinstance(effect, DetachSession):
+                for ws in self.core.live.get(effect.key, ()):
+                    self.desktop.detach(ws)
+            elif isinstance(effect, CloseSession):
+                self._close_live(effect.key, effect.reason)
+
+    def _close_live(self, key: str, reason: str) -> None:
+        for ws in self.core.take_live(key):
+            _spawn_close(ws, reason)
+
+
+async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
+    if refusal.json:
+        await http.send_json(stream, refusal.status, {"ok": False, "error": refusal.text})
+        return
+    extra = [(b"retry-after", str(refusal.retry_after).encode())] if refusal.retry_after is not None else []
+    await http.send_response(stream, refusal.status, refusal.text.encode(), _TEXT, extra_headers=extra)
+
+
+def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str) -> None:
+    """Close a live socket from synchronous code: the close runs in the system nursery."""
+
+    async def close() -> None:
+        with trio.move_on_after(2):
+            try:
+                await ws.aclose(CLOSE_AUTH_FAILED, reason)
+            except Exception:  # the socket may already be gone; nothing else to do
+                pass
+
+    trio.lowlevel.spawn_system_task(close)
+
+
+def _peer_ip(stream: trio.abc.Stream) -> str:
+    s = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    sock = getattr(s, "socket", None)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else "unknown"
+    except OSError:
+        return "unknown"

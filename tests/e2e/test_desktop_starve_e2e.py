@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,10 +43,9 @@ def test_fifo_searches_leave_tool_calls_and_pairing_working(
     assert len(answers) == 50 and all(a.get("ok") for a in answers), [a for a in answers if not a.get("ok")][:2]
     assert all(a["result"]["matches"] == [str(work / "notes.txt")] for a in answers), answers[0]
 
-    started = time.monotonic()
     status, body = call(relay, "desktop_read_file", {"path": str(work / "notes.txt")})
+    # A starved agent never answers: the relay would say 504 after its 30 s timeout (the call waits 40 s).
     assert status == 200 and body["ok"] is True and body["result"] == "needle\n", body
-    assert time.monotonic() - started < 1.0  # a starved agent answered after the relay's 30 s timeout
 
     second = make_relay("second")  # pairing uses worker threads too (store lock and writes)
     result = env.pair(second)

@@ -15,6 +15,7 @@ import pytest
 from procs import PY, AgentEnv, RelayProc, wait_state
 from test_desktop_e2e import Background, call, pending_approvals, served, until
 
+from hermes_relay.cli import approvals_watch
 from hermes_relay.cli.lines import LineReader
 from hermes_relay.core import paths
 
@@ -62,7 +63,7 @@ def test_watch_follows_a_restarted_agent_and_answers_a_call_after_it(desk: tuple
         old_pid = env.pids[-1]
         env.stop()  # the user restarts the agent (an upgrade, a crash and its restart)
         assert _until_line(out, lambda line: "gone with the agent" in line, 20)[-1].endswith(
-            "for this host: gone with the agent (it did not run)")
+            approvals_watch.PROMPT + "gone with the agent (it did not run)")
         assert "waiting for it to come back" in err.read(20)
         assert first.get(30)[0] != 200
         with env.client() as c:  # a new agent

@@ -22,7 +22,6 @@ from typing import Any
 import trio
 
 from hermes_relay.agent import checkpoints, handlers, ipc_endpoint, pairing, prober, storefollow
-from hermes_relay.agent.checkpoints import checkpoint
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.credentials import Credentials, Paused
 from hermes_relay.agent.desktop.service import DesktopService
@@ -31,7 +30,7 @@ from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, Signal
 from hermes_relay.agent.marks import Marks, Pending
 from hermes_relay.agent.storewatch import StoreWatcher
-from hermes_relay.core import api, fileio, instance, offline, paths, record, wire
+from hermes_relay.core import api, fileio, instance, knobs, offline, paths, record, wire
 from hermes_relay.core.errors import NotPairedError, StateError
 from hermes_relay.core.record import Record, owner_urls
 from hermes_relay.core.store import SessionStore, resolve_in
@@ -96,6 +95,8 @@ class Agent:
                         nursery.start_soon(self._idle_exit)
                     await nursery.start(serve_ipc, listener, handlers.table(self))
                     log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), self.config.socket_path, len(self.links))
+                    for line in knobs.describe(self.config.knobs):
+                        log.warning("knob_set %s", line)
                     task_status.started()
                     await self.stop_event.wait()
                     nursery.cancel_scope.cancel()
@@ -407,7 +408,7 @@ class Agent:
             kept_error = self.pending.save(key, entry)
             if kept_error is not None:
                 log.error("rotated_credentials_memory_only url=%s error=%s", owner, kept_error)
-            checkpoint(self.config.env, checkpoints.REFRESH_KEPT)
+            self.config.checkpoint(checkpoints.REFRESH_KEPT)
 
         def apply(sessions: dict[str, dict[str, Any]]) -> None:
             found = resolve_in(sessions, owner)
@@ -441,7 +442,7 @@ class Agent:
             self.follower.written_tokens[owner] = new_token  # before the write: the store watcher may see it at once
         (store or self.store).update(apply)
         if key is not None:
-            checkpoint(self.config.env, checkpoints.REFRESH_STORED)
+            self.config.checkpoint(checkpoints.REFRESH_STORED)
             self.pending.done(key, str(new_token))
 
 

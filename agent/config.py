@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hermes_relay.agent import checkpoints
+from hermes_relay.core import knobs as envknobs
 from hermes_relay.core import paths
 
 
@@ -59,10 +61,17 @@ class AgentConfig:
     netwatch: bool = True
     wall_clock: Callable[[], float] = field(default=time.time)
     rng: random.Random = field(default_factory=random.Random)
+    knobs: envknobs.Knobs = field(default_factory=envknobs.Knobs)  # the test switches (core/knobs.py), parsed once
+    store_write_faults: envknobs.Countdown = field(default_factory=envknobs.Countdown)  # seam: failing credential writes
+
+    def checkpoint(self, name: str) -> None:
+        """A named crash point (agent/checkpoints.py): dies there when the kill-at knob names it."""
+        checkpoints.checkpoint(self.knobs.kill_at, name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> AgentConfig:
         e = dict(os.environ if env is None else env)
+        knobs = envknobs.parse(e)
         base: dict[str, object] = dict(
             env=e,
             sessions_file=paths.sessions_file(e),
@@ -86,6 +95,8 @@ class AgentConfig:
             netwatch=e.get("HERMES_RELAY_NETWATCH", "1") != "0",
             fence_interval=_float_env(e, "HERMES_RELAY_FENCE_INTERVAL", 60.0),
             revocation_check_interval=_float_env(e, "HERMES_RELAY_REVOCATION_CHECK_INTERVAL", 300.0),
+            knobs=knobs,
+            store_write_faults=envknobs.Countdown(knobs.store_write_faults),
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]

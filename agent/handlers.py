@@ -67,6 +67,7 @@ def table(agent: Agent) -> dict[str, Handler]:
                       "socket": agent.config.socket_path, "store": str(agent.config.sessions_file),
                       "store_error": store_error, "store_problems": problems,
                       "unsaved_pairings": pairing.pending_status(agent), "netwatch": getattr(watcher, "backend", None) or "off",
+                      "knobs": agent.config.knobs.shown(),
                       **_resources(agent)},
             "relays": relays,
             "paired": view,

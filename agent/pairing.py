@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from hermes_relay.agent import carryover, checkpoints, prober, transport
-from hermes_relay.agent.checkpoints import checkpoint
 from hermes_relay.core import codes, payload, record, wire
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -124,7 +123,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         agent.pairing_urls[url] = agent.pairing_urls.get(url, 0) + 1
 
     def sent() -> None:
-        checkpoint(agent.config.env, checkpoints.PAIR_SENT)
+        agent.config.checkpoint(checkpoints.PAIR_SENT)
 
     try:
         outcome: list[Any] = []
@@ -212,7 +211,7 @@ async def _keep(agent: Agent, ok: dict[str, Any], route: Route, routes: list[Rou
     kept_error = await trio.to_thread.run_sync(agent.pending.save, route.url, entry)
     if kept_error is not None:
         log.error("pending_credentials_memory_only url=%s error=%s", route.url, kept_error)
-    checkpoint(agent.config.env, checkpoints.PAIR_KEPT)
+    agent.config.checkpoint(checkpoints.PAIR_KEPT)
     return ok, entry, kept_error
 
 
@@ -223,17 +222,17 @@ async def _store(agent: Agent, store: SessionStore, entry: dict[str, Any], kept_
     url = entry["owner"]
     _replacing(agent, entry)
     try:
-        owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
+        owner = await trio.to_thread.run_sync(_write, store, entry, agent.config.store_write_faults.fire())
     except StateError as exc:
         log.error("pairing_not_saved url=%s error=%s", url, exc.message)
         agent.pending.note(url, exc.message)
         agent.pending_signal.fire()  # keep_pending retries it from now on
         raise _unsaved(agent, url, exc, kept_error) from None
-    checkpoint(agent.config.env, checkpoints.PAIR_STORED)
+    agent.config.checkpoint(checkpoints.PAIR_STORED)
     await _settle(agent, owner, entry)
-    checkpoint(agent.config.env, checkpoints.PAIR_POLICY)
+    agent.config.checkpoint(checkpoints.PAIR_POLICY)
     await trio.to_thread.run_sync(agent.pending.done, url, entry["fields"]["token"])
-    checkpoint(agent.config.env, checkpoints.PAIR_DONE)
+    agent.config.checkpoint(checkpoints.PAIR_DONE)
     return owner
 
 
@@ -394,9 +393,9 @@ def _fields(agent: Agent, route: Route, routes: list[Route], ok: dict[str, Any],
     return fields
 
 
-def _write(store: SessionStore, entry: dict[str, Any], faults: int = 0) -> str:
+def _write(store: SessionStore, entry: dict[str, Any], fault: bool = False) -> str:
     """Write a pending entry into the store (worker thread). Returns the owner URL it landed under."""
-    if faults > 0:
+    if fault:  # the store-write fault seam (config.store_write_faults): fail as on a full disk
         import errno
 
         from hermes_relay.core.store import _write_error
@@ -484,7 +483,7 @@ async def flush_pending(agent: Agent, logged: dict[str, str] | None = None, *,
                 await trio.to_thread.run_sync(_write_rotation, agent, store, entry)
             else:
                 _replacing(agent, entry)
-                owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
+                owner = await trio.to_thread.run_sync(_write, store, entry, agent.config.store_write_faults.fire())
                 await _settle(agent, owner, entry)
         except StateError as exc:
             agent.pending.note(key, exc.message)
@@ -525,17 +524,6 @@ def pending_status(agent: Agent) -> list[dict[str, Any]]:
     """Pairings not yet in the store (for ``status``): URL, since when, and why (never the token)."""
     return [{"url": e.get("owner", key), "since": e.get("at"), "error": e.get("last_error")}
             for key, e in agent.pending.memory.items()]
-
-
-def _test_faults(agent: Agent) -> int:
-    """Test-only fault injection: the first N store writes of pairing credentials fail as on a full disk."""
-    counter = agent.config.env.get("HERMES_RELAY_TEST_STORE_WRITE_FAULTS")
-    if not counter:
-        return 0
-    left = int(counter)
-    if left > 0:
-        agent.config.env["HERMES_RELAY_TEST_STORE_WRITE_FAULTS"] = str(left - 1)  # type: ignore[index]
-    return left
 
 
 async def _explain(exc: HermesError, routes: list[Route], timeout: float) -> HermesError:

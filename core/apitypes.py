@@ -101,6 +101,7 @@ class AgentInfo(TypedDict):
     open_files: int | None
     store_problems: list[StoreProblem]  # records skipped as malformed, and why
     unsaved_pairings: list[UnsavedPairing]  # pairings held by the agent until the store can be written
+    knobs: dict[str, str]  # the test switches set in the agent's environment (core/knobs.py), name -> value
 
 
 class PairedRelay(TypedDict):

@@ -112,6 +112,8 @@ def test_full_disk_after_auth_ok_keeps_the_new_credentials_and_stores_them_later
     assert state["url"] == relay_proc.url
     assert env.store()["sessions"][relay_proc.url]["token"] == token
     assert json.loads(_pending_file(env).read_text())["pending"] == {}
+    with env.client() as c:  # the test switches in force are shown (core/knobs.py)
+        assert c.call(api.STATUS, {})["agent"]["knobs"] == {"HERMES_RELAY_TEST_STORE_WRITE_FAULTS": "2"}
 
 
 def test_kill_9_right_after_auth_ok_loses_nothing(relay_proc, make_agent_env) -> None:

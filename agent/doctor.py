@@ -134,7 +134,7 @@ class RouteCheck:
 
 
 async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
-    """Check every route of every stored relay; see core/api.py ``doctor`` for the result's shape."""
+    """Check every route of every stored relay; core/apitypes.DoctorReply is the result."""
     deadline = params.get("deadline", DEFAULT_DEADLINE)
     if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or not 0 < deadline <= MAX_DEADLINE:
         deadline = DEFAULT_DEADLINE
@@ -168,6 +168,7 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
         "netwatch": {"backend": getattr(watcher, "backend", None) or "off", "enabled": bool(agent.config.netwatch)},
         "relays": relays,
         "desktop": {"notify": notify.notifier(agent.desktop.env)},
+        "knobs": agent.config.knobs.shown(),
         "store_error": store_error,
         "deadline": deadline,
         "elapsed_ms": round((trio.current_time() - started) * 1000, 1),

@@ -1,4 +1,4 @@
-"""The IPC method table (see core/api.py for every method's params and result)."""
+"""The IPC method table (core/apitypes.py types every method's params and result)."""
 
 from __future__ import annotations
 

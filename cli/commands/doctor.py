@@ -290,12 +290,12 @@ def _agent(ctx: Context, *, reload_store: bool) -> tuple[list[dict[str, Any]], l
             out.append(check("agent.version", OK, f"agent and CLI are both {__version__}"))
         if reload_store:
             try:
-                client.call("reload", {}, timeout=CALL_SLACK)
+                client.reload(timeout=CALL_SLACK)
             except HermesError as exc:
                 out.append(check("agent.reload", WARN, f"the agent did not reload the new store: {exc.message}",
                                  fix="hermes-relay agent restart"))
         try:
-            result = client.call("doctor", {"deadline": DEADLINE}, timeout=DEADLINE + CALL_SLACK)
+            result = client.doctor(deadline=DEADLINE, timeout=DEADLINE + CALL_SLACK)
         except HermesError as exc:
             out.append(check("relays", FAIL, f"the agent could not check the relays: {exc.message}",
                              fix=exc.hint or "hermes-relay agent restart"))

@@ -17,11 +17,12 @@ import platform
 import socket
 import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from hermes_relay.agent import checkpoints, handlers, ipc_endpoint, pairing, prober, storefollow
+from hermes_relay.agent.backend import AgentBackend
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.credentials import Credentials, Paused
 from hermes_relay.agent.desktop.service import DesktopService
@@ -34,6 +35,9 @@ from hermes_relay.core import api, fileio, instance, knobs, offline, paths, reco
 from hermes_relay.core.errors import NotPairedError, StateError
 from hermes_relay.core.record import Record, owner_urls
 from hermes_relay.core.store import SessionStore, resolve_in
+
+if TYPE_CHECKING:
+    from hermes_relay.core.apitypes import DownReply, RestoreReply
 
 log = logging.getLogger(__name__)
 RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
@@ -93,7 +97,7 @@ class Agent:
                         nursery.start_soon(self._netwatch)
                     if self.config.idle_exit > 0:
                         nursery.start_soon(self._idle_exit)
-                    await nursery.start(serve_ipc, listener, handlers.table(self))
+                    await nursery.start(serve_ipc, listener, handlers.table(AgentBackend(self)))
                     log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), self.config.socket_path, len(self.links))
                     for line in knobs.describe(self.config.knobs):
                         log.warning("knob_set %s", line)
@@ -163,7 +167,7 @@ class Agent:
         self.down = {url: offline.state(url, switch.since(url), sessions.get(url)) for url in urls if switch.is_down(url)}
         return [url for url in urls if url not in self.down]
 
-    async def set_down(self, url: str | None, *, down: bool) -> dict[str, Any]:
+    async def set_down(self, url: str | None, *, down: bool) -> DownReply:
         """``down``/``up`` (IPC): change the switch in the agent's own file, then stop or start the links."""
         sessions = await trio.to_thread.run_sync(self.store.sessions)
         paired = owner_urls(sessions)
@@ -195,7 +199,7 @@ class Agent:
         """(live state, record) of every paused pairing, for ``status`` and ``watch``."""
         return self.follower.paused_states(self.links)
 
-    async def restore(self, url: str) -> dict[str, Any]:
+    async def restore(self, url: str) -> RestoreReply:
         return await storefollow.restore(self, url)
 
     def _start_link(self, url: str) -> RelayLink:
@@ -414,29 +418,7 @@ class Agent:
             found = resolve_in(sessions, owner)
             if found is None:
                 return  # the user removed the pairing meanwhile; do not resurrect it
-            _, rec = found
-            if rec.get("token") != used_token:
-                return
-            if isinstance(ok.get("session_token"), str) and ok["session_token"]:
-                rec["token"] = ok["session_token"]
-            if isinstance(ok.get("refresh_token"), str) and ok["refresh_token"]:
-                rec["refresh_token"] = ok["refresh_token"]
-            if ok.get("server_version"):
-                rec["server_version"] = ok["server_version"]
-            if "expires_at" in ok:
-                rec["ttl_expires_at"] = ok["expires_at"]
-            if isinstance(ok.get("grants"), dict):
-                rec["grants"] = ok["grants"]
-            if pin:
-                if route_url == owner:
-                    rec.setdefault("cert_pin_sha256", None)
-                    if not rec["cert_pin_sha256"]:
-                        rec["cert_pin_sha256"] = pin
-                else:
-                    given = rec.get("route_cert_pins")
-                    pins = given if isinstance(given, dict) else {}
-                    pins.setdefault(route_url, pin)
-                    rec["route_cert_pins"] = pins
+            record.apply_auth(found[1], owner, route_url, ok, pin, used_token)
 
         if isinstance(new_token, str) and new_token:
             self.follower.written_tokens[owner] = new_token  # before the write: the store watcher may see it at once

@@ -31,7 +31,6 @@ import trio
 
 from hermes_relay.agent import transport
 from hermes_relay.agent.desktop import notify
-from hermes_relay.agent.ipc_server import CallContext, Handler
 from hermes_relay.core import api
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -50,6 +49,7 @@ from hermes_relay.core.store import resolve_in
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
+    from hermes_relay.core.apitypes import DoctorRelay, DoctorReply
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +133,12 @@ class RouteCheck:
                 "status": worst(s["status"] for s in self.steps), "steps": list(self.steps)}
 
 
-async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
+async def run_doctor(agent: Agent, params: dict[str, Any]) -> DoctorReply:
     """Check every route of every stored relay; core/apitypes.DoctorReply is the result."""
     deadline = params.get("deadline", DEFAULT_DEADLINE)
     if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or not 0 < deadline <= MAX_DEADLINE:
         deadline = DEFAULT_DEADLINE
-    store_error = None
+    store_error: Any = None  # an ErrorObj
     try:
         sessions = agent.store.sessions()
     except StateError as exc:
@@ -156,7 +156,7 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
             for owner, rec, checks in plans:
                 nursery.start_soon(_check_relay, agent, owner, rec, checks)
-    relays = []
+    relays: list[DoctorRelay] = []
     for owner, _, checks in plans:
         for check in checks:
             if scope.cancelled_caught:
@@ -175,7 +175,7 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def standalone(params: dict[str, Any]) -> dict[str, Any]:
+def standalone(params: dict[str, Any]) -> DoctorReply:
     """The route checks without a running agent (``python -m hermes_relay.agent doctor``, which the CLI's
     doctor runs when no agent answers): an agent object that is never started runs no link and opens
     only doctor's own short-lived connections. A relay taken off with ``down`` shows as down."""
@@ -190,15 +190,6 @@ def standalone(params: dict[str, Any]) -> dict[str, Any]:
     except StateError:
         pass  # run_doctor reports the store's problem
     return trio.run(run_doctor, agent, {**params, "standalone": True})
-
-
-def handler(agent: Agent) -> Handler:
-    """The ``doctor`` IPC method for agent/handlers.py's table."""
-
-    async def doctor(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        return await run_doctor(agent, params)
-
-    return doctor
 
 
 # -- one relay ---------------------------------------------------------------------------------------
@@ -422,7 +413,7 @@ _LINK_STATUS = {api.CONNECTED: OK, api.CONNECTING: WARN, api.BACKOFF: WARN, api.
                 api.NOT_PAIRED: WARN, api.DOWN: OK}
 
 
-def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck], *, unmanaged: bool = False) -> dict[str, Any]:
+def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck], *, unmanaged: bool = False) -> DoctorRelay:
     """One relay's verdict: its routes and its link (``unmanaged``: no agent runs links, the standalone run)."""
     routes = [c.report() for c in checks]
     working = [r for r in routes if r["status"] != FAIL]
@@ -436,5 +427,6 @@ def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck], *, unmanag
     link = agent.links.get(owner)
     snap = link.snapshot() if link is not None else agent.down.get(owner)  # `hermes-relay down`: no link, on purpose
     link_status = _LINK_STATUS.get(snap["state"], WARN) if snap is not None else SKIP if unmanaged else WARN
-    return {"url": owner, "status": worst([route_status, link_status]), "routes": routes,
-            "working_routes": len(working), "link": snap, "link_status": link_status}
+    report: Any = {"url": owner, "status": worst([route_status, link_status]), "routes": routes,
+                   "working_routes": len(working), "link": snap, "link_status": link_status}
+    return report  # DoctorRelay: its steps are built as dicts by RouteCheck

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -24,17 +24,21 @@ from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
+    from hermes_relay.core.apitypes import ForgetRelay, ForgetReply
 
 log = logging.getLogger(__name__)
 
 # What the relay answered: the session is gone there, it had already ended, it could not be reached,
 # or the caller asked not to contact it.
-REVOKED, ALREADY_ENDED, UNREACHABLE, SKIPPED = "revoked", "already_ended", "unreachable", "skipped"
+REVOKED: Final = "revoked"
+ALREADY_ENDED: Final = "already_ended"
+UNREACHABLE: Final = "unreachable"
+SKIPPED: Final = "skipped"
 
 Revoke = Callable[[str, dict[str, Any], str], Awaitable[Any]]  # (owner, record, prefix) -> relay answer
 
 
-async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool = True) -> dict[str, Any]:
+async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool = True) -> ForgetReply:
     """Remove the pairing owning ``url``; return ``{url, prefix, relay: {status, message?}, removed}``."""
     found = resolve_in(await trio.to_thread.run_sync(agent.store.sessions), url)
     if found is None:  # a pairing another client removed from the store: the agent keeps it paused
@@ -87,7 +91,7 @@ def _remove_locally(agent: Agent, owner: str, rec: dict[str, Any]) -> list[str]:
 
 
 async def _revoke_on_relay(agent: Agent, owner: str, rec: dict[str, Any], token: str, revoke: Revoke,
-                           contact_relay: bool) -> dict[str, Any]:
+                           contact_relay: bool) -> ForgetRelay:
     if not contact_relay:
         return {"status": SKIPPED}
     if not token:

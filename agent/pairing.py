@@ -51,6 +51,7 @@ from hermes_relay.core.store import SessionStore, resolve_in
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
+    from hermes_relay.core.apitypes import PairCheckReply, PairReplaced, PairReply
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
@@ -95,7 +96,7 @@ def _store_for(agent: Agent) -> SessionStore:
         return agent.store
 
 
-async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> PairReply:
     routes, code, invite, port_added = _plan(params)
     verified, note = _verify(agent, invite)
     if verified is False:
@@ -173,9 +174,10 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
             if not agent.pairing_urls[url]:
                 del agent.pairing_urls[url]
     log.info("paired url=%s route=%s", owner, route.url)
+    shown: Any = route_info(route)  # a RouteInfo
     return {
         "replaced": _replaced_info(entry),
-        "url": owner, "server_version": ok.get("server_version"), "route": route_info(route),
+        "url": owner, "server_version": ok.get("server_version"), "route": shown,
         "expires_at": ok.get("expires_at"), "grants": ok.get("grants") or {}, "port_added": port_added,
         "verified": verified, "verify_note": note, "attempts": [a.to_dict() for a in won.attempts],
         "store": str(agent.config.sessions_file), "device_name": device_name.get("device_name"),
@@ -308,23 +310,25 @@ def _replacing_line(rec: record.Record) -> str:
     return f"already paired as {name}{where} since {since}; replacing it"
 
 
-def _replaced_info(entry: dict[str, Any]) -> dict[str, Any] | None:
+def _replaced_info(entry: dict[str, Any]) -> PairReplaced | None:
     """core/apitypes.PairReplaced for the pairing an entry replaced (None: it replaced none)."""
     replaces = entry.get("replaces")
     if not isinstance(replaces, dict):
         return None
     moved = replaces.get("url") != entry["owner"]
-    return {"url": replaces.get("url"), "device_name": replaces.get("device_name"),
-            "paired_at": replaces.get("paired_at"), "carried_over": moved and bool(replaces.get("carry")),
-            "authenticated": bool(replaces.get("authenticated")), "access": str(replaces.get("access") or "")}
+    info: PairReplaced = {
+        "url": str(replaces.get("url")), "device_name": replaces.get("device_name"), "paired_at": replaces.get("paired_at"),
+        "carried_over": moved and bool(replaces.get("carry")), "authenticated": bool(replaces.get("authenticated")),
+        "access": str(replaces.get("access") or "")}
+    return info
 
 
-def _replaces_view(rec: record.Record, authenticated: bool, access: str) -> dict[str, Any]:
+def _replaces_view(rec: record.Record, authenticated: bool, access: str) -> PairReplaced:
     return {"url": rec.owner, "device_name": rec.device_name, "paired_at": rec.paired_at,
             "authenticated": authenticated, "carried_over": False, "access": access}
 
 
-async def check(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
+async def check(agent: Agent, params: dict[str, Any]) -> PairCheckReply:
     """``pair.check``: the stored pairing a ``pair.start`` with these params would replace, found as
     ``pair`` finds it (routes raced, the relay's identity asked); no code is sent."""
     routes, _, invite, _ = _plan(params)

@@ -31,6 +31,7 @@ from hermes_relay.core.store import resolve_in
 
 if TYPE_CHECKING:
     from hermes_relay.agent.app import Agent
+    from hermes_relay.core.apitypes import RestoreReply
 
 log = logging.getLogger(__name__)
 PAUSED_REASON = "removed from the store by another client; paused (the agent keeps its credentials)"
@@ -122,7 +123,7 @@ class StoreFollower:
         return out
 
 
-async def restore(agent: Agent, url: str) -> dict[str, Any]:
+async def restore(agent: Agent, url: str) -> RestoreReply:
     """Put a paused pairing back into the store and reconnect it (``restore`` IPC)."""
     entry = await trio.to_thread.run_sync(agent.paused.get, url)
     if entry is None:

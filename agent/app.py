@@ -209,6 +209,12 @@ class Agent:
         self._nursery.start_soon(link.run)
         return link
 
+    def stop_link(self, url: str) -> None:
+        """Stop the link of ``url`` now (forget: so it cannot write a verdict behind the caller's back)."""
+        link = self.links.pop(url, None)
+        if link is not None:
+            link.cancel_scope.cancel()
+
     def link_for(self, url: str) -> RelayLink:
         if url not in self.links:
             return self._start_link(url)

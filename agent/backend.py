@@ -9,7 +9,7 @@ the approval events, until the client leaves.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -19,7 +19,10 @@ from hermes_relay.agent.ipc_server import CallContext
 from hermes_relay.core import api, policy_log
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.app import Agent
+    from hermes_relay.agent.desktop.service import DesktopService
+    from hermes_relay.agent.indicator import Indicator
+    from hermes_relay.agent.marks import Pending
+    from hermes_relay.agent.storefollow import StoreFollower
     from hermes_relay.core.apitypes import (
         AccessChangingReply,
         ApprovalsDecideReply,
@@ -41,10 +44,29 @@ if TYPE_CHECKING:
     )
 
 
+class Host(devices.SessionHost, statusview.StatusHost, pairing.PairingHost, forget.ForgetHost, doctor.DoctorHost,
+           storefollow.RestoreHost, Protocol):
+    """The agent's parts the operations use (each operation declares its own narrower Protocol)."""
+
+    @property
+    def desktop(self) -> DesktopService: ...
+    @property
+    def follower(self) -> StoreFollower: ...
+    @property
+    def pending(self) -> Pending: ...
+    @property
+    def indicator(self) -> Indicator: ...
+    @property
+    def watchers(self) -> set[trio.MemorySendChannel[dict[str, Any]]]: ...
+
+    async def set_down(self, url: str | None, *, down: bool) -> DownReply: ...
+    def stop(self) -> None: ...
+
+
 class AgentBackend:
     """The agent's operations for the local API (handlers.Backend)."""
 
-    def __init__(self, agent: Agent):
+    def __init__(self, agent: Host):
         self.agent = agent
 
     def hello(self) -> HelloReply:

@@ -25,7 +25,8 @@ import ipaddress
 import logging
 import os
 import ssl
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -48,10 +49,39 @@ from hermes_relay.core.routes import Route, host_port, route_info
 from hermes_relay.core.store import resolve_in
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.app import Agent
+    from hermes_relay.agent.config import AgentConfig
     from hermes_relay.core.apitypes import DoctorRelay, DoctorReply
+    from hermes_relay.core.store import SessionStore
 
 log = logging.getLogger(__name__)
+
+
+class _Link(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class _Desktop(Protocol):
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+
+class DoctorHost(Protocol):
+    """What doctor reads from the agent: the store, the links' states and how to authenticate."""
+
+    @property
+    def config(self) -> AgentConfig: ...
+    @property
+    def store(self) -> SessionStore: ...
+    @property
+    def links(self) -> Mapping[str, _Link]: ...
+    @property
+    def down(self) -> Mapping[str, dict[str, Any]]: ...
+    @property
+    def watcher(self) -> Any: ...
+    @property
+    def desktop(self) -> _Desktop: ...
+
+    def auth_payload(self, record: Record | None = None, **credentials: Any) -> dict[str, Any]: ...
 
 DEFAULT_DEADLINE = 10.0  # seconds for the whole run; a black-holed route costs one step timeout
 MAX_DEADLINE = 60.0
@@ -133,7 +163,7 @@ class RouteCheck:
                 "status": worst(s["status"] for s in self.steps), "steps": list(self.steps)}
 
 
-async def run_doctor(agent: Agent, params: dict[str, Any]) -> DoctorReply:
+async def run_doctor(agent: DoctorHost, params: dict[str, Any]) -> DoctorReply:
     """Check every route of every stored relay; core/apitypes.DoctorReply is the result."""
     deadline = params.get("deadline", DEFAULT_DEADLINE)
     if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or not 0 < deadline <= MAX_DEADLINE:
@@ -175,25 +205,8 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> DoctorReply:
     }
 
 
-def standalone(params: dict[str, Any]) -> DoctorReply:
-    """The route checks without a running agent (``python -m hermes_relay.agent doctor``, which the CLI's
-    doctor runs when no agent answers): an agent object that is never started runs no link and opens
-    only doctor's own short-lived connections. A relay taken off with ``down`` shows as down."""
-    from hermes_relay.agent.app import Agent
-    from hermes_relay.agent.config import AgentConfig
-    from hermes_relay.core.record import owner_urls
-
-    agent = Agent(AgentConfig.from_env())
-    try:
-        sessions = agent.store.sessions()
-        agent.down_states(sessions, owner_urls(sessions))
-    except StateError:
-        pass  # run_doctor reports the store's problem
-    return trio.run(run_doctor, agent, {**params, "standalone": True})
-
-
 # -- one relay ---------------------------------------------------------------------------------------
-async def _check_relay(agent: Agent, owner: str, rec: Record, checks: list[RouteCheck]) -> None:
+async def _check_relay(agent: DoctorHost, owner: str, rec: Record, checks: list[RouteCheck]) -> None:
     token = rec.token
     conns: list[transport.Connection | None] = [None] * len(checks)
     async with trio.open_nursery() as ws_nursery:  # the WebSocket reader tasks live here
@@ -210,7 +223,7 @@ async def _check_relay(agent: Agent, owner: str, rec: Record, checks: list[Route
             ws_nursery.cancel_scope.cancel()
 
 
-async def _authenticate_all(agent: Agent, rec: Record, token: str | None, checks: list[RouteCheck],
+async def _authenticate_all(agent: DoctorHost, rec: Record, token: str | None, checks: list[RouteCheck],
                             conns: list[transport.Connection | None], reached: list[int]) -> None:
     if token is None:
         for i in reached:
@@ -233,7 +246,7 @@ async def _authenticate_all(agent: Agent, rec: Record, token: str | None, checks
             return
 
 
-async def _auth(agent: Agent, rec: Record, token: str, check: RouteCheck, conn: transport.Connection | None) -> str:
+async def _auth(agent: DoctorHost, rec: Record, token: str, check: RouteCheck, conn: transport.Connection | None) -> str:
     """Run the auth step on ``conn``: ``"ok"``, ``"rejected"`` or ``"error"`` (no verdict)."""
     assert conn is not None
     check.begin("auth")
@@ -253,7 +266,7 @@ async def _auth(agent: Agent, rec: Record, token: str, check: RouteCheck, conn: 
     return "ok"
 
 
-async def _reach_guarded(agent: Agent, owner: str, rec: Record, check: RouteCheck,
+async def _reach_guarded(agent: DoctorHost, owner: str, rec: Record, check: RouteCheck,
                          ws_nursery: trio.Nursery, conns: list[transport.Connection | None], i: int) -> None:
     # A bug in one route's check must not hide every other result: report it as that route's failure.
     try:
@@ -267,7 +280,7 @@ async def _reach_guarded(agent: Agent, owner: str, rec: Record, check: RouteChec
 
 
 # -- one route: DNS → TCP → TLS → WebSocket ---------------------------------------------------------
-async def _reach(agent: Agent, owner: str, rec: Record, check: RouteCheck,
+async def _reach(agent: DoctorHost, owner: str, rec: Record, check: RouteCheck,
                  ws_nursery: trio.Nursery) -> transport.Connection | None:
     route = check.route
     host, port = host_port(route.url)
@@ -413,7 +426,7 @@ _LINK_STATUS = {api.CONNECTED: OK, api.CONNECTING: WARN, api.BACKOFF: WARN, api.
                 api.NOT_PAIRED: WARN, api.DOWN: OK}
 
 
-def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck], *, unmanaged: bool = False) -> DoctorRelay:
+def _relay_report(agent: DoctorHost, owner: str, checks: list[RouteCheck], *, unmanaged: bool = False) -> DoctorRelay:
     """One relay's verdict: its routes and its link (``unmanaged``: no agent runs links, the standalone run)."""
     routes = [c.report() for c in checks]
     working = [r for r in routes if r["status"] != FAIL]

@@ -75,77 +75,90 @@ def _down_url(params: Params) -> str | None:
     return url
 
 
-def table(backend: Backend) -> dict[str, Handler]:
-    async def hello(params: Params, ctx: CallContext) -> HelloReply:
-        return backend.hello()
+class LocalApi:
+    """The IPC methods over a backend: each decodes its params, makes one backend call, returns the typed reply."""
 
-    async def status(params: Params, ctx: CallContext) -> StatusReply:
-        return await backend.status(bool(params.get("reveal_tokens")))
+    def __init__(self, backend: Backend):
+        self.backend = backend
 
-    async def pair_start(params: Params, ctx: CallContext) -> PairReply:
-        return await backend.pair(params, ctx)
+    async def hello(self, params: Params, ctx: CallContext) -> HelloReply:
+        return self.backend.hello()
 
-    async def pair_check(params: Params, ctx: CallContext) -> PairCheckReply:
-        return await backend.pair_check(params)
+    async def status(self, params: Params, ctx: CallContext) -> StatusReply:
+        return await self.backend.status(bool(params.get("reveal_tokens")))
 
-    async def devices_list(params: Params, ctx: CallContext) -> DevicesListReply:
-        return await backend.devices_list(params.get("url"))
+    async def pair_start(self, params: Params, ctx: CallContext) -> PairReply:
+        return await self.backend.pair(params, ctx)
 
-    async def devices_revoke(params: Params, ctx: CallContext) -> DevicesRevokeReply:
-        return await backend.devices_revoke(params.get("url"), params.get("prefix"))
+    async def pair_check(self, params: Params, ctx: CallContext) -> PairCheckReply:
+        return await self.backend.pair_check(params)
 
-    async def devices_extend(params: Params, ctx: CallContext) -> DevicesExtendReply:
-        return await backend.devices_extend(params.get("url"), params.get("prefix"), params.get("ttl_seconds", 86400))
+    async def devices_list(self, params: Params, ctx: CallContext) -> DevicesListReply:
+        return await self.backend.devices_list(params.get("url"))
 
-    async def route(params: Params, ctx: CallContext) -> RouteIndicator:
-        return backend.route()
+    async def devices_revoke(self, params: Params, ctx: CallContext) -> DevicesRevokeReply:
+        return await self.backend.devices_revoke(params.get("url"), params.get("prefix"))
 
-    async def watch(params: Params, ctx: CallContext) -> None:
-        await backend.watch(ctx)
+    async def devices_extend(self, params: Params, ctx: CallContext) -> DevicesExtendReply:
+        return await self.backend.devices_extend(params.get("url"), params.get("prefix"), params.get("ttl_seconds", 86400))
 
-    async def pin_accept(params: Params, ctx: CallContext) -> PinAcceptReply:
-        return await backend.pin_accept(params.get("url"), params.get("pin"), params.get("apply") is not False)
+    async def route(self, params: Params, ctx: CallContext) -> RouteIndicator:
+        return self.backend.route()
 
-    async def forget(params: Params, ctx: CallContext) -> ForgetReply:
+    async def watch(self, params: Params, ctx: CallContext) -> None:
+        await self.backend.watch(ctx)
+
+    async def pin_accept(self, params: Params, ctx: CallContext) -> PinAcceptReply:
+        return await self.backend.pin_accept(params.get("url"), params.get("pin"), params.get("apply") is not False)
+
+    async def forget(self, params: Params, ctx: CallContext) -> ForgetReply:
         url = _url(params, "forget needs the relay URL of the pairing to remove")
-        return await backend.forget(url, params.get("contact_relay", True) is not False)
+        return await self.backend.forget(url, params.get("contact_relay", True) is not False)
 
-    async def reload(params: Params, ctx: CallContext) -> ReloadReply:
-        return backend.reload()
+    async def reload(self, params: Params, ctx: CallContext) -> ReloadReply:
+        return self.backend.reload()
 
-    async def restore(params: Params, ctx: CallContext) -> RestoreReply:
-        return await backend.restore(
+    async def restore(self, params: Params, ctx: CallContext) -> RestoreReply:
+        return await self.backend.restore(
             _url(params, "restore needs the URL of the paused pairing (as `hermes-relay status` shows it)"))
 
-    async def down(params: Params, ctx: CallContext) -> DownReply:
-        return await backend.set_down(_down_url(params), True)
+    async def down(self, params: Params, ctx: CallContext) -> DownReply:
+        return await self.backend.set_down(_down_url(params), True)
 
-    async def up(params: Params, ctx: CallContext) -> DownReply:
-        return await backend.set_down(_down_url(params), False)
+    async def up(self, params: Params, ctx: CallContext) -> DownReply:
+        return await self.backend.set_down(_down_url(params), False)
 
-    async def approvals_list(params: Params, ctx: CallContext) -> ApprovalsListReply:
-        return backend.approvals_list()
+    async def approvals_list(self, params: Params, ctx: CallContext) -> ApprovalsListReply:
+        return self.backend.approvals_list()
 
-    async def approvals_decide(params: Params, ctx: CallContext) -> ApprovalsDecideReply:
+    async def approvals_decide(self, params: Params, ctx: CallContext) -> ApprovalsDecideReply:
         reason = params.get("reason")
-        return await backend.approvals_decide(params.get("id"), params.get("approve"), params.get("always") is True,
+        return await self.backend.approvals_decide(params.get("id"), params.get("approve"), params.get("always") is True,
                                               reason if isinstance(reason, str) else None)
 
-    async def access_changing(params: Params, ctx: CallContext) -> AccessChangingReply:
+    async def access_changing(self, params: Params, ctx: CallContext) -> AccessChangingReply:
         url = _url(params, "access.changing needs the relay URL whose policy is about to change")
-        return backend.access_changing(url, params.get("command") == "forget")
+        return self.backend.access_changing(url, params.get("command") == "forget")
 
-    async def doctor(params: Params, ctx: CallContext) -> DoctorReply:
-        return await backend.doctor(params)
+    async def doctor(self, params: Params, ctx: CallContext) -> DoctorReply:
+        return await self.backend.doctor(params)
 
-    async def agent_stop(params: Params, ctx: CallContext) -> AfterResponse:
-        return AfterResponse({"stopping": True}, backend.stop)
+    async def agent_stop(self, params: Params, ctx: CallContext) -> AfterResponse:
+        return AfterResponse({"stopping": True}, self.backend.stop)
 
-    return {
-        api.HELLO: hello, api.STATUS: status, api.PAIR_START: pair_start, api.PAIR_CHECK: pair_check,
-        api.DEVICES_LIST: devices_list, api.DEVICES_REVOKE: devices_revoke, api.DEVICES_EXTEND: devices_extend,
-        api.ROUTE: route, api.WATCH: watch, api.PIN_ACCEPT: pin_accept, api.RELOAD: reload,
-        api.AGENT_STOP: agent_stop, api.DOCTOR: doctor, api.APPROVALS_LIST: approvals_list,
-        api.APPROVALS_DECIDE: approvals_decide, api.FORGET: forget, api.ACCESS_CHANGING: access_changing,
-        api.RESTORE: restore, api.DOWN_SET: down, api.UP_SET: up,
-    }
+    def table(self) -> dict[str, Handler]:
+        return {
+            api.HELLO: self.hello, api.STATUS: self.status, api.PAIR_START: self.pair_start,
+            api.PAIR_CHECK: self.pair_check, api.DEVICES_LIST: self.devices_list,
+            api.DEVICES_REVOKE: self.devices_revoke, api.DEVICES_EXTEND: self.devices_extend, api.ROUTE: self.route,
+            api.WATCH: self.watch, api.PIN_ACCEPT: self.pin_accept, api.RELOAD: self.reload,
+            api.AGENT_STOP: self.agent_stop, api.DOCTOR: self.doctor, api.APPROVALS_LIST: self.approvals_list,
+            api.APPROVALS_DECIDE: self.approvals_decide, api.FORGET: self.forget,
+            api.ACCESS_CHANGING: self.access_changing, api.RESTORE: self.restore, api.DOWN_SET: self.down,
+            api.UP_SET: self.up,
+        }
+
+
+def table(backend: Backend) -> dict[str, Handler]:
+    """The method table agent/ipc_server.py serves."""
+    return LocalApi(backend).table()

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _serve(config) -> None:
     import trio
 
+    from hermes_relay.agent import runner
     from hermes_relay.agent.app import Agent
 
     watcher = None
@@ -92,7 +93,7 @@ async def _serve(config) -> None:
         watcher = InterfaceWatcher(debounce=config.netwatch_debounce, poll_interval=config.netwatch_poll_interval)
     agent = Agent(config, watcher=watcher)
     async with trio.open_nursery() as nursery:
-        await nursery.start(agent.run)
+        await nursery.start(runner.run, agent)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             nursery.start_soon(_stop_on_signal, signals, agent)
             await agent.stop_event.wait()

@@ -80,12 +80,19 @@ def parse(env: Mapping[str, str]) -> Knobs:
     )
 
 
+PREFIX = "HERMES_RELAY_"
+
+
 def describe(knobs: Knobs) -> list[str]:
-    """One line per knob that is set, for the start-up log: ``NAME=value (test only: meaning)``."""
+    """One line per knob that is set, for the start-up log: ``knob=NAME value='…' test_only=yes (meaning)``.
+
+    NAME drops the common ``HERMES_RELAY_`` prefix: the log's token filter masks any 32-character word,
+    and most full names are that long."""
     out = []
     for name, value in knobs.set:
         knob = BY_NAME[name]
-        out.append(f"{name}={value!r} ({'test only: ' if knob.test_only else ''}{knob.meaning})")
+        short = name[len(PREFIX):] if name.startswith(PREFIX) else name
+        out.append(f"knob={short} value={value!r} test_only={'yes' if knob.test_only else 'no'} ({knob.meaning})")
     return out
 
 

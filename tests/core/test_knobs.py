@@ -21,7 +21,7 @@ def test_parse_reads_each_knob_and_keeps_only_the_set_ones_for_display() -> None
     assert parsed.shown() == {"HERMES_RELAY_TEST_KILL_AT": "pair.kept", "HERMES_RELAY_TEST_STORE_WRITE_FAULTS": "2",
                               "HERMES_RELAY_DESKTOP_DEADLINE": "2.5"}
     lines = knobs.describe(parsed)
-    assert len(lines) == 3 and lines[0].startswith("HERMES_RELAY_TEST_KILL_AT='pair.kept' (test only: ")
+    assert len(lines) == 3 and lines[0].startswith("knob=TEST_KILL_AT value='pair.kept' test_only=yes (")
 
 
 def test_nothing_set_is_the_default_and_bad_values_configure_nothing() -> None:

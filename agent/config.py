@@ -61,7 +61,7 @@ class AgentConfig:
     netwatch: bool = True
     wall_clock: Callable[[], float] = field(default=time.time)
     rng: random.Random = field(default_factory=random.Random)
-    knobs: envknobs.Knobs = field(default_factory=envknobs.Knobs)  # the test switches (core/knobs.py), parsed once
+    knobs: envknobs.AgentKnobs = field(default_factory=envknobs.AgentKnobs)  # the test switches (core/knobs.py), parsed once
     store_write_faults: envknobs.Countdown = field(default_factory=envknobs.Countdown)  # seam: failing credential writes
 
     def checkpoint(self, name: str) -> None:
@@ -71,7 +71,7 @@ class AgentConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> AgentConfig:
         e = dict(os.environ if env is None else env)
-        knobs = envknobs.parse(e)
+        knobs = envknobs.parse_agent(e)
         base: dict[str, object] = dict(
             env=e,
             sessions_file=paths.sessions_file(e),

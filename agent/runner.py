@@ -48,7 +48,7 @@ async def run(agent: Agent, *, task_status: trio.TaskStatus[None] = trio.TASK_ST
                 _start_watchers(agent, nursery, identity)
                 await nursery.start(serve_ipc, listener, handlers.table(AgentBackend(agent)))
                 log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), config.socket_path, len(agent.links))
-                for line in knobs.describe(config.knobs):
+                for line in knobs.describe(config.knobs.knobs):
                     log.warning("knob_set %s", line)
                 task_status.started()
                 await agent.stop_event.wait()

@@ -1,38 +1,62 @@
-"""Every fault-injection and test switch the processes read from the environment, in one table.
+"""Environment knobs: one registry of the variables that change behaviour, parsed once into the config.
 
-Like tailscale's envknob: each knob has a name, what it does, and whether it exists only for
-tests. The environment is parsed once, where the config is built (``parse``); code receives what a
-knob configures as a seam through that config (a checkpoint callable, a store-write fault counter, a
-deadline cap), never by reading the environment itself. A process logs the knobs that are set when
-it starts (``describe``) and ``status``/``doctor`` show them, so a test switch left set in a real
-environment is visible.
+Like tailscale's envknob: each knob has a name, what it does, and whether it exists only for tests
+(fault injection). A program reads the knobs it understands once, where its config is built
+(``read``; the agent's ``parse_agent``); code receives what a knob configures as a seam through that
+config (a checkpoint callable, a store-write fault counter, a deadline cap), never by reading the
+environment itself. The agent logs the knobs that are set when it starts (``describe``) and
+``status``/``doctor`` show them, so a test switch left set in a real environment is visible.
 
-This module is plain data and parsing: it imports nothing of the project and no trio.
+The registry takes every program's knobs: ``AGENT`` here (the relay's join it as ``RELAY``). Plain data
+and parsing: it imports nothing of the project and no trio.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Knob:
     name: str  # the environment variable
     meaning: str  # what setting it does
-    test_only: bool = True  # a switch for tests: never set in a real installation
+    test_only: bool = False  # a switch for tests: never set in a real installation
 
 
 KILL_AT = Knob("HERMES_RELAY_TEST_KILL_AT",
-               "the agent dies as kill -9 would at this named write point (agent/checkpoints.py)")
+               "the agent dies as kill -9 would at this named write point (agent/checkpoints.py)", test_only=True)
 STORE_WRITE_FAULTS = Knob("HERMES_RELAY_TEST_STORE_WRITE_FAULTS",
-                          "the first N store writes of pairing credentials fail as on a full disk")
+                          "the first N store writes of pairing credentials fail as on a full disk", test_only=True)
 DESKTOP_DEADLINE = Knob("HERMES_RELAY_DESKTOP_DEADLINE",
-                        "caps every desktop call's deadline at this many seconds (never lengthens one)")
+                        "caps every desktop call's deadline at this many seconds (never lengthens one)", test_only=True)
 
-KNOBS: tuple[Knob, ...] = (KILL_AT, STORE_WRITE_FAULTS, DESKTOP_DEADLINE)
-BY_NAME: dict[str, Knob] = {knob.name: knob for knob in KNOBS}
+AGENT: tuple[Knob, ...] = (KILL_AT, STORE_WRITE_FAULTS, DESKTOP_DEADLINE)
+KNOBS: tuple[Knob, ...] = AGENT  # every registered knob (with the relay's, once they share this module)
+REGISTRY: dict[str, Knob] = {knob.name: knob for knob in KNOBS}
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The registered knobs that were set (non-empty) when the program started."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, knob: Knob) -> str | None:
+        return self.values.get(knob.name)
+
+    def set(self) -> list[Knob]:
+        return [REGISTRY[name] for name in sorted(self.values)]
+
+    def shown(self) -> dict[str, str]:
+        """name -> value of every knob set (status and doctor show these)."""
+        return dict(sorted(self.values.items()))
+
+
+def read(env: Mapping[str, str], knobs: Iterable[Knob]) -> Knobs:
+    """The given knobs' values from ``env``; an empty value counts as unset."""
+    return Knobs({k.name: env[k.name] for k in knobs if env.get(k.name)})
 
 
 class Countdown:
@@ -56,28 +80,23 @@ class Countdown:
 
 
 @dataclass(frozen=True)
-class Knobs:
-    """The parsed knobs; ``set`` keeps the raw values of those present (for the start-up log and status)."""
+class AgentKnobs:
+    """The agent's knobs, parsed: what each configures (a value that does not parse configures nothing)."""
 
     kill_at: str | None = None
     store_write_faults: int = 0
     desktop_deadline: float | None = None
-    set: tuple[tuple[str, str], ...] = ()
+    knobs: Knobs = field(default_factory=Knobs)  # the raw values of those set
 
     def shown(self) -> dict[str, str]:
-        """The knobs that are set, name -> value (status and doctor show these)."""
-        return dict(self.set)
+        return self.knobs.shown()
 
 
-def parse(env: Mapping[str, str]) -> Knobs:
-    """Read every knob once; a value that does not parse configures nothing (and is still shown as set)."""
-    present = tuple((knob.name, env[knob.name]) for knob in KNOBS if env.get(knob.name))
-    return Knobs(
-        kill_at=env.get(KILL_AT.name) or None,
-        store_write_faults=_int(env.get(STORE_WRITE_FAULTS.name)),
-        desktop_deadline=_positive(env.get(DESKTOP_DEADLINE.name)),
-        set=present,
-    )
+def parse_agent(env: Mapping[str, str]) -> AgentKnobs:
+    """Read the agent's knobs once (AgentConfig.from_env)."""
+    knobs = read(env, AGENT)
+    return AgentKnobs(kill_at=knobs.get(KILL_AT), store_write_faults=_int(knobs.get(STORE_WRITE_FAULTS)),
+                      desktop_deadline=_positive(knobs.get(DESKTOP_DEADLINE)), knobs=knobs)
 
 
 PREFIX = "HERMES_RELAY_"
@@ -86,13 +105,13 @@ PREFIX = "HERMES_RELAY_"
 def describe(knobs: Knobs) -> list[str]:
     """One line per knob that is set, for the start-up log: ``knob=NAME value='…' test_only=yes (meaning)``.
 
-    NAME drops the common ``HERMES_RELAY_`` prefix: the log's token filter masks any 32-character word,
-    and most full names are that long."""
+    NAME drops the common ``HERMES_RELAY_`` prefix: the agent log's token filter masks any 32-character
+    word, and most full names are that long."""
     out = []
-    for name, value in knobs.set:
-        knob = BY_NAME[name]
-        short = name[len(PREFIX):] if name.startswith(PREFIX) else name
-        out.append(f"knob={short} value={value!r} test_only={'yes' if knob.test_only else 'no'} ({knob.meaning})")
+    for knob in knobs.set():
+        short = knob.name[len(PREFIX):] if knob.name.startswith(PREFIX) else knob.name
+        out.append(f"knob={short} value={knobs.get(knob)!r} test_only={'yes' if knob.test_only else 'no'} "
+                   f"({knob.meaning})")
     return out
 
 

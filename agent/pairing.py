@@ -137,11 +137,8 @@ def _verify(agent: PairingHost, invite: payload.Invite | None) -> tuple[bool | N
 
 
 def _store_for(agent: PairingHost) -> SessionStore:
-    timeout = agent.config.env.get("HERMES_RELAY_STORE_LOCK_TIMEOUT")
-    try:
-        return SessionStore(agent.store.path, lock_timeout=float(timeout)) if timeout else agent.store
-    except ValueError:
-        return agent.store
+    timeout = agent.config.pair_lock_timeout
+    return SessionStore(agent.store.path, lock_timeout=timeout) if timeout else agent.store
 
 
 async def pair(agent: PairingHost, params: dict[str, Any], progress: Progress) -> PairReply:
@@ -505,10 +502,7 @@ def _unsaved(agent: PairingHost, owner: str, exc: StateError, kept_error: str | 
 async def keep_pending(agent: PairingHost, *, interval: float | None = None) -> None:
     """Write pending credentials into the store until it takes them (runs for the agent's lifetime)."""
     if interval is None:
-        try:
-            interval = float(agent.config.env.get("HERMES_RELAY_PENDING_RETRY") or PENDING_RETRY)
-        except ValueError:
-            interval = PENDING_RETRY
+        interval = agent.config.pending_retry
     logged: dict[str, str] = {}
     while True:
         seen = agent.pending_signal.generation

@@ -1,44 +1,39 @@
-"""The agent: one per user. Owns the root nursery and wires the parts together.
-
-    instance locks (per HOME and host, per runtime dir) → IPC listener → kept credentials into the store
-    → one RelayLink per stored pairing → store watcher → network watcher → clock watch
-    → route indicator heartbeat → serve IPC until ``agent.stop`` or a signal
+"""The agent's state: one per user. The store, marks, kept and paused credentials, the down switch, the
+links and their watchers, the route indicator, the desktop service and the device id.
 
 Every stored pairing gets a link. Links publish their state here; this fans it out to ``watch``
-clients and the route indicator. Network changes and wall-clock jumps (sleep/resume) clear the
-reachability cache and wake every link so nobody waits out a backoff on a network that just came back.
+clients and the route indicator. agent/runner.py runs it (locks, listener, nursery, watchers);
+agent/backend.py is what the local API (agent/handlers.py) calls.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import socket
 import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.agent import checkpoints, handlers, ipc_endpoint, pairing, prober, storefollow
-from hermes_relay.agent.checkpoints import checkpoint
+from hermes_relay.agent import checkpoints, ipc_endpoint, pairing, prober, storefollow
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.credentials import Credentials, Paused
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.indicator import Indicator, summarize
-from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.agent.link import RelayLink, Signal
 from hermes_relay.agent.marks import Marks, Pending
 from hermes_relay.agent.storewatch import StoreWatcher
-from hermes_relay.core import api, fileio, instance, offline, paths, record, wire
+from hermes_relay.core import fileio, offline, paths, record, wire
 from hermes_relay.core.errors import NotPairedError, StateError
 from hermes_relay.core.record import Record, owner_urls
 from hermes_relay.core.store import SessionStore, resolve_in
 
+if TYPE_CHECKING:
+    from hermes_relay.core.apitypes import DownReply, RestoreReply
+
 log = logging.getLogger(__name__)
-RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
-NAMES_POLL = 2.0  # seconds: how soon the prompt shows a relay's new name or the new default
 
 
 class Agent:
@@ -63,57 +58,13 @@ class Agent:
         self.watcher = watcher
         self.started_at = config.wall_clock()
         self.stop_event = trio.Event()
-        self._nursery: trio.Nursery | None = None
+        self.nursery: trio.Nursery | None = None  # the runner's (agent/runner.py): links run in it
         self._device: dict[str, Any] | None = None
-        self._endpoint_identity: tuple[int, int] | None = None
         self.ipc: ipc_endpoint.IpcListener | None = None
-        self.desktop = DesktopService(config, device=self.device)
+        self.desktop = DesktopService(config, device=self.device)  # the approvals and the desktop calls
         self.approvals = self.desktop.approvals  # counted in the route indicator ([LAN !1])
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        owner = instance.owner_record(socket_path=self.config.socket_path, started_at=self.started_at,
-                                      runtime_dir=paths.runtime_dir_str(self.config.env))
-        with instance.hold(self.config.home_lock_file, owner), ipc_endpoint.instance_lock(self.config.lock_file):
-            listener = await ipc_endpoint.open_ipc_listener(self.config.socket_path, self.config.ipc_mode,
-                                                            nonce_timeout=self.config.ipc_nonce_timeout)
-            self.ipc = listener
-            self._endpoint_identity = _identity(self.config.socket_path)
-            try:
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    await self._recover_pending()
-                    self.reload()
-                    nursery.start_soon(self._indicator_heartbeat)
-                    nursery.start_soon(self.store_watcher.run, self.store_changed)
-                    nursery.start_soon(self._indicator_approvals)
-                    nursery.start_soon(pairing.keep_pending, self)
-                    nursery.start_soon(self._clock_watch)
-                    nursery.start_soon(self._fence, self._endpoint_identity)
-                    if self.watcher is not None:
-                        nursery.start_soon(self._netwatch)
-                    if self.config.idle_exit > 0:
-                        nursery.start_soon(self._idle_exit)
-                    await nursery.start(serve_ipc, listener, handlers.table(self))
-                    log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), self.config.socket_path, len(self.links))
-                    task_status.started()
-                    await self.stop_event.wait()
-                    nursery.cancel_scope.cancel()
-            finally:
-                if _identity(self.config.socket_path) == self._endpoint_identity:
-                    ipc_endpoint.remove_socket(self.config.socket_path)
-                self.indicator.write_stopped(self.config.wall_clock(),
-                                             api.DOWN if self.down and not self.links else api.STOPPED)
-                log.info("agent_stopped")
-
-    async def _recover_pending(self) -> None:
-        """Credentials a crashed agent kept but did not store go into the store before any link starts
-        (a link would otherwise try the retired token first). A busy store is left to keep_pending."""
-        try:
-            await pairing.flush_pending(self, store=SessionStore(self.store.path, lock_timeout=RECOVER_LOCK_TIMEOUT))
-        except (StateError, OSError) as exc:
-            log.warning("pending_recovery_deferred error=%s", exc)
-
+    # -- lifecycle (agent/runner.py runs it) -------------------------------------------------------
     def stop(self) -> None:
         self.stop_event.set()
 
@@ -149,7 +100,7 @@ class Agent:
                 self._start_link(url)
         for state in self.follower.just_paused(self.links):
             self._fan_out(state)  # watchers see the link stop as "paused"
-        self._refresh_indicator()
+        self.refresh_indicator()
         return len(self.links)
 
     def down_states(self, sessions: dict[str, dict[str, Any]], urls: list[str]) -> list[str]:
@@ -162,7 +113,7 @@ class Agent:
         self.down = {url: offline.state(url, switch.since(url), sessions.get(url)) for url in urls if switch.is_down(url)}
         return [url for url in urls if url not in self.down]
 
-    async def set_down(self, url: str | None, *, down: bool) -> dict[str, Any]:
+    async def set_down(self, url: str | None, *, down: bool) -> DownReply:
         """``down``/``up`` (IPC): change the switch in the agent's own file, then stop or start the links."""
         sessions = await trio.to_thread.run_sync(self.store.sessions)
         paired = owner_urls(sessions)
@@ -194,15 +145,21 @@ class Agent:
         """(live state, record) of every paused pairing, for ``status`` and ``watch``."""
         return self.follower.paused_states(self.links)
 
-    async def restore(self, url: str) -> dict[str, Any]:
+    async def restore(self, url: str) -> RestoreReply:
         return await storefollow.restore(self, url)
 
     def _start_link(self, url: str) -> RelayLink:
-        assert self._nursery is not None
+        assert self.nursery is not None
         link = RelayLink(self, url)
         self.links[url] = link
-        self._nursery.start_soon(link.run)
+        self.nursery.start_soon(link.run)
         return link
+
+    def stop_link(self, url: str) -> None:
+        """Stop the link of ``url`` now (forget: so it cannot write a verdict behind the caller's back)."""
+        link = self.links.pop(url, None)
+        if link is not None:
+            link.cancel_scope.cancel()
 
     def link_for(self, url: str) -> RelayLink:
         if url not in self.links:
@@ -221,63 +178,15 @@ class Agent:
                 pass
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.watchers.discard(chan)
-        self._refresh_indicator()
+        self.refresh_indicator()
 
     def states(self) -> list[dict[str, Any]]:
         """Every stored pairing's state: the links', then those ``down`` took off."""
         return [link.snapshot() for link in self.links.values()] + [dict(s) for s in self.down.values()]
 
-    def _refresh_indicator(self) -> dict[str, Any]:
+    def refresh_indicator(self) -> dict[str, Any]:
         summary = summarize(self.states(), waiting=len(self.approvals.pending), names=self.indicator.names())
         return self.indicator.write(summary, self.config.wall_clock())
-
-    async def _indicator_heartbeat(self) -> None:
-        """Rewrite the route file every heartbeat, and within NAMES_POLL of a rename or a new default."""
-        due = trio.current_time() + self.config.indicator_heartbeat
-        while True:
-            await trio.sleep(max(0.0, min(NAMES_POLL, due - trio.current_time())))
-            if self.indicator.names_changed() or trio.current_time() >= due:
-                self._refresh_indicator()
-                due = trio.current_time() + self.config.indicator_heartbeat
-
-    async def _indicator_approvals(self) -> None:
-        """The prompt counts waiting approvals (``[LAN !1]``): rewrite it when one is requested or resolved."""
-        with self.approvals.subscribe() as events:
-            async for _ in events:
-                self._refresh_indicator()
-
-    async def _idle_exit(self) -> None:
-        """Stop once nothing has been paired (stored, paused, down, or waiting to be stored), no client is
-        connected and no approval waits, for ``idle_exit`` seconds: a command that autostarted the agent on
-        a fresh HOME (``approvals``, ``status --json``...) leaves no agent with no relays behind it."""
-        period = self.config.idle_exit / 2
-        idle_since: float | None = None
-        while True:
-            await trio.sleep(period)
-            paused = await trio.to_thread.run_sync(self.follower.entries)
-            clients = self.ipc.clients if self.ipc is not None else None
-            busy = (self.links or self.down or paused or self.pending.memory or self.follower.known != {}
-                    or self.approvals.pending or (clients is not None and clients.child_tasks))
-            if busy:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = trio.current_time()
-            elif trio.current_time() - idle_since >= self.config.idle_exit - period:
-                log.info("agent_idle_exit reason=nothing paired and no client seconds=%g", self.config.idle_exit)
-                self.stop()
-                return
-
-    async def _fence(self, identity: tuple[int, int] | None) -> None:
-        """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody
-        can reach must not keep relay connections and the route indicator to itself."""
-        while True:
-            await trio.sleep(self.config.fence_interval)
-            now = _identity(self.config.socket_path)
-            if now != identity:
-                log.warning("agent_fenced endpoint=%s reason=%s", self.config.socket_path,
-                            "removed" if now is None else "replaced by another process")
-                self.stop()
-                return
 
     # -- network and clock ---------------------------------------------------------------------
     def network_changed(self, reason: str) -> None:
@@ -285,30 +194,6 @@ class Agent:
         self.cache.clear()
         for link in self.links.values():
             link.network_changed()
-
-    async def _netwatch(self) -> None:
-        send, receive = trio.open_memory_channel[Any](16)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.watcher.run, send)
-            async for change in receive:
-                if change.major:
-                    self.network_changed(change.reason)
-                else:
-                    log.debug("network_minor_change reason=%s", change.reason)
-
-    async def _clock_watch(self) -> None:
-        """Sleep/resume shows as the wall clock moving much further than trio's monotonic clock."""
-        wall, mono = self.config.wall_clock(), trio.current_time()
-        while True:
-            await trio.sleep(self.config.clock_check_interval)
-            new_wall, new_mono = self.config.wall_clock(), trio.current_time()
-            jump = (new_wall - wall) - (new_mono - mono)
-            wall, mono = new_wall, new_mono
-            if abs(jump) >= self.config.clock_jump_threshold:
-                log.info("clock_jump seconds=%.0f (sleep/resume or clock change)", jump)
-                if self.watcher is not None:
-                    self.watcher.poke("clock jump")
-                self.network_changed("clock jump")
 
     # -- relay facts ---------------------------------------------------------------------------
     def device(self) -> dict[str, Any]:
@@ -407,48 +292,17 @@ class Agent:
             kept_error = self.pending.save(key, entry)
             if kept_error is not None:
                 log.error("rotated_credentials_memory_only url=%s error=%s", owner, kept_error)
-            checkpoint(self.config.env, checkpoints.REFRESH_KEPT)
+            self.config.checkpoint(checkpoints.REFRESH_KEPT)
 
         def apply(sessions: dict[str, dict[str, Any]]) -> None:
             found = resolve_in(sessions, owner)
             if found is None:
                 return  # the user removed the pairing meanwhile; do not resurrect it
-            _, rec = found
-            if rec.get("token") != used_token:
-                return
-            if isinstance(ok.get("session_token"), str) and ok["session_token"]:
-                rec["token"] = ok["session_token"]
-            if isinstance(ok.get("refresh_token"), str) and ok["refresh_token"]:
-                rec["refresh_token"] = ok["refresh_token"]
-            if ok.get("server_version"):
-                rec["server_version"] = ok["server_version"]
-            if "expires_at" in ok:
-                rec["ttl_expires_at"] = ok["expires_at"]
-            if isinstance(ok.get("grants"), dict):
-                rec["grants"] = ok["grants"]
-            if pin:
-                if route_url == owner:
-                    rec.setdefault("cert_pin_sha256", None)
-                    if not rec["cert_pin_sha256"]:
-                        rec["cert_pin_sha256"] = pin
-                else:
-                    given = rec.get("route_cert_pins")
-                    pins = given if isinstance(given, dict) else {}
-                    pins.setdefault(route_url, pin)
-                    rec["route_cert_pins"] = pins
+            record.apply_auth(found[1], owner, route_url, ok, pin, used_token)
 
         if isinstance(new_token, str) and new_token:
             self.follower.written_tokens[owner] = new_token  # before the write: the store watcher may see it at once
         (store or self.store).update(apply)
         if key is not None:
-            checkpoint(self.config.env, checkpoints.REFRESH_STORED)
+            self.config.checkpoint(checkpoints.REFRESH_STORED)
             self.pending.done(key, str(new_token))
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    """(device, inode) of the endpoint file, or None when it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino

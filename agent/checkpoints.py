@@ -3,7 +3,7 @@
 A re-pairing makes the relay replace this device's session as soon as it accepts the code, and a
 refresh retires the old token as soon as it answers: from that moment the credentials in the
 relay's answer are the only ones that work. Each write point on the way from that answer to the
-store is named here; ``HERMES_RELAY_TEST_KILL_AT=<name>`` in the agent's environment makes it die
+store is named here; the knob ``HERMES_RELAY_TEST_KILL_AT=<name>`` (core/knobs.py) makes the agent die
 there (SIGKILL: no cleanup, no flush), so an end-to-end test can kill it at every point in turn
 and check the pairing still works after a restart (tests/e2e/test_repair_crash_e2e.py).
 
@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Mapping
-
-KILL_ENV = "HERMES_RELAY_TEST_KILL_AT"
 
 # pair.start, then the code is sent and the relay decides (it replaces this device's session)
 PAIR_SENT = "pair.sent"  # the relay's answer has arrived and is not read yet: only the relay knows the new tokens
@@ -35,9 +32,11 @@ REFRESH_STORED = "refresh.stored"
 REFRESH = (REFRESH_KEPT, REFRESH_STORED)
 
 
-def checkpoint(env: Mapping[str, str], name: str) -> None:
-    """Die here, as ``kill -9`` would, when the test switch names this point (a no-op otherwise)."""
-    if env.get(KILL_ENV) == name:
+def checkpoint(kill_at: str | None, name: str) -> None:
+    """Die here, as ``kill -9`` would, when the kill-at knob names this point (a no-op otherwise).
+
+    Code calls it through ``AgentConfig.checkpoint``, which passes the parsed knob."""
+    if kill_at == name:
         if hasattr(signal, "SIGKILL"):
             os.kill(os.getpid(), signal.SIGKILL)
         os._exit(137)  # pragma: no cover - Windows

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hermes_relay.agent import checkpoints
+from hermes_relay.core import knobs as envknobs
 from hermes_relay.core import paths
 
 
@@ -57,12 +59,21 @@ class AgentConfig:
     netwatch_debounce: float = 1.0
     netwatch_poll_interval: float = 10.0
     netwatch: bool = True
+    pending_retry: float = 5.0  # seconds between attempts to store credentials the store did not take
+    pair_lock_timeout: float | None = None  # pairing's wait for the store lock (None: the store's default)
     wall_clock: Callable[[], float] = field(default=time.time)
     rng: random.Random = field(default_factory=random.Random)
+    knobs: envknobs.AgentKnobs = field(default_factory=envknobs.AgentKnobs)  # the test switches (core/knobs.py), parsed once
+    store_write_faults: envknobs.Countdown = field(default_factory=envknobs.Countdown)  # seam: failing credential writes
+
+    def checkpoint(self, name: str) -> None:
+        """A named crash point (agent/checkpoints.py): dies there when the kill-at knob names it."""
+        checkpoints.checkpoint(self.knobs.kill_at, name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> AgentConfig:
         e = dict(os.environ if env is None else env)
+        knobs = envknobs.parse_agent(e)
         base: dict[str, object] = dict(
             env=e,
             sessions_file=paths.sessions_file(e),
@@ -86,6 +97,10 @@ class AgentConfig:
             netwatch=e.get("HERMES_RELAY_NETWATCH", "1") != "0",
             fence_interval=_float_env(e, "HERMES_RELAY_FENCE_INTERVAL", 60.0),
             revocation_check_interval=_float_env(e, "HERMES_RELAY_REVOCATION_CHECK_INTERVAL", 300.0),
+            pending_retry=_float_env(e, "HERMES_RELAY_PENDING_RETRY", 5.0),
+            pair_lock_timeout=_float_env(e, "HERMES_RELAY_STORE_LOCK_TIMEOUT", 0.0) or None,
+            knobs=knobs,
+            store_write_faults=envknobs.Countdown(knobs.store_write_faults),
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]

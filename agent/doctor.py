@@ -25,13 +25,13 @@ import ipaddress
 import logging
 import os
 import ssl
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from hermes_relay.agent import transport
 from hermes_relay.agent.desktop import notify
-from hermes_relay.agent.ipc_server import CallContext, Handler
 from hermes_relay.core import api
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -49,9 +49,39 @@ from hermes_relay.core.routes import Route, host_port, route_info
 from hermes_relay.core.store import resolve_in
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.app import Agent
+    from hermes_relay.agent.config import AgentConfig
+    from hermes_relay.core.apitypes import DoctorRelay, DoctorReply
+    from hermes_relay.core.store import SessionStore
 
 log = logging.getLogger(__name__)
+
+
+class _Link(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class _Desktop(Protocol):
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+
+class DoctorHost(Protocol):
+    """What doctor reads from the agent: the store, the links' states and how to authenticate."""
+
+    @property
+    def config(self) -> AgentConfig: ...
+    @property
+    def store(self) -> SessionStore: ...
+    @property
+    def links(self) -> Mapping[str, _Link]: ...
+    @property
+    def down(self) -> Mapping[str, dict[str, Any]]: ...
+    @property
+    def watcher(self) -> Any: ...
+    @property
+    def desktop(self) -> _Desktop: ...
+
+    def auth_payload(self, record: Record | None = None, **credentials: Any) -> dict[str, Any]: ...
 
 DEFAULT_DEADLINE = 10.0  # seconds for the whole run; a black-holed route costs one step timeout
 MAX_DEADLINE = 60.0
@@ -133,12 +163,12 @@ class RouteCheck:
                 "status": worst(s["status"] for s in self.steps), "steps": list(self.steps)}
 
 
-async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
-    """Check every route of every stored relay; see core/api.py ``doctor`` for the result's shape."""
+async def run_doctor(agent: DoctorHost, params: dict[str, Any]) -> DoctorReply:
+    """Check every route of every stored relay; core/apitypes.DoctorReply is the result."""
     deadline = params.get("deadline", DEFAULT_DEADLINE)
     if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or not 0 < deadline <= MAX_DEADLINE:
         deadline = DEFAULT_DEADLINE
-    store_error = None
+    store_error: Any = None  # an ErrorObj
     try:
         sessions = agent.store.sessions()
     except StateError as exc:
@@ -156,7 +186,7 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
             for owner, rec, checks in plans:
                 nursery.start_soon(_check_relay, agent, owner, rec, checks)
-    relays = []
+    relays: list[DoctorRelay] = []
     for owner, _, checks in plans:
         for check in checks:
             if scope.cancelled_caught:
@@ -168,40 +198,15 @@ async def run_doctor(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
         "netwatch": {"backend": getattr(watcher, "backend", None) or "off", "enabled": bool(agent.config.netwatch)},
         "relays": relays,
         "desktop": {"notify": notify.notifier(agent.desktop.env)},
+        "knobs": agent.config.knobs.shown(),
         "store_error": store_error,
         "deadline": deadline,
         "elapsed_ms": round((trio.current_time() - started) * 1000, 1),
     }
 
 
-def standalone(params: dict[str, Any]) -> dict[str, Any]:
-    """The route checks without a running agent (``python -m hermes_relay.agent doctor``, which the CLI's
-    doctor runs when no agent answers): an agent object that is never started runs no link and opens
-    only doctor's own short-lived connections. A relay taken off with ``down`` shows as down."""
-    from hermes_relay.agent.app import Agent
-    from hermes_relay.agent.config import AgentConfig
-    from hermes_relay.core.record import owner_urls
-
-    agent = Agent(AgentConfig.from_env())
-    try:
-        sessions = agent.store.sessions()
-        agent.down_states(sessions, owner_urls(sessions))
-    except StateError:
-        pass  # run_doctor reports the store's problem
-    return trio.run(run_doctor, agent, {**params, "standalone": True})
-
-
-def handler(agent: Agent) -> Handler:
-    """The ``doctor`` IPC method for agent/handlers.py's table."""
-
-    async def doctor(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        return await run_doctor(agent, params)
-
-    return doctor
-
-
 # -- one relay ---------------------------------------------------------------------------------------
-async def _check_relay(agent: Agent, owner: str, rec: Record, checks: list[RouteCheck]) -> None:
+async def _check_relay(agent: DoctorHost, owner: str, rec: Record, checks: list[RouteCheck]) -> None:
     token = rec.token
     conns: list[transport.Connection | None] = [None] * len(checks)
     async with trio.open_nursery() as ws_nursery:  # the WebSocket reader tasks live here
@@ -218,7 +223,7 @@ async def _check_relay(agent: Agent, owner: str, rec: Record, checks: list[Route
             ws_nursery.cancel_scope.cancel()
 
 
-async def _authenticate_all(agent: Agent, rec: Record, token: str | None, checks: list[RouteCheck],
+async def _authenticate_all(agent: DoctorHost, rec: Record, token: str | None, checks: list[RouteCheck],
                             conns: list[transport.Connection | None], reached: list[int]) -> None:
     if token is None:
         for i in reached:
@@ -241,7 +246,7 @@ async def _authenticate_all(agent: Agent, rec: Record, token: str | None, checks
             return
 
 
-async def _auth(agent: Agent, rec: Record, token: str, check: RouteCheck, conn: transport.Connection | None) -> str:
+async def _auth(agent: DoctorHost, rec: Record, token: str, check: RouteCheck, conn: transport.Connection | None) -> str:
     """Run the auth step on ``conn``: ``"ok"``, ``"rejected"`` or ``"error"`` (no verdict)."""
     assert conn is not None
     check.begin("auth")
@@ -261,7 +266,7 @@ async def _auth(agent: Agent, rec: Record, token: str, check: RouteCheck, conn: 
     return "ok"
 
 
-async def _reach_guarded(agent: Agent, owner: str, rec: Record, check: RouteCheck,
+async def _reach_guarded(agent: DoctorHost, owner: str, rec: Record, check: RouteCheck,
                          ws_nursery: trio.Nursery, conns: list[transport.Connection | None], i: int) -> None:
     # A bug in one route's check must not hide every other result: report it as that route's failure.
     try:
@@ -275,7 +280,7 @@ async def _reach_guarded(agent: Agent, owner: str, rec: Record, check: RouteChec
 
 
 # -- one route: DNS → TCP → TLS → WebSocket ---------------------------------------------------------
-async def _reach(agent: Agent, owner: str, rec: Record, check: RouteCheck,
+async def _reach(agent: DoctorHost, owner: str, rec: Record, check: RouteCheck,
                  ws_nursery: trio.Nursery) -> transport.Connection | None:
     route = check.route
     host, port = host_port(route.url)
@@ -421,7 +426,7 @@ _LINK_STATUS = {api.CONNECTED: OK, api.CONNECTING: WARN, api.BACKOFF: WARN, api.
                 api.NOT_PAIRED: WARN, api.DOWN: OK}
 
 
-def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck], *, unmanaged: bool = False) -> dict[str, Any]:
+def _relay_report(agent: DoctorHost, owner: str, checks: list[RouteCheck], *, unmanaged: bool = False) -> DoctorRelay:
     """One relay's verdict: its routes and its link (``unmanaged``: no agent runs links, the standalone run)."""
     routes = [c.report() for c in checks]
     working = [r for r in routes if r["status"] != FAIL]
@@ -435,5 +440,6 @@ def _relay_report(agent: Agent, owner: str, checks: list[RouteCheck], *, unmanag
     link = agent.links.get(owner)
     snap = link.snapshot() if link is not None else agent.down.get(owner)  # `hermes-relay down`: no link, on purpose
     link_status = _LINK_STATUS.get(snap["state"], WARN) if snap is not None else SKIP if unmanaged else WARN
-    return {"url": owner, "status": worst([route_status, link_status]), "routes": routes,
-            "working_routes": len(working), "link": snap, "link_status": link_status}
+    report: Any = {"url": owner, "status": worst([route_status, link_status]), "routes": routes,
+                   "working_routes": len(working), "link": snap, "link_status": link_status}
+    return report  # DoctorRelay: its steps are built as dicts by RouteCheck

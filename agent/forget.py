@@ -12,8 +12,8 @@ on the relay until it expires or is revoked there.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, MutableSet
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
@@ -24,18 +24,63 @@ from hermes_relay.core.store import resolve_in
 from hermes_relay.core.wire import TOKEN_PREFIX_LEN
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.app import Agent
+    from pathlib import Path
+
+    from hermes_relay.agent.credentials import Credentials, Paused
+    from hermes_relay.agent.marks import Marks
+    from hermes_relay.core.apitypes import ForgetRelay, ForgetReply
+    from hermes_relay.core.store import SessionStore
 
 log = logging.getLogger(__name__)
 
 # What the relay answered: the session is gone there, it had already ended, it could not be reached,
 # or the caller asked not to contact it.
-REVOKED, ALREADY_ENDED, UNREACHABLE, SKIPPED = "revoked", "already_ended", "unreachable", "skipped"
+REVOKED: Final = "revoked"
+ALREADY_ENDED: Final = "already_ended"
+UNREACHABLE: Final = "unreachable"
+SKIPPED: Final = "skipped"
+
+class _Desktop(Protocol):
+    @property
+    def policy_path(self) -> Path: ...
+    @property
+    def roots_path(self) -> Path: ...
+
+    def announce(self, url: str, by: str) -> str: ...
+
+
+class _Follower(Protocol):
+    @property
+    def dropping(self) -> MutableSet[str]: ...
+
+
+class ForgetHost(Protocol):
+    """What forget changes in the agent: its files, the link it stops, and the desktop service's files."""
+
+    @property
+    def store(self) -> SessionStore: ...
+    @property
+    def paused(self) -> Paused: ...
+    @property
+    def down_file(self) -> Path: ...
+    @property
+    def marks(self) -> Marks: ...
+    @property
+    def credentials(self) -> Credentials: ...
+    @property
+    def follower(self) -> _Follower: ...
+    @property
+    def desktop(self) -> _Desktop: ...
+
+    def stop_link(self, url: str) -> None: ...
+    def reload(self, *, wake_all: bool = True) -> int: ...
+    async def verdict(self, url: str, token: str | None) -> dict[str, Any] | None: ...
+
 
 Revoke = Callable[[str, dict[str, Any], str], Awaitable[Any]]  # (owner, record, prefix) -> relay answer
 
 
-async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool = True) -> dict[str, Any]:
+async def forget(agent: ForgetHost, url: str, revoke: Revoke, *, contact_relay: bool = True) -> ForgetReply:
     """Remove the pairing owning ``url``; return ``{url, prefix, relay: {status, message?}, removed}``."""
     found = resolve_in(await trio.to_thread.run_sync(agent.store.sessions), url)
     if found is None:  # a pairing another client removed from the store: the agent keeps it paused
@@ -47,9 +92,7 @@ async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool 
     token = record.from_dict(owner, rec).token or ""
     prefix = token[:TOKEN_PREFIX_LEN] if token else None
 
-    link = agent.links.pop(owner, None)
-    if link is not None:
-        link.cancel_scope.cancel()
+    agent.stop_link(owner)
     try:  # whatever fails, reload() restarts the link of a pairing that is still stored
         relay = await _revoke_on_relay(agent, owner, rec, token, revoke, contact_relay)
         # Every step below takes a file lock: in a worker thread, so a lock held elsewhere never stalls the agent.
@@ -59,7 +102,7 @@ async def forget(agent: Agent, url: str, revoke: Revoke, *, contact_relay: bool 
     return {"url": owner, "prefix": prefix, "relay": relay, "removed": removed}
 
 
-def _remove_locally(agent: Agent, owner: str, rec: dict[str, Any]) -> list[str]:
+def _remove_locally(agent: ForgetHost, owner: str, rec: dict[str, Any]) -> list[str]:
     """Drop the record, then its verdict, refresh token and policy entry; what went, in words."""
     removed = [_describe_record(rec)]
 
@@ -87,8 +130,8 @@ def _remove_locally(agent: Agent, owner: str, rec: dict[str, Any]) -> list[str]:
     return removed
 
 
-async def _revoke_on_relay(agent: Agent, owner: str, rec: dict[str, Any], token: str, revoke: Revoke,
-                           contact_relay: bool) -> dict[str, Any]:
+async def _revoke_on_relay(agent: ForgetHost, owner: str, rec: dict[str, Any], token: str, revoke: Revoke,
+                           contact_relay: bool) -> ForgetRelay:
     if not contact_relay:
         return {"status": SKIPPED}
     if not token:

@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from hermes_relay import __version__
 from hermes_relay.core import fileio
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _serve(config) -> None:
     import trio
 
+    from hermes_relay.agent import runner
     from hermes_relay.agent.app import Agent
 
     watcher = None
@@ -91,7 +93,7 @@ async def _serve(config) -> None:
         watcher = InterfaceWatcher(debounce=config.netwatch_debounce, poll_interval=config.netwatch_poll_interval)
     agent = Agent(config, watcher=watcher)
     async with trio.open_nursery() as nursery:
-        await nursery.start(agent.run)
+        await nursery.start(runner.run, agent)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             nursery.start_soon(_stop_on_signal, signals, agent)
             await agent.stop_event.wait()
@@ -145,16 +147,35 @@ def _idle_exit(env: Mapping[str, str]) -> float:
 def _doctor_once(deadline: float) -> int:
     import json
 
-    from hermes_relay.agent import doctor
-
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
-        result = doctor.standalone({"deadline": deadline})
+        result = _standalone_doctor({"deadline": deadline})
     except HermesError as exc:
         print(f"hermes-relay agent doctor: {exc.message}", file=sys.stderr)
         return exc.exit_code
     print(json.dumps(result, default=str))
     return 0
+
+
+def _standalone_doctor(params: dict[str, Any]) -> Any:
+    """The route checks without a running agent (``python -m hermes_relay.agent doctor``, which the CLI's
+    doctor runs when no agent answers): an agent object that is never started runs no link and opens
+    only doctor's own short-lived connections. A relay taken off with ``down`` shows as down."""
+    import trio
+
+    from hermes_relay.agent import doctor
+    from hermes_relay.agent.app import Agent
+    from hermes_relay.agent.config import AgentConfig
+    from hermes_relay.core.errors import StateError
+    from hermes_relay.core.record import owner_urls
+
+    agent = Agent(AgentConfig.from_env())
+    try:
+        sessions = agent.store.sessions()
+        agent.down_states(sessions, owner_urls(sessions))
+    except StateError:
+        pass  # run_doctor reports the store's problem
+    return trio.run(doctor.run_doctor, agent, {**params, "standalone": True})
 
 
 def _sole_error(group: BaseExceptionGroup) -> BaseException:

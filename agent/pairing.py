@@ -25,13 +25,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, MutableMapping, MutableSet
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from hermes_relay.agent import carryover, checkpoints, prober, transport
-from hermes_relay.agent.checkpoints import checkpoint
 from hermes_relay.core import codes, payload, record, wire
 from hermes_relay.core.errors import (
     AuthRejectedError,
@@ -51,9 +50,58 @@ from hermes_relay.core.routes import Route, make_routes, normalize_relay_url, ro
 from hermes_relay.core.store import SessionStore, resolve_in
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.app import Agent
+    from pathlib import Path
+
+    from hermes_relay.agent.config import AgentConfig
+    from hermes_relay.agent.link import Signal
+    from hermes_relay.agent.marks import Marks, Pending
+    from hermes_relay.core.apitypes import PairCheckReply, PairReplaced, PairReply
 
 log = logging.getLogger(__name__)
+
+
+class _Desktop(Protocol):
+    @property
+    def policy_path(self) -> Path: ...
+    @property
+    def roots_path(self) -> Path: ...
+    @property
+    def home(self) -> Path: ...
+
+    def paired(self, url: str) -> None: ...
+
+
+class _Follower(Protocol):
+    @property
+    def dropping(self) -> MutableSet[str]: ...
+
+
+class PairingHost(Protocol):
+    """What pairing and the kept-credentials retry use of the agent."""
+
+    @property
+    def config(self) -> AgentConfig: ...
+    @property
+    def store(self) -> SessionStore: ...
+    @property
+    def marks(self) -> Marks: ...
+    @property
+    def pending(self) -> Pending: ...
+    @property
+    def pending_signal(self) -> Signal: ...
+    @property
+    def pairing_urls(self) -> MutableMapping[str, int]: ...
+    @property
+    def follower(self) -> _Follower: ...
+    @property
+    def desktop(self) -> _Desktop: ...
+
+    def reload(self, *, wake_all: bool = True) -> int: ...
+    def auth_payload(self, record: record.Record | None = None, **credentials: Any) -> dict[str, Any]: ...
+    def save_auth_sync(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
+                       used_token: str | None, store: SessionStore | None = None, keep: bool = True) -> None: ...
+
+
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 PENDING_RETRY = 5.0  # seconds between attempts to write credentials the store did not take
 SILENT_HINT = ("nothing answered in time: the host may be off or asleep, a firewall may drop the packets, the "
@@ -75,7 +123,7 @@ def _plan(params: dict[str, Any]) -> tuple[list[Route], str, payload.Invite | No
     return make_routes([(normalized, None, 0)]), codes.validate_code(str(code)), None, port_added
 
 
-def _verify(agent: Agent, invite: payload.Invite | None) -> tuple[bool | None, str]:
+def _verify(agent: PairingHost, invite: payload.Invite | None) -> tuple[bool | None, str]:
     if invite is None:
         return None, "paired by code (no invite to verify)"
     if not invite.signed:
@@ -88,15 +136,12 @@ def _verify(agent: Agent, invite: payload.Invite | None) -> tuple[bool | None, s
     return False, "the signature does not match this host's relay key (minted by another relay, or altered)"
 
 
-def _store_for(agent: Agent) -> SessionStore:
-    timeout = agent.config.env.get("HERMES_RELAY_STORE_LOCK_TIMEOUT")
-    try:
-        return SessionStore(agent.store.path, lock_timeout=float(timeout)) if timeout else agent.store
-    except ValueError:
-        return agent.store
+def _store_for(agent: PairingHost) -> SessionStore:
+    timeout = agent.config.pair_lock_timeout
+    return SessionStore(agent.store.path, lock_timeout=timeout) if timeout else agent.store
 
 
-async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+async def pair(agent: PairingHost, params: dict[str, Any], progress: Progress) -> PairReply:
     routes, code, invite, port_added = _plan(params)
     verified, note = _verify(agent, invite)
     if verified is False:
@@ -124,7 +169,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
         agent.pairing_urls[url] = agent.pairing_urls.get(url, 0) + 1
 
     def sent() -> None:
-        checkpoint(agent.config.env, checkpoints.PAIR_SENT)
+        agent.config.checkpoint(checkpoints.PAIR_SENT)
 
     try:
         outcome: list[Any] = []
@@ -174,9 +219,10 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
             if not agent.pairing_urls[url]:
                 del agent.pairing_urls[url]
     log.info("paired url=%s route=%s", owner, route.url)
+    shown: Any = route_info(route)  # a RouteInfo
     return {
         "replaced": _replaced_info(entry),
-        "url": owner, "server_version": ok.get("server_version"), "route": route_info(route),
+        "url": owner, "server_version": ok.get("server_version"), "route": shown,
         "expires_at": ok.get("expires_at"), "grants": ok.get("grants") or {}, "port_added": port_added,
         "verified": verified, "verify_note": note, "attempts": [a.to_dict() for a in won.attempts],
         "store": str(agent.config.sessions_file), "device_name": device_name.get("device_name"),
@@ -184,7 +230,7 @@ async def pair(agent: Agent, params: dict[str, Any], progress: Progress) -> dict
     }
 
 
-async def _keep(agent: Agent, ok: dict[str, Any], route: Route, routes: list[Route], pin: str | None,
+async def _keep(agent: PairingHost, ok: dict[str, Any], route: Route, routes: list[Route], pin: str | None,
                 invite: payload.Invite | None, device_name: dict[str, Any], rid: str | None = None,
                 same: tuple[record.Record, bool, str] | None = None,
                 confirmed: bool = False) -> tuple[dict[str, Any], dict[str, Any], str | None]:
@@ -212,39 +258,39 @@ async def _keep(agent: Agent, ok: dict[str, Any], route: Route, routes: list[Rou
     kept_error = await trio.to_thread.run_sync(agent.pending.save, route.url, entry)
     if kept_error is not None:
         log.error("pending_credentials_memory_only url=%s error=%s", route.url, kept_error)
-    checkpoint(agent.config.env, checkpoints.PAIR_KEPT)
+    agent.config.checkpoint(checkpoints.PAIR_KEPT)
     return ok, entry, kept_error
 
 
-async def _store(agent: Agent, store: SessionStore, entry: dict[str, Any], kept_error: str | None) -> str:
+async def _store(agent: PairingHost, store: SessionStore, entry: dict[str, Any], kept_error: str | None) -> str:
     """Write a kept pairing into the store, then its fresh policy, then drop the pending copy.
 
     Each step is safe to repeat: after a crash, ``keep_pending`` runs them again from the pending file."""
     url = entry["owner"]
     _replacing(agent, entry)
     try:
-        owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
+        owner = await trio.to_thread.run_sync(_write, store, entry, agent.config.store_write_faults.fire())
     except StateError as exc:
         log.error("pairing_not_saved url=%s error=%s", url, exc.message)
         agent.pending.note(url, exc.message)
         agent.pending_signal.fire()  # keep_pending retries it from now on
         raise _unsaved(agent, url, exc, kept_error) from None
-    checkpoint(agent.config.env, checkpoints.PAIR_STORED)
+    agent.config.checkpoint(checkpoints.PAIR_STORED)
     await _settle(agent, owner, entry)
-    checkpoint(agent.config.env, checkpoints.PAIR_POLICY)
+    agent.config.checkpoint(checkpoints.PAIR_POLICY)
     await trio.to_thread.run_sync(agent.pending.done, url, entry["fields"]["token"])
-    checkpoint(agent.config.env, checkpoints.PAIR_DONE)
+    agent.config.checkpoint(checkpoints.PAIR_DONE)
     return owner
 
 
-def _replacing(agent: Agent, entry: dict[str, Any]) -> None:
+def _replacing(agent: PairingHost, entry: dict[str, Any]) -> None:
     """The record a pairing replaces under another URL is removed by us: not paused as another client's doing."""
     replaces = entry.get("replaces")
     if isinstance(replaces, dict) and isinstance(replaces.get("url"), str):
         agent.follower.dropping.add(replaces["url"])
 
 
-async def _settle(agent: Agent, owner: str, entry: dict[str, Any]) -> None:
+async def _settle(agent: PairingHost, owner: str, entry: dict[str, Any]) -> None:
     """What a stored pairing needs besides its record: no verdict of an older token, what it replaced
     under another URL carried over or dropped (agent/carryover.py), a desktop policy."""
     await trio.to_thread.run_sync(agent.marks.clear, owner)
@@ -275,7 +321,7 @@ async def _relay_id(route: Route, pin: str | None, timeout: float) -> str | None
     return None
 
 
-def _same_relay(agent: Agent, store: SessionStore, previous: record.Record | None, pin: str | None,
+def _same_relay(agent: PairingHost, store: SessionStore, previous: record.Record | None, pin: str | None,
                 rid: str | None) -> tuple[record.Record, bool, str] | None:
     """The stored pairing of this relay (same URL, or another URL with the same identity), whether that
     identity is authenticated (a certificate pin both share), and its desktop access; else None.
@@ -309,23 +355,25 @@ def _replacing_line(rec: record.Record) -> str:
     return f"already paired as {name}{where} since {since}; replacing it"
 
 
-def _replaced_info(entry: dict[str, Any]) -> dict[str, Any] | None:
+def _replaced_info(entry: dict[str, Any]) -> PairReplaced | None:
     """core/apitypes.PairReplaced for the pairing an entry replaced (None: it replaced none)."""
     replaces = entry.get("replaces")
     if not isinstance(replaces, dict):
         return None
     moved = replaces.get("url") != entry["owner"]
-    return {"url": replaces.get("url"), "device_name": replaces.get("device_name"),
-            "paired_at": replaces.get("paired_at"), "carried_over": moved and bool(replaces.get("carry")),
-            "authenticated": bool(replaces.get("authenticated")), "access": str(replaces.get("access") or "")}
+    info: PairReplaced = {
+        "url": str(replaces.get("url")), "device_name": replaces.get("device_name"), "paired_at": replaces.get("paired_at"),
+        "carried_over": moved and bool(replaces.get("carry")), "authenticated": bool(replaces.get("authenticated")),
+        "access": str(replaces.get("access") or "")}
+    return info
 
 
-def _replaces_view(rec: record.Record, authenticated: bool, access: str) -> dict[str, Any]:
+def _replaces_view(rec: record.Record, authenticated: bool, access: str) -> PairReplaced:
     return {"url": rec.owner, "device_name": rec.device_name, "paired_at": rec.paired_at,
             "authenticated": authenticated, "carried_over": False, "access": access}
 
 
-async def check(agent: Agent, params: dict[str, Any]) -> dict[str, Any]:
+async def check(agent: PairingHost, params: dict[str, Any]) -> PairCheckReply:
     """``pair.check``: the stored pairing a ``pair.start`` with these params would replace, found as
     ``pair`` finds it (routes raced, the relay's identity asked); no code is sent."""
     routes, _, invite, _ = _plan(params)
@@ -375,7 +423,7 @@ def _device_name(params: dict[str, Any], previous: record.Record | None) -> dict
     return {"device_name": name.strip()}
 
 
-def _fields(agent: Agent, route: Route, routes: list[Route], ok: dict[str, Any], pin: str | None,
+def _fields(agent: PairingHost, route: Route, routes: list[Route], ok: dict[str, Any], pin: str | None,
             invite: payload.Invite | None, device_name: dict[str, Any]) -> dict[str, Any]:
     """The record fields this pairing sets (the rest of an earlier record is kept when written)."""
     fields: dict[str, Any] = {
@@ -394,9 +442,9 @@ def _fields(agent: Agent, route: Route, routes: list[Route], ok: dict[str, Any],
     return fields
 
 
-def _write(store: SessionStore, entry: dict[str, Any], faults: int = 0) -> str:
+def _write(store: SessionStore, entry: dict[str, Any], fault: bool = False) -> str:
     """Write a pending entry into the store (worker thread). Returns the owner URL it landed under."""
-    if faults > 0:
+    if fault:  # the store-write fault seam (config.store_write_faults): fail as on a full disk
         import errno
 
         from hermes_relay.core.store import _write_error
@@ -434,7 +482,7 @@ def _write(store: SessionStore, entry: dict[str, Any], faults: int = 0) -> str:
     return store.update(apply)
 
 
-def _unsaved(agent: Agent, owner: str, exc: StateError, kept_error: str | None) -> StateError:
+def _unsaved(agent: PairingHost, owner: str, exc: StateError, kept_error: str | None) -> StateError:
     store = agent.config.sessions_file
     if kept_error is None:
         kept = (f"They are kept in {agent.pending.path}; the agent writes them to the store as soon as it can "
@@ -451,13 +499,10 @@ def _unsaved(agent: Agent, owner: str, exc: StateError, kept_error: str | None) 
     )
 
 
-async def keep_pending(agent: Agent, *, interval: float | None = None) -> None:
+async def keep_pending(agent: PairingHost, *, interval: float | None = None) -> None:
     """Write pending credentials into the store until it takes them (runs for the agent's lifetime)."""
     if interval is None:
-        try:
-            interval = float(agent.config.env.get("HERMES_RELAY_PENDING_RETRY") or PENDING_RETRY)
-        except ValueError:
-            interval = PENDING_RETRY
+        interval = agent.config.pending_retry
     logged: dict[str, str] = {}
     while True:
         seen = agent.pending_signal.generation
@@ -468,7 +513,7 @@ async def keep_pending(agent: Agent, *, interval: float | None = None) -> None:
             await agent.pending_signal.wait(since=seen)
 
 
-async def flush_pending(agent: Agent, logged: dict[str, str] | None = None, *,
+async def flush_pending(agent: PairingHost, logged: dict[str, str] | None = None, *,
                         store: SessionStore | None = None) -> tuple[int, bool]:
     """One pass over the kept credentials: write each into the store (a pairing: with its policy; a
     rotation: only if the store still holds the token it replaced), then drop the pending copy.
@@ -484,7 +529,7 @@ async def flush_pending(agent: Agent, logged: dict[str, str] | None = None, *,
                 await trio.to_thread.run_sync(_write_rotation, agent, store, entry)
             else:
                 _replacing(agent, entry)
-                owner = await trio.to_thread.run_sync(_write, store, entry, _test_faults(agent))
+                owner = await trio.to_thread.run_sync(_write, store, entry, agent.config.store_write_faults.fire())
                 await _settle(agent, owner, entry)
         except StateError as exc:
             agent.pending.note(key, exc.message)
@@ -516,26 +561,15 @@ def rotation_entry(owner: str, used_token: str | None, ok: dict[str, Any], route
             "route_url": route_url, "pin": pin, "fields": {"token": ok["session_token"]}}
 
 
-def _write_rotation(agent: Agent, store: SessionStore, entry: dict[str, Any]) -> None:
+def _write_rotation(agent: PairingHost, store: SessionStore, entry: dict[str, Any]) -> None:
     agent.save_auth_sync(entry["owner"], str(entry.get("route_url") or entry["owner"]), entry["ok"],
                          entry.get("pin"), used_token=entry.get("used"), store=store, keep=False)
 
 
-def pending_status(agent: Agent) -> list[dict[str, Any]]:
+def pending_status(agent: PairingHost) -> list[dict[str, Any]]:
     """Pairings not yet in the store (for ``status``): URL, since when, and why (never the token)."""
     return [{"url": e.get("owner", key), "since": e.get("at"), "error": e.get("last_error")}
             for key, e in agent.pending.memory.items()]
-
-
-def _test_faults(agent: Agent) -> int:
-    """Test-only fault injection: the first N store writes of pairing credentials fail as on a full disk."""
-    counter = agent.config.env.get("HERMES_RELAY_TEST_STORE_WRITE_FAULTS")
-    if not counter:
-        return 0
-    left = int(counter)
-    if left > 0:
-        agent.config.env["HERMES_RELAY_TEST_STORE_WRITE_FAULTS"] = str(left - 1)  # type: ignore[index]
-    return left
 
 
 async def _explain(exc: HermesError, routes: list[Route], timeout: float) -> HermesError:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Container
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -30,7 +30,8 @@ from hermes_relay.core.errors import NotPairedError, StateError
 from hermes_relay.core.store import resolve_in
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.app import Agent
+    from hermes_relay.core.apitypes import RestoreReply
+    from hermes_relay.core.store import SessionStore
 
 log = logging.getLogger(__name__)
 PAUSED_REASON = "removed from the store by another client; paused (the agent keeps its credentials)"
@@ -122,7 +123,18 @@ class StoreFollower:
         return out
 
 
-async def restore(agent: Agent, url: str) -> dict[str, Any]:
+class RestoreHost(Protocol):
+    """What ``restore`` needs: the paused copies, the store, and a reload that starts the link."""
+
+    @property
+    def paused(self) -> Paused: ...
+    @property
+    def store(self) -> SessionStore: ...
+
+    def reload(self, *, wake_all: bool = True) -> int: ...
+
+
+async def restore(agent: RestoreHost, url: str) -> RestoreReply:
     """Put a paused pairing back into the store and reconnect it (``restore`` IPC)."""
     entry = await trio.to_thread.run_sync(agent.paused.get, url)
     if entry is None:

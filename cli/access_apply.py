@@ -26,13 +26,11 @@ def snapshot(ctx: Context) -> tuple[Any, Any]:
 
 def announce(ctx: Context, url: str, command: str = "access") -> bool:
     """True when a running agent will record the change (False: no agent is running)."""
-    from hermes_relay.core import api
     from hermes_relay.core.errors import AgentNotRunningError, HermesError
 
     try:
         with ctx.client(autostart=False) as client:
-            client.call(api.ACCESS_CHANGING, {"url": url, **({"command": command} if command != "access" else {})},
-                        timeout=ANNOUNCE_TIMEOUT)
+            client.access_changing(url, command=command if command != "access" else None, timeout=ANNOUNCE_TIMEOUT)
     except AgentNotRunningError:
         return False
     except HermesError:  # an older agent: it still records the change, as seen in the file

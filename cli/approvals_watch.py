@@ -18,10 +18,13 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hermes_relay.core import api
 from hermes_relay.core.errors import HermesError, IpcError
+
+if TYPE_CHECKING:
+    from hermes_relay.core.apitypes import ApprovalsDecideParams
 
 RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between reconnects; the last one repeats
 STALE_ANSWER_WINDOW = 0.5  # seconds: a line arriving this soon after the next prompt was typed for the expired one
@@ -133,7 +136,7 @@ class _Watch:
             return
         request = self.open
         self._close_prompt()
-        params: dict[str, Any] = {"id": str(request.get("id")), "approve": answer[0] in "ya"}
+        params: ApprovalsDecideParams = {"id": str(request.get("id")), "approve": answer[0] in "ya"}
         if answer[0] == "a":
             params["always"] = True
         self._decide(params)
@@ -183,12 +186,12 @@ class _Watch:
         if self.reading:
             self.stale_read = True
 
-    def _decide(self, params: dict[str, Any]) -> None:
+    def _decide(self, params: ApprovalsDecideParams) -> None:
         ctx = self.ctx
         try:
             if self.decider is None:
                 self.decider = ctx.client(autostart=False)
-            result = self.decider.call(api.APPROVALS_DECIDE, params)
+            result = self.decider.approvals_decide(params)
         except HermesError as exc:  # expired meanwhile, answered elsewhere, the agent went: say so, keep watching
             ctx.err(ctx.style.warn(f"  {exc.message}"))
             return
@@ -215,7 +218,7 @@ class _Watch:
                 self.inbox.put(("back",))
             connected_once, failures = True, 0
             try:
-                client.call(api.WATCH, {}, timeout=None, on_notify=lambda m, p: self.inbox.put(("event", m, p)))
+                client.watch_notifies(lambda m, p: self.inbox.put(("event", m, p)))
             except (HermesError, OSError) as exc:  # OSError: the main loop closed the socket under the read
                 if self.stop.is_set():
                     return

@@ -4,7 +4,7 @@
 and sends ``hello`` without waiting for its answer: the first call's request follows it on the wire
 and both answers come back in one round trip (the agent answers in order). The API version is
 checked when the hello answer arrives (a mismatch warns once on stderr). ``AgentCalls`` gives every
-IPC method a typed wrapper (core/api.py), shared with the CLI tests' fake client, and ``watch()``
+IPC method a typed wrapper (core/apitypes.py), shared with the CLI tests' fake client, and ``watch()``
 is an iterator of relay states.
 
 ``ensure_agent`` starts the agent when nothing answers: under an exclusive spawn lock it re-checks,
@@ -39,16 +39,28 @@ if TYPE_CHECKING:
     from typing import Any, TextIO
 
     from hermes_relay.core.apitypes import (
+        AccessChangingReply,
+        ApprovalsDecideParams,
+        ApprovalsDecideReply,
+        ApprovalsListReply,
         DevicesExtendReply,
         DevicesListReply,
         DevicesRevokeReply,
+        DoctorReply,
+        DownReply,
+        ForgetReply,
         HelloReply,
+        PairCheckReply,
         PairProgress,
         PairReply,
+        PairStartParams,
         PinAcceptReply,
         RelayState,
+        ReloadReply,
+        RestoreReply,
         RouteIndicator,
         StatusReply,
+        StopReply,
     )
 
     NotifyFn = Callable[[str, dict[str, Any]], None]
@@ -61,44 +73,104 @@ _PIPE_PREFIX = "\\\\.\\pipe\\"  # core.winpipe.PREFIX, spelled out: the hot path
 
 
 class AgentCalls:
-    """Typed wrappers over ``call`` for every IPC method (the contract is in core/api.py)."""
+    """Typed wrappers over ``call`` for every IPC method (the contract: core/apitypes.py).
+
+    Each wrapper names its reply type; ``call`` returns ``Any``, so the assignment is what mypy checks
+    the caller against (no cast: this module imports no ``typing`` at run time).
+    """
 
     def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = DEFAULT_CALL_TIMEOUT,
              on_notify: NotifyFn | None = None) -> Any:
         raise NotImplementedError
 
     def status(self, *, reveal_tokens: bool = False, timeout: float = DEFAULT_CALL_TIMEOUT) -> StatusReply:
-        return self.call(api.STATUS, {"reveal_tokens": reveal_tokens}, timeout=timeout)  # type: ignore[no-any-return]
+        reply: StatusReply = self.call(api.STATUS, {"reveal_tokens": reveal_tokens}, timeout=timeout)
+        return reply
 
     def route(self) -> RouteIndicator:
-        return self.call(api.ROUTE, {})  # type: ignore[no-any-return]
+        reply: RouteIndicator = self.call(api.ROUTE, {})
+        return reply
 
-    def pair_start(self, params: dict[str, Any], *, on_progress: Callable[[PairProgress], None] | None = None,
+    def pair_start(self, params: PairStartParams, *, on_progress: Callable[[PairProgress], None] | None = None,
                    timeout: float | None = DEFAULT_CALL_TIMEOUT) -> PairReply:
-        def notify(method: str, p: dict[str, Any]) -> None:
+        def notify(method: str, p: Any) -> None:
             if method == api.PAIR_PROGRESS and on_progress is not None:
-                on_progress(p)  # type: ignore[arg-type]
+                on_progress(p)
 
-        return self.call(api.PAIR_START, params, timeout=timeout, on_notify=notify)  # type: ignore[no-any-return]
+        reply: PairReply = self.call(api.PAIR_START, dict(params), timeout=timeout, on_notify=notify)
+        return reply
+
+    def pair_check(self, params: PairStartParams, *, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> PairCheckReply:
+        reply: PairCheckReply = self.call(api.PAIR_CHECK, dict(params), timeout=timeout)
+        return reply
 
     def devices_list(self, url: str | None = None) -> DevicesListReply:
-        return self.call(api.DEVICES_LIST, _url(url))  # type: ignore[no-any-return]
+        reply: DevicesListReply = self.call(api.DEVICES_LIST, _url(url))
+        return reply
 
     def devices_revoke(self, prefix: str, url: str | None = None) -> DevicesRevokeReply:
-        return self.call(api.DEVICES_REVOKE, {**_url(url), "prefix": prefix})  # type: ignore[no-any-return]
+        reply: DevicesRevokeReply = self.call(api.DEVICES_REVOKE, {**_url(url), "prefix": prefix})
+        return reply
 
     def devices_extend(self, prefix: str, ttl_seconds: int, url: str | None = None) -> DevicesExtendReply:
-        return self.call(api.DEVICES_EXTEND, {**_url(url), "prefix": prefix,  # type: ignore[no-any-return]
-                                              "ttl_seconds": ttl_seconds})
+        reply: DevicesExtendReply = self.call(api.DEVICES_EXTEND, {**_url(url), "prefix": prefix,
+                                                                   "ttl_seconds": ttl_seconds})
+        return reply
 
-    def pin_accept(self, url: str) -> PinAcceptReply:
-        return self.call(api.PIN_ACCEPT, {"url": url})  # type: ignore[no-any-return]
+    def pin_accept(self, url: str, *, apply: bool | None = None, pin: str | None = None) -> PinAcceptReply:
+        params: dict[str, Any] = {"url": url}
+        if apply is not None:
+            params["apply"] = apply
+        if pin is not None:
+            params["pin"] = pin
+        reply: PinAcceptReply = self.call(api.PIN_ACCEPT, params)
+        return reply
 
-    def reload(self) -> dict[str, Any]:
-        return self.call(api.RELOAD, {})  # type: ignore[no-any-return]
+    def forget(self, url: str, *, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> ForgetReply:
+        reply: ForgetReply = self.call(api.FORGET, {"url": url}, timeout=timeout)
+        return reply
 
-    def stop(self) -> dict[str, Any]:
-        return self.call(api.AGENT_STOP, {})  # type: ignore[no-any-return]
+    def restore(self, url: str, *, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> RestoreReply:
+        reply: RestoreReply = self.call(api.RESTORE, {"url": url}, timeout=timeout)
+        return reply
+
+    def set_down(self, url: str | None, *, down: bool, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> DownReply:
+        """``down`` (``down=True``) or ``up``: one relay, or every relay when ``url`` is None."""
+        reply: DownReply = self.call(api.DOWN_SET if down else api.UP_SET, _url(url), timeout=timeout)
+        return reply
+
+    def approvals_list(self, *, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> ApprovalsListReply:
+        reply: ApprovalsListReply = self.call(api.APPROVALS_LIST, {}, timeout=timeout)
+        return reply
+
+    def approvals_decide(self, params: ApprovalsDecideParams) -> ApprovalsDecideReply:
+        reply: ApprovalsDecideReply = self.call(api.APPROVALS_DECIDE, dict(params))
+        return reply
+
+    def access_changing(self, url: str, *, command: str | None = None,
+                        timeout: float | None = DEFAULT_CALL_TIMEOUT) -> AccessChangingReply:
+        params = {"url": url, **({"command": command} if command is not None else {})}
+        reply: AccessChangingReply = self.call(api.ACCESS_CHANGING, params, timeout=timeout)
+        return reply
+
+    def doctor(self, *, deadline: float, url: str | None = None, timeout: float | None = None) -> DoctorReply:
+        """Every route of every stored relay (or of ``url``'s pairing) checked within ``deadline`` seconds."""
+        params: dict[str, Any] = {"deadline": deadline, **_url(url)}
+        reply: DoctorReply = self.call(api.DOCTOR, params, timeout=deadline + 5.0 if timeout is None else timeout)
+        return reply
+
+    def watch_notifies(self, on_notify: Callable[[str, Any], None], *, timeout: float | None = None) -> None:
+        """Stream ``watch``'s notifies (``state`` RelayState, ``approval`` events) to ``on_notify`` until the
+        agent goes or ``timeout`` passes (IpcError)."""
+        self.call(api.WATCH, {}, timeout=timeout, on_notify=on_notify)
+
+    def reload(self, *, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> ReloadReply:
+        reply: ReloadReply = self.call(api.RELOAD, {}, timeout=timeout)
+        return reply
+
+    def stop(self, *, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> StopReply:
+        reply: StopReply = self.call(api.AGENT_STOP, {}, timeout=timeout)
+        return reply
 
 
 def _url(url: str | None) -> dict[str, Any]:
@@ -113,7 +185,7 @@ class AgentClient(AgentCalls):
         self.path = path
         self._decoder = framing.FrameDecoder()
         self._next_id = 1
-        self._hello: dict[str, Any] | None = None
+        self._hello: HelloReply | None = None
         self._hello_id: int | None = None
         self._stderr = stderr
         self._quiet = quiet
@@ -141,12 +213,14 @@ class AgentClient(AgentCalls):
         if self._hello is None:
             self._finish_hello(time.monotonic() + self._hello_timeout)
         assert self._hello is not None
-        return self._hello  # type: ignore[return-value]
+        return self._hello
 
     def _finish_hello(self, deadline: float | None) -> None:
         msgid, self._hello_id = self._hello_id, None
         if msgid is None:
-            self._hello = self._hello or {}
+            if self._hello is None:
+                unknown: Any = {}
+                self._hello = unknown
             return
         self._hello = self._result(msgid, deadline, api.HELLO, None)
         theirs = self._hello.get("api_version") if isinstance(self._hello, dict) else None
@@ -193,7 +267,8 @@ class AgentClient(AgentCalls):
             msg = self._receive(None, api.WATCH)
             if isinstance(msg, rpc.Notify):
                 if msg.method == api.STATE:
-                    yield msg.params  # type: ignore[misc]
+                    state: Any = msg.params  # a RelayState (core/apitypes.NOTIFIES)
+                    yield state
                 continue
             if isinstance(msg, rpc.Response) and msg.msgid == msgid:
                 if msg.error is not None:

@@ -101,7 +101,7 @@ def _approval_ids(env: Env, connect: Any) -> list[str]:
     else:  # the tests' fake agent
         client = connect(env, autostart=False, stderr=None)
     with client:
-        reply = client.call("approvals.list", {}, timeout=AGENT_TIMEOUT)
+        reply = client.approvals_list(timeout=AGENT_TIMEOUT)
     approvals = reply.get("approvals") if isinstance(reply, dict) else None
     return [a["id"] for a in approvals or [] if isinstance(a, dict) and isinstance(a.get("id"), str)]
 

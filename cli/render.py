@@ -271,7 +271,7 @@ def printable(text: str) -> str:
 
 # -- route indicator -------------------------------------------------------------------------------
 def route_text(indicator: Mapping[str, Any] | None, now: float) -> str:
-    """One line for ``hermes-relay route`` from a RouteIndicator dict (core/api.py).
+    """One line for ``hermes-relay route`` from a RouteIndicator dict (core/apitypes.py).
 
     ``offline (agent not running)`` without one; ``<label> (stale: agent not updating)`` once
     ``valid_until`` has passed; otherwise the label with the URL, a non-connected state and its age.

@@ -19,9 +19,12 @@ from __future__ import annotations
 import argparse
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hermes_relay.cli.confirm import _isatty
+
+if TYPE_CHECKING:
+    from hermes_relay.core.apitypes import PairStartParams
 
 RESTRICTED_LABEL = "ask every time"
 NOTHING_TO_CARRY = (RESTRICTED_LABEL, "restricted")  # what a fresh pairing starts at, or less
@@ -44,7 +47,7 @@ def replacing_line(replaces: dict[str, Any], target: set[str]) -> str:
     return f"{ALREADY}{name}{where} since {since}; replacing it"
 
 
-def target_urls(params: dict[str, Any]) -> set[str]:
+def target_urls(params: PairStartParams) -> set[str]:
     if "invite" in params:
         from hermes_relay.core import payload
 
@@ -52,7 +55,7 @@ def target_urls(params: dict[str, Any]) -> set[str]:
     return {str(params.get("url"))}
 
 
-def decide(args: argparse.Namespace, ctx: Any, client: Any, params: dict[str, Any]) -> bool:
+def decide(args: argparse.Namespace, ctx: Any, client: Any, params: PairStartParams) -> bool:
     """Ask what must be asked before ``pair.start``; adds ``carry_over`` to ``params`` when agreed.
 
     Returns False when the user declined to replace the existing pairing (nothing was sent)."""
@@ -61,7 +64,7 @@ def decide(args: argparse.Namespace, ctx: Any, client: Any, params: dict[str, An
     sessions = stored_sessions(ctx)
     if not sessions or not paired_urls(sessions):
         return True  # a first pairing: nothing to replace, no extra connection
-    replaces = client.call("pair.check", params, timeout=60.0).get("replaces")
+    replaces = client.pair_check(params, timeout=60.0).get("replaces")
     if not isinstance(replaces, dict):
         return True
     target = target_urls(params)

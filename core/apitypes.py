@@ -1,4 +1,15 @@
-"""The IPC contract as types: one TypedDict per params/result shape of core/api.py's methods.
+"""The CLI ⇄ agent IPC contract, written once: one TypedDict per params/result shape, with comments.
+
+core/api.py holds only the method-name constants every caller uses; ``METHODS`` below maps each
+method to its params and result types and ``NOTIFIES`` each streamed notify to its type. The agent's
+handlers (agent/handlers.py) are annotated with these types, so mypy checks the producer, and
+``cli.client.AgentCalls`` wraps every method in a typed call, so mypy checks the consumer.
+
+Every value is plain msgpack data (dicts, lists, str, int, float, bool, None). Times are epoch
+seconds (float) from the agent's wall clock; ``None`` means never/unknown. Tokens never cross this
+API except in ``status`` with ``reveal_tokens=True``. Errors answer with ``ErrorObj`` from
+core/errors.py's HermesError tree. A link's ``state`` is one of core/api.py's link states
+(core/linkstate.LinkState; its module header says what changes them).
 
 The CLI never imports this module at run time (typing costs every start ~3 ms): its client
 annotations name these types under ``TYPE_CHECKING``. Tests import it to check both the real agent's
@@ -22,7 +33,14 @@ class ErrorObj(TypedDict):
     data: dict[str, Any]
 
 
+class EmptyParams(TypedDict, total=False):
+    """Methods that take no params: route, watch, reload, agent.stop, approvals.list."""
+
+
 class HelloParams(TypedDict):
+    """``hello``: the first request on every connection; the client may send its first call right behind
+    it without waiting, so hello + one call is one round trip."""
+
     client_version: str
     api_version: int
 
@@ -101,6 +119,7 @@ class AgentInfo(TypedDict):
     open_files: int | None
     store_problems: list[StoreProblem]  # records skipped as malformed, and why
     unsaved_pairings: list[UnsavedPairing]  # pairings held by the agent until the store can be written
+    knobs: dict[str, str]  # the test switches set in the agent's environment (core/knobs.py), name -> value
 
 
 class PairedRelay(TypedDict):
@@ -114,16 +133,27 @@ class PairedRelay(TypedDict):
 
 
 class StatusParams(TypedDict, total=False):
-    reveal_tokens: bool
+    reveal_tokens: bool  # the tokens in relays[].token and paired[].record (never otherwise)
 
 
 class StatusReply(TypedDict):
+    """``status``: reads no file (the store joined with the live states is ``paired``)."""
+
     agent: AgentInfo
-    relays: list[RelayState]
-    paired: list[PairedRelay]
+    relays: list[RelayState]  # every link, then every paused pairing (state "paused": restore or forget it)
+    paired: list[PairedRelay]  # store order, then relays only the agent knows
 
 
 class PairStartParams(TypedDict, total=False):
+    """``pair.start`` (and ``pair.check``, which sends nothing to the relay).
+
+    An invite whose signature fails is refused (UsageError) unless ``ignore_signature``; then it is used
+    with a ``warn`` progress line. ``device_name`` is stored with the pairing and sent on every login;
+    omitted, a re-pairing keeps the stored name. Everything the store write needs is checked before the
+    code is spent; credentials the store cannot take yet are held (``status`` unsaved_pairings).
+    Notifies ``pair.progress`` (PairProgress) while it runs.
+    """
+
     url: str
     code: str
     invite: str
@@ -173,6 +203,28 @@ class PairReply(TypedDict):
     replaced: PairReplaced | None  # the pairing of the same relay this one replaced
 
 
+class UrlParams(TypedDict, total=False):
+    """``url`` picks one relay when several are paired; omitted with several is an AmbiguousError."""
+
+    url: str
+
+
+class DevicesListParams(UrlParams):
+    """``devices.list``: the relay's sessions, as GET /sessions returns them."""
+
+
+class DevicesRevokeParams(UrlParams):
+    prefix: str  # a token prefix, as ``devices`` shows it
+
+
+class _DevicesExtendOptional(UrlParams, total=False):
+    ttl_seconds: int  # >= 0; 0 = never; default 86400
+
+
+class DevicesExtendParams(_DevicesExtendOptional):
+    prefix: str
+
+
 class DevicesListReply(TypedDict):
     url: str
     sessions: list[dict[str, Any]]
@@ -180,15 +232,15 @@ class DevicesListReply(TypedDict):
 
 class DevicesRevokeReply(TypedDict):
     url: str
-    revoked: str
-    is_current: bool
-    revoked_self: bool
+    revoked: str  # the prefix
+    is_current: bool  # this computer's own session was revoked
+    revoked_self: bool  # the same as is_current (the reference's name)
 
 
 class DevicesExtendReply(TypedDict):
     url: str
-    session: dict[str, Any]
-    store_updated: bool
+    session: dict[str, Any]  # the server's session dict
+    store_updated: bool  # it was this computer's session and the stored expiry was updated
 
 
 class _RouteIndicatorBase(TypedDict):
@@ -208,11 +260,26 @@ class IndicatorRelay(TypedDict):
 
 
 class RouteIndicator(_RouteIndicatorBase, total=False):
+    """``route``: the indicator the prompt shows (agent/indicator.py). ``label`` carries every relay when
+    several are paired and one is connected (``LAN | office: Tailscale``) and the waiting approvals
+    (``LAN !1``)."""
+
     updated_at: float
     valid_until: int
     pid: int
     approvals_waiting: int  # desktop calls waiting for approval (the label ends in " !N")
     relays: list[IndicatorRelay]  # every relay's part of the label, when several are paired and one is connected
+
+
+class _PinAcceptOptional(TypedDict, total=False):
+    apply: bool  # False: only report the presented certificate (default True)
+    pin: str  # refuse (PinMismatchError) when the relay now presents another one than the user was shown
+
+
+class PinAcceptParams(_PinAcceptOptional):
+    """``pin.accept``: trust a relay's new certificate; an unchanged pin is never rewritten."""
+
+    url: str
 
 
 class PinAcceptReply(TypedDict):
@@ -228,6 +295,17 @@ class ForgetRelay(TypedDict, total=False):
     message: str
 
 
+class _ForgetOptional(TypedDict, total=False):
+    contact_relay: bool  # default True: revoke this computer's session on the relay first (when reachable)
+
+
+class ForgetParams(_ForgetOptional):
+    """``forget``: revokes the session on the relay, then removes the record (routes, pins), the verdict,
+    the refresh token and the desktop access-policy entry. A paused pairing is accepted too."""
+
+    url: str
+
+
 class ForgetReply(TypedDict):
     url: str
     prefix: str | None
@@ -235,9 +313,26 @@ class ForgetReply(TypedDict):
     relay: ForgetRelay
 
 
-class RestoreReply(TypedDict):
+class RestoreParams(TypedDict):
+    """``restore``: put a pairing another client removed from the store (``status`` shows it "paused", its
+    record kept by the agent) back into the store and reconnect it."""
+
     url: str
-    restored: bool
+
+
+class RestoreReply(TypedDict):
+    url: str  # the store key
+    restored: bool  # False when the store already holds a pairing for that relay again (the paused copy is dropped)
+
+
+class DownParams(TypedDict, total=False):
+    """``down``/``up``: take this computer off one relay (``url``) or every relay (none, pairings made later
+    included): the links stop, records, tokens and policies stay; kept in the agent's own file
+    (core/offline.py) across restarts. ``up`` lifts it (``up URL`` while every relay is down keeps the
+    others down). A down relay's RelayState has state "down". NotPairedError for a URL that is neither
+    stored nor paused."""
+
+    url: str
 
 
 class DownReply(TypedDict):
@@ -279,6 +374,19 @@ class ApprovalsListReply(TypedDict):
     approvals: list[Approval]
 
 
+class _DecideOptional(TypedDict, total=False):
+    always: bool  # with approve: set that capability to ``allow`` for that host in the policy file
+    reason: str
+
+
+class ApprovalsDecideParams(_DecideOptional):
+    """``approvals.decide``: NotFoundError when the request was answered, expired or its call ended (a late
+    answer runs nothing)."""
+
+    id: str
+    approve: bool
+
+
 class ApprovalsDecideReply(TypedDict):
     id: str
     approved: bool
@@ -289,7 +397,19 @@ class ApprovalsDecideReply(TypedDict):
 
 
 class ReloadReply(TypedDict):
+    """``reload``: re-read the store, (re)start links, clear revoked marks for records whose token changed."""
+
     relays: int
+
+
+class _AccessChangingOptional(TypedDict, total=False):
+    command: str  # "forget" when forget drops the policy; else the change is access's
+
+
+class AccessChangingParams(_AccessChangingOptional):
+    """``access.changing``: the CLI is about to change a host's policy or roots (for the audit)."""
+
+    url: str
 
 
 class AccessChangingReply(TypedDict):
@@ -297,30 +417,110 @@ class AccessChangingReply(TypedDict):
 
 
 class StopReply(TypedDict):
+    """``agent.stop``: answered first, then the agent stops."""
+
     stopping: bool
 
 
+class DoctorParams(TypedDict, total=False):
+    """``doctor``: checks every route of every stored relay (with ``url``: of that pairing only, else
+    NotPairedError) on its own short-lived connections; changes nothing."""
+
+    deadline: float  # seconds for the whole run (default 10)
+    url: str
+    standalone: bool  # no agent runs links (``python -m hermes_relay.agent doctor``); set by that entry only
+
+
+class _DoctorStepBase(TypedDict):
+    step: Literal["dns", "tcp", "tls", "ws", "auth"]
+    status: Literal["ok", "warn", "fail", "skip"]
+    summary: str
+    ms: float | None  # None for a skipped step
+    detail: str | None
+    fix: str | None
+
+
+class DoctorStep(_DoctorStepBase, total=False):
+    """One step of one route's check, with the facts it found."""
+
+    addresses: list[str]  # dns
+    error: str  # tcp: "timeout" | "refused" | "unreachable" | "os_error"
+    http_status: int  # ws
+    recorded_pin: str | None  # tls
+    presented_pin: str | None  # tls
+    reason: str  # auth: why the relay refused the token
+    expires_at: float | None  # auth
+    server_version: str | None  # auth
+
+
+class DoctorRoute(RouteInfo):
+    address: str | None
+    status: Literal["ok", "warn", "fail", "skip"]
+    steps: list[DoctorStep]
+
+
+class DoctorRelay(TypedDict):
+    url: str
+    status: Literal["ok", "warn", "fail", "skip"]
+    working_routes: int
+    link: RelayState | None
+    link_status: Literal["ok", "warn", "fail", "skip"]
+    routes: list[DoctorRoute]
+
+
+class DoctorNetwatch(TypedDict):
+    backend: str
+    enabled: bool
+
+
+class DoctorNotifier(TypedDict):
+    program: str | None  # the notifier approvals use, None when there is none
+    disabled: str | None  # why notifications are off (HERMES_RELAY_NOTIFY=0)
+
+
+class DoctorDesktop(TypedDict):
+    notify: DoctorNotifier
+
+
+class DoctorReply(TypedDict):
+    netwatch: DoctorNetwatch
+    relays: list[DoctorRelay]
+    desktop: DoctorDesktop
+    store_error: ErrorObj | None
+    deadline: float
+    elapsed_ms: float
+    knobs: dict[str, str]  # the test switches set (core/knobs.py), name -> value
+
+
 # method -> (params type, result type); streaming methods' notifies are in NOTIFIES.
+# ``watch`` never answers: it notifies until the client disconnects, ``state`` (RelayState: every relay's
+# state first, paused pairings too, then on every change; a pairing another client removed from the store
+# shows up once as "paused") and ``approval`` (ApprovalRequested first for every pending one, then each new
+# one, and ApprovalResolved).
 METHODS: dict[str, tuple[Any, Any]] = {
     "hello": (HelloParams, HelloReply),
     "status": (StatusParams, StatusReply),
     "pair.start": (PairStartParams, PairReply),
     "pair.check": (PairStartParams, PairCheckReply),
-    "devices.list": (dict, DevicesListReply),
-    "devices.revoke": (dict, DevicesRevokeReply),
-    "devices.extend": (dict, DevicesExtendReply),
-    "route": (dict, RouteIndicator),
-    "pin.accept": (dict, PinAcceptReply),
-    "reload": (dict, ReloadReply),
-    "agent.stop": (dict, StopReply),
-    "forget": (dict, ForgetReply),
-    "restore": (dict, RestoreReply),
-    "down": (dict, DownReply),
-    "up": (dict, DownReply),
-    "approvals.list": (dict, ApprovalsListReply),
-    "approvals.decide": (dict, ApprovalsDecideReply),
-    "access.changing": (dict, AccessChangingReply),
+    "devices.list": (DevicesListParams, DevicesListReply),
+    "devices.revoke": (DevicesRevokeParams, DevicesRevokeReply),
+    "devices.extend": (DevicesExtendParams, DevicesExtendReply),
+    "route": (EmptyParams, RouteIndicator),
+    "watch": (EmptyParams, type(None)),
+    "pin.accept": (PinAcceptParams, PinAcceptReply),
+    "reload": (EmptyParams, ReloadReply),
+    "agent.stop": (EmptyParams, StopReply),
+    "forget": (ForgetParams, ForgetReply),
+    "restore": (RestoreParams, RestoreReply),
+    "down": (DownParams, DownReply),
+    "up": (DownParams, DownReply),
+    "approvals.list": (EmptyParams, ApprovalsListReply),
+    "approvals.decide": (ApprovalsDecideParams, ApprovalsDecideReply),
+    "access.changing": (AccessChangingParams, AccessChangingReply),
+    "doctor": (DoctorParams, DoctorReply),
 }
+
+
 class ApprovalRequested(Approval):
     event: Literal["approval.requested"]
 

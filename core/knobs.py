@@ -1,35 +1,47 @@
-"""Environment knobs: one registry of the variables that change behaviour, read once into the config.
+"""Environment knobs: one registry of the variables that change behaviour, parsed once into the config.
 
-A knob has a name, what it means, and whether it exists only for tests (fault injection). A program
-reads the knobs it understands once at start-up (``read``), logs the ones that are set (``log_set``),
-and hands the code below seams built from them (a checkpoint, a writer), never the environment
-itself. This is tailscale's envknob, kept small. The registry serves the relay (``RELAY``) and is
-shaped to take the agent's knobs too (``AGENT``, empty until the agent moves its fault switches here).
+Like tailscale's envknob: each knob has a name, what it does, and whether it exists only for tests
+(fault injection). A program reads the knobs it understands once, where its config is built
+(``read``; the agent's ``parse_agent``); code receives what a knob configures as a seam through that
+config (a checkpoint callable, a store-write fault counter, a deadline cap), never by reading the
+environment itself. The agent logs the knobs that are set when it starts (``describe``) and
+``status``/``doctor`` show them, so a test switch left set in a real environment is visible.
+
+The registry takes every program's knobs: ``AGENT`` and ``RELAY`` (the relay reads its own once into
+``RelayConfig.knobs`` and logs the set ones with ``log_set``). Plain data and parsing: it imports
+nothing of the project and no trio.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Knob:
-    name: str
-    meaning: str
-    test_only: bool = False
+    name: str  # the environment variable
+    meaning: str  # what setting it does
+    test_only: bool = False  # a switch for tests: never set in a real installation
 
 
-FAULT_SAVE = Knob(
-    "HERMES_RELAY_FAULT_SAVE",
-    "a file path: while that file exists, every write of the relay's sessions.json fails (save-failure tests)",
-    test_only=True,
-)
+KILL_AT = Knob("HERMES_RELAY_TEST_KILL_AT",
+               "the agent dies as kill -9 would at this named write point (agent/checkpoints.py)", test_only=True)
+STORE_WRITE_FAULTS = Knob("HERMES_RELAY_TEST_STORE_WRITE_FAULTS",
+                          "the first N store writes of pairing credentials fail as on a full disk", test_only=True)
+DESKTOP_DEADLINE = Knob("HERMES_RELAY_DESKTOP_DEADLINE",
+                        "caps every desktop call's deadline at this many seconds (never lengthens one)", test_only=True)
 
+FAULT_SAVE = Knob("HERMES_RELAY_FAULT_SAVE",
+                  "a file path: while that file exists, every write of the relay's sessions.json fails (save-failure "
+                  "tests)", test_only=True)
+
+AGENT: tuple[Knob, ...] = (KILL_AT, STORE_WRITE_FAULTS, DESKTOP_DEADLINE)
 RELAY: tuple[Knob, ...] = (FAULT_SAVE,)
-AGENT: tuple[Knob, ...] = ()
-REGISTRY: dict[str, Knob] = {k.name: k for k in (*RELAY, *AGENT)}
+KNOBS: tuple[Knob, ...] = (*AGENT, *RELAY)  # every registered knob
+REGISTRY: dict[str, Knob] = {knob.name: knob for knob in KNOBS}
 
 
 @dataclass(frozen=True)
@@ -44,10 +56,85 @@ class Knobs:
     def set(self) -> list[Knob]:
         return [REGISTRY[name] for name in sorted(self.values)]
 
+    def shown(self) -> dict[str, str]:
+        """name -> value of every knob set (status and doctor show these)."""
+        return dict(sorted(self.values.items()))
+
 
 def read(env: Mapping[str, str], knobs: Iterable[Knob]) -> Knobs:
     """The given knobs' values from ``env``; an empty value counts as unset."""
     return Knobs({k.name: env[k.name] for k in knobs if env.get(k.name)})
+
+
+class Countdown:
+    """A fault that fires for the next N uses (thread-safe: store writes run in worker threads)."""
+
+    def __init__(self, count: int = 0):
+        self._left = max(0, count)
+        self._lock = threading.Lock()
+
+    def fire(self) -> bool:
+        """True (and one fewer left) while faults remain."""
+        with self._lock:
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+    @property
+    def left(self) -> int:
+        return self._left
+
+
+@dataclass(frozen=True)
+class AgentKnobs:
+    """The agent's knobs, parsed: what each configures (a value that does not parse configures nothing)."""
+
+    kill_at: str | None = None
+    store_write_faults: int = 0
+    desktop_deadline: float | None = None
+    knobs: Knobs = field(default_factory=Knobs)  # the raw values of those set
+
+    def shown(self) -> dict[str, str]:
+        return self.knobs.shown()
+
+
+def parse_agent(env: Mapping[str, str]) -> AgentKnobs:
+    """Read the agent's knobs once (AgentConfig.from_env)."""
+    knobs = read(env, AGENT)
+    return AgentKnobs(kill_at=knobs.get(KILL_AT), store_write_faults=_int(knobs.get(STORE_WRITE_FAULTS)),
+                      desktop_deadline=_positive(knobs.get(DESKTOP_DEADLINE)), knobs=knobs)
+
+
+PREFIX = "HERMES_RELAY_"
+
+
+def describe(knobs: Knobs) -> list[str]:
+    """One line per knob that is set, for the start-up log: ``knob=NAME value='…' test_only=yes (meaning)``.
+
+    NAME drops the common ``HERMES_RELAY_`` prefix: the agent log's token filter masks any 32-character
+    word, and most full names are that long."""
+    out = []
+    for knob in knobs.set():
+        short = knob.name[len(PREFIX):] if knob.name.startswith(PREFIX) else knob.name
+        out.append(f"knob={short} value={knobs.get(knob)!r} test_only={'yes' if knob.test_only else 'no'} "
+                   f"({knob.meaning})")
+    return out
+
+
+def _int(text: str | None) -> int:
+    try:
+        return max(0, int(text)) if text else 0
+    except ValueError:
+        return 0
+
+
+def _positive(text: str | None) -> float | None:
+    try:
+        value = float(text) if text else 0.0
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def log_set(knobs: Knobs, log: logging.Logger) -> None:

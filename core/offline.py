@@ -130,7 +130,7 @@ def _read_for_update(path: Path) -> Switch:
 
 
 def state(url: str, since: float | None, record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The RelayState (core/api.py) of a relay that is down: no route, no link, and how to lift it."""
+    """The RelayState (core/apitypes.py) of a relay that is down: no route, no link, and how to lift it."""
     version = (record or {}).get("server_version")
     return {"url": url, "state": DOWN_STATE, "route": None, "since": since, "latency_ms": None, "attempts": 0,
             "next_retry_at": None, "routes": [], "server_version": version if isinstance(version, str) else None,

@@ -276,3 +276,60 @@ def _api_of(url: str) -> dict[str, Any]:
 def owner_urls(sessions: Any) -> list[str]:
     """Every record that has a token (one link each); alternate routes are not separate links."""
     return [url for url, rec in parse_sessions(sessions).records.items() if rec.paired]
+
+
+# -- edits: what the agent writes into a raw record (no I/O; applied inside SessionStore.update) ------
+
+def set_pin(raw: dict[str, Any], owner: str, route_url: str, pin: str | None) -> None:
+    """Trust ``pin`` for ``route_url``: the owner URL's pin field, or another route's entry in ``route_cert_pins``."""
+    if route_url == owner:
+        raw["cert_pin_sha256"] = pin
+        return
+    given = raw.get("route_cert_pins")
+    pins = given if isinstance(given, dict) else {}
+    pins[route_url] = pin
+    raw["route_cert_pins"] = pins
+
+
+def apply_auth(raw: dict[str, Any], owner: str, route_url: str, ok: Mapping[str, Any], pin: str | None,
+               used_token: str | None) -> bool:
+    """A successful authentication's answer into the record it used (rotated tokens, expiry, grants, and a
+    first pin: a recorded one is never replaced here). False, nothing changed, when the record now holds
+    another token (re-paired meanwhile)."""
+    if raw.get("token") != used_token:
+        return False
+    for field_name, key in (("token", "session_token"), ("refresh_token", "refresh_token")):
+        if isinstance(ok.get(key), str) and ok[key]:
+            raw[field_name] = ok[key]
+    if ok.get("server_version"):
+        raw["server_version"] = ok["server_version"]
+    if "expires_at" in ok:
+        raw["ttl_expires_at"] = ok["expires_at"]
+    if isinstance(ok.get("grants"), dict):
+        raw["grants"] = ok["grants"]
+    if pin:
+        if route_url == owner:
+            raw.setdefault("cert_pin_sha256", None)
+            if not raw["cert_pin_sha256"]:
+                raw["cert_pin_sha256"] = pin
+        else:
+            given = raw.get("route_cert_pins")
+            pins = given if isinstance(given, dict) else {}
+            pins.setdefault(route_url, pin)
+            raw["route_cert_pins"] = pins
+    return True
+
+
+def apply_expiry(raw: Any, session: Mapping[str, Any]) -> bool:
+    """A changed session's expiry (and grants) into the record when that session is this record's own
+    (its token starts with the session's prefix). False when it is another device's."""
+    prefix = session.get("token_prefix")
+    if not isinstance(raw, dict) or not isinstance(prefix, str) or not prefix or "expires_at" not in session:
+        return False
+    token = raw.get("token")
+    if not isinstance(token, str) or not token.startswith(prefix):
+        return False
+    raw["ttl_expires_at"] = session["expires_at"]
+    if isinstance(session.get("grants"), dict):
+        raw["grants"] = session["grants"]
+    return True

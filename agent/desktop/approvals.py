@@ -20,13 +20,16 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from hermes_relay.agent.desktop import notify
 from hermes_relay.core import desktop
 from hermes_relay.core.errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from hermes_relay.core.apitypes import ApprovalsDecideReply
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +185,7 @@ class Approvals:
                            "url": desktop.visible(url)})
             log.info("approval_resolved id=%s outcome=%s", pid, outcome)
 
-    async def decide(self, pid: Any, approve: Any, *, always: bool = False, reason: str | None = None) -> dict[str, Any]:
+    async def decide(self, pid: Any, approve: Any, *, always: bool = False, reason: str | None = None) -> ApprovalsDecideReply:
         if not isinstance(pid, str) or not pid:
             raise UsageError("approvals.decide needs the approval id `hermes-relay approvals` shows")
         if not isinstance(approve, bool):

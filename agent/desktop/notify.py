@@ -12,8 +12,12 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from hermes_relay.core.apitypes import DoctorNotifier
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,7 @@ def command(title: str, body: str, env: Mapping[str, str]) -> list[str] | None:
     return None
 
 
-def notifier(env: Mapping[str, str]) -> dict[str, str | None]:
+def notifier(env: Mapping[str, str]) -> DoctorNotifier:
     """Which notifier ``notify`` would run here (for doctor): ``{program, disabled}``; program None when none."""
     if env.get("HERMES_RELAY_NOTIFY", "1") == "0":
         return {"program": None, "disabled": "HERMES_RELAY_NOTIFY=0"}

@@ -76,15 +76,6 @@ def _stat_key(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _deadline_cap(env: Any) -> float | None:
-    """``HERMES_RELAY_DESKTOP_DEADLINE``: shorten every call's deadline (tests; never lengthens one)."""
-    try:
-        value = float(env.get("HERMES_RELAY_DESKTOP_DEADLINE") or 0)
-    except ValueError:
-        return None
-    return value if value > 0 else None
-
-
 class DesktopService:
     def __init__(self, config: Any, *, tools: list[ToolSpec] | None = None,
                  device: Callable[[], dict[str, Any]] | None = None):
@@ -96,7 +87,8 @@ class DesktopService:
 
             tools = all_tools()
         self.table = ToolTable(tools)
-        self.deadline_cap = _deadline_cap(env)
+        knobs = getattr(config, "knobs", None)
+        self.deadline_cap = knobs.desktop_deadline if knobs is not None else None  # the knob (core/knobs.py)
         self.home = paths.hermes_home(env)
         self.cwd = paths.home_dir(env)
         self.policy_path = policy.policy_file(env)

@@ -13,10 +13,13 @@ runs nothing. ``--always`` also sets that capability to ``allow`` for that relay
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hermes_relay.cli.context import Context, add_common_flags
 from hermes_relay.core.errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from hermes_relay.core.apitypes import ApprovalsDecideParams
 
 HEADERS = ("ID", "TOOL", "RELAY", "EXPIRES", "WHAT")
 MAX_REASON = 200
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if verb in ("list", "show"):
         wanted = _id(args.id) if verb == "show" else None
         with ctx.client() as client:
-            result = client.call("approvals.list", {})
+            result = client.approvals_list()
         items = result.get("approvals") or []
         if wanted is not None:
             found = [i for i in items if i.get("id") == wanted]
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         for line in list_lines(items, ctx):
             ctx.out(line)
         return 0
-    params: dict[str, Any] = {"id": _id(args.id), "approve": verb == "approve"}
+    params: ApprovalsDecideParams = {"id": _id(args.id), "approve": verb == "approve"}
     if verb == "approve" and args.always:
         params["always"] = True
     if verb == "deny" and args.reason is not None:
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             raise UsageError(f"--reason must be 1 to {MAX_REASON} characters")
         params["reason"] = args.reason.strip()
     with ctx.client() as client:
-        result = client.call("approvals.decide", params)
+        result = client.approvals_decide(params)
     if getattr(args, "json", False):
         ctx.print_json(result)
         return 0

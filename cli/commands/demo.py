@@ -222,7 +222,6 @@ class _Demo:
     def follow(self, match: Callable[[str, dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
         """The first notification on the agent's watch stream that ``match`` accepts."""
         from hermes_relay.cli.client import ensure_agent
-        from hermes_relay.core import api
 
         class Reached(Exception):
             pass
@@ -236,7 +235,7 @@ class _Demo:
 
         with ensure_agent(self.env, stderr=self.ctx.stderr) as client:
             try:
-                client.call(api.WATCH, {}, timeout=timeout, on_notify=on_notify)
+                client.watch_notifies(on_notify, timeout=timeout)
             except Reached:
                 return found[0]
         raise TimeoutError(f"no {what} within {timeout:g}s")
@@ -247,7 +246,7 @@ class _Demo:
 
         try:
             with AgentClient.connect(paths.socket_path(self.env), timeout=2) as client:
-                client.call("agent.stop", {}, timeout=5)
+                client.stop(timeout=5)
         except Exception:  # best effort: the agent may never have started
             pass
         self.stop_relay()

@@ -92,25 +92,25 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     require_paired(ctx, url)
     with ctx.client() as client:
         if verb == "revoke" and not args.yes:
-            listed = client.call("devices.list", {k: v for k, v in params.items() if k == "url"})
+            listed = client.devices_list(url)
             target = _match(listed, params["prefix"])
             if not confirm(ctx, f"Revoke {_describe(target, ctx)}?", yes=False, what="devices revoke"):
                 ctx.err("not revoked: nothing changed")
                 return 1
             params["prefix"] = str(target.get("token_prefix") or params["prefix"])
         if verb == "extend":
-            listed = client.call("devices.list", {k: v for k, v in params.items() if k == "url"})
+            listed = client.devices_list(url)
             target = _match(listed, params["prefix"])
             _check_not_shorter(target, params["ttl_seconds"], explicit_ttl, ctx)
             try:
-                result = client.call("devices.extend", params)
+                result = client.devices_extend(params["prefix"], params["ttl_seconds"], url)
             except ForbiddenError as exc:
                 prefix = str(target.get("token_prefix") or params["prefix"])
                 raise ForbiddenError(exc.message, hint="a device can only shorten its own session; to extend it, "
                                      "run on the relay host: " + _operator_extend(prefix, params["ttl_seconds"]),
                                      data=exc.data) from None
         else:
-            result = client.call(f"devices.{verb}", params)
+            result = client.devices_revoke(params["prefix"], url) if verb == "revoke" else client.devices_list(url)
     if getattr(args, "json", False):
         ctx.print_json(result)
         return 0

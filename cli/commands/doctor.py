@@ -290,12 +290,12 @@ def _agent(ctx: Context, *, reload_store: bool) -> tuple[list[dict[str, Any]], l
             out.append(check("agent.version", OK, f"agent and CLI are both {__version__}"))
         if reload_store:
             try:
-                client.call("reload", {}, timeout=CALL_SLACK)
+                client.reload(timeout=CALL_SLACK)
             except HermesError as exc:
                 out.append(check("agent.reload", WARN, f"the agent did not reload the new store: {exc.message}",
                                  fix="hermes-relay agent restart"))
         try:
-            result = client.call("doctor", {"deadline": DEADLINE}, timeout=DEADLINE + CALL_SLACK)
+            result = client.doctor(deadline=DEADLINE, timeout=DEADLINE + CALL_SLACK)
         except HermesError as exc:
             out.append(check("relays", FAIL, f"the agent could not check the relays: {exc.message}",
                              fix=exc.hint or "hermes-relay agent restart"))
@@ -308,6 +308,9 @@ def _agent_result(out: list[dict[str, Any]], result: dict[str, Any]) -> tuple[li
     desktop = result.get("desktop")
     if isinstance(desktop, dict):  # older agents do not report it
         out.append(notifier_check(desktop.get("notify")))
+    knobs = result.get("knobs")
+    if isinstance(knobs, dict) and knobs:  # test switches (core/knobs.py) left set in the agent's environment
+        out.append(_knobs(knobs))
     relays = [r for r in result.get("relays") or [] if isinstance(r, dict)]
     if not relays:
         out.append(check("relays", SKIP, "no paired relays to check"))
@@ -358,6 +361,15 @@ def notifier_check(info: Any) -> dict[str, Any]:
     return check("desktop.notify", WARN, "no desktop notifier found (notify-send, osascript)", detail=NO_NOTIFIER,
                  fix="install notify-send (libnotify-bin / libnotify) where the agent runs, then "
                      "`hermes-relay agent restart`; or keep `hermes-relay approvals --watch` open")
+
+
+def _knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+    from hermes_relay.cli.render import printable
+
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(knobs.items()))
+    return check("agent.knobs", WARN, f"test switches are set in the agent's environment: {printable(shown)}",
+                 detail="they inject faults or shorten deadlines; a real installation sets none",
+                 fix="unset them and run `hermes-relay agent restart`")
 
 
 def _netwatch(info: dict[str, Any]) -> dict[str, Any]:

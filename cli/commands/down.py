@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
         require_paired(ctx, url)
     with ctx.client() as client:
-        result = client.call(verb, {} if url is None else {"url": url}, timeout=CALL_TIMEOUT)
+        result = client.set_down(url, down=verb == "down", timeout=CALL_TIMEOUT)
     if getattr(args, "json", False):
         ctx.print_json(result)
         return 0

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         ctx.err("not forgotten: nothing changed")
         return EXIT_FAILURE
     with ctx.client() as client:
-        result = client.call("forget", {"url": owner}, timeout=FORGET_TIMEOUT)
+        result = client.forget(owner, timeout=FORGET_TIMEOUT)
     _forget_names(ctx, owner)
     if getattr(args, "json", False):
         ctx.print_json(result)

@@ -193,7 +193,7 @@ def _test(args: argparse.Namespace, ctx: Context) -> int:
         if chosen is not None:
             params["url"] = chosen
     with ctx.client() as client:
-        result = client.call("doctor", params, timeout=TEST_DEADLINE + TEST_SLACK)
+        result = client.doctor(deadline=TEST_DEADLINE, url=params.get("url"), timeout=TEST_DEADLINE + TEST_SLACK)
     found = [r for r in result.get("relays") or [] if isinstance(r, dict)]
     ok = bool(found) and all(any(_reachable(rt) for rt in r.get("routes") or []) for r in found)
     if getattr(args, "json", False):

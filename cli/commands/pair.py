@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hermes_relay.cli import repairing
 from hermes_relay.cli.context import Context, add_common_flags
 from hermes_relay.core.errors import AgentNotRunningError, HermesError, UsageError
 from hermes_relay.core.wire import MAX_DEVICE_NAME
+
+if TYPE_CHECKING:
+    from hermes_relay.core.apitypes import PairProgress, PairStartParams
 
 REACH_TIMEOUT = 4.0  # seconds for the TCP check before the interactive prompt (a route probe's budget)
 PAIR_TIMEOUT = 60.0  # seconds: route probes (4 s each, tiered) plus the auth handshake, with margin
@@ -78,8 +81,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     said: list[bool] = []  # the "already paired as …" line was printed by the check already
 
-    def on_notify(method: str, notify: dict[str, Any]) -> None:
-        if method == "pair.progress" and isinstance(notify.get("line"), str):
+    def on_progress(notify: PairProgress) -> None:
+        if isinstance(notify.get("line"), str):
             from hermes_relay.cli.render import printable
 
             if said and notify["line"].startswith(repairing.ALREADY):
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             return 1
         said.append(True)
         try:
-            result = client.call("pair.start", params, timeout=PAIR_TIMEOUT, on_notify=on_notify)
+            result = client.pair_start(params, timeout=PAIR_TIMEOUT, on_progress=on_progress)
         except HermesError:
             if started:
                 _stop_if_nothing_paired(ctx, client)
@@ -127,18 +130,18 @@ def _stop_if_nothing_paired(ctx: Context, client: Any) -> None:
     if sessions is None or paired_urls(sessions):
         return
     try:
-        client.call("agent.stop", {}, timeout=5.0)
+        client.stop(timeout=5.0)
     except HermesError:
         pass
 
 
-def build_request(args: argparse.Namespace, ctx: Context) -> tuple[dict[str, Any], str]:
+def build_request(args: argparse.Namespace, ctx: Context) -> tuple[PairStartParams, str]:
     """Validate the inputs and return (pair.start params, a description for the progress line).
 
     Raises UsageError or PayloadError (exit 2) before anything touches the agent.
     """
     env = ctx.env
-    params: dict[str, Any] = {}
+    params: PairStartParams = {}
     if args.name is not None:
         params["device_name"] = _device_name(args.name)
     if getattr(args, "ignore_signature", False):

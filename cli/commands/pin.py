@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     require_paired(ctx, url)
     as_json = getattr(args, "json", False)
     with ctx.client() as client:
-        seen = client.call("pin.accept", {"url": url, "apply": False})
+        seen = client.pin_accept(url, apply=False)
         shown_url = seen.get("url") or url
         if not seen.get("changed"):
             if as_json:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if not confirm(ctx, "Trust the new certificate?", yes=args.yes, what="pin accept"):
             ctx.err("not accepted: nothing changed")
             return EXIT_FAILURE
-        result = client.call("pin.accept", {"url": url, "pin": seen.get("new_pin")})
+        result = client.pin_accept(url, pin=seen.get("new_pin"))
     if as_json:
         ctx.print_json(result)
         return 0

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     url, _ = normalize_relay_url(args.url)
     with ctx.client() as client:
-        result = client.call("restore", {"url": url}, timeout=RESTORE_TIMEOUT)
+        result = client.restore(url, timeout=RESTORE_TIMEOUT)
     if getattr(args, "json", False):
         ctx.print_json(result)
         return 0

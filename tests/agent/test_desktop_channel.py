@@ -272,11 +272,12 @@ async def test_the_deadline_cap_shortens_calls_and_never_lengthens_them(tmp_path
         assert (await h.response())["error"] == "aborted"
         assert trio.current_time() - t0 == pytest.approx(desktop.DEFAULT_DEADLINE)
         nursery.cancel_scope.cancel()
-    from hermes_relay.agent.desktop import service as service_mod
+    def cap(env: dict[str, str]) -> float | None:
+        return DesktopService(AgentConfig.from_env({**env, "HOME": str(tmp_path)}), tools=[]).deadline_cap
 
-    assert service_mod._deadline_cap({"HERMES_RELAY_DESKTOP_DEADLINE": "2.5"}) == 2.5
-    assert service_mod._deadline_cap({"HERMES_RELAY_DESKTOP_DEADLINE": "soon"}) is None
-    assert service_mod._deadline_cap({}) is None
+    assert cap({"HERMES_RELAY_DESKTOP_DEADLINE": "2.5"}) == 2.5
+    assert cap({"HERMES_RELAY_DESKTOP_DEADLINE": "soon"}) is None
+    assert cap({}) is None
 
 
 async def test_a_9_mb_result_is_bounded_under_the_frame_limit(served: Harness, autojump_clock: trio.abc.Clock) -> None:

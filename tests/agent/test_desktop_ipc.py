@@ -13,7 +13,7 @@ import pytest
 import trio
 from test_desktop_channel import FakePort
 
-from hermes_relay.agent import pairing
+from hermes_relay.agent import pairing, runner
 from hermes_relay.agent.app import Agent
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.cli.client import AgentClient
@@ -34,7 +34,7 @@ async def _agent(tmp_path: Path, nursery: trio.Nursery) -> Agent:
     env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir),
            "HERMES_RELAY_NOTIFY": "0", "HOME": str(tmp_path)}
     agent = Agent(AgentConfig.from_env(env, netwatch=False))
-    await nursery.start(agent.run)
+    await nursery.start(runner.run, agent)
     return agent
 
 

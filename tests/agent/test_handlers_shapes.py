@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hermes_relay.agent.handlers import _patched_session
+from hermes_relay.agent.devices import patched_session as _patched_session
 
 
 def test_a_patch_answer_is_read_in_the_reference_relays_flat_shape_and_in_ours() -> None:

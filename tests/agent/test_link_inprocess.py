@@ -12,7 +12,7 @@ from typing import Any
 import helpers
 import trio
 
-from hermes_relay.agent import pairing
+from hermes_relay.agent import pairing, runner
 from hermes_relay.agent.app import Agent
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.netwatch import InterfaceWatcher
@@ -53,7 +53,7 @@ async def _agent(tmp_path: Path, nursery: trio.Nursery, *, watcher: Any = None,
     agent = Agent(AgentConfig.from_env(env, **overrides), watcher=watcher)
     send, receive = trio.open_memory_channel[dict[str, Any]](100)
     agent.watchers.add(send)
-    await nursery.start(agent.run)
+    await nursery.start(runner.run, agent)
     return agent, receive
 
 

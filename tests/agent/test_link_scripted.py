@@ -15,6 +15,7 @@ from typing import Any
 import trio
 import trio_websocket
 
+from hermes_relay.agent import runner
 from hermes_relay.agent.app import Agent
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.credentials import Credentials
@@ -98,7 +99,7 @@ def agent_for(tmp_path: Path, **overrides: Any) -> Agent:
 async def start(agent: Agent, nursery: trio.Nursery) -> trio.MemoryReceiveChannel[dict[str, Any]]:
     send_states, states = trio.open_memory_channel[dict[str, Any]](100)
     agent.watchers.add(send_states)
-    await nursery.start(agent.run)
+    await nursery.start(runner.run, agent)
     return states
 
 

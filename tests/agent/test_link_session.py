@@ -13,7 +13,7 @@ from typing import Any
 import helpers
 import trio
 
-from hermes_relay.agent import pairing
+from hermes_relay.agent import pairing, runner
 from hermes_relay.agent.app import Agent
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.core import api
@@ -51,7 +51,7 @@ async def start_agent(tmp_path: Path, nursery: trio.Nursery,
     agent = Agent(AgentConfig.from_env(env, netwatch=False, **overrides))
     send, receive = trio.open_memory_channel[dict[str, Any]](100)
     agent.watchers.add(send)
-    await nursery.start(agent.run)
+    await nursery.start(runner.run, agent)
     return agent, receive
 
 

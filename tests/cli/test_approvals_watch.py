@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hermes_relay.cli import approvals_watch
+from hermes_relay.cli.client import AgentCalls
 from hermes_relay.cli.main import invoke
 from hermes_relay.core.errors import AgentNotRunningError, IpcError
 
@@ -67,7 +68,7 @@ class Scripted:
             raise AgentNotRunningError("/fake/agent.sock")
         agent = self
 
-        class Client:
+        class Client(AgentCalls):  # the real client's typed methods over this script
             def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: Any = None,
                      on_notify: Any = None) -> Any:
                 if method == "watch":

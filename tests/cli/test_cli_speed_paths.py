@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_cli_status import NOW, STORE, TOKEN, write_store
 
-from hermes_relay.agent.handlers import paired_view
+from hermes_relay.agent.statusview import paired_view
 from hermes_relay.core import paths
 from hermes_relay.core.errors import NotPairedError
 

@@ -187,6 +187,18 @@ def test_an_agent_of_another_version_is_a_warning(cli, env, make_agent) -> None:
     assert version["fix"] == "hermes-relay agent restart"
 
 
+def test_test_switches_set_in_the_agents_environment_are_a_warning(cli, env, make_agent) -> None:
+    agent = make_agent(results={"doctor": {"netwatch": {"backend": "poll"}, "relays": [],
+                                           "knobs": {"HERMES_RELAY_TEST_STORE_WRITE_FAULTS": "2"}}},
+                       hello={"api_version": 1, "agent_version": __version__, "pid": 1, "started_at": NOW})
+    knobs = by_id(json.loads(cli("doctor", "--json", agent=agent).out))["agent.knobs"]
+    assert knobs["status"] == "warn"
+    assert knobs["summary"] == "test switches are set in the agent's environment: HERMES_RELAY_TEST_STORE_WRITE_FAULTS=2"
+    quiet = make_agent(results={"doctor": {"netwatch": {"backend": "poll"}, "relays": [], "knobs": {}}},
+                       hello={"api_version": 1, "agent_version": __version__, "pid": 1, "started_at": NOW})
+    assert "agent.knobs" not in by_id(json.loads(cli("doctor", "--json", agent=quiet).out))
+
+
 def test_fix_tells_a_running_agent_to_reload_the_new_store(cli, env, make_agent) -> None:
     write_store(env, CORRUPT)
     agent = make_agent(results={"reload": {"relays": 0}, "doctor": {"netwatch": {"backend": "netlink"}, "relays": []}},

@@ -40,6 +40,7 @@ def test_the_real_agents_replies_fit_the_typed_contract(relay_proc, agent_env) -
         _strict(client.route(), apitypes.RouteIndicator, "route")
         listed = client.devices_list()
         _strict(listed, apitypes.DevicesListReply, "devices.list")
+        _strict(client.doctor(deadline=10.0), apitypes.DoctorReply, "doctor")
     [entry] = reply["paired"]
     assert entry["url"] == relay_proc.url and entry["live"]["state"] == api.CONNECTED
     assert entry["record"]["token"] == agent_env.store()["sessions"][relay_proc.url]["token"]  # revealed

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from procs import PY, read_line, wait_state
 
-from hermes_relay.core import api, payload
+from hermes_relay.core import api, paths, payload
 from hermes_relay.core.errors import HermesError, StateCorruptError, StateError, StateLockError, UsageError
 
 pytestmark = pytest.mark.integration
@@ -115,6 +115,10 @@ def test_full_disk_after_auth_ok_keeps_the_new_credentials_and_stores_them_later
     assert state["url"] == relay_proc.url
     assert env.store()["sessions"][relay_proc.url]["token"] == token
     assert json.loads(_pending_file(env).read_text())["pending"] == {}
+    with env.client() as c:  # the test switches in force are shown (core/knobs.py)
+        assert c.call(api.STATUS, {})["agent"]["knobs"] == {"HERMES_RELAY_TEST_STORE_WRITE_FAULTS": "2"}
+    started = [line for line in paths.agent_log_file(env.env).read_text().splitlines() if "knob_set" in line]
+    assert len(started) == 1 and "knob_set knob=TEST_STORE_WRITE_FAULTS value='2' test_only=yes (" in started[0]
 
 
 def test_kill_9_right_after_auth_ok_loses_nothing(relay_proc, make_agent_env) -> None:

@@ -15,14 +15,14 @@ import pytest
 from procs import wait_gone, wait_state
 
 from hermes_relay.agent import checkpoints
-from hermes_relay.core import api
+from hermes_relay.core import api, knobs
 from hermes_relay.core.errors import HermesError
 
 pytestmark = pytest.mark.integration
 
 
 def _works_after_restart(env, relay, old_token: str) -> None:  # type: ignore[no-untyped-def]
-    env.env.pop(checkpoints.KILL_ENV)
+    env.env.pop(knobs.KILL_AT.name)
     wait_state(env, lambda s: s["state"] == api.CONNECTED and s["url"] == relay.url
                and env.store()["sessions"][relay.url]["token"] != old_token)
     with env.client() as c:
@@ -41,7 +41,7 @@ def test_a_kill_9_at_each_write_point_of_a_re_pair_loses_nothing(relay_proc, mak
     env.pair(relay_proc)
     old = env.store()["sessions"][relay_proc.url]["token"]
     env.stop()
-    env.env[checkpoints.KILL_ENV] = point
+    env.env[knobs.KILL_AT.name] = point
     with env.client() as c:
         pid = c.hello["pid"]
         with pytest.raises(HermesError):  # the agent dies before it answers
@@ -53,7 +53,7 @@ def test_a_kill_9_at_each_write_point_of_a_re_pair_loses_nothing(relay_proc, mak
 @pytest.mark.parametrize("point", checkpoints.REFRESH)
 def test_a_kill_9_at_each_write_point_of_a_token_refresh_loses_nothing(relay_proc, make_agent_env,
                                                                         point: str) -> None:
-    env = make_agent_env(HERMES_RELAY_BACKOFF_CAP="0.5", **{checkpoints.KILL_ENV: point})
+    env = make_agent_env(HERMES_RELAY_BACKOFF_CAP="0.5", **{knobs.KILL_AT.name: point})
     with env.client() as c:
         pid = c.hello["pid"]
         c.call(api.PAIR_START, {"url": relay_proc.url, "code": relay_proc.mint_code(ttl="2")}, timeout=30)

@@ -1,0 +1,170 @@
+"""The runner: what makes an Agent (agent/app.py) a running process part.
+
+    instance locks (per HOME and host, per runtime dir) → IPC listener → kept credentials into the store
+    → one RelayLink per stored pairing → store watcher → network watcher → clock watch
+    → route indicator heartbeat → serve IPC (agent/handlers.py over agent/backend.py) until ``agent.stop``
+
+It owns the locks, the listener, the nursery (links run in it) and the watchers; the agent holds the
+state they act on. Network changes and wall-clock jumps (sleep/resume) clear the reachability cache
+and wake every link so nobody waits out a backoff on a network that just came back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import trio
+
+from hermes_relay.agent import handlers, ipc_endpoint, pairing
+from hermes_relay.agent.app import Agent
+from hermes_relay.agent.backend import AgentBackend
+from hermes_relay.agent.ipc_server import serve_ipc
+from hermes_relay.core import api, instance, knobs, paths
+from hermes_relay.core.errors import StateError
+from hermes_relay.core.store import SessionStore
+
+log = logging.getLogger(__name__)
+RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
+NAMES_POLL = 2.0  # seconds: how soon the prompt shows a relay's new name or the new default
+
+
+async def run(agent: Agent, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run ``agent`` until it stops (``agent.stop()``: the IPC method, a signal, idling out, or being fenced)."""
+    config = agent.config
+    owner = instance.owner_record(socket_path=config.socket_path, started_at=agent.started_at,
+                                  runtime_dir=paths.runtime_dir_str(config.env))
+    with instance.hold(config.home_lock_file, owner), ipc_endpoint.instance_lock(config.lock_file):
+        listener = await ipc_endpoint.open_ipc_listener(config.socket_path, config.ipc_mode,
+                                                        nonce_timeout=config.ipc_nonce_timeout)
+        agent.ipc = listener
+        identity = _identity(config.socket_path)
+        try:
+            async with trio.open_nursery() as nursery:
+                agent.nursery = nursery
+                await _recover_pending(agent)
+                agent.reload()
+                _start_watchers(agent, nursery, identity)
+                await nursery.start(serve_ipc, listener, handlers.table(AgentBackend(agent)))
+                log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), config.socket_path, len(agent.links))
+                for line in knobs.describe(config.knobs.knobs):
+                    log.warning("knob_set %s", line)
+                task_status.started()
+                await agent.stop_event.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            if _identity(config.socket_path) == identity:
+                ipc_endpoint.remove_socket(config.socket_path)
+            agent.indicator.write_stopped(config.wall_clock(), api.DOWN if agent.down and not agent.links else api.STOPPED)
+            log.info("agent_stopped")
+
+
+def _start_watchers(agent: Agent, nursery: trio.Nursery, identity: tuple[int, int] | None) -> None:
+    nursery.start_soon(_indicator_heartbeat, agent)
+    nursery.start_soon(agent.store_watcher.run, agent.store_changed)
+    nursery.start_soon(_indicator_approvals, agent)
+    nursery.start_soon(pairing.keep_pending, agent)
+    nursery.start_soon(_clock_watch, agent)
+    nursery.start_soon(_fence, agent, identity)
+    if agent.watcher is not None:
+        nursery.start_soon(_netwatch, agent)
+    if agent.config.idle_exit > 0:
+        nursery.start_soon(_idle_exit, agent)
+
+
+async def _recover_pending(agent: Agent) -> None:
+    """Credentials a crashed agent kept but did not store go into the store before any link starts
+    (a link would otherwise try the retired token first). A busy store is left to keep_pending."""
+    try:
+        await pairing.flush_pending(agent, store=SessionStore(agent.store.path, lock_timeout=RECOVER_LOCK_TIMEOUT))
+    except (StateError, OSError) as exc:
+        log.warning("pending_recovery_deferred error=%s", exc)
+
+
+async def _indicator_heartbeat(agent: Agent) -> None:
+    """Rewrite the route file every heartbeat, and within NAMES_POLL of a rename or a new default."""
+    due = trio.current_time() + agent.config.indicator_heartbeat
+    while True:
+        await trio.sleep(max(0.0, min(NAMES_POLL, due - trio.current_time())))
+        if agent.indicator.names_changed() or trio.current_time() >= due:
+            agent.refresh_indicator()
+            due = trio.current_time() + agent.config.indicator_heartbeat
+
+
+async def _indicator_approvals(agent: Agent) -> None:
+    """The prompt counts waiting approvals (``[LAN !1]``): rewrite it when one is requested or resolved."""
+    with agent.approvals.subscribe() as events:
+        async for _ in events:
+            agent.refresh_indicator()
+
+
+async def _idle_exit(agent: Agent) -> None:
+    """Stop once nothing has been paired (stored, paused, down, or waiting to be stored), no client is
+    connected and no approval waits, for ``idle_exit`` seconds: a command that autostarted the agent on
+    a fresh HOME (``approvals``, ``status --json``...) leaves no agent with no relays behind it."""
+    period = agent.config.idle_exit / 2
+    idle_since: float | None = None
+    while True:
+        await trio.sleep(period)
+        paused = await trio.to_thread.run_sync(agent.follower.entries)
+        clients = agent.ipc.clients if agent.ipc is not None else None
+        busy = (agent.links or agent.down or paused or agent.pending.memory or agent.follower.known != {}
+                or agent.approvals.pending or (clients is not None and clients.child_tasks))
+        if busy:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = trio.current_time()
+        elif trio.current_time() - idle_since >= agent.config.idle_exit - period:
+            log.info("agent_idle_exit reason=nothing paired and no client seconds=%g", agent.config.idle_exit)
+            agent.stop()
+            return
+
+
+async def _fence(agent: Agent, identity: tuple[int, int] | None) -> None:
+    """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody
+    can reach must not keep relay connections and the route indicator to itself."""
+    while True:
+        await trio.sleep(agent.config.fence_interval)
+        now = _identity(agent.config.socket_path)
+        if now != identity:
+            log.warning("agent_fenced endpoint=%s reason=%s", agent.config.socket_path,
+                        "removed" if now is None else "replaced by another process")
+            agent.stop()
+            return
+
+
+async def _netwatch(agent: Agent) -> None:
+    send, receive = trio.open_memory_channel[Any](16)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent.watcher.run, send)
+        async for change in receive:
+            if change.major:
+                agent.network_changed(change.reason)
+            else:
+                log.debug("network_minor_change reason=%s", change.reason)
+
+
+async def _clock_watch(agent: Agent) -> None:
+    """Sleep/resume shows as the wall clock moving much further than trio's monotonic clock."""
+    config = agent.config
+    wall, mono = config.wall_clock(), trio.current_time()
+    while True:
+        await trio.sleep(config.clock_check_interval)
+        new_wall, new_mono = config.wall_clock(), trio.current_time()
+        jump = (new_wall - wall) - (new_mono - mono)
+        wall, mono = new_wall, new_mono
+        if abs(jump) >= config.clock_jump_threshold:
+            log.info("clock_jump seconds=%.0f (sleep/resume or clock change)", jump)
+            if agent.watcher is not None:
+                agent.watcher.poke("clock jump")
+            agent.network_changed("clock jump")
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the endpoint file, or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -12,7 +12,7 @@ from typing import Any
 import trio
 import trio_websocket
 
-from hermes_relay.core import envelope
+from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import members
 from hermes_relay.relay import capacity, desktop, desktop_http, http, peers
 from hermes_relay.relay.config import (
@@ -197,8 +197,10 @@ class Relay:
         # Who this socket is comes from its session (what it was paired as), never from this frame.
         self.desktop.authed(ws, device_id=sess.device_id, name=sess.device_name, hostname=sess.device_hostname or "",
                             session_key=sess.token_hash, desktop=sess.client_surface == DESKTOP_SURFACE)
-        # trio-websocket has no public setter; the small pre-auth cap only guards unauthenticated memory.
+        # trio-websocket has no public setters; the small pre-auth cap and 4 KiB reads only guard
+        # unauthenticated memory, an authenticated socket reads big results in 64 KiB pieces.
         ws._max_message_size = self.config.max_message_authed
+        ws._receive_buffer_size = wire.WS_RECEIVE_BYTES
         try:
             await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, decision.reply, decision.msg_id)
             log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)

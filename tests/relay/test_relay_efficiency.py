@@ -1,0 +1,39 @@
+"""Big messages at full speed: an authenticated socket is read in large pieces, an unauthenticated one
+in small ones (its memory stays bounded by the pre-auth message cap plus one small read)."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+from helpers import pair, receive_json, register_code, ws_connect
+
+from hermes_relay.core.wire import WS_RECEIVE_BYTES
+
+PREAUTH_RECEIVE = 4 << 10  # trio-websocket's own default, kept until authentication
+
+
+async def test_authenticated_socket_reads_big_frames_in_large_pieces(relay, monkeypatch):
+    asked: list[int | None] = []
+    real = trio.SocketStream.receive_some
+
+    async def recording(self: trio.SocketStream, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.socket.getsockname()[1] == relay.info.port:  # the relay's end only
+            asked.append(max_bytes)
+        return await real(self, max_bytes)
+
+    monkeypatch.setattr(trio.SocketStream, "receive_some", recording)
+
+    # Before authentication: small reads only.
+    await register_code(relay.http)
+    idle = await ws_connect(relay.url)
+    await idle.ping()
+    assert asked and max(n or 0 for n in asked) <= PREAUTH_RECEIVE
+
+    ws, _ = await pair(relay.url, relay.http)
+    asked.clear()
+    padding = "x" * (3 << 20)  # a 3 MB frame, as a big desktop result is
+    await ws.send_message(json.dumps({"channel": "system", "type": "ping", "id": "big", "payload": {"pad": padding}}))
+    reply = await receive_json(ws)
+    assert (reply["type"], reply["id"]) == ("pong", "big")
+    assert max(n or 0 for n in asked) == WS_RECEIVE_BYTES

@@ -37,3 +37,17 @@ async def test_authenticated_socket_reads_big_frames_in_large_pieces(relay, monk
     reply = await receive_json(ws)
     assert (reply["type"], reply["id"]) == ("pong", "big")
     assert max(n or 0 for n in asked) == WS_RECEIVE_BYTES
+
+
+def test_the_relay_freezes_its_start_up_objects_and_uses_server_thresholds():
+    """Full collections stop every connection: start-up objects are kept out of them (gc.freeze)."""
+    import subprocess
+    import sys
+
+    from hermes_relay.relay.main import GC_THRESHOLDS
+
+    code = ("import gc; from hermes_relay.relay.main import settle_gc; settle_gc(); "
+            "print(gc.get_freeze_count(), *gc.get_threshold())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    frozen, *thresholds = map(int, out.stdout.split())
+    assert frozen > 1000 and tuple(thresholds) == GC_THRESHOLDS

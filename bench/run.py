@@ -240,6 +240,8 @@ for relay in call(2, "status", {})["relays"]:
 DESKTOP_RATIO_TARGETS = {"desktop_read_file 1 KB": 5.0, "desktop_terminal echo": 4.0}
 DESKTOP_ABS_TARGET = 0.015
 DESKTOP_IN_FLIGHT = 10
+BIG_READ = 3 << 20  # bytes of the big desktop result row (the reference relay's 4 MiB frame fits it)
+BIG_FRAMES = 20  # 3 MB frames sent to the relay for its CPU per big message
 IDLE_CPU_WINDOW = 5.0  # seconds of relay CPU read with the idle connections held
 LOCAL_ECHO = "sh -c 'echo bench'"
 
@@ -572,10 +574,32 @@ printf '%s\n' "$__p"
             add(f"{label} ({n}, {DESKTOP_IN_FLIGHT} in flight)",
                 f"{rate:.0f}/s ({share}{wall:.2f} s; relay CPU {relay_cpu:.0f} %, agent CPU {agent_cpu:.0f} %, "
                 f"bench client CPU {client_cpu:.0f} %)")
+        self._big_read(relay)
         status, health = http_call(relay.port, "GET", "/desktop/health")
         self.desktop_tools = len(health.get("advertised_tools") or [])
         subprocess.run(self.cli_cmd() + ["access", relay.url, "ask_every_time"], env=self.user.env,
                        capture_output=True, timeout=30, check=True)
+
+    def _big_read(self, relay: RelayProc) -> None:
+        """A 3 MB desktop_read_file, one call at a time: latency, and the relay's and agent's CPU per call."""
+        assert self.user is not None
+        big = self.root / "three-mb.txt"
+        big.write_bytes(b"0123456789abcde\n" * (BIG_READ // 16))
+        n, agent = (5 if self.quick else 20), agent_pid(self.user)
+        times: list[float] = []
+        relay0, agent0 = cpu_ticks(relay.proc.pid), cpu_ticks(agent)
+        for _ in range(n + 2):
+            t0 = time.perf_counter()
+            status, answer = http_call(relay.port, "POST", "/desktop/desktop_read_file",
+                                       {"path": str(big), "max_bytes": BIG_READ + 1})
+            times.append(time.perf_counter() - t0)
+            if status != 200 or answer.get("ok") is not True or len(answer["result"]) != BIG_READ:
+                raise RuntimeError(f"3 MB read: HTTP {status} {str(answer)[:200]}")
+        relay_ms = (cpu_ticks(relay.proc.pid) - relay0) / CLK_TCK / (n + 2) * 1000
+        agent_ms = (cpu_ticks(agent) - agent0) / CLK_TCK / (n + 2) * 1000
+        add(f"desktop_read_file 3 MB round trip (N={n + 2}) median",
+            f"{ms(statistics.median(times))} (p99 {ms(pctl(times, 99))}; relay CPU {relay_ms:.0f} ms, agent CPU "
+            f"{agent_ms:.0f} ms per call)")
 
     def _in_flight(self, name: str, once: Callable[[str], float], n: int) -> tuple[float, float, float, float, float]:
         """``n`` calls, ``DESKTOP_IN_FLIGHT`` at a time: (calls/s, wall, relay, agent and bench CPU %)."""
@@ -710,6 +734,8 @@ printf '%s\n' "$__p"
         add(f"relay auth handshakes/s ({self.n_handshakes}, 10 concurrent)",
             f"{rate:.0f}/s ({wall:.2f} s; relay CPU {relay_cpu:.0f} %, bench client CPU {client_cpu:.0f} %)")
         add("relay CPU per 1000 auth handshakes", f"{cpu_s / self.n_handshakes * 1000:.2f} s")
+        add(f"relay CPU per 3 MB message received ({BIG_FRAMES} system pings, answered)",
+            f"{result['big_frame_ms']:.0f} ms")
         base_hs, base_health = result["probe"][0]
         add(f"relay baseline with 0 idle connections: handshake / GET /health p99 (N={self.n_probe})",
             f"{ms(pctl(base_hs, 99))} / {ms(pctl(base_health, 99))} (worst {ms(max(base_hs))} / {ms(max(base_health))})")
@@ -826,6 +852,17 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_hand
             hs.append(await handshake())
             health.append(await _health_once(port))
         return hs, health
+
+    # One 3 MB frame relayed through the relay's message path (a ping it answers): its CPU per frame.
+    async with trio_websocket.open_websocket_url(url, max_message_size=8 << 20) as ws:
+        await _auth(ws, creds)
+        frame = envelope.Envelope(envelope.SYSTEM, "ping", {"pad": "x" * BIG_READ}).encode()
+        cpu0 = cpu_ticks(relay_pid)
+        for _ in range(BIG_FRAMES):
+            await ws.send_message(frame)
+            while envelope.decode(await ws.get_message()).type != "pong":
+                pass
+        out["big_frame_ms"] = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK / BIG_FRAMES * 1000
 
     await trio.sleep(0.5)
     out["probe"][0] = await probe()

@@ -51,3 +51,26 @@ def test_the_relay_freezes_its_start_up_objects_and_uses_server_thresholds():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
     frozen, *thresholds = map(int, out.stdout.split())
     assert frozen > 1000 and tuple(thresholds) == GC_THRESHOLDS
+
+
+async def test_a_client_address_is_parsed_once_not_at_every_check(relay, monkeypatch):
+    """Caps, the rate limiter and the core each ask for the address's bucket: it was parsed ~11 times
+    per handshake."""
+    import ipaddress
+
+    from helpers import ws_auth
+
+    ws, reply = await pair(relay.url, relay.http)
+    parsed: list[str] = []
+    real = ipaddress.ip_address
+
+    def counting(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        parsed.append(value)
+        return real(value)
+
+    monkeypatch.setattr(ipaddress, "ip_address", counting)
+    for _ in range(5):
+        again, answer = await ws_auth(relay.url, {"session_token": reply["session_token"]})
+        assert answer["type"] == "auth.ok"
+        await again.aclose()
+    assert len(parsed) <= 2  # the first sight of 127.0.0.1 in this process, at most

@@ -82,7 +82,11 @@ class Relay:
         if req is None or peer is None:
             return
         if upgrade:
-            await self._upgrade(stream, req, peer.addr)
+            # Nothing of the request outlives the handshake: the raw head is replayed to the WebSocket
+            # layer, the parser and headers are dropped here (an idle socket kept them for its life).
+            path, raw = req.path, req.raw
+            del req
+            await self._upgrade(stream, path, raw, peer.addr)
             return
         if desktop_http.is_desktop_path(req.path):
             try:
@@ -120,13 +124,14 @@ class Relay:
             return None, b"", False, None
         return req, body, upgrade, peer
 
-    async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
-        slot = self.core.upgrade(req.path, ip)
+    async def _upgrade(self, stream: trio.abc.Stream, path: str, raw: bytes, ip: str) -> None:
+        slot = self.core.upgrade(path, ip)
         if isinstance(slot, Refusal):
             await _refuse(stream, slot)
             return
         try:
-            replay = http.ReplayStream(req.raw, stream)
+            replay = http.ReplayStream(raw, stream)
+            del raw
             async with trio.open_nursery() as nursery:
                 ws = None
                 # A request trio-websocket refuses (no Sec-WebSocket-Key, wrong version) gets its 400
@@ -136,6 +141,8 @@ class Relay:
                         request = await trio_websocket.wrap_server_stream(
                             nursery, replay, max_message_size=self.config.max_message)
                         ws = await request.accept()
+                        del request
+                        _shed_handshake(ws)
                     except trio_websocket.ConnectionClosed:  # the client left mid-handshake
                         pass
                 if ws is None:
@@ -189,7 +196,8 @@ class Relay:
             await ws.aclose(decision.code, decision.reason)
             return
         self._apply(decision.effects)
-        sess = decision.session
+        sess, reply, reply_id = decision.session, decision.reply, decision.msg_id
+        del first, decision  # the auth frame is not kept for the socket's life
         # Register the socket in `live` before the first await: a DELETE /sessions landing while
         # auth.ok is on its way must find it and close it (the decision above is synchronous).
         key = sess.token_hash
@@ -202,7 +210,8 @@ class Relay:
         ws._max_message_size = self.config.max_message_authed
         ws._receive_buffer_size = wire.WS_RECEIVE_BYTES
         try:
-            await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, decision.reply, decision.msg_id)
+            await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, reply_id)
+            del reply
             log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
             await self._serve_authed(ws, sess, nursery)
         finally:
@@ -290,6 +299,14 @@ async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
         return
     extra = [(b"retry-after", str(refusal.retry_after).encode())] if refusal.retry_after is not None else []
     await http.send_response(stream, refusal.status, refusal.text.encode(), _TEXT, extra_headers=extra)
+
+
+def _shed_handshake(ws: trio_websocket.WebSocketConnection) -> None:
+    """Drop wsproto's HTTP parser once the upgrade is done: it is never used again, and an idle socket
+    kept it (and its buffers) for its whole life. Attributes a later version lacks are left alone."""
+    handshake = getattr(getattr(ws, "_wsproto", None), "handshake", None)
+    if getattr(handshake, "connection", None) is not None and hasattr(handshake, "_h11_connection"):
+        handshake._h11_connection = None  # type: ignore[union-attr]
 
 
 def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str) -> None:

@@ -74,3 +74,20 @@ async def test_a_client_address_is_parsed_once_not_at_every_check(relay, monkeyp
         assert answer["type"] == "auth.ok"
         await again.aclose()
     assert len(parsed) <= 2  # the first sight of 127.0.0.1 in this process, at most
+
+
+async def test_an_authenticated_connection_keeps_nothing_of_its_handshake(relay):
+    """The upgrade request (its raw head and our parser) lived as long as the socket."""
+    import gc
+
+    import h11
+
+    from hermes_relay.relay.httpmsg import HttpRequest
+
+    ws, reply = await pair(relay.url, relay.http)
+    await ws.send_message(json.dumps({"channel": "system", "type": "ping", "id": "p", "payload": {}}))
+    assert (await receive_json(ws))["type"] == "pong"
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, HttpRequest)] == []
+    parsers = [o for o in gc.get_objects() if isinstance(o, h11.Connection) and o.our_role is h11.SERVER]
+    assert parsers == []

@@ -37,6 +37,7 @@ from hermes_relay.relay.core import (
     Send,
     UnauthedSlot,
 )
+from hermes_relay.relay.heartbeat import Heartbeat
 from hermes_relay.relay.peers import Peer
 from hermes_relay.relay.sessions import Session
 
@@ -55,6 +56,7 @@ class Relay:
         self.config = config
         self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
         self.core = RelayCore(config, nofile=capacity.fd_limit(), pending_calls=lambda: self.desktop.pending_count)
+        self.heartbeat = Heartbeat(config.heartbeat)  # pings nobody until serve_relay runs it
 
     # -- connections ---------------------------------------------------------------------------
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
@@ -148,14 +150,14 @@ class Relay:
                 if ws is None:
                     nursery.cancel_scope.cancel()
                     return
-                await self._ws_session_then_close(ws, ip, slot, nursery)
+                await self._ws_session_then_close(ws, ip, slot)
         finally:
             slot.release()
 
     async def _ws_session_then_close(self, ws: trio_websocket.WebSocketConnection, ip: str,
-                                     slot: UnauthedSlot | None = None, nursery: trio.Nursery | None = None) -> None:
+                                     slot: UnauthedSlot | None = None) -> None:
         try:
-            await self.ws_session(ws, ip, slot, nursery)
+            await self.ws_session(ws, ip, slot)
         except trio_websocket.ConnectionClosed:
             pass
         except trio.Cancelled:
@@ -179,10 +181,9 @@ class Relay:
         await self._send(ws, envelope.SYSTEM, envelope.AUTH_FAIL, {"reason": reason})
         await ws.aclose(code, reason[:120])
 
-    async def ws_session(self, ws: trio_websocket.WebSocketConnection, ip: str, slot: UnauthedSlot | None = None,
-                         nursery: trio.Nursery | None = None) -> None:
-        """Authenticate, then serve. ``slot`` is released once authentication is decided; ``nursery``
-        (the connection's own) runs the heartbeat, which is skipped without one."""
+    async def ws_session(self, ws: trio_websocket.WebSocketConnection, ip: str, slot: UnauthedSlot | None = None) -> None:
+        """Authenticate, then serve. ``slot`` is released once authentication is decided. The relay's
+        heartbeat (relay/heartbeat.py) pings the socket once authenticated, if it is running."""
         first: str | bytes | None = None
         with trio.move_on_after(self.config.auth_timeout):
             first = await ws.get_message()
@@ -213,17 +214,14 @@ class Relay:
             await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, reply_id)
             del reply
             log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
-            await self._serve_authed(ws, sess, nursery)
+            await self._serve_authed(ws, sess)
         finally:
             self.core.detach(key, ws)
             self.desktop.detach(ws)
 
-    async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session,
-                            nursery: trio.Nursery | None = None) -> None:
+    async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
         serving = trio.CancelScope()
-        heartbeat = trio.CancelScope()
-        if nursery is not None and self.config.heartbeat > 0:
-            nursery.start_soon(self._heartbeat, ws, heartbeat, serving)
+        beat = self.heartbeat.add(ws, serving)
         try:
             with serving:
                 while True:
@@ -236,35 +234,14 @@ class Relay:
                         message = await ws.get_message()
                         await self._on_message(ws, sess, message)
         finally:
-            heartbeat.cancel()
+            if beat is not None:
+                beat.stop()
         if serving.cancelled_caught:  # the heartbeat gave up on this client
             log.info("heartbeat_timeout prefix=%s", sess.token_prefix)
             self.core.detach(sess.token_hash, ws)  # gone from /health before the client sees the close
             # The peer is not answering, so do not wait long for its half of the close handshake.
             with trio.move_on_after(min(CLOSE_GRACE, self.config.heartbeat)):
                 await ws.aclose(CLOSE_HEARTBEAT, "heartbeat timeout")
-
-    async def _heartbeat(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope,
-                         on_timeout: trio.CancelScope) -> None:
-        """Ping every ``heartbeat`` s; no pong within another ``heartbeat`` cancels ``on_timeout``.
-
-        Runs in the connection's nursery, so it never raises: a closed socket just ends it.
-        """
-        interval = self.config.heartbeat
-        with scope:
-            try:
-                while True:
-                    await trio.sleep(interval)
-                    with trio.move_on_after(interval) as wait:
-                        await ws.ping()
-                    if wait.cancelled_caught:
-                        on_timeout.cancel()
-                        return
-            except trio_websocket.ConnectionClosed:
-                return
-            except Exception:  # supervision point: a heartbeat failure must not crash the connection
-                log.exception("heartbeat_crashed")
-                on_timeout.cancel()
 
     async def _on_message(self, ws: trio_websocket.WebSocketConnection, sess: Session, message: str | bytes) -> None:
         for effect in self.core.message(sess, message):

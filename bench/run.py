@@ -877,7 +877,14 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_hand
     async def hold(nursery: trio.Nursery) -> None:
         nonlocal opened
         async with open_limiter:
-            ws = await trio_websocket.connect_websocket_url(nursery, url)
+            for attempt in range(50):  # a 503 "busy" while the relay still counts just-closed sockets: retry
+                try:
+                    ws = await trio_websocket.connect_websocket_url(nursery, url)
+                    break
+                except trio_websocket.ConnectionRejected:
+                    if attempt == 49:
+                        raise
+                    await trio.sleep(0.05)
             await _auth(ws, creds)
         opened += 1
         if opened == target:
@@ -986,6 +993,8 @@ def main(argv: list[str] | None = None) -> int:
                     step()
                 except Exception as exc:  # one broken measurement must not hide the others
                     failed = True
+                    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                        exc = exc.exceptions[0]  # type: ignore[assignment]  # the one failure, not trio's wrapper
                     ROWS.append(Row(step.__name__.replace("_", " "), f"error: {type(exc).__name__}: {exc}"[:160],
                                     "-", "ERROR"))
                     log(f"{step.__name__} failed: {exc!r}")

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -899,24 +900,28 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_hand
     target = 0
     open_limiter = trio.CapacityLimiter(16)  # the relay caps unauthenticated connections at 32 per address
 
-    async def hold(nursery: trio.Nursery) -> None:
-        nonlocal opened
-        async with open_limiter:
-            for attempt in range(50):  # a 503 "busy" while the relay still counts just-closed sockets: retry
-                try:
-                    ws = await trio_websocket.connect_websocket_url(nursery, url)
-                    break
-                except trio_websocket.ConnectionRejected:
-                    if attempt == 49:
-                        raise
-                    await trio.sleep(0.05)
-            await _auth(ws, creds)
-        opened += 1
-        if opened == target:
-            reached.set()
-        await release.wait()
-        with trio.move_on_after(5):
-            await ws.aclose()
+    async def hold() -> None:
+        nonlocal opened, busy
+        for attempt in range(50):
+            # A private nursery per connection: trio-websocket raises a refused upgrade (a 503 "busy"
+            # while the relay is behind on reading request heads) from its reader task, in that nursery.
+            try:
+                async with trio.open_nursery() as own:
+                    async with open_limiter:
+                        ws = await trio_websocket.connect_websocket_url(own, url)
+                        await _auth(ws, creds)
+                    opened += 1
+                    if opened == target:
+                        reached.set()
+                    await release.wait()
+                    with trio.move_on_after(5):
+                        await ws.aclose()
+                return
+            except* trio_websocket.ConnectionRejected:
+                busy += 1
+                if attempt == 49:
+                    raise
+            await trio.sleep(0.05)
 
     async with trio.open_nursery() as nursery:
         await trio.sleep(1.0)
@@ -924,7 +929,7 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_hand
         for level in levels:
             target, reached = level, trio.Event()
             for _ in range(level - opened):
-                nursery.start_soon(hold, nursery)
+                nursery.start_soon(hold)
             stalls: list[float] = []
             with trio.fail_after(300):
                 while not reached.is_set():  # full collections run while the old generation grows
@@ -1023,7 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
                         exc = exc.exceptions[0]  # type: ignore[assignment]  # the one failure, not trio's wrapper
                     ROWS.append(Row(step.__name__.replace("_", " "), f"error: {type(exc).__name__}: {exc}"[:160],
                                     "-", "ERROR"))
-                    log(f"{step.__name__} failed: {exc!r}")
+                    log(f"{step.__name__} failed: {exc!r}\n{''.join(traceback.format_exception(exc))}")
         except KeyboardInterrupt:
             log("interrupted: stopping every process the bench started")
             stack.close()

@@ -316,7 +316,8 @@ async def _host_websocket(dialed: Dialed, timeout: float, *,
                     own.start_soon(_end_upgrade_on_hangup, watched, upgrade, watch)
                     ws = await trio_websocket.wrap_client_stream(
                         own, watched,  # type: ignore[arg-type]  # any trio Stream works; the stub names two
-                        f"{host}:{port}", path, max_message_size=wire.MAX_WS_MESSAGE
+                        f"{host}:{port}", path, max_message_size=wire.MAX_WS_MESSAGE,
+                        receive_buffer_size=wire.WS_RECEIVE_BYTES,
                     )
                 watch.cancel()
             if ws is None:

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -240,6 +241,9 @@ for relay in call(2, "status", {})["relays"]:
 DESKTOP_RATIO_TARGETS = {"desktop_read_file 1 KB": 5.0, "desktop_terminal echo": 4.0}
 DESKTOP_ABS_TARGET = 0.015
 DESKTOP_IN_FLIGHT = 10
+BIG_READ = 3 << 20  # bytes of the big desktop result row (the reference relay's 4 MiB frame fits it)
+BIG_FRAMES = 20  # 3 MB frames sent to the relay for its CPU per big message
+IDLE_CPU_WINDOW = 5.0  # seconds of relay CPU read with the idle connections held
 LOCAL_ECHO = "sh -c 'echo bench'"
 
 
@@ -269,10 +273,11 @@ class Bench:
         self.idle_seconds = 10.0 if quick else 60.0
         self.failover_cycles = 3 if quick else 5
         self.restart_agents = 3 if quick else 5
-        self.n_handshakes = 200
+        self.n_handshakes = 300 if quick else 1000
         self.n_desktop = 100 if quick else 300
         self.desktop_tools = 0  # tools the agent advertises to the relay (the idle rows say so)
-        self.n_idle_conns = 1000
+        self.idle_levels = [1000] if quick else [1000, 3000]  # idle connections held by the relay rows
+        self.n_probe = 100 if quick else 200  # sequential handshakes (and GET /health) per relay latency probe
         self.relay: RelayProc | None = None
         self.user: AgentEnv | None = None  # paired by code, idle-connected to self.relay
 
@@ -570,10 +575,32 @@ printf '%s\n' "$__p"
             add(f"{label} ({n}, {DESKTOP_IN_FLIGHT} in flight)",
                 f"{rate:.0f}/s ({share}{wall:.2f} s; relay CPU {relay_cpu:.0f} %, agent CPU {agent_cpu:.0f} %, "
                 f"bench client CPU {client_cpu:.0f} %)")
+        self._big_read(relay)
         status, health = http_call(relay.port, "GET", "/desktop/health")
         self.desktop_tools = len(health.get("advertised_tools") or [])
         subprocess.run(self.cli_cmd() + ["access", relay.url, "ask_every_time"], env=self.user.env,
                        capture_output=True, timeout=30, check=True)
+
+    def _big_read(self, relay: RelayProc) -> None:
+        """A 3 MB desktop_read_file, one call at a time: latency, and the relay's and agent's CPU per call."""
+        assert self.user is not None
+        big = self.root / "three-mb.txt"
+        big.write_bytes(b"0123456789abcde\n" * (BIG_READ // 16))
+        n, agent = (5 if self.quick else 20), agent_pid(self.user)
+        times: list[float] = []
+        relay0, agent0 = cpu_ticks(relay.proc.pid), cpu_ticks(agent)
+        for _ in range(n + 2):
+            t0 = time.perf_counter()
+            status, answer = http_call(relay.port, "POST", "/desktop/desktop_read_file",
+                                       {"path": str(big), "max_bytes": BIG_READ + 1})
+            times.append(time.perf_counter() - t0)
+            if status != 200 or answer.get("ok") is not True or len(answer["result"]) != BIG_READ:
+                raise RuntimeError(f"3 MB read: HTTP {status} {str(answer)[:200]}")
+        relay_ms = (cpu_ticks(relay.proc.pid) - relay0) / CLK_TCK / (n + 2) * 1000
+        agent_ms = (cpu_ticks(agent) - agent0) / CLK_TCK / (n + 2) * 1000
+        add(f"desktop_read_file 3 MB round trip (N={n + 2}) median",
+            f"{ms(statistics.median(times))} (p99 {ms(pctl(times, 99))}; relay CPU {relay_ms:.0f} ms, agent CPU "
+            f"{agent_ms:.0f} ms per call)")
 
     def _in_flight(self, name: str, once: Callable[[str], float], n: int) -> tuple[float, float, float, float, float]:
         """``n`` calls, ``DESKTOP_IN_FLIGHT`` at a time: (calls/s, wall, relay, agent and bench CPU %)."""
@@ -697,23 +724,41 @@ printf '%s\n' "$__p"
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         relay = self.start_relay("relay-b")  # inherits this process's (raised) RLIMIT_NOFILE
         code = relay.mint_code()
-        n_idle = min(self.n_idle_conns, soft - 200)
-        log(f"relay: {self.n_handshakes} authenticated WebSocket handshakes, then {n_idle} idle connections")
+        levels = [n for n in self.idle_levels if n <= soft - 200]
+        log(f"relay: {self.n_handshakes} authenticated WebSocket handshakes, then latency probes with "
+            f"0 / {' / '.join(map(str, levels)) or '-'} idle connections held")
         import trio
 
-        result = trio.run(_relay_capacity, relay.url, code, relay.proc.pid, self.n_handshakes,
-                          max(n_idle, 0))
-        rate, wall, relay_cpu, client_cpu = result["handshakes"]
+        result = trio.run(_relay_capacity, relay.url, relay.port, code, relay.proc.pid, self.n_handshakes,
+                          levels, self.n_probe)
+        rate, wall, relay_cpu, client_cpu, cpu_s = result["handshakes"]
         add(f"relay auth handshakes/s ({self.n_handshakes}, 10 concurrent)",
             f"{rate:.0f}/s ({wall:.2f} s; relay CPU {relay_cpu:.0f} %, bench client CPU {client_cpu:.0f} %)")
-        if n_idle < 100:
-            ROWS.append(Row("relay memory per idle authenticated connection",
-                            f"skipped: RLIMIT_NOFILE soft limit {soft} too low", "-", "skip"))
-        else:
-            before, after, n = result["idle"]
-            per = (after - before) / n
+        add("relay CPU per 1000 auth handshakes", f"{cpu_s / self.n_handshakes * 1000:.2f} s")
+        if result["busy"]:
+            add("relay handshakes turned away as busy (503) and retried", str(result["busy"]))
+        add(f"relay CPU per 3 MB message received ({BIG_FRAMES} system pings, answered)",
+            f"{result['big_frame_ms']:.0f} ms")
+        base_hs, base_health = result["probe"][0]
+        add(f"relay baseline with 0 idle connections: handshake / GET /health p99 (N={self.n_probe})",
+            f"{ms(pctl(base_hs, 99))} / {ms(pctl(base_health, 99))} (worst {ms(max(base_hs))} / {ms(max(base_health))})")
+        for n in levels:
+            hs, health = result["probe"][n]
+            before, after, idle_cpu = result["idle"][n]
+            ratio = pctl(hs, 99) / pctl(base_hs, 99)
+            add(f"relay handshake p99 with {n} idle connections / with 0", f"{ratio:.2f} x ({ms(pctl(hs, 99))})",
+                "<= 1.2 x", ratio <= 1.2)
+            add(f"relay worst stall with {n} idle connections (slowest GET /health of {self.n_probe}; GC pauses "
+                "show here)", f"{ms(max(health))} (0 idle: {ms(max(base_health))})")
+            opening = result["opening"][n]
+            add(f"relay worst stall while {n} connections open (slowest of {len(opening)} GET /health; GC pauses)",
+                f"{ms(max(opening))} (p50 {ms(statistics.median(opening))})")
             add(f"relay memory per idle authenticated connection ({n})",
-                f"{per:.1f} KB (RSS {before / 1024:.1f} -> {after / 1024:.1f} MB)")
+                f"{(after - before) / n:.1f} KB (RSS {before / 1024:.1f} -> {after / 1024:.1f} MB)")
+            add(f"relay idle CPU with {n} connections held ({IDLE_CPU_WINDOW:g} s)", f"{idle_cpu:.2f} % of a core")
+        if not levels:
+            ROWS.append(Row("relay idle connection rows", f"skipped: RLIMIT_NOFILE soft limit {soft} too low", "-",
+                            "skip"))
         relay.stop()
 
 
@@ -757,64 +802,150 @@ async def _auth(ws: Any, credentials: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"auth failed: {reply.payload}")
 
 
-async def _relay_capacity(url: str, code: str, relay_pid: int, n_handshakes: int, n_idle: int) -> dict[str, Any]:
+async def _health_once(port: int) -> float:
+    import trio
+
+    t0 = time.perf_counter()
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        while await stream.receive_some(65536):
+            pass
+    return time.perf_counter() - t0
+
+
+async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_handshakes: int, levels: list[int],
+                          n_probe: int) -> dict[str, Any]:
     import trio
     import trio_websocket
 
-    async with trio_websocket.open_websocket_url(url) as ws:  # this bench's own session
-        token = (await _auth(ws, {"pairing_code": code, "device_name": "bench"}))["session_token"]
+    token = ""
+    for _ in range(50):  # the relay may turn a connection away as busy (503) for a moment
+        try:
+            async with trio_websocket.open_websocket_url(url) as ws:  # this bench's own session
+                token = (await _auth(ws, {"pairing_code": code, "device_name": "bench"}))["session_token"]
+            break
+        except trio_websocket.ConnectionRejected:
+            await trio.sleep(0.05)
     creds = {"session_token": token}
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"probe": {}, "idle": {}, "opening": {}}
 
     # Handshakes: connect + upgrade + system/auth + auth.ok + close, at most 10 in flight.
     limiter = trio.CapacityLimiter(10)
 
-    async def handshake() -> None:
+    busy = 0
+
+    async def handshake() -> float:
+        nonlocal busy
+        for attempt in range(50):  # a 503 "busy" (counted in the row) is retried after a short pause
+            t0 = time.perf_counter()
+            try:
+                async with trio_websocket.open_websocket_url(url) as ws:
+                    await _auth(ws, creds)
+                return time.perf_counter() - t0
+            except trio_websocket.ConnectionRejected:
+                busy += 1
+                if attempt == 49:
+                    raise
+                await trio.sleep(0.05)
+        raise AssertionError("unreachable")
+
+    async def limited() -> None:
         async with limiter:
-            async with trio_websocket.open_websocket_url(url) as ws:
-                await _auth(ws, creds)
+            await handshake()
 
     cpu0, self0 = cpu_ticks(relay_pid), time.process_time()
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(n_handshakes):
-            nursery.start_soon(handshake)
+            nursery.start_soon(limited)
     wall = time.perf_counter() - t0
-    relay_cpu = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK / wall * 100
+    cpu_s = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK
+    relay_cpu = cpu_s / wall * 100
     client_cpu = (time.process_time() - self0) / wall * 100
-    out["handshakes"] = (n_handshakes / wall, wall, relay_cpu, client_cpu)
-    if n_idle < 100:
-        return out
+    out["handshakes"] = (n_handshakes / wall, wall, relay_cpu, client_cpu, cpu_s)
 
-    # Idle connections: open and authenticate n_idle, hold them, compare the relay's RSS.
-    await trio.sleep(1.0)
-    before = rss_kb(relay_pid)
+    async def probe() -> tuple[list[float], list[float]]:
+        """One at a time, interleaved: a whole handshake, and a GET /health on a fresh connection."""
+        hs, health = [], []
+        for _ in range(n_probe):
+            hs.append(await handshake())
+            health.append(await _health_once(port))
+        return hs, health
+
+    # One 3 MB frame relayed through the relay's message path (a ping it answers): its CPU per frame.
+    frame = envelope.Envelope(envelope.SYSTEM, "ping", {"pad": "x" * BIG_READ}).encode()
+    for _ in range(50):
+        try:
+            async with trio_websocket.open_websocket_url(url, max_message_size=8 << 20) as ws:
+                await _auth(ws, creds)
+                cpu0 = cpu_ticks(relay_pid)
+                for _ in range(BIG_FRAMES):
+                    await ws.send_message(frame)
+                    while envelope.decode(await ws.get_message()).type != "pong":
+                        pass
+                out["big_frame_ms"] = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK / BIG_FRAMES * 1000
+            break
+        except trio_websocket.ConnectionRejected:
+            busy += 1
+            await trio.sleep(0.05)
+
+    await trio.sleep(0.5)
+    out["probe"][0] = await probe()
+
+    # Idle connections: open and authenticate up to each level, hold them, then measure.
     release = trio.Event()
     opened = 0
-    all_open = trio.Event()
+    reached = trio.Event()
+    target = 0
     open_limiter = trio.CapacityLimiter(16)  # the relay caps unauthenticated connections at 32 per address
 
-    async def hold(nursery: trio.Nursery) -> None:
-        nonlocal opened
-        async with open_limiter:
-            ws = await trio_websocket.connect_websocket_url(nursery, url)
-            await _auth(ws, creds)
-        opened += 1
-        if opened == n_idle:
-            all_open.set()
-        await release.wait()
-        with trio.move_on_after(5):
-            await ws.aclose()
+    async def hold() -> None:
+        nonlocal opened, busy
+        for attempt in range(50):
+            # A private nursery per connection: trio-websocket raises a refused upgrade (a 503 "busy"
+            # while the relay is behind on reading request heads) from its reader task, in that nursery.
+            try:
+                async with trio.open_nursery() as own:
+                    async with open_limiter:
+                        ws = await trio_websocket.connect_websocket_url(own, url)
+                        await _auth(ws, creds)
+                    opened += 1
+                    if opened == target:
+                        reached.set()
+                    await release.wait()
+                    with trio.move_on_after(5):
+                        await ws.aclose()
+                return
+            except* trio_websocket.ConnectionRejected:
+                busy += 1
+                if attempt == 49:
+                    raise
+            await trio.sleep(0.05)
 
     async with trio.open_nursery() as nursery:
-        for _ in range(n_idle):
-            nursery.start_soon(hold, nursery)
-        with trio.fail_after(120):
-            await all_open.wait()
         await trio.sleep(1.0)
-        after = rss_kb(relay_pid)
+        before = rss_kb(relay_pid)
+        for level in levels:
+            target, reached = level, trio.Event()
+            for _ in range(level - opened):
+                nursery.start_soon(hold)
+            stalls: list[float] = []
+            with trio.fail_after(300):
+                while not reached.is_set():  # full collections run while the old generation grows
+                    stalls.append(await _health_once(port))
+                    with trio.move_on_after(0.02):
+                        await reached.wait()
+            out["opening"][level] = stalls
+            await trio.sleep(1.0)
+            after = rss_kb(relay_pid)
+            cpu0, t0 = cpu_ticks(relay_pid), time.perf_counter()
+            await trio.sleep(IDLE_CPU_WINDOW)
+            idle_cpu = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK / (time.perf_counter() - t0) * 100
+            out["idle"][level] = (before, after, idle_cpu)
+            out["probe"][level] = await probe()
         release.set()
-    out["idle"] = (before, after, n_idle)
+    out["busy"] = busy
     return out
 
 
@@ -863,9 +994,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and a 10 s idle window (under a minute)")
-    parser.add_argument("--only", choices=["cli", "desktop", "sandbox"],
+    parser.add_argument("--only", choices=["cli", "desktop", "sandbox", "relay"],
                         help="run one section (cli: pair once, then the CLI rows; desktop: pair once, then the "
-                             "desktop tool-call rows and the idle agent; sandbox: the workspace command cost only)")
+                             "desktop tool-call rows and the idle agent; sandbox: the workspace command cost only; "
+                             "relay: the relay's handshake, latency, memory and idle rows)")
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("bench/run.py reads /proc: it runs on Linux only", file=sys.stderr)
@@ -884,15 +1016,19 @@ def main(argv: list[str] | None = None) -> int:
             steps = [bench.pair_by_code, bench.desktop_calls, bench.sandbox_cost, bench.idle_agent]
         elif args.only == "sandbox":
             steps = [bench.sandbox_cost]
+        elif args.only == "relay":
+            steps = [bench.relay_capacity]
         try:
             for step in steps:
                 try:
                     step()
                 except Exception as exc:  # one broken measurement must not hide the others
                     failed = True
+                    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                        exc = exc.exceptions[0]  # type: ignore[assignment]  # the one failure, not trio's wrapper
                     ROWS.append(Row(step.__name__.replace("_", " "), f"error: {type(exc).__name__}: {exc}"[:160],
                                     "-", "ERROR"))
-                    log(f"{step.__name__} failed: {exc!r}")
+                    log(f"{step.__name__} failed: {exc!r}\n{''.join(traceback.format_exception(exc))}")
         except KeyboardInterrupt:
             log("interrupted: stopping every process the bench started")
             stack.close()

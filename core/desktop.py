@@ -46,7 +46,10 @@ class ToolContext:
     home: Path  # ~/.hermes (jobs live in home / "desktop-jobs")
     cwd: Path  # relative paths resolve against this
     deadline: float
-    max_output: int = 1 << 20  # per stream / per read, bytes; a response frame stays under wire.MAX_WS_MESSAGE
+    max_output: int = 1 << 20  # per stream (a command has two), bytes; a response frame stays under wire.MAX_WS_MESSAGE
+    # One desktop_read_file: what fits in a response frame with its truncation line, FRAME_MARGIN to spare
+    # (bound_response still cuts what JSON escaping grows).
+    max_read: int = wire.MAX_WS_MESSAGE - (8 << 10)
     env: dict[str, str] = field(default_factory=dict)  # the agent's environment for child processes
     # What this call may touch (core/confine.py); the service sets it from the host's policy.
     confinement: Confinement = UNCONFINED

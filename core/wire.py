@@ -16,3 +16,6 @@ MIN_PREFIX_LEN = 4  # a revoke/extend prefix shorter than this is refused (too e
 MAX_DEVICE_NAME = 64  # the reference client's limit for display names; longer names are cut
 MAX_WS_MESSAGE = 4 << 20  # post-auth WebSocket message cap (the reference relay's aiohttp default)
 MAX_PREAUTH_MESSAGE = 64 << 10  # before auth a client sends one small frame
+# Bytes asked of the socket per read once a WebSocket carries tool traffic. trio-websocket's default
+# is 4 KiB: ~780 reads (and as many wsproto passes) for a 3 MB result. Idle sockets hold no buffer.
+WS_RECEIVE_BYTES = 64 << 10

@@ -12,7 +12,7 @@ from typing import Any
 import trio
 import trio_websocket
 
-from hermes_relay.core import envelope
+from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import members
 from hermes_relay.relay import capacity, desktop, desktop_http, http, peers
 from hermes_relay.relay.config import (
@@ -37,6 +37,7 @@ from hermes_relay.relay.core import (
     Send,
     UnauthedSlot,
 )
+from hermes_relay.relay.heartbeat import Heartbeat
 from hermes_relay.relay.peers import Peer
 from hermes_relay.relay.sessions import Session
 
@@ -55,6 +56,7 @@ class Relay:
         self.config = config
         self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
         self.core = RelayCore(config, nofile=capacity.fd_limit(), pending_calls=lambda: self.desktop.pending_count)
+        self.heartbeat = Heartbeat(config.heartbeat)  # pings nobody until serve_relay runs it
 
     # -- connections ---------------------------------------------------------------------------
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
@@ -82,7 +84,11 @@ class Relay:
         if req is None or peer is None:
             return
         if upgrade:
-            await self._upgrade(stream, req, peer.addr)
+            # Nothing of the request outlives the handshake: the raw head is replayed to the WebSocket
+            # layer, the parser and headers are dropped here (an idle socket kept them for its life).
+            path, raw = req.path, req.raw
+            del req
+            await self._upgrade(stream, path, raw, peer.addr)
             return
         if desktop_http.is_desktop_path(req.path):
             try:
@@ -120,13 +126,14 @@ class Relay:
             return None, b"", False, None
         return req, body, upgrade, peer
 
-    async def _upgrade(self, stream: trio.abc.Stream, req: http.HttpRequest, ip: str) -> None:
-        slot = self.core.upgrade(req.path, ip)
+    async def _upgrade(self, stream: trio.abc.Stream, path: str, raw: bytes, ip: str) -> None:
+        slot = self.core.upgrade(path, ip)
         if isinstance(slot, Refusal):
             await _refuse(stream, slot)
             return
         try:
-            replay = http.ReplayStream(req.raw, stream)
+            replay = http.ReplayStream(raw, stream)
+            del raw
             async with trio.open_nursery() as nursery:
                 ws = None
                 # A request trio-websocket refuses (no Sec-WebSocket-Key, wrong version) gets its 400
@@ -136,19 +143,21 @@ class Relay:
                         request = await trio_websocket.wrap_server_stream(
                             nursery, replay, max_message_size=self.config.max_message)
                         ws = await request.accept()
+                        del request
+                        _shed_handshake(ws)
                     except trio_websocket.ConnectionClosed:  # the client left mid-handshake
                         pass
                 if ws is None:
                     nursery.cancel_scope.cancel()
                     return
-                await self._ws_session_then_close(ws, ip, slot, nursery)
+                await self._ws_session_then_close(ws, ip, slot)
         finally:
             slot.release()
 
     async def _ws_session_then_close(self, ws: trio_websocket.WebSocketConnection, ip: str,
-                                     slot: UnauthedSlot | None = None, nursery: trio.Nursery | None = None) -> None:
+                                     slot: UnauthedSlot | None = None) -> None:
         try:
-            await self.ws_session(ws, ip, slot, nursery)
+            await self.ws_session(ws, ip, slot)
         except trio_websocket.ConnectionClosed:
             pass
         except trio.Cancelled:
@@ -172,10 +181,9 @@ class Relay:
         await self._send(ws, envelope.SYSTEM, envelope.AUTH_FAIL, {"reason": reason})
         await ws.aclose(code, reason[:120])
 
-    async def ws_session(self, ws: trio_websocket.WebSocketConnection, ip: str, slot: UnauthedSlot | None = None,
-                         nursery: trio.Nursery | None = None) -> None:
-        """Authenticate, then serve. ``slot`` is released once authentication is decided; ``nursery``
-        (the connection's own) runs the heartbeat, which is skipped without one."""
+    async def ws_session(self, ws: trio_websocket.WebSocketConnection, ip: str, slot: UnauthedSlot | None = None) -> None:
+        """Authenticate, then serve. ``slot`` is released once authentication is decided. The relay's
+        heartbeat (relay/heartbeat.py) pings the socket once authenticated, if it is running."""
         first: str | bytes | None = None
         with trio.move_on_after(self.config.auth_timeout):
             first = await ws.get_message()
@@ -189,7 +197,8 @@ class Relay:
             await ws.aclose(decision.code, decision.reason)
             return
         self._apply(decision.effects)
-        sess = decision.session
+        sess, reply, reply_id = decision.session, decision.reply, decision.msg_id
+        del first, decision  # the auth frame is not kept for the socket's life
         # Register the socket in `live` before the first await: a DELETE /sessions landing while
         # auth.ok is on its way must find it and close it (the decision above is synchronous).
         key = sess.token_hash
@@ -197,22 +206,22 @@ class Relay:
         # Who this socket is comes from its session (what it was paired as), never from this frame.
         self.desktop.authed(ws, device_id=sess.device_id, name=sess.device_name, hostname=sess.device_hostname or "",
                             session_key=sess.token_hash, desktop=sess.client_surface == DESKTOP_SURFACE)
-        # trio-websocket has no public setter; the small pre-auth cap only guards unauthenticated memory.
+        # trio-websocket has no public setters; the small pre-auth cap and 4 KiB reads only guard
+        # unauthenticated memory, an authenticated socket reads big results in 64 KiB pieces.
         ws._max_message_size = self.config.max_message_authed
+        ws._receive_buffer_size = wire.WS_RECEIVE_BYTES
         try:
-            await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, decision.reply, decision.msg_id)
+            await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, reply_id)
+            del reply
             log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
-            await self._serve_authed(ws, sess, nursery)
+            await self._serve_authed(ws, sess)
         finally:
             self.core.detach(key, ws)
             self.desktop.detach(ws)
 
-    async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session,
-                            nursery: trio.Nursery | None = None) -> None:
+    async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
         serving = trio.CancelScope()
-        heartbeat = trio.CancelScope()
-        if nursery is not None and self.config.heartbeat > 0:
-            nursery.start_soon(self._heartbeat, ws, heartbeat, serving)
+        beat = self.heartbeat.add(ws, serving)
         try:
             with serving:
                 while True:
@@ -225,35 +234,14 @@ class Relay:
                         message = await ws.get_message()
                         await self._on_message(ws, sess, message)
         finally:
-            heartbeat.cancel()
+            if beat is not None:
+                beat.stop()
         if serving.cancelled_caught:  # the heartbeat gave up on this client
             log.info("heartbeat_timeout prefix=%s", sess.token_prefix)
             self.core.detach(sess.token_hash, ws)  # gone from /health before the client sees the close
             # The peer is not answering, so do not wait long for its half of the close handshake.
             with trio.move_on_after(min(CLOSE_GRACE, self.config.heartbeat)):
                 await ws.aclose(CLOSE_HEARTBEAT, "heartbeat timeout")
-
-    async def _heartbeat(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope,
-                         on_timeout: trio.CancelScope) -> None:
-        """Ping every ``heartbeat`` s; no pong within another ``heartbeat`` cancels ``on_timeout``.
-
-        Runs in the connection's nursery, so it never raises: a closed socket just ends it.
-        """
-        interval = self.config.heartbeat
-        with scope:
-            try:
-                while True:
-                    await trio.sleep(interval)
-                    with trio.move_on_after(interval) as wait:
-                        await ws.ping()
-                    if wait.cancelled_caught:
-                        on_timeout.cancel()
-                        return
-            except trio_websocket.ConnectionClosed:
-                return
-            except Exception:  # supervision point: a heartbeat failure must not crash the connection
-                log.exception("heartbeat_crashed")
-                on_timeout.cancel()
 
     async def _on_message(self, ws: trio_websocket.WebSocketConnection, sess: Session, message: str | bytes) -> None:
         for effect in self.core.message(sess, message):
@@ -288,6 +276,14 @@ async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
         return
     extra = [(b"retry-after", str(refusal.retry_after).encode())] if refusal.retry_after is not None else []
     await http.send_response(stream, refusal.status, refusal.text.encode(), _TEXT, extra_headers=extra)
+
+
+def _shed_handshake(ws: trio_websocket.WebSocketConnection) -> None:
+    """Drop wsproto's HTTP parser once the upgrade is done: it is never used again, and an idle socket
+    kept it (and its buffers) for its whole life. Attributes a later version lacks are left alone."""
+    handshake = getattr(getattr(ws, "_wsproto", None), "handshake", None)
+    if getattr(handshake, "connection", None) is not None and hasattr(handshake, "_h11_connection"):
+        handshake._h11_connection = None  # type: ignore[union-attr]
 
 
 def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str) -> None:

@@ -16,6 +16,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
@@ -82,6 +83,7 @@ def _bare(value: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=4096)  # asked for every request and upgrade: the same few addresses, parsed once
 def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address ``ip`` names (an IPv4-mapped IPv6 address as IPv4); None when it is not one."""
     try:

@@ -21,11 +21,13 @@ from __future__ import annotations
 import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 MAX_TRACKED = 10_000  # addresses remembered at once; beyond that idle ones are dropped, then new ones refused
 IPV6_BUCKET_PREFIX = 64
 
 
+@lru_cache(maxsize=4096)  # a handshake asks ~9 times (caps, limiter, core): the address is parsed once
 def rate_key(ip: str) -> str:
     """The bucket an address counts in: itself for IPv4 (and IPv4-mapped IPv6), its /64 for IPv6."""
     try:

@@ -145,6 +145,7 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep, relay)
+            nursery.start_soon(relay.heartbeat.run)
             await nursery.start(trio.serve_listeners, relay.handle_stream, listeners)
             task_status.started(RelayInfo(config.host, port, config.scheme, config.cert_pin))
     finally:

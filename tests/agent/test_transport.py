@@ -138,3 +138,29 @@ async def test_a_connection_closed_by_us_leaves_no_task_behind(relay_factory) ->
             dialed = await transport.dial(Route(0, 0, "lan", relay.url), expected_pin=None)
             await transport.open_websocket(nursery, dialed)
             await dialed.aclose()  # closed under the WebSocket, as a discard that cannot wait does
+
+
+async def test_the_agent_reads_its_websocket_in_large_pieces(relay_factory, monkeypatch) -> None:
+    """trio-websocket's default 4 KiB reads took ~780 reads for a 3 MB desktop call."""
+    import helpers
+
+    from hermes_relay.core.wire import WS_RECEIVE_BYTES
+
+    relay = await relay_factory()
+    asked: list[int | None] = []
+    real = trio.SocketStream.receive_some
+
+    async def recording(self: trio.SocketStream, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.socket.getpeername()[1] == relay.info.port:  # the agent's end only
+            asked.append(max_bytes)
+        return await real(self, max_bytes)
+
+    monkeypatch.setattr(trio.SocketStream, "receive_some", recording)
+    code = await helpers.register_code(relay.http)
+    async with trio.open_nursery() as nursery:
+        dialed = await transport.dial(Route(0, 0, "lan", relay.url), expected_pin=None)
+        conn = await transport.open_websocket(nursery, dialed)
+        await transport.authenticate(conn, {"pairing_code": code, "device_name": "d"}, url=relay.url)
+        await conn.aclose()
+        nursery.cancel_scope.cancel()
+    assert asked and set(asked) == {WS_RECEIVE_BYTES}

@@ -204,6 +204,18 @@ def test_a_9_mb_output_is_bounded_and_the_link_stays_up(desktop: tuple[RelayProc
     assert link["state"] == "connected" and link["attempts"] == 0
 
 
+def test_a_3_mb_file_is_read_whole_through_the_relay(desktop: tuple[RelayProc, AgentEnv]) -> None:
+    """max_bytes is honoured up to what fits in one 4 MiB frame (it was cut at 1 MiB)."""
+    relay, env = desktop
+    access(env, relay, "trusted")
+    served(relay)
+    big = Path(env.env["HOME"]) / "three-mb.txt"
+    big.write_bytes(b"0123456789abcd\xc3\xa9\n" * ((3 << 20) // 17))
+    status, body = call(relay, "desktop_read_file", {"path": str(big), "max_bytes": 4_000_000})
+    assert status == 200 and body["ok"] is True, {k: v for k, v in body.items() if k != "result"}
+    assert body["result"] == big.read_text()
+
+
 def test_a_job_keeps_running_across_a_relay_restart_and_its_logs_are_read_afterwards(
         desktop: tuple[RelayProc, AgentEnv], tmp_path: Path) -> None:
     relay, env = desktop

@@ -1,6 +1,6 @@
 """File tools: desktop_read_file, desktop_write_file, desktop_patch, desktop_checksum, desktop_copy_directory.
 
-Reads are bounded (``max_bytes``, never more than ``ctx.max_output``) and say when they cut; writes
+Reads are bounded (``max_bytes``, never more than ``ctx.max_read``: what fits in a response frame) and say when they cut; writes
 go to a temporary file beside the target and replace it in one rename, so a failed write or a
 rejected patch leaves the old file as it was. Paths resolve against the call's cwd.
 
@@ -87,7 +87,7 @@ def _write(slot: _guard.Slot, target: Path, data: bytes) -> None:
 
 async def desktop_read_file(args: dict[str, Any], ctx: ToolContext) -> str:
     target = _args.path(args, "path", ctx)
-    limit = min(_args.integer(args, "max_bytes", default=DEFAULT_READ, minimum=0), ctx.max_output)
+    limit = min(_args.integer(args, "max_bytes", default=DEFAULT_READ, minimum=0), ctx.max_read)
 
     def read(stop: threading.Event) -> str:
         with _guard.Guard(ctx.confinement) as g:

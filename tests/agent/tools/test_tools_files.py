@@ -77,11 +77,23 @@ async def test_read_never_cuts_a_character_in_half(ctx):
     assert text == "éé\n[... truncated at 5 bytes]"
 
 
-async def test_read_is_clamped_to_the_output_budget(ctx):
+async def test_read_is_clamped_to_the_read_budget(ctx):
     (ctx.cwd / "big").write_bytes(b"b" * 3000)
-    small = replace(ctx, max_output=1000)
+    small = replace(ctx, max_read=1000)
     text = await desktop_read_file({"path": "big", "max_bytes": 1_000_000}, small)
     assert text == "b" * 1000 + "\n[... truncated at 1000 bytes]"
+
+
+async def test_read_honours_max_bytes_up_to_what_fits_in_a_response_frame(ctx):
+    from hermes_relay.core.desktop import bound_response, response_envelope
+
+    (ctx.cwd / "big").write_bytes(b"c" * (3 << 20))
+    assert await desktop_read_file({"path": "big", "max_bytes": 3_500_000}, ctx) == "c" * (3 << 20)
+    (ctx.cwd / "huge").write_bytes(b"d" * (5 << 20))
+    text = await desktop_read_file({"path": "huge", "max_bytes": 10 << 20}, ctx)
+    assert text == "d" * ctx.max_read + f"\n[... truncated at {ctx.max_read} bytes]"
+    envelope = response_envelope("r1", True, result=text)
+    assert bound_response(envelope) is envelope  # the agent sends it as read, its own marker included
 
 
 async def test_read_refuses_directories_and_missing_files(ctx):

@@ -1,0 +1,94 @@
+"""One relay-wide heartbeat instead of a task per authenticated connection.
+
+Every connection is pinged ``interval`` seconds after it authenticated, then ``interval`` seconds after
+each pong; a pong that does not come within another ``interval`` cancels the connection's serving
+scope (the connection then closes with "heartbeat timeout"). The timing is that of a loop per
+connection (sleep, ping, wait for the pong), but an idle connection costs one queue entry: one task
+sleeps until the next ping is due, and a short task lives only while a ping waits for its pong.
+
+All connections share one interval, so the queue is in due order by construction (an entry is added
+at ``now + interval`` and ``now`` only grows): no heap, no timer per connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import trio
+import trio_websocket
+
+log = logging.getLogger(__name__)
+
+
+class Beat:
+    """One connection's place in the heartbeat: ``stop()`` when the connection ends."""
+
+    __slots__ = ("ws", "on_timeout", "alive")
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope):
+        self.ws = ws
+        self.on_timeout = on_timeout
+        self.alive = True
+
+    def stop(self) -> None:
+        self.alive = False
+
+
+class Heartbeat:
+    """Pings every registered connection; ``run`` is the relay's one heartbeat task."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._due: deque[tuple[float, Beat]] = deque()
+        self._nursery: trio.Nursery | None = None
+        self._added = trio.Event()
+
+    def add(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope) -> Beat | None:
+        """Start pinging ``ws``; None (no heartbeat) when it is off or not running."""
+        if self._nursery is None or self.interval <= 0:
+            return None
+        beat = Beat(ws, on_timeout)
+        self._schedule(beat)
+        return beat
+
+    def _schedule(self, beat: Beat) -> None:
+        self._due.append((trio.current_time() + self.interval, beat))
+        self._added.set()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                while True:
+                    if not self._due:
+                        self._added = trio.Event()
+                        await self._added.wait()
+                        continue
+                    due, beat = self._due[0]
+                    if due > trio.current_time():
+                        await trio.sleep_until(due)
+                        continue
+                    self._due.popleft()
+                    if beat.alive:
+                        nursery.start_soon(self._ping, beat)
+            finally:
+                self._nursery = None
+
+    async def _ping(self, beat: Beat) -> None:
+        """One ping; runs in the heartbeat's nursery, so it never raises."""
+        try:
+            with trio.move_on_after(self.interval) as wait:
+                await beat.ws.ping()
+        except trio_websocket.ConnectionClosed:
+            return
+        except Exception:  # supervision point: a heartbeat failure must not crash the relay
+            log.exception("heartbeat_crashed")
+            beat.on_timeout.cancel()
+            return
+        if wait.cancelled_caught:
+            if beat.alive:
+                beat.on_timeout.cancel()
+            return
+        if beat.alive:
+            self._schedule(beat)

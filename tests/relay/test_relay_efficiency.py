@@ -1,0 +1,111 @@
+"""Big messages at full speed: an authenticated socket is read in large pieces, an unauthenticated one
+in small ones (its memory stays bounded by the pre-auth message cap plus one small read)."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+from helpers import pair, receive_json, register_code, ws_connect
+
+from hermes_relay.core.wire import WS_RECEIVE_BYTES
+
+PREAUTH_RECEIVE = 4 << 10  # trio-websocket's own default, kept until authentication
+
+
+async def test_authenticated_socket_reads_big_frames_in_large_pieces(relay, monkeypatch):
+    asked: list[int | None] = []
+    real = trio.SocketStream.receive_some
+
+    async def recording(self: trio.SocketStream, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.socket.getsockname()[1] == relay.info.port:  # the relay's end only
+            asked.append(max_bytes)
+        return await real(self, max_bytes)
+
+    monkeypatch.setattr(trio.SocketStream, "receive_some", recording)
+
+    # Before authentication: small reads only.
+    await register_code(relay.http)
+    idle = await ws_connect(relay.url)
+    await idle.ping()
+    assert asked and max(n or 0 for n in asked) <= PREAUTH_RECEIVE
+
+    ws, _ = await pair(relay.url, relay.http)
+    asked.clear()
+    padding = "x" * (3 << 20)  # a 3 MB frame, as a big desktop result is
+    await ws.send_message(json.dumps({"channel": "system", "type": "ping", "id": "big", "payload": {"pad": padding}}))
+    reply = await receive_json(ws)
+    assert (reply["type"], reply["id"]) == ("pong", "big")
+    assert max(n or 0 for n in asked) == WS_RECEIVE_BYTES
+
+
+def test_the_relay_freezes_its_start_up_objects_and_uses_server_thresholds():
+    """Full collections stop every connection: start-up objects are kept out of them (gc.freeze)."""
+    import subprocess
+    import sys
+
+    from hermes_relay.relay.main import GC_THRESHOLDS
+
+    code = ("import gc; from hermes_relay.relay.main import settle_gc; settle_gc(); "
+            "print(gc.get_freeze_count(), *gc.get_threshold())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    frozen, *thresholds = map(int, out.stdout.split())
+    assert frozen > 1000 and tuple(thresholds) == GC_THRESHOLDS
+
+
+async def test_a_client_address_is_parsed_once_not_at_every_check(relay, monkeypatch):
+    """Caps, the rate limiter and the core each ask for the address's bucket: it was parsed ~11 times
+    per handshake."""
+    import ipaddress
+
+    from helpers import ws_auth
+
+    ws, reply = await pair(relay.url, relay.http)
+    parsed: list[str] = []
+    real = ipaddress.ip_address
+
+    def counting(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        parsed.append(value)
+        return real(value)
+
+    monkeypatch.setattr(ipaddress, "ip_address", counting)
+    for _ in range(5):
+        again, answer = await ws_auth(relay.url, {"session_token": reply["session_token"]})
+        assert answer["type"] == "auth.ok"
+        await again.aclose()
+    assert len(parsed) <= 2  # the first sight of 127.0.0.1 in this process, at most
+
+
+async def test_an_authenticated_connection_keeps_nothing_of_its_handshake(relay):
+    """The upgrade request (its raw head and our parser) lived as long as the socket."""
+    import gc
+
+    import h11
+
+    from hermes_relay.relay.httpmsg import HttpRequest
+
+    ws, reply = await pair(relay.url, relay.http)
+    await ws.send_message(json.dumps({"channel": "system", "type": "ping", "id": "p", "payload": {}}))
+    assert (await receive_json(ws))["type"] == "pong"
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, HttpRequest)] == []
+    parsers = [o for o in gc.get_objects() if isinstance(o, h11.Connection) and o.our_role is h11.SERVER]
+    assert parsers == []
+
+
+def _tasks() -> int:
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
+
+    return count(trio.lowlevel.current_root_task())
+
+
+async def test_an_idle_authenticated_connection_has_no_heartbeat_task_of_its_own(relay):
+    """One relay-wide heartbeat: each connection costs its handler and its WebSocket reader, no more
+    (a ping task per connection made 3000 idle sockets cost 6 % of a core)."""
+    held = [(await pair(relay.url, relay.http))[0]]
+    before = _tasks()
+    for _ in range(5):
+        held.append((await pair(relay.url, relay.http))[0])
+    client_side = 2  # the test's own per connection: helpers._hold_client and its trio-websocket reader
+    assert (_tasks() - before) / 5 == client_side + 2

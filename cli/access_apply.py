@@ -51,7 +51,7 @@ def audit_locally(ctx: Context, before: tuple[Any, Any], after: tuple[Any, Any],
 
 def apply(ctx: Context, args: argparse.Namespace, url: str, mode: str | None, single: tuple[str, str] | None,
           added: list[tuple[Path, list[Path]]]) -> int:
-    from hermes_relay.cli.commands.access import host_view
+    from hermes_relay.cli.consent import host_view
     from hermes_relay.core import confine, policy, roots
 
     before = snapshot(ctx)  # an unparseable file fails here, before anything is written
@@ -95,12 +95,11 @@ def changed_lines(view: dict[str, Any], notes: list[str], ctx: Context) -> list[
     import sys
 
     from hermes_relay.cli import consent
-    from hermes_relay.cli.commands.access import _abi
     from hermes_relay.core import policy
 
     caps = view["capabilities"]
     lines = [ctx.style.ok("✓") + f" {view['url']}: {view['label']}",
-             "  " + consent.describe(view, _abi(), sys.platform),
+             "  " + consent.describe(view, consent.abi(), sys.platform),
              "  " + ", ".join(f"{c} {caps[c]}" for c in policy.CAPABILITIES),
              "  " + consent.roots_line(view)]
     lines += ["  " + note for note in notes]

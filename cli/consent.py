@@ -67,3 +67,22 @@ def roots_line(host: dict[str, Any]) -> str:
     if not listed:
         return "roots: none (file tools and confined commands reach only read-only system paths)"
     return "roots: " + ", ".join(listed)
+
+
+def abi() -> int:
+    """The Landlock ABI of the running kernel (read at call time: tests stand in for the kernel)."""
+    from hermes_relay.core import confine
+
+    return confine.landlock_abi()
+
+
+def host_view(policies: Any, table: Any, url: str, legacy: bool, env: Any) -> dict[str, Any]:
+    """One host's policy and roots as `access` shows them (and `--json` prints them)."""
+    from hermes_relay.core import policy, roots
+
+    host = policies.for_url(url, legacy_consented=legacy)
+    listed = roots.for_url(table, url, env)
+    return {"url": policy.canonical_url(url), "access_mode": host.access_mode, "label": host.label,
+            "capabilities": host.capabilities, "confined": host.confined, "legacy_consent": host.legacy,
+            "updated_at": host.updated_at, "roots": [str(r) for r in listed.roots],
+            "roots_default": listed.default}

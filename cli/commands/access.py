@@ -158,18 +158,12 @@ def _parse(args: argparse.Namespace, ctx: Context) -> tuple[str | None, str | No
         if mode == policy.CUSTOM:
             raise UsageError("custom is not a preset: change single capabilities with "
                              "`hermes-relay access set CAP MODE`")
-        if mode == policy.WORKSPACE and not consent.sandbox_available(_abi(), sys.platform):
+        if mode == policy.WORKSPACE and not consent.sandbox_available(consent.abi(), sys.platform):
             raise UsageError("workspace needs a sandbox for its commands, and this system offers none "
                              "(no Landlock in this kernel)",
                              hint="choose standard (files only) or ask_every_time instead")
         preset = mode
     return url, preset, None
-
-
-def _abi() -> int:
-    from hermes_relay.core import confine
-
-    return confine.landlock_abi()
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -207,24 +201,13 @@ def _show(ctx: Context, args: argparse.Namespace, url: str | None) -> int:
         urls = owner_urls(sessions)
         keys = {policy.canonical_url(u) for u in urls}
         urls += [k for k in policies.hosts if k not in keys]
-    hosts = [host_view(policies, table, u, _consented(sessions, u), ctx.env) for u in urls]
+    hosts = [consent.host_view(policies, table, u, _consented(sessions, u), ctx.env) for u in urls]
     if getattr(args, "json", False):
         ctx.print_json({"file": str(policy.policy_file(ctx.env)), "hosts": hosts})
         return 0
     for line in show_lines(hosts, ctx):
         ctx.out(line)
     return 0
-
-
-def host_view(policies: Any, table: Any, url: str, legacy: bool, env: Any) -> dict[str, Any]:
-    from hermes_relay.core import policy, roots
-
-    host = policies.for_url(url, legacy_consented=legacy)
-    listed = roots.for_url(table, url, env)
-    return {"url": policy.canonical_url(url), "access_mode": host.access_mode, "label": host.label,
-            "capabilities": host.capabilities, "confined": host.confined, "legacy_consent": host.legacy,
-            "updated_at": host.updated_at, "roots": [str(r) for r in listed.roots],
-            "roots_default": listed.default}
 
 
 def show_lines(hosts: list[dict[str, Any]], ctx: Context) -> list[str]:
@@ -234,7 +217,7 @@ def show_lines(hosts: list[dict[str, Any]], ctx: Context) -> list[str]:
     style = ctx.style
     if not hosts:
         return ["(no relay hosts: pair with `hermes-relay pair` first; unknown hosts are restricted)"]
-    abi = _abi()
+    abi = consent.abi()
     lines: list[str] = []
     for host in hosts:
         lines.append(style.bold(f"{host['url']}: {host['label']}"))

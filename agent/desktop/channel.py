@@ -33,7 +33,7 @@ from hermes_relay.core.desktop import BadCommand, Command, RequestIds, ToolConte
 from hermes_relay.core.errors import HermesError
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.desktop.service import DesktopService, LinkPort
+    from hermes_relay.agent.desktop.ports import ChannelService, LinkPort
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class _Live:
 
 
 class DesktopChannel:
-    def __init__(self, service: DesktopService, port: LinkPort):
+    def __init__(self, service: ChannelService, port: LinkPort):
         self.service = service
         self.port = port
         self.ids = RequestIds()

@@ -30,13 +30,14 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
 from hermes_relay import __version__
 from hermes_relay.agent.desktop.approvals import Approvals
 from hermes_relay.agent.desktop.audit import AuditLog
+from hermes_relay.agent.desktop.ports import LinkPort
 from hermes_relay.core import confine, desktop, paths, policy, policy_log, roots
 from hermes_relay.core.confine import Confinement
 from hermes_relay.core.desktop import ToolSpec, ToolTable
@@ -45,22 +46,6 @@ from hermes_relay.core.policy import HostPolicy
 
 log = logging.getLogger(__name__)
 
-
-
-class LinkPort(Protocol):
-    """What the desktop channel needs from one authenticated relay connection."""
-
-    url: str  # the pairing's owner URL (the policy key)
-    route_url: str  # the route this connection uses
-
-    async def send(self, envelope: dict[str, Any]) -> None:
-        """Send one envelope ``{channel, type, id, payload}``; raises ConnectionLostError when closed."""
-        ...
-
-    def reconnect(self, reason: str) -> None:
-        """End this connection and connect again at once, so the relay forgets it as a desktop target
-        (every desktop tool withdrawn, or the desktop service failed); ``serve_link`` is then cancelled."""
-        ...
 
 
 def _arch() -> str:

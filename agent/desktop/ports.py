@@ -1,0 +1,59 @@
+"""The seams of the desktop channel: what it needs from one relay connection (``LinkPort``, served by
+agent/link.py) and from the desktop service (``ChannelService``, served by agent/desktop/service.py).
+
+Both are Protocols so the channel imports neither the link nor the service: the service starts a
+channel per link (``DesktopService.serve_link``), and nothing imports back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from hermes_relay.agent.desktop.approvals import Approvals
+    from hermes_relay.agent.desktop.audit import AuditLog
+    from hermes_relay.core.confine import Confinement
+    from hermes_relay.core.desktop import ToolTable
+
+
+class LinkPort(Protocol):
+    """What the desktop channel needs from one authenticated relay connection."""
+
+    url: str  # the pairing's owner URL (the policy key)
+    route_url: str  # the route this connection uses
+
+    async def send(self, envelope: dict[str, Any]) -> None:
+        """Send one envelope ``{channel, type, id, payload}``; raises ConnectionLostError when closed."""
+        ...
+
+    def reconnect(self, reason: str) -> None:
+        """End this connection and connect again at once, so the relay forgets it as a desktop target
+        (every desktop tool withdrawn, or the desktop service failed); ``serve_link`` is then cancelled."""
+        ...
+
+
+class ChannelService(Protocol):
+    """What one link's desktop channel uses of the desktop service: policy, tools, approvals, audit."""
+
+    env: Any
+    home: Path
+    cwd: Path
+    table: ToolTable
+    approvals: Approvals
+    audit: AuditLog
+    deadline_cap: float | None
+    wall_clock: Callable[[], float]
+
+    def decide(self, url: str, tool: str) -> str: ...
+
+    def advertised(self, url: str) -> list[str]: ...
+
+    def confinement(self, url: str) -> Confinement: ...
+
+    def status_payload(self, url: str, advertised: list[str]) -> dict[str, Any]: ...
+
+    def record_call(self, url: str, record: dict[str, Any], *, outcome: str = "") -> None: ...
+
+    def record_link(self, url: str, state: str, **fields: Any) -> None: ...

@@ -178,3 +178,32 @@ def test_a_workspace_command_stays_in_its_roots_and_cannot_reach_the_agent(
     assert policy_file.read_bytes() == before
     assert (home / ".bashrc").read_text() == "# the user's own\n"
     assert os.path.exists(sock)  # the agent is still serving
+
+
+@pytest.mark.skipif(confine.landlock_abi() < 1, reason="the workspace preset needs Landlock, which this kernel lacks")
+def test_a_workspace_command_with_the_default_root_works_in_the_home_but_not_in_hermes_or_login_paths(
+        make_relay: Callable[..., RelayProc], make_agent_env: Callable[..., AgentEnv], tmp_path: Path) -> None:
+    # The default root is the whole home directory with ~/.hermes inside it (carved out, no longer split
+    # into the home's entries): the sandbox must still hide the agent's state, symlinks included.
+    (relay,), env, home = hostile_user(make_relay, make_agent_env, tmp_path)
+    out = env.cli("access", relay.url, "workspace", "--yes")
+    assert out.returncode == 0, out.stderr
+    served(relay)
+    (home / "work" / "link").symlink_to(home / ".hermes")
+
+    def run(command: str) -> dict[str, Any]:
+        status, body = call(relay, "desktop_terminal", {"command": command, "cwd": str(home), "timeout": 8})
+        assert status == 200 and ok(body), body
+        return body["result"]
+
+    made = run("echo new > work/made-here.txt && cat work/made-here.txt")
+    assert made["stdout"] == "new\n", made  # inside the home's folders
+    # Login paths that do not exist yet cannot be created (so the home itself takes no new entries).
+    for attempt in ("mkdir .ssh", "mkdir -p .config/autostart && echo x > .config/autostart/evil.desktop"):
+        assert run(attempt)["exit_code"] != 0, attempt
+    assert not (home / ".ssh").exists() and not (home / ".config" / "autostart").exists()
+    for attempt in (f"cat {paths.sessions_file(env.env)}", f"cat {home / 'work' / 'link' / 'remote-sessions.json'}",
+                    f"ls {home / '.hermes'}", f"echo x > {home / '.hermes' / 'planted'}"):
+        result = run(attempt)
+        assert result["exit_code"] != 0 and "tok" not in result["stdout"], (attempt, result)
+    assert not (home / ".hermes" / "planted").exists()

@@ -145,14 +145,18 @@ def layout(roots: Iterable[object], read_only: Iterable[object], protected: Iter
                   _real(write_protected) + git_dirs(real_roots, children))
 
 
-def plan(lay: Layout, isolated: bool = False, children: Callable[[str], list[str]] = _children) -> list[Rule]:
+def plan(lay: Layout, isolated: bool = False, children: Callable[[str], list[str]] = _children,
+         coverable: Callable[[str], bool] | None = None) -> list[Rule]:
     """The rules: read-write below the roots, read below ``read_only`` and the write-protected parts of
     the roots, the harmless devices; nothing below a hidden path. ``isolated``: the hidden and frozen
-    paths inside the roots are already covered by a private mount view (``mounts.isolate``), so the
-    roots are granted whole."""
+    paths inside the roots that the view could cover are handled by it (``mounts.isolate``); those it
+    cannot (a login path that does not exist yet, a link) are still split around, or a command could
+    create ``~/.ssh`` or ``~/.config/autostart`` in a home root."""
+    if coverable is None:
+        from hermes_relay.agent.desktop.sandbox.mounts import coverable
     hidden, frozen = lay.hidden, lay.frozen
     if isolated:
-        handled = lay.inside_roots(hidden + frozen)
+        handled = [p for p in lay.inside_roots(hidden + frozen) if coverable(p)]
         hidden = [p for p in hidden if p not in handled]
         frozen = [p for p in frozen if p not in handled]
     rules: list[Rule] = []

@@ -55,11 +55,17 @@ def _read_only_bind(libc: ctypes.CDLL, source: str, target: str) -> None:
     _mount(libc, None, target, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
 
 
+def coverable(path: str) -> bool:
+    """Whether the mount view can cover ``path``: only what exists, and is not a link, can be mounted on.
+    Anything else stays for the Landlock plan to split around (landlock.plan)."""
+    return os.path.lexists(path) and not os.path.islink(path)
+
+
 def isolate(hidden: Iterable[str], frozen: Iterable[str]) -> bool:
     """In the command's process: a private mount view hiding ``hidden`` and freezing ``frozen``
-    (existing paths). False (and nothing to rely on) when the kernel refuses the namespace."""
-    hidden = [p for p in hidden if os.path.lexists(p) and not os.path.islink(p)]
-    frozen = [p for p in frozen if os.path.lexists(p) and not os.path.islink(p)]
+    (the coverable ones). False (and nothing to rely on) when the kernel refuses the namespace."""
+    hidden = [p for p in hidden if coverable(p)]
+    frozen = [p for p in frozen if coverable(p)]
     if not hidden and not frozen:
         return True
     if sys.platform != "linux":

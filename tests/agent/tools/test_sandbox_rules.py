@@ -104,8 +104,16 @@ def test_a_folder_holding_an_excluded_path_is_split_into_its_children():
     granted = {r.path: r.rights for r in rules if not r.path.startswith("/dev/")}
     assert granted == {"/h/a/src": landlock.WRITE, "/h/b": landlock.WRITE, "/usr": landlock.READ}
     # with the mount view covering what lies inside the roots, the root is granted whole
-    isolated = {r.path: r.rights for r in landlock.plan(lay, isolated=True) if not r.path.startswith("/dev/")}
+    isolated = {r.path: r.rights for r in landlock.plan(lay, isolated=True, coverable=lambda p: True)
+                if not r.path.startswith("/dev/")}
     assert isolated == {"/h": landlock.WRITE, "/usr": landlock.READ}
+    # what the view cannot cover (a path that does not exist yet, a link) is still split around
+    missing = landlock.Layout(["/h"], ["/usr"], ["/h/.hermes"], ["/h/a/.git", "/h/.ssh"])
+    partly = {r.path: r.rights for r in landlock.plan(missing, isolated=True, children=lambda p: tree.get(p, []),
+                                                      coverable=lambda p: p != "/h/.ssh")
+              if not r.path.startswith("/dev/")}
+    assert partly == {"/h/.hermes": landlock.WRITE, "/h/a": landlock.WRITE, "/h/b": landlock.WRITE,
+                      "/usr": landlock.READ}
 
 
 def test_a_root_inside_a_protected_path_gets_nothing_and_inside_a_frozen_one_is_read_only():

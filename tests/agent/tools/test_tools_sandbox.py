@@ -310,3 +310,24 @@ async def test_the_mount_view_cannot_be_undone_from_inside(tmp_path):
     result = await run(ctx, f"{PYTHON} -I -S -c {shlex.quote(code)}")
     assert result["stdout"].startswith("unshare 0\numount -1\n")
     assert "token-123" not in result["stdout"] and "PermissionError" in result["stderr"]
+
+
+@pytest.mark.parametrize("mounts", [True, False], ids=["mount-view", "landlock-split"])
+async def test_a_login_path_that_does_not_exist_yet_cannot_be_created_inside_a_root(tmp_path, monkeypatch, mounts):
+    # The mount view can only freeze what exists: ~/.ssh or ~/.config/autostart missing from a home root were
+    # left to a whole-root Landlock grant, so a workspace command could create them (code at next login).
+    monkeypatch.setattr(_sandbox, "MOUNTS", mounts)
+    home = tmp_path / "home"
+    (home / "project").mkdir(parents=True)
+    (home / ".config").mkdir()
+    (home / ".bashrc").write_text("# rc\n")
+    frozen = (home / ".ssh", home / ".config" / "autostart", home / ".bashrc", home / ".profile")
+    conf = Confinement(roots=(home,), read_only=(*map(Path, SYSTEM_READ_ONLY), Path(sys.base_prefix)),
+                       protected=(home / ".hermes",), write_protected=frozen, kernel_commands=True, network=False)
+    ctx = ToolContext(home=home, cwd=home, deadline=math.inf, env=dict(os.environ), confinement=conf)
+    await run(ctx, "mkdir .ssh; echo k > .ssh/authorized_keys; mkdir .config/autostart; "
+                   "echo x > .config/autostart/evil.desktop; echo x > .profile; echo x >> .bashrc; "
+                   "echo ok > project/file")
+    assert not (home / ".ssh").exists() and not (home / ".config" / "autostart").exists()
+    assert not (home / ".profile").exists() and (home / ".bashrc").read_text() == "# rc\n"
+    assert (home / "project" / "file").read_text() == "ok\n"  # the rest of the root stays writable

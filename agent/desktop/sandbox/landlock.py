@@ -152,11 +152,12 @@ def plan(lay: Layout, isolated: bool = False, children: Callable[[str], list[str
     paths inside the roots that the view could cover are handled by it (``mounts.isolate``); those it
     cannot (a login path that does not exist yet, a link) are still split around, or a command could
     create ``~/.ssh`` or ``~/.config/autostart`` in a home root."""
-    if coverable is None:
-        from hermes_relay.agent.desktop.sandbox.mounts import coverable
+    from hermes_relay.agent.desktop.sandbox import mounts
+
+    covers: Callable[[str], bool] = mounts.coverable if coverable is None else coverable
     hidden, frozen = lay.hidden, lay.frozen
     if isolated:
-        handled = [p for p in lay.inside_roots(hidden + frozen) if coverable(p)]
+        handled = [p for p in lay.inside_roots(hidden + frozen) if covers(p)]
         hidden = [p for p in hidden if p not in handled]
         frozen = [p for p in frozen if p not in handled]
     rules: list[Rule] = []

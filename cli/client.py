@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from typing import Any, TextIO
 
+    from hermes_relay.cli.shellconn import ShellConnection
     from hermes_relay.core.apitypes import (
         AccessChangingReply,
         ApprovalsDecideParams,
@@ -59,13 +60,17 @@ if TYPE_CHECKING:
         ReloadReply,
         RestoreReply,
         RouteIndicator,
+        ShellOpenParams,
         StatusReply,
         StopReply,
+        TerminalKillReply,
+        TerminalListReply,
     )
 
     NotifyFn = Callable[[str, dict[str, Any]], None]
 
 DEFAULT_CALL_TIMEOUT = 30.0  # seconds; pairing and probes report progress well within this
+TERMINAL_TIMEOUT = 20.0  # the relay answers terminal.list/kill within 15 s (desktop-channel.md §2.7)
 AUTOSTART_WAIT = 10.0  # seconds to wait for a freshly spawned agent's socket
 _CONNECT_ERRNOS = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES)
 
@@ -172,6 +177,17 @@ class AgentCalls:
         reply: StopReply = self.call(api.AGENT_STOP, {}, timeout=timeout)
         return reply
 
+    def terminal_list(self, remote: str | None = None, *, timeout: float | None = TERMINAL_TIMEOUT) -> TerminalListReply:
+        """The relay host's terminal sessions, over the agent's link (`hermes-relay sessions list`)."""
+        reply: TerminalListReply = self.call(api.TERMINAL_LIST, {"remote": remote}, timeout=timeout)
+        return reply
+
+    def terminal_kill(self, session: str, remote: str | None = None, *,
+                      timeout: float | None = TERMINAL_TIMEOUT) -> TerminalKillReply:
+        reply: TerminalKillReply = self.call(api.TERMINAL_KILL, {"remote": remote, "session": session},
+                                             timeout=timeout)
+        return reply
+
 
 def _url(url: str | None) -> dict[str, Any]:
     return {"url": url} if url else {}
@@ -275,6 +291,17 @@ class AgentClient(AgentCalls):
                     raise error_from_wire(msg.error)
                 return
             raise RemoteProtocolError(f"agent sent an unexpected message: {msg!r}")
+
+    def shell_open(self, params: ShellOpenParams) -> ShellConnection:
+        """Start ``shell.open`` on this connection and hand it over to the shell's streaming loop.
+
+        The hello answer is read first, so everything after it on the socket belongs to the shell.
+        The connection is the shell's from now on: this client must not be used again."""
+        from hermes_relay.cli.shellconn import ShellConnection
+
+        _ = self.hello
+        msgid = self._send_request(api.SHELL_OPEN, dict(params))
+        return ShellConnection(self._sock, msgid, self._decoder)
 
     def _send_request(self, method: str, params: dict[str, Any]) -> int:
         msgid = self._next_id

@@ -8,7 +8,9 @@ error into the middle of the line being typed. It never starts the agent.
   ``host_aliases`` (the file the reference keeps a default relay and host names in);
 - ``presets``: the presets ``hermes-relay access`` accepts;
 - ``approvals``: the ids of the calls waiting for approval, asked of the running agent (nothing
-  when none answers within ``AGENT_TIMEOUT``).
+  when none answers within ``AGENT_TIMEOUT``);
+- ``sessions``: the terminal sessions on the default relay's host, asked of the running agent (the same
+  deadline).
 
 Each source is read on its own: an unreadable store still leaves the names, and the other way round.
 A candidate that a shell could not take as one word (whitespace, control characters, text that is not
@@ -92,15 +94,24 @@ def _presets(env: Env, connect: Any) -> Iterable[str]:
     return PRESET_NAMES
 
 
-def _approval_ids(env: Env, connect: Any) -> list[str]:
+def _running_agent(env: Env, connect: Any) -> Any:
     if connect is None:
         from hermes_relay.cli.client import AgentClient
         from hermes_relay.core import paths
 
-        client = AgentClient.connect(paths.socket_path(env), timeout=AGENT_TIMEOUT, quiet=True)
-    else:  # the tests' fake agent
-        client = connect(env, autostart=False, stderr=None)
-    with client:
+        return AgentClient.connect(paths.socket_path(env), timeout=AGENT_TIMEOUT, quiet=True)
+    return connect(env, autostart=False, stderr=None)  # the tests' fake agent
+
+
+def _session_names(env: Env, connect: Any) -> list[str]:
+    with _running_agent(env, connect) as client:
+        reply = client.terminal_list(None, timeout=AGENT_TIMEOUT)
+    sessions = reply.get("sessions") if isinstance(reply, dict) else None
+    return [s["name"] for s in sessions or [] if isinstance(s, dict) and isinstance(s.get("name"), str)]
+
+
+def _approval_ids(env: Env, connect: Any) -> list[str]:
+    with _running_agent(env, connect) as client:
         reply = client.approvals_list(timeout=AGENT_TIMEOUT)
     approvals = reply.get("approvals") if isinstance(reply, dict) else None
     return [a["id"] for a in approvals or [] if isinstance(a, dict) and isinstance(a.get("id"), str)]
@@ -110,5 +121,6 @@ KINDS: dict[str, tuple[Callable[[Env, Any], Iterable[str]], ...]] = {
     "relays": (_store_urls, _host_names),
     "presets": (_presets,),
     "approvals": (_approval_ids,),
+    "sessions": (_session_names,),
 }
 

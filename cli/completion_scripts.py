@@ -10,13 +10,16 @@ SHELLS = ("bash", "zsh", "fish")
 PROG = "hermes-relay"
 
 # What the program itself completes while Tab is pressed: `hermes-relay __complete KIND` prints the
-# candidates of KIND (cli/complete.py: relays, presets, approvals). The one table of where each applies:
-OPTION_KINDS: dict[str, tuple[str, ...]] = {"--remote": ("relays",)}  # the value of these options, anywhere
+# candidates of KIND (cli/complete.py: relays, presets, approvals, sessions). The one table of where each applies:
+# the value of these options, anywhere
+OPTION_KINDS: dict[str, tuple[str, ...]] = {"--remote": ("relays",), "--session": ("sessions",)}
 METAVAR_KINDS: dict[str, tuple[str, ...]] = {"URL": ("relays",), "URL|NAME": ("relays",)}  # positionals shown as these
 COMMAND_KINDS: dict[str, tuple[str, ...]] = {  # the positional words of these commands
     "access": ("relays", "presets"),  # [URL] [PRESET] | set CAP MODE [URL]
     "approvals approve": ("approvals",),  # ID
     "approvals deny": ("approvals",),  # ID
+    "sessions resume": ("sessions",),  # NAME
+    "sessions kill": ("sessions",),  # NAME
 }
 COMMAND_WORDS: dict[str, tuple[str, ...]] = {"access": ("set",)}  # fixed words no parser choice names
 

@@ -55,6 +55,8 @@ COMMANDS: dict[str, str] = {
     "approvals": "approvals",
     "access": "access",
     "audit": "audit",
+    "shell": "shell",
+    "sessions": "sessions",
     "completion": "completion",
 }
 

@@ -33,6 +33,9 @@ ACCESS_CHANGING = "access.changing"  # the CLI is about to change a host's polic
 RESTORE = "restore"
 DOWN_SET = "down"
 UP_SET = "up"
+SHELL_OPEN = "shell.open"  # one streaming call per `hermes-relay shell` (docs/shell-protocol.md)
+TERMINAL_LIST = "terminal.list"
+TERMINAL_KILL = "terminal.kill"
 
 # Relay link states.
 CONNECTING = "connecting"

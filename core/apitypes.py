@@ -492,6 +492,110 @@ class DoctorReply(TypedDict):
     knobs: dict[str, str]  # the test switches set (core/knobs.py), name -> value
 
 
+# -- the shell (docs/shell-protocol.md) ----------------------------------------------------------------
+class ShellOpenParams(TypedDict):
+    """One `hermes-relay shell` run on its own IPC connection; offsets are the CLI's (the agent never renumbers)."""
+
+    remote: str | None  # relay URL or name; None = the only/default relay
+    session: str  # tmux session name, [A-Za-z0-9_-]{1,64}
+    cols: int
+    rows: int
+    term: str  # $TERM
+    stream: str  # the CLI's random stream id (22 base64url characters)
+    out_seq: int  # output bytes the CLI has written (0 on the first open)
+    in_base: int  # input offset of unacked[0] (the CLI's acked mark)
+    in_sent: int  # the last sent mark the CLI heard (>= in_base)
+    unacked: bytes  # input not yet acknowledged, from in_base
+    raw: bool  # bare shell: do not start hermes
+    new: bool
+    conversation: str | None
+    exec: str | None  # never re-injected on a reopen
+    reopen: bool  # the CLI reconnects after losing the agent
+
+
+class ShellOpenReply(TypedDict):
+    reason: Literal["exit", "detached", "killed", "replaced", "lost"]
+    code: int | None  # the remote shell's status with reason "exit", when known
+
+
+class _ShellAttachedBase(TypedDict):
+    reattach: bool
+    resumed: bool
+    tmux: bool
+    route: str | None
+    relay: Literal["ours", "reference"]
+
+
+class ShellAttached(_ShellAttachedBase, total=False):
+    replay: bytes  # first attach only
+
+
+class ShellOutput(TypedDict):
+    d: bytes
+    seq_end: int  # output offset just past d
+
+
+class ShellAck(TypedDict):
+    in_seq: int  # acked: the relay wrote every input byte below this to the PTY
+    sent: int  # the agent put every input byte below this on a socket
+
+
+class ShellLink(TypedDict):
+    state: Literal["live", "reconnecting", "lost"]
+    route: str | None
+    reason: str | None
+    queued: int  # bytes typed but not sent
+
+
+class ShellNotice(TypedDict):
+    text: str
+
+
+class ShellInput(TypedDict):
+    seq: int
+    d: bytes
+
+
+class ShellResize(TypedDict):
+    cols: int
+    rows: int
+
+
+class TerminalListParams(TypedDict, total=False):
+    remote: str | None
+
+
+class TerminalSession(TypedDict, total=False):
+    """One entry of the relay's terminal.sessions (desktop-channel.md §2.4), passed through."""
+
+    name: str
+    tmux_name: str
+    attached: bool | int
+    windows: int
+    created_at: float | str | None
+    pid: int | None
+    shell: str | None
+    live: bool
+    owned_by_client: bool
+
+
+class TerminalListReply(TypedDict):
+    sessions: list[TerminalSession]
+    tmux_available: bool
+
+
+class _TerminalKillBase(TypedDict):
+    session: str
+
+
+class TerminalKillParams(_TerminalKillBase, total=False):
+    remote: str | None
+
+
+class TerminalKillReply(TypedDict):
+    reason: str
+
+
 # method -> (params type, result type); streaming methods' notifies are in NOTIFIES.
 # ``watch`` never answers: it notifies until the client disconnects, ``state`` (RelayState: every relay's
 # state first, paused pairings too, then on every change; a pairing another client removed from the store
@@ -518,6 +622,9 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "approvals.decide": (ApprovalsDecideParams, ApprovalsDecideReply),
     "access.changing": (AccessChangingParams, AccessChangingReply),
     "doctor": (DoctorParams, DoctorReply),
+    "shell.open": (ShellOpenParams, ShellOpenReply),
+    "terminal.list": (TerminalListParams, TerminalListReply),
+    "terminal.kill": (TerminalKillParams, TerminalKillReply),
 }
 
 
@@ -534,7 +641,14 @@ class ApprovalResolved(TypedDict):
 
 
 NOTIFIES: dict[str, Any] = {"pair.progress": PairProgress, "state": RelayState,
-                            "approval": ApprovalRequested | ApprovalResolved}
+                            "approval": ApprovalRequested | ApprovalResolved,
+                            # shell.open, agent -> CLI
+                            "shell.attached": ShellAttached, "shell.output": ShellOutput, "shell.ack": ShellAck,
+                            "shell.link": ShellLink, "shell.notice": ShellNotice}
+# shell.open, CLI -> agent (notifies inside the call; shell.detach/.kill/.redraw take {})
+CLIENT_NOTIFIES: dict[str, Any] = {"shell.input": ShellInput, "shell.resize": ShellResize,
+                                   "shell.detach": EmptyParams, "shell.kill": EmptyParams,
+                                   "shell.redraw": EmptyParams}
 
 
 def check(value: Any, tp: Any, *, partial: bool = False, where: str = "reply") -> list[str]:

@@ -38,9 +38,14 @@ FAULT_SAVE = Knob("HERMES_RELAY_FAULT_SAVE",
                   "a file path: while that file exists, every write of the relay's sessions.json fails (save-failure "
                   "tests)", test_only=True)
 
+SHELL_REOPEN = Knob("HERMES_RELAY_TEST_SHELL_REOPEN",
+                    "`hermes-relay shell` gives up getting a restarted agent to take the shell back after this "
+                    "many seconds instead of 15", test_only=True)
+
 AGENT: tuple[Knob, ...] = (KILL_AT, STORE_WRITE_FAULTS, DESKTOP_DEADLINE)
 RELAY: tuple[Knob, ...] = (FAULT_SAVE,)
-KNOBS: tuple[Knob, ...] = (*AGENT, *RELAY)  # every registered knob
+CLI: tuple[Knob, ...] = (SHELL_REOPEN,)
+KNOBS: tuple[Knob, ...] = (*AGENT, *RELAY, *CLI)  # every registered knob
 REGISTRY: dict[str, Knob] = {knob.name: knob for knob in KNOBS}
 
 
@@ -127,6 +132,11 @@ def _int(text: str | None) -> int:
         return max(0, int(text)) if text else 0
     except ValueError:
         return 0
+
+
+def positive(text: str | None) -> float | None:
+    """A knob's value as a positive number of seconds; None when unset or not one."""
+    return _positive(text)
 
 
 def _positive(text: str | None) -> float | None:

@@ -49,12 +49,12 @@ class FakeShellCall:
         self.send(rpc.Notify(method, params).to_wire())
 
     def output(self, data: bytes, seq_end: int) -> None:
+        self.out_end = max(self.out_end, seq_end)
         self.notify("shell.output", {"d": data, "seq_end": seq_end})
 
     def write(self, data: bytes) -> None:
         """The next output bytes, numbered from where the CLI said it is (out_seq)."""
-        self.out_end += len(data)
-        self.output(data, self.out_end)
+        self.output(data, self.out_end + len(data))
 
     def attached(self, **extra: Any) -> None:
         self.notify("shell.attached", {"reattach": False, "resumed": False, "tmux": True, "route": "LAN",

@@ -15,17 +15,22 @@ retries ``poll`` after a handler, so the pipe is what wakes it). The caller owns
 
 from __future__ import annotations
 
-import os
-import secrets
-import select
-import signal
-import time
+import sys
 
-from hermes_relay.cli import escapekey, termmode
-from hermes_relay.cli.outfilter import OutputFilter
-from hermes_relay.cli.shellconn import AgentGone
-from hermes_relay.core import rpc
-from hermes_relay.core.errors import AgentNotRunningError, IpcError, RemoteProtocolError, error_from_wire
+if sys.platform == "win32":  # poll, SIGWINCH, termios: cli/commands/shell.py says so before importing this
+    raise ImportError(f"{__name__} needs a POSIX terminal")
+
+import os  # noqa: E402
+import secrets  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from hermes_relay.cli import escapekey, termmode  # noqa: E402
+from hermes_relay.cli.outfilter import OutputFilter  # noqa: E402
+from hermes_relay.cli.shellconn import AgentGone  # noqa: E402
+from hermes_relay.core import rpc  # noqa: E402
+from hermes_relay.core.errors import AgentNotRunningError, IpcError, RemoteProtocolError, error_from_wire  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

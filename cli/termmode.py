@@ -11,10 +11,15 @@ user's own shell must not receive mouse moves. OPOST is off in raw mode, so text
 
 from __future__ import annotations
 
-import fcntl
-import os
-import struct
-import termios
+import sys
+
+if sys.platform == "win32":  # a POSIX terminal; cli/commands/shell.py says so before importing this
+    raise ImportError(f"{__name__} needs a POSIX terminal")
+
+import fcntl  # noqa: E402
+import os  # noqa: E402
+import struct  # noqa: E402
+import termios  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

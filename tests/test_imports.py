@@ -60,7 +60,8 @@ def test_core_imports_no_trio_or_netifaces(module: Path) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["hermes_relay.cli.client", "hermes_relay.cli.main"],
+    ["hermes_relay.cli.client", "hermes_relay.cli.main", "hermes_relay.cli.commands.shell",
+     "hermes_relay.cli.commands.sessions", "hermes_relay.cli.shellsession"],
 )
 def test_cli_import_does_not_load_trio(module: str, tmp_path: Path) -> None:
     code = f"import {module}, sys; assert 'trio' not in sys.modules, sorted(m for m in sys.modules if m.startswith('trio'))"

@@ -97,7 +97,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def open_shell(args: argparse.Namespace, ctx: Context, session: str) -> int:
+    import sys
+
     from hermes_relay.cli import escapekey
+
+    if sys.platform == "win32":
+        raise UsageError("hermes-relay shell needs a POSIX terminal: it does not run on Windows yet",
+                         hint="use it from WSL, or `hermes-relay sessions list|kill` from here")
 
     escape = escapekey.parse(args.escape if args.escape is not None else ctx.env.get(ENV_ESCAPE) or escapekey.DEFAULT)
     in_fd, out_fd = _tty_fds(ctx)

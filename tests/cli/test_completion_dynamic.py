@@ -60,10 +60,13 @@ def _shell(name: str) -> str:
 def test_the_table_reaches_every_place_a_relay_preset_or_approval_is_typed() -> None:
     nodes = {n.path: n for n in completion.command_tree(build_parser()).walk()}
     remote = [path for path, n in nodes.items() if "--remote" in n.options]
-    assert remote and all(nodes[path].value_kinds == {"--remote": ["relays"]} for path in remote)
+    assert remote and all(nodes[path].value_kinds.get("--remote") == ["relays"] for path in remote)
+    session = [path for path, n in nodes.items() if "--session" in n.options]
+    assert session == ["shell"] and nodes["shell"].value_kinds["--session"] == ["sessions"]
     kinds = {path: n.kinds for path, n in nodes.items() if n.kinds}
     expected = {"forget": ["relays"], "pin accept": ["relays"], "access": ["relays", "presets"],
-                "approvals approve": ["approvals"], "approvals deny": ["approvals"]}
+                "approvals approve": ["approvals"], "approvals deny": ["approvals"],
+                "sessions resume": ["sessions"], "sessions kill": ["sessions"]}
     assert expected.items() <= kinds.items()  # and any new command with a URL argument
     assert all(k == ["relays"] for path, k in kinds.items() if path not in expected)
     assert "set" in nodes["access"].words

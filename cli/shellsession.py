@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from hermes_relay.cli.shellconn import ShellConnection
     from hermes_relay.core.apitypes import ShellOpenParams
 
-MAX_UNACKED = 64 << 10  # input held for a resend; stdin is not read beyond it
+# Input held for a resend; stdin is not read beyond it. 2 KiB under 64 KiB: a reopen's shell.open carries it
+# all and must fit the agent's 64 KiB request frame (core/framing.MAX_REQUEST_FRAME) with the other params.
+MAX_UNACKED = 62 << 10
 READ_CHUNK = 4096
 REOPEN_TIMEOUT = 15.0  # seconds to get a restarted agent to take the shell back
 STATUS_DELAY = 1.0  # a gap shorter than this shows nothing

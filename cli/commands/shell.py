@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_SESSION = "main"
 SESSION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_EXEC = 4096  # bytes of --exec (a command line typed into the remote shell)
+MAX_CONVERSATION = 256
 FIRST_OPEN_WAIT = 10.0  # seconds for the agent to start and take the call
 ENV_ESCAPE = "HERMES_RELAY_ESCAPE"
 ENV_CLIPBOARD = "HERMES_RELAY_ALLOW_CLIPBOARD"
@@ -96,11 +98,26 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return open_shell(args, ctx, session_name(args.session))
 
 
+def _check_lengths(args: argparse.Namespace) -> None:
+    """--exec and --conversation travel in shell.open: UTF-8 text, within the agent's frame (64 KiB)."""
+    for flag, value, limit in (("--exec", args.exec, MAX_EXEC), ("--conversation", args.conversation, MAX_CONVERSATION)):
+        if value is None:
+            continue
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise UsageError(f"{flag} is not valid UTF-8 text", hint="check the terminal's or the script's encoding") from None
+        if size > limit or "\0" in value:
+            raise UsageError(f"{flag} is too long or holds a NUL byte (at most {limit} bytes)",
+                             hint="put a long command in a script on the relay host and run that")
+
+
 def open_shell(args: argparse.Namespace, ctx: Context, session: str) -> int:
     import sys
 
     from hermes_relay.cli import escapekey
 
+    _check_lengths(args)
     if sys.platform == "win32":
         raise UsageError("hermes-relay shell needs a POSIX terminal: it does not run on Windows yet",
                          hint="use it from WSL, or `hermes-relay sessions list|kill` from here")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,38 @@ def test_bad_session_name_and_escape_key_are_usage_errors(cli) -> None:
     assert cli("shell", "--session", "x" * 65).code == 2
     result = cli("shell", "--escape", "^[")
     assert result.code == 2 and "invalid escape key" in result.err
+
+
+def test_exec_and_conversation_are_bounded_utf8_text(cli) -> None:
+    assert "too long" in cli("shell", "--exec", "x" * 4097).err
+    assert "NUL" in cli("shell", "--exec", "a\0b").err
+    result = cli("shell", "--conversation", "\udcff")
+    assert result.code == 2 and "not valid UTF-8" in result.err
+
+
+def test_a_job_control_stop_and_continue_reenters_raw_mode_and_asks_for_a_redraw(agent, shell) -> None:
+    sh = shell()
+    call = agent.next_call()
+    ready(sh, call)
+    sh.signal(signal.SIGSTOP)
+    termios.tcsetattr(sh.slave, termios.TCSANOW, sh.before)  # the user's shell set its own modes meanwhile
+    assert not sh.is_raw()
+    sh.signal(signal.SIGCONT)
+    call.expect("shell.redraw")
+    assert sh.is_raw()
+    call.respond("exit", 0)
+    assert sh.wait_exit() == 0
+    assert sh.termios_now() == sh.before
+
+
+def test_suspend_chord_restores_the_terminal_then_comes_back(agent, shell) -> None:
+    sh = shell()
+    call = agent.next_call()
+    at = ready(sh, call)
+    sh.type(b"\x01z")  # in the test's orphaned process group SIGTSTP is discarded: it comes straight back
+    call.expect("shell.redraw")
+    assert MODE_RESET in sh.screen[at:] or sh.wait_screen(MODE_RESET, start=at)
+    assert sh.is_raw()
+    call.respond("exit", 0)
+    assert sh.wait_exit() == 0
+    assert sh.termios_now() == sh.before

@@ -76,7 +76,7 @@ exit status:
   130  interrupted (Ctrl-C)
 
 --no-autostart never starts the agent: the commands that need it exit 3 when it is not running \
-(pair, devices, approvals, pin, forget, restore, hosts test, down, up), and so do status and route, \
+(pair, devices, approvals, pin, forget, restore, hosts test, down, up, shell, sessions), and so do status and route, \
 after printing what the files say. audit, access, hosts, use, rename, prompt and completion read or \
 write files and never need the agent; doctor runs the route checks itself. An agent a command \
 started stops again within a minute when nothing is paired.
@@ -90,6 +90,7 @@ environment:
   HERMES_RELAY_RUNTIME_DIR  where the agent socket and route indicator live
   HERMES_RELAY_NOTIFY=0  no desktop notification for a call waiting for approval (the agent's
                          environment; see `hermes-relay doctor`)
+  HERMES_RELAY_ESCAPE    the shell's escape key (^A by default, none for none)
   NO_COLOR               never colour the output
 
 with --json, a failure prints {"ok": false, "error": {"code", "message", "hint"}} on stdout

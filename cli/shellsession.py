@@ -126,7 +126,7 @@ class ShellSession:
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
             os.close(rfd)
             os.close(wfd)
             if self.conn is not None:
@@ -256,9 +256,9 @@ class ShellSession:
 
     def _notify(self, method: str, p: Mapping[str, Any]) -> None:
         if method == "shell.output":
-            self._output(p.get("d") or b"", int(p.get("seq_end") or 0))
+            self._output(_field(p, "d", bytes), _field(p, "seq_end", int))
         elif method == "shell.ack":
-            self._ack(int(p.get("in_seq") or 0), int(p.get("sent") or 0))
+            self._ack(_field(p, "in_seq", int), _field(p, "sent", int))
         elif method == "shell.attached":
             replay = p.get("replay")
             if isinstance(replay, bytes) and replay and not self.attached_once:
@@ -295,8 +295,9 @@ class ShellSession:
 
     def _end(self, reason: str, code: Any) -> None:
         name = self.base["session"]
-        if reason == "exit":
-            self.outcome = Outcome(code if isinstance(code, int) and not isinstance(code, bool) else 0)
+        if reason == "exit":  # the remote status when it is one (a signal's -N or none: 1 and 0)
+            known = isinstance(code, int) and not isinstance(code, bool)
+            self.outcome = Outcome((code if 0 <= code <= 255 else 1) if known else 0)
         elif reason == "detached":
             self.outcome = Outcome(0, f"detached from {name!r} (hermes-relay sessions resume {name})")
         elif reason == "killed":
@@ -390,6 +391,13 @@ class ShellSession:
             self._draw_status()
         if self.notice_until is not None and now >= self.notice_until and self.gap_since is None:
             self._erase_status()
+
+
+def _field(params: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = params.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RemoteProtocolError(f"agent sent a shell notify whose {key!r} is not {kind.__name__}: {value!r:.60}")
+    return value
 
 
 def _noop(signum: int, frame: Any) -> None:

@@ -164,14 +164,19 @@ def test_signals_end_the_shell_in_order_with_128_plus_signo(agent, shell, signum
     assert "left session 'main' running" in sh.stderr()
 
 
-def test_an_error_inside_the_loop_restores_the_terminal(agent, shell) -> None:
+@pytest.mark.parametrize(("frame", "said"), [
+    ([0, 99, "surprise", {}], "unexpected message"),  # a request from the agent: not in the protocol
+    ([2, "shell.output", {"d": "text, not bytes", "seq_end": 20}], "'d' is not bytes"),
+    ([2, "shell.ack", {"in_seq": None, "sent": 1}], "'in_seq' is not int"),
+])
+def test_an_error_inside_the_loop_restores_the_terminal(agent, shell, frame: list[Any], said: str) -> None:
     sh = shell()
     call = agent.next_call()
     at = ready(sh, call)
-    call.send([0, 99, "surprise", {}])  # a request from the agent: not in the protocol
+    call.send(frame)
     assert sh.wait_exit() == 1
     assert_restored(sh, at)
-    assert "unexpected message" in sh.stderr()
+    assert said in sh.stderr()
 
 
 def test_an_agent_error_answer_restores_the_terminal_and_says_why(agent, shell) -> None:

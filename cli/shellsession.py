@@ -119,7 +119,7 @@ class ShellSession:
             for name in SIGNALS:
                 signum = getattr(signal, name)
                 previous[signum] = signal.signal(signum, _noop)
-            self._receive()  # frames that arrived behind the hello answer
+            self._receive_safely()  # frames that arrived behind the hello answer
             while self.outcome is None:
                 self._step(rfd)
             return self.outcome
@@ -240,6 +240,12 @@ class ShellSession:
             self._agent_gone()
 
     # -- the agent's messages ----------------------------------------------------------------------
+    def _receive_safely(self) -> None:
+        try:
+            self._receive()
+        except AgentGone:
+            self._agent_gone()
+
     def _receive(self) -> None:
         assert self.conn is not None
         for msg in self.conn.receive():
@@ -379,6 +385,7 @@ class ShellSession:
             return
         self.reopen_deadline = None
         self._gap_over()
+        self._receive_safely()
 
     def _timers(self) -> None:
         now = self.clock()

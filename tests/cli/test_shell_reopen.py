@@ -174,3 +174,18 @@ def test_input_is_bounded_at_64_kib_unacknowledged_then_resumes_on_ack(agent, sh
     assert all(a + n == b for (a, n), (b, _) in zip(seqs, seqs[1:], strict=False))  # contiguous offsets
     call.respond("exit", 0)
     assert sh.wait_exit() == 0
+
+
+def test_an_agent_that_dies_right_after_the_open_is_reopened(agent, shell) -> None:
+    sh = shell("--exec", "make")
+    first = agent.next_call()
+    first.drop()
+    second = agent.next_call()
+    assert second.params["reopen"] is True and second.params["stream"] == first.params["stream"]
+    assert second.params["exec"] is None
+    second.attached()
+    second.write(b"back")
+    sh.wait_screen(b"back")
+    second.respond("exit", 0)
+    assert sh.wait_exit() == 0
+    assert sh.termios_now() == sh.before

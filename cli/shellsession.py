@@ -26,7 +26,7 @@ import select  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 
-from hermes_relay.cli import escapekey, termmode  # noqa: E402
+from hermes_relay.cli import escapekey, shellscreen, termmode  # noqa: E402
 from hermes_relay.cli.outfilter import OutputFilter  # noqa: E402
 from hermes_relay.cli.shellconn import AgentGone  # noqa: E402
 from hermes_relay.core import rpc  # noqa: E402
@@ -54,13 +54,6 @@ QUIT_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
 
 def new_stream() -> str:
     return secrets.token_urlsafe(16)
-
-
-class Outcome:
-    """How the shell ended: the exit code and what to tell the user once the terminal is back."""
-
-    def __init__(self, code: int, message: str | None = None):
-        self.code, self.message = code, message
 
 
 class ShellSession:
@@ -91,7 +84,7 @@ class ShellSession:
         self.reopen_deadline: float | None = None
         self.next_attempt = 0.0
         self.attempt_delay = 0.05
-        self.outcome: Outcome | None = None
+        self.outcome: shellscreen.Outcome | None = None
 
     # -- the record --------------------------------------------------------------------------------
     @property
@@ -108,7 +101,7 @@ class ShellSession:
                 "reopen": reopen}
 
     # -- the loop ----------------------------------------------------------------------------------
-    def run(self, first: ShellConnection) -> Outcome:
+    def run(self, first: ShellConnection) -> shellscreen.Outcome:
         self.conn = first
         rfd, wfd = os.pipe()
         os.set_blocking(rfd, False)
@@ -177,7 +170,7 @@ class ShellSession:
             if signum in QUIT_SIGNALS:
                 self._send("shell.detach", {})  # the session lives on; the agent need not guess
                 name = signal.Signals(signum).name
-                self.outcome = Outcome(128 + signum, f"{name}: left session {self.base['session']!r} running")
+                self.outcome = shellscreen.Outcome(128 + signum, f"{name}: left session {self.base['session']!r} running")
                 return
             if signum == signal.SIGWINCH:
                 self._resize()
@@ -202,7 +195,7 @@ class ShellSession:
             data = b""
         if not data:  # the terminal went away
             self._send("shell.detach", {})
-            self.outcome = Outcome(128 + signal.SIGHUP, None)
+            self.outcome = shellscreen.Outcome(128 + signal.SIGHUP, None)
             return
         for kind, value in self.escape.feed(data):
             if kind == "data":
@@ -215,6 +208,8 @@ class ShellSession:
         seq = self.typed
         self.unacked += data
         self._send("shell.input", {"seq": seq, "d": data})
+        if self.status_shown and self.gap_since is not None:
+            self._draw_status()  # the count of keys queued
 
     def _command(self, name: str) -> None:
         if name in ("detach", "kill"):
@@ -300,19 +295,7 @@ class ShellSession:
         self.in_sent = max(self.in_sent, sent, self.in_base)
 
     def _end(self, reason: str, code: Any) -> None:
-        name = self.base["session"]
-        if reason == "exit":  # the remote status when it is one (a signal's -N or none: 1 and 0)
-            known = isinstance(code, int) and not isinstance(code, bool)
-            self.outcome = Outcome((code if 0 <= code <= 255 else 1) if known else 0)
-        elif reason == "detached":
-            self.outcome = Outcome(0, f"detached from {name!r} (hermes-relay sessions resume {name})")
-        elif reason == "killed":
-            self.outcome = Outcome(0, f"session {name!r} killed")
-        elif reason == "replaced":
-            self.outcome = Outcome(1, f"another hermes-relay shell took session {name!r}")
-        else:
-            self.outcome = Outcome(1, f"lost the shell: the link to the relay did not come back (session {name!r} "
-                                      "may live on: hermes-relay sessions list)")
+        self.outcome = shellscreen.outcome(reason, code, self.base["session"])
 
     # -- gaps: the status line and the reopen --------------------------------------------------------
     def _gap_start(self, text: str, queued: int) -> None:
@@ -336,16 +319,11 @@ class ShellSession:
         self._show(self._status_line())
 
     def _show(self, text: str) -> None:
-        from hermes_relay.cli.render import printable
-
-        cols, rows = self.size
-        line = printable(text)[: max(cols - 1, 1)].ljust(max(cols - 1, 1))
-        termmode.write_all(self.out_fd, f"\x1b7\x1b[{rows};1H\x1b[7m{line}\x1b[0m\x1b8".encode())
+        termmode.write_all(self.out_fd, shellscreen.status_line(text, *self.size))
         self.status_shown = True
 
     def _erase_status(self) -> None:
-        rows = self.size[1]
-        termmode.write_all(self.out_fd, f"\x1b7\x1b[{rows};1H\x1b[2K\x1b8".encode())
+        termmode.write_all(self.out_fd, shellscreen.erase_status(self.size[1]))
         self.status_shown = False
         self.notice_until = None
         self._send("shell.redraw", {})  # the line under the status belongs to the remote screen

@@ -238,3 +238,11 @@ def test_suspend_chord_restores_the_terminal_then_comes_back(agent, shell) -> No
     call.respond("exit", 0)
     assert sh.wait_exit() == 0
     assert sh.termios_now() == sh.before
+
+
+def test_final_reasons_map_to_exit_codes() -> None:
+    from hermes_relay.cli.shellscreen import outcome
+
+    codes = [outcome("exit", c, "main").code for c in (0, 3, 255, -9, 300, None, True)]
+    assert codes == [0, 3, 255, 1, 1, 0, 0]
+    assert [outcome(r, None, "main").code for r in ("detached", "killed", "replaced", "lost", "???")] == [0, 0, 1, 1, 1]

@@ -112,6 +112,7 @@ class ShellSession:
             for name in SIGNALS:
                 signum = getattr(signal, name)
                 previous[signum] = signal.signal(signum, _noop)
+            self._resize()  # a resize while the agent was starting came before the handler
             self._receive_safely()  # frames that arrived behind the hello answer
             while self.outcome is None:
                 self._step(rfd)

@@ -75,6 +75,7 @@ def test_a_restarted_agent_gets_the_stream_out_seq_and_only_the_unacked_input(ag
     second.expect("shell.redraw")
     if p["unacked"] == b"cde":
         second.wait_input(b"f")
+    assert b"c" not in second.inputs()  # what the reopen carried is not sent again as input
     second.respond("exit", 0)
     assert sh.wait_exit() == 0
     assert sh.termios_now() == sh.before

@@ -492,20 +492,20 @@ class DoctorReply(TypedDict):
     knobs: dict[str, str]  # the test switches set (core/knobs.py), name -> value
 
 
-# -- the shell (docs/shell-protocol.md) ----------------------------------------------------------------
-class ShellOpenParams(TypedDict):
-    """One `hermes-relay shell` run on its own IPC connection; offsets are the CLI's (the agent never renumbers)."""
+# -- the shell (docs/shell-protocol.md) --------------------------------------------------------------
+class ShellOpenParams(TypedDict, total=False):
+    """``shell.open``: one per dedicated IPC connection; streams until the shell ends."""
 
-    remote: str | None  # relay URL or name; None = the only/default relay
-    session: str  # tmux session name, [A-Za-z0-9_-]{1,64}
+    remote: str | None  # relay URL or name; None: the only paired relay
+    session: str  # tmux session name, [A-Za-z0-9_-]{1,64} (default "main")
     cols: int
     rows: int
-    term: str  # $TERM
-    stream: str  # the CLI's random stream id (22 base64url characters)
-    out_seq: int  # output bytes the CLI has written (0 on the first open)
+    term: str
+    stream: str  # the CLI's stream id (22 characters of base64url)
+    out_seq: int  # output bytes the CLI has written to the user's terminal
     in_base: int  # input offset of unacked[0] (the CLI's acked mark)
     in_sent: int  # the last sent mark the CLI heard (>= in_base)
-    unacked: bytes  # input not yet acknowledged, from in_base
+    unacked: bytes  # input not yet seen acknowledged, from in_base
     raw: bool  # bare shell: do not start hermes
     new: bool
     conversation: str | None
@@ -515,35 +515,35 @@ class ShellOpenParams(TypedDict):
 
 class ShellOpenReply(TypedDict):
     reason: Literal["exit", "detached", "killed", "replaced", "lost"]
-    code: int | None  # the remote shell's status with reason "exit", when known
+    code: int | None
 
 
 class _ShellAttachedBase(TypedDict):
     reattach: bool
     resumed: bool
     tmux: bool
-    route: str | None
+    route: str  # the route's label (LAN, Tailscale, public...)
     relay: Literal["ours", "reference"]
 
 
 class ShellAttached(_ShellAttachedBase, total=False):
-    replay: bytes  # first attach only
+    replay: bytes  # first attach of a run only
 
 
 class ShellOutput(TypedDict):
     d: bytes
-    seq_end: int  # output offset just past d
+    seq_end: int
 
 
 class ShellAck(TypedDict):
-    in_seq: int  # acked: the relay wrote every input byte below this to the PTY
-    sent: int  # the agent put every input byte below this on a socket
+    in_seq: int  # acked: the relay wrote everything below it (or it is counted done: in doubt)
+    sent: int  # the agent put everything below it on a socket
 
 
 class ShellLink(TypedDict):
     state: Literal["live", "reconnecting", "lost"]
-    route: str | None
-    reason: str | None
+    route: str
+    reason: str
     queued: int  # bytes typed but not sent
 
 
@@ -565,31 +565,31 @@ class TerminalListParams(TypedDict, total=False):
     remote: str | None
 
 
-class TerminalSession(TypedDict, total=False):
-    """One entry of the relay's terminal.sessions (desktop-channel.md §2.4), passed through."""
+class TerminalSessionInfo(TypedDict, total=False):
+    """One ``terminal.sessions`` entry, as the relay sent it."""
 
     name: str
     tmux_name: str
-    attached: bool | int
+    attached: int
     windows: int
-    created_at: float | str | None
+    created_at: float
     pid: int | None
-    shell: str | None
+    shell: str
     live: bool
     owned_by_client: bool
 
 
 class TerminalListReply(TypedDict):
-    sessions: list[TerminalSession]
+    sessions: list[TerminalSessionInfo]
     tmux_available: bool
 
 
-class _TerminalKillBase(TypedDict):
-    session: str
-
-
-class TerminalKillParams(_TerminalKillBase, total=False):
+class _TerminalKillOptional(TypedDict, total=False):
     remote: str | None
+
+
+class TerminalKillParams(_TerminalKillOptional):
+    session: str
 
 
 class TerminalKillReply(TypedDict):
@@ -642,13 +642,11 @@ class ApprovalResolved(TypedDict):
 
 NOTIFIES: dict[str, Any] = {"pair.progress": PairProgress, "state": RelayState,
                             "approval": ApprovalRequested | ApprovalResolved,
-                            # shell.open, agent -> CLI
                             "shell.attached": ShellAttached, "shell.output": ShellOutput, "shell.ack": ShellAck,
                             "shell.link": ShellLink, "shell.notice": ShellNotice}
-# shell.open, CLI -> agent (notifies inside the call; shell.detach/.kill/.redraw take {})
-CLIENT_NOTIFIES: dict[str, Any] = {"shell.input": ShellInput, "shell.resize": ShellResize,
-                                   "shell.detach": EmptyParams, "shell.kill": EmptyParams,
-                                   "shell.redraw": EmptyParams}
+# The notifies a client sends during a call (``shell.open``; agent/ipc_server.py's CallContext.inbox).
+CLIENT_NOTIFIES: dict[str, Any] = {"shell.input": ShellInput, "shell.resize": ShellResize, "shell.detach": EmptyParams,
+                                   "shell.kill": EmptyParams, "shell.redraw": EmptyParams}
 
 
 def check(value: Any, tp: Any, *, partial: bool = False, where: str = "reply") -> list[str]:

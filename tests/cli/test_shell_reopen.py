@@ -138,7 +138,7 @@ def test_a_link_gap_shows_a_status_line_with_the_route_and_queued_keys(agent, sh
     call.wait_input(b"12345")
     end = sh.wait_screen(b"reconnecting via Tailscale\xe2\x80\xa6 5 keys queued", start=at)
     assert b"\x1b7\x1b[24;1H\x1b[7m" in sh.screen[at:end]  # saved cursor, bottom line, reverse video
-    call.notify("shell.link", {"state": "live", "route": "Tailscale", "reason": None, "queued": 0})
+    call.notify("shell.link", {"state": "live", "route": "Tailscale", "reason": "", "queued": 0})
     sh.wait_screen(b"\x1b7\x1b[24;1H\x1b[2K\x1b8", start=end)
     call.expect("shell.redraw")
     call.notify("shell.notice", {"text": "3 bytes typed during the drop are in doubt and were not resent"})

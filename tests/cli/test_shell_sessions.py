@@ -9,8 +9,7 @@ from hermes_relay.core import apitypes
 
 LISTED = {"sessions": [{"name": "main", "tmux_name": "hermes-main", "attached": 1, "windows": 2,
                         "created_at": 1_799_990_000.0, "shell": "/bin/bash", "live": True, "owned_by_client": False},
-                       {"name": "build", "tmux_name": "hermes-build", "attached": 0, "windows": 1,
-                        "created_at": None, "live": True}],
+                       {"name": "build", "tmux_name": "hermes-build", "attached": 0, "windows": 1, "live": True}],
           "tmux_available": True}
 
 

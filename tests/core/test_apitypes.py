@@ -35,6 +35,8 @@ def test_every_request_reply_method_in_core_api_has_types() -> None:
                api.APPROVALS_DECIDE, api.ACCESS_CHANGING, api.DOWN_SET, api.UP_SET, api.DOCTOR, api.WATCH,
                api.SHELL_OPEN, api.TERMINAL_LIST, api.TERMINAL_KILL}
     assert set(apitypes.METHODS) == methods  # watch only streams: its reply type is None
-    assert set(apitypes.NOTIFIES) == {api.PAIR_PROGRESS, api.STATE, api.APPROVAL, "shell.attached", "shell.output",
-                                      "shell.ack", "shell.link", "shell.notice"}
+    assert set(apitypes.NOTIFIES) == {api.PAIR_PROGRESS, api.STATE, api.APPROVAL, api.SHELL_ATTACHED, api.SHELL_OUTPUT,
+                                      api.SHELL_ACK, api.SHELL_LINK, api.SHELL_NOTICE}
+    assert set(apitypes.CLIENT_NOTIFIES) == {api.SHELL_INPUT, api.SHELL_RESIZE, api.SHELL_DETACH, api.SHELL_KILL,
+                                             api.SHELL_REDRAW}
 

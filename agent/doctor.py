@@ -170,7 +170,7 @@ async def run_doctor(agent: DoctorHost, params: dict[str, Any]) -> DoctorReply:
         deadline = DEFAULT_DEADLINE
     store_error: Any = None  # an ErrorObj
     try:
-        sessions = agent.store.sessions()
+        sessions = await trio.to_thread.run_sync(agent.store.sessions)
     except StateError as exc:
         sessions, store_error = {}, exc.to_wire()
     only = params.get("url")

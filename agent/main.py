@@ -1,4 +1,4 @@
-"""``python -m hermes_relay.agent run``: argv/env → AgentConfig → trio.run(Agent.run).
+"""``python -m hermes_relay.agent run``: argv/env → AgentConfig → trio.run(runner.run).
 
 The CLI's ``hermes-relay agent run`` execs this. Logs go to a rotating file (and stderr unless
 ``--detached``); a filter masks anything shaped like a token, as a second line of defence behind the
@@ -84,14 +84,14 @@ async def _serve(config) -> None:
     import trio
 
     from hermes_relay.agent import runner
-    from hermes_relay.agent.app import Agent
+    from hermes_relay.agent.backend import AgentBackend
 
     watcher = None
     if config.netwatch:
         from hermes_relay.agent.netwatch import InterfaceWatcher
 
         watcher = InterfaceWatcher(debounce=config.netwatch_debounce, poll_interval=config.netwatch_poll_interval)
-    agent = Agent(config, watcher=watcher)
+    agent = AgentBackend(config, watcher=watcher)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run, agent)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -164,15 +164,15 @@ def _standalone_doctor(params: dict[str, Any]) -> Any:
     import trio
 
     from hermes_relay.agent import doctor
-    from hermes_relay.agent.app import Agent
+    from hermes_relay.agent.backend import AgentBackend
     from hermes_relay.agent.config import AgentConfig
     from hermes_relay.core.errors import StateError
     from hermes_relay.core.record import owner_urls
 
-    agent = Agent(AgentConfig.from_env())
+    agent = AgentBackend(AgentConfig.from_env())
     try:
         sessions = agent.store.sessions()
-        agent.down_states(sessions, owner_urls(sessions))
+        agent.down = agent.down_states(sessions, owner_urls(sessions), {})
     except StateError:
         pass  # run_doctor reports the store's problem
     return trio.run(doctor.run_doctor, agent, {**params, "standalone": True})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -366,8 +366,7 @@ class AgentBackend:
         return await devices.extend(self, url, prefix, ttl)
 
     def route(self) -> RouteIndicator:
-        current: Any = dict(self.indicator.current)
-        return current
+        return cast("RouteIndicator", dict(self.indicator.current))
 
     async def pin_accept(self, url: Any, shown: Any, apply: bool) -> PinAcceptReply:
         return await devices.accept_pin(self, url, shown, apply)

@@ -26,7 +26,7 @@ import logging
 import os
 import ssl
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
@@ -440,6 +440,6 @@ def _relay_report(agent: DoctorHost, owner: str, checks: list[RouteCheck], *, un
     link = agent.links.get(owner)
     snap = link.snapshot() if link is not None else agent.down.get(owner)  # `hermes-relay down`: no link, on purpose
     link_status = _LINK_STATUS.get(snap["state"], WARN) if snap is not None else SKIP if unmanaged else WARN
-    report: Any = {"url": owner, "status": worst([route_status, link_status]), "routes": routes,
+    report = {"url": owner, "status": worst([route_status, link_status]), "routes": routes,
                    "working_routes": len(working), "link": snap, "link_status": link_status}
-    return report  # DoctorRelay: its steps are built as dicts by RouteCheck
+    return cast("DoctorRelay", report)  # its steps are built as dicts by RouteCheck

@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hermes_relay import __version__
@@ -45,7 +46,7 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def setup_logging(log_file, *, to_stderr: bool, level: str) -> None:
+def setup_logging(log_file: Path, *, to_stderr: bool, level: str) -> None:
     root = logging.getLogger()
     root.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(config) -> None:
+async def _serve(config: Any) -> None:
     import trio
 
     from hermes_relay.agent import runner
@@ -100,7 +101,7 @@ async def _serve(config) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _stop_on_signal(signals, agent) -> None:
+async def _stop_on_signal(signals: Any, agent: Any) -> None:
     async for signum in signals:
         logging.getLogger(__name__).info("agent_signal signal=%s", signal.Signals(signum).name)
         agent.stop()

@@ -477,7 +477,7 @@ def _write(store: SessionStore, entry: dict[str, Any], fault: bool = False) -> s
             else:
                 rec.pop(key, None)
         sessions[owner] = rec
-        return owner
+        return str(owner)
 
     return store.update(apply)
 

@@ -212,7 +212,7 @@ async def pair(agent: PairingHost, params: dict[str, Any], progress: Progress) -
         route = won.route
         with trio.CancelScope(shield=True):  # bounded by the store lock's timeout
             owner = await _store(agent, store, entry, kept_error)
-        await agent.reload()  # starts the link for the new record and stops one whose record this replaced
+            await agent.reload()  # starts the link for the new record and stops one whose record this replaced
     finally:
         for url in replacing:
             agent.pairing_urls[url] -= 1

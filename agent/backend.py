@@ -18,18 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 
 from hermes_relay import __version__
-from hermes_relay.agent import (
-    checkpoints,
-    device,
-    devices,
-    doctor,
-    forget,
-    pairing,
-    prober,
-    statusview,
-    storefollow,
-    watchbus,
-)
+from hermes_relay.agent import checkpoints, device, devices, doctor, forget, pairing, prober, statusview, storefollow, watchbus
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.credentials import Credentials, Paused
 from hermes_relay.agent.desktop.service import DesktopService

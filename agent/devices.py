@@ -9,7 +9,7 @@ the agent; store reads and writes run in worker threads, the record edits are co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
@@ -139,7 +139,7 @@ def patched_session(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
         return {}
     if isinstance(obj.get("session"), dict):
-        return obj["session"]
+        return cast("dict[str, Any]", obj["session"])
     return {k: obj[k] for k in ("token_prefix", "expires_at", "grants") if k in obj}
 
 

@@ -26,7 +26,7 @@ import logging
 import os
 import ssl
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
@@ -170,7 +170,7 @@ async def run_doctor(agent: DoctorHost, params: dict[str, Any]) -> DoctorReply:
         deadline = DEFAULT_DEADLINE
     store_error: Any = None  # an ErrorObj
     try:
-        sessions = agent.store.sessions()
+        sessions = await trio.to_thread.run_sync(agent.store.sessions)
     except StateError as exc:
         sessions, store_error = {}, exc.to_wire()
     only = params.get("url")
@@ -440,6 +440,6 @@ def _relay_report(agent: DoctorHost, owner: str, checks: list[RouteCheck], *, un
     link = agent.links.get(owner)
     snap = link.snapshot() if link is not None else agent.down.get(owner)  # `hermes-relay down`: no link, on purpose
     link_status = _LINK_STATUS.get(snap["state"], WARN) if snap is not None else SKIP if unmanaged else WARN
-    report: Any = {"url": owner, "status": worst([route_status, link_status]), "routes": routes,
+    report = {"url": owner, "status": worst([route_status, link_status]), "routes": routes,
                    "working_routes": len(working), "link": snap, "link_status": link_status}
-    return report  # DoctorRelay: its steps are built as dicts by RouteCheck
+    return cast("DoctorRelay", report)  # its steps are built as dicts by RouteCheck

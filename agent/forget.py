@@ -73,7 +73,7 @@ class ForgetHost(Protocol):
     def desktop(self) -> _Desktop: ...
 
     def stop_link(self, url: str) -> None: ...
-    def reload(self, *, wake_all: bool = True) -> int: ...
+    async def reload(self, *, wake_all: bool = True) -> int: ...
     async def verdict(self, url: str, token: str | None) -> dict[str, Any] | None: ...
 
 
@@ -98,7 +98,8 @@ async def forget(agent: ForgetHost, url: str, revoke: Revoke, *, contact_relay: 
         # Every step below takes a file lock: in a worker thread, so a lock held elsewhere never stalls the agent.
         removed = await trio.to_thread.run_sync(_remove_locally, agent, owner, rec)
     finally:
-        agent.reload()
+        with trio.CancelScope(shield=True):  # bounded by the store lock's timeout
+            await agent.reload()
     return {"url": owner, "prefix": prefix, "relay": relay, "removed": removed}
 
 

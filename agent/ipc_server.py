@@ -10,7 +10,7 @@ Streaming handlers send Notify messages through their ``CallContext`` before the
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +61,7 @@ class _Conn:
         async with self.send_lock:
             await self.stream.send_all(data)
 
-    async def messages(self):
+    async def messages(self) -> AsyncIterator[rpc.Message]:
         while True:
             for obj in self.decoder:
                 yield rpc.parse_message(obj)

@@ -75,7 +75,7 @@ class Signal:
 
 
 class LinkHost(Protocol):
-    """What a link needs from the agent (agent/app.py's Agent provides it). File access is async:
+    """What a link needs from the agent (agent/backend.py's AgentBackend provides it). File access is async:
     the agent runs it in worker threads, so a held lock or a slow disk never blocks the event loop."""
 
     config: Any  # AgentConfig: timings, wall_clock, rng

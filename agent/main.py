@@ -1,4 +1,4 @@
-"""``python -m hermes_relay.agent run``: argv/env → AgentConfig → trio.run(Agent.run).
+"""``python -m hermes_relay.agent run``: argv/env → AgentConfig → trio.run(runner.run).
 
 The CLI's ``hermes-relay agent run`` execs this. Logs go to a rotating file (and stderr unless
 ``--detached``); a filter masks anything shaped like a token, as a second line of defence behind the
@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hermes_relay import __version__
@@ -45,7 +46,7 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def setup_logging(log_file, *, to_stderr: bool, level: str) -> None:
+def setup_logging(log_file: Path, *, to_stderr: bool, level: str) -> None:
     root = logging.getLogger()
     root.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -80,18 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(config) -> None:
+async def _serve(config: Any) -> None:
     import trio
 
     from hermes_relay.agent import runner
-    from hermes_relay.agent.app import Agent
+    from hermes_relay.agent.backend import AgentBackend
 
     watcher = None
     if config.netwatch:
         from hermes_relay.agent.netwatch import InterfaceWatcher
 
         watcher = InterfaceWatcher(debounce=config.netwatch_debounce, poll_interval=config.netwatch_poll_interval)
-    agent = Agent(config, watcher=watcher)
+    agent = AgentBackend(config, watcher=watcher)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run, agent)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -100,7 +101,7 @@ async def _serve(config) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _stop_on_signal(signals, agent) -> None:
+async def _stop_on_signal(signals: Any, agent: Any) -> None:
     async for signum in signals:
         logging.getLogger(__name__).info("agent_signal signal=%s", signal.Signals(signum).name)
         agent.stop()
@@ -164,15 +165,15 @@ def _standalone_doctor(params: dict[str, Any]) -> Any:
     import trio
 
     from hermes_relay.agent import doctor
-    from hermes_relay.agent.app import Agent
+    from hermes_relay.agent.backend import AgentBackend
     from hermes_relay.agent.config import AgentConfig
     from hermes_relay.core.errors import StateError
     from hermes_relay.core.record import owner_urls
 
-    agent = Agent(AgentConfig.from_env())
+    agent = AgentBackend(AgentConfig.from_env())
     try:
         sessions = agent.store.sessions()
-        agent.down_states(sessions, owner_urls(sessions))
+        agent.down = agent.down_states(sessions, owner_urls(sessions), {})
     except StateError:
         pass  # run_doctor reports the store's problem
     return trio.run(doctor.run_doctor, agent, {**params, "standalone": True})

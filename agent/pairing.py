@@ -12,7 +12,7 @@ parses, its lock can be taken, its directory accepts a file), and the very first
 (``marks.Pending``: memory and a fsynced 0600 file) until the store write succeeds. The later steps
 (store, desktop policy, dropping the pending copy) can each be repeated: ``flush_pending`` redoes them
 at start-up, before any link starts, and ``keep_pending`` retries in the background. A token
-rotation by a refresh goes through the same file (``rotation_entry``; agent/app.py ``save_auth_sync``).
+rotation by a refresh goes through the same file (``rotation_entry``; agent/backend.py ``save_auth_sync``).
 Each write point is a named crash point for tests (agent/checkpoints.py). A kill before the first of
 them (``pair.sent``) loses the answer: our relay keeps the old refresh token on standby for the new
 session, so the restarted agent's link refreshes into it; while a pairing is under way, the links of
@@ -96,7 +96,7 @@ class PairingHost(Protocol):
     @property
     def desktop(self) -> _Desktop: ...
 
-    def reload(self, *, wake_all: bool = True) -> int: ...
+    async def reload(self, *, wake_all: bool = True) -> int: ...
     def auth_payload(self, record: record.Record | None = None, **credentials: Any) -> dict[str, Any]: ...
     def save_auth_sync(self, owner: str, route_url: str, ok: dict[str, Any], pin: str | None, *,
                        used_token: str | None, store: SessionStore | None = None, keep: bool = True) -> None: ...
@@ -212,7 +212,7 @@ async def pair(agent: PairingHost, params: dict[str, Any], progress: Progress) -
         route = won.route
         with trio.CancelScope(shield=True):  # bounded by the store lock's timeout
             owner = await _store(agent, store, entry, kept_error)
-        agent.reload()  # starts the link for the new record and stops one whose record this replaced
+            await agent.reload()  # starts the link for the new record and stops one whose record this replaced
     finally:
         for url in replacing:
             agent.pairing_urls[url] -= 1
@@ -477,7 +477,7 @@ def _write(store: SessionStore, entry: dict[str, Any], fault: bool = False) -> s
             else:
                 rec.pop(key, None)
         sessions[owner] = rec
-        return owner
+        return str(owner)
 
     return store.update(apply)
 
@@ -542,7 +542,7 @@ async def flush_pending(agent: PairingHost, logged: dict[str, str] | None = None
         log.info("pending_credentials_saved url=%s kind=%s", entry.get("owner", key), entry.get("kind", "pairing"))
         wrote = True
     if wrote:
-        agent.reload()
+        await agent.reload()
     return len(entries), wrote
 
 

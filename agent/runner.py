@@ -1,24 +1,25 @@
-"""The runner: what makes an Agent (agent/app.py) a running process part.
+"""The runner: what makes the agent's backend (agent/backend.py) a running process part.
 
     instance locks (per HOME and host, per runtime dir) → IPC listener → kept credentials into the store
     → one RelayLink per stored pairing → store watcher → network watcher → clock watch
     → route indicator heartbeat → serve IPC (agent/handlers.py over agent/backend.py) until ``agent.stop``
 
-It owns the locks, the listener, the nursery (links run in it) and the watchers; the agent holds the
-state they act on. Network changes and wall-clock jumps (sleep/resume) clear the reachability cache
-and wake every link so nobody waits out a backoff on a network that just came back.
+It owns the locks, the listener, the nursery (links run in it) and the watchers, and wires them to the
+backend (``attach``), which holds the state they act on. Network changes and wall-clock jumps
+(sleep/resume) clear the reachability cache and wake every link so nobody waits out a backoff on a
+network that just came back.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from typing import Any
 
 import trio
 
 from hermes_relay.agent import handlers, ipc_endpoint, pairing
-from hermes_relay.agent.app import Agent
 from hermes_relay.agent.backend import AgentBackend
 from hermes_relay.agent.ipc_server import serve_ipc
 from hermes_relay.core import api, instance, knobs, paths
@@ -30,7 +31,7 @@ RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store 
 NAMES_POLL = 2.0  # seconds: how soon the prompt shows a relay's new name or the new default
 
 
-async def run(agent: Agent, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(agent: AgentBackend, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Run ``agent`` until it stops (``agent.stop()``: the IPC method, a signal, idling out, or being fenced)."""
     config = agent.config
     owner = instance.owner_record(socket_path=config.socket_path, started_at=agent.started_at,
@@ -38,15 +39,14 @@ async def run(agent: Agent, *, task_status: trio.TaskStatus[None] = trio.TASK_ST
     with instance.hold(config.home_lock_file, owner), ipc_endpoint.instance_lock(config.lock_file):
         listener = await ipc_endpoint.open_ipc_listener(config.socket_path, config.ipc_mode,
                                                         nonce_timeout=config.ipc_nonce_timeout)
-        agent.ipc = listener
         identity = _identity(config.socket_path)
         try:
             async with trio.open_nursery() as nursery:
-                agent.nursery = nursery
+                await agent.attach(nursery, listener)
                 await _recover_pending(agent)
-                agent.reload()
+                await agent.reload()
                 _start_watchers(agent, nursery, identity)
-                await nursery.start(serve_ipc, listener, handlers.table(AgentBackend(agent)))
+                await nursery.start(serve_ipc, listener, handlers.table(agent))
                 log.info("agent_started pid=%d socket=%s relays=%d", os.getpid(), config.socket_path, len(agent.links))
                 for line in knobs.describe(config.knobs.knobs):
                     log.warning("knob_set %s", line)
@@ -60,9 +60,9 @@ async def run(agent: Agent, *, task_status: trio.TaskStatus[None] = trio.TASK_ST
             log.info("agent_stopped")
 
 
-def _start_watchers(agent: Agent, nursery: trio.Nursery, identity: tuple[int, int] | None) -> None:
+def _start_watchers(agent: AgentBackend, nursery: trio.Nursery, identity: tuple[int, int] | None) -> None:
     nursery.start_soon(_indicator_heartbeat, agent)
-    nursery.start_soon(agent.store_watcher.run, agent.store_changed)
+    nursery.start_soon(agent.store_watcher.run, partial(nursery.start_soon, agent.store_changed))
     nursery.start_soon(_indicator_approvals, agent)
     nursery.start_soon(pairing.keep_pending, agent)
     nursery.start_soon(_clock_watch, agent)
@@ -73,7 +73,7 @@ def _start_watchers(agent: Agent, nursery: trio.Nursery, identity: tuple[int, in
         nursery.start_soon(_idle_exit, agent)
 
 
-async def _recover_pending(agent: Agent) -> None:
+async def _recover_pending(agent: AgentBackend) -> None:
     """Credentials a crashed agent kept but did not store go into the store before any link starts
     (a link would otherwise try the retired token first). A busy store is left to keep_pending."""
     try:
@@ -82,7 +82,7 @@ async def _recover_pending(agent: Agent) -> None:
         log.warning("pending_recovery_deferred error=%s", exc)
 
 
-async def _indicator_heartbeat(agent: Agent) -> None:
+async def _indicator_heartbeat(agent: AgentBackend) -> None:
     """Rewrite the route file every heartbeat, and within NAMES_POLL of a rename or a new default."""
     due = trio.current_time() + agent.config.indicator_heartbeat
     while True:
@@ -92,14 +92,14 @@ async def _indicator_heartbeat(agent: Agent) -> None:
             due = trio.current_time() + agent.config.indicator_heartbeat
 
 
-async def _indicator_approvals(agent: Agent) -> None:
+async def _indicator_approvals(agent: AgentBackend) -> None:
     """The prompt counts waiting approvals (``[LAN !1]``): rewrite it when one is requested or resolved."""
     with agent.approvals.subscribe() as events:
         async for _ in events:
             agent.refresh_indicator()
 
 
-async def _idle_exit(agent: Agent) -> None:
+async def _idle_exit(agent: AgentBackend) -> None:
     """Stop once nothing has been paired (stored, paused, down, or waiting to be stored), no client is
     connected and no approval waits, for ``idle_exit`` seconds: a command that autostarted the agent on
     a fresh HOME (``approvals``, ``status --json``...) leaves no agent with no relays behind it."""
@@ -121,7 +121,7 @@ async def _idle_exit(agent: Agent) -> None:
             return
 
 
-async def _fence(agent: Agent, identity: tuple[int, int] | None) -> None:
+async def _fence(agent: AgentBackend, identity: tuple[int, int] | None) -> None:
     """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody
     can reach must not keep relay connections and the route indicator to itself."""
     while True:
@@ -134,7 +134,7 @@ async def _fence(agent: Agent, identity: tuple[int, int] | None) -> None:
             return
 
 
-async def _netwatch(agent: Agent) -> None:
+async def _netwatch(agent: AgentBackend) -> None:
     send, receive = trio.open_memory_channel[Any](16)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.watcher.run, send)
@@ -145,7 +145,7 @@ async def _netwatch(agent: Agent) -> None:
                 log.debug("network_minor_change reason=%s", change.reason)
 
 
-async def _clock_watch(agent: Agent) -> None:
+async def _clock_watch(agent: AgentBackend) -> None:
     """Sleep/resume shows as the wall clock moving much further than trio's monotonic clock."""
     config = agent.config
     wall, mono = config.wall_clock(), trio.current_time()

@@ -55,7 +55,7 @@ class StatusHost(Protocol):
 
     def states(self) -> list[dict[str, Any]]: ...
 
-    def paused_states(self) -> list[tuple[dict[str, Any], dict[str, Any]]]: ...
+    async def paused_states(self) -> list[tuple[dict[str, Any], dict[str, Any]]]: ...
 
 
 async def status(host: StatusHost, reveal: bool) -> StatusReply:
@@ -69,7 +69,7 @@ async def status(host: StatusHost, reveal: bool) -> StatusReply:
     except StateError as exc:
         records, store_error = {}, exc.to_wire()
     relays = [_live(host, state, records.get(state["url"]), reveal) for state in host.states()]
-    paused = host.paused_states()
+    paused = await host.paused_states()
     relays.extend(state for state, _ in paused)
     view = paired_view(sessions, relays, reveal=reveal)
     kept = {state["url"]: rec for state, rec in paused}

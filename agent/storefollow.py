@@ -1,6 +1,6 @@
 """What another client did to the shared store since the agent last looked, and what to do about it.
 
-The store watcher (agent/storewatch.py) only says "the file changed"; ``Agent.reload`` reads it and
+The store watcher (agent/storewatch.py) only says "the file changed"; ``AgentBackend.reload`` reads it and
 asks ``StoreFollower.follow`` to compare it with the records of the previous look:
 
 - a record that is new gets a link (reload does that for any record without one);
@@ -131,7 +131,7 @@ class RestoreHost(Protocol):
     @property
     def store(self) -> SessionStore: ...
 
-    def reload(self, *, wake_all: bool = True) -> int: ...
+    async def reload(self, *, wake_all: bool = True) -> int: ...
 
 
 async def restore(agent: RestoreHost, url: str) -> RestoreReply:
@@ -150,6 +150,6 @@ async def restore(agent: RestoreHost, url: str) -> RestoreReply:
 
     owner, restored = await trio.to_thread.run_sync(agent.store.update, apply)
     await trio.to_thread.run_sync(agent.paused.drop, url)
-    agent.reload()
+    await agent.reload()
     log.info("pairing_restored url=%s restored=%s", owner, restored)
     return {"url": owner, "restored": restored}

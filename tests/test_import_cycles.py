@@ -162,7 +162,7 @@ def test_agent_and_relay_never_import_each_other(importer: str, imported_package
     assert crossing == []
 
 
-def test_only_the_runner_and_the_entry_point_import_the_agent_object() -> None:
-    # The backend split: pairing, forget, doctor, the local API take narrow Protocols, never the Agent.
+def test_only_the_runner_and_the_entry_point_import_the_backend() -> None:
+    # The backend split: pairing, forget, doctor, the local API take narrow Protocols, never the backend.
     edges = graph()
-    assert sorted(m for m, deps in edges.items() if "agent.app" in deps) == ["agent.main", "agent.runner"]
+    assert sorted(m for m, deps in edges.items() if "agent.backend" in deps) == ["agent.main", "agent.runner"]

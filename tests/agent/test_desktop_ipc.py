@@ -14,7 +14,7 @@ import trio
 from test_desktop_channel import FakePort
 
 from hermes_relay.agent import pairing, runner
-from hermes_relay.agent.app import Agent
+from hermes_relay.agent.backend import AgentBackend
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.cli.client import AgentClient
 from hermes_relay.core import api, desktop, policy
@@ -29,11 +29,11 @@ def relay_test_guard() -> float:
     return 15.0
 
 
-async def _agent(tmp_path: Path, nursery: trio.Nursery) -> Agent:
+async def _agent(tmp_path: Path, nursery: trio.Nursery) -> AgentBackend:
     run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
     env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir),
            "HERMES_RELAY_NOTIFY": "0", "HOME": str(tmp_path)}
-    agent = Agent(AgentConfig.from_env(env, netwatch=False))
+    agent = AgentBackend(AgentConfig.from_env(env, netwatch=False))
     await nursery.start(runner.run, agent)
     return agent
 

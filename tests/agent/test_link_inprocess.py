@@ -13,7 +13,7 @@ import helpers
 import trio
 
 from hermes_relay.agent import pairing, runner
-from hermes_relay.agent.app import Agent
+from hermes_relay.agent.backend import AgentBackend
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.netwatch import InterfaceWatcher
 from hermes_relay.core import api
@@ -47,17 +47,17 @@ async def _until(receive: trio.MemoryReceiveChannel[dict[str, Any]], state: str)
 
 
 async def _agent(tmp_path: Path, nursery: trio.Nursery, *, watcher: Any = None,
-                 **overrides: Any) -> tuple[Agent, trio.MemoryReceiveChannel[dict[str, Any]]]:
+                 **overrides: Any) -> tuple[AgentBackend, trio.MemoryReceiveChannel[dict[str, Any]]]:
     run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
     env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir)}
-    agent = Agent(AgentConfig.from_env(env, **overrides), watcher=watcher)
+    agent = AgentBackend(AgentConfig.from_env(env, **overrides), watcher=watcher)
     send, receive = trio.open_memory_channel[dict[str, Any]](100)
     agent.watchers.add(send)
     await nursery.start(runner.run, agent)
     return agent, receive
 
 
-async def _pair(agent: Agent, relay: Any) -> None:
+async def _pair(agent: AgentBackend, relay: Any) -> None:
     async def progress(event: dict[str, Any]) -> None:
         pass
 

@@ -16,7 +16,7 @@ import trio
 import trio_websocket
 
 from hermes_relay.agent import runner
-from hermes_relay.agent.app import Agent
+from hermes_relay.agent.backend import AgentBackend
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.credentials import Credentials
 from hermes_relay.core import api, wire
@@ -90,13 +90,13 @@ class RecordingDesktop:
                                  "payload": {"request_id": message["payload"].get("request_id"), "ok": True}})
 
 
-def agent_for(tmp_path: Path, **overrides: Any) -> Agent:
+def agent_for(tmp_path: Path, **overrides: Any) -> AgentBackend:
     run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
     env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir)}
-    return Agent(AgentConfig.from_env(env, netwatch=False, **overrides))
+    return AgentBackend(AgentConfig.from_env(env, netwatch=False, **overrides))
 
 
-async def start(agent: Agent, nursery: trio.Nursery) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+async def start(agent: AgentBackend, nursery: trio.Nursery) -> trio.MemoryReceiveChannel[dict[str, Any]]:
     send_states, states = trio.open_memory_channel[dict[str, Any]](100)
     agent.watchers.add(send_states)
     await nursery.start(runner.run, agent)
@@ -110,7 +110,7 @@ async def until(states: trio.MemoryReceiveChannel[dict[str, Any]], state: str) -
     raise AssertionError("watch channel closed")
 
 
-def store_record(agent: Agent, url: str, **record: Any) -> None:
+def store_record(agent: AgentBackend, url: str, **record: Any) -> None:
     agent.store.update(lambda sessions: sessions.__setitem__(url, {"paired_at": 1_700_000_000, **record}))
 
 

@@ -14,7 +14,7 @@ import helpers
 import trio
 
 from hermes_relay.agent import pairing, runner
-from hermes_relay.agent.app import Agent
+from hermes_relay.agent.backend import AgentBackend
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.core import api
 from hermes_relay.relay.server import Relay, RelayConfig
@@ -45,17 +45,17 @@ async def serve_keeping_sockets(nursery: trio.Nursery) -> tuple[str, str]:
 
 
 async def start_agent(tmp_path: Path, nursery: trio.Nursery,
-                      **overrides: Any) -> tuple[Agent, trio.MemoryReceiveChannel[dict[str, Any]]]:
+                      **overrides: Any) -> tuple[AgentBackend, trio.MemoryReceiveChannel[dict[str, Any]]]:
     run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
     env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir)}
-    agent = Agent(AgentConfig.from_env(env, netwatch=False, **overrides))
+    agent = AgentBackend(AgentConfig.from_env(env, netwatch=False, **overrides))
     send, receive = trio.open_memory_channel[dict[str, Any]](100)
     agent.watchers.add(send)
     await nursery.start(runner.run, agent)
     return agent, receive
 
 
-async def pair(agent: Agent, url: str, http_base: str, **register: Any) -> None:
+async def pair(agent: AgentBackend, url: str, http_base: str, **register: Any) -> None:
     async def progress(event: dict[str, Any]) -> None:
         pass
 
@@ -92,7 +92,7 @@ async def test_revoked_on_a_relay_that_keeps_the_socket_is_noticed_by_the_bearer
 
 
 async def _paired_for_an_hour(relay_factory: Any, tmp_path: Path, nursery: trio.Nursery,
-                              clock: helpers.FakeWallClock) -> tuple[Any, Agent, trio.MemoryReceiveChannel[dict[str, Any]]]:
+                              clock: helpers.FakeWallClock) -> tuple[Any, AgentBackend, trio.MemoryReceiveChannel[dict[str, Any]]]:
     """An agent paired for one hour with a relay, both on ``clock``; expiry is re-checked every 50 ms."""
     relay = await relay_factory(wall_clock=clock)
     agent, states = await start_agent(tmp_path, nursery, wall_clock=clock, clock_check_interval=0.05,
@@ -196,7 +196,7 @@ async def test_a_revocation_recorded_before_the_newer_pairing_was_stored_reads_a
         await states_until(states, old_url, api.REVOKED)  # no newer pairing in the store yet
         newer = {**old, "token": "another-token", "paired_at": old["paired_at"] + 10, "route_candidates": [old_url]}
         agent.store.update(lambda s: s.__setitem__(new_url, newer))
-        agent.reload()
+        await agent.reload()
         await states_until(states, old_url, api.REPLACED)
         assert agent.links[old_url].snapshot()["replaced_by"] == new_url
         assert agent.marks.get(old_url, old["token"])["state"] == api.REPLACED

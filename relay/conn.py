@@ -14,7 +14,7 @@ import trio_websocket
 
 from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import members
-from hermes_relay.relay import capacity, desktop, desktop_http, http, peers
+from hermes_relay.relay import capacity, desktop, desktop_http, http, peers, terminal
 from hermes_relay.relay.config import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
@@ -35,6 +35,7 @@ from hermes_relay.relay.core import (
     Refusal,
     RelayCore,
     Send,
+    ToTerminal,
     UnauthedSlot,
 )
 from hermes_relay.relay.heartbeat import Heartbeat
@@ -57,6 +58,8 @@ class Relay:
         self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
         self.core = RelayCore(config, nofile=capacity.fd_limit(), pending_calls=lambda: self.desktop.pending_count)
         self.heartbeat = Heartbeat(config.heartbeat)  # pings nobody until serve_relay runs it
+        self.terminal = None if config.terminal is None else \
+            terminal.TerminalService(config.terminal, self.core.session_live, _PEER_GONE)  # serve_relay runs it
 
     # -- connections ---------------------------------------------------------------------------
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
@@ -164,6 +167,9 @@ class Relay:
             # Shutting down: say "going away" but do not wait for the reply, which the cancelled
             # reader task can no longer receive (waiting stalled every restart by CLOSE_GRACE).
             with trio.CancelScope(shield=True):
+                if self.terminal is not None:  # first a final ack and `detached`, so no input is in doubt
+                    with trio.move_on_after(SHUTDOWN_ANSWER_GRACE):
+                        await self.terminal.socket_closing(ws)
                 with trio.move_on_after(SHUTDOWN_CLOSE_GRACE):
                     await ws.aclose(CLOSE_GOING_AWAY, "relay shutting down")
             raise
@@ -218,6 +224,8 @@ class Relay:
         finally:
             self.core.detach(key, ws)
             self.desktop.detach(ws)
+            if self.terminal is not None:
+                self.terminal.socket_gone(ws)
 
     async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
         serving = trio.CancelScope()
@@ -247,6 +255,9 @@ class Relay:
         for effect in self.core.message(sess, message):
             if isinstance(effect, Send):
                 await ws.send_message(effect.env.encode())
+            elif isinstance(effect, ToTerminal):
+                if self.terminal is not None:
+                    await self.terminal.on_envelope(ws, sess, effect.env)
             else:
                 self.desktop.on_envelope(ws, effect.env)
 
@@ -264,6 +275,8 @@ class Relay:
                     self.desktop.detach(ws)
             elif isinstance(effect, CloseSession):
                 self._close_live(effect.key, effect.reason)
+        if effects and self.terminal is not None:
+            self.terminal.check_sessions()  # a revoked or replaced session's shells close
 
     def _close_live(self, key: str, reason: str) -> None:
         for ws in self.core.take_live(key):

@@ -146,6 +146,8 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep, relay)
             nursery.start_soon(relay.heartbeat.run)
+            if relay.terminal is not None:
+                await nursery.start(relay.terminal.run)
             await nursery.start(trio.serve_listeners, relay.handle_stream, listeners)
             task_status.started(RelayInfo(config.host, port, config.scheme, config.cert_pin))
     finally:

@@ -1,0 +1,121 @@
+"""The terminal channel against a real relay and real shells on PTYs (bare, no tmux): attach, type, see
+output with offsets, resume from another socket exactly once, gaps, duplicates, a large paste."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from terminal_clients import Term, connect, pair_device, settings
+
+
+@pytest.fixture
+def relay_test_guard() -> float:
+    return 60.0
+
+
+async def test_attach_to_a_bare_shell_and_see_typed_output_with_offsets(relay_factory, tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, _ = await pair_device(relay)
+    term = Term(ws)
+    attached = await term.attach()
+    assert attached["type"] == "terminal.attached", attached
+    p = attached["payload"]
+    assert p["tmux_available"] is False and p["shell"] == "/bin/sh" and p["reattach"] is False
+    assert p["resume"] == {"v": 1, "stream": term.stream, "in_seq": 0, "out_seq": 0, "resumed": False, "gap": False}
+    await term.type(b"echo hi$((40+2))\n")
+    await term.until_output(b"hi42")
+    await term.until_acked(len(term.typed))
+    assert term.acked == len(term.typed)
+
+
+async def test_resume_from_a_new_socket_continues_output_and_input_exactly_once(relay_factory, tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, auth = await pair_device(relay)
+    term = Term(ws)
+    await term.attach()
+    target = tmp_path / "typed.txt"
+    await term.type(b"stty -echo; cat > " + str(target).encode() + b"\n")
+    await term.until_acked(len(term.typed))
+    sent_lines = []
+    for drop in range(4):
+        for i in range(20):
+            line = f"line {drop}-{i}\n".encode()
+            sent_lines.append(line)
+            await term.type(line)
+        # Drop the socket with input possibly in flight; resume on a new one from what was acknowledged.
+        await term.ws.aclose()
+        term.ws = await connect(relay, auth["session_token"])
+        reply = await term.attach()
+        r = reply["payload"]["resume"]
+        assert r["resumed"] is True and r["gap"] is False and r["out_seq"] == term.out_seq
+        assert r["in_seq"] <= len(term.typed)
+        term.acked = r["in_seq"]
+        rest = bytes(term.typed[r["in_seq"]:])
+        if rest:
+            await term.type(rest, seq=r["in_seq"])
+        await term.until_acked(len(term.typed))
+    await term.type(b"\x04")  # end cat
+    await term.type(b"stty echo; echo done$((1+1))\n")
+    await term.until_output(b"done2")
+    assert target.read_bytes() == b"".join(sent_lines)
+
+
+async def test_duplicate_input_is_dropped_and_a_gap_is_refused(relay_factory, tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, _ = await pair_device(relay)
+    term = Term(ws)
+    await term.attach()
+    target = tmp_path / "dup.txt"
+    await term.type(b"stty -echo; cat > " + str(target).encode() + b"\n")
+    start = len(term.typed)
+    await term.type(b"abc\n")
+    await term.type(b"abc\ndef\n", seq=start)  # overlaps: only def\n is new
+    term.typed += b"def\n"
+    await term.until_acked(len(term.typed))
+    await term.type(b"zzz\n", seq=len(term.typed) + 5)
+    err = await term.expect("terminal.error")
+    assert err["payload"]["reason"] == "input_gap" and err["payload"]["in_seq"] == len(term.typed)
+    await term.type(b"\x04stty echo; echo ok$((2+3))\n")
+    await term.until_output(b"ok5")
+    assert target.read_bytes() == b"abc\ndef\n"
+
+
+async def test_a_resume_past_the_ring_is_a_gap_from_the_ring_end(relay_factory, tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path, ring_bare=4096))
+    ws, auth = await pair_device(relay)
+    term = Term(ws)
+    await term.attach()
+    await term.ws.aclose()
+    ws2 = await connect(relay, auth["session_token"])
+    other = Term(ws2, stream=term.stream)
+    # The orphaned PTY is still read: its output fills (and overflows) the ring while nobody listens.
+    r = (await other.attach())["payload"]["resume"]
+    await other.type(b"i=0; while [ $i -lt 400 ]; do echo xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done; echo end$((3*3))\n",
+                     seq=r["in_seq"])
+    await other.until_output(b"end9")
+    await other.ws.aclose()
+    ws3 = await connect(relay, auth["session_token"])
+    late = Term(ws3, stream=term.stream)
+    reply = await late.attach()  # out_seq 0: long gone from a 4 KiB ring
+    r = reply["payload"]["resume"]
+    assert r["resumed"] is True and r["gap"] is True and r["out_seq"] > 4096
+
+
+async def test_a_one_megabyte_paste_into_a_bare_shell_arrives_whole(relay_factory, tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, _ = await pair_device(relay)
+    term = Term(ws)
+    await term.attach()
+    target = tmp_path / "paste.txt"
+    await term.type(b"stty -echo; cat > " + str(target).encode() + b"\n")
+    line = b"0123456789" * 9 + b"abcdefgh\n"
+    paste = line * (1024 * 1024 // len(line) + 1)
+    for i in range(0, len(paste), 60_000):
+        await term.type(paste[i:i + 60_000])
+    with trio.fail_after(60):
+        await term.until_acked(len(term.typed))
+    await term.type(b"\x04stty echo; echo pasted$((5+5))\n")
+    await term.until_output(b"pasted10")
+    assert target.read_bytes() == paste

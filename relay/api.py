@@ -31,7 +31,14 @@ from hermes_relay.core.routes import infer_role
 from hermes_relay.relay import httpmsg, peers, tls
 from hermes_relay.relay.capacity import Gate
 from hermes_relay.relay.config import RATE_LIMIT_BODY, RelayConfig
-from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, GRANT_OFF, TRANSPORT_HINTS, PairingCodes, validate_grants, validate_seconds
+from hermes_relay.relay.pairing import (
+    DEFAULT_SESSION_TTL,
+    GRANT_OFF,
+    TRANSPORT_HINTS,
+    PairingCodes,
+    validate_grants,
+    validate_seconds,
+)
 from hermes_relay.relay.peers import Peer, lan_address
 from hermes_relay.relay.ratelimit import RateLimiter
 from hermes_relay.relay.sessions import SaveError, Session, SessionBook

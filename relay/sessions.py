@@ -370,7 +370,8 @@ class SessionBook:
         expires_at = None if ttl == 0 else now + ttl
         return dataclasses.replace(
             old, token_hash=token_hash(token), token_prefix=token[:TOKEN_PREFIX_LEN], created_at=now, last_seen=now,
-            expires_at=expires_at, grants=compute_grants(old.requested_grants, now, expires_at, withheld=self.withheld), extra=dict(old.extra))
+            expires_at=expires_at, grants=compute_grants(old.requested_grants, now, expires_at, withheld=self.withheld),
+            extra=dict(old.extra))
 
     def touch(self, sess: Session, device: dict[str, Any] | None = None) -> None:
         """Record activity in memory only; ``flush`` (periodic and at shutdown) writes it."""

@@ -42,11 +42,13 @@ class Attachment:
         self.scope_key, self.owner, self.name, self.stream = scope_key, owner, name, stream
         self.proc, self.tmux, self.shell, self.cols, self.rows = proc, tmux, shell, cols, rows
         self.ring = OutputRing(ring_size)
+        self.read_limit = min(tc.MAX_UNSENT, ring_size)  # what the socket was not sent always stays in the ring
         self.ledger = InputLedger()
         self.queue = bytearray()
         self.frames_unacked = 0  # input frames received since the last ack
         self.last_ack = 0  # the in_seq last acknowledged
         self.socket: Any = None
+        self.last_socket: Any = None  # the socket before the last orphaning
         self.ready = False  # terminal.attached went out on ``socket``: output may follow
         self.sent = 0  # output offset sent to the current socket
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")  # reference mode: text only
@@ -89,8 +91,8 @@ class Attachment:
 
     async def _reader(self) -> None:
         while True:
-            limit = min(tc.MAX_UNSENT, self.ring.capacity)  # what the socket was not sent stays in the ring
-            await self._until(lambda: self.socket is None or self.ring.end - self.sent < limit)
+            limit = self.read_limit
+            await self._until(lambda: self.socket is None or self.ring.end - self.sent < self.read_limit)
             room = tc.READ_SIZE if self.socket is None else min(tc.READ_SIZE, limit - (self.ring.end - self.sent))
             data = await self.proc.read(room)
             if not data:
@@ -114,8 +116,7 @@ class Attachment:
             frame = self._frame()
             if frame is None:  # the start of a UTF-8 character: wait a frame time for its end
                 with trio.move_on_after(tc.COALESCE):
-                    end = self.ring.end
-                    await self._until(lambda: self.ring.end > end or self.socket is not ws)
+                    await self._until(self._more_or_moved(self.ring.end, ws))
                 frame = self._frame(final=True)
                 if frame is None:
                     continue
@@ -124,6 +125,9 @@ class Attachment:
             self.sent += n
             self.poke()  # the reader may read again
             await self._send(ws, env)
+
+    def _more_or_moved(self, end: int, ws: Any) -> Callable[[], bool]:
+        return lambda: self.ring.end > end or self.socket is not ws
 
     def _frame(self, *, final: bool = False) -> tuple[Envelope, int] | None:
         data = self.ring.read(self.sent, tc.MAX_FRAME)
@@ -161,7 +165,7 @@ class Attachment:
     # -- state changes (synchronous, from the service) -------------------------------------------
     def attach_socket(self, ws: Any, out_seq: int | None) -> bool:
         """Attach to ``ws``; output continues from ``out_seq`` when the ring holds it. Returns gap."""
-        self.socket, self.ready, self.orphaned_since = ws, False, None
+        self.socket, self.ready, self.orphaned_since, self.last_socket = ws, False, None, None
         self.generation += 1
         self.decoder.reset()
         gap = out_seq is None or not self.ring.holds(out_seq)
@@ -171,6 +175,7 @@ class Attachment:
         return gap
 
     def orphan(self) -> None:
+        self.last_socket = self.socket  # weakly meant: only compared, for the shutdown goodbye
         self.socket, self.ready = None, False
         self.orphaned_since = time.monotonic()
         self.generation += 1

@@ -39,7 +39,7 @@ SWEEP = 30.0  # seconds between checks for expired sessions
 class TerminalService:
     """Every attachment on this relay, and the handling of each terminal message."""
 
-    def __init__(self, settings: tc.TerminalSettings, session_alive: Callable[[Any], bool], gone: tuple[type, ...]):
+    def __init__(self, settings: tc.TerminalSettings, session_alive: Callable[[Any], bool], gone: tuple[type[BaseException], ...]):
         self.settings = settings
         self._alive = session_alive
         self._gone = gone  # what a send to a socket that went away raises
@@ -61,8 +61,7 @@ class TerminalService:
                     self.check_sessions()
         finally:
             self._nursery = None
-            for att in list(self.atts.values()):
-                self._drop(att)
+            for att in list(self.atts.values()):  # kept listed: socket_closing still says goodbye on their sockets
                 att.close()
 
     def check_sessions(self) -> None:
@@ -86,7 +85,7 @@ class TerminalService:
 
     async def socket_closing(self, ws: Any) -> None:
         """The relay shuts down: a final ack, then ``terminal.detached {server shutdown}`` (the caller closes 1001)."""
-        for att in [a for a in self.atts.values() if a.socket is ws]:
+        for att in [a for a in self.atts.values() if a.socket is ws or a.last_socket is ws]:
             if att.resume:
                 await self._send(ws, att.ack())
             await self._send(ws, _detached(att.name, "server shutdown"))

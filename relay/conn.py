@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 from typing import Any
 
 import trio
@@ -14,7 +15,7 @@ import trio_websocket
 
 from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import members
-from hermes_relay.relay import capacity, desktop, desktop_http, http, peers, terminal
+from hermes_relay.relay import capacity, desktop, desktop_http, http, peers
 from hermes_relay.relay.config import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
@@ -41,6 +42,7 @@ from hermes_relay.relay.core import (
 from hermes_relay.relay.heartbeat import Heartbeat
 from hermes_relay.relay.peers import Peer
 from hermes_relay.relay.sessions import Session
+from hermes_relay.relay.term_config import TerminalHooks
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,11 @@ class Relay:
         self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
         self.core = RelayCore(config, nofile=capacity.fd_limit(), pending_calls=lambda: self.desktop.pending_count)
         self.heartbeat = Heartbeat(config.heartbeat)  # pings nobody until serve_relay runs it
-        self.terminal = None if config.terminal is None else \
-            terminal.TerminalService(config.terminal, self.core.session_live, _PEER_GONE)  # serve_relay runs it
+        self.terminal: TerminalHooks | None = None
+        if config.terminal is not None and sys.platform != "win32":  # POSIX only: imported only when asked for
+            from hermes_relay.relay.terminal import TerminalService
+
+            self.terminal = TerminalService(config.terminal, self.core.session_live, _PEER_GONE)  # serve_relay runs it
 
     # -- connections ---------------------------------------------------------------------------
     async def handle_stream(self, stream: trio.abc.Stream) -> None:

@@ -111,6 +111,8 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     terminal = None
+    if args.terminal and sys.platform == "win32":
+        raise ConfigError("--terminal needs a POSIX relay host (PTYs); this relay runs on Windows")
     if args.terminal:
         from hermes_relay.relay.term_config import TerminalSettings
 
@@ -194,7 +196,7 @@ def terminal_banner(euid: int | None = None) -> str:
              "local (loopback) user of this relay, which trusts loopback for /pairing/register, /sessions and "
              "/desktop: grant it only to devices you would give a login. To grant it: "
              "`hermes-pair --grant terminal=30d` (then pair the device)."]
-    if (os.geteuid() if euid is None else euid) == 0:
+    if (getattr(os, "geteuid", lambda: -1)() if euid is None else euid) == 0:
         lines.append("warning: the relay runs as root, so its shells are root shells; run it as an ordinary user")
     return "\n".join(lines)
 

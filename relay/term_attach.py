@@ -17,18 +17,22 @@ Messages are sent through ``send(socket, envelope)``, which the service provides
 
 from __future__ import annotations
 
-import codecs
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+import sys
 
-import trio
+assert sys.platform != "win32", "PTYs are POSIX only: relay/main.py refuses --terminal on Windows"
 
-from hermes_relay.core.envelope import Envelope
-from hermes_relay.relay import term_config as tc
-from hermes_relay.relay.term_pty import PtyProcess
-from hermes_relay.relay.term_ring import InputLedger, OutputRing, output_frame
+import codecs  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import trio  # noqa: E402
+
+from hermes_relay.core.envelope import Envelope  # noqa: E402
+from hermes_relay.relay import term_config as tc  # noqa: E402
+from hermes_relay.relay.term_pty import PtyProcess  # noqa: E402
+from hermes_relay.relay.term_ring import InputLedger, OutputRing, output_frame  # noqa: E402
 
 log = logging.getLogger(__name__)
 Send = Callable[[Any, Envelope], Awaitable[None]]

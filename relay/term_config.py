@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hermes_relay.core.envelope import Envelope
 
@@ -65,6 +65,16 @@ class TerminalSettings:
     max_per_device: int = MAX_PER_DEVICE
     max_ptys: int = MAX_PTYS
     env: tuple[tuple[str, str], ...] | None = None  # the shells' environment (None: the relay's own)
+
+
+class TerminalHooks(Protocol):
+    """What the driver (relay/conn.py, relay/server.py) calls on the terminal service (relay/terminal.py)."""
+
+    async def run(self, *, task_status: Any = ...) -> None: ...
+    async def on_envelope(self, ws: Any, sess: Any, env: Envelope) -> None: ...
+    def socket_gone(self, ws: Any) -> None: ...
+    async def socket_closing(self, ws: Any) -> None: ...
+    def check_sessions(self) -> None: ...
 
 
 def refusal(grants: dict[str, float | None], now: float, msg_id: str | None) -> Envelope | None:

@@ -13,12 +13,16 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+import sys
 
-from hermes_relay.core.envelope import Envelope
-from hermes_relay.relay import term_config as tc
-from hermes_relay.relay.term_attach import Attachment
+assert sys.platform != "win32", "PTYs are POSIX only: relay/main.py refuses --terminal on Windows"
+
+import logging  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from hermes_relay.core.envelope import Envelope  # noqa: E402
+from hermes_relay.relay import term_config as tc  # noqa: E402
+from hermes_relay.relay.term_attach import Attachment  # noqa: E402
 
 if TYPE_CHECKING:
     from hermes_relay.relay.terminal import TerminalService

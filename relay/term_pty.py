@@ -11,15 +11,19 @@ The child is reaped through a pidfd when the platform has one, else by polling `
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import logging
-import os
-import signal
-import struct
-import termios
+import sys
 
-import trio
+assert sys.platform != "win32", "PTYs are POSIX only: relay/main.py refuses --terminal on Windows"
+
+import errno  # noqa: E402
+import fcntl  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import struct  # noqa: E402
+import termios  # noqa: E402
+
+import trio  # noqa: E402
 
 log = logging.getLogger(__name__)
 REAP_POLL = 0.5  # seconds between waitpid polls where there is no pidfd

@@ -15,21 +15,25 @@ reference keys sessions, but unlike the reference a dropped socket's PTYs close 
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+import sys
 
-import trio
+assert sys.platform != "win32", "PTYs are POSIX only: relay/main.py refuses --terminal on Windows"
 
-from hermes_relay.core.envelope import Envelope
-from hermes_relay.relay import term_config as tc
-from hermes_relay.relay import term_tmux
-from hermes_relay.relay.term_attach import Attachment
-from hermes_relay.relay.term_pty import PtyProcess, allowed_shell, find_shell
-from hermes_relay.relay.term_ring import decode_input
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import trio  # noqa: E402
+
+from hermes_relay.core.envelope import Envelope  # noqa: E402
+from hermes_relay.relay import term_config as tc  # noqa: E402
+from hermes_relay.relay import term_tmux  # noqa: E402
+from hermes_relay.relay.term_attach import Attachment  # noqa: E402
+from hermes_relay.relay.term_pty import PtyProcess, allowed_shell, find_shell  # noqa: E402
+from hermes_relay.relay.term_ring import decode_input  # noqa: E402
 
 log = logging.getLogger(__name__)
 KILL_AFTER = 5.0  # seconds a hung-up shell gets to exit before SIGKILL
@@ -39,7 +43,8 @@ SWEEP = 30.0  # seconds between checks for expired sessions
 class TerminalService:
     """Every attachment on this relay, and the handling of each terminal message."""
 
-    def __init__(self, settings: tc.TerminalSettings, session_alive: Callable[[Any], bool], gone: tuple[type[BaseException], ...]):
+    def __init__(self, settings: tc.TerminalSettings, session_alive: Callable[[Any], bool],
+                 gone: tuple[type[BaseException], ...]):
         self.settings = settings
         self._alive = session_alive
         self._gone = gone  # what a send to a socket that went away raises

@@ -64,7 +64,8 @@ class Relay:
         if config.terminal is not None and sys.platform != "win32":  # POSIX only: imported only when asked for
             from hermes_relay.relay.terminal import TerminalService
 
-            self.terminal = TerminalService(config.terminal, self.core.session_live, _PEER_GONE)  # serve_relay runs it
+            self.terminal = TerminalService(config.terminal, self.core.session_live, _PEER_GONE,
+                                            self.core.now)  # serve_relay runs it
 
     # -- connections ---------------------------------------------------------------------------
     async def handle_stream(self, stream: trio.abc.Stream) -> None:

@@ -35,6 +35,7 @@ ACK_EVERY = 16 * 1024  # bytes written between acks while a long paste drains (t
 MAX_INPUT_QUEUE = 4 * 1024 * 1024  # input accepted but not yet written; above it input is refused
 GRACE_TMUX = 600.0  # seconds an orphaned attachment's tmux client lives (the session lives on)
 GRACE_BARE = 3600.0  # seconds an orphaned bare shell lives
+SWEEP = 30.0  # seconds between checks for expired sessions and grants
 GRACE_REFERENCE = 5.0  # seconds a reference client's attachment outlives its socket (it never resumes)
 MAX_PER_SOCKET = 4  # live attachments per socket (the reference's cap)
 MAX_PER_DEVICE = 8  # attachments per device, orphans included: the oldest orphan is evicted
@@ -59,6 +60,7 @@ class TerminalSettings:
     grace_tmux: float = GRACE_TMUX
     grace_bare: float = GRACE_BARE
     grace_reference: float = GRACE_REFERENCE
+    sweep: float = SWEEP
     ring_tmux: int = RING_TMUX
     ring_bare: int = RING_BARE
     max_per_socket: int = MAX_PER_SOCKET

@@ -37,16 +37,16 @@ from hermes_relay.relay.term_ring import decode_input  # noqa: E402
 
 log = logging.getLogger(__name__)
 KILL_AFTER = 5.0  # seconds a hung-up shell gets to exit before SIGKILL
-SWEEP = 30.0  # seconds between checks for expired sessions
 
 
 class TerminalService:
     """Every attachment on this relay, and the handling of each terminal message."""
 
     def __init__(self, settings: tc.TerminalSettings, session_alive: Callable[[Any], bool],
-                 gone: tuple[type[BaseException], ...]):
+                 gone: tuple[type[BaseException], ...], now: Callable[[], float]):
         self.settings = settings
         self._alive = session_alive
+        self._now = now  # the wall clock grants expire on
         self._gone = gone  # what a send to a socket that went away raises
         self.env = dict(settings.env) if settings.env is not None else dict(os.environ)
         self.tmux = term_tmux.find(settings, self.env, Path.home())
@@ -62,7 +62,7 @@ class TerminalService:
                 self._nursery = nursery
                 task_status.started()
                 while True:
-                    await trio.sleep(SWEEP)
+                    await trio.sleep(self.settings.sweep)
                     self.check_sessions()
         finally:
             self._nursery = None
@@ -70,10 +70,13 @@ class TerminalService:
                 att.close()
 
     def check_sessions(self) -> None:
-        """Close the attachments of sessions that were revoked, replaced or expired."""
+        """Close the attachments of sessions that were revoked, replaced or expired, or lost the grant."""
+        now = self._now()
         for att in list(self.atts.values()):
             if not self._alive(att.owner):
                 self._end(att, "revoked")
+            elif tc.refusal(att.owner.grants, now, None) is not None:
+                self._end(att, "grant expired")
 
     # -- the driver's hooks ---------------------------------------------------------------------
     def socket_gone(self, ws: Any) -> None:

@@ -62,6 +62,22 @@ async def test_revoking_a_session_closes_its_shells(relay_factory, tmp_path: Pat
     await exited(pid)
 
 
+async def test_turning_the_grant_off_closes_the_devices_shells(relay_factory, tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path, sweep=0.05))
+    ws, auth = await pair_device(relay)
+    term = Term(ws)
+    pid = (await term.attach())["payload"]["pid"]
+    status, reply = await http_json("PATCH", f"{relay.http}/sessions/{auth['session_token'][:8]}",
+                                    {"grants": {"terminal": "off"}})
+    assert status == 200 and "terminal" not in reply["grants"], reply
+    detached = await term.expect("terminal.detached")
+    assert detached["payload"] == {"session_name": "main", "reason": "grant expired"}
+    await exited(pid)
+    msg_id = await term.send("terminal.list", {})
+    reply = await term.expect("error")
+    assert reply["id"] == msg_id and reply["payload"]["reason"] == "terminal_not_granted"
+
+
 async def test_limits_per_socket_and_per_device_evict_the_oldest_orphan(relay_factory, tmp_path: Path):
     relay = await relay_factory(terminal=settings(tmp_path, max_per_socket=2, max_per_device=3, max_ptys=4))
     ws, auth = await pair_device(relay)

@@ -58,9 +58,10 @@ class Attachment:
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")  # reference mode: text only
         self.created_at = time.time()
         self.orphaned_since: float | None = None
-        self.generation = 0  # bumped at every (re)attach and orphaning: stale grace timers do nothing
         self.closed = False
         self.scope = trio.CancelScope()
+        self.grace_scope: trio.CancelScope | None = None  # the orphan's grace timer
+        self.on_close: Callable[[], None] | None = None  # the service's reaper: starts its kill timer
         self._send = send
         self._changed = trio.Event()
 
@@ -170,7 +171,9 @@ class Attachment:
     def attach_socket(self, ws: Any, out_seq: int | None) -> bool:
         """Attach to ``ws``; output continues from ``out_seq`` when the ring holds it. Returns gap."""
         self.socket, self.ready, self.orphaned_since, self.last_socket = ws, False, None, None
-        self.generation += 1
+        if self.grace_scope is not None:
+            self.grace_scope.cancel()
+            self.grace_scope = None
         self.decoder.reset()
         gap = out_seq is None or not self.ring.holds(out_seq)
         self.sent = self.ring.end if gap else int(out_seq or 0)
@@ -182,7 +185,6 @@ class Attachment:
         self.last_socket = self.socket  # weakly meant: only compared, for the shutdown goodbye
         self.socket, self.ready = None, False
         self.orphaned_since = time.monotonic()
-        self.generation += 1
         self.poke()
 
     def close(self) -> None:
@@ -191,6 +193,9 @@ class Attachment:
             return
         self.closed = True
         self.scope.cancel()
-        if not self.tmux:
-            self.proc.hangup()
+        if self.grace_scope is not None:
+            self.grace_scope.cancel()
+        self.proc.hangup()  # the shell and its jobs (a tmux client: just the client; its server lives on)
         self.proc.stream.close()
+        if self.on_close is not None:
+            self.on_close()

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from hermes_relay.relay.terminal import TerminalService
 
 log = logging.getLogger(__name__)
-TERM_BARE = "xterm-256color"  # what a bare shell's TERM is (tmux sets its own inside)
 
 
 def parse_resume(raw: Any) -> tuple[str, int] | str | None:
@@ -71,11 +70,11 @@ async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: 
         return
     try:
         if svc.tmux is not None:
-            argv, shell, term = svc.tmux.attach_argv(name), "tmux", "tmux-256color"
+            argv, shell = svc.tmux.attach_argv(name), "tmux"
         else:
             shell = svc.bare_shell(env.payload.get("shell"))
-            argv, term = [shell, "-l"] if shell.endswith(("bash", "zsh")) else [shell], TERM_BARE
-        proc = svc.spawn_pty(argv, cols, rows, term)
+            argv = [shell, "-l"] if shell.endswith(("bash", "zsh")) else [shell]
+        proc = svc.spawn_pty(argv, cols, rows, tmux=svc.tmux is not None)
     except OSError as exc:
         log.warning("terminal_spawn_failed name=%s error=%s", name, exc)
         await svc._error(ws, env, f"cannot start a shell: {exc.strerror or exc}", name, reason="spawn failed")

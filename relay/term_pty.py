@@ -73,7 +73,7 @@ class PtyProcess:
         await self.stream.send_all(data)
 
     async def reap(self) -> None:
-        """Wait for the child to exit and reap it (sets ``status`` and ``exited``)."""
+        """Wait for the child to exit and reap it (sets ``status`` and ``exited``); cancellable."""
         pidfd = None
         if hasattr(os, "pidfd_open"):
             try:
@@ -82,20 +82,21 @@ class PtyProcess:
                 pidfd = None
         try:
             while self.status is None:
-                done, status = os.waitpid(self.pid, os.WNOHANG)
+                try:
+                    done, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    done, status = self.pid, 0  # reaped elsewhere
                 if done:
                     self.status = os.waitstatus_to_exitcode(status)
-                    break
+                    self.exited.set()
+                    return
                 if pidfd is not None:
                     await trio.lowlevel.wait_readable(pidfd)
                 else:
                     await trio.sleep(REAP_POLL)
-        except ChildProcessError:
-            self.status = -1  # reaped elsewhere
         finally:
             if pidfd is not None:
                 os.close(pidfd)
-            self.exited.set()
 
     def kill(self, sig: int) -> None:
         """Signal the child's process group (it leads its own session, so the group is its id)."""

@@ -36,7 +36,9 @@ from hermes_relay.relay.term_pty import PtyProcess, allowed_shell, find_shell  #
 from hermes_relay.relay.term_ring import decode_input  # noqa: E402
 
 log = logging.getLogger(__name__)
+TERM = "xterm-256color"  # the outer terminal a shell (or tmux client) writes to; tmux sets its own inside
 KILL_AFTER = 5.0  # seconds a hung-up shell gets to exit before SIGKILL
+SHUTDOWN_KILL = 1.0  # the same when the relay stops (it waits for them)
 
 
 class TerminalService:
@@ -53,21 +55,25 @@ class TerminalService:
         self.atts: dict[tuple[int, str], Attachment] = {}
         self._nursery: trio.Nursery | None = None
         self._orphans = 0
+        self._stopping = False
 
     # -- lifetime -------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the attachments' tasks until cancelled; then every PTY closes (tmux sessions live on)."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
                 while True:
                     await trio.sleep(self.settings.sweep)
                     self.check_sessions()
-        finally:
-            self._nursery = None
-            for att in list(self.atts.values()):  # kept listed: socket_closing still says goodbye on their sockets
-                att.close()
+            finally:
+                self._stopping = True
+                # Shells hang up now; their reapers (shielded) reap them. The attachments stay listed so
+                # socket_closing can still say goodbye on their sockets.
+                for att in list(self.atts.values()):
+                    att.close()
+        self._nursery = None
 
     def check_sessions(self) -> None:
         """Close the attachments of sessions that were revoked, replaced or expired, or lost the grant."""
@@ -89,7 +95,8 @@ class TerminalService:
                 att.scope_key = -self._orphans
                 self.atts[(att.scope_key, att.name)] = att
             grace = tc.grace_for(self.settings, tmux=att.tmux, resume=att.resume)
-            self._spawn(self._grace, att, att.generation, grace)
+            att.grace_scope = trio.CancelScope()
+            self._spawn(self._grace, att, att.grace_scope, grace)
 
     async def socket_closing(self, ws: Any) -> None:
         """The relay shuts down: a final ack, then ``terminal.detached {server shutdown}`` (the caller closes 1001)."""
@@ -242,20 +249,29 @@ class TerminalService:
     def _on_eof(self, att: Attachment, reason: str) -> None:
         self._end(att, reason)
 
-    async def _grace(self, att: Attachment, generation: int, seconds: float) -> None:
-        await trio.sleep(seconds)
-        if att.generation == generation and att.socket is None and not att.closed:
-            self._end(att, "grace expired")
+    async def _grace(self, att: Attachment, scope: trio.CancelScope, seconds: float) -> None:
+        with scope:  # cancelled when a socket attaches again (one timer per attachment)
+            await trio.sleep(seconds)
+            if att.socket is None and not att.closed:
+                self._end(att, "grace expired")
 
     async def _reap(self, att: Attachment) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(att.proc.reap)
-            with trio.CancelScope(shield=True):  # at shutdown too: a hung-up shell gets its SIGKILL
-                while not att.proc.exited.is_set():
-                    with trio.move_on_after(KILL_AFTER if att.closed else 1.0):
-                        await att.proc.exited.wait()
-                    if att.closed and not att.proc.exited.is_set():
-                        att.proc.kill(signal.SIGKILL)
+        """Reap the shell; one that outlives its hang-up by KILL_AFTER (or the relay's shutdown) is killed."""
+        proc = att.proc
+        try:
+            with trio.CancelScope() as self_scope:
+                att.on_close = self_scope.cancel
+                await proc.reap()
+        finally:
+            if proc.status is None:
+                att.close()  # cancelled by the relay's shutdown: hang up now
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(SHUTDOWN_KILL if self._stopping else KILL_AFTER):
+                        await proc.reap()
+                    if proc.status is None:
+                        proc.kill(signal.SIGKILL)
+                        with trio.move_on_after(SHUTDOWN_KILL):
+                            await proc.reap()
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:
@@ -274,9 +290,11 @@ class TerminalService:
         await self._send(ws, Envelope(tc.CHANNEL, "terminal.error", payload, env.id) if env.id else
                          Envelope(tc.CHANNEL, "terminal.error", payload))
 
-    def spawn_pty(self, argv: list[str], cols: int, rows: int, term: str) -> PtyProcess:
-        env = {**(self.tmux.env if self.tmux is not None and argv[0] == self.tmux.exe else self.env), "TERM": term}
-        return PtyProcess(argv, env, cols, rows)
+    def spawn_pty(self, argv: list[str], cols: int, rows: int, *, tmux: bool) -> PtyProcess:
+        """``argv`` on a new PTY, started in the home directory (posix_spawn has no chdir before Python 3.13,
+        so /bin/sh changes directory and execs it: the pid stays the same)."""
+        env = {**(self.tmux.env if tmux and self.tmux is not None else self.env), "TERM": TERM}
+        return PtyProcess(["/bin/sh", "-c", 'cd 2>/dev/null; exec "$@"', "sh", *argv], env, cols, rows)
 
     def bare_shell(self, requested: object) -> str:
         return requested if allowed_shell(requested) and isinstance(requested, str) else \

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 from helpers import receive_json, register_code, send_json, ws_auth
 
-from hermes_relay.relay.term_config import TerminalSettings
+from hermes_relay.relay.term_config import MAX_FRAME, TerminalSettings
 
 WAIT = 10.0  # seconds any single expectation may take on a loaded 2-core machine
 
@@ -61,6 +61,7 @@ class Term:
     acked: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
     resume: bool = True
+    b64_frames: int = 0
 
     @property
     def out_seq(self) -> int:
@@ -99,6 +100,9 @@ class Term:
             p = msg["payload"]
             if msg["type"] == "terminal.output" and p.get("session_name") == self.name:
                 data = base64.b64decode(p["data_b64"]) if "data_b64" in p else p["data"].encode()
+                assert len(data) <= MAX_FRAME
+                if "data_b64" in p:
+                    self.b64_frames += 1
                 if self.resume:
                     assert p["seq_end"] == self.out_seq + len(data), (p["seq_end"], self.out_seq, len(data))
                     self.acked = max(self.acked, p["in_seq"])

@@ -119,3 +119,24 @@ async def test_a_one_megabyte_paste_into_a_bare_shell_arrives_whole(relay_factor
     await term.type(b"\x04stty echo; echo pasted$((5+5))\n")
     await term.until_output(b"pasted10")
     assert target.read_bytes() == paste
+
+
+async def test_output_is_exact_bytes_in_frames_text_or_base64_and_resize_reaches_the_shell(relay_factory,
+                                                                                         tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, _ = await pair_device(relay)
+    term = Term(ws)
+    await term.attach()
+    await term.send("terminal.resize", {"cols": 101, "rows": 33})
+    await term.type(b"stty size\n")
+    await term.until_output(b"33 101")
+    start = term.out_seq
+    # 60 000 two-byte characters (frames must cut between them), then a byte that is not UTF-8.
+    await term.type(b"i=0; while [ $i -lt 600 ]; do printf '%s' "
+                    + ("\u00e9" * 100).encode() + b"; i=$((i+1)); done; printf '\\377\\n'; echo fin$((7+7))\n")
+    await term.until_output(b"fin14", start)
+    body = bytes(term.out[start:])
+    assert "é".encode() * 60000 + b"\xff" in body
+    assert term.b64_frames >= 1
+    text_frames = [m for m in term.seen if m["type"] == "terminal.output" and "data" in m["payload"]]
+    assert all("\ufffd" not in m["payload"]["data"] for m in text_frames)

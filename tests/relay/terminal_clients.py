@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +31,19 @@ def settings(tmp_path: Path, **kw: Any) -> TerminalSettings:
     (tmp_path / "tmux").mkdir(exist_ok=True)
     base.update(kw)
     return TerminalSettings(**base)
+
+
+async def exited(pid: int) -> None:
+    """Wait (no polling) until process ``pid`` has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with trio.fail_after(WAIT):
+            await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
 
 
 async def pair_device(relay: Any, grant: int | str | None = 3600, device_id: str | None = None) -> tuple[Any, dict]:

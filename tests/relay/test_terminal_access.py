@@ -3,32 +3,18 @@ the reference client's mode, a clean shutdown, and a relay without --terminal.""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import trio
 import trio_websocket
 from helpers import FakeWallClock, http_json, receive_json, send_json
-from terminal_clients import WAIT, Term, connect, pair_device, settings
+from terminal_clients import Term, connect, exited, pair_device, settings
 
 
 @pytest.fixture
 def relay_test_guard() -> float:
     return 60.0
-
-
-async def exited(pid: int) -> None:
-    """Wait (no polling) until process ``pid`` has exited."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        with trio.fail_after(WAIT):
-            await trio.lowlevel.wait_readable(fd)
-    finally:
-        os.close(fd)
 
 
 async def test_without_the_grant_or_once_it_expired_terminal_messages_get_system_error(relay_factory, tmp_path: Path):

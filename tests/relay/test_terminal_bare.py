@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from terminal_clients import Term, connect, pair_device, settings
+from terminal_clients import Term, connect, exited, pair_device, settings
 
 
 @pytest.fixture
@@ -140,3 +140,49 @@ async def test_output_is_exact_bytes_in_frames_text_or_base64_and_resize_reaches
     assert term.b64_frames >= 1
     text_frames = [m for m in term.seen if m["type"] == "terminal.output" and "data" in m["payload"]]
     assert all("\ufffd" not in m["payload"]["data"] for m in text_frames)
+
+
+async def test_an_orphan_lives_through_its_grace_period_and_not_past_it(relay_factory, tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path, grace_bare=0.3))
+    ws, auth = await pair_device(relay)
+    term = Term(ws)
+    pid = (await term.attach())["payload"]["pid"]
+    await term.ws.aclose()
+    await exited(pid)  # no socket came back within 0.3 s
+    term.ws = await connect(relay, auth["session_token"])
+    reply = await term.attach()
+    r = reply["payload"]["resume"]
+    assert (r["resumed"], r["in_seq"], r["out_seq"]) == (False, 0, 0) and reply["payload"]["pid"] != pid
+
+
+async def test_a_socket_that_reads_nothing_stops_the_pty_being_read_at_64_kib(tmp_path: Path):
+    """Backpressure: with nothing sent onwards, the reader stops once MAX_UNSENT bytes wait in the ring."""
+    from trio.testing import wait_all_tasks_blocked
+
+    from hermes_relay.relay.term_attach import Attachment
+    from hermes_relay.relay.term_config import MAX_UNSENT
+    from hermes_relay.relay.term_pty import PtyProcess
+
+    stalled = trio.Event()
+
+    async def send(ws, env) -> None:  # a socket whose peer never reads: the first send never returns
+        stalled.set()
+        await trio.sleep_forever()
+
+    proc = PtyProcess(["/usr/bin/yes"], {"PATH": "/usr/bin:/bin"}, 80, 24)
+    att = Attachment(scope_key=1, owner=None, name="main", stream="s" * 22, proc=proc, tmux=False, shell="yes",
+                     cols=80, rows=24, ring_size=1024 * 1024, send=send)
+    att.attach_socket(object(), 0)
+    att.ready = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(att.run, lambda a, r: None)
+        nursery.start_soon(proc.reap)
+        with trio.fail_after(10):
+            await stalled.wait()
+            await att._until(lambda: att.ring.end - att.sent >= MAX_UNSENT)
+        await wait_all_tasks_blocked(0.05)
+        assert att.ring.end - att.sent == MAX_UNSENT  # and no further: the reader waits for the socket
+        att.close()
+        with trio.fail_after(10):
+            await proc.exited.wait()
+        nursery.cancel_scope.cancel()

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio_websocket
 from helpers import FakeWallClock, http_json, receive_json, send_json
-from terminal_clients import Term, connect, exited, pair_device, settings
+from terminal_clients import WAIT, Term, connect, exited, pair_device, settings
 
 
 @pytest.fixture

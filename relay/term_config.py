@@ -101,3 +101,14 @@ def grace_for(settings: TerminalSettings, *, tmux: bool, resume: bool) -> float:
     if not resume:
         return settings.grace_reference
     return settings.grace_tmux if tmux else settings.grace_bare
+
+
+def detached(name: str, reason: str) -> Envelope:
+    return Envelope(CHANNEL, "terminal.detached", {"session_name": name, "reason": reason})
+
+
+def size_of(p: dict[str, Any]) -> tuple[int, int] | None:
+    """(cols, rows) of an attach or resize (default 80x24), or None when they are not sane integers."""
+    cols, rows = p.get("cols", 80), p.get("rows", 24)
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DIMENSION for v in (cols, rows))
+    return (cols, rows) if ok else None

@@ -18,16 +18,33 @@ import sys
 assert sys.platform != "win32", "PTYs are POSIX only: relay/main.py refuses --terminal on Windows"
 
 import logging  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any, Protocol  # noqa: E402
 
 from hermes_relay.core.envelope import Envelope  # noqa: E402
 from hermes_relay.relay import term_config as tc  # noqa: E402
 from hermes_relay.relay.term_attach import Attachment  # noqa: E402
-
-if TYPE_CHECKING:
-    from hermes_relay.relay.terminal import TerminalService
+from hermes_relay.relay.term_pty import PtyProcess  # noqa: E402
+from hermes_relay.relay.term_tmux import Tmux  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+
+class TerminalService(Protocol):
+    """What opening an attachment needs of the terminal service (relay/terminal.py)."""
+
+    settings: tc.TerminalSettings
+    tmux: Tmux | None
+    atts: dict[tuple[int, str], Attachment]
+
+    async def send(self, ws: Any, env: Envelope) -> None: ...
+    async def error(self, ws: Any, env: Envelope, message: str, name: str | None = None, **extra: Any) -> None: ...
+    def end(self, att: Attachment, reason: str) -> None: ...
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None: ...
+    def add(self, att: Attachment) -> None: ...
+    def spawn_pty(self, argv: list[str], cols: int, rows: int, *, tmux: bool) -> PtyProcess: ...
+    def bare_shell(self, requested: object) -> str: ...
+    async def redraw(self, att: Attachment) -> None: ...
 
 
 def parse_resume(raw: Any) -> tuple[str, int] | str | None:
@@ -45,28 +62,26 @@ def parse_resume(raw: Any) -> tuple[str, int] | str | None:
 
 
 async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: str) -> None:
-    from hermes_relay.relay.terminal import size_of
-
-    size = size_of(env.payload)
+    size = tc.size_of(env.payload)
     resume = parse_resume(env.payload.get("resume"))
     if size is None or isinstance(resume, str):
-        await svc._error(ws, env, resume if isinstance(resume, str) else "cols and rows must be integers from 1 to "
+        await svc.error(ws, env, resume if isinstance(resume, str) else "cols and rows must be integers from 1 to "
                          f"{tc.MAX_DIMENSION}", name, reason="bad_request")
         return
     cols, rows = size
     scope_key = id(sess) if resume is not None else id(ws)
     old = svc.atts.get((scope_key, name))
     if old is not None and resume is None and old.socket is ws:
-        await svc._send(ws, _attached(svc, old, env, reattach=True))  # the reference: an ack, no replay
+        await svc.send(ws, _attached(svc, old, env, reattach=True))  # the reference: an ack, no replay
         return
     if old is not None and resume is not None and old.stream == resume[0] and old.owner is sess:
         await _resume(svc, ws, old, env, resume[1], cols, rows)
         return
     if old is not None:  # another stream (or a stale key): the old attachment ends here
-        svc._end(old, "attached elsewhere")
+        svc.end(old, "attached elsewhere")
     refused = _room(svc, ws, sess)
     if refused:
-        await svc._error(ws, env, refused, name, reason="limit")
+        await svc.error(ws, env, refused, name, reason="limit")
         return
     try:
         if svc.tmux is not None:
@@ -77,32 +92,30 @@ async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: 
         proc = svc.spawn_pty(argv, cols, rows, tmux=svc.tmux is not None)
     except OSError as exc:
         log.warning("terminal_spawn_failed name=%s error=%s", name, exc)
-        await svc._error(ws, env, f"cannot start a shell: {exc.strerror or exc}", name, reason="spawn failed")
+        await svc.error(ws, env, f"cannot start a shell: {exc.strerror or exc}", name, reason="spawn failed")
         return
     tmux = svc.tmux is not None
     ring = svc.settings.ring_tmux if tmux else svc.settings.ring_bare
     att = Attachment(scope_key=scope_key, owner=sess, name=name, stream=resume[0] if resume else None, proc=proc,
-                     tmux=tmux, shell=shell, cols=cols, rows=rows, ring_size=ring, send=svc._send)
+                     tmux=tmux, shell=shell, cols=cols, rows=rows, ring_size=ring, send=svc.send)
     att.attach_socket(ws, 0)
     svc.add(att)
     log.info("terminal_opened name=%s pid=%d tmux=%s resume=%s", name, proc.pid, tmux, resume is not None)
-    await svc._send(ws, _attached(svc, att, env, reattach=False, gap=False))
+    await svc.send(ws, _attached(svc, att, env, reattach=False, gap=False))
     att.ready = True
     att.poke()
 
 
 async def _resume(svc: TerminalService, ws: Any, att: Attachment, env: Envelope, out_seq: int, cols: int,
                   rows: int) -> None:
-    from hermes_relay.relay.terminal import detached
-
     previous = att.socket
     if previous is not None and previous is not ws:
-        svc._spawn(svc._send, previous, detached(att.name, "attached elsewhere"))
+        svc.spawn(svc.send, previous, tc.detached(att.name, "attached elsewhere"))
     gap = att.attach_socket(ws, out_seq)
     if (cols, rows) != (att.cols, att.rows):
         att.cols, att.rows = cols, rows
         att.proc.resize(cols, rows)
-    await svc._send(ws, _attached(svc, att, env, reattach=True, gap=gap))
+    await svc.send(ws, _attached(svc, att, env, reattach=True, gap=gap))
     att.ready = True
     att.poke()
     if gap:
@@ -120,7 +133,7 @@ def _room(svc: TerminalService, ws: Any, sess: Any) -> str | None:
         orphans = [a for a in mine if a.socket is None]
         if not orphans:
             return f"at most {s.max_per_device} terminal sessions per device"
-        svc._end(orphans[0], "evicted")
+        svc.end(orphans[0], "evicted")
     if len(svc.atts) >= s.max_ptys:
         return f"the relay runs {s.max_ptys} terminal sessions already: try again later"
     return None

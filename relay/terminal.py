@@ -30,7 +30,7 @@ import trio  # noqa: E402
 
 from hermes_relay.core.envelope import Envelope  # noqa: E402
 from hermes_relay.relay import term_config as tc  # noqa: E402
-from hermes_relay.relay import term_tmux  # noqa: E402
+from hermes_relay.relay import term_open, term_tmux  # noqa: E402
 from hermes_relay.relay.term_attach import Attachment  # noqa: E402
 from hermes_relay.relay.term_pty import PtyProcess, allowed_shell, find_shell  # noqa: E402
 from hermes_relay.relay.term_ring import decode_input  # noqa: E402
@@ -80,9 +80,9 @@ class TerminalService:
         now = self._now()
         for att in list(self.atts.values()):
             if not self._alive(att.owner):
-                self._end(att, "revoked")
+                self.end(att, "revoked")
             elif tc.refusal(att.owner.grants, now, None) is not None:
-                self._end(att, "grant expired")
+                self.end(att, "grant expired")
 
     # -- the driver's hooks ---------------------------------------------------------------------
     def socket_gone(self, ws: Any) -> None:
@@ -96,33 +96,34 @@ class TerminalService:
                 self.atts[(att.scope_key, att.name)] = att
             grace = tc.grace_for(self.settings, tmux=att.tmux, resume=att.resume)
             att.grace_scope = trio.CancelScope()
-            self._spawn(self._grace, att, att.grace_scope, grace)
+            self.spawn(self._grace, att, att.grace_scope, grace)
 
     async def socket_closing(self, ws: Any) -> None:
         """The relay shuts down: a final ack, then ``terminal.detached {server shutdown}`` (the caller closes 1001)."""
         for att in [a for a in self.atts.values() if a.socket is ws or a.last_socket is ws]:
             if att.resume:
-                await self._send(ws, att.ack())
-            await self._send(ws, _detached(att.name, "server shutdown"))
+                await self.send(ws, att.ack())
+            await self.send(ws, tc.detached(att.name, "server shutdown"))
 
     # -- messages -------------------------------------------------------------------------------
     async def on_envelope(self, ws: Any, sess: Any, env: Envelope) -> None:
         """One terminal message from an authenticated socket whose grant the core checked."""
         p = env.payload
-        name = p.get("session_name", "main") if env.type != "terminal.list" else "main"
+        name = p.get("session_name") if env.type != "terminal.list" else "main"
+        if name is None:  # as the reference: this socket's most recent session, else "main"
+            recent = max((a for a in self.atts.values() if a.socket is ws), key=lambda a: a.created_at, default=None)
+            name = recent.name if recent is not None and env.type != "terminal.attach" else "main"
         if not isinstance(name, str) or not tc.NAME_RE.fullmatch(name):
-            await self._error(ws, env, "session_name must be 1-64 characters from A-Z a-z 0-9 _ - . : space",
+            await self.error(ws, env, "session_name must be 1-64 characters from A-Z a-z 0-9 _ - . : space",
                               reason="bad_request")
             return
         handler = _HANDLERS.get(env.type)
         if handler is None:
-            await self._error(ws, env, f"unknown terminal message type {env.type[:64]!r}", reason="bad_request")
+            await self.error(ws, env, f"unknown terminal message type {env.type[:64]!r}", reason="bad_request")
             return
         await handler(self, ws, sess, env, name)
 
     async def _attach(self, ws: Any, sess: Any, env: Envelope, name: str) -> None:
-        from hermes_relay.relay import term_open
-
         await term_open.attach(self, ws, sess, env, name)
 
     async def _input(self, ws: Any, sess: Any, env: Envelope, name: str) -> None:
@@ -132,22 +133,22 @@ class TerminalService:
         data = decode_input(env.payload)
         if isinstance(data, str):
             if att.resume or "lone surrogate" not in data:
-                await self._error(ws, env, data, name, reason="bad_input")
+                await self.error(ws, env, data, name, reason="bad_input")
                 return
             data = str(env.payload["data"]).encode("utf-8", "replace")  # a reference client: as it would
         if len(att.queue) + len(data) > tc.MAX_INPUT_QUEUE:
-            await self._error(ws, env, "the shell is not reading its input; input refused", name, reason="input_full",
+            await self.error(ws, env, "the shell is not reading its input; input refused", name, reason="input_full",
                               in_seq=att.ledger.written)
             return
         if att.resume:
             seq = env.payload.get("seq")
             if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-                await self._error(ws, env, "terminal.input needs seq (the input offset of its first byte)", name,
+                await self.error(ws, env, "terminal.input needs seq (the input offset of its first byte)", name,
                                   reason="bad_input")
                 return
             verdict = att.ledger.offer(seq, data)
             if verdict.gap:
-                await self._error(ws, env, f"input from offset {seq} but the relay has {att.ledger.accepted}", name,
+                await self.error(ws, env, f"input from offset {seq} but the relay has {att.ledger.accepted}", name,
                                   reason="input_gap", in_seq=att.ledger.written)
                 return
             data = verdict.data
@@ -155,7 +156,7 @@ class TerminalService:
             if not data:  # all duplicate: acknowledge what the PTY has
                 if not att.queue:
                     att.frames_unacked = 0
-                    await self._send(ws, att.ack())
+                    await self.send(ws, att.ack())
                 return
         else:
             att.ledger.append(data)
@@ -164,7 +165,7 @@ class TerminalService:
 
     async def _resize(self, ws: Any, sess: Any, env: Envelope, name: str) -> None:
         att = await self._mine(ws, env, name)
-        size = _size(env.payload)
+        size = tc.size_of(env.payload)
         if att is not None and size is not None:
             att.cols, att.rows = size
             att.proc.resize(*size)
@@ -184,17 +185,19 @@ class TerminalService:
     async def _detach(self, ws: Any, sess: Any, env: Envelope, name: str) -> None:
         att = await self._mine(ws, env, name)
         if att is not None:
-            self._end(att, "client detach")
+            self.end(att, "client detach")
 
     async def _kill(self, ws: Any, sess: Any, env: Envelope, name: str) -> None:
         att = self._find(ws, sess, name)
+        if att is not None:  # first, so the tmux client's end is not taken for an EOF
+            self.end(att, "client kill")
         killed = await self.tmux.kill(name) if self.tmux is not None else False
         if att is not None:
-            self._end(att, "client kill")
-        elif killed:
-            await self._send(ws, _detached(name, "client kill"))
+            return
+        if killed:
+            await self.send(ws, tc.detached(name, "client kill"))
         else:
-            await self._error(ws, env, f"no terminal session named {name!r}", name, reason="not found")
+            await self.error(ws, env, f"no terminal session named {name!r}", name, reason="not found")
 
     async def _list(self, ws: Any, sess: Any, env: Envelope, name: str) -> None:
         tmux_sessions = await self.tmux.sessions() if self.tmux is not None else []
@@ -209,7 +212,7 @@ class TerminalService:
                 out.append({"name": att.name, "tmux_name": None, "attached": int(att.socket is not None), "windows": 1,
                             "created_at": int(att.created_at), "pid": att.proc.pid, "shell": att.shell, "live": True,
                             "owned_by_client": att.socket is ws})
-        await self._send(ws, Envelope(tc.CHANNEL, "terminal.sessions",
+        await self.send(ws, Envelope(tc.CHANNEL, "terminal.sessions",
                                       {"sessions": out, "tmux_available": self.tmux is not None}, env.id))
 
     # -- helpers --------------------------------------------------------------------------------
@@ -224,36 +227,38 @@ class TerminalService:
         for att in self.atts.values():
             if att.socket is ws and att.name == name:
                 return att
-        await self._error(ws, env, f"no terminal session {name!r} is attached on this connection", name,
+        await self.error(ws, env, f"no terminal session {name!r} is attached on this connection", name,
                           reason="not attached")
         return None
 
     def add(self, att: Attachment) -> None:
         self.atts[(att.scope_key, att.name)] = att
-        self._spawn(att.run, self._on_eof)
-        self._spawn(self._reap, att)
+        self.spawn(att.run, self._on_eof)
+        self.spawn(self._reap, att)
 
     def _drop(self, att: Attachment) -> None:
         if self.atts.get((att.scope_key, att.name)) is att:
             del self.atts[(att.scope_key, att.name)]
 
-    def _end(self, att: Attachment, reason: str) -> None:
-        """Close ``att`` and tell its socket ``terminal.detached {reason}``."""
+    def end(self, att: Attachment, reason: str) -> None:
+        """Close ``att`` and tell its socket ``terminal.detached {reason}`` (once)."""
         self._drop(att)
+        if att.closed:
+            return
         ws = att.socket
         att.close()
         if ws is not None:
-            self._spawn(self._send, ws, _detached(att.name, reason))
+            self.spawn(self.send, ws, tc.detached(att.name, reason))
         log.info("terminal_closed name=%s reason=%s pid=%d", att.name, reason, att.proc.pid)
 
     def _on_eof(self, att: Attachment, reason: str) -> None:
-        self._end(att, reason)
+        self.end(att, reason)
 
     async def _grace(self, att: Attachment, scope: trio.CancelScope, seconds: float) -> None:
         with scope:  # cancelled when a socket attaches again (one timer per attachment)
             await trio.sleep(seconds)
             if att.socket is None and not att.closed:
-                self._end(att, "grace expired")
+                self.end(att, "grace expired")
 
     async def _reap(self, att: Attachment) -> None:
         """Reap the shell; one that outlives its hang-up by KILL_AFTER (or the relay's shutdown) is killed."""
@@ -261,6 +266,8 @@ class TerminalService:
         try:
             with trio.CancelScope() as self_scope:
                 att.on_close = self_scope.cancel
+                if att.closed:
+                    self_scope.cancel()
                 await proc.reap()
         finally:
             if proc.status is None:
@@ -273,21 +280,21 @@ class TerminalService:
                         with trio.move_on_after(SHUTDOWN_KILL):
                             await proc.reap()
 
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 
-    async def _send(self, ws: Any, env: Envelope) -> None:
+    async def send(self, ws: Any, env: Envelope) -> None:
         try:
             await ws.send_message(env.encode())
         except self._gone:
             pass  # the socket is gone: socket_gone orphans its attachments
 
-    async def _error(self, ws: Any, env: Envelope, message: str, name: str | None = None, **extra: Any) -> None:
+    async def error(self, ws: Any, env: Envelope, message: str, name: str | None = None, **extra: Any) -> None:
         payload: dict[str, Any] = {"message": message, **extra}
         if name is not None:
             payload["session_name"] = name
-        await self._send(ws, Envelope(tc.CHANNEL, "terminal.error", payload, env.id) if env.id else
+        await self.send(ws, Envelope(tc.CHANNEL, "terminal.error", payload, env.id) if env.id else
                          Envelope(tc.CHANNEL, "terminal.error", payload))
 
     def spawn_pty(self, argv: list[str], cols: int, rows: int, *, tmux: bool) -> PtyProcess:
@@ -301,16 +308,6 @@ class TerminalService:
             find_shell(self.settings.shell, self.env.get("SHELL"))
 
 
-def _detached(name: str, reason: str) -> Envelope:
-    return Envelope(tc.CHANNEL, "terminal.detached", {"session_name": name, "reason": reason})
-
-
-def _size(p: dict[str, Any]) -> tuple[int, int] | None:
-    cols, rows = p.get("cols", 80), p.get("rows", 24)
-    ok = all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= tc.MAX_DIMENSION for v in (cols, rows))
-    return (cols, rows) if ok else None
-
-
 _HANDLERS = {
     "terminal.attach": TerminalService._attach,
     "terminal.input": TerminalService._input,
@@ -320,5 +317,3 @@ _HANDLERS = {
     "terminal.kill": TerminalService._kill,
     "terminal.list": TerminalService._list,
 }
-size_of = _size
-detached = _detached

@@ -88,3 +88,25 @@ def test_with_terminal_the_grant_is_withheld_by_default_and_off_removes_it():
 
 def test_tmux_session_names_follow_the_reference():
     assert term_config.tmux_name("my.work:1 x") == "hermes-my_work_1_x"
+
+
+def test_the_core_routes_granted_terminal_messages_and_refuses_the_others_per_message() -> None:
+    from test_relay_core_auth import frame, make, pair
+
+    from hermes_relay.relay.core import Send, ToTerminal
+    from hermes_relay.relay.term_config import TerminalSettings
+
+    core, wall = make(terminal=TerminalSettings())
+    plain = pair(core, "a").session
+    assert "terminal" not in plain.grants  # --terminal: not granted unless asked for
+    [refused] = core.message(plain, frame("terminal", "terminal.list", {}, "q7"))
+    assert isinstance(refused, Send) and (refused.env.type, refused.env.id) == ("error", "q7")
+    granted = pair(core, "b", grants={"terminal": 60}).session
+    [routed] = core.message(granted, frame("terminal", "terminal.list", {}))
+    assert isinstance(routed, ToTerminal)
+    wall.advance(60)
+    [expired] = core.message(granted, frame("terminal", "terminal.list", {}))
+    assert isinstance(expired, Send) and expired.env.payload["message"] == "Terminal grant expired for this device"
+    assert core.session_live(granted) and core.session_live(plain)
+    core.book.revoke(plain)
+    assert not core.session_live(plain)

@@ -224,9 +224,13 @@ class TerminalService:
         return None
 
     async def _mine(self, ws: Any, env: Envelope, name: str) -> Attachment | None:
+        """This socket's attachment ``name``; else None, with an error unless the reference would stay silent
+        (it drops input and resizes for names it has not attached; our clients' input carries ``seq``)."""
         for att in self.atts.values():
             if att.socket is ws and att.name == name:
                 return att
+        if env.type == "terminal.resize" or (env.type == "terminal.input" and "seq" not in env.payload):
+            return None
         await self.error(ws, env, f"no terminal session {name!r} is attached on this connection", name,
                           reason="not attached")
         return None

@@ -77,9 +77,11 @@ class Term:
     resume: bool = True
     b64_frames: int = 0
 
+    base: int = 0  # the output offset of out[0] (past a gap)
+
     @property
     def out_seq(self) -> int:
-        return len(self.out)
+        return self.base + len(self.out)
 
     async def attach(self, cols: int = 80, rows: int = 24, **extra: Any) -> dict[str, Any]:
         payload: dict[str, Any] = {"session_name": self.name, "cols": cols, "rows": rows, **extra}
@@ -88,6 +90,9 @@ class Term:
         msg_id = await send_json(self.ws, "terminal", "terminal.attach", payload)
         reply = await self.expect("terminal.attached", "terminal.error")
         assert reply["id"] == msg_id
+        resume = reply["payload"].get("resume")
+        if resume and resume["gap"]:  # output continues past what was lost
+            self.base, self.out = resume["out_seq"], bytearray()
         return reply
 
     async def type(self, data: bytes, seq: int | None = None) -> None:

@@ -113,11 +113,13 @@ async def test_a_reference_client_gets_text_without_offsets_and_its_shell_ends_a
     assert "resume" not in attached["payload"] and attached["payload"]["reattach"] is False
     again = await term.attach()
     assert again["payload"]["reattach"] is True and again["payload"]["pid"] == attached["payload"]["pid"]
+    await send_json(ws, "terminal", "terminal.input", {"session_name": "other", "data": "x"})  # dropped silently
+    await send_json(ws, "terminal", "terminal.resize", {"session_name": "other", "cols": 90, "rows": 20})
     await term.type(b"echo ref$((6*7))\n")
     await term.until_output(b"ref42")
     outputs = [m for m in term.seen if m["type"] == "terminal.output"]
     assert outputs and all(set(m["payload"]) == {"session_name", "data"} for m in outputs)
-    assert not [m for m in term.seen if m["type"] == "terminal.ack"]
+    assert not [m for m in term.seen if m["type"] in ("terminal.ack", "terminal.error")]
     await ws.aclose()
     await exited(attached["payload"]["pid"])  # unlike the reference, nothing leaks
 

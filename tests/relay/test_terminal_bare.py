@@ -45,16 +45,20 @@ async def test_resume_from_a_new_socket_continues_output_and_input_exactly_once(
             sent_lines.append(line)
             await term.type(line)
         # Drop the socket with input possibly in flight; resume on a new one from what was acknowledged.
+        heard = term.acked
         await term.ws.aclose()
         term.ws = await connect(relay, auth["session_token"])
         reply = await term.attach()
         r = reply["payload"]["resume"]
         assert r["resumed"] is True and r["gap"] is False and r["out_seq"] == term.out_seq
         assert r["in_seq"] <= len(term.typed)
+        # Resend from the last ack heard before the drop, which may lie below what the relay has: the overlap
+        # must be dropped as duplicate, never written twice.
+        resend_from = min(heard, r["in_seq"])
         term.acked = r["in_seq"]
-        rest = bytes(term.typed[r["in_seq"]:])
+        rest = bytes(term.typed[resend_from:])
         if rest:
-            await term.type(rest, seq=r["in_seq"])
+            await term.type(rest, seq=resend_from)
         await term.until_acked(len(term.typed))
     await term.type(b"\x04")  # end cat
     await term.type(b"stty echo; echo done$((1+1))\n")
@@ -101,6 +105,8 @@ async def test_a_resume_past_the_ring_is_a_gap_from_the_ring_end(relay_factory, 
     reply = await late.attach()  # out_seq 0: long gone from a 4 KiB ring
     r = reply["payload"]["resume"]
     assert r["resumed"] is True and r["gap"] is True and r["out_seq"] > 4096
+    await late.type(b"echo after$((1+1))\n", seq=r["in_seq"])
+    await late.until_output(b"after2")  # output continues exactly at the ring's end (recv checks each seq_end)
 
 
 async def test_a_one_megabyte_paste_into_a_bare_shell_arrives_whole(relay_factory, tmp_path: Path):

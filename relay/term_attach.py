@@ -55,6 +55,7 @@ class Attachment:
         self.last_socket: Any = None  # the socket before the last orphaning
         self.ready = False  # terminal.attached went out on ``socket``: output may follow
         self.sent = 0  # output offset sent to the current socket
+        self.sending = False  # a frame is on its way to the socket
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")  # reference mode: text only
         self.created_at = time.time()
         self.orphaned_since: float | None = None
@@ -86,11 +87,13 @@ class Attachment:
                 nursery.start_soon(self._sender)
                 nursery.start_soon(self._writer)
                 await self._reader()
-                # EOF: send what the ring still holds for the socket, then end.
-                with trio.move_on_after(1):
-                    await self._until(lambda: self.socket is None or self.sent >= self.ring.end)
+                # EOF: send what the ring still holds for the socket (the last frame included), then end.
+                with trio.move_on_after(tc.EOF_FLUSH):
+                    await self._until(lambda: self.socket is None or (self.sent >= self.ring.end and not self.sending))
                 nursery.cancel_scope.cancel()
                 eof = True
+            with trio.move_on_after(tc.EOF_FLUSH):  # the exit status, for terminal.detached
+                await self.proc.exited.wait()
         if eof and not self.closed:
             on_eof(self, "eof")
 
@@ -129,7 +132,14 @@ class Attachment:
             last_frame = trio.current_time()
             self.sent += n
             self.poke()  # the reader may read again
-            await self._send(ws, env)
+            if env.payload.get("data") == "" and "seq_end" not in env.payload:
+                continue  # a reference frame of only a character's first bytes: they go with the next one
+            self.sending = True
+            try:
+                await self._send(ws, env)
+            finally:
+                self.sending = False
+                self.poke()
 
     def _more_or_moved(self, end: int, ws: Any) -> Callable[[], bool]:
         return lambda: self.ring.end > end or self.socket is not ws

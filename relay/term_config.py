@@ -29,6 +29,7 @@ RING_BARE = 1024 * 1024  # a bare PTY cannot redraw, so it keeps more
 MAX_UNSENT = 64 * 1024  # output not yet sent to the socket before the PTY is no longer read
 MAX_FRAME = 16 * 1024  # bytes of output per terminal.output
 COALESCE = 0.016  # seconds: a busy PTY's output goes out at most once per frame time (the reference's 16 ms)
+EOF_FLUSH = 1.0  # seconds a shell's last output may take to reach the socket once the shell ended
 READ_SIZE = 8192  # bytes per PTY read (the reference's)
 WRITE_SIZE = 4096  # bytes per PTY write, so acks follow a large paste piece by piece
 ACK_EVERY = 16 * 1024  # bytes written between acks while a long paste drains (the agent keeps 16 KiB unacked)
@@ -103,8 +104,8 @@ def grace_for(settings: TerminalSettings, *, tmux: bool, resume: bool) -> float:
     return settings.grace_tmux if tmux else settings.grace_bare
 
 
-def detached(name: str, reason: str) -> Envelope:
-    return Envelope(CHANNEL, "terminal.detached", {"session_name": name, "reason": reason})
+def detached(name: str, reason: str, **extra: Any) -> Envelope:
+    return Envelope(CHANNEL, "terminal.detached", {"session_name": name, "reason": reason, **extra})
 
 
 def size_of(p: dict[str, Any]) -> tuple[int, int] | None:

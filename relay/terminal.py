@@ -244,7 +244,7 @@ class TerminalService:
         if self.atts.get((att.scope_key, att.name)) is att:
             del self.atts[(att.scope_key, att.name)]
 
-    def end(self, att: Attachment, reason: str) -> None:
+    def end(self, att: Attachment, reason: str, **extra: Any) -> None:
         """Close ``att`` and tell its socket ``terminal.detached {reason}`` (once)."""
         self._drop(att)
         if att.closed:
@@ -252,11 +252,11 @@ class TerminalService:
         ws = att.socket
         att.close()
         if ws is not None:
-            self.spawn(self.send, ws, tc.detached(att.name, reason))
+            self.spawn(self.send, ws, tc.detached(att.name, reason, **extra))
         log.info("terminal_closed name=%s reason=%s pid=%d", att.name, reason, att.proc.pid)
 
     def _on_eof(self, att: Attachment, reason: str) -> None:
-        self.end(att, reason)
+        self.end(att, reason, **({"exit_code": att.proc.status} if att.proc.status is not None else {}))
 
     async def _grace(self, att: Attachment, scope: trio.CancelScope, seconds: float) -> None:
         with scope:  # cancelled when a socket attaches again (one timer per attachment)

@@ -192,3 +192,16 @@ async def test_a_socket_that_reads_nothing_stops_the_pty_being_read_at_64_kib(tm
         with trio.fail_after(10):
             await proc.exited.wait()
         nursery.cancel_scope.cancel()
+
+
+async def test_when_the_shell_exits_its_last_output_then_detached_eof_with_the_status_arrive(relay_factory,
+                                                                                              tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, _ = await pair_device(relay)
+    term = Term(ws)
+    pid = (await term.attach())["payload"]["pid"]
+    await term.type(b"echo last$((2*21)); exit 3\n")
+    detached = await term.expect("terminal.detached")
+    assert b"last42" in term.out
+    assert detached["payload"] == {"session_name": "main", "reason": "eof", "exit_code": 3}
+    await exited(pid)

@@ -27,8 +27,9 @@ has not arrived within another ``heartbeat`` is presumed gone (half-open TCP) an
 ``CLOSE_HEARTBEAT`` (4000, "heartbeat timeout"): an application code distinct from 1001 (the relay
 shutting down) and from 4001 (credentials rejected, which makes clients stop), so clients reconnect.
 
-Channels this relay does not serve (``tui``, ``terminal``, ``chat``) are answered on their own channel
-(relay/unserved.py) so clients fail at once instead of waiting for a reply that never comes.
+Channels this relay does not serve (``tui``, ``chat``, and ``terminal`` unless started with ``--terminal``,
+relay/terminal.py) are answered on their own channel (relay/unserved.py) so clients fail at once instead of
+waiting for a reply that never comes.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ class TerminalService:
         self._nursery: trio.Nursery | None = None
         self._orphans = 0
         self._stopping = False
+        log.info("terminal_enabled tmux=%s socket=%s", "yes" if self.tmux else "no", settings.tmux_socket)
 
     # -- lifetime -------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -61,3 +61,34 @@ def test_the_terminal_flag_builds_the_settings_and_the_banner_says_how_to_grant(
     banner = relay_main.terminal_banner(euid=1000)
     assert "OFF for new pairings" in banner and "hermes-pair --grant terminal=30d" in banner and "root" not in banner
     assert "runs as root" in relay_main.terminal_banner(euid=0)
+
+
+async def test_the_server_started_with_terminal_says_the_grant_is_off_and_health_says_terminal(tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+
+    from helpers import http_json
+    from test_relay_server_cli import SCRIPT, SUBPROCESS_GUARD, read_lines, server_env
+
+    with trio.fail_after(SUBPROCESS_GUARD):
+        proc = await trio.lowlevel.open_process([str(SCRIPT), "--port", "0", "--memory", "--terminal", "--no-tmux"],
+                                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                                env=server_env(tmp_path))
+        try:
+            assert proc.stdout is not None
+            lines = await read_lines(proc.stdout, 3)
+            port = re.search(r":(\d+)$", lines[0])
+            assert port, lines
+            assert "terminal grant is OFF for new pairings" in lines[2] and "hermes-pair --grant terminal=30d" in lines[2]
+            status, health = await http_json("GET", f"http://127.0.0.1:{port[1]}/health")
+            assert (status, health["terminal"]) == (200, True)
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+                if proc.stdout is not None:
+                    await proc.stdout.aclose()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio_websocket
-from helpers import FakeWallClock, http_json, receive_json, send_json
+from helpers import FakeWallClock, http_json, receive_json, send_json, ws_auth
 from terminal_clients import WAIT, Term, connect, exited, pair_device, settings
 
 
@@ -155,3 +155,18 @@ async def test_without_terminal_the_channel_stays_unserved_and_health_says_so(re
     assert (reply["type"], reply["id"]) == ("terminal.error", msg_id)
     served = await relay_factory(terminal=settings(tmp_path))
     assert (await http_json("GET", f"{served.http}/health"))[1]["terminal"] is True
+
+
+async def test_a_rotated_token_resumes_the_same_shell(relay_factory, tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path))
+    device = "rotating-device"
+    ws, auth = await pair_device(relay, device_id=device)
+    term = Term(ws)
+    pid = (await term.attach())["payload"]["pid"]
+    await term.type(b"echo one$((0+1))\n")
+    await term.until_output(b"one1")
+    await ws.aclose()
+    term.ws, reply = await ws_auth(relay.url, {"refresh_token": auth["refresh_token"], "device_id": device})
+    assert reply["type"] == "auth.ok" and reply["payload"]["session_token"] != auth["session_token"]
+    resumed = await term.attach()
+    assert resumed["payload"]["pid"] == pid and resumed["payload"]["resume"]["resumed"] is True

@@ -80,7 +80,9 @@ class Tmux:
         return code == 0
 
     async def refresh(self, client_tty: str) -> None:
-        await self.run("refresh-client", "-t", client_tty)
+        code, _ = await self.run("refresh-client", "-t", client_tty)
+        if code != 0:
+            log.info("terminal_redraw_failed client=%s status=%d", client_tty, code)
 
 
 def _int(text: str) -> int:

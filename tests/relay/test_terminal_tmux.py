@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from terminal_clients import Term, connect, pair_device, settings
+import trio
+from terminal_clients import WAIT, Term, connect, exited, pair_device, settings
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -63,7 +64,9 @@ async def test_a_tmux_session_outlives_its_attachment_and_resumes_without_a_repa
     await term.type(b"echo again$((4+4))\r")
     await term.until_output(b"again8", start)
 
-    await term.send("terminal.redraw", {})
+    start = term.out_seq
+    await term.send("terminal.redraw", {})  # tmux repaints the screen: the text on it comes again
+    await term.until_output(b"again8", start)
     await term.send("terminal.detach", {})
     assert (await term.expect("terminal.detached"))["payload"]["reason"] == "client detach"
     assert "hermes-work_1" in tmux_sessions(tmux_settings)  # the tmux session lives on
@@ -77,3 +80,22 @@ async def test_a_tmux_session_outlives_its_attachment_and_resumes_without_a_repa
     await term.send("terminal.kill", {"session_name": "work.1"})
     assert (await term.expect("terminal.detached"))["payload"]["reason"] == "client kill"
     assert "hermes-work_1" not in tmux_sessions(tmux_settings)
+
+
+async def test_a_reference_clients_dropped_socket_leaves_no_tmux_client_behind(relay_factory, tmp_path: Path,
+                                                                               tmux_settings: dict):
+    relay = await relay_factory(terminal=settings(tmp_path, grace_reference=0.2, **tmux_settings))
+    ws, _ = await pair_device(relay)
+    term = Term(ws, name="ref", resume=False)
+    pid = (await term.attach())["payload"]["pid"]
+    await term.type(b"echo r$((5+5))\r")
+    await term.until_output(b"r10")
+    env = {"PATH": "/usr/bin:/bin", "TMUX_TMPDIR": str(tmux_settings["tmux_tmpdir"])}
+    clients = ["tmux", "-L", "hermes-test", "list-clients", "-F", "#{client_tty}"]
+    assert len(subprocess.run(clients, env=env, capture_output=True, text=True).stdout.split()) == 1
+    await ws.aclose()
+    await exited(pid)  # the reference would keep this client (and its PTY) until it restarts
+    with trio.fail_after(WAIT):  # the server notices the client's socket closing a moment later
+        while subprocess.run(clients, env=env, capture_output=True, text=True).stdout.split():
+            await trio.sleep(0.05)
+    assert "hermes-ref" in tmux_sessions(tmux_settings)  # the session itself lives on

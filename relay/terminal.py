@@ -190,15 +190,17 @@ class TerminalService:
 
     async def _kill(self, ws: Any, sess: Any, env: Envelope, name: str) -> None:
         att = self._find(ws, sess, name)
-        if att is not None:  # first, so the tmux client's end is not taken for an EOF
-            self.end(att, "client kill")
+        holder = att.socket if att is not None else None
+        if att is not None:  # closed first, so the tmux client's end is not taken for an EOF
+            self.end(att, "client kill", quiet=True)
         killed = await self.tmux.kill(name) if self.tmux is not None else False
-        if att is not None:
-            return
-        if killed:
-            await self.send(ws, tc.detached(name, "client kill"))
-        else:
+        if att is None and not killed:
             await self.error(ws, env, f"no terminal session named {name!r}", name, reason="not found")
+            return
+        # After the kill: whoever hears it may count on the session being gone. The asker is answered, and
+        # the socket the shell was attached to, if another, is told.
+        for told in {id(s): s for s in (ws, holder) if s is not None}.values():
+            await self.send(told, tc.detached(name, "client kill"))
 
     async def _list(self, ws: Any, sess: Any, env: Envelope, name: str) -> None:
         tmux_sessions = await self.tmux.sessions() if self.tmux is not None else []
@@ -245,14 +247,14 @@ class TerminalService:
         if self.atts.get((att.scope_key, att.name)) is att:
             del self.atts[(att.scope_key, att.name)]
 
-    def end(self, att: Attachment, reason: str, **extra: Any) -> None:
-        """Close ``att`` and tell its socket ``terminal.detached {reason}`` (once)."""
+    def end(self, att: Attachment, reason: str, *, quiet: bool = False, **extra: Any) -> None:
+        """Close ``att`` and (unless ``quiet``) tell its socket ``terminal.detached {reason}``, once."""
         self._drop(att)
         if att.closed:
             return
         ws = att.socket
         att.close()
-        if ws is not None:
+        if ws is not None and not quiet:
             self.spawn(self.send, ws, tc.detached(att.name, reason, **extra))
         log.info("terminal_closed name=%s reason=%s pid=%d", att.name, reason, att.proc.pid)
 

@@ -36,11 +36,12 @@ class PtyProcess:
         master, slave = os.openpty()
         try:
             set_size(master, cols, rows)
+            _utf8_line_editing(slave)
             path = self.tty = os.ttyname(slave)
             actions = [(os.POSIX_SPAWN_OPEN, 0, path, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
                        (os.POSIX_SPAWN_DUP2, 0, 2)]
             self.pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                                      setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE,
+                                      setsigmask=(), setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE,
                                                  signal.SIGCHLD, signal.SIGWINCH))
         except BaseException:
             os.close(master)
@@ -113,6 +114,16 @@ class PtyProcess:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+def _utf8_line_editing(fd: int) -> None:
+    """IUTF8 where the platform has it: the kernel's line editing (a cooked-mode backspace) deletes whole
+    UTF-8 characters, not their last byte."""
+    flag = getattr(termios, "IUTF8", 0)
+    if flag:
+        attrs = termios.tcgetattr(fd)
+        attrs[0] |= flag
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
 def set_size(fd: int, cols: int, rows: int) -> None:

@@ -133,9 +133,13 @@ async def test_output_is_exact_bytes_in_frames_text_or_base64_and_resize_reaches
     ws, _ = await pair_device(relay)
     term = Term(ws)
     await term.attach()
+    # The PTY is the shell's controlling terminal (posix_spawn's setsid + open): a resize signals it.
+    await term.type(b"trap 'echo winch$((1+1))' WINCH; echo trapped$((1+2))\n")
+    await term.until_output(b"trapped3")
     await term.send("terminal.resize", {"cols": 101, "rows": 33})
-    await term.type(b"stty size\n")
+    await term.type(b"stty size\n")  # dash runs the trap once it has read a line
     await term.until_output(b"33 101")
+    await term.until_output(b"winch2")
     start = term.out_seq
     # 60 000 two-byte characters (frames must cut between them), then a byte that is not UTF-8.
     await term.type(b"i=0; while [ $i -lt 600 ]; do printf '%s' "

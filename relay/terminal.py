@@ -259,7 +259,8 @@ class TerminalService:
         log.info("terminal_closed name=%s reason=%s pid=%d", att.name, reason, att.proc.pid)
 
     def _on_eof(self, att: Attachment, reason: str) -> None:
-        self.end(att, reason, **({"exit_code": att.proc.status} if att.proc.status is not None else {}))
+        extra: dict[str, Any] = {"exit_code": att.proc.status} if att.proc.status is not None else {}
+        self.end(att, reason, **extra)
 
     async def _grace(self, att: Attachment, scope: trio.CancelScope, seconds: float) -> None:
         with scope:  # cancelled when a socket attaches again (one timer per attachment)

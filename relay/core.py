@@ -338,7 +338,7 @@ class RelayCore:
 
     def session_live(self, sess: Session) -> bool:
         """Whether ``sess`` is still a live session of the book (not revoked, replaced or expired)."""
-        return not sess.expired(self.now()) and any(s is sess for s in self.book.all())
+        return not sess.expired(self.now()) and self.book.holds(sess)
 
     def expires_in(self, sess: Session) -> float:
         """Seconds until the session expires (inf: never); PATCH /sessions may move it at any time."""

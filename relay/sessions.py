@@ -449,6 +449,10 @@ class SessionBook:
             self._commit(sessions, grants)
         return dropped
 
+    def holds(self, sess: Session) -> bool:
+        """Whether ``sess`` (this very object) is still one of the book's sessions: not revoked or replaced."""
+        return self._by_hash.get(sess.token_hash) is sess
+
     def all(self) -> list[Session]:
         """Every session held, expired ones included while a refresh token could revive them (so they can be
         seen and revoked)."""

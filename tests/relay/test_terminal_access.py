@@ -170,3 +170,39 @@ async def test_a_rotated_token_resumes_the_same_shell(relay_factory, tmp_path: P
     assert reply["type"] == "auth.ok" and reply["payload"]["session_token"] != auth["session_token"]
     resumed = await term.attach()
     assert resumed["payload"]["pid"] == pid and resumed["payload"]["resume"]["resumed"] is True
+
+
+BAD = [
+    ("terminal.attach", {"session_name": ["x"], "cols": 80, "rows": 24}, "bad_request"),
+    ("terminal.attach", {"session_name": "", "cols": 80, "rows": 24}, "bad_request"),
+    ("terminal.attach", {"session_name": "a/b", "cols": 80, "rows": 24}, "bad_request"),
+    ("terminal.attach", {"session_name": "x", "cols": True, "rows": 24}, "bad_request"),
+    ("terminal.attach", {"session_name": "x", "cols": 80, "rows": 10**9}, "bad_request"),
+    ("terminal.attach", {"session_name": "x", "resume": {"v": 2, "stream": "s" * 22}}, "bad_request"),
+    ("terminal.attach", {"session_name": "x", "resume": {"v": 1, "stream": "s" * 22, "out_seq": 1e300}}, "bad_request"),
+    ("terminal.attach", {"session_name": "x", "resume": "yes"}, "bad_request"),
+    ("terminal.input", {"session_name": "main", "data": "x"}, "bad_input"),  # resume mode: no seq
+    ("terminal.input", {"session_name": "main", "data": "\udc80", "seq": 0}, "bad_input"),
+    ("terminal.input", {"session_name": "main", "data_b64": "%%%", "seq": 0}, "bad_input"),
+    ("terminal.input", {"session_name": "main", "data": None, "seq": 0}, "bad_input"),
+    ("terminal.input", {"session_name": "main", "data": "x", "seq": -1}, "bad_input"),
+    ("terminal.input", {"session_name": "main", "data": "x", "seq": 10**40}, "input_gap"),
+    ("terminal.input", {"session_name": "nope", "data": "x", "seq": 0}, "not attached"),
+    ("terminal.detach", {"session_name": "nope"}, "not attached"),
+    ("terminal.frobnicate", {"session_name": "main"}, "bad_request"),
+]
+
+
+async def test_bad_terminal_messages_get_a_clear_error_and_the_shell_goes_on(relay_factory, tmp_path: Path):
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, _ = await pair_device(relay)
+    term = Term(ws)
+    await term.attach()
+    for typ, payload, reason in BAD:
+        msg_id = await send_json(ws, "terminal", typ, payload)
+        err = await term.expect("terminal.error")
+        assert (err["id"], err["payload"]["reason"]) == (msg_id, reason), (typ, payload, err)
+        assert isinstance(err["payload"]["message"], str) and err["payload"]["message"]
+    await term.send("terminal.resize", {"cols": "wide"})  # ignored, as the reference ignores it
+    await term.type(b"echo still$((8*8))\n")
+    await term.until_output(b"still64")

@@ -57,6 +57,8 @@ class TerminalService:
         self._orphans = 0
         self._stopping = False
         log.info("terminal_enabled tmux=%s socket=%s", "yes" if self.tmux else "no", settings.tmux_socket)
+        if os.geteuid() == 0:
+            log.warning("terminal_as_root shells=root hint=run the relay as an ordinary user")
 
     # -- lifetime -------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -31,7 +31,14 @@ from hermes_relay.core.routes import infer_role
 from hermes_relay.relay import httpmsg, peers, tls
 from hermes_relay.relay.capacity import Gate
 from hermes_relay.relay.config import RATE_LIMIT_BODY, RelayConfig
-from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, PairingCodes, validate_grants, validate_seconds
+from hermes_relay.relay.pairing import (
+    DEFAULT_SESSION_TTL,
+    GRANT_OFF,
+    TRANSPORT_HINTS,
+    PairingCodes,
+    validate_grants,
+    validate_seconds,
+)
 from hermes_relay.relay.peers import Peer, lan_address
 from hermes_relay.relay.ratelimit import RateLimiter
 from hermes_relay.relay.sessions import SaveError, Session, SessionBook
@@ -117,6 +124,7 @@ def health(relay: State) -> dict[str, Any]:
         "cert_der": relay.config.cert_der,  # the certificate itself, for the invite's pinned-TLS (plugin_proxy) route
         "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only
         "relay_id": relay.relay_id,  # stable: clients recognise this relay under any spelling of its URL
+        "terminal": relay.config.terminal is not None,  # --terminal: shells on this host (relay/terminal.py)
     }
 
 
@@ -285,7 +293,7 @@ def _lengthens(old: Session, new: Session, requested: dict[str, int] | None, now
     if _later(new.expires_at, old.expires_at):
         return True
     for ch, secs in (requested or {}).items():
-        if ch not in old.grants or _later(None if secs == 0 else now + secs, old.grants[ch]):
+        if secs != GRANT_OFF and (ch not in old.grants or _later(None if secs == 0 else now + secs, old.grants[ch])):
             return True
     return False
 

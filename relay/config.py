@@ -17,6 +17,7 @@ from typing import Any
 from hermes_relay import __version__
 from hermes_relay.core import knobs, wire
 from hermes_relay.relay import capacity
+from hermes_relay.relay.term_config import TerminalSettings
 
 SERVER_VERSION = __version__
 AUTH_TIMEOUT = 30.0  # seconds without an auth frame before the relay gives up (reference: 30 s)
@@ -80,6 +81,7 @@ class RelayConfig:
     trusted_proxies: tuple[Any, ...] = ()  # peers.parse_trusted(--trusted-proxy ...)
     save_fault: Callable[[], bool] | None = None  # a checkpoint seam: True makes sessions.json writes fail
     knobs: knobs.Knobs = field(default_factory=knobs.Knobs)  # the environment knobs read at start (logged)
+    terminal: TerminalSettings | None = None  # --terminal: serve shells (relay/terminal.py); None: unserved
 
     @property
     def scheme(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 from typing import Any
 
 import trio
@@ -35,11 +36,13 @@ from hermes_relay.relay.core import (
     Refusal,
     RelayCore,
     Send,
+    ToTerminal,
     UnauthedSlot,
 )
 from hermes_relay.relay.heartbeat import Heartbeat
 from hermes_relay.relay.peers import Peer
 from hermes_relay.relay.sessions import Session
+from hermes_relay.relay.term_config import TerminalHooks
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,12 @@ class Relay:
         self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
         self.core = RelayCore(config, nofile=capacity.fd_limit(), pending_calls=lambda: self.desktop.pending_count)
         self.heartbeat = Heartbeat(config.heartbeat)  # pings nobody until serve_relay runs it
+        self.terminal: TerminalHooks | None = None
+        if config.terminal is not None and sys.platform != "win32":  # POSIX only: imported only when asked for
+            from hermes_relay.relay.terminal import TerminalService
+
+            self.terminal = TerminalService(config.terminal, self.core.session_live, _PEER_GONE,
+                                            self.core.now)  # serve_relay runs it
 
     # -- connections ---------------------------------------------------------------------------
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
@@ -164,6 +173,9 @@ class Relay:
             # Shutting down: say "going away" but do not wait for the reply, which the cancelled
             # reader task can no longer receive (waiting stalled every restart by CLOSE_GRACE).
             with trio.CancelScope(shield=True):
+                if self.terminal is not None:  # first a final ack and `detached`, so no input is in doubt
+                    with trio.move_on_after(SHUTDOWN_ANSWER_GRACE):
+                        await self.terminal.socket_closing(ws)
                 with trio.move_on_after(SHUTDOWN_CLOSE_GRACE):
                     await ws.aclose(CLOSE_GOING_AWAY, "relay shutting down")
             raise
@@ -218,6 +230,8 @@ class Relay:
         finally:
             self.core.detach(key, ws)
             self.desktop.detach(ws)
+            if self.terminal is not None:
+                self.terminal.socket_gone(ws)
 
     async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
         serving = trio.CancelScope()
@@ -247,6 +261,9 @@ class Relay:
         for effect in self.core.message(sess, message):
             if isinstance(effect, Send):
                 await ws.send_message(effect.env.encode())
+            elif isinstance(effect, ToTerminal):
+                if self.terminal is not None:
+                    await self.terminal.on_envelope(ws, sess, effect.env)
             else:
                 self.desktop.on_envelope(ws, effect.env)
 
@@ -264,6 +281,8 @@ class Relay:
                     self.desktop.detach(ws)
             elif isinstance(effect, CloseSession):
                 self._close_live(effect.key, effect.reason)
+        if effects and self.terminal is not None:
+            self.terminal.check_sessions()  # a revoked or replaced session's shells close
 
     def _close_live(self, key: str, reason: str) -> None:
         for ws in self.core.take_live(key):

@@ -24,7 +24,7 @@ from typing import Any
 from hermes_relay.core import desktop as desktop_wire
 from hermes_relay.core import envelope
 from hermes_relay.core.errors import RemoteProtocolError
-from hermes_relay.relay import api, auth, capacity, identity, peers, unserved
+from hermes_relay.relay import api, auth, capacity, identity, peers, term_config, unserved
 from hermes_relay.relay.config import (
     AUTH_FAIL_REASON,
     AUTH_TIMEOUT_REASON,
@@ -133,6 +133,13 @@ class ToDesktop:
     env: envelope.Envelope
 
 
+@dataclass(frozen=True)
+class ToTerminal:
+    """A terminal-channel envelope for the terminal service (relay/terminal.py); the grant was checked."""
+
+    env: envelope.Envelope
+
+
 class UnauthedSlot:
     """One counted unauthenticated connection; ``release`` (idempotent) gives the place back."""
 
@@ -162,7 +169,8 @@ class RelayCore:
         clock = config.wall_clock
         self.codes = PairingCodes(clock)
         sessions_path = config.state_dir / "sessions.json" if config.state_dir else None
-        self.book = SessionBook(sessions_path, clock, fault=config.save_fault)
+        self.book = SessionBook(sessions_path, clock, fault=config.save_fault,
+                                withheld=(term_config.GRANT,) if config.terminal is not None else ())
         self.pair_limiter = RateLimiter(limit=PAIRING_FAIL_LIMIT, window=PAIRING_FAIL_WINDOW, block=PAIRING_BLOCK)
         self.token_limiter = RateLimiter(limit=SESSION_FAIL_LIMIT, window=SESSION_FAIL_WINDOW, block=SESSION_BLOCK)
         self.http_limiter = RateLimiter(limit=HTTP_FAIL_LIMIT, window=HTTP_FAIL_WINDOW, block=HTTP_BLOCK)
@@ -302,7 +310,7 @@ class RelayCore:
         return self.live.pop(key, set())
 
     # -- after authentication ----------------------------------------------------------------------
-    def message(self, sess: Session, message: str | bytes) -> list[Send | ToDesktop]:
+    def message(self, sess: Session, message: str | bytes) -> list[Send | ToDesktop | ToTerminal]:
         """Decide one message from an authenticated socket."""
         try:
             env = envelope.decode(message, max_size=self.config.max_message_authed)
@@ -317,12 +325,20 @@ class RelayCore:
             return [_send(envelope.SYSTEM, "pong", {"ts": self.now() if ts is None else ts}, env.id or None)]
         if env.channel == envelope.SYSTEM and env.type == envelope.AUTH:
             return [_send(envelope.SYSTEM, "error", {"reason": "already authenticated"}, env.id or None)]
-        answers: list[Send | ToDesktop] = [Send(a) for a in unserved.replies(env, SERVER_VERSION)]
+        if env.channel == term_config.CHANNEL and self.config.terminal is not None:
+            self.book.touch(sess)
+            refused = term_config.refusal(sess.grants, self.now(), env.id or None)
+            return [Send(refused) if refused is not None else ToTerminal(env)]
+        answers: list[Send | ToDesktop | ToTerminal] = [Send(a) for a in unserved.replies(env, SERVER_VERSION)]
         if not answers and env.channel not in unserved.CHANNELS:
             answers.append(_send(envelope.SYSTEM, "error",
                                  {"reason": f"channel {env.channel!r} is not served by this relay", "channel": env.channel,
                                   "message": f"Unknown channel: {env.channel}"}, env.id or None))
         return answers
+
+    def session_live(self, sess: Session) -> bool:
+        """Whether ``sess`` is still a live session of the book (not revoked, replaced or expired)."""
+        return not sess.expired(self.now()) and self.book.holds(sess)
 
     def expires_in(self, sess: Session) -> float:
         """Seconds until the session expires (inf: never); PATCH /sessions may move it at any time."""

@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
                    help="a reverse proxy's address or network whose X-Forwarded-For/Forwarded headers are believed "
                         "(repeatable); proxied requests never count as the relay host itself")
+    p.add_argument("--terminal", action="store_true",
+                   help="serve shells on this host to paired devices holding the terminal grant (off by default "
+                        "for new pairings: hermes-pair --grant terminal=30d)")
+    p.add_argument("--tmux-socket", default=os.environ.get("HERMES_RELAY_TMUX_SOCKET", "hermes-relay"), metavar="NAME",
+                   help="the private tmux server's socket name (default hermes-relay, as the reference relay; "
+                        "its directory follows TMUX_TMPDIR)")
+    p.add_argument("--no-tmux", action="store_true", help="with --terminal: bare shells even when tmux is installed")
     p.add_argument("--keep-revoked-sockets", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"hermes-relay-server {__version__}")
@@ -103,7 +110,17 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
         trusted = peers.parse_trusted(args.trusted_proxy)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    terminal = None
+    if args.terminal and sys.platform == "win32":
+        raise ConfigError("--terminal needs a POSIX relay host (PTYs); this relay runs on Windows")
+    if args.terminal:
+        from hermes_relay.relay.term_config import TerminalSettings
+
+        tmpdir = os.environ.get("TMUX_TMPDIR")
+        terminal = TerminalSettings(tmux=False if args.no_tmux else None, tmux_socket=args.tmux_socket,
+                                    tmux_tmpdir=Path(tmpdir) if tmpdir else None)
     return RelayConfig(
+        terminal=terminal,
         host=args.host,
         port=args.port,
         state_dir=None if args.memory else state_dir,
@@ -161,6 +178,8 @@ async def _run(config: RelayConfig, listening_dir: Path) -> None:
                 found = listening.local_relay() == local
                 print("next: run `hermes-pair" + ("" if found else f" --relay {local}") + "` on this host to pair a "
                       "computer (it prints the `hermes-relay pair` command to type there)", flush=True)
+                if config.terminal is not None:
+                    print(terminal_banner(), flush=True)
                 try:
                     async for _ in signals:
                         nursery.cancel_scope.cancel()
@@ -169,6 +188,17 @@ async def _run(config: RelayConfig, listening_dir: Path) -> None:
                     listening.clear(listening_dir, os.getpid())
     if failure is not None:
         raise failure
+
+
+def terminal_banner(euid: int | None = None) -> str:
+    """What --terminal prints at start: who may open a shell, how to grant it, and the root warning."""
+    lines = ["terminal: serving shells on this host; the terminal grant is OFF for new pairings. A shell here is a "
+             "local (loopback) user of this relay, which trusts loopback for /pairing/register, /sessions and "
+             "/desktop: grant it only to devices you would give a login. To grant it: "
+             "`hermes-pair --grant terminal=30d` (then pair the device)."]
+    if (getattr(os, "geteuid", lambda: -1)() if euid is None else euid) == 0:
+        lines.append("warning: the relay runs as root, so its shells are root shells; run it as an ordinary user")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

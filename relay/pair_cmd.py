@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  hermes-pair                      # a code and an invite for this host's relay\n"
                "  hermes-pair --ttl 7d             # the paired computer's session: 7 days\n"
+               "  hermes-pair --grant terminal=30d # may open shells here for 30 days (--terminal relays)\n"
                "  hermes-pair --mode tailscale     # offer only the Tailscale route\n"
                "  hermes-pair --public-url wss://relay.example.com\n"
                "then, on the computer to pair:\n"
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ttl", default=str(DEFAULT_TTL),
                    help="session lifetime: seconds, or 1d/7d/30d/90d/1y, or 0/never (default 30 days)")
+    p.add_argument("--grant", action="append", default=[], metavar="CHANNEL=DURATION",
+                   help="a channel grant for the paired device: 30d, 12h, 3600, 0/never, or off (repeatable; "
+                        "e.g. --grant terminal=30d on a relay run with --terminal, where it is off by default)")
     p.add_argument("--mode", choices=MODES, default="auto",
                    help="which routes the invite offers (default auto: every route found)")
     p.add_argument("--public-url", help="the relay's public URL, e.g. wss://relay.example.com")
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ttl = timefmt.parse_ttl(args.ttl)
+    grants = parse_grants(args.grant)
     code = _chosen_code(args.code) if args.code else codes.generate_code()
     local, _ = normalize_relay_url(args.relay or listening.local_relay())
     local, health = find_relay(local)
@@ -113,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             warnings += [f"the reference desktop CLI refuses an IP address as a TLS server name, so it cannot use the "
                          f"pinned route to {host}; pass --lan-host with a name of this host the computer resolves "
                          "(hermes-relay pairs either way)" for host in _ip_routes(proxied or [])]
-    registered = register(local, code, ttl)
+    registered = register(local, code, ttl, grants)
     secret = payload.load_or_create_secret(paths.qr_secret_file())
     invite = payload.build(code=registered["code"], ttl_seconds=ttl, transport_hint=hint, endpoints=endpoints,
                            secret=secret, cert_pin=pin, cert_der=der, proxy_urls=proxied)
@@ -130,8 +135,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "qr_payload": _qr_text(candidates, qr.DEFAULT_COLUMNS),
         "qr_candidates": candidates,
         "cert_pin": pin,
+        "grants": grants,
         "warnings": warnings,
     }
+
+
+def parse_grants(raw: list[str]) -> dict[str, int | str]:
+    """``--grant CHANNEL=DURATION|off`` values as ``/pairing/register`` takes them (seconds; 0 never; "off")."""
+    grants: dict[str, int | str] = {}
+    for item in raw:
+        channel, sep, value = item.partition("=")
+        channel, value = channel.strip(), value.strip().lower()
+        if not sep or not channel or not value:
+            raise UsageError(f'--grant "{item}" is not CHANNEL=DURATION', hint="e.g. --grant terminal=30d or terminal=off")
+        grants[channel] = "off" if value == "off" else timefmt.parse_ttl(value, flag=f"--grant {channel}")
+    return grants
 
 
 def _named_routes(cert_der: str, endpoints: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
@@ -290,10 +308,13 @@ def select_endpoints(mode: str, local: str, args: argparse.Namespace) -> list[tu
     return found
 
 
-def register(relay_url: str, code: str, ttl: int) -> dict[str, Any]:
+def register(relay_url: str, code: str, ttl: int, grants: dict[str, int | str] | None = None) -> dict[str, Any]:
     """``POST /pairing/register`` on the local relay; errors say whether it is down or refusing."""
     base = http_base(relay_url)
-    status, reply = request_json("POST", f"{base}/pairing/register", {"code": code, "ttl_seconds": ttl})
+    body: dict[str, Any] = {"code": code, "ttl_seconds": ttl}
+    if grants:
+        body["grants"] = grants
+    status, reply = request_json("POST", f"{base}/pairing/register", body)
     if status == 403:
         raise TransportError(f"the relay at {base} refused to register a code: {reply.get('error', '')}",
                              hint="run hermes-pair on the relay host itself (registration is loopback-only)")
@@ -335,6 +356,9 @@ def _print_text(result: dict[str, Any], out: TextIO, *, qr: list[str] | None, co
     print(f"Relay : {result['relay_url']}", file=out)
     print(f"Session TTL : {ttl} seconds ({timefmt.ttl_words(ttl)})", file=out)
     print("The code is valid for 10 minutes and works once.", file=out)
+    for channel, value in (result.get("grants") or {}).items():
+        words = "off" if value == "off" else timefmt.ttl_words(int(value)).replace("never expires", "never expiring")
+        print(f"Grant {channel} : {words}", file=out)
     if result.get("cert_pin"):
         print(f"Certificate pin : {result['cert_pin']}", file=out)
     invite = len(result["endpoints"]) > 1 or result.get("cert_pin")

@@ -27,6 +27,7 @@ DEFAULT_CHANNELS = ("chat", "terminal", "bridge", "tui", "voice:config", "voice:
 # Per-channel caps the reference relay applies to default grants (seconds); others follow the session.
 DEFAULT_GRANT_CAPS = {"terminal": 30 * 86400, "tui": 30 * 86400, "bridge": 7 * 86400}
 TRANSPORT_HINTS = ("ws", "wss", "unknown")  # what the reference relay accepts; stored as given
+GRANT_OFF = -1  # a requested grant of "off" (hermes-pair --grant terminal=off): the channel is not granted
 MAX_DURATION = 10 * 365 * 86400  # 315360000 s: the longest session TTL or grant accepted (10 years)
 
 Clock = Callable[[], float]
@@ -47,14 +48,23 @@ class PendingCode:
 
 
 def compute_grants(
-    requested: dict[str, int] | None, now: float, expires_at: float | None
+    requested: dict[str, int] | None, now: float, expires_at: float | None, *, withheld: tuple[str, ...] = ()
 ) -> dict[str, float | None]:
-    """Grant expiries per channel: requested durations, else defaults with caps; never past the session."""
+    """Grant expiries per channel: requested durations, else defaults with caps; never past the session.
+
+    ``withheld`` channels get no default grant (a relay with --terminal withholds ``terminal``: a shell on
+    the relay host is a loopback user there); a requested ``GRANT_OFF`` removes a channel.
+    """
     out: dict[str, float | None] = {}
     for channel in DEFAULT_CHANNELS:
+        if channel in withheld:
+            continue
         cap = DEFAULT_GRANT_CAPS.get(channel)
         out[channel] = None if cap is None or expires_at is None else now + cap
     for channel, seconds in (requested or {}).items():
+        if seconds == GRANT_OFF:
+            out.pop(channel, None)
+            continue
         out[channel] = None if seconds == 0 else now + seconds
     if expires_at is not None:
         out = {ch: (expires_at if exp is None or exp > expires_at else exp) for ch, exp in out.items()}
@@ -81,7 +91,7 @@ def validate_grants(raw: Any) -> dict[str, int] | None:
     for ch, secs in raw.items():
         if not isinstance(ch, str) or not ch or len(ch) > 64:
             raise UsageError(f"invalid grant channel {ch!r}")
-        out[ch] = validate_seconds(secs, f"grant for {ch}")
+        out[ch] = GRANT_OFF if secs == "off" else validate_seconds(secs, f"grant for {ch} (or \"off\")")
     return out
 
 

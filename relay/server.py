@@ -27,8 +27,9 @@ has not arrived within another ``heartbeat`` is presumed gone (half-open TCP) an
 ``CLOSE_HEARTBEAT`` (4000, "heartbeat timeout"): an application code distinct from 1001 (the relay
 shutting down) and from 4001 (credentials rejected, which makes clients stop), so clients reconnect.
 
-Channels this relay does not serve (``tui``, ``terminal``, ``chat``) are answered on their own channel
-(relay/unserved.py) so clients fail at once instead of waiting for a reply that never comes.
+Channels this relay does not serve (``tui``, ``chat``, and ``terminal`` unless started with ``--terminal``,
+relay/terminal.py) are answered on their own channel (relay/unserved.py) so clients fail at once instead of
+waiting for a reply that never comes.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep, relay)
             nursery.start_soon(relay.heartbeat.run)
+            if relay.terminal is not None:
+                await nursery.start(relay.terminal.run)
             await nursery.start(trio.serve_listeners, relay.handle_stream, listeners)
             task_status.started(RelayInfo(config.host, port, config.scheme, config.cert_pin))
     finally:

@@ -38,7 +38,7 @@ from typing import Any
 from hermes_relay.core import fileio
 from hermes_relay.core.errors import AmbiguousError, NotFoundError, StateCorruptError, StateError, UsageError
 from hermes_relay.core.wire import MIN_PREFIX_LEN, TOKEN_PREFIX_LEN
-from hermes_relay.relay.pairing import PendingCode, compute_grants, token_hash
+from hermes_relay.relay.pairing import GRANT_OFF, PendingCode, compute_grants, token_hash
 
 log = logging.getLogger(__name__)
 SESSIONS_VERSION = 1
@@ -153,7 +153,7 @@ def _session_from(item: Any, i: int) -> Session:
         if not isinstance(exp, _NUM) and exp is not None or isinstance(exp, bool):
             raise ValueError(f"sessions[{i}] grant '{ch}' must be a number or null, not {type(exp).__name__}")
     for ch, secs in (fields.get("requested_grants") or {}).items():
-        if not isinstance(secs, int) or isinstance(secs, bool) or secs < 0:
+        if not isinstance(secs, int) or isinstance(secs, bool) or secs < GRANT_OFF:
             raise ValueError(f"sessions[{i}] requested grant '{ch}' must be whole seconds, not {str(secs)[:40]!r}")
     return Session(**fields)
 
@@ -161,8 +161,10 @@ def _session_from(item: Any, i: int) -> Session:
 class SessionBook:
     """Live sessions and refresh tokens, persisted to a JSON file of token hashes."""
 
-    def __init__(self, path: Path | None, clock: Clock = time.time, fault: Fault | None = None):
+    def __init__(self, path: Path | None, clock: Clock = time.time, fault: Fault | None = None,
+                 withheld: tuple[str, ...] = ()):
         self.path = path
+        self.withheld = withheld  # channels new sessions get no default grant for (--terminal: terminal)
         self.clock = clock
         self.fault = fault  # test-only: returns True to make the next write fail as a full disk would
         self._by_hash: dict[str, Session] = {}
@@ -272,7 +274,7 @@ class SessionBook:
             first_seen=now,
             last_seen=now,
             expires_at=expires_at,
-            grants=compute_grants(pending.grants, now, expires_at),
+            grants=compute_grants(pending.grants, now, expires_at, withheld=self.withheld),
             transport_hint=pending.transport_hint or str(device.get("transport_hint") or "ws"),
             client_surface=_opt_str(device.get("client_surface")),
             device_form_factor=_opt_str(device.get("device_form_factor")),
@@ -368,7 +370,8 @@ class SessionBook:
         expires_at = None if ttl == 0 else now + ttl
         return dataclasses.replace(
             old, token_hash=token_hash(token), token_prefix=token[:TOKEN_PREFIX_LEN], created_at=now, last_seen=now,
-            expires_at=expires_at, grants=compute_grants(old.requested_grants, now, expires_at), extra=dict(old.extra))
+            expires_at=expires_at, grants=compute_grants(old.requested_grants, now, expires_at, withheld=self.withheld),
+            extra=dict(old.extra))
 
     def touch(self, sess: Session, device: dict[str, Any] | None = None) -> None:
         """Record activity in memory only; ``flush`` (periodic and at shutdown) writes it."""
@@ -416,7 +419,10 @@ class SessionBook:
             expires_at = None if ttl_seconds == 0 else now + ttl_seconds
             new_grants = {ch: (expires_at if exp is None or exp == sess.expires_at else exp) for ch, exp in new_grants.items()}
         for ch, secs in (grants or {}).items():
-            new_grants[ch] = None if secs == 0 else now + secs
+            if secs == GRANT_OFF:
+                new_grants.pop(ch, None)
+            else:
+                new_grants[ch] = None if secs == 0 else now + secs
         if expires_at is not None:
             new_grants = {ch: (expires_at if exp is None or exp > expires_at else exp) for ch, exp in new_grants.items()}
         return dataclasses.replace(sess, expires_at=expires_at, grants=new_grants)
@@ -442,6 +448,10 @@ class SessionBook:
         if dropped or len(grants) != len(self._refresh):
             self._commit(sessions, grants)
         return dropped
+
+    def holds(self, sess: Session) -> bool:
+        """Whether ``sess`` (this very object) is still one of the book's sessions: not revoked or replaced."""
+        return self._by_hash.get(sess.token_hash) is sess
 
     def all(self) -> list[Session]:
         """Every session held, expired ones included while a refresh token could revive them (so they can be

@@ -1,6 +1,7 @@
 """Answers for channels this relay does not serve (``tui``, ``terminal``, ``chat``), so clients fail fast.
 
-This relay has no Hermes agent gateway, no shells and no chat backend. Reference clients ignore a
+This relay has no Hermes agent gateway and no chat backend, and serves shells only when started with
+``--terminal`` (relay/terminal.py; the core then never asks this module about ``terminal``). Reference clients ignore a
 ``system/error`` and wait 30-60 s for an answer on the channel they used, so each request is answered on
 its own channel, echoing its id:
 
@@ -22,7 +23,8 @@ from hermes_relay.core.envelope import Envelope
 TUI, TERMINAL, CHAT = "tui", "terminal", "chat"
 CHANNELS = (TUI, TERMINAL, CHAT)
 NO_GATEWAY = "this relay has no Hermes agent gateway: tui requests cannot be served here"
-NO_TERMINAL = "this relay does not serve terminal sessions (it only pairs and connects devices)"
+NO_TERMINAL = ("this relay does not serve terminal sessions (it only pairs and connects devices); "
+               "its operator may start it with --terminal")
 NO_CHAT = "this relay does not serve chat (it only pairs and connects devices)"
 JSONRPC_NO_GATEWAY = -32601  # JSON-RPC "method not found": nothing here can run any method
 

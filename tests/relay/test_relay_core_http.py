@@ -75,7 +75,8 @@ def test_health_counts_what_the_core_holds() -> None:
     assert reply.body.pop("relay_id") == core.relay_id and len(core.relay_id) >= 16
     assert reply == HttpReply(200, {
         "status": "ok", "version": hermes_relay.__version__, "sessions": 0, "connections": 0, "unauthenticated": 0,
-        "pending": 0, "pending_codes": 0, "tls": False, "cert_pin": None, "cert_der": None, "host": "127.0.0.1"})
+        "pending": 0, "pending_codes": 0, "tls": False, "cert_pin": None, "cert_der": None, "host": "127.0.0.1",
+        "terminal": False})
     token, _, key = paired(core)
     core.codes.register(None)
     core.attach(key, object())

@@ -43,7 +43,7 @@ async def test_health_reports_version_and_counts(relay):
     assert isinstance(relay_id, str) and len(relay_id) >= 16
     assert obj == {"status": "ok", "version": hermes_relay.__version__, "sessions": 0, "connections": 0,
                    "unauthenticated": 0, "pending": 0, "pending_codes": 0, "tls": False, "cert_pin": None, "cert_der": None,
-                   "host": "127.0.0.1"}
+                   "host": "127.0.0.1", "terminal": False}
 
     await register_code(relay.http)
     await register_code(relay.http)

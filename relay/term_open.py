@@ -1,0 +1,149 @@
+"""``terminal.attach``: resume an attachment, or open a new one within the limits.
+
+- With ``resume: {v: 1, stream, out_seq}`` (docs/shell-protocol.md): the device's attachment of that name
+  and stream is resumed from any socket (the socket it had is told ``attached elsewhere``); output
+  continues at ``out_seq`` when the ring still holds it, else from the ring's end with ``gap: true`` and a
+  redraw. Another stream of that name closes the old attachment (its tmux session lives on) and opens a
+  new one.
+- Without it (a reference client): per-socket sessions; re-attaching a name the socket has only answers
+  ``attached`` with ``reattach: true``.
+- Limits: ``max_per_socket`` live attachments per socket, ``max_per_device`` per device orphans
+  included (the oldest orphan is evicted to make room), ``max_ptys`` in all.
+"""
+
+from __future__ import annotations
+
+import sys
+
+assert sys.platform != "win32", "PTYs are POSIX only: relay/main.py refuses --terminal on Windows"
+
+import logging  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any, Protocol  # noqa: E402
+
+from hermes_relay.core.envelope import Envelope  # noqa: E402
+from hermes_relay.relay import term_config as tc  # noqa: E402
+from hermes_relay.relay.term_attach import Attachment  # noqa: E402
+from hermes_relay.relay.term_pty import PtyProcess  # noqa: E402
+from hermes_relay.relay.term_tmux import Tmux  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+class TerminalService(Protocol):
+    """What opening an attachment needs of the terminal service (relay/terminal.py)."""
+
+    settings: tc.TerminalSettings
+    tmux: Tmux | None
+    atts: dict[tuple[int, str], Attachment]
+
+    async def send(self, ws: Any, env: Envelope) -> None: ...
+    async def error(self, ws: Any, env: Envelope, message: str, name: str | None = None, **extra: Any) -> None: ...
+    def end(self, att: Attachment, reason: str, *, quiet: bool = False, **extra: Any) -> None: ...
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None: ...
+    def add(self, att: Attachment) -> None: ...
+    def spawn_pty(self, argv: list[str], cols: int, rows: int, *, tmux: bool) -> PtyProcess: ...
+    def bare_shell(self, requested: object) -> str: ...
+    async def redraw(self, att: Attachment) -> None: ...
+
+
+def parse_resume(raw: Any) -> tuple[str, int] | str | None:
+    """(stream, out_seq) from an attach's ``resume``, None without one, or what is wrong with it."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("v") != 1:
+        return "resume must be {v: 1, stream, out_seq}"
+    stream, out_seq = raw.get("stream"), raw.get("out_seq", 0)
+    if not isinstance(stream, str) or not tc.STREAM_RE.fullmatch(stream):
+        return "resume.stream must be 8-64 characters of base64url"
+    if not isinstance(out_seq, int) or isinstance(out_seq, bool) or out_seq < 0:
+        return "resume.out_seq must be a non-negative integer"
+    return stream, out_seq
+
+
+async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: str) -> None:
+    size = tc.size_of(env.payload)
+    resume = parse_resume(env.payload.get("resume"))
+    if size is None or isinstance(resume, str):
+        await svc.error(ws, env, resume if isinstance(resume, str) else "cols and rows must be integers from 1 to "
+                         f"{tc.MAX_DIMENSION}", name, reason="bad_request")
+        return
+    cols, rows = size
+    scope_key = id(sess) if resume is not None else id(ws)
+    old = svc.atts.get((scope_key, name))
+    if old is not None and resume is None and old.socket is ws:
+        await svc.send(ws, _attached(svc, old, env, reattach=True))  # the reference: an ack, no replay
+        return
+    if old is not None and resume is not None and old.stream == resume[0] and old.owner is sess:
+        await _resume(svc, ws, old, env, resume[1], cols, rows)
+        return
+    if old is not None:  # another stream (or a stale key): the old attachment ends here
+        svc.end(old, "attached elsewhere")
+    refused = _room(svc, ws, sess)
+    if refused:
+        await svc.error(ws, env, refused, name, reason="limit")
+        return
+    try:
+        if svc.tmux is not None:
+            argv, shell = svc.tmux.attach_argv(name), "tmux"
+        else:
+            shell = svc.bare_shell(env.payload.get("shell"))
+            argv = [shell, "-l"] if shell.endswith(("bash", "zsh")) else [shell]
+        proc = svc.spawn_pty(argv, cols, rows, tmux=svc.tmux is not None)
+    except OSError as exc:
+        log.warning("terminal_spawn_failed name=%s error=%s", name, exc)
+        await svc.error(ws, env, f"cannot start a shell: {exc.strerror or exc}", name, reason="spawn failed")
+        return
+    tmux = svc.tmux is not None
+    ring = svc.settings.ring_tmux if tmux else svc.settings.ring_bare
+    att = Attachment(scope_key=scope_key, owner=sess, name=name, stream=resume[0] if resume else None, proc=proc,
+                     tmux=tmux, shell=shell, cols=cols, rows=rows, ring_size=ring, send=svc.send)
+    att.attach_socket(ws, 0)
+    svc.add(att)
+    log.info("terminal_opened name=%s pid=%d tmux=%s resume=%s", name, proc.pid, tmux, resume is not None)
+    await svc.send(ws, _attached(svc, att, env, reattach=False, gap=False))
+    att.ready = True
+    att.poke()
+
+
+async def _resume(svc: TerminalService, ws: Any, att: Attachment, env: Envelope, out_seq: int, cols: int,
+                  rows: int) -> None:
+    previous = att.socket
+    if previous is not None and previous is not ws:
+        svc.spawn(svc.send, previous, tc.detached(att.name, "attached elsewhere"))
+    gap = att.attach_socket(ws, out_seq)
+    if (cols, rows) != (att.cols, att.rows):
+        att.cols, att.rows = cols, rows
+        att.proc.resize(cols, rows)
+    await svc.send(ws, _attached(svc, att, env, reattach=True, gap=gap))
+    att.ready = True
+    att.poke()
+    if gap:
+        await svc.redraw(att)
+    log.info("terminal_resumed name=%s gap=%s in_seq=%d out_seq=%d", att.name, gap, att.ledger.written, att.sent)
+
+
+def _room(svc: TerminalService, ws: Any, sess: Any) -> str | None:
+    """Why no attachment may open now (after evicting this device's oldest orphan if that makes room)."""
+    s = svc.settings
+    if sum(1 for a in svc.atts.values() if a.socket is ws) >= s.max_per_socket:
+        return f"at most {s.max_per_socket} terminal sessions per connection: detach one first"
+    mine = sorted((a for a in svc.atts.values() if a.owner is sess), key=lambda a: a.created_at)
+    if len(mine) >= s.max_per_device:
+        orphans = [a for a in mine if a.socket is None]
+        if not orphans:
+            return f"at most {s.max_per_device} terminal sessions per device"
+        svc.end(orphans[0], "evicted")
+    if len(svc.atts) >= s.max_ptys:
+        return f"the relay runs {s.max_ptys} terminal sessions already: try again later"
+    return None
+
+
+def _attached(svc: TerminalService, att: Attachment, env: Envelope, *, reattach: bool, gap: bool = False) -> Envelope:
+    payload: dict[str, Any] = {"session_name": att.name, "pid": att.proc.pid, "shell": att.shell, "cols": att.cols,
+                               "rows": att.rows, "tmux_available": svc.tmux is not None, "reattach": reattach}
+    if att.resume:
+        payload["resume"] = {"v": 1, "stream": att.stream, "in_seq": att.ledger.written, "out_seq": att.sent,
+                             "resumed": reattach, "gap": gap}
+    return Envelope(tc.CHANNEL, "terminal.attached", payload, env.id) if env.id else \
+        Envelope(tc.CHANNEL, "terminal.attached", payload)

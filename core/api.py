@@ -34,6 +34,21 @@ RESTORE = "restore"
 DOWN_SET = "down"
 UP_SET = "up"
 
+# The shell (docs/shell-protocol.md): one streaming call per shell, notifies both ways.
+SHELL_OPEN = "shell.open"
+TERMINAL_LIST = "terminal.list"  # `hermes-relay sessions list`, over the agent's link
+TERMINAL_KILL = "terminal.kill"  # `hermes-relay sessions kill`, over the agent's link
+SHELL_ATTACHED = "shell.attached"  # agent -> CLI notifies during shell.open
+SHELL_OUTPUT = "shell.output"
+SHELL_ACK = "shell.ack"
+SHELL_LINK = "shell.link"
+SHELL_NOTICE = "shell.notice"
+SHELL_INPUT = "shell.input"  # CLI -> agent notifies during shell.open
+SHELL_RESIZE = "shell.resize"
+SHELL_DETACH = "shell.detach"
+SHELL_KILL = "shell.kill"
+SHELL_REDRAW = "shell.redraw"
+
 # Relay link states.
 CONNECTING = "connecting"
 CONNECTED = "connected"

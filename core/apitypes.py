@@ -492,6 +492,110 @@ class DoctorReply(TypedDict):
     knobs: dict[str, str]  # the test switches set (core/knobs.py), name -> value
 
 
+# -- the shell (docs/shell-protocol.md) --------------------------------------------------------------
+class ShellOpenParams(TypedDict, total=False):
+    """``shell.open``: one per dedicated IPC connection; streams until the shell ends."""
+
+    remote: str | None  # relay URL or name; None: the only paired relay
+    session: str  # tmux session name, [A-Za-z0-9_-]{1,64} (default "main")
+    cols: int
+    rows: int
+    term: str
+    stream: str  # the CLI's stream id (22 characters of base64url)
+    out_seq: int  # output bytes the CLI has written to the user's terminal
+    in_base: int  # input offset of unacked[0] (the CLI's acked mark)
+    in_sent: int  # the last sent mark the CLI heard (>= in_base)
+    unacked: bytes  # input not yet seen acknowledged, from in_base
+    raw: bool  # bare shell: do not start hermes
+    new: bool
+    conversation: str | None
+    exec: str | None  # never re-injected on a reopen
+    reopen: bool  # the CLI reconnects after losing the agent
+
+
+class ShellOpenReply(TypedDict):
+    reason: Literal["exit", "detached", "killed", "replaced", "lost"]
+    code: int | None
+
+
+class _ShellAttachedBase(TypedDict):
+    reattach: bool
+    resumed: bool
+    tmux: bool
+    route: str  # the route's label (LAN, Tailscale, public...)
+    relay: Literal["ours", "reference"]
+
+
+class ShellAttached(_ShellAttachedBase, total=False):
+    replay: bytes  # first attach of a run only
+
+
+class ShellOutput(TypedDict):
+    d: bytes
+    seq_end: int
+
+
+class ShellAck(TypedDict):
+    in_seq: int  # acked: the relay wrote everything below it (or it is counted done: in doubt)
+    sent: int  # the agent put everything below it on a socket
+
+
+class ShellLink(TypedDict):
+    state: Literal["live", "reconnecting", "lost"]
+    route: str
+    reason: str
+    queued: int  # bytes typed but not sent
+
+
+class ShellNotice(TypedDict):
+    text: str
+
+
+class ShellInput(TypedDict):
+    seq: int
+    d: bytes
+
+
+class ShellResize(TypedDict):
+    cols: int
+    rows: int
+
+
+class TerminalListParams(TypedDict, total=False):
+    remote: str | None
+
+
+class TerminalSessionInfo(TypedDict, total=False):
+    """One ``terminal.sessions`` entry, as the relay sent it."""
+
+    name: str
+    tmux_name: str
+    attached: int
+    windows: int
+    created_at: float
+    pid: int | None
+    shell: str
+    live: bool
+    owned_by_client: bool
+
+
+class TerminalListReply(TypedDict):
+    sessions: list[TerminalSessionInfo]
+    tmux_available: bool
+
+
+class _TerminalKillOptional(TypedDict, total=False):
+    remote: str | None
+
+
+class TerminalKillParams(_TerminalKillOptional):
+    session: str
+
+
+class TerminalKillReply(TypedDict):
+    reason: str
+
+
 # method -> (params type, result type); streaming methods' notifies are in NOTIFIES.
 # ``watch`` never answers: it notifies until the client disconnects, ``state`` (RelayState: every relay's
 # state first, paused pairings too, then on every change; a pairing another client removed from the store
@@ -518,6 +622,9 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "approvals.decide": (ApprovalsDecideParams, ApprovalsDecideReply),
     "access.changing": (AccessChangingParams, AccessChangingReply),
     "doctor": (DoctorParams, DoctorReply),
+    "shell.open": (ShellOpenParams, ShellOpenReply),
+    "terminal.list": (TerminalListParams, TerminalListReply),
+    "terminal.kill": (TerminalKillParams, TerminalKillReply),
 }
 
 
@@ -534,7 +641,12 @@ class ApprovalResolved(TypedDict):
 
 
 NOTIFIES: dict[str, Any] = {"pair.progress": PairProgress, "state": RelayState,
-                            "approval": ApprovalRequested | ApprovalResolved}
+                            "approval": ApprovalRequested | ApprovalResolved,
+                            "shell.attached": ShellAttached, "shell.output": ShellOutput, "shell.ack": ShellAck,
+                            "shell.link": ShellLink, "shell.notice": ShellNotice}
+# The notifies a client sends during a call (``shell.open``; agent/ipc_server.py's CallContext.inbox).
+CLIENT_NOTIFIES: dict[str, Any] = {"shell.input": ShellInput, "shell.resize": ShellResize, "shell.detach": EmptyParams,
+                                   "shell.kill": EmptyParams, "shell.redraw": EmptyParams}
 
 
 def check(value: Any, tp: Any, *, partial: bool = False, where: str = "reply") -> list[str]:

@@ -32,7 +32,11 @@ def test_every_request_reply_method_in_core_api_has_types() -> None:
 
     methods = {api.HELLO, api.STATUS, api.PAIR_START, api.PAIR_CHECK, api.DEVICES_LIST, api.DEVICES_REVOKE, api.DEVICES_EXTEND,
                api.ROUTE, api.PIN_ACCEPT, api.RELOAD, api.AGENT_STOP, api.FORGET, api.RESTORE, api.APPROVALS_LIST,
-               api.APPROVALS_DECIDE, api.ACCESS_CHANGING, api.DOWN_SET, api.UP_SET, api.DOCTOR, api.WATCH}
+               api.APPROVALS_DECIDE, api.ACCESS_CHANGING, api.DOWN_SET, api.UP_SET, api.DOCTOR, api.WATCH,
+               api.SHELL_OPEN, api.TERMINAL_LIST, api.TERMINAL_KILL}
     assert set(apitypes.METHODS) == methods  # watch only streams: its reply type is None
-    assert set(apitypes.NOTIFIES) == {api.PAIR_PROGRESS, api.STATE, api.APPROVAL}
+    assert set(apitypes.NOTIFIES) == {api.PAIR_PROGRESS, api.STATE, api.APPROVAL, api.SHELL_ATTACHED, api.SHELL_OUTPUT,
+                                      api.SHELL_ACK, api.SHELL_LINK, api.SHELL_NOTICE}
+    assert set(apitypes.CLIENT_NOTIFIES) == {api.SHELL_INPUT, api.SHELL_RESIZE, api.SHELL_DETACH, api.SHELL_KILL,
+                                             api.SHELL_REDRAW}
 

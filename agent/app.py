@@ -25,6 +25,7 @@ from hermes_relay.agent.indicator import Indicator, summarize
 from hermes_relay.agent.link import RelayLink, Signal
 from hermes_relay.agent.marks import Marks, Pending
 from hermes_relay.agent.storewatch import StoreWatcher
+from hermes_relay.agent.terminal.service import TerminalService, store_resolver
 from hermes_relay.core import fileio, offline, paths, record, wire
 from hermes_relay.core.errors import NotPairedError, StateError
 from hermes_relay.core.record import Record, owner_urls
@@ -63,6 +64,7 @@ class Agent:
         self.ipc: ipc_endpoint.IpcListener | None = None
         self.desktop = DesktopService(config, device=self.device)  # the approvals and the desktop calls
         self.approvals = self.desktop.approvals  # counted in the route indicator ([LAN !1])
+        self.terminal = TerminalService(store_resolver(self.read_sessions))  # the shells, on the links
 
     # -- lifecycle (agent/runner.py runs it) -------------------------------------------------------
     def stop(self) -> None:

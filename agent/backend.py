@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from hermes_relay.agent.indicator import Indicator
     from hermes_relay.agent.marks import Pending
     from hermes_relay.agent.storefollow import StoreFollower
+    from hermes_relay.agent.terminal.service import TerminalService
     from hermes_relay.core.apitypes import (
         AccessChangingReply,
         ApprovalsDecideReply,
@@ -40,7 +41,10 @@ if TYPE_CHECKING:
         ReloadReply,
         RestoreReply,
         RouteIndicator,
+        ShellOpenReply,
         StatusReply,
+        TerminalKillReply,
+        TerminalListReply,
     )
 
 
@@ -58,6 +62,8 @@ class Host(devices.SessionHost, statusview.StatusHost, pairing.PairingHost, forg
     def indicator(self) -> Indicator: ...
     @property
     def watchers(self) -> set[trio.MemorySendChannel[dict[str, Any]]]: ...
+    @property
+    def terminal(self) -> TerminalService: ...
 
     async def set_down(self, url: str | None, *, down: bool) -> DownReply: ...
     def stop(self) -> None: ...
@@ -133,6 +139,18 @@ class AgentBackend:
 
     def stop(self) -> None:
         self.agent.stop()
+
+    async def shell_open(self, params: dict[str, Any], ctx: CallContext) -> ShellOpenReply:
+        reply: Any = await self.agent.terminal.open(params, ctx.notify, ctx.inbox)
+        return reply
+
+    async def terminal_list(self, remote: Any) -> TerminalListReply:
+        reply: Any = await self.agent.terminal.list(remote)
+        return reply
+
+    async def terminal_kill(self, remote: Any, session: Any) -> TerminalKillReply:
+        reply: Any = await self.agent.terminal.kill(remote, session)
+        return reply
 
     async def watch(self, ctx: CallContext) -> None:
         """Every relay's state (paused pairings too), then each change, and the approval events, until

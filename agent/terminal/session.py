@@ -382,6 +382,7 @@ class TerminalSession:
             return
         if self.state in WAITING and self._attach_port is not port:
             self._attach_port, self._attach_at = port, trio.current_time()
+            self._wake()  # a new deadline for the timers
             await port.send(wire.attach(self.name, self.cols, self.rows, self.options.stream, self.out_seq))
             return
         if self.state is not State.LIVE:
@@ -408,6 +409,8 @@ class TerminalSession:
         ours = self.kind == OURS
         while not self._suspicious and (chunk := self.ledger.take()) is not None:
             seq, data = chunk
+            if not self._sends:
+                self._wake()  # a new suspicion deadline for the timers
             self._sends.append((seq + len(data), trio.current_time()))
             self._marks()
             await port.send(wire.input_message(self.name, data, seq + self.shift if ours else None))

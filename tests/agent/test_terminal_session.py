@@ -198,7 +198,7 @@ async def test_our_relay_resumes_exactly_and_every_byte_arrives_once(autojump_cl
         while shell.session.ledger.acked < len(data):
             sent = shell.session.ledger.sent
             shell.session.on_message(second, "terminal.ack", {"session_name": "main", "in_seq": sent})
-            await wait_for(lambda: shell.session.ledger.acked == sent
+            await wait_for(lambda sent=sent: shell.session.ledger.acked == sent  # type: ignore[misc]
                            and (shell.session.ledger.sent > sent or sent == len(data)))
         shell.session.want("detach")
     received = bytearray(data[:9000])  # what the relay wrote from the first connection (its resume.in_seq)

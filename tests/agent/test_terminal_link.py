@@ -1,0 +1,236 @@
+"""A shell through a real agent: a real IPC connection sends ``shell.open`` and numbered keys as
+``shell.input`` notifies; the agent's real link carries them to a relay written here (trio-websocket on
+loopback) that speaks (a) our resume extension or (b) the reference's semantics (per-socket sessions,
+input before ``terminal.attached`` dropped, ``system/ping`` answered inline, no acks). The relay drops
+the socket mid-typing; afterwards (a) every byte reached its "PTY" exactly once, and (b) nothing was
+duplicated or reordered and every byte lost was reported in doubt. Real sockets, real clock."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+
+from hermes_relay.agent import runner
+from hermes_relay.agent.app import Agent
+from hermes_relay.agent.config import AgentConfig
+from hermes_relay.core import api, framing, rpc
+
+DEADLINE = 20.0
+STREAM = "A" * 22
+KEYS = 400  # numbered keys "00001\r" ...
+DROP_AFTER = 900  # bytes of input the relay takes on its first socket before it drops it
+
+
+@pytest.fixture
+def relay_test_guard() -> float:
+    return 30.0
+
+
+def keys() -> list[bytes]:
+    return [f"{i:05d}\r".encode() for i in range(1, KEYS + 1)]
+
+
+class TerminalRelay:
+    """Auth accepts any token; the terminal channel as ``ours`` (resume extension) or the reference."""
+
+    def __init__(self, ours: bool):
+        self.ours = ours
+        self.pty = bytearray()  # what reached the shell, in order
+        self.in_seq = 0  # ours: the attachment's input offset (by stream)
+        self.streams: set[str] = set()
+        self.sockets = 0
+        self.taken = 0  # input bytes taken on the current socket
+        self.attaches: list[dict[str, Any]] = []
+        self.pings = 0
+        self.port = 0
+        self.duplicates = 0  # ours: input bytes received again below the attachment's offset
+        self.first_seqs: list[tuple[int, int]] = []  # ours: (in_seq at the attach, seq of the first input after it)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def serve(self, nursery: trio.Nursery) -> None:
+        server = await nursery.start(trio_websocket.serve_websocket, self._handler, "127.0.0.1", 0, None)
+        self.port = server.port
+
+    async def _handler(self, request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        frame = json.loads(await ws.get_message())
+        assert (frame["channel"], frame["type"]) == ("system", "auth")
+        await send(ws, "system", "auth.ok", {"server_version": "scripted", "expires_at": None, "grants": {}})
+        self.sockets += 1
+        first_socket = self.sockets == 1
+        attached: set[str] = set()  # the reference: sessions of this socket
+        self.taken = 0
+        try:
+            while True:
+                msg = json.loads(await ws.get_message())
+                channel, typ, payload = msg["channel"], msg["type"], msg["payload"]
+                if channel == "system" and typ == "ping":
+                    self.pings += 1
+                    await send(ws, "system", "pong", {}, msg["id"])
+                elif typ == "terminal.attach":
+                    self.attaches.append({**payload, "in_seq_then": self.in_seq})
+                    attached.add(payload["session_name"])
+                    await send(ws, "terminal", "terminal.attached", self._attached(payload), msg["id"])
+                elif typ == "terminal.input":
+                    if payload["session_name"] not in attached:
+                        continue  # the reference drops input sent before terminal.attached
+                    if first_socket and self.taken >= DROP_AFTER:
+                        await ws.aclose()  # mid-typing: this frame and what follows never arrive
+                        return
+                    data = payload["data"].encode()
+                    self.taken += len(data)
+                    if self.ours:
+                        seq = payload["seq"]
+                        assert seq <= self.in_seq, f"input gap: {seq} > {self.in_seq}"
+                        if len(self.first_seqs) < len(self.attaches):
+                            self.first_seqs.append((self.attaches[-1]["in_seq_then"], seq))
+                        fresh = data[self.in_seq - seq:]
+                        self.duplicates += len(data) - len(fresh)
+                        self.pty += fresh
+                        self.in_seq += len(fresh)
+                        if first_socket and self.taken >= DROP_AFTER:
+                            await ws.aclose()  # written, but the ack never leaves: in flight at the drop
+                            return
+                        await send(ws, "terminal", "terminal.ack", {"session_name": payload["session_name"],
+                                                                    "in_seq": self.in_seq})
+                    else:
+                        self.pty += data
+                elif typ == "terminal.detach":
+                    attached.discard(payload["session_name"])
+                    await send(ws, "terminal", "terminal.detached", {"session_name": payload["session_name"],
+                                                                     "reason": "client detach"})
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    def _attached(self, payload: dict[str, Any]) -> dict[str, Any]:
+        reply = {"session_name": payload["session_name"], "pid": 42, "shell": "/bin/sh", "cols": payload["cols"],
+                 "rows": payload["rows"], "tmux_available": True, "reattach": False}
+        if self.ours:
+            stream = payload["resume"]["stream"]
+            resumed = stream in self.streams
+            self.streams.add(stream)
+            reply["resume"] = {"v": 1, "stream": stream, "in_seq": self.in_seq, "out_seq": 0, "resumed": resumed,
+                               "gap": False}
+        return reply
+
+
+async def send(ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any],
+               msg_id: str | None = None) -> None:
+    await ws.send_message(json.dumps({"channel": channel, "type": typ, "id": msg_id or str(uuid.uuid4()),
+                                      "payload": payload}))
+
+
+class IpcShell:
+    """A CLI's side of shell.open, over a real connection to the agent's socket."""
+
+    def __init__(self, stream: trio.SocketStream):
+        self.stream = stream
+        self.decoder = framing.FrameDecoder()
+        self._send, self.notifies = trio.open_memory_channel[rpc.Notify](10_000)
+        self.seen: list[rpc.Notify] = []
+        self.response: rpc.Response | None = None
+        self.done = trio.Event()
+        self.acked = 0
+
+    async def send(self, obj: Any) -> None:
+        await self.stream.send_all(framing.encode_frame(obj))
+
+    async def read(self) -> None:
+        while True:
+            for obj in self.decoder:
+                msg = rpc.parse_message(obj)
+                if isinstance(msg, rpc.Notify):
+                    self.seen.append(msg)
+                    if msg.method == api.SHELL_ACK:
+                        self.acked = msg.params["in_seq"]
+                    self._send.send_nowait(msg)
+                elif isinstance(msg, rpc.Response) and msg.msgid == 1:
+                    self.response = msg
+                    self.done.set()
+                    return
+            data = await self.stream.receive_some(65536)
+            if not data:
+                self.done.set()
+                return
+            self.decoder.feed(data)
+
+    async def until(self, method: str) -> rpc.Notify:
+        async for msg in self.notifies:
+            if msg.method == method:
+                return msg
+        raise AssertionError("the agent closed the call")
+
+    def notices(self) -> list[str]:
+        return [m.params["text"] for m in self.seen if m.method == api.SHELL_NOTICE]
+
+
+async def run_shell(tmp_path: Path, relay: TerminalRelay) -> tuple[IpcShell, bytes]:
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    agent = Agent(AgentConfig.from_env(env, netwatch=False, backoff_base=0.05, backoff_cap=0.1))
+    typed = b"".join(keys())
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            agent.store.update(lambda s: s.__setitem__(relay.url, {"paired_at": 1_700_000_000, "token": "T1"}))
+            await nursery.start(runner.run, agent)
+            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+            nursery.start_soon(shell.read)
+            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "term": "xterm",
+                                                     "stream": STREAM, "out_seq": 0, "in_base": 0, "in_sent": 0,
+                                                     "unacked": b"", "raw": True, "reopen": False}])
+            attached = await shell.until(api.SHELL_ATTACHED)
+            assert attached.params["relay"] == ("ours" if relay.ours else "reference")
+            offset = 0
+            for key in keys():  # typed while the relay drops the socket and the agent reconnects
+                await shell.send([2, api.SHELL_INPUT, {"seq": offset, "d": key}])
+                offset += len(key)
+                await trio.sleep(0)
+            while shell.acked < len(typed):  # every byte acknowledged, or counted done (in doubt)
+                await shell.until(api.SHELL_ACK)
+            await shell.send([2, api.SHELL_DETACH, {}])
+            await shell.done.wait()
+            await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert shell.response is not None and shell.response.error is None
+    assert shell.response.result == {"reason": "detached", "code": None}
+    assert relay.sockets >= 2  # it did drop the first one
+    return shell, typed
+
+
+async def test_our_relay_gets_every_key_exactly_once_across_a_drop(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=True)
+    shell, typed = await run_shell(tmp_path, relay)
+    assert bytes(relay.pty) == typed
+    assert [a["resume"]["stream"] for a in relay.attaches] == [STREAM] * len(relay.attaches)
+    assert not any("in doubt" in n for n in shell.notices())
+    assert relay.duplicates == 0  # the resend started exactly at resume.in_seq...
+    assert len(relay.first_seqs) == 2 and relay.first_seqs[1][0] == relay.first_seqs[1][1] > 0  # ...mid-typing
+    links = [m.params["state"] for m in shell.seen if m.method == api.SHELL_LINK]
+    assert "reconnecting" in links and links[-1] == "live"
+
+
+async def test_the_reference_relay_never_gets_a_key_twice_and_every_loss_was_reported(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=False)
+    shell, typed = await run_shell(tmp_path, relay)
+    got = re.findall(rb"\d{5}\r", bytes(relay.pty))
+    assert b"".join(got) == bytes(relay.pty)  # whole keys only
+    numbers = [int(k[:5]) for k in got]
+    assert numbers == sorted(set(numbers))  # nothing duplicated, nothing reordered
+    lost = len(typed) - len(relay.pty)
+    reported = sum(int(m.group(1)) for n in shell.notices() if (m := re.match(r"(\d+) bytes .* in doubt", n)))
+    assert 0 < lost <= reported
+    assert relay.pings > 0

@@ -64,7 +64,7 @@ class Agent:
         self.ipc: ipc_endpoint.IpcListener | None = None
         self.desktop = DesktopService(config, device=self.device)  # the approvals and the desktop calls
         self.approvals = self.desktop.approvals  # counted in the route indicator ([LAN !1])
-        self.terminal = TerminalService(store_resolver(self.read_sessions))  # the shells, on the links
+        self.terminal = TerminalService(store_resolver(self.read_sessions, paths.desktop_control_file(config.env)))
 
     # -- lifecycle (agent/runner.py runs it) -------------------------------------------------------
     def stop(self) -> None:

@@ -14,14 +14,17 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from hermes_relay.agent.terminal import wire
+from hermes_relay.agent.terminal.errors import TerminalRefusedError
 from hermes_relay.agent.terminal.outbox import Notify
 from hermes_relay.agent.terminal.ports import TerminalPort
 from hermes_relay.agent.terminal.session import ENDED, REFERENCE, State, TerminalSession
+from hermes_relay.core import hosts
 from hermes_relay.core.errors import (
     AmbiguousError,
     ConnectionLostError,
@@ -29,7 +32,6 @@ from hermes_relay.core.errors import (
     HermesError,
     NotFoundError,
     NotPairedError,
-    ProtocolError,
     UsageError,
 )
 from hermes_relay.core.record import owner_urls
@@ -46,13 +48,15 @@ REFERENCE_MAX = 4  # shells per connection on the reference relay
 Resolve = Callable[[str | None], Awaitable[str]]
 
 
-def store_resolver(read_sessions: Callable[[], Awaitable[dict[str, dict[str, Any]]]]) -> Resolve:
-    """``--remote URL|NAME`` (or nothing: the only paired relay) to the pairing's owner URL."""
+def store_resolver(read_sessions: Callable[[], Awaitable[dict[str, dict[str, Any]]]], control: Path | None = None) -> Resolve:
+    """``--remote URL|NAME`` (a name from the ``control`` file, core/hosts.py) or nothing (the only paired
+    relay, else the default one) to the pairing's owner URL."""
 
     async def resolve(remote: str | None) -> str:
         sessions = await read_sessions()
+        names = await trio.to_thread.run_sync(hosts.load_quietly, control) if control is not None else hosts.Control()
         if remote:
-            found = resolve_in(sessions, remote)
+            found = resolve_in(sessions, hosts.resolve_name(names, remote))
             if found is None:
                 raise NotPairedError(f"no pairing stored for {remote}", hint="`hermes-relay hosts` lists the paired relays")
             return found[0]
@@ -60,6 +64,9 @@ def store_resolver(read_sessions: Callable[[], Awaitable[dict[str, dict[str, Any
         if not paired:
             raise NotPairedError("this computer is not paired with any relay",
                                  hint="pair first: hermes-relay pair --remote ws://HOST:8767")
+        default = resolve_in(sessions, names.relay_url) if names.relay_url else None
+        if len(paired) > 1 and default is not None:
+            return default[0]
         if len(paired) > 1:
             raise AmbiguousError(f"{len(paired)} relays are paired; choose one with --remote URL|NAME",
                                  hint="paired: " + ", ".join(paired))
@@ -254,7 +261,7 @@ class TerminalService:
                     raise ConnectionLostError(f"the connection to {url} was lost during {envelope['type']}",
                                               hint="try again: the agent reconnects by itself")
                 return typ, payload
-            raise ProtocolError(f"{url} did not answer {envelope['type']} within {REQUEST_TIMEOUT:g}s",
+            raise TerminalRefusedError(f"{url} did not answer {envelope['type']} within {REQUEST_TIMEOUT:g}s",
                                 hint="the relay may serve no terminal (our relay: hermes-relay-server --terminal)")
         finally:
             if self._waiters.get(key, (None,))[0] is port:
@@ -272,5 +279,5 @@ def _refused(url: str, payload: dict[str, Any]) -> HermesError:
     if "grant" in message.lower():
         return ForbiddenError(f"{url} refused: {message}",
                               hint="this device has no terminal grant: `hermes-relay devices extend`")
-    return ProtocolError(f"{url} refused the terminal request: {message}",
+    return TerminalRefusedError(f"{url} refused the terminal request: {message}",
                          hint="the relay may serve no terminal (our relay: hermes-relay-server --terminal)")

@@ -27,11 +27,12 @@ from typing import Any
 import trio
 
 from hermes_relay.agent.terminal import wire
+from hermes_relay.agent.terminal.errors import TerminalRefusedError
 from hermes_relay.agent.terminal.ledger import InputLedger, InputOverflow
 from hermes_relay.agent.terminal.outbox import Notify, Outbox
 from hermes_relay.agent.terminal.ports import TerminalPort
 from hermes_relay.core import api
-from hermes_relay.core.errors import ConnectionLostError, ForbiddenError, HermesError, ProtocolError, UsageError
+from hermes_relay.core.errors import ConnectionLostError, ForbiddenError, HermesError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ class TerminalSession:
         if self.state in WAITING and self._attach_port is not None:
             hint = ("the reference relay allows 4 shells per connection: close one" if "max" in message.lower()
                     else "the relay refused the shell")
-            self._fail(ProtocolError(f"the relay refused terminal.attach: {message}", hint=hint))
+            self._fail(TerminalRefusedError(f"the relay refused terminal.attach: {message}", hint=hint))
         else:
             self._notice(f"relay: {message}")
 
@@ -481,7 +482,7 @@ class TerminalSession:
             self._drop_queued(f"the relay link did not come back within {GAP_LIMIT:g}s")
             self.finish("lost")
         elif self.state in WAITING and self._attach_port is not None and now >= self._attach_at + ATTACH_TIMEOUT:
-            self._fail(ProtocolError(f"the relay did not answer terminal.attach within {ATTACH_TIMEOUT:g}s",
+            self._fail(TerminalRefusedError(f"the relay did not answer terminal.attach within {ATTACH_TIMEOUT:g}s",
                                      hint="the relay may serve no terminal (our relay: hermes-relay-server --terminal)"))
         elif self.state is State.LIVE:
             if self._sends and not self._suspicious and now >= self._sends[0][1] + self._suspect_after():

@@ -41,8 +41,10 @@ def keys() -> list[bytes]:
 class TerminalRelay:
     """Auth accepts any token; the terminal channel as ``ours`` (resume extension) or the reference."""
 
-    def __init__(self, ours: bool):
+    def __init__(self, ours: bool, *, refuse: str | None = None):
         self.ours = ours
+        self.refuse = refuse  # "grant": system/error to every terminal message; "silent": no answer to attach
+        self.killed: list[str] = []
         self.pty = bytearray()  # what reached the shell, in order
         self.in_seq = 0  # ours: the attachment's input offset (by stream)
         self.streams: set[str] = set()
@@ -78,6 +80,24 @@ class TerminalRelay:
                 if channel == "system" and typ == "ping":
                     self.pings += 1
                     await send(ws, "system", "pong", {}, msg["id"])
+                elif channel == "terminal" and self.refuse == "grant":
+                    await send(ws, "system", "error", {"message": "Terminal grant expired for this device"})
+                elif channel == "terminal" and self.refuse == "silent":
+                    pass
+                elif typ == "terminal.list":
+                    await send(ws, "terminal", "terminal.sessions", {"sessions": [
+                        {"name": n, "tmux_name": f"hermes-{n}", "attached": int(n in attached), "windows": 1,
+                         "created_at": 1.0, "shell": "/bin/sh", "live": True, "owned_by_client": n in attached}
+                        for n in sorted(attached | {"old"})], "tmux_available": True}, msg["id"])
+                elif typ == "terminal.kill":
+                    name = payload["session_name"]
+                    if name in attached or name == "old":
+                        self.killed.append(name)
+                        attached.discard(name)
+                        await send(ws, "terminal", "terminal.detached", {"session_name": name, "reason": "pty closed"})
+                    else:
+                        await send(ws, "terminal", "terminal.error", {"message": f"no session {name}",
+                                                                      "session_name": name, "reason": "not found"})
                 elif typ == "terminal.attach":
                     self.attaches.append({**payload, "in_seq_then": self.in_seq})
                     attached.add(payload["session_name"])

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio_websocket
 
-from hermes_relay.agent import runner
+from hermes_relay.agent import link, runner
 from hermes_relay.agent.app import Agent
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.core import api, framing, rpc
@@ -254,3 +254,66 @@ async def test_the_reference_relay_never_gets_a_key_twice_and_every_loss_was_rep
     reported = sum(int(m.group(1)) for n in shell.notices() if (m := re.match(r"(\d+) bytes .* in doubt", n)))
     assert 0 < lost <= reported
     assert relay.pings > 0
+
+
+class Forwarder:
+    """A TCP forwarder on loopback that can stop moving bytes while keeping connections open (a black hole)."""
+
+    def __init__(self, target: int):
+        self.target = target
+        self.blackholed = False
+        self.port = 0
+
+    async def serve(self, nursery: trio.Nursery) -> None:
+        listeners = await nursery.start(trio.serve_tcp, self._handle, 0)
+        self.port = listeners[0].socket.getsockname()[1]
+
+    async def _pipe(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        while data := await src.receive_some(65536):
+            if self.blackholed:
+                await trio.sleep_forever()
+            await dst.send_all(data)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with client, await trio.open_tcp_stream("127.0.0.1", self.target) as upstream:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pipe, client, upstream)
+                    nursery.start_soon(self._pipe, upstream, client)
+            except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+
+async def test_an_attached_shell_notices_an_idle_black_hole_within_two_shell_pings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(link, "SHELL_PING", 0.5)  # 5 s in production: an idle black hole found within 10 s
+    relay = TerminalRelay(ours=False)
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    agent = Agent(AgentConfig.from_env(env, netwatch=False, ping_interval=20.0))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            proxy = Forwarder(relay.port)
+            await proxy.serve(nursery)
+            url = f"ws://127.0.0.1:{proxy.port}"
+            agent.store.update(lambda s: s.__setitem__(url, {"paired_at": 1_700_000_000, "token": "T1"}))
+            await nursery.start(runner.run, agent)
+            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+            nursery.start_soon(shell.read)
+            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
+                                                     "raw": True}])
+            await shell.until(api.SHELL_ATTACHED)
+            proxy.blackholed = True
+            silent_at = trio.current_time()
+            while (await shell.until(api.SHELL_LINK)).params["state"] != "reconnecting":
+                pass
+            noticed = trio.current_time() - silent_at
+            await shell.send([2, api.SHELL_DETACH, {}])
+            await shell.done.wait()
+            await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert noticed <= 2 * link.SHELL_PING + 0.5
+    assert shell.response is not None and shell.response.result == {"reason": "detached", "code": None}

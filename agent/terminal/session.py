@@ -233,7 +233,7 @@ class TerminalSession:
         relay_in = wire.number(resume, "in_seq") or 0
         ledger = self.ledger
         if resume.get("resumed") is True and again:
-            for shift in dict.fromkeys((self.shift, self._shift_guess)):
+            for shift in dict.fromkeys((self._shift_guess, self.shift) if not self._ever_attached else (self.shift,)):
                 if ledger.acked <= relay_in - shift <= ledger.typed:
                     self.shift = shift
                     ledger.resume(relay_in - shift)

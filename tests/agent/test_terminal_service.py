@@ -102,3 +102,28 @@ async def test_our_shell_is_not_detached_on_a_planned_move_and_pongs_route_by_id
         assert [e["type"] for e in port.log].count("terminal.detach") == 1  # only the reference's
         assert service.sessions[(URL, "a")].state is State.LIVE
         nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_cancelled_under_a_reference_shell_detaches_it_first(autojump_clock: Any) -> None:
+    service = TerminalService(resolve)
+    async with trio.open_nursery() as nursery:
+        port = FakePort()
+        send, receive = trio.open_memory_channel[dict[str, Any]](100)
+        link_scope = trio.CancelScope()
+
+        async def link() -> None:
+            with link_scope:  # the agent stopping cancels the link's connection
+                await service.serve_link(port, receive)
+
+        nursery.start_soon(link)
+        inbox, results = await open_shell(service, nursery)
+        await port.next()
+        await send.send(relay("terminal.attached", {"session_name": "main", "tmux_available": True}))
+        await trio.sleep(0.1)
+        link_scope.cancel()
+        detach = await port.next()
+        assert (detach["type"], detach["payload"]) == ("terminal.detach", {"session_name": "main"})
+        await trio.sleep(0.1)
+        assert not service.ports and service.sessions[(URL, "main")].state is State.SUSPENDED
+        await inbox.send(rpc.Notify(api.SHELL_DETACH, {}))
+    assert results == [{"reason": "detached", "code": None}]

@@ -311,3 +311,34 @@ async def test_a_new_shell_after_a_lost_attachment_drops_queued_keys_on_our_rela
     assert inputs(second) == [{"session_name": "main", "seq": 0, "data": "x"}]
     assert "7 bytes typed just before the drop are in doubt and were not resent" in shell.session.notices
     assert any(n.startswith("7 bytes typed during the gap were dropped") for n in shell.session.notices)
+
+
+async def test_a_reopen_after_an_agent_restart_resumes_exactly_on_our_relay(autojump_clock: Any) -> None:
+    shell = Shell(reopen=True, in_base=10, in_sent=15, unacked=b"0123456789")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        attach = await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 13, "out_seq": 500,
+                                                    "resumed": True, "gap": False}, replay="old lines")
+        assert attach["payload"]["resume"]["stream"] == STREAM
+        assert (await port.next())["payload"] == {"session_name": "main", "seq": 13, "data": "3456789"}
+        shell.session.want("detach")
+    assert shell.session.notices == []
+    (note,) = shell.of(api.SHELL_ATTACHED)
+    assert note["resumed"] is True and "replay" not in note  # the CLI's screen is intact: no replay
+    assert shell.of(api.SHELL_ACK)[0] == {"in_seq": 13, "sent": 13}
+
+
+async def test_a_reopen_on_the_reference_reports_what_the_dead_agent_sent_as_in_doubt(autojump_clock: Any) -> None:
+    shell = Shell(reopen=True, raw=False, in_base=10, in_sent=15, unacked=b"0123456789")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port, replay="old lines")
+        assert (await port.next())["payload"] == {"session_name": "main", "data": "56789"}
+        shell.session.on_message(port, "terminal.output", {"session_name": "main", "data": "$ "})
+        await trio.sleep(5)
+        shell.session.want("detach")
+    assert shell.session.notices == ["5 bytes the previous agent sent are in doubt and were not resent"]
+    assert [p["data"] for p in inputs(port)] == ["56789"]  # never "01234", and the program is not typed again
+    assert "replay" not in shell.of(api.SHELL_ATTACHED)[0]

@@ -162,9 +162,13 @@ class TerminalService:
         if typ == "terminal.sessions":
             self._answer(port, msg_id, typ, payload)
             return
+        killed = False
         if typ in ("terminal.detached", "terminal.error") and isinstance(name, str):
-            self._answer(port, f"kill:{port.url}:{name}", typ, payload)
+            killed = self._answer(port, f"kill:{port.url}:{name}", typ, payload) and typ == "terminal.detached"
         session: TerminalSession | None = self.sessions.get((port.url, name)) if isinstance(name, str) else None
+        if killed and session is not None and session.port is port:
+            session.finish("killed")  # `hermes-relay sessions kill` of a shell open here
+            return
         if session is None and typ == "terminal.error":
             waiting = [s for s in self._of(port.url) if s.port is port and s.state in (State.ATTACHING, State.REATTACHING)]
             if waiting:
@@ -186,12 +190,15 @@ class TerminalService:
                 session.pong(msg_id)
                 return
 
-    def _answer(self, port: TerminalPort, key: str | None, typ: str, payload: dict[str, Any]) -> None:
-        """Hand a reply to the request waiting under ``key`` (None: every request on ``port``)."""
+    def _answer(self, port: TerminalPort, key: str | None, typ: str, payload: dict[str, Any]) -> bool:
+        """Hand a reply to the request waiting under ``key`` (None: every request on ``port``); any waited?"""
+        answered = False
         for waiting_key, (waiting_on, send) in list(self._waiters.items()):
             if waiting_on is port and (key is None or waiting_key == key):
                 send.send_nowait((typ, payload))
                 del self._waiters[waiting_key]
+                answered = True
+        return answered
 
     # -- the IPC side ---------------------------------------------------------------------------
     async def open(self, params: dict[str, Any], notify: Notify, inbox: Any) -> dict[str, Any]:

@@ -288,8 +288,8 @@ class TerminalSession:
 
     def _detached(self, port: TerminalPort, payload: dict[str, Any]) -> None:
         reason = str(payload.get("reason") or "")
-        if self._want is not None:
-            self.finish("killed" if self._want == "kill" else "detached")
+        if self._want is not None or reason == "client kill":
+            self.finish("killed" if self._want == "kill" or reason == "client kill" else "detached")
         elif reason == "attached elsewhere":
             if self.state is State.LIVE:
                 self.finish("replaced")

@@ -127,3 +127,25 @@ async def test_a_connection_cancelled_under_a_reference_shell_detaches_it_first(
         assert not service.ports and service.sessions[(URL, "main")].state is State.SUSPENDED
         await inbox.send(rpc.Notify(api.SHELL_DETACH, {}))
     assert results == [{"reason": "detached", "code": None}]
+
+
+async def test_sessions_kill_of_a_shell_open_here_ends_it_as_killed(autojump_clock: Any) -> None:
+    service = TerminalService(resolve)
+    async with trio.open_nursery() as nursery:
+        port, inbound = await serve(service, nursery)
+        _, results = await open_shell(service, nursery)
+        await port.next()
+        await inbound.send(relay("terminal.attached", {"session_name": "main", "tmux_available": True}))
+        killed: list[Any] = []
+
+        async def kill() -> None:
+            killed.append(await service.kill(None, "main"))
+
+        nursery.start_soon(kill)
+        assert (await port.next())["type"] == "terminal.kill"
+        await inbound.send(relay("terminal.detached", {"session_name": "main", "reason": "pty closed"}))
+        while not results or not killed:
+            await trio.sleep(0.01)
+        await inbound.aclose()
+    assert killed == [{"reason": "pty closed"}]
+    assert results == [{"reason": "killed", "code": None}]

@@ -233,7 +233,8 @@ class TerminalService:
         if typ != "terminal.sessions":
             raise _refused(url, payload)
         sessions = payload.get("sessions")
-        return {"sessions": [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else [],
+        return {"sessions": [{k: s[k] for k in wire.SESSION_FIELDS if k in s} for s in sessions if isinstance(s, dict)]
+                if isinstance(sessions, list) else [],
                 "tmux_available": payload.get("tmux_available") is True}
 
     async def kill(self, remote: Any, name: Any) -> dict[str, Any]:

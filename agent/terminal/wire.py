@@ -22,6 +22,7 @@ CHANNEL = "terminal"
 SESSION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_SESSION = "main"
 MAX_SIZE = 10_000  # columns or rows
+SESSION_FIELDS = ("name", "tmux_name", "attached", "windows", "created_at", "pid", "shell", "live", "owned_by_client")
 
 
 def envelope(typ: str, payload: dict[str, Any], msg_id: str | None = None) -> dict[str, Any]:

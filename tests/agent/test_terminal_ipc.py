@@ -137,6 +137,7 @@ async def answer(client: IpcShell) -> rpc.Response:
     await client.done.wait()
     await client.stream.aclose()
     assert client.response is not None
+    assert client.problems == []  # every notify and reply has core/apitypes.py's shape
     return client.response
 
 

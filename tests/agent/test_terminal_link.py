@@ -21,7 +21,7 @@ import trio_websocket
 from hermes_relay.agent import link, runner
 from hermes_relay.agent.app import Agent
 from hermes_relay.agent.config import AgentConfig
-from hermes_relay.core import api, framing, rpc
+from hermes_relay.core import api, apitypes, framing, rpc
 
 DEADLINE = 20.0
 STREAM = "A" * 22
@@ -161,9 +161,13 @@ class IpcShell:
         self.seen: list[rpc.Notify] = []
         self.response: rpc.Response | None = None
         self.done = trio.Event()
+        self.method = ""
         self.acked = 0
+        self.problems: list[str] = []  # departures from core/apitypes.py's shapes
 
     async def send(self, obj: Any) -> None:
+        if obj[0] == 0 and obj[1] == 1:
+            self.method = obj[2]
         await self.stream.send_all(framing.encode_frame(obj))
 
     async def read(self) -> None:
@@ -171,11 +175,14 @@ class IpcShell:
             for obj in self.decoder:
                 msg = rpc.parse_message(obj)
                 if isinstance(msg, rpc.Notify):
+                    self.problems += apitypes.check(msg.params, apitypes.NOTIFIES[msg.method], where=msg.method)
                     self.seen.append(msg)
                     if msg.method == api.SHELL_ACK:
                         self.acked = msg.params["in_seq"]
                     self._send.send_nowait(msg)
                 elif isinstance(msg, rpc.Response) and msg.msgid == 1:
+                    if msg.error is None and self.method in apitypes.METHODS:
+                        self.problems += apitypes.check(msg.result, apitypes.METHODS[self.method][1], where=self.method)
                     self.response = msg
                     self.done.set()
                     return
@@ -228,6 +235,7 @@ async def run_shell(tmp_path: Path, relay: TerminalRelay) -> tuple[IpcShell, byt
     assert shell.response is not None and shell.response.error is None
     assert shell.response.result == {"reason": "detached", "code": None}
     assert relay.sockets >= 2  # it did drop the first one
+    assert shell.problems == []
     return shell, typed
 
 

@@ -45,6 +45,7 @@ class TerminalRelay:
         self.ours = ours
         self.refuse = refuse  # "grant": system/error to every terminal message; "silent": no answer to attach
         self.killed: list[str] = []
+        self.hold_acks_after: int | None = None  # ours: written, but not acknowledged above this offset
         self.pty = bytearray()  # what reached the shell, in order
         self.in_seq = 0  # ours: the attachment's input offset (by stream)
         self.streams: set[str] = set()
@@ -122,8 +123,9 @@ class TerminalRelay:
                         if first_socket and self.taken >= DROP_AFTER:
                             await ws.aclose()  # written, but the ack never leaves: in flight at the drop
                             return
-                        await send(ws, "terminal", "terminal.ack", {"session_name": payload["session_name"],
-                                                                    "in_seq": self.in_seq})
+                        if self.hold_acks_after is None or self.in_seq <= self.hold_acks_after:
+                            await send(ws, "terminal", "terminal.ack", {"session_name": payload["session_name"],
+                                                                        "in_seq": self.in_seq})
                     else:
                         self.pty += data
                 elif typ == "terminal.detach":
@@ -162,7 +164,7 @@ class IpcShell:
         self.response: rpc.Response | None = None
         self.done = trio.Event()
         self.method = ""
-        self.acked = 0
+        self.acked = self.sent = 0
         self.problems: list[str] = []  # departures from core/apitypes.py's shapes
 
     async def send(self, obj: Any) -> None:
@@ -178,7 +180,7 @@ class IpcShell:
                     self.problems += apitypes.check(msg.params, apitypes.NOTIFIES[msg.method], where=msg.method)
                     self.seen.append(msg)
                     if msg.method == api.SHELL_ACK:
-                        self.acked = msg.params["in_seq"]
+                        self.acked, self.sent = msg.params["in_seq"], msg.params["sent"]
                     self._send.send_nowait(msg)
                 elif isinstance(msg, rpc.Response) and msg.msgid == 1:
                     if msg.error is None and self.method in apitypes.METHODS:
@@ -325,3 +327,54 @@ async def test_an_attached_shell_notices_an_idle_black_hole_within_two_shell_pin
         nursery.cancel_scope.cancel()
     assert noticed <= 2 * link.SHELL_PING + 0.5
     assert shell.response is not None and shell.response.result == {"reason": "detached", "code": None}
+
+
+async def test_a_cli_reopening_after_the_agent_stopped_resumes_exactly_on_our_relay(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    typed = b"".join(keys())
+    half = len(typed) // 2
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            relay.hold_acks_after = half - 100
+            shells: list[IpcShell] = []
+            for reopen in (False, True):
+                agent = Agent(AgentConfig.from_env(env, netwatch=False, backoff_base=0.05, backoff_cap=0.1))
+                if not reopen:
+                    agent.store.update(lambda s: s.__setitem__(relay.url, {"paired_at": 1_700_000_000, "token": "T1"}))
+                async with trio.open_nursery() as agent_nursery:
+                    await agent_nursery.start(runner.run, agent)
+                    shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+                    shells.append(shell)
+                    agent_nursery.start_soon(shell.read)
+                    acked, sent = (0, 0) if not reopen else (shells[0].acked, shells[0].sent)
+                    await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+                    await shell.send([0, 1, api.SHELL_OPEN, {
+                        "session": "main", "cols": 80, "rows": 24, "stream": STREAM, "raw": True, "reopen": reopen,
+                        "out_seq": 0, "in_base": acked, "in_sent": sent, "unacked": typed[acked:half] if reopen else b""}])
+                    await shell.until(api.SHELL_ATTACHED)
+                    start, end = (0, half) if not reopen else (half, len(typed))
+                    for offset in range(start, end, 6):
+                        await shell.send([2, api.SHELL_INPUT, {"seq": offset, "d": typed[offset:offset + 6]}])
+                    if not reopen:
+                        while shell.sent < half:  # all of it on the socket, part of it acknowledged
+                            await shell.until(api.SHELL_ACK)
+                        agent_nursery.cancel_scope.cancel()  # the agent stops: the call ends without a response
+                        relay.hold_acks_after = None
+                        continue
+                    while shell.acked < len(typed):
+                        await shell.until(api.SHELL_ACK)
+                    await shell.send([2, api.SHELL_DETACH, {}])
+                    await shell.done.wait()
+                    agent_nursery.cancel_scope.cancel()
+            for shell in shells:
+                await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert shells[0].response is None
+    assert shells[1].response is not None and shells[1].response.result == {"reason": "detached", "code": None}
+    assert bytes(relay.pty) == typed and relay.duplicates == 0
+    assert {a["resume"]["stream"] for a in relay.attaches} == {STREAM} and len(relay.attaches) >= 2
+    assert shells[0].acked < shells[0].sent  # the dead agent left input in flight: resent from resume.in_seq only

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 from test_terminal_session import STREAM, URL, FakePort
 
 from hermes_relay.agent.terminal.service import TerminalService
 from hermes_relay.agent.terminal.session import State
 from hermes_relay.core import api, rpc
+from hermes_relay.core.errors import UsageError
 
 
 async def resolve(remote: str | None) -> str:
@@ -149,3 +151,24 @@ async def test_sessions_kill_of_a_shell_open_here_ends_it_as_killed(autojump_clo
         await inbound.aclose()
     assert killed == [{"reason": "pty closed"}]
     assert results == [{"reason": "killed", "code": None}]
+
+
+async def test_a_fifth_shell_on_a_reference_connection_is_refused_with_a_hint(autojump_clock: Any) -> None:
+    service = TerminalService(resolve)
+    async with trio.open_nursery() as nursery:
+        port, inbound = await serve(service, nursery)
+        for name in "abcd":
+            await open_shell(service, nursery, name)
+            attach = await port.next()
+            await inbound.send(relay("terminal.attached", {"session_name": attach["payload"]["session_name"],
+                                                           "tmux_available": True}))
+        await trio.sleep(0.1)
+        inbox_send, inbox = trio.open_memory_channel[rpc.Notify](1)
+
+        async def notify(method: str, params: dict[str, Any]) -> None:
+            pass
+
+        with pytest.raises(UsageError) as refused:
+            await service.open({"session": "e", "stream": STREAM}, notify, inbox)
+        assert "4" in refused.value.message and "sessions kill" in (refused.value.hint or "")
+        nursery.cancel_scope.cancel()

@@ -342,3 +342,30 @@ async def test_a_reopen_on_the_reference_reports_what_the_dead_agent_sent_as_in_
     assert shell.session.notices == ["5 bytes the previous agent sent are in doubt and were not resent"]
     assert [p["data"] for p in inputs(port)] == ["56789"]  # never "01234", and the program is not typed again
     assert "replay" not in shell.of(api.SHELL_ATTACHED)[0]
+
+
+async def test_input_and_resizes_are_held_until_attached_and_our_overflow_asks_a_redraw(autojump_clock: Any) -> None:
+    shell = Shell()
+    shell.gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        shell.session.connected(port)
+        assert (await port.next())["type"] == "terminal.attach"
+        shell.session.typed(0, b"early")
+        shell.session.resize(100, 30)
+        await trio.sleep(1)
+        assert [e["type"] for e in port.log] == ["terminal.attach"]  # the reference would drop them
+        attached(port, shell, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
+                                      "gap": False})
+        resize = await port.next()
+        assert (resize["type"], resize["payload"]["cols"], resize["payload"]["rows"]) == ("terminal.resize", 100, 30)
+        assert (await port.next())["payload"] == {"session_name": "main", "seq": 0, "data": "early"}
+        for n in range(70):
+            shell.session.on_message(port, "terminal.output", {"session_name": "main", "data": "y" * 4096,
+                                                               "seq_end": 4096 * (n + 1)})
+        assert (await port.next())["type"] == "terminal.redraw"
+        shell.gate.set()
+        shell.session.want("detach")
+    outputs = shell.of(api.SHELL_OUTPUT)
+    assert outputs[-1]["seq_end"] == 4096 * 70 and sum(len(o["d"]) for o in outputs) < 4096 * 70

@@ -50,7 +50,7 @@ from hermes_relay.core.store import resolve_in
 log = logging.getLogger(__name__)
 INBOUND_BUFFER = 64  # envelopes waiting for the desktop service before the reader waits too
 SHELL_PING = 5.0  # while a shell is attached: a ping every 5 s, 5 s deadline (an idle black hole in ≤ 10 s)
-LEAVE_WAIT = 0.5  # an ending connection's last terminal.detach may take this long
+SUSPECT_DEADLINE = 1.0  # a shell's input goes unacknowledged: ping now, dead after max(this, 4 × the round trip)
 _Refusal = TypeVar("_Refusal", linkstate.Rejected, linkstate.VerdictStored)
 
 
@@ -179,6 +179,7 @@ class RelayLink:
         self.wake_signal = Signal()  # skip the backoff wait / leave a stopped state to re-check
         self._woken_at = 0  # wake_signal.generation when the last event was handled
         self.net_signal = Signal()  # the network changed: check the link and the higher tiers now
+        self._suspected = False  # a shell's input goes unacknowledged: the next check has a short deadline
         self.cancel_scope = trio.CancelScope()
         # Credentials the relay issued that could not be written to the store yet (disk full, lock
         # held): (token they replace, auth.ok payload, route URL, pin). Used instead of the stale
@@ -387,7 +388,7 @@ class RelayLink:
                         nursery.cancel_scope.cancel()
 
                     inbound_send, inbound_receive = trio.open_memory_channel[dict[str, Any]](INBOUND_BUFFER)
-                    port = _Port(self.url, conn, reconnect, self.net_signal.fire)
+                    port = _Port(self.url, conn, reconnect, self._suspect)
                     nursery.start_soon(self._desktop, port, inbound_receive)
                     terminal_send, terminal_receive = trio.open_memory_channel[dict[str, Any]](INBOUND_BUFFER)
                     nursery.start_soon(self._terminal, port, terminal_receive)
@@ -465,6 +466,9 @@ class RelayLink:
                 continue
             if tight or self._shell_attached():
                 limit = min(limit, SHELL_PING)
+            if self._suspected:
+                self._suspected = False
+                limit = min(limit, max(SUSPECT_DEADLINE, 4 * (self.machine.latency_ms or 0.0) / 1000))
             await self._flush_unsaved()
             started = trio.current_time()
             try:
@@ -530,6 +534,12 @@ class RelayLink:
             except Exception:
                 log.exception("terminal_service_failed url=%s (reconnecting)", self.url)
                 port.reconnect("the terminal service failed", immediate=False)
+
+    def _suspect(self) -> None:
+        """A shell's input goes unacknowledged (agent/terminal/ports.TerminalPort.check): ping this connection
+        now with a short deadline, and probe the higher tiers; a dead one is replaced at once."""
+        self._suspected = True
+        self.net_signal.fire()
 
     def _shell_attached(self) -> bool:
         seam = getattr(self.host, "terminal", None)

@@ -21,6 +21,7 @@ import trio_websocket
 from hermes_relay.agent import link, runner
 from hermes_relay.agent.app import Agent
 from hermes_relay.agent.config import AgentConfig
+from hermes_relay.agent.terminal import session as session_mod
 from hermes_relay.core import api, apitypes, framing, rpc
 
 DEADLINE = 20.0
@@ -294,9 +295,13 @@ class Forwarder:
                 pass
 
 
-async def test_an_attached_shell_notices_an_idle_black_hole_within_two_shell_pings(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(link, "SHELL_PING", 0.5)  # 5 s in production: an idle black hole found within 10 s
+@pytest.mark.parametrize("typing", [False, True])
+async def test_an_attached_shell_notices_a_black_hole_soon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           typing: bool) -> None:
+    """Idle: within two shell pings (5 s each in production: 10 s; 0.5 s here). Typing: the input goes
+    unacknowledged for 1 s, then a ping with a 1 s deadline (shell pings at their production 5 s)."""
+    if not typing:
+        monkeypatch.setattr(link, "SHELL_PING", 0.5)
     relay = TerminalRelay(ours=False)
     run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
     env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
@@ -318,6 +323,8 @@ async def test_an_attached_shell_notices_an_idle_black_hole_within_two_shell_pin
             await shell.until(api.SHELL_ATTACHED)
             proxy.blackholed = True
             silent_at = trio.current_time()
+            if typing:
+                await shell.send([2, api.SHELL_INPUT, {"seq": 0, "d": b"x"}])
             while (await shell.until(api.SHELL_LINK)).params["state"] != "reconnecting":
                 pass
             noticed = trio.current_time() - silent_at
@@ -325,7 +332,8 @@ async def test_an_attached_shell_notices_an_idle_black_hole_within_two_shell_pin
             await shell.done.wait()
             await shell.stream.aclose()
         nursery.cancel_scope.cancel()
-    assert noticed <= 2 * link.SHELL_PING + 0.5
+    budget = session_mod.SUSPECT_MIN + link.SUSPECT_DEADLINE if typing else 2 * link.SHELL_PING
+    assert noticed <= budget + 0.5
     assert shell.response is not None and shell.response.result == {"reason": "detached", "code": None}
 
 

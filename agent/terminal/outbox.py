@@ -2,8 +2,8 @@
 
 Putting never blocks (the link's reader calls it): output beyond ``MAX_OUTPUT`` bytes queued is dropped
 whole and ``put_output`` says so, so the session asks the relay for a redraw (a slow CLI never stalls
-the link; tmux's flood protection works the same way). ``shell.ack`` is coalesced: only the newest
-marks wait. A single task (``pump``) sends them through the call's context.
+the link; tmux's flood protection works the same way). ``shell.ack`` is coalesced (only the newest
+marks wait), and so is ``shell.link`` while only its ``queued`` count changes. A single task (``pump``) sends them through the call's context.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ class Outbox:
         self._ready.set()
 
     def put(self, method: str, params: dict[str, Any]) -> None:
-        if method == api.SHELL_ACK and self._items and self._items[-1][0] == api.SHELL_ACK:
-            self._items[-1] = (method, params)
+        last = self._items[-1] if self._items else None
+        if last is not None and last[0] == method and (
+                method == api.SHELL_ACK or (method == api.SHELL_LINK and _same_link(last[1], params))):
+            self._items[-1] = (method, params)  # only the newest marks / queued count matter
         else:  # acks coalesce and the rest is rare (attach, link state, notices): only output is bounded
             self._items.append((method, params))
         self._wake()
@@ -72,3 +74,7 @@ class Outbox:
                 return
             self._ready = trio.Event()
             await self._ready.wait()
+
+
+def _same_link(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a.get("state"), a.get("route"), a.get("reason")) == (b.get("state"), b.get("route"), b.get("reason"))

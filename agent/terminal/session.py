@@ -148,6 +148,9 @@ class TerminalSession:
     def lost(self, port: TerminalPort, reason: str = "connection lost") -> None:
         if port is not self.port or self.state in ENDED:
             return
+        if self._want == "detach":  # asked already: the relay keeps the session (tmux) either way
+            self.finish("detached")
+            return
         now = trio.current_time()
         self.port = self._attach_port = None
         self._ping, self._suspicious = None, False

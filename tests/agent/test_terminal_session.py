@@ -11,6 +11,7 @@ import trio
 
 from hermes_relay.agent.terminal import session as session_mod
 from hermes_relay.agent.terminal.ledger import MAX_IN_FLIGHT
+from hermes_relay.agent.terminal.outbox import Outbox
 from hermes_relay.agent.terminal.session import State, TerminalSession
 from hermes_relay.agent.terminal.wire import ShellOptions
 from hermes_relay.core import api, rpc
@@ -369,3 +370,16 @@ async def test_input_and_resizes_are_held_until_attached_and_our_overflow_asks_a
         shell.session.want("detach")
     outputs = shell.of(api.SHELL_OUTPUT)
     assert outputs[-1]["seq_end"] == 4096 * 70 and sum(len(o["d"]) for o in outputs) < 4096 * 70
+
+
+def test_the_outbox_coalesces_marks_and_queued_counts_but_keeps_every_state() -> None:
+    box = Outbox()
+    box.put(api.SHELL_ACK, {"in_seq": 1, "sent": 2})
+    box.put(api.SHELL_ACK, {"in_seq": 2, "sent": 3})
+    lost = {"state": "reconnecting", "route": "LAN", "reason": "connection lost", "queued": 0}
+    box.put(api.SHELL_LINK, lost)
+    for queued in (1, 2, 3):
+        box.put(api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": queued})
+    assert [(m, p) for m, p in box._items] == [
+        (api.SHELL_ACK, {"in_seq": 2, "sent": 3}), (api.SHELL_LINK, lost),
+        (api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": 3})]

@@ -3,7 +3,8 @@
 Putting never blocks (the link's reader calls it): output beyond ``MAX_OUTPUT`` bytes queued is dropped
 whole and ``put_output`` says so, so the session asks the relay for a redraw (a slow CLI never stalls
 the link; tmux's flood protection works the same way). ``shell.ack`` is coalesced (only the newest
-marks wait), and so is ``shell.link`` while only its ``queued`` count changes. A single task (``pump``) sends them through the call's context.
+marks wait), and so is ``shell.link`` while only its ``queued`` count changes.
+A single task (``pump``) sends them through the call's context.
 """
 
 from __future__ import annotations

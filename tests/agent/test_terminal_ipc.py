@@ -84,7 +84,6 @@ async def test_notifies_reach_the_running_call_in_order_and_a_flood_is_held_not_
                 while not contexts or contexts[0].inbox is None or \
                         contexts[0].inbox.statistics().current_buffer_used < ipc_server.INBOX_SIZE:
                     await trio.sleep(0.01)
-                await trio.sleep(0.05)
                 # held at the bound; the rest waits in the socket: the client is backpressured
                 assert contexts[0].inbox.statistics().current_buffer_used == ipc_server.INBOX_SIZE
                 release.set()

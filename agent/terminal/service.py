@@ -20,7 +20,6 @@ from typing import Any
 import trio
 
 from hermes_relay.agent.terminal import wire
-from hermes_relay.agent.terminal.errors import TerminalRefusedError
 from hermes_relay.agent.terminal.outbox import Notify
 from hermes_relay.agent.terminal.ports import TerminalPort
 from hermes_relay.agent.terminal.session import ENDED, REFERENCE, State, TerminalSession
@@ -32,6 +31,7 @@ from hermes_relay.core.errors import (
     HermesError,
     NotFoundError,
     NotPairedError,
+    TerminalRefusedError,
     UsageError,
 )
 from hermes_relay.core.record import owner_urls

@@ -27,12 +27,11 @@ from typing import Any
 import trio
 
 from hermes_relay.agent.terminal import wire
-from hermes_relay.agent.terminal.errors import TerminalRefusedError
 from hermes_relay.agent.terminal.ledger import InputLedger, InputOverflow
 from hermes_relay.agent.terminal.outbox import Notify, Outbox
 from hermes_relay.agent.terminal.ports import TerminalPort
 from hermes_relay.core import api
-from hermes_relay.core.errors import ConnectionLostError, ForbiddenError, HermesError, UsageError
+from hermes_relay.core.errors import ConnectionLostError, ForbiddenError, HermesError, TerminalRefusedError, UsageError
 
 log = logging.getLogger(__name__)
 

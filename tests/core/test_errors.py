@@ -43,6 +43,8 @@ SAMPLES: dict[type[HermesError], Callable[[], HermesError]] = {
     errors.SessionRevokedError: lambda: errors.SessionRevokedError("session revoked on the relay"),
     errors.NotFoundError: lambda: errors.NotFoundError("no device named laptop"),
     errors.ForbiddenError: lambda: errors.ForbiddenError("cannot modify another session", hint="extend from the relay host"),
+    errors.TerminalRefusedError: lambda: errors.TerminalRefusedError("the relay refused terminal.attach: max 4",
+                                                                     hint="close one"),
     errors.AmbiguousError: lambda: errors.AmbiguousError("'lap' matches 2 devices", data={"matches": ["a", "b"]}),
     errors.IpcError: lambda: errors.IpcError("ipc failed"),
     errors.AgentNotRunningError: lambda: errors.AgentNotRunningError("/run/user/1/hermes-relay/agent.sock", "refused"),

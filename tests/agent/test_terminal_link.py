@@ -45,6 +45,7 @@ class TerminalRelay:
         self.ours = ours
         self.refuse = refuse  # "grant": system/error to every terminal message; "silent": no answer to attach
         self.killed: list[str] = []
+        self.detaches: list[int] = []  # the socket each terminal.detach came on (-1: not the first)
         self.hold_acks_after: int | None = None  # ours: written, but not acknowledged above this offset
         self.pty = bytearray()  # what reached the shell, in order
         self.in_seq = 0  # ours: the attachment's input offset (by stream)
@@ -67,7 +68,10 @@ class TerminalRelay:
 
     async def _handler(self, request: trio_websocket.WebSocketRequest) -> None:
         ws = await request.accept()
-        frame = json.loads(await ws.get_message())
+        try:
+            frame = json.loads(await ws.get_message())
+        except trio_websocket.ConnectionClosed:  # a route probe: connected, never authenticated
+            return
         assert (frame["channel"], frame["type"]) == ("system", "auth")
         await send(ws, "system", "auth.ok", {"server_version": "scripted", "expires_at": None, "grants": {}})
         self.sockets += 1
@@ -129,6 +133,7 @@ class TerminalRelay:
                     else:
                         self.pty += data
                 elif typ == "terminal.detach":
+                    self.detaches.append(self.sockets if first_socket else -1)
                     attached.discard(payload["session_name"])
                     await send(ws, "terminal", "terminal.detached", {"session_name": payload["session_name"],
                                                                      "reason": "client detach"})
@@ -272,6 +277,7 @@ class Forwarder:
     def __init__(self, target: int):
         self.target = target
         self.blackholed = False
+        self.refuse = False  # close every new connection at once (the route is down)
         self.port = 0
 
     async def serve(self, nursery: trio.Nursery) -> None:
@@ -285,6 +291,9 @@ class Forwarder:
             await dst.send_all(data)
 
     async def _handle(self, client: trio.SocketStream) -> None:
+        if self.refuse:
+            await client.aclose()
+            return
         async with client, await trio.open_tcp_stream("127.0.0.1", self.target) as upstream:
             try:
                 async with trio.open_nursery() as nursery:
@@ -382,3 +391,39 @@ async def test_a_cli_reopening_after_the_agent_stopped_resumes_exactly_on_our_re
     assert bytes(relay.pty) == typed and relay.duplicates == 0
     assert {a["resume"]["stream"] for a in relay.attaches} == {STREAM} and len(relay.attaches) >= 2
     assert shells[0].acked < shells[0].sent  # the dead agent left input in flight: resent from resume.in_seq only
+
+
+async def test_moving_up_to_a_better_route_detaches_the_reference_shell_first(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=False)
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    agent = Agent(AgentConfig.from_env(env, netwatch=False, upgrade_interval=0.2, upgrade_hysteresis=0.1))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            lan, public = Forwarder(relay.port), Forwarder(relay.port)
+            await lan.serve(nursery)
+            await public.serve(nursery)
+            lan.refuse = True
+            lan_url, public_url = f"ws://127.0.0.1:{lan.port}", f"ws://127.0.0.1:{public.port}"
+            agent.store.update(lambda s: s.__setitem__(lan_url, {"paired_at": 1_700_000_000, "token": "T1",
+                                                                 "route_candidates": [
+                                                                     {"url": lan_url, "role": "lan", "priority": 0},
+                                                                     {"url": public_url, "role": "public", "priority": 2}]}))
+            await nursery.start(runner.run, agent)
+            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+            nursery.start_soon(shell.read)
+            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
+                                                     "raw": True}])
+            first = await shell.until(api.SHELL_ATTACHED)
+            lan.refuse = False  # the better route returns: the upgrade watch moves up
+            second = await shell.until(api.SHELL_ATTACHED)
+            await shell.send([2, api.SHELL_DETACH, {}])
+            await shell.done.wait()
+            await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert first.params["route"] != second.params["route"]  # public, then LAN
+    assert relay.detaches[0] == 1  # detached on the old socket before it closed: no stale tmux client
+    assert len(relay.attaches) == 2

@@ -88,12 +88,21 @@ class ShellOptions:
     def launch(self) -> bytes | None:
         """What is typed into a fresh shell to start the program (as the reference CLI), or None."""
         if self.exec:
-            return (self.exec + "\n").encode("utf-8", "surrogateescape")
+            return _encode(self.exec + "\n")
         if self.raw:
             return None
         if self.conversation:
-            return f"clear; exec hermes --resume {shlex.quote(self.conversation)}\n".encode("utf-8", "surrogateescape")
+            return _encode(f"clear; exec hermes --resume {shlex.quote(self.conversation)}\n")
         return b"clear; exec hermes\n"
+
+
+def _encode(text: str) -> bytes:
+    """Text from the CLI's command line: undecodable bytes (U+DC80..U+DCFF) back as they were, any other
+    lone surrogate as U+FFFD."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode("utf-8")
 
 
 def attach(name: str, cols: int, rows: int, stream: str, out_seq: int) -> dict[str, Any]:

@@ -310,6 +310,8 @@ class TerminalSession:
             relay_in = wire.number(payload, "in_seq")
             if relay_in is not None:
                 self.ledger.resume(relay_in - self.shift)
+                self._sends.clear()
+                self._suspicious = False
                 self._wake()
             return
         if self.state in WAITING and self._attach_port is not None:
@@ -321,10 +323,13 @@ class TerminalSession:
 
     def _system_error(self, payload: dict[str, Any]) -> None:
         message = str(payload.get("message") or payload.get("error") or "error")
-        if "grant" in message.lower() or "terminal" in message.lower():
+        if "grant" in message.lower():
             self._fail(ForbiddenError(f"the relay refused the shell: {message}",
                                       hint="this device has no terminal grant: `hermes-relay devices extend` "
                                            "or pair again with the terminal grant"))
+        elif self.state in WAITING and self._attach_port is not None:
+            self._fail(TerminalRefusedError(f"the relay refused terminal.attach: {message}",
+                                            hint="the relay may serve no terminal (our relay: hermes-relay-server --terminal)"))
         else:
             self._notice(f"relay: {message}")
 

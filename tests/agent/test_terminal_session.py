@@ -383,3 +383,21 @@ def test_the_outbox_coalesces_marks_and_queued_counts_but_keeps_every_state() ->
     assert [(m, p) for m, p in box._items] == [
         (api.SHELL_ACK, {"in_seq": 2, "sent": 3}), (api.SHELL_LINK, lost),
         (api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": 3})]
+
+
+async def test_an_input_gap_from_our_relay_resends_from_its_offset(autojump_clock: Any) -> None:
+    shell = Shell()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
+                                           "gap": False})
+        shell.session.typed(0, b"abc")
+        await port.next()
+        shell.session.typed(3, b"def")
+        await port.next()
+        shell.session.on_message(port, "terminal.error", {"message": "gap", "reason": "input_gap", "in_seq": 3,
+                                                          "session_name": "main"})
+        assert (await port.next())["payload"] == {"session_name": "main", "seq": 3, "data": "def"}
+        shell.session.want("detach")
+    assert shell.session.ledger.acked == 3

@@ -27,6 +27,7 @@ from hermes_relay.agent.ipc_server import CallContext
 from hermes_relay.agent.link import RelayLink, Signal
 from hermes_relay.agent.marks import Marks, Pending
 from hermes_relay.agent.storewatch import StoreWatcher
+from hermes_relay.agent.terminal.service import TerminalService, store_resolver
 from hermes_relay.core import api, offline, paths, policy_log, record, wire
 from hermes_relay.core.errors import NotPairedError, StateError
 from hermes_relay.core.record import Record, owner_urls
@@ -50,7 +51,10 @@ if TYPE_CHECKING:
         ReloadReply,
         RestoreReply,
         RouteIndicator,
+        ShellOpenReply,
         StatusReply,
+        TerminalKillReply,
+        TerminalListReply,
     )
 
 log = logging.getLogger(__name__)
@@ -98,6 +102,7 @@ class AgentBackend:
         self._reload_wake_all = False
         self.desktop = DesktopService(config, device=self.device)  # the approvals and the desktop calls
         self.approvals = self.desktop.approvals  # counted in the route indicator ([LAN !1])
+        self.terminal = TerminalService(store_resolver(self.read_sessions, paths.desktop_control_file(config.env)))
 
     # -- lifecycle (the runner drives it) ------------------------------------------------------
     async def attach(self, nursery: trio.Nursery, ipc: Any = None) -> None:
@@ -384,6 +389,15 @@ class AgentBackend:
 
     async def doctor(self, params: dict[str, Any]) -> DoctorReply:
         return await doctor.run_doctor(self, params)
+
+    async def shell_open(self, params: dict[str, Any], ctx: CallContext) -> ShellOpenReply:
+        return cast("ShellOpenReply", await self.terminal.open(params, ctx.notify, ctx.inbox))
+
+    async def terminal_list(self, remote: Any) -> TerminalListReply:
+        return cast("TerminalListReply", await self.terminal.list(remote))
+
+    async def terminal_kill(self, remote: Any, session: Any) -> TerminalKillReply:
+        return cast("TerminalKillReply", await self.terminal.kill(remote, session))
 
     async def watch(self, ctx: CallContext) -> None:
         """Every relay's state (paused pairings too), then each change, and the approval events, until

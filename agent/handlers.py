@@ -30,7 +30,10 @@ if TYPE_CHECKING:
         ReloadReply,
         RestoreReply,
         RouteIndicator,
+        ShellOpenReply,
         StatusReply,
+        TerminalKillReply,
+        TerminalListReply,
     )
 
 Params = dict[str, Any]
@@ -58,6 +61,9 @@ class Backend(Protocol):
     def access_changing(self, url: str, by_forget: bool) -> AccessChangingReply: ...
     async def doctor(self, params: Params) -> DoctorReply: ...
     def stop(self) -> None: ...
+    async def shell_open(self, params: Params, ctx: CallContext) -> ShellOpenReply: ...
+    async def terminal_list(self, remote: Any) -> TerminalListReply: ...
+    async def terminal_kill(self, remote: Any, session: Any) -> TerminalKillReply: ...
 
 
 def _url(params: Params, needed: str) -> str:
@@ -143,6 +149,15 @@ class LocalApi:
     async def doctor(self, params: Params, ctx: CallContext) -> DoctorReply:
         return await self.backend.doctor(params)
 
+    async def shell_open(self, params: Params, ctx: CallContext) -> ShellOpenReply:
+        return await self.backend.shell_open(params, ctx)
+
+    async def terminal_list(self, params: Params, ctx: CallContext) -> TerminalListReply:
+        return await self.backend.terminal_list(params.get("remote"))
+
+    async def terminal_kill(self, params: Params, ctx: CallContext) -> TerminalKillReply:
+        return await self.backend.terminal_kill(params.get("remote"), params.get("session"))
+
     async def agent_stop(self, params: Params, ctx: CallContext) -> AfterResponse:
         return AfterResponse({"stopping": True}, self.backend.stop)
 
@@ -155,7 +170,8 @@ class LocalApi:
             api.AGENT_STOP: self.agent_stop, api.DOCTOR: self.doctor, api.APPROVALS_LIST: self.approvals_list,
             api.APPROVALS_DECIDE: self.approvals_decide, api.FORGET: self.forget,
             api.ACCESS_CHANGING: self.access_changing, api.RESTORE: self.restore, api.DOWN_SET: self.down,
-            api.UP_SET: self.up,
+            api.UP_SET: self.up, api.SHELL_OPEN: self.shell_open, api.TERMINAL_LIST: self.terminal_list,
+            api.TERMINAL_KILL: self.terminal_kill,
         }
 
 

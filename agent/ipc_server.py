@@ -5,6 +5,9 @@ or a handler bug closes or fails *that* client only, never the agent (a supervis
 ``except Exception`` is allowed here and logged). Requests on one connection run one at a time; the
 first must be ``hello`` so that version mismatches are caught before anything else is said.
 Streaming handlers send Notify messages through their ``CallContext`` before their final response.
+A client may send notifies while one of its calls runs (``shell.input``): each goes to the inbox of the
+call it follows (``CallContext.inbox``, bounded: a client that floods it is backpressured, its socket
+stops being read); a notify after that call answered is a protocol error.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 FIRST_FRAME_TIMEOUT = 10.0  # a client that connects and says nothing is dropped
 READ_CHUNK = 65536
 MAX_QUEUED = 16  # requests read ahead of the one being handled
+INBOX_SIZE = 64  # client notifies waiting for the running call before the reader waits too
 
 
 @dataclass
@@ -34,6 +38,7 @@ class CallContext:
     _send: Callable[[Any], Awaitable[None]]
     closed: trio.Event = field(default_factory=trio.Event)
     peer: dict[str, Any] = field(default_factory=dict)
+    inbox: trio.MemoryReceiveChannel[rpc.Notify] | None = None  # the running call's client notifies
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         await self._send(rpc.Notify(method, params).to_wire())
@@ -82,20 +87,25 @@ async def handle_connection(stream: trio.abc.Stream, handlers: dict[str, Handler
     """
     conn = _Conn(stream)
     ctx = CallContext(conn.send)
-    send, receive = trio.open_memory_channel[rpc.Request](MAX_QUEUED)
+    send, receive = trio.open_memory_channel[_Call](MAX_QUEUED)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_read_requests, conn, ctx, send, nursery.cancel_scope)
             greeted = False
             try:
                 async with receive:
-                    async for msg in receive:
-                        if not greeted and msg.method != "hello":
-                            await conn.send(rpc.Response(msg.msgid, UsageError(
-                                "the first request must be hello").to_wire(), None).to_wire())
-                            continue
-                        greeted = True
-                        await _dispatch(conn, ctx, handlers, msg)
+                    async for msg, inbox in receive:
+                        with inbox:  # closed once answered: a later notify is a protocol error
+                            if not greeted and msg.method != "hello":
+                                await conn.send(rpc.Response(msg.msgid, UsageError(
+                                    "the first request must be hello").to_wire(), None).to_wire())
+                                continue
+                            greeted = True
+                            ctx.inbox = inbox
+                            try:
+                                await _dispatch(conn, ctx, handlers, msg)
+                            finally:
+                                ctx.inbox = None
             except (trio.BrokenResourceError, trio.ClosedResourceError):  # the client left mid-answer
                 pass
             nursery.cancel_scope.cancel()
@@ -105,9 +115,14 @@ async def handle_connection(stream: trio.abc.Stream, handlers: dict[str, Handler
             await stream.aclose()
 
 
-async def _read_requests(conn: _Conn, ctx: CallContext, send: trio.MemorySendChannel[rpc.Request],
+_Call = tuple[rpc.Request, trio.MemoryReceiveChannel[rpc.Notify]]
+
+
+async def _read_requests(conn: _Conn, ctx: CallContext, send: trio.MemorySendChannel[_Call],
                          scope: trio.CancelScope) -> None:
-    """Feed requests to the dispatcher; on garbage, drop the client; at end of input, say so."""
+    """Feed requests to the dispatcher, and each notify to the inbox of the request it follows; on
+    garbage, drop the client; at end of input, say so."""
+    inbox: trio.MemorySendChannel[rpc.Notify] | None = None
     async with send:
         try:
             agen = conn.messages()
@@ -120,9 +135,20 @@ async def _read_requests(conn: _Conn, ctx: CallContext, send: trio.MemorySendCha
             pending = [first]
             while True:
                 msg = pending.pop() if pending else await agen.__anext__()
+                if isinstance(msg, rpc.Notify):
+                    if inbox is None:
+                        raise RemoteProtocolError("a client notify outside a call")
+                    try:
+                        await inbox.send(msg)  # a full inbox stops the reading: backpressure, nothing dropped
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        raise RemoteProtocolError(f"a client notify ({msg.method}) after its call answered") from None
+                    continue
                 if not isinstance(msg, rpc.Request):
-                    raise RemoteProtocolError("clients may only send requests")
-                await send.send(msg)
+                    raise RemoteProtocolError("clients may only send requests and notifies")
+                if inbox is not None:
+                    inbox.close()
+                inbox, receive_inbox = trio.open_memory_channel[rpc.Notify](INBOX_SIZE)
+                await send.send((msg, receive_inbox))
         except StopAsyncIteration:
             ctx.closed.set()  # the client will send nothing more; queued requests still run
         except RemoteProtocolError as exc:
@@ -130,6 +156,9 @@ async def _read_requests(conn: _Conn, ctx: CallContext, send: trio.MemorySendCha
             scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             scope.cancel()
+        finally:
+            if inbox is not None:
+                inbox.close()  # the running call sees the end of its client's notifies
 
 
 async def _dispatch(conn: _Conn, ctx: CallContext, handlers: dict[str, Handler], msg: rpc.Request) -> None:

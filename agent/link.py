@@ -7,8 +7,9 @@ agent), route races and auth (agent/transport.py), and, while connected, these t
 
 - keepalive: a WebSocket ping every ``ping_interval`` (at once, with the probe timeout, on a network
   change); a link that does not answer is dead;
-- reader: decodes each envelope; answers ``system/ping``; hands every non-system envelope to the
-  desktop service (``serve_link``), which runs beside it and can never take the link down;
+- reader: decodes each envelope; answers ``system/ping``; hands ``terminal`` envelopes and
+  ``system/pong``/``system/error`` to the terminal service and every other non-system envelope to the
+  desktop service (each ``serve_link``, beside it; neither can take the link down);
 - upgrade watch (on a lower-priority route): probes of the higher tiers, with hysteresis;
 - expiry watch: when the stored expiry passes, authenticate again (the relay decides: a refresh, or
   the verdict "expired"), so ``connected`` is never shown beside an expired session;
@@ -48,6 +49,8 @@ from hermes_relay.core.store import resolve_in
 
 log = logging.getLogger(__name__)
 INBOUND_BUFFER = 64  # envelopes waiting for the desktop service before the reader waits too
+SHELL_PING = 5.0  # while a shell is attached: a ping every 5 s, 5 s deadline (an idle black hole in ≤ 10 s)
+SUSPECT_DEADLINE = 1.0  # a shell's input goes unacknowledged: ping now, dead after max(this, 4 × the round trip)
 _Refusal = TypeVar("_Refusal", linkstate.Rejected, linkstate.VerdictStored)
 
 
@@ -148,11 +151,14 @@ def _stored_verdict(mark: dict[str, Any] | None) -> linkstate.VerdictStored | No
 class _Port:
     """agent/desktop/service.py's LinkPort over one authenticated connection."""
 
-    def __init__(self, url: str, conn: transport.Connection, reconnect: Callable[..., None]):
+    def __init__(self, url: str, conn: transport.Connection, reconnect: Callable[..., None],
+                 check: Callable[[], None] = lambda: None):
         self.url = url
         self.route_url = conn.route.url
+        self.route_label = conn.route.label
         self._conn = conn
         self.reconnect = reconnect  # end this connection and dial again at once (the relay forgets it)
+        self.check = check  # ping this connection now, with the probe timeout (agent/terminal/ports.py)
 
     async def send(self, message: dict[str, Any]) -> None:
         env = envelope.Envelope(str(message.get("channel") or ""), str(message.get("type") or ""),
@@ -173,6 +179,7 @@ class RelayLink:
         self.wake_signal = Signal()  # skip the backoff wait / leave a stopped state to re-check
         self._woken_at = 0  # wake_signal.generation when the last event was handled
         self.net_signal = Signal()  # the network changed: check the link and the higher tiers now
+        self._suspected = False  # a shell's input goes unacknowledged: the next check has a short deadline
         self.cancel_scope = trio.CancelScope()
         # Credentials the relay issued that could not be written to the store yet (disk full, lock
         # held): (token they replace, auth.ok payload, route URL, pin). Used instead of the stale
@@ -370,6 +377,8 @@ class RelayLink:
                             try:
                                 await fn(*args)
                             except (HermesError, _Again) as exc:
+                                if isinstance(exc, _Again) and exc.immediate:
+                                    await self._planned_leave()  # the reader still runs: input can be acked
                                 failure.append(exc)
                                 nursery.cancel_scope.cancel()
                         return task
@@ -379,9 +388,12 @@ class RelayLink:
                         nursery.cancel_scope.cancel()
 
                     inbound_send, inbound_receive = trio.open_memory_channel[dict[str, Any]](INBOUND_BUFFER)
-                    nursery.start_soon(self._desktop, _Port(self.url, conn, reconnect), inbound_receive)
+                    port = _Port(self.url, conn, reconnect, self._suspect)
+                    nursery.start_soon(self._desktop, port, inbound_receive)
+                    terminal_send, terminal_receive = trio.open_memory_channel[dict[str, Any]](INBOUND_BUFFER)
+                    nursery.start_soon(self._terminal, port, terminal_receive)
                     nursery.start_soon(guard(self._keepalive, conn))
-                    nursery.start_soon(guard(self._reader, conn, inbound_send))
+                    nursery.start_soon(guard(self._reader, conn, inbound_send, terminal_send))
                     expires_at = expiry(ok["expires_at"]) if "expires_at" in ok else record.expires_at
                     if expires_at is not None and expires_at > self._now():
                         nursery.start_soon(guard(self._expiry_watch, expires_at))
@@ -440,11 +452,23 @@ class RelayLink:
     # -- while connected -----------------------------------------------------------------------
     async def _keepalive(self, conn: transport.Connection) -> None:
         interval = self.config.ping_interval
+        last = trio.current_time()
         while True:
             limit = interval
-            with trio.move_on_after(interval):
+            tight = self._shell_attached()  # re-checked every SHELL_PING: a shell may attach meanwhile
+            due = last + (min(interval, SHELL_PING) if tight else interval)
+            changed = False
+            with trio.move_on_at(min(due, trio.current_time() + SHELL_PING)):
                 await self.net_signal.wait()
                 limit = min(interval, self.config.probe_timeout)  # the network changed: is this path alive?
+                changed = True
+            if not changed and trio.current_time() < due:
+                continue
+            if tight or self._shell_attached():
+                limit = min(limit, SHELL_PING)
+            if self._suspected:
+                self._suspected = False
+                limit = min(limit, max(SUSPECT_DEADLINE, 4 * (self.machine.latency_ms or 0.0) / 1000))
             await self._flush_unsaved()
             started = trio.current_time()
             try:
@@ -455,9 +479,11 @@ class RelayLink:
             except ConnectionLostError as exc:
                 raise self._closed(exc) from None
             self.machine.measured(round((trio.current_time() - started) * 1000, 1))
+            last = trio.current_time()
 
-    async def _reader(self, conn: transport.Connection, inbound: trio.MemorySendChannel[dict[str, Any]]) -> None:
-        async with inbound:
+    async def _reader(self, conn: transport.Connection, inbound: trio.MemorySendChannel[dict[str, Any]],
+                      terminal: trio.MemorySendChannel[dict[str, Any]]) -> None:
+        async with inbound, terminal:
             while True:
                 try:
                     message = await conn.get_message()
@@ -474,13 +500,15 @@ class RelayLink:
                         pong = envelope.Envelope(envelope.SYSTEM, "pong",
                                                  {"ts": ts if ts is not None else int(self._now() * 1000)}, env.id)
                         await conn.send_text(pong.encode())
-                    else:
+                        continue
+                    if env.type not in ("pong", "error"):
                         log.debug("link_system_message url=%s type=%s", self.url, env.type)
-                    continue
+                        continue
+                to = terminal if env.channel in (envelope.SYSTEM, "terminal") else inbound
                 try:
-                    await inbound.send({"channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload})
+                    await to.send({"channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload})
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    log.debug("link_message_dropped url=%s channel=%s type=%s (desktop service gone)",
+                    log.debug("link_message_dropped url=%s channel=%s type=%s (service gone)",
                               self.url, env.channel, env.type)
 
     async def _desktop(self, port: _Port, inbound: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
@@ -492,6 +520,37 @@ class RelayLink:
             except Exception:
                 log.exception("desktop_service_failed url=%s (reconnecting)", self.url)
                 port.reconnect("the desktop service failed", immediate=False)  # after the usual backoff
+
+    async def _terminal(self, port: _Port, inbound: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        """The terminal service for this connection (agent/terminal/ports.TerminalSeam; none: dropped)."""
+        async with inbound:
+            seam = getattr(self.host, "terminal", None)
+            if seam is None:
+                async for _ in inbound:
+                    pass
+                return
+            try:
+                await seam.serve_link(port, inbound)
+            except Exception:
+                log.exception("terminal_service_failed url=%s (reconnecting)", self.url)
+                port.reconnect("the terminal service failed", immediate=False)
+
+    def _suspect(self) -> None:
+        """A shell's input goes unacknowledged (agent/terminal/ports.TerminalPort.check): ping this connection
+        now with a short deadline, and probe the higher tiers; a dead one is replaced at once."""
+        self._suspected = True
+        self.net_signal.fire()
+
+    def _shell_attached(self) -> bool:
+        seam = getattr(self.host, "terminal", None)
+        return seam is not None and bool(seam.attached(self.url))
+
+    async def _planned_leave(self) -> None:
+        """Before leaving a working connection on purpose: the shells on it detach (after their input in
+        flight is acknowledged), so the reference relay keeps no stale tmux client."""
+        seam = getattr(self.host, "terminal", None)
+        if seam is not None:
+            await seam.leave(self.url, drain=True)
 
     def _closed(self, exc: ConnectionLostError) -> Exception:
         if transport.close_code(exc) == wire.CLOSE_AUTH_FAILED:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 
 from hermes_relay.core import framing, rpc
-from hermes_relay.core.errors import IpcError
+from hermes_relay.core.errors import AgentGoneError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,8 +23,7 @@ MAX_QUEUED = 1 << 20  # bytes of frames waiting for the socket; the CLI stops re
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
 
-class AgentGone(IpcError):
-    """The IPC connection ended without the call's response (the agent died or closed it)."""
+AgentGone = AgentGoneError  # the IPC connection ended without the call's response (core/errors.py)
 
 
 class ShellConnection:

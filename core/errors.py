@@ -280,6 +280,13 @@ class ForbiddenError(HermesError):
     code = "forbidden"
 
 
+class TerminalRefusedError(HermesError):
+    """The relay refused a terminal message (a limit, an unknown session) or never answered it (it serves
+    no terminal). A missing terminal grant is a ForbiddenError."""
+
+    code = "terminal_refused"
+
+
 class AmbiguousError(HermesError):
     code = "ambiguous"
 
@@ -302,6 +309,12 @@ class AgentNotRunningError(IpcError):
 
 class AgentAlreadyRunningError(IpcError):
     code = "agent_already_running"
+
+
+class AgentGoneError(IpcError):
+    """The IPC connection ended without the call's response (the agent died or closed it)."""
+
+    code = "agent_gone"
 
 
 class UnsafeRuntimeError(IpcError):

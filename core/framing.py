@@ -8,7 +8,8 @@ Both the trio adapter in the agent and the blocking socket in the CLI drive the 
 Decoding is bounded too: msgpack turns one byte into a whole Python object (an empty map is ~64
 bytes), so besides the frame size a frame may hold at most ``max_containers`` maps and arrays. The
 agent reads client requests with the small ``REQUEST_LIMITS`` (the biggest request, a pairing
-invite, is a few KiB), which keeps what one connection can make it allocate near 1 MB.
+invite, is a few KiB; ``shell.open`` carries up to 64 KiB of input), which keeps what one connection
+can make it allocate near 1 MB.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 MAX_FRAME = 1 << 20  # 1 MiB: trio-websocket's default message cap, ample for status of many relays
 MAX_CONTAINERS = 1 << 16  # maps + arrays in one frame (a status reply uses ~25 per relay)
-MAX_REQUEST_FRAME = 64 << 10  # what the agent reads from a client
+MAX_REQUEST_FRAME = 128 << 10  # what the agent reads from a client (a shell.open holds ≤ 64 KiB of unacked input)
 MAX_REQUEST_CONTAINERS = 4096
 REQUEST_LIMITS = {"max_frame": MAX_REQUEST_FRAME, "max_containers": MAX_REQUEST_CONTAINERS}
 _HEADER = struct.Struct(">I")

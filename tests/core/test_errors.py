@@ -43,10 +43,13 @@ SAMPLES: dict[type[HermesError], Callable[[], HermesError]] = {
     errors.SessionRevokedError: lambda: errors.SessionRevokedError("session revoked on the relay"),
     errors.NotFoundError: lambda: errors.NotFoundError("no device named laptop"),
     errors.ForbiddenError: lambda: errors.ForbiddenError("cannot modify another session", hint="extend from the relay host"),
+    errors.TerminalRefusedError: lambda: errors.TerminalRefusedError("the relay refused terminal.attach: max 4",
+                                                                     hint="close one"),
     errors.AmbiguousError: lambda: errors.AmbiguousError("'lap' matches 2 devices", data={"matches": ["a", "b"]}),
     errors.IpcError: lambda: errors.IpcError("ipc failed"),
     errors.AgentNotRunningError: lambda: errors.AgentNotRunningError("/run/user/1/hermes-relay/agent.sock", "refused"),
     errors.AgentAlreadyRunningError: lambda: errors.AgentAlreadyRunningError("another agent answers on the socket"),
+    errors.AgentGoneError: lambda: errors.AgentGoneError("lost the connection to the agent"),
     errors.UnsafeRuntimeError: lambda: errors.UnsafeRuntimeError("the runtime directory /run/x belongs to uid 0"),
     errors.RpcError: lambda: errors.RpcError("brand_new_code", "something the CLI does not know", {"k": 1}),
 }

@@ -1,0 +1,429 @@
+"""A shell through a real agent: a real IPC connection sends ``shell.open`` and numbered keys as
+``shell.input`` notifies; the agent's real link carries them to a relay written here (trio-websocket on
+loopback) that speaks (a) our resume extension or (b) the reference's semantics (per-socket sessions,
+input before ``terminal.attached`` dropped, ``system/ping`` answered inline, no acks). The relay drops
+the socket mid-typing; afterwards (a) every byte reached its "PTY" exactly once, and (b) nothing was
+duplicated or reordered and every byte lost was reported in doubt. Real sockets, real clock."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+
+from hermes_relay.agent import link, runner
+from hermes_relay.agent.backend import AgentBackend as Agent
+from hermes_relay.agent.config import AgentConfig
+from hermes_relay.core import api, apitypes, framing, rpc
+
+DEADLINE = 20.0
+STREAM = "A" * 22
+KEYS = 400  # numbered keys "00001\r" ...
+DROP_AFTER = 900  # bytes of input the relay takes on its first socket before it drops it
+
+
+@pytest.fixture
+def relay_test_guard() -> float:
+    return 30.0
+
+
+def keys() -> list[bytes]:
+    return [f"{i:05d}\r".encode() for i in range(1, KEYS + 1)]
+
+
+class TerminalRelay:
+    """Auth accepts any token; the terminal channel as ``ours`` (resume extension) or the reference."""
+
+    def __init__(self, ours: bool, *, refuse: str | None = None):
+        self.ours = ours
+        self.refuse = refuse  # "grant": system/error to every terminal message; "silent": no answer to attach
+        self.killed: list[str] = []
+        self.detaches: list[int] = []  # the socket each terminal.detach came on (-1: not the first)
+        self.hold_acks_after: int | None = None  # ours: written, but not acknowledged above this offset
+        self.pty = bytearray()  # what reached the shell, in order
+        self.in_seq = 0  # ours: the attachment's input offset (by stream)
+        self.streams: set[str] = set()
+        self.sockets = 0
+        self.taken = 0  # input bytes taken on the current socket
+        self.attaches: list[dict[str, Any]] = []
+        self.pings = 0
+        self.port = 0
+        self.duplicates = 0  # ours: input bytes received again below the attachment's offset
+        self.first_seqs: list[tuple[int, int]] = []  # ours: (in_seq at the attach, seq of the first input after it)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def serve(self, nursery: trio.Nursery) -> None:
+        server = await nursery.start(trio_websocket.serve_websocket, self._handler, "127.0.0.1", 0, None)
+        self.port = server.port
+
+    async def _handler(self, request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            frame = json.loads(await ws.get_message())
+        except trio_websocket.ConnectionClosed:  # a route probe: connected, never authenticated
+            return
+        assert (frame["channel"], frame["type"]) == ("system", "auth")
+        await send(ws, "system", "auth.ok", {"server_version": "scripted", "expires_at": None, "grants": {}})
+        self.sockets += 1
+        first_socket = self.sockets == 1
+        attached: set[str] = set()  # the reference: sessions of this socket
+        self.taken = 0
+        try:
+            while True:
+                msg = json.loads(await ws.get_message())
+                channel, typ, payload = msg["channel"], msg["type"], msg["payload"]
+                if channel == "system" and typ == "ping":
+                    self.pings += 1
+                    await send(ws, "system", "pong", {}, msg["id"])
+                elif channel == "terminal" and self.refuse == "grant":
+                    await send(ws, "system", "error", {"message": "Terminal grant expired for this device"})
+                elif channel == "terminal" and self.refuse == "silent":
+                    pass
+                elif typ == "terminal.list":
+                    await send(ws, "terminal", "terminal.sessions", {"sessions": [
+                        {"name": n, "tmux_name": f"hermes-{n}", "attached": int(n in attached), "windows": 1,
+                         "created_at": 1.0, "shell": "/bin/sh", "live": True, "owned_by_client": n in attached}
+                        for n in sorted(attached | {"old"})], "tmux_available": True}, msg["id"])
+                elif typ == "terminal.kill":
+                    name = payload["session_name"]
+                    if name in attached or name == "old":
+                        self.killed.append(name)
+                        attached.discard(name)
+                        await send(ws, "terminal", "terminal.detached", {"session_name": name, "reason": "pty closed"})
+                    else:
+                        await send(ws, "terminal", "terminal.error", {"message": f"no session {name}",
+                                                                      "session_name": name, "reason": "not found"})
+                elif typ == "terminal.attach":
+                    self.attaches.append({**payload, "in_seq_then": self.in_seq})
+                    attached.add(payload["session_name"])
+                    await send(ws, "terminal", "terminal.attached", self._attached(payload), msg["id"])
+                elif typ == "terminal.input":
+                    if payload["session_name"] not in attached:
+                        continue  # the reference drops input sent before terminal.attached
+                    if first_socket and self.taken >= DROP_AFTER:
+                        await ws.aclose()  # mid-typing: this frame and what follows never arrive
+                        return
+                    data = payload["data"].encode()
+                    self.taken += len(data)
+                    if self.ours:
+                        seq = payload["seq"]
+                        assert seq <= self.in_seq, f"input gap: {seq} > {self.in_seq}"
+                        if len(self.first_seqs) < len(self.attaches):
+                            self.first_seqs.append((self.attaches[-1]["in_seq_then"], seq))
+                        fresh = data[self.in_seq - seq:]
+                        self.duplicates += len(data) - len(fresh)
+                        self.pty += fresh
+                        self.in_seq += len(fresh)
+                        if first_socket and self.taken >= DROP_AFTER:
+                            await ws.aclose()  # written, but the ack never leaves: in flight at the drop
+                            return
+                        if self.hold_acks_after is None or self.in_seq <= self.hold_acks_after:
+                            await send(ws, "terminal", "terminal.ack", {"session_name": payload["session_name"],
+                                                                        "in_seq": self.in_seq})
+                    else:
+                        self.pty += data
+                elif typ == "terminal.detach":
+                    self.detaches.append(self.sockets if first_socket else -1)
+                    attached.discard(payload["session_name"])
+                    await send(ws, "terminal", "terminal.detached", {"session_name": payload["session_name"],
+                                                                     "reason": "client detach"})
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    def _attached(self, payload: dict[str, Any]) -> dict[str, Any]:
+        reply = {"session_name": payload["session_name"], "pid": 42, "shell": "/bin/sh", "cols": payload["cols"],
+                 "rows": payload["rows"], "tmux_available": True, "reattach": False}
+        if self.ours:
+            stream = payload["resume"]["stream"]
+            resumed = stream in self.streams
+            self.streams.add(stream)
+            reply["resume"] = {"v": 1, "stream": stream, "in_seq": self.in_seq, "out_seq": 0, "resumed": resumed,
+                               "gap": False}
+        return reply
+
+
+async def send(ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any],
+               msg_id: str | None = None) -> None:
+    await ws.send_message(json.dumps({"channel": channel, "type": typ, "id": msg_id or str(uuid.uuid4()),
+                                      "payload": payload}))
+
+
+class IpcShell:
+    """A CLI's side of shell.open, over a real connection to the agent's socket."""
+
+    def __init__(self, stream: trio.SocketStream):
+        self.stream = stream
+        self.decoder = framing.FrameDecoder()
+        self._send, self.notifies = trio.open_memory_channel[rpc.Notify](10_000)
+        self.seen: list[rpc.Notify] = []
+        self.response: rpc.Response | None = None
+        self.done = trio.Event()
+        self.method = ""
+        self.acked = self.sent = 0
+        self.problems: list[str] = []  # departures from core/apitypes.py's shapes
+
+    async def send(self, obj: Any) -> None:
+        if obj[0] == 0 and obj[1] == 1:
+            self.method = obj[2]
+        await self.stream.send_all(framing.encode_frame(obj))
+
+    async def read(self) -> None:
+        while True:
+            for obj in self.decoder:
+                msg = rpc.parse_message(obj)
+                if isinstance(msg, rpc.Notify):
+                    self.problems += apitypes.check(msg.params, apitypes.NOTIFIES[msg.method], where=msg.method)
+                    self.seen.append(msg)
+                    if msg.method == api.SHELL_ACK:
+                        self.acked, self.sent = msg.params["in_seq"], msg.params["sent"]
+                    self._send.send_nowait(msg)
+                elif isinstance(msg, rpc.Response) and msg.msgid == 1:
+                    if msg.error is None and self.method in apitypes.METHODS:
+                        self.problems += apitypes.check(msg.result, apitypes.METHODS[self.method][1], where=self.method)
+                    self.response = msg
+                    self.done.set()
+                    return
+            data = await self.stream.receive_some(65536)
+            if not data:
+                self.done.set()
+                return
+            self.decoder.feed(data)
+
+    async def until(self, method: str) -> rpc.Notify:
+        async for msg in self.notifies:
+            if msg.method == method:
+                return msg
+        raise AssertionError("the agent closed the call")
+
+    def notices(self) -> list[str]:
+        return [m.params["text"] for m in self.seen if m.method == api.SHELL_NOTICE]
+
+
+async def run_shell(tmp_path: Path, relay: TerminalRelay) -> tuple[IpcShell, bytes]:
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    agent = Agent(AgentConfig.from_env(env, netwatch=False, backoff_base=0.05, backoff_cap=0.1))
+    typed = b"".join(keys())
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            agent.store.update(lambda s: s.__setitem__(relay.url, {"paired_at": 1_700_000_000, "token": "T1"}))
+            await nursery.start(runner.run, agent)
+            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+            nursery.start_soon(shell.read)
+            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "term": "xterm",
+                                                     "stream": STREAM, "out_seq": 0, "in_base": 0, "in_sent": 0,
+                                                     "unacked": b"", "raw": True, "reopen": False}])
+            attached = await shell.until(api.SHELL_ATTACHED)
+            assert attached.params["relay"] == ("ours" if relay.ours else "reference")
+            offset = 0
+            for key in keys():  # typed while the relay drops the socket and the agent reconnects
+                await shell.send([2, api.SHELL_INPUT, {"seq": offset, "d": key}])
+                offset += len(key)
+                await trio.sleep(0)
+            while shell.acked < len(typed):  # every byte acknowledged, or counted done (in doubt)
+                await shell.until(api.SHELL_ACK)
+            await shell.send([2, api.SHELL_DETACH, {}])
+            await shell.done.wait()
+            await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert shell.response is not None and shell.response.error is None
+    assert shell.response.result == {"reason": "detached", "code": None}
+    assert relay.sockets >= 2  # it did drop the first one
+    assert shell.problems == []
+    return shell, typed
+
+
+async def test_our_relay_gets_every_key_exactly_once_across_a_drop(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=True)
+    shell, typed = await run_shell(tmp_path, relay)
+    assert bytes(relay.pty) == typed
+    assert [a["resume"]["stream"] for a in relay.attaches] == [STREAM] * len(relay.attaches)
+    assert not any("in doubt" in n for n in shell.notices())
+    assert relay.duplicates == 0  # the resend started exactly at resume.in_seq...
+    assert len(relay.first_seqs) == 2 and relay.first_seqs[1][0] == relay.first_seqs[1][1] > 0  # ...mid-typing
+    links = [m.params["state"] for m in shell.seen if m.method == api.SHELL_LINK]
+    assert "reconnecting" in links and links[-1] == "live"
+
+
+async def test_the_reference_relay_never_gets_a_key_twice_and_every_loss_was_reported(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=False)
+    shell, typed = await run_shell(tmp_path, relay)
+    got = re.findall(rb"\d{5}\r", bytes(relay.pty))
+    assert b"".join(got) == bytes(relay.pty)  # whole keys only
+    numbers = [int(k[:5]) for k in got]
+    assert numbers == sorted(set(numbers))  # nothing duplicated, nothing reordered
+    lost = len(typed) - len(relay.pty)
+    reported = sum(int(m.group(1)) for n in shell.notices() if (m := re.match(r"(\d+) bytes .* in doubt", n)))
+    assert 0 < lost <= reported
+    assert relay.pings > 0
+
+
+class Forwarder:
+    """A TCP forwarder on loopback that can stop moving bytes while keeping connections open (a black hole)."""
+
+    def __init__(self, target: int):
+        self.target = target
+        self.blackholed = False
+        self.refuse = False  # close every new connection at once (the route is down)
+        self.port = 0
+
+    async def serve(self, nursery: trio.Nursery) -> None:
+        listeners = await nursery.start(trio.serve_tcp, self._handle, 0)
+        self.port = listeners[0].socket.getsockname()[1]
+
+    async def _pipe(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        while data := await src.receive_some(65536):
+            if self.blackholed:
+                await trio.sleep_forever()
+            await dst.send_all(data)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        if self.refuse:
+            await client.aclose()
+            return
+        async with client, await trio.open_tcp_stream("127.0.0.1", self.target) as upstream:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pipe, client, upstream)
+                    nursery.start_soon(self._pipe, upstream, client)
+            except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+
+@pytest.mark.parametrize("typing", [False, True])
+async def test_an_attached_shell_notices_a_black_hole_soon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           typing: bool) -> None:
+    """Idle: within two shell pings (5 s each in production: 10 s; 0.5 s here). Typing: the input goes
+    unacknowledged for 1 s, then a ping with a 1 s deadline. Every other way to notice is set far beyond
+    the test's hang guard (the keepalive interval, the probe timeout, and the shell ping while typing), so
+    the test hangs, and fails, unless the mechanism under test notices."""
+    monkeypatch.setattr(link, "SHELL_PING", 3600.0 if typing else 0.5)
+    relay = TerminalRelay(ours=False)
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    agent = Agent(AgentConfig.from_env(env, netwatch=False, ping_interval=3600.0, probe_timeout=3600.0))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            proxy = Forwarder(relay.port)
+            await proxy.serve(nursery)
+            url = f"ws://127.0.0.1:{proxy.port}"
+            agent.store.update(lambda s: s.__setitem__(url, {"paired_at": 1_700_000_000, "token": "T1"}))
+            await nursery.start(runner.run, agent)
+            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+            nursery.start_soon(shell.read)
+            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
+                                                     "raw": True}])
+            await shell.until(api.SHELL_ATTACHED)
+            proxy.blackholed = True
+            if typing:
+                await shell.send([2, api.SHELL_INPUT, {"seq": 0, "d": b"x"}])
+            while (await shell.until(api.SHELL_LINK)).params["state"] != "reconnecting":
+                pass
+            await shell.send([2, api.SHELL_DETACH, {}])
+            await shell.done.wait()
+            await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert shell.response is not None and shell.response.result == {"reason": "detached", "code": None}
+
+
+async def test_a_cli_reopening_after_the_agent_stopped_resumes_exactly_on_our_relay(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    typed = b"".join(keys())
+    half = len(typed) // 2
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            relay.hold_acks_after = half - 100
+            shells: list[IpcShell] = []
+            for reopen in (False, True):
+                agent = Agent(AgentConfig.from_env(env, netwatch=False, backoff_base=0.05, backoff_cap=0.1))
+                if not reopen:
+                    agent.store.update(lambda s: s.__setitem__(relay.url, {"paired_at": 1_700_000_000, "token": "T1"}))
+                async with trio.open_nursery() as agent_nursery:
+                    await agent_nursery.start(runner.run, agent)
+                    shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+                    shells.append(shell)
+                    agent_nursery.start_soon(shell.read)
+                    acked, sent = (0, 0) if not reopen else (shells[0].acked, shells[0].sent)
+                    await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+                    await shell.send([0, 1, api.SHELL_OPEN, {
+                        "session": "main", "cols": 80, "rows": 24, "stream": STREAM, "raw": True, "reopen": reopen,
+                        "out_seq": 0, "in_base": acked, "in_sent": sent, "unacked": typed[acked:half] if reopen else b""}])
+                    await shell.until(api.SHELL_ATTACHED)
+                    start, end = (0, half) if not reopen else (half, len(typed))
+                    for offset in range(start, end, 6):
+                        await shell.send([2, api.SHELL_INPUT, {"seq": offset, "d": typed[offset:offset + 6]}])
+                    if not reopen:
+                        while shell.sent < half:  # all of it on the socket, part of it acknowledged
+                            await shell.until(api.SHELL_ACK)
+                        agent_nursery.cancel_scope.cancel()  # the agent stops: the call ends without a response
+                        relay.hold_acks_after = None
+                        continue
+                    while shell.acked < len(typed):
+                        await shell.until(api.SHELL_ACK)
+                    await shell.send([2, api.SHELL_DETACH, {}])
+                    await shell.done.wait()
+                    agent_nursery.cancel_scope.cancel()
+            for shell in shells:
+                await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert shells[0].response is None
+    assert shells[1].response is not None and shells[1].response.result == {"reason": "detached", "code": None}
+    assert bytes(relay.pty) == typed and relay.duplicates == 0
+    assert {a["resume"]["stream"] for a in relay.attaches} == {STREAM} and len(relay.attaches) >= 2
+    assert shells[0].acked < shells[0].sent  # the dead agent left input in flight: resent from resume.in_seq only
+
+
+async def test_moving_up_to_a_better_route_detaches_the_reference_shell_first(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=False)
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    agent = Agent(AgentConfig.from_env(env, netwatch=False, upgrade_interval=0.2, upgrade_hysteresis=0.1))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            lan, public = Forwarder(relay.port), Forwarder(relay.port)
+            await lan.serve(nursery)
+            await public.serve(nursery)
+            lan.refuse = True
+            lan_url, public_url = f"ws://127.0.0.1:{lan.port}", f"ws://127.0.0.1:{public.port}"
+            agent.store.update(lambda s: s.__setitem__(lan_url, {"paired_at": 1_700_000_000, "token": "T1",
+                                                                 "route_candidates": [
+                                                                     {"url": lan_url, "role": "lan", "priority": 0},
+                                                                     {"url": public_url, "role": "public", "priority": 2}]}))
+            await nursery.start(runner.run, agent)
+            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+            nursery.start_soon(shell.read)
+            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
+                                                     "raw": True}])
+            first = await shell.until(api.SHELL_ATTACHED)
+            lan.refuse = False  # the better route returns: the upgrade watch moves up
+            second = await shell.until(api.SHELL_ATTACHED)
+            await shell.send([2, api.SHELL_DETACH, {}])
+            await shell.done.wait()
+            await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert first.params["route"] != second.params["route"]  # public, then LAN
+    assert relay.detaches[0] == 1  # detached on the old socket before it closed: no stale tmux client
+    assert len(relay.attaches) == 2

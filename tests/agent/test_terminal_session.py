@@ -1,0 +1,403 @@
+"""One TerminalSession (agent/terminal/session.py) under trio's autojump clock, against a port that records
+what the agent sends: the state machine, exact virtual times (queued keys dropped at 60 s, suspicion
+after 1 s, the launch after 100 ms of quiet), in-doubt accounting, and that no byte is ever sent twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from hermes_relay.agent.terminal import session as session_mod
+from hermes_relay.agent.terminal.ledger import MAX_IN_FLIGHT
+from hermes_relay.agent.terminal.outbox import Outbox
+from hermes_relay.agent.terminal.session import State, TerminalSession
+from hermes_relay.agent.terminal.wire import ShellOptions
+from hermes_relay.core import api, rpc
+from hermes_relay.core.errors import ConnectionLostError
+
+URL = "ws://relay.test:8767"
+STREAM = "s" * 22
+
+
+class FakePort:
+    """A connection that records every envelope the session sends."""
+
+    def __init__(self, label: str = "LAN"):
+        self.url = URL
+        self.route_url = URL
+        self.route_label = label
+        self._send, self.out = trio.open_memory_channel[dict[str, Any]](100_000)
+        self.checks = 0
+        self.checked = trio.Event()
+        self.closed = False
+        self.log: list[dict[str, Any]] = []
+
+    async def send(self, envelope: dict[str, Any]) -> None:
+        if self.closed:
+            raise ConnectionLostError("closed")
+        self.log.append(envelope)
+        self._send.send_nowait(envelope)
+
+    def check(self) -> None:
+        self.checks += 1
+        self.checked.set()
+
+    async def next(self) -> dict[str, Any]:
+        return await self.out.receive()
+
+
+class Shell:
+    """A session run as shell.open runs it, with its notifies recorded and its CLI inbox open."""
+
+    def __init__(self, **options: Any):
+        params = {"session": "main", "cols": 80, "rows": 24, "stream": STREAM, "raw": True, **options}
+        self.pings: list[tuple[str, Any]] = []
+        self.session = TerminalSession(URL, ShellOptions.parse(params),
+                                       on_ping=lambda port, msg_id, s: self.pings.append((msg_id, port)))
+        self.notifies: list[tuple[float, str, dict[str, Any]]] = []
+        self.inbox_send, self.inbox = trio.open_memory_channel[rpc.Notify](64)
+        self.result: dict[str, Any] | None = None
+        self.ended = trio.Event()
+        self.gate: trio.Event | None = None  # set: the CLI reads nothing until it is set
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.notifies.append((trio.current_time(), method, params))
+
+    async def run(self) -> None:
+        self.result = await self.session.run(self.notify, self.inbox)
+        self.ended.set()
+
+    def of(self, method: str) -> list[dict[str, Any]]:
+        return [p for _, m, p in self.notifies if m == method]
+
+
+def attached(port: FakePort, shell: Shell, **payload: Any) -> None:
+    shell.session.on_message(port, "terminal.attached", {"session_name": "main", "pid": 1, "shell": "/bin/sh",
+                                                         "cols": 80, "rows": 24, "tmux_available": True,
+                                                         "reattach": False, **payload})
+
+
+async def connect(shell: Shell, port: FakePort, **payload: Any) -> dict[str, Any]:
+    shell.session.connected(port)
+    attach = await port.next()
+    assert attach["type"] == "terminal.attach"
+    attached(port, shell, **payload)
+    await wait_for(lambda: shell.session.state is State.LIVE)
+    return attach
+
+
+async def wait_for(condition: Any) -> None:
+    while not condition():
+        await trio.sleep(0.001)  # virtual time (autojump): a poll, never a wall-clock wait
+
+
+def inputs(port: FakePort) -> list[dict[str, Any]]:
+    return [e["payload"] for e in port.log if e["type"] == "terminal.input"]
+
+
+async def test_reference_in_flight_input_is_in_doubt_never_resent_and_queued_keys_follow(autojump_clock: Any) -> None:
+    shell = Shell()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        first = FakePort("LAN")
+        await connect(shell, first)
+        shell.session.typed(0, b"ls\n")
+        assert (await first.next())["payload"] == {"session_name": "main", "data": "ls\n"}
+        ping = await first.next()
+        assert (ping["channel"], ping["type"], ping["id"]) == ("system", "ping", "in-3")
+        await trio.sleep(0.2)
+        shell.session.pong("in-3")
+        await wait_for(lambda: shell.session.ledger.acked == 3)
+        await trio.sleep(5)  # long after the ack: "ls\n" is not in doubt
+        shell.session.typed(3, b"abc")
+        assert (await first.next())["payload"]["data"] == "abc"
+        assert (await first.next())["id"] == "in-6"
+        shell.session.lost(first)  # the pong of in-6 never comes
+        assert shell.session.state is State.SUSPENDED
+        shell.session.typed(6, b"xyz")  # typed during the gap: queued
+        second = FakePort("public")
+        await connect(shell, second)
+        assert (await second.next())["payload"]["data"] == "xyz"
+        assert (await second.next())["id"] == "in-9"
+        shell.session.pong("in-9")
+        await wait_for(lambda: shell.session.ledger.acked == 9)
+        shell.session.on_message(second, "terminal.detached", {"session_name": "main", "reason": "eof"})
+    assert shell.result == {"reason": "exit", "code": None}
+    sent = b"".join(p["data"].encode() for p in inputs(first) + inputs(second))
+    assert sent == b"ls\nabcxyz"  # every byte once: "abc" was in doubt and is not sent again
+    assert any("3 bytes" in n["text"] and "in doubt" in n["text"] for n in shell.of(api.SHELL_NOTICE))
+    assert shell.of(api.SHELL_ACK)[-1] == {"in_seq": 9, "sent": 9}
+    links = shell.of(api.SHELL_LINK)
+    assert {"state": "reconnecting", "route": "LAN", "reason": "connection lost", "queued": 0} in links
+    assert {"state": "reconnecting", "route": "LAN", "reason": "waiting for the relay", "queued": 3} in links
+    assert links[-1]["state"] == "live" and links[-1]["route"] == "public"
+
+
+async def test_input_acked_within_a_round_trip_before_the_drop_is_reported_in_doubt(autojump_clock: Any) -> None:
+    shell = Shell()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port)
+        shell.session.typed(0, b"rm x\r")
+        await port.next()
+        await port.next()
+        await trio.sleep(0.4)
+        shell.session.pong("in-5")  # a round trip of 0.4 s
+        await trio.sleep(0.1)
+        shell.session.lost(port)  # 0.1 s after the pong: it may have overtaken the input
+        shell.session.want("detach")
+    assert shell.result == {"reason": "detached", "code": None}
+    assert shell.session.ledger.in_doubt == 5
+    assert "5 bytes typed just before the drop are in doubt and were not resent" in shell.session.notices
+
+
+async def test_keys_queued_in_a_gap_are_dropped_at_exactly_60_seconds(autojump_clock: Any) -> None:
+    shell = Shell()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port)
+        lost_at = trio.current_time()
+        shell.session.lost(port)
+        await trio.sleep(30)
+        shell.session.typed(0, b"late keys")
+        await shell.ended.wait()
+    assert shell.result == {"reason": "lost", "code": None}
+    notice_at, _, notice = next(n for n in shell.notifies if n[1] == api.SHELL_NOTICE)
+    assert notice_at - lost_at == pytest.approx(session_mod.GAP_LIMIT, abs=1e-9)
+    assert notice["text"].startswith("9 bytes typed during the gap were dropped")
+    assert shell.of(api.SHELL_LINK)[-1]["state"] == "lost"
+    assert inputs(port) == []
+
+
+async def test_our_relay_resumes_exactly_and_every_byte_arrives_once(autojump_clock: Any) -> None:
+    shell = Shell()
+    data = bytes(range(32, 127)) * 400  # 38 000 bytes: several chunks and a full window
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        first = FakePort()
+        attach = await connect(shell, first, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0,
+                                                     "resumed": False, "gap": False})
+        assert attach["payload"]["resume"] == {"v": 1, "stream": STREAM, "out_seq": 0}
+        shell.session.typed(0, data)
+        await wait_for(lambda: shell.session.ledger.in_flight >= MAX_IN_FLIGHT - 4)
+        chunks = inputs(first)
+        assert all(len(c["data"]) <= 4096 for c in chunks)
+        assert sum(len(c["data"]) for c in chunks) == MAX_IN_FLIGHT
+        shell.session.on_message(first, "terminal.ack", {"session_name": "main", "in_seq": 5000})
+        await wait_for(lambda: shell.session.ledger.sent == 5000 + MAX_IN_FLIGHT)
+        shell.session.lost(first)
+        second = FakePort()
+        await connect(shell, second, resume={"v": 1, "stream": STREAM, "in_seq": 9000, "out_seq": 0,
+                                             "resumed": True, "gap": False})
+        await wait_for(lambda: shell.session.ledger.sent == 9000 + MAX_IN_FLIGHT)
+        while shell.session.ledger.acked < len(data):
+            sent = shell.session.ledger.sent
+            shell.session.on_message(second, "terminal.ack", {"session_name": "main", "in_seq": sent})
+            await wait_for(lambda sent=sent: shell.session.ledger.acked == sent  # type: ignore[misc]
+                           and (shell.session.ledger.sent > sent or sent == len(data)))
+        shell.session.want("detach")
+    received = bytearray(data[:9000])  # what the relay wrote from the first connection (its resume.in_seq)
+    for c in inputs(second):  # a relay that drops what it has (below its in_seq) and refuses gaps
+        seq, chunk = c["seq"], c["data"].encode()
+        assert seq <= len(received)
+        received += chunk[len(received) - seq:]
+    assert inputs(second)[0]["seq"] == 9000  # the resend starts exactly at resume.in_seq
+    assert [c["seq"] for c in inputs(second)] == sorted(c["seq"] for c in inputs(second))
+    assert bytes(received) == data
+    assert not any("in doubt" in n for n in shell.session.notices)
+
+
+async def test_unacknowledged_input_checks_the_link_after_one_second_and_holds_new_keys(autojump_clock: Any) -> None:
+    shell = Shell()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
+                                           "gap": False})
+        sent_at = trio.current_time()
+        shell.session.typed(0, b"a")
+        await port.next()
+        await port.checked.wait()
+        assert trio.current_time() - sent_at == pytest.approx(session_mod.SUSPECT_MIN, abs=1e-9)
+        shell.session.typed(1, b"b")
+        await trio.sleep(0.5)
+        assert [c["data"] for c in inputs(port)] == ["a"]  # suspicious: "b" stays unsent, so it is safe
+        shell.session.on_message(port, "terminal.ack", {"session_name": "main", "in_seq": 1})
+        assert (await port.next())["payload"]["data"] == "b"
+        shell.session.want("detach")
+        assert (await port.next())["type"] == "terminal.detach"
+        shell.session.on_message(port, "terminal.detached", {"session_name": "main", "reason": "client detach"})
+    assert shell.result == {"reason": "detached", "code": None}
+
+
+async def test_the_program_is_typed_after_first_output_and_quiet_and_never_on_a_reattach(autojump_clock: Any) -> None:
+    shell = Shell(raw=False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port)
+        await trio.sleep(0.3)
+        shell.session.on_message(port, "terminal.output", {"session_name": "main", "data": "$ "})
+        await trio.sleep(0.05)
+        last = trio.current_time()
+        shell.session.on_message(port, "terminal.output", {"session_name": "main", "data": "\r\n$ "})
+        launch = await port.next()
+        assert launch["payload"]["data"] == "clear; exec hermes\n"
+        assert trio.current_time() - last == pytest.approx(session_mod.LAUNCH_QUIET, abs=1e-9)
+        shell.session.lost(port)
+        again = FakePort()
+        await connect(shell, again)
+        shell.session.on_message(again, "terminal.output", {"session_name": "main", "data": "redraw"})
+        await trio.sleep(5)
+        shell.session.want("detach")
+    assert inputs(again) == []
+    assert [d["d"] for d in shell.of(api.SHELL_OUTPUT)] == [b"$ ", b"\r\n$ ", b"redraw"]
+    assert [d["seq_end"] for d in shell.of(api.SHELL_OUTPUT)] == [2, 6, 12]
+
+
+async def test_a_cli_that_reads_nothing_loses_output_and_a_redraw_is_asked(autojump_clock: Any) -> None:
+    shell = Shell()
+    shell.gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        reference = FakePort()
+        await connect(shell, reference)
+        for _ in range(70):  # 280 KiB > 256 KiB queued toward a CLI that does not read
+            shell.session.on_message(reference, "terminal.output", {"session_name": "main", "data": "x" * 4096})
+        nudge = [await reference.next(), await reference.next()]
+        assert [(e["type"], e["payload"]["rows"]) for e in nudge] == [("terminal.resize", 23), ("terminal.resize", 24)]
+        shell.gate.set()
+        shell.session.want("detach")
+    assert shell.session.outbox.dropped > 0
+
+
+async def test_a_cli_gone_without_detaching_detaches_at_once(autojump_clock: Any) -> None:
+    shell = Shell()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port)
+        await shell.inbox_send.send(rpc.Notify(api.SHELL_INPUT, {"seq": 0, "d": b"q"}))
+        assert (await port.next())["payload"]["data"] == "q"
+        await shell.inbox_send.aclose()
+        assert (await port.next())["channel"] == "system"  # the ping of "q"
+        assert (await port.next())["type"] == "terminal.detach"
+        await shell.ended.wait()
+    assert shell.result == {"reason": "detached", "code": None}
+
+
+async def test_a_new_shell_after_a_lost_attachment_drops_queued_keys_on_our_relay(autojump_clock: Any) -> None:
+    shell = Shell()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        first = FakePort()
+        await connect(shell, first, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
+                                            "gap": False})
+        shell.session.typed(0, b"echo 1\r")
+        await first.next()
+        shell.session.lost(first)
+        shell.session.typed(7, b"echo 2\r")
+        second = FakePort()
+        await connect(shell, second, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
+                                             "gap": True}, reattach=False)
+        shell.session.typed(14, b"x")
+        assert (await second.next())["payload"] == {"session_name": "main", "seq": 0, "data": "x"}
+        shell.session.want("detach")
+    assert inputs(second) == [{"session_name": "main", "seq": 0, "data": "x"}]
+    assert "7 bytes typed just before the drop are in doubt and were not resent" in shell.session.notices
+    assert any(n.startswith("7 bytes typed during the gap were dropped") for n in shell.session.notices)
+
+
+async def test_a_reopen_after_an_agent_restart_resumes_exactly_on_our_relay(autojump_clock: Any) -> None:
+    shell = Shell(reopen=True, in_base=10, in_sent=15, unacked=b"0123456789")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        attach = await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 13, "out_seq": 500,
+                                                    "resumed": True, "gap": False}, replay="old lines")
+        assert attach["payload"]["resume"]["stream"] == STREAM
+        assert (await port.next())["payload"] == {"session_name": "main", "seq": 13, "data": "3456789"}
+        shell.session.want("detach")
+    assert shell.session.notices == []
+    (note,) = shell.of(api.SHELL_ATTACHED)
+    assert note["resumed"] is True and "replay" not in note  # the CLI's screen is intact: no replay
+    assert shell.of(api.SHELL_ACK)[0]["in_seq"] == 13 and shell.of(api.SHELL_ACK)[-1] == {"in_seq": 13, "sent": 20}
+
+
+async def test_a_reopen_on_the_reference_reports_what_the_dead_agent_sent_as_in_doubt(autojump_clock: Any) -> None:
+    shell = Shell(reopen=True, raw=False, in_base=10, in_sent=15, unacked=b"0123456789")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port, replay="old lines")
+        assert (await port.next())["payload"] == {"session_name": "main", "data": "56789"}
+        shell.session.on_message(port, "terminal.output", {"session_name": "main", "data": "$ "})
+        await trio.sleep(5)
+        shell.session.want("detach")
+    assert shell.session.notices == ["5 bytes the previous agent sent are in doubt and were not resent"]
+    assert [p["data"] for p in inputs(port)] == ["56789"]  # never "01234", and the program is not typed again
+    assert "replay" not in shell.of(api.SHELL_ATTACHED)[0]
+
+
+async def test_input_and_resizes_are_held_until_attached_and_our_overflow_asks_a_redraw(autojump_clock: Any) -> None:
+    shell = Shell()
+    shell.gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        shell.session.connected(port)
+        assert (await port.next())["type"] == "terminal.attach"
+        shell.session.typed(0, b"early")
+        shell.session.resize(100, 30)
+        await trio.sleep(1)
+        assert [e["type"] for e in port.log] == ["terminal.attach"]  # the reference would drop them
+        attached(port, shell, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
+                                      "gap": False})
+        resize = await port.next()
+        assert (resize["type"], resize["payload"]["cols"], resize["payload"]["rows"]) == ("terminal.resize", 100, 30)
+        assert (await port.next())["payload"] == {"session_name": "main", "seq": 0, "data": "early"}
+        for n in range(70):
+            shell.session.on_message(port, "terminal.output", {"session_name": "main", "data": "y" * 4096,
+                                                               "seq_end": 4096 * (n + 1)})
+        assert (await port.next())["type"] == "terminal.redraw"
+        shell.gate.set()
+        shell.session.want("detach")
+    outputs = shell.of(api.SHELL_OUTPUT)
+    assert outputs[-1]["seq_end"] == 4096 * 70 and sum(len(o["d"]) for o in outputs) < 4096 * 70
+
+
+def test_the_outbox_coalesces_marks_and_queued_counts_but_keeps_every_state() -> None:
+    box = Outbox()
+    box.put(api.SHELL_ACK, {"in_seq": 1, "sent": 2})
+    box.put(api.SHELL_ACK, {"in_seq": 2, "sent": 3})
+    lost = {"state": "reconnecting", "route": "LAN", "reason": "connection lost", "queued": 0}
+    box.put(api.SHELL_LINK, lost)
+    for queued in (1, 2, 3):
+        box.put(api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": queued})
+    assert [(m, p) for m, p in box._items] == [
+        (api.SHELL_ACK, {"in_seq": 2, "sent": 3}), (api.SHELL_LINK, lost),
+        (api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": 3})]
+
+
+async def test_an_input_gap_from_our_relay_resends_from_its_offset(autojump_clock: Any) -> None:
+    shell = Shell()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
+                                           "gap": False})
+        shell.session.typed(0, b"abc")
+        await port.next()
+        shell.session.typed(3, b"def")
+        await port.next()
+        shell.session.on_message(port, "terminal.error", {"message": "gap", "reason": "input_gap", "in_seq": 3,
+                                                          "session_name": "main"})
+        assert (await port.next())["payload"] == {"session_name": "main", "seq": 3, "data": "def"}
+        shell.session.want("detach")
+    assert shell.session.ledger.acked == 3

@@ -56,11 +56,14 @@ async def run(agent: AgentBackend, *, task_status: trio.TaskStatus[None] = trio.
         finally:
             if _identity(config.socket_path) == identity:
                 ipc_endpoint.remove_socket(config.socket_path)
-            agent.indicator.write_stopped(config.wall_clock(), api.DOWN if agent.down and not agent.links else api.STOPPED)
+            stopped = api.DOWN if agent.down and not agent.links else api.STOPPED
+            with trio.CancelScope(shield=True):  # the writer task is gone: this is the last write
+                await trio.to_thread.run_sync(agent.indicator.write_stopped, config.wall_clock(), stopped)
             log.info("agent_stopped")
 
 
 def _start_watchers(agent: AgentBackend, nursery: trio.Nursery, identity: tuple[int, int] | None) -> None:
+    nursery.start_soon(agent.indicator.run)  # writes the route files in a worker thread, latest state only
     nursery.start_soon(_indicator_heartbeat, agent)
     nursery.start_soon(agent.store_watcher.run, partial(nursery.start_soon, agent.store_changed))
     nursery.start_soon(_indicator_approvals, agent)
@@ -83,13 +86,14 @@ async def _recover_pending(agent: AgentBackend) -> None:
 
 
 async def _indicator_heartbeat(agent: AgentBackend) -> None:
-    """Rewrite the route file every heartbeat, and within NAMES_POLL of a rename or a new default."""
+    """Rewrite the route file every heartbeat, and within NAMES_POLL of a rename or a new default (the
+    names file is looked at in a worker thread, at once and then every NAMES_POLL)."""
     due = trio.current_time() + agent.config.indicator_heartbeat
     while True:
-        await trio.sleep(max(0.0, min(NAMES_POLL, due - trio.current_time())))
-        if agent.indicator.names_changed() or trio.current_time() >= due:
+        if await trio.to_thread.run_sync(agent.indicator.names_changed) or trio.current_time() >= due:
             agent.refresh_indicator()
             due = trio.current_time() + agent.config.indicator_heartbeat
+        await trio.sleep(max(0.0, min(NAMES_POLL, due - trio.current_time())))
 
 
 async def _indicator_approvals(agent: AgentBackend) -> None:

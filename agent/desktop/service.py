@@ -51,7 +51,7 @@ from hermes_relay.core import confine, desktop, paths, policy, policy_log, roots
 from hermes_relay.core.confine import Confinement
 from hermes_relay.core.desktop import ToolSpec, ToolTable
 from hermes_relay.core.errors import HermesError, UsageError
-from hermes_relay.core.policy import HostPolicy
+from hermes_relay.core.policy import HostPolicy, Policies
 
 log = logging.getLogger(__name__)
 RunSync = Callable[..., Awaitable[Any]]  # trio.to_thread.run_sync's shape: (fn, *args) -> fn's result
@@ -145,7 +145,7 @@ class DesktopService:
                 self._apply(view)
             self._refresh_done = covers
 
-    def load(self) -> policy.Policies:
+    def load(self) -> Policies:
         """The blocking refresh, for callers off the event loop (and tests of the decision logic)."""
         view = self._read(self._policy_key, not self._calls_seeded)
         if view is not None:

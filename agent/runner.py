@@ -66,6 +66,7 @@ def _start_watchers(agent: AgentBackend, nursery: trio.Nursery, identity: tuple[
     nursery.start_soon(agent.indicator.run)  # writes the route files in a worker thread, latest state only
     nursery.start_soon(_indicator_heartbeat, agent)
     nursery.start_soon(agent.store_watcher.run, partial(nursery.start_soon, agent.store_changed))
+    nursery.start_soon(agent.desktop.watch)  # idle links look at the policy files only when they changed
     nursery.start_soon(_indicator_approvals, agent)
     nursery.start_soon(pairing.keep_pending, agent)
     nursery.start_soon(_clock_watch, agent)

@@ -118,7 +118,8 @@ class DesktopChannel:
         last: list[str] | None = None
         next_beat = trio.current_time()
         while True:
-            await self.service.refresh()
+            if self.service.stale():
+                await self.service.refresh()
             advertised = self.service.advertised(self.port.url)
             self._recheck()
             self.service.audit.flush()

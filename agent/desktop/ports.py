@@ -46,6 +46,10 @@ class ChannelService(Protocol):
     deadline_cap: float | None
     wall_clock: Callable[[], float]
 
+    def stale(self) -> bool:
+        """Whether the policy view may be behind the disk (a heartbeat then refreshes it)."""
+        ...
+
     async def refresh(self) -> None:
         """Bring the policy view up to the disk as it is now (blocking reads off the event loop)."""
         ...

@@ -15,7 +15,9 @@ under trio's autojump clock pass an inline runner, since the clock jumps while a
 Refreshes are serialised and coalesced: a caller waits for a run that began after it asked, so what
 it sees is the disk as it was at that moment, and N callers at once cost at most two hops. Every
 call refreshes when it arrives and again after an approval, just before its tool starts; every link
-refreshes about once a second, so an edit takes effect within 2 s without a restart. Everything else
+refreshes about once a second, so an edit takes effect within 2 s without a restart; under the
+agent's file watch (``watch``: agent/storewatch.py on the three files) an idle link refreshes only when
+a file changed, or every ``SAFETY_REFRESH`` seconds, so an idle agent makes no thread hop. Everything else
 (``policy()``, ``decide``, ``advertised``, ``confinement``) reads the last refreshed view and never
 touches the disk on the event loop; ``load()`` is the blocking refresh for callers off the loop.
 Each change to a host is audited (core/policy_log.py): ``announce()`` names our own writers just
@@ -47,6 +49,7 @@ from hermes_relay import __version__
 from hermes_relay.agent.desktop.approvals import Approvals
 from hermes_relay.agent.desktop.audit import AuditLog
 from hermes_relay.agent.desktop.ports import LinkPort
+from hermes_relay.agent.storewatch import StoreWatcher
 from hermes_relay.core import confine, desktop, paths, policy, policy_log, roots
 from hermes_relay.core.confine import Confinement
 from hermes_relay.core.desktop import ToolSpec, ToolTable
@@ -54,6 +57,7 @@ from hermes_relay.core.errors import HermesError, UsageError
 from hermes_relay.core.policy import HostPolicy, Policies
 
 log = logging.getLogger(__name__)
+SAFETY_REFRESH = 10.0  # seconds between an idle link's refreshes while the file watch covers every file
 RunSync = Callable[..., Awaitable[Any]]  # trio.to_thread.run_sync's shape: (fn, *args) -> fn's result
 _Key = tuple[Any, ...]
 
@@ -93,6 +97,10 @@ class DesktopService:
         self.run_sync: RunSync = run_sync or partial(trio.to_thread.run_sync, abandon_on_cancel=True)
         self._refresh_lock = trio.Lock()
         self._refresh_asked = self._refresh_done = 0
+        self._refreshed_at = float("-inf")  # trio time the last refresh began
+        self._dirty = True  # the file watch saw a change since that refresh began
+        self._watchers: list[StoreWatcher] = []  # watch(): empty, or not all on inotify: heartbeats refresh
+        self._watched = False
         env = getattr(config, "env", os.environ)
         self.env = env
         if tools is None:
@@ -140,10 +148,38 @@ class DesktopService:
             if self._refresh_done >= ticket:
                 return
             covers = self._refresh_asked
+            self._dirty, self._refreshed_at = False, trio.current_time()  # a change from now on marks it again
             view = await self.run_sync(self._read, self._policy_key, not self._calls_seeded)
             if view is not None:
                 self._apply(view)
             self._refresh_done = covers
+
+    def stale(self) -> bool:
+        """Whether a heartbeat should refresh: always, unless the file watch covers every file, saw no
+        change since the last refresh, and that refresh is under ``SAFETY_REFRESH`` seconds old."""
+        watched = bool(self._watchers) and all(w.backend == "inotify" for w in self._watchers)
+        if watched != self._watched:  # a watch armed (or re-armed) after its first look: look once more
+            self._watched, self._dirty = watched, True
+        return self._dirty or not watched or trio.current_time() - self._refreshed_at >= SAFETY_REFRESH
+
+    async def watch(self) -> None:
+        """Watch the policy, roots and store files (agent/storewatch.py) until cancelled: a change marks
+        the view stale for the next heartbeat. Calls refresh whatever the watch says."""
+        sessions_file = getattr(self.config, "sessions_file", None)
+        files = [self.policy_path, self.roots_path] + ([Path(sessions_file)] if sessions_file else [])
+        watchers = [StoreWatcher(path) for path in files]
+
+        def changed() -> None:
+            self._dirty = True
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for watcher in watchers:
+                    nursery.start_soon(watcher.run, changed)
+                await trio.lowlevel.checkpoint()  # each watcher has taken its first look
+                self._watchers = watchers
+        finally:
+            self._watchers = []
 
     def load(self) -> Policies:
         """The blocking refresh, for callers off the event loop (and tests of the decision logic)."""

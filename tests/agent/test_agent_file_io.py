@@ -10,10 +10,12 @@ after ``STUCK`` seconds, so the test fails instead of hanging.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -171,3 +173,26 @@ async def test_the_stopped_state_written_after_the_writer_is_gone_is_the_last(tm
     ind.write_stopped(1_800_000_100.0)
     assert json.loads(ind.json_file.read_text())["state"] == api.STOPPED
     assert ind.route_file.read_text().split()[1] == api.OFFLINE
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watch uses inotify; elsewhere heartbeats always refresh")
+async def test_under_the_file_watch_an_idle_heartbeat_looks_at_the_disk_only_after_a_change(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    policy.set_mode(service.policy_path, URL, policy.TRUSTED)  # creates the directory the three files live in
+    assert service.stale()  # no watch: every heartbeat refreshes
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.watch)
+        with trio.fail_after(STUCK):
+            while service.stale():  # until every watch is armed and a refresh has looked after that
+                await service.refresh()
+        assert service.host_policy(URL).access_mode == policy.TRUSTED
+        await trio.testing.wait_all_tasks_blocked()
+        assert not service.stale()  # idle: no refresh, no thread hop
+        policy.set_mode(service.policy_path, URL, policy.ASK)  # another client lowers it
+        with trio.fail_after(STUCK):
+            while not service.stale():
+                await trio.sleep(0.01)  # the watch's settle time (real inotify events)
+        await service.refresh()
+        assert service.host_policy(URL).access_mode == policy.ASK and not service.stale()
+        nursery.cancel_scope.cancel()
+    assert service.stale()  # the watch ended: heartbeats refresh again

@@ -16,7 +16,7 @@ Refreshes are serialised and coalesced: a caller waits for a run that began afte
 it sees is the disk as it was at that moment, and N callers at once cost at most two hops. Every
 call refreshes when it arrives and again after an approval, just before its tool starts; every link
 refreshes about once a second, so an edit takes effect within 2 s without a restart; under the
-agent's file watch (``watch``: agent/storewatch.py on the three files) an idle link refreshes only when
+agent's file watch (``watch``: agent/desktop/policyfiles.py) an idle link refreshes only when
 a file changed, or every ``SAFETY_REFRESH`` seconds, so an idle agent makes no thread hop. Everything else
 (``policy()``, ``decide``, ``advertised``, ``confinement``) reads the last refreshed view and never
 touches the disk on the event loop; ``load()`` is the blocking refresh for callers off the loop.
@@ -38,7 +38,6 @@ import platform
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,10 +45,10 @@ from typing import Any
 import trio
 
 from hermes_relay import __version__
+from hermes_relay.agent.desktop import policyfiles
 from hermes_relay.agent.desktop.approvals import Approvals
 from hermes_relay.agent.desktop.audit import AuditLog
 from hermes_relay.agent.desktop.ports import LinkPort
-from hermes_relay.agent.storewatch import StoreWatcher
 from hermes_relay.core import confine, desktop, paths, policy, policy_log, roots
 from hermes_relay.core.confine import Confinement
 from hermes_relay.core.desktop import ToolSpec, ToolTable
@@ -57,35 +56,12 @@ from hermes_relay.core.errors import HermesError, UsageError
 from hermes_relay.core.policy import HostPolicy, Policies
 
 log = logging.getLogger(__name__)
-SAFETY_REFRESH = 10.0  # seconds between an idle link's refreshes while the file watch covers every file
 RunSync = Callable[..., Awaitable[Any]]  # trio.to_thread.run_sync's shape: (fn, *args) -> fn's result
-_Key = tuple[Any, ...]
 
 
 def _arch() -> str:
     machine = platform.machine().lower()
     return {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine or "unknown")
-
-
-def _stat_key(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
-@dataclass(frozen=True)
-class _View:
-    """What one refresh read from disk (in a worker thread); applied on the event loop."""
-
-    key: _Key
-    policies: policy.Policies
-    policy_error: str | None
-    roots: dict[str, tuple[Path, ...]]
-    roots_error: str | None
-    consented: dict[str, bool]
-    records: list[dict[str, Any]] | None  # today's audit records, read once to seed the call summary
 
 
 class DesktopService:
@@ -97,10 +73,6 @@ class DesktopService:
         self.run_sync: RunSync = run_sync or partial(trio.to_thread.run_sync, abandon_on_cancel=True)
         self._refresh_lock = trio.Lock()
         self._refresh_asked = self._refresh_done = 0
-        self._refreshed_at = float("-inf")  # trio time the last refresh began
-        self._dirty = True  # the file watch saw a change since that refresh began
-        self._watchers: list[StoreWatcher] = []  # watch(): empty, or not all on inotify: heartbeats refresh
-        self._watched = False
         env = getattr(config, "env", os.environ)
         self.env = env
         if tools is None:
@@ -113,6 +85,10 @@ class DesktopService:
         self.home = paths.hermes_home(env)
         self.cwd = paths.home_dir(env)
         self.policy_path = policy.policy_file(env)
+        self.roots_path = roots.roots_file(env)
+        sessions_file = getattr(config, "sessions_file", None)
+        self.files = policyfiles.Files(self.policy_path, self.roots_path, Path(sessions_file) if sessions_file else None)
+        self._watch = policyfiles.FileWatch(self.files)
         self.wall_clock: Callable[[], float] = getattr(config, "wall_clock", None) or __import__("time").time
         self.audit = AuditLog(desktop.audit_file(env), wall_clock=self.wall_clock)
         self.started_at = self.wall_clock()
@@ -122,7 +98,6 @@ class DesktopService:
         self._policy_key: Any = object()
         self._policy_error: str | None = None
         self._consented: dict[str, bool] = {}
-        self.roots_path = roots.roots_file(env)
         self._roots: dict[str, tuple[Path, ...]] = {}
         self._fixed: tuple[tuple[Path, ...], tuple[Path, ...], tuple[Path, ...]] | None = None
         self._guarded: tuple[Path, ...] = ()
@@ -148,38 +123,20 @@ class DesktopService:
             if self._refresh_done >= ticket:
                 return
             covers = self._refresh_asked
-            self._dirty, self._refreshed_at = False, trio.current_time()  # a change from now on marks it again
+            self._watch.refreshing()
             view = await self.run_sync(self._read, self._policy_key, not self._calls_seeded)
             if view is not None:
                 self._apply(view)
             self._refresh_done = covers
 
     def stale(self) -> bool:
-        """Whether a heartbeat should refresh: always, unless the file watch covers every file, saw no
-        change since the last refresh, and that refresh is under ``SAFETY_REFRESH`` seconds old."""
-        watched = bool(self._watchers) and all(w.backend == "inotify" for w in self._watchers)
-        if watched != self._watched:  # a watch armed (or re-armed) after its first look: look once more
-            self._watched, self._dirty = watched, True
-        return self._dirty or not watched or trio.current_time() - self._refreshed_at >= SAFETY_REFRESH
+        """Whether a heartbeat should refresh (policyfiles.FileWatch: under the file watch, only after a change)."""
+        return self._watch.stale()
 
     async def watch(self) -> None:
-        """Watch the policy, roots and store files (agent/storewatch.py) until cancelled: a change marks
-        the view stale for the next heartbeat. Calls refresh whatever the watch says."""
-        sessions_file = getattr(self.config, "sessions_file", None)
-        files = [self.policy_path, self.roots_path] + ([Path(sessions_file)] if sessions_file else [])
-        watchers = [StoreWatcher(path) for path in files]
-
-        def changed() -> None:
-            self._dirty = True
-
-        try:
-            async with trio.open_nursery() as nursery:
-                for watcher in watchers:
-                    nursery.start_soon(watcher.run, changed)
-                await trio.lowlevel.checkpoint()  # each watcher has taken its first look
-                self._watchers = watchers
-        finally:
-            self._watchers = []
+        """Watch the policy, roots and store files until cancelled (the runner starts it); calls refresh
+        whatever the watch says."""
+        await self._watch.run()
 
     def load(self) -> Policies:
         """The blocking refresh, for callers off the event loop (and tests of the decision logic)."""
@@ -188,31 +145,12 @@ class DesktopService:
             self._apply(view)
         return self._policies
 
-    def _read(self, known: Any, seed: bool) -> _View | None:
-        """Blocking (a worker thread): the files' keys, and a fresh view when they differ from ``known``.
-        Reads only; the service's state is changed on the loop (``_apply``)."""
-        sessions_file = getattr(self.config, "sessions_file", None)
-        key = (_stat_key(self.policy_path), _stat_key(sessions_file) if sessions_file else None,
-               _stat_key(self.roots_path))
-        records = self._today() if seed else None
-        if key == known and records is None:
-            return None
-        roots_map, roots_error = self._read_roots()
-        try:
-            policies, policy_error = policy.load(self.policy_path), None
-        except HermesError as exc:
-            policies, policy_error = policy.Policies(), exc.message
-        # While the policy file is unreadable every host is restricted: an old consent flag must not lift that.
-        consented = {} if policy_error else self._legacy_consent(sessions_file)
-        return _View(key, policies, policy_error, roots_map, roots_error, consented, records)
+    def _read(self, known: Any, seed: bool) -> policyfiles.View | None:
+        """Blocking (a worker thread): a fresh view when the files changed since ``known`` (policyfiles.read),
+        with today's audit records when ``seed``. Reads only; the state is changed on the loop (``_apply``)."""
+        return policyfiles.read(self.files, known, self._today() if seed else None)
 
-    def _read_roots(self) -> tuple[dict[str, tuple[Path, ...]], str | None]:
-        try:
-            return roots.load(self.roots_path), None
-        except HermesError as exc:
-            return {}, exc.message
-
-    def _apply(self, view: _View) -> None:
+    def _apply(self, view: policyfiles.View) -> None:
         if view.records is not None and not self._calls_seeded:
             self._seed(view.records)
         if view.key == self._policy_key:
@@ -285,18 +223,6 @@ class DesktopService:
                            confine.persistence_paths(self.env))
             self._guarded = roots.guard_forms(self._fixed[0])
         return self._fixed
-
-    def _legacy_consent(self, sessions_file: Path | None) -> dict[str, bool]:
-        if sessions_file is None:
-            return {}
-        from hermes_relay.core.store import SessionStore
-
-        try:
-            sessions = SessionStore(sessions_file).sessions()
-        except HermesError:
-            return {}
-        return {policy.canonical_url(url) or url: rec.get("tools_consented") is True
-                for url, rec in sessions.items() if isinstance(rec, dict)}
 
     def consented(self, url: str) -> bool:
         """The legacy per-URL consent other clients stored (``tools_consented``): restricted => trusted."""

@@ -239,12 +239,12 @@ class DesktopChannel:
         limit = desktop.call_limit(service.table.deadline(command.tool), cap=service.deadline_cap,
                                    budget=command.budget)
         deadline = started + limit
-        with trio.move_on_at(deadline):
+        with trio.move_on_at(deadline) as reading:
             await service.refresh()  # the policy as it is on disk now
-        if trio.current_time() >= deadline:
-            return False, None, desktop.ABORTED, "expired"
-        if not service.advertised(url):
+        if not service.advertised(url):  # (a refusal; on a view the deadline cut short, one that ran nothing)
             return False, None, NOT_SERVED, "not_served"
+        if reading.cancelled_caught:
+            return False, None, desktop.ABORTED, "expired"
         if spec is None:
             return False, None, f"unknown tool: {_shown_name(command.tool)}", "unknown_tool"
         decision = service.decide(url, spec.name)

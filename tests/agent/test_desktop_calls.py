@@ -196,6 +196,28 @@ def test_budget_ms_only_ever_shortens_the_deadline() -> None:
     assert command.budget == 2.5 and command.args == {}
 
 
+async def test_a_policy_read_that_outlasts_the_deadline_runs_nothing_and_answers_in_time(
+        tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    h = Harness(tmp_path, policy.TRUSTED)
+    async with trio.open_nursery() as nursery:
+        await serve(h, nursery)
+        await h.port.next("desktop.status")
+
+        async def hung(fn: Any, *args: Any) -> Any:  # a disk that never answers the policy read
+            await trio.sleep_forever()
+
+        h.service.run_sync = hung
+        t0 = trio.current_time()
+        await h.command("stuck", "desktop_terminal", {"command": "touch x"}, budget_ms=2000)
+        answer = await h.response()
+        assert trio.current_time() - t0 == pytest.approx(desktop.call_limit(desktop.DEFAULT_DEADLINE, budget=2.0))
+        assert answer["ok"] is False and answer["error"] == desktop.ABORTED
+        assert h.probe.ran == []
+        record = [r for r in h.records("tool.completed") if r["request_id"] == "stuck"][0]
+        assert record["authorised"] == "expired"
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("budget_ms", [3000, 1000])
 async def test_a_short_budget_gives_a_real_approval_window_that_closes_before_the_caller_gives_up(
         tmp_path: Path, autojump_clock: trio.abc.Clock, budget_ms: int) -> None:

@@ -237,7 +237,7 @@ class AgentBackend:
 
     def refresh_indicator(self) -> dict[str, Any]:
         summary = summarize(self.states(), waiting=len(self.approvals.pending), names=self.indicator.names())
-        return self.indicator.write(summary, self.config.wall_clock())
+        return self.indicator.publish(summary, self.config.wall_clock())  # written by the runner's writer task
 
     def network_changed(self, reason: str) -> None:
         log.info("network_changed reason=%s", reason)

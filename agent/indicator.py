@@ -15,15 +15,24 @@ others by name (``hermes-relay rename``, else their host): ``LAN | office: Tails
 waiting for approval are counted at the end: ``LAN !1``. ``route.json`` holds the same state, plus
 ``approvals_waiting`` and each relay's part, for other programs. Both are written atomically on every
 change (approvals requested and resolved included) and at least every ``heartbeat`` seconds.
+
+The agent never writes them on its event loop: ``publish`` updates ``current`` at once and hands the
+files to ``run``, one writer task that writes them in a worker thread, one state after another and
+always the latest (states published while a write runs are coalesced into the newest: an earlier
+state never lands after a later one). ``write`` is the blocking form (tests; the stop, after the
+writer is gone). The names file is read by ``names_changed`` (blocking: the runner calls it in a thread).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import trio
 
 from hermes_relay.core import api, fileio, hosts
 
@@ -115,42 +124,69 @@ class Indicator:
         self.current: dict[str, Any] = offline("starting")
         self._names = hosts.Control()
         self._names_signature: tuple[int, int, int] | None = None
+        self._unwritten: dict[str, Any] | None = None  # the latest published state the writer has not taken
+        self._wake = trio.Event()
 
     def names(self) -> hosts.Control:
-        """The relays' names and the default (core/hosts.py), re-read only when the file changed."""
-        self.names_changed()
+        """The relays' names and the default (core/hosts.py) as last read (no I/O: see ``names_changed``)."""
         return self._names
 
     def names_changed(self) -> bool:
-        """Whether the names file changed since it was last read (one stat); reads it when it did."""
+        """Whether the names file changed since it was last read (one stat); reads it when it did.
+        Blocking: the agent calls it in a worker thread (the loop only reads ``names()``'s reference)."""
         if self.names_file is None:
             return False
         signature = hosts.signature(self.names_file)
         if signature == self._names_signature:
             return False
-        self._names_signature = signature
         self._names = hosts.load_quietly(self.names_file)
+        self._names_signature = signature
         return True
+
+    def _render(self, summary: dict[str, Any], now: float, valid_for: float | None, pid: int | None) -> dict[str, Any]:
+        valid_until = int(now + (VALIDITY_HEARTBEATS * self.heartbeat if valid_for is None else valid_for))
+        self.current = {**summary, "updated_at": now, "valid_until": valid_until,
+                        "pid": os.getpid() if pid is None else pid}
+        return self.current
+
+    def publish(self, summary: dict[str, Any], now: float) -> dict[str, Any]:
+        """``summary`` is the current state now; the writer task (``run``) writes it to the files."""
+        self._unwritten = self._render(summary, now, None, None)
+        self._wake.set()
+        return self.current
+
+    async def run(self, run_sync: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync) -> None:
+        """The writer: each published state in turn, the latest only, in a worker thread (``run_sync``).
+        Never abandons a write on cancel: once this task is gone no write of its can still land."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            current, self._unwritten = self._unwritten, None
+            if current is not None:
+                await run_sync(self._write_files, current, False)
 
     def write(self, summary: dict[str, Any], now: float, *, valid_for: float | None = None,
               durable: bool = False, pid: int | None = None) -> dict[str, Any]:
-        """Publish ``summary``, fresh for ``valid_for`` seconds (default: a few heartbeats).
+        """Publish ``summary``, fresh for ``valid_for`` seconds (default: a few heartbeats), blocking.
 
         Not fsynced by default: rewritten on every change and heartbeat, it only describes the present.
         """
-        valid_until = int(now + (VALIDITY_HEARTBEATS * self.heartbeat if valid_for is None else valid_for))
-        pid = os.getpid() if pid is None else pid
-        self.current = {**summary, "updated_at": now, "valid_until": valid_until, "pid": pid}
+        current = self._render(summary, now, valid_for, pid)
+        self._unwritten = None  # this write is newer than anything the writer still holds
+        self._write_files(current, durable)
+        return current
+
+    def _write_files(self, current: dict[str, Any], durable: bool) -> None:
         try:
-            fileio.atomic_write(self.route_file, route_lines(self.current, pid), durable=durable)
-            fileio.atomic_write(self.json_file, fileio.dump_json(self.current), durable=durable)
+            fileio.atomic_write(self.route_file, route_lines(current, current["pid"]), durable=durable)
+            fileio.atomic_write(self.json_file, fileio.dump_json(current), durable=durable)
         except OSError as exc:  # a full disk must not take the agent down; the prompt goes stale
             log.warning("indicator_write_failed error=%s", exc)
-        return self.current
 
     def write_stopped(self, now: float, state: str = api.STOPPED) -> None:
         """On a clean stop: offline (``down`` when every relay is down), valid for a long time (it is the
-        truth until the next start). The pid is 0: no process to check, so ``[down]`` is not shown stale."""
+        truth until the next start). The pid is 0: no process to check, so ``[down]`` is not shown stale.
+        Blocking; call it after the writer task (``run``) has ended."""
         summary = offline(state)
         summary["state"] = api.STOPPED
         self.write(summary, now, valid_for=STOPPED_VALIDITY, durable=True, pid=0)

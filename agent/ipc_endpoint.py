@@ -135,7 +135,7 @@ async def open_ipc_listener(path: str, mode: str, *, nonce_timeout: float = NONC
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=LISTEN_BACKLOG)
         listener = listeners[0]
         nonce = endpoint.new_nonce()
-        endpoint.write(Path(path), listener.socket.getsockname()[1], nonce, os.getpid())
+        await trio.to_thread.run_sync(endpoint.write, Path(path), listener.socket.getsockname()[1], nonce, os.getpid())
         return IpcListener(listener, path, nonce, nonce_timeout=nonce_timeout)
     sock = bind_unix_socket(path)
     return IpcListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), path, None)

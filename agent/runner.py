@@ -22,13 +22,14 @@ import trio
 from hermes_relay.agent import handlers, ipc_endpoint, pairing
 from hermes_relay.agent.backend import AgentBackend
 from hermes_relay.agent.ipc_server import serve_ipc
+from hermes_relay.agent.storewatch import StoreWatcher
 from hermes_relay.core import api, instance, knobs, paths
 from hermes_relay.core.errors import StateError
 from hermes_relay.core.store import SessionStore
 
 log = logging.getLogger(__name__)
 RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
-NAMES_POLL = 2.0  # seconds: how soon the prompt shows a relay's new name or the new default
+NAMES_POLL = 1.0  # seconds between looks at the names file where inotify is not available (2 s promise)
 
 
 async def run(agent: AgentBackend, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -56,13 +57,17 @@ async def run(agent: AgentBackend, *, task_status: trio.TaskStatus[None] = trio.
         finally:
             if _identity(config.socket_path) == identity:
                 ipc_endpoint.remove_socket(config.socket_path)
-            agent.indicator.write_stopped(config.wall_clock(), api.DOWN if agent.down and not agent.links else api.STOPPED)
+            stopped = api.DOWN if agent.down and not agent.links else api.STOPPED
+            with trio.CancelScope(shield=True):  # the writer task is gone: this is the last write
+                await trio.to_thread.run_sync(agent.indicator.write_stopped, config.wall_clock(), stopped)
             log.info("agent_stopped")
 
 
 def _start_watchers(agent: AgentBackend, nursery: trio.Nursery, identity: tuple[int, int] | None) -> None:
+    nursery.start_soon(agent.indicator.run)  # writes the route files in a worker thread, latest state only
     nursery.start_soon(_indicator_heartbeat, agent)
     nursery.start_soon(agent.store_watcher.run, partial(nursery.start_soon, agent.store_changed))
+    nursery.start_soon(agent.desktop.watch)  # idle links look at the policy files only when they changed
     nursery.start_soon(_indicator_approvals, agent)
     nursery.start_soon(pairing.keep_pending, agent)
     nursery.start_soon(_clock_watch, agent)
@@ -83,13 +88,24 @@ async def _recover_pending(agent: AgentBackend) -> None:
 
 
 async def _indicator_heartbeat(agent: AgentBackend) -> None:
-    """Rewrite the route file every heartbeat, and within NAMES_POLL of a rename or a new default."""
-    due = trio.current_time() + agent.config.indicator_heartbeat
-    while True:
-        await trio.sleep(max(0.0, min(NAMES_POLL, due - trio.current_time())))
-        if agent.indicator.names_changed() or trio.current_time() >= due:
-            agent.refresh_indicator()
-            due = trio.current_time() + agent.config.indicator_heartbeat
+    """Rewrite the route file every heartbeat, and within NAMES_POLL of a rename or a new default: the
+    names file is watched (agent/storewatch.py) and read in a worker thread only when it changed."""
+    names_file = agent.indicator.names_file
+    renamed = [trio.Event()]
+    async with trio.open_nursery() as nursery:
+        if names_file is not None:
+            watcher = StoreWatcher(names_file, poll_interval=NAMES_POLL)
+            nursery.start_soon(watcher.run, lambda: renamed[0].set())
+        look, due = True, trio.current_time() + agent.config.indicator_heartbeat
+        while True:
+            if (look and await trio.to_thread.run_sync(agent.indicator.names_changed)) or trio.current_time() >= due:
+                agent.refresh_indicator()
+                due = trio.current_time() + agent.config.indicator_heartbeat
+            with trio.move_on_at(due):
+                await renamed[0].wait()
+            look = renamed[0].is_set()
+            if look:
+                renamed[0] = trio.Event()
 
 
 async def _indicator_approvals(agent: AgentBackend) -> None:

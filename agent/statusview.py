@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 
 class DesktopStatus(Protocol):
+    async def refresh(self) -> None: ...
+
     def status_for(self, url: str) -> Any: ...
 
 
@@ -68,6 +70,7 @@ async def status(host: StatusHost, reveal: bool) -> StatusReply:
         records, problems = parsed.records, parsed.problems()
     except StateError as exc:
         records, store_error = {}, exc.to_wire()
+    await host.desktop.refresh()  # the policy as it is on disk now (read in a worker thread)
     relays = [_live(host, state, records.get(state["url"]), reveal) for state in host.states()]
     paused = await host.paused_states()
     relays.extend(state for state, _ in paused)

@@ -43,6 +43,13 @@ class FakeWallClock:
         self.now += seconds
 
 
+async def run_inline(fn: Any, *args: Any) -> Any:
+    """A ``run_sync`` seam (trio.to_thread.run_sync's shape) that runs ``fn`` on the loop: for tests under
+    trio's autojump clock, which jumps ahead while a worker thread runs (trio sees the run idle)."""
+    await trio.lowlevel.checkpoint()
+    return fn(*args)
+
+
 def client_ssl_context() -> ssl.SSLContext:
     """A client context that accepts any certificate: tests check the pin themselves."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)

@@ -9,8 +9,9 @@ Per link, in one nursery:
   forgets this computer as a target;
 - every ``desktop.command`` runs as its own task under its deadline: the tool's default, shortened
   by the caller's ``budget_ms`` (core/desktop.call_limit). An approval expires before it with a
-  margin that scales with it. The policy is decided when the call arrives, again after the approval
-  and just before the tool starts, and every second while the call lives: a call whose host was
+  margin that scales with it. The policy is read from disk (``refresh``: a worker thread) and decided
+  when the call arrives, again after an approval just before the tool starts, and every second while
+  the call lives: a call whose host was
   lowered below what authorised it is withdrawn (its approval) or cancelled (its tool) at once;
 - the audit: a ``tool.started`` record is written before the tool runs, or it does not run; every
   outcome is recorded, with how it was authorised, coalesced per (host, tool, outcome).
@@ -117,6 +118,8 @@ class DesktopChannel:
         last: list[str] | None = None
         next_beat = trio.current_time()
         while True:
+            if self.service.stale():
+                await self.service.refresh()
             advertised = self.service.advertised(self.port.url)
             self._recheck()
             self.service.audit.flush()
@@ -233,8 +236,15 @@ class DesktopChannel:
                    started: float) -> tuple[bool, Any, str | None, str]:
         """(ok, result, error, how it was authorised) of one call."""
         service, url = self.service, self.port.url
-        if not service.advertised(url):
+        limit = desktop.call_limit(service.table.deadline(command.tool), cap=service.deadline_cap,
+                                   budget=command.budget)
+        deadline = started + limit
+        with trio.move_on_at(deadline) as reading:
+            await service.refresh()  # the policy as it is on disk now
+        if not service.advertised(url):  # (a refusal; on a view the deadline cut short, one that ran nothing)
             return False, None, NOT_SERVED, "not_served"
+        if reading.cancelled_caught:
+            return False, None, desktop.ABORTED, "expired"
         if spec is None:
             return False, None, f"unknown tool: {_shown_name(command.tool)}", "unknown_tool"
         decision = service.decide(url, spec.name)
@@ -246,8 +256,6 @@ class DesktopChannel:
         if risky:  # never run, never asked about (the tools refuse it too: core/envguard)
             return False, None, (f'refusing the environment override in "env": {desktop.dangerous_env(risky[0])}; '
                                  "set it inside the command instead, where the approval shows it"), "refused_env"
-        limit = desktop.call_limit(spec.deadline, cap=service.deadline_cap, budget=command.budget)
-        deadline = started + limit
         live = _Live(spec.name, decision, trio.CancelScope(deadline=deadline))
         self._live[command.request_id] = live
         how = "policy"
@@ -266,6 +274,7 @@ class DesktopChannel:
                     if not answer.approved:
                         return False, None, answer.reason, answer.how or "denied"
                     how = answer.how or "user"
+                    await service.refresh()  # the user took time: the policy as it is on disk now
                 await trio.lowlevel.checkpoint()  # a deadline or a withdrawal that came meanwhile cancels here
                 if self._lowered(live):  # decided again, just before the tool starts
                     return False, None, WITHDRAWN.format(what="waited for approval"), "withdrawn"

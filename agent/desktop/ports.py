@@ -46,6 +46,14 @@ class ChannelService(Protocol):
     deadline_cap: float | None
     wall_clock: Callable[[], float]
 
+    def stale(self) -> bool:
+        """Whether the policy view may be behind the disk (a heartbeat then refreshes it)."""
+        ...
+
+    async def refresh(self) -> None:
+        """Bring the policy view up to the disk as it is now (blocking reads off the event loop)."""
+        ...
+
     def decide(self, url: str, tool: str) -> str: ...
 
     def advertised(self, url: str) -> list[str]: ...

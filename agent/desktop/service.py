@@ -9,10 +9,19 @@ fails anyway, the link reconnects (``LinkPort.reconnect``): a relay must never r
 connection whose desktop service is gone.
 
 The policy file is the source of truth and may be edited by anyone (our CLI, another Hermes
-client, a text editor): ``policy()`` re-reads it (and the roots file, core/roots.py) whenever its
-stat changes, and every link polls that about once a second, so an edit takes effect within 2 s
-without a restart. Each change to a host is audited (core/policy_log.py): ``announce()`` names our
-own writers just before they write; any other change is "changed outside hermes-relay access".
+client, a text editor): ``refresh()`` stats it (and the roots file, core/roots.py, and the store's
+legacy consent) and re-reads what changed, in ONE worker-thread hop (``run_sync``, the seam: tests
+under trio's autojump clock pass an inline runner, since the clock jumps while a thread runs).
+Refreshes are serialised and coalesced: a caller waits for a run that began after it asked, so what
+it sees is the disk as it was at that moment, and N callers at once cost at most two hops. Every
+call refreshes when it arrives and again after an approval, just before its tool starts; every link
+refreshes about once a second, so an edit takes effect within 2 s without a restart; under the
+agent's file watch (``watch``: agent/desktop/policyfiles.py) an idle link refreshes only when
+a file changed, or every ``SAFETY_REFRESH`` seconds, so an idle agent makes no thread hop. Everything else
+(``policy()``, ``decide``, ``advertised``, ``confinement``) reads the last refreshed view and never
+touches the disk on the event loop; ``load()`` is the blocking refresh for callers off the loop.
+Each change to a host is audited (core/policy_log.py): ``announce()`` names our own writers just
+before they write; any other change is "changed outside hermes-relay access".
 
 ``confinement(url)`` composes what one call of that host may touch (core/confine.py): unconfined
 only under full access; otherwise the host's roots (the agent's own state carved out of them), the
@@ -28,13 +37,15 @@ import os
 import platform
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from hermes_relay import __version__
+from hermes_relay.agent.desktop import policyfiles
 from hermes_relay.agent.desktop.approvals import Approvals
 from hermes_relay.agent.desktop.audit import AuditLog
 from hermes_relay.agent.desktop.ports import LinkPort
@@ -42,10 +53,10 @@ from hermes_relay.core import confine, desktop, paths, policy, policy_log, roots
 from hermes_relay.core.confine import Confinement
 from hermes_relay.core.desktop import ToolSpec, ToolTable
 from hermes_relay.core.errors import HermesError, UsageError
-from hermes_relay.core.policy import HostPolicy
+from hermes_relay.core.policy import HostPolicy, Policies
 
 log = logging.getLogger(__name__)
-
+RunSync = Callable[..., Awaitable[Any]]  # trio.to_thread.run_sync's shape: (fn, *args) -> fn's result
 
 
 def _arch() -> str:
@@ -53,18 +64,15 @@ def _arch() -> str:
     return {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine or "unknown")
 
 
-def _stat_key(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
 class DesktopService:
     def __init__(self, config: Any, *, tools: list[ToolSpec] | None = None,
-                 device: Callable[[], dict[str, Any]] | None = None):
+                 device: Callable[[], dict[str, Any]] | None = None, run_sync: RunSync | None = None):
         self.config = config
+        # Blocking reads (policy, roots, store, audit) go through this; abandoned on cancel: a view read
+        # by a run nobody waits for any more is dropped, never applied.
+        self.run_sync: RunSync = run_sync or partial(trio.to_thread.run_sync, abandon_on_cancel=True)
+        self._refresh_lock = trio.Lock()
+        self._refresh_asked = self._refresh_done = 0
         env = getattr(config, "env", os.environ)
         self.env = env
         if tools is None:
@@ -77,6 +85,10 @@ class DesktopService:
         self.home = paths.hermes_home(env)
         self.cwd = paths.home_dir(env)
         self.policy_path = policy.policy_file(env)
+        self.roots_path = roots.roots_file(env)
+        sessions_file = getattr(config, "sessions_file", None)
+        self.files = policyfiles.Files(self.policy_path, self.roots_path, Path(sessions_file) if sessions_file else None)
+        self._watch = policyfiles.FileWatch(self.files)
         self.wall_clock: Callable[[], float] = getattr(config, "wall_clock", None) or __import__("time").time
         self.audit = AuditLog(desktop.audit_file(env), wall_clock=self.wall_clock)
         self.started_at = self.wall_clock()
@@ -86,7 +98,6 @@ class DesktopService:
         self._policy_key: Any = object()
         self._policy_error: str | None = None
         self._consented: dict[str, bool] = {}
-        self.roots_path = roots.roots_file(env)
         self._roots: dict[str, tuple[Path, ...]] = {}
         self._fixed: tuple[tuple[Path, ...], tuple[Path, ...], tuple[Path, ...]] | None = None
         self._guarded: tuple[Path, ...] = ()
@@ -100,38 +111,65 @@ class DesktopService:
 
     # -- policy ----------------------------------------------------------------------------------
     def policy(self) -> policy.Policies:
-        """The current policies, re-read when the file (or the session store) changed."""
-        sessions_file = getattr(self.config, "sessions_file", None)
-        key = (_stat_key(self.policy_path), _stat_key(sessions_file) if sessions_file else None,
-               _stat_key(self.roots_path))
-        if key == self._policy_key:
-            return self._policies
-        self._policy_key = key
-        self._load_roots()
-        try:
-            self._policies = policy.load(self.policy_path)
-            self._policy_error = None
-        except HermesError as exc:
-            self._policies = policy.Policies()
-            if self._policy_error != exc.message:
-                log.error("desktop_policy_unreadable error=%s (every host restricted until fixed)", exc.message)
-            self._policy_error = exc.message
-            self.last_error = {"message": exc.message, "tool": None, "ts": int(self.wall_clock() * 1000)}
-        # While the policy file is unreadable every host is restricted: an old consent flag must not lift that.
-        self._consented = {} if self._policy_error else self._legacy_consent(sessions_file)
-        self._audit_changes()
+        """The policies as the last refresh read them (no I/O)."""
         return self._policies
 
-    def _load_roots(self) -> None:
-        try:
-            self._roots = roots.load(self.roots_path)
-            self._roots_error = None
-        except HermesError as exc:
-            self._roots = {}
-            if self._roots_error != exc.message:
-                log.error("desktop_roots_unreadable error=%s (file tools reach nothing until fixed)", exc.message)
-            self._roots_error = exc.message
-            self.last_error = {"message": exc.message, "tool": None, "ts": int(self.wall_clock() * 1000)}
+    async def refresh(self) -> None:
+        """Bring the view up to the disk as it is now: stat (and re-read what changed) in one hop of
+        ``run_sync``. Serialised; a caller is covered by a run that began after it asked."""
+        self._refresh_asked += 1
+        ticket = self._refresh_asked
+        async with self._refresh_lock:
+            if self._refresh_done >= ticket:
+                return
+            covers = self._refresh_asked
+            self._watch.refreshing()
+            view = await self.run_sync(self._read, self._policy_key, not self._calls_seeded)
+            if view is not None:
+                self._apply(view)
+            self._refresh_done = covers
+
+    def stale(self) -> bool:
+        """Whether a heartbeat should refresh (policyfiles.FileWatch: under the file watch, only after a change)."""
+        return self._watch.stale()
+
+    async def watch(self) -> None:
+        """Watch the policy, roots and store files until cancelled (the runner starts it); calls refresh
+        whatever the watch says."""
+        await self._watch.run()
+
+    def load(self) -> Policies:
+        """The blocking refresh, for callers off the event loop (and tests of the decision logic)."""
+        view = self._read(self._policy_key, not self._calls_seeded)
+        if view is not None:
+            self._apply(view)
+        return self._policies
+
+    def _read(self, known: Any, seed: bool) -> policyfiles.View | None:
+        """Blocking (a worker thread): a fresh view when the files changed since ``known`` (policyfiles.read),
+        with today's audit records when ``seed``. Reads only; the state is changed on the loop (``_apply``)."""
+        return policyfiles.read(self.files, known, self._today() if seed else None)
+
+    def _apply(self, view: policyfiles.View) -> None:
+        if view.records is not None and not self._calls_seeded:
+            self._seed(view.records)
+        if view.key == self._policy_key:
+            return
+        self._policy_key = view.key
+        self._roots = view.roots
+        if view.roots_error is not None:
+            if self._roots_error != view.roots_error:
+                log.error("desktop_roots_unreadable error=%s (file tools reach nothing until fixed)", view.roots_error)
+            self.last_error = {"message": view.roots_error, "tool": None, "ts": int(self.wall_clock() * 1000)}
+        self._roots_error = view.roots_error
+        self._policies = view.policies
+        if view.policy_error is not None:
+            if self._policy_error != view.policy_error:
+                log.error("desktop_policy_unreadable error=%s (every host restricted until fixed)", view.policy_error)
+            self.last_error = {"message": view.policy_error, "tool": None, "ts": int(self.wall_clock() * 1000)}
+        self._policy_error = view.policy_error
+        self._consented = view.consented
+        self._audit_changes()
 
     def announce(self, url: str, by: str) -> str:
         """Our own writer ``by`` is about to change ``url``'s policy or roots: the audit names it."""
@@ -158,7 +196,6 @@ class DesktopService:
 
     def roots_for(self, url: str) -> roots.HostRoots:
         """The host's roots as configured (an unreadable roots file: none)."""
-        self.policy()
         if self._roots_error:
             return roots.HostRoots((), False)
         return roots.for_url(self._roots, url, self.env)
@@ -187,18 +224,6 @@ class DesktopService:
             self._guarded = roots.guard_forms(self._fixed[0])
         return self._fixed
 
-    def _legacy_consent(self, sessions_file: Path | None) -> dict[str, bool]:
-        if sessions_file is None:
-            return {}
-        from hermes_relay.core.store import SessionStore
-
-        try:
-            sessions = SessionStore(sessions_file).sessions()
-        except HermesError:
-            return {}
-        return {policy.canonical_url(url) or url: rec.get("tools_consented") is True
-                for url, rec in sessions.items() if isinstance(rec, dict)}
-
     def consented(self, url: str) -> bool:
         """The legacy per-URL consent other clients stored (``tools_consented``): restricted => trusted."""
         return self._consented.get(policy.canonical_url(url) or url, False)
@@ -212,7 +237,6 @@ class DesktopService:
     def advertised(self, url: str) -> list[str]:
         """The tools this relay may call: recomputed only when the policy or the store changed (the
         heartbeat asks every second, so an edit is seen within 2 s without re-deciding every tool)."""
-        self.policy()
         key = (self._policy_key, id(self.table))
         cached = self._advertised.get(url)
         if cached is not None and cached[0] == key:
@@ -273,25 +297,32 @@ class DesktopService:
             self.last_error = {"message": record.get("error"), "tool": record["tool"], "ts": record["ts"]}
 
     def _summary(self, url: str) -> dict[str, Any]:
-        """Today's call count and the last call for ``url``; the audit log is read once, on first use,
-        for every relay at once, so a restarted agent still knows them."""
+        """Today's call count and the last call for ``url`` (seeded by the first refresh, which reads the
+        audit log once for every relay, so a restarted agent still knows them)."""
+        if not self._calls_seeded:  # only a caller that never refreshed (the channel always has): read it here
+            self._seed(self._today())
         today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
-        if not self._calls_seeded:
-            self._calls_seeded = True
-            try:  # today's records only: the live file and segments written since yesterday
-                records = self.audit.read(since=self.wall_clock() - 86_400)
-            except HermesError as exc:
-                log.error("desktop_audit_unreadable error=%s", exc.message)
-                records = []
-            for record in records:
-                ts, host = record.get("ts"), record.get("host_url")
-                if record.get("kind") != "tool.completed" or not isinstance(host, str) or not isinstance(ts, (int, float)):
-                    continue
-                entry = self._calls.setdefault(host, {"day": today, "count": 0, "last": None})
-                entry["last"] = {"tool": record.get("tool"), "ok": record.get("ok") is True, "ts": ts / 1000}
-                if datetime.date.fromtimestamp(ts / 1000).isoformat() == today:
-                    entry["count"] += 1
         return self._calls.setdefault(url, {"day": today, "count": 0, "last": None})
+
+    def _today(self) -> list[dict[str, Any]]:
+        """Blocking: today's audit records (the live file and segments written since yesterday)."""
+        try:
+            return self.audit.read(since=self.wall_clock() - 86_400)
+        except HermesError as exc:
+            log.error("desktop_audit_unreadable error=%s", exc.message)
+            return []
+
+    def _seed(self, records: list[dict[str, Any]]) -> None:
+        self._calls_seeded = True
+        today = datetime.date.fromtimestamp(self.wall_clock()).isoformat()
+        for record in records:
+            ts, host = record.get("ts"), record.get("host_url")
+            if record.get("kind") != "tool.completed" or not isinstance(host, str) or not isinstance(ts, (int, float)):
+                continue
+            entry = self._calls.setdefault(host, {"day": today, "count": 0, "last": None})
+            entry["last"] = {"tool": record.get("tool"), "ok": record.get("ok") is True, "ts": ts / 1000}
+            if datetime.date.fromtimestamp(ts / 1000).isoformat() == today:
+                entry["count"] += 1
 
     def record_link(self, url: str, state: str, **fields: Any) -> None:
         self.audit.write_outcome({"ts": int(self.wall_clock() * 1000), "kind": "connection.state", "tool": state,

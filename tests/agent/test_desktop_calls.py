@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import run_inline
 
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop import approvals as approvals_mod
@@ -99,7 +100,8 @@ class Harness:
         self.config = AgentConfig.from_env(self.env)
         self.probe = Probe(tmp_path)
         self.service = DesktopService(self.config, tools=tools(self.probe),
-                                      device=lambda: {"device_id": "dev-1", "device_name": "laptop"})
+                                      device=lambda: {"device_id": "dev-1", "device_name": "laptop"},
+                                      run_sync=run_inline)  # autojump: no worker threads (tests/helpers.py)
         if mode is not None:
             self.set_mode(mode)
         self.port = WirePort()
@@ -192,6 +194,28 @@ def test_budget_ms_only_ever_shortens_the_deadline() -> None:
     assert desktop.approval_margin(15.0) == 1.5
     command = desktop.parse_command({"request_id": "r", "tool": "t", "args": {}, "budget_ms": 2500})
     assert command.budget == 2.5 and command.args == {}
+
+
+async def test_a_policy_read_that_outlasts_the_deadline_runs_nothing_and_answers_in_time(
+        tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    h = Harness(tmp_path, policy.TRUSTED)
+    async with trio.open_nursery() as nursery:
+        await serve(h, nursery)
+        await h.port.next("desktop.status")
+
+        async def hung(fn: Any, *args: Any) -> Any:  # a disk that never answers the policy read
+            await trio.sleep_forever()
+
+        h.service.run_sync = hung
+        t0 = trio.current_time()
+        await h.command("stuck", "desktop_terminal", {"command": "touch x"}, budget_ms=2000)
+        answer = await h.response()
+        assert trio.current_time() - t0 == pytest.approx(desktop.call_limit(desktop.DEFAULT_DEADLINE, budget=2.0))
+        assert answer["ok"] is False and answer["error"] == desktop.ABORTED
+        assert h.probe.ran == []
+        record = [r for r in h.records("tool.completed") if r["request_id"] == "stuck"][0]
+        assert record["authorised"] == "expired"
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("budget_ms", [3000, 1000])

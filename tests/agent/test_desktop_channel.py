@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import run_inline
 
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop.service import DesktopService
@@ -104,7 +105,8 @@ class Harness:
         self.config = AgentConfig.from_env(self.env)
         self.probe = Probe(tmp_path)
         self.service = DesktopService(self.config, tools=tools(self.probe),
-                                      device=lambda: {"device_id": "dev-1", "device_name": "laptop"})
+                                      device=lambda: {"device_id": "dev-1", "device_name": "laptop"},
+                                      run_sync=run_inline)  # autojump: no worker threads (tests/helpers.py)
         if mode is not None:
             policy.set_mode(self.service.policy_path, URL, mode)
         self.port = FakePort()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import run_inline
 
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop.service import DesktopService
@@ -48,7 +49,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def service(env: dict[str, str], clock: Clock) -> DesktopService:
-    return DesktopService(AgentConfig.from_env(env, wall_clock=clock), tools=all_tools())
+    return DesktopService(AgentConfig.from_env(env, wall_clock=clock), tools=all_tools(), run_sync=run_inline)
 
 
 def _policy_records(service: DesktopService) -> list[dict[str, Any]]:
@@ -60,10 +61,12 @@ def test_every_tool_has_a_capability_and_restricted_offers_nothing(service: Desk
     assert {spec.capability for spec in all_tools()} == set(policy.SERVED_HERE)  # what `access` marks as served
     assert service.advertised(URL) == []  # no record
     policy.set_mode(service.policy_path, URL, policy.ASK)
+    service.load()
     assert service.advertised(URL) == []
     for tool in ("desktop_kill_process", "desktop_list_processes", "desktop_find_pid_by_port", "desktop_job_list"):
         assert service.decide(URL, tool) == policy.DECIDE_DENY
     policy.set_mode(service.policy_path, URL, policy.STRUCTURED)
+    service.load()
     standard = service.advertised(URL)
     assert "desktop_job_list" in standard and "desktop_read_file" in standard
     assert not {"desktop_kill_process", "desktop_list_processes", "desktop_job_cancel", "desktop_terminal"} & set(standard)
@@ -72,8 +75,10 @@ def test_every_tool_has_a_capability_and_restricted_offers_nothing(service: Desk
 def test_confinement_per_preset(service: DesktopService, env: dict[str, str]) -> None:
     home = Path(env["HOME"]).resolve()
     policy.set_mode(service.policy_path, URL, policy.FULL_ACCESS)
+    service.load()
     assert service.confinement(URL) == confine.Confinement(owner=URL, unconfined=True)
     policy.set_mode(service.policy_path, URL, policy.TRUSTED)
+    service.load()
     trusted = service.confinement(URL)
     assert not trusted.unconfined and trusted.owner == URL
     assert trusted.roots == (home,)  # the default, the home directory; ~/.hermes carved out as protected
@@ -82,6 +87,7 @@ def test_confinement_per_preset(service: DesktopService, env: dict[str, str]) ->
     assert (trusted.kernel_commands, trusted.network) == (False, True)
     policy.set_mode(service.policy_path, URL, policy.WORKSPACE)
     roots.add(service.roots_path, URL, str(home / "src"))
+    service.load()
     workspace = service.confinement(URL)
     assert (workspace.roots, workspace.kernel_commands, workspace.network) == ((home / "src",), True, False)
     assert service.confinement("ws://other:1").roots == (home,)  # roots are per host
@@ -91,6 +97,7 @@ def test_an_unreadable_roots_file_reaches_nothing(service: DesktopService) -> No
     policy.set_mode(service.policy_path, URL, policy.TRUSTED)
     service.roots_path.parent.mkdir(parents=True, exist_ok=True)
     service.roots_path.write_text("{ broken")
+    service.load()
     assert service.confinement(URL).roots == ()
     assert "cannot be parsed" in (service.last_error or {}).get("message", "")
     assert service.roots_path.read_text() == "{ broken"
@@ -99,10 +106,12 @@ def test_an_unreadable_roots_file_reaches_nothing(service: DesktopService) -> No
 def test_legacy_consent_is_trusted_with_files_still_confined(service: DesktopService, env: dict[str, str]) -> None:
     Path(env["HERMES_HOME"], "remote-sessions.json").write_text(
         json.dumps({"version": 1, "sessions": {URL: {"token": "t", "tools_consented": True}}}))
+    service.load()
     host = service.host_policy(URL)
     assert (host.access_mode, host.label) == (policy.TRUSTED, "trusted (legacy consent)")
     assert not service.confinement(URL).unconfined
     policy.set_mode(service.policy_path, URL, policy.WORKSPACE)  # an explicit record is never lifted
+    service.load()
     assert service.host_policy(URL).confined and service.confinement(URL).kernel_commands
 
 
@@ -110,26 +119,28 @@ def test_always_keeps_the_host_confined(service: DesktopService) -> None:
     policy.set_mode(service.policy_path, URL, policy.WORKSPACE)
     policy.set_capability(service.policy_path, URL, "commands", "ask")
     service._allow_always(URL, "commands")
+    service.load()
     assert service.decide(URL, "desktop_terminal") == policy.DECIDE_ALLOW
     assert service.confinement(URL).kernel_commands and service.host_policy(URL).access_mode == policy.WORKSPACE
     policy.set_mode(service.policy_path, URL, policy.ASK_EVERY_TIME)
     service._allow_always(URL, "commands")  # one approved `ls` never becomes unconfined commands
+    service.load()
     assert service.confinement(URL).kernel_commands and not service.confinement(URL).network
 
 
 def test_policy_changes_are_audited_with_who_changed_them(service: DesktopService, clock: Clock) -> None:
-    service.policy()  # the baseline: not a change
+    service.load()  # the baseline: not a change
     policy.set_mode(service.policy_path, URL, policy.STRUCTURED)  # another client, an editor
-    service.policy()
+    service.load()
     service.announce(URL + "/", policy_log.BY_ACCESS)
     policy.set_mode(service.policy_path, URL, policy.WORKSPACE)
-    service.policy()
+    service.load()
     service.announce(URL, policy_log.BY_ACCESS)
     clock.now += policy_log.ANNOUNCE_TTL + 1  # an announcement nobody followed expires
     roots.add(service.roots_path, URL, service.env["HOME"] + "/src")
-    service.policy()
+    service.load()
     service._allow_always(URL, "screen_input")
-    service.policy()
+    service.load()
     records = _policy_records(service)
     assert [(r["host_url"], r["by"]) for r in records] == [
         (URL, "changed outside hermes-relay access"), (URL, "hermes-relay access"),
@@ -142,7 +153,7 @@ def test_policy_changes_are_audited_with_who_changed_them(service: DesktopServic
         str(Path(service.env["HOME"], "src").resolve())]
     assert records[3]["after"]["capabilities"]["screen_input"] == "allow" and records[3]["after"]["confined"]
     assert all(isinstance(r["ts"], int) for r in records)
-    service.policy()
+    service.load()
     assert len(_policy_records(service)) == 4  # nothing changed: nothing recorded
 
 
@@ -195,6 +206,7 @@ async def test_files_directly_in_the_home_directory_are_reachable_and_its_state_
     home = Path(env["HOME"])
     (home / "notes.txt").write_text("at home\n")
     policy.set_mode(service.policy_path, URL, policy.STRUCTURED)
+    service.load()
     spec = {s.name: s for s in all_tools()}
     ctx = ToolContext(home=Path(env["HERMES_HOME"]), cwd=home, deadline=float("inf"), env=dict(env),
                       confinement=service.confinement(URL))

@@ -115,7 +115,8 @@ async def test_a_fresh_pairing_writes_ask_every_time(relay_factory, tmp_path: Pa
         policy.set_mode(agent.desktop.policy_path, relay.url, policy.TRUSTED)
         await pairing.pair(agent, {"url": relay.url, "code": await helpers.register_code(relay.http)}, progress)
         assert policy.load(agent.desktop.policy_path).for_url(relay.url).access_mode == policy.TRUSTED  # kept
-        summary = agent.desktop.status_for(relay.url)
+        status = await agent.status(False)  # status reads the policy as it is on disk (in a worker thread)
+        summary = next(r["desktop"] for r in status["relays"] if r["url"] == relay.url)
         assert summary is not None and summary["policy"] == policy.TRUSTED and summary["calls_today"] == 0
         agent.stop()
 

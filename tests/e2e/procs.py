@@ -45,8 +45,10 @@ def read_line(proc: subprocess.Popen[Any], timeout: float) -> str:
 class RelayProc:
     """``hermes-relay-server`` in its own process, on a fixed or free port."""
 
-    def __init__(self, state_dir: Path, *, port: int = 0, tls: bool = False, extra: list[str] | None = None):
+    def __init__(self, state_dir: Path, *, port: int = 0, tls: bool = False, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None):
         self.state_dir = state_dir
+        self.env = env  # None: this process's environment
         self.tls = tls
         self.port = port
         self.extra = extra or []
@@ -59,7 +61,7 @@ class RelayProc:
                "--log-level", "WARNING", *self.extra]
         if self.tls:
             cmd.append("--tls")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env)
         try:
             line = read_line(self.proc, 20)
             self.url = line.rsplit(" ", 1)[-1]

@@ -72,7 +72,7 @@ async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: 
     scope_key = id(sess) if resume is not None else id(ws)
     old = svc.atts.get((scope_key, name))
     if old is not None and resume is None and old.socket is ws:
-        await svc.send(ws, _attached(svc, old, env, reattach=True))  # the reference: an ack, no replay
+        await svc.send(ws, _attached(svc, old, env, reattach=True, resumed=True))  # the reference: an ack, no replay
         return
     if old is not None and resume is not None and old.stream == resume[0] and old.owner is sess:
         await _resume(svc, ws, old, env, resume[1], cols, rows)
@@ -83,6 +83,7 @@ async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: 
     if refused:
         await svc.error(ws, env, refused, name, reason="limit")
         return
+    existed = svc.tmux is not None and await svc.tmux.exists(name)  # as the reference: then reattach is true
     try:
         if svc.tmux is not None:
             argv, shell = svc.tmux.attach_argv(name), "tmux"
@@ -101,7 +102,7 @@ async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: 
     att.attach_socket(ws, 0)
     svc.add(att)
     log.info("terminal_opened name=%s pid=%d tmux=%s resume=%s", name, proc.pid, tmux, resume is not None)
-    await svc.send(ws, _attached(svc, att, env, reattach=False, gap=False))
+    await svc.send(ws, _attached(svc, att, env, reattach=existed, resumed=False))
     att.ready = True
     att.poke()
 
@@ -115,7 +116,7 @@ async def _resume(svc: TerminalService, ws: Any, att: Attachment, env: Envelope,
     if (cols, rows) != (att.cols, att.rows):
         att.cols, att.rows = cols, rows
         att.proc.resize(cols, rows)
-    await svc.send(ws, _attached(svc, att, env, reattach=True, gap=gap))
+    await svc.send(ws, _attached(svc, att, env, reattach=True, resumed=True, gap=gap))
     att.ready = True
     att.poke()
     if gap:
@@ -139,11 +140,12 @@ def _room(svc: TerminalService, ws: Any, sess: Any) -> str | None:
     return None
 
 
-def _attached(svc: TerminalService, att: Attachment, env: Envelope, *, reattach: bool, gap: bool = False) -> Envelope:
+def _attached(svc: TerminalService, att: Attachment, env: Envelope, *, reattach: bool, resumed: bool,
+              gap: bool = False) -> Envelope:
     payload: dict[str, Any] = {"session_name": att.name, "pid": att.proc.pid, "shell": att.shell, "cols": att.cols,
                                "rows": att.rows, "tmux_available": svc.tmux is not None, "reattach": reattach}
     if att.resume:
         payload["resume"] = {"v": 1, "stream": att.stream, "in_seq": att.ledger.written, "out_seq": att.sent,
-                             "resumed": reattach, "gap": gap}
+                             "resumed": resumed, "gap": gap}
     return Envelope(tc.CHANNEL, "terminal.attached", payload, env.id) if env.id else \
         Envelope(tc.CHANNEL, "terminal.attached", payload)

@@ -75,6 +75,11 @@ class Tmux:
                           "windows": _int(parts[2]), "created_at": _int(parts[3])})
         return found
 
+    async def exists(self, name: str) -> bool:
+        """Whether the session of ``name`` is on the server (an attach to it is a reattach)."""
+        code, _ = await self.run("has-session", "-t", "=" + tmux_name(name))
+        return code == 0
+
     async def kill(self, name: str) -> bool:
         code, _ = await self.run("kill-session", "-t", "=" + tmux_name(name))
         return code == 0

@@ -99,3 +99,25 @@ async def test_a_reference_clients_dropped_socket_leaves_no_tmux_client_behind(r
         while subprocess.run(clients, env=env, capture_output=True, text=True).stdout.split():
             await trio.sleep(0.05)
     assert "hermes-ref" in tmux_sessions(tmux_settings)  # the session itself lives on
+
+
+async def test_a_new_stream_on_a_living_tmux_session_is_a_reattach_not_a_resume(relay_factory, tmp_path: Path,
+                                                                                 tmux_settings: dict):
+    """As the reference: ``reattach`` says the tmux session was already there (the agent then types no
+    launch line into it and sends the keys queued during a gap); ``resume.resumed`` says the attachment
+    itself continued. A relay restart loses every attachment but not the tmux session."""
+    relay = await relay_factory(terminal=settings(tmp_path, **tmux_settings))
+    ws, auth = await pair_device(relay)
+    first = Term(ws, name="keep")
+    assert (await first.attach())["payload"]["reattach"] is False  # a new tmux session
+    await first.type(b"echo k$((1+1))\r")
+    await first.until_output(b"k2")
+    await first.send("terminal.detach", {})
+    assert (await first.expect("terminal.detached"))["payload"]["reason"] == "client detach"
+
+    second = Term(await connect(relay, auth["session_token"]), name="keep")  # another stream: a new attachment
+    p = (await second.attach())["payload"]
+    assert p["reattach"] is True  # the tmux session lived on
+    assert (p["resume"]["resumed"], p["resume"]["in_seq"]) == (False, 0)
+    ref = Term(await connect(relay, auth["session_token"]), name="keep", resume=False)
+    assert (await ref.attach())["payload"]["reattach"] is True

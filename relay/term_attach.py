@@ -60,6 +60,7 @@ class Attachment:
         self.created_at = time.time()
         self.orphaned_since: float | None = None
         self.closed = False
+        self.input_stopped = False  # the final ack went out: nothing more is written to the PTY
         self.scope = trio.CancelScope()
         self.grace_scope: trio.CancelScope | None = None  # the orphan's grace timer
         self.on_close: Callable[[], None] | None = None  # the service's reaper: starts its kill timer
@@ -160,11 +161,12 @@ class Attachment:
 
     async def _writer(self) -> None:
         while True:
-            await self._until(lambda: bool(self.queue))
-            piece = bytes(self.queue[:tc.WRITE_SIZE])
-            await self.proc.write(piece)
-            del self.queue[:len(piece)]
-            self.ledger.wrote(len(piece))
+            await self._until(lambda: bool(self.queue) and not self.input_stopped)
+            n = await self.proc.write_some(bytes(self.queue[:tc.WRITE_SIZE]), lambda: self.input_stopped)
+            if not n:
+                continue
+            del self.queue[:n]
+            self.ledger.wrote(n)
             # At most one ack per input frame: one when the queue drains, and while a long paste drains one
             # every ACK_EVERY bytes from the frames beyond the one kept for the drain.
             if not self.resume or self.socket is None or not self.ready or not self.frames_unacked:
@@ -173,6 +175,12 @@ class Attachment:
                 self.frames_unacked = 0 if not self.queue else self.frames_unacked - 1
                 self.last_ack = self.ledger.written
                 await self._send(self.socket, self.ack())
+
+    def final_ack(self) -> Envelope:
+        """The last ack: no input is written after it, so what it does not cover never reached the PTY."""
+        self.input_stopped = True
+        self.poke()
+        return self.ack()
 
     def ack(self) -> Envelope:
         return Envelope(tc.CHANNEL, "terminal.ack", {"session_name": self.name, "in_seq": self.ledger.written})

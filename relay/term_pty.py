@@ -25,6 +25,10 @@ import termios  # noqa: E402
 
 import trio  # noqa: E402
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 log = logging.getLogger(__name__)
 REAP_POLL = 0.5  # seconds between waitpid polls where there is no pidfd
 
@@ -69,9 +73,19 @@ class PtyProcess:
                 return b""
             raise
 
-    async def write(self, data: bytes) -> None:
-        """Write all of ``data``, waiting while the PTY is full (never a fatal EAGAIN)."""
-        await self.stream.send_all(data)
+    async def write_some(self, data: bytes, stop: Callable[[], bool]) -> int:
+        """Write a prefix of ``data``, waiting while the PTY is full (never a fatal EAGAIN); how many bytes
+        were written, 0 when ``stop()`` became true first. One ``os.write`` at a time, so the caller counts
+        exactly what reached the PTY (a final ack relies on it)."""
+        await trio.lowlevel.checkpoint()
+        while not stop():
+            try:
+                return os.write(self.stream.fileno(), data)
+            except BlockingIOError:
+                await self.stream.wait_send_all_might_not_block()
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+        return 0
 
     async def reap(self) -> None:
         """Wait for the child to exit and reap it (sets ``status`` and ``exited``); cancellable."""

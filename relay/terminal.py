@@ -105,7 +105,7 @@ class TerminalService:
         """The relay shuts down: a final ack, then ``terminal.detached {server shutdown}`` (the caller closes 1001)."""
         for att in [a for a in self.atts.values() if a.socket is ws or a.last_socket is ws]:
             if att.resume:
-                await self.send(ws, att.ack())
+                await self.send(ws, att.final_ack())
             await self.send(ws, tc.detached(att.name, "server shutdown"))
 
     # -- messages -------------------------------------------------------------------------------

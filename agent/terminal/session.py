@@ -296,6 +296,9 @@ class TerminalSession:
             if self.state is State.LIVE:
                 self.finish("replaced")
         elif reason == "server shutdown":
+            if self.kind == OURS and self.state is State.LIVE:  # after our relay's final ack: what it does not
+                self.ledger.resume(self.ledger.acked)  # cover never reached the PTY, so it is sent again
+                self._sends.clear()
             self.lost(port, "the relay is restarting")
         elif reason in ("grace expired", "revoked"):
             self._notice(f"the relay ended the attachment: {reason}")

@@ -46,9 +46,10 @@ class RelayProc:
     """``hermes-relay-server`` in its own process, on a fixed or free port."""
 
     def __init__(self, state_dir: Path, *, port: int = 0, tls: bool = False, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, log: Path | None = None):
         self.state_dir = state_dir
         self.env = env  # None: this process's environment
+        self.log = log  # the relay's stderr (appended), else discarded
         self.tls = tls
         self.port = port
         self.extra = extra or []
@@ -61,7 +62,11 @@ class RelayProc:
                "--log-level", "WARNING", *self.extra]
         if self.tls:
             cmd.append("--tls")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env)
+        if self.log is None:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env)
+        else:
+            with open(self.log, "ab") as err:
+                self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=self.env)
         try:
             line = read_line(self.proc, 20)
             self.url = line.rsplit(" ", 1)[-1]

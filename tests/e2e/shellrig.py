@@ -180,8 +180,9 @@ class ShellRig:
         relay_home.mkdir(exist_ok=True)
         self.relay_env = {**os.environ, "HOME": str(relay_home), "SHELL": "/bin/sh", "TMUX_TMPDIR": str(self.tmux_dir),
                           "HERMES_RELAY_TMUX_SOCKET": "hermes-test", "ENV": "", "PS1": "$ "}
-        extra = ["--terminal"] + ([] if tmux else ["--no-tmux"])
-        self.relay = RelayProc(tmp / "relay", port=free_port(), extra=extra, env=self.relay_env)
+        extra = ["--terminal", *([] if tmux else ["--no-tmux"]), "--log-level", os.environ.get("HR_RELAY_LOG", "INFO")]
+        self.relay_log = tmp / "relay.log"
+        self.relay = RelayProc(tmp / "relay", port=free_port(), extra=extra, env=self.relay_env, log=self.relay_log)
         self.proxy: Proxy | None = None
         self.env: AgentEnv | None = None
         self.screens: list[ShellScreen] = []
@@ -287,3 +288,10 @@ class ShellRig:
     def agent_pid(self) -> int:
         with self.agent.client() as c:
             return int(c.hello["pid"])
+
+    def dump(self, screen: ShellOnPty) -> str:
+        """The evidence for a failed assertion: the screen's tail, the CLI's stderr, the agent's log tail."""
+        logs = sorted((self.tmp / "agent-logs").glob("*.log"))
+        agent = "".join(p.read_text(errors="replace") for p in logs)[-3000:]
+        return (f"\nscreen tail: {bytes(screen.screen)[-1500:]!r}\nCLI stderr: {screen.stderr()[-1500:]!r}"
+                f"\nagent log tail:\n{agent}\nrelay log tail:\n{self.relay_log.read_text(errors='replace')[-3000:]}")

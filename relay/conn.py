@@ -286,7 +286,7 @@ class Relay:
 
     def _close_live(self, key: str, reason: str) -> None:
         for ws in self.core.take_live(key):
-            _spawn_close(ws, reason)
+            _spawn_close(ws, reason, self.terminal.goodbye(ws, "revoked") if self.terminal is not None else [])
 
 
 async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
@@ -305,12 +305,15 @@ def _shed_handshake(ws: trio_websocket.WebSocketConnection) -> None:
         handshake._h11_connection = None  # type: ignore[union-attr]
 
 
-def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str) -> None:
-    """Close a live socket from synchronous code: the close runs in the system nursery."""
+def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str, first: list[envelope.Envelope]) -> None:
+    """Close a live socket from synchronous code: the close (after the messages ``first``) runs in the system
+    nursery."""
 
     async def close() -> None:
         with trio.move_on_after(2):
             try:
+                for env in first:
+                    await ws.send_message(env.encode())
                 await ws.aclose(CLOSE_AUTH_FAILED, reason)
             except Exception:  # the socket may already be gone; nothing else to do
                 pass

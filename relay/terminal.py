@@ -260,6 +260,15 @@ class TerminalService:
             self.spawn(self.send, ws, tc.detached(att.name, reason, **extra))
         log.info("terminal_closed name=%s reason=%s pid=%d", att.name, reason, att.proc.pid)
 
+    def goodbye(self, ws: Any, reason: str) -> list[Envelope]:
+        """``ws`` is about to be closed (its session was revoked or replaced): end its attachments now and
+        return their ``terminal.detached {reason}`` for the closer to send first (spawned sends raced the close)."""
+        farewell = []
+        for att in [a for a in self.atts.values() if a.socket is ws]:
+            self.end(att, reason, quiet=True)
+            farewell.append(tc.detached(att.name, reason))
+        return farewell
+
     def _on_eof(self, att: Attachment, reason: str) -> None:
         extra: dict[str, Any] = {"exit_code": att.proc.status} if att.proc.status is not None else {}
         self.end(att, reason, **extra)

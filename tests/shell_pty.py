@@ -27,7 +27,7 @@ def set_size(fd: int, cols: int, rows: int) -> None:
 
 class ShellOnPty:
     def __init__(self, env: dict[str, str], args: list[str], tmp: Path, *, cols: int = 80, rows: int = 24,
-                 stdin: Any = None):
+                 stdin: Any = None, pre: tuple[str, ...] = ()):
         self.master, self.slave = os.openpty()
         set_size(self.slave, cols, rows)
         self.before = termios.tcgetattr(self.slave)
@@ -35,7 +35,7 @@ class ShellOnPty:
         self.screen = bytearray()
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hermes_relay.cli", "shell", *args],
+                [sys.executable, "-m", "hermes_relay.cli", *pre, "shell", *args],
                 stdin=self.slave if stdin is None else stdin, stdout=self.slave, stderr=err,
                 env={**env, "TERM": "xterm-256color"}, start_new_session=True, close_fds=True)
 

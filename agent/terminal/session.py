@@ -31,7 +31,14 @@ from hermes_relay.agent.terminal.ledger import InputLedger, InputOverflow
 from hermes_relay.agent.terminal.outbox import Notify, Outbox
 from hermes_relay.agent.terminal.ports import TerminalPort
 from hermes_relay.core import api
-from hermes_relay.core.errors import ConnectionLostError, ForbiddenError, HermesError, TerminalRefusedError, UsageError
+from hermes_relay.core.errors import (
+    ConnectionLostError,
+    ForbiddenError,
+    HermesError,
+    SessionRevokedError,
+    TerminalRefusedError,
+    UsageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +307,14 @@ class TerminalSession:
                 self.ledger.resume(self.ledger.acked)  # cover never reached the PTY, so it is sent again
                 self._sends.clear()
             self.lost(port, "the relay is restarting")
-        elif reason in ("grace expired", "revoked"):
+        elif reason == "revoked":  # an error that says why, not "the link did not come back"
+            self._fail(SessionRevokedError("the relay ended the shell: this device's session was revoked, replaced "
+                                           "or expired", hint="`hermes-relay status` shows the relay's verdict; "
+                                           "pair again for a new session"))
+        elif reason == "grant expired":
+            self._fail(ForbiddenError("the relay ended the shell: this device's terminal grant expired",
+                                      hint="`hermes-relay devices extend` or pair again with the terminal grant"))
+        elif reason == "grace expired":
             self._notice(f"the relay ended the attachment: {reason}")
             self.finish("lost")
         elif self.state is State.LIVE:

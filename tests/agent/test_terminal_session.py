@@ -15,7 +15,7 @@ from hermes_relay.agent.terminal.outbox import Outbox
 from hermes_relay.agent.terminal.session import State, TerminalSession
 from hermes_relay.agent.terminal.wire import ShellOptions
 from hermes_relay.core import api, rpc
-from hermes_relay.core.errors import ConnectionLostError
+from hermes_relay.core.errors import ConnectionLostError, ForbiddenError, SessionRevokedError
 
 URL = "ws://relay.test:8767"
 STREAM = "s" * 22
@@ -401,3 +401,29 @@ async def test_an_input_gap_from_our_relay_resends_from_its_offset(autojump_cloc
         assert (await port.next())["payload"] == {"session_name": "main", "seq": 3, "data": "def"}
         shell.session.want("detach")
     assert shell.session.ledger.acked == 3
+
+
+@pytest.mark.parametrize(("reason", "error", "words"), [
+    ("revoked", SessionRevokedError, "revoked"),
+    ("grant expired", ForbiddenError, "terminal grant expired"),
+])
+async def test_the_relay_ending_the_attachment_for_access_is_an_error_that_says_why(
+        autojump_clock: Any, reason: str, error: type, words: str) -> None:
+    """Not a shell that exited (code 0) nor a link that did not come back: the relay refused to go on."""
+    shell = Shell()
+    raised: list[Exception] = []
+
+    async def run() -> None:
+        try:
+            await shell.session.run(shell.notify, shell.inbox)
+        except Exception as exc:
+            raised.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        port = FakePort()
+        await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
+                                           "gap": False})
+        shell.session.on_message(port, "terminal.detached", {"session_name": "main", "reason": reason})
+    [exc] = raised
+    assert isinstance(exc, error) and words in exc.message and exc.hint

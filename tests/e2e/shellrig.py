@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -111,6 +112,13 @@ class ShellScreen(ShellOnPty):
         self._reader.join(5)
         os.close(self.master)
 
+    def assert_restored(self) -> None:
+        """The user's terminal is as it was: identical termios, and the mode-reset bytes were written."""
+        from hermes_relay.cli.termmode import MODE_RESET
+
+        assert self.termios_now() == self.before
+        assert MODE_RESET in self.screen, bytes(self.screen)[-500:]
+
 
 class Typist:
     """Types ``k0001 k0002 ...`` (6 bytes a key word) at a steady pace in a thread until stopped."""
@@ -174,8 +182,8 @@ class ShellRig:
                  lan: bool = True):
         self.tmp = tmp
         self.tmux = tmux
-        self.tmux_dir = tmp / "tmux"
-        self.tmux_dir.mkdir(exist_ok=True)
+        # A unix socket path is short: the tmux server's dir is not under tmp_path, which can be long.
+        self.tmux_dir = Path(tempfile.mkdtemp(prefix="hrt-"))
         relay_home = tmp / "relay-user"
         relay_home.mkdir(exist_ok=True)
         self.relay_env = {**os.environ, "HOME": str(relay_home), "SHELL": "/bin/sh", "TMUX_TMPDIR": str(self.tmux_dir),
@@ -233,8 +241,8 @@ class ShellRig:
         self.relay.stop()
         if self.proxy is not None:
             self.proxy.close()
-        if self.tmux:
-            self.kill_tmux()
+        self.kill_tmux()
+        shutil.rmtree(self.tmux_dir, ignore_errors=True)
 
     def kill_tmux(self) -> None:
         exe = shutil.which("tmux")
@@ -253,10 +261,13 @@ class ShellRig:
         assert self.env is not None
         return self.env
 
-    def shell(self, *args: str, cli_env: dict[str, str] | None = None, name: str = "shell") -> ShellScreen:
+    def shell(self, *args: str, cli_env: dict[str, str] | None = None, name: str = "shell",
+              raw: bool = True, pre: tuple[str, ...] = ()) -> ShellScreen:
+        """``hermes-relay [pre] shell [--raw] args`` on a pty (``pre``: global flags such as --no-autostart)."""
         d = self.tmp / name
         d.mkdir(exist_ok=True)
-        screen = ShellScreen({**self.agent.env, **(cli_env or {})}, ["--raw", *args], d)
+        screen = ShellScreen({**self.agent.env, **(cli_env or {})}, ["--raw", *args] if raw else list(args), d,
+                             pre=pre)
         self.screens.append(screen)
         return screen
 

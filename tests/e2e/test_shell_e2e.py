@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
+from procs import pair_env
 from shellrig import ShellRig, Typist, diff_stream
 
 pytestmark = pytest.mark.integration
@@ -20,7 +27,33 @@ def test_echo_and_the_remote_exit_status(rig: ShellRig) -> None:
     rig.wait_prompt_works(sh)
     sh.type(b"exit 3\r")
     assert sh.wait_exit(15) == 3
-    assert sh.termios_now() == sh.before
+    sh.assert_restored()
+
+
+def test_detach_chord_restores_the_terminal(rig: ShellRig) -> None:
+    sh = rig.shell()
+    rig.wait_prompt_works(sh)
+    sh.type(b"\x01.")  # Ctrl+A .
+    assert sh.wait_exit(15) == 0
+    sh.assert_restored()
+    assert "detached from 'main'" in sh.stderr()
+
+
+def test_sigterm_to_the_cli_restores_the_terminal(rig: ShellRig) -> None:
+    sh = rig.shell()
+    rig.wait_prompt_works(sh)
+    sh.signal(signal.SIGTERM)
+    assert sh.wait_exit(15) == 128 + signal.SIGTERM
+    sh.assert_restored()
+
+
+def test_agent_killed_with_no_restart_possible_restores_the_terminal(rig: ShellRig) -> None:
+    sh = rig.shell(pre=("--no-autostart",), cli_env={"HERMES_RELAY_TEST_SHELL_REOPEN": "1"})
+    rig.wait_prompt_works(sh)
+    os.kill(rig.agent_pid(), signal.SIGKILL)
+    assert sh.wait_exit(15) == 1
+    sh.assert_restored()
+    assert "lost the agent" in sh.stderr()
 
 
 def test_the_recorder_holds_exactly_what_was_typed(rig: ShellRig) -> None:
@@ -32,3 +65,42 @@ def test_the_recorder_holds_exactly_what_was_typed(rig: ShellRig) -> None:
     assert rig.stop_recorder(sh) == len(typed)
     assert diff_stream(typed, rec.read_bytes()) == ""
     rig.wait_prompt_works(sh, "after")
+
+
+def test_sessions_list_shows_the_shell_and_kill_ends_it(tmp_path) -> None:
+    rig = ShellRig(tmp_path, tmux=True).start()
+    try:
+        sh = rig.shell("--session", "work")
+        rig.wait_prompt_works(sh)
+        listed = rig.agent.cli("--json", "sessions", "list")
+        assert listed.returncode == 0, listed.stderr
+        [work] = [s for s in json.loads(listed.stdout)["sessions"] if s["name"] == "work"]
+        assert work["tmux_name"] == "hermes-work" and work["attached"] == 1 and work["live"] is True
+        assert "work" in rig.agent.cli("sessions", "list").stdout
+
+        killed = rig.agent.cli("sessions", "kill", "work")
+        assert killed.returncode == 0, killed.stderr
+        assert sh.wait_exit(15) == 0  # the attached CLI is told, and leaves
+        sh.assert_restored()
+        assert "session 'work' killed" in sh.stderr()
+        after = json.loads(rig.agent.cli("--json", "sessions", "list").stdout)["sessions"]
+        assert not [s for s in after if s["name"] == "work"]
+    finally:
+        rig.close()
+
+
+def test_revocation_on_the_relay_host_ends_the_shell_with_a_clear_message(rig: ShellRig) -> None:
+    sh = rig.shell()
+    rig.wait_prompt_works(sh)
+    relay_cmd = [sys.executable, "-m", "hermes_relay.relay", "sessions", "--relay", rig.relay.url]
+    listed = subprocess.run([*relay_cmd, "--json", "list"], capture_output=True, text=True, timeout=30,
+                            env=pair_env(rig.relay.state_dir))
+    [device] = json.loads(listed.stdout)["sessions"]
+    revoked = subprocess.run([*relay_cmd, "revoke", device["token_prefix"], "--yes"], capture_output=True, text=True,
+                             timeout=30, env=pair_env(rig.relay.state_dir))
+    assert revoked.returncode == 0, revoked.stderr
+    assert sh.wait_exit(20) == 1
+    sh.assert_restored()
+    err = sh.stderr()
+    assert "the relay ended the shell: this device's session was revoked" in err, err
+    assert "did not come back" not in err

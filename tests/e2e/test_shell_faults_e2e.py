@@ -4,16 +4,19 @@ CLI processes on a pty (tests/e2e/shellrig.py); the recorder on the relay host i
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 from procs import wait_state
-from shellrig import ShellRig, Typist, diff_stream
+from shellrig import ShellRig, ShellScreen, Typist, diff_stream
 
 from hermes_relay.core import api
 
 pytestmark = pytest.mark.integration
 
 
-def _typed_through(rig: ShellRig, fault, settle) -> None:  # type: ignore[no-untyped-def]
+def _typed_through(rig: ShellRig, fault, settle) -> ShellScreen:  # type: ignore[no-untyped-def]
     """Type keys, cause ``fault`` mid-stream, wait for ``settle`` while typing on, then compare."""
     sh = rig.shell()
     rec = rig.start_recorder(sh)
@@ -22,13 +25,16 @@ def _typed_through(rig: ShellRig, fault, settle) -> None:  # type: ignore[no-unt
         typist.wait_keys(40)
         fault()
         settle()
+        at = typist.n
         typist.wait_keys(40)
+        sh.wait_screen(b"k%04d " % (at + 5), timeout=20)  # the recorder echoes keys typed after the fault
     finally:
         typed = typist.stop()
     count = rig.stop_recorder(sh, timeout=30)
     assert diff_stream(typed, rec.read_bytes()) == "", rig.dump(sh)
     assert count == len(typed)
     rig.wait_prompt_works(sh, "after")
+    return sh
 
 
 def test_failover_while_typing(tmp_path) -> None:
@@ -61,5 +67,18 @@ def test_relay_restart_while_typing_in_tmux(tmp_path) -> None:
 
         _typed_through(rig, restart,
                        lambda: wait_state(rig.agent, lambda s: s["state"] == api.CONNECTED, timeout=20))
+    finally:
+        rig.close()
+
+
+def test_agent_kill_9_while_typing(tmp_path) -> None:
+    """The CLI restarts the agent and reopens with its stream, out_seq and unacknowledged input: our relay
+    resumes the same attachment exactly once and the screen continues."""
+    rig = ShellRig(tmp_path).start()
+    try:
+        old = rig.agent_pid()
+        sh = _typed_through(rig, lambda: os.kill(old, signal.SIGKILL), lambda: None)
+        assert rig.agent_pid() != old
+        assert b"in doubt" not in sh.screen
     finally:
         rig.close()

@@ -206,3 +206,22 @@ async def test_bad_terminal_messages_get_a_clear_error_and_the_shell_goes_on(rel
     await term.send("terminal.resize", {"cols": "wide"})  # ignored, as the reference ignores it
     await term.type(b"echo still$((8*8))\n")
     await term.until_output(b"still64")
+
+
+@pytest.mark.parametrize("attempt", range(8))  # the close raced the goodbye: several tries show it
+async def test_a_revoked_sessions_socket_hears_detached_revoked_before_its_close(relay_factory, tmp_path: Path,
+                                                                                 attempt: int):
+    relay = await relay_factory(terminal=settings(tmp_path))  # the socket is closed on revocation (4001)
+    ws, auth = await pair_device(relay)
+    term = Term(ws)
+    await term.attach()
+    status, _ = await http_json("DELETE", f"{relay.http}/sessions/{auth['session_token'][:8]}")
+    assert status == 200
+    seen = []
+    with trio.fail_after(WAIT):
+        with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+            while True:
+                seen.append(await term.recv())
+    assert closed.value.reason.code == 4001
+    assert [m["payload"] for m in seen if m["type"] == "terminal.detached"] == [
+        {"session_name": "main", "reason": "revoked"}]

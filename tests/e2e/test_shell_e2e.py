@@ -104,3 +104,26 @@ def test_revocation_on_the_relay_host_ends_the_shell_with_a_clear_message(rig: S
     err = sh.stderr()
     assert "the relay ended the shell: this device's session was revoked" in err, err
     assert "did not come back" not in err
+
+
+def test_a_new_shell_on_a_living_tmux_session_types_no_launch_line_into_it(tmp_path) -> None:
+    """`hermes-relay shell` (not --raw) starts hermes only in a fresh session: the user's running session,
+    reached again from a new CLI, gets no `clear; exec hermes` typed into it."""
+    rig = ShellRig(tmp_path, tmux=True).start()
+    try:
+        first = rig.shell("--session", "keep", name="first")
+        rig.wait_prompt_works(first)
+        first.type(b"\x01.")
+        assert first.wait_exit(15) == 0
+        again = rig.shell("--session", "keep", name="again", raw=False)
+        rig.wait_prompt_works(again, "still")
+        # A launch is typed 100 ms after the output goes quiet (2 s after the attach at the latest); the tty
+        # echoes it at once, while this command still runs.
+        start = again.mark()
+        again.type(b"sleep 1; echo done-$((1+1))\r")
+        again.wait_screen(b"done-2", start=start, timeout=15)
+        again.type(b"\x01.")
+        assert again.wait_exit(15) == 0
+        assert b"exec hermes" not in again.screen, rig.dump(again)
+    finally:
+        rig.close()

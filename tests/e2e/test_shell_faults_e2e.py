@@ -33,6 +33,7 @@ def _typed_through(rig: ShellRig, fault, settle) -> ShellScreen:  # type: ignore
     count = rig.stop_recorder(sh, timeout=30)
     assert diff_stream(typed, rec.read_bytes()) == "", rig.dump(sh)
     assert count == len(typed)
+    assert b"in doubt" not in sh.screen and b"were dropped" not in sh.screen, rig.dump(sh)  # our relay: exact
     rig.wait_prompt_works(sh, "after")
     return sh
 

@@ -61,5 +61,5 @@ async def test_a_full_pty_counts_partial_writes_and_the_final_ack_stops_input() 
         os.close(slave)
         proc.hangup()
         proc.stream.close()
-        with trio.move_on_after(5):
+        with trio.fail_after(10):  # a hang guard: SIGHUP ends sleep
             await proc.reap()

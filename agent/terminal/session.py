@@ -79,7 +79,8 @@ class TerminalSession:
         self.finished = trio.Event()
         self.result: dict[str, Any] | None = None
         self.error: HermesError | None = None
-        self.out_seq = options.out_seq
+        self.out_seq = options.out_seq  # output offset in the current attachment's (the relay's) numbers
+        self.out_shift = 0  # the CLI's output offset minus the relay's (a new attachment restarts at 0)
         self.cols, self.rows = options.cols, options.rows
         self.srtt: float | None = None
         self.notices: list[str] = []
@@ -209,7 +210,10 @@ class TerminalSession:
             self.kind = OURS
             resumed = self._resume_ours(resume, again, payload.get("reattach") is True)
             out = wire.number(resume, "out_seq")
-            self.out_seq = out if out is not None else self.out_seq
+            if out is not None:
+                if not resumed:  # a new attachment counts from its start: keep the CLI's offsets going
+                    self.out_shift += self.out_seq - out
+                self.out_seq = out
         else:
             self.kind = REFERENCE
             if again and self.options.reopen and not self._ever_attached:
@@ -269,7 +273,7 @@ class TerminalSession:
         if self._first_output is None:
             self._first_output = now
         self._last_output = now
-        if data and not self.outbox.put_output(data, self.out_seq):
+        if data and not self.outbox.put_output(data, self.out_seq + self.out_shift):
             log.info("terminal_output_overflow url=%s session=%s dropped=%d", self.url, self.name, self.outbox.dropped)
             self._ask_redraw()
         self._wake()

@@ -427,3 +427,36 @@ async def test_the_relay_ending_the_attachment_for_access_is_an_error_that_says_
         shell.session.on_message(port, "terminal.detached", {"session_name": "main", "reason": reason})
     [exc] = raised
     assert isinstance(exc, error) and words in exc.message and exc.hint
+
+
+async def test_a_new_attachment_after_a_relay_restart_continues_the_clis_output_offsets(autojump_clock: Any) -> None:
+    """Our relay counts a new attachment's output from 0; the CLI has written more than that already and skips
+    what it takes for an overlap, so the agent maps the new offsets onto the CLI's (else the new shell's
+    screen stays blank until it has printed as much as the old one had)."""
+    shell = Shell()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        first = FakePort()
+        await connect(shell, first, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
+                                            "gap": False})
+        shell.session.on_message(first, "terminal.output", {"session_name": "main", "data": "old screen",
+                                                            "seq_end": 10, "in_seq": 0})
+        shell.session.on_message(first, "terminal.detached", {"session_name": "main", "reason": "server shutdown"})
+        second = FakePort()
+        attach = await connect(shell, second, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0,
+                                                      "resumed": False, "gap": False}, reattach=True)
+        assert attach["payload"]["resume"]["out_seq"] == 10  # asked to resume; the relay lost it
+        shell.session.on_message(second, "terminal.output", {"session_name": "main", "data": "$ ", "seq_end": 2,
+                                                             "in_seq": 0})
+        await wait_for(lambda: len(shell.of(api.SHELL_OUTPUT)) == 2)
+        shell.session.lost(second)
+        third = FakePort()
+        again = await connect(shell, third, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 2,
+                                                    "resumed": True, "gap": False})
+        assert again["payload"]["resume"]["out_seq"] == 2  # the relay's own offset, to resume the new attachment
+        shell.session.on_message(third, "terminal.output", {"session_name": "main", "data": "x", "seq_end": 3,
+                                                            "in_seq": 0})
+        await wait_for(lambda: len(shell.of(api.SHELL_OUTPUT)) == 3)
+        shell.session.want("detach")
+    assert [(o["d"], o["seq_end"]) for o in shell.of(api.SHELL_OUTPUT)] == [(b"old screen", 10), (b"$ ", 12),
+                                                                             (b"x", 13)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import pytest
 from procs import wait_state
@@ -81,5 +82,49 @@ def test_agent_kill_9_while_typing(tmp_path) -> None:
         sh = _typed_through(rig, lambda: os.kill(old, signal.SIGKILL), lambda: None)
         assert rig.agent_pid() != old
         assert b"in doubt" not in sh.screen
+    finally:
+        rig.close()
+
+
+def test_bare_relay_restart_while_typing_keeps_what_was_acked_and_says_what_was_dropped(tmp_path) -> None:
+    """A bare shell ends with the relay: the keys it got are in the file exactly once, the keys typed during
+    the gap are dropped with a notice (never typed into the new shell meant for the old one), and the new
+    shell works."""
+    rig = ShellRig(tmp_path).start()
+    try:
+        sh = rig.shell()
+        rec = rig.start_recorder(sh)
+        typist = Typist(sh).start()
+        try:
+            typist.wait_keys(30)
+            sh.wait_screen(b"k0030 ", timeout=15)  # echoed by the recorder: it reached the PTY
+            rig.restart_relay()
+            sh.wait_screen(b"typed during the gap were dropped (the relay started a new shell)", timeout=20)
+        finally:
+            typed = typist.stop()
+        got = rec.read_bytes()
+        assert typed.startswith(got) and got.startswith(typed[:30 * 6]), diff_stream(typed, got)
+        sh.type(b"\x15")  # the keys typed into the new shell after the reattach: erase them
+        rig.wait_prompt_works(sh, "fresh")
+    finally:
+        rig.close()
+
+
+def test_a_paste_through_failover_arrives_exactly_once(tmp_path) -> None:
+    """240 KB pasted at once (beyond the CLI's and the agent's windows) while LAN goes down."""
+    rig = ShellRig(tmp_path).start()
+    try:
+        sh = rig.shell()
+        rec = rig.start_recorder(sh)
+        blob = b"".join(b"p%06d " % i for i in range(30000))
+        paster = threading.Thread(target=sh.type, args=(blob,), daemon=True)  # blocks while the CLI is full
+        paster.start()
+        sh.wait_screen(b"p001000 ", timeout=20)
+        rig.proxy.command("down")
+        sh.wait_screen(b"p029999 ", timeout=60)
+        paster.join(10)
+        assert rig.stop_recorder(sh, timeout=30) == len(blob)
+        assert diff_stream(blob, rec.read_bytes()) == "", rig.dump(sh)
+        assert rig.route()["label"] != "LAN"
     finally:
         rig.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -290,7 +291,9 @@ class ShellRig:
         screen.type(b"!")
         end = screen.wait_screen(b"REC-DONE ", start=start, timeout=timeout)
         tail = screen.wait_screen(b"\r\n", start=end, timeout=timeout)
-        return int(bytes(screen.screen[end:tail - 2]))
+        digits = re.match(rb"\d+", bytes(screen.screen[end:tail]))  # tmux may add an erase-line after them
+        assert digits is not None, bytes(screen.screen[end:tail])
+        return int(digits.group())
 
     def route(self) -> dict[str, Any]:
         with self.agent.client() as c:

@@ -17,9 +17,14 @@ from hermes_relay.core import api
 pytestmark = pytest.mark.integration
 
 
-def _typed_through(rig: ShellRig, fault, settle) -> ShellScreen:  # type: ignore[no-untyped-def]
-    """Type keys, cause ``fault`` mid-stream, wait for ``settle`` while typing on, then compare."""
+def _typed_through(rig: ShellRig, fault, settle, *, history: bool = False) -> ShellScreen:  # type: ignore[no-untyped-def]
+    """Type keys, cause ``fault`` mid-stream, wait for ``settle`` while typing on, then compare. ``history``:
+    first print more than a screenful (a new attachment's output must not hide behind the old offsets)."""
     sh = rig.shell()
+    if history:
+        start = sh.mark()
+        sh.type(b"seq 100001 102000; echo seq-$((1+1))\r")
+        sh.wait_screen(b"seq-2", start=start, timeout=15)
     rec = rig.start_recorder(sh)
     typist = Typist(sh).start()
     try:
@@ -68,7 +73,7 @@ def test_relay_restart_while_typing_in_tmux(tmp_path) -> None:
             rig.restart_relay()
 
         _typed_through(rig, restart,
-                       lambda: wait_state(rig.agent, lambda s: s["state"] == api.CONNECTED, timeout=20))
+                       lambda: wait_state(rig.agent, lambda s: s["state"] == api.CONNECTED, timeout=20), history=True)
     finally:
         rig.close()
 

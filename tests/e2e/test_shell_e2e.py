@@ -39,11 +39,12 @@ def test_detach_chord_restores_the_terminal(rig: ShellRig) -> None:
     assert "detached from 'main'" in sh.stderr()
 
 
-def test_sigterm_to_the_cli_restores_the_terminal(rig: ShellRig) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_cli_restores_the_terminal(rig: ShellRig, signum: int) -> None:
     sh = rig.shell()
     rig.wait_prompt_works(sh)
-    sh.signal(signal.SIGTERM)
-    assert sh.wait_exit(15) == 128 + signal.SIGTERM
+    sh.signal(signum)
+    assert sh.wait_exit(15) == 128 + signum
     sh.assert_restored()
 
 

@@ -289,9 +289,13 @@ class RelayLink:
                 now = self._now()
                 rejected = await self._look_for_newer(linkstate.Rejected(LinkError.of(exc), record.expires_at),
                                                       record, sessions, now)
-                log.warning("link_credentials_rejected url=%s verdict=%s", self.url,
-                            verdict(self.url, rejected, now).state.value)
-                await self._decide(token, rejected, now)
+                decided = verdict(self.url, rejected, now)
+                log.warning("link_credentials_rejected url=%s verdict=%s", self.url, decided.state.value)
+                await self._mark(token, decided, now)  # as _decide, with the shells told in between
+                seam = getattr(self.host, "terminal", None)
+                if seam is not None:  # they end now, not as a link that never came back
+                    seam.refused(self.url, decided.state.value)
+                await self._follow(self._event(rejected, now))
             except RateLimitedError as exc:
                 await self._follow(self._event(linkstate.Limited(LinkError.of(exc), exc.retry_after)))
             except (TransportError, ProtocolError) as exc:

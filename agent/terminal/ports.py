@@ -45,3 +45,8 @@ class TerminalSeam(Protocol):
         """A planned move: detach every attached session of ``url`` (after its input is acknowledged, with
         ``drain``) before the link closes, so the relay keeps no stale client."""
         ...
+
+    def refused(self, url: str, verdict: str) -> None:
+        """The relay refused ``url``'s credentials (the link's verdict: revoked, expired...): its shells end
+        now with an error that says so, instead of waiting for a link that will not come back."""
+        ...

@@ -124,6 +124,10 @@ class TerminalService:
                         await session.changed()
         await self._detach_reference(port)
 
+    def refused(self, url: str, verdict: str) -> None:
+        for session in self._of(url):
+            session.refused(verdict)
+
     def _live_reference(self, port: TerminalPort) -> list[TerminalSession]:
         return [s for s in self._of(port.url) if s.port is port and s.state is State.LIVE and s.kind == REFERENCE]
 

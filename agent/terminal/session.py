@@ -567,6 +567,12 @@ class TerminalSession:
         self.result = {"reason": reason, "code": code}
         self._end()
 
+    def refused(self, verdict: str) -> None:
+        """The relay refused the link's credentials: no reattach will come."""
+        self._fail(SessionRevokedError(f"the relay ended the shell: it refused this device's session ({verdict})",
+                                       hint="`hermes-relay status` shows the relay's verdict; pair again for a "
+                                            "new session"))
+
     def _fail(self, error: HermesError) -> None:
         if self.state in ENDED:
             return

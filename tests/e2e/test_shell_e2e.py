@@ -90,6 +90,31 @@ def test_sessions_list_shows_the_shell_and_kill_ends_it(tmp_path) -> None:
         rig.close()
 
 
+def _revoke(rig: ShellRig) -> None:
+    """``hermes-relay-server sessions revoke`` on the relay host, for the one paired device."""
+    relay_cmd = [sys.executable, "-m", "hermes_relay.relay", "sessions", "--relay", rig.relay.url]
+    listed = subprocess.run([*relay_cmd, "--json", "list"], capture_output=True, text=True, timeout=30,
+                            env=pair_env(rig.relay.state_dir))
+    [device] = json.loads(listed.stdout)["sessions"]
+    revoked = subprocess.run([*relay_cmd, "revoke", device["token_prefix"], "--yes"], capture_output=True,
+                             text=True, timeout=30, env=pair_env(rig.relay.state_dir))
+    assert revoked.returncode == 0, revoked.stderr
+
+
+def test_revocation_unheard_on_a_silent_link_ends_the_shell_when_the_relay_refuses_the_token(rig: ShellRig) -> None:
+    """The relay's goodbye is lost in a black hole: the agent learns of the revocation when it reconnects
+    (the relay refuses the token) and ends the shell then, not 60 s later as a link that did not come back."""
+    sh = rig.shell()
+    rig.wait_prompt_works(sh)
+    rig.proxy.command("blackhole")
+    _revoke(rig)
+    sh.type(b"x")  # unacknowledged input: the agent suspects the link within a second or two
+    assert sh.wait_exit(30) == 1
+    sh.assert_restored()
+    err = sh.stderr()
+    assert "revoked" in err and "did not come back" not in err, err
+
+
 def test_revocation_on_the_relay_host_ends_the_shell_with_a_clear_message(rig: ShellRig) -> None:
     sh = rig.shell()
     rig.wait_prompt_works(sh)

@@ -256,6 +256,14 @@ class ShellRig:
         self.relay.stop()
         self.relay.start()
 
+    def crash_relay(self) -> None:
+        """SIGKILL the relay (no final ack) and start it again on the same port and state dir."""
+        assert self.relay.proc is not None
+        self.relay.proc.kill()
+        self.relay.proc.wait(10)
+        self.relay.stop()  # closes what is left of it
+        self.relay.start()
+
     # -- the user's side ---------------------------------------------------------------------------
     @property
     def agent(self) -> AgentEnv:

@@ -39,7 +39,7 @@ def test_detach_chord_restores_the_terminal(rig: ShellRig) -> None:
     assert "detached from 'main'" in sh.stderr()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signal_to_the_cli_restores_the_terminal(rig: ShellRig, signum: int) -> None:
     sh = rig.shell()
     rig.wait_prompt_works(sh)
@@ -151,5 +151,20 @@ def test_a_new_shell_on_a_living_tmux_session_types_no_launch_line_into_it(tmp_p
         again.type(b"\x01.")
         assert again.wait_exit(15) == 0
         assert b"exec hermes" not in again.screen, rig.dump(again)
+    finally:
+        rig.close()
+
+
+def test_kill_chord_ends_the_tmux_session_and_restores_the_terminal(tmp_path) -> None:
+    rig = ShellRig(tmp_path, tmux=True).start()
+    try:
+        sh = rig.shell("--session", "doomed")
+        rig.wait_prompt_works(sh)
+        sh.type(b"\x01k")  # Ctrl+A k
+        assert sh.wait_exit(15) == 0
+        sh.assert_restored()
+        assert "session 'doomed' killed" in sh.stderr()
+        listed = json.loads(rig.agent.cli("--json", "sessions", "list").stdout)["sessions"]
+        assert not [s for s in listed if s["name"] == "doomed"]
     finally:
         rig.close()

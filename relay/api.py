@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from hermes_relay.core import paths, payload
 from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
 from hermes_relay.core.routes import infer_role
-from hermes_relay.relay import httpmsg, peers, tls
+from hermes_relay.relay import gcpolicy, httpmsg, peers, tls
 from hermes_relay.relay.capacity import Gate
 from hermes_relay.relay.config import RATE_LIMIT_BODY, RelayConfig
 from hermes_relay.relay.pairing import DEFAULT_SESSION_TTL, TRANSPORT_HINTS, PairingCodes, validate_grants, validate_seconds
@@ -117,6 +117,8 @@ def health(relay: State) -> dict[str, Any]:
         "cert_der": relay.config.cert_der,  # the certificate itself, for the invite's pinned-TLS (plugin_proxy) route
         "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only
         "relay_id": relay.relay_id,  # stable: clients recognise this relay under any spelling of its URL
+        # The collector's worst pause and frozen objects (relay/gcpolicy.py): the relay server only.
+        **({"gc": gc} if (gc := gcpolicy.stats()) is not None else {}),
     }
 
 

@@ -14,7 +14,7 @@ import trio_websocket
 
 from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import members
-from hermes_relay.relay import capacity, desktop, desktop_http, http, peers
+from hermes_relay.relay import capacity, desktop, desktop_http, gcpolicy, http, peers
 from hermes_relay.relay.config import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
@@ -210,6 +210,7 @@ class Relay:
         # unauthenticated memory, an authenticated socket reads big results in 64 KiB pieces.
         ws._max_message_size = self.config.max_message_authed
         ws._receive_buffer_size = wire.WS_RECEIVE_BYTES
+        epoch = gcpolicy.opened()  # the collector policy freezes long-lived connections (relay/gcpolicy.py)
         try:
             await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, reply_id)
             del reply
@@ -218,6 +219,7 @@ class Relay:
         finally:
             self.core.detach(key, ws)
             self.desktop.detach(ws)
+            gcpolicy.ended(epoch)
 
     async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
         serving = trio.CancelScope()

@@ -27,12 +27,18 @@ class Beat:
     __slots__ = ("ws", "on_timeout", "alive")
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope):
-        self.ws = ws
-        self.on_timeout = on_timeout
+        self.ws: trio_websocket.WebSocketConnection | None = ws
+        self.on_timeout: trio.CancelScope | None = on_timeout
         self.alive = True
 
     def stop(self) -> None:
+        """The connection ended: its queue entry (due up to ``interval`` later) keeps nothing of it alive."""
         self.alive = False
+        self.ws = self.on_timeout = None
+
+    def time_out(self) -> None:
+        if self.on_timeout is not None:
+            self.on_timeout.cancel()
 
 
 class Heartbeat:
@@ -77,18 +83,22 @@ class Heartbeat:
 
     async def _ping(self, beat: Beat) -> None:
         """One ping; runs in the heartbeat's nursery, so it never raises."""
+        ws = beat.ws
+        if ws is None:
+            return
         try:
             with trio.move_on_after(self.interval) as wait:
-                await beat.ws.ping()
+                await ws.ping()
         except trio_websocket.ConnectionClosed:
             return
         except Exception:  # supervision point: a heartbeat failure must not crash the relay
             log.exception("heartbeat_crashed")
-            beat.on_timeout.cancel()
+            beat.time_out()
             return
+        finally:
+            del ws
         if wait.cancelled_caught:
-            if beat.alive:
-                beat.on_timeout.cancel()
+            beat.time_out()
             return
         if beat.alive:
             self._schedule(beat)

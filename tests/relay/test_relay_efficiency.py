@@ -44,7 +44,7 @@ def test_the_relay_freezes_its_start_up_objects_and_uses_server_thresholds():
     import subprocess
     import sys
 
-    from hermes_relay.relay.main import GC_THRESHOLDS
+    from hermes_relay.relay.gcpolicy import GC_THRESHOLDS
 
     code = ("import gc; from hermes_relay.relay.main import settle_gc; settle_gc(); "
             "print(gc.get_freeze_count(), *gc.get_threshold())")
@@ -109,3 +109,32 @@ async def test_an_idle_authenticated_connection_has_no_heartbeat_task_of_its_own
         held.append((await pair(relay.url, relay.http))[0])
     client_side = 2  # the test's own per connection: helpers._hold_client and its trio-websocket reader
     assert (_tasks() - before) / 5 == client_side + 2
+
+
+def test_the_collector_policy_freezes_new_connections_and_thaws_only_after_churn():
+    """A full collection runs only once as many frozen connections have ended as are open (and at
+    least THAW_MIN); otherwise a tick freezes what arrived, and an idle tick does nothing."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import gc
+        from hermes_relay.relay.gcpolicy import GcPolicy, THAW_MIN
+        p = GcPolicy()
+        gc.callbacks.append(p.on_gc)
+        out = [p.tick()]                                    # nothing arrived: nothing to do
+        first = [p.opened() for _ in range(3 * THAW_MIN)]   # connections authenticate
+        out.append(p.tick())                                # frozen
+        out.append(p.tick())                                # idle
+        for epoch in first[:THAW_MIN]:
+            p.ended(epoch)                                  # churn below the open count
+        late = p.opened()
+        out.append(p.tick())                                # the new one is frozen, no thaw
+        for epoch in first[THAW_MIN:] + [late]:
+            p.ended(epoch)
+        out.append(p.tick())                                # now everything frozen has ended
+        out.append(p.tick())
+        print(*out, p.stats()["thaws"], p.stats()["collections"][2] > 0)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.split() == ["None", "freeze", "None", "freeze", "thaw", "None", "1", "True"]

@@ -14,6 +14,7 @@ from typing import Any
 import h11
 import trio
 
+from hermes_relay.relay import rawenv
 from hermes_relay.relay.httpmsg import (  # noqa: F401  (re-exported: the driver's callers use http.X)
     MAX_BODY,
     MAX_HEAD,
@@ -83,7 +84,8 @@ async def read_body(stream: trio.abc.Stream, req: HttpRequest, limit: int = MAX_
 
 async def send_json(stream: trio.abc.Stream, status: int, obj: Any, conn: h11.Connection | None = None) -> None:
     try:  # ASCII-escaped: lone surrogates and every other code point travel as JSON escapes
-        body = json.dumps(obj, separators=(",", ":")).encode("ascii")
+        # (a forwarded desktop result goes as the client sent it: UTF-8 from a UTF-8 frame, relay/rawenv.py)
+        body = obj.encoded if isinstance(obj, rawenv.Forwarded) else json.dumps(obj, separators=(",", ":")).encode("ascii")
     except (ValueError, TypeError, RecursionError) as exc:  # never leave a caller without an answer
         status, body = 500, json.dumps({"ok": False, "error": f"the relay could not encode its answer: "
                                                               f"{exc.__class__.__name__}"}).encode("ascii")

@@ -14,7 +14,7 @@ import trio_websocket
 
 from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import members
-from hermes_relay.relay import capacity, desktop, desktop_http, gcpolicy, http, peers
+from hermes_relay.relay import capacity, desktop, desktop_http, gcpolicy, http, peers, upgrade
 from hermes_relay.relay.config import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
@@ -84,11 +84,11 @@ class Relay:
         if req is None or peer is None:
             return
         if upgrade:
-            # Nothing of the request outlives the handshake: the raw head is replayed to the WebSocket
-            # layer, the parser and headers are dropped here (an idle socket kept them for its life).
-            path, raw = req.path, req.raw
+            # Nothing of the request outlives the handshake: its parse goes to the WebSocket layer
+            # (relay/upgrade.py), the headers are dropped here (an idle socket kept them for its life).
+            path, head = req.path, [req.event, req.conn, req.raw]  # emptied by _upgrade
             del req
-            await self._upgrade(stream, path, raw, peer.addr)
+            await self._upgrade(stream, path, head, peer.addr)
             return
         if desktop_http.is_desktop_path(req.path):
             try:
@@ -126,22 +126,23 @@ class Relay:
             return None, b"", False, None
         return req, body, upgrade, peer
 
-    async def _upgrade(self, stream: trio.abc.Stream, path: str, raw: bytes, ip: str) -> None:
+    async def _upgrade(self, stream: trio.abc.Stream, path: str, head: list[Any], ip: str) -> None:
+        event, parser, raw = head
+        head.clear()
         slot = self.core.upgrade(path, ip)
         if isinstance(slot, Refusal):
             await _refuse(stream, slot)
             return
         try:
-            replay = http.ReplayStream(raw, stream)
-            del raw
             async with trio.open_nursery() as nursery:
                 ws = None
                 # A request trio-websocket refuses (no Sec-WebSocket-Key, wrong version) gets its 400
                 # and then nothing more: bound the wait so the slot is always given back.
                 with trio.move_on_after(self.config.head_timeout):
                     try:
-                        request = await trio_websocket.wrap_server_stream(
-                            nursery, replay, max_message_size=self.config.max_message)
+                        request = await upgrade.server_request(nursery, stream, event, parser, raw,
+                                                               max_message_size=self.config.max_message)
+                        del event, parser, raw
                         ws = await request.accept()
                         del request
                         _shed_handshake(ws)

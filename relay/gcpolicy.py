@@ -47,7 +47,8 @@ class GcPolicy:
         self.thaws = 0
         self.collections = [0, 0, 0]
         self.worst_pause = [0.0, 0.0, 0.0]  # seconds, per generation
-        self._started = 0.0
+        self.worst_cpu = 0.0  # CPU seconds of the longest collection (wall time may include being descheduled)
+        self._started = self._started_cpu = 0.0
 
     # -- connections -----------------------------------------------------------------------------
     def opened(self) -> int:
@@ -96,10 +97,11 @@ class GcPolicy:
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         """A ``gc.callbacks`` hook: the length of each collection, the worst per generation."""
         if phase == "start":
-            self._started = time.perf_counter()
+            self._started, self._started_cpu = time.perf_counter(), time.thread_time()
             return
         generation = info.get("generation", 2)
         pause = time.perf_counter() - self._started
+        self.worst_cpu = max(self.worst_cpu, time.thread_time() - self._started_cpu)
         self.collections[generation] += 1
         if pause > self.worst_pause[generation]:
             self.worst_pause[generation] = pause
@@ -108,6 +110,7 @@ class GcPolicy:
         return {
             "worst_pause_ms": round(max(self.worst_pause) * 1000, 2),
             "worst_full_pause_ms": round(self.worst_pause[2] * 1000, 2),
+            "worst_pause_cpu_ms": round(self.worst_cpu * 1000, 2),
             "collections": list(self.collections),
             "frozen": gc.get_freeze_count(),
             "freezes": self.freezes,

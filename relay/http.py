@@ -46,7 +46,8 @@ async def read_request_head(stream: trio.abc.Stream) -> HttpRequest | None:
             continue
         if isinstance(event, h11.Request):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-            return HttpRequest(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(raw), conn)
+            return HttpRequest(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(raw), conn,
+                               event)
         if isinstance(event, h11.ConnectionClosed):
             return None
         raise BadRequest(400, "unexpected HTTP event")

@@ -6,6 +6,7 @@ class reads, writes, waits and closes. relay/server.py listens and hands each co
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 from typing import Any
 
@@ -224,7 +225,10 @@ class Relay:
 
     async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
         serving = trio.CancelScope()
-        beat = self.heartbeat.add(ws, serving)
+        beat = self.heartbeat.add(ws, serving, lambda: self.core.expires_in(sess))
+        # PATCH /sessions may move the expiry: it is re-read at least once per sweep interval, by the relay's
+        # heartbeat when it beats that often (an idle connection then has no timer of its own).
+        reread = math.inf if beat is not None and self.heartbeat.interval <= EXPIRY_SWEEP else EXPIRY_SWEEP
         try:
             with serving:
                 while True:
@@ -232,8 +236,9 @@ class Relay:
                     if remaining <= 0:
                         await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
                         return
-                    # Re-read the expiry at least once per sweep interval: PATCH /sessions may have moved it.
-                    with trio.move_on_after(min(remaining, EXPIRY_SWEEP)):
+                    with trio.move_on_after(min(remaining, reread)) as wait:
+                        if beat is not None:
+                            beat.wait = wait
                         message = await ws.get_message()
                         await self._on_message(ws, sess, message)
         finally:

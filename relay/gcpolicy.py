@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # Collector thresholds for a server whose live set is mostly idle connections (see the module text).
 GC_THRESHOLDS = (20_000, 20, 20)
 TICK = 1.0  # seconds between ticks
+LONG_PAUSE = 0.05  # CPU seconds of a collection worth a warning (every connection waited that long)
 THAW_MIN = 1000  # ended frozen connections before a full collection may be worth its pause
 
 
@@ -101,7 +102,11 @@ class GcPolicy:
             return
         generation = info.get("generation", 2)
         pause = time.perf_counter() - self._started
-        self.worst_cpu = max(self.worst_cpu, time.thread_time() - self._started_cpu)
+        cpu = time.thread_time() - self._started_cpu
+        self.worst_cpu = max(self.worst_cpu, cpu)
+        if cpu >= LONG_PAUSE:
+            log.warning("gc_long_pause generation=%d ms=%.1f cpu_ms=%.1f collected=%d frozen=%d", generation,
+                        pause * 1000, cpu * 1000, info.get("collected", 0), gc.get_freeze_count())
         self.collections[generation] += 1
         if pause > self.worst_pause[generation]:
             self.worst_pause[generation] = pause

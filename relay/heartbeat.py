@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import trio
 import trio_websocket
@@ -24,17 +25,26 @@ log = logging.getLogger(__name__)
 class Beat:
     """One connection's place in the heartbeat: ``stop()`` when the connection ends."""
 
-    __slots__ = ("ws", "on_timeout", "alive")
+    __slots__ = ("ws", "on_timeout", "alive", "expires_in", "wait")
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope):
+    def __init__(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope,
+                 expires_in: Callable[[], float] | None = None):
         self.ws: trio_websocket.WebSocketConnection | None = ws
         self.on_timeout: trio.CancelScope | None = on_timeout
         self.alive = True
+        self.expires_in = expires_in  # seconds until the connection's session expires (inf: never)
+        self.wait: trio.CancelScope | None = None  # the connection's current wait, whose deadline the expiry bounds
 
     def stop(self) -> None:
         """The connection ended: its queue entry (due up to ``interval`` later) keeps nothing of it alive."""
         self.alive = False
-        self.ws = self.on_timeout = None
+        self.ws = self.on_timeout = self.wait = self.expires_in = None
+
+    def bound_wait(self) -> None:
+        """The connection's wait ends no later than its session's expiry (PATCH /sessions may have moved it
+        since the wait began): re-read here, once per beat, instead of by a timer per connection."""
+        if self.wait is not None and self.expires_in is not None:
+            self.wait.deadline = min(self.wait.deadline, trio.current_time() + max(0.0, self.expires_in()))
 
     def time_out(self) -> None:
         if self.on_timeout is not None:
@@ -50,11 +60,13 @@ class Heartbeat:
         self._nursery: trio.Nursery | None = None
         self._added = trio.Event()
 
-    def add(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope) -> Beat | None:
-        """Start pinging ``ws``; None (no heartbeat) when it is off or not running."""
+    def add(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope,
+            expires_in: Callable[[], float] | None = None) -> Beat | None:
+        """Start pinging ``ws`` (and bounding its wait by ``expires_in``, see ``Beat.bound_wait``); None (no
+        heartbeat) when it is off or not running."""
         if self._nursery is None or self.interval <= 0:
             return None
-        beat = Beat(ws, on_timeout)
+        beat = Beat(ws, on_timeout, expires_in)
         self._schedule(beat)
         return beat
 
@@ -77,6 +89,7 @@ class Heartbeat:
                         continue
                     self._due.popleft()
                     if beat.alive:
+                        beat.bound_wait()
                         nursery.start_soon(self._ping, beat)
             finally:
                 self._nursery = None

@@ -162,3 +162,19 @@ async def test_the_upgrade_request_is_parsed_once(relay, monkeypatch):
         assert answer["type"] == "auth.ok"
         held.append(again)  # held open: no parser object is freed and its id reused meanwhile
     assert len(parsers) == 5
+
+
+async def test_an_idle_connection_has_no_expiry_timer_yet_closes_when_its_session_expires(relay_factory):
+    """The relay's heartbeat re-reads each session's expiry as it beats (an idle connection woke every
+    60 s on a timer of its own to re-read it): a session that expires without a message is still closed."""
+    from helpers import FakeWallClock, expect_closed
+
+    from hermes_relay.relay.config import CLOSE_AUTH_FAILED
+
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock, heartbeat=0.2)
+    ws, _ = await pair(relay.url, relay.http, ttl_seconds=600)
+    clock.advance(601)  # the connection waits on no timer that would notice: the next beat does
+    with trio.fail_after(5):
+        closed = await expect_closed(ws)
+    assert (closed.code, closed.reason) == (CLOSE_AUTH_FAILED, "session expired")

@@ -138,6 +138,7 @@ def relay_info(relay: State) -> dict[str, Any]:
         "media_entry_count": 0,
         "health": "ok",
         "relay_id": relay.relay_id,
+        **({"gc": gc} if (gc := gcpolicy.stats(frozen=True)) is not None else {}),  # relay/gcpolicy.py
     }
 
 

@@ -16,8 +16,10 @@ that stay, so the policy keeps them out of the walk:
   collects everything and freezes again. That is the one full pause, and it only follows churn.
 
 ``gc.callbacks`` times every collection: ``stats()`` (``GET /health``'s ``gc`` field) shows the worst
-pause, so the bench reads it from inside the relay. Only ``hermes-relay-server`` installs the policy
-(relay/main.py); a relay run in a test process leaves the test's collector alone.
+pause, so the bench reads it from inside the relay; the loopback-only ``GET /relay/info`` adds the
+objects frozen (counting them walks them all, so the public ``/health`` never does). Only
+``hermes-relay-server`` installs the policy (relay/main.py); a relay run in a test process leaves the
+test's collector alone.
 """
 
 from __future__ import annotations
@@ -80,8 +82,7 @@ class GcPolicy:
             self.thaws += 1
             self.ended_frozen = 0
             self._frozen_now()
-            log.info("gc_thaw unreachable=%d frozen=%d pause_ms=%.1f", found, gc.get_freeze_count(),
-                     (time.perf_counter() - t0) * 1000)
+            log.info("gc_thaw unreachable=%d pause_ms=%.1f", found, (time.perf_counter() - t0) * 1000)
             return "thaw"
         if self.fresh:
             gc.collect()  # only the unfrozen part: what arrived since the last tick
@@ -105,22 +106,26 @@ class GcPolicy:
         cpu = time.thread_time() - self._started_cpu
         self.worst_cpu = max(self.worst_cpu, cpu)
         if cpu >= LONG_PAUSE:
-            log.warning("gc_long_pause generation=%d ms=%.1f cpu_ms=%.1f collected=%d frozen=%d", generation,
-                        pause * 1000, cpu * 1000, info.get("collected", 0), gc.get_freeze_count())
+            log.warning("gc_long_pause generation=%d ms=%.1f cpu_ms=%.1f collected=%d", generation,
+                        pause * 1000, cpu * 1000, info.get("collected", 0))
         self.collections[generation] += 1
         if pause > self.worst_pause[generation]:
             self.worst_pause[generation] = pause
 
-    def stats(self) -> dict[str, Any]:
-        return {
+    def stats(self, *, frozen: bool = False) -> dict[str, Any]:
+        """The counters; ``frozen`` adds the objects frozen now, which walks them all (~25 ms per million
+        here): for the loopback-only ``GET /relay/info``, never for the public, often-polled ``/health``."""
+        out: dict[str, Any] = {
             "worst_pause_ms": round(max(self.worst_pause) * 1000, 2),
             "worst_full_pause_ms": round(self.worst_pause[2] * 1000, 2),
             "worst_pause_cpu_ms": round(self.worst_cpu * 1000, 2),
             "collections": list(self.collections),
-            "frozen": gc.get_freeze_count(),
             "freezes": self.freezes,
             "thaws": self.thaws,
         }
+        if frozen:
+            out["frozen"] = gc.get_freeze_count()
+        return out
 
 
 _POLICY: GcPolicy | None = None
@@ -145,6 +150,7 @@ def ended(epoch: int) -> None:
         _POLICY.ended(epoch)
 
 
-def stats() -> dict[str, Any] | None:
-    """For ``GET /health``: None where the policy is not installed (a relay inside a test process)."""
-    return _POLICY.stats() if _POLICY is not None else None
+def stats(*, frozen: bool = False) -> dict[str, Any] | None:
+    """For ``GET /health`` (and with ``frozen`` for ``GET /relay/info``): None where the policy is not
+    installed (a relay inside a test process)."""
+    return _POLICY.stats(frozen=frozen) if _POLICY is not None else None

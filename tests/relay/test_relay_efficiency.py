@@ -143,7 +143,6 @@ def test_the_collector_policy_freezes_new_connections_and_thaws_only_after_churn
 async def test_the_upgrade_request_is_parsed_once(relay, monkeypatch):
     """Our h11 parse of the head is handed to wsproto: it parsed the head again (~7 % of a handshake)."""
     import h11
-
     from helpers import ws_auth
 
     ws, reply = await pair(relay.url, relay.http)

@@ -15,7 +15,7 @@ import trio_websocket
 
 from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import members
-from hermes_relay.relay import capacity, desktop, desktop_http, gcpolicy, http, peers, upgrade
+from hermes_relay.relay import capacity, desktop, desktop_http, gcpolicy, http, peers
 from hermes_relay.relay.config import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
@@ -41,6 +41,7 @@ from hermes_relay.relay.core import (
 from hermes_relay.relay.heartbeat import Heartbeat
 from hermes_relay.relay.peers import Peer
 from hermes_relay.relay.sessions import Session
+from hermes_relay.relay.upgrade import server_request
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,8 @@ class Relay:
                 # and then nothing more: bound the wait so the slot is always given back.
                 with trio.move_on_after(self.config.head_timeout):
                     try:
-                        request = await upgrade.server_request(nursery, stream, event, parser, raw,
-                                                               max_message_size=self.config.max_message)
+                        request = await server_request(nursery, stream, event, parser, raw,
+                                                       max_message_size=self.config.max_message)
                         del event, parser, raw
                         ws = await request.accept()
                         del request

@@ -6,7 +6,8 @@ that stay, so the policy keeps them out of the walk:
 
 * at start-up (``settle``): collect, freeze what start-up built, and use thresholds that let a
   handshake's garbage die young (a young collection every 20,000 new objects, not 700);
-* on each ``tick`` (once a second, only when connections were authenticated since the last one):
+* on each ``tick`` (once a second when connections were authenticated since the last one, and at once
+  every ``FRESH_MAX`` of them):
   collect what is not frozen yet (what arrived since the last tick: small), then ``gc.freeze()`` it.
   A later full collection walks only what arrived since;
 * a connection frees its objects by reference counting when it ends (nothing of it is in a cycle
@@ -36,6 +37,7 @@ GC_THRESHOLDS = (20_000, 20, 20)
 TICK = 1.0  # seconds between ticks
 LONG_PAUSE = 0.05  # CPU seconds of a collection worth a warning (every connection waited that long)
 THAW_MIN = 1000  # ended frozen connections before a full collection may be worth its pause
+FRESH_MAX = 200  # connections authenticated since the last freeze that make the next one come at once
 
 
 class GcPolicy:
@@ -55,10 +57,15 @@ class GcPolicy:
 
     # -- connections -----------------------------------------------------------------------------
     def opened(self) -> int:
-        """An authenticated connection: returns its epoch, for ``ended``."""
+        """An authenticated connection: returns its epoch, for ``ended``. Connections arriving fast are
+        frozen every ``FRESH_MAX`` of them, not once a second: the collection before a freeze walks what
+        arrived since the last one, so that bounds it (a few ms, not a second's worth of arrivals)."""
         self.fresh += 1
         self.open += 1
-        return self.epoch
+        epoch = self.epoch
+        if self.fresh >= FRESH_MAX:
+            self.tick()
+        return epoch
 
     def ended(self, epoch: int) -> None:
         self.open -= 1

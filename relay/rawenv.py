@@ -54,12 +54,11 @@ def _walk(text: str) -> tuple[dict[str, Any], str] | None:
     """The top-level object and its ``payload`` member's text, or None for anything else (then the
     plain decoder runs and says what is wrong)."""
     scan = _SCANNER.raw_decode
-    ws = _WS.match
     try:
-        i = ws(text, 0).end()
+        i = _skip(text, 0)
         if text[i:i + 1] != "{":
             return None
-        i = ws(text, i + 1).end()
+        i = _skip(text, i + 1)
         obj: dict[str, Any] = {}
         raw = ""
         if text[i:i + 1] == "}":
@@ -69,17 +68,17 @@ def _walk(text: str) -> tuple[dict[str, Any], str] | None:
                 if text[i:i + 1] != '"':
                     return None
                 key, i = scan(text, i)
-                i = ws(text, i).end()
+                i = _skip(text, i)
                 if text[i:i + 1] != ":":
                     return None
-                start = ws(text, i + 1).end()
+                start = _skip(text, i + 1)
                 value, i = scan(text, start)
                 obj[key] = value
                 if key == "payload":
                     raw = text[start:i]  # the last one wins, as in json.loads
-                i = ws(text, i).end()
+                i = _skip(text, i)
                 sep = text[i:i + 1]
-                i = ws(text, i + 1).end()
+                i = _skip(text, i + 1)
                 if sep == "}":
                     break
                 if sep != ",":
@@ -89,6 +88,12 @@ def _walk(text: str) -> tuple[dict[str, Any], str] | None:
     except (ValueError, RecursionError):
         return None
     return obj, raw
+
+
+def _skip(text: str, i: int) -> int:
+    """The index of the first character at or after ``i`` that is not JSON whitespace."""
+    found = _WS.match(text, i)
+    return found.end() if found is not None else i
 
 
 def forwarded(payload: dict[str, Any], raw_payload: str, extra: dict[str, Any]) -> bytes | None:

@@ -113,14 +113,16 @@ async def test_an_idle_authenticated_connection_has_no_heartbeat_task_of_its_own
 
 def test_the_collector_policy_freezes_new_connections_and_thaws_only_after_churn():
     """A full collection runs only once as many frozen connections have ended as are open (and at
-    least THAW_MIN); otherwise a tick freezes what arrived, and an idle tick does nothing."""
+    least THAW_MIN), at most once per THAW_SPACING; otherwise a tick freezes what arrived, and an idle
+    tick does nothing."""
     import subprocess
     import sys
 
     code = """if True:
         import gc
-        from hermes_relay.relay.gcpolicy import GcPolicy, THAW_MIN
-        p = GcPolicy()
+        from hermes_relay.relay.gcpolicy import GcPolicy, THAW_MIN, THAW_SPACING
+        now = [0.0]
+        p = GcPolicy(clock=lambda: now[0])
         gc.callbacks.append(p.on_gc)
         out = [p.tick()]                                    # nothing arrived: nothing to do
         first = [p.opened() for _ in range(3 * THAW_MIN)]   # connections authenticate (frozen in batches)
@@ -131,12 +133,14 @@ def test_the_collector_policy_freezes_new_connections_and_thaws_only_after_churn
         out.append(p.tick())                                # the new one is frozen, no thaw
         for epoch in first[THAW_MIN:] + [late]:
             p.ended(epoch)
-        out.append(p.tick())                                # now everything frozen has ended
+        out.append(p.tick())                                # everything frozen has ended: not yet
+        now[0] = THAW_SPACING
+        out.append(p.tick())                                # ... now
         out.append(p.tick())
         print(*out, p.stats()["thaws"], p.stats()["collections"][2] > 0)
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
-    assert out.stdout.split() == ["None", "None", "freeze", "thaw", "None", "1", "True"]
+    assert out.stdout.split() == ["None", "None", "freeze", "None", "thaw", "None", "1", "True"]
 
 
 async def test_the_upgrade_request_is_parsed_once(relay, monkeypatch):

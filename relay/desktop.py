@@ -120,7 +120,7 @@ class _Pending:
     record: dict[str, Any]
     done: trio.Event = field(default_factory=trio.Event)
     response: dict[str, Any] | None = None
-    raw: str = ""  # the response payload's JSON text, as the client sent it (relay/rawenv.py)
+    span: tuple[str, int, int] | None = None  # where the response payload's JSON text is in its frame (relay/rawenv.py)
     failure: str | None = None
 
 
@@ -153,7 +153,7 @@ class DesktopRouter(DesktopTable):
                     pending.done.set()
         return target
 
-    def _on_response(self, target: Target, payload: dict[str, Any], raw: str = "") -> None:
+    def _on_response(self, target: Target, payload: dict[str, Any], span: tuple[str, int, int] | None = None) -> None:
         request_id = payload.get("request_id")
         pending = self._pending.get(request_id) if isinstance(request_id, str) else None
         if pending is None or pending.done.is_set():
@@ -163,7 +163,7 @@ class DesktopRouter(DesktopTable):
             log.warning("desktop_response_wrong_socket request_id=%.64s from=%s", request_id, target.label())
             return
         pending.response = dict(payload)
-        pending.raw = raw
+        pending.span = span
         pending.done.set()
 
     # -- calls -------------------------------------------------------------------------------
@@ -220,8 +220,8 @@ class DesktopRouter(DesktopTable):
         if pending.response is not None:
             extra = {"target": target.public()}
             body = {**pending.response, **extra}
-            encoded = rawenv.forwarded(pending.response, pending.raw, extra)  # no json.dumps of a big result
-            return self._finish(record, 200, body if encoded is None else rawenv.Forwarded(body, encoded))
+            parts = rawenv.forwarded(pending.response, pending.span, extra)  # no json.dumps of a big result
+            return self._finish(record, 200, body if parts is None else rawenv.Forwarded(body, parts))
         if pending.failure is not None:
             return self._finish(record, 502, {"ok": False, "error": pending.failure})
         return self._finish(record, 504, {"ok": False, "error": f"Desktop client did not respond within {limit:g}s (timeout)"})

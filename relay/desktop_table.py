@@ -164,7 +164,7 @@ class DesktopTable:
             target.listed = isinstance(tools, list)
             self._latest_status = target.status
         elif typ == "response":
-            self._on_response(target, payload, env.raw_payload if isinstance(env, RawEnvelope) else "")
+            self._on_response(target, payload, env.span if isinstance(env, RawEnvelope) else None)
         elif typ == "workspace":
             target.workspace = dict(payload)
         elif typ == "active_editor":
@@ -172,7 +172,7 @@ class DesktopTable:
         else:
             log.debug("desktop_ignored type=%s", env.type[:64])
 
-    def _on_response(self, target: Target, payload: dict[str, Any], raw: str = "") -> None:
+    def _on_response(self, target: Target, payload: dict[str, Any], span: tuple[str, int, int] | None = None) -> None:
         """An answer to a call: the table has no calls in flight (the router's do)."""
         log.debug("desktop_response_dropped request_id=%.64s", payload.get("request_id"))
 

@@ -27,9 +27,16 @@ _WS = re.compile(r"[ \t\n\r]*")
 
 @dataclass(frozen=True)
 class RawEnvelope(envelope.Envelope):
-    """An envelope with its payload's JSON text as it arrived ("" when not kept)."""
+    """An envelope with its payload's JSON text as it arrived: ``frame[start:end]`` (not copied out)."""
 
-    raw_payload: str = ""
+    span: tuple[str, int, int] | None = None
+
+    @property
+    def raw_payload(self) -> str:
+        if self.span is None:
+            return ""
+        frame, start, end = self.span
+        return frame[start:end]
 
 
 def decode(message: str | bytes, *, max_size: int) -> envelope.Envelope:
@@ -41,16 +48,16 @@ def decode(message: str | bytes, *, max_size: int) -> envelope.Envelope:
     return envelope.decode(message, max_size=max_size)
 
 
-def _envelope(obj: dict[str, Any], raw: str, message: str, max_size: int) -> envelope.Envelope:
+def _envelope(obj: dict[str, Any], span: tuple[int, int], message: str, max_size: int) -> envelope.Envelope:
     channel, typ, payload = obj.get("channel"), obj.get("type"), obj.get("payload")
     if not isinstance(channel, str) or not isinstance(typ, str) or not isinstance(payload, dict):
         return envelope.decode(message, max_size=max_size)  # raises envelope.decode's own error
     extra = {k: v for k, v in obj.items() if k not in ("channel", "type", "payload", "id")}
     msg_id = obj.get("id")
-    return RawEnvelope(channel, typ, payload, str(msg_id) if msg_id is not None else "", extra, raw)
+    return RawEnvelope(channel, typ, payload, str(msg_id) if msg_id is not None else "", extra, (message, *span))
 
 
-def _walk(text: str) -> tuple[dict[str, Any], str] | None:
+def _walk(text: str) -> tuple[dict[str, Any], tuple[int, int]] | None:
     """The top-level object and its ``payload`` member's text, or None for anything else (then the
     plain decoder runs and says what is wrong)."""
     scan = _SCANNER.raw_decode
@@ -60,7 +67,7 @@ def _walk(text: str) -> tuple[dict[str, Any], str] | None:
             return None
         i = _skip(text, i + 1)
         obj: dict[str, Any] = {}
-        raw = ""
+        span = (0, 0)
         if text[i:i + 1] == "}":
             i += 1
         else:
@@ -75,7 +82,7 @@ def _walk(text: str) -> tuple[dict[str, Any], str] | None:
                 value, i = scan(text, start)
                 obj[key] = value
                 if key == "payload":
-                    raw = text[start:i]  # the last one wins, as in json.loads
+                    span = (start, i)  # the last one wins, as in json.loads
                 i = _skip(text, i)
                 sep = text[i:i + 1]
                 i = _skip(text, i + 1)
@@ -87,7 +94,7 @@ def _walk(text: str) -> tuple[dict[str, Any], str] | None:
             return None
     except (ValueError, RecursionError):
         return None
-    return obj, raw
+    return obj, span
 
 
 def _skip(text: str, i: int) -> int:
@@ -96,26 +103,33 @@ def _skip(text: str, i: int) -> int:
     return found.end() if found is not None else i
 
 
-def forwarded(payload: dict[str, Any], raw_payload: str, extra: dict[str, Any]) -> bytes | None:
-    """The HTTP body ``{**payload, **extra}`` as bytes, from the payload's own text; None when it cannot
-    be spliced (no text kept, an empty payload, a key of ``extra`` already in it)."""
-    if not raw_payload or not payload or any(k in payload for k in extra):
+def forwarded(payload: dict[str, Any], span: tuple[str, int, int] | None,
+              extra: dict[str, Any]) -> list[bytes | memoryview] | None:
+    """The HTTP body ``{**payload, **extra}`` as pieces of bytes, from the payload's own text in the
+    frame (an ASCII frame is encoded once and sliced without copying); None when it cannot be spliced
+    (no text kept, an empty payload, a key of ``extra`` already in it)."""
+    if span is None or not payload or any(k in payload for k in extra):
         return None
-    body = raw_payload.rstrip()
-    if not body.endswith("}"):
+    frame, start, end = span
+    while end > start and frame[end - 1] in " \t\n\r":  # JSON whitespace after the payload's "}"
+        end -= 1
+    if end <= start or frame[end - 1] != "}":
         return None
-    tail = json.dumps(extra, separators=(",", ":"))
+    tail = ("," + json.dumps(extra, separators=(",", ":"))[1:]).encode("ascii")
     try:
-        return (body[:-1] + "," + tail[1:]).encode("utf-8")
+        if frame.isascii():
+            return [memoryview(frame.encode("ascii"))[start:end - 1], tail]
+        return [frame[start:end - 1].encode("utf-8"), tail]
     except UnicodeEncodeError:  # a lone surrogate cannot come from a UTF-8 frame; never guess
         return None
 
 
 class Forwarded(dict[str, Any]):
-    """An HTTP answer that is already encoded (``encoded``); as a dict it is the same answer, decoded."""
+    """An HTTP answer that is already encoded (``parts``, sent one after another); as a dict it is the
+    same answer, decoded."""
 
-    __slots__ = ("encoded",)
+    __slots__ = ("parts",)
 
-    def __init__(self, body: dict[str, Any], encoded: bytes):
+    def __init__(self, body: dict[str, Any], parts: list[bytes | memoryview]):
         super().__init__(body)
-        self.encoded = encoded
+        self.parts = parts

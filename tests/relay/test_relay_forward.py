@@ -89,13 +89,20 @@ def test_the_span_decoder_accepts_and_refuses_exactly_what_envelope_decode_does(
     assert isinstance(got, envelope.Envelope)
     assert (got.channel, got.type, got.id, got.extra) == (expected.channel, expected.type, expected.id, expected.extra)
     assert json.dumps(got.payload) == json.dumps(expected.payload)  # 1e999 is inf both ways
-    if isinstance(got, rawenv.RawEnvelope) and got.raw_payload:
+    if isinstance(got, rawenv.RawEnvelope) and got.span is not None:
         assert json.dumps(json.loads(got.raw_payload)) == json.dumps(got.payload)
 
 
 def test_an_answer_is_spliced_only_when_that_is_the_same_answer():
     extra = {"target": {"device_id": "d"}}
-    assert json.loads(rawenv.forwarded({"ok": True}, ' {"ok" : true} ', extra) or b"") == {"ok": True, **extra}
-    assert rawenv.forwarded({}, "{}", extra) is None  # nothing to put a comma after
-    assert rawenv.forwarded({"target": 1}, '{"target":1}', extra) is None  # the relay's own key wins
-    assert rawenv.forwarded({"ok": True}, "", extra) is None  # nothing kept (a small frame)
+
+    def spliced(payload: dict, text: str, frame_tail: str = "") -> object:
+        frame = '{"payload":' + text + frame_tail + "}"
+        parts = rawenv.forwarded(payload, (frame, len('{"payload":'), len('{"payload":') + len(text)), extra)
+        return None if parts is None else json.loads(b"".join(bytes(p) for p in parts))
+
+    assert spliced({"ok": True}, ' {"ok" : true} ') == {"ok": True, **extra}
+    assert spliced({"s": "é"}, '{"s":"é"}', ', "x": 1') == {"s": "é", **extra}  # a non-ASCII frame
+    assert spliced({}, "{}") is None  # nothing to put a comma after
+    assert spliced({"target": 1}, '{"target":1}') is None  # the relay's own key wins
+    assert rawenv.forwarded({"ok": True}, None, extra) is None  # nothing kept (a small frame)

@@ -1,8 +1,9 @@
 """Minimal HTTP/1.1 plumbing for the relay on top of h11 (no hand-rolled parsing).
 
 The relay serves WebSocket and plain HTTP on one port. ``read_request_head`` parses the request line
-and headers with h11 under a size limit and keeps the raw bytes, so a WebSocket upgrade can be
-replayed into trio-websocket through ``ReplayStream``. Every plain response closes the connection:
+and headers with h11 under a size limit and keeps the parse and the raw bytes: a WebSocket upgrade
+hands the parse to wsproto (relay/upgrade.py), or replays the bytes into trio-websocket through
+``ReplayStream`` when it cannot. Every plain response closes the connection:
 the API is a handful of tiny calls, and one request per connection keeps slow clients cheap.
 """
 

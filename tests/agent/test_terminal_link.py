@@ -44,6 +44,7 @@ class TerminalRelay:
     def __init__(self, ours: bool, *, refuse: str | None = None):
         self.ours = ours
         self.refuse = refuse  # "grant": system/error to every terminal message; "silent": no answer to attach
+        self.tmux = True  # tmux_available in terminal.attached
         self.killed: list[str] = []
         self.detaches: list[int] = []  # the socket each terminal.detach came on (-1: not the first)
         self.hold_acks_after: int | None = None  # ours: written, but not acknowledged above this offset
@@ -142,7 +143,7 @@ class TerminalRelay:
 
     def _attached(self, payload: dict[str, Any]) -> dict[str, Any]:
         reply = {"session_name": payload["session_name"], "pid": 42, "shell": "/bin/sh", "cols": payload["cols"],
-                 "rows": payload["rows"], "tmux_available": True, "reattach": False}
+                 "rows": payload["rows"], "tmux_available": self.tmux, "reattach": False}
         if self.ours:
             stream = payload["resume"]["stream"]
             resumed = stream in self.streams
@@ -269,6 +270,22 @@ async def test_the_reference_relay_never_gets_a_key_twice_and_every_loss_was_rep
     reported = sum(int(m.group(1)) for n in shell.notices() if (m := re.match(r"(\d+) bytes .* in doubt", n)))
     assert 0 < lost <= reported
     assert relay.pings > 0
+
+
+async def test_a_bare_shell_on_our_relay_is_not_said_to_die_on_a_reconnect(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=True)
+    relay.tmux = False  # our relay keeps a bare shell across a socket drop (its grace period)
+    shell, typed = await run_shell(tmp_path, relay)
+    assert bytes(relay.pty) == typed
+    assert [n for n in shell.notices() if "tmux" in n] == ["the relay host has no tmux: this shell ends if the relay "
+                                                           "restarts"]  # once, not again on the reattach
+
+
+async def test_a_bare_shell_on_the_reference_is_said_to_die_on_a_reconnect(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=False)
+    relay.tmux = False
+    shell, _ = await run_shell(tmp_path, relay)
+    assert "the relay host has no tmux: this shell will not survive a reconnect" in shell.notices()
 
 
 class Forwarder:

@@ -14,12 +14,12 @@ _CHUNK = 65536
 
 
 class Forwarder:
-    def __init__(self, target_port: int, *, host: str = "127.0.0.1"):
+    def __init__(self, target_port: int, *, host: str = "127.0.0.1", port: int = 0):
         self.target = (host, target_port)
         self._lock = threading.Lock()
         self._socks: set[socket.socket] = set()
         self._cut = False
-        self._listener = socket.create_server((host, 0))
+        self._listener = socket.create_server((host, port))  # port: listen again where a cut one was
         self.port: int = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, name="tcpforward-accept", daemon=True).start()
 

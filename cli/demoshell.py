@@ -11,6 +11,7 @@ counter arrives complete and in order via Public and the keys typed in the gap r
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,13 +29,15 @@ _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\
 
 def run(demo: Any) -> None:  # demo: cli/commands/demo.py's _Demo (that module imports this one)
     import subprocess
-    import sys
 
     from hermes_relay.cli.lines import LineReader
     from hermes_relay.cli.tcpforward import Forwarder
     from hermes_relay.core import api, payload
 
     demo.step("A shell on the relay host that keeps running while the route changes (hermes-relay shell)")
+    if sys.platform == "win32":
+        demo.ctx.out("skipped: hermes-relay shell needs a POSIX terminal (use WSL)")
+        return
     argv = demo.command(("hermes-relay-server", "--port", "0", "--terminal", "--no-tmux", "--state-dir",
                          str(demo.base / "shell-relay-state"), "--log-level", "WARNING"),
                         "   # a second relay, serving shells")
@@ -114,7 +117,15 @@ def _drive(demo: Any, shell: _Pty, lan: Forwarder, url: str) -> None:
 class _Pty:
     """The user's terminal: ``argv`` on a pty; prints what it types and each line that comes back."""
 
+    ctx: Any
+    master: int
+    proc: subprocess.Popen[bytes]
+    screen: bytearray
+    _shown: int
+
     def __init__(self, argv: list[str], env: dict[str, str], ctx: Any):
+        if sys.platform == "win32":  # run() skips the step there
+            raise OSError("no pty on Windows")
         import fcntl
         import os
         import struct
@@ -125,7 +136,7 @@ class _Pty:
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
         try:
-            self.proc: subprocess.Popen[bytes] = subprocess.Popen(
+            self.proc = subprocess.Popen(
                 argv, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"},
                 start_new_session=True, close_fds=True)
         finally:

@@ -24,6 +24,8 @@ TICK_SECONDS = 0.2
 CUT_AFTER = 4  # the tick after which the LAN route is cut
 SCREEN_TIMEOUT = 30.0
 _TICK = re.compile(rb"tick-(\d+)\r\n")  # the output lines (the echoed loop shows tick-$i)
+_PROMPT = re.compile(rb"[$#%>] \Z")
+_STATUS = re.compile(r"\x1b7(.*?)\x1b8", re.S)
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_0-9=>]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -91,6 +93,7 @@ def _drive(demo: Any, shell: _Pty, lan: Forwarder, url: str) -> None:
 
     from hermes_relay.core import api
 
+    shell.wait_prompt()
     shell.type(f"for i in $(seq 1 {TICKS}); do echo tick-$i; sleep {TICK_SECONDS}; done\r".encode(),
                "a counter that runs on the relay host")
     shell.wait(f"tick-{CUT_AFTER}\r\n".encode())
@@ -163,6 +166,15 @@ class _Pty:
                     raise TimeoutError(f"{data.decode().strip()!r} never showed in the shell")
         self._print_lines()
 
+    def wait_prompt(self, timeout: float = 10.0) -> None:
+        """Until the remote shell shows a prompt (keys typed before it would show twice: the pty echoes them
+        while the CLI starts, and again when the shell reads them); on a prompt it does not know, on."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not _PROMPT.search(self.screen) and self._read(deadline - time.monotonic()):
+            pass
+
     def finish(self, timeout: float = SCREEN_TIMEOUT) -> int:
         import time
 
@@ -205,7 +217,10 @@ class _Pty:
             return
         text = bytes(self.screen[self._shown:end]).decode(errors="replace")
         self._shown = end
-        for raw in text.split("\n"):
+        for status in _STATUS.findall(text):  # the CLI's status line (bottom row, saved cursor): on its own line
+            if shown := _ESCAPES.sub("", status).strip():
+                self.ctx.out(f"  ┄ status line: {shown}")
+        for raw in _STATUS.sub("", text).split("\n"):
             shown = _ESCAPES.sub("", raw.rstrip("\r").rsplit("\r", 1)[-1]).strip()
             if shown:
                 self.ctx.out(f"  │ {shown}")

@@ -264,6 +264,17 @@ def run_checks(relay: RefRelay, proxy: Proxy, env: AgentEnv, root: Path, terms: 
     clients = relay.tmux("list-clients").strip().splitlines()
     check("planned move (up to LAN) leaves no stale tmux client", len(clients) <= len(before_move), repr(clients))
 
+    # A planned restart of the agent: it detaches first; the CLI restarts it and reopens the same session.
+    before_restart = relay.tmux("list-clients").strip().splitlines()
+    restarted = env.cli("agent", "restart")
+    mark = len(t.screen)
+    t.type(b"echo after-restart-$((5*5))\r")
+    ok = restarted.returncode == 0 and t.wait(b"after-restart-25", start=mark, timeout=30)
+    check("the shell carries on after `hermes-relay agent restart`", ok, restarted.stderr[-200:] + t.text()[-300:])
+    clients = relay.tmux("list-clients").strip().splitlines()
+    check("an agent restart leaves no stale tmux client", len(clients) <= len(before_restart),
+          f"{len(before_restart)} before, {len(clients)} after")
+
     others = []
     for n, name in ((2, "s2"), (3, "s3"), (4, "s4")):
         o = Term(env.env, ["shell", "--raw", "--remote", owner, "--session", name])
@@ -298,18 +309,23 @@ def run_no_tmux(ref: Path, root: Path) -> None:
         if found:
             (bindir / tool).symlink_to(found)
     relay = RefRelay(ref, nt, path=str(bindir))
+    proxy = Proxy(relay.port)
     env = AgentEnv(nt)
     t: Term | None = None
     try:
-        relay.register(CODE)
-        out = env.cli("pair", CODE, "--remote", relay.url)
-        if out.returncode != 0:
-            check("tmux_available:false surfaced", False, "pairing failed: " + out.stdout + out.stderr)
-            return
-        t = Term(env.env, ["shell", "--raw", "--remote", relay.url])
+        owner = pair(relay, env, proxy.port)
+        t = Term(env.env, ["shell", "--raw", "--remote", owner])
         t.type(b"echo bare-$((2+3))\r")
         ok = t.wait(b"bare-5")
         check("tmux_available:false surfaced", ok and "no tmux" in t.text(), t.text()[-300:])
+        # The reference ends a bare shell with its socket: after a drop the agent gets a new shell, and says so.
+        mark = len(t.screen)
+        proxy.command("down")
+        wait_state(env, lambda s: s["state"] == api.CONNECTED and s["route"]["role"] == "public", 30)
+        t.type(b"echo new-bare-$((3+4))\r")
+        ok = t.wait(b"new-bare-7", start=mark, timeout=20)
+        check("no tmux: after a drop the new shell works and the user is told", ok and re.search(
+            r"new shell|not survive", t.text()[mark - 2000 if mark > 2000 else 0:]) is not None, t.text()[-400:])
         t.type(b"exit 4\r")
         code = t.exit_code()
         # The reference's terminal.detached carries no exit status: the CLI cannot know it (reported, not checked).
@@ -319,6 +335,7 @@ def run_no_tmux(ref: Path, root: Path) -> None:
         if t is not None:
             t.close()
         env.stop()
+        proxy.close()
         relay.stop()
 
 

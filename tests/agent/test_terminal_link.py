@@ -43,7 +43,8 @@ class TerminalRelay:
 
     def __init__(self, ours: bool, *, refuse: str | None = None):
         self.ours = ours
-        self.refuse = refuse  # "grant": system/error to every terminal message; "silent": no answer to attach
+        self.refuse = refuse  # "grant": system/error to every terminal message; "silent": no answer to attach;
+        # "list-broken": terminal.error to terminal.list (the reference raises there while a session is detached)
         self.tmux = True  # tmux_available in terminal.attached
         self.killed: list[str] = []
         self.detaches: list[int] = []  # the socket each terminal.detach came on (-1: not the first)
@@ -90,6 +91,9 @@ class TerminalRelay:
                     await send(ws, "system", "error", {"message": "Terminal grant expired for this device"})
                 elif channel == "terminal" and self.refuse == "silent":
                     pass
+                elif typ == "terminal.list" and self.refuse == "list-broken":  # the reference's own exception
+                    await send(ws, "terminal", "terminal.error", {"message": "name '_default_shell' is not defined"},
+                               msg["id"])
                 elif typ == "terminal.list":
                     await send(ws, "terminal", "terminal.sessions", {"sessions": [
                         {"name": n, "tmux_name": f"hermes-{n}", "attached": int(n in attached), "windows": 1,

@@ -81,8 +81,9 @@ def run(demo: Any) -> None:  # demo: cli/commands/demo.py's _Demo (that module i
             shell.close()
         if lan is not None:
             lan.cut()
-        relay.terminate()
-        relay.wait(10)
+        if not demo.keep or relay.poll() is not None:
+            relay.terminate()
+            relay.wait(10)
         if relay.stdout is not None:
             relay.stdout.close()
 

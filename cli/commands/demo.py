@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     env.pop("HERMES_RELAY_SOCKET", None)
     relay_env = {**ctx.env, "HERMES_HOME": str(base / "relay-host")}
     demo = _Demo(ctx, env, relay_env, base, run_dir)
+    demo.keep = bool(args.keep)
     try:
         demo.run()
     except HermesError:
@@ -86,6 +87,7 @@ class _Demo:
         self.relay: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.port = 0
+        self.keep = False  # --keep: the relays stay up
 
     def step(self, title: str) -> None:
         self.ctx.out(f"\n{self.ctx.style.bold('==> ' + title)}")

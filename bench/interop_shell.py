@@ -39,6 +39,7 @@ from hermes_relay.core import api, payload  # noqa: E402
 PY = sys.executable
 CODE = "INT3RP"
 DROPS = 3
+GRANT_SECONDS = 6  # the terminal grant of the pairing that lets it expire
 MOUSE_ON = re.compile(rb"\x1b\[\?(1000|1002|1003|1006)h")
 results: list[tuple[str, bool, str]] = []
 
@@ -77,8 +78,8 @@ class RefRelay:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def register(self, code: str) -> None:
-        body = json.dumps({"code": code, "ttl_seconds": 3600, "grants": {"terminal": 3600}}).encode()
+    def register(self, code: str, *, terminal_seconds: int = 3600) -> None:
+        body = json.dumps({"code": code, "ttl_seconds": 3600, "grants": {"terminal": terminal_seconds}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/pairing/register", data=body,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=5) as resp:
@@ -189,6 +190,10 @@ def main() -> int:
         run_no_tmux(args.ref, root)
     except Exception as exc:  # noqa: BLE001
         check("tmux_available:false surfaced", False, repr(exc))
+    try:
+        run_grant_expiry(args.ref, root)
+    except Exception as exc:  # noqa: BLE001
+        check("an expired terminal grant is surfaced", False, repr(exc))
     failed = [r for r in results if not r[1]]
     print(f"\n{len(results) - len(failed)}/{len(results)} checks passed; files in {root}")
     if not failed:
@@ -346,6 +351,41 @@ def run_no_tmux(ref: Path, root: Path) -> None:
             t.close()
         env.stop()
         proxy.close()
+        relay.stop()
+
+
+def run_grant_expiry(ref: Path, root: Path) -> None:
+    ge = root / "grant"
+    ge.mkdir()
+    relay = RefRelay(ref, ge, path=os.environ.get("PATH", "/usr/bin:/bin"))
+    env = AgentEnv(ge)
+    t: Term | None = None
+    try:
+        relay.register(CODE, terminal_seconds=GRANT_SECONDS)
+        out = env.cli("pair", CODE, "--remote", relay.url)
+        expires = time.monotonic() + GRANT_SECONDS
+        if out.returncode != 0:
+            check("an expired terminal grant is surfaced", False, "pairing failed: " + out.stdout + out.stderr)
+            return
+        t = Term(env.env, ["shell", "--raw", "--remote", relay.url, "--session", "granted"])
+        t.type(b"echo granted-$((4+4))\r")
+        check("a shell while the terminal grant lasts", t.wait(b"granted-8"), t.text()[-300:])
+        time.sleep(max(expires + 1 - time.monotonic(), 0))  # the grant runs out on the relay's clock
+        mark = len(t.screen)
+        t.type(b"echo late-$((1+2))\r")
+        code = t.exit_code(20)
+        text = t.text()[mark:] if code is not None else t.text()[-400:]
+        check("input after the grant expired: no command runs, the shell ends saying why", code not in (0, None)
+              and "late-3" not in text and "grant" in text.lower(), f"exit {code}: {text[-300:]!r}")
+        again = Term(env.env, ["shell", "--raw", "--remote", relay.url, "--session", "granted"])
+        code = again.exit_code(20)
+        check("a new shell after the grant expired is refused with a clear message", code not in (0, None)
+              and "grant" in again.text().lower(), f"exit {code}: {again.text()[-300:]!r}")
+        again.close()
+    finally:
+        if t is not None:
+            t.close()
+        env.stop()
         relay.stop()
 
 

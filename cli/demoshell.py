@@ -30,6 +30,7 @@ _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\
 
 
 def run(demo: Any) -> None:  # demo: cli/commands/demo.py's _Demo (that module imports this one)
+    import shutil
     import subprocess
 
     from hermes_relay.cli.lines import LineReader
@@ -45,8 +46,10 @@ def run(demo: Any) -> None:  # demo: cli/commands/demo.py's _Demo (that module i
                         "   # a second relay, serving shells")
     host_home = demo.base / "relay-host"  # the shell's HOME: no rc files, no history written to the user's own
     host_home.mkdir(parents=True, exist_ok=True)
+    # A POSIX shell whatever the user's login shell is (the counter loop is sh syntax; fish would refuse it).
+    posix = shutil.which("bash") or "/bin/sh"
     relay = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             env={**demo.relay_env, "HOME": str(host_home)})
+                             env={**demo.relay_env, "HOME": str(host_home), "SHELL": posix})
     lan: Forwarder | None = None
     shell: _Pty | None = None
     try:

@@ -15,6 +15,7 @@ bench/README.md for what each metric measures and how.
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import math
@@ -38,13 +39,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from procs import PY, AgentEnv, BlackHole, Proxy, RelayProc, free_port, wheel_venv  # noqa: E402
+from reference import ReferenceRelay, find  # noqa: E402
 
 from hermes_relay.cli.client import AgentClient  # noqa: E402
 from hermes_relay.core import api, envelope, paths, payload  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+REFERENCE = find(dict(os.environ))  # read before _clean_environment drops HERMES_* variables
 DEFAULT_PROBE_TIMEOUT = "4"  # the agent's default; set explicitly because AgentEnv defaults to 1.5
 
 
@@ -244,6 +248,7 @@ DESKTOP_IN_FLIGHT = 10
 BIG_READ = 3 << 20  # bytes of the big desktop result row (the reference relay's 4 MiB frame fits it)
 BIG_FRAMES = 20  # 3 MB frames sent to the relay for its CPU per big message
 IDLE_CPU_WINDOW = 5.0  # seconds of relay CPU read with the idle connections held
+PING_WINDOW = 31.0  # seconds: one heartbeat period (30 s, ours and the reference's) and a little
 LOCAL_ECHO = "sh -c 'echo bench'"
 
 
@@ -276,7 +281,7 @@ class Bench:
         self.n_handshakes = 300 if quick else 1000
         self.n_desktop = 100 if quick else 300
         self.desktop_tools = 0  # tools the agent advertises to the relay (the idle rows say so)
-        self.idle_levels = [1000] if quick else [1000, 3000]  # idle connections held by the relay rows
+        self.idle_levels = [3000, 10000] if quick else [1000, 3000, 10000]  # idle connections held by the relay rows
         self.n_probe = 100 if quick else 200  # sequential handshakes (and GET /health) per relay latency probe
         self.relay: RelayProc | None = None
         self.user: AgentEnv | None = None  # paired by code, idle-connected to self.relay
@@ -722,44 +727,111 @@ printf '%s\n' "$__p"
     # -- 8. relay handshakes and idle connections ------------------------------------------------------
     def relay_capacity(self) -> None:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        relay = self.start_relay("relay-b")  # inherits this process's (raised) RLIMIT_NOFILE
-        code = relay.mint_code()
         levels = [n for n in self.idle_levels if n <= soft - 200]
+        ping_level = 3000 if 3000 in levels else (levels[-1] if levels else 0)
+        plan = RelayPlan(self.n_handshakes, levels, self.n_probe, ping_level, PING_WINDOW)
+        relay = self.start_relay("relay-b")  # inherits this process's (raised) RLIMIT_NOFILE
         log(f"relay: {self.n_handshakes} authenticated WebSocket handshakes, then latency probes with "
-            f"0 / {' / '.join(map(str, levels)) or '-'} idle connections held")
+            f"0 / {' / '.join(map(str, levels)) or '-'} idle connections held (and a {PING_WINDOW:g} s window "
+            f"of heartbeats at {ping_level})")
         import trio
 
-        result = trio.run(_relay_capacity, relay.url, relay.port, code, relay.proc.pid, self.n_handshakes,
-                          levels, self.n_probe)
+        ours = trio.run(_relay_capacity, relay.url, relay.port, relay.mint_code(), relay.proc.pid, plan, True)
+        relay.stop()
+        theirs: dict[str, Any] | None = None
+        ref_levels = [n for n in levels if n <= 3000]
+        if REFERENCE is None:
+            log("reference relay: not available (no /tmp/hermes-ref/.venv, no HERMES_RELAY_REFERENCE)")
+        elif ref_levels:
+            log(f"reference relay ({REFERENCE.checkout}): the same rows at 0 / {' / '.join(map(str, ref_levels))}")
+            ref = ReferenceRelay(REFERENCE, self.root / "reference-home", free_port())
+            self.on_exit(ref.stop)
+            ref.start()
+            assert ref.proc is not None
+            theirs = trio.run(_relay_capacity, ref.url, ref.port, ref.mint_code(), ref.proc.pid,
+                              RelayPlan(self.n_handshakes, ref_levels, self.n_probe, ping_level, PING_WINDOW), False)
+            ref.stop()
+        self._relay_rows(ours, plan)
+        self._reference_rows(ours, theirs, ref_levels, ping_level)
+        if not levels:
+            ROWS.append(Row("relay idle connection rows", f"skipped: RLIMIT_NOFILE soft limit {soft} too low", "-",
+                            "skip"))
+
+    def _relay_rows(self, result: dict[str, Any], plan: RelayPlan) -> None:
         rate, wall, relay_cpu, client_cpu, cpu_s = result["handshakes"]
-        add(f"relay auth handshakes/s ({self.n_handshakes}, 10 concurrent)",
+        add(f"relay auth handshakes/s ({plan.n_handshakes}, 10 concurrent)",
             f"{rate:.0f}/s ({wall:.2f} s; relay CPU {relay_cpu:.0f} %, bench client CPU {client_cpu:.0f} %)")
-        add("relay CPU per 1000 auth handshakes", f"{cpu_s / self.n_handshakes * 1000:.2f} s")
+        add("relay CPU per 1000 auth handshakes", f"{cpu_s / plan.n_handshakes * 1000:.2f} s")
         if result["busy"]:
             add("relay handshakes turned away as busy (503) and retried", str(result["busy"]))
         add(f"relay CPU per 3 MB message received ({BIG_FRAMES} system pings, answered)",
             f"{result['big_frame_ms']:.0f} ms")
+        if 0 in result["gc"]:
+            gcs = result["gc"][0]
+            add("relay worst GC pause before any idle connection (the handshake, 3 MB and baseline rows)",
+                f"{gcs['worst_pause_ms']:.1f} ms (on CPU: {gcs['worst_pause_cpu_ms']:.1f} ms)")
         base_hs, base_health = result["probe"][0]
-        add(f"relay baseline with 0 idle connections: handshake / GET /health p99 (N={self.n_probe})",
+        add(f"relay baseline with 0 idle connections: handshake / GET /health p99 (N={plan.n_probe})",
             f"{ms(pctl(base_hs, 99))} / {ms(pctl(base_health, 99))} (worst {ms(max(base_hs))} / {ms(max(base_health))})")
-        for n in levels:
+        for n in plan.levels:
             hs, health = result["probe"][n]
-            before, after, idle_cpu = result["idle"][n]
+            before, after, idle_cpu, window = result["idle"][n]
             ratio = pctl(hs, 99) / pctl(base_hs, 99)
             add(f"relay handshake p99 with {n} idle connections / with 0", f"{ratio:.2f} x ({ms(pctl(hs, 99))})",
                 "<= 1.2 x", ratio <= 1.2)
-            add(f"relay worst stall with {n} idle connections (slowest GET /health of {self.n_probe}; GC pauses "
+            add(f"relay worst stall with {n} idle connections (slowest GET /health of {plan.n_probe}; GC pauses "
                 "show here)", f"{ms(max(health))} (0 idle: {ms(max(base_health))})")
             opening = result["opening"][n]
             add(f"relay worst stall while {n} connections open (slowest of {len(opening)} GET /health; GC pauses)",
                 f"{ms(max(opening))} (p50 {ms(statistics.median(opening))})")
+            gcs = result["gc"].get(n)
+            if gcs:
+                add(f"relay worst GC pause up to {n} connections (gc.callbacks inside the relay)",
+                    f"{gcs['worst_pause_ms']:.1f} ms (on CPU: {gcs['worst_pause_cpu_ms']:.1f} ms; full: "
+                    f"{gcs['worst_full_pause_ms']:.1f} ms; collections "
+                    f"{'/'.join(map(str, gcs['collections']))}; {gcs['freezes']} freezes, {gcs['thaws']} thaws, "
+                    f"{gcs['frozen']} objects frozen)")
             add(f"relay memory per idle authenticated connection ({n})",
                 f"{(after - before) / n:.1f} KB (RSS {before / 1024:.1f} -> {after / 1024:.1f} MB)")
-            add(f"relay idle CPU with {n} connections held ({IDLE_CPU_WINDOW:g} s)", f"{idle_cpu:.2f} % of a core")
-        if not levels:
-            ROWS.append(Row("relay idle connection rows", f"skipped: RLIMIT_NOFILE soft limit {soft} too low", "-",
-                            "skip"))
-        relay.stop()
+            add(f"relay idle CPU with {n} connections held ({window:g} s)", f"{idle_cpu:.2f} % of a core")
+            if n in result["ping_ms"]:
+                add(f"relay CPU per server ping ({n} connections, one {window:g} s heartbeat window)",
+                    f"{result['ping_ms'][n]:.3f} ms")
+        leak = result.get("leak")
+        if leak:
+            n, frozen_before, frozen_after, rss_before, rss_after = leak
+            per = (frozen_after - frozen_before) / n
+            add(f"relay leak: {n} connections opened and closed, frozen objects and RSS after / before",
+                f"{per:+.1f} frozen objects per closed connection ({frozen_before} -> {frozen_after}); RSS "
+                f"{rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MB", "< 15 objects", per < 15)
+
+    def _reference_rows(self, ours: dict[str, Any], theirs: dict[str, Any] | None, levels: list[int],
+                        ping_level: int) -> None:
+        figures: list[tuple[str, Callable[[dict[str, Any]], float], str, float | None]] = [
+            ("relay CPU per 1000 handshakes", lambda r: r["handshakes"][4] / self.n_handshakes * 1000, "s", 1.0),
+        ]
+        for n in levels:
+            figures.append((f"RSS per idle connection ({n} held)",
+                            lambda r, n=n: (r["idle"][n][1] - r["idle"][n][0]) / n, "KB", 1.0))
+        if ping_level in levels:
+            figures += [
+                (f"idle CPU with {ping_level} held (incl. heartbeats)", lambda r: r["idle"][ping_level][2], "%", 1.0),
+                ("CPU per server ping", lambda r: r["ping_ms"][ping_level], "ms", None),
+                (f"handshake p99 with {ping_level} idle", lambda r: pctl(r["probe"][ping_level][0], 99) * 1000, "ms",
+                 None),
+            ]
+        figures.append(("CPU per 3 MB message received", lambda r: r["big_frame_ms"], "ms", None))
+        for name, value, unit, target in figures:
+            metric = f"ours / reference relay: {name}"
+            if theirs is None:
+                ROWS.append(Row(metric, "reference not available", "-", "skip"))
+                continue
+            a, b = value(ours), value(theirs)
+            text = f"{a / b:.2f} x ({a:.3g} / {b:.3g} {unit})" if b else f"- ({a:.3g} / {b:.3g} {unit})"
+            if target is None or not b:
+                add(metric, text)
+            else:
+                add(metric, text, f"<= {target} x", a / b <= target)
 
 
 async def _sandbox_rounds(root: Path, n: int) -> dict[str, list[float]]:
@@ -814,10 +886,34 @@ async def _health_once(port: int) -> float:
     return time.perf_counter() - t0
 
 
-async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_handshakes: int, levels: list[int],
-                          n_probe: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RelayPlan:
+    n_handshakes: int
+    levels: list[int]  # idle connections held, in turn
+    n_probe: int
+    ping_level: int  # the level whose idle window is a whole heartbeat period
+    ping_window: float
+
+
+async def _health_json(port: int, path: str = "/health") -> dict[str, Any]:
+    import trio
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    data = b""
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: RelayPlan,
+                          ours: bool) -> dict[str, Any]:
+    """Every relay row's measurement against one relay (ours or the reference): same client, same steps.
+    ``ours``: the relay has our /health ``gc`` field and the leak row."""
     import trio
     import trio_websocket
+    from wsproto.utilities import LocalProtocolError
 
     token = ""
     for _ in range(50):  # the relay may turn a connection away as busy (503) for a moment
@@ -828,7 +924,7 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_hand
         except trio_websocket.ConnectionRejected:
             await trio.sleep(0.05)
     creds = {"session_token": token}
-    out: dict[str, Any] = {"probe": {}, "idle": {}, "opening": {}}
+    out: dict[str, Any] = {"probe": {}, "idle": {}, "opening": {}, "gc": {}, "ping_ms": {}}
 
     # Handshakes: connect + upgrade + system/auth + auth.ok + close, at most 10 in flight.
     limiter = trio.CapacityLimiter(10)
@@ -857,20 +953,29 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_hand
     cpu0, self0 = cpu_ticks(relay_pid), time.process_time()
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:
-        for _ in range(n_handshakes):
+        for _ in range(plan.n_handshakes):
             nursery.start_soon(limited)
     wall = time.perf_counter() - t0
     cpu_s = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK
     relay_cpu = cpu_s / wall * 100
     client_cpu = (time.process_time() - self0) / wall * 100
-    out["handshakes"] = (n_handshakes / wall, wall, relay_cpu, client_cpu, cpu_s)
+    out["handshakes"] = (plan.n_handshakes / wall, wall, relay_cpu, client_cpu, cpu_s)
 
     async def probe() -> tuple[list[float], list[float]]:
-        """One at a time, interleaved: a whole handshake, and a GET /health on a fresh connection."""
+        """One at a time, interleaved: a whole handshake, and a GET /health on a fresh connection.
+
+        The bench client's own collector is kept out of it: with 10,000 connections held here too, a
+        full collection in this process would show as the relay's latency."""
         hs, health = [], []
-        for _ in range(n_probe):
-            hs.append(await handshake())
-            health.append(await _health_once(port))
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        try:
+            for _ in range(plan.n_probe):
+                hs.append(await handshake())
+                health.append(await _health_once(port))
+        finally:
+            gc.enable()
         return hs, health
 
     # One 3 MB frame relayed through the relay's message path (a ping it answers): its CPU per frame.
@@ -892,6 +997,8 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_hand
 
     await trio.sleep(0.5)
     out["probe"][0] = await probe()
+    if ours:
+        out["gc"][0] = (await _health_json(port, "/relay/info"))["gc"]
 
     # Idle connections: open and authenticate up to each level, hold them, then measure.
     release = trio.Event()
@@ -917,35 +1024,58 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, n_hand
                     with trio.move_on_after(5):
                         await ws.aclose()
                 return
+            except* LocalProtocolError:  # trio-websocket answering a ping while it closes: the client's race
+                pass
             except* trio_websocket.ConnectionRejected:
                 busy += 1
                 if attempt == 49:
                     raise
+            if release.is_set():
+                return
             await trio.sleep(0.05)
 
+    frozen_before = 0
     async with trio.open_nursery() as nursery:
         await trio.sleep(1.0)
         before = rss_kb(relay_pid)
-        for level in levels:
+        if ours:
+            await trio.sleep(1.5)  # the relay's collector policy ticks once a second
+            frozen_before = (await _health_json(port, "/relay/info"))["gc"]["frozen"]
+        for level in plan.levels:
             target, reached = level, trio.Event()
             for _ in range(level - opened):
                 nursery.start_soon(hold)
             stalls: list[float] = []
-            with trio.fail_after(300):
+            with trio.fail_after(600):
                 while not reached.is_set():  # full collections run while the old generation grows
+                    gc.freeze()  # ... in the relay: this client keeps its own held connections out of its collections
                     stalls.append(await _health_once(port))
                     with trio.move_on_after(0.02):
                         await reached.wait()
             out["opening"][level] = stalls
             await trio.sleep(1.0)
             after = rss_kb(relay_pid)
+            window = plan.ping_window if level == plan.ping_level else IDLE_CPU_WINDOW
             cpu0, t0 = cpu_ticks(relay_pid), time.perf_counter()
-            await trio.sleep(IDLE_CPU_WINDOW)
-            idle_cpu = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK / (time.perf_counter() - t0) * 100
-            out["idle"][level] = (before, after, idle_cpu)
+            await trio.sleep(window)
+            cpu = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK
+            elapsed = time.perf_counter() - t0
+            if level == plan.ping_level:  # a whole heartbeat period: each held connection pinged once
+                out["ping_ms"][level] = cpu / level * 1000
+            out["idle"][level] = (before, after, cpu / elapsed * 100, window)
             out["probe"][level] = await probe()
+            if ours:
+                out["gc"][level] = (await _health_json(port, "/relay/info"))["gc"]
         release.set()
+    gc.unfreeze()
     out["busy"] = busy
+    if ours and plan.levels:  # every held connection closed: what the relay froze for them must be gone
+        with trio.fail_after(60):
+            while (await _health_json(port))["connections"]:
+                await trio.sleep(0.2)
+        await trio.sleep(1.5)  # one policy tick
+        frozen_after = (await _health_json(port, "/relay/info"))["gc"]["frozen"]
+        out["leak"] = (opened, frozen_before, frozen_after, before, rss_kb(relay_pid))
     return out
 
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from hermes_relay.core import paths, payload
 from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
 from hermes_relay.core.routes import infer_role
-from hermes_relay.relay import httpmsg, peers, tls
+from hermes_relay.relay import gcpolicy, httpmsg, peers, tls
 from hermes_relay.relay.capacity import Gate
 from hermes_relay.relay.config import RATE_LIMIT_BODY, RelayConfig
 from hermes_relay.relay.pairing import (
@@ -125,6 +125,8 @@ def health(relay: State) -> dict[str, Any]:
         "host": relay.config.host,  # the bind address: hermes-pair warns when it is loopback only
         "relay_id": relay.relay_id,  # stable: clients recognise this relay under any spelling of its URL
         "terminal": relay.config.terminal is not None,  # --terminal: shells on this host (relay/terminal.py)
+        # The collector's worst pause and frozen objects (relay/gcpolicy.py): the relay server only.
+        **({"gc": gc} if (gc := gcpolicy.stats()) is not None else {}),
     }
 
 
@@ -144,6 +146,7 @@ def relay_info(relay: State) -> dict[str, Any]:
         "media_entry_count": 0,
         "health": "ok",
         "relay_id": relay.relay_id,
+        **({"gc": gc} if (gc := gcpolicy.stats(frozen=True)) is not None else {}),  # relay/gcpolicy.py
     }
 
 

@@ -6,6 +6,7 @@ class reads, writes, waits and closes. relay/server.py listens and hands each co
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 import sys
 from typing import Any
@@ -15,7 +16,7 @@ import trio_websocket
 
 from hermes_relay.core import envelope, wire
 from hermes_relay.core.errors import members
-from hermes_relay.relay import capacity, desktop, desktop_http, http, peers
+from hermes_relay.relay import capacity, desktop, desktop_http, gcpolicy, http, peers
 from hermes_relay.relay.config import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
@@ -43,6 +44,7 @@ from hermes_relay.relay.heartbeat import Heartbeat
 from hermes_relay.relay.peers import Peer
 from hermes_relay.relay.sessions import Session
 from hermes_relay.relay.term_config import TerminalHooks
+from hermes_relay.relay.upgrade import server_request
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,10 @@ class Relay:
             if not all(isinstance(e, _PEER_GONE) for e in members(exc)):
                 log.exception("connection_crashed peer=%s", ip)
         finally:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(1):
+            if type(stream) is trio.SocketStream:
+                stream.socket.close()  # all that its aclose does, but for a checkpoint: no scopes to set up
+            else:
+                with _shielded(1):
                     await stream.aclose()
 
     async def _handle_stream(self, stream: trio.abc.Stream, ip: str) -> None:
@@ -93,11 +97,11 @@ class Relay:
         if req is None or peer is None:
             return
         if upgrade:
-            # Nothing of the request outlives the handshake: the raw head is replayed to the WebSocket
-            # layer, the parser and headers are dropped here (an idle socket kept them for its life).
-            path, raw = req.path, req.raw
+            # Nothing of the request outlives the handshake: its parse goes to the WebSocket layer
+            # (relay/upgrade.py), the headers are dropped here (an idle socket kept them for its life).
+            path, head = req.path, [req.event, req.conn, req.raw]  # emptied by _upgrade
             del req
-            await self._upgrade(stream, path, raw, peer.addr)
+            await self._upgrade(stream, path, head, peer.addr)
             return
         if desktop_http.is_desktop_path(req.path):
             try:
@@ -135,22 +139,23 @@ class Relay:
             return None, b"", False, None
         return req, body, upgrade, peer
 
-    async def _upgrade(self, stream: trio.abc.Stream, path: str, raw: bytes, ip: str) -> None:
+    async def _upgrade(self, stream: trio.abc.Stream, path: str, head: list[Any], ip: str) -> None:
+        event, parser, raw = head
+        head.clear()
         slot = self.core.upgrade(path, ip)
         if isinstance(slot, Refusal):
             await _refuse(stream, slot)
             return
         try:
-            replay = http.ReplayStream(raw, stream)
-            del raw
             async with trio.open_nursery() as nursery:
                 ws = None
                 # A request trio-websocket refuses (no Sec-WebSocket-Key, wrong version) gets its 400
                 # and then nothing more: bound the wait so the slot is always given back.
                 with trio.move_on_after(self.config.head_timeout):
                     try:
-                        request = await trio_websocket.wrap_server_stream(
-                            nursery, replay, max_message_size=self.config.max_message)
+                        request = await server_request(nursery, stream, event, parser, raw,
+                                                       max_message_size=self.config.max_message)
+                        del event, parser, raw
                         ws = await request.accept()
                         del request
                         _shed_handshake(ws)
@@ -180,9 +185,8 @@ class Relay:
                     await ws.aclose(CLOSE_GOING_AWAY, "relay shutting down")
             raise
         finally:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(CLOSE_GRACE):
-                    await ws.aclose()
+            with _shielded(CLOSE_GRACE):
+                await ws.aclose()
 
     async def _send(self, ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any],
                     msg_id: str | None = None) -> None:
@@ -222,6 +226,7 @@ class Relay:
         # unauthenticated memory, an authenticated socket reads big results in 64 KiB pieces.
         ws._max_message_size = self.config.max_message_authed
         ws._receive_buffer_size = wire.WS_RECEIVE_BYTES
+        epoch = gcpolicy.opened()  # the collector policy freezes long-lived connections (relay/gcpolicy.py)
         try:
             await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, reply_id)
             del reply
@@ -232,10 +237,14 @@ class Relay:
             self.desktop.detach(ws)
             if self.terminal is not None:
                 self.terminal.socket_gone(ws)
+            gcpolicy.ended(epoch)
 
     async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
         serving = trio.CancelScope()
-        beat = self.heartbeat.add(ws, serving)
+        beat = self.heartbeat.add(ws, serving, lambda: self.core.expires_in(sess))
+        # PATCH /sessions may move the expiry: it is re-read at least once per sweep interval, by the relay's
+        # heartbeat when it beats that often (an idle connection then has no timer of its own).
+        reread = math.inf if beat is not None and self.heartbeat.interval <= EXPIRY_SWEEP else EXPIRY_SWEEP
         try:
             with serving:
                 while True:
@@ -243,8 +252,9 @@ class Relay:
                     if remaining <= 0:
                         await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
                         return
-                    # Re-read the expiry at least once per sweep interval: PATCH /sessions may have moved it.
-                    with trio.move_on_after(min(remaining, EXPIRY_SWEEP)):
+                    with trio.move_on_after(min(remaining, reread)) as wait:
+                        if beat is not None:
+                            beat.wait = wait
                         message = await ws.get_message()
                         await self._on_message(ws, sess, message)
         finally:
@@ -303,6 +313,12 @@ def _shed_handshake(ws: trio_websocket.WebSocketConnection) -> None:
     handshake = getattr(getattr(ws, "_wsproto", None), "handshake", None)
     if getattr(handshake, "connection", None) is not None and hasattr(handshake, "_h11_connection"):
         handshake._h11_connection = None  # type: ignore[union-attr]
+
+
+def _shielded(seconds: float) -> trio.CancelScope:
+    """A scope no outer cancellation reaches, that gives up after ``seconds`` (one scope, not two: a
+    handshake set up a dozen, a third of its CPU)."""
+    return trio.CancelScope(shield=True, deadline=trio.current_time() + seconds)
 
 
 def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str, first: list[envelope.Envelope]) -> None:

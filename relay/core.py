@@ -24,7 +24,7 @@ from typing import Any
 from hermes_relay.core import desktop as desktop_wire
 from hermes_relay.core import envelope
 from hermes_relay.core.errors import RemoteProtocolError
-from hermes_relay.relay import api, auth, capacity, identity, peers, term_config, unserved
+from hermes_relay.relay import api, auth, capacity, identity, peers, rawenv, term_config, unserved
 from hermes_relay.relay.config import (
     AUTH_FAIL_REASON,
     AUTH_TIMEOUT_REASON,
@@ -313,7 +313,7 @@ class RelayCore:
     def message(self, sess: Session, message: str | bytes) -> list[Send | ToDesktop | ToTerminal]:
         """Decide one message from an authenticated socket."""
         try:
-            env = envelope.decode(message, max_size=self.config.max_message_authed)
+            env = rawenv.decode(message, max_size=self.config.max_message_authed)  # a big result's text is kept
         except (RemoteProtocolError, ValueError) as exc:  # ValueError: e.g. an integer of 5000 digits
             return [_send(envelope.SYSTEM, "error", {"reason": f"malformed message: {str(exc)[:200]}"})]
         if env.channel == desktop_wire.CHANNEL:

@@ -42,7 +42,7 @@ import trio
 import trio_websocket
 
 from hermes_relay.core import envelope
-from hermes_relay.relay import catalogue
+from hermes_relay.relay import catalogue, rawenv
 from hermes_relay.relay.desktop_table import (  # noqa: F401  (CHANNEL, PREFIX, NO_CLIENT: importable from here)
     CHANNEL,
     NO_CLIENT,
@@ -120,6 +120,7 @@ class _Pending:
     record: dict[str, Any]
     done: trio.Event = field(default_factory=trio.Event)
     response: dict[str, Any] | None = None
+    span: tuple[str, int, int] | None = None  # where the response payload's JSON text is in its frame (relay/rawenv.py)
     failure: str | None = None
 
 
@@ -152,7 +153,7 @@ class DesktopRouter(DesktopTable):
                     pending.done.set()
         return target
 
-    def _on_response(self, target: Target, payload: dict[str, Any]) -> None:
+    def _on_response(self, target: Target, payload: dict[str, Any], span: tuple[str, int, int] | None = None) -> None:
         request_id = payload.get("request_id")
         pending = self._pending.get(request_id) if isinstance(request_id, str) else None
         if pending is None or pending.done.is_set():
@@ -162,6 +163,7 @@ class DesktopRouter(DesktopTable):
             log.warning("desktop_response_wrong_socket request_id=%.64s from=%s", request_id, target.label())
             return
         pending.response = dict(payload)
+        pending.span = span
         pending.done.set()
 
     # -- calls -------------------------------------------------------------------------------
@@ -216,7 +218,10 @@ class DesktopRouter(DesktopTable):
             del self._pending[request_id]
             record["duration_ms"] = round((trio.current_time() - started) * 1000)
         if pending.response is not None:
-            return self._finish(record, 200, {**pending.response, "target": target.public()})
+            extra = {"target": target.public()}
+            body = {**pending.response, **extra}
+            parts = rawenv.forwarded(pending.response, pending.span, extra)  # no json.dumps of a big result
+            return self._finish(record, 200, body if parts is None else rawenv.Forwarded(body, parts))
         if pending.failure is not None:
             return self._finish(record, 502, {"ok": False, "error": pending.failure})
         return self._finish(record, 504, {"ok": False, "error": f"Desktop client did not respond within {limit:g}s (timeout)"})

@@ -17,6 +17,7 @@ from hermes_relay.core import desktop as desktop_wire
 from hermes_relay.core import envelope
 from hermes_relay.core.wire import MAX_DEVICE_NAME
 from hermes_relay.relay import httpmsg
+from hermes_relay.relay.rawenv import RawEnvelope
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class DesktopTable:
             target.listed = isinstance(tools, list)
             self._latest_status = target.status
         elif typ == "response":
-            self._on_response(target, payload)
+            self._on_response(target, payload, env.span if isinstance(env, RawEnvelope) else None)
         elif typ == "workspace":
             target.workspace = dict(payload)
         elif typ == "active_editor":
@@ -171,7 +172,7 @@ class DesktopTable:
         else:
             log.debug("desktop_ignored type=%s", env.type[:64])
 
-    def _on_response(self, target: Target, payload: dict[str, Any]) -> None:
+    def _on_response(self, target: Target, payload: dict[str, Any], span: tuple[str, int, int] | None = None) -> None:
         """An answer to a call: the table has no calls in flight (the router's do)."""
         log.debug("desktop_response_dropped request_id=%.64s", payload.get("request_id"))
 

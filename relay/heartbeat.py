@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import trio
 import trio_websocket
@@ -24,15 +25,30 @@ log = logging.getLogger(__name__)
 class Beat:
     """One connection's place in the heartbeat: ``stop()`` when the connection ends."""
 
-    __slots__ = ("ws", "on_timeout", "alive")
+    __slots__ = ("ws", "on_timeout", "alive", "expires_in", "wait")
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope):
-        self.ws = ws
-        self.on_timeout = on_timeout
+    def __init__(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope,
+                 expires_in: Callable[[], float] | None = None):
+        self.ws: trio_websocket.WebSocketConnection | None = ws
+        self.on_timeout: trio.CancelScope | None = on_timeout
         self.alive = True
+        self.expires_in = expires_in  # seconds until the connection's session expires (inf: never)
+        self.wait: trio.CancelScope | None = None  # the connection's current wait, whose deadline the expiry bounds
 
     def stop(self) -> None:
+        """The connection ended: its queue entry (due up to ``interval`` later) keeps nothing of it alive."""
         self.alive = False
+        self.ws = self.on_timeout = self.wait = self.expires_in = None
+
+    def bound_wait(self) -> None:
+        """The connection's wait ends no later than its session's expiry (PATCH /sessions may have moved it
+        since the wait began): re-read here, once per beat, instead of by a timer per connection."""
+        if self.wait is not None and self.expires_in is not None:
+            self.wait.deadline = min(self.wait.deadline, trio.current_time() + max(0.0, self.expires_in()))
+
+    def time_out(self) -> None:
+        if self.on_timeout is not None:
+            self.on_timeout.cancel()
 
 
 class Heartbeat:
@@ -44,11 +60,13 @@ class Heartbeat:
         self._nursery: trio.Nursery | None = None
         self._added = trio.Event()
 
-    def add(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope) -> Beat | None:
-        """Start pinging ``ws``; None (no heartbeat) when it is off or not running."""
+    def add(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope,
+            expires_in: Callable[[], float] | None = None) -> Beat | None:
+        """Start pinging ``ws`` (and bounding its wait by ``expires_in``, see ``Beat.bound_wait``); None (no
+        heartbeat) when it is off or not running."""
         if self._nursery is None or self.interval <= 0:
             return None
-        beat = Beat(ws, on_timeout)
+        beat = Beat(ws, on_timeout, expires_in)
         self._schedule(beat)
         return beat
 
@@ -71,24 +89,29 @@ class Heartbeat:
                         continue
                     self._due.popleft()
                     if beat.alive:
+                        beat.bound_wait()
                         nursery.start_soon(self._ping, beat)
             finally:
                 self._nursery = None
 
     async def _ping(self, beat: Beat) -> None:
         """One ping; runs in the heartbeat's nursery, so it never raises."""
+        ws = beat.ws
+        if ws is None:
+            return
         try:
             with trio.move_on_after(self.interval) as wait:
-                await beat.ws.ping()
+                await ws.ping()
         except trio_websocket.ConnectionClosed:
             return
         except Exception:  # supervision point: a heartbeat failure must not crash the relay
             log.exception("heartbeat_crashed")
-            beat.on_timeout.cancel()
+            beat.time_out()
             return
+        finally:
+            del ws
         if wait.cancelled_caught:
-            if beat.alive:
-                beat.on_timeout.cancel()
+            beat.time_out()
             return
         if beat.alive:
             self._schedule(beat)

@@ -1,8 +1,9 @@
 """Minimal HTTP/1.1 plumbing for the relay on top of h11 (no hand-rolled parsing).
 
 The relay serves WebSocket and plain HTTP on one port. ``read_request_head`` parses the request line
-and headers with h11 under a size limit and keeps the raw bytes, so a WebSocket upgrade can be
-replayed into trio-websocket through ``ReplayStream``. Every plain response closes the connection:
+and headers with h11 under a size limit and keeps the parse and the raw bytes: a WebSocket upgrade
+hands the parse to wsproto (relay/upgrade.py), or replays the bytes into trio-websocket through
+``ReplayStream`` when it cannot. Every plain response closes the connection:
 the API is a handful of tiny calls, and one request per connection keeps slow clients cheap.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 import h11
 import trio
 
+from hermes_relay.relay import rawenv
 from hermes_relay.relay.httpmsg import (  # noqa: F401  (re-exported: the driver's callers use http.X)
     MAX_BODY,
     MAX_HEAD,
@@ -45,7 +47,8 @@ async def read_request_head(stream: trio.abc.Stream) -> HttpRequest | None:
             continue
         if isinstance(event, h11.Request):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-            return HttpRequest(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(raw), conn)
+            return HttpRequest(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(raw), conn,
+                               event)
         if isinstance(event, h11.ConnectionClosed):
             return None
         raise BadRequest(400, "unexpected HTTP event")
@@ -81,7 +84,13 @@ async def read_body(stream: trio.abc.Stream, req: HttpRequest, limit: int = MAX_
         raise BadRequest(400, "unexpected HTTP event in body")
 
 
+SMALL_BODY = 64 << 10  # bytes of a body sent in one write with its head
+
+
 async def send_json(stream: trio.abc.Stream, status: int, obj: Any, conn: h11.Connection | None = None) -> None:
+    if isinstance(obj, rawenv.Forwarded):  # a desktop result as the client sent it: UTF-8 from a UTF-8 frame
+        await send_response(stream, status, obj.parts, b"application/json", conn)
+        return
     try:  # ASCII-escaped: lone surrogates and every other code point travel as JSON escapes
         body = json.dumps(obj, separators=(",", ":")).encode("ascii")
     except (ValueError, TypeError, RecursionError) as exc:  # never leave a caller without an answer
@@ -91,24 +100,30 @@ async def send_json(stream: trio.abc.Stream, status: int, obj: Any, conn: h11.Co
 
 
 async def send_response(
-    stream: trio.abc.Stream, status: int, body: bytes, content_type: bytes, conn: h11.Connection | None = None,
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    stream: trio.abc.Stream, status: int, body: bytes | list[bytes | memoryview], content_type: bytes,
+    conn: h11.Connection | None = None, extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
+    """One response, then the connection closes. The body goes as it is (a list: its pieces in turn):
+    with Content-Length framing h11 would only copy it (twice for a 3 MB answer)."""
+    parts = [body] if isinstance(body, bytes) else body
     if conn is None or conn.our_state is not h11.SEND_RESPONSE:
         conn = h11.Connection(h11.SERVER)
         conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         conn.next_event()
     headers = [
         (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
+        (b"content-length", str(sum(map(len, parts))).encode()),
         (b"connection", b"close"),
         (b"cache-control", b"no-store"),
         *(extra_headers or []),
     ]
-    data = conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
-    data += conn.send(h11.Data(data=body)) or b""
-    data += conn.send(h11.EndOfMessage()) or b""
-    await stream.send_all(data)
+    head = conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))) or b""
+    if len(parts) == 1 and len(parts[0]) <= SMALL_BODY:
+        await stream.send_all(head + parts[0])  # one write
+        return
+    await stream.send_all(head)
+    for part in parts:
+        await stream.send_all(part)
 
 
 def _reason(status: int) -> bytes:

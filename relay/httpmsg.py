@@ -30,6 +30,7 @@ class HttpRequest:
     headers: dict[str, str]
     raw: bytes
     conn: h11.Connection
+    event: h11.Request | None = None  # what h11 parsed: an upgrade hands it to wsproto (relay/upgrade.py)
 
     @property
     def path(self) -> str:

@@ -134,21 +134,23 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     )
 
 
-# Collector thresholds for a server whose live set is mostly idle connections: a young collection every
-# 20,000 new container objects (not 700) lets a handshake's garbage die before anything is promoted, so
-# the old generation, whose full collections stop every connection (~150 ms per million objects), grows
-# only with connections that stay.
-GC_THRESHOLDS = (20_000, 20, 20)
-
-
 def settle_gc() -> None:
-    """Once the relay listens: collect, then freeze what start-up built (modules, config, the listener) out
-    of every later collection, and use the server's thresholds."""
-    import gc
+    """Once the relay listens: the relay's collector policy (relay/gcpolicy.py): start-up objects frozen,
+    the server's thresholds, every collection timed."""
+    from hermes_relay.relay import gcpolicy
 
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    gcpolicy.install()
+
+
+async def _gc_ticks() -> None:
+    import trio
+
+    from hermes_relay.relay import gcpolicy
+
+    policy = gcpolicy.install()
+    while True:
+        await trio.sleep(gcpolicy.TICK)
+        policy.tick()
 
 
 async def _run(config: RelayConfig, listening_dir: Path) -> None:
@@ -170,6 +172,7 @@ async def _run(config: RelayConfig, listening_dir: Path) -> None:
                 failure = exc
             else:
                 settle_gc()
+                nursery.start_soon(_gc_ticks)
                 print(f"hermes-relay-server {__version__} listening on {info.url}", flush=True)
                 if info.cert_pin:
                     print(f"certificate pin: {info.cert_pin}", flush=True)

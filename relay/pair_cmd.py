@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  hermes-pair                      # a code and an invite for this host's relay\n"
                "  hermes-pair --ttl 7d             # the paired computer's session: 7 days\n"
-               "  hermes-pair --grant terminal=30d # may open shells here for 30 days (--terminal relays)\n"
+               "  hermes-pair --grant terminal=30d  # shells here for 30 days (--terminal)\n"
                "  hermes-pair --mode tailscale     # offer only the Tailscale route\n"
                "  hermes-pair --public-url wss://relay.example.com\n"
                "then, on the computer to pair:\n"

@@ -235,7 +235,7 @@ class TerminalService:
         url = await self._resolve(_remote(remote))
         typ, payload = await self._request(url, None, wire.envelope("terminal.list", {}))
         if typ != "terminal.sessions":
-            raise _refused(url, payload)
+            raise _refused(url, typ, payload)
         sessions = payload.get("sessions")
         return {"sessions": [{k: s[k] for k in wire.SESSION_FIELDS if k in s} for s in sessions if isinstance(s, dict)]
                 if isinstance(sessions, list) else [],
@@ -250,7 +250,7 @@ class TerminalService:
             if typ == "terminal.error" and payload.get("session_name") == name:
                 raise NotFoundError(f"no terminal session {name!r} on {url}: {payload.get('message') or ''}".rstrip(": "),
                                     hint="hermes-relay sessions list")
-            raise _refused(url, payload)
+            raise _refused(url, typ, payload)
         return {"reason": str(payload.get("reason") or "killed")}
 
     async def _port(self, url: str) -> TerminalPort:
@@ -286,10 +286,13 @@ def _remote(remote: Any) -> str | None:
     return remote or None
 
 
-def _refused(url: str, payload: dict[str, Any]) -> HermesError:
+def _refused(url: str, typ: str, payload: dict[str, Any]) -> HermesError:
     message = str(payload.get("message") or payload.get("error") or "refused")
     if "grant" in message.lower():
         return ForbiddenError(f"{url} refused: {message}",
                               hint="this device has no terminal grant: `hermes-relay devices extend`")
+    if typ == "terminal.error":  # it serves a terminal channel, and that failed the request
+        return TerminalRefusedError(f"{url} refused the terminal request: {message}",
+                                    hint="the relay's own error: its log on the relay host says more")
     return TerminalRefusedError(f"{url} refused the terminal request: {message}",
                          hint="the relay may serve no terminal (our relay: hermes-relay-server --terminal)")

@@ -222,8 +222,10 @@ class TerminalSession:
                     self._notice(f"{unacked} bytes the previous agent sent are in doubt and were not resent")
             if again and not tmux:
                 self._drop_queued("the relay started a new shell")
-        if not tmux:
+        if not tmux and self.kind == REFERENCE:
             self._notice("the relay host has no tmux: this shell will not survive a reconnect")
+        elif not tmux and not again:  # ours keeps a bare shell across socket drops: only its restart ends it
+            self._notice("the relay host has no tmux: this shell ends if the relay restarts")
         note: dict[str, Any] = {"reattach": payload.get("reattach") is True, "resumed": resumed, "tmux": tmux,
                                 "route": self.route_label, "relay": self.kind}
         replay = payload.get("replay")

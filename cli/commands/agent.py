@@ -165,11 +165,14 @@ def stop_agent(ctx: Context, timeout: float = STOP_TIMEOUT) -> tuple[bool, int |
 
 
 def wait_until_stopped(socket_path: str, pid: int | None, timeout: float) -> bool:
-    """Poll until nothing listens at ``socket_path`` and ``pid`` has exited, or ``timeout`` passes."""
+    """Poll until ``pid`` has exited and, unless that pid is known, nothing listens at ``socket_path``; or
+    ``timeout`` passes. Once a known pid is gone, a listener is another agent (a running `hermes-relay shell`
+    starts one again at once), not the one being stopped."""
+    known = pid is not None and pid > 0 and pid != os.getpid() and sys.platform != "win32"
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
-        if not _listening(socket_path) and not _pid_alive(pid):
+        if not _pid_alive(pid) and (known or not _listening(socket_path)):
             return True
         left = deadline - time.monotonic()
         if left <= 0:

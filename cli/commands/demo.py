@@ -4,7 +4,8 @@ Starts ``hermes-relay-server`` on a free loopback port, mints a code with ``herm
 through the agent, shows ``status``, ``devices`` and ``route``, then the desktop channel: the relay
 host runs a command on this computer (policy ``trusted``) and makes a call that waits for the user
 (policy ``ask_every_time``) until ``hermes-relay approvals approve ID`` lets it run. Last, it restarts
-the relay and shows the agent reconnecting by itself. Everything runs as real processes in a
+the relay and shows the agent reconnecting by itself, and opens a shell on a second relay (``--terminal``)
+over two routes while the LAN one is cut (cli/demoshell.py). Everything runs as real processes in a
 throw-away home directory (the user's own ``~/.hermes`` is never touched unless ``--home`` points
 there), and everything it started is stopped at the end. Each step prints the command it runs, so the demo doubles as a tutorial.
 """
@@ -33,10 +34,11 @@ PROGRAMS = {"hermes-relay": "hermes_relay.cli", "hermes-pair": "hermes_relay.rel
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run everything locally: relay, pairing, desktop tools, approvals, reconnect",
+    p = sub.add_parser("demo", help="run everything locally: relay, pairing, desktop tools, approvals, reconnect, shell",
                        description="Start an embedded local relay, pair with it, let the relay host run a "
-                                   "command here and ask for your approval, and show the agent keeping the "
-                                   "connection through a relay restart. Uses a temporary home directory.",
+                                   "command here and ask for your approval, show the agent keeping the "
+                                   "connection through a relay restart, and a shell on a relay host that keeps "
+                                   "running while the route changes. Uses a temporary home directory.",
                        epilog="examples:\n"
                               "  hermes-relay demo\n"
                               "  hermes-relay demo --keep --home /tmp/hermes-demo   # then explore it",
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     env.pop("HERMES_RELAY_SOCKET", None)
     relay_env = {**ctx.env, "HERMES_HOME": str(base / "relay-host")}
     demo = _Demo(ctx, env, relay_env, base, run_dir)
+    demo.keep = bool(args.keep)
     try:
         demo.run()
     except HermesError:
@@ -84,6 +87,7 @@ class _Demo:
         self.relay: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.port = 0
+        self.keep = False  # --keep: the relays stay up
 
     def step(self, title: str) -> None:
         self.ctx.out(f"\n{self.ctx.style.bold('==> ' + title)}")
@@ -156,6 +160,9 @@ class _Demo:
         self.wait_for("connected")
         self.ctx.out(f"reconnected {time.monotonic() - started:.1f}s after the relay came back")
         self.show("hermes-relay", "route")
+        from hermes_relay.cli import demoshell
+
+        demoshell.run(self)
         self.step("Done")
         self.ctx.out("Pair your own relay with: hermes-relay pair --remote ws://HOST:8767 (it asks for the code)")
         self.ctx.out("Then choose what its host may do here with `hermes-relay access` and answer its requests "

@@ -79,6 +79,9 @@ class RecordingDesktop:
         self._send, self.received = trio.open_memory_channel[dict[str, Any]](100)
         self.ports: list[Any] = []
 
+    async def watch(self) -> None:  # the runner's policy-file watch: nothing to watch here
+        await trio.sleep_forever()
+
     async def serve_link(self, port: Any, inbound: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
         self.ports.append(port)
         async for message in inbound:

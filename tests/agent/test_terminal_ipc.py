@@ -197,6 +197,18 @@ async def test_a_refused_shell_is_a_clear_error(tmp_path: Path, refuse: str, mon
             assert error["code"] == "not_paired" and "ws://elsewhere.test:1" in error["message"]
 
 
+async def test_a_relay_that_fails_a_list_is_not_said_to_serve_no_terminal(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=False, refuse="list-broken")
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            agent = await start_agent(tmp_path, relay, nursery)
+            listed = await answer(await call(agent, nursery, api.TERMINAL_LIST, {}))
+        nursery.cancel_scope.cancel()
+    assert listed.error is not None and listed.error["code"] == "terminal_refused"
+    assert "_default_shell" in listed.error["message"]
+    assert "serve no terminal" not in listed.error["data"]["hint"] and "log" in listed.error["data"]["hint"]
+
+
 def test_a_reopen_with_64_kib_unacknowledged_and_a_64_kib_input_fit_the_request_limits() -> None:
     for message in ([0, 1, api.SHELL_OPEN, open_params(unacked=b"x" * 65536, reopen=True)],
                     [2, api.SHELL_INPUT, {"seq": 0, "d": b"x" * 65536}]):

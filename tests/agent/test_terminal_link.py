@@ -43,7 +43,9 @@ class TerminalRelay:
 
     def __init__(self, ours: bool, *, refuse: str | None = None):
         self.ours = ours
-        self.refuse = refuse  # "grant": system/error to every terminal message; "silent": no answer to attach
+        self.refuse = refuse  # "grant": system/error to every terminal message; "silent": no answer to attach;
+        # "list-broken": terminal.error to terminal.list (the reference raises there while a session is detached)
+        self.tmux = True  # tmux_available in terminal.attached
         self.killed: list[str] = []
         self.detaches: list[int] = []  # the socket each terminal.detach came on (-1: not the first)
         self.hold_acks_after: int | None = None  # ours: written, but not acknowledged above this offset
@@ -89,6 +91,9 @@ class TerminalRelay:
                     await send(ws, "system", "error", {"message": "Terminal grant expired for this device"})
                 elif channel == "terminal" and self.refuse == "silent":
                     pass
+                elif typ == "terminal.list" and self.refuse == "list-broken":  # the reference's own exception
+                    await send(ws, "terminal", "terminal.error", {"message": "name '_default_shell' is not defined"},
+                               msg["id"])
                 elif typ == "terminal.list":
                     await send(ws, "terminal", "terminal.sessions", {"sessions": [
                         {"name": n, "tmux_name": f"hermes-{n}", "attached": int(n in attached), "windows": 1,
@@ -142,7 +147,7 @@ class TerminalRelay:
 
     def _attached(self, payload: dict[str, Any]) -> dict[str, Any]:
         reply = {"session_name": payload["session_name"], "pid": 42, "shell": "/bin/sh", "cols": payload["cols"],
-                 "rows": payload["rows"], "tmux_available": True, "reattach": False}
+                 "rows": payload["rows"], "tmux_available": self.tmux, "reattach": False}
         if self.ours:
             stream = payload["resume"]["stream"]
             resumed = stream in self.streams
@@ -269,6 +274,22 @@ async def test_the_reference_relay_never_gets_a_key_twice_and_every_loss_was_rep
     reported = sum(int(m.group(1)) for n in shell.notices() if (m := re.match(r"(\d+) bytes .* in doubt", n)))
     assert 0 < lost <= reported
     assert relay.pings > 0
+
+
+async def test_a_bare_shell_on_our_relay_is_not_said_to_die_on_a_reconnect(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=True)
+    relay.tmux = False  # our relay keeps a bare shell across a socket drop (its grace period)
+    shell, typed = await run_shell(tmp_path, relay)
+    assert bytes(relay.pty) == typed
+    assert [n for n in shell.notices() if "tmux" in n] == ["the relay host has no tmux: this shell ends if the relay "
+                                                           "restarts"]  # once, not again on the reattach
+
+
+async def test_a_bare_shell_on_the_reference_is_said_to_die_on_a_reconnect(tmp_path: Path) -> None:
+    relay = TerminalRelay(ours=False)
+    relay.tmux = False
+    shell, _ = await run_shell(tmp_path, relay)
+    assert "the relay host has no tmux: this shell will not survive a reconnect" in shell.notices()
 
 
 class Forwarder:

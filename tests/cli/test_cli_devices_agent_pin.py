@@ -270,6 +270,26 @@ def test_wait_until_stopped_sees_a_vanished_socket_and_process(tmp_path) -> None
     assert agent_cmd.wait_until_stopped(str(tmp_path / "none.sock"), os.getppid(), 0.05) is False
 
 
+def test_wait_until_stopped_ends_when_the_pid_is_gone_though_a_new_agent_listens(tmp_path) -> None:
+    # A `hermes-relay shell` restarts the agent as soon as the old one is gone: `agent restart`/`stop` must not
+    # wait for the socket to fall silent (it never does), only for the pid it stopped.
+    import socket
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "agent.sock")
+    new_agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    new_agent.bind(path)
+    new_agent.listen()
+    old = subprocess.Popen([sys.executable, "-c", "pass"])
+    old.wait()
+    try:
+        assert agent_cmd.wait_until_stopped(path, old.pid, 0.5) is True
+        assert agent_cmd.wait_until_stopped(path, None, 0.05) is False  # pid unknown: the socket decides
+    finally:
+        new_agent.close()
+
+
 def test_agent_logs_prints_the_last_lines(cli, env) -> None:
     log = paths.agent_log_file(env)
     log.parent.mkdir(parents=True)

@@ -6,6 +6,7 @@ import json
 
 from hermes_relay.cli import complete
 from hermes_relay.core import apitypes
+from hermes_relay.core.errors import TerminalRefusedError
 
 LISTED = {"sessions": [{"name": "main", "tmux_name": "hermes-main", "attached": 1, "windows": 2,
                         "created_at": 1_799_990_000.0, "shell": "/bin/bash", "live": True, "owned_by_client": False},
@@ -70,3 +71,14 @@ def test_session_names_complete_from_the_running_agent(env, make_agent, capsys) 
     assert complete.run(["sessions"], out, env, agent.connect) == 0
     assert out.getvalue() == "main\nbuild\n"
     assert agent.autostarts == [False]  # Tab never starts the agent
+
+
+def test_resume_still_attaches_when_the_relay_cannot_list(cli, make_agent) -> None:
+    # The reference relay's terminal.list fails while a tmux session sits detached; its attach still works.
+    broken = TerminalRefusedError("ws://h:8767 refused the terminal request: name '_default_shell' is not defined")
+    agent = make_agent(results={"terminal.list": broken})
+    result = cli("sessions", "resume", "build", agent=agent)
+    assert "could not list its sessions" in result.err and "opening the shell anyway" in result.err
+    assert result.code == 2 and "needs a terminal" in result.err  # on to the shell, not stopped by the list
+    result = cli("sessions", "list", agent=agent)
+    assert result.code == 1 and "_default_shell" in result.err  # the list itself still says what failed

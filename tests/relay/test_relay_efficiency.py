@@ -44,7 +44,7 @@ def test_the_relay_freezes_its_start_up_objects_and_uses_server_thresholds():
     import subprocess
     import sys
 
-    from hermes_relay.relay.main import GC_THRESHOLDS
+    from hermes_relay.relay.gcpolicy import GC_THRESHOLDS
 
     code = ("import gc; from hermes_relay.relay.main import settle_gc; settle_gc(); "
             "print(gc.get_freeze_count(), *gc.get_threshold())")
@@ -109,3 +109,124 @@ async def test_an_idle_authenticated_connection_has_no_heartbeat_task_of_its_own
         held.append((await pair(relay.url, relay.http))[0])
     client_side = 2  # the test's own per connection: helpers._hold_client and its trio-websocket reader
     assert (_tasks() - before) / 5 == client_side + 2
+
+
+def test_the_collector_policy_freezes_new_connections_and_thaws_only_after_churn():
+    """A full collection runs only once as many frozen connections have ended as are open (and at
+    least THAW_MIN), at most once per THAW_SPACING; otherwise a tick freezes what arrived, and an idle
+    tick does nothing."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import gc
+        from hermes_relay.relay.gcpolicy import GcPolicy, THAW_MIN, THAW_SPACING
+        now = [0.0]
+        p = GcPolicy(clock=lambda: now[0])
+        gc.callbacks.append(p.on_gc)
+        out = [p.tick()]                                    # nothing arrived: nothing to do
+        first = [p.opened() for _ in range(3 * THAW_MIN)]   # connections authenticate (frozen in batches)
+        out.append(p.tick())                                # idle
+        for epoch in first[:THAW_MIN]:
+            p.ended(epoch)                                  # churn below the open count
+        late = p.opened()
+        out.append(p.tick())                                # the new one is frozen, no thaw
+        for epoch in first[THAW_MIN:] + [late]:
+            p.ended(epoch)
+        out.append(p.tick())                                # everything frozen has ended: not yet
+        now[0] = THAW_SPACING
+        out.append(p.tick())                                # ... now
+        out.append(p.tick())
+        print(*out, p.stats()["thaws"], p.stats()["collections"][2] > 0)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.split() == ["None", "None", "freeze", "None", "thaw", "None", "1", "True"]
+
+
+async def test_the_upgrade_request_is_parsed_once(relay, monkeypatch):
+    """Our h11 parse of the head is handed to wsproto: it parsed the head again (~7 % of a handshake)."""
+    import h11
+    from helpers import ws_auth
+
+    ws, reply = await pair(relay.url, relay.http)
+    parsers: set[int] = set()
+    real = h11.Connection.receive_data
+
+    def counting(self: h11.Connection, data: bytes) -> None:
+        if self.our_role is h11.SERVER and data:
+            parsers.add(id(self))
+        real(self, data)
+
+    monkeypatch.setattr(h11.Connection, "receive_data", counting)
+    held = []
+    for _ in range(5):
+        again, answer = await ws_auth(relay.url, {"session_token": reply["session_token"]})
+        assert answer["type"] == "auth.ok"
+        held.append(again)  # held open: no parser object is freed and its id reused meanwhile
+    assert len(parsers) == 5
+
+
+async def test_an_idle_connection_has_no_expiry_timer_yet_closes_when_its_session_expires(relay_factory):
+    """The relay's heartbeat re-reads each session's expiry as it beats (an idle connection woke every
+    60 s on a timer of its own to re-read it): a session that expires without a message is still closed."""
+    from helpers import FakeWallClock, expect_closed
+
+    from hermes_relay.relay.config import CLOSE_AUTH_FAILED
+
+    clock = FakeWallClock()
+    relay = await relay_factory(wall_clock=clock, heartbeat=0.2)
+    ws, _ = await pair(relay.url, relay.http, ttl_seconds=600)
+    clock.advance(601)  # the connection waits on no timer that would notice: the next beat does
+    with trio.fail_after(5):
+        closed = await expect_closed(ws)
+    assert (closed.code, closed.reason) == (CLOSE_AUTH_FAILED, "session expired")
+
+
+def test_connections_arriving_fast_are_frozen_in_small_batches():
+    """The collection before a freeze walks what arrived since the last one: once a second, 3000
+    connections opening made it a 75 ms pause; every FRESH_MAX connections it stays a few ms."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        from hermes_relay.relay.gcpolicy import FRESH_MAX, GcPolicy
+        p = GcPolicy()
+        epochs = [p.opened() for _ in range(3 * FRESH_MAX)]
+        print(p.freezes, epochs[0], epochs[FRESH_MAX - 1], epochs[FRESH_MAX], p.fresh)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    # the connection that triggers a freeze is frozen by it: it belongs to the epoch before
+    assert out.stdout.split() == ["3", "0", "0", "1", "0"]
+
+
+async def test_a_plain_connection_closes_without_setting_up_cancel_scopes(monkeypatch):
+    """Each cancel scope costs ~30 us and a handshake set up a dozen: closing a plain socket needs none
+    (its aclose is a close and a checkpoint), where a shield inside a timeout was set up for it."""
+    import sys
+
+    from hermes_relay.relay.conn import Relay
+    from hermes_relay.relay.server import RelayConfig
+
+    entered: list[str] = []
+    real = trio.CancelScope.__enter__
+
+    def recording(self: trio.CancelScope) -> trio.CancelScope:
+        caller = sys._getframe(1)
+        if caller.f_globals.get("__name__") == "hermes_relay.relay.conn":
+            entered.append(caller.f_code.co_name)
+        return real(self)
+
+    monkeypatch.setattr(trio.CancelScope, "__enter__", recording)
+    relay = Relay(RelayConfig())
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+    ours = await listener.accept()
+    await listener.aclose()
+    await client.send_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await relay.handle_stream(ours)  # answers, then closes its end
+    answer = b""
+    while chunk := await client.receive_some():
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert "handle_stream" not in entered
+    await client.aclose()

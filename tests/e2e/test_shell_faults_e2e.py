@@ -79,10 +79,11 @@ def test_relay_restart_while_typing_in_tmux(tmp_path) -> None:
         rig.close()
 
 
-def test_agent_kill_9_while_typing(tmp_path) -> None:
+@pytest.mark.parametrize("tmux", [False, True], ids=["bare", "tmux"])
+def test_agent_kill_9_while_typing(tmp_path, tmux: bool) -> None:
     """The CLI restarts the agent and reopens with its stream, out_seq and unacknowledged input: our relay
     resumes the same attachment exactly once and the screen continues."""
-    rig = ShellRig(tmp_path).start()
+    rig = ShellRig(tmp_path, tmux=tmux).start()
     try:
         old = rig.agent_pid()
         sh = _typed_through(rig, lambda: os.kill(old, signal.SIGKILL), lambda: None)

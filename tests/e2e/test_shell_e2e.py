@@ -168,3 +168,19 @@ def test_kill_chord_ends_the_tmux_session_and_restores_the_terminal(tmp_path) ->
         assert not [s for s in listed if s["name"] == "doomed"]
     finally:
         rig.close()
+
+
+def test_a_second_shell_on_the_session_replaces_the_first_which_restores_its_terminal(tmp_path) -> None:
+    rig = ShellRig(tmp_path, tmux=True).start()
+    try:
+        first = rig.shell("--session", "two", name="first")
+        rig.wait_prompt_works(first)
+        second = rig.shell("--session", "two", name="second")
+        rig.wait_prompt_works(second, "second")
+        assert first.wait_exit(15) == 1
+        first.assert_restored()
+        assert "another hermes-relay shell took session 'two'" in first.stderr()
+        second.type(b"\x01.")
+        assert second.wait_exit(15) == 0
+    finally:
+        rig.close()

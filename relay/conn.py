@@ -9,6 +9,7 @@ import logging
 import math
 import ssl
 import sys
+from collections import deque
 from typing import Any
 
 import trio
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError, trio.TooSlowError,
               trio_websocket.ConnectionClosed)
 _TEXT = b"text/plain; charset=utf-8"
+_NO_EVENTS: deque[Any] = deque(maxlen=0)  # wsproto's handshake queue once the upgrade is done: nothing is added
+_DONE = trio.Event()  # trio-websocket's events that are set once and never waited for again (_shed_handshake)
+_DONE.set()
 
 
 class Relay:
@@ -308,11 +312,23 @@ async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
 
 
 def _shed_handshake(ws: trio_websocket.WebSocketConnection) -> None:
-    """Drop wsproto's HTTP parser once the upgrade is done: it is never used again, and an idle socket
-    kept it (and its buffers) for its whole life. Attributes a later version lacks are left alone."""
+    """Drop what only the upgrade used, once it is done: an idle socket kept it for its whole life
+    (wsproto's HTTP parser and its buffers, the request it answered, an empty event queue; the
+    open-handshake event trio-websocket sets once and a test-only one, swapped for one shared set
+    event). Attributes a later version lacks are left alone."""
     handshake = getattr(getattr(ws, "_wsproto", None), "handshake", None)
     if getattr(handshake, "connection", None) is not None and hasattr(handshake, "_h11_connection"):
         handshake._h11_connection = None  # type: ignore[union-attr]
+        if getattr(handshake, "_initiating_request", None) is not None:
+            handshake._initiating_request = None  # type: ignore[union-attr]
+        if not getattr(handshake, "_events", True):
+            handshake._events = _NO_EVENTS  # type: ignore[union-attr]
+    opened = getattr(ws, "_open_handshake", None)
+    if isinstance(opened, trio.Event) and opened.is_set():
+        ws._open_handshake = _DONE
+    testing = getattr(ws, "_for_testing_peer_closed_connection", None)
+    if isinstance(testing, trio.Event) and not testing.statistics().tasks_waiting:
+        ws._for_testing_peer_closed_connection = _DONE  # only set, never waited for, outside its own tests
 
 
 def _shielded(seconds: float) -> trio.CancelScope:

@@ -244,27 +244,26 @@ class Relay:
             gcpolicy.ended(epoch)
 
     async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
-        serving = trio.CancelScope()
-        beat = self.heartbeat.add(ws, serving, lambda: self.core.expires_in(sess))
+        beat = self.heartbeat.add(ws, lambda: self.core.expires_in(sess))
         # PATCH /sessions may move the expiry: it is re-read at least once per sweep interval, by the relay's
-        # heartbeat when it beats that often (an idle connection then has no timer of its own).
+        # heartbeat when it beats that often (an idle connection then has no timer of its own). A heartbeat
+        # timeout cancels the current wait (one scope per connection, not a serving scope around it too).
         reread = math.inf if beat is not None and self.heartbeat.interval <= EXPIRY_SWEEP else EXPIRY_SWEEP
         try:
-            with serving:
-                while True:
-                    remaining = self.core.expires_in(sess)
-                    if remaining <= 0:
-                        await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
-                        return
-                    with trio.move_on_after(min(remaining, reread)) as wait:
-                        if beat is not None:
-                            beat.wait = wait
-                        message = await ws.get_message()
-                        await self._on_message(ws, sess, message)
+            while beat is None or not beat.timed_out:
+                remaining = self.core.expires_in(sess)
+                if remaining <= 0:
+                    await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
+                    return
+                with trio.move_on_after(min(remaining, reread)) as wait:
+                    if beat is not None:
+                        beat.wait = wait
+                    message = await ws.get_message()
+                    await self._on_message(ws, sess, message)
         finally:
             if beat is not None:
                 beat.stop()
-        if serving.cancelled_caught:  # the heartbeat gave up on this client
+        if beat is not None and beat.timed_out:  # the heartbeat gave up on this client
             log.info("heartbeat_timeout prefix=%s", sess.token_prefix)
             self.core.detach(sess.token_hash, ws)  # gone from /health before the client sees the close
             # The peer is not answering, so do not wait long for its half of the close handshake.

@@ -1,8 +1,8 @@
 """One relay-wide heartbeat instead of a task per authenticated connection.
 
 Every connection is pinged ``interval`` seconds after it authenticated, then ``interval`` seconds after
-each pong; a pong that does not come within another ``interval`` cancels the connection's serving
-scope (the connection then closes with "heartbeat timeout"). The timing is that of a loop per
+each pong; a pong that does not come within another ``interval`` marks the connection timed out and
+cancels its current wait (the connection then closes with "heartbeat timeout"). The timing is that of a loop per
 connection (sleep, ping, wait for the pong), but an idle connection costs one queue entry and no task:
 
 * the ping is one pre-built frame written by the heartbeat task itself, straight to the socket, when
@@ -41,23 +41,23 @@ class Beat:
     """One connection's place in the heartbeat: ``stop()`` when the connection ends. trio-websocket
     calls ``set()`` when the pong to the heartbeat's ping arrives (the beat stands in its in-flight pings)."""
 
-    __slots__ = ("heartbeat", "ws", "on_timeout", "alive", "expires_in", "wait", "round", "pending")
+    __slots__ = ("heartbeat", "ws", "timed_out", "alive", "expires_in", "wait", "round", "pending")
 
-    def __init__(self, heartbeat: Heartbeat, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope,
+    def __init__(self, heartbeat: Heartbeat, ws: trio_websocket.WebSocketConnection,
                  expires_in: Callable[[], float] | None = None):
         self.heartbeat: Heartbeat | None = heartbeat
         self.ws: trio_websocket.WebSocketConnection | None = ws
-        self.on_timeout: trio.CancelScope | None = on_timeout
+        self.timed_out = False  # no pong came in time: the connection's loop ends (its wait is cancelled)
         self.alive = True
         self.expires_in = expires_in  # seconds until the connection's session expires (inf: never)
-        self.wait: trio.CancelScope | None = None  # the connection's current wait, whose deadline the expiry bounds
+        self.wait: trio.CancelScope | None = None  # the connection's current wait (and what it does with a message)
         self.round = 0  # pings sent so far: a wait entry is for one ping
         self.pending = False  # a ping is waiting for its pong
 
     def stop(self) -> None:
         """The connection ended: its queue entries (due up to ``interval`` later) keep nothing of it alive."""
         self.alive = self.pending = False
-        self.heartbeat = self.ws = self.on_timeout = self.wait = self.expires_in = None
+        self.heartbeat = self.ws = self.wait = self.expires_in = None
 
     def set(self) -> None:
         """The pong came (called by trio-websocket's reader, as it would set a ping's event): the next
@@ -73,8 +73,10 @@ class Beat:
             self.wait.deadline = min(self.wait.deadline, trio.current_time() + max(0.0, self.expires_in()))
 
     def time_out(self) -> None:
-        if self.on_timeout is not None:
-            self.on_timeout.cancel()
+        if self.alive:
+            self.timed_out = True
+            if self.wait is not None:
+                self.wait.cancel()
 
 
 class Heartbeat:
@@ -88,13 +90,13 @@ class Heartbeat:
         self._held: list[trio.StrictFIFOLock] = []  # send locks this task holds for a finishing write
         self._finished: list[trio.StrictFIFOLock] = []  # ... whose write is done: to give back
 
-    def add(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope,
+    def add(self, ws: trio_websocket.WebSocketConnection,
             expires_in: Callable[[], float] | None = None) -> Beat | None:
         """Start pinging ``ws`` (and bounding its wait by ``expires_in``, see ``Beat.bound_wait``); None (no
         heartbeat) when it is off or not running."""
         if self._nursery is None or self.interval <= 0:
             return None
-        beat = Beat(self, ws, on_timeout, expires_in)
+        beat = Beat(self, ws, expires_in)
         self.schedule(beat, _PING)
         return beat
 

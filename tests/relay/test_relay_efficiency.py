@@ -283,7 +283,7 @@ async def test_a_heartbeat_ping_the_socket_takes_in_part_is_finished_before_any_
 
     sock = server_stream.socket
     sock._sock = _TakesOneByteFirst(sock._sock, send_meanwhile)
-    beat = heartbeat.add(server, trio.CancelScope())
+    beat = heartbeat.add(server)
     assert beat is not None
     with trio.fail_after(5):
         await sent_after.wait()

@@ -70,7 +70,9 @@ class Beat:
         """The connection's wait ends no later than its session's expiry (PATCH /sessions may have moved it
         since the wait began): re-read here, once per beat, instead of by a timer per connection."""
         if self.wait is not None and self.expires_in is not None:
-            self.wait.deadline = min(self.wait.deadline, trio.current_time() + max(0.0, self.expires_in()))
+            ends = trio.current_time() + max(0.0, self.expires_in())
+            if ends < self.wait.deadline:  # (setting a deadline costs trio's bookkeeping even when unchanged)
+                self.wait.deadline = ends
 
     def time_out(self) -> None:
         if self.alive:

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 PAYLOAD = b"hb"  # the heartbeat's ping payload: one heartbeat ping is in flight per connection at most
 _FRAME = bytes(FrameProtocol(client=False, extensions=[]).ping(PAYLOAD))  # a server frame is never masked
-_PING, _CHECK = 0, 1  # queue entries: a ping due, the wait for a pong ending
+_PING, _CHECK = 0, 1
+BURST = 64  # queue entries handled between two checkpoints  # queue entries: a ping due, the wait for a pong ending
 
 
 class Beat:
@@ -112,6 +113,7 @@ class Heartbeat:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
+                burst = 0
                 while True:
                     self._give_back()
                     due = self._due[0][0] if self._due else trio.current_time() + 3600
@@ -119,6 +121,11 @@ class Heartbeat:
                         self._wake = trio.Event()
                         with trio.move_on_at(due):
                             await self._wake.wait()
+                        burst = 0
+                        continue
+                    burst += 1
+                    if burst % BURST == 0:  # many due at once (a mass reconnect): let connections be served
+                        await trio.lowlevel.checkpoint()
                         continue
                     _, beat, kind, sent = self._due.popleft()
                     if not beat.alive:

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 PAYLOAD = b"hb"  # the heartbeat's ping payload: one heartbeat ping is in flight per connection at most
 _FRAME = bytes(FrameProtocol(client=False, extensions=[]).ping(PAYLOAD))  # a server frame is never masked
-_PING, _CHECK = 0, 1
-BURST = 16  # queue entries handled between two checkpoints (a ping is a send: ~0.5 ms of them at most)  # queue entries: a ping due, the wait for a pong ending
+_PING, _CHECK = 0, 1  # queue entries: a ping due, the wait for a pong ending
+BURST = 16  # queue entries handled between two checkpoints (a ping is a send: ~0.5 ms of them at most)
 
 
 class Beat:

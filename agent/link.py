@@ -161,6 +161,9 @@ class _Port:
         self.check = check  # ping this connection now, with the probe timeout (agent/terminal/ports.py)
 
     async def send(self, message: dict[str, Any]) -> None:
+        if isinstance(message, envelope.Encoded):  # measured, and so encoded, already (core/desktop.py)
+            await self._conn.send_text(message.text)
+            return
         env = envelope.Envelope(str(message.get("channel") or ""), str(message.get("type") or ""),
                                 message.get("payload") or {}, str(message.get("id") or uuid.uuid4()))
         await self._conn.send_text(env.encode())

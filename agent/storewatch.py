@@ -34,7 +34,7 @@ SETTLE = 0.05  # seconds to let a burst of events (temp file, rename) finish bef
 
 _IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 _IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
-_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_IGNORED = 0x400, 0x800, 0x8000
+_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_Q_OVERFLOW, _IN_IGNORED = 0x400, 0x800, 0x4000, 0x8000
 _IN_NONBLOCK, _IN_CLOEXEC = 0o4000, 0o2000000
 _MASK = (_IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE | _IN_ATTRIB
          | _IN_DELETE_SELF | _IN_MOVE_SELF)
@@ -73,8 +73,9 @@ class _Inotify:
         self.watched.add(directory)
         return True
 
-    def drain(self) -> bool:
-        """Read every pending event; True when a watch ended (its directory went away: watch again)."""
+    def drain(self, names: frozenset[bytes] | None = None) -> bool:
+        """Read every pending event; True when a watch ended (its directory went away: watch again), or
+        (with ``names``) when an event names one of them or events were lost."""
         lost = False
         while True:
             try:
@@ -88,8 +89,11 @@ class _Inotify:
             offset = 0
             while offset + _EVENT.size <= len(data):
                 _, mask, _, length = _EVENT.unpack_from(data, offset)
+                name = data[offset + _EVENT.size:offset + _EVENT.size + length].rstrip(b"\0")
                 offset += _EVENT.size + length
                 if mask & (_IN_IGNORED | _IN_DELETE_SELF | _IN_MOVE_SELF):
+                    lost = True
+                elif names is not None and (name in names or mask & _IN_Q_OVERFLOW):
                     lost = True
 
     def close(self) -> None:
@@ -105,6 +109,33 @@ class StoreWatcher:
         self.poll_interval = poll_interval
         self.use_inotify = use_inotify and sys.platform.startswith("linux")
         self.backend = "poll"
+        self._notify: _Inotify | None = None  # while every directory is watched
+        self._missed = False  # ``quiet`` read an event the loop must act on (it looks on its next round)
+        self._names: frozenset[bytes] = frozenset()  # the names an event about the file carries
+
+    def quiet(self) -> bool:
+        """Whether the file is as this watcher last saw it, known without touching the disk: it is on
+        inotify and no event waiting in the kernel's queue names it (the kernel queues an event within
+        the write, close or rename that causes it, so any change made before this call shows here).
+        Events about other files in the directory are read and dropped here; one about this file, or
+        a lost watch, leaves it not quiet until the loop's next look (at most ``SAFETY_INTERVAL``: the
+        caller reads the file itself meanwhile)."""
+        notify = self._notify
+        if notify is None or self._missed:
+            return False
+        try:
+            changed = notify.drain(self._names)
+        except OSError:
+            changed = True
+        if changed:
+            self._missed = True
+        return not changed
+
+    def _own_names(self) -> frozenset[bytes]:
+        names = {os.fsencode(self.path.name)}
+        with contextlib.suppress(OSError):
+            names.add(os.fsencode(os.path.basename(os.path.realpath(self.path))))
+        return frozenset(names)
 
     def _directories(self) -> list[str]:
         dirs = [str(self.path.parent)]
@@ -128,8 +159,14 @@ class StoreWatcher:
         notify = self._open()
         try:
             while True:
+                if self._missed:  # quiet() read what this loop would have: a lost watch is watched again
+                    self._missed = False
+                    if notify is not None:
+                        notify.watched.clear()
                 covered = notify is not None and all(notify.watch(d) for d in self._directories())
                 self.backend = "inotify" if covered else "poll"
+                self._names = self._own_names()
+                self._notify = notify if covered else None
                 with trio.move_on_after(SAFETY_INTERVAL if covered else self.poll_interval):
                     if covered:
                         assert notify is not None
@@ -145,5 +182,7 @@ class StoreWatcher:
                     log.debug("store_changed key=%s", new)
                     on_change()
         finally:
+            self._notify = None
             if notify is not None:
                 notify.close()
+

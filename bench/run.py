@@ -1049,7 +1049,10 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
             with trio.fail_after(600):
                 while not reached.is_set():  # full collections run while the old generation grows
                     gc.freeze()  # ... in the relay: this client keeps its own held connections out of its collections
-                    stalls.append(await _health_once(port))
+                    try:
+                        stalls.append(await _health_once(port))
+                    except trio.BrokenResourceError:  # turned away as busy (the per-address cap of
+                        busy += 1  # request heads pending: 16, and this client opens 16 at a time), unread: a reset
                     with trio.move_on_after(0.02):
                         await reached.wait()
             out["opening"][level] = stalls

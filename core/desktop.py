@@ -256,13 +256,9 @@ def encoded_size(obj: Any) -> int:
     """Bytes of ``obj`` as the link sends it (core/envelope.py: compact JSON, UTF-8, and ASCII escapes when a
     lone surrogate is in it; the same encoder, so a value the link could not send raises TypeError or
     ValueError here, where the caller can still answer with an error)."""
-    import json
+    from hermes_relay.core.envelope import encoded
 
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    try:
-        return len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=True))
+    return encoded(obj)[1]
 
 
 def _utf8(text: str) -> bytes:
@@ -289,6 +285,17 @@ def _largest_string(obj: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ..
         if found and (best is None or found[1] > best[1]):
             best = found
     return best
+
+
+def bound_encoded(envelope: dict[str, Any], limit: int = wire.MAX_WS_MESSAGE - FRAME_MARGIN) -> dict[str, Any]:
+    """``bound_response``; an envelope that fits as it is comes back with its text (``envelope.Encoded``),
+    so the link does not encode it a second time."""
+    from hermes_relay.core.envelope import Encoded, encoded
+
+    text, size = encoded(envelope)
+    if size <= limit:
+        return Encoded.of(envelope, text)
+    return bound_response(envelope, limit)
 
 
 def bound_response(envelope: dict[str, Any], limit: int = wire.MAX_WS_MESSAGE - FRAME_MARGIN) -> dict[str, Any]:

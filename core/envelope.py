@@ -35,12 +35,37 @@ class Envelope:
     def encode(self) -> str:
         obj: dict[str, Any] = dict(self.extra)
         obj.update({"channel": self.channel, "type": self.type, "id": self.id, "payload": self.payload})
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate (a non-UTF-8 file name): sent as a \udcXX escape, intact
-            text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
-        return text
+        return encoded(obj)[0]
+
+
+def encoded(obj: Any) -> tuple[str, int]:
+    """``obj``'s text as an envelope is sent (compact JSON) and its size in UTF-8 bytes."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text, len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate (a non-UTF-8 file name): sent as a \udcXX escape, intact
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+        return text, len(text)
+
+
+_KEYS = ["channel", "type", "id", "payload"]
+
+
+class Encoded(dict[str, Any]):
+    """An envelope (a dict with exactly ``channel``, ``type``, ``id``, ``payload``, in that order) and its
+    text, which is what ``Envelope.encode`` makes of it: encoded once where its size was checked, and sent
+    as it is (agent/link.py) instead of encoded again."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, obj: dict[str, Any], text: str):
+        super().__init__(obj)
+        self.text = text
+
+    @classmethod
+    def of(cls, obj: dict[str, Any], text: str) -> dict[str, Any]:
+        """An ``Encoded`` when ``obj`` has the envelope's keys in order, else ``obj`` itself."""
+        return cls(obj, text) if list(obj) == _KEYS and isinstance(obj.get("id"), str) and obj["id"] else obj
 
 
 def decode(message: str | bytes, *, max_size: int = MAX_ENVELOPE) -> Envelope:

@@ -9,6 +9,7 @@ import logging
 import math
 import ssl
 import sys
+from collections import deque
 from typing import Any
 
 import trio
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError, trio.TooSlowError,
               trio_websocket.ConnectionClosed)
 _TEXT = b"text/plain; charset=utf-8"
+_NO_EVENTS: deque[Any] = deque(maxlen=0)  # wsproto's handshake queue once the upgrade is done: nothing is added
+_DONE = trio.Event()  # trio-websocket's events that are set once and never waited for again (_shed_handshake)
+_DONE.set()
 
 
 class Relay:
@@ -240,27 +244,26 @@ class Relay:
             gcpolicy.ended(epoch)
 
     async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
-        serving = trio.CancelScope()
-        beat = self.heartbeat.add(ws, serving, lambda: self.core.expires_in(sess))
+        beat = self.heartbeat.add(ws, lambda: self.core.expires_in(sess))
         # PATCH /sessions may move the expiry: it is re-read at least once per sweep interval, by the relay's
-        # heartbeat when it beats that often (an idle connection then has no timer of its own).
+        # heartbeat when it beats that often (an idle connection then has no timer of its own). A heartbeat
+        # timeout cancels the current wait (one scope per connection, not a serving scope around it too).
         reread = math.inf if beat is not None and self.heartbeat.interval <= EXPIRY_SWEEP else EXPIRY_SWEEP
         try:
-            with serving:
-                while True:
-                    remaining = self.core.expires_in(sess)
-                    if remaining <= 0:
-                        await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
-                        return
-                    with trio.move_on_after(min(remaining, reread)) as wait:
-                        if beat is not None:
-                            beat.wait = wait
-                        message = await ws.get_message()
-                        await self._on_message(ws, sess, message)
+            while beat is None or not beat.timed_out:
+                remaining = self.core.expires_in(sess)
+                if remaining <= 0:
+                    await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
+                    return
+                with trio.move_on_after(min(remaining, reread)) as wait:
+                    if beat is not None:
+                        beat.wait = wait
+                    message = await ws.get_message()
+                    await self._on_message(ws, sess, message)
         finally:
             if beat is not None:
                 beat.stop()
-        if serving.cancelled_caught:  # the heartbeat gave up on this client
+        if beat is not None and beat.timed_out:  # the heartbeat gave up on this client
             log.info("heartbeat_timeout prefix=%s", sess.token_prefix)
             self.core.detach(sess.token_hash, ws)  # gone from /health before the client sees the close
             # The peer is not answering, so do not wait long for its half of the close handshake.
@@ -308,11 +311,23 @@ async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
 
 
 def _shed_handshake(ws: trio_websocket.WebSocketConnection) -> None:
-    """Drop wsproto's HTTP parser once the upgrade is done: it is never used again, and an idle socket
-    kept it (and its buffers) for its whole life. Attributes a later version lacks are left alone."""
+    """Drop what only the upgrade used, once it is done: an idle socket kept it for its whole life
+    (wsproto's HTTP parser and its buffers, the request it answered, an empty event queue; the
+    open-handshake event trio-websocket sets once and a test-only one, swapped for one shared set
+    event). Attributes a later version lacks are left alone."""
     handshake = getattr(getattr(ws, "_wsproto", None), "handshake", None)
     if getattr(handshake, "connection", None) is not None and hasattr(handshake, "_h11_connection"):
         handshake._h11_connection = None  # type: ignore[union-attr]
+        if getattr(handshake, "_initiating_request", None) is not None:
+            handshake._initiating_request = None  # type: ignore[union-attr]
+        if not getattr(handshake, "_events", True):
+            handshake._events = _NO_EVENTS  # type: ignore[union-attr]
+    opened = getattr(ws, "_open_handshake", None)
+    if isinstance(opened, trio.Event) and opened.is_set():
+        ws._open_handshake = _DONE
+    testing = getattr(ws, "_for_testing_peer_closed_connection", None)
+    if isinstance(testing, trio.Event) and not testing.statistics().tasks_waiting:
+        ws._for_testing_peer_closed_connection = _DONE  # only set, never waited for, outside its own tests
 
 
 def _shielded(seconds: float) -> trio.CancelScope:

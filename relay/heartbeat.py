@@ -1,10 +1,18 @@
 """One relay-wide heartbeat instead of a task per authenticated connection.
 
 Every connection is pinged ``interval`` seconds after it authenticated, then ``interval`` seconds after
-each pong; a pong that does not come within another ``interval`` cancels the connection's serving
-scope (the connection then closes with "heartbeat timeout"). The timing is that of a loop per
-connection (sleep, ping, wait for the pong), but an idle connection costs one queue entry: one task
-sleeps until the next ping is due, and a short task lives only while a ping waits for its pong.
+each pong; a pong that does not come within another ``interval`` marks the connection timed out and
+cancels its current wait (the connection then closes with "heartbeat timeout"). The timing is that of a loop per
+connection (sleep, ping, wait for the pong), but an idle connection costs one queue entry and no task:
+
+* the ping is one pre-built frame written by the heartbeat task itself, straight to the socket, when
+  nothing else is writing to it (trio-websocket's send lock is free: it is taken and given back around
+  the write, so no other writer can come between); a socket that cannot take it at once (TLS, a
+  writer busy, a full send buffer) gets it from a short task through trio-websocket's own send path;
+* the pong is trio-websocket's: its reader finds our entry in the socket's in-flight pings and calls
+  ``Beat.set``, which queues the next ping (no task is woken for it);
+* the wait for the pong is a second queue entry: when it comes due with the ping unanswered, the
+  connection has timed out.
 
 All connections share one interval, so the queue is in due order by construction (an entry is added
 at ``now + interval`` and ``now`` only grows): no heap, no timer per connection.
@@ -18,37 +26,60 @@ from collections.abc import Callable
 
 import trio
 import trio_websocket
+from wsproto.connection import ConnectionState
+from wsproto.events import Ping
+from wsproto.frame_protocol import FrameProtocol
 
 log = logging.getLogger(__name__)
 
+PAYLOAD = b"hb"  # the heartbeat's ping payload: one heartbeat ping is in flight per connection at most
+_FRAME = bytes(FrameProtocol(client=False, extensions=[]).ping(PAYLOAD))  # a server frame is never masked
+_PING, _CHECK = 0, 1  # queue entries: a ping due, the wait for a pong ending
+BURST = 16  # queue entries handled between two checkpoints (a ping is a send: ~0.5 ms of them at most)
+
 
 class Beat:
-    """One connection's place in the heartbeat: ``stop()`` when the connection ends."""
+    """One connection's place in the heartbeat: ``stop()`` when the connection ends. trio-websocket
+    calls ``set()`` when the pong to the heartbeat's ping arrives (the beat stands in its in-flight pings)."""
 
-    __slots__ = ("ws", "on_timeout", "alive", "expires_in", "wait")
+    __slots__ = ("heartbeat", "ws", "timed_out", "alive", "expires_in", "wait", "round", "pending")
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope,
+    def __init__(self, heartbeat: Heartbeat, ws: trio_websocket.WebSocketConnection,
                  expires_in: Callable[[], float] | None = None):
+        self.heartbeat: Heartbeat | None = heartbeat
         self.ws: trio_websocket.WebSocketConnection | None = ws
-        self.on_timeout: trio.CancelScope | None = on_timeout
+        self.timed_out = False  # no pong came in time: the connection's loop ends (its wait is cancelled)
         self.alive = True
         self.expires_in = expires_in  # seconds until the connection's session expires (inf: never)
-        self.wait: trio.CancelScope | None = None  # the connection's current wait, whose deadline the expiry bounds
+        self.wait: trio.CancelScope | None = None  # the connection's current wait (and what it does with a message)
+        self.round = 0  # pings sent so far: a wait entry is for one ping
+        self.pending = False  # a ping is waiting for its pong
 
     def stop(self) -> None:
-        """The connection ended: its queue entry (due up to ``interval`` later) keeps nothing of it alive."""
-        self.alive = False
-        self.ws = self.on_timeout = self.wait = self.expires_in = None
+        """The connection ended: its queue entries (due up to ``interval`` later) keep nothing of it alive."""
+        self.alive = self.pending = False
+        self.heartbeat = self.ws = self.wait = self.expires_in = None
+
+    def set(self) -> None:
+        """The pong came (called by trio-websocket's reader, as it would set a ping's event): the next
+        ping is due ``interval`` from now."""
+        if self.pending and self.heartbeat is not None:
+            self.pending = False
+            self.heartbeat.schedule(self, _PING)
 
     def bound_wait(self) -> None:
         """The connection's wait ends no later than its session's expiry (PATCH /sessions may have moved it
         since the wait began): re-read here, once per beat, instead of by a timer per connection."""
         if self.wait is not None and self.expires_in is not None:
-            self.wait.deadline = min(self.wait.deadline, trio.current_time() + max(0.0, self.expires_in()))
+            ends = trio.current_time() + max(0.0, self.expires_in())
+            if ends < self.wait.deadline:  # (setting a deadline costs trio's bookkeeping even when unchanged)
+                self.wait.deadline = ends
 
     def time_out(self) -> None:
-        if self.on_timeout is not None:
-            self.on_timeout.cancel()
+        if self.alive:
+            self.timed_out = True
+            if self.wait is not None:
+                self.wait.cancel()
 
 
 class Heartbeat:
@@ -56,62 +87,119 @@ class Heartbeat:
 
     def __init__(self, interval: float):
         self.interval = interval
-        self._due: deque[tuple[float, Beat]] = deque()
+        self._due: deque[tuple[float, Beat, int, int]] = deque()
         self._nursery: trio.Nursery | None = None
-        self._added = trio.Event()
+        self._wake = trio.Event()
+        self._held: list[trio.StrictFIFOLock] = []  # send locks this task holds for a finishing write
+        self._finished: list[trio.StrictFIFOLock] = []  # ... whose write is done: to give back
 
-    def add(self, ws: trio_websocket.WebSocketConnection, on_timeout: trio.CancelScope,
+    def add(self, ws: trio_websocket.WebSocketConnection,
             expires_in: Callable[[], float] | None = None) -> Beat | None:
         """Start pinging ``ws`` (and bounding its wait by ``expires_in``, see ``Beat.bound_wait``); None (no
         heartbeat) when it is off or not running."""
         if self._nursery is None or self.interval <= 0:
             return None
-        beat = Beat(ws, on_timeout, expires_in)
-        self._schedule(beat)
+        beat = Beat(self, ws, expires_in)
+        self.schedule(beat, _PING)
         return beat
 
-    def _schedule(self, beat: Beat) -> None:
-        self._due.append((trio.current_time() + self.interval, beat))
-        self._added.set()
+    def schedule(self, beat: Beat, kind: int) -> None:
+        was_empty = not self._due
+        self._due.append((trio.current_time() + self.interval, beat, kind, beat.round))
+        if was_empty:
+            self._wake.set()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
+                burst = 0
                 while True:
-                    if not self._due:
-                        self._added = trio.Event()
-                        await self._added.wait()
-                        continue
-                    due, beat = self._due[0]
+                    self._give_back()
+                    due = self._due[0][0] if self._due else trio.current_time() + 3600
                     if due > trio.current_time():
-                        await trio.sleep_until(due)
+                        self._wake = trio.Event()
+                        with trio.move_on_at(due):
+                            await self._wake.wait()
+                        burst = 0
                         continue
-                    self._due.popleft()
-                    if beat.alive:
+                    burst += 1
+                    if burst % BURST == 0:  # many due at once (a mass reconnect): let connections be served
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    _, beat, kind, sent = self._due.popleft()
+                    if not beat.alive:
+                        continue
+                    if kind == _PING:
                         beat.bound_wait()
-                        nursery.start_soon(self._ping, beat)
+                        self._ping(beat)
+                    elif beat.pending and beat.round == sent:  # no pong within the interval
+                        beat.pending = False
+                        beat.time_out()
             finally:
                 self._nursery = None
 
-    async def _ping(self, beat: Beat) -> None:
-        """One ping; runs in the heartbeat's nursery, so it never raises."""
+    def _ping(self, beat: Beat) -> None:
         ws = beat.ws
-        if ws is None:
-            return
+        if ws is None or ws.closed is not None:
+            return  # closing: the connection's own loop ends it
+        beat.round += 1
+        beat.pending = True
+        ws._pings[PAYLOAD] = beat  # type: ignore[assignment]  # trio-websocket calls beat.set() on the pong
+        self.schedule(beat, _CHECK)
+        if not self._write(ws):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._ping_task, beat, ws)
+
+    def _write(self, ws: trio_websocket.WebSocketConnection) -> bool:
+        """The ping frame written now, from this task, if the socket takes it (or a short task finishes
+        it under the send lock this task keeps); False: send it through trio-websocket instead."""
+        stream, lock = ws._stream, ws._stream_lock
+        raw = getattr(getattr(stream, "socket", None), "_sock", None)
+        if (type(stream) is not trio.SocketStream or raw is None or lock.locked()
+                or getattr(ws._wsproto, "state", None) is not ConnectionState.OPEN):
+            return False
+        lock.acquire_nowait()  # no other writer can start until it is given back
         try:
-            with trio.move_on_after(self.interval) as wait:
-                await ws.ping()
+            sent = raw.send(_FRAME)
+        except OSError:  # a full buffer, or a broken socket: trio-websocket's path sees it as it always did
+            sent = 0
+        if sent == 0:
+            lock.release()
+            return False
+        if sent < len(_FRAME):  # the lock stays held: nothing may come between the frame's two halves
+            self._held.append(lock)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._finish, stream, lock, _FRAME[sent:])
+            return True
+        lock.release()
+        return True
+
+    async def _finish(self, stream: trio.SocketStream, lock: trio.StrictFIFOLock, rest: bytes) -> None:
+        """The rest of a frame the socket took only in part; the wait for its pong bounds it."""
+        try:
+            with trio.move_on_after(self.interval):
+                await stream.send_all(rest)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the connection is gone: its reader sees it
+        finally:
+            self._finished.append(lock)
+            self._wake.set()
+
+    def _give_back(self) -> None:
+        while self._finished:
+            lock = self._finished.pop()
+            self._held.remove(lock)
+            lock.release()
+
+    async def _ping_task(self, beat: Beat, ws: trio_websocket.WebSocketConnection) -> None:
+        """The ping through trio-websocket's send path; runs in the heartbeat's nursery, so it never raises."""
+        try:
+            with trio.move_on_after(self.interval):
+                await ws._send(Ping(payload=PAYLOAD))
         except trio_websocket.ConnectionClosed:
+            beat.pending = False  # closing: the connection's own loop ends it
             return
         except Exception:  # supervision point: a heartbeat failure must not crash the relay
             log.exception("heartbeat_crashed")
             beat.time_out()
-            return
-        finally:
-            del ws
-        if wait.cancelled_caught:
-            beat.time_out()
-            return
-        if beat.alive:
-            self._schedule(beat)

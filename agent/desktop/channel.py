@@ -225,7 +225,7 @@ class DesktopChannel:
             return  # answering would make the relay take this connection for a legacy desktop client
         envelope = desktop.response_envelope(command.request_id, ok, result=result, error=error)
         try:
-            bounded = desktop.bound_response(envelope)
+            bounded = desktop.bound_encoded(envelope)
         except (TypeError, ValueError, RecursionError) as exc:  # a tool returned what JSON cannot carry: answered
             log.error("desktop_result_not_json tool=%s error=%s", command.tool, exc)
             bounded = desktop.response_envelope(command.request_id, False,

@@ -106,6 +106,12 @@ class FileWatch:
             self._watched, self._dirty = watched, True
         return self._dirty or not watched or trio.current_time() - self._refreshed_at >= SAFETY_REFRESH
 
+    def unchanged(self) -> bool:
+        """The files are as the last refresh found them, known without touching the disk: nothing
+        marked them since it began, within ``SAFETY_REFRESH``, and no inotify event about them is
+        waiting (``StoreWatcher.quiet``). A call then skips its refresh's worker-thread hop."""
+        return not self.stale() and bool(self._watchers) and all(w.quiet() for w in self._watchers)
+
     async def run(self) -> None:
         """Watch every file until cancelled."""
         watchers = [StoreWatcher(path) for path in self.files.paths()]

@@ -117,6 +117,8 @@ class DesktopService:
     async def refresh(self) -> None:
         """Bring the view up to the disk as it is now: stat (and re-read what changed) in one hop of
         ``run_sync``. Serialised; a caller is covered by a run that began after it asked."""
+        if self._calls_seeded and not self._refresh_lock.locked() and self._watch.unchanged():
+            return  # the view is the disk's (policyfiles.FileWatch.unchanged): no thread hop
         self._refresh_asked += 1
         ticket = self._refresh_asked
         async with self._refresh_lock:

@@ -103,3 +103,17 @@ def test_tool_table_and_categories() -> None:
     assert (table.capability("b"), table.deadline("b"), table.deadline("zzz")) == ("files", 180.0, desktop.DEFAULT_DEADLINE)
     assert table.get("zzz") is None
     assert [desktop.category(c) for c in ("commands", "files", None)] == ["command", "files", "system"]
+
+
+def test_a_response_that_fits_carries_the_text_the_link_would_have_encoded():
+    """The size check encodes the response once and the link sends that text: it is exactly what
+    encoding the envelope again would give (non-ASCII kept, a lone surrogate escaped)."""
+    from hermes_relay.core.envelope import Encoded, Envelope
+
+    for result in ({"content": "héllo ✓"}, {"content": "bad \udcff name"}, [1, None, {"a": "b"}]):
+        env = desktop.response_envelope("r1", True, result=result)
+        bounded = desktop.bound_encoded(env)
+        assert isinstance(bounded, Encoded) and bounded == env
+        assert bounded.text == Envelope(env["channel"], env["type"], env["payload"], env["id"]).encode()
+    big = desktop.response_envelope("r2", True, result={"content": "x" * 2000})
+    assert not isinstance(desktop.bound_encoded(big, limit=1000), Encoded)  # cut: encoded by the link

@@ -4,6 +4,7 @@ in small ones (its memory stays bounded by the pre-auth message cap plus one sma
 from __future__ import annotations
 
 import json
+import socket
 
 import trio
 from helpers import pair, receive_json, register_code, ws_connect
@@ -230,3 +231,74 @@ async def test_a_plain_connection_closes_without_setting_up_cancel_scopes(monkey
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert "handle_stream" not in entered
     await client.aclose()
+
+
+class _TakesOneByteFirst(socket.socket):
+    """A socket whose first direct send takes one byte only (a kernel send buffer with a byte of room
+    left): an OS event a test cannot cause on demand. ``on_partial`` runs right after that short write.
+    trio's own sends call the base class's ``send`` and are not affected."""
+
+    def __init__(self, real: socket.socket, on_partial):
+        super().__init__(real.family, real.type, real.proto, fileno=real.detach())
+        self._on_partial = on_partial
+
+    def send(self, data, *flags):
+        if self._on_partial is not None:
+            on_partial, self._on_partial = self._on_partial, None
+            sent = super().send(bytes(data[:1]), *flags)
+            on_partial()
+            return sent
+        return super().send(data, *flags)
+
+
+async def test_a_heartbeat_ping_the_socket_takes_in_part_is_finished_before_any_other_frame(nursery):
+    """The heartbeat writes its ping straight to the socket when no one else is writing; if the socket
+    takes only part of it, trio-websocket's send lock stays held until the rest is written, so a
+    message sent meanwhile comes after the whole ping (interleaved, the client would see garbage)."""
+    import trio_websocket
+
+    from hermes_relay.relay.heartbeat import Heartbeat
+
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    client_stream = await trio.open_tcp_stream("127.0.0.1", port)
+    server_stream = await listener.accept()
+    clients = []
+
+    async def connect() -> None:
+        clients.append(await trio_websocket.wrap_client_stream(nursery, client_stream, "127.0.0.1", "/"))
+
+    async with trio.open_nursery() as both:
+        both.start_soon(connect)
+        request = await trio_websocket.wrap_server_stream(nursery, server_stream)
+        server = await request.accept()
+    heartbeat = Heartbeat(0.05)
+    await nursery.start(_started, heartbeat)
+    client = clients[0]
+    sent_after = trio.Event()
+
+    def send_meanwhile() -> None:
+        nursery.start_soon(server.send_message, "after the ping")
+        sent_after.set()
+
+    sock = server_stream.socket
+    sock._sock = _TakesOneByteFirst(sock._sock, send_meanwhile)
+    beat = heartbeat.add(server)
+    assert beat is not None
+    with trio.fail_after(5):
+        await sent_after.wait()
+        # trio-websocket's client answers the ping and hands over the message after it
+        assert await client.get_message() == "after the ping"
+        await client.ping(b"check")  # the relay read our pong to its ping before answering this
+    assert beat.round == 1 and not beat.pending and client.closed is None
+    beat.stop()
+    for closing in (server_stream, client_stream, listener):
+        await closing.aclose()
+
+
+async def _started(heartbeat, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async with trio.open_nursery() as own:
+        own.start_soon(heartbeat.run)
+        while heartbeat._nursery is None:
+            await trio.lowlevel.checkpoint()
+        task_status.started()

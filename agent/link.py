@@ -475,6 +475,10 @@ class RelayLink:
                 with trio.fail_after(limit):
                     await conn.ping()
             except trio.TooSlowError:
+                # A silent route (a black hole) would hold the next race for a whole probe timeout before a
+                # lower tier may win: it counts as failed, so the race tries the others first (the upgrade
+                # watch probes it uncached and moves back up once it answers).
+                self.host.cache.record(conn.route.url, False)
                 raise ConnectionLostError(f"{self.url}: no keepalive answer within {limit:g}s (link is silent)") from None
             except ConnectionLostError as exc:
                 raise self._closed(exc) from None

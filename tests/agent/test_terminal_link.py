@@ -427,3 +427,45 @@ async def test_moving_up_to_a_better_route_detaches_the_reference_shell_first(tm
     assert first.params["route"] != second.params["route"]  # public, then LAN
     assert relay.detaches[0] == 1  # detached on the old socket before it closed: no stale tmux client
     assert len(relay.attaches) == 2
+
+
+async def test_after_a_black_hole_the_shell_moves_to_the_next_route_without_waiting_out_the_silent_one(
+        tmp_path: Path) -> None:
+    """LAN (priority 0) goes silent while typing; Public answers. The silent LAN would hold the reconnect
+    race for a whole probe timeout (set far beyond the hang guard here) before Public may win: the shell must
+    reattach on Public after the suspicion and its ping alone."""
+    relay = TerminalRelay(ours=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    agent = Agent(AgentConfig.from_env(env, netwatch=False, ping_interval=3600.0, probe_timeout=3600.0,
+                                       backoff_base=0.05, backoff_cap=0.1))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            lan = Forwarder(relay.port)
+            await lan.serve(nursery)
+            lan_url = f"ws://127.0.0.1:{lan.port}"
+            agent.store.update(lambda s: s.__setitem__(lan_url, {
+                "paired_at": 1_700_000_000, "token": "T1",
+                "route_candidates": [{"url": lan_url, "role": "lan", "priority": 0},
+                                     {"url": relay.url, "role": "public", "priority": 2}]}))
+            await nursery.start(runner.run, agent)
+            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+            nursery.start_soon(shell.read)
+            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
+                                                     "raw": True}])
+            first = await shell.until(api.SHELL_ATTACHED)
+            assert first.params["route"] == "LAN", first.params
+            lan.blackholed = True
+            await shell.send([2, api.SHELL_INPUT, {"seq": 0, "d": b"x"}])
+            again = await shell.until(api.SHELL_ATTACHED)
+            assert again.params["route"] == "Public", again.params
+            while shell.acked < 1:
+                await shell.until(api.SHELL_ACK)
+            await shell.send([2, api.SHELL_DETACH, {}])
+            await shell.done.wait()
+            await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert bytes(relay.pty) == b"x"

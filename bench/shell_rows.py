@@ -81,6 +81,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def agent_log(env: AgentEnv, lines: int = 12) -> str:
+    log_file = env.home / "logs" / "hermes-relay-agent.log"
+    try:
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no agent log)"
+
+
 def restore(lan: Proxy, kind: str) -> None:
     """The LAN route back after ``kind``: a black hole's listener is still open, so it goes down first."""
     if kind == "blackhole":
@@ -260,12 +268,28 @@ class ShellRows:
         assert self.relay is not None
         env = self.agent(name, HERMES_RELAY_UPGRADE_INTERVAL="0.5", HERMES_RELAY_UPGRADE_HYSTERESIS="0.3")
         lan = self.bench.proxy(self.relay.port)
+        self._lan_port = lan.port
         invite = payload.build(code=self.mint(self.relay), ttl_seconds=3600, transport_hint="ws",
                                endpoints=[("lan", f"ws://127.0.0.1:{lan.port}"), ("public", self.relay.url)])
         with env.client() as c:
             c.call(api.PAIR_START, {"invite": payload.invite_url(invite)}, timeout=30)
         wait_state(env, lambda s: route_role(s) == "lan", timeout=30)
         return env, lan
+
+    def back_on_lan(self, env: AgentEnv, kind: str) -> None:
+        try:
+            wait_state(env, lambda s: route_role(s) == "lan", timeout=40)
+        except Exception as exc:
+            st = json.loads(env.cli("status", "--json", timeout=20).stdout)
+            status = [(r.get("state"), r.get("route")) for r in st["relays"]]
+            import socket
+            try:
+                socket.create_connection(("127.0.0.1", self._lan_port), timeout=2).close()
+                status.append("lan port accepts")
+            except OSError as e:
+                status.append(f"lan port: {e}")
+            raise RuntimeError(f"not back on LAN after a {kind} cycle: {exc}; agent log:\n{agent_log(env, 30)}\n"
+                               f"status: {status}") from None
 
     def restart_relay(self) -> float:
         """Stop our relay (SIGTERM) and start it on the same port and state: the time it printed `listening`."""
@@ -311,8 +335,10 @@ class ShellRows:
                         results[kind].append((first - t) if first is not None else 30.0)
                     else:
                         results[kind].append(typist.longest_gap(t, end))
-                        restore(lan, kind)
-                    wait_state(env, lambda s: route_role(s) == "lan", timeout=40)
+                    if results[kind][-1] > (RESTART_TARGET if kind == "restart" else PAUSE_TARGETS[kind]):
+                        self.log(f"slow {kind} cycle ({results[kind][-1]:.2f} s); the agent's log:\n{agent_log(env)}")
+                    restore(lan, kind)
+                    self.back_on_lan(env, kind)
         finally:
             typist.stop()
         self.tmp_fds = (fd0, th0, fds(pid), threads(pid))
@@ -353,11 +379,13 @@ class ShellRows:
         typist = Typist(kb, lambda: f"{next(counter):06d},".encode(), interval=0.01)
         kinds = ["down", "blackhole", "restart", "kill"]
         done = {k: 0 for k in kinds}
+        marks: list[tuple[int, str]] = []  # (keys typed when a failure began, its kind)
         stuck = 0
         try:
             for i in range(n):
                 kind = kinds[i % len(kinds)]
                 time.sleep(0.2)
+                marks.append((typist.typed, kind))
                 mark = size()
                 if kind == "restart":
                     self.restart_relay()
@@ -371,7 +399,7 @@ class ShellRows:
                 if size() < mark + 20 * TOKEN:
                     stuck += 1
                 restore(lan, kind)
-                wait_state(env, lambda s: route_role(s) == "lan", timeout=40)
+                self.back_on_lan(env, kind)
                 done[kind] += 1
         finally:
             typist.typing.clear()
@@ -401,6 +429,19 @@ class ShellRows:
                 reorder += 1
             last = max(last, x)
         lost = typed - len(seen)
+        if lost:
+            by_kind: dict[str, int] = {}
+            for x in set(range(typed)) - seen:
+                kind = next((k for at, k in reversed(marks) if at <= x), "start")
+                by_kind[kind] = by_kind.get(kind, 0) + 1
+            missing = sorted(set(range(typed)) - seen)
+            runs = []
+            for x in missing:
+                if runs and runs[-1][1] == x - 1:
+                    runs[-1][1] = x
+                else:
+                    runs.append([x, x])
+            self.log(f"keys lost, by the failure they were typed after: {by_kind}; runs {runs[:8]}; marks {marks[:8]}")
         ok = lost == 0 and dup == 0 and reorder == 0 and bad == 0
         self.add(f"shell keystroke integrity, {n} failovers ({', '.join(f'{v} {k}' for k, v in done.items())}), "
                  f"{typed} keys", f"lost {lost}, duplicated {dup}, reordered {reorder}, garbled {bad}",

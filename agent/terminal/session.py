@@ -296,6 +296,9 @@ class TerminalSession:
             if self.state is State.LIVE:
                 self.finish("replaced")
         elif reason == "server shutdown":
+            if self.kind == OURS:  # its final ack came just before: what was sent above it never reached the
+                self.ledger.resume(self.ledger.acked)  # PTY and goes to the next attachment, not in doubt
+                self._sends.clear()
             self.lost(port, "the relay is restarting")
         elif reason in ("grace expired", "revoked"):
             self._notice(f"the relay ended the attachment: {reason}")

@@ -111,7 +111,7 @@ class ShellRows:
         self.bench.on_exit(self._kill_tmux)
         self.n_keys = 300 if self.quick else 1000
         self.cycles = 5 if self.quick else 10
-        self.soak = 20 if self.quick else 100
+        self.soak = int(os.environ.get("BENCH_SHELL_SOAK", 20 if self.quick else 100))
         self.relay: RelayProc | None = None
 
     # -- setup -------------------------------------------------------------------------------------
@@ -442,6 +442,7 @@ class ShellRows:
                 else:
                     runs.append([x, x])
             self.log(f"keys lost, by the failure they were typed after: {by_kind}; runs {runs[:8]}; marks {marks[:8]}")
+            self.log(f"the shell's screen: {bytes(kb.screen[-3000:])!r}\nagent log:\n{agent_log(env, 40)}")
         ok = lost == 0 and dup == 0 and reorder == 0 and bad == 0
         self.add(f"shell keystroke integrity, {n} failovers ({', '.join(f'{v} {k}' for k, v in done.items())}), "
                  f"{typed} keys", f"lost {lost}, duplicated {dup}, reordered {reorder}, garbled {bad}",

@@ -83,6 +83,10 @@ async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: 
     if refused:
         await svc.error(ws, env, refused, name, reason="limit")
         return
+    # A new attachment to a tmux session that lives on is the same shell (``reattach``): the agent then sends
+    # it the keys typed while there was none (after a relay restart), instead of dropping them.
+    existed = svc.tmux is not None and resume is not None and tc.tmux_name(name) in {
+        s["tmux_name"] for s in await svc.tmux.sessions()}
     try:
         if svc.tmux is not None:
             argv, shell = svc.tmux.attach_argv(name), "tmux"
@@ -101,7 +105,7 @@ async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: 
     att.attach_socket(ws, 0)
     svc.add(att)
     log.info("terminal_opened name=%s pid=%d tmux=%s resume=%s", name, proc.pid, tmux, resume is not None)
-    await svc.send(ws, _attached(svc, att, env, reattach=False, gap=False))
+    await svc.send(ws, _attached(svc, att, env, reattach=existed, resumed=False))
     att.ready = True
     att.poke()
 
@@ -139,11 +143,12 @@ def _room(svc: TerminalService, ws: Any, sess: Any) -> str | None:
     return None
 
 
-def _attached(svc: TerminalService, att: Attachment, env: Envelope, *, reattach: bool, gap: bool = False) -> Envelope:
+def _attached(svc: TerminalService, att: Attachment, env: Envelope, *, reattach: bool, gap: bool = False,
+              resumed: bool | None = None) -> Envelope:
     payload: dict[str, Any] = {"session_name": att.name, "pid": att.proc.pid, "shell": att.shell, "cols": att.cols,
                                "rows": att.rows, "tmux_available": svc.tmux is not None, "reattach": reattach}
     if att.resume:
         payload["resume"] = {"v": 1, "stream": att.stream, "in_seq": att.ledger.written, "out_seq": att.sent,
-                             "resumed": reattach, "gap": gap}
+                             "resumed": reattach if resumed is None else resumed, "gap": gap}
     return Envelope(tc.CHANNEL, "terminal.attached", payload, env.id) if env.id else \
         Envelope(tc.CHANNEL, "terminal.attached", payload)

@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import time
@@ -282,7 +283,6 @@ class ShellRows:
         except Exception as exc:
             st = json.loads(env.cli("status", "--json", timeout=20).stdout)
             status = [(r.get("state"), r.get("route")) for r in st["relays"]]
-            import socket
             try:
                 socket.create_connection(("127.0.0.1", self._lan_port), timeout=2).close()
                 status.append("lan port accepts")

@@ -13,6 +13,7 @@ read back, so the gaps in the echo during a failover are measured while the user
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import select
 import signal
@@ -148,7 +149,7 @@ class Typist:
         with self._lock:
             times = [t for t, _ in self.arrivals if since <= t <= until]
         edges = [since, *times]
-        return max(b - a for a, b in zip(edges, edges[1:])) if times else until - since
+        return max(b - a for a, b in itertools.pairwise(edges)) if times else until - since
 
     def first_after(self, since: float) -> float | None:
         with self._lock:

@@ -72,7 +72,8 @@ class TerminalSession:
         self.finished = trio.Event()
         self.result: dict[str, Any] | None = None
         self.error: HermesError | None = None
-        self.out_seq = options.out_seq
+        self.out_seq = options.out_seq  # the CLI's output offset
+        self.out_shift = 0  # CLI output offset - our relay's (a new attachment after a relay restart counts from 0)
         self.cols, self.rows = options.cols, options.rows
         self.srtt: float | None = None
         self.notices: list[str] = []
@@ -202,7 +203,10 @@ class TerminalSession:
             self.kind = OURS
             resumed = self._resume_ours(resume, again, payload.get("reattach") is True)
             out = wire.number(resume, "out_seq")
-            self.out_seq = out if out is not None else self.out_seq
+            if out is not None:
+                if not resumed or out + self.out_shift < self.out_seq:  # a new attachment counts from 0: its
+                    self.out_shift = self.out_seq - out  # output continues the CLI's offsets, never below them
+                self.out_seq = out + self.out_shift
         else:
             self.kind = REFERENCE
             if again and self.options.reopen and not self._ever_attached:
@@ -257,7 +261,7 @@ class TerminalSession:
         if relay_in is not None:
             self._relay_ack(relay_in)
         seq_end = wire.number(payload, "seq_end") if self.kind == OURS else None
-        self.out_seq = seq_end if seq_end is not None else self.out_seq + len(data)
+        self.out_seq = seq_end + self.out_shift if seq_end is not None else self.out_seq + len(data)
         now = trio.current_time()
         if self._first_output is None:
             self._first_output = now
@@ -394,7 +398,7 @@ class TerminalSession:
         if self.state in WAITING and self._attach_port is not port:
             self._attach_port, self._attach_at = port, trio.current_time()
             self._wake()  # a new deadline for the timers
-            await port.send(wire.attach(self.name, self.cols, self.rows, self.options.stream, self.out_seq))
+            await port.send(wire.attach(self.name, self.cols, self.rows, self.options.stream, self.out_seq - self.out_shift))
             return
         if self.state is not State.LIVE:
             return

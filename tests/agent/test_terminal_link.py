@@ -48,6 +48,8 @@ class TerminalRelay:
         self.detaches: list[int] = []  # the socket each terminal.detach came on (-1: not the first)
         self.hold_acks_after: int | None = None  # ours: written, but not acknowledged above this offset
         self.shutdown = False  # ours: the drop is a clean relay restart (final ack, detached, a new attachment)
+        self.echo = False  # ours: what reaches the "PTY" comes back as output
+        self.out = 0  # ours: the attachment's output offset
         self.pty = bytearray()  # what reached the shell, in order
         self.in_seq = 0  # ours: the attachment's input offset (by stream)
         self.streams: set[str] = set()
@@ -119,7 +121,7 @@ class TerminalRelay:
                         await send(ws, "terminal", "terminal.detached", {"session_name": name,
                                                                          "reason": "server shutdown"})
                         self.streams.clear()
-                        self.in_seq = 0
+                        self.in_seq = self.out = 0
                         await ws.aclose(1001, "relay shutting down")
                         return
                     if first_socket and self.taken >= DROP_AFTER:
@@ -136,6 +138,11 @@ class TerminalRelay:
                         self.duplicates += len(data) - len(fresh)
                         self.pty += fresh
                         self.in_seq += len(fresh)
+                        if self.echo and fresh:
+                            self.out += len(fresh)
+                            await send(ws, "terminal", "terminal.output", {
+                                "session_name": payload["session_name"], "data": fresh.decode(),
+                                "seq_end": self.out, "in_seq": self.in_seq})
                         if first_socket and self.taken >= DROP_AFTER and not self.shutdown:
                             await ws.aclose()  # written, but the ack never leaves: in flight at the drop
                             return
@@ -279,6 +286,20 @@ async def test_our_relay_restarting_cleanly_mid_typing_loses_no_key_and_puts_non
     shell, typed = await run_shell(tmp_path, relay)
     assert not any("in doubt" in n for n in shell.notices()), shell.notices()
     assert bytes(relay.pty) == typed
+    assert [a["resume"]["stream"] for a in relay.attaches] == [STREAM] * len(relay.attaches)
+
+
+async def test_after_our_relay_restarted_the_new_attachments_output_continues_the_clis_offsets(
+        tmp_path: Path) -> None:
+    """The new attachment's output counts from 0 on the relay; the CLI's offsets go on from where they
+    were (else the CLI takes it for output it has written already, and the screen stays still)."""
+    relay = TerminalRelay(ours=True)
+    relay.shutdown = relay.echo = True
+    shell, typed = await run_shell(tmp_path, relay)
+    out = [m.params for m in shell.seen if m.method == api.SHELL_OUTPUT]
+    ends = [len(b"".join(o["d"] for o in out[:i + 1])) for i in range(len(out))]
+    assert [o["seq_end"] for o in out] == ends
+    assert len(relay.attaches) == 2 and ends[-1] == len(relay.pty)  # every byte echoed reached the CLI
     assert [a["resume"]["stream"] for a in relay.attaches] == [STREAM] * len(relay.attaches)
 
 

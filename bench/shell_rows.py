@@ -336,9 +336,9 @@ class ShellRows:
                     else:
                         results[kind].append(typist.longest_gap(t, end))
                     if results[kind][-1] > (RESTART_TARGET if kind == "restart" else PAUSE_TARGETS[kind]):
-                        wall = time.time() - time.monotonic()
-                        self.log(f"slow {kind} cycle ({results[kind][-1]:.2f} s) from {time.strftime('%H:%M:%S', time.localtime(t + wall))}"
-                                 f".{int((t + wall) % 1 * 1000):03d}; the agent's log:\n{agent_log(env)}")
+                        since = time.time() - time.monotonic() + t
+                        self.log(f"slow {kind} cycle ({results[kind][-1]:.2f} s) from {since:.3f} (epoch); "
+                                 f"the agent's log:\n{agent_log(env)}")
                     restore(lan, kind)
                     self.back_on_lan(env, kind)
         finally:

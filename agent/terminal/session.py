@@ -422,7 +422,7 @@ class TerminalSession:
 
     async def _send_input(self, port: TerminalPort) -> None:
         ours = self.kind == OURS
-        while not self._suspicious and (chunk := self.ledger.take()) is not None:
+        while not self._suspicious and port is self.port and (chunk := self.ledger.take()) is not None:
             seq, data = chunk
             if not self._sends:
                 self._wake()  # a new suspicion deadline for the timers

@@ -50,6 +50,7 @@ from hermes_relay.core.store import resolve_in
 log = logging.getLogger(__name__)
 INBOUND_BUFFER = 64  # envelopes waiting for the desktop service before the reader waits too
 SHELL_PING = 5.0  # while a shell is attached: a ping every 5 s, 5 s deadline (an idle black hole in ≤ 10 s)
+SHELL_RETRY = 0.5  # while a shell waits to reattach: dial again within this, not after the backoff
 SUSPECT_DEADLINE = 1.0  # a shell's input goes unacknowledged: ping now, dead after max(this, 4 × the round trip)
 _Refusal = TypeVar("_Refusal", linkstate.Rejected, linkstate.VerdictStored)
 
@@ -304,6 +305,9 @@ class RelayLink:
             except (TransportError, ProtocolError) as exc:
                 up_for = trio.current_time() - connected_at[0] if connected_at else None
                 nxt = self._event(linkstate.Dropped(LinkError.of(exc), up_for))
+                if self._shell_attached():  # a user typing into the gap: no exponential backoff (the dials a
+                    # restart's gap failed would have built one up); the first dial after a working link is at once
+                    nxt = replace(nxt, delay=0.0 if up_for is not None else min(nxt.delay, SHELL_RETRY))
                 log.info("link_down url=%s error=%s retry_in=%.1fs", self.url, exc.message, nxt.delay)
                 await self._follow(nxt)
 
@@ -482,6 +486,10 @@ class RelayLink:
                 with trio.fail_after(limit):
                     await conn.ping()
             except trio.TooSlowError:
+                # A silent route (a black hole) would hold the next race for a whole probe timeout before a
+                # lower tier may win: it counts as failed, so the race tries the others first (the upgrade
+                # watch probes it uncached and moves back up once it answers).
+                self.host.cache.record(conn.route.url, False)
                 raise ConnectionLostError(f"{self.url}: no keepalive answer within {limit:g}s (link is silent)") from None
             except ConnectionLostError as exc:
                 raise self._closed(exc) from None

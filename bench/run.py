@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from procs import PY, AgentEnv, BlackHole, Proxy, RelayProc, free_port, wheel_venv  # noqa: E402
 from reference import ReferenceRelay, find  # noqa: E402
+from shell_rows import ShellRows  # noqa: E402
 
 from hermes_relay.cli.client import AgentClient  # noqa: E402
 from hermes_relay.core import api, envelope, paths, payload  # noqa: E402
@@ -508,6 +509,10 @@ printf '%s\n' "$__p"
         add(f"failover LAN->Public after proxy down ({cycles} cycles) max", ms(worst), "< 1.5 s", worst < 1.5)
         env.stop()
         close_proxy(lan)
+
+    # -- 4b. the shell (issue 20) --------------------------------------------------------------------
+    def shell(self) -> None:
+        ShellRows(self, add, log).run()
 
     # -- 5b. desktop tool calls --------------------------------------------------------------------
     def desktop_calls(self) -> None:
@@ -1127,10 +1132,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and a 10 s idle window (under a minute)")
-    parser.add_argument("--only", choices=["cli", "desktop", "sandbox", "relay"],
+    parser.add_argument("--only", choices=["cli", "desktop", "sandbox", "relay", "shell"],
                         help="run one section (cli: pair once, then the CLI rows; desktop: pair once, then the "
                              "desktop tool-call rows and the idle agent; sandbox: the workspace command cost only; "
-                             "relay: the relay's handshake, latency, memory and idle rows)")
+                             "relay: the relay's handshake, latency, memory and idle rows; shell: the shell's "
+                             "echo latency, failover pauses, keystroke integrity, flood and leak rows)")
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("bench/run.py reads /proc: it runs on Linux only", file=sys.stderr)
@@ -1142,7 +1148,8 @@ def main(argv: list[str] | None = None) -> int:
     with _sigterm_as_interrupt(), ExitStack() as stack:
         bench = Bench(args.quick, stack)
         steps = [bench.pair_by_code, bench.cli_latency, bench.prompt_cost, bench.pair_three_tiers,
-                 bench.failover, bench.desktop_calls, bench.sandbox_cost, bench.idle_agent, bench.reconnect, bench.relay_capacity]
+                 bench.failover, bench.desktop_calls, bench.sandbox_cost, bench.idle_agent, bench.reconnect, bench.relay_capacity,
+                 bench.shell]
         if args.only == "cli":
             steps = [bench.pair_by_code, bench.cli_latency]
         elif args.only == "desktop":
@@ -1151,6 +1158,8 @@ def main(argv: list[str] | None = None) -> int:
             steps = [bench.sandbox_cost]
         elif args.only == "relay":
             steps = [bench.relay_capacity]
+        elif args.only == "shell":
+            steps = [bench.shell]
         try:
             for step in steps:
                 try:

@@ -8,8 +8,9 @@ attachment's own cancel scope:
 - reader: PTY → ring, but never more than ``MAX_UNSENT`` bytes ahead of what the socket was sent (tmux
   then holds the rest and turns a flood into a redraw); while orphaned it reads freely (the ring drops
   the oldest bytes, and a resume past them is a gap). EOF (EIO) ends the attachment.
-- sender: ring → socket: a frame at once when the PTY was idle, else at most one per ``COALESCE`` (16 ms)
-  unless a full frame (16 KiB) is ready; never inside a UTF-8 character while more may follow.
+- sender: ring → socket: a frame at once when the PTY was idle or input was written to it since the last
+  frame (an echo is what the user waits for), else at most one per ``COALESCE`` (16 ms) unless a full frame
+  (16 KiB) is ready; never inside a UTF-8 character while more may follow.
 - writer: the input queue → PTY in ``WRITE_SIZE`` pieces, waiting while the PTY is full (never a fatal
   EAGAIN), then ``terminal.ack`` (at most one per input frame received).
 Messages are sent through ``send(socket, envelope)``, which the service provides and which never raises.
@@ -56,6 +57,7 @@ class Attachment:
         self.ready = False  # terminal.attached went out on ``socket``: output may follow
         self.sent = 0  # output offset sent to the current socket
         self.sending = False  # a frame is on its way to the socket
+        self.writes = 0  # input pieces written to the PTY: output after a new one (its echo) is not held back
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")  # reference mode: text only
         self.created_at = time.time()
         self.orphaned_since: float | None = None
@@ -111,10 +113,11 @@ class Attachment:
 
     async def _sender(self) -> None:
         last_frame = -1.0
+        writes_then = 0  # self.writes when the last frame went out
         while True:
             await self._until(lambda: self.ready and self.socket is not None and self.ring.end > self.sent)
             ws = self.socket
-            busy = trio.current_time() - last_frame < tc.COALESCE
+            busy = trio.current_time() - last_frame < tc.COALESCE and self.writes == writes_then
             if busy and self.ring.end - self.sent < tc.MAX_FRAME:
                 await trio.sleep_until(last_frame + tc.COALESCE)  # coalesce: let a busy PTY fill the frame
                 if ws is not self.socket or not self.ready:
@@ -130,7 +133,7 @@ class Attachment:
                 if frame is None:
                     continue
             env, n = frame
-            last_frame = trio.current_time()
+            last_frame, writes_then = trio.current_time(), self.writes
             self.sent += n
             self.poke()  # the reader may read again
             if env.payload.get("data") == "" and "seq_end" not in env.payload:
@@ -162,6 +165,7 @@ class Attachment:
     async def _writer(self) -> None:
         while True:
             await self._until(lambda: bool(self.queue) and not self.input_stopped)
+            self.writes += 1  # before the write: its echo may be read before the write returns
             n = await self.proc.write_some(bytes(self.queue[:tc.WRITE_SIZE]), lambda: self.input_stopped)
             if not n:
                 continue

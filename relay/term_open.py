@@ -140,12 +140,12 @@ def _room(svc: TerminalService, ws: Any, sess: Any) -> str | None:
     return None
 
 
-def _attached(svc: TerminalService, att: Attachment, env: Envelope, *, reattach: bool, resumed: bool,
-              gap: bool = False) -> Envelope:
+def _attached(svc: TerminalService, att: Attachment, env: Envelope, *, reattach: bool, gap: bool = False,
+              resumed: bool | None = None) -> Envelope:
     payload: dict[str, Any] = {"session_name": att.name, "pid": att.proc.pid, "shell": att.shell, "cols": att.cols,
                                "rows": att.rows, "tmux_available": svc.tmux is not None, "reattach": reattach}
     if att.resume:
         payload["resume"] = {"v": 1, "stream": att.stream, "in_seq": att.ledger.written, "out_seq": att.sent,
-                             "resumed": resumed, "gap": gap}
+                             "resumed": reattach if resumed is None else resumed, "gap": gap}
     return Envelope(tc.CHANNEL, "terminal.attached", payload, env.id) if env.id else \
         Envelope(tc.CHANNEL, "terminal.attached", payload)

@@ -96,6 +96,8 @@ class TerminalService:
             async for message in inbound:
                 self._route(port, message)
         finally:
+            _drain(inbound, lambda message: self._route(port, message))  # read before the close: our relay's
+            # final ack and `detached {server shutdown}` say which input never reached the PTY
             with trio.CancelScope(shield=True), trio.move_on_after(LEAVE_WAIT):
                 await self._detach_reference(port)  # the agent stopping: no stale tmux client on the reference
             if self.ports.get(port.url) is port:
@@ -296,3 +298,12 @@ def _refused(url: str, typ: str, payload: dict[str, Any]) -> HermesError:
                                     hint="the relay's own error: its log on the relay host says more")
     return TerminalRefusedError(f"{url} refused the terminal request: {message}",
                          hint="the relay may serve no terminal (our relay: hermes-relay-server --terminal)")
+
+
+def _drain(inbound: trio.MemoryReceiveChannel[dict[str, Any]], route: Callable[[dict[str, Any]], None]) -> None:
+    """Route the messages already received on a connection that ended (or whose service is cancelled)."""
+    while True:
+        try:
+            route(inbound.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return

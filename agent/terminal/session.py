@@ -309,8 +309,8 @@ class TerminalSession:
             if self.state is State.LIVE:
                 self.finish("replaced")
         elif reason == "server shutdown":
-            if self.kind == OURS and self.state is State.LIVE:  # after our relay's final ack: what it does not
-                self.ledger.resume(self.ledger.acked)  # cover never reached the PTY, so it is sent again
+            if self.kind == OURS:  # its final ack came just before: what was sent above it never reached the
+                self.ledger.resume(self.ledger.acked)  # PTY and goes to the next attachment, not in doubt
                 self._sends.clear()
             self.lost(port, "the relay is restarting")
         elif reason == "revoked":  # an error that says why, not "the link did not come back"
@@ -438,7 +438,7 @@ class TerminalSession:
 
     async def _send_input(self, port: TerminalPort) -> None:
         ours = self.kind == OURS
-        while not self._suspicious and (chunk := self.ledger.take()) is not None:
+        while not self._suspicious and port is self.port and (chunk := self.ledger.take()) is not None:
             seq, data = chunk
             if not self._sends:
                 self._wake()  # a new suspicion deadline for the timers

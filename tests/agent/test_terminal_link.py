@@ -49,6 +49,9 @@ class TerminalRelay:
         self.killed: list[str] = []
         self.detaches: list[int] = []  # the socket each terminal.detach came on (-1: not the first)
         self.hold_acks_after: int | None = None  # ours: written, but not acknowledged above this offset
+        self.shutdown = False  # ours: the drop is a clean relay restart (final ack, detached, a new attachment)
+        self.echo = False  # ours: what reaches the "PTY" comes back as output
+        self.out = 0  # ours: the attachment's output offset
         self.pty = bytearray()  # what reached the shell, in order
         self.in_seq = 0  # ours: the attachment's input offset (by stream)
         self.streams: set[str] = set()
@@ -115,6 +118,17 @@ class TerminalRelay:
                 elif typ == "terminal.input":
                     if payload["session_name"] not in attached:
                         continue  # the reference drops input sent before terminal.attached
+                    if first_socket and self.taken >= DROP_AFTER and self.shutdown:
+                        # a clean restart: everything written acknowledged, then goodbye; this frame and
+                        # the ones behind it are never written, and the attachment is gone with the relay
+                        name = payload["session_name"]
+                        await send(ws, "terminal", "terminal.ack", {"session_name": name, "in_seq": self.in_seq})
+                        await send(ws, "terminal", "terminal.detached", {"session_name": name,
+                                                                         "reason": "server shutdown"})
+                        self.streams.clear()
+                        self.in_seq = self.out = 0
+                        await ws.aclose(1001, "relay shutting down")
+                        return
                     if first_socket and self.taken >= DROP_AFTER:
                         await ws.aclose()  # mid-typing: this frame and what follows never arrive
                         return
@@ -129,7 +143,12 @@ class TerminalRelay:
                         self.duplicates += len(data) - len(fresh)
                         self.pty += fresh
                         self.in_seq += len(fresh)
-                        if first_socket and self.taken >= DROP_AFTER:
+                        if self.echo and fresh:
+                            self.out += len(fresh)
+                            await send(ws, "terminal", "terminal.output", {
+                                "session_name": payload["session_name"], "data": fresh.decode(),
+                                "seq_end": self.out, "in_seq": self.in_seq})
+                        if first_socket and self.taken >= DROP_AFTER and not self.shutdown:
                             await ws.aclose()  # written, but the ack never leaves: in flight at the drop
                             return
                         if self.hold_acks_after is None or self.in_seq <= self.hold_acks_after:
@@ -147,7 +166,7 @@ class TerminalRelay:
 
     def _attached(self, payload: dict[str, Any]) -> dict[str, Any]:
         reply = {"session_name": payload["session_name"], "pid": 42, "shell": "/bin/sh", "cols": payload["cols"],
-                 "rows": payload["rows"], "tmux_available": self.tmux, "reattach": False}
+                 "rows": payload["rows"], "tmux_available": self.tmux, "reattach": self.sockets > 1 and self.shutdown}
         if self.ours:
             stream = payload["resume"]["stream"]
             resumed = stream in self.streams
@@ -263,6 +282,32 @@ async def test_our_relay_gets_every_key_exactly_once_across_a_drop(tmp_path: Pat
     assert "reconnecting" in links and links[-1] == "live"
 
 
+async def test_our_relay_restarting_cleanly_mid_typing_loses_no_key_and_puts_none_in_doubt(tmp_path: Path) -> None:
+    """The relay acknowledges what it wrote, says ``detached {server shutdown}`` and closes: input sent
+    after that final ack never reached the PTY, so it goes to the new attachment (the tmux session lives
+    on) instead of being reported in doubt and lost."""
+    relay = TerminalRelay(ours=True)
+    relay.shutdown = True
+    shell, typed = await run_shell(tmp_path, relay)
+    assert not any("in doubt" in n for n in shell.notices()), shell.notices()
+    assert bytes(relay.pty) == typed
+    assert [a["resume"]["stream"] for a in relay.attaches] == [STREAM] * len(relay.attaches)
+
+
+async def test_after_our_relay_restarted_the_new_attachments_output_continues_the_clis_offsets(
+        tmp_path: Path) -> None:
+    """The new attachment's output counts from 0 on the relay; the CLI's offsets go on from where they
+    were (else the CLI takes it for output it has written already, and the screen stays still)."""
+    relay = TerminalRelay(ours=True)
+    relay.shutdown = relay.echo = True
+    shell, typed = await run_shell(tmp_path, relay)
+    out = [m.params for m in shell.seen if m.method == api.SHELL_OUTPUT]
+    ends = [len(b"".join(o["d"] for o in out[:i + 1])) for i in range(len(out))]
+    assert [o["seq_end"] for o in out] == ends
+    assert len(relay.attaches) == 2 and ends[-1] == len(relay.pty)  # every byte echoed reached the CLI
+    assert [a["resume"]["stream"] for a in relay.attaches] == [STREAM] * len(relay.attaches)
+
+
 async def test_the_reference_relay_never_gets_a_key_twice_and_every_loss_was_reported(tmp_path: Path) -> None:
     relay = TerminalRelay(ours=False)
     shell, typed = await run_shell(tmp_path, relay)
@@ -299,7 +344,14 @@ class Forwarder:
         self.target = target
         self.blackholed = False
         self.refuse = False  # close every new connection at once (the route is down)
+        self.refused = 0
+        self.live: set[trio.CancelScope] = set()
         self.port = 0
+
+    def cut(self) -> None:
+        """End every forwarded connection (the relay went away)."""
+        for scope in self.live:
+            scope.cancel()
 
     async def serve(self, nursery: trio.Nursery) -> None:
         listeners = await nursery.start(trio.serve_tcp, self._handle, 0)
@@ -313,13 +365,16 @@ class Forwarder:
 
     async def _handle(self, client: trio.SocketStream) -> None:
         if self.refuse:
+            self.refused += 1
             await client.aclose()
             return
         async with client, await trio.open_tcp_stream("127.0.0.1", self.target) as upstream:
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pipe, client, upstream)
-                    nursery.start_soon(self._pipe, upstream, client)
+                with trio.CancelScope() as scope:
+                    self.live.add(scope)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pipe, client, upstream)
+                        nursery.start_soon(self._pipe, upstream, client)
             except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
 
@@ -448,3 +503,84 @@ async def test_moving_up_to_a_better_route_detaches_the_reference_shell_first(tm
     assert first.params["route"] != second.params["route"]  # public, then LAN
     assert relay.detaches[0] == 1  # detached on the old socket before it closed: no stale tmux client
     assert len(relay.attaches) == 2
+
+
+async def test_after_a_black_hole_the_shell_moves_to_the_next_route_without_waiting_out_the_silent_one(
+        tmp_path: Path) -> None:
+    """LAN (priority 0) goes silent while typing; Public answers. The silent LAN would hold the reconnect
+    race for a whole probe timeout (set far beyond the hang guard here) before Public may win: the shell must
+    reattach on Public after the suspicion and its ping alone."""
+    relay = TerminalRelay(ours=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    agent = Agent(AgentConfig.from_env(env, netwatch=False, ping_interval=3600.0, probe_timeout=3600.0,
+                                       backoff_base=0.05, backoff_cap=0.1))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            lan = Forwarder(relay.port)
+            await lan.serve(nursery)
+            lan_url = f"ws://127.0.0.1:{lan.port}"
+            agent.store.update(lambda s: s.__setitem__(lan_url, {
+                "paired_at": 1_700_000_000, "token": "T1",
+                "route_candidates": [{"url": lan_url, "role": "lan", "priority": 0},
+                                     {"url": relay.url, "role": "public", "priority": 2}]}))
+            await nursery.start(runner.run, agent)
+            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+            nursery.start_soon(shell.read)
+            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
+                                                     "raw": True}])
+            first = await shell.until(api.SHELL_ATTACHED)
+            assert first.params["route"] == "LAN", first.params
+            lan.blackholed = True
+            await shell.send([2, api.SHELL_INPUT, {"seq": 0, "d": b"x"}])
+            again = await shell.until(api.SHELL_ATTACHED)
+            assert again.params["route"] == "Public", again.params
+            while shell.acked < 1:
+                await shell.until(api.SHELL_ACK)
+            await shell.send([2, api.SHELL_DETACH, {}])
+            await shell.done.wait()
+            await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert bytes(relay.pty) == b"x"
+
+
+async def test_a_shell_waiting_to_reattach_redials_soon_whatever_the_backoff(tmp_path: Path) -> None:
+    """The relay goes away and refuses dials for a while (a restart): the backoff (base set far beyond the
+    hang guard here) would keep the user waiting long after it is back; with a shell waiting, the link dials
+    again within SHELL_RETRY, and the shell reattaches once the relay answers."""
+    relay = TerminalRelay(ours=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
+    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+           "HERMES_RELAY_NOTIFY": "0"}
+    agent = Agent(AgentConfig.from_env(env, netwatch=False, backoff_base=3600.0, backoff_cap=3600.0))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE):
+            await relay.serve(nursery)
+            front = Forwarder(relay.port)
+            await front.serve(nursery)
+            url = f"ws://127.0.0.1:{front.port}"
+            agent.store.update(lambda s: s.__setitem__(url, {"paired_at": 1_700_000_000, "token": "T1"}))
+            await nursery.start(runner.run, agent)
+            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+            nursery.start_soon(shell.read)
+            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
+                                                     "raw": True}])
+            await shell.until(api.SHELL_ATTACHED)
+            front.refuse = True
+            front.cut()
+            await shell.send([2, api.SHELL_INPUT, {"seq": 0, "d": b"x"}])
+            while front.refused < 2:  # the relay is away: dials fail, and the backoff grows
+                await trio.sleep(0.05)
+            front.refuse = False
+            await shell.until(api.SHELL_ATTACHED)
+            while shell.acked < 1:
+                await shell.until(api.SHELL_ACK)
+            await shell.send([2, api.SHELL_DETACH, {}])
+            await shell.done.wait()
+            await shell.stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert bytes(relay.pty) == b"x"

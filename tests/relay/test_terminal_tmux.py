@@ -121,3 +121,22 @@ async def test_a_new_stream_on_a_living_tmux_session_is_a_reattach_not_a_resume(
     assert (p["resume"]["resumed"], p["resume"]["in_seq"]) == (False, 0)
     ref = Term(await connect(relay, auth["session_token"]), name="keep", resume=False)
     assert (await ref.attach())["payload"]["reattach"] is True
+
+
+async def test_a_new_attachment_to_a_tmux_session_that_lives_on_is_a_reattach(relay_factory, tmp_path: Path,
+                                                                               tmux_settings: dict):
+    """After a relay restart the agent attaches with the same stream, which the relay no longer knows: a new
+    attachment (resumed false, offsets from 0), but to the same shell (reattach true), so the keys typed
+    meanwhile are sent to it rather than dropped as meant for a new shell."""
+    relay = await relay_factory(terminal=settings(tmp_path, **tmux_settings))
+    ws, auth = await pair_device(relay)
+    first = Term(ws, name="kept")
+    p = (await first.attach())["payload"]
+    assert (p["reattach"], p["resume"]["resumed"]) == (False, False)  # a new tmux session
+    await first.type(b"echo one$((0+1))\r")
+    await first.until_output(b"one1")
+    second = Term(await connect(relay, auth["session_token"]), name="kept")  # another stream: a new attachment
+    p = (await second.attach())["payload"]
+    assert (p["reattach"], p["resume"]["resumed"], p["resume"]["in_seq"]) == (True, False, 0)
+    await second.type(b"echo two$((1+1))\r")
+    await second.until_output(b"two2")

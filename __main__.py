@@ -1,3 +1,3 @@
-from hermes_relay.cli.main import entry
+from .cli.main import entry
 
 entry()

@@ -1,3 +1,3 @@
-from hermes_relay.agent.main import entry
+from .main import entry
 
 entry()

@@ -13,7 +13,7 @@ import errno
 import socket
 import sys
 
-from hermes_relay.agent._netwatch_socket import SocketWakeups
+from ._netwatch_socket import SocketWakeups
 
 
 def open_route_wakeups() -> SocketWakeups:

@@ -17,7 +17,7 @@ import socket
 import sys
 from typing import Final
 
-from hermes_relay.agent._netwatch_socket import SocketWakeups
+from ._netwatch_socket import SocketWakeups
 
 RTMGRP_LINK: Final = 0x1
 RTMGRP_IPV4_IFADDR: Final = 0x10

@@ -17,8 +17,8 @@ from typing import Protocol
 
 import trio
 
-from hermes_relay.core import winpipe
-from hermes_relay.core.errors import AgentAlreadyRunningError, IpcError
+from ..core import winpipe
+from ..core.errors import AgentAlreadyRunningError, IpcError
 
 RECEIVE_SIZE = 64 * 1024
 

@@ -17,24 +17,24 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from hermes_relay import __version__
-from hermes_relay.agent import checkpoints, device, devices, doctor, forget, pairing, prober, statusview, storefollow, watchbus
-from hermes_relay.agent.config import AgentConfig
-from hermes_relay.agent.credentials import Credentials, Paused
-from hermes_relay.agent.desktop.service import DesktopService
-from hermes_relay.agent.indicator import Indicator, summarize
-from hermes_relay.agent.ipc_server import CallContext
-from hermes_relay.agent.link import RelayLink, Signal
-from hermes_relay.agent.marks import Marks, Pending
-from hermes_relay.agent.storewatch import StoreWatcher
-from hermes_relay.agent.terminal.service import TerminalService, store_resolver
-from hermes_relay.core import api, offline, paths, policy_log, record, wire
-from hermes_relay.core.errors import NotPairedError, StateError
-from hermes_relay.core.record import Record, owner_urls
-from hermes_relay.core.store import SessionStore, resolve_in
+from .. import __version__
+from ..core import api, offline, paths, policy_log, record, wire
+from ..core.errors import NotPairedError, StateError
+from ..core.record import Record, owner_urls
+from ..core.store import SessionStore, resolve_in
+from . import checkpoints, device, devices, doctor, forget, pairing, prober, statusview, storefollow, watchbus
+from .config import AgentConfig
+from .credentials import Credentials, Paused
+from .desktop.service import DesktopService
+from .indicator import Indicator, summarize
+from .ipc_server import CallContext
+from .link import RelayLink, Signal
+from .marks import Marks, Pending
+from .storewatch import StoreWatcher
+from .terminal.service import TerminalService, store_resolver
 
 if TYPE_CHECKING:
-    from hermes_relay.core.apitypes import (
+    from ..core.apitypes import (
         AccessChangingReply,
         ApprovalsDecideReply,
         ApprovalsListReply,

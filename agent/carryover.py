@@ -21,8 +21,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from hermes_relay.agent.desktop.tools import _jobrecord
-from hermes_relay.core import fileio, policy, roots
+from ..core import fileio, policy, roots
+from .desktop.tools import _jobrecord
 
 log = logging.getLogger(__name__)
 

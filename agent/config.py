@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hermes_relay.agent import checkpoints
-from hermes_relay.core import knobs as envknobs
-from hermes_relay.core import paths
+from ..core import knobs as envknobs
+from ..core import paths
+from . import checkpoints
 
 
 def _float_env(env: Mapping[str, str], name: str, default: float) -> float:

@@ -15,9 +15,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.agent.marks import update_entries
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import StateError
+from ..core import fileio
+from ..core.errors import StateError
+from .marks import update_entries
 
 log = logging.getLogger(__name__)
 CREDENTIALS_VERSION = 1

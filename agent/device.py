@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core import fileio
+from ..core import fileio
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
-from hermes_relay.agent import prober, transport
-from hermes_relay.core import api, codes, record
-from hermes_relay.core.errors import (
+from ..core import api, codes, record
+from ..core.errors import (
     AmbiguousError,
     ForbiddenError,
     HttpStatusError,
@@ -24,15 +23,16 @@ from hermes_relay.core.errors import (
     SessionRevokedError,
     UsageError,
 )
-from hermes_relay.core.linkstate import token_refused
-from hermes_relay.core.routes import Route
-from hermes_relay.core.store import resolve_in
+from ..core.linkstate import token_refused
+from ..core.routes import Route
+from ..core.store import resolve_in
+from . import prober, transport
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.config import AgentConfig
-    from hermes_relay.agent.marks import Marks
-    from hermes_relay.core.apitypes import DevicesExtendReply, DevicesListReply, DevicesRevokeReply, PinAcceptReply
-    from hermes_relay.core.store import SessionStore
+    from ..core.apitypes import DevicesExtendReply, DevicesListReply, DevicesRevokeReply, PinAcceptReply
+    from ..core.store import SessionStore
+    from .config import AgentConfig
+    from .marks import Marks
 
 
 class Wakeable(Protocol):

@@ -30,10 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
-from hermes_relay.agent import transport
-from hermes_relay.agent.desktop import notify
-from hermes_relay.core import api
-from hermes_relay.core.errors import (
+from ..core import api
+from ..core.errors import (
     AuthRejectedError,
     ConnectTimeoutError,
     HandshakeRejectedError,
@@ -44,14 +42,16 @@ from hermes_relay.core.errors import (
     TlsError,
     members,
 )
-from hermes_relay.core.record import Record, from_dict
-from hermes_relay.core.routes import Route, host_port, route_info
-from hermes_relay.core.store import resolve_in
+from ..core.record import Record, from_dict
+from ..core.routes import Route, host_port, route_info
+from ..core.store import resolve_in
+from . import transport
+from .desktop import notify
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.config import AgentConfig
-    from hermes_relay.core.apitypes import DoctorRelay, DoctorReply
-    from hermes_relay.core.store import SessionStore
+    from ..core.apitypes import DoctorRelay, DoctorReply
+    from ..core.store import SessionStore
+    from .config import AgentConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,19 +17,19 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
-from hermes_relay.core import offline, policy, policy_log, record, roots
-from hermes_relay.core.errors import HermesError, NotPairedError
-from hermes_relay.core.linkstate import token_refused
-from hermes_relay.core.store import resolve_in
-from hermes_relay.core.wire import TOKEN_PREFIX_LEN
+from ..core import offline, policy, policy_log, record, roots
+from ..core.errors import HermesError, NotPairedError
+from ..core.linkstate import token_refused
+from ..core.store import resolve_in
+from ..core.wire import TOKEN_PREFIX_LEN
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from hermes_relay.agent.credentials import Credentials, Paused
-    from hermes_relay.agent.marks import Marks
-    from hermes_relay.core.apitypes import ForgetRelay, ForgetReply
-    from hermes_relay.core.store import SessionStore
+    from ..core.apitypes import ForgetRelay, ForgetReply
+    from ..core.store import SessionStore
+    from .credentials import Credentials, Paused
+    from .marks import Marks
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hermes_relay.agent.ipc_server import AfterResponse, CallContext, Handler
-from hermes_relay.core import api
-from hermes_relay.core.errors import UsageError
+from ..core import api
+from ..core.errors import UsageError
+from .ipc_server import AfterResponse, CallContext, Handler
 
 if TYPE_CHECKING:
-    from hermes_relay.core.apitypes import (
+    from ..core.apitypes import (
         AccessChangingReply,
         ApprovalsDecideReply,
         ApprovalsListReply,

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from hermes_relay.core import api, fileio, hosts
+from ..core import api, fileio, hosts
 
 log = logging.getLogger(__name__)
 VALIDITY_HEARTBEATS = 3  # the file stays "fresh" this many heartbeats past its last write

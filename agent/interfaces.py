@@ -18,7 +18,7 @@ from typing import Any
 
 import netifaces
 
-from hermes_relay.core.netif import InterfaceSnapshot, make_snapshot
+from ..core.netif import InterfaceSnapshot, make_snapshot
 
 log = logging.getLogger(__name__)
 

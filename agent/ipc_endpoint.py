@@ -25,8 +25,8 @@ from typing import Any
 
 import trio
 
-from hermes_relay.core import endpoint, fileio, ownership, winpipe
-from hermes_relay.core.errors import AgentAlreadyRunningError, IpcError
+from ..core import endpoint, fileio, ownership, winpipe
+from ..core.errors import AgentAlreadyRunningError, IpcError
 
 log = logging.getLogger(__name__)
 SOCKET_MODE = 0o600
@@ -123,8 +123,8 @@ class IpcListener:
 async def open_ipc_listener(path: str, mode: str, *, nonce_timeout: float = NONCE_TIMEOUT) -> IpcListener:
     """Bind the agent's endpoint; call only under the instance lock."""
     if mode == "pipe":
-        from hermes_relay.agent._winpipe import PipeListener
-        from hermes_relay.core import winsec
+        from ..core import winsec
+        from ._winpipe import PipeListener
 
         sid = winsec.current_user_sid()
         if sid is None:

@@ -19,9 +19,9 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent.ipc_endpoint import IpcListener
-from hermes_relay.core import framing, rpc
-from hermes_relay.core.errors import HermesError, RemoteProtocolError, UsageError
+from ..core import framing, rpc
+from ..core.errors import HermesError, RemoteProtocolError, UsageError
+from .ipc_endpoint import IpcListener
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,8 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from hermes_relay.agent import prober, transport
-from hermes_relay.core import envelope, linkstate, wire
-from hermes_relay.core.errors import (
+from ..core import envelope, linkstate, wire
+from ..core.errors import (
     AuthRejectedError,
     ConnectionLostError,
     HermesError,
@@ -42,10 +41,11 @@ from hermes_relay.core.errors import (
     StateError,
     TransportError,
 )
-from hermes_relay.core.linkstate import Do, LinkError, LinkMachine, LinkState, Next, Verdict, verdict
-from hermes_relay.core.record import Record, expiry, from_dict
-from hermes_relay.core.routes import Route, host_port
-from hermes_relay.core.store import resolve_in
+from ..core.linkstate import Do, LinkError, LinkMachine, LinkState, Next, Verdict, verdict
+from ..core.record import Record, expiry, from_dict
+from ..core.routes import Route, host_port
+from ..core.store import resolve_in
+from . import prober, transport
 
 log = logging.getLogger(__name__)
 INBOUND_BUFFER = 64  # envelopes waiting for the desktop service before the reader waits too

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hermes_relay import __version__
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import HermesError, members
+from .. import __version__
+from ..core import fileio
+from ..core.errors import HermesError, members
 
 LOG_BYTES = 1 << 20
 LOG_BACKUPS = 3
@@ -84,12 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 async def _serve(config: Any) -> None:
     import trio
 
-    from hermes_relay.agent import runner
-    from hermes_relay.agent.backend import AgentBackend
+    from . import runner
+    from .backend import AgentBackend
 
     watcher = None
     if config.netwatch:
-        from hermes_relay.agent.netwatch import InterfaceWatcher
+        from .netwatch import InterfaceWatcher
 
         watcher = InterfaceWatcher(debounce=config.netwatch_debounce, poll_interval=config.netwatch_poll_interval)
     agent = AgentBackend(config, watcher=watcher)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return _doctor_once(args.deadline)
     import trio
 
-    from hermes_relay.agent.config import AgentConfig
+    from .config import AgentConfig
 
     config = AgentConfig.from_env(idle_exit=_idle_exit(os.environ))
     setup_logging(config.log_file, to_stderr=not args.detached, level=args.log_level)
@@ -164,11 +164,11 @@ def _standalone_doctor(params: dict[str, Any]) -> Any:
     only doctor's own short-lived connections. A relay taken off with ``down`` shows as down."""
     import trio
 
-    from hermes_relay.agent import doctor
-    from hermes_relay.agent.backend import AgentBackend
-    from hermes_relay.agent.config import AgentConfig
-    from hermes_relay.core.errors import StateError
-    from hermes_relay.core.record import owner_urls
+    from ..core.errors import StateError
+    from ..core.record import owner_urls
+    from . import doctor
+    from .backend import AgentBackend
+    from .config import AgentConfig
 
     agent = AgentBackend(AgentConfig.from_env())
     try:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import StateError
+from ..core import fileio
+from ..core.errors import StateError
 
 log = logging.getLogger(__name__)
 MARKS_VERSION = 1

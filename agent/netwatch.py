@@ -26,10 +26,10 @@ from typing import Final, Protocol
 
 import trio
 
-from hermes_relay.agent import _netwatch_darwin, _netwatch_linux
-from hermes_relay.agent._netwatch_poll import DEFAULT_POLL_INTERVAL, PollWakeups
-from hermes_relay.agent.interfaces import snapshot_interfaces
-from hermes_relay.core.netif import InterfaceSnapshot, NetChange, diff
+from ..core.netif import InterfaceSnapshot, NetChange, diff
+from . import _netwatch_darwin, _netwatch_linux
+from ._netwatch_poll import DEFAULT_POLL_INTERVAL, PollWakeups
+from .interfaces import snapshot_interfaces
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from hermes_relay.agent import carryover, checkpoints, prober, transport
-from hermes_relay.core import codes, payload, record, wire
-from hermes_relay.core.errors import (
+from ..core import codes, payload, record, wire
+from ..core.errors import (
     AuthRejectedError,
     ConnectRefusedError,
     ConnectTimeoutError,
@@ -46,16 +45,17 @@ from hermes_relay.core.errors import (
     TransportError,
     UsageError,
 )
-from hermes_relay.core.routes import Route, make_routes, normalize_relay_url, route_info
-from hermes_relay.core.store import SessionStore, resolve_in
+from ..core.routes import Route, make_routes, normalize_relay_url, route_info
+from ..core.store import SessionStore, resolve_in
+from . import carryover, checkpoints, prober, transport
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from hermes_relay.agent.config import AgentConfig
-    from hermes_relay.agent.link import Signal
-    from hermes_relay.agent.marks import Marks, Pending
-    from hermes_relay.core.apitypes import PairCheckReply, PairReplaced, PairReply
+    from ..core.apitypes import PairCheckReply, PairReplaced, PairReply
+    from .config import AgentConfig
+    from .link import Signal
+    from .marks import Marks, Pending
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +447,7 @@ def _write(store: SessionStore, entry: dict[str, Any], fault: bool = False) -> s
     if fault:  # the store-write fault seam (config.store_write_faults): fail as on a full disk
         import errno
 
-        from hermes_relay.core.store import _write_error
+        from ..core.store import _write_error
 
         raise _write_error(store.path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     owner, fields = entry["owner"], entry["fields"]

@@ -19,8 +19,8 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from hermes_relay.core.errors import HermesError, NoRouteError, PinMismatchError, RateLimitedError, error_from_wire
-from hermes_relay.core.routes import Route, route_info, tiers
+from ..core.errors import HermesError, NoRouteError, PinMismatchError, RateLimitedError, error_from_wire
+from ..core.routes import Route, route_info, tiers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -19,13 +19,13 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent import handlers, ipc_endpoint, pairing
-from hermes_relay.agent.backend import AgentBackend
-from hermes_relay.agent.ipc_server import serve_ipc
-from hermes_relay.agent.storewatch import StoreWatcher
-from hermes_relay.core import api, instance, knobs, paths
-from hermes_relay.core.errors import StateError
-from hermes_relay.core.store import SessionStore
+from ..core import api, instance, knobs, paths
+from ..core.errors import StateError
+from ..core.store import SessionStore
+from . import handlers, ipc_endpoint, pairing
+from .backend import AgentBackend
+from .ipc_server import serve_ipc
+from .storewatch import StoreWatcher
 
 log = logging.getLogger(__name__)
 RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from hermes_relay import __version__
-from hermes_relay.core import record, wire
-from hermes_relay.core.errors import StateError
-from hermes_relay.core.routes import role_label
-from hermes_relay.core.store import join, redact_record
+from .. import __version__
+from ..core import record, wire
+from ..core.errors import StateError
+from ..core.routes import role_label
+from ..core.store import join, redact_record
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.config import AgentConfig
-    from hermes_relay.core.apitypes import AgentInfo, PairedRelay, StatusReply
-    from hermes_relay.core.store import SessionStore
+    from ..core.apitypes import AgentInfo, PairedRelay, StatusReply
+    from ..core.store import SessionStore
+    from .config import AgentConfig
 
 
 class DesktopStatus(Protocol):

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from hermes_relay.agent.credentials import Paused
-from hermes_relay.core import api, record
-from hermes_relay.core.errors import NotPairedError, StateError
-from hermes_relay.core.store import resolve_in
+from ..core import api, record
+from ..core.errors import NotPairedError, StateError
+from ..core.store import resolve_in
+from .credentials import Paused
 
 if TYPE_CHECKING:
-    from hermes_relay.core.apitypes import RestoreReply
-    from hermes_relay.core.store import SessionStore
+    from ..core.apitypes import RestoreReply
+    from ..core.store import SessionStore
 
 log = logging.getLogger(__name__)
 PAUSED_REASON = "removed from the store by another client; paused (the agent keeps its credentials)"

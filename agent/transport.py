@@ -29,8 +29,8 @@ import h11
 import trio
 import trio_websocket
 
-from hermes_relay.core import envelope, wire
-from hermes_relay.core.errors import (
+from ..core import envelope, wire
+from ..core.errors import (
     AmbiguousError,
     AuthRejectedError,
     ConnectionLostError,
@@ -48,8 +48,8 @@ from hermes_relay.core.errors import (
     TransportError,
     members,
 )
-from hermes_relay.core.pin import pinned_trust_context, spki_pin_from_der
-from hermes_relay.core.routes import Route, host_port
+from ..core.pin import pinned_trust_context, spki_pin_from_der
+from ..core.routes import Route, host_port
 
 DIAL_TIMEOUT = 4.0  # per candidate: connect + TLS
 HANDSHAKE_TIMEOUT = 10.0  # WebSocket upgrade

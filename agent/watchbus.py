@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 import trio
 
-from hermes_relay.agent.ipc_server import CallContext
-from hermes_relay.core import api
+from ..core import api
+from .ipc_server import CallContext
 
 State = dict[str, Any]
 

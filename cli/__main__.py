@@ -1,6 +1,6 @@
 """``python -m hermes_relay.cli``: the same as the ``hermes-relay`` console script."""
 
-from hermes_relay.cli.main import entry
+from .main import entry
 
 if __name__ == "__main__":
     entry()

@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
-from hermes_relay.core import winpipe, winsec
-from hermes_relay.core.errors import AgentNotRunningError
+from ..core import winpipe, winsec
+from ..core.errors import AgentNotRunningError
 
 
 def connect(name: str, timeout: float) -> Any:

@@ -12,21 +12,21 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.cli.context import Context
-from hermes_relay.core.errors import EXIT_FAILURE
+from ..core.errors import EXIT_FAILURE
+from .context import Context
 
 ANNOUNCE_TIMEOUT = 2.0  # seconds; the agent answers from memory
 
 
 def snapshot(ctx: Context) -> tuple[Any, Any]:
-    from hermes_relay.core import policy, roots
+    from ..core import policy, roots
 
     return policy.load(policy.policy_file(ctx.env)), roots.load(roots.roots_file(ctx.env))
 
 
 def announce(ctx: Context, url: str, command: str = "access") -> bool:
     """True when a running agent will record the change (False: no agent is running)."""
-    from hermes_relay.core.errors import AgentNotRunningError, HermesError
+    from ..core.errors import AgentNotRunningError, HermesError
 
     try:
         with ctx.client(autostart=False) as client:
@@ -39,7 +39,7 @@ def announce(ctx: Context, url: str, command: str = "access") -> bool:
 
 
 def audit_locally(ctx: Context, before: tuple[Any, Any], after: tuple[Any, Any], by: str) -> None:
-    from hermes_relay.core import desktop, policy_log
+    from ..core import desktop, policy_log
 
     for host, old, new in policy_log.changes(before, after):
         try:
@@ -51,8 +51,8 @@ def audit_locally(ctx: Context, before: tuple[Any, Any], after: tuple[Any, Any],
 
 def apply(ctx: Context, args: argparse.Namespace, url: str, mode: str | None, single: tuple[str, str] | None,
           added: list[tuple[Path, list[Path]]]) -> int:
-    from hermes_relay.cli.consent import host_view
-    from hermes_relay.core import confine, policy, roots
+    from ..core import confine, policy, roots
+    from .consent import host_view
 
     before = snapshot(ctx)  # an unparseable file fails here, before anything is written
     recorded = announce(ctx, url)
@@ -79,7 +79,7 @@ def apply(ctx: Context, args: argparse.Namespace, url: str, mode: str | None, si
             notes.append(f"{path} inside it stays out of reach (the agent's own state)")
     after = snapshot(ctx)
     if not recorded:
-        from hermes_relay.core import policy_log
+        from ..core import policy_log
 
         audit_locally(ctx, before, after, policy_log.BY_ACCESS)
     view = host_view(after[0], after[1], url, False, ctx.env)
@@ -94,8 +94,8 @@ def apply(ctx: Context, args: argparse.Namespace, url: str, mode: str | None, si
 def changed_lines(view: dict[str, Any], notes: list[str], ctx: Context) -> list[str]:
     import sys
 
-    from hermes_relay.cli import consent
-    from hermes_relay.core import policy
+    from ..core import policy
+    from . import consent
 
     caps = view["capabilities"]
     lines = [ctx.style.ok("✓") + f" {view['url']}: {view['label']}",

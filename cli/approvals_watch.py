@@ -20,11 +20,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from hermes_relay.core import api
-from hermes_relay.core.errors import HermesError, IpcError
+from ..core import api
+from ..core.errors import HermesError, IpcError
 
 if TYPE_CHECKING:
-    from hermes_relay.core.apitypes import ApprovalsDecideParams
+    from ..core.apitypes import ApprovalsDecideParams
 
 RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between reconnects; the last one repeats
 STALE_ANSWER_WINDOW = 0.5  # seconds: a line arriving this soon after the next prompt was typed for the expired one
@@ -95,7 +95,7 @@ class _Watch:
             self._resolved(pid, str(event.get("outcome")))
 
     def _shown(self, text: Any) -> str:
-        from hermes_relay.cli import render
+        from . import render
 
         return render.printable(str(text))  # from the agent, but never allowed to drive the terminal
 

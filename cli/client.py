@@ -23,9 +23,9 @@ import os
 import sys
 import time
 
-from hermes_relay import __version__
-from hermes_relay.core import api, framing, ownership, paths, rpc
-from hermes_relay.core.errors import (
+from .. import __version__
+from ..core import api, framing, ownership, paths, rpc
+from ..core.errors import (
     AgentNotRunningError,
     IpcError,
     RemoteProtocolError,
@@ -38,8 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from typing import Any, TextIO
 
-    from hermes_relay.cli.shellconn import ShellConnection
-    from hermes_relay.core.apitypes import (
+    from ..core.apitypes import (
         AccessChangingReply,
         ApprovalsDecideParams,
         ApprovalsDecideReply,
@@ -66,6 +65,7 @@ if TYPE_CHECKING:
         TerminalKillReply,
         TerminalListReply,
     )
+    from .shellconn import ShellConnection
 
     NotifyFn = Callable[[str, dict[str, Any]], None]
 
@@ -297,7 +297,7 @@ class AgentClient(AgentCalls):
 
         The hello answer is read first, so everything after it on the socket belongs to the shell.
         The connection is the shell's from now on: this client must not be used again."""
-        from hermes_relay.cli.shellconn import ShellConnection
+        from .shellconn import ShellConnection
 
         _ = self.hello
         msgid = self._send_request(api.SHELL_OPEN, dict(params))
@@ -353,13 +353,13 @@ class AgentClient(AgentCalls):
 def _open_socket(path: str, timeout: float) -> Any:
     """Connect to the agent's endpoint: a Unix socket, or (tcp mode) loopback port + nonce from a file."""
     if path.startswith(_PIPE_PREFIX):
-        from hermes_relay.cli import _winpipe
+        from . import _winpipe
 
         return _winpipe.connect(path, timeout)
     if path.endswith(".endpoint"):
         import socket
 
-        from hermes_relay.core import endpoint
+        from ..core import endpoint
 
         port, nonce = endpoint.read(path)
         try:
@@ -406,7 +406,7 @@ def spawn_agent(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start the agent detached from this terminal, in ``/``; its own log file receives its output."""
     import subprocess
 
-    from hermes_relay.core import fileio
+    from ..core import fileio
 
     log_dir = paths.log_dir(env)
     fileio.ensure_private_dir(log_dir)
@@ -452,7 +452,7 @@ def ensure_agent(
     except AgentNotRunningError as exc:
         if not autostart:
             raise _elsewhere(env, path) or exc from None
-    from hermes_relay.core import fileio
+    from ..core import fileio
 
     ownership.check_private(paths.runtime_dir_str(env), directory=True)  # before creating anything in it
     lock_path = paths.spawn_lock_file(env)
@@ -491,7 +491,7 @@ def ensure_agent(
 
 def _elsewhere(env: Mapping[str, str], path: str) -> AgentNotRunningError | None:
     """An agent runs for this HOME (it holds ~/.hermes/agent-<host>.lock) but on another socket: say where."""
-    from hermes_relay.core import instance
+    from ..core import instance
 
     owner = instance.running_owner(paths.home_lock_file(env))
     if not owner or owner.get("socket") == path:

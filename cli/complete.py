@@ -66,9 +66,9 @@ def _one_word(word: Any) -> bool:
 
 # -- the sources -----------------------------------------------------------------------------------
 def _store_urls(env: Env, connect: Any) -> list[str]:
-    from hermes_relay.core import paths
-    from hermes_relay.core.record import owner_urls
-    from hermes_relay.core.store import SessionStore
+    from ..core import paths
+    from ..core.record import owner_urls
+    from ..core.store import SessionStore
 
     return owner_urls(SessionStore(paths.sessions_file(env)).sessions())
 
@@ -77,7 +77,7 @@ def _host_names(env: Env, connect: Any) -> list[str]:
     import json
     import os
 
-    from hermes_relay.core import paths
+    from ..core import paths
 
     path = os.path.join(paths.hermes_home_str(env), CONTROL_FILE)
     with open(path, "rb") as f:
@@ -89,15 +89,15 @@ def _host_names(env: Env, connect: Any) -> list[str]:
 
 
 def _presets(env: Env, connect: Any) -> Iterable[str]:
-    from hermes_relay.cli.commands.access import PRESET_NAMES
+    from .commands.access import PRESET_NAMES
 
     return PRESET_NAMES
 
 
 def _running_agent(env: Env, connect: Any) -> Any:
     if connect is None:
-        from hermes_relay.cli.client import AgentClient
-        from hermes_relay.core import paths
+        from ..core import paths
+        from .client import AgentClient
 
         return AgentClient.connect(paths.socket_path(env), timeout=AGENT_TIMEOUT, quiet=True)
     return connect(env, autostart=False, stderr=None)  # the tests' fake agent

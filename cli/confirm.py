@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hermes_relay.core.errors import UsageError
+from ..core.errors import UsageError
 
 
 def add_yes_flag(parser: Any) -> None:

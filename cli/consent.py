@@ -71,14 +71,14 @@ def roots_line(host: dict[str, Any]) -> str:
 
 def abi() -> int:
     """The Landlock ABI of the running kernel (read at call time: tests stand in for the kernel)."""
-    from hermes_relay.core import confine
+    from ..core import confine
 
     return confine.landlock_abi()
 
 
 def host_view(policies: Any, table: Any, url: str, legacy: bool, env: Any) -> dict[str, Any]:
     """One host's policy and roots as `access` shows them (and `--json` prints them)."""
-    from hermes_relay.core import policy, roots
+    from ..core import policy, roots
 
     host = policies.for_url(url, legacy_consented=legacy)
     listed = roots.for_url(table, url, env)

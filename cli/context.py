@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from hermes_relay.cli.render import Style
+from .render import Style
 
 TYPE_CHECKING = False  # on every command's path: argparse, typing and collections.abc load only for checkers
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Context:
         auto = self.autostart if autostart is None else autostart
         connect = self.connect
         if connect is None:
-            from hermes_relay.cli.client import ensure_agent
+            from .client import ensure_agent
 
             connect = ensure_agent
         return connect(self.env, autostart=auto, stderr=self.stderr)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import subprocess
 
-    from hermes_relay.cli.tcpforward import Forwarder
+    from .tcpforward import Forwarder
 
 TICKS = 20
 TICK_SECONDS = 0.2
@@ -33,9 +33,9 @@ def run(demo: Any) -> None:  # demo: cli/commands/demo.py's _Demo (that module i
     import shutil
     import subprocess
 
-    from hermes_relay.cli.lines import LineReader
-    from hermes_relay.cli.tcpforward import Forwarder
-    from hermes_relay.core import api, payload
+    from ..core import api, payload
+    from .lines import LineReader
+    from .tcpforward import Forwarder
 
     demo.step("A shell on the relay host that keeps running while the route changes (hermes-relay shell)")
     if sys.platform == "win32":
@@ -95,7 +95,7 @@ def _drive(demo: Any, shell: _Pty, lan: Forwarder, url: str) -> None:
     import subprocess
     import time
 
-    from hermes_relay.core import api
+    from ..core import api
 
     shell.wait_prompt()
     shell.type(f"for i in $(seq 1 {TICKS}); do echo tick-$i; sleep {TICK_SECONDS}; done\r".encode(),

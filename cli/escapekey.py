@@ -7,7 +7,7 @@ what the user typed into bytes for the remote and local commands, keeping the pr
 
 from __future__ import annotations
 
-from hermes_relay.core.errors import UsageError
+from ..core.errors import UsageError
 
 DEFAULT = "^A"
 COMMANDS = {

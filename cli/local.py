@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hermes_relay.core.errors import NotPairedError, StateError
+from ..core.errors import NotPairedError, StateError
 
 
 def stored_sessions(ctx: Any) -> dict[str, dict[str, Any]] | None:
     """The store's records, or None when the store cannot be read (the agent will say why)."""
-    from hermes_relay.core import paths
-    from hermes_relay.core.store import SessionStore
+    from ..core import paths
+    from ..core.store import SessionStore
 
     try:
         return SessionStore(paths.sessions_file(ctx.env)).sessions()
@@ -24,14 +24,14 @@ def stored_sessions(ctx: Any) -> dict[str, dict[str, Any]] | None:
 
 
 def paired_urls(sessions: dict[str, dict[str, Any]]) -> list[str]:
-    from hermes_relay.core.record import owner_urls
+    from ..core.record import owner_urls
 
     return owner_urls(sessions)
 
 
 def require_paired(ctx: Any, url: str | None = None) -> None:
     """Raise NotPairedError when the store shows no pairing (with ``url``: none owning that URL)."""
-    from hermes_relay.core.store import resolve_in
+    from ..core.store import resolve_in
 
     sessions = stored_sessions(ctx)
     if sessions is None:
@@ -47,8 +47,8 @@ def require_paired(ctx: Any, url: str | None = None) -> None:
 
 def find_pairing(ctx: Any, url: str, *alternatives: str) -> tuple[str, dict[str, Any]]:
     """The (store key, record) owning ``url`` (or one of ``alternatives``); NotPairedError otherwise."""
-    from hermes_relay.core import paths
-    from hermes_relay.core.store import SessionStore, resolve_in
+    from ..core import paths
+    from ..core.store import SessionStore, resolve_in
 
     sessions = SessionStore(paths.sessions_file(ctx.env)).sessions()
     for candidate in (url, *alternatives):

@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import sys
 
-from hermes_relay import __version__
-from hermes_relay.core.errors import EXIT_FAILURE, EXIT_USAGE, HermesError, UsageError
+from .. import __version__
+from ..core.errors import EXIT_FAILURE, EXIT_USAGE, HermesError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, NoReturn, TextIO
 
-    from hermes_relay.cli.context import Connect
+    from .context import Connect
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
 
@@ -123,7 +123,7 @@ def command_module(name: str) -> ModuleType:
 def _parser_class(stdout: TextIO, stderr: TextIO) -> type[argparse.ArgumentParser]:
     import argparse
 
-    from hermes_relay.core.cliargs import DashPositionalsMixin
+    from ..core.cliargs import DashPositionalsMixin
 
     class Parser(DashPositionalsMixin, argparse.ArgumentParser):
         """Writes to our streams and raises instead of calling sys.exit; see DashPositionalsMixin.
@@ -271,14 +271,14 @@ def invoke(
         if words and words[0] == "--version" and len(words) == 1:
             return _print_version(out, environ, connect)
         if words and words[0] == "__complete":  # hidden: what the completion scripts ask for on Tab
-            from hermes_relay.cli import complete
+            from . import complete
 
             return complete.run(words[1:], out, environ, connect)
         args, run = _parse(words, out, err)
         if run is None:
             return EXIT_USAGE
-        from hermes_relay.cli import render
-        from hermes_relay.cli.context import Context
+        from . import render
+        from .context import Context
 
         ctx = Context(
             stdout=out,
@@ -309,7 +309,7 @@ def _print_version(out: TextIO, env: Mapping[str, str], connect: Any) -> int:
     out.write(f"hermes-relay {__version__}\n")
     try:
         if connect is None:
-            from hermes_relay.cli.client import ensure_agent as connect
+            from .client import ensure_agent as connect
         with connect(env, autostart=False, stderr=None) as client:
             hello = client.hello
         agent = f"agent {hello.get('agent_version', '?')} (pid {hello.get('pid', '?')})"
@@ -350,7 +350,7 @@ def _parse(words: list[str], out: TextIO, err: TextIO) -> tuple[Any, Callable[..
 
 def report_error(exc: HermesError, stderr: TextIO) -> int:
     """Print ``hermes-relay: <message>`` and the hint; return the error's exit code."""
-    from hermes_relay.cli import render
+    from . import render
 
     # Messages can carry text from the network (an HTTP body, a relay's reason): never let it drive
     # the terminal, and never let a whole HTML page through.

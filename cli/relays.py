@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hermes_relay.core.errors import HermesError, UsageError
+from ..core.errors import HermesError, UsageError
 
 
 def control(ctx: Any) -> Any:
     """The default relay and names (core/hosts.py Control); the file's problems raise with their fix."""
-    from hermes_relay.core import hosts
+    from ..core import hosts
 
     return hosts.load(hosts.control_file(ctx.env))
 
@@ -25,7 +25,7 @@ def explicit(ctx: Any, word: str) -> str:
 
     A word that is not a URL and close to a known name gets a did-you-mean.
     """
-    from hermes_relay.core.routes import normalize_relay_url
+    from ..core.routes import normalize_relay_url
 
     text = word.strip()
     if "://" not in text:
@@ -45,8 +45,8 @@ def resolve(ctx: Any, word: str | None) -> str | None:
     env_url = ctx.env.get("HERMES_RELAY_URL")
     if env_url:
         return explicit(ctx, env_url)
-    from hermes_relay.cli.local import paired_urls, stored_sessions
-    from hermes_relay.core.store import resolve_in
+    from ..core.store import resolve_in
+    from .local import paired_urls, stored_sessions
 
     sessions = stored_sessions(ctx)
     if sessions is None:  # unreadable store: the agent explains it

@@ -10,8 +10,8 @@ shows a pairing as made in the year 50000 or crashes on a string.
 
 from __future__ import annotations
 
-from hermes_relay.core import timefmt
-from hermes_relay.core.wire import TOKEN_PREFIX_LEN
+from ..core import timefmt
+from ..core.wire import TOKEN_PREFIX_LEN
 
 TYPE_CHECKING = False  # collections.abc and typing cost `status` ~4 ms per start
 if TYPE_CHECKING:

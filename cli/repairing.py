@@ -21,10 +21,10 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from hermes_relay.cli.confirm import _isatty
+from .confirm import _isatty
 
 if TYPE_CHECKING:
-    from hermes_relay.core.apitypes import PairStartParams
+    from ..core.apitypes import PairStartParams
 
 RESTRICTED_LABEL = "ask every time"
 NOTHING_TO_CARRY = (RESTRICTED_LABEL, "restricted")  # what a fresh pairing starts at, or less
@@ -49,7 +49,7 @@ def replacing_line(replaces: dict[str, Any], target: set[str]) -> str:
 
 def target_urls(params: PairStartParams) -> set[str]:
     if "invite" in params:
-        from hermes_relay.core import payload
+        from ..core import payload
 
         return {r.url for r in payload.parse(params["invite"]).routes}
     return {str(params.get("url"))}
@@ -59,7 +59,7 @@ def decide(args: argparse.Namespace, ctx: Any, client: Any, params: PairStartPar
     """Ask what must be asked before ``pair.start``; adds ``carry_over`` to ``params`` when agreed.
 
     Returns False when the user declined to replace the existing pairing (nothing was sent)."""
-    from hermes_relay.cli.local import paired_urls, stored_sessions
+    from .local import paired_urls, stored_sessions
 
     sessions = stored_sessions(ctx)
     if not sessions or not paired_urls(sessions):

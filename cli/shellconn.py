@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import errno
 
-from hermes_relay.core import framing, rpc
-from hermes_relay.core.errors import AgentGoneError
+from ..core import framing, rpc
+from ..core.errors import AgentGoneError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ class Outcome:
 
 
 def status_line(text: str, cols: int, rows: int) -> bytes:
-    from hermes_relay.cli.render import printable
+    from .render import printable
 
     width = max(cols - 1, 1)
     line = printable(text)[:width].ljust(width)

@@ -26,19 +26,19 @@ import select  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 
-from hermes_relay.cli import escapekey, shellscreen, termmode  # noqa: E402
-from hermes_relay.cli.outfilter import OutputFilter  # noqa: E402
-from hermes_relay.cli.shellconn import AgentGone  # noqa: E402
-from hermes_relay.core import rpc  # noqa: E402
-from hermes_relay.core.errors import AgentNotRunningError, IpcError, RemoteProtocolError, error_from_wire  # noqa: E402
+from ..core import rpc  # noqa: E402
+from ..core.errors import AgentNotRunningError, IpcError, RemoteProtocolError, error_from_wire  # noqa: E402
+from . import escapekey, shellscreen, termmode  # noqa: E402
+from .outfilter import OutputFilter  # noqa: E402
+from .shellconn import AgentGone  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    from hermes_relay.cli.shellconn import ShellConnection
-    from hermes_relay.core.apitypes import ShellOpenParams
+    from ..core.apitypes import ShellOpenParams
+    from .shellconn import ShellConnection
 
 # Input held for a resend; stdin is not read beyond it. 2 KiB under 64 KiB: a reopen's shell.open carries it
 # all and must fit the agent's 64 KiB request frame (core/framing.MAX_REQUEST_FRAME) with the other params.

@@ -6,7 +6,7 @@ written once, as types, in core/apitypes.py. This module stays import-free for t
 
 from __future__ import annotations
 
-from hermes_relay.core import rpc
+from . import rpc
 
 API_VERSION = rpc.API_VERSION  # one version number, defined with the message shapes
 

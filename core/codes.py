@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import secrets
 
-from hermes_relay.core.errors import PayloadError
-from hermes_relay.core.wire import MIN_PREFIX_LEN
+from .errors import PayloadError
+from .wire import MIN_PREFIX_LEN
 
 CODE_LENGTH = 6
 CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"  # what a code may contain (typed or registered)
@@ -54,7 +54,7 @@ def validate_token_prefix(raw: str) -> str:
 
     Checked on both sides of the IPC socket: the prefix becomes part of an HTTP path on the relay.
     """
-    from hermes_relay.core.errors import UsageError
+    from .errors import UsageError
 
     prefix = (raw or "").strip()
     if not _TOKEN_PREFIX.fullmatch(prefix):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from hermes_relay.core import paths
+from . import paths
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from hermes_relay.core import wire
-from hermes_relay.core.confine import UNCONFINED, Confinement
+from . import wire
+from .confine import UNCONFINED, Confinement
 
 if TYPE_CHECKING:
     import re
@@ -256,7 +256,7 @@ def encoded_size(obj: Any) -> int:
     """Bytes of ``obj`` as the link sends it (core/envelope.py: compact JSON, UTF-8, and ASCII escapes when a
     lone surrogate is in it; the same encoder, so a value the link could not send raises TypeError or
     ValueError here, where the caller can still answer with an error)."""
-    from hermes_relay.core.envelope import encoded
+    from .envelope import encoded
 
     return encoded(obj)[1]
 
@@ -290,7 +290,7 @@ def _largest_string(obj: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ..
 def bound_encoded(envelope: dict[str, Any], limit: int = wire.MAX_WS_MESSAGE - FRAME_MARGIN) -> dict[str, Any]:
     """``bound_response``; an envelope that fits as it is comes back with its text (``envelope.Encoded``),
     so the link does not encode it a second time."""
-    from hermes_relay.core.envelope import Encoded, encoded
+    from .envelope import Encoded, encoded
 
     text, size = encoded(envelope)
     if size <= limit:
@@ -373,7 +373,7 @@ def _shorten_list(holder: dict[str, Any]) -> bool:
 
 def audit_file(env: Any = None) -> Path:
     """``~/.hermes/desktop-audit.jsonl``, the file other Hermes clients also append to."""
-    from hermes_relay.core import paths
+    from . import paths
 
     return paths.hermes_home(env) / "desktop-audit.jsonl"
 
@@ -414,7 +414,7 @@ def read_audit(path: Path, *, since: float | None = None) -> list[dict[str, Any]
         StateError: the live file exists but cannot be read (a directory, a device, no permission): an
             audit that cannot be read is never shown as an empty one.
     """
-    from hermes_relay.core.errors import StateError
+    from .errors import StateError
 
     out: list[dict[str, Any]] = []
     for part in (*audit_segments(path), path.with_name(path.name + ".1"), path):
@@ -492,7 +492,7 @@ def visible(text: str, *, keep_newlines: bool = True) -> str:
 
 def dangerous_env(name: str) -> str | None:
     """Why an environment override changes what a command does beyond its text (core/envguard), or None."""
-    from hermes_relay.core import envguard
+    from . import envguard
 
     return envguard.dangerous_env(str(name))
 

@@ -14,8 +14,8 @@ import json
 import secrets
 from pathlib import Path
 
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import AgentNotRunningError
+from . import fileio
+from .errors import AgentNotRunningError
 
 NONCE_BYTES = 32
 

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from hermes_relay.core.errors import RemoteProtocolError
+from .errors import RemoteProtocolError
 
 MAX_ENVELOPE = 1 << 20  # 1 MiB, matching trio-websocket's default message cap
 

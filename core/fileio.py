@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core.errors import StateCorruptError, StateError, StateLockError, StateVersionError
+from .errors import StateCorruptError, StateError, StateLockError, StateVersionError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700

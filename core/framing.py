@@ -18,7 +18,7 @@ import struct
 
 import msgpack
 
-from hermes_relay.core.errors import FrameTooLargeError, RemoteProtocolError
+from .errors import FrameTooLargeError, RemoteProtocolError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core import fileio, policy
-from hermes_relay.core.errors import StateCorruptError, StateError, UsageError
-from hermes_relay.core.policy import canonical_url
+from . import fileio, policy
+from .errors import StateCorruptError, StateError, UsageError
+from .policy import canonical_url
 
 MAX_NAME = 64  # the reference client's limit
 # Words `hermes-relay access` reads as a preset, capability or mode: a relay with such a name would be ambiguous.
@@ -159,7 +159,7 @@ def resolve_name(control: Control, word: str) -> str:
 
 
 def control_file(env: Mapping[str, str] | None = None) -> Path:
-    from hermes_relay.core import paths
+    from . import paths
 
     return paths.desktop_control_file(env)
 

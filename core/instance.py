@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import AgentAlreadyRunningError, StateError
+from . import fileio
+from .errors import AgentAlreadyRunningError, StateError
 
 MAX_OWNER_BYTES = 4096  # the record is a few hundred bytes; anything bigger is not ours
 

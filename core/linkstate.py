@@ -40,9 +40,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, overload
 
-from hermes_relay.core import api, backoff
-from hermes_relay.core.errors import HermesError
-from hermes_relay.core.routes import Route, route_info
+from . import api, backoff
+from .errors import HermesError
+from .routes import Route, route_info
 
 
 class LinkState(str, enum.Enum):  # noqa: UP042 - StrEnum would change str() and format() of a state

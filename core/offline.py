@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import StateError
+from . import fileio
+from .errors import StateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

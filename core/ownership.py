@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-from hermes_relay.core.errors import UnsafeRuntimeError
+from .errors import UnsafeRuntimeError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

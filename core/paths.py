@@ -157,7 +157,7 @@ def socket_path(env: Env | None = None) -> str:
         return e["HERMES_RELAY_SOCKET"]
     mode = ipc_mode(e)
     if mode == "pipe":
-        from hermes_relay.core import winpipe, winsec
+        from . import winpipe, winsec
 
         return winpipe.pipe_name(winsec.current_user_sid() or "S-1-0-0", hermes_home_str(e))
     name = "agent.endpoint" if mode == "tcp" else "agent.sock"
@@ -174,7 +174,7 @@ def instance_lock_str(env: Env | None = None) -> str:
 
 def home_lock_file(env: Env | None = None, host: str | None = None) -> Path:
     """One agent per user, HOME and host (core/instance.py): ``~/.hermes/agent-<host>.lock``."""
-    from hermes_relay.core import instance
+    from . import instance
 
     return hermes_home(env) / f"agent-{host or instance.host_name()}.lock"
 

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hermes_relay.core import codes, fileio
-from hermes_relay.core.errors import PayloadError, UsageError
-from hermes_relay.core.pin import is_valid_pin
-from hermes_relay.core.routes import ROLE_PRIORITY, Route, make_routes, normalize_relay_url
+from . import codes, fileio
+from .errors import PayloadError, UsageError
+from .pin import is_valid_pin
+from .routes import ROLE_PRIORITY, Route, make_routes, normalize_relay_url
 
 SIG_FIELD = "sig"
 SECRET_BYTES = 32

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import re
 
-from hermes_relay.core.errors import TlsError
+from .errors import TlsError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

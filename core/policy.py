@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import StateError, StateVersionError, UsageError
+from . import fileio
+from .errors import StateError, StateVersionError, UsageError
 
 VERSION: Final = 2
 
@@ -376,7 +376,7 @@ def init_paired(path: Path, url: str, *, now: float | None = None) -> HostPolicy
 
 def policy_file(env: Mapping[str, str] | None = None) -> Path:
     """``~/.hermes/desktop-host-access.json`` (override: ``HERMES_RELAY_HOST_ACCESS_POLICY_PATH``)."""
-    from hermes_relay.core import paths
+    from . import paths
 
     e = paths._env(env)
     if e.get("HERMES_RELAY_HOST_ACCESS_POLICY_PATH"):

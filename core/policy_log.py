@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from hermes_relay.core.policy import Policies
+from .policy import Policies
 
 KIND: Final = "policy.changed"
 BY_ACCESS: Final = "hermes-relay access"

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
-from hermes_relay.core.errors import UsageError
-from hermes_relay.core.routes import Route, host_port, make_routes, normalize_relay_url
+from .errors import UsageError
+from .routes import Route, host_port, make_routes, normalize_relay_url
 
 
 @dataclass(frozen=True)

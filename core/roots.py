@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from hermes_relay.core import fileio, paths
-from hermes_relay.core.errors import StateError, StateVersionError, UsageError
+from . import fileio, paths
+from .errors import StateError, StateVersionError, UsageError
 
 VERSION: Final = 1
 MAX_EXPANDED: Final = 4096  # entries a root may expand into; beyond that the rest stays out of reach
@@ -47,7 +47,7 @@ def roots_file(env: Mapping[str, str] | None = None) -> Path:
 
 
 def _key(url: str) -> str:
-    from hermes_relay.core.policy import canonical_url
+    from .policy import canonical_url
 
     key = canonical_url(url)
     if key is None:
@@ -73,7 +73,7 @@ def _entries(doc: dict[str, Any] | None) -> dict[str, Any]:
 
 def load(path: Path) -> dict[str, tuple[Path, ...]]:
     """Every host's explicit roots (canonical URL -> absolute paths); raises StateError when unparseable."""
-    from hermes_relay.core.policy import canonical_url
+    from .policy import canonical_url
 
     out: dict[str, tuple[Path, ...]] = {}
     for url, entry in _entries(_read(path)).items():
@@ -86,7 +86,7 @@ def load(path: Path) -> dict[str, tuple[Path, ...]]:
 
 
 def for_url(table: Table, url: str, env: Mapping[str, str] | None = None) -> HostRoots:
-    from hermes_relay.core.policy import canonical_url
+    from .policy import canonical_url
 
     key = canonical_url(url)
     if key is not None and key in table:
@@ -178,7 +178,7 @@ def expand(roots: tuple[Path, ...], protected: tuple[Path, ...]) -> tuple[Path, 
 
 # -- writes ----------------------------------------------------------------------------------------
 def _update(path: Path, url: str, change: Callable[[list[Any] | None], list[Any] | None], now: float | None) -> None:
-    from hermes_relay.core.policy import canonical_url, now_iso
+    from .policy import canonical_url, now_iso
 
     key = _key(url)
     with fileio.FileLock(path):
@@ -242,7 +242,7 @@ def reset(path: Path, url: str) -> None:
 
 def forget(path: Path, urls: list[str]) -> bool:
     """Remove every entry naming one of ``urls``; True when something was removed (unknown fields kept)."""
-    from hermes_relay.core.policy import canonical_url
+    from .policy import canonical_url
 
     keys = {k for k in (canonical_url(u) for u in urls) if k}
     if not keys:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from hermes_relay.core.errors import UsageError
+from .errors import UsageError
 
 DEFAULT_RELAY_PORT = 8767  # the reference relay's default port
 ROLE_PRIORITY = {"lan": 0, "tailscale": 1, "public": 2}

@@ -12,7 +12,7 @@ Streaming methods (``pair.start``, ``watch``) send notifies, then one final resp
 
 from __future__ import annotations
 
-from hermes_relay.core.errors import RemoteProtocolError
+from .errors import RemoteProtocolError
 
 TYPE_CHECKING = False  # the CLI imports this on every call: no typing at run time
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hermes_relay.core import fileio, record
-from hermes_relay.core.errors import NotPairedError, StateCorruptError, StateError
+from . import fileio, record
+from .errors import NotPairedError, StateCorruptError, StateError
 
 STORE_VERSION = 1
 REDACTED = "(redacted)"

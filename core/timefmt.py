@@ -61,7 +61,7 @@ def parse_ttl(raw: str | int, *, flag: str = "--ttl") -> int:
 
     Raises UsageError naming the flag and the accepted forms.
     """
-    from hermes_relay.core.errors import UsageError
+    from .errors import UsageError
 
     text = str(raw).strip().lower()
     if text in ("never", "0"):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from hermes_relay.core.errors import UnsafeRuntimeError, UsageError
+from .errors import UnsafeRuntimeError, UsageError
 
 TYPE_CHECKING = False  # the CLI imports this module on every call: typing, re and hashlib cost it ~15 ms
 if TYPE_CHECKING:

@@ -1,3 +1,3 @@
-from hermes_relay.relay.main import entry
+from .main import entry
 
 entry()

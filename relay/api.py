@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from hermes_relay.core import paths, payload
-from hermes_relay.core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
-from hermes_relay.core.routes import infer_role
-from hermes_relay.relay import gcpolicy, httpmsg, peers, tls
-from hermes_relay.relay.capacity import Gate
-from hermes_relay.relay.config import RATE_LIMIT_BODY, RelayConfig
-from hermes_relay.relay.pairing import (
+from ..core import paths, payload
+from ..core.errors import AmbiguousError, NotFoundError, PayloadError, UsageError
+from ..core.routes import infer_role
+from . import gcpolicy, httpmsg, peers, tls
+from .capacity import Gate
+from .config import RATE_LIMIT_BODY, RelayConfig
+from .pairing import (
     DEFAULT_SESSION_TTL,
     GRANT_OFF,
     TRANSPORT_HINTS,
@@ -39,9 +39,9 @@ from hermes_relay.relay.pairing import (
     validate_grants,
     validate_seconds,
 )
-from hermes_relay.relay.peers import Peer, lan_address
-from hermes_relay.relay.ratelimit import RateLimiter
-from hermes_relay.relay.sessions import SaveError, Session, SessionBook
+from .peers import Peer, lan_address
+from .ratelimit import RateLimiter
+from .sessions import SaveError, Session, SessionBook
 
 log = logging.getLogger(__name__)
 

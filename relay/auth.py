@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hermes_relay.relay.pairing import PairingCodes
-from hermes_relay.relay.ratelimit import GlobalCap, RateLimiter
-from hermes_relay.relay.sessions import SaveError, Session, SessionBook
+from .pairing import PairingCodes
+from .ratelimit import GlobalCap, RateLimiter
+from .sessions import SaveError, Session, SessionBook
 
 log = logging.getLogger(__name__)
 

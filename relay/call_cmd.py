@@ -23,11 +23,11 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from hermes_relay import __version__
-from hermes_relay.core.errors import EXIT_AGENT_NOT_RUNNING, EXIT_FAILURE, EXIT_OK, HermesError, UsageError
-from hermes_relay.core.routes import http_base, normalize_relay_url
-from hermes_relay.relay import catalogue, listening
-from hermes_relay.relay.pair_cmd import find_relay, request_json
+from .. import __version__
+from ..core.errors import EXIT_AGENT_NOT_RUNNING, EXIT_FAILURE, EXIT_OK, HermesError, UsageError
+from ..core.routes import http_base, normalize_relay_url
+from . import catalogue, listening
+from .pair_cmd import find_relay, request_json
 
 PROG = "hermes-relay-server call"
 HEALTH_TOOL = "desktop_health"  # answered by the relay from its cache, even when the client is wedged

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hermes_relay import __version__
-from hermes_relay.core import knobs, wire
-from hermes_relay.relay import capacity
-from hermes_relay.relay.term_config import TerminalSettings
+from .. import __version__
+from ..core import knobs, wire
+from . import capacity
+from .term_config import TerminalSettings
 
 SERVER_VERSION = __version__
 AUTH_TIMEOUT = 30.0  # seconds without an auth frame before the relay gives up (reference: 30 s)

@@ -15,10 +15,10 @@ from typing import Any
 import trio
 import trio_websocket
 
-from hermes_relay.core import envelope, wire
-from hermes_relay.core.errors import members
-from hermes_relay.relay import capacity, desktop, desktop_http, gcpolicy, http, peers
-from hermes_relay.relay.config import (
+from ..core import envelope, wire
+from ..core.errors import members
+from . import capacity, desktop, desktop_http, gcpolicy, http, peers
+from .config import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
     CLOSE_GRACE,
@@ -29,7 +29,7 @@ from hermes_relay.relay.config import (
     SHUTDOWN_CLOSE_GRACE,
     RelayConfig,
 )
-from hermes_relay.relay.core import (
+from .core import (
     AuthAbort,
     AuthFail,
     CloseSession,
@@ -41,11 +41,11 @@ from hermes_relay.relay.core import (
     ToTerminal,
     UnauthedSlot,
 )
-from hermes_relay.relay.heartbeat import Heartbeat
-from hermes_relay.relay.peers import Peer
-from hermes_relay.relay.sessions import Session
-from hermes_relay.relay.term_config import TerminalHooks
-from hermes_relay.relay.upgrade import server_request
+from .heartbeat import Heartbeat
+from .peers import Peer
+from .sessions import Session
+from .term_config import TerminalHooks
+from .upgrade import server_request
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Relay:
         self.heartbeat = Heartbeat(config.heartbeat)  # pings nobody until serve_relay runs it
         self.terminal: TerminalHooks | None = None
         if config.terminal is not None and sys.platform != "win32":  # POSIX only: imported only when asked for
-            from hermes_relay.relay.terminal import TerminalService
+            from .terminal import TerminalService
 
             self.terminal = TerminalService(config.terminal, self.core.session_live, _PEER_GONE,
                                             self.core.now)  # serve_relay runs it

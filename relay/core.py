@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hermes_relay.core import desktop as desktop_wire
-from hermes_relay.core import envelope
-from hermes_relay.core.errors import RemoteProtocolError
-from hermes_relay.relay import api, auth, capacity, identity, peers, rawenv, term_config, unserved
-from hermes_relay.relay.config import (
+from ..core import desktop as desktop_wire
+from ..core import envelope
+from ..core.errors import RemoteProtocolError
+from . import api, auth, capacity, identity, peers, rawenv, term_config, unserved
+from .config import (
     AUTH_FAIL_REASON,
     AUTH_TIMEOUT_REASON,
     BUSY_BODY,
@@ -49,11 +49,11 @@ from hermes_relay.relay.config import (
     WS_PATHS,
     RelayConfig,
 )
-from hermes_relay.relay.httpmsg import HttpRequest
-from hermes_relay.relay.pairing import PairingCodes
-from hermes_relay.relay.peers import Peer
-from hermes_relay.relay.ratelimit import GlobalCap, RateLimiter, rate_key
-from hermes_relay.relay.sessions import SaveError, Session, SessionBook
+from .httpmsg import HttpRequest
+from .pairing import PairingCodes
+from .peers import Peer
+from .ratelimit import GlobalCap, RateLimiter, rate_key
+from .sessions import SaveError, Session, SessionBook
 
 log = logging.getLogger(__name__)
 

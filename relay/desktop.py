@@ -41,9 +41,9 @@ from typing import Any
 import trio
 import trio_websocket
 
-from hermes_relay.core import envelope
-from hermes_relay.relay import catalogue, rawenv
-from hermes_relay.relay.desktop_table import (  # noqa: F401  (CHANNEL, PREFIX, NO_CLIENT: importable from here)
+from ..core import envelope
+from . import catalogue, rawenv
+from .desktop_table import (  # noqa: F401  (CHANNEL, PREFIX, NO_CLIENT: importable from here)
     CHANNEL,
     NO_CLIENT,
     PREFIX,

@@ -19,8 +19,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hermes_relay.relay import http, peers
-from hermes_relay.relay.desktop import DesktopRouter
+from . import http, peers
+from .desktop import DesktopRouter
 
 PREFIX = "/desktop"
 MAX_BODY = 2 << 20  # the reference relay's aiohttp client_max_size

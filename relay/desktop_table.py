@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hermes_relay.core import desktop as desktop_wire
-from hermes_relay.core import envelope
-from hermes_relay.core.wire import MAX_DEVICE_NAME
-from hermes_relay.relay import httpmsg
-from hermes_relay.relay.rawenv import RawEnvelope
+from ..core import desktop as desktop_wire
+from ..core import envelope
+from ..core.wire import MAX_DEVICE_NAME
+from . import httpmsg
+from .rawenv import RawEnvelope
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 import h11
 import trio
 
-from hermes_relay.relay import rawenv
-from hermes_relay.relay.httpmsg import (  # noqa: F401  (re-exported: the driver's callers use http.X)
+from . import rawenv
+from .httpmsg import (  # noqa: F401  (re-exported: the driver's callers use http.X)
     MAX_BODY,
     MAX_HEAD,
     MAX_NESTING,

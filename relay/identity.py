@@ -13,7 +13,7 @@ import logging
 import secrets
 from pathlib import Path
 
-from hermes_relay.core import fileio
+from ..core import fileio
 
 log = logging.getLogger(__name__)
 ID_FILE = "relay-id"

@@ -14,8 +14,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from hermes_relay.core import fileio, paths
-from hermes_relay.core.routes import DEFAULT_RELAY_PORT
+from ..core import fileio, paths
+from ..core.routes import DEFAULT_RELAY_PORT
 
 FILE_NAME = "listening.json"
 DEFAULT_RELAY = f"ws://127.0.0.1:{DEFAULT_RELAY_PORT}"
@@ -78,6 +78,6 @@ def _read(path: Path) -> dict[str, object]:
 
 
 def _alive(pid: int) -> bool:
-    from hermes_relay.core.ownership import pid_alive
+    from ..core.ownership import pid_alive
 
     return pid_alive(pid)

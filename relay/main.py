@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hermes_relay import __version__
-from hermes_relay.core import paths
-from hermes_relay.core.errors import ConfigError, HermesError
+from .. import __version__
+from ..core import paths
+from ..core.errors import ConfigError, HermesError
 
 if TYPE_CHECKING:
-    from hermes_relay.relay.config import RelayConfig
+    from .config import RelayConfig
 
 # The server's modules (trio, trio-websocket, cryptography for TLS) load only when the relay runs: the
 # relay-host subcommands (`call`, `sessions`) are blocking HTTP clients and start without them.
@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RelayConfig:
-    from hermes_relay.core import knobs
-    from hermes_relay.relay import config, peers, tls
-    from hermes_relay.relay.config import RelayConfig
+    from ..core import knobs
+    from . import config, peers, tls
+    from .config import RelayConfig
 
     found = knobs.read(os.environ, knobs.RELAY)  # the only place the relay reads its knobs
 
@@ -100,7 +100,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     elif args.tls:
         hosts = [args.host]
         if args.host in ("0.0.0.0", "::", ""):  # offered under this host's LAN and Tailscale addresses (hermes-pair)
-            from hermes_relay.relay.pair_cmd import tailscale_address
+            from .pair_cmd import tailscale_address
 
             hosts += [peers.lan_address() or "", tailscale_address() or ""]
         cert, key = tls.ensure_certificate(state_dir, hosts)
@@ -114,7 +114,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
     if args.terminal and sys.platform == "win32":
         raise ConfigError("--terminal needs a POSIX relay host (PTYs); this relay runs on Windows")
     if args.terminal:
-        from hermes_relay.relay.term_config import TerminalSettings
+        from .term_config import TerminalSettings
 
         tmpdir = os.environ.get("TMUX_TMPDIR")
         terminal = TerminalSettings(tmux=False if args.no_tmux else None, tmux_socket=args.tmux_socket,
@@ -137,7 +137,7 @@ def config_from_args(args: argparse.Namespace) -> RelayConfig:
 def settle_gc() -> None:
     """Once the relay listens: the relay's collector policy (relay/gcpolicy.py): start-up objects frozen,
     the server's thresholds, every collection timed."""
-    from hermes_relay.relay import gcpolicy
+    from . import gcpolicy
 
     gcpolicy.install()
 
@@ -145,7 +145,7 @@ def settle_gc() -> None:
 async def _gc_ticks() -> None:
     import trio
 
-    from hermes_relay.relay import gcpolicy
+    from . import gcpolicy
 
     policy = gcpolicy.install()
     while True:
@@ -156,9 +156,9 @@ async def _gc_ticks() -> None:
 async def _run(config: RelayConfig, listening_dir: Path) -> None:
     import trio
 
-    from hermes_relay.relay import listening
-    from hermes_relay.relay.config import RelayInfo
-    from hermes_relay.relay.server import serve_relay
+    from . import listening
+    from .config import RelayInfo
+    from .server import serve_relay
 
     # Signals are caught before the "listening" line: a supervisor may stop us as soon as it reads it.
     # A start-up failure is re-raised outside the nursery so main() gets the HermesError itself,
@@ -207,11 +207,11 @@ def terminal_banner(euid: int | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["call"]:
-        from hermes_relay.relay import call_cmd  # blocking HTTP only: no relay start-up cost
+        from . import call_cmd  # blocking HTTP only: no relay start-up cost
 
         return call_cmd.main(argv[1:])
     if argv[:1] == ["sessions"]:
-        from hermes_relay.relay import sessions_cmd
+        from . import sessions_cmd
 
         return sessions_cmd.main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         import trio
 
-        from hermes_relay.relay import capacity
+        from . import capacity
 
         capacity.raise_fd_limit()
         trio.run(_run, config, args.state_dir or paths.relay_state_dir())

@@ -26,13 +26,13 @@ import urllib.request
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from hermes_relay import __version__
-from hermes_relay.core import codes, paths, payload, timefmt
-from hermes_relay.core.errors import HermesError, TransportError, UsageError
-from hermes_relay.core.pin import pinned_trust_context
-from hermes_relay.core.routes import http_base, infer_role, normalize_relay_url
-from hermes_relay.relay import listening, qr
-from hermes_relay.relay.peers import lan_address
+from .. import __version__
+from ..core import codes, paths, payload, timefmt
+from ..core.errors import HermesError, TransportError, UsageError
+from ..core.pin import pinned_trust_context
+from ..core.routes import http_base, infer_role, normalize_relay_url
+from . import listening, qr
+from .peers import lan_address
 
 DEFAULT_TTL = 30 * 86400  # the reference hermes-pair's default session TTL: 30 days
 DEFAULT_RELAY = listening.DEFAULT_RELAY
@@ -154,7 +154,7 @@ def parse_grants(raw: list[str]) -> dict[str, int | str]:
 
 def _named_routes(cert_der: str, endpoints: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
     """(the wss:// non-public route URLs whose host the certificate names, the hosts it does not name)."""
-    from hermes_relay.relay.tls import names_host  # cryptography: only for a TLS relay
+    from .tls import names_host  # cryptography: only for a TLS relay
 
     named, unnamed = [], []
     for role, url in endpoints:
@@ -190,7 +190,7 @@ def _loopback_only(health: dict[str, Any], args: argparse.Namespace) -> bool:
 
 def relay_pin(relay_url: str) -> str | None:
     """The certificate pin the local TLS relay presents (read over loopback), or None if it cannot be read."""
-    from hermes_relay.core.pin import spki_pin_from_der
+    from ..core.pin import spki_pin_from_der
 
     parts = urlsplit(relay_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 443

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hermes_relay.core.codes import generate_code, is_valid_code
-from hermes_relay.core.errors import UsageError
+from ..core.codes import generate_code, is_valid_code
+from ..core.errors import UsageError
 
 CODE_TTL = 600.0  # seconds; the reference relay's pairing code validity (10 minutes)
 MAX_PENDING_CODES = 1000  # bound memory if a local script registers codes in a loop

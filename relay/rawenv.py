@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hermes_relay.core import envelope
+from ..core import envelope
 
 SPAN_MIN = 64 << 10  # characters: below this a frame is decoded the plain way
 _SCANNER = json.JSONDecoder()

@@ -41,9 +41,9 @@ from typing import Any
 
 import trio
 
-from hermes_relay.core import fileio, knobs
-from hermes_relay.core.errors import HermesError
-from hermes_relay.relay.config import (
+from ..core import fileio, knobs
+from ..core.errors import HermesError
+from .config import (
     AUTH_FAIL_REASON,
     AUTH_TIMEOUT_REASON,
     BUSY_BODY,
@@ -68,7 +68,7 @@ from hermes_relay.relay.config import (
     RelayConfig,
     RelayInfo,
 )
-from hermes_relay.relay.conn import Relay
+from .conn import Relay
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import AmbiguousError, NotFoundError, StateCorruptError, StateError, UsageError
-from hermes_relay.core.wire import MIN_PREFIX_LEN, TOKEN_PREFIX_LEN
-from hermes_relay.relay.pairing import GRANT_OFF, PendingCode, compute_grants, token_hash
+from ..core import fileio
+from ..core.errors import AmbiguousError, NotFoundError, StateCorruptError, StateError, UsageError
+from ..core.wire import MIN_PREFIX_LEN, TOKEN_PREFIX_LEN
+from .pairing import GRANT_OFF, PendingCode, compute_grants, token_hash
 
 log = logging.getLogger(__name__)
 SESSIONS_VERSION = 1

@@ -13,12 +13,12 @@ import sys
 import time
 from typing import Any, TextIO
 
-from hermes_relay.core import timefmt
-from hermes_relay.core.cliargs import DashPositionalsMixin
-from hermes_relay.core.errors import HermesError, TransportError, UsageError
-from hermes_relay.core.routes import http_base, normalize_relay_url
-from hermes_relay.relay import listening
-from hermes_relay.relay.pair_cmd import find_relay, request_json
+from ..core import timefmt
+from ..core.cliargs import DashPositionalsMixin
+from ..core.errors import HermesError, TransportError, UsageError
+from ..core.routes import http_base, normalize_relay_url
+from . import listening
+from .pair_cmd import find_relay, request_json
 
 
 class _Parser(DashPositionalsMixin, argparse.ArgumentParser):

@@ -30,10 +30,10 @@ from typing import Any  # noqa: E402
 
 import trio  # noqa: E402
 
-from hermes_relay.core.envelope import Envelope  # noqa: E402
-from hermes_relay.relay import term_config as tc  # noqa: E402
-from hermes_relay.relay.term_pty import PtyProcess  # noqa: E402
-from hermes_relay.relay.term_ring import InputLedger, OutputRing, output_frame  # noqa: E402
+from ..core.envelope import Envelope  # noqa: E402
+from . import term_config as tc  # noqa: E402
+from .term_pty import PtyProcess  # noqa: E402
+from .term_ring import InputLedger, OutputRing, output_frame  # noqa: E402
 
 log = logging.getLogger(__name__)
 Send = Callable[[Any, Envelope], Awaitable[None]]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hermes_relay.core.envelope import Envelope
+from ..core.envelope import Envelope
 
 CHANNEL = "terminal"
 GRANT = "terminal"

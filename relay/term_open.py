@@ -21,11 +21,11 @@ import logging  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any, Protocol  # noqa: E402
 
-from hermes_relay.core.envelope import Envelope  # noqa: E402
-from hermes_relay.relay import term_config as tc  # noqa: E402
-from hermes_relay.relay.term_attach import Attachment  # noqa: E402
-from hermes_relay.relay.term_pty import PtyProcess  # noqa: E402
-from hermes_relay.relay.term_tmux import Tmux  # noqa: E402
+from ..core.envelope import Envelope  # noqa: E402
+from . import term_config as tc  # noqa: E402
+from .term_attach import Attachment  # noqa: E402
+from .term_pty import PtyProcess  # noqa: E402
+from .term_tmux import Tmux  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from hermes_relay.relay.term_config import TMUX_PREFIX, TerminalSettings, tmux_name
+from .term_config import TMUX_PREFIX, TerminalSettings, tmux_name
 
 log = logging.getLogger(__name__)
 COMMAND_TIMEOUT = 5.0  # seconds for one tmux command

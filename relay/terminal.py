@@ -28,12 +28,12 @@ from typing import Any  # noqa: E402
 
 import trio  # noqa: E402
 
-from hermes_relay.core.envelope import Envelope  # noqa: E402
-from hermes_relay.relay import term_config as tc  # noqa: E402
-from hermes_relay.relay import term_open, term_tmux  # noqa: E402
-from hermes_relay.relay.term_attach import Attachment  # noqa: E402
-from hermes_relay.relay.term_pty import PtyProcess, allowed_shell, find_shell  # noqa: E402
-from hermes_relay.relay.term_ring import decode_input  # noqa: E402
+from ..core.envelope import Envelope  # noqa: E402
+from . import term_config as tc  # noqa: E402
+from . import term_open, term_tmux  # noqa: E402
+from .term_attach import Attachment  # noqa: E402
+from .term_pty import PtyProcess, allowed_shell, find_shell  # noqa: E402
+from .term_ring import decode_input  # noqa: E402
 
 log = logging.getLogger(__name__)
 TERM = "xterm-256color"  # the outer terminal a shell (or tmux client) writes to; tmux sets its own inside

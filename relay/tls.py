@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import ConfigError
-from hermes_relay.core.pin import spki_pin_from_pem
+from ..core import fileio
+from ..core.errors import ConfigError
+from ..core.pin import spki_pin_from_pem
 
 CERT_VALIDITY_DAYS = 3650
 

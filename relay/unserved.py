@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from hermes_relay.core.envelope import Envelope
+from ..core.envelope import Envelope
 
 TUI, TERMINAL, CHAT = "tui", "terminal", "chat"
 CHANNELS = (TUI, TERMINAL, CHAT)

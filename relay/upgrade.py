@@ -23,7 +23,7 @@ import trio_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.utilities import RemoteProtocolError
 
-from hermes_relay.relay import http
+from . import http
 
 
 def seeded(event: Any, conn: h11.Connection) -> WSConnection | None:

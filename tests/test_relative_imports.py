@@ -19,7 +19,7 @@ import pytest
 import hermes_relay
 
 # .ci/relimport.py sets this to True when it rewrites the package (the integrator runs it once on main).
-RELATIVE_ONLY = False
+RELATIVE_ONLY = True
 
 ROOT = Path(hermes_relay.__file__).resolve().parent
 

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.agent.desktop import notify
-from hermes_relay.core import desktop
-from hermes_relay.core.errors import NotFoundError, UsageError
+from ...core import desktop
+from ...core.errors import NotFoundError, UsageError
+from . import notify
 
 if TYPE_CHECKING:
-    from hermes_relay.core.apitypes import ApprovalsDecideReply
+    from ...core.apitypes import ApprovalsDecideReply
 
 log = logging.getLogger(__name__)
 

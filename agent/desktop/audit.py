@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import trio
 
-from hermes_relay.core import desktop
+from ...core import desktop
 
 log = logging.getLogger(__name__)
 

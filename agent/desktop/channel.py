@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hermes_relay.agent.desktop.audit import AuditError
-from hermes_relay.core import desktop, policy
-from hermes_relay.core.desktop import BadCommand, Command, RequestIds, ToolContext, ToolError
-from hermes_relay.core.errors import HermesError
+from ...core import desktop, policy
+from ...core.desktop import BadCommand, Command, RequestIds, ToolContext, ToolError
+from ...core.errors import HermesError
+from .audit import AuditError
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.desktop.ports import ChannelService, LinkPort
+    from .ports import ChannelService, LinkPort
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
-    from hermes_relay.core.apitypes import DoctorNotifier
+    from ...core.apitypes import DoctorNotifier
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent.storewatch import StoreWatcher
-from hermes_relay.core import policy, roots
-from hermes_relay.core.errors import HermesError
+from ...core import policy, roots
+from ...core.errors import HermesError
+from ..storewatch import StoreWatcher
 
 SAFETY_REFRESH = 10.0  # seconds between an idle link's refreshes while the file watch covers every file
 Key = tuple[Any, ...]
@@ -76,7 +76,7 @@ def legacy_consent(sessions_file: Path | None) -> dict[str, bool]:
     """Blocking: the per-URL ``tools_consented`` flags other clients stored (an unreadable store: none)."""
     if sessions_file is None:
         return {}
-    from hermes_relay.core.store import SessionStore
+    from ...core.store import SessionStore
 
     try:
         sessions = SessionStore(sessions_file).sessions()

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from hermes_relay.agent.desktop.approvals import Approvals
-    from hermes_relay.agent.desktop.audit import AuditLog
-    from hermes_relay.core.confine import Confinement
-    from hermes_relay.core.desktop import ToolTable
+    from ...core.confine import Confinement
+    from ...core.desktop import ToolTable
+    from .approvals import Approvals
+    from .audit import AuditLog
 
 
 class LinkPort(Protocol):

@@ -44,16 +44,16 @@ from typing import Any
 
 import trio
 
-from hermes_relay import __version__
-from hermes_relay.agent.desktop import policyfiles
-from hermes_relay.agent.desktop.approvals import Approvals
-from hermes_relay.agent.desktop.audit import AuditLog
-from hermes_relay.agent.desktop.ports import LinkPort
-from hermes_relay.core import confine, desktop, paths, policy, policy_log, roots
-from hermes_relay.core.confine import Confinement
-from hermes_relay.core.desktop import ToolSpec, ToolTable
-from hermes_relay.core.errors import HermesError, UsageError
-from hermes_relay.core.policy import HostPolicy, Policies
+from ... import __version__
+from ...core import confine, desktop, paths, policy, policy_log, roots
+from ...core.confine import Confinement
+from ...core.desktop import ToolSpec, ToolTable
+from ...core.errors import HermesError, UsageError
+from ...core.policy import HostPolicy, Policies
+from . import policyfiles
+from .approvals import Approvals
+from .audit import AuditLog
+from .ports import LinkPort
 
 log = logging.getLogger(__name__)
 RunSync = Callable[..., Awaitable[Any]]  # trio.to_thread.run_sync's shape: (fn, *args) -> fn's result
@@ -76,7 +76,7 @@ class DesktopService:
         env = getattr(config, "env", os.environ)
         self.env = env
         if tools is None:
-            from hermes_relay.agent.desktop.tools import all_tools
+            from .tools import all_tools
 
             tools = all_tools()
         self.table = ToolTable(tools)
@@ -346,6 +346,6 @@ class DesktopService:
         }
 
     async def serve_link(self, port: LinkPort, inbound: trio.MemoryReceiveChannel[Any]) -> None:
-        from hermes_relay.agent.desktop.channel import DesktopChannel
+        from .channel import DesktopChannel
 
         await DesktopChannel(self, port).run(inbound)

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from hermes_relay.core import api
+from ...core import api
 
 MAX_OUTPUT = 256 * 1024
 

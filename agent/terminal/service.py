@@ -19,12 +19,8 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent.terminal import wire
-from hermes_relay.agent.terminal.outbox import Notify
-from hermes_relay.agent.terminal.ports import TerminalPort
-from hermes_relay.agent.terminal.session import ENDED, REFERENCE, State, TerminalSession
-from hermes_relay.core import hosts
-from hermes_relay.core.errors import (
+from ...core import hosts
+from ...core.errors import (
     AmbiguousError,
     ConnectionLostError,
     ForbiddenError,
@@ -34,8 +30,12 @@ from hermes_relay.core.errors import (
     TerminalRefusedError,
     UsageError,
 )
-from hermes_relay.core.record import owner_urls
-from hermes_relay.core.store import resolve_in
+from ...core.record import owner_urls
+from ...core.store import resolve_in
+from . import wire
+from .outbox import Notify
+from .ports import TerminalPort
+from .session import ENDED, REFERENCE, State, TerminalSession
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,8 @@ from typing import Any
 
 import trio
 
-from hermes_relay.agent.terminal import wire
-from hermes_relay.agent.terminal.ledger import InputLedger, InputOverflow
-from hermes_relay.agent.terminal.outbox import Notify, Outbox
-from hermes_relay.agent.terminal.ports import TerminalPort
-from hermes_relay.core import api
-from hermes_relay.core.errors import (
+from ...core import api
+from ...core.errors import (
     ConnectionLostError,
     ForbiddenError,
     HermesError,
@@ -39,6 +35,10 @@ from hermes_relay.core.errors import (
     TerminalRefusedError,
     UsageError,
 )
+from . import wire
+from .ledger import InputLedger, InputOverflow
+from .outbox import Notify, Outbox
+from .ports import TerminalPort
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from hermes_relay.core.errors import UsageError
+from ...core.errors import UsageError
 
 CHANNEL = "terminal"
 SESSION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -18,9 +18,9 @@ import argparse
 import sys
 from typing import Any
 
-from hermes_relay.cli import consent
-from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import AmbiguousError, NotPairedError, UsageError
+from ...core.errors import AmbiguousError, NotPairedError, UsageError
+from .. import consent
+from ..context import Context, add_common_flags
 
 PRESET_NAMES = ("restricted", "ask_every_time", "standard", "workspace", "trusted", "full_access")
 PRESET_WORDS = frozenset((*PRESET_NAMES, "ask", "structured", "custom", "ask-every-time", "full-access"))
@@ -58,29 +58,29 @@ def register(sub: Any) -> None:
 
 
 def _sessions(ctx: Context) -> dict[str, dict[str, Any]]:
-    from hermes_relay.core import paths
-    from hermes_relay.core.store import SessionStore
+    from ...core import paths
+    from ...core.store import SessionStore
 
     return SessionStore(paths.sessions_file(ctx.env)).sessions()
 
 
 def _consented(sessions: dict[str, dict[str, Any]], url: str) -> bool:
-    from hermes_relay.core.store import resolve_in
+    from ...core.store import resolve_in
 
     found = resolve_in(sessions, url)
     return bool(found and found[1].get("tools_consented") is True)
 
 
 def _check_url(url: str) -> None:
-    from hermes_relay.core import policy
+    from ...core import policy
 
     if policy.canonical_url(url) is None:
         raise UsageError(f"{url!r} is not a relay URL", hint="use the ws:// or wss:// URL `hermes-relay status` shows")
 
 
 def _one_url(ctx: Context, url: str | None, force: bool) -> str:
-    from hermes_relay.core.record import owner_urls
-    from hermes_relay.core.store import resolve_in
+    from ...core.record import owner_urls
+    from ...core.store import resolve_in
 
     sessions = _sessions(ctx)
     if url is not None:
@@ -96,7 +96,7 @@ def _one_url(ctx: Context, url: str | None, force: bool) -> str:
                                  hint="`hermes-relay status` lists the paired relays; "
                                       "--force sets a policy for another one anyway")
         return url
-    from hermes_relay.cli import relays
+    from .. import relays
 
     chosen = relays.resolve(ctx, None)  # HERMES_RELAY_URL, else the default relay (`hermes-relay use`)
     if chosen is not None:
@@ -112,14 +112,14 @@ def _one_url(ctx: Context, url: str | None, force: bool) -> str:
 
 
 def _names(ctx: Context) -> Any:
-    from hermes_relay.cli import relays
+    from .. import relays
 
     return relays.control(ctx)
 
 
 def _parse(args: argparse.Namespace, ctx: Context) -> tuple[str | None, str | None, tuple[str, str] | None]:
     """(url, preset, (capability, mode)) from the words, validated before anything is read or written."""
-    from hermes_relay.core import policy
+    from ...core import policy
 
     words = list(args.words)
     if words and words[0] == "set":
@@ -167,7 +167,7 @@ def _parse(args: argparse.Namespace, ctx: Context) -> tuple[str | None, str | No
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core import policy
+    from ...core import policy
 
     url, mode, single = _parse(args, ctx)
     changes_roots = bool(args.root or args.remove_root or args.reset_roots)
@@ -177,20 +177,20 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if mode == policy.FULL_ACCESS and not args.yes:
         raise UsageError(FULL_ACCESS_WARNING, hint=f"if you mean it: hermes-relay access {target} full_access --yes")
     added = [_checked_root(ctx, raw) for raw in args.root]
-    from hermes_relay.cli import access_apply
+    from .. import access_apply
 
     return access_apply.apply(ctx, args, target, mode, single, added)
 
 
 def _checked_root(ctx: Context, raw: str) -> Any:
-    from hermes_relay.core import confine, roots
+    from ...core import confine, roots
 
     return roots.check_root(raw, confine.protected_paths(ctx.env))
 
 
 def _show(ctx: Context, args: argparse.Namespace, url: str | None) -> int:
-    from hermes_relay.core import policy, roots
-    from hermes_relay.core.record import owner_urls
+    from ...core import policy, roots
+    from ...core.record import owner_urls
 
     policies = policy.load(policy.policy_file(ctx.env))
     table = roots.load(roots.roots_file(ctx.env))
@@ -211,8 +211,8 @@ def _show(ctx: Context, args: argparse.Namespace, url: str | None) -> int:
 
 
 def show_lines(hosts: list[dict[str, Any]], ctx: Context) -> list[str]:
-    from hermes_relay.cli import render
-    from hermes_relay.core import policy
+    from ...core import policy
+    from .. import render
 
     style = ctx.style
     if not hosts:

@@ -21,8 +21,8 @@ import sys
 import time
 from typing import Any
 
-from hermes_relay.cli.context import Context, add_common_flags, add_verb
-from hermes_relay.core.errors import AgentNotRunningError, IpcError, NotFoundError, UsageError
+from ...core.errors import AgentNotRunningError, IpcError, NotFoundError, UsageError
+from ..context import Context, add_common_flags, add_verb
 
 STOP_TIMEOUT = 10.0  # seconds for the agent to close its links and exit after agent.stop
 SERVICE_START_WAIT = 10.0  # seconds for a service manager's agent to answer; the CLI's AUTOSTART_WAIT
@@ -113,8 +113,8 @@ def _start(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _report_running(args: argparse.Namespace, ctx: Context, hello: dict[str, Any], what: str) -> None:
-    from hermes_relay.cli import render
-    from hermes_relay.core import paths
+    from ...core import paths
+    from .. import render
 
     socket, log = paths.socket_path(ctx.env), str(paths.agent_log_file(ctx.env))
     if getattr(args, "json", False):
@@ -144,7 +144,7 @@ def _stop(args: argparse.Namespace, ctx: Context) -> int:
 
 def stop_agent(ctx: Context, timeout: float = STOP_TIMEOUT) -> tuple[bool, int | None]:
     """Stop the agent and wait for it to be gone. Returns (it was running, its pid)."""
-    from hermes_relay.core import paths
+    from ...core import paths
 
     try:
         client = ctx.client(autostart=False)
@@ -206,7 +206,7 @@ def _pid_alive(pid: int | None) -> bool:
             return False
     except ChildProcessError:
         pass
-    from hermes_relay.core.ownership import pid_alive
+    from ...core.ownership import pid_alive
 
     return pid_alive(pid)
 
@@ -230,8 +230,8 @@ def _restart(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- status ----------------------------------------------------------------------------------------
 def _status(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli import render
-    from hermes_relay.core import paths
+    from ...core import paths
+    from .. import render
 
     socket, log = paths.socket_path(ctx.env), str(paths.agent_log_file(ctx.env))
     try:
@@ -261,7 +261,7 @@ def _status(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- logs ------------------------------------------------------------------------------------------
 def _logs(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core import paths
+    from ...core import paths
 
     path = paths.agent_log_file(ctx.env)
     try:
@@ -342,7 +342,7 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     extra = list(getattr(args, "extra", []) or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    from hermes_relay.cli.client import agent_command
+    from ..client import agent_command
 
     argv = [*agent_command(), *rest, *extra]
     ctx.flush()
@@ -353,7 +353,7 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
 # -- the per-user service --------------------------------------------------------------------------
 def _service(ctx: Context) -> Any:
     """The service manager that owns the agent (installed, reachable, enabled), or None: the CLI does."""
-    from hermes_relay.cli.service import platforms
+    from ..service import platforms
 
     return platforms.controlling_manager(ctx.env)
 
@@ -385,7 +385,7 @@ def wait_for_agent(ctx: Context, timeout: float, *, hint: str | None = None) -> 
 
 
 def _service_control(ctx: Context, manager: Any, verb: str) -> dict[str, Any]:
-    from hermes_relay.cli.service import plan as plans
+    from ..service import plan as plans
 
     for step in manager.control(verb):
         plans.run_step(manager, step)
@@ -393,8 +393,8 @@ def _service_control(ctx: Context, manager: Any, verb: str) -> dict[str, Any]:
 
 
 def _stop_service(ctx: Context, manager: Any) -> tuple[bool, int | None]:
-    from hermes_relay.cli.service import plan as plans
-    from hermes_relay.core import paths
+    from ...core import paths
+    from ..service import plan as plans
 
     pid = None
     try:
@@ -419,8 +419,8 @@ def _stop_cli_agent(ctx: Context) -> str:
 
 
 def _install(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli.service import plan as plans
-    from hermes_relay.cli.service import platforms
+    from ..service import plan as plans
+    from ..service import platforms
 
     manager = platforms.manager_for(ctx.env)
     if args.print_only:
@@ -435,14 +435,14 @@ def _install(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _uninstall(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli.service import plan as plans
-    from hermes_relay.cli.service import platforms
+    from ..service import plan as plans
+    from ..service import platforms
 
     return _carry_out(args, ctx, plans.plan_uninstall(platforms.manager_for(ctx.env)))
 
 
 def _carry_out(args: argparse.Namespace, ctx: Context, plan: Any) -> int:
-    from hermes_relay.cli.service import plan as plans
+    from ..service import plan as plans
 
     as_json = getattr(args, "json", False)
     if args.dry_run:
@@ -507,8 +507,8 @@ def _print_pending(ctx: Context, plan: Any, indent: str = "", *, dry_run: bool =
 
 
 def _print_outcome(ctx: Context, plan: Any, pid: Any) -> None:
-    from hermes_relay.cli import render
-    from hermes_relay.core import paths
+    from ...core import paths
+    from .. import render
 
     what, ok = plan.manager.what, ctx.style.ok("✓") + " "
     if plan.state == "not installed":

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import NotFoundError, UsageError
+from ...core.errors import NotFoundError, UsageError
+from ..context import Context, add_common_flags
 
 if TYPE_CHECKING:
-    from hermes_relay.core.apitypes import ApprovalsDecideParams
+    from ...core.apitypes import ApprovalsDecideParams
 
 HEADERS = ("ID", "TOOL", "RELAY", "EXPIRES", "WHAT")
 MAX_REASON = 200
@@ -121,14 +121,14 @@ def _id(value: str) -> str:
 def decided_line(result: dict[str, Any], ctx: Context) -> str:
     verb = "approved" if result.get("approved") else "denied"
     mark = ctx.style.ok("✓") if result.get("approved") else ctx.style.warn("✗")
-    from hermes_relay.cli import render
+    from .. import render
 
     shown = [render.printable(str(result.get(k))) for k in ("id", "tool", "url")]
     return f"{mark} {verb} {shown[0]} ({shown[1]} for {shown[2]})"
 
 
 def list_lines(items: list[dict[str, Any]], ctx: Context) -> list[str]:
-    from hermes_relay.cli import render
+    from .. import render
 
     if not items:
         return ["(no desktop calls waiting for approval)"]
@@ -144,7 +144,7 @@ def list_lines(items: list[dict[str, Any]], ctx: Context) -> list[str]:
 
 def _what(item: dict[str, Any], ctx: Context) -> str:
     """The list's one-line WHAT: the preview, and a pointer to ``show`` when it is not the whole call."""
-    from hermes_relay.cli import render
+    from .. import render
 
     preview = render.printable(str(item.get("preview") or ""))
     details = item.get("details") or {}
@@ -159,7 +159,7 @@ def _what(item: dict[str, Any], ctx: Context) -> str:
 
 def _block(label: str, text: str) -> list[str]:
     """``label: text`` on one line, or the label then every line of ``text`` as it is (escaped, never cut)."""
-    from hermes_relay.cli import render
+    from .. import render
 
     lines = text.split("\n")
     if len(lines) == 1:
@@ -169,7 +169,7 @@ def _block(label: str, text: str) -> list[str]:
 
 def detail_lines(details: dict[str, Any], ctx: Context) -> list[str]:
     """Everything the call will run (core/desktop.call_details), whole and escaped visibly."""
-    from hermes_relay.cli import render
+    from .. import render
 
     lines: list[str] = []
     if isinstance(details.get("command"), str):
@@ -188,7 +188,7 @@ def detail_lines(details: dict[str, Any], ctx: Context) -> list[str]:
 
 
 def request_lines(event: dict[str, Any], ctx: Context) -> list[str]:
-    from hermes_relay.cli import render
+    from .. import render
 
     lines = [ctx.style.bold(f"{render.printable(str(event.get('url')))} wants to run "
                             f"{render.printable(str(event.get('tool')))} ({event.get('capability')})")]
@@ -207,6 +207,6 @@ def request_lines(event: dict[str, Any], ctx: Context) -> list[str]:
 
 def _watch(ctx: Context) -> int:
     """Prompt for every request as it arrives, across agent restarts (cli/approvals_watch.py)."""
-    from hermes_relay.cli.approvals_watch import watch
+    from ..approvals_watch import watch
 
     return watch(ctx, request_lines, decided_line)

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import UsageError
+from ...core.errors import UsageError
+from ..context import Context, add_common_flags
 
 DEFAULT_LINES = 20
 AUTHORISED = {  # how a call was authorised (agent/desktop/channel.py), as the audit shows it
@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core.desktop import audit_file, read_audit
+    from ...core.desktop import audit_file, read_audit
 
     if args.lines < 0:
         raise UsageError(f"-n must be 0 or more (got {args.lines})")
@@ -114,7 +114,7 @@ def _print(ctx: Context, record: dict[str, Any], as_json: bool) -> None:
 
 
 def _follow(ctx: Context, path: Path, as_json: bool, wanted: Any) -> None:
-    from hermes_relay.core.desktop import audit_records
+    from ...core.desktop import audit_records
 
     def identity() -> tuple[int, int] | None:
         try:
@@ -150,7 +150,7 @@ def _follow(ctx: Context, path: Path, as_json: bool, wanted: Any) -> None:
 
 def record_line(record: dict[str, Any], style: Any) -> str:
     """``2026-11-30 12:00:01  ✓ desktop_terminal  120 ms  ws://relay:8767  uname -a``"""
-    from hermes_relay.cli import render
+    from .. import render
 
     ts = record.get("ts")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts / 1000)) if isinstance(ts, (int, float)) else "?"

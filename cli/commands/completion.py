@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hermes_relay.cli.context import Context
+from ..context import Context
 
 SHELLS = ("bash", "zsh", "fish")  # kept in step with completion_scripts.SHELLS by a test
 
@@ -37,8 +37,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli.completion_scripts import script  # dataclasses & co: only for this command
-    from hermes_relay.cli.main import build_parser
+    from ..completion_scripts import script  # dataclasses & co: only for this command
+    from ..main import build_parser
 
     ctx.stdout.write(script(args.shell, build_parser()))
     return 0

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hermes_relay.cli.context import Context
+from ..context import Context
 
 if TYPE_CHECKING:
     import subprocess
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     import subprocess
     import tempfile
 
-    from hermes_relay.core.errors import HermesError
+    from ...core.errors import HermesError
 
     base = Path(tempfile.mkdtemp(prefix="hermes-relay-demo-"))
     home = args.home or base / "home"
@@ -160,7 +160,7 @@ class _Demo:
         self.wait_for("connected")
         self.ctx.out(f"reconnected {time.monotonic() - started:.1f}s after the relay came back")
         self.show("hermes-relay", "route")
-        from hermes_relay.cli import demoshell
+        from .. import demoshell
 
         demoshell.run(self)
         self.step("Done")
@@ -172,7 +172,7 @@ class _Demo:
         import json
         import subprocess
 
-        from hermes_relay.core import api
+        from ...core import api
 
         self.step("The relay host runs a command on this computer (desktop channel, policy: trusted)")
         self.show("hermes-relay", "access", self.url, "trusted")
@@ -222,13 +222,13 @@ class _Demo:
 
     def wait_for(self, state: str) -> None:
         """Follow the agent's watch stream until the relay reaches ``state``."""
-        from hermes_relay.core import api
+        from ...core import api
 
         self.follow(lambda m, p: m == api.STATE and p.get("state") == state, RECONNECT_TIMEOUT, f"state {state}")
 
     def follow(self, match: Callable[[str, dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
         """The first notification on the agent's watch stream that ``match`` accepts."""
-        from hermes_relay.cli.client import ensure_agent
+        from ..client import ensure_agent
 
         class Reached(Exception):
             pass
@@ -248,8 +248,8 @@ class _Demo:
         raise TimeoutError(f"no {what} within {timeout:g}s")
 
     def cleanup(self) -> None:
-        from hermes_relay.cli.client import AgentClient
-        from hermes_relay.core import paths
+        from ...core import paths
+        from ..client import AgentClient
 
         try:
             with AgentClient.connect(paths.socket_path(self.env), timeout=2) as client:
@@ -264,7 +264,7 @@ class _Demo:
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-    from hermes_relay.cli.lines import LineReader
+    from ..lines import LineReader
 
     assert proc.stdout is not None
     try:

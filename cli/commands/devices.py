@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hermes_relay.cli.confirm import add_yes_flag, confirm, require_answerable
-from hermes_relay.cli.context import Context, add_common_flags, add_verb
-from hermes_relay.cli.render import NONE_MARK, Style
-from hermes_relay.core.errors import AmbiguousError, ForbiddenError, NotFoundError, UsageError
-from hermes_relay.core.wire import MIN_PREFIX_LEN
+from ...core.errors import AmbiguousError, ForbiddenError, NotFoundError, UsageError
+from ...core.wire import MIN_PREFIX_LEN
+from ..confirm import add_yes_flag, confirm, require_answerable
+from ..context import Context, add_common_flags, add_verb
+from ..render import NONE_MARK, Style
 
 DEFAULT_EXTEND_TTL = 86400  # one day, the reference CLI's default for `devices extend`
 # A device may only shorten its own session; the relay host's operator extends any (relay/api.py).
@@ -82,12 +82,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         params["prefix"] = _prefix(args.prefix)
     explicit_ttl = verb == "extend" and args.ttl is not None
     if verb == "extend":
-        from hermes_relay.core.timefmt import parse_ttl
+        from ...core.timefmt import parse_ttl
 
         params["ttl_seconds"] = parse_ttl(args.ttl) if explicit_ttl else DEFAULT_EXTEND_TTL
     if verb == "revoke":
         require_answerable(ctx, yes=args.yes, what="devices revoke")
-    from hermes_relay.cli.local import require_paired
+    from ..local import require_paired
 
     require_paired(ctx, url)
     with ctx.client() as client:
@@ -139,7 +139,7 @@ def _match(listed: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def _describe(session: dict[str, Any], ctx: Context) -> str:
     """``kd214La2 (vm, last seen 5m ago)``; ``this device`` is named so nobody cuts off their own link."""
-    from hermes_relay.cli import render
+    from .. import render
 
     details = [render.printable(str(session.get("device_name") or "(unnamed)"))]
     if _is_current(session):
@@ -151,7 +151,7 @@ def _describe(session: dict[str, Any], ctx: Context) -> str:
 
 def _check_not_shorter(session: dict[str, Any], ttl: int, explicit: bool, ctx: Context) -> None:
     """Refuse to shorten a session by the default TTL; warn when an explicit TTL shortens it."""
-    from hermes_relay.cli import render
+    from .. import render
 
     if ttl == 0:
         return
@@ -169,7 +169,7 @@ def _check_not_shorter(session: dict[str, Any], ttl: int, explicit: bool, ctx: C
         raise UsageError(f"{prefix} {left} now: the default 1 day would shorten it",
                          hint=f"to shorten it, pass the lifetime: hermes-relay devices extend {prefix} --ttl 1d; "
                               f"{longer}")
-    from hermes_relay.core.timefmt import short_duration
+    from ...core.timefmt import short_duration
 
     ctx.err(ctx.style.warn(f"warning: {prefix} {left} now; this shortens it to {short_duration(ttl)}"))
 
@@ -187,7 +187,7 @@ def _is_current(session: dict[str, Any]) -> bool:
 
 
 def list_lines(result: dict[str, Any], ctx: Context) -> list[str]:
-    from hermes_relay.cli import render
+    from .. import render
 
     now, style = ctx.now(), ctx.style
     url = result.get("url") or "?"
@@ -247,7 +247,7 @@ def revoke_lines(result: dict[str, Any], ctx: Context) -> list[str]:
 
 def extend_lines(result: dict[str, Any], ctx: Context, ttl_seconds: int) -> list[str]:
     """``✓ extended <prefix>: now expires in 7d`` (the time left as the relay answered it)."""
-    from hermes_relay.cli import render
+    from .. import render
 
     given = result.get("session")  # the agent reads both relays' PATCH answers and always nests the session
     session: dict[str, Any] = given if isinstance(given, dict) else {}
@@ -265,12 +265,12 @@ def extend_lines(result: dict[str, Any], ctx: Context, ttl_seconds: int) -> list
 
 
 def _relay_url(args: argparse.Namespace, ctx: Context) -> str | None:
-    from hermes_relay.cli import relays
+    from .. import relays
 
     return relays.resolve(ctx, getattr(args, "remote", None))  # a URL or name, HERMES_RELAY_URL, the default
 
 
 def _prefix(raw: str) -> str:
-    from hermes_relay.core.codes import validate_token_prefix
+    from ...core.codes import validate_token_prefix
 
     return validate_token_prefix(raw)

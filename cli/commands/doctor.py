@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import AgentNotRunningError, HermesError
+from ...core.errors import AgentNotRunningError, HermesError
+from ..context import Context, add_common_flags
 
 DEADLINE = 10.0  # seconds the agent may spend on the network checks (agent/doctor.py)
 CALL_SLACK = 5.0  # on top of DEADLINE for the IPC round trip before the agent counts as stuck
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 def _versions() -> dict[str, Any]:
     import sys
 
-    from hermes_relay import __version__
+    from ... import __version__
 
     py = ".".join(str(n) for n in sys.version_info[:3])
     return check("system.version", OK, f"hermes-relay {__version__}, Python {py}", detail=sys.executable)
@@ -101,17 +101,17 @@ def _clock(now: float) -> dict[str, Any]:
 
 
 def _shown(ctx: Context, path: Any) -> str:
-    from hermes_relay.cli import render
-    from hermes_relay.core import paths
+    from ...core import paths
+    from .. import render
 
     return render.tilde(str(path), str(paths.home_dir(ctx.env)))
 
 
 def _store(ctx: Context, repair: bool) -> tuple[list[dict[str, Any]], bool]:
     """The store file's checks, and whether ``--fix`` replaced it (the agent must then reload)."""
-    from hermes_relay.core import paths
-    from hermes_relay.core.errors import StateCorruptError, StateError
-    from hermes_relay.core.store import SessionStore
+    from ...core import paths
+    from ...core.errors import StateCorruptError, StateError
+    from ...core.store import SessionStore
 
     path = paths.sessions_file(ctx.env)
     shown = _shown(ctx, path)
@@ -146,9 +146,9 @@ def _store(ctx: Context, repair: bool) -> tuple[list[dict[str, Any]], bool]:
 
 
 def _quarantine(path: Any, shown: str, exc: HermesError) -> dict[str, Any]:
-    from hermes_relay.core import fileio
-    from hermes_relay.core.errors import StateCorruptError
-    from hermes_relay.core.store import STORE_VERSION, SessionStore
+    from ...core import fileio
+    from ...core.errors import StateCorruptError
+    from ...core.store import STORE_VERSION, SessionStore
 
     try:
         with fileio.FileLock(path):
@@ -208,7 +208,7 @@ def _runtime(ctx: Context, repair: bool) -> list[dict[str, Any]]:
     import stat
     import sys
 
-    from hermes_relay.core import paths
+    from ...core import paths
 
     run_dir = paths.runtime_dir(ctx.env)
     if not run_dir.exists():
@@ -236,7 +236,7 @@ def _runtime(ctx: Context, repair: bool) -> list[dict[str, Any]]:
 def _logs(ctx: Context) -> dict[str, Any]:
     import os
 
-    from hermes_relay.core import paths
+    from ...core import paths
 
     log_dir = paths.log_dir(ctx.env)
     shown = _shown(ctx, log_dir)
@@ -258,9 +258,9 @@ def _logs(ctx: Context) -> dict[str, Any]:
 
 # -- the agent -------------------------------------------------------------------------------------
 def _agent(ctx: Context, *, reload_store: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from hermes_relay import __version__
-    from hermes_relay.cli import render
-    from hermes_relay.core import rpc
+    from ... import __version__
+    from ...core import rpc
+    from .. import render
 
     try:
         client = ctx.client(autostart=False)
@@ -325,8 +325,8 @@ def _standalone(ctx: Context) -> dict[str, Any]:
     import os
     import subprocess
 
-    from hermes_relay.cli.client import agent_command, daemon_env
-    from hermes_relay.core.errors import StateError
+    from ...core.errors import StateError
+    from ..client import agent_command, daemon_env
 
     command = agent_command()[:-1] + ["doctor", "--deadline", str(DEADLINE)]
     try:
@@ -364,7 +364,7 @@ def notifier_check(info: Any) -> dict[str, Any]:
 
 
 def _knobs(knobs: dict[str, Any]) -> dict[str, Any]:
-    from hermes_relay.cli.render import printable
+    from ..render import printable
 
     shown = ", ".join(f"{k}={v}" for k, v in sorted(knobs.items()))
     return check("agent.knobs", WARN, f"test switches are set in the agent's environment: {printable(shown)}",
@@ -451,7 +451,7 @@ def relay_lines(relay: dict[str, Any], *, style: Any, now: float) -> list[str]:
 
 
 def _link_text(link: Any, now: float) -> tuple[str, str, str | None, str | None]:
-    from hermes_relay.cli import render
+    from .. import render
 
     if not isinstance(link, dict):
         return WARN, "link: the agent runs no link for this relay", None, "hermes-relay agent restart"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hermes_relay.cli.context import Context, add_common_flags
+from ..context import Context, add_common_flags
 
 CALL_TIMEOUT = 15.0  # seconds: a small file write and a store read in the agent (the store lock may be busy)
 
@@ -42,12 +42,12 @@ def _register(sub: Any, name: str, *, help: str, description: str, examples: str
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli import relays
+    from .. import relays
 
     verb = args.verb
     url = relays.explicit(ctx, args.url) if args.url else None
     if verb == "down":  # nothing to take off: no agent is started for it
-        from hermes_relay.cli.local import require_paired
+        from ..local import require_paired
 
         require_paired(ctx, url)
     with ctx.client() as client:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def describe(verb: str, result: dict[str, Any], ctx: Context) -> str:
-    from hermes_relay.cli import relays
+    from .. import relays
 
     url = result.get("url")
     down = [str(u) for u in result.get("down") or []]

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hermes_relay.cli.confirm import add_yes_flag, confirm
-from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import EXIT_FAILURE, NotPairedError
-from hermes_relay.core.wire import TOKEN_PREFIX_LEN
+from ...core.errors import EXIT_FAILURE, NotPairedError
+from ...core.wire import TOKEN_PREFIX_LEN
+from ..confirm import add_yes_flag, confirm
+from ..context import Context, add_common_flags
 
 FORGET_TIMEOUT = 30.0  # seconds: route probes plus one HTTP request to the relay
 _LABEL_WIDTH = 9
@@ -42,9 +42,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli import relays
-    from hermes_relay.cli.local import find_pairing
-    from hermes_relay.core.record import from_dict
+    from ...core.record import from_dict
+    from .. import relays
+    from ..local import find_pairing
 
     url = relays.explicit(ctx, args.url)  # a URL or a relay name; never the default relay: forget names its target
     try:
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _policy_only(ctx: Context, url: str) -> bool:
-    from hermes_relay.core import policy, roots
+    from ...core import policy, roots
 
     key = policy.canonical_url(url)
     if key is None:
@@ -85,8 +85,8 @@ def _policy_only(ctx: Context, url: str) -> bool:
 
 def _forget_policy_only(ctx: Context, args: argparse.Namespace, url: str) -> int:
     """A URL with a policy or roots but no pairing: remove those (the agent is only told, for its audit)."""
-    from hermes_relay.cli import access_apply
-    from hermes_relay.core import policy, policy_log, roots
+    from ...core import policy, policy_log, roots
+    from .. import access_apply
 
     key = policy.canonical_url(url) or url
     question = f"Forget {key}? It is not paired; this removes its desktop access policy and roots from this computer."
@@ -115,8 +115,8 @@ def _forget_policy_only(ctx: Context, args: argparse.Namespace, url: str) -> int
 def _paused(ctx: Context, url: str, missing: NotPairedError) -> tuple[str, dict[str, Any]]:
     """The pairing the agent keeps paused for ``url`` (another client removed it from the store), read
     from the agent's file without contacting it; NotPairedError when there is none."""
-    from hermes_relay.core import fileio, paths
-    from hermes_relay.core.errors import StateError
+    from ...core import fileio, paths
+    from ...core.errors import StateError
 
     try:
         doc = fileio.read_json_versioned(paths.paused_file(ctx.env), supported=1) or {}
@@ -131,8 +131,8 @@ def _paused(ctx: Context, url: str, missing: NotPairedError) -> tuple[str, dict[
 
 def _forget_names(ctx: Context, owner: str) -> None:
     """Drop the relay's name, and the default when it was this relay (core/hosts.py)."""
-    from hermes_relay.core import hosts
-    from hermes_relay.core.errors import HermesError
+    from ...core import hosts
+    from ...core.errors import HermesError
 
     try:
         hosts.forget(hosts.control_file(ctx.env), [owner])
@@ -141,7 +141,7 @@ def _forget_names(ctx: Context, owner: str) -> None:
 
 
 def result_lines(result: dict[str, Any], ctx: Context) -> list[str]:
-    from hermes_relay.cli.render import printable
+    from ..render import printable
 
     style = ctx.style
     prefix = result.get("prefix") or "?"

@@ -16,8 +16,8 @@ import argparse
 import textwrap
 from typing import Any
 
-from hermes_relay.cli.context import Context, add_common_flags, add_verb
-from hermes_relay.core.errors import EXIT_FAILURE, UsageError
+from ...core.errors import EXIT_FAILURE, UsageError
+from ..context import Context, add_common_flags, add_verb
 
 TEST_DEADLINE = 10.0  # seconds the agent may spend probing
 TEST_SLACK = 5.0
@@ -105,14 +105,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def _paired(ctx: Context, word: str) -> tuple[str, dict[str, Any]]:
     """The stored pairing ``word`` (a URL or a name) means; NotPairedError names the paired ones."""
-    from hermes_relay.cli import relays
-    from hermes_relay.cli.local import find_pairing
+    from .. import relays
+    from ..local import find_pairing
 
     return find_pairing(ctx, relays.explicit(ctx, word), word.strip())
 
 
 def _use(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core import hosts
+    from ...core import hosts
 
     path = hosts.control_file(ctx.env)
     if args.none:
@@ -128,14 +128,14 @@ def _use(args: argparse.Namespace, ctx: Context) -> int:
     if getattr(args, "json", False):
         ctx.print_json({"relay_url": owner, "name": hosts.load(path).name_for(owner)})
         return 0
-    from hermes_relay.cli import relays
+    from .. import relays
 
     ctx.out(ctx.style.ok("✓") + f" default relay: {relays.label(ctx, owner)}")
     return 0
 
 
 def _rename(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core import hosts
+    from ...core import hosts
 
     if args.clear == (args.name is not None):
         raise UsageError("give the new NAME or --clear", hint="hermes-relay rename URL NAME")
@@ -155,10 +155,10 @@ def _rename(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli import relays
-    from hermes_relay.cli.local import paired_urls
-    from hermes_relay.core import paths
-    from hermes_relay.core.store import SessionStore
+    from ...core import paths
+    from ...core.store import SessionStore
+    from .. import relays
+    from ..local import paired_urls
 
     urls = paired_urls(SessionStore(paths.sessions_file(ctx.env)).sessions())
     names = relays.control(ctx)
@@ -169,7 +169,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
     if not items:
         ctx.out("No paired relays. Pair with `hermes-relay pair --remote ws://HOST:8767`.")
         return 0
-    from hermes_relay.cli import render
+    from .. import render
 
     rows = [["*" if i["default"] else " ", render.printable(i["name"] or render.NONE_MARK), i["url"]] for i in items]
     for line in render.table(("", "NAME", "URL"), rows, style=ctx.style):
@@ -181,8 +181,8 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- hosts test --------------------------------------------------------------------------------------
 def _test(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli import relays
-    from hermes_relay.cli.local import require_paired
+    from .. import relays
+    from ..local import require_paired
 
     params: dict[str, Any] = {"deadline": TEST_DEADLINE}
     if args.relay:
@@ -228,7 +228,7 @@ def _result(route: dict[str, Any]) -> str:
 
 def test_lines(relay: dict[str, Any], ctx: Context) -> list[str]:
     """One relay's route table and a verdict line (the best working route, or none)."""
-    from hermes_relay.cli import relays, render
+    from .. import relays, render
 
     style = ctx.style
     url = str(relay.get("url"))

@@ -26,13 +26,13 @@ import argparse
 import re
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hermes_relay.cli import repairing
-from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import AgentNotRunningError, HermesError, UsageError
-from hermes_relay.core.wire import MAX_DEVICE_NAME
+from ...core.errors import AgentNotRunningError, HermesError, UsageError
+from ...core.wire import MAX_DEVICE_NAME
+from .. import repairing
+from ..context import Context, add_common_flags
 
 if TYPE_CHECKING:
-    from hermes_relay.core.apitypes import PairProgress, PairStartParams
+    from ...core.apitypes import PairProgress, PairStartParams
 
 REACH_TIMEOUT = 4.0  # seconds for the TCP check before the interactive prompt (a route probe's budget)
 PAIR_TIMEOUT = 60.0  # seconds: route probes (4 s each, tiered) plus the auth handshake, with margin
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     def on_progress(notify: PairProgress) -> None:
         if isinstance(notify.get("line"), str):
-            from hermes_relay.cli.render import printable
+            from ..render import printable
 
             if said and notify["line"].startswith(repairing.ALREADY):
                 return
@@ -124,7 +124,7 @@ def _agent(ctx: Context) -> tuple[Any, bool]:
 
 def _stop_if_nothing_paired(ctx: Context, client: Any) -> None:
     """After a failed first pairing, stop the agent this command started: it has nothing to keep connected."""
-    from hermes_relay.cli.local import paired_urls, stored_sessions
+    from ..local import paired_urls, stored_sessions
 
     sessions = stored_sessions(ctx)
     if sessions is None or paired_urls(sessions):
@@ -156,7 +156,7 @@ def build_request(args: argparse.Namespace, ctx: Context) -> tuple[PairStartPara
     if invite is None and args.remote is None and not code_given:
         invite = env.get("HERMES_RELAY_PAIR_QR") or None
     if invite is not None:
-        from hermes_relay.core import payload
+        from ...core import payload
 
         parsed = payload.parse(invite)
         if args.pair_qr is not None and (args.remote is not None or code_given):
@@ -165,7 +165,7 @@ def build_request(args: argparse.Namespace, ctx: Context) -> tuple[PairStartPara
         routes = len(parsed.routes)
         return params, f"from the invite ({routes} route{'s' if routes != 1 else ''})"
 
-    from hermes_relay.core.routes import DEFAULT_RELAY_PORT, normalize_relay_url
+    from ...core.routes import DEFAULT_RELAY_PORT, normalize_relay_url
 
     raw_url = args.remote if args.remote is not None else env.get("HERMES_RELAY_URL")
     if not raw_url:
@@ -174,7 +174,7 @@ def build_request(args: argparse.Namespace, ctx: Context) -> tuple[PairStartPara
             hint="or pair from an invite with `hermes-relay pair --pair-qr INVITE`",
         )
     if "://" not in raw_url:  # a relay's name (`hermes-relay rename`): pair it again
-        from hermes_relay.cli import relays
+        from .. import relays
 
         raw_url = relays.control(ctx).url_for(raw_url) or raw_url
     url, port_added = normalize_relay_url(raw_url)
@@ -189,7 +189,7 @@ def _given_code(args: argparse.Namespace) -> str | None:
     given = [c for c in (args.code_arg, args.code) if c is not None]
     if not given:
         return None
-    from hermes_relay.core import codes
+    from ...core import codes
 
     cleaned = [codes.validate_code(_strip_paste_markers(c)) for c in given]
     if len(set(cleaned)) > 1:
@@ -199,7 +199,7 @@ def _given_code(args: argparse.Namespace) -> str | None:
 
 def _other_code(ctx: Context, url: str) -> str:
     """The code from HERMES_RELAY_CODE, or typed at the terminal prompt."""
-    from hermes_relay.core import codes
+    from ...core import codes
 
     env_code = ctx.env.get("HERMES_RELAY_CODE")
     if env_code:
@@ -218,8 +218,8 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
     """Raise a TransportError naming the problem when nothing accepts a TCP connection at the relay."""
     import socket
 
-    from hermes_relay.core.errors import ConnectRefusedError, ConnectTimeoutError, HostNotFoundError, TransportError
-    from hermes_relay.core.routes import host_port
+    from ...core.errors import ConnectRefusedError, ConnectTimeoutError, HostNotFoundError, TransportError
+    from ...core.routes import host_port
 
     host, port = host_port(url)
     hint = "check the URL and that hermes-relay-server runs there; `hermes-relay doctor` checks each step"
@@ -261,7 +261,7 @@ def _hide_code_from_ps(args: argparse.Namespace, ctx: Context) -> None:
              and not v.strip().lower().startswith(("ws://", "wss://", "http://", "https://"))]  # an invite holds a code
     if not given:
         return
-    from hermes_relay.cli import proctitle
+    from .. import proctitle
 
     proctitle.scrub(given)
     if proctitle.other_users_present():
@@ -277,8 +277,8 @@ def prompt_for_code(url: str, *, stdin: TextIO, stderr: TextIO, attempts: int = 
     not switched back on: the shell's line editor (readline, zle, fish) turns it on again each
     time it draws a prompt, and a script reading plain lines after us must not get the markers.
     """
-    from hermes_relay.cli.render import printable
-    from hermes_relay.core import codes
+    from ...core import codes
+    from ..render import printable
 
     if _isatty(stderr):
         stderr.write(BRACKETED_PASTE_OFF)
@@ -308,8 +308,8 @@ def prompt_for_code(url: str, *, stdin: TextIO, stderr: TextIO, attempts: int = 
 
 def success_lines(result: dict[str, Any], ctx: Context, *, invite: bool) -> list[str]:
     """The stdout block after a successful pairing."""
-    from hermes_relay.cli import render
-    from hermes_relay.core import paths
+    from ...core import paths
+    from .. import render
 
     now = ctx.now()
     store = render.tilde(str(result.get("store") or paths.sessions_file(ctx.env)), str(paths.home_dir(ctx.env)))
@@ -359,8 +359,8 @@ def desktop_access_lines(url: str, ctx: Context) -> list[str]:
     """What the new relay host may now do here (the agent starts a fresh pairing at ask_every_time) and how to change it."""
     import textwrap
 
-    from hermes_relay.core import policy
-    from hermes_relay.core.errors import HermesError
+    from ...core import policy
+    from ...core.errors import HermesError
 
     try:
         host = policy.load(policy.policy_file(ctx.env)).for_url(url)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hermes_relay.cli.confirm import add_yes_flag, confirm
-from hermes_relay.cli.context import Context, add_common_flags, add_verb
-from hermes_relay.core.errors import EXIT_FAILURE, UsageError
+from ...core.errors import EXIT_FAILURE, UsageError
+from ..confirm import add_yes_flag, confirm
+from ..context import Context, add_common_flags, add_verb
 
 EXPLANATION = (
     "This deliberately trusts the certificate the relay presents now. Do it only if you (or the relay's "
@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     if getattr(args, "pin_cmd", None) != "accept":
         raise UsageError("pin needs a subcommand: accept URL", hint="see `hermes-relay pin --help`")
-    from hermes_relay.cli import relays
+    from .. import relays
 
     raw = args.url.strip()
     if "://" not in raw and relays.control(ctx).url_for(raw) is None:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if not url.startswith("wss://"):
         raise UsageError(f"{url} is not a wss:// URL: only TLS relays have a certificate pin",
                          hint="`hermes-relay status` shows each relay's URL and the pin of the wss:// ones")
-    from hermes_relay.cli.local import require_paired
+    from ..local import require_paired
 
     require_paired(ctx, url)
     as_json = getattr(args, "json", False)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hermes_relay.cli.context import Context, add_common_flags
+from ..context import Context, add_common_flags
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -206,8 +206,8 @@ def snippet(shell: str, route_file: str) -> str:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core import paths
-    from hermes_relay.core.errors import UsageError
+    from ...core import paths
+    from ...core.errors import UsageError
 
     verb = getattr(args, "prompt_cmd", None)
     route_file = paths.route_file(ctx.env)
@@ -215,8 +215,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         ctx.stdout.write(snippet(args.shell, str(route_file)))
         return 0
     if verb == "show":
-        from hermes_relay.cli import render
-        from hermes_relay.cli.commands.route import agent_alive, parse_route_file
+        from .. import render
+        from .route import agent_alive, parse_route_file
 
         try:
             with open(route_file, encoding="utf-8", errors="replace") as f:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hermes_relay.cli.context import Context, add_common_flags
+from ..context import Context, add_common_flags
 
 RESTORE_TIMEOUT = 15.0  # seconds: two small file writes in the agent (the store lock may be busy)
 
@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core.routes import normalize_relay_url
+    from ...core.routes import normalize_relay_url
 
     url, _ = normalize_relay_url(args.url)
     with ctx.client() as client:

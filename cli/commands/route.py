@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from hermes_relay.cli.context import Context, add_common_flags
+from ..context import Context, add_common_flags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -94,8 +94,8 @@ def agent_alive(pid: int | None) -> bool | None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.cli import render
-    from hermes_relay.core import paths
+    from ...core import paths
+    from .. import render
 
     path = paths.route_file_str(ctx.env)
     indicator, problem = load_indicator(path)

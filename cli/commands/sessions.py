@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hermes_relay.cli.commands.shell import add_shell_flags, open_shell, session_name
-from hermes_relay.cli.context import Context, add_common_flags, add_verb
-from hermes_relay.cli.render import NONE_MARK
-from hermes_relay.core.errors import NotFoundError, TerminalRefusedError, UsageError
+from ...core.errors import NotFoundError, TerminalRefusedError, UsageError
+from ..context import Context, add_common_flags, add_verb
+from ..render import NONE_MARK
+from .shell import add_shell_flags, open_shell, session_name
 
 HEADERS = ("NAME", "ATTACHED", "WINDOWS", "CREATED", "STATE")
 
@@ -63,7 +63,7 @@ def _relay_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     verb = getattr(args, "sessions_cmd", None) or "list"
     name = session_name(args.name) if verb in ("resume", "kill") or (verb == "new" and args.name) else None
-    from hermes_relay.cli import relays
+    from .. import relays
 
     remote = relays.resolve(ctx, getattr(args, "remote", None))
     if verb == "kill":
@@ -132,7 +132,7 @@ def list_lines(sessions: list[dict[str, Any]], tmux: bool) -> list[str]:
 
 
 def _row(s: dict[str, Any]) -> tuple[str, str, str, str, str]:
-    from hermes_relay.cli.render import printable
+    from ..render import printable
 
     attached = s.get("attached")
     created = s.get("created_at")

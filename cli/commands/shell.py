@@ -13,15 +13,15 @@ import argparse
 import os
 import re
 
-from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import UsageError
+from ...core.errors import UsageError
+from ..context import Context, add_common_flags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from hermes_relay.cli.shellconn import ShellConnection
-    from hermes_relay.core.apitypes import ShellOpenParams
+    from ...core.apitypes import ShellOpenParams
+    from ..shellconn import ShellConnection
 
 DEFAULT_SESSION = "main"
 SESSION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -115,7 +115,7 @@ def _check_lengths(args: argparse.Namespace) -> None:
 def open_shell(args: argparse.Namespace, ctx: Context, session: str) -> int:
     import sys
 
-    from hermes_relay.cli import escapekey
+    from .. import escapekey
 
     _check_lengths(args)
     if sys.platform == "win32":
@@ -124,12 +124,12 @@ def open_shell(args: argparse.Namespace, ctx: Context, session: str) -> int:
 
     escape = escapekey.parse(args.escape if args.escape is not None else ctx.env.get(ENV_ESCAPE) or escapekey.DEFAULT)
     in_fd, out_fd = _tty_fds(ctx)
-    from hermes_relay.cli import relays
+    from .. import relays
 
     remote = relays.resolve(ctx, getattr(args, "remote", None))
-    from hermes_relay.cli import shellsession, termmode
-    from hermes_relay.cli.outfilter import OutputFilter
-    from hermes_relay.core import knobs
+    from ...core import knobs
+    from .. import shellsession, termmode
+    from ..outfilter import OutputFilter
 
     cols, rows = termmode.window_size(out_fd)
     base: ShellOpenParams = {
@@ -159,7 +159,7 @@ def open_shell(args: argparse.Namespace, ctx: Context, session: str) -> int:
 def _connector(ctx: Context, stderr: Any) -> Any:
     """(params, seconds left) -> a ShellConnection: the agent (started if allowed), then shell.open."""
     def connect(params: ShellOpenParams, left: float) -> ShellConnection:
-        from hermes_relay.cli.client import AUTOSTART_WAIT, ensure_agent
+        from ..client import AUTOSTART_WAIT, ensure_agent
 
         client = ensure_agent(ctx.env, autostart=ctx.autostart, stderr=stderr, quiet=stderr is None,
                               wait=max(0.1, min(left, AUTOSTART_WAIT)))

@@ -13,14 +13,14 @@ on the hot path: heavy modules (the store, routes, pathlib, json) load only wher
 
 from __future__ import annotations
 
-from hermes_relay.cli.context import Context, add_common_flags
-from hermes_relay.core.errors import (
+from ...core.errors import (
     EXIT_AGENT_NOT_RUNNING,
     AgentNotRunningError,
     HermesError,
     StateError,
     error_from_wire,
 )
+from ..context import Context, add_common_flags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from hermes_relay.core import paths
+    from ...core import paths
 
     reveal = bool(getattr(args, "reveal_tokens", False))
     store_path = paths.sessions_file_str(ctx.env)
@@ -81,13 +81,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     if entries is None:
         sessions, store_error = _read_store(store_path)
-        from hermes_relay.core.store import join
+        from ...core.store import join
 
         entries = _with_down(ctx, join(sessions, live))
     if getattr(args, "json", False):
         ctx.print_json(json_view(store_path, store_error, agent_info, agent_error, entries, reveal=reveal))
     else:
-        from hermes_relay.cli.render import terminal_width, wrap_lines
+        from ..render import terminal_width, wrap_lines
 
         lines = text_view(ctx, store_path, store_error, agent_info, agent_error, entries, reveal=reveal,
                           derived=derived, not_running=not_running)
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def _with_down(ctx: Context, entries: list[tuple[str, dict | None, dict | None]]) -> list[tuple[str, dict | None, dict | None]]:
     """With the agent down: the relays ``hermes-relay down`` took off, from the agent's own file."""
-    from hermes_relay.core import offline, paths
+    from ...core import offline, paths
 
     try:
         switch = offline.read(paths.down_file(ctx.env))
@@ -124,7 +124,7 @@ def ended(record: dict | None, state: dict | None, now: float) -> str | None:
 
     The agent's verdict wins; with the agent down (or not managing the relay) the stored expiry decides.
     """
-    from hermes_relay.cli import render
+    from .. import render
 
     live = (state or {}).get("state")
     if live in ("revoked", "expired"):
@@ -136,7 +136,7 @@ def ended(record: dict | None, state: dict | None, now: float) -> str | None:
 
 
 def _read_store(store_path: str) -> tuple[dict[str, dict[str, Any]], HermesError | None]:
-    from hermes_relay.core.store import SessionStore
+    from ...core.store import SessionStore
 
     try:
         return SessionStore(_as_path(store_path)).sessions(), None
@@ -175,8 +175,8 @@ def text_view(ctx: Context, store_path: str, store_error: HermesError | None, ag
               agent_error: HermesError | None, entries: list, *, reveal: bool,
               derived: dict[str, tuple[list[str], str | None]] | None = None,
               not_running: str = NOT_RUNNING) -> list[str]:
-    from hermes_relay.cli import render
-    from hermes_relay.core import paths
+    from ...core import paths
+    from .. import render
 
     now, style = ctx.now(), ctx.style
     lines = [f"agent: {_agent_text(agent, agent_error, now, style, not_running)}"]
@@ -209,13 +209,13 @@ def tool_lines(url: str, record: dict | None, state: dict | None, *, now: float,
         return []
     summary = state.get("desktop") if isinstance(state, dict) else None
     if isinstance(summary, dict):
-        from hermes_relay.cli.render import desktop_status_lines
+        from ..render import desktop_status_lines
 
         return desktop_status_lines(summary, now, style)
     loaded = policies()
     if loaded is None:
         return ["restricted: the access policy file is unreadable (see `hermes-relay access`)"]
-    from hermes_relay.core import policy
+    from ...core import policy
 
     stored = loaded.for_url(url, legacy_consented=record.get("tools_consented") is True)
     return ["restricted: no desktop tools"] if stored.access_mode == policy.ASK else [stored.label]
@@ -227,8 +227,8 @@ def _policy_loader(env: Any) -> Callable[[], Any]:
 
     def load() -> Any:
         if not cache:
-            from hermes_relay.core import policy
-            from hermes_relay.core.errors import HermesError
+            from ...core import policy
+            from ...core.errors import HermesError
 
             try:
                 cache.append(policy.load(policy.policy_file(env)))
@@ -246,7 +246,7 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
 
     ``alternates`` and ``role`` come with the agent's view; without it they are derived here.
     """
-    from hermes_relay.cli import render
+    from .. import render
 
     rec = record or {}
     st = state or {}
@@ -276,12 +276,12 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
             lines.append(_field("grants", render.grants_text(rec.get("grants"), now), 4))
         if rec.get("endpoint_role"):
             if role is None:
-                from hermes_relay.core.routes import role_label
+                from ...core.routes import role_label
 
                 role = role_label(str(rec["endpoint_role"]))
             lines.append(_field("route", role, 4))
         if alternates is None:
-            from hermes_relay.core.store import route_urls
+            from ...core.store import route_urls
 
             alternates = route_urls(rec)
         if alternates:
@@ -304,7 +304,7 @@ def relay_lines(url: str, record: dict | None, state: dict | None, *, now: float
 
 def _live_lines(st: dict[str, Any], now: float, style: Any, *, fixed: bool = False) -> list[str]:
     """The agent's view of one link; ``fixed`` when a fix line follows (the error's own hint is then left out)."""
-    from hermes_relay.cli import render
+    from .. import render
 
     state = str(st.get("state") or "unknown")
     route = st.get("route") if isinstance(st.get("route"), dict) else None
@@ -366,7 +366,7 @@ def _error_hint(error: dict[str, Any]) -> str | None:
 
 def _agent_text(agent: dict | None, agent_error: HermesError | None, now: float, style: Any,
                 not_running: str = NOT_RUNNING) -> str:
-    from hermes_relay.cli import render
+    from .. import render
 
     if agent_error is not None:
         return style.bad(f"not answering ({agent_error.message})")
@@ -387,8 +387,8 @@ def _field(label: str, value: str, indent: int = 0) -> str:
 # -- json ------------------------------------------------------------------------------------------
 def json_view(store_path: str, store_error: HermesError | None, agent: dict | None,
               agent_error: HermesError | None, entries: list, *, reveal: bool) -> dict[str, Any]:
-    from hermes_relay.cli import render
-    from hermes_relay.core.store import redact_record
+    from ...core.store import redact_record
+    from .. import render
 
     relays = []
     for url, record, state in entries:
@@ -428,7 +428,7 @@ def _error_json(exc: HermesError | None) -> dict[str, Any] | None:
 
 def _next_try(st: dict[str, Any], now: float) -> str:
     """``next try in 9s``, or ``retrying now`` once the time has come."""
-    from hermes_relay.cli import render
+    from .. import render
 
     when = render.countdown(st.get("next_retry_at"), now)
     return "retrying now" if when == "now" else f"next try {when}"

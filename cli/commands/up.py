@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hermes_relay.cli.commands.down import _register, run
+from .down import _register, run
 
 __all__ = ["register", "run"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hermes_relay.cli.commands.hosts import register_use as register
-from hermes_relay.cli.commands.hosts import run
+from .hosts import register_use as register
+from .hosts import run
 
 __all__ = ["register", "run"]

@@ -7,10 +7,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from hermes_relay.cli.service.manager import Manager
-from hermes_relay.cli.service.plan import Env, Step, Target
-from hermes_relay.cli.service.quoting import fill, pinned_env, read_template, xml_text
-from hermes_relay.core import fileio, paths
+from ...core import fileio, paths
+from .manager import Manager
+from .plan import Env, Step, Target
+from .quoting import fill, pinned_env, read_template, xml_text
 
 LAUNCHD_LABEL = "com.hermes.relay-agent"
 PLIST_NAME = LAUNCHD_LABEL + ".plist"

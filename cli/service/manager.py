@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from hermes_relay.cli.service.steps import Env, Runner, Step, Target, subprocess_runner
+from .steps import Env, Runner, Step, Target, subprocess_runner
 
 
 class Manager:

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hermes_relay.cli.service.manager import Manager
-from hermes_relay.cli.service.steps import (
+from ...core import fileio
+from ...core.errors import IpcError, StateError
+from .manager import Manager
+from .steps import (
     COMMAND_TIMEOUT,
     SERVICE_FILE_MODE,
     Env,
@@ -22,8 +24,6 @@ from hermes_relay.cli.service.steps import (
     remove_step,
     subprocess_runner,
 )
-from hermes_relay.core import fileio
-from hermes_relay.core.errors import IpcError, StateError
 
 # The building blocks live in steps.py (manager.py needs them, and this module needs the manager);
 # they stay importable from here.

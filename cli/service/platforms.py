@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import sys
 
-from hermes_relay.cli.service.launchd import Launchd
-from hermes_relay.cli.service.manager import Manager
-from hermes_relay.cli.service.plan import Env, Runner
-from hermes_relay.cli.service.systemd import SystemdUser
-from hermes_relay.cli.service.windows import WindowsRunKey
-from hermes_relay.core.errors import UsageError
+from ...core.errors import UsageError
+from .launchd import Launchd
+from .manager import Manager
+from .plan import Env, Runner
+from .systemd import SystemdUser
+from .windows import WindowsRunKey
 
 MANAGERS: dict[str, type[Manager]] = {"linux": SystemdUser, "darwin": Launchd, "win32": WindowsRunKey}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from hermes_relay.core.errors import ConfigError
+from ...core.errors import ConfigError
 
 PACKAGE = "hermes_relay.packaging"
 # Set at install time, these must reach the service too, or its agent would look elsewhere than the

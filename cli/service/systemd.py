@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hermes_relay.cli.service.manager import Manager
-from hermes_relay.cli.service.plan import Env, Step, Target, remove_step
-from hermes_relay.cli.service.quoting import fill, pinned_env, read_template, systemd_quote
-from hermes_relay.core import paths
+from ...core import paths
+from .manager import Manager
+from .plan import Env, Step, Target, remove_step
+from .quoting import fill, pinned_env, read_template, systemd_quote
 
 UNIT_NAME = "hermes-relay-agent.service"
 

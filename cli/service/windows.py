@@ -6,10 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hermes_relay.cli.service.manager import Manager
-from hermes_relay.cli.service.plan import Env, Step, Target
-from hermes_relay.cli.service.quoting import cmd_text, fill, pinned_env, ps_single, read_template
-from hermes_relay.core import paths
+from ...core import paths
+from .manager import Manager
+from .plan import Env, Step, Target
+from .quoting import cmd_text, fill, pinned_env, ps_single, read_template
 
 WINDOWS_CMD_NAME = "hermes-relay-agent.cmd"
 WINDOWS_PS1_NAME = "install-windows.ps1"

@@ -152,7 +152,7 @@ def plan(lay: Layout, isolated: bool = False, children: Callable[[str], list[str
     paths inside the roots that the view could cover are handled by it (``mounts.isolate``); those it
     cannot (a login path that does not exist yet, a link) are still split around, or a command could
     create ``~/.ssh`` or ``~/.config/autostart`` in a home root."""
-    from hermes_relay.agent.desktop.sandbox import mounts
+    from . import mounts
 
     covers: Callable[[str], bool] = mounts.coverable if coverable is None else coverable
     hidden, frozen = lay.hidden, lay.frozen

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hermes_relay.core.desktop import ToolSpec
+from ....core.desktop import ToolSpec
 
 
 def all_tools() -> list[ToolSpec]:

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core import envguard
-from hermes_relay.core.desktop import ToolContext, ToolError
+from ....core import envguard
+from ....core.desktop import ToolContext, ToolError
 
 _MISSING = object()
 

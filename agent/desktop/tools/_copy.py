@@ -15,8 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from hermes_relay.core.desktop import ToolError
-
+from ....core.desktop import ToolError
 from . import _at, _fs, _guard, _thread
 
 _CHUNK = 1 << 20

@@ -24,8 +24,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from hermes_relay.core.desktop import ToolError
-
+from ....core.desktop import ToolError
 from . import _at, _fs, _guard, _thread
 
 _CHUNK = 1 << 20

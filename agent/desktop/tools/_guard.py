@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from hermes_relay.core import fileio
-from hermes_relay.core.confine import Confinement
-from hermes_relay.core.desktop import ToolError
-
+from ....core import fileio
+from ....core.confine import Confinement
+from ....core.desktop import ToolError
 from . import _at, _fs
 
 Ident = tuple[int, int]

@@ -26,10 +26,9 @@ from typing import Any, Final
 
 import psutil
 
-from hermes_relay.core import fileio
-from hermes_relay.core.confine import Confinement
-from hermes_relay.core.desktop import ToolContext
-
+from ....core import fileio
+from ....core.confine import Confinement
+from ....core.desktop import ToolContext
 from . import _proc
 
 JOBS_DIR: Final = "desktop-jobs"

@@ -17,8 +17,7 @@ import threading
 
 import psutil
 
-from hermes_relay.core.desktop import ToolContext
-
+from ....core.desktop import ToolContext
 from . import _jobrecord, _thread
 
 

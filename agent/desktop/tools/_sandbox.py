@@ -32,9 +32,8 @@ from typing import Any, Protocol
 
 import trio
 
-from hermes_relay.core.confine import Confinement, commands_label, landlock_abi
-from hermes_relay.core.desktop import ToolError
-
+from ....core.confine import Confinement, commands_label, landlock_abi
+from ....core.desktop import ToolError
 from . import _proc
 
 _MODULE = "hermes_relay.agent.desktop.sandbox.spawner"
@@ -78,7 +77,7 @@ def command_argv(argv: list[str], confinement: Confinement, cwd: str) -> list[st
         return list(argv)
     spec = spec_of(confinement)
     if sys.platform == "darwin":
-        from hermes_relay.agent.desktop.sandbox import seatbelt
+        from ..sandbox import seatbelt
 
         return seatbelt.argv(spec, list(argv))
     request = json.dumps({"confine": spec, "abi": abi()})

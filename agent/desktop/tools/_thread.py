@@ -21,7 +21,7 @@ from typing import Any, Final, TypeVar
 import trio
 from trio.lowlevel import RunVar
 
-from hermes_relay.core.desktop import ToolError
+from ....core.desktop import ToolError
 
 T = TypeVar("T")
 

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
-
+from ....core.desktop import FILES, ToolContext, ToolError, ToolSpec
 from . import _args, _at, _extract, _guard, _thread
 
 MAX_EXTRACT_BYTES = 4 << 30

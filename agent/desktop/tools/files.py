@@ -20,8 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
-
+from ....core.desktop import FILES, ToolContext, ToolError, ToolSpec
 from . import _args, _at, _copy, _diff, _fs, _guard, _thread
 
 DEFAULT_READ = 1_000_000

@@ -30,8 +30,7 @@ from typing import Any, Final
 import psutil
 import trio
 
-from hermes_relay.core.desktop import COMMANDS, FILES, ToolContext, ToolError, ToolSpec
-
+from ....core.desktop import COMMANDS, FILES, ToolContext, ToolError, ToolSpec
 from . import _args, _fs, _jobrecord, _proc, _procguard, _sandbox
 from ._jobrecord import JOB_ID, job_dir, jobs_root
 from ._jobrunner import CANCELLED, encode_spec, read_meta, write_meta

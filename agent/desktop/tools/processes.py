@@ -16,8 +16,7 @@ from typing import Any
 
 import psutil
 
-from hermes_relay.core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
-
+from ....core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
 from . import _args, _proc, _procguard, _thread
 
 DEFAULT_LIMIT = 200

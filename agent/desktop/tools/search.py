@@ -27,9 +27,8 @@ from typing import Any
 
 import trio
 
-from hermes_relay.core.confine import UNCONFINED, Confinement
-from hermes_relay.core.desktop import FILES, ToolContext, ToolError, ToolSpec
-
+from ....core.confine import UNCONFINED, Confinement
+from ....core.desktop import FILES, ToolContext, ToolError, ToolSpec
 from . import _args, _at, _fs, _guard, _proc, _thread
 
 SKIP_DIRS = frozenset({".git", "node_modules", "dist", ".next", ".cache"})

@@ -20,9 +20,8 @@ from typing import Any
 
 import trio
 
-from hermes_relay.core.confine import UNCONFINED, Confinement
-from hermes_relay.core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
-
+from ....core.confine import UNCONFINED, Confinement
+from ....core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
 from . import _args, _proc, _sandbox
 
 DEFAULT_TIMEOUT = 30.0

@@ -391,6 +391,7 @@ class TerminalSession:
         try:
             await self.outbox.pump(notify)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.outbox.close()  # nothing waits for marks the CLI will never hear
             self.want("detach", quick=True)
         sent.set()
 
@@ -441,6 +442,10 @@ class TerminalSession:
                 self._wake()  # a new suspicion deadline for the timers
             self._sends.append((seq + len(data), trio.current_time()))
             self._marks()
+            if not ours:  # the CLI hears `sent` before the reference can have the bytes: an agent started after
+                await self.outbox.marks_sent()  # a kill -9 resends only above it (the reference would run it twice)
+                if port is not self.port:  # lost meanwhile: the chunk was counted in doubt with the rest
+                    return
             await port.send(wire.input_message(self.name, data, seq + self.shift if ours else None))
         if not ours and self._ping is None and self.ledger.in_flight > 0:
             msg_id = f"in-{self.ledger.sent}"

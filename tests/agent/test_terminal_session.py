@@ -394,9 +394,34 @@ def test_the_outbox_coalesces_marks_and_queued_counts_but_keeps_every_state() ->
     box.put(api.SHELL_LINK, lost)
     for queued in (1, 2, 3):
         box.put(api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": queued})
+    assert box._marks == {"in_seq": 2, "sent": 3}  # the newest marks only, sent ahead of the rest
     assert [(m, p) for m, p in box._items] == [
-        (api.SHELL_ACK, {"in_seq": 2, "sent": 3}), (api.SHELL_LINK, lost),
-        (api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": 3})]
+        (api.SHELL_LINK, lost), (api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": 3})]
+
+
+@pytest.mark.parametrize("ours", [False, True])
+async def test_input_reaches_the_reference_only_once_the_cli_holds_its_sent_mark(autojump_clock: Any,
+                                                                                 ours: bool) -> None:
+    """An agent started after a kill -9 resends what is above the last ``sent`` mark the CLI heard
+    (shell.open's ``in_sent``), and the reference cannot drop a duplicate: the agent may die between
+    writing input to the relay and writing the mark to the CLI, so the mark goes first (found by the
+    reference soak's reasoning, bench/ref_soak.py). Our relay drops duplicates by offset: no wait there."""
+    shell = Shell()
+    resume = {"resume": {"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False, "gap": False}}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port, **(resume if ours else {}))
+        await trio.sleep(1)
+        shell.gate = trio.Event()  # the CLI's connection takes nothing for now
+        shell.session.typed(0, b"rm x\r")
+        await trio.sleep(1)
+        assert len(inputs(port)) == (1 if ours else 0)
+        shell.gate.set()
+        await wait_for(lambda: inputs(port) != [])
+        assert [p["data"] for p in inputs(port)] == ["rm x\r"]
+        shell.session.want("detach")
+    assert shell.of(api.SHELL_ACK)[-1]["sent"] == 5
 
 
 async def test_an_input_gap_from_our_relay_resends_from_its_offset(autojump_clock: Any) -> None:

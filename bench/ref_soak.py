@@ -160,12 +160,14 @@ def reference_integrity(rows: Any) -> None:
     doubt_by = {k: 0 for k in kinds}  # bytes reported in doubt, by the failure that caused them
     reported_before = 0
     stuck = 0
+    marks: list[tuple[int, str]] = []  # (keys typed when a failure began, its kind)
     clients = len(tmux("list-clients"))
     try:
         for i in range(n):
             kind = kinds[i % len(kinds)]
             time.sleep(0.2)
             mark = size()
+            marks.append((typist.typed, kind))
             if kind == "restart":
                 ref.stop()
                 ref.start()
@@ -213,7 +215,12 @@ def reference_integrity(rows: Any) -> None:
     if not inside or dup or reorder:
         rows.log(f"reference soak: comparison failed at typed offset {at} (key {at // TOKEN}); recorded there: "
                  f"{got[max(0, at - 60):at + 60]!r}; ranges (CLI offsets, prefix {prefix}): {reported[:40]}")
-        rows.log(f"the shell's screen: {bytes(kb.screen[-2000:])!r}")
+        from shell_rows import agent_log  # loaded already (it imports this module)
+
+        key = at // TOKEN
+        after = [(i, k) for i, (t, k) in enumerate(marks) if t <= key][-1:]
+        rows.log(f"the failure before key {key}: {after} (of {len(marks)}); the last failures: {marks[-3:]}")
+        rows.log(f"the shell's screen: {bytes(kb.screen[-2000:])!r}\nthe agent's log:\n{agent_log(env, 60)}")
     told = sum(int(x) for x in NOTICE.findall(bytes(kb.screen)))
     rows.log(f"reference soak: {len(reported)} ranges reported in the agent's log; notices on screen: {told} bytes "
              f"in doubt; reported by failure kind: {doubt_by}")

@@ -47,8 +47,9 @@ def find(environ: dict[str, str]) -> Reference | None:
 class ReferenceRelay:
     """The reference relay in its own process, on a free port."""
 
-    def __init__(self, ref: Reference, home: Path, port: int):
+    def __init__(self, ref: Reference, home: Path, port: int, env: dict[str, str] | None = None):
         self.ref = ref
+        self.extra_env = env or {}  # e.g. its own TMUX_TMPDIR
         self.home = home
         self.port = port
         self.url = f"ws://127.0.0.1:{port}/ws"
@@ -58,6 +59,7 @@ class ReferenceRelay:
         self.home.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HERMES_", "PYTHON"))}
         env["HOME"] = str(self.home)
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [self.ref.python, "-m", "plugin.relay", "--no-ssl", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "WARNING"],

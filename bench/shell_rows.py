@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from procs import PY, AgentEnv, Proxy, RelayProc, free_port, pair_env, wait_gone, wait_state
+from ref_soak import reference_integrity
 from reference import ReferenceRelay, find
 from shellrig import RAW_ECHO, Keyboard, Typist, shell_argv
 
@@ -157,7 +158,8 @@ class ShellRows:
     # -- the rows ----------------------------------------------------------------------------------
     def run(self) -> None:
         self.relay = self.start_relay()
-        steps = [self.latency, self.reference_latency, self.flood, self.pauses, self.integrity]
+        steps = [self.latency, self.reference_latency, self.flood, self.pauses, self.integrity,
+                 self.reference_integrity]
         if os.environ.get("BENCH_SHELL_STEPS"):  # development: a subset
             steps = [s for s in steps if s.__name__ in os.environ["BENCH_SHELL_STEPS"].split(",")]
         errors = []
@@ -456,3 +458,6 @@ class ShellRows:
         lan.close()
         for pid in env.pids:
             wait_gone(pid, 5)
+
+    def reference_integrity(self) -> None:
+        reference_integrity(self)  # bench/ref_soak.py

@@ -164,8 +164,7 @@ class TerminalSession:
         self._sends.clear()
         if self.state is State.LIVE and self.kind == REFERENCE:
             unacked, recent = self.ledger.drop_in_doubt(now, self.srtt or 0.0)
-            if unacked + recent:
-                self._notice(f"{unacked + recent} bytes typed just before the drop are in doubt and were not resent")
+            self._in_doubt(unacked + recent, "typed just before the drop")
             self._marks()
         if self._ever_attached:
             self.state = State.SUSPENDED
@@ -218,8 +217,7 @@ class TerminalSession:
             self.kind = REFERENCE
             if again and self.options.reopen and not self._ever_attached:
                 unacked, _ = self.ledger.drop_in_doubt()
-                if unacked:
-                    self._notice(f"{unacked} bytes the previous agent sent are in doubt and were not resent")
+                self._in_doubt(unacked, "the previous agent sent")
             if again and not tmux:
                 self._drop_queued("the relay started a new shell")
         if not tmux and self.kind == REFERENCE:
@@ -257,8 +255,7 @@ class TerminalSession:
                         self.name, relay_in, ledger.acked, ledger.typed)
         if again:
             unacked, _ = ledger.drop_in_doubt()
-            if unacked:
-                self._notice(f"{unacked} bytes typed just before the drop are in doubt and were not resent")
+            self._in_doubt(unacked, "typed just before the drop")
             if not reattach:
                 self._drop_queued("the relay started a new shell")
         self.shift = relay_in - ledger.sent
@@ -394,6 +391,7 @@ class TerminalSession:
         try:
             await self.outbox.pump(notify)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.outbox.close()  # nothing waits for marks the CLI will never hear
             self.want("detach", quick=True)
         sent.set()
 
@@ -444,6 +442,10 @@ class TerminalSession:
                 self._wake()  # a new suspicion deadline for the timers
             self._sends.append((seq + len(data), trio.current_time()))
             self._marks()
+            if not ours:  # the CLI hears `sent` before the reference can have the bytes: an agent started after
+                await self.outbox.marks_sent()  # a kill -9 resends only above it (the reference would run it twice)
+                if port is not self.port:  # lost meanwhile: the chunk was counted in doubt with the rest
+                    return
             await port.send(wire.input_message(self.name, data, seq + self.shift if ours else None))
         if not ours and self._ping is None and self.ledger.in_flight > 0:
             msg_id = f"in-{self.ledger.sent}"
@@ -508,7 +510,7 @@ class TerminalSession:
         if self.state is not State.LIVE and self._gap_since is not None and now >= self._gap_since + GAP_LIMIT:
             if self.ledger.in_flight:
                 unacked, _ = self.ledger.drop_in_doubt()
-                self._notice(f"{unacked} bytes typed before the drop are in doubt and were not resent")
+                self._in_doubt(unacked, "typed before the drop")
             self._drop_queued(f"the relay link did not come back within {GAP_LIMIT:g}s")
             self.finish("lost")
         elif self.state in WAITING and self._attach_port is not None and now >= self._attach_at + ATTACH_TIMEOUT:
@@ -543,9 +545,19 @@ class TerminalSession:
             self._nudge = True
         self._wake()
 
+    def _in_doubt(self, n: int, what: str) -> None:
+        """Report the ``n`` bytes just counted done below ``acked``: a notice, and their CLI offsets in the
+        log (``terminal_input_in_doubt``), so a soak can check that every key lost was among them."""
+        if n:
+            end = self.ledger.acked
+            log.info("terminal_input_in_doubt url=%s session=%s start=%d end=%d", self.url, self.name, end - n, end)
+            self._notice(f"{n} bytes {what} are in doubt and were not resent")
+
     def _drop_queued(self, why: str) -> None:
         n = self.ledger.drop_unsent()
         if n:
+            end = self.ledger.acked
+            log.info("terminal_input_dropped url=%s session=%s start=%d end=%d", self.url, self.name, end - n, end)
             self._notice(f"{n} bytes typed during the gap were dropped ({why})")
             self._marks()
 

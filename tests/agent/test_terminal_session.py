@@ -137,7 +137,13 @@ async def test_reference_in_flight_input_is_in_doubt_never_resent_and_queued_key
     assert links[-1]["state"] == "live" and links[-1]["route"] == "public"
 
 
-async def test_input_acked_within_a_round_trip_before_the_drop_is_reported_in_doubt(autojump_clock: Any) -> None:
+def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
+    return [r.getMessage().split(" session=main ")[1] for r in caplog.records if r.getMessage().startswith(event)]
+
+
+async def test_input_acked_within_a_round_trip_before_the_drop_is_reported_in_doubt(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger=session_mod.__name__)
     shell = Shell()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(shell.run)
@@ -154,6 +160,7 @@ async def test_input_acked_within_a_round_trip_before_the_drop_is_reported_in_do
     assert shell.result == {"reason": "detached", "code": None}
     assert shell.session.ledger.in_doubt == 5
     assert "5 bytes typed just before the drop are in doubt and were not resent" in shell.session.notices
+    assert logged(caplog, "terminal_input_in_doubt") == ["start=0 end=5"]  # the CLI's offsets, for a soak to check
 
 
 async def test_keys_queued_in_a_gap_are_dropped_at_exactly_60_seconds(autojump_clock: Any) -> None:
@@ -292,7 +299,9 @@ async def test_a_cli_gone_without_detaching_detaches_at_once(autojump_clock: Any
     assert shell.result == {"reason": "detached", "code": None}
 
 
-async def test_a_new_shell_after_a_lost_attachment_drops_queued_keys_on_our_relay(autojump_clock: Any) -> None:
+async def test_a_new_shell_after_a_lost_attachment_drops_queued_keys_on_our_relay(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger=session_mod.__name__)
     shell = Shell()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(shell.run)
@@ -312,6 +321,8 @@ async def test_a_new_shell_after_a_lost_attachment_drops_queued_keys_on_our_rela
     assert inputs(second) == [{"session_name": "main", "seq": 0, "data": "x"}]
     assert "7 bytes typed just before the drop are in doubt and were not resent" in shell.session.notices
     assert any(n.startswith("7 bytes typed during the gap were dropped") for n in shell.session.notices)
+    assert logged(caplog, "terminal_input_in_doubt") == ["start=0 end=7"]
+    assert logged(caplog, "terminal_input_dropped") == ["start=7 end=14"]
 
 
 async def test_a_reopen_after_an_agent_restart_resumes_exactly_on_our_relay(autojump_clock: Any) -> None:
@@ -330,7 +341,9 @@ async def test_a_reopen_after_an_agent_restart_resumes_exactly_on_our_relay(auto
     assert shell.of(api.SHELL_ACK)[0]["in_seq"] == 13 and shell.of(api.SHELL_ACK)[-1] == {"in_seq": 13, "sent": 20}
 
 
-async def test_a_reopen_on_the_reference_reports_what_the_dead_agent_sent_as_in_doubt(autojump_clock: Any) -> None:
+async def test_a_reopen_on_the_reference_reports_what_the_dead_agent_sent_as_in_doubt(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger=session_mod.__name__)
     shell = Shell(reopen=True, raw=False, in_base=10, in_sent=15, unacked=b"0123456789")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(shell.run)
@@ -341,6 +354,7 @@ async def test_a_reopen_on_the_reference_reports_what_the_dead_agent_sent_as_in_
         await trio.sleep(5)
         shell.session.want("detach")
     assert shell.session.notices == ["5 bytes the previous agent sent are in doubt and were not resent"]
+    assert logged(caplog, "terminal_input_in_doubt") == ["start=10 end=15"]
     assert [p["data"] for p in inputs(port)] == ["56789"]  # never "01234", and the program is not typed again
     assert "replay" not in shell.of(api.SHELL_ATTACHED)[0]
 
@@ -380,9 +394,34 @@ def test_the_outbox_coalesces_marks_and_queued_counts_but_keeps_every_state() ->
     box.put(api.SHELL_LINK, lost)
     for queued in (1, 2, 3):
         box.put(api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": queued})
+    assert box._marks == {"in_seq": 2, "sent": 3}  # the newest marks only, sent ahead of the rest
     assert [(m, p) for m, p in box._items] == [
-        (api.SHELL_ACK, {"in_seq": 2, "sent": 3}), (api.SHELL_LINK, lost),
-        (api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": 3})]
+        (api.SHELL_LINK, lost), (api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": 3})]
+
+
+@pytest.mark.parametrize("ours", [False, True])
+async def test_input_reaches_the_reference_only_once_the_cli_holds_its_sent_mark(autojump_clock: Any,
+                                                                                 ours: bool) -> None:
+    """An agent started after a kill -9 resends what is above the last ``sent`` mark the CLI heard
+    (shell.open's ``in_sent``), and the reference cannot drop a duplicate: the agent may die between
+    writing input to the relay and writing the mark to the CLI, so the mark goes first (found by the
+    reference soak's reasoning, bench/ref_soak.py). Our relay drops duplicates by offset: no wait there."""
+    shell = Shell()
+    resume = {"resume": {"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False, "gap": False}}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shell.run)
+        port = FakePort()
+        await connect(shell, port, **(resume if ours else {}))
+        await trio.sleep(1)
+        shell.gate = trio.Event()  # the CLI's connection takes nothing for now
+        shell.session.typed(0, b"rm x\r")
+        await trio.sleep(1)
+        assert len(inputs(port)) == (1 if ours else 0)
+        shell.gate.set()
+        await wait_for(lambda: inputs(port) != [])
+        assert [p["data"] for p in inputs(port)] == ["rm x\r"]
+        shell.session.want("detach")
+    assert shell.of(api.SHELL_ACK)[-1]["sent"] == 5
 
 
 async def test_an_input_gap_from_our_relay_resends_from_its_offset(autojump_clock: Any) -> None:

@@ -359,7 +359,8 @@ class AgentBackend:
     async def devices_extend(self, url: Any, prefix: Any, ttl: Any) -> DevicesExtendReply:
         return await devices.extend(self, url, prefix, ttl)
 
-    def route(self) -> RouteIndicator:
+    async def route(self) -> RouteIndicator:
+        await self.indicator.flushed()  # never ahead of the route file the prompt reads
         return cast("RouteIndicator", dict(self.indicator.current))
 
     async def pin_accept(self, url: Any, shown: Any, apply: bool) -> PinAcceptReply:

@@ -38,6 +38,7 @@ from ..core import api, fileio, hosts
 
 log = logging.getLogger(__name__)
 VALIDITY_HEARTBEATS = 3  # the file stays "fresh" this many heartbeats past its last write
+FLUSH_WAIT = 1.0  # `route` waits at most this long for the files to show what it answers
 STOPPED_VALIDITY = 10 * 365 * 86400  # a clean stop's "offline" is true until the next start
 
 
@@ -126,6 +127,9 @@ class Indicator:
         self._names_signature: tuple[int, int, int] | None = None
         self._unwritten: dict[str, Any] | None = None  # the latest published state the writer has not taken
         self._wake = trio.Event()
+        self._published = self._on_disk = 0  # states published / the newest of them the writer has written
+        self._written = trio.Event()  # set (and replaced) after each write
+        self._writing = False  # the writer task runs
 
     def names(self) -> hosts.Control:
         """The relays' names and the default (core/hosts.py) as last read (no I/O: see ``names_changed``)."""
@@ -152,18 +156,35 @@ class Indicator:
     def publish(self, summary: dict[str, Any], now: float) -> dict[str, Any]:
         """``summary`` is the current state now; the writer task (``run``) writes it to the files."""
         self._unwritten = self._render(summary, now, None, None)
+        self._published += 1
         self._wake.set()
         return self.current
+
+    async def flushed(self, timeout: float = FLUSH_WAIT) -> None:
+        """Until the files show ``current`` (so `route` never answers ahead of the prompt, which reads the
+        file); a stuck disk delays the answer by ``timeout`` at most."""
+        target = self._published
+        with trio.move_on_after(timeout):
+            while self._writing and self._on_disk < target:
+                await self._written.wait()
 
     async def run(self, run_sync: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync) -> None:
         """The writer: each published state in turn, the latest only, in a worker thread (``run_sync``).
         Never abandons a write on cancel: once this task is gone no write of its can still land."""
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            current, self._unwritten = self._unwritten, None
-            if current is not None:
-                await run_sync(self._write_files, current, False)
+        self._writing = True
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                current, self._unwritten, taken = self._unwritten, None, self._published
+                if current is not None:
+                    await run_sync(self._write_files, current, False)
+                self._on_disk = taken
+                self._written.set()
+                self._written = trio.Event()
+        finally:
+            self._writing = False
+            self._written.set()
 
     def write(self, summary: dict[str, Any], now: float, *, valid_for: float | None = None,
               durable: bool = False, pid: int | None = None) -> dict[str, Any]:

@@ -142,6 +142,56 @@ async def test_a_slow_indicator_write_never_stalls_the_loop_and_only_the_latest_
     assert ind.route_file.read_text().startswith(f"{last['valid_until']} LAN\n")
 
 
+async def test_route_answers_once_the_files_show_what_it_answers(tmp_path: Path) -> None:
+    """`hermes-relay route` and the prompt (which reads the route file) never disagree: the answer waits
+    for the writer to put the published state on disk, and a stuck disk delays it by at most FLUSH_WAIT."""
+    ind = Indicator(tmp_path / "route", tmp_path / "route.json", heartbeat=30.0)
+    gate, real = Gate(), ind._write_files
+
+    def write_files(current: dict[str, Any], durable: bool) -> None:
+        if current["state"] == api.CONNECTED:
+            gate.hold()  # the disk is slow for this one
+        real(current, durable)
+
+    ind._write_files = write_files  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ind.run)
+        last = ind.publish(summarize([{"url": "ws://a", "state": api.CONNECTED, "route": LAN, "since": 1.0}]),
+                           1_800_000_010.0)
+        answered = trio.Event()
+
+        async def route() -> None:
+            await ind.flushed()
+            answered.set()
+
+        await gate.wait_entered()  # the writer runs, and is stuck on the disk
+        nursery.start_soon(route)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not answered.is_set()  # the file still shows the old state: no answer yet
+        gate.opened.set()
+        await answered.wait()
+        assert ind.route_file.read_text().startswith(f"{last['valid_until']} LAN\n")
+        nursery.cancel_scope.cancel()
+
+
+async def test_route_is_not_held_by_a_stuck_disk_nor_without_a_writer(tmp_path: Path) -> None:
+    ind = Indicator(tmp_path / "route", tmp_path / "route.json", heartbeat=30.0)
+    ind.publish(summarize([]), 1_800_000_000.0)
+    with trio.fail_after(1):
+        await ind.flushed()  # no writer task runs (e.g. a test backend): nothing to wait for
+    gate = Gate()
+    ind._write_files = lambda current, durable: gate.hold()  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ind.run)
+        ind.publish(summarize([]), 1_800_000_001.0)
+        await gate.wait_entered()
+        with trio.fail_after(STUCK / 2):
+            await ind.flushed(timeout=0.2)  # the write is still stuck: answered after the bound anyway
+        assert not gate.opened.is_set()
+        gate.opened.set()
+        nursery.cancel_scope.cancel()
+
+
 async def test_the_stopped_state_written_after_the_writer_is_gone_is_the_last(tmp_path: Path) -> None:
     ind = Indicator(tmp_path / "route", tmp_path / "route.json", heartbeat=30.0)
     gate, real = Gate(), ind._write_files

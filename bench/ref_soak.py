@@ -25,12 +25,11 @@ from typing import Any
 
 from procs import AgentEnv, Proxy, free_port, wait_gone, wait_state
 from reference import ReferenceRelay, find
-from shellrig import Typist
+from shellrig import TOKEN, Typist, key_counts
 
 from hermes_relay.core import api, payload
 
 REFERENCE = find(os.environ)  # read at import: bench/run.py drops HERMES_* variables afterwards
-TOKEN = 7  # bytes per numbered key: "000123,"
 SESSION = "refsoak"
 RANGE_LINE = re.compile(r"terminal_input_(in_doubt|dropped) url=\S+ session=bench-" + SESSION + r" start=(\d+) end=(\d+)")
 NOTICE = re.compile(rb"(\d+) bytes [^\r\n]*in doubt")
@@ -85,21 +84,7 @@ def losses_within(typed: bytes, got: bytes, ranges: list[tuple[int, int]]) -> tu
 
 def token_counts(got: bytes, typed: int) -> tuple[int, int, int, int]:
     """(keys lost, duplicated, reordered, garbled pieces) from the recorder's bytes."""
-    seen: set[int] = set()
-    dup = reorder = bad = 0
-    last = -1
-    for t in (t for t in got.split(b",") if t):
-        if len(t) != 6 or not t.isdigit():
-            bad += 1
-            continue
-        x = int(t)
-        if x in seen:
-            dup += 1
-            continue
-        seen.add(x)
-        if x < last:
-            reorder += 1
-        last = max(last, x)
+    seen, dup, reorder, bad = key_counts(got)
     return typed - len(seen & set(range(typed))), dup, reorder, bad
 
 

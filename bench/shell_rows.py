@@ -27,7 +27,7 @@ from typing import Any
 from procs import PY, AgentEnv, Proxy, RelayProc, free_port, pair_env, wait_gone, wait_state
 from ref_soak import reference_integrity
 from reference import ReferenceRelay, find
-from shellrig import RAW_ECHO, Keyboard, Typist, shell_argv
+from shellrig import RAW_ECHO, TOKEN, Keyboard, Typist, key_counts, shell_argv
 
 from hermes_relay.core import api, payload
 
@@ -38,7 +38,6 @@ PAUSE_TARGETS = {"down": 1.5, "blackhole": 2.5}
 RESTART_TARGET = 1.0
 FLOOD_TARGET = 1.0
 FLOOD_RSS_MB = 10.0
-TOKEN = 7  # bytes per numbered key: "000123,"
 TMUX_SOCKET = "hermes-relay"
 
 
@@ -413,26 +412,8 @@ class ShellRows:
         deadline = time.monotonic() + 30
         while size() < typed * TOKEN and time.monotonic() < deadline:
             time.sleep(0.05)
-        got = [t for t in record.read_bytes().split(b",") if t]
-        nums = []
-        bad = 0
-        for t in got:
-            try:
-                nums.append(int(t))
-            except ValueError:
-                bad += 1
-        seen: set[int] = set()
-        dup = reorder = 0
-        last = -1
-        for x in nums:
-            if x in seen:
-                dup += 1
-                continue
-            seen.add(x)
-            if x < last:
-                reorder += 1
-            last = max(last, x)
-        lost = typed - len(seen)
+        seen, dup, reorder, bad = key_counts(record.read_bytes())
+        lost = typed - len(seen & set(range(typed)))
         if lost:
             by_kind: dict[str, int] = {}
             for x in set(range(typed)) - seen:

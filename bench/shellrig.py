@@ -105,6 +105,29 @@ class Keyboard:
             pass
 
 
+TOKEN = 7  # bytes per numbered key: "000123,"
+
+
+def key_counts(got: bytes) -> tuple[set[int], int, int, int]:
+    """The numbered keys a recorder holds: (the distinct keys, duplicated, reordered, garbled pieces)."""
+    seen: set[int] = set()
+    dup = reorder = bad = 0
+    last = -1
+    for t in (t for t in got.split(b",") if t):
+        if len(t) != TOKEN - 1 or not t.isdigit():
+            bad += 1
+            continue
+        x = int(t)
+        if x in seen:
+            dup += 1
+            continue
+        seen.add(x)
+        if x < last:
+            reorder += 1
+        last = max(last, x)
+    return seen, dup, reorder, bad
+
+
 def shell_argv(session: str) -> list[str]:
     return [sys.executable, "-m", "hermes_relay.cli", "shell", "--raw", "--session", session]
 

@@ -26,7 +26,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
@@ -46,6 +46,9 @@ from ..core.record import Record, expiry, from_dict
 from ..core.routes import Route, host_port
 from ..core.store import resolve_in
 from . import prober, transport
+
+if TYPE_CHECKING:
+    from .terminal.ports import TerminalSeam
 
 log = logging.getLogger(__name__)
 INBOUND_BUFFER = 64  # envelopes waiting for the desktop service before the reader waits too
@@ -177,6 +180,8 @@ class RelayLink:
         self.net = net
         self.config = host.config
         self.url = url
+        # The terminal service (agent/terminal/ports.py TerminalSeam), when the host has one; shells need none.
+        self.shells: TerminalSeam | None = getattr(host, "terminal", None)
         self.machine = LinkMachine(url, backoff_base=self.config.backoff_base, backoff_cap=self.config.backoff_cap,
                                    stable_after=self.config.stable_after,
                                    rate_limit_wait=transport.RATE_LIMIT_DEFAULT_WAIT, rng=self.config.rng)
@@ -296,9 +301,8 @@ class RelayLink:
                 decided = verdict(self.url, rejected, now)
                 log.warning("link_credentials_rejected url=%s verdict=%s", self.url, decided.state.value)
                 await self._mark(token, decided, now)  # as _decide, with the shells told in between
-                seam = getattr(self.host, "terminal", None)
-                if seam is not None:  # they end now, not as a link that never came back
-                    seam.refused(self.url, decided.state.value)
+                if self.shells is not None:  # they end now, not as a link that never came back
+                    self.shells.refused(self.url, decided.state.value)
                 await self._follow(self._event(rejected, now))
             except RateLimitedError as exc:
                 await self._follow(self._event(linkstate.Limited(LinkError.of(exc), exc.retry_after)))
@@ -539,13 +543,12 @@ class RelayLink:
     async def _terminal(self, port: _Port, inbound: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
         """The terminal service for this connection (agent/terminal/ports.TerminalSeam; none: dropped)."""
         async with inbound:
-            seam = getattr(self.host, "terminal", None)
-            if seam is None:
+            if self.shells is None:
                 async for _ in inbound:
                     pass
                 return
             try:
-                await seam.serve_link(port, inbound)
+                await self.shells.serve_link(port, inbound)
             except Exception:
                 log.exception("terminal_service_failed url=%s (reconnecting)", self.url)
                 port.reconnect("the terminal service failed", immediate=False)
@@ -557,15 +560,13 @@ class RelayLink:
         self.net_signal.fire()
 
     def _shell_attached(self) -> bool:
-        seam = getattr(self.host, "terminal", None)
-        return seam is not None and bool(seam.attached(self.url))
+        return self.shells is not None and bool(self.shells.attached(self.url))
 
     async def _planned_leave(self) -> None:
         """Before leaving a working connection on purpose: the shells on it detach (after their input in
         flight is acknowledged), so the reference relay keeps no stale tmux client."""
-        seam = getattr(self.host, "terminal", None)
-        if seam is not None:
-            await seam.leave(self.url, drain=True)
+        if self.shells is not None:
+            await self.shells.leave(self.url, drain=True)
 
     def _closed(self, exc: ConnectionLostError) -> Exception:
         if transport.close_code(exc) == wire.CLOSE_AUTH_FAILED:

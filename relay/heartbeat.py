@@ -1,25 +1,26 @@
 """One relay-wide heartbeat instead of a task per authenticated connection.
 
-Every connection is pinged ``interval`` seconds after it authenticated, then ``interval`` seconds after
-each pong; a pong that does not come within another ``interval`` marks the connection timed out and
-cancels its current wait (the connection then closes with "heartbeat timeout"). The timing is that of a loop per
-connection (sleep, ping, wait for the pong), but an idle connection costs one queue entry and no task:
+Every connection is pinged ``interval`` seconds after it authenticated, then every ``interval``
+seconds; a ping whose pong has not come by the time the next one is due marks the connection timed
+out and cancels its current wait (the connection then closes with "heartbeat timeout"). That is a
+loop per connection's timing (ping, wait an interval for the pong), but an idle connection costs one
+queue entry and no task:
 
 * the ping is one pre-built frame written by the heartbeat task itself, straight to the socket, when
   nothing else is writing to it (relay/ws.py ``write_now``); a socket that cannot take it at once (TLS,
   a writer busy, a full send buffer) gets it from a short task through the socket's own send path;
-* the pong is read by the connection's task, which calls ``Beat.pong``: that queues the next ping (no
-  task is woken for it);
-* the wait for the pong is a second queue entry: when it comes due with the ping unanswered, the
-  connection has timed out.
+* the pong is read by the connection's task, which calls ``Beat.pong``: a flag cleared, nothing queued;
+* the entry due an interval after a ping is both the wait for its pong and the next ping.
 
 All connections share one interval, so the queue is in due order by construction (an entry is added
-at ``now + interval`` and ``now`` only grows): no heap, no timer per connection.
+at ``now + interval`` and ``now`` only grows): no heap, no timer per connection. Entries due within a
+small slack of each other share one wake-up of the heartbeat task.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PAYLOAD = b"hb"  # the heartbeat's ping payload: one heartbeat ping is in flight per connection at most
 _FRAME = bytes(FrameProtocol(client=False, extensions=[]).ping(PAYLOAD))  # a server frame is never masked
-_PING, _CHECK = 0, 1  # queue entries: a ping due, the wait for a pong ending
+MAX_SLACK = 0.3  # seconds a ping or a timeout may be late, to share a wake-up with others
 BURST = 16  # queue entries handled between two checkpoints (a ping is a send: ~0.5 ms of them at most)
 
 
@@ -49,7 +50,7 @@ class Beat:
         self.timed_out = False  # no pong came in time: the connection's loop ends (its wait is cancelled)
         self.alive = True
         self.expires_in = expires_in  # seconds until the connection's session expires (inf: never)
-        self.round = 0  # pings sent so far: a wait entry is for one ping
+        self.round = 0  # pings sent so far
         self.pending = False  # a ping is waiting for its pong
 
     def stop(self) -> None:
@@ -60,10 +61,10 @@ class Beat:
         self.heartbeat = self.ws = self.expires_in = None
 
     def pong(self, payload: bytes | bytearray) -> None:
-        """A pong came: if it answers the heartbeat's ping, the next ping is due ``interval`` from now."""
-        if self.pending and self.heartbeat is not None and payload == PAYLOAD:
+        """A pong came: if it answers the heartbeat's ping, the connection is alive (the next ping is
+        already queued, an interval after this one)."""
+        if payload == PAYLOAD:
             self.pending = False
-            self.heartbeat.schedule(self, _PING)
 
     def bound_wait(self) -> None:
         """The connection's wait ends no later than its session's expiry (PATCH /sessions may have moved it
@@ -90,7 +91,7 @@ class Heartbeat:
 
     def __init__(self, interval: float):
         self.interval = interval
-        self._due: deque[tuple[float, Beat, int, int]] = deque()
+        self._due: deque[tuple[float, Beat]] = deque()
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
 
@@ -101,25 +102,27 @@ class Heartbeat:
         if self._nursery is None or self.interval <= 0:
             return None
         beat = ws.beat = Beat(self, ws, expires_in)
-        self.schedule(beat, _PING)
+        self._schedule(beat)
         return beat
 
-    def schedule(self, beat: Beat, kind: int) -> None:
+    def _schedule(self, beat: Beat) -> None:
         was_empty = not self._due
-        self._due.append((trio.current_time() + self.interval, beat, kind, beat.round))
+        self._due.append((trio.current_time() + self.interval, beat))
         if was_empty:
             self._wake.set()
 
     async def run(self) -> None:
+        # Entries due within ``slack`` of each other are handled in one wake-up (a wake-up costs more
+        # than the ping it sends); 0.3 s late on a 30 s heartbeat is nothing.
+        slack = min(self.interval / 100, MAX_SLACK)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
                 burst = 0
                 while True:
-                    due = self._due[0][0] if self._due else trio.current_time() + 3600
-                    if due > trio.current_time():
+                    if not self._due or self._due[0][0] > trio.current_time():
                         self._wake = trio.Event()
-                        with trio.move_on_at(due):
+                        with trio.move_on_at(self._due[0][0] + slack if self._due else math.inf):
                             await self._wake.wait()
                         burst = 0
                         continue
@@ -127,15 +130,15 @@ class Heartbeat:
                     if burst % BURST == 0:  # many due at once (a mass reconnect): let connections be served
                         await trio.lowlevel.checkpoint()
                         continue
-                    _, beat, kind, sent = self._due.popleft()
+                    _, beat = self._due.popleft()
                     if not beat.alive:
                         continue
-                    if kind == _PING:
-                        beat.bound_wait()
-                        self._ping(beat)
-                    elif beat.pending and beat.round == sent:  # no pong within the interval
+                    if beat.pending:  # the last ping, an interval ago, has no pong
                         beat.pending = False
                         beat.time_out()
+                        continue
+                    beat.bound_wait()
+                    self._ping(beat)
             finally:
                 self._nursery = None
 
@@ -145,7 +148,7 @@ class Heartbeat:
             return  # closing: the connection's own loop ends it
         beat.round += 1
         beat.pending = True
-        self.schedule(beat, _CHECK)
+        self._schedule(beat)  # the next ping, or the end of the wait for this one's pong
         assert self._nursery is not None
         sent = ws.write_now(_FRAME)
         if sent == 0:

@@ -61,12 +61,14 @@ class ServerSocket:
     """One accepted WebSocket. ``beat`` (relay/heartbeat.py) is told of the heartbeat's pongs;
     ``wait`` is the owner's current wait, which a close from another task shortens."""
 
-    __slots__ = ("stream", "_proto", "_owner", "max_message", "receive_size", "closed", "beat", "wait",
+    __slots__ = ("stream", "_raw", "_proto", "_owner", "max_message", "receive_size", "closed", "beat", "wait",
                  "_size_next", "_parts", "_size", "_writing", "_lot", "_broken")
 
     def __init__(self, stream: trio.abc.Stream, *, max_message: int, receive_size: int = 4096,
                  trailing: bytes = b""):
         self.stream = stream
+        # The socket under a plain TCP stream, read and written directly (None: TLS, or a test's stream).
+        self._raw = getattr(stream.socket, "_sock", None) if type(stream) is trio.SocketStream else None
         self._proto = Connection(ConnectionType.SERVER)
         if trailing:
             self._proto.receive_data(trailing)  # frames the client sent right behind its upgrade request
@@ -127,8 +129,18 @@ class ServerSocket:
         if self._proto.state is ConnectionState.CLOSED:
             raise ConnectionClosed(self.closed)
         size = self._size_next
+        raw = self._raw
         try:
-            data = await self.stream.receive_some(size)
+            if raw is None:
+                data = await self.stream.receive_some(size)
+            else:  # a plain socket: wait, then read (trio's read tries first and yields after a success)
+                await trio.lowlevel.wait_readable(raw)
+                while True:
+                    try:
+                        data = raw.recv(size)
+                        break
+                    except BlockingIOError:  # woken with nothing to read after all
+                        await trio.lowlevel.wait_readable(raw)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             data = b""
         # A read that filled the buffer is likely part of a big message: read more at once next time
@@ -187,12 +199,8 @@ class ServerSocket:
         """Write ``frame`` from synchronous code if nobody is writing and the socket is a plain one: the
         bytes the socket took (0: none, try ``_write``). A part written leaves the socket held: the caller
         must finish it with ``finish_write``."""
-        stream = self.stream
-        if self._writing or self._broken or type(stream) is not trio.SocketStream \
-                or self._proto.state is not ConnectionState.OPEN:
-            return 0
-        raw = getattr(stream.socket, "_sock", None)
-        if raw is None:
+        raw = self._raw
+        if raw is None or self._writing or self._broken or self._proto.state is not ConnectionState.OPEN:
             return 0
         try:
             sent: int = raw.send(frame)
@@ -228,8 +236,7 @@ class ServerSocket:
 
     async def _send_all(self, data: bytes) -> None:
         """All of ``data``; a frame left half out (a failure or a cancel midway) breaks the socket."""
-        stream = self.stream
-        raw = getattr(stream.socket, "_sock", None) if type(stream) is trio.SocketStream else None
+        stream, raw = self.stream, self._raw
         sent = 0
         try:
             if raw is None:  # TLS, or a stream of a test: its own send_all (no telling how much went out)

@@ -15,15 +15,16 @@ PREAUTH_RECEIVE = 4 << 10  # kept until authentication
 
 
 async def test_authenticated_socket_reads_big_frames_in_large_pieces(relay, monkeypatch):
+    from hermes_relay.relay.ws import ServerSocket
+
     asked: list[int | None] = []
-    real = trio.SocketStream.receive_some
+    real = ServerSocket._receive
 
-    async def recording(self: trio.SocketStream, max_bytes: int | None = None) -> bytes | bytearray:
-        if self.socket.getsockname()[1] == relay.info.port:  # the relay's end only
-            asked.append(max_bytes)
-        return await real(self, max_bytes)
+    async def recording(self: ServerSocket) -> None:
+        asked.append(self._size_next)  # the bytes its next read asks the socket for
+        await real(self)
 
-    monkeypatch.setattr(trio.SocketStream, "receive_some", recording)
+    monkeypatch.setattr(ServerSocket, "_receive", recording)
 
     # Before authentication: small reads only.
     await register_code(relay.http)

@@ -260,7 +260,7 @@ async def test_a_heartbeat_ping_the_socket_takes_in_part_is_finished_before_any_
         sent_after.set()
 
     sock = server_stream.socket
-    sock._sock = _TakesOneByteFirst(sock._sock, send_meanwhile)
+    sock._sock = server._raw = _TakesOneByteFirst(sock._sock, send_meanwhile)
     beat = heartbeat.add(server)
     assert beat is not None
     nursery.start_soon(_read_until_closed, server)  # reads the pong

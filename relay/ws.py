@@ -62,7 +62,7 @@ class ServerSocket:
     ``wait`` is the owner's current wait, which a close from another task shortens."""
 
     __slots__ = ("stream", "_raw", "_proto", "_owner", "max_message", "receive_size", "closed", "beat", "wait",
-                 "_size_next", "_parts", "_size", "_writing", "_lot", "_broken")
+                 "_size_next", "_fed", "_parts", "_size", "_writing", "_lot", "_broken")
 
     def __init__(self, stream: trio.abc.Stream, *, max_message: int, receive_size: int = 4096,
                  trailing: bytes = b""):
@@ -70,6 +70,7 @@ class ServerSocket:
         # The socket under a plain TCP stream, read and written directly (None: TLS, or a test's stream).
         self._raw = getattr(stream.socket, "_sock", None) if type(stream) is trio.SocketStream else None
         self._proto = Connection(ConnectionType.SERVER)
+        self._fed = bool(trailing)  # wsproto may hold events not taken yet
         if trailing:
             self._proto.receive_data(trailing)  # frames the client sent right behind its upgrade request
         self._owner = trio.lowlevel.current_task()
@@ -106,7 +107,7 @@ class ServerSocket:
         The task that calls it is the socket's reader from then on (see ``aclose``)."""
         self._owner = trio.lowlevel.current_task()
         while True:
-            for event in self._proto.events():
+            for event in self._proto.events() if self._fed else ():
                 if isinstance(event, Message):
                     message = self._piece(event)
                     if message is _TOO_BIG:
@@ -123,6 +124,7 @@ class ServerSocket:
                         await self._write(self._proto.send(event.response()))
                 elif isinstance(event, CloseConnection):
                     await self._peer_closed(event)
+            self._fed = False  # every event taken: nothing to parse until the next read
             await self._receive()
 
     async def _receive(self) -> None:
@@ -153,6 +155,7 @@ class ServerSocket:
                 self.closed = CloseReason(ABNORMAL, None)
             raise ConnectionClosed(self.closed)
         self._proto.receive_data(data)
+        self._fed = True
 
     def _piece(self, event: Message[Any]) -> str | bytes | object | None:
         data = event.data

@@ -177,9 +177,12 @@ class Relay:
                     await ws.aclose(CLOSE_GOING_AWAY, "relay shutting down")
             raise
         finally:
-            if ws.unclosed:  # nobody began the closing handshake (a close already begun had its grace)
-                with _shielded(CLOSE_GRACE):
-                    await ws.aclose()
+            try:
+                if ws.unclosed:  # nobody began the closing handshake (a close already begun had its grace)
+                    with _shielded(CLOSE_GRACE):
+                        await ws.aclose()
+            finally:
+                ws.dispose()
 
     async def _send(self, ws: ServerSocket, channel: str, typ: str, payload: dict[str, Any],
                     msg_id: str | None = None) -> None:

@@ -9,6 +9,7 @@ processes) and bench/shell_rows.py all drive the CLI through this one class.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -35,9 +36,10 @@ def shell_argv(*args: str, pre: tuple[str, ...] = ()) -> list[str]:
 
 
 class Terminal:
-    """A program on a fresh pty; the caller is its terminal. Its stderr goes to the file ``err``."""
+    """A program on a fresh pty; the caller is its terminal. Its stderr goes to the file ``err``, or to the
+    pty (the screen, as for a user at a terminal) when ``err`` is None."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], err: Path, *, cols: int = 80, rows: int = 24,
+    def __init__(self, argv: list[str], env: dict[str, str], err: Path | None, *, cols: int = 80, rows: int = 24,
                  stdin: Any = None):
         self.master, self.slave = os.openpty()
         set_size(self.slave, cols, rows)
@@ -45,7 +47,7 @@ class Terminal:
         self.err_path = err
         self.screen = bytearray()
         self._closed = False
-        with open(err, "wb") as errf:
+        with open(err, "wb") if err is not None else contextlib.nullcontext(self.slave) as errf:
             self.proc = subprocess.Popen(argv, stdin=self.slave if stdin is None else stdin, stdout=self.slave,
                                          stderr=errf, env={**env, "TERM": "xterm-256color"}, start_new_session=True,
                                          close_fds=True)
@@ -98,8 +100,9 @@ class Terminal:
         return not termios.tcgetattr(self.slave)[3] & termios.ICANON
 
     def stderr(self) -> str:
+        """What the program wrote to stderr ("" when it goes to the screen)."""
         try:
-            return self.err_path.read_text(errors="replace")
+            return self.err_path.read_text(errors="replace") if self.err_path is not None else ""
         except OSError:
             return ""
 

@@ -1,5 +1,5 @@
 """CLI test fixtures: an isolated environment, an in-process runner and a scripted fake agent; for the shell,
-a fake agent on the real IPC socket and the real CLI on a pty (``shell_agent``, ``shell``).
+a fake agent on the real IPC socket and the real CLI on a pty (``shell_agent``, ``shell_on_pty``).
 
 Every test gets HOME, HERMES_HOME and HERMES_RELAY_RUNTIME_DIR under ``tmp_path``, so nothing reads or
 writes the real home and no real agent is ever found. ``cli(...)`` runs ``invoke`` with StringIO
@@ -157,8 +157,8 @@ def shell_agent(env: dict[str, str]) -> Iterator[FakeShellAgent]:
 
 
 @pytest.fixture
-def shell(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
-    """``shell(*args, extra_env=None, cols=, rows=, stdin=)``: `hermes-relay shell --no-autostart args` on a
+def shell_on_pty(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    """``shell_on_pty(*args, extra_env=None, cols=, rows=, stdin=)``: `hermes-relay shell --no-autostart args` on a
     pty (tests/shell_pty.py); every one is closed after the test."""
     opened: list[Terminal] = []
 

@@ -14,8 +14,8 @@ from hermes_relay.cli.shellsession import MAX_UNACKED
 from hermes_relay.cli.termmode import MODE_RESET
 
 
-def test_a_restarted_agent_gets_the_stream_out_seq_and_only_the_unacked_input(shell_agent, shell) -> None:
-    sh = shell("--exec", "htop", "--raw")
+def test_a_restarted_agent_gets_the_stream_out_seq_and_only_the_unacked_input(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty("--exec", "htop", "--raw")
     first = shell_agent.next_call()
     assert first.params["exec"] == "htop" and first.params["raw"] is True
     first.attached(replay=b"old screen\n")
@@ -54,8 +54,8 @@ def test_a_restarted_agent_gets_the_stream_out_seq_and_only_the_unacked_input(sh
     assert sh.termios_now() == sh.before
 
 
-def test_output_already_written_is_not_written_twice_after_a_reopen(shell_agent, shell) -> None:
-    sh = shell()
+def test_output_already_written_is_not_written_twice_after_a_reopen(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
     first = shell_agent.next_call()
     first.attached()
     first.write(b"0123456789")
@@ -73,8 +73,8 @@ def test_output_already_written_is_not_written_twice_after_a_reopen(shell_agent,
     assert sh.wait_exit() == 0
 
 
-def test_the_agent_gone_for_good_restores_and_exits_1_after_the_deadline(shell_agent, shell) -> None:
-    sh = shell(extra_env={"HERMES_RELAY_TEST_SHELL_REOPEN": "0.5"})
+def test_the_agent_gone_for_good_restores_and_exits_1_after_the_deadline(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty(extra_env={"HERMES_RELAY_TEST_SHELL_REOPEN": "0.5"})
     call = shell_agent.next_call()
     call.attached()
     call.write(b"\x1b[?1049h\x1b[?1000h")
@@ -88,8 +88,8 @@ def test_the_agent_gone_for_good_restores_and_exits_1_after_the_deadline(shell_a
 
 @pytest.mark.parametrize(("reason", "code", "message"), [("replaced", 1, "another hermes-relay shell took"),
                                                           ("lost", 1, "did not come back")])
-def test_replaced_and_lost_exit_1_with_a_message(shell_agent, shell, reason: str, code: int, message: str) -> None:
-    sh = shell()
+def test_replaced_and_lost_exit_1_with_a_message(shell_agent, shell_on_pty, reason: str, code: int, message: str) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     call.attached()
     call.write(b"x")
@@ -100,8 +100,8 @@ def test_replaced_and_lost_exit_1_with_a_message(shell_agent, shell, reason: str
     assert sh.termios_now() == sh.before
 
 
-def test_a_link_gap_shows_a_status_line_with_the_route_and_queued_keys(shell_agent, shell) -> None:
-    sh = shell()
+def test_a_link_gap_shows_a_status_line_with_the_route_and_queued_keys(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     call.attached()
     call.write(b"x")
@@ -120,8 +120,8 @@ def test_a_link_gap_shows_a_status_line_with_the_route_and_queued_keys(shell_age
     assert sh.wait_exit() == 0
 
 
-def test_input_is_bounded_at_64_kib_unacknowledged_then_resumes_on_ack(shell_agent, shell) -> None:
-    sh = shell()
+def test_input_is_bounded_at_64_kib_unacknowledged_then_resumes_on_ack(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     call.attached()
     call.write(b"x")
@@ -150,8 +150,8 @@ def test_input_is_bounded_at_64_kib_unacknowledged_then_resumes_on_ack(shell_age
     assert sh.wait_exit() == 0
 
 
-def test_an_agent_that_dies_right_after_the_open_is_reopened(shell_agent, shell) -> None:
-    sh = shell("--exec", "make")
+def test_an_agent_that_dies_right_after_the_open_is_reopened(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty("--exec", "make")
     first = shell_agent.next_call()
     first.drop()
     second = shell_agent.next_call()

@@ -31,8 +31,8 @@ def assert_restored(sh: Terminal, after: int = 0) -> None:
     assert MODE_RESET in sh.screen[after:]  # alternate screen, mouse, paste, keys, cursor, SGR reset
 
 
-def test_keys_go_out_and_output_comes_back_and_a_remote_exit_ends_with_its_code(shell_agent, shell) -> None:
-    sh = shell()
+def test_keys_go_out_and_output_comes_back_and_a_remote_exit_ends_with_its_code(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     p = call.params
     assert (p["session"], p["cols"], p["rows"], p["term"], p["reopen"]) == ("main", 80, 24, "xterm-256color", False)
@@ -50,8 +50,8 @@ def test_keys_go_out_and_output_comes_back_and_a_remote_exit_ends_with_its_code(
     assert_restored(sh, at)
 
 
-def test_detach_chord_asks_the_agent_and_exits_0(shell_agent, shell) -> None:
-    sh = shell("--session", "build-2")
+def test_detach_chord_asks_the_agent_and_exits_0(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty("--session", "build-2")
     call = shell_agent.next_call()
     assert call.params["session"] == "build-2"
     at = ready(sh, call)
@@ -64,8 +64,8 @@ def test_detach_chord_asks_the_agent_and_exits_0(shell_agent, shell) -> None:
     assert "detached from 'build-2'" in sh.stderr()
 
 
-def test_kill_chord_asks_nothing_more(shell_agent, shell) -> None:
-    sh = shell()
+def test_kill_chord_asks_nothing_more(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     at = ready(sh, call)
     sh.type(b"\x01k")
@@ -76,8 +76,8 @@ def test_kill_chord_asks_nothing_more(shell_agent, shell) -> None:
     assert "killed" in sh.stderr()
 
 
-def test_escape_twice_sends_it_once_help_shows_and_other_keys_pass(shell_agent, shell) -> None:
-    sh = shell()
+def test_escape_twice_sends_it_once_help_shows_and_other_keys_pass(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     at = ready(sh, call)
     sh.type(b"\x01\x01a")
@@ -90,8 +90,8 @@ def test_escape_twice_sends_it_once_help_shows_and_other_keys_pass(shell_agent, 
     assert sh.wait_exit() == 0
 
 
-def test_another_escape_key_and_none(shell_agent, shell) -> None:
-    sh = shell("--escape", "^B")
+def test_another_escape_key_and_none(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty("--escape", "^B")
     call = shell_agent.next_call()
     ready(sh, call)
     sh.type(b"\x01.\x02.")
@@ -100,7 +100,7 @@ def test_another_escape_key_and_none(shell_agent, shell) -> None:
     call.respond("detached")
     assert sh.wait_exit() == 0
 
-    sh = shell(extra_env={"HERMES_RELAY_ESCAPE": "none"})
+    sh = shell_on_pty(extra_env={"HERMES_RELAY_ESCAPE": "none"})
     call = shell_agent.next_call()
     ready(sh, call)
     sh.type(b"\x01.\x01k")
@@ -110,8 +110,8 @@ def test_another_escape_key_and_none(shell_agent, shell) -> None:
     assert "shell.detach" not in call.methods() and "shell.kill" not in call.methods()
 
 
-def test_a_resize_is_sent_on_sigwinch_only_when_the_size_changed(shell_agent, shell) -> None:
-    sh = shell(cols=100, rows=30)
+def test_a_resize_is_sent_on_sigwinch_only_when_the_size_changed(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty(cols=100, rows=30)
     call = shell_agent.next_call()
     assert (call.params["cols"], call.params["rows"]) == (100, 30)
     ready(sh, call)
@@ -127,8 +127,8 @@ def test_a_resize_is_sent_on_sigwinch_only_when_the_size_changed(shell_agent, sh
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
-def test_signals_end_the_shell_in_order_with_128_plus_signo(shell_agent, shell, signum: int, code: int) -> None:
-    sh = shell()
+def test_signals_end_the_shell_in_order_with_128_plus_signo(shell_agent, shell_on_pty, signum: int, code: int) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     at = ready(sh, call)
     call.write(b"\x1b[?1049h\x1b[?1003h\x1b[?2004h")  # a full-screen program with mouse and paste on
@@ -144,8 +144,8 @@ def test_signals_end_the_shell_in_order_with_128_plus_signo(shell_agent, shell, 
     ([2, "shell.output", {"d": "text, not bytes", "seq_end": 20}], "'d' is not bytes"),
     ([2, "shell.ack", {"in_seq": None, "sent": 1}], "'in_seq' is not int"),
 ])
-def test_an_error_inside_the_loop_restores_the_terminal(shell_agent, shell, frame: list[Any], said: str) -> None:
-    sh = shell()
+def test_an_error_inside_the_loop_restores_the_terminal(shell_agent, shell_on_pty, frame: list[Any], said: str) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     at = ready(sh, call)
     call.send(frame)
@@ -154,8 +154,8 @@ def test_an_error_inside_the_loop_restores_the_terminal(shell_agent, shell, fram
     assert said in sh.stderr()
 
 
-def test_an_agent_error_answer_restores_the_terminal_and_says_why(shell_agent, shell) -> None:
-    sh = shell()
+def test_an_agent_error_answer_restores_the_terminal_and_says_why(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     at = ready(sh, call)
     call.error("forbidden", "this device has no terminal grant")
@@ -164,8 +164,8 @@ def test_an_agent_error_answer_restores_the_terminal_and_says_why(shell_agent, s
     assert "no terminal grant" in sh.stderr()
 
 
-def test_not_a_tty_exits_2_before_contacting_the_agent(shell_agent, shell, cli) -> None:
-    sh = shell(stdin=subprocess.PIPE)
+def test_not_a_tty_exits_2_before_contacting_the_agent(shell_agent, shell_on_pty, cli) -> None:
+    sh = shell_on_pty(stdin=subprocess.PIPE)
     assert sh.wait_exit() == 2
     assert "needs a terminal" in sh.stderr()
     assert shell_agent.hello_count == 0
@@ -187,8 +187,8 @@ def test_exec_and_conversation_are_bounded_utf8_text(cli) -> None:
     assert result.code == 2 and "not valid UTF-8" in result.err
 
 
-def test_a_job_control_stop_and_continue_reenters_raw_mode_and_asks_for_a_redraw(shell_agent, shell) -> None:
-    sh = shell()
+def test_a_job_control_stop_and_continue_reenters_raw_mode_and_asks_for_a_redraw(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     ready(sh, call)
     sh.signal(signal.SIGSTOP)
@@ -202,8 +202,8 @@ def test_a_job_control_stop_and_continue_reenters_raw_mode_and_asks_for_a_redraw
     assert sh.termios_now() == sh.before
 
 
-def test_suspend_chord_restores_the_terminal_then_comes_back(shell_agent, shell) -> None:
-    sh = shell()
+def test_suspend_chord_restores_the_terminal_then_comes_back(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
     call = shell_agent.next_call()
     at = ready(sh, call)
     sh.type(b"\x01z")  # in the test's orphaned process group SIGTSTP is discarded: it comes straight back

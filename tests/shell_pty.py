@@ -4,7 +4,8 @@
 fresh pty as its stdin and stdout. The caller holds the master (it is the terminal emulator: it types and
 reads the screen bytes) and the slave (to check the termios before and after, and to resize it). Reads
 wait for bytes with a deadline, never sleep. tests/cli (against a fake agent), tests/e2e/shellrig.py (real
-processes) and bench/shell_rows.py all drive the CLI through this one class.
+processes), the bench's shell rows (bench/shell_setup.py) and bench/interop_shell.py all drive the CLI
+through this one class; tests/shell_typist.py types on it.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Protocol
 TOKEN = 7  # bytes per numbered key: "000123,"
 
 
-class _Screen(Protocol):
+class _Terminal(Protocol):
     def type(self, data: bytes) -> None: ...
 
     def read(self, timeout: float) -> bytes: ...
@@ -63,14 +63,14 @@ def diff_keys(typed: bytes, got: bytes) -> str:
 
 
 class Typist:
-    """Types ``keys()`` (numbered keys by default) every ``interval`` s on ``screen`` until stopped.
+    """Types ``keys()`` (numbered keys by default) every ``interval`` s on ``term`` until stopped.
 
     Every read holding ``echo`` (any read when None) is an arrival: (monotonic time, bytes). ``typing``
     cleared pauses the keys; the reads go on."""
 
-    def __init__(self, screen: _Screen, keys: Callable[[], bytes] | None = None, *, interval: float = 0.01,
+    def __init__(self, term: _Terminal, keys: Callable[[], bytes] | None = None, *, interval: float = 0.01,
                  echo: bytes | None = None):
-        self.screen = screen
+        self.term = term
         self.next_key = keys or (lambda: key(self.count))
         self.interval = interval
         self.echo = echo  # only reads holding it count (not the CLI's status line during a gap)
@@ -94,13 +94,13 @@ class Typist:
             if now >= due:
                 if self.typing.is_set():
                     k = self.next_key()
-                    self.screen.type(k)
+                    self.term.type(k)
                     with self._cond:
                         self.count += 1
                         self.typed += k
                         self._cond.notify_all()
                 due = now + self.interval
-            chunk = self.screen.read(max(0.0, due - time.monotonic()))
+            chunk = self.term.read(max(0.0, due - time.monotonic()))
             if chunk:
                 if self.echo is None or self.echo in chunk:
                     with self._cond:

@@ -30,7 +30,7 @@ from shell_typist import TOKEN, Typist, key_counts
 
 from hermes_relay.core import api, payload
 
-REFERENCE = find(os.environ)  # read at import: bench/run.py drops HERMES_* variables afterwards
+REFERENCE = find(dict(os.environ))  # read at import: bench/run.py drops HERMES_* variables afterwards
 SESSION = "refsoak"
 RANGE_LINE = re.compile(r"terminal_input_(in_doubt|dropped) url=\S+ session=bench-" + SESSION + r" start=(\d+) end=(\d+)")
 NOTICE = re.compile(rb"(\d+) bytes [^\r\n]*in doubt")

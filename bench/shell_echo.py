@@ -21,7 +21,7 @@ from shell_setup import ShellSetup, ms, pctl
 
 from hermes_relay.core import api
 
-REFERENCE = find(os.environ)  # read at import: bench/run.py drops HERMES_* variables afterwards
+REFERENCE = find(dict(os.environ))  # read at import: bench/run.py drops HERMES_* variables afterwards
 KEYS = b"abcdefghijklmnopqrstuvwxyz0123456789"
 LATENCY_TARGETS = {"ours": (0.003, 0.010), "reference": (0.020, None)}
 FLOOD_TARGET = 1.0

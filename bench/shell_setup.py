@@ -143,7 +143,7 @@ class ShellSetup:
             wait_state(env, lambda s: route_role(s) == "lan", timeout=40)
         except Exception as exc:
             st = json.loads(env.cli("status", "--json", timeout=20).stdout)
-            status = [(r.get("state"), r.get("route")) for r in st["relays"]]
+            status: list[Any] = [(r.get("state"), r.get("route")) for r in st["relays"]]
             try:
                 socket.create_connection(("127.0.0.1", self._lan_port), timeout=2).close()
                 status.append("lan port accepts")

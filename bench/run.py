@@ -8,7 +8,8 @@ Measures every metric of the performance issue in one run and prints ONE table
 metric with a target passes, 1 when one misses (or errors), 130 on Ctrl-C. Every process the bench
 starts (relays, agents, proxies) is stopped on the way out, also on Ctrl-C or SIGTERM.
 
-The helpers of the end-to-end tests (tests/e2e/procs.py) are imported, not copied. See
+The helpers of the end-to-end tests (tests/e2e/procs.py, and the shell's tests/shell_pty.py and
+tests/shell_typist.py) are imported, not copied. See
 bench/README.md for what each metric measures and how.
 """
 
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the shell's pty driver and typist (tests/shell_pty.py, shell_typist.py)
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "bench"))
 

@@ -112,12 +112,22 @@ def escapes(path: Path | str, root: Path) -> ToolError:
 
 def _lexically_below(path: Path, root: Path) -> bool:
     """``path`` is ``root`` or below it, by name (``root in path.parents``, without building each parent)."""
-    p, r = path.parts, root.parts
+    return _parts_below(path.parts, root.parts)
+
+
+def _parts_below(p: tuple[str, ...], r: tuple[str, ...]) -> bool:
     if len(r) > len(p):
         return False
     if sys.platform == "win32":  # Windows paths compare without case, as PureWindowsPath does
         return [x.lower() for x in p[: len(r)]] == [x.lower() for x in r]
     return p[: len(r)] == r
+
+
+def _parts(form: str) -> tuple[str, ...]:
+    """``Path(form).parts`` of an absolute, normalised path (abspath, realpath), without making the Path."""
+    if sys.platform == "win32" or not form.startswith("/") or form.startswith("//"):
+        return Path(form).parts  # drives, and POSIX's own "//" root
+    return ("/", *form[1:].split("/")) if len(form) > 1 else ("/",)
 
 
 def _identities(paths: Iterable[Path]) -> tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]]:
@@ -309,17 +319,19 @@ class Guard:
     # -- opening -------------------------------------------------------------------------------
 
     def _root(self, path: Path, *, write: bool) -> tuple[Path, int, Ident, str]:
+        target = path.parts
         for p in self.c.protected:  # the named paths, early and clearly (identity checks follow anyway)
-            if _lexically_below(path, Path(os.path.abspath(p))):
+            if _parts_below(target, _parts(os.path.abspath(p))):
                 raise protected(path)
         candidates = list(self.c.roots) + ([] if write else list(self.c.read_only))
-        forms: list[Path] = []
-        for r in candidates:
-            forms.append(Path(os.path.abspath(r)))
-            forms.append(Path(os.path.realpath(r)))
-        forms.sort(key=lambda p: len(p.parts))  # the outermost: links may move anywhere inside it
-        for root in forms:
-            if _lexically_below(path, root):
+        forms: list[tuple[tuple[str, ...], str]] = []
+        for r in candidates:  # (strings: each call works these out again, as links may have moved)
+            for form in (os.path.abspath(r), os.path.realpath(r)):
+                forms.append((_parts(form), form))
+        forms.sort(key=lambda f: len(f[0]))  # the outermost: links may move anywhere inside it
+        for parts, form in forms:
+            if _parts_below(target, parts):
+                root = Path(form)
                 if root not in self._roots:
                     try:
                         fd, is_file = self.keep(os.open(root, _fs.DIR_FLAGS)), False

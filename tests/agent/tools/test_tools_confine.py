@@ -499,3 +499,8 @@ def test_identities_follow_a_link_and_anchor_a_missing_path_at_its_deepest_folde
 def test_lexically_below_is_root_in_parents(path, root, below):
     assert _guard._lexically_below(Path(path), Path(root)) is below
     assert (Path(path) == Path(root) or Path(root) in Path(path).parents) is below
+
+
+@pytest.mark.parametrize("form", ["/", "/a", "/a/b/c", "//a/b", "/tmp/x y/z"])
+def test_parts_of_a_normalised_path_are_pathlibs(form):
+    assert _guard._parts(form) == Path(form).parts

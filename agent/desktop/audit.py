@@ -129,11 +129,11 @@ class AuditLog:
                         "last_ts": run.last_ts})
 
     def _append(self, line: bytes, *, high_value: bool) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             st = os.stat(self.path)
             size = st.st_size if _regular(st.st_mode) else 0
-        except FileNotFoundError:
+        except FileNotFoundError:  # (a file that exists has its folder: made only when missing)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             size = 0
         total = self._kept_bytes() + size + len(line)
         if total > self.max_total:  # segments may have been removed by hand since: count them again

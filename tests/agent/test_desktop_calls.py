@@ -543,3 +543,9 @@ async def test_old_segments_make_room_and_young_ones_are_kept(tmp_path: Path) ->
     assert "desktop-audit.2027-01-01T000000Z.jsonl" not in names
     assert "desktop-audit.2027-01-13T000000Z.jsonl" in names  # younger than RETAIN: never deleted
     assert RETAIN == 7 * 86400
+
+
+def test_risky_env_names_what_call_details_calls_dangerous(tmp_path):
+    for env in ({"LD_PRELOAD": "/tmp/x.so", "LANG": "C", "PYTHONPATH": "/x"}, {"LANG": "C"}, {}, None, ["x"]):
+        args = {"command": "x", "env": env}
+        assert desktop.risky_env(args) == desktop.call_details(args, tmp_path).get("dangerous_env", [])

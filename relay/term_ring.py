@@ -5,7 +5,8 @@ Both directions are byte streams counted in absolute offsets from 0 for the atta
 
 - ``OutputRing`` keeps the last ``capacity`` bytes the PTY produced, addressed by absolute offset: a
   socket that resumes at ``out_seq`` continues from there when ``start <= out_seq <= end``; older bytes
-  are gone (a gap: tmux redraws, a bare PTY is nudged).
+  are gone (a gap: tmux redraws, a bare PTY is nudged). It never forgets what the attached socket was not
+  sent yet (``append``'s ``keep``): it outgrows ``capacity`` instead, by one PTY read at most.
 - ``InputLedger`` decides each ``terminal.input``: ``accepted`` is the end of what was queued for the
   PTY, ``written`` (the ``in_seq`` the relay acknowledges) the end of what reached it. A chunk whose
   ``seq`` lies below ``accepted`` is trimmed (the overlap is a duplicate from a resend); one above it is
@@ -32,9 +33,12 @@ class OutputRing:
     def end(self) -> int:
         return self.start + len(self._buf)
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes, keep: int | None = None) -> None:
+        """Add ``data``, forgetting the oldest bytes beyond ``capacity`` but none at or above ``keep``."""
         self._buf += data
         over = len(self._buf) - self.capacity
+        if keep is not None:
+            over = min(over, keep - self.start)
         if over > 0:
             del self._buf[:over]
             self.start += over

@@ -46,15 +46,15 @@ class Attachment:
     """A PTY, its ring and input ledger, and the socket it is attached to (None: orphaned)."""
 
     def __init__(self, *, scope_key: Any, owner: Any, name: str, stream: str | None, proc: PtyProcess, tmux: bool,
-                 shell: str, cols: int, rows: int, ring_size: int, send: Send):
+                 shell: str, cols: int, rows: int, ring_size: int, send: Send, in_seq: int = 0, out_seq: int = 0):
         self.scope_key, self.owner, self.name, self.stream = scope_key, owner, name, stream
         self.proc, self.tmux, self.shell, self.cols, self.rows = proc, tmux, shell, cols, rows
-        self.ring = OutputRing(ring_size)
+        self.ring = OutputRing(ring_size, out_seq)  # offsets continue the stream's (0 for a new one)
         self.read_limit = min(tc.MAX_UNSENT, ring_size)  # what the socket was not sent always stays in the ring
-        self.ledger = InputLedger()
+        self.ledger = InputLedger(in_seq)
         self.queue = bytearray()
         self.frames_unacked = 0  # input frames received since the last ack
-        self.last_ack = 0  # the in_seq last acknowledged
+        self.last_ack = in_seq  # the in_seq last acknowledged
         self.socket: Any = None
         self.last_socket: Any = None  # the socket before the last orphaning
         self.ready = False  # terminal.attached went out on ``socket``: output may follow

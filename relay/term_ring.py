@@ -24,10 +24,10 @@ from dataclasses import dataclass
 class OutputRing:
     """The last ``capacity`` output bytes, addressed by absolute offset."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, start: int = 0):
         self.capacity = capacity
         self._buf = bytearray()
-        self.start = 0  # offset of _buf[0]
+        self.start = start  # offset of _buf[0]
 
     @property
     def end(self) -> int:
@@ -66,9 +66,9 @@ class InputVerdict:
 class InputLedger:
     """The input offsets of one stream: ``accepted`` (queued for the PTY) >= ``written`` (reached it)."""
 
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.written = 0
+    def __init__(self, start: int = 0) -> None:
+        self.accepted = start
+        self.written = start
 
     def offer(self, seq: int, data: bytes) -> InputVerdict:
         if seq > self.accepted:

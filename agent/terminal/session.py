@@ -412,7 +412,8 @@ class TerminalSession:
         if self.state in WAITING and self._attach_port is not port:
             self._attach_port, self._attach_at = port, trio.current_time()
             self._wake()  # a new deadline for the timers
-            await port.send(wire.attach(self.name, self.cols, self.rows, self.options.stream, self.out_seq))
+            await port.send(wire.attach(self.name, self.cols, self.rows, self.options.stream, self.out_seq,
+                                        self.ledger.sent + self.shift))
             return
         if self.state is not State.LIVE:
             return

@@ -105,9 +105,11 @@ def _encode(text: str) -> bytes:
         return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode("utf-8")
 
 
-def attach(name: str, cols: int, rows: int, stream: str, out_seq: int) -> dict[str, Any]:
+def attach(name: str, cols: int, rows: int, stream: str, out_seq: int, in_seq: int) -> dict[str, Any]:
+    """``out_seq``/``in_seq``: where the stream's offsets are in the relay's numbers (a resume's output
+    position; where a new attachment's offsets begin, so a relay restart renumbers nothing)."""
     return envelope("terminal.attach", {"session_name": name, "cols": cols, "rows": rows,
-                                        "resume": {"v": 1, "stream": stream, "out_seq": out_seq}})
+                                        "resume": {"v": 1, "stream": stream, "out_seq": out_seq, "in_seq": in_seq}})
 
 
 def input_message(name: str, data: bytes, seq: int | None) -> dict[str, Any]:

@@ -190,7 +190,7 @@ async def test_our_relay_resumes_exactly_and_every_byte_arrives_once(autojump_cl
         first = FakePort()
         attach = await connect(shell, first, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0,
                                                      "resumed": False, "gap": False})
-        assert attach["payload"]["resume"] == {"v": 1, "stream": STREAM, "out_seq": 0}
+        assert attach["payload"]["resume"] == {"v": 1, "stream": STREAM, "out_seq": 0, "in_seq": 0}
         shell.session.typed(0, data)
         await wait_for(lambda: shell.session.ledger.in_flight >= MAX_IN_FLIGHT - 4)
         chunks = inputs(first)

@@ -209,3 +209,27 @@ async def test_when_the_shell_exits_its_last_output_then_detached_eof_with_the_s
     assert b"last42" in term.out
     assert detached["payload"] == {"session_name": "main", "reason": "eof", "exit_code": 3}
     await exited(pid)
+
+
+async def test_a_new_attachment_of_a_stream_continues_the_offsets_its_attach_gives(relay_factory, tmp_path: Path):
+    """After a relay restart the relay no longer knows the stream: the new attachment's offsets continue the
+    asker's (``resume.in_seq``, ``resume.out_seq``) instead of starting at 0, so an agent that restarts later
+    resumes in the same numbers as the CLI's without knowing what the relay restart did."""
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, auth = await pair_device(relay)
+    term = Term(ws, base=5000, typed=bytearray(b"#" * 40))  # 5000 bytes seen, 40 typed before the restart
+    msg_id = await term.send("terminal.attach", {"cols": 80, "rows": 24, "resume": {
+        "v": 1, "stream": term.stream, "out_seq": term.out_seq, "in_seq": len(term.typed)}})
+    reply = await term.expect("terminal.attached")
+    assert reply["id"] == msg_id
+    assert reply["payload"]["resume"] == {"v": 1, "stream": term.stream, "in_seq": 40, "out_seq": 5000,
+                                          "resumed": False, "gap": False}
+    await term.type(b"echo new$((6*7))\n")  # at seq 40
+    await term.until_output(b"new42")  # each seq_end checked: the output continues from 5000
+    await term.until_acked(len(term.typed))
+    await term.ws.aclose()
+    term.ws = await connect(relay, auth["session_token"])
+    r = (await term.attach())["payload"]["resume"]  # a resume, in those numbers
+    assert (r["resumed"], r["gap"], r["in_seq"], r["out_seq"]) == (True, False, len(term.typed), term.out_seq)
+    await term.type(b"echo again$((1+1))\n")
+    await term.until_output(b"again2")

@@ -100,14 +100,20 @@ async def connect(shell: Shell, port: FakePort, **payload: Any) -> dict[str, Any
     shell.session.connected(port)
     attach = await port.next()
     assert attach["type"] == "terminal.attach"
-    attached(port, shell, **payload)
-    await wait_for(lambda: shell.session.state is State.LIVE)
+    await answer(shell, port, **payload)
     return attach
 
 
+async def answer(shell: Shell, port: FakePort, **payload: Any) -> None:
+    """The relay answers the attach the session sent on ``port``; the session is live then."""
+    attached(port, shell, **payload)
+    await wait_for(lambda: shell.session.state is State.LIVE)
+
+
 async def wait_for(condition: Any) -> None:
-    while not condition():
-        await trio.sleep(0.001)  # virtual time (autojump): a poll, never a wall-clock wait
+    with trio.fail_after(600):  # virtual seconds: a condition that never comes fails instead of spinning on
+        while not condition():
+            await trio.sleep(0.001)  # virtual time (autojump): a poll, never a wall-clock wait
 
 
 def inputs(port: FakePort) -> list[dict[str, Any]]:

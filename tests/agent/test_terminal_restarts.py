@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from terminal_fakes import STREAM, FakePort, Shell, attached, wait_for
+from terminal_fakes import STREAM, FakePort, Shell, answer
 
-from hermes_relay.agent.terminal.session import State
 from hermes_relay.core import api
 
 
@@ -56,7 +55,7 @@ class ScriptedRelay:
         gap = not att.out_start <= r["out_seq"] <= att.out_end
         att.sent = att.out_end if gap else r["out_seq"]
         self.att, self.shell, self.port = att, shell, port
-        await connect_answer(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": att.in_seq, "out_seq": att.sent,
+        await answer(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": att.in_seq, "out_seq": att.sent,
                                                   "resumed": resumed, "gap": gap}, reattach=reattach)
         nursery.start_soon(self._serve, shell, port)
         self._flush()
@@ -100,13 +99,6 @@ class ScriptedRelay:
             att.in_seq += len(fresh)
             if not self.hold_acks:
                 shell.session.on_message(port, "terminal.ack", {"session_name": "main", "in_seq": att.in_seq})
-
-
-async def connect_answer(shell: Shell, port: FakePort, **payload: Any) -> None:
-    """Answer the attach the session sent with ``payload`` and wait until the session is live."""
-    attached(port, shell, **payload)
-    with trio.fail_after(30):
-        await wait_for(lambda: shell.session.state is State.LIVE)
 
 
 class Cli:

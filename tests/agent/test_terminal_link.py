@@ -233,23 +233,49 @@ class IpcShell:
         return [m.params["text"] for m in self.seen if m.method == api.SHELL_NOTICE]
 
 
-async def run_shell(tmp_path: Path, relay: TerminalRelay) -> tuple[IpcShell, bytes]:
+def agent_env(tmp_path: Path) -> dict[str, str]:
+    """An agent's environment under ``tmp_path`` (its socket in a short runtime directory)."""
     run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
-    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
-           "HERMES_RELAY_NOTIFY": "0"}
-    agent = Agent(AgentConfig.from_env(env, netwatch=False, backoff_base=0.05, backoff_cap=0.1))
+    return {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
+            "HERMES_RELAY_NOTIFY": "0"}
+
+
+def make_agent(env: dict[str, str], **config: Any) -> Agent:
+    return Agent(AgentConfig.from_env(env, netwatch=False, **config))
+
+
+def pair(agent: Agent, url: str, **record: Any) -> None:
+    """The agent holds a pairing with ``url`` (any token: the scripted relay accepts it)."""
+    agent.store.update(lambda s: s.__setitem__(url, {"paired_at": 1_700_000_000, "token": "T1", **record}))
+
+
+async def open_shell(agent: Agent, nursery: trio.Nursery, **params: Any) -> IpcShell:
+    """A CLI's connection to ``agent``: hello, then ``shell.open`` of a raw shell ``main`` (``params`` added)."""
+    shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
+    nursery.start_soon(shell.read)
+    await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
+    await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM, "raw": True,
+                                             **params}])
+    return shell
+
+
+async def detach(shell: IpcShell) -> None:
+    """The CLI detaches and waits for the call's response, then closes its connection."""
+    await shell.send([2, api.SHELL_DETACH, {}])
+    await shell.done.wait()
+    await shell.stream.aclose()
+
+
+async def run_shell(tmp_path: Path, relay: TerminalRelay) -> tuple[IpcShell, bytes]:
+    agent = make_agent(agent_env(tmp_path), backoff_base=0.05, backoff_cap=0.1)
     typed = b"".join(keys())
     async with trio.open_nursery() as nursery:
         with trio.fail_after(DEADLINE):
             await relay.serve(nursery)
-            agent.store.update(lambda s: s.__setitem__(relay.url, {"paired_at": 1_700_000_000, "token": "T1"}))
+            pair(agent, relay.url)
             await nursery.start(runner.run, agent)
-            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
-            nursery.start_soon(shell.read)
-            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
-            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "term": "xterm",
-                                                     "stream": STREAM, "out_seq": 0, "in_base": 0, "in_sent": 0,
-                                                     "unacked": b"", "raw": True, "reopen": False}])
+            shell = await open_shell(agent, nursery, term="xterm", out_seq=0, in_base=0, in_sent=0, unacked=b"",
+                                     reopen=False)
             attached = await shell.until(api.SHELL_ATTACHED)
             assert attached.params["relay"] == ("ours" if relay.ours else "reference")
             offset = 0
@@ -259,9 +285,7 @@ async def run_shell(tmp_path: Path, relay: TerminalRelay) -> tuple[IpcShell, byt
                 await trio.sleep(0)
             while shell.acked < len(typed):  # every byte acknowledged, or counted done (in doubt)
                 await shell.until(api.SHELL_ACK)
-            await shell.send([2, api.SHELL_DETACH, {}])
-            await shell.done.wait()
-            await shell.stream.aclose()
+            await detach(shell)
         nursery.cancel_scope.cancel()
     assert shell.response is not None and shell.response.error is None
     assert shell.response.result == {"reason": "detached", "code": None}
@@ -296,8 +320,9 @@ async def test_our_relay_restarting_cleanly_mid_typing_loses_no_key_and_puts_non
 
 async def test_after_our_relay_restarted_the_new_attachments_output_continues_the_clis_offsets(
         tmp_path: Path) -> None:
-    """The new attachment's output counts from 0 on the relay; the CLI's offsets go on from where they
-    were (else the CLI takes it for output it has written already, and the screen stays still)."""
+    """The scripted relay counts the new attachment's output from 0 (as ours did before a new attachment
+    continued the attach's offsets); the CLI's offsets go on from where they were (else the CLI takes it
+    for output it has written already, and the screen stays still)."""
     relay = TerminalRelay(ours=True)
     relay.shutdown = relay.echo = True
     shell, typed = await run_shell(tmp_path, relay)
@@ -388,41 +413,30 @@ async def test_an_attached_shell_notices_a_black_hole_soon(tmp_path: Path, monke
     the test hangs, and fails, unless the mechanism under test notices."""
     monkeypatch.setattr(link, "SHELL_PING", 3600.0 if typing else 0.5)
     relay = TerminalRelay(ours=False)
-    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
-    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
-           "HERMES_RELAY_NOTIFY": "0"}
-    agent = Agent(AgentConfig.from_env(env, netwatch=False, ping_interval=3600.0, probe_timeout=3600.0))
+    agent = make_agent(agent_env(tmp_path), ping_interval=3600.0, probe_timeout=3600.0)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(DEADLINE):
             await relay.serve(nursery)
             proxy = Forwarder(relay.port)
             await proxy.serve(nursery)
             url = f"ws://127.0.0.1:{proxy.port}"
-            agent.store.update(lambda s: s.__setitem__(url, {"paired_at": 1_700_000_000, "token": "T1"}))
+            pair(agent, url)
             await nursery.start(runner.run, agent)
-            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
-            nursery.start_soon(shell.read)
-            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
-            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
-                                                     "raw": True}])
+            shell = await open_shell(agent, nursery)
             await shell.until(api.SHELL_ATTACHED)
             proxy.blackholed = True
             if typing:
                 await shell.send([2, api.SHELL_INPUT, {"seq": 0, "d": b"x"}])
             while (await shell.until(api.SHELL_LINK)).params["state"] != "reconnecting":
                 pass
-            await shell.send([2, api.SHELL_DETACH, {}])
-            await shell.done.wait()
-            await shell.stream.aclose()
+            await detach(shell)
         nursery.cancel_scope.cancel()
     assert shell.response is not None and shell.response.result == {"reason": "detached", "code": None}
 
 
 async def test_a_cli_reopening_after_the_agent_stopped_resumes_exactly_on_our_relay(tmp_path: Path) -> None:
     relay = TerminalRelay(ours=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
-    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
-           "HERMES_RELAY_NOTIFY": "0"}
+    env = agent_env(tmp_path)
     typed = b"".join(keys())
     half = len(typed) // 2
     async with trio.open_nursery() as nursery:
@@ -431,19 +445,15 @@ async def test_a_cli_reopening_after_the_agent_stopped_resumes_exactly_on_our_re
             relay.hold_acks_after = half - 100
             shells: list[IpcShell] = []
             for reopen in (False, True):
-                agent = Agent(AgentConfig.from_env(env, netwatch=False, backoff_base=0.05, backoff_cap=0.1))
+                agent = make_agent(env, backoff_base=0.05, backoff_cap=0.1)
                 if not reopen:
-                    agent.store.update(lambda s: s.__setitem__(relay.url, {"paired_at": 1_700_000_000, "token": "T1"}))
+                    pair(agent, relay.url)
                 async with trio.open_nursery() as agent_nursery:
                     await agent_nursery.start(runner.run, agent)
-                    shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
-                    shells.append(shell)
-                    agent_nursery.start_soon(shell.read)
                     acked, sent = (0, 0) if not reopen else (shells[0].acked, shells[0].sent)
-                    await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
-                    await shell.send([0, 1, api.SHELL_OPEN, {
-                        "session": "main", "cols": 80, "rows": 24, "stream": STREAM, "raw": True, "reopen": reopen,
-                        "out_seq": 0, "in_base": acked, "in_sent": sent, "unacked": typed[acked:half] if reopen else b""}])
+                    shell = await open_shell(agent, agent_nursery, reopen=reopen, out_seq=0, in_base=acked, in_sent=sent,
+                                             unacked=typed[acked:half] if reopen else b"")
+                    shells.append(shell)
                     await shell.until(api.SHELL_ATTACHED)
                     start, end = (0, half) if not reopen else (half, len(typed))
                     for offset in range(start, end, 6):
@@ -471,10 +481,7 @@ async def test_a_cli_reopening_after_the_agent_stopped_resumes_exactly_on_our_re
 
 async def test_moving_up_to_a_better_route_detaches_the_reference_shell_first(tmp_path: Path) -> None:
     relay = TerminalRelay(ours=False)
-    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
-    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
-           "HERMES_RELAY_NOTIFY": "0"}
-    agent = Agent(AgentConfig.from_env(env, netwatch=False, upgrade_interval=0.2, upgrade_hysteresis=0.1))
+    agent = make_agent(agent_env(tmp_path), upgrade_interval=0.2, upgrade_hysteresis=0.1)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(DEADLINE):
             await relay.serve(nursery)
@@ -483,22 +490,14 @@ async def test_moving_up_to_a_better_route_detaches_the_reference_shell_first(tm
             await public.serve(nursery)
             lan.refuse = True
             lan_url, public_url = f"ws://127.0.0.1:{lan.port}", f"ws://127.0.0.1:{public.port}"
-            agent.store.update(lambda s: s.__setitem__(lan_url, {"paired_at": 1_700_000_000, "token": "T1",
-                                                                 "route_candidates": [
-                                                                     {"url": lan_url, "role": "lan", "priority": 0},
-                                                                     {"url": public_url, "role": "public", "priority": 2}]}))
+            pair(agent, lan_url, route_candidates=[{"url": lan_url, "role": "lan", "priority": 0},
+                                                   {"url": public_url, "role": "public", "priority": 2}])
             await nursery.start(runner.run, agent)
-            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
-            nursery.start_soon(shell.read)
-            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
-            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
-                                                     "raw": True}])
+            shell = await open_shell(agent, nursery)
             first = await shell.until(api.SHELL_ATTACHED)
             lan.refuse = False  # the better route returns: the upgrade watch moves up
             second = await shell.until(api.SHELL_ATTACHED)
-            await shell.send([2, api.SHELL_DETACH, {}])
-            await shell.done.wait()
-            await shell.stream.aclose()
+            await detach(shell)
         nursery.cancel_scope.cancel()
     assert first.params["route"] != second.params["route"]  # public, then LAN
     assert relay.detaches[0] == 1  # detached on the old socket before it closed: no stale tmux client
@@ -511,27 +510,18 @@ async def test_after_a_black_hole_the_shell_moves_to_the_next_route_without_wait
     race for a whole probe timeout (set far beyond the hang guard here) before Public may win: the shell must
     reattach on Public after the suspicion and its ping alone."""
     relay = TerminalRelay(ours=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
-    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
-           "HERMES_RELAY_NOTIFY": "0"}
-    agent = Agent(AgentConfig.from_env(env, netwatch=False, ping_interval=3600.0, probe_timeout=3600.0,
-                                       backoff_base=0.05, backoff_cap=0.1))
+    agent = make_agent(agent_env(tmp_path), ping_interval=3600.0, probe_timeout=3600.0,
+                       backoff_base=0.05, backoff_cap=0.1)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(DEADLINE):
             await relay.serve(nursery)
             lan = Forwarder(relay.port)
             await lan.serve(nursery)
             lan_url = f"ws://127.0.0.1:{lan.port}"
-            agent.store.update(lambda s: s.__setitem__(lan_url, {
-                "paired_at": 1_700_000_000, "token": "T1",
-                "route_candidates": [{"url": lan_url, "role": "lan", "priority": 0},
-                                     {"url": relay.url, "role": "public", "priority": 2}]}))
+            pair(agent, lan_url, route_candidates=[{"url": lan_url, "role": "lan", "priority": 0},
+                                                   {"url": relay.url, "role": "public", "priority": 2}])
             await nursery.start(runner.run, agent)
-            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
-            nursery.start_soon(shell.read)
-            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
-            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
-                                                     "raw": True}])
+            shell = await open_shell(agent, nursery)
             first = await shell.until(api.SHELL_ATTACHED)
             assert first.params["route"] == "LAN", first.params
             lan.blackholed = True
@@ -540,9 +530,7 @@ async def test_after_a_black_hole_the_shell_moves_to_the_next_route_without_wait
             assert again.params["route"] == "Public", again.params
             while shell.acked < 1:
                 await shell.until(api.SHELL_ACK)
-            await shell.send([2, api.SHELL_DETACH, {}])
-            await shell.done.wait()
-            await shell.stream.aclose()
+            await detach(shell)
         nursery.cancel_scope.cancel()
     assert bytes(relay.pty) == b"x"
 
@@ -552,23 +540,16 @@ async def test_a_shell_waiting_to_reattach_redials_soon_whatever_the_backoff(tmp
     hang guard here) would keep the user waiting long after it is back; with a shell waiting, the link dials
     again within SHELL_RETRY, and the shell reattaches once the relay answers."""
     relay = TerminalRelay(ours=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="hr-"))
-    env = {"HERMES_HOME": str(tmp_path / "home"), "HERMES_RELAY_RUNTIME_DIR": str(run_dir), "HOME": str(tmp_path),
-           "HERMES_RELAY_NOTIFY": "0"}
-    agent = Agent(AgentConfig.from_env(env, netwatch=False, backoff_base=3600.0, backoff_cap=3600.0))
+    agent = make_agent(agent_env(tmp_path), backoff_base=3600.0, backoff_cap=3600.0)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(DEADLINE):
             await relay.serve(nursery)
             front = Forwarder(relay.port)
             await front.serve(nursery)
             url = f"ws://127.0.0.1:{front.port}"
-            agent.store.update(lambda s: s.__setitem__(url, {"paired_at": 1_700_000_000, "token": "T1"}))
+            pair(agent, url)
             await nursery.start(runner.run, agent)
-            shell = IpcShell(await trio.open_unix_socket(agent.config.socket_path))
-            nursery.start_soon(shell.read)
-            await shell.send([0, 0, api.HELLO, {"client_version": "test", "api_version": api.API_VERSION}])
-            await shell.send([0, 1, api.SHELL_OPEN, {"session": "main", "cols": 80, "rows": 24, "stream": STREAM,
-                                                     "raw": True}])
+            shell = await open_shell(agent, nursery)
             await shell.until(api.SHELL_ATTACHED)
             front.refuse = True
             front.cut()
@@ -579,8 +560,6 @@ async def test_a_shell_waiting_to_reattach_redials_soon_whatever_the_backoff(tmp
             await shell.until(api.SHELL_ATTACHED)
             while shell.acked < 1:
                 await shell.until(api.SHELL_ACK)
-            await shell.send([2, api.SHELL_DETACH, {}])
-            await shell.done.wait()
-            await shell.stream.aclose()
+            await detach(shell)
         nursery.cancel_scope.cancel()
     assert bytes(relay.pty) == b"x"

@@ -52,6 +52,7 @@ class Attachment:
         self.ring = OutputRing(ring_size, out_seq)  # offsets continue the stream's (0 for a new one)
         self.read_limit = min(tc.MAX_UNSENT, ring_size)  # what the socket was not sent always stays in the ring
         self.ledger = InputLedger(in_seq)
+        self.in_shift = 0  # the stream's input offsets minus the CLI's: the agent's own input (its launch)
         self.queue = bytearray()
         self.frames_unacked = 0  # input frames received since the last ack
         self.last_ack = in_seq  # the in_seq last acknowledged

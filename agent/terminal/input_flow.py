@@ -120,7 +120,7 @@ class InputFlow:
         if ours:
             self.shift += len(launch)
         log.info("terminal_launch url=%s session=%s bytes=%d", self.url, self.name, len(launch))
-        await port.send(wire.input_message(self.name, launch, seq if ours else None))
+        await port.send(wire.input_message(self.name, launch, seq if ours else None, own=True))
 
     def _in_doubt(self, n: int, what: str) -> None:
         """Report the ``n`` bytes just counted done below ``acked``: a notice, and their CLI offsets in the

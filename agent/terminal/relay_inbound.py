@@ -129,9 +129,14 @@ class RelayInbound:
         """Our relay's offsets: resend from exactly what reached the PTY, or (a new attachment) settle
         what was in flight as in doubt and map the new attachment's offsets."""
         relay_in = wire.number(resume, "in_seq") or 0
+        relay_shift = wire.integer(resume, "in_shift")  # the launch counted by the relay (older ones: guess)
         ledger = self.ledger
         if resume.get("resumed") is True and again:
-            for shift in dict.fromkeys((self._shift_guess, self.shift) if not self._ever_attached else (self.shift,)):
+            if relay_shift is not None:
+                shifts: tuple[int, ...] = (relay_shift,)
+            else:
+                shifts = (self._shift_guess, self.shift) if not self._ever_attached else (self.shift,)
+            for shift in dict.fromkeys(shifts):
                 if ledger.acked <= relay_in - shift <= ledger.typed:
                     self.shift = shift
                     ledger.resume(relay_in - shift)

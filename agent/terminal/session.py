@@ -200,7 +200,7 @@ class TerminalSession(InputFlow, RelayInbound):
             self._attach_port, self._attach_at = port, trio.current_time()
             self._wake()  # a new deadline for the timers
             await port.send(wire.attach(self.name, self.cols, self.rows, self.options.stream, self.out_seq,
-                                        self.ledger.sent + self.shift))
+                                        self.ledger.sent + self.shift, self.shift))
             return
         if self.state is not State.LIVE:
             return

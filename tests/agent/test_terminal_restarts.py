@@ -24,6 +24,7 @@ from hermes_relay.core import api
 class _Attachment:
     in_seq: int  # input written to the PTY, in the stream's offsets
     out_start: int  # output offset of out[0]
+    in_shift: int = 0  # input bytes the agent typed itself (``own: true``: the program launch)
     out: bytearray = field(default_factory=bytearray)
     sent: int = 0  # output offset sent to the socket
 
@@ -51,12 +52,13 @@ class ScriptedRelay:
         att = self.streams.get(r["stream"])
         resumed = att is not None
         if att is None:  # a stream this relay does not know: its offsets continue the attach's
-            att = self.streams[r["stream"]] = _Attachment(in_seq=r.get("in_seq", 0), out_start=r["out_seq"])
+            att = self.streams[r["stream"]] = _Attachment(in_seq=r.get("in_seq", 0), out_start=r["out_seq"],
+                                                          in_shift=r.get("in_shift", 0))
         gap = not att.out_start <= r["out_seq"] <= att.out_end
         att.sent = att.out_end if gap else r["out_seq"]
         self.att, self.shell, self.port = att, shell, port
         await answer(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": att.in_seq, "out_seq": att.sent,
-                                                  "resumed": resumed, "gap": gap}, reattach=reattach)
+                                              "in_shift": att.in_shift, "resumed": resumed, "gap": gap}, reattach=reattach)
         nursery.start_soon(self._serve, shell, port)
         self._flush()
 
@@ -97,6 +99,7 @@ class ScriptedRelay:
             fresh = data[att.in_seq - seq:]
             self.pty += fresh
             att.in_seq += len(fresh)
+            att.in_shift += len(fresh) if env["payload"].get("own") is True else 0
             if not self.hold_acks:
                 shell.session.on_message(port, "terminal.ack", {"session_name": "main", "in_seq": att.in_seq})
 
@@ -133,10 +136,10 @@ class Cli:
         shell.session.typed(len(self.typed), data)
         self.typed += data
 
-    def reopen(self) -> Shell:
+    def reopen(self, **options: Any) -> Shell:
         """The shell.open of a CLI whose agent died: its stream, out_seq and unacknowledged input."""
         return Shell(reopen=True, out_seq=self.out_seq, in_base=self.acked, in_sent=self.sent,
-                     unacked=bytes(self.typed[self.acked:]))
+                     unacked=bytes(self.typed[self.acked:]), **options)
 
 
 async def _run_until_killed(shell: Shell, agent: trio.CancelScope) -> None:
@@ -220,4 +223,64 @@ async def test_an_agent_restarted_in_the_gap_of_a_relay_restart_continues_the_cl
         await second.ended.wait()
         nursery.cancel_scope.cancel()  # the scripted relay's readers
     assert bytes(cli.screen) == b"one\r\n$ " and cli.jumps == []
+    assert second.session.notices == []
+
+
+async def test_an_agent_restarted_with_input_in_flight_knows_whether_the_program_launch_was_typed(
+        autojump_clock: Any) -> None:
+    """The agent types the program launch itself (``clear; exec hermes``) into a fresh shell, not into a tmux
+    session that already existed, and the launch moves the relay's input offsets. A restarted agent cannot
+    tell which happened from the CLI's record: our relay counts the launch (``in_shift``) and says so. (Before,
+    the agent guessed that the launch was typed: with the launch's length or more written and not
+    acknowledged, the guess fitted, and 19 bytes the PTY had were written again.)"""
+    relay, cli = ScriptedRelay(), Cli()
+    first = Shell(raw=False)
+    agent = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_run_until_killed, first, agent)
+        await relay.attach(first, FakePort(), nursery, reattach=True)  # tmux had the session: no launch
+        relay.hold_acks = True
+        cli.type(first, b"echo 0123456789abcdefghij\r")  # 26 bytes, more than the launch's 19
+        await _until(lambda: relay.pty.endswith(b"j\r") and cli.sent == 26, first, cli=cli)
+        agent.cancel()
+        relay.orphan()
+        relay.hold_acks = False
+        second = cli.reopen(raw=False)
+        nursery.start_soon(second.run)
+        await relay.attach(second, FakePort(), nursery)
+        cli.type(second, b"k\r")
+        await _until(lambda: relay.pty.endswith(b"k\r") and cli.acked == 28, second, cli=cli)
+        second.session.want("detach")
+        await second.ended.wait()
+        nursery.cancel_scope.cancel()
+    assert bytes(relay.pty) == b"echo 0123456789abcdefghij\rk\r"
+    assert second.session.notices == []
+
+
+async def test_a_launch_typed_before_the_agent_restarted_is_counted_by_the_relay(autojump_clock: Any) -> None:
+    """A fresh shell: the agent types the launch, then the user types; the agent restarts with input in flight
+    and the new one resumes exactly past the launch."""
+    relay, cli = ScriptedRelay(), Cli()
+    first = Shell(raw=False)
+    agent = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_run_until_killed, first, agent)
+        await relay.attach(first, FakePort(), nursery, reattach=False)
+        relay.output(b"$ ")
+        await _until(lambda: relay.pty == b"clear; exec hermes\n", first, cli=cli)
+        relay.hold_acks = True
+        cli.type(first, b"hello there\r")
+        await _until(lambda: relay.pty.endswith(b"there\r") and cli.sent == 12, first, cli=cli)
+        agent.cancel()
+        relay.orphan()
+        relay.hold_acks = False
+        second = cli.reopen(raw=False)
+        nursery.start_soon(second.run)
+        await relay.attach(second, FakePort(), nursery)
+        cli.type(second, b"k\r")
+        await _until(lambda: relay.pty.endswith(b"k\r") and cli.acked == 14, second, cli=cli)
+        second.session.want("detach")
+        await second.ended.wait()
+        nursery.cancel_scope.cancel()
+    assert bytes(relay.pty) == b"clear; exec hermes\nhello there\rk\r"
     assert second.session.notices == []

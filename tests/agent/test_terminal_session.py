@@ -104,7 +104,8 @@ async def test_our_relay_resumes_exactly_and_every_byte_arrives_once(autojump_cl
     async with running(shell):
         first = FakePort()
         attach = await connect(shell, first, resume=ours())
-        assert attach["payload"]["resume"] == {"v": 1, "stream": STREAM, "out_seq": 0, "in_seq": 0}
+        assert attach["payload"]["resume"] == {"v": 1, "stream": STREAM, "out_seq": 0, "in_seq": 0,
+                                                "in_shift": 0}
         shell.session.typed(0, data)
         await wait_for(lambda: shell.session.ledger.in_flight >= MAX_IN_FLIGHT - 4)
         chunks = inputs(first)

@@ -2,9 +2,10 @@
 output, acks, detached and errors, including the offset re-basing.
 
 After a drop our relay says exactly what reached the PTY (``attached.resume.in_seq``) and the rest is sent
-again; on the reference what was in flight is in doubt: reported and never resent. A new attachment of
-our relay continues the offsets the attach gave (docs/shell-protocol.md "Offsets"); one that counts from
-0 (an older relay of ours) is mapped onto the CLI's offsets with ``shift`` and ``out_shift``.
+again, from the relay's offset minus its ``in_shift`` (the launch the agent typed, which the relay counts;
+an older relay reports none and the shift is guessed). A new attachment of our relay continues the
+offsets the attach gave (docs/shell-protocol.md "Offsets"); one that counts from 0 (an older relay of
+ours) is mapped onto the CLI's offsets with ``shift`` and ``out_shift``.
 """
 
 from __future__ import annotations

@@ -76,12 +76,17 @@ class _Inotify:
     def drain(self, names: frozenset[bytes] | None = None) -> bool:
         """Read every pending event; True when a watch ended (its directory went away: watch again), or
         (with ``names``) when an event names one of them or events were lost."""
-        lost = False
+        lost, named = self.read(names or frozenset())
+        return lost or (names is not None and named)
+
+    def read(self, names: frozenset[bytes]) -> tuple[bool, bool]:
+        """Read every pending event: (a watch ended, an event names one of ``names`` or events were lost)."""
+        lost = named = False
         while True:
             try:
                 data = os.read(self.fd, 65536)
             except BlockingIOError:
-                return lost
+                return lost, named
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
@@ -93,8 +98,8 @@ class _Inotify:
                 offset += _EVENT.size + length
                 if mask & (_IN_IGNORED | _IN_DELETE_SELF | _IN_MOVE_SELF):
                     lost = True
-                elif names is not None and (name in names or mask & _IN_Q_OVERFLOW):
-                    lost = True
+                elif name in names or mask & _IN_Q_OVERFLOW:
+                    named = True
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -111,6 +116,7 @@ class StoreWatcher:
         self.backend = "poll"
         self._notify: _Inotify | None = None  # while every directory is watched
         self._missed = False  # ``quiet`` read an event the loop must act on (it looks on its next round)
+        self._pending = False  # the loop read an event about the file and looks after its settle time
         self._names: frozenset[bytes] = frozenset()  # the names an event about the file carries
 
     def quiet(self) -> bool:
@@ -121,7 +127,7 @@ class StoreWatcher:
         a lost watch, leaves it not quiet until the loop's next look (at most ``SAFETY_INTERVAL``: the
         caller reads the file itself meanwhile)."""
         notify = self._notify
-        if notify is None or self._missed:
+        if notify is None or self._missed or self._pending:
             return False
         try:
             changed = notify.drain(self._names)
@@ -170,13 +176,11 @@ class StoreWatcher:
                 with trio.move_on_after(SAFETY_INTERVAL if covered else self.poll_interval):
                     if covered:
                         assert notify is not None
-                        await trio.lowlevel.wait_readable(notify.fd)
-                        await trio.sleep(SETTLE)
-                        if notify.drain():
-                            notify.watched.clear()
+                        await self._event(notify)
                     else:
                         await trio.sleep_forever()
                 new = store_key(self.path)
+                self._pending = False
                 if new != key:
                     key = new
                     log.debug("store_changed key=%s", new)
@@ -185,4 +189,18 @@ class StoreWatcher:
             self._notify = None
             if notify is not None:
                 notify.close()
+
+    async def _event(self, notify: _Inotify) -> None:
+        """Until an event names the file (or a watch ended), then its settle time. Events about the
+        directory's other files (the desktop audit log is appended on every call) are read and dropped
+        here, waking nothing else; ``_pending`` keeps ``quiet`` false from the event to the look."""
+        while True:
+            await trio.lowlevel.wait_readable(notify.fd)
+            lost, named = notify.read(self._names)
+            if lost or named:
+                break
+        self._pending = True
+        await trio.sleep(SETTLE)
+        if lost or notify.read(self._names)[0]:
+            notify.watched.clear()
 

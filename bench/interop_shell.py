@@ -12,27 +12,24 @@ prints one `PASS`/`FAIL` line per check. Exit status 1 when a check fails. Not p
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import re
-import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
-import termios
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from procs import AgentEnv, Proxy, free_port, wait_state  # noqa: E402
+from shell_pty import Terminal, set_size  # noqa: E402
 
 from hermes_relay.core import api, payload  # noqa: E402
 
@@ -103,40 +100,22 @@ class RefRelay:
         self.log.close()
 
 
-class Term:
-    """`hermes-relay shell ...` on a pty: the test is the terminal (types, reads the screen bytes)."""
+class Term(Terminal):
+    """`hermes-relay ARGS` on a pty (tests/shell_pty.py), its stderr on the screen as for a user at a terminal;
+    the waits answer True/False, so a check can fail and the others still run."""
 
     def __init__(self, env: dict[str, str], args: list[str], *, cols: int = 80, rows: int = 24):
-        self.master, self.slave = os.openpty()
-        self.resize(cols, rows, signal_it=False)
-        self.screen = bytearray()
-        self.proc = subprocess.Popen([PY, "-m", "hermes_relay.cli", *args], stdin=self.slave, stdout=self.slave,
-                                     stderr=self.slave, env={**env, "TERM": "xterm-256color"},
-                                     start_new_session=True, close_fds=True)
+        super().__init__([PY, "-m", "hermes_relay.cli", *args], env, None, cols=cols, rows=rows)
 
-    def resize(self, cols: int, rows: int, *, signal_it: bool = True) -> None:
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        if signal_it:
-            os.kill(self.proc.pid, signal.SIGWINCH)
+    def resize(self, cols: int, rows: int) -> None:
+        set_size(self.slave, cols, rows)
+        self.signal(signal.SIGWINCH)
 
-    def type(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def pump(self, timeout: float) -> None:
-        ready, _, _ = select.select([self.master], [], [], max(timeout, 0))
-        if ready:
-            try:
-                self.screen += os.read(self.master, 65536)
-            except OSError:
-                pass
-
-    def wait(self, pred: Callable[[bytes], bool] | bytes, timeout: float = 15, start: int = 0) -> bool:
-        test = pred if callable(pred) else (lambda s, p=pred: p in s)
-        deadline = time.monotonic() + timeout
-        while not test(bytes(self.screen[start:])):
-            if time.monotonic() > deadline:
-                return False
-            self.pump(deadline - time.monotonic())
+    def wait(self, data: bytes, timeout: float = 15, start: int = 0) -> bool:
+        try:
+            self.wait_screen(data, start=start, timeout=timeout)
+        except AssertionError:
+            return False
         return True
 
     def exit_code(self, timeout: float = 15) -> int | None:
@@ -144,18 +123,11 @@ class Term:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-        self.pump(0.2)
+        self.read(0.2)
         return code
 
     def text(self) -> str:
         return bytes(self.screen).decode(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        os.close(self.master)
-        os.close(self.slave)
 
 
 def mouse_left_on(screen: bytes) -> bool:
@@ -298,8 +270,7 @@ def run_checks(relay: RefRelay, proxy: Proxy, env: AgentEnv, root: Path, terms: 
         check(f"shell {name} opens next to the others", o.wait(f"up-{10 * n}".encode()), o.text()[-200:])
     fifth = Term(env.env, ["shell", "--raw", "--remote", owner, "--session", "s5"])
     terms.append(fifth)
-    fifth.wait(lambda screen: fifth.proc.poll() is not None, timeout=45)
-    code = fifth.exit_code(1)
+    code = fifth.exit_code(45)
     check("a 5th shell is refused with a clear message", code not in (0, None) and re.search(
         r"4|limit|too many", fifth.text(), re.I) is not None, f"exit {code}: {fifth.text()[-300:]!r}")
     for o in others:

@@ -11,7 +11,8 @@ resent. The agent logs each such range in the CLI's input offsets (``terminal_in
 was typed and with those ranges: nothing may be doubled or reordered, and every byte lost must lie inside a
 reported range.
 
-``reference_integrity(rows)`` is a step of bench/shell_rows.py's ShellRows.
+``reference_integrity(rows)`` is a step of bench/shell_rows.py; ``rows`` is its ``ShellSetup``
+(bench/shell_setup.py). The keys are typed and counted by tests/shell_typist.py.
 """
 
 from __future__ import annotations
@@ -21,23 +22,19 @@ import re
 import signal
 import subprocess
 import time
-from typing import Any
 
 from procs import AgentEnv, Proxy, free_port, wait_gone, wait_state
 from reference import ReferenceRelay, find
-from shellrig import TOKEN, Typist, key_counts
+from shell_setup import ShellSetup, agent_log
+from shell_typist import TOKEN, Typist, key_counts
 
 from hermes_relay.core import api, payload
 
-REFERENCE = find(os.environ)  # read at import: bench/run.py drops HERMES_* variables afterwards
+REFERENCE = find(dict(os.environ))  # read at import: bench/run.py drops HERMES_* variables afterwards
 SESSION = "refsoak"
 RANGE_LINE = re.compile(r"terminal_input_(in_doubt|dropped) url=\S+ session=bench-" + SESSION + r" start=(\d+) end=(\d+)")
 NOTICE = re.compile(rb"(\d+) bytes [^\r\n]*in doubt")
 CONTEXT = 200  # bytes after a reported range that must match what was typed, to place the range in the file
-
-
-def typed_stream(n: int) -> bytes:
-    return b"".join(f"{k:06d},".encode() for k in range(n))
 
 
 def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -96,7 +93,7 @@ def logged_ranges(env: AgentEnv) -> list[tuple[str, int, int]]:
     return out
 
 
-def reference_integrity(rows: Any) -> None:
+def reference_integrity(rows: ShellSetup) -> None:
     label = "shell keystroke integrity, reference relay"
     if REFERENCE is None:
         rows.add(label, "reference not available", "0 dup / 0 reordered, losses in doubt", None)
@@ -129,7 +126,7 @@ def reference_integrity(rows: Any) -> None:
     record = rows.root / "ref-keys.rec"
     program = f"stty raw -echo; exec cat > {record}"
     prefix = len(f"echo rea''dy-{SESSION}; {program}\r".encode())  # what open_shell types first (CLI offsets)
-    kb = rows.open_shell(env, SESSION, program)
+    term = rows.open_shell(env, SESSION, program)
 
     def size() -> int:
         try:
@@ -137,8 +134,7 @@ def reference_integrity(rows: Any) -> None:
         except OSError:
             return 0
 
-    counter = iter(range(10**7))
-    typist = Typist(kb, lambda: f"{next(counter):06d},".encode(), interval=0.01)
+    typist = Typist(term).start()  # 000000, 000001, ... every 10 ms
     kinds = ["down", "blackhole", "restart", "kill"]
     done = {k: 0 for k in kinds}
     stale = {k: 0 for k in kinds}  # tmux clients left on the reference, by the failure that left them
@@ -152,7 +148,7 @@ def reference_integrity(rows: Any) -> None:
             kind = kinds[i % len(kinds)]
             time.sleep(0.2)
             mark = size()
-            marks.append((typist.typed, kind))
+            marks.append((typist.count, kind))
             if kind == "restart":
                 ref.stop()
                 ref.start()
@@ -182,8 +178,8 @@ def reference_integrity(rows: Any) -> None:
     finally:
         typist.typing.clear()
         time.sleep(0.05)
-        typist.stop()
-    typed = typist.typed
+        stream = typist.stop()
+    typed = typist.count
     deadline = time.monotonic() + 30
     while size() < typed * TOKEN and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -194,19 +190,16 @@ def reference_integrity(rows: Any) -> None:
     reported = logged_ranges(env)
     doubt = sum(e - s for k, s, e in reported if k == "in_doubt")
     dropped = sum(e - s for k, s, e in reported if k == "dropped")
-    stream = typed_stream(typed)
     inside, at = losses_within(stream, got, [(s - prefix, e - prefix) for _, s, e in reported])
     lost_bytes = len(stream) - len(got)
     if not inside or dup or reorder:
         rows.log(f"reference soak: comparison failed at typed offset {at} (key {at // TOKEN}); recorded there: "
                  f"{got[max(0, at - 60):at + 60]!r}; ranges (CLI offsets, prefix {prefix}): {reported[:40]}")
-        from shell_rows import agent_log  # loaded already (it imports this module)
-
         key = at // TOKEN
         after = [(i, k) for i, (t, k) in enumerate(marks) if t <= key][-1:]
         rows.log(f"the failure before key {key}: {after} (of {len(marks)}); the last failures: {marks[-3:]}")
-        rows.log(f"the shell's screen: {bytes(kb.screen[-2000:])!r}\nthe agent's log:\n{agent_log(env, 60)}")
-    told = sum(int(x) for x in NOTICE.findall(bytes(kb.screen)))
+        rows.log(f"the shell's screen: {bytes(term.screen[-2000:])!r}\nthe agent's log:\n{agent_log(env, 60)}")
+    told = sum(int(x) for x in NOTICE.findall(bytes(term.screen)))
     rows.log(f"reference soak: {len(reported)} ranges reported in the agent's log; notices on screen: {told} bytes "
              f"in doubt; reported by failure kind: {doubt_by}")
     ok = dup == 0 and reorder == 0 and inside
@@ -219,7 +212,7 @@ def reference_integrity(rows: Any) -> None:
     rows.add(f"shell reference: stale tmux clients after {n} failovers (per kind)",
              f"{clients} ({', '.join(f'{k} {v:+d}' for k, v in stale.items())}); session kept over "
              f"{done['restart']} restarts: {'yes' if sessions else 'no'}" + (f"; {stuck} stuck" if stuck else ""))
-    kb.close()
+    term.close()
     env.stop()
     lan.close()
     ref.stop()

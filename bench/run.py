@@ -8,7 +8,8 @@ Measures every metric of the performance issue in one run and prints ONE table
 metric with a target passes, 1 when one misses (or errors), 130 on Ctrl-C. Every process the bench
 starts (relays, agents, proxies) is stopped on the way out, also on Ctrl-C or SIGTERM.
 
-The helpers of the end-to-end tests (tests/e2e/procs.py) are imported, not copied. See
+The helpers of the end-to-end tests (tests/e2e/procs.py, and the shell's tests/shell_pty.py and
+tests/shell_typist.py) are imported, not copied. See
 bench/README.md for what each metric measures and how.
 """
 
@@ -38,10 +39,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the shell's pty driver and typist (tests/shell_pty.py, shell_typist.py)
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from procs import PY, AgentEnv, BlackHole, Proxy, RelayProc, free_port, wheel_venv  # noqa: E402
+from ref_desktop import ReferenceDesktop, find_bun  # noqa: E402
 from reference import ReferenceRelay, find  # noqa: E402
 from shell_rows import ShellRows  # noqa: E402
 
@@ -50,6 +53,7 @@ from hermes_relay.core import api, envelope, paths, payload  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REFERENCE = find(dict(os.environ))  # read before _clean_environment drops HERMES_* variables
+REFERENCE_BUN = find_bun(dict(os.environ))  # runs the reference's desktop daemon (bench/ref_desktop.py)
 DEFAULT_PROBE_TIMEOUT = "4"  # the agent's default; set explicitly because AgentEnv defaults to 1.5
 
 
@@ -246,6 +250,8 @@ for relay in call(2, "status", {})["relays"]:
 DESKTOP_RATIO_TARGETS = {"desktop_read_file 1 KB": 5.0, "desktop_terminal echo": 4.0}
 DESKTOP_ABS_TARGET = 0.015
 DESKTOP_IN_FLIGHT = 10
+REF_READ = "reference: desktop_read_file 1 KB"  # the reference daemon through the reference relay
+REF_READ_TARGET = 1.0  # issue 22: ours / reference daemon, p50 of the 1 KB read and of the 3 MB read
 BIG_READ = 3 << 20  # bytes of the big desktop result row (the reference relay's 4 MiB frame fits it)
 BIG_FRAMES = 20  # 3 MB frames sent to the relay for its CPU per big message
 IDLE_CPU_WINDOW = 5.0  # seconds of relay CPU read with the idle connections held
@@ -523,24 +529,28 @@ printf '%s\n' "$__p"
         # The file lives in the bench's folder, outside the default root (the home directory): make it a root.
         subprocess.run(self.cli_cmd() + ["access", relay.url, "trusted", "--root", str(self.root)], env=self.user.env,
                        capture_output=True, timeout=30, check=True)
+        ref = self._reference_desktop()
         one_kb = self.root / "one-kb.txt"
         one_kb.write_text("0123456789abcde\n" * 64)
-        calls: dict[str, tuple[str, str, dict[str, Any] | None, Callable[[dict[str, Any]], bool]]] = {
-            "GET /health": ("GET", "/health", None, lambda b: True),
-            "desktop_read_file 1 KB": ("POST", "/desktop/desktop_read_file", {"path": str(one_kb)},
-                                       lambda b: b.get("ok") is True and len(b["result"]) == 1024),
-            "desktop_terminal echo": ("POST", "/desktop/desktop_terminal", {"command": "echo bench"},
+        read_1kb = ("POST", "/desktop/desktop_read_file", {"path": str(one_kb)},
+                    lambda b: b.get("ok") is True and len(b["result"]) == 1024)
+        calls: dict[str, tuple[int, str, str, dict[str, Any] | None, Callable[[dict[str, Any]], bool]]] = {
+            "GET /health": (relay.port, "GET", "/health", None, lambda b: True),
+            "desktop_read_file 1 KB": (relay.port, *read_1kb),
+            "desktop_terminal echo": (relay.port, "POST", "/desktop/desktop_terminal", {"command": "echo bench"},
                                       lambda b: b.get("ok") is True and b["result"]["stdout"] == "bench\n"),
         }
+        if ref is not None:
+            calls[REF_READ] = (ref.port, *read_1kb)
 
         def once(name: str) -> float:
             if name == LOCAL_ECHO:
                 t0 = time.perf_counter()
                 subprocess.run(["/bin/sh", "-c", "echo bench"], capture_output=True, timeout=30, check=True)
                 return time.perf_counter() - t0
-            method, path, body, good = calls[name]
+            port, method, path, body, good = calls[name]
             t0 = time.perf_counter()
-            status, answer = http_call(relay.port, method, path, body)
+            status, answer = http_call(port, method, path, body)
             elapsed = time.perf_counter() - t0
             if status != 200 or not good(answer):
                 raise RuntimeError(f"{name}: HTTP {status} {str(answer)[:200]}")
@@ -576,6 +586,12 @@ printf '%s\n' "$__p"
                 f"{med / base:.1f} x (median {ms(med)}, p99 {ms(p99)})", f"<= {target:g} x", med / base <= target)
             add(f"desktop round trip {name} median (absolute, loopback)", ms(med),
                 f"< {DESKTOP_ABS_TARGET * 1000:g} ms", med < DESKTOP_ABS_TARGET)
+        self._reference_read_rows(times)
+        try:
+            self._big_read(relay, ref)
+        finally:
+            if ref is not None:
+                ref.stop()  # before the calls in flight and the idle agent's rows
         rates = {}
         for name in ("GET /health", "desktop_read_file 1 KB"):
             rate, wall, relay_cpu, agent_cpu, client_cpu = self._in_flight(name, once, n)
@@ -585,32 +601,76 @@ printf '%s\n' "$__p"
             add(f"{label} ({n}, {DESKTOP_IN_FLIGHT} in flight)",
                 f"{rate:.0f}/s ({share}{wall:.2f} s; relay CPU {relay_cpu:.0f} %, agent CPU {agent_cpu:.0f} %, "
                 f"bench client CPU {client_cpu:.0f} %)")
-        self._big_read(relay)
         status, health = http_call(relay.port, "GET", "/desktop/health")
         self.desktop_tools = len(health.get("advertised_tools") or [])
         subprocess.run(self.cli_cmd() + ["access", relay.url, "ask_every_time"], env=self.user.env,
                        capture_output=True, timeout=30, check=True)
 
-    def _big_read(self, relay: RelayProc) -> None:
-        """A 3 MB desktop_read_file, one call at a time: latency, and the relay's and agent's CPU per call."""
+    def _reference_desktop(self) -> ReferenceDesktop | None:
+        """The reference relay with the reference's desktop daemon paired to it, or None (and why)."""
+        if REFERENCE is None or REFERENCE_BUN is None:
+            missing = "the reference relay" if REFERENCE is None else "bun (for the reference's desktop daemon)"
+            log(f"reference desktop daemon: not available (no {missing})")
+            return None
+        log(f"reference desktop daemon ({REFERENCE.checkout / 'desktop'}, {REFERENCE_BUN}) paired with the "
+            "reference relay: interleaved with our rows")
+        ref = ReferenceDesktop(REFERENCE, REFERENCE_BUN, self.root / "reference-desktop", free_port())
+        self.on_exit(ref.stop)
+        try:
+            return ref.start()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # our rows still run
+            log(f"reference desktop daemon: not available ({exc})")
+            ref.stop()
+            return None
+
+    def _reference_read_rows(self, times: dict[str, list[float]]) -> None:
+        metric = "ours / reference daemon: desktop_read_file 1 KB p50 (each through its own relay)"
+        if REF_READ not in times:
+            ROWS.append(Row(metric, "reference not available", "-", "skip"))
+            return
+        ours, theirs = statistics.median(times["desktop_read_file 1 KB"]), statistics.median(times[REF_READ])
+        add(f"reference daemon: desktop_read_file 1 KB through the reference relay (N={len(times[REF_READ])}) median",
+            f"{ms(theirs)} (p99 {ms(pctl(times[REF_READ], 99))})")
+        add(metric, f"{ours / theirs:.2f} x ({ms(ours)} / {ms(theirs)})", f"<= {REF_READ_TARGET:g} x",
+            ours / theirs <= REF_READ_TARGET)
+
+    def _big_read(self, relay: RelayProc, ref: ReferenceDesktop | None) -> None:
+        """A 3 MB desktop_read_file, one call at a time (ours and the reference's in turn): latency, CPU per call."""
         assert self.user is not None
         big = self.root / "three-mb.txt"
         big.write_bytes(b"0123456789abcde\n" * (BIG_READ // 16))
-        n, agent = (5 if self.quick else 20), agent_pid(self.user)
-        times: list[float] = []
-        relay0, agent0 = cpu_ticks(relay.proc.pid), cpu_ticks(agent)
+        n = 5 if self.quick else 20
+        sides = {"ours": (relay.port, relay.proc.pid, agent_pid(self.user))}
+        if ref is not None:
+            assert ref.relay.proc is not None
+            sides["reference"] = (ref.port, ref.relay.proc.pid, ref.daemon_pid)
+        times: dict[str, list[float]] = {side: [] for side in sides}
+        cpu: dict[str, list[int]] = {side: [0, 0] for side in sides}
         for _ in range(n + 2):
-            t0 = time.perf_counter()
-            status, answer = http_call(relay.port, "POST", "/desktop/desktop_read_file",
-                                       {"path": str(big), "max_bytes": BIG_READ + 1})
-            times.append(time.perf_counter() - t0)
-            if status != 200 or answer.get("ok") is not True or len(answer["result"]) != BIG_READ:
-                raise RuntimeError(f"3 MB read: HTTP {status} {str(answer)[:200]}")
-        relay_ms = (cpu_ticks(relay.proc.pid) - relay0) / CLK_TCK / (n + 2) * 1000
-        agent_ms = (cpu_ticks(agent) - agent0) / CLK_TCK / (n + 2) * 1000
-        add(f"desktop_read_file 3 MB round trip (N={n + 2}) median",
-            f"{ms(statistics.median(times))} (p99 {ms(pctl(times, 99))}; relay CPU {relay_ms:.0f} ms, agent CPU "
-            f"{agent_ms:.0f} ms per call)")
+            for side, (port, relay_pid, agent) in sides.items():
+                relay0, agent0 = cpu_ticks(relay_pid), cpu_ticks(agent)
+                t0 = time.perf_counter()
+                status, answer = http_call(port, "POST", "/desktop/desktop_read_file",
+                                           {"path": str(big), "max_bytes": BIG_READ + 1})
+                times[side].append(time.perf_counter() - t0)
+                cpu[side][0] += cpu_ticks(relay_pid) - relay0
+                cpu[side][1] += cpu_ticks(agent) - agent0
+                if status != 200 or answer.get("ok") is not True or len(answer["result"]) != BIG_READ:
+                    raise RuntimeError(f"3 MB read ({side}): HTTP {status} {str(answer)[:200]}")
+        for side, label in (("ours", "desktop_read_file 3 MB round trip"),
+                            ("reference", "reference daemon: desktop_read_file 3 MB through the reference relay")):
+            if side in times:
+                relay_ms, agent_ms = (t / CLK_TCK / (n + 2) * 1000 for t in cpu[side])
+                add(f"{label} (N={n + 2}) median",
+                    f"{ms(statistics.median(times[side]))} (p99 {ms(pctl(times[side], 99))}; relay CPU "
+                    f"{relay_ms:.0f} ms, {'agent' if side == 'ours' else 'daemon'} CPU {agent_ms:.0f} ms per call)")
+        metric = "ours / reference daemon: desktop_read_file 3 MB latency p50 (each through its own relay)"
+        if "reference" not in times:
+            ROWS.append(Row(metric, "reference not available", "-", "skip"))
+            return
+        ours, theirs = statistics.median(times["ours"]), statistics.median(times["reference"])
+        add(metric, f"{ours / theirs:.2f} x ({ms(ours)} / {ms(theirs)})", f"<= {REF_READ_TARGET:g} x",
+            ours / theirs <= REF_READ_TARGET)
 
     def _in_flight(self, name: str, once: Callable[[str], float], n: int) -> tuple[float, float, float, float, float]:
         """``n`` calls, ``DESKTOP_IN_FLIGHT`` at a time: (calls/s, wall, relay, agent and bench CPU %)."""

@@ -501,6 +501,15 @@ PATH_ARGS: Final = ("path", "source", "dest", "log_dir")  # the file tools' path
 MAX_SHOWN: Final = 8 << 10  # bytes of call details an approval shows whole; a larger call is not asked about
 
 
+def risky_env(args: dict[str, Any]) -> list[str]:
+    """The names in a call's ``env`` overrides that core/envguard refuses, sorted (``call_details``'s
+    ``dangerous_env``, without resolving the call's paths)."""
+    env = args.get("env")
+    if not isinstance(env, dict):
+        return []
+    return sorted(k for k in map(str, env) if dangerous_env(k) is not None)
+
+
 def call_details(args: dict[str, Any], cwd: Path) -> dict[str, Any]:
     """What an approval shows of a call, exactly and unredacted: ``command`` (as sent), ``cwd`` and every
     path argument resolved the way the tools resolve them, ``env`` overrides (``dangerous_env`` names the
@@ -528,7 +537,7 @@ def call_details(args: dict[str, Any], cwd: Path) -> dict[str, Any]:
     if isinstance(env, dict) and env:
         details["env"] = {str(k): v if isinstance(v, str) else f"(not a string: {type(v).__name__})"
                           for k, v in env.items()}
-        risky = sorted(k for k in details["env"] if dangerous_env(k) is not None)
+        risky = risky_env(args)
         if risky:
             details["dangerous_env"] = risky
     stdin = args.get("stdin")

@@ -38,14 +38,38 @@ class Envelope:
         return encoded(obj)[0]
 
 
+ASCII_WALK = 64  # values looked at to find every string in an envelope ASCII (a bigger one is encoded as usual)
+
+
 def encoded(obj: Any) -> tuple[str, int]:
     """``obj``'s text as an envelope is sent (compact JSON) and its size in UTF-8 bytes."""
+    if _ascii_only(obj, [ASCII_WALK]):  # the same text from the ASCII encoder, faster (a 3 MB read: 11.6 -> 9 ms)
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+        return text, len(text)
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    if text.isascii():  # (a flag CPython keeps on the string: no pass over it)
+        return text, len(text)
     try:
         return text, len(text.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate (a non-UTF-8 file name): sent as a \udcXX escape, intact
         text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
         return text, len(text)
+
+
+def _ascii_only(obj: Any, budget: list[int]) -> bool:
+    """Every string (and key) in ``obj`` is ASCII, found within ``budget[0]`` values; False past it. For such
+    a value ``ensure_ascii`` changes nothing: both encoders escape the same characters (quotes, backslash,
+    control characters), and only a non-ASCII character is written differently."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    if isinstance(obj, str):
+        return obj.isascii()
+    if isinstance(obj, dict):
+        return all((not isinstance(k, str) or k.isascii()) and _ascii_only(v, budget) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return all(_ascii_only(v, budget) for v in obj)
+    return obj is None or isinstance(obj, (bool, int, float))
 
 
 _KEYS = ["channel", "type", "id", "payload"]

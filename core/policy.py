@@ -27,6 +27,7 @@ record (restricted, workspace or any other), and an unreadable policy file ignor
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -123,6 +124,12 @@ def canonical_url(raw: str) -> str | None:
     dropped, trailing slashes removed; URLs with credentials, a query or a fragment have no key."""
     if not isinstance(raw, str):
         return None
+    return _canonical(raw)
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical(raw: str) -> str | None:
+    """``canonical_url`` of a string: a pure function of it, remembered (a desktop call asks ~7 times)."""
     try:
         parts = urlsplit(raw.strip())
         port = parts.port

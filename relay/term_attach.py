@@ -7,7 +7,10 @@ attachment's own cancel scope:
 
 - reader: PTY → ring, but never more than ``MAX_UNSENT`` bytes ahead of what the socket was sent (tmux
   then holds the rest and turns a flood into a redraw); while orphaned it reads freely (the ring drops
-  the oldest bytes, and a resume past them is a gap). EOF (EIO) ends the attachment.
+  the oldest bytes, and a resume past them is a gap). A read that began while orphaned may return after
+  a socket resumed, with more than the ring holds: the ring then keeps what that socket was not sent
+  (``OutputRing.append``'s ``keep``), so a resume the relay answered without a gap continues exactly.
+  EOF (EIO) ends the attachment.
 - sender: ring → socket: a frame at once when the PTY was idle or input was written to it since the last
   frame (an echo is what the user waits for), else at most one per ``COALESCE`` (16 ms) unless a full frame
   (16 KiB) is ready; never inside a UTF-8 character while more may follow.
@@ -43,15 +46,16 @@ class Attachment:
     """A PTY, its ring and input ledger, and the socket it is attached to (None: orphaned)."""
 
     def __init__(self, *, scope_key: Any, owner: Any, name: str, stream: str | None, proc: PtyProcess, tmux: bool,
-                 shell: str, cols: int, rows: int, ring_size: int, send: Send):
+                 shell: str, cols: int, rows: int, ring_size: int, send: Send, in_seq: int = 0, out_seq: int = 0):
         self.scope_key, self.owner, self.name, self.stream = scope_key, owner, name, stream
         self.proc, self.tmux, self.shell, self.cols, self.rows = proc, tmux, shell, cols, rows
-        self.ring = OutputRing(ring_size)
+        self.ring = OutputRing(ring_size, out_seq)  # offsets continue the stream's (0 for a new one)
         self.read_limit = min(tc.MAX_UNSENT, ring_size)  # what the socket was not sent always stays in the ring
-        self.ledger = InputLedger()
+        self.ledger = InputLedger(in_seq)
+        self.in_shift = 0  # the stream's input offsets minus the CLI's: the agent's own input (its launch)
         self.queue = bytearray()
         self.frames_unacked = 0  # input frames received since the last ack
-        self.last_ack = 0  # the in_seq last acknowledged
+        self.last_ack = in_seq  # the in_seq last acknowledged
         self.socket: Any = None
         self.last_socket: Any = None  # the socket before the last orphaning
         self.ready = False  # terminal.attached went out on ``socket``: output may follow
@@ -108,7 +112,7 @@ class Attachment:
             data = await self.proc.read(room)
             if not data:
                 return
-            self.ring.append(data)
+            self.ring.append(data, keep=None if self.socket is None else self.sent)
             self.poke()
 
     async def _sender(self) -> None:
@@ -122,9 +126,6 @@ class Attachment:
                 await trio.sleep_until(last_frame + tc.COALESCE)  # coalesce: let a busy PTY fill the frame
                 if ws is not self.socket or not self.ready:
                     continue
-            if not self.ring.holds(self.sent):  # a read that began while orphaned overran a tiny ring
-                log.warning("terminal_output_lost name=%s bytes=%d", self.name, self.ring.start - self.sent)
-                self.sent = self.ring.start
             frame = self._frame()
             if frame is None:  # the start of a UTF-8 character: wait a frame time for its end
                 with trio.move_on_after(tc.COALESCE):

@@ -1,10 +1,12 @@
 """``terminal.attach``: resume an attachment, or open a new one within the limits.
 
-- With ``resume: {v: 1, stream, out_seq}`` (docs/shell-protocol.md): the device's attachment of that name
-  and stream is resumed from any socket (the socket it had is told ``attached elsewhere``); output
-  continues at ``out_seq`` when the ring still holds it, else from the ring's end with ``gap: true`` and a
-  redraw. Another stream of that name closes the old attachment (its tmux session lives on) and opens a
-  new one.
+- With ``resume: {v: 1, stream, out_seq, in_seq?, in_shift?}`` (docs/shell-protocol.md): the device's attachment of
+  that name and stream is resumed from any socket (the socket it had is told ``attached elsewhere``);
+  output continues at ``out_seq`` when the ring still holds it, else from the ring's end with ``gap: true``
+  and a redraw. Another stream of that name closes the old attachment (its tmux session lives on) and
+  opens a new one. A new attachment's offsets continue the stream's: output from ``out_seq``, input from
+  ``in_seq`` (default 0), and its ``in_shift`` (the bytes the agent typed itself, ``own`` input) from the
+  attach's, so a relay restart renumbers nothing.
 - Without it (a reference client): per-socket sessions; re-attaching a name the socket has only answers
   ``attached`` with ``reattach: true``.
 - Limits: ``max_per_socket`` live attachments per socket, ``max_per_device`` per device orphans
@@ -47,18 +49,22 @@ class TerminalService(Protocol):
     async def redraw(self, att: Attachment) -> None: ...
 
 
-def parse_resume(raw: Any) -> tuple[str, int] | str | None:
-    """(stream, out_seq) from an attach's ``resume``, None without one, or what is wrong with it."""
+def parse_resume(raw: Any) -> tuple[str, int, int, int] | str | None:
+    """(stream, out_seq, in_seq, in_shift) from an attach's ``resume``, None without one, or what is wrong."""
     if raw is None:
         return None
     if not isinstance(raw, dict) or raw.get("v") != 1:
         return "resume must be {v: 1, stream, out_seq}"
-    stream, out_seq = raw.get("stream"), raw.get("out_seq", 0)
+    stream, out_seq, in_seq = raw.get("stream"), raw.get("out_seq", 0), raw.get("in_seq", 0)
     if not isinstance(stream, str) or not tc.STREAM_RE.fullmatch(stream):
         return "resume.stream must be 8-64 characters of base64url"
-    if not isinstance(out_seq, int) or isinstance(out_seq, bool) or out_seq < 0:
-        return "resume.out_seq must be a non-negative integer"
-    return stream, out_seq
+    for key, value in (("out_seq", out_seq), ("in_seq", in_seq)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 62:
+            return f"resume.{key} must be a non-negative integer"
+    in_shift = raw.get("in_shift", 0)
+    if not isinstance(in_shift, int) or isinstance(in_shift, bool) or not -(1 << 62) < in_shift < 1 << 62:
+        return "resume.in_shift must be an integer"
+    return stream, out_seq, in_seq, in_shift
 
 
 async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: str) -> None:
@@ -97,9 +103,12 @@ async def attach(svc: TerminalService, ws: Any, sess: Any, env: Envelope, name: 
         return
     tmux = svc.tmux is not None
     ring = svc.settings.ring_tmux if tmux else svc.settings.ring_bare
+    out_seq, in_seq, in_shift = resume[1:] if resume else (0, 0, 0)
     att = Attachment(scope_key=scope_key, owner=sess, name=name, stream=resume[0] if resume else None, proc=proc,
-                     tmux=tmux, shell=shell, cols=cols, rows=rows, ring_size=ring, send=svc.send)
-    att.attach_socket(ws, 0)
+                     tmux=tmux, shell=shell, cols=cols, rows=rows, ring_size=ring, send=svc.send, in_seq=in_seq,
+                     out_seq=out_seq)
+    att.in_shift = in_shift
+    att.attach_socket(ws, out_seq)
     svc.add(att)
     log.info("terminal_opened name=%s pid=%d tmux=%s resume=%s", name, proc.pid, tmux, resume is not None)
     await svc.send(ws, _attached(svc, att, env, reattach=existed, resumed=False))
@@ -146,6 +155,7 @@ def _attached(svc: TerminalService, att: Attachment, env: Envelope, *, reattach:
                                "rows": att.rows, "tmux_available": svc.tmux is not None, "reattach": reattach}
     if att.resume:
         payload["resume"] = {"v": 1, "stream": att.stream, "in_seq": att.ledger.written, "out_seq": att.sent,
-                             "resumed": reattach if resumed is None else resumed, "gap": gap}
+                             "in_shift": att.in_shift, "resumed": reattach if resumed is None else resumed,
+                             "gap": gap}
     return Envelope(tc.CHANNEL, "terminal.attached", payload, env.id) if env.id else \
         Envelope(tc.CHANNEL, "terminal.attached", payload)

@@ -5,7 +5,8 @@ Both directions are byte streams counted in absolute offsets from 0 for the atta
 
 - ``OutputRing`` keeps the last ``capacity`` bytes the PTY produced, addressed by absolute offset: a
   socket that resumes at ``out_seq`` continues from there when ``start <= out_seq <= end``; older bytes
-  are gone (a gap: tmux redraws, a bare PTY is nudged).
+  are gone (a gap: tmux redraws, a bare PTY is nudged). It never forgets what the attached socket was not
+  sent yet (``append``'s ``keep``): it outgrows ``capacity`` instead, by one PTY read at most.
 - ``InputLedger`` decides each ``terminal.input``: ``accepted`` is the end of what was queued for the
   PTY, ``written`` (the ``in_seq`` the relay acknowledges) the end of what reached it. A chunk whose
   ``seq`` lies below ``accepted`` is trimmed (the overlap is a duplicate from a resend); one above it is
@@ -23,18 +24,21 @@ from dataclasses import dataclass
 class OutputRing:
     """The last ``capacity`` output bytes, addressed by absolute offset."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, start: int = 0):
         self.capacity = capacity
         self._buf = bytearray()
-        self.start = 0  # offset of _buf[0]
+        self.start = start  # offset of _buf[0]
 
     @property
     def end(self) -> int:
         return self.start + len(self._buf)
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes, keep: int | None = None) -> None:
+        """Add ``data``, forgetting the oldest bytes beyond ``capacity`` but none at or above ``keep``."""
         self._buf += data
         over = len(self._buf) - self.capacity
+        if keep is not None:
+            over = min(over, keep - self.start)
         if over > 0:
             del self._buf[:over]
             self.start += over
@@ -62,9 +66,9 @@ class InputVerdict:
 class InputLedger:
     """The input offsets of one stream: ``accepted`` (queued for the PTY) >= ``written`` (reached it)."""
 
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.written = 0
+    def __init__(self, start: int = 0) -> None:
+        self.accepted = start
+        self.written = start
 
     def offer(self, seq: int, data: bytes) -> InputVerdict:
         if seq > self.accepted:

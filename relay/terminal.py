@@ -155,6 +155,8 @@ class TerminalService:
                                   reason="input_gap", in_seq=att.ledger.written)
                 return
             data = verdict.data
+            if env.payload.get("own") is True:  # the agent's own bytes (its launch): not the CLI's offsets
+                att.in_shift += len(data)
             att.frames_unacked += 1
             if not data:  # all duplicate: acknowledge what the PTY has
                 if not att.queue:

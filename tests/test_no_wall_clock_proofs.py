@@ -66,8 +66,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("e2e/test_store_follow_e2e.py", "test_a_pairing_another_client_adds_is_followed_within_2_s", "elapsed"):
         "real processes; the store watcher's documented 2 s promise (1 s poll without inotify), against its "
         "10 s safety poll",
-    ("e2e/shellrig.py", "Typist", "sleep"):
-        "the pace of a user typing a numbered key stream while faults happen; every assertion waits on an event",
     ("cli/test_client_hello.py", "test_an_agent_that_accepts_but_never_says_hello_fails_within_the_connect_timeout",
      "elapsed"):
         "the blocking CLI client has no fake clock; the bound is a third of the 30 s timeout it rules out",

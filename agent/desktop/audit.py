@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ class AuditLog:
         self._runs: dict[tuple[str, str, str], _Run] = {}
         self._kept: int | None = None  # bytes in kept segments (summed once, then tracked)
         self.dropped = 0  # low-value records not written because the log is at its cap
+        self._live = _LiveFile()
 
     # -- writing ---------------------------------------------------------------------------------
     def write(self, record: dict[str, Any], *, essential: bool = False) -> None:
@@ -129,12 +131,13 @@ class AuditLog:
                         "last_ts": run.last_ts})
 
     def _append(self, line: bytes, *, high_value: bool) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        st: os.stat_result | None
         try:
             st = os.stat(self.path)
             size = st.st_size if _regular(st.st_mode) else 0
-        except FileNotFoundError:
-            size = 0
+        except FileNotFoundError:  # (a file that exists has its folder: made only when missing)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            st, size = None, 0
         total = self._kept_bytes() + size + len(line)
         if total > self.max_total:  # segments may have been removed by hand since: count them again
             self._kept = None
@@ -147,11 +150,12 @@ class AuditLog:
             return
         if size and size + len(line) > self.segment_bytes:
             self._keep_segment(size)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+            st = None
+        fd = self._live.fd(self.path, st)
         try:
             written = os.write(fd, line)
         finally:
-            os.close(fd)
+            self._live.done(fd)
         if written != len(line):
             raise OSError(28, f"short write to the audit log ({written} of {len(line)} bytes)")
 
@@ -168,6 +172,7 @@ class AuditLog:
         while target.exists():
             n += 1
             target = self.path.with_name(f"{self.path.stem}.{stamp}-{n}{self.path.suffix}")
+        self._live.close()
         os.replace(self.path, target)
         self._kept = self._kept_bytes() + size
         self._prune()
@@ -191,6 +196,54 @@ class AuditLog:
     def read(self, *, since: float | None = None) -> list[dict[str, Any]]:
         """Every readable record, oldest first (segments, another client's ``.1``, the live file)."""
         return desktop.read_audit(self.path, since=since)
+
+
+class _LiveFile:
+    """The live file's descriptor, kept open between appends on POSIX: an append is then one ``write``, and
+    it closes nothing, so the agent's file watches on the same folder (policy, roots, store: inotify
+    reports a close after writing) are not woken by every call. It is opened again whenever the path no
+    longer names the file it holds (moved aside as a segment, deleted, replaced: the caller's ``stat``
+    of the path, taken just before, says so). Elsewhere (Windows: an open file cannot be renamed by
+    another client) it is opened and closed for each append."""
+
+    KEEP = os.name == "posix"
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._id: tuple[int, int] | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def fd(self, path: Path, st: os.stat_result | None) -> int:
+        if self._fd is not None and (st is None or (st.st_dev, st.st_ino) != self._id):
+            self.close()
+        if self._fd is not None:
+            return self._fd
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        if self.KEEP:
+            try:
+                info = os.fstat(fd)
+            except OSError:
+                os.close(fd)
+                raise
+            self._fd, self._id = fd, (info.st_dev, info.st_ino)
+            self._finalizer = weakref.finalize(self, _close_quietly, fd)
+        return fd
+
+    def done(self, fd: int) -> None:
+        if fd != self._fd:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()  # closes the descriptor once
+        self._fd = self._id = self._finalizer = None
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _regular(mode: int) -> bool:

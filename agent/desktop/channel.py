@@ -251,8 +251,7 @@ class DesktopChannel:
         if decision == policy.DECIDE_DENY:
             return False, None, (f"{spec.name} needs the '{spec.capability}' capability, which is disabled for "
                                  f"this relay on the desktop; the user can change it with `hermes-relay access`"), "denied"
-        details = desktop.call_details(command.args, service.cwd)
-        risky = details.get("dangerous_env")
+        risky = desktop.risky_env(command.args)
         if risky:  # never run, never asked about (the tools refuse it too: core/envguard)
             return False, None, (f'refusing the environment override in "env": {desktop.dangerous_env(risky[0])}; '
                                  "set it inside the command instead, where the approval shows it"), "refused_env"
@@ -262,6 +261,7 @@ class DesktopChannel:
         try:
             with live.scope:
                 if decision == policy.DECIDE_ASK:
+                    details = desktop.call_details(command.args, service.cwd)  # what the user is shown
                     if desktop.details_size(details) > desktop.MAX_SHOWN:
                         return False, None, (f"{spec.name}'s arguments are too large to show for approval (over "
                                              f"{desktop.MAX_SHOWN} bytes); refused without asking"), "not_asked"

@@ -7,18 +7,14 @@ wakes the session's own tasks, which do the I/O: ``_pump`` is the only writer to
 resize, input, pings, detach), ``_timers`` keeps the deadlines (attach, the 60 s gap, suspicion, the
 program launch), the outbox sends the notifies to the CLI in order.
 
-Input is held until ``terminal.attached`` (the reference relay drops earlier input), leaves in order
-(agent/terminal/ledger.py), and is acknowledged by our relay's ``terminal.ack`` or, on the reference,
-by the pong of a ``system/ping`` with id ``in-<offset>`` (one outstanding). After a drop, our relay says
-exactly what reached the PTY (``attached.resume.in_seq``) and the rest is sent again; on the reference
-what was in flight is in doubt: reported and never resent. Offsets toward our relay are the CLI's, plus
-``shift``: the bytes the agent itself typed (the program launch) and, after a relay lost the attachment,
-the difference to the new one's offsets.
+This module is the state machine and those tasks; the session's two other concerns are mixins:
+agent/terminal/input_flow.py (the CLI's keys toward the relay: ledger, acks, marks, in-doubt ranges) and
+agent/terminal/relay_inbound.py (each relay message: attached, output, acks, detached, errors, with the
+offset re-basing). Input is held until ``terminal.attached`` (the reference relay drops earlier input).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -27,44 +23,27 @@ from typing import Any
 import trio
 
 from ...core import api
-from ...core.errors import (
-    ConnectionLostError,
-    ForbiddenError,
-    HermesError,
-    SessionRevokedError,
-    TerminalRefusedError,
-    UsageError,
-)
+from ...core.errors import ConnectionLostError, HermesError, SessionRevokedError, TerminalRefusedError, UsageError
 from . import wire
-from .ledger import InputLedger, InputOverflow
+from .input_flow import InputFlow
+from .ledger import InputLedger
 from .outbox import Notify, Outbox
 from .ports import TerminalPort
+from .relay_inbound import RelayInbound
+from .states import ENDED, LAUNCH_CAP, OURS, REFERENCE, WAITING, State
+
+__all__ = ["ENDED", "LAUNCH_CAP", "OURS", "REFERENCE", "WAITING", "State", "TerminalSession"]
 
 log = logging.getLogger(__name__)
 
 GAP_LIMIT = 60.0  # seconds without an attachment before queued keys are dropped and the shell is lost
 ATTACH_TIMEOUT = 30.0  # the reference CLI's wait for terminal.attached
 SUSPECT_MIN = 1.0  # input unacknowledged past max(this, 4 × SRTT): check the connection
-LAUNCH_QUIET = 0.1  # the program is typed after the first output and this much quiet...
-LAUNCH_CAP = 2.0  # ...or this long after the attach, whichever comes first
+LAUNCH_QUIET = 0.1  # the program is typed after the first output and this much quiet (at most LAUNCH_CAP)
 DETACH_WAIT = 2.0  # for terminal.detached after a detach or kill
-OURS, REFERENCE = "ours", "reference"
 
 
-class State(enum.Enum):
-    ATTACHING = "attaching"
-    LIVE = "live"
-    SUSPENDED = "suspended"
-    REATTACHING = "reattaching"
-    LOST = "lost"
-    CLOSED = "closed"
-
-
-WAITING = (State.ATTACHING, State.REATTACHING)
-ENDED = (State.LOST, State.CLOSED)
-
-
-class TerminalSession:
+class TerminalSession(InputFlow, RelayInbound):
     def __init__(self, url: str, options: wire.ShellOptions, *,
                  on_ping: Callable[[TerminalPort, str, TerminalSession], None] = lambda port, msg_id, session: None):
         self.url = url
@@ -106,20 +85,7 @@ class TerminalSession:
         self._want_at = 0.0
         self._quick = False  # the CLI is gone: end once the detach is sent
 
-    # -- from the CLI ---------------------------------------------------------------------------
-    def typed(self, seq: Any, data: Any) -> None:
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or not isinstance(data, bytes):
-            self._notice("shell.input needs seq (an offset) and d (binary): ignored")
-            return
-        try:
-            self.ledger.type(seq, data)
-        except (ValueError, InputOverflow) as exc:
-            self._notice(f"input not taken: {exc}")
-            return
-        if self.state is not State.LIVE and self._ever_attached:
-            self._link_state("reconnecting", "waiting for the relay")
-        self._wake()
-
+    # -- from the CLI (typed: input_flow.py) --------------------------------------------------
     def resize(self, cols: Any, rows: Any) -> None:
         if all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= wire.MAX_SIZE for v in (cols, rows)):
             self.cols, self.rows, self._resize = cols, rows, True
@@ -142,7 +108,7 @@ class TerminalSession:
         self._want, self._quick, self._want_at = what, quick, trio.current_time()
         self._wake()
 
-    # -- from the link --------------------------------------------------------------------------
+    # -- from the link (pong: input_flow.py; on_message: relay_inbound.py) -----------------
     def connected(self, port: TerminalPort) -> None:
         if self.state in ENDED:
             return
@@ -173,185 +139,6 @@ class TerminalSession:
         self._link_state("reconnecting", reason)
         log.info("terminal_link_lost url=%s session=%s queued=%d", self.url, self.name, self.ledger.unsent)
         self._wake()
-
-    def pong(self, msg_id: str) -> None:
-        if self._ping is None or self._ping[0] != msg_id:
-            return
-        _, upto, sent_at = self._ping
-        self._ping = None
-        self._acked(upto, trio.current_time() - sent_at)
-
-    def on_message(self, port: TerminalPort, typ: str, payload: dict[str, Any]) -> None:
-        if port is not self.port or self.state in ENDED:
-            return
-        if typ == "terminal.attached":
-            if self.state in WAITING and self._attach_port is port:
-                self._attached(payload)
-        elif typ == "terminal.output" and self.state is State.LIVE:
-            self._output(payload)
-        elif typ == "terminal.ack" and self.state is State.LIVE:
-            self._relay_ack(wire.number(payload, "in_seq"))
-        elif typ == "terminal.detached":
-            self._detached(port, payload)
-        elif typ == "terminal.error":
-            self._relay_error(payload)
-        elif typ == "system.error":
-            self._system_error(payload)
-
-    # -- relay messages -------------------------------------------------------------------------
-    def _attached(self, payload: dict[str, Any]) -> None:
-        now = trio.current_time()
-        resume = payload.get("resume")
-        again = self._ever_attached or self.options.reopen
-        tmux = payload.get("tmux_available") is not False
-        resumed = False
-        if isinstance(resume, dict):
-            self.kind = OURS
-            resumed = self._resume_ours(resume, again, payload.get("reattach") is True)
-            out = wire.number(resume, "out_seq")
-            if out is not None:
-                if not resumed:  # a new attachment counts from its start: keep the CLI's offsets going
-                    self.out_shift += self.out_seq - out
-                self.out_seq = out
-        else:
-            self.kind = REFERENCE
-            if again and self.options.reopen and not self._ever_attached:
-                unacked, _ = self.ledger.drop_in_doubt()
-                self._in_doubt(unacked, "the previous agent sent")
-            if again and not tmux:
-                self._drop_queued("the relay started a new shell")
-        if not tmux and self.kind == REFERENCE:
-            self._notice("the relay host has no tmux: this shell will not survive a reconnect")
-        elif not tmux and not again:  # ours keeps a bare shell across socket drops: only its restart ends it
-            self._notice("the relay host has no tmux: this shell ends if the relay restarts")
-        note: dict[str, Any] = {"reattach": payload.get("reattach") is True, "resumed": resumed, "tmux": tmux,
-                                "route": self.route_label, "relay": self.kind}
-        replay = payload.get("replay")
-        if not again and isinstance(replay, str) and replay:
-            note["replay"] = replay.encode("utf-8", "replace")
-        if again or payload.get("reattach") is True:
-            self._launch = None  # never typed into a shell that was running already
-        self.state, self._ever_attached, self._gap_since = State.LIVE, True, None
-        self._launch_cap = now + LAUNCH_CAP if self._launch else None
-        self.outbox.put(api.SHELL_ATTACHED, note)
-        self._link_state("live", "attached")
-        self._marks()
-        log.info("terminal_attached url=%s session=%s relay=%s resumed=%s route=%s", self.url, self.name, self.kind,
-                 resumed, self.route_label)
-        self._wake()
-
-    def _resume_ours(self, resume: dict[str, Any], again: bool, reattach: bool) -> bool:
-        """Our relay's offsets: resend from exactly what reached the PTY, or (a new attachment) settle
-        what was in flight as in doubt and map the new attachment's offsets."""
-        relay_in = wire.number(resume, "in_seq") or 0
-        ledger = self.ledger
-        if resume.get("resumed") is True and again:
-            for shift in dict.fromkeys((self._shift_guess, self.shift) if not self._ever_attached else (self.shift,)):
-                if ledger.acked <= relay_in - shift <= ledger.typed:
-                    self.shift = shift
-                    ledger.resume(relay_in - shift)
-                    return True
-            log.warning("terminal_resume_mismatch url=%s session=%s relay_in=%d acked=%d typed=%d", self.url,
-                        self.name, relay_in, ledger.acked, ledger.typed)
-        if again:
-            unacked, _ = ledger.drop_in_doubt()
-            self._in_doubt(unacked, "typed just before the drop")
-            if not reattach:
-                self._drop_queued("the relay started a new shell")
-        self.shift = relay_in - ledger.sent
-        return False
-
-    def _output(self, payload: dict[str, Any]) -> None:
-        data = wire.output_bytes(payload)
-        relay_in = wire.number(payload, "in_seq")
-        if relay_in is not None:
-            self._relay_ack(relay_in)
-        seq_end = wire.number(payload, "seq_end") if self.kind == OURS else None
-        self.out_seq = seq_end if seq_end is not None else self.out_seq + len(data)
-        now = trio.current_time()
-        if self._first_output is None:
-            self._first_output = now
-        self._last_output = now
-        if data and not self.outbox.put_output(data, self.out_seq + self.out_shift):
-            log.info("terminal_output_overflow url=%s session=%s dropped=%d", self.url, self.name, self.outbox.dropped)
-            self._ask_redraw()
-        self._wake()
-
-    def _relay_ack(self, relay_in: int | None) -> None:
-        if relay_in is None or self.kind != OURS:
-            return
-        upto = relay_in - self.shift
-        sample = None
-        while self._sends and self._sends[0][0] <= upto:
-            sample = trio.current_time() - self._sends.popleft()[1]
-        self._acked(upto, sample)
-
-    def _acked(self, upto: int, rtt: float | None) -> None:
-        now = trio.current_time()
-        if self.kind == REFERENCE:
-            while self._sends and self._sends[0][0] <= upto:
-                self._sends.popleft()
-        if rtt is not None:
-            self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
-        if self.ledger.ack(upto, now):
-            self._suspicious = False
-            self._marks()
-        self._wake()
-
-    def _detached(self, port: TerminalPort, payload: dict[str, Any]) -> None:
-        reason = str(payload.get("reason") or "")
-        if self._want is not None or reason == "client kill":
-            self.finish("killed" if self._want == "kill" or reason == "client kill" else "detached")
-        elif reason == "attached elsewhere":
-            if self.state is State.LIVE:
-                self.finish("replaced")
-        elif reason == "server shutdown":
-            if self.kind == OURS:  # its final ack came just before: what was sent above it never reached the
-                self.ledger.resume(self.ledger.acked)  # PTY and goes to the next attachment, not in doubt
-                self._sends.clear()
-            self.lost(port, "the relay is restarting")
-        elif reason == "revoked":  # an error that says why, not "the link did not come back"
-            self._fail(SessionRevokedError("the relay ended the shell: this device's session was revoked, replaced "
-                                           "or expired", hint="`hermes-relay status` shows the relay's verdict; "
-                                           "pair again for a new session"))
-        elif reason == "grant expired":
-            self._fail(ForbiddenError("the relay ended the shell: this device's terminal grant expired",
-                                      hint="`hermes-relay devices extend` or pair again with the terminal grant"))
-        elif reason == "grace expired":
-            self._notice(f"the relay ended the attachment: {reason}")
-            self.finish("lost")
-        elif self.state is State.LIVE:
-            code = payload.get("code", payload.get("exit_code"))
-            self.finish("exit", code if isinstance(code, int) and not isinstance(code, bool) else None)
-
-    def _relay_error(self, payload: dict[str, Any]) -> None:
-        message = str(payload.get("message") or "terminal error")
-        if payload.get("reason") == "input_gap" and self.kind == OURS:
-            relay_in = wire.number(payload, "in_seq")
-            if relay_in is not None:
-                self.ledger.resume(relay_in - self.shift)
-                self._sends.clear()
-                self._suspicious = False
-                self._wake()
-            return
-        if self.state in WAITING and self._attach_port is not None:
-            hint = ("the reference relay allows 4 shells per connection: close one" if "max" in message.lower()
-                    else "the relay refused the shell")
-            self._fail(TerminalRefusedError(f"the relay refused terminal.attach: {message}", hint=hint))
-        else:
-            self._notice(f"relay: {message}")
-
-    def _system_error(self, payload: dict[str, Any]) -> None:
-        message = str(payload.get("message") or payload.get("error") or "error")
-        if "grant" in message.lower():
-            self._fail(ForbiddenError(f"the relay refused the shell: {message}",
-                                      hint="this device has no terminal grant: `hermes-relay devices extend` "
-                                           "or pair again with the terminal grant"))
-        elif self.state in WAITING and self._attach_port is not None:
-            self._fail(TerminalRefusedError(f"the relay refused terminal.attach: {message}",
-                                            hint="the relay may serve no terminal (our relay: hermes-relay-server --terminal)"))
-        else:
-            self._notice(f"relay: {message}")
 
     # -- the tasks ------------------------------------------------------------------------------
     async def run(self, notify: Notify, inbox: Any) -> dict[str, Any]:
@@ -412,7 +199,8 @@ class TerminalSession:
         if self.state in WAITING and self._attach_port is not port:
             self._attach_port, self._attach_at = port, trio.current_time()
             self._wake()  # a new deadline for the timers
-            await port.send(wire.attach(self.name, self.cols, self.rows, self.options.stream, self.out_seq))
+            await port.send(wire.attach(self.name, self.cols, self.rows, self.options.stream, self.out_seq,
+                                        self.ledger.sent + self.shift, self.shift))
             return
         if self.state is not State.LIVE:
             return
@@ -433,35 +221,6 @@ class TerminalSession:
         if due is not None and trio.current_time() >= due:
             await self._send_launch(port)
         await self._send_input(port)
-
-    async def _send_input(self, port: TerminalPort) -> None:
-        ours = self.kind == OURS
-        while not self._suspicious and port is self.port and (chunk := self.ledger.take()) is not None:
-            seq, data = chunk
-            if not self._sends:
-                self._wake()  # a new suspicion deadline for the timers
-            self._sends.append((seq + len(data), trio.current_time()))
-            self._marks()
-            if not ours:  # the CLI hears `sent` before the reference can have the bytes: an agent started after
-                await self.outbox.marks_sent()  # a kill -9 resends only above it (the reference would run it twice)
-                if port is not self.port:  # lost meanwhile: the chunk was counted in doubt with the rest
-                    return
-            await port.send(wire.input_message(self.name, data, seq + self.shift if ours else None))
-        if not ours and self._ping is None and self.ledger.in_flight > 0:
-            msg_id = f"in-{self.ledger.sent}"
-            self._ping = (msg_id, self.ledger.sent, trio.current_time())
-            self._on_ping(port, msg_id, self)
-            await port.send(wire.ping(msg_id))
-
-    async def _send_launch(self, port: TerminalPort) -> None:
-        launch, self._launch = self._launch, None
-        assert launch is not None
-        ours = self.kind == OURS
-        seq = self.ledger.sent + self.shift
-        if ours:
-            self.shift += len(launch)
-        log.info("terminal_launch url=%s session=%s bytes=%d", self.url, self.name, len(launch))
-        await port.send(wire.input_message(self.name, launch, seq if ours else None))
 
     async def _send_want(self, port: TerminalPort) -> None:
         if self._want_port is port:
@@ -544,25 +303,6 @@ class TerminalSession:
         else:
             self._nudge = True
         self._wake()
-
-    def _in_doubt(self, n: int, what: str) -> None:
-        """Report the ``n`` bytes just counted done below ``acked``: a notice, and their CLI offsets in the
-        log (``terminal_input_in_doubt``), so a soak can check that every key lost was among them."""
-        if n:
-            end = self.ledger.acked
-            log.info("terminal_input_in_doubt url=%s session=%s start=%d end=%d", self.url, self.name, end - n, end)
-            self._notice(f"{n} bytes {what} are in doubt and were not resent")
-
-    def _drop_queued(self, why: str) -> None:
-        n = self.ledger.drop_unsent()
-        if n:
-            end = self.ledger.acked
-            log.info("terminal_input_dropped url=%s session=%s start=%d end=%d", self.url, self.name, end - n, end)
-            self._notice(f"{n} bytes typed during the gap were dropped ({why})")
-            self._marks()
-
-    def _marks(self) -> None:
-        self.outbox.put(api.SHELL_ACK, {"in_seq": self.ledger.acked, "sent": self.ledger.sent})
 
     def _link_state(self, state: str, reason: str) -> None:
         self.outbox.put(api.SHELL_LINK, {"state": state, "route": self.route_label, "reason": reason,

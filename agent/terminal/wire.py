@@ -105,16 +105,20 @@ def _encode(text: str) -> bytes:
         return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode("utf-8")
 
 
-def attach(name: str, cols: int, rows: int, stream: str, out_seq: int) -> dict[str, Any]:
-    return envelope("terminal.attach", {"session_name": name, "cols": cols, "rows": rows,
-                                        "resume": {"v": 1, "stream": stream, "out_seq": out_seq}})
+def attach(name: str, cols: int, rows: int, stream: str, out_seq: int, in_seq: int, in_shift: int) -> dict[str, Any]:
+    """``out_seq``/``in_seq``: where the stream's offsets are in the relay's numbers (a resume's output
+    position; where a new attachment's offsets begin, so a relay restart renumbers nothing); ``in_shift``:
+    the relay's input offsets minus the CLI's (the bytes the agent typed itself), kept by the relay."""
+    return envelope("terminal.attach", {"session_name": name, "cols": cols, "rows": rows, "resume": {
+        "v": 1, "stream": stream, "out_seq": out_seq, "in_seq": in_seq, "in_shift": in_shift}})
 
 
-def input_message(name: str, data: bytes, seq: int | None) -> dict[str, Any]:
-    """``seq`` None: the reference relay (text only, invalid bytes as U+FFFD)."""
+def input_message(name: str, data: bytes, seq: int | None, *, own: bool = False) -> dict[str, Any]:
+    """``seq`` None: the reference relay (text only, invalid bytes as U+FFFD). ``own``: bytes the agent types
+    itself (the program launch): our relay adds them to the stream's ``in_shift``."""
     if seq is None:
         return envelope("terminal.input", {"session_name": name, "data": data.decode("utf-8", "replace")})
-    payload: dict[str, Any] = {"session_name": name, "seq": seq}
+    payload: dict[str, Any] = {"session_name": name, "seq": seq, **({"own": True} if own else {})}
     try:
         payload["data"] = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -150,3 +154,9 @@ def output_bytes(payload: dict[str, Any]) -> bytes:
 def number(payload: dict[str, Any], key: str) -> int | None:
     value = payload.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def integer(payload: dict[str, Any], key: str) -> int | None:
+    """A signed integer field (``in_shift``), None when absent or not an integer."""
+    value = payload.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

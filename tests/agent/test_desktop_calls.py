@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -543,3 +544,50 @@ async def test_old_segments_make_room_and_young_ones_are_kept(tmp_path: Path) ->
     assert "desktop-audit.2027-01-01T000000Z.jsonl" not in names
     assert "desktop-audit.2027-01-13T000000Z.jsonl" in names  # younger than RETAIN: never deleted
     assert RETAIN == 7 * 86400
+
+
+def test_risky_env_names_what_call_details_calls_dangerous(tmp_path):
+    for env in ({"LD_PRELOAD": "/tmp/x.so", "LANG": "C", "PYTHONPATH": "/x"}, {"LANG": "C"}, {}, None, ["x"]):
+        args = {"command": "x", "env": env}
+        assert desktop.risky_env(args) == desktop.call_details(args, tmp_path).get("dangerous_env", [])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_an_audit_append_wakes_no_file_watch_in_its_folder(tmp_path):
+    """The policy, roots and store watches (inotify on ~/.hermes: creates, renames, deletes, closes after
+    writing) must not wake for each call's audit record: the live file stays open between appends."""
+    from hermes_relay.agent.desktop.audit import AuditLog
+    from hermes_relay.agent.storewatch import _Inotify
+
+    log = AuditLog(tmp_path / "desktop-audit.jsonl")
+    log.write({"kind": "tool.started", "n": 0}, essential=True)  # creates the file (one event, once)
+    notify = _Inotify()
+    try:
+        assert notify.watch(str(tmp_path))
+        for n in range(1, 4):
+            log.write({"kind": "tool.started", "n": n}, essential=True)
+        assert notify.read(frozenset({b"desktop-audit.jsonl"})) == (False, False)
+    finally:
+        notify.close()
+    assert [r["n"] for r in log.read()] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("change", ["moved", "deleted", "replaced"])
+def test_an_audit_record_lands_in_the_live_file_after_another_client_moved_it(tmp_path, change):
+    from hermes_relay.agent.desktop.audit import AuditLog
+
+    path = tmp_path / "desktop-audit.jsonl"
+    log = AuditLog(path)
+    log.write({"kind": "tool.started", "n": 1}, essential=True)
+    if change == "moved":
+        os.replace(path, tmp_path / "desktop-audit.1.jsonl")  # another client's rotation
+    elif change == "deleted":
+        path.unlink()
+    else:
+        path.write_text("")  # unlinked and written again by hand: a new file of the same name
+        path.unlink()
+        path.write_text('{"kind":"other"}\n')
+    log.write({"kind": "tool.started", "n": 2}, essential=True)
+    assert path.read_text().splitlines()[-1] == '{"kind":"tool.started","n":2}'
+    if change == "moved":
+        assert (tmp_path / "desktop-audit.1.jsonl").read_text().splitlines() == ['{"kind":"tool.started","n":1}']

@@ -67,3 +67,58 @@ async def test_a_store_directory_created_later_is_watched_by_polling(tmp_path: P
     store = tmp_path / "not-yet" / "remote-sessions.json"
     watcher = StoreWatcher(store)
     await _sees(watcher, lambda: fileio.atomic_write(store, b"{}"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+async def test_a_neighbour_written_in_the_directory_wakes_no_look(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The desktop audit log is appended beside the watched files on every call: its events are read and
+    dropped, with no settle time and no stat; an event about the file itself is still looked at."""
+    from hermes_relay.agent import storewatch
+
+    store = tmp_path / "desktop-host-access.json"
+    store.write_text("{}")
+    looks: list[Path] = []
+    real = storewatch.store_key
+
+    def counting(path: Path) -> storewatch.Key:
+        looks.append(path)
+        return real(path)
+
+    monkeypatch.setattr(storewatch, "store_key", counting)
+    watcher = StoreWatcher(store)
+    seen = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watcher.run, seen.set)
+        await wait_all_tasks_blocked()
+        looks.clear()
+        for _ in range(3):
+            with open(tmp_path / "desktop-audit.jsonl", "a") as f:  # one O_APPEND write and close, as the audit
+                f.write("{}\n")
+            await wait_all_tasks_blocked(cushion=3 * storewatch.SETTLE)  # past any settle time
+        assert looks == [] and watcher.quiet()
+        fileio.atomic_write(store, b'{"hosts": {}}')
+        with trio.fail_after(2):
+            await seen.wait()
+        assert looks == [store]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+async def test_an_event_the_loop_read_keeps_the_file_not_quiet_until_it_looked(tmp_path: Path) -> None:
+    """Between the loop reading an event about the file and its look (the settle time), ``quiet`` must
+    not say the file is unchanged: a call then reads the file itself."""
+    store = tmp_path / "desktop-host-access.json"
+    store.write_text("{}")
+    watcher = StoreWatcher(store)
+    seen = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watcher.run, seen.set)
+        await wait_all_tasks_blocked()
+        assert watcher.quiet()
+        fileio.atomic_write(store, b'{"hosts": {}}')
+        with trio.fail_after(2):
+            while not watcher._pending:  # the loop took the event from the kernel's queue
+                await trio.sleep(0.001)
+        assert not seen.is_set() and not watcher.quiet()
+        await seen.wait()
+        nursery.cancel_scope.cancel()

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_terminal_session import STREAM, FakePort, Shell, attached, inputs
+from terminal_fakes import STREAM, FakePort, Shell, attached, inputs
 
 from hermes_relay.agent.terminal.session import State
 from hermes_relay.agent.terminal.wire import ShellOptions

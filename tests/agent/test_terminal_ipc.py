@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_terminal_link import STREAM, IpcShell, TerminalRelay
+from terminal_link_rig import STREAM, IpcShell, TerminalRelay
 
 from hermes_relay.agent import ipc_server, runner
 from hermes_relay.agent.backend import AgentBackend as Agent

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_terminal_session import STREAM, URL, FakePort
+from terminal_fakes import STREAM, URL, FakePort
 
 from hermes_relay.agent.terminal.service import TerminalService
 from hermes_relay.agent.terminal.session import State

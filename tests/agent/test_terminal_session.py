@@ -8,101 +8,19 @@ from typing import Any
 
 import pytest
 import trio
+from terminal_fakes import STREAM, FakePort, Shell, attached, connect, inputs, ours, running, wait_for
 
 from hermes_relay.agent.terminal import session as session_mod
 from hermes_relay.agent.terminal.ledger import MAX_IN_FLIGHT
 from hermes_relay.agent.terminal.outbox import Outbox
-from hermes_relay.agent.terminal.session import State, TerminalSession
-from hermes_relay.agent.terminal.wire import ShellOptions
+from hermes_relay.agent.terminal.session import State
 from hermes_relay.core import api, rpc
-from hermes_relay.core.errors import ConnectionLostError, ForbiddenError, SessionRevokedError
-
-URL = "ws://relay.test:8767"
-STREAM = "s" * 22
-
-
-class FakePort:
-    """A connection that records every envelope the session sends."""
-
-    def __init__(self, label: str = "LAN"):
-        self.url = URL
-        self.route_url = URL
-        self.route_label = label
-        self._send, self.out = trio.open_memory_channel[dict[str, Any]](100_000)
-        self.checks = 0
-        self.checked = trio.Event()
-        self.closed = False
-        self.log: list[dict[str, Any]] = []
-
-    async def send(self, envelope: dict[str, Any]) -> None:
-        if self.closed:
-            raise ConnectionLostError("closed")
-        self.log.append(envelope)
-        self._send.send_nowait(envelope)
-
-    def check(self) -> None:
-        self.checks += 1
-        self.checked.set()
-
-    async def next(self) -> dict[str, Any]:
-        return await self.out.receive()
-
-
-class Shell:
-    """A session run as shell.open runs it, with its notifies recorded and its CLI inbox open."""
-
-    def __init__(self, **options: Any):
-        params = {"session": "main", "cols": 80, "rows": 24, "stream": STREAM, "raw": True, **options}
-        self.pings: list[tuple[str, Any]] = []
-        self.session = TerminalSession(URL, ShellOptions.parse(params),
-                                       on_ping=lambda port, msg_id, s: self.pings.append((msg_id, port)))
-        self.notifies: list[tuple[float, str, dict[str, Any]]] = []
-        self.inbox_send, self.inbox = trio.open_memory_channel[rpc.Notify](64)
-        self.result: dict[str, Any] | None = None
-        self.ended = trio.Event()
-        self.gate: trio.Event | None = None  # set: the CLI reads nothing until it is set
-
-    async def notify(self, method: str, params: dict[str, Any]) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
-        self.notifies.append((trio.current_time(), method, params))
-
-    async def run(self) -> None:
-        self.result = await self.session.run(self.notify, self.inbox)
-        self.ended.set()
-
-    def of(self, method: str) -> list[dict[str, Any]]:
-        return [p for _, m, p in self.notifies if m == method]
-
-
-def attached(port: FakePort, shell: Shell, **payload: Any) -> None:
-    shell.session.on_message(port, "terminal.attached", {"session_name": "main", "pid": 1, "shell": "/bin/sh",
-                                                         "cols": 80, "rows": 24, "tmux_available": True,
-                                                         "reattach": False, **payload})
-
-
-async def connect(shell: Shell, port: FakePort, **payload: Any) -> dict[str, Any]:
-    shell.session.connected(port)
-    attach = await port.next()
-    assert attach["type"] == "terminal.attach"
-    attached(port, shell, **payload)
-    await wait_for(lambda: shell.session.state is State.LIVE)
-    return attach
-
-
-async def wait_for(condition: Any) -> None:
-    while not condition():
-        await trio.sleep(0.001)  # virtual time (autojump): a poll, never a wall-clock wait
-
-
-def inputs(port: FakePort) -> list[dict[str, Any]]:
-    return [e["payload"] for e in port.log if e["type"] == "terminal.input"]
+from hermes_relay.core.errors import ForbiddenError, SessionRevokedError
 
 
 async def test_reference_in_flight_input_is_in_doubt_never_resent_and_queued_keys_follow(autojump_clock: Any) -> None:
     shell = Shell()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         first = FakePort("LAN")
         await connect(shell, first)
         shell.session.typed(0, b"ls\n")
@@ -145,8 +63,7 @@ async def test_input_acked_within_a_round_trip_before_the_drop_is_reported_in_do
         autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger=session_mod.__name__)
     shell = Shell()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         port = FakePort()
         await connect(shell, port)
         shell.session.typed(0, b"rm x\r")
@@ -165,8 +82,7 @@ async def test_input_acked_within_a_round_trip_before_the_drop_is_reported_in_do
 
 async def test_keys_queued_in_a_gap_are_dropped_at_exactly_60_seconds(autojump_clock: Any) -> None:
     shell = Shell()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         port = FakePort()
         await connect(shell, port)
         lost_at = trio.current_time()
@@ -185,12 +101,11 @@ async def test_keys_queued_in_a_gap_are_dropped_at_exactly_60_seconds(autojump_c
 async def test_our_relay_resumes_exactly_and_every_byte_arrives_once(autojump_clock: Any) -> None:
     shell = Shell()
     data = bytes(range(32, 127)) * 400  # 38 000 bytes: several chunks and a full window
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         first = FakePort()
-        attach = await connect(shell, first, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0,
-                                                     "resumed": False, "gap": False})
-        assert attach["payload"]["resume"] == {"v": 1, "stream": STREAM, "out_seq": 0}
+        attach = await connect(shell, first, resume=ours())
+        assert attach["payload"]["resume"] == {"v": 1, "stream": STREAM, "out_seq": 0, "in_seq": 0,
+                                                "in_shift": 0}
         shell.session.typed(0, data)
         await wait_for(lambda: shell.session.ledger.in_flight >= MAX_IN_FLIGHT - 4)
         chunks = inputs(first)
@@ -200,8 +115,7 @@ async def test_our_relay_resumes_exactly_and_every_byte_arrives_once(autojump_cl
         await wait_for(lambda: shell.session.ledger.sent == 5000 + MAX_IN_FLIGHT)
         shell.session.lost(first)
         second = FakePort()
-        await connect(shell, second, resume={"v": 1, "stream": STREAM, "in_seq": 9000, "out_seq": 0,
-                                             "resumed": True, "gap": False})
+        await connect(shell, second, resume=ours(in_seq=9000, resumed=True))
         await wait_for(lambda: shell.session.ledger.sent == 9000 + MAX_IN_FLIGHT)
         while shell.session.ledger.acked < len(data):
             sent = shell.session.ledger.sent
@@ -222,11 +136,9 @@ async def test_our_relay_resumes_exactly_and_every_byte_arrives_once(autojump_cl
 
 async def test_unacknowledged_input_checks_the_link_after_one_second_and_holds_new_keys(autojump_clock: Any) -> None:
     shell = Shell()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         port = FakePort()
-        await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
-                                           "gap": False})
+        await connect(shell, port, resume=ours())
         sent_at = trio.current_time()
         shell.session.typed(0, b"a")
         await port.next()
@@ -245,8 +157,7 @@ async def test_unacknowledged_input_checks_the_link_after_one_second_and_holds_n
 
 async def test_the_program_is_typed_after_first_output_and_quiet_and_never_on_a_reattach(autojump_clock: Any) -> None:
     shell = Shell(raw=False)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         port = FakePort()
         await connect(shell, port)
         await trio.sleep(0.3)
@@ -271,8 +182,7 @@ async def test_the_program_is_typed_after_first_output_and_quiet_and_never_on_a_
 async def test_a_cli_that_reads_nothing_loses_output_and_a_redraw_is_asked(autojump_clock: Any) -> None:
     shell = Shell()
     shell.gate = trio.Event()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         reference = FakePort()
         await connect(shell, reference)
         for _ in range(70):  # 280 KiB > 256 KiB queued toward a CLI that does not read
@@ -286,8 +196,7 @@ async def test_a_cli_that_reads_nothing_loses_output_and_a_redraw_is_asked(autoj
 
 async def test_a_cli_gone_without_detaching_detaches_at_once(autojump_clock: Any) -> None:
     shell = Shell()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         port = FakePort()
         await connect(shell, port)
         await shell.inbox_send.send(rpc.Notify(api.SHELL_INPUT, {"seq": 0, "d": b"q"}))
@@ -303,18 +212,15 @@ async def test_a_new_shell_after_a_lost_attachment_drops_queued_keys_on_our_rela
         autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger=session_mod.__name__)
     shell = Shell()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         first = FakePort()
-        await connect(shell, first, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
-                                            "gap": False})
+        await connect(shell, first, resume=ours())
         shell.session.typed(0, b"echo 1\r")
         await first.next()
         shell.session.lost(first)
         shell.session.typed(7, b"echo 2\r")
         second = FakePort()
-        await connect(shell, second, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
-                                             "gap": True}, reattach=False)
+        await connect(shell, second, resume=ours(gap=True), reattach=False)
         shell.session.typed(14, b"x")
         assert (await second.next())["payload"] == {"session_name": "main", "seq": 0, "data": "x"}
         shell.session.want("detach")
@@ -327,11 +233,9 @@ async def test_a_new_shell_after_a_lost_attachment_drops_queued_keys_on_our_rela
 
 async def test_a_reopen_after_an_agent_restart_resumes_exactly_on_our_relay(autojump_clock: Any) -> None:
     shell = Shell(reopen=True, in_base=10, in_sent=15, unacked=b"0123456789")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         port = FakePort()
-        attach = await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 13, "out_seq": 500,
-                                                    "resumed": True, "gap": False}, replay="old lines")
+        attach = await connect(shell, port, resume=ours(in_seq=13, out_seq=500, resumed=True), replay="old lines")
         assert attach["payload"]["resume"]["stream"] == STREAM
         assert (await port.next())["payload"] == {"session_name": "main", "seq": 13, "data": "3456789"}
         shell.session.want("detach")
@@ -345,8 +249,7 @@ async def test_a_reopen_on_the_reference_reports_what_the_dead_agent_sent_as_in_
         autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger=session_mod.__name__)
     shell = Shell(reopen=True, raw=False, in_base=10, in_sent=15, unacked=b"0123456789")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         port = FakePort()
         await connect(shell, port, replay="old lines")
         assert (await port.next())["payload"] == {"session_name": "main", "data": "56789"}
@@ -362,8 +265,7 @@ async def test_a_reopen_on_the_reference_reports_what_the_dead_agent_sent_as_in_
 async def test_input_and_resizes_are_held_until_attached_and_our_overflow_asks_a_redraw(autojump_clock: Any) -> None:
     shell = Shell()
     shell.gate = trio.Event()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         port = FakePort()
         shell.session.connected(port)
         assert (await port.next())["type"] == "terminal.attach"
@@ -371,8 +273,7 @@ async def test_input_and_resizes_are_held_until_attached_and_our_overflow_asks_a
         shell.session.resize(100, 30)
         await trio.sleep(1)
         assert [e["type"] for e in port.log] == ["terminal.attach"]  # the reference would drop them
-        attached(port, shell, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
-                                      "gap": False})
+        attached(port, shell, resume=ours())
         resize = await port.next()
         assert (resize["type"], resize["payload"]["cols"], resize["payload"]["rows"]) == ("terminal.resize", 100, 30)
         assert (await port.next())["payload"] == {"session_name": "main", "seq": 0, "data": "early"}
@@ -399,24 +300,23 @@ def test_the_outbox_coalesces_marks_and_queued_counts_but_keeps_every_state() ->
         (api.SHELL_LINK, lost), (api.SHELL_LINK, {**lost, "reason": "waiting for the relay", "queued": 3})]
 
 
-@pytest.mark.parametrize("ours", [False, True])
+@pytest.mark.parametrize("our_relay", [False, True])
 async def test_input_reaches_the_reference_only_once_the_cli_holds_its_sent_mark(autojump_clock: Any,
-                                                                                 ours: bool) -> None:
+                                                                                 our_relay: bool) -> None:
     """An agent started after a kill -9 resends what is above the last ``sent`` mark the CLI heard
     (shell.open's ``in_sent``), and the reference cannot drop a duplicate: the agent may die between
     writing input to the relay and writing the mark to the CLI, so the mark goes first (found by the
     reference soak's reasoning, bench/ref_soak.py). Our relay drops duplicates by offset: no wait there."""
     shell = Shell()
-    resume = {"resume": {"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False, "gap": False}}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    resume = {"resume": ours()}
+    async with running(shell):
         port = FakePort()
-        await connect(shell, port, **(resume if ours else {}))
+        await connect(shell, port, **(resume if our_relay else {}))
         await trio.sleep(1)
         shell.gate = trio.Event()  # the CLI's connection takes nothing for now
         shell.session.typed(0, b"rm x\r")
         await trio.sleep(1)
-        assert len(inputs(port)) == (1 if ours else 0)
+        assert len(inputs(port)) == (1 if our_relay else 0)
         shell.gate.set()
         await wait_for(lambda: inputs(port) != [])
         assert [p["data"] for p in inputs(port)] == ["rm x\r"]
@@ -426,11 +326,9 @@ async def test_input_reaches_the_reference_only_once_the_cli_holds_its_sent_mark
 
 async def test_an_input_gap_from_our_relay_resends_from_its_offset(autojump_clock: Any) -> None:
     shell = Shell()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         port = FakePort()
-        await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
-                                           "gap": False})
+        await connect(shell, port, resume=ours())
         shell.session.typed(0, b"abc")
         await port.next()
         shell.session.typed(3, b"def")
@@ -461,8 +359,7 @@ async def test_the_relay_ending_the_attachment_for_access_is_an_error_that_says_
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
         port = FakePort()
-        await connect(shell, port, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
-                                           "gap": False})
+        await connect(shell, port, resume=ours())
         shell.session.on_message(port, "terminal.detached", {"session_name": "main", "reason": reason})
     [exc] = raised
     assert isinstance(exc, error) and words in exc.message and exc.hint
@@ -473,25 +370,21 @@ async def test_a_new_attachment_after_a_relay_restart_continues_the_clis_output_
     what it takes for an overlap, so the agent maps the new offsets onto the CLI's (else the new shell's
     screen stays blank until it has printed as much as the old one had)."""
     shell = Shell()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(shell.run)
+    async with running(shell):
         first = FakePort()
-        await connect(shell, first, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0, "resumed": False,
-                                            "gap": False})
+        await connect(shell, first, resume=ours())
         shell.session.on_message(first, "terminal.output", {"session_name": "main", "data": "old screen",
                                                             "seq_end": 10, "in_seq": 0})
         shell.session.on_message(first, "terminal.detached", {"session_name": "main", "reason": "server shutdown"})
         second = FakePort()
-        attach = await connect(shell, second, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 0,
-                                                      "resumed": False, "gap": False}, reattach=True)
+        attach = await connect(shell, second, resume=ours(), reattach=True)
         assert attach["payload"]["resume"]["out_seq"] == 10  # asked to resume; the relay lost it
         shell.session.on_message(second, "terminal.output", {"session_name": "main", "data": "$ ", "seq_end": 2,
                                                              "in_seq": 0})
         await wait_for(lambda: len(shell.of(api.SHELL_OUTPUT)) == 2)
         shell.session.lost(second)
         third = FakePort()
-        again = await connect(shell, third, resume={"v": 1, "stream": STREAM, "in_seq": 0, "out_seq": 2,
-                                                    "resumed": True, "gap": False})
+        again = await connect(shell, third, resume=ours(out_seq=2, resumed=True))
         assert again["payload"]["resume"]["out_seq"] == 2  # the relay's own offset, to resume the new attachment
         shell.session.on_message(third, "terminal.output", {"session_name": "main", "data": "x", "seq_end": 3,
                                                             "in_seq": 0})

@@ -1,4 +1,5 @@
-"""CLI test fixtures: an isolated environment, an in-process runner and a scripted fake agent.
+"""CLI test fixtures: an isolated environment, an in-process runner and a scripted fake agent; for the shell,
+a fake agent on the real IPC socket and the real CLI on a pty (``shell_agent``, ``shell_on_pty``).
 
 Every test gets HOME, HERMES_HOME and HERMES_RELAY_RUNTIME_DIR under ``tmp_path``, so nothing reads or
 writes the real home and no real agent is ever found. ``cli(...)`` runs ``invoke`` with StringIO
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shell_fake import FakeShellAgent
+from shell_pty import Terminal, shell_argv
 
 from hermes_relay.cli.client import AgentCalls
 from hermes_relay.cli.main import invoke
-from hermes_relay.core import apitypes
+from hermes_relay.core import apitypes, paths
 from hermes_relay.core.errors import AgentNotRunningError
 
 NOW = 1_800_000_000.0
@@ -142,3 +145,28 @@ def make_agent() -> Any:
 def tty() -> Any:
     """``tty("F3W7EY\\n")``: a stdin that claims to be a terminal."""
     return FakeTTY
+
+
+@pytest.fixture
+def shell_agent(env: dict[str, str]) -> Iterator[FakeShellAgent]:
+    """A fake agent listening on the environment's IPC socket (tests/shell_fake.py)."""
+    fake = FakeShellAgent(paths.socket_path(env))
+    fake.listen()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def shell_on_pty(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    """``shell_on_pty(*args, extra_env=None, cols=, rows=, stdin=)``: `hermes-relay shell --no-autostart args` on a
+    pty (tests/shell_pty.py); every one is closed after the test."""
+    opened: list[Terminal] = []
+
+    def start(*args: str, extra_env: dict[str, str] | None = None, **kw: Any) -> Terminal:
+        sh = Terminal(shell_argv("--no-autostart", *args), {**env, **(extra_env or {})}, tmp_path / "shell.err", **kw)
+        opened.append(sh)
+        return sh
+
+    yield start
+    for sh in opened:
+        sh.close()

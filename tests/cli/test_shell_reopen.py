@@ -6,44 +6,17 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from shell_fake import FakeShellAgent
-from shell_pty import ShellOnPty, set_size
+from shell_pty import set_size
 
 from hermes_relay.cli.shellsession import MAX_UNACKED
 from hermes_relay.cli.termmode import MODE_RESET
-from hermes_relay.core import paths
 
 
-@pytest.fixture
-def agent(env: dict[str, str]) -> Iterator[FakeShellAgent]:
-    fake = FakeShellAgent(paths.socket_path(env))
-    fake.listen()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def shell(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
-    opened: list[ShellOnPty] = []
-
-    def start(*args: str, extra_env: dict[str, str] | None = None, **kw: Any) -> ShellOnPty:
-        sh = ShellOnPty({**env, **(extra_env or {})}, ["--no-autostart", *args], tmp_path, **kw)
-        opened.append(sh)
-        return sh
-
-    yield start
-    for sh in opened:
-        sh.close()
-
-
-def test_a_restarted_agent_gets_the_stream_out_seq_and_only_the_unacked_input(agent, shell) -> None:
-    sh = shell("--exec", "htop", "--raw")
-    first = agent.next_call()
+def test_a_restarted_agent_gets_the_stream_out_seq_and_only_the_unacked_input(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty("--exec", "htop", "--raw")
+    first = shell_agent.next_call()
     assert first.params["exec"] == "htop" and first.params["raw"] is True
     first.attached(replay=b"old screen\n")
     first.write(b"hello")
@@ -56,11 +29,11 @@ def test_a_restarted_agent_gets_the_stream_out_seq_and_only_the_unacked_input(ag
     sh.type(b"de")
     first.wait_input(b"abcde")
 
-    agent.crash()  # kill -9: no response, nothing listens for a while
+    shell_agent.crash()  # kill -9: no response, nothing listens for a while
     sh.wait_screen(b"the agent restarted, reconnecting", start=at)  # the status line after 1 s of gap
     sh.type(b"f")  # typed during the gap: held, carried by the reopen
-    agent.listen()
-    second = agent.next_call()
+    shell_agent.listen()
+    second = shell_agent.next_call()
     p = second.params
     assert p["reopen"] is True and p["stream"] == first.params["stream"]
     assert (p["out_seq"], p["in_base"], p["in_sent"]) == (10, 2, 3)
@@ -81,14 +54,14 @@ def test_a_restarted_agent_gets_the_stream_out_seq_and_only_the_unacked_input(ag
     assert sh.termios_now() == sh.before
 
 
-def test_output_already_written_is_not_written_twice_after_a_reopen(agent, shell) -> None:
-    sh = shell()
-    first = agent.next_call()
+def test_output_already_written_is_not_written_twice_after_a_reopen(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
+    first = shell_agent.next_call()
     first.attached()
     first.write(b"0123456789")
     sh.wait_screen(b"0123456789")
     first.drop()
-    second = agent.next_call()
+    second = shell_agent.next_call()
     assert second.params["out_seq"] == 10
     at = len(sh.screen)
     second.output(b"6789ABC", 13)  # the relay resent from 6: the CLI writes only what is new
@@ -100,13 +73,13 @@ def test_output_already_written_is_not_written_twice_after_a_reopen(agent, shell
     assert sh.wait_exit() == 0
 
 
-def test_the_agent_gone_for_good_restores_and_exits_1_after_the_deadline(agent, shell) -> None:
-    sh = shell(extra_env={"HERMES_RELAY_TEST_SHELL_REOPEN": "0.5"})
-    call = agent.next_call()
+def test_the_agent_gone_for_good_restores_and_exits_1_after_the_deadline(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty(extra_env={"HERMES_RELAY_TEST_SHELL_REOPEN": "0.5"})
+    call = shell_agent.next_call()
     call.attached()
     call.write(b"\x1b[?1049h\x1b[?1000h")
     at = sh.wait_screen(b"\x1b[?1000h")
-    agent.crash()
+    shell_agent.crash()
     assert sh.wait_exit() == 1
     assert sh.termios_now() == sh.before
     assert MODE_RESET in sh.screen[at:]
@@ -115,9 +88,9 @@ def test_the_agent_gone_for_good_restores_and_exits_1_after_the_deadline(agent, 
 
 @pytest.mark.parametrize(("reason", "code", "message"), [("replaced", 1, "another hermes-relay shell took"),
                                                           ("lost", 1, "did not come back")])
-def test_replaced_and_lost_exit_1_with_a_message(agent, shell, reason: str, code: int, message: str) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_replaced_and_lost_exit_1_with_a_message(shell_agent, shell_on_pty, reason: str, code: int, message: str) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     call.attached()
     call.write(b"x")
     sh.wait_screen(b"x")
@@ -127,9 +100,9 @@ def test_replaced_and_lost_exit_1_with_a_message(agent, shell, reason: str, code
     assert sh.termios_now() == sh.before
 
 
-def test_a_link_gap_shows_a_status_line_with_the_route_and_queued_keys(agent, shell) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_a_link_gap_shows_a_status_line_with_the_route_and_queued_keys(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     call.attached()
     call.write(b"x")
     at = sh.wait_screen(b"x")
@@ -147,9 +120,9 @@ def test_a_link_gap_shows_a_status_line_with_the_route_and_queued_keys(agent, sh
     assert sh.wait_exit() == 0
 
 
-def test_input_is_bounded_at_64_kib_unacknowledged_then_resumes_on_ack(agent, shell) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_input_is_bounded_at_64_kib_unacknowledged_then_resumes_on_ack(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     call.attached()
     call.write(b"x")
     sh.wait_screen(b"x")
@@ -177,11 +150,11 @@ def test_input_is_bounded_at_64_kib_unacknowledged_then_resumes_on_ack(agent, sh
     assert sh.wait_exit() == 0
 
 
-def test_an_agent_that_dies_right_after_the_open_is_reopened(agent, shell) -> None:
-    sh = shell("--exec", "make")
-    first = agent.next_call()
+def test_an_agent_that_dies_right_after_the_open_is_reopened(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty("--exec", "make")
+    first = shell_agent.next_call()
     first.drop()
-    second = agent.next_call()
+    second = shell_agent.next_call()
     assert second.params["reopen"] is True and second.params["stream"] == first.params["stream"]
     assert second.params["exec"] is None
     second.attached()

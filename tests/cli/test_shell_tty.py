@@ -7,41 +7,16 @@ import re
 import signal
 import subprocess
 import termios
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from shell_fake import FakeShellAgent, FakeShellCall
-from shell_pty import ShellOnPty, set_size
+from shell_fake import FakeShellCall
+from shell_pty import Terminal, set_size
 
 from hermes_relay.cli.termmode import MODE_RESET
-from hermes_relay.core import paths
 
 
-@pytest.fixture
-def agent(env: dict[str, str]) -> Iterator[FakeShellAgent]:
-    fake = FakeShellAgent(paths.socket_path(env))
-    fake.listen()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def shell(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
-    opened: list[ShellOnPty] = []
-
-    def start(*args: str, extra_env: dict[str, str] | None = None, **kw: Any) -> ShellOnPty:
-        sh = ShellOnPty({**env, **(extra_env or {})}, ["--no-autostart", *args], tmp_path, **kw)
-        opened.append(sh)
-        return sh
-
-    yield start
-    for sh in opened:
-        sh.close()
-
-
-def ready(sh: ShellOnPty, call: FakeShellCall, **attached: Any) -> int:
+def ready(sh: Terminal, call: FakeShellCall, **attached: Any) -> int:
     """Attach and wait until the CLI has written output (so it runs its loop, in raw mode)."""
     call.attached(**attached)
     call.write(b"READY")
@@ -50,15 +25,15 @@ def ready(sh: ShellOnPty, call: FakeShellCall, **attached: Any) -> int:
     return at
 
 
-def assert_restored(sh: ShellOnPty, after: int = 0) -> None:
+def assert_restored(sh: Terminal, after: int = 0) -> None:
     assert sh.termios_now() == sh.before  # termios exactly as saved
     assert sh.is_raw() is False
     assert MODE_RESET in sh.screen[after:]  # alternate screen, mouse, paste, keys, cursor, SGR reset
 
 
-def test_keys_go_out_and_output_comes_back_and_a_remote_exit_ends_with_its_code(agent, shell) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_keys_go_out_and_output_comes_back_and_a_remote_exit_ends_with_its_code(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     p = call.params
     assert (p["session"], p["cols"], p["rows"], p["term"], p["reopen"]) == ("main", 80, 24, "xterm-256color", False)
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", p["stream"])
@@ -75,9 +50,9 @@ def test_keys_go_out_and_output_comes_back_and_a_remote_exit_ends_with_its_code(
     assert_restored(sh, at)
 
 
-def test_detach_chord_asks_the_agent_and_exits_0(agent, shell) -> None:
-    sh = shell("--session", "build-2")
-    call = agent.next_call()
+def test_detach_chord_asks_the_agent_and_exits_0(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty("--session", "build-2")
+    call = shell_agent.next_call()
     assert call.params["session"] == "build-2"
     at = ready(sh, call)
     sh.type(b"ls\x01.")
@@ -89,9 +64,9 @@ def test_detach_chord_asks_the_agent_and_exits_0(agent, shell) -> None:
     assert "detached from 'build-2'" in sh.stderr()
 
 
-def test_kill_chord_asks_nothing_more(agent, shell) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_kill_chord_asks_nothing_more(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     at = ready(sh, call)
     sh.type(b"\x01k")
     call.expect("shell.kill")
@@ -101,9 +76,9 @@ def test_kill_chord_asks_nothing_more(agent, shell) -> None:
     assert "killed" in sh.stderr()
 
 
-def test_escape_twice_sends_it_once_help_shows_and_other_keys_pass(agent, shell) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_escape_twice_sends_it_once_help_shows_and_other_keys_pass(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     at = ready(sh, call)
     sh.type(b"\x01\x01a")
     call.wait_input(b"\x01a")
@@ -115,9 +90,9 @@ def test_escape_twice_sends_it_once_help_shows_and_other_keys_pass(agent, shell)
     assert sh.wait_exit() == 0
 
 
-def test_another_escape_key_and_none(agent, shell) -> None:
-    sh = shell("--escape", "^B")
-    call = agent.next_call()
+def test_another_escape_key_and_none(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty("--escape", "^B")
+    call = shell_agent.next_call()
     ready(sh, call)
     sh.type(b"\x01.\x02.")
     call.expect("shell.detach")
@@ -125,8 +100,8 @@ def test_another_escape_key_and_none(agent, shell) -> None:
     call.respond("detached")
     assert sh.wait_exit() == 0
 
-    sh = shell(extra_env={"HERMES_RELAY_ESCAPE": "none"})
-    call = agent.next_call()
+    sh = shell_on_pty(extra_env={"HERMES_RELAY_ESCAPE": "none"})
+    call = shell_agent.next_call()
     ready(sh, call)
     sh.type(b"\x01.\x01k")
     call.wait_input(b"\x01.\x01k")
@@ -135,9 +110,9 @@ def test_another_escape_key_and_none(agent, shell) -> None:
     assert "shell.detach" not in call.methods() and "shell.kill" not in call.methods()
 
 
-def test_a_resize_is_sent_on_sigwinch_only_when_the_size_changed(agent, shell) -> None:
-    sh = shell(cols=100, rows=30)
-    call = agent.next_call()
+def test_a_resize_is_sent_on_sigwinch_only_when_the_size_changed(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty(cols=100, rows=30)
+    call = shell_agent.next_call()
     assert (call.params["cols"], call.params["rows"]) == (100, 30)
     ready(sh, call)
     set_size(sh.slave, 132, 43)
@@ -152,9 +127,9 @@ def test_a_resize_is_sent_on_sigwinch_only_when_the_size_changed(agent, shell) -
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
-def test_signals_end_the_shell_in_order_with_128_plus_signo(agent, shell, signum: int, code: int) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_signals_end_the_shell_in_order_with_128_plus_signo(shell_agent, shell_on_pty, signum: int, code: int) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     at = ready(sh, call)
     call.write(b"\x1b[?1049h\x1b[?1003h\x1b[?2004h")  # a full-screen program with mouse and paste on
     sh.signal(signum)
@@ -169,9 +144,9 @@ def test_signals_end_the_shell_in_order_with_128_plus_signo(agent, shell, signum
     ([2, "shell.output", {"d": "text, not bytes", "seq_end": 20}], "'d' is not bytes"),
     ([2, "shell.ack", {"in_seq": None, "sent": 1}], "'in_seq' is not int"),
 ])
-def test_an_error_inside_the_loop_restores_the_terminal(agent, shell, frame: list[Any], said: str) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_an_error_inside_the_loop_restores_the_terminal(shell_agent, shell_on_pty, frame: list[Any], said: str) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     at = ready(sh, call)
     call.send(frame)
     assert sh.wait_exit() == 1
@@ -179,9 +154,9 @@ def test_an_error_inside_the_loop_restores_the_terminal(agent, shell, frame: lis
     assert said in sh.stderr()
 
 
-def test_an_agent_error_answer_restores_the_terminal_and_says_why(agent, shell) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_an_agent_error_answer_restores_the_terminal_and_says_why(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     at = ready(sh, call)
     call.error("forbidden", "this device has no terminal grant")
     assert sh.wait_exit() == 1
@@ -189,11 +164,11 @@ def test_an_agent_error_answer_restores_the_terminal_and_says_why(agent, shell) 
     assert "no terminal grant" in sh.stderr()
 
 
-def test_not_a_tty_exits_2_before_contacting_the_agent(agent, shell, cli) -> None:
-    sh = shell(stdin=subprocess.PIPE)
+def test_not_a_tty_exits_2_before_contacting_the_agent(shell_agent, shell_on_pty, cli) -> None:
+    sh = shell_on_pty(stdin=subprocess.PIPE)
     assert sh.wait_exit() == 2
     assert "needs a terminal" in sh.stderr()
-    assert agent.hello_count == 0
+    assert shell_agent.hello_count == 0
     result = cli("shell")  # in-process: StringIO streams; the default fake fails the test if contacted
     assert result.code == 2 and "stdin and stdout must both be ttys" in result.err
 
@@ -212,9 +187,9 @@ def test_exec_and_conversation_are_bounded_utf8_text(cli) -> None:
     assert result.code == 2 and "not valid UTF-8" in result.err
 
 
-def test_a_job_control_stop_and_continue_reenters_raw_mode_and_asks_for_a_redraw(agent, shell) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_a_job_control_stop_and_continue_reenters_raw_mode_and_asks_for_a_redraw(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     ready(sh, call)
     sh.signal(signal.SIGSTOP)
     termios.tcsetattr(sh.slave, termios.TCSANOW, sh.before)  # the user's shell set its own modes meanwhile
@@ -227,9 +202,9 @@ def test_a_job_control_stop_and_continue_reenters_raw_mode_and_asks_for_a_redraw
     assert sh.termios_now() == sh.before
 
 
-def test_suspend_chord_restores_the_terminal_then_comes_back(agent, shell) -> None:
-    sh = shell()
-    call = agent.next_call()
+def test_suspend_chord_restores_the_terminal_then_comes_back(shell_agent, shell_on_pty) -> None:
+    sh = shell_on_pty()
+    call = shell_agent.next_call()
     at = ready(sh, call)
     sh.type(b"\x01z")  # in the test's orphaned process group SIGTSTP is discarded: it comes straight back
     call.expect("shell.redraw")

@@ -107,3 +107,37 @@ def test_property_garbage_raises_only_remote_protocol_errors(raw: str | bytes) -
         decode(raw)
     except HermesError as exc:
         assert isinstance(exc, RemoteProtocolError)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_encoded_is_the_utf8_json_text_whichever_encoder_wrote_it(value) -> None:  # type: ignore[no-untyped-def]
+    """An all-ASCII value is written by the ASCII encoder (faster): the text must be the same."""
+    from hermes_relay.core.envelope import encoded
+
+    text, size = encoded(value)
+    try:
+        expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        expected_size = len(expected.encode("utf-8"))
+    except UnicodeEncodeError:
+        expected = json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+        expected_size = len(expected)
+    assert (text, size) == (expected, expected_size)
+
+
+def test_a_big_ascii_result_is_encoded_once_with_its_size() -> None:
+    from hermes_relay.core.envelope import encoded
+
+    big = {"channel": "desktop", "type": "desktop.response", "id": "x",
+           "payload": {"request_id": "r", "ok": True, "result": "line \"quoted\"\t\x01\n" * 1000}}
+    assert encoded(big) == (json.dumps(big, separators=(",", ":"), ensure_ascii=False),
+                            len(json.dumps(big, separators=(",", ":")).encode()))
+    big["payload"]["result"] += "é"
+    assert encoded(big)[1] == len(json.dumps(big, separators=(",", ":"), ensure_ascii=False).encode())

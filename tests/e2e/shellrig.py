@@ -6,12 +6,12 @@
   server killed at teardown), with its own ``HOME`` (tmux's config file) and ``SHELL=/bin/sh``;
 - an agent paired with the terminal grant through a two-route invite: LAN through a ``Proxy`` (``down``,
   ``blackhole``), Public straight to the relay;
-- ``ShellScreen``: the real CLI ``shell --raw`` on a pty, its screen drained by a thread (so a CLI writing
-  output never blocks while the test waits on something else);
+- ``ShellScreen``: the real CLI ``shell --raw`` on a pty (tests/shell_pty.py's ``Terminal``), its screen
+  drained by a thread (so a CLI writing output never blocks while the test waits on something else);
 - a **recorder** on the relay host: ``python3 rec.py FILE`` puts the PTY in raw mode, appends every byte it
   reads to FILE and echoes it; ``!`` ends it with ``REC-DONE <count>``. FILE holds exactly the bytes that
-  reached the PTY, to compare with what was typed;
-- ``Typist``: a numbered key stream (``k0001 k0002 ...``, no Enter) typed at a steady pace by a thread.
+  reached the PTY, to compare with what was typed (tests/shell_typist.py types the numbered keys and
+  counts them back).
 
 Every wait has a deadline and waits on an observable event (the screen, the agent's watch stream, a file).
 """
@@ -21,17 +21,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from procs import PY, AgentEnv, Proxy, RelayProc, free_port, pair_env, wait_state
-from shell_pty import ShellOnPty
+from shell_pty import Terminal, shell_argv
 
 from hermes_relay.core import api, payload
 
@@ -63,19 +62,17 @@ os.write(1, b"\r\nREC" + b"-DONE %d\r\n" % count)
 '''
 
 
-class ShellScreen(ShellOnPty):
-    """``ShellOnPty`` whose screen a thread drains; waits block on a condition, never poll-sleep."""
+class ShellScreen(Terminal):
+    """A ``Terminal`` whose screen a thread drains; reads wait on a condition, never poll-sleep."""
 
-    def __init__(self, env: dict[str, str], args: list[str], tmp: Path, **kw: Any):
-        super().__init__(env, args, tmp, **kw)
+    def __init__(self, argv: list[str], env: dict[str, str], err: Path):
+        super().__init__(argv, env, err)
         self._cond = threading.Condition()
         self._eof = False
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
 
     def _drain(self) -> None:
-        import select
-
         while True:
             try:
                 ready, _, _ = select.select([self.master], [], [], 0.5)
@@ -92,11 +89,12 @@ class ShellScreen(ShellOnPty):
                 self.screen += chunk
                 self._cond.notify_all()
 
-    def _read(self, timeout: float) -> bool:
+    def read(self, timeout: float) -> bytes:
+        """What the reader adds to the screen within ``timeout`` (b"" when nothing)."""
         with self._cond:
             before = len(self.screen)
             self._cond.wait_for(lambda: len(self.screen) > before or self._eof, max(timeout, 0))
-            return len(self.screen) > before
+            return bytes(self.screen[before:])
 
     def wait_exit(self, timeout: float = 10.0) -> int:
         return self.proc.wait(timeout)
@@ -106,12 +104,12 @@ class ShellScreen(ShellOnPty):
             return len(self.screen)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-        os.close(self.slave)  # the reader sees EIO/EOF on the master once the slave is gone
-        self._reader.join(5)
-        os.close(self.master)
+        self.kill()
+        if not self._closed:
+            self._closed = True
+            os.close(self.slave)  # the reader sees EIO/EOF on the master once the slave is gone
+            self._reader.join(5)
+            os.close(self.master)
 
     def assert_restored(self) -> None:
         """The user's terminal is as it was: identical termios, and the mode-reset bytes were written."""
@@ -119,63 +117,6 @@ class ShellScreen(ShellOnPty):
 
         assert self.termios_now() == self.before
         assert MODE_RESET in self.screen, bytes(self.screen)[-500:]
-
-
-class Typist:
-    """Types ``k0001 k0002 ...`` (6 bytes a key word) at a steady pace in a thread until stopped."""
-
-    def __init__(self, screen: ShellOnPty, *, pace: float = 0.01, start: int = 1):
-        self.screen = screen
-        self.pace = pace
-        self.n = start - 1
-        self.typed = bytearray()
-        self._stop = threading.Event()
-        self._count = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Typist:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            word = b"k%04d " % (self.n + 1)
-            self.screen.type(word)
-            with self._count:
-                self.n += 1
-                self.typed += word
-                self._count.notify_all()
-            time.sleep(self.pace)  # the user's pace, not a synchronisation
-
-    def wait_keys(self, n: int, timeout: float = 10.0) -> None:
-        """Wait until ``n`` more key words than now were typed."""
-        with self._count:
-            target = self.n + n
-            assert self._count.wait_for(lambda: self.n >= target, timeout), f"typist stuck at {self.n}"
-
-    def stop(self) -> bytes:
-        self._stop.set()
-        self._thread.join(5)
-        return bytes(self.typed)
-
-
-def diff_stream(typed: bytes, got: bytes) -> str:
-    """'' when equal; else what differs in key-word terms (lost, duplicated, reordered)."""
-    if typed == got:
-        return ""
-    want = typed.split()
-    have = got.split()
-    seen: dict[bytes, int] = {}
-    for w in have:
-        seen[w] = seen.get(w, 0) + 1
-    lost = [w for w in want if w not in seen]
-    dup = [w for w, c in seen.items() if c > 1]
-    order = [w for w in have if w in set(want)]
-    dedup = list(dict.fromkeys(order))
-    reordered = dedup != [w for w in want if w in seen]
-    return (f"typed {len(typed)} bytes ({len(want)} words), got {len(got)} ({len(have)} words): "
-            f"lost {len(lost)} {lost[:8]!r}, duplicated {len(dup)} {dup[:8]!r}, reordered={reordered}; "
-            f"extra={[w for w in have if w not in set(want)][:8]!r}")
 
 
 class ShellRig:
@@ -275,8 +216,8 @@ class ShellRig:
         """``hermes-relay [pre] shell [--raw] args`` on a pty (``pre``: global flags such as --no-autostart)."""
         d = self.tmp / name
         d.mkdir(exist_ok=True)
-        screen = ShellScreen({**self.agent.env, **(cli_env or {})}, ["--raw", *args] if raw else list(args), d,
-                             pre=pre)
+        argv = shell_argv(*(["--raw", *args] if raw else args), pre=pre)
+        screen = ShellScreen(argv, {**self.agent.env, **(cli_env or {})}, d / "shell.err")
         self.screens.append(screen)
         return screen
 
@@ -311,7 +252,7 @@ class ShellRig:
         with self.agent.client() as c:
             return int(c.hello["pid"])
 
-    def dump(self, screen: ShellOnPty) -> str:
+    def dump(self, screen: Terminal) -> str:
         """The evidence for a failed assertion: the screen's tail, the CLI's stderr, the agent's log tail."""
         logs = sorted((self.tmp / "agent-logs").glob("*.log"))
         agent = "".join(p.read_text(errors="replace") for p in logs)[-3000:]

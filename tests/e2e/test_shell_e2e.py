@@ -10,7 +10,8 @@ import sys
 
 import pytest
 from procs import pair_env
-from shellrig import ShellRig, Typist, diff_stream
+from shell_typist import Typist, diff_keys
+from shellrig import ShellRig
 
 pytestmark = pytest.mark.integration
 
@@ -60,11 +61,11 @@ def test_agent_killed_with_no_restart_possible_restores_the_terminal(rig: ShellR
 def test_the_recorder_holds_exactly_what_was_typed(rig: ShellRig) -> None:
     sh = rig.shell()
     rec = rig.start_recorder(sh)
-    typist = Typist(sh, pace=0.002).start()
+    typist = Typist(sh, interval=0.002).start()
     typist.wait_keys(200)
     typed = typist.stop()
     assert rig.stop_recorder(sh) == len(typed)
-    assert diff_stream(typed, rec.read_bytes()) == ""
+    assert diff_keys(typed, rec.read_bytes()) == ""
     rig.wait_prompt_works(sh, "after")
 
 

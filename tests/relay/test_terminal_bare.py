@@ -23,7 +23,8 @@ async def test_attach_to_a_bare_shell_and_see_typed_output_with_offsets(relay_fa
     assert attached["type"] == "terminal.attached", attached
     p = attached["payload"]
     assert p["tmux_available"] is False and p["shell"] == "/bin/sh" and p["reattach"] is False
-    assert p["resume"] == {"v": 1, "stream": term.stream, "in_seq": 0, "out_seq": 0, "resumed": False, "gap": False}
+    assert p["resume"] == {"v": 1, "stream": term.stream, "in_seq": 0, "out_seq": 0, "in_shift": 0, "resumed": False,
+                           "gap": False}
     await term.type(b"echo hi$((40+2))\n")
     await term.until_output(b"hi42")
     await term.until_acked(len(term.typed))
@@ -209,3 +210,49 @@ async def test_when_the_shell_exits_its_last_output_then_detached_eof_with_the_s
     assert b"last42" in term.out
     assert detached["payload"] == {"session_name": "main", "reason": "eof", "exit_code": 3}
     await exited(pid)
+
+
+async def test_a_new_attachment_of_a_stream_continues_the_offsets_its_attach_gives(relay_factory, tmp_path: Path):
+    """After a relay restart the relay no longer knows the stream: the new attachment's offsets continue the
+    asker's (``resume.in_seq``, ``resume.out_seq``) instead of starting at 0, so an agent that restarts later
+    resumes in the same numbers as the CLI's without knowing what the relay restart did."""
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, auth = await pair_device(relay)
+    term = Term(ws, base=5000, typed=bytearray(b"#" * 40))  # 5000 bytes seen, 40 typed before the restart
+    msg_id = await term.send("terminal.attach", {"cols": 80, "rows": 24, "resume": {
+        "v": 1, "stream": term.stream, "out_seq": term.out_seq, "in_seq": len(term.typed)}})
+    reply = await term.expect("terminal.attached")
+    assert reply["id"] == msg_id
+    assert reply["payload"]["resume"] == {"v": 1, "stream": term.stream, "in_seq": 40, "out_seq": 5000,
+                                          "in_shift": 0, "resumed": False, "gap": False}
+    await term.type(b"echo new$((6*7))\n")  # at seq 40
+    await term.until_output(b"new42")  # each seq_end checked: the output continues from 5000
+    await term.until_acked(len(term.typed))
+    await term.ws.aclose()
+    term.ws = await connect(relay, auth["session_token"])
+    r = (await term.attach())["payload"]["resume"]  # a resume, in those numbers
+    assert (r["resumed"], r["gap"], r["in_seq"], r["out_seq"]) == (True, False, len(term.typed), term.out_seq)
+    await term.type(b"echo again$((1+1))\n")
+    await term.until_output(b"again2")
+
+
+async def test_the_relay_keeps_the_input_shift_of_the_agents_own_bytes(relay_factory, tmp_path: Path):
+    """Input marked ``own`` (the program launch the agent types) moves the relay's input offsets away from the
+    CLI's: the relay counts it in the stream's ``in_shift`` and reports it on every attach, so a restarted
+    agent does not have to guess whether the launch was typed. A new attachment starts from the attach's."""
+    relay = await relay_factory(terminal=settings(tmp_path))
+    ws, auth = await pair_device(relay)
+    term = Term(ws)
+    await term.send("terminal.attach", {"cols": 80, "rows": 24, "resume": {
+        "v": 1, "stream": term.stream, "out_seq": 0, "in_seq": 0, "in_shift": -3}})
+    assert (await term.expect("terminal.attached"))["payload"]["resume"]["in_shift"] == -3
+    launch = b"echo launched$((2+3))\n"
+    await term.send("terminal.input", {"data": launch.decode(), "seq": 0, "own": True})
+    term.typed += launch
+    await term.until_output(b"launched5")
+    await term.type(b"echo typed$((3+4))\n")
+    await term.until_output(b"typed7")
+    await term.ws.aclose()
+    term.ws = await connect(relay, auth["session_token"])
+    r = (await term.attach())["payload"]["resume"]
+    assert (r["resumed"], r["in_shift"], r["in_seq"]) == (True, -3 + len(launch), len(term.typed))

@@ -111,29 +111,56 @@ def escapes(path: Path | str, root: Path) -> ToolError:
 
 
 def _lexically_below(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+    """``path`` is ``root`` or below it, by name (``root in path.parents``, without building each parent)."""
+    return _parts_below(path.parts, root.parts)
+
+
+def _parts_below(p: tuple[str, ...], r: tuple[str, ...]) -> bool:
+    if len(r) > len(p):
+        return False
+    if sys.platform == "win32":  # Windows paths compare without case, as PureWindowsPath does
+        return [x.lower() for x in p[: len(r)]] == [x.lower() for x in r]
+    return p[: len(r)] == r
+
+
+def _parts(form: str) -> tuple[str, ...]:
+    """``Path(form).parts`` of an absolute, normalised path (abspath, realpath), without making the Path."""
+    if sys.platform == "win32" or not form.startswith("/") or form.startswith("//"):
+        return Path(form).parts  # drives, and POSIX's own "//" root
+    return ("/", *form[1:].split("/")) if len(form) > 1 else ("/",)
 
 
 def _identities(paths: Iterable[Path]) -> tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]]:
     """Identities of the paths that exist (the link and its target), and for each one that does not,
-    its deepest existing ancestor with the names still missing below it."""
+    its deepest existing ancestor with the names still missing below it. (Plain strings: this runs
+    on every call's first check, once per path.)"""
     ids: set[Ident] = set()
     pending: list[tuple[Ident, tuple[str, ...]]] = []
     for p in paths:
-        found = False
-        for follow in (False, True):
-            try:
-                ids.add(ident(os.stat(p, follow_symlinks=follow)))
-                found = True
-            except OSError:
-                pass
-        if found:
+        path = os.fspath(p)
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except OSError:
+            info = None
+        if info is not None:
+            ids.add(ident(info))
+            if stat.S_ISLNK(info.st_mode):
+                try:
+                    ids.add(ident(os.stat(path)))
+                except OSError:
+                    pass
             continue
         rest: list[str] = []
-        cur = Path(p)
-        while cur != cur.parent:
-            rest.insert(0, cur.name)
-            cur = cur.parent
+        cur = path
+        while True:
+            parent, name = os.path.split(cur)
+            if parent == cur or not name:  # the top, or a path ending in a separator
+                if parent == cur:
+                    break
+                cur = parent
+                continue
+            rest.insert(0, name)
+            cur = parent
             try:
                 pending.append((ident(os.stat(cur)), tuple(rest)))
                 break
@@ -154,7 +181,8 @@ class Guard:
         self.c = confinement
         self.confined = not confinement.unconfined
         self._fds: set[int] = set()
-        self._stale = True
+        self._p_rules: tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]] | None = None
+        self._w_rules: tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]] | None = None
         self._protected_files: set[Ident] | None = None
         self._scan_overflow = False
         self._roots: dict[Path, tuple[int, Ident, bool]] = {}  # root -> (fd, identity, a file root)
@@ -189,29 +217,37 @@ class Guard:
 
     # -- the rules -----------------------------------------------------------------------------
 
-    def _rules(self) -> None:
-        if self._stale:
-            self._p_ids, self._p_pending = _identities(self.c.protected)
-            self._w_ids, self._w_pending = _identities(self.c.write_protected)
-            self._stale = False
+    def _protected(self) -> tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]]:
+        """The protected paths' identities (and missing ones' anchors), looked up at this call's first check."""
+        if self._p_rules is None:
+            self._p_rules = _identities(self.c.protected)
+        return self._p_rules
+
+    def _write_protected(self) -> tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]]:
+        """The same for the persistence paths: only a write is checked against them (a read never
+        looks them up: ~50 paths, most of a confined read's cost before)."""
+        if self._w_rules is None:
+            self._w_rules = _identities(self.c.write_protected)
+        return self._w_rules
 
     def created(self) -> None:
         """A folder was made: paths that did not exist may now (their missing names are looked up again)."""
-        self._stale = True
+        self._p_rules = self._w_rules = None
 
     def check_chain(self, fd: _at.Dir, path: Path | str, *, write: bool, root: Ident | None = None) -> None:
         """Refuse ``fd`` (a directory) when it or an ancestor is protected (or, for writes, a
         persistence path or a .git folder), or when it is no longer below ``root``."""
         if not self.confined:
             return
-        self._rules()
+        p_ids = self._protected()[0]
+        w_ids = self._write_protected()[0] if write else set()
         seen_root = root is None
         chain, complete = _ancestry(_at.fd(fd), git=write)
         for here, git in chain:
             seen_root = seen_root or here == root
-            if here in self._p_ids:
+            if here in p_ids:
                 raise protected(path)
-            if write and here in self._w_ids:
+            if here in w_ids:
                 raise persistence(path)
             if git:
                 raise in_git(path)
@@ -226,15 +262,14 @@ class Guard:
         if not self.confined:
             return
         dirfd = _at.fd(d)
-        self._rules()
         if ".git" in names:
             raise in_git(path)
         here = ident(os.fstat(dirfd))
         want = tuple(names)
-        for anchor, rest in self._p_pending:
+        for anchor, rest in self._protected()[1]:
             if anchor == here and want[: len(rest)] == rest:
                 raise protected(path)
-        for anchor, rest in self._w_pending:
+        for anchor, rest in self._write_protected()[1]:
             if anchor == here and want[: len(rest)] == rest:
                 raise persistence(path)
         try:
@@ -246,10 +281,9 @@ class Guard:
     def check_file(self, info: os.stat_result, path: Path | str, *, write: bool) -> None:
         if not self.confined:
             return
-        self._rules()
-        if ident(info) in self._p_ids:
+        if ident(info) in self._protected()[0]:
             raise protected(path)
-        if write and ident(info) in self._w_ids:
+        if write and ident(info) in self._write_protected()[0]:
             raise persistence(path)
         if not write and stat.S_ISREG(info.st_mode) and info.st_nlink > 1 and self._hard_linked(info):
             raise protected(path)
@@ -285,17 +319,19 @@ class Guard:
     # -- opening -------------------------------------------------------------------------------
 
     def _root(self, path: Path, *, write: bool) -> tuple[Path, int, Ident, str]:
+        target = path.parts
         for p in self.c.protected:  # the named paths, early and clearly (identity checks follow anyway)
-            if _lexically_below(path, Path(os.path.abspath(p))):
+            if _parts_below(target, _parts(os.path.abspath(p))):
                 raise protected(path)
         candidates = list(self.c.roots) + ([] if write else list(self.c.read_only))
-        forms: list[Path] = []
-        for r in candidates:
-            forms.append(Path(os.path.abspath(r)))
-            forms.append(Path(os.path.realpath(r)))
-        forms.sort(key=lambda p: len(p.parts))  # the outermost: links may move anywhere inside it
-        for root in forms:
-            if _lexically_below(path, root):
+        forms: list[tuple[tuple[str, ...], str]] = []
+        for r in candidates:  # (strings: each call works these out again, as links may have moved)
+            for form in (os.path.abspath(r), os.path.realpath(r)):
+                forms.append((_parts(form), form))
+        forms.sort(key=lambda f: len(f[0]))  # the outermost: links may move anywhere inside it
+        for parts, form in forms:
+            if _parts_below(target, parts):
+                root = Path(form)
                 if root not in self._roots:
                     try:
                         fd, is_file = self.keep(os.open(root, _fs.DIR_FLAGS)), False

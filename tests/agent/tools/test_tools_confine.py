@@ -455,3 +455,52 @@ def test_a_bind_mount_of_the_agent_state_inside_a_root_is_the_agent_state(tmp_pa
     assert OWN_STATE in out["read"]
     assert out["search"] == []
     assert not (home / "proj" / "m" / "credentials").exists()  # the mount stayed in its namespace
+
+
+# -- the guard's per-call lookups ----------------------------------------------------------------
+
+
+async def test_a_read_looks_up_the_protected_paths_but_never_the_persistence_paths(world, monkeypatch):
+    """A read is checked against the agent's state only: the ~50 start-up files a write is checked against
+    are not looked up (most of a confined read's cost before); a write still looks them up and is refused."""
+    ctx, home = world
+    looked_up: list[tuple[Path, ...]] = []
+    real = _guard._identities
+
+    def spy(paths):
+        looked_up.append(tuple(paths))
+        return real(paths)
+
+    monkeypatch.setattr(_guard, "_identities", spy)
+    assert await desktop_read_file({"path": "notes.txt"}, ctx) == "hello\n"
+    assert looked_up == [tuple(ctx.confinement.protected)]
+    with pytest.raises(ToolError, match=OWN_STATE):
+        await desktop_read_file({"path": "hard"}, ctx)
+    looked_up.clear()
+    with pytest.raises(ToolError, match="start-up|persist"):
+        await desktop_write_file({"path": str(home / ".bashrc"), "content": "evil"}, ctx)
+    assert tuple(ctx.confinement.write_protected) in looked_up
+    assert (home / ".bashrc").read_text() == "# rc\n"
+
+
+def test_identities_follow_a_link_and_anchor_a_missing_path_at_its_deepest_folder(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "f").write_text("x")
+    os.symlink(tmp_path / "real" / "f", tmp_path / "link")
+    ids, pending = _guard._identities([tmp_path / "link", tmp_path / "real" / "gone" / "deeper" / "name"])
+    assert _guard.ident(os.lstat(tmp_path / "link")) in ids and _guard.ident(os.stat(tmp_path / "real" / "f")) in ids
+    assert pending == [(_guard.ident(os.stat(tmp_path / "real")), ("gone", "deeper", "name"))]
+
+
+@pytest.mark.parametrize(("path", "root", "below"), [
+    ("/a/b/c", "/a/b", True), ("/a/b", "/a/b", True), ("/a/bc", "/a/b", False), ("/a", "/a/b", False),
+    ("/x/b/c", "/a/b", False), ("/a/b/c", "/", True),
+])
+def test_lexically_below_is_root_in_parents(path, root, below):
+    assert _guard._lexically_below(Path(path), Path(root)) is below
+    assert (Path(path) == Path(root) or Path(root) in Path(path).parents) is below
+
+
+@pytest.mark.parametrize("form", ["/", "/a", "/a/b/c", "//a/b", "/tmp/x y/z"])
+def test_parts_of_a_normalised_path_are_pathlibs(form):
+    assert _guard._parts(form) == Path(form).parts

@@ -154,7 +154,7 @@ class ServerSocket:
             if self.closed is None:
                 self.closed = CloseReason(ABNORMAL, None)
             raise ConnectionClosed(self.closed)
-        self._proto.receive_data(data)
+        self._proto.receive_data(data)  # type: ignore[arg-type]  # wsproto takes any bytes-like; its stub says bytes
         self._fed = True
 
     def _piece(self, event: Message[Any]) -> str | bytes | object | None:

@@ -9,15 +9,14 @@ import logging
 import math
 import ssl
 import sys
-from collections import deque
 from typing import Any
 
 import trio
-import trio_websocket
 
 from ..core import envelope, wire
 from ..core.errors import members
 from . import capacity, desktop, desktop_http, gcpolicy, http, peers
+from . import upgrade as ws_upgrade
 from .config import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
@@ -45,17 +44,14 @@ from .heartbeat import Heartbeat
 from .peers import Peer
 from .sessions import Session
 from .term_config import TerminalHooks
-from .upgrade import server_request
+from .ws import ConnectionClosed, ServerSocket
 
 log = logging.getLogger(__name__)
 
 # What a client that goes away or misbehaves on the wire can cause: routine, not worth a traceback.
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError, trio.TooSlowError,
-              trio_websocket.ConnectionClosed)
+              ConnectionClosed)
 _TEXT = b"text/plain; charset=utf-8"
-_NO_EVENTS: deque[Any] = deque(maxlen=0)  # wsproto's handshake queue once the upgrade is done: nothing is added
-_DONE = trio.Event()  # trio-websocket's events that are set once and never waited for again (_shed_handshake)
-_DONE.set()
 
 
 class Relay:
@@ -101,11 +97,10 @@ class Relay:
         if req is None or peer is None:
             return
         if upgrade:
-            # Nothing of the request outlives the handshake: its parse goes to the WebSocket layer
-            # (relay/upgrade.py), the headers are dropped here (an idle socket kept them for its life).
-            path, head = req.path, [req.event, req.conn, req.raw]  # emptied by _upgrade
+            # Nothing of the request outlives the handshake (an idle socket would keep it for its life).
+            path, answer = req.path, ws_upgrade.answer(req)
             del req
-            await self._upgrade(stream, path, head, peer.addr)
+            await self._upgrade(stream, path, answer, peer.addr)
             return
         if desktop_http.is_desktop_path(req.path):
             try:
@@ -143,40 +138,33 @@ class Relay:
             return None, b"", False, None
         return req, body, upgrade, peer
 
-    async def _upgrade(self, stream: trio.abc.Stream, path: str, head: list[Any], ip: str) -> None:
-        event, parser, raw = head
-        head.clear()
+    async def _upgrade(self, stream: trio.abc.Stream, path: str, answer: ws_upgrade.Accepted | ws_upgrade.Rejected,
+                       ip: str) -> None:
         slot = self.core.upgrade(path, ip)
         if isinstance(slot, Refusal):
             await _refuse(stream, slot)
             return
         try:
-            async with trio.open_nursery() as nursery:
-                ws = None
-                # A request trio-websocket refuses (no Sec-WebSocket-Key, wrong version) gets its 400
-                # and then nothing more: bound the wait so the slot is always given back.
-                with trio.move_on_after(self.config.head_timeout):
-                    try:
-                        request = await server_request(nursery, stream, event, parser, raw,
-                                                       max_message_size=self.config.max_message)
-                        del event, parser, raw
-                        ws = await request.accept()
-                        del request
-                        _shed_handshake(ws)
-                    except trio_websocket.ConnectionClosed:  # the client left mid-handshake
-                        pass
-                if ws is None:
-                    nursery.cancel_scope.cancel()
+            if isinstance(answer, ws_upgrade.Rejected):
+                with trio.move_on_after(SHUTDOWN_CLOSE_GRACE):
+                    await http.send_response(stream, answer.status, answer.text.encode(), _TEXT,
+                                             extra_headers=list(answer.headers))
+                return
+            ws = ServerSocket(stream, max_message=self.config.max_message, trailing=answer.trailing)
+            if ws.write_now(answer.reply) != len(answer.reply):  # a fresh plain socket takes it at once
+                with trio.move_on_after(self.config.head_timeout) as sending:  # TLS: the first write handshakes
+                    await stream.send_all(answer.reply)
+                if sending.cancelled_caught:
                     return
-                await self._ws_session_then_close(ws, ip, slot)
+            del answer
+            await self._ws_session_then_close(ws, ip, slot)
         finally:
             slot.release()
 
-    async def _ws_session_then_close(self, ws: trio_websocket.WebSocketConnection, ip: str,
-                                     slot: UnauthedSlot | None = None) -> None:
+    async def _ws_session_then_close(self, ws: ServerSocket, ip: str, slot: UnauthedSlot | None = None) -> None:
         try:
             await self.ws_session(ws, ip, slot)
-        except trio_websocket.ConnectionClosed:
+        except ConnectionClosed:
             pass
         except trio.Cancelled:
             # Shutting down: say "going away" but do not wait for the reply, which the cancelled
@@ -189,19 +177,23 @@ class Relay:
                     await ws.aclose(CLOSE_GOING_AWAY, "relay shutting down")
             raise
         finally:
-            with _shielded(CLOSE_GRACE):
-                await ws.aclose()
+            try:
+                if ws.unclosed:  # nobody began the closing handshake (a close already begun had its grace)
+                    with _shielded(CLOSE_GRACE):
+                        await ws.aclose()
+            finally:
+                ws.dispose()
 
-    async def _send(self, ws: trio_websocket.WebSocketConnection, channel: str, typ: str, payload: dict[str, Any],
+    async def _send(self, ws: ServerSocket, channel: str, typ: str, payload: dict[str, Any],
                     msg_id: str | None = None) -> None:
         env = envelope.Envelope(channel, typ, payload) if msg_id is None else envelope.Envelope(channel, typ, payload, msg_id)
         await ws.send_message(env.encode())
 
-    async def _fail(self, ws: trio_websocket.WebSocketConnection, reason: str, code: int = CLOSE_AUTH_FAILED) -> None:
+    async def _fail(self, ws: ServerSocket, reason: str, code: int = CLOSE_AUTH_FAILED) -> None:
         await self._send(ws, envelope.SYSTEM, envelope.AUTH_FAIL, {"reason": reason})
         await ws.aclose(code, reason[:120])
 
-    async def ws_session(self, ws: trio_websocket.WebSocketConnection, ip: str, slot: UnauthedSlot | None = None) -> None:
+    async def ws_session(self, ws: ServerSocket, ip: str, slot: UnauthedSlot | None = None) -> None:
         """Authenticate, then serve. ``slot`` is released once authentication is decided. The relay's
         heartbeat (relay/heartbeat.py) pings the socket once authenticated, if it is running."""
         first: str | bytes | None = None
@@ -226,10 +218,9 @@ class Relay:
         # Who this socket is comes from its session (what it was paired as), never from this frame.
         self.desktop.authed(ws, device_id=sess.device_id, name=sess.device_name, hostname=sess.device_hostname or "",
                             session_key=sess.token_hash, desktop=sess.client_surface == DESKTOP_SURFACE)
-        # trio-websocket has no public setters; the small pre-auth cap and 4 KiB reads only guard
-        # unauthenticated memory, an authenticated socket reads big results in 64 KiB pieces.
-        ws._max_message_size = self.config.max_message_authed
-        ws._receive_buffer_size = wire.WS_RECEIVE_BYTES
+        # The small pre-auth cap and 4 KiB reads only guard unauthenticated memory; an authenticated
+        # socket reads big results in bigger pieces.
+        ws.authenticated(self.config.max_message_authed, wire.WS_RECEIVE_BYTES)
         epoch = gcpolicy.opened()  # the collector policy freezes long-lived connections (relay/gcpolicy.py)
         try:
             await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, reply_id)
@@ -243,24 +234,31 @@ class Relay:
                 self.terminal.socket_gone(ws)
             gcpolicy.ended(epoch)
 
-    async def _serve_authed(self, ws: trio_websocket.WebSocketConnection, sess: Session) -> None:
+    async def _serve_authed(self, ws: ServerSocket, sess: Session) -> None:
         beat = self.heartbeat.add(ws, lambda: self.core.expires_in(sess))
         # PATCH /sessions may move the expiry: it is re-read at least once per sweep interval, by the relay's
-        # heartbeat when it beats that often (an idle connection then has no timer of its own). A heartbeat
-        # timeout cancels the current wait (one scope per connection, not a serving scope around it too).
+        # heartbeat when it beats that often (Beat.bound_wait), which gives the wait a deadline only once
+        # the expiry is near: an idle connection has no timer of its own. A heartbeat timeout cancels the
+        # wait, a close from another task shortens it: one scope per connection, not one per message.
         reread = math.inf if beat is not None and self.heartbeat.interval <= EXPIRY_SWEEP else EXPIRY_SWEEP
+        near = 2 * self.heartbeat.interval if beat is not None else math.inf
         try:
-            while beat is None or not beat.timed_out:
+            while ws.closed is None and (beat is None or not beat.timed_out):  # closed: by another task
                 remaining = self.core.expires_in(sess)
                 if remaining <= 0:
                     await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
                     return
-                with trio.move_on_after(min(remaining, reread)) as wait:
-                    if beat is not None:
-                        beat.wait = wait
-                    message = await ws.get_message()
-                    await self._on_message(ws, sess, message)
+                with trio.CancelScope() as wait:
+                    if remaining <= near or reread < math.inf:
+                        wait.deadline = trio.current_time() + min(remaining, reread)
+                    ws.wait = wait
+                    while True:
+                        message = await ws.get_message()
+                        await self._on_message(ws, sess, message)
+                        if self.core.expires_in(sess) <= 0:  # the wall clock moved (a suspend, a PATCH)
+                            break
         finally:
+            ws.wait = None
             if beat is not None:
                 beat.stop()
         if beat is not None and beat.timed_out:  # the heartbeat gave up on this client
@@ -270,7 +268,7 @@ class Relay:
             with trio.move_on_after(min(CLOSE_GRACE, self.config.heartbeat)):
                 await ws.aclose(CLOSE_HEARTBEAT, "heartbeat timeout")
 
-    async def _on_message(self, ws: trio_websocket.WebSocketConnection, sess: Session, message: str | bytes) -> None:
+    async def _on_message(self, ws: ServerSocket, sess: Session, message: str | bytes) -> None:
         for effect in self.core.message(sess, message):
             if isinstance(effect, Send):
                 await ws.send_message(effect.env.encode())
@@ -310,33 +308,13 @@ async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
     await http.send_response(stream, refusal.status, refusal.text.encode(), _TEXT, extra_headers=extra)
 
 
-def _shed_handshake(ws: trio_websocket.WebSocketConnection) -> None:
-    """Drop what only the upgrade used, once it is done: an idle socket kept it for its whole life
-    (wsproto's HTTP parser and its buffers, the request it answered, an empty event queue; the
-    open-handshake event trio-websocket sets once and a test-only one, swapped for one shared set
-    event). Attributes a later version lacks are left alone."""
-    handshake = getattr(getattr(ws, "_wsproto", None), "handshake", None)
-    if getattr(handshake, "connection", None) is not None and hasattr(handshake, "_h11_connection"):
-        handshake._h11_connection = None  # type: ignore[union-attr]
-        if getattr(handshake, "_initiating_request", None) is not None:
-            handshake._initiating_request = None  # type: ignore[union-attr]
-        if not getattr(handshake, "_events", True):
-            handshake._events = _NO_EVENTS  # type: ignore[union-attr]
-    opened = getattr(ws, "_open_handshake", None)
-    if isinstance(opened, trio.Event) and opened.is_set():
-        ws._open_handshake = _DONE
-    testing = getattr(ws, "_for_testing_peer_closed_connection", None)
-    if isinstance(testing, trio.Event) and not testing.statistics().tasks_waiting:
-        ws._for_testing_peer_closed_connection = _DONE  # only set, never waited for, outside its own tests
-
-
 def _shielded(seconds: float) -> trio.CancelScope:
     """A scope no outer cancellation reaches, that gives up after ``seconds`` (one scope, not two: a
     handshake set up a dozen, a third of its CPU)."""
     return trio.CancelScope(shield=True, deadline=trio.current_time() + seconds)
 
 
-def _spawn_close(ws: trio_websocket.WebSocketConnection, reason: str, first: list[envelope.Envelope]) -> None:
+def _spawn_close(ws: ServerSocket, reason: str, first: list[envelope.Envelope]) -> None:
     """Close a live socket from synchronous code: the close (after the messages ``first``) runs in the system
     nursery."""
 

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-import trio_websocket
 
 from ..core import envelope
 from . import catalogue, rawenv
@@ -53,6 +52,7 @@ from .desktop_table import (  # noqa: F401  (CHANNEL, PREFIX, NO_CLIENT: importa
     Target,
     _clean,
 )
+from .ws import ConnectionClosed
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ SECRET_MARKERS = ("token", "secret", "password", "key", "auth")
 REDACTED = "[redacted]"
 MAX_NESTING = 64  # levels redact() copies; deeper values are cut off
 SHUTTING_DOWN = "Desktop client disconnected (Relay server shutting down)"  # the reference's 502 on shutdown
-_PEER_GONE = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_PEER_GONE = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 def _secret_key(key: Any) -> bool:

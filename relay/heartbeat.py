@@ -1,85 +1,89 @@
 """One relay-wide heartbeat instead of a task per authenticated connection.
 
-Every connection is pinged ``interval`` seconds after it authenticated, then ``interval`` seconds after
-each pong; a pong that does not come within another ``interval`` marks the connection timed out and
-cancels its current wait (the connection then closes with "heartbeat timeout"). The timing is that of a loop per
-connection (sleep, ping, wait for the pong), but an idle connection costs one queue entry and no task:
+Every connection is pinged ``interval`` seconds after it authenticated, then every ``interval``
+seconds; a ping whose pong has not come by the time the next one is due marks the connection timed
+out and cancels its current wait (the connection then closes with "heartbeat timeout"). That is a
+loop per connection's timing (ping, wait an interval for the pong), but an idle connection costs one
+queue entry and no task:
 
 * the ping is one pre-built frame written by the heartbeat task itself, straight to the socket, when
-  nothing else is writing to it (trio-websocket's send lock is free: it is taken and given back around
-  the write, so no other writer can come between); a socket that cannot take it at once (TLS, a
-  writer busy, a full send buffer) gets it from a short task through trio-websocket's own send path;
-* the pong is trio-websocket's: its reader finds our entry in the socket's in-flight pings and calls
-  ``Beat.set``, which queues the next ping (no task is woken for it);
-* the wait for the pong is a second queue entry: when it comes due with the ping unanswered, the
-  connection has timed out.
+  nothing else is writing to it (relay/ws.py ``write_now``); a socket that cannot take it at once (TLS,
+  a writer busy, a full send buffer) gets it from a short task through the socket's own send path;
+* the pong is read by the connection's task, which calls ``Beat.pong``: a flag cleared, nothing queued;
+* the entry due an interval after a ping is both the wait for its pong and the next ping.
 
 All connections share one interval, so the queue is in due order by construction (an entry is added
-at ``now + interval`` and ``now`` only grows): no heap, no timer per connection.
+at ``now + interval`` and ``now`` only grows): no heap, no timer per connection. Entries due within a
+small slack of each other share one wake-up of the heartbeat task.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 
 import trio
-import trio_websocket
-from wsproto.connection import ConnectionState
-from wsproto.events import Ping
 from wsproto.frame_protocol import FrameProtocol
+
+from .ws import ConnectionClosed, ServerSocket
 
 log = logging.getLogger(__name__)
 
 PAYLOAD = b"hb"  # the heartbeat's ping payload: one heartbeat ping is in flight per connection at most
 _FRAME = bytes(FrameProtocol(client=False, extensions=[]).ping(PAYLOAD))  # a server frame is never masked
-_PING, _CHECK = 0, 1  # queue entries: a ping due, the wait for a pong ending
+MAX_SLACK = 0.3  # seconds a ping or a timeout may be late, to share a wake-up with others
 BURST = 16  # queue entries handled between two checkpoints (a ping is a send: ~0.5 ms of them at most)
 
 
 class Beat:
-    """One connection's place in the heartbeat: ``stop()`` when the connection ends. trio-websocket
-    calls ``set()`` when the pong to the heartbeat's ping arrives (the beat stands in its in-flight pings)."""
+    """One connection's place in the heartbeat: ``stop()`` when the connection ends. The connection's
+    reader calls ``pong()`` with each pong's payload."""
 
-    __slots__ = ("heartbeat", "ws", "timed_out", "alive", "expires_in", "wait", "round", "pending")
+    __slots__ = ("heartbeat", "ws", "timed_out", "alive", "expires_in", "round", "pending")
 
-    def __init__(self, heartbeat: Heartbeat, ws: trio_websocket.WebSocketConnection,
+    def __init__(self, heartbeat: Heartbeat, ws: ServerSocket,
                  expires_in: Callable[[], float] | None = None):
         self.heartbeat: Heartbeat | None = heartbeat
-        self.ws: trio_websocket.WebSocketConnection | None = ws
+        self.ws: ServerSocket | None = ws
         self.timed_out = False  # no pong came in time: the connection's loop ends (its wait is cancelled)
         self.alive = True
         self.expires_in = expires_in  # seconds until the connection's session expires (inf: never)
-        self.wait: trio.CancelScope | None = None  # the connection's current wait (and what it does with a message)
-        self.round = 0  # pings sent so far: a wait entry is for one ping
+        self.round = 0  # pings sent so far
         self.pending = False  # a ping is waiting for its pong
 
     def stop(self) -> None:
         """The connection ended: its queue entries (due up to ``interval`` later) keep nothing of it alive."""
         self.alive = self.pending = False
-        self.heartbeat = self.ws = self.wait = self.expires_in = None
+        if self.ws is not None:
+            self.ws.beat = None
+        self.heartbeat = self.ws = self.expires_in = None
 
-    def set(self) -> None:
-        """The pong came (called by trio-websocket's reader, as it would set a ping's event): the next
-        ping is due ``interval`` from now."""
-        if self.pending and self.heartbeat is not None:
+    def pong(self, payload: bytes | bytearray) -> None:
+        """A pong came: if it answers the heartbeat's ping, the connection is alive (the next ping is
+        already queued, an interval after this one)."""
+        if payload == PAYLOAD:
             self.pending = False
-            self.heartbeat.schedule(self, _PING)
 
     def bound_wait(self) -> None:
         """The connection's wait ends no later than its session's expiry (PATCH /sessions may have moved it
-        since the wait began): re-read here, once per beat, instead of by a timer per connection."""
-        if self.wait is not None and self.expires_in is not None:
-            ends = trio.current_time() + max(0.0, self.expires_in())
-            if ends < self.wait.deadline:  # (setting a deadline costs trio's bookkeeping even when unchanged)
-                self.wait.deadline = ends
+        since the wait began): re-read here, once per beat, instead of by a timer per connection. Only an
+        expiry due before the beat after next needs a deadline; one further off is seen by a later beat."""
+        wait = self.ws.wait if self.ws is not None else None
+        if wait is not None and self.expires_in is not None and self.heartbeat is not None:
+            left = max(0.0, self.expires_in())
+            if left > 2 * self.heartbeat.interval:
+                return  # a later beat comes first: no deadline (each one set is a heap entry in trio)
+            ends = trio.current_time() + left
+            if ends < wait.deadline:  # (setting a deadline costs trio's bookkeeping even when unchanged)
+                wait.deadline = ends
 
     def time_out(self) -> None:
         if self.alive:
             self.timed_out = True
-            if self.wait is not None:
-                self.wait.cancel()
+            if self.ws is not None and self.ws.wait is not None:
+                self.ws.wait.cancel()
 
 
 class Heartbeat:
@@ -87,39 +91,38 @@ class Heartbeat:
 
     def __init__(self, interval: float):
         self.interval = interval
-        self._due: deque[tuple[float, Beat, int, int]] = deque()
+        self._due: deque[tuple[float, Beat]] = deque()
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
-        self._held: list[trio.StrictFIFOLock] = []  # send locks this task holds for a finishing write
-        self._finished: list[trio.StrictFIFOLock] = []  # ... whose write is done: to give back
 
-    def add(self, ws: trio_websocket.WebSocketConnection,
+    def add(self, ws: ServerSocket,
             expires_in: Callable[[], float] | None = None) -> Beat | None:
         """Start pinging ``ws`` (and bounding its wait by ``expires_in``, see ``Beat.bound_wait``); None (no
         heartbeat) when it is off or not running."""
         if self._nursery is None or self.interval <= 0:
             return None
-        beat = Beat(self, ws, expires_in)
-        self.schedule(beat, _PING)
+        beat = ws.beat = Beat(self, ws, expires_in)
+        self._schedule(beat)
         return beat
 
-    def schedule(self, beat: Beat, kind: int) -> None:
+    def _schedule(self, beat: Beat) -> None:
         was_empty = not self._due
-        self._due.append((trio.current_time() + self.interval, beat, kind, beat.round))
+        self._due.append((trio.current_time() + self.interval, beat))
         if was_empty:
             self._wake.set()
 
     async def run(self) -> None:
+        # Entries due within ``slack`` of each other are handled in one wake-up (a wake-up costs more
+        # than the ping it sends); 0.3 s late on a 30 s heartbeat is nothing.
+        slack = min(self.interval / 100, MAX_SLACK)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
                 burst = 0
                 while True:
-                    self._give_back()
-                    due = self._due[0][0] if self._due else trio.current_time() + 3600
-                    if due > trio.current_time():
+                    if not self._due or self._due[0][0] > trio.current_time():
                         self._wake = trio.Event()
-                        with trio.move_on_at(due):
+                        with trio.move_on_at(self._due[0][0] + slack if self._due else math.inf):
                             await self._wake.wait()
                         burst = 0
                         continue
@@ -127,79 +130,47 @@ class Heartbeat:
                     if burst % BURST == 0:  # many due at once (a mass reconnect): let connections be served
                         await trio.lowlevel.checkpoint()
                         continue
-                    _, beat, kind, sent = self._due.popleft()
+                    _, beat = self._due.popleft()
                     if not beat.alive:
                         continue
-                    if kind == _PING:
-                        beat.bound_wait()
-                        self._ping(beat)
-                    elif beat.pending and beat.round == sent:  # no pong within the interval
+                    if beat.pending:  # the last ping, an interval ago, has no pong
                         beat.pending = False
                         beat.time_out()
+                        continue
+                    beat.bound_wait()
+                    self._ping(beat)
             finally:
                 self._nursery = None
 
     def _ping(self, beat: Beat) -> None:
         ws = beat.ws
-        if ws is None or ws.closed is not None:
+        if ws is None or not ws.open:
             return  # closing: the connection's own loop ends it
         beat.round += 1
         beat.pending = True
-        ws._pings[PAYLOAD] = beat  # type: ignore[assignment]  # trio-websocket calls beat.set() on the pong
-        self.schedule(beat, _CHECK)
-        if not self._write(ws):
-            assert self._nursery is not None
-            self._nursery.start_soon(self._ping_task, beat, ws)
-
-    def _write(self, ws: trio_websocket.WebSocketConnection) -> bool:
-        """The ping frame written now, from this task, if the socket takes it (or a short task finishes
-        it under the send lock this task keeps); False: send it through trio-websocket instead."""
-        stream, lock = ws._stream, ws._stream_lock
-        raw = getattr(getattr(stream, "socket", None), "_sock", None)
-        if (type(stream) is not trio.SocketStream or raw is None or lock.locked()
-                or getattr(ws._wsproto, "state", None) is not ConnectionState.OPEN):
-            return False
-        lock.acquire_nowait()  # no other writer can start until it is given back
-        try:
-            sent = raw.send(_FRAME)
-        except OSError:  # a full buffer, or a broken socket: trio-websocket's path sees it as it always did
-            sent = 0
+        self._schedule(beat)  # the next ping, or the end of the wait for this one's pong
+        assert self._nursery is not None
+        sent = ws.write_now(_FRAME)
         if sent == 0:
-            lock.release()
-            return False
-        if sent < len(_FRAME):  # the lock stays held: nothing may come between the frame's two halves
-            self._held.append(lock)
-            assert self._nursery is not None
-            self._nursery.start_soon(self._finish, stream, lock, _FRAME[sent:])
-            return True
-        lock.release()
-        return True
+            self._nursery.start_soon(self._ping_task, beat, ws)
+        elif sent < len(_FRAME):  # the socket stays held: nothing may come between the frame's two halves
+            self._nursery.start_soon(self._finish, ws, _FRAME[sent:])
 
-    async def _finish(self, stream: trio.SocketStream, lock: trio.StrictFIFOLock, rest: bytes) -> None:
+    async def _finish(self, ws: ServerSocket, rest: bytes) -> None:
         """The rest of a frame the socket took only in part; the wait for its pong bounds it."""
         try:
             with trio.move_on_after(self.interval):
-                await stream.send_all(rest)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await ws.finish_write(rest)
+        except ConnectionClosed:
             pass  # the connection is gone: its reader sees it
-        finally:
-            self._finished.append(lock)
-            self._wake.set()
 
-    def _give_back(self) -> None:
-        while self._finished:
-            lock = self._finished.pop()
-            self._held.remove(lock)
-            lock.release()
-
-    async def _ping_task(self, beat: Beat, ws: trio_websocket.WebSocketConnection) -> None:
-        """The ping through trio-websocket's send path; runs in the heartbeat's nursery, so it never raises."""
+    async def _ping_task(self, beat: Beat, ws: ServerSocket) -> None:
+        """The ping through the socket's send path; runs in the heartbeat's nursery, so it never raises."""
         try:
             with trio.move_on_after(self.interval):
-                await ws._send(Ping(payload=PAYLOAD))
-        except trio_websocket.ConnectionClosed:
+                await ws.send_ping(PAYLOAD)
+        except ConnectionClosed:
             beat.pending = False  # closing: the connection's own loop ends it
-            return
         except Exception:  # supervision point: a heartbeat failure must not crash the relay
             log.exception("heartbeat_crashed")
             beat.time_out()

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +150,33 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
             nursery.start_soon(relay.heartbeat.run)
             if relay.terminal is not None:
                 await nursery.start(relay.terminal.run)
-            await nursery.start(trio.serve_listeners, relay.handle_stream, listeners)
+            for listener in listeners:
+                nursery.start_soon(_accept, listener, nursery, relay.handle_stream)
             task_status.started(RelayInfo(config.host, port, config.scheme, config.cert_pin))
     finally:
         _final_flush(relay)  # last_seen and device details touched since the last sweep
+
+
+_ACCEPT_CAPACITY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}  # out of descriptors or memory
+ACCEPT_RETRY = 0.1  # seconds before accepting again after running out
+
+
+async def _accept(listener: trio.abc.Listener[Any], nursery: trio.Nursery,
+                  handle: Callable[[trio.abc.Stream], Awaitable[None]]) -> None:
+    """``trio.serve_listeners`` without its per-connection wrapper (a task frame and a cancelled close
+    scope around every connection: ``handle`` closes its stream itself)."""
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY:
+                    raise
+                log.error("accept_failed error=%s retry_in=%s", errno.errorcode.get(exc.errno or 0, exc.errno),
+                          ACCEPT_RETRY)
+                await trio.sleep(ACCEPT_RETRY)
+            else:
+                nursery.start_soon(handle, stream)
 
 
 def _bound_port(listener: Any) -> int:

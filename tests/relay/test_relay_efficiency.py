@@ -4,26 +4,27 @@ in small ones (its memory stays bounded by the pre-auth message cap plus one sma
 from __future__ import annotations
 
 import json
-import socket
 
 import trio
 from helpers import pair, receive_json, register_code, ws_connect
 
 from hermes_relay.core.wire import WS_RECEIVE_BYTES
+from hermes_relay.relay.ws import BIG_READ
 
-PREAUTH_RECEIVE = 4 << 10  # trio-websocket's own default, kept until authentication
+PREAUTH_RECEIVE = 4 << 10  # kept until authentication
 
 
 async def test_authenticated_socket_reads_big_frames_in_large_pieces(relay, monkeypatch):
+    from hermes_relay.relay.ws import ServerSocket
+
     asked: list[int | None] = []
-    real = trio.SocketStream.receive_some
+    real = ServerSocket._receive
 
-    async def recording(self: trio.SocketStream, max_bytes: int | None = None) -> bytes | bytearray:
-        if self.socket.getsockname()[1] == relay.info.port:  # the relay's end only
-            asked.append(max_bytes)
-        return await real(self, max_bytes)
+    async def recording(self: ServerSocket) -> None:
+        asked.append(self._size_next)  # the bytes its next read asks the socket for
+        await real(self)
 
-    monkeypatch.setattr(trio.SocketStream, "receive_some", recording)
+    monkeypatch.setattr(ServerSocket, "_receive", recording)
 
     # Before authentication: small reads only.
     await register_code(relay.http)
@@ -37,7 +38,11 @@ async def test_authenticated_socket_reads_big_frames_in_large_pieces(relay, monk
     await ws.send_message(json.dumps({"channel": "system", "type": "ping", "id": "big", "payload": {"pad": padding}}))
     reply = await receive_json(ws)
     assert (reply["type"], reply["id"]) == ("pong", "big")
-    assert max(n or 0 for n in asked) == WS_RECEIVE_BYTES
+    assert WS_RECEIVE_BYTES < max(n or 0 for n in asked) <= BIG_READ  # reads grow while a big message streams in
+    asked.clear()
+    await ws.send_message(json.dumps({"channel": "system", "type": "ping", "id": "small", "payload": {}}))
+    assert (await receive_json(ws))["id"] == "small"
+    assert set(asked) == {WS_RECEIVE_BYTES}  # ... and shrink back once it is in
 
 
 def test_the_relay_freezes_its_start_up_objects_and_uses_server_thresholds():
@@ -102,14 +107,15 @@ def _tasks() -> int:
 
 
 async def test_an_idle_authenticated_connection_has_no_heartbeat_task_of_its_own(relay):
-    """One relay-wide heartbeat: each connection costs its handler and its WebSocket reader, no more
-    (a ping task per connection made 3000 idle sockets cost 6 % of a core)."""
+    """One relay-wide heartbeat and no reader task: each connection costs its handler task, no more
+    (a ping task per connection made 3000 idle sockets cost 6 % of a core; trio-websocket's reader
+    task and nursery were a third of an idle socket's memory)."""
     held = [(await pair(relay.url, relay.http))[0]]
     before = _tasks()
     for _ in range(5):
         held.append((await pair(relay.url, relay.http))[0])
     client_side = 2  # the test's own per connection: helpers._hold_client and its trio-websocket reader
-    assert (_tasks() - before) / 5 == client_side + 2
+    assert (_tasks() - before) / 5 == client_side + 1
 
 
 def test_the_collector_policy_freezes_new_connections_and_thaws_only_after_churn():
@@ -145,7 +151,8 @@ def test_the_collector_policy_freezes_new_connections_and_thaws_only_after_churn
 
 
 async def test_the_upgrade_request_is_parsed_once(relay, monkeypatch):
-    """Our h11 parse of the head is handed to wsproto: it parsed the head again (~7 % of a handshake)."""
+    """Our h11 parse of the head is the only one (trio-websocket's wsproto parsed the head again, ~7 % of a
+    handshake)."""
     import h11
     from helpers import ws_auth
 
@@ -233,72 +240,3 @@ async def test_a_plain_connection_closes_without_setting_up_cancel_scopes(monkey
     await client.aclose()
 
 
-class _TakesOneByteFirst(socket.socket):
-    """A socket whose first direct send takes one byte only (a kernel send buffer with a byte of room
-    left): an OS event a test cannot cause on demand. ``on_partial`` runs right after that short write.
-    trio's own sends call the base class's ``send`` and are not affected."""
-
-    def __init__(self, real: socket.socket, on_partial):
-        super().__init__(real.family, real.type, real.proto, fileno=real.detach())
-        self._on_partial = on_partial
-
-    def send(self, data, *flags):
-        if self._on_partial is not None:
-            on_partial, self._on_partial = self._on_partial, None
-            sent = super().send(bytes(data[:1]), *flags)
-            on_partial()
-            return sent
-        return super().send(data, *flags)
-
-
-async def test_a_heartbeat_ping_the_socket_takes_in_part_is_finished_before_any_other_frame(nursery):
-    """The heartbeat writes its ping straight to the socket when no one else is writing; if the socket
-    takes only part of it, trio-websocket's send lock stays held until the rest is written, so a
-    message sent meanwhile comes after the whole ping (interleaved, the client would see garbage)."""
-    import trio_websocket
-
-    from hermes_relay.relay.heartbeat import Heartbeat
-
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    port = listener.socket.getsockname()[1]
-    client_stream = await trio.open_tcp_stream("127.0.0.1", port)
-    server_stream = await listener.accept()
-    clients = []
-
-    async def connect() -> None:
-        clients.append(await trio_websocket.wrap_client_stream(nursery, client_stream, "127.0.0.1", "/"))
-
-    async with trio.open_nursery() as both:
-        both.start_soon(connect)
-        request = await trio_websocket.wrap_server_stream(nursery, server_stream)
-        server = await request.accept()
-    heartbeat = Heartbeat(0.05)
-    await nursery.start(_started, heartbeat)
-    client = clients[0]
-    sent_after = trio.Event()
-
-    def send_meanwhile() -> None:
-        nursery.start_soon(server.send_message, "after the ping")
-        sent_after.set()
-
-    sock = server_stream.socket
-    sock._sock = _TakesOneByteFirst(sock._sock, send_meanwhile)
-    beat = heartbeat.add(server)
-    assert beat is not None
-    with trio.fail_after(5):
-        await sent_after.wait()
-        # trio-websocket's client answers the ping and hands over the message after it
-        assert await client.get_message() == "after the ping"
-        await client.ping(b"check")  # the relay read our pong to its ping before answering this
-    assert beat.round == 1 and not beat.pending and client.closed is None
-    beat.stop()
-    for closing in (server_stream, client_stream, listener):
-        await closing.aclose()
-
-
-async def _started(heartbeat, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    async with trio.open_nursery() as own:
-        own.start_soon(heartbeat.run)
-        while heartbeat._nursery is None:
-            await trio.lowlevel.checkpoint()
-        task_status.started()

@@ -333,6 +333,10 @@ class _OneFrameWs:
 
     def __init__(self, frame: str):
         self.frame, self.sent, self.closed = frame, [], None
+        self.wait = self.beat = None
+
+    def authenticated(self, max_message: int, receive_size: int) -> None:
+        pass
 
     async def get_message(self) -> str:
         return self.frame

@@ -27,7 +27,7 @@ NO_CLIENT = "No desktop client connected. Start the Hermes desktop CLI and pair 
 
 
 class Socket(Protocol):
-    """What the router needs from a connection: trio-websocket's ``send_message``."""
+    """What the router needs from a connection: ``send_message`` (relay/ws.py)."""
 
     async def send_message(self, message: str | bytes) -> None: ...
 

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 PAYLOAD = b"hb"  # the heartbeat's ping payload: one heartbeat ping is in flight per connection at most
 _FRAME = bytes(FrameProtocol(client=False, extensions=[]).ping(PAYLOAD))  # a server frame is never masked
-MAX_SLACK = 0.3  # seconds a ping or a timeout may be late, to share a wake-up with others
+MAX_SLACK = 0.05  # seconds a ping or a timeout may be late, to share a wake-up with others (more makes
+# bursts: each ping brings a pong that wakes its connection, and a burst of them delays a handshake)
 BURST = 16  # queue entries handled between two checkpoints (a ping is a send: ~0.5 ms of them at most)
 
 
@@ -113,8 +114,8 @@ class Heartbeat:
 
     async def run(self) -> None:
         # Entries due within ``slack`` of each other are handled in one wake-up (a wake-up costs more
-        # than the ping it sends); 0.3 s late on a 30 s heartbeat is nothing.
-        slack = min(self.interval / 100, MAX_SLACK)
+        # than the ping it sends); 50 ms late on a 30 s heartbeat is nothing.
+        slack = min(self.interval / 500, MAX_SLACK)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:

@@ -1,9 +1,8 @@
 """Minimal HTTP/1.1 plumbing for the relay on top of h11 (no hand-rolled parsing).
 
 The relay serves WebSocket and plain HTTP on one port. ``read_request_head`` parses the request line
-and headers with h11 under a size limit and keeps the parse and the raw bytes: a WebSocket upgrade
-hands the parse to wsproto (relay/upgrade.py), or replays the bytes into trio-websocket through
-``ReplayStream`` when it cannot. Every plain response closes the connection:
+and headers with h11 under a size limit; a WebSocket upgrade is answered from that parse
+(relay/upgrade.py), with the bytes the client sent behind its head. Every plain response closes the connection:
 the API is a handful of tiny calls, and one request per connection keeps slow clients cheap.
 """
 
@@ -133,33 +132,3 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode()
     except ValueError:
         return b""
-
-
-class ReplayStream(trio.abc.Stream):
-    """A stream that first yields bytes already read from ``inner`` (the upgrade request)."""
-
-    def __init__(self, prefix: bytes, inner: trio.abc.Stream):
-        self._prefix = bytearray(prefix)
-        self.inner = inner
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            out = bytes(self._prefix[:n])
-            del self._prefix[:n]
-            return out
-        return await self.inner.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:  # pragma: no cover - not used by trio-websocket's server side
-        send_eof = getattr(self.inner, "send_eof", None)
-        if send_eof is not None:
-            await send_eof()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -23,7 +23,7 @@ from ..core.errors import ConfigError, HermesError
 if TYPE_CHECKING:
     from .config import RelayConfig
 
-# The server's modules (trio, trio-websocket, cryptography for TLS) load only when the relay runs: the
+# The server's modules (trio, wsproto, cryptography for TLS) load only when the relay runs: the
 # relay-host subcommands (`call`, `sessions`) are blocking HTTP clients and start without them.
 
 

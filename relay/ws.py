@@ -62,7 +62,7 @@ class ServerSocket:
     ``wait`` is the owner's current wait, which a close from another task shortens."""
 
     __slots__ = ("stream", "_raw", "_proto", "_owner", "max_message", "receive_size", "closed", "beat", "wait",
-                 "_size_next", "_fed", "_parts", "_size", "_writing", "_lot", "_broken")
+                 "_size_next", "_read_max", "_fed", "_parts", "_size", "_writing", "_lot", "_broken")
 
     def __init__(self, stream: trio.abc.Stream, *, max_message: int, receive_size: int = 4096,
                  trailing: bytes = b""):
@@ -75,8 +75,8 @@ class ServerSocket:
             self._proto.receive_data(trailing)  # frames the client sent right behind its upgrade request
         self._owner = trio.lowlevel.current_task()
         self.max_message = max_message  # characters of a text message, bytes of a binary one
-        self.receive_size = receive_size  # bytes per read (a read that fills it grows the next one)
-        self._size_next = receive_size
+        self.receive_size = receive_size  # bytes per read (once authenticated, a read that fills it grows the next)
+        self._size_next = self._read_max = receive_size  # unauthenticated: small reads only (bounded memory)
         self.closed: CloseReason | None = None  # set once a close began (ours or the peer's)
         self.beat: Any = None  # the heartbeat's Beat: set() on its pong
         self.wait: trio.CancelScope | None = None
@@ -90,6 +90,7 @@ class ServerSocket:
         """Raise the pre-auth limits (a small message, small reads) to the authenticated ones."""
         self.max_message = max_message
         self.receive_size = self._size_next = receive_size
+        self._read_max = BIG_READ
 
     @property
     def unclosed(self) -> bool:
@@ -147,7 +148,7 @@ class ServerSocket:
             data = b""
         # A read that filled the buffer is likely part of a big message: read more at once next time
         # (up to BIG_READ); anything smaller goes back to the socket's own size.
-        self._size_next = min(size * 4, BIG_READ) if len(data) == size else self.receive_size
+        self._size_next = min(size * 4, self._read_max) if len(data) == size else self.receive_size
         if not data:
             self._proto.receive_data(None)  # wsproto: a 1006 close event, state CLOSED
             self._parts = None

@@ -26,10 +26,12 @@ async def test_authenticated_socket_reads_big_frames_in_large_pieces(relay, monk
 
     monkeypatch.setattr(ServerSocket, "_receive", recording)
 
-    # Before authentication: small reads only.
+    # Before authentication: small reads only, even while a big first message streams in.
     await register_code(relay.http)
     idle = await ws_connect(relay.url)
     await idle.ping()
+    await idle.send_message("x" * 60_000)  # under the pre-auth cap: read, then refused as malformed auth
+    assert (await receive_json(idle))["type"] == "auth.fail"
     assert asked and max(n or 0 for n in asked) <= PREAUTH_RECEIVE
 
     ws, _ = await pair(relay.url, relay.http)

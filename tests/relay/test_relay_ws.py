@@ -348,3 +348,32 @@ async def test_a_disposed_socket_is_freed_by_reference_counting_alone():
         assert parser() is None  # freed at once, no collection needed
     finally:
         gc.enable()
+
+
+async def test_a_client_that_never_reads_is_closed_by_the_heartbeat_and_stalls_nobody(relay_factory):
+    """A hostile client floods pings and reads nothing: the relay's pongs fill the socket and its writer
+    waits. The heartbeat's timeout still ends that connection (the wait is cancelled, a frame cut
+    midway breaks the socket rather than garbling it) and every other client is served meanwhile."""
+    from helpers import auth_frame, http_json, pair, receive_json, register_code
+
+    relay = await relay_factory(heartbeat=1.0)
+    _, ok = await pair(relay.url, relay.http)
+    stream = await open_stream(relay.url)
+    await stream.send_all(HEAD.format(key=KEY).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(1)
+    proto = Connection(ConnectionType.CLIENT)
+    await stream.send_all(proto.send(TextMessage(auth_frame({"session_token": ok["session_token"]}))))
+    ping = proto.send(Ping(b"p" * 125))
+    with trio.move_on_after(0.5):  # until the kernel's buffers on both sides are full
+        while True:
+            await stream.send_all(ping * 64)  # (a reset here would fail the test: the relay gave up early)
+    bystander, _ = await pair(relay.url, relay.http)  # served while the flooder's writer is stuck
+    await bystander.send_message(auth_frame({}, "x").replace('"auth"', '"ping"'))
+    assert (await receive_json(bystander))["type"] == "pong"
+    with trio.fail_after(4):  # a heartbeat interval or two, then the flooder is gone
+        while (await http_json("GET", f"{relay.http}/health"))[1]["connections"] > 2:
+            await trio.sleep(0.05)
+    await register_code(relay.http)  # still serving
+    await stream.aclose()

@@ -25,7 +25,7 @@ import time
 
 from procs import AgentEnv, Proxy, free_port, wait_gone, wait_state
 from reference import ReferenceRelay, find
-from shell_setup import ShellSetup, agent_log
+from shell_setup import FAILURE_KINDS, ShellSetup, agent_log, file_size, keys_flow_again
 from shell_typist import TOKEN, Typist, key_counts
 
 from hermes_relay.core import api, payload
@@ -129,13 +129,10 @@ def reference_integrity(rows: ShellSetup) -> None:
     term = rows.open_shell(env, SESSION, program)
 
     def size() -> int:
-        try:
-            return record.stat().st_size
-        except OSError:
-            return 0
+        return file_size(record)
 
     typist = Typist(term).start()  # 000000, 000001, ... every 10 ms
-    kinds = ["down", "blackhole", "restart", "kill"]
+    kinds = FAILURE_KINDS
     done = {k: 0 for k in kinds}
     stale = {k: 0 for k in kinds}  # tmux clients left on the reference, by the failure that left them
     doubt_by = {k: 0 for k in kinds}  # bytes reported in doubt, by the failure that caused them
@@ -157,10 +154,7 @@ def reference_integrity(rows: ShellSetup) -> None:
                     os.kill(int(c.hello["pid"]), signal.SIGKILL)
             else:
                 lan.command(kind)
-            deadline = time.monotonic() + 40
-            while size() < mark + 20 * TOKEN and time.monotonic() < deadline:
-                time.sleep(0.05)  # the keys reach the recorder again
-            if size() < mark + 20 * TOKEN:
+            if not keys_flow_again(size, mark, TOKEN):  # the keys reach the recorder again
                 stuck += 1
                 rows.log(f"reference soak: keys did not reach the recorder within 40 s after a {kind}")
             if kind in ("down", "blackhole"):

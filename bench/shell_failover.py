@@ -22,7 +22,7 @@ import time
 
 from procs import wait_gone, wait_state
 from shell_pty import RAW_ECHO
-from shell_setup import ShellSetup, agent_log, ms, pctl, restore, route_role
+from shell_setup import FAILURE_KINDS, ShellSetup, agent_log, file_size, keys_flow_again, ms, pctl, restore, route_role
 from shell_typist import TOKEN, Typist, key_counts
 
 PAUSE_TARGETS = {"down": 1.5, "blackhole": 2.5}
@@ -105,13 +105,10 @@ def integrity(rows: ShellSetup) -> None:
     term = rows.open_shell(env, "soak", f"stty raw -echo; exec cat > {record}")
 
     def size() -> int:
-        try:
-            return record.stat().st_size
-        except OSError:
-            return 0
+        return file_size(record)
 
     typist = Typist(term).start()  # 000000, 000001, ... every 10 ms
-    kinds = ["down", "blackhole", "restart", "kill"]
+    kinds = FAILURE_KINDS
     done = {k: 0 for k in kinds}
     marks: list[tuple[int, str]] = []  # (keys typed when a failure began, its kind)
     stuck = 0
@@ -127,10 +124,7 @@ def integrity(rows: ShellSetup) -> None:
                 os.kill(rows.agent_pid(env), signal.SIGKILL)
             else:
                 lan.command(kind)
-            deadline = time.monotonic() + 40
-            while size() < mark + 20 * TOKEN and time.monotonic() < deadline:
-                time.sleep(0.05)  # the keys reach the recorder again
-            if size() < mark + 20 * TOKEN:
+            if not keys_flow_again(size, mark, TOKEN):  # the keys reach the recorder again
                 stuck += 1
             restore(lan, kind)
             rows.back_on_lan(env, kind)

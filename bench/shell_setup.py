@@ -51,6 +51,25 @@ def agent_log(env: AgentEnv, lines: int = 12) -> str:
         return "(no agent log)"
 
 
+def file_size(path: Path) -> int:
+    """Bytes in ``path`` so far (0 before the recorder made it)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+FAILURE_KINDS = ["down", "blackhole", "restart", "kill"]  # the soaks' failures, in turn
+
+
+def keys_flow_again(size: Callable[[], int], mark: int, token: int, within: float = 40.0) -> bool:
+    """Wait until 20 more keys (of ``token`` bytes) reached the recorder past ``mark``; False if not ``within``."""
+    deadline = time.monotonic() + within
+    while size() < mark + 20 * token and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return size() >= mark + 20 * token
+
+
 def restore(lan: Proxy, kind: str) -> None:
     """The LAN route back after ``kind``: a black hole's listener is still open, so it goes down first."""
     if kind == "blackhole":

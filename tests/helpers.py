@@ -302,3 +302,21 @@ def rerun_without_file_permission_bypass(nodeid: str) -> None:
                               cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-500:]
+
+
+class ScriptedServer:
+    """A WebSocket server on loopback that a test scripts in ``_handler`` (a stand-in relay); ``url`` once
+    ``serve`` started it."""
+
+    port = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def serve(self, nursery: trio.Nursery) -> None:
+        server = await nursery.start(trio_websocket.serve_websocket, self._handler, "127.0.0.1", 0, None)
+        self.port = server.port
+
+    async def _handler(self, request: trio_websocket.WebSocketRequest) -> None:
+        raise NotImplementedError

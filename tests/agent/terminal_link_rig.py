@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 import trio_websocket
+from helpers import ScriptedServer
 
 from hermes_relay.agent.backend import AgentBackend as Agent
 from hermes_relay.agent.config import AgentConfig
@@ -28,7 +29,7 @@ def keys() -> list[bytes]:
     return [f"{i:05d}\r".encode() for i in range(1, KEYS + 1)]
 
 
-class TerminalRelay:
+class TerminalRelay(ScriptedServer):
     """Auth accepts any token; the terminal channel as ``ours`` (resume extension) or the reference."""
 
     def __init__(self, ours: bool, *, refuse: str | None = None):
@@ -52,14 +53,6 @@ class TerminalRelay:
         self.port = 0
         self.duplicates = 0  # ours: input bytes received again below the attachment's offset
         self.first_seqs: list[tuple[int, int]] = []  # ours: (in_seq at the attach, seq of the first input after it)
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def serve(self, nursery: trio.Nursery) -> None:
-        server = await nursery.start(trio_websocket.serve_websocket, self._handler, "127.0.0.1", 0, None)
-        self.port = server.port
 
     async def _handler(self, request: trio_websocket.WebSocketRequest) -> None:
         ws = await request.accept()

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 import trio_websocket
+from helpers import ScriptedServer
 
 from hermes_relay.agent import runner
 from hermes_relay.agent.backend import AgentBackend
@@ -25,7 +26,7 @@ DEADLINE = 5.0
 Accept = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
 
-class ScriptedRelay:
+class ScriptedRelay(ScriptedServer):
     """Answers ``auth`` as ``accept(payload)`` says (None: auth.fail + close 4001) and hands each
     authenticated socket to the test through ``sockets``."""
 
@@ -35,14 +36,6 @@ class ScriptedRelay:
         self._send, self.sockets = trio.open_memory_channel[trio_websocket.WebSocketConnection](10)
         self.done = trio.Event()
         self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def serve(self, nursery: trio.Nursery) -> None:
-        server = await nursery.start(trio_websocket.serve_websocket, self._handler, "127.0.0.1", 0, None)
-        self.port = server.port
 
     async def _handler(self, request: trio_websocket.WebSocketRequest) -> None:
         ws = await request.accept()

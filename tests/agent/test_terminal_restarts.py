@@ -242,19 +242,27 @@ async def test_an_agent_restarted_with_input_in_flight_knows_whether_the_program
         relay.hold_acks = True
         cli.type(first, b"echo 0123456789abcdefghij\r")  # 26 bytes, more than the launch's 19
         await _until(lambda: relay.pty.endswith(b"j\r") and cli.sent == 26, first, cli=cli)
-        agent.cancel()
-        relay.orphan()
-        relay.hold_acks = False
-        second = cli.reopen(raw=False)
-        nursery.start_soon(second.run)
-        await relay.attach(second, FakePort(), nursery)
-        cli.type(second, b"k\r")
-        await _until(lambda: relay.pty.endswith(b"k\r") and cli.acked == 28, second, cli=cli)
-        second.session.want("detach")
-        await second.ended.wait()
+        second = await _restart_then_type(relay, cli, agent, nursery, acked=28)
         nursery.cancel_scope.cancel()
     assert bytes(relay.pty) == b"echo 0123456789abcdefghij\rk\r"
     assert second.session.notices == []
+
+
+async def _restart_then_type(relay: ScriptedRelay, cli: Cli, agent: trio.CancelScope, nursery: trio.Nursery, *,
+                             acked: int) -> Shell:
+    """The agent dies with input in flight; a new one reattaches and the user types ``k\\r``: every input
+    byte is acknowledged (``acked``) and the shell detaches."""
+    agent.cancel()
+    relay.orphan()
+    relay.hold_acks = False
+    second = cli.reopen(raw=False)
+    nursery.start_soon(second.run)
+    await relay.attach(second, FakePort(), nursery)
+    cli.type(second, b"k\r")
+    await _until(lambda: relay.pty.endswith(b"k\r") and cli.acked == acked, second, cli=cli)
+    second.session.want("detach")
+    await second.ended.wait()
+    return second
 
 
 async def test_a_launch_typed_before_the_agent_restarted_is_counted_by_the_relay(autojump_clock: Any) -> None:
@@ -271,16 +279,7 @@ async def test_a_launch_typed_before_the_agent_restarted_is_counted_by_the_relay
         relay.hold_acks = True
         cli.type(first, b"hello there\r")
         await _until(lambda: relay.pty.endswith(b"there\r") and cli.sent == 12, first, cli=cli)
-        agent.cancel()
-        relay.orphan()
-        relay.hold_acks = False
-        second = cli.reopen(raw=False)
-        nursery.start_soon(second.run)
-        await relay.attach(second, FakePort(), nursery)
-        cli.type(second, b"k\r")
-        await _until(lambda: relay.pty.endswith(b"k\r") and cli.acked == 14, second, cli=cli)
-        second.session.want("detach")
-        await second.ended.wait()
+        second = await _restart_then_type(relay, cli, agent, nursery, acked=14)
         nursery.cancel_scope.cancel()
     assert bytes(relay.pty) == b"clear; exec hermes\nhello there\rk\r"
     assert second.session.notices == []

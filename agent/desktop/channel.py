@@ -30,7 +30,9 @@ import trio
 
 from ...core import desktop, policy
 from ...core.desktop import BadCommand, Command, RequestIds, ToolContext, ToolError
+from ...core.envelope import Encoded
 from ...core.errors import HermesError
+from .. import memtrim
 from .audit import AuditError
 
 if TYPE_CHECKING:
@@ -124,6 +126,7 @@ class DesktopChannel:
             self._recheck()
             self.service.audit.flush()
             now = trio.current_time()
+            self.service.memory.due(now)
             if not advertised:
                 if self.announced and not self._dropping:  # the relay still routes to us: make it forget us
                     with trio.move_on_after(DRAIN_TIMEOUT):  # the withdrawn calls' answers go out first
@@ -231,6 +234,9 @@ class DesktopChannel:
             bounded = desktop.response_envelope(command.request_id, False,
                                                 error=f"{command.tool} returned a result that is not JSON ({exc})")
         await self._send(bounded)
+        # A cut answer (not Encoded) was bigger than the frame: its memory is worth giving back too.
+        self.service.memory.note(len(bounded.text) if isinstance(bounded, Encoded) else memtrim.BIG,
+                                 trio.current_time())
 
     async def _run(self, command: Command, spec: desktop.ToolSpec | None, record: dict[str, Any],
                    started: float) -> tuple[bool, Any, str | None, str]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ...core.confine import Confinement
     from ...core.desktop import ToolTable
+    from ..memtrim import Trim
     from .approvals import Approvals
     from .audit import AuditLog
 
@@ -43,6 +44,7 @@ class ChannelService(Protocol):
     table: ToolTable
     approvals: Approvals
     audit: AuditLog
+    memory: Trim
     deadline_cap: float | None
     wall_clock: Callable[[], float]
 

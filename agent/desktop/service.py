@@ -50,6 +50,7 @@ from ...core.confine import Confinement
 from ...core.desktop import ToolSpec, ToolTable
 from ...core.errors import HermesError, UsageError
 from ...core.policy import HostPolicy, Policies
+from ..memtrim import Trim
 from . import policyfiles
 from .approvals import Approvals
 from .audit import AuditLog
@@ -93,6 +94,7 @@ class DesktopService:
         self.audit = AuditLog(desktop.audit_file(env), wall_clock=self.wall_clock)
         self.started_at = self.wall_clock()
         self.approvals = Approvals(wall_clock=self.wall_clock, env=env, on_always=self._allow_always)
+        self.memory = Trim()  # big answers' memory given back once quiet (agent/memtrim.py)
         self._device = device
         self._policies = policy.Policies()
         self._policy_key: Any = object()

@@ -17,6 +17,7 @@ from helpers import run_inline
 
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop.service import DesktopService
+from hermes_relay.agent.memtrim import QUIET, Trim
 from hermes_relay.core import desktop, fileio, policy, wire
 from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec, ToolTable
 from hermes_relay.core.errors import ConnectionLostError, NotFoundError
@@ -293,6 +294,23 @@ async def test_a_9_mb_result_is_bounded_under_the_frame_limit(served: Harness, a
     assert result["exit_code"] == 0 and len(result["stdout"]) > 1 << 20
     await served.command("after", "desktop_terminal", {"text": "link still up"})
     assert (await served.response())["ok"] is True
+
+
+async def test_a_big_answer_s_memory_is_given_back_once_the_link_is_quiet(served: Harness,
+                                                                           autojump_clock: trio.abc.Clock) -> None:
+    trims: list[float] = []
+    served.service.memory = Trim(lambda: trims.append(trio.current_time()))
+    await served.command("small", "desktop_terminal", {"text": "hi"})
+    await served.response()
+    await trio.sleep(5)
+    assert trims == []  # a small answer leaves the allocator alone
+    await served.command("big", "desktop_big")
+    await served.response()
+    sent = trio.current_time()
+    await trio.sleep(0.5)
+    assert trims == []  # not while big answers may follow
+    await trio.sleep(5)
+    assert len(trims) == 1 and QUIET <= trims[0] - sent <= QUIET + desktop.POLICY_POLL_INTERVAL
 
 
 async def test_a_result_json_cannot_carry_is_answered_as_an_error_and_the_link_serves_on(

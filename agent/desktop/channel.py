@@ -75,7 +75,6 @@ class DesktopChannel:
         self.service = service
         self.port = port
         self.ids = RequestIds()
-        self._send_lock = trio.Lock()
         self.in_flight = 0
         self.announced = False  # a desktop envelope went out on this connection: the relay knows us
         self._live: dict[str, _Live] = {}
@@ -95,10 +94,9 @@ class DesktopChannel:
             self.service.audit.flush(everything=True)
 
     async def _send(self, envelope: dict[str, Any]) -> bool:
-        try:
-            async with self._send_lock:
-                self.announced = True
-                await self.port.send(envelope)
+        try:  # the port serialises sends (agent/transport.py SendLock)
+            self.announced = True
+            await self.port.send(envelope)
             return True
         except (HermesError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("desktop_send_failed url=%s type=%s error=%s", self.port.url, envelope.get("type"), exc)
@@ -281,7 +279,11 @@ class DesktopChannel:
                         return False, None, answer.reason, answer.how or "denied"
                     how = answer.how or "user"
                     await service.refresh()  # the user took time: the policy as it is on disk now
-                await trio.lowlevel.checkpoint()  # a deadline or a withdrawal that came meanwhile cancels here
+                if decision == policy.DECIDE_ASK or trio.current_time() >= deadline:
+                    # A deadline or a withdrawal that came meanwhile cancels here. Without an approval nothing
+                    # awaited since the scope opened, so only the clock can have passed the deadline: no
+                    # scheduler pass otherwise (the tool's thread hop checks for cancellation again).
+                    await trio.lowlevel.checkpoint()
                 if self._lowered(live):  # decided again, just before the tool starts
                     return False, None, WITHDRAWN.format(what="waited for approval"), "withdrawn"
                 service.audit.write({**record, "kind": "tool.started", "authorised": how,

@@ -26,7 +26,8 @@ class LinkPort(Protocol):
     route_url: str  # the route this connection uses
 
     async def send(self, envelope: dict[str, Any]) -> None:
-        """Send one envelope ``{channel, type, id, payload}``; raises ConnectionLostError when closed."""
+        """Send one envelope ``{channel, type, id, payload}``; raises ConnectionLostError when closed. Sends
+        are serialised here (the channel sends from several tasks without a lock of its own)."""
         ...
 
     def reconnect(self, reason: str) -> None:

@@ -260,6 +260,30 @@ async def test_deadline_cancels_the_tool_and_answers_aborted(served: Harness, au
     assert record["aborted"] is True and record["ok"] is False
 
 
+async def test_a_call_whose_deadline_passed_before_its_tool_starts_runs_nothing(served: Harness,
+                                                                              autojump_clock: Any) -> None:
+    # Without an approval nothing is awaited between the decision and the tool's start (no scheduler pass):
+    # the clock alone can pass the deadline there (a slow decision on a busy machine), and it is checked.
+    decide = served.service.decide
+    jumped = []
+
+    def slow_decide(url: str, tool: str) -> str:
+        if tool == "desktop_write_file" and not jumped:
+            jumped.append(True)
+            autojump_clock.jump(desktop.DEFAULT_DEADLINE + 1)  # synchronous: no task runs meanwhile
+        return decide(url, tool)
+
+    served.service.decide = slow_decide  # type: ignore[method-assign]
+    await served.command("late", "desktop_write_file")
+    assert await served.response() == {"request_id": "late", "ok": False, "error": "aborted"}
+    assert jumped and not served.probe.marker.exists()
+    records = [r for r in served.audit() if r.get("request_id") == "late"]
+    assert [r["kind"] for r in records] == ["tool.completed"]  # never started
+    assert records[0]["authorised"] == "expired"
+    await served.command("next", "desktop_write_file")
+    assert (await served.response())["ok"] is True and served.probe.marker.exists()
+
+
 async def test_the_deadline_cap_shortens_calls_and_never_lengthens_them(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     h = Harness(tmp_path, policy.TRUSTED)
     h.service.deadline_cap = 4.0

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...core import desktop, policy
+from ...core.confine import PENDING
 from ...core.desktop import BadCommand, Command, RequestIds, ToolContext, ToolError
 from ...core.envelope import Encoded
 from ...core.errors import HermesError
@@ -290,7 +291,7 @@ class DesktopChannel:
                                      "duration_ms": None, "ok": None}, essential=True)
                 live.running = True
                 context = ToolContext(home=service.home, cwd=service.cwd, deadline=deadline,
-                                      env=dict(service.env), confinement=service.confinement(url))
+                                      env=dict(service.env), confinement=PENDING, resolve=service.confinement_plan(url))
                 try:
                     result = await spec.run(command.args, context)
                 except ToolError as exc:

@@ -187,8 +187,51 @@ async def test_each_call_gets_its_hosts_confinement(service: DesktopService, env
             while (await port.receive.receive())["type"] != "desktop.response":
                 pass
         nursery.cancel_scope.cancel()
-    assert seen[0].confinement == service.confinement(URL)
-    assert seen[0].confinement.kernel_commands and seen[0].confinement.owner == URL
+    assert seen[0].confined() == service.confinement(URL)
+    assert seen[0].confinement == confine.PENDING  # the field itself reaches nothing: a tool asks confined()
+    assert seen[0].confined().kernel_commands and seen[0].confined().owner == URL
+
+
+async def test_a_file_call_resolves_its_roots_in_its_tool_thread_never_on_the_loop(
+        service: DesktopService, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Roots are user paths (a hung network mount must not freeze the agent): the realpath of each is done
+    # where the file is read, in the tool's worker thread, not when the call is decided on the event loop.
+    import threading
+
+    home = Path(env["HOME"])
+    (home / "src" / "a.txt").write_text("hello")
+    policy.set_mode(service.policy_path, URL, policy.TRUSTED)
+    where: list[str] = []
+    reachable = roots.reachable
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        where.append(threading.current_thread().name)
+        return reachable(*args, **kwargs)
+
+    monkeypatch.setattr(roots, "reachable", spy)
+
+    class Port:
+        url = route_url = URL
+
+        def __init__(self) -> None:
+            self.sent, self.receive = trio.open_memory_channel[dict[str, Any]](100)
+
+        async def send(self, envelope: dict[str, Any]) -> None:
+            await self.sent.send(envelope)
+
+    port = Port()
+    inbound_send, inbound = trio.open_memory_channel[Any](10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.serve_link, port, inbound)
+        await inbound_send.send({"channel": "desktop", "type": "desktop.command", "id": "1",
+                                 "payload": {"request_id": "r-1", "tool": "desktop_read_file",
+                                             "args": {"path": str(home / "src" / "a.txt")}}})
+        with trio.fail_after(60):
+            while (response := await port.receive.receive())["type"] != "desktop.response":
+                pass
+        nursery.cancel_scope.cancel()
+    assert response["payload"]["ok"] is True and response["payload"]["result"] == "hello"
+    assert where and threading.main_thread().name not in where
 
 
 def test_an_announcement_names_a_relay_url_or_is_refused(service: DesktopService) -> None:

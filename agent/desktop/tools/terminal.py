@@ -125,7 +125,7 @@ async def desktop_terminal(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     argv, shell = _proc.shell_argv(command, env)
     started = trio.current_time()
     returncode, out, err, timed_out = await run_captured(
-        argv, cwd=str(cwd), env=env, timeout=timeout, limit=ctx.max_output, confinement=ctx.confinement
+        argv, cwd=str(cwd), env=env, timeout=timeout, limit=ctx.max_output, confinement=ctx.confined()
     )
     duration_ms = int((trio.current_time() - started) * 1000)
     if timed_out:

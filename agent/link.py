@@ -524,8 +524,12 @@ class RelayLink:
                         log.debug("link_system_message url=%s type=%s", self.url, env.type)
                         continue
                 to = terminal if env.channel in (envelope.SYSTEM, "terminal") else inbound
+                item: dict[str, Any] = {"channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload}
                 try:
-                    await to.send({"channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload})
+                    try:  # no scheduler pass while the service keeps up (get_message is this loop's checkpoint)
+                        to.send_nowait(item)
+                    except trio.WouldBlock:
+                        await to.send(item)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     log.debug("link_message_dropped url=%s channel=%s type=%s (service gone)",
                               self.url, env.channel, env.type)

@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     import trio
 
     from .config import AgentConfig
+    from .memtrim import one_arena
 
+    one_arena()  # before any thread: the memory a big result used can then be given back (agent/memtrim.py)
     config = AgentConfig.from_env(idle_exit=_idle_exit(os.environ))
     setup_logging(config.log_file, to_stderr=not args.detached, level=args.log_level)
     try:

@@ -39,6 +39,7 @@ class Confinement:
 
 
 UNCONFINED: Final = Confinement(unconfined=True)
+PENDING: Final = Confinement(kernel_commands=True, network=False)  # reaches nothing (core/desktop.ToolContext)
 
 # Read-only system paths a confined call may read (never write): programs, libraries, configuration.
 SYSTEM_READ_ONLY: Final = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",

@@ -51,8 +51,21 @@ class ToolContext:
     # (bound_response still cuts what JSON escaping grows).
     max_read: int = wire.MAX_WS_MESSAGE - (8 << 10)
     env: dict[str, str] = field(default_factory=dict)  # the agent's environment for child processes
-    # What this call may touch (core/confine.py); the service sets it from the host's policy.
+    # What this call may touch (core/confine.py); tools read it with ``confined()``.
     confinement: Confinement = UNCONFINED
+    # Set by the desktop channel: the host's confinement, its roots resolved when called (user paths, which
+    # may be on a hung mount: a file tool first asks in its worker thread, never on the event loop). The
+    # ``confinement`` beside it then reaches nothing (PENDING), so a read of the field fails closed.
+    resolve: Callable[[], Confinement] | None = field(default=None, compare=False, repr=False)
+    _resolved: list[Confinement] = field(default_factory=list, init=False, compare=False, repr=False)
+
+    def confined(self) -> Confinement:
+        """What this call may touch (worked out at the first ask, then the same for the whole call)."""
+        if self.resolve is None:
+            return self.confinement
+        if not self._resolved:
+            self._resolved.append(self.resolve())
+        return self._resolved[0]
 
 
 ToolFn = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]

@@ -29,8 +29,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...core import desktop, policy
+from ...core.confine import PENDING
 from ...core.desktop import BadCommand, Command, RequestIds, ToolContext, ToolError
+from ...core.envelope import Encoded
 from ...core.errors import HermesError
+from .. import memtrim
 from .audit import AuditError
 
 if TYPE_CHECKING:
@@ -73,7 +76,6 @@ class DesktopChannel:
         self.service = service
         self.port = port
         self.ids = RequestIds()
-        self._send_lock = trio.Lock()
         self.in_flight = 0
         self.announced = False  # a desktop envelope went out on this connection: the relay knows us
         self._live: dict[str, _Live] = {}
@@ -93,10 +95,9 @@ class DesktopChannel:
             self.service.audit.flush(everything=True)
 
     async def _send(self, envelope: dict[str, Any]) -> bool:
-        try:
-            async with self._send_lock:
-                self.announced = True
-                await self.port.send(envelope)
+        try:  # the port serialises sends (agent/transport.py SendLock)
+            self.announced = True
+            await self.port.send(envelope)
             return True
         except (HermesError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("desktop_send_failed url=%s type=%s error=%s", self.port.url, envelope.get("type"), exc)
@@ -124,6 +125,7 @@ class DesktopChannel:
             self._recheck()
             self.service.audit.flush()
             now = trio.current_time()
+            self.service.memory.due(now)
             if not advertised:
                 if self.announced and not self._dropping:  # the relay still routes to us: make it forget us
                     with trio.move_on_after(DRAIN_TIMEOUT):  # the withdrawn calls' answers go out first
@@ -231,6 +233,9 @@ class DesktopChannel:
             bounded = desktop.response_envelope(command.request_id, False,
                                                 error=f"{command.tool} returned a result that is not JSON ({exc})")
         await self._send(bounded)
+        # A cut answer (not Encoded) was bigger than the frame: its memory is worth giving back too.
+        self.service.memory.note(len(bounded.text) if isinstance(bounded, Encoded) else memtrim.BIG,
+                                 trio.current_time())
 
     async def _run(self, command: Command, spec: desktop.ToolSpec | None, record: dict[str, Any],
                    started: float) -> tuple[bool, Any, str | None, str]:
@@ -275,14 +280,18 @@ class DesktopChannel:
                         return False, None, answer.reason, answer.how or "denied"
                     how = answer.how or "user"
                     await service.refresh()  # the user took time: the policy as it is on disk now
-                await trio.lowlevel.checkpoint()  # a deadline or a withdrawal that came meanwhile cancels here
+                if decision == policy.DECIDE_ASK or trio.current_time() >= deadline:
+                    # A deadline or a withdrawal that came meanwhile cancels here. Without an approval nothing
+                    # awaited since the scope opened, so only the clock can have passed the deadline: no
+                    # scheduler pass otherwise (the tool's thread hop checks for cancellation again).
+                    await trio.lowlevel.checkpoint()
                 if self._lowered(live):  # decided again, just before the tool starts
                     return False, None, WITHDRAWN.format(what="waited for approval"), "withdrawn"
                 service.audit.write({**record, "kind": "tool.started", "authorised": how,
                                      "duration_ms": None, "ok": None}, essential=True)
                 live.running = True
                 context = ToolContext(home=service.home, cwd=service.cwd, deadline=deadline,
-                                      env=dict(service.env), confinement=service.confinement(url))
+                                      env=dict(service.env), confinement=PENDING, resolve=service.confinement_plan(url))
                 try:
                     result = await spec.run(command.args, context)
                 except ToolError as exc:

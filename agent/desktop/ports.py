@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ...core.confine import Confinement
     from ...core.desktop import ToolTable
+    from ..memtrim import Trim
     from .approvals import Approvals
     from .audit import AuditLog
 
@@ -25,7 +26,8 @@ class LinkPort(Protocol):
     route_url: str  # the route this connection uses
 
     async def send(self, envelope: dict[str, Any]) -> None:
-        """Send one envelope ``{channel, type, id, payload}``; raises ConnectionLostError when closed."""
+        """Send one envelope ``{channel, type, id, payload}``; raises ConnectionLostError when closed. Sends
+        are serialised here (the channel sends from several tasks without a lock of its own)."""
         ...
 
     def reconnect(self, reason: str) -> None:
@@ -43,6 +45,7 @@ class ChannelService(Protocol):
     table: ToolTable
     approvals: Approvals
     audit: AuditLog
+    memory: Trim
     deadline_cap: float | None
     wall_clock: Callable[[], float]
 
@@ -59,6 +62,8 @@ class ChannelService(Protocol):
     def advertised(self, url: str) -> list[str]: ...
 
     def confinement(self, url: str) -> Confinement: ...
+
+    def confinement_plan(self, url: str) -> Callable[[], Confinement]: ...
 
     def status_payload(self, url: str, advertised: list[str]) -> dict[str, Any]: ...
 

@@ -50,6 +50,7 @@ from ...core.confine import Confinement
 from ...core.desktop import ToolSpec, ToolTable
 from ...core.errors import HermesError, UsageError
 from ...core.policy import HostPolicy, Policies
+from ..memtrim import Trim
 from . import policyfiles
 from .approvals import Approvals
 from .audit import AuditLog
@@ -93,6 +94,7 @@ class DesktopService:
         self.audit = AuditLog(desktop.audit_file(env), wall_clock=self.wall_clock)
         self.started_at = self.wall_clock()
         self.approvals = Approvals(wall_clock=self.wall_clock, env=env, on_always=self._allow_always)
+        self.memory = Trim()  # big answers' memory given back once quiet (agent/memtrim.py)
         self._device = device
         self._policies = policy.Policies()
         self._policy_key: Any = object()
@@ -204,18 +206,29 @@ class DesktopService:
 
     def confinement(self, url: str) -> Confinement:
         """What a call of ``url``'s host may touch now (composed per call, so new entries of a root count)."""
+        return self.confinement_plan(url)()
+
+    def confinement_plan(self, url: str) -> Callable[[], Confinement]:
+        """``confinement(url)`` in two halves: the host's policy and roots as they are now (no I/O), and a
+        function that resolves the roots (user paths: a call runs it in its tool's thread, off the loop)."""
         host = self.host_policy(url)
         if host.access_mode == policy.FULL_ACCESS and not host.confined:
-            return Confinement(owner=url, unconfined=True)
+            free = Confinement(owner=url, unconfined=True)
+            return lambda: free
         protected, read_only, write_protected = self._fixed_paths()
-        try:
-            reach = roots.reachable(self.roots_for(url).roots, protected, self._guarded)
-        except (OSError, ValueError) as exc:  # fail closed: a root that cannot be resolved reaches nothing
-            log.warning("desktop_roots_unresolvable url=%s error=%s", url, exc)
-            reach = ()
-        return Confinement(
-            owner=url, roots=reach, read_only=read_only, protected=protected, write_protected=write_protected,
-            kernel_commands=host.confined, network=not host.confined)
+        guarded, configured = self._guarded, self.roots_for(url).roots
+
+        def resolve() -> Confinement:
+            try:
+                reach = roots.reachable(configured, protected, guarded)
+            except (OSError, ValueError) as exc:  # fail closed: a root that cannot be resolved reaches nothing
+                log.warning("desktop_roots_unresolvable url=%s error=%s", url, exc)
+                reach = ()
+            return Confinement(
+                owner=url, roots=reach, read_only=read_only, protected=protected, write_protected=write_protected,
+                kernel_commands=host.confined, network=not host.confined)
+
+        return resolve
 
     def _fixed_paths(self) -> tuple[tuple[Path, ...], tuple[Path, ...], tuple[Path, ...]]:
         """(protected, read-only, write-protected): they follow the agent's environment and install, which

@@ -17,6 +17,7 @@ from helpers import run_inline
 
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop.service import DesktopService
+from hermes_relay.agent.memtrim import QUIET, Trim
 from hermes_relay.core import desktop, fileio, policy, wire
 from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec, ToolTable
 from hermes_relay.core.errors import ConnectionLostError, NotFoundError
@@ -259,6 +260,30 @@ async def test_deadline_cancels_the_tool_and_answers_aborted(served: Harness, au
     assert record["aborted"] is True and record["ok"] is False
 
 
+async def test_a_call_whose_deadline_passed_before_its_tool_starts_runs_nothing(served: Harness,
+                                                                              autojump_clock: Any) -> None:
+    # Without an approval nothing is awaited between the decision and the tool's start (no scheduler pass):
+    # the clock alone can pass the deadline there (a slow decision on a busy machine), and it is checked.
+    decide = served.service.decide
+    jumped = []
+
+    def slow_decide(url: str, tool: str) -> str:
+        if tool == "desktop_write_file" and not jumped:
+            jumped.append(True)
+            autojump_clock.jump(desktop.DEFAULT_DEADLINE + 1)  # synchronous: no task runs meanwhile
+        return decide(url, tool)
+
+    served.service.decide = slow_decide  # type: ignore[method-assign]
+    await served.command("late", "desktop_write_file")
+    assert await served.response() == {"request_id": "late", "ok": False, "error": "aborted"}
+    assert jumped and not served.probe.marker.exists()
+    records = [r for r in served.audit() if r.get("request_id") == "late"]
+    assert [r["kind"] for r in records] == ["tool.completed"]  # never started
+    assert records[0]["authorised"] == "expired"
+    await served.command("next", "desktop_write_file")
+    assert (await served.response())["ok"] is True and served.probe.marker.exists()
+
+
 async def test_the_deadline_cap_shortens_calls_and_never_lengthens_them(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     h = Harness(tmp_path, policy.TRUSTED)
     h.service.deadline_cap = 4.0
@@ -293,6 +318,23 @@ async def test_a_9_mb_result_is_bounded_under_the_frame_limit(served: Harness, a
     assert result["exit_code"] == 0 and len(result["stdout"]) > 1 << 20
     await served.command("after", "desktop_terminal", {"text": "link still up"})
     assert (await served.response())["ok"] is True
+
+
+async def test_a_big_answer_s_memory_is_given_back_once_the_link_is_quiet(served: Harness,
+                                                                           autojump_clock: trio.abc.Clock) -> None:
+    trims: list[float] = []
+    served.service.memory = Trim(lambda: trims.append(trio.current_time()))
+    await served.command("small", "desktop_terminal", {"text": "hi"})
+    await served.response()
+    await trio.sleep(5)
+    assert trims == []  # a small answer leaves the allocator alone
+    await served.command("big", "desktop_big")
+    await served.response()
+    sent = trio.current_time()
+    await trio.sleep(0.5)
+    assert trims == []  # not while big answers may follow
+    await trio.sleep(5)
+    assert len(trims) == 1 and QUIET <= trims[0] - sent <= QUIET + desktop.POLICY_POLL_INTERVAL
 
 
 async def test_a_result_json_cannot_carry_is_answered_as_an_error_and_the_link_serves_on(

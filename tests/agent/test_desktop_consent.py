@@ -187,8 +187,69 @@ async def test_each_call_gets_its_hosts_confinement(service: DesktopService, env
             while (await port.receive.receive())["type"] != "desktop.response":
                 pass
         nursery.cancel_scope.cancel()
-    assert seen[0].confinement == service.confinement(URL)
-    assert seen[0].confinement.kernel_commands and seen[0].confinement.owner == URL
+    assert seen[0].confined() == service.confinement(URL)
+    assert seen[0].confinement == confine.PENDING  # the field itself reaches nothing: a tool asks confined()
+    assert seen[0].confined().kernel_commands and seen[0].confined().owner == URL
+
+
+@pytest.mark.parametrize(("tool", "args", "result"), [
+    ("desktop_read_file", {"path": "src/a.txt"}, "hello"),
+    ("desktop_terminal", {"command": "cat a.txt", "cwd": "src"}, {"stdout": "hello"}),
+    ("desktop_search_files", {"pattern": "a.txt", "cwd": "src"}, {"matches": ["src/a.txt"]}),
+    ("desktop_search_files", {"pattern": "hel+o", "cwd": "src", "content": True}, {"matches": ["src/a.txt"]}),
+])
+async def test_a_call_touches_user_paths_in_its_tool_thread_never_on_the_loop(
+        service: DesktopService, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        tool: str, args: dict[str, Any], result: Any) -> None:
+    # Roots and a command's cwd are user paths (a hung network mount must not freeze the agent): each root's
+    # realpath and the cwd's check are done in the tool's worker thread, not on the event loop.
+    import threading
+
+    from hermes_relay.agent.desktop.tools import _args
+
+    home = Path(env["HOME"])
+    (home / "src" / "a.txt").write_text("hello")
+    policy.set_mode(service.policy_path, URL, policy.TRUSTED)
+    where: list[str] = []
+
+    def spy(fn: Any) -> Any:
+        def spied(*a: Any, **k: Any) -> Any:
+            where.append(threading.current_thread().name)
+            return fn(*a, **k)
+        return spied
+
+    monkeypatch.setattr(roots, "reachable", spy(roots.reachable))
+    monkeypatch.setattr(_args, "directory", spy(_args.directory))
+    args = {k: str(home / v) if k in ("path", "cwd") else v for k, v in args.items()}
+
+    class Port:
+        url = route_url = URL
+
+        def __init__(self) -> None:
+            self.sent, self.receive = trio.open_memory_channel[dict[str, Any]](100)
+
+        async def send(self, envelope: dict[str, Any]) -> None:
+            await self.sent.send(envelope)
+
+    port = Port()
+    inbound_send, inbound = trio.open_memory_channel[Any](10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.serve_link, port, inbound)
+        await inbound_send.send({"channel": "desktop", "type": "desktop.command", "id": "1",
+                                 "payload": {"request_id": "r-1", "tool": tool, "args": args}})
+        with trio.fail_after(60):
+            while (response := await port.receive.receive())["type"] != "desktop.response":
+                pass
+        nursery.cancel_scope.cancel()
+    answer = response["payload"]
+    assert answer["ok"] is True, answer
+    if isinstance(result, str):
+        assert answer["result"] == result
+    elif "matches" in result:
+        assert answer["result"]["matches"] == [str(home / m) for m in result["matches"]]
+    else:
+        assert answer["result"]["stdout"] == result["stdout"]
+    assert where and threading.main_thread().name not in where, where
 
 
 def test_an_announcement_names_a_relay_url_or_is_refused(service: DesktopService) -> None:

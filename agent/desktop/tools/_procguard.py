@@ -61,7 +61,7 @@ def group_refusal(pgid: int) -> str | None:
 
 def host_pids(stop: threading.Event | None, ctx: ToolContext) -> set[int] | None:
     """The pids a call may see and signal: None when not limited, else this host's jobs and their descendants."""
-    confinement = ctx.confinement
+    confinement = ctx.confined()
     if confinement.unconfined or not confinement.kernel_commands:
         return None
     pids: set[int] = set()

@@ -40,6 +40,11 @@ class ToolLimiter:
         self.inner = trio.CapacityLimiter(total)
 
     async def acquire_on_behalf_of(self, borrower: object) -> None:
+        try:  # a free token costs no scheduler pass (to_thread.run_sync checked for cancellation just before)
+            self.inner.acquire_on_behalf_of_nowait(borrower)
+            return
+        except trio.WouldBlock:
+            pass
         with trio.move_on_after(BUSY_WAIT):
             await self.inner.acquire_on_behalf_of(borrower)
             return

@@ -262,7 +262,7 @@ async def desktop_zip(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     fmt = _args.choice(args, "format", FORMATS, "zip")
 
     def build(stop: threading.Event) -> tuple[str, int, str]:
-        with _guard.Guard(ctx.confinement) as g:
+        with _guard.Guard(ctx.confined()) as g:
             return _build(g, stop, source, dest, fmt)
 
     try:
@@ -316,7 +316,7 @@ async def desktop_unzip(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any
     dest = _args.path(args, "dest", ctx)
 
     def extract(stop: threading.Event) -> tuple[str, int, int]:
-        with _guard.Guard(ctx.confinement) as g:
+        with _guard.Guard(ctx.confined()) as g:
             try:
                 fd, _ = g.open_file(source)
             except (FileNotFoundError, NotADirectoryError):

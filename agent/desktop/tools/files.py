@@ -4,7 +4,7 @@ Reads are bounded (``max_bytes``, never more than ``ctx.max_read``: what fits in
 go to a temporary file beside the target and replace it in one rename, so a failed write or a
 rejected patch leaves the old file as it was. Paths resolve against the call's cwd.
 
-Every path goes through the call's guard (``_guard.Guard`` over ``ctx.confinement``): under a
+Every path goes through the call's guard (``_guard.Guard`` over ``ctx.confined()``): under a
 confinement it is opened beneath its root and checked by identity, and the tool then works on the
 opened descriptors. Only regular files are read, opened without blocking (a FIFO or a device is
 refused at once), in bounded chunks.
@@ -89,7 +89,7 @@ async def desktop_read_file(args: dict[str, Any], ctx: ToolContext) -> str:
     limit = min(_args.integer(args, "max_bytes", default=DEFAULT_READ, minimum=0), ctx.max_read)
 
     def read(stop: threading.Event) -> str:
-        with _guard.Guard(ctx.confinement) as g:
+        with _guard.Guard(ctx.confined()) as g:
             fd, _ = _open(g, target)
             data = _read_fd(fd, target, limit + 1, stop)
         if len(data) <= limit:
@@ -118,7 +118,7 @@ async def desktop_write_file(args: dict[str, Any], ctx: ToolContext) -> dict[str
     data = content.encode("utf-8", "surrogatepass")
 
     def write(stop: threading.Event) -> None:
-        with _guard.Guard(ctx.confinement) as g:
+        with _guard.Guard(ctx.confined()) as g:
             try:
                 _write(_slot(g, target, create_dirs=create_dirs), target, data)
             except OSError as exc:
@@ -137,7 +137,7 @@ async def desktop_patch(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any
         raise ToolError(f"patch did not apply: {exc}") from exc
 
     def apply(stop: threading.Event) -> None:
-        with _guard.Guard(ctx.confinement) as g:
+        with _guard.Guard(ctx.confined()) as g:
             try:
                 slot = g.locate(target, write=True)
             except FileNotFoundError:
@@ -169,7 +169,7 @@ async def desktop_checksum(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     def digest(stop: threading.Event) -> tuple[str, int]:
         h = hashlib.new(algorithm)
         size = 0
-        with _guard.Guard(ctx.confinement) as g:
+        with _guard.Guard(ctx.confined()) as g:
             fd, _ = _open(g, target)
             try:
                 while chunk := os.read(fd, _CHUNK):
@@ -196,7 +196,7 @@ async def desktop_copy_directory(args: dict[str, Any], ctx: ToolContext) -> dict
         raise ToolError(f"dest {dest} is inside source {source}; choose a destination outside it")
 
     def copy(stop: threading.Event) -> _copy.Counts:
-        with _guard.Guard(ctx.confinement) as g:
+        with _guard.Guard(ctx.confined()) as g:
             try:
                 src = g.open_dir(source)
             except (FileNotFoundError, NotADirectoryError):

@@ -6,7 +6,7 @@ Hermes clients share. The agent starts a detached runner (``_jobrunner``, truste
 executes the command's argv as the command sandbox wrapped it (``_sandbox.command_argv``, so the job runs
 under its call's confinement) and records its end; status, logs and cancel work after the agent restarts.
 
-Relays are isolated: every job has an owner (``ctx.confinement.owner``, the pairing's owner URL) in the
+Relays are isolated: every job has an owner (``ctx.confined().owner``, the pairing's owner URL) in the
 agent's own record (``_jobrecord``), never in the forgeable meta.json. A host sees, reads and cancels only
 its own jobs; a job without a record (older ones, other clients') is visible only with full access, and
 is never signalled. Cancel signals only the process this agent's runner started (pid, create time, runner)
@@ -66,7 +66,7 @@ def _job_id(args: dict[str, Any], *, generate: bool = False) -> str:
 def _find(ctx: ToolContext, job_id: str) -> dict[str, Any] | None:
     """The agent's record of a job this call may see (None: an unowned job, seen with full access)."""
     record = _jobrecord.load(ctx, job_id)
-    if not _jobrecord.visible(record, ctx.confinement):
+    if not _jobrecord.visible(record, ctx.confined()):
         raise ToolError(UNKNOWN.format(job_id))
     if record is None and not _real_dir(job_dir(ctx, job_id)):
         raise ToolError(UNKNOWN.format(job_id))
@@ -190,11 +190,11 @@ async def _start(args: dict[str, Any], ctx: ToolContext, *, detached: bool) -> d
     stdin = None if detached else _args.text(args, "stdin", default=None, allow_empty=True)
     job_id = _job_id(args, generate=True)
     log_dir = _args.path(args, "log_dir", ctx) if detached and args.get("log_dir") is not None else None
-    if log_dir is not None and ctx.confinement.kernel_commands:
+    if log_dir is not None and ctx.confined().kernel_commands:
         raise ToolError('"log_dir" is not available under the workspace preset (the log would be written outside '
                         "the sandbox); omit it: the log is kept with the job, desktop_job_logs reads it")
     argv, shell = _proc.shell_argv(command, _args.base_env(ctx, overrides))
-    executed = _sandbox.command_argv(argv, ctx.confinement, str(cwd))
+    executed = _sandbox.command_argv(argv, ctx.confined(), str(cwd))
     root = jobs_root(ctx)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not _real_dir(root):
@@ -210,7 +210,7 @@ async def _start(args: dict[str, Any], ctx: ToolContext, *, detached: bool) -> d
         log_paths = _jobrecord.default_logs(ctx, job_id, combined=detached)
     record: dict[str, Any] = {
         "job_id": job_id,
-        "owner": ctx.confinement.owner,
+        "owner": ctx.confined().owner,
         "command": command,
         "cwd": str(cwd),
         "shell": shell,
@@ -382,7 +382,7 @@ async def desktop_job_list(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
 
     def scan() -> list[dict[str, Any]]:
         ids = set(_jobrecord.record_ids(ctx))
-        if ctx.confinement.unconfined:
+        if ctx.confined().unconfined:
             ids.update(_jobrecord.job_ids(ctx))
         found = []
         for job_id in ids:

@@ -233,19 +233,21 @@ async def desktop_search_files(args: dict[str, Any], ctx: ToolContext) -> dict[s
     limit = _args.integer(args, "max_results", default=DEFAULT_MAX, minimum=1, maximum=MAX_RESULTS)
     content = _args.boolean(args, "content", False)
     if not content:
-        matches, truncated = await _thread.run(path_search, ctx.confinement, root, pattern, limit)
+        # The roots are resolved in the search's thread (user paths: never on the loop).
+        matches, truncated = await _thread.run(lambda stop: path_search(stop, ctx.confined(), root, pattern, limit))
         return {"matches": matches, "truncated": truncated, "mode": "glob"}
     try:
         regex = re.compile(pattern.encode("utf-8"))
     except re.error as exc:
         raise ToolError(f"invalid regex {pattern!r}: {exc}") from exc
-    rg = find_rg(ctx) if ctx.confinement.unconfined else None  # ripgrep cannot prune by identity
+    confinement = await _thread.run(lambda stop: ctx.confined())  # the roots resolved off the loop
+    rg = find_rg(ctx) if confinement.unconfined else None  # ripgrep cannot prune by identity
     if rg:
         await _thread.run(_check_root, root)
         matches, truncated = await ripgrep_search(rg, root, pattern, limit)
         impl = "ripgrep"
     else:
-        matches, truncated = await _thread.run(content_search, ctx.confinement, root, regex, limit)
+        matches, truncated = await _thread.run(content_search, confinement, root, regex, limit)
         impl = "python"
     return {"matches": matches, "truncated": truncated, "mode": "content", "impl": impl}
 

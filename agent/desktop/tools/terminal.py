@@ -22,7 +22,7 @@ import trio
 
 from ....core.confine import UNCONFINED, Confinement
 from ....core.desktop import COMMANDS, ToolContext, ToolError, ToolSpec
-from . import _args, _proc, _sandbox
+from . import _args, _proc, _sandbox, _thread
 
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 600.0
@@ -116,7 +116,8 @@ def exit_fields(returncode: int | None) -> dict[str, Any]:
 
 async def desktop_terminal(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     command = _args.text(args, "command")
-    cwd = _args.directory(args, "cwd", ctx)
+    # The cwd is checked and the roots resolved in a tool thread: user paths (a hung mount) never on the loop.
+    cwd, confinement = await _thread.run(lambda stop: (_args.directory(args, "cwd", ctx), ctx.confined()))
     timeout = timeout_seconds(args)
     budget = ctx.deadline - trio.current_time() - DEADLINE_MARGIN
     if budget < timeout:
@@ -125,7 +126,7 @@ async def desktop_terminal(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     argv, shell = _proc.shell_argv(command, env)
     started = trio.current_time()
     returncode, out, err, timed_out = await run_captured(
-        argv, cwd=str(cwd), env=env, timeout=timeout, limit=ctx.max_output, confinement=ctx.confinement
+        argv, cwd=str(cwd), env=env, timeout=timeout, limit=ctx.max_output, confinement=confinement
     )
     duration_ms = int((trio.current_time() - started) * 1000)
     if timed_out:

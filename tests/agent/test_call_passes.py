@@ -1,0 +1,115 @@
+"""A desktop call's scheduler passes: the send lock and the tool limiter cost none when free, and keep
+their order and their cancellation when not (agent/transport.py SendLock, agent/desktop/tools/_thread.py)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from hermes_relay.agent.desktop.tools import _thread
+from hermes_relay.agent.transport import SendLock
+
+
+class Steps(trio.abc.Instrument):
+    """Counts the steps of one task: a step more means it yielded to the scheduler."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.count += 1
+
+
+async def steps_of(fn) -> int:  # type: ignore[no-untyped-def]
+    """How many extra steps the current task takes while ``fn()`` runs."""
+    steps = Steps(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        await fn()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    return steps.count
+
+
+async def test_a_free_send_lock_costs_no_scheduler_pass_and_trio_lock_does() -> None:
+    lock = SendLock()
+
+    async def send() -> None:
+        async with lock:
+            assert lock.locked()
+
+    async def with_trio_lock() -> None:
+        async with trio.Lock():
+            pass
+
+    assert await steps_of(send) == 0
+    assert not lock.locked()
+    assert await steps_of(with_trio_lock) == 1  # what each of the two locks on a call's answer cost before
+
+
+async def test_a_busy_send_lock_is_taken_in_turn() -> None:
+    lock = SendLock()
+    order: list[int] = []
+    async with trio.open_nursery() as nursery:
+        async with lock:
+            for i in range(5):
+                nursery.start_soon(_hold, lock, order, i)
+                await trio.testing.wait_all_tasks_blocked()
+            assert order == []
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def _hold(lock: SendLock, order: list[int], i: int) -> None:
+    async with lock:
+        order.append(i)
+        await trio.sleep(0)  # held across a pass: the others keep waiting
+
+
+async def test_a_cancelled_sender_stops_at_a_free_send_lock() -> None:
+    lock = SendLock()
+    entered = []
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with lock:
+            entered.append(True)
+    assert scope.cancelled_caught and not entered and not lock.locked()
+
+
+async def test_a_free_tool_thread_token_costs_no_scheduler_pass() -> None:
+    limiter = _thread.limiter()
+    borrower = object()
+
+    async def acquire() -> None:
+        await limiter.acquire_on_behalf_of(borrower)
+
+    assert await steps_of(acquire) == 0
+    assert limiter.inner.borrowed_tokens == 1
+    limiter.release_on_behalf_of(borrower)
+
+
+async def test_a_tool_thread_hop_takes_one_step(autojump_clock: trio.abc.Clock) -> None:
+    # The step after the thread's answer; taking its token costs none (two steps before).
+    async def hop() -> None:
+        assert await _thread.run(lambda stop: 7) == 7
+
+    assert await steps_of(hop) == 1
+
+
+async def test_tool_thread_tokens_are_still_shared_in_turn(autojump_clock: trio.abc.Clock) -> None:
+    limiter = _thread.limiter()
+    holders = [object() for _ in range(_thread.MAX_TOOL_THREADS)]
+    for h in holders:
+        await limiter.acquire_on_behalf_of(h)
+    waiter = object()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(limiter.acquire_on_behalf_of, waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert waiter not in limiter.inner._borrowers  # waits for a token, not past it
+        limiter.release_on_behalf_of(holders[0])
+    assert limiter.inner.borrowed_tokens == _thread.MAX_TOOL_THREADS
+    with pytest.raises(RuntimeError):  # a borrower holds one token at most, as with trio's own limiter
+        await limiter.acquire_on_behalf_of(waiter)
+    for h in [*holders[1:], waiter]:
+        limiter.release_on_behalf_of(h)

@@ -1,8 +1,10 @@
 """desktop_search_files: find files by path glob, or by a regex over their contents.
 
 The default is a path glob (``*`` and ``?`` stay within one path segment, ``**`` crosses
-segments; a pattern matches the path relative to ``cwd`` or the file's name). ``content: true``
-searches contents with ripgrep when ``rg`` is on the agent's PATH, or with a Python walk otherwise.
+segments; a pattern matches the path relative to ``cwd`` or the file's name; ``Glob`` matches without
+backtracking). ``content: true`` searches contents with ripgrep when ``rg`` is on the agent's PATH, or with
+a Python walk otherwise, run in a child process the call kills (``_searchchild``: a backtracking regex
+holds the GIL).
 Both skip .git, node_modules, dist, .next and .cache, stop at ``max_results`` and say ``truncated``.
 Matches are absolute file paths.
 
@@ -15,11 +17,13 @@ used as an oracle on the agent's own state; ripgrep is then not used (it cannot 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +33,7 @@ import trio
 
 from ....core.confine import UNCONFINED, Confinement
 from ....core.desktop import FILES, ToolContext, ToolError, ToolSpec
-from . import _args, _at, _fs, _guard, _proc, _thread
+from . import _args, _at, _fs, _guard, _proc, _searchchild, _thread
 
 SKIP_DIRS = frozenset({".git", "node_modules", "dist", ".next", ".cache"})
 DEFAULT_MAX = 100
@@ -41,23 +45,99 @@ _READ = 1 << 18
 _BINARY_SNIFF = 8192
 
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    i = 0
-    glob = pattern.replace("\\", "/")
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**", i):
-            i += 2
-            if glob.startswith("/", i):
-                i += 1
-                out.append("(?:.*/)?")
-            else:
-                out.append(".*")
-            continue
-        out.append("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+MAX_GLOB = 4096  # characters of a glob pattern (PATH_MAX): matching costs its length times the path's
+_LIT, _ONE, _STAR, _DSTAR, _SKIP = range(5)
+_DFA_CACHE = 4096  # transitions a Glob remembers; past it, it steps its states again (never exponential)
+
+
+class Glob:
+    """A path glob (``*`` and ``?`` within one segment, ``**`` across them, ``**/`` zero or more folders),
+    matched against a whole string by stepping its set of states one character at a time.
+
+    Never a backtracking regex: ``**a**a**a**a**b`` against a long name took minutes in ``re``, holding the
+    GIL (the whole agent stopped, past every deadline). Here a match costs at most the pattern's length per
+    character, and the transitions already seen are remembered (the usual pattern costs one lookup per
+    character)."""
+
+    def __init__(self, pattern: str) -> None:
+        glob = pattern.replace("\\", "/")
+        tokens: list[tuple[int, str | int]] = []
+        i = 0
+        while i < len(glob):
+            if glob.startswith("**", i):
+                i += 2
+                if glob.startswith("/", i):
+                    i += 1
+                    tokens += [(_SKIP, 3), (_DSTAR, ""), (_LIT, "/")]  # (?:.*/)?
+                else:
+                    tokens.append((_DSTAR, ""))
+                continue
+            c = glob[i]
+            tokens.append((_STAR, "") if c == "*" else (_ONE, "") if c == "?" else (_LIT, c))
+            i += 1
+        self._tokens = tokens
+        self._start = self._closure({0})
+        self._cache: dict[tuple[frozenset[int], str], frozenset[int]] = {}
+
+    def _closure(self, states: set[int]) -> frozenset[int]:
+        out: set[int] = set()
+        todo = list(states)
+        while todo:
+            s = todo.pop()
+            if s in out:
+                continue
+            out.add(s)
+            if s < len(self._tokens):
+                kind, arg = self._tokens[s]
+                if kind in (_STAR, _DSTAR):
+                    todo.append(s + 1)
+                elif kind == _SKIP:
+                    todo += [s + 1, s + int(arg)]
+        return frozenset(out)
+
+    def _step(self, states: frozenset[int], ch: str) -> frozenset[int]:
+        key = (states, ch)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        nxt: set[int] = set()
+        for s in states:
+            if s >= len(self._tokens):
+                continue
+            kind, arg = self._tokens[s]
+            if kind == _LIT:
+                if ch == arg:
+                    nxt.add(s + 1)
+            elif kind == _ONE:
+                if ch != "/":
+                    nxt.add(s + 1)
+            elif kind == _STAR:
+                if ch != "/":
+                    nxt.add(s)
+            elif kind == _DSTAR:
+                nxt.add(s)
+        out = self._closure(nxt)
+        if len(self._cache) >= _DFA_CACHE:
+            self._cache.clear()
+        self._cache[key] = out
+        return out
+
+    def match(self, text: str, stop: threading.Event | None = None) -> bool:
+        """Does the whole of ``text`` match? (``stop`` is checked as it goes: a path can be 4096 characters.)"""
+        states = self._start
+        for i, ch in enumerate(text):
+            if stop is not None and not i & 255:
+                _thread.check(stop)
+            states = self._step(states, ch)
+            if not states:
+                return False
+        return len(self._tokens) in states
+
+
+def compile_glob(pattern: str) -> Glob:
+    if len(pattern) > MAX_GLOB:
+        raise ToolError(f'argument "pattern" is a glob of {len(pattern)} characters; at most {MAX_GLOB} are searched for')
+    return Glob(pattern)
 
 
 def _walk(g: _guard.Guard, stop: threading.Event, dirfd: _at.Dir, here: Path, depth: int = 0
@@ -106,12 +186,12 @@ def _open_root(g: _guard.Guard, root: Path) -> _at.Dir:
 
 def path_search(stop: threading.Event, confinement: Confinement, root: Path, pattern: str, limit: int
                 ) -> tuple[list[str], bool]:
-    regex = glob_regex(pattern)
+    regex = compile_glob(pattern)
     matches: list[str] = []
     with _guard.Guard(confinement) as g:
         for _, _, file, info in _walk(g, stop, _open_root(g, root), root):
             rel = file.relative_to(root).as_posix()
-            if (regex.match(rel) or regex.match(file.name)) and g.allowed(info):
+            if (regex.match(rel, stop) or regex.match(file.name, stop)) and g.allowed(info):
                 if len(matches) == limit:
                     return matches, True
                 matches.append(str(file))
@@ -217,6 +297,47 @@ async def ripgrep_search(rg: str, root: Path, pattern: str, limit: int) -> tuple
     return matches, truncated
 
 
+MAX_ANSWER = 64 << 20  # bytes of a child's answer (10 000 paths of 4096 bytes, JSON-escaped, fit)
+
+
+async def child_search(confinement: Confinement, root: Path, pattern: str, limit: int) -> tuple[list[str], bool]:
+    """``content_search`` in a child process (``_searchchild``) that is killed when the call ends: a
+    regex that backtracks for minutes holds the GIL, which would stop the whole agent in a thread."""
+    request = _searchchild.request(root, pattern, limit, confinement, _fs.openat2_available())
+    try:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-I", "-m", _searchchild.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, **_proc.session_kwargs())
+    except OSError as exc:
+        raise ToolError(f"could not start the search: {exc.strerror or exc}") from exc
+    out = bytearray()
+    errors = b""
+    try:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        async with proc.stdin:
+            await proc.stdin.send_all(request)
+        while chunk := await proc.stdout.receive_some(1 << 20):
+            out += chunk
+            if len(out) > MAX_ANSWER:
+                raise ToolError("the search's answer is too large")
+        errors = await proc.stderr.receive_some(4096)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            await _proc.kill_tree(proc, grace=0.2)
+        with trio.CancelScope(shield=True):
+            await proc.stdout.aclose()  # type: ignore[union-attr]
+            await proc.stderr.aclose()  # type: ignore[union-attr]
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        last = errors.decode("utf-8", "replace").strip().splitlines()
+        raise ToolError(f"the search failed: {last[-1] if last else f'exit status {proc.returncode}'}") from None
+    if "error" in answer:
+        raise ToolError(str(answer["error"]))
+    return [str(m) for m in answer["matches"]], bool(answer["truncated"])
+
+
 def _check_root(stop: threading.Event, root: Path) -> None:
     with _guard.Guard(UNCONFINED) as g:
         _open_root(g, root)
@@ -236,8 +357,8 @@ async def desktop_search_files(args: dict[str, Any], ctx: ToolContext) -> dict[s
         matches, truncated = await _thread.run(path_search, ctx.confinement, root, pattern, limit)
         return {"matches": matches, "truncated": truncated, "mode": "glob"}
     try:
-        regex = re.compile(pattern.encode("utf-8"))
-    except re.error as exc:
+        re.compile(pattern.encode("utf-8"))
+    except (re.error, UnicodeEncodeError) as exc:
         raise ToolError(f"invalid regex {pattern!r}: {exc}") from exc
     rg = find_rg(ctx) if ctx.confinement.unconfined else None  # ripgrep cannot prune by identity
     if rg:
@@ -245,7 +366,7 @@ async def desktop_search_files(args: dict[str, Any], ctx: ToolContext) -> dict[s
         matches, truncated = await ripgrep_search(rg, root, pattern, limit)
         impl = "ripgrep"
     else:
-        matches, truncated = await _thread.run(content_search, ctx.confinement, root, regex, limit)
+        matches, truncated = await child_search(ctx.confinement, root, pattern, limit)
         impl = "python"
     return {"matches": matches, "truncated": truncated, "mode": "content", "impl": impl}
 

@@ -1,0 +1,95 @@
+"""A hostile pattern cannot stop the agent: Python's ``re`` holds the GIL while it backtracks, so a search
+pattern that backtracks for minutes in a tool thread stopped every task of the agent (other relays' calls,
+heartbeats, the terminal) and ran on past its call's deadline. Globs are matched without backtracking;
+content regexes run in a child process that the call kills at its deadline."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import psutil
+import pytest
+import trio
+
+from hermes_relay.agent.desktop.tools.search import compile_glob, desktop_search_files
+
+MAX_STALL = 1.0  # seconds the event loop may go without running a task (a loaded machine stays far below it)
+
+
+async def _stall_while(call) -> tuple[float, bool]:
+    """Run ``call`` beside a ticker; the longest time the ticker could not run, and whether ``call`` ended."""
+    longest = 0.0
+    done = False
+
+    async def ticker(cancel: trio.CancelScope) -> None:
+        nonlocal longest
+        last = trio.current_time()
+        while not cancel.cancel_called:
+            await trio.sleep(0.02)
+            now = trio.current_time()
+            longest, last = max(longest, now - last), now
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker, nursery.cancel_scope)
+        await call()
+        done = True
+        nursery.cancel_scope.cancel()
+    return longest, done
+
+
+def _children() -> list[str]:
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            out.append(" ".join(child.cmdline()))
+        except psutil.Error:
+            pass
+    return [c for c in out if "_searchchild" in c]
+
+
+async def test_a_backtracking_glob_never_stops_the_agent(ctx):
+    (ctx.cwd / ("a" * 250)).write_text("x")
+    found: list[dict] = []
+
+    async def search() -> None:
+        found.append(await desktop_search_files({"pattern": "**a**a**a**a**b"}, ctx))
+
+    stall, _ = await _stall_while(search)
+    assert found[0]["matches"] == []
+    assert stall < MAX_STALL, f"the agent stopped for {stall:.1f} s"
+
+
+async def test_a_backtracking_content_regex_is_killed_at_the_deadline_and_never_stops_the_agent(ctx, tmp_path):
+    (ctx.cwd / "aaa.txt").write_text("a" * 27 + "\n")  # (a|a)+b: 2**27 ways to fail, minutes in re
+    no_rg = replace(ctx, env={"PATH": str(tmp_path / "nowhere")})
+    finished = []
+
+    async def search() -> None:
+        with trio.move_on_after(1.5):  # the call's deadline
+            finished.append(await desktop_search_files({"pattern": "(a|a)+b", "content": True}, no_rg))
+
+    stall, _ = await _stall_while(search)
+    assert finished == []  # the deadline ended it
+    assert stall < MAX_STALL, f"the agent stopped for {stall:.1f} s"
+    assert _children() == []  # nothing of it runs on
+
+
+async def test_an_ordinary_content_search_in_its_child_finds_what_it_did(ctx, tmp_path):
+    (ctx.cwd / "hit.txt").write_text("one\nneedle here\n")
+    (ctx.cwd / "miss.txt").write_text("nothing\n")
+    no_rg = replace(ctx, env={"PATH": str(tmp_path / "nowhere")}, deadline=math.inf)
+    result = await desktop_search_files({"pattern": r"need\w+", "content": True}, no_rg)
+    assert result["matches"] == [str(ctx.cwd / "hit.txt")] and result["impl"] == "python"
+    assert _children() == []
+
+
+@pytest.mark.parametrize("pattern, text, expected", [
+    ("*.py", "a.py", True), ("*.py", "sub/a.py", False), ("**/a.py", "a.py", True), ("**/a.py", "x/y/a.py", True),
+    ("**.py", "x/y/a.py", True), ("a?c", "abc", True), ("a?c", "a/c", False), ("a[1].py", "a[1].py", True),
+    ("src/**/test_*.py", "src/test_x.py", True), ("src/**/test_*.py", "src/a/b/test_x.py", True),
+    ("src/**/test_*.py", "src/a/b/x.py", False), ("**a**a**a**a**b", "a" * 4000, False), ("", "", True),
+    ("a\\b", "a/b", True), ("*", "", True), ("?", "", False),
+])
+def test_globs_match_as_before(pattern, text, expected):
+    assert compile_glob(pattern).match(text) is expected

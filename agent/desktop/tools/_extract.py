@@ -105,7 +105,7 @@ def check(g: _guard.Guard, entries: list[Entry], dest: Path, dest_fd: _at.Dir | 
         try:
             if any(e.parts[:i] in links for i in range(1, len(e.parts))):
                 raise ToolError(f"archive entry {e.name!r} would be written through a link in the same archive")
-            if g.confined and ".git" in e.parts:
+            if g.confined and ".git" in map(_guard.fold, e.parts):
                 raise _guard.in_git(path)
             if dest_fd is None:
                 if parent is not None:

@@ -207,6 +207,20 @@ async def test_startup_files_that_shells_editors_and_desktops_run_are_not_writab
     assert not (ctx.cwd / path).exists()
 
 
+@pytest.mark.parametrize("path", ["../.SSH/authorized_keys", "../.Zshenv", "../.ſsh/authorized_keys",
+                                  "../.config/Autostart/evil.desktop", ".GIT/hooks/pre-commit", "../.Git"])
+async def test_on_a_case_insensitive_file_system_another_spelling_of_a_missing_login_path_is_refused(
+        world, monkeypatch, path):
+    # macOS (APFS) and Windows ignore case (Unicode case folding): ".SSH" made there *is* ~/.ssh for sshd.
+    # Paths that exist are caught by identity; one that does not yet exist was compared by its exact name.
+    # (This Linux file system keeps case, so the test sets the rule the guard applies on those systems.)
+    ctx, home = world
+    monkeypatch.setattr(_guard, "FOLD_CASE", True)
+    with pytest.raises(ToolError, match=r"login or start-up path|inside a \.git folder|own state"):
+        await desktop_write_file({"path": path, "content": "ssh-ed25519 AAAA evil\n", "create_dirs": True}, ctx)
+    assert not (ctx.cwd / path).exists()
+
+
 async def test_a_link_to_a_git_folder_is_the_git_folder(world):
     ctx, home = world
     os.symlink(".git", home / "proj" / "gitlink")

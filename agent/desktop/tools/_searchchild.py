@@ -7,47 +7,34 @@ every deadline, since no thread can be stopped in the middle of a match. Here th
 of its own, which the call kills at its deadline (``search.desktop_search_files``); the walk, the guard's
 checks and the matching are the ones ``search.content_search`` always ran, unchanged.
 
-Protocol: one JSON request on stdin ``{root, pattern, limit, confinement, openat2}``; one JSON answer on
-stdout, ``{matches, truncated}`` or ``{error}`` (a ToolError's text). Paths travel as strings with the
+Protocol: one JSON request on stdin ``{root, pattern, limit, confinement, openat2}`` (``search.child_request``);
+one JSON answer on stdout, ``{matches, truncated}`` or ``{error}`` (a ToolError's text). Paths travel as strings with the
 file system's undecodable bytes as lone surrogates (JSON escapes them).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import threading
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ....core.confine import Confinement
 from ....core.desktop import ToolError
+from . import _fs, search
 
-_PATHS = ("roots", "read_only", "protected", "write_protected")
-
-
-def request(root: Path, pattern: str, limit: int, confinement: Confinement, openat2: bool) -> bytes:
-    """The child's stdin for one search."""
-    c: dict[str, Any] = {}
-    for f in fields(confinement):
-        value = getattr(confinement, f.name)
-        c[f.name] = [os.fspath(p) for p in value] if f.name in _PATHS else value
-    doc = {"root": os.fspath(root), "pattern": pattern, "limit": limit, "confinement": c, "openat2": openat2}
-    return json.dumps(doc, ensure_ascii=True).encode("ascii")
+_PATHS = search.CHILD_PATHS
 
 
 def _confinement(doc: dict[str, Any]) -> Confinement:
-    values = {k: tuple(Path(p) for p in v) if k in _PATHS else v for k, v in doc.items()}
+    values: dict[str, Any] = {k: tuple(Path(p) for p in v) if k in _PATHS else v for k, v in doc.items()}
     return Confinement(**values)
 
 
 def main() -> int:
     doc = json.loads(sys.stdin.buffer.read())
-    from . import _fs, search
-
     if not doc["openat2"]:
         _fs.use_openat2(False)
     try:

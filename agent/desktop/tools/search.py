@@ -17,6 +17,7 @@ used as an oracle on the agent's own state; ripgrep is then not used (it cannot 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -33,7 +34,7 @@ import trio
 
 from ....core.confine import UNCONFINED, Confinement
 from ....core.desktop import FILES, ToolContext, ToolError, ToolSpec
-from . import _args, _at, _fs, _guard, _proc, _searchchild, _thread
+from . import _args, _at, _fs, _guard, _proc, _thread
 
 SKIP_DIRS = frozenset({".git", "node_modules", "dist", ".next", ".cache"})
 DEFAULT_MAX = 100
@@ -298,20 +299,32 @@ async def ripgrep_search(rg: str, root: Path, pattern: str, limit: int) -> tuple
 
 
 MAX_ANSWER = 64 << 20  # bytes of a child's answer (10 000 paths of 4096 bytes, JSON-escaped, fit)
+CHILD = __name__.rpartition(".")[0] + "._searchchild"  # by name: it imports this module
+CHILD_PATHS = ("roots", "read_only", "protected", "write_protected")  # the Confinement fields that are paths
+
+
+def child_request(root: Path, pattern: str, limit: int, confinement: Confinement, openat2: bool) -> bytes:
+    """The search child's stdin (``_searchchild``)."""
+    c: dict[str, Any] = {}
+    for f in dataclasses.fields(confinement):
+        value = getattr(confinement, f.name)
+        c[f.name] = [os.fspath(p) for p in value] if f.name in CHILD_PATHS else value
+    doc = {"root": os.fspath(root), "pattern": pattern, "limit": limit, "confinement": c, "openat2": openat2}
+    return json.dumps(doc, ensure_ascii=True).encode("ascii")
 
 
 async def child_search(confinement: Confinement, root: Path, pattern: str, limit: int) -> tuple[list[str], bool]:
     """``content_search`` in a child process (``_searchchild``) that is killed when the call ends: a
     regex that backtracks for minutes holds the GIL, which would stop the whole agent in a thread."""
-    request = _searchchild.request(root, pattern, limit, confinement, _fs.openat2_available())
+    request = child_request(root, pattern, limit, confinement, _fs.openat2_available())
     try:
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-I", "-m", _searchchild.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-I", "-m", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, **_proc.session_kwargs())
     except OSError as exc:
         raise ToolError(f"could not start the search: {exc.strerror or exc}") from exc
     out = bytearray()
-    errors = b""
+    errors: bytes | bytearray = b""
     try:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         async with proc.stdin:

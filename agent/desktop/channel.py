@@ -32,6 +32,7 @@ from ...core import desktop, policy
 from ...core.desktop import BadCommand, Command, RequestIds, ToolContext, ToolError
 from ...core.errors import HermesError
 from .audit import AuditError
+from .tools import _thread
 
 if TYPE_CHECKING:
     from .ports import ChannelService, LinkPort
@@ -283,6 +284,7 @@ class DesktopChannel:
                 live.running = True
                 context = ToolContext(home=service.home, cwd=service.cwd, deadline=deadline,
                                       env=dict(service.env), confinement=service.confinement(url))
+                _thread.HOST.set(url)  # this task's tool threads count against this host's share
                 try:
                     result = await spec.run(command.args, context)
                 except ToolError as exc:

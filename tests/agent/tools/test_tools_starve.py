@@ -126,3 +126,41 @@ async def test_a_line_without_end_is_searched_in_bounded_memory(ctx, tmp_path):
     assert peak < 6 << 20
     result = await desktop_search_files({"pattern": "needle", "content": True}, _no_rg(ctx, tmp_path))
     assert sorted(result["matches"]) == sorted(matches)
+
+
+async def test_one_host_with_stuck_calls_leaves_another_host_its_threads(autojump_clock: trio.abc.Clock) -> None:
+    # Before, 16 slow calls of one relay (a hung mount, a huge tree) took every tool thread and each call
+    # of every other relay answered "busy": one host could stop the desktop tools of all the others.
+    release = threading.Event()
+
+    def stuck(stop: threading.Event) -> None:
+        release.wait(30)
+
+    async def hostile_call() -> None:
+        _thread.HOST.set("wss://hostile.example")
+        with trio.move_on_after(0.3):  # its caller gives up; the thread stays stuck, holding its token
+            await _thread.run(stuck)
+
+    async def other_call() -> int:
+        _thread.HOST.set("wss://other.example")
+        return await _thread.run(lambda stop: 7)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(_thread.MAX_TOOL_THREADS):
+                nursery.start_soon(hostile_call)
+        assert _thread.limiter().inner.borrowed_tokens == _thread.MAX_PER_HOST  # its share, no more
+        _thread.HOST.set("wss://hostile.example")
+        with pytest.raises(ToolError, match="this relay host already has 8 tool threads working"):
+            await _thread.run(lambda stop: 1)
+        async with trio.open_nursery() as nursery:  # another host still has threads, several at once
+            results: list[int] = []
+
+            async def collect() -> None:
+                results.append(await other_call())
+
+            for _ in range(_thread.MAX_TOOL_THREADS - _thread.MAX_PER_HOST):
+                nursery.start_soon(collect)
+        assert results == [7] * (_thread.MAX_TOOL_THREADS - _thread.MAX_PER_HOST)
+    finally:
+        release.set()

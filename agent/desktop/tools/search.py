@@ -316,7 +316,11 @@ def child_request(root: Path, pattern: str, limit: int, confinement: Confinement
 async def child_search(confinement: Confinement, root: Path, pattern: str, limit: int) -> tuple[list[str], bool]:
     """``content_search`` in a child process (``_searchchild``) that is killed when the call ends: a
     regex that backtracks for minutes holds the GIL, which would stop the whole agent in a thread."""
-    request = child_request(root, pattern, limit, confinement, _fs.openat2_available())
+    async with _thread.held():  # a search process counts as a tool thread: at most 16, 8 per host
+        return await _child_search(child_request(root, pattern, limit, confinement, _fs.openat2_available()))
+
+
+async def _child_search(request: bytes) -> tuple[list[str], bool]:
     try:
         proc = await trio.lowlevel.open_process(
             [sys.executable, "-I", "-m", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

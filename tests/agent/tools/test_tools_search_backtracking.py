@@ -6,13 +6,16 @@ content regexes run in a child process that the call kills at its deadline."""
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import replace
 
 import psutil
 import pytest
 import trio
 
+from hermes_relay.agent.desktop.tools import _thread
 from hermes_relay.agent.desktop.tools.search import compile_glob, desktop_search_files
+from hermes_relay.core.desktop import ToolError
 
 HANG_GUARD = 20.0  # seconds; only a broken test waits this long
 MAX_STALL = 1.0  # seconds the event loop may go without running a task (a loaded machine stays far below it)
@@ -104,3 +107,27 @@ async def test_an_ordinary_content_search_in_its_child_finds_what_it_did(ctx, tm
 ])
 def test_globs_match_as_before(pattern, text, expected):
     assert compile_glob(pattern).match(text) is expected
+
+
+async def test_search_processes_count_as_tool_threads(ctx, tmp_path, autojump_clock):
+    # Each content search is a Python process: without a bound, one relay's 64 calls in flight were 64 of them.
+    release = threading.Event()
+    no_rg = replace(ctx, env={"PATH": str(tmp_path / "nowhere")})
+
+    def stuck(stop: threading.Event) -> None:
+        release.wait(30)
+
+    async def hold() -> None:
+        with trio.move_on_after(0.2):
+            await _thread.run(stuck)
+
+    _thread.HOST.set("wss://hostile.example")
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(_thread.MAX_PER_HOST):
+                nursery.start_soon(hold)
+        with pytest.raises(ToolError, match="busy"):
+            await desktop_search_files({"pattern": "x", "content": True}, no_rg)
+        assert _children() == []
+    finally:
+        release.set()

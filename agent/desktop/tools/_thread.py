@@ -15,8 +15,7 @@ the agent. When every tool token is held, a call waits ``BUSY_WAIT`` seconds and
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -108,19 +107,6 @@ def _limiter_for(url: str) -> ToolLimiter | _HostShare:
     if share is None:
         share = hosts[url] = ToolLimiter(MAX_PER_HOST)
     return _HostShare(share, limiter(), url)
-
-
-@asynccontextmanager
-async def held() -> AsyncIterator[None]:
-    """A tool-thread token (of this call's host's share) for work done outside a thread: a child process
-    counts as one of the tool threads, so a flood of them is bounded the same way."""
-    lim = _limiter_for(HOST.get())
-    token = object()
-    await lim.acquire_on_behalf_of(token)
-    try:
-        yield
-    finally:
-        lim.release_on_behalf_of(token)
 
 
 def check(stop: threading.Event) -> None:

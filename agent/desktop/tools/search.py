@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from trio.lowlevel import RunVar
 
 from ....core.confine import UNCONFINED, Confinement
 from ....core.desktop import FILES, ToolContext, ToolError, ToolSpec
@@ -298,6 +299,8 @@ async def ripgrep_search(rg: str, root: Path, pattern: str, limit: int) -> tuple
     return matches, truncated
 
 
+MAX_SEARCHES = 8  # content-search processes at once, all hosts together
+MAX_SEARCHES_PER_HOST = 4
 MAX_ANSWER = 64 << 20  # bytes of a child's answer (10 000 paths of 4096 bytes, JSON-escaped, fit)
 CHILD = __name__.rpartition(".")[0] + "._searchchild"  # by name: it imports this module
 CHILD_PATHS = ("roots", "read_only", "protected", "write_protected")  # the Confinement fields that are paths
@@ -316,8 +319,26 @@ def child_request(root: Path, pattern: str, limit: int, confinement: Confinement
 async def child_search(confinement: Confinement, root: Path, pattern: str, limit: int) -> tuple[list[str], bool]:
     """``content_search`` in a child process (``_searchchild``) that is killed when the call ends: a
     regex that backtracks for minutes holds the GIL, which would stop the whole agent in a thread."""
-    async with _thread.held():  # a search process counts as a tool thread: at most 16, 8 per host
+    host, shared = _search_limiters(_thread.HOST.get())
+    async with host, shared:  # waits (the call's deadline ends the wait): every search process ends
         return await _child_search(child_request(root, pattern, limit, confinement, _fs.openat2_available()))
+
+
+_SEARCHES: RunVar[dict[str, trio.CapacityLimiter]] = RunVar("hermes_relay_search_processes")
+_ALL = "\x00all"  # the shared bound's key (no host URL has a NUL)
+
+
+def _search_limiters(host: str) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
+    """This host's and everyone's bound on search processes (about 30 MB each): one relay's 64 calls in
+    flight are at most MAX_SEARCHES_PER_HOST processes at once, the others wait their turn."""
+    try:
+        limiters = _SEARCHES.get()
+    except LookupError:
+        limiters = {_ALL: trio.CapacityLimiter(MAX_SEARCHES)}
+        _SEARCHES.set(limiters)
+    if host not in limiters:
+        limiters[host] = trio.CapacityLimiter(MAX_SEARCHES_PER_HOST)
+    return limiters[host], limiters[_ALL]
 
 
 async def _child_search(request: bytes) -> tuple[list[str], bool]:

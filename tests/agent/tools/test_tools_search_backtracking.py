@@ -6,16 +6,14 @@ content regexes run in a child process that the call kills at its deadline."""
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import replace
 
 import psutil
 import pytest
 import trio
 
-from hermes_relay.agent.desktop.tools import _thread
+from hermes_relay.agent.desktop.tools import _thread, search
 from hermes_relay.agent.desktop.tools.search import compile_glob, desktop_search_files
-from hermes_relay.core.desktop import ToolError
 
 HANG_GUARD = 20.0  # seconds; only a broken test waits this long
 MAX_STALL = 1.0  # seconds the event loop may go without running a task (a loaded machine stays far below it)
@@ -109,25 +107,30 @@ def test_globs_match_as_before(pattern, text, expected):
     assert compile_glob(pattern).match(text) is expected
 
 
-async def test_search_processes_count_as_tool_threads(ctx, tmp_path, autojump_clock):
-    # Each content search is a Python process: without a bound, one relay's 64 calls in flight were 64 of them.
-    release = threading.Event()
+async def test_search_processes_per_host_are_bounded_and_the_rest_wait(ctx, tmp_path, autojump_clock, monkeypatch):
+    # Each content search is a Python process (about 30 MB): without a bound, one relay's 64 calls in flight
+    # were 64 of them. A search over the bound waits for a turn; its call's deadline ends the wait.
     no_rg = replace(ctx, env={"PATH": str(tmp_path / "nowhere")})
-
-    def stuck(stop: threading.Event) -> None:
-        release.wait(30)
-
-    async def hold() -> None:
-        with trio.move_on_after(0.2):
-            await _thread.run(stuck)
-
     _thread.HOST.set("wss://hostile.example")
-    try:
-        async with trio.open_nursery() as nursery:
-            for _ in range(_thread.MAX_PER_HOST):
-                nursery.start_soon(hold)
-        with pytest.raises(ToolError, match="busy"):
-            await desktop_search_files({"pattern": "x", "content": True}, no_rg)
-        assert _children() == []
-    finally:
-        release.set()
+    host, _ = search._search_limiters("wss://hostile.example")
+    tokens = [object() for _ in range(search.MAX_SEARCHES_PER_HOST)]
+    for token in tokens:
+        await host.acquire_on_behalf_of(token)
+    started = []
+
+    async def spawned(request: bytes) -> tuple[list[str], bool]:  # where the search process would start
+        started.append(request)
+        return [], False
+
+    monkeypatch.setattr(search, "_child_search", spawned)
+    finished = []
+    with trio.move_on_after(5):  # virtual seconds: the call's deadline, while it waits for a turn
+        finished.append(await desktop_search_files({"pattern": "x", "content": True}, no_rg))
+    assert finished == [] and started == []
+    for token in tokens[:1]:  # a turn comes free: the next search runs
+        host.release_on_behalf_of(token)
+    assert (await desktop_search_files({"pattern": "x", "content": True}, no_rg))["matches"] == []
+    assert len(started) == 1
+    tokens = tokens[1:]
+    for token in tokens:
+        host.release_on_behalf_of(token)

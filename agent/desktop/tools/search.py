@@ -49,7 +49,7 @@ _BINARY_SNIFF = 8192
 
 MAX_GLOB = 4096  # characters of a glob pattern (PATH_MAX): matching costs its length times the path's
 _LIT, _ONE, _STAR, _DSTAR, _SKIP = range(5)
-_DFA_CACHE = 4096  # transitions a Glob remembers; past it, it steps its states again (never exponential)
+_DFA_CACHE = 4096  # states a Glob remembers; past it, it starts over (never exponential, never unbounded)
 
 
 class Glob:
@@ -78,8 +78,25 @@ class Glob:
             tokens.append((_STAR, "") if c == "*" else (_ONE, "") if c == "?" else (_LIT, c))
             i += 1
         self._tokens = tokens
-        self._start = self._closure({0})
-        self._cache: dict[tuple[frozenset[int], str], frozenset[int]] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the states met so far (a pattern that makes too many keeps only what it needs)."""
+        self._ids: dict[frozenset[int], int] = {}
+        self._sets: list[frozenset[int]] = []
+        self._next: list[dict[str, int]] = []  # per state: character -> state
+        self._accepts: list[bool] = []
+        self._dead = self._id(frozenset())
+        self._start = self._id(self._closure({0}))
+
+    def _id(self, states: frozenset[int]) -> int:
+        found = self._ids.get(states)
+        if found is None:
+            found = self._ids[states] = len(self._sets)
+            self._sets.append(states)
+            self._next.append({})
+            self._accepts.append(len(self._tokens) in states)
+        return found
 
     def _closure(self, states: set[int]) -> frozenset[int]:
         out: set[int] = set()
@@ -97,13 +114,10 @@ class Glob:
                     todo += [s + 1, s + int(arg)]
         return frozenset(out)
 
-    def _step(self, states: frozenset[int], ch: str) -> frozenset[int]:
-        key = (states, ch)
-        found = self._cache.get(key)
-        if found is not None:
-            return found
+    def _step(self, state: int, ch: str) -> int:
+        """The state after ``ch`` from ``state``, worked out from the pattern (then remembered)."""
         nxt: set[int] = set()
-        for s in states:
+        for s in self._sets[state]:
             if s >= len(self._tokens):
                 continue
             kind, arg = self._tokens[s]
@@ -118,22 +132,28 @@ class Glob:
                     nxt.add(s)
             elif kind == _DSTAR:
                 nxt.add(s)
-        out = self._closure(nxt)
-        if len(self._cache) >= _DFA_CACHE:
-            self._cache.clear()
-        self._cache[key] = out
-        return out
+        target = self._closure(nxt)
+        if len(self._sets) >= _DFA_CACHE and target not in self._ids:
+            self._reset()
+            return self._id(target)  # (``state`` is gone with the rest: nothing is remembered for it)
+        found = self._id(target)
+        self._next[state][ch] = found
+        return found
 
     def match(self, text: str, stop: threading.Event | None = None) -> bool:
         """Does the whole of ``text`` match? (``stop`` is checked as it goes: a path can be 4096 characters.)"""
-        states = self._start
-        for i, ch in enumerate(text):
-            if stop is not None and not i & 255:
+        state = self._start
+        for at in range(0, len(text), 256):
+            if stop is not None and at:
                 _thread.check(stop)
-            states = self._step(states, ch)
-            if not states:
-                return False
-        return len(self._tokens) in states
+            for ch in text[at : at + 256]:
+                nxt = self._next[state].get(ch)
+                if nxt is None:
+                    nxt = self._step(state, ch)
+                if nxt == self._dead:
+                    return False
+                state = nxt
+        return self._accepts[state]
 
 
 def compile_glob(pattern: str) -> Glob:

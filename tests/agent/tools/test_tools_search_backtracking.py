@@ -6,11 +6,14 @@ content regexes run in a child process that the call kills at its deadline."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import psutil
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hermes_relay.agent.desktop.tools import _thread, search
 from hermes_relay.agent.desktop.tools.search import compile_glob, desktop_search_files
@@ -134,3 +137,35 @@ async def test_search_processes_per_host_are_bounded_and_the_rest_wait(ctx, tmp_
     tokens = tokens[1:]
     for token in tokens:
         host.release_on_behalf_of(token)
+
+
+def _regex_of(pattern: str) -> re.Pattern[str]:
+    """The regex the glob was translated to before (backtracking; fine for short texts)."""
+    out, i, glob = [], 0, pattern.replace("\\", "/")
+    while i < len(glob):
+        if glob.startswith("**", i):
+            i += 2
+            if glob.startswith("/", i):
+                i += 1
+                out.append("(?:.*/)?")
+            else:
+                out.append(".*")
+            continue
+        c = glob[i]
+        out.append("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab*?/\\", max_size=8), st.lists(st.text(alphabet="ab/", max_size=10), max_size=6))
+def test_the_glob_matches_exactly_what_its_regex_did(pattern, texts):
+    glob = compile_glob(pattern)
+    for text in texts * 2:  # twice: the remembered transitions answer as the computed ones did
+        assert glob.match(text) is bool(_regex_of(pattern).match(text)), (pattern, text)
+
+
+def test_a_glob_that_outgrows_its_memory_starts_over_and_still_matches(monkeypatch):
+    monkeypatch.setattr(search, "_DFA_CACHE", 3)
+    for pattern, text in [("**a**a**b", "aaxaab"), ("**a**a**b", "aaaa"), ("*/**/?.py", "x/y/z/a.py"), ("a*b*c", "abxbc")]:
+        assert compile_glob(pattern).match(text) is bool(_regex_of(pattern).match(text)), (pattern, text)

@@ -15,7 +15,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hermes_relay.agent.desktop.tools import _thread, search
+from hermes_relay.agent.desktop.tools import _glob, _thread, search
 from hermes_relay.agent.desktop.tools.search import compile_glob, desktop_search_files
 
 HANG_GUARD = 20.0  # seconds; only a broken test waits this long
@@ -166,6 +166,6 @@ def test_the_glob_matches_exactly_what_its_regex_did(pattern, texts):
 
 
 def test_a_glob_that_outgrows_its_memory_starts_over_and_still_matches(monkeypatch):
-    monkeypatch.setattr(search, "_DFA_CACHE", 3)
+    monkeypatch.setattr(_glob, "_DFA_CACHE", 3)
     for pattern, text in [("**a**a**b", "aaxaab"), ("**a**a**b", "aaaa"), ("*/**/?.py", "x/y/z/a.py"), ("a*b*c", "abxbc")]:
         assert compile_glob(pattern).match(text) is bool(_regex_of(pattern).match(text)), (pattern, text)

@@ -66,6 +66,17 @@ PERSISTENCE_NAMES: Final = (
     ".config/systemd", ".config/environment.d", ".local/share/systemd", ".config/upstart", "Library/LaunchAgents",
     ".local/bin", "bin", ".config/git", ".gitconfig", ".npmrc", ".pypirc", ".pip", ".config/pip",
     ".python_history", ".pythonrc", ".config/hermes-relay", ".local/share/hermes-relay",
+    # Sourced by the distributions' default shell start-up files, or by bash-completion in every shell.
+    ".bash_aliases", ".bashrc.d", ".bash_completion", ".local/share/bash-completion",
+    # Code at every start of a program: user site-packages (.pth lines run), cargo's wrappers, hg hooks.
+    ".local/lib", ".cargo/config", ".cargo/config.toml", ".hgrc", ".config/hg",
+    # Desktop sessions: launchers that shadow the system's, login scripts, files written at login.
+    ".local/share/applications", ".config/plasma-workspace", ".config/autostart-scripts", ".config/lxsession",
+    ".config/user-tmpfiles.d", ".config/containers/systemd", ".config/i3", ".config/sway", ".config/hypr",
+    # Editors, debuggers, shells-in-programs that run their start-up file as code.
+    ".vimrc", ".vim", ".exrc", ".config/nvim", ".emacs", ".emacs.d", ".config/emacs", ".tmux.conf",
+    ".config/tmux", ".screenrc", ".gdbinit", ".config/gdb", ".lldbinit", ".ipython", ".Rprofile", ".irbrc",
+    ".psqlrc", ".config/direnv", ".docker/cli-plugins",
 )
 
 

@@ -104,6 +104,8 @@ def decode(message: str | bytes, *, max_size: int = MAX_ENVELOPE) -> Envelope:
         obj = json.loads(message)
     except json.JSONDecodeError as exc:
         raise RemoteProtocolError(f"invalid JSON: {exc.msg}", close_code_hint=1003) from exc
+    except ValueError as exc:  # an integer of more than 4300 digits (int()'s limit), not a JSONDecodeError
+        raise RemoteProtocolError(f"invalid JSON: {exc}", close_code_hint=1003) from None
     except RecursionError:  # "[[[[..." within the size cap exhausts the parser's stack
         raise RemoteProtocolError("invalid JSON: nested too deeply", close_code_hint=1003) from None
     if not isinstance(obj, dict):

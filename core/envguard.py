@@ -40,6 +40,13 @@ _EXACT: Final[dict[str, str]] = {
     **dict.fromkeys(("OPENSSL_CONF", "INPUTRC", "LESSKEY", "TERMINFO", "TERMINFO_DIRS", "MANOPT", "XAUTHORITY", "KRB5_CONFIG",
                      "CURL_HOME", "WGETRC", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
                      "NODE_EXTRA_CA_CERTS", "PYENV_VERSION"), _CONFIG),
+    # A configuration or option that names a program to run: kubeconfig exec plugins, AWS credential_process,
+    # go -toolexec, vim's Ex commands, tar's compress program, compilers' -wrapper/-fplugin, hg hooks ...
+    **dict.fromkeys(("KUBECONFIG", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "GOFLAGS", "GOTOOLCHAIN",
+                     "GOENV", "VIMINIT", "EXINIT", "GVIMINIT", "MYVIMRC", "MYGVIMRC", "TAR_OPTIONS",
+                     "RSYNC_CONNECT_PROG", "CCACHE_PREFIX", "HGRCPATH", "GRADLE_USER_HOME", "DOTNET_ROOT",
+                     "RUSTUP_TOOLCHAIN", "RUSTUP_HOME", "RUSTFLAGS", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS",
+                     "DOCKER_HOST", "DOCKER_CONFIG", "ANSIBLE_CONFIG", "SSH_CONFIG", "GNUPGHOME"), _RUNS),
 }
 # Prefixes (upper case); each entry's exceptions are harmless, common names.
 _PREFIXES: Final[tuple[tuple[str, str, frozenset[str]], ...]] = (
@@ -63,6 +70,8 @@ _PREFIXES: Final[tuple[tuple[str, str, frozenset[str]], ...]] = (
     ("GCONV_", _LOADER, frozenset()),
     ("XDG_", _FINDS, frozenset()),
     ("SYSTEMD_", _RUNS, frozenset()),
+    ("CMAKE_", _RUNS, frozenset()),
+    ("ANSIBLE_", _RUNS, frozenset()),
     ("GIT_", "changes what git runs (hooks, ssh, config, helpers) or which repository it touches",
      frozenset({"GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_AUTHOR_DATE", "GIT_COMMITTER_NAME",
                 "GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE", "GIT_TERMINAL_PROMPT"})),

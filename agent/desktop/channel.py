@@ -35,6 +35,7 @@ from ...core.envelope import Encoded
 from ...core.errors import HermesError
 from .. import memtrim
 from .audit import AuditError
+from .tools import _thread
 
 if TYPE_CHECKING:
     from .ports import ChannelService, LinkPort
@@ -292,6 +293,7 @@ class DesktopChannel:
                 live.running = True
                 context = ToolContext(home=service.home, cwd=service.cwd, deadline=deadline,
                                       env=dict(service.env), confinement=PENDING, resolve=service.confinement_plan(url))
+                _thread.HOST.set(url)  # this task's tool threads count against this host's share
                 try:
                     result = await spec.run(command.args, context)
                 except ToolError as exc:

@@ -17,6 +17,7 @@ from helpers import run_inline
 
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop.service import DesktopService
+from hermes_relay.agent.desktop.tools import _thread
 from hermes_relay.agent.memtrim import QUIET, Trim
 from hermes_relay.core import desktop, fileio, policy, wire
 from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec, ToolTable
@@ -34,11 +35,13 @@ class Probe:
         self.cancelled = trio.Event()
         self.marker = tmp / "marker"
         self.contexts: list[ToolContext] = []
+        self.hosts: list[str] = []  # the host each call's tool threads count against (tools/_thread.HOST)
 
 
 def tools(probe: Probe) -> list[ToolSpec]:
     async def echo(args: dict[str, Any], ctx: ToolContext) -> Any:
         probe.contexts.append(ctx)
+        probe.hosts.append(_thread.HOST.get())
         if "text" not in args:
             raise ToolError("echo needs 'text'")
         return {"stdout": args["text"], "stderr": "", "exit_code": 0}
@@ -199,6 +202,14 @@ async def test_one_response_per_command_and_the_audit_record(served: Harness, au
     assert status is not None
     assert (status["calls_today"], status["policy"], status["tools_advertised"]) == (4, "trusted", 6)
     assert status["last_call"]["tool"] == "desktop_crash" and status["last_call"]["ok"] is False
+
+
+async def test_a_calls_tool_threads_count_against_its_own_hosts_share(served: Harness,
+                                                                       autojump_clock: trio.abc.Clock) -> None:
+    await served.command("r-1", "desktop_terminal", {"text": "hello"})
+    assert (await served.response())["ok"] is True
+    assert served.probe.hosts == [URL]
+    assert _thread.HOST.get() == ""  # set in the call's own task only
 
 
 async def test_duplicate_and_invalid_request_ids_never_run_twice(served: Harness, autojump_clock: trio.abc.Clock) -> None:

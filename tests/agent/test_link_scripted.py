@@ -135,6 +135,7 @@ async def test_auth_payload_and_the_desktop_seam(tmp_path: Path) -> None:
             assert Credentials(agent.config.credentials_file).refresh_token(relay.url, "T1") == "R0"
 
             await ws.send_message("not json at all")
+            await ws.send_message('{"channel": "desktop", "type": "x", "payload": {"n": ' + "9" * 5000 + "}}")  # int() limit
             await ws.send_message(json.dumps({"channel": "desktop", "type": 5}))
             await send(ws, "system", "ping", {"ts": 1234}, "p-1")
             pong = await receive(ws)

@@ -141,3 +141,11 @@ def test_a_big_ascii_result_is_encoded_once_with_its_size() -> None:
                             len(json.dumps(big, separators=(",", ":")).encode()))
     big["payload"]["result"] += "é"
     assert encoded(big)[1] == len(json.dumps(big, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def test_a_number_of_5000_digits_is_a_protocol_error_not_a_crash() -> None:
+    # Python refuses int() of more than 4300 digits with a plain ValueError (not a JSONDecodeError): from a
+    # hostile relay it crashed the agent's link reader (a reconnect and a traceback, as often as it liked).
+    raw = '{"channel": "desktop", "type": "desktop.command", "payload": {"args": {"max_bytes": ' + "9" * 5000 + "}}}"
+    with pytest.raises(RemoteProtocolError, match="invalid JSON"):
+        decode(raw)

@@ -56,6 +56,20 @@ def test_refused_names_say_why_and_name_the_variable(name: str, why: str) -> Non
     assert repr(name) in reason or f'"{name}"' in reason
 
 
+@pytest.mark.parametrize("name", [
+    "KUBECONFIG",  # users[].exec.command: `kubectl get pods` runs it
+    "AWS_CONFIG_FILE",  # credential_process: `aws s3 ls` runs it
+    "GOFLAGS",  # -toolexec=PROGRAM: `go build` runs it
+    "VIMINIT", "EXINIT", "GVIMINIT", "MYVIMRC",  # Ex commands (`:!...`) at vim's start
+    "TAR_OPTIONS",  # --use-compress-program / --to-command
+    "RSYNC_CONNECT_PROG", "CCACHE_PREFIX", "HGRCPATH", "GRADLE_USER_HOME", "DOTNET_ROOT", "RUSTUP_TOOLCHAIN",
+    "CFLAGS", "CXXFLAGS", "LDFLAGS",  # -wrapper PROGRAM, -fplugin=, -B: what the compiler runs
+    "CMAKE_C_COMPILER_LAUNCHER", "GOTOOLCHAIN", "BUNDLE_GEMFILE", "ANSIBLE_CONFIG", "WGETRC",
+])
+def test_overrides_that_name_a_program_or_a_config_that_runs_one_are_refused(name: str) -> None:
+    assert dangerous_env(name) is not None
+
+
 @pytest.mark.parametrize("name", ["NODE_ENV", "RUST_LOG", "DEBUG", "PORT", "MY_APP_TOKEN", "LANG", "LC_ALL", "TZ",
                                   "CI", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "GIT_AUTHOR_NAME",
                                   "GIT_COMMITTER_EMAIL", "_private", "GREETING"])

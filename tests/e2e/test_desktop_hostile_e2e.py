@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from procs import AgentEnv, RelayProc, wait_state
-from test_desktop_e2e import access, call, served
+from test_desktop_e2e import Background, access, call, served
 
 from hermes_relay.core import confine, paths
 
@@ -207,3 +207,32 @@ def test_a_workspace_command_with_the_default_root_works_in_the_home_but_not_in_
         result = run(attempt)
         assert result["exit_code"] != 0 and "tok" not in result["stdout"], (attempt, result)
     assert not (home / ".hermes" / "planted").exists()
+
+
+def test_a_search_pattern_that_backtracks_for_minutes_neither_stops_the_agent_nor_outlives_its_deadline(
+        make_relay: Callable[..., RelayProc], make_agent_env: Callable[..., AgentEnv], tmp_path: Path) -> None:
+    # Python's re holds the GIL while it backtracks: one relay's content search for (a|a)+b over a line of
+    # a's stopped the whole agent, so the other relay's calls waited on it for minutes.
+    home = tmp_path / "u"
+    (home / "work").mkdir(parents=True)
+    env = make_agent_env(HOME=str(home), HERMES_HOME=str(home / ".hermes"), HERMES_RELAY_DESKTOP_DEADLINE="3")
+    hostile, other = make_relay("hostile"), make_relay("other")
+    for relay in (hostile, other):
+        env.pair(relay)
+    wait_state(env, lambda s: s["state"] == "connected")
+    for relay in (hostile, other):
+        access(env, relay, "standard")
+        served(relay, "desktop_read_file")
+    status, body = call(hostile, "desktop_write_file", {"path": str(home / "work" / "a.txt"), "content": "a" * 27 + "\n"})
+    assert ok(body), body
+    (home / "work" / "notes.txt").write_text("mine")
+
+    search = Background(lambda: call(hostile, "desktop_search_files",
+                                     {"pattern": "(a|a)+b", "cwd": str(home / "work"), "content": True}))
+    reads = 0
+    while not search.done.is_set() or reads == 0:  # each read is answered within its own deadline
+        status, body = call(other, "desktop_read_file", {"path": str(home / "work" / "notes.txt")}, timeout=30)
+        assert ok(body) and body["result"] == "mine", body
+        reads += 1
+    status, body = search.result if search.error is None else (0, {"error": repr(search.error)})
+    assert not ok(body), body  # ended by its deadline, not answered after it

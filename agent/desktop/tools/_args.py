@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ....core import envguard
 from ....core.desktop import ToolContext, ToolError
@@ -131,9 +131,22 @@ def directory(args: dict[str, Any], name: str, ctx: ToolContext) -> Path:
     return resolved
 
 
+# What a workspace (kernel-confined) command keeps of the agent's environment: the agent's may hold the
+# user's secrets (an API key, a token, a DATABASE_URL with its password, exported by a login shell), and a
+# workspace host may read only its roots and system paths. Folders (*_HOME, *_ROOT, *_DIR, *_PATH) stay.
+SANDBOX_ENV: Final = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "COLORTERM",
+                                "NO_COLOR", "TZ", "TMPDIR", "PWD", "CI"})
+_SANDBOX_ENV_SUFFIXES: Final = ("_HOME", "_ROOT", "_DIR", "_PATH")
+
+
 def base_env(ctx: ToolContext, overrides: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child process: the agent's, then the call's overrides."""
+    """The environment for a child process: the agent's (under the workspace preset only what cannot be a
+    secret, ``SANDBOX_ENV``), then the call's overrides. Call it once the call's confinement is resolved
+    (``ctx.confined()`` in a tool thread: it touches user paths); here it is only read back."""
     env = dict(ctx.env) if ctx.env else dict(os.environ)
+    if ctx.confined().kernel_commands:
+        env = {k: v for k, v in env.items()
+               if k in SANDBOX_ENV or k.startswith("LC_") or k.endswith(_SANDBOX_ENV_SUFFIXES)}
     env.update(overrides or {})
     return env
 

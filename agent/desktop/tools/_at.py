@@ -18,6 +18,7 @@ import os
 import secrets
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import _fs
@@ -168,11 +169,13 @@ def fchmod(fd: int, mode: int) -> None:
         os.fchmod(fd, mode)
 
 
-def replace_at(d: Dir, name: str, data: bytes, mode: int) -> None:
+def replace_at(d: Dir, name: str, data: bytes, mode: int, check: Callable[[], None] | None = None) -> None:
     """Write ``data`` to a new file beside ``name`` in ``d`` and rename it over ``name``.
 
     Readers see the old or the new contents; the old inode is left alone, so another hard link to it
     keeps its contents. Everything is relative to ``d``: a rename of a parent cannot redirect it.
+    ``check`` runs just before the rename: raising there (the call ended while the data was written)
+    leaves ``name`` as it was.
     """
     tmp, fd = create_temp(d, name)
     try:
@@ -183,6 +186,8 @@ def replace_at(d: Dir, name: str, data: bytes, mode: int) -> None:
         os.fsync(fd)
         os.close(fd)
         fd = -1
+        if check is not None:
+            check()
         replace(d, tmp, name)
     except BaseException:
         if fd >= 0:

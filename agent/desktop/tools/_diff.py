@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_HUNK = re.compile(r"^@@ -(\d{1,12})(?:,(\d{1,12}))? \+(\d{1,12})(?:,(\d{1,12}))? @@")  # (int() refuses 4300 digits)
 _NO_EOL = "\\"
 _GIT_HEADERS = ("diff ", "index ", "new file mode", "deleted file mode", "old mode", "new mode", "similarity index")
 

@@ -63,10 +63,17 @@ def zip_entries(zf: zipfile.ZipFile) -> list[Entry]:
     return out
 
 
-def tar_entries(tf: tarfile.TarFile, dest: Path) -> list[Entry]:
+def tar_entries(tf: tarfile.TarFile, dest: Path, limit: int, stop: threading.Event | None = None) -> list[Entry]:
+    """The tar's entries, read one header at a time: more than ``limit`` refuses it at once (a compressed
+    tar of millions of empty headers is a few kilobytes, and reading them all first took the agent's
+    memory and ran past the call's deadline)."""
     out = []
     dest_abs = os.path.abspath(dest)
-    for m in tf.getmembers():
+    for count, m in enumerate(tf, 1):
+        if stop is not None:
+            _thread.check(stop)
+        if count > limit:
+            raise ToolError(f"archive has more than {limit} entries; {_NOTHING}")
         parts = safe_parts(m.name)
         try:
             m = tarfile.data_filter(m, dest_abs)
@@ -98,7 +105,7 @@ def check(g: _guard.Guard, entries: list[Entry], dest: Path, dest_fd: _at.Dir | 
         try:
             if any(e.parts[:i] in links for i in range(1, len(e.parts))):
                 raise ToolError(f"archive entry {e.name!r} would be written through a link in the same archive")
-            if g.confined and ".git" in e.parts:
+            if g.confined and ".git" in map(_guard.fold, e.parts):
                 raise _guard.in_git(path)
             if dest_fd is None:
                 if parent is not None:

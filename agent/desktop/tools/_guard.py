@@ -33,6 +33,7 @@ import os
 import posixpath
 import stat
 import sys
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,19 @@ from . import _at, _fs
 Ident = tuple[int, int]
 MAX_DEPTH: Final = 4096  # ancestors followed up to "/" (PATH_MAX / 2 would be one-letter folders)
 MAX_PROTECTED_SCAN: Final = 100_000  # entries looked at to find hard links into protected folders
+FOLD_CASE = sys.platform in ("darwin", "win32")  # their usual file systems (APFS, NTFS) ignore case
 # Going up needs only search permission with O_PATH (Linux); elsewhere the folder must be readable.
 if sys.platform == "linux":
     _UP_FLAGS: Final = os.O_PATH | _fs.O_DIRECTORY | _fs.O_CLOEXEC
 else:
     _UP_FLAGS: Final = _fs.DIR_FLAGS
+
+
+def fold(name: str) -> str:
+    """``name`` as a file system that ignores case compares it (``FOLD_CASE``): ".SSH" and ".ſsh" are ".ssh"
+    there (as far as Unicode case folding goes), so a missing login path is refused under any spelling;
+    elsewhere ``name`` itself."""
+    return unicodedata.normalize("NFC", name).casefold() if FOLD_CASE else name
 
 
 def ident(info: os.stat_result) -> Ident:
@@ -262,15 +271,15 @@ class Guard:
         if not self.confined:
             return
         dirfd = _at.fd(d)
-        if ".git" in names:
+        want = tuple(map(fold, names))
+        if ".git" in want:
             raise in_git(path)
         here = ident(os.fstat(dirfd))
-        want = tuple(names)
         for anchor, rest in self._protected()[1]:
-            if anchor == here and want[: len(rest)] == rest:
+            if anchor == here and want[: len(rest)] == tuple(map(fold, rest)):
                 raise protected(path)
         for anchor, rest in self._write_protected()[1]:
-            if anchor == here and want[: len(rest)] == rest:
+            if anchor == here and want[: len(rest)] == tuple(map(fold, rest)):
                 raise persistence(path)
         try:
             info = os.stat(names[0], dir_fd=dirfd, follow_symlinks=False)

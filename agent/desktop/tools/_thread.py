@@ -8,13 +8,15 @@ Tool threads draw from their own limiter (``MAX_TOOL_THREADS``), never from trio
 pairing, the store and the policy use: a thread stuck in a system call (a FIFO, a hung network
 mount) keeps its token after its call is abandoned, and such threads must not starve the rest of
 the agent. When every tool token is held, a call waits ``BUSY_WAIT`` seconds and then answers
-"busy" instead of queueing until its deadline.
+"busy" instead of queueing until its deadline. One relay host holds at most ``MAX_PER_HOST`` of them
+(``HOST``, set by the channel per call): its slow or stuck calls cannot leave another host only "busy".
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -26,7 +28,12 @@ from ....core.desktop import ToolError
 T = TypeVar("T")
 
 MAX_TOOL_THREADS: Final = 16  # below trio's default 40, so stuck tool threads leave the agent its own
+MAX_PER_HOST: Final = MAX_TOOL_THREADS // 2  # one relay host's share: another host always finds threads
 BUSY_WAIT: Final = 2.0  # seconds a call waits for a tool thread before answering busy
+
+# The relay host a call runs for (its URL), set by the channel in the call's own task: its tool threads
+# count against that host's share. Unset (tests, the CLI's own uses): only the shared limit applies.
+HOST: ContextVar[str] = ContextVar("hermes_relay_tool_host", default="")
 
 
 class Stopped(Exception):
@@ -55,7 +62,32 @@ class ToolLimiter:
         self.inner.release_on_behalf_of(borrower)
 
 
+class _HostShare:
+    """The shared limiter and one host's share of it, acquired and released together (trio releases a
+    thread's tokens when the thread ends, even one its call abandoned: a host's stuck threads keep its share)."""
+
+    def __init__(self, host: ToolLimiter, shared: ToolLimiter, url: str) -> None:
+        self.host, self.shared, self.url = host, shared, url
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        try:
+            await self.host.acquire_on_behalf_of(borrower)
+        except ToolError:
+            raise ToolError(f"busy: this relay host already has {MAX_PER_HOST} tool threads working (a file or "
+                            "device that does not answer keeps one until it does); try again later") from None
+        try:
+            await self.shared.acquire_on_behalf_of(borrower)
+        except BaseException:
+            self.host.release_on_behalf_of(borrower)
+            raise
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self.shared.release_on_behalf_of(borrower)
+        self.host.release_on_behalf_of(borrower)
+
+
 _LIMITER: RunVar[ToolLimiter] = RunVar("hermes_relay_tool_limiter")
+_HOSTS: RunVar[dict[str, ToolLimiter]] = RunVar("hermes_relay_tool_hosts")
 
 
 def limiter() -> ToolLimiter:
@@ -68,6 +100,20 @@ def limiter() -> ToolLimiter:
         return made
 
 
+def _limiter_for(url: str) -> ToolLimiter | _HostShare:
+    if not url:
+        return limiter()
+    try:
+        hosts = _HOSTS.get()
+    except LookupError:
+        hosts = {}
+        _HOSTS.set(hosts)
+    share = hosts.get(url)
+    if share is None:
+        share = hosts[url] = ToolLimiter(MAX_PER_HOST)
+    return _HostShare(share, limiter(), url)
+
+
 def check(stop: threading.Event) -> None:
     if stop.is_set():
         raise Stopped
@@ -77,7 +123,7 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
     stop = threading.Event()
     try:
         return await trio.to_thread.run_sync(
-            partial(fn, stop, *args), abandon_on_cancel=True, limiter=limiter()  # type: ignore[arg-type]
+            partial(fn, stop, *args), abandon_on_cancel=True, limiter=_limiter_for(HOST.get())  # type: ignore[arg-type]
         )
     except Stopped as exc:
         raise ToolError("stopped") from exc

@@ -296,7 +296,7 @@ def _unpack(g: _guard.Guard, stop: threading.Event, f: IO[bytes], source: Path, 
     except tarfile.TarError:
         raise ToolError(f"{source} is neither a zip nor a tar archive") from None
     with tf:
-        return ("python-tarfile", *_unpack_entries(g, stop, _extract.tar_entries(tf, dest), dest, slot))
+        return ("python-tarfile", *_unpack_entries(g, stop, _extract.tar_entries(tf, dest, MAX_ENTRIES, stop), dest, slot))
 
 
 def _unpack_entries(g: _guard.Guard, stop: threading.Event, entries: list[_extract.Entry], dest: Path,

@@ -74,12 +74,12 @@ def _slot(g: _guard.Guard, target: Path, *, create_dirs: bool = False) -> _guard
         raise _os_error("create directory", target.parent, exc) from exc
 
 
-def _write(slot: _guard.Slot, target: Path, data: bytes) -> None:
+def _write(slot: _guard.Slot, target: Path, data: bytes, stop: threading.Event) -> None:
     if slot.info is not None and stat.S_ISDIR(slot.info.st_mode):
         raise ToolError(f"{target} is a directory; pass the path of a file")
     mode = stat.S_IMODE(slot.info.st_mode) if slot.info is not None else 0o666 & ~_UMASK
     try:
-        _at.replace_at(slot.dirfd, slot.name, data, mode)
+        _at.replace_at(slot.dirfd, slot.name, data, mode, partial(_thread.check, stop))  # ended: nothing replaced
     except OSError as exc:
         raise _os_error("write", target, exc) from exc
 
@@ -120,7 +120,7 @@ async def desktop_write_file(args: dict[str, Any], ctx: ToolContext) -> dict[str
     def write(stop: threading.Event) -> None:
         with _guard.Guard(ctx.confined()) as g:
             try:
-                _write(_slot(g, target, create_dirs=create_dirs), target, data)
+                _write(_slot(g, target, create_dirs=create_dirs), target, data, stop)
             except OSError as exc:
                 raise _os_error("write", target, exc) from exc
 
@@ -156,7 +156,7 @@ async def desktop_patch(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any
                 result = _diff.apply(diff, original)
             except _diff.PatchError as exc:
                 raise ToolError(f"patch did not apply, {target} is unchanged: {exc}") from exc
-            _write(slot, target, result.encode("utf-8"))
+            _write(slot, target, result.encode("utf-8"), stop)
 
     await _thread.run(apply)
     return {"ok": True, "hunks_applied": len(diff.hunks), "path": str(target)}

@@ -1,8 +1,10 @@
 """desktop_search_files: find files by path glob, or by a regex over their contents.
 
 The default is a path glob (``*`` and ``?`` stay within one path segment, ``**`` crosses
-segments; a pattern matches the path relative to ``cwd`` or the file's name). ``content: true``
-searches contents with ripgrep when ``rg`` is on the agent's PATH, or with a Python walk otherwise.
+segments; a pattern matches the path relative to ``cwd`` or the file's name; ``_glob`` matches without
+backtracking). ``content: true`` searches contents with ripgrep when ``rg`` is on the agent's PATH, or with
+a Python walk otherwise, run in a child process the call kills (``_searchchild``: a backtracking regex
+holds the GIL).
 Both skip .git, node_modules, dist, .next and .cache, stop at ``max_results`` and say ``truncated``.
 Matches are absolute file paths.
 
@@ -15,21 +17,26 @@ used as an oracle on the agent's own state; ripgrep is then not used (it cannot 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import trio
+from trio.lowlevel import RunVar
 
 from ....core.confine import UNCONFINED, Confinement
 from ....core.desktop import FILES, ToolContext, ToolError, ToolSpec
 from . import _args, _at, _fs, _guard, _proc, _thread
+from ._glob import compile_glob
 
 SKIP_DIRS = frozenset({".git", "node_modules", "dist", ".next", ".cache"})
 DEFAULT_MAX = 100
@@ -39,25 +46,6 @@ MAX_LINE = 1 << 20  # a longer line is searched in windows of this size
 _OVERLAP = 4096  # windows overlap by this much, so a match shorter than it is found across an edge
 _READ = 1 << 18
 _BINARY_SNIFF = 8192
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    i = 0
-    glob = pattern.replace("\\", "/")
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**", i):
-            i += 2
-            if glob.startswith("/", i):
-                i += 1
-                out.append("(?:.*/)?")
-            else:
-                out.append(".*")
-            continue
-        out.append("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
 def _walk(g: _guard.Guard, stop: threading.Event, dirfd: _at.Dir, here: Path, depth: int = 0
@@ -106,12 +94,12 @@ def _open_root(g: _guard.Guard, root: Path) -> _at.Dir:
 
 def path_search(stop: threading.Event, confinement: Confinement, root: Path, pattern: str, limit: int
                 ) -> tuple[list[str], bool]:
-    regex = glob_regex(pattern)
+    regex = compile_glob(pattern)
     matches: list[str] = []
     with _guard.Guard(confinement) as g:
         for _, _, file, info in _walk(g, stop, _open_root(g, root), root):
             rel = file.relative_to(root).as_posix()
-            if (regex.match(rel) or regex.match(file.name)) and g.allowed(info):
+            if (regex.match(rel, stop) or regex.match(file.name, stop)) and g.allowed(info):
                 if len(matches) == limit:
                     return matches, True
                 matches.append(str(file))
@@ -217,6 +205,83 @@ async def ripgrep_search(rg: str, root: Path, pattern: str, limit: int) -> tuple
     return matches, truncated
 
 
+MAX_SEARCHES = 8  # content-search processes at once, all hosts together
+MAX_SEARCHES_PER_HOST = 4
+MAX_ANSWER = 64 << 20  # bytes of a child's answer (10 000 paths of 4096 bytes, JSON-escaped, fit)
+CHILD = __name__.rpartition(".")[0] + "._searchchild"  # by name: it imports this module
+CHILD_PATHS = ("roots", "read_only", "protected", "write_protected")  # the Confinement fields that are paths
+
+
+def child_request(root: Path, pattern: str, limit: int, confinement: Confinement, openat2: bool) -> bytes:
+    """The search child's stdin (``_searchchild``)."""
+    c: dict[str, Any] = {}
+    for f in dataclasses.fields(confinement):
+        value = getattr(confinement, f.name)
+        c[f.name] = [os.fspath(p) for p in value] if f.name in CHILD_PATHS else value
+    doc = {"root": os.fspath(root), "pattern": pattern, "limit": limit, "confinement": c, "openat2": openat2}
+    return json.dumps(doc, ensure_ascii=True).encode("ascii")
+
+
+async def child_search(confinement: Confinement, root: Path, pattern: str, limit: int) -> tuple[list[str], bool]:
+    """``content_search`` in a child process (``_searchchild``) that is killed when the call ends: a
+    regex that backtracks for minutes holds the GIL, which would stop the whole agent in a thread."""
+    host, shared = _search_limiters(_thread.HOST.get())
+    async with host, shared:  # waits (the call's deadline ends the wait): every search process ends
+        return await _child_search(child_request(root, pattern, limit, confinement, _fs.openat2_available()))
+
+
+_SEARCHES: RunVar[dict[str, trio.CapacityLimiter]] = RunVar("hermes_relay_search_processes")
+_ALL = "\x00all"  # the shared bound's key (no host URL has a NUL)
+
+
+def _search_limiters(host: str) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
+    """This host's and everyone's bound on search processes (about 30 MB each): one relay's 64 calls in
+    flight are at most MAX_SEARCHES_PER_HOST processes at once, the others wait their turn."""
+    try:
+        limiters = _SEARCHES.get()
+    except LookupError:
+        limiters = {_ALL: trio.CapacityLimiter(MAX_SEARCHES)}
+        _SEARCHES.set(limiters)
+    if host not in limiters:
+        limiters[host] = trio.CapacityLimiter(MAX_SEARCHES_PER_HOST)
+    return limiters[host], limiters[_ALL]
+
+
+async def _child_search(request: bytes) -> tuple[list[str], bool]:
+    try:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-I", "-m", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, **_proc.session_kwargs())
+    except OSError as exc:
+        raise ToolError(f"could not start the search: {exc.strerror or exc}") from exc
+    out = bytearray()
+    errors: bytes | bytearray = b""
+    try:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        async with proc.stdin:
+            await proc.stdin.send_all(request)
+        while chunk := await proc.stdout.receive_some(1 << 20):
+            out += chunk
+            if len(out) > MAX_ANSWER:
+                raise ToolError("the search's answer is too large")
+        errors = await proc.stderr.receive_some(4096)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            await _proc.kill_tree(proc, grace=0.2)
+        with trio.CancelScope(shield=True):
+            await proc.stdout.aclose()  # type: ignore[union-attr]
+            await proc.stderr.aclose()  # type: ignore[union-attr]
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        last = errors.decode("utf-8", "replace").strip().splitlines()
+        raise ToolError(f"the search failed: {last[-1] if last else f'exit status {proc.returncode}'}") from None
+    if "error" in answer:
+        raise ToolError(str(answer["error"]))
+    return [str(m) for m in answer["matches"]], bool(answer["truncated"])
+
+
 def _check_root(stop: threading.Event, root: Path) -> None:
     with _guard.Guard(UNCONFINED) as g:
         _open_root(g, root)
@@ -237,8 +302,8 @@ async def desktop_search_files(args: dict[str, Any], ctx: ToolContext) -> dict[s
         matches, truncated = await _thread.run(lambda stop: path_search(stop, ctx.confined(), root, pattern, limit))
         return {"matches": matches, "truncated": truncated, "mode": "glob"}
     try:
-        regex = re.compile(pattern.encode("utf-8"))
-    except re.error as exc:
+        re.compile(pattern.encode("utf-8"))
+    except (re.error, UnicodeEncodeError) as exc:
         raise ToolError(f"invalid regex {pattern!r}: {exc}") from exc
     confinement = await _thread.run(lambda stop: ctx.confined())  # the roots resolved off the loop
     rg = find_rg(ctx) if confinement.unconfined else None  # ripgrep cannot prune by identity
@@ -247,7 +312,7 @@ async def desktop_search_files(args: dict[str, Any], ctx: ToolContext) -> dict[s
         matches, truncated = await ripgrep_search(rg, root, pattern, limit)
         impl = "ripgrep"
     else:
-        matches, truncated = await _thread.run(content_search, confinement, root, regex, limit)
+        matches, truncated = await child_search(confinement, root, pattern, limit)
         impl = "python"
     return {"matches": matches, "truncated": truncated, "mode": "content", "impl": impl}
 

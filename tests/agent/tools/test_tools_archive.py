@@ -124,6 +124,29 @@ async def test_total_size_is_capped_before_extracting(ctx, monkeypatch):
     assert not (ctx.cwd / "out").exists()
 
 
+async def test_a_tar_with_too_many_entries_is_refused_before_its_headers_are_all_read(ctx, monkeypatch):
+    # A compressed tar of millions of empty headers is a few kilobytes; reading every header before counting
+    # them took the agent's memory (a TarInfo each) and ran on past the call's deadline.
+    monkeypatch.setattr(archive, "MAX_ENTRIES", 100)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for n in range(3000):
+            tf.addfile(tarfile.TarInfo(f"e{n}"), io.BytesIO(b""))
+    (ctx.cwd / "many.tar.gz").write_bytes(buf.getvalue())
+    read = []
+    real = tarfile.TarInfo.fromtarfile.__func__
+
+    def counting(cls, tarobj):
+        read.append(1)
+        return real(cls, tarobj)
+
+    monkeypatch.setattr(tarfile.TarInfo, "fromtarfile", classmethod(counting))
+    with pytest.raises(ToolError, match="more than 100 entries"):
+        await desktop_unzip({"source": "many.tar.gz", "dest": "out"}, ctx)
+    assert len(read) <= 102, f"{len(read)} headers read"
+    assert not (ctx.cwd / "out").exists()
+
+
 async def test_unzip_refuses_what_is_not_an_archive(ctx):
     (ctx.cwd / "plain.txt").write_text("hello")
     with pytest.raises(ToolError, match="neither a zip nor a tar"):

@@ -344,3 +344,12 @@ async def test_copy_directory_refuses_a_dest_inside_the_source_and_a_file_source
         await desktop_copy_directory({"source": "src"}, ctx)
     with pytest.raises(ToolError, match='"overwrite" must be true or false'):
         await desktop_copy_directory({"source": "src", "dest": "x", "overwrite": 1}, ctx)
+
+
+async def test_a_hunk_header_with_a_huge_number_is_a_clear_error(ctx):
+    # int() refuses more than 4300 digits with a ValueError: the call failed as a crash, logged as a bug.
+    (ctx.cwd / "f.txt").write_text("a\n")
+    for header in ("@@ -" + "9" * 5000 + " +1 @@", "@@ -1," + "9" * 5000 + " +1 @@"):
+        with pytest.raises(ToolError, match="patch did not apply"):
+            await desktop_patch({"path": "f.txt", "patch": header + "\n-a\n+b\n"}, ctx)
+    assert (ctx.cwd / "f.txt").read_text() == "a\n"

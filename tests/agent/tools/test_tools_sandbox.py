@@ -331,3 +331,31 @@ async def test_a_login_path_that_does_not_exist_yet_cannot_be_created_inside_a_r
     assert not (home / ".ssh").exists() and not (home / ".config" / "autostart").exists()
     assert not (home / ".profile").exists() and (home / ".bashrc").read_text() == "# rc\n"
     assert (home / "project" / "file").read_text() == "ok\n"  # the rest of the root stays writable
+
+
+async def test_a_workspace_command_does_not_get_the_users_secrets_from_the_agents_environment(box):
+    # The agent started from a login shell carries what the user exported there; a workspace host may read
+    # only its roots and system paths, and the command's output goes back to the host.
+    ctx, *_ = box
+    ctx = replace(ctx, env={**ctx.env, "OPENAI_API_KEY": "sk-secret-1", "DATABASE_URL": "postgres://u:pw-2@db/x",
+                            "GITHUB_TOKEN": "ghp-secret-3", "LANG": "C.UTF-8", "JAVA_HOME": "/usr/lib/jvm/x"})
+    shown = (await run(ctx, "env"))["stdout"]
+    for secret in ("sk-secret-1", "pw-2", "ghp-secret-3"):
+        assert secret not in shown
+    assert "LANG=C.UTF-8" in shown and "JAVA_HOME=/usr/lib/jvm/x" in shown and "PATH=" in shown
+    trusted = replace(ctx, confinement=replace(ctx.confinement, kernel_commands=False))
+    assert "sk-secret-1" in (await run(trusted, "env"))["stdout"]  # trusted commands have the user's rights
+
+
+async def test_a_commands_environment_follows_the_confinement_the_call_resolved(box):
+    # The channel hands tools a context whose confinement is resolved in the tool's thread (PENDING until
+    # then): the environment must follow what was resolved, not the placeholder (which is a workspace's).
+    from hermes_relay.core.confine import PENDING
+
+    ctx, *_ = box
+    secret = {**ctx.env, "OPENAI_API_KEY": "sk-secret-4"}
+    trusted = replace(ctx.confinement, kernel_commands=False)
+    as_channel = replace(ctx, env=secret, confinement=PENDING, resolve=lambda: trusted)
+    assert "sk-secret-4" in (await run(as_channel, "env"))["stdout"]
+    workspace = replace(ctx, env=secret, confinement=PENDING, resolve=lambda: ctx.confinement)
+    assert "sk-secret-4" not in (await run(workspace, "env"))["stdout"]

@@ -4,6 +4,7 @@ draw from their own limiter (full: "busy"), and a line without end is searched i
 from __future__ import annotations
 
 import os
+import re
 import threading
 import tracemalloc
 from dataclasses import replace
@@ -15,6 +16,7 @@ import trio
 from hermes_relay.agent.desktop.tools import _thread, search
 from hermes_relay.agent.desktop.tools.files import desktop_checksum, desktop_read_file
 from hermes_relay.agent.desktop.tools.search import desktop_search_files
+from hermes_relay.core.confine import UNCONFINED
 from hermes_relay.core.desktop import ToolError
 
 HANG_GUARD = 20.0  # seconds; only a hung call reaches it (a loaded machine takes well under one)
@@ -47,16 +49,17 @@ async def test_fifo_content_searches_leave_read_file_and_the_default_limiter_wor
         with trio.fail_after(HANG_GUARD):
             results.append(await desktop_search_files({"pattern": "needle", "content": True, "cwd": "tree"}, plain))
 
+    searches = _thread.MAX_TOOL_THREADS + 1  # more than the tool threads (each search is now its own process)
     try:
         async with trio.open_nursery() as nursery:
-            for _ in range(50):
+            for _ in range(searches):
                 nursery.start_soon(search_once)
         assert _thread.limiter().inner.borrowed_tokens == 0  # no tool thread is left stuck in the FIFO
         assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
         with trio.fail_after(HANG_GUARD):
             assert await desktop_read_file({"path": "readme.txt"}, ctx) == "fine"
             assert await trio.to_thread.run_sync(lambda: 42) == 42
-        assert len(results) == 50
+        assert len(results) == searches
         assert all(r["matches"] == [str(tree / "hit.txt")] for r in results)
     finally:
         _release_readers(tree / "a.fifo")
@@ -114,10 +117,50 @@ async def test_a_line_without_end_is_searched_in_bounded_memory(ctx, tmp_path):
     edge.write_bytes(b"b" * (search.MAX_LINE - 3) + b"needle" + b"b" * 100)
     (ctx.cwd / "none.txt").write_bytes(b"c" * (3 << 20))
     tracemalloc.start()
-    try:
-        result = await desktop_search_files({"pattern": "needle", "content": True}, _no_rg(ctx, tmp_path))
+    try:  # the walk the search's child process runs, measured here in this process
+        matches, _ = search.content_search(threading.Event(), UNCONFINED, ctx.cwd, re.compile(b"needle"), 100)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert sorted(result["matches"]) == [str(edge), str(big)]
+    assert sorted(matches) == [str(edge), str(big)]
     assert peak < 6 << 20
+    result = await desktop_search_files({"pattern": "needle", "content": True}, _no_rg(ctx, tmp_path))
+    assert sorted(result["matches"]) == sorted(matches)
+
+
+async def test_one_host_with_stuck_calls_leaves_another_host_its_threads(autojump_clock: trio.abc.Clock) -> None:
+    # Before, 16 slow calls of one relay (a hung mount, a huge tree) took every tool thread and each call
+    # of every other relay answered "busy": one host could stop the desktop tools of all the others.
+    release = threading.Event()
+
+    def stuck(stop: threading.Event) -> None:
+        release.wait(30)
+
+    async def hostile_call() -> None:
+        _thread.HOST.set("wss://hostile.example")
+        with trio.move_on_after(0.3):  # its caller gives up; the thread stays stuck, holding its token
+            await _thread.run(stuck)
+
+    async def other_call() -> int:
+        _thread.HOST.set("wss://other.example")
+        return await _thread.run(lambda stop: 7)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(_thread.MAX_TOOL_THREADS):
+                nursery.start_soon(hostile_call)
+        assert _thread.limiter().inner.borrowed_tokens == _thread.MAX_PER_HOST  # its share, no more
+        _thread.HOST.set("wss://hostile.example")
+        with pytest.raises(ToolError, match="this relay host already has 8 tool threads working"):
+            await _thread.run(lambda stop: 1)
+        async with trio.open_nursery() as nursery:  # another host still has threads, several at once
+            results: list[int] = []
+
+            async def collect() -> None:
+                results.append(await other_call())
+
+            for _ in range(_thread.MAX_TOOL_THREADS - _thread.MAX_PER_HOST):
+                nursery.start_soon(collect)
+        assert results == [7] * (_thread.MAX_TOOL_THREADS - _thread.MAX_PER_HOST)
+    finally:
+        release.set()

@@ -243,7 +243,7 @@ class Relay:
         reread = math.inf if beat is not None and self.heartbeat.interval <= EXPIRY_SWEEP else EXPIRY_SWEEP
         near = 2 * self.heartbeat.interval if beat is not None else math.inf
         try:
-            while ws.closed is None and (beat is None or not beat.timed_out):  # closed: by another task
+            while ws.open and (beat is None or not beat.timed_out):  # not open: closed by another task, or broken
                 remaining = self.core.expires_in(sess)
                 if remaining <= 0:
                     await ws.aclose(CLOSE_AUTH_FAILED, "session expired")

@@ -220,6 +220,9 @@ class ServerSocket:
         try:
             await self._send_all(rest)
             self._broken = False
+        except BaseException:
+            self._break()
+            raise
         finally:
             self._release()
 
@@ -260,11 +263,18 @@ class ServerSocket:
                     return
         except BaseException as exc:
             if sent:
-                self._broken = True
+                self._break()
             if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
-                self._broken = True
+                self._break()
                 raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, None)) from exc
             raise
+
+    def _break(self) -> None:
+        """No frame can follow on this socket: the reader's wait ends too (the connection then closes,
+        instead of reading on for a peer it can no longer answer)."""
+        self._broken = True
+        if self.wait is not None:
+            self.wait.cancel()
 
     def _release(self) -> None:
         lot = self._lot

@@ -382,3 +382,39 @@ async def test_a_client_that_never_reads_is_closed_by_the_heartbeat_and_stalls_n
             await trio.sleep(0.05)
     await register_code(relay.http)  # still serving
     await stream.aclose()
+
+
+async def test_a_write_cut_midway_breaks_the_socket_and_ends_its_readers_wait(nursery):
+    """A frame half out cannot be followed by another (the client would read garbage): the socket takes no
+    more frames, and its reader stops waiting, so the connection closes instead of reading on for a peer
+    it can no longer answer."""
+    client_stream, server_stream = await _tcp_pair()
+    client = _RawClient(client_stream)
+    async with trio.open_nursery() as both:
+        both.start_soon(client.handshake)
+        server = await _accept(server_stream)
+    reader_done = trio.Event()
+
+    async def reader() -> None:
+        with trio.CancelScope() as wait:
+            server.wait = wait
+            await server.get_message()  # the client sends nothing: only the break ends this
+        reader_done.set()
+
+    nursery.start_soon(reader)
+    writer = trio.CancelScope()
+
+    async def write() -> None:
+        with writer:
+            await server.send_message("x" * (8 << 20))  # the client reads nothing: stuck midway
+
+    nursery.start_soon(write)
+    await trio.testing.wait_all_tasks_blocked()
+    writer.cancel()
+    with trio.fail_after(5):
+        await reader_done.wait()
+    assert not server.open
+    with pytest.raises(ConnectionClosed):
+        await server.send_message("after half a frame")
+    await server_stream.aclose()
+    await client_stream.aclose()

@@ -137,6 +137,10 @@ class ScriptedWs:
     def closed(self):
         return self.close_reason
 
+    @property
+    def open(self) -> bool:
+        return self.close_reason is None
+
     def authenticated(self, max_message: int, receive_size: int) -> None:
         pass
 

@@ -195,10 +195,7 @@ async def ripgrep_search(rg: str, root: Path, pattern: str, limit: int) -> tuple
             errors = await proc.stderr.receive_some(4096)
             await proc.wait()
     finally:
-        if proc.returncode is None:
-            await _proc.kill_tree(proc, grace=0.2)
-        with trio.CancelScope(shield=True):
-            await proc.stderr.aclose()  # type: ignore[union-attr]
+        await _end(proc, proc.stderr)
     if not truncated and proc.returncode == 2 and not matches:
         message = errors.decode("utf-8", "replace").strip().splitlines()
         raise ToolError(f"invalid search: {message[-1] if message else 'ripgrep failed'}")
@@ -220,6 +217,16 @@ def child_request(root: Path, pattern: str, limit: int, confinement: Confinement
         c[f.name] = [os.fspath(p) for p in value] if f.name in CHILD_PATHS else value
     doc = {"root": os.fspath(root), "pattern": pattern, "limit": limit, "confinement": c, "openat2": openat2}
     return json.dumps(doc, ensure_ascii=True).encode("ascii")
+
+
+async def _end(proc: trio.Process, *pipes: trio.abc.AsyncResource | None) -> None:
+    """A search process whose call ended first is killed (and what it started); its pipes are closed."""
+    if proc.returncode is None:
+        await _proc.kill_tree(proc, grace=0.2)
+    with trio.CancelScope(shield=True):
+        for pipe in pipes:
+            if pipe is not None:
+                await pipe.aclose()
 
 
 async def child_search(confinement: Confinement, root: Path, pattern: str, limit: int) -> tuple[list[str], bool]:
@@ -267,11 +274,7 @@ async def _child_search(request: bytes) -> tuple[list[str], bool]:
         errors = await proc.stderr.receive_some(4096)
         await proc.wait()
     finally:
-        if proc.returncode is None:
-            await _proc.kill_tree(proc, grace=0.2)
-        with trio.CancelScope(shield=True):
-            await proc.stdout.aclose()  # type: ignore[union-attr]
-            await proc.stderr.aclose()  # type: ignore[union-attr]
+        await _end(proc, proc.stdout, proc.stderr)
     try:
         answer = json.loads(out)
     except ValueError:

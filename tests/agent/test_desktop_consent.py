@@ -197,6 +197,8 @@ async def test_each_call_gets_its_hosts_confinement(service: DesktopService, env
     ("desktop_terminal", {"command": "cat a.txt", "cwd": "src"}, {"stdout": "hello"}),
     ("desktop_search_files", {"pattern": "a.txt", "cwd": "src"}, {"matches": ["src/a.txt"]}),
     ("desktop_search_files", {"pattern": "hel+o", "cwd": "src", "content": True}, {"matches": ["src/a.txt"]}),
+    ("desktop_job_start", {"command": "cat a.txt", "cwd": "src"}, {"job_id": True}),
+    ("desktop_spawn_detached", {"command": "cat a.txt", "cwd": "src", "log_dir": "logs"}, {"job_id": True}),
 ])
 async def test_a_call_touches_user_paths_in_its_tool_thread_never_on_the_loop(
         service: DesktopService, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
@@ -220,7 +222,7 @@ async def test_a_call_touches_user_paths_in_its_tool_thread_never_on_the_loop(
 
     monkeypatch.setattr(roots, "reachable", spy(roots.reachable))
     monkeypatch.setattr(_args, "directory", spy(_args.directory))
-    args = {k: str(home / v) if k in ("path", "cwd") else v for k, v in args.items()}
+    args = {k: str(home / v) if k in ("path", "cwd", "log_dir") else v for k, v in args.items()}
 
     class Port:
         url = route_url = URL
@@ -247,6 +249,8 @@ async def test_a_call_touches_user_paths_in_its_tool_thread_never_on_the_loop(
         assert answer["result"] == result
     elif "matches" in result:
         assert answer["result"]["matches"] == [str(home / m) for m in result["matches"]]
+    elif "job_id" in result:
+        assert answer["result"]["job_id"] and answer["result"]["cwd"] == str(home / "src")
     else:
         assert answer["result"]["stdout"] == result["stdout"]
     assert where and threading.main_thread().name not in where, where

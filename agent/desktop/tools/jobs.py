@@ -23,6 +23,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -31,7 +32,7 @@ import psutil
 import trio
 
 from ....core.desktop import COMMANDS, FILES, ToolContext, ToolError, ToolSpec
-from . import _args, _fs, _jobrecord, _proc, _procguard, _sandbox
+from . import _args, _fs, _jobrecord, _proc, _procguard, _sandbox, _thread
 from ._jobrecord import JOB_ID, job_dir, jobs_root
 from ._jobrunner import CANCELLED, encode_spec, read_meta, write_meta
 
@@ -184,6 +185,19 @@ async def _launch(ctx: ToolContext, job_dir: Path, spec: dict[str, Any], stdin: 
 
 
 async def _start(args: dict[str, Any], ctx: ToolContext, *, detached: bool) -> dict[str, Any]:
+    # The cwd, the roots and a log_dir are user paths (a hung network mount must not freeze the agent):
+    # they are checked, resolved and made in one tool-thread hop; only the launch is awaited here.
+    record, spec, stdin, job_dir = await _thread.run(_prepare, args, ctx, detached)
+    started = await _launch(ctx, job_dir, spec, stdin)
+    record.update({k: started.get(k) for k in ("pid", "pid_create_time", "runner_pid", "runner_create_time")})
+    _jobrecord.save(ctx, record)
+    return record
+
+
+def _prepare(stop: threading.Event, args: dict[str, Any], ctx: ToolContext,
+             detached: bool) -> tuple[dict[str, Any], dict[str, Any], str | None, Path]:
+    """Everything before the launch, in a tool thread: the arguments checked, the job's folder and record
+    made (the record before anything runs: a job never exists without its owner)."""
     command = _args.text(args, "command")
     cwd = _args.directory(args, "cwd", ctx)
     overrides = _args.env_map(args)
@@ -199,6 +213,7 @@ async def _start(args: dict[str, Any], ctx: ToolContext, *, detached: bool) -> d
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not _real_dir(root):
         raise ToolError(f"{root} is not a directory; jobs cannot be started")
+    _thread.check(stop)  # the call ended meanwhile: make nothing
     try:
         (root / job_id).mkdir(mode=0o700)
     except FileExistsError:
@@ -223,14 +238,11 @@ async def _start(args: dict[str, Any], ctx: ToolContext, *, detached: bool) -> d
         record["had_stdin"] = stdin is not None
     if overrides:
         record["env_keys"] = sorted(overrides)
-    _jobrecord.save(ctx, record)  # before anything runs: a job never exists without its owner
+    _jobrecord.save(ctx, record)
     write_meta(root / job_id, {k: record[k] for k in RECORD_KEYS if k in record})
     spec = {"argv": _proc.command_line(executed), "cwd": str(cwd), "env": overrides, "logs": log_paths,
             "stdin": stdin is not None}
-    started = await _launch(ctx, root / job_id, spec, stdin)
-    record.update({k: started.get(k) for k in ("pid", "pid_create_time", "runner_pid", "runner_create_time")})
-    _jobrecord.save(ctx, record)
-    return record
+    return record, spec, stdin, root / job_id
 
 
 async def desktop_job_start(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:

@@ -241,7 +241,7 @@ class Relay:
         # the expiry is near: an idle connection has no timer of its own. A heartbeat timeout cancels the
         # wait, a close from another task shortens it: one scope per connection, not one per message.
         reread = math.inf if beat is not None and self.heartbeat.interval <= EXPIRY_SWEEP else EXPIRY_SWEEP
-        near = 2 * self.heartbeat.interval if beat is not None else math.inf
+        near = self.heartbeat.lookahead if beat is not None else math.inf
         try:
             while ws.open and (beat is None or not beat.timed_out):  # not open: closed by another task, or broken
                 remaining = self.core.expires_in(sess)

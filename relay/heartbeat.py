@@ -74,7 +74,7 @@ class Beat:
         wait = self.ws.wait if self.ws is not None else None
         if wait is not None and self.expires_in is not None and self.heartbeat is not None:
             left = max(0.0, self.expires_in())
-            if left > 2 * self.heartbeat.interval:
+            if left > self.heartbeat.lookahead:
                 return  # a later beat comes first: no deadline (each one set is a heap entry in trio)
             ends = trio.current_time() + left
             if ends < wait.deadline:  # (setting a deadline costs trio's bookkeeping even when unchanged)
@@ -95,6 +95,12 @@ class Heartbeat:
         self._due: deque[tuple[float, Beat]] = deque()
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
+
+    @property
+    def lookahead(self) -> float:
+        """How far off a session's expiry is still seen in time by a later beat (a connection's beats come
+        an interval apart, plus a little slack): a nearer expiry needs a deadline on the connection's wait."""
+        return 2 * self.interval
 
     def add(self, ws: ServerSocket,
             expires_in: Callable[[], float] | None = None) -> Beat | None:

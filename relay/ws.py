@@ -8,13 +8,13 @@ the engine trio-websocket drives) until a whole message is there, answering ping
 the way; any task may ``send_message``; ``aclose`` runs the closing handshake. The agent keeps
 trio-websocket as its client.
 
-Who reads: only the task that made the socket (the connection's task). A close begun by another task
-(a revocation) sends the close frame and then shortens the reader's current wait (``wait``, the
+Who reads: one task, the last to call ``get_message`` (the connection's task). A close begun by another
+task (a revocation) sends the close frame and then shortens the reader's current wait (``wait``, the
 scope the reader registers) to ``CLOSE_GRACE``, so the reader sees the peer's answer or gives up.
 
 Writes never interleave: a writer that finds another one mid-frame parks until it is handed the
 socket (FIFO, as trio's locks). A write cancelled or failed midway leaves a partial frame on the
-wire, so the socket is then marked broken and nothing more is written to it.
+wire, so the socket is then marked broken, nothing more is written to it and the reader's wait ends.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class ServerSocket:
         self.receive_size = receive_size  # bytes per read (once authenticated, a read that fills it grows the next)
         self._size_next = self._read_max = receive_size  # unauthenticated: small reads only (bounded memory)
         self.closed: CloseReason | None = None  # set once a close began (ours or the peer's)
-        self.beat: Any = None  # the heartbeat's Beat: set() on its pong
+        self.beat: Any = None  # the heartbeat's Beat: told of each pong
         self.wait: trio.CancelScope | None = None
         self._parts: list[Any] | None = None  # the pieces of a message that came in several
         self._size = 0
@@ -216,11 +216,9 @@ class ServerSocket:
 
     async def finish_write(self, rest: bytes) -> None:
         """The rest of a frame ``write_now`` wrote in part (the socket is held until it is out)."""
-        self._broken = True  # until the rest is out: a cancel or a failure leaves half a frame
         try:
             await self._send_all(rest)
-            self._broken = False
-        except BaseException:
+        except BaseException:  # even a cancel before a byte of the rest: half a frame is out already
             self._break()
             raise
         finally:
@@ -262,10 +260,10 @@ class ServerSocket:
                 if sent >= len(view):
                     return
         except BaseException as exc:
-            if sent:
+            gone = isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError))
+            if sent or gone:
                 self._break()
-            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
-                self._break()
+            if gone:
                 raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, None)) from exc
             raise
 

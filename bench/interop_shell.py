@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from procs import AgentEnv, Proxy, free_port, wait_state  # noqa: E402
+from procs import AgentEnv, Proxy, free_port, terminate, wait_state  # noqa: E402
 from shell_pty import Terminal, set_size  # noqa: E402
 
 from hermes_relay.core import api, payload  # noqa: E402
@@ -88,13 +88,7 @@ class RefRelay:
         return out.stdout
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        terminate(self.proc, group=True)
         subprocess.run(["tmux", "-L", "hermes-relay", "kill-server"],
                        env={**os.environ, "TMUX_TMPDIR": str(self.tmux_dir)}, capture_output=True)
         self.log.close()

@@ -21,11 +21,11 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
+from procs import terminate
 from reference import Reference, ReferenceRelay
 
 BUN_ENV = "HERMES_RELAY_REFERENCE_BUN"
@@ -115,12 +115,7 @@ class ReferenceDesktop:
         return self.daemon.pid
 
     def stop(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            os.killpg(self.daemon.pid, signal.SIGTERM)
-            try:
-                self.daemon.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.daemon.pid, signal.SIGKILL)
-                self.daemon.wait()
+        if self.daemon is not None:
+            terminate(self.daemon, group=True)
         self.daemon = None
         self.relay.stop()

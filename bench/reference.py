@@ -14,11 +14,12 @@ import http.client
 import json
 import os
 import secrets
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from procs import terminate
 
 DEFAULT_CHECKOUT = Path("/tmp/hermes-ref")
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -95,11 +96,6 @@ class ReferenceRelay:
             conn.close()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None

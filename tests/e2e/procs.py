@@ -30,6 +30,26 @@ TOOLS = Path(__file__).parent
 _READERS: dict[int, LineReader] = {}
 
 
+def terminate(proc: subprocess.Popen[Any], *, group: bool = False, grace: float = 10) -> None:
+    """SIGTERM (to its whole process group with ``group``), then SIGKILL if it is still there after ``grace``
+    seconds; returns once it has exited."""
+    if proc.poll() is not None:
+        return
+
+    def send(sig: int) -> None:
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        proc.wait()
+
+
 def read_line(proc: subprocess.Popen[Any], timeout: float) -> str:
     """The next line the process prints, waiting at most ``timeout``."""
     assert proc.stdout is not None
@@ -83,13 +103,8 @@ class RelayProc:
         return self.url.replace("wss://", "https://").replace("ws://", "http://")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         if self.proc is not None and self.proc.stdout is not None:
             _READERS.pop(self.proc.stdout.fileno(), None)
             self.proc.stdout.close()

@@ -161,19 +161,23 @@ class DesktopService:
             return
         self._policy_key = view.key
         self._roots = view.roots
-        if view.roots_error is not None:
-            if self._roots_error != view.roots_error:
-                log.error("desktop_roots_unreadable error=%s (file tools reach nothing until fixed)", view.roots_error)
-            self.last_error = {"message": view.roots_error, "tool": None, "ts": int(self.wall_clock() * 1000)}
+        self._file_error(view.roots_error, self._roots_error, "desktop_roots_unreadable",
+                         "file tools reach nothing until fixed")
         self._roots_error = view.roots_error
         self._policies = view.policies
-        if view.policy_error is not None:
-            if self._policy_error != view.policy_error:
-                log.error("desktop_policy_unreadable error=%s (every host restricted until fixed)", view.policy_error)
-            self.last_error = {"message": view.policy_error, "tool": None, "ts": int(self.wall_clock() * 1000)}
+        self._file_error(view.policy_error, self._policy_error, "desktop_policy_unreadable",
+                         "every host restricted until fixed")
         self._policy_error = view.policy_error
         self._consented = view.consented
         self._audit_changes()
+
+    def _file_error(self, error: str | None, known: str | None, event: str, effect: str) -> None:
+        """A policy file that cannot be read: logged once per new error, and the last error ``status`` shows."""
+        if error is None:
+            return
+        if error != known:
+            log.error("%s error=%s (%s)", event, error, effect)
+        self.last_error = {"message": error, "tool": None, "ts": int(self.wall_clock() * 1000)}
 
     def announce(self, url: str, by: str) -> str:
         """Our own writer ``by`` is about to change ``url``'s policy or roots: the audit names it."""

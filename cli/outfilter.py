@@ -157,9 +157,7 @@ class OutputFilter:
                 self._finish_colour(out)
                 return
             self._finish_colour(out)  # ESC ended the string and starts a new sequence
-            self._held = bytearray(b"\x1b")
-            self._state = _ESC
-            self._esc_byte(b, out)
+            self._restart_at_esc(b, out)
             return
         if b == ESC:
             self._esc_in_string = True
@@ -171,6 +169,12 @@ class OutputFilter:
             self.removed += 1
             self._held.clear()
             self._state = _OSC_DROP
+
+    def _restart_at_esc(self, b: int, out: bytearray) -> None:
+        """An ESC inside a string that is not its terminator: a new sequence began at it, ``b`` is its next byte."""
+        self._held = bytearray(b"\x1b")
+        self._state = _ESC
+        self._esc_byte(b, out)
 
     def _finish_colour(self, out: bytearray) -> None:
         if b"?" in self._held:
@@ -218,9 +222,7 @@ class OutputFilter:
                     out += b"\x1b\\"
                 self._reset()
                 return
-            self._held = bytearray(b"\x1b")  # the string ended; ESC begins a new sequence
-            self._state = _ESC
-            self._esc_byte(b, out)
+            self._restart_at_esc(b, out)  # the string ended; ESC begins a new sequence
             return
         if b == ESC:
             self._esc_in_string = True

@@ -29,7 +29,7 @@ from .httpmsg import (  # noqa: F401  (re-exported: the driver's callers use htt
 async def read_request_head(stream: trio.abc.Stream) -> HttpRequest | None:
     """Read one request head. Returns None if the client closed before sending anything."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-    raw = bytearray()
+    received = 0
     while True:
         try:
             event = conn.next_event()
@@ -37,17 +37,16 @@ async def read_request_head(stream: trio.abc.Stream) -> HttpRequest | None:
             raise BadRequest(exc.error_status_hint, f"malformed HTTP request: {exc}") from None
         if event is h11.NEED_DATA:
             data = await stream.receive_some(4096)
-            if not data and not raw:
+            if not data and not received:
                 return None
-            raw += data
-            if len(raw) > MAX_HEAD + MAX_BODY:
+            received += len(data)
+            if received > MAX_HEAD + MAX_BODY:
                 raise BadRequest(431, "request head too large")
             conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes any bytes-like; its stub says bytes
             continue
         if isinstance(event, h11.Request):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-            return HttpRequest(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(raw), conn,
-                               event)
+            return HttpRequest(event.method.decode("ascii"), event.target.decode("latin-1"), headers, conn)
         if isinstance(event, h11.ConnectionClosed):
             return None
         raise BadRequest(400, "unexpected HTTP event")

@@ -28,9 +28,7 @@ class HttpRequest:
     method: str
     target: str
     headers: dict[str, str]
-    raw: bytes
-    conn: h11.Connection
-    event: h11.Request | None = None  # what h11 parsed: an upgrade hands it to wsproto (relay/upgrade.py)
+    conn: h11.Connection  # the parse goes on: a body (relay/http.py read_body), an upgrade (relay/upgrade.py)
 
     @property
     def path(self) -> str:

@@ -59,7 +59,7 @@ async def test_a_host_header_that_is_not_loopback_is_refused(relay):
 async def test_a_caller_that_is_not_loopback_is_refused_before_anything_is_sent():
     router = DesktopRouter()
     req = HttpRequest("POST", f"/desktop/{TERMINAL}", {"host": "127.0.0.1:8767", "content-type": "application/json"},
-                      b"", None)  # type: ignore[arg-type]
+                      None)  # type: ignore[arg-type]
     status, body = await desktop_http.handle(router, req, b'{"command": "id"}', loopback=_is_loopback("192.0.2.7"))
     assert (status, body["ok"]) == (403, False) and "loopback" in body["error"]
     assert router.health()["recent_commands"] == []

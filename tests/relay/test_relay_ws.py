@@ -194,7 +194,7 @@ def test_the_accept_token_is_the_rfcs():
     conn.receive_data(HEAD.format(key=KEY).encode())
     event = conn.next_event()
     headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-    answer = upgrade.answer(HttpRequest("GET", "/", headers, b"", conn, event))
+    answer = upgrade.answer(HttpRequest("GET", "/", headers, conn))
     assert isinstance(answer, upgrade.Accepted)
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer.reply  # RFC 6455 §1.3
 

@@ -251,3 +251,47 @@ async def test_the_runner_never_reads_what_to_run_from_meta_json(tmp_path):
     assert reply.startswith("ok "), reply
     await until(lambda: "ended_at_ms" in _jobrunner.read_meta(job_dir))
     assert (job_dir / "combined.log").read_text() == "spec\n" and not planted.exists()
+
+
+async def test_a_job_whose_call_ended_while_it_was_being_prepared_is_never_made_nor_run(tmp_path, monkeypatch):
+    """A hostile host gives up on (or outlasts the deadline of) a job start whose checks are still running
+    in the tool thread (a slow mount): the abandoned thread makes no job folder, saves no record and the
+    command never runs."""
+    import threading
+
+    from hermes_relay.agent.desktop.tools import _args
+
+    ctx = host(tmp_path, A)
+    (tmp_path / "work").mkdir(exist_ok=True)
+    checking, release, finished = threading.Event(), threading.Event(), threading.Event()
+    real_directory, real_prepare = _args.directory, jobs._prepare
+
+    def slow_directory(*args, **kwargs):
+        checking.set()
+        release.wait(30)  # a hung mount, until the test lets it go
+        return real_directory(*args, **kwargs)
+
+    def prepare(*args, **kwargs):
+        try:
+            return real_prepare(*args, **kwargs)
+        finally:
+            finished.set()  # the abandoned thread is done, whatever it did
+
+    monkeypatch.setattr(_args, "directory", slow_directory)
+    monkeypatch.setattr(jobs, "_prepare", prepare)
+    marker = tmp_path / "work" / "ran"
+    with trio.CancelScope() as call:
+        async def give_up() -> None:
+            await trio.to_thread.run_sync(checking.wait, 30)
+            call.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(give_up)
+            await jobs.desktop_job_start({"command": f"touch {marker}", "job_id": "late", "cwd": str(tmp_path / "work")},
+                                         ctx)
+    assert call.cancelled_caught
+    release.set()
+    await trio.to_thread.run_sync(finished.wait, 30)
+    assert not (_jobrecord.jobs_root(ctx) / "late").exists()
+    assert _jobrecord.load(ctx, "late") is None
+    assert not marker.exists()

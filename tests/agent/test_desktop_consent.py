@@ -157,16 +157,8 @@ def test_policy_changes_are_audited_with_who_changed_them(service: DesktopServic
     assert len(_policy_records(service)) == 4  # nothing changed: nothing recorded
 
 
-async def test_each_call_gets_its_hosts_confinement(service: DesktopService, env: dict[str, str],
-                                                    autojump_clock: trio.abc.Clock) -> None:
-    seen: list[ToolContext] = []
-
-    async def probe(args: dict[str, Any], ctx: ToolContext) -> Any:
-        seen.append(ctx)
-        return {"ok": True}
-
-    service.table = desktop.ToolTable([ToolSpec("desktop_probe", desktop.COMMANDS, probe)])
-    policy.set_mode(service.policy_path, URL, policy.WORKSPACE)
+async def _served_call(service: DesktopService, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    """One ``desktop.command`` through the service's link handler, as a relay sends it: its response payload."""
 
     class Port:
         url = route_url = URL
@@ -182,11 +174,27 @@ async def test_each_call_gets_its_hosts_confinement(service: DesktopService, env
     async with trio.open_nursery() as nursery:
         nursery.start_soon(service.serve_link, port, inbound)
         await inbound_send.send({"channel": "desktop", "type": "desktop.command", "id": "1",
-                                 "payload": {"request_id": "r-1", "tool": "desktop_probe", "args": {}}})
+                                 "payload": {"request_id": "r-1", "tool": tool, "args": args}})
         with trio.fail_after(60):
-            while (await port.receive.receive())["type"] != "desktop.response":
+            while (response := await port.receive.receive())["type"] != "desktop.response":
                 pass
         nursery.cancel_scope.cancel()
+    payload: dict[str, Any] = response["payload"]
+    return payload
+
+
+async def test_each_call_gets_its_hosts_confinement(service: DesktopService, env: dict[str, str],
+                                                    autojump_clock: trio.abc.Clock) -> None:
+    seen: list[ToolContext] = []
+
+    async def probe(args: dict[str, Any], ctx: ToolContext) -> Any:
+        seen.append(ctx)
+        return {"ok": True}
+
+    service.table = desktop.ToolTable([ToolSpec("desktop_probe", desktop.COMMANDS, probe)])
+    policy.set_mode(service.policy_path, URL, policy.WORKSPACE)
+
+    await _served_call(service, "desktop_probe", {})
     assert seen[0].confined() == service.confinement(URL)
     assert seen[0].confinement == confine.PENDING  # the field itself reaches nothing: a tool asks confined()
     assert seen[0].confined().kernel_commands and seen[0].confined().owner == URL
@@ -224,26 +232,7 @@ async def test_a_call_touches_user_paths_in_its_tool_thread_never_on_the_loop(
     monkeypatch.setattr(_args, "directory", spy(_args.directory))
     args = {k: str(home / v) if k in ("path", "cwd", "log_dir") else v for k, v in args.items()}
 
-    class Port:
-        url = route_url = URL
-
-        def __init__(self) -> None:
-            self.sent, self.receive = trio.open_memory_channel[dict[str, Any]](100)
-
-        async def send(self, envelope: dict[str, Any]) -> None:
-            await self.sent.send(envelope)
-
-    port = Port()
-    inbound_send, inbound = trio.open_memory_channel[Any](10)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(service.serve_link, port, inbound)
-        await inbound_send.send({"channel": "desktop", "type": "desktop.command", "id": "1",
-                                 "payload": {"request_id": "r-1", "tool": tool, "args": args}})
-        with trio.fail_after(60):
-            while (response := await port.receive.receive())["type"] != "desktop.response":
-                pass
-        nursery.cancel_scope.cancel()
-    answer = response["payload"]
+    answer = await _served_call(service, tool, args)
     assert answer["ok"] is True, answer
     if isinstance(result, str):
         assert answer["result"] == result

@@ -951,6 +951,23 @@ async def _health_once(port: int) -> float:
     return time.perf_counter() - t0
 
 
+class _Lines:
+    """Lines from a trio receive stream."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+        self.buffer = b""
+
+    async def next(self) -> str:
+        while b"\n" not in self.buffer:
+            chunk = await self.stream.receive_some(4096)
+            if not chunk:
+                raise RuntimeError("idle holder: exited")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode().strip()
+
+
 @dataclass(frozen=True)
 class RelayPlan:
     n_handshakes: int
@@ -978,7 +995,6 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
     ``ours``: the relay has our /health ``gc`` field and the leak row."""
     import trio
     import trio_websocket
-    from wsproto.utilities import LocalProtocolError
 
     token = ""
     for _ in range(50):  # the relay may turn a connection away as busy (503) for a moment
@@ -1029,8 +1045,8 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
     async def probe() -> tuple[list[float], list[float]]:
         """One at a time, interleaved: a whole handshake, and a GET /health on a fresh connection.
 
-        The bench client's own collector is kept out of it: with 10,000 connections held here too, a
-        full collection in this process would show as the relay's latency."""
+        The bench client's own collector is kept out of it: a full collection in this process would show
+        as the relay's latency."""
         hs, health = [], []
         gc.collect()
         gc.freeze()
@@ -1065,61 +1081,46 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
     if ours:
         out["gc"][0] = (await _health_json(port, "/relay/info"))["gc"]
 
-    # Idle connections: open and authenticate up to each level, hold them, then measure.
-    release = trio.Event()
+    # Idle connections: open and authenticate up to each level, hold them, then measure. They are held by a
+    # process of their own (bench/idle_holder.py): the pongs they answer must not show as the relay's latency.
+    holder = await trio.lowlevel.open_process(
+        [sys.executable, str(ROOT / "bench" / "idle_holder.py"), url, token],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdin is not None and holder.stdout is not None
+    lines = _Lines(holder.stdout)
     opened = 0
-    reached = trio.Event()
-    target = 0
-    open_limiter = trio.CapacityLimiter(16)  # the relay caps unauthenticated connections at 32 per address
-
-    async def hold() -> None:
-        nonlocal opened, busy
-        for attempt in range(50):
-            # A private nursery per connection: trio-websocket raises a refused upgrade (a 503 "busy"
-            # while the relay is behind on reading request heads) from its reader task, in that nursery.
-            try:
-                async with trio.open_nursery() as own:
-                    async with open_limiter:
-                        ws = await trio_websocket.connect_websocket_url(own, url)
-                        await _auth(ws, creds)
-                    opened += 1
-                    if opened == target:
-                        reached.set()
-                    await release.wait()
-                    with trio.move_on_after(5):
-                        await ws.aclose()
-                return
-            except* LocalProtocolError:  # trio-websocket answering a ping while it closes: the client's race
-                pass
-            except* trio_websocket.ConnectionRejected:
-                busy += 1
-                if attempt == 49:
-                    raise
-            if release.is_set():
-                return
-            await trio.sleep(0.05)
-
     frozen_before = 0
-    async with trio.open_nursery() as nursery:
+    holder_busy = "0"
+    try:
         await trio.sleep(1.0)
         before = rss_kb(relay_pid)
         if ours:
             await trio.sleep(1.5)  # the relay's collector policy ticks once a second
             frozen_before = (await _health_json(port, "/relay/info"))["gc"]["frozen"]
         for level in plan.levels:
-            target, reached = level, trio.Event()
-            for _ in range(level - opened):
-                nursery.start_soon(hold)
+            await holder.stdin.send_all(f"{level}\n".encode())
             stalls: list[float] = []
+            reply: list[str] = []
+            done = trio.Event()
+
+            async def wait_reached(reply: list[str], done: trio.Event) -> None:
+                reply.append(await lines.next())
+                done.set()
+
             with trio.fail_after(600):
-                while not reached.is_set():  # full collections run while the old generation grows
-                    gc.freeze()  # ... in the relay: this client keeps its own held connections out of its collections
-                    try:
-                        stalls.append(await _health_once(port))
-                    except trio.BrokenResourceError:  # turned away as busy (the per-address cap of
-                        busy += 1  # request heads pending: 16, and this client opens 16 at a time), unread: a reset
-                    with trio.move_on_after(0.02):
-                        await reached.wait()
+                async with trio.open_nursery() as waiting:
+                    waiting.start_soon(wait_reached, reply, done)
+                    while not reply:  # full collections run while the old generation grows
+                        try:
+                            stalls.append(await _health_once(port))
+                        except trio.BrokenResourceError:  # turned away as busy (the per-address cap of
+                            busy += 1  # request heads pending: 16, and the holder opens 16 at a time), unread
+                        with trio.move_on_after(0.02):
+                            await done.wait()
+            word, count, holder_busy = reply[0].split()
+            if word != "reached" or int(count) != level:
+                raise RuntimeError(f"idle holder: {reply[0]!r} (wanted {level})")
+            opened = level
             out["opening"][level] = stalls
             await trio.sleep(1.0)
             after = rss_kb(relay_pid)
@@ -1134,7 +1135,17 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
             out["probe"][level] = await probe()
             if ours:
                 out["gc"][level] = (await _health_json(port, "/relay/info"))["gc"]
-        release.set()
+        await holder.stdin.send_all(b"close\n")
+        with trio.fail_after(120):
+            if await lines.next() != "closed":
+                raise RuntimeError("idle holder: no `closed`")
+            await holder.wait()
+        busy += int(holder_busy)
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            with trio.CancelScope(shield=True):
+                await holder.wait()
     gc.unfreeze()
     out["busy"] = busy
     if ours and plan.levels:  # every held connection closed: what the relay froze for them must be gone

@@ -420,11 +420,12 @@ class Connection:
 
     async def send_utf8(self, data: bytes) -> None:
         """One text message whose text is ``data``, UTF-8 already (core/envelope.py ``utf8``), in one frame
-        written under the stream's lock; none once the WebSocket is closing (as trio-websocket refuses)."""
-        frame = wsframe.client_frame(data)
+        written under the stream's lock; none once the WebSocket is closing (as trio-websocket refuses). The
+        frame is built under the lock too: one big frame in memory at a time, however many answers wait."""
         async with self._stream.lock:
             if self._ws.closed is not None:
                 raise self._closed_by(self._ws.closed)
+            frame = wsframe.client_frame(data)
             try:
                 await self._stream.send_locked(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -6,9 +6,9 @@ upgrade (429 is RateLimitedError), or credentials rejected. Nothing above this m
 exception type, and only this module (and the relay) imports trio_websocket: a link holds a
 ``Connection`` (send_text, send_utf8, get_message, ping, aclose) whose failures are ConnectionLostError,
 with the relay's close code in ``close_code(exc)``. Its messages go out in frames of our own
-(agent/wsframe.py: trio-websocket's cost a 3 MB answer ~8 ms more); pings, pongs and the close are
-trio-websocket's, and every write takes the stream's one lock. The dial steps (``resolve``, ``connect_tcp``, ``start_tls``)
-are public so doctor can time each one.
+(agent/wsframe.py: trio-websocket's cost a 3 MB answer ~5 ms more); pings, pongs and the close are
+trio-websocket's, and every write takes the stream's one lock. The dial steps (``resolve``,
+``connect_tcp``, ``start_tls``) are public so doctor can time each one.
 
 Certificates are trusted by pin, not by CA: the relay typically runs a self-signed certificate on a
 LAN or tailnet. The pin is checked right after the TLS handshake, before a single byte of HTTP (and

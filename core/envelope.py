@@ -105,8 +105,8 @@ def _plain(obj: Any, budget: list[int]) -> bool:
 
 def _ascii_only(obj: Any, budget: list[int]) -> bool:
     """Every string (and key) in ``obj`` is ASCII, found within ``budget[0]`` values; False past it. For such
-    a value ``ensure_ascii`` changes nothing: both encoders escape the same characters (quotes, backslash,
-    control characters), and only a non-ASCII character is written differently."""
+    a value ``ensure_ascii`` changes nothing but DEL (``\\u007f`` then, the same JSON string): both encoders
+    escape quotes, backslash and control characters alike, and only DEL and non-ASCII characters differ."""
     budget[0] -= 1
     if budget[0] < 0:
         return False

@@ -166,7 +166,7 @@ class _Port:
 
     async def send(self, message: dict[str, Any]) -> None:
         if isinstance(message, envelope.Encoded):  # measured, and so encoded, already (core/desktop.py)
-            await self._conn.send_text(message.text)
+            await self._conn.send_utf8(message.data)
             return
         env = envelope.Envelope(str(message.get("channel") or ""), str(message.get("type") or ""),
                                 message.get("payload") or {}, str(message.get("id") or uuid.uuid4()))

@@ -301,13 +301,13 @@ def _largest_string(obj: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ..
 
 
 def bound_encoded(envelope: dict[str, Any], limit: int = wire.MAX_WS_MESSAGE - FRAME_MARGIN) -> dict[str, Any]:
-    """``bound_response``; an envelope that fits as it is comes back with its text (``envelope.Encoded``),
+    """``bound_response``; an envelope that fits as it is comes back with its UTF-8 text (``envelope.Encoded``),
     so the link does not encode it a second time."""
-    from .envelope import Encoded, encoded
+    from .envelope import Encoded, utf8
 
-    text, size = encoded(envelope)
-    if size <= limit:
-        return Encoded.of(envelope, text)
+    data = utf8(envelope)
+    if len(data) <= limit:
+        return Encoded.of(envelope, data)
     return bound_response(envelope, limit)
 
 

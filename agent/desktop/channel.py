@@ -235,7 +235,7 @@ class DesktopChannel:
                                                 error=f"{command.tool} returned a result that is not JSON ({exc})")
         await self._send(bounded)
         # A cut answer (not Encoded) was bigger than the frame: its memory is worth giving back too.
-        self.service.memory.note(len(bounded.text) if isinstance(bounded, Encoded) else memtrim.BIG,
+        self.service.memory.note(len(bounded.data) if isinstance(bounded, Encoded) else memtrim.BIG,
                                  trio.current_time())
 
     async def _run(self, command: Command, spec: desktop.ToolSpec | None, record: dict[str, Any],

@@ -106,7 +106,7 @@ def test_tool_table_and_categories() -> None:
 
 
 def test_a_response_that_fits_carries_the_text_the_link_would_have_encoded():
-    """The size check encodes the response once and the link sends that text: it is exactly what
+    """The size check encodes the response once and the link sends that text (UTF-8): it is exactly what
     encoding the envelope again would give (non-ASCII kept, a lone surrogate escaped)."""
     from hermes_relay.core.envelope import Encoded, Envelope
 
@@ -114,6 +114,6 @@ def test_a_response_that_fits_carries_the_text_the_link_would_have_encoded():
         env = desktop.response_envelope("r1", True, result=result)
         bounded = desktop.bound_encoded(env)
         assert isinstance(bounded, Encoded) and bounded == env
-        assert bounded.text == Envelope(env["channel"], env["type"], env["payload"], env["id"]).encode()
+        assert bounded.data == Envelope(env["channel"], env["type"], env["payload"], env["id"]).encode().encode()
     big = desktop.response_envelope("r2", True, result={"content": "x" * 2000})
     assert not isinstance(desktop.bound_encoded(big, limit=1000), Encoded)  # cut: encoded by the link

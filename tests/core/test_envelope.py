@@ -119,7 +119,8 @@ _JSON = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(_JSON)
 def test_encoded_is_the_utf8_json_text_whichever_encoder_wrote_it(value) -> None:  # type: ignore[no-untyped-def]
-    """An all-ASCII value is written by the ASCII encoder (faster): the text must be the same."""
+    """An all-ASCII value is written by the ASCII encoder (faster): the text must be the same, but for DEL,
+    which that encoder escapes (the same JSON string)."""
     from hermes_relay.core.envelope import encoded
 
     text, size = encoded(value)
@@ -127,6 +128,9 @@ def test_encoded_is_the_utf8_json_text_whichever_encoder_wrote_it(value) -> None
         expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         expected_size = len(expected.encode("utf-8"))
     except UnicodeEncodeError:
+        expected = json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+        expected_size = len(expected)
+    if "\x7f" in expected and "\x7f" not in text:  # DEL in an all-ASCII value: the ASCII encoder writes \u007f
         expected = json.dumps(value, separators=(",", ":"), ensure_ascii=True)
         expected_size = len(expected)
     assert (text, size) == (expected, expected_size)
@@ -149,3 +153,75 @@ def test_a_number_of_5000_digits_is_a_protocol_error_not_a_crash() -> None:
     raw = '{"channel": "desktop", "type": "desktop.command", "payload": {"args": {"max_bytes": ' + "9" * 5000 + "}}}"
     with pytest.raises(RemoteProtocolError, match="invalid JSON"):
         decode(raw)
+
+
+_TEXT = st.text(alphabet=st.characters() | st.sampled_from(["\ud800", "\udcff", "\udfff", "\x00", "\u2028", "\x7f"]))
+_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | _TEXT,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(_TEXT, inner, max_size=5),
+    max_leaves=80,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ANY)
+def test_utf8_is_the_encoded_text_in_utf8_whichever_encoder_wrote_it(value: Any) -> None:
+    """orjson writes the plain values (lone surrogates and ints past 64 bits fall back to json), json the rest:
+    the bytes are the ones json's text gives in any case, but for DEL, which json's ASCII encoder (``encoded``
+    on an all-ASCII value) writes as ``\\u007f`` and the UTF-8 ones as itself: the same JSON string."""
+    for obj in (value, {"payload": value}):
+        assert _del_escaped(envelope.utf8(obj)) == _del_escaped(envelope.encoded(obj)[0].encode("utf-8"))
+
+
+def _del_escaped(data: bytes) -> bytes:
+    return data.replace(b"\x7f", b"\\u007f")  # (in UTF-8 a 0x7f byte is DEL itself, never part of a character)
+
+
+def test_orjson_writes_a_read_answer_and_json_what_it_would_write_differently(monkeypatch: pytest.MonkeyPatch) -> None:
+    import enum
+
+    written: list[Any] = []
+
+    def fast(obj: Any) -> bytes:
+        written.append(obj)
+        import orjson
+
+        return orjson.dumps(obj)
+
+    monkeypatch.setattr(envelope, "_ORJSON", [fast])
+    answer = {"channel": "desktop", "type": "desktop.response", "id": "i",
+              "payload": {"request_id": "r", "ok": True, "result": {"content": "é\n" * 1000, "bytes": 3000,
+                                                                     "truncated": False, "lines": [1, 2], "error": None}}}
+    assert envelope.utf8(answer) == json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
+    assert written == [answer]
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    for value, text in ((1e-05, "1e-05"), (float("nan"), "NaN"), (Level.HIGH, "2"), ({1: "a"}, '{"1":"a"}'),
+                        ((1, 2), "[1,2]")):
+        assert envelope.utf8({"v": value}) == ('{"v":' + text + "}").encode()  # orjson writes 1e-5, null, ...
+    with pytest.raises(TypeError):  # as json refuses it (orjson would write "red")
+        envelope.utf8({"v": Color.RED})
+    deep: Any = "x"
+    for _ in range(300):  # deeper than orjson's limit: json writes it
+        deep = [deep]
+    assert envelope.utf8(deep) == json.dumps(deep).encode()
+    assert written == [answer]  # none of these went to orjson
+    with pytest.raises(ValueError):  # past 64 bits orjson refuses it, and json's limit of 4300 digits holds, as before
+        envelope.utf8({"v": 10**5000})
+
+
+def test_the_envelope_module_loads_orjson_only_when_an_answer_is_encoded(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom hermes_relay.core import desktop, envelope\n"
+            "envelope.Envelope('system', 'auth', {'t': 1}).encode(); desktop.encoded_size({'a': 'b'})\n"
+            "assert 'orjson' not in sys.modules\n"
+            "assert envelope.utf8({'a': 'é'}) == '{\"a\":\"é\"}'.encode() and 'orjson' in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -29,6 +29,7 @@ Windows has no folder descriptors: there a folder is handled by its path (``_at`
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import posixpath
 import stat
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ....core import fileio
+from ....core import fileio, roots
 from ....core.confine import Confinement
 from ....core.desktop import ToolError
 from . import _at, _fs
@@ -139,6 +140,27 @@ def _parts(form: str) -> tuple[str, ...]:
     return ("/", *form[1:].split("/")) if len(form) > 1 else ("/",)
 
 
+@functools.lru_cache(maxsize=1024)
+def _absolute_form(path: str) -> tuple[tuple[str, ...], str]:
+    form = os.path.abspath(path)
+    return _parts(form), form
+
+
+def _absolute(path: Path | str) -> tuple[tuple[str, ...], str]:
+    """(parts, ``os.path.abspath(path)``): remembered for absolute paths (a pure function of the name)."""
+    name = os.fspath(path)
+    if name.startswith("/"):
+        return _absolute_form(name)
+    form = os.path.abspath(name)
+    return _parts(form), form
+
+
+@functools.lru_cache(maxsize=256)
+def _outermost_first(forms: tuple[str, ...]) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """Absolute, normalised ``forms`` with their parts, the fewest parts first (ties keep their order)."""
+    return tuple(sorted(((_parts(f), f) for f in forms), key=lambda f: len(f[0])))
+
+
 def _identities(paths: Iterable[Path]) -> tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]]:
     """Identities of the paths that exist (the link and its target), and for each one that does not,
     its deepest existing ancestor with the names still missing below it. (Plain strings: this runs
@@ -194,7 +216,7 @@ class Guard:
         self._w_rules: tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]] | None = None
         self._protected_files: set[Ident] | None = None
         self._scan_overflow = False
-        self._roots: dict[Path, tuple[int, Ident, bool]] = {}  # root -> (fd, identity, a file root)
+        self._roots: dict[str, tuple[Path, int, Ident, bool]] = {}  # root -> (it, fd, identity, a file root)
 
     def __enter__(self) -> Guard:
         return self
@@ -330,20 +352,19 @@ class Guard:
     def _root(self, path: Path, *, write: bool) -> tuple[Path, int, Ident, str]:
         target = path.parts
         for p in self.c.protected:  # the named paths, early and clearly (identity checks follow anyway)
-            if _parts_below(target, _parts(os.path.abspath(p))):
+            if _parts_below(target, _absolute(p)[0]):
                 raise protected(path)
-        candidates = list(self.c.roots) + ([] if write else list(self.c.read_only))
-        forms: list[tuple[tuple[str, ...], str]] = []
-        for r in candidates:  # (strings: each call works these out again, as links may have moved)
-            for form in (os.path.abspath(r), os.path.realpath(r)):
-                forms.append((_parts(form), form))
-        forms.sort(key=lambda f: len(f[0]))  # the outermost: links may move anywhere inside it
-        for parts, form in forms:
+        candidates = self.c.roots if write else self.c.roots + self.c.read_only
+        # Each root as written and resolved, again per call as links may have moved (roots.realpath
+        # reuses a resolution only while the path still names the same folder), the outermost first:
+        # links may move anywhere inside it.
+        forms = tuple(f for r in candidates for f in (_absolute(r)[1], roots.realpath(r)))
+        for parts, form in _outermost_first(forms):
             if _parts_below(target, parts):
-                root = Path(form)
-                if root not in self._roots:
+                if form not in self._roots:
+                    root = Path(form)
                     try:
-                        fd, is_file = self.keep(os.open(root, _fs.DIR_FLAGS)), False
+                        fd, is_file = self.keep(os.open(form, _fs.DIR_FLAGS)), False
                     except NotADirectoryError:
                         # A root that is a file: a folder holding protected state (the home directory holding
                         # ~/.hermes) is split into its entries, files included. It reaches that file alone,
@@ -351,12 +372,11 @@ class Guard:
                         fd, is_file = self.keep(os.open(root.parent, _fs.DIR_FLAGS)), True
                     except OSError as exc:
                         raise ToolError(f"the folder {root} cannot be opened: {exc.strerror or exc}") from exc
-                    self._roots[root] = (fd, ident(os.fstat(fd)), is_file)
-                fd, rid, is_file = self._roots[root]
+                    self._roots[form] = (root, fd, ident(os.fstat(fd)), is_file)
+                root, fd, rid, is_file = self._roots[form]
                 if is_file:
                     return root.parent, fd, rid, root.name
-                rel = os.path.relpath(path, root)
-                return root, fd, rid, "" if rel == "." else rel
+                return root, fd, rid, "/".join(target[len(parts):])  # (path is below root by name)
         raise outside(path, self.c, write=write)
 
     def _beneath(self, rootfd: int, root: Path, rel: str, flags: int, path: Path, *, write: bool) -> int:

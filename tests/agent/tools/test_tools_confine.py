@@ -121,6 +121,25 @@ async def test_reads_below_roots_and_read_only_folders_work_and_nothing_else(wor
         await desktop_read_file({"path": str(tmp_path / "elsewhere.txt")}, ctx)
 
 
+async def test_a_folder_named_through_a_link_follows_the_link_when_it_is_re_pointed(world, tmp_path):
+    # /bin -> usr/bin: a read-only folder (or a root) is matched by its name and by what it resolves to,
+    # which is remembered only while the link still leads to the same folder (core/roots.realpath).
+    ctx, _ = world
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.txt").write_text(name)
+    link = tmp_path / "sys"
+    link.symlink_to(tmp_path / "a")
+    ctx = replace(ctx, confinement=replace(ctx.confinement, read_only=(link,)))
+    assert await desktop_read_file({"path": str(tmp_path / "a" / "f.txt")}, ctx) == "a"
+    link.unlink()
+    link.symlink_to(tmp_path / "b")
+    assert await desktop_read_file({"path": str(tmp_path / "b" / "f.txt")}, ctx) == "b"
+    assert await desktop_read_file({"path": str(link / "f.txt")}, ctx) == "b"
+    with pytest.raises(ToolError, match="outside the folders"):
+        await desktop_read_file({"path": str(tmp_path / "a" / "f.txt")}, ctx)
+
+
 async def test_the_same_calls_unconfined_reach_everything(world):
     ctx, _ = world
     free = replace(ctx, confinement=UNCONFINED)

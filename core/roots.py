@@ -19,10 +19,11 @@ Strings are written ASCII-escaped so a non-UTF-8 file name (a lone surrogate) su
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -118,17 +119,29 @@ def realpath(path: str | os.PathLike[str], *, clock: Callable[[], float] = time.
     resolved by the kernel). A link re-pointed elsewhere is seen at the next call; only a folder moved away
     and linked back from its old place keeps its old spelling, which still names it, that long. Spellings
     only choose a root: what a call reaches is checked on opened descriptors (agent/desktop/tools/_guard.py)."""
-    key = os.fspath(path)
+    return realpaths((os.fspath(path),), clock=clock)[0]
+
+
+def realpaths(names: Iterable[str], *, clock: Callable[[], float] = time.monotonic) -> list[str]:
+    """``realpath`` of each of ``names`` (absolute strings), with one look at the clock."""
     now = clock()
-    seen = _identity(key)
-    hit = _resolved.get(key)
-    if hit is not None and now - hit[0] < RESOLVE_TTL and hit[1] == seen and (hit[2] == key or _identity(hit[2]) == seen):
-        return hit[2]
-    real = os.path.realpath(key)  # after the stat: a change in between is seen by the next call's stat
-    if len(_resolved) >= _RESOLVED_MAX:
-        _resolved.clear()
-    _resolved[key] = (now, seen, real)
-    return real
+    out: list[str] = []
+    for key in names:
+        try:
+            st = os.stat(key)
+            seen: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except (OSError, ValueError):
+            seen = None
+        hit = _resolved.get(key)
+        if hit is not None and now - hit[0] < RESOLVE_TTL and hit[1] == seen and (hit[2] == key or _identity(hit[2]) == seen):
+            out.append(hit[2])
+            continue
+        real = os.path.realpath(key)  # after the stat: a change in between is seen by the next call's stat
+        if len(_resolved) >= _RESOLVED_MAX:
+            _resolved.clear()
+        _resolved[key] = (now, seen, real)
+        out.append(real)
+    return out
 
 
 def _forms(paths_: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -169,10 +182,17 @@ def reachable(roots: tuple[Path, ...], protected: tuple[Path, ...],
     guarded = guard_forms(protected) if guarded is None else guarded
     out: list[Path] = []
     for root in roots:
-        real = Path(realpath(root))
-        if not any(_within(real, p) for p in guarded) and real not in out:
+        real, inside = _resolved_root(realpath(root), guarded)
+        if not inside and real not in out:
             out.append(real)
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved_root(real: str, guarded: tuple[Path, ...]) -> tuple[Path, bool]:
+    """(``real`` as a Path, whether it is inside one of ``guarded``): a pure function of the names."""
+    path = Path(real)
+    return path, any(_within(path, p) for p in guarded)
 
 
 def guard_forms(protected: tuple[Path, ...]) -> tuple[Path, ...]:

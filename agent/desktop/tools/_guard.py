@@ -140,25 +140,27 @@ def _parts(form: str) -> tuple[str, ...]:
     return ("/", *form[1:].split("/")) if len(form) > 1 else ("/",)
 
 
-@functools.lru_cache(maxsize=1024)
-def _absolute_form(path: str) -> tuple[tuple[str, ...], str]:
-    form = os.path.abspath(path)
-    return _parts(form), form
+def _absolute_forms(paths: tuple[Path, ...]) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...], tuple[str, ...]]:
+    """(parts of ``os.path.abspath``, ``os.path.abspath``, the name) of each of ``paths``, remembered per
+    tuple of absolute names (a confinement's paths are the same objects call after call); a relative name
+    depends on the working directory and is worked out each time (never in a confinement)."""
+    parts, forms, names, absolute = _absolute_names(paths)
+    return (parts, forms, names) if absolute else _absolute_names.__wrapped__(paths)[:3]
 
 
-def _absolute(path: Path | str) -> tuple[tuple[str, ...], str]:
-    """(parts, ``os.path.abspath(path)``): remembered for absolute paths (a pure function of the name)."""
-    name = os.fspath(path)
-    if name.startswith("/"):
-        return _absolute_form(name)
-    form = os.path.abspath(name)
-    return _parts(form), form
+@functools.lru_cache(maxsize=256)
+def _absolute_names(paths: tuple[Path, ...]
+                    ) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...], tuple[str, ...], bool]:
+    names = tuple(os.fspath(p) for p in paths)
+    forms = tuple(os.path.abspath(p) for p in names)
+    return tuple(_parts(f) for f in forms), forms, names, all(os.path.isabs(p) for p in names)
 
 
 @functools.lru_cache(maxsize=256)
 def _outermost_first(forms: tuple[str, ...]) -> tuple[tuple[tuple[str, ...], str], ...]:
-    """Absolute, normalised ``forms`` with their parts, the fewest parts first (ties keep their order)."""
-    return tuple(sorted(((_parts(f), f) for f in forms), key=lambda f: len(f[0])))
+    """Absolute, normalised ``forms`` (each once) with their parts, the fewest parts first (ties keep
+    their order)."""
+    return tuple(sorted(((_parts(f), f) for f in dict.fromkeys(forms)), key=lambda f: len(f[0])))
 
 
 def _identities(paths: Iterable[Path]) -> tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]]:
@@ -351,14 +353,14 @@ class Guard:
 
     def _root(self, path: Path, *, write: bool) -> tuple[Path, int, Ident, str]:
         target = path.parts
-        for p in self.c.protected:  # the named paths, early and clearly (identity checks follow anyway)
-            if _parts_below(target, _absolute(p)[0]):
+        for parts in _absolute_forms(self.c.protected)[0]:  # the named paths, early and clearly
+            if _parts_below(target, parts):  # (identity checks follow anyway)
                 raise protected(path)
-        candidates = self.c.roots if write else self.c.roots + self.c.read_only
-        # Each root as written and resolved, again per call as links may have moved (roots.realpath
+        # Each root as written and resolved, again per call as links may have moved (roots.realpaths
         # reuses a resolution only while the path still names the same folder), the outermost first:
         # links may move anywhere inside it.
-        forms = tuple(f for r in candidates for f in (_absolute(r)[1], roots.realpath(r)))
+        _, absolute, names = _absolute_forms(self.c.roots if write else self.c.roots + self.c.read_only)
+        forms = tuple(f for pair in zip(absolute, roots.realpaths(names), strict=True) for f in pair)
         for parts, form in _outermost_first(forms):
             if _parts_below(target, parts):
                 if form not in self._roots:

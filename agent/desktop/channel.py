@@ -245,11 +245,14 @@ class DesktopChannel:
         limit = desktop.call_limit(service.table.deadline(command.tool), cap=service.deadline_cap,
                                    budget=command.budget)
         deadline = started + limit
-        with trio.move_on_at(deadline) as reading:
-            await service.refresh()  # the policy as it is on disk now
+        expired = False
+        if not service.current():  # the policy as it is on disk now (read again only after a change)
+            with trio.move_on_at(deadline) as reading:
+                await service.refresh()
+            expired = reading.cancelled_caught
         if not service.advertised(url):  # (a refusal; on a view the deadline cut short, one that ran nothing)
             return False, None, NOT_SERVED, "not_served"
-        if reading.cancelled_caught:
+        if expired:
             return False, None, desktop.ABORTED, "expired"
         if spec is None:
             return False, None, f"unknown tool: {_shown_name(command.tool)}", "unknown_tool"

@@ -53,6 +53,10 @@ class ChannelService(Protocol):
         """Whether the policy view may be behind the disk (a heartbeat then refreshes it)."""
         ...
 
+    def current(self) -> bool:
+        """Whether the policy view is the disk's now, known without a look at it (``refresh`` would return at once)."""
+        ...
+
     async def refresh(self) -> None:
         """Bring the policy view up to the disk as it is now (blocking reads off the event loop)."""
         ...

@@ -119,7 +119,7 @@ class DesktopService:
     async def refresh(self) -> None:
         """Bring the view up to the disk as it is now: stat (and re-read what changed) in one hop of
         ``run_sync``. Serialised; a caller is covered by a run that began after it asked."""
-        if self._calls_seeded and not self._refresh_lock.locked() and self._watch.unchanged():
+        if self.current():
             return  # the view is the disk's (policyfiles.FileWatch.unchanged): no thread hop
         self._refresh_asked += 1
         ticket = self._refresh_asked
@@ -132,6 +132,12 @@ class DesktopService:
             if view is not None:
                 self._apply(view)
             self._refresh_done = covers
+
+    def current(self) -> bool:
+        """Whether the view is the disk's now, known without touching it (no refresh runs and the file
+        watch saw no change since the last one began: policyfiles.FileWatch.unchanged); ``refresh`` then
+        returns at once."""
+        return self._calls_seeded and not self._refresh_lock.locked() and self._watch.unchanged()
 
     def stale(self) -> bool:
         """Whether a heartbeat should refresh (policyfiles.FileWatch: under the file watch, only after a change)."""

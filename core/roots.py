@@ -122,6 +122,19 @@ def realpath(path: str | os.PathLike[str], *, clock: Callable[[], float] = time.
     return realpaths((os.fspath(path),), clock=clock)[0]
 
 
+def remembered(names: Iterable[str], *, clock: Callable[[], float] = time.monotonic) -> list[str] | None:
+    """The resolutions of ``names`` walked less than ``RESOLVE_TTL`` ago, without a look at the disk (None
+    when one is missing): a caller checks the one it uses with ``realpath`` (agent/desktop/tools/_guard.py)."""
+    now = clock()
+    out: list[str] = []
+    for key in names:
+        hit = _resolved.get(key)
+        if hit is None or now - hit[0] >= RESOLVE_TTL:
+            return None
+        out.append(hit[2])
+    return out
+
+
 def realpaths(names: Iterable[str], *, clock: Callable[[], float] = time.monotonic) -> list[str]:
     """``realpath`` of each of ``names`` (absolute strings), with one look at the clock."""
     now = clock()

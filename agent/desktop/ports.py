@@ -24,6 +24,9 @@ class LinkPort(Protocol):
 
     url: str  # the pairing's owner URL (the policy key)
     route_url: str  # the route this connection uses
+    # Set by the desktop channel once it has caught up with the envelopes sent to ``serve_link``'s inbound
+    # channel, cleared when it ends: the link then calls it with each desktop envelope instead.
+    direct: Callable[[dict[str, Any]], None] | None
 
     async def send(self, envelope: dict[str, Any]) -> None:
         """Send one envelope ``{channel, type, id, payload}``; raises ConnectionLostError when closed. Sends

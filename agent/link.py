@@ -163,6 +163,9 @@ class _Port:
         self._conn = conn
         self.reconnect = reconnect  # end this connection and dial again at once (the relay forgets it)
         self.check = check  # ping this connection now, with the probe timeout (agent/terminal/ports.py)
+        # Set by the desktop channel while it keeps up: the reader hands it desktop envelopes at once,
+        # with no memory channel and scheduler pass between (agent/desktop/channel.py).
+        self.direct: Callable[[dict[str, Any]], None] | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         if isinstance(message, envelope.Encoded):  # measured, and so encoded, already (core/desktop.py)
@@ -408,7 +411,7 @@ class RelayLink:
                     terminal_send, terminal_receive = trio.open_memory_channel[dict[str, Any]](INBOUND_BUFFER)
                     nursery.start_soon(self._terminal, port, terminal_receive)
                     nursery.start_soon(guard(self._keepalive, conn))
-                    nursery.start_soon(guard(self._reader, conn, inbound_send, terminal_send))
+                    nursery.start_soon(guard(self._reader, conn, inbound_send, terminal_send, port))
                     expires_at = expiry(ok["expires_at"]) if "expires_at" in ok else record.expires_at
                     if expires_at is not None and expires_at > self._now():
                         nursery.start_soon(guard(self._expiry_watch, expires_at))
@@ -501,7 +504,7 @@ class RelayLink:
             last = trio.current_time()
 
     async def _reader(self, conn: transport.Connection, inbound: trio.MemorySendChannel[dict[str, Any]],
-                      terminal: trio.MemorySendChannel[dict[str, Any]]) -> None:
+                      terminal: trio.MemorySendChannel[dict[str, Any]], port: _Port) -> None:
         async with inbound, terminal:
             while True:
                 try:
@@ -525,6 +528,9 @@ class RelayLink:
                         continue
                 to = terminal if env.channel in (envelope.SYSTEM, "terminal") else inbound
                 item: dict[str, Any] = {"channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload}
+                if to is inbound and port.direct is not None:
+                    port.direct(item)  # the desktop channel has caught up: it dispatches the envelope now
+                    continue
                 try:
                     try:  # no scheduler pass while the service keeps up (get_message is this loop's checkpoint)
                         to.send_nowait(item)

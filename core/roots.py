@@ -19,9 +19,11 @@ Strings are written ASCII-escaped so a non-UTF-8 file name (a lone surrogate) su
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +33,9 @@ from .errors import StateError, StateVersionError, UsageError
 
 VERSION: Final = 1
 MAX_EXPANDED: Final = 4096  # entries a root may expand into; beyond that the rest stays out of reach
+RESOLVE_TTL: Final = 1.0  # seconds a path's resolution is reused while it still names the same file
+_RESOLVED_MAX: Final = 512  # paths whose resolution is remembered (roots and the read-only system folders)
+_resolved: dict[str, tuple[float, tuple[int, int] | None, str]] = {}  # path -> (when, its identity, realpath)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,58 @@ def _within(path: Path, parent: Path) -> bool:
     return len(here) >= len(top) and here[:len(top)] == top
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def realpath(path: str | os.PathLike[str], *, clock: Callable[[], float] = time.monotonic) -> str:
+    """``os.path.realpath(path)`` (a walk in Python, one lstat per name), reused for up to ``RESOLVE_TTL``
+    seconds while ``path`` and that answer still name the same file, or both name nothing (a stat each,
+    resolved by the kernel). A link re-pointed elsewhere is seen at the next call; only a folder moved away
+    and linked back from its old place keeps its old spelling, which still names it, that long. Spellings
+    only choose a root: what a call reaches is checked on opened descriptors (agent/desktop/tools/_guard.py)."""
+    return realpaths((os.fspath(path),), clock=clock)[0]
+
+
+def remembered(names: Iterable[str], *, clock: Callable[[], float] = time.monotonic) -> list[str] | None:
+    """The resolutions of ``names`` walked less than ``RESOLVE_TTL`` ago, without a look at the disk (None
+    when one is missing): a caller checks the one it uses with ``realpath`` (agent/desktop/tools/_guard.py)."""
+    now = clock()
+    out: list[str] = []
+    for key in names:
+        hit = _resolved.get(key)
+        if hit is None or now - hit[0] >= RESOLVE_TTL:
+            return None
+        out.append(hit[2])
+    return out
+
+
+def realpaths(names: Iterable[str], *, clock: Callable[[], float] = time.monotonic) -> list[str]:
+    """``realpath`` of each of ``names`` (absolute strings), with one look at the clock."""
+    now = clock()
+    out: list[str] = []
+    for key in names:
+        try:
+            st = os.stat(key)
+            seen: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except (OSError, ValueError):
+            seen = None
+        hit = _resolved.get(key)
+        if hit is not None and now - hit[0] < RESOLVE_TTL and hit[1] == seen and (hit[2] == key or _identity(hit[2]) == seen):
+            out.append(hit[2])
+            continue
+        real = os.path.realpath(key)  # after the stat: a change in between is seen by the next call's stat
+        if len(_resolved) >= _RESOLVED_MAX:
+            _resolved.clear()
+        _resolved[key] = (now, seen, real)
+        out.append(real)
+    return out
+
+
 def _forms(paths_: tuple[Path, ...]) -> tuple[Path, ...]:
     """Each path as given and resolved (a protected path reached through a symlink is still protected)."""
     out: list[Path] = []
@@ -138,10 +195,17 @@ def reachable(roots: tuple[Path, ...], protected: tuple[Path, ...],
     guarded = guard_forms(protected) if guarded is None else guarded
     out: list[Path] = []
     for root in roots:
-        real = Path(os.path.realpath(root))
-        if not any(_within(real, p) for p in guarded) and real not in out:
+        real, inside = _resolved_root(realpath(root), guarded)
+        if not inside and real not in out:
             out.append(real)
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved_root(real: str, guarded: tuple[Path, ...]) -> tuple[Path, bool]:
+    """(``real`` as a Path, whether it is inside one of ``guarded``): a pure function of the names."""
+    path = Path(real)
+    return path, any(_within(path, p) for p in guarded)
 
 
 def guard_forms(protected: tuple[Path, ...]) -> tuple[Path, ...]:

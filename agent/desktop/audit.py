@@ -43,6 +43,7 @@ WINDOW: Final = 60.0  # seconds over which repeats of one (host, tool, outcome) 
 BURST: Final = 5  # records of one key written in full per window
 HIGH_VALUE: Final = ("tool.started", "policy.")  # kinds written past MAX_TOTAL (up to the hard cap)
 MAX_KEYS: Final = 4096  # coalescing keys remembered (hosts x tools x outcomes); oldest forgotten first
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)  # one, not one a line
 
 
 class AuditError(Exception):
@@ -84,7 +85,7 @@ class AuditLog:
     def write(self, record: dict[str, Any], *, essential: bool = False) -> None:
         """Append one record. ``essential`` (a call about to run): raise AuditError when it cannot be
         written; otherwise a failure is logged and the record dropped."""
-        line = (json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str) + "\n").encode("ascii")
+        line = (_ENCODER.encode(record) + "\n").encode("ascii")
         high_value = essential or str(record.get("kind") or "").startswith(HIGH_VALUE)
         try:
             self._append(line, high_value=high_value)

@@ -24,6 +24,9 @@ class LinkPort(Protocol):
 
     url: str  # the pairing's owner URL (the policy key)
     route_url: str  # the route this connection uses
+    # Set by the desktop channel once it has caught up with the envelopes sent to ``serve_link``'s inbound
+    # channel, cleared when it ends: the link then calls it with each desktop envelope instead.
+    direct: Callable[[dict[str, Any]], None] | None
 
     async def send(self, envelope: dict[str, Any]) -> None:
         """Send one envelope ``{channel, type, id, payload}``; raises ConnectionLostError when closed. Sends
@@ -51,6 +54,10 @@ class ChannelService(Protocol):
 
     def stale(self) -> bool:
         """Whether the policy view may be behind the disk (a heartbeat then refreshes it)."""
+        ...
+
+    def current(self) -> bool:
+        """Whether the policy view is the disk's now, known without a look at it (``refresh`` would return at once)."""
         ...
 
     async def refresh(self) -> None:

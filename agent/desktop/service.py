@@ -58,6 +58,7 @@ from .ports import LinkPort
 
 log = logging.getLogger(__name__)
 RunSync = Callable[..., Awaitable[Any]]  # trio.to_thread.run_sync's shape: (fn, *args) -> fn's result
+_DECIDED_MAX = 4096  # (host, tool) decisions remembered for the current policy view
 
 
 def _arch() -> str:
@@ -110,6 +111,7 @@ class DesktopService:
         self._calls: dict[str, dict[str, Any]] = {}  # url -> {day, count, last}
         self._calls_seeded = False
         self._advertised: dict[str, tuple[Any, list[str]]] = {}  # url -> (policy key, names)
+        self._decided: dict[tuple[str, str], tuple[Any, ToolTable, str]] = {}  # (url, tool) -> (policy key, table, decision)
 
     # -- policy ----------------------------------------------------------------------------------
     def policy(self) -> policy.Policies:
@@ -119,7 +121,7 @@ class DesktopService:
     async def refresh(self) -> None:
         """Bring the view up to the disk as it is now: stat (and re-read what changed) in one hop of
         ``run_sync``. Serialised; a caller is covered by a run that began after it asked."""
-        if self._calls_seeded and not self._refresh_lock.locked() and self._watch.unchanged():
+        if self.current():
             return  # the view is the disk's (policyfiles.FileWatch.unchanged): no thread hop
         self._refresh_asked += 1
         ticket = self._refresh_asked
@@ -132,6 +134,12 @@ class DesktopService:
             if view is not None:
                 self._apply(view)
             self._refresh_done = covers
+
+    def current(self) -> bool:
+        """Whether the view is the disk's now, known without touching it (no refresh runs and the file
+        watch saw no change since the last one began: policyfiles.FileWatch.unchanged); ``refresh`` then
+        returns at once."""
+        return self._calls_seeded and not self._refresh_lock.locked() and self._watch.unchanged()
 
     def stale(self) -> bool:
         """Whether a heartbeat should refresh (policyfiles.FileWatch: under the file watch, only after a change)."""
@@ -251,7 +259,16 @@ class DesktopService:
         return self.policy().for_url(url, legacy_consented=self.consented(url))
 
     def decide(self, url: str, tool: str) -> str:
-        return policy.decide(self.policy(), url, self.table.capability(tool), legacy_consented=self.consented(url))
+        """allow / ask / deny for ``tool`` from ``url``'s host, worked out once per policy view and tool table
+        (a call asks two to three times)."""
+        hit = self._decided.get((url, tool))
+        if hit is not None and hit[0] is self._policy_key and hit[1] is self.table:
+            return hit[2]
+        decision = policy.decide(self.policy(), url, self.table.capability(tool), legacy_consented=self.consented(url))
+        if len(self._decided) >= _DECIDED_MAX:
+            self._decided.clear()
+        self._decided[(url, tool)] = (self._policy_key, self.table, decision)
+        return decision
 
     def advertised(self, url: str) -> list[str]:
         """The tools this relay may call: recomputed only when the policy or the store changed (the

@@ -3,11 +3,14 @@ their order and their cancellation when not (agent/transport.py SendLock, agent/
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import trio
 
 from hermes_relay.agent.desktop.tools import _thread
 from hermes_relay.agent.transport import SendLock
+from hermes_relay.core.desktop import ToolError
 
 
 class Steps(trio.abc.Instrument):
@@ -113,3 +116,60 @@ async def test_tool_thread_tokens_are_still_shared_in_turn(autojump_clock: trio.
         await limiter.acquire_on_behalf_of(waiter)
     for h in [*holders[1:], waiter]:
         limiter.release_on_behalf_of(h)
+
+
+async def test_a_cancelled_tool_call_returns_at_once_and_its_thread_gives_its_token_back_when_it_ends() -> None:
+    entered, release = threading.Event(), threading.Event()
+    stops: list[threading.Event] = []
+
+    def stuck(stop: threading.Event) -> str:
+        stops.append(stop)
+        entered.set()
+        release.wait(30)  # a system call that does not come back while the call lives
+        return "late"
+
+    limiter = _thread.limiter()
+    others = [object() for _ in range(_thread.MAX_TOOL_THREADS - 1)]
+    for other in others:  # the stuck call takes the last token
+        await limiter.acquire_on_behalf_of(other)
+    scope = trio.CancelScope()
+
+    async def call() -> None:
+        with scope:
+            await _thread.run(stuck)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.to_thread.run_sync(entered.wait, 30)
+        scope.cancel()
+    assert scope.cancelled_caught and stops[0].is_set()  # abandoned, and told to stop
+    assert limiter.inner.borrowed_tokens == _thread.MAX_TOOL_THREADS  # still in its system call: token kept
+    async with trio.open_nursery() as nursery:
+        results: list[int] = []
+
+        async def next_call() -> None:
+            results.append(await _thread.run(lambda stop: 7))  # waits for the token (BUSY_WAIT at most)
+
+        nursery.start_soon(next_call)
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == []
+        release.set()  # the stuck thread ends: its token comes back and the waiting call runs
+    assert results == [7]
+    for other in others:
+        limiter.release_on_behalf_of(other)
+    assert limiter.inner.borrowed_tokens == 0
+
+
+async def test_a_tool_thread_s_error_reaches_its_caller_and_a_stop_is_answered_stopped() -> None:
+    def fails(stop: threading.Event) -> None:
+        raise OSError(5, "I/O error")
+
+    def stopped(stop: threading.Event) -> None:
+        stop.set()
+        _thread.check(stop)
+
+    with pytest.raises(OSError, match="I/O error"):
+        await _thread.run(fails)
+    with pytest.raises(ToolError, match="^stopped$"):
+        await _thread.run(stopped)
+    assert _thread.limiter().inner.borrowed_tokens == 0

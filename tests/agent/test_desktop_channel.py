@@ -545,3 +545,59 @@ async def test_waiting_approvals_are_capped(autojump_clock: trio.abc.Clock) -> N
         await trio.sleep(1)
         assert len(book.pending) == approvals.MAX_PENDING
         assert [a.how for a in answers] == ["not_asked"] and "already waiting" in answers[0].reason
+
+
+# -- the link's direct hand-over -------------------------------------------------------------------
+def _envelope(request_id: str, text: str = "x") -> dict[str, Any]:
+    return {"channel": "desktop", "type": "desktop.command", "id": request_id,
+            "payload": {"request_id": request_id, "tool": "desktop_terminal", "args": {"text": text}}}
+
+
+async def test_envelopes_waiting_are_served_first_then_the_link_hands_them_over_in_its_own_step(
+        tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    from hermes_relay.agent.desktop.channel import DesktopChannel
+
+    h = Harness(tmp_path, policy.TRUSTED)
+    for rid in ("r-1", "r-2"):  # sent before the service started: they wait in the inbound channel
+        await h.inbound_send.send(_envelope(rid))
+    async with trio.open_nursery() as nursery:
+        channel = DesktopChannel(h.service, h.port)
+        channel._catch_up(nursery, h.inbound)
+        assert getattr(h.port, "direct", None) is None  # not while some wait: they go first, in order
+        nursery.start_soon(channel.run, h.inbound)
+        await trio.testing.wait_all_tasks_blocked()
+        direct = h.port.direct  # type: ignore[attr-defined]
+        assert direct is not None
+        steps = []
+
+        class Spawns(trio.abc.Instrument):
+            def task_spawned(self, task: trio.lowlevel.Task) -> None:
+                steps.append(task.name)
+
+        trio.lowlevel.add_instrument(Spawns())
+        direct(_envelope("r-3"))  # dispatched now: the call's task exists before the caller yields
+        assert any(name.endswith("_call") for name in steps), steps
+        await trio.testing.wait_all_tasks_blocked()
+        assert [r["request_id"] for r in h.port.responses()] == ["r-1", "r-2", "r-3"]
+        nursery.cancel_scope.cancel()
+    assert h.port.direct is None  # type: ignore[attr-defined]  # the link queues again once the service ended
+
+
+async def test_a_dispatch_bug_on_the_direct_path_restarts_the_service_not_the_reader(
+        tmp_path: Path, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hermes_relay.agent.desktop.channel import DesktopChannel
+
+    h = Harness(tmp_path, policy.TRUSTED)
+    reasons: list[str] = []
+    h.port.reconnect = reasons.append  # type: ignore[attr-defined]
+
+    def broken(self: DesktopChannel, nursery: trio.Nursery, message: dict[str, Any]) -> None:
+        raise KeyError("bug")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(h.service.serve_link, h.port, h.inbound)
+        await trio.testing.wait_all_tasks_blocked()
+        monkeypatch.setattr(DesktopChannel, "_dispatch", broken)
+        h.port.direct(_envelope("r-1"))  # type: ignore[attr-defined]  # raises nothing into the reader
+        assert reasons == ["the desktop service failed"] and h.port.direct is None  # type: ignore[attr-defined]
+        nursery.cancel_scope.cancel()

@@ -22,6 +22,14 @@ def test_response_and_status_envelopes() -> None:
     assert desktop.status_envelope({"advertised_tools": []})["type"] == "desktop.status"
 
 
+def test_envelope_ids_are_distinct_uuid4_strings() -> None:
+    import uuid
+
+    ids = [desktop.response_envelope("r", True)["id"] for _ in range(1000)] + [desktop.status_envelope({})["id"]]
+    assert len(set(ids)) == len(ids)
+    assert {uuid.UUID(i).version for i in ids} == {4} and all(str(uuid.UUID(i)) == i for i in ids)
+
+
 def test_request_id_memory_refuses_repeats_and_forgets_the_oldest() -> None:
     ids = RequestIds(size=3)
     assert [ids.admit(x) for x in ("a", "b", "a", "", None, 5, "x" * 257, "x" * 256)] == [

@@ -105,3 +105,80 @@ def test_an_unparseable_file_is_an_error_and_is_never_overwritten(home: Path, tm
     with pytest.raises(StateCorruptError):
         roots.add(path, URL, str(home / "src"))
     assert path.read_bytes() == content
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def walks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths os.path.realpath walked (roots.realpath reuses answers in between)."""
+    seen: list[str] = []
+    real = os.path.realpath
+
+    def counted(path: str) -> str:
+        seen.append(path)
+        return real(path)
+
+    monkeypatch.setattr(roots.os.path, "realpath", counted)
+    monkeypatch.setattr(roots, "_resolved", {})
+    return seen
+
+
+def test_a_resolution_is_reused_only_while_the_path_names_the_same_folder(home: Path, walks: list[str]) -> None:
+    clock = Clock()
+    link = home / "root"
+    link.symlink_to(home / "src")
+    assert roots.realpath(link, clock=clock) == str(home / "src")
+    assert roots.realpath(link, clock=clock) == str(home / "src")
+    assert walks == [str(link)]  # the second answer cost two stats, no walk
+    link.unlink()
+    link.symlink_to(home / "docs")  # re-pointed: the very next call sees it, before RESOLVE_TTL
+    assert roots.realpath(link, clock=clock) == str(home / "docs")
+    link.unlink()
+    assert roots.realpath(link, clock=clock) == str(link)  # gone: it names nothing, as os.path.realpath says
+    link.symlink_to(home / "a")
+    assert roots.realpath(link, clock=clock) == str(home / "a")
+
+
+def test_a_folder_swapped_for_another_under_the_remembered_name_is_resolved_again(home: Path, walks: list[str]) -> None:
+    # The path still names the same folder, but the remembered answer now names another one: walked again.
+    clock = Clock()
+    link = home / "root"
+    link.symlink_to(home / "src")
+    assert roots.realpath(link, clock=clock) == str(home / "src")
+    (home / "src").rename(home / "moved")
+    (home / "src").mkdir()
+    link.unlink()
+    link.symlink_to(home / "moved")
+    assert roots.realpath(link, clock=clock) == str(home / "moved")
+
+
+def test_a_resolution_is_walked_again_after_its_time(home: Path, walks: list[str]) -> None:
+    # A folder moved away and linked back from its old place keeps its identity and its old (still working)
+    # spelling, for RESOLVE_TTL at most.
+    clock = Clock()
+    root = home / "src"
+    assert roots.realpath(root, clock=clock) == str(root)
+    root.rename(home / "moved")
+    root.symlink_to(home / "moved")
+    clock.now += roots.RESOLVE_TTL / 2
+    assert roots.realpath(root, clock=clock) == str(root)
+    clock.now += roots.RESOLVE_TTL
+    assert roots.realpath(root, clock=clock) == str(home / "moved")
+    assert walks == [str(root), str(root)]
+
+
+def test_reachable_follows_a_root_link_re_pointed_into_the_agent_state(home: Path, walks: list[str]) -> None:
+    link = home / "root"
+    link.symlink_to(home / "src")
+    protected = (home / ".hermes",)
+    assert roots.reachable((link,), protected) == (home / "src",)
+    link.unlink()
+    link.symlink_to(home / ".hermes" / "run")
+    assert roots.reachable((link,), protected) == ()

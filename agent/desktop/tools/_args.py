@@ -15,6 +15,7 @@ from ....core import envguard
 from ....core.desktop import ToolContext, ToolError
 
 _MISSING = object()
+_POSIX: Final = os.sep == "/" and os.altsep is None
 
 
 def text(args: dict[str, Any], name: str, *, default: Any = _MISSING, allow_empty: bool = False) -> Any:
@@ -119,6 +120,8 @@ def path(args: dict[str, Any], name: str, ctx: ToolContext, *, default: Path | N
     raw = text(args, name, default=None) if default is not None else text(args, name)
     if raw is None:
         return default  # type: ignore[return-value]
+    if _POSIX and not raw.startswith("~"):  # the same path without three Path objects parsed on the way
+        return Path(os.path.abspath(os.path.join(ctx.cwd, raw)))
     return Path(os.path.abspath(ctx.cwd / Path(raw).expanduser()))
 
 

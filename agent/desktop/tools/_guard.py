@@ -29,6 +29,7 @@ Windows has no folder descriptors: there a folder is handled by its path (``_at`
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import posixpath
 import stat
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ....core import fileio
+from ....core import fileio, roots
 from ....core.confine import Confinement
 from ....core.desktop import ToolError
 from . import _at, _fs
@@ -139,6 +140,36 @@ def _parts(form: str) -> tuple[str, ...]:
     return ("/", *form[1:].split("/")) if len(form) > 1 else ("/",)
 
 
+def _absolute_forms(paths: tuple[Path, ...]) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...], tuple[str, ...]]:
+    """(parts of ``os.path.abspath``, ``os.path.abspath``, the name) of each of ``paths``, remembered per
+    tuple of absolute names (a confinement's paths are the same objects call after call); a relative name
+    depends on the working directory and is worked out each time (never in a confinement)."""
+    parts, forms, names, absolute = _absolute_names(paths)
+    return (parts, forms, names) if absolute else _absolute_names.__wrapped__(paths)[:3]
+
+
+@functools.lru_cache(maxsize=256)
+def _absolute_names(paths: tuple[Path, ...]
+                    ) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...], tuple[str, ...], bool]:
+    names = tuple(os.fspath(p) for p in paths)
+    forms = tuple(os.path.abspath(p) for p in names)
+    return tuple(_parts(f) for f in forms), forms, names, all(os.path.isabs(p) for p in names)
+
+
+def _interleaved(absolute: tuple[str, ...], resolved: list[str]) -> tuple[str, ...]:
+    return tuple(f for pair in zip(absolute, resolved, strict=True) for f in pair)
+
+
+@functools.lru_cache(maxsize=256)
+def _outermost_first(forms: tuple[str, ...]) -> tuple[tuple[tuple[str, ...], str, int], ...]:
+    """``forms`` (each root's name as written, then resolved: absolute and normalised) each once, with
+    its parts and, for a resolution that is no root's name as written, the root it resolves (else -1),
+    the fewest parts first (ties keep their order)."""
+    written = set(forms[0::2])
+    owners = {f: -1 if f in written else i // 2 for i, f in reversed(list(enumerate(forms)))}
+    return tuple(sorted(((_parts(f), f, owners[f]) for f in dict.fromkeys(forms)), key=lambda f: len(f[0])))
+
+
 def _identities(paths: Iterable[Path]) -> tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]]:
     """Identities of the paths that exist (the link and its target), and for each one that does not,
     its deepest existing ancestor with the names still missing below it. (Plain strings: this runs
@@ -194,7 +225,7 @@ class Guard:
         self._w_rules: tuple[set[Ident], list[tuple[Ident, tuple[str, ...]]]] | None = None
         self._protected_files: set[Ident] | None = None
         self._scan_overflow = False
-        self._roots: dict[Path, tuple[int, Ident, bool]] = {}  # root -> (fd, identity, a file root)
+        self._roots: dict[str, tuple[Path, int, Ident, bool]] = {}  # root -> (it, fd, identity, a file root)
 
     def __enter__(self) -> Guard:
         return self
@@ -329,35 +360,53 @@ class Guard:
 
     def _root(self, path: Path, *, write: bool) -> tuple[Path, int, Ident, str]:
         target = path.parts
-        for p in self.c.protected:  # the named paths, early and clearly (identity checks follow anyway)
-            if _parts_below(target, _parts(os.path.abspath(p))):
+        for parts in _absolute_forms(self.c.protected)[0]:  # the named paths, early and clearly
+            if _parts_below(target, parts):  # (identity checks follow anyway)
                 raise protected(path)
-        candidates = list(self.c.roots) + ([] if write else list(self.c.read_only))
-        forms: list[tuple[tuple[str, ...], str]] = []
-        for r in candidates:  # (strings: each call works these out again, as links may have moved)
-            for form in (os.path.abspath(r), os.path.realpath(r)):
-                forms.append((_parts(form), form))
-        forms.sort(key=lambda f: len(f[0]))  # the outermost: links may move anywhere inside it
-        for parts, form in forms:
+        found = self._outermost(target, write=write)
+        if found is None:
+            raise outside(path, self.c, write=write)
+        parts, form = found
+        if form not in self._roots:
+            root = Path(form)
+            try:
+                fd, is_file = self.keep(os.open(form, _fs.DIR_FLAGS)), False
+            except NotADirectoryError:
+                # A root that is a file: a folder holding protected state (the home directory holding
+                # ~/.hermes) is split into its entries, files included. It reaches that file alone,
+                # opened by name in its folder (path == root here: nothing is below a file).
+                fd, is_file = self.keep(os.open(root.parent, _fs.DIR_FLAGS)), True
+            except OSError as exc:
+                raise ToolError(f"the folder {root} cannot be opened: {exc.strerror or exc}") from exc
+            self._roots[form] = (root, fd, ident(os.fstat(fd)), is_file)
+        root, fd, rid, is_file = self._roots[form]
+        if is_file:
+            return root.parent, fd, rid, root.name
+        return root, fd, rid, "/".join(target[len(parts):])  # (path is below root by name)
+
+    def _outermost(self, target: tuple[str, ...], *, write: bool) -> tuple[tuple[str, ...], str] | None:
+        """(parts, form) of the outermost root that names ``target``: links may move anywhere inside it.
+
+        Each root counts as written and as resolved. A name as written is resolved by the kernel when the
+        root is opened; a resolution is worked out again per call as links may have moved, first from those
+        walked within ``roots.RESOLVE_TTL`` (no look at the disk), the one chosen then checked
+        (``roots.realpath``: the path still names the folder it named). When that check fails or no root
+        names ``target``, every root is resolved again (``roots.realpaths``: a stat or two each). So a
+        root that was re-pointed is followed at once, except that a root re-pointed to become the outer
+        one of two that name a path can be passed over for ``RESOLVE_TTL``: the inner one (also allowed)
+        is used, and a link in it to the outer one is refused until then."""
+        _, absolute, names = _absolute_forms(self.c.roots if write else self.c.roots + self.c.read_only)
+        known = roots.remembered(names)
+        if known is not None:
+            for parts, form, owner in _outermost_first(_interleaved(absolute, known)):
+                if _parts_below(target, parts):
+                    if owner < 0 or roots.realpath(names[owner]) == form:
+                        return parts, form
+                    break  # a root moved: resolve them all again
+        for parts, form, _ in _outermost_first(_interleaved(absolute, roots.realpaths(names))):
             if _parts_below(target, parts):
-                root = Path(form)
-                if root not in self._roots:
-                    try:
-                        fd, is_file = self.keep(os.open(root, _fs.DIR_FLAGS)), False
-                    except NotADirectoryError:
-                        # A root that is a file: a folder holding protected state (the home directory holding
-                        # ~/.hermes) is split into its entries, files included. It reaches that file alone,
-                        # opened by name in its folder (path == root here: nothing is below a file).
-                        fd, is_file = self.keep(os.open(root.parent, _fs.DIR_FLAGS)), True
-                    except OSError as exc:
-                        raise ToolError(f"the folder {root} cannot be opened: {exc.strerror or exc}") from exc
-                    self._roots[root] = (fd, ident(os.fstat(fd)), is_file)
-                fd, rid, is_file = self._roots[root]
-                if is_file:
-                    return root.parent, fd, rid, root.name
-                rel = os.path.relpath(path, root)
-                return root, fd, rid, "" if rel == "." else rel
-        raise outside(path, self.c, write=write)
+                return parts, form
+        return None
 
     def _beneath(self, rootfd: int, root: Path, rel: str, flags: int, path: Path, *, write: bool) -> int:
         try:

@@ -29,6 +29,7 @@ from hermes_relay.agent.desktop.tools.files import (
     desktop_write_file,
 )
 from hermes_relay.agent.desktop.tools.search import desktop_search_files
+from hermes_relay.core import roots
 from hermes_relay.core.confine import UNCONFINED, Confinement, persistence_paths, protected_paths
 from hermes_relay.core.desktop import ToolError
 
@@ -119,6 +120,43 @@ async def test_reads_below_roots_and_read_only_folders_work_and_nothing_else(wor
     with pytest.raises(ToolError, match=r"outside the folders this relay host may use \(roots: .*home.*work\).*"
                                         "hermes-relay access URL --root DIR"):
         await desktop_read_file({"path": str(tmp_path / "elsewhere.txt")}, ctx)
+
+
+async def test_a_folder_named_through_a_link_follows_the_link_when_it_is_re_pointed(world, tmp_path):
+    # /bin -> usr/bin: a read-only folder (or a root) is matched by its name and by what it resolves to,
+    # which is remembered only while the link still leads to the same folder (core/roots.realpath).
+    ctx, _ = world
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.txt").write_text(name)
+    link = tmp_path / "sys"
+    link.symlink_to(tmp_path / "a")
+    ctx = replace(ctx, confinement=replace(ctx.confinement, read_only=(link,)))
+    assert await desktop_read_file({"path": str(tmp_path / "a" / "f.txt")}, ctx) == "a"
+    link.unlink()
+    link.symlink_to(tmp_path / "b")
+    with pytest.raises(ToolError, match="outside the folders"):  # what it led to a moment ago is out of reach
+        await desktop_read_file({"path": str(tmp_path / "a" / "f.txt")}, ctx)
+    assert await desktop_read_file({"path": str(tmp_path / "b" / "f.txt")}, ctx) == "b"
+    assert await desktop_read_file({"path": str(link / "f.txt")}, ctx) == "b"
+    with pytest.raises(ToolError, match="outside the folders"):
+        await desktop_read_file({"path": str(tmp_path / "a" / "f.txt")}, ctx)
+
+
+async def test_a_read_resolves_the_folders_again_only_when_their_last_resolution_is_old(world, tmp_path, monkeypatch):
+    # Each root and read-only folder is resolved (a stat or two each) at most once per RESOLVE_TTL; in
+    # between, the folder a read is below is the only one checked (a link there re-pointed: see above).
+    ctx, _ = world
+    assert await desktop_read_file({"path": "notes.txt"}, ctx) == "hello\n"
+    walks: list[object] = []
+    real = roots.realpaths
+    monkeypatch.setattr(roots, "realpaths", lambda names, **kw: walks.append(names) or real(names, **kw))
+    assert await desktop_read_file({"path": "notes.txt"}, ctx) == "hello\n"
+    assert walks == []
+    aged = {name: (when - roots.RESOLVE_TTL, seen, resolved) for name, (when, seen, resolved) in roots._resolved.items()}
+    monkeypatch.setattr(roots, "_resolved", aged)
+    assert await desktop_read_file({"path": "notes.txt"}, ctx) == "hello\n"
+    assert len(walks) == 1
 
 
 async def test_the_same_calls_unconfined_reach_everything(world):

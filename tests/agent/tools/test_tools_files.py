@@ -6,10 +6,11 @@ import hashlib
 import os
 import stat
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from hermes_relay.agent.desktop.tools import all_tools
+from hermes_relay.agent.desktop.tools import _args, all_tools
 from hermes_relay.agent.desktop.tools.files import (
     desktop_checksum,
     desktop_copy_directory,
@@ -353,3 +354,9 @@ async def test_a_hunk_header_with_a_huge_number_is_a_clear_error(ctx):
         with pytest.raises(ToolError, match="patch did not apply"):
             await desktop_patch({"path": "f.txt", "patch": header + "\n-a\n+b\n"}, ctx)
     assert (ctx.cwd / "f.txt").read_text() == "a\n"
+
+
+@pytest.mark.parametrize("raw", ["notes.txt", "a//b/./c/", "../up", "/abs/x", "//x/y", "/", ".", "a/..", "~",
+                                 "~/f", "x~/y", "/..//..", "a\nb", "\udcff"])
+def test_a_path_argument_resolves_against_the_cwd_as_pathlib_would(ctx, raw):
+    assert _args.path({"path": raw}, "path", ctx) == Path(os.path.abspath(ctx.cwd / Path(raw).expanduser()))

@@ -107,11 +107,11 @@ class Relay:
                 status, obj = await desktop_http.handle(self.desktop, req, body, loopback=peer.loopback)
             except trio.Cancelled:  # only a shutdown cancels a request: the caller still gets its answer
                 with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_ANSWER_GRACE):
-                    await http.send_json(stream, 502, {"ok": False, "error": desktop.SHUTTING_DOWN}, req.conn)
+                    await http.send_json(stream, 502, {"ok": False, "error": desktop.SHUTTING_DOWN})
                 raise
         else:
             status, obj = self.route_http(req, body, peer)
-        await http.send_json(stream, status, obj, req.conn)
+        await http.send_json(stream, status, obj)
 
     async def _read_request(self, stream: trio.abc.Stream,
                             ip: str) -> tuple[http.HttpRequest | None, bytes, bool, Peer | None]:

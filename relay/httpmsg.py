@@ -1,4 +1,4 @@
-"""An HTTP request as the relay's core sees it (parsed by h11, no I/O) and the JSON body rule.
+"""An HTTP request as the relay's core sees it (parsed by relay/httpparse.py, no I/O) and the JSON body rule.
 
 relay/http.py reads these off a trio stream; relay/api.py and relay/core.py decide on them.
 """
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h11
+if TYPE_CHECKING:
+    from .httpparse import RequestParse
 
 MAX_HEAD = 16 * 1024  # request line + headers
 MAX_BODY = 64 * 1024  # JSON bodies here are a few hundred bytes
@@ -28,7 +29,7 @@ class HttpRequest:
     method: str
     target: str
     headers: dict[str, str]
-    conn: h11.Connection  # the parse goes on: a body (relay/http.py read_body), an upgrade (relay/upgrade.py)
+    parse: RequestParse | None = None  # the parse goes on: a body (relay/http.py read_body), an upgrade (relay/upgrade.py)
 
     @property
     def path(self) -> str:

@@ -5,8 +5,8 @@ relay/conn.py reads, writes and times each connection. Both ask the core (relay/
 every decision: admit or refuse, the HTTP reply, the auth frame's verdict, each message's answer, which
 sockets a revocation or a rotated token closes.
 
-Each connection starts with an h11-parsed request head. A WebSocket upgrade is answered from that parse
-(relay/upgrade.py) and served by relay/ws.py (wsproto's frames, read and written from the connection's
+Each connection starts with a request head parsed by httptools (relay/httpparse.py). A WebSocket upgrade is
+answered from that parse (relay/upgrade.py) and served by relay/ws.py (wsproto's frames, read and written from the connection's
 own task); anything else is one HTTP request and
 one JSON response from the core (``api.route``). The client's address comes from ``peers.resolve`` (forwarding
 headers count only from ``--trusted-proxy`` addresses). The first WebSocket frame must be ``system/auth`` within ``auth_timeout``;

@@ -29,7 +29,9 @@ class RequestParse:
 
     def __init__(self) -> None:
         self._parser = httptools.HttpRequestParser(self)
-        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)  # h11 took bare \n line ends
+        # h11 took bare \n line ends (llhttp needs both to take them everywhere). One request per connection:
+        # no second message whose bounds a proxy in front could read differently.
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True, lenient_optional_lf_after_cr=True)
         self._url = b""
         self._head_fed = 0  # bytes fed while the head was incomplete
         self.headers: dict[str, str] = {}  # lower-cased names; a repeated header: its last value
@@ -108,7 +110,8 @@ class RequestParse:
         if self._upgrade_body:
             piece = data[:self._upgrade_body]
             self._upgrade_body -= len(piece)
-            self.on_body(piece)
+            self._body.append(piece)
+            self.body_size += len(piece)
             data = data[len(piece):]
         self.complete = not self._upgrade_body
         assert self.trailing is not None

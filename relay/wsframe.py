@@ -35,7 +35,7 @@ def frame(message: str | bytes) -> bytes:
     return head + payload
 
 
-def take(data: bytes, max_message: int) -> tuple[list[str | bytes], int]:
+def take(data: bytes | bytearray, max_message: int) -> tuple[list[str | bytes], int]:
     """The whole single-frame messages at the start of ``data`` (a client's: masked), each at most
     ``max_message`` bytes, and the offset of the first byte not taken."""
     messages: list[str | bytes] = []
@@ -73,7 +73,7 @@ def take(data: bytes, max_message: int) -> tuple[list[str | bytes], int]:
     return messages, i
 
 
-def _unmask(payload: bytes, key: bytes) -> bytes:
+def _unmask(payload: bytes | bytearray, key: bytes | bytearray) -> bytes:
     n = len(payload)
     if n <= _SMALL_UNMASK:
         return (int.from_bytes(payload, "little") ^ int.from_bytes((key * (n // 4 + 1))[:n], "little")).to_bytes(n, "little")

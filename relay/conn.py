@@ -15,7 +15,7 @@ import trio
 
 from ..core import envelope, wire
 from ..core.errors import members
-from . import capacity, desktop, desktop_http, gcpolicy, http, peers
+from . import capacity, desktop, desktop_http, gcpolicy, http, peers, rawenv
 from . import upgrade as ws_upgrade
 from .config import (
     CLOSE_AUTH_FAILED,
@@ -187,7 +187,7 @@ class Relay:
     async def _send(self, ws: ServerSocket, channel: str, typ: str, payload: dict[str, Any],
                     msg_id: str | None = None) -> None:
         env = envelope.Envelope(channel, typ, payload) if msg_id is None else envelope.Envelope(channel, typ, payload, msg_id)
-        await ws.send_message(env.encode())
+        await ws.send_message(rawenv.text(env))
 
     async def _fail(self, ws: ServerSocket, reason: str, code: int = CLOSE_AUTH_FAILED) -> None:
         await self._send(ws, envelope.SYSTEM, envelope.AUTH_FAIL, {"reason": reason})
@@ -271,7 +271,7 @@ class Relay:
     async def _on_message(self, ws: ServerSocket, sess: Session, message: str | bytes) -> None:
         for effect in self.core.message(sess, message):
             if isinstance(effect, Send):
-                await ws.send_message(effect.env.encode())
+                await ws.send_message(rawenv.text(effect.env))
             elif isinstance(effect, ToTerminal):
                 if self.terminal is not None:
                     await self.terminal.on_envelope(ws, sess, effect.env)

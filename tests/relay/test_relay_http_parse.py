@@ -13,6 +13,7 @@ import socket
 import h11
 import pytest
 import trio
+import trio.testing
 from helpers import parse_response, raw_http
 
 from hermes_relay.relay import http
@@ -220,3 +221,37 @@ async def test_a_post_with_an_upgrade_to_another_protocol_is_answered_with_its_b
             b"Upgrade: h2c\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     status, _, answer = parse_response(await raw_http(relay.http, data))
     assert status == 200 and b'"ok":true' in answer
+
+
+async def test_connections_waiting_to_be_accepted_are_taken_in_one_go() -> None:
+    """trio's accept goes through the scheduler after each connection, even with more waiting."""
+    from hermes_relay.relay import server
+
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(5)]
+    handled: list[trio.abc.Stream] = []
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        handled.append(stream)
+
+    steps: list[str] = []
+
+    class Steps(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            if task.name.endswith("_accept"):
+                steps.append(task.name)
+
+    instrument = Steps()
+    async with trio.open_nursery() as nursery:
+        trio.lowlevel.add_instrument(instrument)
+        try:
+            nursery.start_soon(server._accept, listener, nursery, handle)
+            while len(handled) < 5:
+                await trio.testing.wait_all_tasks_blocked()
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+        nursery.cancel_scope.cancel()
+    assert len(steps) == 1  # took all five, then waited
+    for stream in [*handled, *clients]:
+        await stream.aclose()

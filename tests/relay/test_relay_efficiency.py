@@ -249,3 +249,42 @@ async def test_a_plain_connection_closes_without_setting_up_cancel_scopes(monkey
     await client.aclose()
 
 
+
+
+async def test_a_websocket_handshake_sets_up_two_cancel_scopes(monkeypatch):
+    """The request head's deadline, then one scope for the wait for the auth frame that goes on as the
+    first wait for messages (each scope costs ~10 us; a handshake set up three)."""
+    from helpers import FakeWallClock, auth_frame
+    from wsproto.frame_protocol import FrameProtocol
+
+    from hermes_relay.relay.conn import Relay
+    from hermes_relay.relay.server import RelayConfig
+
+    relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
+    code = relay.core.codes.register(None).code
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+    ours = await listener.accept()
+    await listener.aclose()
+    frames = FrameProtocol(client=True, extensions=[])
+    await client.send_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                          + bytes(frames.send_data(auth_frame({"pairing_code": code}))) + bytes(frames.close(1000)))
+    me = trio.lowlevel.current_task()
+    entered: list[trio.CancelScope] = []
+    real = trio.CancelScope.__enter__
+
+    def recording(self: trio.CancelScope) -> trio.CancelScope:
+        if trio.lowlevel.current_task() is me:
+            entered.append(self)
+        return real(self)
+
+    monkeypatch.setattr(trio.CancelScope, "__enter__", recording)
+    await relay.handle_stream(ours)  # upgrade, auth, the client's close answered
+    monkeypatch.undo()
+    answer = b""
+    while chunk := await client.receive_some():
+        answer += chunk
+    await client.aclose()
+    assert answer.startswith(b"HTTP/1.1 101 ") and b'"auth.ok"' in answer
+    assert len(entered) == 2

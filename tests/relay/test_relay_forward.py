@@ -124,3 +124,14 @@ def test_the_relays_own_messages_are_written_as_envelope_encode_writes_them(payl
     """Any code point (lone surrogates, DEL, non-ASCII), any number, any extra field: the same text."""
     env = envelope.Envelope("system", "auth.ok", payload, msg_id, extra)
     assert rawenv.text(env) == env.encode()
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5))
+def test_a_small_calls_command_is_the_text_a_big_ones_way_writes(args):
+    """desktop.command for small arguments takes relay/rawenv.py's encoder: the same frame, lone
+    surrogates ASCII-escaped either way."""
+    from hermes_relay.relay import desktop
+
+    env = envelope.Envelope("desktop", "desktop.command", {"request_id": "r", "tool": "t", "args": args}, "r")
+    assert desktop._encode(env, small=True) == desktop._encode(env)

@@ -24,16 +24,21 @@ _WS = " \t"
 class RequestParse:
     """Feed it the connection's bytes (``feed``) until ``head_done``, then, for a body, until ``complete``."""
 
-    __slots__ = ("_parser", "_url", "_head_fed", "headers", "_hosts", "head_done", "_checked", "complete", "trailing",
-                 "_body", "body_size", "_upgrade_body")
+    __slots__ = ("_parser", "_url", "_head_fed", "method", "_version", "headers", "_hosts", "head_done", "_checked",
+                 "complete", "trailing", "_body", "body_size", "_upgrade_body")
 
     def __init__(self) -> None:
-        self._parser = httptools.HttpRequestParser(self)
+        # The parser calls back into this object, which holds it: a reference cycle, broken as soon as the
+        # request is in or refused (``_parser`` None), so reference counting frees both at once (the relay
+        # freezes its objects out of the collector: relay/gcpolicy.py).
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         # h11 took bare \n line ends (llhttp needs both to take them everywhere). One request per connection:
         # no second message whose bounds a proxy in front could read differently.
         self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True, lenient_optional_lf_after_cr=True)
         self._url = b""
         self._head_fed = 0  # bytes fed while the head was incomplete
+        self.method = ""
+        self._version = ""
         self.headers: dict[str, str] = {}  # lower-cased names; a repeated header: its last value
         self._hosts = 0
         self.head_done = False
@@ -45,10 +50,6 @@ class RequestParse:
         self._upgrade_body = 0  # body bytes still due behind a (non-WebSocket) upgrade request's head
 
     # -- what was parsed ---------------------------------------------------------------------------------
-    @property
-    def method(self) -> str:
-        return self._parser.get_method().decode("ascii")
-
     @property
     def target(self) -> str:
         return self._url.decode("latin-1")
@@ -71,6 +72,15 @@ class RequestParse:
     # -- feeding -----------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Parse ``data``, the next bytes of the connection. BadRequest for a malformed or oversized head."""
+        try:
+            self._take(data)
+        except BadRequest:
+            self._parser = None
+            raise
+        if self.complete:
+            self._parser = None
+
+    def _take(self, data: bytes) -> None:
         if not self.head_done:
             room = MAX_HEAD - self._head_fed
             if len(data) > room:  # no head may run past MAX_HEAD: feed what fits, then see if it ended
@@ -83,7 +93,7 @@ class RequestParse:
         self._feed(data)
         if self.head_done and not self._checked:
             self._checked = True
-            if self._parser.get_http_version() == "1.1" and self._hosts != 1:  # h11's rule and words
+            if self._version == "1.1" and self._hosts != 1:  # h11's rule and words
                 raise BadRequest(400, "malformed HTTP request: " + ("Missing mandatory Host: header" if not self._hosts
                                                                     else "Found multiple Host: headers"))
 
@@ -91,7 +101,7 @@ class RequestParse:
         if self.trailing is not None:
             self._behind_upgrade(data)
             return
-        if self.complete or not data:
+        if self.complete or not data or self._parser is None:
             return
         try:
             self._parser.feed_data(data)
@@ -141,7 +151,11 @@ class RequestParse:
         self.headers[key] = value.decode("latin-1").strip(_WS)
 
     def on_headers_complete(self) -> None:
+        if self.head_done or self._parser is None:
+            return
         self.head_done = True
+        self.method = self._parser.get_method().decode("ascii")
+        self._version = self._parser.get_http_version()
 
     def on_body(self, body: bytes) -> None:
         if not self.complete:

@@ -255,3 +255,23 @@ async def test_connections_waiting_to_be_accepted_are_taken_in_one_go() -> None:
     assert len(steps) == 1  # took all five, then waited
     for stream in [*handled, *clients]:
         await stream.aclose()
+
+
+async def test_a_parse_is_freed_as_soon_as_its_request_is_done_with(relay) -> None:
+    """The parser and the object it calls back form a cycle: left to the collector, every connection's
+    parse would wait for a collection (and the relay freezes what survives one: relay/gcpolicy.py)."""
+    import gc
+
+    from helpers import http_json, pair
+
+    gc.collect()
+    gc.disable()
+    try:
+        ws, _ = await pair(relay.url, relay.http)
+        assert (await http_json("GET", f"{relay.http}/health"))[0] == 200
+        assert parse_response(await raw_http(relay.http, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n"))[0] == 400
+        assert parse_response(await raw_http(relay.http, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * MAX_HEAD))[0] == 431
+        assert [o for o in gc.get_objects() if isinstance(o, RequestParse)] == []
+    finally:
+        gc.enable()
+    await ws.aclose()

@@ -21,7 +21,6 @@ wire, so the socket is then marked broken, nothing more is written to it and the
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from typing import Any
 
 import trio
@@ -74,7 +73,9 @@ class ServerSocket:
         self._raw = getattr(stream.socket, "_sock", None) if type(stream) is trio.SocketStream else None
         self._proto = Connection(ConnectionType.SERVER)
         self._fed = bool(trailing)  # wsproto may hold events not taken yet
-        self._ready: deque[str | bytes] | None = None  # messages read without wsproto (relay/wsframe.py), not taken yet
+        # Messages read without wsproto (relay/wsframe.py) and not taken yet, the next one last (None: none; an
+        # idle socket keeps no empty container).
+        self._ready: list[str | bytes] | None = None
         if trailing:
             self._proto.receive_data(trailing)  # frames the client sent right behind its upgrade request
         self._owner = trio.lowlevel.current_task()
@@ -112,8 +113,12 @@ class ServerSocket:
         The task that calls it is the socket's reader from then on (see ``aclose``)."""
         self._owner = trio.lowlevel.current_task()
         while True:
-            if self._ready:  # read before anything wsproto holds
-                return self._ready.popleft()
+            ready = self._ready
+            if ready is not None:  # read before anything wsproto holds
+                message = ready.pop()
+                if not ready:
+                    self._ready = None
+                return message
             for event in self._proto.events() if self._fed else ():
                 if isinstance(event, Message):
                     message = self._piece(event)
@@ -164,10 +169,8 @@ class ServerSocket:
         if self._parts is None and self._proto.state is ConnectionState.OPEN and _wsproto_idle(self._proto):
             messages, taken = wsframe.take(data, self.max_message)  # whole one-frame messages, the common case
             if messages:
-                if self._ready is None:
-                    self._ready = deque(messages)
-                else:
-                    self._ready.extend(messages)
+                messages.reverse()
+                self._ready = messages if self._ready is None else messages + self._ready
             if taken == len(data):
                 return
             data = data[taken:]  # from the first frame that is not one: wsproto's

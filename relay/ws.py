@@ -115,10 +115,9 @@ class ServerSocket:
         while True:
             ready = self._ready
             if ready is not None:  # read before anything wsproto holds
-                message = ready.pop()
-                if not ready:
+                if len(ready) == 1:
                     self._ready = None
-                return message
+                return ready.pop()
             for event in self._proto.events() if self._fed else ():
                 if isinstance(event, Message):
                     message = self._piece(event)

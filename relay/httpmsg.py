@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .httpparse import RequestParse
+from typing import Any, Protocol
 
 MAX_HEAD = 16 * 1024  # request line + headers
 MAX_BODY = 64 * 1024  # JSON bodies here are a few hundred bytes
 MAX_NESTING = 100  # levels of objects and arrays a JSON body (or a desktop answer) may nest
+
+
+class BodyParse(Protocol):
+    """The parse a request's head came from, which goes on with its body (relay/httpparse.py's RequestParse)."""
+
+    complete: bool  # the whole request is in
+    body_size: int
+    trailing: bytes | None  # after an upgrade: what came behind the head
+
+    def feed(self, data: bytes) -> None: ...
+    def take_body(self) -> bytes: ...
+    def has_body(self) -> bool: ...
 
 
 class BadRequest(Exception):
@@ -29,7 +38,7 @@ class HttpRequest:
     method: str
     target: str
     headers: dict[str, str]
-    parse: RequestParse | None = None  # the parse goes on: a body (relay/http.py read_body), an upgrade (relay/upgrade.py)
+    parse: BodyParse | None = None  # the parse goes on: a body (relay/http.py read_body), an upgrade (relay/upgrade.py)
 
     @property
     def path(self) -> str:

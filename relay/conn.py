@@ -15,7 +15,7 @@ import trio
 
 from ..core import envelope, wire
 from ..core.errors import members
-from . import capacity, desktop, desktop_http, gcpolicy, http, peers
+from . import capacity, desktop, desktop_http, gcpolicy, http, peers, rawenv
 from . import upgrade as ws_upgrade
 from .config import (
     CLOSE_AUTH_FAILED,
@@ -40,7 +40,7 @@ from .core import (
     ToTerminal,
     UnauthedSlot,
 )
-from .heartbeat import Heartbeat
+from .heartbeat import Beat, Heartbeat
 from .peers import Peer
 from .sessions import Session
 from .term_config import TerminalHooks
@@ -107,18 +107,19 @@ class Relay:
                 status, obj = await desktop_http.handle(self.desktop, req, body, loopback=peer.loopback)
             except trio.Cancelled:  # only a shutdown cancels a request: the caller still gets its answer
                 with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_ANSWER_GRACE):
-                    await http.send_json(stream, 502, {"ok": False, "error": desktop.SHUTTING_DOWN}, req.conn)
+                    await http.send_json(stream, 502, {"ok": False, "error": desktop.SHUTTING_DOWN})
                 raise
         else:
             status, obj = self.route_http(req, body, peer)
-        await http.send_json(stream, status, obj, req.conn)
+        await http.send_json(stream, status, obj)
 
     async def _read_request(self, stream: trio.abc.Stream,
                             ip: str) -> tuple[http.HttpRequest | None, bytes, bool, Peer | None]:
         """The request head, its sender, and a small body; None once any error was answered."""
-        # head_timeout bounds reading the request only: an upgraded WebSocket lives on past it.
+        # head_timeout bounds reading the request only: an upgraded WebSocket lives on past it. (A scope
+        # of our own: trio.fail_after is a generator-based context manager, ~10 us a request.)
         try:
-            with trio.fail_after(self.config.head_timeout):
+            with trio.CancelScope(deadline=trio.current_time() + self.config.head_timeout):
                 req = await http.read_request_head(stream)
                 if req is None:
                     return None, b"", False, None
@@ -128,15 +129,14 @@ class Relay:
                 if not upgrade and req.method in ("POST", "PATCH", "PUT", "DELETE"):
                     body = await http.read_body(stream, req, desktop_http.body_limit(req, loopback=peer.loopback),
                                                 refuse_from_head=not peer.loopback)
+                return req, body, upgrade, peer
         except http.BadRequest as exc:
-            with trio.move_on_after(1):
-                await http.send_json(stream, exc.status, {"ok": False, "error": exc.message})
-            return None, b"", False, None
-        except trio.TooSlowError:
-            with trio.move_on_after(1):
-                await http.send_json(stream, 408, {"ok": False, "error": "request head not received in time"})
-            return None, b"", False, None
-        return req, body, upgrade, peer
+            status, error = exc.status, exc.message
+        else:  # the scope caught its own cancellation: the deadline passed
+            status, error = 408, "request head not received in time"
+        with trio.move_on_after(1):
+            await http.send_json(stream, status, {"ok": False, "error": error})
+        return None, b"", False, None
 
     async def _upgrade(self, stream: trio.abc.Stream, path: str, answer: ws_upgrade.Accepted | ws_upgrade.Rejected,
                        ip: str) -> None:
@@ -187,7 +187,7 @@ class Relay:
     async def _send(self, ws: ServerSocket, channel: str, typ: str, payload: dict[str, Any],
                     msg_id: str | None = None) -> None:
         env = envelope.Envelope(channel, typ, payload) if msg_id is None else envelope.Envelope(channel, typ, payload, msg_id)
-        await ws.send_message(env.encode())
+        await ws.send_message(rawenv.text(env))
 
     async def _fail(self, ws: ServerSocket, reason: str, code: int = CLOSE_AUTH_FAILED) -> None:
         await self._send(ws, envelope.SYSTEM, envelope.AUTH_FAIL, {"reason": reason})
@@ -196,71 +196,83 @@ class Relay:
     async def ws_session(self, ws: ServerSocket, ip: str, slot: UnauthedSlot | None = None) -> None:
         """Authenticate, then serve. ``slot`` is released once authentication is decided. The relay's
         heartbeat (relay/heartbeat.py) pings the socket once authenticated, if it is running."""
-        first: str | bytes | None = None
-        with trio.move_on_after(self.config.auth_timeout):
-            first = await ws.get_message()
+        # One scope for the wait for the auth frame and then for the first wait for messages (a scope
+        # costs ~10 us, and a handshake set up one for each); a connection that lives on makes one more
+        # whenever a wait of its ends (relay/conn.py _serve_authed).
+        wait = trio.CancelScope(deadline=trio.current_time() + self.config.auth_timeout)
+        authed: _Authed | None = None
+        try:
+            with wait:
+                first = await ws.get_message()
+                wait.deadline = math.inf
+                authed = await self._authenticate(ws, ip, slot, first)
+                del first  # the auth frame is not kept for the socket's life
+                if authed is not None:
+                    await self._wait_round(ws, authed, wait)
+            if authed is None:
+                if wait.cancelled_caught:  # no auth frame in time
+                    await self._authenticate(ws, ip, slot, None)
+                return
+            await self._serve_authed(ws, authed)
+        finally:
+            if authed is not None:
+                self._ended(ws, authed)
+
+    async def _authenticate(self, ws: ServerSocket, ip: str, slot: UnauthedSlot | None,
+                            first: str | bytes | None) -> _Authed | None:
+        """The core's verdict on the first message (None: it did not come in time), answered: the
+        authenticated connection, or None once refused."""
         if slot is not None:
             slot.release()
         decision = self.core.first_message(first, ip)
         if isinstance(decision, AuthFail):
             await self._fail(ws, decision.reason, decision.code)
-            return
+            return None
         if isinstance(decision, AuthAbort):
             await ws.aclose(decision.code, decision.reason)
-            return
+            return None
         self._apply(decision.effects)
         sess, reply, reply_id = decision.session, decision.reply, decision.msg_id
-        del first, decision  # the auth frame is not kept for the socket's life
+        del decision
         # Register the socket in `live` before the first await: a DELETE /sessions landing while
         # auth.ok is on its way must find it and close it (the decision above is synchronous).
-        key = sess.token_hash
-        self.core.attach(key, ws)
+        self.core.attach(sess.token_hash, ws)
         # Who this socket is comes from its session (what it was paired as), never from this frame.
         self.desktop.authed(ws, device_id=sess.device_id, name=sess.device_name, hostname=sess.device_hostname or "",
                             session_key=sess.token_hash, desktop=sess.client_surface == DESKTOP_SURFACE)
         # The small pre-auth cap and 4 KiB reads only guard unauthenticated memory; an authenticated
         # socket reads big results in bigger pieces.
         ws.authenticated(self.config.max_message_authed, wire.WS_RECEIVE_BYTES)
-        epoch = gcpolicy.opened()  # the collector policy freezes long-lived connections (relay/gcpolicy.py)
+        authed = _Authed(sess, gcpolicy.opened())  # the collector policy freezes long-lived connections
         try:
             await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, reply_id)
-            del reply
-            log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
-            await self._serve_authed(ws, sess)
-        finally:
-            self.core.detach(key, ws)
-            self.desktop.detach(ws)
-            if self.terminal is not None:
-                self.terminal.socket_gone(ws)
-            gcpolicy.ended(epoch)
+        except BaseException:
+            self._ended(ws, authed)
+            raise
+        log.info("auth_ok device=%s prefix=%s peer=%s", sess.device_name, sess.token_prefix, ip)
+        authed.beat = self.heartbeat.add(ws, lambda: self.core.expires_in(sess))
+        return authed
 
-    async def _serve_authed(self, ws: ServerSocket, sess: Session) -> None:
-        beat = self.heartbeat.add(ws, lambda: self.core.expires_in(sess))
-        # PATCH /sessions may move the expiry: it is re-read at least once per sweep interval, by the relay's
-        # heartbeat when it beats that often (Beat.bound_wait), which gives the wait a deadline only once
-        # the expiry is near: an idle connection has no timer of its own. A heartbeat timeout cancels the
-        # wait, a close from another task shortens it: one scope per connection, not one per message.
-        reread = math.inf if beat is not None and self.heartbeat.interval <= EXPIRY_SWEEP else EXPIRY_SWEEP
-        near = self.heartbeat.lookahead if beat is not None else math.inf
-        try:
-            while ws.open and (beat is None or not beat.timed_out):  # not open: closed by another task, or broken
-                remaining = self.core.expires_in(sess)
-                if remaining <= 0:
-                    await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
-                    return
-                with trio.CancelScope() as wait:
-                    if remaining <= near or reread < math.inf:
-                        wait.deadline = trio.current_time() + min(remaining, reread)
-                    ws.wait = wait
-                    while True:
-                        message = await ws.get_message()
-                        await self._on_message(ws, sess, message)
-                        if self.core.expires_in(sess) <= 0:  # the wall clock moved (a suspend, a PATCH)
-                            break
-        finally:
-            ws.wait = None
-            if beat is not None:
-                beat.stop()
+    def _ended(self, ws: ServerSocket, authed: _Authed) -> None:
+        ws.wait = None
+        if authed.beat is not None:
+            authed.beat.stop()
+        self.core.detach(authed.sess.token_hash, ws)
+        self.desktop.detach(ws)
+        if self.terminal is not None:
+            self.terminal.socket_gone(ws)
+        gcpolicy.ended(authed.epoch)
+
+    async def _serve_authed(self, ws: ServerSocket, authed: _Authed) -> None:
+        """The waits for messages after the first (``_wait_round``), each in a scope of its own, until the
+        socket closes, the session expires or the heartbeat gives up on the client."""
+        beat, sess = authed.beat, authed.sess
+        while authed.serving:
+            with trio.CancelScope() as wait:
+                await self._wait_round(ws, authed, wait)
+        ws.wait = None
+        if beat is not None:
+            beat.stop()
         if beat is not None and beat.timed_out:  # the heartbeat gave up on this client
             log.info("heartbeat_timeout prefix=%s", sess.token_prefix)
             self.core.detach(sess.token_hash, ws)  # gone from /health before the client sees the close
@@ -268,10 +280,38 @@ class Relay:
             with trio.move_on_after(min(CLOSE_GRACE, self.config.heartbeat)):
                 await ws.aclose(CLOSE_HEARTBEAT, "heartbeat timeout")
 
+    async def _wait_round(self, ws: ServerSocket, authed: _Authed, wait: trio.CancelScope) -> None:
+        """Serve messages inside ``wait`` (entered by the caller) until it is cancelled or the session's
+        expiry moved; ``authed.serving`` turns False when no round is to follow.
+
+        PATCH /sessions may move the expiry: it is re-read at least once per sweep interval, by the relay's
+        heartbeat when it beats that often (Beat.bound_wait), which gives the wait a deadline only once
+        the expiry is near: an idle connection has no timer of its own. A heartbeat timeout cancels the
+        wait, a close from another task shortens it."""
+        beat, sess = authed.beat, authed.sess
+        if not ws.open or (beat is not None and beat.timed_out):  # not open: closed by another task, or broken
+            authed.serving = False
+            return
+        remaining = self.core.expires_in(sess)
+        if remaining <= 0:
+            authed.serving = False
+            await ws.aclose(CLOSE_AUTH_FAILED, "session expired")
+            return
+        reread = math.inf if beat is not None and self.heartbeat.interval <= EXPIRY_SWEEP else EXPIRY_SWEEP
+        near = self.heartbeat.lookahead if beat is not None else math.inf
+        if remaining <= near or reread < math.inf:
+            wait.deadline = trio.current_time() + min(remaining, reread)
+        ws.wait = wait
+        while True:
+            message = await ws.get_message()
+            await self._on_message(ws, sess, message)
+            if self.core.expires_in(sess) <= 0:  # the wall clock moved (a suspend, a PATCH)
+                return
+
     async def _on_message(self, ws: ServerSocket, sess: Session, message: str | bytes) -> None:
         for effect in self.core.message(sess, message):
             if isinstance(effect, Send):
-                await ws.send_message(effect.env.encode())
+                await ws.send_message(rawenv.text(effect.env))
             elif isinstance(effect, ToTerminal):
                 if self.terminal is not None:
                     await self.terminal.on_envelope(ws, sess, effect.env)
@@ -306,6 +346,18 @@ async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
         return
     extra = [(b"retry-after", str(refusal.retry_after).encode())] if refusal.retry_after is not None else []
     await http.send_response(stream, refusal.status, refusal.text.encode(), _TEXT, extra_headers=extra)
+
+
+class _Authed:
+    """An authenticated connection's session and what was set up for it (undone by Relay._ended)."""
+
+    __slots__ = ("sess", "epoch", "beat", "serving")
+
+    def __init__(self, sess: Session, epoch: int):
+        self.sess = sess
+        self.epoch = epoch  # relay/gcpolicy.py's
+        self.beat: Beat | None = None  # relay/heartbeat.py's, once auth.ok is out (when the relay's heartbeat runs)
+        self.serving = True  # another wait for messages is to follow the current one
 
 
 def _shielded(seconds: float) -> trio.CancelScope:

@@ -85,4 +85,4 @@ async def handle(router: DesktopRouter, req: http.HttpRequest, body: bytes, *, l
             timeout = -1.0
         if not 0 < timeout <= 3600:
             return 400, {"ok": False, "error": "timeout must be a number of seconds between 0 and 3600"}
-    return await router.call(name, args, selector, timeout)
+    return await router.call(name, args, selector, timeout, args_size=len(body))

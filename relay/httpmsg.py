@@ -1,4 +1,4 @@
-"""An HTTP request as the relay's core sees it (parsed by h11, no I/O) and the JSON body rule.
+"""An HTTP request as the relay's core sees it (parsed by relay/httpparse.py, no I/O) and the JSON body rule.
 
 relay/http.py reads these off a trio stream; relay/api.py and relay/core.py decide on them.
 """
@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
-
-import h11
+from typing import Any, Protocol
 
 MAX_HEAD = 16 * 1024  # request line + headers
 MAX_BODY = 64 * 1024  # JSON bodies here are a few hundred bytes
 MAX_NESTING = 100  # levels of objects and arrays a JSON body (or a desktop answer) may nest
+
+
+class BodyParse(Protocol):
+    """The parse a request's head came from, which goes on with its body (relay/httpparse.py's RequestParse)."""
+
+    complete: bool  # the whole request is in
+    body_size: int
+    trailing: bytes | None  # after an upgrade: what came behind the head
+
+    def feed(self, data: bytes) -> None: ...
+    def take_body(self) -> bytes: ...
+    def has_body(self) -> bool: ...
 
 
 class BadRequest(Exception):
@@ -28,7 +38,7 @@ class HttpRequest:
     method: str
     target: str
     headers: dict[str, str]
-    conn: h11.Connection  # the parse goes on: a body (relay/http.py read_body), an upgrade (relay/upgrade.py)
+    parse: BodyParse | None = None  # the parse goes on: a body (relay/http.py read_body), an upgrade (relay/upgrade.py)
 
     @property
     def path(self) -> str:

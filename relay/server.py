@@ -5,8 +5,8 @@ relay/conn.py reads, writes and times each connection. Both ask the core (relay/
 every decision: admit or refuse, the HTTP reply, the auth frame's verdict, each message's answer, which
 sockets a revocation or a rotated token closes.
 
-Each connection starts with an h11-parsed request head. A WebSocket upgrade is answered from that parse
-(relay/upgrade.py) and served by relay/ws.py (wsproto's frames, read and written from the connection's
+Each connection starts with a request head parsed by httptools (relay/httpparse.py). A WebSocket upgrade is
+answered from that parse (relay/upgrade.py) and served by relay/ws.py (wsproto's frames, read and written from the connection's
 own task); anything else is one HTTP request and
 one JSON response from the core (``api.route``). The client's address comes from ``peers.resolve`` (forwarding
 headers count only from ``--trusted-proxy`` addresses). The first WebSocket frame must be ``system/auth`` within ``auth_timeout``;
@@ -159,18 +159,37 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
 
 
 _ACCEPT_CAPACITY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}  # out of descriptors or memory
+# What trio's SocketListener.accept retries at once: a connection gone before it was taken, a firewall's EPERM.
+_ACCEPT_IGNORED = {getattr(errno, name) for name in ("EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT",
+                                                      "EHOSTDOWN", "ENONET", "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH")
+                   if hasattr(errno, name)}
 ACCEPT_RETRY = 0.1  # seconds before accepting again after running out
+ACCEPT_BURST = 64  # connections taken in a row before the accepting task lets the others run
 
 
 async def _accept(listener: trio.abc.Listener[Any], nursery: trio.Nursery,
                   handle: Callable[[trio.abc.Stream], Awaitable[None]]) -> None:
     """``trio.serve_listeners`` without its per-connection wrapper (a task frame and a cancelled close
-    scope around every connection: ``handle`` closes its stream itself)."""
+    scope around every connection: ``handle`` closes its stream itself). A plain TCP listener is read
+    directly: trio's accept goes through the scheduler after every connection, even when more wait."""
+    raw = listener.socket._sock if type(listener) is trio.SocketListener else None  # type: ignore[attr-defined]
     async with listener:
+        burst = 0
         while True:
             try:
-                stream = await listener.accept()
+                if raw is None:
+                    stream: trio.abc.Stream = await listener.accept()
+                else:
+                    try:
+                        sock, _ = raw.accept()
+                    except BlockingIOError:
+                        burst = 0
+                        await trio.lowlevel.wait_readable(raw)
+                        continue
+                    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             except OSError as exc:
+                if exc.errno in _ACCEPT_IGNORED and raw is not None:
+                    continue
                 if exc.errno not in _ACCEPT_CAPACITY:
                     raise
                 log.error("accept_failed error=%s retry_in=%s", errno.errorcode.get(exc.errno or 0, exc.errno),
@@ -178,6 +197,10 @@ async def _accept(listener: trio.abc.Listener[Any], nursery: trio.Nursery,
                 await trio.sleep(ACCEPT_RETRY)
             else:
                 nursery.start_soon(handle, stream)
+                burst += 1
+                if burst >= ACCEPT_BURST:
+                    burst = 0
+                    await trio.lowlevel.checkpoint()
 
 
 def _bound_port(listener: Any) -> int:

@@ -1,6 +1,6 @@
 """The WebSocket upgrade (RFC 6455 §4.2), answered from the request head the relay already parsed.
 
-relay/http.py parsed the head with h11; here it is checked as a WebSocket opening handshake and
+relay/http.py parsed the head (relay/httpparse.py); here it is checked as a WebSocket opening handshake and
 answered with its ``101`` (the key's accept token is wsproto's), or refused: 426 with the version this
 relay speaks for another version, 400 for a missing or malformed key or a request with a body. No
 extension and no subprotocol is ever chosen. Bytes the client sent right behind its head (its first
@@ -12,7 +12,6 @@ from __future__ import annotations
 import binascii
 from dataclasses import dataclass
 
-import h11
 from wsproto.utilities import generate_accept_token
 
 from .httpmsg import HttpRequest
@@ -44,14 +43,12 @@ def answer(req: HttpRequest) -> Accepted | Rejected:
     key = headers.get("sec-websocket-key", "").strip()
     if not _valid_key(key):
         return Rejected(400, "missing or malformed Sec-WebSocket-Key")
-    try:
-        end = req.conn.next_event()
-    except h11.RemoteProtocolError:
+    parse = req.parse
+    if parse is None or parse.trailing is None:  # llhttp did not take it for an upgrade (no `upgrade` token)
         return Rejected(400, "malformed upgrade request")
-    if not isinstance(end, h11.EndOfMessage):
+    if parse.has_body():
         return Rejected(400, "an upgrade request has no body")
-    trailing = bytes(req.conn.trailing_data[0])
-    return Accepted(_REPLY % generate_accept_token(key.encode("ascii")), trailing)
+    return Accepted(_REPLY % generate_accept_token(key.encode("ascii")), parse.trailing)
 
 
 def _valid_key(key: str) -> bool:

@@ -5,8 +5,9 @@ five events, and hands every message from its reader to the consumer through the
 switches per message). A relay holds thousands of idle sockets and answers small messages, so here
 one task does it all: ``get_message`` reads the stream and feeds wsproto (``wsproto.connection.Connection``,
 the engine trio-websocket drives) until a whole message is there, answering pings and noting pongs on
-the way; any task may ``send_message``; ``aclose`` runs the closing handshake. The agent keeps
-trio-websocket as its client.
+the way (a read of whole one-frame messages, nearly every read, skips wsproto: relay/wsframe.py); any
+task may ``send_message``; ``aclose`` runs the closing handshake. The agent keeps trio-websocket as its
+client.
 
 Who reads: one task, the last to call ``get_message`` (the connection's task). A close begun by another
 task (a revocation) sends the close frame and then shortens the reader's current wait (``wait``, the
@@ -24,10 +25,11 @@ from typing import Any
 
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
+from wsproto.events import CloseConnection, Message, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason as Code
 from wsproto.utilities import LocalProtocolError
 
+from . import wsframe
 from .config import CLOSE_GRACE
 
 BIG_READ = 1 << 20  # bytes: the largest read, while a big message streams in
@@ -62,7 +64,7 @@ class ServerSocket:
     ``wait`` is the owner's current wait, which a close from another task shortens."""
 
     __slots__ = ("stream", "_raw", "_proto", "_owner", "max_message", "receive_size", "closed", "beat", "wait",
-                 "_size_next", "_read_max", "_fed", "_parts", "_size", "_writing", "_lot", "_broken")
+                 "_size_next", "_read_max", "_fed", "_ready", "_parts", "_size", "_writing", "_lot", "_broken")
 
     def __init__(self, stream: trio.abc.Stream, *, max_message: int, receive_size: int = 4096,
                  trailing: bytes = b""):
@@ -71,6 +73,9 @@ class ServerSocket:
         self._raw = getattr(stream.socket, "_sock", None) if type(stream) is trio.SocketStream else None
         self._proto = Connection(ConnectionType.SERVER)
         self._fed = bool(trailing)  # wsproto may hold events not taken yet
+        # Messages read without wsproto (relay/wsframe.py) and not taken yet, the next one last (None: none; an
+        # idle socket keeps no empty container).
+        self._ready: list[str | bytes] | None = None
         if trailing:
             self._proto.receive_data(trailing)  # frames the client sent right behind its upgrade request
         self._owner = trio.lowlevel.current_task()
@@ -108,6 +113,11 @@ class ServerSocket:
         The task that calls it is the socket's reader from then on (see ``aclose``)."""
         self._owner = trio.lowlevel.current_task()
         while True:
+            ready = self._ready
+            if ready is not None:  # read before anything wsproto holds
+                if len(ready) == 1:
+                    self._ready = None
+                return ready.pop()
             for event in self._proto.events() if self._fed else ():
                 if isinstance(event, Message):
                     message = self._piece(event)
@@ -155,6 +165,14 @@ class ServerSocket:
             if self.closed is None:
                 self.closed = CloseReason(ABNORMAL, None)
             raise ConnectionClosed(self.closed)
+        if self._parts is None and self._proto.state is ConnectionState.OPEN and _wsproto_idle(self._proto):
+            messages, taken = wsframe.take(data, self.max_message)  # whole one-frame messages, the common case
+            if messages:
+                messages.reverse()
+                self._ready = messages if self._ready is None else messages + self._ready
+            if taken == len(data):
+                return
+            data = data[taken:]  # from the first frame that is not one: wsproto's
         self._proto.receive_data(data)  # type: ignore[arg-type]  # wsproto takes any bytes-like; its stub says bytes
         self._fed = True
 
@@ -192,8 +210,7 @@ class ServerSocket:
     async def send_message(self, message: str | bytes) -> None:
         if self.closed is not None or self._proto.state is not ConnectionState.OPEN:
             raise ConnectionClosed(self.closed)
-        await self._write(self._proto.send(TextMessage(message) if isinstance(message, str)
-                                           else BytesMessage(message)))
+        await self._write(wsframe.frame(message))  # the bytes wsproto would write, without its two copies
 
     async def send_ping(self, payload: bytes) -> None:
         if self.closed is None and self._proto.state is ConnectionState.OPEN:
@@ -290,7 +307,7 @@ class ServerSocket:
         close = getattr(parser, "close", None)
         if close is not None:
             close()
-        self.beat = self.wait = None
+        self.beat = self.wait = self._ready = None
 
     # -- closing ---------------------------------------------------------------------------------------
     async def aclose(self, code: int = NORMAL, reason: str | None = None) -> None:
@@ -323,6 +340,18 @@ class ServerSocket:
             await self._write(frame)
         except ConnectionClosed:
             pass
+
+
+def _wsproto_idle(proto: Connection) -> bool:
+    """wsproto holds nothing: no event, no byte of a frame, no part of a message (its internals, read
+    defensively: another version's answer is False, and every frame then goes through wsproto)."""
+    try:
+        frames = proto._proto
+        decoder = frames._frame_decoder
+        return (not proto._events and decoder.header is None and not decoder.buffer.buffer
+                and frames._message_decoder.opcode is None)
+    except AttributeError:
+        return False
 
 
 _NO_SCOPE = contextlib.nullcontext()

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import h11
 import pytest
 from helpers import FakeWallClock
 
@@ -55,7 +54,7 @@ def call(core: RelayCore, method: str, path: str, body: Any = None, *, ip: str =
     if token is not None:
         head["authorization"] = f"Bearer {token}"
     raw = b"" if body is None else json.dumps(body).encode()
-    req = HttpRequest(method, path, head, h11.Connection(h11.SERVER))
+    req = HttpRequest(method, path, head)
     return core.http(req, raw, peers.resolve(ip, head))
 
 
@@ -102,7 +101,7 @@ def test_relay_info_is_for_the_relay_host_only_and_counts_uptime_on_the_monotoni
 def test_an_unknown_route_is_404_and_a_bad_body_400() -> None:
     core, _ = make()
     assert call(core, "GET", "/nope").body == {"ok": False, "error": "no route for GET /nope"}
-    req = HttpRequest("POST", "/pairing/register", LOCAL_HEAD, h11.Connection(h11.SERVER))
+    req = HttpRequest("POST", "/pairing/register", LOCAL_HEAD)
     reply = core.http(req, b"\xff\xfe", peers.resolve(LOCAL, {}))
     assert reply.status == 400 and "not valid JSON" in reply.body["error"]
 

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from relay_desktop_clients import READ_FILE, Call, desktop_client, next_command, sync
 
 from hermes_relay.core import envelope
@@ -106,3 +108,30 @@ def test_an_answer_is_spliced_only_when_that_is_the_same_answer():
     assert spliced({}, "{}") is None  # nothing to put a comma after
     assert spliced({"target": 1}, '{"target":1}') is None  # the relay's own key wins
     assert rawenv.forwarded({"ok": True}, None, extra) is None  # nothing kept (a small frame)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5), st.text(max_size=10),
+       st.dictionaries(st.sampled_from(["id", "ts", "zz", "channel"]), _JSON, max_size=2))
+def test_the_relays_own_messages_are_written_as_envelope_encode_writes_them(payload, msg_id, extra):
+    """Any code point (lone surrogates, DEL, non-ASCII), any number, any extra field: the same text."""
+    env = envelope.Envelope("system", "auth.ok", payload, msg_id, extra)
+    assert rawenv.text(env) == env.encode()
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5))
+def test_a_small_calls_command_is_the_text_a_big_ones_way_writes(args):
+    """desktop.command for small arguments takes relay/rawenv.py's encoder: the same frame, lone
+    surrogates ASCII-escaped either way."""
+    from hermes_relay.relay import desktop
+
+    env = envelope.Envelope("desktop", "desktop.command", {"request_id": "r", "tool": "t", "args": args}, "r")
+    assert desktop._encode(env, small=True) == desktop._encode(env)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import h11
 import pytest
 import trio
 from helpers import FakeWallClock, auth_frame, http_json, open_stream, register_code
@@ -170,7 +169,7 @@ async def test_revocation_while_auth_ok_is_being_sent_still_closes_the_socket():
         if envelope["type"] == "auth.ok":
             token = envelope["payload"]["session_token"]
             path, headers = f"/sessions/{token[:8]}", {"authorization": f"Bearer {token}"}
-            req = HttpRequest("DELETE", path, headers, h11.Connection(h11.SERVER))
+            req = HttpRequest("DELETE", path, headers)
             revoked.append(relay.route_http(req, b"", peers.resolve("127.0.0.1", {})))
 
     ws = ScriptedWs(auth_frame({"pairing_code": code}), on_send)

@@ -186,15 +186,12 @@ async def test_an_upgrade_the_relay_cannot_accept_is_refused_with_a_reason(relay
 
 
 def test_the_accept_token_is_the_rfcs():
-    import h11
-
     from hermes_relay.relay.httpmsg import HttpRequest
+    from hermes_relay.relay.httpparse import RequestParse
 
-    conn = h11.Connection(h11.SERVER)
-    conn.receive_data(HEAD.format(key=KEY).encode())
-    event = conn.next_event()
-    headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-    answer = upgrade.answer(HttpRequest("GET", "/", headers, conn))
+    parse = RequestParse()
+    parse.feed(HEAD.format(key=KEY).encode())
+    answer = upgrade.answer(HttpRequest("GET", "/", parse.headers, parse))
     assert isinstance(answer, upgrade.Accepted)
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer.reply  # RFC 6455 §1.3
 

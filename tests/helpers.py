@@ -71,6 +71,36 @@ async def open_stream(url: str, ssl_context: ssl.SSLContext | None = None) -> tr
     return stream
 
 
+async def accepted_pair(request: bytes = b"") -> tuple[trio.SocketStream, trio.SocketStream]:
+    """(client, server) ends of one loopback TCP connection, the listener closed; ``request`` sent by the
+    client and readable at the server's end when this returns."""
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+    server = await listener.accept()
+    await listener.aclose()
+    if request:
+        await client.send_all(request)
+        await trio.lowlevel.wait_readable(server.socket)
+    return client, server
+
+
+async def close_from_client(server: Any, client_aclose: Any) -> None:
+    """The client closes (``client_aclose``); the relay side's reader answers it: ``server`` is a
+    relay/ws.py ServerSocket and nothing else reads its end. Its TCP stream is then closed (the stream is
+    its owner's to close, relay/conn.py)."""
+    from hermes_relay.relay.ws import ConnectionClosed
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as both:
+            both.start_soon(client_aclose)
+            try:
+                while True:
+                    await server.get_message()
+            except ConnectionClosed:
+                pass
+    await server.stream.aclose()
+
+
 async def read_to_eof(stream: trio.abc.Stream) -> bytes:
     data = bytearray()
     while True:

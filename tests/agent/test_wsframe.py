@@ -10,6 +10,7 @@ import socket
 
 import pytest
 import trio
+from helpers import close_from_client
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from hermes_relay.agent import transport, wsframe
@@ -81,17 +82,6 @@ async def _connect(nursery: trio.Nursery) -> tuple[transport.Connection, ServerS
     return conn, sockets[0]
 
 
-async def _close(conn: transport.Connection, server: ServerSocket) -> None:
-    """We close; the relay's reader answers (nothing else reads its end)."""
-    with trio.fail_after(5):
-        async with trio.open_nursery() as both:
-            both.start_soon(conn.aclose)
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    await server.get_message()
-    await server.stream.aclose()
-
-
 async def _exchange(conn: transport.Connection, server: ServerSocket, data: bytes) -> str | bytes:
     """Send ``data`` while the relay reads (a big frame does not fit in the sockets' buffers)."""
     got: list[str | bytes] = []
@@ -113,7 +103,7 @@ async def test_big_and_small_messages_arrive_whole_at_the_relay(nursery: trio.Nu
         assert await _exchange(conn, server, payload) == payload.decode()
     await conn.send_text("héllo ✓ 😀")
     assert await server.get_message() == "héllo ✓ 😀"
-    await _close(conn, server)
+    await close_from_client(server, conn.aclose)
 
 
 async def test_a_lone_surrogate_is_refused_by_send_text_and_escaped_by_the_envelope(nursery: trio.Nursery) -> None:
@@ -123,7 +113,7 @@ async def test_a_lone_surrogate_is_refused_by_send_text_and_escaped_by_the_envel
     obj = {"channel": "desktop", "type": "desktop.response", "id": "i",
            "payload": {"ok": True, "result": {"name": "bad \udcff name", "text": "é" * 100_000}}}
     assert json.loads(await _exchange(conn, server, envelope.utf8(obj))) == obj  # the surrogate came back intact
-    await _close(conn, server)
+    await close_from_client(server, conn.aclose)
 
 
 async def test_concurrent_sends_pings_and_pongs_never_interleave_a_frame(nursery: trio.Nursery) -> None:
@@ -180,7 +170,7 @@ async def test_concurrent_sends_pings_and_pongs_never_interleave_a_frame(nursery
             await conn.send_text("more")
             await server.get_message()
     assert pongs == [b"relay %d" % i for i in range(5)]
-    await _close(conn, server)
+    await close_from_client(server, conn.aclose)
 
 
 async def test_a_send_after_the_relay_closed_is_a_lost_connection_with_its_code(nursery: trio.Nursery) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import trio
-from helpers import pair, receive_json, register_code, ws_connect
+from helpers import accepted_pair, pair, receive_json, register_code, ws_connect
 
 from hermes_relay.core.wire import WS_RECEIVE_BYTES
 from hermes_relay.relay.ws import BIG_READ
@@ -235,11 +235,7 @@ async def test_a_plain_connection_closes_without_setting_up_cancel_scopes(monkey
 
     monkeypatch.setattr(trio.CancelScope, "__enter__", recording)
     relay = Relay(RelayConfig())
-    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
-    ours = await listener.accept()
-    await listener.aclose()
-    await client.send_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    client, ours = await accepted_pair(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await relay.handle_stream(ours)  # answers, then closes its end
     answer = b""
     while chunk := await client.receive_some():
@@ -262,14 +258,11 @@ async def test_a_websocket_handshake_sets_up_two_cancel_scopes(monkeypatch):
 
     relay = Relay(RelayConfig(wall_clock=FakeWallClock()))
     code = relay.core.codes.register(None).code
-    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
-    ours = await listener.accept()
-    await listener.aclose()
     frames = FrameProtocol(client=True, extensions=[])
-    await client.send_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                          + bytes(frames.send_data(auth_frame({"pairing_code": code}))) + bytes(frames.close(1000)))
+    client, ours = await accepted_pair(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        + bytes(frames.send_data(auth_frame({"pairing_code": code}))) + bytes(frames.close(1000)))
     me = trio.lowlevel.current_task()
     entered: list[trio.CancelScope] = []
     real = trio.CancelScope.__enter__

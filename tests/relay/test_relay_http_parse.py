@@ -14,7 +14,7 @@ import h11
 import pytest
 import trio
 import trio.testing
-from helpers import parse_response, raw_http
+from helpers import accepted_pair, parse_response, raw_http
 
 from hermes_relay.relay import http
 from hermes_relay.relay.conn import Relay
@@ -185,12 +185,7 @@ async def test_a_plain_request_is_read_and_answered_without_a_pass_through_the_s
     """trio's stream methods yield to the scheduler after every read and write, even one that did not
     wait: a pass each, of the few a whole request needs."""
     relay = Relay(RelayConfig())
-    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
-    ours = await listener.accept()
-    await listener.aclose()
-    await client.send_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    await trio.lowlevel.wait_readable(ours.socket)  # the request is there to read
+    client, ours = await accepted_pair(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # there to read
 
     me = trio.lowlevel.current_task()
 

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
-from helpers import open_stream, read_to_eof, ws_connect
+from helpers import close_from_client, open_stream, read_to_eof, ws_connect
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import FrameProtocol
@@ -52,17 +52,6 @@ async def _pair(nursery: trio.Nursery) -> tuple[ServerSocket, trio_websocket.Web
     return server, clients[0], server_stream
 
 
-async def _close(server: ServerSocket, client: trio_websocket.WebSocketConnection) -> None:
-    """The client closes; the server's reader answers it (nothing else reads the server's end)."""
-    with trio.fail_after(5):
-        async with trio.open_nursery() as both:
-            both.start_soon(client.aclose)
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    await server.get_message()
-    await server.stream.aclose()  # the TCP stream is its owner's to close (relay/conn.py)
-
-
 async def test_messages_both_ways_and_the_peers_ping_is_answered(nursery):
     server, client, _ = await _pair(nursery)
     await client.send_message("from the client")
@@ -77,7 +66,7 @@ async def test_messages_both_ways_and_the_peers_ping_is_answered(nursery):
             both.start_soon(server.get_message)  # answers the ping on the way
             await trio.testing.wait_all_tasks_blocked()
             await client.send_message("unblock")
-    await _close(server, client)
+    await close_from_client(server, client.aclose)
 
 
 async def test_the_peers_close_is_answered_and_ends_the_reader(nursery):
@@ -204,7 +193,7 @@ async def test_a_write_cancelled_before_a_byte_went_out_leaves_the_socket_usable
     assert server.open
     await server.send_message("sent")
     assert await client.get_message() == "sent"
-    await _close(server, client)
+    await close_from_client(server, client.aclose)
 
 
 async def test_writers_take_turns_and_a_frame_is_never_cut_by_another():

@@ -289,7 +289,8 @@ class Bench:
         self.n_desktop = 100 if quick else 300
         self.desktop_tools = 0  # tools the agent advertises to the relay (the idle rows say so)
         self.idle_levels = [3000, 10000] if quick else [1000, 3000, 10000]  # idle connections held by the relay rows
-        self.n_probe = 100 if quick else 200  # sequential handshakes (and GET /health) per relay latency probe
+        self.n_probe = 300 if quick else 1000  # sequential handshakes (and GET /health) per relay latency probe: a p99
+        # of 200 was the second-slowest round, and this machine's own hiccups moved it by 2 x
         self.relay: RelayProc | None = None
         self.user: AgentEnv | None = None  # paired by code, idle-connected to self.relay
 
@@ -838,6 +839,10 @@ printf '%s\n' "$__p"
         base_hs, base_health = result["probe"][0]
         add(f"relay baseline with 0 idle connections: handshake / GET /health p99 (N={plan.n_probe})",
             f"{ms(pctl(base_hs, 99))} / {ms(pctl(base_health, 99))} (worst {ms(max(base_hs))} / {ms(max(base_health))})")
+        if "probe_after" in result:
+            again = pctl(result["probe_after"][0], 99)
+            add("relay baseline again, after the idle connections closed: handshake p99 / the first",
+                f"{again / pctl(base_hs, 99):.2f} x ({ms(again)}; the machine's own noise on this figure)")
         for n in plan.levels:
             hs, health = result["probe"][n]
             before, after, idle_cpu, window = result["idle"][n]
@@ -1155,6 +1160,8 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
         await trio.sleep(1.5)  # one policy tick
         frozen_after = (await _health_json(port, "/relay/info"))["gc"]["frozen"]
         out["leak"] = (opened, frozen_before, frozen_after, before, rss_kb(relay_pid))
+    if plan.levels:  # the baseline again, every held connection gone: how far the machine alone moves a p99
+        out["probe_after"] = await probe()
     return out
 
 

@@ -10,6 +10,8 @@ mount) keeps its token after its call is abandoned, and such threads must not st
 the agent. When every tool token is held, a call waits ``BUSY_WAIT`` seconds and then answers
 "busy" instead of queueing until its deadline. One relay host holds at most ``MAX_PER_HOST`` of them
 (``HOST``, set by the channel per call): its slow or stuck calls cannot leave another host only "busy".
+Nor can several hosts together: the shared limit grows by a host's share with each host that calls (up to
+``MAX_HOSTS_SERVED`` hosts' worth), so every host finds its own share free however many others are stuck.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-MAX_TOOL_THREADS: Final = 16  # below trio's default 40, so stuck tool threads leave the agent its own
+MAX_TOOL_THREADS: Final = 16  # tool threads at once while at most two hosts have called (and for calls of no host)
 MAX_PER_HOST: Final = MAX_TOOL_THREADS // 2  # one relay host's share: another host always finds threads
+MAX_HOSTS_SERVED: Final = 8  # hosts whose whole share stays free whatever the others hold (64 threads at most)
 BUSY_WAIT: Final = 2.0  # seconds a call waits for a tool thread before answering busy
 
 # The relay host a call runs for (its URL), set by the channel in the call's own task: its tool threads
@@ -113,9 +116,13 @@ def _limiter_for(url: str) -> ToolLimiter | _HostShare:
         hosts = {}
         _HOSTS.set(hosts)
     share = hosts.get(url)
+    shared = limiter()
     if share is None:
         share = hosts[url] = ToolLimiter(MAX_PER_HOST)
-    return _HostShare(share, limiter(), url)
+        # A new host's share is added to the shared limit: two hosts with every call stuck must not leave a
+        # third only "busy" (a coalition of relay hosts is bounded as one host is).
+        shared.inner.total_tokens = max(MAX_TOOL_THREADS, MAX_PER_HOST * min(len(hosts), MAX_HOSTS_SERVED))
+    return _HostShare(share, shared, url)
 
 
 def check(stop: threading.Event) -> None:

@@ -202,8 +202,9 @@ async def ripgrep_search(rg: str, root: Path, pattern: str, limit: int) -> tuple
     return matches, truncated
 
 
-MAX_SEARCHES = 8  # content-search processes at once, all hosts together
+MAX_SEARCHES = 8  # content-search processes at once, all hosts together, while at most two hosts have searched
 MAX_SEARCHES_PER_HOST = 4
+SEARCH_HOSTS_SERVED = 4  # hosts whose whole share stays free whatever the others hold (16 processes, ~0.5 GB)
 MAX_ANSWER = 64 << 20  # bytes of a child's answer (10 000 paths of 4096 bytes, JSON-escaped, fit)
 CHILD = __name__.rpartition(".")[0] + "._searchchild"  # by name: it imports this module
 CHILD_PATHS = ("roots", "read_only", "protected", "write_protected")  # the Confinement fields that are paths
@@ -243,7 +244,9 @@ _ALL = "\x00all"  # the shared bound's key (no host URL has a NUL)
 
 def _search_limiters(host: str) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
     """This host's and everyone's bound on search processes (about 30 MB each): one relay's 64 calls in
-    flight are at most MAX_SEARCHES_PER_HOST processes at once, the others wait their turn."""
+    flight are at most MAX_SEARCHES_PER_HOST processes at once, the others wait their turn. Each host that
+    searches adds its share to everyone's bound (up to SEARCH_HOSTS_SERVED hosts' worth): two hosts keeping
+    theirs busy leave a third its own."""
     try:
         limiters = _SEARCHES.get()
     except LookupError:
@@ -251,6 +254,8 @@ def _search_limiters(host: str) -> tuple[trio.CapacityLimiter, trio.CapacityLimi
         _SEARCHES.set(limiters)
     if host not in limiters:
         limiters[host] = trio.CapacityLimiter(MAX_SEARCHES_PER_HOST)
+        hosts = len(limiters) - 1
+        limiters[_ALL].total_tokens = max(MAX_SEARCHES, MAX_SEARCHES_PER_HOST * min(hosts, SEARCH_HOSTS_SERVED))
     return limiters[host], limiters[_ALL]
 
 

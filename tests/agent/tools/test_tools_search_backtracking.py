@@ -139,6 +139,27 @@ async def test_search_processes_per_host_are_bounded_and_the_rest_wait(ctx, tmp_
         host.release_on_behalf_of(token)
 
 
+async def test_two_hosts_searching_leave_a_third_host_its_search_processes():
+    # Before, two relays keeping 4 searches each in flight held all 8 search processes: a third relay's
+    # searches waited out their deadlines.
+    held = []
+    for url in ("wss://one.example", "wss://two.example"):
+        host, shared = search._search_limiters(url)
+        for _ in range(search.MAX_SEARCHES_PER_HOST):
+            token = object()
+            host.acquire_on_behalf_of_nowait(token)
+            shared.acquire_on_behalf_of_nowait(token)
+            held.append(token)
+    host, shared = search._search_limiters("wss://third.example")
+    for _ in range(search.MAX_SEARCHES_PER_HOST):  # its whole share, at once
+        token = object()
+        host.acquire_on_behalf_of_nowait(token)
+        shared.acquire_on_behalf_of_nowait(token)
+    for n in range(search.SEARCH_HOSTS_SERVED + 2):
+        search._search_limiters(f"wss://more{n}.example")
+    assert shared.total_tokens == search.MAX_SEARCHES_PER_HOST * search.SEARCH_HOSTS_SERVED  # and no more
+
+
 def _regex_of(pattern: str) -> re.Pattern[str]:
     """The regex the glob was translated to before (backtracking; fine for short texts)."""
     out, i, glob = [], 0, pattern.replace("\\", "/")

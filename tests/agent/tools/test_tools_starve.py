@@ -128,6 +128,49 @@ async def test_a_line_without_end_is_searched_in_bounded_memory(ctx, tmp_path):
     assert sorted(result["matches"]) == sorted(matches)
 
 
+async def test_two_hosts_with_stuck_calls_leave_a_third_host_its_share(autojump_clock: trio.abc.Clock) -> None:
+    # Before, two relays with every call stuck held 8 + 8 = all 16 tool threads: each call of a third relay
+    # answered "busy" (a per-host share bounded one host, not a coalition).
+    release = threading.Event()
+
+    def stuck(stop: threading.Event) -> None:
+        release.wait(30)
+
+    async def hostile_call(host: str) -> None:
+        _thread.HOST.set(host)
+        with trio.move_on_after(0.3):  # its caller gives up; the thread stays stuck, holding its token
+            await _thread.run(stuck)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for host in ("wss://one.example", "wss://two.example"):
+                for _ in range(_thread.MAX_TOOL_THREADS):
+                    nursery.start_soon(hostile_call, host)
+        assert _thread.limiter().inner.borrowed_tokens == 2 * _thread.MAX_PER_HOST
+        results: list[int] = []
+
+        async def third_call() -> None:
+            _thread.HOST.set("wss://third.example")
+            results.append(await _thread.run(lambda stop: 7))
+
+        async with trio.open_nursery() as nursery:  # its whole share, several at once
+            for _ in range(_thread.MAX_PER_HOST):
+                nursery.start_soon(third_call)
+        assert results == [7] * _thread.MAX_PER_HOST
+    finally:
+        release.set()
+
+
+def test_the_shared_limit_stops_growing_at_its_cap() -> None:
+    async def main() -> None:
+        for n in range(_thread.MAX_HOSTS_SERVED + 3):
+            _thread.HOST.set(f"wss://host{n}.example")
+            assert await _thread.run(lambda stop, n=n: n) == n
+        assert _thread.limiter().inner.total_tokens == _thread.MAX_PER_HOST * _thread.MAX_HOSTS_SERVED
+
+    trio.run(main)
+
+
 async def test_one_host_with_stuck_calls_leaves_another_host_its_threads(autojump_clock: trio.abc.Clock) -> None:
     # Before, 16 slow calls of one relay (a hung mount, a huge tree) took every tool thread and each call
     # of every other relay answered "busy": one host could stop the desktop tools of all the others.

@@ -68,6 +68,7 @@ SECRET_MARKERS = ("token", "secret", "password", "key", "auth")
 REDACTED = "[redacted]"
 MAX_NESTING = 64  # levels redact() copies; deeper values are cut off
 SHUTTING_DOWN = "Desktop client disconnected (Relay server shutting down)"  # the reference's 502 on shutdown
+_SUMMARY = json.JSONEncoder(default=str, ensure_ascii=False)  # a result's summary in the ring, one encoder made once
 _PEER_GONE = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -242,7 +243,7 @@ class DesktopRouter(DesktopTable):
         if error is not None:
             record["error"] = str(error)[:SUMMARY_MAX]
         if "result" in body:
-            summary = json.dumps(preview(body["result"]), default=str, ensure_ascii=False)  # bounded before encoding
+            summary = _SUMMARY.encode(preview(body["result"]))  # bounded before encoding
             record["result_summary"] = summary if len(summary) <= SUMMARY_MAX else summary[:SUMMARY_MAX - 3] + "..."
         record["decision"] = "timeout" if status == 504 else "executed" if status == 200 and ok else "error"
         return status, body

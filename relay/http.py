@@ -33,6 +33,7 @@ from .httpmsg import (  # noqa: F401  (re-exported: the driver's callers use htt
 from .httpparse import RequestParse
 
 HEAD_READ = 4096  # bytes per read of a request head
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"))  # json.dumps(obj, separators=...) without an encoder made per call
 
 
 async def read_request_head(stream: trio.abc.Stream) -> HttpRequest | None:
@@ -78,7 +79,7 @@ async def send_json(stream: trio.abc.Stream, status: int, obj: Any) -> None:
         await send_response(stream, status, obj.parts, b"application/json")
         return
     try:  # ASCII-escaped: lone surrogates and every other code point travel as JSON escapes
-        body = json.dumps(obj, separators=(",", ":")).encode("ascii")
+        body = _COMPACT_ASCII.encode(obj).encode("ascii")
     except (ValueError, TypeError, RecursionError) as exc:  # never leave a caller without an answer
         status, body = 500, json.dumps({"ok": False, "error": f"the relay could not encode its answer: "
                                                               f"{exc.__class__.__name__}"}).encode("ascii")

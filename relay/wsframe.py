@@ -17,6 +17,8 @@ import struct
 TEXT = 0x1
 BINARY = 0x2
 _SMALL_UNMASK = 512  # bytes: up to this many, unmasked as one integer; more, a byte table per key byte
+_XOR_TABLES: list[bytes | None] = [None] * 256  # the byte table of each key byte, made when first needed
+_IDENTITY = int.from_bytes(bytes(range(256)), "big")
 
 
 def frame(message: str | bytes) -> bytes:
@@ -78,8 +80,13 @@ def _unmask(payload: bytes | bytearray, key: bytes | bytearray) -> bytes:
     if n <= _SMALL_UNMASK:
         return (int.from_bytes(payload, "little") ^ int.from_bytes((key * (n // 4 + 1))[:n], "little")).to_bytes(n, "little")
     out = bytearray(payload)
-    identity = int.from_bytes(bytes(range(256)), "big")
     for j in range(4):
-        table = (identity ^ int.from_bytes(key[j:j + 1] * 256, "big")).to_bytes(256, "big")
-        out[j::4] = out[j::4].translate(table)
+        out[j::4] = out[j::4].translate(_XOR_TABLES[key[j]] or _xor_table(key[j]))
     return bytes(out)
+
+
+def _xor_table(byte: int) -> bytes:
+    """The byte table that XORs every byte with ``byte`` (kept: making four took ~6 us of a 1 KB message)."""
+    table = (_IDENTITY ^ int.from_bytes(bytes((byte,)) * 256, "big")).to_bytes(256, "big")
+    _XOR_TABLES[byte] = table
+    return table

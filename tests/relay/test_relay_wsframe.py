@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
-from wsproto.frame_protocol import FrameProtocol
+from wsproto.frame_protocol import FrameProtocol, XorMaskerSimple
 
 from hermes_relay.relay import ws, wsframe
 from hermes_relay.relay.ws import ConnectionClosed, ServerSocket
@@ -39,6 +39,14 @@ def test_whole_messages_are_taken_and_unmasked(message: str | bytes) -> None:
     client = _client()
     wire = bytes(client.send_data(message)) + bytes(client.send_data(message))
     assert wsframe.take(wire, 1 << 20) == ([message, message], len(wire))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=4, max_size=4), st.integers(0, 2000), st.randoms(use_true_random=False))
+def test_a_payload_is_unmasked_as_wsproto_unmasks_it_whatever_the_key(key: bytes, size: int, rnd) -> None:
+    # Byte tables are kept per key byte: every key, one after another, still unmasks with its own bytes.
+    payload = rnd.randbytes(size)
+    assert wsframe._unmask(payload, key) == bytes(XorMaskerSimple(key).process(payload))
 
 
 def _masked(first: int, payload: bytes, length: bytes | None = None) -> bytes:

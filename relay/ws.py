@@ -64,7 +64,8 @@ class ServerSocket:
     ``wait`` is the owner's current wait, which a close from another task shortens."""
 
     __slots__ = ("stream", "_raw", "_proto", "_owner", "max_message", "receive_size", "closed", "beat", "wait",
-                 "_size_next", "_read_max", "_fed", "_ready", "_parts", "_size", "_writing", "_lot", "_broken")
+                 "_size_next", "_read_max", "_fed", "_ready", "_parts", "_size", "_writing", "_lot", "_broken",
+                 "_gather", "_gather_size")
 
     def __init__(self, stream: trio.abc.Stream, *, max_message: int, receive_size: int = 4096,
                  trailing: bytes = b""):
@@ -86,6 +87,11 @@ class ServerSocket:
         self.beat: Any = None  # the heartbeat's Beat: told of each pong
         self.wait: trio.CancelScope | None = None
         self._parts: list[Any] | None = None  # the pieces of a message that came in several
+        # A frame of a whole message cut by the reads (a big desktop result), gathered until it is all
+        # here and then read as the whole frames are: wsproto would copy it three times and decode it in
+        # pieces. Its size, as its head says (at most max_message).
+        self._gather: bytearray | None = None
+        self._gather_size = 0
         self._size = 0
         self._writing = False
         self._lot: trio.lowlevel.ParkingLot | None = None  # writers waiting for the socket (made on first need)
@@ -161,16 +167,26 @@ class ServerSocket:
         self._size_next = min(size * 4, self._read_max) if len(data) == size else self.receive_size
         if not data:
             self._proto.receive_data(None)  # wsproto: a 1006 close event, state CLOSED
-            self._parts = None
+            self._parts = self._gather = None
             if self.closed is None:
                 self.closed = CloseReason(ABNORMAL, None)
             raise ConnectionClosed(self.closed)
+        gather = self._gather
+        if gather is not None:  # (nothing else read meanwhile: wsproto is idle, the state open)
+            gather += data
+            if len(gather) < self._gather_size:
+                return
+            data, self._gather = gather, None  # the whole frame, and whatever came behind it
         if self._parts is None and self._proto.state is ConnectionState.OPEN and _wsproto_idle(self._proto):
             messages, taken = wsframe.take(data, self.max_message)  # whole one-frame messages, the common case
             if messages:
                 messages.reverse()
                 self._ready = messages if self._ready is None else messages + self._ready
             if taken == len(data):
+                return
+            size = wsframe.frame_size(data, taken, self.max_message)
+            if size is not None and size > len(data) - taken:  # one take reads once it is all here
+                self._gather, self._gather_size = bytearray(data[taken:]), size
                 return
             data = data[taken:]  # from the first frame that is not one: wsproto's
         self._proto.receive_data(data)  # type: ignore[arg-type]  # wsproto takes any bytes-like; its stub says bytes

@@ -70,19 +70,46 @@ def take(data: bytes | bytearray, max_message: int) -> tuple[list[str | bytes], 
             except UnicodeDecodeError:  # wsproto closes with 1007
                 break
         else:
-            messages.append(payload)
+            messages.append(bytes(payload))
         i = end
     return messages, i
 
 
-def _unmask(payload: bytes | bytearray, key: bytes | bytearray) -> bytes:
+def frame_size(data: bytes | bytearray, i: int, max_message: int) -> int | None:
+    """The bytes of the frame at ``data[i:]`` when it is one ``take`` would read once it is all there (its
+    head is, and says FIN, text or binary, masked, at most ``max_message``); None for anything else."""
+    if len(data) - i < 2:
+        return None
+    first, second = data[i], data[i + 1]
+    if first ^ 0x80 not in (TEXT, BINARY) or not second & 0x80:
+        return None
+    n, at = second & 0x7F, i + 2
+    if n == 126:
+        if len(data) - at < 2:
+            return None
+        (n,) = struct.unpack_from("!H", data, at)
+        at += 2
+        if n <= 125:
+            return None
+    elif n == 127:
+        if len(data) - at < 8:
+            return None
+        (n,) = struct.unpack_from("!Q", data, at)
+        at += 8
+        if n <= 0xFFFF or n >> 63:
+            return None
+    return at - i + 4 + n if n <= max_message else None
+
+
+def _unmask(payload: bytes | bytearray, key: bytes | bytearray) -> bytes | bytearray:
+    """The payload unmasked (a bytearray is unmasked in place: it is a copy already)."""
     n = len(payload)
     if n <= _SMALL_UNMASK:
         return (int.from_bytes(payload, "little") ^ int.from_bytes((key * (n // 4 + 1))[:n], "little")).to_bytes(n, "little")
-    out = bytearray(payload)
+    out = payload if isinstance(payload, bytearray) else bytearray(payload)
     for j in range(4):
         out[j::4] = out[j::4].translate(_XOR_TABLES[key[j]] or _xor_table(key[j]))
-    return bytes(out)
+    return out
 
 
 def _xor_table(byte: int) -> bytes:

@@ -172,3 +172,33 @@ async def test_a_socket_that_took_its_messages_keeps_nothing_for_them() -> None:
     assert server._ready is not None
     assert await server.get_message() == "two"
     assert server._ready is None
+
+
+async def test_a_whole_message_cut_by_the_reads_is_gathered_not_fed_to_wsproto(monkeypatch) -> None:
+    """A big desktop result comes in many reads: its frame is gathered and read once it is all here (wsproto
+    copied it three times and decoded it in pieces); a frame that is not one to take still goes to wsproto."""
+    fed: list[bytes] = []
+    real = Connection.receive_data
+
+    def counting(self: Connection, data: bytes | None) -> None:
+        if data:
+            fed.append(bytes(data))
+        real(self, data)
+
+    monkeypatch.setattr(Connection, "receive_data", counting)
+    ours, theirs = trio.testing.memory_stream_pair()
+    server = ServerSocket(ours, max_message=1 << 20, receive_size=1000)
+    client = _client()
+    big = '{"x":"' + "é0123456789" * 20000 + '"}'
+    wire = bytes(client.send_data("small")) + bytes(client.send_data(big)) + bytes(client.send_data(b"\x00" * 3000))
+    for i in range(0, len(wire), 777):
+        await theirs.send_all(wire[i:i + 777])
+    assert [await server.get_message() for _ in range(3)] == ["small", big, b"\x00" * 3000]
+    assert fed == [] and server._gather is None
+    cut = bytearray(_masked(0x81, b"\xff" * 100))  # not UTF-8: wsproto's, from its first byte
+    await theirs.send_all(bytes(cut[:50]))
+    await theirs.send_all(bytes(cut[50:]))
+    with pytest.raises(ConnectionClosed) as closed:
+        await server.get_message()
+    assert closed.value.reason is not None and closed.value.reason.code == 1007
+    assert fed[0] == bytes(cut)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import envelope
+from . import wsframe
 
 SPAN_MIN = 64 << 10  # characters: below this a frame is decoded the plain way
 _SCANNER = json.JSONDecoder()
@@ -131,8 +132,9 @@ def forwarded(payload: dict[str, Any], span: tuple[str, int, int] | None,
         return None
     tail = ("," + json.dumps(extra, separators=(",", ":"))[1:]).encode("ascii")
     try:
-        if frame.isascii():
-            return [memoryview(frame.encode("ascii"))[start:end - 1], tail]
+        if frame.isascii():  # (a character is a byte: the frame's own UTF-8, when kept, is sliced as it is)
+            utf8 = frame.utf8 if isinstance(frame, wsframe.Text) else frame.encode("ascii")
+            return [memoryview(utf8)[start:end - 1], tail]
         return [frame[start:end - 1].encode("utf-8"), tail]
     except UnicodeEncodeError:  # a lone surrogate cannot come from a UTF-8 frame; never guess
         return None

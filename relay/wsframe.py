@@ -21,6 +21,21 @@ _XOR_TABLES: list[bytes | None] = [None] * 256  # the byte table of each key byt
 _IDENTITY = int.from_bytes(bytes(range(256)), "big")
 
 
+KEEP_UTF8 = 64 << 10  # bytes of a text message from which its UTF-8 is kept beside it (``Text``)
+
+
+class Text(str):
+    """A big text message that keeps the UTF-8 it came as (``utf8``): a desktop result the relay forwards
+    is sliced from it instead of encoded again (relay/rawenv.py ``forwarded``)."""
+
+    utf8: bytes | bytearray
+
+    def __new__(cls, utf8: bytes | bytearray) -> Text:
+        text = super().__new__(cls, utf8, "utf-8")
+        text.utf8 = utf8
+        return text
+
+
 def frame(message: str | bytes) -> bytes:
     """``message`` as one unmasked frame (text for a str)."""
     if isinstance(message, str):
@@ -66,7 +81,7 @@ def take(data: bytes | bytearray, max_message: int) -> tuple[list[str | bytes], 
         payload = _unmask(data[at + 4:end], data[at:at + 4])
         if opcode == TEXT:
             try:
-                messages.append(payload.decode("utf-8"))
+                messages.append(payload.decode("utf-8") if n < KEEP_UTF8 else Text(payload))
             except UnicodeDecodeError:  # wsproto closes with 1007
                 break
         else:

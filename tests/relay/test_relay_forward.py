@@ -110,6 +110,25 @@ def test_an_answer_is_spliced_only_when_that_is_the_same_answer():
     assert rawenv.forwarded({"ok": True}, None, extra) is None  # nothing kept (a small frame)
 
 
+def test_a_big_frame_read_by_the_relay_is_forwarded_from_the_utf8_it_came_as():
+    """A big text frame keeps its UTF-8 (relay/wsframe.py Text): an ASCII one is sliced, not encoded again."""
+    from hermes_relay.relay import wsframe
+
+    payload = {"request_id": "r", "ok": True, "result": {"content": "x" * wsframe.KEEP_UTF8}}
+    utf8 = json.dumps({"channel": "desktop", "type": "desktop.response", "payload": payload}).encode()
+    client = wsframe.struct.pack("!BBQ", 0x81, 0xFF, len(utf8)) + bytes(4) + utf8  # masked with a zero key
+    (frame,), _ = wsframe.take(bytearray(client), 1 << 22)
+    assert isinstance(frame, wsframe.Text) and frame == utf8.decode() and bytes(frame.utf8) == utf8
+    env = rawenv.decode(frame, max_size=1 << 22)
+    assert isinstance(env, rawenv.RawEnvelope) and env.payload == payload
+    parts = rawenv.forwarded(env.payload, env.span, {"target": None})
+    assert parts is not None and isinstance(parts[0], memoryview) and parts[0].obj is frame.utf8
+    assert json.loads(b"".join(bytes(p) for p in parts)) == {**payload, "target": None}
+    small = json.dumps({"channel": "desktop", "type": "t", "payload": {}}).encode()
+    (plain,), _ = wsframe.take(bytes((0x81, 0x80 | len(small))) + bytes(4) + small, 1 << 22)
+    assert type(plain) is str  # a small message keeps nothing beside it
+
+
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),

@@ -184,9 +184,9 @@ class ServerSocket:
                 self._ready = messages if self._ready is None else messages + self._ready
             if taken == len(data):
                 return
-            size = wsframe.frame_size(data, taken, self.max_message)
-            if size is not None and size > len(data) - taken:  # one take reads once it is all here
-                self._gather, self._gather_size = bytearray(data[taken:]), size
+            whole = wsframe.frame_size(data, taken, self.max_message)
+            if whole is not None and whole > len(data) - taken:  # one take reads once it is all here
+                self._gather, self._gather_size = bytearray(data[taken:]), whole
                 return
             data = data[taken:]  # from the first frame that is not one: wsproto's
         self._proto.receive_data(data)  # type: ignore[arg-type]  # wsproto takes any bytes-like; its stub says bytes

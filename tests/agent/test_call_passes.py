@@ -1,15 +1,19 @@
 """A desktop call's scheduler passes: the send lock and the tool limiter cost none when free, and keep
-their order and their cancellation when not (agent/transport.py SendLock, agent/desktop/tools/_thread.py)."""
+their order and their cancellation when not (agent/transport.py SendLock, agent/desktop/tools/_thread.py);
+the link's socket reads and writes without trio's pass after each (agent/transport.py _WatchedStream)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import pytest
 import trio
 
+from hermes_relay.agent import transport
 from hermes_relay.agent.desktop.tools import _thread
-from hermes_relay.agent.transport import SendLock
+from hermes_relay.agent.transport import SendLock, _WatchedStream
 from hermes_relay.core.desktop import ToolError
 
 
@@ -173,3 +177,88 @@ async def test_a_tool_thread_s_error_reaches_its_caller_and_a_stop_is_answered_s
     with pytest.raises(ToolError, match="^stopped$"):
         await _thread.run(stopped)
     assert _thread.limiter().inner.borrowed_tokens == 0
+
+
+# -- the link's socket (agent/transport.py _WatchedStream) -----------------------------------------
+@contextlib.contextmanager
+def _watched_pair() -> Iterator[tuple[_WatchedStream, trio.SocketStream]]:
+    a, b = trio.socket.socketpair()
+    try:
+        yield _WatchedStream(trio.SocketStream(a)), trio.SocketStream(b)
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_an_answer_the_socket_takes_at_once_costs_no_scheduler_pass() -> None:
+    with _watched_pair() as (watched, peer):
+
+        async def send() -> None:
+            async with watched.lock:
+                await watched.send_locked(b"answer")
+
+        assert await steps_of(send) == 0  # trio's send_all yields after its write
+        assert await peer.receive_some(100) == b"answer"
+
+
+async def test_a_frame_bigger_than_the_socket_takes_is_written_whole_and_in_order() -> None:
+    with _watched_pair() as (watched, peer):
+        frame = bytes(range(256)) * (8 << 12)  # 8 MiB: many times a socket's buffer
+        got = bytearray()
+
+        async def read() -> None:
+            while len(got) < 2 * len(frame) + 4:
+                got.extend(await peer.receive_some(1 << 16))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            async with watched.lock:
+                await watched.send_locked(frame)
+            await watched.send_all(b"next")  # trio-websocket's writes: after it, never inside it
+            async with watched.lock:
+                await watched.send_locked(memoryview(frame))
+        assert bytes(got) == frame + b"next" + frame
+
+
+async def test_a_read_of_bytes_waiting_costs_no_scheduler_pass_until_a_peer_keeps_sending() -> None:
+    with _watched_pair() as (watched, peer):
+        await peer.send_all(b"x" * 10_000)
+        await trio.testing.wait_all_tasks_blocked()
+
+        async def reads(n: int) -> None:
+            for _ in range(n):
+                assert await watched.receive_some(10) == b"x" * 10
+
+        assert await steps_of(lambda: reads(transport.MAX_READS_NOW)) == 0  # trio's receive_some: one step each
+        assert await steps_of(lambda: reads(1)) == 1  # then it lets the other tasks run once
+        assert await steps_of(lambda: reads(transport.MAX_READS_NOW - 1)) == 0  # and again at the 16th read
+        assert await steps_of(lambda: reads(1)) == 1
+
+
+async def test_a_read_waits_for_the_peer_and_sees_its_close() -> None:
+    with _watched_pair() as (watched, peer):
+        got: list[bytes | bytearray] = []
+
+        async def read() -> None:
+            got.append(await watched.receive_some(100))
+            got.append(await watched.receive_some(100))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            await peer.send_all(b"command")
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [b"command"]
+            await peer.aclose()
+        assert got == [b"command", b""] and watched.ended.is_set() and watched.how == "closed the connection"
+
+
+async def test_a_cancelled_reader_leaves_the_waiting_bytes_to_the_next_read() -> None:
+    with _watched_pair() as (watched, peer):
+        await peer.send_all(b"command")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await watched.receive_some(100)
+        assert scope.cancelled_caught
+        assert await watched.receive_some(100) == b"command"

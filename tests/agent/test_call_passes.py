@@ -5,6 +5,7 @@ the link's socket reads and writes without trio's pass after each (agent/transpo
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 
@@ -102,6 +103,61 @@ async def test_a_tool_thread_hop_takes_one_step(autojump_clock: trio.abc.Clock) 
         assert await _thread.run(lambda stop: 7) == 7
 
     assert await steps_of(hop) == 1
+
+
+class AllSteps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.count += 1
+
+
+@pytest.mark.skipif(not _thread._EVENTFD, reason="the eventfd way back is Linux's (elsewhere trio's: two steps)")
+async def test_a_tool_thread_hop_costs_one_step_of_the_whole_run() -> None:
+    # trio's way back from a thread (run_sync_soon) steps its own task first, then the caller.
+    steps = AllSteps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        assert await _thread.run(lambda stop: 7) == 7
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert steps.count == 1
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not _thread._EVENTFD, reason="the eventfd way back is Linux's")
+async def test_hops_reuse_their_wake_up_and_an_abandoned_hop_s_is_closed_when_its_thread_ends() -> None:
+    for _ in range(3):
+        await _thread.run(lambda stop: 7)
+    before = _open_fds()
+    for _ in range(50):
+        assert await _thread.run(lambda stop: 7) == 7
+    assert _open_fds() == before
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(stop: threading.Event) -> str:
+        entered.set()
+        release.wait(30)
+        return "late"
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_thread.run, stuck)
+            await trio.to_thread.run_sync(entered.wait, 30)
+            scope.cancel()
+    assert scope.cancelled_caught
+    release.set()
+    for _ in range(100):  # the stuck thread ends: it closes its wake-up and gives its token back (in trio)
+        if _thread.limiter().inner.borrowed_tokens == 0:
+            break
+        await trio.sleep(0.01)
+    assert _thread.limiter().inner.borrowed_tokens == 0
+    assert await _thread.run(lambda stop: 7) == 7
+    assert _open_fds() == before  # the one it took from the free list is gone, a new one made for this hop
 
 
 async def test_tool_thread_tokens_are_still_shared_in_turn(autojump_clock: trio.abc.Clock) -> None:

@@ -179,7 +179,10 @@ async def _hop(limit: ToolLimiter | _HostShare, job: Callable[[], T], borrower: 
     scheduler: trio's way back, ``run_sync_soon``, takes two, its own task's and then the caller's)."""
     if not _EVENTFD:
         return await _hop_queued(limit, job, borrower)
-    fd = _FREE_FDS.pop() if _FREE_FDS else _eventfd()
+    try:  # (a pop, not a look then a pop: two trio runs in two threads may share the list)
+        fd = _FREE_FDS.pop()
+    except IndexError:
+        fd = _eventfd()
     token = trio.lowlevel.current_trio_token()
     lock = threading.Lock()
     done: list[outcome.Outcome[T]] = []

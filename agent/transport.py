@@ -17,9 +17,12 @@ so before any token) is sent.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
+import math
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -278,14 +281,21 @@ class _WatchedStream(trio.abc.Stream):
         self.ended = trio.Event()
         self.how = ""
         self.lock = SendLock()
+        self._reads_now = 0  # reads since the last that went through trio (and its pass of the scheduler)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         async with self.lock:
             await self._stream.send_all(data)
 
     async def send_locked(self, data: bytes | bytearray | memoryview) -> None:
-        """``send_all`` for a caller that holds ``lock``."""
+        """``send_all`` for a caller that holds ``lock``. On a plain socket what the kernel takes at once is
+        written straight away (trio's ``send_all`` yields to the scheduler after every write: a pass a call);
+        the rest, and any error, go through ``send_all``."""
         assert self.lock.locked()
+        if _RAW and isinstance(self._stream, trio.SocketStream):
+            data = _write_now(self._stream.socket, data)
+            if not data:
+                return
         await self._stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -293,7 +303,10 @@ class _WatchedStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
-            data = await self._stream.receive_some(max_bytes)
+            if _RAW and isinstance(self._stream, trio.SocketStream):
+                data = await self._receive_raw(self._stream.socket, max_bytes or RECEIVE_SIZE)
+            else:
+                data = await self._stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, OSError) as exc:
             self.how = f"reset the connection ({_reason(exc)})"
             self.ended.set()
@@ -303,8 +316,54 @@ class _WatchedStream(trio.abc.Stream):
             self.ended.set()
         return data
 
+    async def _receive_raw(self, sock: trio.socket.SocketType, max_bytes: int) -> bytes | bytearray:
+        """``receive_some`` of a plain socket without the pass of the scheduler trio's takes after every read
+        (a call's command arrives in one): it waits until the socket is readable, then reads. After
+        ``MAX_READS_NOW`` reads without a pass, one yields first, so a peer that never stops sending cannot
+        keep the other tasks waiting; a cancelled reader stops before it reads; an error is trio's."""
+        if self._reads_now >= MAX_READS_NOW:
+            self._reads_now = 0
+            await trio.lowlevel.checkpoint()
+        elif trio.current_effective_deadline() == -math.inf:
+            await trio.lowlevel.checkpoint()  # raises Cancelled
+        while True:
+            try:
+                data = os.read(sock.fileno(), max_bytes)
+            except BlockingIOError:
+                self._reads_now = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:  # closed, reset: said as trio's read says it
+                raise _stream_error(exc) from exc
+            self._reads_now += 1
+            return data
+
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+MAX_READS_NOW = 16  # reads in a row without a pass of the scheduler
+_RAW = os.name == "posix"  # a socket is a file descriptor (os.read, os.write); not so on Windows
+RECEIVE_SIZE = 65536  # trio's default for a receive_some without a size
+
+
+def _write_now(sock: trio.socket.SocketType, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    """What is left of ``data`` after one non-blocking write to ``sock`` (all of it when the socket takes
+    nothing now: trio's ``send_all`` then waits for room)."""
+    try:
+        sent = os.write(sock.fileno(), data)
+    except BlockingIOError:
+        return data
+    except OSError as exc:  # closed, reset: said as trio's send_all says it
+        raise _stream_error(exc) from exc
+    return memoryview(data)[sent:] if sent < len(data) else b""
+
+
+def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    """A socket's error as trio's streams raise it."""
+    if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+        return trio.ClosedResourceError("this socket was already closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
 async def _end_upgrade_on_hangup(stream: _WatchedStream, upgrade: trio.CancelScope, watch: trio.CancelScope) -> None:

@@ -1,15 +1,20 @@
 """A desktop call's scheduler passes: the send lock and the tool limiter cost none when free, and keep
-their order and their cancellation when not (agent/transport.py SendLock, agent/desktop/tools/_thread.py)."""
+their order and their cancellation when not (agent/transport.py SendLock, agent/desktop/tools/_thread.py);
+the link's socket reads and writes without trio's pass after each (agent/transport.py _WatchedStream)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections.abc import Iterator
 
 import pytest
 import trio
 
+from hermes_relay.agent import transport
 from hermes_relay.agent.desktop.tools import _thread
-from hermes_relay.agent.transport import SendLock
+from hermes_relay.agent.transport import SendLock, _WatchedStream
 from hermes_relay.core.desktop import ToolError
 
 
@@ -100,6 +105,61 @@ async def test_a_tool_thread_hop_takes_one_step(autojump_clock: trio.abc.Clock) 
     assert await steps_of(hop) == 1
 
 
+class AllSteps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.count += 1
+
+
+@pytest.mark.skipif(not _thread._EVENTFD, reason="the eventfd way back is Linux's (elsewhere trio's: two steps)")
+async def test_a_tool_thread_hop_costs_one_step_of_the_whole_run() -> None:
+    # trio's way back from a thread (run_sync_soon) steps its own task first, then the caller.
+    steps = AllSteps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        assert await _thread.run(lambda stop: 7) == 7
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert steps.count == 1
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not _thread._EVENTFD, reason="the eventfd way back is Linux's")
+async def test_hops_reuse_their_wake_up_and_an_abandoned_hop_s_is_closed_when_its_thread_ends() -> None:
+    for _ in range(3):
+        await _thread.run(lambda stop: 7)
+    before = _open_fds()
+    for _ in range(50):
+        assert await _thread.run(lambda stop: 7) == 7
+    assert _open_fds() == before
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(stop: threading.Event) -> str:
+        entered.set()
+        release.wait(30)
+        return "late"
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_thread.run, stuck)
+            await trio.to_thread.run_sync(entered.wait, 30)
+            scope.cancel()
+    assert scope.cancelled_caught
+    release.set()
+    for _ in range(100):  # the stuck thread ends: it closes its wake-up and gives its token back (in trio)
+        if _thread.limiter().inner.borrowed_tokens == 0:
+            break
+        await trio.sleep(0.01)
+    assert _thread.limiter().inner.borrowed_tokens == 0
+    assert await _thread.run(lambda stop: 7) == 7
+    assert _open_fds() == before  # the one it took from the free list is gone, a new one made for this hop
+
+
 async def test_tool_thread_tokens_are_still_shared_in_turn(autojump_clock: trio.abc.Clock) -> None:
     limiter = _thread.limiter()
     holders = [object() for _ in range(_thread.MAX_TOOL_THREADS)]
@@ -173,3 +233,88 @@ async def test_a_tool_thread_s_error_reaches_its_caller_and_a_stop_is_answered_s
     with pytest.raises(ToolError, match="^stopped$"):
         await _thread.run(stopped)
     assert _thread.limiter().inner.borrowed_tokens == 0
+
+
+# -- the link's socket (agent/transport.py _WatchedStream) -----------------------------------------
+@contextlib.contextmanager
+def _watched_pair() -> Iterator[tuple[_WatchedStream, trio.SocketStream]]:
+    a, b = trio.socket.socketpair()
+    try:
+        yield _WatchedStream(trio.SocketStream(a)), trio.SocketStream(b)
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_an_answer_the_socket_takes_at_once_costs_no_scheduler_pass() -> None:
+    with _watched_pair() as (watched, peer):
+
+        async def send() -> None:
+            async with watched.lock:
+                await watched.send_locked(b"answer")
+
+        assert await steps_of(send) == 0  # trio's send_all yields after its write
+        assert await peer.receive_some(100) == b"answer"
+
+
+async def test_a_frame_bigger_than_the_socket_takes_is_written_whole_and_in_order() -> None:
+    with _watched_pair() as (watched, peer):
+        frame = bytes(range(256)) * (8 << 12)  # 8 MiB: many times a socket's buffer
+        got = bytearray()
+
+        async def read() -> None:
+            while len(got) < 2 * len(frame) + 4:
+                got.extend(await peer.receive_some(1 << 16))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            async with watched.lock:
+                await watched.send_locked(frame)
+            await watched.send_all(b"next")  # trio-websocket's writes: after it, never inside it
+            async with watched.lock:
+                await watched.send_locked(memoryview(frame))
+        assert bytes(got) == frame + b"next" + frame
+
+
+async def test_a_read_of_bytes_waiting_costs_no_scheduler_pass_until_a_peer_keeps_sending() -> None:
+    with _watched_pair() as (watched, peer):
+        await peer.send_all(b"x" * 10_000)
+        await trio.testing.wait_all_tasks_blocked()
+
+        async def reads(n: int) -> None:
+            for _ in range(n):
+                assert await watched.receive_some(10) == b"x" * 10
+
+        assert await steps_of(lambda: reads(transport.MAX_READS_NOW)) == 0  # trio's receive_some: one step each
+        assert await steps_of(lambda: reads(1)) == 1  # then it lets the other tasks run once
+        assert await steps_of(lambda: reads(transport.MAX_READS_NOW - 1)) == 0  # and again at the 16th read
+        assert await steps_of(lambda: reads(1)) == 1
+
+
+async def test_a_read_waits_for_the_peer_and_sees_its_close() -> None:
+    with _watched_pair() as (watched, peer):
+        got: list[bytes | bytearray] = []
+
+        async def read() -> None:
+            got.append(await watched.receive_some(100))
+            got.append(await watched.receive_some(100))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            await peer.send_all(b"command")
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [b"command"]
+            await peer.aclose()
+        assert got == [b"command", b""] and watched.ended.is_set() and watched.how == "closed the connection"
+
+
+async def test_a_cancelled_reader_leaves_the_waiting_bytes_to_the_next_read() -> None:
+    with _watched_pair() as (watched, peer):
+        await peer.send_all(b"command")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await watched.receive_some(100)
+        assert scope.cancelled_caught
+        assert await watched.receive_some(100) == b"command"

@@ -17,6 +17,8 @@ Nor can several hosts together: the shared limit grows by a host's share with ea
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -150,7 +152,75 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
         stop.set()
 
 
+_EVENTFD: Final = sys.platform == "linux"  # a tool thread wakes its caller through an eventfd (Linux only)
+
+
+def _eventfd() -> int:
+    if sys.platform == "linux":
+        return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    raise NotImplementedError
+
+
+def _wake(fd: int) -> None:
+    if sys.platform == "linux":
+        os.eventfd_write(fd, 1)
+
+
+def _woken(fd: int) -> None:
+    if sys.platform == "linux":
+        os.eventfd_read(fd)
+
+
+_FREE_FDS: list[int] = []  # eventfds read empty after their last hop, for the next (a cancelled hop's are closed)
+
+
 async def _hop(limit: ToolLimiter | _HostShare, job: Callable[[], T], borrower: object) -> T:
+    """``job()`` in a cached thread; the caller waits for it on an eventfd the thread writes (one pass of the
+    scheduler: trio's way back, ``run_sync_soon``, takes two, its own task's and then the caller's)."""
+    if not _EVENTFD:
+        return await _hop_queued(limit, job, borrower)
+    try:  # (a pop, not a look then a pop: two trio runs in two threads may share the list)
+        fd = _FREE_FDS.pop()
+    except IndexError:
+        fd = _eventfd()
+    token = trio.lowlevel.current_trio_token()
+    lock = threading.Lock()
+    done: list[outcome.Outcome[T]] = []
+    abandoned = [False]
+
+    def deliver(result: outcome.Outcome[T]) -> None:  # in the tool thread, when ``job`` has ended
+        with lock:
+            done.append(result)
+            if not abandoned[0]:
+                _wake(fd)
+                return
+        os.close(fd)  # the caller is gone (and waits on it no more): the token goes back in trio
+        with contextlib.suppress(trio.RunFinishedError):  # the run ended: the call is long gone
+            token.run_sync_soon(limit.release_on_behalf_of, borrower)
+
+    try:
+        trio.lowlevel.start_thread_soon(job, deliver)
+    except BaseException:
+        limit.release_on_behalf_of(borrower)
+        _FREE_FDS.append(fd)
+        raise
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    except BaseException:  # cancelled: abandoned, told to stop by the caller; its token comes back when it ends
+        with lock:
+            abandoned[0] = True
+            ended = bool(done)
+        if ended:  # it ended meanwhile: its answer is dropped, its token given back now
+            os.close(fd)
+            limit.release_on_behalf_of(borrower)
+        raise
+    _woken(fd)
+    _FREE_FDS.append(fd)
+    limit.release_on_behalf_of(borrower)
+    return done[0].unwrap()
+
+
+async def _hop_queued(limit: ToolLimiter | _HostShare, job: Callable[[], T], borrower: object) -> T:
     task: list[trio.lowlevel.Task | None] = [trio.lowlevel.current_task()]  # emptied when abandoned
     token = trio.lowlevel.current_trio_token()
 

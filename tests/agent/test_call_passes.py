@@ -151,11 +151,14 @@ async def test_hops_reuse_their_wake_up_and_an_abandoned_hop_s_is_closed_when_it
             scope.cancel()
     assert scope.cancelled_caught
     release.set()
-    for _ in range(100):  # the stuck thread ends: it closes its wake-up and gives its token back (in trio)
-        if _thread.limiter().inner.borrowed_tokens == 0:
-            break
-        await trio.sleep(0.01)
-    assert _thread.limiter().inner.borrowed_tokens == 0
+    inner = _thread.limiter().inner
+    holders = [object() for _ in range(int(inner.total_tokens))]
+    with trio.fail_after(30):  # the stuck thread ends: it closes its wake-up, then gives its token back (in trio)
+        for holder in holders:  # the last one is free once that token came back
+            await inner.acquire_on_behalf_of(holder)
+    for holder in holders:
+        inner.release_on_behalf_of(holder)
+    assert inner.borrowed_tokens == 0
     assert await _thread.run(lambda stop: 7) == 7
     assert _open_fds() == before  # the one it took from the free list is gone, a new one made for this hop
 

@@ -16,20 +16,13 @@ import os
 import struct
 from typing import Final
 
+from ..core import wsmask
+
 OP_TEXT: Final = 0x1
 _FIN: Final = 0x80
 _MASKED: Final = 0x80
 _LEN16: Final = struct.Struct("!BBH")
 _LEN64: Final = struct.Struct("!BBQ")
-
-
-def _xor_table(key: int) -> bytes:
-    """The ``bytes.translate`` table that XORs each byte with ``key``."""
-    ramp = bytes(range(256))
-    return (int.from_bytes(ramp, "big") ^ int.from_bytes(bytes((key,)) * 256, "big")).to_bytes(256, "big")
-
-
-_XOR: Final = [_xor_table(key) for key in range(256)]
 
 
 def header(length: int, opcode: int = OP_TEXT) -> bytes:
@@ -49,6 +42,5 @@ def client_frame(payload: bytes | bytearray | memoryview, opcode: int = OP_TEXT,
     start = len(frame) + 4
     frame += key
     frame += payload
-    for i, byte in enumerate(key):
-        frame[start + i::4] = frame[start + i::4].translate(_XOR[byte])
+    wsmask.mask_in_place(frame, start, key)
     return frame

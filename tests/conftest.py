@@ -8,8 +8,11 @@ client nursery owned by the fixture and are closed before the relays stop.
 
 from __future__ import annotations
 
+import os
+import shutil
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,29 @@ class RelayHandle:
 
 
 StartRelay = Callable[..., Awaitable[RelayHandle]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_temp_dir_per_run() -> Iterator[Path]:
+    """Every temporary folder of a run (runtime dirs, tmux dirs, bench roots) goes in one, removed at the end.
+
+    Runtime dirs live in the system temp dir, not under pytest's tmp_path, because Unix socket paths are
+    short; this keeps them short (``/tmp/hrs-XXXXXXXX/hr-XXXXXXXX``) and leaves nothing behind. Processes
+    the tests start inherit it through TMPDIR.
+    """
+    root = Path(tempfile.mkdtemp(prefix="hrs-"))
+    root.chmod(0o711)  # others may pass through, as in /tmp (a test serves a socket as another uid in here)
+    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(root)
+    try:
+        yield root
+    finally:
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class RelayTestTimeout(Exception):

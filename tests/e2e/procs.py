@@ -130,9 +130,12 @@ class AgentEnv:
 
     def __init__(self, root: Path, **extra_env: str):
         self.home = root / "home"
+        self.user_home = root / "user-home"  # the user's ~: files tests make "at home" never touch the real one
+        self.user_home.mkdir(parents=True, exist_ok=True)
         self.run = Path(tempfile.mkdtemp(prefix="hr-"))
         self.env = {
             **os.environ,
+            "HOME": str(self.user_home),
             "HERMES_HOME": str(self.home),
             "HERMES_RELAY_RUNTIME_DIR": str(self.run),
             "HERMES_RELAY_NETWATCH": "0",

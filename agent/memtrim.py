@@ -79,6 +79,10 @@ class Trim:
         if size >= BIG:
             self._last = now
 
+    def due_at(self) -> float | None:
+        """When ``due`` will next trim (None: nothing to give back)."""
+        return None if self._last is None else self._last + QUIET
+
     def due(self, now: float) -> bool:
         """Trim now if a big message went through at least ``QUIET`` s ago and none since; True when it did."""
         if self._last is None or now - self._last < QUIET:

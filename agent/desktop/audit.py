@@ -117,6 +117,12 @@ class AuditLog:
         run.last_ts = ts
         run.suppressed += 1
 
+    def flush_at(self) -> float | None:
+        """When the first coalescing window with suppressed repeats ends, on this log's clock (None: no
+        summary is owed); ``flush`` then writes it."""
+        ends = [run.window_start + WINDOW for run in self._runs.values() if run.suppressed]
+        return min(ends) if ends else None
+
     def flush(self, *, everything: bool = False) -> None:
         """Write the summaries of coalescing windows that have ended (all of them with ``everything``)."""
         now = self._clock()

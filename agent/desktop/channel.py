@@ -136,9 +136,13 @@ class DesktopChannel:
 
     # -- heartbeat and policy watch --------------------------------------------------------------
     async def _heartbeat(self) -> None:
+        """The status beat, and the policy watch's effects on this connection: sleeps until the next beat,
+        a change of the policy files or view, the file watch's safety refresh (every second while no inotify
+        watch covers the files), or an audit summary or memory trim falling due; an idle agent wakes rarely."""
         last: list[str] | None = None
         next_beat = trio.current_time()
         while True:
+            changes = self.service.changes()  # taken before looking: a change from here on ends the wait
             if self.service.stale():
                 await self.service.refresh()
             advertised = self.service.advertised(self.port.url)
@@ -159,7 +163,12 @@ class DesktopChannel:
                     log.info("desktop_advertised_changed url=%s tools=%d", self.port.url, len(advertised))
                 await self._send(desktop.status_envelope(self.service.status_payload(self.port.url, advertised)))
                 last, next_beat = advertised, now + desktop.HEARTBEAT_INTERVAL
-            await trio.sleep_until(min(next_beat, trio.current_time() + desktop.POLICY_POLL_INTERVAL))
+            wake = min(next_beat, self.service.look_again_at(trio.current_time()))
+            for due in (self.service.audit.flush_at(), self.service.memory.due_at()):
+                if due is not None:
+                    wake = min(wake, due)
+            with trio.move_on_at(wake):
+                await changes.wait()
 
     def _recheck(self) -> None:
         """Withdraw or cancel every live call whose host now decides lower than what authorised it."""

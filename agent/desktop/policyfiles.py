@@ -9,6 +9,7 @@ change, or every ``SAFETY_REFRESH`` seconds, while inotify covers every file; ot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,9 @@ def legacy_consent(sessions_file: Path | None) -> dict[str, bool]:
 class FileWatch:
     """Whether the files may have changed since the last refresh began (``stale``)."""
 
-    def __init__(self, files: Files):
+    def __init__(self, files: Files, *, on_change: Callable[[], None] | None = None):
         self.files = files
+        self.on_change = on_change  # a watcher saw a file change (the desktop heartbeats wake on it)
         self._watchers: list[StoreWatcher] = []  # empty, or not all on inotify: always stale
         self._watched = False
         self._dirty = True
@@ -106,6 +108,13 @@ class FileWatch:
             self._watched, self._dirty = watched, True
         return self._dirty or not watched or trio.current_time() - self._refreshed_at >= SAFETY_REFRESH
 
+    def look_again_at(self) -> float | None:
+        """When a heartbeat must refresh though no change woke it (trio time): ``SAFETY_REFRESH`` after the
+        last refresh while inotify covers every file; None while it does not (the caller polls)."""
+        if not self._watchers or not all(w.backend == "inotify" for w in self._watchers):
+            return None
+        return self._refreshed_at + SAFETY_REFRESH
+
     def unchanged(self) -> bool:
         """The files are as the last refresh found them, known without touching the disk: nothing
         marked them since it began, within ``SAFETY_REFRESH``, and no inotify event about them is
@@ -118,6 +127,8 @@ class FileWatch:
 
         def changed() -> None:
             self._dirty = True
+            if self.on_change is not None:
+                self.on_change()
 
         try:
             async with trio.open_nursery() as nursery:

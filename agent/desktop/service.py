@@ -90,7 +90,8 @@ class DesktopService:
         self.roots_path = roots.roots_file(env)
         sessions_file = getattr(config, "sessions_file", None)
         self.files = policyfiles.Files(self.policy_path, self.roots_path, Path(sessions_file) if sessions_file else None)
-        self._watch = policyfiles.FileWatch(self.files)
+        self._changed = trio.Event()  # set (and replaced) when the files or the view changed: heartbeats wake
+        self._watch = policyfiles.FileWatch(self.files, on_change=self._poke)
         self.wall_clock: Callable[[], float] = getattr(config, "wall_clock", None) or __import__("time").time
         self.audit = AuditLog(desktop.audit_file(env), wall_clock=self.wall_clock)
         self.started_at = self.wall_clock()
@@ -141,6 +142,21 @@ class DesktopService:
         returns at once."""
         return self._calls_seeded and not self._refresh_lock.locked() and self._watch.unchanged()
 
+    def changes(self) -> trio.Event:
+        """Set at the next change of the policy files (seen by the watch) or of the view (a refresh applied
+        one): take it before looking, then wait on it until ``look_again_at``."""
+        return self._changed
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def look_again_at(self, now: float) -> float:
+        """When a heartbeat must look at the files though nothing changed (trio time): the file watch's
+        safety refresh, or ``POLICY_POLL_INTERVAL`` from ``now`` while it does not cover every file."""
+        at = self._watch.look_again_at()
+        return now + desktop.POLICY_POLL_INTERVAL if at is None else at
+
     def stale(self) -> bool:
         """Whether a heartbeat should refresh (policyfiles.FileWatch: under the file watch, only after a change)."""
         return self._watch.stale()
@@ -168,6 +184,7 @@ class DesktopService:
         if view.key == self._policy_key:
             return
         self._policy_key = view.key
+        self._poke()
         self._roots = view.roots
         self._file_error(view.roots_error, self._roots_error, "desktop_roots_unreadable",
                          "file tools reach nothing until fixed")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import trio
 from helpers import run_inline
 
 from hermes_relay.agent.config import AgentConfig
+from hermes_relay.agent.desktop import policyfiles
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.desktop.tools import _thread
 from hermes_relay.agent.memtrim import QUIET, Trim
@@ -174,6 +176,45 @@ async def test_policy_edit_changes_the_advertised_set_within_2_s(served: Harness
     assert [e["type"] for e in served.port.sent] == ["desktop.status"]
     assert served.service.last_error is not None and "cannot be parsed" in served.service.last_error["message"]
     assert served.service.policy_path.read_text() == "{ not json"
+
+
+class _Steps(trio.abc.Instrument):
+    """How many steps the tasks whose name ends with ``suffix`` took."""
+
+    def __init__(self, suffix: str):
+        self.suffix, self.count = suffix, 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(self.suffix):
+            self.count += 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+@pytest.mark.parametrize("served", [policy.ASK], indirect=True)
+async def test_under_the_file_watch_an_idle_link_wakes_for_its_beats_and_an_edit_still_applies_at_once(
+        served: Harness, autojump_clock: trio.abc.Clock) -> None:
+    """The heartbeat looked at the policy every second even while inotify watched every file: an idle agent
+    woke 60 times a minute for nothing. Now it sleeps until a beat, the watch's safety refresh or a change."""
+    steps = _Steps("._heartbeat")
+    trio.lowlevel.add_instrument(steps)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(served.service.watch)
+            await trio.sleep(5)  # the watches are armed, and the heartbeat has looked once more
+            steps.count = 0
+            await trio.sleep(300)  # (the fixture's guard is 600 virtual seconds)
+            assert served.port.sent == []  # restricted: nothing, not even an empty desktop.status
+            looks = 300 / policyfiles.SAFETY_REFRESH + 300 / desktop.HEARTBEAT_INTERVAL
+            assert steps.count <= 4 * looks < 300, steps.count  # a step or few a look; it was one a second
+            edited = trio.current_time()
+            policy.set_mode(served.service.policy_path, URL, policy.STRUCTURED)  # as another client would
+            status = await served.port.next("desktop.status")
+            assert trio.current_time() - edited <= 2.0
+            assert status["payload"]["advertised_tools"] == ["desktop_big", "desktop_crash", "desktop_patch",
+                                                             "desktop_write_file"]
+            nursery.cancel_scope.cancel()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
 
 
 # -- commands --------------------------------------------------------------------------------------

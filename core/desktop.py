@@ -54,9 +54,14 @@ class ToolContext:
     # What this call may touch (core/confine.py); tools read it with ``confined()``.
     confinement: Confinement = UNCONFINED
     # Set by the desktop channel: the host's confinement, its roots resolved when called (user paths, which
-    # may be on a hung mount: a file tool first asks in its worker thread, never on the event loop). The
-    # ``confinement`` beside it then reaches nothing (PENDING), so a read of the field fails closed.
+    # may be on a hung mount: a file tool first asks in its worker thread, never on the event loop; ``here``
+    # below is the one exception). The ``confinement`` beside it then reaches nothing (PENDING), so a read
+    # of the field fails closed.
     resolve: Callable[[], Confinement] | None = field(default=None, compare=False, repr=False)
+    # The host's confinement as a worker thread resolved it moments ago, when every path it names is on a
+    # local file system (agent/desktop/tools/_mounts.py): a small read may then be answered on the event loop
+    # (never anything that could cross into another file system). None: every file tool uses its thread.
+    here: Confinement | None = field(default=None, compare=False, repr=False)
     _resolved: list[Confinement] = field(default_factory=list, init=False, compare=False, repr=False)
 
     def confined(self) -> Confinement:

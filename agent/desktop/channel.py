@@ -323,7 +323,8 @@ class DesktopChannel:
                                      "duration_ms": None, "ok": None}, essential=True)
                 live.running = True
                 context = ToolContext(home=service.home, cwd=service.cwd, deadline=deadline,
-                                      env=dict(service.env), confinement=PENDING, resolve=service.confinement_plan(url))
+                                      env=dict(service.env), confinement=PENDING, resolve=service.confinement_plan(url),
+                                      here=service.confinement_here(url))
                 _thread.HOST.set(url)  # this task's tool threads count against this host's share
                 try:
                     result = await spec.run(command.args, context)

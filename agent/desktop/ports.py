@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import trio
+
     from ...core.confine import Confinement
     from ...core.desktop import ToolTable
     from ..memtrim import Trim
@@ -56,6 +58,14 @@ class ChannelService(Protocol):
         """Whether the policy view may be behind the disk (a heartbeat then refreshes it)."""
         ...
 
+    def changes(self) -> trio.Event:
+        """Set at the next change of the policy files or view (a heartbeat waits on it)."""
+        ...
+
+    def look_again_at(self, now: float) -> float:
+        """When a heartbeat must look at the files though nothing changed (trio time)."""
+        ...
+
     def current(self) -> bool:
         """Whether the policy view is the disk's now, known without a look at it (``refresh`` would return at once)."""
         ...
@@ -71,6 +81,8 @@ class ChannelService(Protocol):
     def confinement(self, url: str) -> Confinement: ...
 
     def confinement_plan(self, url: str) -> Callable[[], Confinement]: ...
+
+    def confinement_here(self, url: str) -> Confinement | None: ...
 
     def status_payload(self, url: str, advertised: list[str]) -> dict[str, Any]: ...
 

@@ -37,6 +37,7 @@ import os
 import platform
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -55,9 +56,11 @@ from . import policyfiles
 from .approvals import Approvals
 from .audit import AuditLog
 from .ports import LinkPort
+from .tools import _mounts
 
 log = logging.getLogger(__name__)
 RunSync = Callable[..., Awaitable[Any]]  # trio.to_thread.run_sync's shape: (fn, *args) -> fn's result
+HERE_TTL = 5.0  # seconds a confinement checked local in a worker thread may serve reads on the event loop
 _DECIDED_MAX = 4096  # (host, tool) decisions remembered for the current policy view
 
 
@@ -113,6 +116,8 @@ class DesktopService:
         self._calls_seeded = False
         self._advertised: dict[str, tuple[Any, list[str]]] = {}  # url -> (policy key, names)
         self._decided: dict[tuple[str, str], tuple[Any, ToolTable, str]] = {}  # (url, tool) -> (policy key, table, decision)
+        self._here: dict[str, tuple[Any, float, Confinement]] = {}  # url -> (policy key, until, confinement_here)
+        self.monotonic: Callable[[], float] = time.monotonic  # HERE_TTL's clock (read in worker threads too)
 
     # -- policy ----------------------------------------------------------------------------------
     def policy(self) -> policy.Policies:
@@ -246,6 +251,7 @@ class DesktopService:
             return lambda: free
         protected, read_only, write_protected = self._fixed_paths()
         guarded, configured = self._guarded, self.roots_for(url).roots
+        key = self._policy_key
 
         def resolve() -> Confinement:
             try:
@@ -253,11 +259,23 @@ class DesktopService:
             except (OSError, ValueError) as exc:  # fail closed: a root that cannot be resolved reaches nothing
                 log.warning("desktop_roots_unresolvable url=%s error=%s", url, exc)
                 reach = ()
-            return Confinement(
+            found = Confinement(
                 owner=url, roots=reach, read_only=read_only, protected=protected, write_protected=write_protected,
                 kernel_commands=host.confined, network=not host.confined)
+            if self.confinement_here(url, key) is None and _mounts.all_local((*reach, *read_only, *protected)):
+                self._here[url] = (key, self.monotonic() + HERE_TTL, found)  # (a worker thread: one store)
+            return found
 
         return resolve
+
+    def confinement_here(self, url: str, key: Any = None) -> Confinement | None:
+        """``url``'s confinement as a worker thread resolved it less than ``HERE_TTL`` ago under the policy view
+        in force (or ``key``), when every path it names is on a local file system: a small read may then be
+        answered on the event loop (ToolContext.here). None: the file tools use their threads."""
+        hit = self._here.get(url)
+        if hit is None or hit[0] is not (self._policy_key if key is None else key) or self.monotonic() >= hit[1]:
+            return None
+        return hit[2]
 
     def _fixed_paths(self) -> tuple[tuple[Path, ...], tuple[Path, ...], tuple[Path, ...]]:
         """(protected, read-only, write-protected): they follow the agent's environment and install, which

@@ -8,6 +8,7 @@ table; a channel test runs one call through the real dispatcher on a memory-chan
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import trio
 from helpers import run_inline
 
 from hermes_relay.agent.config import AgentConfig
-from hermes_relay.agent.desktop.service import DesktopService
+from hermes_relay.agent.desktop.service import HERE_TTL, DesktopService
 from hermes_relay.agent.desktop.tools import all_tools
 from hermes_relay.core import confine, desktop, policy, policy_log, roots
 from hermes_relay.core.desktop import ToolContext, ToolSpec
@@ -245,6 +246,33 @@ async def test_a_call_touches_user_paths_in_its_tool_thread_never_on_the_loop(
     assert where and threading.main_thread().name not in where, where
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads on the loop: Linux only")
+async def test_once_a_thread_found_the_roots_local_a_small_read_is_answered_on_the_loop(
+        service: DesktopService, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from hermes_relay.agent.desktop.tools import _fs, _thread
+
+    if not _fs.openat2_available():
+        pytest.skip("this kernel has no openat2")
+    home = Path(env["HOME"])
+    (home / "src" / "a.txt").write_text("hello")
+    policy.set_mode(service.policy_path, URL, policy.TRUSTED)
+    hops: list[str] = []
+    real = _thread.run
+
+    async def counted(fn: Any, *args: Any) -> Any:
+        hops.append(fn.__name__)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(_thread, "run", counted)
+    for _ in range(2):
+        answer = await _served_call(service, "desktop_read_file", {"path": str(home / "src" / "a.txt")})
+        assert (answer["ok"], answer["result"]) == (True, "hello")
+    assert hops == ["read"]  # the first call's thread resolved the roots and found them local
+    answer = await _served_call(service, "desktop_read_file", {"path": str(home / ".hermes" / "x")})
+    assert answer["ok"] is False and "own state" in answer["error"]  # refused, by the thread, as before
+    assert hops == ["read", "read"]
+
+
 def test_an_announcement_names_a_relay_url_or_is_refused(service: DesktopService) -> None:
     from hermes_relay.core.errors import UsageError
 
@@ -271,3 +299,30 @@ async def test_files_directly_in_the_home_directory_are_reachable_and_its_state_
 
     with pytest.raises(ToolError, match="own state"):
         await spec["desktop_read_file"].run({"path": str(home / ".hermes" / "x")}, ctx)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the mount table is read on Linux only")
+def test_a_confinement_on_local_file_systems_may_serve_reads_on_the_loop_for_a_while(
+        service: DesktopService, env: dict[str, str]) -> None:
+    """A worker thread's resolution is kept for HERE_TTL under the same policy view when every path it names
+    is local (ToolContext.here); a root on another kind of file system, a new view or the time ends it."""
+    now = [100.0]
+    service.monotonic = lambda: now[0]
+    policy.set_mode(service.policy_path, URL, policy.TRUSTED)
+    service.load()
+    assert service.confinement_here(URL) is None  # nothing resolved yet
+    resolved = service.confinement_plan(URL)()  # (a worker thread's job in a call)
+    assert service.confinement_here(URL) == resolved and not resolved.unconfined
+    now[0] += HERE_TTL
+    assert service.confinement_here(URL) is None
+    service.confinement_plan(URL)()
+    assert service.confinement_here(URL) == resolved
+    roots.add(service.roots_path, URL, "/proc/self")  # not a local file system (proc): never on the loop
+    service.load()
+    assert service.confinement_here(URL) is None  # another view
+    assert Path("/proc/self").resolve() in service.confinement_plan(URL)().roots
+    assert service.confinement_here(URL) is None
+    roots.reset(service.roots_path, URL)
+    policy.set_mode(service.policy_path, URL, policy.FULL_ACCESS)  # unconfined: paths anywhere, never here
+    service.load()
+    assert service.confinement_plan(URL)().unconfined and service.confinement_here(URL) is None

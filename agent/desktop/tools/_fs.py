@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Final
 
 SYS_OPENAT2: Final = 437  # include/uapi/asm-generic/unistd.h; the same on x86_64, arm64, riscv, ...
+RESOLVE_NO_XDEV: Final = 0x01
 RESOLVE_NO_MAGICLINKS: Final = 0x02
 RESOLVE_BENEATH: Final = 0x08
 MAX_LINKS: Final = 40  # Linux's MAXSYMLINKS: the walk gives ELOOP after as many links as the kernel would
@@ -61,11 +62,11 @@ class _Openat2:
             except (OSError, AttributeError):
                 self.available = False
 
-    def __call__(self, dirfd: int, rel: str, flags: int, mode: int) -> int | None:
+    def __call__(self, dirfd: int, rel: str, flags: int, mode: int, resolve: int = 0) -> int | None:
         """The new descriptor; None when openat2 is missing (the caller walks instead)."""
         if not self.available or self._syscall is None:
             return None
-        how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
+        how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | resolve)
         name = os.fsencode(rel)
         for _ in range(_OPENAT2_RETRIES):
             fd = self._syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), ctypes.c_char_p(name),
@@ -105,6 +106,27 @@ def open_beneath(dirfd: int, rel: str, flags: int, mode: int = 0o666) -> int:
     if fd is not None:
         return fd
     return _walk(dirfd, rel, flags | O_CLOEXEC, mode)
+
+
+class Slow(Exception):
+    """What was asked cannot be done on the event loop with certainty that it will not wait on a remote file
+    system (``open_here``); the caller does it in a worker thread instead."""
+
+
+def open_here(dirfd: int, rel: str, flags: int) -> int:
+    """``open_beneath`` that also never leaves ``dirfd``'s mount (``RESOLVE_NO_XDEV``): ``Slow`` when the path
+    crosses into another file system, leads out, or openat2 is missing (the walk would look at every name)."""
+    if rel.startswith("/") or not _openat2.available:
+        raise Slow(rel)
+    try:
+        fd = _openat2(dirfd, rel or ".", flags | O_CLOEXEC, 0, RESOLVE_NO_XDEV)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise Slow(rel) from None
+        raise
+    if fd is None:
+        raise Slow(rel)
+    return fd
 
 
 def _walk(dirfd: int, rel: str, flags: int, mode: int) -> int:

@@ -486,6 +486,30 @@ class Guard:
             raise ToolError(f"not a regular file: {path}")
         return self.open_entry(slot.dirfd, slot.name, path, follow=not self.confined)
 
+    def open_here(self, path: Path) -> tuple[int, os.stat_result]:
+        """``open_file`` for a read answered on the event loop (files.py), under a confinement whose file
+        systems are local (``_mounts``; the desktop service checks that in a worker thread). Nothing here may
+        reach another file system or take long: the path is opened below its root without crossing a mount
+        (``_fs.open_here``), and a symbolic link at its end, a file with several links (their scan), a
+        non-regular file and every refusal or failure are ``_fs.Slow``: the worker thread's answer is given."""
+        if not self.confined:
+            raise _fs.Slow(str(path))
+        try:
+            _root, rootfd, rid, rel = self._root(path, write=False)
+            head, name = posixpath.split(rel)
+            if name in ("", ".", ".."):
+                raise _fs.Slow(str(path))
+            dirfd = self.keep(_fs.open_here(rootfd, head, _fs.DIR_FLAGS))
+            fd = self.keep(_fs.open_here(dirfd, name, _fs.READ_FLAGS | _fs.O_NOFOLLOW))
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+                raise _fs.Slow(str(path))
+            self.check_chain(dirfd, path, write=False, root=rid)
+            self.check_file(info, path, write=False)
+        except (ToolError, OSError) as exc:
+            raise _fs.Slow(str(path)) from exc
+        return fd, info
+
     def open_entry(self, dirfd: _at.Dir | None, name: str, path: Path | str, *, follow: bool = False
                    ) -> tuple[int, os.stat_result]:
         fd = self.keep(_at.open_in(dirfd, name, _fs.READ_FLAGS | (0 if follow else _fs.O_NOFOLLOW)))

@@ -29,6 +29,7 @@ import trio
 from trio.lowlevel import RunVar, enable_ki_protection
 
 from ....core.desktop import ToolError
+from . import _fs
 
 if TYPE_CHECKING:
     import outcome
@@ -144,12 +145,27 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
     try:
         await trio.lowlevel.checkpoint_if_cancelled()
         limit = _limiter_for(HOST.get())
+        if os.environ.get("HR_INLINE"):
+            return fn(stop, *args)
         await limit.acquire_on_behalf_of(stop)
         return await _hop(limit, partial(fn, stop, *args), stop)
     except Stopped as exc:
         raise ToolError("stopped") from exc
     finally:
         stop.set()
+
+
+async def run_here(now: Callable[[], T] | None, fn: Callable[..., T], *args: Any) -> T:
+    """``now()`` on the event loop, for an answer it can give without waiting on anything remote; when it
+    cannot (``_fs.Slow``), or with no ``now``, ``run(fn, *args)`` in a tool thread. A thread's hop costs more
+    than a small read of a local file; the thread stays the only way to anything that may hang."""
+    if now is not None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            return now()
+        except _fs.Slow:
+            pass
+    return await run(fn, *args)
 
 
 _EVENTFD: Final = sys.platform == "linux"  # a tool thread wakes its caller through an eventfd (Linux only)

@@ -24,6 +24,7 @@ from ....core.desktop import FILES, ToolContext, ToolError, ToolSpec
 from . import _args, _at, _copy, _diff, _fs, _guard, _thread
 
 DEFAULT_READ = 1_000_000
+HERE_READ = 64 << 10  # a file up to this size may be read on the event loop (see _thread.run_here)
 _CHUNK = 1 << 20
 
 
@@ -91,13 +92,32 @@ async def desktop_read_file(args: dict[str, Any], ctx: ToolContext) -> str:
     def read(stop: threading.Event) -> str:
         with _guard.Guard(ctx.confined()) as g:
             fd, _ = _open(g, target)
-            data = _read_fd(fd, target, limit + 1, stop)
-        if len(data) <= limit:
-            return data.decode("utf-8", "replace")
-        head = _utf8_prefix(data[:limit]).decode("utf-8", "replace")
-        return f"{head}\n[... truncated at {limit} bytes]"
+            return _text(_read_fd(fd, target, limit + 1, stop), limit)
 
-    return await _thread.run(read)
+    def read_here() -> str:  # on the event loop: a small regular file on a local file system, or _fs.Slow
+        assert ctx.here is not None
+        with _guard.Guard(ctx.here) as g:
+            fd, info = g.open_here(target)
+            big = limit > HERE_READ  # more than is read here may be wanted
+            if big and info.st_size > HERE_READ:
+                raise _fs.Slow(str(target))
+            try:
+                data = _fs.read_upto(fd, min(limit, HERE_READ) + 1)
+            except OSError as exc:
+                raise _fs.Slow(str(target)) from exc
+        if big and len(data) > HERE_READ:  # it grew meanwhile
+            raise _fs.Slow(str(target))
+        return _text(data, limit)
+
+    return await _thread.run_here(read_here if ctx.here is not None else None, read)
+
+
+def _text(data: bytes, limit: int) -> str:
+    """A read's answer: ``data`` (``limit`` + 1 bytes at most) as text, cut at ``limit`` with a note."""
+    if len(data) <= limit:
+        return data.decode("utf-8", "replace")
+    head = _utf8_prefix(data[:limit]).decode("utf-8", "replace")
+    return f"{head}\n[... truncated at {limit} bytes]"
 
 
 def _open(g: _guard.Guard, target: Path) -> tuple[int, os.stat_result]:

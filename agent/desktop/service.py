@@ -117,6 +117,7 @@ class DesktopService:
         self._advertised: dict[str, tuple[Any, list[str]]] = {}  # url -> (policy key, names)
         self._decided: dict[tuple[str, str], tuple[Any, ToolTable, str]] = {}  # (url, tool) -> (policy key, table, decision)
         self._here: dict[str, tuple[Any, float, Confinement]] = {}  # url -> (policy key, until, confinement_here)
+        self._plans: dict[str, tuple[Any, Callable[[], Confinement]]] = {}  # url -> (policy key, confinement_plan)
         self.monotonic: Callable[[], float] = time.monotonic  # HERE_TTL's clock (read in worker threads too)
 
     # -- policy ----------------------------------------------------------------------------------
@@ -244,7 +245,18 @@ class DesktopService:
 
     def confinement_plan(self, url: str) -> Callable[[], Confinement]:
         """``confinement(url)`` in two halves: the host's policy and roots as they are now (no I/O), and a
-        function that resolves the roots (user paths: a call runs it in its tool's thread, off the loop)."""
+        function that resolves the roots (user paths: a call runs it in its tool's thread, off the loop).
+        The first half depends on the policy view only: it is worked out once per view and host."""
+        hit = self._plans.get(url)
+        if hit is not None and hit[0] is self._policy_key:
+            return hit[1]
+        if len(self._plans) >= _DECIDED_MAX:
+            self._plans.clear()
+        plan = self._plan(url)
+        self._plans[url] = (self._policy_key, plan)
+        return plan
+
+    def _plan(self, url: str) -> Callable[[], Confinement]:
         host = self.host_policy(url)
         if host.access_mode == policy.FULL_ACCESS and not host.confined:
             free = Confinement(owner=url, unconfined=True)

@@ -178,7 +178,7 @@ class ServerSocket:
                 return
             data, self._gather = gather, None  # the whole frame, and whatever came behind it
         if self._parts is None and self._proto.state is ConnectionState.OPEN and _wsproto_idle(self._proto):
-            messages, taken = wsframe.take(data, self.max_message)  # whole one-frame messages, the common case
+            messages, taken = wsframe.take(data, self.max_message, self._pong)  # whole one-frame messages and pongs
             if messages:
                 messages.reverse()
                 self._ready = messages if self._ready is None else messages + self._ready
@@ -191,6 +191,11 @@ class ServerSocket:
             data = data[taken:]  # from the first frame that is not one: wsproto's
         self._proto.receive_data(data)  # type: ignore[arg-type]  # wsproto takes any bytes-like; its stub says bytes
         self._fed = True
+
+    def _pong(self, payload: bytes) -> None:
+        beat = self.beat
+        if beat is not None:
+            beat.pong(payload)
 
     def _piece(self, event: Message[Any]) -> str | bytes | object | None:
         data = event.data

@@ -13,11 +13,13 @@ writes a server's frame (FIN, unmasked) as wsproto writes it.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from ..core import wsmask
 
 TEXT = 0x1
 BINARY = 0x2
+PONG = 0xA
 _SMALL_UNMASK = 512  # bytes: up to this many, unmasked as one integer; more, a byte table per key byte
 
 
@@ -52,15 +54,23 @@ def frame(message: str | bytes) -> bytes:
     return head + payload
 
 
-def take(data: bytes | bytearray, max_message: int) -> tuple[list[str | bytes], int]:
+def take(data: bytes | bytearray, max_message: int,
+         on_pong: Callable[[bytes], None] | None = None) -> tuple[list[str | bytes], int]:
     """The whole single-frame messages at the start of ``data`` (a client's: masked), each at most
-    ``max_message`` bytes, and the offset of the first byte not taken."""
+    ``max_message`` bytes, and the offset of the first byte not taken. With ``on_pong``, whole masked
+    pongs among them are taken too and their payloads handed to it (the heartbeat's: one per connection
+    and interval, the frame a relay reads most after messages)."""
     messages: list[str | bytes] = []
     i, size = 0, len(data)
     while size - i >= 6:
         first, second = data[i], data[i + 1]
         opcode = first ^ 0x80
         if opcode not in (TEXT, BINARY) or not second & 0x80:  # not FIN, reserved bits, control, unmasked
+            n = second ^ 0x80  # a pong: FIN, no reserved bits, masked, at most 125 bytes (all control frames)
+            if opcode == PONG and on_pong is not None and n <= 125 and size - i >= 6 + n:
+                on_pong(_unmask(data[i + 6:i + 6 + n], data[i + 2:i + 6]))
+                i += 6 + n
+                continue
             break
         n, at = second & 0x7F, i + 2
         if n == 126:

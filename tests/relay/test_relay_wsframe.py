@@ -68,12 +68,25 @@ def _masked(first: int, payload: bytes, length: bytes | None = None) -> bytes:
 def test_anything_else_is_left_from_its_first_byte(rest: bytes) -> None:
     first = bytes(_client().send_data("first"))
     assert wsframe.take(first + rest, 100) == (["first"], len(first))
+    assert wsframe.take(first + rest, 100, lambda payload: None) == (["first"], len(first))
+
+
+def test_whole_pongs_among_messages_are_noted_and_cut_ones_left() -> None:
+    client = _client()
+    a, b, pong = bytes(client.send_data("a")), bytes(client.send_data("b")), bytes(client.pong(b"hb"))
+    pongs: list[bytes] = []
+    assert wsframe.take(a + pong + b + pong, 100, pongs.append) == (["a", "b"], len(a + pong + b + pong))
+    assert pongs == [b"hb", b"hb"]
+    assert wsframe.take(a + pong[:-1], 100, pongs.append) == (["a"], len(a))  # not all there: left
+    assert wsframe.take(pong + a, 100) == ([], 0)  # no one to tell: left to wsproto
+    assert pongs == [b"hb", b"hb"]
 
 
 FRAME = st.one_of(
     st.tuples(st.just("message"), st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=700),
                                             st.binary(max_size=700)), st.integers(min_value=1, max_value=3)),
     st.tuples(st.just("ping"), st.binary(max_size=125), st.just(1)),
+    st.tuples(st.just("pong"), st.binary(max_size=125), st.just(1)),
     st.tuples(st.just("raw"), st.binary(max_size=12), st.just(1)),  # garbage, or a bad frame
     st.tuples(st.just("bad utf-8"), st.just(b"\xc3("), st.just(1)),
 )
@@ -85,6 +98,8 @@ def _wire(items: list[tuple[str, object, int]]) -> bytes:
     for kind, value, pieces in items:
         if kind == "ping":
             wire += client.ping(value)  # type: ignore[arg-type]
+        elif kind == "pong":
+            wire += client.pong(value)  # type: ignore[arg-type]
         elif kind == "raw":
             wire += value  # type: ignore[operator]
         elif kind == "bad utf-8":
@@ -97,10 +112,21 @@ def _wire(items: list[tuple[str, object, int]]) -> bytes:
     return bytes(wire) + bytes(_client().close(4000, "done"))
 
 
-async def _read_all(wire: bytes, cuts: list[int]) -> tuple[list[object], int | None, bytes]:
-    """What a socket hands on, how it closed and what it wrote back."""
+class _Beat:
+    """The heartbeat's side of a socket: the pongs it was told of."""
+
+    def __init__(self) -> None:
+        self.pongs: list[bytes] = []
+
+    def pong(self, payload: bytes | bytearray) -> None:
+        self.pongs.append(bytes(payload))
+
+
+async def _read_all(wire: bytes, cuts: list[int]) -> tuple[list[object], int | None, bytes, list[bytes]]:
+    """What a socket hands on, how it closed, what it wrote back and the pongs it noted."""
     ours, theirs = trio.testing.memory_stream_pair()
     server = ServerSocket(ours, max_message=500)
+    server.beat = beat = _Beat()
     points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
     got: list[object] = []
     code = None
@@ -119,7 +145,7 @@ async def _read_all(wire: bytes, cuts: list[int]) -> tuple[list[object], int | N
     back = b""
     while chunk := await theirs.receive_some():
         back += chunk
-    return got, code, back
+    return got, code, back, beat.pongs
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

@@ -403,5 +403,10 @@ class AgentBackend:
     async def watch(self, ctx: CallContext) -> None:
         """Every relay's state (paused pairings too), then each change, and the approval events, until
         the client leaves; a slow client misses intermediate states (agent/watchbus.py)."""
-        initial = self.states() + [paused for paused, _ in await self.paused_states()]
+        async def initial() -> list[dict[str, Any]]:
+            entries = await trio.to_thread.run_sync(self.follower.entries)
+            # The links as they are once the read is done: one stopped meanwhile is among the paused.
+            running = set(self.links)
+            return self.states() + [paused for paused, _ in self.follower.paused_states(running, entries)]
+
         await watchbus.stream(self.watchers, ctx, initial, self.desktop.approvals)

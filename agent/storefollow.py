@@ -106,10 +106,12 @@ class StoreFollower:
         now, self._paused_now = self._paused_now, set()
         return [state for state, _ in self.paused_states(running) if state["url"] in now] if now else []
 
-    def paused_states(self, running: Container[str]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """(live state, kept record) of every paused pairing without a running link."""
+    def paused_states(self, running: Container[str], entries: dict[str, dict[str, Any]] | None = None
+                      ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(live state, kept record) of every paused pairing without a running link (``entries``: the paused
+        file as read already; else it is read here, blocking)."""
         out: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for url, entry in self.entries().items():
+        for url, entry in (self.entries() if entries is None else entries).items():
             if url in running:
                 continue
             rec = entry["record"]

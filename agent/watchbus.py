@@ -7,7 +7,7 @@ events, until the client leaves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -53,15 +53,17 @@ class WatchBus:
             self.discard(send)
 
 
-async def stream(bus: WatchBus, ctx: CallContext, initial: list[State], approvals: Approvals) -> None:
-    """The ``watch`` call: ``initial`` (every relay's state), then each change and the approval
-    events, until the client leaves."""
+async def stream(bus: WatchBus, ctx: CallContext, initial: Callable[[], Awaitable[list[State]]],
+                 approvals: Approvals) -> None:
+    """The ``watch`` call: ``initial()`` (every relay's state), then each change and the approval events,
+    until the client leaves. The client is subscribed before ``initial`` is worked out: a change made
+    while it is (it may wait for a read) comes after it, never lost between the two."""
     with bus.subscription() as receive:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_until_closed, ctx, nursery.cancel_scope)
             nursery.start_soon(_forward_approvals, ctx, approvals)
             try:
-                for state in initial:
+                for state in await initial():
                     await ctx.notify(api.STATE, state)
                 async with receive:
                     async for state in receive:

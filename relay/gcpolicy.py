@@ -9,7 +9,11 @@ that stay, so the policy keeps them out of the walk:
 * on each ``tick`` (once a second when connections were authenticated since the last one, and at once
   every ``FRESH_MAX`` of them):
   collect what is not frozen yet (what arrived since the last tick: small), then ``gc.freeze()`` it.
-  A later full collection walks only what arrived since;
+  A later full collection walks only what arrived since. Ticks also come once a second while the
+  heartbeat pings (``pinged``): serving a held connection (a ping, its pong) replaces some of its frozen
+  objects with new, unfrozen ones, the old freed and the new allocated, so no count of the collector
+  grows. Left until the next connection arrives, a whole heartbeat round of them (3000 held: ~20 ms)
+  was walked by that one collection; now a second's worth, at most ``PINGED_MAX`` pings' worth;
 * a connection frees its objects by reference counting when it ends (nothing of it is in a cycle
   once its tasks are done: ``Beat.stop`` drops the heartbeat's references), so freezing leaks
   nothing in the normal case (the bench's leak row: ~2 objects per closed connection, freed when due).
@@ -42,6 +46,7 @@ LONG_PAUSE = 0.05  # CPU seconds of a collection worth a warning (every connecti
 THAW_MIN = 1000  # ended frozen connections before a full collection may be worth its pause
 THAW_SPACING = 600.0  # seconds between full collections at most (one per 10 minutes of churn)
 FRESH_MAX = 200  # connections authenticated since the last freeze that make the next one come at once
+PINGED_MAX = 500  # held connections pinged since the last freeze that make the next one come at once
 
 
 class GcPolicy:
@@ -52,6 +57,7 @@ class GcPolicy:
         self._last_thaw = clock()  # start-up's own full collection counts as one
         self.epoch = 0  # freezes so far; a connection authenticated in epoch e is frozen once epoch > e
         self.fresh = 0  # connections authenticated since the last freeze
+        self.pinged = 0  # held connections the heartbeat pinged since the last freeze
         self.open = 0  # authenticated connections now
         self.ended_frozen = 0  # connections that ended after being frozen, since the last thaw
         self.freezes = 0
@@ -72,6 +78,14 @@ class GcPolicy:
         if self.fresh >= FRESH_MAX:
             self.tick()
         return epoch
+
+    def ping(self) -> None:
+        """A held connection was pinged: its pong will replace some of its frozen objects. A round of pings
+        comes as the connections came (a mass reconnect: thousands in a second), so a freeze comes at once
+        every ``PINGED_MAX`` of them, not only on the next tick."""
+        self.pinged += 1
+        if self.pinged >= PINGED_MAX:
+            self.tick()
 
     def ended(self, epoch: int) -> None:
         self.open -= 1
@@ -98,8 +112,8 @@ class GcPolicy:
             self._frozen_now()
             log.info("gc_thaw unreachable=%d pause_ms=%.1f", found, (time.perf_counter() - t0) * 1000)
             return "thaw"
-        if self.fresh:
-            gc.collect()  # only the unfrozen part: what arrived since the last tick
+        if self.fresh or self.pinged:
+            gc.collect()  # only the unfrozen part: what arrived (or was replaced) since the last tick
             gc.freeze()
             self.freezes += 1
             self._frozen_now()
@@ -108,7 +122,7 @@ class GcPolicy:
 
     def _frozen_now(self) -> None:
         self.epoch += 1
-        self.fresh = 0
+        self.fresh = self.pinged = 0
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         """A ``gc.callbacks`` hook: the length of each collection, the worst per generation."""
@@ -157,6 +171,12 @@ def install() -> GcPolicy:
 
 def opened() -> int:
     return _POLICY.opened() if _POLICY is not None else 0
+
+
+def pinged() -> None:
+    """The heartbeat pinged a held connection (relay/heartbeat.py)."""
+    if _POLICY is not None:
+        _POLICY.ping()
 
 
 def ended(epoch: int) -> None:

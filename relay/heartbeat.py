@@ -27,6 +27,7 @@ from collections.abc import Callable
 import trio
 from wsproto.frame_protocol import FrameProtocol
 
+from . import gcpolicy
 from .ws import ConnectionClosed, ServerSocket
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ class Heartbeat:
             return  # closing: the connection's own loop ends it
         beat.round += 1
         beat.pending = True
+        gcpolicy.pinged()  # its pong replaces some of the connection's frozen objects: frozen again next tick
         self._schedule(beat)  # the next ping, or the end of the wait for this one's pong
         assert self._nursery is not None
         sent = ws.write_now(_FRAME)

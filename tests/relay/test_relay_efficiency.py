@@ -216,6 +216,29 @@ def test_connections_arriving_fast_are_frozen_in_small_batches():
     assert out.stdout.split() == ["3", "0", "0", "1", "0"]
 
 
+def test_held_connections_the_heartbeat_serves_are_frozen_again_as_it_goes():
+    """A ping's pong replaces some of a held connection's frozen objects with unfrozen ones without
+    growing any count of the collector: left until the next connection arrived, a heartbeat round of them
+    was one collection's walk (3000 held: ~20 ms). Pings make the next tick freeze, and every PINGED_MAX
+    of them freeze at once."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        from hermes_relay.relay.gcpolicy import PINGED_MAX, GcPolicy
+        p = GcPolicy()
+        out = [p.tick()]                          # nothing arrived, nothing served
+        p.ping()
+        out.append(p.tick())                      # a connection was served: what it replaced is frozen
+        out.append(p.tick())                      # idle again
+        for _ in range(3 * PINGED_MAX):           # a round of pings as the connections came: thousands at once
+            p.ping()
+        print(*out, p.freezes, p.pinged)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.split() == ["None", "freeze", "None", "4", "0"]
+
+
 async def test_a_plain_connection_closes_without_setting_up_cancel_scopes(monkeypatch):
     """Each cancel scope costs ~30 us and a handshake set up a dozen: closing a plain socket needs none
     (its aclose is a close and a checkpoint), where a shield inside a timeout was set up for it."""

@@ -192,7 +192,7 @@ class ServerSocket:
         self._proto.receive_data(data)  # type: ignore[arg-type]  # wsproto takes any bytes-like; its stub says bytes
         self._fed = True
 
-    def _pong(self, payload: bytes) -> None:
+    def _pong(self, payload: bytes | bytearray) -> None:
         beat = self.beat
         if beat is not None:
             beat.pong(payload)

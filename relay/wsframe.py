@@ -55,7 +55,7 @@ def frame(message: str | bytes) -> bytes:
 
 
 def take(data: bytes | bytearray, max_message: int,
-         on_pong: Callable[[bytes], None] | None = None) -> tuple[list[str | bytes], int]:
+         on_pong: Callable[[bytes | bytearray], None] | None = None) -> tuple[list[str | bytes], int]:
     """The whole single-frame messages at the start of ``data`` (a client's: masked), each at most
     ``max_message`` bytes, and the offset of the first byte not taken. With ``on_pong``, whole masked
     pongs among them are taken too and their payloads handed to it (the heartbeat's: one per connection

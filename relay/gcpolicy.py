@@ -9,11 +9,12 @@ that stay, so the policy keeps them out of the walk:
 * on each ``tick`` (once a second when connections were authenticated since the last one, and at once
   every ``FRESH_MAX`` of them):
   collect what is not frozen yet (what arrived since the last tick: small), then ``gc.freeze()`` it.
-  A later full collection walks only what arrived since. Ticks also come once a second while the
-  heartbeat pings (``pinged``): serving a held connection (a ping, its pong) replaces some of its frozen
-  objects with new, unfrozen ones, the old freed and the new allocated, so no count of the collector
-  grows. Left until the next connection arrives, a whole heartbeat round of them (3000 held: ~20 ms)
-  was walked by that one collection; now a second's worth, at most ``PINGED_MAX`` pings' worth;
+  A later full collection walks only what arrived since. Pings freeze too (``pinged``): serving a held
+  connection (a ping, its pong) replaces some of its frozen objects with new, unfrozen ones (the
+  coroutines and trio records of its next wait), the old freed and the new allocated, so no count of the
+  collector grows. Left until the next connection arrives, a whole heartbeat round of them (3000 held:
+  ~15-20 ms) was walked by that one collection; now at most ``PINGED_MAX`` pings' worth (~2 ms). A freeze
+  every second while pinging bounded it further but cost more CPU than the pings themselves gained;
 * a connection frees its objects by reference counting when it ends (nothing of it is in a cycle
   once its tasks are done: ``Beat.stop`` drops the heartbeat's references), so freezing leaks
   nothing in the normal case (the bench's leak row: ~2 objects per closed connection, freed when due).
@@ -80,9 +81,9 @@ class GcPolicy:
         return epoch
 
     def ping(self) -> None:
-        """A held connection was pinged: its pong will replace some of its frozen objects. A round of pings
-        comes as the connections came (a mass reconnect: thousands in a second), so a freeze comes at once
-        every ``PINGED_MAX`` of them, not only on the next tick."""
+        """A held connection was pinged: its pong will replace some of its frozen objects; every
+        ``PINGED_MAX`` of them, what they replaced is frozen (at once: a round of pings comes as the
+        connections came, a mass reconnect's thousands within a second)."""
         self.pinged += 1
         if self.pinged >= PINGED_MAX:
             self.tick()
@@ -112,8 +113,8 @@ class GcPolicy:
             self._frozen_now()
             log.info("gc_thaw unreachable=%d pause_ms=%.1f", found, (time.perf_counter() - t0) * 1000)
             return "thaw"
-        if self.fresh or self.pinged:
-            gc.collect()  # only the unfrozen part: what arrived (or was replaced) since the last tick
+        if self.fresh or self.pinged >= PINGED_MAX:
+            gc.collect()  # only the unfrozen part: what arrived (or was replaced) since the last freeze
             gc.freeze()
             self.freezes += 1
             self._frozen_now()

@@ -1223,9 +1223,14 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
             await trio.sleep(1.0)
             after = rss_kb(relay_pid)
             window = plan.ping_window if level == plan.ping_level else IDLE_CPU_WINDOW
-            cpu0, t0 = cpu_ticks(relay_pid), time.perf_counter()
+            cpu0, ns0, t0 = cpu_ticks(relay_pid), cpu_ns(relay_pid), time.perf_counter()
             await trio.sleep(window)
             cpu = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK
+            ns1 = cpu_ns(relay_pid)
+            if ns0 is not None and ns1 is not None:  # on-CPU ns: a tick is 10 ms, ~3 % of a 3000-held window's CPU
+                spent, gone = schedstat_delta(ns0, ns1)
+                if not gone:  # (a thread that exited took its count with it: the ticks then)
+                    cpu = spent / 1e9
             elapsed = time.perf_counter() - t0
             if level == plan.ping_level:  # a whole heartbeat period: each held connection pinged once
                 out["ping_ms"][level] = cpu / level * 1000

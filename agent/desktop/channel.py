@@ -10,8 +10,8 @@ Per link, in one nursery:
 - every ``desktop.command`` runs as its own task under its deadline: the tool's default, shortened
   by the caller's ``budget_ms`` (core/desktop.call_limit). An approval expires before it with a
   margin that scales with it. The policy is read from disk (``refresh``: a worker thread) and decided
-  when the call arrives, again after an approval just before the tool starts, and every second while
-  the call lives: a call whose host was
+  when the call arrives, again after an approval just before the tool starts, and at each change of the
+  policy view while the call lives (the file watch wakes the heartbeat; without it, every second): a call whose host was
   lowered below what authorised it is withdrawn (its approval) or cancelled (its tool) at once;
 - the audit: a ``tool.started`` record is written before the tool runs, or it does not run; every
   outcome is recorded, with how it was authorised, coalesced per (host, tool, outcome).

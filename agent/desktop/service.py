@@ -14,10 +14,11 @@ legacy consent) and re-reads what changed, in ONE worker-thread hop (``run_sync`
 under trio's autojump clock pass an inline runner, since the clock jumps while a thread runs).
 Refreshes are serialised and coalesced: a caller waits for a run that began after it asked, so what
 it sees is the disk as it was at that moment, and N callers at once cost at most two hops. Every
-call refreshes when it arrives and again after an approval, just before its tool starts; every link
-refreshes about once a second, so an edit takes effect within 2 s without a restart; under the
-agent's file watch (``watch``: agent/desktop/policyfiles.py) an idle link refreshes only when
-a file changed, or every ``SAFETY_REFRESH`` seconds, so an idle agent makes no thread hop. Everything else
+call refreshes when it arrives and again after an approval, just before its tool starts; under the
+agent's file watch (``watch``: agent/desktop/policyfiles.py) a link's heartbeat is woken by a change
+(``changes``) and refreshes then, or every ``SAFETY_REFRESH`` seconds, so an idle agent neither wakes
+nor makes a thread hop; without the watch it refreshes about once a second. Either way an edit takes
+effect within 2 s without a restart. Everything else
 (``policy()``, ``decide``, ``advertised``, ``confinement``) reads the last refreshed view and never
 touches the disk on the event loop; ``load()`` is the blocking refresh for callers off the loop.
 Each change to a host is audited (core/policy_log.py): ``announce()`` names our own writers just
@@ -319,7 +320,7 @@ class DesktopService:
 
     def advertised(self, url: str) -> list[str]:
         """The tools this relay may call: recomputed only when the policy or the store changed (the
-        heartbeat asks every second, so an edit is seen within 2 s without re-deciding every tool)."""
+        heartbeat asks at each change and each beat, so an edit is seen at once without re-deciding every tool)."""
         key = (self._policy_key, id(self.table))
         cached = self._advertised.get(url)
         if cached is not None and cached[0] == key:

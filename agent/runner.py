@@ -29,6 +29,7 @@ from .storewatch import StoreWatcher
 
 log = logging.getLogger(__name__)
 RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
+CLOCK_STEP = 1.0  # seconds the wall clock moved beyond trio's clock between two looks: a step, not a slew
 NAMES_POLL = 1.0  # seconds between looks at the names file where inotify is not available (2 s promise)
 
 
@@ -170,6 +171,8 @@ async def _clock_watch(agent: AgentBackend) -> None:
         new_wall, new_mono = config.wall_clock(), trio.current_time()
         jump = (new_wall - wall) - (new_mono - mono)
         wall, mono = new_wall, new_mono
+        if abs(jump) >= CLOCK_STEP:
+            agent.clock_changed()  # the links' expiry watches sleep in trio's clock: they look again
         if abs(jump) >= config.clock_jump_threshold:
             log.info("clock_jump seconds=%.0f (sleep/resume or clock change)", jump)
             if agent.watcher is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from pathlib import Path
@@ -122,3 +123,60 @@ async def test_an_event_the_loop_read_keeps_the_file_not_quiet_until_it_looked(t
         assert not seen.is_set() and not watcher.quiet()
         await seen.wait()
         nursery.cancel_scope.cancel()
+
+
+class _Steps(trio.abc.Instrument):
+    """How many steps the tasks named ``name`` took."""
+
+    def __init__(self, name: str):
+        self.name, self.count = name, 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == self.name:
+            self.count += 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+async def test_under_inotify_an_idle_watch_looks_once_a_minute(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    """Its safety poll ran every 10 s: five watches (store, policy, roots, names) woke an idle agent 30 times a
+    minute. An edit is still seen at once."""
+    from hermes_relay.agent import storewatch
+
+    store = tmp_path / "remote-sessions.json"
+    store.write_text("{}")
+    watcher = StoreWatcher(store)
+    steps = _Steps("hermes_relay.agent.storewatch.StoreWatcher.run")
+    seen = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watcher.run, seen.set)
+        await wait_all_tasks_blocked()
+        assert watcher.backend == "inotify"
+        trio.lowlevel.add_instrument(steps)
+        try:
+            await trio.sleep(600)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert 0 < steps.count <= 12, steps.count  # one a look; it was 60
+        fileio.atomic_write(store, b'{"version": 1}')
+        with trio.fail_after(2):
+            await seen.wait()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="statfs")
+async def test_a_store_on_a_network_file_system_is_polled(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Another machine's write on NFS or SMB makes no inotify event here: such a directory is polled (the 2 s
+    promise), not left to the safety poll. (The f_type of this test's own directory stands in for NFS's.)"""
+    from hermes_relay.agent import storewatch
+
+    probe = storewatch._Inotify()
+    assert not probe.remote(str(tmp_path)) and not probe.remote("/")  # this test's file system is local
+    buf = ctypes.create_string_buffer(512)
+    assert probe._statfs(os.fsencode(str(tmp_path)), buf) == 0
+    probe.close()
+    monkeypatch.setattr(storewatch, "_REMOTE", frozenset({ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF}))
+    store = tmp_path / "remote-sessions.json"
+    store.write_text("{}")
+    watcher = StoreWatcher(store)
+    await _sees(watcher, lambda: fileio.atomic_write(store, b'{"version": 1}'))
+    assert watcher.backend == "poll"

@@ -124,10 +124,11 @@ async def _idle_exit(agent: AgentBackend) -> None:
     idle_since: float | None = None
     while True:
         await trio.sleep(period)
-        paused = await trio.to_thread.run_sync(agent.follower.entries)
         clients = agent.ipc.clients if agent.ipc is not None else None
-        busy = (agent.links or agent.down or paused or agent.pending.memory or agent.follower.known != {}
-                or agent.approvals.pending or (clients is not None and clients.child_tasks))
+        busy = bool(agent.links or agent.down or agent.pending.memory or agent.follower.known != {}
+                    or agent.approvals.pending or (clients is not None and clients.child_tasks))
+        if not busy:  # the paused pairings are read from disk (a thread hop) only when nothing else says busy
+            busy = bool(await trio.to_thread.run_sync(agent.follower.entries))
         if busy:
             idle_since = None
         elif idle_since is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from functools import partial
 from typing import Any
 
@@ -22,7 +23,7 @@ import trio
 from ..core import api, instance, knobs, paths
 from ..core.errors import StateError
 from ..core.store import SessionStore
-from . import handlers, ipc_endpoint, pairing
+from . import clockwatch, handlers, ipc_endpoint, pairing
 from .backend import AgentBackend
 from .ipc_server import serve_ipc
 from .storewatch import StoreWatcher
@@ -30,6 +31,7 @@ from .storewatch import StoreWatcher
 log = logging.getLogger(__name__)
 RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
 CLOCK_STEP = 1.0  # seconds the wall clock moved beyond trio's clock between two looks: a step, not a slew
+CLOCK_SAFETY = 12  # clock checks a kernel-told clock watch lets pass between its own looks (a minute)
 NAMES_POLL = 1.0  # seconds between looks at the names file where inotify is not available (2 s promise)
 
 
@@ -163,12 +165,28 @@ async def _netwatch(agent: AgentBackend) -> None:
                 log.debug("network_minor_change reason=%s", change.reason)
 
 
-async def _clock_watch(agent: AgentBackend) -> None:
-    """Sleep/resume shows as the wall clock moving much further than trio's monotonic clock."""
+async def _clock_watch(agent: AgentBackend, kernel: bool | None = None) -> None:
+    """Sleep/resume shows as the wall clock moving much further than trio's monotonic clock. Where the
+    kernel tells when the clock is set or the computer resumes (agent/clockwatch.py; ``kernel``, by default
+    when the wall clock is the system's), it looks then, and every ``CLOCK_SAFETY`` checks in case;
+    elsewhere every ``clock_check_interval``."""
+    config = agent.config
+    steps = clockwatch.open_steps() if (config.wall_clock is time.time if kernel is None else kernel) else None
+    try:
+        await _compare_clocks(agent, steps)
+    finally:
+        if steps is not None:
+            steps.close()
+
+
+async def _compare_clocks(agent: AgentBackend, steps: clockwatch.ClockSteps | None) -> None:
     config = agent.config
     wall, mono = config.wall_clock(), trio.current_time()
     while True:
-        await trio.sleep(config.clock_check_interval)
+        if steps is None:
+            await trio.sleep(config.clock_check_interval)
+        else:
+            await steps.wait(CLOCK_SAFETY * config.clock_check_interval)
         new_wall, new_mono = config.wall_clock(), trio.current_time()
         jump = (new_wall - wall) - (new_mono - mono)
         wall, mono = new_wall, new_mono

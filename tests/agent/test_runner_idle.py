@@ -5,6 +5,8 @@ autojump clock, so "wakes N times in 10 minutes" takes no real time."""
 
 from __future__ import annotations
 
+import sys
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 import trio
 from helpers import run_inline
 
-from hermes_relay.agent import runner
+from hermes_relay.agent import clockwatch, runner
 
 
 @pytest.fixture(autouse=True)
@@ -60,3 +62,102 @@ async def test_idle_exit_waits_for_a_paused_pairing(autojump_clock: trio.abc.Clo
     with trio.move_on_after(600):
         await runner._idle_exit(agent)
     assert not agent.stopped.is_set()
+
+
+# -- the clock watch ---------------------------------------------------------------------------------
+WALL0 = 1_800_000_000.0
+
+
+class _Steps(trio.abc.Instrument):
+    """Task steps of the tasks named ``name``."""
+
+    def __init__(self, name: str):
+        self.name, self.count = name, 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == self.name:
+            self.count += 1
+
+
+def _clock_agent(offset: list[float]) -> Any:
+    seen: list[tuple[str, float]] = []
+    config = SimpleNamespace(wall_clock=lambda: WALL0 + trio.current_time() + offset[0], clock_check_interval=5.0,
+                             clock_jump_threshold=10.0)
+    return SimpleNamespace(config=config, watcher=None, seen=seen,
+                           clock_changed=lambda: seen.append(("clock", trio.current_time())),
+                           network_changed=lambda reason: seen.append((reason, trio.current_time())))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd")
+async def test_the_clock_watch_told_by_the_kernel_looks_once_a_minute(autojump_clock: trio.abc.Clock) -> None:
+    """It compared the clocks every clock_check_interval (5 s): 12 wake-ups a minute of an idle agent."""
+    agent = _clock_agent([0.0])
+    steps = _Steps("hermes_relay.agent.runner._clock_watch")
+    trio.lowlevel.add_instrument(steps)
+    try:
+        with trio.move_on_after(600):
+            await runner._clock_watch(agent, kernel=True)
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert steps.count <= 600 / 60 + 2, steps.count
+    assert agent.seen == []
+
+
+class _Told:
+    """A kernel that tells of a clock step at virtual time 100 (what a resume or ``date -s`` makes the timerfd do)."""
+
+    def __init__(self, offset: list[float]):
+        self.offset, self.closed = offset, False
+
+    async def wait(self, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            if trio.current_time() < 100.0:
+                await trio.sleep_until(100.0)
+                self.offset[0] += 3600.0  # the lid was closed for an hour
+                return True
+            await trio.sleep_forever()
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_clock_step_the_kernel_tells_wakes_the_links_at_once(autojump_clock: trio.abc.Clock,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    offset = [0.0]
+    told = _Told(offset)
+    monkeypatch.setattr(clockwatch, "open_steps", lambda: told)
+    agent = _clock_agent(offset)
+    with trio.move_on_after(200):
+        await runner._clock_watch(agent, kernel=True)
+    assert agent.seen == [("clock", 100.0), ("clock jump", 100.0)]
+    assert told.closed
+
+
+async def test_without_the_kernel_the_clock_watch_polls(autojump_clock: trio.abc.Clock) -> None:
+    offset = [0.0]
+    agent = _clock_agent(offset)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner._clock_watch, agent, False)
+        await trio.sleep(12.0)
+        offset[0] = 3.0  # a step, below the jump threshold: the expiry watches look again, nothing else
+        await trio.sleep(10.0)
+        offset[0] = 3603.0
+        await trio.sleep(10.0)
+        nursery.cancel_scope.cancel()
+    assert agent.seen == [("clock", 15.0), ("clock", 25.0), ("clock jump", 25.0)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd")
+async def test_the_timerfd_wakes_its_waiter_and_is_armed_again() -> None:
+    """Real time. The timer expiring stands in for the clock being set (both make the timerfd readable; a
+    set makes its read fail with ECANCELED): setting the clock needs CAP_SYS_TIME and would move the
+    clock of everything else on this machine."""
+    steps = clockwatch.ClockSteps()
+    try:
+        steps.arm(time.time() + 0.02)
+        with trio.fail_after(5):
+            assert await steps.wait(5.0) is True
+        assert await steps.wait(0.05) is False  # armed a year ahead again
+    finally:
+        steps.close()

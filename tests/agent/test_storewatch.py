@@ -140,8 +140,6 @@ class _Steps(trio.abc.Instrument):
 async def test_under_inotify_an_idle_watch_looks_once_a_minute(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     """Its safety poll ran every 10 s: five watches (store, policy, roots, names) woke an idle agent 30 times a
     minute. An edit is still seen at once."""
-    from hermes_relay.agent import storewatch
-
     store = tmp_path / "remote-sessions.json"
     store.write_text("{}")
     watcher = StoreWatcher(store)

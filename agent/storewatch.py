@@ -143,14 +143,15 @@ class StoreWatcher:
         self._missed = False  # ``quiet`` read an event the loop must act on (it looks on its next round)
         self._pending = False  # the loop read an event about the file and looks after its settle time
         self._names: frozenset[bytes] = frozenset()  # the names an event about the file carries
+        self._wait: trio.CancelScope | None = None  # the loop's wait for an event or its next look
 
     def quiet(self) -> bool:
         """Whether the file is as this watcher last saw it, known without touching the disk: it is on
         inotify and no event waiting in the kernel's queue names it (the kernel queues an event within
         the write, close or rename that causes it, so any change made before this call shows here).
         Events about other files in the directory are read and dropped here; one about this file, or
-        a lost watch, leaves it not quiet until the loop's next look (at most ``SAFETY_INTERVAL``: the
-        caller reads the file itself meanwhile)."""
+        a lost watch, leaves it not quiet until the loop's look, which it wakes now (the caller reads
+        the file itself meanwhile)."""
         notify = self._notify
         if notify is None or self._missed or self._pending:
             return False
@@ -160,6 +161,8 @@ class StoreWatcher:
             changed = True
         if changed:
             self._missed = True
+            if self._wait is not None:
+                self._wait.cancel()  # the loop will not see this event any more: it looks at once
         return not changed
 
     def _own_names(self) -> frozenset[bytes]:
@@ -198,7 +201,7 @@ class StoreWatcher:
                 self.backend = "inotify" if covered else "poll"
                 self._names = self._own_names()
                 self._notify = notify if covered else None
-                with trio.move_on_after(SAFETY_INTERVAL if covered else self.poll_interval):
+                with trio.move_on_after(SAFETY_INTERVAL if covered else self.poll_interval) as self._wait:
                     if covered:
                         assert notify is not None
                         await self._event(notify)

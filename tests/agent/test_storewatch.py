@@ -178,3 +178,21 @@ async def test_a_store_on_a_network_file_system_is_polled(tmp_path: Path, monkey
     watcher = StoreWatcher(store)
     await _sees(watcher, lambda: fileio.atomic_write(store, b'{"version": 1}'))
     assert watcher.backend == "poll"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+async def test_an_event_quiet_took_from_the_loop_is_looked_at_at_once(tmp_path: Path) -> None:
+    """``quiet`` (a call asking whether to skip its refresh) may read the event about the file before the
+    loop does: the loop then never sees it, and looked only at its safety poll (a minute away)."""
+    store = tmp_path / "desktop-host-access.json"
+    store.write_text("{}")
+    watcher = StoreWatcher(store)
+    seen = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watcher.run, seen.set)
+        await wait_all_tasks_blocked()
+        fileio.atomic_write(store, b'{"hosts": {}}')
+        assert not watcher.quiet()  # read here, with no checkpoint between: the loop had no chance
+        with trio.fail_after(2):
+            await seen.wait()
+        nursery.cancel_scope.cancel()

@@ -59,9 +59,9 @@ class ClockSteps:
         if self._settime(self.fd, _TFD_TIMER_ABSTIME | _TFD_TIMER_CANCEL_ON_SET, ctypes.byref(spec), None) < 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
-    async def wait(self, timeout: float) -> bool:
-        """Until the clock is set (True: the timer is armed again) or ``timeout`` seconds pass (False)."""
-        with trio.move_on_after(timeout):
+    async def wait(self, until: float) -> bool:
+        """Until the clock is set (True: the timer is armed again) or trio's clock reaches ``until`` (False)."""
+        with trio.move_on_at(until):
             await trio.lowlevel.wait_readable(self.fd)
             self._drain()
             self.arm(time.time() + _AHEAD)
@@ -78,6 +78,14 @@ class ClockSteps:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def next_tick(period: float) -> float:
+    """The next multiple of ``period`` in trio's clock. The agent's periodic looks that need no phase of
+    their own (the store watches' safety looks, the fence, the clock watch's own look, idle exit, the route
+    file's heartbeat) wait for it: those that fall due together wake the agent once, in one scheduler
+    pass, instead of each on its own (a cold wake-up of an idle process costs more than its work)."""
+    return (trio.current_time() // period + 1) * period
 
 
 def open_steps() -> ClockSteps | None:

@@ -99,11 +99,11 @@ async def _indicator_heartbeat(agent: AgentBackend) -> None:
         if names_file is not None:
             watcher = StoreWatcher(names_file, poll_interval=NAMES_POLL)
             nursery.start_soon(watcher.run, lambda: renamed[0].set())
-        look, due = True, trio.current_time() + agent.config.indicator_heartbeat
+        look, due = True, clockwatch.next_tick(agent.config.indicator_heartbeat)
         while True:
             if (look and await trio.to_thread.run_sync(agent.indicator.names_changed)) or trio.current_time() >= due:
                 agent.refresh_indicator()
-                due = trio.current_time() + agent.config.indicator_heartbeat
+                due = clockwatch.next_tick(agent.config.indicator_heartbeat)
             with trio.move_on_at(due):
                 await renamed[0].wait()
             look = renamed[0].is_set()
@@ -125,7 +125,7 @@ async def _idle_exit(agent: AgentBackend) -> None:
     period = agent.config.idle_exit / 2
     idle_since: float | None = None
     while True:
-        await trio.sleep(period)
+        await trio.sleep_until(clockwatch.next_tick(period))
         clients = agent.ipc.clients if agent.ipc is not None else None
         busy = bool(agent.links or agent.down or agent.pending.memory or agent.follower.known != {}
                     or agent.approvals.pending or (clients is not None and clients.child_tasks))
@@ -145,7 +145,7 @@ async def _fence(agent: AgentBackend, identity: tuple[int, int] | None) -> None:
     """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody
     can reach must not keep relay connections and the route indicator to itself."""
     while True:
-        await trio.sleep(agent.config.fence_interval)
+        await trio.sleep_until(clockwatch.next_tick(agent.config.fence_interval))
         now = _identity(agent.config.socket_path)
         if now != identity:
             log.warning("agent_fenced endpoint=%s reason=%s", agent.config.socket_path,
@@ -186,7 +186,7 @@ async def _compare_clocks(agent: AgentBackend, steps: clockwatch.ClockSteps | No
         if steps is None:
             await trio.sleep(config.clock_check_interval)
         else:
-            await steps.wait(CLOCK_SAFETY * config.clock_check_interval)
+            await steps.wait(clockwatch.next_tick(CLOCK_SAFETY * config.clock_check_interval))
         new_wall, new_mono = config.wall_clock(), trio.current_time()
         jump = (new_wall - wall) - (new_mono - mono)
         wall, mono = new_wall, new_mono

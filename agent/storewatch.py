@@ -31,6 +31,8 @@ from pathlib import Path
 
 import trio
 
+from .clockwatch import next_tick
+
 log = logging.getLogger(__name__)
 POLL_INTERVAL = 1.0  # seconds between stat polls without inotify (the 2 s promise, with margin)
 SAFETY_INTERVAL = 60.0  # seconds between stat polls under inotify: only catches what events missed
@@ -131,12 +133,6 @@ class _Inotify:
             os.close(self.fd)
 
 
-def _safety_look() -> float:
-    """The next multiple of ``SAFETY_INTERVAL`` in trio's clock: every watcher's safety look falls in the
-    same scheduler pass, so the agent's five watches cost one wake-up a minute, not five."""
-    return (trio.current_time() // SAFETY_INTERVAL + 1) * SAFETY_INTERVAL
-
-
 class StoreWatcher:
     """Calls ``on_change()`` whenever the store's key changes (started once, runs until cancelled)."""
 
@@ -207,7 +203,7 @@ class StoreWatcher:
                 self.backend = "inotify" if covered else "poll"
                 self._names = self._own_names()
                 self._notify = notify if covered else None
-                look_at = _safety_look() if covered else trio.current_time() + self.poll_interval
+                look_at = next_tick(SAFETY_INTERVAL) if covered else trio.current_time() + self.poll_interval
                 with trio.move_on_at(look_at) as self._wait:
                     if covered:
                         assert notify is not None

@@ -109,8 +109,8 @@ class _Told:
     def __init__(self, offset: list[float]):
         self.offset, self.closed = offset, False
 
-    async def wait(self, timeout: float) -> bool:
-        with trio.move_on_after(timeout):
+    async def wait(self, until: float) -> bool:
+        with trio.move_on_at(until):
             if trio.current_time() < 100.0:
                 await trio.sleep_until(100.0)
                 self.offset[0] += 3600.0  # the lid was closed for an hour
@@ -157,7 +157,46 @@ async def test_the_timerfd_wakes_its_waiter_and_is_armed_again() -> None:
     try:
         steps.arm(time.time() + 0.02)
         with trio.fail_after(5):
-            assert await steps.wait(5.0) is True
-        assert await steps.wait(0.05) is False  # armed a year ahead again
+            assert await steps.wait(trio.current_time() + 5.0) is True
+        assert await steps.wait(trio.current_time() + 0.05) is False  # armed a year ahead again
     finally:
         steps.close()
+
+
+class _Times(trio.abc.Instrument):
+    """The trio times at which any task but the test's own took a step."""
+
+    def __init__(self) -> None:
+        self.test, self.times = trio.lowlevel.current_task(), set[float]()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self.test:
+            self.times.add(trio.current_time())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd")
+async def test_the_periodic_looks_wake_the_agent_together(autojump_clock: trio.abc.Clock, tmp_path: Any) -> None:
+    """The fence, idle exit and the clock watch's own look each woke the agent at their own phase."""
+    socket_path = tmp_path / "agent.sock"
+    socket_path.write_text("")
+    agent = _idle_agent(links={"ws://relay:8767": object()})
+    clock = _clock_agent([0.0])
+    agent.config = SimpleNamespace(**vars(agent.config), **vars(clock.config), socket_path=str(socket_path),
+                                   fence_interval=60.0)
+    agent.watcher, agent.clock_changed, agent.network_changed = None, clock.clock_changed, clock.network_changed
+    times = _Times()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner._fence, agent, runner._identity(str(socket_path)))
+        await trio.sleep(7.0)
+        nursery.start_soon(runner._idle_exit, agent)
+        await trio.sleep(11.0)
+        nursery.start_soon(runner._clock_watch, agent, True)
+        await trio.sleep(1.0)
+        trio.lowlevel.add_instrument(times)
+        try:
+            await trio.sleep(600)
+        finally:
+            trio.lowlevel.remove_instrument(times)
+        nursery.cancel_scope.cancel()
+    assert len(times.times) <= 600 / 30 + 1, sorted(times.times)  # every 30 s (idle exit's period); it was 50
+    assert not agent.stopped.is_set() and clock.seen == []

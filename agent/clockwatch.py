@@ -85,7 +85,8 @@ def next_tick(period: float) -> float:
     their own (the store watches' safety looks, the fence, the clock watch's own look, idle exit, the route
     file's heartbeat) wait for it: those that fall due together wake the agent once, in one scheduler
     pass, instead of each on its own (a cold wake-up of an idle process costs more than its work)."""
-    return (trio.current_time() // period + 1) * period
+    now = trio.current_time()
+    return (now // period + 1) * period if period > 0 else now
 
 
 def open_steps() -> ClockSteps | None:

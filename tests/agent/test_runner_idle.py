@@ -200,3 +200,8 @@ async def test_the_periodic_looks_wake_the_agent_together(autojump_clock: trio.a
         nursery.cancel_scope.cancel()
     assert len(times.times) <= 600 / 30 + 1, sorted(times.times)  # every 30 s (idle exit's period); it was 50
     assert not agent.stopped.is_set() and clock.seen == []
+
+
+async def test_next_tick_is_the_next_multiple_and_now_for_no_period(autojump_clock: trio.abc.Clock) -> None:
+    await trio.sleep(61.0)
+    assert (clockwatch.next_tick(30.0), clockwatch.next_tick(60.0), clockwatch.next_tick(0.0)) == (90.0, 120.0, 61.0)

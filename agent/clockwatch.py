@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import errno
 import logging
+import math
 import os
 import sys
 import time
@@ -82,11 +83,13 @@ class ClockSteps:
 
 def next_tick(period: float) -> float:
     """The next multiple of ``period`` in trio's clock. The agent's periodic looks that need no phase of
-    their own (the store watches' safety looks, the fence, the clock watch's own look, idle exit, the route
-    file's heartbeat) wait for it: those that fall due together wake the agent once, in one scheduler
+    their own (the store watches' and the network watch's safety looks, the fence, the clock watch's own
+    look, idle exit, the route file's heartbeat) wait for it: those that fall due together wake the agent once, in one scheduler
     pass, instead of each on its own (a cold wake-up of an idle process costs more than its work)."""
     now = trio.current_time()
-    return (now // period + 1) * period if period > 0 else now
+    if period <= 0 or not math.isfinite(period):
+        return now if period <= 0 else math.inf
+    return (now // period + 1) * period
 
 
 def open_steps() -> ClockSteps | None:

@@ -5,6 +5,7 @@ autojump clock, so "wakes N times in 10 minutes" takes no real time."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from types import SimpleNamespace
@@ -205,3 +206,7 @@ async def test_the_periodic_looks_wake_the_agent_together(autojump_clock: trio.a
 async def test_next_tick_is_the_next_multiple_and_now_for_no_period(autojump_clock: trio.abc.Clock) -> None:
     await trio.sleep(61.0)
     assert (clockwatch.next_tick(30.0), clockwatch.next_tick(60.0), clockwatch.next_tick(0.0)) == (90.0, 120.0, 61.0)
+
+
+async def test_next_tick_of_no_period_is_never(autojump_clock: trio.abc.Clock) -> None:
+    assert clockwatch.next_tick(math.inf) == math.inf  # a safety look switched off (the network watch's tests)

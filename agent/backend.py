@@ -245,6 +245,11 @@ class AgentBackend:
         for link in self.links.values():
             link.network_changed()
 
+    def clock_changed(self) -> None:
+        """The wall clock stepped (agent/runner.py's clock watch): each link's expiry watch looks again."""
+        for link in self.links.values():
+            link.clock_changed()
+
     # -- relay facts ---------------------------------------------------------------------------
     def device(self) -> dict[str, Any]:
         if self._device is None:  # attach loads it in a thread; only an unattached backend gets here

@@ -191,7 +191,11 @@ class RelayLink:
         self.wake_signal = Signal()  # skip the backoff wait / leave a stopped state to re-check
         self._woken_at = 0  # wake_signal.generation when the last event was handled
         self.net_signal = Signal()  # the network changed: check the link and the higher tiers now
+        self.clock_signal = Signal()  # the wall clock stepped (suspend/resume, a clock change): expiry looks again
         self._suspected = False  # a shell's input goes unacknowledged: the next check has a short deadline
+        self._keep_wait: trio.CancelScope | None = None  # the keepalive's wait for its next ping
+        if self.shells is not None:
+            self.shells.on_open(url, self._shell_opened)
         self.cancel_scope = trio.CancelScope()
         # Credentials the relay issued that could not be written to the store yet (disk full, lock
         # held): (token they replace, auth.ok payload, route URL, pin). Used instead of the stale
@@ -210,6 +214,9 @@ class RelayLink:
     def network_changed(self) -> None:
         self.net_signal.fire()
         self.wake_signal.fire()
+
+    def clock_changed(self) -> None:
+        self.clock_signal.fire()
 
     def snapshot(self) -> dict[str, Any]:
         return self.machine.snapshot().to_wire()
@@ -473,10 +480,10 @@ class RelayLink:
         last = trio.current_time()
         while True:
             limit = interval
-            tight = self._shell_attached()  # re-checked every SHELL_PING: a shell may attach meanwhile
+            tight = self._shell_attached()  # a shell opening meanwhile cuts the wait short (_shell_opened)
             due = last + (min(interval, SHELL_PING) if tight else interval)
             changed = False
-            with trio.move_on_at(min(due, trio.current_time() + SHELL_PING)):
+            with trio.move_on_at(due) as self._keep_wait:
                 await self.net_signal.wait()
                 limit = min(interval, self.config.probe_timeout)  # the network changed: is this path alive?
                 changed = True
@@ -569,6 +576,12 @@ class RelayLink:
         self._suspected = True
         self.net_signal.fire()
 
+    def _shell_opened(self) -> None:
+        """A shell of this relay opened (agent/terminal/service.py): the keepalive looks again now and
+        pings within ``SHELL_PING`` of its last ping, instead of polling for shells while there are none."""
+        if self._keep_wait is not None:
+            self._keep_wait.cancel()
+
     def _shell_attached(self) -> bool:
         return self.shells is not None and bool(self.shells.attached(self.url))
 
@@ -586,10 +599,12 @@ class RelayLink:
         return exc
 
     async def _expiry_watch(self, expires_at: float) -> None:
-        """Authenticate again once the wall clock passes the session's expiry (re-checked, so a
-        suspend/resume that jumps past it is noticed within ``clock_check_interval``)."""
+        """Authenticate again once the wall clock passes the session's expiry. It sleeps until then, and
+        looks again when the wall clock steps: the runner's clock watch (agent/runner.py) notices a
+        suspend/resume or a clock change within ``clock_check_interval`` and calls ``clock_changed``."""
         while (left := expires_at - self._now()) > 0:
-            await trio.sleep(min(left, self.config.clock_check_interval))
+            with trio.move_on_after(left):
+                await self.clock_signal.wait()
         raise _Again("the session's expiry passed: asking the relay again", immediate=True)
 
     async def _revocation_watch(self, route: Route, record: Record, token: str) -> None:

@@ -8,6 +8,7 @@ rule that tokens are never passed to a logger.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import logging.handlers
 import os
@@ -95,10 +96,21 @@ async def _serve(config: Any) -> None:
     agent = AgentBackend(config, watcher=watcher)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run, agent)
+        settle_collector()
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             nursery.start_soon(_stop_on_signal, signals, agent)
             await agent.stop_event.wait()
             nursery.cancel_scope.cancel()
+
+
+def settle_collector() -> None:
+    """Once started: collect, then freeze what start-up built (modules, tables, config: most of the
+    agent's ~35,000 objects), so a full collection walks only what came after. Unfrozen, an idle agent's
+    occasional full collection took ~25 ms, more than a minute of its wake-ups. Start-up's objects live
+    as long as the process; a cycle among them that dies later is not collected (bounded: it happens once).
+    The process only (``_serve``): a test process keeps its collector as it is."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _stop_on_signal(signals: Any, agent: Any) -> None:

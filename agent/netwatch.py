@@ -29,6 +29,7 @@ import trio
 from ..core.netif import InterfaceSnapshot, NetChange, diff
 from . import _netwatch_darwin, _netwatch_linux
 from ._netwatch_poll import DEFAULT_POLL_INTERVAL, PollWakeups
+from .clockwatch import next_tick
 from .interfaces import snapshot_interfaces
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class InterfaceWatcher:
 
     async def _loop(self, send_channel: trio.MemorySendChannel[NetChange]) -> None:
         while True:
-            with trio.move_on_after(self._safety_interval):
+            with trio.move_on_at(next_tick(self._safety_interval)):  # with the agent's other periodic looks
                 await self._wakeup.wait()
             reasons, self._reasons, self._wakeup = self._reasons or ["safety"], [], trio.Event()
             old = self.current

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from functools import partial
 from typing import Any
 
@@ -22,13 +23,15 @@ import trio
 from ..core import api, instance, knobs, paths
 from ..core.errors import StateError
 from ..core.store import SessionStore
-from . import handlers, ipc_endpoint, pairing
+from . import clockwatch, handlers, ipc_endpoint, pairing
 from .backend import AgentBackend
 from .ipc_server import serve_ipc
 from .storewatch import StoreWatcher
 
 log = logging.getLogger(__name__)
 RECOVER_LOCK_TIMEOUT = 2.0  # seconds the start-up recovery waits for the store lock before leaving it to keep_pending
+CLOCK_STEP = 1.0  # seconds the wall clock moved beyond trio's clock between two looks: a step, not a slew
+CLOCK_SAFETY = 12  # clock checks a kernel-told clock watch lets pass between its own looks (a minute)
 NAMES_POLL = 1.0  # seconds between looks at the names file where inotify is not available (2 s promise)
 
 
@@ -96,11 +99,11 @@ async def _indicator_heartbeat(agent: AgentBackend) -> None:
         if names_file is not None:
             watcher = StoreWatcher(names_file, poll_interval=NAMES_POLL)
             nursery.start_soon(watcher.run, lambda: renamed[0].set())
-        look, due = True, trio.current_time() + agent.config.indicator_heartbeat
+        look, due = True, clockwatch.next_tick(agent.config.indicator_heartbeat)
         while True:
             if (look and await trio.to_thread.run_sync(agent.indicator.names_changed)) or trio.current_time() >= due:
                 agent.refresh_indicator()
-                due = trio.current_time() + agent.config.indicator_heartbeat
+                due = clockwatch.next_tick(agent.config.indicator_heartbeat)
             with trio.move_on_at(due):
                 await renamed[0].wait()
             look = renamed[0].is_set()
@@ -122,11 +125,12 @@ async def _idle_exit(agent: AgentBackend) -> None:
     period = agent.config.idle_exit / 2
     idle_since: float | None = None
     while True:
-        await trio.sleep(period)
-        paused = await trio.to_thread.run_sync(agent.follower.entries)
+        await trio.sleep_until(clockwatch.next_tick(period))
         clients = agent.ipc.clients if agent.ipc is not None else None
-        busy = (agent.links or agent.down or paused or agent.pending.memory or agent.follower.known != {}
-                or agent.approvals.pending or (clients is not None and clients.child_tasks))
+        busy = bool(agent.links or agent.down or agent.pending.memory or agent.follower.known != {}
+                    or agent.approvals.pending or (clients is not None and clients.child_tasks))
+        if not busy:  # the paused pairings are read from disk (a thread hop) only when nothing else says busy
+            busy = bool(await trio.to_thread.run_sync(agent.follower.entries))
         if busy:
             idle_since = None
         elif idle_since is None:
@@ -141,7 +145,7 @@ async def _fence(agent: AgentBackend, identity: tuple[int, int] | None) -> None:
     """Exit when our endpoint is deleted or replaced (gpg-agent's self-fencing): an agent nobody
     can reach must not keep relay connections and the route indicator to itself."""
     while True:
-        await trio.sleep(agent.config.fence_interval)
+        await trio.sleep_until(clockwatch.next_tick(agent.config.fence_interval))
         now = _identity(agent.config.socket_path)
         if now != identity:
             log.warning("agent_fenced endpoint=%s reason=%s", agent.config.socket_path,
@@ -161,15 +165,33 @@ async def _netwatch(agent: AgentBackend) -> None:
                 log.debug("network_minor_change reason=%s", change.reason)
 
 
-async def _clock_watch(agent: AgentBackend) -> None:
-    """Sleep/resume shows as the wall clock moving much further than trio's monotonic clock."""
+async def _clock_watch(agent: AgentBackend, kernel: bool | None = None) -> None:
+    """Sleep/resume shows as the wall clock moving much further than trio's monotonic clock. Where the
+    kernel tells when the clock is set or the computer resumes (agent/clockwatch.py; ``kernel``, by default
+    when the wall clock is the system's), it looks then, and every ``CLOCK_SAFETY`` checks in case;
+    elsewhere every ``clock_check_interval``."""
+    config = agent.config
+    steps = clockwatch.open_steps() if (config.wall_clock is time.time if kernel is None else kernel) else None
+    try:
+        await _compare_clocks(agent, steps)
+    finally:
+        if steps is not None:
+            steps.close()
+
+
+async def _compare_clocks(agent: AgentBackend, steps: clockwatch.ClockSteps | None) -> None:
     config = agent.config
     wall, mono = config.wall_clock(), trio.current_time()
     while True:
-        await trio.sleep(config.clock_check_interval)
+        if steps is None:
+            await trio.sleep(config.clock_check_interval)
+        else:
+            await steps.wait(clockwatch.next_tick(CLOCK_SAFETY * config.clock_check_interval))
         new_wall, new_mono = config.wall_clock(), trio.current_time()
         jump = (new_wall - wall) - (new_mono - mono)
         wall, mono = new_wall, new_mono
+        if abs(jump) >= CLOCK_STEP:
+            agent.clock_changed()  # the links' expiry watches sleep in trio's clock: they look again
         if abs(jump) >= config.clock_jump_threshold:
             log.info("clock_jump seconds=%.0f (sleep/resume or clock change)", jump)
             if agent.watcher is not None:

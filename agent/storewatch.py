@@ -7,9 +7,13 @@ deleted, or closed after writing; each wake-up is only a hint to look again. Wha
 file's key, ``(inode, mtime_ns, size)`` from ``stat`` (following a symlinked store to its target,
 whose directory is watched too): when the key changed, ``on_change`` runs. Elsewhere, or when
 inotify is not available (no more instances, a directory that does not exist yet), a stat poll
-once a second does the same; under inotify a slow poll remains as a safety net (a directory
-replaced under the watch, a missed event). kqueue on macOS would save that poll's few stat calls
-a second; it is not worth a second native backend.
+once a second does the same. So does a directory on a network or FUSE file system (NFS, SMB, sshfs...):
+inotify sees only this computer's writes there, not another machine's. Under inotify a slow poll
+remains as a safety net (``SAFETY_INTERVAL``): on a local file system every write passes this kernel,
+which queues its event; a lost queue (overflow) or a watched directory deleted or moved says so
+itself and is looked at at once. What is left (a directory renamed above the watched one, a kernel
+bug) is rare enough for a look a minute, which costs an idle agent a wake-up per watched file.
+kqueue on macOS would save the poll's few stat calls a second; it is not worth a second native backend.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from pathlib import Path
 
 import trio
 
+from .clockwatch import next_tick
+
 log = logging.getLogger(__name__)
 POLL_INTERVAL = 1.0  # seconds between stat polls without inotify (the 2 s promise, with margin)
-SAFETY_INTERVAL = 10.0  # seconds between stat polls under inotify: only catches what events missed
+SAFETY_INTERVAL = 60.0  # seconds between stat polls under inotify: only catches what events missed
 SETTLE = 0.05  # seconds to let a burst of events (temp file, rename) finish before looking
 
 _IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
@@ -39,6 +45,11 @@ _IN_NONBLOCK, _IN_CLOEXEC = 0o4000, 0o2000000
 _MASK = (_IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE | _IN_ATTRIB
          | _IN_DELETE_SELF | _IN_MOVE_SELF)
 _EVENT = struct.Struct("iIII")
+
+# statfs f_type of file systems whose files other machines change without this kernel's inotify knowing
+# (linux/magic.h): NFS, SMB, CIFS, SMB2, FUSE (sshfs...), Coda, AFS (two), 9P, Ceph, OCFS2, GFS2, Lustre.
+_REMOTE = frozenset({0x6969, 0x517B, 0xFF534D42, 0xFE534D42, 0x65735546, 0x73757245, 0x5346414F,
+                     0x6B414653, 0x01021997, 0x00C36400, 0x7461636F, 0x01161970, 0x0BD00BD0})
 
 Key = tuple[int, int, int] | None
 
@@ -64,10 +75,26 @@ class _Inotify:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         self.fd = fd
         self.watched: set[str] = set()
+        self.remote_dirs: set[str] = set()  # polled, not watched: other machines' writes make no event
+        self._statfs = libc.statfs
+        self._statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+
+    def remote(self, directory: str) -> bool:
+        """Whether ``directory`` is on a network or FUSE file system (an unknown one counts as local)."""
+        buf = ctypes.create_string_buffer(512)  # struct statfs; f_type (a C long) comes first
+        if self._statfs(os.fsencode(directory), buf) != 0:
+            return False
+        return (ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF) in _REMOTE
 
     def watch(self, directory: str) -> bool:
         if directory in self.watched:
             return True
+        if directory in self.remote_dirs:
+            return False
+        if self.remote(directory):
+            log.info("store_watch_poll directory=%s reason=a network file system", directory)
+            self.remote_dirs.add(directory)
+            return False
         if self._add(self.fd, os.fsencode(directory), _MASK) < 0:
             return False
         self.watched.add(directory)
@@ -118,14 +145,15 @@ class StoreWatcher:
         self._missed = False  # ``quiet`` read an event the loop must act on (it looks on its next round)
         self._pending = False  # the loop read an event about the file and looks after its settle time
         self._names: frozenset[bytes] = frozenset()  # the names an event about the file carries
+        self._wait: trio.CancelScope | None = None  # the loop's wait for an event or its next look
 
     def quiet(self) -> bool:
         """Whether the file is as this watcher last saw it, known without touching the disk: it is on
         inotify and no event waiting in the kernel's queue names it (the kernel queues an event within
         the write, close or rename that causes it, so any change made before this call shows here).
         Events about other files in the directory are read and dropped here; one about this file, or
-        a lost watch, leaves it not quiet until the loop's next look (at most ``SAFETY_INTERVAL``: the
-        caller reads the file itself meanwhile)."""
+        a lost watch, leaves it not quiet until the loop's look, which it wakes now (the caller reads
+        the file itself meanwhile)."""
         notify = self._notify
         if notify is None or self._missed or self._pending:
             return False
@@ -135,6 +163,8 @@ class StoreWatcher:
             changed = True
         if changed:
             self._missed = True
+            if self._wait is not None:
+                self._wait.cancel()  # the loop will not see this event any more: it looks at once
         return not changed
 
     def _own_names(self) -> frozenset[bytes]:
@@ -173,7 +203,8 @@ class StoreWatcher:
                 self.backend = "inotify" if covered else "poll"
                 self._names = self._own_names()
                 self._notify = notify if covered else None
-                with trio.move_on_after(SAFETY_INTERVAL if covered else self.poll_interval):
+                look_at = next_tick(SAFETY_INTERVAL) if covered else trio.current_time() + self.poll_interval
+                with trio.move_on_at(look_at) as self._wait:
                     if covered:
                         assert notify is not None
                         await self._event(notify)

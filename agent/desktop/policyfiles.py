@@ -20,7 +20,10 @@ from ...core import policy, roots
 from ...core.errors import HermesError
 from ..storewatch import StoreWatcher
 
-SAFETY_REFRESH = 10.0  # seconds between an idle link's refreshes while the file watch covers every file
+# Seconds between an idle link's refreshes (a worker-thread hop) while the file watch covers every file.
+# A net below a net: each watcher's own safety poll (storewatch.SAFETY_INTERVAL) already marks the view
+# when a file's key changed without an event, and a refresh compares the same keys.
+SAFETY_REFRESH = 300.0
 Key = tuple[Any, ...]
 
 

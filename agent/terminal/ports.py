@@ -6,6 +6,7 @@ Both are Protocols, so the link does not import the service and the service does
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
@@ -39,6 +40,11 @@ class TerminalSeam(Protocol):
 
     def attached(self, url: str) -> bool:
         """A shell is attached through ``url``'s link (its keepalive tightens)."""
+        ...
+
+    def on_open(self, url: str, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` whenever a shell of ``url`` opens (its link's keepalive tightens at once,
+        without polling ``attached``); a later call for the same ``url`` replaces it."""
         ...
 
     async def leave(self, url: str, *, drain: bool) -> None:

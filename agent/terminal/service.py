@@ -83,6 +83,7 @@ class TerminalService:
         self._pings: dict[TerminalPort, deque[tuple[str, TerminalSession]]] = {}
         self._waiters: dict[str, tuple[TerminalPort, trio.MemorySendChannel[tuple[str, dict[str, Any]]]]] = {}
         self._port_event = trio.Event()
+        self._on_open: dict[str, Callable[[], None]] = {}  # per relay URL: its link's keepalive (on_open)
 
     # -- the link's side (ports.TerminalSeam) ---------------------------------------------------
     async def serve_link(self, port: TerminalPort, inbound: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
@@ -112,6 +113,9 @@ class TerminalService:
 
     def attached(self, url: str) -> bool:
         return any(s.state not in ENDED for s in self._of(url))
+
+    def on_open(self, url: str, wake: Callable[[], None]) -> None:
+        self._on_open[url] = wake
 
     async def leave(self, url: str, *, drain: bool) -> None:
         """Only the reference's attachments are detached: ours resume on the next connection (the relay
@@ -223,6 +227,9 @@ class TerminalService:
             old.finish("replaced")
         session = TerminalSession(url, options, on_ping=self._ping_sent)
         self.sessions[key] = session
+        wake = self._on_open.get(url)
+        if wake is not None:
+            wake()
         port = self.ports.get(url)
         if port is not None:
             session.connected(port)

@@ -216,6 +216,29 @@ async def test_under_the_file_watch_an_idle_link_wakes_for_its_beats_and_an_edit
         trio.lowlevel.remove_instrument(steps)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+@pytest.mark.parametrize("served", [policy.ASK], indirect=True)
+async def test_under_the_file_watch_an_idle_link_refreshes_every_few_minutes(
+        served: Harness, autojump_clock: trio.abc.Clock) -> None:
+    """The safety refresh ran every 10 s, a worker-thread hop each (and, trio's idle threads exiting after
+    10 s, a new thread each). The watches' own safety polls already catch a change no event told."""
+    hops: list[float] = []
+    inline = served.service.run_sync
+
+    async def counting(fn: Any, *args: Any) -> Any:
+        hops.append(trio.current_time())
+        return await inline(fn, *args)
+
+    served.service.run_sync = counting
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(served.service.watch)
+        await trio.sleep(5)  # the watches are armed, and the heartbeat has looked once more
+        hops.clear()
+        await trio.sleep(590)  # (the fixture's guard is 600 virtual seconds from the start)
+        assert len(hops) <= 2, hops  # it was 60
+        nursery.cancel_scope.cancel()
+
+
 # -- commands --------------------------------------------------------------------------------------
 async def test_one_response_per_command_and_the_audit_record(served: Harness, autojump_clock: trio.abc.Clock) -> None:
     await served.command("r-1", "desktop_terminal", {"text": "hello"})

@@ -5,6 +5,7 @@ connect, auth, ping and bearer check is answered by ``ScriptedNet``."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import tempfile
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class FakeConn:
         self.closed = False
 
     async def ping(self) -> None:
+        self.net.pings.append(trio.current_time())
         await trio.sleep(HOP)
         if self.net.silent:
             await trio.sleep_forever()
@@ -72,6 +74,7 @@ class ScriptedNet:
         self.limited: float | None = None
         self.connects: list[tuple[float, str]] = []
         self.bearer_checks: list[float] = []
+        self.pings: list[float] = []
 
     async def connect(self, nursery: trio.Nursery, route: Route, *, expected_pin: str | None,
                       timeout: float = 4.0) -> FakeConn:
@@ -370,3 +373,96 @@ async def test_a_stored_revoked_verdict_reads_as_replaced_once_the_newer_pairing
     assert (shown["state"], shown["replaced_by"], shown["last_error"]["code"]) == (api.REPLACED, newer, "replaced")
     assert host.times(api.REPLACED) == approx([0.0])
     assert host.marks[(LAN, "T1")] == {"state": api.REPLACED, "error": shown["last_error"]}  # recorded as shown
+
+
+class FakeShells:
+    """The terminal service as the link sees it (agent/terminal/ports.TerminalSeam): no shell until ``open``."""
+
+    def __init__(self) -> None:
+        self.open, self.asked = False, 0
+        self.wakes: dict[str, Callable[[], None]] = {}
+
+    def on_open(self, url: str, wake: Callable[[], None]) -> None:
+        self.wakes[url] = wake
+
+    def attached(self, url: str) -> bool:
+        self.asked += 1
+        return self.open
+
+    async def serve_link(self, port: Any, inbound: Any) -> None:
+        async for _ in inbound:
+            pass
+
+    async def leave(self, url: str, *, drain: bool) -> None:
+        pass
+
+    def refused(self, url: str, verdict: str) -> None:
+        pass
+
+
+class _Steps(trio.abc.Instrument):
+    """Task steps of every task but the test's own."""
+
+    def __init__(self) -> None:
+        self.count, self.test = 0, trio.lowlevel.current_task()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self.test:
+            self.count += 1
+
+
+async def test_an_idle_connected_link_wakes_for_its_pings_only(autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
+    """The keepalive woke every SHELL_PING to ask whether a shell had attached, and the expiry watch every
+    clock_check_interval: 24 wake-ups a minute of an idle agent's link, on top of its 3 pings."""
+    host = FakeHost(config(tmp_path, ping_interval=20.0), {"token": "T1", "ttl_expires_at": WALL0 + 86400})
+    host.terminal = shells = FakeShells()  # type: ignore[attr-defined]
+    net = ScriptedNet({LAN}, lambda payload: {"expires_at": WALL0 + 86400})
+    steps = _Steps()
+
+    async def idle(link: RelayLink) -> None:
+        await trio.sleep_until(1.0)
+        trio.lowlevel.add_instrument(steps)
+        await trio.sleep_until(601.0)
+        trio.lowlevel.remove_instrument(steps)
+
+    link = await run_until(host, net, 602.0, script=idle)
+    assert link.state == api.CONNECTED
+    assert len(net.pings) == 30  # every 20 s
+    assert steps.count <= 80, steps.count  # two steps a ping, two bearer checks; it was 274
+    assert shells.asked <= 2 * 31
+
+
+async def test_a_shell_opening_tightens_the_keepalive_at_once(autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
+    host = FakeHost(config(tmp_path, ping_interval=20.0), {"token": "T1"})
+    host.terminal = shells = FakeShells()  # type: ignore[attr-defined]
+    net = ScriptedNet({LAN})
+
+    async def open_shell(link: RelayLink) -> None:
+        await trio.sleep_until(27.0)
+        shells.open = True
+        shells.wakes[LAN]()
+
+    await run_until(host, net, 40.0, script=open_shell)
+    # Connected at 0.02; a ping at 20.02, then the shell opens past SHELL_PING after it: a ping at once,
+    # and every SHELL_PING from then on.
+    assert net.pings == approx([20.02, 27.0, 32.01, 37.02])
+
+
+async def test_a_wall_clock_step_past_the_expiry_asks_the_relay_again(autojump_clock: trio.abc.Clock,
+                                                                       tmp_path: Path) -> None:
+    """The expiry watch sleeps in trio's clock; a suspend/resume steps the wall clock past the expiry while
+    trio's clock stood still: the runner's clock watch calls ``clock_changed`` and the link asks again."""
+    offset = [0.0]
+    cfg = dataclasses.replace(config(tmp_path, ping_interval=1000.0),
+                              wall_clock=lambda: WALL0 + trio.current_time() + offset[0])
+    host = FakeHost(cfg, {"token": "T1", "ttl_expires_at": WALL0 + 3600})
+    net = ScriptedNet({LAN}, lambda payload: {"expires_at": WALL0 + 3600 + offset[0]})
+
+    async def resume(link: RelayLink) -> None:
+        await trio.sleep_until(10.0)
+        offset[0] = 7200.0
+        link.clock_changed()
+
+    await run_until(host, net, 20.0, script=resume)
+    assert host.times(api.CONNECTING) == approx([0.0, 10.0])
+    assert host.times(api.CONNECTED) == approx([0.02, 10.02])

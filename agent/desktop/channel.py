@@ -33,7 +33,7 @@ from ...core.confine import PENDING
 from ...core.desktop import BadCommand, Command, RequestIds, ToolContext, ToolError
 from ...core.envelope import Encoded
 from ...core.errors import HermesError
-from .. import memtrim
+from .. import clockwatch, memtrim
 from .audit import AuditError
 from .tools import _thread
 
@@ -70,6 +70,13 @@ class _Live:
     running: bool = False
     withdrawn: str | None = None
     how: list[str] = field(default_factory=list)
+
+
+def _next_beat(now: float) -> float:
+    """The next ``desktop.status``: on the agent's shared ``HEARTBEAT_INTERVAL`` tick (agent/clockwatch.py, so
+    it wakes the agent with the other periodic looks), at least half an interval after ``now``."""
+    at = clockwatch.next_tick(desktop.HEARTBEAT_INTERVAL)
+    return at if at - now >= desktop.HEARTBEAT_INTERVAL / 2 else at + desktop.HEARTBEAT_INTERVAL
 
 
 class DesktopChannel:
@@ -157,12 +164,12 @@ class DesktopChannel:
                             self._idle = trio.Event()
                             await self._idle.wait()
                     self._reconnect("this relay host may no longer call any desktop tool")
-                last, next_beat = advertised, now + desktop.HEARTBEAT_INTERVAL
+                last, next_beat = advertised, _next_beat(now)
             elif advertised != last or now >= next_beat:
                 if last is not None and advertised != last:
                     log.info("desktop_advertised_changed url=%s tools=%d", self.port.url, len(advertised))
                 await self._send(desktop.status_envelope(self.service.status_payload(self.port.url, advertised)))
-                last, next_beat = advertised, now + desktop.HEARTBEAT_INTERVAL
+                last, next_beat = advertised, _next_beat(now)
             wake = min(next_beat, self.service.look_again_at(trio.current_time()))
             for due in (self.service.audit.flush_at(), self.service.memory.due_at()):
                 if due is not None:

@@ -159,6 +159,22 @@ async def test_status_at_once_then_every_30_s(served: Harness, autojump_clock: t
     assert trio.current_time() - t0 == pytest.approx(2 * desktop.HEARTBEAT_INTERVAL)
 
 
+async def test_the_status_beat_falls_on_the_agent_s_shared_30_s_tick(tmp_path: Path,
+                                                                      autojump_clock: trio.abc.Clock) -> None:
+    """After the first status (at once) the beats fall on multiples of 30 s in trio's clock, with the agent's
+    other periodic looks (agent/clockwatch.py): one wake-up for all of them. Never less than 15 s apart."""
+    h = Harness(tmp_path, policy.TRUSTED)
+    await trio.sleep(17)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(h.service.serve_link, h.port, h.inbound)
+        beats = []
+        for _ in range(3):
+            await h.port.next("desktop.status")
+            beats.append(trio.current_time())
+        nursery.cancel_scope.cancel()
+    assert beats == [17, 60, 90]  # 30 came too soon after 17
+
+
 async def _structured_is_advertised_within_2_s(served: Harness) -> None:
     """A restricted host (nothing sent yet) made ``structured`` by another client: its status within 2 s."""
     assert served.port.sent == []  # restricted: nothing, not even an empty desktop.status

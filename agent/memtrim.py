@@ -72,12 +72,16 @@ class Trim:
         # True: the C library's (looked up at the first trim); None: never trim; else the function (tests).
         self._trim = trim
         self._last: float | None = None  # when the last big message went through, until trimmed
+        self.on_armed: Callable[[], None] | None = None
         self.trims = 0
 
     def note(self, size: int, now: float) -> None:
-        """A message of ``size`` bytes was just sent or received."""
+        """A message of ``size`` bytes was just sent or received. The first big one since the last trim
+        calls ``on_armed`` (whoever sleeps until ``due_at`` must look again: it was None)."""
         if size >= BIG:
-            self._last = now
+            armed, self._last = self._last is None, now
+            if armed and self.on_armed is not None:
+                self.on_armed()
 
     def due_at(self) -> float | None:
         """When ``due`` will next trim (None: nothing to give back)."""

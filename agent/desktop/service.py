@@ -101,6 +101,9 @@ class DesktopService:
         self.started_at = self.wall_clock()
         self.approvals = Approvals(wall_clock=self.wall_clock, env=env, on_always=self._allow_always)
         self.memory = Trim()  # big answers' memory given back once quiet (agent/memtrim.py)
+        # A trim armed may be due before the heartbeats' next wake-up (an audit summary is not: a window is
+        # longer than a beat, so a beat within it sees when it ends).
+        self.memory.on_armed = self._poke
         self._device = device
         self._policies = policy.Policies()
         self._policy_key: Any = object()
@@ -150,8 +153,9 @@ class DesktopService:
         return self._calls_seeded and not self._refresh_lock.locked() and self._watch.unchanged()
 
     def changes(self) -> trio.Event:
-        """Set at the next change of the policy files (seen by the watch) or of the view (a refresh applied
-        one): take it before looking, then wait on it until ``look_again_at``."""
+        """Set at the next change a heartbeat must see at once: of the policy files (seen by the watch), of
+        the view (a refresh applied one), or a memory trim armed (due before the wake-up it sleeps until).
+        Take it before looking, then wait on it until ``look_again_at``."""
         return self._changed
 
     def _poke(self) -> None:

@@ -17,7 +17,7 @@ import trio
 from helpers import run_inline
 
 from hermes_relay.agent.config import AgentConfig
-from hermes_relay.agent.desktop import policyfiles
+from hermes_relay.agent.desktop import audit, policyfiles
 from hermes_relay.agent.desktop.service import DesktopService
 from hermes_relay.agent.desktop.tools import _thread
 from hermes_relay.agent.memtrim import QUIET, Trim
@@ -425,6 +425,43 @@ async def test_a_big_answer_s_memory_is_given_back_once_the_link_is_quiet(served
     assert trims == []  # not while big answers may follow
     await trio.sleep(5)
     assert len(trims) == 1 and QUIET <= trims[0] - sent <= QUIET + desktop.POLICY_POLL_INTERVAL
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+async def test_under_the_file_watch_a_big_answer_s_memory_is_still_given_back_once_quiet(
+        served: Harness, autojump_clock: trio.abc.Clock) -> None:
+    """The heartbeat sleeps until its next beat under the file watch: the first big answer since the last trim
+    must wake it (the trim waited for the next beat, up to 30 s, and an e2e test saw the memory kept)."""
+    trims: list[float] = []
+    memory = Trim(lambda: trims.append(trio.current_time()))
+    memory.on_armed = served.service.memory.on_armed  # the service's wiring
+    served.service.memory = memory
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(served.service.watch)
+        await trio.sleep(5)  # the watches are armed: the heartbeat now sleeps until its next beat
+        await served.command("big", "desktop_big")
+        await served.response()
+        sent = trio.current_time()
+        await trio.sleep(2 * QUIET)
+        assert trims == [sent + QUIET]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+async def test_under_the_file_watch_a_flood_s_summary_is_written_when_its_window_ends(
+        served: Harness, autojump_clock: trio.abc.Clock) -> None:
+    """A window's summary of suppressed repeats is owed at its end: the sleeping heartbeat is woken for it."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(served.service.watch)
+        await trio.sleep(5)  # the watches are armed: the heartbeat now sleeps until its next beat
+        first = trio.current_time()
+        for i in range(audit.BURST + 2):  # two repeats past the burst: a summary is owed
+            await served.command(f"r-{i}", "desktop_terminal", {"text": "x"})
+            await served.response()
+        await trio.sleep_until(first + audit.WINDOW + 0.5)
+        repeated = [r for r in served.audit() if r.get("kind") == "tool.repeated"]
+        assert [(r["tool"], r["count"]) for r in repeated] == [("desktop_terminal", 2)]
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_result_json_cannot_carry_is_answered_as_an_error_and_the_link_serves_on(

@@ -104,14 +104,18 @@ async def test_a_neighbour_written_in_the_directory_wakes_no_look(tmp_path: Path
         nursery.cancel_scope.cancel()
 
 
+def _policy_file_watcher(tmp_path: Path) -> tuple[Path, StoreWatcher, trio.Event]:
+    """A policy file, a watcher of it (not started) and the event its ``run`` sets on a change."""
+    store = tmp_path / "desktop-host-access.json"
+    store.write_text("{}")
+    return store, StoreWatcher(store), trio.Event()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
 async def test_an_event_the_loop_read_keeps_the_file_not_quiet_until_it_looked(tmp_path: Path) -> None:
     """Between the loop reading an event about the file and its look (the settle time), ``quiet`` must
     not say the file is unchanged: a call then reads the file itself."""
-    store = tmp_path / "desktop-host-access.json"
-    store.write_text("{}")
-    watcher = StoreWatcher(store)
-    seen = trio.Event()
+    store, watcher, seen = _policy_file_watcher(tmp_path)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watcher.run, seen.set)
         await wait_all_tasks_blocked()
@@ -191,10 +195,7 @@ async def test_a_store_on_a_network_file_system_is_polled(tmp_path: Path, monkey
 async def test_an_event_quiet_took_from_the_loop_is_looked_at_at_once(tmp_path: Path) -> None:
     """``quiet`` (a call asking whether to skip its refresh) may read the event about the file before the
     loop does: the loop then never sees it, and looked only at its safety poll (a minute away)."""
-    store = tmp_path / "desktop-host-access.json"
-    store.write_text("{}")
-    watcher = StoreWatcher(store)
-    seen = trio.Event()
+    store, watcher, seen = _policy_file_watcher(tmp_path)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watcher.run, seen.set)
         await wait_all_tasks_blocked()

@@ -884,7 +884,7 @@ printf '%s\n' "$__p"
                 f"{again / pctl(base_hs, 99):.2f} x ({ms(again)}; the machine's own noise on this figure)")
         for n in plan.levels:
             hs, health = result["probe"][n]
-            before, after, idle_cpu, window = result["idle"][n]
+            before, after, idle_cpu, window, ticked = result["idle"][n]
             ratio = pctl(hs, 99) / pctl(base_hs, 99)
             add(f"relay handshake p99 with {n} idle connections / with 0", f"{ratio:.2f} x ({ms(pctl(hs, 99))})",
                 "<= 1.2 x", ratio <= 1.2)
@@ -902,7 +902,8 @@ printf '%s\n' "$__p"
                     f"{gcs['frozen']} objects frozen)")
             add(f"relay memory per idle authenticated connection ({n})",
                 f"{(after - before) / n:.1f} KB (RSS {before / 1024:.1f} -> {after / 1024:.1f} MB)")
-            add(f"relay idle CPU with {n} connections held ({window:g} s)", f"{idle_cpu:.2f} % of a core")
+            add(f"relay idle CPU with {n} connections held ({window:g} s)",
+                f"{idle_cpu:.2f} % of a core (from ticks: {ticked:.2f} %)")
             if n in result["ping_ms"]:
                 add(f"relay CPU per server ping ({n} connections, one {window:g} s heartbeat window)",
                     f"{result['ping_ms'][n]:.3f} ms")
@@ -1225,7 +1226,7 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
             window = plan.ping_window if level == plan.ping_level else IDLE_CPU_WINDOW
             cpu0, ns0, t0 = cpu_ticks(relay_pid), cpu_ns(relay_pid), time.perf_counter()
             await trio.sleep(window)
-            cpu = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK
+            cpu = ticked = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK
             ns1 = cpu_ns(relay_pid)
             if ns0 is not None and ns1 is not None:  # on-CPU ns: a tick is 10 ms, ~3 % of a 3000-held window's CPU
                 spent, gone = schedstat_delta(ns0, ns1)
@@ -1234,7 +1235,7 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
             elapsed = time.perf_counter() - t0
             if level == plan.ping_level:  # a whole heartbeat period: each held connection pinged once
                 out["ping_ms"][level] = cpu / level * 1000
-            out["idle"][level] = (before, after, cpu / elapsed * 100, window)
+            out["idle"][level] = (before, after, cpu / elapsed * 100, window, ticked / elapsed * 100)
             out["probe"][level] = await probe()
             if ours:
                 out["gc"][level] = (await _health_json(port, "/relay/info"))["gc"]

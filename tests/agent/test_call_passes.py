@@ -125,27 +125,37 @@ async def test_a_tool_thread_hop_costs_one_step_of_the_whole_run() -> None:
     assert steps.count == 1
 
 
-def _open_fds() -> int:
-    """This process's open eventfds (the hops' wake-ups): other descriptors open and close as they will
-    (a socket of an earlier test garbage-collected meanwhile made a count of all of them flaky)."""
-    count = 0
+def _eventfds() -> set[int]:
+    """This process's open eventfds (the hops' wake-ups). Other descriptors open and close as they will, and
+    so do an earlier test's abandoned hops' eventfds (closed when their threads end): the test looks at the
+    descriptors it made, never at a count of all of them."""
+    found = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
-            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]":
+                found.add(int(fd))
         except OSError:  # closed meanwhile (the listing's own descriptor, too)
             pass
-    return count
+    return found
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 @pytest.mark.skipif(not _thread._EVENTFD, reason="the eventfd way back is Linux's")
 async def test_hops_reuse_their_wake_up_and_an_abandoned_hop_s_is_closed_when_its_thread_ends() -> None:
     for _ in range(3):
         await _thread.run(lambda stop: 7)
-    before = _open_fds()
-    assert before >= 1  # the wake-up the hops share, kept for the next one
+    before, free = _eventfds(), list(_thread._FREE_FDS)
+    assert free and set(free) <= before  # the wake-up the hops share, kept for the next one
     for _ in range(50):
         assert await _thread.run(lambda stop: 7) == 7
-    assert _open_fds() == before
+    assert _eventfds() <= before and _thread._FREE_FDS == free  # every hop reused it: none made, none kept
     entered, release = threading.Event(), threading.Event()
 
     def stuck(stop: threading.Event) -> str:
@@ -153,12 +163,13 @@ async def test_hops_reuse_their_wake_up_and_an_abandoned_hop_s_is_closed_when_it
         release.wait(30)
         return "late"
 
+    taken = _thread._FREE_FDS[-1]  # the wake-up the stuck hop takes from the free list
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_thread.run, stuck)
             await trio.to_thread.run_sync(entered.wait, 30)
             scope.cancel()
-    assert scope.cancelled_caught
+    assert scope.cancelled_caught and taken not in _thread._FREE_FDS and _is_open(taken)  # its thread still runs
     release.set()
     inner = _thread.limiter().inner
     holders = [object() for _ in range(int(inner.total_tokens))]
@@ -168,8 +179,13 @@ async def test_hops_reuse_their_wake_up_and_an_abandoned_hop_s_is_closed_when_it
     for holder in holders:
         inner.release_on_behalf_of(holder)
     assert inner.borrowed_tokens == 0
+    assert not _is_open(taken)  # closed by its thread, not put back for a hop to share
     assert await _thread.run(lambda stop: 7) == 7
-    assert _open_fds() == before  # the one it took from the free list is gone, a new one made for this hop
+    others = [fd for fd in free if fd != taken]  # wake-ups other hops left (earlier tests' calls at once)
+    if others:
+        assert _thread._FREE_FDS == others  # one of them reused and put back
+    else:
+        assert len(_thread._FREE_FDS) == 1  # a new one made for this hop, and kept
 
 
 async def test_tool_thread_tokens_are_still_shared_in_turn(autojump_clock: trio.abc.Clock) -> None:

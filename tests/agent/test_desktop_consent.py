@@ -19,8 +19,9 @@ from helpers import run_inline
 from hermes_relay.agent.config import AgentConfig
 from hermes_relay.agent.desktop.service import HERE_TTL, DesktopService
 from hermes_relay.agent.desktop.tools import all_tools
+from hermes_relay.agent.desktop.tools.files import desktop_read_file
 from hermes_relay.core import confine, desktop, policy, policy_log, roots
-from hermes_relay.core.desktop import ToolContext, ToolSpec
+from hermes_relay.core.desktop import ToolContext, ToolError, ToolSpec
 
 URL = "ws://relay.test:8767"
 NOW = 1_800_000_000.0
@@ -271,6 +272,36 @@ async def test_once_a_thread_found_the_roots_local_a_small_read_is_answered_on_t
     answer = await _served_call(service, "desktop_read_file", {"path": str(home / ".hermes" / "x")})
     assert answer["ok"] is False and "own state" in answer["error"]  # refused, by the thread, as before
     assert hops == ["read", "read"]
+    started = [r for r in service.audit.read() if r.get("kind") == "tool.started"]
+    assert len(started) == 3  # the call answered on the loop was audited before it ran, as the others
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads on the loop: Linux only")
+async def test_a_relay_never_reads_on_the_loop_under_another_relay_s_confinement(
+        service: DesktopService, env: dict[str, str]) -> None:
+    """Relay A (trusted: the whole home) and relay B (workspace: home/src only) both read on the loop; a file
+    A may read and B may not stays refused to B, whatever A's calls left behind."""
+    from hermes_relay.agent.desktop.tools import _fs
+
+    if not _fs.openat2_available():
+        pytest.skip("this kernel has no openat2")
+    home = Path(env["HOME"])
+    (home / "src" / "a.txt").write_text("hello")
+    (home / "docs" / "secret.txt").write_text("A's only")
+    other = "ws://other.test:8767"
+    policy.set_mode(service.policy_path, URL, policy.TRUSTED)
+    policy.set_mode(service.policy_path, other, policy.WORKSPACE)
+    roots.add(service.roots_path, other, str(home / "src"))
+    service.load()
+    service.confinement_plan(URL)()
+    service.confinement_plan(other)()  # (both resolved in their worker threads: both may read on the loop)
+    mine, theirs = service.confinement_here(URL), service.confinement_here(other)
+    assert mine is not None and theirs is not None and theirs.roots == (home.resolve() / "src",)
+    ctx = ToolContext(home=service.home, cwd=home, deadline=float("inf"), resolve=service.confinement_plan(other),
+                      here=theirs)
+    assert await desktop_read_file({"path": str(home / "src" / "a.txt")}, ctx) == "hello"
+    with pytest.raises(ToolError, match="outside the folders"):
+        await desktop_read_file({"path": str(home / "docs" / "secret.txt")}, ctx)
 
 
 def test_an_announcement_names_a_relay_url_or_is_refused(service: DesktopService) -> None:

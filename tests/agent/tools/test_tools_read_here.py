@@ -51,6 +51,7 @@ def world(tmp_path: Path) -> tuple[ToolContext, Path]:
     (proj / "notes.txt").write_text("hello\n")
     os.symlink("notes.txt", proj / "alias")  # stays inside the root
     os.symlink("../.hermes/credentials", proj / "link")
+    os.symlink("../.hermes", proj / "ldir")  # a folder link inside the root, to the agent's state
     os.symlink(str(home / ".hermes" / "credentials"), proj / "abs")
     os.link(home / ".hermes" / "credentials", proj / "hard")
     env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "run"), "PATH": ""}
@@ -70,6 +71,8 @@ async def test_a_small_file_below_a_root_is_read_on_the_loop(world: tuple[ToolCo
 @pytest.mark.parametrize(("path", "refusal"), [
     ("../.hermes/credentials", OWN_STATE),  # the agent's own state, by its path
     ("link", OWN_STATE),  # by a link inside the root (a link at the end: never followed on the loop)
+    ("ldir/credentials", OWN_STATE),  # by a folder link inside the root (followed, then refused by identity)
+    ("ldir/nothing-here", OWN_STATE),  # not even "no such file" about the agent's state
     ("hard", OWN_STATE),  # by a hard link (its scan of the protected folders: never on the loop)
     ("abs", "leads out of .* through a symbolic link"),
     ("/etc/hostname", "outside the folders"),

@@ -145,3 +145,17 @@ def test_the_mount_table_decides_what_is_local() -> None:
     assert not _mounts.local("/mnt/with space/a", table) and _mounts.local("/mnt/withspace", table[1:5])
     assert _mounts.local("/srv/data", table[1:5]) and not _mounts.local("/proc/1", table)
     assert not _mounts.local("/srv/data", table)  # a line that does not parse: nothing is local
+
+
+def test_a_path_counts_as_local_only_when_it_and_where_it_leads_are(tmp_path: Path) -> None:
+    """``all_local`` looks at each path as written and as resolved: a link on a local disk into a network
+    mount is remote, and so is a path below that mount; a folder beside it is local."""
+    (tmp_path / "nas").mkdir()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "to-nas").symlink_to(tmp_path / "nas")
+    table = [("/", "ext4"), (str(tmp_path / "nas"), "nfs4")]
+    assert _mounts.all_local([tmp_path / "work"], table)
+    assert not _mounts.all_local([tmp_path / "work" / "to-nas"], table)
+    assert not _mounts.all_local([tmp_path / "work", tmp_path / "nas" / "missing"], table)
+    assert not _mounts.all_local([tmp_path / "work"], [("/", "fuse.sshfs")])  # an unknown type is remote
+    assert _mounts.all_local([], table)

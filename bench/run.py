@@ -591,17 +591,27 @@ printf '%s\n' "$__p"
             add(f"desktop round trip {name} median (absolute, loopback)", ms(med),
                 f"< {DESKTOP_ABS_TARGET * 1000:g} ms", med < DESKTOP_ABS_TARGET)
         self._reference_read_rows(times)
-        if REF_READ in times:  # the two reads alone, back to back: each process warm, nothing spawned between
+        if REF_READ in times and ref is not None:  # the two reads alone, back to back: each process warm
             pair = ["desktop_read_file 1 KB", REF_READ]
             alone: dict[str, list[float]] = {name: [] for name in pair}
+            pids = (relay.proc.pid, agent_pid(self.user), ref.relay.proc.pid, ref.daemon_pid)
+            before = [cpu_ns(pid) for pid in pids]
             for _ in range(n):
                 order.shuffle(pair)
                 for name in pair:
                     alone[name].append(once(name))
+            after = [cpu_ns(pid) for pid in pids]
             ours, theirs = statistics.median(alone["desktop_read_file 1 KB"]), statistics.median(alone[REF_READ])
             add(f"ours / reference daemon: desktop_read_file 1 KB p50, the two reads alone back to back (N={n})",
                 f"{ours / theirs:.2f} x ({ms(ours)} / {ms(theirs)})", f"<= {REF_READ_TARGET:g} x",
                 ours / theirs <= REF_READ_TARGET)
+            per_call = [schedstat_delta(b, a)[0] / n / 1000 for b, a in zip(before, after, strict=True)
+                        if b is not None and a is not None]
+            if len(per_call) == len(pids):  # each process serves one side only: its CPU over the rounds, per call
+                relay_us, agent_us, ref_relay_us, daemon_us = per_call
+                add("  CPU per 1 KB read in those rounds: our relay / reference relay, our agent / reference daemon",
+                    f"{relay_us / ref_relay_us:.2f} x ({relay_us:.0f} / {ref_relay_us:.0f} us), "
+                    f"{agent_us / daemon_us:.2f} x ({agent_us:.0f} / {daemon_us:.0f} us)")
         try:
             self._big_read(relay, ref)
         finally:

@@ -138,6 +138,10 @@ class _Again(Exception):
         self.immediate = immediate
 
 
+def _item(env: envelope.Envelope) -> dict[str, Any]:
+    return {"channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload}
+
+
 def _stored_verdict(mark: dict[str, Any] | None) -> linkstate.VerdictStored | None:
     """The verdict event for a mark from agent/marks.py (None: no mark, or one this version does not know)."""
     if mark is None:
@@ -512,40 +516,67 @@ class RelayLink:
 
     async def _reader(self, conn: transport.Connection, inbound: trio.MemorySendChannel[dict[str, Any]],
                       terminal: trio.MemorySendChannel[dict[str, Any]], port: _Port) -> None:
+        def take(message: str) -> bool:  # a message the connection read itself while this loop waits for one
+            try:
+                env = envelope.decode(message, max_size=wire.MAX_WS_MESSAGE)
+            except ProtocolError:
+                return False  # said below, as any malformed message
+            return env.channel != envelope.SYSTEM and self._route_now(env, inbound, terminal, port)
+
         async with inbound, terminal:
-            while True:
-                try:
-                    message = await conn.get_message()
-                except ConnectionLostError as exc:
-                    raise self._closed(exc) from None
-                try:
-                    env = envelope.decode(message, max_size=wire.MAX_WS_MESSAGE)
-                except ProtocolError as exc:
-                    log.debug("link_message_malformed url=%s bytes=%d error=%s", self.url, len(message), exc.message)
-                    continue
-                if env.channel == envelope.SYSTEM:
-                    if env.type == "ping":
-                        ts = env.payload.get("ts")
-                        pong = envelope.Envelope(envelope.SYSTEM, "pong",
-                                                 {"ts": ts if ts is not None else int(self._now() * 1000)}, env.id)
-                        await conn.send_text(pong.encode())
-                        continue
-                    if env.type not in ("pong", "error"):
-                        log.debug("link_system_message url=%s type=%s", self.url, env.type)
-                        continue
-                to = terminal if env.channel in (envelope.SYSTEM, "terminal") else inbound
-                item: dict[str, Any] = {"channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload}
-                if to is inbound and port.direct is not None:
-                    port.direct(item)  # the desktop channel has caught up: it dispatches the envelope now
-                    continue
-                try:
-                    try:  # no scheduler pass while the service keeps up (get_message is this loop's checkpoint)
-                        to.send_nowait(item)
-                    except trio.WouldBlock:
-                        await to.send(item)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    log.debug("link_message_dropped url=%s channel=%s type=%s (service gone)",
-                              self.url, env.channel, env.type)
+            conn.deliver_to(take)
+            try:
+                while True:
+                    try:
+                        message = await conn.get_message()
+                    except ConnectionLostError as exc:
+                        raise self._closed(exc) from None
+                    await self._route(message, conn, inbound, terminal, port)
+            finally:
+                conn.deliver_to(None)
+
+    async def _route(self, message: str | bytes, conn: transport.Connection,
+                     inbound: trio.MemorySendChannel[dict[str, Any]], terminal: trio.MemorySendChannel[dict[str, Any]],
+                     port: _Port) -> None:
+        try:
+            env = envelope.decode(message, max_size=wire.MAX_WS_MESSAGE)
+        except ProtocolError as exc:
+            log.debug("link_message_malformed url=%s bytes=%d error=%s", self.url, len(message), exc.message)
+            return
+        if env.channel == envelope.SYSTEM:
+            if env.type == "ping":
+                ts = env.payload.get("ts")
+                pong = envelope.Envelope(envelope.SYSTEM, "pong",
+                                         {"ts": ts if ts is not None else int(self._now() * 1000)}, env.id)
+                await conn.send_text(pong.encode())
+                return
+            if env.type not in ("pong", "error"):
+                log.debug("link_system_message url=%s type=%s", self.url, env.type)
+                return
+        if self._route_now(env, inbound, terminal, port):  # no scheduler pass while the services keep up
+            return
+        to = terminal if env.channel in (envelope.SYSTEM, "terminal") else inbound
+        try:
+            await to.send(_item(env))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug("link_message_dropped url=%s channel=%s type=%s (service gone)",
+                      self.url, env.channel, env.type)
+
+    def _route_now(self, env: envelope.Envelope, inbound: trio.MemorySendChannel[dict[str, Any]],
+                   terminal: trio.MemorySendChannel[dict[str, Any]], port: _Port) -> bool:
+        """Hand ``env`` to its service without waiting: the desktop channel's dispatch once it has caught up,
+        else its channel if that has room. False: the channel is full (or gone) and the caller waits."""
+        to = terminal if env.channel in (envelope.SYSTEM, "terminal") else inbound
+        if to is inbound and port.direct is not None:
+            port.direct(_item(env))  # the desktop channel has caught up: it dispatches the envelope now
+            return True
+        try:
+            to.send_nowait(_item(env))
+        except trio.WouldBlock:
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
 
     async def _desktop(self, port: _Port, inbound: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
         """The desktop service for this connection; if it fails, the connection is re-established (the

@@ -7,7 +7,9 @@ exception type, and only this module (and the relay) imports trio_websocket: a l
 ``Connection`` (send_text, send_utf8, get_message, ping, aclose) whose failures are ConnectionLostError,
 with the relay's close code in ``close_code(exc)``. Its messages go out in frames of our own
 (agent/wsframe.py: trio-websocket's cost a 3 MB answer ~5 ms more); pings, pongs and the close are
-trio-websocket's, and every write takes the stream's one lock. The dial steps (``resolve``,
+trio-websocket's, and every write takes the stream's one lock. Coming in, a plain text message is read
+off the stream by agent/wstap.py and handed to the link in the reading task's step while the link waits
+for one (``Connection.deliver_to``); everything else is trio-websocket's, in order. The dial steps (``resolve``,
 ``connect_tcp``, ``start_tls``) are public so doctor can time each one.
 
 Certificates are trusted by pin, not by CA: the relay typically runs a self-signed certificate on a
@@ -55,7 +57,7 @@ from ..core.errors import (
 )
 from ..core.pin import pinned_trust_context, spki_pin_from_der
 from ..core.routes import Route, host_port
-from . import wsframe
+from . import wsframe, wstap
 
 DIAL_TIMEOUT = 4.0  # per candidate: connect + TLS
 HANDSHAKE_TIMEOUT = 10.0  # WebSocket upgrade
@@ -282,6 +284,8 @@ class _WatchedStream(trio.abc.Stream):
         self.how = ""
         self.lock = SendLock()
         self._reads_now = 0  # reads since the last that went through trio (and its pass of the scheduler)
+        self.tap = wstap.Tap(wire.MAX_WS_MESSAGE)  # takes the relay's plain messages for a waiting link
+        self._out: bytes | bytearray = b""  # what the tap handed on beyond what the last read could return
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         async with self.lock:
@@ -302,9 +306,29 @@ class _WatchedStream(trio.abc.Stream):
         await self._stream.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """The next bytes for wsproto: what the socket gave, less the messages the tap took (a read whose
+        bytes were all taken, or kept back, reads again)."""
+        limit = max_bytes or RECEIVE_SIZE
+        while not self._out:
+            data = await self._receive(limit)
+            if not data:
+                held = self.tap.release()  # wsproto sees the frame the end cut short, as without the tap
+                if held:
+                    self._out = held
+                    break
+                return data
+            self._out = self.tap.feed(data)
+        out = self._out
+        if len(out) <= limit:
+            self._out = b""
+            return out
+        self._out = out[limit:]
+        return out[:limit]
+
+    async def _receive(self, max_bytes: int) -> bytes | bytearray:
         try:
             if _RAW and isinstance(self._stream, trio.SocketStream):
-                data = await self._receive_raw(self._stream.socket, max_bytes or RECEIVE_SIZE)
+                data = await self._receive_raw(self._stream.socket, max_bytes)
             else:
                 data = await self._stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, OSError) as exc:
@@ -461,6 +485,18 @@ class Connection:
         self.dialed = dialed
         self._ws = ws
         self._stream = stream  # what ws writes to (its frames take stream.lock too)
+        self._waiting = False  # a task waits in get_message
+        self._got = 0  # messages get_message returned
+        stream.tap.ready = self._ready
+
+    def deliver_to(self, deliver: Callable[[str], bool] | None) -> None:
+        """While set, a plain text message the stream's tap reads is handed to ``deliver`` in the reading
+        task's step, when a task waits in get_message and nothing read before it waits in trio-websocket:
+        the order of messages holds. ``deliver`` answers False to leave one to get_message."""
+        self._stream.tap.deliver = deliver
+
+    def _ready(self) -> bool:
+        return self._waiting and self._got == self._stream.tap.handed
 
     @property
     def route(self) -> Route:
@@ -494,10 +530,14 @@ class Connection:
                 raise ConnectionLostError(f"{self.route.url}: the connection is closed ({exc!r})") from None
 
     async def get_message(self) -> str | bytes:
+        self._waiting = True
         try:
             message: str | bytes = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
             raise self._closed(exc) from None
+        finally:
+            self._waiting = False
+        self._got += 1
         return message
 
     async def ping(self) -> None:

@@ -57,6 +57,9 @@ class FakeConn:
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
+    def deliver_to(self, deliver: Callable[[str], bool] | None) -> None:
+        pass  # nothing arrives on this connection
+
     async def send_text(self, text: str) -> None:
         if self.closed:
             raise ConnectionLostError("closed")

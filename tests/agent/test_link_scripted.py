@@ -227,3 +227,42 @@ def test_a_fresh_install_gets_one_device_id_shared_through_its_file(tmp_path: Pa
     path = agent_for(tmp_path).config.device_id_file
     assert path.read_text().strip() == first and path.stat().st_mode & 0o777 == 0o600
     assert agent_for(tmp_path).device()["device_id"] == first  # the next start (or another client) reads it
+
+
+async def test_a_burst_reaches_the_desktop_service_in_order_whichever_way_each_message_is_read(tmp_path: Path) -> None:
+    """The link takes most messages straight off the stream (agent/wstap.py) and leaves the rest to
+    trio-websocket: pings (answered by the link), and whatever comes while the service is behind (its
+    channel full). Every message still reaches the service once, in the order it was sent."""
+    relay = ScriptedRelay(lambda payload: {})
+    agent = agent_for(tmp_path)
+    desktop = RecordingDesktop()
+    agent.desktop = desktop
+    count = 300
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE * 4):
+            await relay.serve(nursery)
+            store_record(agent, relay.url, token="T1")
+            states = await start(agent, nursery)
+            ws = await relay.sockets.receive()
+            await until(states, api.CONNECTED)
+            pongs: list[str] = []
+            all_pongs = trio.Event()
+
+            async def read_pongs() -> None:
+                while len(pongs) < count // 10:
+                    frame = await receive(ws)
+                    assert frame["type"] == "pong"
+                    pongs.append(frame["id"])
+                all_pongs.set()
+
+            nursery.start_soon(read_pongs)
+            for i in range(count):
+                await send(ws, "desktop", "burst", {"n": i, "text": "é" * (i % 7)})
+                if i % 10 == 0:
+                    await send(ws, "system", "ping", {"ts": i}, f"p-{i}")
+            got = [(await desktop.received.receive())["payload"]["n"] for _ in range(count)]
+            assert got == list(range(count))
+            await all_pongs.wait()
+            assert pongs == [f"p-{i}" for i in range(0, count, 10)]
+        relay.done.set()
+        nursery.cancel_scope.cancel()

@@ -84,6 +84,19 @@ async def accepted_pair(request: bytes = b"") -> tuple[trio.SocketStream, trio.S
     return client, server
 
 
+async def accept_websocket(listener: trio.SocketListener) -> tuple[trio.SocketStream, Any]:
+    """The next connection on ``listener``, its WebSocket upgrade read and accepted by the relay's own code
+    (relay/upgrade.py): the stream and the ``Accepted`` answer (its ``reply`` not sent yet)."""
+    from hermes_relay.relay import http, upgrade
+
+    stream = await listener.accept()
+    req = await http.read_request_head(stream)
+    assert req is not None
+    answer = upgrade.answer(req)
+    assert isinstance(answer, upgrade.Accepted)
+    return stream, answer
+
+
 async def close_from_client(server: Any, client_aclose: Any) -> None:
     """The client closes (``client_aclose``); the relay side's reader answers it: ``server`` is a
     relay/ws.py ServerSocket and nothing else reads its end. Its TCP stream is then closed (the stream is

@@ -10,14 +10,13 @@ import socket
 
 import pytest
 import trio
-from helpers import close_from_client
+from helpers import accept_websocket, close_from_client
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from hermes_relay.agent import transport, wsframe
 from hermes_relay.core import envelope
 from hermes_relay.core.errors import ConnectionLostError
 from hermes_relay.core.routes import Route
-from hermes_relay.relay import http, upgrade
 from hermes_relay.relay.ws import ConnectionClosed, ServerSocket
 
 SIZES = [0, 1, 3, 4, 5, 125, 126, 127, 65535, 65536, 65537, 3 << 20]
@@ -64,11 +63,7 @@ async def _relay_side(sockets: list[ServerSocket], *, task_status: trio.TaskStat
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with listeners[0] as listener:
         task_status.started(listener.socket.getsockname()[1])
-        stream = await listener.accept()
-        req = await http.read_request_head(stream)
-        assert req is not None
-        answer = upgrade.answer(req)
-        assert isinstance(answer, upgrade.Accepted)
+        stream, answer = await accept_websocket(listener)
         sockets.append(ServerSocket(stream, max_message=8 << 20, receive_size=64 << 10, trailing=answer.trailing))
         await stream.send_all(answer.reply)
         await trio.sleep_forever()

@@ -11,12 +11,12 @@ import struct
 import pytest
 import trio
 import trio.testing
+from helpers import accept_websocket
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from hermes_relay.agent import transport, wstap
 from hermes_relay.core.errors import ConnectionLostError
 from hermes_relay.core.routes import Route
-from hermes_relay.relay import http, upgrade
 
 HEAD = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 
@@ -179,11 +179,7 @@ async def _raw_relay(frames: list[bytes], received: list[Opcode], *, task_status
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with listeners[0] as listener:
         task_status.started(listener.socket.getsockname()[1])
-        stream = await listener.accept()
-        req = await http.read_request_head(stream)
-        assert req is not None
-        answer = upgrade.answer(req)
-        assert isinstance(answer, upgrade.Accepted)
+        stream, answer = await accept_websocket(listener)
         await stream.send_all(answer.reply)
         parser = FrameProtocol(client=False, extensions=[])
         sent = False

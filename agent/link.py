@@ -142,6 +142,13 @@ def _item(env: envelope.Envelope) -> dict[str, Any]:
     return {"channel": env.channel, "type": env.type, "id": env.id, "payload": env.payload}
 
 
+def _service_channel(env: envelope.Envelope, inbound: trio.MemorySendChannel[dict[str, Any]],
+                     terminal: trio.MemorySendChannel[dict[str, Any]]) -> trio.MemorySendChannel[dict[str, Any]]:
+    """Where ``env`` goes: the terminal service's channel (it also takes the relay's pongs and errors), else
+    the desktop service's."""
+    return terminal if env.channel in (envelope.SYSTEM, "terminal") else inbound
+
+
 def _stored_verdict(mark: dict[str, Any] | None) -> linkstate.VerdictStored | None:
     """The verdict event for a mark from agent/marks.py (None: no mark, or one this version does not know)."""
     if mark is None:
@@ -555,9 +562,8 @@ class RelayLink:
                 return
         if self._route_now(env, inbound, terminal, port):  # no scheduler pass while the services keep up
             return
-        to = terminal if env.channel in (envelope.SYSTEM, "terminal") else inbound
         try:
-            await to.send(_item(env))
+            await _service_channel(env, inbound, terminal).send(_item(env))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("link_message_dropped url=%s channel=%s type=%s (service gone)",
                       self.url, env.channel, env.type)
@@ -566,7 +572,7 @@ class RelayLink:
                    terminal: trio.MemorySendChannel[dict[str, Any]], port: _Port) -> bool:
         """Hand ``env`` to its service without waiting: the desktop channel's dispatch once it has caught up,
         else its channel if that has room. False: the channel is full (or gone) and the caller waits."""
-        to = terminal if env.channel in (envelope.SYSTEM, "terminal") else inbound
+        to = _service_channel(env, inbound, terminal)
         if to is inbound and port.direct is not None:
             port.direct(_item(env))  # the desktop channel has caught up: it dispatches the envelope now
             return True

@@ -158,7 +158,7 @@ class Tap:
         """Deliver a whole taken frame's text; False when it goes to wsproto instead."""
         at = 2 if frame[1] < 126 else 4 if frame[1] == 126 else 10
         deliver = self.deliver
-        if deliver is None or self._closing or not self.ready():  # things changed while it came in pieces
+        if deliver is None or not self.ready():  # things changed while it came in pieces
             return False
         try:
             text = str(memoryview(frame)[at:], "utf-8")

@@ -111,6 +111,35 @@ def test_a_standard_host_cannot_read_or_write_the_agents_state_through_any_file_
     assert (home / "work" / "notes.txt").read_text() == "hi"
 
 
+def test_a_trusted_host_gets_no_small_read_of_the_agents_state_through_links_in_the_home(
+        make_relay: Callable[..., RelayProc], make_agent_env: Callable[..., AgentEnv], tmp_path: Path) -> None:
+    """The small-read path: a benign read first (a worker thread then finds the home local, so the next
+    reads are answered on the event loop, the commands read off the stream by the agent's tap), then links
+    in the home that lead to the store or into ~/.hermes, the file's own link at the end of the path and the
+    folder itself. Each is refused (a relative link to the folder stays below the home, so the kernel follows
+    it: the agent's own check refuses it), none answers with the token, each is audited before and after."""
+    (relay,), env, home = hostile_user(make_relay, make_agent_env, tmp_path)
+    access(env, relay, "trusted")
+    served(relay, "desktop_read_file")
+    hermes = home / ".hermes"
+    store = hermes / "remote-sessions.json"
+    token = json.loads(store.read_text())["sessions"][relay.url]["token"]
+    (home / "work" / "notes.txt").write_text("plain notes\n")
+    (home / "work" / "leak").symlink_to(store)
+    (home / "work" / "state").symlink_to(Path("..") / ".hermes")  # relative: openat2 follows it below the home
+    status, body = call(relay, "desktop_read_file", {"path": str(home / "work" / "notes.txt")})
+    assert ok(body) and body["result"] == "plain notes\n", body
+    for path in (home / "work" / "leak", home / "work" / "state" / store.name, home / "work" / "state" / ".",
+                 store, home / "work" / "state" / ".." / ".hermes" / store.name):
+        status, body = call(relay, "desktop_read_file", {"path": str(path)})
+        assert status == 200 and not ok(body), (path, body)
+        assert token not in json.dumps(body), path
+    audit = [json.loads(line) for line in (hermes / "desktop-audit.jsonl").read_text().splitlines()]
+    reads = [r for r in audit if r.get("tool") == "desktop_read_file"]
+    assert [r["kind"] for r in reads] == ["tool.started", "tool.completed"] * 6
+    assert [r["ok"] for r in reads if r["kind"] == "tool.completed"] == [True] + [False] * 5
+
+
 def test_one_relay_cannot_see_read_or_cancel_another_relays_job(
         make_relay: Callable[..., RelayProc], make_agent_env: Callable[..., AgentEnv], tmp_path: Path) -> None:
     (a, b), env, home = hostile_user(make_relay, make_agent_env, tmp_path, relays=2)

@@ -41,6 +41,7 @@ from .core import (
     UnauthedSlot,
 )
 from .heartbeat import Beat, Heartbeat
+from .idleread import IdleReader
 from .peers import Peer
 from .sessions import Session
 from .term_config import TerminalHooks
@@ -60,7 +61,10 @@ class Relay:
     def __init__(self, config: RelayConfig):
         self.config = config
         self.desktop = desktop.DesktopRouter(config.wall_clock, config.desktop_timeout)
-        self.core = RelayCore(config, nofile=capacity.fd_limit(), pending_calls=lambda: self.desktop.pending_count)
+        self.idle = IdleReader.create()  # reads quiet connections' pongs (relay/idleread.py), once serve_relay runs it
+        idle = self.idle
+        self.core = RelayCore(config, nofile=capacity.fd_limit(), pending_calls=lambda: self.desktop.pending_count,
+                              idle_reads=idle.stats if idle is not None else lambda: None)
         self.heartbeat = Heartbeat(config.heartbeat)  # pings nobody until serve_relay runs it
         self.terminal: TerminalHooks | None = None
         if config.terminal is not None and sys.platform != "win32":  # POSIX only: imported only when asked for
@@ -242,7 +246,7 @@ class Relay:
                             session_key=sess.token_hash, desktop=sess.client_surface == DESKTOP_SURFACE)
         # The small pre-auth cap and 4 KiB reads only guard unauthenticated memory; an authenticated
         # socket reads big results in bigger pieces.
-        ws.authenticated(self.config.max_message_authed, wire.WS_RECEIVE_BYTES)
+        ws.authenticated(self.config.max_message_authed, wire.WS_RECEIVE_BYTES, self.idle)
         authed = _Authed(sess, gcpolicy.opened())  # the collector policy freezes long-lived connections
         try:
             await self._send(ws, envelope.SYSTEM, envelope.AUTH_OK, reply, reply_id)

@@ -161,10 +161,12 @@ class UnauthedSlot:
 
 class RelayCore:
     """The relay's state and its decisions. ``nofile`` is the descriptor limit the budgets are cut from
-    (None: unknown); ``pending_calls`` counts desktop calls in flight (the driver's router)."""
+    (None: unknown); ``pending_calls`` counts desktop calls in flight (the driver's router); ``idle_reads``
+    the driver's idle reader's counters (relay/idleread.py; None: it has none)."""
 
     def __init__(self, config: RelayConfig, *, nofile: int | None = None, monotonic: Callable[[], float] = time.monotonic,
-                 pending_calls: Callable[[], int] = lambda: 0):
+                 pending_calls: Callable[[], int] = lambda: 0,
+                 idle_reads: Callable[[], dict[str, int] | None] = lambda: None):
         self.config = config
         clock = config.wall_clock
         self.codes = PairingCodes(clock)
@@ -186,6 +188,7 @@ class RelayCore:
         self._monotonic = monotonic
         self.started = monotonic()
         self._pending_calls = pending_calls
+        self._idle_reads = idle_reads
         self._effects: list[Effect] = []  # what an API call decided beyond its reply (see session_revoked)
 
     # -- clocks and counts (relay/api.py's and relay/auth.py's view) ----------------------------------
@@ -197,6 +200,9 @@ class RelayCore:
 
     def pending_calls(self) -> int:
         return self._pending_calls()
+
+    def idle_reads(self) -> dict[str, int] | None:
+        return self._idle_reads()
 
     def connections(self) -> int:
         return sum(len(v) for v in self.live.values())

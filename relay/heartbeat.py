@@ -9,7 +9,8 @@ queue entry and no task:
 * the ping is one pre-built frame written by the heartbeat task itself, straight to the socket, when
   nothing else is writing to it (relay/ws.py ``write_now``); a socket that cannot take it at once (TLS,
   a writer busy, a full send buffer) gets it from a short task through the socket's own send path;
-* the pong is read by the connection's task, which calls ``Beat.pong``: a flag cleared, nothing queued;
+* the pong is read by the connection's task, which calls ``Beat.pong``: a flag cleared, nothing queued; a
+  quiet connection's pong is read by the relay's idle reader instead (relay/idleread.py), its task left parked;
 * the entry due an interval after a ping is both the wait for its pong and the next ping.
 
 All connections share one interval, so the queue is in due order by construction (an entry is added
@@ -156,7 +157,8 @@ class Heartbeat:
             return  # closing: the connection's own loop ends it
         beat.round += 1
         beat.pending = True
-        gcpolicy.pinged()  # its pong replaces some of the connection's frozen objects: frozen again next tick
+        if not ws.quiet:  # its task reads the pong: that replaces some of its frozen objects, frozen again
+            gcpolicy.pinged()  # next tick (the idle reader reads a quiet one's pong without waking its task)
         self._schedule(beat)  # the next ping, or the end of the wait for this one's pong
         assert self._nursery is not None
         sent = ws.write_now(_FRAME)

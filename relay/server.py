@@ -149,6 +149,8 @@ async def _serve(config: RelayConfig, task_status: trio.TaskStatus[RelayInfo]) -
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep, relay)
             nursery.start_soon(relay.heartbeat.run)
+            if relay.idle is not None:
+                nursery.start_soon(relay.idle.run)
             if relay.terminal is not None:
                 await nursery.start(relay.terminal.run)
             for listener in listeners:

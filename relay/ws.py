@@ -11,7 +11,10 @@ client.
 
 Who reads: one task, the last to call ``get_message`` (the connection's task). A close begun by another
 task (a revocation) sends the close frame and then shortens the reader's current wait (``wait``, the
-scope the reader registers) to ``CLOSE_GRACE``, so the reader sees the peer's answer or gives up.
+scope the reader registers) to ``CLOSE_GRACE``, so the reader sees the peer's answer or gives up. While an
+authenticated connection is quiet (nothing but control frames since its last message), its task waits
+with the relay's idle reader (relay/idleread.py), which reads the heartbeat's pongs itself and wakes the
+task with anything else it read.
 
 Writes never interleave: a writer that finds another one mid-frame parks until it is handed the
 socket (FIFO, as trio's locks). A write cancelled or failed midway leaves a partial frame on the
@@ -21,7 +24,8 @@ wire, so the socket is then marked broken, nothing more is written to it and the
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import socket
+from typing import Any, Protocol
 
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -59,13 +63,20 @@ class ConnectionClosed(Exception):
         self.reason = reason
 
 
+class IdleWaits(Protocol):
+    """The relay's reader of quiet connections, as a socket sees it (relay/idleread.py ``IdleReader``)."""
+
+    async def wait(self, ws: ServerSocket, raw: socket.socket, size: int) -> bytes | None: ...
+    def forget(self, ws: ServerSocket, raw: socket.socket | None) -> None: ...
+
+
 class ServerSocket:
     """One accepted WebSocket. ``beat`` (relay/heartbeat.py) is told of the heartbeat's pongs;
     ``wait`` is the owner's current wait, which a close from another task shortens."""
 
     __slots__ = ("stream", "_raw", "_proto", "_owner", "max_message", "receive_size", "closed", "beat", "wait",
                  "_size_next", "_read_max", "_fed", "_ready", "_parts", "_size", "_writing", "_lot", "_broken",
-                 "_gather", "_gather_size")
+                 "_gather", "_gather_size", "idle", "idle_armed", "_quiet")
 
     def __init__(self, stream: trio.abc.Stream, *, max_message: int, receive_size: int = 4096,
                  trailing: bytes = b""):
@@ -96,12 +107,26 @@ class ServerSocket:
         self._writing = False
         self._lot: trio.lowlevel.ParkingLot | None = None  # writers waiting for the socket (made on first need)
         self._broken = False
+        # The relay's reader of quiet connections (relay/idleread.py), once authenticated on a plain socket:
+        # a wait while ``_quiet`` parks there, and the heartbeat's pongs are read without waking this task.
+        self.idle: IdleWaits | None = None
+        self.idle_armed = False  # the socket is in the idle reader's epoll set
+        self._quiet = False  # nothing but control frames since the last message: the next wait is a long one
 
-    def authenticated(self, max_message: int, receive_size: int) -> None:
-        """Raise the pre-auth limits (a small message, small reads) to the authenticated ones."""
+    def authenticated(self, max_message: int, receive_size: int, idle: IdleWaits | None = None) -> None:
+        """Raise the pre-auth limits (a small message, small reads) to the authenticated ones; from now on a
+        quiet wait parks with ``idle`` (a plain socket only)."""
         self.max_message = max_message
         self.receive_size = self._size_next = receive_size
         self._read_max = BIG_READ
+        if self._raw is not None:
+            self.idle = idle
+            self._quiet = True  # nothing may follow the auth reply for a long while
+
+    @property
+    def quiet(self) -> bool:
+        """Its next wait (or the one it is in) is with the idle reader: a pong will not wake its task."""
+        return self._quiet and self.idle is not None
 
     @property
     def unclosed(self) -> bool:
@@ -123,6 +148,7 @@ class ServerSocket:
             if ready is not None:  # read before anything wsproto holds
                 if len(ready) == 1:
                     self._ready = None
+                self._quiet = False
                 return ready.pop()
             for event in self._proto.events() if self._fed else ():
                 if isinstance(event, Message):
@@ -131,6 +157,7 @@ class ServerSocket:
                         await self._close_frame(MESSAGE_TOO_BIG, f"message over {self.max_message} bytes")
                         raise ConnectionClosed(self.closed)
                     if message is not None:
+                        self._quiet = False
                         return message  # type: ignore[return-value]
                 elif isinstance(event, Pong):
                     beat = self.beat
@@ -152,14 +179,20 @@ class ServerSocket:
         try:
             if raw is None:
                 data = await self.stream.receive_some(size)
-            else:  # a plain socket: wait, then read (trio's read tries first and yields after a success)
-                await trio.lowlevel.wait_readable(raw)
-                while True:
-                    try:
-                        data = raw.recv(size)
-                        break
-                    except BlockingIOError:  # woken with nothing to read after all
-                        await trio.lowlevel.wait_readable(raw)
+            else:
+                read = None
+                if self._quiet and self.idle is not None and self._between_frames():
+                    read = await self.idle.wait(self, raw, size)  # what came other than pongs (None: not parked)
+                if read is not None:
+                    data = read
+                else:  # a plain socket: wait, then read (trio's read tries first and yields after a success)
+                    await trio.lowlevel.wait_readable(raw)
+                    while True:
+                        try:
+                            data = raw.recv(size)
+                            break
+                        except BlockingIOError:  # woken with nothing to read after all
+                            await trio.lowlevel.wait_readable(raw)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             data = b""
         # A read that filled the buffer is likely part of a big message: read more at once next time
@@ -183,6 +216,8 @@ class ServerSocket:
                 messages.reverse()
                 self._ready = messages if self._ready is None else messages + self._ready
             if taken == len(data):
+                if not messages:
+                    self._quiet = True  # pongs only: a quiet connection's read, its next wait a long one
                 return
             whole = wsframe.frame_size(data, taken, self.max_message)
             if whole is not None and whole > len(data) - taken:  # one take reads once it is all here
@@ -191,6 +226,31 @@ class ServerSocket:
             data = data[taken:]  # from the first frame that is not one: wsproto's
         self._proto.receive_data(data)  # type: ignore[arg-type]  # wsproto takes any bytes-like; its stub says bytes
         self._fed = True
+
+    def idle_read(self, size: int) -> bytes | None:
+        """For the idle reader, when the parked socket has data: read it; None when it was whole pongs only
+        (each told to the heartbeat here) or nothing after all, else the bytes, for the task it wakes."""
+        raw = self._raw
+        assert raw is not None
+        try:
+            data: bytes = raw.recv(size)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+        payloads = wsframe.pongs(data) if data else None
+        if payloads is None:
+            return data
+        beat = self.beat
+        if beat is not None:
+            for payload in payloads:
+                beat.pong(payload)
+        return None
+
+    def _between_frames(self) -> bool:
+        """Every byte read so far was taken whole: the next byte begins a frame (the idle reader's pongs)."""
+        return (self._gather is None and self._parts is None and not self._fed
+                and self._proto.state is ConnectionState.OPEN and _wsproto_idle(self._proto))
 
     def _pong(self, payload: bytes | bytearray) -> None:
         beat = self.beat
@@ -328,7 +388,9 @@ class ServerSocket:
         close = getattr(parser, "close", None)
         if close is not None:
             close()
-        self.beat = self.wait = self._ready = None
+        if self.idle is not None:
+            self.idle.forget(self, self._raw)
+        self.beat = self.wait = self._ready = self.idle = None
 
     # -- closing ---------------------------------------------------------------------------------------
     async def aclose(self, code: int = NORMAL, reason: str | None = None) -> None:

@@ -100,6 +100,22 @@ def take(data: bytes | bytearray, max_message: int,
     return messages, i
 
 
+def pongs(data: bytes | bytearray) -> list[bytes | bytearray] | None:
+    """The payloads of ``data`` when it is whole masked pongs and nothing else (FIN, no reserved bits, at
+    most 125 bytes each: what a client answers to pings); None for anything else, even a pong cut short."""
+    out: list[bytes | bytearray] = []
+    i, size = 0, len(data)
+    while i < size:
+        if size - i < 6 or data[i] != 0x80 | PONG:
+            return None
+        n = data[i + 1] ^ 0x80
+        if n > 125 or size - i < 6 + n:  # (unmasked: n > 127)
+            return None
+        out.append(_unmask(data[i + 6:i + 6 + n], data[i + 2:i + 6]))
+        i += 6 + n
+    return out or None
+
+
 def frame_size(data: bytes | bytearray, i: int, max_message: int) -> int | None:
     """The bytes of the frame at ``data[i:]`` when it is one ``take`` would read once it is all there (its
     head is, and says FIN, text or binary, masked, at most ``max_message``); None for anything else."""

@@ -15,6 +15,7 @@ import json
 import os
 import ssl
 import uuid
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from urllib.parse import urlsplit
 import h11
 import trio
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Event, Request, TextMessage
 
 HANDSHAKE_TIMEOUT = 5.0  # trio-websocket waits forever for a 101 if the server just hangs up
 
@@ -171,6 +174,46 @@ async def http_request(
     return parse_response(await raw_http(url, data, ssl_context))
 
 
+class RawWsClient:
+    """A WebSocket client driven by hand: it reads what the relay sends and answers nothing unless told."""
+
+    def __init__(self, stream: trio.abc.Stream, conn: WSConnection):
+        self.stream = stream
+        self.conn = conn
+        self._pending: list[Event] = []
+
+    @classmethod
+    async def connect(cls, relay: Any) -> RawWsClient:
+        stream = await open_stream(relay.http)
+        conn = WSConnection(ConnectionType.CLIENT)
+        client = cls(stream, conn)
+        await stream.send_all(conn.send(Request(host=f"127.0.0.1:{relay.info.port}", target="/")))
+        assert isinstance(await client.next_event(), AcceptConnection)
+        return client
+
+    async def send_text(self, text: str) -> None:
+        await self.stream.send_all(self.conn.send(TextMessage(data=text)))
+
+    async def next_event(self) -> Event | None:
+        """The next WebSocket event from the relay, or None once it has closed the TCP connection."""
+        while not self._pending:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self.conn.receive_data(data)
+            self._pending.extend(self.conn.events())
+        return self._pending.pop(0)
+
+    async def authenticate(self, payload: dict[str, Any]) -> Any:
+        await self.send_text(auth_frame(payload))
+        event = await self.next_event()
+        assert isinstance(event, TextMessage) and event.message_finished
+        return json.loads(event.data)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 async def http_json(
     method: str,
     url: str,
@@ -209,6 +252,19 @@ async def register_code(
     assert status == 200, (status, obj)
     assert obj["ok"] is True
     return str(obj["code"])
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Call ``check()`` (sync or async) until it returns something truthy, polling every 10 ms; fail after
+    ``timeout`` s. For a state another process or task reaches in its own time, never a fixed sleep."""
+    with trio.fail_after(timeout):
+        while True:
+            value = check()
+            if isinstance(value, Awaitable):
+                value = await value
+            if value:
+                return value
+            await trio.sleep(0.01)
 
 
 def auth_frame(payload: dict[str, Any], msg_id: str | None = None) -> str:

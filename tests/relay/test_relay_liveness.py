@@ -11,9 +11,8 @@ import json
 
 import pytest
 import trio
-from helpers import FakeWallClock, auth_frame, http_json, open_stream, register_code
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request, TextMessage
+from helpers import FakeWallClock, RawWsClient, auth_frame, http_json, register_code
+from wsproto.events import CloseConnection, Ping, TextMessage
 
 from hermes_relay.relay import peers
 from hermes_relay.relay import ws as ws_mod
@@ -21,46 +20,6 @@ from hermes_relay.relay.httpmsg import HttpRequest
 from hermes_relay.relay.server import CLOSE_AUTH_FAILED, CLOSE_HEARTBEAT, HEARTBEAT, Relay, RelayConfig
 
 HB = 0.1  # seconds; the relay pings this often and waits as long for the pong
-
-
-class RawWsClient:
-    """A WebSocket client driven by hand: it reads what the relay sends and answers nothing unless told."""
-
-    def __init__(self, stream: trio.abc.Stream, conn: WSConnection):
-        self.stream = stream
-        self.conn = conn
-        self._pending: list[Event] = []
-
-    @classmethod
-    async def connect(cls, relay) -> RawWsClient:
-        stream = await open_stream(relay.http)
-        conn = WSConnection(ConnectionType.CLIENT)
-        client = cls(stream, conn)
-        await stream.send_all(conn.send(Request(host=f"127.0.0.1:{relay.info.port}", target="/")))
-        assert isinstance(await client.next_event(), AcceptConnection)
-        return client
-
-    async def send_text(self, text: str) -> None:
-        await self.stream.send_all(self.conn.send(TextMessage(data=text)))
-
-    async def next_event(self) -> Event | None:
-        """The next WebSocket event from the relay, or None once it has closed the TCP connection."""
-        while not self._pending:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                return None
-            self.conn.receive_data(data)
-            self._pending.extend(self.conn.events())
-        return self._pending.pop(0)
-
-    async def authenticate(self, payload: dict) -> dict:
-        await self.send_text(auth_frame(payload))
-        event = await self.next_event()
-        assert isinstance(event, TextMessage) and event.message_finished
-        return json.loads(event.data)
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 async def connections(relay) -> int:
@@ -140,7 +99,7 @@ class ScriptedWs:
     def open(self) -> bool:
         return self.close_reason is None
 
-    def authenticated(self, max_message: int, receive_size: int) -> None:
+    def authenticated(self, max_message: int, receive_size: int, idle=None) -> None:
         pass
 
     async def get_message(self) -> str:

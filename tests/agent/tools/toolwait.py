@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import psutil
-import trio
+from helpers import until
 
-POLL = 0.01
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Call ``check()`` (sync or async) until it returns something truthy; fail after ``timeout`` s."""
-    with trio.fail_after(timeout):
-        while True:
-            value = check()
-            if isinstance(value, Awaitable):
-                value = await value
-            if value:
-                return value
-            await trio.sleep(POLL)
+__all__ = ["gone", "line_of", "until", "wait_gone"]  # until: tests/helpers.py
 
 
 async def line_of(path: Path, timeout: float = 10.0) -> str:

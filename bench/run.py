@@ -256,6 +256,7 @@ REF_READ_TARGET = 1.0  # issue 22: ours / reference daemon, p50 of the 1 KB read
 BIG_READ = 3 << 20  # bytes of the big desktop result row (the reference relay's 4 MiB frame fits it)
 BIG_FRAMES = 20  # 3 MB frames sent to the relay for its CPU per big message
 IDLE_CPU_WINDOW = 5.0  # seconds of relay CPU read with the idle connections held
+PING_WINDOW_SLACK = 2.0  # seconds: side by side, the window begins within PING_WINDOW - this of the first connection
 PING_WINDOW = 31.0  # seconds: one heartbeat period (30 s, ours and the reference's) and a little
 LOCAL_ECHO = "sh -c 'echo bench'"
 
@@ -290,8 +291,8 @@ class Bench:
         self.n_desktop = 100 if quick else 300
         self.desktop_tools = 0  # tools the agent advertises to the relay (the idle rows say so)
         self.idle_levels = [3000, 10000] if quick else [1000, 3000, 10000]  # idle connections held by the relay rows
-        self.n_probe = 300 if quick else 1000  # sequential handshakes (and GET /health) per relay latency probe: a p99
-        # of 200 was the second-slowest round, and this machine's own hiccups moved it by 2 x
+        self.n_probe = 1000  # sequential handshakes (and GET /health) per relay latency probe, --quick too: a
+        # p99 of 300 is the third-slowest round, and two like relays probed in turn differed by 1.3-1.8 x
         self.relay: RelayProc | None = None
         self.user: AgentEnv | None = None  # paired by code, idle-connected to self.relay
 
@@ -826,8 +827,14 @@ printf '%s\n' "$__p"
             f"of heartbeats at {ping_level})")
         import trio
 
-        ours = trio.run(_relay_capacity, relay.url, relay.port, relay.mint_code(), relay.proc.pid, plan, True)
+        # A second relay of ours holds nothing: each probe's handshakes alternate between the two, so the
+        # p99 with idle connections is compared with one measured at the same moments (the machine's own
+        # drift over the run moves a p99 of a few hundred handshakes by up to ~1.5 x: the "baseline again" row).
+        quiet = self.start_relay("relay-quiet")
+        ours = trio.run(_relay_capacity, relay.url, relay.port, relay.mint_code(), relay.proc.pid, plan, True,
+                        (quiet.url, quiet.mint_code()))
         relay.stop()
+        quiet.stop()
         theirs: dict[str, Any] | None = None
         ref_levels = [n for n in levels if n <= 3000]
         if REFERENCE is None:
@@ -842,8 +849,9 @@ printf '%s\n' "$__p"
                               RelayPlan(self.n_handshakes, ref_levels, self.n_probe, ping_level, PING_WINDOW), False)
             ref.stop()
         interleaved = self._handshakes_interleaved() if REFERENCE is not None else None
+        together = self._idle_side_by_side(ping_level) if REFERENCE is not None and ping_level else None
         self._relay_rows(ours, plan)
-        self._reference_rows(ours, theirs, ref_levels, ping_level, interleaved)
+        self._reference_rows(ours, theirs, ref_levels, ping_level, interleaved, together)
         if not levels:
             ROWS.append(Row("relay idle connection rows", f"skipped: RLIMIT_NOFILE soft limit {soft} too low", "-",
                             "skip"))
@@ -872,6 +880,29 @@ printf '%s\n' "$__p"
             ref.stop()
         return {name: cpu / (blocks * per_block) * 1000 for name, cpu in spent.items()}
 
+    def _idle_side_by_side(self, n: int) -> dict[str, float] | None:
+        """Our relay's and the reference's CPU over one heartbeat window, each holding ``n`` idle connections
+        at the same time (fresh relays): the same moments for both, as the handshakes in turns."""
+        import trio
+
+        assert REFERENCE is not None
+        log(f"relay idle CPU: ours and the reference relay side by side, {n} held by each, one {PING_WINDOW:g} s window")
+        ours = self.start_relay("relay-idle")
+        ref = ReferenceRelay(REFERENCE, self.root / "reference-idle-home", free_port())
+        self.on_exit(ref.stop)
+        try:
+            ref.start()
+            assert ours.proc is not None and ref.proc is not None
+            sides = {"ours": (ours.url, ours.mint_code(), ours.proc.pid),
+                     "reference": (ref.url, ref.mint_code(), ref.proc.pid)}
+            return trio.run(_idle_together, sides, n, PING_WINDOW)
+        except (OSError, RuntimeError) as exc:
+            log(f"relay idle CPU side by side: not measured ({exc})")
+            return None
+        finally:
+            ours.stop()
+            ref.stop()
+
     def _relay_rows(self, result: dict[str, Any], plan: RelayPlan) -> None:
         rate, wall, relay_cpu, client_cpu, cpu_s = result["handshakes"]
         add(f"relay auth handshakes/s ({plan.n_handshakes}, 10 concurrent)",
@@ -892,12 +923,24 @@ printf '%s\n' "$__p"
             again = pctl(result["probe_after"][0], 99)
             add("relay baseline again, after the idle connections closed: handshake p99 / the first",
                 f"{again / pctl(base_hs, 99):.2f} x ({ms(again)}; the machine's own noise on this figure)")
+        quiet = result.get("quiet", {})
+        if 0 in quiet:
+            ratio = pctl(base_hs, 99) / pctl(quiet[0], 99)
+            add("relay handshake p99 with 0 idle connections / a second relay with none, in turn",
+                f"{ratio:.2f} x ({ms(pctl(base_hs, 99))} / {ms(pctl(quiet[0], 99))}; two like relays: the method's own spread)")
         for n in plan.levels:
             hs, health = result["probe"][n]
             before, after, idle_cpu, window, ticked = result["idle"][n]
             ratio = pctl(hs, 99) / pctl(base_hs, 99)
-            add(f"relay handshake p99 with {n} idle connections / with 0", f"{ratio:.2f} x ({ms(pctl(hs, 99))})",
-                "<= 1.2 x", ratio <= 1.2)
+            if n in quiet:  # the target: against the quiet relay's p99 over the same moments
+                add(f"relay handshake p99 with {n} idle connections / with 0 before them", f"{ratio:.2f} x ({ms(pctl(hs, 99))})")
+                beside = pctl(quiet[n], 99)
+                ratio = pctl(hs, 99) / beside
+                add(f"relay handshake p99 with {n} idle connections / a relay with none, in turn",
+                    f"{ratio:.2f} x ({ms(pctl(hs, 99))} / {ms(beside)})", "<= 1.2 x", ratio <= 1.2)
+            else:
+                add(f"relay handshake p99 with {n} idle connections / with 0", f"{ratio:.2f} x ({ms(pctl(hs, 99))})",
+                    "<= 1.2 x", ratio <= 1.2)
             add(f"relay worst stall with {n} idle connections (slowest GET /health of {plan.n_probe}; GC pauses "
                 "show here)", f"{ms(max(health))} (0 idle: {ms(max(base_health))})")
             opening = result["opening"][n]
@@ -915,8 +958,10 @@ printf '%s\n' "$__p"
             add(f"relay idle CPU with {n} connections held ({window:g} s)",
                 f"{idle_cpu:.2f} % of a core (from ticks: {ticked:.2f} %)")
             if n in result["ping_ms"]:
+                pongs = result["idle_pongs"].get(n)
                 add(f"relay CPU per server ping ({n} connections, one {window:g} s heartbeat window)",
-                    f"{result['ping_ms'][n]:.3f} ms")
+                    f"{result['ping_ms'][n]:.3f} ms" + (f" ({pongs} pongs read by the idle reader, no task woken)"
+                                                        if pongs is not None else ""))
         leak = result.get("leak")
         if leak:
             n, frozen_before, frozen_after, rss_before, rss_after = leak
@@ -926,13 +971,22 @@ printf '%s\n' "$__p"
                 f"{rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MB", "< 15 objects", per < 15)
 
     def _reference_rows(self, ours: dict[str, Any], theirs: dict[str, Any] | None, levels: list[int],
-                        ping_level: int, interleaved: dict[str, float] | None = None) -> None:
+                        ping_level: int, interleaved: dict[str, float] | None = None,
+                        together: dict[str, float] | None = None) -> None:
         metric = "ours / reference relay: relay CPU per 1000 handshakes (the two relays in turns, one run)"
         if interleaved is None:
             ROWS.append(Row(metric, "reference not available", "-", "skip"))
         else:
             a, b = interleaved["ours"], interleaved["reference"]
             add(metric, f"{a / b:.2f} x ({a:.3g} / {b:.3g} s)", "<= 1.0 x", a / b <= 1.0)
+        metric = f"ours / reference relay: idle CPU with {ping_level} held (incl. heartbeats; side by side, one window)"
+        if together is None:
+            ROWS.append(Row(metric, "reference not available", "-", "skip"))
+        else:
+            a, b = together["ours"], together["reference"]
+            per = f"CPU per ping {a / ping_level * 1000:.3f} / {b / ping_level * 1000:.3f} ms"
+            add(metric, f"{a / b:.2f} x ({a / PING_WINDOW * 100:.2f} / {b / PING_WINDOW * 100:.2f} %; {per})",
+                "<= 1.0 x", a / b <= 1.0)
         figures: list[tuple[str, Callable[[dict[str, Any]], float], str, float | None]] = [
             ("relay CPU per 1000 handshakes (each relay in its own run)",
              lambda r: r["handshakes"][4] / self.n_handshakes * 1000, "s", None),
@@ -942,7 +996,8 @@ printf '%s\n' "$__p"
                             lambda r, n=n: (r["idle"][n][1] - r["idle"][n][0]) / n, "KB", 1.0))
         if ping_level in levels:
             figures += [
-                (f"idle CPU with {ping_level} held (incl. heartbeats)", lambda r: r["idle"][ping_level][2], "%", 1.0),
+                (f"idle CPU with {ping_level} held (incl. heartbeats; each relay in its own run)",
+                 lambda r: r["idle"][ping_level][2], "%", None),
                 ("CPU per server ping", lambda r: r["ping_ms"][ping_level], "ms", None),
                 (f"handshake p99 with {ping_level} idle", lambda r: pctl(r["probe"][ping_level][0], 99) * 1000, "ms",
                  None),
@@ -1051,6 +1106,49 @@ async def _health_json(port: int, path: str = "/health") -> dict[str, Any]:
     return json.loads(data.split(b"\r\n\r\n", 1)[1])
 
 
+async def _idle_together(sides: dict[str, tuple[str, str, int]], n: int, window: float) -> dict[str, float]:
+    """Each relay's on-CPU seconds over one ``window`` (a heartbeat period and a little) while ``n`` idle
+    connections are held on each by a process of its own (``sides``: name -> (url, pairing code, relay pid)).
+    Both are opened before the window and within one heartbeat period of each other, so every held
+    connection is pinged once in it."""
+    import trio
+    import trio_websocket
+
+    holders: dict[str, Any] = {}
+    first = time.monotonic()
+    try:
+        for name, (url, code, _) in sides.items():
+            async with trio_websocket.open_websocket_url(url) as ws:
+                token = (await _auth(ws, {"pairing_code": code, "device_name": "bench"}))["session_token"]
+            holder = holders[name] = await trio.lowlevel.open_process(
+                [sys.executable, str(ROOT / "bench" / "idle_holder.py"), url, token],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert holder.stdin is not None and holder.stdout is not None
+            await holder.stdin.send_all(f"{n}\n".encode())
+            with trio.fail_after(120):
+                reply = await _Lines(holder.stdout).next()
+            if reply.split()[:2] != ["reached", str(n)]:
+                raise RuntimeError(f"idle holder for the {name} relay: {reply!r}")
+        await trio.sleep(1.0)
+        if time.monotonic() - first > window - PING_WINDOW_SLACK:  # the first ones opened would be pinged before it
+            raise RuntimeError(f"opening {n} connections on each relay took {time.monotonic() - first:.0f} s")
+        before = {name: cpu_ns(pid) for name, (_, _, pid) in sides.items()}
+        await trio.sleep(window)
+        after = {name: cpu_ns(pid) for name, (_, _, pid) in sides.items()}
+        spent: dict[str, float] = {}
+        for name in sides:
+            b, a = before[name], after[name]
+            if b is None or a is None:
+                raise RuntimeError(f"no schedstat for the {name} relay")
+            spent[name] = schedstat_delta(b, a)[0] / 1e9
+        return spent
+    finally:
+        for holder in holders.values():
+            holder.kill()
+            with trio.CancelScope(shield=True):
+                await holder.wait()
+
+
 async def _handshake_blocks(sides: dict[str, tuple[str, str, int]], blocks: int, per_block: int) -> dict[str, float]:
     """CPU seconds each relay spent on ``blocks * per_block`` authenticated handshakes, the relays taking
     turns by blocks in a shuffled order (``sides``: name -> (url, pairing code, relay pid)): one machine state
@@ -1099,29 +1197,34 @@ async def _handshake_blocks(sides: dict[str, tuple[str, str, int]], blocks: int,
 
 
 async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: RelayPlan,
-                          ours: bool) -> dict[str, Any]:
+                          ours: bool, quiet: tuple[str, str] | None = None) -> dict[str, Any]:
     """Every relay row's measurement against one relay (ours or the reference): same client, same steps.
-    ``ours``: the relay has our /health ``gc`` field and the leak row."""
+    ``ours``: the relay has our /health ``gc`` field and the leak row. ``quiet`` (url, pairing code): a relay
+    that holds no connections, whose handshakes each probe takes in turn with this one's."""
     import trio
     import trio_websocket
 
-    token = ""
-    for _ in range(50):  # the relay may turn a connection away as busy (503) for a moment
-        try:
-            async with trio_websocket.open_websocket_url(url) as ws:  # this bench's own session
-                token = (await _auth(ws, {"pairing_code": code, "device_name": "bench"}))["session_token"]
-            break
-        except trio_websocket.ConnectionRejected:
-            await trio.sleep(0.05)
-    creds = {"session_token": token}
-    out: dict[str, Any] = {"probe": {}, "idle": {}, "opening": {}, "gc": {}, "ping_ms": {}}
+    async def session(url: str, code: str) -> dict[str, str]:
+        for _ in range(50):  # the relay may turn a connection away as busy (503) for a moment
+            try:
+                async with trio_websocket.open_websocket_url(url) as ws:  # this bench's own session
+                    return {"session_token": (await _auth(ws, {"pairing_code": code, "device_name": "bench"}))["session_token"]}
+            except trio_websocket.ConnectionRejected:
+                await trio.sleep(0.05)
+        raise RuntimeError(f"{url}: busy for 50 attempts")
+
+    creds = await session(url, code)
+    token = creds["session_token"]
+    quiet_creds = await session(quiet[0], quiet[1]) if quiet is not None else None
+    out: dict[str, Any] = {"probe": {}, "idle": {}, "opening": {}, "gc": {}, "ping_ms": {}, "idle_pongs": {},
+                           "quiet": {}}
 
     # Handshakes: connect + upgrade + system/auth + auth.ok + close, at most 10 in flight.
     limiter = trio.CapacityLimiter(10)
 
     busy = 0
 
-    async def handshake() -> float:
+    async def handshake(url: str = url, creds: dict[str, str] = creds) -> float:
         nonlocal busy
         for attempt in range(50):  # a 503 "busy" (counted in the row) is retried after a short pause
             t0 = time.perf_counter()
@@ -1151,12 +1254,13 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
     client_cpu = (time.process_time() - self0) / wall * 100
     out["handshakes"] = (plan.n_handshakes / wall, wall, relay_cpu, client_cpu, cpu_s)
 
-    async def probe() -> tuple[list[float], list[float]]:
-        """One at a time, interleaved: a whole handshake, and a GET /health on a fresh connection.
+    async def probe(level: int) -> tuple[list[float], list[float]]:
+        """One at a time, interleaved: a whole handshake, and a GET /health on a fresh connection (and a
+        handshake with the quiet relay, kept in ``out["quiet"][level]``).
 
         The bench client's own collector is kept out of it: a full collection in this process would show
         as the relay's latency."""
-        hs, health = [], []
+        hs, health, beside = [], [], []
         gc.collect()
         gc.freeze()
         gc.disable()
@@ -1164,8 +1268,12 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
             for _ in range(plan.n_probe):
                 hs.append(await handshake())
                 health.append(await _health_once(port))
+                if quiet is not None and quiet_creds is not None:
+                    beside.append(await handshake(quiet[0], quiet_creds))
         finally:
             gc.enable()
+        if beside:
+            out["quiet"][level] = beside
         return hs, health
 
     # One 3 MB frame relayed through the relay's message path (a ping it answers): its CPU per frame.
@@ -1186,7 +1294,7 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
             await trio.sleep(0.05)
 
     await trio.sleep(0.5)
-    out["probe"][0] = await probe()
+    out["probe"][0] = await probe(0)
     if ours:
         out["gc"][0] = (await _health_json(port, "/relay/info"))["gc"]
 
@@ -1234,6 +1342,7 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
             await trio.sleep(1.0)
             after = rss_kb(relay_pid)
             window = plan.ping_window if level == plan.ping_level else IDLE_CPU_WINDOW
+            pongs0 = (await _health_json(port, "/relay/info")).get("idle_reads", {}).get("pongs", 0) if ours else 0
             cpu0, ns0, t0 = cpu_ticks(relay_pid), cpu_ns(relay_pid), time.perf_counter()
             await trio.sleep(window)
             cpu = ticked = (cpu_ticks(relay_pid) - cpu0) / CLK_TCK
@@ -1246,9 +1355,12 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
             if level == plan.ping_level:  # a whole heartbeat period: each held connection pinged once
                 out["ping_ms"][level] = cpu / level * 1000
             out["idle"][level] = (before, after, cpu / elapsed * 100, window, ticked / elapsed * 100)
-            out["probe"][level] = await probe()
+            out["probe"][level] = await probe(level)
             if ours:
-                out["gc"][level] = (await _health_json(port, "/relay/info"))["gc"]
+                info = await _health_json(port, "/relay/info")
+                out["gc"][level] = info["gc"]
+                if "idle_reads" in info:  # relay/idleread.py: the pongs read without waking their connection
+                    out["idle_pongs"][level] = info["idle_reads"]["pongs"] - pongs0
         await holder.stdin.send_all(b"close\n")
         with trio.fail_after(120):
             if await lines.next() != "closed":
@@ -1270,7 +1382,7 @@ async def _relay_capacity(url: str, port: int, code: str, relay_pid: int, plan: 
         frozen_after = (await _health_json(port, "/relay/info"))["gc"]["frozen"]
         out["leak"] = (opened, frozen_before, frozen_after, before, rss_kb(relay_pid))
     if plan.levels:  # the baseline again, every held connection gone: how far the machine alone moves a p99
-        out["probe_after"] = await probe()
+        out["probe_after"] = await probe(-1)
     return out
 
 

@@ -856,52 +856,44 @@ printf '%s\n' "$__p"
             ROWS.append(Row("relay idle connection rows", f"skipped: RLIMIT_NOFILE soft limit {soft} too low", "-",
                             "skip"))
 
-    def _handshakes_interleaved(self) -> dict[str, float] | None:
-        """Our relay's and the reference's CPU over the same handshakes, in alternating blocks (fresh relays)."""
+    def _both_relays(self, name: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(sides, *args)`` under trio with a fresh relay of ours and a fresh reference relay (``sides``:
+        name -> (url, pairing code, relay pid)); None, said in the log, when it could not be measured."""
         import trio
 
         assert REFERENCE is not None
-        blocks, per_block = (3, 100) if self.quick else (10, 200)
-        log(f"relay CPU per handshake: ours and the reference relay in turns, {blocks} blocks of {per_block} each")
-        ours = self.start_relay("relay-hs")
-        ref = ReferenceRelay(REFERENCE, self.root / "reference-hs-home", free_port())
+        ours = self.start_relay(f"relay-{name}")
+        ref = ReferenceRelay(REFERENCE, self.root / f"reference-{name}-home", free_port())
         self.on_exit(ref.stop)
         try:
             ref.start()
             assert ours.proc is not None and ref.proc is not None
             sides = {"ours": (ours.url, ours.mint_code(), ours.proc.pid),
                      "reference": (ref.url, ref.mint_code(), ref.proc.pid)}
-            spent = trio.run(_handshake_blocks, sides, blocks, per_block)
+            return trio.run(fn, sides, *args)
         except (OSError, RuntimeError) as exc:
-            log(f"relay CPU per handshake in turns: not measured ({exc})")
+            log(f"{what}: not measured ({exc})")
             return None
         finally:
             ours.stop()
             ref.stop()
+
+    def _handshakes_interleaved(self) -> dict[str, float] | None:
+        """Our relay's and the reference's CPU over the same handshakes, in alternating blocks (fresh relays)."""
+        blocks, per_block = (3, 100) if self.quick else (10, 200)
+        log(f"relay CPU per handshake: ours and the reference relay in turns, {blocks} blocks of {per_block} each")
+        spent = self._both_relays("hs", "relay CPU per handshake in turns", _handshake_blocks, blocks, per_block)
+        if spent is None:
+            return None
         return {name: cpu / (blocks * per_block) * 1000 for name, cpu in spent.items()}
 
     def _idle_side_by_side(self, n: int) -> dict[str, float] | None:
         """Our relay's and the reference's CPU over one heartbeat window, each holding ``n`` idle connections
         at the same time (fresh relays): the same moments for both, as the handshakes in turns."""
-        import trio
-
-        assert REFERENCE is not None
         log(f"relay idle CPU: ours and the reference relay side by side, {n} held by each, one {PING_WINDOW:g} s window")
-        ours = self.start_relay("relay-idle")
-        ref = ReferenceRelay(REFERENCE, self.root / "reference-idle-home", free_port())
-        self.on_exit(ref.stop)
-        try:
-            ref.start()
-            assert ours.proc is not None and ref.proc is not None
-            sides = {"ours": (ours.url, ours.mint_code(), ours.proc.pid),
-                     "reference": (ref.url, ref.mint_code(), ref.proc.pid)}
-            return trio.run(_idle_together, sides, n, PING_WINDOW)
-        except (OSError, RuntimeError) as exc:
-            log(f"relay idle CPU side by side: not measured ({exc})")
-            return None
-        finally:
-            ours.stop()
-            ref.stop()
+        result: dict[str, float] | None = self._both_relays("idle", "relay idle CPU side by side", _idle_together, n,
+                                                            PING_WINDOW)
+        return result
 
     def _relay_rows(self, result: dict[str, Any], plan: RelayPlan) -> None:
         rate, wall, relay_cpu, client_cpu, cpu_s = result["handshakes"]

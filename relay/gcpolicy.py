@@ -14,7 +14,9 @@ that stay, so the policy keeps them out of the walk:
   coroutines and trio records of its next wait), the old freed and the new allocated, so no count of the
   collector grows. Left until the next connection arrives, a whole heartbeat round of them (3000 held:
   ~15-20 ms) was walked by that one collection; now at most ``PINGED_MAX`` pings' worth (~2 ms). A freeze
-  every second while pinging bounded it further but cost more CPU than the pings themselves gained;
+  every second while pinging bounded it further but cost more CPU than the pings themselves gained. Only
+  pings whose pong wakes the connection's task count: a quiet connection's pong is read by the relay's
+  idle reader (relay/idleread.py), its task left parked, and replaces nothing;
 * a connection frees its objects by reference counting when it ends (nothing of it is in a cycle
   once its tasks are done: ``Beat.stop`` drops the heartbeat's references), so freezing leaks
   nothing in the normal case (the bench's leak row: ~2 objects per closed connection, freed when due).

@@ -25,7 +25,7 @@ import time
 
 from procs import AgentEnv, Proxy, free_port, wait_gone, wait_state
 from reference import ReferenceRelay, find
-from shell_setup import FAILURE_KINDS, ShellSetup, agent_log, file_size, keys_flow_again
+from shell_setup import FAILURE_KINDS, ShellSetup, agent_log, agent_log_between, file_size, keys_flow_again
 from shell_typist import TOKEN, Typist, key_counts
 
 from hermes_relay.core import api, payload
@@ -138,14 +138,14 @@ def reference_integrity(rows: ShellSetup) -> None:
     doubt_by = {k: 0 for k in kinds}  # bytes reported in doubt, by the failure that caused them
     reported_before = 0
     stuck = 0
-    marks: list[tuple[int, str]] = []  # (keys typed when a failure began, its kind)
+    marks: list[tuple[int, str, float]] = []  # (keys typed when a failure began, its kind, its wall time)
     clients = len(tmux("list-clients"))
     try:
         for i in range(n):
             kind = kinds[i % len(kinds)]
             time.sleep(0.2)
             mark = size()
-            marks.append((typist.count, kind))
+            marks.append((typist.count, kind, time.time()))
             if kind == "restart":
                 ref.stop()
                 ref.start()
@@ -190,9 +190,15 @@ def reference_integrity(rows: ShellSetup) -> None:
         rows.log(f"reference soak: comparison failed at typed offset {at} (key {at // TOKEN}); recorded there: "
                  f"{got[max(0, at - 60):at + 60]!r}; ranges (CLI offsets, prefix {prefix}): {reported[:40]}")
         key = at // TOKEN
-        after = [(i, k) for i, (t, k) in enumerate(marks) if t <= key][-1:]
-        rows.log(f"the failure before key {key}: {after} (of {len(marks)}); the last failures: {marks[-3:]}")
+        before = [i for i, (t, _, _) in enumerate(marks) if t <= key][-1:]
+        after = [(i, marks[i][1]) for i in before]
+        rows.log(f"the failure before key {key}: {after} (of {len(marks)}); the last failures: "
+                 f"{[m[:2] for m in marks[-3:]]}")
         rows.log(f"the shell's screen: {bytes(term.screen[-2000:])!r}\nthe agent's log:\n{agent_log(env, 60)}")
+        if before:  # from that failure to the next one: where the keys went
+            i = before[0]
+            end = marks[i + 1][2] if i + 1 < len(marks) else time.time()
+            rows.log(f"the agent's log from failure {i} to the next:\n{agent_log_between(env, marks[i][2] - 1, end + 1)}")
     told = sum(int(x) for x in NOTICE.findall(bytes(term.screen)))
     rows.log(f"reference soak: {len(reported)} ranges reported in the agent's log; notices on screen: {told} bytes "
              f"in doubt; reported by failure kind: {doubt_by}")

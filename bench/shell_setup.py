@@ -51,6 +51,25 @@ def agent_log(env: AgentEnv, lines: int = 12) -> str:
         return "(no agent log)"
 
 
+def agent_log_between(env: AgentEnv, start: float, end: float, most: int = 200) -> str:
+    """The agent's log lines (every rotated file, oldest first) stamped between ``start`` and ``end``
+    (``time.time()`` values): what the agent did around one failure of a soak."""
+    out: list[str] = []
+    for path in sorted((env.home / "logs").glob("hermes-relay-agent.log*"), reverse=True):
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                stamp = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+            except ValueError:
+                continue
+            if start <= stamp <= end:
+                out.append(line)
+    return "\n".join(out[:most]) or "(nothing logged then)"
+
+
 def file_size(path: Path) -> int:
     """Bytes in ``path`` so far (0 before the recorder made it)."""
     try:

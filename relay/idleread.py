@@ -54,10 +54,6 @@ class IdleReader:
         """A reader where the system has epoll (Linux); None elsewhere (every socket reads as before)."""
         return IdleReader() if sys.platform == "linux" else None
 
-    @property
-    def running(self) -> bool:
-        return self._ep is not None
-
     def stats(self) -> dict[str, int]:
         return {"parked": len(self._parked), "pongs": self.pongs, "woken": self.woken}
 

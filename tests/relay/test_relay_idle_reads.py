@@ -24,7 +24,8 @@ from hermes_relay.relay import wsframe
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the idle reader is epoll's (Linux)")
 
-HB = 0.1  # seconds: the relay pings this often, and waits as long for the pong
+HB = 0.25  # seconds: the relay pings this often, and waits as long for the pong (a stall of the test
+# between reading a ping and answering it must stay below this)
 QUIET = 30.0  # a heartbeat that never comes within a test: only the client's own bytes reach the socket
 PING = json.dumps({"channel": "system", "type": "ping", "id": "p1", "payload": {"ts": 1}})
 

@@ -210,7 +210,7 @@ class ServerSocket:
             if len(gather) < self._gather_size:
                 return
             data, self._gather = gather, None  # the whole frame, and whatever came behind it
-        if self._parts is None and self._proto.state is ConnectionState.OPEN and _wsproto_idle(self._proto):
+        if self._between_frames():  # (wsproto holds nothing, nothing is gathered: the data begins a frame)
             messages, taken = wsframe.take(data, self.max_message, self._pong)  # whole one-frame messages and pongs
             if messages:
                 messages.reverse()

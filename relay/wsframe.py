@@ -66,12 +66,11 @@ def take(data: bytes | bytearray, max_message: int,
         first, second = data[i], data[i + 1]
         opcode = first ^ 0x80
         if opcode not in (TEXT, BINARY) or not second & 0x80:  # not FIN, reserved bits, control, unmasked
-            n = second ^ 0x80  # a pong: FIN, no reserved bits, masked, at most 125 bytes (all control frames)
-            if opcode == PONG and on_pong is not None and n <= 125 and size - i >= 6 + n:
-                on_pong(_unmask(data[i + 6:i + 6 + n], data[i + 2:i + 6]))
-                i += 6 + n
-                continue
-            break
+            if on_pong is None or (end := _pong_end(data, i)) < 0:  # a pong is taken, anything else is wsproto's
+                break
+            on_pong(_unmask(data[i + 6:end], data[i + 2:i + 6]))
+            i = end
+            continue
         n, at = second & 0x7F, i + 2
         if n == 126:
             (n,) = struct.unpack_from("!H", data, at)
@@ -104,16 +103,23 @@ def pongs(data: bytes | bytearray) -> list[bytes | bytearray] | None:
     """The payloads of ``data`` when it is whole masked pongs and nothing else (FIN, no reserved bits, at
     most 125 bytes each: what a client answers to pings); None for anything else, even a pong cut short."""
     out: list[bytes | bytearray] = []
-    i, size = 0, len(data)
-    while i < size:
-        if size - i < 6 or data[i] != 0x80 | PONG:
+    i = 0
+    while i < len(data):
+        end = _pong_end(data, i)
+        if end < 0:
             return None
-        n = data[i + 1] ^ 0x80
-        if n > 125 or size - i < 6 + n:  # (unmasked: n > 127)
-            return None
-        out.append(_unmask(data[i + 6:i + 6 + n], data[i + 2:i + 6]))
-        i += 6 + n
+        out.append(_unmask(data[i + 6:end], data[i + 2:i + 6]))
+        i = end
     return out or None
+
+
+def _pong_end(data: bytes | bytearray, i: int) -> int:
+    """Where the whole masked pong at ``data[i:]`` ends (FIN, no reserved bits, at most 125 bytes: all
+    control frames), or -1 when the bytes there are not one."""
+    if len(data) - i < 6 or data[i] != 0x80 | PONG:
+        return -1
+    n = data[i + 1] ^ 0x80  # (unmasked: n > 127)
+    return i + 6 + n if n <= 125 and len(data) - i >= 6 + n else -1
 
 
 def frame_size(data: bytes | bytearray, i: int, max_message: int) -> int | None:

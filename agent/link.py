@@ -578,9 +578,7 @@ class RelayLink:
             return True
         try:
             to.send_nowait(_item(env))
-        except trio.WouldBlock:
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         return True
 

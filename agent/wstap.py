@@ -156,7 +156,9 @@ class Tap:
 
     def _take(self, frame: bytearray) -> bool:
         """Deliver a whole taken frame's text; False when it goes to wsproto instead."""
-        at = 2 if frame[1] < 126 else 4 if frame[1] == 126 else 10
+        parsed = head(frame)
+        assert parsed is not None  # (a whole frame)
+        at = parsed[0]
         deliver = self.deliver
         if deliver is None or not self.ready():  # things changed while it came in pieces
             return False
